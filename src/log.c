@@ -1,0 +1,198 @@
+/*
+ * log — formatting and delivery of log lines. Lines are assembled in a fixed stack buffer and
+ * written with one write() per destination so that concurrent writers never interleave lines.
+ * A line longer than the buffer is cut, never overflowed.
+ */
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOG_LINE_MAX 4096
+
+static struct {
+	char logfile[1024];
+	int fd;
+	bool to_stderr;
+	bool use_syslog;
+	bool syslog_open;
+	char syslog_ident[64];
+	int verbose;
+} logstate = { .fd = -1, .to_stderr = true };
+
+const char *log_level_str(enum log_level lvl)
+{
+	switch (lvl) {
+	case LOG_LVL_FATAL:
+		return "FATAL";
+	case LOG_LVL_ERROR:
+		return "ERROR";
+	case LOG_LVL_WARNING:
+		return "WARNING";
+	case LOG_LVL_INFO:
+		return "LOG";
+	case LOG_LVL_DEBUG:
+		return "DEBUG";
+	case LOG_LVL_NOISE:
+		return "NOISE";
+	}
+	return "?";
+}
+
+static int syslog_prio(enum log_level lvl)
+{
+	switch (lvl) {
+	case LOG_LVL_FATAL:
+		return LOG_CRIT;
+	case LOG_LVL_ERROR:
+		return LOG_ERR;
+	case LOG_LVL_WARNING:
+		return LOG_WARNING;
+	case LOG_LVL_INFO:
+		return LOG_INFO;
+	default:
+		return LOG_DEBUG;
+	}
+}
+
+static int facility_code(const char *name)
+{
+	static const struct {
+		const char *name;
+		int code;
+	} facilities[] = {
+		{ "auth", LOG_AUTH },	  { "authpriv", LOG_AUTHPRIV }, { "daemon", LOG_DAEMON },
+		{ "user", LOG_USER },	  { "local0", LOG_LOCAL0 },	{ "local1", LOG_LOCAL1 },
+		{ "local2", LOG_LOCAL2 }, { "local3", LOG_LOCAL3 },	{ "local4", LOG_LOCAL4 },
+		{ "local5", LOG_LOCAL5 }, { "local6", LOG_LOCAL6 },	{ "local7", LOG_LOCAL7 },
+	};
+	for (size_t i = 0; i < sizeof(facilities) / sizeof(facilities[0]); i++)
+		if (strcasecmp(name, facilities[i].name) == 0)
+			return facilities[i].code;
+	return LOG_DAEMON;
+}
+
+static void open_logfile(void)
+{
+	if (logstate.fd >= 0) {
+		close(logstate.fd);
+		logstate.fd = -1;
+	}
+	if (logstate.logfile[0] == '\0')
+		return;
+	logstate.fd = open(logstate.logfile, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (logstate.fd < 0)
+		log_error("cannot open logfile \"%s\": %s", logstate.logfile, strerror(errno));
+}
+
+void log_setup(const char *logfile, bool to_stderr, bool use_syslog, const char *syslog_ident,
+	       const char *syslog_facility, int verbose)
+{
+	logstate.to_stderr = to_stderr;
+	logstate.verbose = verbose;
+	if (strcmp(logstate.logfile, logfile ? logfile : "") != 0 || logstate.fd < 0) {
+		snprintf(logstate.logfile, sizeof(logstate.logfile), "%s", logfile ? logfile : "");
+		open_logfile();
+	}
+	if (logstate.syslog_open) {
+		closelog();
+		logstate.syslog_open = false;
+	}
+	logstate.use_syslog = use_syslog;
+	if (use_syslog) {
+		snprintf(logstate.syslog_ident, sizeof(logstate.syslog_ident), "%s",
+			 syslog_ident && *syslog_ident ? syslog_ident : "syncbouncer");
+		openlog(logstate.syslog_ident, LOG_PID,
+			facility_code(syslog_facility ? syslog_facility : "daemon"));
+		logstate.syslog_open = true;
+	}
+}
+
+void log_reopen(void)
+{
+	open_logfile();
+}
+
+bool log_enabled(enum log_level lvl)
+{
+	if (lvl <= LOG_LVL_INFO)
+		return true;
+	return (int)lvl - (int)LOG_LVL_INFO <= logstate.verbose;
+}
+
+static void write_all(int fd, const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, buf, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		buf += n;
+		len -= (size_t)n;
+	}
+}
+
+static void log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
+{
+	char line[LOG_LINE_MAX];
+	struct timeval tv;
+	struct tm tm;
+	size_t head, len;
+	int n;
+	int saved_errno = errno;
+
+	gettimeofday(&tv, NULL);
+	localtime_r(&tv.tv_sec, &tm);
+	head = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S", &tm);
+	n = snprintf(line + head, sizeof(line) - head, ".%03d ", (int)(tv.tv_usec / 1000));
+	head += (size_t)n;
+	head += strftime(line + head, sizeof(line) - head, "%Z", &tm);
+	n = snprintf(line + head, sizeof(line) - head, " [%d] %s ", (int)getpid(),
+		     log_level_str(lvl));
+	head += (size_t)n;
+	n = vsnprintf(line + head, sizeof(line) - head, fmt, ap);
+	len = head + (n < 0 ? 0 : (size_t)n);
+	if (len > sizeof(line) - 2)
+		len = sizeof(line) - 2;
+	line[len++] = '\n';
+	line[len] = '\0';
+
+	if (logstate.to_stderr)
+		write_all(STDERR_FILENO, line, len);
+	if (logstate.fd >= 0)
+		write_all(logstate.fd, line, len);
+	if (logstate.use_syslog)
+		syslog(syslog_prio(lvl), "%s", line + head);
+	errno = saved_errno;
+}
+
+void log_msg(enum log_level lvl, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!log_enabled(lvl))
+		return;
+	va_start(ap, fmt);
+	log_vmsg(lvl, fmt, ap);
+	va_end(ap);
+}
+
+void fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(LOG_LVL_FATAL, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
