@@ -1,0 +1,472 @@
+"""Fixtures for syncbouncer's integration tests.
+
+A throwaway PostgreSQL 15 cluster lives for the whole session; each test starts its own pooler
+from a generated ini and userlist. The pooler binary comes from $SB_BIN (default: the build's
+./syncbouncer, found through $SB_BUILD_DIR or the source tree), so the same suite can be pointed
+at Debian's pgbouncer to prove that the tests check real pgbouncer behaviour:
+
+    SB_BIN=/usr/sbin/pgbouncer /usr/bin/python3 -m pytest -p no:cacheprovider test/integration
+
+Every pooler is stopped at teardown with SIGTERM (SIGKILL after 10 s, which fails the test), and
+the test fails if the pooler crashed or its output holds a sanitizer report. initdb refuses to
+run as root, so when started as root the suite drops to the `postgres` OS user first.
+"""
+
+import os
+import pwd
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC_DIR = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(SRC_DIR, "test", "lib"))
+
+PG_BIN = os.environ.get("SB_PG_BIN", "/usr/lib/postgresql/15/bin")
+PSQL = os.path.join(PG_BIN, "psql") if os.path.exists(os.path.join(PG_BIN, "psql")) else "psql"
+PGBENCH = os.path.join(PG_BIN, "pgbench")
+
+SANITIZER_PATTERNS = [
+    "ERROR: AddressSanitizer",
+    "ERROR: LeakSanitizer",
+    "AddressSanitizer:DEADLYSIGNAL",
+    "runtime error:",
+    "SUMMARY: UndefinedBehaviorSanitizer",
+]
+
+
+def _drop_root():
+    """initdb refuses root and the pooler refuses root without -u: run as `postgres`."""
+    if os.geteuid() != 0:
+        return
+    pw = pwd.getpwnam("postgres")
+    os.setgroups([])
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+    os.environ["HOME"] = pw.pw_dir
+    os.environ["USER"] = os.environ["LOGNAME"] = "postgres"
+
+
+_drop_root()
+
+
+def find_binary():
+    if os.environ.get("SB_BIN"):
+        return os.path.abspath(os.environ["SB_BIN"])
+    for d in (os.environ.get("SB_BUILD_DIR"), SRC_DIR):
+        if d and os.path.exists(os.path.join(d, "syncbouncer")):
+            return os.path.abspath(os.path.join(d, "syncbouncer"))
+    return os.path.join(SRC_DIR, "syncbouncer")
+
+
+SB_BIN = find_binary()
+# Tests whose expectation differs between pgbouncer 1.18 and syncbouncer look at this.
+IS_PGBOUNCER = os.path.basename(SB_BIN).startswith("pgbouncer")
+# Built with --enable-sanitizers (test/run says so): memory limits are measured as growth.
+SANITIZED = os.environ.get("SB_SANITIZERS", "") not in ("", "0", "no")
+
+
+def have_ipv6_loopback():
+    try:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.bind(("::1", 0))
+        s.close()
+        return True
+    except OSError:
+        return False
+
+
+HAVE_IPV6 = have_ipv6_loopback()
+
+_used_ports = set()
+
+
+def free_port():
+    """A port below 30000 that is free on 127.0.0.1 (and ::1), not handed out before."""
+    for _ in range(200):
+        port = random.randint(20000, 29999)
+        if port in _used_ports:
+            continue
+        ok = True
+        for fam, addr in [(socket.AF_INET, "127.0.0.1")] + (
+            [(socket.AF_INET6, "::1")] if HAVE_IPV6 else []
+        ):
+            s = socket.socket(fam, socket.SOCK_STREAM)
+            try:
+                s.bind((addr, port))
+            except OSError:
+                ok = False
+            finally:
+                s.close()
+        if ok:
+            _used_ports.add(port)
+            return port
+    raise RuntimeError("no free port below 30000")
+
+
+def make_tempdir(prefix):
+    d = tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("SB_TMPDIR"))
+    os.chmod(d, 0o700)
+    return d
+
+
+def read_text(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+class Postgres:
+    def __init__(self, base):
+        self.base = base
+        self.datadir = os.path.join(base, "data")
+        self.sockdir = base
+        self.logfile = os.path.join(base, "postgresql.log")
+        self.port = free_port()
+        self.host = "127.0.0.1"
+
+    def run(self, *args, **kw):
+        return subprocess.run(args, check=True, capture_output=True, text=True, **kw)
+
+    def start(self):
+        self.run(
+            os.path.join(PG_BIN, "initdb"), "-D", self.datadir, "-U", "postgres",
+            "--auth-local=trust", "--auth-host=md5", "-E", "UTF8", "--locale=C", "--no-sync",
+        )
+        listen = "127.0.0.1,::1" if HAVE_IPV6 else "127.0.0.1"
+        with open(os.path.join(self.datadir, "postgresql.conf"), "a") as f:
+            f.write(
+                f"port = {self.port}\n"
+                f"listen_addresses = '{listen}'\n"
+                f"unix_socket_directories = '{self.sockdir}'\n"
+                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+                "max_connections = 200\nshared_buffers = 32MB\n"
+                # A backend notices a vanished client during a long query; the tests then
+                # see whether the pooler, not the client, keeps a server busy.
+                "client_connection_check_interval = 500ms\n"
+                "log_connections = off\n"
+            )
+        self.run(os.path.join(PG_BIN, "pg_ctl"), "-D", self.datadir, "-l", self.logfile,
+                 "-w", "-t", "60", "start")
+        self.sql("SET password_encryption = 'md5'; CREATE ROLE app LOGIN PASSWORD 'secret'")
+        self.sql("SET password_encryption = 'scram-sha-256';"
+                 " CREATE ROLE scramuser LOGIN PASSWORD 'scrampass'")
+        self.sql("CREATE DATABASE app OWNER app")
+        self.sql("CREATE DATABASE crm OWNER app")
+
+    def stop(self):
+        subprocess.run([os.path.join(PG_BIN, "pg_ctl"), "-D", self.datadir, "-m", "immediate",
+                        "stop"], capture_output=True)
+
+    def connect(self, dbname="postgres", user="postgres", **kw):
+        """Direct connection over the unix socket, bypassing the pooler."""
+        import psycopg
+
+        return psycopg.connect(host=self.sockdir, port=self.port, dbname=dbname, user=user,
+                               autocommit=True, **kw)
+
+    def sql(self, query, dbname="postgres", user="postgres"):
+        with self.connect(dbname=dbname, user=user) as conn:
+            cur = conn.execute(query)
+            return cur.fetchall() if cur.description else None
+
+
+@pytest.fixture(scope="session")
+def pg():
+    base = make_tempdir("sb-pg-")
+    server = Postgres(base)
+    try:
+        server.start()
+    except subprocess.CalledProcessError as e:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.exit(f"cannot start PostgreSQL: {e.cmd}: {e.stderr}", returncode=3)
+    yield server
+    server.stop()
+    if not os.environ.get("SB_KEEP_TMP"):
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the pooler
+
+
+def render_ini(sections):
+    """{section: {key: value} or [raw lines]} -> ini text. A value of None drops the key."""
+    out = []
+    for name, body in sections.items():
+        out.append(f"[{name}]")
+        if isinstance(body, dict):
+            out.extend(f"{k} = {v}" for k, v in body.items() if v is not None)
+        else:
+            out.extend(body)
+        out.append("")
+    return "\n".join(out)
+
+
+def render_userlist(users):
+    return "".join(f'"{u}" "{p}"\n' for u, p in users.items())
+
+
+class Bouncer:
+    """One pooler process started from a generated config in its own work directory."""
+
+    def __init__(self, pg, workdir, sections, users, args):
+        self.pg = pg
+        self.workdir = workdir
+        self.host = "127.0.0.1"
+        self.port = int(sections["pgbouncer"]["listen_port"])
+        self.unix_dir = sections["pgbouncer"].get("unix_socket_dir") or None
+        self.logfile = sections["pgbouncer"].get("logfile")
+        self.ini = os.path.join(workdir, "syncbouncer.ini")
+        self.userlist = os.path.join(workdir, "userlist.txt")
+        self.stderr_path = os.path.join(workdir, "stderr.log")
+        self.args = list(args)
+        self.proc = None
+        self.stopped_by_us = False
+        with open(self.ini, "w") as f:
+            f.write(render_ini(sections))
+        with open(self.userlist, "w") as f:
+            f.write(render_userlist(users))
+
+    # -- process
+
+    def command(self, *extra):
+        return [SB_BIN, *self.args, *extra, self.ini]
+
+    def start(self, wait=True):
+        self.stderr_file = open(self.stderr_path, "ab")
+        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                     stdout=self.stderr_file, stderr=subprocess.STDOUT,
+                                     cwd=self.workdir)
+        if wait:
+            self.wait_ready()
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def wait_ready(self, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"pooler exited with {self.proc.returncode} at start:\n{self.output()}")
+            try:
+                socket.create_connection((self.host, self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        pytest.fail(f"pooler does not accept connections after {timeout}s:\n{self.output()}")
+
+    def stop(self):
+        """SIGTERM, then SIGKILL; returns a list of problems (empty when it stopped cleanly)."""
+        problems = []
+        if self.proc is None:
+            return problems
+        if self.proc.poll() is not None:
+            if not self.stopped_by_us:
+                problems.append(f"pooler died during the test (exit status {self.proc.returncode})")
+        else:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                problems.append("pooler did not exit within 10 s of SIGTERM")
+        self.stopped_by_us = True
+        rc = self.proc.returncode
+        if rc is not None and rc < 0 and rc not in (-signal.SIGTERM, -signal.SIGKILL):
+            problems.append(f"pooler killed by signal {-rc}")
+        self.stderr_file.close()
+        out = self.output()
+        for pat in SANITIZER_PATTERNS:
+            if pat in out:
+                problems.append(f"sanitizer report ({pat!r})")
+        if problems:
+            problems.append("output:\n" + out[-20000:])
+        return problems
+
+    def output(self):
+        """Everything the pooler wrote: its stderr/stdout and its logfile."""
+        text = read_text(self.stderr_path)
+        if self.logfile:
+            text += read_text(self.logfile)
+        return text
+
+    def log(self):
+        return read_text(self.logfile) if self.logfile else read_text(self.stderr_path)
+
+    def rss_kb(self, pid=None):
+        with open(f"/proc/{pid or self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    # -- clients
+
+    def connect(self, dbname="app", user="app", password="secret", **kw):
+        import psycopg
+
+        kw.setdefault("connect_timeout", 10)
+        kw.setdefault("host", self.host)
+        return psycopg.connect(port=self.port, dbname=dbname, user=user, password=password,
+                               **kw)
+
+    def psql(self, *args, dbname="app", user="app", password="secret", host=None, timeout=120,
+             check=True, **kw):
+        return run_psql(host or self.host, self.port, *args, dbname=dbname, user=user,
+                        password=password, timeout=timeout, check=check, **kw)
+
+    def wire(self, **kw):
+        import pgwire
+
+        return pgwire.WireClient(self.host, self.port, **kw)
+
+
+def client_env(password):
+    env = dict(os.environ)
+    env.update(PGCONNECT_TIMEOUT="10", PGAPPNAME="")
+    env.pop("PGPASSWORD", None)
+    if password is not None:
+        env["PGPASSWORD"] = password
+    return env
+
+
+def run_psql(host, port, *args, dbname="app", user="app", password="secret", timeout=120,
+             check=True, **kw):
+    cmd = [PSQL, "-X", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", str(port), "-U", user,
+           "-d", dbname, *args]
+    res = subprocess.run(cmd, env=client_env(password), capture_output=True, text=True,
+                         timeout=timeout, **kw)
+    if check and res.returncode != 0:
+        pytest.fail(f"psql failed ({res.returncode}): {res.stderr}")
+    return res
+
+
+def run_pgbench(host, port, *args, dbname="app", user="app", password="secret", timeout=300):
+    cmd = [PGBENCH, "-h", host, "-p", str(port), "-U", user, *args, dbname]
+    return subprocess.run(cmd, env=client_env(password), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+class RssSampler:
+    """Samples a process's VmRSS every 20 ms in a thread; .peak_kb after stop()."""
+
+    def __init__(self, bouncer):
+        self.bouncer = bouncer
+        self.peak_kb = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.peak_kb = max(self.peak_kb, self.bouncer.rss_kb())
+                self.samples += 1
+            except (OSError, RuntimeError):
+                return
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def default_sections(pg, workdir, port):
+    server = f"host=127.0.0.1 port={pg.port}"
+    return {
+        "databases": {
+            "app": f"{server} dbname=app",
+            "crm": f"{server} dbname=crm",
+        },
+        "pgbouncer": {
+            "listen_addr": "127.0.0.1",
+            "listen_port": port,
+            "unix_socket_dir": "",
+            "auth_type": "md5",
+            "auth_file": os.path.join(workdir, "userlist.txt"),
+            "logfile": os.path.join(workdir, "syncbouncer.log"),
+            "pool_mode": "session",
+            "max_client_conn": 100,
+            "default_pool_size": 20,
+            "admin_users": "postgres",
+        },
+    }
+
+
+DEFAULT_USERS = {"app": "secret", "scramuser": "scrampass", "postgres": "postgres"}
+
+
+@pytest.fixture
+def bouncer_factory(pg, request):
+    """make(config=None, users=None, args=(), start=True) -> Bouncer.
+
+    config: {section: {key: value}} merged over the defaults (a value of None removes the key),
+    or {section: [raw lines]} which replaces that section. users replaces the userlist.
+    """
+    made = []
+    dirs = []
+
+    def make(config=None, users=None, args=(), start=True):
+        workdir = make_tempdir("sb-bnc-")
+        dirs.append(workdir)
+        sections = default_sections(pg, workdir, free_port())
+        for name, body in (config or {}).items():
+            if isinstance(body, dict) and isinstance(sections.get(name), dict):
+                sections[name] = {**sections[name], **body}
+            else:
+                sections[name] = body
+        b = Bouncer(pg, workdir, sections, DEFAULT_USERS if users is None else users, args)
+        made.append(b)
+        if start:
+            b.start()
+        return b
+
+    yield make
+
+    problems = []
+    for b in made:
+        for p in b.stop():
+            problems.append(f"{b.ini}: {p}")
+    if not os.environ.get("SB_KEEP_TMP"):
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def bouncer(bouncer_factory):
+    """A pooler with the default config (session mode, md5 against the userlist)."""
+    return bouncer_factory()
+
+
+def pytest_report_header(config):
+    return [f"pooler binary: {SB_BIN} ({'pgbouncer' if IS_PGBOUNCER else 'syncbouncer'})",
+            f"sanitizers: {SANITIZED}, ipv6: {HAVE_IPV6}, uid: {os.geteuid()}"]
+
+
+LOG_LINE_RE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \w+ \[\d+\] (LOG|WARNING|ERROR|FATAL|DEBUG|NOISE) ",
+    re.M,
+)
