@@ -1,0 +1,405 @@
+#!/usr/bin/env python3
+"""A fake Salesforce REST API for tests (Python standard library only).
+
+Serves what syncbouncer's Salesforce connector uses:
+  POST   /services/oauth2/token                      refresh_token grant -> access token
+  POST   /services/data/vNN.N/composite/sobjects     create up to 200 records
+  PATCH  /services/data/vNN.N/composite/sobjects     update up to 200 records
+  DELETE /services/data/vNN.N/composite/sobjects?ids=a,b&allOrNone=true
+  GET    /services/data/vNN.N/sobjects/<Type>/<id>   read one record
+with Salesforce-shaped 18-character ids, an in-memory store per object, validation (Contact needs
+LastName; Email must look like an address), allOrNone semantics and a Sforce-Limit-Info header.
+
+Control API for tests:
+  POST /_control  JSON, any of: {"delay_ms": 500, "fail_status": 503, "fail_count": 1,
+                  "expire_token": true, "rate_limit": 2, "rate_limit_status": 403|429,
+                  "retry_after": 1, "down": true, "down_count": 1, "reset": true}
+  GET  /_requests the log of received API requests (token and data calls)
+  GET  /_store    the records, {"Contact": {"003...": {...}}}
+  DELETE /_requests  clears the log
+Plain HTTP helpers for engine tests: GET /_slow?ms=N (answers "ok" after N ms),
+GET /_big?bytes=N (N bytes of "x"), any method /_echo (the request back as JSON).
+
+Run: python3 test/fakes/fake_salesforce.py --port N  (prints "listening on N" when ready).
+"""
+import argparse
+import http.server
+import json
+import re
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+
+KEY_PREFIX = {"Contact": "003", "Account": "001", "Lead": "00Q", "Opportunity": "006"}
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_RECORDS = 200
+ROLLED_BACK = {
+    "statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+    "message": "Record rolled back because not all records were valid and the request was using AllOrNone header",
+    "fields": [],
+}
+
+
+def id18(id15):
+    """Salesforce's case-safe suffix: one letter per 5-character chunk."""
+    table = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+    suffix = ""
+    for chunk in range(3):
+        bits = 0
+        for i in range(5):
+            c = id15[chunk * 5 + i]
+            if "A" <= c <= "Z":
+                bits |= 1 << i
+        suffix += table[bits]
+    return id15 + suffix
+
+
+class State:
+    def __init__(self, args):
+        self.args = args
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self):
+        self.store = {}
+        self.tokens = set()
+        self.token_serial = 0
+        self.counter = 0
+        self.usage = 0
+        self.log = []
+        self.delay_ms = 0
+        self.fail_status = 0
+        self.fail_count = -1
+        self.rate_limit = 0
+        self.rate_limit_status = 403
+        self.retry_after = 1
+        self.down = False
+        self.down_count = -1
+
+    def new_id(self, sobject):
+        self.counter += 1
+        prefix = KEY_PREFIX.get(sobject, "a00")
+        # "8b000" mimics a pod/instance part; the counter is base 62 so ids stay distinct.
+        digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+        n, tail = self.counter, ""
+        for _ in range(7):
+            tail = digits[n % 62] + tail
+            n //= 62
+        return id18(prefix + "8b000" + tail)
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "FakeSalesforce/1.0"
+
+    def log_message(self, fmt, *args):
+        if self.server.state.args.verbose:
+            sys.stderr.write("fake_salesforce: " + (fmt % args) + "\n")
+
+    # ---- plumbing ----
+    def read_body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n > 0 else b""
+
+    def send(self, status, obj=None, raw=None, headers=None, ctype="application/json;charset=UTF-8"):
+        body = raw if raw is not None else (b"" if obj is None else json.dumps(obj).encode())
+        self.send_response(status)
+        if status != 204:
+            self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+
+    def sf_error(self, status, code, message, headers=None):
+        self.send(status, [{"message": message, "errorCode": code}], headers=headers)
+
+    def dispatch(self, method):
+        st = self.server.state
+        url = urllib.parse.urlsplit(self.path)
+        path, query = url.path, urllib.parse.parse_qs(url.query)
+        body = self.read_body()
+        if path.startswith("/_"):
+            return self.control(method, path, query, body)
+        with st.lock:
+            entry = {"method": method, "path": path, "query": url.query,
+                     "authorization": self.headers.get("Authorization"),
+                     "content_type": self.headers.get("Content-Type"),
+                     "time": time.time()}
+            try:
+                entry["body"] = json.loads(body) if body and not path.endswith("/token") else body.decode("utf-8", "replace")
+            except ValueError:
+                entry["body"] = body.decode("utf-8", "replace")
+            st.log.append(entry)
+            delay = st.delay_ms
+            down = st.down and st.down_count != 0
+            if down and st.down_count > 0:
+                st.down_count -= 1
+        if down:
+            # Read the request, answer nothing, drop the connection: the outcome is unknown.
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        if delay:
+            time.sleep(delay / 1000.0)
+        if path == "/services/oauth2/token" and method == "POST":
+            return self.token(body)
+        m = re.match(r"^/services/data/(v\d+\.\d+)/(.*)$", path)
+        if not m:
+            return self.send(404, [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}])
+        if not self.authorized():
+            return self.sf_error(401, "INVALID_SESSION_ID", "Session expired or invalid")
+        with st.lock:
+            if st.fail_status and st.fail_count != 0:
+                if st.fail_count > 0:
+                    st.fail_count -= 1
+                status = st.fail_status
+                return self.send(status, [{"errorCode": "SERVER_UNAVAILABLE",
+                                           "message": "fake failure %d" % status}])
+            if st.rate_limit > 0:
+                st.rate_limit -= 1
+                hdr = {"Retry-After": str(st.retry_after)}
+                if st.rate_limit_status == 429:
+                    return self.sf_error(429, "REQUEST_LIMIT_EXCEEDED", "Too many requests", hdr)
+                return self.sf_error(403, "REQUEST_LIMIT_EXCEEDED",
+                                     "TotalRequests Limit exceeded.", hdr)
+            st.usage += 1
+            limit_hdr = {"Sforce-Limit-Info": "api-usage=%d/15000" % st.usage}
+            rest = m.group(2)
+            if rest == "composite/sobjects":
+                return self.collections(method, query, body, limit_hdr)
+            r = re.match(r"^sobjects/(\w+)/(\w+)$", rest)
+            if r and method == "GET":
+                rec = st.store.get(r.group(1), {}).get(r.group(2))
+                if rec is None:
+                    return self.send(404, [{"errorCode": "NOT_FOUND",
+                                            "message": "The requested resource does not exist"}])
+                return self.send(200, dict(rec, attributes={"type": r.group(1)}), headers=limit_hdr)
+        return self.send(404, [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}])
+
+    def authorized(self):
+        st = self.server.state
+        auth = self.headers.get("Authorization") or ""
+        if not auth.startswith("Bearer "):
+            return False
+        tok = auth[len("Bearer "):]
+        with st.lock:
+            return tok in st.tokens or (st.args.static_token and tok == st.args.static_token)
+
+    # ---- OAuth ----
+    def token(self, body):
+        st = self.server.state
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        get = lambda k: (form.get(k) or [""])[0]
+        a = st.args
+        if get("grant_type") != "refresh_token":
+            return self.send(400, {"error": "unsupported_grant_type", "error_description": "grant type not supported"})
+        if get("client_id") != a.client_id or get("client_secret") != a.client_secret:
+            return self.send(400, {"error": "invalid_client_id", "error_description": "client identifier invalid"})
+        if get("refresh_token") != a.refresh_token:
+            return self.send(400, {"error": "invalid_grant", "error_description": "expired access/refresh token"})
+        with st.lock:
+            st.token_serial += 1
+            tok = "00D8b0000000001!fake.%d.%d" % (st.token_serial, int(time.time() * 1000))
+            st.tokens.add(tok)
+        host = self.headers.get("Host") or "127.0.0.1"
+        self.send(200, {"access_token": tok, "instance_url": "http://" + host,
+                        "id": "http://%s/id/00D8b0000000001/0058b000000001" % host,
+                        "token_type": "Bearer", "issued_at": str(int(time.time() * 1000)),
+                        "signature": "fake"})
+
+    # ---- sObject Collections ----
+    def validate(self, sobject, rec):
+        if sobject == "Contact":
+            if not rec.get("LastName"):
+                return {"statusCode": "REQUIRED_FIELD_MISSING",
+                        "message": "Required fields are missing: [LastName]", "fields": ["LastName"]}
+        email = rec.get("Email")
+        if email is not None and email != "" and not EMAIL_RE.match(str(email)):
+            return {"statusCode": "INVALID_EMAIL_ADDRESS",
+                    "message": "Email: invalid email address: %s" % email, "fields": ["Email"]}
+        return None
+
+    def collections(self, method, query, body, hdr):
+        st = self.server.state
+        if method == "DELETE":
+            ids = [i for i in ",".join(query.get("ids", [])).split(",") if i]
+            all_or_none = (query.get("allOrNone") or ["false"])[0].lower() == "true"
+            if len(ids) > MAX_RECORDS:
+                return self.sf_error(400, "EXCEEDED_ID_LIMIT", "record limit reached. cannot submit more than 200 records into this call")
+            errs = []
+            for i in ids:
+                found = any(i in recs for recs in st.store.values())
+                errs.append(None if found else {"statusCode": "ENTITY_IS_DELETED",
+                                                "message": "entity is deleted", "fields": []})
+            return self.answer_collection(ids, errs, all_or_none, hdr, lambda: [
+                recs.pop(i) for i in ids for recs in st.store.values() if i in recs])
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return self.sf_error(400, "JSON_PARSER_ERROR", "Unexpected character at [line:1, column:1]")
+        records = doc.get("records") if isinstance(doc, dict) else None
+        if not isinstance(records, list):
+            return self.sf_error(400, "INVALID_FIELD", "records is required")
+        if len(records) > MAX_RECORDS:
+            return self.sf_error(400, "EXCEEDED_ID_LIMIT", "record limit reached. cannot submit more than 200 records into this call")
+        all_or_none = bool(doc.get("allOrNone"))
+        errs, ids, images = [], [], []
+        for rec in records:
+            sobject = (rec.get("attributes") or {}).get("type")
+            fields = {k: v for k, v in rec.items() if k not in ("attributes", "id", "Id")}
+            rid = rec.get("id") or rec.get("Id")
+            if not sobject:
+                errs.append({"statusCode": "INVALID_TYPE", "message": "Must send a concrete entity type.", "fields": []})
+                ids.append(None), images.append(None)
+                continue
+            if method == "POST":
+                if rid:
+                    errs.append({"statusCode": "INVALID_FIELD", "message": "cannot specify Id in an insert call", "fields": ["Id"]})
+                    ids.append(None), images.append(None)
+                    continue
+                image = fields
+            elif method == "PATCH":
+                old = st.store.get(sobject, {}).get(rid)
+                if old is None:
+                    errs.append({"statusCode": "ENTITY_IS_DELETED", "message": "entity is deleted", "fields": []})
+                    ids.append(rid), images.append(None)
+                    continue
+                image = dict(old, **fields)
+            else:
+                return self.sf_error(405, "METHOD_NOT_ALLOWED", "HTTP Method '%s' not allowed" % method)
+            errs.append(self.validate(sobject, image))
+            ids.append(rid)
+            images.append((sobject, image))
+
+        def apply():
+            for n, img in enumerate(images):
+                if img is None or errs[n] is not None:
+                    continue
+                sobject, image = img
+                if ids[n] is None:
+                    ids[n] = st.new_id(sobject)
+                image = dict(image, Id=ids[n])
+                st.store.setdefault(sobject, {})[ids[n]] = image
+        return self.answer_collection(ids, errs, all_or_none, hdr, apply, creates=(method == "POST"))
+
+    def answer_collection(self, ids, errs, all_or_none, hdr, apply, creates=False):
+        failed = any(e is not None for e in errs)
+        if all_or_none and failed:
+            out = []
+            for e in errs:
+                out.append({"success": False, "errors": [e or ROLLED_BACK]})
+            return self.send(200, out, headers=hdr)
+        apply()
+        out = []
+        for i, e in zip(ids, errs):
+            if e is None:
+                out.append({"id": i, "success": True, "errors": []})
+            else:
+                r = {"success": False, "errors": [e]}
+                if not creates and i:
+                    r["id"] = i
+                out.append(r)
+        return self.send(200, out, headers=hdr)
+
+    # ---- control and helpers ----
+    def control(self, method, path, query, body):
+        st = self.server.state
+        if path == "/_control" and method == "POST":
+            try:
+                c = json.loads(body or b"{}")
+            except ValueError:
+                return self.send(400, {"error": "bad json"})
+            with st.lock:
+                if c.get("reset"):
+                    st.reset()
+                for k in ("delay_ms", "fail_status", "fail_count", "rate_limit",
+                          "rate_limit_status", "retry_after", "down_count"):
+                    if k in c:
+                        setattr(st, k, int(c[k]))
+                if "fail_status" in c and "fail_count" not in c:
+                    st.fail_count = -1
+                if "down" in c:
+                    st.down = bool(c["down"])
+                    if "down_count" not in c:
+                        st.down_count = -1
+                if c.get("expire_token"):
+                    st.tokens.clear()
+            return self.send(200, {"ok": True})
+        if path == "/_requests" and method == "GET":
+            with st.lock:
+                return self.send(200, st.log)
+        if path == "/_requests" and method == "DELETE":
+            with st.lock:
+                st.log = []
+            return self.send(204)
+        if path == "/_store" and method == "GET":
+            with st.lock:
+                return self.send(200, st.store)
+        if path == "/_slow":
+            time.sleep(int((query.get("ms") or ["500"])[0]) / 1000.0)
+            return self.send(200, raw=b"ok", ctype="text/plain")
+        if path == "/_big":
+            n = int((query.get("bytes") or ["0"])[0])
+            return self.send(200, raw=b"x" * n, ctype="text/plain")
+        if path == "/_echo":
+            return self.send(200, {"method": method, "path": self.path,
+                                   "headers": dict(self.headers.items()),
+                                   "body": body.decode("utf-8", "replace")})
+        return self.send(404, {"error": "no such control path"})
+
+    def do_GET(self):
+        self.dispatch("GET")
+
+    def do_POST(self):
+        self.dispatch("POST")
+
+    def do_PATCH(self):
+        self.dispatch("PATCH")
+
+    def do_PUT(self):
+        self.dispatch("PUT")
+
+    def do_DELETE(self):
+        self.dispatch("DELETE")
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024
+
+    def handle_error(self, request, client_address):
+        # Clients that give up (timeouts, cancelled transfers) are part of the tests.
+        if self.state.args.verbose:
+            super().handle_error(request, client_address)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--client-id", default="test-client-id")
+    ap.add_argument("--client-secret", default="test-client-secret")
+    ap.add_argument("--refresh-token", default="test-refresh-token")
+    ap.add_argument("--static-token", default="", help="a bearer token always accepted")
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args()
+    srv = Server((args.host, args.port), Handler)
+    srv.state = State(args)
+    print("listening on %d" % srv.server_address[1], flush=True)
+    try:
+        srv.serve_forever(poll_interval=0.1)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

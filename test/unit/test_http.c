@@ -1,0 +1,353 @@
+/*
+ * Tests of the HTTP engine on a real event loop against the fake server of test/fakes/
+ * (started by this program): answers and headers, the in-flight cap and its FIFO queue,
+ * timeouts, refused connections, the body cap, cancellation, name resolution through the dns
+ * module, and 200 slow requests that never hold up a timer on the same loop.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "api/http.h"
+#include "dns.h"
+
+#include "../fakes/fake_launch.h"
+
+static struct fake_server fake;
+
+struct done {
+	int calls;
+	enum http_outcome outcome;
+	long status;
+	char body[256];
+	size_t body_len;
+	char error[256];
+	char content_type[64];
+	int order;
+	int64_t at_ms;
+};
+
+struct env {
+	struct event_base *base;
+	struct dns *dns;
+	struct http_engine *eng;
+	struct http_lane *lane;
+	int finished;
+	int want;
+	int seq;
+	int max_in_flight_seen;
+};
+
+static struct env E;
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_done(void *arg, const struct http_response *resp)
+{
+	struct done *d = arg;
+	const char *ct = http_response_header(resp, "content-type");
+
+	d->calls++;
+	d->outcome = resp->outcome;
+	d->status = resp->status;
+	d->body_len = resp->body_len;
+	snprintf(d->body, sizeof(d->body), "%s", resp->body);
+	snprintf(d->error, sizeof(d->error), "%s", resp->error ? resp->error : "");
+	snprintf(d->content_type, sizeof(d->content_type), "%s", ct ? ct : "");
+	d->order = E.seq++;
+	d->at_ms = now_ms();
+	E.finished++;
+	if (E.finished >= E.want)
+		event_base_loopbreak(E.base);
+}
+
+static void on_guard(evutil_socket_t fd, short what, void *arg)
+{
+	event_base_loopbreak(E.base);
+}
+
+/* Runs the loop until E.want callbacks arrived or limit_ms passed. */
+static void run_until(int want, int limit_ms)
+{
+	struct timeval tv = {limit_ms / 1000, (limit_ms % 1000) * 1000};
+	struct event *guard = evtimer_new(E.base, on_guard, NULL);
+
+	E.want = want;
+	evtimer_add(guard, &tv);
+	if (E.finished < want)
+		event_base_dispatch(E.base);
+	event_free(guard);
+}
+
+static int setup(void **state)
+{
+	struct dns_options o = {.timeout_usec = 2000000};
+
+	memset(&E, 0, sizeof(E));
+	E.base = event_base_new();
+	E.dns = dns_create(E.base, &o);
+	E.eng = http_engine_create(E.base, E.dns);
+	E.lane = http_lane_create(E.eng, "test", 4);
+	return E.base && E.dns && E.eng && E.lane ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	http_engine_free(E.eng);
+	dns_free(E.dns);
+	event_base_free(E.base);
+	return 0;
+}
+
+static struct http_request *req_to(enum http_method m, const char *path)
+{
+	char url[256];
+
+	snprintf(url, sizeof(url), "%s%s", fake.base_url, path);
+	return http_request_new(m, url);
+}
+
+static void test_answer_and_headers(void **state)
+{
+	struct done d = {0};
+	struct http_request *r = req_to(HTTP_PATCH, "/_echo?x=1");
+
+	assert_true(http_request_add_header(r, "Content-Type", "application/json"));
+	assert_true(http_request_add_header(r, "X-Test", "yes"));
+	assert_false(http_request_add_header(r, "X-Bad", "a\r\nInjected: 1"));
+	assert_true(http_request_set_body(r, "{\"a\":1}", 7));
+	assert_true(http_submit(E.eng, E.lane, r, on_done, &d));
+	assert_int_equal(d.calls, 0); /* never from inside http_submit */
+	run_until(1, 5000);
+	assert_int_equal(d.calls, 1);
+	assert_int_equal(d.outcome, HTTP_OUTCOME_ANSWER);
+	assert_int_equal(d.status, 200);
+	assert_non_null(strstr(d.body, "\"method\": \"PATCH\""));
+	assert_non_null(strstr(d.body, "\"X-Test\": \"yes\""));
+	assert_null(strstr(d.body, "Injected"));
+	assert_non_null(strstr(d.body, "{\\\"a\\\":1}"));
+	assert_string_equal(d.content_type, "application/json;charset=UTF-8");
+}
+
+static void test_cap_and_fifo_queue(void **state)
+{
+	struct done d[6];
+	struct http_lane *lane = http_lane_create(E.eng, "capped", 2);
+	int64_t t0 = now_ms();
+	int i;
+
+	memset(d, 0, sizeof(d));
+	for (i = 0; i < 6; i++)
+		assert_true(http_submit(E.eng, lane, req_to(HTTP_GET, "/_slow?ms=300"), on_done,
+		                        &d[i]));
+	assert_int_equal(http_lane_in_flight(lane), 2);
+	assert_int_equal(http_lane_queued(lane), 4);
+	run_until(6, 10000);
+	for (i = 0; i < 6; i++) {
+		assert_int_equal(d[i].outcome, HTTP_OUTCOME_ANSWER);
+		/* pairs: the i-th request cannot end before (i/2 + 1) rounds of 300 ms */
+		assert_true(d[i].at_ms - t0 >= (i / 2 + 1) * 300 - 30);
+	}
+	/* FIFO: the last pair ends after the first pair */
+	assert_true(d[4].order > d[0].order && d[4].order > d[1].order);
+	assert_true(d[5].order > d[0].order && d[5].order > d[1].order);
+	assert_int_equal(http_lane_in_flight(lane), 0);
+	assert_int_equal(http_lane_queued(lane), 0);
+	http_lane_free(lane);
+}
+
+static void test_timeout_is_unknown_outcome(void **state)
+{
+	struct done d = {0};
+	struct http_request *r = req_to(HTTP_POST, "/_slow?ms=3000");
+	int64_t t0 = now_ms();
+
+	assert_true(http_request_set_body(r, "{}", 2));
+	http_request_set_timeout(r, 300000);
+	assert_true(http_submit(E.eng, E.lane, r, on_done, &d));
+	run_until(1, 5000);
+	assert_int_equal(d.calls, 1);
+	assert_int_equal(d.outcome, HTTP_OUTCOME_UNKNOWN);
+	assert_true(now_ms() - t0 < 2000);
+	assert_non_null(strstr(d.error, "timed out"));
+}
+
+static void test_refused_is_not_sent(void **state)
+{
+	struct done d = {0};
+	char url[128];
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/x", fake_free_port());
+	assert_true(http_submit(E.eng, E.lane, http_request_new(HTTP_POST, url), on_done, &d));
+	run_until(1, 5000);
+	assert_int_equal(d.calls, 1);
+	assert_int_equal(d.outcome, HTTP_OUTCOME_NOT_SENT);
+	assert_int_equal(d.status, 0);
+}
+
+static void test_body_cap(void **state)
+{
+	struct done d = {0}, ok = {0};
+	struct http_request *r = req_to(HTTP_GET, "/_big?bytes=100000");
+
+	http_request_set_max_body(r, 1000);
+	assert_true(http_submit(E.eng, E.lane, r, on_done, &d));
+	r = req_to(HTTP_GET, "/_big?bytes=1000");
+	http_request_set_max_body(r, 1000);
+	assert_true(http_submit(E.eng, E.lane, r, on_done, &ok));
+	run_until(2, 5000);
+	assert_int_equal(d.outcome, HTTP_OUTCOME_BAD_ANSWER);
+	assert_int_equal(d.status, 200);
+	assert_non_null(strstr(d.error, "larger than 1000"));
+	assert_int_equal(ok.outcome, HTTP_OUTCOME_ANSWER);
+	assert_int_equal(ok.body_len, 1000);
+}
+
+static void test_cancel_and_bad_url(void **state)
+{
+	struct done d[3];
+	struct http_request *r[3];
+	int i;
+
+	memset(d, 0, sizeof(d));
+	for (i = 0; i < 3; i++) {
+		r[i] = req_to(HTTP_GET, "/_slow?ms=200");
+		assert_true(http_submit(E.eng, E.lane, r[i], on_done, &d[i]));
+	}
+	http_cancel(r[1]);
+	run_until(2, 5000);
+	assert_int_equal(d[0].calls, 1);
+	assert_int_equal(d[1].calls, 0);
+	assert_int_equal(d[2].calls, 1);
+
+	assert_false(http_submit(E.eng, E.lane, http_request_new(HTTP_GET, "ftp://x/y"), on_done,
+	                         &d[0]));
+	assert_false(http_submit(E.eng, E.lane, http_request_new(HTTP_GET, "not a url"), on_done,
+	                         &d[0]));
+	assert_int_equal(d[0].calls, 1);
+}
+
+static void test_names_resolved_by_dns(void **state)
+{
+	struct done ok = {0}, bad = {0};
+	char url[128];
+
+	snprintf(url, sizeof(url), "http://localhost:%d/_echo", fake.port);
+	assert_true(http_submit(E.eng, E.lane, http_request_new(HTTP_GET, url), on_done, &ok));
+	assert_true(http_submit(E.eng, E.lane,
+	                        http_request_new(HTTP_GET, "http://nonexistent.invalid:80/x"),
+	                        on_done, &bad));
+	run_until(2, 8000);
+	assert_int_equal(ok.outcome, HTTP_OUTCOME_ANSWER);
+	assert_int_equal(ok.status, 200);
+	assert_int_equal(bad.calls, 1);
+	assert_int_equal(bad.outcome, HTTP_OUTCOME_NOT_SENT);
+	assert_non_null(strstr(bad.error, "could not resolve host"));
+}
+
+static void test_no_resolver_only_numeric(void **state)
+{
+	struct http_engine *eng = http_engine_create(E.base, NULL);
+	struct http_lane *lane = http_lane_create(eng, "nodns", 1);
+	struct done d = {0};
+
+	assert_true(http_submit(eng, lane, http_request_new(HTTP_GET, "http://example.com/"),
+	                        on_done, &d));
+	run_until(1, 2000);
+	assert_int_equal(d.outcome, HTTP_OUTCOME_NOT_SENT);
+	/* pending requests are dropped without callbacks when the engine goes */
+	assert_true(http_submit(eng, lane, req_to(HTTP_GET, "/_slow?ms=100"), on_done, &d));
+	http_engine_free(eng);
+	assert_int_equal(d.calls, 1);
+}
+
+/* ---- 200 slow requests while a timer ticks ---- */
+
+struct ticker {
+	struct event *ev;
+	int64_t expect_ms;
+	int64_t worst_late_ms;
+	int ticks;
+};
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct ticker *t = arg;
+	int64_t late = now_ms() - t->expect_ms;
+
+	if (late > t->worst_late_ms)
+		t->worst_late_ms = late;
+	t->ticks++;
+	t->expect_ms = now_ms() + 20;
+}
+
+static void test_200_slow_requests_loop_not_blocked(void **state)
+{
+	static struct done d[200];
+	struct http_lane *lane = http_lane_create(E.eng, "wide", 200);
+	struct timeval every = {0, 20000};
+	struct ticker t = {0};
+	int64_t t0 = now_ms();
+	int i, answered = 0;
+
+	memset(d, 0, sizeof(d));
+	t.ev = event_new(E.base, -1, EV_PERSIST, on_tick, &t);
+	t.expect_ms = now_ms() + 20;
+	event_add(t.ev, &every);
+	for (i = 0; i < 200; i++)
+		assert_true(http_submit(E.eng, lane, req_to(HTTP_GET, "/_slow?ms=500"), on_done,
+		                        &d[i]));
+	E.finished = 0;
+	run_until(200, 15000);
+	event_free(t.ev);
+	for (i = 0; i < 200; i++)
+		answered += d[i].outcome == HTTP_OUTCOME_ANSWER && d[i].status == 200;
+	assert_int_equal(answered, 200);
+	/* concurrent, not one after another: 200 x 500 ms would be 100 s */
+	assert_true(now_ms() - t0 < 8000);
+	assert_true(t.ticks > 10);
+	print_message("200 requests in %lld ms, %d ticks, worst tick lateness %lld ms\n",
+	              (long long)(now_ms() - t0), t.ticks, (long long)t.worst_late_ms);
+	assert_true(t.worst_late_ms < 150);
+	http_lane_free(lane);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test_setup_teardown(test_answer_and_headers, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_cap_and_fifo_queue, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_timeout_is_unknown_outcome, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_refused_is_not_sent, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_body_cap, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_cancel_and_bad_url, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_names_resolved_by_dns, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_no_resolver_only_numeric, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_200_slow_requests_loop_not_blocked, setup,
+	                                        teardown),
+	};
+	int rc;
+
+	if (!fake_server_start(&fake, "fake_salesforce.py", NULL)) {
+		fprintf(stderr, "cannot start the fake server\n");
+		return 1;
+	}
+	rc = cmocka_run_group_tests(tests, NULL, NULL);
+	fake_server_stop(&fake);
+	return rc;
+}
