@@ -417,12 +417,17 @@ def default_sections(pg, workdir, port):
 DEFAULT_USERS = {"app": "secret", "scramuser": "scrampass", "postgres": "postgres"}
 
 
+def subst(value, workdir):
+    return value.replace("@WORKDIR@", workdir) if isinstance(value, str) else value
+
+
 @pytest.fixture
 def bouncer_factory(pg, request):
     """make(config=None, users=None, args=(), start=True) -> Bouncer.
 
     config: {section: {key: value}} merged over the defaults (a value of None removes the key),
-    or {section: [raw lines]} which replaces that section. users replaces the userlist.
+    or {section: [raw lines]} which replaces that section; "@WORKDIR@" in a value stands for
+    the pooler's own work directory. users replaces the userlist.
     """
     made = []
     dirs = []
@@ -432,6 +437,10 @@ def bouncer_factory(pg, request):
         dirs.append(workdir)
         sections = default_sections(pg, workdir, free_port())
         for name, body in (config or {}).items():
+            if isinstance(body, dict):
+                body = {k: subst(v, workdir) for k, v in body.items()}
+            else:
+                body = [subst(line, workdir) for line in body]
             if isinstance(body, dict) and isinstance(sections.get(name), dict):
                 sections[name] = {**sections[name], **body}
             else:

@@ -45,7 +45,8 @@ class WireClient:
             self.sock.connect(f"{host}/.s.PGSQL.{port}")
         else:
             self.sock.connect((host, port))
-        self.buf = b""
+        self.buf = bytearray()
+        self.pos = 0
         self.auth_requests = []
         self.params = {}
 
@@ -60,22 +61,34 @@ class WireClient:
         self.sock.sendall(kind + struct.pack("!I", len(body) + 4) + body)
 
     def _fill(self, n):
-        while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
+        while len(self.buf) - self.pos < n:
+            chunk = self.sock.recv(262144)
             if not chunk:
                 raise WireError("connection closed by server")
             self.buf += chunk
 
+    def recv_some(self, limit):
+        """Reads at most limit bytes from the socket into the buffer; returns how many."""
+        chunk = self.sock.recv(limit)
+        if not chunk:
+            raise WireError("connection closed by server")
+        self.buf += chunk
+        return len(chunk)
+
     def read_msg(self):
         """Returns (type byte as str, body bytes)."""
         self._fill(5)
-        kind = chr(self.buf[0])
-        (length,) = struct.unpack("!I", self.buf[1:5])
+        p = self.pos
+        kind = chr(self.buf[p])
+        (length,) = struct.unpack_from("!I", self.buf, p + 1)
         if length < 4 or length > 1 << 30:
             raise WireError(f"bad message length {length}")
         self._fill(1 + length)
-        body = self.buf[5 : 1 + length]
-        self.buf = self.buf[1 + length :]
+        body = bytes(self.buf[p + 5 : p + 1 + length])
+        self.pos = p + 1 + length
+        if self.pos > 1 << 20:
+            del self.buf[: self.pos]
+            self.pos = 0
         return kind, body
 
     def startup(self, user, database, password=None, **params):
@@ -105,7 +118,7 @@ class WireClient:
                 else:
                     raise WireError(f"authentication request {code} not supported here")
             elif kind == "S":
-                name, value = msg.rstrip(b"\0").split(b"\0", 1)
+                name, value = msg[:-1].split(b"\0", 1)
                 self.params[name.decode()] = value.decode()
             elif kind == "K":
                 continue

@@ -1,0 +1,96 @@
+"""Big results stream through the pooler: its memory does not grow with the result's size.
+
+The result of BIG_QUERY is about 100 MB on the wire. A pooler that buffered it would grow by
+that much; a relaying one stays at its fixed per-connection buffers. Under the sanitizers the
+resident size starts higher (shadow memory), so there the limit applies to the growth.
+"""
+
+import time
+
+import pytest
+
+from conftest import SANITIZED, RssSampler
+
+BIG_QUERY = "select repeat('x', 1000) from generate_series(1, 100000)"
+LIMIT_KB = 50 * 1024
+
+
+def check_rss(baseline_kb, peak_kb):
+    if SANITIZED:
+        assert peak_kb - baseline_kb < LIMIT_KB, f"RSS grew from {baseline_kb} to {peak_kb} kB"
+    else:
+        assert peak_kb < LIMIT_KB, f"RSS reached {peak_kb} kB (started at {baseline_kb} kB)"
+
+
+@pytest.mark.timeout(180)
+def test_100mb_result_streams_with_bounded_memory(bouncer):
+    bouncer.psql("-c", "select 1")
+    baseline = bouncer.rss_kb()
+    with RssSampler(bouncer) as sampler:
+        res = bouncer.psql("-o", "/dev/null", "-c", BIG_QUERY)
+    assert res.returncode == 0
+    assert sampler.samples > 5
+    check_rss(baseline, sampler.peak_kb)
+    # The whole result arrived: count what psql prints.
+    res = bouncer.psql("-At", "-c", f"select count(*), sum(length(r)) from ({BIG_QUERY}) s(r)")
+    assert res.stdout == "100000|100000000\n"
+
+
+@pytest.mark.timeout(180)
+def test_100mb_result_byte_count(bouncer):
+    """A raw client receives every DataRow of the 100 MB result intact."""
+    w = bouncer.wire()
+    assert w.startup("app", "app", "secret") is None
+    w.query(BIG_QUERY)
+    rows = total = 0
+    while True:
+        kind, body = w.read_msg()
+        if kind == "D":
+            rows += 1
+            total += len(body)
+            assert body[6:] == b"x" * 1000
+        elif kind == "E":
+            pytest.fail(f"error: {body!r}")
+        elif kind == "Z":
+            break
+    w.close()
+    assert rows == 100000
+    assert total == 100000 * (2 + 4 + 1000)
+
+
+@pytest.mark.timeout(180)
+def test_slow_reader_does_not_grow_memory(bouncer):
+    """A client that stops reading holds the server back instead of filling the pooler."""
+    w = bouncer.wire(rcvbuf=4096, timeout=30)
+    assert w.startup("app", "app", "secret") is None
+    baseline = bouncer.rss_kb()
+    with RssSampler(bouncer) as sampler:
+        w.query(BIG_QUERY)
+        # Stalled: PostgreSQL produces the whole result in well under this time, so a pooler
+        # that buffers would hold most of it now.
+        time.sleep(3)
+        # Another client is served meanwhile.
+        with bouncer.connect() as conn:
+            assert conn.execute("select 'other'").fetchone() == ("other",)
+        # Trickle: read 64 kB every 20 ms for a while.
+        got = 0
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            got += w.recv_some(65536)
+            time.sleep(0.02)
+        stalled_peak = sampler.peak_kb
+    check_rss(baseline, stalled_peak)
+    assert 0 < got < 50 * 1024 * 1024
+    # Then drain at full speed; the answer is complete and correct.
+    rows = 0
+    while True:
+        kind, body = w.read_msg()
+        if kind == "D":
+            rows += 1
+        elif kind == "E":
+            pytest.fail(f"error: {body!r}")
+        elif kind == "Z":
+            break
+    w.close()
+    assert rows == 100000
+    check_rss(baseline, bouncer.rss_kb())
