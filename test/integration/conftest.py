@@ -227,7 +227,8 @@ class Bouncer:
         self.pg = pg
         self.workdir = workdir
         self.host = "127.0.0.1"
-        self.port = int(sections["pgbouncer"]["listen_port"])
+        port = str(sections["pgbouncer"].get("listen_port", ""))
+        self.port = int(port) if port.isdigit() else None
         self.unix_dir = sections["pgbouncer"].get("unix_socket_dir") or None
         self.logfile = sections["pgbouncer"].get("logfile")
         self.ini = os.path.join(workdir, "syncbouncer.ini")
