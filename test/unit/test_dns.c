@@ -430,6 +430,23 @@ static void test_localhost(void **state)
 	assert_int_equal(f->fs.unknown_queries, 0);
 }
 
+/* With the system's configuration (opts NULL), localhost still resolves from /etc/hosts. */
+static void test_system_config(void **state)
+{
+	struct fixture *f = *state;
+	struct capture c = {0};
+
+	dns_free(f->dns);
+	f->dns = dns_create(f->base, NULL);
+	assert_non_null(f->dns);
+	lookup(f, "localhost", 80, &c);
+	assert_int_equal(c.calls, 0);
+	assert_true(run1(f, &c, 5000));
+	assert_int_equal(c.res.status, DNS_STATUS_OK);
+	assert_true(result_has(&c.res, "127.0.0.1") || result_has(&c.res, "::1"));
+	assert_int_equal(addr_port(&c.res.addrs[0]), 80);
+}
+
 /* Names resolvers would reject fail with BADNAME, asynchronously. */
 static void test_bad_names(void **state)
 {
@@ -780,6 +797,47 @@ static void test_foreach_host(void **state)
 	}
 }
 
+static void count_cb(void *arg, const char *host, int64_t ttl, const char *addrs)
+{
+	(*(int *)arg)++;
+}
+
+/* The cache keeps a bounded number of names, however many are looked up. */
+static void test_cache_bounded(void **state)
+{
+	struct fixture *f = *state;
+	enum { BATCH = 128, TOTAL = 1280 };
+	static struct capture cs[BATCH];
+	struct capture *pcs[BATCH];
+	char name[32];
+	int rows = 0;
+
+	for (int done = 0; done < TOTAL; done += BATCH) {
+		memset(cs, 0, sizeof(cs));
+		for (int i = 0; i < BATCH; i++) {
+			snprintf(name, sizeof(name), "n%d.test", done + i);
+			pcs[i] = &cs[i];
+			lookup(f, name, 1, &cs[i]);
+		}
+		assert_true(run_until(f, pcs, BATCH, 5000));
+		for (int i = 0; i < BATCH; i++)
+			assert_int_equal(cs[i].res.status, DNS_STATUS_NXDOMAIN);
+	}
+	dns_foreach_host(f->dns, count_cb, &rows);
+	assert_true(rows >= BATCH);
+	assert_true(rows < TOTAL);
+
+	/* the newest names are the ones kept */
+	int asked = f->fs.unknown_queries;
+
+	memset(cs, 0, sizeof(cs));
+	snprintf(name, sizeof(name), "n%d.test", TOTAL - 1);
+	lookup(f, name, 1, &cs[0]);
+	assert_true(run1(f, &cs[0], 3000));
+	assert_int_equal(cs[0].res.status, DNS_STATUS_NXDOMAIN);
+	assert_int_equal(f->fs.unknown_queries, asked);
+}
+
 /* A callback may start another lookup of the same name; it is answered from the cache. */
 struct chain {
 	struct fixture *f;
@@ -822,6 +880,7 @@ int main(void)
 	        cmocka_unit_test(test_status_str),
 	        cmocka_unit_test_setup_teardown(test_literals, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_localhost, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_system_config, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_bad_names, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_resolve_both_families, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_concurrent_share, setup, teardown),
@@ -835,6 +894,7 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_free_pending, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_foreach_host, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_lookup_from_callback, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_cache_bounded, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
