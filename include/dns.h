@@ -56,8 +56,9 @@ const char *dns_status_str(enum dns_status status);
 
 /*
  * What a callback receives. status: 0 or an enum dns_status. error: NULL when status is 0, else
- * a static human-readable sentence. addrs[0..naddrs) carry the lookup's port; IPv4 and IPv6 mixed,
- * in the resolver's preference order. Valid only during the callback: copy what you keep.
+ * a static human-readable sentence. addrs[0..naddrs) carry the lookup's port; IPv4 and IPv6 mixed.
+ * Successive answers for one name start one address further on (round robin, like pgbouncer),
+ * so connecting to addrs[0] spreads the load. Valid only during the callback: copy what you keep.
  */
 struct dns_result {
 	int status;

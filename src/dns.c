@@ -71,6 +71,7 @@ struct dns_host {
 	int naddrs;
 	struct sockaddr_storage addrs[DNS_MAX_ADDRS];
 	socklen_t addrlens[DNS_MAX_ADDRS];
+	unsigned next_first;     /* round robin: where the next answer handed out starts */
 	struct dns_link waiters; /* requests waiting for the query in flight */
 };
 
@@ -388,16 +389,24 @@ static void dns_request_ready(struct dns *dns, struct dns_request *req)
 	dns_list_append(&dns->ready, &req->link);
 }
 
-static void dns_request_fill_from_host(struct dns_request *req, const struct dns_host *host)
+/*
+ * Each answer handed out starts one address further on (round robin, as pgbouncer does), so that
+ * callers who connect to addrs[0] spread over all the addresses of a name.
+ */
+static void dns_request_fill_from_host(struct dns_request *req, struct dns_host *host)
 {
 	struct dns_result *res = &req->result;
+	int first = host->naddrs > 0 ? (int)(host->next_first % (unsigned)host->naddrs) : 0;
 
+	host->next_first++;
 	res->status = host->status;
 	res->error = host->error;
 	res->naddrs = host->naddrs;
 	for (int i = 0; i < host->naddrs; i++) {
-		memcpy(&res->addrs[i], &host->addrs[i], sizeof(res->addrs[i]));
-		res->addrlens[i] = host->addrlens[i];
+		int j = (first + i) % host->naddrs;
+
+		memcpy(&res->addrs[i], &host->addrs[j], sizeof(res->addrs[i]));
+		res->addrlens[i] = host->addrlens[j];
 		dns_set_port(&res->addrs[i], req->port);
 	}
 }

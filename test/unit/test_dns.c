@@ -549,6 +549,34 @@ static void test_cache_hit(void **state)
 	assert_int_equal(fn->queries_a, 1);
 }
 
+/* Successive answers for one name start at the next address, so connections spread out. */
+static void test_round_robin(void **state)
+{
+	struct fixture *f = *state;
+	struct fake_name *fn = fake_add(&f->fs, "rr.test", FAKE_ANSWER, 300);
+	char first[3][INET6_ADDRSTRLEN];
+
+	fn->v4[0] = "10.6.0.1";
+	fn->v4[1] = "10.6.0.2";
+	fn->v4[2] = "10.6.0.3";
+	for (int i = 0; i < 3; i++) {
+		struct capture c = {0};
+
+		lookup(f, "rr.test", 1, &c);
+		assert_true(run1(f, &c, 3000));
+		assert_int_equal(c.res.status, DNS_STATUS_OK);
+		assert_int_equal(c.res.naddrs, 3);
+		assert_true(result_has(&c.res, "10.6.0.1"));
+		assert_true(result_has(&c.res, "10.6.0.2"));
+		assert_true(result_has(&c.res, "10.6.0.3"));
+		addr_text(&c.res.addrs[0], first[i], sizeof(first[i]));
+	}
+	assert_string_not_equal(first[0], first[1]);
+	assert_string_not_equal(first[1], first[2]);
+	assert_string_not_equal(first[0], first[2]);
+	assert_int_equal(fn->queries_a, 1);
+}
+
 /* The record TTL bounds the cache; max_ttl bounds it further. */
 static void test_ttl(void **state)
 {
@@ -885,6 +913,7 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_resolve_both_families, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_concurrent_share, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_cache_hit, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_round_robin, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_ttl, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_nxdomain_cached, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_server_errors, setup, teardown),
