@@ -587,7 +587,7 @@ static void test_ttl(void **state)
 
 	rec->v4[0] = "10.0.1.1";
 	capped->v4[0] = "10.0.2.2";
-	fixture_dns(f, 300000, 15000000, 2000000); /* max_ttl 0.3 s */
+	fixture_dns(f, 500000, 15000000, 2000000); /* max_ttl 0.5 s */
 
 	lookup(f, "capped.test", 1, &c);
 	assert_true(run1(f, &c, 3000));
@@ -595,7 +595,7 @@ static void test_ttl(void **state)
 	lookup(f, "capped.test", 1, &c);
 	assert_true(run1(f, &c, 3000));
 	assert_int_equal(capped->queries_a, 1);
-	sleep_ms(400);
+	sleep_ms(600);
 	memset(&c, 0, sizeof(c));
 	lookup(f, "capped.test", 1, &c);
 	assert_true(run1(f, &c, 3000));
