@@ -264,6 +264,8 @@ class Bouncer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                # Reported here; teardown then only looks for sanitizer reports.
+                self.stopped_by_us = True
                 pytest.fail(f"pooler exited with {self.proc.returncode} at start:\n{self.output()}")
             try:
                 socket.create_connection((self.host, self.port), timeout=1).close()
