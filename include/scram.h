@@ -1,0 +1,150 @@
+/*
+ * scram: SCRAM-SHA-256 (RFC 5802, RFC 7677) as PostgreSQL speaks it, both sides.
+ *
+ * The client side logs the pooler into PostgreSQL; the server side authenticates the pooler's
+ * clients against a userlist entry holding either a plain password or a PostgreSQL secret
+ * "SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>".
+ *
+ * Every message in or out is bounded by SCRAM_MAX_MSG; incoming messages are copied and checked
+ * (no NUL inside, attribute order and syntax as the RFC gives them) before use. Nonces come from
+ * RAND_bytes. Channel binding is not supported: only the SCRAM-SHA-256 mechanism is offered,
+ * 'p=' gs2 flags are refused. Passwords are used as given, without SASLprep: identical to
+ * PostgreSQL for ASCII passwords; a non-ASCII password that SASLprep would change produces a
+ * different key, so such users need a SCRAM secret in the userlist rather than the plain password.
+ *
+ * Failure: every step returns false and leaves a static, secret-free reason in ->error, and the
+ * state moves to SCRAM_FAILED (no later step succeeds). scram_*_clear() wipes key material.
+ */
+#ifndef SB_SCRAM_H
+#define SB_SCRAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SCRAM_WARN_UNUSED __attribute__((warn_unused_result))
+
+#define SCRAM_MECH               "SCRAM-SHA-256"
+#define SCRAM_KEY_LEN            32
+#define SCRAM_MAX_PASSWORD       2048 /* bytes, without the NUL */
+#define SCRAM_MAX_MSG            1024 /* any SCRAM message, sent or received, without the NUL */
+#define SCRAM_MAX_NONCE          256  /* characters of a nonce */
+#define SCRAM_MAX_SALT           64   /* bytes of decoded salt */
+#define SCRAM_SALT_LEN           16   /* bytes of salt we generate, as PostgreSQL does */
+#define SCRAM_DEFAULT_ITERATIONS 4096
+#define SCRAM_MAX_ITERATIONS     1000000 /* a server asking for more is refused: each costs CPU */
+#define SCRAM_MAX_SECRET         256     /* length of a "SCRAM-SHA-256$..." secret we build */
+
+enum scram_state {
+	SCRAM_START,      /* nothing exchanged yet */
+	SCRAM_FIRST_DONE, /* first messages exchanged */
+	SCRAM_FINAL_DONE, /* client: final sent, server signature not yet checked */
+	SCRAM_OK,         /* authenticated */
+	SCRAM_FAILED,
+};
+const char *scram_state_str(enum scram_state s);
+
+struct scram_client {
+	enum scram_state state;
+	const char *error;
+	bool have_keys; /* started from ClientKey/ServerKey instead of a password */
+	size_t password_len;
+	char password[SCRAM_MAX_PASSWORD + 1];
+	uint8_t client_key[SCRAM_KEY_LEN], server_key[SCRAM_KEY_LEN];
+	uint8_t server_signature[SCRAM_KEY_LEN];
+	char username[64]; /* sent as n=; PostgreSQL ignores it, so it stays empty */
+	char nonce[SCRAM_MAX_NONCE + 1];
+	char client_first_bare[SCRAM_MAX_MSG + 1];
+};
+
+/* Starts a client exchange with a password (copied; at most SCRAM_MAX_PASSWORD bytes). */
+bool scram_client_init(struct scram_client *sc, const char *password) SCRAM_WARN_UNUSED;
+
+/*
+ * Starts a client exchange from keys instead of a password, as recovered by a successful
+ * scram_server exchange against the same secret (scram_server_keys()). PostgreSQL accepts the
+ * proof only if its own secret has the same salt and iterations as the one the keys came from.
+ */
+void scram_client_init_keys(struct scram_client *sc, const uint8_t client_key[SCRAM_KEY_LEN],
+                            const uint8_t server_key[SCRAM_KEY_LEN]);
+
+/* Test hook: fixes the username and nonce that scram_client_first() would otherwise make. */
+bool scram_client_test_set(struct scram_client *sc, const char *username,
+                           const char *nonce) SCRAM_WARN_UNUSED;
+
+/* client-first-message "n,,n=,r=<nonce>" into out (NUL-terminated; send strlen(out) bytes). */
+bool scram_client_first(struct scram_client *sc, char *out, size_t outsize) SCRAM_WARN_UNUSED;
+
+/*
+ * Takes server-first-message (the AuthenticationSASLContinue data, len bytes, no NUL needed)
+ * and writes client-final-message with the proof into out. Refuses a nonce that does not
+ * extend ours, a bad salt, iterations outside 1..SCRAM_MAX_ITERATIONS, mandatory extensions.
+ */
+bool scram_client_final(struct scram_client *sc, const char *server_first, size_t len, char *out,
+                        size_t outsize) SCRAM_WARN_UNUSED;
+
+/* Checks server-final-message (AuthenticationSASLFinal data): true only for the right v=. */
+bool scram_client_verify(struct scram_client *sc, const char *server_final,
+                         size_t len) SCRAM_WARN_UNUSED;
+
+void scram_client_clear(struct scram_client *sc);
+
+struct scram_server {
+	enum scram_state state;
+	const char *error;
+	bool mock; /* no such user or unusable secret: go through the motions, then fail */
+	uint32_t iterations;
+	size_t salt_len;
+	uint8_t salt[SCRAM_MAX_SALT];
+	uint8_t stored_key[SCRAM_KEY_LEN], server_key[SCRAM_KEY_LEN];
+	uint8_t client_key[SCRAM_KEY_LEN]; /* recovered from the proof, valid in SCRAM_OK */
+	char cbind_flag;                   /* 'n' or 'y' */
+	char test_nonce[SCRAM_MAX_NONCE + 1];
+	char nonce[2 * SCRAM_MAX_NONCE + 1];
+	char client_first_bare[SCRAM_MAX_MSG + 1];
+	char server_first[SCRAM_MAX_MSG + 1];
+};
+
+/*
+ * Starts a server exchange. secret_or_password: a "SCRAM-SHA-256$..." secret, or a plain
+ * password (a random salt and SCRAM_DEFAULT_ITERATIONS are used). NULL, or an md5 secret (which
+ * cannot verify SCRAM), starts a mock exchange that runs to the end and fails there, so that a
+ * client cannot tell a missing user from a wrong password. False only for a malformed SCRAM
+ * secret or a failure of the crypto library.
+ */
+bool scram_server_init(struct scram_server *ss, const char *secret_or_password) SCRAM_WARN_UNUSED;
+
+/* Test hook: the server's part of the nonce, instead of a random one. */
+bool scram_server_test_set_nonce(struct scram_server *ss, const char *nonce) SCRAM_WARN_UNUSED;
+
+/* Takes client-first-message (SASLInitialResponse data) and writes server-first-message. */
+bool scram_server_first(struct scram_server *ss, const char *client_first, size_t len, char *out,
+                        size_t outsize) SCRAM_WARN_UNUSED;
+
+/*
+ * Takes client-final-message and, when the proof is right, writes server-final-message
+ * "v=<signature>" into out and returns true. False: authentication failed (the caller answers
+ * with 28P01 and does not send out).
+ */
+bool scram_server_final(struct scram_server *ss, const char *client_final, size_t len, char *out,
+                        size_t outsize) SCRAM_WARN_UNUSED;
+
+/* After a successful exchange: the client's ClientKey and the secret's ServerKey. */
+bool scram_server_keys(const struct scram_server *ss, uint8_t client_key[SCRAM_KEY_LEN],
+                       uint8_t server_key[SCRAM_KEY_LEN]) SCRAM_WARN_UNUSED;
+
+void scram_server_clear(struct scram_server *ss);
+
+/* True when s starts like a SCRAM-SHA-256 secret (it may still be malformed). */
+bool scram_is_secret(const char *s);
+
+/* Splits a secret; false when it is malformed in any way. */
+bool scram_parse_secret(const char *secret, uint32_t *iterations, uint8_t salt[SCRAM_MAX_SALT],
+                        size_t *salt_len, uint8_t stored_key[SCRAM_KEY_LEN],
+                        uint8_t server_key[SCRAM_KEY_LEN]) SCRAM_WARN_UNUSED;
+
+/* Builds the secret PostgreSQL would store for password (salt NULL: a random one). */
+bool scram_build_secret(const char *password, const uint8_t *salt, size_t salt_len,
+                        uint32_t iterations, char *out, size_t outsize) SCRAM_WARN_UNUSED;
+
+#endif
