@@ -235,8 +235,10 @@ class Bouncer:
         self.userlist = os.path.join(workdir, "userlist.txt")
         self.stderr_path = os.path.join(workdir, "stderr.log")
         self.args = list(args)
+        self.binary = SB_BIN
         self.proc = None
         self.stopped_by_us = False
+        self.checked = False
         with open(self.ini, "w") as f:
             f.write(render_ini(sections))
         with open(self.userlist, "w") as f:
@@ -245,7 +247,7 @@ class Bouncer:
     # -- process
 
     def command(self, *extra):
-        return [SB_BIN, *self.args, *extra, self.ini]
+        return [self.binary, *self.args, *extra, self.ini]
 
     def start(self, wait=True):
         self.stderr_file = open(self.stderr_path, "ab")
@@ -277,8 +279,9 @@ class Bouncer:
     def stop(self):
         """SIGTERM, then SIGKILL; returns a list of problems (empty when it stopped cleanly)."""
         problems = []
-        if self.proc is None:
+        if self.proc is None or self.checked:
             return problems
+        self.checked = True
         if self.proc.poll() is not None:
             if not self.stopped_by_us:
                 problems.append(f"pooler died during the test (exit status {self.proc.returncode})")
