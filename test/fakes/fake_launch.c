@@ -105,7 +105,9 @@ static bool fake_try_start(struct fake_server *fs, const char *path, const char 
 		used += (size_t)r;
 		line[used] = '\0';
 		if (strstr(line, "listening on") != NULL) {
-			close(pfd[0]);
+			/* Kept open until stop: the fake may still be writing the rest of its line.
+			 */
+			fs->out_fd = pfd[0];
 			snprintf(fs->base_url, sizeof(fs->base_url), "http://127.0.0.1:%d",
 			         fs->port);
 			return true;
@@ -140,6 +142,10 @@ void fake_server_stop(struct fake_server *fs)
 {
 	int i, status;
 
+	if (fs->out_fd > 0) {
+		close(fs->out_fd);
+		fs->out_fd = 0;
+	}
 	if (fs->pid <= 0)
 		return;
 	kill(fs->pid, SIGTERM);

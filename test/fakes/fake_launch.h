@@ -11,6 +11,7 @@
 struct fake_server {
 	pid_t pid;
 	int port;
+	int out_fd;        /* read end of its stdout */
 	char base_url[64]; /* "http://127.0.0.1:<port>" */
 };
 

@@ -1,0 +1,252 @@
+/*
+ * connector — what every API connector (Salesforce, generic REST, ...) does, and the types the
+ * rest of the program uses to talk about API writes.
+ *
+ * A connector is pure translation, with no I/O and no Postgres: given an operation, a table
+ * mapping and the row images of one statement, it builds exactly ONE HTTP request (as a
+ * struct api_http_spec); given the answer, it returns per-row results in row order, or ONE
+ * error. Sending, auth, retries and counters are the api module's job (include/api/api.h).
+ *
+ * Invariants: a build never produces a request for more rows than max_rows(op); a parse never
+ * trusts a length, count or type in the answer; every error carries a class the caller can
+ * turn into a SQLSTATE, and says whether the API guarantees that nothing was written.
+ */
+#ifndef SB_API_CONNECTOR_H
+#define SB_API_CONNECTOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "api/http.h"
+/* include/config.h by relative path: a bare "config.h" finds autoconf's in the build dir */
+#include "../config.h"
+
+enum api_op {
+	API_OP_INSERT,
+	API_OP_UPDATE,
+	API_OP_DELETE,
+};
+const char *api_op_str(enum api_op op);
+
+/* How a column's text is sent: as a JSON string (default), number or boolean. */
+enum api_value_type {
+	API_VALUE_TEXT,
+	API_VALUE_NUMBER, /* Postgres numeric/int/float text; "NaN"/"Infinity" are refused */
+	API_VALUE_BOOL,   /* Postgres "t"/"f" (also "true"/"false") */
+};
+const char *api_value_type_str(enum api_value_type t);
+
+/* One column of a row image: text as Postgres prints it, or NULL for SQL NULL. */
+struct api_value {
+	const char *column;
+	const char *value;
+	enum api_value_type type;
+};
+
+struct api_row_image {
+	const struct api_value *values;
+	int nvalues;
+};
+
+/*
+ * One row of a statement: insert has new_image only, delete old_image only, update both (only
+ * columns whose value changed are sent; the record id is the primary key column of old_image).
+ */
+struct api_row {
+	struct api_row_image old_image;
+	struct api_row_image new_image;
+};
+
+/* Column → field name override ("note:Description"). */
+struct api_column_map {
+	char *column;
+	char *field;
+};
+
+/* How one synced table maps to an API object. */
+struct api_table {
+	char *name;      /* for messages, e.g. "salesforce.contacts" */
+	char *object;    /* API object, e.g. "Contact"; "" when the API has none */
+	char *pk_column; /* column holding the API's record id; "id" by default */
+	struct api_column_map *overrides;
+	int noverrides;
+	char **readonly; /* columns never sent (computed by the API or the database) */
+	int nreadonly;
+};
+
+/*
+ * Fills t from a [synced_tables] entry's pairs: object=, columns='col:Field,...',
+ * primary_key= (default id), readonly='col,col'; api= and unknown keys are left to the caller.
+ * name is copied. False with a message in err on a malformed value; t is then empty.
+ */
+bool api_table_init(struct api_table *t, const char *name, const struct cf_kv *kv, int nkv,
+                    char *err, size_t errsize) __attribute__((warn_unused_result));
+void api_table_free(struct api_table *t);
+
+enum api_error_class {
+	API_ERR_NONE,
+	API_ERR_VALIDATION,      /* a record was rejected (23514) */
+	API_ERR_REQUIRED,        /* required field missing (23502) */
+	API_ERR_DUPLICATE,       /* duplicate value (23505) */
+	API_ERR_AUTH,            /* credentials rejected, token refresh failed (28000) */
+	API_ERR_PERMISSION,      /* permission denied (42501) */
+	API_ERR_RATE_LIMIT,      /* rate limited after bounded waiting (53400) */
+	API_ERR_NOT_FOUND,       /* the record does not exist (any more) */
+	API_ERR_UNAVAILABLE,     /* nothing was sent: DNS, connect, TLS (58000) */
+	API_ERR_SERVER,          /* the API answered 5xx (58000) */
+	API_ERR_UNKNOWN_OUTCOME, /* sent, no usable answer: maybe written (XX000) */
+	API_ERR_BAD_ANSWER,      /* an answer we cannot read: maybe written (XX000) */
+	API_ERR_TOO_MANY_ROWS,   /* more rows than one request takes (54000) */
+	API_ERR_INTERNAL,        /* out of memory, a value the API cannot carry, ... */
+};
+const char *api_error_class_str(enum api_error_class c);
+
+struct api_error {
+	enum api_error_class cls;
+	bool nothing_written; /* the API guarantees no record changed */
+	bool session_expired; /* the token was refused: refresh once and retry */
+	int http_status;      /* 0 when no answer */
+	int retry_after;      /* seconds the API asked us to wait, -1 when not said */
+	int row;              /* index of the offending row, -1 when not about one row */
+	char code[64];        /* the API's code, e.g. "INVALID_EMAIL_ADDRESS" */
+	char message[512];    /* the API's message (or ours), for the client */
+	char field[128];      /* offending API field, "" if none */
+	char column[128];     /* its column, "" if unknown */
+	char value[256];      /* the offending value as sent (truncated), "" if none */
+	bool value_is_null;
+};
+
+/* Sets e to the class and a printf-style message; every other field to "unknown/none". */
+void api_error_set(struct api_error *e, enum api_error_class cls, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+/* One field value the API returned for a row (column = "" when no column maps to it). */
+struct api_field_value {
+	char *column;
+	char *field;
+	char *value; /* text; NULL for JSON null */
+};
+
+struct api_row_result {
+	char *id; /* the record id (NULL only if the API gave none) */
+	struct api_field_value *fields;
+	int nfields;
+};
+
+/* ok: rows[0..nrows) in row order, one per input row; !ok: error. Owns everything in it. */
+struct api_result {
+	bool ok;
+	struct api_error error;
+	struct api_row_result *rows;
+	int nrows;
+};
+void api_result_init(struct api_result *r);
+void api_result_free(struct api_result *r);
+/* Moves src's contents into dst (dst's old contents are freed), leaving src empty. */
+void api_result_move(struct api_result *dst, struct api_result *src);
+
+/* The single HTTP request of one operation, before auth and timeouts are added. */
+struct api_http_spec {
+	enum http_method method;
+	char *url;  /* absolute */
+	char *body; /* NULL when none */
+	size_t body_len;
+	const char *content_type; /* static */
+};
+void api_http_spec_free(struct api_http_spec *s);
+
+struct connector;
+
+struct connector_ops {
+	const char *type;
+	/* Keys this type accepts beyond the common ones (NULL-terminated). */
+	const char *const *keys;
+	bool (*configure)(struct connector *c, const struct cf_kv *kv, int nkv, char *err,
+	                  size_t errsize);
+	void (*release)(struct connector *c);
+	int (*max_rows)(const struct connector *c, enum api_op op);
+	/* The convention: column → field name and back (overrides are handled outside). */
+	void (*field_name)(const struct connector *c, const char *column, char *buf, size_t size);
+	void (*column_name)(const struct connector *c, const char *field, char *buf, size_t size);
+	bool (*build)(const struct connector *c, const struct api_table *t, enum api_op op,
+	              const struct api_row *rows, int nrows, struct api_http_spec *out,
+	              struct api_error *err);
+	/* Only called for HTTP_OUTCOME_ANSWER. Must fill out->ok/rows or out->error. */
+	void (*parse)(const struct connector *c, const struct api_table *t, enum api_op op,
+	              const struct api_row *rows, int nrows, const struct http_response *resp,
+	              struct api_result *out);
+};
+
+struct connector {
+	const struct connector_ops *ops;
+	char *name;     /* the [apis] entry's name */
+	char *base_url; /* without trailing '/' */
+	int max_batch;  /* configured cap on rows per request (0 = the API's maximum) */
+	void *priv;
+};
+
+/*
+ * Creates the connector of an [apis] entry named name from its pairs (type= chooses it). Keys
+ * shared by all types (handled by the api module) are accepted here too: type, base_url, auth,
+ * token, token_url, client_id, client_secret, refresh_token, timeout, deadline, max_in_flight,
+ * ca_file, max_batch. NULL with a clear message in err on a missing or bad key.
+ */
+struct connector *connector_create(const char *name, const struct cf_kv *kv, int nkv, char *err,
+                                   size_t errsize);
+void connector_free(struct connector *c);
+
+/* Rows one request of op may carry (the API's maximum, lowered by max_batch). */
+int connector_max_rows(const struct connector *c, enum api_op op);
+
+/* The field a column maps to for this table: an override, else the connector's convention. */
+void connector_field_name(const struct connector *c, const struct api_table *t, const char *column,
+                          char *buf, size_t size);
+/* The column a field maps to: an override, else the convention. */
+void connector_column_name(const struct connector *c, const struct api_table *t, const char *field,
+                           char *buf, size_t size);
+
+/*
+ * Builds the one request for op on rows[0..nrows) (1 <= nrows <= max_rows). On failure returns
+ * false and fills err (class TOO_MANY_ROWS, VALIDATION for a value the API cannot take, or
+ * INTERNAL); out is then empty.
+ */
+bool connector_build_request(const struct connector *c, const struct api_table *t, enum api_op op,
+                             const struct api_row *rows, int nrows, struct api_http_spec *out,
+                             struct api_error *err) __attribute__((warn_unused_result));
+
+/*
+ * Reads the outcome of the request built for the same arguments into out (initialised here):
+ * per-row results, or one error. Non-answers map to UNAVAILABLE (not sent), UNKNOWN_OUTCOME or
+ * BAD_ANSWER; Retry-After is read for every answer.
+ */
+void connector_parse_response(const struct connector *c, const struct api_table *t, enum api_op op,
+                              const struct api_row *rows, int nrows,
+                              const struct http_response *resp, struct api_result *out);
+
+/* ---- helpers shared by connector implementations ---- */
+
+/* Value of column in img, or NULL when the image has no such column. */
+const struct api_value *api_image_get(const struct api_row_image *img, const char *column);
+/* Whether column differs between old and new image of an update (NULL-aware). */
+bool api_row_changed(const struct api_row *row, const char *column);
+bool api_table_is_readonly(const struct api_table *t, const char *column);
+/* first_name → FirstName; id → Id. */
+void api_snake_to_pascal(const char *in, char *buf, size_t size);
+/* FirstName → first_name; Id → id; Score__c → score__c. */
+void api_pascal_to_snake(const char *in, char *buf, size_t size);
+/* Appends s to buf percent-encoded (unreserved characters kept); false when it does not fit. */
+bool api_url_escape(const char *s, char *buf, size_t size, size_t *used)
+        __attribute__((warn_unused_result));
+/* Value of key in kv (last one wins), or NULL. */
+const char *api_kv_get(const struct cf_kv *kv, int nkv, const char *key);
+/* Fills err->column/value from the row's image for an error on field (row may be -1). */
+void api_error_locate(struct api_error *err, const struct connector *c, const struct api_table *t,
+                      enum api_op op, const struct api_row *rows, int nrows, int row,
+                      const char *field);
+/* Parses a Retry-After header (seconds; an HTTP date counts as unknown); -1 when absent/bad. */
+int api_parse_retry_after(const struct http_response *resp);
+
+extern const struct connector_ops salesforce_connector_ops;
+extern const struct connector_ops rest_connector_ops;
+
+#endif

@@ -1,0 +1,639 @@
+/*
+ * connector — the shared half of every connector: creation from an [apis] line, table mappings,
+ * name conventions, result bookkeeping, and the mapping of non-answers to error classes.
+ * The per-API halves live in salesforce.c and rest.c.
+ *
+ * Invariants: every string written into a fixed buffer is truncated, never overflowed; a
+ * connector_parse_response() result is either ok with exactly nrows rows or carries an error.
+ */
+#include "api/connector.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct connector_ops *const connector_types[] = {
+        &salesforce_connector_ops,
+        &rest_connector_ops,
+};
+
+/* Keys every [apis] line may carry; the api module reads most of them. */
+static const char *const connector_common_keys[] = {
+        "type",          "base_url",      "auth",          "token",   "token_url",
+        "client_id",     "client_secret", "refresh_token", "timeout", "deadline",
+        "max_in_flight", "ca_file",       "max_batch",     NULL,
+};
+
+const char *api_op_str(enum api_op op)
+{
+	switch (op) {
+	case API_OP_INSERT:
+		return "insert";
+	case API_OP_UPDATE:
+		return "update";
+	case API_OP_DELETE:
+		return "delete";
+	}
+	return "?";
+}
+
+const char *api_value_type_str(enum api_value_type t)
+{
+	switch (t) {
+	case API_VALUE_TEXT:
+		return "text";
+	case API_VALUE_NUMBER:
+		return "number";
+	case API_VALUE_BOOL:
+		return "bool";
+	}
+	return "?";
+}
+
+const char *api_error_class_str(enum api_error_class c)
+{
+	switch (c) {
+	case API_ERR_NONE:
+		return "none";
+	case API_ERR_VALIDATION:
+		return "validation";
+	case API_ERR_REQUIRED:
+		return "required field missing";
+	case API_ERR_DUPLICATE:
+		return "duplicate";
+	case API_ERR_AUTH:
+		return "authentication";
+	case API_ERR_PERMISSION:
+		return "permission";
+	case API_ERR_RATE_LIMIT:
+		return "rate limit";
+	case API_ERR_NOT_FOUND:
+		return "not found";
+	case API_ERR_UNAVAILABLE:
+		return "unavailable";
+	case API_ERR_SERVER:
+		return "server error";
+	case API_ERR_UNKNOWN_OUTCOME:
+		return "unknown outcome";
+	case API_ERR_BAD_ANSWER:
+		return "bad answer";
+	case API_ERR_TOO_MANY_ROWS:
+		return "too many rows";
+	case API_ERR_INTERNAL:
+		return "internal";
+	}
+	return "?";
+}
+
+void api_error_set(struct api_error *e, enum api_error_class cls, const char *fmt, ...)
+{
+	va_list ap;
+
+	memset(e, 0, sizeof(*e));
+	e->cls = cls;
+	e->retry_after = -1;
+	e->row = -1;
+	va_start(ap, fmt);
+	vsnprintf(e->message, sizeof(e->message), fmt, ap);
+	va_end(ap);
+}
+
+/* ---- results ---- */
+
+void api_result_init(struct api_result *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->error.retry_after = -1;
+	r->error.row = -1;
+}
+
+void api_result_free(struct api_result *r)
+{
+	int i, j;
+
+	for (i = 0; i < r->nrows; i++) {
+		for (j = 0; j < r->rows[i].nfields; j++) {
+			free(r->rows[i].fields[j].column);
+			free(r->rows[i].fields[j].field);
+			free(r->rows[i].fields[j].value);
+		}
+		free(r->rows[i].fields);
+		free(r->rows[i].id);
+	}
+	free(r->rows);
+	api_result_init(r);
+}
+
+void api_result_move(struct api_result *dst, struct api_result *src)
+{
+	api_result_free(dst);
+	*dst = *src;
+	api_result_init(src);
+}
+
+void api_http_spec_free(struct api_http_spec *s)
+{
+	free(s->url);
+	free(s->body);
+	memset(s, 0, sizeof(*s));
+}
+
+/* ---- kv and tables ---- */
+
+const char *api_kv_get(const struct cf_kv *kv, int nkv, const char *key)
+{
+	const char *v = NULL;
+	int i;
+
+	for (i = 0; i < nkv; i++) {
+		if (strcmp(kv[i].key, key) == 0)
+			v = kv[i].value;
+	}
+	return v;
+}
+
+void api_table_free(struct api_table *t)
+{
+	int i;
+
+	free(t->name);
+	free(t->object);
+	free(t->pk_column);
+	for (i = 0; i < t->noverrides; i++) {
+		free(t->overrides[i].column);
+		free(t->overrides[i].field);
+	}
+	free(t->overrides);
+	for (i = 0; i < t->nreadonly; i++)
+		free(t->readonly[i]);
+	free(t->readonly);
+	memset(t, 0, sizeof(*t));
+}
+
+static bool api_name_is_sane(const char *s, size_t len)
+{
+	size_t i;
+
+	if (len == 0 || len >= 128)
+		return false;
+	for (i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (!(isalnum(ch) || ch == '_' || ch == '.' || ch == '-' || ch >= 0x80))
+			return false;
+	}
+	return true;
+}
+
+/* Splits "a:B, c:D" or "a,b" (with_field false) into the table's lists. */
+static bool api_table_parse_list(struct api_table *t, const char *text, bool with_field, char *err,
+                                 size_t errsize)
+{
+	const char *p = text;
+
+	while (*p != '\0') {
+		const char *start, *end, *colon;
+		size_t len;
+
+		while (*p == ' ' || *p == ',')
+			p++;
+		if (*p == '\0')
+			break;
+		start = p;
+		while (*p != '\0' && *p != ',')
+			p++;
+		end = p;
+		while (end > start && end[-1] == ' ')
+			end--;
+		len = (size_t)(end - start);
+		if (!with_field) {
+			char **n;
+			if (!api_name_is_sane(start, len))
+				goto bad;
+			n = realloc(t->readonly, (size_t)(t->nreadonly + 1) * sizeof(*n));
+			if (n == NULL)
+				goto oom;
+			t->readonly = n;
+			if ((n[t->nreadonly] = strndup(start, len)) == NULL)
+				goto oom;
+			t->nreadonly++;
+			continue;
+		}
+		colon = memchr(start, ':', len);
+		if (colon == NULL || !api_name_is_sane(start, (size_t)(colon - start)) ||
+		    !api_name_is_sane(colon + 1, (size_t)(end - colon - 1)))
+			goto bad;
+		struct api_column_map *m =
+		        realloc(t->overrides, (size_t)(t->noverrides + 1) * sizeof(*m));
+		if (m == NULL)
+			goto oom;
+		t->overrides = m;
+		m[t->noverrides].column = strndup(start, (size_t)(colon - start));
+		m[t->noverrides].field = strndup(colon + 1, (size_t)(end - colon - 1));
+		t->noverrides++;
+		if (m[t->noverrides - 1].column == NULL || m[t->noverrides - 1].field == NULL)
+			goto oom;
+	}
+	return true;
+bad:
+	snprintf(err, errsize, "%s: malformed %s list near \"%.40s\"", t->name,
+	         with_field ? "columns=" : "readonly=", text);
+	return false;
+oom:
+	snprintf(err, errsize, "out of memory");
+	return false;
+}
+
+bool api_table_init(struct api_table *t, const char *name, const struct cf_kv *kv, int nkv,
+                    char *err, size_t errsize)
+{
+	const char *object = api_kv_get(kv, nkv, "object");
+	const char *pk = api_kv_get(kv, nkv, "primary_key");
+	const char *cols = api_kv_get(kv, nkv, "columns");
+	const char *ro = api_kv_get(kv, nkv, "readonly");
+
+	memset(t, 0, sizeof(*t));
+	t->name = strdup(name);
+	t->object = strdup(object ? object : "");
+	t->pk_column = strdup(pk && pk[0] ? pk : "id");
+	if (t->name == NULL || t->object == NULL || t->pk_column == NULL) {
+		snprintf(err, errsize, "out of memory");
+		goto failed;
+	}
+	if (t->object[0] != '\0' && !api_name_is_sane(t->object, strlen(t->object))) {
+		snprintf(err, errsize, "%s: object=%.60s is not a valid object name", name,
+		         t->object);
+		goto failed;
+	}
+	if (!api_name_is_sane(t->pk_column, strlen(t->pk_column))) {
+		snprintf(err, errsize, "%s: primary_key=%.60s is not a valid column name", name,
+		         t->pk_column);
+		goto failed;
+	}
+	if (cols != NULL && !api_table_parse_list(t, cols, true, err, errsize))
+		goto failed;
+	if (ro != NULL && !api_table_parse_list(t, ro, false, err, errsize))
+		goto failed;
+	return true;
+failed:
+	api_table_free(t);
+	return false;
+}
+
+bool api_table_is_readonly(const struct api_table *t, const char *column)
+{
+	int i;
+
+	for (i = 0; i < t->nreadonly; i++) {
+		if (strcmp(t->readonly[i], column) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* ---- names ---- */
+
+void api_snake_to_pascal(const char *in, char *buf, size_t size)
+{
+	size_t o = 0;
+	bool up = true;
+
+	if (size == 0)
+		return;
+	/* A "__c"-style suffix is Salesforce's custom field marker: kept as written. */
+	for (; *in != '\0' && o + 1 < size; in++) {
+		if (*in == '_' && in[1] == '_') {
+			while (*in != '\0' && o + 1 < size)
+				buf[o++] = *in++;
+			break;
+		}
+		if (*in == '_') {
+			up = true;
+			continue;
+		}
+		buf[o++] = up ? (char)toupper((unsigned char)*in) : *in;
+		up = false;
+	}
+	buf[o] = '\0';
+}
+
+void api_pascal_to_snake(const char *in, char *buf, size_t size)
+{
+	size_t o = 0;
+	const char *start = in;
+
+	if (size == 0)
+		return;
+	for (; *in != '\0' && o + 1 < size; in++) {
+		if (*in == '_' && in[1] == '_') {
+			while (*in != '\0' && o + 1 < size)
+				buf[o++] = (char)tolower((unsigned char)*in++);
+			break;
+		}
+		if (isupper((unsigned char)*in)) {
+			/* a word starts: FirstName, not inside an acronym run like "URL" */
+			bool prev_lower = in > start && (islower((unsigned char)in[-1]) ||
+			                                 isdigit((unsigned char)in[-1]));
+			bool acronym_end = in > start && isupper((unsigned char)in[-1]) &&
+			                   islower((unsigned char)in[1]);
+			if ((prev_lower || acronym_end) && o + 2 < size)
+				buf[o++] = '_';
+			buf[o++] = (char)tolower((unsigned char)*in);
+		} else {
+			buf[o++] = *in;
+		}
+	}
+	buf[o] = '\0';
+}
+
+void connector_field_name(const struct connector *c, const struct api_table *t, const char *column,
+                          char *buf, size_t size)
+{
+	int i;
+
+	for (i = 0; t != NULL && i < t->noverrides; i++) {
+		if (strcmp(t->overrides[i].column, column) == 0) {
+			snprintf(buf, size, "%s", t->overrides[i].field);
+			return;
+		}
+	}
+	c->ops->field_name(c, column, buf, size);
+}
+
+void connector_column_name(const struct connector *c, const struct api_table *t, const char *field,
+                           char *buf, size_t size)
+{
+	int i;
+
+	for (i = 0; t != NULL && i < t->noverrides; i++) {
+		if (strcmp(t->overrides[i].field, field) == 0) {
+			snprintf(buf, size, "%s", t->overrides[i].column);
+			return;
+		}
+	}
+	c->ops->column_name(c, field, buf, size);
+}
+
+bool api_url_escape(const char *s, char *buf, size_t size, size_t *used)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	for (; *s != '\0'; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+			if (*used + 2 > size)
+				return false;
+			buf[(*used)++] = (char)ch;
+		} else {
+			if (*used + 4 > size)
+				return false;
+			buf[(*used)++] = '%';
+			buf[(*used)++] = hex[ch >> 4];
+			buf[(*used)++] = hex[ch & 15];
+		}
+	}
+	if (*used >= size)
+		return false;
+	buf[*used] = '\0';
+	return true;
+}
+
+/* ---- rows ---- */
+
+const struct api_value *api_image_get(const struct api_row_image *img, const char *column)
+{
+	int i;
+
+	for (i = 0; i < img->nvalues; i++) {
+		if (strcmp(img->values[i].column, column) == 0)
+			return &img->values[i];
+	}
+	return NULL;
+}
+
+bool api_row_changed(const struct api_row *row, const char *column)
+{
+	const struct api_value *o = api_image_get(&row->old_image, column);
+	const struct api_value *n = api_image_get(&row->new_image, column);
+
+	if (n == NULL)
+		return false;
+	if (o == NULL)
+		return true;
+	if (o->value == NULL || n->value == NULL)
+		return o->value != n->value;
+	return strcmp(o->value, n->value) != 0;
+}
+
+void api_error_locate(struct api_error *err, const struct connector *c, const struct api_table *t,
+                      enum api_op op, const struct api_row *rows, int nrows, int row,
+                      const char *field)
+{
+	const struct api_value *v;
+	const struct api_row_image *img;
+
+	err->row = row;
+	if (field == NULL || field[0] == '\0')
+		return;
+	snprintf(err->field, sizeof(err->field), "%s", field);
+	connector_column_name(c, t, field, err->column, sizeof(err->column));
+	if (row < 0 || row >= nrows)
+		return;
+	img = op == API_OP_DELETE ? &rows[row].old_image : &rows[row].new_image;
+	v = api_image_get(img, err->column);
+	if (v == NULL)
+		return;
+	if (v->value == NULL)
+		err->value_is_null = true;
+	else
+		snprintf(err->value, sizeof(err->value), "%s", v->value);
+}
+
+int api_parse_retry_after(const struct http_response *resp)
+{
+	const char *h = http_response_header(resp, "Retry-After");
+	char *end;
+	long v;
+
+	if (h == NULL)
+		return -1;
+	errno = 0;
+	v = strtol(h, &end, 10);
+	if (errno != 0 || end == h || *end != '\0' || v < 0)
+		return -1;
+	return v > 86400 ? 86400 : (int)v;
+}
+
+/* ---- connectors ---- */
+
+static bool connector_key_known(const struct connector_ops *ops, const char *key)
+{
+	int i;
+
+	for (i = 0; connector_common_keys[i] != NULL; i++) {
+		if (strcmp(connector_common_keys[i], key) == 0)
+			return true;
+	}
+	for (i = 0; ops->keys != NULL && ops->keys[i] != NULL; i++) {
+		if (strcmp(ops->keys[i], key) == 0)
+			return true;
+	}
+	return false;
+}
+
+struct connector *connector_create(const char *name, const struct cf_kv *kv, int nkv, char *err,
+                                   size_t errsize)
+{
+	const char *type = api_kv_get(kv, nkv, "type");
+	const char *base = api_kv_get(kv, nkv, "base_url");
+	const char *mb = api_kv_get(kv, nkv, "max_batch");
+	const struct connector_ops *ops = NULL;
+	struct connector *c = NULL;
+	size_t i, blen;
+	int k;
+
+	if (type == NULL || type[0] == '\0') {
+		snprintf(err, errsize, "api \"%s\": type= is missing", name);
+		return NULL;
+	}
+	for (i = 0; i < sizeof(connector_types) / sizeof(connector_types[0]); i++) {
+		if (strcmp(connector_types[i]->type, type) == 0)
+			ops = connector_types[i];
+	}
+	if (ops == NULL) {
+		snprintf(err, errsize, "api \"%s\": unknown type=%.40s (known: salesforce, rest)",
+		         name, type);
+		return NULL;
+	}
+	for (k = 0; k < nkv; k++) {
+		if (!connector_key_known(ops, kv[k].key)) {
+			snprintf(err, errsize, "api \"%s\": unknown key \"%.60s\" for type=%s",
+			         name, kv[k].key, type);
+			return NULL;
+		}
+	}
+	if (base == NULL ||
+	    (strncmp(base, "http://", 7) != 0 && strncmp(base, "https://", 8) != 0)) {
+		snprintf(err, errsize, "api \"%s\": base_url= must be an http:// or https:// URL",
+		         name);
+		return NULL;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		goto oom;
+	c->ops = ops;
+	c->name = strdup(name);
+	c->base_url = strdup(base);
+	if (c->name == NULL || c->base_url == NULL)
+		goto oom;
+	blen = strlen(c->base_url);
+	while (blen > 0 && c->base_url[blen - 1] == '/')
+		c->base_url[--blen] = '\0';
+	if (mb != NULL) {
+		char *end;
+		long v;
+		errno = 0;
+		v = strtol(mb, &end, 10);
+		if (errno != 0 || *end != '\0' || end == mb || v < 1 || v > 10000) {
+			snprintf(err, errsize,
+			         "api \"%s\": max_batch=%.20s is not a number in 1..10000", name,
+			         mb);
+			connector_free(c);
+			return NULL;
+		}
+		c->max_batch = (int)v;
+	}
+	if (!ops->configure(c, kv, nkv, err, errsize)) {
+		connector_free(c);
+		return NULL;
+	}
+	return c;
+oom:
+	snprintf(err, errsize, "out of memory");
+	connector_free(c);
+	return NULL;
+}
+
+void connector_free(struct connector *c)
+{
+	if (c == NULL)
+		return;
+	if (c->ops != NULL && c->ops->release != NULL)
+		c->ops->release(c);
+	free(c->name);
+	free(c->base_url);
+	free(c);
+}
+
+int connector_max_rows(const struct connector *c, enum api_op op)
+{
+	int m = c->ops->max_rows(c, op);
+
+	if (c->max_batch > 0 && c->max_batch < m)
+		m = c->max_batch;
+	return m;
+}
+
+bool connector_build_request(const struct connector *c, const struct api_table *t, enum api_op op,
+                             const struct api_row *rows, int nrows, struct api_http_spec *out,
+                             struct api_error *err)
+{
+	int max = connector_max_rows(c, op);
+
+	memset(out, 0, sizeof(*out));
+	if (nrows < 1 || nrows > max) {
+		api_error_set(err, API_ERR_TOO_MANY_ROWS,
+		              "%s: %d rows, but one %s request takes at most %d", c->name, nrows,
+		              api_op_str(op), max);
+		err->nothing_written = true;
+		return false;
+	}
+	if (!c->ops->build(c, t, op, rows, nrows, out, err)) {
+		api_http_spec_free(out);
+		err->nothing_written = true;
+		return false;
+	}
+	return true;
+}
+
+void connector_parse_response(const struct connector *c, const struct api_table *t, enum api_op op,
+                              const struct api_row *rows, int nrows,
+                              const struct http_response *resp, struct api_result *out)
+{
+	api_result_init(out);
+	switch (resp->outcome) {
+	case HTTP_OUTCOME_NOT_SENT:
+		api_error_set(&out->error, API_ERR_UNAVAILABLE, "%s unreachable: %s", c->name,
+		              resp->error ? resp->error : "not sent");
+		out->error.nothing_written = true;
+		return;
+	case HTTP_OUTCOME_UNKNOWN:
+		api_error_set(&out->error, API_ERR_UNKNOWN_OUTCOME,
+		              "%s did not answer after the request was sent: %s", c->name,
+		              resp->error ? resp->error : "no answer");
+		return;
+	case HTTP_OUTCOME_BAD_ANSWER:
+		api_error_set(&out->error, API_ERR_BAD_ANSWER, "%s sent an unusable answer: %s",
+		              c->name, resp->error ? resp->error : "bad answer");
+		out->error.http_status = (int)resp->status;
+		return;
+	case HTTP_OUTCOME_ANSWER:
+		break;
+	}
+	c->ops->parse(c, t, op, rows, nrows, resp, out);
+	if (!out->ok) {
+		out->error.http_status = (int)resp->status;
+		if (out->error.retry_after < 0)
+			out->error.retry_after = api_parse_retry_after(resp);
+	} else if (out->nrows != nrows) {
+		/* A connector bug must not hand the caller a short result. */
+		api_result_free(out);
+		api_error_set(&out->error, API_ERR_BAD_ANSWER,
+		              "%s answered with a result count that does not match the request",
+		              c->name);
+		out->error.http_status = (int)resp->status;
+	}
+}

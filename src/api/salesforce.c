@@ -1,0 +1,452 @@
+/*
+ * salesforce — the Salesforce connector: sObject Collections with allOrNone=true.
+ *
+ *   insert  POST   <base>/services/data/<ver>/composite/sobjects {"allOrNone":true,"records":[...]}
+ *   update  PATCH  same URL, each record with "id" and its changed fields
+ *   delete  DELETE same URL ?ids=<id>,<id>&allOrNone=true
+ *
+ * At most 200 records per request. The answer is a list of SaveResults in request order
+ * ([{"id":..,"success":true,"errors":[]}]); with allOrNone one bad record fails all of them and
+ * the others say ALL_OR_NONE_OPERATION_ROLLED_BACK, which we skip to find the real cause. Errors
+ * that concern the whole request come as [{"message":..,"errorCode":..}] with a 4xx/5xx status.
+ * Columns map to fields by snake_case → PascalCase (first_name ↔ FirstName, id ↔ Id).
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/connector.h"
+#include "api/json.h"
+
+#define SF_MAX_ROWS 200
+#define SF_MAX_BODY (6u << 20)
+
+struct sf_priv {
+	char api_version[16];
+};
+
+static const char *const sf_keys[] = {"api_version", NULL};
+
+static bool sf_configure(struct connector *c, const struct cf_kv *kv, int nkv, char *err,
+                         size_t errsize)
+{
+	const char *ver = api_kv_get(kv, nkv, "api_version");
+	struct sf_priv *p;
+	size_t i, len;
+	bool dot = false;
+
+	if (ver == NULL)
+		ver = "v59.0";
+	len = strlen(ver);
+	/* vNN.N: checked because it becomes part of every URL. */
+	if (len < 4 || len >= sizeof(p->api_version) || ver[0] != 'v' ||
+	    !isdigit((unsigned char)ver[1]))
+		goto bad;
+	for (i = 1; i < len; i++) {
+		if (ver[i] == '.' && !dot && i + 1 < len)
+			dot = true;
+		else if (!isdigit((unsigned char)ver[i]))
+			goto bad;
+	}
+	if (!dot)
+		goto bad;
+	p = calloc(1, sizeof(*p));
+	if (p == NULL) {
+		snprintf(err, errsize, "out of memory");
+		return false;
+	}
+	snprintf(p->api_version, sizeof(p->api_version), "%s", ver);
+	c->priv = p;
+	return true;
+bad:
+	snprintf(err, errsize, "api \"%s\": api_version=%.20s is not like v59.0", c->name, ver);
+	return false;
+}
+
+static void sf_release(struct connector *c)
+{
+	free(c->priv);
+	c->priv = NULL;
+}
+
+static int sf_max_rows(const struct connector *c, enum api_op op)
+{
+	return SF_MAX_ROWS;
+}
+
+static void sf_field_name(const struct connector *c, const char *column, char *buf, size_t size)
+{
+	api_snake_to_pascal(column, buf, size);
+}
+
+static void sf_column_name(const struct connector *c, const char *field, char *buf, size_t size)
+{
+	api_pascal_to_snake(field, buf, size);
+}
+
+/* Writes one column value; false (err filled) for a value the declared type cannot carry. */
+static bool sf_put_value(struct json_out *o, const struct connector *c, const struct api_table *t,
+                         const struct api_value *v, int row, struct api_error *err)
+{
+	if (v->value == NULL) {
+		json_out_null(o);
+		return true;
+	}
+	switch (v->type) {
+	case API_VALUE_TEXT:
+		json_out_string(o, v->value);
+		return true;
+	case API_VALUE_NUMBER:
+		if (!json_is_number_text(v->value, strlen(v->value)))
+			break;
+		json_out_number_text(o, v->value, strlen(v->value));
+		return true;
+	case API_VALUE_BOOL:
+		if (strcmp(v->value, "t") == 0 || strcmp(v->value, "true") == 0) {
+			json_out_bool(o, true);
+			return true;
+		}
+		if (strcmp(v->value, "f") == 0 || strcmp(v->value, "false") == 0) {
+			json_out_bool(o, false);
+			return true;
+		}
+		break;
+	}
+	api_error_set(err, API_ERR_VALIDATION, "value of column %s cannot be sent as a %s",
+	              v->column, api_value_type_str(v->type));
+	err->row = row;
+	snprintf(err->column, sizeof(err->column), "%s", v->column);
+	snprintf(err->value, sizeof(err->value), "%s", v->value);
+	connector_field_name(c, t, v->column, err->field, sizeof(err->field));
+	return false;
+}
+
+static bool sf_build_records(const struct connector *c, const struct api_table *t, enum api_op op,
+                             const struct api_row *rows, int nrows, struct json_out *o,
+                             struct api_error *err)
+{
+	char field[128];
+	int r, i;
+
+	json_out_object_begin(o);
+	json_out_key(o, "allOrNone");
+	json_out_bool(o, true);
+	json_out_key(o, "records");
+	json_out_array_begin(o);
+	for (r = 0; r < nrows; r++) {
+		const struct api_row_image *img = &rows[r].new_image;
+
+		json_out_object_begin(o);
+		json_out_key(o, "attributes");
+		json_out_object_begin(o);
+		json_out_key(o, "type");
+		json_out_string(o, t->object);
+		json_out_object_end(o);
+		if (op == API_OP_UPDATE) {
+			const struct api_value *oid =
+			        api_image_get(&rows[r].old_image, t->pk_column);
+			const struct api_value *nid = api_image_get(img, t->pk_column);
+			if (oid == NULL || oid->value == NULL || oid->value[0] == '\0') {
+				api_error_set(err, API_ERR_VALIDATION,
+				              "row has no record id in column %s", t->pk_column);
+				snprintf(err->column, sizeof(err->column), "%s", t->pk_column);
+				err->row = r;
+				return false;
+			}
+			if (nid != NULL && api_row_changed(&rows[r], t->pk_column)) {
+				api_error_set(err, API_ERR_VALIDATION,
+				              "the record id column %s cannot be changed",
+				              t->pk_column);
+				snprintf(err->column, sizeof(err->column), "%s", t->pk_column);
+				if (nid->value != NULL)
+					snprintf(err->value, sizeof(err->value), "%s", nid->value);
+				err->row = r;
+				return false;
+			}
+			json_out_key(o, "id");
+			json_out_string(o, oid->value);
+		}
+		for (i = 0; i < img->nvalues; i++) {
+			const struct api_value *v = &img->values[i];
+
+			if (strcmp(v->column, t->pk_column) == 0 ||
+			    api_table_is_readonly(t, v->column))
+				continue;
+			/* Insert: NULL means "not given", the API's default applies. */
+			if (op == API_OP_INSERT && v->value == NULL)
+				continue;
+			if (op == API_OP_UPDATE && !api_row_changed(&rows[r], v->column))
+				continue;
+			connector_field_name(c, t, v->column, field, sizeof(field));
+			json_out_key(o, field);
+			if (!sf_put_value(o, c, t, v, r, err))
+				return false;
+		}
+		json_out_object_end(o);
+	}
+	json_out_array_end(o);
+	json_out_object_end(o);
+	return true;
+}
+
+static bool sf_build(const struct connector *c, const struct api_table *t, enum api_op op,
+                     const struct api_row *rows, int nrows, struct api_http_spec *out,
+                     struct api_error *err)
+{
+	const struct sf_priv *p = c->priv;
+	struct json_out o;
+	size_t ulen, used;
+	int r;
+
+	if (t->object[0] == '\0') {
+		api_error_set(err, API_ERR_INTERNAL, "%s: table %s has no object= (sObject type)",
+		              c->name, t->name);
+		return false;
+	}
+	ulen = strlen(c->base_url) + 64 + (size_t)nrows * 3 * 64;
+	out->url = malloc(ulen);
+	if (out->url == NULL)
+		goto oom;
+	used = (size_t)snprintf(out->url, ulen, "%s/services/data/%s/composite/sobjects",
+	                        c->base_url, p->api_version);
+	if (op == API_OP_DELETE) {
+		out->method = HTTP_DELETE;
+		used += (size_t)snprintf(out->url + used, ulen - used, "?ids=");
+		for (r = 0; r < nrows; r++) {
+			const struct api_value *id =
+			        api_image_get(&rows[r].old_image, t->pk_column);
+			if (id == NULL || id->value == NULL || id->value[0] == '\0' ||
+			    strlen(id->value) > 64) {
+				api_error_set(err, API_ERR_VALIDATION,
+				              "row has no usable record id in column %s",
+				              t->pk_column);
+				snprintf(err->column, sizeof(err->column), "%s", t->pk_column);
+				err->row = r;
+				return false;
+			}
+			if (r > 0)
+				out->url[used++] = ',';
+			if (!api_url_escape(id->value, out->url, ulen, &used))
+				goto oom;
+		}
+		used += (size_t)snprintf(out->url + used, ulen - used, "&allOrNone=true");
+		return used < ulen;
+	}
+	out->method = op == API_OP_INSERT ? HTTP_POST : HTTP_PATCH;
+	out->content_type = "application/json";
+	if (!json_out_init(&o, SF_MAX_BODY))
+		goto oom;
+	if (!sf_build_records(c, t, op, rows, nrows, &o, err)) {
+		json_out_free(&o);
+		return false;
+	}
+	out->body = json_out_take(&o, &out->body_len);
+	if (out->body == NULL) {
+		api_error_set(err, API_ERR_VALIDATION, "%s: cannot encode the records: %s", c->name,
+		              o.error[0] ? o.error : "JSON error");
+		json_out_free(&o);
+		return false;
+	}
+	json_out_free(&o);
+	return true;
+oom:
+	api_error_set(err, API_ERR_INTERNAL, "out of memory");
+	return false;
+}
+
+struct sf_code_class {
+	const char *code;
+	enum api_error_class cls;
+};
+
+static const struct sf_code_class sf_codes[] = {
+        {"REQUIRED_FIELD_MISSING", API_ERR_REQUIRED},
+        {"DUPLICATE_VALUE", API_ERR_DUPLICATE},
+        {"DUPLICATES_DETECTED", API_ERR_DUPLICATE},
+        {"DUPLICATE_EXTERNAL_ID", API_ERR_DUPLICATE},
+        {"INVALID_SESSION_ID", API_ERR_AUTH},
+        {"INVALID_AUTH_HEADER", API_ERR_AUTH},
+        {"REQUEST_LIMIT_EXCEEDED", API_ERR_RATE_LIMIT},
+        {"INSUFFICIENT_ACCESS_OR_READONLY", API_ERR_PERMISSION},
+        {"INSUFFICIENT_ACCESS_ON_CROSS_REFERENCE_ENTITY", API_ERR_PERMISSION},
+        {"INSUFFICIENT_ACCESS", API_ERR_PERMISSION},
+        {"API_DISABLED_FOR_ORG", API_ERR_PERMISSION},
+        {"API_CURRENTLY_DISABLED", API_ERR_PERMISSION},
+        {"ENTITY_IS_DELETED", API_ERR_NOT_FOUND},
+        {"NOT_FOUND", API_ERR_NOT_FOUND},
+        {"INVALID_ID_FIELD", API_ERR_NOT_FOUND},
+        {"UNABLE_TO_LOCK_ROW", API_ERR_SERVER},
+        {"SERVER_UNAVAILABLE", API_ERR_SERVER},
+};
+
+static enum api_error_class sf_class_of(const char *code, long status)
+{
+	size_t i;
+
+	for (i = 0; code != NULL && i < sizeof(sf_codes) / sizeof(sf_codes[0]); i++) {
+		if (strcmp(sf_codes[i].code, code) == 0)
+			return sf_codes[i].cls;
+	}
+	if (status == 401)
+		return API_ERR_AUTH;
+	if (status == 403)
+		return API_ERR_PERMISSION;
+	if (status == 404)
+		return API_ERR_NOT_FOUND;
+	if (status == 429)
+		return API_ERR_RATE_LIMIT;
+	if (status >= 500)
+		return API_ERR_SERVER;
+	/* INVALID_EMAIL_ADDRESS, FIELD_CUSTOM_VALIDATION_EXCEPTION, STRING_TOO_LONG, ... */
+	return API_ERR_VALIDATION;
+}
+
+static void sf_set_error(struct api_error *e, const char *cname, const char *code,
+                         const char *message, long status)
+{
+	enum api_error_class cls = sf_class_of(code, status);
+
+	api_error_set(e, cls, "%s", message && message[0] ? message : "rejected by Salesforce");
+	snprintf(e->code, sizeof(e->code), "%s", code ? code : "");
+	e->session_expired = cls == API_ERR_AUTH && status == 401;
+	/* allOrNone, or an error about the whole request: no record was changed. */
+	e->nothing_written = cls != API_ERR_SERVER || (status >= 400 && status < 500);
+}
+
+/* The per-record shape: the first error that is not the rollback notice, else any. */
+static bool sf_find_record_error(const struct json_value *arr, int *row,
+                                 const struct json_value **errv)
+{
+	const struct json_value *fallback = NULL;
+	int fallback_row = -1;
+	size_t i, j;
+
+	for (i = 0; i < arr->count; i++) {
+		const struct json_value *rec = arr->items[i];
+		const struct json_value *success = json_get(rec, "success");
+		const struct json_value *errs = json_get(rec, "errors");
+
+		if (success != NULL && success->kind == JSON_BOOL && success->boolean)
+			continue;
+		if (errs == NULL || errs->kind != JSON_ARRAY)
+			continue;
+		for (j = 0; j < errs->count; j++) {
+			const char *sc = json_get_string(errs->items[j], "statusCode");
+			if (sc != NULL && strcmp(sc, "ALL_OR_NONE_OPERATION_ROLLED_BACK") != 0) {
+				*row = (int)i;
+				*errv = errs->items[j];
+				return true;
+			}
+			if (fallback == NULL) {
+				fallback = errs->items[j];
+				fallback_row = (int)i;
+			}
+		}
+	}
+	if (fallback == NULL)
+		return false;
+	*row = fallback_row;
+	*errv = fallback;
+	return true;
+}
+
+static void sf_parse(const struct connector *c, const struct api_table *t, enum api_op op,
+                     const struct api_row *rows, int nrows, const struct http_response *resp,
+                     struct api_result *out)
+{
+	struct json_value *doc = NULL;
+	const struct json_value *first, *errv = NULL, *fields;
+	char perr[128];
+	int i, erow = -1;
+
+	if (!json_parse(resp->body, resp->body_len, NULL, &doc, perr, sizeof(perr)))
+		doc = NULL;
+	if (resp->status < 200 || resp->status >= 300) {
+		/* [{"message":..,"errorCode":..,"fields":[..]}], or whatever a proxy sent */
+		first = json_at(doc, 0);
+		if (first == NULL && doc != NULL && doc->kind == JSON_OBJECT)
+			first = doc;
+		const char *code = json_get_string(first, "errorCode");
+		const char *msg = json_get_string(first, "message");
+		char fallback[96];
+		if (msg == NULL) {
+			snprintf(fallback, sizeof(fallback), "Salesforce answered HTTP %ld",
+			         resp->status);
+			msg = fallback;
+		}
+		sf_set_error(&out->error, c->name, code, msg, resp->status);
+		fields = json_get(first, "fields");
+		api_error_locate(&out->error, c, t, op, rows, nrows, -1,
+		                 json_string(json_at(fields, 0)));
+		goto done;
+	}
+	if (doc == NULL || doc->kind != JSON_ARRAY) {
+		api_error_set(&out->error, API_ERR_BAD_ANSWER,
+		              "Salesforce answer is not a list of results (%s)",
+		              doc == NULL ? perr : json_kind_str(doc->kind));
+		goto done;
+	}
+	if (doc->count != (size_t)nrows) {
+		api_error_set(&out->error, API_ERR_BAD_ANSWER,
+		              "Salesforce answered %zu results for %d records", doc->count, nrows);
+		goto done;
+	}
+	if (sf_find_record_error(doc, &erow, &errv)) {
+		sf_set_error(&out->error, c->name, json_get_string(errv, "statusCode"),
+		             json_get_string(errv, "message"), resp->status);
+		out->error.nothing_written = true; /* allOrNone=true */
+		fields = json_get(errv, "fields");
+		api_error_locate(&out->error, c, t, op, rows, nrows, erow,
+		                 json_string(json_at(fields, 0)));
+		goto done;
+	}
+	out->rows = calloc((size_t)nrows, sizeof(*out->rows));
+	if (out->rows == NULL) {
+		api_error_set(&out->error, API_ERR_INTERNAL, "out of memory");
+		goto done;
+	}
+	out->nrows = nrows;
+	for (i = 0; i < nrows; i++) {
+		const struct json_value *rec = doc->items[i];
+		const struct json_value *success = json_get(rec, "success");
+		const char *id = json_get_string(rec, "id");
+
+		if (success == NULL || success->kind != JSON_BOOL || !success->boolean) {
+			api_result_free(out);
+			api_error_set(&out->error, API_ERR_BAD_ANSWER,
+			              "Salesforce result %d has neither success nor errors", i);
+			goto done;
+		}
+		if (id == NULL && op == API_OP_INSERT) {
+			api_result_free(out);
+			api_error_set(&out->error, API_ERR_BAD_ANSWER,
+			              "Salesforce result %d carries no record id", i);
+			goto done;
+		}
+		if (id == NULL) {
+			const struct api_value *v = api_image_get(&rows[i].old_image, t->pk_column);
+			id = v != NULL ? v->value : NULL;
+		}
+		if (id != NULL && (out->rows[i].id = strdup(id)) == NULL) {
+			api_result_free(out);
+			api_error_set(&out->error, API_ERR_INTERNAL, "out of memory");
+			goto done;
+		}
+	}
+	out->ok = true;
+done:
+	json_free(doc);
+}
+
+const struct connector_ops salesforce_connector_ops = {
+        .type = "salesforce",
+        .keys = sf_keys,
+        .configure = sf_configure,
+        .release = sf_release,
+        .max_rows = sf_max_rows,
+        .field_name = sf_field_name,
+        .column_name = sf_column_name,
+        .build = sf_build,
+        .parse = sf_parse,
+};

@@ -1,0 +1,293 @@
+/*
+ * Unit tests of the generic REST connector: configuration, request building for single and
+ * batched operations, and answers (records with ids and returned fields, error bodies,
+ * malformed answers) from fixture files.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/connector.h"
+
+static char *fixture(const char *name, size_t *len)
+{
+	const char *srcdir = getenv("srcdir");
+	char path[1024];
+	FILE *f;
+	char *buf;
+	long n;
+
+	snprintf(path, sizeof(path), "%s/test/unit/fixtures/api/%s", srcdir ? srcdir : ".", name);
+	f = fopen(path, "rb");
+	if (f == NULL)
+		fail_msg("cannot open fixture %s", path);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	buf = malloc((size_t)n + 1);
+	assert_non_null(buf);
+	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+	buf[n] = '\0';
+	fclose(f);
+	*len = (size_t)n;
+	return buf;
+}
+
+static struct connector *make(const struct cf_kv *kv, int n)
+{
+	char err[256];
+	struct connector *c = connector_create("internal", kv, n, err, sizeof(err));
+
+	if (c == NULL)
+		fail_msg("%s", err);
+	return c;
+}
+
+static struct api_table table;
+
+static int setup(void **state)
+{
+	struct cf_kv tkv[] = {{"api", "internal"}, {"readonly", "created_at"}};
+	char err[256];
+
+	return api_table_init(&table, "internal.contacts", tkv, 2, err, sizeof(err)) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	api_table_free(&table);
+	return 0;
+}
+
+static void parse_body(struct connector *c, const char *name, long status, enum api_op op,
+                       const struct api_row *rows, int nrows, struct api_result *res)
+{
+	struct http_response resp = {0};
+	size_t len = 0;
+	char *body = name ? fixture(name, &len) : NULL;
+
+	resp.outcome = HTTP_OUTCOME_ANSWER;
+	resp.status = status;
+	resp.body = body ? body : "";
+	resp.body_len = len;
+	connector_parse_response(c, &table, op, rows, nrows, &resp, res);
+	free(body);
+}
+
+static const struct api_value paul[] = {
+        {"id", NULL, API_VALUE_TEXT},
+        {"first_name", "Paul", API_VALUE_TEXT},
+        {"email", "paul@caladan.io", API_VALUE_TEXT},
+        {"age", "15", API_VALUE_NUMBER},
+        {"created_at", "now", API_VALUE_TEXT},
+};
+
+static void test_config(void **state)
+{
+	static const struct {
+		struct cf_kv kv[4];
+		int n;
+		const char *why;
+	} cases[] = {
+	        {{{"type", "rest"}, {"base_url", "http://10.0.0.5:8080"}}, 2, "insert_path="},
+	        {{{"type", "rest"}, {"base_url", "http://h"}, {"path", "contacts"}}, 3, "path="},
+	        {{{"type", "rest"}, {"base_url", "http://h"}, {"path", "/c/ x"}}, 3, "path="},
+	        {{{"type", "rest"}, {"base_url", "http://h"}, {"insert_method", "FETCH"}},
+	         3,
+	         "insert_method=FETCH"},
+	        {{{"type", "rest"}, {"base_url", "http://h"}, {"path", "/c"}, {"naming", "kebab"}},
+	         4,
+	         "naming="},
+	        {{{"type", "rest"}, {"base_url", "http://h"}, {"api_version", "v1"}},
+	         3,
+	         "unknown key \"api_version\""},
+	};
+	char err[256];
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		err[0] = '\0';
+		assert_null(connector_create("r", cases[i].kv, cases[i].n, err, sizeof(err)));
+		if (strstr(err, cases[i].why) == NULL)
+			fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err, cases[i].why);
+	}
+}
+
+static void test_single_insert(void **state)
+{
+	struct cf_kv kv[] = {
+	        {"type", "rest"}, {"base_url", "http://10.0.0.5:8080/api/"}, {"path", "/contacts"}};
+	struct connector *c = make(kv, 3);
+	struct api_row row = {.new_image = {paul, 5}};
+	struct api_http_spec spec;
+	struct api_error err;
+	struct api_result res;
+
+	assert_int_equal(connector_max_rows(c, API_OP_INSERT), 1);
+	assert_int_equal(connector_max_rows(c, API_OP_UPDATE), 1);
+	assert_true(connector_build_request(c, &table, API_OP_INSERT, &row, 1, &spec, &err));
+	assert_int_equal(spec.method, HTTP_POST);
+	assert_string_equal(spec.url, "http://10.0.0.5:8080/api/contacts");
+	assert_string_equal(spec.body,
+	                    "{\"first_name\":\"Paul\",\"email\":\"paul@caladan.io\",\"age\":15}");
+	api_http_spec_free(&spec);
+
+	parse_body(c, "rest_insert_ok.json", 201, API_OP_INSERT, &row, 1, &res);
+	assert_true(res.ok);
+	assert_string_equal(res.rows[0].id, "4711");
+	/* scalar members come back as fields (nested ones have no column) */
+	assert_int_equal(res.rows[0].nfields, 7);
+	assert_string_equal(res.rows[0].fields[4].column, "created_at");
+	assert_string_equal(res.rows[0].fields[4].value, "2026-11-30T08:00:00Z");
+	assert_string_equal(res.rows[0].fields[5].value, "true");
+	assert_null(res.rows[0].fields[6].value);
+	api_result_free(&res);
+
+	/* an insert answer without an id cannot be applied */
+	parse_body(c, NULL, 204, API_OP_INSERT, &row, 1, &res);
+	assert_int_equal(res.error.cls, API_ERR_BAD_ANSWER);
+	assert_non_null(strstr(res.error.message, "without a record id"));
+	api_result_free(&res);
+	connector_free(c);
+}
+
+static void test_single_update_delete(void **state)
+{
+	static const struct api_value o[] = {{"id", "a/1 b", API_VALUE_TEXT},
+	                                     {"email", "x@y.z", API_VALUE_TEXT}};
+	static const struct api_value n[] = {{"id", "a/1 b", API_VALUE_TEXT},
+	                                     {"email", "new@y.z", API_VALUE_TEXT}};
+	struct cf_kv kv[] = {{"type", "rest"},
+	                     {"base_url", "http://h:1"},
+	                     {"path", "/contacts"},
+	                     {"update_method", "put"}};
+	struct connector *c = make(kv, 4);
+	struct api_row row = {.old_image = {o, 2}, .new_image = {n, 2}};
+	struct api_http_spec spec;
+	struct api_error err;
+	struct api_result res;
+
+	assert_true(connector_build_request(c, &table, API_OP_UPDATE, &row, 1, &spec, &err));
+	assert_int_equal(spec.method, HTTP_PUT);
+	assert_string_equal(spec.url, "http://h:1/contacts/a%2F1%20b");
+	assert_string_equal(spec.body, "{\"email\":\"new@y.z\"}");
+	api_http_spec_free(&spec);
+	parse_body(c, NULL, 204, API_OP_UPDATE, &row, 1, &res);
+	assert_true(res.ok);
+	assert_string_equal(res.rows[0].id, "a/1 b");
+	api_result_free(&res);
+
+	assert_true(connector_build_request(c, &table, API_OP_DELETE, &row, 1, &spec, &err));
+	assert_int_equal(spec.method, HTTP_DELETE);
+	assert_string_equal(spec.url, "http://h:1/contacts/a%2F1%20b");
+	assert_null(spec.body);
+	api_http_spec_free(&spec);
+	connector_free(c);
+}
+
+static void test_batch(void **state)
+{
+	static const struct api_value a[] = {{"id", NULL, API_VALUE_TEXT},
+	                                     {"first_name", "Paul", API_VALUE_TEXT}};
+	static const struct api_value b[] = {{"id", NULL, API_VALUE_TEXT},
+	                                     {"first_name", "Leto", API_VALUE_TEXT}};
+	static const struct api_value da[] = {{"id", "c-1", API_VALUE_TEXT}};
+	static const struct api_value db[] = {{"id", "c-2", API_VALUE_TEXT}};
+	struct cf_kv kv[] = {{"type", "rest"},
+	                     {"base_url", "http://h"},
+	                     {"insert_path", "/contacts/batch"},
+	                     {"update_path", "/contacts/batch"},
+	                     {"delete_path", "/contacts?ids={ids}"},
+	                     {"records_key", "data"},
+	                     {"naming", "camel"},
+	                     {"max_batch", "50"}};
+	struct connector *c = make(kv, 8);
+	struct api_row rows[2] = {{.new_image = {a, 2}}, {.new_image = {b, 2}}};
+	struct api_row drows[2] = {{.old_image = {da, 1}}, {.old_image = {db, 1}}};
+	struct api_http_spec spec;
+	struct api_error err;
+	struct api_result res;
+
+	assert_int_equal(connector_max_rows(c, API_OP_INSERT), 50);
+	assert_true(connector_build_request(c, &table, API_OP_INSERT, rows, 2, &spec, &err));
+	assert_string_equal(spec.body,
+	                    "{\"data\":[{\"firstName\":\"Paul\"},{\"firstName\":\"Leto\"}]}");
+	api_http_spec_free(&spec);
+	parse_body(c, "rest_batch_ok.json", 200, API_OP_INSERT, rows, 2, &res);
+	assert_true(res.ok);
+	assert_string_equal(res.rows[0].id, "c-1");
+	assert_string_equal(res.rows[1].id, "c-2");
+	assert_string_equal(res.rows[1].fields[1].column, "first_name");
+	assert_string_equal(res.rows[1].fields[1].value, "Leto");
+	api_result_free(&res);
+	/* fewer records than rows: not a success */
+	parse_body(c, "rest_batch_ok.json", 200, API_OP_INSERT, rows, 1, &res);
+	assert_int_equal(res.error.cls, API_ERR_BAD_ANSWER);
+	api_result_free(&res);
+
+	assert_true(connector_build_request(c, &table, API_OP_DELETE, drows, 2, &spec, &err));
+	assert_string_equal(spec.url, "http://h/contacts?ids=c-1,c-2");
+	api_http_spec_free(&spec);
+	connector_free(c);
+}
+
+static void test_errors(void **state)
+{
+	static const struct {
+		const char *fixture;
+		long status;
+		enum api_error_class cls;
+		bool nothing_written;
+		const char *message;
+	} cases[] = {
+	        {"rest_error_422.json", 422, API_ERR_VALIDATION, true,
+	         "email is not a valid email address"},
+	        {"rest_error_422.json", 409, API_ERR_DUPLICATE, true, "email is not"},
+	        {"rest_error_422.json", 401, API_ERR_AUTH, true, "email is not"},
+	        {"html_503.html", 503, API_ERR_SERVER, false, "HTTP 503"},
+	        {"html_503.html", 429, API_ERR_RATE_LIMIT, true, "HTTP 429"},
+	        {"html_503.html", 201, API_ERR_BAD_ANSWER, false, "not JSON"},
+	        {"sf_truncated.json", 200, API_ERR_BAD_ANSWER, false, "not JSON"},
+	};
+	struct cf_kv kv[] = {{"type", "rest"}, {"base_url", "http://h"}, {"path", "/contacts"}};
+	struct connector *c = make(kv, 3);
+	struct api_row row = {.new_image = {paul, 5}};
+	struct api_result res;
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		parse_body(c, cases[i].fixture, cases[i].status, API_OP_INSERT, &row, 1, &res);
+		assert_false(res.ok);
+		if (res.error.cls != cases[i].cls ||
+		    strstr(res.error.message, cases[i].message) == NULL)
+			fail_msg("case %zu: %s \"%s\"", i, api_error_class_str(res.error.cls),
+			         res.error.message);
+		assert_int_equal(res.error.nothing_written, cases[i].nothing_written);
+		api_result_free(&res);
+	}
+	parse_body(c, "rest_error_422.json", 422, API_OP_INSERT, &row, 1, &res);
+	assert_string_equal(res.error.code, "invalid_email");
+	assert_string_equal(res.error.column, "email");
+	assert_string_equal(res.error.value, "paul@caladan.io");
+	api_result_free(&res);
+	connector_free(c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(test_config),
+	        cmocka_unit_test(test_single_insert),
+	        cmocka_unit_test(test_single_update_delete),
+	        cmocka_unit_test(test_batch),
+	        cmocka_unit_test(test_errors),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,538 @@
+/*
+ * Unit tests of the Salesforce connector: configuration, the one request built per statement
+ * (sObject Collections), and reading answers in the documented shapes from fixture files,
+ * including malformed, truncated, non-JSON and oversized answers.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/connector.h"
+
+static struct connector *sf;
+static struct api_table contacts;
+
+static char *fixture(const char *name, size_t *len)
+{
+	const char *srcdir = getenv("srcdir");
+	char path[1024];
+	FILE *f;
+	char *buf;
+	long n;
+
+	snprintf(path, sizeof(path), "%s/test/unit/fixtures/api/%s", srcdir ? srcdir : ".", name);
+	f = fopen(path, "rb");
+	if (f == NULL)
+		fail_msg("cannot open fixture %s", path);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	buf = malloc((size_t)n + 1);
+	assert_non_null(buf);
+	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+	buf[n] = '\0';
+	fclose(f);
+	*len = (size_t)n;
+	return buf;
+}
+
+static int setup(void **state)
+{
+	struct cf_kv kv[] = {
+	        {"type", "salesforce"},
+	        {"base_url", "https://acme.my.salesforce.com/"},
+	        {"api_version", "v59.0"},
+	        {"auth", "oauth2"},
+	};
+	struct cf_kv tkv[] = {
+	        {"api", "salesforce"},
+	        {"object", "Contact"},
+	        {"columns", "note:Description, score:Score__c"},
+	        {"readonly", "created_at"},
+	};
+	char err[256];
+
+	sf = connector_create("salesforce", kv, 4, err, sizeof(err));
+	if (sf == NULL)
+		fail_msg("%s", err);
+	if (!api_table_init(&contacts, "salesforce.contacts", tkv, 4, err, sizeof(err)))
+		fail_msg("%s", err);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	connector_free(sf);
+	api_table_free(&contacts);
+	return 0;
+}
+
+static void test_config_errors(void **state)
+{
+	static const struct {
+		struct cf_kv kv[3];
+		int n;
+		const char *why;
+	} cases[] = {
+	        {{{"base_url", "https://x"}}, 1, "type= is missing"},
+	        {{{"type", "hubspot2"}, {"base_url", "https://x"}}, 2, "unknown type=hubspot2"},
+	        {{{"type", "salesforce"}}, 1, "base_url="},
+	        {{{"type", "salesforce"}, {"base_url", "ftp://x"}}, 2, "base_url="},
+	        {{{"type", "salesforce"}, {"base_url", "https://x"}, {"api_version", "59"}},
+	         3,
+	         "api_version=59"},
+	        {{{"type", "salesforce"}, {"base_url", "https://x"}, {"api_version", "v59.0/../x"}},
+	         3,
+	         "api_version="},
+	        {{{"type", "salesforce"}, {"base_url", "https://x"}, {"colour", "red"}},
+	         3,
+	         "unknown key \"colour\""},
+	        {{{"type", "salesforce"}, {"base_url", "https://x"}, {"max_batch", "0"}},
+	         3,
+	         "max_batch=0"},
+	        {{{"type", "salesforce"}, {"base_url", "https://x"}, {"max_batch", "12abc"}},
+	         3,
+	         "max_batch=12abc"},
+	};
+	char err[256];
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		err[0] = '\0';
+		assert_null(connector_create("sf", cases[i].kv, cases[i].n, err, sizeof(err)));
+		if (strstr(err, cases[i].why) == NULL)
+			fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err, cases[i].why);
+	}
+}
+
+static void test_max_rows(void **state)
+{
+	struct cf_kv kv[] = {
+	        {"type", "salesforce"}, {"base_url", "https://x"}, {"max_batch", "50"}};
+	char err[256];
+	struct connector *c;
+
+	assert_int_equal(connector_max_rows(sf, API_OP_INSERT), 200);
+	assert_int_equal(connector_max_rows(sf, API_OP_DELETE), 200);
+	c = connector_create("sf", kv, 3, err, sizeof(err));
+	assert_non_null(c);
+	assert_int_equal(connector_max_rows(c, API_OP_UPDATE), 50);
+	connector_free(c);
+	kv[2].value = "500"; /* configurable downward only */
+	c = connector_create("sf", kv, 3, err, sizeof(err));
+	assert_non_null(c);
+	assert_int_equal(connector_max_rows(c, API_OP_INSERT), 200);
+	connector_free(c);
+}
+
+static void test_names(void **state)
+{
+	static const struct {
+		const char *column, *field;
+	} cases[] = {
+	        {"first_name", "FirstName"},
+	        {"id", "Id"},
+	        {"email", "Email"},
+	        {"mailing_postal_code", "MailingPostalCode"},
+	        {"external_id__c", "ExternalId__c"},
+	        {"account_id", "AccountId"},
+	};
+	char buf[128];
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		connector_field_name(sf, &contacts, cases[i].column, buf, sizeof(buf));
+		assert_string_equal(buf, cases[i].field);
+	}
+	connector_column_name(sf, &contacts, "FirstName", buf, sizeof(buf));
+	assert_string_equal(buf, "first_name");
+	connector_column_name(sf, &contacts, "Id", buf, sizeof(buf));
+	assert_string_equal(buf, "id");
+	/* overrides both ways */
+	connector_field_name(sf, &contacts, "note", buf, sizeof(buf));
+	assert_string_equal(buf, "Description");
+	connector_column_name(sf, &contacts, "Score__c", buf, sizeof(buf));
+	assert_string_equal(buf, "score");
+	connector_column_name(sf, &contacts, "Custom_Thing__c", buf, sizeof(buf));
+	assert_string_equal(buf, "custom_thing__c");
+}
+
+static const struct api_value paul[] = {
+        {"id", NULL, API_VALUE_TEXT},
+        {"first_name", "Paul", API_VALUE_TEXT},
+        {"last_name", "Atreides", API_VALUE_TEXT},
+        {"email", "paul.atreides@caladan.io", API_VALUE_TEXT},
+        {"note", "Duke \"Muad'Dib\"\n", API_VALUE_TEXT},
+        {"score", "97.5", API_VALUE_NUMBER},
+        {"do_not_call", "t", API_VALUE_BOOL},
+        {"phone", NULL, API_VALUE_TEXT},
+        {"created_at", "2026-11-30 08:00:00+00", API_VALUE_TEXT},
+};
+
+static const struct api_value leto[] = {
+        {"id", NULL, API_VALUE_TEXT},
+        {"first_name", "Leto", API_VALUE_TEXT},
+        {"last_name", NULL, API_VALUE_TEXT},
+        {"email", "pauldune.co", API_VALUE_TEXT},
+};
+
+static void test_build_insert(void **state)
+{
+	struct api_row rows[2] = {
+	        {.new_image = {paul, 9}},
+	        {.new_image = {leto, 4}},
+	};
+	struct api_http_spec spec;
+	struct api_error err;
+
+	assert_true(connector_build_request(sf, &contacts, API_OP_INSERT, rows, 2, &spec, &err));
+	assert_int_equal(spec.method, HTTP_POST);
+	assert_string_equal(
+	        spec.url, "https://acme.my.salesforce.com/services/data/v59.0/composite/sobjects");
+	assert_string_equal(spec.content_type, "application/json");
+	/* id, NULLs and read-only columns are not sent; types are kept */
+	assert_string_equal(
+	        spec.body,
+	        "{\"allOrNone\":true,\"records\":["
+	        "{\"attributes\":{\"type\":\"Contact\"},\"FirstName\":\"Paul\",\"LastName\":"
+	        "\"Atreides\",\"Email\":\"paul.atreides@caladan.io\",\"Description\":\"Duke "
+	        "\\\"Muad'Dib\\\"\\n\",\"Score__c\":97.5,\"DoNotCall\":true},"
+	        "{\"attributes\":{\"type\":\"Contact\"},\"FirstName\":\"Leto\",\"Email\":"
+	        "\"pauldune.co\"}]}");
+	assert_int_equal(spec.body_len, strlen(spec.body));
+	api_http_spec_free(&spec);
+}
+
+static void test_build_update(void **state)
+{
+	static const struct api_value old1[] = {
+	        {"id", "0038b00002gszToAAI", API_VALUE_TEXT},
+	        {"first_name", "Paul", API_VALUE_TEXT},
+	        {"email", "paul@caladan.io", API_VALUE_TEXT},
+	        {"phone", "555", API_VALUE_TEXT},
+	};
+	static const struct api_value new1[] = {
+	        {"id", "0038b00002gszToAAI", API_VALUE_TEXT},
+	        {"first_name", "Paul", API_VALUE_TEXT},
+	        {"email", "pauldune.co", API_VALUE_TEXT},
+	        {"phone", NULL, API_VALUE_TEXT},
+	};
+	static const struct api_value moved[] = {
+	        {"id", "0038b00002gszTpAAI", API_VALUE_TEXT},
+	        {"first_name", "Paul", API_VALUE_TEXT},
+	};
+	struct api_row row = {.old_image = {old1, 4}, .new_image = {new1, 4}};
+	struct api_http_spec spec;
+	struct api_error err;
+
+	assert_true(connector_build_request(sf, &contacts, API_OP_UPDATE, &row, 1, &spec, &err));
+	assert_int_equal(spec.method, HTTP_PATCH);
+	/* only changed fields, NULL sent as null to clear the field */
+	assert_string_equal(spec.body, "{\"allOrNone\":true,\"records\":[{\"attributes\":{\"type\":"
+	                               "\"Contact\"},\"id\":\"0038b00002gszToAAI\",\"Email\":"
+	                               "\"pauldune.co\",\"Phone\":null}]}");
+	api_http_spec_free(&spec);
+
+	row.new_image = (struct api_row_image){moved, 2};
+	assert_false(connector_build_request(sf, &contacts, API_OP_UPDATE, &row, 1, &spec, &err));
+	assert_int_equal(err.cls, API_ERR_VALIDATION);
+	assert_string_equal(err.column, "id");
+	assert_true(err.nothing_written);
+	assert_null(spec.url);
+
+	row.old_image = (struct api_row_image){paul, 9}; /* id NULL */
+	row.new_image = (struct api_row_image){paul, 9};
+	assert_false(connector_build_request(sf, &contacts, API_OP_UPDATE, &row, 1, &spec, &err));
+	assert_non_null(strstr(err.message, "no record id"));
+}
+
+static void test_build_delete(void **state)
+{
+	static const struct api_value a[] = {{"id", "0038b00002gszToAAI", API_VALUE_TEXT}};
+	static const struct api_value b[] = {{"id", "003&x=1,y", API_VALUE_TEXT}};
+	struct api_row rows[2] = {{.old_image = {a, 1}}, {.old_image = {b, 1}}};
+	struct api_http_spec spec;
+	struct api_error err;
+
+	assert_true(connector_build_request(sf, &contacts, API_OP_DELETE, rows, 2, &spec, &err));
+	assert_int_equal(spec.method, HTTP_DELETE);
+	assert_null(spec.body);
+	/* hostile ids cannot add parameters */
+	assert_string_equal(spec.url, "https://acme.my.salesforce.com/services/data/v59.0/"
+	                              "composite/sobjects?ids=0038b00002gszToAAI,003%26x%3D1%2Cy&"
+	                              "allOrNone=true");
+	api_http_spec_free(&spec);
+}
+
+static void test_build_limits_and_bad_values(void **state)
+{
+	static struct api_row many[201];
+	static const struct api_value bad_num[] = {{"score", "NaN", API_VALUE_NUMBER}};
+	static const struct api_value bad_bool[] = {{"do_not_call", "maybe", API_VALUE_BOOL}};
+	static const struct api_value bad_utf8[] = {{"first_name", "\xc3(", API_VALUE_TEXT}};
+	struct api_row row = {.new_image = {bad_num, 1}};
+	struct api_http_spec spec;
+	struct api_error err;
+	int i;
+
+	for (i = 0; i < 201; i++)
+		many[i].new_image = (struct api_row_image){leto, 4};
+	assert_false(connector_build_request(sf, &contacts, API_OP_INSERT, many, 201, &spec, &err));
+	assert_int_equal(err.cls, API_ERR_TOO_MANY_ROWS);
+	assert_non_null(strstr(err.message, "201 rows"));
+	assert_non_null(strstr(err.message, "at most 200"));
+	assert_true(connector_build_request(sf, &contacts, API_OP_INSERT, many, 200, &spec, &err));
+	api_http_spec_free(&spec);
+
+	assert_false(connector_build_request(sf, &contacts, API_OP_INSERT, &row, 1, &spec, &err));
+	assert_int_equal(err.cls, API_ERR_VALIDATION);
+	assert_string_equal(err.column, "score");
+	assert_string_equal(err.value, "NaN");
+	row.new_image = (struct api_row_image){bad_bool, 1};
+	assert_false(connector_build_request(sf, &contacts, API_OP_INSERT, &row, 1, &spec, &err));
+	assert_string_equal(err.column, "do_not_call");
+	row.new_image = (struct api_row_image){bad_utf8, 1};
+	assert_false(connector_build_request(sf, &contacts, API_OP_INSERT, &row, 1, &spec, &err));
+	assert_non_null(strstr(err.message, "UTF-8"));
+}
+
+/* Parses fixture name as the answer (status, optional Retry-After) to an insert of 2 rows. */
+static void parse_fixture(const char *name, long status, const char *retry_after, enum api_op op,
+                          const struct api_row *rows, int nrows, struct api_result *res)
+{
+	struct http_header hdr[1] = {{"Retry-After", (char *)retry_after}};
+	struct http_response resp = {0};
+	size_t len;
+	char *body = fixture(name, &len);
+
+	resp.outcome = HTTP_OUTCOME_ANSWER;
+	resp.status = status;
+	resp.body = body;
+	resp.body_len = len;
+	resp.headers = hdr;
+	resp.nheaders = retry_after ? 1 : 0;
+	connector_parse_response(sf, &contacts, op, rows, nrows, &resp, res);
+	free(body);
+}
+
+static const struct api_row two_inserts[2] = {
+        {.new_image = {paul, 9}},
+        {.new_image = {leto, 4}},
+};
+
+static void test_parse_create_ok(void **state)
+{
+	struct api_result res;
+
+	parse_fixture("sf_create_ok.json", 200, NULL, API_OP_INSERT, two_inserts, 2, &res);
+	assert_true(res.ok);
+	assert_int_equal(res.nrows, 2);
+	assert_string_equal(res.rows[0].id, "0038b00002gszToAAI");
+	assert_string_equal(res.rows[1].id, "0038b00002gszTpAAI");
+	api_result_free(&res);
+
+	/* one result for two records is not success */
+	parse_fixture("sf_create_ok.json", 200, NULL, API_OP_INSERT, two_inserts, 1, &res);
+	assert_false(res.ok);
+	assert_int_equal(res.error.cls, API_ERR_BAD_ANSWER);
+	api_result_free(&res);
+}
+
+static void test_parse_record_errors(void **state)
+{
+	static const struct {
+		const char *fixture;
+		enum api_error_class cls;
+		int row;
+		const char *code, *field, *column, *value, *message;
+	} cases[] = {
+	        {"sf_create_invalid_email.json", API_ERR_VALIDATION, 1, "INVALID_EMAIL_ADDRESS",
+	         "Email", "email", "pauldune.co", "Email: invalid email address: pauldune.co"},
+	        {"sf_create_required_missing.json", API_ERR_REQUIRED, 1, "REQUIRED_FIELD_MISSING",
+	         "LastName", "last_name", "", "Required fields are missing: [LastName]"},
+	        {"sf_update_duplicate.json", API_ERR_DUPLICATE, 0, "DUPLICATE_VALUE",
+	         "External_Id__c", "external_id__c", "", "duplicate value found"},
+	        {"sf_custom_validation.json", API_ERR_VALIDATION, 0,
+	         "FIELD_CUSTOM_VALIDATION_EXCEPTION", "Score__c", "score", "97.5",
+	         "Score must be between 0 and 100"},
+	};
+	struct api_result res;
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		parse_fixture(cases[i].fixture, 200, NULL, API_OP_INSERT, two_inserts,
+		              i < 2 ? 2 : 1, &res);
+		assert_false(res.ok);
+		assert_int_equal(res.nrows, 0);
+		assert_int_equal(res.error.cls, cases[i].cls);
+		assert_int_equal(res.error.row, cases[i].row);
+		assert_string_equal(res.error.code, cases[i].code);
+		assert_string_equal(res.error.field, cases[i].field);
+		assert_string_equal(res.error.column, cases[i].column);
+		assert_string_equal(res.error.value, cases[i].value);
+		assert_non_null(strstr(res.error.message, cases[i].message));
+		assert_true(res.error.nothing_written);
+		assert_false(res.error.session_expired);
+		/* leto's last_name is NULL: the error says so */
+		assert_int_equal(res.error.value_is_null, cases[i].cls == API_ERR_REQUIRED);
+		api_result_free(&res);
+	}
+}
+
+static void test_parse_request_errors(void **state)
+{
+	static const struct {
+		const char *fixture;
+		long status;
+		const char *retry_after;
+		enum api_error_class cls;
+		bool session_expired, nothing_written;
+		int retry;
+		const char *message;
+	} cases[] = {
+	        {"sf_session_expired.json", 401, NULL, API_ERR_AUTH, true, true, -1,
+	         "Session expired or invalid"},
+	        {"sf_request_limit.json", 403, "7", API_ERR_RATE_LIMIT, false, true, 7,
+	         "TotalRequests Limit exceeded."},
+	        {"sf_request_limit.json", 403, "soon", API_ERR_RATE_LIMIT, false, true, -1,
+	         "Limit exceeded"},
+	        {"sf_bad_field.json", 400, NULL, API_ERR_VALIDATION, false, true, -1,
+	         "No such column 'Nickname'"},
+	        {"sf_permission.json", 403, NULL, API_ERR_PERMISSION, false, true, -1,
+	         "insufficient access"},
+	        {"html_503.html", 503, "30", API_ERR_SERVER, false, false, 30, "HTTP 503"},
+	        {"html_503.html", 401, NULL, API_ERR_AUTH, true, true, -1, "HTTP 401"},
+	        {"html_503.html", 200, NULL, API_ERR_BAD_ANSWER, false, false, -1, "invalid JSON"},
+	        {"sf_truncated.json", 200, NULL, API_ERR_BAD_ANSWER, false, false, -1,
+	         "not a list of results"},
+	        {"sf_session_expired.json", 200, NULL, API_ERR_BAD_ANSWER, false, false, -1,
+	         "has neither success nor errors"},
+	};
+	struct api_result res;
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		parse_fixture(cases[i].fixture, cases[i].status, cases[i].retry_after,
+		              API_OP_INSERT, two_inserts, 1, &res);
+		assert_false(res.ok);
+		if (res.error.cls != cases[i].cls ||
+		    strstr(res.error.message, cases[i].message) == NULL)
+			fail_msg("case %zu: class %s, message \"%s\"", i,
+			         api_error_class_str(res.error.cls), res.error.message);
+		assert_int_equal(res.error.session_expired, cases[i].session_expired);
+		assert_int_equal(res.error.nothing_written, cases[i].nothing_written);
+		assert_int_equal(res.error.retry_after, cases[i].retry);
+		assert_int_equal(res.error.http_status, cases[i].status);
+		api_result_free(&res);
+	}
+}
+
+static void test_parse_delete(void **state)
+{
+	static const struct api_value a[] = {{"id", "0038b00002gszToAAI", API_VALUE_TEXT}};
+	static const struct api_value b[] = {{"id", "0038b00002gszTpAAI", API_VALUE_TEXT}};
+	struct api_row rows[2] = {{.old_image = {a, 1}}, {.old_image = {b, 1}}};
+	struct api_result res;
+
+	parse_fixture("sf_delete_ok.json", 200, NULL, API_OP_DELETE, rows, 2, &res);
+	assert_true(res.ok);
+	assert_string_equal(res.rows[1].id, "0038b00002gszTpAAI");
+	api_result_free(&res);
+	parse_fixture("sf_delete_deleted.json", 200, NULL, API_OP_DELETE, rows, 1, &res);
+	assert_int_equal(res.error.cls, API_ERR_NOT_FOUND);
+	assert_string_equal(res.error.code, "ENTITY_IS_DELETED");
+	api_result_free(&res);
+}
+
+static void test_parse_huge_and_non_answers(void **state)
+{
+	size_t n = 9u << 20, i;
+	char *big = malloc(n);
+	struct http_response resp = {0};
+	struct api_result res;
+
+	assert_non_null(big);
+	big[0] = '[';
+	for (i = 1; i < n - 1; i++)
+		big[i] = ' ';
+	big[n - 1] = ']';
+	resp.outcome = HTTP_OUTCOME_ANSWER;
+	resp.status = 200;
+	resp.body = big;
+	resp.body_len = n;
+	connector_parse_response(sf, &contacts, API_OP_INSERT, two_inserts, 1, &resp, &res);
+	assert_int_equal(res.error.cls, API_ERR_BAD_ANSWER);
+	assert_non_null(strstr(res.error.message, "too large"));
+	api_result_free(&res);
+	free(big);
+
+	memset(&resp, 0, sizeof(resp));
+	resp.body = "";
+	resp.outcome = HTTP_OUTCOME_NOT_SENT;
+	resp.error = "Failed to connect to 127.0.0.1 port 9: Connection refused";
+	connector_parse_response(sf, &contacts, API_OP_INSERT, two_inserts, 1, &resp, &res);
+	assert_int_equal(res.error.cls, API_ERR_UNAVAILABLE);
+	assert_true(res.error.nothing_written);
+	assert_non_null(strstr(res.error.message, "Connection refused"));
+	api_result_free(&res);
+
+	resp.outcome = HTTP_OUTCOME_UNKNOWN;
+	resp.error = "Operation timed out after 10000 milliseconds";
+	connector_parse_response(sf, &contacts, API_OP_INSERT, two_inserts, 1, &resp, &res);
+	assert_int_equal(res.error.cls, API_ERR_UNKNOWN_OUTCOME);
+	assert_false(res.error.nothing_written);
+	api_result_free(&res);
+
+	resp.outcome = HTTP_OUTCOME_BAD_ANSWER;
+	resp.status = 200;
+	resp.error = "answer body larger than 8388608 bytes";
+	connector_parse_response(sf, &contacts, API_OP_INSERT, two_inserts, 1, &resp, &res);
+	assert_int_equal(res.error.cls, API_ERR_BAD_ANSWER);
+	assert_false(res.error.nothing_written);
+	api_result_free(&res);
+}
+
+static void test_table_config(void **state)
+{
+	struct cf_kv bad1[] = {{"columns", "note=Description"}};
+	struct cf_kv bad2[] = {{"object", "Contact; drop"}};
+	struct cf_kv ok[] = {{"primary_key", "sf_id"}, {"columns", "a:B"}};
+	struct api_table t;
+	char err[256];
+
+	assert_false(api_table_init(&t, "s.t", bad1, 1, err, sizeof(err)));
+	assert_non_null(strstr(err, "columns="));
+	assert_false(api_table_init(&t, "s.t", bad2, 1, err, sizeof(err)));
+	assert_non_null(strstr(err, "object="));
+	assert_true(api_table_init(&t, "s.t", ok, 2, err, sizeof(err)));
+	assert_string_equal(t.pk_column, "sf_id");
+	assert_int_equal(t.noverrides, 1);
+	api_table_free(&t);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(test_config_errors),
+	        cmocka_unit_test(test_max_rows),
+	        cmocka_unit_test(test_names),
+	        cmocka_unit_test(test_build_insert),
+	        cmocka_unit_test(test_build_update),
+	        cmocka_unit_test(test_build_delete),
+	        cmocka_unit_test(test_build_limits_and_bad_values),
+	        cmocka_unit_test(test_parse_create_ok),
+	        cmocka_unit_test(test_parse_record_errors),
+	        cmocka_unit_test(test_parse_request_errors),
+	        cmocka_unit_test(test_parse_delete),
+	        cmocka_unit_test(test_parse_huge_and_non_answers),
+	        cmocka_unit_test(test_table_config),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
