@@ -169,11 +169,10 @@ struct cf_key {
 };
 
 /*
- * Each macro checks at compile time that the field has the C type the row claims: subtracting
- * pointers of incompatible types does not compile.
+ * Each macro checks at compile time that the field has the C type the row claims: a _Generic
+ * with no matching association does not compile.
  */
-#define FIELD_OF(f, ctype)                                                                         \
-	(offsetof(struct config, f) + 0 * sizeof(&((struct config *)0)->f - (ctype *)0))
+#define FIELD_OF(f, ctype) _Generic(((struct config *)0)->f, ctype : offsetof(struct config, f))
 #define KINT(n, d, lo, hi, fl)                                                                     \
 	{                                                                                          \
 #n, CF_VT_INT, FIELD_OF(n, int), d, lo, hi, fl, NULL                               \

@@ -1006,6 +1006,26 @@ static void test_reload_keeps_restart_settings(void **state)
 	config_free(fresh);
 }
 
+/* The man page documents every setting of the table (and nothing is documented that is gone). */
+static void test_man_page_lists_every_setting(void **state)
+{
+	FILE *f = fopen(TEST_SRCDIR "/doc/syncbouncer.5", "r");
+	static char text[256 * 1024];
+	size_t n;
+	char want[128];
+
+	(void)state;
+	assert_non_null(f);
+	n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	for (int i = 0; i < config_key_count(); i++) {
+		snprintf(want, sizeof(want), "\n.TP\n.B %s\n", config_key_name(i));
+		if (!strstr(text, want))
+			fail_msg("doc/syncbouncer.5 does not describe %s", config_key_name(i));
+	}
+}
+
 static void test_enum_names(void **state)
 {
 	(void)state;
@@ -1060,6 +1080,7 @@ int main(void)
 	        cmocka_unit_test(test_secrets_never_shown),
 	        cmocka_unit_test(test_unsupported_warns_once_when_set),
 	        cmocka_unit_test(test_reload_keeps_restart_settings),
+	        cmocka_unit_test(test_man_page_lists_every_setting),
 	        cmocka_unit_test(test_enum_names),
 	};
 
