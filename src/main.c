@@ -1,1 +1,303 @@
-int main(void) { return 0; }
+/*
+ * main — command line (pgbouncer's), start-up, signals and the event loop.
+ *   syncbouncer [-d] [-q] [-v]... [-u user] [-V] [-h] config.ini
+ * Start-up errors are fatal; everything after the loop starts is handled per connection.
+ */
+#include <ares.h>
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <getopt.h>
+#include <openssl/crypto.h>
+#include <openssl/opensslv.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bouncer.h"
+#include "config.h"
+#include "conn.h"
+#include "daemon.h"
+#include "dns.h"
+#include "listener.h"
+#include "log.h"
+#include "pool.h"
+#include "userlist.h"
+#include "version.h"
+
+uint64_t bouncer_now_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void usage(FILE *f, const char *prog)
+{
+	fprintf(f,
+	        "%s is a PostgreSQL connection pooler that makes API-synced tables writable.\n\n"
+	        "Usage:\n"
+	        "  %s [OPTION]... CONFIG_FILE\n\n"
+	        "Options:\n"
+	        "  -d, --daemon         run in background (as a daemon)\n"
+	        "  -q, --quiet          run quietly\n"
+	        "  -R, --reboot         online restart (not supported)\n"
+	        "  -u, --user=USERNAME  assume identity of USERNAME\n"
+	        "  -v, --verbose        increase verbosity\n"
+	        "  -V, --version        show version, then exit\n"
+	        "  -h, --help           show this help, then exit\n",
+	        SB_NAME, prog);
+}
+
+static void print_version(void)
+{
+	printf("%s\n", SB_VERSION_LINE);
+	printf("libevent %s\n", event_get_version());
+	printf("adns: c-ares %s\n", ares_version(NULL));
+	printf("tls: %s\n", OpenSSL_version(OPENSSL_VERSION));
+	printf("http: %s\n", curl_version());
+}
+
+static struct {
+	const char *argv0;
+	bool daemon;
+	bool quiet;
+	int verbose;
+	const char *user;
+} opts;
+
+static bool daemonized;
+
+static void apply_log_settings(const struct config *cfg)
+{
+	log_setup(cfg->logfile, !opts.quiet && !daemonized, cfg->syslog, cfg->syslog_ident,
+	          cfg->syslog_facility, opts.verbose + cfg->verbose);
+}
+
+static void free_retired_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	conn_free_retired(arg);
+}
+
+static void reload(struct bouncer *b)
+{
+	struct config *fresh = NULL;
+	struct userlist *users = NULL;
+
+	log_info("got SIGHUP, re-reading config");
+	if (!config_load(b->config_path, &fresh)) {
+		log_error("RELOAD failed, see logs for additional details");
+		return;
+	}
+	if (!config_keep_no_reload(fresh, b->cfg))
+		log_warning("some changed settings need a restart to take effect");
+	if (fresh->auth_file[0]) {
+		users = userlist_load(fresh->auth_file);
+		if (users == NULL) {
+			log_error("RELOAD failed, see logs for additional details");
+			config_free(fresh);
+			return;
+		}
+	}
+	config_free(b->cfg);
+	b->cfg = fresh;
+	if (b->users != NULL)
+		userlist_free(b->users);
+	b->users = users;
+	log_reopen();
+	apply_log_settings(b->cfg);
+}
+
+static int shutdown_signals;
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct bouncer *b = arg;
+
+	(void)what;
+	switch (sig) {
+	case SIGHUP:
+		reload(b);
+		break;
+	case SIGINT:
+	case SIGTERM:
+	case SIGQUIT:
+		shutdown_signals++;
+		log_info("got signal %d, shutting down", (int)sig);
+		b->shutting_down = true;
+		event_base_loopbreak(b->base);
+		break;
+	default:
+		break;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	        {"daemon", no_argument, NULL, 'd'},  {"quiet", no_argument, NULL, 'q'},
+	        {"verbose", no_argument, NULL, 'v'}, {"user", required_argument, NULL, 'u'},
+	        {"version", no_argument, NULL, 'V'}, {"help", no_argument, NULL, 'h'},
+	        {"reboot", no_argument, NULL, 'R'},  {NULL, 0, NULL, 0},
+	};
+	static const int signals[] = {SIGHUP, SIGINT, SIGTERM, SIGQUIT};
+	struct event *sigev[sizeof(signals) / sizeof(signals[0])];
+	struct bouncer b;
+	struct dns_options dopts;
+	int c;
+	bool pidfile_written = false;
+
+	memset(&b, 0, sizeof(b));
+	opts.argv0 = argv[0];
+	while ((c = getopt_long(argc, argv, "dqvu:VhR", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'd':
+			opts.daemon = true;
+			break;
+		case 'q':
+			opts.quiet = true;
+			break;
+		case 'v':
+			opts.verbose++;
+			break;
+		case 'u':
+			opts.user = optarg;
+			break;
+		case 'V':
+			print_version();
+			return 0;
+		case 'h':
+			usage(stdout, argv[0]);
+			return 0;
+		case 'R':
+			fprintf(stderr, "online restart (-R) is not supported\n");
+			return 1;
+		default:
+			usage(stderr, argv[0]);
+			return 1;
+		}
+	}
+	if (optind + 1 != argc) {
+		fprintf(stderr, "Need config file.  See %s -h for usage.\n", argv[0]);
+		return 1;
+	}
+	log_setup("", !opts.quiet, false, NULL, NULL, opts.verbose);
+	b.config_path = argv[optind];
+	if (!config_load(b.config_path, &b.cfg))
+		fatal("cannot load config file \"%s\"", b.config_path);
+	apply_log_settings(b.cfg);
+
+	if (opts.user == NULL && b.cfg->user[0])
+		opts.user = b.cfg->user;
+	if (geteuid() == 0 && opts.user == NULL)
+		fatal("syncbouncer should not run as root");
+	if (opts.daemon && !b.cfg->pidfile[0])
+		fatal("daemon needs pidfile configured");
+	if (b.cfg->pidfile[0] && !daemon_check_pidfile(b.cfg->pidfile))
+		exit(1);
+	if (b.cfg->auth_file[0]) {
+		b.users = userlist_load(b.cfg->auth_file);
+		if (b.users == NULL)
+			fatal("cannot load auth_file \"%s\"", b.cfg->auth_file);
+	}
+	(void)daemon_set_nofile(b.cfg->max_client_conn + 100);
+
+	signal(SIGPIPE, SIG_IGN);
+	b.base = event_base_new();
+	if (b.base == NULL)
+		fatal("cannot create the event loop");
+	list_init(&b.pools);
+	list_init(&b.login_clients);
+	list_init(&b.cancel_conns);
+	list_init(&b.justfree);
+	b.start_time_usec = bouncer_now_usec();
+	b.ev_free = event_new(b.base, -1, 0, free_retired_cb, &b);
+	if (b.ev_free == NULL)
+		fatal("cannot create events");
+
+	if (!listener_start(&b))
+		fatal("cannot start listeners");
+	if (opts.user != NULL && geteuid() == 0 && !daemon_change_user(opts.user))
+		fatal("cannot switch to user \"%s\"", opts.user);
+	if (opts.daemon) {
+		if (!daemon_go_background())
+			fatal("cannot go to background");
+		daemonized = true;
+		apply_log_settings(b.cfg);
+		/* libevent's backend fd does not survive fork() on every method */
+		if (event_reinit(b.base) != 0)
+			fatal("cannot re-initialise the event loop after fork");
+	}
+	if (b.cfg->pidfile[0]) {
+		if (!daemon_write_pidfile(b.cfg->pidfile))
+			fatal("cannot write pidfile \"%s\"", b.cfg->pidfile);
+		pidfile_written = true;
+	}
+	memset(&dopts, 0, sizeof(dopts));
+	dopts.max_ttl_usec = b.cfg->dns_max_ttl;
+	dopts.nxdomain_ttl_usec = b.cfg->dns_nxdomain_ttl;
+	dopts.timeout_usec = -1;
+	b.dns = dns_create(b.base, &dopts);
+	if (b.dns == NULL)
+		fatal("cannot start the DNS resolver");
+
+	for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++) {
+		sigev[i] = evsignal_new(b.base, signals[i], on_signal, &b);
+		if (sigev[i] == NULL || event_add(sigev[i], NULL) != 0)
+			fatal("cannot set up signal handling");
+	}
+	log_info("process up: %s, libevent %s (%s), adns: c-ares %s, tls: %s", SB_VERSION_LINE,
+	         event_get_version(), event_base_get_method(b.base), ares_version(NULL),
+	         OpenSSL_version(OPENSSL_VERSION));
+
+	event_base_dispatch(b.base);
+
+	log_info("shutting down");
+	listener_stop(&b);
+	for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
+		event_free(sigev[i]);
+	{
+		struct list *pit, *ptmp;
+		list_for_each_safe(pit, ptmp, &b.pools)
+		{
+			struct pool *pool = list_entry(pit, struct pool, head);
+			struct list *lists[] = {&pool->active_clients, &pool->waiting_clients,
+			                        &pool->login_clients,  &pool->idle_servers,
+			                        &pool->active_servers, &pool->used_servers,
+			                        &pool->tested_servers, &pool->login_servers};
+			for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+				struct list *it, *tmp;
+				list_for_each_safe(it, tmp, lists[i])
+				{
+					struct conn *cn = list_entry(it, struct conn, head);
+					if (cn->dns_req != NULL)
+						dns_cancel(cn->dns_req);
+					if (cn->connecting)
+						event_del(&cn->ev_connect);
+					conn_retire(cn);
+				}
+			}
+			pool_free(pool);
+		}
+		struct list *it, *tmp;
+		list_for_each_safe(it, tmp, &b.login_clients)
+		        conn_retire(list_entry(it, struct conn, head));
+	}
+	conn_free_retired(&b);
+	dns_free(b.dns);
+	event_free(b.ev_free);
+	event_base_free(b.base);
+	if (pidfile_written)
+		daemon_remove_pidfile(b.cfg->pidfile);
+	if (b.users != NULL)
+		userlist_free(b.users);
+	config_free(b.cfg);
+	log_reopen();
+	return 0;
+}

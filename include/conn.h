@@ -1,0 +1,117 @@
+/*
+ * conn — a client or server connection: one struct for both (as pgbouncer's PgSocket), since
+ * pools, the admin console and the relay treat them alike. A connection's state is one enum value
+ * and it sits on exactly one list that matches that state; only conn_set_state() moves it.
+ */
+#ifndef SB_CONN_H
+#define SB_CONN_H
+
+#include <event2/event_struct.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "list.h"
+#include "log.h"
+#include "sbuf.h"
+
+struct bouncer;
+struct pool;
+struct dns_request;
+struct scram_client;
+struct scram_server;
+
+enum conn_state {
+	CL_LOGIN,         /* startup and authentication */
+	CL_WAITING_LOGIN, /* authenticated, waiting for the pool's first server login */
+	CL_ACTIVE,        /* logged in; linked to a server or idle */
+	CL_WAITING,       /* queued for a server */
+	SV_LOGIN,         /* connecting and logging in */
+	SV_IDLE,          /* ready, unlinked */
+	SV_ACTIVE,        /* linked to a client */
+	SV_USED,          /* released, not yet reset */
+	SV_TESTED,        /* running the reset or check query */
+	CONN_JUSTFREE,    /* closed, memory not yet freed */
+};
+const char *conn_state_str(enum conn_state st);
+
+/* Parameters tracked per connection and replayed with SET when a client gets a server. */
+#define PARAM_MAX 16
+struct param_set {
+	int n;
+	struct {
+		char *name;
+		char *value;
+	} p[PARAM_MAX];
+};
+const char *param_get(const struct param_set *ps, const char *name);
+bool param_set_value(struct param_set *ps, const char *name, const char *value)
+        __attribute__((warn_unused_result));
+void param_clear(struct param_set *ps);
+
+struct conn {
+	struct list head; /* on the list of its state */
+	struct bouncer *b;
+	bool is_server;
+	enum conn_state state;
+	struct sbuf sbuf;
+	struct pool *pool;
+	struct conn *link;
+	struct sockaddr_storage addr; /* the peer */
+	char addr_str[64];
+	int port;
+	char local_addr[64];
+	int local_port;
+	uint64_t connect_time, request_time;
+	struct event ev_timer;
+	bool timer_ready;
+	const char *close_reason;
+
+	/* client */
+	char user[64];
+	char dbname[64];
+	struct param_set params;  /* what the client believes the server's values are */
+	struct param_set startup; /* other startup parameters to pass on (options) */
+	uint32_t cancel_key;
+	uint8_t md5_salt[4];
+	struct scram_server *scram_srv;
+	bool auth_done;
+	bool admin;
+
+	/* server */
+	uint32_t be_pid, be_key;
+	int expect_rfq;      /* ReadyForQuery messages still owed to the client */
+	char txn_status;     /* from the last ReadyForQuery */
+	bool setting_params; /* consuming the answers to our own SETs */
+	bool resetting;      /* consuming the answer to the reset query */
+	bool connect_query_running;
+	bool logged_in;
+	struct dns_request *dns_req;
+	struct scram_client *scram_cli;
+	struct event ev_connect;
+	bool connecting;
+	char *host; /* which host of the db's list */
+};
+
+/* Stops c's I/O and timers and queues it for freeing from the loop. Safe to call twice. */
+void conn_retire(struct conn *c);
+/* Frees every retired connection; called from a zero-delay event. */
+void conn_free_retired(struct bouncer *b);
+
+/* Moves c to state st and onto the matching list. */
+void conn_set_state(struct conn *c, enum conn_state st);
+
+/* Log with pgbouncer's prefix: "C-0x…: db/user@addr:port msg". */
+void conn_log(enum log_level lvl, const struct conn *c, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+#define slog_error(c, ...)   conn_log(LOG_LVL_ERROR, c, __VA_ARGS__)
+#define slog_warning(c, ...) conn_log(LOG_LVL_WARNING, c, __VA_ARGS__)
+#define slog_info(c, ...)    conn_log(LOG_LVL_INFO, c, __VA_ARGS__)
+#define slog_debug(c, ...)                                                                         \
+	do {                                                                                       \
+		if (log_enabled(LOG_LVL_DEBUG))                                                    \
+			conn_log(LOG_LVL_DEBUG, c, __VA_ARGS__);                                   \
+	} while (0)
+
+#endif

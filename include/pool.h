@@ -1,0 +1,71 @@
+/*
+ * pool — the servers of one (database, user) pair and the clients using it. Owns the state lists
+ * of its connections; hands idle servers to waiting clients in arrival order and launches new
+ * server connections up to the pool's size.
+ */
+#ifndef SB_POOL_H
+#define SB_POOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conn.h"
+#include "list.h"
+
+struct bouncer;
+struct cf_database;
+
+struct pool {
+	struct list head; /* on bouncer->pools */
+	struct bouncer *b;
+	char db_name[64];   /* the [databases] name the clients asked for */
+	char user_name[64]; /* the client user */
+
+	/* how to reach and log into the server, copied from the config at creation */
+	char *host; /* "" = unix socket in the default dir; "h1,h2" lists */
+	int port;
+	char *server_db;
+	char *server_user;
+	char *server_password; /* "" = none known */
+	char *connect_query;
+	struct param_set
+	        server_startup; /* client_encoding, datestyle, timezone, application_name */
+	int pool_mode;          /* enum pool_mode */
+	int pool_size;
+	int host_index;
+
+	struct list active_clients, waiting_clients, login_clients;
+	struct list idle_servers, active_servers, used_servers, tested_servers, login_servers;
+
+	struct param_set welcome; /* the first server's ParameterStatus messages */
+	bool welcome_ready;
+	char last_login_error[512];
+	char last_login_sqlstate[6];
+	uint64_t last_login_failure;
+
+	uint64_t xact_count, query_count, bytes_in, bytes_out;
+};
+
+/* Finds or creates the pool for db_name/user. NULL with *err set when the db is unknown. */
+struct pool *pool_get(struct bouncer *b, const char *db_name, const char *user, const char **err);
+void pool_free(struct pool *pool);
+
+/* The list that holds connections of state st in this pool (or the bouncer's lists). */
+struct list *pool_state_list(struct bouncer *b, struct pool *pool, enum conn_state st);
+
+/* A client finished authentication: give it the welcome now or when the first server is in. */
+void pool_client_logged_in(struct pool *pool, struct conn *client);
+/* A client needs a server to send a packet. Links one or queues the client. */
+void pool_request_server(struct pool *pool, struct conn *client);
+/* A server is logged in and reset: hand it to the next waiting client or park it idle. */
+void pool_server_ready(struct pool *pool, struct conn *server);
+/* The client is done with its server (session end or, per pool mode, transaction end). */
+void pool_release_server(struct conn *client);
+/* Launches server connections while clients wait and the pool has room. */
+void pool_fill(struct pool *pool);
+/* A server login failed: waiting clients that cannot be served get the server's error. */
+void pool_login_failed(struct pool *pool, const char *sqlstate, const char *message);
+
+int pool_server_count(const struct pool *pool);
+
+#endif

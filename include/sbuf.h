@@ -1,0 +1,112 @@
+/*
+ * sbuf — one socket's stream buffer and the packet relay between two sockets.
+ *
+ * Bytes read from a socket land in its fixed buffer (pkt_buf bytes). The owner is shown each
+ * packet header as it arrives and decides what happens to it: forwarded to the peer socket
+ * straight from this buffer (no copy, even for packets larger than the buffer), skipped, used by
+ * the owner once complete, or held (the relay pauses at that packet until the owner resumes).
+ * If the peer cannot take more bytes, this socket stops reading until the peer drains: memory
+ * stays bounded by the buffer size whatever the traffic.
+ *
+ * Invariants: 0 <= done_pos <= parse_pos <= recv_pos <= size. [done_pos, parse_pos) is parsed
+ * data waiting to be written to dst; [parse_pos, recv_pos) is not yet parsed.
+ * Bytes an owner injects into its own socket (errors, auth requests) wait in `out` and always
+ * leave before relayed bytes from a peer.
+ */
+#ifndef SB_SBUF_H
+#define SB_SBUF_H
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pktbuf.h"
+
+struct sbuf;
+
+enum sbuf_action {
+	SBUF_SEND,     /* forward the packet to dst as it streams in */
+	SBUF_SKIP,     /* drop the packet */
+	SBUF_WAIT,     /* call again once the whole packet is in memory */
+	SBUF_CONSUMED, /* the owner used the complete packet; drop it */
+	SBUF_PAUSE,    /* stop before this packet; the owner calls sbuf_resume() later */
+	SBUF_CLOSED,   /* the owner closed the connection: touch nothing more */
+};
+const char *sbuf_action_str(enum sbuf_action a);
+
+struct sbuf_pkt {
+	uint8_t type;        /* 0 for a startup-phase packet */
+	uint32_t len;        /* whole packet, header included */
+	bool complete;       /* the whole packet is in memory */
+	const uint8_t *body; /* after the header; valid for avail - header bytes */
+	size_t body_len;     /* len minus header */
+	size_t body_avail;   /* how much of the body is in memory now */
+};
+
+struct sbuf_ops {
+	enum sbuf_action (*packet)(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt);
+	/* Everything parsed so far has been written to dst (may be NULL). */
+	void (*flushed)(void *owner, struct sbuf *sb);
+	/* EOF, socket error, malformed packet: the owner must close. reason is for the log. */
+	void (*failed)(void *owner, struct sbuf *sb, const char *reason);
+};
+
+struct sbuf {
+	int fd;
+	bool startup_phase;  /* packets have no type byte (StartupMessage, SSLRequest …) */
+	bool paused;         /* owner does not want packets now */
+	bool resume_pending; /* sbuf_resume() was called from inside a packet callback */
+	bool blocked;        /* waiting for dst to become writable */
+	bool broken;         /* a write to this socket failed */
+	bool eof;
+	struct event ev_read, ev_write;
+	bool ev_ready, reading, writing;
+	uint8_t *buf;
+	size_t size, recv_pos, parse_pos, done_pos;
+	uint32_t pkt_remain; /* bytes of the current packet still to forward or skip */
+	enum sbuf_action pkt_action;
+	struct pktbuf big; /* a packet larger than buf that the owner wants whole */
+	bool collecting_big;
+	size_t max_pkt;
+	struct sbuf *dst;         /* where SBUF_SEND bytes go */
+	struct sbuf *waiting_src; /* a peer blocked on our writability */
+	struct pktbuf out;        /* bytes the owner injected into this socket */
+	const struct sbuf_ops *ops;
+	void *owner;
+	uint64_t bytes_in, bytes_out;
+	int in_process;
+};
+
+/*
+ * Sets up sb on a connected non-blocking fd (owned by sb from now on: sbuf_close() closes it).
+ * bufsize is pkt_buf; max_pkt caps a packet that the owner asks to see whole.
+ */
+bool sbuf_init(struct sbuf *sb, struct event_base *base, int fd, size_t bufsize, size_t max_pkt,
+               const struct sbuf_ops *ops, void *owner) __attribute__((warn_unused_result));
+/* Stops all events, closes the fd and frees buffers. Safe to call twice. */
+void sbuf_close(struct sbuf *sb);
+
+/* Starts (or restarts after a pause) reading and delivering packets. */
+void sbuf_resume(struct sbuf *sb);
+/* Stops delivering packets; what was read stays in the buffer. */
+void sbuf_pause(struct sbuf *sb);
+
+/* Links the relay target (NULL to unlink). A blocked link is released first. */
+void sbuf_set_dst(struct sbuf *sb, struct sbuf *dst);
+
+/* Queues bytes to be written to sb's own socket, before any relayed bytes. */
+bool sbuf_queue(struct sbuf *sb, const void *data, size_t len) __attribute__((warn_unused_result));
+/* Queues a built message buffer; false if pb failed or the socket is broken. */
+bool sbuf_queue_pktbuf(struct sbuf *sb, const struct pktbuf *pb)
+        __attribute__((warn_unused_result));
+
+/* True when parsed bytes still wait to be written to dst. */
+bool sbuf_has_pending(const struct sbuf *sb);
+/* True when sb has nothing queued for its own socket. */
+bool sbuf_out_empty(const struct sbuf *sb);
+/* Bytes received but not yet delivered. */
+size_t sbuf_unparsed(const struct sbuf *sb);
+
+#endif

@@ -1,0 +1,28 @@
+/*
+ * server — the server side: connect (DNS on the loop, non-blocking connect), log in (trust,
+ * cleartext, md5, SCRAM-SHA-256), watch ReadyForQuery and ParameterStatus while relaying to the
+ * linked client, reset on release.
+ */
+#ifndef SB_SERVER_H
+#define SB_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct pool;
+struct conn;
+
+/* Starts a new server connection for pool (state SV_LOGIN). False if it could not start. */
+bool server_launch(struct pool *pool);
+/* Closes the server and, if linked, tells its client. */
+void server_close(struct conn *server, const char *reason);
+/* Links server to client: syncs tracked parameters, then resumes the client's relay. */
+void server_link(struct conn *server, struct conn *client);
+/* Unlinked server back to the pool: reset query if configured, then idle. */
+void server_release(struct conn *server);
+/* True when the server has answered everything it was sent (no ReadyForQuery owed). */
+bool server_is_ready(const struct conn *server);
+/* Sends a CancelRequest for server's backend over a new connection. */
+void server_send_cancel(struct conn *server);
+
+#endif

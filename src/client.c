@@ -1,0 +1,590 @@
+/*
+ * client — see include/client.h. A client is in CL_LOGIN until authenticated; its packets then
+ * flow to its server through the sbuf relay. Every client packet passes the first cheap check
+ * here (its type byte); only Query and Parse are shown to the query hook.
+ */
+#include "client.h"
+
+#include <arpa/inet.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "bouncer.h"
+#include "config.h"
+#include "conn.h"
+#include "md5pw.h"
+#include "pool.h"
+#include "proto.h"
+#include "scram.h"
+#include "server.h"
+#include "userlist.h"
+
+static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt);
+static void client_failed(void *owner, struct sbuf *sb, const char *reason);
+
+static const struct sbuf_ops client_ops = {
+        .packet = client_packet,
+        .flushed = NULL,
+        .failed = client_failed,
+};
+
+/* Parameters whose values the server reports and that we replay across servers. */
+static const char *const tracked_params[] = {
+        "client_encoding",  "DateStyle", "TimeZone", "standard_conforming_strings",
+        "application_name",
+};
+
+static bool name_in_list(const char *name, const char *list)
+{
+	size_t n = strlen(name);
+	const char *p = list;
+
+	while (p != NULL && *p) {
+		const char *end;
+		while (*p == ' ' || *p == ',')
+			p++;
+		end = p;
+		while (*end && *end != ',')
+			end++;
+		{
+			const char *e = end;
+			while (e > p && e[-1] == ' ')
+				e--;
+			if ((size_t)(e - p) == n && strncasecmp(p, name, n) == 0)
+				return true;
+		}
+		p = end;
+	}
+	return false;
+}
+
+static bool is_tracked(const struct bouncer *b, const char *name)
+{
+	for (size_t i = 0; i < sizeof(tracked_params) / sizeof(tracked_params[0]); i++)
+		if (strcasecmp(name, tracked_params[i]) == 0)
+			return true;
+	return name_in_list(name, b->cfg->track_extra_parameters);
+}
+
+static void queue_or_close(struct conn *c, struct pktbuf *pb)
+{
+	if (!sbuf_queue_pktbuf(&c->sbuf, pb))
+		slog_debug(c, "could not queue a message");
+}
+
+void client_send_error(struct conn *c, const char *sqlstate, const char *msg)
+{
+	struct pktbuf pb;
+
+	pktbuf_init(&pb, 8192);
+	pktbuf_write_error(&pb, "ERROR", sqlstate, msg, NULL, NULL);
+	queue_or_close(c, &pb);
+	pktbuf_free(&pb);
+}
+
+void client_fatal(struct conn *c, const char *sqlstate, const char *msg)
+{
+	struct pktbuf pb;
+
+	if (c->state == CONN_JUSTFREE)
+		return;
+	if (c->b->cfg->log_pooler_errors)
+		slog_warning(c, "pooler error: %s", msg);
+	pktbuf_init(&pb, 8192);
+	pktbuf_write_error(&pb, "FATAL", sqlstate, msg, NULL, NULL);
+	queue_or_close(c, &pb);
+	pktbuf_free(&pb);
+	client_close(c, msg);
+}
+
+void client_close(struct conn *c, const char *reason)
+{
+	struct conn *server = c->link;
+
+	if (c->state == CONN_JUSTFREE)
+		return;
+	if (c->b->cfg->log_disconnections && c->state != CL_LOGIN)
+		slog_info(c, "closing because: %s (age=%llus)", reason,
+		          (unsigned long long)((bouncer_now_usec() - c->connect_time) / 1000000));
+	if (server != NULL) {
+		if (server_is_ready(server) && server->txn_status == 'I') {
+			pool_release_server(c);
+		} else {
+			c->link = NULL;
+			server->link = NULL;
+			sbuf_set_dst(&server->sbuf, NULL);
+			server_close(server, "client disconnect while server was not ready");
+		}
+	}
+	c->b->client_count--;
+	conn_retire(c);
+}
+
+static void client_failed(void *owner, struct sbuf *sb, const char *reason)
+{
+	struct conn *c = owner;
+
+	(void)sb;
+	if (strcmp(reason, "EOF") == 0)
+		client_close(c, c->state == CL_LOGIN ? "client unexpected eof"
+		                                     : "client unexpected eof");
+	else
+		client_close(c, reason);
+}
+
+void client_accept(struct bouncer *b, int fd, const struct sockaddr *addr, socklen_t addrlen,
+                   bool is_unix)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+
+	if (c == NULL) {
+		close(fd);
+		return;
+	}
+	c->b = b;
+	list_init(&c->head);
+	c->connect_time = bouncer_now_usec();
+	if (addrlen <= sizeof(c->addr))
+		memcpy(&c->addr, addr, addrlen);
+	if (is_unix) {
+		snprintf(c->addr_str, sizeof(c->addr_str), "unix");
+		c->port = b->cfg->listen_port;
+	} else if (addr->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)addr;
+		inet_ntop(AF_INET, &in->sin_addr, c->addr_str, sizeof(c->addr_str));
+		c->port = ntohs(in->sin_port);
+	} else if (addr->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)addr;
+		inet_ntop(AF_INET6, &in6->sin6_addr, c->addr_str, sizeof(c->addr_str));
+		c->port = ntohs(in6->sin6_port);
+	}
+	if (!sbuf_init(&c->sbuf, b->base, fd, (size_t)b->cfg->pkt_buf,
+	               (size_t)b->cfg->max_packet_size, &client_ops, c)) {
+		sbuf_close(&c->sbuf);
+		free(c);
+		return;
+	}
+	c->sbuf.startup_phase = true;
+	b->client_count++;
+	conn_set_state(c, CL_LOGIN);
+	if (b->client_count > b->cfg->max_client_conn) {
+		client_fatal(c, "53300", "no more connections allowed (max_client_conn)");
+		return;
+	}
+	if (b->shutting_down) {
+		client_fatal(c, "57P01", "pgbouncer is shutting down");
+		return;
+	}
+	sbuf_resume(&c->sbuf);
+}
+
+void client_find_by_cancel_key(struct bouncer *b, uint32_t pid, uint32_t key, struct conn **out)
+{
+	struct list *pit, *cit;
+
+	*out = NULL;
+	list_for_each(pit, &b->pools)
+	{
+		struct pool *pool = list_entry(pit, struct pool, head);
+		list_for_each(cit, &pool->active_clients)
+		{
+			struct conn *c = list_entry(cit, struct conn, head);
+			if (c->be_pid == pid && c->cancel_key == key) {
+				*out = c;
+				return;
+			}
+		}
+		list_for_each(cit, &pool->waiting_clients)
+		{
+			struct conn *c = list_entry(cit, struct conn, head);
+			if (c->be_pid == pid && c->cancel_key == key) {
+				*out = c;
+				return;
+			}
+		}
+	}
+}
+
+void client_send_welcome(struct conn *c)
+{
+	struct pool *pool = c->pool;
+	struct pktbuf pb;
+	uint32_t keys[2];
+
+	/* the client starts out believing the server defaults, overridden by its own startup values
+	 */
+	for (int i = 0; i < pool->welcome.n; i++) {
+		if (param_get(&c->params, pool->welcome.p[i].name) == NULL &&
+		    is_tracked(c->b, pool->welcome.p[i].name) &&
+		    !param_set_value(&c->params, pool->welcome.p[i].name,
+		                     pool->welcome.p[i].value)) {
+			client_fatal(c, "53200", "out of memory");
+			return;
+		}
+	}
+	if (RAND_bytes((unsigned char *)keys, sizeof(keys)) != 1) {
+		client_fatal(c, "58000", "could not generate a cancel key");
+		return;
+	}
+	c->be_pid = keys[0] & 0x7fffffff;
+	c->cancel_key = keys[1];
+
+	pktbuf_init(&pb, 65536);
+	pktbuf_write_auth(&pb, 0, NULL, 0);
+	for (int i = 0; i < pool->welcome.n; i++) {
+		const char *v = param_get(&c->params, pool->welcome.p[i].name);
+		pktbuf_write_parameter_status(&pb, pool->welcome.p[i].name,
+		                              v ? v : pool->welcome.p[i].value);
+	}
+	pktbuf_write_backend_key(&pb, c->be_pid, c->cancel_key);
+	pktbuf_write_ready(&pb, 'I');
+	if (!sbuf_queue_pktbuf(&c->sbuf, &pb)) {
+		pktbuf_free(&pb);
+		client_close(c, "could not send the welcome");
+		return;
+	}
+	pktbuf_free(&pb);
+	c->auth_done = true;
+	sbuf_resume(&c->sbuf);
+}
+
+void client_server_linked(struct conn *c)
+{
+	sbuf_resume(&c->sbuf);
+}
+
+/* Applies "-c name=value" (and "--name=value") items of the options startup parameter. */
+static bool parse_options(struct conn *c, const char *opts)
+{
+	char buf[1024];
+	char *p, *save = NULL, *tok;
+	bool want_value = false;
+
+	if (strlen(opts) >= sizeof(buf))
+		return false;
+	strcpy(buf, opts);
+	for (tok = strtok_r(buf, " \t", &save); tok != NULL; tok = strtok_r(NULL, " \t", &save)) {
+		if (!want_value && strcmp(tok, "-c") == 0) {
+			want_value = true;
+			continue;
+		}
+		if (!want_value && strncmp(tok, "-c", 2) == 0)
+			tok += 2;
+		else if (!want_value && strncmp(tok, "--", 2) == 0)
+			tok += 2;
+		else if (!want_value)
+			return false;
+		want_value = false;
+		p = strchr(tok, '=');
+		if (p == NULL || p == tok)
+			return false;
+		*p = '\0';
+		for (char *q = tok; *q; q++)
+			if (*q == '-')
+				*q = '_';
+		if (!param_set_value(&c->params, tok, p + 1))
+			return false;
+	}
+	return !want_value;
+}
+
+static enum sbuf_action start_auth(struct conn *c)
+{
+	const struct config *cfg = c->b->cfg;
+	struct pool *pool;
+	const char *err = NULL;
+	char msg[256];
+
+	pool = pool_get(c->b, c->dbname, c->user, &err);
+	if (pool == NULL) {
+		if (strcmp(err, "no such database") == 0)
+			snprintf(msg, sizeof(msg), "no such database: %s", c->dbname);
+		else
+			snprintf(msg, sizeof(msg), "%s", err);
+		client_fatal(c, "08P01", msg);
+		return SBUF_CLOSED;
+	}
+	c->pool = pool;
+	switch (cfg->auth_type) {
+	case AUTH_ANY:
+	case AUTH_TRUST:
+		pool_client_logged_in(pool, c);
+		return SBUF_CONSUMED;
+	case AUTH_PLAIN: {
+		struct pktbuf pb;
+		pktbuf_init(&pb, 64);
+		pktbuf_write_auth(&pb, 3, NULL, 0);
+		queue_or_close(c, &pb);
+		pktbuf_free(&pb);
+		return SBUF_CONSUMED;
+	}
+	case AUTH_MD5: {
+		struct pktbuf pb;
+		if (RAND_bytes(c->md5_salt, sizeof(c->md5_salt)) != 1) {
+			client_fatal(c, "58000", "could not generate a salt");
+			return SBUF_CLOSED;
+		}
+		pktbuf_init(&pb, 64);
+		pktbuf_write_auth(&pb, 5, c->md5_salt, 4);
+		queue_or_close(c, &pb);
+		pktbuf_free(&pb);
+		return SBUF_CONSUMED;
+	}
+	case AUTH_SCRAM_SHA_256: {
+		struct pktbuf pb;
+		static const char mechs[] = "SCRAM-SHA-256\0";
+		pktbuf_init(&pb, 64);
+		pktbuf_write_auth(&pb, 10, mechs, sizeof(mechs));
+		queue_or_close(c, &pb);
+		pktbuf_free(&pb);
+		return SBUF_CONSUMED;
+	}
+	default:
+		snprintf(msg, sizeof(msg), "auth_type %s is not supported yet",
+		         auth_type_str(cfg->auth_type));
+		client_fatal(c, "0A000", msg);
+		return SBUF_CLOSED;
+	}
+}
+
+static void auth_failed(struct conn *c)
+{
+	char msg[160];
+
+	snprintf(msg, sizeof(msg), "password authentication failed for user \"%s\"", c->user);
+	client_fatal(c, "28P01", msg);
+}
+
+/* A cleartext password against a stored SCRAM secret: rebuild the secret with its salt. */
+static bool scram_verify_plain(const char *secret, const char *given)
+{
+	uint32_t iterations;
+	uint8_t salt[SCRAM_MAX_SALT], stored_key[SCRAM_KEY_LEN], server_key[SCRAM_KEY_LEN];
+	size_t salt_len;
+	char rebuilt[SCRAM_MAX_SECRET + 1];
+
+	if (!scram_parse_secret(secret, &iterations, salt, &salt_len, stored_key, server_key))
+		return false;
+	if (!scram_build_secret(given, salt, salt_len, iterations, rebuilt, sizeof(rebuilt)))
+		return false;
+	return strlen(rebuilt) == strlen(secret) &&
+	       CRYPTO_memcmp(rebuilt, secret, strlen(secret)) == 0;
+}
+
+static bool check_plain_password(struct conn *c, const char *stored, const char *given)
+{
+	char md5[36];
+
+	if (strncmp(stored, "md5", 3) == 0 && strlen(stored) == 35) {
+		if (!md5pw_encrypt(given, c->user, md5))
+			return false;
+		return CRYPTO_memcmp(md5, stored, 35) == 0;
+	}
+	if (strncmp(stored, "SCRAM-SHA-256$", 14) == 0)
+		return scram_verify_plain(stored, given);
+	return strlen(stored) == strlen(given) && CRYPTO_memcmp(stored, given, strlen(given)) == 0;
+}
+
+static enum sbuf_action handle_password(struct conn *c, const struct sbuf_pkt *pkt)
+{
+	const struct config *cfg = c->b->cfg;
+	const char *stored = c->b->users ? userlist_get_password(c->b->users, c->user) : NULL;
+	const char *pw;
+	bool ok = false;
+
+	if (pkt->type != 'p') {
+		client_fatal(c, "08P01", "expected a password message");
+		return SBUF_CLOSED;
+	}
+	if (!pkt->complete)
+		return SBUF_WAIT;
+	if (cfg->auth_type == AUTH_SCRAM_SHA_256) {
+		uint8_t out[1024];
+		size_t outlen = 0;
+		struct pktbuf pb;
+		bool done = false;
+
+		if (c->scram_srv == NULL) {
+			const char *mech;
+			const uint8_t *data;
+			size_t dlen;
+			if (!proto_parse_sasl_initial(pkt->body, pkt->body_len, &mech, &data,
+			                              &dlen) ||
+			    strcmp(mech, "SCRAM-SHA-256") != 0) {
+				auth_failed(c);
+				return SBUF_CLOSED;
+			}
+			c->scram_srv = calloc(1, sizeof(*c->scram_srv));
+			if (c->scram_srv == NULL || !scram_server_init(c->scram_srv, stored) ||
+			    !scram_server_first(c->scram_srv, (const char *)data, dlen, (char *)out,
+			                        sizeof(out))) {
+				auth_failed(c);
+				return SBUF_CLOSED;
+			}
+			outlen = strlen((char *)out);
+			pktbuf_init(&pb, 2048);
+			pktbuf_write_auth(&pb, 11, out, outlen);
+		} else {
+			if (!scram_server_final(c->scram_srv, (const char *)pkt->body,
+			                        pkt->body_len, (char *)out, sizeof(out))) {
+				auth_failed(c);
+				return SBUF_CLOSED;
+			}
+			outlen = strlen((char *)out);
+			pktbuf_init(&pb, 2048);
+			pktbuf_write_auth(&pb, 12, out, outlen);
+			done = true;
+		}
+		queue_or_close(c, &pb);
+		pktbuf_free(&pb);
+		if (done)
+			pool_client_logged_in(c->pool, c);
+		return SBUF_CONSUMED;
+	}
+	if (!proto_parse_password(pkt->body, pkt->body_len, &pw)) {
+		client_fatal(c, "08P01", "malformed password message");
+		return SBUF_CLOSED;
+	}
+	if (stored != NULL && stored[0] != '\0') {
+		if (cfg->auth_type == AUTH_MD5)
+			ok = md5pw_check(stored, c->user, c->md5_salt, pw);
+		else
+			ok = check_plain_password(c, stored, pw);
+	}
+	if (!ok) {
+		auth_failed(c);
+		return SBUF_CLOSED;
+	}
+	pool_client_logged_in(c->pool, c);
+	return SBUF_CONSUMED;
+}
+
+static void copy_str(char *dst, size_t size, const char *src)
+{
+	snprintf(dst, size, "%s", src);
+}
+
+static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pkt)
+{
+	struct bouncer *b = c->b;
+	struct startup_info info;
+	enum startup_kind kind;
+	const char *user = NULL, *db = NULL;
+	char msg[256];
+
+	if (!pkt->complete)
+		return SBUF_WAIT;
+	kind = proto_parse_startup(pkt->body, pkt->body_len, &info);
+	switch (kind) {
+	case STARTUP_SSL:
+	case STARTUP_GSSENC:
+		if (!sbuf_queue(&c->sbuf, "N", 1)) {
+			client_close(c, "could not answer SSL request");
+			return SBUF_CLOSED;
+		}
+		return SBUF_CONSUMED;
+	case STARTUP_CANCEL: {
+		struct conn *target;
+		client_find_by_cancel_key(b, info.cancel_pid, info.cancel_key, &target);
+		if (target != NULL && target->link != NULL)
+			server_send_cancel(target->link);
+		b->client_count--;
+		conn_retire(c);
+		return SBUF_CLOSED;
+	}
+	case STARTUP_BAD_VERSION:
+		client_fatal(c, "08P01", "unsupported protocol version");
+		return SBUF_CLOSED;
+	case STARTUP_MALFORMED:
+		client_fatal(c, "08P01", "bad startup packet");
+		return SBUF_CLOSED;
+	case STARTUP_NORMAL:
+		break;
+	}
+	for (int i = 0; i < info.nparams; i++) {
+		const char *k = info.params[i].key, *v = info.params[i].value;
+		if (strcmp(k, "user") == 0) {
+			user = v;
+		} else if (strcmp(k, "database") == 0) {
+			db = v;
+		} else if (strcmp(k, "options") == 0) {
+			if (v[0] && !parse_options(c, v) &&
+			    !name_in_list("options", b->cfg->ignore_startup_parameters)) {
+				client_fatal(c, "08P01", "unsupported options startup parameter");
+				return SBUF_CLOSED;
+			}
+		} else if (is_tracked(b, k)) {
+			if (!param_set_value(&c->params, k, v)) {
+				client_fatal(c, "53200", "out of memory");
+				return SBUF_CLOSED;
+			}
+		} else if (!name_in_list(k, b->cfg->ignore_startup_parameters)) {
+			snprintf(msg, sizeof(msg), "unsupported startup parameter: %s", k);
+			client_fatal(c, "08P01", msg);
+			return SBUF_CLOSED;
+		}
+	}
+	if (user == NULL || user[0] == '\0') {
+		client_fatal(c, "08P01", "no username supplied");
+		return SBUF_CLOSED;
+	}
+	if (strlen(user) >= sizeof(c->user) || (db && strlen(db) >= sizeof(c->dbname))) {
+		client_fatal(c, "08P01", "user or database name too long");
+		return SBUF_CLOSED;
+	}
+	copy_str(c->user, sizeof(c->user), user);
+	copy_str(c->dbname, sizeof(c->dbname), db && db[0] ? db : user);
+	c->sbuf.startup_phase = false;
+	if (b->cfg->log_connections)
+		slog_info(c, "login attempt: db=%s user=%s tls=no", c->dbname, c->user);
+	return start_auth(c);
+}
+
+static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt)
+{
+	struct conn *c = owner;
+	struct conn *server;
+
+	(void)sb;
+	if (c->state == CL_LOGIN) {
+		if (c->sbuf.startup_phase)
+			return handle_startup(c, pkt);
+		return handle_password(c, pkt);
+	}
+	if (c->state != CL_ACTIVE)
+		return SBUF_PAUSE;
+	if (pkt->type == 'X') {
+		client_close(c, "client close request");
+		return SBUF_CLOSED;
+	}
+	server = c->link;
+	if (server == NULL) {
+		pool_request_server(c->pool, c);
+		server = c->link;
+		if (server == NULL)
+			return SBUF_PAUSE;
+	}
+	if (server->state != SV_ACTIVE || server->setting_params)
+		return SBUF_PAUSE;
+	if (c->b->hook.inspect != NULL && (pkt->type == 'Q' || pkt->type == 'P')) {
+		if (c->b->hook.inspect(c->b->hook.ctx, c, pkt) == HOOK_HANDLE)
+			return SBUF_PAUSE;
+	}
+	switch (pkt->type) {
+	case 'Q':
+	case 'S':
+	case 'F':
+		server->expect_rfq++;
+		c->pool->query_count++;
+		break;
+	default:
+		break;
+	}
+	return SBUF_SEND;
+}

@@ -1,0 +1,220 @@
+/*
+ * listener — see include/listener.h. Accepting drains the backlog in one callback (accept4 until
+ * EAGAIN) so a burst of connections costs one wakeup.
+ */
+#include "listener.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "bouncer.h"
+#include "client.h"
+#include "config.h"
+#include "log.h"
+
+struct listener {
+	struct listener *next;
+	struct bouncer *b;
+	int fd;
+	bool is_unix;
+	char unix_path[108];
+	struct event *ev;
+};
+
+static void on_accept(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener *l = arg;
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int cfd, one = 1;
+
+	(void)what;
+	for (int i = 0; i < 64; i++) {
+		len = sizeof(ss);
+		cfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (cfd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+				log_warning("accept() failed: %s", strerror(errno));
+			return;
+		}
+		if (!l->is_unix) {
+			(void)setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+			if (l->b->cfg->tcp_keepalive)
+				(void)setsockopt(cfd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+		}
+		client_accept(l->b, cfd, (struct sockaddr *)&ss, len, l->is_unix);
+	}
+}
+
+static bool add_listener(struct bouncer *b, int fd, bool is_unix, const char *path)
+{
+	struct listener *l = calloc(1, sizeof(*l));
+
+	if (l == NULL) {
+		close(fd);
+		return false;
+	}
+	l->b = b;
+	l->fd = fd;
+	l->is_unix = is_unix;
+	if (path != NULL)
+		snprintf(l->unix_path, sizeof(l->unix_path), "%s", path);
+	l->ev = event_new(b->base, fd, EV_READ | EV_PERSIST, on_accept, l);
+	if (l->ev == NULL || event_add(l->ev, NULL) != 0) {
+		if (l->ev)
+			event_free(l->ev);
+		close(fd);
+		free(l);
+		return false;
+	}
+	l->next = b->listeners;
+	b->listeners = l;
+	return true;
+}
+
+static bool listen_tcp(struct bouncer *b, const char *host, int port)
+{
+	struct addrinfo hints, *res = NULL, *ai;
+	char portstr[16];
+	int rc, n = 0;
+	const struct config *cfg = b->cfg;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	/* listen_addr is an address list; names are resolved once, at start-up */
+	rc = getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, portstr, &hints, &res);
+	if (rc != 0) {
+		log_error("cannot resolve listen_addr \"%s\": %s", host, gai_strerror(rc));
+		return false;
+	}
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		int fd, one = 1;
+		char addr[INET6_ADDRSTRLEN] = "?";
+
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			continue;
+		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (cfg->so_reuseport)
+			(void)setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+		if (ai->ai_family == AF_INET6)
+			(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		if (ai->ai_family == AF_INET)
+			inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, addr,
+			          sizeof(addr));
+		else if (ai->ai_family == AF_INET6)
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, addr,
+			          sizeof(addr));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
+		    listen(fd, cfg->listen_backlog) < 0) {
+			log_error("cannot listen on %s:%d: %s", addr, port, strerror(errno));
+			close(fd);
+			freeaddrinfo(res);
+			return false;
+		}
+		log_info("listening on %s:%d", addr, port);
+		if (!add_listener(b, fd, false, NULL)) {
+			freeaddrinfo(res);
+			return false;
+		}
+		n++;
+	}
+	freeaddrinfo(res);
+	return n > 0;
+}
+
+static bool listen_unix(struct bouncer *b, const char *dir, int port)
+{
+	struct sockaddr_un un;
+	int fd;
+
+	memset(&un, 0, sizeof(un));
+	un.sun_family = AF_UNIX;
+	if ((size_t)snprintf(un.sun_path, sizeof(un.sun_path), "%s/.s.PGSQL.%d", dir, port) >=
+	    sizeof(un.sun_path)) {
+		log_error("unix_socket_dir is too long");
+		return false;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	/* a socket file left by a dead process would block bind(); a live one answers connect() */
+	if (connect(fd, (struct sockaddr *)&un, sizeof(un)) == 0) {
+		log_error("unix socket %s is in use by another process", un.sun_path);
+		close(fd);
+		return false;
+	}
+	unlink(un.sun_path);
+	if (bind(fd, (struct sockaddr *)&un, sizeof(un)) < 0 ||
+	    listen(fd, b->cfg->listen_backlog) < 0) {
+		log_error("cannot listen on %s: %s", un.sun_path, strerror(errno));
+		close(fd);
+		return false;
+	}
+	(void)chmod(un.sun_path, (mode_t)b->cfg->unix_socket_mode);
+	log_info("listening on unix:%s", un.sun_path);
+	return add_listener(b, fd, true, un.sun_path);
+}
+
+bool listener_start(struct bouncer *b)
+{
+	const struct config *cfg = b->cfg;
+	char *list, *tok, *save = NULL;
+	bool ok = true;
+
+	if (cfg->listen_addr[0]) {
+		list = strdup(cfg->listen_addr);
+		if (list == NULL)
+			return false;
+		for (tok = strtok_r(list, ", ", &save); tok && ok;
+		     tok = strtok_r(NULL, ", ", &save))
+			ok = listen_tcp(b, tok, cfg->listen_port);
+		free(list);
+	}
+	if (ok && cfg->unix_socket_dir[0] && cfg->unix_socket_dir[0] != '@')
+		ok = listen_unix(b, cfg->unix_socket_dir, cfg->listen_port);
+	if (ok && b->listeners == NULL) {
+		log_error("nowhere to listen: set listen_addr or unix_socket_dir");
+		ok = false;
+	}
+	return ok;
+}
+
+void listener_stop(struct bouncer *b)
+{
+	struct listener *l = b->listeners, *next;
+
+	for (; l != NULL; l = next) {
+		next = l->next;
+		event_free(l->ev);
+		close(l->fd);
+		if (l->is_unix)
+			unlink(l->unix_path);
+		free(l);
+	}
+	b->listeners = NULL;
+}
+
+void listener_pause(struct bouncer *b, bool paused)
+{
+	for (struct listener *l = b->listeners; l != NULL; l = l->next) {
+		if (paused)
+			event_del(l->ev);
+		else
+			event_add(l->ev, NULL);
+	}
+}

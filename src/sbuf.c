@@ -1,0 +1,532 @@
+/*
+ * sbuf — see include/sbuf.h for the model. The relay loop is sbuf_process(): it hands packet
+ * headers to the owner, advances parse_pos over forwarded bytes, and writes [done_pos,
+ * parse_pos) to dst in one send() per round. A round ends when the buffer has no complete
+ * header left, the owner pauses, or dst stops accepting; the buffer is compacted between rounds.
+ */
+#include "sbuf.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "proto.h"
+
+#define OUT_MAX (1024 * 1024)
+
+static void sbuf_process(struct sbuf *sb);
+
+const char *sbuf_action_str(enum sbuf_action a)
+{
+	switch (a) {
+	case SBUF_SEND:
+		return "send";
+	case SBUF_SKIP:
+		return "skip";
+	case SBUF_WAIT:
+		return "wait";
+	case SBUF_CONSUMED:
+		return "consumed";
+	case SBUF_PAUSE:
+		return "pause";
+	case SBUF_CLOSED:
+		return "closed";
+	}
+	return "?";
+}
+
+static void update_read_event(struct sbuf *sb)
+{
+	bool want =
+	        sb->fd >= 0 && !sb->paused && !sb->blocked && !sb->eof && sb->recv_pos < sb->size;
+
+	if (want && !sb->reading) {
+		event_add(&sb->ev_read, NULL);
+		sb->reading = true;
+	} else if (!want && sb->reading) {
+		event_del(&sb->ev_read);
+		sb->reading = false;
+	}
+}
+
+static void want_write(struct sbuf *sb)
+{
+	if (sb->fd >= 0 && !sb->writing) {
+		event_add(&sb->ev_write, NULL);
+		sb->writing = true;
+	}
+}
+
+static void fail(struct sbuf *sb, const char *reason)
+{
+	if (sb->reading) {
+		event_del(&sb->ev_read);
+		sb->reading = false;
+	}
+	sb->ops->failed(sb->owner, sb, reason);
+}
+
+/* Writes sb->out to the socket; false when the socket is broken. */
+static bool flush_out(struct sbuf *sb)
+{
+	size_t off = 0;
+
+	if (sb->broken)
+		return false;
+	while (off < sb->out.len) {
+		ssize_t n = send(sb->fd, sb->out.data + off, sb->out.len - off, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			sb->broken = true;
+			return false;
+		}
+		off += (size_t)n;
+		sb->bytes_out += (uint64_t)n;
+	}
+	if (off == sb->out.len) {
+		pktbuf_reset(&sb->out);
+	} else if (off > 0) {
+		memmove(sb->out.data, sb->out.data + off, sb->out.len - off);
+		sb->out.len -= off;
+	}
+	if (sb->out.len > 0)
+		want_write(sb);
+	return true;
+}
+
+/*
+ * Writes up to len bytes to dst's socket, after dst's own queued bytes. Returns how many were
+ * taken; a broken dst takes nothing and is told through its write event.
+ */
+static size_t write_to(struct sbuf *dst, const uint8_t *p, size_t len)
+{
+	ssize_t n;
+
+	if (dst->fd < 0 || dst->broken) {
+		want_write(dst);
+		return 0;
+	}
+	if (dst->out.len > 0) {
+		if (!flush_out(dst)) {
+			want_write(dst);
+			return 0;
+		}
+		if (dst->out.len > 0)
+			return 0;
+	}
+	for (;;) {
+		n = send(dst->fd, p, len, MSG_NOSIGNAL);
+		if (n >= 0)
+			break;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK) {
+			dst->broken = true;
+			want_write(dst);
+		}
+		return 0;
+	}
+	dst->bytes_out += (uint64_t)n;
+	return (size_t)n;
+}
+
+/* Sends [done_pos, parse_pos) to dst. False when dst cannot take it all now (sb blocks). */
+static bool flush_pending(struct sbuf *sb)
+{
+	size_t len = sb->parse_pos - sb->done_pos;
+	size_t n;
+
+	if (len == 0)
+		return true;
+	if (sb->dst == NULL) {
+		/* nowhere to go: the owner unlinked mid-packet; dropping keeps the stream aligned
+		 */
+		sb->done_pos = sb->parse_pos;
+		return true;
+	}
+	n = write_to(sb->dst, sb->buf + sb->done_pos, len);
+	sb->done_pos += n;
+	if (n < len) {
+		sb->blocked = true;
+		sb->dst->waiting_src = sb;
+		want_write(sb->dst);
+		update_read_event(sb);
+		return false;
+	}
+	return true;
+}
+
+static void compact(struct sbuf *sb)
+{
+	if (sb->done_pos == sb->recv_pos) {
+		sb->done_pos = sb->parse_pos = sb->recv_pos = 0;
+	} else if (sb->done_pos > 0 && sb->size - sb->recv_pos < 512) {
+		size_t keep = sb->recv_pos - sb->done_pos;
+		memmove(sb->buf, sb->buf + sb->done_pos, keep);
+		sb->parse_pos -= sb->done_pos;
+		sb->recv_pos = keep;
+		sb->done_pos = 0;
+	}
+}
+
+static void on_read(evutil_socket_t fd, short what, void *arg)
+{
+	struct sbuf *sb = arg;
+	ssize_t n;
+
+	(void)what;
+	if (sb->recv_pos == sb->size)
+		compact(sb);
+	if (sb->recv_pos == sb->size) {
+		update_read_event(sb);
+		return;
+	}
+	n = recv(fd, sb->buf + sb->recv_pos, sb->size - sb->recv_pos, 0);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return;
+		fail(sb, strerror(errno));
+		return;
+	}
+	if (n == 0) {
+		sb->eof = true;
+		fail(sb, "EOF");
+		return;
+	}
+	sb->recv_pos += (size_t)n;
+	sb->bytes_in += (uint64_t)n;
+	sbuf_process(sb);
+}
+
+static void on_write(evutil_socket_t fd, short what, void *arg)
+{
+	struct sbuf *sb = arg;
+	struct sbuf *src;
+
+	(void)fd;
+	(void)what;
+	if (sb->writing) {
+		event_del(&sb->ev_write);
+		sb->writing = false;
+	}
+	if (sb->broken || !flush_out(sb)) {
+		fail(sb, "socket write failed");
+		return;
+	}
+	if (sb->out.len > 0)
+		return;
+	src = sb->waiting_src;
+	if (src != NULL) {
+		sb->waiting_src = NULL;
+		src->blocked = false;
+		sbuf_process(src);
+	}
+}
+
+bool sbuf_init(struct sbuf *sb, struct event_base *base, int fd, size_t bufsize, size_t max_pkt,
+               const struct sbuf_ops *ops, void *owner)
+{
+	memset(sb, 0, sizeof(*sb));
+	sb->fd = fd;
+	sb->size = bufsize;
+	sb->max_pkt = max_pkt;
+	sb->ops = ops;
+	sb->owner = owner;
+	pktbuf_init(&sb->out, OUT_MAX);
+	pktbuf_init(&sb->big, max_pkt);
+	sb->buf = malloc(bufsize);
+	if (sb->buf == NULL)
+		return false;
+	event_assign(&sb->ev_read, base, fd, EV_READ | EV_PERSIST, on_read, sb);
+	event_assign(&sb->ev_write, base, fd, EV_WRITE | EV_PERSIST, on_write, sb);
+	sb->ev_ready = true;
+	return true;
+}
+
+void sbuf_close(struct sbuf *sb)
+{
+	if (sb->ev_ready) {
+		event_del(&sb->ev_read);
+		event_del(&sb->ev_write);
+		sb->ev_ready = false;
+	}
+	sb->reading = sb->writing = false;
+	if (sb->dst != NULL && sb->dst->waiting_src == sb)
+		sb->dst->waiting_src = NULL;
+	sb->dst = NULL;
+	if (sb->waiting_src != NULL) {
+		struct sbuf *src = sb->waiting_src;
+		sb->waiting_src = NULL;
+		src->blocked = false;
+		if (src->dst == sb)
+			src->dst = NULL;
+	}
+	if (sb->fd >= 0) {
+		close(sb->fd);
+		sb->fd = -1;
+	}
+	free(sb->buf);
+	sb->buf = NULL;
+	sb->size = sb->recv_pos = sb->parse_pos = sb->done_pos = 0;
+	pktbuf_free(&sb->out);
+	pktbuf_free(&sb->big);
+}
+
+void sbuf_resume(struct sbuf *sb)
+{
+	if (sb->fd < 0)
+		return;
+	sb->paused = false;
+	if (sb->in_process) {
+		sb->resume_pending = true;
+		return;
+	}
+	sbuf_process(sb);
+}
+
+void sbuf_pause(struct sbuf *sb)
+{
+	sb->paused = true;
+	update_read_event(sb);
+}
+
+void sbuf_set_dst(struct sbuf *sb, struct sbuf *dst)
+{
+	if (sb->dst != NULL && sb->dst->waiting_src == sb)
+		sb->dst->waiting_src = NULL;
+	sb->blocked = false;
+	sb->dst = dst;
+}
+
+bool sbuf_queue(struct sbuf *sb, const void *data, size_t len)
+{
+	if (sb->fd < 0 || sb->broken)
+		return false;
+	pktbuf_put_bytes(&sb->out, data, len);
+	if (pktbuf_failed(&sb->out))
+		return false;
+	if (!flush_out(sb)) {
+		want_write(sb);
+		return false;
+	}
+	return true;
+}
+
+bool sbuf_queue_pktbuf(struct sbuf *sb, const struct pktbuf *pb)
+{
+	if (pktbuf_failed(pb))
+		return false;
+	return sbuf_queue(sb, pb->data, pb->len);
+}
+
+bool sbuf_has_pending(const struct sbuf *sb)
+{
+	return sb->parse_pos > sb->done_pos || sb->blocked;
+}
+
+bool sbuf_out_empty(const struct sbuf *sb)
+{
+	return sb->out.len == 0;
+}
+
+size_t sbuf_unparsed(const struct sbuf *sb)
+{
+	return sb->recv_pos - sb->parse_pos;
+}
+
+/* Moves the bytes of the current packet that are in memory past parse_pos. */
+static bool advance_packet(struct sbuf *sb)
+{
+	size_t avail = sb->recv_pos - sb->parse_pos;
+	size_t n = avail < sb->pkt_remain ? avail : sb->pkt_remain;
+
+	if (sb->pkt_action != SBUF_SEND && sb->parse_pos > sb->done_pos) {
+		if (!flush_pending(sb))
+			return false;
+	}
+	sb->parse_pos += n;
+	sb->pkt_remain -= (uint32_t)n;
+	if (sb->pkt_action != SBUF_SEND)
+		sb->done_pos = sb->parse_pos;
+	return true;
+}
+
+/*
+ * Gathers a packet that is larger than the buffer into sb->big (the complete-packet path), then
+ * offers it whole. Returns false when processing must stop.
+ */
+static bool collect_big(struct sbuf *sb)
+{
+	size_t avail = sb->recv_pos - sb->parse_pos;
+	size_t n = avail < sb->pkt_remain ? avail : sb->pkt_remain;
+	struct sbuf_pkt pkt;
+	enum sbuf_action act;
+
+	pktbuf_put_bytes(&sb->big, sb->buf + sb->parse_pos, n);
+	sb->parse_pos += n;
+	sb->done_pos = sb->parse_pos;
+	sb->pkt_remain -= (uint32_t)n;
+	if (pktbuf_failed(&sb->big)) {
+		fail(sb, "out of memory for a large packet");
+		return false;
+	}
+	if (sb->pkt_remain > 0)
+		return true;
+	sb->collecting_big = false;
+	memset(&pkt, 0, sizeof(pkt));
+	pkt.type = sb->big.data[0];
+	pkt.len = (uint32_t)sb->big.len;
+	pkt.complete = true;
+	pkt.body = sb->big.data + 5;
+	pkt.body_len = pkt.body_avail = sb->big.len - 5;
+	act = sb->ops->packet(sb->owner, sb, &pkt);
+	if (act == SBUF_CLOSED)
+		return false;
+	if (act == SBUF_SEND && sb->dst != NULL) {
+		if (!sbuf_queue(sb->dst, sb->big.data, sb->big.len)) {
+			pktbuf_reset(&sb->big);
+			fail(sb, "cannot forward a large packet");
+			return false;
+		}
+	}
+	pktbuf_reset(&sb->big);
+	return true;
+}
+
+/* Offers the next packet header to the owner. False when processing must stop. */
+static bool next_packet(struct sbuf *sb, bool *need_more)
+{
+	const uint8_t *p = sb->buf + sb->parse_pos;
+	size_t avail = sb->recv_pos - sb->parse_pos;
+	size_t hdrlen = sb->startup_phase ? 4 : 5;
+	struct sbuf_pkt pkt;
+	enum pkt_status st;
+	enum sbuf_action act;
+	struct pkt_hdr hdr;
+	uint32_t len;
+
+	memset(&pkt, 0, sizeof(pkt));
+	if (sb->startup_phase) {
+		st = proto_read_startup_header(p, avail, 10000, &len);
+		pkt.type = 0;
+	} else {
+		st = proto_read_header(p, avail, 0x7fffffffu, &hdr);
+		len = hdr.len;
+		pkt.type = hdr.type;
+	}
+	if (st == PKT_NEED_MORE) {
+		*need_more = true;
+		return true;
+	}
+	if (st == PKT_BAD) {
+		fail(sb, "bad packet header");
+		return false;
+	}
+	pkt.len = len;
+	pkt.complete = avail >= len;
+	pkt.body = p + hdrlen;
+	pkt.body_len = len - hdrlen;
+	pkt.body_avail = (avail < len ? avail : len) - hdrlen;
+
+	act = sb->ops->packet(sb->owner, sb, &pkt);
+	switch (act) {
+	case SBUF_CLOSED:
+		return false;
+	case SBUF_PAUSE:
+		if (sb->resume_pending) {
+			/* resumed from inside the callback: offer the same packet again */
+			sb->resume_pending = false;
+			return true;
+		}
+		sb->paused = true;
+		return false;
+	case SBUF_WAIT:
+		if (pkt.complete) {
+			fail(sb, "packet handler asked to wait for a complete packet");
+			return false;
+		}
+		if (len > sb->size - 0) {
+			if (len > sb->max_pkt) {
+				fail(sb, "packet too large");
+				return false;
+			}
+			if (sb->parse_pos > sb->done_pos && !flush_pending(sb))
+				return false;
+			sb->collecting_big = true;
+			sb->pkt_remain = len;
+			return true;
+		}
+		*need_more = true;
+		return true;
+	case SBUF_CONSUMED:
+		if (!pkt.complete) {
+			fail(sb, "packet handler consumed an incomplete packet");
+			return false;
+		}
+		/* fallthrough */
+	case SBUF_SKIP:
+	case SBUF_SEND:
+		sb->pkt_action = act == SBUF_SEND ? SBUF_SEND : SBUF_SKIP;
+		sb->pkt_remain = len;
+		return true;
+	}
+	return false;
+}
+
+static void sbuf_process(struct sbuf *sb)
+{
+	bool sent_any = false;
+
+	if (sb->fd < 0 || sb->in_process)
+		return;
+	sb->in_process++;
+	while (!sb->paused && !sb->blocked && sb->fd >= 0) {
+		bool need_more = false;
+
+		sb->resume_pending = false;
+
+		if (sb->collecting_big) {
+			if (sb->recv_pos == sb->parse_pos)
+				break;
+			if (!collect_big(sb))
+				goto out;
+			continue;
+		}
+		if (sb->pkt_remain > 0) {
+			if (sb->recv_pos == sb->parse_pos)
+				break;
+			if (!advance_packet(sb))
+				goto out;
+			continue;
+		}
+		if (!next_packet(sb, &need_more))
+			break;
+		if (need_more)
+			break;
+	}
+	if (sb->fd < 0)
+		goto out;
+	if (sb->parse_pos > sb->done_pos) {
+		sent_any = true;
+		if (!flush_pending(sb))
+			goto out;
+	}
+	compact(sb);
+	update_read_event(sb);
+	sb->in_process--;
+	if (sent_any && sb->ops->flushed != NULL)
+		sb->ops->flushed(sb->owner, sb);
+	return;
+out:
+	if (sb->fd >= 0) {
+		compact(sb);
+		update_read_event(sb);
+	}
+	sb->in_process--;
+}

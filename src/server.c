@@ -1,0 +1,750 @@
+/*
+ * server — see include/server.h. A server conn is SV_LOGIN until its first ReadyForQuery (and
+ * connect_query), then belongs to the pool. While linked, every server packet is relayed to the
+ * client; ReadyForQuery and ParameterStatus are also read on the way to keep txn_status,
+ * expect_rfq and the tracked parameters right. Our own statements (SETs for parameter sync, the
+ * reset query, connect_query) are answered to us: those answers are consumed, never relayed.
+ */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "bouncer.h"
+#include "client.h"
+#include "config.h"
+#include "conn.h"
+#include "dns.h"
+#include "md5pw.h"
+#include "pool.h"
+#include "proto.h"
+#include "scram.h"
+
+static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt);
+static void server_flushed(void *owner, struct sbuf *sb);
+static void server_failed(void *owner, struct sbuf *sb, const char *reason);
+
+static const struct sbuf_ops server_ops = {
+        .packet = server_packet,
+        .flushed = server_flushed,
+        .failed = server_failed,
+};
+
+bool server_is_ready(const struct conn *s)
+{
+	return s->logged_in && s->expect_rfq == 0 && !s->setting_params && !s->resetting &&
+	       !sbuf_has_pending(&s->sbuf);
+}
+
+static uint64_t age_seconds(const struct conn *s)
+{
+	return (bouncer_now_usec() - s->connect_time) / 1000000;
+}
+
+void server_close(struct conn *s, const char *reason)
+{
+	struct pool *pool = s->pool;
+	struct conn *client = s->link;
+
+	if (s->state == CONN_JUSTFREE)
+		return;
+	slog_info(s, "closing because: %s (age=%llus)", reason, (unsigned long long)age_seconds(s));
+	if (s->dns_req != NULL) {
+		dns_cancel(s->dns_req);
+		s->dns_req = NULL;
+	}
+	if (s->connecting) {
+		event_del(&s->ev_connect);
+		s->connecting = false;
+	}
+	if (client != NULL) {
+		s->link = NULL;
+		client->link = NULL;
+		sbuf_set_dst(&client->sbuf, NULL);
+		client_fatal(client, "08P01", "server conn crashed?");
+	}
+	if (s->logged_in && s->sbuf.fd >= 0 && !s->sbuf.broken) {
+		static const uint8_t terminate[5] = {'X', 0, 0, 0, 4};
+		if (!sbuf_queue(&s->sbuf, terminate, sizeof(terminate)))
+			slog_debug(s, "could not send Terminate");
+	}
+	s->b->server_count--;
+	conn_retire(s);
+	pool_fill(pool);
+}
+
+static void login_failed(struct conn *s, const char *sqlstate, const char *msg)
+{
+	struct pool *pool = s->pool;
+	char reason[600];
+
+	snprintf(reason, sizeof(reason), "server login failed: %s", msg);
+	s->logged_in = false;
+	s->b->server_count--;
+	slog_warning(s, "closing because: %s (age=%llus)", reason,
+	             (unsigned long long)age_seconds(s));
+	if (s->dns_req != NULL) {
+		dns_cancel(s->dns_req);
+		s->dns_req = NULL;
+	}
+	if (s->connecting) {
+		event_del(&s->ev_connect);
+		s->connecting = false;
+	}
+	conn_retire(s);
+	pool_login_failed(pool, sqlstate, msg);
+}
+
+static bool send_pktbuf(struct conn *s, struct pktbuf *pb)
+{
+	bool ok = sbuf_queue_pktbuf(&s->sbuf, pb);
+	pktbuf_free(pb);
+	return ok;
+}
+
+static void send_startup(struct conn *s)
+{
+	struct pool *pool = s->pool;
+	const char *keys[PARAM_MAX + 2], *vals[PARAM_MAX + 2];
+	int n = 0;
+	struct pktbuf pb;
+
+	keys[n] = "user";
+	vals[n++] = pool->server_user;
+	keys[n] = "database";
+	vals[n++] = pool->server_db;
+	for (int i = 0; i < pool->server_startup.n && n < PARAM_MAX + 2; i++) {
+		keys[n] = pool->server_startup.p[i].name;
+		vals[n++] = pool->server_startup.p[i].value;
+	}
+	pktbuf_init(&pb, 8192);
+	pktbuf_write_startup(&pb, keys, vals, n);
+	if (!send_pktbuf(s, &pb)) {
+		login_failed(s, "08006", "could not send the startup packet");
+		return;
+	}
+	sbuf_resume(&s->sbuf);
+}
+
+static void on_connected(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *s = arg;
+	int err = 0;
+	socklen_t len = sizeof(err);
+	char msg[256];
+
+	s->connecting = false;
+	if (what & EV_TIMEOUT) {
+		login_failed(s, "08006", "connect timeout");
+		return;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	if (err != 0) {
+		snprintf(msg, sizeof(msg), "connect failed: %s", strerror(err));
+		login_failed(s, "08006", msg);
+		return;
+	}
+	if (s->b->cfg->log_connections)
+		slog_info(s, "new connection to server");
+	send_startup(s);
+}
+
+static void start_connect(struct conn *s, const struct sockaddr *sa, socklen_t salen)
+{
+	const struct config *cfg = s->b->cfg;
+	int fd, one = 1;
+	char msg[256];
+	struct timeval tv;
+
+	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(msg, sizeof(msg), "socket() failed: %s", strerror(errno));
+		login_failed(s, "08006", msg);
+		return;
+	}
+	if (sa->sa_family != AF_UNIX)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (!sbuf_init(&s->sbuf, s->b->base, fd, (size_t)cfg->pkt_buf, (size_t)cfg->max_packet_size,
+	               &server_ops, s)) {
+		close(fd);
+		s->sbuf.fd = -1;
+		login_failed(s, "53200", "out of memory");
+		return;
+	}
+	if (salen <= sizeof(s->addr))
+		memcpy(&s->addr, sa, salen);
+	if (connect(fd, sa, salen) < 0 && errno != EINPROGRESS) {
+		snprintf(msg, sizeof(msg), "connect failed: %s", strerror(errno));
+		login_failed(s, "08006", msg);
+		return;
+	}
+	event_assign(&s->ev_connect, s->b->base, fd, EV_WRITE, on_connected, s);
+	tv.tv_sec = cfg->server_connect_timeout / 1000000;
+	tv.tv_usec = cfg->server_connect_timeout % 1000000;
+	event_add(&s->ev_connect, cfg->server_connect_timeout > 0 ? &tv : NULL);
+	s->connecting = true;
+}
+
+static void on_dns(void *arg, const struct dns_result *res)
+{
+	struct conn *s = arg;
+	char msg[256];
+
+	s->dns_req = NULL;
+	if (res->status != 0 || res->naddrs == 0) {
+		snprintf(msg, sizeof(msg), "could not resolve host \"%s\": %s", s->host,
+		         res->error ? res->error : "no address");
+		login_failed(s, "08006", msg);
+		return;
+	}
+	start_connect(s, (const struct sockaddr *)&res->addrs[0], res->addrlens[0]);
+}
+
+/* Picks the next host of a "h1,h2" list, round robin. Returns a malloc'd copy. */
+static char *pick_host(struct pool *pool)
+{
+	const char *p = pool->host;
+	int count = 1, want;
+	const char *start, *end;
+
+	for (const char *q = p; *q; q++)
+		if (*q == ',')
+			count++;
+	want = pool->host_index++ % count;
+	start = p;
+	for (int i = 0; i < want; i++)
+		start = strchr(start, ',') + 1;
+	end = strchr(start, ',');
+	if (end == NULL)
+		end = start + strlen(start);
+	while (start < end && *start == ' ')
+		start++;
+	while (end > start && end[-1] == ' ')
+		end--;
+	return strndup(start, (size_t)(end - start));
+}
+
+bool server_launch(struct pool *pool)
+{
+	struct bouncer *b = pool->b;
+	struct conn *s = calloc(1, sizeof(*s));
+	struct sockaddr_storage ss;
+	socklen_t sslen = 0;
+
+	if (s == NULL)
+		return false;
+	s->b = b;
+	s->is_server = true;
+	s->pool = pool;
+	s->sbuf.fd = -1;
+	list_init(&s->head);
+	s->connect_time = bouncer_now_usec();
+	s->txn_status = 'I';
+	s->host = pick_host(pool);
+	if (s->host == NULL) {
+		free(s);
+		return false;
+	}
+	snprintf(s->addr_str, sizeof(s->addr_str), "%s", s->host[0] == '/' ? "unix" : s->host);
+	s->port = pool->port;
+	b->server_count++;
+	conn_set_state(s, SV_LOGIN);
+
+	memset(&ss, 0, sizeof(ss));
+	if (s->host[0] == '/' || s->host[0] == '\0') {
+		struct sockaddr_un *un = (struct sockaddr_un *)&ss;
+		const char *dir = s->host[0] ? s->host : "/var/run/postgresql";
+		un->sun_family = AF_UNIX;
+		if ((size_t)snprintf(un->sun_path, sizeof(un->sun_path), "%s/.s.PGSQL.%d", dir,
+		                     pool->port) >= sizeof(un->sun_path)) {
+			login_failed(s, "08006", "unix socket path too long");
+			return true;
+		}
+		sslen = sizeof(*un);
+	} else {
+		struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+		if (inet_pton(AF_INET, s->host, &in->sin_addr) == 1) {
+			in->sin_family = AF_INET;
+			in->sin_port = htons((uint16_t)pool->port);
+			sslen = sizeof(*in);
+		} else if (inet_pton(AF_INET6, s->host, &in6->sin6_addr) == 1) {
+			in6->sin6_family = AF_INET6;
+			in6->sin6_port = htons((uint16_t)pool->port);
+			sslen = sizeof(*in6);
+		}
+	}
+	if (sslen > 0) {
+		start_connect(s, (struct sockaddr *)&ss, sslen);
+		return true;
+	}
+	s->dns_req = dns_lookup(b->dns, s->host, pool->port, on_dns, s);
+	if (s->dns_req == NULL)
+		login_failed(s, "53200", "out of memory for a DNS lookup");
+	return true;
+}
+
+/*
+ * Appends one set_config() call. set_config takes the value as a configuration-file string, so
+ * list settings (search_path) keep their meaning; both arguments are E'' literals, escaped.
+ */
+static void append_literal(struct pktbuf *pb, const char *text)
+{
+	pktbuf_put_bytes(pb, "E'", 2);
+	for (const char *p = text; *p; p++) {
+		if (*p == '\'' || *p == '\\')
+			pktbuf_put_u8(pb, (uint8_t)*p);
+		pktbuf_put_u8(pb, (uint8_t)*p);
+	}
+	pktbuf_put_u8(pb, '\'');
+}
+
+static void append_set(struct pktbuf *pb, int index, const char *name, const char *value)
+{
+	pktbuf_put_bytes(pb, index == 0 ? "SELECT " : ", ", index == 0 ? 7 : 2);
+	pktbuf_put_bytes(pb, "pg_catalog.set_config(", 22);
+	append_literal(pb, name);
+	pktbuf_put_bytes(pb, ", ", 2);
+	append_literal(pb, value);
+	pktbuf_put_bytes(pb, ", false)", 8);
+}
+
+void server_link(struct conn *s, struct conn *c)
+{
+	struct pktbuf pb;
+	int nset = 0;
+
+	s->link = c;
+	c->link = s;
+	conn_set_state(s, SV_ACTIVE);
+	conn_set_state(c, CL_ACTIVE);
+	sbuf_set_dst(&c->sbuf, &s->sbuf);
+	sbuf_set_dst(&s->sbuf, &c->sbuf);
+
+	pktbuf_init(&pb, 65536);
+	pktbuf_start_msg(&pb, 'Q');
+	for (int i = 0; i < c->params.n; i++) {
+		const char *sv = param_get(&s->params, c->params.p[i].name);
+		if (sv != NULL && strcmp(sv, c->params.p[i].value) == 0)
+			continue;
+		append_set(&pb, nset, c->params.p[i].name, c->params.p[i].value);
+		nset++;
+	}
+	pktbuf_put_u8(&pb, 0);
+	pktbuf_finish_msg(&pb);
+	if (nset == 0) {
+		pktbuf_free(&pb);
+		client_server_linked(c);
+		return;
+	}
+	slog_debug(s, "syncing %d parameters for the client", nset);
+	s->setting_params = true;
+	s->expect_rfq++;
+	if (!send_pktbuf(s, &pb)) {
+		server_close(s, "could not send parameter SET");
+		return;
+	}
+}
+
+/* After our SETs succeeded the server holds the client's values, reported or not. */
+static void params_synced(struct conn *s)
+{
+	struct conn *c = s->link;
+
+	s->setting_params = false;
+	if (c == NULL)
+		return;
+	for (int i = 0; i < c->params.n; i++) {
+		if (!param_set_value(&s->params, c->params.p[i].name, c->params.p[i].value)) {
+			server_close(s, "out of memory");
+			return;
+		}
+	}
+	client_server_linked(c);
+}
+
+void server_release(struct conn *s)
+{
+	const struct config *cfg = s->b->cfg;
+	struct pool *pool = s->pool;
+
+	if (s->state == CONN_JUSTFREE)
+		return;
+	if (!server_is_ready(s) || s->txn_status != 'I') {
+		server_close(s, "server was not ready at release");
+		return;
+	}
+	if (cfg->server_reset_query[0] &&
+	    (pool->pool_mode == POOL_SESSION || cfg->server_reset_query_always)) {
+		struct pktbuf pb;
+		conn_set_state(s, SV_TESTED);
+		s->resetting = true;
+		s->expect_rfq++;
+		pktbuf_init(&pb, 8192);
+		pktbuf_write_query(&pb, cfg->server_reset_query);
+		if (!send_pktbuf(s, &pb))
+			server_close(s, "could not send the reset query");
+		return;
+	}
+	pool_server_ready(pool, s);
+}
+
+/* After the reset query, settings that the server does not report are back at their defaults. */
+static void forget_unreported(struct conn *s)
+{
+	struct param_set keep = {0};
+	struct pool *pool = s->pool;
+
+	for (int i = 0; i < s->params.n; i++) {
+		if (param_get(&pool->welcome, s->params.p[i].name) == NULL)
+			continue;
+		if (!param_set_value(&keep, s->params.p[i].name, s->params.p[i].value))
+			break;
+	}
+	param_clear(&s->params);
+	s->params = keep;
+}
+
+static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)
+{
+	struct pool *pool = s->pool;
+	struct pktbuf pb;
+	char msg[512];
+
+	if (!pkt->complete)
+		return SBUF_WAIT;
+	switch (pkt->type) {
+	case 'R': {
+		uint32_t code;
+		const uint8_t *rest;
+		size_t rest_len;
+		char out[SCRAM_MAX_MSG + 1];
+		char md5[MD5PW_SIZE], tmp[MD5PW_SIZE];
+
+		if (!proto_parse_auth(pkt->body, pkt->body_len, &code, &rest, &rest_len)) {
+			login_failed(s, "08P01", "bad authentication request from server");
+			return SBUF_CLOSED;
+		}
+		pktbuf_init(&pb, 4096);
+		switch (code) {
+		case 0:
+			pktbuf_free(&pb);
+			return SBUF_CONSUMED;
+		case 3:
+			if (!pool->server_password[0] || md5pw_is_md5(pool->server_password) ||
+			    scram_is_secret(pool->server_password))
+				goto no_password;
+			pktbuf_write_password(&pb, pool->server_password);
+			break;
+		case 5:
+			if (rest_len != 4 || !pool->server_password[0])
+				goto no_password;
+			if (md5pw_is_md5(pool->server_password)) {
+				if (!md5pw_salted(pool->server_password, rest, md5))
+					goto no_password;
+			} else {
+				if (!md5pw_encrypt(pool->server_password, pool->server_user, tmp) ||
+				    !md5pw_salted(tmp, rest, md5))
+					goto no_password;
+			}
+			pktbuf_write_password(&pb, md5);
+			break;
+		case 10:
+			if (!proto_sasl_has_mech(rest, rest_len, "SCRAM-SHA-256") ||
+			    !pool->server_password[0] || md5pw_is_md5(pool->server_password) ||
+			    scram_is_secret(pool->server_password))
+				goto no_password;
+			s->scram_cli = calloc(1, sizeof(*s->scram_cli));
+			if (s->scram_cli == NULL ||
+			    !scram_client_init(s->scram_cli, pool->server_password) ||
+			    !scram_client_first(s->scram_cli, out, sizeof(out)))
+				goto scram_failed;
+			pktbuf_write_sasl_initial(&pb, "SCRAM-SHA-256", out, strlen(out));
+			break;
+		case 11:
+			if (s->scram_cli == NULL ||
+			    !scram_client_final(s->scram_cli, (const char *)rest, rest_len, out,
+			                        sizeof(out)))
+				goto scram_failed;
+			pktbuf_write_sasl_response(&pb, out, strlen(out));
+			break;
+		case 12:
+			pktbuf_free(&pb);
+			if (s->scram_cli == NULL ||
+			    !scram_client_verify(s->scram_cli, (const char *)rest, rest_len)) {
+				login_failed(s, "28000", "server SCRAM signature is wrong");
+				return SBUF_CLOSED;
+			}
+			return SBUF_CONSUMED;
+		default:
+			pktbuf_free(&pb);
+			snprintf(msg, sizeof(msg), "unsupported authentication method %u", code);
+			login_failed(s, "08P01", msg);
+			return SBUF_CLOSED;
+		}
+		if (!send_pktbuf(s, &pb)) {
+			login_failed(s, "08006", "could not send the password");
+			return SBUF_CLOSED;
+		}
+		return SBUF_CONSUMED;
+	no_password:
+		pktbuf_free(&pb);
+		snprintf(
+		        msg, sizeof(msg),
+		        "no usable password for user \"%s\" to log into the server (auth method %u)",
+		        pool->server_user, code);
+		login_failed(s, "28000", msg);
+		return SBUF_CLOSED;
+	scram_failed:
+		pktbuf_free(&pb);
+		snprintf(msg, sizeof(msg), "SCRAM authentication with the server failed: %s",
+		         s->scram_cli && s->scram_cli->error ? s->scram_cli->error : "error");
+		login_failed(s, "28000", msg);
+		return SBUF_CLOSED;
+	}
+	case 'S': {
+		const char *name, *value;
+		if (!proto_parse_param_status(pkt->body, pkt->body_len, &name, &value) ||
+		    !param_set_value(&s->params, name, value)) {
+			login_failed(s, "08P01", "bad ParameterStatus from server");
+			return SBUF_CLOSED;
+		}
+		return SBUF_CONSUMED;
+	}
+	case 'K':
+		if (!proto_parse_backend_key(pkt->body, pkt->body_len, &s->be_pid, &s->be_key)) {
+			login_failed(s, "08P01", "bad BackendKeyData from server");
+			return SBUF_CLOSED;
+		}
+		return SBUF_CONSUMED;
+	case 'E': {
+		struct pg_error e;
+		if (!proto_parse_error(pkt->body, pkt->body_len, &e) || e.message == NULL) {
+			login_failed(s, "08P01", "bad ErrorResponse from server");
+			return SBUF_CLOSED;
+		}
+		login_failed(s, e.sqlstate ? e.sqlstate : "08P01", e.message);
+		return SBUF_CLOSED;
+	}
+	case 'N':
+		return SBUF_CONSUMED;
+	case 'Z':
+		if (s->connect_query_running) {
+			s->connect_query_running = false;
+		} else if (pool->connect_query[0]) {
+			pktbuf_init(&pb, 65536);
+			pktbuf_write_query(&pb, pool->connect_query);
+			s->connect_query_running = true;
+			if (!send_pktbuf(s, &pb)) {
+				login_failed(s, "08006", "could not send connect_query");
+				return SBUF_CLOSED;
+			}
+			return SBUF_CONSUMED;
+		}
+		s->logged_in = true;
+		s->txn_status = 'I';
+		if (!pool->welcome_ready) {
+			param_clear(&pool->welcome);
+			for (int i = 0; i < s->params.n; i++)
+				if (!param_set_value(&pool->welcome, s->params.p[i].name,
+				                     s->params.p[i].value))
+					break;
+		}
+		if (s->b->cfg->log_connections)
+			slog_info(s, "server login done");
+		pool_server_ready(pool, s);
+		return SBUF_CONSUMED;
+	default:
+		if (s->connect_query_running)
+			return SBUF_CONSUMED;
+		snprintf(msg, sizeof(msg), "unexpected message '%c' during login", pkt->type);
+		login_failed(s, "08P01", msg);
+		return SBUF_CLOSED;
+	}
+}
+
+static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt)
+{
+	struct conn *s = owner;
+	struct conn *c;
+	bool own = false; /* the answer is to our own statement */
+
+	(void)sb;
+	if (!s->logged_in)
+		return login_packet(s, pkt);
+	c = s->link;
+	own = s->setting_params || s->resetting;
+	switch (pkt->type) {
+	case 'Z':
+		if (!pkt->complete)
+			return SBUF_WAIT;
+		if (pkt->body_len != 1) {
+			server_close(s, "bad ReadyForQuery from server");
+			return SBUF_CLOSED;
+		}
+		s->txn_status = (char)pkt->body[0];
+		if (s->expect_rfq > 0)
+			s->expect_rfq--;
+		if (s->setting_params && s->expect_rfq == 0) {
+			params_synced(s);
+			return SBUF_CONSUMED;
+		}
+		if (s->resetting && s->expect_rfq == 0) {
+			s->resetting = false;
+			if (s->txn_status != 'I') {
+				server_close(s, "reset query left a transaction open");
+				return SBUF_CLOSED;
+			}
+			forget_unreported(s);
+			pool_server_ready(s->pool, s);
+			return SBUF_CONSUMED;
+		}
+		if (c == NULL || own)
+			return SBUF_CONSUMED;
+		s->pool->xact_count += s->txn_status == 'I';
+		return SBUF_SEND;
+	case 'S': {
+		const char *name, *value;
+		if (!pkt->complete)
+			return SBUF_WAIT;
+		if (!proto_parse_param_status(pkt->body, pkt->body_len, &name, &value) ||
+		    !param_set_value(&s->params, name, value)) {
+			server_close(s, "bad ParameterStatus from server");
+			return SBUF_CLOSED;
+		}
+		if (c != NULL && !own && param_get(&c->params, name) != NULL &&
+		    !param_set_value(&c->params, name, value)) {
+			server_close(s, "out of memory");
+			return SBUF_CLOSED;
+		}
+		return c != NULL && !own ? SBUF_SEND : SBUF_CONSUMED;
+	}
+	case 'E':
+		if (own) {
+			if (!pkt->complete)
+				return SBUF_WAIT;
+			{
+				struct pg_error e;
+				if (proto_parse_error(pkt->body, pkt->body_len, &e) && e.message)
+					slog_warning(s, "%s failed: %s",
+					             s->resetting ? "reset query" : "parameter SET",
+					             e.message);
+			}
+			return SBUF_CONSUMED;
+		}
+		break;
+	default:
+		break;
+	}
+	if (own)
+		return SBUF_SKIP;
+	if (c == NULL) {
+		if (pkt->type == 'N' || pkt->type == 'A')
+			return SBUF_SKIP;
+		server_close(s, "idle server got something");
+		return SBUF_CLOSED;
+	}
+	return SBUF_SEND;
+}
+
+static void server_flushed(void *owner, struct sbuf *sb)
+{
+	struct conn *s = owner;
+	struct conn *c = s->link;
+
+	(void)sb;
+	if (c == NULL || !server_is_ready(s) || s->txn_status != 'I')
+		return;
+	if (s->pool->pool_mode == POOL_SESSION)
+		return;
+	pool_release_server(c);
+}
+
+static void server_failed(void *owner, struct sbuf *sb, const char *reason)
+{
+	struct conn *s = owner;
+	char msg[256];
+
+	(void)sb;
+	if (!s->logged_in) {
+		snprintf(msg, sizeof(msg), "server closed the connection during login (%s)",
+		         reason);
+		login_failed(s, "08006", msg);
+		return;
+	}
+	server_close(s, strcmp(reason, "EOF") == 0 ? "server conn crashed?" : reason);
+}
+
+/* A cancel request in flight: its own socket, closed once the 16 bytes are out. */
+struct cancel_req {
+	struct event ev;
+	int fd;
+	uint8_t pkt[16];
+};
+
+static void cancel_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct cancel_req *cr = arg;
+
+	if (what & EV_WRITE) {
+		ssize_t n = send(fd, cr->pkt, sizeof(cr->pkt), MSG_NOSIGNAL);
+		(void)n;
+	}
+	close(cr->fd);
+	free(cr);
+}
+
+void server_send_cancel(struct conn *s)
+{
+	struct cancel_req *cr = calloc(1, sizeof(*cr));
+	socklen_t len;
+	struct timeval tv = {5, 0};
+	uint32_t v;
+
+	if (cr == NULL)
+		return;
+	v = htonl(16);
+	memcpy(cr->pkt, &v, 4);
+	v = htonl(80877102);
+	memcpy(cr->pkt + 4, &v, 4);
+	v = htonl(s->be_pid);
+	memcpy(cr->pkt + 8, &v, 4);
+	v = htonl(s->be_key);
+	memcpy(cr->pkt + 12, &v, 4);
+	switch (s->addr.ss_family) {
+	case AF_INET:
+		len = sizeof(struct sockaddr_in);
+		break;
+	case AF_INET6:
+		len = sizeof(struct sockaddr_in6);
+		break;
+	case AF_UNIX:
+		len = sizeof(struct sockaddr_un);
+		break;
+	default:
+		free(cr);
+		return;
+	}
+	cr->fd = socket(s->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (cr->fd < 0) {
+		free(cr);
+		return;
+	}
+	if (connect(cr->fd, (struct sockaddr *)&s->addr, len) < 0 && errno != EINPROGRESS) {
+		close(cr->fd);
+		free(cr);
+		return;
+	}
+	event_assign(&cr->ev, s->b->base, cr->fd, EV_WRITE, cancel_done, cr);
+	event_add(&cr->ev, &tv);
+}
