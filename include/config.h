@@ -304,7 +304,10 @@ const struct cf_user *config_find_user(const struct config *cfg, const char *nam
 const struct cf_api *config_find_api(const struct config *cfg, const char *name);
 /* The value of key among kv[0..nkv), or NULL when absent. Borrowed. */
 const char *cf_kv_get(const struct cf_kv *kv, int nkv, const char *key);
-/* Whether a connection-string key holds a secret (password, token, client_secret, ...). */
+/*
+ * Whether a connection-string key holds a secret: password, secret, token, api_key, ... or a name
+ * ending in _password, _secret, _token, ... (client_secret, refresh_token); not token_url.
+ */
 bool cf_kv_key_is_secret(const char *key);
 
 /* The table, for SHOW CONFIG, SET and the documentation; keys are in alphabetical order. */

@@ -869,13 +869,25 @@ const char *cf_kv_get(const struct cf_kv *kv, int nkv, const char *key)
 
 bool cf_kv_key_is_secret(const char *key)
 {
-	static const char *const words[] = {"password", "secret",      "token",      "api_key",
-	                                    "apikey",   "private_key", "credential", NULL};
+	/* whole names, and endings such as hubspot_token or db_password; token_url is not secret */
+	static const char *const names[] = {"password",    "passwd", "secret",     "token",
+	                                    "api_key",     "apikey", "credential", "credentials",
+	                                    "private_key", NULL};
+	static const char *const endings[] = {
+	        "_password", "_passwd",     "_secret",      "_token",       "_api_key",
+	        "_apikey",   "_credential", "_credentials", "_private_key", NULL};
+	size_t len;
 
 	if (!key)
 		return false;
-	for (int i = 0; words[i]; i++) {
-		if (strcasestr(key, words[i]))
+	len = strlen(key);
+	for (int i = 0; names[i]; i++) {
+		if (strcasecmp(key, names[i]) == 0)
+			return true;
+	}
+	for (int i = 0; endings[i]; i++) {
+		size_t n = strlen(endings[i]);
+		if (len > n && strcasecmp(key + len - n, endings[i]) == 0)
 			return true;
 	}
 	return false;
@@ -1190,14 +1202,16 @@ static bool fields_init_strings(void *base, const struct cf_field *fields, int n
 }
 
 /*
- * An entry name: either as written up to the '=', or in double quotes with "" for one quote
- * (pgbouncer's rule for database names with other characters than [A-Za-z0-9_]).
+ * An entry name: as written up to the '=', or in double quotes with "" for one quote (pgbouncer's
+ * documented rule for names with other characters than [A-Za-z0-9_]), or in single quotes without
+ * escapes (what pgbouncer's ini reader has long accepted).
  */
 static bool unquote_name(const char *raw, char *out, size_t outsize)
 {
 	size_t n = 0;
+	char q = raw[0];
 
-	if (raw[0] != '"') {
+	if (q != '"' && q != '\'') {
 		if (strlen(raw) >= outsize)
 			return false;
 		strcpy(out, raw);
@@ -1206,8 +1220,8 @@ static bool unquote_name(const char *raw, char *out, size_t outsize)
 	for (const char *s = raw + 1;; s++) {
 		if (*s == '\0')
 			return false;
-		if (*s == '"') {
-			if (s[1] != '"') {
+		if (*s == q) {
+			if (q == '\'' || s[1] != '"') {
 				if (s[1] != '\0')
 					return false;
 				break;
@@ -1685,20 +1699,24 @@ static void handle_include(struct cf_parser *p, const char *file, int line, cons
 }
 
 /*
- * A key up to '=' or whitespace; double quotes protect '=' and spaces (quoted database names,
- * "schema"."table" parts). Returns the end of the key, or NULL when a quote is not closed.
+ * A key up to '=' or whitespace; double or single quotes protect '=' and spaces (quoted entry
+ * names, "schema"."table" parts). Returns the end of the key, or NULL when a quote is not closed.
  */
 static char *scan_key(char *s)
 {
-	bool quoted = false;
+	char quote = 0;
 
 	for (; *s; s++) {
-		if (*s == '"')
-			quoted = !quoted;
-		else if (!quoted && (*s == '=' || *s == ' ' || *s == '\t'))
+		if (quote) {
+			if (*s == quote)
+				quote = 0;
+		} else if (*s == '"' || *s == '\'') {
+			quote = *s;
+		} else if (*s == '=' || *s == ' ' || *s == '\t') {
 			break;
+		}
 	}
-	return quoted ? NULL : s;
+	return quote ? NULL : s;
 }
 
 static void parse_line(struct cf_parser *p, char *s, const char *file, int line, const char *dir)

@@ -810,6 +810,13 @@ static void test_fallback_database(void **state)
 	struct msgs m;
 
 	(void)state;
+	assert_true(load_text("[databases]\n'single quoted' = host=sq\n"
+	                      "\"say \"\"hi\"\"\" = host=dq\n",
+	                      &cfg, &m));
+	assert_string_equal(config_find_database(cfg, "single quoted")->host, "sq");
+	assert_string_equal(config_find_database(cfg, "say \"hi\"")->host, "dq");
+	config_free(cfg);
+
 	assert_true(load_text("[databases]\nexact = host=one\n", &cfg, &m));
 	assert_null(config_find_database(cfg, "other"));
 	config_free(cfg);
@@ -962,7 +969,13 @@ static void test_secrets_never_shown(void **state)
 	assert_true(cf_kv_key_is_secret("password"));
 	assert_true(cf_kv_key_is_secret("client_secret"));
 	assert_true(cf_kv_key_is_secret("refresh_token"));
+	assert_true(cf_kv_key_is_secret("token"));
+	assert_true(cf_kv_key_is_secret("api_key"));
+	assert_true(cf_kv_key_is_secret("PASSWORD"));
 	assert_false(cf_kv_key_is_secret("base_url"));
+	assert_false(cf_kv_key_is_secret("token_url"));
+	assert_false(cf_kv_key_is_secret("client_id"));
+	assert_false(cf_kv_key_is_secret("auth"));
 }
 
 static void test_unsupported_warns_once_when_set(void **state)
