@@ -96,6 +96,8 @@ bool http_request_set_ca_file(struct http_request *req, const char *path)
  * numeric hosts work. NULL after logging on failure.
  */
 struct http_engine *http_engine_create(struct event_base *base, struct dns *dns);
+/* The loop the engine runs on (for callers' own timers). */
+struct event_base *http_engine_base(const struct http_engine *eng);
 /* Drops every request of every lane without calling callbacks, then frees the lanes too. */
 void http_engine_free(struct http_engine *eng);
 

@@ -865,6 +865,11 @@ failed:
 	return NULL;
 }
 
+struct event_base *http_engine_base(const struct http_engine *eng)
+{
+	return eng->base;
+}
+
 struct http_lane *http_lane_create(struct http_engine *eng, const char *name, int max_in_flight)
 {
 	struct http_lane *lane = calloc(1, sizeof(*lane));

@@ -13,7 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "api/api.h"
 #include "api/connector.h"
+#include "api/json.h"
+
+#include "../fakes/fake_launch.h"
 
 static struct connector *sf;
 static struct api_table contacts;
@@ -516,6 +524,431 @@ static void test_table_config(void **state)
 	api_table_free(&t);
 }
 
+/* ---- end to end: api_submit() against the fake Salesforce ---- */
+
+static struct fake_server fake;
+
+struct e2e {
+	struct event_base *base;
+	struct http_engine *eng;
+	struct http_lane *ctl;
+	struct api *api;
+	int done;
+	int want;
+};
+
+static struct e2e X;
+
+struct outcome {
+	int calls;
+	struct api_result res;
+	int64_t at_ms;
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_guard(evutil_socket_t fd, short what, void *arg)
+{
+	event_base_loopbreak(X.base);
+}
+
+static void run_until(int want, int limit_ms)
+{
+	struct timeval tv = {limit_ms / 1000, (limit_ms % 1000) * 1000};
+	struct event *guard = evtimer_new(X.base, on_guard, NULL);
+
+	X.want = want;
+	evtimer_add(guard, &tv);
+	if (X.done < want)
+		event_base_dispatch(X.base);
+	event_free(guard);
+}
+
+static void on_api_done(void *arg, struct api_result *res)
+{
+	struct outcome *o = arg;
+
+	o->calls++;
+	o->at_ms = now_ms();
+	api_result_move(&o->res, res);
+	if (++X.done >= X.want)
+		event_base_loopbreak(X.base);
+}
+
+struct ctl_answer {
+	bool done;
+	long status;
+	char *body;
+};
+
+static void on_ctl(void *arg, const struct http_response *resp)
+{
+	struct ctl_answer *a = arg;
+
+	a->done = true;
+	a->status = resp->status;
+	a->body = strdup(resp->body);
+	event_base_loopbreak(X.base);
+}
+
+/* One request to the fake's control API, run to completion on the loop. */
+static char *fake_call(enum http_method m, const char *path, const char *body)
+{
+	char url[256];
+	struct ctl_answer a = {0};
+	struct http_request *req;
+
+	snprintf(url, sizeof(url), "%s%s", fake.base_url, path);
+	req = http_request_new(m, url);
+	if (body != NULL)
+		assert_true(http_request_set_body(req, body, strlen(body)));
+	assert_true(http_submit(X.eng, X.ctl, req, on_ctl, &a));
+	while (!a.done)
+		event_base_loop(X.base, EVLOOP_ONCE);
+	assert_int_equal(a.status / 100, 2);
+	return a.body;
+}
+
+static void fake_control(const char *json)
+{
+	free(fake_call(HTTP_POST, "/_control", json));
+}
+
+/* How many logged requests went to path (exact). */
+static int fake_count(const char *path)
+{
+	char *body = fake_call(HTTP_GET, "/_requests", NULL);
+	struct json_value *v;
+	char err[128];
+	size_t i;
+	int n = 0;
+
+	assert_true(json_parse(body, strlen(body), NULL, &v, err, sizeof(err)));
+	for (i = 0; i < v->count; i++) {
+		const char *p = json_get_string(v->items[i], "path");
+		if (p != NULL && strcmp(p, path) == 0)
+			n++;
+	}
+	json_free(v);
+	free(body);
+	return n;
+}
+
+static struct api *make_api(const char *extra_key, const char *extra_value)
+{
+	char token_url[128], err[256];
+	struct cf_kv kv[] = {
+	        {"type", "salesforce"},
+	        {"base_url", fake.base_url},
+	        {"api_version", "v59.0"},
+	        {"auth", "oauth2"},
+	        {"token_url", token_url},
+	        {"client_id", "test-client-id"},
+	        {"client_secret", "test-client-secret"},
+	        {"refresh_token", "test-refresh-token"},
+	        {"timeout", "2"},
+	        {"deadline", "4"},
+	        {(char *)extra_key, (char *)extra_value},
+	};
+	struct api *api;
+
+	snprintf(token_url, sizeof(token_url), "%s/services/oauth2/token", fake.base_url);
+	api = api_create(X.eng, "salesforce", kv, extra_key ? 11 : 10, err, sizeof(err));
+	if (api == NULL)
+		fail_msg("%s", err);
+	return api;
+}
+
+static int e2e_setup(void **state)
+{
+	memset(&X, 0, sizeof(X));
+	X.base = event_base_new();
+	X.eng = http_engine_create(X.base, NULL);
+	X.ctl = http_lane_create(X.eng, "control", 4);
+	fake_control("{\"reset\":true}");
+	X.api = make_api(NULL, NULL);
+	return 0;
+}
+
+static int e2e_teardown(void **state)
+{
+	api_free(X.api);
+	http_engine_free(X.eng);
+	event_base_free(X.base);
+	return 0;
+}
+
+static const struct api_value jessica[] = {
+        {"first_name", "Jessica", API_VALUE_TEXT},
+        {"last_name", "Atreides", API_VALUE_TEXT},
+        {"email", "jessica@caladan.io", API_VALUE_TEXT},
+};
+static const struct api_value bad_email[] = {
+        {"first_name", "Paul", API_VALUE_TEXT},
+        {"last_name", "Atreides", API_VALUE_TEXT},
+        {"email", "pauldune.co", API_VALUE_TEXT},
+};
+static const struct api_row ok_rows[2] = {{.new_image = {jessica, 3}}, {.new_image = {paul, 9}}};
+
+static void test_e2e_insert_then_delete(void **state)
+{
+	struct outcome o = {0}, d = {0};
+	struct api_value ids[2][1];
+	struct api_row drows[2];
+	struct api_stats st;
+	char *store;
+
+	assert_int_equal(api_max_rows(X.api, API_OP_INSERT), 200);
+	assert_non_null(api_submit(X.api, &contacts, API_OP_INSERT, ok_rows, 2, on_api_done, &o));
+	assert_int_equal(o.calls, 0);
+	run_until(1, 5000);
+	assert_int_equal(o.calls, 1);
+	if (!o.res.ok)
+		fail_msg("%s", o.res.error.message);
+	assert_int_equal(o.res.nrows, 2);
+	assert_int_equal(strlen(o.res.rows[0].id), 18);
+	assert_memory_equal(o.res.rows[0].id, "003", 3);
+	assert_string_not_equal(o.res.rows[0].id, o.res.rows[1].id);
+	store = fake_call(HTTP_GET, "/_store", NULL);
+	assert_non_null(strstr(store, o.res.rows[0].id));
+	assert_non_null(strstr(store, "\"Email\": \"jessica@caladan.io\""));
+	assert_non_null(strstr(store, "\"Description\": \"Duke \\\"Muad'Dib\\\"\\n\""));
+	free(store);
+
+	api_get_stats(X.api, &st);
+	assert_int_equal(st.calls, 1);
+	assert_int_equal(st.requests, 1);
+	assert_int_equal(st.errors, 0);
+	assert_string_equal(st.token_state, "valid");
+	assert_string_equal(st.auth, "oauth2");
+	assert_int_equal(st.usage_used, 1);
+	assert_int_equal(st.usage_max, 15000);
+
+	for (int i = 0; i < 2; i++) {
+		ids[i][0] = (struct api_value){"id", o.res.rows[i].id, API_VALUE_TEXT};
+		drows[i] = (struct api_row){.old_image = {ids[i], 1}};
+	}
+	assert_non_null(api_submit(X.api, &contacts, API_OP_DELETE, drows, 2, on_api_done, &d));
+	run_until(2, 5000);
+	assert_true(d.res.ok);
+	store = fake_call(HTTP_GET, "/_store", NULL);
+	assert_null(strstr(store, o.res.rows[0].id));
+	free(store);
+	assert_int_equal(fake_count("/services/oauth2/token"), 1);
+	api_result_free(&o.res);
+	api_result_free(&d.res);
+}
+
+static void test_e2e_single_flight_refresh(void **state)
+{
+	struct outcome o[5];
+	struct api_row row = {.new_image = {jessica, 3}};
+	int i;
+
+	memset(o, 0, sizeof(o));
+	for (i = 0; i < 5; i++)
+		assert_non_null(
+		        api_submit(X.api, &contacts, API_OP_INSERT, &row, 1, on_api_done, &o[i]));
+	run_until(5, 5000);
+	for (i = 0; i < 5; i++) {
+		assert_true(o[i].res.ok);
+		api_result_free(&o[i].res);
+	}
+	assert_int_equal(fake_count("/services/oauth2/token"), 1);
+
+	/* the token expires: the refused requests cause ONE refresh, and each is retried once */
+	fake_control("{\"expire_token\":true}");
+	X.done = 0;
+	for (i = 0; i < 3; i++)
+		assert_non_null(
+		        api_submit(X.api, &contacts, API_OP_INSERT, &row, 1, on_api_done, &o[i]));
+	run_until(3, 5000);
+	for (i = 0; i < 3; i++) {
+		if (!o[i].res.ok)
+			fail_msg("%s", o[i].res.error.message);
+		api_result_free(&o[i].res);
+	}
+	assert_int_equal(fake_count("/services/oauth2/token"), 2);
+	assert_int_equal(fake_count("/services/data/v59.0/composite/sobjects"), 5 + 3 + 3);
+}
+
+static void test_e2e_auth_failure(void **state)
+{
+	struct outcome o = {0};
+	struct api_row row = {.new_image = {jessica, 3}};
+	struct api *bad = make_api("refresh_token", "revoked");
+	struct api_stats st;
+
+	assert_non_null(api_submit(bad, &contacts, API_OP_INSERT, &row, 1, on_api_done, &o));
+	run_until(1, 5000);
+	assert_false(o.res.ok);
+	assert_int_equal(o.res.error.cls, API_ERR_AUTH);
+	assert_true(o.res.error.nothing_written);
+	assert_non_null(strstr(o.res.error.message, "salesforce authentication failed"));
+	assert_non_null(strstr(o.res.error.message, "invalid_grant"));
+	/* no secret in what a client or the admin console may see */
+	assert_null(strstr(o.res.error.message, "revoked"));
+	assert_null(strstr(o.res.error.message, "test-client-secret"));
+	api_get_stats(bad, &st);
+	assert_string_equal(st.token_state, "failed");
+	assert_int_equal(st.errors, 1);
+	assert_int_equal(fake_count("/services/data/v59.0/composite/sobjects"), 0);
+	api_result_free(&o.res);
+	api_free(bad);
+}
+
+static void test_e2e_rate_limit(void **state)
+{
+	struct outcome o = {0};
+	struct api_row row = {.new_image = {jessica, 3}};
+	struct api_stats st;
+	int64_t t0;
+
+	/* a wait that fits the deadline: waited out, then the call succeeds */
+	fake_control("{\"rate_limit\":1,\"retry_after\":1}");
+	t0 = now_ms();
+	assert_non_null(api_submit(X.api, &contacts, API_OP_INSERT, &row, 1, on_api_done, &o));
+	run_until(1, 6000);
+	if (!o.res.ok)
+		fail_msg("%s", o.res.error.message);
+	assert_true(o.at_ms - t0 >= 950);
+	api_get_stats(X.api, &st);
+	assert_int_equal(st.rate_limited, 1);
+	assert_int_equal(st.retries, 1);
+	api_result_free(&o.res);
+
+	/* a wait beyond the deadline (4 s): the rate-limit error at once, with retry-after */
+	fake_control("{\"rate_limit\":1,\"retry_after\":30,\"rate_limit_status\":429}");
+	X.done = 0;
+	t0 = now_ms();
+	assert_non_null(api_submit(X.api, &contacts, API_OP_INSERT, &row, 1, on_api_done, &o));
+	run_until(1, 6000);
+	assert_false(o.res.ok);
+	assert_int_equal(o.res.error.cls, API_ERR_RATE_LIMIT);
+	assert_int_equal(o.res.error.retry_after, 30);
+	assert_true(o.at_ms - t0 < 900);
+	api_result_free(&o.res);
+}
+
+static void test_e2e_failures(void **state)
+{
+	struct api_row bad = {.new_image = {bad_email, 3}};
+	struct api_row good = {.new_image = {jessica, 3}};
+	static struct api_row many[201];
+	struct outcome o = {0};
+	int i;
+
+	assert_non_null(api_submit(X.api, &contacts, API_OP_INSERT, &bad, 1, on_api_done, &o));
+	run_until(1, 5000);
+	assert_int_equal(o.res.error.cls, API_ERR_VALIDATION);
+	assert_string_equal(o.res.error.column, "email");
+	assert_string_equal(o.res.error.value, "pauldune.co");
+	api_result_free(&o.res);
+
+	fake_control("{\"fail_status\":503,\"fail_count\":1}");
+	X.done = 0;
+	assert_non_null(api_submit(X.api, &contacts, API_OP_INSERT, &good, 1, on_api_done, &o));
+	run_until(1, 5000);
+	assert_int_equal(o.res.error.cls, API_ERR_SERVER);
+	api_result_free(&o.res);
+
+	/* slower than timeout=2: sent, no answer: the outcome is unknown */
+	fake_control("{\"delay_ms\":3000}");
+	X.done = 0;
+	assert_non_null(api_submit(X.api, &contacts, API_OP_INSERT, &good, 1, on_api_done, &o));
+	run_until(1, 6000);
+	assert_int_equal(o.res.error.cls, API_ERR_UNKNOWN_OUTCOME);
+	assert_false(o.res.error.nothing_written);
+	api_result_free(&o.res);
+
+	fake_control("{\"delay_ms\":0,\"down\":true}");
+	X.done = 0;
+	assert_non_null(api_submit(X.api, &contacts, API_OP_INSERT, &good, 1, on_api_done, &o));
+	run_until(1, 5000);
+	assert_int_equal(o.res.error.cls, API_ERR_UNKNOWN_OUTCOME);
+	api_result_free(&o.res);
+	fake_control("{\"down\":false}");
+
+	for (i = 0; i < 201; i++)
+		many[i].new_image = (struct api_row_image){jessica, 3};
+	X.done = 0;
+	free(fake_call(HTTP_DELETE, "/_requests", NULL));
+	assert_non_null(api_submit(X.api, &contacts, API_OP_INSERT, many, 201, on_api_done, &o));
+	assert_int_equal(o.calls, 4); /* not from inside api_submit */
+	run_until(1, 5000);
+	assert_int_equal(o.res.error.cls, API_ERR_TOO_MANY_ROWS);
+	assert_true(o.res.error.nothing_written);
+	assert_int_equal(fake_count("/services/data/v59.0/composite/sobjects"), 0);
+	api_result_free(&o.res);
+}
+
+static void test_e2e_unreachable_and_cancel(void **state)
+{
+	char url[64], err[256];
+	struct cf_kv kv[] = {
+	        {"type", "salesforce"}, {"base_url", url}, {"auth", "bearer"}, {"token", "t0ken"}};
+	struct api_row row = {.new_image = {jessica, 3}};
+	struct outcome o = {0}, never = {0};
+	struct api *down;
+	struct api_call *call;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", fake_free_port());
+	down = api_create(X.eng, "down", kv, 4, err, sizeof(err));
+	assert_non_null(down);
+	assert_non_null(api_submit(down, &contacts, API_OP_INSERT, &row, 1, on_api_done, &o));
+	call = api_submit(down, &contacts, API_OP_INSERT, &row, 1, on_api_done, &never);
+	api_call_cancel(call);
+	run_until(1, 5000);
+	assert_int_equal(o.res.error.cls, API_ERR_UNAVAILABLE);
+	assert_true(o.res.error.nothing_written);
+	assert_int_equal(never.calls, 0);
+	api_result_free(&o.res);
+	/* calls still pending when the api goes are dropped without callbacks */
+	assert_non_null(api_submit(down, &contacts, API_OP_INSERT, &row, 1, on_api_done, &never));
+	api_free(down);
+	assert_int_equal(never.calls, 0);
+}
+
+static void test_e2e_config_errors(void **state)
+{
+	static const struct {
+		struct cf_kv kv[4];
+		int n;
+		const char *why;
+	} cases[] = {
+	        {{{"type", "salesforce"}, {"base_url", "http://x"}, {"auth", "oauth2"}},
+	         3,
+	         "auth=oauth2 needs token_url="},
+	        {{{"type", "salesforce"}, {"base_url", "http://x"}, {"auth", "basic"}},
+	         3,
+	         "auth=basic"},
+	        {{{"type", "salesforce"}, {"base_url", "http://x"}, {"auth", "bearer"}},
+	         3,
+	         "needs token="},
+	        {{{"type", "salesforce"}, {"base_url", "http://x"}, {"timeout", "ten"}},
+	         3,
+	         "timeout=ten"},
+	        {{{"type", "salesforce"}, {"base_url", "http://x"}, {"max_in_flight", "0"}},
+	         3,
+	         "max_in_flight=0"},
+	};
+	char err[256];
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		err[0] = '\0';
+		assert_null(api_create(X.eng, "sf", cases[i].kv, cases[i].n, err, sizeof(err)));
+		if (strstr(err, cases[i].why) == NULL)
+			fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err, cases[i].why);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -533,6 +966,27 @@ int main(void)
 	        cmocka_unit_test(test_parse_huge_and_non_answers),
 	        cmocka_unit_test(test_table_config),
 	};
+	const struct CMUnitTest e2e[] = {
+	        cmocka_unit_test_setup_teardown(test_e2e_insert_then_delete, e2e_setup,
+	                                        e2e_teardown),
+	        cmocka_unit_test_setup_teardown(test_e2e_single_flight_refresh, e2e_setup,
+	                                        e2e_teardown),
+	        cmocka_unit_test_setup_teardown(test_e2e_auth_failure, e2e_setup, e2e_teardown),
+	        cmocka_unit_test_setup_teardown(test_e2e_rate_limit, e2e_setup, e2e_teardown),
+	        cmocka_unit_test_setup_teardown(test_e2e_failures, e2e_setup, e2e_teardown),
+	        cmocka_unit_test_setup_teardown(test_e2e_unreachable_and_cancel, e2e_setup,
+	                                        e2e_teardown),
+	        cmocka_unit_test_setup_teardown(test_e2e_config_errors, e2e_setup, e2e_teardown),
+	};
+	int rc;
 
-	return cmocka_run_group_tests(tests, setup, teardown);
+	rc = cmocka_run_group_tests(tests, setup, teardown);
+	if (!fake_server_start(&fake, "fake_salesforce.py", NULL)) {
+		fprintf(stderr, "cannot start the fake Salesforce\n");
+		return 1;
+	}
+	rc |= cmocka_run_group_tests_name("api calls against the fake Salesforce", e2e, setup,
+	                                  teardown);
+	fake_server_stop(&fake);
+	return rc;
 }

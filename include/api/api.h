@@ -1,0 +1,82 @@
+/*
+ * api — one configured API ([apis] entry) and its calls: a connector, credentials, a lane of
+ * the HTTP engine, and the counters SHOW APIS reads.
+ *
+ * api_submit() drives one statement's operation end to end: get a token (waiting for a refresh
+ * if one is needed), send the connector's ONE request, read the answer, and retry only when
+ * the API guarantees that nothing was written: once after a refused token (refresh first),
+ * and after a rate limit when the wait it asks for fits before the call's deadline. Every
+ * other failure is returned as it is.
+ */
+#ifndef SB_API_API_H
+#define SB_API_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "api/connector.h"
+
+struct http_engine;
+struct api;
+struct api_call;
+
+/*
+ * Creates the API named name from its [apis] pairs on eng (borrowed). Besides the connector's
+ * keys: auth=none|bearer|oauth2 (+ token= / token_url= client_id= client_secret=
+ * refresh_token=), timeout= seconds per HTTP request (default 10), deadline= seconds for a
+ * whole call including waits (default 30, at least timeout), max_in_flight= concurrent
+ * requests (default 10), ca_file=. NULL with a clear message in err on a bad line.
+ */
+struct api *api_create(struct http_engine *eng, const char *name, const struct cf_kv *kv, int nkv,
+                       char *err, size_t errsize);
+/* Drops the calls in flight without calling their callbacks, then frees the API. */
+void api_free(struct api *api);
+
+const char *api_name(const struct api *api);
+const struct connector *api_connector(const struct api *api);
+/* Rows one statement may touch for op (more → 54000 before anything is sent). */
+int api_max_rows(const struct api *api, enum api_op op);
+
+/*
+ * res belongs to the api module and is freed after the callback returns; use
+ * api_result_move() to keep it. The callback may submit or cancel other calls, but must not
+ * free the api.
+ */
+typedef void (*api_done_cb)(void *arg, struct api_result *res);
+
+/*
+ * Starts op on rows[0..nrows) of table. table and rows (and the strings they point to) are
+ * borrowed and must stay valid until the callback runs or the call is cancelled. cb runs later
+ * from the loop, exactly once unless api_call_cancel() comes first. NULL only when out of
+ * memory (nothing will be called).
+ */
+struct api_call *api_submit(struct api *api, const struct api_table *table, enum api_op op,
+                            const struct api_row *rows, int nrows, api_done_cb cb, void *arg);
+/*
+ * Forgets a call whose callback has not run. If its request was already sent, the API may
+ * still apply it: the caller must treat the outcome as unknown.
+ */
+void api_call_cancel(struct api_call *call);
+
+struct api_stats {
+	const char *name;
+	const char *type;
+	int64_t calls;    /* api_submit() calls finished */
+	int64_t requests; /* HTTP requests sent (retries included) */
+	int64_t errors;   /* calls that ended in an error */
+	int64_t retries;
+	int64_t rate_limited;     /* answers that said "rate limited" */
+	int in_flight;            /* HTTP requests in flight now */
+	int queued;               /* HTTP requests waiting for a slot now */
+	int active_calls;         /* calls not finished yet */
+	int64_t avg_latency_usec; /* over answered requests */
+	const char *auth;         /* none, bearer, oauth2 */
+	const char *token_state;
+	int64_t usage_used; /* from Sforce-Limit-Info api-usage=N/M; -1 when unknown */
+	int64_t usage_max;
+	char last_error[256];
+};
+void api_get_stats(const struct api *api, struct api_stats *out);
+
+#endif

@@ -1,0 +1,489 @@
+/*
+ * api — calls of one API, end to end (see include/api/api.h).
+ *
+ * A call moves: AUTH (waiting for a token) → SENT (one HTTP request in flight) → done, with
+ * two ways back to AUTH: a refused token (once, after invalidating it) and a rate limit whose
+ * wait fits before the deadline (WAITING on the call's timer). A retry happens only when the
+ * answer guarantees nothing was written. The request body is built once and reused.
+ *
+ * Invariants: a call is on api->calls until its callback runs or it is cancelled; at any time
+ * at most one of http_req / auth_wait / the timer is pending; callbacks come from the loop.
+ */
+#include "api/api.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "api/http.h"
+#include "api/oauth.h"
+#include "log.h"
+
+#define API_MAX_RATE_RETRIES 3
+
+enum api_call_state {
+	API_CALL_START,
+	API_CALL_AUTH,
+	API_CALL_SENT,
+	API_CALL_WAITING,
+	API_CALL_DONE,
+};
+
+struct api_call {
+	struct api *api;
+	const struct api_table *table;
+	enum api_op op;
+	const struct api_row *rows;
+	int nrows;
+	api_done_cb cb;
+	void *arg;
+	enum api_call_state state;
+	struct api_http_spec spec;
+	struct api_result result;
+	int64_t deadline_usec;
+	int rate_retries;
+	bool refreshed;
+	char *token_used;
+	struct http_request *http_req;
+	struct oauth_wait *auth_wait;
+	struct event *timer;
+	TAILQ_ENTRY(api_call) link;
+};
+
+TAILQ_HEAD(api_call_list, api_call);
+
+struct api {
+	char *name;
+	struct http_engine *eng;
+	struct connector *conn;
+	struct oauth *auth;
+	struct http_lane *lane;
+	int64_t timeout_usec;
+	int64_t deadline_usec;
+	char *ca_file;
+	struct api_call_list calls;
+	int ncalls;
+
+	int64_t st_calls, st_requests, st_errors, st_retries, st_rate_limited;
+	int64_t st_latency_sum, st_latency_n;
+	int64_t usage_used, usage_max;
+	char last_error[256];
+};
+
+static int64_t api_now_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* "10", "2.5" → microseconds within (0, 3600 s]. */
+static bool api_parse_seconds(const char *text, int64_t *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(text, &end);
+	if (errno != 0 || end == text || *end != '\0' || !(v > 0) || v > 3600)
+		return false;
+	*out = (int64_t)(v * 1e6);
+	return true;
+}
+
+struct api *api_create(struct http_engine *eng, const char *name, const struct cf_kv *kv, int nkv,
+                       char *err, size_t errsize)
+{
+	const char *timeout = api_kv_get(kv, nkv, "timeout");
+	const char *deadline = api_kv_get(kv, nkv, "deadline");
+	const char *mif = api_kv_get(kv, nkv, "max_in_flight");
+	const char *ca = api_kv_get(kv, nkv, "ca_file");
+	struct api *api = calloc(1, sizeof(*api));
+	long max_in_flight = 10;
+
+	if (api == NULL) {
+		snprintf(err, errsize, "out of memory");
+		return NULL;
+	}
+	TAILQ_INIT(&api->calls);
+	api->eng = eng;
+	api->usage_used = api->usage_max = -1;
+	api->timeout_usec = 10 * INT64_C(1000000);
+	api->deadline_usec = 30 * INT64_C(1000000);
+	if (timeout != NULL && !api_parse_seconds(timeout, &api->timeout_usec)) {
+		snprintf(err, errsize, "api \"%s\": timeout=%.20s is not a number of seconds", name,
+		         timeout);
+		goto failed;
+	}
+	if (deadline != NULL && !api_parse_seconds(deadline, &api->deadline_usec)) {
+		snprintf(err, errsize, "api \"%s\": deadline=%.20s is not a number of seconds",
+		         name, deadline);
+		goto failed;
+	}
+	if (api->deadline_usec < api->timeout_usec)
+		api->deadline_usec = api->timeout_usec;
+	if (mif != NULL) {
+		char *end;
+		errno = 0;
+		max_in_flight = strtol(mif, &end, 10);
+		if (errno != 0 || end == mif || *end != '\0' || max_in_flight < 1 ||
+		    max_in_flight > 1000) {
+			snprintf(err, errsize, "api \"%s\": max_in_flight=%.20s is not in 1..1000",
+			         name, mif);
+			goto failed;
+		}
+	}
+	api->name = strdup(name);
+	if (api->name == NULL || (ca != NULL && (api->ca_file = strdup(ca)) == NULL)) {
+		snprintf(err, errsize, "out of memory");
+		goto failed;
+	}
+	api->conn = connector_create(name, kv, nkv, err, errsize);
+	if (api->conn == NULL)
+		goto failed;
+	api->auth = oauth_create(eng, name, kv, nkv, api->timeout_usec, err, errsize);
+	if (api->auth == NULL)
+		goto failed;
+	api->lane = http_lane_create(eng, name, (int)max_in_flight);
+	if (api->lane == NULL) {
+		snprintf(err, errsize, "out of memory");
+		goto failed;
+	}
+	return api;
+failed:
+	api_free(api);
+	return NULL;
+}
+
+static void api_call_free(struct api_call *call)
+{
+	struct api *api = call->api;
+
+	TAILQ_REMOVE(&api->calls, call, link);
+	api->ncalls--;
+	if (call->http_req != NULL)
+		http_cancel(call->http_req);
+	if (call->auth_wait != NULL)
+		oauth_wait_cancel(call->auth_wait);
+	if (call->timer != NULL)
+		event_free(call->timer);
+	api_http_spec_free(&call->spec);
+	api_result_free(&call->result);
+	free(call->token_used);
+	free(call);
+}
+
+void api_free(struct api *api)
+{
+	struct api_call *call;
+
+	if (api == NULL)
+		return;
+	while ((call = TAILQ_FIRST(&api->calls)) != NULL)
+		api_call_free(call);
+	/* the lane first: its requests point at calls that are gone now */
+	if (api->lane != NULL)
+		http_lane_free(api->lane);
+	oauth_free(api->auth);
+	connector_free(api->conn);
+	free(api->ca_file);
+	free(api->name);
+	free(api);
+}
+
+const char *api_name(const struct api *api)
+{
+	return api->name;
+}
+
+const struct connector *api_connector(const struct api *api)
+{
+	return api->conn;
+}
+
+int api_max_rows(const struct api *api, enum api_op op)
+{
+	return connector_max_rows(api->conn, op);
+}
+
+/* Hands the result to the caller and frees the call. */
+static void api_call_finish(struct api_call *call)
+{
+	struct api *api = call->api;
+
+	call->state = API_CALL_DONE;
+	api->st_calls++;
+	if (!call->result.ok) {
+		api->st_errors++;
+		snprintf(api->last_error, sizeof(api->last_error), "%s: %.200s",
+		         api_error_class_str(call->result.error.cls), call->result.error.message);
+		log_debug("api %s: %s of %d rows failed: %s", api->name, api_op_str(call->op),
+		          call->nrows, api_error_class_str(call->result.error.cls));
+	}
+	call->cb(call->arg, &call->result);
+	api_call_free(call);
+}
+
+static void api_call_timer_cb(evutil_socket_t fd, short what, void *ud);
+
+static bool api_call_arm(struct api_call *call, int64_t usec)
+{
+	struct timeval tv = {(time_t)(usec / 1000000), (suseconds_t)(usec % 1000000)};
+
+	if (call->timer == NULL)
+		call->timer =
+		        evtimer_new(http_engine_base(call->api->eng), api_call_timer_cb, call);
+	return call->timer != NULL && evtimer_add(call->timer, &tv) == 0;
+}
+
+/* Records the Sforce-Limit-Info "api-usage=N/M" figure. */
+static void api_note_usage(struct api *api, const struct http_response *resp)
+{
+	const char *h = http_response_header(resp, "Sforce-Limit-Info");
+	const char *p;
+	long long used, max;
+
+	if (h == NULL || (p = strstr(h, "api-usage=")) == NULL)
+		return;
+	if (sscanf(p + 10, "%lld/%lld", &used, &max) == 2 && used >= 0 && max > 0) {
+		api->usage_used = used;
+		api->usage_max = max;
+	}
+}
+
+static void api_call_send(struct api_call *call);
+static void api_call_auth(struct api_call *call);
+
+static void api_call_http_done(void *ud, const struct http_response *resp)
+{
+	struct api_call *call = ud;
+	struct api *api = call->api;
+	struct api_error *e;
+	int64_t wait_usec, left;
+
+	call->http_req = NULL;
+	if (resp->outcome == HTTP_OUTCOME_ANSWER) {
+		api->st_latency_sum += resp->elapsed_usec;
+		api->st_latency_n++;
+		api_note_usage(api, resp);
+	}
+	api_result_free(&call->result);
+	connector_parse_response(api->conn, call->table, call->op, call->rows, call->nrows, resp,
+	                         &call->result);
+	if (call->result.ok) {
+		api_call_finish(call);
+		return;
+	}
+	e = &call->result.error;
+	if (e->session_expired && e->nothing_written &&
+	    oauth_get_mode(api->auth) == OAUTH_MODE_REFRESH && !call->refreshed) {
+		/* The token was refused: one refresh (shared with other calls), one retry. */
+		call->refreshed = true;
+		api->st_retries++;
+		oauth_invalidate(api->auth, call->token_used);
+		api_call_auth(call);
+		return;
+	}
+	if (e->cls == API_ERR_AUTH) {
+		char why[sizeof(e->message)];
+		memcpy(why, e->message, sizeof(why));
+		snprintf(e->message, sizeof(e->message), "%s authentication failed: %.400s",
+		         api->name, why);
+	}
+	if (e->cls == API_ERR_RATE_LIMIT) {
+		api->st_rate_limited++;
+		wait_usec = (e->retry_after >= 0 ? e->retry_after : 1) * INT64_C(1000000);
+		left = call->deadline_usec - api_now_usec();
+		if (e->nothing_written && call->rate_retries < API_MAX_RATE_RETRIES &&
+		    wait_usec < left && api_call_arm(call, wait_usec)) {
+			call->rate_retries++;
+			api->st_retries++;
+			call->state = API_CALL_WAITING;
+			log_debug("api %s: rate limited, retrying in %lld ms", api->name,
+			          (long long)(wait_usec / 1000));
+			return;
+		}
+		if (e->retry_after < 0)
+			e->retry_after = 1;
+	}
+	api_call_finish(call);
+}
+
+static void api_call_send(struct api_call *call)
+{
+	struct api *api = call->api;
+	const char *token = oauth_token(api->auth);
+	int64_t left = call->deadline_usec - api_now_usec();
+	struct http_request *req;
+	char auth[4200]; /* "Bearer " + a token of at most 4095 bytes */
+
+	if (left <= 0) {
+		if (call->result.error.cls == API_ERR_NONE) {
+			api_error_set(&call->result.error, API_ERR_UNAVAILABLE,
+			              "%s: deadline passed before the request could be sent",
+			              api->name);
+			call->result.error.nothing_written = true;
+		}
+		api_call_finish(call);
+		return;
+	}
+	free(call->token_used);
+	call->token_used = NULL;
+	req = http_request_new(call->spec.method, call->spec.url);
+	if (req == NULL)
+		goto oom;
+	if (token != NULL) {
+		snprintf(auth, sizeof(auth), "Bearer %s", token);
+		call->token_used = strdup(token);
+		if (call->token_used == NULL ||
+		    !http_request_add_header(req, "Authorization", auth))
+			goto oom_req;
+	}
+	if (!http_request_add_header(req, "Accept", "application/json") ||
+	    !http_request_set_ca_file(req, api->ca_file))
+		goto oom_req;
+	if (call->spec.body != NULL &&
+	    (!http_request_set_body(req, call->spec.body, call->spec.body_len) ||
+	     !http_request_add_header(req, "Content-Type",
+	                              call->spec.content_type ? call->spec.content_type
+	                                                      : "application/json")))
+		goto oom_req;
+	http_request_set_timeout(req, left < api->timeout_usec ? left : api->timeout_usec);
+	api_result_free(&call->result);
+	call->state = API_CALL_SENT;
+	if (!http_submit(api->eng, api->lane, req, api_call_http_done, call)) {
+		api_error_set(&call->result.error, API_ERR_INTERNAL, "%s: unusable request URL",
+		              api->name);
+		call->result.error.nothing_written = true;
+		api_call_finish(call);
+		return;
+	}
+	call->http_req = req;
+	api->st_requests++;
+	return;
+oom_req:
+	http_request_free(req);
+oom:
+	api_error_set(&call->result.error, API_ERR_INTERNAL, "out of memory");
+	call->result.error.nothing_written = true;
+	api_call_finish(call);
+}
+
+static void api_call_auth_done(void *ud, bool ok, const char *error)
+{
+	struct api_call *call = ud;
+
+	call->auth_wait = NULL;
+	if (ok) {
+		api_call_send(call);
+		return;
+	}
+	api_result_free(&call->result);
+	api_error_set(&call->result.error, API_ERR_AUTH, "%s authentication failed: %s",
+	              call->api->name, error ? error : "no token");
+	call->result.error.nothing_written = true;
+	api_call_finish(call);
+}
+
+static void api_call_auth(struct api_call *call)
+{
+	call->state = API_CALL_AUTH;
+	if (oauth_ready(call->api->auth)) {
+		api_call_send(call);
+		return;
+	}
+	call->auth_wait = oauth_wait(call->api->auth, api_call_auth_done, call);
+	if (call->auth_wait == NULL) {
+		api_error_set(&call->result.error, API_ERR_INTERNAL, "out of memory");
+		call->result.error.nothing_written = true;
+		api_call_finish(call);
+	}
+}
+
+static void api_call_timer_cb(evutil_socket_t fd, short what, void *ud)
+{
+	struct api_call *call = ud;
+
+	switch (call->state) {
+	case API_CALL_START:
+		/* the first step, or a failure found in api_submit() to be reported now */
+		if (call->result.error.cls != API_ERR_NONE)
+			api_call_finish(call);
+		else
+			api_call_auth(call);
+		return;
+	case API_CALL_WAITING:
+		api_call_auth(call);
+		return;
+	case API_CALL_AUTH:
+	case API_CALL_SENT:
+	case API_CALL_DONE:
+		return;
+	}
+}
+
+struct api_call *api_submit(struct api *api, const struct api_table *table, enum api_op op,
+                            const struct api_row *rows, int nrows, api_done_cb cb, void *arg)
+{
+	struct api_call *call = calloc(1, sizeof(*call));
+
+	if (call == NULL)
+		return NULL;
+	call->api = api;
+	call->table = table;
+	call->op = op;
+	call->rows = rows;
+	call->nrows = nrows;
+	call->cb = cb;
+	call->arg = arg;
+	call->state = API_CALL_START;
+	call->deadline_usec = api_now_usec() + api->deadline_usec;
+	api_result_init(&call->result);
+	TAILQ_INSERT_TAIL(&api->calls, call, link);
+	api->ncalls++;
+	/* Built once: a failure here (too many rows, a bad value) is reported from the loop. */
+	if (!connector_build_request(api->conn, table, op, rows, nrows, &call->spec,
+	                             &call->result.error) &&
+	    call->result.error.cls == API_ERR_NONE)
+		api_error_set(&call->result.error, API_ERR_INTERNAL, "cannot build the request");
+	if (!api_call_arm(call, 0)) {
+		api_call_free(call);
+		return NULL;
+	}
+	return call;
+}
+
+void api_call_cancel(struct api_call *call)
+{
+	if (call == NULL || call->state == API_CALL_DONE)
+		return;
+	api_call_free(call);
+}
+
+void api_get_stats(const struct api *api, struct api_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->name = api->name;
+	out->type = api->conn->ops->type;
+	out->calls = api->st_calls;
+	out->requests = api->st_requests;
+	out->errors = api->st_errors;
+	out->retries = api->st_retries;
+	out->rate_limited = api->st_rate_limited;
+	out->in_flight = http_lane_in_flight(api->lane);
+	out->queued = http_lane_queued(api->lane);
+	out->active_calls = api->ncalls;
+	out->avg_latency_usec = api->st_latency_n ? api->st_latency_sum / api->st_latency_n : 0;
+	out->auth = oauth_mode_str(oauth_get_mode(api->auth));
+	out->token_state = oauth_state_str(oauth_get_state(api->auth));
+	out->usage_used = api->usage_used;
+	out->usage_max = api->usage_max;
+	snprintf(out->last_error, sizeof(out->last_error), "%s", api->last_error);
+}
