@@ -1030,8 +1030,9 @@ static bool is_key_char(char c)
 
 /*
  * Parses a connection string "key=value key='quoted \' value' ..." in place (s is modified).
- * Whitespace may surround '='. A quoted value ends at the first quote not escaped by a backslash;
- * a backslash escapes any character.
+ * Whitespace may surround '='. Inside a quoted value, \' and '' (pgbouncer's own escape) are a
+ * quote and \\ is a backslash; any other backslash is kept as is, so that values written for
+ * pgbouncer, where backslashes are plain characters, keep their meaning.
  */
 static bool cstr_parse(char *s, struct cf_kv **kv, int *nkv, bool *oom, char *err, size_t errsize)
 {
@@ -1067,7 +1068,9 @@ static bool cstr_parse(char *s, struct cf_kv **kv, int *nkv, bool *oom, char *er
 		s = skip_space(s + 1);
 		if (*s == '\'') {
 			val = w = ++s;
-			while (*s != '\'') {
+			for (;;) {
+				if (*s == '\'' && s[1] != '\'')
+					break;
 				if (*s == '\0') {
 					snprintf(
 					        err, errsize,
@@ -1075,7 +1078,7 @@ static bool cstr_parse(char *s, struct cf_kv **kv, int *nkv, bool *oom, char *er
 					        key);
 					return false;
 				}
-				if (*s == '\\' && s[1] != '\0')
+				if ((*s == '\\' && (s[1] == '\'' || s[1] == '\\')) || *s == '\'')
 					s++;
 				*w++ = *s++;
 			}

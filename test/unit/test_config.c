@@ -786,7 +786,7 @@ static void test_quoted_values(void **state)
 	assert_true(
 	        load_text("[databases]\n"
 	                  "q = password='it\\'s a \"secret\"' user = spaced  dbname='' "
-	                  "connect_query='back\\\\slash'\n"
+	                  "connect_query='back\\\\slash' auth_query='SELECT ''x'', \\d'\n"
 	                  "[apis]\n"
 	                  "h = type=hubspot token='tok en\\'s' base_url = https://api.hubapi.com\n",
 	                  &cfg, &m));
@@ -796,6 +796,8 @@ static void test_quoted_values(void **state)
 	assert_string_equal(db->user, "spaced");
 	assert_string_equal(db->dbname, "");
 	assert_string_equal(db->connect_query, "back\\slash");
+	/* pgbouncer's doubled quote; other backslashes are plain characters, as in pgbouncer */
+	assert_string_equal(db->auth_query, "SELECT 'x', \\d");
 	api = config_find_api(cfg, "h");
 	assert_non_null(api);
 	assert_string_equal(cf_kv_get(api->kv, api->nkv, "token"), "tok en's");
