@@ -49,6 +49,7 @@ struct http_request {
 	int port;
 	bool numeric; /* host is an address literal */
 	struct curl_slist *headers;
+	bool no_expect; /* "Expect:" appended to headers */
 	char *body;
 	size_t body_len;
 	int64_t timeout_usec;
@@ -604,8 +605,18 @@ static bool http_easy_setup(struct http_request *req, int64_t left_usec)
 		ok &= curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file) == CURLE_OK;
 	if (req->resolve != NULL)
 		ok &= curl_easy_setopt(e, CURLOPT_RESOLVE, req->resolve) == CURLE_OK;
-	if (req->headers != NULL)
-		ok &= curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers) == CURLE_OK;
+	/*
+	 * No "Expect: 100-continue" for big bodies: it costs a round trip (or curl's 1 s wait when
+	 * a server ignores it) and buys nothing for a request we send exactly once.
+	 */
+	if (!req->no_expect) {
+		struct curl_slist *n = curl_slist_append(req->headers, "Expect:");
+		if (n == NULL)
+			return false;
+		req->headers = n;
+		req->no_expect = true;
+	}
+	ok &= curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers) == CURLE_OK;
 	switch (req->method) {
 	case HTTP_GET:
 		ok &= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) == CURLE_OK;

@@ -20,13 +20,15 @@ Control API for tests:
 Plain HTTP helpers for engine tests: GET /_slow?ms=N (answers "ok" after N ms),
 GET /_big?bytes=N (N bytes of "x"), any method /_echo (the request back as JSON).
 
-Run: python3 test/fakes/fake_salesforce.py --port N  (prints "listening on N" when ready).
+Run: python3 test/fakes/fake_salesforce.py --port N  (prints "listening on N" when ready);
+--tls-cert/--tls-key serve HTTPS instead.
 """
 import argparse
 import http.server
 import json
 import re
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -390,10 +392,17 @@ def main():
     ap.add_argument("--client-secret", default="test-client-secret")
     ap.add_argument("--refresh-token", default="test-refresh-token")
     ap.add_argument("--static-token", default="", help="a bearer token always accepted")
+    ap.add_argument("--tls-cert", default="", help="serve HTTPS with this certificate (PEM)")
+    ap.add_argument("--tls-key", default="", help="and this key")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
     srv = Server((args.host, args.port), Handler)
     srv.state = State(args)
+    if args.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key or None)
+        ctx.set_alpn_protocols(["http/1.1"])
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     print("listening on %d" % srv.server_address[1], flush=True)
     try:
         srv.serve_forever(poll_interval=0.1)

@@ -23,6 +23,8 @@
 #include "../fakes/fake_launch.h"
 
 static struct fake_server fake;
+static struct fake_server fake_tls;
+static char tls_dir[1024];
 
 struct done {
 	int calls;
@@ -276,6 +278,32 @@ static void test_no_resolver_only_numeric(void **state)
 	assert_int_equal(d.calls, 1);
 }
 
+static void test_tls_verification(void **state)
+{
+	struct done ok = {0}, untrusted = {0}, wrong_name = {0};
+	struct http_request *r;
+	char url[128], ca[1100];
+
+	snprintf(ca, sizeof(ca), "%s/ca.pem", tls_dir);
+	snprintf(url, sizeof(url), "https://localhost:%d/_echo", fake_tls.port);
+	r = http_request_new(HTTP_GET, url);
+	assert_true(http_request_set_ca_file(r, ca));
+	assert_true(http_submit(E.eng, E.lane, r, on_done, &ok));
+	/* the system's CAs do not know our test CA: refused before anything is sent */
+	assert_true(
+	        http_submit(E.eng, E.lane, http_request_new(HTTP_GET, url), on_done, &untrusted));
+	/* the certificate names localhost and 127.0.0.1, not 127.0.0.2 */
+	snprintf(url, sizeof(url), "https://127.0.0.2:%d/_echo", fake_tls.port);
+	r = http_request_new(HTTP_GET, url);
+	assert_true(http_request_set_ca_file(r, ca));
+	assert_true(http_submit(E.eng, E.lane, r, on_done, &wrong_name));
+	run_until(3, 8000);
+	assert_int_equal(ok.outcome, HTTP_OUTCOME_ANSWER);
+	assert_int_equal(ok.status, 200);
+	assert_int_equal(untrusted.outcome, HTTP_OUTCOME_NOT_SENT);
+	assert_int_equal(wrong_name.outcome, HTTP_OUTCOME_NOT_SENT);
+}
+
 /* ---- 200 slow requests while a timer ticks ---- */
 
 struct ticker {
@@ -338,16 +366,26 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_cancel_and_bad_url, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_names_resolved_by_dns, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_no_resolver_only_numeric, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_tls_verification, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_200_slow_requests_loop_not_blocked, setup,
 	                                        teardown),
 	};
+	const char *srcdir = getenv("srcdir");
+	char cert[1100], key[1100];
+	const char *tls_args[] = {"--tls-cert", cert, "--tls-key", key, NULL};
 	int rc;
 
-	if (!fake_server_start(&fake, "fake_salesforce.py", NULL)) {
-		fprintf(stderr, "cannot start the fake server\n");
+	snprintf(tls_dir, sizeof(tls_dir), "%s/test/unit/fixtures/api/tls", srcdir ? srcdir : ".");
+	snprintf(cert, sizeof(cert), "%s/server.pem", tls_dir);
+	snprintf(key, sizeof(key), "%s/server.key", tls_dir);
+	if (!fake_server_start(&fake, "fake_salesforce.py", NULL) ||
+	    !fake_server_start(&fake_tls, "fake_salesforce.py", tls_args)) {
+		fprintf(stderr, "cannot start the fake servers\n");
+		fake_server_stop(&fake);
 		return 1;
 	}
 	rc = cmocka_run_group_tests(tests, NULL, NULL);
+	fake_server_stop(&fake_tls);
 	fake_server_stop(&fake);
 	return rc;
 }
