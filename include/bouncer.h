@@ -20,16 +20,30 @@ struct sbuf_pkt;
 struct listener;
 
 /*
- * The query hook: the seam where the synced-table side sees client statements. The core asks it
- * about each Query and Parse; PASS relays the packet untouched (the fast path), HANDLE means the
- * hook has taken the packet and paused the client's relay, and will resume it later.
+ * The query hook: the seam where the synced-table side sees client statements. The core shows it
+ * every Query and Parse of a logged-in client, and every packet of a client whose hook_state is
+ * set (the hook is in the middle of an extended-protocol sequence). The verdicts:
+ *   PASS      relay the packet (the fast path);
+ *   CONSUME   the hook used the complete packet; go on with the next one;
+ *   WAIT      show the packet again once it is complete in memory;
+ *   PAUSE     stop the client's relay at this packet; the hook calls client_resume() later and
+ *             the packet is shown again (the hook remembers what it decided);
+ *   WAIT_IDLE like PAUSE, but the core resumes the client itself once its server has answered
+ *             everything it was sent, so the hook may write to the client without interleaving.
+ * client_closed lets the hook free hook_state and cancel work in flight.
  */
 enum hook_verdict {
 	HOOK_PASS,
-	HOOK_HANDLE,
+	HOOK_CONSUME,
+	HOOK_WAIT,
+	HOOK_PAUSE,
+	HOOK_WAIT_IDLE,
 };
+const char *hook_verdict_str(enum hook_verdict v);
+
 struct query_hook {
 	enum hook_verdict (*inspect)(void *ctx, struct conn *client, const struct sbuf_pkt *pkt);
+	void (*client_closed)(void *ctx, struct conn *client);
 	void *ctx;
 };
 

@@ -25,6 +25,13 @@ void client_send_error(struct conn *client, const char *sqlstate, const char *ms
 void client_close(struct conn *client, const char *reason);
 /* The pool linked a server; relay resumes. */
 void client_server_linked(struct conn *client);
+/* Restarts a client's relay that the query hook paused. */
+void client_resume(struct conn *client);
+/* True when the client has no server or its server has answered everything it was sent. A hook
+ * returns WAIT_IDLE only when this is false. */
+bool client_server_idle(const struct conn *client);
+/* The client's transaction status as its next ReadyForQuery would say ('I', 'T' or 'E'). */
+char client_txn_status(const struct conn *client);
 /* Handles a CancelRequest from a new connection. */
 void client_find_by_cancel_key(struct bouncer *b, uint32_t pid, uint32_t key, struct conn **out);
 

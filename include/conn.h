@@ -78,6 +78,8 @@ struct conn {
 	struct scram_server *scram_srv;
 	bool auth_done;
 	bool admin;
+	void *hook_state;      /* the query hook's per-client state; NULL on the fast path */
+	bool wait_server_idle; /* relay paused until the server has answered everything */
 
 	/* server */
 	uint32_t be_pid, be_key;

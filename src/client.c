@@ -122,6 +122,8 @@ void client_close(struct conn *c, const char *reason)
 			server_close(server, "client disconnect while server was not ready");
 		}
 	}
+	if (c->hook_state != NULL && c->b->hook.client_closed != NULL)
+		c->b->hook.client_closed(c->b->hook.ctx, c);
 	c->b->client_count--;
 	conn_retire(c);
 }
@@ -252,6 +254,40 @@ void client_send_welcome(struct conn *c)
 	pktbuf_free(&pb);
 	c->auth_done = true;
 	sbuf_resume(&c->sbuf);
+}
+
+const char *hook_verdict_str(enum hook_verdict v)
+{
+	switch (v) {
+	case HOOK_PASS:
+		return "pass";
+	case HOOK_CONSUME:
+		return "consume";
+	case HOOK_WAIT:
+		return "wait";
+	case HOOK_PAUSE:
+		return "pause";
+	case HOOK_WAIT_IDLE:
+		return "wait_idle";
+	}
+	return "?";
+}
+
+void client_resume(struct conn *c)
+{
+	if (c->state == CONN_JUSTFREE)
+		return;
+	sbuf_resume(&c->sbuf);
+}
+
+bool client_server_idle(const struct conn *c)
+{
+	return c->link == NULL || server_is_ready(c->link);
+}
+
+char client_txn_status(const struct conn *c)
+{
+	return c->link != NULL ? c->link->txn_status : 'I';
 }
 
 void client_server_linked(struct conn *c)
@@ -563,6 +599,27 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 		client_close(c, "client close request");
 		return SBUF_CLOSED;
 	}
+	if (c->b->hook.inspect != NULL &&
+	    (pkt->type == 'Q' || pkt->type == 'P' || c->hook_state != NULL)) {
+		switch (c->b->hook.inspect(c->b->hook.ctx, c, pkt)) {
+		case HOOK_PASS:
+			break;
+		case HOOK_CONSUME:
+			return SBUF_CONSUMED;
+		case HOOK_WAIT:
+			return SBUF_WAIT;
+		case HOOK_PAUSE:
+			return SBUF_PAUSE;
+		case HOOK_WAIT_IDLE:
+			if (client_server_idle(c)) {
+				client_fatal(c, "XX000",
+				             "query hook waited for an idle server twice");
+				return SBUF_CLOSED;
+			}
+			c->wait_server_idle = true;
+			return SBUF_PAUSE;
+		}
+	}
 	server = c->link;
 	if (server == NULL) {
 		pool_request_server(c->pool, c);
@@ -572,10 +629,6 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 	}
 	if (server->state != SV_ACTIVE || server->setting_params)
 		return SBUF_PAUSE;
-	if (c->b->hook.inspect != NULL && (pkt->type == 'Q' || pkt->type == 'P')) {
-		if (c->b->hook.inspect(c->b->hook.ctx, c, pkt) == HOOK_HANDLE)
-			return SBUF_PAUSE;
-	}
 	switch (pkt->type) {
 	case 'Q':
 	case 'S':

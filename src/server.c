@@ -663,6 +663,11 @@ static void server_flushed(void *owner, struct sbuf *sb)
 	struct conn *c = s->link;
 
 	(void)sb;
+	if (c != NULL && c->wait_server_idle && server_is_ready(s)) {
+		c->wait_server_idle = false;
+		client_resume(c);
+		return;
+	}
 	if (c == NULL || !server_is_ready(s) || s->txn_status != 'I')
 		return;
 	if (s->pool->pool_mode == POOL_SESSION)
