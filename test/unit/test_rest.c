@@ -13,7 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+
+#include "api/api.h"
 #include "api/connector.h"
+
+#include "../fakes/fake_launch.h"
 
 static char *fixture(const char *name, size_t *len)
 {
@@ -279,6 +284,173 @@ static void test_errors(void **state)
 	connector_free(c);
 }
 
+/* ---- end to end: api_submit() against the fake REST API ---- */
+
+static struct fake_server fake;
+static struct event_base *base;
+static struct http_engine *eng;
+static int finished, wanted;
+
+static void on_guard(evutil_socket_t fd, short what, void *arg)
+{
+	event_base_loopbreak(base);
+}
+
+static void run_until(int want, int limit_ms)
+{
+	struct timeval tv = {limit_ms / 1000, (limit_ms % 1000) * 1000};
+	struct event *guard = evtimer_new(base, on_guard, NULL);
+
+	wanted = want;
+	evtimer_add(guard, &tv);
+	if (finished < want)
+		event_base_dispatch(base);
+	event_free(guard);
+}
+
+static void on_api_done(void *arg, struct api_result *res)
+{
+	api_result_move(arg, res);
+	if (++finished >= wanted)
+		event_base_loopbreak(base);
+}
+
+static struct api *rest_api(const char *token, bool batch)
+{
+	char err[256];
+	struct cf_kv kv[] = {
+	        {"type", "rest"},
+	        {"base_url", fake.base_url},
+	        {"auth", "bearer"},
+	        {"token", (char *)token},
+	        {"timeout", "2"},
+	        {batch ? "insert_path" : "path", batch ? "/contacts/batch" : "/contacts"},
+	        {"update_path", "/contacts/{id}"},
+	        {"delete_path", "/contacts?ids={ids}"},
+	        {"records_key", "data"},
+	        {"max_batch", "10"},
+	};
+	struct api *api = api_create(eng, "internal", kv, batch ? 10 : 6, err, sizeof(err));
+
+	if (api == NULL)
+		fail_msg("%s", err);
+	return api;
+}
+
+static int e2e_setup(void **state)
+{
+	base = event_base_new();
+	eng = http_engine_create(base, NULL);
+	finished = 0;
+	return 0;
+}
+
+static int e2e_teardown(void **state)
+{
+	http_engine_free(eng);
+	event_base_free(base);
+	return 0;
+}
+
+static void test_e2e_single(void **state)
+{
+	static const struct api_value alia[] = {{"id", NULL, API_VALUE_TEXT},
+	                                        {"first_name", "Alia", API_VALUE_TEXT},
+	                                        {"email", "alia@arrakis.io", API_VALUE_TEXT},
+	                                        {"age", "4", API_VALUE_NUMBER}};
+	struct api *api = rest_api("s3cret", false);
+	struct api *wrong = rest_api("wrong", false);
+	struct api_row row = {.new_image = {alia, 4}};
+	struct api_value old_img[4], new_img[4];
+	struct api_result r1, r2, r3, r4, r5;
+	const char *created = NULL;
+	int i;
+
+	api_result_init(&r1);
+	api_result_init(&r2);
+	api_result_init(&r3);
+	api_result_init(&r4);
+	api_result_init(&r5);
+	assert_int_equal(api_max_rows(api, API_OP_UPDATE), 1);
+	assert_non_null(api_submit(api, &table, API_OP_INSERT, &row, 1, on_api_done, &r1));
+	assert_non_null(api_submit(wrong, &table, API_OP_INSERT, &row, 1, on_api_done, &r5));
+	run_until(2, 5000);
+	if (!r1.ok)
+		fail_msg("%s", r1.error.message);
+	assert_string_equal(r1.rows[0].id, "1");
+	for (i = 0; i < r1.rows[0].nfields; i++) {
+		if (strcmp(r1.rows[0].fields[i].column, "created_at") == 0)
+			created = r1.rows[0].fields[i].value;
+	}
+	assert_non_null(created); /* a value the API assigned comes back */
+	assert_int_equal(r5.error.cls, API_ERR_AUTH);
+	assert_non_null(strstr(r5.error.message, "internal authentication failed"));
+
+	/* update to an invalid address: the API says which column and value */
+	memcpy(old_img, alia, sizeof(alia));
+	memcpy(new_img, alia, sizeof(alia));
+	old_img[0].value = new_img[0].value = r1.rows[0].id;
+	new_img[2].value = "aliadune.co";
+	row = (struct api_row){.old_image = {old_img, 4}, .new_image = {new_img, 4}};
+	assert_non_null(api_submit(api, &table, API_OP_UPDATE, &row, 1, on_api_done, &r2));
+	run_until(3, 5000);
+	assert_int_equal(r2.error.cls, API_ERR_VALIDATION);
+	assert_int_equal(r2.error.http_status, 422);
+	assert_string_equal(r2.error.column, "email");
+	assert_string_equal(r2.error.value, "aliadune.co");
+	assert_true(r2.error.nothing_written);
+
+	new_img[2].value = "alia@sietch.io";
+	assert_non_null(api_submit(api, &table, API_OP_UPDATE, &row, 1, on_api_done, &r3));
+	run_until(4, 5000);
+	assert_true(r3.ok);
+	assert_string_equal(r3.rows[0].id, "1");
+
+	row.new_image.nvalues = 0;
+	assert_non_null(api_submit(api, &table, API_OP_DELETE, &row, 1, on_api_done, &r4));
+	run_until(5, 5000);
+	assert_true(r4.ok);
+	api_result_free(&r1);
+	api_result_free(&r2);
+	api_result_free(&r3);
+	api_result_free(&r4);
+	api_result_free(&r5);
+	api_free(api);
+	api_free(wrong);
+}
+
+static void test_e2e_batch(void **state)
+{
+	static const struct api_value a[] = {{"first_name", "Duncan", API_VALUE_TEXT},
+	                                     {"email", "duncan@ginaz.io", API_VALUE_TEXT}};
+	static const struct api_value b[] = {{"first_name", "Gurney", API_VALUE_TEXT},
+	                                     {"email", "gurney@caladan.io", API_VALUE_TEXT}};
+	static const struct api_value c[] = {{"first_name", "Thufir", API_VALUE_TEXT},
+	                                     {"email", "duncan@ginaz.io", API_VALUE_TEXT}};
+	struct api *api = rest_api("s3cret", true);
+	struct api_row rows[3] = {
+	        {.new_image = {a, 2}}, {.new_image = {b, 2}}, {.new_image = {c, 2}}};
+	struct api_result r1, r2;
+
+	api_result_init(&r1);
+	api_result_init(&r2);
+	assert_int_equal(api_max_rows(api, API_OP_INSERT), 10);
+	assert_non_null(api_submit(api, &table, API_OP_INSERT, rows, 2, on_api_done, &r1));
+	run_until(1, 5000);
+	if (!r1.ok)
+		fail_msg("%s", r1.error.message);
+	assert_int_equal(r1.nrows, 2);
+	assert_string_not_equal(r1.rows[0].id, r1.rows[1].id);
+	/* the third repeats the first's address: the whole batch is refused as a duplicate */
+	assert_non_null(api_submit(api, &table, API_OP_INSERT, rows, 3, on_api_done, &r2));
+	run_until(2, 5000);
+	assert_int_equal(r2.error.cls, API_ERR_DUPLICATE);
+	assert_int_equal(r2.error.http_status, 409);
+	api_result_free(&r1);
+	api_result_free(&r2);
+	api_free(api);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -289,5 +461,19 @@ int main(void)
 	        cmocka_unit_test(test_errors),
 	};
 
-	return cmocka_run_group_tests(tests, setup, teardown);
+	const struct CMUnitTest e2e[] = {
+	        cmocka_unit_test_setup_teardown(test_e2e_single, e2e_setup, e2e_teardown),
+	        cmocka_unit_test_setup_teardown(test_e2e_batch, e2e_setup, e2e_teardown),
+	};
+	const char *args[] = {"--token", "s3cret", NULL};
+	int rc = cmocka_run_group_tests(tests, setup, teardown);
+
+	if (!fake_server_start(&fake, "fake_rest.py", args)) {
+		fprintf(stderr, "cannot start the fake REST API\n");
+		return 1;
+	}
+	rc |= cmocka_run_group_tests_name("api calls against the fake REST API", e2e, setup,
+	                                  teardown);
+	fake_server_stop(&fake);
+	return rc;
 }
