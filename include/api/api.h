@@ -79,4 +79,23 @@ struct api_stats {
 };
 void api_get_stats(const struct api *api, struct api_stats *out);
 
+/* ---- all APIs of a configuration ---- */
+
+struct cf_api;
+struct api_set;
+
+/*
+ * Creates every API of the [apis] list (config's cfg->apis). On the first bad entry returns
+ * NULL with "file:line: message" in err. On reload, build a new set and free the old one only
+ * when none of its APIs has calls left (api_stats.active_calls): freeing drops them silently.
+ */
+struct api_set *api_set_create(struct http_engine *eng, const struct cf_api *apis, char *err,
+                               size_t errsize);
+void api_set_free(struct api_set *set);
+/* The API named name, or NULL. */
+struct api *api_set_find(const struct api_set *set, const char *name);
+int api_set_count(const struct api_set *set);
+/* The i-th API, 0 <= i < count, in configuration order (for SHOW APIS). */
+struct api *api_set_get(const struct api_set *set, int i);
+
 #endif

@@ -487,3 +487,75 @@ void api_get_stats(const struct api *api, struct api_stats *out)
 	out->usage_max = api->usage_max;
 	snprintf(out->last_error, sizeof(out->last_error), "%s", api->last_error);
 }
+
+/* ---- sets ---- */
+
+struct api_set {
+	struct api **apis;
+	int count;
+};
+
+struct api_set *api_set_create(struct http_engine *eng, const struct cf_api *apis, char *err,
+                               size_t errsize)
+{
+	struct api_set *set = calloc(1, sizeof(*set));
+	const struct cf_api *ca;
+	char why[512];
+	int n = 0;
+
+	if (set == NULL)
+		goto oom;
+	for (ca = apis; ca != NULL; ca = ca->next)
+		n++;
+	set->apis = calloc((size_t)(n ? n : 1), sizeof(*set->apis));
+	if (set->apis == NULL)
+		goto oom;
+	for (ca = apis; ca != NULL; ca = ca->next) {
+		struct api *api = api_create(eng, ca->name, ca->kv, ca->nkv, why, sizeof(why));
+		if (api == NULL) {
+			snprintf(err, errsize, "%s:%d: %s", ca->file ? ca->file : "?", ca->line,
+			         why);
+			api_set_free(set);
+			return NULL;
+		}
+		set->apis[set->count++] = api;
+	}
+	return set;
+oom:
+	snprintf(err, errsize, "out of memory");
+	api_set_free(set);
+	return NULL;
+}
+
+void api_set_free(struct api_set *set)
+{
+	int i;
+
+	if (set == NULL)
+		return;
+	for (i = 0; i < set->count; i++)
+		api_free(set->apis[i]);
+	free(set->apis);
+	free(set);
+}
+
+struct api *api_set_find(const struct api_set *set, const char *name)
+{
+	int i;
+
+	for (i = 0; set != NULL && i < set->count; i++) {
+		if (strcmp(set->apis[i]->name, name) == 0)
+			return set->apis[i];
+	}
+	return NULL;
+}
+
+int api_set_count(const struct api_set *set)
+{
+	return set != NULL ? set->count : 0;
+}
+
+struct api *api_set_get(const struct api_set *set, int i)
+{
+	return set != NULL && i >= 0 && i < set->count ? set->apis[i] : NULL;
+}

@@ -949,6 +949,36 @@ static void test_e2e_config_errors(void **state)
 	}
 }
 
+static void test_e2e_api_set(void **state)
+{
+	struct cf_kv a[] = {{"type", "salesforce"}, {"base_url", "https://a"}};
+	struct cf_kv b[] = {{"type", "rest"}, {"base_url", "https://b"}, {"path", "/x"}};
+	struct cf_kv bad[] = {{"type", "rest"}, {"base_url", "https://b"}};
+	struct cf_api ab = {
+	        .name = "b", .type = "rest", .kv = b, .nkv = 3, .file = "x.ini", .line = 7};
+	struct cf_api aa = {.name = "a",
+	                    .type = "salesforce",
+	                    .kv = a,
+	                    .nkv = 2,
+	                    .line = 6,
+	                    .file = "x.ini",
+	                    .next = &ab};
+	struct api_set *set;
+	char err[256];
+
+	set = api_set_create(X.eng, &aa, err, sizeof(err));
+	assert_non_null(set);
+	assert_int_equal(api_set_count(set), 2);
+	assert_string_equal(api_name(api_set_get(set, 1)), "b");
+	assert_ptr_equal(api_set_find(set, "a"), api_set_get(set, 0));
+	assert_null(api_set_find(set, "c"));
+	api_set_free(set);
+	ab.kv = bad;
+	ab.nkv = 2;
+	assert_null(api_set_create(X.eng, &aa, err, sizeof(err)));
+	assert_non_null(strstr(err, "x.ini:7: api \"b\": insert_path="));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -977,6 +1007,7 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_e2e_unreachable_and_cancel, e2e_setup,
 	                                        e2e_teardown),
 	        cmocka_unit_test_setup_teardown(test_e2e_config_errors, e2e_setup, e2e_teardown),
+	        cmocka_unit_test_setup_teardown(test_e2e_api_set, e2e_setup, e2e_teardown),
 	};
 	int rc;
 
