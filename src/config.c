@@ -917,6 +917,114 @@ struct cf_name {
 	char name[];
 };
 
+/*
+ * Entries by (section, name), so that a file with very many entries still loads in linear time
+ * and a later duplicate finds the earlier entry at once. Open addressing, at most half full.
+ */
+struct cf_slot {
+	uint64_t hash;
+	char *key; /* section byte + name bytes, klen long */
+	size_t klen;
+	void *node;
+};
+
+struct cf_index {
+	struct cf_slot *slots;
+	size_t cap, used;
+};
+
+static uint64_t index_hash(const char *key, size_t klen)
+{
+	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+
+	for (size_t i = 0; i < klen; i++) {
+		h ^= (unsigned char)key[i];
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+static struct cf_slot *index_slot(struct cf_slot *slots, size_t cap, uint64_t h, const char *key,
+                                  size_t klen)
+{
+	for (size_t i = (size_t)h & (cap - 1);; i = (i + 1) & (cap - 1)) {
+		struct cf_slot *sl = &slots[i];
+		if (!sl->key ||
+		    (sl->hash == h && sl->klen == klen && memcmp(sl->key, key, klen) == 0))
+			return sl;
+	}
+}
+
+/* The node stored under key, or NULL. */
+static void *index_get(const struct cf_index *ix, const char *key, size_t klen)
+{
+	struct cf_slot *sl;
+
+	if (ix->cap == 0)
+		return NULL;
+	sl = index_slot(ix->slots, ix->cap, index_hash(key, klen), key, klen);
+	return sl->key ? sl->node : NULL;
+}
+
+/* Stores node under key (which must not be there yet); false when out of memory. */
+static bool index_put(struct cf_index *ix, const char *key, size_t klen, void *node)
+{
+	uint64_t h = index_hash(key, klen);
+	struct cf_slot *sl;
+
+	if ((ix->used + 1) * 2 > ix->cap) {
+		size_t cap = ix->cap ? ix->cap * 2 : 64;
+		struct cf_slot *grown = calloc(cap, sizeof(*grown));
+		if (!grown)
+			return false;
+		for (size_t i = 0; i < ix->cap; i++) {
+			if (ix->slots[i].key)
+				*index_slot(grown, cap, ix->slots[i].hash, ix->slots[i].key,
+				            ix->slots[i].klen) = ix->slots[i];
+		}
+		free(ix->slots);
+		ix->slots = grown;
+		ix->cap = cap;
+	}
+	sl = index_slot(ix->slots, ix->cap, h, key, klen);
+	sl->key = malloc(klen);
+	if (!sl->key)
+		return false;
+	memcpy(sl->key, key, klen);
+	sl->klen = klen;
+	sl->hash = h;
+	sl->node = node;
+	ix->used++;
+	return true;
+}
+
+static void index_free(struct cf_index *ix)
+{
+	for (size_t i = 0; i < ix->cap; i++)
+		free(ix->slots[i].key);
+	free(ix->slots);
+	ix->slots = NULL;
+	ix->cap = ix->used = 0;
+}
+
+/* The index key of an entry: the section, then the name's parts separated by NUL bytes. */
+static size_t index_key(char *buf, size_t size, enum cf_section sect, const char *a, const char *b,
+                        const char *c)
+{
+	const char *parts[3] = {a, b, c};
+	size_t n = 0;
+
+	buf[n++] = (char)sect;
+	for (int i = 0; i < 3 && parts[i]; i++) {
+		size_t len = strlen(parts[i]);
+		if (n + len + 1 > size)
+			return 0;
+		memcpy(buf + n, parts[i], len + 1);
+		n += len + 1;
+	}
+	return n;
+}
+
 struct cf_parser {
 	struct config *cfg;
 	const struct cf_load_opts *opts;
@@ -929,6 +1037,11 @@ struct cf_parser {
 	struct cf_name *names;
 	const char *key_file[NKEYS]; /* where each setting was last set, for later warnings */
 	int key_line[NKEYS];
+	struct cf_index index; /* entries by section and name */
+	struct cf_database **db_tail;
+	struct cf_user **user_tail;
+	struct cf_api **api_tail;
+	struct cf_synced_table **st_tail;
 };
 
 __attribute__((format(printf, 5, 6))) static void
@@ -1242,7 +1355,9 @@ static bool unquote_name(const char *raw, char *out, size_t outsize)
 static void add_database(struct cf_parser *p, const char *file, int line, const char *name,
                          char *value)
 {
-	struct cf_database *db = NULL, **pp;
+	struct cf_database *db = NULL, *old;
+	char key[NAME_MAX_LEN + 2];
+	size_t klen;
 	struct cf_kv *kv = NULL;
 	int nkv = 0;
 	char err[256];
@@ -1276,15 +1391,21 @@ static void add_database(struct cf_parser *p, const char *file, int line, const 
 		goto cleanup;
 
 	/* a later entry with the same name replaces the earlier one where it stood */
-	for (pp = &p->cfg->databases; *pp; pp = &(*pp)->next) {
-		if (strcmp((*pp)->name, name) == 0) {
-			db->next = (*pp)->next;
-			database_free(*pp);
-			break;
-		}
+	klen = index_key(key, sizeof(key), SECT_DATABASES, name, NULL, NULL);
+	old = index_get(&p->index, key, klen);
+	if (old) {
+		struct cf_database tmp = *old;
+		*old = *db;
+		old->next = tmp.next;
+		*db = tmp;
+		db->next = NULL;
+	} else {
+		if (!index_put(&p->index, key, klen, db))
+			goto oom;
+		*p->db_tail = db;
+		p->db_tail = &db->next;
+		db = NULL;
 	}
-	*pp = db;
-	db = NULL;
 	goto cleanup;
 oom:
 	report_oom(p, file, line);
@@ -1295,7 +1416,9 @@ cleanup:
 
 static void add_user(struct cf_parser *p, const char *file, int line, const char *name, char *value)
 {
-	struct cf_user *u = NULL, **pp;
+	struct cf_user *u = NULL, *old;
+	char key[NAME_MAX_LEN + 2];
+	size_t klen;
 	struct cf_kv *kv = NULL;
 	int nkv = 0;
 	char err[256];
@@ -1321,15 +1444,21 @@ static void add_user(struct cf_parser *p, const char *file, int line, const char
 		goto oom;
 	if (!fields_apply(p, file, line, "[users]", u, user_fields, NFIELDS(user_fields), kv, nkv))
 		goto cleanup;
-	for (pp = &p->cfg->users; *pp; pp = &(*pp)->next) {
-		if (strcmp((*pp)->name, name) == 0) {
-			u->next = (*pp)->next;
-			user_free(*pp);
-			break;
-		}
+	klen = index_key(key, sizeof(key), SECT_USERS, name, NULL, NULL);
+	old = index_get(&p->index, key, klen);
+	if (old) {
+		struct cf_user tmp = *old;
+		*old = *u;
+		old->next = tmp.next;
+		*u = tmp;
+		u->next = NULL;
+	} else {
+		if (!index_put(&p->index, key, klen, u))
+			goto oom;
+		*p->user_tail = u;
+		p->user_tail = &u->next;
+		u = NULL;
 	}
-	*pp = u;
-	u = NULL;
 	goto cleanup;
 oom:
 	report_oom(p, file, line);
@@ -1352,7 +1481,9 @@ static bool api_name_ok(const char *name)
 
 static void add_api(struct cf_parser *p, const char *file, int line, const char *name, char *value)
 {
-	struct cf_api *api = NULL, **pp;
+	struct cf_api *api = NULL, *old;
+	char key[NAME_MAX_LEN + 2];
+	size_t klen;
 	const char *type;
 	char err[256];
 	bool oom;
@@ -1382,15 +1513,21 @@ static void add_api(struct cf_parser *p, const char *file, int line, const char 
 	api->file = strdup(file);
 	if (!api->name || !api->type || !api->file)
 		goto oom;
-	for (pp = &p->cfg->apis; *pp; pp = &(*pp)->next) {
-		if (strcmp((*pp)->name, name) == 0) {
-			api->next = (*pp)->next;
-			api_free(*pp);
-			break;
-		}
+	klen = index_key(key, sizeof(key), SECT_APIS, name, NULL, NULL);
+	old = index_get(&p->index, key, klen);
+	if (old) {
+		struct cf_api tmp = *old;
+		*old = *api;
+		old->next = tmp.next;
+		*api = tmp;
+		api->next = NULL;
+	} else {
+		if (!index_put(&p->index, key, klen, api))
+			goto oom;
+		*p->api_tail = api;
+		p->api_tail = &api->next;
+		api = NULL;
 	}
-	*pp = api;
-	api = NULL;
 	goto cleanup;
 oom:
 	report_oom(p, file, line);
@@ -1463,7 +1600,9 @@ bad:
 static void add_synced_table(struct cf_parser *p, const char *file, int line, const char *raw,
                              char *value)
 {
-	struct cf_synced_table *st = NULL, **pp;
+	struct cf_synced_table *st = NULL, *old;
+	char key[3 * (NAME_MAX_LEN + 1) + 1];
+	size_t klen;
 	const char *api;
 	char err[256];
 	bool oom;
@@ -1492,17 +1631,21 @@ static void add_synced_table(struct cf_parser *p, const char *file, int line, co
 		report(p, CF_LEVEL_ERROR, file, line, "synced table %s: api= is missing", raw);
 		goto cleanup;
 	}
-	for (pp = &p->cfg->synced_tables; *pp; pp = &(*pp)->next) {
-		if (strcmp((*pp)->database, st->database) == 0 &&
-		    strcmp((*pp)->schema, st->schema) == 0 &&
-		    strcmp((*pp)->table, st->table) == 0) {
-			st->next = (*pp)->next;
-			synced_table_free(*pp);
-			break;
-		}
+	klen = index_key(key, sizeof(key), SECT_SYNCED_TABLES, st->database, st->schema, st->table);
+	old = index_get(&p->index, key, klen);
+	if (old) {
+		struct cf_synced_table tmp = *old;
+		*old = *st;
+		old->next = tmp.next;
+		*st = tmp;
+		st->next = NULL;
+	} else {
+		if (!index_put(&p->index, key, klen, st))
+			goto oom;
+		*p->st_tail = st;
+		p->st_tail = &st->next;
+		st = NULL;
 	}
-	*pp = st;
-	st = NULL;
 	goto cleanup;
 oom:
 	report_oom(p, file, line);
@@ -1838,16 +1981,23 @@ static void parse_text(struct cf_parser *p, const char *text, size_t len, const 
 static void check_whole(struct cf_parser *p)
 {
 	struct config *cfg = p->cfg;
-	char val[256];
+	char val[256], key[NAME_MAX_LEN + 2];
+	size_t klen;
+	bool any_db;
+
+	klen = index_key(key, sizeof(key), SECT_DATABASES, "*", NULL, NULL);
+	any_db = index_get(&p->index, key, klen) != NULL;
 
 	for (const struct cf_synced_table *st = cfg->synced_tables; st; st = st->next) {
 		const char *api = cf_kv_get(st->kv, st->nkv, "api");
 
-		if (!config_find_database(cfg, st->database))
+		klen = index_key(key, sizeof(key), SECT_DATABASES, st->database, NULL, NULL);
+		if (!any_db && !index_get(&p->index, key, klen))
 			report(p, CF_LEVEL_ERROR, st->file, st->line,
 			       "synced table %s.%s.%s: database %s is not in [databases]",
 			       st->database, st->schema, st->table, st->database);
-		if (api && !config_find_api(cfg, api))
+		klen = index_key(key, sizeof(key), SECT_APIS, api ? api : "", NULL, NULL);
+		if (api && (klen == 0 || !index_get(&p->index, key, klen)))
 			report(p, CF_LEVEL_ERROR, st->file, st->line,
 			       "synced table %s.%s.%s: api %.100s is not in [apis]", st->database,
 			       st->schema, st->table, api);
@@ -1877,6 +2027,10 @@ static bool load(const char *path, const char *text, size_t len, const char *nam
 		report_oom(&p, top, 0);
 		goto cleanup;
 	}
+	p.db_tail = &p.cfg->databases;
+	p.user_tail = &p.cfg->users;
+	p.api_tail = &p.cfg->apis;
+	p.st_tail = &p.cfg->synced_tables;
 	free(p.cfg->path);
 	p.cfg->path = strdup(top);
 	if (!p.cfg->path) {
@@ -1920,6 +2074,7 @@ cleanup:
 		free(p.names);
 		p.names = next;
 	}
+	index_free(&p.index);
 	free(p.line);
 	free(dir);
 	return ok;

@@ -741,6 +741,45 @@ static void test_value_syntax(void **state)
 	}
 }
 
+/* Many entries: every one is kept once, the later duplicate wins, order is the file's. */
+static void test_many_entries(void **state)
+{
+	size_t cap = 4 * 1024 * 1024, used = 0;
+	char *text = malloc(cap), name[64];
+	struct config *cfg;
+	const struct cf_database *db;
+	struct msgs m;
+	int n = 0;
+
+	(void)state;
+	assert_non_null(text);
+	used += (size_t)snprintf(text + used, cap - used, "[databases]\n");
+	for (int i = 0; i < 20000; i++)
+		used += (size_t)snprintf(text + used, cap - used, "db%d = host=first%d\n", i, i);
+	for (int i = 0; i < 20000; i += 3)
+		used += (size_t)snprintf(text + used, cap - used, "db%d = host=again%d\n", i, i);
+	used += (size_t)snprintf(text + used, cap - used,
+	                         "[apis]\nx = type=rest\n[synced_tables]\n");
+	for (int i = 0; i < 20000; i++)
+		used += (size_t)snprintf(text + used, cap - used, "db%d.s.t = api=x\n", i);
+	assert_true(used < cap);
+	assert_true(load_text(text, &cfg, &m));
+	for (db = cfg->databases; db; db = db->next) {
+		snprintf(name, sizeof(name), "db%d", n);
+		assert_string_equal(db->name, name);
+		snprintf(name, sizeof(name), n % 3 == 0 ? "again%d" : "first%d", n);
+		assert_string_equal(db->host, name);
+		n++;
+	}
+	assert_int_equal(n, 20000);
+	n = 0;
+	for (const struct cf_synced_table *st = cfg->synced_tables; st; st = st->next)
+		n++;
+	assert_int_equal(n, 20000);
+	config_free(cfg);
+	free(text);
+}
+
 static void test_long_line_and_nul_byte(void **state)
 {
 	size_t big = CF_MAX_LINE + 10;
@@ -1086,6 +1125,7 @@ int main(void)
 	        cmocka_unit_test(test_unknown_things_warn_and_continue),
 	        cmocka_unit_test(test_bad_values_fail_with_file_line),
 	        cmocka_unit_test(test_value_syntax),
+	        cmocka_unit_test(test_many_entries),
 	        cmocka_unit_test(test_long_line_and_nul_byte),
 	        cmocka_unit_test(test_quoted_values),
 	        cmocka_unit_test(test_fallback_database),
