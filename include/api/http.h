@@ -60,7 +60,8 @@ struct http_response {
 	size_t body_len;
 	const struct http_header *headers; /* of the final answer */
 	int nheaders;
-	int64_t elapsed_usec; /* from http_submit() to completion */
+	int64_t elapsed_usec;   /* from http_submit() to completion */
+	bool reused_connection; /* sent on a connection kept from an earlier request */
 };
 
 /* Value of the first header named name (case-insensitive), or NULL. */

@@ -77,6 +77,7 @@ struct http_request {
 	size_t resp_len;
 	size_t resp_size;
 	bool body_too_large;
+	bool reused;
 	struct http_header resp_headers[HTTP_MAX_HEADERS];
 	int resp_nheaders;
 	size_t resp_header_bytes;
@@ -481,6 +482,7 @@ static void http_finish(struct http_request *req, enum http_outcome outcome, lon
 	resp.headers = req->resp_headers;
 	resp.nheaders = req->resp_nheaders;
 	resp.elapsed_usec = http_now_usec() - req->start_usec;
+	resp.reused_connection = req->reused;
 	log_debug("http: %s %s: %s, status %ld, %zu bytes, %lld ms", lane->name,
 	          http_method_str(req->method), http_outcome_str(outcome), status, req->resp_len,
 	          (long long)(resp.elapsed_usec / 1000));
@@ -536,7 +538,7 @@ static void http_transfer_done(struct http_engine *eng, CURL *easy, CURLcode rc)
 {
 	struct http_request *req = NULL;
 	curl_off_t sent = 0;
-	long status = 0, req_size = 0;
+	long status = 0, req_size = 0, nconnects = -1;
 	char why[CURL_ERROR_SIZE + 64];
 	enum http_outcome outcome;
 
@@ -547,6 +549,8 @@ static void http_transfer_done(struct http_engine *eng, CURL *easy, CURLcode rc)
 	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
 	curl_easy_getinfo(easy, CURLINFO_REQUEST_SIZE, &req_size);
 	curl_easy_getinfo(easy, CURLINFO_SIZE_UPLOAD_T, &sent);
+	curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &nconnects);
+	req->reused = rc == CURLE_OK && nconnects == 0;
 	snprintf(why, sizeof(why), "%s", req->errbuf[0] ? req->errbuf : curl_easy_strerror(rc));
 	if (rc == CURLE_OK) {
 		outcome = HTTP_OUTCOME_ANSWER;

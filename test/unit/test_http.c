@@ -36,6 +36,7 @@ struct done {
 	char content_type[64];
 	int order;
 	int64_t at_ms;
+	bool reused;
 };
 
 struct env {
@@ -72,6 +73,7 @@ static void on_done(void *arg, const struct http_response *resp)
 	snprintf(d->error, sizeof(d->error), "%s", resp->error ? resp->error : "");
 	snprintf(d->content_type, sizeof(d->content_type), "%s", ct ? ct : "");
 	d->order = E.seq++;
+	d->reused = resp->reused_connection;
 	d->at_ms = now_ms();
 	E.finished++;
 	if (E.finished >= E.want)
@@ -144,6 +146,20 @@ static void test_answer_and_headers(void **state)
 	assert_null(strstr(d.body, "Injected"));
 	assert_non_null(strstr(d.body, "{\\\"a\\\":1}"));
 	assert_string_equal(d.content_type, "application/json;charset=UTF-8");
+}
+
+static void test_connection_reuse(void **state)
+{
+	struct done a = {0}, b = {0};
+
+	assert_true(http_submit(E.eng, E.lane, req_to(HTTP_GET, "/_echo"), on_done, &a));
+	run_until(1, 5000);
+	assert_true(http_submit(E.eng, E.lane, req_to(HTTP_POST, "/_echo"), on_done, &b));
+	run_until(2, 5000);
+	assert_int_equal(a.status, 200);
+	assert_int_equal(b.status, 200);
+	assert_false(a.reused);
+	assert_true(b.reused);
 }
 
 static void test_cap_and_fifo_queue(void **state)
@@ -359,6 +375,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test_setup_teardown(test_answer_and_headers, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_connection_reuse, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_cap_and_fifo_queue, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_timeout_is_unknown_outcome, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_refused_is_not_sent, setup, teardown),
