@@ -283,8 +283,10 @@ bool config_load_opts(const char *path, const struct cf_load_opts *opts, struct 
  * Same from memory: text[0..len) (need not be NUL-terminated) is the file's content, name is used
  * in messages and as the base of relative %include paths. opts may be NULL.
  */
-bool config_load_buffer(const char *text, size_t len, const char *name,
-                        const struct cf_load_opts *opts, struct config **out)
+bool config_load_buffer(const char *text, size_t len, const char *name, struct config **out)
+        __attribute__((warn_unused_result));
+bool config_load_buffer_opts(const char *text, size_t len, const char *name,
+                             const struct cf_load_opts *opts, struct config **out)
         __attribute__((warn_unused_result));
 
 /* Releases cfg and everything it owns; NULL is fine. */

@@ -2090,10 +2090,15 @@ bool config_load(const char *path, struct config **out)
 	return load(path, NULL, 0, NULL, NULL, out);
 }
 
-bool config_load_buffer(const char *text, size_t len, const char *name,
-                        const struct cf_load_opts *opts, struct config **out)
+bool config_load_buffer_opts(const char *text, size_t len, const char *name,
+                             const struct cf_load_opts *opts, struct config **out)
 {
 	return load(NULL, text, len, name ? name : "<buffer>", opts, out);
+}
+
+bool config_load_buffer(const char *text, size_t len, const char *name, struct config **out)
+{
+	return config_load_buffer_opts(text, len, name, NULL, out);
 }
 
 /* ---- runtime changes ------------------------------------------------------------------------ */

@@ -20,7 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct config *cfg = NULL;
 	char buf[256];
 
-	if (!config_load_buffer((const char *)data, size, "fuzz.ini", &opts, &cfg))
+	if (!config_load_buffer_opts((const char *)data, size, "fuzz.ini", &opts, &cfg))
 		return 0;
 	for (int i = 0; i < config_key_count(); i++)
 		config_key_format(cfg, i, buf, sizeof(buf));

@@ -63,7 +63,7 @@ static bool load_text(const char *text, struct config **cfg, struct msgs *m)
 	struct cf_load_opts opts = {.report = collect, .arg = m, .quiet = true};
 
 	memset(m, 0, sizeof(*m));
-	return config_load_buffer(text, strlen(text), "test.ini", &opts, cfg);
+	return config_load_buffer_opts(text, strlen(text), "test.ini", &opts, cfg);
 }
 
 static bool load_path(const char *path, struct config **cfg, struct msgs *m)
@@ -455,6 +455,12 @@ static void test_format_basics(void **state)
 	assert_non_null(config_find_database(cfg, "foodb"));
 	assert_string_equal(config_find_database(cfg, "foodb")->host, "");
 	config_free(cfg);
+
+	/* the plain variant logs instead of reporting */
+	assert_true(config_load_buffer("[pgbouncer]\nlisten_port = 1\n", 27, "plain.ini", &cfg));
+	assert_int_equal(cfg->listen_port, 1);
+	assert_string_equal(cfg->path, "plain.ini");
+	config_free(cfg);
 }
 
 /* ---- %include ------------------------------------------------------------------------------- */
@@ -560,7 +566,7 @@ static void test_include_refused_when_asked(void **state)
 	const char *text = "%include /etc/passwd\n";
 
 	(void)state;
-	assert_false(config_load_buffer(text, strlen(text), "fuzz", &opts, &cfg));
+	assert_false(config_load_buffer_opts(text, strlen(text), "fuzz", &opts, &cfg));
 }
 
 /* ---- duplicates, unknown keys, bad values ------------------------------------------------- */
@@ -808,7 +814,7 @@ static void test_long_line_and_nul_byte(void **state)
 	free(text);
 
 	memset(&m, 0, sizeof(m));
-	assert_false(config_load_buffer(nul, sizeof(nul) - 1, "nul.ini", &opts, &cfg));
+	assert_false(config_load_buffer_opts(nul, sizeof(nul) - 1, "nul.ini", &opts, &cfg));
 	assert_true(msgs_have(&m, "nul.ini:2: NUL byte"));
 }
 
