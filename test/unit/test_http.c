@@ -367,7 +367,8 @@ static void test_200_slow_requests_loop_not_blocked(void **state)
 	assert_true(t.ticks > 10);
 	print_message("200 requests in %lld ms, %d ticks, worst tick lateness %lld ms\n",
 	              (long long)(now_ms() - t0), t.ticks, (long long)t.worst_late_ms);
-	assert_true(t.worst_late_ms < 150);
+	/* a blocked loop would show the 500 ms of a request; the margin is for a loaded machine */
+	assert_true(t.worst_late_ms < 250);
 	http_lane_free(lane);
 }
 
