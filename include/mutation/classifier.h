@@ -1,0 +1,119 @@
+/*
+ * classifier — decides which client statements touch synced tables, so that everything else
+ * keeps the pass-through fast path.
+ *
+ * Two stages:
+ *  - classifier_quick_check(): a lexer over the first token plus one substring scan of the text.
+ *    It allocates nothing and never parses. It may say "maybe" (true) for statements that turn
+ *    out harmless, but it says "no" (false) only when the statement cannot write a synced table
+ *    of that database nor change a syncbouncer.* setting by any spelling it knows of.
+ *  - classifier_classify(): the PostgreSQL grammar (libpg_query) names the statement's target
+ *    tables, ON CONFLICT, RETURNING, writable CTEs and setting changes exactly.
+ *
+ * Invariants: a struct classifier is immutable after classifier_new(), so it may be shared by
+ * every connection (and threads); the quick check and the classification never log SQL text.
+ * Table names are compared as PostgreSQL stores them: unquoted SQL identifiers fold to lower
+ * case, quoted ones keep their case, and an unqualified name means schema "public" (the
+ * session's search_path is not known here).
+ */
+#ifndef SB_MUTATION_CLASSIFIER_H
+#define SB_MUTATION_CLASSIFIER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Built once per configuration from its synced tables; opaque. */
+struct classifier;
+
+/* One synced table: the [databases] entry it belongs to, and its schema and name in Postgres. */
+struct classifier_table {
+	const char *database;
+	const char *schema;
+	const char *table;
+};
+
+/* Bounds on what classifier_new() accepts; a longer name cannot be a Postgres identifier. */
+#define CLASSIFIER_MAX_TABLES   4096
+#define CLASSIFIER_MAX_NAME_LEN 255
+
+/*
+ * Builds a classifier for n tables (n may be 0). Copies everything it needs: tables may be freed
+ * afterwards; the index of a table in the array is what struct stmt_class.table reports.
+ * Returns NULL on out of memory, or when n is out of range or a name is NULL, empty or longer
+ * than CLASSIFIER_MAX_NAME_LEN (the caller logs its own message then).
+ */
+struct classifier *classifier_new(const struct classifier_table *tables, int n)
+        __attribute__((warn_unused_result));
+void classifier_free(struct classifier *cl);
+
+/*
+ * Fast path, no allocation, no parser: false = relay the statement untouched.
+ * Needs: cl (may be NULL: then only the syncbouncer.* checks apply), database (the [databases]
+ * entry of the connection), sql[0..len) (need not be NUL-terminated; the scan stops at len or
+ * at a NUL byte).
+ * True when the first token (after whitespace, comments and '(') is INSERT, UPDATE, DELETE,
+ * MERGE, COPY, WITH, TRUNCATE or EXPLAIN and the text contains (ignoring case) the name of a
+ * synced table of that database; or when the text contains "syncbouncer", "set_config" or a
+ * Unicode-escape introducer (U&) after any statement-starting keyword that can change a
+ * setting; or when the text holds more than one statement and one of those conditions may hold
+ * for a later one. "SELECT 1" is refused after reading its eight bytes once.
+ */
+bool classifier_quick_check(const struct classifier *cl, const char *database, const char *sql,
+                            size_t len);
+
+enum stmt_verdict {
+	STMT_PASS,     /* not a synced-table write: relay */
+	STMT_MUTATION, /* INSERT/UPDATE/DELETE of exactly one synced table: the pipeline runs it */
+	STMT_REJECT,   /* refuse with sqlstate/message/detail/hint below */
+};
+const char *stmt_verdict_str(enum stmt_verdict v);
+
+enum stmt_op {
+	OP_NONE,
+	OP_INSERT,
+	OP_UPDATE,
+	OP_DELETE,
+};
+const char *stmt_op_str(enum stmt_op op);
+
+struct stmt_class {
+	enum stmt_verdict verdict;
+	enum stmt_op op; /* MUTATION: what it does; else OP_NONE */
+	int table; /* MUTATION (and REJECT naming one table): index given to classifier_new; else -1
+	            */
+	bool returning;           /* MUTATION: has RETURNING */
+	bool on_conflict_nothing; /* MUTATION: INSERT ... ON CONFLICT DO NOTHING */
+	int nstatements;          /* statements in the text (multi-statement simple query) */
+	int nmutations;           /* statements among them that are MUTATION */
+	/*
+	 * The statement that decided the verdict (the first REJECT, else the first MUTATION, else
+	 * 0): its index among the statements and its byte range in the text, starting at its first
+	 * token and ending before its ';'.
+	 */
+	int stmt_index;
+	int stmt_location, stmt_len;
+	char sqlstate[6];                          /* REJECT: five characters and a NUL; else "" */
+	char message[256], detail[256], hint[256]; /* REJECT: NUL-terminated; "" when none */
+};
+
+/*
+ * Parses sql (NUL-terminated) with libpg_query and fills *out (always, whatever the result).
+ * Needs cl (NULL: no synced tables) and database as for the quick check. Several statements are
+ * classified together: the verdict is the strongest one (REJECT > MUTATION > PASS). A text
+ * PostgreSQL cannot parse gives STMT_PASS (PostgreSQL reports the error itself). A statement
+ * whose parse tree is too large or too deep to inspect is refused with 54001.
+ * Returns false only on out of memory; *out is then a REJECT with 53200, ready to send.
+ */
+bool classifier_classify(const struct classifier *cl, const char *database, const char *sql,
+                         struct stmt_class *out) __attribute__((warn_unused_result));
+
+/*
+ * For multi-statement simple queries: the byte ranges of each statement of sql (NUL-terminated),
+ * from its first token to before its ';' (empty statements are skipped). Fills at most max
+ * entries of starts/lens and returns how many statements there are (which may exceed max), or
+ * -1 when out of memory. A text the grammar rejects is split by the lexer alone.
+ */
+int classifier_split(const char *sql, int *starts, int *lens, int max)
+        __attribute__((warn_unused_result));
+
+#endif
