@@ -382,7 +382,8 @@ static enum api_error_class rest_class_of(long status)
 	case 429:
 		return API_ERR_RATE_LIMIT;
 	default:
-		return status >= 500 ? API_ERR_SERVER : API_ERR_VALIDATION;
+		/* 1xx/3xx (redirects are not followed: base_url is wrong) and 5xx */
+		return status >= 500 || status < 400 ? API_ERR_SERVER : API_ERR_VALIDATION;
 	}
 }
 
@@ -495,7 +496,7 @@ static void rest_parse(const struct connector *c, const struct api_table *t, enu
 			              resp->status);
 		snprintf(out->error.code, sizeof(out->error.code), "%s", code ? code : "");
 		out->error.session_expired = resp->status == 401;
-		out->error.nothing_written = resp->status >= 400 && resp->status < 500;
+		out->error.nothing_written = resp->status < 500;
 		api_error_locate(&out->error, c, t, op, rows, nrows, nrows == 1 ? 0 : -1, field);
 		goto done;
 	}

@@ -296,7 +296,8 @@ static enum api_error_class sf_class_of(const char *code, long status)
 		return API_ERR_NOT_FOUND;
 	if (status == 429)
 		return API_ERR_RATE_LIMIT;
-	if (status >= 500)
+	/* 5xx, and 1xx/3xx: a redirect means base_url is wrong; either way nothing was done */
+	if (status >= 500 || (status < 400 && (status < 200 || status >= 300)))
 		return API_ERR_SERVER;
 	/* INVALID_EMAIL_ADDRESS, FIELD_CUSTOM_VALIDATION_EXCEPTION, STRING_TOO_LONG, ... */
 	return API_ERR_VALIDATION;
@@ -311,7 +312,7 @@ static void sf_set_error(struct api_error *e, const char *cname, const char *cod
 	snprintf(e->code, sizeof(e->code), "%s", code ? code : "");
 	e->session_expired = cls == API_ERR_AUTH && status == 401;
 	/* allOrNone, or an error about the whole request: no record was changed. */
-	e->nothing_written = cls != API_ERR_SERVER || (status >= 400 && status < 500);
+	e->nothing_written = cls != API_ERR_SERVER || status < 500;
 }
 
 /* The per-record shape: the first error that is not the rollback notice, else any. */

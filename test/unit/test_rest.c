@@ -257,6 +257,7 @@ static void test_errors(void **state)
 	        {"rest_error_422.json", 401, API_ERR_AUTH, true, "email is not"},
 	        {"html_503.html", 503, API_ERR_SERVER, false, "HTTP 503"},
 	        {"html_503.html", 429, API_ERR_RATE_LIMIT, true, "HTTP 429"},
+	        {"html_503.html", 302, API_ERR_SERVER, true, "HTTP 302"},
 	        {"html_503.html", 201, API_ERR_BAD_ANSWER, false, "not JSON"},
 	        {"sf_truncated.json", 200, API_ERR_BAD_ANSWER, false, "not JSON"},
 	};
