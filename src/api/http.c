@@ -507,9 +507,8 @@ static void http_defer_failure(struct http_request *req, enum http_outcome outco
 	req->state = HTTP_REQ_DEFERRED;
 	req->defer_outcome = outcome;
 	snprintf(req->defer_error, sizeof(req->defer_error), "%s", error);
-	if (req->defer_ev == NULL)
-		req->defer_ev = evtimer_new(req->eng->base, http_defer_cb, req);
-	if (req->defer_ev == NULL || evtimer_add(req->defer_ev, &zero) != 0)
+	/* defer_ev was made by http_submit(), so that failing never needs memory */
+	if (evtimer_add(req->defer_ev, &zero) != 0)
 		fatal("http: cannot schedule a timer");
 }
 
@@ -790,6 +789,12 @@ bool http_submit(struct http_engine *eng, struct http_lane *lane, struct http_re
 {
 	if (req->state != HTTP_REQ_NEW || lane->eng != eng || !http_parse_url(req)) {
 		log_warning("http: %s: refusing a request with a malformed URL", lane->name);
+		http_request_free(req);
+		return false;
+	}
+	req->defer_ev = evtimer_new(eng->base, http_defer_cb, req);
+	if (req->defer_ev == NULL) {
+		log_error("http: %s: out of memory", lane->name);
 		http_request_free(req);
 		return false;
 	}
