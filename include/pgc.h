@@ -1,0 +1,83 @@
+/*
+ * pgc — one asynchronous libpq connection driven by the process's libevent loop, for the control
+ * plane (installing the guard triggers, reading table catalogs, the mutation pipeline's own
+ * statements, journal replay). Client traffic never goes through here.
+ *
+ * Invariants:
+ * - Nothing blocks: the connection is made with PQconnectStart/PQconnectPoll, queries are sent
+ *   in non-blocking mode and flushed on write events, answers are read on read events.
+ * - Every callback runs later, from the loop, never from inside pgc_connect() or pgc_query().
+ * - The ready callback runs exactly once. Each query's callback runs exactly once, in the order
+ *   the queries were queued, unless pgc_close() cancels it first.
+ * - Once the connection broke (or never came up) it stays broken: every query still queued gets
+ *   its callback with res NULL and the reason, and pgc_query() refuses new ones.
+ * - COPY is not supported: a statement that starts one breaks the connection.
+ */
+#ifndef SB_PGC_H
+#define SB_PGC_H
+
+#include <stdbool.h>
+#include <libpq-fe.h>
+
+struct event_base;
+struct pgc;
+
+/* Connect outcome: error NULL = connected, else a one-line reason (valid during the call). */
+typedef void (*pgc_ready_cb)(void *arg, struct pgc *pc, const char *error);
+
+/*
+ * One statement's outcome. res: the statement's last PGresult, with an OK or an error status
+ * (PQresultStatus / PQresultErrorField tell); owned by the pgc and cleared after the callback
+ * returns unless the callback takes it with pgc_steal_result(). res NULL: the connection broke
+ * (or could not be made) and error says why (valid during the call); the statement's effect is
+ * unknown.
+ */
+typedef void (*pgc_result_cb)(void *arg, struct pgc *pc, PGresult *res, const char *error);
+
+/*
+ * Starts connecting to conninfo (a libpq connection string or URI; its connect_timeout bounds
+ * the whole connection attempt). cb runs exactly once, later, from the loop. The returned pgc is
+ * the caller's, to release with pgc_close() (also after a failed connect). Queries may be queued
+ * at once: they run when the connection is up, or fail with it.
+ * Returns NULL only when out of memory; cb is then never called.
+ */
+struct pgc *pgc_connect(struct event_base *base, const char *conninfo, pgc_ready_cb cb, void *arg);
+
+/*
+ * Queues one statement. sql is copied, and so are the parameters: nparams values (NULL = SQL
+ * NULL) with their type oids (types may be NULL: the server infers them), lengths (needed only
+ * for binary parameters; lengths may be NULL when all are text) and formats (0 text, 1 binary;
+ * NULL = all text). result_format: 0 text, 1 binary. With nparams 0, result_format 0 and no
+ * types, the text goes through the simple query protocol and may hold several statements
+ * separated by semicolons; cb then gets the last statement's result (or the first error).
+ * Statements run one after another in queue order.
+ * Returns false, without queueing, when out of memory, nparams is out of range, or the
+ * connection is broken or closed.
+ */
+bool pgc_query(struct pgc *pc, const char *sql, int nparams, const Oid *types,
+               const char *const *values, const int *lengths, const int *formats, int result_format,
+               pgc_result_cb cb, void *arg) __attribute__((warn_unused_result));
+
+/*
+ * Inside a result callback only: takes the result from the pgc; the caller must PQclear() it.
+ * NULL when called elsewhere or twice.
+ */
+PGresult *pgc_steal_result(struct pgc *pc);
+
+/* A query is queued or running. */
+bool pgc_busy(const struct pgc *pc);
+
+/* Connected and not broken. */
+bool pgc_ok(const struct pgc *pc);
+
+/* The last connection error, "" if none. Valid until the next call into this pgc. */
+const char *pgc_error(const struct pgc *pc);
+
+/*
+ * Closes the connection and releases everything; queued and running queries' callbacks (and a
+ * pending ready callback) are dropped without being called. Safe inside any pgc callback; the
+ * pgc must not be used afterwards. NULL is ignored.
+ */
+void pgc_close(struct pgc *pc);
+
+#endif

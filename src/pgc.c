@@ -1,0 +1,659 @@
+/*
+ * pgc — one asynchronous libpq connection on the libevent loop (see include/pgc.h).
+ *
+ * States: CONNECTING (PQconnectPoll driven by socket events; the socket may change between
+ * polls, so the event is re-created whenever the descriptor or the wanted direction changes),
+ * READY (queries run one at a time from a FIFO queue; the head of the queue is the running one),
+ * BROKEN (terminal). A zero-delay "kick" event starts the next query so that no callback ever
+ * runs inside pgc_connect() or pgc_query(), and so that a callback that queues a statement does
+ * not re-enter the dispatcher.
+ *
+ * Callbacks may call pgc_close(): while one runs, `depth` is non-zero and pgc_close() only marks
+ * the pgc closed and drops the connection; the struct itself is freed when the outermost
+ * dispatcher sees depth fall back to zero.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+
+#include <event2/event.h>
+#include <libpq-fe.h>
+
+#include "log.h"
+#include "pgc.h"
+
+/* libpq's own bound on a statement's parameters (the protocol carries an int16 count). */
+#define PGC_MAX_PARAMS 65535
+/* connect_timeout below 2 s is taken as 2 s, as libpq does. */
+#define PGC_MIN_CONNECT_TIMEOUT 2
+
+enum pgc_state {
+	PGC_CONNECTING,
+	PGC_READY,
+	PGC_BROKEN,
+};
+
+struct pgc_query {
+	struct pgc_query *next;
+	char *sql;
+	int nparams;
+	Oid *types;
+	char **values;
+	int *lengths;
+	int *formats;
+	int result_format;
+	bool simple; /* simple query protocol: several statements allowed */
+	pgc_result_cb cb;
+	void *arg;
+};
+
+struct pgc {
+	struct event_base *base;
+	PGconn *conn;
+	enum pgc_state state;
+	struct event *sock_ev;
+	int sock_fd;
+	short sock_what;
+	struct event *timer; /* connect_timeout */
+	struct event *kick;  /* zero-delay: start the next query, report an early failure */
+	pgc_ready_cb ready_cb;
+	void *ready_arg;
+	bool ready_pending; /* the ready callback has not run yet */
+
+	struct pgc_query *head, *tail;
+	bool running;     /* head has been sent and its results are being read */
+	bool flushing;    /* the send buffer is not yet empty */
+	PGresult *result; /* the running statement's latest result */
+	PGresult *handed; /* the result being shown to a callback, NULL once stolen */
+
+	int depth; /* callbacks running */
+	bool closed;
+	char error[512];
+};
+
+static const char *pgc_state_str(enum pgc_state state)
+{
+	switch (state) {
+	case PGC_CONNECTING:
+		return "connecting";
+	case PGC_READY:
+		return "ready";
+	case PGC_BROKEN:
+		return "broken";
+	}
+	return "?";
+}
+
+static void pgc_on_socket(evutil_socket_t fd, short what, void *arg);
+static void pgc_on_kick(evutil_socket_t fd, short what, void *arg);
+static void pgc_fail(struct pgc *pc, const char *why);
+
+/* Keeps one line of libpq's (possibly multi-line, newline-terminated) message. */
+static void pgc_set_error(struct pgc *pc, const char *msg)
+{
+	size_t n;
+
+	if (!msg || !*msg)
+		msg = "connection to the server was lost";
+	snprintf(pc->error, sizeof(pc->error), "%s", msg);
+	n = strlen(pc->error);
+	while (n > 0 && (pc->error[n - 1] == '\n' || pc->error[n - 1] == ' '))
+		pc->error[--n] = '\0';
+	for (size_t i = 0; i < n; i++)
+		if (pc->error[i] == '\n')
+			pc->error[i] = ' ';
+}
+
+static void pgc_query_free(struct pgc_query *q)
+{
+	if (!q)
+		return;
+	if (q->values)
+		for (int i = 0; i < q->nparams; i++)
+			free(q->values[i]);
+	free(q->values);
+	free(q->types);
+	free(q->lengths);
+	free(q->formats);
+	free(q->sql);
+	free(q);
+}
+
+static void pgc_unwatch(struct pgc *pc)
+{
+	if (pc->sock_ev) {
+		event_free(pc->sock_ev);
+		pc->sock_ev = NULL;
+	}
+	pc->sock_fd = -1;
+	pc->sock_what = 0;
+}
+
+/* Watches libpq's current socket for `what`; re-creates the event when either changed. */
+static bool pgc_watch(struct pgc *pc, short what)
+{
+	int fd = PQsocket(pc->conn);
+
+	if (fd < 0) {
+		pgc_set_error(pc, "connection has no socket");
+		return false;
+	}
+	if (pc->sock_ev && pc->sock_fd == fd && pc->sock_what == what)
+		return true;
+	pgc_unwatch(pc);
+	pc->sock_ev = event_new(pc->base, fd, what | EV_PERSIST, pgc_on_socket, pc);
+	if (!pc->sock_ev || event_add(pc->sock_ev, NULL) != 0) {
+		pgc_unwatch(pc);
+		pgc_set_error(pc, "out of memory");
+		return false;
+	}
+	pc->sock_fd = fd;
+	pc->sock_what = what;
+	return true;
+}
+
+static void pgc_release(struct pgc *pc)
+{
+	struct pgc_query *q;
+
+	pgc_unwatch(pc);
+	if (pc->timer) {
+		event_free(pc->timer);
+		pc->timer = NULL;
+	}
+	if (pc->kick) {
+		event_free(pc->kick);
+		pc->kick = NULL;
+	}
+	while ((q = pc->head)) {
+		pc->head = q->next;
+		pgc_query_free(q);
+	}
+	pc->tail = NULL;
+	if (pc->result) {
+		PQclear(pc->result);
+		pc->result = NULL;
+	}
+	if (pc->conn) {
+		PQfinish(pc->conn);
+		pc->conn = NULL;
+	}
+}
+
+/* Around every callback; false when the pgc was closed (and possibly freed) meanwhile. */
+static void pgc_enter(struct pgc *pc)
+{
+	pc->depth++;
+}
+
+static bool pgc_leave(struct pgc *pc)
+{
+	pc->depth--;
+	if (!pc->closed)
+		return true;
+	if (pc->depth == 0)
+		free(pc);
+	return false;
+}
+
+static void pgc_notice(void *arg, const char *message)
+{
+	(void)arg;
+	/* Notices may quote statement text: not above DEBUG. */
+	log_debug("pgc: server notice: %.*s", (int)strcspn(message, "\n"), message);
+}
+
+static void pgc_schedule(struct pgc *pc)
+{
+	if (pc->kick && !pc->closed)
+		event_active(pc->kick, EV_TIMEOUT, 0);
+}
+
+/* Runs the ready callback once. False when the callback closed the pgc. */
+static bool pgc_report_ready(struct pgc *pc, const char *error)
+{
+	if (!pc->ready_pending)
+		return true;
+	pc->ready_pending = false;
+	if (!pc->ready_cb)
+		return true;
+	pgc_enter(pc);
+	pc->ready_cb(pc->ready_arg, pc, error);
+	return pgc_leave(pc);
+}
+
+/* Breaks the connection for good and fails the ready callback and all queued statements. */
+static void pgc_fail(struct pgc *pc, const char *why)
+{
+	struct pgc_query *q;
+	char reason[sizeof(pc->error)];
+
+	if (why != pc->error)
+		pgc_set_error(pc, why);
+	snprintf(reason, sizeof(reason), "%s", pc->error);
+	log_debug("pgc %p: %s: %s", (void *)pc, pgc_state_str(pc->state), reason);
+	pc->state = PGC_BROKEN;
+	pc->running = false;
+	pc->flushing = false;
+	pgc_unwatch(pc);
+	if (pc->timer)
+		event_del(pc->timer);
+	if (pc->result) {
+		PQclear(pc->result);
+		pc->result = NULL;
+	}
+	if (pc->conn) {
+		/* Closing now tells the server at once; PQstatus of a finished conn is not needed.
+		 */
+		PQfinish(pc->conn);
+		pc->conn = NULL;
+	}
+	pgc_enter(pc);
+	if (!pgc_report_ready(pc, reason))
+		goto out;
+	while (!pc->closed && (q = pc->head)) {
+		pc->head = q->next;
+		if (!pc->head)
+			pc->tail = NULL;
+		if (q->cb)
+			q->cb(q->arg, pc, NULL, reason);
+		pgc_query_free(q);
+	}
+out:
+	pgc_leave(pc);
+}
+
+/* Hands the finished head statement its result, then moves on. False when the pgc went away. */
+static bool pgc_finish_query(struct pgc *pc)
+{
+	struct pgc_query *q = pc->head;
+	bool alive;
+
+	pc->head = q->next;
+	if (!pc->head)
+		pc->tail = NULL;
+	pc->running = false;
+	pc->handed = pc->result;
+	pc->result = NULL;
+	pgc_enter(pc);
+	if (q->cb)
+		q->cb(q->arg, pc, pc->handed, NULL);
+	if (pc->handed)
+		PQclear(pc->handed);
+	pc->handed = NULL;
+	pgc_query_free(q);
+	alive = pgc_leave(pc);
+	if (alive)
+		pgc_schedule(pc);
+	return alive;
+}
+
+/* Reads what arrived; delivers the head statement's result when it is complete. */
+static void pgc_read_results(struct pgc *pc)
+{
+	PGresult *res;
+
+	if (!PQconsumeInput(pc->conn)) {
+		pgc_set_error(pc, PQerrorMessage(pc->conn));
+		goto broken;
+	}
+	/* Nobody listens for notifications; drop them so they do not pile up. */
+	for (PGnotify *n; (n = PQnotifies(pc->conn));)
+		PQfreemem(n);
+	if (!pc->running) {
+		if (PQstatus(pc->conn) == CONNECTION_BAD) {
+			pgc_set_error(pc, PQerrorMessage(pc->conn));
+			goto broken;
+		}
+		return;
+	}
+	while (!PQisBusy(pc->conn)) {
+		res = PQgetResult(pc->conn);
+		if (!res)
+			break;
+		switch (PQresultStatus(res)) {
+		case PGRES_COPY_IN:
+		case PGRES_COPY_OUT:
+		case PGRES_COPY_BOTH:
+			PQclear(res);
+			pgc_set_error(pc, "COPY is not supported on this connection");
+			goto broken;
+		default:
+			break;
+		}
+		/* The first error of a multi-statement text is what its caller needs to see. */
+		if (pc->result && PQresultStatus(pc->result) == PGRES_FATAL_ERROR) {
+			PQclear(res);
+			continue;
+		}
+		if (pc->result)
+			PQclear(pc->result);
+		pc->result = res;
+	}
+	if (PQisBusy(pc->conn)) {
+		if (PQstatus(pc->conn) == CONNECTION_BAD) {
+			pgc_set_error(pc, PQerrorMessage(pc->conn));
+			goto broken;
+		}
+		return;
+	}
+	if (PQstatus(pc->conn) == CONNECTION_BAD) {
+		/* The server ended the session (e.g. pg_terminate_backend): say what it said. */
+		if (pc->result && PQresultErrorMessage(pc->result)[0])
+			pgc_set_error(pc, PQresultErrorMessage(pc->result));
+		else
+			pgc_set_error(pc, PQerrorMessage(pc->conn));
+		goto broken;
+	}
+	if (!pc->result) {
+		pgc_set_error(pc, "the server sent no result");
+		goto broken;
+	}
+	if (!pgc_finish_query(pc))
+		return;
+	if (pc->state == PGC_READY && !pc->closed && !pgc_watch(pc, EV_READ))
+		pgc_fail(pc, pc->error);
+	return;
+broken:
+	pgc_fail(pc, pc->error);
+}
+
+/* Sends what libpq holds. False when the connection broke (pc may then be gone). */
+static bool pgc_flush(struct pgc *pc)
+{
+	int r = PQflush(pc->conn);
+
+	if (r < 0) {
+		pgc_fail(pc, PQerrorMessage(pc->conn));
+		return false;
+	}
+	pc->flushing = r > 0;
+	if (!pgc_watch(pc, pc->flushing ? EV_READ | EV_WRITE : EV_READ)) {
+		pgc_fail(pc, pc->error);
+		return false;
+	}
+	return true;
+}
+
+static void pgc_start_next(struct pgc *pc)
+{
+	struct pgc_query *q = pc->head;
+	int ok;
+
+	if (pc->state != PGC_READY || pc->running || !q)
+		return;
+	if (q->simple)
+		ok = PQsendQuery(pc->conn, q->sql);
+	else
+		ok = PQsendQueryParams(pc->conn, q->sql, q->nparams, q->types,
+		                       (const char *const *)q->values, q->lengths, q->formats,
+		                       q->result_format);
+	if (!ok) {
+		pgc_fail(pc, PQerrorMessage(pc->conn));
+		return;
+	}
+	pc->running = true;
+	(void)pgc_flush(pc);
+}
+
+static void pgc_connect_poll(struct pgc *pc)
+{
+	switch (PQconnectPoll(pc->conn)) {
+	case PGRES_POLLING_READING:
+		if (!pgc_watch(pc, EV_READ))
+			pgc_fail(pc, pc->error);
+		return;
+	case PGRES_POLLING_WRITING:
+		if (!pgc_watch(pc, EV_WRITE))
+			pgc_fail(pc, pc->error);
+		return;
+	case PGRES_POLLING_OK:
+		break;
+	default:
+		pgc_fail(pc, PQerrorMessage(pc->conn));
+		return;
+	}
+	if (pc->timer)
+		event_del(pc->timer);
+	if (PQsetnonblocking(pc->conn, 1) != 0) {
+		pgc_fail(pc, PQerrorMessage(pc->conn));
+		return;
+	}
+	pc->state = PGC_READY;
+	if (!pgc_watch(pc, EV_READ)) {
+		pgc_fail(pc, pc->error);
+		return;
+	}
+	log_debug("pgc %p: connected", (void *)pc);
+	if (!pgc_report_ready(pc, NULL))
+		return;
+	pgc_schedule(pc);
+}
+
+static void pgc_on_socket(evutil_socket_t fd, short what, void *arg)
+{
+	struct pgc *pc = arg;
+
+	(void)fd;
+	switch (pc->state) {
+	case PGC_CONNECTING:
+		pgc_connect_poll(pc);
+		return;
+	case PGC_READY:
+		break;
+	case PGC_BROKEN:
+		pgc_unwatch(pc);
+		return;
+	}
+	if (pc->flushing && !pgc_flush(pc))
+		return;
+	if (what & EV_READ)
+		pgc_read_results(pc);
+}
+
+static void pgc_on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct pgc *pc = arg;
+
+	(void)fd;
+	(void)what;
+	if (pc->state == PGC_CONNECTING)
+		pgc_fail(pc, "timeout expired while connecting");
+}
+
+static void pgc_on_kick(evutil_socket_t fd, short what, void *arg)
+{
+	struct pgc *pc = arg;
+
+	(void)fd;
+	(void)what;
+	switch (pc->state) {
+	case PGC_CONNECTING:
+		return;
+	case PGC_READY:
+		pgc_start_next(pc);
+		return;
+	case PGC_BROKEN:
+		/* A connection that failed before its first poll, or queries queued since. */
+		pgc_fail(pc, pc->error);
+		return;
+	}
+}
+
+/* libpq's connect_timeout in seconds, 0 = none. */
+static int pgc_connect_timeout(PGconn *conn)
+{
+	PQconninfoOption *opts = PQconninfo(conn);
+	int secs = 0;
+
+	if (!opts)
+		return 0;
+	for (PQconninfoOption *o = opts; o->keyword; o++) {
+		if (strcmp(o->keyword, "connect_timeout") == 0 && o->val && *o->val) {
+			char *end;
+			long v = strtol(o->val, &end, 10);
+
+			if (*end == '\0' && v > 0)
+				secs = v > 86400 ? 86400 : (int)v;
+			break;
+		}
+	}
+	PQconninfoFree(opts);
+	if (secs > 0 && secs < PGC_MIN_CONNECT_TIMEOUT)
+		secs = PGC_MIN_CONNECT_TIMEOUT;
+	return secs;
+}
+
+struct pgc *pgc_connect(struct event_base *base, const char *conninfo, pgc_ready_cb cb, void *arg)
+{
+	struct pgc *pc = calloc(1, sizeof(*pc));
+	int secs;
+
+	if (!pc)
+		return NULL;
+	pc->base = base;
+	pc->sock_fd = -1;
+	pc->ready_cb = cb;
+	pc->ready_arg = arg;
+	pc->ready_pending = true;
+	pc->state = PGC_CONNECTING;
+	pc->kick = event_new(base, -1, 0, pgc_on_kick, pc);
+	pc->timer = evtimer_new(base, pgc_on_timeout, pc);
+	if (!pc->kick || !pc->timer)
+		goto fail;
+	pc->conn = PQconnectStart(conninfo ? conninfo : "");
+	if (!pc->conn)
+		goto fail;
+	PQsetNoticeProcessor(pc->conn, pgc_notice, pc);
+	if (PQstatus(pc->conn) == CONNECTION_BAD) {
+		/* Bad conninfo or no socket: reported from the loop like any failure. */
+		pgc_set_error(pc, PQerrorMessage(pc->conn));
+		pc->state = PGC_BROKEN;
+		pgc_schedule(pc);
+		return pc;
+	}
+	secs = pgc_connect_timeout(pc->conn);
+	if (secs > 0) {
+		struct timeval tv = {.tv_sec = secs};
+
+		if (event_add(pc->timer, &tv) != 0)
+			goto fail;
+	}
+	/* libpq's rule: before the first PQconnectPoll, wait until the socket is writable. */
+	if (!pgc_watch(pc, EV_WRITE)) {
+		pc->state = PGC_BROKEN;
+		pgc_schedule(pc);
+	}
+	return pc;
+fail:
+	pgc_release(pc);
+	free(pc);
+	return NULL;
+}
+
+bool pgc_query(struct pgc *pc, const char *sql, int nparams, const Oid *types,
+               const char *const *values, const int *lengths, const int *formats, int result_format,
+               pgc_result_cb cb, void *arg)
+{
+	struct pgc_query *q;
+
+	if (!pc || pc->closed || pc->state == PGC_BROKEN || !sql)
+		return false;
+	if (nparams < 0 || nparams > PGC_MAX_PARAMS || (nparams > 0 && !values))
+		return false;
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return false;
+	q->cb = cb;
+	q->arg = arg;
+	q->nparams = nparams;
+	q->result_format = result_format ? 1 : 0;
+	q->simple = nparams == 0 && !types && !q->result_format;
+	q->sql = strdup(sql);
+	if (!q->sql)
+		goto fail;
+	if (nparams > 0) {
+		q->values = calloc(nparams, sizeof(*q->values));
+		q->lengths = calloc(nparams, sizeof(*q->lengths));
+		q->formats = calloc(nparams, sizeof(*q->formats));
+		if (!q->values || !q->lengths || !q->formats)
+			goto fail;
+		if (types) {
+			q->types = calloc(nparams, sizeof(*q->types));
+			if (!q->types)
+				goto fail;
+			memcpy(q->types, types, nparams * sizeof(*q->types));
+		}
+		for (int i = 0; i < nparams; i++) {
+			bool binary = formats && formats[i];
+			size_t len;
+
+			q->formats[i] = binary ? 1 : 0;
+			if (!values[i])
+				continue;
+			if (binary) {
+				if (!lengths || lengths[i] < 0)
+					goto fail;
+				len = (size_t)lengths[i];
+			} else {
+				len = strlen(values[i]);
+			}
+			q->values[i] = malloc(len + 1);
+			if (!q->values[i])
+				goto fail;
+			memcpy(q->values[i], values[i], len);
+			q->values[i][len] = '\0';
+			q->lengths[i] = (int)len;
+		}
+	}
+	if (pc->tail)
+		pc->tail->next = q;
+	else
+		pc->head = q;
+	pc->tail = q;
+	if (pc->state == PGC_READY)
+		pgc_schedule(pc);
+	return true;
+fail:
+	pgc_query_free(q);
+	return false;
+}
+
+PGresult *pgc_steal_result(struct pgc *pc)
+{
+	PGresult *res;
+
+	if (!pc || pc->depth == 0)
+		return NULL;
+	res = pc->handed;
+	pc->handed = NULL;
+	return res;
+}
+
+bool pgc_busy(const struct pgc *pc)
+{
+	return pc && !pc->closed && pc->head != NULL;
+}
+
+bool pgc_ok(const struct pgc *pc)
+{
+	return pc && !pc->closed && pc->state == PGC_READY;
+}
+
+const char *pgc_error(const struct pgc *pc)
+{
+	return pc ? pc->error : "";
+}
+
+void pgc_close(struct pgc *pc)
+{
+	if (!pc || pc->closed)
+		return;
+	pc->closed = true;
+	pc->ready_pending = false;
+	/* A result being shown to a callback is cleared by its dispatcher. */
+	pgc_release(pc);
+	if (pc->depth == 0)
+		free(pc);
+}

@@ -1,0 +1,669 @@
+/*
+ * Tests of pgc against a real PostgreSQL that this program starts (initdb into a temp dir, as the
+ * `postgres` OS user when run as root, on a free port below 30000): connecting, statements in
+ * order, text and binary parameters and results, error results, several statements in one
+ * text, a backend terminated mid-statement, a closed port, connect_timeout, closing from inside
+ * callbacks, and a loop timer that keeps firing while the server sleeps.
+ * Without PostgreSQL binaries (SB_PG_BIN, default /usr/lib/postgresql/15/bin) the tests skip.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "pgc.h"
+
+static char pg_bin[512];
+static char pg_dir[256];
+static int pg_port;
+static bool pg_up;
+static char conninfo[512];
+
+/* ------------------------------------------------------------------ the server */
+
+static int free_port(void)
+{
+	srand((unsigned)time(NULL) ^ (unsigned)getpid());
+	for (int tries = 0; tries < 200; tries++) {
+		int port = 20000 + rand() % 10000;
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+		int ok;
+
+		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+		close(fd);
+		if (ok)
+			return port;
+	}
+	return -1;
+}
+
+/* Runs argv (as `postgres` when we are root), output to the log file; true on exit status 0. */
+static bool run_pg(char *const argv[])
+{
+	pid_t pid = fork();
+	int status;
+
+	if (pid < 0)
+		return false;
+	if (pid == 0) {
+		char log[512];
+		int fd;
+
+		if (geteuid() == 0) {
+			struct passwd *pw = getpwnam("postgres");
+
+			if (!pw || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)
+				_exit(127);
+		}
+		snprintf(log, sizeof(log), "%s/tool.log", pg_dir);
+		fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+			close(fd);
+		}
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	if (waitpid(pid, &status, 0) != pid)
+		return false;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+static int pg_start(void **state)
+{
+	char initdb[600], pg_ctl[600], data[300], logf[300], conf[320];
+	const char *bin = getenv("SB_PG_BIN");
+	FILE *f;
+
+	(void)state;
+	snprintf(pg_bin, sizeof(pg_bin), "%s", bin ? bin : "/usr/lib/postgresql/15/bin");
+	snprintf(initdb, sizeof(initdb), "%s/initdb", pg_bin);
+	snprintf(pg_ctl, sizeof(pg_ctl), "%s/pg_ctl", pg_bin);
+	if (access(initdb, X_OK) != 0)
+		return 0; /* pg_up stays false: every test skips */
+	snprintf(pg_dir, sizeof(pg_dir), "/tmp/sb-pgc-XXXXXX");
+	if (!mkdtemp(pg_dir))
+		return -1;
+	if (geteuid() == 0) {
+		struct passwd *pw = getpwnam("postgres");
+
+		if (!pw || chown(pg_dir, pw->pw_uid, pw->pw_gid) != 0)
+			return -1;
+	}
+	pg_port = free_port();
+	snprintf(data, sizeof(data), "%s/data", pg_dir);
+	snprintf(logf, sizeof(logf), "%s/postgresql.log", pg_dir);
+	{
+		char *argv[] = {initdb,       "-D",           data, "-U",
+		                "postgres",   "--auth=trust", "-E", "UTF8",
+		                "--locale=C", "--no-sync",    NULL};
+
+		if (!run_pg(argv))
+			return -1;
+	}
+	snprintf(conf, sizeof(conf), "%s/postgresql.conf", data);
+	f = fopen(conf, "a");
+	if (!f)
+		return -1;
+	fprintf(f,
+	        "port = %d\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '%s'\n"
+	        "fsync = off\nshared_buffers = 16MB\nmax_connections = 20\n",
+	        pg_port, pg_dir);
+	fclose(f);
+	{
+		char *argv[] = {pg_ctl, "-D", data, "-l", logf, "-w", "-t", "60", "start", NULL};
+
+		if (!run_pg(argv))
+			return -1;
+	}
+	snprintf(conninfo, sizeof(conninfo),
+	         "host=127.0.0.1 port=%d dbname=postgres user=postgres connect_timeout=5", pg_port);
+	pg_up = true;
+	return 0;
+}
+
+static int pg_stop(void **state)
+{
+	char pg_ctl[600], data[300], cmd[400];
+
+	(void)state;
+	if (!pg_dir[0])
+		return 0;
+	snprintf(pg_ctl, sizeof(pg_ctl), "%s/pg_ctl", pg_bin);
+	snprintf(data, sizeof(data), "%s/data", pg_dir);
+	{
+		char *argv[] = {pg_ctl, "-D", data, "-m", "immediate", "stop", NULL};
+
+		(void)run_pg(argv);
+	}
+	if (!getenv("SB_KEEP_TMP")) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", pg_dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "could not remove %s\n", pg_dir);
+	}
+	return 0;
+}
+
+#define NEED_PG()                                                                                  \
+	do {                                                                                       \
+		if (!pg_up)                                                                        \
+			skip();                                                                    \
+	} while (0)
+
+/* ------------------------------------------------------------------ the loop */
+
+struct ready {
+	int calls;
+	bool failed;
+	char error[512];
+};
+
+struct answer {
+	int calls;
+	int order;
+	bool null_res;
+	ExecStatusType status;
+	char sqlstate[8];
+	char value[256];
+	int value_len;
+	int ntuples;
+	char error[512];
+	bool close_in_cb; /* pgc_close() from inside the callback */
+	bool steal;
+	PGresult *stolen;
+};
+
+static struct event_base *base;
+static int seq;
+static int want_done;
+static int done;
+
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	*(bool *)arg = true;
+	event_base_loopbreak(base);
+}
+
+/* Runs the loop until `want` completions or `secs` seconds; true if completed in time. */
+static bool run_until(int want, int secs)
+{
+	bool expired = false;
+	struct event *t = evtimer_new(base, deadline_cb, &expired);
+	struct timeval tv = {.tv_sec = secs};
+
+	want_done = want;
+	evtimer_add(t, &tv);
+	while (done < want_done && !expired)
+		event_base_loop(base, EVLOOP_ONCE);
+	event_free(t);
+	return done >= want;
+}
+
+static void on_ready(void *arg, struct pgc *pc, const char *error)
+{
+	struct ready *r = arg;
+
+	(void)pc;
+	r->calls++;
+	r->failed = error != NULL;
+	snprintf(r->error, sizeof(r->error), "%s", error ? error : "");
+	done++;
+}
+
+static void on_result(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct answer *a = arg;
+
+	a->calls++;
+	a->order = seq++;
+	a->null_res = res == NULL;
+	snprintf(a->error, sizeof(a->error), "%s", error ? error : "");
+	if (res) {
+		const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+		a->status = PQresultStatus(res);
+		snprintf(a->sqlstate, sizeof(a->sqlstate), "%s", st ? st : "");
+		a->ntuples = PQntuples(res);
+		if (a->ntuples > 0 && PQnfields(res) > 0) {
+			a->value_len = PQgetlength(res, 0, 0);
+			if (a->value_len < (int)sizeof(a->value))
+				memcpy(a->value, PQgetvalue(res, 0, 0), a->value_len);
+		}
+	}
+	if (a->steal)
+		a->stolen = pgc_steal_result(pc);
+	done++;
+	if (a->close_in_cb)
+		pgc_close(pc);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	base = event_base_new();
+	seq = 0;
+	done = 0;
+	return base ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	event_base_free(base);
+	base = NULL;
+	return 0;
+}
+
+static struct pgc *connect_ok(struct ready *r)
+{
+	struct pgc *pc = pgc_connect(base, conninfo, on_ready, r);
+
+	assert_non_null(pc);
+	assert_int_equal(r->calls, 0); /* never from inside pgc_connect() */
+	return pc;
+}
+
+static bool q(struct pgc *pc, const char *sql, struct answer *a)
+{
+	return pgc_query(pc, sql, 0, NULL, NULL, NULL, NULL, 0, on_result, a);
+}
+
+/* ------------------------------------------------------------------ tests */
+
+static void test_connect_and_order(void **state)
+{
+	struct ready r = {0};
+	struct answer a[3] = {{0}};
+	struct pgc *pc;
+
+	(void)state;
+	NEED_PG();
+	pc = connect_ok(&r);
+	assert_false(pgc_ok(pc));
+	/* Queued before the connection is up: they run after, in order. */
+	assert_true(q(pc, "select 'one'", &a[0]));
+	assert_true(q(pc, "select 'two' from pg_sleep(0.1)", &a[1]));
+	assert_true(q(pc, "select 'three'", &a[2]));
+	assert_true(pgc_busy(pc));
+	assert_int_equal(a[0].calls, 0);
+	assert_true(run_until(4, 10));
+	assert_int_equal(r.calls, 1);
+	assert_false(r.failed);
+	assert_true(pgc_ok(pc));
+	assert_false(pgc_busy(pc));
+	assert_string_equal(a[0].value, "one");
+	assert_string_equal(a[1].value, "two");
+	assert_string_equal(a[2].value, "three");
+	assert_int_equal(a[0].order, 0);
+	assert_int_equal(a[1].order, 1);
+	assert_int_equal(a[2].order, 2);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(a[i].calls, 1);
+		assert_int_equal(a[i].status, PGRES_TUPLES_OK);
+	}
+	pgc_close(pc);
+}
+
+static void test_params_text_and_binary(void **state)
+{
+	struct ready r = {0};
+	struct answer a = {0}, b = {0}, c = {0};
+	struct pgc *pc;
+	uint32_t be = htonl(41);
+	const char *vals[3] = {"O'Brien; drop table x", (const char *)&be, NULL};
+	const int lens[3] = {0, 4, 0};
+	const int fmts[3] = {0, 1, 0};
+	const Oid types[3] = {25, 23, 25};
+	const char *one[1] = {"7"};
+	uint32_t got;
+
+	(void)state;
+	NEED_PG();
+	pc = connect_ok(&r);
+	assert_true(pgc_query(pc,
+	                      "select $1 || '|' || ($2 + 1)::text || '|' || coalesce($3, 'null')",
+	                      3, types, vals, lens, fmts, 0, on_result, &a));
+	/* A binary result: int4 in network order. */
+	assert_true(
+	        pgc_query(pc, "select $1::int4 * 6", 1, NULL, one, NULL, NULL, 1, on_result, &b));
+	/* The parameters were copied: changing the caller's buffer does not matter. */
+	be = htonl(1000);
+	/* Several statements in one text: the last one's result. */
+	assert_true(q(pc,
+	              "create temp table t (a int); insert into t values (5), (6);"
+	              " select sum(a)::text from t",
+	              &c));
+	assert_true(run_until(4, 10));
+	assert_int_equal(a.status, PGRES_TUPLES_OK);
+	assert_string_equal(a.value, "O'Brien; drop table x|42|null");
+	assert_int_equal(b.status, PGRES_TUPLES_OK);
+	assert_int_equal(b.value_len, 4);
+	memcpy(&got, b.value, 4);
+	assert_int_equal(ntohl(got), 42);
+	assert_int_equal(c.status, PGRES_TUPLES_OK);
+	assert_string_equal(c.value, "11");
+	pgc_close(pc);
+}
+
+/* A statement far larger than the socket buffers is sent over several write events. */
+static void test_large_statement(void **state)
+{
+	struct ready r = {0};
+	struct answer a = {0};
+	struct pgc *pc;
+	size_t n = 8 * 1024 * 1024;
+	char *big = malloc(n + 1);
+	const char *vals[1] = {big};
+
+	(void)state;
+	NEED_PG();
+	assert_non_null(big);
+	memset(big, 'x', n);
+	big[n] = '\0';
+	pc = connect_ok(&r);
+	assert_true(
+	        pgc_query(pc, "select length($1)", 1, NULL, vals, NULL, NULL, 0, on_result, &a));
+	free(big);
+	assert_true(run_until(2, 20));
+	assert_int_equal(a.status, PGRES_TUPLES_OK);
+	assert_string_equal(a.value, "8388608");
+	pgc_close(pc);
+}
+
+static void test_error_result_then_next(void **state)
+{
+	struct ready r = {0};
+	struct answer a = {0}, b = {0}, c = {0};
+	struct pgc *pc;
+
+	(void)state;
+	NEED_PG();
+	pc = connect_ok(&r);
+	assert_true(q(pc, "select 1/0", &a));
+	/* In a multi-statement text the first error is what is reported. */
+	assert_true(q(pc, "select 1; select * from no_such_table; select 2", &b));
+	assert_true(q(pc, "select 'still fine'", &c));
+	assert_true(run_until(4, 10));
+	assert_false(a.null_res);
+	assert_int_equal(a.status, PGRES_FATAL_ERROR);
+	assert_string_equal(a.sqlstate, "22012");
+	assert_int_equal(b.status, PGRES_FATAL_ERROR);
+	assert_string_equal(b.sqlstate, "42P01");
+	assert_string_equal(c.value, "still fine");
+	assert_true(pgc_ok(pc));
+	pgc_close(pc);
+}
+
+static void test_steal_result(void **state)
+{
+	struct ready r = {0};
+	struct answer a = {.steal = true};
+	struct pgc *pc;
+
+	(void)state;
+	NEED_PG();
+	pc = connect_ok(&r);
+	assert_true(q(pc, "select 'kept'", &a));
+	assert_true(run_until(2, 10));
+	assert_non_null(a.stolen);
+	assert_string_equal(PQgetvalue(a.stolen, 0, 0), "kept");
+	PQclear(a.stolen);
+	assert_null(pgc_steal_result(pc)); /* outside a callback */
+	pgc_close(pc);
+}
+
+struct killer {
+	struct pgc *other;
+	struct answer pid;
+	struct answer kill;
+};
+
+static void kill_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct killer *k = arg;
+	const char *vals[1] = {k->pid.value};
+
+	(void)fd;
+	(void)what;
+	assert_true(pgc_query(k->other, "select pg_terminate_backend($1::int)", 1, NULL, vals, NULL,
+	                      NULL, 0, on_result, &k->kill));
+}
+
+static void test_backend_terminated(void **state)
+{
+	struct ready r1 = {0}, r2 = {0};
+	struct answer sleep_a = {0}, after = {0};
+	struct killer k = {0};
+	struct pgc *pc, *other;
+	struct event *t;
+	struct timeval tv = {.tv_usec = 300000};
+
+	(void)state;
+	NEED_PG();
+	pc = connect_ok(&r1);
+	other = connect_ok(&r2);
+	k.other = other;
+	assert_true(q(pc, "select pg_backend_pid()", &k.pid));
+	assert_true(run_until(3, 10));
+	assert_true(q(pc, "select pg_sleep(30)", &sleep_a));
+	assert_true(q(pc, "select 'never runs'", &after));
+	t = evtimer_new(base, kill_cb, &k);
+	evtimer_add(t, &tv);
+	assert_true(run_until(6, 10));
+	event_free(t);
+	assert_int_equal(k.kill.status, PGRES_TUPLES_OK);
+	assert_string_equal(k.kill.value, "t");
+	assert_int_equal(sleep_a.calls, 1);
+	assert_true(sleep_a.null_res);
+	assert_non_null(strstr(sleep_a.error, "terminating connection"));
+	assert_int_equal(after.calls, 1);
+	assert_true(after.null_res);
+	assert_false(pgc_ok(pc));
+	assert_false(pgc_busy(pc));
+	assert_false(q(pc, "select 1", &after));
+	assert_true(pgc_ok(other));
+	pgc_close(pc);
+	pgc_close(other);
+}
+
+static void test_closed_port(void **state)
+{
+	struct ready r = {0};
+	struct answer a = {0};
+	char ci[256];
+	struct pgc *pc;
+
+	(void)state;
+	snprintf(ci, sizeof(ci), "host=127.0.0.1 port=%d dbname=x user=x connect_timeout=5",
+	         free_port());
+	pc = pgc_connect(base, ci, on_ready, &r);
+	assert_non_null(pc);
+	assert_true(q(pc, "select 1", &a));
+	assert_int_equal(r.calls, 0);
+	assert_true(run_until(2, 10));
+	assert_int_equal(r.calls, 1);
+	assert_true(r.failed);
+	assert_true(strlen(r.error) > 0);
+	assert_null(strchr(r.error, '\n'));
+	assert_true(a.null_res);
+	assert_false(pgc_ok(pc));
+	assert_true(strlen(pgc_error(pc)) > 0);
+	pgc_close(pc);
+}
+
+static void test_bad_conninfo(void **state)
+{
+	struct ready r = {0};
+	struct pgc *pc;
+
+	(void)state;
+	pc = pgc_connect(base, "this is not = a conninfo '", on_ready, &r);
+	assert_non_null(pc);
+	assert_int_equal(r.calls, 0);
+	assert_true(run_until(1, 5));
+	assert_true(r.failed);
+	pgc_close(pc);
+}
+
+static void test_connect_timeout(void **state)
+{
+	struct ready r = {0};
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	socklen_t len = sizeof(sa);
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	char ci[256];
+	struct pgc *pc;
+	time_t t0;
+
+	(void)state;
+	/* A listener that accepts at the TCP level but never speaks. */
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 4), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
+	snprintf(ci, sizeof(ci),
+	         "host=127.0.0.1 port=%d dbname=x user=x connect_timeout=2 sslmode=disable",
+	         ntohs(sa.sin_port));
+	t0 = time(NULL);
+	pc = pgc_connect(base, ci, on_ready, &r);
+	assert_non_null(pc);
+	assert_true(run_until(1, 10));
+	assert_true(r.failed);
+	assert_non_null(strstr(r.error, "timeout"));
+	assert_true(time(NULL) - t0 >= 1);
+	assert_true(time(NULL) - t0 <= 4);
+	pgc_close(pc);
+	close(lfd);
+}
+
+static int ticks;
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	ticks++;
+}
+
+static void test_never_blocks(void **state)
+{
+	struct ready r = {0};
+	struct answer a = {0};
+	struct pgc *pc;
+	struct event *t;
+	struct timeval tv = {.tv_usec = 50000};
+
+	(void)state;
+	NEED_PG();
+	pc = connect_ok(&r);
+	assert_true(run_until(1, 10));
+	ticks = 0;
+	t = event_new(base, -1, EV_PERSIST, tick_cb, NULL);
+	event_add(t, &tv);
+	assert_true(q(pc, "select 'slept' from pg_sleep(1)", &a));
+	assert_true(run_until(2, 10));
+	event_free(t);
+	assert_string_equal(a.value, "slept");
+	/* 1 s at 50 ms: about 20 ticks if the loop was never held up. */
+	assert_true(ticks >= 12);
+	pgc_close(pc);
+}
+
+static void test_close_inside_callback(void **state)
+{
+	struct ready r = {0};
+	struct answer a = {.close_in_cb = true}, b = {0};
+	struct pgc *pc;
+
+	(void)state;
+	NEED_PG();
+	pc = connect_ok(&r);
+	assert_true(q(pc, "select 1", &a));
+	assert_true(q(pc, "select 2", &b));
+	run_until(3, 2);
+	assert_int_equal(a.calls, 1);
+	assert_int_equal(b.calls, 0); /* cancelled without being called */
+}
+
+static void close_on_ready(void *arg, struct pgc *pc, const char *error)
+{
+	on_ready(arg, pc, error);
+	pgc_close(pc);
+}
+
+static void test_close_inside_ready(void **state)
+{
+	struct ready r = {0};
+	struct answer a = {0};
+	struct pgc *pc;
+
+	(void)state;
+	NEED_PG();
+	pc = pgc_connect(base, conninfo, close_on_ready, &r);
+	assert_non_null(pc);
+	assert_true(q(pc, "select 1", &a));
+	run_until(2, 2);
+	assert_int_equal(r.calls, 1);
+	assert_false(r.failed);
+	assert_int_equal(a.calls, 0);
+}
+
+static void test_close_before_connected(void **state)
+{
+	struct ready r = {0};
+	struct answer a = {0};
+	struct pgc *pc;
+
+	(void)state;
+	NEED_PG();
+	pc = connect_ok(&r);
+	assert_true(q(pc, "select 1", &a));
+	pgc_close(pc);
+	run_until(1, 1);
+	assert_int_equal(r.calls, 0);
+	assert_int_equal(a.calls, 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test_setup_teardown(test_connect_and_order, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_params_text_and_binary, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_large_statement, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_error_result_then_next, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_steal_result, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_backend_terminated, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_closed_port, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_bad_conninfo, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_never_blocks, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_close_inside_callback, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_close_inside_ready, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_close_before_connected, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, pg_start, pg_stop);
+}
