@@ -110,9 +110,14 @@ struct api_error {
 	int row;              /* index of the offending row, -1 when not about one row */
 	char code[64];        /* the API's code, e.g. "INVALID_EMAIL_ADDRESS" */
 	char message[512];    /* the API's message (or ours), for the client */
-	char field[128];      /* offending API field, "" if none */
-	char column[128];     /* its column, "" if unknown */
-	char value[256];      /* the offending value as sent (truncated), "" if none */
+	/*
+	 * What is wrong with the value, as a phrase that completes "Key (email)=(x) ...", e.g.
+	 * "is not a valid email address." (the API's message when no phrase is known).
+	 */
+	char reason[512];
+	char field[128];  /* offending API field, "" if none */
+	char column[128]; /* its column, "" if unknown */
+	char value[256];  /* the offending value as sent (truncated), "" if none */
 	bool value_is_null;
 };
 

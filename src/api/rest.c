@@ -495,6 +495,7 @@ static void rest_parse(const struct connector *c, const struct api_table *t, enu
 			api_error_set(&out->error, cls, "%s answered HTTP %ld", c->name,
 			              resp->status);
 		snprintf(out->error.code, sizeof(out->error.code), "%s", code ? code : "");
+		snprintf(out->error.reason, sizeof(out->error.reason), "%s", out->error.message);
 		out->error.session_expired = resp->status == 401;
 		out->error.nothing_written = resp->status < 500;
 		api_error_locate(&out->error, c, t, op, rows, nrows, nrows == 1 ? 0 : -1, field);

@@ -280,6 +280,23 @@ static const struct sf_code_class sf_codes[] = {
         {"SERVER_UNAVAILABLE", API_ERR_SERVER},
 };
 
+/* Phrases that complete "Key (column)=(value) ..." for the common record errors. */
+static const struct {
+	const char *code;
+	const char *reason;
+} sf_reasons[] = {
+        {"INVALID_EMAIL_ADDRESS", "is not a valid email address."},
+        {"REQUIRED_FIELD_MISSING", "is required."},
+        {"DUPLICATE_VALUE", "duplicates the value of another record."},
+        {"DUPLICATES_DETECTED", "duplicates another record."},
+        {"STRING_TOO_LONG", "is too long."},
+        {"INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", "is not one of the allowed values."},
+        {"NUMBER_OUTSIDE_VALID_RANGE", "is out of range."},
+        {"INVALID_TYPE_ON_FIELD_IN_RECORD", "has the wrong type."},
+        {"MALFORMED_ID", "is not a valid record id."},
+        {"INVALID_CROSS_REFERENCE_KEY", "does not refer to an existing record."},
+};
+
 static enum api_error_class sf_class_of(const char *code, long status)
 {
 	size_t i;
@@ -308,8 +325,15 @@ static void sf_set_error(struct api_error *e, const char *cname, const char *cod
 {
 	enum api_error_class cls = sf_class_of(code, status);
 
+	size_t i;
+
 	api_error_set(e, cls, "%s", message && message[0] ? message : "rejected by Salesforce");
 	snprintf(e->code, sizeof(e->code), "%s", code ? code : "");
+	snprintf(e->reason, sizeof(e->reason), "%s", e->message);
+	for (i = 0; code != NULL && i < sizeof(sf_reasons) / sizeof(sf_reasons[0]); i++) {
+		if (strcmp(sf_reasons[i].code, code) == 0)
+			snprintf(e->reason, sizeof(e->reason), "%s", sf_reasons[i].reason);
+	}
 	e->session_expired = cls == API_ERR_AUTH && status == 401;
 	/* allOrNone, or an error about the whole request: no record was changed. */
 	e->nothing_written = cls != API_ERR_SERVER || status < 500;

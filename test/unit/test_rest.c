@@ -279,6 +279,7 @@ static void test_errors(void **state)
 	}
 	parse_body(c, "rest_error_422.json", 422, API_OP_INSERT, &row, 1, &res);
 	assert_string_equal(res.error.code, "invalid_email");
+	assert_string_equal(res.error.reason, "email is not a valid email address");
 	assert_string_equal(res.error.column, "email");
 	assert_string_equal(res.error.value, "paul@caladan.io");
 	api_result_free(&res);

@@ -358,17 +358,20 @@ static void test_parse_record_errors(void **state)
 		const char *fixture;
 		enum api_error_class cls;
 		int row;
-		const char *code, *field, *column, *value, *message;
+		const char *code, *field, *column, *value, *message, *reason;
 	} cases[] = {
 	        {"sf_create_invalid_email.json", API_ERR_VALIDATION, 1, "INVALID_EMAIL_ADDRESS",
-	         "Email", "email", "pauldune.co", "Email: invalid email address: pauldune.co"},
+	         "Email", "email", "pauldune.co", "Email: invalid email address: pauldune.co",
+	         "is not a valid email address."},
 	        {"sf_create_required_missing.json", API_ERR_REQUIRED, 1, "REQUIRED_FIELD_MISSING",
-	         "LastName", "last_name", "", "Required fields are missing: [LastName]"},
+	         "LastName", "last_name", "", "Required fields are missing: [LastName]",
+	         "is required."},
 	        {"sf_update_duplicate.json", API_ERR_DUPLICATE, 0, "DUPLICATE_VALUE",
-	         "External_Id__c", "external_id__c", "", "duplicate value found"},
+	         "External_Id__c", "external_id__c", "", "duplicate value found",
+	         "duplicates the value of another record."},
 	        {"sf_custom_validation.json", API_ERR_VALIDATION, 0,
 	         "FIELD_CUSTOM_VALIDATION_EXCEPTION", "Score__c", "score", "97.5",
-	         "Score must be between 0 and 100"},
+	         "Score must be between 0 and 100", "Score must be between 0 and 100"},
 	};
 	struct api_result res;
 	size_t i;
@@ -385,6 +388,7 @@ static void test_parse_record_errors(void **state)
 		assert_string_equal(res.error.column, cases[i].column);
 		assert_string_equal(res.error.value, cases[i].value);
 		assert_non_null(strstr(res.error.message, cases[i].message));
+		assert_string_equal(res.error.reason, cases[i].reason);
 		assert_true(res.error.nothing_written);
 		assert_false(res.error.session_expired);
 		/* leto's last_name is NULL: the error says so */
