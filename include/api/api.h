@@ -30,7 +30,10 @@ struct api_call;
  */
 struct api *api_create(struct http_engine *eng, const char *name, const struct cf_kv *kv, int nkv,
                        char *err, size_t errsize);
-/* Drops the calls in flight without calling their callbacks, then frees the API. */
+/*
+ * Drops the calls in flight without calling their callbacks, then frees the API. Must come
+ * before http_engine_free() of its engine (which frees the API's lanes).
+ */
 void api_free(struct api *api);
 
 const char *api_name(const struct api *api);
