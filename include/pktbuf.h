@@ -85,6 +85,17 @@ void pktbuf_write_row_description(struct pktbuf *pb, int ncols, const char *cons
 void pktbuf_write_data_row(struct pktbuf *pb, int ncols, const char *const *values);
 void pktbuf_write_command_complete(struct pktbuf *pb, const char *tag);
 void pktbuf_write_empty_query(struct pktbuf *pb);
+/* A message with no body: '1' ParseComplete, '2' BindComplete, '3' CloseComplete, 'n' NoData,
+ * 's' PortalSuspended, 'I' EmptyQueryResponse; frontend 'S' Sync, 'H' Flush, 'X' Terminate. */
+void pktbuf_write_simple(struct pktbuf *pb, char type);
+/* AuthenticationSASL offering the one mechanism mech (e.g. "SCRAM-SHA-256"). */
+void pktbuf_write_auth_sasl(struct pktbuf *pb, const char *mech);
+/*
+ * NegotiateProtocolVersion 'v': the newest minor version we speak for the client's major, and the
+ * protocol options ("_pq_.*" startup keys) we did not recognise. nopts 0..64.
+ */
+void pktbuf_write_negotiate_protocol(struct pktbuf *pb, uint32_t newest_minor, int nopts,
+                                     const char *const *opts);
 
 /* Frontend messages (the pooler talking to PostgreSQL). */
 /* StartupMessage 3.0 with n key/value pairs. */

@@ -356,6 +356,42 @@ void pktbuf_write_empty_query(struct pktbuf *pb)
 	pktbuf_finish_msg(pb);
 }
 
+void pktbuf_write_simple(struct pktbuf *pb, char type)
+{
+	if (!type) {
+		pb->failed = true;
+		return;
+	}
+	pktbuf_start_msg(pb, type);
+	pktbuf_finish_msg(pb);
+}
+
+void pktbuf_write_auth_sasl(struct pktbuf *pb, const char *mech)
+{
+	pktbuf_start_msg(pb, 'R');
+	pktbuf_put_u32(pb, PROTO_AUTH_SASL);
+	pktbuf_put_string(pb, mech);
+	pktbuf_put_u8(pb, 0); /* end of the mechanism list */
+	pktbuf_finish_msg(pb);
+}
+
+void pktbuf_write_negotiate_protocol(struct pktbuf *pb, uint32_t newest_minor, int nopts,
+                                     const char *const *opts)
+{
+	int i;
+
+	if (nopts < 0 || nopts > PROTO_STARTUP_MAX_PARAMS || (nopts > 0 && !opts)) {
+		pb->failed = true;
+		return;
+	}
+	pktbuf_start_msg(pb, 'v');
+	pktbuf_put_u32(pb, newest_minor);
+	pktbuf_put_u32(pb, (uint32_t)nopts);
+	for (i = 0; i < nopts; i++)
+		pktbuf_put_string(pb, opts[i]);
+	pktbuf_finish_msg(pb);
+}
+
 void pktbuf_write_startup(struct pktbuf *pb, const char *const *keys, const char *const *values,
                           int n)
 {

@@ -121,6 +121,23 @@ static void build_error(struct pktbuf *pb)
 	pktbuf_write_error(pb, "FATAL", "28P01", "m", NULL, "h");
 }
 
+static void build_sync(struct pktbuf *pb)
+{
+	pktbuf_write_simple(pb, 'S');
+}
+
+static void build_auth_sasl(struct pktbuf *pb)
+{
+	pktbuf_write_auth_sasl(pb, "AB");
+}
+
+static void build_negotiate(struct pktbuf *pb)
+{
+	const char *opts[] = {"_pq_.x"};
+
+	pktbuf_write_negotiate_protocol(pb, 0, 1, opts);
+}
+
 struct wire_case {
 	const char *name;
 	void (*build)(struct pktbuf *pb);
@@ -153,6 +170,10 @@ static const struct wire_case wire_cases[] = {
          BYTES(0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 7, 0, 0, 0, 9)},
         {"ssl request", build_ssl_request, BYTES(0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f)},
         {"empty query", build_empty_query, BYTES('I', 0, 0, 0, 4)},
+        {"sync", build_sync, BYTES('S', 0, 0, 0, 4)},
+        {"auth sasl", build_auth_sasl, BYTES('R', 0, 0, 0, 12, 0, 0, 0, 10, 'A', 'B', 0, 0)},
+        {"negotiate protocol", build_negotiate,
+         BYTES('v', 0, 0, 0, 19, 0, 0, 0, 0, 0, 0, 0, 1, '_', 'p', 'q', '_', '.', 'x', 0)},
         {"error", build_error,
          BYTES('E', 0, 0, 0, 32, 'S', 'F', 'A', 'T', 'A', 'L', 0, 'V', 'F', 'A', 'T', 'A', 'L', 0,
                'C', '2', '8', 'P', '0', '1', 0, 'M', 'm', 0, 'H', 'h', 0, 0)},
@@ -302,6 +323,13 @@ static void test_framing_misuse(void **state)
 	assert_true(pktbuf_failed(&pb));
 	pktbuf_reset(&pb);
 	pktbuf_write_data_row(&pb, 2, NULL);
+	assert_true(pktbuf_failed(&pb));
+
+	pktbuf_reset(&pb);
+	pktbuf_write_simple(&pb, 0);
+	assert_true(pktbuf_failed(&pb));
+	pktbuf_reset(&pb);
+	pktbuf_write_negotiate_protocol(&pb, 0, 65, keys);
 	assert_true(pktbuf_failed(&pb));
 
 	/* A message after a reset is framed correctly again. */
