@@ -143,6 +143,12 @@ bool scram_parse_secret(const char *secret, uint32_t *iterations, uint8_t salt[S
                         size_t *salt_len, uint8_t stored_key[SCRAM_KEY_LEN],
                         uint8_t server_key[SCRAM_KEY_LEN]) SCRAM_WARN_UNUSED;
 
+/*
+ * True when password matches secret (for a cleartext password from a client against a stored
+ * SCRAM secret). Costs the secret's iteration count in PBKDF2 rounds.
+ */
+bool scram_verify_password(const char *secret, const char *password) SCRAM_WARN_UNUSED;
+
 /* Builds the secret PostgreSQL would store for password (salt NULL: a random one). */
 bool scram_build_secret(const char *password, const uint8_t *salt, size_t salt_len,
                         uint32_t iterations, char *out, size_t outsize) SCRAM_WARN_UNUSED;

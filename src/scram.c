@@ -513,6 +513,30 @@ out:
 	return ok;
 }
 
+bool scram_verify_password(const char *secret, const char *password)
+{
+	uint8_t salt[SCRAM_MAX_SALT];
+	uint8_t want_stored[SCRAM_KEY_LEN], want_server[SCRAM_KEY_LEN];
+	uint8_t client_key[SCRAM_KEY_LEN], server_key[SCRAM_KEY_LEN], stored[SCRAM_KEY_LEN];
+	size_t salt_len;
+	uint32_t iterations;
+	bool ok = false;
+
+	if (!password || strlen(password) > SCRAM_MAX_PASSWORD ||
+	    !scram_parse_secret(secret, &iterations, salt, &salt_len, want_stored, want_server))
+		return false;
+	if (!derive_keys(password, strlen(password), salt, salt_len, iterations, client_key,
+	                 server_key) ||
+	    !sha256(client_key, SCRAM_KEY_LEN, stored))
+		goto out;
+	ok = CRYPTO_memcmp(stored, want_stored, SCRAM_KEY_LEN) == 0 &&
+	     CRYPTO_memcmp(server_key, want_server, SCRAM_KEY_LEN) == 0;
+out:
+	OPENSSL_cleanse(client_key, sizeof(client_key));
+	OPENSSL_cleanse(server_key, sizeof(server_key));
+	return ok;
+}
+
 /* ---- server ---- */
 
 static bool server_fail(struct scram_server *ss, const char *why)

@@ -147,6 +147,18 @@ static void test_build_secret(void **state)
 	assert_string_not_equal(out, RFC_SECRET);
 }
 
+static void test_verify_password(void **state)
+{
+	(void)state;
+	assert_true(scram_verify_password(PG_SCRAM_PENCIL, "pencil"));
+	assert_true(scram_verify_password(RFC_SECRET, "pencil"));
+	assert_false(scram_verify_password(PG_SCRAM_PENCIL, "pencil "));
+	assert_false(scram_verify_password(PG_SCRAM_PENCIL, ""));
+	assert_false(scram_verify_password(PG_SCRAM_PENCIL, NULL));
+	assert_false(scram_verify_password("pencil", "pencil"));
+	assert_false(scram_verify_password(PG_MD5_APP_SECRET, "secret"));
+}
+
 static void test_parse_secret(void **state)
 {
 	static const char *const bad[] = {
@@ -627,6 +639,7 @@ int main(void)
 	        cmocka_unit_test(test_rfc7677_server),
 	        cmocka_unit_test(test_build_secret),
 	        cmocka_unit_test(test_parse_secret),
+	        cmocka_unit_test(test_verify_password),
 	        cmocka_unit_test(test_round_trips),
 	        cmocka_unit_test(test_keys_pass_through),
 	        cmocka_unit_test(test_password_limits),
