@@ -1,0 +1,223 @@
+/*
+ * catalog_sql — the SQL text of the synced-table catalog: the `syncbouncer` schema (capture and
+ * confirmed stores, meta), the guard trigger function, and the queries the catalog runs.
+ * Included by src/mutation/catalog.c only; others get the text through catalog.h.
+ *
+ * The contract with the mutation pipeline (transaction-local settings, per mode):
+ *   syncbouncer.mode      capture | apply | sync; anything else: the write is refused (42501)
+ *   syncbouncer.conflict  '' | 'nothing' (INSERT ... ON CONFLICT DO NOTHING)
+ *   syncbouncer.seq       row counter of the statement; the pipeline sets it to '0' before each
+ *                         run, the trigger adds one per row
+ * capture: each row's images go to syncbouncer.capture (xid, seq, tbl, op, old, new) and the row
+ *          is dropped (RETURN NULL); UPDATE/DELETE rows stay locked until the end of the
+ *          transaction. An INSERT whose key already exists (in the table or earlier in the same
+ *          statement) raises 23505 as PostgreSQL would, or is skipped silently with
+ *          conflict = 'nothing'.
+ * apply:   INSERT takes syncbouncer.confirmed's row (xid, seq); UPDATE and DELETE the one whose
+ *          key is the old row's key (as `to_jsonb(old) ->> pk` renders it). Found: the row goes
+ *          ahead, merged with `fields` (API values win); not found: the row is dropped.
+ * sync:    rows go through unchanged. TRUNCATE is refused (0A000) in every other mode.
+ *
+ * Installation is idempotent: IF NOT EXISTS for the schema and tables, CREATE OR REPLACE for the
+ * function, the version row upserted, all under one advisory lock in one implicit transaction.
+ * Capture and confirmed rows are only ever written and deleted inside the pipeline's own
+ * transaction, so no other session ever sees them: PUBLIC may use both tables.
+ */
+#ifndef SB_MUTATION_CATALOG_SQL_H
+#define SB_MUTATION_CATALOG_SQL_H
+
+/* Bump when the text below changes: installed databases with an older version get it again. */
+#define CATALOG_SQL_VERSION "1"
+
+/* Key of pg_advisory_xact_lock() around installation: two poolers may start together. */
+#define CATALOG_SQL_LOCK_KEY "7306086135451738930"
+
+/* Simple-protocol text: runs as one implicit transaction (all or nothing). */
+static const char catalog_sql_schema[] =
+        "select pg_catalog.pg_advisory_xact_lock(" CATALOG_SQL_LOCK_KEY ");\n"
+        "create schema if not exists syncbouncer;\n"
+        "comment on schema syncbouncer is"
+        " 'syncbouncer: guard triggers of API-synced tables and the mutation stores';\n"
+        "create unlogged table if not exists syncbouncer.capture (\n"
+        "\txid xid8 not null,\n"
+        "\tseq int not null,\n"
+        "\ttbl oid not null,\n"
+        "\top \"char\" not null,\n"
+        "\told jsonb,\n"
+        "\tnew jsonb,\n"
+        "\tprimary key (xid, seq)\n"
+        ");\n"
+        "create unlogged table if not exists syncbouncer.confirmed (\n"
+        "\txid xid8 not null,\n"
+        "\tseq int not null,\n"
+        "\ttbl oid not null,\n"
+        "\tkey text,\n"
+        "\tfields jsonb,\n"
+        "\tprimary key (xid, seq)\n"
+        ");\n"
+        "create table if not exists syncbouncer.meta (\n"
+        "\tkey text primary key,\n"
+        "\tvalue text\n"
+        ");\n"
+        "grant usage on schema syncbouncer to public;\n"
+        "grant select, insert, update, delete on syncbouncer.capture, syncbouncer.confirmed"
+        " to public;\n"
+        "grant select on syncbouncer.meta to public;\n"
+        "create or replace function syncbouncer.guard() returns trigger\n"
+        "language plpgsql as $guard$\n"
+        "declare\n"
+        "\tv_mode text := pg_catalog.current_setting('syncbouncer.mode', true);\n"
+        "\tv_pk text := tg_argv[0];\n"
+        "\tv_seq int;\n"
+        "\tv_key text;\n"
+        "\tv_fields jsonb;\n"
+        "\tv_xid xid8;\n"
+        "\tv_conname text;\n"
+        "\tv_exists bool;\n"
+        "begin\n"
+        "\tif tg_level = 'STATEMENT' then\n"
+        "\t\tif v_mode = 'sync' then\n"
+        "\t\t\treturn null;\n"
+        "\t\tend if;\n"
+        "\t\traise exception using errcode = '0A000',\n"
+        "\t\t\tmessage = pg_catalog.format('cannot truncate table \"%s.%s\": it is synced with"
+        " an API', tg_table_schema, tg_table_name),\n"
+        "\t\t\thint = 'Delete the rows through syncbouncer instead.',\n"
+        "\t\t\tschema = tg_table_schema, table = tg_table_name;\n"
+        "\tend if;\n"
+        "\tif v_mode is null or v_mode not in ('capture', 'apply', 'sync') then\n"
+        "\t\traise exception using errcode = '42501',\n"
+        "\t\t\tmessage = pg_catalog.format('table \"%s.%s\" is synced with an API: write to it"
+        " through syncbouncer', tg_table_schema, tg_table_name),\n"
+        "\t\t\thint = 'Connect through the syncbouncer proxy: it sends the change to the API"
+        " first, then writes it here.',\n"
+        "\t\t\tschema = tg_table_schema, table = tg_table_name;\n"
+        "\tend if;\n"
+        "\tif v_mode = 'sync' then\n"
+        "\t\tif tg_op = 'DELETE' then\n"
+        "\t\t\treturn old;\n"
+        "\t\tend if;\n"
+        "\t\treturn new;\n"
+        "\tend if;\n"
+        "\tv_seq := coalesce(nullif(pg_catalog.current_setting('syncbouncer.seq', true), ''),"
+        " '0')::int + 1;\n"
+        "\tperform pg_catalog.set_config('syncbouncer.seq', v_seq::text, true);\n"
+        "\tv_xid := pg_catalog.pg_current_xact_id();\n"
+        "\tif v_mode = 'capture' then\n"
+        "\t\tif tg_op = 'INSERT' then\n"
+        "\t\t\tv_key := pg_catalog.to_jsonb(new) ->> v_pk;\n"
+        "\t\t\tif v_key is not null then\n"
+        "\t\t\t\texecute pg_catalog.format('select exists (select from only %I.%I"
+        " where %I = ($1).%I)', tg_table_schema, tg_table_name, v_pk, v_pk)\n"
+        "\t\t\t\t\tinto v_exists using new;\n"
+        "\t\t\t\tif v_exists or exists (select from syncbouncer.capture c\n"
+        "\t\t\t\t\t\twhere c.xid = v_xid and c.tbl = tg_relid and c.op = 'I'\n"
+        "\t\t\t\t\t\tand c.new ->> v_pk = v_key) then\n"
+        "\t\t\t\t\tif pg_catalog.current_setting('syncbouncer.conflict', true) ="
+        " 'nothing' then\n"
+        "\t\t\t\t\t\treturn null;\n"
+        "\t\t\t\t\tend if;\n"
+        "\t\t\t\t\tselect conname into v_conname from pg_catalog.pg_constraint\n"
+        "\t\t\t\t\t\twhere conrelid = tg_relid and contype = 'p';\n"
+        "\t\t\t\t\traise exception using errcode = '23505',\n"
+        "\t\t\t\t\t\tmessage = pg_catalog.format('duplicate key value violates unique"
+        " constraint \"%s\"', v_conname),\n"
+        "\t\t\t\t\t\tdetail = pg_catalog.format('Key (%s)=(%s) already exists.', v_pk,"
+        " v_key),\n"
+        "\t\t\t\t\t\tschema = tg_table_schema, table = tg_table_name,"
+        " constraint = v_conname;\n"
+        "\t\t\t\tend if;\n"
+        "\t\t\tend if;\n"
+        "\t\t\tinsert into syncbouncer.capture (xid, seq, tbl, op, old, new)\n"
+        "\t\t\t\tvalues (v_xid, v_seq, tg_relid, 'I', null, pg_catalog.to_jsonb(new));\n"
+        "\t\telsif tg_op = 'UPDATE' then\n"
+        "\t\t\tinsert into syncbouncer.capture (xid, seq, tbl, op, old, new)\n"
+        "\t\t\t\tvalues (v_xid, v_seq, tg_relid, 'U', pg_catalog.to_jsonb(old),"
+        " pg_catalog.to_jsonb(new));\n"
+        "\t\telse\n"
+        "\t\t\tinsert into syncbouncer.capture (xid, seq, tbl, op, old, new)\n"
+        "\t\t\t\tvalues (v_xid, v_seq, tg_relid, 'D', pg_catalog.to_jsonb(old), null);\n"
+        "\t\tend if;\n"
+        "\t\treturn null;\n"
+        "\tend if;\n"
+        "\t-- apply\n"
+        "\tif tg_op = 'INSERT' then\n"
+        "\t\tselect c.fields into v_fields from syncbouncer.confirmed c\n"
+        "\t\t\twhere c.xid = v_xid and c.seq = v_seq and c.tbl = tg_relid;\n"
+        "\t\tif not found then\n"
+        "\t\t\treturn null;\n"
+        "\t\tend if;\n"
+        "\t\treturn pg_catalog.jsonb_populate_record(new, coalesce(v_fields, '{}'));\n"
+        "\tend if;\n"
+        "\tv_key := pg_catalog.to_jsonb(old) ->> v_pk;\n"
+        "\tselect c.fields into v_fields from syncbouncer.confirmed c\n"
+        "\t\twhere c.xid = v_xid and c.tbl = tg_relid and c.key = v_key\n"
+        "\t\torder by c.seq limit 1;\n"
+        "\tif not found then\n"
+        "\t\treturn null;\n"
+        "\tend if;\n"
+        "\tif tg_op = 'DELETE' then\n"
+        "\t\treturn old;\n"
+        "\tend if;\n"
+        "\treturn pg_catalog.jsonb_populate_record(new, coalesce(v_fields, '{}'));\n"
+        "end\n"
+        "$guard$;\n"
+        "comment on function syncbouncer.guard() is"
+        " 'syncbouncer: refuses writes that bypass the proxy; captures and applies its own';\n"
+        "insert into syncbouncer.meta (key, value) values ('version', '" CATALOG_SQL_VERSION "')\n"
+        "\ton conflict (key) do update set value = excluded.value;\n";
+
+/*
+ * Whether the schema's objects exist: one boolean. to_regclass() keeps the query valid when they
+ * do not; only then is catalog_sql_meta asked for the installed version.
+ */
+static const char catalog_sql_exists[] =
+        "select pg_catalog.to_regclass('syncbouncer.meta') is not null"
+        " and pg_catalog.to_regprocedure('syncbouncer.guard()') is not null";
+
+/* The installed version: one row, or none. */
+static const char catalog_sql_meta[] = "select value from syncbouncer.meta where key = 'version'";
+
+/*
+ * Introspection of one table: $1 schema, $2 table. One row per column, in column order:
+ * relid, column, type oid, type name, not null, has default, part of the primary key,
+ * primary key column count, guard triggers in place (0, 1 or 2), relkind.
+ * No row: no such table (or not visible to this user).
+ */
+static const char catalog_sql_columns[] =
+        "select c.oid::int8, a.attname, a.atttypid::int8,"
+        " pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull,"
+        " a.atthasdef or a.attidentity <> '' or a.attgenerated <> '',"
+        " coalesce(a.attnum = any (p.conkey), false),"
+        " coalesce(pg_catalog.cardinality(p.conkey), 0),"
+        " (select count(*) from pg_catalog.pg_trigger t"
+        " where t.tgrelid = c.oid and t.tgenabled <> 'D'"
+        " and t.tgfoid = pg_catalog.to_regprocedure('syncbouncer.guard()')"
+        " and ((t.tgname = 'syncbouncer_guard' and t.tgtype = 31)"
+        " or (t.tgname = 'syncbouncer_guard_truncate' and t.tgtype = 34))"
+        " and t.tgnargs = 1 and t.tgargs = pg_catalog.convert_to(pk.attname, 'UTF8') || '\\x00'::bytea),"
+        " c.relkind::text"
+        " from pg_catalog.pg_class c"
+        " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
+        " join pg_catalog.pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped"
+        " left join pg_catalog.pg_constraint p on p.conrelid = c.oid and p.contype = 'p'"
+        " left join pg_catalog.pg_attribute pk on pk.attrelid = c.oid"
+        " and pk.attnum = p.conkey[1] and pg_catalog.cardinality(p.conkey) = 1"
+        " where n.nspname = $1 and c.relname = $2"
+        " order by a.attnum";
+
+/*
+ * The guard triggers of one table, after the schema: a printf format taking the quoted table name
+ * (%1$s) and the primary key column as a quoted literal (%2$s). A lock_timeout keeps a busy table
+ * from holding up installation (and everyone queued behind its lock) for long.
+ */
+#define CATALOG_SQL_TRIGGERS_FMT                                                                   \
+	"select pg_catalog.set_config('lock_timeout', '5s', true);\n"                              \
+	"drop trigger if exists syncbouncer_guard on %1$s;\n"                                      \
+	"create trigger syncbouncer_guard before insert or update or delete on %1$s\n"             \
+	"\tfor each row execute function syncbouncer.guard(%2$s);\n"                               \
+	"drop trigger if exists syncbouncer_guard_truncate on %1$s;\n"                             \
+	"create trigger syncbouncer_guard_truncate before truncate on %1$s\n"                      \
+	"\tfor each statement execute function syncbouncer.guard(%2$s);\n"
+
+#endif
