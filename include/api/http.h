@@ -88,6 +88,12 @@ bool http_request_set_body(struct http_request *req, const char *body, size_t le
         __attribute__((warn_unused_result));
 void http_request_set_timeout(struct http_request *req, int64_t timeout_usec);
 void http_request_set_max_body(struct http_request *req, size_t max_body);
+/*
+ * Lets curl send the request again on a fresh connection when the reused one died before any
+ * answer (GET, or a request carrying an idempotency key). Without it such a request ends as
+ * HTTP_OUTCOME_UNKNOWN instead: the server may have applied it before the connection died.
+ */
+void http_request_allow_resend(struct http_request *req);
 /* CA bundle to verify the server with, instead of the system's (copied; "" = system). */
 bool http_request_set_ca_file(struct http_request *req, const char *path)
         __attribute__((warn_unused_result));

@@ -78,6 +78,8 @@ struct http_request {
 	size_t resp_size;
 	bool body_too_large;
 	bool reused;
+	bool allow_resend; /* the far side applies a repeated request once */
+	int attempts;      /* times curl was about to send it (see http_prereq_cb) */
 	struct http_header resp_headers[HTTP_MAX_HEADERS];
 	int resp_nheaders;
 	size_t resp_header_bytes;
@@ -202,6 +204,7 @@ struct http_request *http_request_new(enum http_method method, const char *url)
 		return NULL;
 	}
 	req->method = method;
+	req->allow_resend = method == HTTP_GET;
 	req->timeout_usec = HTTP_DEFAULT_TIMEOUT_USEC;
 	req->max_body = HTTP_DEFAULT_MAX_BODY;
 	return req;
@@ -288,6 +291,11 @@ void http_request_set_timeout(struct http_request *req, int64_t timeout_usec)
 	req->timeout_usec = timeout_usec > 0 ? timeout_usec : HTTP_DEFAULT_TIMEOUT_USEC;
 }
 
+void http_request_allow_resend(struct http_request *req)
+{
+	req->allow_resend = true;
+}
+
 void http_request_set_max_body(struct http_request *req, size_t max_body)
 {
 	req->max_body = max_body;
@@ -372,6 +380,23 @@ static size_t http_header_cb(char *ptr, size_t size, size_t nitems, void *ud)
 	req->resp_nheaders++;
 	req->resp_header_bytes += n;
 	return n;
+}
+
+/*
+ * curl quietly sends a request again when the reused connection it went out on dies before
+ * any answer byte. That is right when the server had closed an idle connection, and wrong when
+ * the server applied the request and then died: a second insert. Since the two cannot be told
+ * apart, a request that may not be repeated is not: the second attempt is aborted and the
+ * outcome reported as unknown.
+ */
+static int http_prereq_cb(void *ud, char *conn_primary_ip, char *conn_local_ip,
+                          int conn_primary_port, int conn_local_port)
+{
+	struct http_request *req = ud;
+
+	if (++req->attempts > 1 && !req->allow_resend)
+		return CURL_PREREQFUNC_ABORT;
+	return CURL_PREREQFUNC_OK;
 }
 
 static void http_sock_event_cb(evutil_socket_t fd, short what, void *ud)
@@ -556,6 +581,10 @@ static void http_transfer_done(struct http_engine *eng, CURL *easy, CURLcode rc)
 	} else if (req->body_too_large) {
 		outcome = HTTP_OUTCOME_BAD_ANSWER;
 		snprintf(why, sizeof(why), "answer body larger than %zu bytes", req->max_body);
+	} else if (req->attempts > 1 && !req->allow_resend) {
+		outcome = HTTP_OUTCOME_UNKNOWN;
+		snprintf(why, sizeof(why),
+		         "connection lost after the request was sent (not resent)");
 	} else if (http_code_is_before_send(rc) || (req_size == 0 && sent == 0 && status == 0)) {
 		/* Nothing of the request reached the wire: the far side cannot have acted. */
 		outcome = HTTP_OUTCOME_NOT_SENT;
@@ -604,6 +633,10 @@ static bool http_easy_setup(struct http_request *req, int64_t left_usec)
 	ok &= curl_easy_setopt(e, CURLOPT_WRITEDATA, req) == CURLE_OK;
 	ok &= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, http_header_cb) == CURLE_OK;
 	ok &= curl_easy_setopt(e, CURLOPT_HEADERDATA, req) == CURLE_OK;
+	ok &= curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, http_prereq_cb) == CURLE_OK;
+	ok &= curl_easy_setopt(e, CURLOPT_PREREQDATA, req) == CURLE_OK;
+	/* Old idle connections are where servers hang up on us: do not reuse those. */
+	ok &= curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, 30L) == CURLE_OK;
 	if (req->ca_file != NULL)
 		ok &= curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file) == CURLE_OK;
 	if (req->resolve != NULL)

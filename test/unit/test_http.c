@@ -37,6 +37,8 @@ struct done {
 	int order;
 	int64_t at_ms;
 	bool reused;
+	bool want_full;
+	char *full; /* the whole body, when want_full */
 };
 
 struct env {
@@ -74,6 +76,8 @@ static void on_done(void *arg, const struct http_response *resp)
 	snprintf(d->content_type, sizeof(d->content_type), "%s", ct ? ct : "");
 	d->order = E.seq++;
 	d->reused = resp->reused_connection;
+	if (d->want_full)
+		d->full = strdup(resp->body);
 	d->at_ms = now_ms();
 	E.finished++;
 	if (E.finished >= E.want)
@@ -160,6 +164,68 @@ static void test_connection_reuse(void **state)
 	assert_int_equal(b.status, 200);
 	assert_false(a.reused);
 	assert_true(b.reused);
+}
+
+/* Runs one request to the fake to completion; returns its whole body (malloc'd). */
+static char *fake_sync(enum http_method m, const char *path, const char *body, bool resend,
+                       struct done *d)
+{
+	struct http_request *r = req_to(m, path);
+	int want = E.finished + 1;
+
+	if (body != NULL)
+		assert_true(http_request_set_body(r, body, strlen(body)));
+	if (resend)
+		http_request_allow_resend(r);
+	memset(d, 0, sizeof(*d));
+	d->want_full = true;
+	assert_true(http_submit(E.eng, E.lane, r, on_done, d));
+	run_until(want, 5000);
+	assert_int_equal(d->calls, 1);
+	return d->full;
+}
+
+/* How many requests for path the fake received. */
+static int count_in_log(const char *path)
+{
+	char needle[128], *log, *p;
+	struct done d;
+	int n = 0;
+
+	snprintf(needle, sizeof(needle), "\"path\": \"%s\"", path);
+	log = fake_sync(HTTP_GET, "/_requests", NULL, true, &d);
+	for (p = log; (p = strstr(p, needle)) != NULL; p++)
+		n++;
+	free(log);
+	return n;
+}
+
+static void test_no_silent_resend(void **state)
+{
+	static const char *const paths[2] = {"/services/data/v59.0/x1", "/services/data/v59.0/x2"};
+	struct done d;
+	int i;
+
+	for (i = 0; i < 2; i++) {
+		bool resend = i == 1;
+
+		free(fake_sync(HTTP_POST, "/_control", "{\"reset\":true}", false, &d));
+		/* the connection that carried this is reused for the next request, */
+		free(fake_sync(HTTP_POST, "/_control", "{\"down\":true,\"down_count\":1}", false,
+		               &d));
+		/* which the fake reads, then hangs up on without answering */
+		free(fake_sync(HTTP_POST, paths[i], "{\"a\":1}", resend, &d));
+		if (!resend) {
+			/* it may have been applied: curl must not send it again by itself */
+			assert_int_equal(d.outcome, HTTP_OUTCOME_UNKNOWN);
+			assert_non_null(strstr(d.error, "not resent"));
+			assert_int_equal(count_in_log(paths[i]), 1);
+		} else {
+			/* an idempotent request goes again on a fresh connection and is answered */
+			assert_int_equal(d.outcome, HTTP_OUTCOME_ANSWER);
+			assert_int_equal(count_in_log(paths[i]), 2);
+		}
+	}
 }
 
 static void test_cap_and_fifo_queue(void **state)
@@ -377,6 +443,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test_setup_teardown(test_answer_and_headers, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_connection_reuse, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_no_silent_resend, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_cap_and_fifo_queue, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_timeout_is_unknown_outcome, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_refused_is_not_sent, setup, teardown),
