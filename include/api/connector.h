@@ -157,8 +157,15 @@ struct api_http_spec {
 	char *body; /* NULL when none */
 	size_t body_len;
 	const char *content_type; /* static */
+	/*
+	 * Sent as Idempotency-Key when not empty: the API promises to apply a request with the
+	 * same key once, so the call may be retried after an unknown outcome or a 5xx.
+	 */
+	char idempotency_key[48];
 };
 void api_http_spec_free(struct api_http_spec *s);
+/* Fills key (size >= 33) with 32 random hex digits. */
+void api_random_key(char *key, size_t size);
 
 struct connector;
 
@@ -253,5 +260,6 @@ int api_parse_retry_after(const struct http_response *resp);
 
 extern const struct connector_ops salesforce_connector_ops;
 extern const struct connector_ops rest_connector_ops;
+extern const struct connector_ops stripe_connector_ops;
 
 #endif

@@ -26,6 +26,9 @@
 #include "log.h"
 
 #define API_MAX_RATE_RETRIES 3
+/* Retries of a request with an idempotency key after an unknown outcome or a 5xx. */
+#define API_MAX_IDEMPOTENT_RETRIES  2
+#define API_IDEMPOTENT_BACKOFF_USEC (500 * INT64_C(1000))
 
 enum api_call_state {
 	API_CALL_START,
@@ -48,6 +51,7 @@ struct api_call {
 	struct api_result result;
 	int64_t deadline_usec;
 	int rate_retries;
+	int idem_retries;
 	bool refreshed;
 	char *token_used;
 	struct http_request *http_req;
@@ -291,6 +295,21 @@ static void api_call_http_done(void *ud, const struct http_response *resp)
 		api_call_auth(call);
 		return;
 	}
+	if (call->spec.idempotency_key[0] != '\0' &&
+	    (e->cls == API_ERR_UNKNOWN_OUTCOME || e->cls == API_ERR_SERVER) &&
+	    call->idem_retries < API_MAX_IDEMPOTENT_RETRIES) {
+		/* The same key again: the API applies the request at most once. */
+		wait_usec = API_IDEMPOTENT_BACKOFF_USEC << call->idem_retries;
+		left = call->deadline_usec - api_now_usec();
+		if (wait_usec + api->timeout_usec / 4 < left && api_call_arm(call, wait_usec)) {
+			call->idem_retries++;
+			api->st_retries++;
+			call->state = API_CALL_WAITING;
+			log_debug("api %s: %s, retrying with the same idempotency key", api->name,
+			          api_error_class_str(e->cls));
+			return;
+		}
+	}
 	if (e->cls == API_ERR_AUTH) {
 		char why[sizeof(e->message)];
 		memcpy(why, e->message, sizeof(why));
@@ -345,6 +364,11 @@ static void api_call_send(struct api_call *call)
 		if (call->token_used == NULL ||
 		    !http_request_add_header(req, "Authorization", auth))
 			goto oom_req;
+	}
+	if (call->spec.idempotency_key[0] != '\0') {
+		if (!http_request_add_header(req, "Idempotency-Key", call->spec.idempotency_key))
+			goto oom_req;
+		http_request_allow_resend(req);
 	}
 	if (!http_request_add_header(req, "Accept", "application/json") ||
 	    !http_request_set_ca_file(req, api->ca_file))

@@ -15,10 +15,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+#include <time.h>
 
 static const struct connector_ops *const connector_types[] = {
         &salesforce_connector_ops,
         &rest_connector_ops,
+        &stripe_connector_ops,
 };
 
 /* Keys every [apis] line may carry; the api module reads most of them. */
@@ -135,6 +139,31 @@ void api_result_move(struct api_result *dst, struct api_result *src)
 	api_result_init(src);
 }
 
+void api_random_key(char *key, size_t size)
+{
+	static const char hex[] = "0123456789abcdef";
+	static uint64_t counter;
+	unsigned char raw[16];
+	size_t i;
+
+	if (getrandom(raw, sizeof(raw), GRND_NONBLOCK) != (ssize_t)sizeof(raw)) {
+		/* no entropy yet (early boot): unique within this process is what matters */
+		struct timespec ts;
+		uint64_t a, b;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		a = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+		b = ++counter ^ ((uint64_t)getpid() << 32);
+		memcpy(raw, &a, 8);
+		memcpy(raw + 8, &b, 8);
+	}
+	for (i = 0; i < sizeof(raw) && 2 * i + 2 < size; i++) {
+		key[2 * i] = hex[raw[i] >> 4];
+		key[2 * i + 1] = hex[raw[i] & 15];
+	}
+	key[2 * i] = '\0';
+}
+
 void api_http_spec_free(struct api_http_spec *s)
 {
 	free(s->url);
@@ -188,6 +217,23 @@ static bool api_name_is_sane(const char *s, size_t len)
 	return true;
 }
 
+/*
+ * An API field name: any printable text (Airtable's "First Name", Stripe's "metadata[plan]"),
+ * since it only ever travels escaped (JSON, URL encoding).
+ */
+static bool api_field_is_sane(const char *s, size_t len)
+{
+	size_t i;
+
+	if (len == 0 || len >= 128 || s[0] == ' ' || s[len - 1] == ' ')
+		return false;
+	for (i = 0; i < len; i++) {
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return false;
+	}
+	return true;
+}
+
 /* Splits "a:B, c:D" or "a,b" (with_field false) into the table's lists. */
 static bool api_table_parse_list(struct api_table *t, const char *text, bool with_field, char *err,
                                  size_t errsize)
@@ -224,7 +270,7 @@ static bool api_table_parse_list(struct api_table *t, const char *text, bool wit
 		}
 		colon = memchr(start, ':', len);
 		if (colon == NULL || !api_name_is_sane(start, (size_t)(colon - start)) ||
-		    !api_name_is_sane(colon + 1, (size_t)(end - colon - 1)))
+		    !api_field_is_sane(colon + 1, (size_t)(end - colon - 1)))
 			goto bad;
 		struct api_column_map *m =
 		        realloc(t->overrides, (size_t)(t->noverrides + 1) * sizeof(*m));
@@ -263,7 +309,7 @@ bool api_table_init(struct api_table *t, const char *name, const struct cf_kv *k
 		snprintf(err, errsize, "out of memory");
 		goto failed;
 	}
-	if (t->object[0] != '\0' && !api_name_is_sane(t->object, strlen(t->object))) {
+	if (t->object[0] != '\0' && !api_field_is_sane(t->object, strlen(t->object))) {
 		snprintf(err, errsize, "%s: object=%.60s is not a valid object name", name,
 		         t->object);
 		goto failed;
@@ -504,8 +550,9 @@ struct connector *connector_create(const char *name, const struct cf_kv *kv, int
 			ops = connector_types[i];
 	}
 	if (ops == NULL) {
-		snprintf(err, errsize, "api \"%s\": unknown type=%.40s (known: salesforce, rest)",
-		         name, type);
+		snprintf(err, errsize,
+		         "api \"%s\": unknown type=%.40s (known: salesforce, rest, stripe)", name,
+		         type);
 		return NULL;
 	}
 	for (k = 0; k < nkv; k++) {

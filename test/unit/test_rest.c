@@ -1,7 +1,8 @@
 /*
- * Unit tests of the generic REST connector: configuration, request building for single and
- * batched operations, and answers (records with ids and returned fields, error bodies,
- * malformed answers) from fixture files.
+ * Unit tests of the REST-style connectors — generic REST and Stripe: configuration, request
+ * building for single and batched operations, and answers (records with ids and returned
+ * fields, error bodies, malformed answers) from fixture files; then api calls end to end
+ * against the fake REST API and the fake Stripe of test/fakes/.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -286,6 +287,143 @@ static void test_errors(void **state)
 	connector_free(c);
 }
 
+/* ---- Stripe ---- */
+
+static struct connector *stripe(void)
+{
+	struct cf_kv kv[] = {{"type", "stripe"},
+	                     {"base_url", "https://api.stripe.com"},
+	                     {"auth", "bearer"},
+	                     {"token", "sk_test_x"}};
+
+	return make(kv, 4);
+}
+
+static void test_stripe_build(void **state)
+{
+	static const struct api_value jenny[] = {
+	        {"id", NULL, API_VALUE_TEXT},
+	        {"name", "Jenny Rosen", API_VALUE_TEXT},
+	        {"email", "jenny+x@example.com", API_VALUE_TEXT},
+	        {"plan", "gold", API_VALUE_TEXT},
+	        {"phone", NULL, API_VALUE_TEXT},
+	        {"tax_exempt", "f", API_VALUE_BOOL},
+	};
+	static const struct api_value old_img[] = {{"id", "cus_1", API_VALUE_TEXT},
+	                                           {"name", "Jenny", API_VALUE_TEXT},
+	                                           {"phone", "555", API_VALUE_TEXT}};
+	static const struct api_value new_img[] = {{"id", "cus_1", API_VALUE_TEXT},
+	                                           {"name", "Jenny", API_VALUE_TEXT},
+	                                           {"phone", NULL, API_VALUE_TEXT}};
+	struct cf_kv tkv[] = {{"object", "customers"}, {"columns", "plan:metadata[plan]"}};
+	struct connector *c = stripe();
+	struct api_row row = {.new_image = {jenny, 6}};
+	struct api_http_spec spec, spec2;
+	struct api_table t;
+	struct api_error err;
+	char e[256];
+
+	assert_true(api_table_init(&t, "stripe.customers", tkv, 2, e, sizeof(e)));
+	assert_int_equal(connector_max_rows(c, API_OP_INSERT), 1);
+	assert_true(connector_build_request(c, &t, API_OP_INSERT, &row, 1, &spec, &err));
+	assert_int_equal(spec.method, HTTP_POST);
+	assert_string_equal(spec.url, "https://api.stripe.com/v1/customers");
+	assert_string_equal(spec.content_type, "application/x-www-form-urlencoded");
+	assert_string_equal(spec.body, "name=Jenny%20Rosen&email=jenny%2Bx%40example.com&"
+	                               "metadata%5Bplan%5D=gold&tax_exempt=false");
+	assert_int_equal(strlen(spec.idempotency_key), 32);
+	/* every statement gets its own key */
+	assert_true(connector_build_request(c, &t, API_OP_INSERT, &row, 1, &spec2, &err));
+	assert_string_not_equal(spec.idempotency_key, spec2.idempotency_key);
+	api_http_spec_free(&spec);
+	api_http_spec_free(&spec2);
+
+	row = (struct api_row){.old_image = {old_img, 3}, .new_image = {new_img, 3}};
+	assert_true(connector_build_request(c, &t, API_OP_UPDATE, &row, 1, &spec, &err));
+	assert_int_equal(spec.method, HTTP_POST);
+	assert_string_equal(spec.url, "https://api.stripe.com/v1/customers/cus_1");
+	assert_string_equal(spec.body, "phone="); /* cleared */
+	api_http_spec_free(&spec);
+	assert_true(connector_build_request(c, &t, API_OP_DELETE, &row, 1, &spec, &err));
+	assert_int_equal(spec.method, HTTP_DELETE);
+	assert_null(spec.body);
+	assert_string_equal(spec.idempotency_key, "");
+	api_http_spec_free(&spec);
+	api_table_free(&t);
+	connector_free(c);
+}
+
+static void test_stripe_parse(void **state)
+{
+	struct cf_kv tkv[] = {{"object", "customers"}, {"columns", "plan:metadata[plan]"}};
+	static const struct api_value jenny[] = {{"email", "jennyrosen.com", API_VALUE_TEXT}};
+	struct api_row row = {.new_image = {jenny, 1}};
+	struct connector *c = stripe();
+	struct http_response resp = {0};
+	struct api_result res;
+	struct api_table t;
+	char e[256], *body;
+	size_t len;
+	int i, found = 0;
+
+	assert_true(api_table_init(&t, "stripe.customers", tkv, 2, e, sizeof(e)));
+	resp.outcome = HTTP_OUTCOME_ANSWER;
+	resp.status = 200;
+	resp.body = body = fixture("stripe_customer.json", &len);
+	resp.body_len = len;
+	connector_parse_response(c, &t, API_OP_INSERT, &row, 1, &resp, &res);
+	assert_true(res.ok);
+	assert_string_equal(res.rows[0].id, "cus_NffrFeUfNV2Hib");
+	for (i = 0; i < res.rows[0].nfields; i++) {
+		const struct api_field_value *f = &res.rows[0].fields[i];
+		if (strcmp(f->column, "created") == 0) {
+			assert_string_equal(f->value, "1680893993");
+			found++;
+		}
+		if (strcmp(f->column, "delinquent") == 0) {
+			assert_string_equal(f->value, "false");
+			found++;
+		}
+		if (strcmp(f->column, "phone") == 0) {
+			assert_null(f->value);
+			found++;
+		}
+	}
+	assert_int_equal(found, 3);
+	api_result_free(&res);
+	free(body);
+
+	resp.status = 400;
+	resp.body = body = fixture("stripe_error_email.json", &len);
+	resp.body_len = len;
+	connector_parse_response(c, &t, API_OP_INSERT, &row, 1, &resp, &res);
+	assert_int_equal(res.error.cls, API_ERR_VALIDATION);
+	assert_string_equal(res.error.code, "email_invalid");
+	assert_string_equal(res.error.column, "email");
+	assert_string_equal(res.error.value, "jennyrosen.com");
+	assert_true(res.error.nothing_written);
+	api_result_free(&res);
+	free(body);
+
+	resp.status = 404;
+	resp.body = body = fixture("stripe_error_missing.json", &len);
+	resp.body_len = len;
+	connector_parse_response(c, &t, API_OP_DELETE, &row, 1, &resp, &res);
+	assert_int_equal(res.error.cls, API_ERR_NOT_FOUND);
+	api_result_free(&res);
+	free(body);
+
+	resp.status = 200;
+	resp.body = body = fixture("sf_create_ok.json", &len); /* an array is not an object */
+	resp.body_len = len;
+	connector_parse_response(c, &t, API_OP_INSERT, &row, 1, &resp, &res);
+	assert_int_equal(res.error.cls, API_ERR_BAD_ANSWER);
+	api_result_free(&res);
+	free(body);
+	api_table_free(&t);
+	connector_free(c);
+}
+
 /* ---- end to end: api_submit() against the fake REST API ---- */
 
 static struct fake_server fake;
@@ -453,6 +591,108 @@ static void test_e2e_batch(void **state)
 	api_free(api);
 }
 
+/* ---- end to end: api_submit() against the fake Stripe ---- */
+
+static struct fake_server fake_stripe;
+
+struct ctl {
+	bool done;
+	char *body;
+};
+
+static void on_ctl(void *arg, const struct http_response *resp)
+{
+	struct ctl *c = arg;
+
+	c->done = true;
+	c->body = strdup(resp->body);
+}
+
+static char *stripe_ctl(struct http_lane *lane, enum http_method m, const char *path,
+                        const char *body)
+{
+	char url[128];
+	struct ctl c = {0};
+	struct http_request *req;
+
+	snprintf(url, sizeof(url), "%s%s", fake_stripe.base_url, path);
+	req = http_request_new(m, url);
+	if (body != NULL)
+		assert_true(http_request_set_body(req, body, strlen(body)));
+	assert_true(http_submit(eng, lane, req, on_ctl, &c));
+	while (!c.done)
+		event_base_loop(base, EVLOOP_ONCE);
+	return c.body;
+}
+
+static void test_e2e_stripe(void **state)
+{
+	static const struct api_value jenny[] = {{"id", NULL, API_VALUE_TEXT},
+	                                         {"name", "Jenny Rosen", API_VALUE_TEXT},
+	                                         {"email", "jenny@example.com", API_VALUE_TEXT}};
+	static const struct api_value bad[] = {{"email", "jennyrosen.com", API_VALUE_TEXT}};
+	char err[256];
+	struct cf_kv kv[] = {{"type", "stripe"}, {"base_url", fake_stripe.base_url},
+	                     {"auth", "bearer"}, {"token", "sk_test_fake"},
+	                     {"timeout", "2"},   {"deadline", "8"}};
+	struct cf_kv tkv[] = {{"object", "customers"}};
+	struct http_lane *ctl = http_lane_create(eng, "control", 2);
+	struct api *api = api_create(eng, "stripe", kv, 6, err, sizeof(err));
+	struct api_row row = {.new_image = {jenny, 3}};
+	struct api_row bad_row = {.new_image = {bad, 1}};
+	struct api_result r1, r2;
+	struct api_table t;
+	struct api_stats st;
+	char *store, *p;
+	int n = 0;
+
+	assert_non_null(api);
+	assert_true(api_table_init(&t, "stripe.customers", tkv, 1, err, sizeof(err)));
+	api_result_init(&r1);
+	api_result_init(&r2);
+	free(stripe_ctl(ctl, HTTP_POST, "/_control", "{\"reset\":true,\"drop_after_apply\":1}"));
+	/* the first answer is lost after the customer was created; the retry carries the same
+	   Idempotency-Key, so Stripe answers again without creating a second customer */
+	assert_non_null(api_submit(api, &t, API_OP_INSERT, &row, 1, on_api_done, &r1));
+	run_until(1, 8000);
+	if (!r1.ok)
+		fail_msg("%s", r1.error.message);
+	assert_memory_equal(r1.rows[0].id, "cus_", 4);
+	store = stripe_ctl(ctl, HTTP_GET, "/_store", NULL);
+	for (p = store; (p = strstr(p, "\"object\": \"customer\"")) != NULL; p++)
+		n++;
+	assert_int_equal(n, 1);
+	free(store);
+	/* the fake saw the same key twice */
+	store = stripe_ctl(ctl, HTTP_GET, "/_requests", NULL);
+	p = strstr(store, "\"idempotency_key\": \"");
+	assert_non_null(p);
+	{
+		char key[40];
+		int same = 0;
+
+		memcpy(key, p + 20, 32);
+		key[32] = '\0';
+		for (p = store; (p = strstr(p, key)) != NULL; p++)
+			same++;
+		assert_int_equal(same, 2);
+	}
+	free(store);
+	api_get_stats(api, &st);
+	assert_int_equal(st.errors, 0);
+
+	assert_non_null(api_submit(api, &t, API_OP_INSERT, &bad_row, 1, on_api_done, &r2));
+	run_until(2, 5000);
+	assert_int_equal(r2.error.cls, API_ERR_VALIDATION);
+	assert_string_equal(r2.error.column, "email");
+	assert_string_equal(r2.error.value, "jennyrosen.com");
+	api_result_free(&r1);
+	api_result_free(&r2);
+	api_table_free(&t);
+	api_free(api);
+	http_lane_free(ctl);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -461,11 +701,16 @@ int main(void)
 	        cmocka_unit_test(test_single_update_delete),
 	        cmocka_unit_test(test_batch),
 	        cmocka_unit_test(test_errors),
+	        cmocka_unit_test(test_stripe_build),
+	        cmocka_unit_test(test_stripe_parse),
 	};
 
 	const struct CMUnitTest e2e[] = {
 	        cmocka_unit_test_setup_teardown(test_e2e_single, e2e_setup, e2e_teardown),
 	        cmocka_unit_test_setup_teardown(test_e2e_batch, e2e_setup, e2e_teardown),
+	};
+	const struct CMUnitTest e2e_stripe[] = {
+	        cmocka_unit_test_setup_teardown(test_e2e_stripe, e2e_setup, e2e_teardown),
 	};
 	const char *args[] = {"--token", "s3cret", NULL};
 	int rc = cmocka_run_group_tests(tests, setup, teardown);
@@ -477,5 +722,12 @@ int main(void)
 	rc |= cmocka_run_group_tests_name("api calls against the fake REST API", e2e, setup,
 	                                  teardown);
 	fake_server_stop(&fake);
+	if (!fake_server_start(&fake_stripe, "fake_stripe.py", NULL)) {
+		fprintf(stderr, "cannot start the fake Stripe\n");
+		return 1;
+	}
+	rc |= cmocka_run_group_tests_name("api calls against the fake Stripe", e2e_stripe, setup,
+	                                  teardown);
+	fake_server_stop(&fake_stripe);
 	return rc;
 }

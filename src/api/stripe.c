@@ -1,0 +1,255 @@
+/*
+ * stripe — the Stripe connector: one row per request (Stripe has no batch endpoint).
+ *
+ *   insert  POST   <base>/v1/<object>        form-encoded fields
+ *   update  POST   <base>/v1/<object>/<id>   the changed fields ("" clears one)
+ *   delete  DELETE <base>/v1/<object>/<id>
+ *
+ * object= is the resource's path name (customers, products, ...). Field names are the column
+ * names (Stripe uses snake_case); "metadata[plan]"-style names come from columns=. Every POST
+ * carries a fresh Idempotency-Key, kept across retries, so an unknown outcome or a 5xx may be
+ * retried without a second write. Answers are the whole object; its scalar members come back
+ * as returned fields. Errors: {"error":{"type","code","message","param"}}.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/connector.h"
+#include "api/json.h"
+
+#define STRIPE_MAX_BODY (256u << 10)
+
+static bool stripe_configure(struct connector *c, const struct cf_kv *kv, int nkv, char *err,
+                             size_t errsize)
+{
+	return true;
+}
+
+static int stripe_max_rows(const struct connector *c, enum api_op op)
+{
+	return 1;
+}
+
+static void stripe_same_name(const struct connector *c, const char *name, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s", name);
+}
+
+static bool stripe_append(char *buf, size_t size, size_t *used, const char *key, const char *value)
+{
+	if (*used > 0) {
+		if (*used + 2 > size)
+			return false;
+		buf[(*used)++] = '&';
+	}
+	if (!api_url_escape(key, buf, size, used) || *used + 2 > size)
+		return false;
+	buf[(*used)++] = '=';
+	buf[*used] = '\0';
+	return api_url_escape(value, buf, size, used);
+}
+
+static bool stripe_build(const struct connector *c, const struct api_table *t, enum api_op op,
+                         const struct api_row *rows, int nrows, struct api_http_spec *out,
+                         struct api_error *err)
+{
+	const struct api_row *row = &rows[0];
+	const struct api_value *idv = api_image_get(&row->old_image, t->pk_column);
+	size_t ulen = strlen(c->base_url) + 3 * strlen(t->object) + 3 * 64 + 16, used = 0;
+	char field[128];
+	int i;
+
+	if (t->object[0] == '\0') {
+		api_error_set(err, API_ERR_INTERNAL, "%s: table %s has no object= (e.g. customers)",
+		              c->name, t->name);
+		return false;
+	}
+	if (op != API_OP_INSERT && (idv == NULL || idv->value == NULL || idv->value[0] == '\0' ||
+	                            strlen(idv->value) > 64)) {
+		api_error_set(err, API_ERR_VALIDATION, "row has no usable record id in column %s",
+		              t->pk_column);
+		snprintf(err->column, sizeof(err->column), "%s", t->pk_column);
+		err->row = 0;
+		return false;
+	}
+	out->url = malloc(ulen);
+	if (out->url == NULL)
+		goto oom;
+	used = (size_t)snprintf(out->url, ulen, "%s/v1/", c->base_url);
+	if (!api_url_escape(t->object, out->url, ulen, &used))
+		goto oom;
+	if (op != API_OP_INSERT) {
+		out->url[used++] = '/';
+		if (!api_url_escape(idv->value, out->url, ulen, &used))
+			goto oom;
+	}
+	if (op == API_OP_DELETE) {
+		out->method = HTTP_DELETE;
+		return true;
+	}
+	out->method = HTTP_POST;
+	out->content_type = "application/x-www-form-urlencoded";
+	api_random_key(out->idempotency_key, sizeof(out->idempotency_key));
+	out->body = malloc(STRIPE_MAX_BODY);
+	if (out->body == NULL)
+		goto oom;
+	used = 0;
+	out->body[0] = '\0';
+	for (i = 0; i < row->new_image.nvalues; i++) {
+		const struct api_value *v = &row->new_image.values[i];
+		const char *text = v->value;
+
+		if (strcmp(v->column, t->pk_column) == 0 || api_table_is_readonly(t, v->column))
+			continue;
+		if (op == API_OP_INSERT && v->value == NULL)
+			continue;
+		if (op == API_OP_UPDATE && !api_row_changed(row, v->column))
+			continue;
+		if (text == NULL) {
+			text = ""; /* Stripe's way of clearing a field */
+		} else if (v->type == API_VALUE_BOOL) {
+			if (strcmp(text, "t") == 0 || strcmp(text, "true") == 0)
+				text = "true";
+			else if (strcmp(text, "f") == 0 || strcmp(text, "false") == 0)
+				text = "false";
+			else
+				goto bad_value;
+		} else if (v->type == API_VALUE_NUMBER &&
+		           !json_is_number_text(text, strlen(text))) {
+			goto bad_value;
+		}
+		connector_field_name(c, t, v->column, field, sizeof(field));
+		if (!stripe_append(out->body, STRIPE_MAX_BODY, &used, field, text)) {
+			api_error_set(err, API_ERR_VALIDATION, "%s: the row is too large to send",
+			              c->name);
+			return false;
+		}
+		continue;
+	bad_value:
+		api_error_set(err, API_ERR_VALIDATION, "value of column %s cannot be sent as a %s",
+		              v->column, api_value_type_str(v->type));
+		err->row = 0;
+		snprintf(err->column, sizeof(err->column), "%s", v->column);
+		snprintf(err->value, sizeof(err->value), "%s", v->value);
+		return false;
+	}
+	out->body_len = used;
+	return true;
+oom:
+	api_error_set(err, API_ERR_INTERNAL, "out of memory");
+	return false;
+}
+
+static enum api_error_class stripe_class_of(long status)
+{
+	switch (status) {
+	case 400:
+	case 402:
+		return API_ERR_VALIDATION;
+	case 401:
+		return API_ERR_AUTH;
+	case 403:
+		return API_ERR_PERMISSION;
+	case 404:
+		return API_ERR_NOT_FOUND;
+	case 429:
+		return API_ERR_RATE_LIMIT;
+	default:
+		/* 409: an idempotency or lock conflict, nothing applied; 5xx; 1xx/3xx */
+		return API_ERR_SERVER;
+	}
+}
+
+static void stripe_parse(const struct connector *c, const struct api_table *t, enum api_op op,
+                         const struct api_row *rows, int nrows, const struct http_response *resp,
+                         struct api_result *out)
+{
+	struct json_value *doc = NULL;
+	const struct json_value *e;
+	struct api_row_result *rr;
+	char perr[128], col[128];
+	const char *id;
+	size_t i;
+
+	if (!json_parse(resp->body, resp->body_len, NULL, &doc, perr, sizeof(perr)))
+		doc = NULL;
+	if (resp->status < 200 || resp->status >= 300) {
+		const char *msg, *code, *param;
+
+		e = json_get(doc, "error");
+		msg = json_get_string(e, "message");
+		code = json_get_string(e, "code");
+		if (code == NULL)
+			code = json_get_string(e, "type");
+		param = json_get_string(e, "param");
+		if (msg != NULL)
+			api_error_set(&out->error, stripe_class_of(resp->status), "%s", msg);
+		else
+			api_error_set(&out->error, stripe_class_of(resp->status),
+			              "%s answered HTTP %ld", c->name, resp->status);
+		snprintf(out->error.code, sizeof(out->error.code), "%s", code ? code : "");
+		snprintf(out->error.reason, sizeof(out->error.reason), "%s", out->error.message);
+		out->error.session_expired = resp->status == 401;
+		/* Stripe applies nothing on an error answer, 5xx included (retry is safe) */
+		out->error.nothing_written = resp->status < 500;
+		api_error_locate(&out->error, c, t, op, rows, nrows, 0, param);
+		goto done;
+	}
+	if (doc == NULL || doc->kind != JSON_OBJECT) {
+		api_error_set(&out->error, API_ERR_BAD_ANSWER, "%s answer is not an object (%s)",
+		              c->name, doc == NULL ? perr : json_kind_str(doc->kind));
+		goto done;
+	}
+	id = json_get_string(doc, "id");
+	if (id == NULL) {
+		api_error_set(&out->error, API_ERR_BAD_ANSWER, "%s answered without an id",
+		              c->name);
+		goto done;
+	}
+	out->rows = calloc(1, sizeof(*out->rows));
+	if (out->rows == NULL)
+		goto oom;
+	out->nrows = 1;
+	rr = &out->rows[0];
+	rr->id = strdup(id);
+	rr->fields = calloc(doc->count ? doc->count : 1, sizeof(*rr->fields));
+	if (rr->id == NULL || rr->fields == NULL)
+		goto oom;
+	for (i = 0; i < doc->count; i++) {
+		const struct json_value *v = doc->items[i];
+		struct api_field_value *f = &rr->fields[rr->nfields];
+
+		if (v->kind == JSON_ARRAY || v->kind == JSON_OBJECT)
+			continue;
+		connector_column_name(c, t, doc->keys[i], col, sizeof(col));
+		f->field = strdup(doc->keys[i]);
+		f->column = strdup(col);
+		if (v->kind == JSON_BOOL)
+			f->value = strdup(v->boolean ? "true" : "false");
+		else if (v->kind != JSON_NULL)
+			f->value = strdup(v->str);
+		rr->nfields++;
+		if (f->field == NULL || f->column == NULL || (v->kind != JSON_NULL && !f->value))
+			goto oom;
+	}
+	out->ok = true;
+	goto done;
+oom:
+	api_result_free(out);
+	api_error_set(&out->error, API_ERR_INTERNAL, "out of memory");
+done:
+	json_free(doc);
+}
+
+const struct connector_ops stripe_connector_ops = {
+        .type = "stripe",
+        .keys = NULL,
+        .configure = stripe_configure,
+        .release = NULL,
+        .max_rows = stripe_max_rows,
+        .field_name = stripe_same_name,
+        .column_name = stripe_same_name,
+        .build = stripe_build,
+        .parse = stripe_parse,
+};

@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""A fake Stripe API for tests of type=stripe (Python standard library only).
+
+  POST   /v1/<resource>          form-encoded fields -> the new object ("cus_..." ids for customers)
+  POST   /v1/<resource>/<id>     update (an empty value clears a field)
+  GET    /v1/<resource>/<id>
+  DELETE /v1/<resource>/<id>     -> {"id": ..., "object": ..., "deleted": true}
+Needs "Authorization: Bearer <--token>". Idempotency-Key on a POST: a repeated key returns the
+first answer again without applying anything. Validation: "email" must look like an address
+(400 {"error": {"type": "invalid_request_error", "code": "email_invalid", "param": "email", ...}}).
+
+Control API: POST /_control {"delay_ms", "fail_status", "fail_count", "rate_limit",
+"drop_after_apply": n (apply the next n POSTs, then close the connection without answering),
+"reset"}, GET /_requests, GET /_store.
+Run: python3 test/fakes/fake_stripe.py --port N  (prints "listening on N" when ready).
+"""
+import argparse
+import http.server
+import json
+import re
+import socket
+import threading
+import time
+import urllib.parse
+
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+PREFIX = {"customers": ("cus_", "customer"), "products": ("prod_", "product")}
+
+
+class State:
+    def __init__(self, args):
+        self.args = args
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self):
+        self.store = {}
+        self.idem = {}
+        self.counter = 0
+        self.log = []
+        self.delay_ms = 0
+        self.fail_status = 0
+        self.fail_count = -1
+        self.rate_limit = 0
+        self.drop_after_apply = 0
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def send(self, status, obj):
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def err(self, status, etype, message, code=None, param=None):
+        e = {"type": etype, "message": message}
+        if code:
+            e["code"] = code
+        if param:
+            e["param"] = param
+        return status, {"error": e}
+
+    def dispatch(self, method):
+        st = self.server.state
+        url = urllib.parse.urlsplit(self.path)
+        n = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(n) if n > 0 else b""
+        if url.path.startswith("/_"):
+            return self.control(method, url.path, raw)
+        form = {k: v[0] for k, v in urllib.parse.parse_qs(raw.decode(), keep_blank_values=True).items()}
+        key = self.headers.get("Idempotency-Key")
+        with st.lock:
+            st.log.append({"method": method, "path": url.path, "form": form,
+                           "idempotency_key": key, "content_type": self.headers.get("Content-Type")})
+            delay = st.delay_ms
+        if delay:
+            time.sleep(delay / 1000.0)
+        if self.headers.get("Authorization") != "Bearer " + st.args.token:
+            return self.send(*self.err(401, "invalid_request_error", "Invalid API Key provided"))
+        with st.lock:
+            if st.fail_status and st.fail_count != 0:
+                if st.fail_count > 0:
+                    st.fail_count -= 1
+                return self.send(*self.err(st.fail_status, "api_error", "fake failure"))
+            if st.rate_limit > 0:
+                st.rate_limit -= 1
+                return self.send(*self.err(429, "rate_limit_error", "Too many requests", "rate_limit"))
+            if method == "POST" and key and key in st.idem:
+                status, obj = st.idem[key]
+            else:
+                status, obj = self.apply(method, url.path, form)
+                if method == "POST" and key:
+                    st.idem[key] = (status, obj)
+            drop = method == "POST" and st.drop_after_apply > 0
+            if drop:
+                st.drop_after_apply -= 1
+        if drop:
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        self.send(status, obj)
+
+    def apply(self, method, path, form):
+        st = self.server.state
+        parts = [p for p in path.split("/") if p]
+        if len(parts) < 2 or parts[0] != "v1":
+            return self.err(404, "invalid_request_error", "Unrecognized request URL")
+        res = parts[1]
+        prefix, objname = PREFIX.get(res, (res[:3] + "_", res.rstrip("s")))
+        recs = st.store.setdefault(res, {})
+        email = form.get("email")
+        if email and not EMAIL_RE.match(email):
+            return self.err(400, "invalid_request_error", "Invalid email address: %s" % email,
+                            "email_invalid", "email")
+        if len(parts) == 2 and method == "POST":
+            st.counter += 1
+            rid = "%s%014d" % (prefix, st.counter)
+            obj = {"id": rid, "object": objname, "created": int(time.time()), "livemode": False,
+                   "metadata": {}}
+            obj.update({k: v for k, v in form.items() if v != ""})
+            recs[rid] = obj
+            return 200, obj
+        if len(parts) == 3:
+            rid = parts[2]
+            if rid not in recs:
+                return self.err(404, "invalid_request_error", "No such %s: '%s'" % (objname, rid),
+                                "resource_missing", "id")
+            if method == "GET":
+                return 200, recs[rid]
+            if method == "DELETE":
+                del recs[rid]
+                return 200, {"id": rid, "object": objname, "deleted": True}
+            if method == "POST":
+                for k, v in form.items():
+                    if v == "":
+                        recs[rid].pop(k, None)
+                    else:
+                        recs[rid][k] = v
+                return 200, recs[rid]
+        return self.err(404, "invalid_request_error", "Unrecognized request URL")
+
+    def control(self, method, path, raw):
+        st = self.server.state
+        with st.lock:
+            if path == "/_control" and method == "POST":
+                c = json.loads(raw or b"{}")
+                if c.get("reset"):
+                    st.reset()
+                for k in ("delay_ms", "fail_status", "fail_count", "rate_limit", "drop_after_apply"):
+                    if k in c:
+                        setattr(st, k, int(c[k]))
+                if "fail_status" in c and "fail_count" not in c:
+                    st.fail_count = -1
+                return self.send(200, {"ok": True})
+            if path == "/_requests":
+                return self.send(200, st.log)
+            if path == "/_store":
+                return self.send(200, st.store)
+        return self.send(404, {"error": "no such control path"})
+
+    def do_GET(self):
+        self.dispatch("GET")
+
+    def do_POST(self):
+        self.dispatch("POST")
+
+    def do_DELETE(self):
+        self.dispatch("DELETE")
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024
+
+    def handle_error(self, request, client_address):
+        pass
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--token", default="sk_test_fake")
+    args = ap.parse_args()
+    srv = Server((args.host, args.port), Handler)
+    srv.state = State(args)
+    print("listening on %d" % srv.server_address[1], flush=True)
+    try:
+        srv.serve_forever(poll_interval=0.1)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
