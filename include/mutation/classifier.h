@@ -32,9 +32,10 @@ struct classifier_table {
 	const char *table;
 };
 
-/* Bounds on what classifier_new() accepts; a longer name cannot be a Postgres identifier. */
+/* Bounds on what classifier_new() accepts; a longer name is not a Postgres identifier
+ * (NAMEDATALEN). */
 #define CLASSIFIER_MAX_TABLES   4096
-#define CLASSIFIER_MAX_NAME_LEN 255
+#define CLASSIFIER_MAX_NAME_LEN 63
 
 /*
  * Builds a classifier for n tables (n may be 0). Copies everything it needs: tables may be freed
@@ -48,15 +49,14 @@ void classifier_free(struct classifier *cl);
 
 /*
  * Fast path, no allocation, no parser: false = relay the statement untouched.
- * Needs: cl (may be NULL: then only the syncbouncer.* checks apply), database (the [databases]
+ * Needs: cl (NULL: no synced tables, only the settings checks apply), database (the [databases]
  * entry of the connection), sql[0..len) (need not be NUL-terminated; the scan stops at len or
  * at a NUL byte).
- * True when the first token (after whitespace, comments and '(') is INSERT, UPDATE, DELETE,
- * MERGE, COPY, WITH, TRUNCATE or EXPLAIN and the text contains (ignoring case) the name of a
- * synced table of that database; or when the text contains "syncbouncer", "set_config" or a
- * Unicode-escape introducer (U&) after any statement-starting keyword that can change a
- * setting; or when the text holds more than one statement and one of those conditions may hold
- * for a later one. "SELECT 1" is refused after reading its eight bytes once.
+ * True when the text contains (ignoring case) "syncbouncer", "set_config" or "U&" (a Unicode
+ * escape could spell either); or when the first token (after whitespace, comments and '(') is
+ * INSERT, UPDATE, DELETE, MERGE, COPY, WITH, TRUNCATE, EXPLAIN or PREPARE and the text contains
+ * the name of a synced table of that database; or when the text holds more than one statement
+ * and contains such a name. "SELECT 1" is refused after reading its eight bytes once.
  */
 bool classifier_quick_check(const struct classifier *cl, const char *database, const char *sql,
                             size_t len);
@@ -79,8 +79,8 @@ const char *stmt_op_str(enum stmt_op op);
 struct stmt_class {
 	enum stmt_verdict verdict;
 	enum stmt_op op; /* MUTATION: what it does; else OP_NONE */
-	int table; /* MUTATION (and REJECT naming one table): index given to classifier_new; else -1
-	            */
+	/* MUTATION, and a REJECT about one table: its index given to classifier_new(); else -1 */
+	int table;
 	bool returning;           /* MUTATION: has RETURNING */
 	bool on_conflict_nothing; /* MUTATION: INSERT ... ON CONFLICT DO NOTHING */
 	int nstatements;          /* statements in the text (multi-statement simple query) */
@@ -100,8 +100,10 @@ struct stmt_class {
  * Parses sql (NUL-terminated) with libpg_query and fills *out (always, whatever the result).
  * Needs cl (NULL: no synced tables) and database as for the quick check. Several statements are
  * classified together: the verdict is the strongest one (REJECT > MUTATION > PASS). A text
- * PostgreSQL cannot parse gives STMT_PASS (PostgreSQL reports the error itself). A statement
- * whose parse tree is too large or too deep to inspect is refused with 54001.
+ * PostgreSQL cannot parse gives STMT_PASS (PostgreSQL reports the error itself). A text too
+ * large or too deeply nested to inspect is refused with 54001 when it could reach a
+ * syncbouncer.* setting, else passed (the guard trigger still refuses its writes to synced
+ * tables). Takes time and memory in proportion to the text (about 0.1 s per MB).
  * Returns false only on out of memory; *out is then a REJECT with 53200, ready to send.
  */
 bool classifier_classify(const struct classifier *cl, const char *database, const char *sql,
