@@ -12,6 +12,7 @@ the test fails if the pooler crashed or its output holds a sanitizer report. ini
 run as root, so when started as root the suite drops to the `postgres` OS user first.
 """
 
+import ctypes
 import os
 import pwd
 import random
@@ -42,6 +43,19 @@ SANITIZER_PATTERNS = [
     "runtime error:",
     "SUMMARY: UndefinedBehaviorSanitizer",
 ]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig):
+    """preexec_fn: the child gets sig when pytest dies, so a killed run leaves no servers."""
+
+    def set_pdeathsig():
+        _libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+
+    return set_pdeathsig
 
 
 def _drop_root():
@@ -160,8 +174,23 @@ class Postgres:
                 "client_connection_check_interval = 500ms\n"
                 "log_connections = off\n"
             )
-        self.run(os.path.join(PG_BIN, "pg_ctl"), "-D", self.datadir, "-l", self.logfile,
-                 "-w", "-t", "60", "start")
+        # Started directly rather than through pg_ctl so that it dies with this process.
+        self.logf = open(self.logfile, "ab")
+        self.proc = subprocess.Popen([os.path.join(PG_BIN, "postgres"), "-D", self.datadir],
+                                     stdin=subprocess.DEVNULL, stdout=self.logf,
+                                     stderr=subprocess.STDOUT,
+                                     preexec_fn=die_with_parent(signal.SIGQUIT))
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"postgres exited at start:\n{read_text(self.logfile)}")
+            try:
+                self.sql("select 1")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
         self.sql("SET password_encryption = 'md5'; CREATE ROLE app LOGIN PASSWORD 'secret'")
         self.sql("SET password_encryption = 'scram-sha-256';"
                  " CREATE ROLE scramuser LOGIN PASSWORD 'scrampass'")
@@ -169,8 +198,14 @@ class Postgres:
         self.sql("CREATE DATABASE crm OWNER app")
 
     def stop(self):
-        subprocess.run([os.path.join(PG_BIN, "pg_ctl"), "-D", self.datadir, "-m", "immediate",
-                        "stop"], capture_output=True)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.logf.close()
 
     def connect(self, dbname="postgres", user="postgres", **kw):
         """Direct connection over the unix socket, bypassing the pooler."""
@@ -194,6 +229,11 @@ def pg():
     except subprocess.CalledProcessError as e:
         shutil.rmtree(base, ignore_errors=True)
         pytest.exit(f"cannot start PostgreSQL: {e.cmd}: {e.stderr}", returncode=3)
+    except Exception as e:
+        if getattr(server, "proc", None):
+            server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.exit(f"cannot start PostgreSQL: {e}", returncode=3)
     yield server
     server.stop()
     if not os.environ.get("SB_KEEP_TMP"):
@@ -253,7 +293,8 @@ class Bouncer:
         self.stderr_file = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                      stdout=self.stderr_file, stderr=subprocess.STDOUT,
-                                     cwd=self.workdir)
+                                     cwd=self.workdir,
+                                     preexec_fn=die_with_parent(signal.SIGKILL))
         if wait:
             self.wait_ready()
         return self
