@@ -18,6 +18,7 @@ struct dns;
 struct conn;
 struct sbuf_pkt;
 struct listener;
+struct synced;
 
 /*
  * The query hook: the seam where the synced-table side sees client statements. The core shows it
@@ -60,6 +61,7 @@ struct bouncer {
 	struct event *ev_free;
 	struct listener *listeners;
 	struct query_hook hook;
+	struct synced *synced; /* the synced-table side; NULL without [synced_tables] */
 	int client_count;
 	int server_count;
 	bool shutting_down;

@@ -33,6 +33,8 @@ enum sbuf_action {
 	SBUF_CONSUMED, /* the owner used the complete packet; drop it */
 	SBUF_PAUSE,    /* stop before this packet; the owner calls sbuf_resume() later */
 	SBUF_CLOSED,   /* the owner closed the connection: touch nothing more */
+	SBUF_FLUSH,    /* write what is parsed to dst first, then offer this packet again (the
+	                  owner is about to inject bytes into dst that must follow them) */
 };
 const char *sbuf_action_str(enum sbuf_action a);
 
@@ -69,6 +71,7 @@ struct sbuf {
 	enum sbuf_action pkt_action;
 	struct pktbuf big; /* a packet larger than buf that the owner wants whole */
 	bool collecting_big;
+	bool big_ready;		/* gathered whole, to be offered (again, after a pause) */
 	size_t max_pkt;
 	struct sbuf *dst;         /* where SBUF_SEND bytes go */
 	struct sbuf *waiting_src; /* a peer blocked on our writability */

@@ -24,6 +24,7 @@
 #include "dns.h"
 #include "listener.h"
 #include "log.h"
+#include "mutation/synced.h"
 #include "pool.h"
 #include "userlist.h"
 #include "version.h"
@@ -256,9 +257,13 @@ int main(int argc, char **argv)
 	         event_get_version(), event_base_get_method(b.base), ares_version(NULL),
 	         OpenSSL_version(OPENSSL_VERSION));
 
+	if (!synced_start(&b))
+		fatal("cannot set up the synced tables");
+
 	event_base_dispatch(b.base);
 
 	log_info("shutting down");
+	synced_stop(&b);
 	listener_stop(&b);
 	for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
 		event_free(sigev[i]);

@@ -34,6 +34,8 @@ const char *sbuf_action_str(enum sbuf_action a)
 		return "pause";
 	case SBUF_CLOSED:
 		return "closed";
+	case SBUF_FLUSH:
+		return "flush";
 	}
 	return "?";
 }
@@ -365,8 +367,6 @@ static bool collect_big(struct sbuf *sb)
 {
 	size_t avail = sb->recv_pos - sb->parse_pos;
 	size_t n = avail < sb->pkt_remain ? avail : sb->pkt_remain;
-	struct sbuf_pkt pkt;
-	enum sbuf_action act;
 
 	pktbuf_put_bytes(&sb->big, sb->buf + sb->parse_pos, n);
 	sb->parse_pos += n;
@@ -379,6 +379,16 @@ static bool collect_big(struct sbuf *sb)
 	if (sb->pkt_remain > 0)
 		return true;
 	sb->collecting_big = false;
+	sb->big_ready = true;
+	return true;
+}
+
+/* Offers a gathered large packet (again after a pause). False when processing must stop. */
+static bool offer_big(struct sbuf *sb)
+{
+	struct sbuf_pkt pkt;
+	enum sbuf_action act;
+
 	memset(&pkt, 0, sizeof(pkt));
 	pkt.type = sb->big.data[0];
 	pkt.len = (uint32_t)sb->big.len;
@@ -386,15 +396,33 @@ static bool collect_big(struct sbuf *sb)
 	pkt.body = sb->big.data + 5;
 	pkt.body_len = pkt.body_avail = sb->big.len - 5;
 	act = sb->ops->packet(sb->owner, sb, &pkt);
-	if (act == SBUF_CLOSED)
+	switch (act) {
+	case SBUF_CLOSED:
 		return false;
-	if (act == SBUF_SEND && sb->dst != NULL) {
-		if (!sbuf_queue(sb->dst, sb->big.data, sb->big.len)) {
+	case SBUF_PAUSE:
+		if (sb->resume_pending) {
+			sb->resume_pending = false;
+			return true;
+		}
+		sb->paused = true;
+		return false;
+	case SBUF_WAIT:
+	case SBUF_FLUSH:
+		fail(sb, "packet handler cannot wait on a gathered packet");
+		return false;
+	case SBUF_SEND:
+		if (sb->dst != NULL && !sbuf_queue(sb->dst, sb->big.data, sb->big.len)) {
+			sb->big_ready = false;
 			pktbuf_reset(&sb->big);
 			fail(sb, "cannot forward a large packet");
 			return false;
 		}
+		break;
+	case SBUF_SKIP:
+	case SBUF_CONSUMED:
+		break;
 	}
+	sb->big_ready = false;
 	pktbuf_reset(&sb->big);
 	return true;
 }
@@ -438,6 +466,13 @@ static bool next_packet(struct sbuf *sb, bool *need_more)
 	switch (act) {
 	case SBUF_CLOSED:
 		return false;
+	case SBUF_FLUSH:
+		if (sb->parse_pos == sb->done_pos) {
+			fail(sb, "packet handler asked to flush nothing");
+			return false;
+		}
+		/* blocked: the peer's write event runs sbuf_process() again, which re-offers */
+		return flush_pending(sb);
 	case SBUF_PAUSE:
 		if (sb->resume_pending) {
 			/* resumed from inside the callback: offer the same packet again */
@@ -491,6 +526,11 @@ static void sbuf_process(struct sbuf *sb)
 
 		sb->resume_pending = false;
 
+		if (sb->big_ready) {
+			if (!offer_big(sb))
+				break;
+			continue;
+		}
 		if (sb->collecting_big) {
 			if (sb->recv_pos == sb->parse_pos)
 				break;

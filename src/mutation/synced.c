@@ -1,0 +1,1830 @@
+/*
+ * synced — the query hook and the mutation pipeline (DESIGN.md §4).
+ *
+ * A write to a synced table runs on a libpq connection of its own (pgc), outside any client
+ * transaction, in one database transaction:
+ *   BEGIN; mode=capture; <statement>            -- the guard trigger records row images, changes
+ * nothing SELECT … FROM syncbouncer.capture           -- the images (one API request) -- the
+ * transaction waits, rows locked confirmed rows in; mode=apply; <statement>   -- the trigger writes
+ * the API's version of each row COMMIT and its result (command tag, RETURNING rows) is sent to the
+ * client in place of the statement. PostgreSQL evaluates the statement both times: the proxy never
+ * re-implements SQL.
+ *
+ * Invariants: a client has at most one mutation in flight, and its relay is paused meanwhile;
+ * every mutation ends with COMMIT or ROLLBACK on its connection (a connection whose outcome is
+ * unknown is closed, which rolls back); a client that went away does not stop its mutation.
+ */
+#include "mutation/synced.h"
+
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "api/http.h"
+#include "api/json.h"
+#include "bouncer.h"
+#include "client.h"
+#include "config.h"
+#include "conn.h"
+#include "log.h"
+#include "mutation/catalog.h"
+#include "mutation/classifier.h"
+#include "pgc.h"
+#include "pktbuf.h"
+#include "pool.h"
+#include "proto.h"
+#include "userlist.h"
+
+#define MAX_IDLE_CONNS 8
+#define RESPONSE_MAX   (64 * 1024 * 1024)
+
+struct synced_table {
+	char *database, *schema, *table, *qualified;
+	struct api *api;
+	struct api_table at;
+	bool at_ready;
+};
+
+struct mconn {
+	struct list head;
+	struct pgc *pc;
+	char *conninfo;
+};
+
+struct synced {
+	struct bouncer *b;
+	struct config *cfg; /* our own copy: the catalog and APIs outlive a RELOAD of the core's */
+	struct http_engine *http;
+	struct api **apis;
+	int napis;
+	struct synced_table *tables;
+	int ntables;
+	struct classifier *cl;
+	struct catalog *cat;
+	struct list idle_conns;
+	struct list mutations;
+};
+
+enum mut_state {
+	MUT_CONNECTING,
+	MUT_CAPTURING,
+	MUT_CALLING_API,
+	MUT_APPLYING,
+	MUT_ROLLING_BACK,
+};
+
+static const char *mut_state_str(enum mut_state st)
+{
+	switch (st) {
+	case MUT_CONNECTING:
+		return "connecting";
+	case MUT_CAPTURING:
+		return "capturing";
+	case MUT_CALLING_API:
+		return "calling_api";
+	case MUT_APPLYING:
+		return "applying";
+	case MUT_ROLLING_BACK:
+		return "rolling_back";
+	}
+	return "?";
+}
+
+/* A named prepared statement of a client that writes a synced table (kept here, not on servers). */
+struct prep_stmt {
+	char *name;
+	char *sql;
+	int ntypes;
+	Oid *types;
+	struct stmt_class sc;
+};
+
+/* An extended-protocol sequence (Parse/Bind/Describe/Execute/Close up to Sync) being collected. */
+struct ext_seq {
+	bool active;
+	bool parse, bind, describe_portal, describe_stmt, execute, close;
+	bool failed;
+	char *sql;
+	int ntypes;
+	Oid *types;
+	struct stmt_class sc;
+	int nparams;
+	char **values;
+	int *lengths;
+	int *formats;
+	int result_format;
+	char sqlstate[6];
+	char message[256];
+};
+
+/*
+ * Per-client hook state. It exists while a mutation is in flight or being answered, while an
+ * extended sequence is being collected, and as long as the client keeps named synced statements
+ * (so that their later Bind messages are seen).
+ */
+struct mut_client {
+	struct conn *client;
+	struct mutation *m;
+	bool answered; /* the current packet was answered: consume it when it comes back */
+	struct prep_stmt *stmts;
+	int nstmts;
+	struct ext_seq ext;
+};
+
+struct captured {
+	int seq;
+	struct json_value *old_json, *new_json;
+	struct api_value *old_vals, *new_vals;
+	int nold, nnew;
+	char **owned; /* texts made for nested values */
+	int nowned;
+};
+
+struct mutation {
+	struct list head;
+	struct synced *sy;
+	struct mut_client *mc; /* NULL once the client went away */
+	struct synced_table *st;
+	struct catalog_table *ct;
+	enum stmt_op op;
+	bool conflict_nothing;
+	enum mut_state state;
+	uint64_t started;
+	char *sql;
+	struct mconn *conn;
+	PGresult *first;  /* the capture run's result: its columns describe RETURNING */
+	PGresult *result; /* the apply run's result */
+	struct captured *rows;
+	int nrows;
+	struct api_row *api_rows;
+	struct api_call *call;
+	int nparams; /* the client's parameters, owned */
+	char **values;
+	int *lengths;
+	int *formats;
+	Oid *types;
+	int ntypes;
+	int result_format;
+	bool extended; /* answer as the extended protocol does */
+	bool parse_complete, bind_complete, describe_portal;
+	struct pktbuf err; /* the error to send, when one was decided */
+	bool failed;
+	bool conn_broken;
+};
+
+static void mutation_finish(struct mutation *m);
+
+/* ---- responses ------------------------------------------------------------------------- */
+
+/* ParseComplete / BindComplete that precede an extended sequence's answer. */
+static void write_ext_prefix(const struct mutation *m, struct pktbuf *pb)
+{
+	if (m->parse_complete) {
+		pktbuf_start_msg(pb, '1');
+		pktbuf_finish_msg(pb);
+	}
+	if (m->bind_complete) {
+		pktbuf_start_msg(pb, '2');
+		pktbuf_finish_msg(pb);
+	}
+}
+
+static void send_to_client(struct mutation *m, struct pktbuf *pb)
+{
+	struct mut_client *mc = m->mc;
+
+	if (mc == NULL)
+		return;
+	pktbuf_write_ready(pb, client_txn_status(mc->client));
+	if (pktbuf_failed(pb) || !sbuf_queue_pktbuf(&mc->client->sbuf, pb)) {
+		client_close(mc->client, "could not send a synced-table write's answer");
+		return;
+	}
+}
+
+static void set_error(struct mutation *m, const char *sqlstate, const char *msg, const char *detail,
+                      const char *hint)
+{
+	struct pg_error e;
+
+	if (m->failed)
+		return;
+	memset(&e, 0, sizeof(e));
+	e.severity = "ERROR";
+	e.sqlstate = sqlstate;
+	e.message = msg;
+	e.detail = detail;
+	e.hint = hint;
+	if (m->st != NULL) {
+		e.schema = m->st->schema;
+		e.table = m->st->table;
+	}
+	pktbuf_reset(&m->err);
+	pktbuf_write_error_fields(&m->err, &e);
+	m->failed = true;
+}
+
+/* The error PostgreSQL gave for the client's statement, with every field it set. */
+static void set_pg_error(struct mutation *m, const PGresult *res)
+{
+	struct pg_error e;
+
+	if (m->failed)
+		return;
+	memset(&e, 0, sizeof(e));
+	e.severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	if (e.severity == NULL)
+		e.severity = "ERROR";
+	e.sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	if (e.sqlstate == NULL)
+		e.sqlstate = "XX000";
+	e.message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	if (e.message == NULL)
+		e.message = "error without a message";
+	e.detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+	e.hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
+	e.position = PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION);
+	e.where = PQresultErrorField(res, PG_DIAG_CONTEXT);
+	e.schema = PQresultErrorField(res, PG_DIAG_SCHEMA_NAME);
+	e.table = PQresultErrorField(res, PG_DIAG_TABLE_NAME);
+	e.column = PQresultErrorField(res, PG_DIAG_COLUMN_NAME);
+	e.constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
+	e.datatype = PQresultErrorField(res, PG_DIAG_DATATYPE_NAME);
+	pktbuf_reset(&m->err);
+	pktbuf_write_error_fields(&m->err, &e);
+	m->failed = true;
+}
+
+/* RowDescription, DataRows and CommandComplete of a result, as PostgreSQL would send them. */
+static void write_result(struct pktbuf *pb, const struct mutation *m, const PGresult *desc,
+                         const PGresult *res)
+{
+	int ncols = PQnfields(desc);
+	bool returning = ncols > 0;
+
+	if (m->extended) {
+		write_ext_prefix(m, pb);
+		if (m->describe_portal && !returning) {
+			pktbuf_start_msg(pb, 'n');
+			pktbuf_finish_msg(pb);
+		}
+	}
+	if (returning && (!m->extended || m->describe_portal)) {
+		pktbuf_start_msg(pb, 'T');
+		pktbuf_put_u16(pb, (uint16_t)ncols);
+		for (int i = 0; i < ncols; i++) {
+			pktbuf_put_string(pb, PQfname(desc, i));
+			pktbuf_put_u32(pb, PQftable(desc, i));
+			pktbuf_put_u16(pb, (uint16_t)PQftablecol(desc, i));
+			pktbuf_put_u32(pb, PQftype(desc, i));
+			pktbuf_put_u16(pb, (uint16_t)PQfsize(desc, i));
+			pktbuf_put_u32(pb, (uint32_t)PQfmod(desc, i));
+			pktbuf_put_u16(pb, (uint16_t)PQfformat(desc, i));
+		}
+		pktbuf_finish_msg(pb);
+	}
+	if (res != NULL && returning) {
+		for (int r = 0; r < PQntuples(res); r++) {
+			pktbuf_start_msg(pb, 'D');
+			pktbuf_put_u16(pb, (uint16_t)ncols);
+			for (int i = 0; i < ncols; i++) {
+				if (PQgetisnull(res, r, i)) {
+					pktbuf_put_u32(pb, 0xffffffffu);
+					continue;
+				}
+				pktbuf_put_u32(pb, (uint32_t)PQgetlength(res, r, i));
+				pktbuf_put_bytes(pb, PQgetvalue(res, r, i),
+				                 (size_t)PQgetlength(res, r, i));
+			}
+			pktbuf_finish_msg(pb);
+		}
+	}
+	pktbuf_write_command_complete(pb, PQcmdStatus((PGresult *)(res ? res : desc)));
+}
+
+/* ---- API errors → PostgreSQL errors (DESIGN.md §3) --------------------------------------- */
+
+static void set_api_error(struct mutation *m, const struct api_error *ae)
+{
+	const char *api = api_name(m->st->api);
+	char msg[256], detail[1024], hint[128];
+	const char *sqlstate = "XX000";
+	const char *hintp = NULL;
+	const char *what = "error";
+
+	detail[0] = '\0';
+	switch (ae->cls) {
+	case API_ERR_VALIDATION:
+		sqlstate = "23514";
+		what = "validation error";
+		break;
+	case API_ERR_REQUIRED:
+		sqlstate = "23502";
+		what = "validation error";
+		break;
+	case API_ERR_DUPLICATE:
+		sqlstate = "23505";
+		what = "validation error";
+		break;
+	case API_ERR_AUTH:
+		sqlstate = "28000";
+		what = "authentication failed";
+		break;
+	case API_ERR_PERMISSION:
+		sqlstate = "42501";
+		what = "permission denied";
+		break;
+	case API_ERR_RATE_LIMIT:
+		sqlstate = "53400";
+		what = "rate limit exceeded";
+		if (ae->retry_after >= 0) {
+			snprintf(hint, sizeof(hint), "retry after %d s", ae->retry_after);
+			hintp = hint;
+		}
+		break;
+	case API_ERR_NOT_FOUND:
+		sqlstate = "P0002";
+		what = "record not found";
+		break;
+	case API_ERR_UNAVAILABLE:
+		sqlstate = "58000";
+		what = "unreachable";
+		break;
+	case API_ERR_SERVER:
+		sqlstate = "58000";
+		what = "server error";
+		break;
+	case API_ERR_TOO_MANY_ROWS:
+		sqlstate = "54000";
+		what = "request too large";
+		break;
+	case API_ERR_UNKNOWN_OUTCOME:
+	case API_ERR_BAD_ANSWER:
+		sqlstate = "XX000";
+		what = "outcome unknown";
+		break;
+	case API_ERR_NONE:
+	case API_ERR_INTERNAL:
+		sqlstate = "XX000";
+		what = "error";
+		break;
+	}
+	snprintf(msg, sizeof(msg), "%s %s", api, what);
+	if (ae->column[0] && (ae->cls == API_ERR_VALIDATION || ae->cls == API_ERR_REQUIRED ||
+	                      ae->cls == API_ERR_DUPLICATE))
+		snprintf(detail, sizeof(detail), "Key (%s)=(%s) %s", ae->column,
+		         ae->value_is_null ? "null" : ae->value,
+		         ae->reason[0] ? ae->reason : ae->message);
+	else if (ae->cls == API_ERR_UNAVAILABLE || ae->cls == API_ERR_SERVER)
+		snprintf(detail, sizeof(detail), "%s Nothing was written.", ae->message);
+	else if (ae->cls == API_ERR_UNKNOWN_OUTCOME || ae->cls == API_ERR_BAD_ANSWER)
+		snprintf(detail, sizeof(detail),
+		         "%s The request was sent; whether %s applied it is unknown. Nothing was "
+		         "written to the database.",
+		         ae->message, api);
+	else
+		snprintf(detail, sizeof(detail), "%s", ae->message);
+	set_error(m, sqlstate, msg, detail[0] ? detail : NULL, hintp);
+	if (ae->column[0]) {
+		/* the column field of the ErrorResponse names the offending column */
+		struct pg_error e;
+		memset(&e, 0, sizeof(e));
+		e.severity = "ERROR";
+		e.sqlstate = sqlstate;
+		e.message = msg;
+		e.detail = detail[0] ? detail : NULL;
+		e.hint = hintp;
+		e.schema = m->st->schema;
+		e.table = m->st->table;
+		e.column = ae->column;
+		pktbuf_reset(&m->err);
+		pktbuf_write_error_fields(&m->err, &e);
+	}
+}
+
+/* ---- connections ----------------------------------------------------------------------- */
+
+static void append_conninfo(char *buf, size_t size, size_t *len, const char *key, const char *v)
+{
+	int n;
+
+	n = snprintf(buf + *len, size - *len, "%s%s='", *len ? " " : "", key);
+	if (n < 0 || (size_t)n >= size - *len) {
+		*len = size;
+		return;
+	}
+	*len += (size_t)n;
+	for (const char *p = v; *p && *len + 3 < size; p++) {
+		if (*p == '\'' || *p == '\\')
+			buf[(*len)++] = '\\';
+		buf[(*len)++] = *p;
+	}
+	if (*len + 2 < size) {
+		buf[(*len)++] = '\'';
+		buf[*len] = '\0';
+	} else {
+		*len = size;
+	}
+}
+
+/* The libpq connection string for the pool's server (host, port, db, user, password). */
+static bool pool_conninfo(const struct pool *pool, char *buf, size_t size, const char **err)
+{
+	char port[16];
+	size_t len = 0;
+	const char *host = pool->host[0] ? pool->host : "/var/run/postgresql";
+
+	if (pool->server_password[0] &&
+	    (strncmp(pool->server_password, "md5", 3) == 0 ||
+	     strncmp(pool->server_password, "SCRAM-SHA-256$", 14) == 0)) {
+		*err = "synced-table writes need the user's plain password in auth_file or the "
+		       "[databases] entry";
+		return false;
+	}
+	buf[0] = '\0';
+	snprintf(port, sizeof(port), "%d", pool->port);
+	append_conninfo(buf, size, &len, "host", host);
+	append_conninfo(buf, size, &len, "port", port);
+	append_conninfo(buf, size, &len, "dbname", pool->server_db);
+	append_conninfo(buf, size, &len, "user", pool->server_user);
+	if (pool->server_password[0])
+		append_conninfo(buf, size, &len, "password", pool->server_password);
+	append_conninfo(buf, size, &len, "application_name", "syncbouncer mutation");
+	append_conninfo(buf, size, &len, "connect_timeout", "10");
+	if (len >= size) {
+		*err = "connection string too long";
+		return false;
+	}
+	return true;
+}
+
+static void mconn_free(struct mconn *mc)
+{
+	list_del(&mc->head);
+	pgc_close(mc->pc);
+	free(mc->conninfo);
+	free(mc);
+}
+
+/* ---- the pipeline ---------------------------------------------------------------------- */
+
+static bool queue(struct mutation *m, const char *sql, pgc_result_cb cb)
+{
+	return pgc_query(m->conn->pc, sql, 0, NULL, NULL, NULL, NULL, 0, cb, m);
+}
+
+static bool queue_params(struct mutation *m, const char *sql, int n, const char *const *values,
+                         pgc_result_cb cb)
+{
+	return pgc_query(m->conn->pc, sql, n, NULL, values, NULL, NULL, 0, cb, m);
+}
+
+static bool queue_stmt(struct mutation *m, pgc_result_cb cb)
+{
+	if (!m->extended)
+		return queue(m, m->sql, cb);
+	return pgc_query(m->conn->pc, m->sql, m->nparams, m->nparams ? m->types : NULL,
+	                 (const char *const *)m->values, m->lengths, m->formats, m->result_format,
+	                 cb, m);
+}
+
+static void on_ignored(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct mutation *m = arg;
+
+	(void)pc;
+	if (res == NULL) {
+		m->conn_broken = true;
+		return;
+	}
+	if (PQresultStatus(res) == PGRES_FATAL_ERROR && !m->failed)
+		set_pg_error(m, res);
+	(void)error;
+}
+
+static void on_rolled_back(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct mutation *m = arg;
+
+	(void)pc;
+	(void)error;
+	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+		m->conn_broken = true;
+	mutation_finish(m);
+}
+
+static void rollback(struct mutation *m)
+{
+	m->state = MUT_ROLLING_BACK;
+	if (m->conn_broken || !queue(m, "ROLLBACK", on_rolled_back)) {
+		m->conn_broken = true;
+		mutation_finish(m);
+	}
+}
+
+static void on_committed(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct mutation *m = arg;
+	struct pktbuf pb;
+	char detail[1024];
+	size_t len = 0;
+
+	(void)pc;
+	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK || m->failed ||
+	    m->result == NULL) {
+		/* the API has the change and the database does not: say so, with the ids */
+		len += (size_t)snprintf(detail, sizeof(detail), "Record ids:");
+		for (int i = 0; i < m->nrows && len < sizeof(detail) - 64; i++) {
+			const struct api_value *v = NULL;
+			const struct captured *cr = &m->rows[i];
+			for (int k = 0; k < cr->nold; k++)
+				if (strcmp(cr->old_vals[k].column, m->st->at.pk_column) == 0)
+					v = &cr->old_vals[k];
+			len += (size_t)snprintf(detail + len, sizeof(detail) - len, " %s",
+			                        v && v->value ? v->value : "(new)");
+		}
+		log_error("synced table %s: %s accepted a write but the database commit failed: %s",
+		          m->st->qualified, api_name(m->st->api),
+		          res == NULL ? error : PQresultErrorMessage(res));
+		m->failed = false;
+		{
+			char msg[256];
+			snprintf(msg, sizeof(msg),
+			         "change applied to %s but not yet to the database",
+			         api_name(m->st->api));
+			set_error(m, "XX000", msg, detail, NULL);
+		}
+		m->conn_broken = true;
+		mutation_finish(m);
+		return;
+	}
+	switch (m->op) {
+	case OP_INSERT:
+		m->ct->inserts++;
+		break;
+	case OP_UPDATE:
+		m->ct->updates++;
+		break;
+	case OP_DELETE:
+		m->ct->deletes++;
+		break;
+	default:
+		break;
+	}
+	if (m->mc != NULL) {
+		pktbuf_init(&pb, RESPONSE_MAX);
+		write_result(&pb, m, m->result, m->result);
+		send_to_client(m, &pb);
+		pktbuf_free(&pb);
+	}
+	mutation_finish(m);
+}
+
+static void on_applied(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct mutation *m = arg;
+
+	(void)error;
+	if (res == NULL) {
+		m->conn_broken = true;
+		return;
+	}
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
+		if (!m->failed)
+			set_pg_error(m, res);
+		return;
+	}
+	m->result = pgc_steal_result(pc);
+}
+
+/* Builds the JSON of confirmed rows: [{"seq":n,"key":…,"fields":{column: value}}]. */
+static char *confirmed_json(struct mutation *m, const struct api_result *ar)
+{
+	struct json_out out;
+	size_t len;
+
+	if (!json_out_init(&out, 16 * 1024 * 1024))
+		return NULL;
+	json_out_array_begin(&out);
+	for (int i = 0; i < m->nrows && i < ar->nrows; i++) {
+		const struct captured *cr = &m->rows[i];
+		const struct api_row_result *rr = &ar->rows[i];
+		const char *key = NULL;
+
+		for (int k = 0; k < cr->nold; k++)
+			if (strcmp(cr->old_vals[k].column, m->st->at.pk_column) == 0)
+				key = cr->old_vals[k].value;
+		json_out_object_begin(&out);
+		json_out_key(&out, "seq");
+		json_out_int(&out, cr->seq);
+		json_out_key(&out, "key");
+		if (key != NULL)
+			json_out_string(&out, key);
+		else
+			json_out_null(&out);
+		json_out_key(&out, "fields");
+		json_out_object_begin(&out);
+		if (m->op == OP_INSERT && rr->id != NULL) {
+			json_out_key(&out, m->st->at.pk_column);
+			json_out_string(&out, rr->id);
+		}
+		for (int f = 0; f < rr->nfields; f++) {
+			if (rr->fields[f].column == NULL ||
+			    strcmp(rr->fields[f].column, m->st->at.pk_column) == 0)
+				continue;
+			json_out_key(&out, rr->fields[f].column);
+			if (rr->fields[f].value != NULL)
+				json_out_string(&out, rr->fields[f].value);
+			else
+				json_out_null(&out);
+		}
+		json_out_object_end(&out);
+		json_out_object_end(&out);
+	}
+	json_out_array_end(&out);
+	if (!json_out_ok(&out)) {
+		json_out_free(&out);
+		return NULL;
+	}
+	return json_out_take(&out, &len);
+}
+
+static void on_api_done(void *arg, struct api_result *ar)
+{
+	struct mutation *m = arg;
+	char relid[16];
+	char *json;
+	const char *params[2];
+	bool ok = true;
+
+	m->call = NULL;
+	if (!ar->ok) {
+		if (m->ct != NULL)
+			m->ct->rejected++;
+		set_api_error(m, &ar->error);
+		rollback(m);
+		return;
+	}
+	m->state = MUT_APPLYING;
+	json = confirmed_json(m, ar);
+	if (json == NULL) {
+		set_error(m, "53200", "out of memory building the confirmed rows", NULL, NULL);
+		rollback(m);
+		return;
+	}
+	snprintf(relid, sizeof(relid), "%u", m->ct->relid);
+	params[0] = json;
+	params[1] = relid;
+	ok = queue(m, "DELETE FROM syncbouncer.capture WHERE xid = pg_catalog.pg_current_xact_id()",
+	           on_ignored) &&
+	     queue_params(m,
+	                  "INSERT INTO syncbouncer.confirmed (xid, seq, tbl, key, fields) "
+	                  "SELECT pg_catalog.pg_current_xact_id(), x.seq, $2::oid, x.key, x.fields "
+	                  "FROM pg_catalog.jsonb_to_recordset($1::jsonb) AS x(seq int, key text, "
+	                  "fields jsonb)",
+	                  2, params, on_ignored) &&
+	     queue(m,
+	           "SELECT pg_catalog.set_config('syncbouncer.mode', 'apply', true), "
+	           "pg_catalog.set_config('syncbouncer.seq', '0', true)",
+	           on_ignored) &&
+	     queue_stmt(m, on_applied) &&
+	     queue(m,
+	           "DELETE FROM syncbouncer.confirmed WHERE xid = pg_catalog.pg_current_xact_id()",
+	           on_ignored) &&
+	     queue(m, "COMMIT", on_committed);
+	free(json);
+	if (!ok) {
+		/* the API has the change: the commit path reports XX000 with the ids */
+		on_committed(m, NULL, NULL, "could not queue the apply statements");
+	}
+}
+
+static enum api_value_type value_type(const struct json_value *v)
+{
+	switch (v->kind) {
+	case JSON_NUMBER:
+		return API_VALUE_NUMBER;
+	case JSON_BOOL:
+		return API_VALUE_BOOL;
+	default:
+		return API_VALUE_TEXT;
+	}
+}
+
+/* Serialises a nested JSON value back to text (json/jsonb/array columns). */
+static void json_write(struct json_out *out, const struct json_value *v)
+{
+	switch (v->kind) {
+	case JSON_NULL:
+		json_out_null(out);
+		break;
+	case JSON_BOOL:
+		json_out_bool(out, v->boolean);
+		break;
+	case JSON_NUMBER:
+		json_out_number_text(out, v->str, v->len);
+		break;
+	case JSON_STRING:
+		json_out_string_len(out, v->str, v->len);
+		break;
+	case JSON_ARRAY:
+		json_out_array_begin(out);
+		for (size_t i = 0; i < v->count; i++)
+			json_write(out, v->items[i]);
+		json_out_array_end(out);
+		break;
+	case JSON_OBJECT:
+		json_out_object_begin(out);
+		for (size_t i = 0; i < v->count; i++) {
+			json_out_key(out, v->keys[i]);
+			json_write(out, v->items[i]);
+		}
+		json_out_object_end(out);
+		break;
+	}
+}
+
+/* Turns a to_jsonb(row) image into column/value pairs for the connector. */
+static bool image_values(struct captured *cr, const struct json_value *img, struct api_value **out,
+                         int *n)
+{
+	struct api_value *vals;
+
+	*out = NULL;
+	*n = 0;
+	if (img == NULL || img->kind != JSON_OBJECT)
+		return img == NULL || img->kind == JSON_NULL;
+	vals = calloc(img->count ? img->count : 1, sizeof(*vals));
+	if (vals == NULL)
+		return false;
+	for (size_t i = 0; i < img->count; i++) {
+		const struct json_value *v = img->items[i];
+		vals[i].column = img->keys[i];
+		vals[i].type = value_type(v);
+		switch (v->kind) {
+		case JSON_NULL:
+			vals[i].value = NULL;
+			break;
+		case JSON_BOOL:
+			vals[i].value = v->boolean ? "true" : "false";
+			break;
+		case JSON_NUMBER:
+		case JSON_STRING:
+			vals[i].value = v->str;
+			break;
+		case JSON_ARRAY:
+		case JSON_OBJECT: {
+			struct json_out jo;
+			size_t len;
+			char *text, **grown;
+			if (!json_out_init(&jo, 1024 * 1024))
+				return false;
+			json_write(&jo, v);
+			text = json_out_ok(&jo) ? json_out_take(&jo, &len) : NULL;
+			json_out_free(&jo);
+			grown = realloc(cr->owned, sizeof(char *) * (size_t)(cr->nowned + 1));
+			if (text == NULL || grown == NULL) {
+				free(text);
+				free(vals);
+				return false;
+			}
+			cr->owned = grown;
+			cr->owned[cr->nowned++] = text;
+			vals[i].value = text;
+			break;
+		}
+		}
+	}
+	*out = vals;
+	*n = (int)img->count;
+	return true;
+}
+
+static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct mutation *m = arg;
+	const struct json_limits limits = {16 * 1024 * 1024, 64, 1000000};
+	enum api_op op;
+	int max;
+	char err[256];
+
+	(void)pc;
+	(void)error;
+	if (res == NULL) {
+		m->conn_broken = true;
+		if (!m->failed)
+			set_error(m, "58000",
+			          "lost the database connection of a synced-table write", error,
+			          NULL);
+		mutation_finish(m);
+		return;
+	}
+	if (m->failed) {
+		rollback(m);
+		return;
+	}
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		set_pg_error(m, res);
+		rollback(m);
+		return;
+	}
+	m->nrows = PQntuples(res);
+	if (m->nrows == 0) {
+		/* nothing matched: no API call, the statement's own (empty) result */
+		struct pktbuf pb;
+		if (m->mc != NULL) {
+			pktbuf_init(&pb, RESPONSE_MAX);
+			write_result(&pb, m, m->first, m->first);
+			send_to_client(m, &pb);
+			pktbuf_free(&pb);
+		}
+		m->state = MUT_ROLLING_BACK;
+		if (!queue(m, "ROLLBACK", on_rolled_back)) {
+			m->conn_broken = true;
+			mutation_finish(m);
+		}
+		/* answered already */
+		if (m->mc != NULL)
+			m->mc->answered = true;
+		return;
+	}
+	op = m->op == OP_INSERT   ? API_OP_INSERT
+	     : m->op == OP_UPDATE ? API_OP_UPDATE
+	                          : API_OP_DELETE;
+	max = api_max_rows(m->st->api, op);
+	if (m->nrows > max) {
+		char detail[256];
+		snprintf(
+		        detail, sizeof(detail),
+		        "The statement would %s %d rows of %s; %s takes at most %d in one request.",
+		        api_op_str(op), m->nrows, m->st->qualified, api_name(m->st->api), max);
+		set_error(m, "54000", "too many rows for one API request", detail,
+		          "Split the statement into batches of at most the limit.");
+		rollback(m);
+		return;
+	}
+	m->rows = calloc((size_t)m->nrows, sizeof(*m->rows));
+	m->api_rows = calloc((size_t)m->nrows, sizeof(*m->api_rows));
+	if (m->rows == NULL || m->api_rows == NULL) {
+		set_error(m, "53200", "out of memory", NULL, NULL);
+		rollback(m);
+		return;
+	}
+	for (int i = 0; i < m->nrows; i++) {
+		struct captured *cr = &m->rows[i];
+		cr->seq = atoi(PQgetvalue(res, i, 0));
+		if ((!PQgetisnull(res, i, 1) &&
+		     !json_parse(PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1), &limits,
+		                 &cr->old_json, err, sizeof(err))) ||
+		    (!PQgetisnull(res, i, 2) &&
+		     !json_parse(PQgetvalue(res, i, 2), (size_t)PQgetlength(res, i, 2), &limits,
+		                 &cr->new_json, err, sizeof(err))) ||
+		    !image_values(cr, cr->old_json, &cr->old_vals, &cr->nold) ||
+		    !image_values(cr, cr->new_json, &cr->new_vals, &cr->nnew)) {
+			set_error(m, "XX000", "could not read a captured row image", NULL, NULL);
+			rollback(m);
+			return;
+		}
+		m->api_rows[i].old_image.values = cr->old_vals;
+		m->api_rows[i].old_image.nvalues = cr->nold;
+		m->api_rows[i].new_image.values = cr->new_vals;
+		m->api_rows[i].new_image.nvalues = cr->nnew;
+	}
+	m->state = MUT_CALLING_API;
+	m->call = api_submit(m->st->api, &m->st->at, op, m->api_rows, m->nrows, on_api_done, m);
+	if (m->call == NULL) {
+		set_error(m, "53200", "could not start the API request", NULL, NULL);
+		rollback(m);
+	}
+}
+
+static void on_first_run(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct mutation *m = arg;
+
+	(void)error;
+	if (res == NULL) {
+		m->conn_broken = true;
+		return;
+	}
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
+		if (!m->failed)
+			set_pg_error(m, res);
+		return;
+	}
+	m->first = pgc_steal_result(pc);
+}
+
+static void start_capture(struct mutation *m)
+{
+	bool ok;
+
+	m->state = MUT_CAPTURING;
+	ok = queue(m, "BEGIN", on_ignored) &&
+	     queue(m,
+	           m->conflict_nothing
+	                   ? "SELECT pg_catalog.set_config('syncbouncer.mode', 'capture', true), "
+	                     "pg_catalog.set_config('syncbouncer.conflict', 'nothing', true), "
+	                     "pg_catalog.set_config('syncbouncer.seq', '0', true)"
+	                   : "SELECT pg_catalog.set_config('syncbouncer.mode', 'capture', true), "
+	                     "pg_catalog.set_config('syncbouncer.conflict', '', true), "
+	                     "pg_catalog.set_config('syncbouncer.seq', '0', true)",
+	           on_ignored) &&
+	     queue_stmt(m, on_first_run) &&
+	     queue(m,
+	           "SELECT seq, old::text, new::text FROM syncbouncer.capture "
+	           "WHERE xid = pg_catalog.pg_current_xact_id() ORDER BY seq",
+	           on_captured);
+	if (!ok) {
+		set_error(m, "58000", "could not queue a synced-table write", NULL, NULL);
+		m->conn_broken = true;
+		mutation_finish(m);
+	}
+}
+
+static void on_connected(void *arg, struct pgc *pc, const char *error)
+{
+	struct mutation *m = arg;
+	char detail[512];
+
+	(void)pc;
+	if (error != NULL) {
+		snprintf(detail, sizeof(detail), "%s", error);
+		set_error(m, "58000", "could not connect to the database for a synced-table write",
+		          detail, NULL);
+		m->conn_broken = true;
+		mutation_finish(m);
+		return;
+	}
+	start_capture(m);
+}
+
+static void captured_free(struct captured *cr)
+{
+	json_free(cr->old_json);
+	json_free(cr->new_json);
+	free(cr->old_vals);
+	free(cr->new_vals);
+	for (int i = 0; i < cr->nowned; i++)
+		free(cr->owned[i]);
+	free(cr->owned);
+}
+
+/* Answers the client (error or nothing more), gives the connection back, frees m. */
+static void mutation_finish(struct mutation *m)
+{
+	struct synced *sy = m->sy;
+	struct mut_client *mc = m->mc;
+
+	if (m->call != NULL) {
+		api_call_cancel(m->call);
+		m->call = NULL;
+	}
+	if (m->failed && mc != NULL) {
+		struct pktbuf pb;
+		pktbuf_init(&pb, RESPONSE_MAX);
+		if (m->extended)
+			write_ext_prefix(m, &pb);
+		pktbuf_put_bytes(&pb, m->err.data, m->err.len);
+		send_to_client(m, &pb);
+		pktbuf_free(&pb);
+		mc = m->mc;
+	}
+	if (m->conn != NULL) {
+		if (m->conn_broken || !pgc_ok(m->conn->pc) || pgc_busy(m->conn->pc) ||
+		    list_count(&sy->idle_conns) >= MAX_IDLE_CONNS)
+			mconn_free(m->conn);
+		else
+			list_append(&sy->idle_conns, &m->conn->head);
+	}
+	if (mc != NULL && mc->client->state != CONN_JUSTFREE) {
+		mc->m = NULL;
+		mc->answered = true;
+		client_resume(mc->client);
+	}
+	list_del(&m->head);
+	if (m->first)
+		PQclear(m->first);
+	if (m->result)
+		PQclear(m->result);
+	for (int i = 0; i < m->nrows && m->rows; i++)
+		captured_free(&m->rows[i]);
+	free(m->rows);
+	free(m->api_rows);
+	pktbuf_free(&m->err);
+	for (int i = 0; i < m->nparams; i++)
+		free(m->values[i]);
+	free(m->values);
+	free(m->lengths);
+	free(m->formats);
+	free(m->types);
+	free(m->sql);
+	free(m);
+}
+
+/* Copies an extended sequence's parameters into m (which owns them from then on). */
+static bool copy_params(struct mutation *m, const struct ext_seq *ext)
+{
+	int n = ext->nparams;
+
+	m->extended = true;
+	m->parse_complete = ext->parse;
+	m->bind_complete = ext->bind;
+	m->describe_portal = ext->describe_portal;
+	m->result_format = ext->result_format;
+	if (n == 0)
+		return true;
+	m->values = calloc((size_t)n, sizeof(char *));
+	m->lengths = calloc((size_t)n, sizeof(int));
+	m->formats = calloc((size_t)n, sizeof(int));
+	m->types = calloc((size_t)n, sizeof(Oid));
+	if (m->values == NULL || m->lengths == NULL || m->formats == NULL || m->types == NULL)
+		return false;
+	m->nparams = n;
+	for (int i = 0; i < n; i++) {
+		m->lengths[i] = ext->lengths[i];
+		m->formats[i] = ext->formats[i];
+		m->types[i] = i < ext->ntypes ? ext->types[i] : 0;
+		if (ext->values[i] == NULL)
+			continue;
+		m->values[i] = malloc((size_t)ext->lengths[i] + 1);
+		if (m->values[i] == NULL)
+			return false;
+		memcpy(m->values[i], ext->values[i], (size_t)ext->lengths[i]);
+		m->values[i][ext->lengths[i]] = '\0';
+	}
+	return true;
+}
+
+static void mutation_start(struct synced *sy, struct mut_client *mc, struct synced_table *st,
+                           struct catalog_table *ct, const struct stmt_class *sc, const char *sql,
+                           const struct ext_seq *ext)
+{
+	struct mutation *m = calloc(1, sizeof(*m));
+	struct pool *pool = mc->client->pool;
+	char conninfo[2048];
+	const char *err = NULL;
+	struct list *it;
+
+	if (m == NULL) {
+		client_send_error(mc->client, "53200", "out of memory");
+		return;
+	}
+	list_init(&m->head);
+	list_append(&sy->mutations, &m->head);
+	m->sy = sy;
+	m->mc = mc;
+	m->st = st;
+	m->ct = ct;
+	m->op = sc->op;
+	m->conflict_nothing = sc->on_conflict_nothing;
+	m->started = bouncer_now_usec();
+	pktbuf_init(&m->err, 65536);
+	mc->m = m;
+	m->sql = strdup(sql);
+	if (m->sql == NULL || (ext != NULL && !copy_params(m, ext))) {
+		set_error(m, "53200", "out of memory", NULL, NULL);
+		mutation_finish(m);
+		return;
+	}
+	if (!pool_conninfo(pool, conninfo, sizeof(conninfo), &err)) {
+		set_error(m, "28000", err, NULL, NULL);
+		mutation_finish(m);
+		return;
+	}
+	list_for_each(it, &sy->idle_conns)
+	{
+		struct mconn *c = list_entry(it, struct mconn, head);
+		if (strcmp(c->conninfo, conninfo) == 0 && pgc_ok(c->pc)) {
+			list_del(&c->head);
+			m->conn = c;
+			start_capture(m);
+			return;
+		}
+	}
+	m->conn = calloc(1, sizeof(*m->conn));
+	if (m->conn == NULL || (m->conn->conninfo = strdup(conninfo)) == NULL) {
+		free(m->conn);
+		m->conn = NULL;
+		set_error(m, "53200", "out of memory", NULL, NULL);
+		mutation_finish(m);
+		return;
+	}
+	list_init(&m->conn->head);
+	m->state = MUT_CONNECTING;
+	m->conn->pc = pgc_connect(sy->b->base, conninfo, on_connected, m);
+	if (m->conn->pc == NULL) {
+		free(m->conn->conninfo);
+		free(m->conn);
+		m->conn = NULL;
+		set_error(m, "53200", "out of memory", NULL, NULL);
+		mutation_finish(m);
+	}
+}
+
+/* ---- the query hook -------------------------------------------------------------------- */
+
+static void answer_now(struct conn *c, const char *sqlstate, const char *msg, const char *detail,
+                       const char *hint, const struct synced_table *st)
+{
+	struct pktbuf pb;
+	struct pg_error e;
+
+	memset(&e, 0, sizeof(e));
+	e.severity = "ERROR";
+	e.sqlstate = sqlstate;
+	e.message = msg;
+	e.detail = detail && detail[0] ? detail : NULL;
+	e.hint = hint && hint[0] ? hint : NULL;
+	if (st != NULL) {
+		e.schema = st->schema;
+		e.table = st->table;
+	}
+	pktbuf_init(&pb, 65536);
+	pktbuf_write_error_fields(&pb, &e);
+	pktbuf_write_ready(&pb, client_txn_status(c));
+	if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
+		client_close(c, "could not send an error");
+	pktbuf_free(&pb);
+}
+
+static struct mut_client *mc_get(struct conn *c)
+{
+	struct mut_client *mc = c->hook_state;
+
+	if (mc == NULL) {
+		mc = calloc(1, sizeof(*mc));
+		if (mc == NULL)
+			return NULL;
+		mc->client = c;
+		c->hook_state = mc;
+	}
+	return mc;
+}
+
+static void ext_reset(struct ext_seq *e)
+{
+	for (int i = 0; i < e->nparams; i++)
+		free(e->values[i]);
+	free(e->values);
+	free(e->lengths);
+	free(e->formats);
+	free(e->types);
+	free(e->sql);
+	memset(e, 0, sizeof(*e));
+}
+
+static void prep_free(struct prep_stmt *ps)
+{
+	free(ps->name);
+	free(ps->sql);
+	free(ps->types);
+}
+
+/* Drops the per-client state once nothing needs it: back to the fast path. */
+static void mc_release_if_idle(struct conn *c)
+{
+	struct mut_client *mc = c->hook_state;
+
+	if (mc == NULL || mc->m != NULL || mc->answered || mc->ext.active || mc->nstmts > 0)
+		return;
+	ext_reset(&mc->ext);
+	free(mc->stmts);
+	free(mc);
+	c->hook_state = NULL;
+}
+
+static struct prep_stmt *find_stmt(struct mut_client *mc, const char *name)
+{
+	for (int i = 0; mc != NULL && i < mc->nstmts; i++)
+		if (strcmp(mc->stmts[i].name, name) == 0)
+			return &mc->stmts[i];
+	return NULL;
+}
+
+static void drop_stmt(struct mut_client *mc, const char *name)
+{
+	struct prep_stmt *ps = find_stmt(mc, name);
+
+	if (ps == NULL)
+		return;
+	prep_free(ps);
+	*ps = mc->stmts[--mc->nstmts];
+}
+
+/*
+ * The checks every synced write passes before the pipeline starts. Returns true when the
+ * mutation was started (the answer comes later); false when it was answered at once (answer_now
+ * already queued the error).
+ */
+static bool begin_mutation(struct synced *sy, struct conn *c, const struct stmt_class *sc,
+                           const char *sql, const struct ext_seq *ext)
+{
+	struct synced_table *st;
+	struct catalog_table *ct;
+	struct mut_client *mc;
+
+	st = sc->table >= 0 && sc->table < sy->ntables ? &sy->tables[sc->table] : NULL;
+	if (sc->verdict == STMT_REJECT) {
+		answer_now(c, sc->sqlstate, sc->message, sc->detail, sc->hint, st);
+		return false;
+	}
+	if (st == NULL) {
+		answer_now(c, "XX000", "synced table not found", NULL, NULL, NULL);
+		return false;
+	}
+	if (sc->nstatements > 1) {
+		answer_now(
+		        c, "0A000",
+		        "a write to a synced table must be the only statement in its query string",
+		        NULL, "Send it as a query of its own.", st);
+		return false;
+	}
+	if (client_txn_status(c) == 'E') {
+		answer_now(c, "25P02",
+		           "current transaction is aborted, commands ignored until end of "
+		           "transaction block",
+		           NULL, NULL, NULL);
+		return false;
+	}
+	ct = catalog_find(sy->cat, st->database, st->schema, st->table);
+	if (ct == NULL || ct->state != CAT_READY || !st->at_ready) {
+		char msg[512];
+		snprintf(msg, sizeof(msg), "synced table %s is not ready: %s", st->qualified,
+		         ct == NULL                 ? "unknown"
+		         : ct->state == CAT_PENDING ? "still being prepared"
+		         : ct->error[0]             ? ct->error
+		                                    : "not prepared");
+		answer_now(c, "55000", msg, NULL, NULL, st);
+		return false;
+	}
+	mc = mc_get(c);
+	if (mc == NULL) {
+		answer_now(c, "53200", "out of memory", NULL, NULL, NULL);
+		return false;
+	}
+	mutation_start(sy, mc, st, ct, sc, sql, ext);
+	if (mc->answered) {
+		/* failed at once: the error is queued and the relay never paused */
+		mc->answered = false;
+		return false;
+	}
+	return true;
+}
+
+static enum hook_verdict inspect_query(struct synced *sy, struct conn *c,
+                                       const struct sbuf_pkt *pkt)
+{
+	const char *sql = (const char *)pkt->body;
+	struct stmt_class sc;
+
+	if (!pkt->complete)
+		return HOOK_WAIT;
+	if (pkt->body_len == 0 || pkt->body[pkt->body_len - 1] != '\0')
+		return HOOK_PASS; /* malformed: PostgreSQL answers it */
+	if (!classifier_quick_check(sy->cl, c->pool->db_name, sql, pkt->body_len - 1))
+		return HOOK_PASS;
+	if (!classifier_classify(sy->cl, c->pool->db_name, sql, &sc) || sc.verdict == STMT_PASS)
+		return HOOK_PASS;
+	if (!client_server_idle(c))
+		return HOOK_WAIT_IDLE;
+	if (!begin_mutation(sy, c, &sc, sql, NULL)) {
+		mc_release_if_idle(c);
+		return HOOK_CONSUME;
+	}
+	return HOOK_PAUSE;
+}
+
+static void ext_fail(struct ext_seq *e, const char *sqlstate, const char *msg)
+{
+	if (e->failed)
+		return;
+	e->failed = true;
+	snprintf(e->sqlstate, sizeof(e->sqlstate), "%s", sqlstate);
+	snprintf(e->message, sizeof(e->message), "%s", msg);
+}
+
+static bool ext_take_stmt(struct ext_seq *e, const char *sql, int ntypes, const Oid *types,
+                          const struct stmt_class *sc)
+{
+	free(e->sql);
+	free(e->types);
+	e->types = NULL;
+	e->ntypes = 0;
+	e->sql = strdup(sql);
+	if (e->sql == NULL)
+		return false;
+	if (ntypes > 0) {
+		e->types = malloc(sizeof(Oid) * (size_t)ntypes);
+		if (e->types == NULL)
+			return false;
+		memcpy(e->types, types, sizeof(Oid) * (size_t)ntypes);
+	}
+	e->ntypes = ntypes;
+	e->sc = *sc;
+	return true;
+}
+
+static void ext_parse(struct synced *sy, struct conn *c, struct mut_client *mc,
+                      const struct sbuf_pkt *pkt)
+{
+	struct ext_seq *e = &mc->ext;
+	struct pkt_reader r;
+	const char *name, *sql;
+	uint16_t ntypes;
+	Oid types[256];
+	struct stmt_class sc;
+
+	pr_init(&r, pkt->body, pkt->body_len);
+	if (!pr_string(&r, &name) || !pr_string(&r, &sql) || !pr_u16(&r, &ntypes) || ntypes > 256) {
+		ext_fail(e, "08P01", "malformed Parse message");
+		return;
+	}
+	for (int i = 0; i < ntypes; i++) {
+		uint32_t t;
+		if (!pr_u32(&r, &t)) {
+			ext_fail(e, "08P01", "malformed Parse message");
+			return;
+		}
+		types[i] = t;
+	}
+	e->parse = true;
+	if (!classifier_classify(sy->cl, c->pool->db_name, sql, &sc)) {
+		ext_fail(e, "53200", "out of memory");
+		return;
+	}
+	if (sc.verdict == STMT_PASS) {
+		ext_fail(e, "0A000",
+		         "a write to a synced table cannot share a Sync with other statements");
+		return;
+	}
+	if (!ext_take_stmt(e, sql, ntypes, types, &sc)) {
+		ext_fail(e, "53200", "out of memory");
+		return;
+	}
+	if (name[0] != '\0') {
+		struct prep_stmt *ps;
+		drop_stmt(mc, name);
+		ps = realloc(mc->stmts, sizeof(*ps) * (size_t)(mc->nstmts + 1));
+		if (ps == NULL) {
+			ext_fail(e, "53200", "out of memory");
+			return;
+		}
+		mc->stmts = ps;
+		ps = &mc->stmts[mc->nstmts];
+		memset(ps, 0, sizeof(*ps));
+		ps->name = strdup(name);
+		ps->sql = strdup(sql);
+		ps->types = ntypes ? malloc(sizeof(Oid) * ntypes) : NULL;
+		if (ps->name == NULL || ps->sql == NULL || (ntypes && ps->types == NULL)) {
+			prep_free(ps);
+			ext_fail(e, "53200", "out of memory");
+			return;
+		}
+		if (ntypes)
+			memcpy(ps->types, types, sizeof(Oid) * ntypes);
+		ps->ntypes = ntypes;
+		ps->sc = sc;
+		mc->nstmts++;
+	}
+}
+
+static void ext_bind(struct mut_client *mc, const struct sbuf_pkt *pkt)
+{
+	struct ext_seq *e = &mc->ext;
+	struct pkt_reader r;
+	const char *portal, *stmt;
+	uint16_t nfmt, nparams, nres, f;
+	int16_t fmts[1024];
+
+	pr_init(&r, pkt->body, pkt->body_len);
+	if (!pr_string(&r, &portal) || !pr_string(&r, &stmt) || !pr_u16(&r, &nfmt) || nfmt > 1024) {
+		ext_fail(e, "08P01", "malformed Bind message");
+		return;
+	}
+	for (int i = 0; i < nfmt; i++) {
+		if (!pr_u16(&r, &f)) {
+			ext_fail(e, "08P01", "malformed Bind message");
+			return;
+		}
+		fmts[i] = (int16_t)f;
+	}
+	e->bind = true;
+	if (stmt[0] != '\0') {
+		struct prep_stmt *ps = find_stmt(mc, stmt);
+		if (ps == NULL) {
+			ext_fail(e, "26000", "prepared statement does not exist");
+			return;
+		}
+		if (!ext_take_stmt(e, ps->sql, ps->ntypes, ps->types, &ps->sc)) {
+			ext_fail(e, "53200", "out of memory");
+			return;
+		}
+	} else if (e->sql == NULL) {
+		ext_fail(e, "26000", "unnamed prepared statement does not exist");
+		return;
+	}
+	if (!pr_u16(&r, &nparams) || (nfmt > 1 && nfmt != nparams)) {
+		ext_fail(e, "08P01", "malformed Bind message");
+		return;
+	}
+	e->values = calloc(nparams ? nparams : 1, sizeof(char *));
+	e->lengths = calloc(nparams ? nparams : 1, sizeof(int));
+	e->formats = calloc(nparams ? nparams : 1, sizeof(int));
+	if (e->values == NULL || e->lengths == NULL || e->formats == NULL) {
+		ext_fail(e, "53200", "out of memory");
+		return;
+	}
+	e->nparams = nparams;
+	for (int i = 0; i < nparams; i++) {
+		uint32_t len;
+		const uint8_t *data;
+		e->formats[i] = nfmt == 0 ? 0 : nfmt == 1 ? fmts[0] : fmts[i];
+		if (!pr_u32(&r, &len)) {
+			ext_fail(e, "08P01", "malformed Bind message");
+			return;
+		}
+		if (len == 0xffffffffu)
+			continue;
+		if (!pr_bytes(&r, len, &data)) {
+			ext_fail(e, "08P01", "malformed Bind message");
+			return;
+		}
+		e->values[i] = malloc(len + 1);
+		if (e->values[i] == NULL) {
+			ext_fail(e, "53200", "out of memory");
+			return;
+		}
+		memcpy(e->values[i], data, len);
+		e->values[i][len] = '\0';
+		e->lengths[i] = (int)len;
+	}
+	if (!pr_u16(&r, &nres)) {
+		ext_fail(e, "08P01", "malformed Bind message");
+		return;
+	}
+	e->result_format = 0;
+	if (nres >= 1 && pr_u16(&r, &f))
+		e->result_format = f ? 1 : 0;
+}
+
+/* Answers a sequence that executes nothing (Parse/Describe/Close + Sync), or a failed one. */
+static void ext_answer_now(struct conn *c, struct ext_seq *e)
+{
+	struct pktbuf pb;
+
+	pktbuf_init(&pb, 65536);
+	if (e->failed) {
+		pktbuf_write_error(&pb, "ERROR", e->sqlstate, e->message, NULL, NULL);
+	} else {
+		if (e->parse) {
+			pktbuf_start_msg(&pb, '1');
+			pktbuf_finish_msg(&pb);
+		}
+		if (e->bind) {
+			pktbuf_start_msg(&pb, '2');
+			pktbuf_finish_msg(&pb);
+		}
+		if (e->describe_stmt) {
+			/* parameter types as the client declared them; undeclared ones as text */
+			pktbuf_start_msg(&pb, 't');
+			pktbuf_put_u16(&pb, (uint16_t)e->ntypes);
+			for (int i = 0; i < e->ntypes; i++)
+				pktbuf_put_u32(&pb, e->types[i] ? e->types[i] : 25);
+			pktbuf_finish_msg(&pb);
+		}
+		if (e->describe_stmt || e->describe_portal) {
+			pktbuf_start_msg(&pb, 'n');
+			pktbuf_finish_msg(&pb);
+		}
+		if (e->close) {
+			pktbuf_start_msg(&pb, '3');
+			pktbuf_finish_msg(&pb);
+		}
+	}
+	pktbuf_write_ready(&pb, client_txn_status(c));
+	if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
+		client_close(c, "could not send an answer");
+	pktbuf_free(&pb);
+}
+
+/* One message of an extended sequence that the hook has taken over. */
+static enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_client *mc,
+                                    const struct sbuf_pkt *pkt)
+{
+	struct ext_seq *e = &mc->ext;
+	const char *stmt = NULL, *portal = NULL;
+
+	if (!pkt->complete)
+		return HOOK_WAIT;
+	switch (pkt->type) {
+	case 'P':
+		if (e->parse || e->bind)
+			ext_fail(
+			        e, "0A000",
+			        "a write to a synced table cannot share a Sync with other statements");
+		else if (!e->failed)
+			ext_parse(sy, c, mc, pkt);
+		return HOOK_CONSUME;
+	case 'B':
+		if (!e->failed)
+			ext_bind(mc, pkt);
+		return HOOK_CONSUME;
+	case 'D':
+		if (pkt->body_len >= 1 && pkt->body[0] == 'P')
+			e->describe_portal = true;
+		else
+			e->describe_stmt = true;
+		return HOOK_CONSUME;
+	case 'E':
+		e->execute = true;
+		return HOOK_CONSUME;
+	case 'C':
+		if (proto_parse_msg_names('C', pkt->body, pkt->body_len, &stmt, &portal) &&
+		    stmt != NULL)
+			drop_stmt(mc, stmt);
+		e->close = true;
+		return HOOK_CONSUME;
+	case 'H':
+		return HOOK_CONSUME;
+	case 'S':
+		break;
+	default:
+		/* not part of an extended sequence: give up the sequence, relay the rest */
+		ext_reset(e);
+		mc_release_if_idle(c);
+		return HOOK_PASS;
+	}
+	/* Sync: run or answer the sequence */
+	if (e->failed || !e->execute || e->sql == NULL) {
+		ext_answer_now(c, e);
+		ext_reset(e);
+		mc_release_if_idle(c);
+		return HOOK_CONSUME;
+	}
+	{
+		struct ext_seq seq = *e;
+		bool started;
+		memset(e, 0, sizeof(*e));
+		started = begin_mutation(sy, c, &seq.sc, seq.sql, &seq);
+		ext_reset(&seq);
+		if (!started) {
+			mc_release_if_idle(c);
+			return HOOK_CONSUME;
+		}
+	}
+	return HOOK_PAUSE;
+}
+
+static enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt *pkt)
+{
+	struct synced *sy = ctx;
+	struct mut_client *mc = c->hook_state;
+	const char *stmt = NULL, *portal = NULL;
+
+	if (mc != NULL) {
+		if (mc->m != NULL)
+			return HOOK_PAUSE;
+		if (mc->answered) {
+			mc->answered = false;
+			mc_release_if_idle(c);
+			return HOOK_CONSUME;
+		}
+		if (mc->ext.active)
+			return ext_packet(sy, c, mc, pkt);
+	}
+	if (c->admin || c->pool == NULL)
+		return HOOK_PASS;
+	switch (pkt->type) {
+	case 'Q':
+		return inspect_query(sy, c, pkt);
+	case 'P': {
+		const char *sql;
+		size_t sql_len;
+		uint16_t n;
+		struct stmt_class sc;
+		if (!pkt->complete)
+			return HOOK_WAIT;
+		if (!proto_parse_parse(pkt->body, pkt->body_len, &stmt, &sql, &sql_len, &n))
+			return HOOK_PASS;
+		if (mc != NULL && stmt[0] != '\0')
+			drop_stmt(mc, stmt); /* re-prepared under the same name */
+		if (!classifier_quick_check(sy->cl, c->pool->db_name, sql, sql_len) ||
+		    !classifier_classify(sy->cl, c->pool->db_name, sql, &sc) ||
+		    sc.verdict == STMT_PASS) {
+			mc_release_if_idle(c);
+			return HOOK_PASS;
+		}
+		break;
+	}
+	case 'B':
+	case 'C':
+		if (mc == NULL || mc->nstmts == 0 || !pkt->complete ||
+		    !proto_parse_msg_names(pkt->type, pkt->body, pkt->body_len, &stmt, &portal) ||
+		    stmt == NULL || find_stmt(mc, stmt) == NULL)
+			return pkt->complete || mc == NULL || mc->nstmts == 0 ? HOOK_PASS
+			                                                      : HOOK_WAIT;
+		break;
+	default:
+		return HOOK_PASS;
+	}
+	/* this packet starts an extended sequence that writes a synced table */
+	if (!client_server_idle(c))
+		return HOOK_WAIT_IDLE;
+	mc = mc_get(c);
+	if (mc == NULL)
+		return HOOK_PASS;
+	mc->ext.active = true;
+	return ext_packet(sy, c, mc, pkt);
+}
+
+static void hook_client_closed(void *ctx, struct conn *c)
+{
+	struct mut_client *mc = c->hook_state;
+
+	(void)ctx;
+	if (mc == NULL)
+		return;
+	if (mc->m != NULL)
+		mc->m->mc = NULL; /* the mutation goes on to its end; nobody to answer */
+	ext_reset(&mc->ext);
+	for (int i = 0; i < mc->nstmts; i++)
+		prep_free(&mc->stmts[i]);
+	free(mc->stmts);
+	c->hook_state = NULL;
+	free(mc);
+}
+
+/* ---- set-up ---------------------------------------------------------------------------- */
+
+static char *qualify(const char *schema, const char *table)
+{
+	size_t n = strlen(schema) + strlen(table) + 2;
+	char *s = malloc(n);
+
+	if (s != NULL)
+		snprintf(s, n, "%s.%s", schema, table);
+	return s;
+}
+
+static void on_catalog_done(void *arg, struct catalog *cat)
+{
+	(void)arg;
+	for (int i = 0; i < catalog_count(cat); i++) {
+		struct catalog_table *ct = catalog_table_at(cat, i);
+		if (ct->state == CAT_READY)
+			log_info("synced table %s.%s.%s ready (api %s)", ct->database, ct->schema,
+			         ct->table, ct->api);
+	}
+}
+
+bool synced_start(struct bouncer *b)
+{
+	struct config *cfg = b->cfg;
+	struct synced *sy;
+	struct classifier_table *ctabs = NULL;
+	const struct cf_synced_table *t;
+	const struct cf_api *a;
+	char err[512];
+	int n = 0, i;
+
+	for (t = cfg->synced_tables; t != NULL; t = t->next)
+		n++;
+	if (n == 0)
+		return true;
+	sy = calloc(1, sizeof(*sy));
+	if (sy == NULL)
+		return false;
+	sy->b = b;
+	if (!config_load(b->config_path, &sy->cfg)) {
+		free(sy);
+		return false;
+	}
+	cfg = sy->cfg;
+	list_init(&sy->idle_conns);
+	list_init(&sy->mutations);
+	sy->http = http_engine_create(b->base, b->dns);
+	if (sy->http == NULL)
+		goto fail;
+	for (a = cfg->apis; a != NULL; a = a->next)
+		sy->napis++;
+	sy->apis = calloc((size_t)sy->napis + 1, sizeof(*sy->apis));
+	if (sy->apis == NULL)
+		goto fail;
+	for (a = cfg->apis, i = 0; a != NULL; a = a->next, i++) {
+		sy->apis[i] = api_create(sy->http, a->name, a->kv, a->nkv, err, sizeof(err));
+		if (sy->apis[i] == NULL) {
+			log_error("[apis] %s (line %d): %s", a->name, a->line, err);
+			goto fail;
+		}
+	}
+	sy->tables = calloc((size_t)n, sizeof(*sy->tables));
+	ctabs = calloc((size_t)n, sizeof(*ctabs));
+	if (sy->tables == NULL || ctabs == NULL)
+		goto fail;
+	for (t = cfg->synced_tables, i = 0; t != NULL; t = t->next, i++) {
+		struct synced_table *st = &sy->tables[i];
+		const char *api = cf_kv_get(t->kv, t->nkv, "api");
+
+		sy->ntables++;
+		st->database = strdup(t->database);
+		st->schema = strdup(t->schema);
+		st->table = strdup(t->table);
+		st->qualified = qualify(t->schema, t->table);
+		if (st->database == NULL || st->schema == NULL || st->table == NULL ||
+		    st->qualified == NULL)
+			goto fail;
+		for (int k = 0; k < sy->napis && api != NULL; k++)
+			if (strcmp(api_name(sy->apis[k]), api) == 0)
+				st->api = sy->apis[k];
+		if (st->api == NULL) {
+			log_error("[synced_tables] %s.%s (line %d): api=%s names no [apis] entry",
+			          t->database, st->qualified, t->line, api ? api : "(missing)");
+			goto fail;
+		}
+		if (!api_table_init(&st->at, st->qualified, t->kv, t->nkv, err, sizeof(err))) {
+			log_error("[synced_tables] %s.%s (line %d): %s", t->database, st->qualified,
+			          t->line, err);
+			goto fail;
+		}
+		st->at_ready = true;
+		ctabs[i].database = st->database;
+		ctabs[i].schema = st->schema;
+		ctabs[i].table = st->table;
+	}
+	sy->cl = classifier_new(ctabs, n);
+	if (sy->cl == NULL)
+		goto fail;
+	free(ctabs);
+	ctabs = NULL;
+	sy->cat = catalog_create(b->base, cfg, b->users, on_catalog_done, sy);
+	if (sy->cat == NULL)
+		goto fail;
+	b->synced = sy;
+	b->hook.inspect = hook_inspect;
+	b->hook.client_closed = hook_client_closed;
+	b->hook.ctx = sy;
+	return true;
+fail:
+	free(ctabs);
+	b->synced = sy;
+	synced_stop(b);
+	return false;
+}
+
+void synced_stop(struct bouncer *b)
+{
+	struct synced *sy = b->synced;
+	struct list *it, *tmp;
+
+	if (sy == NULL)
+		return;
+	b->hook.inspect = NULL;
+	b->hook.client_closed = NULL;
+	b->hook.ctx = NULL;
+	list_for_each_safe(it, tmp, &sy->mutations)
+	{
+		struct mutation *m = list_entry(it, struct mutation, head);
+		if (m->mc != NULL) {
+			m->mc->client->hook_state = NULL;
+			free(m->mc);
+			m->mc = NULL;
+		}
+		m->conn_broken = true;
+		mutation_finish(m);
+	}
+	list_for_each_safe(it, tmp, &sy->idle_conns) mconn_free(list_entry(it, struct mconn, head));
+	if (sy->cat != NULL)
+		catalog_free(sy->cat);
+	if (sy->cl != NULL)
+		classifier_free(sy->cl);
+	for (int i = 0; i < sy->ntables; i++) {
+		struct synced_table *st = &sy->tables[i];
+		if (st->at_ready)
+			api_table_free(&st->at);
+		free(st->database);
+		free(st->schema);
+		free(st->table);
+		free(st->qualified);
+	}
+	free(sy->tables);
+	for (int i = 0; i < sy->napis; i++)
+		if (sy->apis[i] != NULL)
+			api_free(sy->apis[i]);
+	free(sy->apis);
+	if (sy->http != NULL)
+		http_engine_free(sy->http);
+	if (sy->cfg != NULL)
+		config_free(sy->cfg);
+	free(sy);
+	b->synced = NULL;
+}
+
+/* Used by the admin console's SHOW MUTATIONS. */
+const char *synced_mutation_state_str(int st);
+const char *synced_mutation_state_str(int st)
+{
+	return mut_state_str((enum mut_state)st);
+}

@@ -1,0 +1,323 @@
+"""Synced tables end to end: writes go to the (fake) Salesforce API first, then to PostgreSQL.
+
+Each test starts the fake Salesforce, a pooler whose config has an [apis] entry pointing at it
+and a synced table crm.salesforce.contacts, and checks what a user of the product checks: the
+SQL result, the row in PostgreSQL, the record in the API's store, and the error a client gets.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import psycopg
+import pytest
+
+from conftest import IS_PGBOUNCER, SRC_DIR, free_port
+
+pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="synced tables exist only in syncbouncer")
+
+FAKE = os.path.join(SRC_DIR, "test", "fakes", "fake_salesforce.py")
+
+
+class FakeSalesforce:
+    def __init__(self):
+        self.port = free_port()
+        self.proc = subprocess.Popen([sys.executable, FAKE, "--port", str(self.port)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        line = self.proc.stdout.readline().decode()
+        assert "listening" in line, line
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _call(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            raw = r.read()
+            return json.loads(raw) if raw else None
+
+    def control(self, **kw):
+        return self._call("POST", "/_control", kw)
+
+    def store(self):
+        return self._call("GET", "/_store").get("Contact", {})
+
+    def requests(self):
+        return [r for r in self._call("GET", "/_requests")
+                if "/composite/sobjects" in r.get("path", "")]
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def fake_sf():
+    f = FakeSalesforce()
+    yield f
+    f.stop()
+
+
+TABLE_DDL = """
+CREATE SCHEMA IF NOT EXISTS salesforce AUTHORIZATION app;
+DROP TABLE IF EXISTS salesforce.contacts;
+CREATE TABLE salesforce.contacts (
+    id text PRIMARY KEY,
+    first_name text,
+    last_name text,
+    email text,
+    note text
+);
+ALTER TABLE salesforce.contacts OWNER TO app;
+"""
+
+
+@pytest.fixture
+def synced(pg, bouncer_factory, fake_sf):
+    """A pooler with crm.salesforce.contacts synced to the fake Salesforce."""
+    pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
+    pg.sql(TABLE_DDL, dbname="crm")
+    api = (f"type=salesforce base_url={fake_sf.url} api_version=v59.0 auth=oauth2 "
+           f"token_url={fake_sf.url}/services/oauth2/token client_id=test-client-id "
+           f"client_secret=test-client-secret refresh_token=test-refresh-token timeout=3")
+    b = bouncer_factory(config={
+        "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
+        "apis": [f"salesforce = {api}"],
+        "synced_tables": ["crm.salesforce.contacts = api=salesforce object=Contact "
+                          "columns='note:Description'"],
+    })
+    # the catalog installs the guard triggers in the background at start-up
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        rows = pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
+                      dbname="crm")
+        if rows[0][0] > 0:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("guard trigger not installed:\n" + b.output())
+    b.fake = fake_sf
+    return b
+
+
+def crm(b, **kw):
+    return b.connect(dbname="crm", autocommit=True, **kw)
+
+
+def db_rows(pg):
+    return pg.sql("SELECT id, first_name, last_name, email, note FROM salesforce.contacts "
+                  "ORDER BY id", dbname="crm")
+
+
+def test_insert_returning_id_comes_from_the_api(synced, pg):
+    with crm(synced) as conn:
+        cur = conn.execute("insert into salesforce.contacts (first_name, last_name, email) "
+                           "values ('Paul', 'Atreides', 'paul.atreides@caladan.io') returning id")
+        (new_id,) = cur.fetchone()
+        assert cur.statusmessage == "INSERT 0 1"
+    assert new_id.startswith("003") and len(new_id) == 18
+    store = synced.fake.store()
+    assert store[new_id]["LastName"] == "Atreides"
+    assert store[new_id]["Email"] == "paul.atreides@caladan.io"
+    assert db_rows(pg) == [(new_id, "Paul", "Atreides", "paul.atreides@caladan.io", None)]
+
+
+def test_insert_through_psql(synced, pg):
+    out = synced.psql("-c", "insert into salesforce.contacts (first_name, last_name, email) "
+                      "values ('Paul', 'Atreides', 'paul.atreides@caladan.io') returning id",
+                      dbname="crm")
+    new_id = out.stdout.split("\n")[2].strip()
+    assert new_id in synced.fake.store()
+    assert "INSERT 0 1" in out.stdout
+
+
+def test_update_and_delete_change_both_sides(synced, pg):
+    with crm(synced) as conn:
+        (cid,) = conn.execute("insert into salesforce.contacts (first_name, last_name, email) "
+                              "values ('Paul', 'Atreides', 'paul@caladan.io') returning id"
+                              ).fetchone()
+        cur = conn.execute("update salesforce.contacts set email = 'paul@dune.co', "
+                           "note = 'Moved to new planet called Dune' where id = %s", (cid,))
+        assert cur.rowcount == 1
+        rec = synced.fake.store()[cid]
+        assert rec["Email"] == "paul@dune.co"
+        assert rec["Description"] == "Moved to new planet called Dune"
+        assert db_rows(pg)[0][3:] == ("paul@dune.co", "Moved to new planet called Dune")
+        cur = conn.execute("delete from salesforce.contacts where email = 'paul@dune.co'")
+        assert cur.rowcount == 1
+    assert cid not in synced.fake.store()
+    assert db_rows(pg) == []
+
+
+def test_invalid_email_is_a_validation_error_and_changes_nothing(synced, pg):
+    with crm(synced) as conn:
+        (cid,) = conn.execute("insert into salesforce.contacts (first_name, last_name, email) "
+                              "values ('Paul', 'Atreides', 'paul@caladan.io') returning id"
+                              ).fetchone()
+        with pytest.raises(psycopg.errors.CheckViolation) as ei:
+            conn.execute("update salesforce.contacts set email = 'pauldune.co' where id = %s",
+                          (cid,))
+        diag = ei.value.diag
+        assert diag.sqlstate == "23514"
+        assert diag.message_primary == "salesforce validation error"
+        assert diag.message_detail == \
+            "Key (email)=(pauldune.co) is not a valid email address."
+        assert diag.table_name == "contacts" and diag.schema_name == "salesforce"
+        assert diag.column_name == "email"
+        # the connection is still usable
+        assert conn.execute("select 1").fetchone() == (1,)
+    assert synced.fake.store()[cid]["Email"] == "paul@caladan.io"
+    assert db_rows(pg)[0][3] == "paul@caladan.io"
+
+
+def test_missing_last_name_is_23502(synced, pg):
+    with crm(synced) as conn:
+        with pytest.raises(psycopg.errors.NotNullViolation) as ei:
+            conn.execute("insert into salesforce.contacts (first_name, email) "
+                         "values ('Alia', 'alia@dune.co')")
+        assert ei.value.diag.message_primary == "salesforce validation error"
+    assert synced.fake.store() == {}
+    assert db_rows(pg) == []
+
+
+def test_200_rows_in_one_request_201_refused(synced, pg):
+    values = ",".join(f"('F{i}', 'L{i}', 'u{i}@dune.co')" for i in range(200))
+    with crm(synced) as conn:
+        cur = conn.execute("insert into salesforce.contacts (first_name, last_name, email) "
+                           "values " + values)
+        assert cur.rowcount == 200
+        assert len(synced.fake.requests()) == 1
+        values = ",".join(f"('G{i}', 'M{i}', 'v{i}@dune.co')" for i in range(201))
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded) as ei:
+            conn.execute("insert into salesforce.contacts (first_name, last_name, email) "
+                         "values " + values)
+        assert "201" in ei.value.diag.message_detail and "200" in ei.value.diag.message_detail
+    assert len(synced.fake.requests()) == 1
+    assert len(synced.fake.store()) == 200
+    assert pg.sql("SELECT count(*) FROM salesforce.contacts", dbname="crm")[0][0] == 200
+
+
+def test_mutation_escapes_rollback(synced, pg):
+    with crm(synced) as conn:
+        conn.autocommit = False
+        (cid,) = conn.execute("insert into salesforce.contacts (first_name, last_name) "
+                              "values ('Duncan', 'Idaho') returning id").fetchone()
+        conn.rollback()
+    assert cid in synced.fake.store()
+    assert db_rows(pg)[0][0] == cid
+
+
+def test_failed_transaction_gets_25p02(synced, pg):
+    with crm(synced) as conn:
+        conn.autocommit = False
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("select 1/0")
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute("insert into salesforce.contacts (last_name) values ('Idaho')")
+        conn.rollback()
+    assert synced.fake.store() == {}
+
+
+def test_upsert_rejected_do_nothing_works(synced, pg):
+    with crm(synced) as conn:
+        (cid,) = conn.execute("insert into salesforce.contacts (first_name, last_name) "
+                              "values ('Gurney', 'Halleck') returning id").fetchone()
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute("insert into salesforce.contacts (id, last_name) values (%s, 'X') "
+                         "on conflict (id) do update set last_name = 'X'", (cid,))
+        cur = conn.execute("insert into salesforce.contacts (id, last_name) values (%s, 'X') "
+                           "on conflict do nothing", (cid,))
+        assert cur.rowcount == 0
+    assert len(synced.fake.requests()) == 1
+    assert synced.fake.store()[cid]["LastName"] == "Halleck"
+
+
+def test_direct_write_is_refused_by_the_guard(synced, pg):
+    with pg.connect(dbname="crm", user="app") as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as ei:
+            conn.execute("insert into salesforce.contacts (id, last_name) values ('x', 'y')")
+        assert "contacts" in ei.value.diag.message_primary
+
+
+def test_zero_row_update_makes_no_api_call(synced, pg):
+    with crm(synced) as conn:
+        cur = conn.execute("update salesforce.contacts set note = 'x' where id = 'nope'")
+        assert cur.rowcount == 0
+        cur = conn.execute("delete from salesforce.contacts where id = 'nope'")
+        assert cur.rowcount == 0
+    assert synced.fake.requests() == []
+
+
+def warm_up(conn):
+    """One write that succeeds, so that the API's access token is already held."""
+    conn.execute("insert into salesforce.contacts (last_name) values ('Warm')")
+
+
+def test_api_down_gives_58000_and_nothing_written(synced, pg):
+    with crm(synced) as conn:
+        warm_up(conn)
+        synced.fake.control(down=True)
+        with pytest.raises(psycopg.Error) as ei:
+            conn.execute("insert into salesforce.contacts (last_name) values ('Idaho')")
+        assert ei.value.diag.sqlstate in ("58000", "XX000")
+        assert conn.execute("select 1").fetchone() == (1,)
+    assert [r[2] for r in db_rows(pg)] == ["Warm"]
+
+
+def test_api_5xx_gives_58000(synced, pg):
+    synced.fake.control(fail_status=503)
+    with crm(synced) as conn:
+        with pytest.raises(psycopg.Error) as ei:
+            conn.execute("insert into salesforce.contacts (last_name) values ('Idaho')")
+        assert ei.value.diag.sqlstate == "58000"
+    assert db_rows(pg) == []
+
+
+def test_slow_api_past_timeout_is_xx000_outcome_unknown(synced, pg):
+    with crm(synced) as conn:
+        warm_up(conn)
+        synced.fake.control(delay_ms=5000)
+        with pytest.raises(psycopg.Error) as ei:
+            conn.execute("insert into salesforce.contacts (last_name) values ('Idaho')")
+        assert ei.value.diag.sqlstate == "XX000"
+        assert "unknown" in ei.value.diag.message_detail
+    assert [r[2] for r in db_rows(pg)] == ["Warm"]
+
+
+def test_expired_token_is_refreshed_and_write_succeeds(synced, pg):
+    with crm(synced) as conn:
+        conn.execute("insert into salesforce.contacts (last_name) values ('One')")
+        synced.fake.control(expire_token=True)
+        conn.execute("insert into salesforce.contacts (last_name) values ('Two')")
+    assert len(synced.fake.store()) == 2
+    assert len(db_rows(pg)) == 2
+
+
+def test_rate_limited_gives_53400(synced, pg):
+    synced.fake.control(rate_limit=100, rate_limit_status=403)
+    with crm(synced) as conn:
+        with pytest.raises(psycopg.Error) as ei:
+            conn.execute("insert into salesforce.contacts (last_name) values ('Idaho')")
+        assert ei.value.diag.sqlstate == "53400"
+    assert db_rows(pg) == []
+
+
+def test_reads_and_ordinary_writes_pass_through(synced, pg):
+    pg.sql("CREATE TABLE IF NOT EXISTS plain (v int); ALTER TABLE plain OWNER TO app",
+           dbname="crm")
+    with crm(synced) as conn:
+        conn.execute("insert into plain values (1)")
+        assert conn.execute("select count(*) from salesforce.contacts").fetchone() == (0,)
+        assert conn.execute("select count(*) from plain").fetchone()[0] >= 1
+    assert synced.fake.requests() == []
+
+
+def test_set_of_guard_setting_refused(synced):
+    with crm(synced) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("set syncbouncer.mode = 'sync'")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select set_config('syncbouncer.mode', 'sync', false)")
