@@ -164,7 +164,6 @@ class Postgres:
         listen = "127.0.0.1,::1" if HAVE_IPV6 else "127.0.0.1"
         with open(os.path.join(self.datadir, "postgresql.conf"), "a") as f:
             f.write(
-                f"port = {self.port}\n"
                 f"listen_addresses = '{listen}'\n"
                 f"unix_socket_directories = '{self.sockdir}'\n"
                 "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
@@ -174,23 +173,28 @@ class Postgres:
                 "client_connection_check_interval = 500ms\n"
                 "log_connections = off\n"
             )
-        # Started directly rather than through pg_ctl so that it dies with this process.
+        # Started directly rather than through pg_ctl so that it dies with this process. The
+        # port is on the command line so that a port taken meanwhile can be swapped for another.
         self.logf = open(self.logfile, "ab")
-        self.proc = subprocess.Popen([os.path.join(PG_BIN, "postgres"), "-D", self.datadir],
-                                     stdin=subprocess.DEVNULL, stdout=self.logf,
-                                     stderr=subprocess.STDOUT,
-                                     preexec_fn=die_with_parent(signal.SIGQUIT))
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"postgres exited at start:\n{read_text(self.logfile)}")
-            try:
-                self.sql("select 1")
+        for attempt in range(3):
+            self.proc = subprocess.Popen(
+                [os.path.join(PG_BIN, "postgres"), "-D", self.datadir, "-p", str(self.port)],
+                stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent(signal.SIGQUIT))
+            deadline = time.monotonic() + 60
+            while self.proc.poll() is None:
+                try:
+                    self.sql("select 1")
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            if self.proc.poll() is None:
                 break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+            if "could not bind" not in read_text(self.logfile) or attempt == 2:
+                raise RuntimeError(f"postgres exited at start:\n{read_text(self.logfile)}")
+            self.port = free_port()
         self.sql("SET password_encryption = 'md5'; CREATE ROLE app LOGIN PASSWORD 'secret'")
         self.sql("SET password_encryption = 'scram-sha-256';"
                  " CREATE ROLE scramuser LOGIN PASSWORD 'scrampass'")
