@@ -101,7 +101,7 @@ static void pgc_set_error(struct pgc *pc, const char *msg)
 	while (n > 0 && (pc->error[n - 1] == '\n' || pc->error[n - 1] == ' '))
 		pc->error[--n] = '\0';
 	for (size_t i = 0; i < n; i++)
-		if (pc->error[i] == '\n')
+		if (pc->error[i] == '\n' || pc->error[i] == '\t')
 			pc->error[i] = ' ';
 }
 
@@ -250,8 +250,12 @@ static void pgc_fail(struct pgc *pc, const char *why)
 		pc->conn = NULL;
 	}
 	pgc_enter(pc);
-	if (!pgc_report_ready(pc, reason))
-		goto out;
+	/* the ready callback inline: our own depth keeps pc alive even if it closes it */
+	if (pc->ready_pending) {
+		pc->ready_pending = false;
+		if (pc->ready_cb)
+			pc->ready_cb(pc->ready_arg, pc, reason);
+	}
 	while (!pc->closed && (q = pc->head)) {
 		pc->head = q->next;
 		if (!pc->head)
@@ -260,7 +264,6 @@ static void pgc_fail(struct pgc *pc, const char *why)
 			q->cb(q->arg, pc, NULL, reason);
 		pgc_query_free(q);
 	}
-out:
 	pgc_leave(pc);
 }
 
