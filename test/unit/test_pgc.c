@@ -13,16 +13,11 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,137 +25,33 @@
 
 #include "pgc.h"
 
-static char pg_bin[512];
-static char pg_dir[256];
-static int pg_port;
+#include "../fakes/pg_launch.h"
+
+static struct pg_server pg;
 static bool pg_up;
 static char conninfo[512];
 
-/* ------------------------------------------------------------------ the server */
-
-static int free_port(void)
-{
-	srand((unsigned)time(NULL) ^ (unsigned)getpid());
-	for (int tries = 0; tries < 200; tries++) {
-		int port = 20000 + rand() % 10000;
-		int fd = socket(AF_INET, SOCK_STREAM, 0);
-		struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-		int ok;
-
-		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-		close(fd);
-		if (ok)
-			return port;
-	}
-	return -1;
-}
-
-/* Runs argv (as `postgres` when we are root), output to the log file; true on exit status 0. */
-static bool run_pg(char *const argv[])
-{
-	pid_t pid = fork();
-	int status;
-
-	if (pid < 0)
-		return false;
-	if (pid == 0) {
-		char log[512];
-		int fd;
-
-		if (geteuid() == 0) {
-			struct passwd *pw = getpwnam("postgres");
-
-			if (!pw || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)
-				_exit(127);
-		}
-		snprintf(log, sizeof(log), "%s/tool.log", pg_dir);
-		fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-			close(fd);
-		}
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	if (waitpid(pid, &status, 0) != pid)
-		return false;
-	return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
-
 static int pg_start(void **state)
 {
-	char initdb[600], pg_ctl[600], data[300], logf[300], conf[320];
-	const char *bin = getenv("SB_PG_BIN");
-	FILE *f;
-
 	(void)state;
-	snprintf(pg_bin, sizeof(pg_bin), "%s", bin ? bin : "/usr/lib/postgresql/15/bin");
-	snprintf(initdb, sizeof(initdb), "%s/initdb", pg_bin);
-	snprintf(pg_ctl, sizeof(pg_ctl), "%s/pg_ctl", pg_bin);
-	if (access(initdb, X_OK) != 0)
-		return 0; /* pg_up stays false: every test skips */
-	snprintf(pg_dir, sizeof(pg_dir), "/tmp/sb-pgc-XXXXXX");
-	if (!mkdtemp(pg_dir))
+	switch (pg_server_start(&pg)) {
+	case PG_LAUNCH_OK:
+		break;
+	case PG_LAUNCH_NO_BINARIES:
+		return 0; /* pg_up stays false: the tests that need it skip */
+	case PG_LAUNCH_FAILED:
 		return -1;
-	if (geteuid() == 0) {
-		struct passwd *pw = getpwnam("postgres");
-
-		if (!pw || chown(pg_dir, pw->pw_uid, pw->pw_gid) != 0)
-			return -1;
-	}
-	pg_port = free_port();
-	snprintf(data, sizeof(data), "%s/data", pg_dir);
-	snprintf(logf, sizeof(logf), "%s/postgresql.log", pg_dir);
-	{
-		char *argv[] = {initdb,       "-D",           data, "-U",
-		                "postgres",   "--auth=trust", "-E", "UTF8",
-		                "--locale=C", "--no-sync",    NULL};
-
-		if (!run_pg(argv))
-			return -1;
-	}
-	snprintf(conf, sizeof(conf), "%s/postgresql.conf", data);
-	f = fopen(conf, "a");
-	if (!f)
-		return -1;
-	fprintf(f,
-	        "port = %d\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '%s'\n"
-	        "fsync = off\nshared_buffers = 16MB\nmax_connections = 20\n",
-	        pg_port, pg_dir);
-	fclose(f);
-	{
-		char *argv[] = {pg_ctl, "-D", data, "-l", logf, "-w", "-t", "60", "start", NULL};
-
-		if (!run_pg(argv))
-			return -1;
 	}
 	snprintf(conninfo, sizeof(conninfo),
-	         "host=127.0.0.1 port=%d dbname=postgres user=postgres connect_timeout=5", pg_port);
+	         "host=127.0.0.1 port=%d dbname=postgres user=postgres connect_timeout=5", pg.port);
 	pg_up = true;
 	return 0;
 }
 
 static int pg_stop(void **state)
 {
-	char pg_ctl[600], data[300], cmd[400];
-
 	(void)state;
-	if (!pg_dir[0])
-		return 0;
-	snprintf(pg_ctl, sizeof(pg_ctl), "%s/pg_ctl", pg_bin);
-	snprintf(data, sizeof(data), "%s/data", pg_dir);
-	{
-		char *argv[] = {pg_ctl, "-D", data, "-m", "immediate", "stop", NULL};
-
-		(void)run_pg(argv);
-	}
-	if (!getenv("SB_KEEP_TMP")) {
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", pg_dir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "could not remove %s\n", pg_dir);
-	}
+	pg_server_stop(&pg);
 	return 0;
 }
 
@@ -497,7 +388,7 @@ static void test_closed_port(void **state)
 
 	(void)state;
 	snprintf(ci, sizeof(ci), "host=127.0.0.1 port=%d dbname=x user=x connect_timeout=5",
-	         free_port());
+	         pg_free_port());
 	pc = pgc_connect(base, ci, on_ready, &r);
 	assert_non_null(pc);
 	assert_true(q(pc, "select 1", &a));

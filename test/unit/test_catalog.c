@@ -1,0 +1,438 @@
+/*
+ * Tests of the catalog against a real PostgreSQL started by this program: a config with synced
+ * tables that are fine, missing, without a primary key, with a two-column key, a view, in a
+ * database without a user, and in a database that does not answer. Checks each table's state,
+ * error, columns and key; the triggers and schema in the database; that a second catalog finds
+ * everything in place; conninfo; and freeing a catalog before it is done. Also the SQL text
+ * helpers (quoting), which need no server.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "mutation/catalog.h"
+#include "userlist.h"
+
+#include "../fakes/pg_launch.h"
+
+static struct pg_server pg;
+static bool pg_up;
+
+static const char crm_sql[] =
+        "set role app;"
+        "create schema salesforce;"
+        "create table salesforce.contacts (id text primary key, first_name text not null,"
+        " email varchar(80), created timestamptz default now(), n int generated always as"
+        " identity);"
+        "create table salesforce.nopk (a text);"
+        "create table salesforce.twopk (a text, b text, primary key (a, b));"
+        "create view salesforce.aview as select * from salesforce.contacts;"
+        "create table salesforce.\"Mixed Case\" (\"Key\" text primary key);"
+        "create table salesforce.notmine (id text primary key);"
+        "reset role;"
+        "alter table salesforce.notmine owner to postgres;"
+        "grant usage on schema salesforce to clerk;";
+
+static int group_setup(void **state)
+{
+	(void)state;
+	switch (pg_server_start(&pg)) {
+	case PG_LAUNCH_OK:
+		break;
+	case PG_LAUNCH_NO_BINARIES:
+		return 0;
+	case PG_LAUNCH_FAILED:
+		return -1;
+	}
+	/* CREATE DATABASE cannot share a statement text with others */
+	if (!pg_server_exec(&pg, "postgres", "create role app login; create role clerk login") ||
+	    !pg_server_exec(&pg, "postgres", "create database crm owner app") ||
+	    !pg_server_exec(&pg, "crm", crm_sql))
+		return -1;
+	pg_up = true;
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	pg_server_stop(&pg);
+	return 0;
+}
+
+#define NEED_PG()                                                                                  \
+	do {                                                                                       \
+		if (!pg_up)                                                                        \
+			skip();                                                                    \
+	} while (0)
+
+/* ------------------------------------------------------------------ loop helpers */
+
+struct run {
+	struct event_base *base;
+	struct config *cfg;
+	struct userlist *users;
+	struct catalog *cat;
+	int done_calls;
+};
+
+static void on_done(void *arg, struct catalog *cat)
+{
+	struct run *r = arg;
+
+	assert_ptr_equal(cat, r->cat);
+	r->done_calls++;
+	event_base_loopbreak(r->base);
+}
+
+static void deadline(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	event_base_loopbreak(arg);
+}
+
+static void run_loop(struct run *r, int secs)
+{
+	struct event *t = evtimer_new(r->base, deadline, r->base);
+	struct timeval tv = {.tv_sec = secs};
+
+	evtimer_add(t, &tv);
+	event_base_dispatch(r->base);
+	event_free(t);
+}
+
+/* The ini with the server's port in place of @PORT@ and a closed port for @DEAD@. */
+static struct config *load_ini(const char *tmpl)
+{
+	char text[4096], port[16], dead[16];
+	const char *s = tmpl;
+	size_t n = 0;
+	struct config *cfg = NULL;
+
+	snprintf(port, sizeof(port), "%d", pg.port);
+	snprintf(dead, sizeof(dead), "%d", pg_free_port());
+	while (*s && n + 16 < sizeof(text)) {
+		if (strncmp(s, "@PORT@", 6) == 0) {
+			n += (size_t)snprintf(text + n, sizeof(text) - n, "%s", port);
+			s += 6;
+		} else if (strncmp(s, "@DEAD@", 6) == 0) {
+			n += (size_t)snprintf(text + n, sizeof(text) - n, "%s", dead);
+			s += 6;
+		} else {
+			text[n++] = *s++;
+		}
+	}
+	text[n] = '\0';
+	assert_true(config_load_buffer(text, n, "test.ini", &cfg));
+	return cfg;
+}
+
+static void start(struct run *r, const char *ini, const char *userlist)
+{
+	memset(r, 0, sizeof(*r));
+	r->base = event_base_new();
+	assert_non_null(r->base);
+	r->cfg = load_ini(ini);
+	if (userlist) {
+		r->users = userlist_load_buffer(userlist, strlen(userlist), "userlist.txt");
+		assert_non_null(r->users);
+	}
+	r->cat = catalog_create(r->base, r->cfg, r->users, on_done, r);
+	assert_non_null(r->cat);
+	assert_int_equal(r->done_calls, 0); /* never from inside catalog_create() */
+}
+
+static void finish(struct run *r)
+{
+	catalog_free(r->cat);
+	userlist_free(r->users);
+	config_free(r->cfg);
+	event_base_free(r->base);
+}
+
+static struct catalog_table *find(struct run *r, const char *db, const char *schema,
+                                  const char *table)
+{
+	struct catalog_table *t = catalog_find(r->cat, db, schema, table);
+
+	assert_non_null(t);
+	return t;
+}
+
+static const char main_ini[] = "[databases]\n"
+                               "crm = host=127.0.0.1 port=@PORT@ user=app\n"
+                               "nouser = host=127.0.0.1 port=@PORT@ dbname=crm\n"
+                               "dead = host=127.0.0.1 port=@DEAD@ dbname=crm user=app\n"
+                               "[apis]\n"
+                               "sf = type=salesforce base_url=http://127.0.0.1:1\n"
+                               "[synced_tables]\n"
+                               "crm.salesforce.contacts = api=sf object=Contact\n"
+                               "crm.salesforce.missing = api=sf\n"
+                               "crm.salesforce.nopk = api=sf\n"
+                               "crm.salesforce.twopk = api=sf\n"
+                               "crm.salesforce.aview = api=sf\n"
+                               "crm.salesforce.\"Mixed Case\" = api=sf\n"
+                               "crm.salesforce.notmine = api=sf\n"
+                               "nouser.salesforce.contacts = api=sf\n"
+                               "dead.salesforce.contacts = api=sf\n"
+                               "[pgbouncer]\n"
+                               "server_connect_timeout = 3\n";
+
+/* ------------------------------------------------------------------ tests */
+
+static void test_tables_ready_and_failed(void **state)
+{
+	struct run r;
+	struct catalog_table *t;
+	const struct catalog_column *c;
+	char v[256];
+
+	(void)state;
+	NEED_PG();
+	assert_true(pg_server_exec(&pg, "crm", "drop schema if exists syncbouncer cascade"));
+	start(&r, main_ini, NULL);
+	run_loop(&r, 20);
+	assert_int_equal(r.done_calls, 1);
+	assert_int_equal(catalog_count(r.cat), 9);
+	for (int i = 0; i < catalog_count(r.cat); i++)
+		assert_int_not_equal(catalog_table_at(r.cat, i)->state, CAT_PENDING);
+	assert_null(catalog_table_at(r.cat, 9));
+	assert_null(catalog_table_at(r.cat, -1));
+
+	t = find(&r, "crm", "salesforce", "contacts");
+	assert_string_equal(catalog_state_str(t->state), "ready");
+	assert_string_equal(t->error, "");
+	assert_string_equal(t->api, "sf");
+	assert_string_equal(cf_kv_get(t->cf->kv, t->cf->nkv, "object"), "Contact");
+	assert_string_equal(t->pk, "id");
+	assert_int_equal(t->ncols, 5);
+	assert_true(pg_server_value(&pg, "crm", "select 'salesforce.contacts'::regclass::oid", v,
+	                            sizeof(v)));
+	assert_int_equal(t->relid, strtoul(v, NULL, 10));
+	assert_string_equal(t->cols[0].name, "id");
+	assert_int_equal(t->cols[0].type_oid, 25);
+	assert_true(t->cols[0].not_null);
+	assert_false(t->cols[0].has_default);
+	c = catalog_column_find(t, "first_name");
+	assert_non_null(c);
+	assert_true(c->not_null);
+	c = catalog_column_find(t, "email");
+	assert_string_equal(c->type_name, "character varying(80)");
+	assert_false(c->not_null);
+	assert_true(catalog_column_find(t, "created")->has_default);
+	assert_string_equal(catalog_column_find(t, "created")->type_name,
+	                    "timestamp with time zone");
+	assert_true(catalog_column_find(t, "n")->has_default); /* identity */
+	assert_null(catalog_column_find(t, "nope"));
+
+	t = find(&r, "crm", "salesforce", "missing");
+	assert_int_equal(t->state, CAT_FAILED);
+	assert_string_equal(t->error, "relation \"salesforce.missing\" does not exist");
+	t = find(&r, "crm", "salesforce", "nopk");
+	assert_int_equal(t->state, CAT_FAILED);
+	assert_string_equal(t->error, "needs a single-column primary key");
+	t = find(&r, "crm", "salesforce", "twopk");
+	assert_string_equal(t->error, "needs a single-column primary key");
+	t = find(&r, "crm", "salesforce", "aview");
+	assert_int_equal(t->state, CAT_FAILED);
+	assert_non_null(strstr(t->error, "is not a table"));
+	t = find(&r, "crm", "salesforce", "Mixed Case");
+	assert_int_equal(t->state, CAT_READY);
+	assert_string_equal(t->pk, "Key");
+	/* owned by someone else: app may not attach triggers */
+	t = find(&r, "crm", "salesforce", "notmine");
+	assert_int_equal(t->state, CAT_FAILED);
+	assert_non_null(strstr(t->error, "cannot install the guard triggers: "));
+	t = find(&r, "nouser", "salesforce", "contacts");
+	assert_int_equal(t->state, CAT_FAILED);
+	assert_non_null(strstr(t->error, "no user to connect as"));
+	t = find(&r, "dead", "salesforce", "contacts");
+	assert_int_equal(t->state, CAT_FAILED);
+	assert_non_null(strstr(t->error, "cannot connect to database dead as user app"));
+
+	/* what the database now holds */
+	assert_true(pg_server_value(&pg, "crm",
+	                            "select count(*) from pg_trigger where tgrelid in"
+	                            " ('salesforce.contacts'::regclass,"
+	                            " 'salesforce.\"Mixed Case\"'::regclass)"
+	                            " and tgname like 'syncbouncer_guard%'",
+	                            v, sizeof(v)));
+	assert_string_equal(v, "4");
+	assert_true(
+	        pg_server_value(&pg, "crm", "select value from syncbouncer.meta", v, sizeof(v)));
+	assert_string_equal(v, catalog_schema_version());
+	assert_true(
+	        pg_server_value(&pg, "crm",
+	                        "select encode(tgargs, 'escape') from pg_trigger where tgrelid ="
+	                        " 'salesforce.\"Mixed Case\"'::regclass and tgname ="
+	                        " 'syncbouncer_guard'",
+	                        v, sizeof(v)));
+	assert_string_equal(v, "Key\\000");
+	finish(&r);
+}
+
+static void test_second_run_finds_everything_in_place(void **state)
+{
+	static const char ini[] = "[databases]\n"
+	                          "crm = host=127.0.0.1 port=@PORT@ user=app\n"
+	                          "[apis]\n"
+	                          "sf = type=salesforce base_url=http://127.0.0.1:1\n"
+	                          "[synced_tables]\n"
+	                          "crm.salesforce.contacts = api=sf\n";
+	struct run r;
+	char before[64], after[64];
+	const char *q = "select string_agg(oid::text, ',' order by oid) from pg_trigger"
+	                " where tgname like 'syncbouncer_guard%'";
+
+	(void)state;
+	NEED_PG();
+	start(&r, ini, NULL);
+	run_loop(&r, 20);
+	assert_int_equal(find(&r, "crm", "salesforce", "contacts")->state, CAT_READY);
+	finish(&r);
+	assert_true(pg_server_value(&pg, "crm", q, before, sizeof(before)));
+	/* nothing to do: the triggers are not dropped and created again (same oids) */
+	start(&r, ini, NULL);
+	run_loop(&r, 20);
+	assert_int_equal(find(&r, "crm", "salesforce", "contacts")->state, CAT_READY);
+	finish(&r);
+	assert_true(pg_server_value(&pg, "crm", q, after, sizeof(after)));
+	assert_string_equal(before, after);
+	/* a trigger removed by hand comes back */
+	assert_true(pg_server_exec(&pg, "crm",
+	                           "drop trigger syncbouncer_guard on salesforce.contacts"));
+	start(&r, ini, NULL);
+	run_loop(&r, 20);
+	assert_int_equal(find(&r, "crm", "salesforce", "contacts")->state, CAT_READY);
+	finish(&r);
+	assert_true(
+	        pg_server_value(&pg, "crm",
+	                        "select count(*) from pg_trigger where tgrelid ="
+	                        " 'salesforce.contacts'::regclass and tgname like 'syncbouncer%'",
+	                        after, sizeof(after)));
+	assert_string_equal(after, "2");
+}
+
+static void test_user_from_synced_table_line(void **state)
+{
+	/* clerk has no right on the database's schema: installation fails, as clerk */
+	static const char ini[] = "[databases]\n"
+	                          "crm = host=127.0.0.1 port=@PORT@ user=app password=unused\n"
+	                          "[apis]\n"
+	                          "sf = type=salesforce base_url=http://127.0.0.1:1\n"
+	                          "[synced_tables]\n"
+	                          "crm.salesforce.contacts = api=sf user=clerk\n";
+	struct run r;
+	struct catalog_table *t;
+	char ci[1024];
+
+	(void)state;
+	NEED_PG();
+	assert_true(pg_server_exec(&pg, "crm", "drop schema if exists syncbouncer cascade"));
+	start(&r, ini, "\"clerk\" \"clerkpw\"\n");
+	run_loop(&r, 20);
+	t = find(&r, "crm", "salesforce", "contacts");
+	assert_int_equal(t->state, CAT_FAILED);
+	assert_non_null(strstr(t->error, "cannot install the syncbouncer schema"));
+	assert_true(catalog_conninfo(r.cat, "crm", ci, sizeof(ci)));
+	assert_non_null(strstr(ci, "user='clerk'"));
+	assert_non_null(strstr(ci, "password='clerkpw'"));
+	assert_non_null(strstr(ci, "dbname='crm'"));
+	assert_non_null(strstr(ci, "host='127.0.0.1'"));
+	finish(&r);
+}
+
+static void test_conninfo(void **state)
+{
+	static const char ini[] =
+	        "[databases]\n"
+	        "crm = host=127.0.0.1 port=@PORT@ dbname=realdb user=app password='it''s \\\\x'\n"
+	        "sock = dbname=crm user=app\n"
+	        "[apis]\n"
+	        "sf = type=salesforce base_url=http://127.0.0.1:1\n"
+	        "[synced_tables]\n"
+	        "crm.salesforce.contacts = api=sf\n"
+	        "sock.salesforce.contacts = api=sf\n"
+	        "[pgbouncer]\n"
+	        "unix_socket_dir = /nonexistent\n";
+	struct run r;
+	char ci[1024], small[16];
+
+	(void)state;
+	NEED_PG();
+	start(&r, ini, NULL);
+	assert_true(catalog_conninfo(r.cat, "crm", ci, sizeof(ci)));
+	assert_non_null(strstr(ci, "dbname='realdb'"));
+	assert_non_null(strstr(ci, "password='it\\'s \\\\x'"));
+	assert_true(catalog_conninfo(r.cat, "sock", ci, sizeof(ci)));
+	assert_non_null(strstr(ci, "host='/nonexistent'"));
+	assert_false(catalog_conninfo(r.cat, "other", ci, sizeof(ci)));
+	assert_string_equal(ci, "");
+	assert_false(catalog_conninfo(r.cat, "crm", small, sizeof(small)));
+	assert_string_equal(small, "");
+	/* freed before done: done never runs, nothing leaks (sanitizers) */
+	catalog_free(r.cat);
+	r.cat = NULL;
+	run_loop(&r, 1);
+	assert_int_equal(r.done_calls, 0);
+	finish(&r);
+}
+
+static void test_no_synced_tables(void **state)
+{
+	struct run r;
+
+	(void)state;
+	start(&r, "[databases]\nx = host=127.0.0.1\n", NULL);
+	assert_int_equal(catalog_count(r.cat), 0);
+	run_loop(&r, 5);
+	assert_int_equal(r.done_calls, 1);
+	finish(&r);
+}
+
+static void test_trigger_sql_quoting(void **state)
+{
+	char sql[2048], small[64];
+	char long_name[400];
+
+	(void)state;
+	assert_true(catalog_trigger_sql("sales force", "con\"tacts", "i'd", sql, sizeof(sql)));
+	assert_non_null(strstr(sql, "on \"sales force\".\"con\"\"tacts\""));
+	assert_non_null(strstr(sql, "syncbouncer.guard('i''d')"));
+	assert_non_null(strstr(sql, "syncbouncer_guard_truncate before truncate"));
+	assert_false(catalog_trigger_sql("s", "t", "id", small, sizeof(small)));
+	assert_string_equal(small, "");
+	assert_false(catalog_trigger_sql("", "t", "id", sql, sizeof(sql)));
+	assert_false(catalog_trigger_sql("s", "t", "", sql, sizeof(sql)));
+	memset(long_name, 'a', sizeof(long_name) - 1);
+	long_name[sizeof(long_name) - 1] = '\0';
+	assert_false(catalog_trigger_sql("s", long_name, "id", sql, sizeof(sql)));
+	assert_non_null(
+	        strstr(catalog_schema_sql(), "create or replace function syncbouncer.guard()"));
+	assert_string_equal(catalog_state_str(CAT_PENDING), "pending");
+	assert_string_equal(catalog_state_str(CAT_FAILED), "failed");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(test_trigger_sql_quoting),
+	        cmocka_unit_test(test_no_synced_tables),
+	        cmocka_unit_test(test_tables_ready_and_failed),
+	        cmocka_unit_test(test_second_run_finds_everything_in_place),
+	        cmocka_unit_test(test_user_from_synced_table_line),
+	        cmocka_unit_test(test_conninfo),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
