@@ -21,6 +21,8 @@ struct pool;
 struct dns_request;
 struct scram_client;
 struct scram_server;
+struct ps_client;
+struct ps_server;
 
 enum conn_state {
 	CL_LOGIN,         /* startup and authentication */
@@ -63,7 +65,9 @@ struct conn {
 	int port;
 	char local_addr[64];
 	int local_port;
-	uint64_t connect_time, request_time;
+	uint64_t connect_time;
+	/* client: its last packet; server: its last ReadyForQuery or release (idle age) */
+	uint64_t request_time;
 	struct event ev_timer;
 	bool timer_ready;
 	const char *close_reason;
@@ -80,6 +84,7 @@ struct conn {
 	bool admin;
 	void *hook_state;      /* the query hook's per-client state; NULL on the fast path */
 	bool wait_server_idle; /* relay paused until the server has answered everything */
+	struct ps_client *ps;  /* prepared statements by the client's names (NULL: none yet) */
 
 	/* server */
 	uint32_t be_pid, be_key;
@@ -88,6 +93,11 @@ struct conn {
 	bool setting_params; /* consuming the answers to our own SETs */
 	bool resetting;      /* consuming the answer to the reset query */
 	bool connect_query_running;
+	bool checking;         /* consuming the answer to server_check_query */
+	bool at_rfq;           /* the last thing relayed was ReadyForQuery: a release point */
+	int cancels_in_flight; /* cancel requests for this backend not yet answered */
+	bool release_deferred; /* released while a cancel was in flight: hold it back */
+	struct ps_server *pss; /* statements prepared on this backend (NULL: none) */
 	bool logged_in;
 	struct dns_request *dns_req;
 	struct scram_client *scram_cli;

@@ -6,7 +6,9 @@
 #ifndef SB_POOL_H
 #define SB_POOL_H
 
+#include <event2/event_struct.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "conn.h"
@@ -30,9 +32,19 @@ struct pool {
 	char *connect_query;
 	struct param_set
 	        server_startup; /* client_encoding, datestyle, timezone, application_name */
-	int pool_mode;          /* enum pool_mode */
-	int pool_size;
+	/* effective settings (user beats database beats global), refreshed from the live config */
+	int pool_mode; /* enum pool_mode */
+	int pool_size, min_pool_size, reserve_pool_size;
+	int max_db_connections, max_user_connections;
+	int max_db_client_connections, max_user_client_connections;
+	int64_t server_lifetime, query_timeout, query_wait_timeout, idle_transaction_timeout,
+	        client_idle_timeout;
+	bool forced_user; /* the [databases] entry names the server user */
 	int host_index;
+
+	struct event ev_janitor; /* periodic timeouts and pool size upkeep */
+	bool janitor_ready;
+	struct ps_registry *ps; /* prepared statements known to this pool's servers */
 
 	struct list active_clients, waiting_clients, login_clients;
 	struct list idle_servers, active_servers, used_servers, tested_servers, login_servers;
@@ -45,6 +57,11 @@ struct pool {
 
 	uint64_t xact_count, query_count, bytes_in, bytes_out;
 };
+
+struct ps_registry;
+
+/* How often the janitor looks at a pool: timeouts are enforced to within this period. */
+#define POOL_JANITOR_USEC 250000
 
 /* Finds or creates the pool for db_name/user. NULL with *err set when the db is unknown. */
 struct pool *pool_get(struct bouncer *b, const char *db_name, const char *user, const char **err);
@@ -67,5 +84,17 @@ void pool_fill(struct pool *pool);
 void pool_login_failed(struct pool *pool, const char *sqlstate, const char *message);
 
 int pool_server_count(const struct pool *pool);
+/* Clients of the pool in any state (logging in, active, waiting). */
+int pool_client_count(const struct pool *pool);
+/* Rereads the effective settings of pool from the live config. */
+void pool_refresh_settings(struct pool *pool);
+/*
+ * Whether one more client may join pool (max_db_client_connections,
+ * max_user_client_connections). False with the refusal message in msg.
+ */
+bool pool_client_allowed(struct pool *pool, char *msg, size_t msgsize)
+        __attribute__((warn_unused_result));
+/* Creates the pools of databases with a forced user and min_pool_size, so they warm up. */
+void pool_prewarm(struct bouncer *b);
 
 #endif

@@ -71,7 +71,7 @@ struct sbuf {
 	enum sbuf_action pkt_action;
 	struct pktbuf big; /* a packet larger than buf that the owner wants whole */
 	bool collecting_big;
-	bool big_ready;		/* gathered whole, to be offered (again, after a pause) */
+	bool big_ready; /* gathered whole, to be offered (again, after a pause) */
 	size_t max_pkt;
 	struct sbuf *dst;         /* where SBUF_SEND bytes go */
 	struct sbuf *waiting_src; /* a peer blocked on our writability */

@@ -22,7 +22,15 @@ void server_link(struct conn *server, struct conn *client);
 void server_release(struct conn *server);
 /* True when the server has answered everything it was sent (no ReadyForQuery owed). */
 bool server_is_ready(const struct conn *server);
-/* Sends a CancelRequest for server's backend over a new connection. */
+/*
+ * Sends a CancelRequest for server's backend over a new connection. Until PostgreSQL has
+ * answered it (or cancel_wait_timeout passed), the server is not handed to another client, so a
+ * late cancel never hits someone else's query.
+ */
 void server_send_cancel(struct conn *server);
+/* Runs server_check_query on an idle server (SV_TESTED); it returns to the pool after. */
+void server_check(struct conn *server);
+/* server_connect_timeout passed while connecting or logging in. */
+void server_login_timeout(struct conn *server);
 
 #endif

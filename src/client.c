@@ -6,6 +6,7 @@
 #include "client.h"
 
 #include <arpa/inet.h>
+#include <event2/event.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include "conn.h"
 #include "md5pw.h"
 #include "pool.h"
+#include "prepared.h"
 #include "proto.h"
 #include "scram.h"
 #include "server.h"
@@ -140,6 +142,28 @@ static void client_failed(void *owner, struct sbuf *sb, const char *reason)
 		client_close(c, reason);
 }
 
+/* client_login_timeout: the client has not finished logging in (or the server is down). */
+static void login_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	c->timer_ready = false;
+	if (c->state == CL_LOGIN)
+		client_fatal(c, "08P01", "client_login_timeout");
+	else if (c->state == CL_WAITING_LOGIN)
+		client_fatal(c, "08P01", "client_login_timeout (server down)");
+}
+
+static void stop_login_timer(struct conn *c)
+{
+	if (c->timer_ready) {
+		event_del(&c->ev_timer);
+		c->timer_ready = false;
+	}
+}
+
 void client_accept(struct bouncer *b, int fd, const struct sockaddr *addr, socklen_t addrlen,
                    bool is_unix)
 {
@@ -182,6 +206,13 @@ void client_accept(struct bouncer *b, int fd, const struct sockaddr *addr, sockl
 	if (b->shutting_down) {
 		client_fatal(c, "57P01", "pgbouncer is shutting down");
 		return;
+	}
+	if (b->cfg->client_login_timeout > 0) {
+		struct timeval tv = {(time_t)(b->cfg->client_login_timeout / 1000000),
+		                     (suseconds_t)(b->cfg->client_login_timeout % 1000000)};
+		evtimer_assign(&c->ev_timer, b->base, login_timeout, c);
+		evtimer_add(&c->ev_timer, &tv);
+		c->timer_ready = true;
 	}
 	sbuf_resume(&c->sbuf);
 }
@@ -253,6 +284,8 @@ void client_send_welcome(struct conn *c)
 	}
 	pktbuf_free(&pb);
 	c->auth_done = true;
+	stop_login_timer(c);
+	c->request_time = bouncer_now_usec();
 	sbuf_resume(&c->sbuf);
 }
 
@@ -344,6 +377,10 @@ static enum sbuf_action start_auth(struct conn *c)
 		else
 			snprintf(msg, sizeof(msg), "%s", err);
 		client_fatal(c, "08P01", msg);
+		return SBUF_CLOSED;
+	}
+	if (!pool_client_allowed(pool, msg, sizeof(msg))) {
+		client_fatal(c, "53300", msg);
 		return SBUF_CLOSED;
 	}
 	c->pool = pool;
@@ -566,6 +603,17 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 			return SBUF_CLOSED;
 		}
 	}
+	if (b->cfg->application_name_add_host) {
+		/* the server shows where the client came from; "app" stands in for no name */
+		char name[256];
+		const char *given = param_get(&c->params, "application_name");
+		snprintf(name, sizeof(name), "%s - %s:%d", given && given[0] ? given : "app",
+		         c->addr_str, c->port);
+		if (!param_set_value(&c->params, "application_name", name)) {
+			client_fatal(c, "53200", "out of memory");
+			return SBUF_CLOSED;
+		}
+	}
 	if (user == NULL || user[0] == '\0') {
 		client_fatal(c, "08P01", "no username supplied");
 		return SBUF_CLOSED;
@@ -620,6 +668,7 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 			return SBUF_PAUSE;
 		}
 	}
+	c->request_time = bouncer_now_usec();
 	server = c->link;
 	if (server == NULL) {
 		pool_request_server(c->pool, c);
@@ -629,6 +678,27 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 	}
 	if (server->state != SV_ACTIVE || server->setting_params)
 		return SBUF_PAUSE;
+	if (c->pool->pool_mode != POOL_SESSION && c->b->cfg->max_prepared_statements > 0 &&
+	    ps_client_wants(pkt->type)) {
+		const char *msg = NULL;
+		/* a long Query is only looked at by its first words */
+		if (!pkt->complete && (pkt->type != 'Q' || pkt->body_avail < 64))
+			return SBUF_WAIT;
+		switch (ps_client_packet(c, server, pkt, c->b->cfg->max_prepared_statements,
+		                         &msg)) {
+		case PS_PASS:
+			break;
+		case PS_CONSUMED:
+			server->at_rfq = false;
+			return SBUF_CONSUMED;
+		case PS_FLUSH:
+			return SBUF_FLUSH;
+		case PS_FAIL:
+			client_fatal(c, "53200", msg != NULL ? msg : "out of memory");
+			return SBUF_CLOSED;
+		}
+	}
+	server->at_rfq = false;
 	switch (pkt->type) {
 	case 'Q':
 	case 'S':

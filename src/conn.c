@@ -14,6 +14,7 @@
 
 #include "bouncer.h"
 #include "pool.h"
+#include "prepared.h"
 
 const char *conn_state_str(enum conn_state st)
 {
@@ -114,6 +115,7 @@ void conn_retire(struct conn *c)
 	if (c->state == CONN_JUSTFREE)
 		return;
 	sbuf_close(&c->sbuf);
+	ps_conn_release(c);
 	if (c->timer_ready) {
 		event_del(&c->ev_timer);
 		c->timer_ready = false;

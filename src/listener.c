@@ -22,6 +22,7 @@
 #include "client.h"
 #include "config.h"
 #include "log.h"
+#include "pool.h"
 
 struct listener {
 	struct listener *next;
@@ -170,6 +171,14 @@ static bool listen_unix(struct bouncer *b, const char *dir, int port)
 	return add_listener(b, fd, true, un.sun_path);
 }
 
+/* Runs once the loop is running (after a fork to the background): warm the pools up. */
+static void prewarm_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	pool_prewarm(arg);
+}
+
 bool listener_start(struct bouncer *b)
 {
 	const struct config *cfg = b->cfg;
@@ -191,6 +200,8 @@ bool listener_start(struct bouncer *b)
 		log_error("nowhere to listen: set listen_addr or unix_socket_dir");
 		ok = false;
 	}
+	if (ok && event_base_once(b->base, -1, EV_TIMEOUT, prewarm_cb, b, NULL) != 0)
+		log_warning("cannot schedule min_pool_size warm-up");
 	return ok;
 }
 

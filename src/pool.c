@@ -4,14 +4,19 @@
  */
 #include "pool.h"
 
+#include <event2/event.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bouncer.h"
 #include "client.h"
 #include "config.h"
+#include "prepared.h"
 #include "server.h"
 #include "userlist.h"
+
+static void janitor_tick(evutil_socket_t fd, short what, void *arg);
 
 static char *dup_or_empty(const char *s)
 {
@@ -32,7 +37,6 @@ struct pool *pool_get(struct bouncer *b, const char *db_name, const char *user, 
 {
 	const struct config *cfg = b->cfg;
 	const struct cf_database *db;
-	const struct cf_user *cu;
 	struct list *it;
 	struct pool *pool;
 	const char *pw = NULL;
@@ -40,15 +44,16 @@ struct pool *pool_get(struct bouncer *b, const char *db_name, const char *user, 
 	list_for_each(it, &b->pools)
 	{
 		pool = list_entry(it, struct pool, head);
-		if (strcmp(pool->db_name, db_name) == 0 && strcmp(pool->user_name, user) == 0)
+		if (strcmp(pool->db_name, db_name) == 0 && strcmp(pool->user_name, user) == 0) {
+			pool_refresh_settings(pool);
 			return pool;
+		}
 	}
 	db = config_find_database(cfg, db_name);
 	if (db == NULL) {
 		*err = "no such database";
 		return NULL;
 	}
-	cu = config_find_user(cfg, user);
 
 	pool = calloc(1, sizeof(*pool));
 	if (pool == NULL) {
@@ -90,16 +95,16 @@ struct pool *pool_get(struct bouncer *b, const char *db_name, const char *user, 
 	     !param_set_value(&pool->server_startup, "application_name", db->application_name)))
 		goto oom;
 
-	pool->pool_mode = cfg->pool_mode;
-	if (db->pool_mode >= 0)
-		pool->pool_mode = db->pool_mode;
-	if (cu != NULL && cu->pool_mode >= 0)
-		pool->pool_mode = cu->pool_mode;
-	pool->pool_size = cfg->default_pool_size;
-	if (db->pool_size >= 0)
-		pool->pool_size = db->pool_size;
-	if (cu != NULL && cu->pool_size >= 0)
-		pool->pool_size = cu->pool_size;
+	pool_refresh_settings(pool);
+	pool->ps = ps_registry_new();
+	if (pool->ps == NULL)
+		goto oom;
+	event_assign(&pool->ev_janitor, b->base, -1, EV_PERSIST, janitor_tick, pool);
+	{
+		struct timeval tv = {0, POOL_JANITOR_USEC};
+		event_add(&pool->ev_janitor, &tv);
+	}
+	pool->janitor_ready = true;
 
 	list_append(&b->pools, &pool->head);
 	return pool;
@@ -111,6 +116,11 @@ oom:
 
 void pool_free(struct pool *pool)
 {
+	if (pool->janitor_ready) {
+		event_del(&pool->ev_janitor);
+		pool->janitor_ready = false;
+	}
+	ps_registry_free(pool->ps);
 	list_del(&pool->head);
 	free(pool->host);
 	free(pool->server_db);
@@ -160,10 +170,181 @@ int pool_server_count(const struct pool *pool)
 	             list_count(&pool->login_servers));
 }
 
+int pool_client_count(const struct pool *pool)
+{
+	return (int)(list_count(&pool->login_clients) + list_count(&pool->active_clients) +
+	             list_count(&pool->waiting_clients));
+}
+
+void pool_refresh_settings(struct pool *pool)
+{
+	const struct config *cfg = pool->b->cfg;
+	const struct cf_database *db = config_find_database(cfg, pool->db_name);
+	const struct cf_user *cu = config_find_user(cfg, pool->user_name);
+
+	pool->pool_mode = cfg->pool_mode;
+	pool->pool_size = cfg->default_pool_size;
+	pool->min_pool_size = cfg->min_pool_size;
+	pool->reserve_pool_size = cfg->reserve_pool_size;
+	pool->max_db_connections = cfg->max_db_connections;
+	pool->max_user_connections = cfg->max_user_connections;
+	pool->max_db_client_connections = cfg->max_db_client_connections;
+	pool->max_user_client_connections = cfg->max_user_client_connections;
+	pool->server_lifetime = cfg->server_lifetime;
+	pool->query_timeout = cfg->query_timeout;
+	pool->query_wait_timeout = cfg->query_wait_timeout;
+	pool->idle_transaction_timeout = cfg->idle_transaction_timeout;
+	pool->client_idle_timeout = cfg->client_idle_timeout;
+	if (db != NULL) {
+		pool->forced_user = db->user[0] != '\0';
+		if (db->pool_mode >= 0)
+			pool->pool_mode = db->pool_mode;
+		if (db->pool_size >= 0)
+			pool->pool_size = db->pool_size;
+		if (db->min_pool_size >= 0)
+			pool->min_pool_size = db->min_pool_size;
+		if (db->reserve_pool_size >= 0)
+			pool->reserve_pool_size = db->reserve_pool_size;
+		if (db->max_db_connections >= 0)
+			pool->max_db_connections = db->max_db_connections;
+		if (db->max_db_client_connections >= 0)
+			pool->max_db_client_connections = db->max_db_client_connections;
+		if (db->server_lifetime >= 0)
+			pool->server_lifetime = db->server_lifetime;
+		if (db->query_wait_timeout >= 0)
+			pool->query_wait_timeout = db->query_wait_timeout;
+	}
+	if (cu != NULL) {
+		if (cu->pool_mode >= 0)
+			pool->pool_mode = cu->pool_mode;
+		if (cu->pool_size >= 0)
+			pool->pool_size = cu->pool_size;
+		if (cu->reserve_pool_size >= 0)
+			pool->reserve_pool_size = cu->reserve_pool_size;
+		if (cu->max_user_connections >= 0)
+			pool->max_user_connections = cu->max_user_connections;
+		if (cu->max_user_client_connections >= 0)
+			pool->max_user_client_connections = cu->max_user_client_connections;
+		if (cu->query_timeout >= 0)
+			pool->query_timeout = cu->query_timeout;
+		if (cu->query_wait_timeout >= 0)
+			pool->query_wait_timeout = cu->query_wait_timeout;
+		if (cu->idle_transaction_timeout >= 0)
+			pool->idle_transaction_timeout = cu->idle_transaction_timeout;
+		if (cu->client_idle_timeout >= 0)
+			pool->client_idle_timeout = cu->client_idle_timeout;
+	}
+}
+
+/* Servers of every pool of the same database (same_db) or of the same user. */
+static int count_servers_like(const struct pool *pool, bool same_db)
+{
+	struct list *it;
+	int n = 0;
+
+	list_for_each(it, &pool->b->pools)
+	{
+		const struct pool *p = list_entry(it, struct pool, head);
+		if (same_db ? strcmp(p->db_name, pool->db_name) == 0
+		            : strcmp(p->user_name, pool->user_name) == 0)
+			n += pool_server_count(p);
+	}
+	return n;
+}
+
+static int count_clients_like(const struct pool *pool, bool same_db)
+{
+	struct list *it;
+	int n = 0;
+
+	list_for_each(it, &pool->b->pools)
+	{
+		const struct pool *p = list_entry(it, struct pool, head);
+		if (same_db ? strcmp(p->db_name, pool->db_name) == 0
+		            : strcmp(p->user_name, pool->user_name) == 0)
+			n += pool_client_count(p);
+	}
+	return n;
+}
+
+bool pool_client_allowed(struct pool *pool, char *msg, size_t msgsize)
+{
+	if (pool->max_db_client_connections > 0 &&
+	    count_clients_like(pool, true) >= pool->max_db_client_connections) {
+		snprintf(msg, msgsize, "no more connections allowed (max_db_client_connections)");
+		return false;
+	}
+	if (pool->max_user_client_connections > 0 &&
+	    count_clients_like(pool, false) >= pool->max_user_client_connections) {
+		snprintf(msg, msgsize, "no more connections allowed (max_user_client_connections)");
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Closes the idle server that has been idle longest in another pool of the same database (or
+ * user), so that a pool with waiting clients can open one within max_db_connections.
+ */
+static bool evict_idle_server(struct pool *pool, bool same_db)
+{
+	struct list *it;
+	struct conn *victim = NULL;
+
+	list_for_each(it, &pool->b->pools)
+	{
+		struct pool *p = list_entry(it, struct pool, head);
+		struct list *first;
+		struct conn *s;
+
+		if (p == pool || (same_db ? strcmp(p->db_name, pool->db_name) != 0
+		                          : strcmp(p->user_name, pool->user_name) != 0))
+			continue;
+		first = list_first(&p->idle_servers);
+		if (first == NULL)
+			continue;
+		s = list_entry(first, struct conn, head);
+		if (victim == NULL || s->request_time < victim->request_time)
+			victim = s;
+	}
+	if (victim == NULL)
+		return false;
+	server_close(victim,
+	             same_db ? "evicted (max_db_connections)" : "evicted (max_user_connections)");
+	return true;
+}
+
+/* Whether the db-wide and user-wide server limits leave room for one more server. */
+static bool limits_allow_server(struct pool *pool)
+{
+	if (pool->max_db_connections > 0 &&
+	    count_servers_like(pool, true) >= pool->max_db_connections &&
+	    !evict_idle_server(pool, true))
+		return false;
+	if (pool->max_user_connections > 0 &&
+	    count_servers_like(pool, false) >= pool->max_user_connections &&
+	    !evict_idle_server(pool, false))
+		return false;
+	return true;
+}
+
+/* A client that waited reserve_pool_timeout may use the reserve pool. */
+static bool reserve_allowed(const struct pool *pool, uint64_t now)
+{
+	const struct list *first = list_first(&pool->waiting_clients);
+	const struct conn *c;
+
+	if (pool->reserve_pool_size <= 0 || first == NULL)
+		return false;
+	c = list_entry(first, struct conn, head);
+	return now - c->request_time >= (uint64_t)pool->b->cfg->reserve_pool_timeout;
+}
+
 void pool_client_logged_in(struct pool *pool, struct conn *client)
 {
 	list_del(&client->head);
 	client->pool = pool;
+	client->request_time = bouncer_now_usec();
 	if (pool->welcome_ready) {
 		conn_set_state(client, CL_ACTIVE);
 		client_send_welcome(client);
@@ -173,29 +354,73 @@ void pool_client_logged_in(struct pool *pool, struct conn *client)
 	pool_fill(pool);
 }
 
+/* Launches one server if every limit allows it; false when none was launched. */
+static bool launch_one(struct pool *pool, uint64_t now)
+{
+	const struct config *cfg = pool->b->cfg;
+	int count = pool_server_count(pool);
+
+	if (pool->b->shutting_down)
+		return false;
+	if (pool->last_login_failure != 0 && cfg->server_login_retry > 0 &&
+	    now - pool->last_login_failure < (uint64_t)cfg->server_login_retry)
+		return false;
+	if (count >= pool->pool_size) {
+		if (count >= pool->pool_size + pool->reserve_pool_size ||
+		    !reserve_allowed(pool, now))
+			return false;
+		log_info("taking connection from reserve_pool");
+	}
+	if (!limits_allow_server(pool))
+		return false;
+	return server_launch(pool);
+}
+
 void pool_fill(struct pool *pool)
 {
 	size_t want = list_count(&pool->waiting_clients);
-	size_t starting = list_count(&pool->login_servers);
+	size_t starting = list_count(&pool->login_servers) + list_count(&pool->tested_servers);
+	uint64_t now = bouncer_now_usec();
 
 	if (!pool->welcome_ready && !list_empty(&pool->login_clients) && want == 0)
 		want = 1;
-	while (want > starting && pool_server_count(pool) < pool->pool_size) {
-		if (!server_launch(pool))
+	while (want > starting) {
+		if (!launch_one(pool, now))
 			break;
 		starting++;
 	}
 }
 
+/* A server idle longer than server_check_delay is tested before a client gets it. */
+static bool needs_check(const struct conn *server, uint64_t now)
+{
+	const struct config *cfg = server->b->cfg;
+
+	if (cfg->server_check_query[0] == '\0')
+		return false;
+	return cfg->server_check_delay == 0 ||
+	       now - server->request_time > (uint64_t)cfg->server_check_delay;
+}
+
 void pool_request_server(struct pool *pool, struct conn *client)
 {
-	struct list *first = list_first(&pool->idle_servers);
+	uint64_t now = bouncer_now_usec();
 
-	if (first != NULL && list_empty(&pool->waiting_clients)) {
-		server_link(list_entry(first, struct conn, head), client);
+	client->request_time = now;
+	while (list_empty(&pool->waiting_clients) && !list_empty(&pool->idle_servers)) {
+		/* LIFO keeps the hot backends busy and lets the others idle out; round robin
+		 * spreads load evenly */
+		struct list *node = pool->b->cfg->server_round_robin ? pool->idle_servers.next
+		                                                     : pool->idle_servers.prev;
+		struct conn *server = list_entry(node, struct conn, head);
+
+		if (needs_check(server, now)) {
+			server_check(server);
+			continue;
+		}
+		server_link(server, client);
 		return;
 	}
-	client->request_time = bouncer_now_usec();
 	conn_set_state(client, CL_WAITING);
 	pool_fill(pool);
 }
@@ -205,6 +430,7 @@ void pool_server_ready(struct pool *pool, struct conn *server)
 	struct list *it, *tmp;
 	struct list *first;
 
+	server->request_time = bouncer_now_usec();
 	if (!pool->welcome_ready) {
 		pool->welcome_ready = true;
 		list_for_each_safe(it, tmp, &pool->login_clients)
@@ -248,4 +474,126 @@ void pool_login_failed(struct pool *pool, const char *sqlstate, const char *mess
 	        client_fatal(list_entry(it, struct conn, head), sqlstate, message);
 	list_for_each_safe(it, tmp, &pool->waiting_clients)
 	        client_fatal(list_entry(it, struct conn, head), sqlstate, message);
+}
+
+static bool older_than(uint64_t now, uint64_t then, int64_t limit)
+{
+	return limit > 0 && now > then && now - then > (uint64_t)limit;
+}
+
+static void janitor_clients(struct pool *pool, uint64_t now)
+{
+	struct list *it, *tmp;
+
+	list_for_each_safe(it, tmp, &pool->waiting_clients)
+	{
+		struct conn *c = list_entry(it, struct conn, head);
+		if (older_than(now, c->request_time, pool->query_timeout))
+			client_fatal(c, "08P01", "query_timeout");
+		else if (older_than(now, c->request_time, pool->query_wait_timeout))
+			client_fatal(c, "08P01", "query_wait_timeout");
+	}
+	if (pool->client_idle_timeout > 0) {
+		list_for_each_safe(it, tmp, &pool->active_clients)
+		{
+			struct conn *c = list_entry(it, struct conn, head);
+			if (c->link == NULL &&
+			    older_than(now, c->request_time, pool->client_idle_timeout))
+				client_fatal(c, "08P01", "client_idle_timeout");
+		}
+	}
+}
+
+static void janitor_servers(struct pool *pool, uint64_t now)
+{
+	const struct config *cfg = pool->b->cfg;
+	struct list *it, *tmp;
+
+	list_for_each_safe(it, tmp, &pool->active_servers)
+	{
+		struct conn *s = list_entry(it, struct conn, head);
+		if (s->link == NULL)
+			continue;
+		if (!server_is_ready(s)) {
+			if (older_than(now, s->link->request_time, pool->query_timeout))
+				server_close(s, "query timeout");
+		} else if (s->txn_status != 'I' &&
+		           older_than(now, s->request_time, pool->idle_transaction_timeout)) {
+			server_close(s, "idle transaction timeout");
+		}
+	}
+	list_for_each_safe(it, tmp, &pool->idle_servers)
+	{
+		struct conn *s = list_entry(it, struct conn, head);
+		if (pool->server_lifetime > 0 &&
+		    now - s->connect_time >= (uint64_t)pool->server_lifetime)
+			server_close(s, "server lifetime over");
+		else if (older_than(now, s->request_time, cfg->server_idle_timeout) &&
+		         (pool->min_pool_size == 0 ||
+		          pool_server_count(pool) > pool->min_pool_size))
+			server_close(s, "server idle timeout");
+		else if (pool_server_count(pool) > pool->pool_size + pool->reserve_pool_size &&
+		         pool->pool_size > 0)
+			server_close(s, "too many servers in the pool");
+	}
+	list_for_each_safe(it, tmp, &pool->login_servers)
+	{
+		struct conn *s = list_entry(it, struct conn, head);
+		if (older_than(now, s->connect_time, cfg->server_connect_timeout))
+			server_login_timeout(s);
+	}
+}
+
+static void janitor_min_pool(struct pool *pool, uint64_t now)
+{
+	int count = pool_server_count(pool);
+
+	if (pool->min_pool_size <= 0 || count >= pool->min_pool_size || count >= pool->pool_size)
+		return;
+	if (pool_client_count(pool) == 0 && !pool->forced_user)
+		return;
+	if (pool->last_login_failure != 0 && pool->b->cfg->server_login_retry > 0 &&
+	    now - pool->last_login_failure < (uint64_t)pool->b->cfg->server_login_retry)
+		return;
+	if (!limits_allow_server(pool))
+		return;
+	while (count < pool->min_pool_size && count < pool->pool_size) {
+		if (!server_launch(pool))
+			break;
+		count++;
+	}
+}
+
+static void janitor_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct pool *pool = arg;
+	uint64_t now = bouncer_now_usec();
+
+	(void)fd;
+	(void)what;
+	pool_refresh_settings(pool);
+	janitor_clients(pool, now);
+	janitor_servers(pool, now);
+	if (!pool->b->shutting_down) {
+		janitor_min_pool(pool, now);
+		pool_fill(pool);
+	}
+}
+
+void pool_prewarm(struct bouncer *b)
+{
+	for (const struct cf_database *db = b->cfg->databases; db != NULL; db = db->next) {
+		const char *err = NULL;
+		struct pool *pool;
+
+		if (strcmp(db->name, "*") == 0 || db->user[0] == '\0')
+			continue;
+		if ((db->min_pool_size >= 0 ? db->min_pool_size : b->cfg->min_pool_size) <= 0)
+			continue;
+		pool = pool_get(b, db->name, db->user, &err);
+		if (pool == NULL)
+			log_warning("cannot create the pool of %s: %s", db->name, err);
+		else
+			janitor_min_pool(pool, bouncer_now_usec());
+	}
 }

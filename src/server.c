@@ -26,6 +26,7 @@
 #include "dns.h"
 #include "md5pw.h"
 #include "pool.h"
+#include "prepared.h"
 #include "proto.h"
 #include "scram.h"
 
@@ -44,6 +45,8 @@ bool server_is_ready(const struct conn *s)
 	return s->logged_in && s->expect_rfq == 0 && !s->setting_params && !s->resetting &&
 	       !sbuf_has_pending(&s->sbuf);
 }
+
+static void forget_cancels(struct conn *s);
 
 static uint64_t age_seconds(const struct conn *s)
 {
@@ -66,11 +69,12 @@ void server_close(struct conn *s, const char *reason)
 		event_del(&s->ev_connect);
 		s->connecting = false;
 	}
+	forget_cancels(s);
 	if (client != NULL) {
 		s->link = NULL;
 		client->link = NULL;
 		sbuf_set_dst(&client->sbuf, NULL);
-		client_fatal(client, "08P01", "server conn crashed?");
+		client_fatal(client, "08P01", reason);
 	}
 	if (s->logged_in && s->sbuf.fd >= 0 && !s->sbuf.broken) {
 		static const uint8_t terminate[5] = {'X', 0, 0, 0, 4};
@@ -102,6 +106,11 @@ static void login_failed(struct conn *s, const char *sqlstate, const char *msg)
 	}
 	conn_retire(s);
 	pool_login_failed(pool, sqlstate, msg);
+}
+
+void server_login_timeout(struct conn *s)
+{
+	login_failed(s, "08006", "connect timeout");
 }
 
 static bool send_pktbuf(struct conn *s, struct pktbuf *pb)
@@ -384,12 +393,26 @@ void server_release(struct conn *s)
 		server_close(s, "server was not ready at release");
 		return;
 	}
+	ps_server_released(s);
+	s->at_rfq = false;
+	if (s->cancels_in_flight > 0) {
+		/* a cancel for the last client may still land: keep it until PostgreSQL answered */
+		conn_set_state(s, SV_USED);
+		s->release_deferred = true;
+		return;
+	}
+	if (pool->server_lifetime > 0 &&
+	    bouncer_now_usec() - s->connect_time >= (uint64_t)pool->server_lifetime) {
+		server_close(s, "server lifetime over");
+		return;
+	}
 	if (cfg->server_reset_query[0] &&
 	    (pool->pool_mode == POOL_SESSION || cfg->server_reset_query_always)) {
 		struct pktbuf pb;
 		conn_set_state(s, SV_TESTED);
 		s->resetting = true;
 		s->expect_rfq++;
+		ps_server_forget_all(s);
 		pktbuf_init(&pb, 8192);
 		pktbuf_write_query(&pb, cfg->server_reset_query);
 		if (!send_pktbuf(s, &pb))
@@ -397,6 +420,20 @@ void server_release(struct conn *s)
 		return;
 	}
 	pool_server_ready(pool, s);
+}
+
+void server_check(struct conn *s)
+{
+	struct pktbuf pb;
+
+	slog_debug(s, "checking the server before use");
+	conn_set_state(s, SV_TESTED);
+	s->checking = true;
+	s->expect_rfq++;
+	pktbuf_init(&pb, 8192);
+	pktbuf_write_query(&pb, s->b->cfg->server_check_query);
+	if (!send_pktbuf(s, &pb))
+		server_close(s, "test query failed");
 }
 
 /* After the reset query, settings that the server does not report are back at their defaults. */
@@ -583,7 +620,22 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 	if (!s->logged_in)
 		return login_packet(s, pkt);
 	c = s->link;
-	own = s->setting_params || s->resetting;
+	own = s->setting_params || s->resetting || s->checking;
+	if (ps_server_wants(s, pkt->type)) {
+		if (!pkt->complete)
+			return SBUF_WAIT;
+		switch (ps_server_packet(s, pkt)) {
+		case PS_PASS:
+			break;
+		case PS_CONSUMED:
+			return SBUF_CONSUMED;
+		case PS_FLUSH:
+			return SBUF_FLUSH;
+		case PS_FAIL:
+			server_close(s, "out of memory");
+			return SBUF_CLOSED;
+		}
+	}
 	switch (pkt->type) {
 	case 'Z':
 		if (!pkt->complete)
@@ -593,6 +645,7 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 			return SBUF_CLOSED;
 		}
 		s->txn_status = (char)pkt->body[0];
+		s->request_time = bouncer_now_usec();
 		if (s->expect_rfq > 0)
 			s->expect_rfq--;
 		if (s->setting_params && s->expect_rfq == 0) {
@@ -609,9 +662,23 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 			pool_server_ready(s->pool, s);
 			return SBUF_CONSUMED;
 		}
+		if (s->checking && s->expect_rfq == 0) {
+			s->checking = false;
+			if (s->txn_status != 'I') {
+				server_close(s, "test query left a transaction open");
+				return SBUF_CLOSED;
+			}
+			pool_server_ready(s->pool, s);
+			return SBUF_CONSUMED;
+		}
 		if (c == NULL || own)
 			return SBUF_CONSUMED;
+		if (s->txn_status != 'I' && s->pool->pool_mode == POOL_STATEMENT) {
+			server_close(s, "transaction blocks not allowed in statement pooling mode");
+			return SBUF_CLOSED;
+		}
 		s->pool->xact_count += s->txn_status == 'I';
+		s->at_rfq = s->expect_rfq == 0;
 		return SBUF_SEND;
 	case 'S': {
 		const char *name, *value;
@@ -637,7 +704,9 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 				struct pg_error e;
 				if (proto_parse_error(pkt->body, pkt->body_len, &e) && e.message)
 					slog_warning(s, "%s failed: %s",
-					             s->resetting ? "reset query" : "parameter SET",
+					             s->resetting  ? "reset query"
+					             : s->checking ? "server check query"
+					                           : "parameter SET",
 					             e.message);
 			}
 			return SBUF_CONSUMED;
@@ -668,7 +737,7 @@ static void server_flushed(void *owner, struct sbuf *sb)
 		client_resume(c);
 		return;
 	}
-	if (c == NULL || !server_is_ready(s) || s->txn_status != 'I')
+	if (c == NULL || !s->at_rfq || !server_is_ready(s) || s->txn_status != 'I')
 		return;
 	if (s->pool->pool_mode == POOL_SESSION)
 		return;
@@ -690,42 +759,100 @@ static void server_failed(void *owner, struct sbuf *sb, const char *reason)
 	server_close(s, strcmp(reason, "EOF") == 0 ? "server conn crashed?" : reason);
 }
 
-/* A cancel request in flight: its own socket, closed once the 16 bytes are out. */
+/*
+ * A cancel request in flight: its own socket to the backend's server. PostgreSQL closes it once
+ * the cancel was delivered; until then (or cancel_wait_timeout) the backend stays with the
+ * client it was cancelled for.
+ */
 struct cancel_req {
+	struct list head; /* on bouncer->cancel_conns */
+	struct bouncer *b;
+	struct conn *server; /* NULL once the server is gone */
 	struct event ev;
 	int fd;
 	uint8_t pkt[16];
+	size_t sent;
 };
 
-static void cancel_done(evutil_socket_t fd, short what, void *arg)
+static void cancel_finish(struct cancel_req *cr)
+{
+	struct conn *s = cr->server;
+
+	event_del(&cr->ev);
+	close(cr->fd);
+	list_del(&cr->head);
+	free(cr);
+	if (s == NULL)
+		return;
+	s->cancels_in_flight--;
+	if (s->cancels_in_flight == 0 && s->release_deferred && s->state == SV_USED) {
+		s->release_deferred = false;
+		server_release(s);
+	}
+}
+
+static void forget_cancels(struct conn *s)
+{
+	struct list *it;
+
+	list_for_each(it, &s->b->cancel_conns)
+	{
+		struct cancel_req *cr = list_entry(it, struct cancel_req, head);
+		if (cr->server == s)
+			cr->server = NULL;
+	}
+	s->cancels_in_flight = 0;
+	s->release_deferred = false;
+}
+
+static void cancel_io(evutil_socket_t fd, short what, void *arg)
 {
 	struct cancel_req *cr = arg;
+	struct timeval tv;
+	int64_t wait = cr->b->cfg->cancel_wait_timeout;
 
-	if (what & EV_WRITE) {
-		ssize_t n = send(fd, cr->pkt, sizeof(cr->pkt), MSG_NOSIGNAL);
-		(void)n;
+	if (what & EV_TIMEOUT) {
+		if (cr->server != NULL)
+			slog_info(cr->server, "cancel request not answered in time");
+		cancel_finish(cr);
+		return;
 	}
-	close(cr->fd);
-	free(cr);
+	if (cr->sent < sizeof(cr->pkt)) {
+		ssize_t n = send(fd, cr->pkt + cr->sent, sizeof(cr->pkt) - cr->sent, MSG_NOSIGNAL);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n <= 0) {
+			cancel_finish(cr);
+			return;
+		}
+		cr->sent += (size_t)n;
+		if (cr->sent < sizeof(cr->pkt))
+			return;
+		/* now wait for PostgreSQL to close the connection: the cancel was delivered */
+		event_del(&cr->ev);
+		event_assign(&cr->ev, cr->b->base, cr->fd, EV_READ | EV_PERSIST, cancel_io, cr);
+		tv.tv_sec = wait > 0 ? (time_t)(wait / 1000000) : 10;
+		tv.tv_usec = wait > 0 ? (suseconds_t)(wait % 1000000) : 0;
+		event_add(&cr->ev, &tv);
+		return;
+	}
+	{
+		uint8_t buf[256];
+		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		cancel_finish(cr);
+	}
 }
 
 void server_send_cancel(struct conn *s)
 {
-	struct cancel_req *cr = calloc(1, sizeof(*cr));
+	struct cancel_req *cr;
 	socklen_t len;
-	struct timeval tv = {5, 0};
+	struct timeval tv;
+	int64_t wait = s->b->cfg->cancel_wait_timeout;
 	uint32_t v;
 
-	if (cr == NULL)
-		return;
-	v = htonl(16);
-	memcpy(cr->pkt, &v, 4);
-	v = htonl(80877102);
-	memcpy(cr->pkt + 4, &v, 4);
-	v = htonl(s->be_pid);
-	memcpy(cr->pkt + 8, &v, 4);
-	v = htonl(s->be_key);
-	memcpy(cr->pkt + 12, &v, 4);
 	switch (s->addr.ss_family) {
 	case AF_INET:
 		len = sizeof(struct sockaddr_in);
@@ -737,19 +864,36 @@ void server_send_cancel(struct conn *s)
 		len = sizeof(struct sockaddr_un);
 		break;
 	default:
-		free(cr);
 		return;
 	}
+	cr = calloc(1, sizeof(*cr));
+	if (cr == NULL)
+		return;
+	v = htonl(16);
+	memcpy(cr->pkt, &v, 4);
+	v = htonl(80877102);
+	memcpy(cr->pkt + 4, &v, 4);
+	v = htonl(s->be_pid);
+	memcpy(cr->pkt + 8, &v, 4);
+	v = htonl(s->be_key);
+	memcpy(cr->pkt + 12, &v, 4);
 	cr->fd = socket(s->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (cr->fd < 0) {
 		free(cr);
 		return;
 	}
 	if (connect(cr->fd, (struct sockaddr *)&s->addr, len) < 0 && errno != EINPROGRESS) {
+		slog_warning(s, "cannot connect to send a cancel request: %s", strerror(errno));
 		close(cr->fd);
 		free(cr);
 		return;
 	}
-	event_assign(&cr->ev, s->b->base, cr->fd, EV_WRITE, cancel_done, cr);
+	cr->b = s->b;
+	cr->server = s;
+	s->cancels_in_flight++;
+	list_append(&s->b->cancel_conns, &cr->head);
+	event_assign(&cr->ev, s->b->base, cr->fd, EV_WRITE | EV_PERSIST, cancel_io, cr);
+	tv.tv_sec = wait > 0 ? (time_t)(wait / 1000000) : 10;
+	tv.tv_usec = wait > 0 ? (suseconds_t)(wait % 1000000) : 0;
 	event_add(&cr->ev, &tv);
 }

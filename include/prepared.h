@@ -1,0 +1,67 @@
+/*
+ * prepared — named prepared statements across pooled servers (transaction and statement mode).
+ *
+ * A client's Parse of a named statement is remembered under the client's name; the server sees
+ * the statement under a name of our own ("SB_<id>", one per distinct query text and parameter
+ * types within a pool), prepared on whichever server the client has when it needs it. Each server
+ * keeps at most max_prepared_statements of them, the least recently used closed first.
+ *
+ * Answers must reach the client in protocol order, so every Parse and Close sent to a server is
+ * recorded in a FIFO with what to do with its answer: pass it on, swallow it (a Parse or Close
+ * of our own) or replace it (the client's Parse of a statement the server already had became a
+ * Close of nothing, whose CloseComplete turns into the client's ParseComplete). An ErrorResponse
+ * makes the server skip everything up to the next Sync: the entries of that stretch are dropped,
+ * and the statements they would have prepared are forgotten.
+ *
+ * Invariants: a statement is freed when no client name and no server refers to it; every entry
+ * of a server's FIFO corresponds to exactly one ParseComplete or CloseComplete still owed.
+ */
+#ifndef SB_PREPARED_H
+#define SB_PREPARED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct conn;
+struct sbuf_pkt;
+struct ps_registry;
+struct ps_client;
+struct ps_server;
+
+/* The per-pool table of distinct statements. NULL when out of memory. */
+struct ps_registry *ps_registry_new(void);
+/* Frees the table; every client and server state must have been released before. */
+void ps_registry_free(struct ps_registry *reg);
+
+/* Releases a connection's statement state (client names or server set); c->pool must live. */
+void ps_conn_release(struct conn *c);
+
+enum ps_result {
+	PS_PASS,     /* relay the packet unchanged */
+	PS_CONSUMED, /* replaced by what was queued to the server */
+	PS_FLUSH,    /* relay what is pending first, then offer the packet again */
+	PS_FAIL,     /* out of memory or a limit: the client must be closed (msg says why) */
+};
+const char *ps_result_str(enum ps_result r);
+
+/* Whether a client packet of this type needs ps_client_packet() (and complete packets). */
+bool ps_client_wants(uint8_t type);
+/*
+ * A client packet (Parse, Bind, Describe, Close, Sync, Query) for the linked server, in a pool
+ * whose mode tracks prepared statements; complete, except that a long Query may show only its
+ * first 64 bytes or more. max is max_prepared_statements.
+ */
+enum ps_result ps_client_packet(struct conn *client, struct conn *server,
+                                const struct sbuf_pkt *pkt, int max, const char **msg);
+
+/* Whether a server answer of this type needs ps_server_packet() (and complete packets). */
+bool ps_server_wants(const struct conn *server, uint8_t type);
+/* A complete server answer; PS_CONSUMED means drop it (something may have been queued). */
+enum ps_result ps_server_packet(struct conn *server, const struct sbuf_pkt *pkt);
+/* The server's prepared statements are gone (DISCARD ALL, reset query). */
+void ps_server_forget_all(struct conn *server);
+/* The server is going back to the pool: nothing may still be owed. */
+void ps_server_released(struct conn *server);
+
+#endif

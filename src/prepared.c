@@ -1,0 +1,674 @@
+/*
+ * prepared — see include/prepared.h for the model. Statements are shared by reference count
+ * between the client names that map to them and the servers that hold them; the registry only
+ * finds a statement again by its text. Every list here has a maximum: client names
+ * (PS_CLIENT_MAX), answers in flight per server (PS_FIFO_MAX), statements per server
+ * (max_prepared_statements).
+ */
+#include "prepared.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "conn.h"
+#include "pktbuf.h"
+#include "pool.h"
+#include "proto.h"
+#include "sbuf.h"
+
+#define PS_BUCKETS    1024
+#define PS_CLIENT_MAX 10000 /* names one client may have prepared at once */
+#define PS_FIFO_MAX   4096  /* Parse/Close answers one server may owe */
+#define PS_NAME_MAX   32
+/* the name our Close of nothing uses: never one of ours ("SB_<digits>") */
+#define PS_NONE_NAME "SB_none"
+
+struct ps_stmt {
+	struct ps_stmt *next; /* registry bucket chain */
+	uint64_t id;
+	uint32_t hash;
+	int refs;
+	size_t len;
+	uint8_t *blob; /* the Parse body after the name: query, NUL, parameter types */
+};
+
+struct ps_registry {
+	struct ps_stmt *buckets[PS_BUCKETS];
+	uint64_t next_id;
+};
+
+struct ps_name {
+	struct ps_name *next;
+	struct ps_stmt *stmt;
+	char name[]; /* the client's name */
+};
+
+struct ps_client {
+	struct ps_name *buckets[PS_BUCKETS];
+	int count;
+};
+
+enum ps_answer {
+	PS_ANSWER_PASS,    /* the client's own Parse/Close */
+	PS_ANSWER_SWALLOW, /* ours */
+	PS_ANSWER_REPLACE, /* our Close of nothing standing in for the client's Parse */
+};
+
+struct ps_pending {
+	uint8_t type; /* '1' ParseComplete or '3' CloseComplete */
+	enum ps_answer answer;
+	int zs_before;        /* ReadyForQuery messages the server sends before this answer */
+	struct ps_stmt *stmt; /* a Parse of ours or the client's: prepared once answered */
+	bool client_parse;    /* the client named it (forget its name if it fails) */
+};
+
+struct ps_held {
+	struct ps_stmt *stmt;
+	uint64_t last_used;
+};
+
+struct ps_server {
+	struct ps_held *held;
+	int nheld, maxheld;
+	uint64_t tick;
+	struct ps_pending fifo[PS_FIFO_MAX];
+	int head, count;
+	bool skipping; /* an error made the server skip everything up to the client's next Sync */
+};
+
+const char *ps_result_str(enum ps_result r)
+{
+	switch (r) {
+	case PS_PASS:
+		return "pass";
+	case PS_CONSUMED:
+		return "consumed";
+	case PS_FLUSH:
+		return "flush";
+	case PS_FAIL:
+		return "fail";
+	}
+	return "?";
+}
+
+static uint32_t hash_bytes(const void *p, size_t len)
+{
+	const uint8_t *b = p;
+	uint32_t h = 2166136261u; /* FNV-1a */
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= b[i];
+		h *= 16777619u;
+	}
+	return h;
+}
+
+struct ps_registry *ps_registry_new(void)
+{
+	return calloc(1, sizeof(struct ps_registry));
+}
+
+void ps_registry_free(struct ps_registry *reg)
+{
+	if (reg == NULL)
+		return;
+	for (int i = 0; i < PS_BUCKETS; i++) {
+		struct ps_stmt *st = reg->buckets[i], *next;
+		for (; st != NULL; st = next) {
+			next = st->next;
+			free(st->blob);
+			free(st);
+		}
+	}
+	free(reg);
+}
+
+static struct ps_stmt *stmt_get(struct ps_registry *reg, const uint8_t *blob, size_t len)
+{
+	uint32_t h = hash_bytes(blob, len);
+	struct ps_stmt **slot = &reg->buckets[h % PS_BUCKETS];
+	struct ps_stmt *st;
+
+	for (st = *slot; st != NULL; st = st->next)
+		if (st->hash == h && st->len == len && memcmp(st->blob, blob, len) == 0) {
+			st->refs++;
+			return st;
+		}
+	st = calloc(1, sizeof(*st));
+	if (st == NULL)
+		return NULL;
+	st->blob = malloc(len);
+	if (st->blob == NULL) {
+		free(st);
+		return NULL;
+	}
+	memcpy(st->blob, blob, len);
+	st->len = len;
+	st->hash = h;
+	st->id = ++reg->next_id;
+	st->refs = 1;
+	st->next = *slot;
+	*slot = st;
+	return st;
+}
+
+static void stmt_put(struct ps_registry *reg, struct ps_stmt *st)
+{
+	struct ps_stmt **slot;
+
+	if (st == NULL || --st->refs > 0)
+		return;
+	for (slot = &reg->buckets[st->hash % PS_BUCKETS]; *slot != NULL; slot = &(*slot)->next) {
+		if (*slot == st) {
+			*slot = st->next;
+			break;
+		}
+	}
+	free(st->blob);
+	free(st);
+}
+
+static void stmt_name(const struct ps_stmt *st, char *buf, size_t size)
+{
+	snprintf(buf, size, "SB_%llu", (unsigned long long)st->id);
+}
+
+/* ---------------------------------------------------------------- client names */
+
+static struct ps_name **name_slot(struct ps_client *pc, const char *name)
+{
+	struct ps_name **slot = &pc->buckets[hash_bytes(name, strlen(name)) % PS_BUCKETS];
+
+	for (; *slot != NULL; slot = &(*slot)->next)
+		if (strcmp((*slot)->name, name) == 0)
+			break;
+	return slot;
+}
+
+static void name_forget_all(struct ps_registry *reg, struct ps_client *pc)
+{
+	for (int i = 0; i < PS_BUCKETS; i++) {
+		struct ps_name *n = pc->buckets[i], *next;
+		for (; n != NULL; n = next) {
+			next = n->next;
+			stmt_put(reg, n->stmt);
+			free(n);
+		}
+		pc->buckets[i] = NULL;
+	}
+	pc->count = 0;
+}
+
+static void name_forget(struct ps_registry *reg, struct ps_client *pc, const char *name,
+                        const struct ps_stmt *only)
+{
+	struct ps_name **slot = name_slot(pc, name);
+	struct ps_name *n = *slot;
+
+	if (n == NULL || (only != NULL && n->stmt != only))
+		return;
+	*slot = n->next;
+	stmt_put(reg, n->stmt);
+	free(n);
+	pc->count--;
+}
+
+/* ---------------------------------------------------------------- server set */
+
+static struct ps_held *held_find(struct ps_server *pss, const struct ps_stmt *st)
+{
+	for (int i = 0; i < pss->nheld; i++)
+		if (pss->held[i].stmt == st)
+			return &pss->held[i];
+	return NULL;
+}
+
+static void held_drop(struct ps_registry *reg, struct ps_server *pss, const struct ps_stmt *st)
+{
+	for (int i = 0; i < pss->nheld; i++) {
+		if (pss->held[i].stmt == st) {
+			stmt_put(reg, pss->held[i].stmt);
+			pss->held[i] = pss->held[--pss->nheld];
+			return;
+		}
+	}
+}
+
+static struct ps_server *server_state(struct conn *s, int max)
+{
+	if (s->pss == NULL) {
+		s->pss = calloc(1, sizeof(*s->pss));
+		if (s->pss == NULL)
+			return NULL;
+	}
+	if (s->pss->maxheld < max) {
+		struct ps_held *h = realloc(s->pss->held, sizeof(*h) * (size_t)max);
+		if (h == NULL)
+			return NULL;
+		s->pss->held = h;
+		s->pss->maxheld = max;
+	}
+	return s->pss;
+}
+
+static bool fifo_push(struct conn *s, uint8_t type, enum ps_answer answer, struct ps_stmt *st,
+                      bool client_parse)
+{
+	struct ps_server *pss = s->pss;
+	struct ps_pending *p;
+
+	if (pss->count == PS_FIFO_MAX)
+		return false;
+	p = &pss->fifo[(pss->head + pss->count) % PS_FIFO_MAX];
+	pss->count++;
+	p->type = type;
+	p->answer = answer;
+	p->zs_before = s->expect_rfq;
+	p->stmt = st;
+	p->client_parse = client_parse;
+	return true;
+}
+
+static void fifo_pop(struct ps_server *pss)
+{
+	pss->head = (pss->head + 1) % PS_FIFO_MAX;
+	pss->count--;
+}
+
+void ps_conn_release(struct conn *c)
+{
+	struct ps_registry *reg = c->pool != NULL ? c->pool->ps : NULL;
+
+	if (c->ps != NULL) {
+		if (reg != NULL)
+			name_forget_all(reg, c->ps);
+		free(c->ps);
+		c->ps = NULL;
+	}
+	if (c->pss != NULL) {
+		if (reg != NULL)
+			for (int i = 0; i < c->pss->nheld; i++)
+				stmt_put(reg, c->pss->held[i].stmt);
+		free(c->pss->held);
+		free(c->pss);
+		c->pss = NULL;
+	}
+}
+
+void ps_server_forget_all(struct conn *s)
+{
+	struct ps_registry *reg = s->pool->ps;
+
+	if (s->pss == NULL)
+		return;
+	for (int i = 0; i < s->pss->nheld; i++)
+		stmt_put(reg, s->pss->held[i].stmt);
+	s->pss->nheld = 0;
+}
+
+void ps_server_released(struct conn *s)
+{
+	if (s->pss == NULL)
+		return;
+	if (s->pss->count > 0)
+		slog_warning(s, "released with %d prepared-statement answers owed", s->pss->count);
+	s->pss->head = s->pss->count = 0;
+	s->pss->skipping = false;
+}
+
+/* ---------------------------------------------------------------- client packets */
+
+bool ps_client_wants(uint8_t type)
+{
+	return type == 'P' || type == 'B' || type == 'D' || type == 'C' || type == 'Q' ||
+	       type == 'S';
+}
+
+static bool starts_with_words(const uint8_t *p, size_t len, const char *const *words)
+{
+	size_t i = 0;
+
+	for (; *words != NULL; words++) {
+		size_t wl = strlen(*words);
+		while (i < len && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
+			i++;
+		if (len - i < wl || strncasecmp((const char *)p + i, *words, wl) != 0)
+			return false;
+		i += wl;
+	}
+	while (i < len && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
+		i++;
+	return i == len || p[i] == ';' || p[i] == '\0';
+}
+
+/* DEALLOCATE ALL and DISCARD ALL drop every prepared statement of the session. */
+static bool is_forget_all(const uint8_t *sql, size_t len)
+{
+	static const char *const deallocate[] = {"deallocate", "all", NULL};
+	static const char *const deallocate_prepare[] = {"deallocate", "prepare", "all", NULL};
+	static const char *const discard[] = {"discard", "all", NULL};
+
+	return starts_with_words(sql, len, deallocate) ||
+	       starts_with_words(sql, len, deallocate_prepare) ||
+	       starts_with_words(sql, len, discard);
+}
+
+/* Queues a Parse or Close of our own to the server. */
+static bool queue_msg(struct conn *s, char type, char kind, const char *name,
+                      const struct ps_stmt *st)
+{
+	struct pktbuf pb;
+	bool ok;
+
+	pktbuf_init(&pb, (st ? st->len : 0) + 64);
+	pktbuf_start_msg(&pb, type);
+	if (kind)
+		pktbuf_put_u8(&pb, (uint8_t)kind);
+	pktbuf_put_string(&pb, name);
+	if (st != NULL)
+		pktbuf_put_bytes(&pb, st->blob, st->len);
+	pktbuf_finish_msg(&pb);
+	ok = sbuf_queue_pktbuf(&s->sbuf, &pb);
+	pktbuf_free(&pb);
+	return ok;
+}
+
+/*
+ * Makes sure the server holds st, evicting its least recently used statement if full. Our Parse
+ * and Close are queued to the server and their answers swallowed.
+ */
+static bool ensure_prepared(struct conn *s, struct ps_stmt *st)
+{
+	struct ps_server *pss = s->pss;
+	struct ps_held *h = held_find(pss, st);
+	char name[PS_NAME_MAX];
+
+	if (h != NULL) {
+		h->last_used = ++pss->tick;
+		return true;
+	}
+	if (pss->nheld >= pss->maxheld) {
+		int victim = 0;
+		for (int i = 1; i < pss->nheld; i++)
+			if (pss->held[i].last_used < pss->held[victim].last_used)
+				victim = i;
+		stmt_name(pss->held[victim].stmt, name, sizeof(name));
+		if (!fifo_push(s, '3', PS_ANSWER_SWALLOW, NULL, false) ||
+		    !queue_msg(s, 'C', 'S', name, NULL))
+			return false;
+		held_drop(s->pool->ps, pss, pss->held[victim].stmt);
+	}
+	stmt_name(st, name, sizeof(name));
+	if (!fifo_push(s, '1', PS_ANSWER_SWALLOW, st, false) || !queue_msg(s, 'P', 0, name, st))
+		return false;
+	st->refs++;
+	pss->held[pss->nheld].stmt = st;
+	pss->held[pss->nheld].last_used = ++pss->tick;
+	pss->nheld++;
+	return true;
+}
+
+/* Bind or Describe of a client name: prepare it here if needed, then send it under our name. */
+static enum ps_result rewrite_ref(struct conn *c, struct conn *s, const struct sbuf_pkt *pkt,
+                                  const char *stmt_name_ptr)
+{
+	struct ps_name *n = *name_slot(c->ps, stmt_name_ptr);
+	size_t before = (size_t)((const uint8_t *)stmt_name_ptr - pkt->body);
+	size_t oldlen = strlen(stmt_name_ptr) + 1;
+	char name[PS_NAME_MAX];
+	struct pktbuf pb;
+	bool ok;
+
+	if (n == NULL)
+		return PS_PASS; /* unknown here: the server says it does not exist */
+	if (s->pss->skipping)
+		return PS_CONSUMED; /* the server would skip it anyway */
+	if (!ensure_prepared(s, n->stmt))
+		return PS_FAIL;
+	stmt_name(n->stmt, name, sizeof(name));
+	pktbuf_init(&pb, pkt->body_len + PS_NAME_MAX + 8);
+	pktbuf_start_msg(&pb, (char)pkt->type);
+	pktbuf_put_bytes(&pb, pkt->body, before);
+	pktbuf_put_string(&pb, name);
+	pktbuf_put_bytes(&pb, pkt->body + before + oldlen, pkt->body_len - before - oldlen);
+	pktbuf_finish_msg(&pb);
+	ok = sbuf_queue_pktbuf(&s->sbuf, &pb);
+	pktbuf_free(&pb);
+	return ok ? PS_CONSUMED : PS_FAIL;
+}
+
+static enum ps_result client_parse(struct conn *c, struct conn *s, const struct sbuf_pkt *pkt,
+                                   const char *name, const char **msg)
+{
+	struct ps_registry *reg = c->pool->ps;
+	size_t off = strlen(name) + 1;
+	struct ps_name **slot, *n;
+	struct ps_stmt *st;
+	char sname[PS_NAME_MAX];
+
+	if (name[0] == '\0')
+		return fifo_push(s, '1', PS_ANSWER_PASS, NULL, false) ? PS_PASS : PS_FAIL;
+	if (s->pss->skipping)
+		return PS_CONSUMED;
+	slot = name_slot(c->ps, name);
+	if (*slot == NULL && c->ps->count >= PS_CLIENT_MAX) {
+		*msg = "too many prepared statements";
+		return PS_FAIL;
+	}
+	st = stmt_get(reg, pkt->body + off, pkt->body_len - off);
+	if (st == NULL)
+		return PS_FAIL;
+	if (*slot != NULL) {
+		/* PostgreSQL would refuse; replacing keeps the client working */
+		stmt_put(reg, (*slot)->stmt);
+		(*slot)->stmt = st;
+	} else {
+		n = malloc(sizeof(*n) + off);
+		if (n == NULL) {
+			stmt_put(reg, st);
+			return PS_FAIL;
+		}
+		memcpy(n->name, name, off);
+		n->stmt = st;
+		n->next = NULL;
+		*slot = n;
+		c->ps->count++;
+	}
+	if (held_find(s->pss, st) != NULL) {
+		held_find(s->pss, st)->last_used = ++s->pss->tick;
+		if (!fifo_push(s, '3', PS_ANSWER_REPLACE, NULL, false) ||
+		    !queue_msg(s, 'C', 'S', PS_NONE_NAME, NULL))
+			return PS_FAIL;
+		return PS_CONSUMED;
+	}
+	/* the client's own Parse, under our name: its ParseComplete is the client's answer */
+	if (s->pss->nheld >= s->pss->maxheld) {
+		int victim = 0;
+		for (int i = 1; i < s->pss->nheld; i++)
+			if (s->pss->held[i].last_used < s->pss->held[victim].last_used)
+				victim = i;
+		stmt_name(s->pss->held[victim].stmt, sname, sizeof(sname));
+		if (!fifo_push(s, '3', PS_ANSWER_SWALLOW, NULL, false) ||
+		    !queue_msg(s, 'C', 'S', sname, NULL))
+			return PS_FAIL;
+		held_drop(reg, s->pss, s->pss->held[victim].stmt);
+	}
+	stmt_name(st, sname, sizeof(sname));
+	if (!fifo_push(s, '1', PS_ANSWER_PASS, st, true) || !queue_msg(s, 'P', 0, sname, st))
+		return PS_FAIL;
+	st->refs++;
+	s->pss->held[s->pss->nheld].stmt = st;
+	s->pss->held[s->pss->nheld].last_used = ++s->pss->tick;
+	s->pss->nheld++;
+	return PS_CONSUMED;
+}
+
+enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbuf_pkt *pkt, int max,
+                                const char **msg)
+{
+	const char *stmt = NULL, *portal = NULL;
+	const char *sql;
+	size_t sql_len;
+	uint16_t nparams;
+
+	*msg = "out of memory";
+	if (c->ps == NULL) {
+		c->ps = calloc(1, sizeof(*c->ps));
+		if (c->ps == NULL)
+			return PS_FAIL;
+	}
+	if (server_state(s, max) == NULL)
+		return PS_FAIL;
+	switch (pkt->type) {
+	case 'S':
+		s->pss->skipping = false;
+		return PS_PASS;
+	case 'Q':
+		/* maybe only the start of a long query is here: its first words decide */
+		if (is_forget_all(pkt->body, pkt->body_avail)) {
+			name_forget_all(c->pool->ps, c->ps);
+			ps_server_forget_all(s);
+		}
+		return PS_PASS;
+	default:
+		break;
+	}
+	if (!proto_parse_msg_names(pkt->type, pkt->body, pkt->body_len, &stmt, &portal))
+		return PS_PASS; /* malformed: the server answers it */
+	switch (pkt->type) {
+	case 'P':
+		if (!proto_parse_parse(pkt->body, pkt->body_len, &stmt, &sql, &sql_len, &nparams))
+			return PS_PASS;
+		if (stmt[0] != '\0' && sbuf_has_pending(&c->sbuf))
+			return PS_FLUSH;
+		return client_parse(c, s, pkt, stmt, msg);
+	case 'B':
+	case 'D':
+		if (stmt == NULL || stmt[0] == '\0' || *name_slot(c->ps, stmt) == NULL)
+			return PS_PASS;
+		if (sbuf_has_pending(&c->sbuf))
+			return PS_FLUSH;
+		return rewrite_ref(c, s, pkt, stmt);
+	case 'C':
+		if (stmt == NULL || stmt[0] == '\0' || *name_slot(c->ps, stmt) == NULL)
+			return fifo_push(s, '3', PS_ANSWER_PASS, NULL, false) ? PS_PASS : PS_FAIL;
+		if (sbuf_has_pending(&c->sbuf))
+			return PS_FLUSH;
+		name_forget(c->pool->ps, c->ps, stmt, NULL);
+		if (s->pss->skipping)
+			return PS_CONSUMED;
+		/* the statement stays on the server for others; the client gets its answer */
+		if (!fifo_push(s, '3', PS_ANSWER_PASS, NULL, false) ||
+		    !queue_msg(s, 'C', 'S', PS_NONE_NAME, NULL))
+			return PS_FAIL;
+		return PS_CONSUMED;
+	default:
+		return PS_PASS;
+	}
+}
+
+/* ---------------------------------------------------------------- server answers */
+
+bool ps_server_wants(const struct conn *s, uint8_t type)
+{
+	return s->pss != NULL && (type == '1' || type == '3' || type == 'E' || type == 'Z');
+}
+
+/* After an ErrorResponse the server skips the rest of this Sync's stretch: nothing more is owed. */
+static void drop_stretch(struct conn *s)
+{
+	struct ps_server *pss = s->pss;
+	struct conn *c = s->link;
+	int keep = 0;
+	struct ps_pending kept[64];
+	int nkept = 0;
+
+	for (int i = 0; i < pss->count; i++) {
+		struct ps_pending *p = &pss->fifo[(pss->head + i) % PS_FIFO_MAX];
+		if (p->zs_before > 0) {
+			if (nkept < (int)(sizeof(kept) / sizeof(kept[0])))
+				kept[nkept++] = *p;
+			keep++;
+			continue;
+		}
+		if (p->type == '1' && p->stmt != NULL) {
+			/* not prepared after all */
+			if (p->client_parse && c != NULL && c->ps != NULL) {
+				for (int b = 0; b < PS_BUCKETS; b++) {
+					struct ps_name *n = c->ps->buckets[b];
+					for (; n != NULL; n = n->next)
+						if (n->stmt == p->stmt)
+							break;
+					if (n != NULL) {
+						char nm[256];
+						snprintf(nm, sizeof(nm), "%s", n->name);
+						name_forget(s->pool->ps, c->ps, nm, p->stmt);
+						break;
+					}
+				}
+			}
+			held_drop(s->pool->ps, pss, p->stmt);
+		}
+	}
+	if (keep != nkept) {
+		/* more of a later stretch in flight than we can keep in order: start over */
+		slog_warning(s, "too many pipelined prepared-statement answers after an error");
+		nkept = 0;
+	}
+	pss->head = 0;
+	pss->count = nkept;
+	memcpy(pss->fifo, kept, sizeof(kept[0]) * (size_t)nkept);
+	if (s->expect_rfq == 0)
+		pss->skipping = true;
+}
+
+enum ps_result ps_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
+{
+	struct ps_server *pss = s->pss;
+	struct ps_pending *p;
+	static const uint8_t parse_complete[5] = {'1', 0, 0, 0, 4};
+
+	switch (pkt->type) {
+	case 'Z':
+		for (int i = 0; i < pss->count; i++) {
+			p = &pss->fifo[(pss->head + i) % PS_FIFO_MAX];
+			if (p->zs_before > 0)
+				p->zs_before--;
+		}
+		return PS_PASS;
+	case 'E':
+		drop_stretch(s);
+		return PS_PASS;
+	default:
+		break;
+	}
+	if (pss->count == 0)
+		return PS_PASS;
+	p = &pss->fifo[pss->head];
+	if (p->type != pkt->type) {
+		slog_warning(s, "unexpected '%c' answer (expected '%c')", pkt->type, p->type);
+		return PS_PASS;
+	}
+	switch (p->answer) {
+	case PS_ANSWER_PASS:
+		fifo_pop(pss);
+		return PS_PASS;
+	case PS_ANSWER_SWALLOW:
+		fifo_pop(pss);
+		return PS_CONSUMED;
+	case PS_ANSWER_REPLACE:
+		if (s->link == NULL) {
+			fifo_pop(pss);
+			return PS_CONSUMED;
+		}
+		if (sbuf_has_pending(&s->sbuf))
+			return PS_FLUSH;
+		fifo_pop(pss);
+		if (!sbuf_queue(&s->link->sbuf, parse_complete, sizeof(parse_complete)))
+			return PS_FAIL;
+		return PS_CONSUMED;
+	}
+	return PS_PASS;
+}

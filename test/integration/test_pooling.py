@@ -1,0 +1,178 @@
+"""Pool modes as an application sees them: which backend a statement runs on, what a transaction
+keeps, what statement mode refuses; server choice, reset, connect_query, auto-database."""
+
+import re
+import threading
+import time
+
+import psycopg
+import pytest
+
+from conftest import IS_PGBOUNCER
+
+
+def txn_config(**extra):
+    cfg = {"pool_mode": "transaction", "default_pool_size": 1}
+    cfg.update(extra)
+    return {"pgbouncer": cfg}
+
+
+def backend_pid(conn):
+    return conn.execute("select pg_backend_pid()").fetchone()[0]
+
+
+def run_in_thread(fn):
+    box = {}
+
+    def target():
+        try:
+            box["result"] = fn()
+        except Exception as e:  # noqa: BLE001 - handed to the test
+            box["error"] = e
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return t, box
+
+
+def test_transaction_mode_shares_one_server_between_idle_clients(bouncer_factory):
+    b = bouncer_factory(config=txn_config())
+    with b.connect(autocommit=True) as a, b.connect(autocommit=True) as c:
+        pid_a = backend_pid(a)
+        # a is idle between statements: c gets the same (only) backend without waiting.
+        pid_c = backend_pid(c)
+        assert pid_a == pid_c
+        assert a.execute("select 1").fetchone() == (1,)
+
+
+def test_transaction_mode_keeps_the_server_until_commit(bouncer_factory):
+    b = bouncer_factory(config=txn_config())
+    with b.connect() as a, b.connect(autocommit=True) as c:
+        a.execute("create temp table if not exists t_keep (x int)")  # opens a transaction
+        pid_in_txn = backend_pid(a)
+        t, box = run_in_thread(lambda: backend_pid(c))
+        t.join(0.7)
+        assert t.is_alive(), "the other client got the server of an open transaction"
+        assert backend_pid(a) == pid_in_txn
+        a.commit()
+        t.join(10)
+        assert box.get("result") == pid_in_txn
+
+
+def test_session_mode_keeps_the_server_for_the_session(bouncer_factory):
+    b = bouncer_factory(config={"pgbouncer": {"default_pool_size": 1, "query_wait_timeout": 2}})
+    with b.connect(autocommit=True) as a:
+        a.execute("select 1")
+        with pytest.raises(psycopg.OperationalError, match="query_wait_timeout"):
+            with b.connect(autocommit=True) as c:
+                c.execute("select 1")
+        assert a.execute("select 2").fetchone() == (2,)
+
+
+def test_statement_mode_refuses_transaction_blocks(bouncer_factory):
+    b = bouncer_factory(config={"pgbouncer": {"pool_mode": "statement"}})
+    with b.connect(autocommit=True) as conn:
+        assert conn.execute("select 41 + 1").fetchone() == (42,)
+    with b.connect(autocommit=True) as conn:
+        with pytest.raises(psycopg.OperationalError,
+                           match="transaction blocks not allowed in statement pooling mode"):
+            conn.execute("begin")
+            conn.execute("select 1")
+    # the pool is fine afterwards
+    with b.connect(autocommit=True) as conn:
+        assert conn.execute("select 'ok'").fetchone() == ("ok",)
+
+
+def test_pool_mode_user_beats_database_beats_global(bouncer_factory, pg):
+    server = f"host=127.0.0.1 port={pg.port}"
+    b = bouncer_factory(config={
+        "databases": {"app": f"{server} dbname=app pool_mode=transaction",
+                      "crm": f"{server} dbname=crm"},
+        "users": {"scramuser": "pool_mode=statement"},
+        "pgbouncer": {"pool_mode": "session", "default_pool_size": 1},
+    })
+    # app: transaction mode from the database entry, so two clients share one backend
+    with b.connect(autocommit=True) as a, b.connect(autocommit=True) as c:
+        assert backend_pid(a) == backend_pid(c)
+    # crm: session mode from the global setting, so a second client would wait
+    with b.connect(dbname="crm", autocommit=True) as a:
+        pid = backend_pid(a)
+        t, box = run_in_thread(lambda: backend_pid(b.connect(dbname="crm", autocommit=True)))
+        t.join(0.7)
+        assert t.is_alive()
+    t.join(10)
+    assert box.get("result") == pid
+    # scramuser on app: statement mode from the user entry beats the database's transaction
+    with b.connect(user="scramuser", password="scrampass", autocommit=True) as conn:
+        with pytest.raises(psycopg.OperationalError, match="statement pooling mode"):
+            conn.execute("begin")
+            conn.execute("select 1")
+
+
+@pytest.mark.parametrize("round_robin", [0, 1])
+def test_server_choice_lifo_or_round_robin(bouncer_factory, round_robin):
+    b = bouncer_factory(config=txn_config(default_pool_size=2, server_round_robin=round_robin))
+    # warm two servers: two transactions at once
+    with b.connect() as a, b.connect() as c:
+        pids = {backend_pid(a), backend_pid(c)}
+        assert len(pids) == 2
+        a.commit()
+        c.commit()
+    # (no automatic prepared statements: pgbouncer 1.18 does not carry them across servers)
+    with b.connect(autocommit=True, prepare_threshold=None) as conn:
+        seen = [backend_pid(conn) for _ in range(6)]
+    if round_robin:
+        assert len(set(seen)) == 2, seen
+    else:
+        assert len(set(seen)) == 1, seen
+
+
+@pytest.mark.parametrize("always", [0, 1])
+def test_server_reset_query_always(bouncer_factory, always):
+    b = bouncer_factory(config=txn_config(server_reset_query="DISCARD ALL",
+                                          server_reset_query_always=always))
+    with b.connect(autocommit=True) as conn:
+        conn.execute("set sbtest.flag = 'dirty'")
+        value = conn.execute("select current_setting('sbtest.flag', true)").fetchone()[0]
+    # with the reset after every transaction the setting is gone; without it, it leaks
+    if always:
+        assert value in (None, "")
+    else:
+        assert value == "dirty"
+
+
+def test_connect_query_runs_on_each_new_server(bouncer_factory, pg):
+    server = f"host=127.0.0.1 port={pg.port}"
+    b = bouncer_factory(config={
+        "databases": {"app": f"{server} dbname=app connect_query='"
+                             "select set_config(''sbtest.cq'', ''was here'', false)'"},
+    })
+    with b.connect(autocommit=True) as conn:
+        assert conn.execute("select current_setting('sbtest.cq', true)").fetchone() == (
+            "was here",)
+
+
+def test_auto_database_through_star_entry(bouncer_factory, pg):
+    b = bouncer_factory(config={"databases": [f"* = host=127.0.0.1 port={pg.port}"]})
+    with b.connect(dbname="crm", autocommit=True) as conn:
+        assert conn.execute("select current_database()").fetchone() == ("crm",)
+    with b.connect(dbname="app", autocommit=True) as conn:
+        assert conn.execute("select current_database()").fetchone() == ("app",)
+    with pytest.raises(psycopg.OperationalError, match='database "sb_nosuchdb" does not exist'):
+        b.connect(dbname="sb_nosuchdb")
+
+
+def test_application_name_add_host(bouncer_factory):
+    b = bouncer_factory(config={"pgbouncer": {"application_name_add_host": 1}})
+    with b.connect(application_name="billing", autocommit=True) as conn:
+        name = conn.execute("select current_setting('application_name')").fetchone()[0]
+    assert re.fullmatch(r"billing - 127\.0\.0\.1:\d+", name), name
+
+
+def test_application_name_add_host_without_a_name(bouncer_factory):
+    b = bouncer_factory(config={"pgbouncer": {"application_name_add_host": 1}})
+    with b.connect(dbname="crm", user="scramuser", password="scrampass",
+                   autocommit=True) as conn:
+        name = conn.execute("select current_setting('application_name')").fetchone()[0]
+    # pgbouncer's stand-in for a missing name
+    assert re.fullmatch(r"app - 127\.0\.0\.1:\d+", name), name
