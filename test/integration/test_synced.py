@@ -77,7 +77,7 @@ ALTER TABLE salesforce.contacts OWNER TO app;
 
 @pytest.fixture
 def synced(pg, bouncer_factory, fake_sf):
-    """A pooler with crm.salesforce.contacts synced to the fake Salesforce."""
+    """A pooler with crm.salesforce.contacts synced to the fake Salesforce (room for 100 clients)."""
     pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
     pg.sql(TABLE_DDL, dbname="crm")
     api = (f"type=salesforce base_url={fake_sf.url} api_version=v59.0 auth=oauth2 "
@@ -88,6 +88,7 @@ def synced(pg, bouncer_factory, fake_sf):
         "apis": [f"salesforce = {api}"],
         "synced_tables": ["crm.salesforce.contacts = api=salesforce object=Contact "
                           "columns='note:Description'"],
+        "pgbouncer": {"max_client_conn": 150, "default_pool_size": 60},
     })
     # the catalog installs the guard triggers in the background at start-up
     deadline = time.monotonic() + 20
@@ -321,3 +322,102 @@ def test_set_of_guard_setting_refused(synced):
             conn.execute("set syncbouncer.mode = 'sync'")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("select set_config('syncbouncer.mode', 'sync', false)")
+
+
+def test_extended_protocol_binary_parameters(synced, pg):
+    with crm(synced) as conn:
+        cur = conn.cursor(binary=True)
+        cur.execute("insert into salesforce.contacts (first_name, last_name, email) "
+                    "values (%b, %b, %b) returning id, last_name", ("Leto", "Atreides",
+                                                                    "leto@caladan.io"))
+        cid, last = cur.fetchone()
+        assert last == "Atreides"
+    assert synced.fake.store()[cid]["FirstName"] == "Leto"
+    assert db_rows(pg)[0][:3] == (cid, "Leto", "Atreides")
+
+
+def test_prepared_statement_reused_many_times(synced, pg):
+    with crm(synced) as conn:
+        ids = []
+        for i in range(12):
+            cur = conn.execute("insert into salesforce.contacts (first_name, last_name) "
+                               "values (%s, %s) returning id", (f"F{i}", f"L{i}"), prepare=True)
+            ids.append(cur.fetchone()[0])
+        for cid in ids[:6]:
+            conn.execute("update salesforce.contacts set note = %s where id = %s",
+                         ("prepared", cid), prepare=True)
+    store = synced.fake.store()
+    assert sorted(store) == sorted(ids)
+    assert sum(1 for r in store.values() if r.get("Description") == "prepared") == 6
+    assert pg.sql("SELECT count(*) FROM salesforce.contacts WHERE note = 'prepared'",
+                  dbname="crm")[0][0] == 6
+
+
+def test_error_in_extended_protocol_leaves_connection_usable(synced, pg):
+    with crm(synced) as conn:
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("insert into salesforce.contacts (last_name, email) values (%s, %s)",
+                         ("X", "not-an-email"))
+        assert conn.execute("select %s::int + 1", (1,)).fetchone() == (2,)
+        conn.execute("insert into salesforce.contacts (last_name) values (%s)", ("Y",))
+    assert [r[2] for r in db_rows(pg)] == ["Y"]
+
+
+def test_pgbench_custom_script_of_synced_writes(synced, pg, tmp_path):
+    from conftest import run_pgbench
+    script = tmp_path / "write.sql"
+    script.write_text("\\set n random(1, 1000000)\n"
+                      "insert into salesforce.contacts (first_name, last_name) "
+                      "values ('bench', 'n' || :n);\n")
+    os.chmod(tmp_path, 0o755)
+    os.chmod(script, 0o644)
+    res = run_pgbench(synced.host, synced.port, "-n", "-f", str(script), "-c", "4", "-j", "2",
+                      "-t", "10", dbname="crm")
+    assert "number of failed transactions: 0" in res.stdout or \
+        "number of transactions actually processed: 40/40" in res.stdout, res.stdout
+    assert len(synced.fake.store()) == 40
+    assert pg.sql("SELECT count(*) FROM salesforce.contacts", dbname="crm")[0][0] == 40
+
+
+def test_writers_and_readers_concurrently_all_or_nothing(synced, pg):
+    """Writers mutate while readers read; at the end the API's store and the table agree."""
+    import threading
+
+    synced.fake.control(delay_ms=50)
+    errors = []
+    reads = [0]
+
+    def writer(k):
+        try:
+            with crm(synced) as conn:
+                for i in range(5):
+                    email = f"w{k}-{i}@dune.co" if (k + i) % 4 else f"bad-{k}-{i}"
+                    try:
+                        conn.execute("insert into salesforce.contacts (last_name, email) "
+                                     "values (%s, %s)", (f"W{k}", email))
+                    except psycopg.errors.CheckViolation:
+                        pass
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    def reader():
+        try:
+            with crm(synced) as conn:
+                for _ in range(40):
+                    conn.execute("select count(*) from salesforce.contacts").fetchone()
+                    reads[0] += 1
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(50)]
+    threads += [threading.Thread(target=reader) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    assert reads[0] == 50 * 40
+    store = synced.fake.store()
+    rows = pg.sql("SELECT id, email FROM salesforce.contacts", dbname="crm")
+    assert {r[0]: r[1] for r in rows} == {k: v.get("Email") for k, v in store.items()}
+    assert len(rows) == 50 * 5 - sum(1 for k in range(50) for i in range(5) if (k + i) % 4 == 0)
