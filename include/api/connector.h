@@ -261,5 +261,7 @@ int api_parse_retry_after(const struct http_response *resp);
 extern const struct connector_ops salesforce_connector_ops;
 extern const struct connector_ops rest_connector_ops;
 extern const struct connector_ops stripe_connector_ops;
+extern const struct connector_ops hubspot_connector_ops;
+extern const struct connector_ops airtable_connector_ops;
 
 #endif

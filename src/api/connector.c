@@ -20,9 +20,8 @@
 #include <time.h>
 
 static const struct connector_ops *const connector_types[] = {
-        &salesforce_connector_ops,
-        &rest_connector_ops,
-        &stripe_connector_ops,
+        &salesforce_connector_ops, &rest_connector_ops,     &stripe_connector_ops,
+        &hubspot_connector_ops,    &airtable_connector_ops,
 };
 
 /* Keys every [apis] line may carry; the api module reads most of them. */
@@ -550,9 +549,10 @@ struct connector *connector_create(const char *name, const struct cf_kv *kv, int
 			ops = connector_types[i];
 	}
 	if (ops == NULL) {
-		snprintf(err, errsize,
-		         "api \"%s\": unknown type=%.40s (known: salesforce, rest, stripe)", name,
-		         type);
+		snprintf(
+		        err, errsize,
+		        "api \"%s\": unknown type=%.40s (known: salesforce, hubspot, stripe, airtable, rest)",
+		        name, type);
 		return NULL;
 	}
 	for (k = 0; k < nkv; k++) {

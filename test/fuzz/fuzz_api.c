@@ -1,16 +1,18 @@
 /*
- * libFuzzer target for everything that reads API answers: the JSON parser, and the Salesforce
- * and REST connectors' answer parsers (every operation, with the status code taken from the
+ * libFuzzer target for everything that reads API answers: the JSON parser, and every
+ * connector's answer parser (every operation, with the status code taken from the
  * input). Built with clang only, not part of make check:
  *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Iinclude \
- *     -I/usr/include/yajl src/api/json.c src/api/connector.c src/api/salesforce.c \
- *     src/api/rest.c src/api/http.c src/dns.c src/log.c test/fuzz/fuzz_api.c \
+ *   clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE \
+ *     -Iinclude -I/usr/include/yajl src/api/json.c src/api/connector.c \
+ *     src/api/salesforce.c src/api/rest.c src/api/stripe.c src/api/hubspot.c \
+ *     src/api/airtable.c src/api/http.c src/dns.c src/log.c test/fuzz/fuzz_api.c \
  *     -lyajl -lcurl -levent -lcares -o fuzz_api
  *   ./fuzz_api -max_len=65536 test/unit/fixtures/api
  *
  * Input: byte 0 picks the status (200, 201, 204, 400, 401, 403, 404, 409, 422, 429, 500, 503),
- * byte 1 the connector and operation, the rest is the body.
+ * byte 1 the connector (Salesforce, REST single, REST batch, Stripe, HubSpot, Airtable), the
+ * operation and the row count; the rest is the body.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -22,7 +24,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static struct connector *conns[3];
+static struct connector *conns[6];
 static struct api_table table;
 
 static void fuzz_init(void)
@@ -37,13 +39,20 @@ static void fuzz_init(void)
 	                               {"records_key", "data"},
 	                               {"naming", "camel"},
 	                               {"max_batch", "3"}};
+	static struct cf_kv stripe[] = {{"type", "stripe"}, {"base_url", "https://x"}};
+	static struct cf_kv hubspot[] = {{"type", "hubspot"}, {"base_url", "https://x"}};
+	static struct cf_kv airtable[] = {
+	        {"type", "airtable"}, {"base_url", "https://x"}, {"base_id", "app1"}};
 	static struct cf_kv tkv[] = {{"object", "Contact"}, {"columns", "note:Description"}};
 	char err[256];
 
 	conns[0] = connector_create("sf", sf, 2, err, sizeof(err));
 	conns[1] = connector_create("r1", rest1, 3, err, sizeof(err));
 	conns[2] = connector_create("rn", restn, 8, err, sizeof(err));
-	if (!conns[0] || !conns[1] || !conns[2] ||
+	conns[3] = connector_create("st", stripe, 2, err, sizeof(err));
+	conns[4] = connector_create("hs", hubspot, 2, err, sizeof(err));
+	conns[5] = connector_create("at", airtable, 3, err, sizeof(err));
+	if (!conns[0] || !conns[1] || !conns[2] || !conns[3] || !conns[4] || !conns[5] ||
 	    !api_table_init(&table, "t", tkv, 2, err, sizeof(err)))
 		abort();
 }
@@ -77,9 +86,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	body[size - 2] = '\0';
 	if (json_parse(body, size - 2, NULL, &jv, err, sizeof(err)))
 		json_free(jv);
-	which = data[1] % 3;
-	op = (data[1] / 3) % 3;
-	nrows = 1 + (data[1] / 9) % 3;
+	which = data[1] % 6;
+	op = (data[1] / 6) % 3;
+	nrows = 1 + (data[1] / 18) % 3;
 	if (nrows > connector_max_rows(conns[which], (enum api_op)op))
 		nrows = 1;
 	resp.outcome = HTTP_OUTCOME_ANSWER;

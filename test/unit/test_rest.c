@@ -1,5 +1,6 @@
 /*
- * Unit tests of the REST-style connectors — generic REST and Stripe: configuration, request
+ * Unit tests of the REST-style connectors — generic REST, Stripe, HubSpot and Airtable:
+ * configuration, request
  * building for single and batched operations, and answers (records with ids and returned
  * fields, error bodies, malformed answers) from fixture files; then api calls end to end
  * against the fake REST API and the fake Stripe of test/fakes/.
@@ -424,6 +425,195 @@ static void test_stripe_parse(void **state)
 	connector_free(c);
 }
 
+/* ---- HubSpot and Airtable ---- */
+
+static const struct api_value hs_paul[] = {{"id", NULL, API_VALUE_TEXT},
+                                           {"firstname", "Paul", API_VALUE_TEXT},
+                                           {"email", "paul@caladan.io", API_VALUE_TEXT},
+                                           {"vip", "t", API_VALUE_BOOL}};
+static const struct api_value hs_leto[] = {{"id", NULL, API_VALUE_TEXT},
+                                           {"firstname", "Leto", API_VALUE_TEXT},
+                                           {"email", "pauldune.co", API_VALUE_TEXT}};
+
+static void parse_with(struct connector *c, struct api_table *t, const char *name, long status,
+                       enum api_op op, const struct api_row *rows, int nrows,
+                       struct api_result *res)
+{
+	struct http_response resp = {0};
+	size_t len = 0;
+	char *body = name ? fixture(name, &len) : NULL;
+
+	resp.outcome = HTTP_OUTCOME_ANSWER;
+	resp.status = status;
+	resp.body = body ? body : "";
+	resp.body_len = len;
+	connector_parse_response(c, t, op, rows, nrows, &resp, res);
+	free(body);
+}
+
+static void test_hubspot(void **state)
+{
+	struct cf_kv kv[] = {{"type", "hubspot"}, {"base_url", "https://api.hubapi.com"}};
+	struct cf_kv tkv[] = {{"object", "contacts"}};
+	static const struct api_value ids[2][1] = {{{"id", "511", API_VALUE_TEXT}},
+	                                           {{"id", "512", API_VALUE_TEXT}}};
+	struct connector *c = make(kv, 2);
+	struct api_row rows[2] = {{.new_image = {hs_paul, 4}}, {.new_image = {hs_leto, 3}}};
+	struct api_row drows[2] = {{.old_image = {ids[0], 1}}, {.old_image = {ids[1], 1}}};
+	struct api_http_spec spec;
+	struct api_error err;
+	struct api_result res;
+	struct api_table t;
+	char e[256];
+
+	assert_true(api_table_init(&t, "hubspot.contacts", tkv, 1, e, sizeof(e)));
+	assert_int_equal(connector_max_rows(c, API_OP_INSERT), 100);
+	assert_true(connector_build_request(c, &t, API_OP_INSERT, rows, 2, &spec, &err));
+	assert_int_equal(spec.method, HTTP_POST);
+	assert_string_equal(spec.url,
+	                    "https://api.hubapi.com/crm/v3/objects/contacts/batch/create");
+	assert_string_equal(
+	        spec.body,
+	        "{\"inputs\":[{\"objectWriteTraceId\":\"0\",\"properties\":{\"firstname\":"
+	        "\"Paul\",\"email\":\"paul@caladan.io\",\"vip\":\"true\"}},"
+	        "{\"objectWriteTraceId\":\"1\",\"properties\":{\"firstname\":\"Leto\","
+	        "\"email\":\"pauldune.co\"}}]}");
+	api_http_spec_free(&spec);
+	assert_true(connector_build_request(c, &t, API_OP_DELETE, drows, 2, &spec, &err));
+	assert_string_equal(spec.url,
+	                    "https://api.hubapi.com/crm/v3/objects/contacts/batch/archive");
+	assert_string_equal(spec.body, "{\"inputs\":[{\"id\":\"511\"},{\"id\":\"512\"}]}");
+	api_http_spec_free(&spec);
+
+	/* results come back in any order: matched by objectWriteTraceId */
+	parse_with(c, &t, "hs_create_ok.json", 201, API_OP_INSERT, rows, 2, &res);
+	assert_true(res.ok);
+	assert_string_equal(res.rows[0].id, "511");
+	assert_string_equal(res.rows[1].id, "512");
+	assert_string_equal(res.rows[0].fields[0].column, "createdate");
+	api_result_free(&res);
+
+	parse_with(c, &t, "hs_validation.json", 400, API_OP_INSERT, rows + 1, 1, &res);
+	assert_int_equal(res.error.cls, API_ERR_VALIDATION);
+	assert_string_equal(res.error.code, "INVALID_EMAIL");
+	assert_string_equal(res.error.column, "email");
+	assert_string_equal(res.error.value, "pauldune.co");
+	assert_string_equal(res.error.message, "Email address pauldune.co is invalid");
+	assert_true(res.error.nothing_written);
+	api_result_free(&res);
+
+	parse_with(c, &t, "hs_conflict.json", 409, API_OP_INSERT, rows, 1, &res);
+	assert_int_equal(res.error.cls, API_ERR_DUPLICATE);
+	assert_non_null(strstr(res.error.message, "Existing ID: 511"));
+	api_result_free(&res);
+
+	/* part of the batch was applied: never a clean "nothing written" error */
+	parse_with(c, &t, "hs_partial.json", 207, API_OP_INSERT, rows, 2, &res);
+	assert_int_equal(res.error.cls, API_ERR_UNKNOWN_OUTCOME);
+	assert_false(res.error.nothing_written);
+	api_result_free(&res);
+
+	parse_with(c, &t, NULL, 204, API_OP_DELETE, drows, 2, &res);
+	assert_true(res.ok);
+	assert_string_equal(res.rows[1].id, "512");
+	api_result_free(&res);
+	api_table_free(&t);
+	connector_free(c);
+}
+
+static void test_airtable(void **state)
+{
+	struct cf_kv kv[] = {{"type", "airtable"},
+	                     {"base_url", "https://api.airtable.com"},
+	                     {"base_id", "appXYZ123"},
+	                     {"typecast", "true"}};
+	struct cf_kv bad[] = {{"type", "airtable"}, {"base_url", "https://api.airtable.com"}};
+	struct cf_kv tkv[] = {{"object", "People List"},
+	                      {"columns", "first_name:First Name,email:Email,score:Score,"
+	                                  "created_time:createdTime"}};
+	static const struct api_value at_paul[] = {{"id", NULL, API_VALUE_TEXT},
+	                                        {"first_name", "Paul", API_VALUE_TEXT},
+	                                        {"email", "paul@caladan.io", API_VALUE_TEXT},
+	                                        {"score", "97.5", API_VALUE_NUMBER}};
+	static const struct api_value o[] = {{"id", "recAAAAAAAAAAAAAA", API_VALUE_TEXT},
+	                                     {"email", "paul@caladan.io", API_VALUE_TEXT}};
+	static const struct api_value n[] = {{"id", "recAAAAAAAAAAAAAA", API_VALUE_TEXT},
+	                                     {"email", "pauldune.co", API_VALUE_TEXT}};
+	static const struct api_value ids[2][1] = {{{"id", "recAAAAAAAAAAAAAA", API_VALUE_TEXT}},
+	                                           {{"id", "recBBBBBBBBBBBBBB", API_VALUE_TEXT}}};
+	struct api_row rows[2] = {{.new_image = {at_paul, 4}}, {.new_image = {at_paul, 4}}};
+	struct api_row up = {.old_image = {o, 2}, .new_image = {n, 2}};
+	struct api_row drows[2] = {{.old_image = {ids[0], 1}}, {.old_image = {ids[1], 1}}};
+	struct api_http_spec spec;
+	struct api_error err;
+	struct api_result res;
+	struct api_table t;
+	struct connector *c;
+	char e[256];
+	int i;
+
+	assert_null(connector_create("at", bad, 2, e, sizeof(e)));
+	assert_non_null(strstr(e, "base_id="));
+	c = make(kv, 4);
+	assert_true(api_table_init(&t, "airtable.people", tkv, 2, e, sizeof(e)));
+	assert_int_equal(connector_max_rows(c, API_OP_INSERT), 10);
+	assert_true(connector_build_request(c, &t, API_OP_INSERT, rows, 2, &spec, &err));
+	assert_string_equal(spec.url, "https://api.airtable.com/v0/appXYZ123/People%20List");
+	assert_string_equal(spec.body,
+	                    "{\"records\":[{\"fields\":{\"First Name\":\"Paul\",\"Email\":"
+	                    "\"paul@caladan.io\",\"Score\":97.5}},{\"fields\":{\"First Name\":"
+	                    "\"Paul\",\"Email\":\"paul@caladan.io\",\"Score\":97.5}}],"
+	                    "\"typecast\":true}");
+	api_http_spec_free(&spec);
+	assert_true(connector_build_request(c, &t, API_OP_UPDATE, &up, 1, &spec, &err));
+	assert_int_equal(spec.method, HTTP_PATCH);
+	assert_string_equal(spec.body, "{\"records\":[{\"id\":\"recAAAAAAAAAAAAAA\",\"fields\":"
+	                               "{\"Email\":\"pauldune.co\"}}],\"typecast\":true}");
+	api_http_spec_free(&spec);
+	assert_true(connector_build_request(c, &t, API_OP_DELETE, drows, 2, &spec, &err));
+	assert_int_equal(spec.method, HTTP_DELETE);
+	assert_string_equal(spec.url,
+	                    "https://api.airtable.com/v0/appXYZ123/People%20List"
+	                    "?records%5B%5D=recAAAAAAAAAAAAAA&records%5B%5D=recBBBBBBBBBBBBBB");
+	api_http_spec_free(&spec);
+
+	parse_with(c, &t, "at_create_ok.json", 200, API_OP_INSERT, rows, 2, &res);
+	assert_true(res.ok);
+	assert_string_equal(res.rows[0].id, "recAAAAAAAAAAAAAA");
+	assert_string_equal(res.rows[1].id, "recBBBBBBBBBBBBBB");
+	assert_string_equal(res.rows[0].fields[0].column, "created_time");
+	for (i = 0; i < res.rows[0].nfields; i++) {
+		if (strcmp(res.rows[0].fields[i].column, "score") == 0)
+			assert_string_equal(res.rows[0].fields[i].value, "97.5");
+		assert_string_not_equal(res.rows[0].fields[i].field, "Tags");
+	}
+	api_result_free(&res);
+
+	parse_with(c, &t, "at_invalid_value.json", 422, API_OP_UPDATE, &up, 1, &res);
+	assert_int_equal(res.error.cls, API_ERR_VALIDATION);
+	assert_string_equal(res.error.code, "INVALID_VALUE_FOR_COLUMN");
+	assert_string_equal(res.error.field, "Email");
+	assert_string_equal(res.error.column, "email");
+	assert_string_equal(res.error.value, "pauldune.co");
+	api_result_free(&res);
+
+	parse_with(c, &t, "at_not_found.json", 404, API_OP_DELETE, drows, 2, &res);
+	assert_int_equal(res.error.cls, API_ERR_NOT_FOUND);
+	api_result_free(&res);
+	parse_with(c, &t, "html_503.html", 429, API_OP_DELETE, drows, 2, &res);
+	assert_int_equal(res.error.cls, API_ERR_RATE_LIMIT);
+	assert_int_equal(res.error.retry_after, 30);
+	api_result_free(&res);
+	parse_with(c, &t, "at_delete_ok.json", 200, API_OP_DELETE, drows, 2, &res);
+	assert_true(res.ok);
+	api_result_free(&res);
+	parse_with(c, &t, "at_delete_ok.json", 200, API_OP_DELETE, drows, 1, &res);
+	assert_int_equal(res.error.cls, API_ERR_BAD_ANSWER);
+	api_result_free(&res);
+	api_table_free(&t);
+	connector_free(c);
+}
+
 /* ---- end to end: api_submit() against the fake REST API ---- */
 
 static struct fake_server fake;
@@ -703,6 +893,8 @@ int main(void)
 	        cmocka_unit_test(test_errors),
 	        cmocka_unit_test(test_stripe_build),
 	        cmocka_unit_test(test_stripe_parse),
+	        cmocka_unit_test(test_hubspot),
+	        cmocka_unit_test(test_airtable),
 	};
 
 	const struct CMUnitTest e2e[] = {

@@ -1,0 +1,366 @@
+/*
+ * airtable — the Airtable connector: up to 10 records per request, applied all or none.
+ *
+ *   insert  POST   <base>/v0/<base_id>/<table>   {"records":[{"fields":{...}}]}
+ *   update  PATCH  same URL                      {"records":[{"id":"rec…","fields":{changed}}]}
+ *   delete  DELETE same URL ?records[]=rec…&records[]=rec…
+ *
+ * The table (object=) is a table name or id; field names are the column names unless columns=
+ * says otherwise (Airtable names are often "First Name"). Answers list the records in request
+ * order ({"records":[{"id","createdTime","fields":{...}}]}); createdTime and the scalar fields
+ * come back as returned fields. Errors: {"error":{"type","message"}} or {"error":"NOT_FOUND"};
+ * the offending field is read from the message ('Field "Email" cannot accept ...').
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/connector.h"
+#include "api/json.h"
+
+#define AT_MAX_ROWS 10
+#define AT_MAX_BODY (2u << 20)
+
+struct at_priv {
+	char base_id[64];
+	bool typecast;
+};
+
+static const char *const at_keys[] = {"base_id", "typecast", NULL};
+
+static bool at_configure(struct connector *c, const struct cf_kv *kv, int nkv, char *err,
+                         size_t errsize)
+{
+	const char *base = api_kv_get(kv, nkv, "base_id");
+	const char *tc = api_kv_get(kv, nkv, "typecast");
+	struct at_priv *p;
+	size_t i, len = base ? strlen(base) : 0;
+
+	if (len == 0 || len >= sizeof(p->base_id)) {
+		snprintf(err, errsize, "api \"%s\": base_id= (app…) is missing", c->name);
+		return false;
+	}
+	for (i = 0; i < len; i++) {
+		char ch = base[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9'))) {
+			snprintf(err, errsize,
+			         "api \"%s\": base_id=%.40s is not an Airtable base id", c->name,
+			         base);
+			return false;
+		}
+	}
+	if (tc != NULL && strcmp(tc, "true") != 0 && strcmp(tc, "false") != 0) {
+		snprintf(err, errsize, "api \"%s\": typecast=%.20s (expected true or false)",
+		         c->name, tc);
+		return false;
+	}
+	p = calloc(1, sizeof(*p));
+	if (p == NULL) {
+		snprintf(err, errsize, "out of memory");
+		return false;
+	}
+	snprintf(p->base_id, sizeof(p->base_id), "%s", base);
+	p->typecast = tc != NULL && strcmp(tc, "true") == 0;
+	c->priv = p;
+	return true;
+}
+
+static void at_release(struct connector *c)
+{
+	free(c->priv);
+	c->priv = NULL;
+}
+
+static int at_max_rows(const struct connector *c, enum api_op op)
+{
+	return AT_MAX_ROWS;
+}
+
+static void at_same_name(const struct connector *c, const char *name, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s", name);
+}
+
+static const char *at_row_id(const struct api_table *t, const struct api_row *row)
+{
+	const struct api_value *v = api_image_get(&row->old_image, t->pk_column);
+
+	return v != NULL && v->value != NULL && v->value[0] != '\0' && strlen(v->value) <= 64
+	               ? v->value
+	               : NULL;
+}
+
+static bool at_put_value(struct json_out *o, const struct api_value *v)
+{
+	if (v->value == NULL) {
+		json_out_null(o);
+		return true;
+	}
+	switch (v->type) {
+	case API_VALUE_TEXT:
+		json_out_string(o, v->value);
+		return true;
+	case API_VALUE_NUMBER:
+		if (!json_is_number_text(v->value, strlen(v->value)))
+			return false;
+		json_out_number_text(o, v->value, strlen(v->value));
+		return true;
+	case API_VALUE_BOOL:
+		if (strcmp(v->value, "t") == 0 || strcmp(v->value, "true") == 0)
+			json_out_bool(o, true);
+		else if (strcmp(v->value, "f") == 0 || strcmp(v->value, "false") == 0)
+			json_out_bool(o, false);
+		else
+			return false;
+		return true;
+	}
+	return false;
+}
+
+static bool at_build(const struct connector *c, const struct api_table *t, enum api_op op,
+                     const struct api_row *rows, int nrows, struct api_http_spec *out,
+                     struct api_error *err)
+{
+	const struct at_priv *p = c->priv;
+	size_t ulen = strlen(c->base_url) + 3 * strlen(t->object) + 96 + (size_t)nrows * 220;
+	size_t used;
+	struct json_out o;
+	char field[128];
+	int r, i;
+
+	if (t->object[0] == '\0') {
+		api_error_set(err, API_ERR_INTERNAL, "%s: table %s has no object= (Airtable table)",
+		              c->name, t->name);
+		return false;
+	}
+	for (r = 0; op != API_OP_INSERT && r < nrows; r++) {
+		if (at_row_id(t, &rows[r]) == NULL) {
+			api_error_set(err, API_ERR_VALIDATION,
+			              "row has no usable record id in column %s", t->pk_column);
+			snprintf(err->column, sizeof(err->column), "%s", t->pk_column);
+			err->row = r;
+			return false;
+		}
+	}
+	out->url = malloc(ulen);
+	if (out->url == NULL)
+		goto oom;
+	used = (size_t)snprintf(out->url, ulen, "%s/v0/%s/", c->base_url, p->base_id);
+	if (!api_url_escape(t->object, out->url, ulen, &used))
+		goto oom;
+	if (op == API_OP_DELETE) {
+		out->method = HTTP_DELETE;
+		for (r = 0; r < nrows; r++) {
+			used += (size_t)snprintf(out->url + used, ulen - used,
+			                         "%crecords%%5B%%5D=", r == 0 ? '?' : '&');
+			if (used >= ulen ||
+			    !api_url_escape(at_row_id(t, &rows[r]), out->url, ulen, &used))
+				goto oom;
+		}
+		return true;
+	}
+	out->method = op == API_OP_INSERT ? HTTP_POST : HTTP_PATCH;
+	out->content_type = "application/json";
+	if (!json_out_init(&o, AT_MAX_BODY))
+		goto oom;
+	json_out_object_begin(&o);
+	json_out_key(&o, "records");
+	json_out_array_begin(&o);
+	for (r = 0; r < nrows; r++) {
+		const struct api_row_image *img = &rows[r].new_image;
+
+		json_out_object_begin(&o);
+		if (op == API_OP_UPDATE) {
+			json_out_key(&o, "id");
+			json_out_string(&o, at_row_id(t, &rows[r]));
+		}
+		json_out_key(&o, "fields");
+		json_out_object_begin(&o);
+		for (i = 0; i < img->nvalues; i++) {
+			const struct api_value *v = &img->values[i];
+
+			if (strcmp(v->column, t->pk_column) == 0 ||
+			    api_table_is_readonly(t, v->column))
+				continue;
+			if (op == API_OP_INSERT && v->value == NULL)
+				continue;
+			if (op == API_OP_UPDATE && !api_row_changed(&rows[r], v->column))
+				continue;
+			connector_field_name(c, t, v->column, field, sizeof(field));
+			json_out_key(&o, field);
+			if (!at_put_value(&o, v)) {
+				api_error_set(err, API_ERR_VALIDATION,
+				              "value of column %s cannot be sent as a %s",
+				              v->column, api_value_type_str(v->type));
+				err->row = r;
+				snprintf(err->column, sizeof(err->column), "%s", v->column);
+				snprintf(err->value, sizeof(err->value), "%s", v->value);
+				json_out_free(&o);
+				return false;
+			}
+		}
+		json_out_object_end(&o);
+		json_out_object_end(&o);
+	}
+	json_out_array_end(&o);
+	if (p->typecast) {
+		json_out_key(&o, "typecast");
+		json_out_bool(&o, true);
+	}
+	json_out_object_end(&o);
+	out->body = json_out_take(&o, &out->body_len);
+	if (out->body == NULL) {
+		api_error_set(err, API_ERR_VALIDATION, "%s: cannot encode the records: %s", c->name,
+		              o.error[0] ? o.error : "JSON error");
+		json_out_free(&o);
+		return false;
+	}
+	json_out_free(&o);
+	return true;
+oom:
+	api_error_set(err, API_ERR_INTERNAL, "out of memory");
+	return false;
+}
+
+static enum api_error_class at_class_of(long status, const char *type)
+{
+	if (type != NULL &&
+	    (strcmp(type, "ROW_DOES_NOT_EXIST") == 0 || strcmp(type, "NOT_FOUND") == 0 ||
+	     strcmp(type, "MODEL_ID_NOT_FOUND") == 0))
+		return API_ERR_NOT_FOUND;
+	switch (status) {
+	case 401:
+		return API_ERR_AUTH;
+	case 403:
+		return API_ERR_PERMISSION;
+	case 404:
+		return API_ERR_NOT_FOUND;
+	case 429:
+		return API_ERR_RATE_LIMIT;
+	default:
+		return status >= 500 || status < 400 ? API_ERR_SERVER : API_ERR_VALIDATION;
+	}
+}
+
+/* 'Field "Email" cannot accept ...' / 'Unknown field name: "Nickname"' → the quoted name. */
+static void at_field_from_message(const char *msg, char *buf, size_t size)
+{
+	const char *q = msg ? strchr(msg, '"') : NULL, *e;
+
+	buf[0] = '\0';
+	if (q == NULL || (e = strchr(q + 1, '"')) == NULL || e - q - 1 <= 0)
+		return;
+	snprintf(buf, size, "%.*s", (int)(e - q - 1), q + 1);
+}
+
+static void at_parse(const struct connector *c, const struct api_table *t, enum api_op op,
+                     const struct api_row *rows, int nrows, const struct http_response *resp,
+                     struct api_result *out)
+{
+	struct json_value *doc = NULL;
+	const struct json_value *list;
+	char perr[128], col[128], field[128];
+	int i;
+
+	if (!json_parse(resp->body, resp->body_len, NULL, &doc, perr, sizeof(perr)))
+		doc = NULL;
+	if (resp->status < 200 || resp->status >= 300) {
+		const struct json_value *e = json_get(doc, "error");
+		const char *type = json_string(e) ? json_string(e) : json_get_string(e, "type");
+		const char *msg = json_get_string(e, "message");
+		enum api_error_class cls = at_class_of(resp->status, type);
+
+		if (msg != NULL)
+			api_error_set(&out->error, cls, "%s", msg);
+		else
+			api_error_set(&out->error, cls, "%s answered HTTP %ld%s%.60s", c->name,
+			              resp->status, type ? ": " : "", type ? type : "");
+		snprintf(out->error.code, sizeof(out->error.code), "%s", type ? type : "");
+		snprintf(out->error.reason, sizeof(out->error.reason), "%s", out->error.message);
+		out->error.session_expired = resp->status == 401;
+		out->error.nothing_written = resp->status < 500;
+		/* Airtable waits 30 s before it lifts a rate limit, and says so only in its docs */
+		if (cls == API_ERR_RATE_LIMIT && api_parse_retry_after(resp) < 0)
+			out->error.retry_after = 30;
+		at_field_from_message(msg, field, sizeof(field));
+		api_error_locate(&out->error, c, t, op, rows, nrows, nrows == 1 ? 0 : -1, field);
+		goto done;
+	}
+	list = json_get(doc, "records");
+	if (list == NULL || list->kind != JSON_ARRAY || list->count != (size_t)nrows) {
+		api_error_set(&out->error, API_ERR_BAD_ANSWER,
+		              "%s answer does not list the %d records", c->name, nrows);
+		goto done;
+	}
+	out->rows = calloc((size_t)nrows, sizeof(*out->rows));
+	if (out->rows == NULL)
+		goto oom;
+	out->nrows = nrows;
+	for (i = 0; i < nrows; i++) {
+		const struct json_value *rec = list->items[i];
+		const struct json_value *fields = json_get(rec, "fields");
+		const char *id = json_get_string(rec, "id");
+		const char *created = json_get_string(rec, "createdTime");
+		struct api_row_result *rr = &out->rows[i];
+		size_t j, n = (fields ? fields->count : 0) + 1;
+
+		if (id == NULL) {
+			api_result_free(out);
+			api_error_set(&out->error, API_ERR_BAD_ANSWER,
+			              "%s answered a record without an id", c->name);
+			goto done;
+		}
+		rr->id = strdup(id);
+		rr->fields = calloc(n, sizeof(*rr->fields));
+		if (rr->id == NULL || rr->fields == NULL)
+			goto oom;
+		if (created != NULL) {
+			struct api_field_value *f = &rr->fields[rr->nfields++];
+			connector_column_name(c, t, "createdTime", col, sizeof(col));
+			f->field = strdup("createdTime");
+			f->column = strdup(col);
+			f->value = strdup(created);
+			if (f->field == NULL || f->column == NULL || f->value == NULL)
+				goto oom;
+		}
+		for (j = 0; fields != NULL && fields->kind == JSON_OBJECT && j < fields->count;
+		     j++) {
+			const struct json_value *v = fields->items[j];
+			struct api_field_value *f;
+
+			if (v->kind == JSON_ARRAY || v->kind == JSON_OBJECT)
+				continue; /* attachments, links: no column to go to */
+			f = &rr->fields[rr->nfields++];
+			connector_column_name(c, t, fields->keys[j], col, sizeof(col));
+			f->field = strdup(fields->keys[j]);
+			f->column = strdup(col);
+			if (v->kind == JSON_BOOL)
+				f->value = strdup(v->boolean ? "true" : "false");
+			else if (v->kind != JSON_NULL)
+				f->value = strdup(v->str);
+			if (f->field == NULL || f->column == NULL ||
+			    (v->kind != JSON_NULL && f->value == NULL))
+				goto oom;
+		}
+	}
+	out->ok = true;
+	goto done;
+oom:
+	api_result_free(out);
+	api_error_set(&out->error, API_ERR_INTERNAL, "out of memory");
+done:
+	json_free(doc);
+}
+
+const struct connector_ops airtable_connector_ops = {
+        .type = "airtable",
+        .keys = at_keys,
+        .configure = at_configure,
+        .release = at_release,
+        .max_rows = at_max_rows,
+        .field_name = at_same_name,
+        .column_name = at_same_name,
+        .build = at_build,
+        .parse = at_parse,
+};
