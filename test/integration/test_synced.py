@@ -421,3 +421,44 @@ def test_writers_and_readers_concurrently_all_or_nothing(synced, pg):
     rows = pg.sql("SELECT id, email FROM salesforce.contacts", dbname="crm")
     assert {r[0]: r[1] for r in rows} == {k: v.get("Email") for k, v in store.items()}
     assert len(rows) == 50 * 5 - sum(1 for k in range(50) for i in range(5) if (k + i) % 4 == 0)
+
+
+@pytest.fixture
+def synced_txn(pg, bouncer_factory, fake_sf):
+    """The same set-up in transaction pooling mode."""
+    pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
+    pg.sql(TABLE_DDL, dbname="crm")
+    api = (f"type=salesforce base_url={fake_sf.url} api_version=v59.0 auth=oauth2 "
+           f"token_url={fake_sf.url}/services/oauth2/token client_id=test-client-id "
+           f"client_secret=test-client-secret refresh_token=test-refresh-token timeout=3")
+    b = bouncer_factory(config={
+        "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
+        "apis": [f"salesforce = {api}"],
+        "synced_tables": ["crm.salesforce.contacts = api=salesforce object=Contact"],
+        "pgbouncer": {"pool_mode": "transaction", "default_pool_size": 2},
+    })
+    deadline = time.monotonic() + 20
+    while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
+                 dbname="crm")[0][0] == 0:
+        assert time.monotonic() < deadline, b.output()
+        time.sleep(0.1)
+    b.fake = fake_sf
+    return b
+
+
+def test_transaction_mode_writes_and_transactions(synced_txn, pg):
+    with crm(synced_txn) as conn:
+        (a,) = conn.execute("insert into salesforce.contacts (last_name) values ('A') "
+                            "returning id").fetchone()
+        conn.autocommit = False
+        conn.execute("select 1")
+        (b,) = conn.execute("insert into salesforce.contacts (last_name) values (%s) "
+                            "returning id", ("B",)).fetchone()
+        conn.rollback()
+        conn.autocommit = True
+        cur = conn.execute("update salesforce.contacts set email = 'x@y.io' where id in (%s, %s)",
+                           (a, b))
+        assert cur.rowcount == 2
+    assert sorted(synced_txn.fake.store()) == sorted([a, b])
+    assert pg.sql("SELECT count(*) FROM salesforce.contacts WHERE email = 'x@y.io'",
+                  dbname="crm")[0][0] == 2
