@@ -12,6 +12,9 @@
  * - Once the connection broke (or never came up) it stays broken: every query still queued gets
  *   its callback with res NULL and the reason, and pgc_query() refuses new ones.
  * - COPY is not supported: a statement that starts one breaks the connection.
+ * - One exception to "nothing blocks", from libpq itself: a host name in conninfo is resolved
+ *   with a blocking getaddrinfo() inside pgc_connect(). IP addresses and Unix socket
+ *   directories do not block; callers that know the address pass it as hostaddr=.
  */
 #ifndef SB_PGC_H
 #define SB_PGC_H
