@@ -38,6 +38,23 @@ enum api_call_state {
 	API_CALL_DONE,
 };
 
+static const char *api_call_state_str(enum api_call_state st)
+{
+	switch (st) {
+	case API_CALL_START:
+		return "starting";
+	case API_CALL_AUTH:
+		return "waiting for a token";
+	case API_CALL_SENT:
+		return "sent";
+	case API_CALL_WAITING:
+		return "waiting to retry";
+	case API_CALL_DONE:
+		return "done";
+	}
+	return "?";
+}
+
 struct api_call {
 	struct api *api;
 	const struct api_table *table;
@@ -488,6 +505,8 @@ void api_call_cancel(struct api_call *call)
 {
 	if (call == NULL || call->state == API_CALL_DONE)
 		return;
+	log_debug("api %s: call cancelled while %s", call->api->name,
+	          api_call_state_str(call->state));
 	api_call_free(call);
 }
 

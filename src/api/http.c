@@ -85,6 +85,25 @@ struct http_request {
 	size_t resp_header_bytes;
 };
 
+static const char *http_req_state_str(enum http_req_state st)
+{
+	switch (st) {
+	case HTTP_REQ_NEW:
+		return "new";
+	case HTTP_REQ_QUEUED:
+		return "queued";
+	case HTTP_REQ_RESOLVING:
+		return "resolving";
+	case HTTP_REQ_RUNNING:
+		return "running";
+	case HTTP_REQ_DEFERRED:
+		return "failing";
+	case HTTP_REQ_DONE:
+		return "done";
+	}
+	return "?";
+}
+
 TAILQ_HEAD(http_req_list, http_request);
 
 struct http_lane {
@@ -852,6 +871,9 @@ void http_cancel(struct http_request *req)
 	if (req == NULL)
 		return;
 	lane = req->lane;
+	if (req->state != HTTP_REQ_NEW && req->state != HTTP_REQ_DONE)
+		log_debug("http: %s: cancelling a %s request", lane->name,
+		          http_req_state_str(req->state));
 	switch (req->state) {
 	case HTTP_REQ_QUEUED:
 		TAILQ_REMOVE(&lane->queue, req, link);

@@ -25,6 +25,19 @@ enum rest_naming {
 	REST_NAMING_PASCAL,
 };
 
+static const char *rest_naming_str(enum rest_naming n)
+{
+	switch (n) {
+	case REST_NAMING_SAME:
+		return "same";
+	case REST_NAMING_CAMEL:
+		return "camel";
+	case REST_NAMING_PASCAL:
+		return "pascal";
+	}
+	return "?";
+}
+
 struct rest_op_conf {
 	enum http_method method;
 	char path[REST_PATH_MAX];
@@ -109,13 +122,12 @@ static bool rest_configure(struct connector *c, const struct cf_kv *kv, int nkv,
 	}
 	snprintf(p->records_key, sizeof(p->records_key), "%s", rk ? rk : "");
 	snprintf(p->id_field, sizeof(p->id_field), "%s", idf && idf[0] ? idf : "id");
-	if (naming == NULL || strcmp(naming, "same") == 0) {
-		p->naming = REST_NAMING_SAME;
-	} else if (strcmp(naming, "camel") == 0) {
+	p->naming = REST_NAMING_SAME;
+	if (naming != NULL && strcmp(naming, rest_naming_str(REST_NAMING_CAMEL)) == 0) {
 		p->naming = REST_NAMING_CAMEL;
-	} else if (strcmp(naming, "pascal") == 0) {
+	} else if (naming != NULL && strcmp(naming, rest_naming_str(REST_NAMING_PASCAL)) == 0) {
 		p->naming = REST_NAMING_PASCAL;
-	} else {
+	} else if (naming != NULL && strcmp(naming, rest_naming_str(REST_NAMING_SAME)) != 0) {
 		snprintf(err, errsize, "api \"%s\": naming=%.20s (expected same, camel or pascal)",
 		         c->name, naming);
 		return false;
