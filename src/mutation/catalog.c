@@ -357,7 +357,13 @@ static bool table_read_shape(struct catalog_table *t, const PGresult *res, int *
 	if (PQnfields(res) < 10)
 		goto bad;
 	relkind = PQgetvalue(res, 0, 9);
-	if (strcmp(relkind, "r") != 0 && strcmp(relkind, "p") != 0) {
+	if (strcmp(relkind, "p") == 0) {
+		/* row triggers fire on the partitions, with their own oid: apply would match none
+		 */
+		table_fail(t, "partitioned tables are not supported");
+		return false;
+	}
+	if (strcmp(relkind, "r") != 0) {
 		table_fail(t, "\"%s.%s\" is not a table", t->schema, t->table);
 		return false;
 	}

@@ -36,6 +36,7 @@ static const char crm_sql[] =
         "create table salesforce.nopk (a text);"
         "create table salesforce.twopk (a text, b text, primary key (a, b));"
         "create view salesforce.aview as select * from salesforce.contacts;"
+        "create table salesforce.parted (id text primary key) partition by list (id);"
         "create table salesforce.\"Mixed Case\" (\"Key\" text primary key);"
         "create table salesforce.notmine (id text primary key);"
         "reset role;"
@@ -181,6 +182,7 @@ static const char main_ini[] = "[databases]\n"
                                "crm.salesforce.nopk = api=sf\n"
                                "crm.salesforce.twopk = api=sf\n"
                                "crm.salesforce.aview = api=sf\n"
+                               "crm.salesforce.parted = api=sf\n"
                                "crm.salesforce.\"Mixed Case\" = api=sf\n"
                                "crm.salesforce.notmine = api=sf\n"
                                "nouser.salesforce.contacts = api=sf\n"
@@ -203,10 +205,10 @@ static void test_tables_ready_and_failed(void **state)
 	start(&r, main_ini, NULL);
 	run_loop(&r, 20);
 	assert_int_equal(r.done_calls, 1);
-	assert_int_equal(catalog_count(r.cat), 9);
+	assert_int_equal(catalog_count(r.cat), 10);
 	for (int i = 0; i < catalog_count(r.cat); i++)
 		assert_int_not_equal(catalog_table_at(r.cat, i)->state, CAT_PENDING);
-	assert_null(catalog_table_at(r.cat, 9));
+	assert_null(catalog_table_at(r.cat, 10));
 	assert_null(catalog_table_at(r.cat, -1));
 
 	t = find(&r, "crm", "salesforce", "contacts");
@@ -246,6 +248,9 @@ static void test_tables_ready_and_failed(void **state)
 	t = find(&r, "crm", "salesforce", "aview");
 	assert_int_equal(t->state, CAT_FAILED);
 	assert_non_null(strstr(t->error, "is not a table"));
+	t = find(&r, "crm", "salesforce", "parted");
+	assert_int_equal(t->state, CAT_FAILED);
+	assert_string_equal(t->error, "partitioned tables are not supported");
 	t = find(&r, "crm", "salesforce", "Mixed Case");
 	assert_int_equal(t->state, CAT_READY);
 	assert_string_equal(t->pk, "Key");
