@@ -17,9 +17,14 @@
  * host means unix_socket_dir, an empty dbname the entry's name).
  *
  * Invariants:
- * - Each table ends CAT_READY or CAT_FAILED (with the reason in error[], also logged); one
- *   table's failure never fails another's, except when their shared connection or the schema
- *   installation fails.
+ * - Each table ends its first run CAT_READY or CAT_FAILED (with the reason in error[], also
+ *   logged); one table's failure never fails another's, except when their shared connection or
+ *   the schema installation fails.
+ * - Failed tables that have a connection setting are tried again in the background (the
+ *   database may come up later, a migration may create the table): after server_login_retry,
+ *   then twice as long each time, up to 5 minutes. A table may so go from CAT_FAILED to
+ *   CAT_READY at any time; a CAT_READY table never changes again (its columns stay valid for
+ *   the catalog's life).
  * - done runs exactly once, later, from the loop, when no table is CAT_PENDING any more; never
  *   after catalog_free().
  * - The strings database/schema/table/api and cf are borrowed from the config passed to

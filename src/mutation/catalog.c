@@ -9,9 +9,14 @@
  * that fails (missing, no privilege, lock timeout) leaves the others alone. The link closes its
  * pgc when its last table is settled; the catalog calls done when the last link finished.
  *
- * Invariants: a table is CAT_PENDING only while its link is running; cat->pending counts the
- * links still running; done is scheduled through a zero-delay event, so it never runs inside
- * catalog_create().
+ * A link whose tables did not all become ready (the database was down, a table is created
+ * later by a migration, a lock timed out) runs again for those tables after a delay that starts
+ * at server_login_retry and doubles up to CAT_MAX_RETRY_SEC. A table that is ready is never read
+ * again by this catalog, so the pipeline may hold on to its columns.
+ *
+ * Invariants: a table is CAT_PENDING only until its link's first run ends; cat->pending counts
+ * the links whose first run has not ended; done is scheduled through a zero-delay event, so it
+ * never runs inside catalog_create(), and only once.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,6 +39,8 @@
 #define CAT_MAX_NAME 256
 /* trigger text: the format plus the quoted names, several times */
 #define CAT_MAX_TRIGGER_SQL 4096
+/* the longest wait between two runs of a link whose tables are not all ready */
+#define CAT_MAX_RETRY_SEC 300
 
 enum cat_step {
 	CAT_STEP_CONNECT,
@@ -52,8 +59,13 @@ struct cat_link {
 	struct pgc *pc;
 	int *tables; /* indices into cat->tables, in config order */
 	int ntables;
-	int cur; /* the table being read */
+	int *todo; /* this run's tables: all of them at first, later those not ready */
+	int ntodo;
+	int cur; /* the table being read, an index into todo */
 	enum cat_step step;
+	bool first_run_over;
+	struct event *retry_ev;
+	int64_t retry_usec; /* the next wait */
 	struct cat_link *next;
 };
 
@@ -67,6 +79,7 @@ struct catalog {
 	int ntables;
 	struct cat_link *links;
 	int pending;
+	int64_t retry_usec; /* the first wait: server_login_retry */
 };
 
 const char *catalog_state_str(enum catalog_state state)
@@ -223,15 +236,27 @@ static bool table_conninfo(const struct config *cfg, const struct userlist *user
 static void table_fail(struct catalog_table *t, const char *fmt, ...)
         __attribute__((format(printf, 2, 3)));
 
+static void table_clear_shape(struct catalog_table *t);
+
 static void table_fail(struct catalog_table *t, const char *fmt, ...)
 {
+	char why[sizeof(t->error)];
+	bool again;
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(t->error, sizeof(t->error), fmt, ap);
+	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
+	/* retries repeat the same failure: say it once */
+	again = t->state == CAT_FAILED && strcmp(t->error, why) == 0;
+	snprintf(t->error, sizeof(t->error), "%s", why);
 	t->state = CAT_FAILED;
-	log_error("synced table %s.%s.%s: %s", t->database, t->schema, t->table, t->error);
+	table_clear_shape(t);
+	if (again)
+		log_debug("synced table %s.%s.%s: still: %s", t->database, t->schema, t->table,
+		          t->error);
+	else
+		log_error("synced table %s.%s.%s: %s", t->database, t->schema, t->table, t->error);
 }
 
 static void table_clear_shape(struct catalog_table *t)
@@ -274,13 +299,33 @@ static void on_done_event(evutil_socket_t fd, short what, void *arg)
 static void link_finish(struct cat_link *link)
 {
 	struct catalog *cat = link->cat;
+	int failed = 0;
 
 	link->step = CAT_STEP_DONE;
 	/* safe inside a pgc callback: pgc frees itself once the callback returns */
 	pgc_close(link->pc);
 	link->pc = NULL;
-	if (--cat->pending == 0)
-		event_active(cat->done_ev, EV_TIMEOUT, 0);
+	for (int i = 0; i < link->ntables; i++)
+		if (cat->tables[link->tables[i]].state != CAT_READY)
+			failed++;
+	if (failed > 0 && link->retry_ev) {
+		struct timeval tv = {.tv_sec = (time_t)(link->retry_usec / 1000000),
+		                     .tv_usec = (suseconds_t)(link->retry_usec % 1000000)};
+
+		log_info("database %s: %d synced table(s) not ready, trying again in %lld s",
+		         link->database, failed,
+		         (long long)((link->retry_usec + 999999) / 1000000));
+		if (event_add(link->retry_ev, &tv) != 0)
+			log_error("database %s: cannot schedule the next try", link->database);
+		link->retry_usec *= 2;
+		if (link->retry_usec > (int64_t)CAT_MAX_RETRY_SEC * 1000000)
+			link->retry_usec = (int64_t)CAT_MAX_RETRY_SEC * 1000000;
+	}
+	if (!link->first_run_over) {
+		link->first_run_over = true;
+		if (--cat->pending == 0)
+			event_active(cat->done_ev, EV_TIMEOUT, 0);
+	}
 }
 
 static void link_fail_all(struct cat_link *link, const char *fmt, ...)
@@ -295,16 +340,17 @@ static void link_fail_all(struct cat_link *link, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
-	for (int i = 0; i < link->ntables; i++) {
-		struct catalog_table *t = &link->cat->tables[link->tables[i]];
+	for (int i = 0; i < link->ntodo; i++) {
+		struct catalog_table *t = &link->cat->tables[link->todo[i]];
 
-		if (t->state == CAT_PENDING)
+		if (t->state != CAT_READY)
 			table_fail(t, "%s", why);
 	}
 	link_finish(link);
 }
 
 static void link_next_table(struct cat_link *link);
+static void on_ready(void *arg, struct pgc *pc, const char *error);
 static void on_result(void *arg, struct pgc *pc, PGresult *res, const char *error);
 
 static bool link_query(struct cat_link *link, enum cat_step step, const char *sql, int nparams,
@@ -324,7 +370,7 @@ static void link_install_schema(struct cat_link *link)
 
 static void link_start_table(struct cat_link *link)
 {
-	struct catalog_table *t = &link->cat->tables[link->tables[link->cur]];
+	struct catalog_table *t = &link->cat->tables[link->todo[link->cur]];
 	const char *params[2] = {t->schema, t->table};
 
 	if (!link_query(link, CAT_STEP_COLUMNS, catalog_sql_columns, 2, params)) {
@@ -336,7 +382,7 @@ static void link_start_table(struct cat_link *link)
 
 static void link_next_table(struct cat_link *link)
 {
-	if (link->cur >= link->ntables) {
+	if (link->cur >= link->ntodo) {
 		link_finish(link);
 		return;
 	}
@@ -425,7 +471,7 @@ static void on_result(void *arg, struct pgc *pc, PGresult *res, const char *erro
 
 	(void)pc;
 	if (link->step == CAT_STEP_COLUMNS || link->step == CAT_STEP_TRIGGERS)
-		t = &link->cat->tables[link->tables[link->cur]];
+		t = &link->cat->tables[link->todo[link->cur]];
 	if (!res) {
 		link_fail_all(link, "connection lost: %s", result_error(res, error));
 		return;
@@ -516,6 +562,31 @@ static void on_ready(void *arg, struct pgc *pc, const char *error)
 		link_fail_all(link, "out of memory");
 }
 
+/* Starts a run over the link's tables that are not ready. False only when out of memory. */
+static bool link_start(struct cat_link *link)
+{
+	link->ntodo = 0;
+	for (int i = 0; i < link->ntables; i++)
+		if (link->cat->tables[link->tables[i]].state != CAT_READY)
+			link->todo[link->ntodo++] = link->tables[i];
+	link->cur = 0;
+	link->step = CAT_STEP_CONNECT;
+	link->pc = pgc_connect(link->cat->base, link->conninfo, on_ready, link);
+	return link->pc != NULL;
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+	struct cat_link *link = arg;
+
+	(void)fd;
+	(void)what;
+	if (link->pc)
+		return;
+	if (!link_start(link))
+		log_error("database %s: out of memory", link->database);
+}
+
 static struct cat_link *link_get(struct catalog *cat, const char *conninfo, const char *database,
                                  const char *user)
 {
@@ -528,10 +599,17 @@ static struct cat_link *link_get(struct catalog *cat, const char *conninfo, cons
 	if (!link)
 		return NULL;
 	link->tables = calloc((size_t)cat->ntables, sizeof(*link->tables));
-	if (!link->tables) {
+	link->todo = calloc((size_t)cat->ntables, sizeof(*link->todo));
+	link->retry_ev = evtimer_new(cat->base, on_retry, link);
+	if (!link->tables || !link->todo || !link->retry_ev) {
+		if (link->retry_ev)
+			event_free(link->retry_ev);
+		free(link->todo);
+		free(link->tables);
 		free(link);
 		return NULL;
 	}
+	link->retry_usec = cat->retry_usec;
 	link->cat = cat;
 	snprintf(link->conninfo, sizeof(link->conninfo), "%s", conninfo);
 	link->database = database;
@@ -556,6 +634,7 @@ struct catalog *catalog_create(struct event_base *base, const struct config *cfg
 	cat->base = base;
 	cat->done = done;
 	cat->done_arg = arg;
+	cat->retry_usec = cfg->server_login_retry > 1000000 ? cfg->server_login_retry : 1000000;
 	cat->done_ev = event_new(base, -1, 0, on_done_event, cat);
 	if (!cat->done_ev)
 		goto oom;
@@ -592,8 +671,7 @@ struct catalog *catalog_create(struct event_base *base, const struct config *cfg
 		cat->link_of[i] = link;
 	}
 	for (struct cat_link *link = cat->links; link; link = link->next) {
-		link->pc = pgc_connect(base, link->conninfo, on_ready, link);
-		if (!link->pc)
+		if (!link_start(link))
 			goto oom;
 		cat->pending++;
 	}
@@ -674,6 +752,9 @@ void catalog_free(struct catalog *cat)
 	while ((link = cat->links)) {
 		cat->links = link->next;
 		pgc_close(link->pc);
+		if (link->retry_ev)
+			event_free(link->retry_ev);
+		free(link->todo);
 		free(link->tables);
 		free(link);
 	}

@@ -102,6 +102,13 @@ static void deadline(evutil_socket_t fd, short what, void *arg)
 	event_base_loopbreak(arg);
 }
 
+static void deadline_cb_flag(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	*(bool *)arg = true;
+}
+
 static void run_loop(struct run *r, int secs)
 {
 	struct event *t = evtimer_new(r->base, deadline, r->base);
@@ -328,6 +335,48 @@ static void test_second_run_finds_everything_in_place(void **state)
 	assert_string_equal(after, "2");
 }
 
+static void test_failed_table_retried_until_ready(void **state)
+{
+	static const char ini[] = "[databases]\n"
+	                          "crm = host=127.0.0.1 port=@PORT@ user=app\n"
+	                          "[apis]\n"
+	                          "sf = type=salesforce base_url=http://127.0.0.1:1\n"
+	                          "[synced_tables]\n"
+	                          "crm.salesforce.contacts = api=sf\n"
+	                          "crm.salesforce.later = api=sf\n"
+	                          "[pgbouncer]\n"
+	                          "server_login_retry = 1\n";
+	struct run r;
+	struct catalog_table *t;
+	bool expired = false;
+	struct event *deadline_ev;
+	struct timeval tv = {.tv_sec = 10};
+
+	(void)state;
+	NEED_PG();
+	start(&r, ini, NULL);
+	run_loop(&r, 20);
+	assert_int_equal(r.done_calls, 1);
+	t = find(&r, "crm", "salesforce", "later");
+	assert_int_equal(t->state, CAT_FAILED);
+	assert_int_equal(find(&r, "crm", "salesforce", "contacts")->state, CAT_READY);
+	/* a migration creates the table: the next try finds it */
+	assert_true(pg_server_exec(
+	        &pg, "crm", "set role app; create table salesforce.later (id int primary key)"));
+	deadline_ev = evtimer_new(r.base, deadline_cb_flag, &expired);
+	evtimer_add(deadline_ev, &tv);
+	while (t->state != CAT_READY && !expired)
+		event_base_loop(r.base, EVLOOP_ONCE);
+	event_free(deadline_ev);
+	assert_int_equal(t->state, CAT_READY);
+	assert_string_equal(t->error, "");
+	assert_string_equal(t->pk, "id");
+	assert_int_equal(t->cols[0].type_oid, 23);
+	assert_int_equal(r.done_calls, 1);
+	finish(&r);
+	assert_true(pg_server_exec(&pg, "crm", "drop table salesforce.later"));
+}
+
 static void test_user_from_synced_table_line(void **state)
 {
 	/* clerk has no right on the database's schema: installation fails, as clerk */
@@ -435,6 +484,7 @@ int main(void)
 	        cmocka_unit_test(test_no_synced_tables),
 	        cmocka_unit_test(test_tables_ready_and_failed),
 	        cmocka_unit_test(test_second_run_finds_everything_in_place),
+	        cmocka_unit_test(test_failed_table_retried_until_ready),
 	        cmocka_unit_test(test_user_from_synced_table_line),
 	        cmocka_unit_test(test_conninfo),
 	};
