@@ -54,6 +54,13 @@ enum oauth_state oauth_get_state(const struct oauth *oa);
  * Valid until control returns to the loop; copy it to keep it.
  */
 const char *oauth_token(struct oauth *oa);
+/*
+ * The header the token goes in: "Authorization" with "Bearer <token>" by default, or the
+ * auth_header= name with the bare token (X-API-Key style). Writes "Name: value" into buf; false
+ * when there is nothing to send (mode none, or no token now) or it does not fit.
+ */
+bool oauth_header(struct oauth *oa, char *name, size_t namesize, char *value, size_t valuesize)
+        __attribute__((warn_unused_result));
 /* Whether a request can be sent right away (mode none/bearer, or a valid unexpired token). */
 bool oauth_ready(struct oauth *oa);
 

@@ -358,7 +358,7 @@ static void api_call_send(struct api_call *call)
 	const char *token = oauth_token(api->auth);
 	int64_t left = call->deadline_usec - api_now_usec();
 	struct http_request *req;
-	char auth[4200]; /* "Bearer " + a token of at most 4095 bytes */
+	char hname[64], auth[4200]; /* "Bearer " + a token of at most 4095 bytes */
 
 	if (left <= 0) {
 		if (call->result.error.cls == API_ERR_NONE) {
@@ -376,10 +376,10 @@ static void api_call_send(struct api_call *call)
 	if (req == NULL)
 		goto oom;
 	if (token != NULL) {
-		snprintf(auth, sizeof(auth), "Bearer %s", token);
 		call->token_used = strdup(token);
 		if (call->token_used == NULL ||
-		    !http_request_add_header(req, "Authorization", auth))
+		    !oauth_header(api->auth, hname, sizeof(hname), auth, sizeof(auth)) ||
+		    !http_request_add_header(req, hname, auth))
 			goto oom_req;
 	}
 	if (call->spec.idempotency_key[0] != '\0') {

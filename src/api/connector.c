@@ -26,9 +26,9 @@ static const struct connector_ops *const connector_types[] = {
 
 /* Keys every [apis] line may carry; the api module reads most of them. */
 static const char *const connector_common_keys[] = {
-        "type",          "base_url",      "auth",          "token",   "token_url",
-        "client_id",     "client_secret", "refresh_token", "timeout", "deadline",
-        "max_in_flight", "ca_file",       "max_batch",     NULL,
+        "type",          "base_url",      "auth",          "token",       "token_url",
+        "client_id",     "client_secret", "refresh_token", "timeout",     "deadline",
+        "max_in_flight", "ca_file",       "max_batch",     "auth_header", NULL,
 };
 
 const char *api_op_str(enum api_op op)

@@ -42,6 +42,7 @@ struct oauth {
 	char *token;
 	int64_t expires_usec; /* 0: unknown, until the API refuses it */
 	char *token_url, *client_id, *client_secret, *refresh_token, *ca_file;
+	char header[64]; /* auth_header=, "" for Authorization: Bearer */
 	int64_t timeout_usec;
 	struct http_engine *eng;
 	struct http_lane *lane;
@@ -101,6 +102,7 @@ struct oauth *oauth_create(struct http_engine *eng, const char *api_name, const 
 {
 	const char *auth = api_kv_get(kv, nkv, "auth");
 	const char *ca = api_kv_get(kv, nkv, "ca_file");
+	const char *hdr = api_kv_get(kv, nkv, "auth_header");
 	struct oauth *oa = calloc(1, sizeof(*oa));
 
 	if (oa == NULL) {
@@ -158,6 +160,26 @@ struct oauth *oauth_create(struct http_engine *eng, const char *api_name, const 
 	}
 	if (ca != NULL && ca[0] != '\0' && (oa->ca_file = strdup(ca)) == NULL)
 		goto oom;
+	if (hdr != NULL) {
+		size_t i, len = strlen(hdr);
+
+		/* an HTTP token: letters, digits and -_ only, so it cannot smuggle a header */
+		for (i = 0; i < len; i++) {
+			char ch = hdr[i];
+			if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+			      (ch >= '0' && ch <= '9') || ch == '-' || ch == '_'))
+				break;
+		}
+		if (len == 0 || i < len || len >= sizeof(oa->header) ||
+		    oa->mode == OAUTH_MODE_NONE) {
+			snprintf(
+			        err, errsize,
+			        "api \"%s\": auth_header=%.40s is not a header name (or auth=none)",
+			        api_name, hdr);
+			goto failed;
+		}
+		snprintf(oa->header, sizeof(oa->header), "%s", hdr);
+	}
 	return oa;
 oom:
 	snprintf(err, errsize, "out of memory");
@@ -219,6 +241,18 @@ const char *oauth_token(struct oauth *oa)
 	if (oa->mode == OAUTH_MODE_NONE || !oauth_ready(oa))
 		return NULL;
 	return oa->token;
+}
+
+bool oauth_header(struct oauth *oa, char *name, size_t namesize, char *value, size_t valuesize)
+{
+	const char *tok = oauth_token(oa);
+	int n;
+
+	if (tok == NULL)
+		return false;
+	snprintf(name, namesize, "%s", oa->header[0] ? oa->header : "Authorization");
+	n = snprintf(value, valuesize, "%s%s", oa->header[0] ? "" : "Bearer ", tok);
+	return n > 0 && (size_t)n < valuesize;
 }
 
 void oauth_invalidate(struct oauth *oa, const char *token)

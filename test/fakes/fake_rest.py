@@ -12,7 +12,8 @@ Resources: any collection name, e.g. /contacts:
 Records get an integer-like string id ("1", "2", ...) and a created_at. Validation: "email", when
 present and not null, must look like an address (422 {"error": {"code": "invalid_email",
 "message": ..., "field": "email"}}); an "email" already used by another record of the collection
-is a 409 duplicate. With --token T every request needs "Authorization: Bearer T" (else 401).
+is a 409 duplicate. With --token T every request needs "Authorization: Bearer T" (else 401), or
+"<H>: T" when --token-header H is given.
 
 Control API (as fake_salesforce.py): POST /_control {"delay_ms", "fail_status", "fail_count",
 "rate_limit", "retry_after", "down", "down_count", "reset"}, GET /_requests, DELETE /_requests,
@@ -106,7 +107,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if delay:
             time.sleep(delay / 1000.0)
         tok = st.args.token
-        if tok and self.headers.get("Authorization") != "Bearer " + tok:
+        hdr = st.args.token_header
+        if tok and self.headers.get("Authorization") != "Bearer " + tok and \
+                not (hdr and self.headers.get(hdr) == tok):
             return self.error(401, "unauthorized", "invalid or missing token")
         with st.lock:
             if st.fail_status and st.fail_count != 0:
@@ -251,6 +254,8 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--token", default="", help="bearer token every request must carry")
+    ap.add_argument("--token-header", default="",
+                    help="a header that may carry the bare token instead (e.g. X-Api-Key)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
     srv = Server((args.host, args.port), Handler)

@@ -532,9 +532,9 @@ static void test_airtable(void **state)
 	                      {"columns", "first_name:First Name,email:Email,score:Score,"
 	                                  "created_time:createdTime"}};
 	static const struct api_value at_paul[] = {{"id", NULL, API_VALUE_TEXT},
-	                                        {"first_name", "Paul", API_VALUE_TEXT},
-	                                        {"email", "paul@caladan.io", API_VALUE_TEXT},
-	                                        {"score", "97.5", API_VALUE_NUMBER}};
+	                                           {"first_name", "Paul", API_VALUE_TEXT},
+	                                           {"email", "paul@caladan.io", API_VALUE_TEXT},
+	                                           {"score", "97.5", API_VALUE_NUMBER}};
 	static const struct api_value o[] = {{"id", "recAAAAAAAAAAAAAA", API_VALUE_TEXT},
 	                                     {"email", "paul@caladan.io", API_VALUE_TEXT}};
 	static const struct api_value n[] = {{"id", "recAAAAAAAAAAAAAA", API_VALUE_TEXT},
@@ -749,6 +749,39 @@ static void test_e2e_single(void **state)
 	api_free(wrong);
 }
 
+static void test_e2e_auth_header(void **state)
+{
+	static const struct api_value irulan[] = {{"first_name", "Irulan", API_VALUE_TEXT}};
+	struct api_row row = {.new_image = {irulan, 1}};
+	struct api_result ok, refused;
+	struct api *apis[2];
+	char err[256];
+	int i;
+
+	for (i = 0; i < 2; i++) {
+		struct cf_kv kv[] = {{"type", "rest"},
+		                     {"base_url", fake.base_url},
+		                     {"path", "/contacts"},
+		                     {"auth", "bearer"},
+		                     {"token", "s3cret"},
+		                     {"auth_header", i == 0 ? "X-Api-Key" : "X-Other-Key"}};
+		apis[i] = api_create(eng, "keyed", kv, 6, err, sizeof(err));
+		assert_non_null(apis[i]);
+	}
+	api_result_init(&ok);
+	api_result_init(&refused);
+	assert_non_null(api_submit(apis[0], &table, API_OP_INSERT, &row, 1, on_api_done, &ok));
+	assert_non_null(api_submit(apis[1], &table, API_OP_INSERT, &row, 1, on_api_done, &refused));
+	run_until(2, 5000);
+	if (!ok.ok)
+		fail_msg("%s", ok.error.message);
+	assert_int_equal(refused.error.cls, API_ERR_AUTH);
+	api_result_free(&ok);
+	api_result_free(&refused);
+	for (i = 0; i < 2; i++)
+		api_free(apis[i]);
+}
+
 static void test_e2e_batch(void **state)
 {
 	static const struct api_value a[] = {{"first_name", "Duncan", API_VALUE_TEXT},
@@ -900,11 +933,12 @@ int main(void)
 	const struct CMUnitTest e2e[] = {
 	        cmocka_unit_test_setup_teardown(test_e2e_single, e2e_setup, e2e_teardown),
 	        cmocka_unit_test_setup_teardown(test_e2e_batch, e2e_setup, e2e_teardown),
+	        cmocka_unit_test_setup_teardown(test_e2e_auth_header, e2e_setup, e2e_teardown),
 	};
 	const struct CMUnitTest e2e_stripe[] = {
 	        cmocka_unit_test_setup_teardown(test_e2e_stripe, e2e_setup, e2e_teardown),
 	};
-	const char *args[] = {"--token", "s3cret", NULL};
+	const char *args[] = {"--token", "s3cret", "--token-header", "X-Api-Key", NULL};
 	int rc = cmocka_run_group_tests(tests, setup, teardown);
 
 	if (!fake_server_start(&fake, "fake_rest.py", args)) {

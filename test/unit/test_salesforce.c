@@ -927,7 +927,7 @@ static void test_e2e_unreachable_and_cancel(void **state)
 static void test_e2e_config_errors(void **state)
 {
 	static const struct {
-		struct cf_kv kv[4];
+		struct cf_kv kv[5];
 		int n;
 		const char *why;
 	} cases[] = {
@@ -946,6 +946,13 @@ static void test_e2e_config_errors(void **state)
 	        {{{"type", "salesforce"}, {"base_url", "http://x"}, {"max_in_flight", "0"}},
 	         3,
 	         "max_in_flight=0"},
+	        {{{"type", "salesforce"},
+	          {"base_url", "http://x"},
+	          {"auth", "bearer"},
+	          {"token", "t"},
+	          {"auth_header", "X-Key:\r\nInjected"}},
+	         5,
+	         "auth_header="},
 	};
 	char err[256];
 	size_t i;
