@@ -24,8 +24,8 @@ struct api_call;
 /*
  * Creates the API named name from its [apis] pairs on eng (borrowed). Besides the connector's
  * keys: auth=none|bearer|oauth2 (+ token= / token_url= client_id= client_secret=
- * refresh_token=), timeout= seconds per HTTP request (default 10), deadline= seconds for a
- * whole call including waits (default 30, at least timeout), max_in_flight= concurrent
+ * refresh_token=; auth_header=), timeout= seconds per HTTP request (default 10), deadline= seconds
+ * for a whole call including waits (default 30, at least timeout), max_in_flight= concurrent
  * requests (default 10), ca_file=. NULL with a clear message in err on a bad line.
  */
 struct api *api_create(struct http_engine *eng, const char *name, const struct cf_kv *kv, int nkv,

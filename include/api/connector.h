@@ -201,7 +201,7 @@ struct connector {
  * Creates the connector of an [apis] entry named name from its pairs (type= chooses it). Keys
  * shared by all types (handled by the api module) are accepted here too: type, base_url, auth,
  * token, token_url, client_id, client_secret, refresh_token, timeout, deadline, max_in_flight,
- * ca_file, max_batch. NULL with a clear message in err on a missing or bad key.
+ * ca_file, max_batch, auth_header. NULL with a clear message in err on a missing or bad key.
  */
 struct connector *connector_create(const char *name, const struct cf_kv *kv, int nkv, char *err,
                                    size_t errsize);
