@@ -55,6 +55,8 @@ struct cl_index {
 	struct cl_needle *needles; /* sorted by first byte */
 	int count;
 	uint16_t start[257]; /* needles[start[c] .. start[c + 1]) begin with byte c */
+	/* bit (a << 8 | b) set when a needle starts with bytes a, b (lower case) */
+	uint8_t pairs[65536 / 8];
 };
 
 struct cl_database {
@@ -84,6 +86,22 @@ static unsigned char cl_lower(unsigned char c)
 {
 	return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + ('a' - 'A')) : c;
 }
+
+/* cl_lower() as a table, for the scan's inner loop. */
+static const unsigned char cl_lower_tab[256] = {
+#define CL_L(c)   [c] = (unsigned char)((c) >= 'A' && (c) <= 'Z' ? (c) + 32 : (c))
+#define CL_L4(c)  CL_L(c), CL_L(c + 1), CL_L(c + 2), CL_L(c + 3)
+#define CL_L16(c) CL_L4(c), CL_L4(c + 4), CL_L4(c + 8), CL_L4(c + 12)
+#define CL_L64(c) CL_L16(c), CL_L16(c + 16), CL_L16(c + 32), CL_L16(c + 48)
+        CL_L64(0),
+        CL_L64(64),
+        CL_L64(128),
+        CL_L64(192),
+#undef CL_L64
+#undef CL_L16
+#undef CL_L4
+#undef CL_L
+};
 
 static bool cl_is_space(unsigned char c)
 {
@@ -179,6 +197,16 @@ static void cl_index_finish(struct cl_index *ix)
 			k++;
 	}
 	ix->start[256] = (uint16_t)k;
+	memset(ix->pairs, 0, sizeof(ix->pairs));
+	for (k = 0; k < ix->count; k++) {
+		unsigned a = (unsigned char)ix->needles[k].lower[0], b;
+
+		/* a one-byte needle matches whatever follows it */
+		for (b = 0; b < 256; b++) {
+			if (ix->needles[k].len == 1 || b == (unsigned char)ix->needles[k].lower[1])
+				ix->pairs[(a << 8 | b) >> 3] |= (uint8_t)(1u << (b & 7));
+		}
+	}
 }
 
 static bool cl_index_add_settings(struct cl_index *ix)
@@ -295,10 +323,32 @@ static const struct cl_database *cl_find_database(const struct classifier *cl, c
 
 /* ---- quick check ---- */
 
-/* Statement kinds that can write a table named in their text. */
-static const char *const cl_write_words[] = {
-        "insert", "update", "delete", "merge", "copy", "with", "truncate", "explain", "prepare",
-};
+/* Whether w[0..n) (lower case) starts a statement that can write a table named in its text. */
+static bool cl_is_write_word(const char *w, size_t n)
+{
+	switch (w[0]) {
+	case 'i':
+		return n == 6 && memcmp(w, "insert", 6) == 0;
+	case 'u':
+		return n == 6 && memcmp(w, "update", 6) == 0;
+	case 'd':
+		return n == 6 && memcmp(w, "delete", 6) == 0;
+	case 'm':
+		return n == 5 && memcmp(w, "merge", 5) == 0;
+	case 'c':
+		return n == 4 && memcmp(w, "copy", 4) == 0;
+	case 'w':
+		return n == 4 && memcmp(w, "with", 4) == 0;
+	case 't':
+		return n == 8 && memcmp(w, "truncate", 8) == 0;
+	case 'e':
+		return n == 7 && memcmp(w, "explain", 7) == 0;
+	case 'p':
+		return n == 7 && memcmp(w, "prepare", 7) == 0;
+	default:
+		return false;
+	}
+}
 
 /* If s[i] opens a comment, the offset just after it (nested / * * / as PostgreSQL); else i. */
 static size_t cl_skip_comment(const char *s, size_t len, size_t i)
@@ -347,42 +397,41 @@ static size_t cl_skip_to_token(const char *s, size_t len, size_t i, bool parens)
 
 static bool cl_first_word_writes(const char *s, size_t len)
 {
-	size_t i = cl_skip_to_token(s, len, 0, true), w = i, k;
+	size_t i = cl_skip_to_token(s, len, 0, true), n = 0;
 	char word[9];
 
-	while (w < len && w - i < sizeof(word) - 1 && cl_is_ident_char((unsigned char)s[w]))
-		w++;
-	if (w == i || (w < len && cl_is_ident_char((unsigned char)s[w])))
-		return false;
-	for (k = 0; k < w - i; k++)
-		word[k] = (char)cl_lower((unsigned char)s[i + k]);
-	word[w - i] = '\0';
-	for (k = 0; k < sizeof(cl_write_words) / sizeof(cl_write_words[0]); k++) {
-		if (strcmp(word, cl_write_words[k]) == 0)
-			return true;
+	while (i + n < len && cl_is_ident_char((unsigned char)s[i + n])) {
+		if (n == sizeof(word) - 1)
+			return false; /* longer than every word looked for */
+		word[n] = (char)cl_lower_tab[(unsigned char)s[i + n]];
+		n++;
 	}
-	return false;
+	return n > 0 && cl_is_write_word(word, n);
 }
 
-/* Whether any needle of ix occurs in s[0..len) (stopping at a NUL); *table tells its kind. */
+/* Whether any needle of ix occurs in s[0..len); *table tells its kind. */
 static bool cl_scan(const struct cl_index *ix, const char *s, size_t len, bool *table)
 {
+	const unsigned char *u = (const unsigned char *)s;
 	size_t i;
 
+	if (len == 0)
+		return false;
+	/* the last byte pairs with a NUL, which no needle holds */
 	for (i = 0; i < len; i++) {
-		unsigned char c = cl_lower((unsigned char)s[i]);
+		unsigned a = cl_lower_tab[u[i]], b = i + 1 < len ? cl_lower_tab[u[i + 1]] : 0;
 		int k;
 
-		if (c == '\0')
-			return false;
-		for (k = ix->start[c]; k < ix->start[c + 1]; k++) {
+		if (!(ix->pairs[(a << 8 | b) >> 3] & (1u << (b & 7))))
+			continue;
+		for (k = ix->start[a]; k < ix->start[a + 1]; k++) {
 			const struct cl_needle *n = &ix->needles[k];
 			size_t j;
 
 			if (n->len > len - i)
 				continue;
 			for (j = 1; j < n->len; j++) {
-				if (cl_lower((unsigned char)s[i + j]) != (unsigned char)n->lower[j])
+				if (cl_lower_tab[u[i + j]] != (unsigned char)n->lower[j])
 					break;
 			}
 			if (j == n->len) {
