@@ -62,6 +62,7 @@ struct http_response {
 	int nheaders;
 	int64_t elapsed_usec;   /* from http_submit() to completion */
 	bool reused_connection; /* sent on a connection kept from an earlier request */
+	bool resent;            /* sent twice (allowed resend): the first may have been applied */
 };
 
 /* Value of the first header named name (case-insensitive), or NULL. */

@@ -70,6 +70,7 @@ struct api_call {
 	int rate_retries;
 	int idem_retries;
 	bool refreshed;
+	bool maybe_written; /* an earlier attempt failed in a way that may have applied it */
 	char *token_used;
 	struct http_request *http_req;
 	struct oauth_wait *auth_wait;
@@ -241,6 +242,17 @@ static void api_call_finish(struct api_call *call)
 
 	call->state = API_CALL_DONE;
 	api->st_calls++;
+	if (!call->result.ok && call->maybe_written && call->result.error.nothing_written) {
+		/* The last attempt changed nothing, but an earlier one may have: say so. */
+		struct api_error *e = &call->result.error;
+		char why[sizeof(e->message)];
+
+		memcpy(why, e->message, sizeof(why));
+		snprintf(e->message, sizeof(e->message),
+		         "an earlier attempt may have been applied; the retry failed: %.400s", why);
+		e->cls = API_ERR_UNKNOWN_OUTCOME;
+		e->nothing_written = false;
+	}
 	if (!call->result.ok) {
 		api->st_errors++;
 		snprintf(api->last_error, sizeof(api->last_error), "%s: %.200s",
@@ -290,6 +302,9 @@ static void api_call_http_done(void *ud, const struct http_response *resp)
 	int64_t wait_usec, left;
 
 	call->http_req = NULL;
+	if (resp->resent)
+		call->maybe_written =
+		        true; /* curl's own second attempt: the first may have counted */
 	if (resp->outcome == HTTP_OUTCOME_ANSWER) {
 		api->st_latency_sum += resp->elapsed_usec;
 		api->st_latency_n++;
@@ -303,6 +318,8 @@ static void api_call_http_done(void *ud, const struct http_response *resp)
 		return;
 	}
 	e = &call->result.error;
+	if (!e->nothing_written)
+		call->maybe_written = true;
 	if (e->session_expired && e->nothing_written &&
 	    oauth_get_mode(api->auth) == OAUTH_MODE_REFRESH && !call->refreshed) {
 		/* The token was refused: one refresh (shared with other calls), one retry. */

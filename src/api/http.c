@@ -527,6 +527,7 @@ static void http_finish(struct http_request *req, enum http_outcome outcome, lon
 	resp.nheaders = req->resp_nheaders;
 	resp.elapsed_usec = http_now_usec() - req->start_usec;
 	resp.reused_connection = req->reused;
+	resp.resent = req->attempts > 1;
 	log_debug("http: %s %s: %s, status %ld, %zu bytes, %lld ms", lane->name,
 	          http_method_str(req->method), http_outcome_str(outcome), status, req->resp_len,
 	          (long long)(resp.elapsed_usec / 1000));

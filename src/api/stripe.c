@@ -191,8 +191,11 @@ static void stripe_parse(const struct connector *c, const struct api_table *t, e
 		snprintf(out->error.code, sizeof(out->error.code), "%s", code ? code : "");
 		snprintf(out->error.reason, sizeof(out->error.reason), "%s", out->error.message);
 		out->error.session_expired = resp->status == 401;
-		/* Stripe applies nothing on an error answer, 5xx included (retry is safe) */
-		out->error.nothing_written = resp->status < 500;
+		/*
+		 * An error answer applies nothing, 5xx included (retrying with the key is safe);
+		 * but a 409 may be about an earlier request with the same key, which may have been.
+		 */
+		out->error.nothing_written = resp->status < 500 && resp->status != 409;
 		api_error_locate(&out->error, c, t, op, rows, nrows, 0, param);
 		goto done;
 	}

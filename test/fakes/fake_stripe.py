@@ -11,7 +11,7 @@ first answer again without applying anything. Validation: "email" must look like
 
 Control API: POST /_control {"delay_ms", "fail_status", "fail_count", "rate_limit",
 "drop_after_apply": n (apply the next n POSTs, then close the connection without answering),
-"reset"}, GET /_requests, GET /_store.
+"after_drop_status": s (the request after such a drop fails with status s), "reset"}, GET /_requests, GET /_store.
 Run: python3 test/fakes/fake_stripe.py --port N  (prints "listening on N" when ready).
 """
 import argparse
@@ -43,6 +43,8 @@ class State:
         self.fail_count = -1
         self.rate_limit = 0
         self.drop_after_apply = 0
+        self.after_drop_status = 0
+        self.dropped = False
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -92,6 +94,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if st.rate_limit > 0:
                 st.rate_limit -= 1
                 return self.send(*self.err(429, "rate_limit_error", "Too many requests", "rate_limit"))
+            if st.dropped and st.after_drop_status:
+                st.dropped = False
+                return self.send(*self.err(st.after_drop_status, "invalid_request_error",
+                                           "fake failure after a lost answer"))
             if method == "POST" and key and key in st.idem:
                 status, obj = st.idem[key]
             else:
@@ -101,6 +107,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             drop = method == "POST" and st.drop_after_apply > 0
             if drop:
                 st.drop_after_apply -= 1
+                st.dropped = True
         if drop:
             self.close_connection = True
             try:
@@ -156,11 +163,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 c = json.loads(raw or b"{}")
                 if c.get("reset"):
                     st.reset()
-                for k in ("delay_ms", "fail_status", "fail_count", "rate_limit", "drop_after_apply"):
+                for k in ("delay_ms", "fail_status", "fail_count", "rate_limit", "drop_after_apply",
+                          "after_drop_status"):
                     if k in c:
                         setattr(st, k, int(c[k]))
                 if "fail_status" in c and "fail_count" not in c:
                     st.fail_count = -1
+                if "drop_after_apply" in c:
+                    st.dropped = False
                 return self.send(200, {"ok": True})
             if path == "/_requests":
                 return self.send(200, st.log)

@@ -909,6 +909,15 @@ static void test_e2e_stripe(void **state)
 	assert_int_equal(r2.error.cls, API_ERR_VALIDATION);
 	assert_string_equal(r2.error.column, "email");
 	assert_string_equal(r2.error.value, "jennyrosen.com");
+	/* answer lost after applying, and the second attempt refused: the outcome stays unknown */
+	api_result_free(&r2);
+	free(stripe_ctl(ctl, HTTP_POST, "/_control",
+	                "{\"drop_after_apply\":1,\"after_drop_status\":400}"));
+	assert_non_null(api_submit(api, &t, API_OP_INSERT, &row, 1, on_api_done, &r2));
+	run_until(3, 8000);
+	assert_int_equal(r2.error.cls, API_ERR_UNKNOWN_OUTCOME);
+	assert_false(r2.error.nothing_written);
+	assert_non_null(strstr(r2.error.message, "may have been applied"));
 	api_result_free(&r1);
 	api_result_free(&r2);
 	api_table_free(&t);
