@@ -168,6 +168,7 @@ struct config {
 	int64_t idle_transaction_timeout;
 	char *ignore_startup_parameters;
 	char *job_name;
+	char *journal_file; /* syncbouncer's own: where API-accepted, not-yet-committed writes wait */
 	char *listen_addr;
 	int listen_backlog;
 	int listen_port;

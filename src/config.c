@@ -240,6 +240,7 @@ static const struct cf_key cf_keys[] = {
         KTIME(idle_transaction_timeout, "0", 0),
         KSTR(ignore_startup_parameters, "", 0),
         KSTR(job_name, "syncbouncer", CF_NO_RELOAD),
+        KSTR(journal_file, "", CF_NO_RELOAD),
         KSTR(listen_addr, "", CF_NO_RELOAD),
         KINT(listen_backlog, "128", 1, INT_MAX, CF_NO_RELOAD),
         KINT(listen_port, "6432", 1, 65535, CF_NO_RELOAD),

@@ -17,6 +17,7 @@
 #include "mutation/synced.h"
 
 #include <event2/event.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@
 #include "log.h"
 #include "mutation/catalog.h"
 #include "mutation/classifier.h"
+#include "mutation/journal.h"
 #include "pgc.h"
 #include "pktbuf.h"
 #include "pool.h"
@@ -65,6 +67,24 @@ struct synced {
 	struct catalog *cat;
 	struct list idle_conns;
 	struct list mutations;
+	struct journal *journal;
+	struct event *ev_replay; /* retries journal replay while entries are pending */
+	struct pgc *replay_pc;   /* the replay in progress, if any */
+	struct replay *replay;
+};
+
+/* Journal entries being replayed into the database, one after another. */
+struct replay_item {
+	char *id;
+	char *line;
+};
+struct replay {
+	struct synced *sy;
+	struct replay_item *items;
+	int n, next;
+	int nstmts_left;
+	bool failed;
+	char *id_in_flight;
 };
 
 enum mut_state {
@@ -160,7 +180,9 @@ struct mutation {
 	int nrows;
 	struct api_row *api_rows;
 	struct api_call *call;
-	int nparams; /* the client's parameters, owned */
+	char *confirmed; /* the API's confirmation as JSON (for the journal) */
+	char *ids;       /* the API's record ids, for messages */
+	int nparams;     /* the client's parameters, owned */
 	char **values;
 	int *lengths;
 	int *formats;
@@ -524,6 +546,397 @@ static void rollback(struct mutation *m)
 	}
 }
 
+static void schedule_replay(struct synced *sy, int seconds);
+static void json_write(struct json_out *out, const struct json_value *v);
+
+/*
+ * Records an API-accepted write that the database did not commit: for each captured row its
+ * key, its new image and the API's fields. Falls back to the log when the journal cannot take it.
+ */
+static bool journal_write(struct mutation *m)
+{
+	const struct json_limits limits = {64 * 1024 * 1024, 64, 10000000};
+	struct synced *sy = m->sy;
+	struct json_value *conf = NULL;
+	struct json_out out;
+	char id[96], err[128];
+	char *line;
+	size_t len;
+	bool ok = false;
+
+	if (m->confirmed != NULL &&
+	    !json_parse(m->confirmed, strlen(m->confirmed), &limits, &conf, err, sizeof(err)))
+		conf = NULL;
+	if (!json_out_init(&out, 64 * 1024 * 1024))
+		goto out;
+	if (sy->journal != NULL)
+		journal_new_id(sy->journal, id, sizeof(id));
+	else
+		snprintf(id, sizeof(id), "log-only");
+	json_out_object_begin(&out);
+	json_out_key(&out, "id");
+	json_out_string(&out, id);
+	json_out_key(&out, "db");
+	json_out_string(&out, m->st->database);
+	json_out_key(&out, "schema");
+	json_out_string(&out, m->st->schema);
+	json_out_key(&out, "table");
+	json_out_string(&out, m->st->table);
+	json_out_key(&out, "pk");
+	json_out_string(&out, m->st->at.pk_column);
+	json_out_key(&out, "op");
+	json_out_string(&out, m->op == OP_INSERT ? "I" : m->op == OP_UPDATE ? "U" : "D");
+	json_out_key(&out, "api");
+	json_out_string(&out, api_name(m->st->api));
+	json_out_key(&out, "rows");
+	json_out_array_begin(&out);
+	for (int i = 0; i < m->nrows; i++) {
+		const struct json_value *c = conf ? json_at(conf, (size_t)i) : NULL;
+		const struct json_value *f = c ? json_get(c, "fields") : NULL;
+		const struct json_value *k = c ? json_get(c, "key") : NULL;
+		json_out_object_begin(&out);
+		json_out_key(&out, "key");
+		if (k != NULL)
+			json_write(&out, k);
+		else
+			json_out_null(&out);
+		json_out_key(&out, "image");
+		if (m->rows[i].new_json != NULL)
+			json_write(&out, m->rows[i].new_json);
+		else
+			json_out_null(&out);
+		json_out_key(&out, "fields");
+		if (f != NULL)
+			json_write(&out, f);
+		else
+			json_out_null(&out);
+		json_out_object_end(&out);
+	}
+	json_out_array_end(&out);
+	json_out_object_end(&out);
+	if (!json_out_ok(&out)) {
+		json_out_free(&out);
+		goto out;
+	}
+	line = json_out_take(&out, &len);
+	json_out_free(&out);
+	if (line == NULL)
+		goto out;
+	if (sy->journal != NULL && journal_append(sy->journal, line, len)) {
+		ok = true;
+		schedule_replay(sy, 1);
+	} else {
+		log_error("synced table %s: unjournaled change: %s", m->st->qualified, line);
+	}
+	free(line);
+out:
+	json_free(conf);
+	return ok;
+}
+
+/* ---- journal replay: API-accepted changes into the database, in mode sync ------------------ */
+
+static void quote_ident(char *out, size_t size, const char *name)
+{
+	size_t o = 0;
+
+	out[o++] = '"';
+	for (const char *p = name; *p && o + 3 < size; p++) {
+		if (*p == '"')
+			out[o++] = '"';
+		out[o++] = *p;
+	}
+	out[o++] = '"';
+	out[o] = '\0';
+}
+
+static void replay_next(struct replay *r);
+
+static void replay_done(struct replay *r)
+{
+	struct synced *sy = r->sy;
+	bool failed = r->failed || r->next < r->n;
+
+	for (int i = 0; i < r->n; i++) {
+		free(r->items[i].id);
+		free(r->items[i].line);
+	}
+	free(r->items);
+	free(r);
+	sy->replay = NULL;
+	if (sy->replay_pc != NULL) {
+		pgc_close(sy->replay_pc);
+		sy->replay_pc = NULL;
+	}
+	if (failed)
+		schedule_replay(sy, 5);
+}
+
+static void on_replay_stmt(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct replay *r = arg;
+
+	(void)pc;
+	if (res == NULL ||
+	    (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)) {
+		if (!r->failed)
+			log_warning("journal replay of %s failed: %s", r->id_in_flight,
+			            res == NULL ? error : PQresultErrorMessage(res));
+		r->failed = true;
+	}
+	if (--r->nstmts_left > 0)
+		return;
+	if (r->failed) {
+		replay_done(r);
+		return;
+	}
+	if (!journal_mark_done(r->sy->journal, r->id_in_flight))
+		log_error("journal: cannot mark %s done", r->id_in_flight);
+	else
+		log_info("journal entry %s applied to the database", r->id_in_flight);
+	r->next++;
+	replay_next(r);
+}
+
+static bool replay_queue(struct replay *r, const char *sql, int n, const char *const *params)
+{
+	static const Oid text_types[3] = {25, 25, 25}; /* unused parameters need a type */
+
+	if (!pgc_query(r->sy->replay_pc, sql, n, n ? text_types : NULL, params, NULL, NULL, 0,
+	               on_replay_stmt, r))
+		return false;
+	r->nstmts_left++;
+	return true;
+}
+
+/* The statement that puts one journaled row into the table ($1 image, $2 API fields, $3 key). */
+static bool replay_sql(const struct catalog_table *ct, const char *op, char *sql, size_t size)
+{
+	char qt[600], qs[300], qn[300], qpk[300];
+
+	quote_ident(qs, sizeof(qs), ct->schema);
+	quote_ident(qn, sizeof(qn), ct->table);
+	snprintf(qt, sizeof(qt), "%s.%s", qs, qn);
+	quote_ident(qpk, sizeof(qpk), ct->pk);
+	if (op[0] == 'I') {
+		snprintf(sql, size,
+		         "INSERT INTO %s SELECT * FROM pg_catalog.jsonb_populate_record(NULL::%s, "
+		         "$1::jsonb || coalesce($2::jsonb, '{}')) ON CONFLICT DO NOTHING",
+		         qt, qt);
+		return true;
+	}
+	if (op[0] == 'U') {
+		char cols[8192] = "", rcols[8192] = "";
+		size_t cl = 0, rl = 0;
+		for (int i = 0; i < ct->ncols; i++) {
+			char q[300];
+			if (strcmp(ct->cols[i].name, ct->pk) == 0)
+				continue;
+			quote_ident(q, sizeof(q), ct->cols[i].name);
+			cl += (size_t)snprintf(cols + cl, sizeof(cols) - cl, "%s%s", cl ? ", " : "",
+			                       q);
+			rl += (size_t)snprintf(rcols + rl, sizeof(rcols) - rl, "%sr.%s",
+			                       rl ? ", " : "", q);
+			if (cl >= sizeof(cols) || rl >= sizeof(rcols))
+				return false;
+		}
+		if (cl == 0)
+			return false;
+		snprintf(sql, size,
+		         "UPDATE %s AS t SET (%s) = (SELECT %s FROM "
+		         "pg_catalog.jsonb_populate_record(NULL::%s, $1::jsonb || "
+		         "coalesce($2::jsonb, '{}')) AS r) WHERE t.%s = $3",
+		         qt, cols, rcols, qt, qpk);
+		return true;
+	}
+	snprintf(sql, size, "DELETE FROM %s WHERE %s = $3", qt, qpk);
+	return true;
+}
+
+/* Queues one entry's statements: BEGIN, mode sync, one statement per row, COMMIT. */
+static bool replay_entry(struct replay *r, const struct json_value *e)
+{
+	struct synced *sy = r->sy;
+	const char *db = json_get_string(e, "db"), *schema = json_get_string(e, "schema");
+	const char *table = json_get_string(e, "table"), *op = json_get_string(e, "op");
+	const struct json_value *rows = json_get(e, "rows");
+	struct catalog_table *ct;
+	char sql[20000];
+
+	if (db == NULL || schema == NULL || table == NULL || op == NULL || rows == NULL ||
+	    rows->kind != JSON_ARRAY)
+		return false;
+	ct = catalog_find(sy->cat, db, schema, table);
+	if (ct == NULL || ct->state != CAT_READY || !replay_sql(ct, op, sql, sizeof(sql)))
+		return false;
+	if (!replay_queue(r, "BEGIN", 0, NULL) ||
+	    !replay_queue(r, "SELECT pg_catalog.set_config('syncbouncer.mode', 'sync', true)", 0,
+	                  NULL))
+		return false;
+	for (size_t n = 0; n < rows->count; n++) {
+		const struct json_value *row = rows->items[n];
+		const struct json_value *img = json_get(row, "image");
+		const struct json_value *flds = json_get(row, "fields");
+		const struct json_value *key = json_get(row, "key");
+		struct json_out a, b;
+		size_t la, lb;
+		char *ta = NULL, *tb = NULL;
+		const char *params[3];
+		bool ok;
+
+		if (!json_out_init(&a, 64 * 1024 * 1024))
+			return false;
+		if (!json_out_init(&b, 64 * 1024 * 1024)) {
+			json_out_free(&a);
+			return false;
+		}
+		if (img != NULL && img->kind == JSON_OBJECT) {
+			json_write(&a, img);
+		} else {
+			json_out_object_begin(&a);
+			json_out_object_end(&a);
+		}
+		if (flds != NULL && flds->kind == JSON_OBJECT)
+			json_write(&b, flds);
+		else
+			json_out_null(&b);
+		ta = json_out_ok(&a) ? json_out_take(&a, &la) : NULL;
+		tb = json_out_ok(&b) ? json_out_take(&b, &lb) : NULL;
+		json_out_free(&a);
+		json_out_free(&b);
+		params[0] = ta;
+		params[1] = flds != NULL && flds->kind == JSON_OBJECT ? tb : NULL;
+		params[2] = key != NULL && key->kind == JSON_STRING ? key->str : NULL;
+		if (op[0] == 'I' || params[2] != NULL)
+			ok = ta != NULL && replay_queue(r, sql, 3, params);
+		else
+			ok = true; /* an update or delete without a key has nothing to find */
+		free(ta);
+		free(tb);
+		if (!ok)
+			return false;
+	}
+	return replay_queue(r, "COMMIT", 0, NULL);
+}
+
+static void replay_next(struct replay *r)
+{
+	const struct json_limits limits = {64 * 1024 * 1024, 64, 10000000};
+	struct json_value *e = NULL;
+	char err[128];
+	bool ok;
+
+	if (r->next >= r->n) {
+		replay_done(r);
+		return;
+	}
+	r->id_in_flight = r->items[r->next].id;
+	r->nstmts_left = 0;
+	if (!json_parse(r->items[r->next].line, strlen(r->items[r->next].line), &limits, &e, err,
+	                sizeof(err))) {
+		r->next++;
+		replay_next(r);
+		return;
+	}
+	ok = replay_entry(r, e);
+	json_free(e);
+	if (!ok) {
+		r->failed = true;
+		if (r->nstmts_left == 0)
+			replay_done(r);
+		/* else the queued statements' callbacks end the replay */
+	}
+}
+
+static void collect_pending(void *arg, const char *id, const char *line)
+{
+	struct replay *r = arg;
+	struct replay_item *items;
+
+	items = realloc(r->items, sizeof(*items) * (size_t)(r->n + 1));
+	if (items == NULL)
+		return;
+	r->items = items;
+	r->items[r->n].id = strdup(id);
+	r->items[r->n].line = strdup(line);
+	if (r->items[r->n].id == NULL || r->items[r->n].line == NULL) {
+		free(r->items[r->n].id);
+		free(r->items[r->n].line);
+		return;
+	}
+	r->n++;
+}
+
+static void on_replay_connected(void *arg, struct pgc *pc, const char *error)
+{
+	struct replay *r = arg;
+
+	(void)pc;
+	if (error != NULL) {
+		log_warning("journal replay: cannot connect: %s", error);
+		r->failed = true;
+		replay_done(r);
+		return;
+	}
+	replay_next(r);
+}
+
+/* Applies pending journal entries, over the catalog's connection for their database. */
+static void start_replay(struct synced *sy)
+{
+	const struct json_limits limits = {64 * 1024 * 1024, 64, 10000000};
+	struct json_value *e = NULL;
+	struct replay *r;
+	char conninfo[2048], err[128];
+	const char *db = NULL;
+	int pending;
+
+	if (sy->journal == NULL || sy->replay != NULL || sy->cat == NULL)
+		return;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return;
+	r->sy = sy;
+	sy->replay = r;
+	pending = journal_foreach_pending(sy->journal, collect_pending, r);
+	if (pending <= 0 || r->n == 0) {
+		r->failed = pending < 0;
+		replay_done(r);
+		return;
+	}
+	log_info("journal: %d entr%s to apply to the database", r->n, r->n == 1 ? "y" : "ies");
+	/* entries of one database per pass; those of others fail this pass and come next time */
+	if (json_parse(r->items[0].line, strlen(r->items[0].line), &limits, &e, err, sizeof(err)))
+		db = json_get_string(e, "db");
+	if (db == NULL || !catalog_conninfo(sy->cat, db, conninfo, sizeof(conninfo))) {
+		json_free(e);
+		r->failed = true;
+		replay_done(r);
+		return;
+	}
+	json_free(e);
+	sy->replay_pc = pgc_connect(sy->b->base, conninfo, on_replay_connected, r);
+	if (sy->replay_pc == NULL) {
+		r->failed = true;
+		replay_done(r);
+	}
+}
+
+static void on_replay_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	start_replay(arg);
+}
+
+static void schedule_replay(struct synced *sy, int seconds)
+{
+	struct timeval tv = {seconds, 0};
+
+	if (sy->ev_replay != NULL)
+		event_add(sy->ev_replay, &tv);
+}
+
 static void on_committed(void *arg, struct pgc *pc, PGresult *res, const char *error)
 {
 	struct mutation *m = arg;
@@ -535,19 +948,20 @@ static void on_committed(void *arg, struct pgc *pc, PGresult *res, const char *e
 	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK || m->failed ||
 	    m->result == NULL) {
 		/* the API has the change and the database does not: say so, with the ids */
-		len += (size_t)snprintf(detail, sizeof(detail), "Record ids:");
-		for (int i = 0; i < m->nrows && len < sizeof(detail) - 64; i++) {
-			const struct api_value *v = NULL;
-			const struct captured *cr = &m->rows[i];
-			for (int k = 0; k < cr->nold; k++)
-				if (strcmp(cr->old_vals[k].column, m->st->at.pk_column) == 0)
-					v = &cr->old_vals[k];
-			len += (size_t)snprintf(detail + len, sizeof(detail) - len, " %s",
-			                        v && v->value ? v->value : "(new)");
-		}
+		len += (size_t)snprintf(detail, sizeof(detail), "%s record ids: %s",
+		                        api_name(m->st->api), m->ids ? m->ids : "(unknown)");
 		log_error("synced table %s: %s accepted a write but the database commit failed: %s",
 		          m->st->qualified, api_name(m->st->api),
 		          res == NULL ? error : PQresultErrorMessage(res));
+		if (!journal_write(m))
+			len += (size_t)snprintf(detail + len, sizeof(detail) - len,
+			                        ". The journal could not be written: the change is "
+			                        "in the log only");
+		else
+			len += (size_t)snprintf(
+			        detail + len, sizeof(detail) - len,
+			        ". The change is in the journal and will be applied "
+			        "to the database");
 		m->failed = false;
 		{
 			char msg[256];
@@ -616,6 +1030,16 @@ static char *confirmed_json(struct mutation *m, const struct api_result *ar)
 		for (int k = 0; k < cr->nold; k++)
 			if (strcmp(cr->old_vals[k].column, m->st->at.pk_column) == 0)
 				key = cr->old_vals[k].value;
+		{
+			const char *rid = m->op == OP_INSERT ? rr->id : key;
+			size_t have = m->ids ? strlen(m->ids) : 0;
+			size_t add = rid ? strlen(rid) : 0;
+			char *grown = add ? realloc(m->ids, have + add + 3) : NULL;
+			if (grown != NULL) {
+				snprintf(grown + have, add + 3, "%s%s", have ? ", " : "", rid);
+				m->ids = grown;
+			}
+		}
 		json_out_object_begin(&out);
 		json_out_key(&out, "seq");
 		json_out_int(&out, cr->seq);
@@ -648,7 +1072,11 @@ static char *confirmed_json(struct mutation *m, const struct api_result *ar)
 		json_out_free(&out);
 		return NULL;
 	}
-	return json_out_take(&out, &len);
+	{
+		char *text = json_out_take(&out, &len);
+		json_out_free(&out);
+		return text;
+	}
 }
 
 static void on_api_done(void *arg, struct api_result *ar)
@@ -694,7 +1122,7 @@ static void on_api_done(void *arg, struct api_result *ar)
 	           "DELETE FROM syncbouncer.confirmed WHERE xid = pg_catalog.pg_current_xact_id()",
 	           on_ignored) &&
 	     queue(m, "COMMIT", on_committed);
-	free(json);
+	m->confirmed = json;
 	if (!ok) {
 		/* the API has the change: the commit path reports XX000 with the ids */
 		on_committed(m, NULL, NULL, "could not queue the apply statements");
@@ -1020,6 +1448,8 @@ static void mutation_finish(struct mutation *m)
 	free(m->lengths);
 	free(m->formats);
 	free(m->types);
+	free(m->confirmed);
+	free(m->ids);
 	free(m->sql);
 	free(m);
 }
@@ -1671,13 +2101,11 @@ static char *qualify(const char *schema, const char *table)
 
 static void on_catalog_done(void *arg, struct catalog *cat)
 {
-	(void)arg;
-	for (int i = 0; i < catalog_count(cat); i++) {
-		struct catalog_table *ct = catalog_table_at(cat, i);
-		if (ct->state == CAT_READY)
-			log_info("synced table %s.%s.%s ready (api %s)", ct->database, ct->schema,
-			         ct->table, ct->api);
-	}
+	struct synced *sy = arg;
+
+	(void)cat;
+	/* API-accepted changes that a previous run could not commit go in first */
+	schedule_replay(sy, 0);
 }
 
 bool synced_start(struct bouncer *b)
@@ -1759,6 +2187,22 @@ bool synced_start(struct bouncer *b)
 		goto fail;
 	free(ctabs);
 	ctabs = NULL;
+	{
+		char path[4096], dir[4096];
+		if (cfg->journal_file[0]) {
+			snprintf(path, sizeof(path), "%s", cfg->journal_file);
+		} else {
+			snprintf(dir, sizeof(dir), "%s", b->config_path);
+			snprintf(path, sizeof(path), "%s/syncbouncer.journal", dirname(dir));
+		}
+		sy->journal = journal_open(path);
+		if (sy->journal == NULL)
+			log_warning("synced tables: no journal; a write the API accepts but the "
+			            "database cannot commit will be in the log only");
+		sy->ev_replay = event_new(b->base, -1, 0, on_replay_timer, sy);
+		if (sy->ev_replay == NULL)
+			goto fail;
+	}
 	sy->cat = catalog_create(b->base, cfg, b->users, on_catalog_done, sy);
 	if (sy->cat == NULL)
 		goto fail;
@@ -1796,6 +2240,13 @@ void synced_stop(struct bouncer *b)
 		mutation_finish(m);
 	}
 	list_for_each_safe(it, tmp, &sy->idle_conns) mconn_free(list_entry(it, struct mconn, head));
+	if (sy->replay != NULL) {
+		sy->replay->failed = true;
+		replay_done(sy->replay);
+	}
+	if (sy->ev_replay != NULL)
+		event_free(sy->ev_replay);
+	journal_close(sy->journal);
 	if (sy->cat != NULL)
 		catalog_free(sy->cat);
 	if (sy->cl != NULL)

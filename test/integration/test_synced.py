@@ -462,3 +462,46 @@ def test_transaction_mode_writes_and_transactions(synced_txn, pg):
     assert sorted(synced_txn.fake.store()) == sorted([a, b])
     assert pg.sql("SELECT count(*) FROM salesforce.contacts WHERE email = 'x@y.io'",
                   dbname="crm")[0][0] == 2
+
+
+def test_commit_failure_after_api_accepted_is_journaled_and_replayed(synced, pg):
+    """The database connection dies while the API is answering: the client gets XX000 naming
+    the API's record id, the change is in the journal, and replay puts it in the table."""
+    import threading
+
+    synced.fake.control(delay_ms=1500)
+
+    def kill_mutation_backend():
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            rows = pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE application_name = 'syncbouncer mutation' "
+                          "AND state = 'idle in transaction'", dbname="postgres")
+            if rows:
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_mutation_backend)
+    with crm(synced) as conn:
+        killer.start()
+        with pytest.raises(psycopg.errors.InternalError_) as ei:
+            conn.execute("insert into salesforce.contacts (last_name, email) "
+                         "values ('Jessica', 'jessica@caladan.io')")
+        killer.join()
+        diag = ei.value.diag
+        assert diag.sqlstate == "XX000"
+        assert "applied to salesforce but not yet to the database" in diag.message_primary
+        (cid,) = synced.fake.store().keys()
+        assert cid in diag.message_detail
+    journal = open(os.path.join(synced.workdir, "syncbouncer.journal")).read()
+    assert cid in journal
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        rows = db_rows(pg)
+        if rows:
+            break
+        time.sleep(0.2)
+    assert rows == [(cid, None, "Jessica", "jessica@caladan.io", None)]
+    # the entry is marked done: a restart does not apply it twice
+    assert '"done"' in open(os.path.join(synced.workdir, "syncbouncer.journal")).read() or \
+        os.path.getsize(os.path.join(synced.workdir, "syncbouncer.journal")) == 0
