@@ -13,7 +13,11 @@ LastName; Email must look like an address), allOrNone semantics and a Sforce-Lim
 Control API for tests:
   POST /_control  JSON, any of: {"delay_ms": 500, "fail_status": 503, "fail_count": 1,
                   "expire_token": true, "rate_limit": 2, "rate_limit_status": 403|429,
-                  "retry_after": 1, "down": true, "down_count": 1, "reset": true}
+                  "retry_after": 1, "down": true, "down_count": 1, "unreachable_ms": 2000,
+                  "reset": true}
+                  down: requests are read, then the connection is dropped unanswered
+                  (outcome unknown); unreachable_ms: the port refuses connections for that
+                  long (nothing can be sent).
   GET  /_requests the log of received API requests (token and data calls)
   GET  /_store    the records, {"Contact": {"003...": {...}}}
   DELETE /_requests  clears the log
@@ -79,6 +83,8 @@ class State:
         self.retry_after = 1
         self.down = False
         self.down_count = -1
+        self.unreachable_from = 0
+        self.unreachable_until = 0
 
     def new_id(self, sobject):
         self.counter += 1
@@ -99,6 +105,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         if self.server.state.args.verbose:
             sys.stderr.write("fake_salesforce: " + (fmt % args) + "\n")
+
+    def setup(self):
+        super().setup()
+        with self.server.conns_lock:
+            self.server.conns.add(self.connection)
+
+    def finish(self):
+        with self.server.conns_lock:
+            self.server.conns.discard(self.connection)
+        super().finish()
 
     # ---- plumbing ----
     def read_body(self):
@@ -334,6 +350,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         st.down_count = -1
                 if c.get("expire_token"):
                     st.tokens.clear()
+                if "unreachable_ms" in c:
+                    # from just after this answer went out
+                    st.unreachable_from = time.time() + 0.1
+                    st.unreachable_until = st.unreachable_from + int(c["unreachable_ms"]) / 1000.0
             return self.send(200, {"ok": True})
         if path == "/_requests" and method == "GET":
             with st.lock:
@@ -377,6 +397,30 @@ class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 1024
+    tls = None
+    conns = None
+    conns_lock = threading.Lock()
+
+    def listen(self):
+        if self.tls:
+            self.socket = self.tls.wrap_socket(self.socket, server_side=True)
+
+    def go_unreachable(self, until):
+        """Stops listening and drops every connection until `until`: new connections are
+        refused, as when the API's host is down."""
+        self.socket.close()
+        with self.conns_lock:
+            for c in list(self.conns):
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        while time.time() < until:
+            time.sleep(0.02)
+        self.socket = socket.socket(self.address_family, self.socket_type)
+        self.server_bind()
+        self.server_activate()
+        self.listen()
 
     def handle_error(self, request, client_address):
         # Clients that give up (timeouts, cancelled transfers) are part of the tests.
@@ -398,14 +442,22 @@ def main():
     args = ap.parse_args()
     srv = Server((args.host, args.port), Handler)
     srv.state = State(args)
+    srv.conns = set()
     if args.tls_cert:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(args.tls_cert, args.tls_key or None)
-        ctx.set_alpn_protocols(["http/1.1"])
-        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+        srv.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        srv.tls.load_cert_chain(args.tls_cert, args.tls_key or None)
+        srv.tls.set_alpn_protocols(["http/1.1"])
+    srv.listen()
     print("listening on %d" % srv.server_address[1], flush=True)
+    srv.timeout = 0.05
+    st = srv.state
     try:
-        srv.serve_forever(poll_interval=0.1)
+        while True:
+            if st.unreachable_from and time.time() >= st.unreachable_from:
+                until = st.unreachable_until
+                st.unreachable_from = 0
+                srv.go_unreachable(until)
+            srv.handle_request()
     except KeyboardInterrupt:
         pass
 

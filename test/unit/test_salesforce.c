@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -924,6 +925,37 @@ static void test_e2e_unreachable_and_cancel(void **state)
 	assert_int_equal(never.calls, 0);
 }
 
+static void test_e2e_unreachable_for_a_while(void **state)
+{
+	struct api_row row = {.new_image = {jessica, 3}};
+	struct outcome o = {0}, later = {0};
+	int64_t t0;
+
+	/* warm up: token and a kept connection */
+	assert_non_null(api_submit(X.api, &contacts, API_OP_INSERT, &row, 1, on_api_done, &o));
+	run_until(1, 5000);
+	assert_true(o.res.ok);
+	api_result_free(&o.res);
+	fake_control("{\"unreachable_ms\":1500}");
+	usleep(300000);
+	X.done = 0;
+	t0 = now_ms();
+	assert_non_null(api_submit(X.api, &contacts, API_OP_INSERT, &row, 1, on_api_done, &o));
+	run_until(1, 5000);
+	/* refused: nothing was sent, nothing can have been written, and no waiting */
+	assert_int_equal(o.res.error.cls, API_ERR_UNAVAILABLE);
+	assert_true(o.res.error.nothing_written);
+	assert_true(now_ms() - t0 < 1000);
+	api_result_free(&o.res);
+	usleep(1500000);
+	X.done = 0;
+	assert_non_null(api_submit(X.api, &contacts, API_OP_INSERT, &row, 1, on_api_done, &later));
+	run_until(1, 5000);
+	if (!later.res.ok)
+		fail_msg("%s", later.res.error.message);
+	api_result_free(&later.res);
+}
+
 static void test_e2e_config_errors(void **state)
 {
 	static const struct {
@@ -1021,6 +1053,8 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_e2e_rate_limit, e2e_setup, e2e_teardown),
 	        cmocka_unit_test_setup_teardown(test_e2e_failures, e2e_setup, e2e_teardown),
 	        cmocka_unit_test_setup_teardown(test_e2e_unreachable_and_cancel, e2e_setup,
+	                                        e2e_teardown),
+	        cmocka_unit_test_setup_teardown(test_e2e_unreachable_for_a_while, e2e_setup,
 	                                        e2e_teardown),
 	        cmocka_unit_test_setup_teardown(test_e2e_config_errors, e2e_setup, e2e_teardown),
 	        cmocka_unit_test_setup_teardown(test_e2e_api_set, e2e_setup, e2e_teardown),
