@@ -20,4 +20,17 @@ bool synced_start(struct bouncer *b) __attribute__((warn_unused_result));
 /* Releases everything; mutations in flight are abandoned (their transactions roll back). */
 void synced_stop(struct bouncer *b);
 
+/*
+ * The admin console's views of the synced-table side. Each calls cb once per row with ncols
+ * text values (NULL = SQL NULL), valid during the call; the column names are in the *_columns
+ * arrays (NULL-terminated). Secrets never appear.
+ */
+typedef void (*synced_row_cb)(void *arg, int ncols, const char *const *values);
+extern const char *const synced_tables_columns[];    /* SHOW SYNCED_TABLES */
+extern const char *const synced_mutations_columns[]; /* SHOW MUTATIONS */
+extern const char *const synced_apis_columns[];      /* SHOW APIS */
+void synced_show_tables(struct bouncer *b, synced_row_cb cb, void *arg);
+void synced_show_mutations(struct bouncer *b, synced_row_cb cb, void *arg);
+void synced_show_apis(struct bouncer *b, synced_row_cb cb, void *arg);
+
 #endif

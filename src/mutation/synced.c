@@ -2273,9 +2273,114 @@ void synced_stop(struct bouncer *b)
 	b->synced = NULL;
 }
 
-/* Used by the admin console's SHOW MUTATIONS. */
-const char *synced_mutation_state_str(int st);
-const char *synced_mutation_state_str(int st)
+/* ---- admin console views --------------------------------------------------------------- */
+
+const char *const synced_tables_columns[] = {
+        "database", "table",   "api",      "object", "state", "inserts",
+        "updates",  "deletes", "rejected", "error",  NULL,
+};
+
+void synced_show_tables(struct bouncer *b, synced_row_cb cb, void *arg)
 {
-	return mut_state_str((enum mut_state)st);
+	struct synced *sy = b->synced;
+	char num[4][24];
+
+	if (sy == NULL)
+		return;
+	for (int i = 0; i < sy->ntables; i++) {
+		struct synced_table *st = &sy->tables[i];
+		struct catalog_table *ct =
+		        catalog_find(sy->cat, st->database, st->schema, st->table);
+		const char *vals[10];
+		vals[0] = st->database;
+		vals[1] = st->qualified;
+		vals[2] = api_name(st->api);
+		vals[3] = st->at.object;
+		vals[4] = ct ? catalog_state_str(ct->state) : "unknown";
+		snprintf(num[0], sizeof(num[0]), "%llu",
+		         ct ? (unsigned long long)ct->inserts : 0ULL);
+		snprintf(num[1], sizeof(num[1]), "%llu",
+		         ct ? (unsigned long long)ct->updates : 0ULL);
+		snprintf(num[2], sizeof(num[2]), "%llu",
+		         ct ? (unsigned long long)ct->deletes : 0ULL);
+		snprintf(num[3], sizeof(num[3]), "%llu",
+		         ct ? (unsigned long long)ct->rejected : 0ULL);
+		vals[5] = num[0];
+		vals[6] = num[1];
+		vals[7] = num[2];
+		vals[8] = num[3];
+		vals[9] = ct && ct->error[0] ? ct->error : NULL;
+		cb(arg, 10, vals);
+	}
+}
+
+const char *const synced_mutations_columns[] = {
+        "client", "database", "table", "operation", "rows", "api", "state", "age", NULL,
+};
+
+void synced_show_mutations(struct bouncer *b, synced_row_cb cb, void *arg)
+{
+	struct synced *sy = b->synced;
+	struct list *it;
+
+	if (sy == NULL)
+		return;
+	list_for_each(it, &sy->mutations)
+	{
+		struct mutation *m = list_entry(it, struct mutation, head);
+		char client[32], rows[16], age[32];
+		const char *vals[8];
+		snprintf(client, sizeof(client), "%p", m->mc ? (void *)m->mc->client : NULL);
+		snprintf(rows, sizeof(rows), "%d", m->nrows);
+		snprintf(age, sizeof(age), "%.3f",
+		         (double)(bouncer_now_usec() - m->started) / 1000000.0);
+		vals[0] = m->mc ? client : NULL;
+		vals[1] = m->st->database;
+		vals[2] = m->st->qualified;
+		vals[3] = stmt_op_str(m->op);
+		vals[4] = rows;
+		vals[5] = api_name(m->st->api);
+		vals[6] = mut_state_str(m->state);
+		vals[7] = age;
+		cb(arg, 8, vals);
+	}
+}
+
+const char *const synced_apis_columns[] = {
+        "name",   "type",        "base_url", "in_flight",   "queued", "requests",
+        "errors", "avg_latency", "auth",     "token_state", "usage",  NULL,
+};
+
+void synced_show_apis(struct bouncer *b, synced_row_cb cb, void *arg)
+{
+	struct synced *sy = b->synced;
+
+	if (sy == NULL)
+		return;
+	for (int i = 0; i < sy->napis; i++) {
+		struct api_stats st;
+		char n[5][24], usage[48];
+		const char *vals[11];
+		api_get_stats(sy->apis[i], &st);
+		snprintf(n[0], sizeof(n[0]), "%d", st.in_flight);
+		snprintf(n[1], sizeof(n[1]), "%d", st.queued);
+		snprintf(n[2], sizeof(n[2]), "%lld", (long long)st.requests);
+		snprintf(n[3], sizeof(n[3]), "%lld", (long long)st.errors);
+		snprintf(n[4], sizeof(n[4]), "%lld", (long long)st.avg_latency_usec);
+		if (st.usage_used >= 0)
+			snprintf(usage, sizeof(usage), "%lld/%lld", (long long)st.usage_used,
+			         (long long)st.usage_max);
+		vals[0] = st.name;
+		vals[1] = st.type;
+		vals[2] = api_connector(sy->apis[i])->base_url;
+		vals[3] = n[0];
+		vals[4] = n[1];
+		vals[5] = n[2];
+		vals[6] = n[3];
+		vals[7] = n[4];
+		vals[8] = st.auth;
+		vals[9] = st.token_state;
+		vals[10] = st.usage_used >= 0 ? usage : NULL;
+		cb(arg, 11, vals);
+	}
 }
