@@ -113,6 +113,7 @@ static void reload(struct bouncer *b)
 	b->users = users;
 	log_reopen();
 	apply_log_settings(b->cfg);
+	synced_reload(b);
 }
 
 static int shutdown_signals;

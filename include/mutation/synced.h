@@ -17,6 +17,13 @@ struct synced;
  * configuration is unusable (an [apis] line with bad keys, a table naming an unknown API).
  */
 bool synced_start(struct bouncer *b) __attribute__((warn_unused_result));
+/*
+ * RELOAD: re-reads [apis] and [synced_tables] and re-installs the catalog. Waits for the
+ * mutations in flight (and a journal replay) to end first; until the new set-up is in place the
+ * old one keeps serving. If the new configuration cannot be set up, synced-table writes are
+ * refused by the guard triggers until a RELOAD succeeds.
+ */
+void synced_reload(struct bouncer *b);
 /* Releases everything; mutations in flight are abandoned (their transactions roll back). */
 void synced_stop(struct bouncer *b);
 

@@ -71,6 +71,7 @@ struct synced {
 	struct event *ev_replay; /* retries journal replay while entries are pending */
 	struct pgc *replay_pc;   /* the replay in progress, if any */
 	struct replay *replay;
+	bool reload_pending; /* a RELOAD waits for the mutations in flight */
 };
 
 /* Journal entries being replayed into the database, one after another. */
@@ -547,6 +548,7 @@ static void rollback(struct mutation *m)
 }
 
 static void schedule_replay(struct synced *sy, int seconds);
+static void schedule_reload(struct synced *sy);
 static void json_write(struct json_out *out, const struct json_value *v);
 
 /*
@@ -668,7 +670,9 @@ static void replay_done(struct replay *r)
 		pgc_close(sy->replay_pc);
 		sy->replay_pc = NULL;
 	}
-	if (failed)
+	if (sy->reload_pending && list_empty(&sy->mutations))
+		schedule_reload(sy);
+	else if (failed)
 		schedule_replay(sy, 5);
 }
 
@@ -1400,6 +1404,22 @@ static void captured_free(struct captured *cr)
 	free(cr->owned);
 }
 
+static void on_reload(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	synced_reload(arg);
+}
+
+/* Reloads from the loop, never from inside a callback of the structures it frees. */
+static void schedule_reload(struct synced *sy)
+{
+	struct timeval now = {0, 0};
+
+	if (event_base_once(sy->b->base, -1, EV_TIMEOUT, on_reload, sy->b, &now) != 0)
+		log_error("synced tables: cannot schedule the reload");
+}
+
 /* Answers the client (error or nothing more), gives the connection back, frees m. */
 static void mutation_finish(struct mutation *m)
 {
@@ -1433,6 +1453,8 @@ static void mutation_finish(struct mutation *m)
 		client_resume(mc->client);
 	}
 	list_del(&m->head);
+	if (sy->reload_pending && list_empty(&sy->mutations))
+		schedule_reload(sy);
 	if (m->first)
 		PQclear(m->first);
 	if (m->result)
@@ -2225,6 +2247,7 @@ void synced_stop(struct bouncer *b)
 
 	if (sy == NULL)
 		return;
+	sy->reload_pending = false;
 	b->hook.inspect = NULL;
 	b->hook.client_closed = NULL;
 	b->hook.ctx = NULL;
@@ -2271,6 +2294,22 @@ void synced_stop(struct bouncer *b)
 		config_free(sy->cfg);
 	free(sy);
 	b->synced = NULL;
+}
+
+void synced_reload(struct bouncer *b)
+{
+	struct synced *sy = b->synced;
+
+	if (sy != NULL && (!list_empty(&sy->mutations) || sy->replay != NULL)) {
+		log_info("synced tables: reload waits for %zu write%s in flight",
+		         list_count(&sy->mutations), list_count(&sy->mutations) == 1 ? "" : "s");
+		sy->reload_pending = true;
+		return;
+	}
+	synced_stop(b);
+	if (!synced_start(b))
+		log_error("synced tables: the new configuration cannot be set up; writes to synced "
+		          "tables are refused until a RELOAD succeeds");
 }
 
 /* ---- admin console views --------------------------------------------------------------- */

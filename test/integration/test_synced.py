@@ -505,3 +505,35 @@ def test_commit_failure_after_api_accepted_is_journaled_and_replayed(synced, pg)
     # the entry is marked done: a restart does not apply it twice
     assert '"done"' in open(os.path.join(synced.workdir, "syncbouncer.journal")).read() or \
         os.path.getsize(os.path.join(synced.workdir, "syncbouncer.journal")) == 0
+
+
+def test_reload_adds_a_synced_table(synced, pg):
+    import signal
+
+    pg.sql("CREATE TABLE salesforce.accounts (id text PRIMARY KEY, name text); "
+           "ALTER TABLE salesforce.accounts OWNER TO app", dbname="crm")
+    with open(synced.ini) as f:
+        ini = f.read()
+    ini = ini.replace("[synced_tables]\n", "[synced_tables]\n"
+                      "crm.salesforce.accounts = api=salesforce object=Account\n")
+    with open(synced.ini, "w") as f:
+        f.write(ini)
+    synced.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard' "
+                 "AND tgrelid = 'salesforce.accounts'::regclass", dbname="crm")[0][0] == 0:
+        assert time.monotonic() < deadline, synced.output()
+        time.sleep(0.1)
+    with crm(synced) as conn:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                (aid,) = conn.execute("insert into salesforce.accounts (name) values ('CHOAM') "
+                                      "returning id").fetchone()
+                break
+            except psycopg.errors.ObjectNotInPrerequisiteState:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        # the first table still works after the reload
+        conn.execute("insert into salesforce.contacts (last_name) values ('After')")
+    assert pg.sql("SELECT id, name FROM salesforce.accounts", dbname="crm") == [(aid, "CHOAM")]
