@@ -511,11 +511,30 @@ static bool cl_word_is(const char *s, size_t len, const char *word)
 	return strlen(word) == len && strncasecmp(s, word, len) == 0;
 }
 
-/* Keywords that continue a left-associative chain (or nest without brackets). */
+/*
+ * Keywords whose chains a comma does not end: set operations and joins span select lists, and
+ * CASE nests without brackets.
+ */
 static bool cl_chain_keyword(const char *s, size_t len)
 {
-	static const char *const words[] = {"union",   "intersect", "except", "join",
-	                                    "collate", "at",        "not",    "case"};
+	static const char *const words[] = {"union", "intersect", "except", "join", "case"};
+	size_t k;
+
+	for (k = 0; k < sizeof(words) / sizeof(words[0]); k++) {
+		if (cl_word_is(s, len, words[k]))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Keywords no operator chain runs across: AND and OR bind looser than every operator (and
+ * their own chains come out flat), the others end one expression and start the next.
+ */
+static bool cl_chain_breaker(const char *s, size_t len)
+{
+	static const char *const words[] = {"and",  "or",    "when",   "then",  "else",
+	                                    "from", "where", "having", "select"};
 	size_t k;
 
 	for (k = 0; k < sizeof(words) / sizeof(words[0]); k++) {
@@ -532,10 +551,11 @@ static bool cl_is_op_char(unsigned char c)
 
 /*
  * Lexes s[0..len) as PostgreSQL does with standard_conforming_strings on (as libpg_query does)
- * and bounds the depth of the parse tree's left-associative chains: every operator character,
- * cast and chaining keyword counts one level; a comma ends the operand chain at its bracket
- * level (but not a set-operation or join chain, which may span select lists); brackets add a
- * level each. Stops counting once over CL_MAX_CHAIN.
+ * and bounds the depth of the parse tree's left-associative chains. Every operator of the
+ * grammar is a symbol or a word, so every operator character, cast and word counts one level;
+ * a comma or a chain-breaking keyword ends the chain at its bracket level (but not a
+ * set-operation or join chain, which may span select lists); brackets add a level each. Stops
+ * counting once over CL_MAX_CHAIN.
  */
 static struct cl_prescan cl_prescan(const char *s, size_t len)
 {
@@ -611,6 +631,13 @@ static struct cl_prescan cl_prescan(const char *s, size_t len)
 				w++;
 			if (cl_chain_keyword(s + i, w - i)) {
 				kws[level]++;
+				sum++;
+			} else if (cl_chain_breaker(s + i, w - i)) {
+				sum -= ops[level];
+				ops[level] = 0;
+			} else {
+				/* a word may be an operator (IS NULL, OPERATOR(...), AT) */
+				ops[level]++;
 				sum++;
 			}
 			i = w;

@@ -490,6 +490,13 @@ static void test_huge_input(void **state)
 	         ""},
 	        {"insert into accounts values (", "-", "1)", 1000000, STMT_PASS, ""},
 	        {"select '", "syncbouncer ", "'", 90000, STMT_PASS, ""},
+	        {"delete from accounts where id = 'a'", " or id = 'b'", "", 50000, STMT_MUTATION,
+	         ""},
+	        {"update accounts set a = x", " is null", "", 150000, STMT_PASS, ""},
+	        {"update accounts set a = x", " isnull", "", 150000, STMT_PASS, ""},
+	        {"update accounts set a = 1", " operator(+) 1", "", 120000, STMT_PASS, ""},
+	        {"select 1 ", "collate \"C\" ", "", 150000, STMT_PASS, ""},
+	        {"select 1 from accounts a", " join accounts using (id)", "", 80000, STMT_PASS, ""},
 	};
 	struct classifier *cl = new_classifier();
 	size_t i;
