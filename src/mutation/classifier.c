@@ -1123,6 +1123,13 @@ static void cl_decide(const struct cl_walk *w, const char *top_key, const struct
 		          "Run the other writes as statements of their own.");
 		return;
 	}
+	/* the cursor lives in the client's transaction, not where the pipeline runs the write */
+	if (json_get(json_get(top, "whereClause"), "CurrentOfExpr") != NULL) {
+		cl_fmt(msg, sizeof(msg), "WHERE CURRENT OF on synced table %s is not supported",
+		       name);
+		cl_reject(c, "0A000", wr->table, msg, NULL, "Name the rows by their primary key.");
+		return;
+	}
 	conflict = json_get(top, "onConflictClause");
 	action = json_get_string(conflict, "action");
 	if (conflict != NULL && (action == NULL || strcmp(action, "ONCONFLICT_NOTHING") != 0)) {
