@@ -21,6 +21,9 @@
 /* include/config.h by relative path: a bare "config.h" finds autoconf's in the build dir */
 #include "../config.h"
 
+struct json_out;
+struct json_value;
+
 enum api_op {
 	API_OP_INSERT,
 	API_OP_UPDATE,
@@ -33,6 +36,7 @@ enum api_value_type {
 	API_VALUE_TEXT,
 	API_VALUE_NUMBER, /* Postgres numeric/int/float text; "NaN"/"Infinity" are refused */
 	API_VALUE_BOOL,   /* Postgres "t"/"f" (also "true"/"false") */
+	API_VALUE_JSON,   /* json/jsonb/array text, sent as the JSON value it spells */
 };
 const char *api_value_type_str(enum api_value_type t);
 
@@ -255,6 +259,19 @@ const char *api_kv_get(const struct cf_kv *kv, int nkv, const char *key);
 void api_error_locate(struct api_error *err, const struct connector *c, const struct api_table *t,
                       enum api_op op, const struct api_row *rows, int nrows, int row,
                       const char *field);
+/*
+ * Appends the value of v as its type says (string, number, boolean, embedded JSON, null).
+ * False when the text cannot be that type (bad number, not t/f, not JSON); the builder is then
+ * left as it was.
+ */
+bool api_put_json_value(struct json_out *o, const struct api_value *v)
+        __attribute__((warn_unused_result));
+/*
+ * Text of a returned JSON value for a column: strings as they are, numbers as written,
+ * true/false, nested arrays/objects as JSON text; NULL for JSON null. *ok false when out of
+ * memory.
+ */
+char *api_value_text(const struct json_value *v, bool *ok);
 /* Parses a Retry-After header (seconds; an HTTP date counts as unknown); -1 when absent/bad. */
 int api_parse_retry_after(const struct http_response *resp);
 

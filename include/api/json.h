@@ -104,6 +104,14 @@ bool json_parse(const char *text, size_t len, const struct json_limits *limits,
         __attribute__((warn_unused_result));
 void json_free(struct json_value *v);
 
+/* Appends a parsed value (and everything in it) to a builder. */
+void json_out_value(struct json_out *out, const struct json_value *v);
+/*
+ * v as JSON text (malloc'd, NUL-terminated, *len set), at most max bytes; NULL when it does
+ * not fit or memory is short.
+ */
+char *json_to_text(const struct json_value *v, size_t max, size_t *len);
+
 /* Member of an object by key (first match), or NULL if v is not an object or lacks it. */
 const struct json_value *json_get(const struct json_value *v, const char *key);
 /* Item of an array, or NULL if v is not an array or idx is out of range. */

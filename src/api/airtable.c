@@ -91,33 +91,6 @@ static const char *at_row_id(const struct api_table *t, const struct api_row *ro
 	               : NULL;
 }
 
-static bool at_put_value(struct json_out *o, const struct api_value *v)
-{
-	if (v->value == NULL) {
-		json_out_null(o);
-		return true;
-	}
-	switch (v->type) {
-	case API_VALUE_TEXT:
-		json_out_string(o, v->value);
-		return true;
-	case API_VALUE_NUMBER:
-		if (!json_is_number_text(v->value, strlen(v->value)))
-			return false;
-		json_out_number_text(o, v->value, strlen(v->value));
-		return true;
-	case API_VALUE_BOOL:
-		if (strcmp(v->value, "t") == 0 || strcmp(v->value, "true") == 0)
-			json_out_bool(o, true);
-		else if (strcmp(v->value, "f") == 0 || strcmp(v->value, "false") == 0)
-			json_out_bool(o, false);
-		else
-			return false;
-		return true;
-	}
-	return false;
-}
-
 static bool at_build(const struct connector *c, const struct api_table *t, enum api_op op,
                      const struct api_row *rows, int nrows, struct api_http_spec *out,
                      struct api_error *err)
@@ -189,7 +162,7 @@ static bool at_build(const struct connector *c, const struct api_table *t, enum 
 				continue;
 			connector_field_name(c, t, v->column, field, sizeof(field));
 			json_out_key(&o, field);
-			if (!at_put_value(&o, v)) {
+			if (!api_put_json_value(&o, v)) {
 				api_error_set(err, API_ERR_VALIDATION,
 				              "value of column %s cannot be sent as a %s",
 				              v->column, api_value_type_str(v->type));
@@ -326,21 +299,16 @@ static void at_parse(const struct connector *c, const struct api_table *t, enum 
 		}
 		for (j = 0; fields != NULL && fields->kind == JSON_OBJECT && j < fields->count;
 		     j++) {
-			const struct json_value *v = fields->items[j];
-			struct api_field_value *f;
+			struct api_field_value *f = &rr->fields[rr->nfields++];
+			bool ok;
 
-			if (v->kind == JSON_ARRAY || v->kind == JSON_OBJECT)
-				continue; /* attachments, links: no column to go to */
-			f = &rr->fields[rr->nfields++];
+			/* multiple selects, links, attachments: JSON text, for json/jsonb columns
+			 */
+			f->value = api_value_text(fields->items[j], &ok);
 			connector_column_name(c, t, fields->keys[j], col, sizeof(col));
 			f->field = strdup(fields->keys[j]);
 			f->column = strdup(col);
-			if (v->kind == JSON_BOOL)
-				f->value = strdup(v->boolean ? "true" : "false");
-			else if (v->kind != JSON_NULL)
-				f->value = strdup(v->str);
-			if (f->field == NULL || f->column == NULL ||
-			    (v->kind != JSON_NULL && f->value == NULL))
+			if (!ok || f->field == NULL || f->column == NULL)
 				goto oom;
 		}
 	}

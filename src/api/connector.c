@@ -7,6 +7,7 @@
  * connector_parse_response() result is either ok with exactly nrows rows or carries an error.
  */
 #include "api/connector.h"
+#include "api/json.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -53,6 +54,8 @@ const char *api_value_type_str(enum api_value_type t)
 		return "number";
 	case API_VALUE_BOOL:
 		return "bool";
+	case API_VALUE_JSON:
+		return "json";
 	}
 	return "?";
 }
@@ -495,6 +498,70 @@ void api_error_locate(struct api_error *err, const struct connector *c, const st
 		err->value_is_null = true;
 	else
 		snprintf(err->value, sizeof(err->value), "%s", v->value);
+}
+
+bool api_put_json_value(struct json_out *o, const struct api_value *v)
+{
+	struct json_value *doc;
+	char err[96];
+	bool ok;
+
+	if (v->value == NULL) {
+		json_out_null(o);
+		return true;
+	}
+	switch (v->type) {
+	case API_VALUE_TEXT:
+		json_out_string(o, v->value);
+		return true;
+	case API_VALUE_NUMBER:
+		if (!json_is_number_text(v->value, strlen(v->value)))
+			return false;
+		json_out_number_text(o, v->value, strlen(v->value));
+		return true;
+	case API_VALUE_BOOL:
+		if (strcmp(v->value, "t") == 0 || strcmp(v->value, "true") == 0)
+			json_out_bool(o, true);
+		else if (strcmp(v->value, "f") == 0 || strcmp(v->value, "false") == 0)
+			json_out_bool(o, false);
+		else
+			return false;
+		return true;
+	case API_VALUE_JSON:
+		if (!json_parse(v->value, strlen(v->value), NULL, &doc, err, sizeof(err)))
+			return false;
+		json_out_value(o, doc);
+		ok = true;
+		json_free(doc);
+		return ok;
+	}
+	return false;
+}
+
+char *api_value_text(const struct json_value *v, bool *ok)
+{
+	char *text = NULL;
+	size_t len;
+
+	*ok = true;
+	switch (v->kind) {
+	case JSON_NULL:
+		return NULL;
+	case JSON_BOOL:
+		text = strdup(v->boolean ? "true" : "false");
+		break;
+	case JSON_NUMBER:
+	case JSON_STRING:
+		text = strdup(v->str);
+		break;
+	case JSON_ARRAY:
+	case JSON_OBJECT:
+		text = json_to_text(v, 1u << 20, &len);
+		break;
+	}
+	if (text == NULL)
+		*ok = false;
+	return text;
 }
 
 int api_parse_retry_after(const struct http_response *resp)

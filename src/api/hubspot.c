@@ -230,20 +230,14 @@ static bool hs_copy_result(const struct connector *c, const struct api_table *t,
 	if (rr->id == NULL || rr->fields == NULL)
 		return false;
 	for (j = 0; props != NULL && props->kind == JSON_OBJECT && j < props->count; j++) {
-		const struct json_value *v = props->items[j];
-		struct api_field_value *f;
+		struct api_field_value *f = &rr->fields[rr->nfields++];
+		bool ok;
 
-		if (v->kind == JSON_ARRAY || v->kind == JSON_OBJECT)
-			continue;
-		f = &rr->fields[rr->nfields++];
+		f->value = api_value_text(props->items[j], &ok);
 		connector_column_name(c, t, props->keys[j], col, sizeof(col));
 		f->field = strdup(props->keys[j]);
 		f->column = strdup(col);
-		if (v->kind == JSON_BOOL)
-			f->value = strdup(v->boolean ? "true" : "false");
-		else if (v->kind != JSON_NULL)
-			f->value = strdup(v->str);
-		if (f->field == NULL || f->column == NULL || (v->kind != JSON_NULL && !f->value))
+		if (!ok || f->field == NULL || f->column == NULL)
 			return false;
 	}
 	return true;

@@ -602,6 +602,54 @@ cleanup:
 	return ok;
 }
 
+void json_out_value(struct json_out *out, const struct json_value *v)
+{
+	size_t i;
+
+	/* Depth is bounded twice: the tree came from json_parse(), the builder has its cap. */
+	switch (v->kind) {
+	case JSON_NULL:
+		json_out_null(out);
+		return;
+	case JSON_BOOL:
+		json_out_bool(out, v->boolean);
+		return;
+	case JSON_NUMBER:
+		json_out_number_text(out, v->str, v->len);
+		return;
+	case JSON_STRING:
+		json_out_string_len(out, v->str, v->len);
+		return;
+	case JSON_ARRAY:
+		json_out_array_begin(out);
+		for (i = 0; i < v->count && json_out_ok(out); i++)
+			json_out_value(out, v->items[i]);
+		json_out_array_end(out);
+		return;
+	case JSON_OBJECT:
+		json_out_object_begin(out);
+		for (i = 0; i < v->count && json_out_ok(out); i++) {
+			json_out_string_len(out, v->keys[i], v->key_lens[i]);
+			json_out_value(out, v->items[i]);
+		}
+		json_out_object_end(out);
+		return;
+	}
+}
+
+char *json_to_text(const struct json_value *v, size_t max, size_t *len)
+{
+	struct json_out o;
+	char *text;
+
+	if (!json_out_init(&o, max))
+		return NULL;
+	json_out_value(&o, v);
+	text = json_out_take(&o, len);
+	json_out_free(&o);
+	return text;
+}
+
 const struct json_value *json_get(const struct json_value *v, const char *key)
 {
 	size_t i, klen;

@@ -187,33 +187,6 @@ static const char *rest_row_id(const struct api_table *t, const struct api_row *
 	return v != NULL && v->value != NULL && v->value[0] != '\0' ? v->value : NULL;
 }
 
-static bool rest_put_value(struct json_out *o, const struct api_value *v)
-{
-	if (v->value == NULL) {
-		json_out_null(o);
-		return true;
-	}
-	switch (v->type) {
-	case API_VALUE_TEXT:
-		json_out_string(o, v->value);
-		return true;
-	case API_VALUE_NUMBER:
-		if (!json_is_number_text(v->value, strlen(v->value)))
-			return false;
-		json_out_number_text(o, v->value, strlen(v->value));
-		return true;
-	case API_VALUE_BOOL:
-		if (strcmp(v->value, "t") == 0 || strcmp(v->value, "true") == 0)
-			json_out_bool(o, true);
-		else if (strcmp(v->value, "f") == 0 || strcmp(v->value, "false") == 0)
-			json_out_bool(o, false);
-		else
-			return false;
-		return true;
-	}
-	return false;
-}
-
 static bool rest_put_record(const struct connector *c, const struct api_table *t, enum api_op op,
                             const struct api_row *row, int r, bool with_id, struct json_out *o,
                             struct api_error *err)
@@ -239,7 +212,7 @@ static bool rest_put_record(const struct connector *c, const struct api_table *t
 			continue;
 		connector_field_name(c, t, v->column, field, sizeof(field));
 		json_out_key(o, field);
-		if (!rest_put_value(o, v)) {
+		if (!api_put_json_value(o, v)) {
 			api_error_set(err, API_ERR_VALIDATION,
 			              "value of column %s cannot be sent as a %s", v->column,
 			              api_value_type_str(v->type));
@@ -416,25 +389,6 @@ static const char *rest_error_member(const struct json_value *doc, const char *k
 	return s;
 }
 
-static bool rest_scalar_text(const struct json_value *v, char **out)
-{
-	*out = NULL;
-	switch (v->kind) {
-	case JSON_NULL:
-		return true;
-	case JSON_BOOL:
-		*out = strdup(v->boolean ? "true" : "false");
-		break;
-	case JSON_NUMBER:
-	case JSON_STRING:
-		*out = strdup(v->str);
-		break;
-	default:
-		return false;
-	}
-	return *out != NULL;
-}
-
 /* Fills one row result from one answer record. False: not a usable record (err filled). */
 static bool rest_read_record(const struct connector *c, const struct api_table *t, enum api_op op,
                              const struct api_row *row, const struct json_value *rec,
@@ -463,17 +417,15 @@ static bool rest_read_record(const struct connector *c, const struct api_table *
 		goto oom;
 	for (i = 0; i < rec->count; i++) {
 		struct api_field_value *f = &rr->fields[rr->nfields];
-		char *text;
+		bool ok;
 
-		/* nested objects and arrays have no column to go to */
-		if (!rest_scalar_text(rec->items[i], &text))
-			continue;
+		/* nested objects and arrays come back as JSON text, for json/jsonb columns */
+		f->value = api_value_text(rec->items[i], &ok);
 		connector_column_name(c, t, rec->keys[i], col, sizeof(col));
 		f->field = strdup(rec->keys[i]);
 		f->column = strdup(col);
-		f->value = text;
 		rr->nfields++;
-		if (f->field == NULL || f->column == NULL)
+		if (!ok || f->field == NULL || f->column == NULL)
 			goto oom;
 	}
 	return true;

@@ -89,30 +89,8 @@ static void sf_column_name(const struct connector *c, const char *field, char *b
 static bool sf_put_value(struct json_out *o, const struct connector *c, const struct api_table *t,
                          const struct api_value *v, int row, struct api_error *err)
 {
-	if (v->value == NULL) {
-		json_out_null(o);
+	if (api_put_json_value(o, v))
 		return true;
-	}
-	switch (v->type) {
-	case API_VALUE_TEXT:
-		json_out_string(o, v->value);
-		return true;
-	case API_VALUE_NUMBER:
-		if (!json_is_number_text(v->value, strlen(v->value)))
-			break;
-		json_out_number_text(o, v->value, strlen(v->value));
-		return true;
-	case API_VALUE_BOOL:
-		if (strcmp(v->value, "t") == 0 || strcmp(v->value, "true") == 0) {
-			json_out_bool(o, true);
-			return true;
-		}
-		if (strcmp(v->value, "f") == 0 || strcmp(v->value, "false") == 0) {
-			json_out_bool(o, false);
-			return true;
-		}
-		break;
-	}
 	api_error_set(err, API_ERR_VALIDATION, "value of column %s cannot be sent as a %s",
 	              v->column, api_value_type_str(v->type));
 	err->row = row;

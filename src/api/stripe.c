@@ -220,20 +220,15 @@ static void stripe_parse(const struct connector *c, const struct api_table *t, e
 	if (rr->id == NULL || rr->fields == NULL)
 		goto oom;
 	for (i = 0; i < doc->count; i++) {
-		const struct json_value *v = doc->items[i];
-		struct api_field_value *f = &rr->fields[rr->nfields];
+		struct api_field_value *f = &rr->fields[rr->nfields++];
+		bool ok;
 
-		if (v->kind == JSON_ARRAY || v->kind == JSON_OBJECT)
-			continue;
+		/* metadata, address, ...: JSON text, for json/jsonb columns */
+		f->value = api_value_text(doc->items[i], &ok);
 		connector_column_name(c, t, doc->keys[i], col, sizeof(col));
 		f->field = strdup(doc->keys[i]);
 		f->column = strdup(col);
-		if (v->kind == JSON_BOOL)
-			f->value = strdup(v->boolean ? "true" : "false");
-		else if (v->kind != JSON_NULL)
-			f->value = strdup(v->str);
-		rr->nfields++;
-		if (f->field == NULL || f->column == NULL || (v->kind != JSON_NULL && !f->value))
+		if (!ok || f->field == NULL || f->column == NULL)
 			goto oom;
 	}
 	out->ok = true;

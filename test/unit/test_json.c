@@ -160,6 +160,23 @@ static void test_parse_failures(void **state)
 	}
 }
 
+static void test_value_round_trip(void **state)
+{
+	static const char doc[] = "{\"k\":[1,-2.5e3,\"s\\\"q\",null,false,{\"z\\u0000y\":{}},[]]}";
+	struct json_value *v;
+	char err[128], *text;
+	size_t len;
+
+	assert_true(json_parse(doc, strlen(doc), NULL, &v, err, sizeof(err)));
+	text = json_to_text(v, 1024, &len);
+	assert_non_null(text);
+	assert_string_equal(text, "{\"k\":[1,-2.5e3,\"s\\\"q\",null,false,{\"z\\u0000y\":{}},[]]}");
+	assert_int_equal(len, strlen(text));
+	free(text);
+	assert_null(json_to_text(v, 10, &len)); /* over the cap */
+	json_free(v);
+}
+
 static void test_parse_limits(void **state)
 {
 	struct json_limits lim = {.max_bytes = 64, .max_depth = 3, .max_nodes = 5};
@@ -206,6 +223,7 @@ int main(void)
 	        cmocka_unit_test(test_number_text),
 	        cmocka_unit_test(test_parse_tree),
 	        cmocka_unit_test(test_parse_failures),
+	        cmocka_unit_test(test_value_round_trip),
 	        cmocka_unit_test(test_parse_limits),
 	        cmocka_unit_test(test_parse_deep_default),
 	};

@@ -148,12 +148,13 @@ static void test_single_insert(void **state)
 	parse_body(c, "rest_insert_ok.json", 201, API_OP_INSERT, &row, 1, &res);
 	assert_true(res.ok);
 	assert_string_equal(res.rows[0].id, "4711");
-	/* scalar members come back as fields (nested ones have no column) */
-	assert_int_equal(res.rows[0].nfields, 7);
+	/* every member comes back as a field; nested ones as JSON text (json/jsonb columns) */
+	assert_int_equal(res.rows[0].nfields, 8);
 	assert_string_equal(res.rows[0].fields[4].column, "created_at");
 	assert_string_equal(res.rows[0].fields[4].value, "2026-11-30T08:00:00Z");
-	assert_string_equal(res.rows[0].fields[5].value, "true");
-	assert_null(res.rows[0].fields[6].value);
+	assert_string_equal(res.rows[0].fields[5].value, "[\"a\"]");
+	assert_string_equal(res.rows[0].fields[6].value, "true");
+	assert_null(res.rows[0].fields[7].value);
 	api_result_free(&res);
 
 	/* an insert answer without an id cannot be applied */
@@ -585,7 +586,8 @@ static void test_airtable(void **state)
 	for (i = 0; i < res.rows[0].nfields; i++) {
 		if (strcmp(res.rows[0].fields[i].column, "score") == 0)
 			assert_string_equal(res.rows[0].fields[i].value, "97.5");
-		assert_string_not_equal(res.rows[0].fields[i].field, "Tags");
+		if (strcmp(res.rows[0].fields[i].field, "Tags") == 0)
+			assert_string_equal(res.rows[0].fields[i].value, "[\"a\",\"b\"]");
 	}
 	api_result_free(&res);
 

@@ -285,6 +285,10 @@ static void test_build_limits_and_bad_values(void **state)
 	static const struct api_value bad_num[] = {{"score", "NaN", API_VALUE_NUMBER}};
 	static const struct api_value bad_bool[] = {{"do_not_call", "maybe", API_VALUE_BOOL}};
 	static const struct api_value bad_utf8[] = {{"first_name", "\xc3(", API_VALUE_TEXT}};
+	static const struct api_value bad_json[] = {{"tags", "[1,", API_VALUE_JSON}};
+	static const struct api_value good_json[] = {
+	        {"last_name", "Atreides", API_VALUE_TEXT},
+	        {"tags", " {\"a\": [1, 2.5, null, true, \"x\\u00e9\"]} ", API_VALUE_JSON}};
 	struct api_row row = {.new_image = {bad_num, 1}};
 	struct api_http_spec spec;
 	struct api_error err;
@@ -309,6 +313,17 @@ static void test_build_limits_and_bad_values(void **state)
 	row.new_image = (struct api_row_image){bad_utf8, 1};
 	assert_false(connector_build_request(sf, &contacts, API_OP_INSERT, &row, 1, &spec, &err));
 	assert_non_null(strstr(err.message, "UTF-8"));
+	/* json/jsonb columns travel as the JSON they spell */
+	row.new_image = (struct api_row_image){bad_json, 1};
+	assert_false(connector_build_request(sf, &contacts, API_OP_INSERT, &row, 1, &spec, &err));
+	assert_string_equal(err.column, "tags");
+	row.new_image = (struct api_row_image){good_json, 2};
+	assert_true(connector_build_request(sf, &contacts, API_OP_INSERT, &row, 1, &spec, &err));
+	assert_string_equal(spec.body,
+	                    "{\"allOrNone\":true,\"records\":[{\"attributes\":{\"type\":"
+	                    "\"Contact\"},\"LastName\":\"Atreides\",\"Tags\":{\"a\":[1,2.5,"
+	                    "null,true,\"x\xc3\xa9\"]}}]}");
+	api_http_spec_free(&spec);
 }
 
 /* Parses fixture name as the answer (status, optional Retry-After) to an insert of 2 rows. */
