@@ -125,6 +125,9 @@ struct prep_stmt {
 /* An extended-protocol sequence (Parse/Bind/Describe/Execute/Close up to Sync) being collected. */
 struct ext_seq {
 	bool active;
+	bool ran;        /* a group of this batch was executed (answered without ReadyForQuery) */
+	bool skip;       /* a group failed: everything up to Sync is skipped, as PostgreSQL does */
+	bool group_done; /* the current group was executed: the next Parse/Bind starts another */
 	bool parse, bind, describe_portal, describe_stmt, execute, close;
 	bool failed;
 	char *sql;
@@ -191,6 +194,7 @@ struct mutation {
 	int ntypes;
 	int result_format;
 	bool extended; /* answer as the extended protocol does */
+	bool no_ready; /* an Execute inside a batch: the Sync that follows answers ReadyForQuery */
 	bool parse_complete, bind_complete, describe_portal;
 	struct pktbuf err; /* the error to send, when one was decided */
 	bool failed;
@@ -220,7 +224,8 @@ static void send_to_client(struct mutation *m, struct pktbuf *pb)
 
 	if (mc == NULL)
 		return;
-	pktbuf_write_ready(pb, client_txn_status(mc->client));
+	if (!m->no_ready)
+		pktbuf_write_ready(pb, client_txn_status(mc->client));
 	if (pktbuf_failed(pb) || !sbuf_queue_pktbuf(&mc->client->sbuf, pb)) {
 		client_close(mc->client, "could not send a synced-table write's answer");
 		return;
@@ -1450,6 +1455,12 @@ static void mutation_finish(struct mutation *m)
 	if (mc != NULL && mc->client->state != CONN_JUSTFREE) {
 		mc->m = NULL;
 		mc->answered = true;
+		if (m->no_ready) {
+			mc->ext.ran = true;
+			mc->ext.group_done = true;
+			if (m->failed)
+				mc->ext.skip = true;
+		}
 		client_resume(mc->client);
 	}
 	list_del(&m->head);
@@ -1485,6 +1496,7 @@ static bool copy_params(struct mutation *m, const struct ext_seq *ext)
 	m->parse_complete = ext->parse;
 	m->bind_complete = ext->bind;
 	m->describe_portal = ext->describe_portal;
+	m->no_ready = ext->active; /* still collecting: the batch's Sync is yet to come */
 	m->result_format = ext->result_format;
 	if (n == 0)
 		return true;
@@ -1596,7 +1608,12 @@ static void answer_now(struct conn *c, const char *sqlstate, const char *msg, co
 	}
 	pktbuf_init(&pb, 65536);
 	pktbuf_write_error_fields(&pb, &e);
-	pktbuf_write_ready(&pb, client_txn_status(c));
+	if (c->hook_state != NULL && ((struct mut_client *)c->hook_state)->ext.active) {
+		/* inside a batch: the rest is skipped up to Sync, which answers ReadyForQuery */
+		((struct mut_client *)c->hook_state)->ext.skip = true;
+	} else {
+		pktbuf_write_ready(&pb, client_txn_status(c));
+	}
 	if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
 		client_close(c, "could not send an error");
 	pktbuf_free(&pb);
@@ -1962,7 +1979,51 @@ static void ext_answer_now(struct conn *c, struct ext_seq *e)
 	pktbuf_free(&pb);
 }
 
-/* One message of an extended sequence that the hook has taken over. */
+/* Forgets the current group (statement, parameters, flags), keeping the batch's state. */
+static void ext_new_group(struct ext_seq *e)
+{
+	bool ran = e->ran, skip = e->skip;
+
+	ext_reset(e);
+	e->active = true;
+	e->ran = ran;
+	e->skip = skip;
+}
+
+/* Leaves the batch: the messages from here on are ordinary ones, for the server. */
+static enum hook_verdict ext_leave(struct conn *c, struct mut_client *mc)
+{
+	ext_reset(&mc->ext);
+	mc_release_if_idle(c);
+	return HOOK_PASS;
+}
+
+/* Sends what a group answers before its Execute when the client flushes early. */
+static void ext_flush(struct conn *c, struct ext_seq *e)
+{
+	struct pktbuf pb;
+
+	if (e->skip || e->failed || (!e->parse && !e->bind))
+		return;
+	pktbuf_init(&pb, 64);
+	if (e->parse)
+		pktbuf_write_simple(&pb, '1');
+	if (e->bind)
+		pktbuf_write_simple(&pb, '2');
+	e->parse = e->bind = false;
+	if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
+		client_close(c, "could not send an answer");
+	pktbuf_free(&pb);
+}
+
+/*
+ * One message of an extended-protocol batch that the hook has taken over. A batch is the
+ * messages up to Sync; it holds groups (Parse/Bind/Describe/Execute) that write a synced table.
+ * Each group runs at its Execute and is answered then, without ReadyForQuery; the Sync answers
+ * ReadyForQuery. After a failure the rest of the batch is skipped, as PostgreSQL skips to Sync.
+ * A group that writes no synced table ends the batch for the hook: it and everything after it
+ * go to the server, which answers the Sync.
+ */
 static enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_client *mc,
                                     const struct sbuf_pkt *pkt)
 {
@@ -1971,16 +2032,38 @@ static enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mu
 
 	if (!pkt->complete)
 		return HOOK_WAIT;
+	if (e->skip && pkt->type != 'S')
+		return HOOK_CONSUME;
 	switch (pkt->type) {
-	case 'P':
-		if (e->parse || e->bind)
+	case 'P': {
+		const char *sql;
+		size_t sql_len;
+		uint16_t n;
+		struct stmt_class sc;
+		if (e->group_done)
+			ext_new_group(e);
+		if (e->parse || e->bind) {
 			ext_fail(
 			        e, "0A000",
-			        "a write to a synced table cannot share a Sync with other statements");
-		else if (!e->failed)
-			ext_parse(sy, c, mc, pkt);
+			        "a write to a synced table cannot be interleaved with other statements "
+			        "before its Execute");
+			return HOOK_CONSUME;
+		}
+		if (e->ran &&
+		    proto_parse_parse(pkt->body, pkt->body_len, &stmt, &sql, &sql_len, &n) &&
+		    (!classifier_classify(sy->cl, c->pool->db_name, sql, &sc) ||
+		     sc.verdict == STMT_PASS))
+			return ext_leave(c, mc);
+		ext_parse(sy, c, mc, pkt);
 		return HOOK_CONSUME;
+	}
 	case 'B':
+		if (e->group_done)
+			ext_new_group(e);
+		if (e->ran && !e->parse &&
+		    proto_parse_msg_names('B', pkt->body, pkt->body_len, &stmt, &portal) &&
+		    stmt != NULL && find_stmt(mc, stmt) == NULL)
+			return ext_leave(c, mc);
 		if (!e->failed)
 			ext_bind(mc, pkt);
 		return HOOK_CONSUME;
@@ -1991,8 +2074,17 @@ static enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mu
 			e->describe_stmt = true;
 		return HOOK_CONSUME;
 	case 'E':
-		e->execute = true;
-		return HOOK_CONSUME;
+		if (e->failed) {
+			answer_now(c, e->sqlstate, e->message, NULL, NULL, NULL);
+			return HOOK_CONSUME;
+		}
+		if (e->sql == NULL || !e->bind) {
+			answer_now(c, "34000", "portal does not exist", NULL, NULL, NULL);
+			return HOOK_CONSUME;
+		}
+		if (!begin_mutation(sy, c, &e->sc, e->sql, e))
+			return HOOK_CONSUME;
+		return HOOK_PAUSE;
 	case 'C':
 		if (proto_parse_msg_names('C', pkt->body, pkt->body_len, &stmt, &portal) &&
 		    stmt != NULL)
@@ -2000,34 +2092,28 @@ static enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mu
 		e->close = true;
 		return HOOK_CONSUME;
 	case 'H':
+		ext_flush(c, e);
 		return HOOK_CONSUME;
 	case 'S':
 		break;
 	default:
-		/* not part of an extended sequence: give up the sequence, relay the rest */
-		ext_reset(e);
-		mc_release_if_idle(c);
-		return HOOK_PASS;
+		/* not part of an extended batch: give the rest to the server */
+		return ext_leave(c, mc);
 	}
-	/* Sync: run or answer the sequence */
-	if (e->failed || !e->execute || e->sql == NULL) {
+	/* Sync */
+	if (e->ran || e->skip) {
+		struct pktbuf pb;
+		pktbuf_init(&pb, 64);
+		pktbuf_write_ready(&pb, client_txn_status(c));
+		if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
+			client_close(c, "could not send an answer");
+		pktbuf_free(&pb);
+	} else {
 		ext_answer_now(c, e);
-		ext_reset(e);
-		mc_release_if_idle(c);
-		return HOOK_CONSUME;
 	}
-	{
-		struct ext_seq seq = *e;
-		bool started;
-		memset(e, 0, sizeof(*e));
-		started = begin_mutation(sy, c, &seq.sc, seq.sql, &seq);
-		ext_reset(&seq);
-		if (!started) {
-			mc_release_if_idle(c);
-			return HOOK_CONSUME;
-		}
-	}
-	return HOOK_PAUSE;
+	ext_reset(e);
+	mc_release_if_idle(c);
+	return HOOK_CONSUME;
 }
 
 static enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt *pkt)

@@ -537,3 +537,30 @@ def test_reload_adds_a_synced_table(synced, pg):
         # the first table still works after the reload
         conn.execute("insert into salesforce.contacts (last_name) values ('After')")
     assert pg.sql("SELECT id, name FROM salesforce.accounts", dbname="crm") == [(aid, "CHOAM")]
+
+
+def test_pipeline_mode_mixes_synced_writes_and_reads(synced, pg):
+    with crm(synced) as conn:
+        with conn.pipeline():
+            c1 = conn.execute("insert into salesforce.contacts (last_name) values (%s) "
+                              "returning id", ("P1",))
+            c2 = conn.execute("insert into salesforce.contacts (last_name) values (%s) "
+                              "returning id", ("P2",))
+            c3 = conn.execute("select count(*) from salesforce.contacts")
+        (a,), (b,), (n,) = c1.fetchone(), c2.fetchone(), c3.fetchone()
+    assert n == 2
+    assert sorted(synced.fake.store()) == sorted([a, b])
+
+
+def test_pipeline_error_skips_the_rest_of_the_batch(synced, pg):
+    with crm(synced) as conn:
+        with pytest.raises(psycopg.errors.CheckViolation):
+            with conn.pipeline():
+                conn.execute("insert into salesforce.contacts (last_name, email) "
+                             "values (%s, %s)", ("Bad", "nope"))
+                conn.execute("insert into salesforce.contacts (last_name) values (%s)",
+                             ("Skipped",))
+        # the second write was skipped as PostgreSQL skips to Sync; the connection works
+        assert conn.execute("select 1").fetchone() == (1,)
+    assert synced.fake.store() == {}
+    assert db_rows(pg) == []
