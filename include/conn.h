@@ -71,6 +71,7 @@ struct conn {
 	struct event ev_timer;
 	bool timer_ready;
 	const char *close_reason;
+	const char *refusal; /* client: answered with this FATAL once its startup packet is read */
 
 	/* client */
 	char user[64];

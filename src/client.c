@@ -199,14 +199,12 @@ void client_accept(struct bouncer *b, int fd, const struct sockaddr *addr, sockl
 	c->sbuf.startup_phase = true;
 	b->client_count++;
 	conn_set_state(c, CL_LOGIN);
-	if (b->client_count > b->cfg->max_client_conn) {
-		client_fatal(c, "53300", "no more connections allowed (max_client_conn)");
-		return;
-	}
-	if (b->shutting_down) {
-		client_fatal(c, "57P01", "pgbouncer is shutting down");
-		return;
-	}
+	/* refused after the startup packet, so that a client that asks for SSL first can read
+	 * the reason */
+	if (b->client_count > b->cfg->max_client_conn)
+		c->refusal = "no more connections allowed (max_client_conn)";
+	if (b->shutting_down)
+		c->refusal = "pgbouncer is shutting down";
 	if (b->cfg->client_login_timeout > 0) {
 		struct timeval tv = {(time_t)(b->cfg->client_login_timeout / 1000000),
 		                     (suseconds_t)(b->cfg->client_login_timeout % 1000000)};
@@ -579,6 +577,10 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 		return SBUF_CLOSED;
 	case STARTUP_NORMAL:
 		break;
+	}
+	if (c->refusal != NULL) {
+		client_fatal(c, b->shutting_down ? "57P01" : "53300", c->refusal);
+		return SBUF_CLOSED;
 	}
 	for (int i = 0; i < info.nparams; i++) {
 		const char *k = info.params[i].key, *v = info.params[i].value;
