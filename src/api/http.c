@@ -32,6 +32,12 @@
 #include "dns.h"
 #include "log.h"
 
+#ifdef PACKAGE_VERSION
+#define HTTP_USER_AGENT "syncbouncer/" PACKAGE_VERSION
+#else
+#define HTTP_USER_AGENT "syncbouncer"
+#endif
+
 enum http_req_state {
 	HTTP_REQ_NEW,
 	HTTP_REQ_QUEUED,
@@ -649,6 +655,9 @@ static bool http_easy_setup(struct http_request *req, int64_t left_usec)
 	ok &= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK;
 	ok &= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK;
 	ok &= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK;
+	ok &= curl_easy_setopt(e, CURLOPT_USERAGENT, HTTP_USER_AGENT) == CURLE_OK;
+	/* Compressed answers are welcome; the body cap counts the decoded bytes. */
+	ok &= curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "") == CURLE_OK;
 	ok &= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_write_cb) == CURLE_OK;
 	ok &= curl_easy_setopt(e, CURLOPT_WRITEDATA, req) == CURLE_OK;
 	ok &= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, http_header_cb) == CURLE_OK;

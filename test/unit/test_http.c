@@ -132,7 +132,7 @@ static struct http_request *req_to(enum http_method m, const char *path)
 
 static void test_answer_and_headers(void **state)
 {
-	struct done d = {0};
+	struct done d = {.want_full = true};
 	struct http_request *r = req_to(HTTP_PATCH, "/_echo?x=1");
 
 	assert_true(http_request_add_header(r, "Content-Type", "application/json"));
@@ -145,11 +145,13 @@ static void test_answer_and_headers(void **state)
 	assert_int_equal(d.calls, 1);
 	assert_int_equal(d.outcome, HTTP_OUTCOME_ANSWER);
 	assert_int_equal(d.status, 200);
-	assert_non_null(strstr(d.body, "\"method\": \"PATCH\""));
-	assert_non_null(strstr(d.body, "\"X-Test\": \"yes\""));
-	assert_null(strstr(d.body, "Injected"));
-	assert_non_null(strstr(d.body, "{\\\"a\\\":1}"));
+	assert_non_null(strstr(d.full, "\"method\": \"PATCH\""));
+	assert_non_null(strstr(d.full, "\"X-Test\": \"yes\""));
+	assert_null(strstr(d.full, "Injected"));
+	assert_non_null(strstr(d.full, "{\\\"a\\\":1}"));
 	assert_string_equal(d.content_type, "application/json;charset=UTF-8");
+	assert_non_null(strstr(d.full, "\"User-Agent\": \"syncbouncer"));
+	free(d.full);
 }
 
 static void test_connection_reuse(void **state)
