@@ -1,16 +1,17 @@
 /*
  * classifier — which client statements write synced tables or touch syncbouncer.* settings.
  *
- * The quick check is a substring scan: one pass over the text with a 256-entry first-byte table
- * pointing at the "needles" (the synced tables' names of the connection's database, and the
- * spellings that can reach a syncbouncer.* setting). It never allocates and never parses.
+ * The quick check is a substring scan: one pass over the text, filtered by a bit set of the
+ * byte pairs the "needles" start with (the synced tables' names of the connection's database,
+ * and the spellings that can reach a syncbouncer.* setting). It never allocates nor parses.
  *
  * The classification runs libpg_query (PostgreSQL 15's grammar) and reads its JSON parse tree
- * with api/json.h. Two limits protect the process:
+ * with api/json.h. It runs on the event loop, so its cost is bounded, and it must not crash:
  *  - libpg_query prints its tree recursively, and a long left-associative chain (1+1+...+1,
- *    x::t::t..., UNION ... UNION) overflows the C stack there. Before parsing, a lexer pass
- *    bounds the depth such a chain can reach; a text beyond CL_MAX_CHAIN is not parsed.
- *  - the JSON tree is read with limits on size, depth and node count.
+ *    x IS NULL IS NULL..., UNION ... UNION) overflows the C stack there. Before parsing, a
+ *    lexer pass bounds the depth such chains can reach; a text beyond CL_MAX_CHAIN is not parsed.
+ *  - texts longer than CL_MAX_INSPECT are not parsed; the JSON tree is read within limits on
+ *    size, depth and node count.
  * A text that is not inspected because of those limits is refused (54001) when it could reach
  * a syncbouncer.* setting; otherwise it passes, and a write it makes to a synced table is then
  * refused by the guard trigger in the database, so nothing reaches a synced table unseen.
@@ -31,15 +32,22 @@
 
 /* Longest left-associative chain (and bracket nesting) handed to libpg_query. */
 #define CL_MAX_CHAIN 1000
+/*
+ * Longest text handed to libpg_query. The classification runs on the event loop: parsing costs
+ * about 0.2 s per MB and reading the tree more, while one API request takes at most a few
+ * hundred rows, whose statement is far shorter than this.
+ */
+#define CL_MAX_INSPECT (1u << 20)
 /* Bracket levels the pre-scan tracks; deeper is over CL_MAX_CHAIN anyway. */
 #define CL_MAX_LEVELS (CL_MAX_CHAIN + 2)
 /* Writes of one statement that are told apart; more are only counted. */
 #define CL_MAX_WRITES 16
 
+/* About 300 ms of tree building at most; a VALUES list of a few thousand rows fits. */
 static const struct json_limits cl_json_limits = {
-        .max_bytes = 256u << 20,
+        .max_bytes = 4u << 20,
         .max_depth = 10 * CL_MAX_CHAIN,
-        .max_nodes = 20u << 20,
+        .max_nodes = 300000,
 };
 
 /* ---- names ---- */
@@ -1170,13 +1178,17 @@ static bool cl_oom(struct stmt_class *out)
 
 /* The text could not be inspected: refuse it only if it could reach a syncbouncer.* setting. */
 static void cl_uninspected(const struct classifier *cl, const char *sql, size_t len,
-                           struct stmt_class *out)
+                           const char *why, struct stmt_class *out)
 {
 	out->nstatements = 1;
 	out->stmt_len = (int)(len > INT32_MAX ? INT32_MAX : len);
-	if (cl_mentions_setting(cl, sql, len))
+	if (cl_mentions_setting(cl, sql, len)) {
+		log_debug("classifier: refusing a statement of %zu bytes: %s", len, why);
 		cl_reject(out, "54001", -1, "statement too complex for syncbouncer to inspect",
 		          NULL, "Split it into simpler statements.");
+	} else {
+		log_debug("classifier: passing a statement of %zu bytes uninspected: %s", len, why);
+	}
 }
 
 bool classifier_classify(const struct classifier *cl, const char *database, const char *sql,
@@ -1195,13 +1207,13 @@ bool classifier_classify(const struct classifier *cl, const char *database, cons
 	if (sql == NULL)
 		return true;
 	len = strlen(sql);
-	if (len > INT32_MAX / 2) {
-		cl_uninspected(cl, sql, len, out);
+	if (len > CL_MAX_INSPECT) {
+		cl_uninspected(cl, sql, len, "too long", out);
 		return true;
 	}
 	pre = cl_prescan(sql, len);
 	if (pre.chain > CL_MAX_CHAIN) {
-		cl_uninspected(cl, sql, len, out);
+		cl_uninspected(cl, sql, len, "nested too deeply", out);
 		return true;
 	}
 	/*
@@ -1233,7 +1245,7 @@ bool classifier_classify(const struct classifier *cl, const char *database, cons
 		if (strcmp(err, "out of memory") == 0)
 			ok = cl_oom(out);
 		else
-			cl_uninspected(cl, sql, len, out);
+			cl_uninspected(cl, sql, len, "parse tree too large", out);
 		goto cleanup;
 	}
 	w = malloc(sizeof(*w));
