@@ -103,7 +103,8 @@ struct stmt_class {
  * PostgreSQL cannot parse gives STMT_PASS (PostgreSQL reports the error itself). A text too
  * large or too deeply nested to inspect is refused with 54001 when it could reach a
  * syncbouncer.* setting, else passed (the guard trigger still refuses its writes to synced
- * tables). Takes time and memory in proportion to the text (about 0.1 s per MB).
+ * tables). Runs on the caller's thread: tens of microseconds for a typical write, a few
+ * hundred milliseconds at the limits (doc/classifier.md).
  * Returns false only on out of memory; *out is then a REJECT with 53200, ready to send.
  */
 bool classifier_classify(const struct classifier *cl, const char *database, const char *sql,
