@@ -78,7 +78,7 @@ struct api_stats {
 	const char *token_state;
 	int64_t usage_used; /* from Sforce-Limit-Info api-usage=N/M; -1 when unknown */
 	int64_t usage_max;
-	char last_error[256];
+	char last_error[256]; /* class, API code and HTTP status of the last failed call */
 };
 void api_get_stats(const struct api *api, struct api_stats *out);
 

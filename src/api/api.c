@@ -255,8 +255,11 @@ static void api_call_finish(struct api_call *call)
 	}
 	if (!call->result.ok) {
 		api->st_errors++;
-		snprintf(api->last_error, sizeof(api->last_error), "%s: %.200s",
-		         api_error_class_str(call->result.error.cls), call->result.error.message);
+		/* class, code and status only: API messages quote record values */
+		snprintf(api->last_error, sizeof(api->last_error), "%s%s%s (HTTP %d)",
+		         api_error_class_str(call->result.error.cls),
+		         call->result.error.code[0] ? " " : "", call->result.error.code,
+		         call->result.error.http_status);
 		log_debug("api %s: %s of %d rows failed: %s", api->name, api_op_str(call->op),
 		          call->nrows, api_error_class_str(call->result.error.cls));
 	}

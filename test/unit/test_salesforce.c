@@ -816,6 +816,7 @@ static void test_e2e_auth_failure(void **state)
 	assert_null(strstr(o.res.error.message, "revoked"));
 	assert_null(strstr(o.res.error.message, "test-client-secret"));
 	api_get_stats(bad, &st);
+	assert_string_equal(st.last_error, "authentication (HTTP 0)");
 	assert_string_equal(st.token_state, "failed");
 	assert_int_equal(st.errors, 1);
 	assert_int_equal(fake_count("/services/data/v59.0/composite/sobjects"), 0);
@@ -870,6 +871,13 @@ static void test_e2e_failures(void **state)
 	assert_string_equal(o.res.error.column, "email");
 	assert_string_equal(o.res.error.value, "pauldune.co");
 	api_result_free(&o.res);
+	{
+		struct api_stats st;
+
+		/* the admin console learns what failed, not the record's values */
+		api_get_stats(X.api, &st);
+		assert_string_equal(st.last_error, "validation INVALID_EMAIL_ADDRESS (HTTP 200)");
+	}
 
 	fake_control("{\"fail_status\":503,\"fail_count\":1}");
 	X.done = 0;
