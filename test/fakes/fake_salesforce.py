@@ -14,7 +14,7 @@ Control API for tests:
   POST /_control  JSON, any of: {"delay_ms": 500, "fail_status": 503, "fail_count": 1,
                   "expire_token": true, "rate_limit": 2, "rate_limit_status": 403|429,
                   "retry_after": 1, "down": true, "down_count": 1, "unreachable_ms": 2000,
-                  "reset": true}
+                  "expires_in": 3600, "reset": true}
                   down: requests are read, then the connection is dropped unanswered
                   (outcome unknown); unreachable_ms: the port refuses connections for that
                   long (nothing can be sent).
@@ -85,6 +85,7 @@ class State:
         self.down_count = -1
         self.unreachable_from = 0
         self.unreachable_until = 0
+        self.expires_in = 0
 
     def new_id(self, sobject):
         self.counter += 1
@@ -228,10 +229,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             tok = "00D8b0000000001!fake.%d.%d" % (st.token_serial, int(time.time() * 1000))
             st.tokens.add(tok)
         host = self.headers.get("Host") or "127.0.0.1"
-        self.send(200, {"access_token": tok, "instance_url": "http://" + host,
-                        "id": "http://%s/id/00D8b0000000001/0058b000000001" % host,
-                        "token_type": "Bearer", "issued_at": str(int(time.time() * 1000)),
-                        "signature": "fake"})
+        answer = {"access_token": tok, "instance_url": "http://" + host,
+                  "id": "http://%s/id/00D8b0000000001/0058b000000001" % host,
+                  "token_type": "Bearer", "issued_at": str(int(time.time() * 1000)),
+                  "signature": "fake"}
+        if st.expires_in:
+            answer["expires_in"] = st.expires_in
+        self.send(200, answer)
 
     # ---- sObject Collections ----
     def validate(self, sobject, rec):
@@ -339,7 +343,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if c.get("reset"):
                     st.reset()
                 for k in ("delay_ms", "fail_status", "fail_count", "rate_limit",
-                          "rate_limit_status", "retry_after", "down_count"):
+                          "rate_limit_status", "retry_after", "down_count", "expires_in"):
                     if k in c:
                         setattr(st, k, int(c[k]))
                 if "fail_status" in c and "fail_count" not in c:

@@ -798,6 +798,28 @@ static void test_e2e_single_flight_refresh(void **state)
 	assert_int_equal(fake_count("/services/data/v59.0/composite/sobjects"), 5 + 3 + 3);
 }
 
+static void test_e2e_token_expiry(void **state)
+{
+	struct api_row row = {.new_image = {jessica, 3}};
+	struct outcome o = {0};
+	int i;
+
+	/* tokens said to live 2 s are renewed before they run out, without a refused request */
+	fake_control("{\"expires_in\":2}");
+	for (i = 0; i < 2; i++) {
+		X.done = 0;
+		assert_non_null(
+		        api_submit(X.api, &contacts, API_OP_INSERT, &row, 1, on_api_done, &o));
+		run_until(1, 5000);
+		assert_true(o.res.ok);
+		api_result_free(&o.res);
+		if (i == 0)
+			usleep(1200000);
+	}
+	assert_int_equal(fake_count("/services/oauth2/token"), 2);
+	assert_int_equal(fake_count("/services/data/v59.0/composite/sobjects"), 2);
+}
+
 static void test_e2e_auth_failure(void **state)
 {
 	struct outcome o = {0};
@@ -1072,6 +1094,7 @@ int main(void)
 	                                        e2e_teardown),
 	        cmocka_unit_test_setup_teardown(test_e2e_single_flight_refresh, e2e_setup,
 	                                        e2e_teardown),
+	        cmocka_unit_test_setup_teardown(test_e2e_token_expiry, e2e_setup, e2e_teardown),
 	        cmocka_unit_test_setup_teardown(test_e2e_auth_failure, e2e_setup, e2e_teardown),
 	        cmocka_unit_test_setup_teardown(test_e2e_rate_limit, e2e_setup, e2e_teardown),
 	        cmocka_unit_test_setup_teardown(test_e2e_failures, e2e_setup, e2e_teardown),
