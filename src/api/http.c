@@ -563,27 +563,6 @@ static void http_defer_failure(struct http_request *req, enum http_outcome outco
 		fatal("http: cannot schedule a timer");
 }
 
-static bool http_code_is_before_send(CURLcode rc)
-{
-	switch (rc) {
-	case CURLE_COULDNT_RESOLVE_HOST:
-	case CURLE_COULDNT_RESOLVE_PROXY:
-	case CURLE_COULDNT_CONNECT:
-	case CURLE_SSL_CONNECT_ERROR:
-	case CURLE_PEER_FAILED_VERIFICATION:
-	case CURLE_SSL_CACERT_BADFILE:
-	case CURLE_SSL_CERTPROBLEM:
-	case CURLE_SSL_CIPHER:
-	case CURLE_SSL_ENGINE_NOTFOUND:
-	case CURLE_SSL_ENGINE_SETFAILED:
-	case CURLE_UNSUPPORTED_PROTOCOL:
-	case CURLE_URL_MALFORMAT:
-		return true;
-	default:
-		return false;
-	}
-}
-
 static void http_transfer_done(struct http_engine *eng, CURL *easy, CURLcode rc)
 {
 	struct http_request *req = NULL;
@@ -611,8 +590,12 @@ static void http_transfer_done(struct http_engine *eng, CURL *easy, CURLcode rc)
 		outcome = HTTP_OUTCOME_UNKNOWN;
 		snprintf(why, sizeof(why),
 		         "connection lost after the request was sent (not resent)");
-	} else if (http_code_is_before_send(rc) || (req_size == 0 && sent == 0 && status == 0)) {
-		/* Nothing of the request reached the wire: the far side cannot have acted. */
+	} else if (req->attempts == 0 && req_size == 0 && sent == 0 && status == 0) {
+		/*
+		 * curl never got as far as sending (http_prereq_cb runs once the connection, TLS
+		 * included, is up and just before the request goes): DNS, connect or TLS failed,
+		 * or time ran out first. The far side cannot have acted.
+		 */
 		outcome = HTTP_OUTCOME_NOT_SENT;
 	} else {
 		outcome = HTTP_OUTCOME_UNKNOWN;
