@@ -14,6 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 
 #include <event2/event.h>
 
@@ -286,6 +290,39 @@ static void test_refused_is_not_sent(void **state)
 	assert_int_equal(d.status, 0);
 }
 
+static void test_connect_timeout_is_not_sent(void **state)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	socklen_t salen = sizeof(sa);
+	int lfd = socket(AF_INET, SOCK_STREAM, 0), fill[4], i;
+	struct http_request *r;
+	struct done d = {0};
+	char url[128];
+
+	/* a listener whose queue is full and never accepts: our SYN goes unanswered */
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 0), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &salen), 0);
+	for (i = 0; i < 4; i++) {
+		fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		connect(fill[i], (struct sockaddr *)&sa, sizeof(sa));
+	}
+	usleep(100000);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/x", ntohs(sa.sin_port));
+	r = http_request_new(HTTP_POST, url);
+	assert_true(http_request_set_body(r, "{}", 2));
+	http_request_set_timeout(r, 500000);
+	assert_true(http_submit(E.eng, E.lane, r, on_done, &d));
+	run_until(1, 5000);
+	assert_int_equal(d.calls, 1);
+	/* the time ran out before the request could go: nothing can have been done with it */
+	assert_int_equal(d.outcome, HTTP_OUTCOME_NOT_SENT);
+	for (i = 0; i < 4; i++)
+		close(fill[i]);
+	close(lfd);
+}
+
 static void test_body_cap(void **state)
 {
 	struct done d = {0}, ok = {0};
@@ -449,6 +486,7 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_cap_and_fifo_queue, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_timeout_is_unknown_outcome, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_refused_is_not_sent, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_connect_timeout_is_not_sent, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_body_cap, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_cancel_and_bad_url, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_names_resolved_by_dns, setup, teardown),
