@@ -45,6 +45,7 @@
 struct synced_table {
 	char *database, *schema, *table, *qualified;
 	struct api *api;
+	int api_index;
 	struct api_table at;
 	bool at_ready;
 };
@@ -61,6 +62,9 @@ struct synced {
 	struct http_engine *http;
 	struct api **apis;
 	int napis;
+	int *api_active; /* mutations per API holding a database connection */
+	int *api_cap;    /* at most that many: the API's max_in_flight */
+	struct list queued;
 	struct synced_table *tables;
 	int ntables;
 	struct classifier *cl;
@@ -72,6 +76,7 @@ struct synced {
 	struct pgc *replay_pc;   /* the replay in progress, if any */
 	struct replay *replay;
 	bool reload_pending; /* a RELOAD waits for the mutations in flight */
+	bool stopping;
 };
 
 /* Journal entries being replayed into the database, one after another. */
@@ -89,6 +94,7 @@ struct replay {
 };
 
 enum mut_state {
+	MUT_QUEUED, /* waiting for one of its API's slots */
 	MUT_CONNECTING,
 	MUT_CAPTURING,
 	MUT_CALLING_API,
@@ -99,6 +105,8 @@ enum mut_state {
 static const char *mut_state_str(enum mut_state st)
 {
 	switch (st) {
+	case MUT_QUEUED:
+		return "queued";
 	case MUT_CONNECTING:
 		return "connecting";
 	case MUT_CAPTURING:
@@ -168,8 +176,11 @@ struct captured {
 
 struct mutation {
 	struct list head;
+	struct list qhead; /* on sy->queued while MUT_QUEUED */
 	struct synced *sy;
 	struct mut_client *mc; /* NULL once the client went away */
+	char *conninfo;
+	bool holds_slot;
 	struct synced_table *st;
 	struct catalog_table *ct;
 	enum stmt_op op;
@@ -202,6 +213,7 @@ struct mutation {
 };
 
 static void mutation_finish(struct mutation *m);
+static void mutation_acquire(struct mutation *m);
 
 /* ---- responses ------------------------------------------------------------------------- */
 
@@ -1464,6 +1476,21 @@ static void mutation_finish(struct mutation *m)
 		client_resume(mc->client);
 	}
 	list_del(&m->head);
+	list_del(&m->qhead);
+	if (m->holds_slot)
+		sy->api_active[m->st->api_index]--;
+	if (m->holds_slot && !sy->stopping) {
+		struct list *it;
+		list_for_each(it, &sy->queued)
+		{
+			struct mutation *next = list_entry(it, struct mutation, qhead);
+			if (next->st->api_index == m->st->api_index) {
+				list_del(&next->qhead);
+				mutation_acquire(next);
+				break;
+			}
+		}
+	}
 	if (sy->reload_pending && list_empty(&sy->mutations))
 		schedule_reload(sy);
 	if (m->first)
@@ -1483,6 +1510,7 @@ static void mutation_finish(struct mutation *m)
 	free(m->types);
 	free(m->confirmed);
 	free(m->ids);
+	free(m->conninfo);
 	free(m->sql);
 	free(m);
 }
@@ -1522,6 +1550,44 @@ static bool copy_params(struct mutation *m, const struct ext_seq *ext)
 	return true;
 }
 
+/* Takes an API slot and a database connection (idle or new), then starts the capture. */
+static void mutation_acquire(struct mutation *m)
+{
+	struct synced *sy = m->sy;
+	struct list *it;
+
+	m->holds_slot = true;
+	sy->api_active[m->st->api_index]++;
+	list_for_each(it, &sy->idle_conns)
+	{
+		struct mconn *c = list_entry(it, struct mconn, head);
+		if (strcmp(c->conninfo, m->conninfo) == 0 && pgc_ok(c->pc)) {
+			list_del(&c->head);
+			m->conn = c;
+			start_capture(m);
+			return;
+		}
+	}
+	m->conn = calloc(1, sizeof(*m->conn));
+	if (m->conn == NULL || (m->conn->conninfo = strdup(m->conninfo)) == NULL) {
+		free(m->conn);
+		m->conn = NULL;
+		set_error(m, "53200", "out of memory", NULL, NULL);
+		mutation_finish(m);
+		return;
+	}
+	list_init(&m->conn->head);
+	m->state = MUT_CONNECTING;
+	m->conn->pc = pgc_connect(sy->b->base, m->conninfo, on_connected, m);
+	if (m->conn->pc == NULL) {
+		free(m->conn->conninfo);
+		free(m->conn);
+		m->conn = NULL;
+		set_error(m, "53200", "out of memory", NULL, NULL);
+		mutation_finish(m);
+	}
+}
+
 static void mutation_start(struct synced *sy, struct mut_client *mc, struct synced_table *st,
                            struct catalog_table *ct, const struct stmt_class *sc, const char *sql,
                            const struct ext_seq *ext)
@@ -1530,13 +1596,13 @@ static void mutation_start(struct synced *sy, struct mut_client *mc, struct sync
 	struct pool *pool = mc->client->pool;
 	char conninfo[2048];
 	const char *err = NULL;
-	struct list *it;
 
 	if (m == NULL) {
 		client_send_error(mc->client, "53200", "out of memory");
 		return;
 	}
 	list_init(&m->head);
+	list_init(&m->qhead);
 	list_append(&sy->mutations, &m->head);
 	m->sy = sy;
 	m->mc = mc;
@@ -1558,34 +1624,19 @@ static void mutation_start(struct synced *sy, struct mut_client *mc, struct sync
 		mutation_finish(m);
 		return;
 	}
-	list_for_each(it, &sy->idle_conns)
-	{
-		struct mconn *c = list_entry(it, struct mconn, head);
-		if (strcmp(c->conninfo, conninfo) == 0 && pgc_ok(c->pc)) {
-			list_del(&c->head);
-			m->conn = c;
-			start_capture(m);
-			return;
-		}
-	}
-	m->conn = calloc(1, sizeof(*m->conn));
-	if (m->conn == NULL || (m->conn->conninfo = strdup(conninfo)) == NULL) {
-		free(m->conn);
-		m->conn = NULL;
+	m->conninfo = strdup(conninfo);
+	if (m->conninfo == NULL) {
 		set_error(m, "53200", "out of memory", NULL, NULL);
 		mutation_finish(m);
 		return;
 	}
-	list_init(&m->conn->head);
-	m->state = MUT_CONNECTING;
-	m->conn->pc = pgc_connect(sy->b->base, conninfo, on_connected, m);
-	if (m->conn->pc == NULL) {
-		free(m->conn->conninfo);
-		free(m->conn);
-		m->conn = NULL;
-		set_error(m, "53200", "out of memory", NULL, NULL);
-		mutation_finish(m);
+	if (sy->api_active[st->api_index] >= sy->api_cap[st->api_index]) {
+		/* the API takes no more at once: wait without holding a database connection */
+		m->state = MUT_QUEUED;
+		list_append(&sy->queued, &m->qhead);
+		return;
 	}
+	mutation_acquire(m);
 }
 
 /* ---- the query hook -------------------------------------------------------------------- */
@@ -2241,15 +2292,20 @@ bool synced_start(struct bouncer *b)
 	cfg = sy->cfg;
 	list_init(&sy->idle_conns);
 	list_init(&sy->mutations);
+	list_init(&sy->queued);
 	sy->http = http_engine_create(b->base, b->dns);
 	if (sy->http == NULL)
 		goto fail;
 	for (a = cfg->apis; a != NULL; a = a->next)
 		sy->napis++;
 	sy->apis = calloc((size_t)sy->napis + 1, sizeof(*sy->apis));
-	if (sy->apis == NULL)
+	sy->api_active = calloc((size_t)sy->napis + 1, sizeof(int));
+	sy->api_cap = calloc((size_t)sy->napis + 1, sizeof(int));
+	if (sy->apis == NULL || sy->api_active == NULL || sy->api_cap == NULL)
 		goto fail;
 	for (a = cfg->apis, i = 0; a != NULL; a = a->next, i++) {
+		const char *mif = cf_kv_get(a->kv, a->nkv, "max_in_flight");
+		sy->api_cap[i] = mif != NULL && atoi(mif) > 0 ? atoi(mif) : 10;
 		sy->apis[i] = api_create(sy->http, a->name, a->kv, a->nkv, err, sizeof(err));
 		if (sy->apis[i] == NULL) {
 			log_error("[apis] %s (line %d): %s", a->name, a->line, err);
@@ -2272,9 +2328,12 @@ bool synced_start(struct bouncer *b)
 		if (st->database == NULL || st->schema == NULL || st->table == NULL ||
 		    st->qualified == NULL)
 			goto fail;
-		for (int k = 0; k < sy->napis && api != NULL; k++)
-			if (strcmp(api_name(sy->apis[k]), api) == 0)
+		for (int k = 0; k < sy->napis && api != NULL; k++) {
+			if (strcmp(api_name(sy->apis[k]), api) == 0) {
 				st->api = sy->apis[k];
+				st->api_index = k;
+			}
+		}
 		if (st->api == NULL) {
 			log_error("[synced_tables] %s.%s (line %d): api=%s names no [apis] entry",
 			          t->database, st->qualified, t->line, api ? api : "(missing)");
@@ -2334,6 +2393,7 @@ void synced_stop(struct bouncer *b)
 	if (sy == NULL)
 		return;
 	sy->reload_pending = false;
+	sy->stopping = true;
 	b->hook.inspect = NULL;
 	b->hook.client_closed = NULL;
 	b->hook.ctx = NULL;
@@ -2374,6 +2434,8 @@ void synced_stop(struct bouncer *b)
 		if (sy->apis[i] != NULL)
 			api_free(sy->apis[i]);
 	free(sy->apis);
+	free(sy->api_active);
+	free(sy->api_cap);
 	if (sy->http != NULL)
 		http_engine_free(sy->http);
 	if (sy->cfg != NULL)

@@ -476,7 +476,8 @@ def test_commit_failure_after_api_accepted_is_journaled_and_replayed(synced, pg)
         while time.monotonic() < deadline:
             rows = pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                           "WHERE application_name = 'syncbouncer mutation' "
-                          "AND state = 'idle in transaction'", dbname="postgres")
+                          "AND state = 'idle in transaction' "
+                          "AND state_change < now() - interval '400 ms'", dbname="postgres")
             if rows:
                 return
             time.sleep(0.05)
@@ -564,3 +565,60 @@ def test_pipeline_error_skips_the_rest_of_the_batch(synced, pg):
         assert conn.execute("select 1").fetchone() == (1,)
     assert synced.fake.store() == {}
     assert db_rows(pg) == []
+
+
+def test_writes_beyond_the_api_cap_wait_their_turn(pg, bouncer_factory, fake_sf):
+    """max_in_flight=2: ten concurrent writers all succeed, never more than two API requests
+    (nor database transactions for them) at once."""
+    import threading
+
+    pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
+    pg.sql(TABLE_DDL, dbname="crm")
+    api = (f"type=salesforce base_url={fake_sf.url} api_version=v59.0 auth=oauth2 "
+           f"token_url={fake_sf.url}/services/oauth2/token client_id=test-client-id "
+           f"client_secret=test-client-secret refresh_token=test-refresh-token timeout=5 "
+           f"max_in_flight=2")
+    b = bouncer_factory(config={
+        "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
+        "apis": [f"salesforce = {api}"],
+        "synced_tables": ["crm.salesforce.contacts = api=salesforce object=Contact"],
+    })
+    deadline = time.monotonic() + 20
+    while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
+                 dbname="crm")[0][0] == 0:
+        assert time.monotonic() < deadline, b.output()
+        time.sleep(0.1)
+    with crm(b) as conn:
+        conn.execute("insert into salesforce.contacts (last_name) values ('warm')")
+    fake_sf.control(delay_ms=300)
+    peak = [0]
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            n = pg.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                       "'syncbouncer mutation' AND state = 'idle in transaction'")[0][0]
+            peak[0] = max(peak[0], n)
+            time.sleep(0.02)
+
+    errors = []
+
+    def writer(k):
+        try:
+            with crm(b) as conn:
+                conn.execute("insert into salesforce.contacts (last_name) values (%s)", (f"W{k}",))
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    w = threading.Thread(target=watch)
+    w.start()
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    stop.set()
+    w.join()
+    assert errors == []
+    assert len(fake_sf.store()) == 11
+    assert 1 <= peak[0] <= 2
