@@ -19,6 +19,9 @@ struct conn;
 struct sbuf_pkt;
 struct listener;
 struct synced;
+struct admin;
+struct control;
+struct stats_state;
 
 /*
  * The query hook: the seam where the synced-table side sees client statements. The core shows it
@@ -61,7 +64,11 @@ struct bouncer {
 	struct event *ev_free;
 	struct listener *listeners;
 	struct query_hook hook;
-	struct synced *synced; /* the synced-table side; NULL without [synced_tables] */
+	struct synced *synced;   /* the synced-table side; NULL without [synced_tables] */
+	struct admin *admin;     /* the admin console (admin.c) */
+	struct control *control; /* pause, suspend, shutdown modes (control.c) */
+	struct stats_state *stats;
+	uint64_t last_conn_id; /* ids of SHOW CLIENTS / KILL_CLIENT */
 	int client_count;
 	int server_count;
 	bool shutting_down;

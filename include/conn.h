@@ -71,6 +71,9 @@ struct conn {
 	struct event ev_timer;
 	bool timer_ready;
 	const char *close_reason;
+	uint64_t id;       /* unique, given when it first gets a state */
+	bool close_needed; /* server: RECONNECT or RELOAD wants it closed when released */
+	uint64_t query_start, xact_start; /* server: stats clocks, 0 when not running */
 	const char *refusal; /* client: answered with this FATAL once its startup packet is read */
 
 	/* client */
@@ -83,6 +86,8 @@ struct conn {
 	struct scram_server *scram_srv;
 	bool auth_done;
 	bool admin;
+	bool admin_user;       /* console: may run commands, not only SHOW */
+	bool admin_waiting;    /* console: a PAUSE/SUSPEND/WAIT_CLOSE answer is pending */
 	void *hook_state;      /* the query hook's per-client state; NULL on the fast path */
 	bool wait_server_idle; /* relay paused until the server has answered everything */
 	struct ps_client *ps;  /* prepared statements by the client's names (NULL: none yet) */

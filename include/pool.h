@@ -13,6 +13,7 @@
 
 #include "conn.h"
 #include "list.h"
+#include "stats.h"
 
 struct bouncer;
 struct cf_database;
@@ -56,6 +57,8 @@ struct pool {
 	uint64_t last_login_failure;
 
 	uint64_t xact_count, query_count, bytes_in, bytes_out;
+	bool is_admin; /* the admin console's pool: never on bouncer->pools, never a server */
+	struct stats_counters stats, stats_newer, stats_older; /* see stats.h */
 };
 
 struct ps_registry;

@@ -1,0 +1,83 @@
+/*
+ * stats — pgbouncer's per-database counters: totals since start, averages over the last
+ * stats_period, the periodic "stats:" log line and the SHOW STATS family of the admin console.
+ *
+ * Counters live in each pool (struct pool's stats) and are summed per database name when shown.
+ * Byte counts are not kept incrementally: a pool's total is what its closed connections carried
+ * plus what its live connections' buffers have counted, so the relay fast path pays nothing.
+ * Invariant: every counter only grows; averages are computed from two snapshots taken
+ * stats_period apart (pool->stats_newer, pool->stats_older), as pgbouncer does.
+ */
+#ifndef SB_STATS_H
+#define SB_STATS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct bouncer;
+struct conn;
+struct pool;
+struct pktbuf;
+
+struct stats_counters {
+	uint64_t server_assignment_count;
+	uint64_t xact_count;
+	uint64_t query_count;
+	uint64_t client_bytes; /* received from clients */
+	uint64_t server_bytes; /* received from servers */
+	uint64_t xact_time;    /* usec */
+	uint64_t query_time;   /* usec */
+	uint64_t wait_time;    /* usec */
+	uint64_t client_parse_count;
+	uint64_t server_parse_count;
+	uint64_t bind_count;
+};
+
+/* dst += src, field by field. */
+void stats_add(struct stats_counters *dst, const struct stats_counters *src);
+/*
+ * Averages between two snapshots dur_usec apart, in pgbouncer's units: counts and bytes per
+ * second; xact, query and wait times in usec per transaction, query and server assignment.
+ * dur_usec 0 gives all zeros.
+ */
+void stats_average(struct stats_counters *avg, const struct stats_counters *cur,
+                   const struct stats_counters *old, uint64_t dur_usec);
+/* The pool's counters now, bytes of its live connections included. */
+void stats_pool_current(const struct pool *pool, struct stats_counters *out);
+
+/* Hooks for the relay. client_query: the client sent Q, S or F to its server. */
+void stats_client_query(struct conn *client, struct conn *server);
+/* The server's ReadyForQuery is going to its client: a query (and maybe a transaction) ended. */
+void stats_server_ready_for_query(struct conn *server);
+/* server is being linked to client (a server assignment; ends the client's wait). */
+void stats_server_assigned(struct conn *server, struct conn *client);
+/* c is closing: keep the bytes its buffer counted. */
+void stats_conn_closed(struct conn *c);
+/* An admin console command: pgbouncer counts one transaction and one query for it. */
+void stats_admin_query(struct pool *admin_pool);
+
+/*
+ * Starts the stats_period timer (snapshot rotation and, with log_stats, the log line). Needs
+ * b->base and b->cfg; the state hangs off b->stats. False when out of memory.
+ */
+bool stats_start(struct bouncer *b) __attribute__((warn_unused_result));
+void stats_stop(struct bouncer *b);
+/* Runs one period now (tests, and a stats_period change on RELOAD re-arms the timer). */
+void stats_rotate(struct bouncer *b);
+
+enum stats_view {
+	STATS_VIEW_STATS,
+	STATS_VIEW_TOTALS_PER_DB, /* SHOW STATS_TOTALS */
+	STATS_VIEW_AVERAGES,      /* SHOW STATS_AVERAGES */
+	STATS_VIEW_TOTALS,        /* SHOW TOTALS: name/value rows over all databases */
+};
+const char *stats_view_str(enum stats_view v);
+
+/*
+ * Appends the view's RowDescription and DataRows to pb (not CommandComplete). pools[0..npools)
+ * are every pool to show, the admin pool included; rows are per database name, sorted.
+ */
+void stats_write_view(struct bouncer *b, struct pool *const *pools, int npools,
+                      enum stats_view view, struct pktbuf *pb);
+
+#endif

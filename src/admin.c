@@ -1,0 +1,1733 @@
+/*
+ * admin — see include/admin.h. One console statement per Query message, answered in one go:
+ * RowDescription, DataRows, CommandComplete and ReadyForQuery are built in one pktbuf (capped)
+ * and queued at once, so a SHOW never interleaves with anything else. Commands that wait
+ * (PAUSE, SUSPEND, WAIT_CLOSE) leave the client's relay paused until control answers them.
+ * Column names, order and types follow pgbouncer 1.25; error texts too (SQLSTATE 08P01).
+ */
+#include "admin.h"
+
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <openssl/rand.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bouncer.h"
+#include "client.h"
+#include "config.h"
+#include "conn.h"
+#include "control.h"
+#include "dns.h"
+#include "log.h"
+#include "mutation/synced.h"
+#include "pktbuf.h"
+#include "pool.h"
+#include "stats.h"
+#include "version.h"
+
+#define ADMIN_REPLY_MAX (64u * 1024 * 1024)
+#define ADMIN_MAX_COLS  32
+
+#define OID_BYTEA   17u
+#define OID_INT8    20u
+#define OID_INT4    23u
+#define OID_TEXT    25u
+#define OID_NUMERIC 1700u
+
+struct admin_view {
+	char name[32];
+	const char *const *columns;
+	int ncols;
+	admin_view_fill fill;
+	void *ctx;
+};
+
+struct admin {
+	struct pool *pool;
+	struct admin_view views[ADMIN_MAX_VIEWS];
+	int nviews;
+};
+
+/* Some clients SET and SHOW these before anything else: fake answers keep them happy. */
+static const struct {
+	const char *name, *value;
+} fake_params[] = {
+        {"client_encoding", "UTF-8"},
+        {"default_transaction_isolation", "read committed"},
+        {"standard_conforming_strings", "on"},
+        {"datestyle", "ISO"},
+        {"timezone", "GMT"},
+        {"extra_float_digits", "2"},
+};
+
+const char *admin_stmt_kind_str(enum admin_stmt_kind k)
+{
+	switch (k) {
+	case ADMIN_STMT_COMMAND:
+		return "command";
+	case ADMIN_STMT_SET:
+		return "set";
+	case ADMIN_STMT_INVALID:
+		return "invalid";
+	case ADMIN_STMT_TOO_LONG:
+		return "too_long";
+	}
+	return "?";
+}
+
+bool admin_is_console_db(const char *dbname)
+{
+	return strcmp(dbname, "pgbouncer") == 0 || strcmp(dbname, "syncbouncer") == 0;
+}
+
+struct pool *admin_pool(struct bouncer *b)
+{
+	return b->admin->pool;
+}
+
+/* ---- statement parsing (pgbouncer's grammar, written out by hand) ---- */
+
+static bool is_ws(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static const char *skip_ws(const char *p)
+{
+	while (is_ws(*p))
+		p++;
+	return p;
+}
+
+static bool is_word_char(char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       c == '_';
+}
+
+/* A WORD: "quoted" (a doubled quote is one) or [0-9a-z_]+. Returns its end or NULL. */
+static const char *scan_word(const char *p)
+{
+	if (*p == '"') {
+		p++;
+		for (;;) {
+			if (*p == '\0')
+				return NULL;
+			if (*p == '"') {
+				if (p[1] == '"') {
+					p += 2;
+					continue;
+				}
+				return p + 1;
+			}
+			p++;
+		}
+	}
+	if (!is_word_char(*p))
+		return NULL;
+	while (is_word_char(*p))
+		p++;
+	return p;
+}
+
+/* A STRING: '...' with '' for a quote. Returns its end or NULL. */
+static const char *scan_string(const char *p)
+{
+	if (*p != '\'')
+		return NULL;
+	p++;
+	for (;;) {
+		if (*p == '\0')
+			return NULL;
+		if (*p == '\'') {
+			if (p[1] == '\'') {
+				p += 2;
+				continue;
+			}
+			return p + 1;
+		}
+		p++;
+	}
+}
+
+/* Copies [s, e) into dst, removing the quotes q around it; false when it does not fit. */
+static bool copy_part(const char *s, const char *e, char *dst, size_t size, char q)
+{
+	size_t len = (size_t)(e - s), n = 0;
+
+	if (len >= size)
+		return false;
+	if (len >= 2 && *s == q) {
+		for (const char *p = s + 1; p < e - 1; p++) {
+			if (*p == q && p + 1 < e - 1 && p[1] == q)
+				p++;
+			dst[n++] = *p;
+		}
+		dst[n] = '\0';
+		return true;
+	}
+	memcpy(dst, s, len);
+	dst[len] = '\0';
+	return true;
+}
+
+/* The optional trailing ";" and nothing else. */
+static bool at_end(const char *p)
+{
+	p = skip_ws(p);
+	if (*p == ';')
+		p = skip_ws(p + 1);
+	return *p == '\0';
+}
+
+static bool parse_command(const char *q, struct admin_stmt *out)
+{
+	const char *p = skip_ws(q), *cmd_s, *cmd_e, *arg_s = NULL, *arg_e = NULL;
+
+	cmd_s = p;
+	cmd_e = scan_word(p);
+	if (cmd_e == NULL)
+		return false;
+	p = cmd_e;
+	if (is_ws(*p)) {
+		const char *w = skip_ws(p);
+		const char *we = scan_word(w);
+		if (we != NULL) {
+			arg_s = w;
+			arg_e = we;
+			p = we;
+		}
+	}
+	if (!at_end(p))
+		return false;
+	out->kind = ADMIN_STMT_COMMAND;
+	if (!copy_part(cmd_s, cmd_e, out->cmd, sizeof(out->cmd), '"') ||
+	    (arg_s != NULL && !copy_part(arg_s, arg_e, out->arg, sizeof(out->arg), '"')))
+		out->kind = ADMIN_STMT_TOO_LONG;
+	return true;
+}
+
+static bool parse_set(const char *q, struct admin_stmt *out)
+{
+	const char *p = skip_ws(q), *key_s, *key_e, *val_s, *val_e;
+	char quote = '"';
+
+	if (strncasecmp(p, "set", 3) != 0 || !is_ws(p[3]))
+		return false;
+	key_s = skip_ws(p + 3);
+	key_e = scan_word(key_s);
+	if (key_e == NULL)
+		return false;
+	p = skip_ws(key_e);
+	if (*p == '=')
+		p++;
+	else if (strncasecmp(p, "to", 2) == 0)
+		p += 2;
+	else
+		return false;
+	val_s = skip_ws(p);
+	if (*val_s == '\'') {
+		val_e = scan_string(val_s);
+		quote = '\'';
+	} else {
+		val_e = scan_word(val_s);
+	}
+	if (val_e == NULL || !at_end(val_e))
+		return false;
+	out->kind = ADMIN_STMT_SET;
+	if (!copy_part(key_s, key_e, out->arg, sizeof(out->arg), '"') || out->arg[0] == '\0' ||
+	    !copy_part(val_s, val_e, out->value, sizeof(out->value), quote))
+		out->kind = ADMIN_STMT_TOO_LONG;
+	return true;
+}
+
+void admin_parse(const char *q, struct admin_stmt *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (parse_command(q, out))
+		return;
+	memset(out, 0, sizeof(*out));
+	if (parse_set(q, out))
+		return;
+	memset(out, 0, sizeof(*out));
+	out->kind = ADMIN_STMT_INVALID;
+}
+
+/* ---- reply building ---- */
+
+struct reply {
+	struct bouncer *b;
+	struct conn *client;
+	const char *query;
+	struct pktbuf pb;
+};
+
+/* Row description from pgbouncer's type letters: s text, i int4, q int8, N numeric, T time. */
+static void header(struct reply *r, const char *types, ...)
+{
+	const char *names[ADMIN_MAX_COLS];
+	uint32_t oids[ADMIN_MAX_COLS];
+	int n = (int)strlen(types);
+	va_list ap;
+
+	if (n > ADMIN_MAX_COLS) {
+		r->pb.failed = true;
+		return;
+	}
+	va_start(ap, types);
+	for (int i = 0; i < n; i++) {
+		names[i] = va_arg(ap, const char *);
+		switch (types[i]) {
+		case 'i':
+			oids[i] = OID_INT4;
+			break;
+		case 'q':
+			oids[i] = OID_INT8;
+			break;
+		case 'N':
+			oids[i] = OID_NUMERIC;
+			break;
+		case 'b':
+			oids[i] = OID_BYTEA;
+			break;
+		default:
+			oids[i] = OID_TEXT;
+			break;
+		}
+	}
+	va_end(ap);
+	pktbuf_write_row_description(&r->pb, n, names, oids);
+}
+
+struct row {
+	int n;
+	const char *v[ADMIN_MAX_COLS];
+	char store[ADMIN_MAX_COLS][64];
+};
+
+static void row_init(struct row *row)
+{
+	row->n = 0;
+}
+
+/* s is borrowed until row_emit(); NULL is SQL NULL. */
+static void row_str(struct row *row, const char *s)
+{
+	if (row->n < ADMIN_MAX_COLS)
+		row->v[row->n++] = s;
+}
+
+static void row_int(struct row *row, long long x)
+{
+	if (row->n >= ADMIN_MAX_COLS)
+		return;
+	snprintf(row->store[row->n], sizeof(row->store[0]), "%lld", x);
+	row->v[row->n] = row->store[row->n];
+	row->n++;
+}
+
+static void row_fmt(struct row *row, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void row_fmt(struct row *row, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (row->n >= ADMIN_MAX_COLS)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(row->store[row->n], sizeof(row->store[0]), fmt, ap);
+	va_end(ap);
+	row->v[row->n] = row->store[row->n];
+	row->n++;
+}
+
+/* A monotonic time as pgbouncer prints timestamps: "2026-11-30 08:30:37 UTC". */
+static void row_time(struct row *row, uint64_t mono_usec)
+{
+	struct timespec rt;
+	uint64_t now = bouncer_now_usec();
+	time_t t;
+	struct tm tm;
+
+	if (row->n >= ADMIN_MAX_COLS)
+		return;
+	clock_gettime(CLOCK_REALTIME, &rt);
+	t = rt.tv_sec - (time_t)((now > mono_usec ? now - mono_usec : 0) / 1000000u);
+	localtime_r(&t, &tm);
+	strftime(row->store[row->n], sizeof(row->store[0]), "%Y-%m-%d %H:%M:%S %Z", &tm);
+	row->v[row->n] = row->store[row->n];
+	row->n++;
+}
+
+static void row_emit(struct reply *r, struct row *row)
+{
+	pktbuf_write_data_row(&r->pb, row->n, row->v);
+}
+
+/* Sends what was built plus CommandComplete tag and ReadyForQuery. */
+static void finish(struct reply *r, const char *tag)
+{
+	if (tag != NULL)
+		pktbuf_write_command_complete(&r->pb, tag);
+	pktbuf_write_ready(&r->pb, 'I');
+	if (pktbuf_failed(&r->pb)) {
+		pktbuf_reset(&r->pb);
+		pktbuf_write_error(&r->pb, "ERROR", "53200", "out of memory", NULL, NULL);
+		pktbuf_write_ready(&r->pb, 'I');
+	}
+	if (!sbuf_queue_pktbuf(&r->client->sbuf, &r->pb))
+		slog_debug(r->client, "could not queue the console answer");
+}
+
+static void send_error(struct reply *r, const char *sqlstate, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+static void send_error(struct reply *r, const char *sqlstate, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_error("%s", msg);
+	pktbuf_reset(&r->pb);
+	pktbuf_write_error(&r->pb, "ERROR", sqlstate, msg, NULL, NULL);
+	finish(r, NULL);
+}
+
+static void syntax_error(struct reply *r)
+{
+	send_error(r, "08P01", "invalid command '%s', use SHOW HELP;", r->query);
+}
+
+/* ---- the pools, sorted by (database, user) as pgbouncer lists them ---- */
+
+static int cmp_pools(const void *a, const void *b)
+{
+	const struct pool *pa = *(struct pool *const *)a;
+	const struct pool *pb = *(struct pool *const *)b;
+	int c = strcmp(pa->db_name, pb->db_name);
+
+	return c != 0 ? c : strcmp(pa->user_name, pb->user_name);
+}
+
+/* Every pool, the admin pool included; *n set. NULL when out of memory. Caller frees. */
+static struct pool **all_pools(struct bouncer *b, int *n)
+{
+	size_t count = list_count(&b->pools) + 1, i = 0;
+	struct pool **v = calloc(count, sizeof(*v));
+	struct list *it;
+
+	if (v == NULL)
+		return NULL;
+	list_for_each(it, &b->pools)
+	{
+		v[i++] = list_entry(it, struct pool, head);
+	}
+	v[i++] = b->admin->pool;
+	qsort(v, i, sizeof(*v), cmp_pools);
+	*n = (int)i;
+	return v;
+}
+
+/* ---- SHOW views ---- */
+
+static void show_help(struct reply *r)
+{
+	static const char detail[] =
+	        "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
+	        "\tSHOW PEERS|PEER_POOLS\n"
+	        "\tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE\n"
+	        "\tSHOW DNS_HOSTS|DNS_ZONES\n"
+	        "\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
+	        "\tSHOW APIS|SYNCED_TABLES|MUTATIONS\n"
+	        "\tSET key = arg\n"
+	        "\tRELOAD\n"
+	        "\tPAUSE [<db>]\n"
+	        "\tRESUME [<db>]\n"
+	        "\tDISABLE <db>\n"
+	        "\tENABLE <db>\n"
+	        "\tRECONNECT [<db>]\n"
+	        "\tKILL [<db>]\n"
+	        "\tKILL_CLIENT <client_id>\n"
+	        "\tSUSPEND\n"
+	        "\tSHUTDOWN\n"
+	        "\tSHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS\n"
+	        "\tWAIT_CLOSE [<db>]";
+
+	pktbuf_start_msg(&r->pb, 'N');
+	pktbuf_put_u8(&r->pb, 'S');
+	pktbuf_put_string(&r->pb, "NOTICE");
+	pktbuf_put_u8(&r->pb, 'C');
+	pktbuf_put_string(&r->pb, "00000");
+	pktbuf_put_u8(&r->pb, 'M');
+	pktbuf_put_string(&r->pb, "Console usage");
+	pktbuf_put_u8(&r->pb, 'D');
+	pktbuf_put_string(&r->pb, detail);
+	pktbuf_put_u8(&r->pb, 0);
+	pktbuf_finish_msg(&r->pb);
+	finish(r, "SHOW");
+}
+
+static void show_version(struct reply *r)
+{
+	struct row row;
+
+	header(r, "s", "version");
+	row_init(&row);
+	row_str(&row, SB_VERSION_LINE);
+	row_emit(r, &row);
+	finish(r, "SHOW");
+}
+
+static void show_state(struct reply *r)
+{
+	enum control_mode m = control_mode(r->b);
+	static const char *const keys[3] = {"active", "paused", "suspended"};
+	const bool vals[3] = {m == CONTROL_RUNNING, m == CONTROL_PAUSED, m == CONTROL_SUSPENDED};
+	struct row row;
+
+	header(r, "ss", "key", "value");
+	for (int i = 0; i < 3; i++) {
+		row_init(&row);
+		row_str(&row, keys[i]);
+		row_str(&row, vals[i] ? "yes" : "no");
+		row_emit(r, &row);
+	}
+	finish(r, "SHOW");
+}
+
+static void show_config(struct reply *r)
+{
+	struct row row;
+	char val[1024], def[1024];
+
+	header(r, "ssss", "key", "value", "default", "changeable");
+	for (int i = 0; i < config_key_count(); i++) {
+		config_key_format(r->b->cfg, i, val, sizeof(val));
+		config_key_format_default(i, def, sizeof(def));
+		row_init(&row);
+		row_str(&row, config_key_name(i));
+		row_str(&row, val);
+		row_str(&row, def);
+		row_str(&row, config_key_reloadable(i) ? "yes" : "no");
+		row_emit(r, &row);
+	}
+	finish(r, "SHOW");
+}
+
+static uint64_t first_wait(const struct pool *pool)
+{
+	const struct list *first = list_first(&pool->waiting_clients);
+	uint64_t now = bouncer_now_usec();
+	const struct conn *c;
+
+	if (first == NULL)
+		first = list_first(&pool->login_clients);
+	if (first == NULL)
+		return 0;
+	c = list_entry(first, struct conn, head);
+	return c->request_time != 0 && now > c->request_time ? now - c->request_time : 0;
+}
+
+static const char *lb_hosts(const struct bouncer *b, const char *dbname, const char *host)
+{
+	const struct cf_database *db = config_find_database(b->cfg, dbname);
+
+	if (host == NULL || strchr(host, ',') == NULL || db == NULL)
+		return NULL;
+	return load_balance_hosts_str(db->load_balance_hosts >= 0
+	                                      ? (enum load_balance_hosts)db->load_balance_hosts
+	                                      : LOAD_BALANCE_ROUND_ROBIN);
+}
+
+static void show_pools(struct reply *r)
+{
+	int n = 0;
+	struct pool **pools = all_pools(r->b, &n);
+	struct row row;
+
+	if (pools == NULL) {
+		send_error(r, "53200", "out of memory");
+		return;
+	}
+	header(r, "ssiiiiiiiiiiiiiss", "database", "user", "cl_active", "cl_waiting",
+	       "cl_active_cancel_req", "cl_waiting_cancel_req", "sv_active", "sv_active_cancel",
+	       "sv_being_canceled", "sv_idle", "sv_used", "sv_tested", "sv_login", "maxwait",
+	       "maxwait_us", "pool_mode", "load_balance_hosts");
+	for (int i = 0; i < n; i++) {
+		const struct pool *p = pools[i];
+		uint64_t wait = first_wait(p);
+
+		row_init(&row);
+		row_str(&row, p->db_name);
+		row_str(&row, p->user_name);
+		row_int(&row, (long long)list_count(&p->active_clients));
+		row_int(&row, (long long)(list_count(&p->waiting_clients) +
+		                          list_count(&p->login_clients)));
+		row_int(&row, 0);
+		row_int(&row, 0);
+		row_int(&row, (long long)list_count(&p->active_servers));
+		row_int(&row, 0);
+		row_int(&row, 0);
+		row_int(&row, (long long)list_count(&p->idle_servers));
+		row_int(&row, (long long)list_count(&p->used_servers));
+		row_int(&row, (long long)list_count(&p->tested_servers));
+		row_int(&row, (long long)list_count(&p->login_servers));
+		row_int(&row, (long long)(wait / 1000000u));
+		row_int(&row, (long long)(wait % 1000000u));
+		row_str(&row, pool_mode_str((enum pool_mode)p->pool_mode));
+		row_str(&row, p == r->b->admin->pool ? NULL : lb_hosts(r->b, p->db_name, p->host));
+		row_emit(r, &row);
+	}
+	free(pools);
+	finish(r, "SHOW");
+}
+
+static void socket_header(struct reply *r, bool debug)
+{
+	if (debug)
+		header(r, "ssssssisiTTiiississiiiiiiiii", "type", "user", "database", "replication",
+		       "state", "addr", "port", "local_addr", "local_port", "connect_time",
+		       "request_time", "wait", "wait_us", "close_needed", "ptr", "link",
+		       "remote_pid", "tls", "application_name", "prepared_statements", "id",
+		       "recv_pos", "pkt_pos", "pkt_remain", "send_pos", "send_remain", "pkt_avail",
+		       "send_avail");
+	else
+		header(r, "ssssssisiTTiiississii", "type", "user", "database", "replication",
+		       "state", "addr", "port", "local_addr", "local_port", "connect_time",
+		       "request_time", "wait", "wait_us", "close_needed", "ptr", "link",
+		       "remote_pid", "tls", "application_name", "prepared_statements", "id");
+}
+
+static void local_end(const struct conn *c, char *addr, size_t size, int *port)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	snprintf(addr, size, "%s", c->local_addr);
+	*port = c->local_port;
+	if (addr[0] != '\0' || c->sbuf.fd < 0)
+		return;
+	if (getsockname(c->sbuf.fd, (struct sockaddr *)&ss, &len) != 0)
+		return;
+	if (ss.ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+		inet_ntop(AF_INET, &in->sin_addr, addr, (socklen_t)size);
+		*port = ntohs(in->sin_port);
+	} else if (ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+		inet_ntop(AF_INET6, &in6->sin6_addr, addr, (socklen_t)size);
+		*port = ntohs(in6->sin6_port);
+	} else if (ss.ss_family == AF_UNIX) {
+		snprintf(addr, size, "unix");
+		*port = c->b->cfg->listen_port;
+	}
+}
+
+static int remote_pid(const struct conn *c)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (c->addr.ss_family == AF_UNIX && c->sbuf.fd >= 0 &&
+	    getsockopt(c->sbuf.fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid > 0)
+		return (int)cred.pid;
+	return c->is_server ? (int)c->be_pid : 0;
+}
+
+static void socket_row(struct reply *r, const struct conn *c, const char *state, bool debug)
+{
+	struct row row;
+	char laddr[64];
+	int lport = 0;
+	uint64_t now = bouncer_now_usec();
+	uint64_t wait = 0;
+	const char *app;
+	const struct conn *owner = c->is_server ? c->link : c;
+
+	if (!c->is_server && (c->state == CL_WAITING || c->state == CL_WAITING_LOGIN) &&
+	    c->request_time != 0 && now > c->request_time)
+		wait = now - c->request_time;
+	app = owner != NULL ? param_get(&owner->params, "application_name") : NULL;
+	local_end(c, laddr, sizeof(laddr), &lport);
+	row_init(&row);
+	row_str(&row, c->is_server ? "S" : "C");
+	if (c->is_server)
+		row_str(&row, c->pool ? c->pool->server_user : "(nouser)");
+	else
+		row_str(&row, c->user[0] ? c->user : "(nouser)");
+	row_str(&row, c->pool ? c->pool->db_name : "(nodb)");
+	row_str(&row, "none");
+	row_str(&row, (c->link == NULL && strcmp(state, "active") == 0) ? "idle" : state);
+	row_str(&row, c->addr_str);
+	row_int(&row, c->port);
+	row_str(&row, laddr);
+	row_int(&row, lport);
+	row_time(&row, c->connect_time);
+	row_time(&row, c->request_time != 0 ? c->request_time : c->connect_time);
+	row_int(&row, (long long)(wait / 1000000u));
+	row_int(&row, (long long)(wait % 1000000u));
+	row_int(&row, c->close_needed);
+	row_fmt(&row, "%p", (const void *)c);
+	if (c->link != NULL)
+		row_fmt(&row, "%p", (const void *)c->link);
+	else
+		row_str(&row, "");
+	row_int(&row, remote_pid(c));
+	row_str(&row, "");
+	row_str(&row, app != NULL ? app : "");
+	row_int(&row, 0);
+	row_int(&row, (long long)c->id);
+	if (debug) {
+		row_int(&row, (long long)c->sbuf.recv_pos);
+		row_int(&row, (long long)c->sbuf.parse_pos);
+		row_int(&row, (long long)c->sbuf.pkt_remain);
+		row_int(&row, (long long)c->sbuf.done_pos);
+		row_int(&row, 0);
+		row_int(&row, (long long)sbuf_unparsed(&c->sbuf));
+		row_int(&row, (long long)(c->sbuf.parse_pos - c->sbuf.done_pos));
+	}
+	row_emit(r, &row);
+}
+
+static void socket_list(struct reply *r, const struct list *l, const char *state, bool debug,
+                        bool only_active)
+{
+	const struct list *it;
+
+	list_for_each(it, l)
+	{
+		const struct conn *c = list_entry(it, struct conn, head);
+		if (only_active && sbuf_unparsed(&c->sbuf) == 0 && !sbuf_has_pending(&c->sbuf) &&
+		    sbuf_out_empty(&c->sbuf))
+			continue;
+		socket_row(r, c, state, debug);
+	}
+}
+
+enum socket_view {
+	VIEW_CLIENTS,
+	VIEW_SERVERS,
+	VIEW_SOCKETS,
+	VIEW_ACTIVE_SOCKETS,
+};
+
+static void show_sockets(struct reply *r, enum socket_view v)
+{
+	bool debug = v == VIEW_SOCKETS || v == VIEW_ACTIVE_SOCKETS;
+	bool act = v == VIEW_ACTIVE_SOCKETS;
+	int n = 0;
+	struct pool **pools = all_pools(r->b, &n);
+
+	if (pools == NULL) {
+		send_error(r, "53200", "out of memory");
+		return;
+	}
+	socket_header(r, debug);
+	for (int i = 0; i < n; i++) {
+		const struct pool *p = pools[i];
+		switch (v) {
+		case VIEW_CLIENTS:
+			socket_list(r, &p->active_clients, "active", false, false);
+			socket_list(r, &p->waiting_clients, "waiting", false, false);
+			socket_list(r, &p->login_clients, "waiting", false, false);
+			break;
+		case VIEW_SERVERS:
+			socket_list(r, &p->active_servers, "active", false, false);
+			socket_list(r, &p->idle_servers, "idle", false, false);
+			socket_list(r, &p->used_servers, "used", false, false);
+			socket_list(r, &p->tested_servers, "tested", false, false);
+			socket_list(r, &p->login_servers, "new", false, false);
+			break;
+		case VIEW_SOCKETS:
+		case VIEW_ACTIVE_SOCKETS:
+			socket_list(r, &p->active_clients, "cl_active", true, act);
+			socket_list(r, &p->waiting_clients, "cl_waiting", true, act);
+			socket_list(r, &p->login_clients, "cl_waiting", true, act);
+			socket_list(r, &p->active_servers, "sv_active", true, act);
+			socket_list(r, &p->idle_servers, "sv_idle", true, act);
+			socket_list(r, &p->used_servers, "sv_used", true, act);
+			socket_list(r, &p->tested_servers, "sv_tested", true, act);
+			socket_list(r, &p->login_servers, "sv_login", true, act);
+			break;
+		}
+	}
+	if (debug)
+		socket_list(r, &r->b->login_clients, "cl_login", true, act);
+	free(pools);
+	finish(r, "SHOW");
+}
+
+/* Servers and clients over every pool of a database (db) or of a user (!db). */
+static void count_conns(struct bouncer *b, const char *name, bool db, int *servers, int *clients)
+{
+	struct list *it;
+
+	*servers = *clients = 0;
+	list_for_each(it, &b->pools)
+	{
+		const struct pool *p = list_entry(it, struct pool, head);
+		if (strcmp(db ? p->db_name : p->user_name, name) != 0)
+			continue;
+		*servers += pool_server_count(p);
+		*clients += pool_client_count(p);
+	}
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Sorted, unique names in v[0..n); returns the new n. */
+static int sort_unique(const char **v, int n)
+{
+	int m = 0;
+
+	qsort(v, (size_t)n, sizeof(*v), cmp_str);
+	for (int i = 0; i < n; i++)
+		if (m == 0 || strcmp(v[m - 1], v[i]) != 0)
+			v[m++] = v[i];
+	return m;
+}
+
+static void show_databases(struct reply *r)
+{
+	struct bouncer *b = r->b;
+	const struct config *cfg = b->cfg;
+	size_t cap = list_count(&b->pools) + 2;
+	const char **names;
+	struct list *it;
+	struct row row;
+	int n = 0;
+
+	for (const struct cf_database *db = cfg->databases; db != NULL; db = db->next)
+		cap++;
+	names = calloc(cap, sizeof(*names));
+	if (names == NULL) {
+		send_error(r, "53200", "out of memory");
+		return;
+	}
+	for (const struct cf_database *db = cfg->databases; db != NULL; db = db->next)
+		if (strcmp(db->name, "*") != 0)
+			names[n++] = db->name;
+	list_for_each(it, &b->pools)
+	{
+		names[n++] = list_entry(it, struct pool, head)->db_name;
+	}
+	names[n++] = "pgbouncer";
+	n = sort_unique(names, n);
+	header(r, "ssissiiiissiiiiii", "name", "host", "port", "database", "force_user",
+	       "pool_size", "min_pool_size", "reserve_pool_size", "server_lifetime", "pool_mode",
+	       "load_balance_hosts", "max_connections", "current_connections",
+	       "max_client_connections", "current_client_connections", "paused", "disabled");
+	for (int i = 0; i < n; i++) {
+		const struct cf_database *db = config_find_database(cfg, names[i]);
+		int servers, clients;
+
+		row_init(&row);
+		row_str(&row, names[i]);
+		if (strcmp(names[i], "pgbouncer") == 0) {
+			const struct pool *ap = b->admin->pool;
+			clients = pool_client_count(ap);
+			row_str(&row, NULL);
+			row_int(&row, cfg->listen_port);
+			row_str(&row, "pgbouncer");
+			row_str(&row, "pgbouncer");
+			row_int(&row, 2);
+			row_int(&row, 0);
+			row_int(&row, 0);
+			row_int(&row, (long long)(cfg->server_lifetime / 1000000));
+			row_str(&row, "statement");
+			row_str(&row, NULL);
+			row_int(&row, 0);
+			row_int(&row, 0);
+			row_int(&row, 0);
+			row_int(&row, clients);
+			row_int(&row, 0);
+			row_int(&row, 0);
+			row_emit(r, &row);
+			continue;
+		}
+		if (db == NULL)
+			continue;
+		count_conns(b, names[i], true, &servers, &clients);
+		row_str(&row, db->host[0] ? db->host : NULL);
+		row_int(&row, db->port);
+		row_str(&row, db->dbname[0] ? db->dbname : names[i]);
+		row_str(&row, db->user[0] ? db->user : NULL);
+		row_int(&row, db->pool_size >= 0 ? db->pool_size : cfg->default_pool_size);
+		row_int(&row, db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size);
+		row_int(&row, db->reserve_pool_size >= 0 ? db->reserve_pool_size
+		                                         : cfg->reserve_pool_size);
+		row_int(&row, (long long)((db->server_lifetime > 0 ? db->server_lifetime
+		                                                   : cfg->server_lifetime) /
+		                          1000000));
+		row_str(&row,
+		        db->pool_mode >= 0 ? pool_mode_str((enum pool_mode)db->pool_mode) : NULL);
+		row_str(&row, lb_hosts(b, names[i], db->host));
+		row_int(&row, db->max_db_connections >= 0 ? db->max_db_connections
+		                                          : cfg->max_db_connections);
+		row_int(&row, servers);
+		row_int(&row, db->max_db_client_connections >= 0 ? db->max_db_client_connections
+		                                                 : cfg->max_db_client_connections);
+		row_int(&row, clients);
+		row_int(&row, control_db_paused(b, names[i]));
+		row_int(&row, control_db_disabled(b, names[i]));
+		row_emit(r, &row);
+	}
+	free(names);
+	finish(r, "SHOW");
+}
+
+static void show_users(struct reply *r)
+{
+	struct bouncer *b = r->b;
+	const struct config *cfg = b->cfg;
+	size_t cap = list_count(&b->pools) + 2;
+	const char **names;
+	struct list *it;
+	struct row row;
+	int n = 0;
+
+	for (const struct cf_user *u = cfg->users; u != NULL; u = u->next)
+		cap++;
+	names = calloc(cap, sizeof(*names));
+	if (names == NULL) {
+		send_error(r, "53200", "out of memory");
+		return;
+	}
+	for (const struct cf_user *u = cfg->users; u != NULL; u = u->next)
+		names[n++] = u->name;
+	list_for_each(it, &b->pools)
+	{
+		names[n++] = list_entry(it, struct pool, head)->user_name;
+	}
+	names[n++] = "pgbouncer";
+	n = sort_unique(names, n);
+	header(r, "ssssiiii", "name", "pool_size", "reserve_pool_size", "pool_mode",
+	       "max_user_connections", "current_connections", "max_user_client_connections",
+	       "current_client_connections");
+	for (int i = 0; i < n; i++) {
+		const struct cf_user *u = config_find_user(cfg, names[i]);
+		int servers, clients;
+
+		count_conns(b, names[i], false, &servers, &clients);
+		row_init(&row);
+		row_str(&row, names[i]);
+		if (u != NULL && u->pool_size >= 0)
+			row_fmt(&row, "%9d", u->pool_size);
+		else
+			row_str(&row, "");
+		if (u != NULL && u->reserve_pool_size >= 0)
+			row_fmt(&row, "%9d", u->reserve_pool_size);
+		else
+			row_str(&row, "");
+		row_str(&row, u != NULL && u->pool_mode >= 0
+		                      ? pool_mode_str((enum pool_mode)u->pool_mode)
+		                      : NULL);
+		row_int(&row, u != NULL && u->max_user_connections >= 0
+		                      ? u->max_user_connections
+		                      : cfg->max_user_connections);
+		row_int(&row, servers);
+		row_int(&row, u != NULL && u->max_user_client_connections >= 0
+		                      ? u->max_user_client_connections
+		                      : cfg->max_user_client_connections);
+		row_int(&row, clients);
+		row_emit(r, &row);
+	}
+	free(names);
+	finish(r, "SHOW");
+}
+
+struct dns_count {
+	int names;
+};
+
+static void count_host(void *arg, const char *host, int64_t ttl, const char *addrs)
+{
+	(void)host;
+	(void)ttl;
+	(void)addrs;
+	((struct dns_count *)arg)->names++;
+}
+
+static void list_row(struct reply *r, const char *name, long long v)
+{
+	struct row row;
+
+	row_init(&row);
+	row_str(&row, name);
+	row_int(&row, v);
+	row_emit(r, &row);
+}
+
+static void show_lists(struct reply *r)
+{
+	struct bouncer *b = r->b;
+	struct dns_count dc = {0};
+	int ndb = 0, nusers = 0, nclients = 0, nservers = 0;
+	struct list *it;
+
+	for (const struct cf_database *db = b->cfg->databases; db != NULL; db = db->next)
+		ndb += strcmp(db->name, "*") != 0;
+	for (const struct cf_user *u = b->cfg->users; u != NULL; u = u->next)
+		nusers++;
+	list_for_each(it, &b->pools)
+	{
+		const struct pool *p = list_entry(it, struct pool, head);
+		nclients += pool_client_count(p);
+		nservers += pool_server_count(p);
+	}
+	nclients += pool_client_count(b->admin->pool);
+	if (b->dns != NULL)
+		dns_foreach_host(b->dns, count_host, &dc);
+	header(r, "si", "list", "items");
+	list_row(r, "databases", ndb + 1);
+	list_row(r, "users", nusers + 1);
+	list_row(r, "peers", 0);
+	list_row(r, "pools", (long long)list_count(&b->pools) + 1);
+	list_row(r, "peer_pools", 0);
+	list_row(r, "free_clients", 0);
+	list_row(r, "used_clients", nclients + (long long)list_count(&b->login_clients));
+	list_row(r, "login_clients", (long long)list_count(&b->login_clients));
+	list_row(r, "free_servers", 0);
+	list_row(r, "used_servers", nservers);
+	list_row(r, "dns_names", dc.names);
+	list_row(r, "dns_zones", 0);
+	list_row(r, "dns_queries", 0);
+	list_row(r, "dns_pending", 0);
+	finish(r, "SHOW");
+}
+
+static void show_mem(struct reply *r)
+{
+	struct bouncer *b = r->b;
+	struct row row;
+	int nclients = (int)list_count(&b->login_clients), nservers = 0;
+	int npools = (int)list_count(&b->pools) + 1;
+	struct list *it;
+	struct {
+		const char *name;
+		long long size, used;
+	} caches[4];
+
+	list_for_each(it, &b->pools)
+	{
+		const struct pool *p = list_entry(it, struct pool, head);
+		nclients += pool_client_count(p);
+		nservers += pool_server_count(p);
+	}
+	nclients += pool_client_count(b->admin->pool);
+	caches[0].name = "pool_cache";
+	caches[0].size = (long long)sizeof(struct pool);
+	caches[0].used = npools;
+	caches[1].name = "server_cache";
+	caches[1].size = (long long)sizeof(struct conn);
+	caches[1].used = nservers;
+	caches[2].name = "client_cache";
+	caches[2].size = (long long)sizeof(struct conn);
+	caches[2].used = nclients;
+	caches[3].name = "iobuf_cache";
+	caches[3].size = b->cfg->pkt_buf;
+	caches[3].used = nclients + nservers;
+	header(r, "siiii", "name", "size", "used", "free", "memtotal");
+	for (int i = 0; i < 4; i++) {
+		row_init(&row);
+		row_str(&row, caches[i].name);
+		row_int(&row, caches[i].size);
+		row_int(&row, caches[i].used);
+		row_int(&row, 0);
+		row_int(&row, caches[i].size * caches[i].used);
+		row_emit(r, &row);
+	}
+	finish(r, "SHOW");
+}
+
+static void dns_row(void *arg, const char *host, int64_t ttl, const char *addrs)
+{
+	struct reply *r = arg;
+	struct row row;
+
+	row_init(&row);
+	row_str(&row, host);
+	row_int(&row, (long long)(ttl > 0 ? ttl / 1000000 : 0));
+	row_str(&row, addrs);
+	row_emit(r, &row);
+}
+
+static void show_dns_hosts(struct reply *r)
+{
+	header(r, "sqs", "hostname", "ttl", "addrs");
+	if (r->b->dns != NULL)
+		dns_foreach_host(r->b->dns, dns_row, r);
+	finish(r, "SHOW");
+}
+
+static void show_dns_zones(struct reply *r)
+{
+	/* zone serial checks (dns_zone_check_period) are not done: no zones to show */
+	header(r, "sqi", "zonename", "serial", "count");
+	finish(r, "SHOW");
+}
+
+static void show_peers(struct reply *r)
+{
+	header(r, "isii", "peer_id", "host", "port", "pool_size");
+	finish(r, "SHOW");
+}
+
+static void show_peer_pools(struct reply *r)
+{
+	header(r, "iiiii", "peer_id", "cl_active_cancel_req", "cl_waiting_cancel_req",
+	       "sv_active_cancel", "sv_login");
+	finish(r, "SHOW");
+}
+
+static void show_stats(struct reply *r, enum stats_view v)
+{
+	int n = 0;
+	struct pool **pools = all_pools(r->b, &n);
+
+	if (pools == NULL) {
+		send_error(r, "53200", "out of memory");
+		return;
+	}
+	stats_write_view(r->b, pools, n, v, &r->pb);
+	free(pools);
+	finish(r, "SHOW");
+}
+
+static void view_row(void *arg, int ncols, const char *const *values)
+{
+	struct reply *r = arg;
+
+	pktbuf_write_data_row(&r->pb, ncols, values);
+}
+
+static void show_view(struct reply *r, const struct admin_view *v)
+{
+	const char *names[ADMIN_MAX_COLS];
+	uint32_t oids[ADMIN_MAX_COLS];
+
+	for (int i = 0; i < v->ncols; i++) {
+		names[i] = v->columns[i];
+		oids[i] = OID_TEXT;
+	}
+	pktbuf_write_row_description(&r->pb, v->ncols, names, oids);
+	v->fill(r->b, v->ctx, view_row, r);
+	finish(r, "SHOW");
+}
+
+static bool fake_show(struct reply *r, const char *name)
+{
+	for (size_t i = 0; i < sizeof(fake_params) / sizeof(fake_params[0]); i++) {
+		struct row row;
+		if (strcasecmp(name, fake_params[i].name) != 0)
+			continue;
+		header(r, "s", fake_params[i].name);
+		row_init(&row);
+		row_str(&row, fake_params[i].value);
+		row_emit(r, &row);
+		finish(r, "SHOW");
+		return true;
+	}
+	return false;
+}
+
+static void cmd_show(struct reply *r, const char *arg, bool admin_user)
+{
+	static const struct {
+		const char *name;
+		int id;
+	} views[] = {
+	        {"help", 0},      {"version", 1},       {"state", 2},
+	        {"config", 3},    {"pools", 4},         {"clients", 5},
+	        {"servers", 6},   {"sockets", 7},       {"active_sockets", 8},
+	        {"databases", 9}, {"users", 10},        {"lists", 11},
+	        {"mem", 12},      {"dns_hosts", 13},    {"dns_zones", 14},
+	        {"stats", 15},    {"stats_totals", 16}, {"stats_averages", 17},
+	        {"totals", 18},   {"peers", 19},        {"peer_pools", 20},
+	        {"fds", 21},
+	};
+	struct admin *a = r->b->admin;
+
+	if (fake_show(r, arg))
+		return;
+	for (int i = 0; i < a->nviews; i++) {
+		if (strcasecmp(a->views[i].name, arg) == 0) {
+			show_view(r, &a->views[i]);
+			return;
+		}
+	}
+	for (size_t i = 0; i < sizeof(views) / sizeof(views[0]); i++) {
+		if (strcasecmp(views[i].name, arg) != 0)
+			continue;
+		switch (views[i].id) {
+		case 0:
+			show_help(r);
+			return;
+		case 1:
+			show_version(r);
+			return;
+		case 2:
+			show_state(r);
+			return;
+		case 3:
+			show_config(r);
+			return;
+		case 4:
+			show_pools(r);
+			return;
+		case 5:
+			show_sockets(r, VIEW_CLIENTS);
+			return;
+		case 6:
+			show_sockets(r, VIEW_SERVERS);
+			return;
+		case 7:
+			show_sockets(r, VIEW_SOCKETS);
+			return;
+		case 8:
+			show_sockets(r, VIEW_ACTIVE_SOCKETS);
+			return;
+		case 9:
+			show_databases(r);
+			return;
+		case 10:
+			show_users(r);
+			return;
+		case 11:
+			show_lists(r);
+			return;
+		case 12:
+			show_mem(r);
+			return;
+		case 13:
+			show_dns_hosts(r);
+			return;
+		case 14:
+			show_dns_zones(r);
+			return;
+		case 15:
+			show_stats(r, STATS_VIEW_STATS);
+			return;
+		case 16:
+			show_stats(r, STATS_VIEW_TOTALS_PER_DB);
+			return;
+		case 17:
+			show_stats(r, STATS_VIEW_AVERAGES);
+			return;
+		case 18:
+			show_stats(r, STATS_VIEW_TOTALS);
+			return;
+		case 19:
+			show_peers(r);
+			return;
+		case 20:
+			show_peer_pools(r);
+			return;
+		case 21:
+			/* passing sockets for an online restart (-R) is not supported */
+			if (!admin_user) {
+				send_error(r, "08P01", "admin access needed");
+				return;
+			}
+			header(r, "issssiqisssssbb", "fd", "task", "user", "database", "addr",
+			       "port", "cancel", "link", "client_encoding", "std_strings",
+			       "datestyle", "timezone", "password", "scram_client_key",
+			       "scram_server_key");
+			finish(r, "SHOW");
+			return;
+		}
+	}
+	syntax_error(r);
+}
+
+/* ---- commands ---- */
+
+static void answer(struct reply *r, const char *err, const char *tag)
+{
+	if (err != NULL)
+		send_error(r, "08P01", "%s", err);
+	else
+		finish(r, tag);
+}
+
+/* A command that may complete later: waits (relay paused) or answers now. */
+static void answer_or_wait(struct reply *r, const char *err, bool wait, enum control_wait what,
+                           const char *db, const char *tag)
+{
+	if (err != NULL || !wait) {
+		answer(r, err, tag);
+		return;
+	}
+	if (!control_wait_for(r->b, r->client->id, what, db)) {
+		send_error(r, "53200", "out of memory");
+		return;
+	}
+	r->client->admin_waiting = true;
+}
+
+static void cmd_set(struct reply *r, const char *key, const char *value)
+{
+	char err[256], tag[512];
+
+	for (size_t i = 0; i < sizeof(fake_params) / sizeof(fake_params[0]); i++) {
+		if (strcasecmp(key, fake_params[i].name) == 0) {
+			pktbuf_write_notice(&r->pb, "00000", "SET ignored");
+			finish(r, "SET");
+			return;
+		}
+	}
+	if (!r->client->admin_user) {
+		send_error(r, "08P01", "admin access needed");
+		return;
+	}
+	if (!config_set(r->b->cfg, key, value, err, sizeof(err))) {
+		log_error("SET %s failed: %s", key, err);
+		send_error(r, "08P01", "SET failed");
+		return;
+	}
+	log_info("SET %s = %s", key, config_key_is_secret(config_key_index(key)) ? "****" : value);
+	snprintf(tag, sizeof(tag), "SET %s=%s", key, value);
+	finish(r, tag);
+}
+
+static struct conn *find_client_by_id(struct bouncer *b, uint64_t id)
+{
+	struct list *it, *cit;
+	int n = 0;
+	struct pool **pools = all_pools(b, &n);
+	struct conn *found = NULL;
+
+	if (pools == NULL)
+		return NULL;
+	for (int i = 0; i < n && found == NULL; i++) {
+		const struct list *lists[] = {&pools[i]->active_clients, &pools[i]->waiting_clients,
+		                              &pools[i]->login_clients};
+		for (size_t j = 0; j < 3 && found == NULL; j++) {
+			list_for_each(cit, lists[j])
+			{
+				struct conn *c = list_entry(cit, struct conn, head);
+				if (c->id == id) {
+					found = c;
+					break;
+				}
+			}
+		}
+	}
+	(void)it;
+	free(pools);
+	return found;
+}
+
+static void cmd_kill_client(struct reply *r, const char *arg)
+{
+	unsigned long long id;
+	char *end;
+	struct conn *victim;
+
+	id = strtoull(arg, &end, 10);
+	if (arg[0] == '\0' || *end != '\0') {
+		send_error(r, "08P01", "invalid client pointer supplied");
+		return;
+	}
+	victim = find_client_by_id(r->b, id);
+	if (victim == NULL) {
+		send_error(r, "08P01", "client not found");
+		return;
+	}
+	client_fatal(victim, "08P01", "admin forced disconnect");
+	if (victim != r->client)
+		finish(r, "KILL_CLIENT");
+}
+
+static void cmd_shutdown(struct reply *r, const char *arg)
+{
+	enum control_shutdown mode = CONTROL_SHUTDOWN_IMMEDIATE;
+
+	if (arg[0] != '\0') {
+		if (strcasecmp(arg, "WAIT_FOR_CLIENTS") == 0)
+			mode = CONTROL_SHUTDOWN_WAIT_FOR_CLIENTS;
+		else if (strcasecmp(arg, "WAIT_FOR_SERVERS") == 0)
+			mode = CONTROL_SHUTDOWN_WAIT_FOR_SERVERS;
+		else {
+			syntax_error(r);
+			return;
+		}
+	}
+	if (!r->client->admin_user) {
+		send_error(r, "08P01", "admin access needed");
+		return;
+	}
+	if (mode == CONTROL_SHUTDOWN_IMMEDIATE) {
+		log_info("SHUTDOWN command issued");
+		/* no answer: the connection stays open until the process is gone */
+		control_shutdown(r->b, mode);
+		return;
+	}
+	control_shutdown(r->b, mode);
+	finish(r, "SHUTDOWN");
+}
+
+static void run_command(struct reply *r, const char *cmd, const char *arg)
+{
+	struct bouncer *b = r->b;
+	bool admin_user = r->client->admin_user;
+	bool wait = false;
+	const char *err;
+
+	if (strcasecmp(cmd, "show") == 0 || strcasecmp(cmd, "select") == 0) {
+		cmd_show(r, arg, admin_user);
+		return;
+	}
+	if (strcasecmp(cmd, "shutdown") == 0) {
+		cmd_shutdown(r, arg);
+		return;
+	}
+	if ((strcasecmp(cmd, "reload") == 0 || strcasecmp(cmd, "suspend") == 0) && arg[0] != '\0') {
+		syntax_error(r);
+		return;
+	}
+	{
+		static const char *const known[] = {
+		        "reload", "suspend", "pause",       "resume",    "disable",
+		        "enable", "kill",    "kill_client", "reconnect", "wait_close"};
+		bool ok = false;
+		for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+			ok = ok || strcasecmp(cmd, known[i]) == 0;
+		if (!ok) {
+			syntax_error(r);
+			return;
+		}
+	}
+	if (!admin_user) {
+		send_error(r, "08P01", "admin access needed");
+		return;
+	}
+	if (strcasecmp(cmd, "reload") == 0) {
+		log_info("RELOAD command issued");
+		if (control_reload(b))
+			finish(r, "RELOAD");
+		else
+			send_error(r, "F0000", "RELOAD failed, see logs for additional details");
+	} else if (strcasecmp(cmd, "suspend") == 0) {
+		err = control_suspend(b, &wait);
+		answer_or_wait(r, err, wait, CONTROL_WAIT_SUSPEND, "", "SUSPEND");
+	} else if (strcasecmp(cmd, "pause") == 0) {
+		err = control_pause(b, arg, &wait);
+		answer_or_wait(r, err, wait, CONTROL_WAIT_PAUSE, arg, "PAUSE");
+	} else if (strcasecmp(cmd, "resume") == 0) {
+		answer(r, control_resume(b, arg), "RESUME");
+	} else if (strcasecmp(cmd, "disable") == 0) {
+		answer(r, control_disable(b, arg), "DISABLE");
+	} else if (strcasecmp(cmd, "enable") == 0) {
+		answer(r, control_enable(b, arg), "ENABLE");
+	} else if (strcasecmp(cmd, "kill") == 0) {
+		answer(r, control_kill(b, arg), "KILL");
+	} else if (strcasecmp(cmd, "kill_client") == 0) {
+		cmd_kill_client(r, arg);
+	} else if (strcasecmp(cmd, "reconnect") == 0) {
+		answer(r, control_reconnect(b, arg), "RECONNECT");
+	} else {
+		err = control_wait_close(b, arg, &wait);
+		answer_or_wait(r, err, wait, CONTROL_WAIT_CLOSE, arg, "WAIT_CLOSE");
+	}
+}
+
+static void run_query(struct conn *c, const char *q)
+{
+	struct reply r;
+	struct admin_stmt st;
+
+	r.b = c->b;
+	r.client = c;
+	r.query = q;
+	pktbuf_init(&r.pb, ADMIN_REPLY_MAX);
+	stats_admin_query(c->b->admin->pool);
+	admin_parse(q, &st);
+	switch (st.kind) {
+	case ADMIN_STMT_COMMAND:
+		run_command(&r, st.cmd, st.arg);
+		break;
+	case ADMIN_STMT_SET:
+		cmd_set(&r, st.arg, st.value);
+		break;
+	case ADMIN_STMT_TOO_LONG:
+		send_error(&r, "08P01", "bad arguments");
+		break;
+	case ADMIN_STMT_INVALID:
+		syntax_error(&r);
+		break;
+	}
+	pktbuf_free(&r.pb);
+}
+
+/* ---- login and packets ---- */
+
+static bool name_in_list(const char *name, const char *list)
+{
+	size_t n = strlen(name);
+	const char *p = list;
+
+	while (p != NULL && *p) {
+		const char *end, *e;
+		while (*p == ' ' || *p == ',' || *p == '\t')
+			p++;
+		end = p;
+		while (*end && *end != ',')
+			end++;
+		e = end;
+		while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+			e--;
+		if ((size_t)(e - p) == n && n > 0 && strncmp(p, name, n) == 0)
+			return true;
+		p = end;
+	}
+	return false;
+}
+
+bool admin_trusted_peer(const struct conn *c)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (c->addr.ss_family != AF_UNIX || strcmp(c->user, "pgbouncer") != 0 || c->sbuf.fd < 0)
+		return false;
+	if (getsockopt(c->sbuf.fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+		return false;
+	return cred.uid == getuid();
+}
+
+void admin_client_login(struct conn *c)
+{
+	struct bouncer *b = c->b;
+	const struct config *cfg = b->cfg;
+	struct pktbuf pb;
+	uint32_t keys[2];
+
+	if (admin_trusted_peer(c)) {
+		c->admin_user = true;
+		if (cfg->log_connections)
+			slog_info(c, "pgbouncer access from unix socket");
+	} else if (name_in_list(c->user, cfg->admin_users)) {
+		c->admin_user = true;
+	} else if (!name_in_list(c->user, cfg->stats_users) && cfg->auth_type != AUTH_ANY) {
+		client_fatal(c, "08P01", "not allowed");
+		return;
+	}
+	c->pool = b->admin->pool;
+	c->request_time = bouncer_now_usec();
+	conn_set_state(c, CL_ACTIVE);
+	if (RAND_bytes((unsigned char *)keys, sizeof(keys)) != 1) {
+		client_fatal(c, "58000", "could not generate a cancel key");
+		return;
+	}
+	c->be_pid = keys[0] & 0x7fffffff;
+	c->cancel_key = keys[1];
+	pktbuf_init(&pb, 4096);
+	pktbuf_write_auth(&pb, 0, NULL, 0);
+	pktbuf_write_parameter_status(&pb, "server_version", PACKAGE_VERSION "/bouncer");
+	pktbuf_write_parameter_status(&pb, "client_encoding", "UTF8");
+	pktbuf_write_parameter_status(&pb, "server_encoding", "UTF8");
+	pktbuf_write_parameter_status(&pb, "DateStyle", "ISO");
+	pktbuf_write_parameter_status(&pb, "TimeZone", "GMT");
+	pktbuf_write_parameter_status(&pb, "standard_conforming_strings", "on");
+	pktbuf_write_parameter_status(&pb, "is_superuser", c->admin_user ? "on" : "off");
+	pktbuf_write_backend_key(&pb, c->be_pid, c->cancel_key);
+	pktbuf_write_ready(&pb, 'I');
+	if (!sbuf_queue_pktbuf(&c->sbuf, &pb)) {
+		pktbuf_free(&pb);
+		client_close(c, "could not send the welcome");
+		return;
+	}
+	pktbuf_free(&pb);
+	c->auth_done = true;
+	if (cfg->log_connections)
+		slog_info(c, "login to the admin console (%s)", c->admin_user ? "admin" : "stats");
+	sbuf_resume(&c->sbuf);
+}
+
+enum sbuf_action admin_handle_packet(struct conn *c, const struct sbuf_pkt *pkt)
+{
+	char msg[128];
+
+	if (c->admin_waiting)
+		return SBUF_PAUSE;
+	switch (pkt->type) {
+	case 'Q': {
+		const char *q = (const char *)pkt->body;
+		if (!pkt->complete)
+			return SBUF_WAIT;
+		if (pkt->body_len == 0 || memchr(q, '\0', pkt->body_len) != q + pkt->body_len - 1) {
+			client_fatal(c, "08P01", "incomplete query");
+			return SBUF_CLOSED;
+		}
+		log_debug("got admin query: %s", q);
+		c->request_time = bouncer_now_usec();
+		run_query(c, q);
+		if (c->state == CONN_JUSTFREE)
+			return SBUF_CLOSED;
+		return SBUF_CONSUMED;
+	}
+	case 'X':
+		client_close(c, "client close request");
+		return SBUF_CLOSED;
+	case 'P':
+	case 'B':
+	case 'E':
+		client_fatal(c, "08P01", "extended query protocol not supported by admin console");
+		return SBUF_CLOSED;
+	default:
+		snprintf(msg, sizeof(msg), "unsupported packet type for admin console: %d",
+		         (int)pkt->type);
+		client_fatal(c, "08P01", msg);
+		return SBUF_CLOSED;
+	}
+}
+
+struct conn *admin_find_client(struct bouncer *b, uint64_t conn_id)
+{
+	struct list *it;
+
+	if (b->admin == NULL)
+		return NULL;
+	list_for_each(it, &b->admin->pool->active_clients)
+	{
+		struct conn *c = list_entry(it, struct conn, head);
+		if (conn_id == 0 || c->id == conn_id)
+			return c;
+	}
+	return NULL;
+}
+
+void admin_command_done(struct bouncer *b, uint64_t conn_id, const char *tag)
+{
+	struct conn *c = admin_find_client(b, conn_id);
+	struct pktbuf pb;
+
+	if (c == NULL || conn_id == 0)
+		return;
+	pktbuf_init(&pb, 1024);
+	pktbuf_write_command_complete(&pb, tag);
+	pktbuf_write_ready(&pb, 'I');
+	if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
+		slog_debug(c, "could not queue the console answer");
+	pktbuf_free(&pb);
+	c->admin_waiting = false;
+	sbuf_resume(&c->sbuf);
+}
+
+/* ---- views registry and set-up ---- */
+
+bool admin_register_view(struct bouncer *b, const char *name, const char *const *columns,
+                         admin_view_fill fill, void *ctx)
+{
+	struct admin *a = b->admin;
+	struct admin_view *v = NULL;
+	int ncols = 0;
+
+	if (name == NULL || columns == NULL || fill == NULL || strlen(name) >= sizeof(v->name))
+		return false;
+	while (columns[ncols] != NULL)
+		ncols++;
+	if (ncols == 0 || ncols > ADMIN_MAX_COLS)
+		return false;
+	for (int i = 0; i < a->nviews; i++)
+		if (strcasecmp(a->views[i].name, name) == 0)
+			v = &a->views[i];
+	if (v == NULL) {
+		if (a->nviews == ADMIN_MAX_VIEWS)
+			return false;
+		v = &a->views[a->nviews++];
+	}
+	snprintf(v->name, sizeof(v->name), "%s", name);
+	v->columns = columns;
+	v->ncols = ncols;
+	v->fill = fill;
+	v->ctx = ctx;
+	return true;
+}
+
+static void fill_apis(struct bouncer *b, void *ctx, admin_row_cb cb, void *arg)
+{
+	(void)ctx;
+	synced_show_apis(b, cb, arg);
+}
+
+static void fill_tables(struct bouncer *b, void *ctx, admin_row_cb cb, void *arg)
+{
+	(void)ctx;
+	synced_show_tables(b, cb, arg);
+}
+
+static void fill_mutations(struct bouncer *b, void *ctx, admin_row_cb cb, void *arg)
+{
+	(void)ctx;
+	synced_show_mutations(b, cb, arg);
+}
+
+bool admin_init(struct bouncer *b)
+{
+	struct admin *a = calloc(1, sizeof(*a));
+	struct pool *p;
+
+	if (a == NULL)
+		return false;
+	p = calloc(1, sizeof(*p));
+	if (p == NULL) {
+		free(a);
+		return false;
+	}
+	p->b = b;
+	snprintf(p->db_name, sizeof(p->db_name), "pgbouncer");
+	snprintf(p->user_name, sizeof(p->user_name), "pgbouncer");
+	list_init(&p->head);
+	list_init(&p->active_clients);
+	list_init(&p->waiting_clients);
+	list_init(&p->login_clients);
+	list_init(&p->idle_servers);
+	list_init(&p->active_servers);
+	list_init(&p->used_servers);
+	list_init(&p->tested_servers);
+	list_init(&p->login_servers);
+	p->pool_mode = POOL_STATEMENT;
+	p->pool_size = 2;
+	p->welcome_ready = true;
+	p->is_admin = true;
+	a->pool = p;
+	b->admin = a;
+	/* the synced-table side's views; they answer with no rows while it is not running */
+	if (!admin_register_view(b, "APIS", synced_apis_columns, fill_apis, NULL) ||
+	    !admin_register_view(b, "SYNCED_TABLES", synced_tables_columns, fill_tables, NULL) ||
+	    !admin_register_view(b, "MUTATIONS", synced_mutations_columns, fill_mutations, NULL)) {
+		admin_free(b);
+		return false;
+	}
+	return true;
+}
+
+void admin_free(struct bouncer *b)
+{
+	struct admin *a = b->admin;
+	struct list *it, *tmp;
+
+	if (a == NULL)
+		return;
+	list_for_each_safe(it, tmp, &a->pool->active_clients)
+	        conn_retire(list_entry(it, struct conn, head));
+	list_for_each_safe(it, tmp, &a->pool->login_clients)
+	        conn_retire(list_entry(it, struct conn, head));
+	free(a->pool);
+	free(a);
+	b->admin = NULL;
+}

@@ -1,0 +1,857 @@
+/*
+ * control — see include/control.h. Per-database flags are kept by name (a database may have
+ * several pools, one per user, and may have none yet), in a small array that only grows with
+ * the number of databases an admin has touched.
+ */
+#include "control.h"
+
+#include <event2/event.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "admin.h"
+#include "bouncer.h"
+#include "client.h"
+#include "config.h"
+#include "conn.h"
+#include "listener.h"
+#include "log.h"
+#include "pool.h"
+#include "server.h"
+#include "userlist.h"
+
+#define CONTROL_TICK_USEC 100000
+#define CONTROL_MAX_DBS   4096
+#define CONTROL_MAX_WAIT  256
+
+struct db_flags {
+	char name[64];
+	bool paused, disabled;
+};
+
+struct waiter {
+	uint64_t conn_id;
+	enum control_wait what;
+	char db[64]; /* "" = all */
+};
+
+struct control {
+	struct bouncer *b;
+	enum control_mode mode;
+	enum control_shutdown shutdown;
+	struct db_flags *dbs;
+	int ndbs, cap;
+	struct waiter waiters[CONTROL_MAX_WAIT];
+	int nwaiters;
+	struct event *ev;
+	void (*after_reload)(struct bouncer *b);
+};
+
+const char *control_mode_str(enum control_mode m)
+{
+	switch (m) {
+	case CONTROL_RUNNING:
+		return "running";
+	case CONTROL_PAUSED:
+		return "paused";
+	case CONTROL_SUSPENDED:
+		return "suspended";
+	}
+	return "?";
+}
+
+const char *control_shutdown_str(enum control_shutdown s)
+{
+	switch (s) {
+	case CONTROL_SHUTDOWN_NONE:
+		return "none";
+	case CONTROL_SHUTDOWN_IMMEDIATE:
+		return "immediate";
+	case CONTROL_SHUTDOWN_WAIT_FOR_SERVERS:
+		return "wait_for_servers";
+	case CONTROL_SHUTDOWN_WAIT_FOR_CLIENTS:
+		return "wait_for_clients";
+	}
+	return "?";
+}
+
+const char *control_wait_str(enum control_wait w)
+{
+	switch (w) {
+	case CONTROL_WAIT_PAUSE:
+		return "pause";
+	case CONTROL_WAIT_SUSPEND:
+		return "suspend";
+	case CONTROL_WAIT_CLOSE:
+		return "wait_close";
+	}
+	return "?";
+}
+
+static struct db_flags *find_db(const struct control *ctl, const char *name)
+{
+	for (int i = 0; i < ctl->ndbs; i++)
+		if (strcmp(ctl->dbs[i].name, name) == 0)
+			return &ctl->dbs[i];
+	return NULL;
+}
+
+static struct db_flags *get_db(struct control *ctl, const char *name)
+{
+	struct db_flags *f = find_db(ctl, name);
+
+	if (f != NULL)
+		return f;
+	if (strlen(name) >= sizeof(f->name) || ctl->ndbs >= CONTROL_MAX_DBS)
+		return NULL;
+	if (ctl->ndbs == ctl->cap) {
+		int cap = ctl->cap ? ctl->cap * 2 : 8;
+		struct db_flags *n = realloc(ctl->dbs, (size_t)cap * sizeof(*n));
+		if (n == NULL)
+			return NULL;
+		ctl->dbs = n;
+		ctl->cap = cap;
+	}
+	f = &ctl->dbs[ctl->ndbs++];
+	memset(f, 0, sizeof(*f));
+	snprintf(f->name, sizeof(f->name), "%s", name);
+	return f;
+}
+
+bool control_db_disabled(const struct bouncer *b, const char *db)
+{
+	const struct db_flags *f = b->control ? find_db(b->control, db) : NULL;
+
+	return f != NULL && f->disabled;
+}
+
+bool control_db_paused(const struct bouncer *b, const char *db)
+{
+	const struct db_flags *f = b->control ? find_db(b->control, db) : NULL;
+
+	return f != NULL && f->paused;
+}
+
+enum control_mode control_mode(const struct bouncer *b)
+{
+	return b->control ? b->control->mode : CONTROL_RUNNING;
+}
+
+enum control_shutdown control_shutdown_mode(const struct bouncer *b)
+{
+	return b->control ? b->control->shutdown : CONTROL_SHUTDOWN_NONE;
+}
+
+bool control_pool_paused(const struct pool *pool)
+{
+	const struct control *ctl = pool->b->control;
+
+	if (ctl == NULL)
+		return false;
+	return ctl->mode != CONTROL_RUNNING || control_db_paused(pool->b, pool->db_name);
+}
+
+bool control_server_close_needed(const struct conn *server)
+{
+	return server->close_needed || control_pool_paused(server->pool);
+}
+
+/* A database name an admin may act on: configured (or covered by "*"), never the console. */
+static const char *check_db(struct bouncer *b, const char *db, const char *verb)
+{
+	static char msg[160];
+
+	if (config_find_database(b->cfg, db) == NULL && !admin_is_console_db(db)) {
+		snprintf(msg, sizeof(msg), "no such database: %s", db);
+		return msg;
+	}
+	if (admin_is_console_db(db)) {
+		snprintf(msg, sizeof(msg), "cannot %s admin db: %s", verb, db);
+		return msg;
+	}
+	return NULL;
+}
+
+static bool pool_matches(const struct pool *pool, const char *db)
+{
+	return db == NULL || db[0] == '\0' || strcmp(pool->db_name, db) == 0;
+}
+
+/* Servers that are still busy (linked, being reset or tested) in the pools of db. */
+static int busy_servers(struct bouncer *b, const char *db)
+{
+	struct list *it;
+	int n = 0;
+
+	list_for_each(it, &b->pools)
+	{
+		const struct pool *pool = list_entry(it, struct pool, head);
+		if (!pool_matches(pool, db))
+			continue;
+		n += (int)(list_count(&pool->active_servers) + list_count(&pool->used_servers) +
+		           list_count(&pool->tested_servers));
+	}
+	return n;
+}
+
+static int db_servers(struct bouncer *b, const char *db)
+{
+	struct list *it;
+	int n = 0;
+
+	list_for_each(it, &b->pools)
+	{
+		const struct pool *pool = list_entry(it, struct pool, head);
+		if (pool_matches(pool, db))
+			n += pool_server_count(pool);
+	}
+	return n;
+}
+
+static int close_needed_servers(struct bouncer *b, const char *db)
+{
+	static const size_t offs[] = {
+	        offsetof(struct pool, idle_servers),  offsetof(struct pool, active_servers),
+	        offsetof(struct pool, used_servers),  offsetof(struct pool, tested_servers),
+	        offsetof(struct pool, login_servers),
+	};
+	struct list *it, *sit;
+	int n = 0;
+
+	list_for_each(it, &b->pools)
+	{
+		struct pool *pool = list_entry(it, struct pool, head);
+		if (!pool_matches(pool, db))
+			continue;
+		for (size_t i = 0; i < sizeof(offs) / sizeof(offs[0]); i++) {
+			struct list *l = (struct list *)((char *)pool + offs[i]);
+			list_for_each(sit, l)
+			{
+				n += list_entry(sit, struct conn, head)->close_needed;
+			}
+		}
+	}
+	return n;
+}
+
+static void close_list(struct list *l, const char *reason, bool only_close_needed)
+{
+	struct list *it, *tmp;
+
+	list_for_each_safe(it, tmp, l)
+	{
+		struct conn *s = list_entry(it, struct conn, head);
+		if (!only_close_needed || s->close_needed)
+			server_close(s, reason);
+	}
+}
+
+static int live_clients(struct bouncer *b)
+{
+	struct list *it;
+	int n = (int)list_count(&b->login_clients);
+
+	list_for_each(it, &b->pools)
+	{
+		n += pool_client_count(list_entry(it, struct pool, head));
+	}
+	return n;
+}
+
+static int live_servers(struct bouncer *b)
+{
+	struct list *it;
+	int n = 0;
+
+	list_for_each(it, &b->pools)
+	{
+		n += pool_server_count(list_entry(it, struct pool, head));
+	}
+	return n;
+}
+
+static void for_each_sbuf(struct bouncer *b, bool pause)
+{
+	static const size_t offs[] = {
+	        offsetof(struct pool, active_clients), offsetof(struct pool, waiting_clients),
+	        offsetof(struct pool, login_clients),  offsetof(struct pool, idle_servers),
+	        offsetof(struct pool, active_servers), offsetof(struct pool, used_servers),
+	        offsetof(struct pool, tested_servers), offsetof(struct pool, login_servers),
+	};
+	struct list *it, *cit, *tmp;
+
+	list_for_each(it, &b->pools)
+	{
+		struct pool *pool = list_entry(it, struct pool, head);
+		for (size_t i = 0; i < sizeof(offs) / sizeof(offs[0]); i++) {
+			struct list *l = (struct list *)((char *)pool + offs[i]);
+			list_for_each_safe(cit, tmp, l)
+			{
+				struct conn *c = list_entry(cit, struct conn, head);
+				if (c->sbuf.fd < 0)
+					continue;
+				if (pause)
+					sbuf_pause(&c->sbuf);
+				else
+					sbuf_resume(&c->sbuf);
+			}
+		}
+	}
+}
+
+/* Whether every relayed byte has left: what a SUSPEND waits for. */
+static bool all_flushed(struct bouncer *b)
+{
+	static const size_t offs[] = {
+	        offsetof(struct pool, active_clients), offsetof(struct pool, waiting_clients),
+	        offsetof(struct pool, idle_servers),   offsetof(struct pool, active_servers),
+	        offsetof(struct pool, used_servers),   offsetof(struct pool, tested_servers),
+	};
+	struct list *it, *cit;
+
+	list_for_each(it, &b->pools)
+	{
+		struct pool *pool = list_entry(it, struct pool, head);
+		for (size_t i = 0; i < sizeof(offs) / sizeof(offs[0]); i++) {
+			struct list *l = (struct list *)((char *)pool + offs[i]);
+			list_for_each(cit, l)
+			{
+				const struct conn *c = list_entry(cit, struct conn, head);
+				if (sbuf_has_pending(&c->sbuf) || !sbuf_out_empty(&c->sbuf))
+					return false;
+			}
+		}
+	}
+	return true;
+}
+
+static void full_resume(struct control *ctl)
+{
+	struct bouncer *b = ctl->b;
+	enum control_mode was = ctl->mode;
+	struct list *it;
+
+	ctl->mode = CONTROL_RUNNING;
+	if (was == CONTROL_SUSPENDED) {
+		for_each_sbuf(b, false);
+		if (ctl->shutdown == CONTROL_SHUTDOWN_NONE)
+			listener_pause(b, false);
+	}
+	list_for_each(it, &b->pools)
+	{
+		pool_fill(list_entry(it, struct pool, head));
+	}
+}
+
+static bool waiter_done(struct control *ctl, const struct waiter *w)
+{
+	struct bouncer *b = ctl->b;
+
+	switch (w->what) {
+	case CONTROL_WAIT_PAUSE:
+		return busy_servers(b, w->db) == 0;
+	case CONTROL_WAIT_SUSPEND:
+		return all_flushed(b);
+	case CONTROL_WAIT_CLOSE:
+		return close_needed_servers(b, w->db) == 0;
+	}
+	return true;
+}
+
+static const char *waiter_tag(const struct waiter *w)
+{
+	switch (w->what) {
+	case CONTROL_WAIT_PAUSE:
+		return "PAUSE";
+	case CONTROL_WAIT_SUSPEND:
+		return "SUSPEND";
+	case CONTROL_WAIT_CLOSE:
+		return "WAIT_CLOSE";
+	}
+	return "?";
+}
+
+static void tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct control *ctl = arg;
+	struct bouncer *b = ctl->b;
+	struct list *it, *tmp;
+
+	(void)fd;
+	(void)what;
+	list_for_each_safe(it, tmp, &b->pools)
+	{
+		struct pool *pool = list_entry(it, struct pool, head);
+		if (control_pool_paused(pool) && ctl->mode != CONTROL_SUSPENDED) {
+			close_list(&pool->idle_servers, "pause mode", false);
+			close_list(&pool->login_servers, "pause mode", false);
+		} else {
+			close_list(&pool->idle_servers, "server needs to reconnect", true);
+		}
+	}
+	for (int i = 0; i < ctl->nwaiters;) {
+		struct waiter *w = &ctl->waiters[i];
+		if (admin_find_client(b, w->conn_id) != NULL && !waiter_done(ctl, w)) {
+			i++;
+			continue;
+		}
+		if (admin_find_client(b, w->conn_id) != NULL)
+			admin_command_done(b, w->conn_id, waiter_tag(w));
+		ctl->waiters[i] = ctl->waiters[--ctl->nwaiters];
+	}
+	if (ctl->mode == CONTROL_SUSPENDED && admin_find_client(b, 0) == NULL &&
+	    ctl->shutdown == CONTROL_SHUTDOWN_NONE) {
+		log_info("admin disappeared when suspended, doing RESUME");
+		full_resume(ctl);
+	}
+	switch (ctl->shutdown) {
+	case CONTROL_SHUTDOWN_WAIT_FOR_SERVERS:
+		list_for_each(it, &b->pools)
+		{
+			struct pool *pool = list_entry(it, struct pool, head);
+			struct list *cit, *ctmp;
+			list_for_each_safe(cit, ctmp, &pool->waiting_clients)
+			        client_fatal(list_entry(cit, struct conn, head), "08P01",
+			                     "server shutting down");
+		}
+		if (live_servers(b) == 0) {
+			log_info("server connections dropped, exiting");
+			b->shutting_down = true;
+			event_base_loopbreak(b->base);
+		}
+		break;
+	case CONTROL_SHUTDOWN_WAIT_FOR_CLIENTS:
+		if (live_clients(b) == 0) {
+			log_info("client connections dropped, exiting");
+			b->shutting_down = true;
+			event_base_loopbreak(b->base);
+		}
+		break;
+	case CONTROL_SHUTDOWN_IMMEDIATE:
+	case CONTROL_SHUTDOWN_NONE:
+		break;
+	}
+}
+
+bool control_init(struct bouncer *b, void (*after_reload)(struct bouncer *b))
+{
+	struct control *ctl = calloc(1, sizeof(*ctl));
+	struct timeval tv = {0, CONTROL_TICK_USEC};
+
+	if (ctl == NULL)
+		return false;
+	ctl->b = b;
+	ctl->after_reload = after_reload;
+	ctl->ev = event_new(b->base, -1, EV_PERSIST, tick, ctl);
+	if (ctl->ev == NULL || event_add(ctl->ev, &tv) != 0) {
+		if (ctl->ev != NULL)
+			event_free(ctl->ev);
+		free(ctl);
+		return false;
+	}
+	b->control = ctl;
+	return true;
+}
+
+void control_free(struct bouncer *b)
+{
+	struct control *ctl = b->control;
+
+	if (ctl == NULL)
+		return;
+	event_free(ctl->ev);
+	free(ctl->dbs);
+	free(ctl);
+	b->control = NULL;
+}
+
+bool control_wait_for(struct bouncer *b, uint64_t conn_id, enum control_wait what, const char *db)
+{
+	struct control *ctl = b->control;
+	struct waiter *w;
+
+	if (ctl->nwaiters >= CONTROL_MAX_WAIT)
+		return false;
+	w = &ctl->waiters[ctl->nwaiters++];
+	w->conn_id = conn_id;
+	w->what = what;
+	snprintf(w->db, sizeof(w->db), "%s", db != NULL ? db : "");
+	return true;
+}
+
+const char *control_pause(struct bouncer *b, const char *db, bool *wait)
+{
+	struct control *ctl = b->control;
+	const char *err;
+	struct db_flags *f;
+
+	*wait = false;
+	if (ctl->mode != CONTROL_RUNNING)
+		return "already suspended/paused";
+	if (db == NULL || db[0] == '\0') {
+		log_info("PAUSE command issued");
+		ctl->mode = CONTROL_PAUSED;
+		*wait = live_servers(b) > 0;
+		return NULL;
+	}
+	log_info("PAUSE '%s' command issued", db);
+	if ((err = check_db(b, db, "pause")) != NULL)
+		return err;
+	f = get_db(ctl, db);
+	if (f == NULL)
+		return "out of memory";
+	f->paused = true;
+	*wait = db_servers(b, db) > 0;
+	return NULL;
+}
+
+const char *control_resume(struct bouncer *b, const char *db)
+{
+	struct control *ctl = b->control;
+	struct db_flags *f;
+	struct list *it;
+
+	if (db == NULL || db[0] == '\0') {
+		log_info("RESUME command issued");
+		if (ctl->shutdown != CONTROL_SHUTDOWN_NONE)
+			return "pooler is shutting down";
+		if (ctl->mode == CONTROL_RUNNING)
+			return "pooler is not paused/suspended";
+		full_resume(ctl);
+		return NULL;
+	}
+	log_info("RESUME '%s' command issued", db);
+	if (config_find_database(b->cfg, db) == NULL && !admin_is_console_db(db)) {
+		static char msg[160];
+		snprintf(msg, sizeof(msg), "no such database: %s", db);
+		return msg;
+	}
+	f = find_db(ctl, db);
+	if (f == NULL || !f->paused) {
+		static char msg[160];
+		snprintf(msg, sizeof(msg), "database %s is not paused", db);
+		return msg;
+	}
+	f->paused = false;
+	list_for_each(it, &b->pools)
+	{
+		struct pool *pool = list_entry(it, struct pool, head);
+		if (pool_matches(pool, db))
+			pool_fill(pool);
+	}
+	return NULL;
+}
+
+const char *control_suspend(struct bouncer *b, bool *wait)
+{
+	struct control *ctl = b->control;
+
+	*wait = false;
+	if (ctl->mode != CONTROL_RUNNING)
+		return "already suspended/paused";
+	for (int i = 0; i < ctl->ndbs; i++)
+		if (ctl->dbs[i].paused)
+			return "cannot suspend with paused databases";
+	log_info("SUSPEND command issued");
+	ctl->mode = CONTROL_SUSPENDED;
+	listener_pause(b, true);
+	for_each_sbuf(b, true);
+	*wait = true;
+	return NULL;
+}
+
+const char *control_disable(struct bouncer *b, const char *db)
+{
+	const char *err;
+	struct db_flags *f;
+
+	if (db == NULL || db[0] == '\0')
+		return "a database is required";
+	log_info("DISABLE '%s' command issued", db);
+	if ((err = check_db(b, db, "disable")) != NULL)
+		return err;
+	f = get_db(b->control, db);
+	if (f == NULL)
+		return "out of memory";
+	f->disabled = true;
+	return NULL;
+}
+
+const char *control_enable(struct bouncer *b, const char *db)
+{
+	const char *err;
+	struct db_flags *f;
+
+	if (db == NULL || db[0] == '\0')
+		return "a database is required";
+	log_info("ENABLE '%s' command issued", db);
+	if ((err = check_db(b, db, "enable")) != NULL)
+		return err;
+	f = find_db(b->control, db);
+	if (f != NULL)
+		f->disabled = false;
+	return NULL;
+}
+
+static void kill_pool(struct pool *pool)
+{
+	static const char reason[] = "database removed";
+	struct list *it, *tmp;
+
+	list_for_each_safe(it, tmp, &pool->active_clients)
+	        client_fatal(list_entry(it, struct conn, head), "08P01", reason);
+	list_for_each_safe(it, tmp, &pool->waiting_clients)
+	        client_fatal(list_entry(it, struct conn, head), "08P01", reason);
+	list_for_each_safe(it, tmp, &pool->login_clients)
+	        client_fatal(list_entry(it, struct conn, head), "08P01", reason);
+	close_list(&pool->active_servers, reason, false);
+	close_list(&pool->idle_servers, reason, false);
+	close_list(&pool->used_servers, reason, false);
+	close_list(&pool->tested_servers, reason, false);
+	close_list(&pool->login_servers, reason, false);
+}
+
+const char *control_kill(struct bouncer *b, const char *db)
+{
+	struct control *ctl = b->control;
+	struct list *it, *tmp;
+	const char *err;
+
+	if (ctl->mode != CONTROL_RUNNING)
+		return "already suspended/paused";
+	if (db != NULL && db[0] != '\0') {
+		log_info("KILL '%s' command issued", db);
+		if ((err = check_db(b, db, "kill")) != NULL)
+			return err;
+	} else {
+		log_info("KILL command issued");
+	}
+	list_for_each_safe(it, tmp, &b->pools)
+	{
+		struct pool *pool = list_entry(it, struct pool, head);
+		struct db_flags *f;
+		if (!pool_matches(pool, db))
+			continue;
+		f = get_db(ctl, pool->db_name);
+		if (f != NULL)
+			f->paused = true;
+		kill_pool(pool);
+	}
+	if (db != NULL && db[0] != '\0') {
+		struct db_flags *f = get_db(ctl, db);
+		if (f == NULL)
+			return "out of memory";
+		f->paused = true;
+	}
+	return NULL;
+}
+
+static void tag_servers(struct pool *pool)
+{
+	struct list *lists[] = {&pool->idle_servers, &pool->active_servers, &pool->used_servers,
+	                        &pool->tested_servers, &pool->login_servers};
+	struct list *it;
+
+	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+		list_for_each(it, lists[i])
+		{
+			list_entry(it, struct conn, head)->close_needed = true;
+		}
+}
+
+const char *control_reconnect(struct bouncer *b, const char *db)
+{
+	struct list *it;
+	const char *err;
+
+	if (db != NULL && db[0] != '\0') {
+		log_info("RECONNECT '%s' command issued", db);
+		if ((err = check_db(b, db, "reconnect")) != NULL)
+			return err;
+	} else {
+		log_info("RECONNECT command issued");
+	}
+	list_for_each(it, &b->pools)
+	{
+		struct pool *pool = list_entry(it, struct pool, head);
+		if (pool_matches(pool, db))
+			tag_servers(pool);
+	}
+	return NULL;
+}
+
+const char *control_wait_close(struct bouncer *b, const char *db, bool *wait)
+{
+	const char *err;
+
+	*wait = false;
+	if (db != NULL && db[0] != '\0') {
+		log_info("WAIT_CLOSE '%s' command issued", db);
+		if ((err = check_db(b, db, "wait in")) != NULL)
+			return err;
+	} else {
+		log_info("WAIT_CLOSE command issued");
+	}
+	*wait = close_needed_servers(b, db) > 0;
+	return NULL;
+}
+
+void control_shutdown(struct bouncer *b, enum control_shutdown mode)
+{
+	struct control *ctl = b->control;
+
+	if (ctl->shutdown != CONTROL_SHUTDOWN_NONE || mode == CONTROL_SHUTDOWN_IMMEDIATE) {
+		log_info("shutting down immediately");
+		ctl->shutdown = CONTROL_SHUTDOWN_IMMEDIATE;
+		b->shutting_down = true;
+		event_base_loopbreak(b->base);
+		return;
+	}
+	ctl->shutdown = mode;
+	if (mode == CONTROL_SHUTDOWN_WAIT_FOR_SERVERS) {
+		log_info("SHUTDOWN WAIT_FOR_SERVERS command issued");
+		if (ctl->mode == CONTROL_SUSPENDED)
+			for_each_sbuf(b, false);
+		ctl->mode = CONTROL_PAUSED;
+	} else {
+		log_info("SHUTDOWN WAIT_FOR_CLIENTS command issued");
+	}
+	/* new clients are refused from now on; the connected ones keep going */
+	listener_stop(b);
+}
+
+/* The server-side connection settings of a pool as the given config describes them. */
+struct conninfo {
+	const char *host, *server_db, *server_user, *password, *connect_query;
+	int port;
+	struct param_set startup;
+};
+
+static bool conninfo_of(const struct config *cfg, const struct userlist *users,
+                        const struct pool *pool, struct conninfo *ci)
+{
+	const struct cf_database *db = config_find_database(cfg, pool->db_name);
+
+	memset(ci, 0, sizeof(*ci));
+	if (db == NULL)
+		return false;
+	ci->host = db->host[0] ? db->host : cfg->unix_socket_dir;
+	ci->port = db->port;
+	ci->server_db = db->dbname[0] ? db->dbname : pool->db_name;
+	ci->server_user = db->user[0] ? db->user : pool->user_name;
+	if (db->user[0] && db->password[0])
+		ci->password = db->password;
+	else if (users != NULL)
+		ci->password = userlist_get_password(users, ci->server_user);
+	if (ci->password == NULL)
+		ci->password = "";
+	ci->connect_query = db->connect_query;
+	if ((db->client_encoding[0] &&
+	     !param_set_value(&ci->startup, "client_encoding", db->client_encoding)) ||
+	    (db->datestyle[0] && !param_set_value(&ci->startup, "datestyle", db->datestyle)) ||
+	    (db->timezone[0] && !param_set_value(&ci->startup, "timezone", db->timezone)) ||
+	    (db->application_name[0] &&
+	     !param_set_value(&ci->startup, "application_name", db->application_name))) {
+		param_clear(&ci->startup);
+		return false;
+	}
+	return true;
+}
+
+static bool same_params(const struct param_set *a, const struct param_set *b)
+{
+	if (a->n != b->n)
+		return false;
+	for (int i = 0; i < a->n; i++) {
+		const char *v = param_get(b, a->p[i].name);
+		if (v == NULL || strcmp(v, a->p[i].value) != 0)
+			return false;
+	}
+	return true;
+}
+
+static bool replace_str(char **dst, const char *src)
+{
+	char *n = strdup(src);
+
+	if (n == NULL)
+		return false;
+	free(*dst);
+	*dst = n;
+	return true;
+}
+
+/* Points pool at the new settings; its old servers close once released. */
+static void refresh_pool(struct bouncer *b, struct pool *pool)
+{
+	struct conninfo ci;
+	bool moved;
+
+	if (!conninfo_of(b->cfg, b->users, pool, &ci))
+		return;
+	moved = strcmp(ci.host, pool->host) != 0 || ci.port != pool->port ||
+	        strcmp(ci.server_db, pool->server_db) != 0 ||
+	        strcmp(ci.server_user, pool->server_user) != 0 ||
+	        strcmp(ci.connect_query, pool->connect_query) != 0 ||
+	        !same_params(&ci.startup, &pool->server_startup);
+	if (!replace_str(&pool->server_password, ci.password))
+		log_warning("out of memory refreshing the pool of %s", pool->db_name);
+	if (moved) {
+		if (!replace_str(&pool->host, ci.host) ||
+		    !replace_str(&pool->server_db, ci.server_db) ||
+		    !replace_str(&pool->server_user, ci.server_user) ||
+		    !replace_str(&pool->connect_query, ci.connect_query)) {
+			log_warning("out of memory refreshing the pool of %s", pool->db_name);
+		} else {
+			pool->port = ci.port;
+			param_clear(&pool->server_startup);
+			pool->server_startup = ci.startup;
+			ci.startup.n = 0;
+			pool->host_index = 0;
+			/* the first server of the new destination sends a fresh welcome */
+			log_info("database %s changed, reconnecting its servers", pool->db_name);
+		}
+		tag_servers(pool);
+	}
+	param_clear(&ci.startup);
+	pool_refresh_settings(pool);
+}
+
+bool control_reload(struct bouncer *b)
+{
+	struct control *ctl = b->control;
+	struct config *fresh = NULL, *old;
+	struct userlist *users = NULL, *old_users;
+	struct list *it;
+
+	if (!config_load(b->config_path, &fresh)) {
+		log_error("RELOAD failed, see logs for additional details");
+		return false;
+	}
+	if (!config_keep_no_reload(fresh, b->cfg))
+		log_warning("some changed settings need a restart to take effect");
+	if (fresh->auth_file[0]) {
+		users = userlist_load(fresh->auth_file);
+		if (users == NULL) {
+			log_error("RELOAD failed, see logs for additional details");
+			config_free(fresh);
+			return false;
+		}
+	}
+	old = b->cfg;
+	old_users = b->users;
+	b->cfg = fresh;
+	b->users = users;
+	list_for_each(it, &b->pools)
+	{
+		refresh_pool(b, list_entry(it, struct pool, head));
+	}
+	config_free(old);
+	if (ctl != NULL && ctl->after_reload != NULL)
+		ctl->after_reload(b);
+	if (old_users != NULL)
+		userlist_free(old_users);
+	return true;
+}
