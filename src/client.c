@@ -16,15 +16,18 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "bouncer.h"
 #include "config.h"
 #include "conn.h"
+#include "control.h"
 #include "md5pw.h"
 #include "pool.h"
 #include "prepared.h"
 #include "proto.h"
 #include "scram.h"
 #include "server.h"
+#include "stats.h"
 #include "userlist.h"
 
 static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt);
@@ -368,7 +371,7 @@ static enum sbuf_action start_auth(struct conn *c)
 	const char *err = NULL;
 	char msg[256];
 
-	pool = pool_get(c->b, c->dbname, c->user, &err);
+	pool = c->admin ? admin_pool(c->b) : pool_get(c->b, c->dbname, c->user, &err);
 	if (pool == NULL) {
 		if (strcmp(err, "no such database") == 0)
 			snprintf(msg, sizeof(msg), "no such database: %s", c->dbname);
@@ -377,11 +380,20 @@ static enum sbuf_action start_auth(struct conn *c)
 		client_fatal(c, "08P01", msg);
 		return SBUF_CLOSED;
 	}
-	if (!pool_client_allowed(pool, msg, sizeof(msg))) {
+	if (!c->admin && control_db_disabled(c->b, c->dbname)) {
+		snprintf(msg, sizeof(msg), "database does not allow connections: %s", c->dbname);
+		client_fatal(c, "08P01", msg);
+		return SBUF_CLOSED;
+	}
+	if (!c->admin && !pool_client_allowed(pool, msg, sizeof(msg))) {
 		client_fatal(c, "53300", msg);
 		return SBUF_CLOSED;
 	}
 	c->pool = pool;
+	if (c->admin && admin_trusted_peer(c)) {
+		admin_client_login(c);
+		return c->state == CONN_JUSTFREE ? SBUF_CLOSED : SBUF_CONSUMED;
+	}
 	switch (cfg->auth_type) {
 	case AUTH_ANY:
 	case AUTH_TRUST:
@@ -626,6 +638,7 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 	}
 	copy_str(c->user, sizeof(c->user), user);
 	copy_str(c->dbname, sizeof(c->dbname), db && db[0] ? db : user);
+	c->admin = admin_is_console_db(c->dbname);
 	c->sbuf.startup_phase = false;
 	if (b->cfg->log_connections)
 		slog_info(c, "login attempt: db=%s user=%s tls=no", c->dbname, c->user);
@@ -643,6 +656,8 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 			return handle_startup(c, pkt);
 		return handle_password(c, pkt);
 	}
+	if (c->admin)
+		return admin_handle_packet(c, pkt);
 	if (c->state != CL_ACTIVE)
 		return SBUF_PAUSE;
 	if (pkt->type == 'X') {
@@ -707,6 +722,7 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 	case 'F':
 		server->expect_rfq++;
 		c->pool->query_count++;
+		stats_client_query(c, server);
 		break;
 	default:
 		break;

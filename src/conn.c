@@ -15,6 +15,7 @@
 #include "bouncer.h"
 #include "pool.h"
 #include "prepared.h"
+#include "stats.h"
 
 const char *conn_state_str(enum conn_state st)
 {
@@ -46,6 +47,8 @@ const char *conn_state_str(enum conn_state st)
 void conn_set_state(struct conn *c, enum conn_state st)
 {
 	list_del(&c->head);
+	if (c->id == 0)
+		c->id = ++c->b->last_conn_id;
 	c->state = st;
 	list_append(pool_state_list(c->b, c->pool, st), &c->head);
 }
@@ -114,6 +117,7 @@ void conn_retire(struct conn *c)
 {
 	if (c->state == CONN_JUSTFREE)
 		return;
+	stats_conn_closed(c);
 	sbuf_close(&c->sbuf);
 	ps_conn_release(c);
 	if (c->timer_ready) {

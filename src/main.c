@@ -17,15 +17,18 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "bouncer.h"
 #include "config.h"
 #include "conn.h"
+#include "control.h"
 #include "daemon.h"
 #include "dns.h"
 #include "listener.h"
 #include "log.h"
 #include "mutation/synced.h"
 #include "pool.h"
+#include "stats.h"
 #include "userlist.h"
 #include "version.h"
 
@@ -86,54 +89,55 @@ static void free_retired_cb(evutil_socket_t fd, short what, void *arg)
 	conn_free_retired(arg);
 }
 
-static void reload(struct bouncer *b)
+/* What a reload changes outside the pools: the log and the synced-table side. */
+static void after_reload(struct bouncer *b)
 {
-	struct config *fresh = NULL;
-	struct userlist *users = NULL;
-
-	log_info("got SIGHUP, re-reading config");
-	if (!config_load(b->config_path, &fresh)) {
-		log_error("RELOAD failed, see logs for additional details");
-		return;
-	}
-	if (!config_keep_no_reload(fresh, b->cfg))
-		log_warning("some changed settings need a restart to take effect");
-	if (fresh->auth_file[0]) {
-		users = userlist_load(fresh->auth_file);
-		if (users == NULL) {
-			log_error("RELOAD failed, see logs for additional details");
-			config_free(fresh);
-			return;
-		}
-	}
-	config_free(b->cfg);
-	b->cfg = fresh;
-	if (b->users != NULL)
-		userlist_free(b->users);
-	b->users = users;
 	log_reopen();
 	apply_log_settings(b->cfg);
 	synced_reload(b);
 }
 
-static int shutdown_signals;
-
+/*
+ * pgbouncer's signals: HUP reload; TERM waits for the clients, INT for the servers (either
+ * again: at once); QUIT at once; USR1 pause; USR2 resume.
+ */
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct bouncer *b = arg;
+	const char *err;
+	bool wait;
 
 	(void)what;
 	switch (sig) {
 	case SIGHUP:
-		reload(b);
+		log_info("got SIGHUP, re-reading config");
+		if (!control_reload(b))
+			log_warning("keeping the previous configuration");
+		break;
+	case SIGTERM:
+		log_info("got SIGTERM, shutting down, waiting for all clients to disconnect");
+		control_shutdown(b, CONTROL_SHUTDOWN_WAIT_FOR_CLIENTS);
 		break;
 	case SIGINT:
-	case SIGTERM:
+		log_info("got SIGINT, shutting down, waiting for all servers connections to be "
+		         "released");
+		control_shutdown(b, CONTROL_SHUTDOWN_WAIT_FOR_SERVERS);
+		break;
 	case SIGQUIT:
-		shutdown_signals++;
-		log_info("got signal %d, shutting down", (int)sig);
-		b->shutting_down = true;
-		event_base_loopbreak(b->base);
+		log_info("got SIGQUIT, fast exit");
+		control_shutdown(b, CONTROL_SHUTDOWN_IMMEDIATE);
+		break;
+	case SIGUSR1:
+		log_info("got SIGUSR1, pausing all activity");
+		err = control_pause(b, NULL, &wait);
+		if (err != NULL)
+			log_warning("cannot pause: %s", err);
+		break;
+	case SIGUSR2:
+		log_info("got SIGUSR2, continuing");
+		err = control_resume(b, NULL);
+		if (err != NULL)
+			log_warning("cannot resume: %s", err);
 		break;
 	default:
 		break;
@@ -148,7 +152,7 @@ int main(int argc, char **argv)
 	        {"version", no_argument, NULL, 'V'}, {"help", no_argument, NULL, 'h'},
 	        {"reboot", no_argument, NULL, 'R'},  {NULL, 0, NULL, 0},
 	};
-	static const int signals[] = {SIGHUP, SIGINT, SIGTERM, SIGQUIT};
+	static const int signals[] = {SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2};
 	struct event *sigev[sizeof(signals) / sizeof(signals[0])];
 	struct bouncer b;
 	struct dns_options dopts;
@@ -223,6 +227,8 @@ int main(int argc, char **argv)
 	if (b.ev_free == NULL)
 		fatal("cannot create events");
 
+	if (!admin_init(&b) || !control_init(&b, after_reload) || !stats_start(&b))
+		fatal("cannot set up the admin console");
 	if (!listener_start(&b))
 		fatal("cannot start listeners");
 	if (opts.user != NULL && geteuid() == 0 && !daemon_change_user(opts.user))
@@ -266,6 +272,9 @@ int main(int argc, char **argv)
 	log_info("shutting down");
 	synced_stop(&b);
 	listener_stop(&b);
+	admin_free(&b);
+	control_free(&b);
+	stats_stop(&b);
 	for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
 		event_free(sigev[i]);
 	{

@@ -9,9 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin.h"
 #include "bouncer.h"
 #include "client.h"
 #include "config.h"
+#include "control.h"
 #include "prepared.h"
 #include "server.h"
 #include "userlist.h"
@@ -342,6 +344,10 @@ static bool reserve_allowed(const struct pool *pool, uint64_t now)
 
 void pool_client_logged_in(struct pool *pool, struct conn *client)
 {
+	if (client->admin) {
+		admin_client_login(client);
+		return;
+	}
 	list_del(&client->head);
 	client->pool = pool;
 	client->request_time = bouncer_now_usec();
@@ -360,7 +366,7 @@ static bool launch_one(struct pool *pool, uint64_t now)
 	const struct config *cfg = pool->b->cfg;
 	int count = pool_server_count(pool);
 
-	if (pool->b->shutting_down)
+	if (pool->b->shutting_down || control_pool_paused(pool))
 		return false;
 	if (pool->last_login_failure != 0 && cfg->server_login_retry > 0 &&
 	    now - pool->last_login_failure < (uint64_t)cfg->server_login_retry)
@@ -407,7 +413,8 @@ void pool_request_server(struct pool *pool, struct conn *client)
 	uint64_t now = bouncer_now_usec();
 
 	client->request_time = now;
-	while (list_empty(&pool->waiting_clients) && !list_empty(&pool->idle_servers)) {
+	while (list_empty(&pool->waiting_clients) && !list_empty(&pool->idle_servers) &&
+	       !control_pool_paused(pool)) {
 		/* LIFO keeps the hot backends busy and lets the others idle out; round robin
 		 * spreads load evenly */
 		struct list *node = pool->b->cfg->server_round_robin ? pool->idle_servers.next
@@ -431,6 +438,11 @@ void pool_server_ready(struct pool *pool, struct conn *server)
 	struct list *first;
 
 	server->request_time = bouncer_now_usec();
+	if (control_server_close_needed(server)) {
+		server_close(server, control_pool_paused(pool) ? "pause mode"
+		                                               : "server needs to reconnect");
+		return;
+	}
 	if (!pool->welcome_ready) {
 		pool->welcome_ready = true;
 		list_for_each_safe(it, tmp, &pool->login_clients)
@@ -574,7 +586,7 @@ static void janitor_tick(evutil_socket_t fd, short what, void *arg)
 	pool_refresh_settings(pool);
 	janitor_clients(pool, now);
 	janitor_servers(pool, now);
-	if (!pool->b->shutting_down) {
+	if (!pool->b->shutting_down && !control_pool_paused(pool)) {
 		janitor_min_pool(pool, now);
 		pool_fill(pool);
 	}

@@ -29,6 +29,7 @@
 #include "prepared.h"
 #include "proto.h"
 #include "scram.h"
+#include "stats.h"
 
 static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt);
 static void server_flushed(void *owner, struct sbuf *sb);
@@ -333,6 +334,7 @@ void server_link(struct conn *s, struct conn *c)
 	struct pktbuf pb;
 	int nset = 0;
 
+	stats_server_assigned(s, c);
 	s->link = c;
 	c->link = s;
 	conn_set_state(s, SV_ACTIVE);
@@ -678,6 +680,7 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 			return SBUF_CLOSED;
 		}
 		s->pool->xact_count += s->txn_status == 'I';
+		stats_server_ready_for_query(s);
 		s->at_rfq = s->expect_rfq == 0;
 		return SBUF_SEND;
 	case 'S': {
