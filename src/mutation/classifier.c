@@ -1271,6 +1271,7 @@ bool classifier_classify(const struct classifier *cl, const char *database, cons
 		out->nstatements++;
 		if (one.verdict == STMT_MUTATION)
 			out->nmutations++;
+		/* the enum is ordered PASS < MUTATION < REJECT: keep the first strongest */
 		if (one.verdict <= out->verdict)
 			continue;
 		v = json_get(raw, "stmt_location");
