@@ -1071,6 +1071,20 @@ static char *confirmed_json(struct mutation *m, const struct api_result *ar)
 			json_out_null(&out);
 		json_out_key(&out, "fields");
 		json_out_object_begin(&out);
+		/*
+		 * The row as the API received it, so that the second run writes exactly that even
+		 * where the statement is not deterministic (random(), now(), a sequence); the
+		 * API's own values follow and win (jsonb keeps the last of duplicate keys).
+		 */
+		if (cr->new_json != NULL && cr->new_json->kind == JSON_OBJECT) {
+			for (size_t k = 0; k < cr->new_json->count; k++) {
+				if (m->op == OP_INSERT &&
+				    strcmp(cr->new_json->keys[k], m->st->at.pk_column) == 0)
+					continue;
+				json_out_key(&out, cr->new_json->keys[k]);
+				json_write(&out, cr->new_json->items[k]);
+			}
+		}
 		if (m->op == OP_INSERT && rr->id != NULL) {
 			json_out_key(&out, m->st->at.pk_column);
 			json_out_string(&out, rr->id);

@@ -622,3 +622,15 @@ def test_writes_beyond_the_api_cap_wait_their_turn(pg, bouncer_factory, fake_sf)
     assert errors == []
     assert len(fake_sf.store()) == 11
     assert 1 <= peak[0] <= 2
+
+
+def test_volatile_values_are_written_as_the_api_received_them(synced, pg):
+    with crm(synced) as conn:
+        cid, note = conn.execute("insert into salesforce.contacts (last_name, note) "
+                                 "values ('Random', random()::text) returning id, note").fetchone()
+        conn.execute("update salesforce.contacts set first_name = md5(random()::text) "
+                     "where id = %s", (cid,))
+    rec = synced.fake.store()[cid]
+    row = db_rows(pg)[0]
+    assert rec["Description"] == note == row[4]
+    assert rec["FirstName"] == row[1]
