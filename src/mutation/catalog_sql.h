@@ -27,7 +27,7 @@
 #define SB_MUTATION_CATALOG_SQL_H
 
 /* Bump when the text below changes: installed databases with an older version get it again. */
-#define CATALOG_SQL_VERSION "1"
+#define CATALOG_SQL_VERSION "2"
 
 /* Key of pg_advisory_xact_lock() around installation: two poolers may start together. */
 #define CATALOG_SQL_LOCK_KEY "7306086135451738930"
@@ -104,6 +104,21 @@ static const char catalog_sql_schema[] =
         "\tperform pg_catalog.set_config('syncbouncer.seq', v_seq::text, true);\n"
         "\tv_xid := pg_catalog.pg_current_xact_id();\n"
         "\tif v_mode = 'capture' then\n"
+        "\t\t-- the dropped row is never checked by PostgreSQL: NOT NULL is checked here, before\n"
+        "\t\t-- the API sees it (the key may be null: the API assigns it)\n"
+        "\t\tif tg_op <> 'DELETE' then\n"
+        "\t\t\tselect a.attname into v_conname from pg_catalog.pg_attribute a\n"
+        "\t\t\t\twhere a.attrelid = tg_relid and a.attnum > 0 and not a.attisdropped\n"
+        "\t\t\t\tand a.attnotnull and a.attname <> v_pk\n"
+        "\t\t\t\tand pg_catalog.to_jsonb(new) -> a.attname::text = 'null'::jsonb\n"
+        "\t\t\t\torder by a.attnum limit 1;\n"
+        "\t\t\tif v_conname is not null then\n"
+        "\t\t\t\traise exception using errcode = '23502',\n"
+        "\t\t\t\t\tmessage = pg_catalog.format('null value in column \"%s\" of relation"
+        " \"%s\" violates not-null constraint', v_conname, tg_table_name),\n"
+        "\t\t\t\t\tschema = tg_table_schema, table = tg_table_name, column = v_conname;\n"
+        "\t\t\tend if;\n"
+        "\t\tend if;\n"
         "\t\tif tg_op = 'INSERT' then\n"
         "\t\t\tv_key := pg_catalog.to_jsonb(new) ->> v_pk;\n"
         "\t\t\tif v_key is not null then\n"

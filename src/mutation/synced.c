@@ -1171,6 +1171,9 @@ static enum api_value_type value_type(const struct json_value *v)
 		return API_VALUE_NUMBER;
 	case JSON_BOOL:
 		return API_VALUE_BOOL;
+	case JSON_ARRAY:
+	case JSON_OBJECT:
+		return API_VALUE_JSON; /* json, jsonb and array columns go to the API as JSON */
 	default:
 		return API_VALUE_TEXT;
 	}

@@ -634,3 +634,12 @@ def test_volatile_values_are_written_as_the_api_received_them(synced, pg):
     row = db_rows(pg)[0]
     assert rec["Description"] == note == row[4]
     assert rec["FirstName"] == row[1]
+
+
+def test_not_null_in_the_table_is_checked_before_the_api(synced, pg):
+    pg.sql("ALTER TABLE salesforce.contacts ALTER COLUMN first_name SET NOT NULL", dbname="crm")
+    with crm(synced) as conn:
+        with pytest.raises(psycopg.errors.NotNullViolation) as ei:
+            conn.execute("insert into salesforce.contacts (last_name) values ('NoFirst')")
+        assert ei.value.diag.column_name == "first_name"
+    assert synced.fake.requests() == []
