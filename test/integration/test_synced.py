@@ -643,3 +643,47 @@ def test_not_null_in_the_table_is_checked_before_the_api(synced, pg):
             conn.execute("insert into salesforce.contacts (last_name) values ('NoFirst')")
         assert ei.value.diag.column_name == "first_name"
     assert synced.fake.requests() == []
+
+
+def test_slow_api_never_blocks_other_clients(synced, pg):
+    """200 API calls to an API that answers after 500 ms, while another client runs 1,000
+    SELECT 1: the selects finish while the API calls are still being answered (the loop is
+    never blocked), and all 200 API calls complete. Timings are printed, not asserted."""
+    import threading
+
+    with crm(synced) as conn:
+        conn.execute("insert into salesforce.contacts (last_name) values ('warm')")
+    with crm(synced) as conn:
+        t0 = time.monotonic()
+        for _ in range(1000):
+            conn.execute("select 1")
+        baseline = time.monotonic() - t0
+    synced.fake.control(delay_ms=500)
+    errors = []
+
+    def writer(k):
+        try:
+            with crm(synced) as conn:
+                for i in range(10):
+                    conn.execute("insert into salesforce.contacts (last_name) values (%s)",
+                                 (f"S{k}-{i}",))
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(20)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    with crm(synced) as conn:
+        t0 = time.monotonic()
+        for _ in range(1000):
+            conn.execute("select 1")
+        loaded = time.monotonic() - t0
+    done_when_selects_ended = len(synced.fake.store()) - 1
+    for t in threads:
+        t.join(120)
+    print(f"1000 x SELECT 1: {baseline:.3f}s alone, {loaded:.3f}s beside 200 slow API calls")
+    assert errors == []
+    assert done_when_selects_ended < 200
+    assert len(synced.fake.store()) == 201
+    assert pg.sql("SELECT count(*) FROM salesforce.contacts", dbname="crm")[0][0] == 201
