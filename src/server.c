@@ -90,8 +90,11 @@ void server_close(struct conn *s, const char *reason)
 static void login_failed(struct conn *s, const char *sqlstate, const char *msg)
 {
 	struct pool *pool = s->pool;
-	char reason[600];
+	char reason[600], copy[512], state[6];
 
+	/* msg may point into the server's buffer, which conn_retire() frees */
+	snprintf(copy, sizeof(copy), "%s", msg);
+	snprintf(state, sizeof(state), "%s", sqlstate);
 	snprintf(reason, sizeof(reason), "server login failed: %s", msg);
 	s->logged_in = false;
 	s->b->server_count--;
@@ -106,7 +109,7 @@ static void login_failed(struct conn *s, const char *sqlstate, const char *msg)
 		s->connecting = false;
 	}
 	conn_retire(s);
-	pool_login_failed(pool, sqlstate, msg);
+	pool_login_failed(pool, state, copy);
 }
 
 void server_login_timeout(struct conn *s)
