@@ -381,7 +381,7 @@ static enum sbuf_action start_auth(struct conn *c)
 		return SBUF_CLOSED;
 	}
 	if (!c->admin && control_db_disabled(c->b, c->dbname)) {
-		snprintf(msg, sizeof(msg), "database does not allow connections: %s", c->dbname);
+		snprintf(msg, sizeof(msg), "database \"%s\" is disabled", c->dbname);
 		client_fatal(c, "08P01", msg);
 		return SBUF_CLOSED;
 	}
