@@ -206,7 +206,7 @@ static const char catalog_sql_columns[] =
         " coalesce(a.attnum = any (p.conkey), false),"
         " coalesce(pg_catalog.cardinality(p.conkey), 0),"
         " (select count(*) from pg_catalog.pg_trigger t"
-        " where t.tgrelid = c.oid and t.tgenabled <> 'D'"
+        " where t.tgrelid = c.oid and t.tgenabled = 'A'"
         " and t.tgfoid = pg_catalog.to_regprocedure('syncbouncer.guard()')"
         " and ((t.tgname = 'syncbouncer_guard' and t.tgtype = 31)"
         " or (t.tgname = 'syncbouncer_guard_truncate' and t.tgtype = 34))"
@@ -224,7 +224,8 @@ static const char catalog_sql_columns[] =
 /*
  * The guard triggers of one table, after the schema: a printf format taking the quoted table name
  * (%1$s) and the primary key column as a quoted literal (%2$s). A lock_timeout keeps a busy table
- * from holding up installation (and everyone queued behind its lock) for long.
+ * from holding up installation (and everyone queued behind its lock) for long. ENABLE ALWAYS:
+ * the guard fires even with session_replication_role = replica.
  */
 #define CATALOG_SQL_TRIGGERS_FMT                                                                   \
 	"select pg_catalog.set_config('lock_timeout', '5s', true);\n"                              \
@@ -233,6 +234,8 @@ static const char catalog_sql_columns[] =
 	"\tfor each row execute function syncbouncer.guard(%2$s);\n"                               \
 	"drop trigger if exists syncbouncer_guard_truncate on %1$s;\n"                             \
 	"create trigger syncbouncer_guard_truncate before truncate on %1$s\n"                      \
-	"\tfor each statement execute function syncbouncer.guard(%2$s);\n"
+	"\tfor each statement execute function syncbouncer.guard(%2$s);\n"                        \
+	"alter table %1$s enable always trigger syncbouncer_guard;\n"                              \
+	"alter table %1$s enable always trigger syncbouncer_guard_truncate;\n"
 
 #endif

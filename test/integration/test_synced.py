@@ -687,3 +687,10 @@ def test_slow_api_never_blocks_other_clients(synced, pg):
     assert done_when_selects_ended < 200
     assert len(synced.fake.store()) == 201
     assert pg.sql("SELECT count(*) FROM salesforce.contacts", dbname="crm")[0][0] == 201
+
+
+def test_guard_fires_even_in_replica_mode(synced, pg):
+    with pg.connect(dbname="crm") as conn:  # superuser, directly
+        conn.execute("SET session_replication_role = replica")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("insert into salesforce.contacts (id, last_name) values ('x', 'y')")
