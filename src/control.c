@@ -392,14 +392,16 @@ static void tick(evutil_socket_t fd, short what, void *arg)
 		}
 	}
 	for (int i = 0; i < ctl->nwaiters;) {
-		struct waiter *w = &ctl->waiters[i];
-		if (admin_find_client(b, w->conn_id) != NULL && !waiter_done(ctl, w)) {
+		struct waiter w = ctl->waiters[i];
+		bool alive = admin_find_client(b, w.conn_id) != NULL;
+		if (alive && !waiter_done(ctl, &w)) {
 			i++;
 			continue;
 		}
-		if (admin_find_client(b, w->conn_id) != NULL)
-			admin_command_done(b, w->conn_id, waiter_tag(w));
+		/* off the list first: the answer resumes the admin, whose next command may wait */
 		ctl->waiters[i] = ctl->waiters[--ctl->nwaiters];
+		if (alive)
+			admin_command_done(b, w.conn_id, waiter_tag(&w));
 	}
 	if (ctl->mode == CONTROL_SUSPENDED && admin_find_client(b, 0) == NULL &&
 	    ctl->shutdown == CONTROL_SHUTDOWN_NONE) {
