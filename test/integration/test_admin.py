@@ -391,3 +391,15 @@ def test_stats_period_log_line_and_averages(bouncer_factory):
         avg = stats_row(a, view="SHOW STATS_AVERAGES")
         assert avg["query_count"] > 0
         assert avg["bytes_received"] > 0
+
+
+def test_psql_show_pools_as_operators_type_it(bouncer):
+    res = bouncer.psql("-c", "SHOW POOLS", dbname="pgbouncer", user="postgres",
+                       password="postgres")
+    header = res.stdout.splitlines()[0]
+    assert [h.strip() for h in header.split("|")][:4] == ["database", "user", "cl_active",
+                                                          "cl_waiting"]
+    assert "pgbouncer" in res.stdout
+    res = bouncer.psql("-At", "-c", "SHOW CLIENTS", dbname="pgbouncer", user="postgres",
+                       password="postgres")
+    assert "|postgres|pgbouncer|" in res.stdout
