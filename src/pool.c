@@ -35,13 +35,106 @@ static void copy_name(char *dst, size_t size, const char *src)
 	dst[n] = '\0';
 }
 
+static bool same_str(const char *a, const char *b)
+{
+	return a != NULL && b != NULL && strcmp(a, b) == 0;
+}
+
+static bool same_params(const struct param_set *a, const struct param_set *b)
+{
+	if (a->n != b->n)
+		return false;
+	for (int i = 0; i < a->n; i++)
+		if (!same_str(param_get(b, a->p[i].name), a->p[i].value))
+			return false;
+	return true;
+}
+
+/*
+ * Copies how to reach and log into the server from the [databases] entry (and the auth file).
+ * *changed (if given) tells whether anything differs from what the pool had. False when out of
+ * memory; the pool keeps its old values then.
+ */
+static bool load_conninfo(struct pool *pool, const struct cf_database *db, bool *changed)
+{
+	const struct config *cfg = pool->b->cfg;
+	const char *pw = NULL;
+	char *host, *server_db, *server_user, *password, *connect_query;
+	struct param_set startup = {0};
+	bool ok;
+
+	host = dup_or_empty(db->host[0] ? db->host : cfg->unix_socket_dir);
+	server_db = dup_or_empty(db->dbname[0] ? db->dbname : pool->db_name);
+	server_user = dup_or_empty(db->user[0] ? db->user : pool->user_name);
+	if (db->user[0] && db->password[0])
+		pw = db->password;
+	else if (pool->b->users != NULL && server_user != NULL)
+		pw = userlist_get_password(pool->b->users, server_user);
+	password = dup_or_empty(pw);
+	connect_query = dup_or_empty(db->connect_query);
+	ok = host != NULL && server_db != NULL && server_user != NULL && password != NULL &&
+	     connect_query != NULL;
+	if (ok && ((db->client_encoding[0] &&
+	            !param_set_value(&startup, "client_encoding", db->client_encoding)) ||
+	           (db->datestyle[0] && !param_set_value(&startup, "datestyle", db->datestyle)) ||
+	           (db->timezone[0] && !param_set_value(&startup, "timezone", db->timezone)) ||
+	           (db->application_name[0] &&
+	            !param_set_value(&startup, "application_name", db->application_name))))
+		ok = false;
+	if (!ok) {
+		free(host);
+		free(server_db);
+		free(server_user);
+		free(password);
+		free(connect_query);
+		param_clear(&startup);
+		return false;
+	}
+	if (changed != NULL)
+		*changed = !same_str(host, pool->host) || db->port != pool->port ||
+		           !same_str(server_db, pool->server_db) ||
+		           !same_str(server_user, pool->server_user) ||
+		           !same_str(password, pool->server_password) ||
+		           !same_str(connect_query, pool->connect_query) ||
+		           !same_params(&startup, &pool->server_startup);
+	free(pool->host);
+	free(pool->server_db);
+	free(pool->server_user);
+	free(pool->server_password);
+	free(pool->connect_query);
+	param_clear(&pool->server_startup);
+	pool->host = host;
+	pool->port = db->port;
+	pool->server_db = server_db;
+	pool->server_user = server_user;
+	pool->server_password = password;
+	pool->connect_query = connect_query;
+	pool->server_startup = startup;
+	return true;
+}
+
+/* The servers were opened with settings that no longer hold: replace them as they free up. */
+static void mark_close_needed(struct pool *pool)
+{
+	struct list *lists[] = {&pool->idle_servers, &pool->active_servers, &pool->used_servers,
+	                        &pool->tested_servers, &pool->login_servers};
+	struct list *it, *tmp;
+
+	log_info("database %s changed: its servers are replaced as they become free",
+	         pool->db_name);
+	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+		list_for_each(it, lists[i]) list_entry(it, struct conn, head)->close_needed = true;
+	list_for_each_safe(it, tmp, &pool->idle_servers)
+	        server_close(list_entry(it, struct conn, head), "database configuration changed");
+	pool->welcome_ready = false;
+}
+
 struct pool *pool_get(struct bouncer *b, const char *db_name, const char *user, const char **err)
 {
 	const struct config *cfg = b->cfg;
 	const struct cf_database *db;
 	struct list *it;
 	struct pool *pool;
-	const char *pw = NULL;
 
 	list_for_each(it, &b->pools)
 	{
@@ -62,6 +155,7 @@ struct pool *pool_get(struct bouncer *b, const char *db_name, const char *user, 
 		*err = "out of memory";
 		return NULL;
 	}
+	list_init(&pool->head);
 	pool->b = b;
 	copy_name(pool->db_name, sizeof(pool->db_name), db_name);
 	copy_name(pool->user_name, sizeof(pool->user_name), user);
@@ -74,29 +168,8 @@ struct pool *pool_get(struct bouncer *b, const char *db_name, const char *user, 
 	list_init(&pool->tested_servers);
 	list_init(&pool->login_servers);
 
-	pool->host = dup_or_empty(db->host[0] ? db->host : cfg->unix_socket_dir);
-	pool->port = db->port;
-	pool->server_db = dup_or_empty(db->dbname[0] ? db->dbname : db_name);
-	pool->server_user = dup_or_empty(db->user[0] ? db->user : user);
-	if (db->user[0] && db->password[0])
-		pw = db->password;
-	else if (b->users != NULL)
-		pw = userlist_get_password(b->users, pool->server_user);
-	pool->server_password = dup_or_empty(pw);
-	pool->connect_query = dup_or_empty(db->connect_query);
-	if (pool->host == NULL || pool->server_db == NULL || pool->server_user == NULL ||
-	    pool->server_password == NULL || pool->connect_query == NULL)
+	if (!load_conninfo(pool, db, NULL))
 		goto oom;
-	if ((db->client_encoding[0] &&
-	     !param_set_value(&pool->server_startup, "client_encoding", db->client_encoding)) ||
-	    (db->datestyle[0] &&
-	     !param_set_value(&pool->server_startup, "datestyle", db->datestyle)) ||
-	    (db->timezone[0] &&
-	     !param_set_value(&pool->server_startup, "timezone", db->timezone)) ||
-	    (db->application_name[0] &&
-	     !param_set_value(&pool->server_startup, "application_name", db->application_name)))
-		goto oom;
-
 	pool_refresh_settings(pool);
 	pool->ps = ps_registry_new();
 	if (pool->ps == NULL)
@@ -183,6 +256,10 @@ void pool_refresh_settings(struct pool *pool)
 	const struct config *cfg = pool->b->cfg;
 	const struct cf_database *db = config_find_database(cfg, pool->db_name);
 	const struct cf_user *cu = config_find_user(cfg, pool->user_name);
+	bool changed = false;
+
+	if (db != NULL && pool->host != NULL && load_conninfo(pool, db, &changed) && changed)
+		mark_close_needed(pool);
 
 	pool->pool_mode = cfg->pool_mode;
 	pool->pool_size = cfg->default_pool_size;
@@ -526,6 +603,11 @@ static void janitor_servers(struct pool *pool, uint64_t now)
 		struct conn *s = list_entry(it, struct conn, head);
 		if (s->link == NULL)
 			continue;
+		if (s->close_needed && cfg->server_fast_close && server_is_ready(s) &&
+		    s->txn_status == 'I') {
+			server_close(s, "database configuration changed");
+			continue;
+		}
 		if (!server_is_ready(s)) {
 			if (older_than(now, s->link->request_time, pool->query_timeout))
 				server_close(s, "query timeout");

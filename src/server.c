@@ -406,6 +406,10 @@ void server_release(struct conn *s)
 		s->release_deferred = true;
 		return;
 	}
+	if (s->close_needed) {
+		server_close(s, "database configuration changed");
+		return;
+	}
 	if (pool->server_lifetime > 0 &&
 	    bouncer_now_usec() - s->connect_time >= (uint64_t)pool->server_lifetime) {
 		server_close(s, "server lifetime over");

@@ -1,7 +1,9 @@
 """Pool modes as an application sees them: which backend a statement runs on, what a transaction
 keeps, what statement mode refuses; server choice, reset, connect_query, auto-database."""
 
+import os
 import re
+import signal
 import threading
 import time
 
@@ -176,3 +178,59 @@ def test_application_name_add_host_without_a_name(bouncer_factory):
         name = conn.execute("select current_setting('application_name')").fetchone()[0]
     # pgbouncer's stand-in for a missing name
     assert re.fullmatch(r"app - 127\.0\.0\.1:\d+", name), name
+
+
+def point_app_at_crm(b):
+    with open(b.ini) as f:
+        text = f.read()
+    text = text.replace("dbname=app\n", "dbname=crm\n", 1)
+    with open(b.ini, "w") as f:
+        f.write(text)
+    os.kill(b.pid, signal.SIGHUP)
+
+
+def current_db(conn):
+    return conn.execute("select current_database()").fetchone()[0]
+
+
+def wait_for(fn, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if fn():
+            return True
+        time.sleep(0.1)
+    return fn()
+
+
+def test_reload_replaces_servers_of_a_changed_database_in_transaction_mode(bouncer_factory):
+    b = bouncer_factory(config=txn_config(default_pool_size=2))
+    with b.connect(autocommit=True, prepare_threshold=None) as conn:
+        assert current_db(conn) == "app"
+        point_app_at_crm(b)
+        # the server is replaced once released: the client sees the new database
+        assert wait_for(lambda: current_db(conn) == "crm")
+    with b.connect(autocommit=True) as conn:
+        assert current_db(conn) == "crm"
+
+
+@pytest.mark.parametrize("fast_close", [0, 1])
+def test_reload_in_session_mode_and_server_fast_close(bouncer_factory, fast_close):
+    b = bouncer_factory(config={"pgbouncer": {"server_fast_close": fast_close}})
+    with b.connect(autocommit=True, prepare_threshold=None) as old:
+        assert current_db(old) == "app"
+        point_app_at_crm(b)
+        with b.connect(autocommit=True) as new:
+            assert wait_for(lambda: current_db(new) == "crm")
+        if fast_close:
+            # the old session's server is closed as soon as it is idle: the client is told
+            def closed():
+                try:
+                    current_db(old)
+                    return False
+                except psycopg.OperationalError:
+                    return True
+            assert wait_for(closed)
+        else:
+            # the session keeps its server until it ends
+            time.sleep(1)
+            assert current_db(old) == "app"
