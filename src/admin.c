@@ -396,14 +396,16 @@ static void send_error(struct reply *r, const char *sqlstate, const char *fmt, .
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	log_error("%s", msg);
 	pktbuf_reset(&r->pb);
 	pktbuf_write_error(&r->pb, "ERROR", sqlstate, msg, NULL, NULL);
 	finish(r, NULL);
 }
 
+/* The statement's text is only logged at DEBUG: it may hold a value that is a secret. */
 static void syntax_error(struct reply *r)
 {
+	log_debug("invalid admin command: %s", r->query);
+	slog_warning(r->client, "invalid admin command");
 	send_error(r, "08P01", "invalid command '%s', use SHOW HELP;", r->query);
 }
 
@@ -1256,9 +1258,10 @@ static void cmd_show(struct reply *r, const char *arg, bool admin_user)
 
 static void answer(struct reply *r, const char *err, const char *tag)
 {
-	if (err != NULL)
+	if (err != NULL) {
+		slog_warning(r->client, "admin command failed: %s", err);
 		send_error(r, "08P01", "%s", err);
-	else
+	} else
 		finish(r, tag);
 }
 
@@ -1293,7 +1296,8 @@ static void cmd_set(struct reply *r, const char *key, const char *value)
 		return;
 	}
 	if (!config_set(r->b->cfg, key, value, err, sizeof(err))) {
-		log_error("SET %s failed: %s", key, err);
+		slog_warning(r->client, "SET %s failed", key);
+		log_debug("SET %s failed: %s", key, err);
 		send_error(r, "08P01", "SET failed");
 		return;
 	}
