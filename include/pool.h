@@ -41,6 +41,8 @@ struct pool {
 	int64_t server_lifetime, query_timeout, query_wait_timeout, idle_transaction_timeout,
 	        client_idle_timeout;
 	bool forced_user; /* the [databases] entry names the server user */
+	bool autodb;      /* made from the "*" entry: dropped after autodb_idle_timeout unused */
+	uint64_t unused_since; /* no client and no server since then (0: in use) */
 	int host_index;
 
 	struct event ev_janitor; /* periodic timeouts and pool size upkeep */

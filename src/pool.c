@@ -170,6 +170,7 @@ struct pool *pool_get(struct bouncer *b, const char *db_name, const char *user, 
 
 	if (!load_conninfo(pool, db, NULL))
 		goto oom;
+	pool->autodb = strcmp(db->name, "*") == 0;
 	pool_refresh_settings(pool);
 	pool->ps = ps_registry_new();
 	if (pool->ps == NULL)
@@ -658,6 +659,65 @@ static void janitor_min_pool(struct pool *pool, uint64_t now)
 	}
 }
 
+/* Clients still logging in already point at their pool. */
+static bool pool_in_use(const struct pool *pool)
+{
+	struct list *it;
+
+	if (pool_client_count(pool) > 0 || pool_server_count(pool) > 0)
+		return true;
+	list_for_each(it, &pool->b->login_clients)
+	{
+		if (list_entry(it, struct conn, head)->pool == pool)
+			return true;
+	}
+	return false;
+}
+
+/* Runs outside the pool's own timer callback, so the pool can be freed. */
+static void drop_autodb_pool(evutil_socket_t fd, short what, void *arg)
+{
+	struct pool *pool = arg;
+	struct timeval tv = {0, POOL_JANITOR_USEC};
+
+	(void)fd;
+	(void)what;
+	if (pool_in_use(pool) || pool->b->shutting_down) {
+		pool->unused_since = 0;
+		event_add(&pool->ev_janitor, &tv);
+		return;
+	}
+	log_info("dropping database '%s' as it is an inactive auto-database", pool->db_name);
+	pool->janitor_ready = false;
+	pool_free(pool);
+}
+
+/* An auto-database pool unused for autodb_idle_timeout goes away. True when it is going. */
+static bool janitor_autodb(struct pool *pool, uint64_t now)
+{
+	int64_t limit = pool->b->cfg->autodb_idle_timeout;
+
+	if (!pool->autodb || limit <= 0)
+		return false;
+	if (pool_in_use(pool)) {
+		pool->unused_since = 0;
+		return false;
+	}
+	if (pool->unused_since == 0) {
+		pool->unused_since = now;
+		return false;
+	}
+	if (now - pool->unused_since < (uint64_t)limit)
+		return false;
+	event_del(&pool->ev_janitor);
+	if (event_base_once(pool->b->base, -1, EV_TIMEOUT, drop_autodb_pool, pool, NULL) != 0) {
+		struct timeval tv = {0, POOL_JANITOR_USEC};
+		event_add(&pool->ev_janitor, &tv);
+		return false;
+	}
+	return true;
+}
+
 static void janitor_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct pool *pool = arg;
@@ -665,6 +725,8 @@ static void janitor_tick(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (janitor_autodb(pool, now))
+		return;
 	pool_refresh_settings(pool);
 	janitor_clients(pool, now);
 	janitor_servers(pool, now);

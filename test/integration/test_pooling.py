@@ -234,3 +234,16 @@ def test_reload_in_session_mode_and_server_fast_close(bouncer_factory, fast_clos
             # the session keeps its server until it ends
             time.sleep(1)
             assert current_db(old) == "app"
+
+
+def test_auto_database_is_dropped_after_autodb_idle_timeout(bouncer_factory, pg):
+    b = bouncer_factory(config={
+        "databases": [f"* = host=127.0.0.1 port={pg.port}"],
+        "pgbouncer": {"autodb_idle_timeout": 1, "server_idle_timeout": 1},
+    })
+    with b.connect(dbname="crm", autocommit=True) as conn:
+        conn.execute("select 1")
+    assert wait_for(lambda: re.search(r"dropping database '?crm'?", b.log()), timeout=15)
+    # it comes back on demand
+    with b.connect(dbname="crm", autocommit=True) as conn:
+        assert current_db(conn) == "crm"
