@@ -12,14 +12,14 @@ import time
 
 import pytest
 
-from conftest import IS_PGBOUNCER, LOG_LINE_RE, SB_BIN
+from conftest import IS_PGBOUNCER, LOG_LINE_RE, SANITIZER_PATTERNS, SB_BIN
 
 NAME = "PgBouncer" if IS_PGBOUNCER else "syncbouncer"
 
 
-def run(*args, timeout=15):
+def run(*args, timeout=15, env=None):
     return subprocess.run([SB_BIN, *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, env=env)
 
 
 def wait_for(pred, timeout=10.0):
@@ -93,8 +93,14 @@ def stop_daemon(pidfile):
 def test_daemon_with_pidfile(bouncer_factory):
     b = bouncer_factory(config={"pgbouncer": {"pidfile": "@WORKDIR@/sb.pid"}}, start=False)
     pidfile = os.path.join(b.workdir, "sb.pid")
+    # A daemon has no stderr: sanitizer reports go to files instead.
+    env = dict(os.environ)
+    asan_log = os.path.join(b.workdir, "asan")
+    env["ASAN_OPTIONS"] = ":".join(filter(None, [env.get("ASAN_OPTIONS"), f"log_path={asan_log}"]))
+    env["UBSAN_OPTIONS"] = ":".join(filter(None, [env.get("UBSAN_OPTIONS"),
+                                                  f"log_path={asan_log}"]))
     try:
-        res = run("-d", b.ini)
+        res = run("-d", b.ini, env=env)
         # The foreground process returns at once, the daemon goes on.
         assert res.returncode == 0, res.stdout + res.stderr
         assert wait_for(lambda: os.path.exists(pidfile) and open(pidfile).read().strip())
@@ -113,6 +119,9 @@ def test_daemon_with_pidfile(bouncer_factory):
     finally:
         stop_daemon(pidfile)
     assert not os.path.exists(pidfile), "pidfile left behind after a clean stop"
+    reports = [f for f in os.listdir(b.workdir) if f.startswith("asan.")]
+    assert reports == [], open(os.path.join(b.workdir, reports[0])).read()
+    assert not any(p in b.log() for p in SANITIZER_PATTERNS)
 
 
 def test_live_pidfile_refuses_foreground_start(bouncer_factory):
