@@ -4,7 +4,6 @@ A stand-in pooler (a Python script) listens like the real one and misbehaves on 
 the ways the sanitizer build would; Bouncer.stop() must report each one.
 """
 
-import os
 import stat
 import sys
 

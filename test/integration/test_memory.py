@@ -59,7 +59,7 @@ def test_100mb_result_byte_count(bouncer):
 
 
 @pytest.mark.timeout(180)
-def test_slow_reader_does_not_grow_memory(bouncer):
+def test_slow_reader_does_not_grow_memory(bouncer, pg):
     """A client that stops reading holds the server back instead of filling the pooler."""
     w = bouncer.wire(rcvbuf=4096, timeout=30)
     assert w.startup("app", "app", "secret") is None
@@ -69,6 +69,10 @@ def test_slow_reader_does_not_grow_memory(bouncer):
         # Stalled: PostgreSQL produces the whole result in well under this time, so a pooler
         # that buffers would hold most of it now.
         time.sleep(3)
+        # The backpressure reaches PostgreSQL: its backend waits to write to the pooler.
+        waits = pg.sql("select wait_event from pg_stat_activity"
+                       f" where query = '{BIG_QUERY.replace(chr(39), chr(39) * 2)}'")
+        assert waits == [("ClientWrite",)]
         # Another client is served meanwhile.
         with bouncer.connect() as conn:
             assert conn.execute("select 'other'").fetchone() == ("other",)
