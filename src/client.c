@@ -124,6 +124,8 @@ void client_close(struct conn *c, const char *reason)
 			c->link = NULL;
 			server->link = NULL;
 			sbuf_set_dst(&server->sbuf, NULL);
+			if (!server_is_ready(server))
+				server_send_cancel(server); /* nobody waits for that query now */
 			server_close(server, "client disconnect while server was not ready");
 		}
 	}
@@ -380,8 +382,7 @@ static enum sbuf_action start_auth(struct conn *c)
 		client_fatal(c, "08P01", msg);
 		return SBUF_CLOSED;
 	}
-	if (!c->admin && control_db_disabled(c->b, c->dbname)) {
-		snprintf(msg, sizeof(msg), "database \"%s\" is disabled", c->dbname);
+	if (!c->admin && control_login_refused(c->b, c->dbname, msg, sizeof(msg))) {
 		client_fatal(c, "08P01", msg);
 		return SBUF_CLOSED;
 	}

@@ -610,8 +610,11 @@ static void janitor_servers(struct pool *pool, uint64_t now)
 			continue;
 		}
 		if (!server_is_ready(s)) {
-			if (older_than(now, s->link->request_time, pool->query_timeout))
+			if (older_than(now, s->link->request_time, pool->query_timeout)) {
+				/* closing alone would leave the query running until it writes */
+				server_send_cancel(s);
 				server_close(s, "query timeout");
+			}
 		} else if (s->txn_status != 'I' &&
 		           older_than(now, s->request_time, pool->idle_transaction_timeout)) {
 			server_close(s, "idle transaction timeout");
