@@ -13,6 +13,7 @@
 #define SB_CONTROL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct bouncer;
@@ -52,6 +53,11 @@ bool control_pool_paused(const struct pool *pool);
 /* For the pooler: this server must be closed instead of being reused. */
 bool control_server_close_needed(const struct conn *server);
 bool control_db_disabled(const struct bouncer *b, const char *db);
+/*
+ * Why a new client of db is refused now (DISABLE, or the database left the config on RELOAD),
+ * written into msg; false when it may log in.
+ */
+bool control_login_refused(const struct bouncer *b, const char *db, char *msg, size_t size);
 bool control_db_paused(const struct bouncer *b, const char *db);
 enum control_mode control_mode(const struct bouncer *b);
 enum control_shutdown control_shutdown_mode(const struct bouncer *b);

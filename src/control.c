@@ -29,6 +29,7 @@
 struct db_flags {
 	char name[64];
 	bool paused, disabled;
+	bool removed; /* gone from the config at the last RELOAD */
 };
 
 struct waiter {
@@ -125,6 +126,21 @@ bool control_db_disabled(const struct bouncer *b, const char *db)
 	const struct db_flags *f = b->control ? find_db(b->control, db) : NULL;
 
 	return f != NULL && f->disabled;
+}
+
+bool control_login_refused(const struct bouncer *b, const char *db, char *msg, size_t size)
+{
+	const struct db_flags *f = b->control ? find_db(b->control, db) : NULL;
+
+	if (f == NULL)
+		return false;
+	if (f->removed)
+		snprintf(msg, size, "no such database: %s", db);
+	else if (f->disabled)
+		snprintf(msg, size, "database \"%s\" is disabled", db);
+	else
+		return false;
+	return true;
 }
 
 bool control_db_paused(const struct bouncer *b, const char *db)
@@ -791,6 +807,20 @@ static void refresh_pool(struct bouncer *b, struct pool *pool)
 	struct conninfo ci;
 	bool moved;
 
+	if (config_find_database(b->cfg, pool->db_name) == NULL) {
+		struct db_flags *f = get_db(b->control, pool->db_name);
+		if (f != NULL && !f->removed) {
+			log_info("database %s removed from the config", pool->db_name);
+			f->removed = true;
+		}
+		kill_pool(pool);
+		return;
+	}
+	{
+		struct db_flags *f = find_db(b->control, pool->db_name);
+		if (f != NULL)
+			f->removed = false;
+	}
 	if (!conninfo_of(b->cfg, b->users, pool, &ci))
 		return;
 	moved = strcmp(ci.host, pool->host) != 0 || ci.port != pool->port ||

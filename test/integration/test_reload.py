@@ -91,3 +91,24 @@ def test_reload_rereads_the_auth_file(bouncer_factory, pg):
         assert a.execute("RELOAD").statusmessage == "RELOAD"
     with b.connect(dbname="forced", user="newbie", password="pw") as c:
         assert c.execute("select current_user").fetchone() == ("app",)
+
+
+@pytest.mark.timeout(60)
+def test_reload_drops_a_removed_database(bouncer):
+    c = bouncer.connect(dbname="crm", autocommit=True)
+    try:
+        c.execute("select 1")
+        rewrite(bouncer.ini, f"crm = host=127.0.0.1 port={bouncer.pg.port} dbname=crm\n", "")
+        with admin(bouncer) as a:
+            a.execute("RELOAD")
+            assert "crm" not in {r[0] for r in a.execute("SHOW DATABASES").fetchall()}
+        # its clients are dropped, new ones are refused
+        with pytest.raises(psycopg.OperationalError):
+            c.execute("select 1")
+        with pytest.raises(psycopg.OperationalError) as ei:
+            bouncer.connect(dbname="crm")
+        assert "no such database: crm" in str(ei.value)
+        with bouncer.connect() as other:
+            assert other.execute("select 1").fetchone() == (1,)
+    finally:
+        c.close()
