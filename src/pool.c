@@ -394,16 +394,19 @@ static bool evict_idle_server(struct pool *pool, bool same_db)
 	return true;
 }
 
-/* Whether the db-wide and user-wide server limits leave room for one more server. */
-static bool limits_allow_server(struct pool *pool)
+/*
+ * Whether the db-wide and user-wide server limits leave room for one more server. A pool with
+ * waiting clients may evict an idle server of a sibling pool to make room; warming up may not.
+ */
+static bool limits_allow_server(struct pool *pool, bool evict)
 {
 	if (pool->max_db_connections > 0 &&
 	    count_servers_like(pool, true) >= pool->max_db_connections &&
-	    !evict_idle_server(pool, true))
+	    (!evict || !evict_idle_server(pool, true)))
 		return false;
 	if (pool->max_user_connections > 0 &&
 	    count_servers_like(pool, false) >= pool->max_user_connections &&
-	    !evict_idle_server(pool, false))
+	    (!evict || !evict_idle_server(pool, false)))
 		return false;
 	return true;
 }
@@ -455,7 +458,7 @@ static bool launch_one(struct pool *pool, uint64_t now)
 			return false;
 		log_info("taking connection from reserve_pool");
 	}
-	if (!limits_allow_server(pool))
+	if (!limits_allow_server(pool, true))
 		return false;
 	return server_launch(pool);
 }
@@ -653,10 +656,8 @@ static void janitor_min_pool(struct pool *pool, uint64_t now)
 	if (pool->last_login_failure != 0 && pool->b->cfg->server_login_retry > 0 &&
 	    now - pool->last_login_failure < (uint64_t)pool->b->cfg->server_login_retry)
 		return;
-	if (!limits_allow_server(pool))
-		return;
 	while (count < pool->min_pool_size && count < pool->pool_size) {
-		if (!server_launch(pool))
+		if (!limits_allow_server(pool, false) || !server_launch(pool))
 			break;
 		count++;
 	}
