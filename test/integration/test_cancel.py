@@ -9,6 +9,8 @@ import time
 import psycopg
 import pytest
 
+from conftest import IS_PGBOUNCER
+
 
 def cancel_after(conn, delay):
     t = threading.Timer(delay, conn.cancel)
@@ -84,3 +86,133 @@ def test_many_cancels_leave_the_pool_healthy(bouncer_factory):
             t.join()
     with b.connect(autocommit=True) as conn:
         assert conn.execute("select 42").fetchone() == (42,)
+
+
+class CancelDelayingProxy:
+    """A TCP proxy in front of PostgreSQL that passes sessions through untouched but holds
+    every CancelRequest for `delay` seconds before passing it on (None: never)."""
+
+    def __init__(self, target_port, delay):
+        self.target = ("127.0.0.1", target_port)
+        self.delay = delay
+        self.cancels = 0
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(64)
+        self.port = self.ls.getsockname()[1]
+        self.stop = threading.Event()
+        self.socks = []
+        threading.Thread(target=self.accept_loop, daemon=True).start()
+
+    def accept_loop(self):
+        self.ls.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                s, _ = self.ls.accept()
+            except OSError:
+                continue
+            self.socks.append(s)
+            threading.Thread(target=self.serve, args=(s,), daemon=True).start()
+
+    def serve(self, s):
+        try:
+            first = s.recv(8, socket.MSG_WAITALL)
+            up = socket.create_connection(self.target)
+            self.socks.append(up)
+            if len(first) == 8 and struct.unpack("!II", first)[1] == 80877102:
+                self.cancels += 1
+                rest = s.recv(8, socket.MSG_WAITALL)
+                if self.delay is None:
+                    self.stop.wait()
+                    return
+                time.sleep(self.delay)
+                up.sendall(first + rest)
+                up.recv(1)  # PostgreSQL closes it once the cancel is processed
+                s.close()
+                return
+            up.sendall(first)
+            threading.Thread(target=self.pump, args=(up, s), daemon=True).start()
+            self.pump(s, up)
+        except OSError:
+            pass
+
+    @staticmethod
+    def pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for x in (src, dst):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.stop.set()
+        for s in self.socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+        self.ls.close()
+
+
+@pytest.fixture
+def proxy_factory(pg):
+    made = []
+
+    def make(delay):
+        p = CancelDelayingProxy(pg.port, delay)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        p.close()
+
+
+def late_cancel_setup(bouncer_factory, proxy, **extra):
+    cfg = {"pool_mode": "transaction", "default_pool_size": 1}
+    cfg.update(extra)
+    return bouncer_factory(config={
+        "databases": {"app": f"host=127.0.0.1 port={proxy.port} dbname=app"},
+        "pgbouncer": cfg})
+
+
+def test_late_cancel_never_hits_the_next_clients_query(bouncer_factory, proxy_factory):
+    proxy = proxy_factory(delay=1.5)
+    b = late_cancel_setup(bouncer_factory, proxy)
+    with b.connect(autocommit=True) as a, b.connect(autocommit=True) as c:
+        a.execute("select 1")
+        threading.Timer(0.2, a.cancel).start()
+        # the cancel is still on its way when this ends by itself
+        a.execute("select pg_sleep(0.6)")
+        # c gets the same (only) backend, but only after the cancel reached PostgreSQL
+        start = time.monotonic()
+        # (long enough to be running when the cancel lands, were it handed on at once)
+        assert c.execute("select pg_sleep(1.5), 'not cancelled'").fetchone()[1] == \
+            "not cancelled"
+        assert time.monotonic() - start >= 1.5
+    assert proxy.cancels == 1
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="cancel_wait_timeout is newer than pgbouncer 1.18")
+def test_cancel_wait_timeout_gives_up_on_an_unanswered_cancel(bouncer_factory, proxy_factory):
+    proxy = proxy_factory(delay=None)  # the cancel never arrives
+    b = late_cancel_setup(bouncer_factory, proxy, cancel_wait_timeout=1)
+    with b.connect(autocommit=True) as a, b.connect(autocommit=True) as c:
+        a.execute("select 1")
+        threading.Timer(0.1, a.cancel).start()
+        a.execute("select pg_sleep(0.3)")
+        start = time.monotonic()
+        assert c.execute("select 'served'").fetchone() == ("served",)
+        # held back until cancel_wait_timeout, then served
+        assert time.monotonic() - start < 5
+    assert "cancel request not answered in time" in b.log()
