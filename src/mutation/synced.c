@@ -566,7 +566,6 @@ static void rollback(struct mutation *m)
 
 static void schedule_replay(struct synced *sy, int seconds);
 static void schedule_reload(struct synced *sy);
-static void json_write(struct json_out *out, const struct json_value *v);
 
 /*
  * Records an API-accepted write that the database did not commit: for each captured row its
@@ -616,17 +615,17 @@ static bool journal_write(struct mutation *m)
 		json_out_object_begin(&out);
 		json_out_key(&out, "key");
 		if (k != NULL)
-			json_write(&out, k);
+			json_out_value(&out, k);
 		else
 			json_out_null(&out);
 		json_out_key(&out, "image");
 		if (m->rows[i].new_json != NULL)
-			json_write(&out, m->rows[i].new_json);
+			json_out_value(&out, m->rows[i].new_json);
 		else
 			json_out_null(&out);
 		json_out_key(&out, "fields");
 		if (f != NULL)
-			json_write(&out, f);
+			json_out_value(&out, f);
 		else
 			json_out_null(&out);
 		json_out_object_end(&out);
@@ -812,13 +811,13 @@ static bool replay_entry(struct replay *r, const struct json_value *e)
 			return false;
 		}
 		if (img != NULL && img->kind == JSON_OBJECT) {
-			json_write(&a, img);
+			json_out_value(&a, img);
 		} else {
 			json_out_object_begin(&a);
 			json_out_object_end(&a);
 		}
 		if (flds != NULL && flds->kind == JSON_OBJECT)
-			json_write(&b, flds);
+			json_out_value(&b, flds);
 		else
 			json_out_null(&b);
 		ta = json_out_ok(&a) ? json_out_take(&a, &la) : NULL;
@@ -1017,11 +1016,9 @@ static void on_committed(void *arg, struct pgc *pc, PGresult *res, const char *e
 	mutation_finish(m);
 }
 
-static void on_applied(void *arg, struct pgc *pc, PGresult *res, const char *error)
+/* Keeps a run's result in *slot, or records its error (a broken connection is seen later). */
+static void keep_result(struct mutation *m, struct pgc *pc, PGresult *res, PGresult **slot)
 {
-	struct mutation *m = arg;
-
-	(void)error;
 	if (res == NULL) {
 		m->conn_broken = true;
 		return;
@@ -1031,7 +1028,15 @@ static void on_applied(void *arg, struct pgc *pc, PGresult *res, const char *err
 			set_pg_error(m, res);
 		return;
 	}
-	m->result = pgc_steal_result(pc);
+	*slot = pgc_steal_result(pc);
+}
+
+static void on_applied(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct mutation *m = arg;
+
+	(void)error;
+	keep_result(m, pc, res, &m->result);
 }
 
 /* Builds the JSON of confirmed rows: [{"seq":n,"key":…,"fields":{column: value}}]. */
@@ -1082,7 +1087,7 @@ static char *confirmed_json(struct mutation *m, const struct api_result *ar)
 				    strcmp(cr->new_json->keys[k], m->st->at.pk_column) == 0)
 					continue;
 				json_out_key(&out, cr->new_json->keys[k]);
-				json_write(&out, cr->new_json->items[k]);
+				json_out_value(&out, cr->new_json->items[k]);
 			}
 		}
 		if (m->op == OP_INSERT && rr->id != NULL) {
@@ -1179,39 +1184,6 @@ static enum api_value_type value_type(const struct json_value *v)
 	}
 }
 
-/* Serialises a nested JSON value back to text (json/jsonb/array columns). */
-static void json_write(struct json_out *out, const struct json_value *v)
-{
-	switch (v->kind) {
-	case JSON_NULL:
-		json_out_null(out);
-		break;
-	case JSON_BOOL:
-		json_out_bool(out, v->boolean);
-		break;
-	case JSON_NUMBER:
-		json_out_number_text(out, v->str, v->len);
-		break;
-	case JSON_STRING:
-		json_out_string_len(out, v->str, v->len);
-		break;
-	case JSON_ARRAY:
-		json_out_array_begin(out);
-		for (size_t i = 0; i < v->count; i++)
-			json_write(out, v->items[i]);
-		json_out_array_end(out);
-		break;
-	case JSON_OBJECT:
-		json_out_object_begin(out);
-		for (size_t i = 0; i < v->count; i++) {
-			json_out_key(out, v->keys[i]);
-			json_write(out, v->items[i]);
-		}
-		json_out_object_end(out);
-		break;
-	}
-}
-
 /* Turns a to_jsonb(row) image into column/value pairs for the connector. */
 static bool image_values(struct captured *cr, const struct json_value *img, struct api_value **out,
                          int *n)
@@ -1247,7 +1219,7 @@ static bool image_values(struct captured *cr, const struct json_value *img, stru
 			char *text, **grown;
 			if (!json_out_init(&jo, 1024 * 1024))
 				return false;
-			json_write(&jo, v);
+			json_out_value(&jo, v);
 			text = json_out_ok(&jo) ? json_out_take(&jo, &len) : NULL;
 			json_out_free(&jo);
 			grown = realloc(cr->owned, sizeof(char *) * (size_t)(cr->nowned + 1));
@@ -1371,16 +1343,7 @@ static void on_first_run(void *arg, struct pgc *pc, PGresult *res, const char *e
 	struct mutation *m = arg;
 
 	(void)error;
-	if (res == NULL) {
-		m->conn_broken = true;
-		return;
-	}
-	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
-		if (!m->failed)
-			set_pg_error(m, res);
-		return;
-	}
-	m->first = pgc_steal_result(pc);
+	keep_result(m, pc, res, &m->first);
 }
 
 static void start_capture(struct mutation *m)
