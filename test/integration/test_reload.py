@@ -112,3 +112,23 @@ def test_reload_drops_a_removed_database(bouncer):
             assert other.execute("select 1").fetchone() == (1,)
     finally:
         c.close()
+
+
+@pytest.mark.timeout(60)
+def test_reload_changes_a_database_host(bouncer):
+    def server_addr(conn):
+        # the address PostgreSQL sees: 127.0.0.1 over TCP, None over its unix socket
+        return conn.execute("select host(inet_client_addr())").fetchone()[0]
+
+    old = bouncer.connect(autocommit=True)
+    try:
+        assert server_addr(old) == "127.0.0.1"
+        rewrite(bouncer.ini, f"app = host=127.0.0.1 port={bouncer.pg.port} dbname=app",
+                f"app = host={bouncer.pg.sockdir} port={bouncer.pg.port} dbname=app")
+        with admin(bouncer) as a:
+            a.execute("RELOAD")
+        with bouncer.connect(autocommit=True) as new:
+            assert server_addr(new) is None
+        assert server_addr(old) == "127.0.0.1"
+    finally:
+        old.close()
