@@ -403,6 +403,7 @@ static bool ensure_prepared(struct conn *s, struct ps_stmt *st)
 	stmt_name(st, name, sizeof(name));
 	if (!fifo_push(s, '1', PS_ANSWER_SWALLOW, st, false) || !queue_msg(s, 'P', 0, name, st))
 		return false;
+	s->pool->stats.server_parse_count++;
 	st->refs++;
 	pss->held[pss->nheld].stmt = st;
 	pss->held[pss->nheld].last_used = ++pss->tick;
@@ -452,6 +453,7 @@ static enum ps_result client_parse(struct conn *c, struct conn *s, const struct 
 		return fifo_push(s, '1', PS_ANSWER_PASS, NULL, false) ? PS_PASS : PS_FAIL;
 	if (s->pss->skipping)
 		return PS_CONSUMED;
+	c->pool->stats.client_parse_count++;
 	slot = name_slot(c->ps, name);
 	if (*slot == NULL && c->ps->count >= PS_CLIENT_MAX) {
 		*msg = "too many prepared statements";
@@ -498,6 +500,7 @@ static enum ps_result client_parse(struct conn *c, struct conn *s, const struct 
 	stmt_name(st, sname, sizeof(sname));
 	if (!fifo_push(s, '1', PS_ANSWER_PASS, st, true) || !queue_msg(s, 'P', 0, sname, st))
 		return PS_FAIL;
+	s->pool->stats.server_parse_count++;
 	st->refs++;
 	s->pss->held[s->pss->nheld].stmt = st;
 	s->pss->held[s->pss->nheld].last_used = ++s->pss->tick;
@@ -550,6 +553,8 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 			return PS_PASS;
 		if (sbuf_has_pending(&c->sbuf))
 			return PS_FLUSH;
+		if (pkt->type == 'B')
+			c->pool->stats.bind_count++;
 		return rewrite_ref(c, s, pkt, stmt);
 	case 'C':
 		if (stmt == NULL || stmt[0] == '\0' || *name_slot(c->ps, stmt) == NULL)

@@ -403,3 +403,19 @@ def test_psql_show_pools_as_operators_type_it(bouncer):
     res = bouncer.psql("-At", "-c", "SHOW CLIENTS", dbname="pgbouncer", user="postgres",
                        password="postgres")
     assert "|postgres|pgbouncer|" in res.stdout
+
+
+@needs_125
+def test_stats_count_prepared_statements(bouncer_factory):
+    b = bouncer_factory(config={"pgbouncer": {"pool_mode": "transaction",
+                                              "max_prepared_statements": 10}})
+    with b.connect(autocommit=True, prepare_threshold=0) as c:
+        for i in range(3):
+            assert c.execute("select %s::int + 1", (i,)).fetchone() == (i + 1,)
+    with admin(b) as a:
+        s = stats_row(a, view="SHOW STATS_TOTALS")
+        assert s["client_parse_count"] == 1
+        assert s["bind_count"] == 3
+        assert s["server_parse_count"] >= 1
+        totals = dict(a.execute("SHOW TOTALS").fetchall())
+        assert totals["total_ps_bind_count"] == 3
