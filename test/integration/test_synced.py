@@ -75,33 +75,36 @@ ALTER TABLE salesforce.contacts OWNER TO app;
 """
 
 
-@pytest.fixture
-def synced(pg, bouncer_factory, fake_sf):
-    """A pooler with crm.salesforce.contacts synced to the fake Salesforce (room for 100 clients)."""
+def start_synced(pg, bouncer_factory, fake, pgbouncer=None, api_extra="",
+                 table_extra="columns='note:Description'"):
+    """A pooler with crm.salesforce.contacts synced to the fake Salesforce, once the guard
+    trigger is in place (the catalog installs it in the background at start-up)."""
     pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
     pg.sql(TABLE_DDL, dbname="crm")
-    api = (f"type=salesforce base_url={fake_sf.url} api_version=v59.0 auth=oauth2 "
-           f"token_url={fake_sf.url}/services/oauth2/token client_id=test-client-id "
-           f"client_secret=test-client-secret refresh_token=test-refresh-token timeout=3")
+    api = (f"type=salesforce base_url={fake.url} api_version=v59.0 auth=oauth2 "
+           f"token_url={fake.url}/services/oauth2/token client_id=test-client-id "
+           f"client_secret=test-client-secret refresh_token=test-refresh-token timeout=3 "
+           f"{api_extra}")
     b = bouncer_factory(config={
         "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
         "apis": [f"salesforce = {api}"],
-        "synced_tables": ["crm.salesforce.contacts = api=salesforce object=Contact "
-                          "columns='note:Description'"],
-        "pgbouncer": {"max_client_conn": 150, "default_pool_size": 60},
+        "synced_tables": [f"crm.salesforce.contacts = api=salesforce object=Contact {table_extra}"],
+        "pgbouncer": pgbouncer or {},
     })
-    # the catalog installs the guard triggers in the background at start-up
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        rows = pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
-                      dbname="crm")
-        if rows[0][0] > 0:
-            break
+    while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
+                 dbname="crm")[0][0] == 0:
+        assert time.monotonic() < deadline, "guard trigger not installed:\n" + b.output()
         time.sleep(0.1)
-    else:
-        pytest.fail("guard trigger not installed:\n" + b.output())
-    b.fake = fake_sf
+    b.fake = fake
     return b
+
+
+@pytest.fixture
+def synced(pg, bouncer_factory, fake_sf):
+    """Session pooling, room for 100 clients."""
+    return start_synced(pg, bouncer_factory, fake_sf,
+                        pgbouncer={"max_client_conn": 150, "default_pool_size": 60})
 
 
 def crm(b, **kw):
@@ -426,24 +429,8 @@ def test_writers_and_readers_concurrently_all_or_nothing(synced, pg):
 @pytest.fixture
 def synced_txn(pg, bouncer_factory, fake_sf):
     """The same set-up in transaction pooling mode."""
-    pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
-    pg.sql(TABLE_DDL, dbname="crm")
-    api = (f"type=salesforce base_url={fake_sf.url} api_version=v59.0 auth=oauth2 "
-           f"token_url={fake_sf.url}/services/oauth2/token client_id=test-client-id "
-           f"client_secret=test-client-secret refresh_token=test-refresh-token timeout=3")
-    b = bouncer_factory(config={
-        "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
-        "apis": [f"salesforce = {api}"],
-        "synced_tables": ["crm.salesforce.contacts = api=salesforce object=Contact"],
-        "pgbouncer": {"pool_mode": "transaction", "default_pool_size": 2},
-    })
-    deadline = time.monotonic() + 20
-    while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
-                 dbname="crm")[0][0] == 0:
-        assert time.monotonic() < deadline, b.output()
-        time.sleep(0.1)
-    b.fake = fake_sf
-    return b
+    return start_synced(pg, bouncer_factory, fake_sf,
+                        pgbouncer={"pool_mode": "transaction", "default_pool_size": 2})
 
 
 def test_transaction_mode_writes_and_transactions(synced_txn, pg):
@@ -572,22 +559,7 @@ def test_writes_beyond_the_api_cap_wait_their_turn(pg, bouncer_factory, fake_sf)
     (nor database transactions for them) at once."""
     import threading
 
-    pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
-    pg.sql(TABLE_DDL, dbname="crm")
-    api = (f"type=salesforce base_url={fake_sf.url} api_version=v59.0 auth=oauth2 "
-           f"token_url={fake_sf.url}/services/oauth2/token client_id=test-client-id "
-           f"client_secret=test-client-secret refresh_token=test-refresh-token timeout=5 "
-           f"max_in_flight=2")
-    b = bouncer_factory(config={
-        "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
-        "apis": [f"salesforce = {api}"],
-        "synced_tables": ["crm.salesforce.contacts = api=salesforce object=Contact"],
-    })
-    deadline = time.monotonic() + 20
-    while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
-                 dbname="crm")[0][0] == 0:
-        assert time.monotonic() < deadline, b.output()
-        time.sleep(0.1)
+    b = start_synced(pg, bouncer_factory, fake_sf, api_extra="max_in_flight=2")
     with crm(b) as conn:
         conn.execute("insert into salesforce.contacts (last_name) values ('warm')")
     fake_sf.control(delay_ms=300)
