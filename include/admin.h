@@ -41,6 +41,11 @@ void admin_client_login(struct conn *client);
 /* Every packet of a logged-in admin client. */
 enum sbuf_action admin_handle_packet(struct conn *client, const struct sbuf_pkt *pkt);
 
+/*
+ * A CancelRequest for an admin connection (^C in psql): a command still waiting is given up,
+ * a PAUSE or SUSPEND it started is undone, and the admin gets 57014. Unknown keys are ignored.
+ */
+void admin_cancel(struct bouncer *b, uint32_t pid, uint32_t key);
 /* A command that waited (PAUSE, SUSPEND, WAIT_CLOSE) is done: send its tag to the admin. */
 void admin_command_done(struct bouncer *b, uint64_t conn_id, const char *tag);
 /* The admin clients that are still connected (control's waiters look them up by id). */

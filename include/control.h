@@ -78,6 +78,8 @@ const char *control_wait_close(struct bouncer *b, const char *db, bool *wait);
 /* Registers admin conn_id as waiting for what (on db, "" = all). False when out of memory. */
 bool control_wait_for(struct bouncer *b, uint64_t conn_id, enum control_wait what, const char *db)
         __attribute__((warn_unused_result));
+/* Forgets what admin conn_id waits for; true when it waited for PAUSE or SUSPEND. */
+bool control_wait_cancel(struct bouncer *b, uint64_t conn_id);
 /* Starts a shutdown; a second request while one is in progress becomes immediate. */
 void control_shutdown(struct bouncer *b, enum control_shutdown mode);
 /*

@@ -1614,6 +1614,37 @@ struct conn *admin_find_client(struct bouncer *b, uint64_t conn_id)
 	return NULL;
 }
 
+void admin_cancel(struct bouncer *b, uint32_t pid, uint32_t key)
+{
+	struct list *it;
+	struct conn *c = NULL;
+	struct pktbuf pb;
+
+	if (b->admin == NULL)
+		return;
+	list_for_each(it, &b->admin->pool->active_clients)
+	{
+		struct conn *a = list_entry(it, struct conn, head);
+		if (a->be_pid == pid && a->cancel_key == key)
+			c = a;
+	}
+	if (c == NULL || !c->admin_waiting)
+		return;
+	slog_info(c, "admin canceled its waiting command");
+	if (control_wait_cancel(b, c->id) && control_shutdown_mode(b) == CONTROL_SHUTDOWN_NONE &&
+	    control_mode(b) != CONTROL_RUNNING && control_resume(b, NULL) != NULL)
+		slog_warning(c, "could not resume after the cancel");
+	pktbuf_init(&pb, 1024);
+	pktbuf_write_error(&pb, "ERROR", "57014", "canceling statement due to user request", NULL,
+	                   NULL);
+	pktbuf_write_ready(&pb, 'I');
+	if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
+		slog_debug(c, "could not queue the console answer");
+	pktbuf_free(&pb);
+	c->admin_waiting = false;
+	sbuf_resume(&c->sbuf);
+}
+
 void admin_command_done(struct bouncer *b, uint64_t conn_id, const char *tag)
 {
 	struct conn *c = admin_find_client(b, conn_id);

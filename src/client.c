@@ -578,6 +578,8 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 		client_find_by_cancel_key(b, info.cancel_pid, info.cancel_key, &target);
 		if (target != NULL && target->link != NULL)
 			server_send_cancel(target->link);
+		else if (target == NULL)
+			admin_cancel(b, info.cancel_pid, info.cancel_key);
 		b->client_count--;
 		conn_retire(c);
 		return SBUF_CLOSED;

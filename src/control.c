@@ -499,6 +499,22 @@ bool control_wait_for(struct bouncer *b, uint64_t conn_id, enum control_wait wha
 	return true;
 }
 
+bool control_wait_cancel(struct bouncer *b, uint64_t conn_id)
+{
+	struct control *ctl = b->control;
+	bool paused = false;
+
+	for (int i = 0; i < ctl->nwaiters;) {
+		if (ctl->waiters[i].conn_id != conn_id) {
+			i++;
+			continue;
+		}
+		paused = paused || ctl->waiters[i].what != CONTROL_WAIT_CLOSE;
+		ctl->waiters[i] = ctl->waiters[--ctl->nwaiters];
+	}
+	return paused;
+}
+
 const char *control_pause(struct bouncer *b, const char *db, bool *wait)
 {
 	struct control *ctl = b->control;

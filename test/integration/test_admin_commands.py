@@ -246,3 +246,23 @@ def test_shutdown_is_immediate(bouncer):
     c.close()
     a.close()
     bouncer.stopped_by_us = True
+
+
+@needs_125
+@pytest.mark.timeout(60)
+def test_cancel_of_a_waiting_pause_resumes(bouncer_factory):
+    b = bouncer_factory(config={"pgbouncer": {"pool_mode": "transaction"}})
+    with b.connect() as tx, admin(b) as watcher:
+        tx.execute("select 1")  # PAUSE has to wait for this transaction
+        a = admin(b)
+        pause = Background(lambda: a.execute("PAUSE"))
+        assert not pause.join(0.5)
+        a.cancel()
+        assert pause.join(10)
+        assert isinstance(pause.error, psycopg.errors.QueryCanceled)
+        assert dict(watcher.execute("SHOW STATE").fetchall())["active"] == "yes"
+        # the console session goes on
+        assert a.execute("SHOW VERSION").fetchone()
+        a.close()
+        tx.commit()
+        assert tx.execute("select 'running'").fetchone() == ("running",)
