@@ -39,7 +39,7 @@ struct pool {
 	int max_db_connections, max_user_connections;
 	int max_db_client_connections, max_user_client_connections;
 	int64_t server_lifetime, query_timeout, query_wait_timeout, idle_transaction_timeout,
-	        client_idle_timeout;
+	        transaction_timeout, client_idle_timeout;
 	bool forced_user; /* the [databases] entry names the server user */
 	bool autodb;      /* made from the "*" entry: dropped after autodb_idle_timeout unused */
 	uint64_t unused_since; /* no client and no server since then (0: in use) */

@@ -274,6 +274,7 @@ void pool_refresh_settings(struct pool *pool)
 	pool->query_timeout = cfg->query_timeout;
 	pool->query_wait_timeout = cfg->query_wait_timeout;
 	pool->idle_transaction_timeout = cfg->idle_transaction_timeout;
+	pool->transaction_timeout = cfg->transaction_timeout;
 	pool->client_idle_timeout = cfg->client_idle_timeout;
 	if (db != NULL) {
 		pool->forced_user = db->user[0] != '\0';
@@ -311,6 +312,8 @@ void pool_refresh_settings(struct pool *pool)
 			pool->query_wait_timeout = cu->query_wait_timeout;
 		if (cu->idle_transaction_timeout >= 0)
 			pool->idle_transaction_timeout = cu->idle_transaction_timeout;
+		if (cu->transaction_timeout >= 0)
+			pool->transaction_timeout = cu->transaction_timeout;
 		if (cu->client_idle_timeout >= 0)
 			pool->client_idle_timeout = cu->client_idle_timeout;
 	}
@@ -621,6 +624,12 @@ static void janitor_servers(struct pool *pool, uint64_t now)
 		} else if (s->txn_status != 'I' &&
 		           older_than(now, s->request_time, pool->idle_transaction_timeout)) {
 			server_close(s, "idle transaction timeout");
+			continue;
+		}
+		if (s->state == SV_ACTIVE && s->xact_start != 0 &&
+		    older_than(now, s->xact_start, pool->transaction_timeout)) {
+			server_send_cancel(s);
+			server_close(s, "transaction timeout");
 		}
 	}
 	list_for_each_safe(it, tmp, &pool->idle_servers)

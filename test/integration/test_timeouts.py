@@ -223,3 +223,28 @@ def test_server_check_query_runs_after_server_check_delay(bouncer_factory, pg, d
         assert checks >= 4
     else:
         assert checks == 0
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="transaction_timeout is newer than pgbouncer 1.18")
+def test_transaction_timeout_ends_a_long_transaction(bouncer_factory, pg):
+    import pgwire
+
+    b = bouncer_factory(config={"pgbouncer": {"pool_mode": "transaction",
+                                              "transaction_timeout": 2}})
+    conn = b.wire()
+    assert conn.startup(user="app", database="app", password="secret") is None
+    conn.query("begin")
+    conn.read_until_ready()
+    start = time.monotonic()
+    closed = False
+    # busy, never idle for long: only the transaction's age ends it
+    try:
+        for _ in range(30):
+            conn.query("select pg_sleep(0.2)")
+            conn.read_until_ready()
+    except (pgwire.WireError, OSError):
+        closed = True
+    assert closed
+    assert time.monotonic() - start < 6
+    assert "closing because: transaction timeout" in b.log()
+    conn.close()
