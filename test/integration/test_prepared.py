@@ -164,3 +164,15 @@ def test_pipeline_with_prepared_statements_keeps_answers_in_order(bouncer_factor
                 conn.execute("select %s::text || 'x'", ("never",))
         assert conn.execute("select %s::int + 1", (41,)).fetchone() == (42,)
         assert conn.execute("select 1 / %s::int", (1,)).fetchone() == (1,)
+
+
+def test_large_statements_and_parameters(bouncer_factory):
+    b = bouncer_factory(config=txn(default_pool_size=1))
+    padding = "x" * 20000
+    sql = f"select length(%s::text) /* {padding} */".encode()
+    with b.connect(autocommit=True, prepare_threshold=0) as a, \
+            b.connect(autocommit=True, prepare_threshold=0) as c:
+        big = "y" * 200000
+        for _ in range(3):
+            assert a.execute(sql, (big,)).fetchone() == (200000,)
+            assert c.execute(sql, ("z",)).fetchone() == (1,)
