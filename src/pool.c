@@ -35,27 +35,12 @@ static void copy_name(char *dst, size_t size, const char *src)
 	dst[n] = '\0';
 }
 
-static bool same_str(const char *a, const char *b)
-{
-	return a != NULL && b != NULL && strcmp(a, b) == 0;
-}
-
-static bool same_params(const struct param_set *a, const struct param_set *b)
-{
-	if (a->n != b->n)
-		return false;
-	for (int i = 0; i < a->n; i++)
-		if (!same_str(param_get(b, a->p[i].name), a->p[i].value))
-			return false;
-	return true;
-}
-
 /*
  * Copies how to reach and log into the server from the [databases] entry (and the auth file).
- * *changed (if given) tells whether anything differs from what the pool had. False when out of
- * memory; the pool keeps its old values then.
+ * False when out of memory; the pool keeps its old values then. (A RELOAD that changes them is
+ * handled by control.c, which tags the old servers close_needed.)
  */
-static bool load_conninfo(struct pool *pool, const struct cf_database *db, bool *changed)
+static bool load_conninfo(struct pool *pool, const struct cf_database *db)
 {
 	const struct config *cfg = pool->b->cfg;
 	const char *pw = NULL;
@@ -90,13 +75,6 @@ static bool load_conninfo(struct pool *pool, const struct cf_database *db, bool 
 		param_clear(&startup);
 		return false;
 	}
-	if (changed != NULL)
-		*changed = !same_str(host, pool->host) || db->port != pool->port ||
-		           !same_str(server_db, pool->server_db) ||
-		           !same_str(server_user, pool->server_user) ||
-		           !same_str(password, pool->server_password) ||
-		           !same_str(connect_query, pool->connect_query) ||
-		           !same_params(&startup, &pool->server_startup);
 	free(pool->host);
 	free(pool->server_db);
 	free(pool->server_user);
@@ -111,22 +89,6 @@ static bool load_conninfo(struct pool *pool, const struct cf_database *db, bool 
 	pool->connect_query = connect_query;
 	pool->server_startup = startup;
 	return true;
-}
-
-/* The servers were opened with settings that no longer hold: replace them as they free up. */
-static void mark_close_needed(struct pool *pool)
-{
-	struct list *lists[] = {&pool->idle_servers, &pool->active_servers, &pool->used_servers,
-	                        &pool->tested_servers, &pool->login_servers};
-	struct list *it, *tmp;
-
-	log_info("database %s changed: its servers are replaced as they become free",
-	         pool->db_name);
-	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
-		list_for_each(it, lists[i]) list_entry(it, struct conn, head)->close_needed = true;
-	list_for_each_safe(it, tmp, &pool->idle_servers)
-	        server_close(list_entry(it, struct conn, head), "database configuration changed");
-	pool->welcome_ready = false;
 }
 
 struct pool *pool_get(struct bouncer *b, const char *db_name, const char *user, const char **err)
@@ -168,7 +130,7 @@ struct pool *pool_get(struct bouncer *b, const char *db_name, const char *user, 
 	list_init(&pool->tested_servers);
 	list_init(&pool->login_servers);
 
-	if (!load_conninfo(pool, db, NULL))
+	if (!load_conninfo(pool, db))
 		goto oom;
 	pool->autodb = strcmp(db->name, "*") == 0;
 	pool_refresh_settings(pool);
@@ -257,10 +219,6 @@ void pool_refresh_settings(struct pool *pool)
 	const struct config *cfg = pool->b->cfg;
 	const struct cf_database *db = config_find_database(cfg, pool->db_name);
 	const struct cf_user *cu = config_find_user(cfg, pool->user_name);
-	bool changed = false;
-
-	if (db != NULL && pool->host != NULL && load_conninfo(pool, db, &changed) && changed)
-		mark_close_needed(pool);
 
 	pool->pool_mode = cfg->pool_mode;
 	pool->pool_size = cfg->default_pool_size;
