@@ -62,8 +62,10 @@ void stats_admin_query(struct pool *admin_pool);
  */
 bool stats_start(struct bouncer *b) __attribute__((warn_unused_result));
 void stats_stop(struct bouncer *b);
-/* Runs one period now (tests, and a stats_period change on RELOAD re-arms the timer). */
+/* Ends the current period now: snapshots rotate and the log line is written. */
 void stats_rotate(struct bouncer *b);
+/* stats_period may have changed (SET, RELOAD): re-arms the timer when it did. */
+void stats_settings_changed(struct bouncer *b);
 
 enum stats_view {
 	STATS_VIEW_STATS,

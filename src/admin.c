@@ -1302,6 +1302,7 @@ static void cmd_set(struct reply *r, const char *key, const char *value)
 		return;
 	}
 	log_info("SET %s = %s", key, config_key_is_secret(config_key_index(key)) ? "****" : value);
+	stats_settings_changed(r->b);
 	snprintf(tag, sizeof(tag), "SET %s=%s", key, value);
 	finish(r, tag);
 }

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "pool.h"
 #include "server.h"
+#include "stats.h"
 #include "userlist.h"
 
 #define CONTROL_TICK_USEC 100000
@@ -872,7 +873,7 @@ bool control_reload(struct bouncer *b)
 	struct control *ctl = b->control;
 	struct config *fresh = NULL, *old;
 	struct userlist *users = NULL, *old_users;
-	struct list *it;
+	struct list *it, *tmp;
 
 	if (!config_load(b->config_path, &fresh)) {
 		log_error("RELOAD failed, see logs for additional details");
@@ -892,10 +893,11 @@ bool control_reload(struct bouncer *b)
 	old_users = b->users;
 	b->cfg = fresh;
 	b->users = users;
-	list_for_each(it, &b->pools)
+	list_for_each_safe(it, tmp, &b->pools)
 	{
 		refresh_pool(b, list_entry(it, struct pool, head));
 	}
+	stats_settings_changed(b);
 	config_free(old);
 	if (ctl != NULL && ctl->after_reload != NULL)
 		ctl->after_reload(b);

@@ -271,12 +271,18 @@ void stats_rotate(struct bouncer *b)
 		         avg.server_parse_count, avg.bind_count, avg.client_bytes, avg.server_bytes,
 		         avg.xact_time, avg.query_time, avg.wait_time);
 	}
-	/* a RELOAD or SET may have changed stats_period */
-	if (b->cfg->stats_period > 0 && b->cfg->stats_period != st->period) {
-		event_del(st->ev);
-		if (!arm(st))
-			log_warning("cannot re-arm the stats timer");
-	}
+	stats_settings_changed(b);
+}
+
+void stats_settings_changed(struct bouncer *b)
+{
+	struct stats_state *st = b->stats;
+
+	if (st == NULL || b->cfg->stats_period <= 0 || b->cfg->stats_period == st->period)
+		return;
+	event_del(st->ev);
+	if (!arm(st))
+		log_warning("cannot re-arm the stats timer");
 }
 
 static int cmp_pool_db(const void *a, const void *b)

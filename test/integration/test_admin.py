@@ -419,3 +419,12 @@ def test_stats_count_prepared_statements(bouncer_factory):
         assert s["server_parse_count"] >= 1
         totals = dict(a.execute("SHOW TOTALS").fetchall())
         assert totals["total_ps_bind_count"] == 3
+
+
+@needs_125
+def test_set_stats_period_takes_effect_at_once(bouncer):
+    with admin(bouncer) as a:
+        a.execute("SET log_stats = 1")
+        a.execute("SET stats_period = 1")
+    found = wait_for(lambda: "LOG stats: " in bouncer.log(), timeout=5)
+    assert found, bouncer.log()
