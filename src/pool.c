@@ -408,7 +408,8 @@ static bool launch_one(struct pool *pool, uint64_t now)
 	const struct config *cfg = pool->b->cfg;
 	int count = pool_server_count(pool);
 
-	if (pool->b->shutting_down || control_pool_paused(pool))
+	if (pool->b->shutting_down || control_pool_paused(pool) ||
+	    config_find_database(cfg, pool->db_name) == NULL)
 		return false;
 	if (pool->last_login_failure != 0 && cfg->server_login_retry > 0 &&
 	    now - pool->last_login_failure < (uint64_t)cfg->server_login_retry)
@@ -620,6 +621,8 @@ static void janitor_min_pool(struct pool *pool, uint64_t now)
 		return;
 	if (pool_client_count(pool) == 0 && !pool->forced_user)
 		return;
+	if (config_find_database(pool->b->cfg, pool->db_name) == NULL)
+		return; /* removed by a RELOAD */
 	if (pool->last_login_failure != 0 && pool->b->cfg->server_login_retry > 0 &&
 	    now - pool->last_login_failure < (uint64_t)pool->b->cfg->server_login_retry)
 		return;
