@@ -31,6 +31,7 @@
 #include "pktbuf.h"
 #include "pool.h"
 #include "stats.h"
+#include "userlist.h"
 #include "version.h"
 
 #define ADMIN_REPLY_MAX (64u * 1024 * 1024)
@@ -981,8 +982,11 @@ static void show_lists(struct reply *r)
 
 	for (const struct cf_database *db = b->cfg->databases; db != NULL; db = db->next)
 		ndb += strcmp(db->name, "*") != 0;
+	/* every known user, as pgbouncer's user list: the auth file, [users], the console */
+	nusers = userlist_count(b->users);
 	for (const struct cf_user *u = b->cfg->users; u != NULL; u = u->next)
-		nusers++;
+		nusers += userlist_get_password(b->users, u->name) == NULL;
+	nusers += userlist_get_password(b->users, "pgbouncer") == NULL;
 	list_for_each(it, &b->pools)
 	{
 		const struct pool *p = list_entry(it, struct pool, head);
@@ -994,7 +998,7 @@ static void show_lists(struct reply *r)
 		dns_foreach_host(b->dns, count_host, &dc);
 	header(r, "si", "list", "items");
 	list_row(r, "databases", ndb + 1);
-	list_row(r, "users", nusers + 1);
+	list_row(r, "users", nusers);
 	list_row(r, "peers", 0);
 	list_row(r, "pools", (long long)list_count(&b->pools) + 1);
 	list_row(r, "peer_pools", 0);

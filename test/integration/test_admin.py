@@ -329,6 +329,8 @@ def test_sockets_lists_and_users(bouncer):
         lists = dict(a.execute("SHOW LISTS").fetchall())
         assert lists["pools"] >= 2
         assert lists["used_servers"] >= 1
+        # app, scramuser, postgres from the auth file, and the console's own user
+        assert lists["users"] == 4
         if IS_PGBOUNCER:
             return  # SHOW USERS has had these columns since 1.24
         users = {r["name"]: r for r in rows(a, "SHOW USERS")}
