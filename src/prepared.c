@@ -71,7 +71,8 @@ struct ps_held {
 
 struct ps_server {
 	struct ps_held *held;
-	int nheld, maxheld;
+	int nheld, maxheld; /* in use, allocated */
+	int limit;          /* max_prepared_statements */
 	uint64_t tick;
 	struct ps_pending fifo[PS_FIFO_MAX];
 	int head, count;
@@ -243,6 +244,7 @@ static struct ps_server *server_state(struct conn *s, int max)
 		if (s->pss == NULL)
 			return NULL;
 	}
+	s->pss->limit = max; /* a RELOAD may lower it: make_room() then closes the surplus */
 	if (s->pss->maxheld < max) {
 		struct ps_held *h = realloc(s->pss->held, sizeof(*h) * (size_t)max);
 		if (h == NULL)
@@ -375,6 +377,26 @@ static bool queue_msg(struct conn *s, char type, char kind, const char *name,
 	return ok;
 }
 
+/* Closes the least recently used statements until one more fits. */
+static bool make_room(struct conn *s)
+{
+	struct ps_server *pss = s->pss;
+	char name[PS_NAME_MAX];
+
+	while (pss->nheld > 0 && pss->nheld >= pss->limit) {
+		int victim = 0;
+		for (int i = 1; i < pss->nheld; i++)
+			if (pss->held[i].last_used < pss->held[victim].last_used)
+				victim = i;
+		stmt_name(pss->held[victim].stmt, name, sizeof(name));
+		if (!fifo_push(s, '3', PS_ANSWER_SWALLOW, NULL, false) ||
+		    !queue_msg(s, 'C', 'S', name, NULL))
+			return false;
+		held_drop(s->pool->ps, pss, pss->held[victim].stmt);
+	}
+	return true;
+}
+
 /*
  * Makes sure the server holds st, evicting its least recently used statement if full. Our Parse
  * and Close are queued to the server and their answers swallowed.
@@ -389,17 +411,8 @@ static bool ensure_prepared(struct conn *s, struct ps_stmt *st)
 		h->last_used = ++pss->tick;
 		return true;
 	}
-	if (pss->nheld >= pss->maxheld) {
-		int victim = 0;
-		for (int i = 1; i < pss->nheld; i++)
-			if (pss->held[i].last_used < pss->held[victim].last_used)
-				victim = i;
-		stmt_name(pss->held[victim].stmt, name, sizeof(name));
-		if (!fifo_push(s, '3', PS_ANSWER_SWALLOW, NULL, false) ||
-		    !queue_msg(s, 'C', 'S', name, NULL))
-			return false;
-		held_drop(s->pool->ps, pss, pss->held[victim].stmt);
-	}
+	if (!make_room(s))
+		return false;
 	stmt_name(st, name, sizeof(name));
 	if (!fifo_push(s, '1', PS_ANSWER_SWALLOW, st, false) || !queue_msg(s, 'P', 0, name, st))
 		return false;
@@ -486,17 +499,8 @@ static enum ps_result client_parse(struct conn *c, struct conn *s, const struct 
 		return PS_CONSUMED;
 	}
 	/* the client's own Parse, under our name: its ParseComplete is the client's answer */
-	if (s->pss->nheld >= s->pss->maxheld) {
-		int victim = 0;
-		for (int i = 1; i < s->pss->nheld; i++)
-			if (s->pss->held[i].last_used < s->pss->held[victim].last_used)
-				victim = i;
-		stmt_name(s->pss->held[victim].stmt, sname, sizeof(sname));
-		if (!fifo_push(s, '3', PS_ANSWER_SWALLOW, NULL, false) ||
-		    !queue_msg(s, 'C', 'S', sname, NULL))
-			return PS_FAIL;
-		held_drop(reg, s->pss, s->pss->held[victim].stmt);
-	}
+	if (!make_room(s))
+		return PS_FAIL;
 	stmt_name(st, sname, sizeof(sname));
 	if (!fifo_push(s, '1', PS_ANSWER_PASS, st, true) || !queue_msg(s, 'P', 0, sname, st))
 		return PS_FAIL;
