@@ -1,7 +1,13 @@
 /*
  * pool — the servers of one (database, user) pair and the clients using it. Owns the state lists
  * of its connections; hands idle servers to waiting clients in arrival order and launches new
- * server connections up to the pool's size.
+ * server connections within the limits (pool_size, reserve_pool_size after
+ * reserve_pool_timeout, max_db_connections, max_user_connections, server_login_retry).
+ *
+ * Each pool has a janitor timer (every POOL_JANITOR_USEC) that enforces the timeouts of its
+ * clients and servers, keeps min_pool_size servers, and drops an unused auto-database pool.
+ * Effective settings follow pgbouncer's precedence: [users] beats [databases] beats [pgbouncer];
+ * they are reread from the live config, so a RELOAD applies to existing pools.
  */
 #ifndef SB_POOL_H
 #define SB_POOL_H

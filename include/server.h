@@ -1,7 +1,10 @@
 /*
  * server — the server side: connect (DNS on the loop, non-blocking connect), log in (trust,
  * cleartext, md5, SCRAM-SHA-256), watch ReadyForQuery and ParameterStatus while relaying to the
- * linked client, reset on release.
+ * linked client, reset on release. In transaction and statement mode the server goes back to the
+ * pool at the ReadyForQuery that ends a transaction ('I', nothing more owed); statement mode
+ * closes a server whose client opened a transaction block. A server with a cancel request in
+ * flight is held back from other clients until PostgreSQL has taken the cancel.
  */
 #ifndef SB_SERVER_H
 #define SB_SERVER_H
