@@ -83,6 +83,7 @@ def test_postgres_restart_under_pgbench_load(bouncer_factory, pg, mode):
                                               "server_login_retry": 1}})
     init = run_pgbench(pg.sockdir, pg.port, "-i", "-s", "1", "-q", user="app", password=None)
     assert init.returncode == 0, init.stderr
+    fds_before = len(os.listdir(f"/proc/{b.pid}/fd"))
     load = subprocess.Popen(
         [os.path.join(PG_BIN, "pgbench"), "-h", b.host, "-p", str(b.port), "-U", "app",
          "-c", "8", "-j", "8", "-T", "6", "-n", "app"],
@@ -108,3 +109,9 @@ def test_postgres_restart_under_pgbench_load(bouncer_factory, pg, mode):
     res = run_pgbench(b.host, b.port, "-c", "8", "-j", "4", "-t", "30", "-n")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "number of transactions actually processed: 240/240" in res.stdout
+    # nothing left behind: at most the pool's servers are still open, in the pooler and in
+    # PostgreSQL
+    assert len(os.listdir(f"/proc/{b.pid}/fd")) <= fds_before + 10
+    backends = pg.sql("select count(*) from pg_stat_activity where datname = 'app'"
+                      " and usename = 'app'")[0][0]
+    assert backends <= 10
