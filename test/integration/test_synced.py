@@ -666,3 +666,36 @@ def test_guard_fires_even_in_replica_mode(synced, pg):
         conn.execute("SET session_replication_role = replica")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("insert into salesforce.contacts (id, last_name) values ('x', 'y')")
+
+
+def test_admin_console_shows_synced_tables_apis_and_mutations(synced, pg):
+    import threading
+
+    with crm(synced) as conn:
+        conn.execute("insert into salesforce.contacts (last_name) values ('One')")
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("insert into salesforce.contacts (last_name, email) values ('x', 'y')")
+    synced.fake.control(delay_ms=1500)
+    t = threading.Thread(target=lambda: crm(synced).execute(
+        "insert into salesforce.contacts (last_name) values ('Slow')"))
+    t.start()
+    time.sleep(0.5)
+    with synced.connect(dbname="pgbouncer", user="postgres", password="postgres",
+                        autocommit=True) as admin:
+        cur = admin.execute("SHOW SYNCED_TABLES")
+        cols = [d.name for d in cur.description]
+        rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+        assert cols[:9] == ["database", "table", "api", "object", "state", "inserts", "updates",
+                            "deletes", "rejected"]
+        assert rows[0]["table"] == "salesforce.contacts" and rows[0]["state"] == "ready"
+        assert rows[0]["inserts"] == "1" and rows[0]["rejected"] == "1"
+        cur = admin.execute("SHOW MUTATIONS")
+        muts = [dict(zip([d.name for d in cur.description], r)) for r in cur.fetchall()]
+        assert len(muts) == 1 and muts[0]["operation"] == "insert"
+        assert muts[0]["state"] == "calling_api"
+        cur = admin.execute("SHOW APIS")
+        apis = [dict(zip([d.name for d in cur.description], r)) for r in cur.fetchall()]
+        assert apis[0]["name"] == "salesforce" and apis[0]["in_flight"] == "1"
+        text = repr(apis)
+        assert "test-client-secret" not in text and "test-refresh-token" not in text
+    t.join(30)
