@@ -63,7 +63,7 @@ def fake_sf():
 
 TABLE_DDL = """
 CREATE SCHEMA IF NOT EXISTS salesforce AUTHORIZATION app;
-DROP TABLE IF EXISTS salesforce.contacts;
+DROP TABLE IF EXISTS salesforce.contacts, salesforce.accounts, salesforce.leads;
 CREATE TABLE salesforce.contacts (
     id text PRIMARY KEY,
     first_name text,
@@ -76,11 +76,13 @@ ALTER TABLE salesforce.contacts OWNER TO app;
 
 
 def start_synced(pg, bouncer_factory, fake, pgbouncer=None, api_extra="",
-                 table_extra="columns='note:Description'"):
+                 table_extra="columns='note:Description'", more_tables=(), before_start=None):
     """A pooler with crm.salesforce.contacts synced to the fake Salesforce, once the guard
     trigger is in place (the catalog installs it in the background at start-up)."""
     pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
     pg.sql(TABLE_DDL, dbname="crm")
+    if before_start is not None:
+        before_start()
     api = (f"type=salesforce base_url={fake.url} api_version=v59.0 auth=oauth2 "
            f"token_url={fake.url}/services/oauth2/token client_id=test-client-id "
            f"client_secret=test-client-secret refresh_token=test-refresh-token timeout=3 "
@@ -88,7 +90,8 @@ def start_synced(pg, bouncer_factory, fake, pgbouncer=None, api_extra="",
     b = bouncer_factory(config={
         "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
         "apis": [f"salesforce = {api}"],
-        "synced_tables": [f"crm.salesforce.contacts = api=salesforce object=Contact {table_extra}"],
+        "synced_tables": [f"crm.salesforce.contacts = api=salesforce object=Contact {table_extra}",
+                          *more_tables],
         "pgbouncer": pgbouncer or {},
     })
     deadline = time.monotonic() + 20
@@ -699,3 +702,22 @@ def test_admin_console_shows_synced_tables_apis_and_mutations(synced, pg):
         text = repr(apis)
         assert "test-client-secret" not in text and "test-refresh-token" not in text
     t.join(30)
+
+
+def test_table_that_cannot_be_prepared_fails_alone(pg, bouncer_factory, fake_sf):
+    """A synced table without a primary key is reported and refuses writes; the others work."""
+    b = start_synced(pg, bouncer_factory, fake_sf, before_start=lambda: pg.sql(
+        "CREATE TABLE salesforce.leads (email text, name text); "
+        "ALTER TABLE salesforce.leads OWNER TO app", dbname="crm"),
+        more_tables=["crm.salesforce.leads = api=salesforce object=Lead"])
+    with crm(b) as conn:
+        conn.execute("insert into salesforce.contacts (last_name) values ('ok')")
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as ei:
+            conn.execute("insert into salesforce.leads (email) values ('a@b.co')")
+        assert "primary key" in ei.value.diag.message_primary
+    with b.connect(dbname="pgbouncer", user="postgres", password="postgres",
+                   autocommit=True) as admin:
+        rows = {r[1]: r for r in admin.execute("SHOW SYNCED_TABLES").fetchall()}
+        assert rows["salesforce.leads"][4] == "failed"
+        assert rows["salesforce.contacts"][4] == "ready"
+    assert [r["LastName"] for r in fake_sf.store().values()] == ["ok"]
