@@ -710,6 +710,11 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 			break;
 		case PS_CONSUMED:
 			server->at_rfq = false;
+			if (pkt->type == 'Q') { /* rewritten, still owes a ReadyForQuery */
+				server->expect_rfq++;
+				c->pool->query_count++;
+				stats_client_query(c, server);
+			}
 			return SBUF_CONSUMED;
 		case PS_FLUSH:
 			return SBUF_FLUSH;

@@ -357,6 +357,66 @@ static bool is_forget_all(const uint8_t *sql, size_t len)
 	       starts_with_words(sql, len, discard);
 }
 
+static bool is_space(uint8_t ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+}
+
+/*
+ * "DEALLOCATE [PREPARE] name" (name bare or double-quoted): copies the name, as PostgreSQL reads
+ * it, to out. False for anything else, DEALLOCATE ALL included.
+ */
+static bool deallocate_name(const uint8_t *sql, size_t len, char *out, size_t size)
+{
+	size_t i = 0, n = 0;
+
+	while (len > 0 && (sql[len - 1] == '\0' || sql[len - 1] == ';' || is_space(sql[len - 1])))
+		len--;
+	while (i < len && is_space(sql[i]))
+		i++;
+	if (len - i < 10 || strncasecmp((const char *)sql + i, "deallocate", 10) != 0)
+		return false;
+	i += 10;
+	if (i == len || !is_space(sql[i]))
+		return false;
+	while (i < len && is_space(sql[i]))
+		i++;
+	if (len - i > 8 && strncasecmp((const char *)sql + i, "prepare", 7) == 0 &&
+	    is_space(sql[i + 7])) {
+		i += 7;
+		while (i < len && is_space(sql[i]))
+			i++;
+	}
+	if (i < len && sql[i] == '"') {
+		for (i++; i < len; i++) {
+			if (sql[i] == '"') {
+				if (i + 1 < len && sql[i + 1] == '"')
+					i++;
+				else
+					break;
+			}
+			if (n + 1 >= size)
+				return false;
+			out[n++] = (char)sql[i];
+		}
+		if (i + 1 != len)
+			return false; /* unterminated, or more after the name */
+	} else {
+		for (; i < len; i++) {
+			uint8_t ch = sql[i];
+			if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+			      (ch >= '0' && ch <= '9') || ch == '_' || ch == '$' || ch >= 0x80))
+				return false;
+			if (n + 1 >= size)
+				return false;
+			/* unquoted identifiers fold to lower case */
+			out[n++] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+		}
+	}
+	out[n] = '\0';
+	return n > 0 && strcasecmp(out, "all") != 0;
+}
+
 /* Queues a Parse or Close of our own to the server. */
 static bool queue_msg(struct conn *s, char type, char kind, const char *name,
                       const struct ps_stmt *st)
@@ -512,6 +572,58 @@ static enum ps_result client_parse(struct conn *c, struct conn *s, const struct 
 	return PS_CONSUMED;
 }
 
+/*
+ * DEALLOCATE of one of the client's names, as a Query or an unnamed Parse: the server gets
+ * DEALLOCATE of our name instead (prepared first if it does not hold it, so the answer is the
+ * one PostgreSQL would give), and the name is forgotten. Other clients' names for the same
+ * statement prepare it again when they need it.
+ */
+static enum ps_result deallocate_one(struct conn *c, struct conn *s, const struct sbuf_pkt *pkt,
+                                     const uint8_t *sql, size_t sql_len)
+{
+	char name[256], ours[PS_NAME_MAX], text[PS_NAME_MAX + 16];
+	struct ps_name *n;
+	struct ps_stmt *st;
+	struct pktbuf pb;
+	bool ok;
+
+	if (!deallocate_name(sql, sql_len, name, sizeof(name)))
+		return PS_PASS;
+	n = *name_slot(c->ps, name);
+	if (n == NULL)
+		return PS_PASS; /* not ours: the server answers as PostgreSQL would */
+	if (sbuf_has_pending(&c->sbuf))
+		return PS_FLUSH;
+	st = n->stmt;
+	if (s->pss->skipping)
+		return PS_CONSUMED;
+	if (!ensure_prepared(s, st))
+		return PS_FAIL;
+	stmt_name(st, ours, sizeof(ours));
+	snprintf(text, sizeof(text), "DEALLOCATE \"%s\"", ours); /* our names are not lower case */
+	pktbuf_init(&pb, sizeof(text) + 16);
+	if (pkt->type == 'Q') {
+		pktbuf_write_query(&pb, text);
+	} else {
+		pktbuf_start_msg(&pb, 'P');
+		pktbuf_put_u8(&pb, 0); /* the unnamed statement */
+		pktbuf_put_string(&pb, text);
+		pktbuf_put_u16(&pb, 0);
+		pktbuf_finish_msg(&pb);
+		if (!fifo_push(s, '1', PS_ANSWER_PASS, NULL, false)) {
+			pktbuf_free(&pb);
+			return PS_FAIL;
+		}
+	}
+	ok = sbuf_queue_pktbuf(&s->sbuf, &pb);
+	pktbuf_free(&pb);
+	if (!ok)
+		return PS_FAIL;
+	held_drop(c->pool->ps, s->pss, st);
+	name_forget(c->pool->ps, c->ps, name, NULL);
+	return PS_CONSUMED;
+}
+
 enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbuf_pkt *pkt, int max,
                                 const char **msg)
 {
@@ -537,7 +649,10 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 		if (is_forget_all(pkt->body, pkt->body_avail)) {
 			name_forget_all(c->pool->ps, c->ps);
 			ps_server_forget_all(s);
+			return PS_PASS;
 		}
+		if (pkt->complete)
+			return deallocate_one(c, s, pkt, pkt->body, pkt->body_len);
 		return PS_PASS;
 	default:
 		break;
@@ -548,6 +663,11 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 	case 'P':
 		if (!proto_parse_parse(pkt->body, pkt->body_len, &stmt, &sql, &sql_len, &nparams))
 			return PS_PASS;
+		if (stmt[0] == '\0' && sql_len < 200 && !s->pss->skipping) {
+			enum ps_result r = deallocate_one(c, s, pkt, (const uint8_t *)sql, sql_len);
+			if (r != PS_PASS)
+				return r;
+		}
 		if (stmt[0] != '\0' && sbuf_has_pending(&c->sbuf))
 			return PS_FLUSH;
 		return client_parse(c, s, pkt, stmt, msg);

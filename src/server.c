@@ -440,7 +440,10 @@ void server_check(struct conn *s)
 	s->checking = true;
 	s->expect_rfq++;
 	pktbuf_init(&pb, 8192);
-	pktbuf_write_query(&pb, s->b->cfg->server_check_query);
+	/* "<empty>" (the default) stands for the empty query: the cheapest round trip */
+	pktbuf_write_query(&pb, strcmp(s->b->cfg->server_check_query, "<empty>") == 0
+	                                ? ""
+	                                : s->b->cfg->server_check_query);
 	if (!send_pktbuf(s, &pb))
 		server_close(s, "test query failed");
 }

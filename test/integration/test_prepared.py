@@ -176,3 +176,28 @@ def test_large_statements_and_parameters(bouncer_factory):
         for _ in range(3):
             assert a.execute(sql, (big,)).fetchone() == (200000,)
             assert c.execute(sql, ("z",)).fetchone() == (1,)
+
+
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_deallocate_one_name(bouncer_factory, pipeline):
+    b = bouncer_factory(config=txn(default_pool_size=1))
+    with b.connect(autocommit=True) as a, b.connect(autocommit=True) as c:
+        a.pgconn.prepare(b"s1", b"select 'same text'")
+        a.pgconn.prepare(b"MixedCase", b"select 'mixed'")
+        c.pgconn.prepare(b"other", b"select 'same text'")
+        if pipeline:
+            with a.pipeline():
+                a.execute("DEALLOCATE s1")
+                a.execute('deallocate prepare "MixedCase";')
+        else:
+            a.execute("DEALLOCATE s1")
+            a.execute('deallocate prepare "MixedCase";')
+        for name in (b"s1", b"MixedCase"):
+            res = a.pgconn.exec_prepared(name, [])
+            assert res.status == psycopg.pq.ExecStatus.FATAL_ERROR
+            assert b"does not exist" in res.error_message
+        # the other client's statement with the same text is unharmed
+        assert c.pgconn.exec_prepared(b"other", []).get_value(0, 0) == b"same text"
+        # unknown names fail as PostgreSQL says
+        with pytest.raises(psycopg.errors.InvalidSqlStatementName):
+            a.execute("DEALLOCATE nosuch")

@@ -248,3 +248,13 @@ def test_transaction_timeout_ends_a_long_transaction(bouncer_factory, pg):
     assert time.monotonic() - start < 6
     assert "closing because: transaction timeout" in b.log()
     conn.close()
+
+
+def test_default_server_check_query_is_harmless(bouncer_factory):
+    # the default check query ("<empty>": an empty query) runs before reuse after the delay
+    b = bouncer_factory(config={"pgbouncer": {"pool_mode": "transaction", "default_pool_size": 1,
+                                              "server_check_delay": 0}})
+    with b.connect(autocommit=True) as conn:
+        for i in range(5):
+            assert conn.execute("select %s::int", (i,)).fetchone() == (i,)
+    assert "check query failed" not in b.log()
