@@ -455,6 +455,45 @@ static void test_discard_all_and_deallocate_all(void **state)
 	}
 }
 
+static void test_deallocate_of_one_name(void **state)
+{
+	struct fixture *f = *state;
+	struct msg got[8];
+	static const struct {
+		const char *sql;
+		bool ours;
+	} cases[] = {
+	        {"DEALLOCATE s1", true},
+	        {"deallocate prepare S1;", true},
+	        {"  DEALLOCATE \"MixedCase\"  ", true},
+	        {"DEALLOCATE MixedCase", false}, /* folds to mixedcase: not a name of ours */
+	        {"DEALLOCATE s1 extra", false},
+	        {"DEALLOCATEs1", false},
+	        {"DEALLOCATE \"s1", false},
+	        {"select 'DEALLOCATE s1'", false},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		client_sends(f, &f->client, &f->server, parse_msg("s1", "select 's1'"));
+		client_sends(f, &f->client, &f->server, parse_msg("MixedCase", "select 'm'"));
+		read_msgs(&f->server, got, 8);
+		assert_int_equal(server_answers(&f->server, '1'), PS_PASS);
+		assert_int_equal(server_answers(&f->server, '1'), PS_PASS);
+		read_msgs(&f->client, got, 8);
+		assert_int_equal(client_sends(f, &f->client, &f->server, query_msg(cases[i].sql)),
+		                 cases[i].ours ? PS_CONSUMED : PS_PASS);
+		if (cases[i].ours) {
+			int n = read_msgs(&f->server, got, 8);
+			assert_int_equal(got[n - 1].type, 'Q');
+			assert_memory_equal(got[n - 1].body, "DEALLOCATE \"SB_", 15);
+		}
+		/* start over: nothing prepared anywhere, nothing owed */
+		client_sends(f, &f->client, &f->server, query_msg("DISCARD ALL"));
+		read_msgs(&f->server, got, 8);
+		read_msgs(&f->client, got, 8);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -472,6 +511,7 @@ int main(void)
 	                                        teardown),
 	        cmocka_unit_test_setup_teardown(test_discard_all_and_deallocate_all, setup,
 	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_deallocate_of_one_name, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
