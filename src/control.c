@@ -48,6 +48,7 @@ struct control {
 	struct waiter waiters[CONTROL_MAX_WAIT];
 	int nwaiters;
 	struct event *ev;
+	uint64_t suspend_start;
 	void (*after_reload)(struct bouncer *b);
 };
 
@@ -318,9 +319,15 @@ static void for_each_sbuf(struct bouncer *b, bool pause)
 	}
 }
 
-/* Whether every relayed byte has left: what a SUSPEND waits for. */
+/*
+ * Whether every relayed byte has left: what a SUSPEND waits for. Past suspend_timeout the
+ * connections that still hold bytes are dropped instead, as pgbouncer does.
+ */
 static bool all_flushed(struct bouncer *b)
 {
+	const struct control *ctl = b->control;
+	int64_t limit = b->cfg->suspend_timeout;
+	bool give_up = limit > 0 && bouncer_now_usec() - ctl->suspend_start > (uint64_t)limit;
 	static const size_t offs[] = {
 	        offsetof(struct pool, active_clients), offsetof(struct pool, waiting_clients),
 	        offsetof(struct pool, idle_servers),   offsetof(struct pool, active_servers),
@@ -335,9 +342,16 @@ static bool all_flushed(struct bouncer *b)
 			struct list *l = (struct list *)((char *)pool + offs[i]);
 			list_for_each(cit, l)
 			{
-				const struct conn *c = list_entry(cit, struct conn, head);
-				if (sbuf_has_pending(&c->sbuf) || !sbuf_out_empty(&c->sbuf))
+				struct conn *c = list_entry(cit, struct conn, head);
+				if (!sbuf_has_pending(&c->sbuf) && sbuf_out_empty(&c->sbuf))
+					continue;
+				if (!give_up)
 					return false;
+				if (c->is_server)
+					server_close(c, "suspend_timeout");
+				else
+					client_fatal(c, "08P01", "suspend_timeout");
+				return false; /* the lists changed: look again at the next tick */
 			}
 		}
 	}
@@ -591,6 +605,7 @@ const char *control_suspend(struct bouncer *b, bool *wait)
 			return "cannot suspend with paused databases";
 	log_info("SUSPEND command issued");
 	ctl->mode = CONTROL_SUSPENDED;
+	ctl->suspend_start = bouncer_now_usec();
 	listener_pause(b, true);
 	for_each_sbuf(b, true);
 	*wait = true;
