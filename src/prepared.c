@@ -18,10 +18,13 @@
 #include "proto.h"
 #include "sbuf.h"
 
-#define PS_BUCKETS    1024
-#define PS_CLIENT_MAX 10000 /* names one client may have prepared at once */
-#define PS_FIFO_MAX   4096  /* Parse/Close answers one server may owe */
-#define PS_NAME_MAX   32
+#define PS_BUCKETS          1024 /* statements of a pool */
+#define PS_NAME_BUCKETS_MIN 16
+#define PS_NAME_BUCKETS_MAX 16384
+#define PS_FIFO_MIN         16
+#define PS_CLIENT_MAX       10000 /* names one client may have prepared at once */
+#define PS_FIFO_MAX         4096  /* Parse/Close answers one server may owe */
+#define PS_NAME_MAX         32
 /* the name our Close of nothing uses: never one of ours ("SB_<digits>") */
 #define PS_NONE_NAME "SB_none"
 
@@ -46,7 +49,8 @@ struct ps_name {
 };
 
 struct ps_client {
-	struct ps_name *buckets[PS_BUCKETS];
+	struct ps_name **buckets; /* grows with the names, up to PS_NAME_BUCKETS_MAX */
+	int nbuckets;
 	int count;
 };
 
@@ -61,7 +65,7 @@ struct ps_pending {
 	enum ps_answer answer;
 	int zs_before;        /* ReadyForQuery messages the server sends before this answer */
 	struct ps_stmt *stmt; /* a Parse of ours or the client's: prepared once answered */
-	bool client_parse;    /* the client named it (forget its name if it fails) */
+	char *client_name;    /* the client's name for it, forgotten if the Parse fails */
 };
 
 struct ps_held {
@@ -74,8 +78,8 @@ struct ps_server {
 	int nheld, maxheld; /* in use, allocated */
 	int limit;          /* max_prepared_statements */
 	uint64_t tick;
-	struct ps_pending fifo[PS_FIFO_MAX];
-	int head, count;
+	struct ps_pending *fifo; /* a ring of cap entries, grown up to PS_FIFO_MAX */
+	int cap, head, count;
 	bool skipping; /* an error made the server skip everything up to the client's next Sync */
 };
 
@@ -180,7 +184,8 @@ static void stmt_name(const struct ps_stmt *st, char *buf, size_t size)
 
 static struct ps_name **name_slot(struct ps_client *pc, const char *name)
 {
-	struct ps_name **slot = &pc->buckets[hash_bytes(name, strlen(name)) % PS_BUCKETS];
+	struct ps_name **slot =
+	        &pc->buckets[hash_bytes(name, strlen(name)) % (uint32_t)pc->nbuckets];
 
 	for (; *slot != NULL; slot = &(*slot)->next)
 		if (strcmp((*slot)->name, name) == 0)
@@ -188,9 +193,49 @@ static struct ps_name **name_slot(struct ps_client *pc, const char *name)
 	return slot;
 }
 
+static struct ps_client *client_state_new(void)
+{
+	struct ps_client *pc = calloc(1, sizeof(*pc));
+
+	if (pc == NULL)
+		return NULL;
+	pc->buckets = calloc(PS_NAME_BUCKETS_MIN, sizeof(*pc->buckets));
+	if (pc->buckets == NULL) {
+		free(pc);
+		return NULL;
+	}
+	pc->nbuckets = PS_NAME_BUCKETS_MIN;
+	return pc;
+}
+
+/* Keeps chains short as a client prepares more names; staying small is fine if memory is. */
+static void names_maybe_grow(struct ps_client *pc)
+{
+	int n = pc->nbuckets * 2;
+	struct ps_name **b;
+
+	if (pc->count < pc->nbuckets * 2 || n > PS_NAME_BUCKETS_MAX)
+		return;
+	b = calloc((size_t)n, sizeof(*b));
+	if (b == NULL)
+		return;
+	for (int i = 0; i < pc->nbuckets; i++) {
+		struct ps_name *e = pc->buckets[i], *next;
+		for (; e != NULL; e = next) {
+			uint32_t h = hash_bytes(e->name, strlen(e->name)) % (uint32_t)n;
+			next = e->next;
+			e->next = b[h];
+			b[h] = e;
+		}
+	}
+	free(pc->buckets);
+	pc->buckets = b;
+	pc->nbuckets = n;
+}
+
 static void name_forget_all(struct ps_registry *reg, struct ps_client *pc)
 {
-	for (int i = 0; i < PS_BUCKETS; i++) {
+	for (int i = 0; i < pc->nbuckets; i++) {
 		struct ps_name *n = pc->buckets[i], *next;
 		for (; n != NULL; n = next) {
 			next = n->next;
@@ -255,28 +300,64 @@ static struct ps_server *server_state(struct conn *s, int max)
 	return s->pss;
 }
 
+static bool fifo_grow(struct ps_server *pss)
+{
+	int cap = pss->cap ? pss->cap * 2 : PS_FIFO_MIN;
+	struct ps_pending *f;
+
+	if (cap > PS_FIFO_MAX)
+		return false;
+	f = calloc((size_t)cap, sizeof(*f));
+	if (f == NULL)
+		return false;
+	for (int i = 0; i < pss->count; i++)
+		f[i] = pss->fifo[(pss->head + i) % pss->cap];
+	free(pss->fifo);
+	pss->fifo = f;
+	pss->cap = cap;
+	pss->head = 0;
+	return true;
+}
+
+static struct ps_pending *fifo_at(const struct ps_server *pss, int i)
+{
+	return &pss->fifo[(pss->head + i) % pss->cap];
+}
+
 static bool fifo_push(struct conn *s, uint8_t type, enum ps_answer answer, struct ps_stmt *st,
-                      bool client_parse)
+                      const char *client_name)
 {
 	struct ps_server *pss = s->pss;
 	struct ps_pending *p;
+	char *name = NULL;
 
-	if (pss->count == PS_FIFO_MAX)
+	if (pss->count == pss->cap && !fifo_grow(pss))
 		return false;
-	p = &pss->fifo[(pss->head + pss->count) % PS_FIFO_MAX];
+	if (client_name != NULL && (name = strdup(client_name)) == NULL)
+		return false;
+	p = fifo_at(pss, pss->count);
 	pss->count++;
 	p->type = type;
 	p->answer = answer;
 	p->zs_before = s->expect_rfq;
 	p->stmt = st;
-	p->client_parse = client_parse;
+	p->client_name = name;
 	return true;
 }
 
 static void fifo_pop(struct ps_server *pss)
 {
-	pss->head = (pss->head + 1) % PS_FIFO_MAX;
+	free(pss->fifo[pss->head].client_name);
+	pss->fifo[pss->head].client_name = NULL;
+	pss->head = (pss->head + 1) % pss->cap;
 	pss->count--;
+}
+
+static void fifo_clear(struct ps_server *pss)
+{
+	while (pss->count > 0)
+		fifo_pop(pss);
+	pss->head = 0;
 }
 
 void ps_conn_release(struct conn *c)
@@ -286,6 +367,7 @@ void ps_conn_release(struct conn *c)
 	if (c->ps != NULL) {
 		if (reg != NULL)
 			name_forget_all(reg, c->ps);
+		free(c->ps->buckets);
 		free(c->ps);
 		c->ps = NULL;
 	}
@@ -293,6 +375,8 @@ void ps_conn_release(struct conn *c)
 		if (reg != NULL)
 			for (int i = 0; i < c->pss->nheld; i++)
 				stmt_put(reg, c->pss->held[i].stmt);
+		fifo_clear(c->pss);
+		free(c->pss->fifo);
 		free(c->pss->held);
 		free(c->pss);
 		c->pss = NULL;
@@ -316,7 +400,7 @@ void ps_server_released(struct conn *s)
 		return;
 	if (s->pss->count > 0)
 		slog_warning(s, "released with %d prepared-statement answers owed", s->pss->count);
-	s->pss->head = s->pss->count = 0;
+	fifo_clear(s->pss);
 	s->pss->skipping = false;
 }
 
@@ -449,7 +533,7 @@ static bool make_room(struct conn *s)
 			if (pss->held[i].last_used < pss->held[victim].last_used)
 				victim = i;
 		stmt_name(pss->held[victim].stmt, name, sizeof(name));
-		if (!fifo_push(s, '3', PS_ANSWER_SWALLOW, NULL, false) ||
+		if (!fifo_push(s, '3', PS_ANSWER_SWALLOW, NULL, NULL) ||
 		    !queue_msg(s, 'C', 'S', name, NULL))
 			return false;
 		held_drop(s->pool->ps, pss, pss->held[victim].stmt);
@@ -474,7 +558,7 @@ static bool ensure_prepared(struct conn *s, struct ps_stmt *st)
 	if (!make_room(s))
 		return false;
 	stmt_name(st, name, sizeof(name));
-	if (!fifo_push(s, '1', PS_ANSWER_SWALLOW, st, false) || !queue_msg(s, 'P', 0, name, st))
+	if (!fifo_push(s, '1', PS_ANSWER_SWALLOW, st, NULL) || !queue_msg(s, 'P', 0, name, st))
 		return false;
 	s->pool->stats.server_parse_count++;
 	st->refs++;
@@ -523,7 +607,7 @@ static enum ps_result client_parse(struct conn *c, struct conn *s, const struct 
 	char sname[PS_NAME_MAX];
 
 	if (name[0] == '\0')
-		return fifo_push(s, '1', PS_ANSWER_PASS, NULL, false) ? PS_PASS : PS_FAIL;
+		return fifo_push(s, '1', PS_ANSWER_PASS, NULL, NULL) ? PS_PASS : PS_FAIL;
 	if (s->pss->skipping)
 		return PS_CONSUMED;
 	c->pool->stats.client_parse_count++;
@@ -550,10 +634,11 @@ static enum ps_result client_parse(struct conn *c, struct conn *s, const struct 
 		n->next = NULL;
 		*slot = n;
 		c->ps->count++;
+		names_maybe_grow(c->ps);
 	}
 	if (held_find(s->pss, st) != NULL) {
 		held_find(s->pss, st)->last_used = ++s->pss->tick;
-		if (!fifo_push(s, '3', PS_ANSWER_REPLACE, NULL, false) ||
+		if (!fifo_push(s, '3', PS_ANSWER_REPLACE, NULL, NULL) ||
 		    !queue_msg(s, 'C', 'S', PS_NONE_NAME, NULL))
 			return PS_FAIL;
 		return PS_CONSUMED;
@@ -562,7 +647,7 @@ static enum ps_result client_parse(struct conn *c, struct conn *s, const struct 
 	if (!make_room(s))
 		return PS_FAIL;
 	stmt_name(st, sname, sizeof(sname));
-	if (!fifo_push(s, '1', PS_ANSWER_PASS, st, true) || !queue_msg(s, 'P', 0, sname, st))
+	if (!fifo_push(s, '1', PS_ANSWER_PASS, st, name) || !queue_msg(s, 'P', 0, sname, st))
 		return PS_FAIL;
 	s->pool->stats.server_parse_count++;
 	st->refs++;
@@ -610,7 +695,7 @@ static enum ps_result deallocate_one(struct conn *c, struct conn *s, const struc
 		pktbuf_put_string(&pb, text);
 		pktbuf_put_u16(&pb, 0);
 		pktbuf_finish_msg(&pb);
-		if (!fifo_push(s, '1', PS_ANSWER_PASS, NULL, false)) {
+		if (!fifo_push(s, '1', PS_ANSWER_PASS, NULL, NULL)) {
 			pktbuf_free(&pb);
 			return PS_FAIL;
 		}
@@ -634,7 +719,7 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 
 	*msg = "out of memory";
 	if (c->ps == NULL) {
-		c->ps = calloc(1, sizeof(*c->ps));
+		c->ps = client_state_new();
 		if (c->ps == NULL)
 			return PS_FAIL;
 	}
@@ -682,14 +767,14 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 		return rewrite_ref(c, s, pkt, stmt);
 	case 'C':
 		if (stmt == NULL || stmt[0] == '\0' || *name_slot(c->ps, stmt) == NULL)
-			return fifo_push(s, '3', PS_ANSWER_PASS, NULL, false) ? PS_PASS : PS_FAIL;
+			return fifo_push(s, '3', PS_ANSWER_PASS, NULL, NULL) ? PS_PASS : PS_FAIL;
 		if (sbuf_has_pending(&c->sbuf))
 			return PS_FLUSH;
 		name_forget(c->pool->ps, c->ps, stmt, NULL);
 		if (s->pss->skipping)
 			return PS_CONSUMED;
 		/* the statement stays on the server for others; the client gets its answer */
-		if (!fifo_push(s, '3', PS_ANSWER_PASS, NULL, false) ||
+		if (!fifo_push(s, '3', PS_ANSWER_PASS, NULL, NULL) ||
 		    !queue_msg(s, 'C', 'S', PS_NONE_NAME, NULL))
 			return PS_FAIL;
 		return PS_CONSUMED;
@@ -702,53 +787,35 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 
 bool ps_server_wants(const struct conn *s, uint8_t type)
 {
-	return s->pss != NULL && (type == '1' || type == '3' || type == 'E' || type == 'Z');
+	return s->pss != NULL &&
+	       (type == '1' || type == '3' || type == 'E' || type == 'Z' || type == 'C');
 }
 
-/* After an ErrorResponse the server skips the rest of this Sync's stretch: nothing more is owed. */
+/*
+ * After an ErrorResponse the server skips the rest of this Sync's stretch: its answers are no
+ * longer owed, and what its Parses would have prepared does not exist. Later stretches stay.
+ */
 static void drop_stretch(struct conn *s)
 {
 	struct ps_server *pss = s->pss;
 	struct conn *c = s->link;
-	int keep = 0;
-	struct ps_pending kept[64];
-	int nkept = 0;
+	int w = 0;
 
-	for (int i = 0; i < pss->count; i++) {
-		struct ps_pending *p = &pss->fifo[(pss->head + i) % PS_FIFO_MAX];
+	for (int r = 0; r < pss->count; r++) {
+		struct ps_pending *p = fifo_at(pss, r);
 		if (p->zs_before > 0) {
-			if (nkept < (int)(sizeof(kept) / sizeof(kept[0])))
-				kept[nkept++] = *p;
-			keep++;
+			*fifo_at(pss, w++) = *p; /* w <= r: in place, order kept */
 			continue;
 		}
 		if (p->type == '1' && p->stmt != NULL) {
-			/* not prepared after all */
-			if (p->client_parse && c != NULL && c->ps != NULL) {
-				for (int b = 0; b < PS_BUCKETS; b++) {
-					struct ps_name *n = c->ps->buckets[b];
-					for (; n != NULL; n = n->next)
-						if (n->stmt == p->stmt)
-							break;
-					if (n != NULL) {
-						char nm[256];
-						snprintf(nm, sizeof(nm), "%s", n->name);
-						name_forget(s->pool->ps, c->ps, nm, p->stmt);
-						break;
-					}
-				}
-			}
+			if (p->client_name != NULL && c != NULL && c->ps != NULL)
+				name_forget(s->pool->ps, c->ps, p->client_name, p->stmt);
 			held_drop(s->pool->ps, pss, p->stmt);
 		}
+		free(p->client_name);
+		p->client_name = NULL;
 	}
-	if (keep != nkept) {
-		/* more of a later stretch in flight than we can keep in order: start over */
-		slog_warning(s, "too many pipelined prepared-statement answers after an error");
-		nkept = 0;
-	}
-	pss->head = 0;
-	pss->count = nkept;
-	memcpy(pss->fifo, kept, sizeof(kept[0]) * (size_t)nkept);
+	pss->count = w;
 	if (s->expect_rfq == 0)
 		pss->skipping = true;
 }
@@ -762,13 +829,23 @@ enum ps_result ps_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 	switch (pkt->type) {
 	case 'Z':
 		for (int i = 0; i < pss->count; i++) {
-			p = &pss->fifo[(pss->head + i) % PS_FIFO_MAX];
+			p = fifo_at(pss, i);
 			if (p->zs_before > 0)
 				p->zs_before--;
 		}
 		return PS_PASS;
 	case 'E':
 		drop_stretch(s);
+		return PS_PASS;
+	case 'C':
+		/* however it was sent (a pipeline sends it as a Parse), the statements are gone
+		 * once PostgreSQL says so */
+		if ((pkt->body_len == 15 && memcmp(pkt->body, "DEALLOCATE ALL", 15) == 0) ||
+		    (pkt->body_len == 12 && memcmp(pkt->body, "DISCARD ALL", 12) == 0)) {
+			ps_server_forget_all(s);
+			if (s->link != NULL && s->link->ps != NULL)
+				name_forget_all(s->pool->ps, s->link->ps);
+		}
 		return PS_PASS;
 	default:
 		break;

@@ -201,3 +201,29 @@ def test_deallocate_one_name(bouncer_factory, pipeline):
         # unknown names fail as PostgreSQL says
         with pytest.raises(psycopg.errors.InvalidSqlStatementName):
             a.execute("DEALLOCATE nosuch")
+
+
+def test_many_names_per_client(bouncer_factory):
+    b = bouncer_factory(config=txn(default_pool_size=2, max_prepared_statements=50))
+    with b.connect(autocommit=True) as conn:
+        for i in range(300):
+            res = conn.pgconn.prepare(f"n{i}".encode(), f"select {i}".encode())
+            assert res.status == psycopg.pq.ExecStatus.COMMAND_OK
+        for i in reversed(range(300)):
+            assert conn.pgconn.exec_prepared(f"n{i}".encode(), []).get_value(0, 0) == \
+                str(i).encode()
+
+
+@pytest.mark.parametrize("command", ["DEALLOCATE ALL", "DISCARD ALL"])
+def test_deallocate_all_in_a_pipeline(bouncer_factory, command):
+    # a pipeline sends it with the extended protocol: the server forgets everything it held
+    b = bouncer_factory(config=txn(default_pool_size=1))
+    with b.connect(autocommit=True) as a, b.connect(autocommit=True) as c:
+        a.pgconn.prepare(b"mine", b"select 'shared text'")
+        c.pgconn.prepare(b"theirs", b"select 'shared text'")
+        with a.pipeline():
+            a.execute(command)
+        res = a.pgconn.exec_prepared(b"mine", [])
+        assert b'prepared statement "mine" does not exist' in res.error_message
+        # the other client's name still works: prepared again on the server that forgot it
+        assert c.pgconn.exec_prepared(b"theirs", []).get_value(0, 0) == b"shared text"
