@@ -181,16 +181,7 @@ class Postgres:
                 [os.path.join(PG_BIN, "postgres"), "-D", self.datadir, "-p", str(self.port)],
                 stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
                 preexec_fn=die_with_parent(signal.SIGQUIT))
-            deadline = time.monotonic() + 60
-            while self.proc.poll() is None:
-                try:
-                    self.sql("select 1")
-                    break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
-            if self.proc.poll() is None:
+            if self.wait_ready():
                 break
             if "could not bind" not in read_text(self.logfile) or attempt == 2:
                 raise RuntimeError(f"postgres exited at start:\n{read_text(self.logfile)}")
@@ -201,15 +192,67 @@ class Postgres:
         self.sql("CREATE DATABASE app OWNER app")
         self.sql("CREATE DATABASE crm OWNER app")
 
+    def postmaster_pid(self):
+        """The running postmaster's pid from postmaster.pid, or None."""
+        try:
+            with open(os.path.join(self.datadir, "postmaster.pid")) as f:
+                pid = int(f.readline())
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError):
+            return None
+
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # fast shutdown
+        """Fast shutdown. Also stops a postmaster that a test restarted behind our back (pg_ctl
+        restart), which would otherwise outlive the run."""
+        pids = [self.proc.pid] if self.proc.poll() is None else []
+        other = self.postmaster_pid()
+        if other and other != self.proc.pid:
+            pids.append(other)
+        for proc_pid in pids:
             try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                os.kill(proc_pid, signal.SIGINT)
+            except ProcessLookupError:
+                continue
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if proc_pid == self.proc.pid:
+                    if self.proc.poll() is not None:
+                        break
+                else:
+                    try:
+                        os.kill(proc_pid, 0)
+                    except ProcessLookupError:
+                        break
+                time.sleep(0.05)
+            else:
+                os.kill(proc_pid, signal.SIGKILL)
+        self.proc.poll()
         self.logf.close()
+
+    def restart(self):
+        """Stops and starts the cluster on the same port (what a database restart looks like to
+        the pooler). Use this rather than pg_ctl, so that the new postmaster dies with the run."""
+        self.stop()
+        self.logf = open(self.logfile, "ab")
+        self.proc = subprocess.Popen(
+            [os.path.join(PG_BIN, "postgres"), "-D", self.datadir, "-p", str(self.port)],
+            stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent(signal.SIGQUIT))
+        if not self.wait_ready():
+            raise RuntimeError(f"postgres exited at restart:\n{read_text(self.logfile)[-3000:]}")
+
+    def wait_ready(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            try:
+                self.sql("select 1")
+                return True
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        return False
 
     def connect(self, dbname="postgres", user="postgres", **kw):
         """Direct connection over the unix socket, bypassing the pooler."""
