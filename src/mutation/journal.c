@@ -25,6 +25,34 @@ struct journal {
 	unsigned counter;
 };
 
+/*
+ * A crash in the middle of an append leaves a line without its newline; the next append would
+ * be glued to it and both would be unreadable. Such a tail was never acknowledged to anyone:
+ * cut it off.
+ */
+static void journal_cut_torn_tail(struct journal *j)
+{
+	struct stat st;
+	char c;
+	off_t end;
+
+	if (fstat(j->fd, &st) != 0 || st.st_size == 0)
+		return;
+	for (end = st.st_size; end > 0; end--) {
+		if (pread(j->fd, &c, 1, end - 1) != 1)
+			return;
+		if (c == '\n')
+			break;
+	}
+	if (end == st.st_size)
+		return;
+	log_warning("journal %s: cutting off %lld bytes of an incomplete last line", j->path,
+	            (long long)(st.st_size - end));
+	if (ftruncate(j->fd, end) != 0)
+		log_error("journal %s: cannot cut off the incomplete line: %s", j->path,
+		          strerror(errno));
+}
+
 struct journal *journal_open(const char *path)
 {
 	struct journal *j = calloc(1, sizeof(*j));
@@ -38,6 +66,7 @@ struct journal *journal_open(const char *path)
 		journal_close(j);
 		return NULL;
 	}
+	journal_cut_torn_tail(j);
 	return j;
 }
 
@@ -60,9 +89,12 @@ bool journal_append(struct journal *j, const char *line, size_t len)
 {
 	char *buf = malloc(len + 1);
 	size_t off = 0;
+	struct stat st;
 
-	if (buf == NULL)
+	if (buf == NULL || fstat(j->fd, &st) != 0) {
+		free(buf);
 		return false;
+	}
 	memcpy(buf, line, len);
 	buf[len] = '\n';
 	while (off < len + 1) {
@@ -72,6 +104,10 @@ bool journal_append(struct journal *j, const char *line, size_t len)
 		if (n <= 0) {
 			log_error("journal %s: write failed: %s", j->path, strerror(errno));
 			free(buf);
+			/* no half line may stay behind to swallow the next entry */
+			if (ftruncate(j->fd, st.st_size) != 0)
+				log_error("journal %s: cannot undo a partial write: %s", j->path,
+				          strerror(errno));
 			return false;
 		}
 		off += (size_t)n;

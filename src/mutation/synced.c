@@ -76,6 +76,7 @@ struct synced {
 	struct pgc *replay_pc;   /* the replay in progress, if any */
 	struct replay *replay;
 	bool reload_pending; /* a RELOAD waits for the mutations in flight */
+	unsigned replay_turn;
 	bool stopping;
 };
 
@@ -86,6 +87,8 @@ struct replay_item {
 };
 struct replay {
 	struct synced *sy;
+	char *db;   /* the database this pass connects to */
+	bool retry; /* an entry failed or belongs to another database: pass again later */
 	struct replay_item *items;
 	int n, next;
 	int nstmts_left;
@@ -197,7 +200,9 @@ struct mutation {
 	struct api_call *call;
 	char *confirmed; /* the API's confirmation as JSON (for the journal) */
 	char *ids;       /* the API's record ids, for messages */
-	int nparams;     /* the client's parameters, owned */
+	char capture_sql[200];
+	bool apply_mismatch; /* the second run wrote other rows than the API confirmed */
+	int nparams;         /* the client's parameters, owned */
 	char **values;
 	int *lengths;
 	int *formats;
@@ -673,13 +678,13 @@ static void replay_next(struct replay *r);
 static void replay_done(struct replay *r)
 {
 	struct synced *sy = r->sy;
-	bool failed = r->failed || r->next < r->n;
-
+	bool failed = r->failed || r->retry || r->next < r->n;
 	for (int i = 0; i < r->n; i++) {
 		free(r->items[i].id);
 		free(r->items[i].line);
 	}
 	free(r->items);
+	free(r->db);
 	free(r);
 	sy->replay = NULL;
 	if (sy->replay_pc != NULL) {
@@ -707,7 +712,11 @@ static void on_replay_stmt(void *arg, struct pgc *pc, PGresult *res, const char 
 	if (--r->nstmts_left > 0)
 		return;
 	if (r->failed) {
-		replay_done(r);
+		/* this entry stays pending (its transaction rolled back); the others go on */
+		r->failed = false;
+		r->retry = true;
+		r->next++;
+		replay_next(r);
 		return;
 	}
 	if (!journal_mark_done(r->sy->journal, r->id_in_flight))
@@ -741,8 +750,8 @@ static bool replay_sql(const struct catalog_table *ct, const char *op, char *sql
 	if (op[0] == 'I') {
 		snprintf(sql, size,
 		         "INSERT INTO %s SELECT * FROM pg_catalog.jsonb_populate_record(NULL::%s, "
-		         "$1::jsonb || coalesce($2::jsonb, '{}')) ON CONFLICT DO NOTHING",
-		         qt, qt);
+		         "$1::jsonb || coalesce($2::jsonb, '{}')) ON CONFLICT (%s) DO NOTHING",
+		         qt, qt, qpk);
 		return true;
 	}
 	if (op[0] == 'U') {
@@ -858,13 +867,29 @@ static void replay_next(struct replay *r)
 		replay_next(r);
 		return;
 	}
+	{
+		const char *db = json_get_string(e, "db");
+		if (db == NULL || r->db == NULL || strcmp(db, r->db) != 0) {
+			/* another database's entry: the next pass, which starts with it */
+			json_free(e);
+			r->retry = true;
+			r->next++;
+			replay_next(r);
+			return;
+		}
+	}
 	ok = replay_entry(r, e);
 	json_free(e);
 	if (!ok) {
 		r->failed = true;
-		if (r->nstmts_left == 0)
-			replay_done(r);
-		/* else the queued statements' callbacks end the replay */
+		if (r->nstmts_left == 0) {
+			/* nothing was queued: skip this entry, go on with the others */
+			r->failed = false;
+			r->retry = true;
+			r->next++;
+			replay_next(r);
+		}
+		/* else the queued statements' callbacks move on */
 	}
 }
 
@@ -924,17 +949,31 @@ static void start_replay(struct synced *sy)
 		replay_done(r);
 		return;
 	}
-	log_info("journal: %d entr%s to apply to the database", r->n, r->n == 1 ? "y" : "ies");
-	/* entries of one database per pass; those of others fail this pass and come next time */
-	if (json_parse(r->items[0].line, strlen(r->items[0].line), &limits, &e, err, sizeof(err)))
-		db = json_get_string(e, "db");
+	log_info("journal: %d entr%s to apply to the database", r->n,
+	         r->n == 1 ? "y" : "ies"); /*
+	                                    * One database per pass; the entries of others wait for
+	                                    * a pass of their own. The pass's database turns from
+	                                    * pass to pass, so that a database whose entries keep
+	                                    * failing does not hold up the others.
+	                                    */
+	{
+		const char *line = r->items[sy->replay_turn++ % (unsigned)r->n].line;
+		if (json_parse(line, strlen(line), &limits, &e, err, sizeof(err)))
+			db = json_get_string(e, "db");
+	}
 	if (db == NULL || !catalog_conninfo(sy->cat, db, conninfo, sizeof(conninfo))) {
 		json_free(e);
 		r->failed = true;
 		replay_done(r);
 		return;
 	}
+	r->db = strdup(db);
 	json_free(e);
+	if (r->db == NULL) {
+		r->failed = true;
+		replay_done(r);
+		return;
+	}
 	sy->replay_pc = pgc_connect(sy->b->base, conninfo, on_replay_connected, r);
 	if (sy->replay_pc == NULL) {
 		r->failed = true;
@@ -966,7 +1005,7 @@ static void on_committed(void *arg, struct pgc *pc, PGresult *res, const char *e
 
 	(void)pc;
 	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK || m->failed ||
-	    m->result == NULL) {
+	    m->result == NULL || m->apply_mismatch) {
 		/* the API has the change and the database does not: say so, with the ids */
 		len += (size_t)snprintf(detail, sizeof(detail), "%s record ids: %s",
 		                        api_name(m->st->api), m->ids ? m->ids : "(unknown)");
@@ -1031,12 +1070,37 @@ static void keep_result(struct mutation *m, struct pgc *pc, PGresult *res, PGres
 	*slot = pgc_steal_result(pc);
 }
 
+/*
+ * The second run is done: commit only if it wrote exactly the rows the API confirmed. Anything
+ * else (an error, fewer or more rows) is rolled back, and the API's version of the rows goes to
+ * the journal (on_committed's failure path), so that the database catches up with the API.
+ */
 static void on_applied(void *arg, struct pgc *pc, PGresult *res, const char *error)
 {
 	struct mutation *m = arg;
+	bool ok;
 
 	(void)error;
 	keep_result(m, pc, res, &m->result);
+	if (m->conn_broken) {
+		on_committed(m, NULL, NULL, "the database connection broke while applying");
+		return;
+	}
+	if (!m->failed && m->result != NULL && atoi(PQcmdTuples(m->result)) != m->nrows) {
+		log_error("synced table %s: the apply run wrote %s row(s) where %s confirmed %d",
+		          m->st->qualified, PQcmdTuples(m->result), api_name(m->st->api), m->nrows);
+		m->apply_mismatch = true;
+	}
+	if (m->failed || m->apply_mismatch)
+		ok = queue(m, "ROLLBACK", on_committed);
+	else
+		ok = queue(m,
+		           "DELETE FROM syncbouncer.confirmed WHERE xid = "
+		           "pg_catalog.pg_current_xact_id()",
+		           on_ignored) &&
+		     queue(m, "COMMIT", on_committed);
+	if (!ok)
+		on_committed(m, NULL, NULL, "could not queue the commit");
 }
 
 /* Builds the JSON of confirmed rows: [{"seq":n,"key":…,"fields":{column: value}}]. */
@@ -1157,11 +1221,7 @@ static void on_api_done(void *arg, struct api_result *ar)
 	           "SELECT pg_catalog.set_config('syncbouncer.mode', 'apply', true), "
 	           "pg_catalog.set_config('syncbouncer.seq', '0', true)",
 	           on_ignored) &&
-	     queue_stmt(m, on_applied) &&
-	     queue(m,
-	           "DELETE FROM syncbouncer.confirmed WHERE xid = pg_catalog.pg_current_xact_id()",
-	           on_ignored) &&
-	     queue(m, "COMMIT", on_committed);
+	     queue_stmt(m, on_applied);
 	m->confirmed = json;
 	if (!ok) {
 		/* the API has the change: the commit path reports XX000 with the ids */
@@ -1350,6 +1410,10 @@ static void start_capture(struct mutation *m)
 {
 	bool ok;
 
+	snprintf(m->capture_sql, sizeof(m->capture_sql),
+	         "SELECT seq, old::text, new::text FROM syncbouncer.capture "
+	         "WHERE xid = pg_catalog.pg_current_xact_id() AND tbl = %u ORDER BY seq",
+	         m->ct->relid);
 	m->state = MUT_CAPTURING;
 	ok = queue(m, "BEGIN", on_ignored) &&
 	     queue(m,
@@ -1361,11 +1425,7 @@ static void start_capture(struct mutation *m)
 	                     "pg_catalog.set_config('syncbouncer.conflict', '', true), "
 	                     "pg_catalog.set_config('syncbouncer.seq', '0', true)",
 	           on_ignored) &&
-	     queue_stmt(m, on_first_run) &&
-	     queue(m,
-	           "SELECT seq, old::text, new::text FROM syncbouncer.capture "
-	           "WHERE xid = pg_catalog.pg_current_xact_id() ORDER BY seq",
-	           on_captured);
+	     queue_stmt(m, on_first_run) && queue(m, m->capture_sql, on_captured);
 	if (!ok) {
 		set_error(m, "58000", "could not queue a synced-table write", NULL, NULL);
 		m->conn_broken = true;
@@ -1891,7 +1951,8 @@ static void ext_parse(struct synced *sy, struct conn *c, struct mut_client *mc,
 	}
 }
 
-static void ext_bind(struct mut_client *mc, const struct sbuf_pkt *pkt)
+static void ext_bind(struct synced *sy, struct conn *c, struct mut_client *mc,
+                     const struct sbuf_pkt *pkt)
 {
 	struct ext_seq *e = &mc->ext;
 	struct pkt_reader r;
@@ -1918,7 +1979,19 @@ static void ext_bind(struct mut_client *mc, const struct sbuf_pkt *pkt)
 			ext_fail(e, "26000", "prepared statement does not exist");
 			return;
 		}
-		if (!ext_take_stmt(e, ps->sql, ps->ntypes, ps->types, &ps->sc)) {
+		struct stmt_class sc;
+		/* classified again: a RELOAD may have renumbered the synced tables */
+		if (!classifier_classify(sy->cl, c->pool->db_name, ps->sql, &sc)) {
+			ext_fail(e, "53200", "out of memory");
+			return;
+		}
+		if (sc.verdict == STMT_PASS) {
+			ext_fail(
+			        e, "26000",
+			        "prepared statement no longer writes a synced table: prepare it again");
+			return;
+		}
+		if (!ext_take_stmt(e, ps->sql, ps->ntypes, ps->types, &sc)) {
 			ext_fail(e, "53200", "out of memory");
 			return;
 		}
@@ -2096,7 +2169,7 @@ static enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mu
 		    stmt != NULL && find_stmt(mc, stmt) == NULL)
 			return ext_leave(c, mc);
 		if (!e->failed)
-			ext_bind(mc, pkt);
+			ext_bind(sy, c, mc, pkt);
 		return HOOK_CONSUME;
 	case 'D':
 		if (pkt->body_len >= 1 && pkt->body[0] == 'P')
