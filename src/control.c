@@ -18,6 +18,7 @@
 #include "conn.h"
 #include "listener.h"
 #include "log.h"
+#include "mutation/synced.h"
 #include "pool.h"
 #include "server.h"
 #include "stats.h"
@@ -287,7 +288,8 @@ static int live_servers(struct bouncer *b)
 	{
 		n += pool_server_count(list_entry(it, struct pool, head));
 	}
-	return n;
+	/* a synced-table write in flight holds a database connection of its own */
+	return n + synced_in_flight(b);
 }
 
 static void for_each_sbuf(struct bouncer *b, bool pause)

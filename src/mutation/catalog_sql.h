@@ -27,7 +27,7 @@
 #define SB_MUTATION_CATALOG_SQL_H
 
 /* Bump when the text below changes: installed databases with an older version get it again. */
-#define CATALOG_SQL_VERSION "2"
+#define CATALOG_SQL_VERSION "3"
 
 /* Key of pg_advisory_xact_lock() around installation: two poolers may start together. */
 #define CATALOG_SQL_LOCK_KEY "7306086135451738930"
@@ -152,6 +152,22 @@ static const char catalog_sql_schema[] =
         "\t\telse\n"
         "\t\t\tinsert into syncbouncer.capture (xid, seq, tbl, op, old, new)\n"
         "\t\t\t\tvalues (v_xid, v_seq, tg_relid, 'D', pg_catalog.to_jsonb(old), null);\n"
+        "\t\tend if;\n"
+        "\t\t-- one API request takes so many rows: stop before capturing any more\n"
+        "\t\tv_exists := false;\n"
+        "\t\tv_key := (coalesce(nullif(pg_catalog.current_setting('syncbouncer.ncaptured', true),"
+        " ''), '0')::int + 1)::text;\n"
+        "\t\tperform pg_catalog.set_config('syncbouncer.ncaptured', v_key, true);\n"
+        "\t\tif v_key::int > coalesce(nullif(pg_catalog.current_setting('syncbouncer.max_rows',"
+        " true), '')::int, 2147483647) then\n"
+        "\t\t\traise exception using errcode = '54000',\n"
+        "\t\t\t\tmessage = 'too many rows for one API request',\n"
+        "\t\t\t\tdetail = pg_catalog.format('The statement would %s at least %s rows of"
+        " %s.%s; the API takes at most %s in one request.', pg_catalog.lower(tg_op), v_key,"
+        " tg_table_schema, tg_table_name,"
+        " pg_catalog.current_setting('syncbouncer.max_rows', true)),\n"
+        "\t\t\t\thint = 'Split the statement into batches of at most the limit.',\n"
+        "\t\t\t\tschema = tg_table_schema, table = tg_table_name;\n"
         "\t\tend if;\n"
         "\t\treturn null;\n"
         "\tend if;\n"

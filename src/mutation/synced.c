@@ -201,6 +201,7 @@ struct mutation {
 	char *confirmed; /* the API's confirmation as JSON (for the journal) */
 	char *ids;       /* the API's record ids, for messages */
 	char capture_sql[200];
+	char prelude_sql[512];
 	bool apply_mismatch; /* the second run wrote other rows than the API confirmed */
 	int nparams;         /* the client's parameters, owned */
 	char **values;
@@ -422,8 +423,14 @@ static void set_api_error(struct mutation *m, const struct api_error *ae)
 		snprintf(detail, sizeof(detail), "Key (%s)=(%s) %s", ae->column,
 		         ae->value_is_null ? "null" : ae->value,
 		         ae->reason[0] ? ae->reason : ae->message);
-	else if (ae->cls == API_ERR_UNAVAILABLE || ae->cls == API_ERR_SERVER)
+	else if ((ae->cls == API_ERR_UNAVAILABLE || ae->cls == API_ERR_SERVER) &&
+		 ae->nothing_written)
 		snprintf(detail, sizeof(detail), "%s Nothing was written.", ae->message);
+	else if (ae->cls == API_ERR_SERVER)
+		snprintf(detail, sizeof(detail),
+			 "%s The API may have applied the change; nothing was written to the "
+			 "database.",
+			 ae->message);
 	else if (ae->cls == API_ERR_UNKNOWN_OUTCOME || ae->cls == API_ERR_BAD_ANSWER)
 		snprintf(detail, sizeof(detail),
 		         "%s The request was sent; whether %s applied it is unknown. Nothing was "
@@ -1341,11 +1348,8 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		m->state = MUT_ROLLING_BACK;
 		if (!queue(m, "ROLLBACK", on_rolled_back)) {
 			m->conn_broken = true;
-			mutation_finish(m);
+			mutation_finish(m); /* frees m */
 		}
-		/* answered already */
-		if (m->mc != NULL)
-			m->mc->answered = true;
 		return;
 	}
 	op = m->op == OP_INSERT   ? API_OP_INSERT
@@ -1415,16 +1419,24 @@ static void start_capture(struct mutation *m)
 	         "WHERE xid = pg_catalog.pg_current_xact_id() AND tbl = %u ORDER BY seq",
 	         m->ct->relid);
 	m->state = MUT_CAPTURING;
+	/*
+	 * lock_timeout: the write may wait for a row that the client itself holds locked in its
+	 * own transaction; it must fail (55P03) rather than wait forever. max_rows: the trigger
+	 * stops capturing past the API's limit, so a huge UPDATE costs nothing before its 54000.
+	 */
+	snprintf(m->prelude_sql, sizeof(m->prelude_sql),
+		 "SELECT pg_catalog.set_config('syncbouncer.mode', 'capture', true), "
+		 "pg_catalog.set_config('syncbouncer.conflict', '%s', true), "
+		 "pg_catalog.set_config('syncbouncer.seq', '0', true), "
+		 "pg_catalog.set_config('syncbouncer.ncaptured', '0', true), "
+		 "pg_catalog.set_config('syncbouncer.max_rows', '%d', true), "
+		 "pg_catalog.set_config('lock_timeout', '10s', true)",
+		 m->conflict_nothing ? "nothing" : "",
+		 api_max_rows(m->st->api, m->op == OP_INSERT   ? API_OP_INSERT :
+					  m->op == OP_UPDATE ? API_OP_UPDATE :
+								API_OP_DELETE));
 	ok = queue(m, "BEGIN", on_ignored) &&
-	     queue(m,
-	           m->conflict_nothing
-	                   ? "SELECT pg_catalog.set_config('syncbouncer.mode', 'capture', true), "
-	                     "pg_catalog.set_config('syncbouncer.conflict', 'nothing', true), "
-	                     "pg_catalog.set_config('syncbouncer.seq', '0', true)"
-	                   : "SELECT pg_catalog.set_config('syncbouncer.mode', 'capture', true), "
-	                     "pg_catalog.set_config('syncbouncer.conflict', '', true), "
-	                     "pg_catalog.set_config('syncbouncer.seq', '0', true)",
-	           on_ignored) &&
+	     queue(m, m->prelude_sql, on_ignored) &&
 	     queue_stmt(m, on_first_run) && queue(m, m->capture_sql, on_captured);
 	if (!ok) {
 		set_error(m, "58000", "could not queue a synced-table write", NULL, NULL);
@@ -2289,8 +2301,15 @@ static void hook_client_closed(void *ctx, struct conn *c)
 	(void)ctx;
 	if (mc == NULL)
 		return;
-	if (mc->m != NULL)
+	if (mc->m != NULL && mc->m->state == MUT_QUEUED) {
+		/* nothing was sent anywhere yet: drop it */
+		struct mutation *m = mc->m;
+		m->mc = NULL;
+		mc->m = NULL;
+		mutation_finish(m);
+	} else if (mc->m != NULL) {
 		mc->m->mc = NULL; /* the mutation goes on to its end; nobody to answer */
+	}
 	ext_reset(&mc->ext);
 	for (int i = 0; i < mc->nstmts; i++)
 		prep_free(&mc->stmts[i]);
@@ -2450,9 +2469,20 @@ void synced_stop(struct bouncer *b)
 	b->hook.inspect = NULL;
 	b->hook.client_closed = NULL;
 	b->hook.ctx = NULL;
-	list_for_each_safe(it, tmp, &sy->mutations)
-	{
+	list_for_each_safe(it, tmp, &sy->mutations) {
 		struct mutation *m = list_entry(it, struct mutation, head);
+		if (m->state == MUT_APPLYING && m->confirmed != NULL) {
+			log_error("synced table %s: stopping while applying a write that %s accepted "
+				  "(%s); it goes to the journal",
+				  m->st->qualified, api_name(m->st->api), m->ids ? m->ids : "");
+			if (!journal_write(m))
+				log_error("synced table %s: the write could not be journaled",
+					  m->st->qualified);
+		} else if (m->state == MUT_CALLING_API) {
+			log_error("synced table %s: stopping while %s is answering a %s of %d row(s); "
+				  "its outcome is unknown",
+				  m->st->qualified, api_name(m->st->api), stmt_op_str(m->op), m->nrows);
+		}
 		if (m->mc != NULL) {
 			m->mc->client->hook_state = NULL;
 			free(m->mc);
@@ -2511,6 +2541,11 @@ void synced_reload(struct bouncer *b)
 	if (!synced_start(b))
 		log_error("synced tables: the new configuration cannot be set up; writes to synced "
 		          "tables are refused until a RELOAD succeeds");
+}
+
+int synced_in_flight(struct bouncer *b)
+{
+	return b->synced != NULL ? (int)list_count(&b->synced->mutations) : 0;
 }
 
 /* ---- admin console views --------------------------------------------------------------- */
