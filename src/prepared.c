@@ -362,7 +362,12 @@ static void fifo_clear(struct ps_server *pss)
 
 void ps_conn_release(struct conn *c)
 {
-	struct ps_registry *reg = c->pool != NULL ? c->pool->ps : NULL;
+	struct ps_registry *reg;
+
+	/* most connections never used a named statement: do not even look at their pool */
+	if (c->ps == NULL && c->pss == NULL)
+		return;
+	reg = c->pool != NULL ? c->pool->ps : NULL;
 
 	if (c->ps != NULL) {
 		if (reg != NULL)
