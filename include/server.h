@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+struct bouncer;
 struct pool;
 struct conn;
 
@@ -31,6 +32,8 @@ bool server_is_ready(const struct conn *server);
  * late cancel never hits someone else's query.
  */
 void server_send_cancel(struct conn *server);
+/* Drops every cancel request still in flight (at shutdown, before the loop is freed). */
+void server_cancels_free(struct bouncer *b);
 /* Runs server_check_query on an idle server (SV_TESTED); it returns to the pool after. */
 void server_check(struct conn *server);
 /* server_connect_timeout passed while connecting or logging in. */

@@ -804,6 +804,18 @@ static void cancel_finish(struct cancel_req *cr)
 	}
 }
 
+void server_cancels_free(struct bouncer *b)
+{
+	struct list *it, *tmp;
+
+	list_for_each_safe(it, tmp, &b->cancel_conns)
+	{
+		struct cancel_req *cr = list_entry(it, struct cancel_req, head);
+		cr->server = NULL;
+		cancel_finish(cr);
+	}
+}
+
 static void forget_cancels(struct conn *s)
 {
 	struct list *it;
