@@ -236,6 +236,73 @@ static void write_ext_prefix(const struct mutation *m, struct pktbuf *pb)
 	}
 }
 
+/* Appends text as an E'' literal. */
+static void put_literal(struct pktbuf *pb, const char *text)
+{
+	pktbuf_put_bytes(pb, "E'", 2);
+	for (const char *p = text; *p; p++) {
+		if (*p == '\'' || *p == '\\')
+			pktbuf_put_u8(pb, (uint8_t)*p);
+		pktbuf_put_u8(pb, (uint8_t)*p);
+	}
+	pktbuf_put_u8(pb, '\'');
+}
+
+static void put_raise_field(struct pktbuf *pb, const char *name, const char *value, bool *first)
+{
+	if (value == NULL || value[0] == '\0')
+		return;
+	pktbuf_put_bytes(pb, *first ? " " : ", ", *first ? 1 : 2);
+	*first = false;
+	pktbuf_put_bytes(pb, name, strlen(name));
+	pktbuf_put_bytes(pb, " = ", 3);
+	put_literal(pb, value);
+}
+
+/*
+ * An error for a client inside a transaction block must abort that transaction, as it would in
+ * PostgreSQL (the client's next statements get 25P02, its COMMIT rolls back). The error is
+ * therefore raised by the client's own server: a DO block raising exactly our error goes to it,
+ * and its ErrorResponse and ReadyForQuery ('E') reach the client through the relay. err is a
+ * built ErrorResponse. False when the client is not in a transaction block (answer directly).
+ */
+static bool raise_on_server(struct conn *c, const struct pktbuf *err)
+{
+	struct conn *s = c->link;
+	struct pg_error e;
+	struct pktbuf q;
+	bool first = true;
+
+	if (s == NULL || s->txn_status != 'T' || s->expect_rfq != 0 || err->len < 5 ||
+	    !proto_parse_error(err->data + 5, err->len - 5, &e) || e.sqlstate == NULL ||
+	    e.message == NULL)
+		return false;
+	/* a field holding the dollar-quote tag would end the DO body early */
+	if (strstr(e.message, "$syncbouncer$") || (e.detail && strstr(e.detail, "$syncbouncer$")) ||
+	    (e.hint && strstr(e.hint, "$syncbouncer$")))
+		return false;
+	pktbuf_init(&q, 65536);
+	pktbuf_start_msg(&q, 'Q');
+	pktbuf_put_bytes(&q, "DO $syncbouncer$BEGIN RAISE EXCEPTION USING", 43);
+	put_raise_field(&q, "ERRCODE", e.sqlstate, &first);
+	put_raise_field(&q, "MESSAGE", e.message, &first);
+	put_raise_field(&q, "DETAIL", e.detail, &first);
+	put_raise_field(&q, "HINT", e.hint, &first);
+	put_raise_field(&q, "SCHEMA", e.schema, &first);
+	put_raise_field(&q, "TABLE", e.table, &first);
+	put_raise_field(&q, "COLUMN", e.column, &first);
+	pktbuf_put_bytes(&q, "; END$syncbouncer$", 18);
+	pktbuf_put_u8(&q, 0);
+	pktbuf_finish_msg(&q);
+	if (pktbuf_failed(&q) || !sbuf_queue_pktbuf(&s->sbuf, &q)) {
+		pktbuf_free(&q);
+		return false;
+	}
+	pktbuf_free(&q);
+	s->expect_rfq++;
+	return true;
+}
+
 static void send_to_client(struct mutation *m, struct pktbuf *pb)
 {
 	struct mut_client *mc = m->mc;
@@ -424,13 +491,13 @@ static void set_api_error(struct mutation *m, const struct api_error *ae)
 		         ae->value_is_null ? "null" : ae->value,
 		         ae->reason[0] ? ae->reason : ae->message);
 	else if ((ae->cls == API_ERR_UNAVAILABLE || ae->cls == API_ERR_SERVER) &&
-		 ae->nothing_written)
+	         ae->nothing_written)
 		snprintf(detail, sizeof(detail), "%s Nothing was written.", ae->message);
 	else if (ae->cls == API_ERR_SERVER)
 		snprintf(detail, sizeof(detail),
-			 "%s The API may have applied the change; nothing was written to the "
-			 "database.",
-			 ae->message);
+		         "%s The API may have applied the change; nothing was written to the "
+		         "database.",
+		         ae->message);
 	else if (ae->cls == API_ERR_UNKNOWN_OUTCOME || ae->cls == API_ERR_BAD_ANSWER)
 		snprintf(detail, sizeof(detail),
 		         "%s The request was sent; whether %s applied it is unknown. Nothing was "
@@ -1425,18 +1492,17 @@ static void start_capture(struct mutation *m)
 	 * stops capturing past the API's limit, so a huge UPDATE costs nothing before its 54000.
 	 */
 	snprintf(m->prelude_sql, sizeof(m->prelude_sql),
-		 "SELECT pg_catalog.set_config('syncbouncer.mode', 'capture', true), "
-		 "pg_catalog.set_config('syncbouncer.conflict', '%s', true), "
-		 "pg_catalog.set_config('syncbouncer.seq', '0', true), "
-		 "pg_catalog.set_config('syncbouncer.ncaptured', '0', true), "
-		 "pg_catalog.set_config('syncbouncer.max_rows', '%d', true), "
-		 "pg_catalog.set_config('lock_timeout', '10s', true)",
-		 m->conflict_nothing ? "nothing" : "",
-		 api_max_rows(m->st->api, m->op == OP_INSERT   ? API_OP_INSERT :
-					  m->op == OP_UPDATE ? API_OP_UPDATE :
-								API_OP_DELETE));
-	ok = queue(m, "BEGIN", on_ignored) &&
-	     queue(m, m->prelude_sql, on_ignored) &&
+	         "SELECT pg_catalog.set_config('syncbouncer.mode', 'capture', true), "
+	         "pg_catalog.set_config('syncbouncer.conflict', '%s', true), "
+	         "pg_catalog.set_config('syncbouncer.seq', '0', true), "
+	         "pg_catalog.set_config('syncbouncer.ncaptured', '0', true), "
+	         "pg_catalog.set_config('syncbouncer.max_rows', '%d', true), "
+	         "pg_catalog.set_config('lock_timeout', '10s', true)",
+	         m->conflict_nothing ? "nothing" : "",
+	         api_max_rows(m->st->api, m->op == OP_INSERT   ? API_OP_INSERT
+	                                  : m->op == OP_UPDATE ? API_OP_UPDATE
+	                                                       : API_OP_DELETE));
+	ok = queue(m, "BEGIN", on_ignored) && queue(m, m->prelude_sql, on_ignored) &&
 	     queue_stmt(m, on_first_run) && queue(m, m->capture_sql, on_captured);
 	if (!ok) {
 		set_error(m, "58000", "could not queue a synced-table write", NULL, NULL);
@@ -1504,8 +1570,14 @@ static void mutation_finish(struct mutation *m)
 		pktbuf_init(&pb, RESPONSE_MAX);
 		if (m->extended)
 			write_ext_prefix(m, &pb);
-		pktbuf_put_bytes(&pb, m->err.data, m->err.len);
-		send_to_client(m, &pb);
+		if (!m->no_ready && raise_on_server(mc->client, &m->err)) {
+			/* the prefix now; the server's error and ReadyForQuery follow */
+			if (pb.len > 0 && !sbuf_queue_pktbuf(&mc->client->sbuf, &pb))
+				client_close(mc->client, "could not send an answer");
+		} else {
+			pktbuf_put_bytes(&pb, m->err.data, m->err.len);
+			send_to_client(m, &pb);
+		}
 		pktbuf_free(&pb);
 		mc = m->mc;
 	}
@@ -1714,6 +1786,9 @@ static void answer_now(struct conn *c, const char *sqlstate, const char *msg, co
 	if (c->hook_state != NULL && ((struct mut_client *)c->hook_state)->ext.active) {
 		/* inside a batch: the rest is skipped up to Sync, which answers ReadyForQuery */
 		((struct mut_client *)c->hook_state)->ext.skip = true;
+	} else if (raise_on_server(c, &pb)) {
+		pktbuf_free(&pb);
+		return;
 	} else {
 		pktbuf_write_ready(&pb, client_txn_status(c));
 	}
@@ -2469,19 +2544,23 @@ void synced_stop(struct bouncer *b)
 	b->hook.inspect = NULL;
 	b->hook.client_closed = NULL;
 	b->hook.ctx = NULL;
-	list_for_each_safe(it, tmp, &sy->mutations) {
+	list_for_each_safe(it, tmp, &sy->mutations)
+	{
 		struct mutation *m = list_entry(it, struct mutation, head);
 		if (m->state == MUT_APPLYING && m->confirmed != NULL) {
-			log_error("synced table %s: stopping while applying a write that %s accepted "
-				  "(%s); it goes to the journal",
-				  m->st->qualified, api_name(m->st->api), m->ids ? m->ids : "");
+			log_error(
+			        "synced table %s: stopping while applying a write that %s accepted "
+			        "(%s); it goes to the journal",
+			        m->st->qualified, api_name(m->st->api), m->ids ? m->ids : "");
 			if (!journal_write(m))
 				log_error("synced table %s: the write could not be journaled",
-					  m->st->qualified);
+				          m->st->qualified);
 		} else if (m->state == MUT_CALLING_API) {
-			log_error("synced table %s: stopping while %s is answering a %s of %d row(s); "
-				  "its outcome is unknown",
-				  m->st->qualified, api_name(m->st->api), stmt_op_str(m->op), m->nrows);
+			log_error(
+			        "synced table %s: stopping while %s is answering a %s of %d row(s); "
+			        "its outcome is unknown",
+			        m->st->qualified, api_name(m->st->api), stmt_op_str(m->op),
+			        m->nrows);
 		}
 		if (m->mc != NULL) {
 			m->mc->client->hook_state = NULL;

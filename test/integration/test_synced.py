@@ -721,3 +721,36 @@ def test_table_that_cannot_be_prepared_fails_alone(pg, bouncer_factory, fake_sf)
         assert rows["salesforce.leads"][4] == "failed"
         assert rows["salesforce.contacts"][4] == "ready"
     assert [r["LastName"] for r in fake_sf.store().values()] == ["ok"]
+
+
+def test_error_inside_a_transaction_block_aborts_it(synced, pg):
+    """As in PostgreSQL: after an error the transaction is aborted (25P02) and COMMIT rolls back."""
+    pg.sql("CREATE TABLE IF NOT EXISTS plain_t (v int); ALTER TABLE plain_t OWNER TO app; "
+           "TRUNCATE plain_t", dbname="crm")
+    with crm(synced) as conn:
+        conn.autocommit = False
+        conn.execute("insert into plain_t values (5)")
+        with pytest.raises(psycopg.errors.CheckViolation) as ei:
+            conn.execute("insert into salesforce.contacts (last_name, email) values ('x', 'bad')")
+        assert ei.value.diag.message_detail == \
+            "Key (email)=(bad) is not a valid email address."
+        assert ei.value.diag.column_name == "email"
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute("insert into plain_t values (6)")
+        conn.rollback()
+        conn.execute("insert into plain_t values (7)")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute("truncate salesforce.contacts")
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute("select 1")
+        conn.rollback()
+    assert pg.sql("SELECT count(*) FROM plain_t", dbname="crm")[0][0] == 0
+    with crm(synced) as conn:
+        conn.autocommit = False
+        conn.execute("insert into plain_t values (8)")
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("insert into salesforce.contacts (last_name, email) values ('x', 'bad')")
+        cur = conn.cursor()
+        cur.execute("commit")  # the COMMIT of an aborted transaction rolls back
+        assert cur.statusmessage == "ROLLBACK"
+    assert pg.sql("SELECT count(*) FROM plain_t", dbname="crm")[0][0] == 0
