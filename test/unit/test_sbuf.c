@@ -1,0 +1,167 @@
+/*
+ * Unit tests for sbuf: packets relayed between two socketpairs, with an owner whose answers
+ * come from a table. What matters to the pooler: the order of bytes at the destination when the
+ * owner injects its own bytes (SBUF_FLUSH first), skipping, consuming and pausing.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "sbuf.h"
+
+struct owner {
+	struct sbuf src, dst;
+	int src_far, dst_far; /* test ends: write into src, read what reached dst */
+	const char *actions;  /* one letter per packet: S send, K skip, C consume, I inject "i"
+	                         in its place (asking for a flush first), P pause */
+	int offers;
+	char seen[64];
+};
+
+static enum sbuf_action on_packet(void *arg, struct sbuf *sb, const struct sbuf_pkt *pkt)
+{
+	struct owner *o = arg;
+	char a = o->actions[o->offers];
+
+	(void)sb;
+	if (a == '\0')
+		a = 'S';
+	o->seen[o->offers++] = (char)pkt->type;
+	switch (a) {
+	case 'S':
+		return SBUF_SEND;
+	case 'K':
+		return SBUF_SKIP;
+	case 'C':
+		return pkt->complete ? SBUF_CONSUMED : SBUF_WAIT;
+	case 'I': {
+		/* inject "i" in place of this packet; only right once nothing is pending */
+		static const uint8_t inj[5] = {'i', 0, 0, 0, 4};
+		if (sbuf_has_pending(&o->src)) {
+			o->offers--; /* ask again for the same letter */
+			return SBUF_FLUSH;
+		}
+		assert_true(sbuf_queue(&o->dst, inj, sizeof(inj)));
+		return SBUF_CONSUMED;
+	}
+	case 'P':
+		return SBUF_PAUSE;
+	}
+	return SBUF_SEND;
+}
+
+static void on_failed(void *arg, struct sbuf *sb, const char *reason)
+{
+	(void)arg;
+	(void)sb;
+	fail_msg("sbuf failed: %s", reason);
+}
+
+static const struct sbuf_ops ops = {.packet = on_packet, .failed = on_failed};
+
+static void setup_pair(struct event_base *base, struct owner *o)
+{
+	int a[2], b[2];
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, a), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, b), 0);
+	assert_true(sbuf_init(&o->src, base, a[0], 4096, 1 << 20, &ops, o));
+	assert_true(sbuf_init(&o->dst, base, b[0], 4096, 1 << 20, &ops, o));
+	o->src_far = a[1];
+	o->dst_far = b[1];
+	sbuf_set_dst(&o->src, &o->dst);
+}
+
+static void write_msgs(int fd, const char *types)
+{
+	uint8_t buf[256];
+	size_t n = 0;
+
+	for (const char *t = types; *t; t++) {
+		uint32_t len = htonl(4 + 1);
+		buf[n++] = (uint8_t)*t;
+		memcpy(buf + n, &len, 4);
+		n += 4;
+		buf[n++] = (uint8_t)*t; /* one byte of body: the type again */
+	}
+	assert_int_equal(write(fd, buf, n), (ssize_t)n);
+}
+
+/* The message types that reached the far end of dst, in order. */
+static void read_types(int fd, char *out, size_t size)
+{
+	uint8_t buf[1024];
+	ssize_t n = recv(fd, buf, sizeof(buf), 0);
+	size_t pos = 0, k = 0;
+
+	out[0] = '\0';
+	if (n <= 0)
+		return;
+	while (pos + 5 <= (size_t)n && k + 1 < size) {
+		uint32_t len;
+		memcpy(&len, buf + pos + 1, 4);
+		out[k++] = (char)buf[pos];
+		pos += 1 + ntohl(len);
+	}
+	out[k] = '\0';
+}
+
+static void run_case(const char *input, const char *actions, const char *expect)
+{
+	struct event_base *base = event_base_new();
+	struct owner o;
+	char got[64];
+
+	memset(&o, 0, sizeof(o));
+	o.actions = actions;
+	setup_pair(base, &o);
+	write_msgs(o.src_far, input);
+	sbuf_resume(&o.src);
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	read_types(o.dst_far, got, sizeof(got));
+	assert_string_equal(got, expect);
+	sbuf_close(&o.src);
+	sbuf_close(&o.dst);
+	close(o.src_far);
+	close(o.dst_far);
+	event_base_free(base);
+}
+
+static void test_relay_table(void **state)
+{
+	static const struct {
+		const char *input, *actions, *expect;
+	} cases[] = {
+	        {"abc", "SSS", "abc"},
+	        {"abc", "SKS", "ac"},
+	        {"abc", "SCS", "ac"},
+	        /* injected bytes come after what was relayed before them, never ahead */
+	        {"abc", "SIS", "aic"},
+	        {"abcd", "SSIS", "abid"},
+	        {"ab", "IS", "ib"},
+	        /* a pause stops the relay at that packet */
+	        {"abc", "SP", "a"},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		run_case(cases[i].input, cases[i].actions, cases[i].expect);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(test_relay_table),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
