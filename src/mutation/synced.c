@@ -202,6 +202,7 @@ struct mutation {
 	char *ids;       /* the API's record ids, for messages */
 	char capture_sql[200];
 	char prelude_sql[512];
+	char db_error[256];  /* PostgreSQL's message when a run failed, for logs and DETAIL */
 	bool apply_mismatch; /* the second run wrote other rows than the API confirmed */
 	int nparams;         /* the client's parameters, owned */
 	char **values;
@@ -419,6 +420,14 @@ static void write_result(struct pktbuf *pb, const struct mutation *m, const PGre
 
 /* ---- API errors → PostgreSQL errors (DESIGN.md §3) --------------------------------------- */
 
+/* "." when text does not already end a sentence, so that two messages read as two sentences. */
+static const char *sentence_end(const char *text)
+{
+	size_t n = strlen(text);
+
+	return n == 0 || text[n - 1] == '.' || text[n - 1] == '!' || text[n - 1] == '?' ? "" : ".";
+}
+
 static void set_api_error(struct mutation *m, const struct api_error *ae)
 {
 	const char *api = api_name(m->st->api);
@@ -492,17 +501,18 @@ static void set_api_error(struct mutation *m, const struct api_error *ae)
 		         ae->reason[0] ? ae->reason : ae->message);
 	else if ((ae->cls == API_ERR_UNAVAILABLE || ae->cls == API_ERR_SERVER) &&
 	         ae->nothing_written)
-		snprintf(detail, sizeof(detail), "%s Nothing was written.", ae->message);
+		snprintf(detail, sizeof(detail), "%s%s Nothing was written.", ae->message,
+		         sentence_end(ae->message));
 	else if (ae->cls == API_ERR_SERVER)
 		snprintf(detail, sizeof(detail),
-		         "%s The API may have applied the change; nothing was written to the "
+		         "%s%s The API may have applied the change; nothing was written to the "
 		         "database.",
-		         ae->message);
+		         ae->message, sentence_end(ae->message));
 	else if (ae->cls == API_ERR_UNKNOWN_OUTCOME || ae->cls == API_ERR_BAD_ANSWER)
 		snprintf(detail, sizeof(detail),
-		         "%s The request was sent; whether %s applied it is unknown. Nothing was "
+		         "%s%s The request was sent; whether %s applied it is unknown. Nothing was "
 		         "written to the database.",
-		         ae->message, api);
+		         ae->message, sentence_end(ae->message), api);
 	else
 		snprintf(detail, sizeof(detail), "%s", ae->message);
 	set_error(m, sqlstate, msg, detail[0] ? detail : NULL, hintp);
@@ -1081,11 +1091,20 @@ static void on_committed(void *arg, struct pgc *pc, PGresult *res, const char *e
 	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK || m->failed ||
 	    m->result == NULL || m->apply_mismatch) {
 		/* the API has the change and the database does not: say so, with the ids */
-		len += (size_t)snprintf(detail, sizeof(detail), "%s record ids: %s",
-		                        api_name(m->st->api), m->ids ? m->ids : "(unknown)");
+		const char *why = m->db_error[0] ? m->db_error
+		                  : res == NULL  ? error
+		                  : PQresultStatus(res) != PGRES_COMMAND_OK
+		                          ? PQresultErrorMessage(res)
+		                  : m->apply_mismatch
+		                          ? "the second run wrote other rows than the API confirmed"
+		                          : "unknown";
+		len += (size_t)snprintf(detail, sizeof(detail),
+		                        "%s record ids: %s. The database said: %s",
+		                        api_name(m->st->api), m->ids ? m->ids : "(unknown)", why);
+		while (len > 0 && (detail[len - 1] == '\n' || detail[len - 1] == ' '))
+			detail[--len] = '\0';
 		log_error("synced table %s: %s accepted a write but the database commit failed: %s",
-		          m->st->qualified, api_name(m->st->api),
-		          res == NULL ? error : PQresultErrorMessage(res));
+		          m->st->qualified, api_name(m->st->api), why);
 		if (!journal_write(m))
 			len += (size_t)snprintf(detail + len, sizeof(detail) - len,
 			                        ". The journal could not be written: the change is "
@@ -1139,6 +1158,10 @@ static void keep_result(struct mutation *m, struct pgc *pc, PGresult *res, PGres
 	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
 		if (!m->failed)
 			set_pg_error(m, res);
+		if (!m->db_error[0]) {
+			const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+			snprintf(m->db_error, sizeof(m->db_error), "%s", msg ? msg : "error");
+		}
 		return;
 	}
 	*slot = pgc_steal_result(pc);
@@ -2616,10 +2639,31 @@ void synced_reload(struct bouncer *b)
 		sy->reload_pending = true;
 		return;
 	}
-	synced_stop(b);
-	if (!synced_start(b))
-		log_error("synced tables: the new configuration cannot be set up; writes to synced "
-		          "tables are refused until a RELOAD succeeds");
+	/* the new set-up is built beside the old one, which stays if the new one cannot be made */
+	b->synced = NULL;
+	if (!synced_start(b)) {
+		b->synced = sy;
+		if (sy != NULL) {
+			b->hook.inspect = hook_inspect;
+			b->hook.client_closed = hook_client_closed;
+			b->hook.ctx = sy;
+		}
+		log_error(
+		        "synced tables: RELOAD failed, the previous [apis] and [synced_tables] stay "
+		        "in force; see the messages above");
+		return;
+	}
+	{
+		struct synced *fresh = b->synced;
+		b->synced = sy;
+		synced_stop(b);
+		b->synced = fresh;
+		if (fresh != NULL) {
+			b->hook.inspect = hook_inspect;
+			b->hook.client_closed = hook_client_closed;
+			b->hook.ctx = fresh;
+		}
+	}
 }
 
 int synced_in_flight(struct bouncer *b)

@@ -754,3 +754,21 @@ def test_error_inside_a_transaction_block_aborts_it(synced, pg):
         cur.execute("commit")  # the COMMIT of an aborted transaction rolls back
         assert cur.statusmessage == "ROLLBACK"
     assert pg.sql("SELECT count(*) FROM plain_t", dbname="crm")[0][0] == 0
+
+
+def test_reload_with_a_bad_api_line_keeps_the_previous_setup(synced, pg):
+    import signal
+
+    with open(synced.ini) as f:
+        ini = f.read()
+    with open(synced.ini, "w") as f:
+        f.write(ini.replace("refresh_token=test-refresh-token", "refresh_token=test-refresh-token "
+                            "no_such_key=1"))
+    synced.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "previous [apis] and [synced_tables] stay" not in synced.output():
+        assert time.monotonic() < deadline, synced.output()
+        time.sleep(0.1)
+    with crm(synced) as conn:
+        conn.execute("insert into salesforce.contacts (last_name) values ('still works')")
+    assert [r["LastName"] for r in synced.fake.store().values()] == ["still works"]
