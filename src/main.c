@@ -6,7 +6,9 @@
 #include <ares.h>
 #include <curl/curl.h>
 #include <event2/event.h>
+#include <errno.h>
 #include <getopt.h>
+#include <pwd.h>
 #include <openssl/crypto.h>
 #include <openssl/opensslv.h>
 #include <signal.h>
@@ -231,6 +233,13 @@ int main(int argc, char **argv)
 		fatal("cannot set up the admin console");
 	if (!listener_start(&b))
 		fatal("cannot start listeners");
+	if (opts.user != NULL && geteuid() == 0 && b.cfg->logfile[0]) {
+		/* the logfile was opened as root: hand it over, or a reopen (SIGHUP) would fail */
+		struct passwd *pw = getpwnam(opts.user);
+		if (pw != NULL && chown(b.cfg->logfile, pw->pw_uid, pw->pw_gid) != 0)
+			log_warning("cannot give the logfile to user \"%s\": %s", opts.user,
+				    strerror(errno));
+	}
 	if (opts.user != NULL && geteuid() == 0 && !daemon_change_user(opts.user))
 		fatal("cannot switch to user \"%s\"", opts.user);
 	if (opts.daemon) {
