@@ -63,9 +63,11 @@ enum ps_answer {
 struct ps_pending {
 	uint8_t type; /* '1' ParseComplete or '3' CloseComplete */
 	enum ps_answer answer;
-	int zs_before;        /* ReadyForQuery messages the server sends before this answer */
-	struct ps_stmt *stmt; /* a Parse of ours or the client's: prepared once answered */
-	char *client_name;    /* the client's name for it, forgotten if the Parse fails */
+	int zs_before;           /* ReadyForQuery messages the server sends before this answer */
+	struct ps_stmt *stmt;    /* a Parse of ours or the client's: prepared once answered */
+	char *client_name;       /* the client's name for it, forgotten if the Parse fails */
+	struct ps_stmt *restore; /* taken off the held set when sent (a Close, a DEALLOCATE): held
+	                            again if the server skips it; owns a reference */
 };
 
 struct ps_held {
@@ -282,6 +284,27 @@ static void held_drop(struct ps_registry *reg, struct ps_server *pss, const stru
 	}
 }
 
+/* Puts st back on the held set, taking over the caller's reference. */
+static void held_restore(struct ps_registry *reg, struct ps_server *pss, struct ps_stmt *st)
+{
+	if (held_find(pss, st) != NULL) {
+		stmt_put(reg, st);
+		return;
+	}
+	if (pss->nheld == pss->maxheld) {
+		struct ps_held *h = realloc(pss->held, sizeof(*h) * (size_t)(pss->maxheld + 8));
+		if (h == NULL) {
+			stmt_put(reg, st); /* forgotten: a later Parse of it fails, nothing worse */
+			return;
+		}
+		pss->held = h;
+		pss->maxheld += 8;
+	}
+	pss->held[pss->nheld].stmt = st;
+	pss->held[pss->nheld].last_used = 0; /* first to go */
+	pss->nheld++;
+}
+
 static struct ps_server *server_state(struct conn *s, int max)
 {
 	if (s->pss == NULL) {
@@ -342,21 +365,37 @@ static bool fifo_push(struct conn *s, uint8_t type, enum ps_answer answer, struc
 	p->zs_before = s->expect_rfq;
 	p->stmt = st;
 	p->client_name = name;
+	p->restore = NULL;
 	return true;
 }
 
-static void fifo_pop(struct ps_server *pss)
+/* The last entry pushed will, if skipped, put st back on the held set. */
+static void fifo_set_restore(struct ps_server *pss, struct ps_stmt *st)
 {
-	free(pss->fifo[pss->head].client_name);
-	pss->fifo[pss->head].client_name = NULL;
+	fifo_at(pss, pss->count - 1)->restore = st;
+	st->refs++;
+}
+
+static void entry_free(struct ps_registry *reg, struct ps_pending *p)
+{
+	free(p->client_name);
+	p->client_name = NULL;
+	if (p->restore != NULL && reg != NULL)
+		stmt_put(reg, p->restore);
+	p->restore = NULL;
+}
+
+static void fifo_pop(struct ps_registry *reg, struct ps_server *pss)
+{
+	entry_free(reg, &pss->fifo[pss->head]);
 	pss->head = (pss->head + 1) % pss->cap;
 	pss->count--;
 }
 
-static void fifo_clear(struct ps_server *pss)
+static void fifo_clear(struct ps_registry *reg, struct ps_server *pss)
 {
 	while (pss->count > 0)
-		fifo_pop(pss);
+		fifo_pop(reg, pss);
 	pss->head = 0;
 }
 
@@ -380,7 +419,7 @@ void ps_conn_release(struct conn *c)
 		if (reg != NULL)
 			for (int i = 0; i < c->pss->nheld; i++)
 				stmt_put(reg, c->pss->held[i].stmt);
-		fifo_clear(c->pss);
+		fifo_clear(reg, c->pss);
 		free(c->pss->fifo);
 		free(c->pss->held);
 		free(c->pss);
@@ -405,7 +444,7 @@ void ps_server_released(struct conn *s)
 		return;
 	if (s->pss->count > 0)
 		slog_warning(s, "released with %d prepared-statement answers owed", s->pss->count);
-	fifo_clear(s->pss);
+	fifo_clear(s->pool->ps, s->pss);
 	s->pss->skipping = false;
 }
 
@@ -541,6 +580,7 @@ static bool make_room(struct conn *s)
 		if (!fifo_push(s, '3', PS_ANSWER_SWALLOW, NULL, NULL) ||
 		    !queue_msg(s, 'C', 'S', name, NULL))
 			return false;
+		fifo_set_restore(pss, pss->held[victim].stmt);
 		held_drop(s->pool->ps, pss, pss->held[victim].stmt);
 	}
 	return true;
@@ -704,6 +744,7 @@ static enum ps_result deallocate_one(struct conn *c, struct conn *s, const struc
 			pktbuf_free(&pb);
 			return PS_FAIL;
 		}
+		fifo_set_restore(s->pss, st);
 	}
 	ok = sbuf_queue_pktbuf(&s->sbuf, &pb);
 	pktbuf_free(&pb);
@@ -802,23 +843,33 @@ bool ps_server_wants(const struct conn *s, uint8_t type)
  */
 static void drop_stretch(struct conn *s)
 {
+	struct ps_registry *reg = s->pool->ps;
 	struct ps_server *pss = s->pss;
 	struct conn *c = s->link;
 	int w = 0;
 
+	/* undo what the skipped messages did to the held set, latest first */
+	for (int r = pss->count - 1; r >= 0; r--) {
+		struct ps_pending *p = fifo_at(pss, r);
+		if (p->zs_before > 0)
+			continue;
+		if (p->type == '1' && p->stmt != NULL) {
+			if (p->client_name != NULL && c != NULL && c->ps != NULL)
+				name_forget(reg, c->ps, p->client_name, p->stmt);
+			held_drop(reg, pss, p->stmt);
+		}
+		if (p->restore != NULL) {
+			held_restore(reg, pss, p->restore);
+			p->restore = NULL;
+		}
+	}
 	for (int r = 0; r < pss->count; r++) {
 		struct ps_pending *p = fifo_at(pss, r);
 		if (p->zs_before > 0) {
 			*fifo_at(pss, w++) = *p; /* w <= r: in place, order kept */
 			continue;
 		}
-		if (p->type == '1' && p->stmt != NULL) {
-			if (p->client_name != NULL && c != NULL && c->ps != NULL)
-				name_forget(s->pool->ps, c->ps, p->client_name, p->stmt);
-			held_drop(s->pool->ps, pss, p->stmt);
-		}
-		free(p->client_name);
-		p->client_name = NULL;
+		entry_free(reg, p);
 	}
 	pss->count = w;
 	if (s->expect_rfq == 0)
@@ -864,19 +915,19 @@ enum ps_result ps_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 	}
 	switch (p->answer) {
 	case PS_ANSWER_PASS:
-		fifo_pop(pss);
+		fifo_pop(s->pool->ps, pss);
 		return PS_PASS;
 	case PS_ANSWER_SWALLOW:
-		fifo_pop(pss);
+		fifo_pop(s->pool->ps, pss);
 		return PS_CONSUMED;
 	case PS_ANSWER_REPLACE:
 		if (s->link == NULL) {
-			fifo_pop(pss);
+			fifo_pop(s->pool->ps, pss);
 			return PS_CONSUMED;
 		}
 		if (sbuf_has_pending(&s->sbuf))
 			return PS_FLUSH;
-		fifo_pop(pss);
+		fifo_pop(s->pool->ps, pss);
 		if (!sbuf_queue(&s->link->sbuf, parse_complete, sizeof(parse_complete)))
 			return PS_FAIL;
 		return PS_CONSUMED;

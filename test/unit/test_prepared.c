@@ -494,6 +494,45 @@ static void test_deallocate_of_one_name(void **state)
 	}
 }
 
+static void test_skipped_eviction_is_undone(void **state)
+{
+	struct fixture *f = *state;
+	struct msg got[8], m;
+	struct sbuf_pkt pkt;
+	const char *err;
+
+	/* the server holds A (limit 1) */
+	m = parse_msg("a", "select 'a'");
+	pkt = as_pkt(&m);
+	assert_int_equal(ps_client_packet(f->client.c, f->server.c, &pkt, 1, &err), PS_CONSUMED);
+	read_msgs(&f->server, got, 8);
+	assert_int_equal(server_answers(&f->server, '1'), PS_PASS);
+	m = parse_msg("b", "select 'b'");
+	pkt = as_pkt(&m);
+	assert_int_equal(ps_client_packet(f->client.c, f->server.c, &pkt, 1, &err), PS_CONSUMED);
+	assert_int_equal(read_msgs(&f->server, got, 8), 2); /* Close SB_1, Parse SB_2 */
+	assert_int_equal(server_answers(&f->server, '3'), PS_CONSUMED);
+	assert_int_equal(server_answers(&f->server, '1'), PS_PASS);
+
+	/* an unnamed Parse fails; our Close of SB_2 and Parse of SB_1 after it are skipped */
+	assert_int_equal(client_sends(f, &f->client, &f->server, parse_msg("", "selec")), PS_PASS);
+	m = bind_msg("", "a");
+	pkt = as_pkt(&m);
+	assert_int_equal(ps_client_packet(f->client.c, f->server.c, &pkt, 1, &err), PS_CONSUMED);
+	assert_int_equal(read_msgs(&f->server, got, 8), 3); /* Close SB_2, Parse SB_1, Bind */
+	sync_round(&f->client, &f->server);
+	assert_int_equal(server_answers(&f->server, 'E'), PS_PASS);
+	ready(&f->server);
+
+	/* so the server still holds SB_2 and not SB_1: b binds as it is, a is prepared again */
+	m = bind_msg("", "b");
+	pkt = as_pkt(&m);
+	assert_int_equal(ps_client_packet(f->client.c, f->server.c, &pkt, 1, &err), PS_CONSUMED);
+	assert_int_equal(read_msgs(&f->server, got, 8), 1);
+	assert_int_equal(got[0].type, 'B');
+	assert_string_equal(name_in(&got[0]), "SB_2");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -512,6 +551,7 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_discard_all_and_deallocate_all, setup,
 	                                        teardown),
 	        cmocka_unit_test_setup_teardown(test_deallocate_of_one_name, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_skipped_eviction_is_undone, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
