@@ -11,7 +11,11 @@
  * of our own) or replace it (the client's Parse of a statement the server already had became a
  * Close of nothing, whose CloseComplete turns into the client's ParseComplete). An ErrorResponse
  * makes the server skip everything up to the next Sync: the entries of that stretch are dropped,
- * and the statements they would have prepared are forgotten.
+ * the statements they would have prepared are forgotten, and those they would have closed are
+ * held again.
+ *
+ * DEALLOCATE ALL and DISCARD ALL are taken from the server's CommandComplete (however they were
+ * sent); DEALLOCATE of one of the client's names becomes DEALLOCATE of ours.
  *
  * Invariants: a statement is freed when no client name and no server refers to it; every entry
  * of a server's FIFO corresponds to exactly one ParseComplete or CloseComplete still owed.
