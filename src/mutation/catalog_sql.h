@@ -27,7 +27,7 @@
 #define SB_MUTATION_CATALOG_SQL_H
 
 /* Bump when the text below changes: installed databases with an older version get it again. */
-#define CATALOG_SQL_VERSION "3"
+#define CATALOG_SQL_VERSION "4"
 
 /* Key of pg_advisory_xact_lock() around installation: two poolers may start together. */
 #define CATALOG_SQL_LOCK_KEY "7306086135451738930"
@@ -90,7 +90,8 @@ static const char catalog_sql_schema[] =
         "\t\t\tmessage = pg_catalog.format('table \"%s.%s\" is synced with an API: write to it"
         " through syncbouncer', tg_table_schema, tg_table_name),\n"
         "\t\t\thint = 'Connect through the syncbouncer proxy: it sends the change to the API"
-        " first, then writes it here.',\n"
+	" first, then writes it here. Through the proxy, name the table with its schema"
+	" (the proxy does not follow search_path).',\n"
         "\t\t\tschema = tg_table_schema, table = tg_table_name;\n"
         "\tend if;\n"
         "\tif v_mode = 'sync' then\n"
