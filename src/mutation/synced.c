@@ -139,6 +139,7 @@ struct ext_seq {
 	bool ran;        /* a group of this batch was executed (answered without ReadyForQuery) */
 	bool skip;       /* a group failed: everything up to Sync is skipped, as PostgreSQL does */
 	bool group_done; /* the current group was executed: the next Parse/Bind starts another */
+	bool parse_sent, bind_sent; /* ParseComplete/BindComplete went out early (Flush) */
 	bool parse, bind, describe_portal, describe_stmt, execute, close;
 	bool failed;
 	char *sql;
@@ -1668,8 +1669,8 @@ static bool copy_params(struct mutation *m, const struct ext_seq *ext)
 	int n = ext->nparams;
 
 	m->extended = true;
-	m->parse_complete = ext->parse;
-	m->bind_complete = ext->bind;
+	m->parse_complete = ext->parse && !ext->parse_sent;
+	m->bind_complete = ext->bind && !ext->bind_sent;
 	m->describe_portal = ext->describe_portal;
 	m->no_ready = ext->active; /* still collecting: the batch's Sync is yet to come */
 	m->result_format = ext->result_format;
@@ -2034,7 +2035,8 @@ static void ext_parse(struct synced *sy, struct conn *c, struct mut_client *mc,
 		ext_fail(e, "53200", "out of memory");
 		return;
 	}
-	if (name[0] != '\0') {
+	{
+		/* the unnamed statement too: a batch may bind it again */
 		struct prep_stmt *ps;
 		drop_stmt(mc, name);
 		ps = realloc(mc->stmts, sizeof(*ps) * (size_t)(mc->nstmts + 1));
@@ -2083,7 +2085,7 @@ static void ext_bind(struct synced *sy, struct conn *c, struct mut_client *mc,
 		fmts[i] = (int16_t)f;
 	}
 	e->bind = true;
-	if (stmt[0] != '\0') {
+	if (stmt[0] != '\0' || (!e->parse && find_stmt(mc, stmt) != NULL)) {
 		struct prep_stmt *ps = find_stmt(mc, stmt);
 		if (ps == NULL) {
 			ext_fail(e, "26000", "prepared statement does not exist");
@@ -2153,6 +2155,35 @@ static void ext_bind(struct synced *sy, struct conn *c, struct mut_client *mc,
 		e->result_format = f ? 1 : 0;
 }
 
+/* The highest $n of a statement (outside quotes and comments), capped at 65535. */
+static int count_params(const char *sql)
+{
+	int max = 0;
+
+	for (const char *p = sql; p != NULL && *p; p++) {
+		if (*p == '\'' || *p == '"') {
+			char q = *p;
+			for (p++; *p && *p != q; p++)
+				;
+			if (*p == '\0')
+				break;
+		} else if (p[0] == '-' && p[1] == '-') {
+			while (*p && *p != '\n')
+				p++;
+			if (*p == '\0')
+				break;
+		} else if (*p == '$' && p[1] >= '0' && p[1] <= '9' &&
+		           (p == sql ||
+		            !(p[-1] == '_' || (p[-1] >= 'a' && p[-1] <= 'z') ||
+		              (p[-1] >= 'A' && p[-1] <= 'Z') || (p[-1] >= '0' && p[-1] <= '9')))) {
+			long n = strtol(p + 1, NULL, 10);
+			if (n > max)
+				max = n > 65535 ? 65535 : (int)n;
+		}
+	}
+	return max;
+}
+
 /* Answers a sequence that executes nothing (Parse/Describe/Close + Sync), or a failed one. */
 static void ext_answer_now(struct conn *c, struct ext_seq *e)
 {
@@ -2162,20 +2193,20 @@ static void ext_answer_now(struct conn *c, struct ext_seq *e)
 	if (e->failed) {
 		pktbuf_write_error(&pb, "ERROR", e->sqlstate, e->message, NULL, NULL);
 	} else {
-		if (e->parse) {
-			pktbuf_start_msg(&pb, '1');
-			pktbuf_finish_msg(&pb);
-		}
-		if (e->bind) {
-			pktbuf_start_msg(&pb, '2');
-			pktbuf_finish_msg(&pb);
-		}
+		if (e->parse && !e->parse_sent)
+			pktbuf_write_simple(&pb, '1');
+		if (e->bind && !e->bind_sent)
+			pktbuf_write_simple(&pb, '2');
 		if (e->describe_stmt) {
 			/* parameter types as the client declared them; undeclared ones as text */
+			int n = count_params(e->sql);
+			if (n < e->ntypes)
+				n = e->ntypes;
 			pktbuf_start_msg(&pb, 't');
-			pktbuf_put_u16(&pb, (uint16_t)e->ntypes);
-			for (int i = 0; i < e->ntypes; i++)
-				pktbuf_put_u32(&pb, e->types[i] ? e->types[i] : 25);
+			pktbuf_put_u16(&pb, (uint16_t)n);
+			for (int i = 0; i < n; i++)
+				pktbuf_put_u32(&pb,
+				               i < e->ntypes && e->types[i] ? e->types[i] : 25);
 			pktbuf_finish_msg(&pb);
 		}
 		if (e->describe_stmt || e->describe_portal) {
@@ -2217,14 +2248,15 @@ static void ext_flush(struct conn *c, struct ext_seq *e)
 {
 	struct pktbuf pb;
 
-	if (e->skip || e->failed || (!e->parse && !e->bind))
+	if (e->skip || e->failed || ((!e->parse || e->parse_sent) && (!e->bind || e->bind_sent)))
 		return;
 	pktbuf_init(&pb, 64);
-	if (e->parse)
+	if (e->parse && !e->parse_sent)
 		pktbuf_write_simple(&pb, '1');
-	if (e->bind)
+	if (e->bind && !e->bind_sent)
 		pktbuf_write_simple(&pb, '2');
-	e->parse = e->bind = false;
+	e->parse_sent = e->parse;
+	e->bind_sent = e->bind;
 	if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
 		client_close(c, "could not send an answer");
 	pktbuf_free(&pb);
@@ -2263,11 +2295,20 @@ static enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mu
 			        "before its Execute");
 			return HOOK_CONSUME;
 		}
-		if (e->ran &&
+		if ((e->ran || e->close) &&
 		    proto_parse_parse(pkt->body, pkt->body_len, &stmt, &sql, &sql_len, &n) &&
 		    (!classifier_classify(sy->cl, c->pool->db_name, sql, &sc) ||
-		     sc.verdict == STMT_PASS))
+		     sc.verdict == STMT_PASS)) {
+			if (e->close && !e->ran) {
+				struct pktbuf pb;
+				pktbuf_init(&pb, 16);
+				pktbuf_write_simple(&pb, '3');
+				if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
+					client_close(c, "could not send an answer");
+				pktbuf_free(&pb);
+			}
 			return ext_leave(c, mc);
+		}
 		ext_parse(sy, c, mc, pkt);
 		return HOOK_CONSUME;
 	}
@@ -2361,8 +2402,8 @@ static enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sb
 			return HOOK_WAIT;
 		if (!proto_parse_parse(pkt->body, pkt->body_len, &stmt, &sql, &sql_len, &n))
 			return HOOK_PASS;
-		if (mc != NULL && stmt[0] != '\0')
-			drop_stmt(mc, stmt); /* re-prepared under the same name */
+		if (mc != NULL)
+			drop_stmt(mc, stmt); /* re-prepared under the same name ("" too) */
 		if (!classifier_quick_check(sy->cl, c->pool->db_name, sql, sql_len) ||
 		    !classifier_classify(sy->cl, c->pool->db_name, sql, &sc) ||
 		    sc.verdict == STMT_PASS) {

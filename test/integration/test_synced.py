@@ -772,3 +772,83 @@ def test_reload_with_a_bad_api_line_keeps_the_previous_setup(synced, pg):
     with crm(synced) as conn:
         conn.execute("insert into salesforce.contacts (last_name) values ('still works')")
     assert [r["LastName"] for r in synced.fake.store().values()] == ["still works"]
+
+
+# ---- the extended protocol message by message, as drivers other than psycopg send it
+
+
+def wire_login(b):
+    w = b.wire()
+    assert w.startup("app", "crm", password="secret") is None
+    return w
+
+
+def msg_parse(name, sql):
+    return b"P", name.encode() + b"\0" + sql.encode() + b"\0" + b"\0\0"
+
+
+def msg_bind(stmt, params):
+    body = b"\0" + stmt.encode() + b"\0" + b"\0\0" + len(params).to_bytes(2, "big")
+    for p in params:
+        v = p.encode()
+        body += len(v).to_bytes(4, "big") + v
+    return b"B", body + b"\0\0"
+
+
+def msg_execute():
+    return b"E", b"\0" + b"\0\0\0\0"
+
+
+def send_all(w, *msgs):
+    for kind, body in msgs:
+        w.send(kind, body)
+
+
+def answer_kinds(w):
+    kinds = []
+    while True:
+        kind, _ = w.read_msg()
+        kinds.append(kind)
+        if kind == "Z":
+            return "".join(kinds)
+
+
+def test_wire_flush_before_execute(synced, pg):
+    w = wire_login(synced)
+    send_all(w, msg_parse("", "insert into salesforce.contacts (last_name) values ($1)"),
+             msg_bind("", ["Flushed"]), (b"H", b""), msg_execute(), (b"S", b""))
+    assert answer_kinds(w) == "12CZ"
+    w.close()
+    assert [r[2] for r in db_rows(pg)] == ["Flushed"]
+
+
+def test_wire_unnamed_statement_bound_twice_in_one_batch(synced, pg):
+    w = wire_login(synced)
+    send_all(w, msg_parse("", "insert into salesforce.contacts (last_name) values ($1)"),
+             msg_bind("", ["One"]), msg_execute(), msg_bind("", ["Two"]), msg_execute(),
+             (b"S", b""))
+    assert answer_kinds(w) == "12C2CZ"
+    w.close()
+    assert sorted(r[2] for r in db_rows(pg)) == ["One", "Two"]
+
+
+def test_wire_close_of_a_synced_statement_then_a_query(synced, pg):
+    w = wire_login(synced)
+    send_all(w, msg_parse("s1", "insert into salesforce.contacts (last_name) values ($1)"),
+             (b"S", b""))
+    assert answer_kinds(w) == "1Z"
+    send_all(w, (b"C", b"Ss1\0"), msg_parse("", "select 42"), msg_bind("", []), msg_execute(),
+             (b"S", b""))
+    assert answer_kinds(w) == "312DCZ"
+    w.close()
+
+
+def test_wire_describe_statement_counts_parameters(synced, pg):
+    w = wire_login(synced)
+    send_all(w, msg_parse("s2", "insert into salesforce.contacts (last_name, email) "
+                                "values ($1, $2)"), (b"D", b"Ss2\0"), (b"S", b""))
+    kind, _ = w.read_msg()
+    assert kind == "1"
+    kind, body = w.read_msg()
+    assert kind == "t" and int.from_bytes(body[:2], "big") == 2
+    w.close()
