@@ -2307,6 +2307,7 @@ static enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mu
 					client_close(c, "could not send an answer");
 				pktbuf_free(&pb);
 			}
+			drop_stmt(mc, stmt); /* the server's statement of that name from now on */
 			return ext_leave(c, mc);
 		}
 		ext_parse(sy, c, mc, pkt);
