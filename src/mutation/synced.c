@@ -167,6 +167,9 @@ struct mut_client {
 	struct prep_stmt *stmts;
 	int nstmts;
 	struct ext_seq ext;
+	/* a simple query of several synced writes: run one after another, one ReadyForQuery */
+	char **multi;
+	int nmulti, imulti;
 };
 
 struct captured {
@@ -1579,6 +1582,41 @@ static void schedule_reload(struct synced *sy)
 		log_error("synced tables: cannot schedule the reload");
 }
 
+static void multi_free(struct mut_client *mc)
+{
+	for (int i = 0; i < mc->nmulti; i++)
+		free(mc->multi[i]);
+	free(mc->multi);
+	mc->multi = NULL;
+	mc->nmulti = mc->imulti = 0;
+}
+
+static bool begin_mutation(struct synced *sy, struct conn *c, const struct stmt_class *sc,
+                           const char *sql, const struct ext_seq *ext);
+static void answer_now(struct conn *c, const char *sqlstate, const char *msg, const char *detail,
+                       const char *hint, const struct synced_table *st);
+
+/*
+ * Starts the next write of a query string of several. True when it runs (its end goes on);
+ * false when it was answered at once (error and ReadyForQuery sent, the string is over).
+ */
+static bool multi_next(struct synced *sy, struct mut_client *mc)
+{
+	struct stmt_class sc;
+	const char *sql;
+
+	mc->imulti++;
+	sql = mc->multi[mc->imulti];
+	if (!classifier_classify(sy->cl, mc->client->pool->db_name, sql, &sc) ||
+	    sc.verdict == STMT_PASS) {
+		answer_now(mc->client, "XX000", "a statement of the query string changed its kind",
+		           NULL, NULL, NULL);
+		return false;
+	}
+	sc.nstatements = 1;
+	return begin_mutation(sy, mc->client, &sc, sql, NULL) && mc->m != NULL;
+}
+
 /* Answers the client (error or nothing more), gives the connection back, frees m. */
 static void mutation_finish(struct mutation *m)
 {
@@ -1591,6 +1629,9 @@ static void mutation_finish(struct mutation *m)
 	}
 	if (m->failed && mc != NULL) {
 		struct pktbuf pb;
+		/* a failed write ends a query string of several: the rest is skipped */
+		if (mc->multi != NULL)
+			m->no_ready = false;
 		pktbuf_init(&pb, RESPONSE_MAX);
 		if (m->extended)
 			write_ext_prefix(m, &pb);
@@ -1613,15 +1654,21 @@ static void mutation_finish(struct mutation *m)
 			list_append(&sy->idle_conns, &m->conn->head);
 	}
 	if (mc != NULL && mc->client->state != CONN_JUSTFREE) {
+		bool next_started = false;
 		mc->m = NULL;
-		mc->answered = true;
-		if (m->no_ready) {
-			mc->ext.ran = true;
-			mc->ext.group_done = true;
-			if (m->failed)
-				mc->ext.skip = true;
+		if (mc->multi != NULL && !m->failed && mc->imulti + 1 < mc->nmulti)
+			next_started = multi_next(sy, mc);
+		if (!next_started) {
+			multi_free(mc);
+			mc->answered = true;
+			if (m->no_ready && mc->ext.active) {
+				mc->ext.ran = true;
+				mc->ext.group_done = true;
+				if (m->failed)
+					mc->ext.skip = true;
+			}
+			client_resume(mc->client);
 		}
-		client_resume(mc->client);
 	}
 	list_del(&m->head);
 	list_del(&m->qhead);
@@ -1761,6 +1808,8 @@ static void mutation_start(struct synced *sy, struct mut_client *mc, struct sync
 	m->started = bouncer_now_usec();
 	pktbuf_init(&m->err, 65536);
 	mc->m = m;
+	if (ext == NULL && mc->multi != NULL && mc->imulti < mc->nmulti - 1)
+		m->no_ready = true;
 	m->sql = strdup(sql);
 	if (m->sql == NULL || (ext != NULL && !copy_params(m, ext))) {
 		set_error(m, "53200", "out of memory", NULL, NULL);
@@ -1859,7 +1908,8 @@ static void mc_release_if_idle(struct conn *c)
 {
 	struct mut_client *mc = c->hook_state;
 
-	if (mc == NULL || mc->m != NULL || mc->answered || mc->ext.active || mc->nstmts > 0)
+	if (mc == NULL || mc->m != NULL || mc->answered || mc->ext.active || mc->nstmts > 0 ||
+	    mc->multi != NULL)
 		return;
 	ext_reset(&mc->ext);
 	free(mc->stmts);
@@ -1961,7 +2011,47 @@ static enum hook_verdict inspect_query(struct synced *sy, struct conn *c,
 		return HOOK_PASS;
 	if (!client_server_idle(c))
 		return HOOK_WAIT_IDLE;
+	if (sc.verdict == STMT_MUTATION && sc.nstatements > 1 && sc.nmutations == sc.nstatements) {
+		/* several writes of synced tables: one after another, answered as one query */
+		struct mut_client *mc = mc_get(c);
+		int starts[64], lens[64];
+		int n = classifier_split(sql, starts, lens, 64);
+		if (mc == NULL || n < 2 || n > 64) {
+			answer_now(c, n > 64 ? "54000" : "53200",
+			           n > 64 ? "too many statements in one query string"
+			                  : "out of memory",
+			           NULL, NULL, NULL);
+			mc_release_if_idle(c);
+			return HOOK_CONSUME;
+		}
+		mc->multi = calloc((size_t)n, sizeof(char *));
+		for (int i = 0; mc->multi != NULL && i < n; i++) {
+			mc->multi[i] = strndup(sql + starts[i], (size_t)lens[i]);
+			if (mc->multi[i] == NULL) {
+				mc->nmulti = i;
+				multi_free(mc);
+			}
+		}
+		if (mc->multi == NULL) {
+			answer_now(c, "53200", "out of memory", NULL, NULL, NULL);
+			mc_release_if_idle(c);
+			return HOOK_CONSUME;
+		}
+		mc->nmulti = n;
+		mc->imulti = 0;
+		if (!classifier_classify(sy->cl, c->pool->db_name, mc->multi[0], &sc)) {
+			multi_free(mc);
+			answer_now(c, "53200", "out of memory", NULL, NULL, NULL);
+			mc_release_if_idle(c);
+			return HOOK_CONSUME;
+		}
+		sc.nstatements = 1;
+		sql = mc->multi[0];
+	}
 	if (!begin_mutation(sy, c, &sc, sql, NULL)) {
+		struct mut_client *mc = c->hook_state;
+		if (mc != NULL)
+			multi_free(mc);
 		mc_release_if_idle(c);
 		return HOOK_CONSUME;
 	}
@@ -2451,6 +2541,7 @@ static void hook_client_closed(void *ctx, struct conn *c)
 		mc->m->mc = NULL; /* the mutation goes on to its end; nobody to answer */
 	}
 	ext_reset(&mc->ext);
+	multi_free(mc);
 	for (int i = 0; i < mc->nstmts; i++)
 		prep_free(&mc->stmts[i]);
 	free(mc->stmts);

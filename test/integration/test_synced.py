@@ -852,3 +852,25 @@ def test_wire_describe_statement_counts_parameters(synced, pg):
     kind, body = w.read_msg()
     assert kind == "t" and int.from_bytes(body[:2], "big") == 2
     w.close()
+
+
+def test_query_string_of_several_synced_writes(synced, pg):
+    out = synced.psql("-c", "insert into salesforce.contacts (last_name) values ('A'); "
+                      "insert into salesforce.contacts (last_name) values ('B') returning last_name; "
+                      "update salesforce.contacts set note = 'both' where last_name in ('A', 'B')",
+                      dbname="crm")
+    assert "INSERT 0 1" in out.stdout and "UPDATE 2" in out.stdout and " B" in out.stdout
+    assert sorted((r[2], r[4]) for r in db_rows(pg)) == [("A", "both"), ("B", "both")]
+    # an error stops the string: the writes before it stay, the ones after it do not run
+    with crm(synced) as conn:
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("insert into salesforce.contacts (last_name) values ('C'); "
+                         "insert into salesforce.contacts (last_name, email) values ('D', 'bad'); "
+                         "insert into salesforce.contacts (last_name) values ('E')")
+        assert conn.execute("select 1").fetchone() == (1,)
+    assert sorted(r[2] for r in db_rows(pg)) == ["A", "B", "C"]
+    assert len(synced.fake.store()) == 3
+    # a string that mixes synced writes with other statements is refused whole
+    with crm(synced) as conn:
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute("insert into salesforce.contacts (last_name) values ('F'); select 1")
