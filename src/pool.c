@@ -623,6 +623,8 @@ static void janitor_min_pool(struct pool *pool, uint64_t now)
 		return;
 	if (config_find_database(pool->b->cfg, pool->db_name) == NULL)
 		return; /* removed by a RELOAD */
+	if (pool->b->shutting_down || control_pool_paused(pool))
+		return;
 	if (pool->last_login_failure != 0 && pool->b->cfg->server_login_retry > 0 &&
 	    now - pool->last_login_failure < (uint64_t)pool->b->cfg->server_login_retry)
 		return;
@@ -704,6 +706,9 @@ static void janitor_tick(evutil_socket_t fd, short what, void *arg)
 	pool_refresh_settings(pool);
 	janitor_clients(pool, now);
 	janitor_servers(pool, now);
+	/* the first pool also looks for databases a RELOAD added that want warming up */
+	if (&pool->head == pool->b->pools.next && !pool->b->shutting_down)
+		pool_prewarm(pool->b);
 	if (!pool->b->shutting_down && !control_pool_paused(pool)) {
 		janitor_min_pool(pool, now);
 		pool_fill(pool);

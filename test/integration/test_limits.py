@@ -206,3 +206,29 @@ def test_max_user_client_connections(bouncer_factory):
         with b.connect(user="scramuser", password="scrampass") as other:
             assert other.execute("select 1").fetchone() == (1,)
         assert a.execute("select 1").fetchone() == (1,)
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer 1.18 warms a pool only once it was used")
+def test_min_pool_size_of_a_database_added_by_reload(bouncer_factory, pg):
+    import os
+    import signal
+
+    make_db(pg, "sbwarm3")
+    b = bouncer_factory()
+    with b.connect(autocommit=True) as conn:  # some pool exists already
+        conn.execute("select 1")
+    with open(b.ini) as f:
+        text = f.read()
+    text = text.replace("[databases]\n", "[databases]\nsbwarm3 = host=127.0.0.1 port=%d "
+                        "dbname=sbwarm3 user=app password=secret min_pool_size=2\n" % pg.port, 1)
+    with open(b.ini, "w") as f:
+        f.write(text)
+    os.kill(b.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    count = 0
+    while time.monotonic() < deadline:
+        count = pg.sql("select count(*) from pg_stat_activity where datname = 'sbwarm3'")[0][0]
+        if count >= 2:
+            break
+        time.sleep(0.1)
+    assert count == 2
