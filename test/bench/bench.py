@@ -61,6 +61,14 @@ BIG_WIDTH = 1000  # bytes per row: about 100 MB per query
 
 TARGETS = ("direct", "pgbouncer", "syncbouncer")
 
+# workloads counted per query under valgrind and strace: (pool mode, label, pgbench options)
+TRACED = (
+    ("session", "SELECT 1 (simple)", ["-M", "simple"]),
+    ("transaction", "SELECT 1 (simple)", ["-M", "simple"]),
+    ("transaction", "SELECT 1 (-M prepared)", ["-M", "prepared"]),
+    ("session", "-C: log-in (md5), SELECT 1, log-out", ["-M", "simple", "-C"]),
+)
+
 
 def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -519,9 +527,7 @@ class Bench:
             return
         log("callgrind: instructions per relayed query")
         n1, n2 = self.opts.cg_queries
-        for mode, label, args in (("session", "SELECT 1 (simple)", ["-M", "simple"]),
-                                  ("transaction", "SELECT 1 (simple)", ["-M", "simple"]),
-                                  ("transaction", "SELECT 1 (-M prepared)", ["-M", "prepared"])):
+        for mode, label, args in TRACED:
             row = {"mode": mode, "label": label}
             for kind in ("pgbouncer", "syncbouncer"):
                 counts = []
@@ -561,9 +567,7 @@ class Bench:
             return
         log("strace: system calls per relayed query")
         n1, n2 = self.opts.cg_queries
-        for mode, label, args in (("session", "SELECT 1 (simple)", ["-M", "simple"]),
-                                  ("transaction", "SELECT 1 (simple)", ["-M", "simple"]),
-                                  ("transaction", "SELECT 1 (-M prepared)", ["-M", "prepared"])):
+        for mode, label, args in TRACED:
             row = {"mode": mode, "label": label}
             for kind in ("pgbouncer", "syncbouncer"):
                 counts = []
@@ -798,9 +802,11 @@ def report(results):
     if results["callgrind"]:
         w("### Instructions per relayed query (valgrind --tool=callgrind)")
         w("")
-        w("Instructions executed by the pooler process per `SELECT 1`, one client: "
-          "(total for N2 queries − total for N1 queries) / (N2 − N1), so start-up and log-in "
-          "cancel out. Repeatable to a fraction of a percent; independent of machine load.")
+        w("Instructions executed by the pooler process per `SELECT 1` of one client (for "
+          "`-C`: per connection, which logs in, runs it and logs out): (total for N2 "
+          "transactions − total for N1) / (N2 − N1), so start-up cancels out. Repeatable to "
+          "about a per cent; independent of machine load. Counts user-space instructions "
+          "only: the kernel's share (system calls) is in the next table.")
         w("")
         w("| mode | query | pgbouncer | syncbouncer | sb/pgb |")
         w("|---|---|--:|--:|--:|")
@@ -811,7 +817,7 @@ def report(results):
     if results["syscalls"]:
         w("### System calls per relayed query (strace -c)")
         w("")
-        w("Same method as above: the difference between two runs of N1 and N2 `SELECT 1`, "
+        w("Same method as above: the difference between two runs of N1 and N2 transactions, "
           "one client, divided by N2 − N1.")
         w("")
         w("| mode | query | pgbouncer | syncbouncer |")
