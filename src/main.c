@@ -30,6 +30,7 @@
 #include "log.h"
 #include "mutation/synced.h"
 #include "pool.h"
+#include "server.h"
 #include "stats.h"
 #include "userlist.h"
 #include "version.h"
@@ -314,6 +315,7 @@ int main(int argc, char **argv)
 		        conn_retire(list_entry(it, struct conn, head));
 	}
 	conn_free_retired(&b);
+	server_cancels_free(&b);
 	dns_free(b.dns);
 	event_free(b.ev_free);
 	event_base_free(b.base);
