@@ -280,7 +280,7 @@ int main(int argc, char **argv)
 	event_base_dispatch(b.base);
 
 	log_info("shutting down");
-	synced_stop(&b);
+	synced_shutdown(&b);
 	listener_stop(&b);
 	admin_free(&b);
 	control_free(&b);

@@ -24,6 +24,8 @@ bool synced_start(struct bouncer *b) __attribute__((warn_unused_result));
  * refused by the guard triggers until a RELOAD succeeds.
  */
 void synced_reload(struct bouncer *b);
+/* At exit: synced_stop() plus the per-client state of clients still connected. */
+void synced_shutdown(struct bouncer *b);
 /* Writes in flight or queued (a shutdown that waits for servers waits for these too). */
 int synced_in_flight(struct bouncer *b);
 /* Releases everything; mutations in flight are abandoned (their transactions roll back). */

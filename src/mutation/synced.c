@@ -2799,6 +2799,28 @@ void synced_reload(struct bouncer *b)
 	}
 }
 
+void synced_shutdown(struct bouncer *b)
+{
+	struct list *pit, *cit;
+
+	/* clients that are still connected: their hook state goes with the process */
+	list_for_each(pit, &b->pools)
+	{
+		struct pool *pool = list_entry(pit, struct pool, head);
+		struct list *lists[] = {&pool->active_clients, &pool->waiting_clients,
+		                        &pool->login_clients};
+		for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+			list_for_each(cit, lists[i])
+			{
+				struct conn *c = list_entry(cit, struct conn, head);
+				if (c->hook_state != NULL)
+					hook_client_closed(b->synced, c);
+			}
+		}
+	}
+	synced_stop(b);
+}
+
 int synced_in_flight(struct bouncer *b)
 {
 	return b->synced != NULL ? (int)list_count(&b->synced->mutations) : 0;
