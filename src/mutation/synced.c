@@ -206,6 +206,7 @@ struct mutation {
 	char *ids;       /* the API's record ids, for messages */
 	char capture_sql[200];
 	char prelude_sql[512];
+	char *session_sql;   /* the client's session settings that shape how a statement reads */
 	char db_error[256];  /* PostgreSQL's message when a run failed, for logs and DETAIL */
 	bool apply_mismatch; /* the second run wrote other rows than the API confirmed */
 	int nparams;         /* the client's parameters, owned */
@@ -1530,6 +1531,7 @@ static void start_capture(struct mutation *m)
 	                                  : m->op == OP_UPDATE ? API_OP_UPDATE
 	                                                       : API_OP_DELETE));
 	ok = queue(m, "BEGIN", on_ignored) && queue(m, m->prelude_sql, on_ignored) &&
+	     (m->session_sql == NULL || queue(m, m->session_sql, on_ignored)) &&
 	     queue_stmt(m, on_first_run) && queue(m, m->capture_sql, on_captured);
 	if (!ok) {
 		set_error(m, "58000", "could not queue a synced-table write", NULL, NULL);
@@ -1704,6 +1706,7 @@ static void mutation_finish(struct mutation *m)
 	free(m->formats);
 	free(m->types);
 	free(m->confirmed);
+	free(m->session_sql);
 	free(m->ids);
 	free(m->conninfo);
 	free(m->sql);
@@ -1783,6 +1786,46 @@ static void mutation_acquire(struct mutation *m)
 	}
 }
 
+/*
+ * The client's settings that change how its statement is read or what RETURNING sends back
+ * (string literals, dates, intervals, time zone, float digits), for the mutation's own
+ * transaction. Other settings stay the pooler's. NULL when the client set none of them.
+ */
+static char *session_settings(const struct conn *c)
+{
+	static const char *const names[] = {
+	        "DateStyle",
+	        "TimeZone",
+	        "IntervalStyle",
+	        "extra_float_digits",
+	        "standard_conforming_strings",
+	        "bytea_output",
+	};
+	struct pktbuf pb;
+	int n = 0;
+	char *sql;
+
+	pktbuf_init(&pb, 64 * 1024);
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		const char *v = param_get(&c->params, names[i]);
+		if (v == NULL)
+			continue;
+		if (n++ > 0)
+			pktbuf_put_bytes(&pb, ", ", 2);
+		else
+			pktbuf_put_bytes(&pb, "SELECT ", 7);
+		pktbuf_put_bytes(&pb, "pg_catalog.set_config(", 22);
+		put_literal(&pb, names[i]);
+		pktbuf_put_bytes(&pb, ", ", 2);
+		put_literal(&pb, v);
+		pktbuf_put_bytes(&pb, ", true)", 7);
+	}
+	pktbuf_put_u8(&pb, 0);
+	sql = n > 0 && !pktbuf_failed(&pb) ? strdup((const char *)pb.data) : NULL;
+	pktbuf_free(&pb);
+	return sql;
+}
+
 static void mutation_start(struct synced *sy, struct mut_client *mc, struct synced_table *st,
                            struct catalog_table *ct, const struct stmt_class *sc, const char *sql,
                            const struct ext_seq *ext)
@@ -1808,6 +1851,7 @@ static void mutation_start(struct synced *sy, struct mut_client *mc, struct sync
 	m->started = bouncer_now_usec();
 	pktbuf_init(&m->err, 65536);
 	mc->m = m;
+	m->session_sql = session_settings(mc->client);
 	if (ext == NULL && mc->multi != NULL && mc->imulti < mc->nmulti - 1)
 		m->no_ready = true;
 	m->sql = strdup(sql);

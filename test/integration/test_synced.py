@@ -874,3 +874,15 @@ def test_query_string_of_several_synced_writes(synced, pg):
     with crm(synced) as conn:
         with pytest.raises(psycopg.errors.FeatureNotSupported):
             conn.execute("insert into salesforce.contacts (last_name) values ('F'); select 1")
+
+
+def test_returning_follows_the_clients_time_zone(synced, pg):
+    pg.sql("ALTER TABLE salesforce.contacts ADD COLUMN created timestamptz DEFAULT now()",
+           dbname="crm")
+    synced.proc.send_signal(__import__("signal").SIGHUP)  # the catalog reads the new column
+    time.sleep(1)
+    with crm(synced) as conn:
+        conn.execute("set timezone = 'Asia/Kolkata'")
+        cur = conn.execute("insert into salesforce.contacts (last_name) values ('TZ') "
+                           "returning created::text")
+        assert cur.fetchone()[0].endswith("+05:30")
