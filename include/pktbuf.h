@@ -62,6 +62,8 @@ void pktbuf_put_u16(struct pktbuf *pb, uint16_t v);
 void pktbuf_put_u32(struct pktbuf *pb, uint32_t v);
 void pktbuf_put_bytes(struct pktbuf *pb, const void *p, size_t n);
 void pktbuf_put_string(struct pktbuf *pb, const char *s);
+/* Appends text as an SQL E'' literal (quotes and backslashes doubled), without a NUL. */
+void pktbuf_put_sql_literal(struct pktbuf *pb, const char *text);
 
 /*
  * Whole messages sent as a backend (to clients). Strings are copied; none is kept.

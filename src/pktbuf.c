@@ -471,3 +471,14 @@ void pktbuf_write_cancel(struct pktbuf *pb, uint32_t pid, uint32_t key)
 	pktbuf_put_u32(pb, key);
 	pktbuf_finish_msg(pb);
 }
+
+void pktbuf_put_sql_literal(struct pktbuf *pb, const char *text)
+{
+	pktbuf_put_bytes(pb, "E'", 2);
+	for (const char *p = text; *p; p++) {
+		if (*p == '\'' || *p == '\\')
+			pktbuf_put_u8(pb, (uint8_t)*p);
+		pktbuf_put_u8(pb, (uint8_t)*p);
+	}
+	pktbuf_put_u8(pb, '\'');
+}

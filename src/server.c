@@ -311,24 +311,13 @@ bool server_launch(struct pool *pool)
  * Appends one set_config() call. set_config takes the value as a configuration-file string, so
  * list settings (search_path) keep their meaning; both arguments are E'' literals, escaped.
  */
-static void append_literal(struct pktbuf *pb, const char *text)
-{
-	pktbuf_put_bytes(pb, "E'", 2);
-	for (const char *p = text; *p; p++) {
-		if (*p == '\'' || *p == '\\')
-			pktbuf_put_u8(pb, (uint8_t)*p);
-		pktbuf_put_u8(pb, (uint8_t)*p);
-	}
-	pktbuf_put_u8(pb, '\'');
-}
-
 static void append_set(struct pktbuf *pb, int index, const char *name, const char *value)
 {
 	pktbuf_put_bytes(pb, index == 0 ? "SELECT " : ", ", index == 0 ? 7 : 2);
 	pktbuf_put_bytes(pb, "pg_catalog.set_config(", 22);
-	append_literal(pb, name);
+	pktbuf_put_sql_literal(pb, name);
 	pktbuf_put_bytes(pb, ", ", 2);
-	append_literal(pb, value);
+	pktbuf_put_sql_literal(pb, value);
 	pktbuf_put_bytes(pb, ", false)", 8);
 }
 

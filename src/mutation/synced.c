@@ -232,26 +232,10 @@ static void mutation_acquire(struct mutation *m);
 /* ParseComplete / BindComplete that precede an extended sequence's answer. */
 static void write_ext_prefix(const struct mutation *m, struct pktbuf *pb)
 {
-	if (m->parse_complete) {
-		pktbuf_start_msg(pb, '1');
-		pktbuf_finish_msg(pb);
-	}
-	if (m->bind_complete) {
-		pktbuf_start_msg(pb, '2');
-		pktbuf_finish_msg(pb);
-	}
-}
-
-/* Appends text as an E'' literal. */
-static void put_literal(struct pktbuf *pb, const char *text)
-{
-	pktbuf_put_bytes(pb, "E'", 2);
-	for (const char *p = text; *p; p++) {
-		if (*p == '\'' || *p == '\\')
-			pktbuf_put_u8(pb, (uint8_t)*p);
-		pktbuf_put_u8(pb, (uint8_t)*p);
-	}
-	pktbuf_put_u8(pb, '\'');
+	if (m->parse_complete)
+		pktbuf_write_simple(pb, '1');
+	if (m->bind_complete)
+		pktbuf_write_simple(pb, '2');
 }
 
 static void put_raise_field(struct pktbuf *pb, const char *name, const char *value, bool *first)
@@ -262,7 +246,7 @@ static void put_raise_field(struct pktbuf *pb, const char *name, const char *val
 	*first = false;
 	pktbuf_put_bytes(pb, name, strlen(name));
 	pktbuf_put_bytes(pb, " = ", 3);
-	put_literal(pb, value);
+	pktbuf_put_sql_literal(pb, value);
 }
 
 /*
@@ -1815,9 +1799,9 @@ static char *session_settings(const struct conn *c)
 		else
 			pktbuf_put_bytes(&pb, "SELECT ", 7);
 		pktbuf_put_bytes(&pb, "pg_catalog.set_config(", 22);
-		put_literal(&pb, names[i]);
+		pktbuf_put_sql_literal(&pb, names[i]);
 		pktbuf_put_bytes(&pb, ", ", 2);
-		put_literal(&pb, v);
+		pktbuf_put_sql_literal(&pb, v);
 		pktbuf_put_bytes(&pb, ", true)", 7);
 	}
 	pktbuf_put_u8(&pb, 0);
