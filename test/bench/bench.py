@@ -684,7 +684,7 @@ def report(results):
     w = out.append
     w(f"Measured {m['date_utc']} UTC on {m['cores']} cores ({m['cpu']}), {m['mem_gib']} GiB, "
       f"Linux {m['kernel']}; {m['postgres']}; {m['pgbouncer']}; {m['syncbouncer']} "
-      f"(git {m['git']}). pgbench -T {m['duration_s']}, scale {m['scale']}, "
+      f"(built from {m['git']}). pgbench -T {m['duration_s']}, scale {m['scale']}, "
       f"{m['rounds']} round(s) per point.")
     loads = [r["loadavg_before"] for r in runs if "loadavg_before" in r]
     if loads:
@@ -852,6 +852,9 @@ def main():
                          "callgrind,syscalls)")
     ap.add_argument("--fake-nagle", dest="fake_nodelay", action="store_false",
                     help="run the fake Salesforce as it is (Nagle on: ~40 ms per API call)")
+    ap.add_argument("--built-from", default="",
+                    help="what the syncbouncer binary was built from, for the report "
+                         "(e.g. a commit); default: git describe of this source tree")
     ap.add_argument("--output", help="write the Markdown report here too")
     ap.add_argument("--json", help="write the raw results as JSON here")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -865,7 +868,7 @@ def main():
     # opened before dropping root: the report may go into the source tree
     out_md = open(opts.output, "w") if opts.output else None
     out_json = open(opts.json, "w") if opts.json else None
-    git = git_describe()
+    git = opts.built_from or git_describe()
     drop_root()
     work = tempfile.mkdtemp(prefix="sb-bench-")
     opts.git = git
