@@ -334,6 +334,19 @@ void server_link(struct conn *s, struct conn *c)
 	sbuf_set_dst(&c->sbuf, &s->sbuf);
 	sbuf_set_dst(&s->sbuf, &c->sbuf);
 
+	/* the common case, nothing differs, is decided before any buffer is made */
+	for (int i = 0; i < c->params.n; i++) {
+		const char *sv = param_get(&s->params, c->params.p[i].name);
+		if (sv == NULL || strcmp(sv, c->params.p[i].value) != 0) {
+			nset++;
+			break;
+		}
+	}
+	if (nset == 0) {
+		client_server_linked(c);
+		return;
+	}
+	nset = 0;
 	pktbuf_init(&pb, 65536);
 	pktbuf_start_msg(&pb, 'Q');
 	for (int i = 0; i < c->params.n; i++) {
@@ -345,11 +358,6 @@ void server_link(struct conn *s, struct conn *c)
 	}
 	pktbuf_put_u8(&pb, 0);
 	pktbuf_finish_msg(&pb);
-	if (nset == 0) {
-		pktbuf_free(&pb);
-		client_server_linked(c);
-		return;
-	}
 	slog_debug(s, "syncing %d parameters for the client", nset);
 	s->setting_params = true;
 	s->expect_rfq++;

@@ -100,6 +100,8 @@ class State:
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    # head and body go out in two writes: without this each answer waits for a delayed ACK
+    disable_nagle_algorithm = True
     protocol_version = "HTTP/1.1"
     server_version = "FakeSalesforce/1.0"
 
