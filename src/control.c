@@ -212,7 +212,8 @@ static int busy_servers(struct bouncer *b, const char *db)
 		n += (int)(list_count(&pool->active_servers) + list_count(&pool->used_servers) +
 		           list_count(&pool->tested_servers));
 	}
-	return n;
+	/* a synced-table write in flight holds a database connection of its own */
+	return n + synced_in_flight_db(b, db);
 }
 
 static int db_servers(struct bouncer *b, const char *db)

@@ -28,6 +28,8 @@ void synced_reload(struct bouncer *b);
 void synced_shutdown(struct bouncer *b);
 /* Writes in flight or queued (a shutdown that waits for servers waits for these too). */
 int synced_in_flight(struct bouncer *b);
+/* The same for one [databases] entry (NULL or "": all); PAUSE waits for these. */
+int synced_in_flight_db(struct bouncer *b, const char *db);
 /* Releases everything; mutations in flight are abandoned (their transactions roll back). */
 void synced_stop(struct bouncer *b);
 

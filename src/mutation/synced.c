@@ -29,6 +29,7 @@
 #include "client.h"
 #include "config.h"
 #include "conn.h"
+#include "control.h"
 #include "log.h"
 #include "mutation/catalog.h"
 #include "mutation/classifier.h"
@@ -2509,6 +2510,10 @@ static enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sb
 	}
 	if (c->admin || c->pool == NULL)
 		return HOOK_PASS;
+	/* a paused pool holds synced writes back like any other query: the core queues the client
+	 * for a server, and the packet comes back here once the pool is resumed */
+	if (control_pool_paused(c->pool))
+		return HOOK_PASS;
 	switch (pkt->type) {
 	case 'Q':
 		return inspect_query(sy, c, pkt);
@@ -2851,7 +2856,23 @@ void synced_shutdown(struct bouncer *b)
 
 int synced_in_flight(struct bouncer *b)
 {
-	return b->synced != NULL ? (int)list_count(&b->synced->mutations) : 0;
+	return synced_in_flight_db(b, NULL);
+}
+
+int synced_in_flight_db(struct bouncer *b, const char *db)
+{
+	struct list *it;
+	int n = 0;
+
+	if (b->synced == NULL)
+		return 0;
+	list_for_each(it, &b->synced->mutations)
+	{
+		const struct mutation *m = list_entry(it, struct mutation, head);
+		if (db == NULL || db[0] == '\0' || strcmp(m->st->database, db) == 0)
+			n++;
+	}
+	return n;
 }
 
 /* ---- admin console views --------------------------------------------------------------- */

@@ -886,3 +886,30 @@ def test_returning_follows_the_clients_time_zone(synced, pg):
         cur = conn.execute("insert into salesforce.contacts (last_name) values ('TZ') "
                            "returning created::text")
         assert cur.fetchone()[0].endswith("+05:30")
+
+
+def test_pause_waits_for_synced_writes_and_holds_new_ones(synced, pg):
+    import threading
+
+    admin = synced.connect(dbname="pgbouncer", user="postgres", password="postgres",
+                           autocommit=True)
+    with crm(synced) as conn:
+        conn.execute("insert into salesforce.contacts (last_name) values ('warm')")
+    synced.fake.control(delay_ms=1500)
+    slow = threading.Thread(target=lambda: crm(synced).execute(
+        "insert into salesforce.contacts (last_name) values ('in flight')"))
+    slow.start()
+    time.sleep(0.5)
+    admin.execute("PAUSE crm")  # returns once the write in flight has ended
+    assert "in flight" in [r["LastName"] for r in synced.fake.store().values()]
+    synced.fake.control(delay_ms=0)
+    held = threading.Thread(target=lambda: crm(synced).execute(
+        "insert into salesforce.contacts (last_name) values ('held')"))
+    held.start()
+    time.sleep(1)
+    assert "held" not in [r["LastName"] for r in synced.fake.store().values()]
+    admin.execute("RESUME crm")
+    held.join(20)
+    slow.join(20)
+    assert "held" in [r["LastName"] for r in synced.fake.store().values()]
+    admin.close()
