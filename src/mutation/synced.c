@@ -2949,8 +2949,8 @@ void synced_show_mutations(struct bouncer *b, synced_row_cb cb, void *arg)
 }
 
 const char *const synced_apis_columns[] = {
-        "name",   "type",        "base_url", "in_flight",   "queued", "requests",
-        "errors", "avg_latency", "auth",     "token_state", "usage",  NULL,
+        "name",   "type",           "base_url", "in_flight",   "queued", "requests",
+        "errors", "avg_latency_us", "auth",     "token_state", "usage",  NULL,
 };
 
 void synced_show_apis(struct bouncer *b, synced_row_cb cb, void *arg)

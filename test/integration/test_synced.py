@@ -697,6 +697,9 @@ def test_admin_console_shows_synced_tables_apis_and_mutations(synced, pg):
         assert len(muts) == 1 and muts[0]["operation"] == "insert"
         assert muts[0]["state"] == "calling_api"
         cur = admin.execute("SHOW APIS")
+        assert [d.name for d in cur.description] == [
+            "name", "type", "base_url", "in_flight", "queued", "requests", "errors",
+            "avg_latency_us", "auth", "token_state", "usage"]
         apis = [dict(zip([d.name for d in cur.description], r)) for r in cur.fetchall()]
         assert apis[0]["name"] == "salesforce" and apis[0]["in_flight"] == "1"
         text = repr(apis)
