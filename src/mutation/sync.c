@@ -165,6 +165,7 @@ struct sync_tbl {
 	int64_t backoff_usec;
 	int64_t progress_logged_usec, backfill_started_usec;
 	int64_t backfill_rows_at_start;
+	int64_t progress_decile;
 	/* console */
 	uint64_t pass_no;   /* passes started */
 	uint64_t pass_done; /* passes finished */
@@ -645,6 +646,8 @@ static void sync_on_loaded(void *arg, struct pgc *pc, PGresult *res, const char 
 		t->backfill_started_usec = sync_now_usec();
 		t->backfill_rows_at_start = t->backfill_rows;
 		t->progress_logged_usec = t->backfill_started_usec;
+		t->progress_decile = t->backfill_total > 0 ? t->backfill_rows * 10 / t->backfill_total
+		                                           : 0;
 		log_info("synced table %s: backfill %s", t->name,
 		         t->cursor[0] ? "resumes from its stored cursor" : "starts");
 	}
@@ -1047,8 +1050,15 @@ static void sync_log_progress(struct sync_tbl *t, bool last)
 	double secs = (double)(now - t->backfill_started_usec) / 1e6;
 	double rate = secs > 0 ? (double)(t->backfill_rows - t->backfill_rows_at_start) / secs : 0;
 
-	if (!last && now - t->progress_logged_usec < SYNC_PROGRESS_LOG_USEC)
+	/* every tenth of a known total, else every few seconds */
+	if (!last && t->backfill_total > 0) {
+		int64_t decile = t->backfill_rows * 10 / t->backfill_total;
+		if (decile <= t->progress_decile)
+			return;
+		t->progress_decile = decile;
+	} else if (!last && now - t->progress_logged_usec < SYNC_PROGRESS_LOG_USEC) {
 		return;
+	}
 	t->progress_logged_usec = now;
 	if (last) {
 		log_info("synced table %s: backfill done, %lld rows in %.1f s (%.0f rows/s)",

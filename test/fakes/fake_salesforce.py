@@ -31,6 +31,9 @@ Control API for tests:
                   long (nothing can be sent).
   GET  /_requests the log of received API requests (token and data calls)
   GET  /_store    the records, {"Contact": {"003...": {...}}}
+                  query_delay_ms: a query's answer waits that long after its snapshot was
+                  taken; write_delay_ms: sObject Collections calls wait that long before they
+                  are applied
   POST /_records  change records "directly in Salesforce" (as another user would):
                   {"object": "Contact", "op": "create", "fields": {...}} -> {"id": ...};
                   {"op": "create", "count": N, "fields": {"LastName": "L{n}"}} creates N
@@ -106,6 +109,8 @@ class State:
         self.queries = {}
         self.query_serial = 0
         self.query_batch = 2000
+        self.query_delay_ms = 0
+        self.write_delay_ms = 0
 
     def stamp(self):
         return time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime())
@@ -233,6 +238,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             limit_hdr = {"Sforce-Limit-Info": "api-usage=%d/15000" % st.usage}
             rest = m.group(2)
             if rest == "composite/sobjects":
+                if st.write_delay_ms:
+                    st.lock.release()
+                    try:
+                        time.sleep(st.write_delay_ms / 1000.0)
+                    finally:
+                        st.lock.acquire()
                 return self.collections(method, query, body, limit_hdr)
             if rest in ("query", "queryAll") and method == "GET":
                 return self.soql(m.group(1), (query.get("q") or [""])[0], rest == "queryAll",
@@ -424,6 +435,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         st.query_serial += 1
         locator = "01gFAKE%08d" % st.query_serial
         st.queries[locator] = out
+        if st.query_delay_ms:
+            st.lock.release()
+            try:
+                time.sleep(st.query_delay_ms / 1000.0)
+            finally:
+                st.lock.acquire()
         return self.more_records(version, locator, 0, hdr)
 
     def more_records(self, version, locator, start, hdr):
@@ -482,7 +499,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     st.reset()
                 for k in ("delay_ms", "fail_status", "fail_count", "rate_limit",
                           "rate_limit_status", "retry_after", "down_count", "expires_in",
-                          "query_batch"):
+                          "query_batch", "query_delay_ms", "write_delay_ms"):
                     if k in c:
                         setattr(st, k, int(c[k]))
                 if "fail_status" in c and "fail_count" not in c:

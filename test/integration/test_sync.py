@@ -89,3 +89,173 @@ def test_salesforce_changes_made_in_the_api_reach_the_table(pg, bouncer_factory,
     # the reads were SOQL queryAll on SystemModstamp, following the documented shape
     queries = [r for r in fake_sf._call("GET", "/_requests") if r["path"].endswith("/queryAll")]
     assert queries and all("SystemModstamp" in r["query"] for r in queries)
+
+
+def test_salesforce_backfill_of_100000_records_shows_progress(pg, bouncer_factory, fake_sf):
+    """The records the API already holds are loaded at start, with progress in SHOW and log."""
+    ids = sf_records(fake_sf, op="create", count=100000,
+                     fields={"LastName": "L{n}", "Email": "c{n}@example.com"})["ids"]
+    fake_sf.control(query_batch=2000)
+    seen = []
+    stop = threading.Event()
+
+    def start():
+        return start_synced(pg, bouncer_factory, fake_sf, api_extra="rate_limit=20",
+                            table_extra="columns='note:Description' sync_interval=0")
+
+    b = start()
+    # start_synced returns once the first pass (the backfill) is over; SHOW during it:
+    row = sync_rows(b)[SF_TABLE]
+    assert row["backfill_rows"] == "100000" and row["backfill_total"] == "100000"
+    assert row["sync_state"] == "idle" and row["last_sync"] is not None
+    assert pg.sql("SELECT count(*), count(DISTINCT id) FROM salesforce.contacts",
+                  dbname="crm")[0] == (100000, 100000)
+    assert pg.sql("SELECT last_name, email FROM salesforce.contacts WHERE id = %s" % (
+        "'" + ids[12345] + "'"), dbname="crm") == [("L12345", "c12345@example.com")]
+    log = b.log()
+    progress = [l for l in log.splitlines() if "backfill" in l and "rows/s" in l]
+    assert any("left" in l and "/100000 rows" in l for l in progress), progress
+    assert any("backfill done, 100000 rows" in l for l in progress), progress
+    # 50 pages of 2000, each from the one query's nextRecordsUrl
+    reqs = [r for r in fake_sf._call("GET", "/_requests") if "/query" in r["path"]]
+    assert len(reqs) == 50
+    assert sum(1 for r in reqs if r["path"].endswith("/queryAll")) == 1
+
+
+def test_salesforce_backfill_shows_progress_while_running(pg, bouncer_factory, fake_sf):
+    sf_records(fake_sf, op="create", count=3000, fields={"LastName": "L{n}"})
+    fake_sf.control(query_batch=500)
+    pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
+    from test_synced import TABLE_DDL
+    pg.sql(TABLE_DDL, dbname="crm")
+    api = (f"type=salesforce base_url={fake_sf.url} api_version=v59.0 auth=oauth2 "
+           f"token_url={fake_sf.url}/services/oauth2/token client_id=test-client-id "
+           f"client_secret=test-client-secret refresh_token=test-refresh-token "
+           f"rate_limit=4 sync_budget=50")
+    b = bouncer_factory(config={
+        "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
+        "apis": [f"salesforce = {api}"],
+        "synced_tables": [f"{SF_TABLE} = api=salesforce object=Contact sync_interval=0"],
+    })
+    # 6 pages at 2 requests a second: SHOW is seen in the middle of it
+    row = wait_for("a backfill in progress", lambda: (lambda r: r if r["sync_state"] ==
+                   "backfilling" and 0 < int(r["backfill_rows"]) < 3000 else None)(
+                       sync_rows(b)[SF_TABLE]))
+    assert row["backfill_total"] == "3000"
+    wait_for("the backfill's end", lambda: sync_rows(b)[SF_TABLE]["backfill_rows"] == "3000"
+             and sync_rows(b)[SF_TABLE]["sync_state"] == "idle")
+
+
+def test_salesforce_kill_9_mid_backfill_resumes_from_the_stored_cursor(pg, bouncer_factory,
+                                                                        fake_sf):
+    ids = set(sf_records(fake_sf, op="create", count=20000, fields={"LastName": "L{n}"})["ids"])
+    fake_sf.control(query_batch=1000)
+    pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
+    from test_synced import TABLE_DDL
+    pg.sql(TABLE_DDL, dbname="crm")
+    api = (f"type=salesforce base_url={fake_sf.url} api_version=v59.0 auth=oauth2 "
+           f"token_url={fake_sf.url}/services/oauth2/token client_id=test-client-id "
+           f"client_secret=test-client-secret refresh_token=test-refresh-token rate_limit=8")
+    config = {
+        "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
+        "apis": [f"salesforce = {api}"],
+        "synced_tables": [f"{SF_TABLE} = api=salesforce object=Contact sync_interval=0"],
+    }
+    b = bouncer_factory(config=config)
+    wait_for("part of the backfill", lambda: 3000 <= pg.sql(
+        "SELECT count(*) FROM salesforce.contacts", dbname="crm")[0][0])
+    b.proc.send_signal(signal.SIGKILL)
+    b.proc.wait(10)
+    b.stopped_by_us = True
+    loaded = pg.sql("SELECT count(*) FROM salesforce.contacts", dbname="crm")[0][0]
+    stored = pg.sql("SELECT cursor, backfilling, backfill_rows FROM syncbouncer.sync_cursor",
+                    dbname="crm")
+    assert loaded < 20000 and stored[0][1] is True and stored[0][2] == loaded
+    fake_sf._call("DELETE", "/_requests")
+    b2 = bouncer_factory(config=config)
+    wait_for("the resumed backfill's end",
+             lambda: sync_rows(b2)[SF_TABLE]["last_sync"] is not None)
+    got = pg.sql("SELECT id FROM salesforce.contacts", dbname="crm")
+    assert len(got) == 20000 and {r[0] for r in got} == ids
+    row = sync_rows(b2)[SF_TABLE]
+    # the counter is stored with the rows: a page applied twice would count twice
+    assert row["backfill_rows"] == "20000"
+    # the second run asked from the cursor, and fetched only what was left
+    first = [r for r in fake_sf._call("GET", "/_requests") if "/query" in r["path"]][0]
+    assert "WHERE" in urllib.request.unquote(first["query"]).replace("+", " ")
+    assert "backfill resumes from its stored cursor" in b2.log()
+
+
+def test_sync_racing_writes_never_leaves_an_older_value(pg, bouncer_factory, fake_sf):
+    b = start_synced(pg, bouncer_factory, fake_sf,
+                     table_extra="columns='note:Description' sync_interval=0")
+    with b.connect(dbname="crm", autocommit=True) as conn:
+        (x,) = conn.execute("insert into salesforce.contacts (last_name, email) "
+                            "values ('X', 'x0@example.com') returning id").fetchone()
+        (y,) = conn.execute("insert into salesforce.contacts (last_name, email) "
+                            "values ('Y', 'y0@example.com') returning id").fetchone()
+    # 1. a write through syncbouncer commits after the sync's page was fetched
+    sf_records(fake_sf, op="update", id=x, fields={"Email": "x-api-old@example.com"})
+    fake_sf.control(query_delay_ms=1500)
+    t = threading.Thread(target=sync_now, args=(b,))
+    t.start()
+    wait_for("the query", lambda: any(r["path"].endswith("/queryAll") and r["time"] > 0
+                                      for r in fake_sf._call("GET", "/_requests")[-1:]))
+    with b.connect(dbname="crm", autocommit=True) as conn:
+        conn.execute("update salesforce.contacts set email = 'x-client-new@example.com' "
+                     "where id = %s", (x,))
+    t.join(30)
+    fake_sf.control(query_delay_ms=0)
+    assert pg.sql(f"SELECT email FROM salesforce.contacts WHERE id = '{x}'",
+                  dbname="crm") == [("x-client-new@example.com",)]
+    # 2. a write in flight (its row locked, the API not answered yet) while a page applies
+    sf_records(fake_sf, op="update", id=y, fields={"Email": "y-api-mid@example.com"})
+    fake_sf.control(write_delay_ms=2000)
+    w = threading.Thread(target=lambda: b.connect(dbname="crm", autocommit=True).execute(
+        "update salesforce.contacts set email = 'y-client@example.com' where id = %s", (y,)))
+    w.start()
+    wait_for("the write in flight", lambda: any(
+        r["method"] == "PATCH" for r in fake_sf._call("GET", "/_requests")[-2:]))
+    sync_now(b)
+    w.join(30)
+    fake_sf.control(write_delay_ms=0)
+    assert pg.sql(f"SELECT email FROM salesforce.contacts WHERE id = '{y}'",
+                  dbname="crm") == [("y-client@example.com",)]
+    # the next pass brings the API's state, which is the newest
+    sync_now(b)
+    store = fake_sf.store()
+    assert sorted(sf_rows(pg)) == sorted(
+        (i, r.get("FirstName"), r.get("LastName"), r.get("Email"), r.get("Description"))
+        for i, r in store.items())
+
+
+def test_sync_stays_within_its_request_budget(pg, bouncer_factory, fake_sf):
+    """rate_limit=4, sync_budget=50: at most 2 sync requests a second, counted at the fake."""
+    sf_records(fake_sf, op="create", count=1000, fields={"LastName": "L{n}"})
+    fake_sf.control(query_batch=100)
+    b = start_synced(pg, bouncer_factory, fake_sf, api_extra="rate_limit=4 sync_budget=50",
+                     table_extra="sync_interval=0")
+    times = sorted(r["time"] for r in fake_sf._call("GET", "/_requests")
+                   if "/query" in r["path"])
+    assert len(times) == 10
+    for i, t0 in enumerate(times):
+        in_window = [t for t in times[i:] if t < t0 + 1.0]
+        assert len(in_window) <= 3, times  # 2 a second, plus one for the window's edges
+    assert len(times) <= 2 * (times[-1] - times[0]) + 2, times
+    assert pg.sql("SELECT count(*) FROM salesforce.contacts", dbname="crm")[0][0] == 1000
+
+
+def test_sync_failure_is_visible_retried_and_other_tables_go_on(pg, bouncer_factory, fake_sf):
+    b = start_synced(pg, bouncer_factory, fake_sf,
+                     table_extra="columns='note:Description' sync_interval=1")
+    fake_sf.control(fail_status=503)
+    with admin(b) as conn:
+        with pytest.raises(psycopg.Error, match="503"):
+            conn.execute(f"SYNC {SF_TABLE}")
+    row = sync_rows(b)[SF_TABLE]
+    assert row["sync_state"] == "failed" and "503" in row["error"]
+    assert "sync failed, retrying in" in b.log()
+    fake_sf.control(fail_status=0)
+    new = sf_records(fake_sf, op="create", fields={"LastName": "Back"})["id"]
+    wait_for("the retried pass", lambda: [r[0] for r in sf_rows(pg)] == [new])
+    assert sync_rows(b)[SF_TABLE]["sync_state"] != "failed"
