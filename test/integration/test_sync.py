@@ -259,3 +259,151 @@ def test_sync_failure_is_visible_retried_and_other_tables_go_on(pg, bouncer_fact
     new = sf_records(fake_sf, op="create", fields={"LastName": "Back"})["id"]
     wait_for("the retried pass", lambda: [r[0] for r in sf_rows(pg)] == [new])
     assert sync_rows(b)[SF_TABLE]["sync_state"] != "failed"
+
+
+class FakeProc:
+    """A fake API of test/fakes/ in a process of its own."""
+
+    def __init__(self, script, *args):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(SRC_DIR, "test", "fakes", script), "--port",
+             str(self.port), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        line = self.proc.stdout.readline().decode()
+        assert "listening" in line, line
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def call(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            raw = r.read()
+            return json.loads(raw) if raw else None
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def fake_stripe():
+    f = FakeProc("fake_stripe.py")
+    yield f
+    f.stop()
+
+
+@pytest.fixture
+def fake_rest():
+    f = FakeProc("fake_rest.py", "--token", "rest-token")
+    yield f
+    f.stop()
+
+
+OTHER_DDL = """
+DROP SCHEMA IF EXISTS syncbouncer CASCADE;
+DROP SCHEMA IF EXISTS stripe CASCADE;
+DROP SCHEMA IF EXISTS internal CASCADE;
+CREATE SCHEMA stripe AUTHORIZATION app;
+CREATE TABLE stripe.customers (id text PRIMARY KEY, email text, name text, created bigint);
+ALTER TABLE stripe.customers OWNER TO app;
+CREATE SCHEMA internal AUTHORIZATION app;
+CREATE TABLE internal.contacts (id text PRIMARY KEY, name text, email text, version bigint);
+ALTER TABLE internal.contacts OWNER TO app;
+"""
+
+REST_API = ("type=rest base_url={url} auth=bearer token=rest-token path=/contacts "
+            "list_path=/contacts changed_since=updated_since cursor_field=version "
+            "deleted_field=deleted list_key=data")
+
+
+def start_other(pg, bouncer_factory, apis, tables):
+    b = bouncer_factory(config={
+        "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
+        "apis": apis,
+        "synced_tables": tables,
+    })
+    wait_for("the first passes", lambda: all(
+        r["last_sync"] is not None or r["sync_state"] == "failed"
+        for r in sync_rows(b).values()))
+    return b
+
+
+def test_stripe_backfill_then_events_reach_the_table(pg, bouncer_factory, fake_stripe):
+    pg.sql(OTHER_DDL, dbname="crm")
+    made = fake_stripe.call("POST", "/_records", {"op": "create", "count": 250, "fields": {
+        "email": "c{n}@example.com", "name": "C{n}"}})["data"]
+    b = start_other(pg, bouncer_factory,
+                    [f"stripe = type=stripe base_url={fake_stripe.url} auth=bearer "
+                     "token=sk_test_fake rate_limit=50"],
+                    ["crm.stripe.customers = api=stripe object=customers sync_interval=1"])
+    rows = lambda: pg.sql("SELECT id, email, name FROM stripe.customers ORDER BY id", dbname="crm")
+    assert rows() == sorted((o["id"], o["email"], o["name"]) for o in made)
+    assert sync_rows(b)["crm.stripe.customers"]["backfill_rows"] == "250"
+    # changes directly in Stripe arrive through /v1/events
+    new = fake_stripe.call("POST", "/_records", {"op": "create", "fields": {
+        "email": "new@example.com", "name": "New"}})
+    fake_stripe.call("POST", "/_records", {"op": "update", "id": made[0]["id"],
+                                           "fields": {"name": "Renamed"}})
+    fake_stripe.call("POST", "/_records", {"op": "delete", "id": made[1]["id"]})
+    want = sorted([(new["id"], "new@example.com", "New"), (made[0]["id"], made[0]["email"],
+                                                           "Renamed")] +
+                  [(o["id"], o["email"], o["name"]) for o in made[2:]])
+    wait_for("the events", lambda: rows() == want)
+    assert pg.sql(f"SELECT created FROM stripe.customers WHERE id = '{new['id']}'",
+                  dbname="crm") == [(new["created"],)]
+    log = fake_stripe.call("GET", "/_requests")
+    lists = [r for r in log if r["method"] == "GET" and r["path"] == "/v1/customers"]
+    events = [r for r in log if r["method"] == "GET" and r["path"] == "/v1/events"]
+    assert len(lists) == 3 and "starting_after=" in lists[1]["query"]
+    assert any("ending_before=" in r["query"] and "customer.deleted" in
+               urllib.request.unquote(r["query"]) for r in events)
+
+
+def test_rest_changes_and_deletes_reach_the_table(pg, bouncer_factory, fake_rest):
+    pg.sql(OTHER_DDL, dbname="crm")
+    first = fake_rest.call("POST", "/_records", {"op": "create", "fields": {
+        "name": "Ann", "email": "ann@example.com"}})
+    b = start_other(pg, bouncer_factory, ["internal = " + REST_API.format(url=fake_rest.url)],
+                    ["crm.internal.contacts = api=internal sync_interval=1"])
+    rows = lambda: pg.sql("SELECT id, name, email FROM internal.contacts ORDER BY id",
+                          dbname="crm")
+    assert rows() == [(first["id"], "Ann", "ann@example.com")]
+    second = fake_rest.call("POST", "/_records", {"op": "create", "fields": {
+        "name": "Bob", "email": "bob@example.com"}})
+    fake_rest.call("POST", "/_records", {"op": "update", "id": first["id"],
+                                         "fields": {"email": "ann@new.example.com"}})
+    wait_for("the change", lambda: rows() == [(first["id"], "Ann", "ann@new.example.com"),
+                                              (second["id"], "Bob", "bob@example.com")])
+    fake_rest.call("POST", "/_records", {"op": "delete", "id": first["id"]})
+    wait_for("the delete", lambda: rows() == [(second["id"], "Bob", "bob@example.com")])
+    # a write through syncbouncer and the sync agree
+    with b.connect(dbname="crm", autocommit=True) as conn:
+        conn.execute("update internal.contacts set name = 'Robert' where id = %s",
+                     (second["id"],))
+    sync_now(b, "crm.internal.contacts")
+    assert rows() == [(second["id"], "Robert", "bob@example.com")]
+    polls = [r for r in fake_rest.call("GET", "/_requests")
+             if r["method"] == "GET" and r["path"] == "/contacts"]
+    assert "updated_since=" not in polls[0]["query"]
+    assert all("updated_since=" in r["query"] for r in polls[1:])
+
+
+def test_a_failing_table_never_stops_the_others(pg, bouncer_factory, fake_rest, fake_sf):
+    pg.sql(OTHER_DDL, dbname="crm")
+    from test_synced import TABLE_DDL
+    pg.sql(TABLE_DDL, dbname="crm")
+    fake_sf.control(fail_status=500)
+    b = start_other(pg, bouncer_factory, [
+        "internal = " + REST_API.format(url=fake_rest.url),
+        f"salesforce = type=salesforce base_url={fake_sf.url} auth=oauth2 "
+        f"token_url={fake_sf.url}/services/oauth2/token client_id=test-client-id "
+        "client_secret=test-client-secret refresh_token=test-refresh-token"],
+        ["crm.internal.contacts = api=internal sync_interval=1",
+         f"{SF_TABLE} = api=salesforce object=Contact sync_interval=1"])
+    wait_for("the failure", lambda: sync_rows(b)[SF_TABLE]["sync_state"] == "failed")
+    assert "500" in sync_rows(b)[SF_TABLE]["error"]
+    rec = fake_rest.call("POST", "/_records", {"op": "create", "fields": {"name": "Cy"}})
+    wait_for("the other table's change", lambda: pg.sql(
+        "SELECT id FROM internal.contacts", dbname="crm") == [(rec["id"],)])
+    assert sync_rows(b)[SF_TABLE]["sync_state"] == "failed"
