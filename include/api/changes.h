@@ -108,5 +108,6 @@ bool changes_parse_time(const char *text, double *out) __attribute__((warn_unuse
 extern const struct changes_ops salesforce_changes_ops;
 extern const struct changes_ops stripe_changes_ops;
 extern const struct changes_ops rest_changes_ops;
+extern const struct changes_ops hubspot_changes_ops;
 
 #endif

@@ -597,6 +597,10 @@ static const char *sync_cursor_now(struct sync_tbl *t, char *buf, size_t size)
 		strftime(buf, size, "%Y-%m-%dT%H:%M:%S.000+0000|", &tm);
 		return buf;
 	}
+	if (strcmp(type, "hubspot") == 0) {
+		snprintf(buf, size, "s|%lld000", (long long)now);
+		return buf;
+	}
 	strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
 	return buf;
 }

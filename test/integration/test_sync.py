@@ -407,3 +407,61 @@ def test_a_failing_table_never_stops_the_others(pg, bouncer_factory, fake_rest, 
     wait_for("the other table's change", lambda: pg.sql(
         "SELECT id FROM internal.contacts", dbname="crm") == [(rec["id"],)])
     assert sync_rows(b)[SF_TABLE]["sync_state"] == "failed"
+
+
+@pytest.fixture
+def fake_hubspot():
+    f = FakeProc("fake_hubspot.py", "--token", "hs-token")
+    yield f
+    f.stop()
+
+
+HS_DDL = """
+DROP SCHEMA IF EXISTS syncbouncer CASCADE;
+DROP SCHEMA IF EXISTS hubspot CASCADE;
+CREATE SCHEMA hubspot AUTHORIZATION app;
+CREATE TABLE hubspot.contacts (id text PRIMARY KEY, firstname text, lastname text, email text);
+ALTER TABLE hubspot.contacts OWNER TO app;
+"""
+
+
+def test_hubspot_search_past_10000_limit_and_archived_records(pg, bouncer_factory,
+                                                              fake_hubspot):
+    """HubSpot's search stops at 10,000 results: the backfill gets past by moving the cursor."""
+    pg.sql(HS_DDL, dbname="crm")
+    ids = fake_hubspot.call("POST", "/_records", {"op": "create", "count": 10300,
+                                                  "properties": {"firstname": "F{n}",
+                                                                 "lastname": "L{n}",
+                                                                 "email": "h{n}@example.com"}})["ids"]
+    b = start_other(pg, bouncer_factory,
+                    [f"hubspot = type=hubspot base_url={fake_hubspot.url} auth=bearer "
+                     "token=hs-token rate_limit=100"],
+                    ["crm.hubspot.contacts = api=hubspot object=contacts sync_interval=1 "
+                     "page_size=200"])
+    rows = lambda: pg.sql("SELECT id, firstname, lastname, email FROM hubspot.contacts",
+                          dbname="crm")
+    assert sorted(rows()) == sorted((i, f"F{n}", f"L{n}", f"h{n}@example.com")
+                                    for n, i in enumerate(ids))
+    searches = [r for r in fake_hubspot.call("GET", "/_requests") if r["path"].endswith("/search")]
+    restarts = [r for r in searches if "after" not in r["body"]]
+    assert len(restarts) == 2  # the first search, and one move of the cursor at 10,000
+    assert max(int(r["body"].get("after", 0)) for r in searches) == 9800
+    assert all(r["body"]["sorts"] == [{"propertyName": "hs_lastmodifieddate",
+                                       "direction": "ASCENDING"}] for r in searches)
+    # changes directly in HubSpot: a new contact, a change, an archived one
+    new = fake_hubspot.call("POST", "/_records", {"op": "create", "properties": {
+        "firstname": "New", "lastname": "Contact", "email": "new@example.com"}})["ids"][0]
+    fake_hubspot.call("POST", "/_records", {"op": "update", "id": ids[0],
+                                            "properties": {"email": "changed@example.com"}})
+    fake_hubspot.call("POST", "/_records", {"op": "archive", "id": ids[1]})
+    want = {(i, f"F{n}", f"L{n}", f"h{n}@example.com") for n, i in enumerate(ids)}
+    want -= {(ids[0], "F0", "L0", "h0@example.com"), (ids[1], "F1", "L1", "h1@example.com")}
+    want |= {(ids[0], "F0", "L0", "changed@example.com"), (new, "New", "Contact",
+                                                           "new@example.com")}
+    wait_for("the changes", lambda: set(rows()) == want)
+    # a write through syncbouncer, then the sync, agree
+    with b.connect(dbname="crm", autocommit=True) as conn:
+        conn.execute("update hubspot.contacts set firstname = 'Via' where id = %s", (new,))
+    sync_now(b, "crm.hubspot.contacts")
+    assert pg.sql(f"SELECT firstname FROM hubspot.contacts WHERE id = '{new}'",
+                  dbname="crm") == [("Via",)]
