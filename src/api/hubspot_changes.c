@@ -257,6 +257,12 @@ oom:
 	api_error_set(&out->error, API_ERR_INTERNAL, "out of memory");
 }
 
+static bool hs_cursor_now(const struct connector *c, long long now, char *buf, size_t size)
+{
+	(void)c;
+	return (size_t)snprintf(buf, size, "s|%lld000", now) < size;
+}
+
 static const char *const hs_changes_keys[] = {NULL};
 
 const struct changes_ops hubspot_changes_ops = {
@@ -268,4 +274,5 @@ const struct changes_ops hubspot_changes_ops = {
         .default_page_size = 100,
         .build = hs_changes_build,
         .parse = hs_changes_parse,
+        .cursor_now = hs_cursor_now,
 };

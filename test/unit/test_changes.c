@@ -318,6 +318,56 @@ static void test_hubspot(void **state)
 	connector_free(c);
 }
 
+static void test_airtable(void **state)
+{
+	struct cf_kv kv[] = {{"type", "airtable"}, {"base_url", "http://at"}, {"base_id", "appX"}};
+	struct connector *c = make("at", kv, 3);
+	struct http_header date = {"Date", "Mon, 07 Dec 2026 09:35:00 GMT"};
+	struct http_response resp = {0};
+	struct changes_req req = {.cursor = "t|2026-12-07T09:00:00.000Z", .page_size = 100};
+	struct api_http_spec spec;
+	struct api_error err;
+	struct changes_page p;
+	struct api_table t;
+	const char *body = "{\"records\":[{\"id\":\"rec1\",\"fields\":{\"name\":\"A\"}}],"
+	                   "\"offset\":\"itr1/100\"}";
+
+	table(&t, "My Table");
+	assert_true(changes_build_request(c, &t, &req, &spec, &err));
+	assert_string_equal(spec.url, "http://at/v0/appX/My%20Table?pageSize=100&filterByFormula="
+	                              "LAST_MODIFIED_TIME%28%29%3E%3D%272026-12-07T09%3A00%3A00.000Z%27");
+	api_http_spec_free(&spec);
+	req.full_scan = true;
+	assert_true(changes_build_request(c, &t, &req, &spec, &err));
+	assert_string_equal(spec.url, "http://at/v0/appX/My%20Table?pageSize=100");
+	api_http_spec_free(&spec);
+	req.full_scan = false;
+	/* the first page: the listing's start comes from Airtable's clock */
+	resp.outcome = HTTP_OUTCOME_ANSWER;
+	resp.status = 200;
+	resp.body = body;
+	resp.body_len = strlen(body);
+	resp.headers = &date;
+	resp.nheaders = 1;
+	changes_parse_response(c, &t, &req, &resp, &p);
+	assert_true(p.ok && p.more && p.cursor == NULL);
+	assert_string_equal(p.next, "2026-12-07T09:34:59.000Z|itr1/100");
+	changes_page_free(&p);
+	/* the last page: the cursor becomes that start */
+	req.next = "2026-12-07T09:34:59.000Z|itr1/100";
+	body = "{\"records\":[]}";
+	resp.body = body;
+	resp.body_len = strlen(body);
+	changes_parse_response(c, &t, &req, &resp, &p);
+	assert_true(p.ok && !p.more);
+	assert_string_equal(p.cursor, "t|2026-12-07T09:34:59.000Z");
+	changes_page_free(&p);
+	req.next = "junk|itr1/100";
+	assert_false(changes_build_request(c, &t, &req, &spec, &err));
+	api_table_free(&t);
+	connector_free(c);
+}
+
 static void test_time(void **state)
 {
 	double t;
@@ -337,6 +387,7 @@ int main(void)
 	        cmocka_unit_test(test_stripe),
 	        cmocka_unit_test(test_rest),
 	        cmocka_unit_test(test_hubspot),
+	        cmocka_unit_test(test_airtable),
 	        cmocka_unit_test(test_time),
 	};
 
