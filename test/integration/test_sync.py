@@ -526,3 +526,38 @@ def test_airtable_changes_and_deletes_by_full_listing(pg, bouncer_factory, fake_
     assert (mine, "Mine", None) in rows()
     sync_now(b, "crm.airtable.contacts")
     assert (mine, "Mine", None) in rows()
+
+
+def test_backfill_off_then_sync_backfill_from_the_console(pg, bouncer_factory, fake_sf,
+                                                          fake_stripe):
+    """backfill=off starts from now (what the API already held stays out, changes come in);
+    SYNC BACKFILL loads everything."""
+    pg.sql(OTHER_DDL, dbname="crm")
+    from test_synced import TABLE_DDL
+    pg.sql(TABLE_DDL, dbname="crm")
+    old_sf = sf_records(fake_sf, op="create", fields={"LastName": "Old"})["id"]
+    old_st = fake_stripe.call("POST", "/_records", {"op": "create", "fields": {"name": "Old"}})
+    time.sleep(1.1)  # Salesforce's SystemModstamp has whole seconds: "now" is a later one
+    b = start_other(pg, bouncer_factory, [
+        f"salesforce = type=salesforce base_url={fake_sf.url} auth=oauth2 "
+        f"token_url={fake_sf.url}/services/oauth2/token client_id=test-client-id "
+        "client_secret=test-client-secret refresh_token=test-refresh-token",
+        f"stripe = type=stripe base_url={fake_stripe.url} auth=bearer token=sk_test_fake"],
+        [f"{SF_TABLE} = api=salesforce object=Contact sync_interval=1 backfill=off",
+         "crm.stripe.customers = api=stripe object=customers sync_interval=1 backfill=off"])
+    new_sf = sf_records(fake_sf, op="create", fields={"LastName": "New"})["id"]
+    new_st = fake_stripe.call("POST", "/_records", {"op": "create", "fields": {"name": "New"}})
+    wait_for("the new records", lambda: pg.sql(
+        "SELECT id FROM salesforce.contacts", dbname="crm") == [(new_sf,)] and pg.sql(
+        "SELECT id FROM stripe.customers", dbname="crm") == [(new_st["id"],)])
+    assert sync_rows(b)[SF_TABLE]["backfill_rows"] == "0"
+    with admin(b) as conn:
+        conn.execute(f"SYNC BACKFILL {SF_TABLE}")
+        conn.execute("SYNC BACKFILL crm.stripe.customers")
+        with pytest.raises(psycopg.Error, match="no such synced table"):
+            conn.execute("SYNC crm.nothing.here")
+    wait_for("the backfills", lambda: sorted(pg.sql(
+        "SELECT id FROM salesforce.contacts", dbname="crm")) == sorted([(old_sf,), (new_sf,)])
+        and sorted(pg.sql("SELECT id FROM stripe.customers", dbname="crm")) == sorted(
+            [(old_st["id"],), (new_st["id"],)]))
+    assert "backfill requested from the console" in b.log()
