@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/changes.h"
 #include "api/connector.h"
 #include "api/json.h"
 
@@ -523,4 +524,5 @@ const struct connector_ops rest_connector_ops = {
         .column_name = rest_column_name,
         .build = rest_build,
         .parse = rest_parse,
+        .changes = &rest_changes_ops,
 };
