@@ -257,6 +257,13 @@ void api_pascal_to_snake(const char *in, char *buf, size_t size);
 /* Appends s to buf percent-encoded (unreserved characters kept); false when it does not fit. */
 bool api_url_escape(const char *s, char *buf, size_t size, size_t *used)
         __attribute__((warn_unused_result));
+/*
+ * The same for a value that must stay exactly one path segment (a record id, an object name):
+ * '/' is encoded like everything reserved, and "." and ".." (steps up the path, which curl, a
+ * proxy or the API would resolve) become "%2E" and "%2E%2E".
+ */
+bool api_url_escape_segment(const char *s, char *buf, size_t size, size_t *used)
+        __attribute__((warn_unused_result));
 /* Value of key in kv (last one wins), or NULL. */
 const char *api_kv_get(const struct cf_kv *kv, int nkv, const char *key);
 /* Fills err->column/value from the row's image for an error on field (row may be -1). */

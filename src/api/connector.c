@@ -451,6 +451,20 @@ bool api_url_escape(const char *s, char *buf, size_t size, size_t *used)
 	return true;
 }
 
+bool api_url_escape_segment(const char *s, char *buf, size_t size, size_t *used)
+{
+	if (strcmp(s, ".") != 0 && strcmp(s, "..") != 0)
+		return api_url_escape(s, buf, size, used);
+	for (; *s != '\0'; s++) {
+		if (*used + 4 > size)
+			return false;
+		memcpy(buf + *used, "%2E", 3);
+		*used += 3;
+	}
+	buf[*used] = '\0';
+	return true;
+}
+
 /* ---- rows ---- */
 
 const struct api_value *api_image_get(const struct api_row_image *img, const char *column)

@@ -267,7 +267,7 @@ static bool rest_build_url(const struct connector *c, const struct api_table *t,
 			}
 			if (r > 0 && used + 2 <= size)
 				out->url[used++] = ',';
-			if (!api_url_escape(id, out->url, size, &used))
+			if (!api_url_escape_segment(id, out->url, size, &used))
 				goto too_long;
 		}
 		s += one ? 4 : 5;

@@ -78,11 +78,11 @@ static bool stripe_build(const struct connector *c, const struct api_table *t, e
 	if (out->url == NULL)
 		goto oom;
 	used = (size_t)snprintf(out->url, ulen, "%s/v1/", c->base_url);
-	if (!api_url_escape(t->object, out->url, ulen, &used))
+	if (!api_url_escape_segment(t->object, out->url, ulen, &used))
 		goto oom;
 	if (op != API_OP_INSERT) {
 		out->url[used++] = '/';
-		if (!api_url_escape(idv->value, out->url, ulen, &used))
+		if (!api_url_escape_segment(idv->value, out->url, ulen, &used))
 			goto oom;
 	}
 	if (op == API_OP_DELETE) {

@@ -2070,6 +2070,22 @@ static bool begin_mutation(struct synced *sy, struct conn *c, const struct stmt_
 	return true;
 }
 
+/*
+ * A statement too big to hold whole (above SBUF_GATHER_MAX, 1 MiB) is decided on its first
+ * bytes: the largest write the APIs take in one request is far smaller, so a statement that
+ * may write a synced table or reach a syncbouncer.* setting is refused (WAIT: the core answers
+ * 54000); anything else streams. A synced table named only past the prefix is safe: the guard
+ * trigger refuses the write (42501) because the pipeline did not run it, and the core searches
+ * the streamed text for the settings' spellings.
+ */
+static enum hook_verdict inspect_prefix(struct synced *sy, struct conn *c,
+                                        const struct sbuf_pkt *pkt, const char *text, size_t len)
+{
+	if (!pkt->too_big)
+		return HOOK_WAIT;
+	return classifier_quick_check(sy->cl, c->pool->db_name, text, len) ? HOOK_WAIT : HOOK_PASS;
+}
+
 static enum hook_verdict inspect_query(struct synced *sy, struct conn *c,
                                        const struct sbuf_pkt *pkt)
 {
@@ -2077,7 +2093,7 @@ static enum hook_verdict inspect_query(struct synced *sy, struct conn *c,
 	struct stmt_class sc;
 
 	if (!pkt->complete)
-		return HOOK_WAIT;
+		return inspect_prefix(sy, c, pkt, sql, pkt->body_avail);
 	if (pkt->body_len == 0 || pkt->body[pkt->body_len - 1] != '\0')
 		return HOOK_PASS; /* malformed: PostgreSQL answers it */
 	if (!classifier_quick_check(sy->cl, c->pool->db_name, sql, pkt->body_len - 1))
@@ -2311,13 +2327,28 @@ static void ext_bind(struct synced *sy, struct conn *c, struct mut_client *mc,
 		e->values[i][len] = '\0';
 		e->lengths[i] = (int)len;
 	}
+	/* every declared result format must be there, and nothing after them (as PostgreSQL) */
 	if (!pr_u16(&r, &nres)) {
 		ext_fail(e, "08P01", "malformed Bind message");
 		return;
 	}
 	e->result_format = 0;
-	if (nres >= 1 && pr_u16(&r, &f))
-		e->result_format = f ? 1 : 0;
+	for (int i = 0; i < nres; i++) {
+		if (!pr_u16(&r, &f)) {
+			ext_fail(e, "08P01", "insufficient data left in message");
+			return;
+		}
+		if (f > 1) {
+			ext_fail(e, "22023", "unsupported format code");
+			return;
+		}
+		if (i == 0)
+			e->result_format = f;
+	}
+	if (!pr_done(&r)) {
+		ext_fail(e, "08P01", "invalid message format");
+		return;
+	}
 }
 
 /* The highest $n of a statement (outside quotes and comments), capped at 65535. */
@@ -2568,8 +2599,15 @@ static enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sb
 		size_t sql_len;
 		uint16_t n;
 		struct stmt_class sc;
-		if (!pkt->complete)
-			return HOOK_WAIT;
+		if (!pkt->complete) {
+			/* the statement's name comes first: the text after it is the prefix */
+			const void *nul = memchr(pkt->body, '\0', pkt->body_avail);
+			size_t skip = nul ? (size_t)((const uint8_t *)nul - pkt->body) + 1 : 0;
+			if (nul == NULL && pkt->too_big)
+				return HOOK_WAIT;
+			return inspect_prefix(sy, c, pkt, (const char *)pkt->body + skip,
+			                      pkt->body_avail - skip);
+		}
 		if (!proto_parse_parse(pkt->body, pkt->body_len, &stmt, &sql, &sql_len, &n))
 			return HOOK_PASS;
 		if (mc != NULL)
@@ -2784,6 +2822,7 @@ bool synced_start(struct bouncer *b)
 		goto fail;
 	b->synced = sy;
 	b->hook.inspect = hook_inspect;
+	b->hook.stream_needles = classifier_setting_needles();
 	b->hook.client_closed = hook_client_closed;
 	b->hook.ctx = sy;
 	return true;
@@ -2888,6 +2927,7 @@ void synced_reload(struct bouncer *b)
 		b->synced = sy;
 		if (sy != NULL) {
 			b->hook.inspect = hook_inspect;
+			b->hook.stream_needles = classifier_setting_needles();
 			b->hook.client_closed = hook_client_closed;
 			b->hook.ctx = sy;
 		}
@@ -2903,6 +2943,7 @@ void synced_reload(struct bouncer *b)
 		b->synced = fresh;
 		if (fresh != NULL) {
 			b->hook.inspect = hook_inspect;
+			b->hook.stream_needles = classifier_setting_needles();
 			b->hook.client_closed = hook_client_closed;
 			b->hook.ctx = fresh;
 		}

@@ -132,7 +132,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def apply(self, method, path, form):
         st = self.server.state
-        parts = [p for p in path.split("/") if p]
+        # each segment decoded on its own, as an HTTP server routes: "%2F" stays inside its id
+        parts = [urllib.parse.unquote(p) for p in path.split("/") if p]
         if len(parts) < 2 or parts[0] != "v1":
             return self.err(404, "invalid_request_error", "Unrecognized request URL")
         res = parts[1]
