@@ -921,7 +921,7 @@ static void sync_apply(struct sync_tbl *t)
 			sync_fail(t, "database: %s", pgc_error(t->pc));
 		return;
 	}
-	t->keys = calloc((size_t)t->page.nrecords, sizeof(*t->keys));
+	t->keys = calloc((size_t)t->page.nrecords + 1, sizeof(*t->keys));
 	if (t->keys == NULL) {
 		sync_fail(t, "out of memory");
 		return;
