@@ -96,12 +96,12 @@ def test_salesforce_backfill_of_100000_records_shows_progress(pg, bouncer_factor
     ids = sf_records(fake_sf, op="create", count=100000,
                      fields={"LastName": "L{n}", "Email": "c{n}@example.com"})["ids"]
     fake_sf.control(query_batch=2000)
-    seen = []
-    stop = threading.Event()
 
     def start():
+        # the first pass is the backfill: allowed two minutes (sanitizer builds are slow)
         return start_synced(pg, bouncer_factory, fake_sf, api_extra="rate_limit=20",
-                            table_extra="columns='note:Description' sync_interval=0")
+                            table_extra="columns='note:Description' sync_interval=0",
+                            settle_timeout=120)
 
     b = start()
     # start_synced returns once the first pass (the backfill) is over; SHOW during it:
