@@ -98,7 +98,7 @@ struct changes_ops {
 	              struct changes_page *out);
 };
 
-/* Whether c's type can be synced (has a read side). */
+/* Whether c can be synced: its type has a read side, configured (rest: list_path= given). */
 bool changes_supported(const struct connector *c);
 
 /*

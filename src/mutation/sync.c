@@ -1362,12 +1362,7 @@ struct sync *sync_create(struct event_base *base, struct catalog *cat,
 			s->slots[s->nslots++].api = confs[i].api;
 		if (!changes_supported(api_connector(confs[i].api)) ||
 		    (confs[i].interval == 0 && !confs[i].backfill)) {
-			t->state = SYNC_OFF;
-			continue;
-		}
-		if (strcmp(api_connector(confs[i].api)->ops->type, "rest") == 0 &&
-		    api_connector(confs[i].api)->changes_priv == NULL) {
-			t->state = SYNC_OFF; /* no list_path=: writes only */
+			t->state = SYNC_OFF; /* writes only */
 			continue;
 		}
 		t->state = SYNC_IDLE;

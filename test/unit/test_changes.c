@@ -220,6 +220,18 @@ static void test_rest(void **state)
 
 	assert_null(connector_create("r", half, 4, err, sizeof(err)));
 	assert_non_null(strstr(err, "changed_since"));
+	{
+		/* without list_path= the API is written only: no read side, and no crash asking */
+		struct connector *w = make("w", half, 3);
+		assert_false(changes_supported(w));
+		table(&t, "people");
+		page(w, &t, "", NULL, 200, "{\"data\":[]}", &p);
+		assert_false(p.ok);
+		assert_null(build(w, &t, "", NULL, NULL, 0));
+		changes_page_free(&p);
+		api_table_free(&t);
+		connector_free(w);
+	}
 	table(&t, "people");
 	url = build(c, &t, "", NULL, NULL, 0);
 	assert_string_equal(url, "http://r/people/feed?limit=2");
