@@ -67,7 +67,8 @@ bool changes_build_request(const struct connector *c, const struct api_table *t,
 	if (!c->ops->changes->build(c, t, req, out, err)) {
 		api_http_spec_free(out);
 		if (err->cls == API_ERR_NONE)
-			api_error_set(err, API_ERR_INTERNAL, "%s: cannot build the request", c->name);
+			api_error_set(err, API_ERR_INTERNAL, "%s: cannot build the request",
+			              c->name);
 		return false;
 	}
 	return true;
