@@ -398,7 +398,7 @@ def test_open_files_limit_raised_toward_max_client_conn(bouncer_factory):
         line = [x for x in f if x.startswith("Max open files")][0]
     soft = int(line.split()[3])
     assert soft >= 3000 + 64
-    assert "open files limit: " in b.log()
+    assert "open files limit raised from 256 to " in b.log()
 
 
 @pytest.mark.skipif(IS_PGBOUNCER, reason="syncbouncer's log line")
