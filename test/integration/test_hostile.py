@@ -170,6 +170,7 @@ def test_startup_packet_over_10000_bytes_refused(bouncer):
     assert err["C"] == "08P01" and "startup packet" in err["M"]
 
 
+@pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer 1.18 refuses messages over pkt_buf at login")
 def test_largest_password_message_postgresql_takes_is_answered(bouncer):
     """65,535 bytes is PostgreSQL's cap: such a message is read (and fails as a password)."""
     s = raw(bouncer)
@@ -184,6 +185,7 @@ def test_largest_password_message_postgresql_takes_is_answered(bouncer):
 # ---- 7. startup packets larger than pkt_buf
 
 
+@pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer 1.18 refuses startup packets over pkt_buf")
 def test_startup_packet_larger_than_pkt_buf(bouncer):
     w = bouncer.wire()
     assert w.startup("app", "app", password="secret", application_name="n" * 5000) is None
@@ -210,6 +212,7 @@ def test_large_startup_packet_with_shifted_version_refused(bouncer):
 # ---- 8. failed logins leave no pool behind
 
 
+@pytest.mark.skipif(IS_PGBOUNCER, reason="syncbouncer's rule; pgbouncer 1.18 fails it")
 def test_failed_logins_create_no_pools(bouncer):
     before = pools(bouncer)
     rnd = random.Random(9)
@@ -478,7 +481,9 @@ def test_10000_connection_flood_past_max_client_conn(bouncer_factory):
                 msg = read_msg(s)
                 if msg is not None and msg[0] == "E":
                     refused += 1
-                    assert pgwire.parse_error_fields(msg[1])["C"] == "53300"
+                    # pgbouncer says 08P01; PostgreSQL's too_many_connections is 53300
+                    assert pgwire.parse_error_fields(msg[1])["C"] == (
+                        "08P01" if IS_PGBOUNCER else "53300")
                 elif msg is not None and msg[0] == "R":
                     answered += 1
                 s.close()
