@@ -441,7 +441,8 @@ FLOOD = 10_000
 def test_10000_connection_flood_past_max_client_conn(bouncer_factory):
     """10,000 connections, far past max_client_conn, come and go in waves of 500 while a
     logged-in client keeps querying: every one of its queries is answered, a new login works
-    afterwards, and RSS ends within 16 MB (48 MB under the sanitizers) of where it started."""
+    afterwards, and RSS ends within 16 MB of where it started (96 MB under the sanitizers, whose
+    allocator keeps freed blocks in a 32 MB quarantine and per-size caches)."""
     need = 1200
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < need:
@@ -498,7 +499,7 @@ def test_10000_connection_flood_past_max_client_conn(bouncer_factory):
         assert conn.execute("select 2").fetchone() == (2,)
     time.sleep(1)
     after = b.rss_kb()
-    bound = (48 if SANITIZED else 16) * 1024
+    bound = (96 if SANITIZED else 16) * 1024
     print(f"flood: {refused} refused, {answered} asked for a password; RSS {baseline} -> "
           f"{after} kB")
     assert after - baseline < bound
