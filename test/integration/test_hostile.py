@@ -379,6 +379,25 @@ def test_bind_declaring_result_formats_it_does_not_carry(synced, pg):
     assert synced.fake.requests() == []
 
 
+@pytest.mark.skipif(IS_PGBOUNCER, reason="syncbouncer's rule")
+def test_server_that_got_half_a_message_is_not_reused(bouncer_factory):
+    """A client sends part of a Parse and disconnects: its server holds a truncated message
+    that the next client's bytes would complete, so it must be closed, not pooled again."""
+    b = bouncer_factory(config={"pgbouncer": {"default_pool_size": 1,
+                                              "query_wait_timeout": 5}})
+    w = b.wire()
+    assert w.startup("app", "app", password="secret") is None
+    w.query("select 1")
+    w.read_until_ready()
+    # a Parse that declares 100 bytes, of which 20 are sent
+    w.sock.sendall(b"P" + struct.pack("!I", 104) + b"\0select 1 from pg_c")
+    time.sleep(0.5)
+    w.sock.close()
+    for n in range(3):
+        with b.connect(autocommit=True) as conn:
+            assert conn.execute("select %s::int", (n,)).fetchone() == (n,)
+
+
 # ---- 6. accept() at the open files limit
 
 
