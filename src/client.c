@@ -636,6 +636,11 @@ static enum sbuf_action handle_password(struct conn *c, const struct sbuf_pkt *p
 		client_fatal(c, "08P01", "malformed password message");
 		return SBUF_CLOSED;
 	}
+	/* an empty password never logs in, whatever is stored: PostgreSQL's words and SQLSTATE */
+	if (pw[0] == '\0') {
+		client_fatal(c, "28P01", "empty password returned by client");
+		return SBUF_CLOSED;
+	}
 	if (stored != NULL && stored[0] != '\0') {
 		if (cfg->auth_type == AUTH_MD5)
 			ok = md5pw_check(stored, c->user, c->md5_salt, pw);

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin.h"
 #include "api/api.h"
 #include "api/http.h"
 #include "api/json.h"
@@ -34,6 +35,7 @@
 #include "mutation/catalog.h"
 #include "mutation/classifier.h"
 #include "mutation/journal.h"
+#include "mutation/sync.h"
 #include "pgc.h"
 #include "pktbuf.h"
 #include "pool.h"
@@ -77,6 +79,8 @@ struct synced {
 	struct pgc *replay_pc;   /* the replay in progress, if any */
 	struct replay *replay;
 	bool reload_pending; /* a RELOAD waits for the mutations in flight */
+	struct sync *sync;   /* the read side: API changes into the tables */
+	struct sync_table_conf *sync_confs;
 	unsigned replay_turn;
 	bool stopping;
 };
@@ -223,10 +227,12 @@ struct mutation {
 	struct pktbuf err; /* the error to send, when one was decided */
 	bool failed;
 	bool conn_broken;
+	bool sync_noted; /* the sync worker was told of this write (sync_write_begin) */
 };
 
 static void mutation_finish(struct mutation *m);
 static void mutation_acquire(struct mutation *m);
+static void note_sync_write(struct mutation *m, bool begin);
 
 /* ---- responses ------------------------------------------------------------------------- */
 
@@ -1270,6 +1276,11 @@ static char *confirmed_json(struct mutation *m, const struct api_result *ar)
 	}
 }
 
+static bool sy_has_sync(const struct mutation *m)
+{
+	return m->sy->sync != NULL && m->sync_noted;
+}
+
 static void on_api_done(void *arg, struct api_result *ar)
 {
 	struct mutation *m = arg;
@@ -1287,6 +1298,15 @@ static void on_api_done(void *arg, struct api_result *ar)
 		return;
 	}
 	m->state = MUT_APPLYING;
+	if (sy_has_sync(m) && m->op == OP_INSERT) {
+		const char **ids = calloc((size_t)ar->nrows + 1, sizeof(*ids));
+		for (int i = 0; ids != NULL && i < ar->nrows; i++)
+			ids[i] = ar->rows[i].id;
+		if (ids != NULL)
+			sync_write_accepted(m->sy->sync, (int)(m->st - m->sy->tables), ids,
+			                    ar->nrows);
+		free(ids);
+	}
 	json = confirmed_json(m, ar);
 	if (json == NULL) {
 		set_error(m, "53200", "out of memory building the confirmed rows", NULL, NULL);
@@ -1475,11 +1495,36 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		m->api_rows[i].new_image.nvalues = cr->nnew;
 	}
 	m->state = MUT_CALLING_API;
+	note_sync_write(m, true);
 	m->call = api_submit(m->st->api, &m->st->at, op, m->api_rows, m->nrows, on_api_done, m);
 	if (m->call == NULL) {
 		set_error(m, "53200", "could not start the API request", NULL, NULL);
 		rollback(m);
 	}
+}
+
+/* Tells the sync worker which rows this write holds (begin) or has written (end). */
+static void note_sync_write(struct mutation *m, bool begin)
+{
+	struct synced *sy = m->sy;
+	const char **keys;
+	int n = 0;
+
+	if (sy->sync == NULL || (!begin && !m->sync_noted))
+		return;
+	keys = calloc((size_t)m->nrows + 1, sizeof(*keys));
+	for (int i = 0; keys != NULL && i < m->nrows && m->rows != NULL; i++) {
+		const struct api_value *v =
+		        api_image_get(&m->api_rows[i].old_image, m->st->at.pk_column);
+		if (v != NULL && v->value != NULL)
+			keys[n++] = v->value;
+	}
+	if (begin)
+		sync_write_begin(sy->sync, (int)(m->st - sy->tables), m->op == OP_INSERT, keys, n);
+	else
+		sync_write_end(sy->sync, (int)(m->st - sy->tables), m->op == OP_INSERT, keys, n);
+	m->sync_noted = begin;
+	free(keys);
 }
 
 static void on_first_run(void *arg, struct pgc *pc, PGresult *res, const char *error)
@@ -1614,6 +1659,7 @@ static void mutation_finish(struct mutation *m)
 		api_call_cancel(m->call);
 		m->call = NULL;
 	}
+	note_sync_write(m, false);
 	if (m->failed && mc != NULL) {
 		struct pktbuf pb;
 		/* a failed write ends a query string of several: the rest is skipped */
@@ -2641,6 +2687,17 @@ static void on_catalog_done(void *arg, struct catalog *cat)
 	schedule_replay(sy, 0);
 }
 
+/* A console SYNC finished: answer the admin client that waits for it. */
+static void on_sync_done(void *arg, uint64_t conn_id, const char *error)
+{
+	struct synced *sy = arg;
+
+	if (error == NULL)
+		admin_command_done(sy->b, conn_id, "SYNC");
+	else
+		admin_command_failed(sy->b, conn_id, "58000", error);
+}
+
 bool synced_start(struct bouncer *b)
 {
 	struct config *cfg = b->cfg;
@@ -2687,8 +2744,9 @@ bool synced_start(struct bouncer *b)
 		}
 	}
 	sy->tables = calloc((size_t)n, sizeof(*sy->tables));
+	sy->sync_confs = calloc((size_t)n, sizeof(*sy->sync_confs));
 	ctabs = calloc((size_t)n, sizeof(*ctabs));
-	if (sy->tables == NULL || ctabs == NULL)
+	if (sy->tables == NULL || sy->sync_confs == NULL || ctabs == NULL)
 		goto fail;
 	for (t = cfg->synced_tables, i = 0; t != NULL; t = t->next, i++) {
 		struct synced_table *st = &sy->tables[i];
@@ -2719,6 +2777,17 @@ bool synced_start(struct bouncer *b)
 			goto fail;
 		}
 		st->at_ready = true;
+		if (!sync_table_options(t->kv, t->nkv, &sy->sync_confs[i], err, sizeof(err))) {
+			log_error("[synced_tables] %s.%s (line %d): %s", t->database, st->qualified,
+			          t->line, err);
+			goto fail;
+		}
+		sy->sync_confs[i].database = st->database;
+		sy->sync_confs[i].schema = st->schema;
+		sy->sync_confs[i].table = st->table;
+		sy->sync_confs[i].api = st->api;
+		sy->sync_confs[i].at = &st->at;
+		sy->sync_confs[i].lane_cap = sy->api_cap[st->api_index];
 		ctabs[i].database = st->database;
 		ctabs[i].schema = st->schema;
 		ctabs[i].table = st->table;
@@ -2746,6 +2815,10 @@ bool synced_start(struct bouncer *b)
 	}
 	sy->cat = catalog_create(b->base, cfg, b->users, on_catalog_done, sy);
 	if (sy->cat == NULL)
+		goto fail;
+	/* each table's first pass waits for the catalog to have prepared it */
+	sy->sync = sync_create(b->base, sy->cat, sy->sync_confs, sy->ntables, on_sync_done, sy);
+	if (sy->sync == NULL)
 		goto fail;
 	b->synced = sy;
 	b->hook.inspect = hook_inspect;
@@ -2798,6 +2871,9 @@ void synced_stop(struct bouncer *b)
 		m->conn_broken = true;
 		mutation_finish(m);
 	}
+	/* the sync worker first: it borrows the catalog, the APIs and the table mappings */
+	sync_free(sy->sync);
+	sy->sync = NULL;
 	list_for_each_safe(it, tmp, &sy->idle_conns) mconn_free(list_entry(it, struct mconn, head));
 	if (sy->replay != NULL) {
 		sy->replay->failed = true;
@@ -2820,6 +2896,7 @@ void synced_stop(struct bouncer *b)
 		free(st->qualified);
 	}
 	free(sy->tables);
+	free(sy->sync_confs);
 	for (int i = 0; i < sy->napis; i++)
 		if (sy->apis[i] != NULL)
 			api_free(sy->apis[i]);
@@ -2919,8 +2996,10 @@ int synced_in_flight_db(struct bouncer *b, const char *db)
 /* ---- admin console views --------------------------------------------------------------- */
 
 const char *const synced_tables_columns[] = {
-        "database", "table",   "api",      "object", "state", "inserts",
-        "updates",  "deletes", "rejected", "error",  NULL,
+        "database",   "table",     "api",         "object",        "state",
+        "inserts",    "updates",   "deletes",     "rejected",      "error",
+        "sync_state", "last_sync", "sync_lag_s",  "synced_rows",   "backfill_rows",
+        "backfill_total", NULL,
 };
 
 void synced_show_tables(struct bouncer *b, synced_row_cb cb, void *arg)
@@ -2934,7 +3013,8 @@ void synced_show_tables(struct bouncer *b, synced_row_cb cb, void *arg)
 		struct synced_table *st = &sy->tables[i];
 		struct catalog_table *ct =
 		        catalog_find(sy->cat, st->database, st->schema, st->table);
-		const char *vals[10];
+		const char *vals[16];
+		struct sync_view sv;
 		vals[0] = st->database;
 		vals[1] = st->qualified;
 		vals[2] = api_name(st->api);
@@ -2953,7 +3033,16 @@ void synced_show_tables(struct bouncer *b, synced_row_cb cb, void *arg)
 		vals[7] = num[2];
 		vals[8] = num[3];
 		vals[9] = ct && ct->error[0] ? ct->error : NULL;
-		cb(arg, 10, vals);
+		sync_view(sy->sync, i, &sv);
+		if (vals[9] == NULL && sv.error[0])
+			vals[9] = sv.error;
+		vals[10] = sv.state;
+		vals[11] = sv.last_sync[0] ? sv.last_sync : NULL;
+		vals[12] = sv.lag[0] ? sv.lag : NULL;
+		vals[13] = sv.synced_rows;
+		vals[14] = sv.backfill_rows;
+		vals[15] = sv.backfill_total[0] ? sv.backfill_total : NULL;
+		cb(arg, 16, vals);
 	}
 }
 
@@ -3026,4 +3115,21 @@ void synced_show_apis(struct bouncer *b, synced_row_cb cb, void *arg)
 		vals[10] = st.usage_used >= 0 ? usage : NULL;
 		cb(arg, 11, vals);
 	}
+}
+
+/* ---- admin console commands ------------------------------------------------------------ */
+
+const char *synced_sync_command(struct bouncer *b, const char *name, bool backfill,
+                                uint64_t conn_id, bool *wait)
+{
+	*wait = false;
+	if (b->synced == NULL || b->synced->sync == NULL)
+		return "no synced tables";
+	return sync_command(b->synced->sync, name, backfill, conn_id, wait);
+}
+
+void synced_forget_admin(struct bouncer *b, uint64_t conn_id)
+{
+	if (b->synced != NULL)
+		sync_forget_waiter(b->synced->sync, conn_id);
 }
