@@ -76,7 +76,8 @@ ALTER TABLE salesforce.contacts OWNER TO app;
 
 
 def start_synced(pg, bouncer_factory, fake, pgbouncer=None, api_extra="",
-                 table_extra="columns='note:Description'", more_tables=(), before_start=None):
+                 table_extra="columns='note:Description'", more_tables=(), before_start=None,
+                 settle_timeout=20):
     """A pooler with crm.salesforce.contacts synced to the fake Salesforce, once the guard
     trigger is in place (the catalog installs it in the background at start-up)."""
     pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
@@ -101,6 +102,7 @@ def start_synced(pg, bouncer_factory, fake, pgbouncer=None, api_extra="",
         time.sleep(0.1)
     # the sync worker's first pass (a backfill of the empty fake) is over before the test
     # starts, so that it never takes a failure the test sets up for a write
+    deadline = time.monotonic() + settle_timeout
     while not sync_settled(b):
         assert time.monotonic() < deadline, "first sync pass not done:\n" + b.output()
         time.sleep(0.1)
