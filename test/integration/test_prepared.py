@@ -227,3 +227,22 @@ def test_deallocate_all_in_a_pipeline(bouncer_factory, command):
         assert b'prepared statement "mine" does not exist' in res.error_message
         # the other client's name still works: prepared again on the server that forgot it
         assert c.pgconn.exec_prepared(b"theirs", []).get_value(0, 0) == b"shared text"
+
+
+@pytest.mark.parametrize("command", ["DEALLOCATE ALL", "DISCARD ALL"])
+def test_deallocate_all_of_one_client_spares_the_others(bouncer_factory, command):
+    # psycopg's own statement names (_pg3_0, ...) in both clients, one shared server
+    b = bouncer_factory(config=txn(default_pool_size=1))
+    with b.connect(autocommit=True) as one, b.connect(autocommit=True) as two:
+        assert one.execute("select 'one'", prepare=True).fetchone() == ("one",)
+        assert two.execute("select %s::text || 'two'", ("2",), prepare=True).fetchone() == (
+            "2two",)
+        assert one.execute(command).statusmessage == command
+        # the other client's statements work on, under the names it gave them
+        for i in range(3):
+            assert two.execute("select %s::text || 'two'", (str(i),),
+                               prepare=True).fetchone() == (f"{i}two",)
+        # a name the client forgot fails as PostgreSQL says
+        res = one.pgconn.exec_prepared(b"_pg3_0", [])
+        assert res.status == psycopg.pq.ExecStatus.FATAL_ERROR
+        assert res.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"26000"
