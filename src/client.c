@@ -375,7 +375,16 @@ static enum sbuf_action start_auth(struct conn *c)
 	const char *err = NULL;
 	char msg[256];
 
-	pool = c->admin ? admin_pool(c->b) : pool_get(c->b, c->dbname, c->user, &err);
+	if (c->admin) {
+		pool = admin_pool(c->b);
+	} else {
+		/* a database line that names user= has one pool, the forced user's, for every
+		 * client: its settings ([users] of the forced user, the database, the defaults)
+		 * apply, whoever logs in */
+		const struct cf_database *db = config_find_database(cfg, c->dbname);
+		pool = pool_get(c->b, c->dbname, db != NULL && db->user[0] ? db->user : c->user,
+		                &err);
+	}
 	if (pool == NULL) {
 		if (strcmp(err, "no such database") == 0)
 			snprintf(msg, sizeof(msg), "no such database: %s", c->dbname);
