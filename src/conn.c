@@ -67,8 +67,7 @@ void conn_log(enum log_level lvl, const struct conn *c, const char *fmt, ...)
 	        c->pool ? c->pool->db_name : (c->dbname[0] ? c->dbname : "(nodb)"),
 	        /* a client logs as who it is, even in a forced user's pool */
 	        !c->is_server && c->user[0] ? c->user : (c->pool ? c->pool->user_name : "(nouser)"),
-	        c->addr_str,
-	        c->port, msg);
+	        c->addr_str, c->port, msg);
 }
 
 const char *param_get(const struct param_set *ps, const char *name)
