@@ -895,7 +895,7 @@ static void show_users(struct reply *r)
 {
 	struct bouncer *b = r->b;
 	const struct config *cfg = b->cfg;
-	size_t cap = list_count(&b->pools) + 2;
+	size_t cap = list_count(&b->pools) + 2 + (size_t)userlist_count(b->users);
 	const char **names;
 	struct list *it;
 	struct row row;
@@ -908,6 +908,9 @@ static void show_users(struct reply *r)
 		send_error(r, "53200", "out of memory");
 		return;
 	}
+	/* every known user, as pgbouncer lists them: the auth file, [users], the pools' */
+	for (int i = 0; i < userlist_count(b->users); i++)
+		names[n++] = userlist_name(b->users, i);
 	for (const struct cf_user *u = cfg->users; u != NULL; u = u->next)
 		names[n++] = u->name;
 	list_for_each(it, &b->pools)
