@@ -194,8 +194,8 @@ def test_auto_database_appears_in_show_databases_and_goes(bouncer_factory, pg):
         # unused for autodb_idle_timeout: the database and its pools go
         assert wait_for(lambda: "sbauto" not in {r["name"] for r in rows(a, "SHOW DATABASES")},
                         timeout=30)
-        assert ("sbauto", "app") not in {(r["database"], r["user"])
-                                         for r in rows(a, "SHOW POOLS")}
+        assert wait_for(lambda: ("sbauto", "app") not in {(r["database"], r["user"])
+                                                         for r in rows(a, "SHOW POOLS")})
 
 
 # ---------------------------------------------------------------- RELOAD, SHOW USERS
