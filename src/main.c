@@ -218,7 +218,9 @@ int main(int argc, char **argv)
 			usage(stdout, argv[0]);
 			return 0;
 		case 'R':
-			fprintf(stderr, "online restart (-R) is not supported\n");
+			fprintf(stderr, "online restart (-R) is not supported: for a restart "
+			                "without downtime, set so_reuseport = 1, start the new "
+			                "process, then SIGTERM the old one (see syncbouncer(1))\n");
 			return 1;
 		default:
 			usage(stderr, argv[0]);
