@@ -3,6 +3,7 @@
 reloads. Debian's pgbouncer 1.18 exits at once on SIGTERM, so those tests are skipped there.
 """
 
+import os
 import signal
 import socket
 import threading
@@ -213,3 +214,24 @@ def test_sigusr2_does_not_undo_a_shutdown(bouncer):
         c.close()
     assert exited(bouncer)
     bouncer.stopped_by_us = True
+
+
+@pytest.mark.timeout(60)
+def test_sighup_reopens_a_renamed_logfile(bouncer):
+    # what logrotate does (etc/syncbouncer.logrotate): rename, then SIGHUP
+    log = bouncer.logfile
+    with bouncer.connect() as c:
+        c.execute("select 1")
+    os.rename(log, log + ".1")
+    bouncer.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    rotated = open(log + ".1").read()
+    assert "SIGHUP" in rotated
+    # lines from now on go to a new file of the old name
+    with bouncer.connect(user="scramuser", password="scrampass") as c:
+        c.execute("select 1")
+    deadline = time.monotonic() + 10
+    while "scramuser" not in (open(log).read() if os.path.exists(log) else ""):
+        assert time.monotonic() < deadline, "nothing logged to a new logfile after SIGHUP"
+        time.sleep(0.05)
+    assert open(log + ".1").read() == rotated, "lines still went to the renamed file"
