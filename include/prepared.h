@@ -16,7 +16,8 @@
  *
  * A Query that is one DEALLOCATE ALL or DISCARD ALL and nothing else, outside a transaction and
  * with nothing owed, forgets the client's names only: the server (shared with other clients)
- * gets an empty query, whose EmptyQueryResponse becomes the command's CommandComplete. Sent any
+ * gets an empty query (RESET ALL for DISCARD ALL, so that the client's settings are reset as
+ * the server reports them), whose answer becomes the command's CommandComplete. Sent any
  * other way, they reach the server, and its CommandComplete says the server forgot everything.
  * DEALLOCATE of one of the client's names becomes DEALLOCATE of ours.
  *

@@ -84,8 +84,8 @@ struct ps_server {
 	int cap, head, count;
 	bool skipping; /* an error made the server skip everything up to the client's next Sync */
 	bool extended; /* extended-protocol messages went out since the client's last Sync */
-	/* a DEALLOCATE ALL / DISCARD ALL answered for the server: the tag that replaces the
-	 * EmptyQueryResponse of the empty query sent in its place */
+	/* a DEALLOCATE ALL / DISCARD ALL the server gets another statement for: the tag that
+	 * replaces that statement's answer (an EmptyQueryResponse or a CommandComplete) */
 	const char *answer_tag;
 };
 
@@ -811,19 +811,31 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 			                                : NULL;
 			/*
 			 * Alone, outside a transaction, with nothing owed: the client's own
-			 * statements are forgotten and the answer is PostgreSQL's, but the server
-			 * (shared with other clients) gets an empty query instead, so that the
-			 * other clients' statements and the session stay as they are.
+			 * statements are forgotten and the answer is PostgreSQL's, but the
+			 * server, shared with other clients, keeps theirs. DEALLOCATE ALL becomes
+			 * an empty query; DISCARD ALL becomes RESET ALL, so that the client's
+			 * settings go back to their defaults as the server reports them.
 			 */
 			if (tag != NULL && s->txn_status == 'I' && s->expect_rfq == 0 &&
 			    s->pss->count == 0 && !s->pss->extended && !s->pss->skipping &&
 			    s->pss->answer_tag == NULL) {
 				static const uint8_t empty_query[] = {'Q', 0, 0, 0, 5, 0};
+				bool ok;
 
 				if (sbuf_has_pending(&c->sbuf))
 					return PS_FLUSH;
 				name_forget_all(c->pool->ps, c->ps);
-				if (!sbuf_queue(&s->sbuf, empty_query, sizeof(empty_query)))
+				if (tag[1] == 'I') { /* DISCARD ALL */
+					struct pktbuf pb;
+
+					pktbuf_init(&pb, 32);
+					pktbuf_write_query(&pb, "RESET ALL");
+					ok = sbuf_queue_pktbuf(&s->sbuf, &pb);
+					pktbuf_free(&pb);
+				} else {
+					ok = sbuf_queue(&s->sbuf, empty_query, sizeof(empty_query));
+				}
+				if (!ok)
 					return PS_FAIL;
 				s->pss->answer_tag = tag;
 				return PS_CONSUMED;
@@ -888,6 +900,30 @@ bool ps_server_wants(const struct conn *s, uint8_t type)
 	                          type == 'C' || (type == 'I' && s->pss->answer_tag != NULL));
 }
 
+/* The answer to the statement sent for a lone DEALLOCATE ALL / DISCARD ALL: the command's own. */
+static enum ps_result answer_for_server(struct conn *s)
+{
+	struct ps_server *pss = s->pss;
+
+	if (sbuf_has_pending(&s->sbuf))
+		return PS_FLUSH;
+	if (s->link != NULL) {
+		struct pktbuf pb;
+		bool ok;
+
+		pktbuf_init(&pb, 32);
+		pktbuf_start_msg(&pb, 'C');
+		pktbuf_put_string(&pb, pss->answer_tag);
+		pktbuf_finish_msg(&pb);
+		ok = sbuf_queue_pktbuf(&s->link->sbuf, &pb);
+		pktbuf_free(&pb);
+		if (!ok)
+			return PS_FAIL;
+	}
+	pss->answer_tag = NULL;
+	return PS_CONSUMED;
+}
+
 /*
  * After an ErrorResponse the server skips the rest of this Sync's stretch: its answers are no
  * longer owed, and what its Parses would have prepared does not exist. Later stretches stay.
@@ -946,27 +982,14 @@ enum ps_result ps_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 		drop_stretch(s);
 		return PS_PASS;
 	case 'I':
-		/* our empty query in place of the client's DEALLOCATE ALL / DISCARD ALL */
+		/* our empty query in place of the client's DEALLOCATE ALL */
 		if (pss->answer_tag == NULL)
 			return PS_PASS;
-		if (sbuf_has_pending(&s->sbuf))
-			return PS_FLUSH;
-		if (s->link != NULL) {
-			struct pktbuf pb;
-			bool ok;
-
-			pktbuf_init(&pb, 32);
-			pktbuf_start_msg(&pb, 'C');
-			pktbuf_put_string(&pb, pss->answer_tag);
-			pktbuf_finish_msg(&pb);
-			ok = sbuf_queue_pktbuf(&s->link->sbuf, &pb);
-			pktbuf_free(&pb);
-			if (!ok)
-				return PS_FAIL;
-		}
-		pss->answer_tag = NULL;
-		return PS_CONSUMED;
+		return answer_for_server(s);
 	case 'C':
+		/* our RESET ALL in place of the client's DISCARD ALL */
+		if (pss->answer_tag != NULL)
+			return answer_for_server(s);
 		/* however it was sent (a pipeline sends it as a Parse), the statements are gone
 		 * once PostgreSQL says so */
 		if ((pkt->body_len == 15 && memcmp(pkt->body, "DEALLOCATE ALL", 15) == 0) ||

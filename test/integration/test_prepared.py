@@ -276,3 +276,19 @@ def test_discard_all_in_a_transaction_fails_as_postgresql_says(bouncer_factory):
         with pytest.raises(psycopg.errors.ActiveSqlTransaction) as ei:
             conn.execute("DISCARD ALL")
         assert "DISCARD ALL cannot run inside a transaction block" in str(ei.value)
+
+
+def test_discard_all_resets_the_clients_settings_as_postgresql_does(bouncer_factory, pg):
+    b = bouncer_factory(config=txn(default_pool_size=1))
+
+    def after_discard(conn):
+        conn.execute("set datestyle = 'German'")
+        conn.execute("set application_name = 'before discard'")
+        assert conn.execute("DISCARD ALL").statusmessage == "DISCARD ALL"
+        return (conn.execute("show datestyle").fetchone()[0],
+                conn.execute("show application_name").fetchone()[0])
+
+    with pg.connect(dbname="app", user="app") as direct:
+        expected = after_discard(direct)
+    with b.connect(autocommit=True) as conn:
+        assert after_discard(conn) == expected

@@ -457,8 +457,8 @@ static void test_discard_all_and_deallocate_all(void **state)
 
 /*
  * Alone and outside a transaction, DEALLOCATE ALL / DISCARD ALL forget the client's statements
- * only: the server gets an empty query, keeps what it holds, and its EmptyQueryResponse becomes
- * the command's CommandComplete. Anywhere else (in a transaction, with more statements) the
+ * only: the server gets an empty query (RESET ALL for DISCARD ALL), keeps the statements it
+ * holds, and its answer becomes the command's CommandComplete. Anywhere else (in a transaction, with more statements) the
  * server runs it and forgets everything.
  */
 static void test_lone_forget_all_is_answered_for_the_server(void **state)
@@ -505,8 +505,13 @@ static void test_lone_forget_all_is_answered_for_the_server(void **state)
 		n = read_msgs(&f->server, got, 8);
 		assert_int_equal(n, 1);
 		assert_int_equal(got[0].type, 'Q');
-		assert_int_equal(got[0].len, 1); /* the empty query */
-		assert_int_equal(server_answers(&f->server, 'I'), PS_CONSUMED);
+		if (cases[i].tag[1] == 'I') { /* DISCARD ALL: the client's settings are reset */
+			assert_string_equal((const char *)got[0].body, "RESET ALL");
+			assert_int_equal(server_answers(&f->server, 'C'), PS_CONSUMED);
+		} else {
+			assert_int_equal(got[0].len, 1); /* the empty query */
+			assert_int_equal(server_answers(&f->server, 'I'), PS_CONSUMED);
+		}
 		n = read_msgs(&f->client, got, 8);
 		assert_int_equal(n, 1);
 		assert_int_equal(got[0].type, 'C');
