@@ -807,8 +807,9 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 	case 'Q':
 		/* maybe only the start of a long query is here: its first words decide */
 		if (is_forget_all(pkt->body, pkt->body_avail)) {
-			const char *tag = pkt->complete ? lone_forget_all_tag(pkt->body, pkt->body_len)
-			                                : NULL;
+			const char *tag = pkt->complete
+			                          ? lone_forget_all_tag(pkt->body, pkt->body_len)
+			                          : NULL;
 			/*
 			 * Alone, outside a transaction, with nothing owed: the client's own
 			 * statements are forgotten and the answer is PostgreSQL's, but the

@@ -458,8 +458,8 @@ static void test_discard_all_and_deallocate_all(void **state)
 /*
  * Alone and outside a transaction, DEALLOCATE ALL / DISCARD ALL forget the client's statements
  * only: the server gets an empty query (RESET ALL for DISCARD ALL), keeps the statements it
- * holds, and its answer becomes the command's CommandComplete. Anywhere else (in a transaction, with more statements) the
- * server runs it and forgets everything.
+ * holds, and its answer becomes the command's CommandComplete. Anywhere else (in a transaction,
+ * with more statements) the server runs it and forgets everything.
  */
 static void test_lone_forget_all_is_answered_for_the_server(void **state)
 {
@@ -522,9 +522,9 @@ static void test_lone_forget_all_is_answered_for_the_server(void **state)
 		read_msgs(&f->server, got, 8);
 		/* the server still holds the statement: preparing the text again sends nothing
 		 * but a Close of nothing standing in for the ParseComplete */
-		assert_int_equal(client_sends(f, &f->client, &f->server,
-		                              parse_msg("d2", "select 'd'")),
-		                 PS_CONSUMED);
+		assert_int_equal(
+		        client_sends(f, &f->client, &f->server, parse_msg("d2", "select 'd'")),
+		        PS_CONSUMED);
 		n = read_msgs(&f->server, got, 8);
 		assert_int_equal(n, 1);
 		assert_int_equal(got[0].type, 'C');
