@@ -91,6 +91,7 @@ struct conn {
 	void *hook_state;      /* the query hook's per-client state; NULL on the fast path */
 	bool wait_server_idle; /* relay paused until the server has answered everything */
 	struct ps_client *ps;  /* prepared statements by the client's names (NULL: none yet) */
+	bool tls_direct;       /* TLS began with a ClientHello, no SSLRequest (PostgreSQL 17) */
 
 	/* server */
 	uint32_t be_pid, be_key;
@@ -107,7 +108,7 @@ struct conn {
 	bool logged_in;
 	struct dns_request *dns_req;
 	struct scram_client *scram_cli;
-	struct event ev_connect;
+	struct event ev_connect; /* server: connect, SSL answer; client: its first byte */
 	bool connecting;
 	char *host; /* which host of the db's list */
 };

@@ -32,6 +32,7 @@
 #include "pool.h"
 #include "server.h"
 #include "stats.h"
+#include "tls.h"
 #include "userlist.h"
 #include "version.h"
 
@@ -215,6 +216,11 @@ int main(int argc, char **argv)
 		if (b.users == NULL)
 			fatal("cannot load auth_file \"%s\"", b.cfg->auth_file);
 	}
+	{
+		char err[512];
+		if (!tls_configure(&b, b.cfg, err, sizeof(err)))
+			fatal("TLS setup failed: %s", err);
+	}
 	(void)daemon_set_nofile(b.cfg->max_client_conn + 100);
 
 	signal(SIGPIPE, SIG_IGN);
@@ -323,6 +329,7 @@ int main(int argc, char **argv)
 		daemon_remove_pidfile(b.cfg->pidfile);
 	if (b.users != NULL)
 		userlist_free(b.users);
+	tls_free(&b);
 	config_free(b.cfg);
 	log_reopen();
 	return 0;
