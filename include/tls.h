@@ -41,7 +41,7 @@ void tls_free(struct bouncer *b);
 bool tls_client_side_enabled(const struct bouncer *b);
 /* True when the server_tls_* settings of a and c differ (servers must then reconnect). */
 bool tls_server_settings_differ(const struct config *a, const struct config *c);
-/* True when key is a client_tls_* or server_tls_* setting. */
+/* True when a change of key needs tls_configure(): client_tls_*, server_tls_*, auth_type. */
 bool tls_is_tls_key(const char *key);
 
 /*
@@ -91,5 +91,11 @@ void tls_conn_info(const struct sbuf *sb, char *buf, size_t size);
  * as long as the connection. For auth_type=cert and the hba `cert` method.
  */
 const char *tls_client_cert_cn(const struct conn *c);
+/*
+ * True when c's verified client certificate names name: one of its DNS subjectAltNames, or
+ * its CN when it has none (pgbouncer's "certificate contains name"). For cert logins and the
+ * names of an ident map.
+ */
+bool tls_client_cert_has_name(const struct conn *c, const char *name);
 
 #endif

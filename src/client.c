@@ -488,24 +488,23 @@ static enum sbuf_action start_auth(struct conn *c)
 		pktbuf_free(&pb);
 		return SBUF_CONSUMED;
 	}
-	case AUTH_CERT: {
-		/* pgbouncer's cert login: a verified client certificate whose CN is the user */
-		const char *cn = tls_client_cert_cn(c);
-		if (c->sbuf.tls == NULL) {
-			client_fatal(c, "28000", "TLS connection required");
-			return SBUF_CLOSED;
+	case AUTH_CERT:
+		/*
+		 * pgbouncer's cert login: a verified client certificate that names the user. The
+		 * client hears one message whatever failed; the log says which check did.
+		 */
+		if (c->sbuf.tls == NULL)
+			slog_error(c, "TLS connection required");
+		else if (tls_client_cert_cn(c) == NULL)
+			slog_error(c, "TLS client certificate required");
+		else if (!tls_client_cert_has_name(c, c->user))
+			slog_error(c, "TLS certificate name mismatch");
+		else {
+			pool_client_logged_in(pool, c);
+			return SBUF_CONSUMED;
 		}
-		if (cn == NULL) {
-			client_fatal(c, "28000", "TLS client certificate required");
-			return SBUF_CLOSED;
-		}
-		if (strcmp(cn, c->user) != 0) {
-			client_fatal(c, "28000", "TLS certificate name mismatch");
-			return SBUF_CLOSED;
-		}
-		pool_client_logged_in(pool, c);
-		return SBUF_CONSUMED;
-	}
+		client_fatal(c, "28000", "certificate authentication failed");
+		return SBUF_CLOSED;
 	default:
 		snprintf(msg, sizeof(msg), "auth_type %s is not supported yet",
 		         auth_type_str(cfg->auth_type));

@@ -400,6 +400,11 @@ bool tls_configure(struct bouncer *b, const struct config *cfg, char *err, size_
 	struct tls_state *st = b->tls;
 	SSL_CTX *cctx = NULL, *sctx = NULL;
 
+	/* pgbouncer's rule: the CN is only trusted from a certificate checked in full */
+	if (cfg->auth_type == AUTH_CERT && cfg->client_tls_sslmode != SSLMODE_VERIFY_FULL) {
+		snprintf(err, errsize, "auth_type=cert requires client_tls_sslmode=verify-full");
+		return false;
+	}
 	if (cfg->client_tls_sslmode != SSLMODE_DISABLE) {
 		cctx = build_client_ctx(cfg, err, errsize);
 		if (cctx == NULL)
@@ -449,7 +454,8 @@ bool tls_client_side_enabled(const struct bouncer *b)
 
 bool tls_is_tls_key(const char *key)
 {
-	return strncasecmp(key, "client_tls", 10) == 0 || strncasecmp(key, "server_tls", 10) == 0;
+	return strncasecmp(key, "client_tls", 10) == 0 || strncasecmp(key, "server_tls", 10) == 0 ||
+	       strcasecmp(key, "auth_type") == 0;
 }
 
 static bool str_differs(const char *a, const char *c)
@@ -813,4 +819,23 @@ const char *tls_client_cert_cn(const struct conn *c)
 	}
 	X509_free(cert);
 	return t->cn;
+}
+
+bool tls_client_cert_has_name(const struct conn *c, const char *name)
+{
+	struct tls_conn *t = c->sbuf.tls;
+	X509 *cert;
+	int rc;
+
+	if (t == NULL || t->hs != HS_DONE || c->is_server ||
+	    SSL_get_verify_result(t->ssl) != X509_V_OK)
+		return false;
+	cert = SSL_get1_peer_certificate(t->ssl);
+	if (cert == NULL)
+		return false;
+	/* subjectAltName DNS entries, or the CN when there are none; no partial wildcards */
+	rc = X509_check_host(cert, name, strlen(name), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL);
+	X509_free(cert);
+	ERR_clear_error();
+	return rc == 1;
 }
