@@ -82,7 +82,10 @@ void tls_conn_free(struct tls_conn *t);
 /* The client chose ALPN "postgresql" (required of PostgreSQL 17's direct SSL connections). */
 bool tls_conn_alpn_postgresql(const struct sbuf *sb);
 
-/* "TLSv1.3/TLS_AES_256_GCM_SHA384/ECDH=X25519" (pgbouncer's shape), or "" without TLS. */
+/*
+ * "TLSv1.3/TLS_AES_256_GCM_SHA384" (pgbouncer's shape; toward a server also "/ECDH=curve" or
+ * "/DH=bits" when the key exchange used such a key), or "" without TLS.
+ */
 void tls_conn_info(const struct sbuf *sb, char *buf, size_t size);
 
 /*

@@ -762,19 +762,29 @@ void tls_conn_free(struct tls_conn *t)
 void tls_conn_info(const struct sbuf *sb, char *buf, size_t size)
 {
 	const struct tls_conn *t = sb->tls;
-	int nid;
+	EVP_PKEY *pk = NULL;
+	char kx[64] = "";
 
 	if (size == 0)
 		return;
 	buf[0] = '\0';
 	if (t == NULL || t->hs != HS_DONE)
 		return;
-	nid = SSL_get_negotiated_group(t->ssl);
-	if (nid != NID_undef && nid != 0 && OBJ_nid2sn(nid) != NULL)
-		snprintf(buf, size, "%s/%s/ECDH=%s", SSL_get_version(t->ssl),
-		         SSL_get_cipher_name(t->ssl), OBJ_nid2sn(nid));
-	else
-		snprintf(buf, size, "%s/%s", SSL_get_version(t->ssl), SSL_get_cipher_name(t->ssl));
+	/* as pgbouncer: toward a server, the key exchange of an EC or DH temporary key */
+	if (!SSL_is_server(t->ssl) && SSL_get_peer_tmp_key(t->ssl, &pk) == 1 && pk != NULL) {
+		if (EVP_PKEY_id(pk) == EVP_PKEY_EC) {
+			char group[32];
+			size_t len = 0;
+			if (EVP_PKEY_get_utf8_string_param(pk, "group", group, sizeof(group),
+			                                   &len) == 1)
+				snprintf(kx, sizeof(kx), "/ECDH=%s", group);
+		} else if (EVP_PKEY_id(pk) == EVP_PKEY_DH) {
+			snprintf(kx, sizeof(kx), "/DH=%d", EVP_PKEY_get_bits(pk));
+		}
+		EVP_PKEY_free(pk);
+	}
+	ERR_clear_error();
+	snprintf(buf, size, "%s/%s%s", SSL_get_version(t->ssl), SSL_get_cipher_name(t->ssl), kx);
 }
 
 bool tls_conn_alpn_postgresql(const struct sbuf *sb)

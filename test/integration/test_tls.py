@@ -376,6 +376,79 @@ def test_a_readable_private_key_is_refused(bouncer_factory, certs):
         assert ssl_in_use(c)
 
 
+def client_tls_column(b):
+    with admin(b) as a:
+        cur = a.execute("SHOW CLIENTS")
+        cols = [d.name for d in cur.description]
+        return [r[cols.index("tls")] for r in cur.fetchall() if r[1] == "app"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("settings,want", [
+    ({"client_tls_protocols": "tlsv1.2"}, "TLSv1.2/"),
+    ({"client_tls_protocols": "tlsv1.2", "client_tls_ciphers": "ECDHE-ECDSA-AES128-GCM-SHA256"},
+     "TLSv1.2/ECDHE-ECDSA-AES128-GCM-SHA256"),
+    pytest.param({"client_tls13_ciphers": "TLS_CHACHA20_POLY1305_SHA256"},
+                 "TLSv1.3/TLS_CHACHA20_POLY1305_SHA256",
+                 marks=pytest.mark.skipif(IS_PGBOUNCER,
+                                          reason="pgbouncer 1.18 has no client_tls13_ciphers")),
+    ({"client_tls_dheparams": "none"}, "TLSv1.3/"),
+])
+def test_client_tls_settings_shape_the_connection(bouncer_factory, certs, settings, want):
+    b = bouncer_factory(config={"pgbouncer": client_tls(certs, "require", **settings)})
+    with b.connect(sslmode="require") as c:
+        c.execute("select 1")
+        assert any(want in t for t in client_tls_column(b)), client_tls_column(b)
+
+
+def s_client(b, *args):
+    """openssl s_client through the SSLRequest preamble; (handshake done, output)."""
+    res = subprocess.run(["openssl", "s_client", "-starttls", "postgres", "-connect",
+                          f"{b.host}:{b.port}", "-brief", *args],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    out = res.stdout + res.stderr
+    return "CONNECTION ESTABLISHED" in out, out
+
+
+@pytest.mark.timeout(60)
+def test_client_tls_ecdhcurve_picks_the_group(bouncer_factory, certs):
+    b = bouncer_factory(config={"pgbouncer": client_tls(
+        certs, "require", client_tls_ecdhcurve="secp384r1")})
+    ok, out = s_client(b, "-groups", "secp384r1:X25519")
+    assert ok and "secp384r1" in out, out
+    ok, out = s_client(b, "-groups", "X25519")
+    assert not ok, out
+    still_serves(b)
+
+
+@pytest.mark.timeout(60)
+def test_client_tls_protocols_refuse_older_clients(bouncer_factory, certs):
+    b = bouncer_factory(config={"pgbouncer": client_tls(
+        certs, "require", client_tls_protocols="tlsv1.3")})
+    with pytest.raises(psycopg.OperationalError):
+        b.connect(sslmode="require", ssl_max_protocol_version="TLSv1.2")
+    with b.connect(sslmode="require") as c:
+        assert ssl_in_use(c)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("key,value", [
+    ("client_tls_protocols", "tlsv9"),
+    ("client_tls_ciphers", "NO-SUCH-CIPHER"),
+    ("client_tls_ecdhcurve", "no-such-curve"),
+    ("client_tls_cert_file", "/nonexistent/pooler.crt"),
+])
+def test_unusable_client_tls_settings_stop_the_start(bouncer_factory, certs, key, value):
+    b = bouncer_factory(config={"pgbouncer": client_tls(certs, "require", **{key: value})},
+                        start=False)
+    res = subprocess.run(b.command(), capture_output=True, text=True, timeout=30)
+    out = res.stdout + res.stderr + b.output()
+    assert res.returncode != 0
+    if not IS_PGBOUNCER:
+        # the reason names the setting and the value
+        assert key in out and value in out, out
+
+
 def raw(b):
     s = socket.create_connection((b.host, b.port), timeout=10)
     return s
