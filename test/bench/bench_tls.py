@@ -76,8 +76,9 @@ def run(opts, work):
     log(f"initdb + start PostgreSQL (ssl = on) on port {pg.port}")
     pg.start()
     try:
-        pg.sql(f"ALTER SYSTEM SET ssl = on; ALTER SYSTEM SET ssl_cert_file = '{certs['crt']}';"
-               f" ALTER SYSTEM SET ssl_key_file = '{certs['key']}'", db="postgres")
+        for setting in (f"ssl_cert_file = '{certs['crt']}'", f"ssl_key_file = '{certs['key']}'",
+                        "ssl = on"):
+            pg.sql(f"ALTER SYSTEM SET {setting}", db="postgres")
         pg.sql("SELECT pg_reload_conf()", db="postgres")
         pg.sql(f"SET password_encryption = 'md5'; CREATE ROLE {USER} LOGIN PASSWORD "
                f"'{PASSWORD}'", db="postgres")

@@ -8,6 +8,7 @@ own runs with ssl = on (the shared one stays without TLS). Clients are psql and 
 """
 
 import gc
+import hashlib
 import os
 import shutil
 import signal
@@ -664,3 +665,37 @@ def test_servers_reconnect_when_server_tls_settings_change(bouncer_factory, pg_s
         with admin(b) as a:
             a.execute("SET server_tls_sslmode = 'require'")
         wait_for(lambda: server_ssl(c)[0] is True)
+
+
+@pytest.mark.timeout(120)
+def test_large_results_through_tls_on_both_sides(bouncer_factory, pg_ssl, certs):
+    """Records larger than the pooler's buffer, a client that stops reading while the server
+    keeps sending (TLS writes that must be retried), then reads it all: nothing is lost or
+    reordered."""
+    b = bouncer_factory(config={
+        "databases": tls_db(pg_ssl),
+        "pgbouncer": client_tls(certs, "require", server_tls_sslmode="require",
+                                pool_mode="transaction")})
+    with b.connect(sslmode="require") as c:
+        rows = c.execute("select i, repeat(md5(i::text), 200) from generate_series(1, 3000) i"
+                         ).fetchall()
+        assert [r[0] for r in rows] == list(range(1, 3001))
+        assert all(r[1] == hashlib.md5(str(r[0]).encode()).hexdigest() * 200 for r in rows)
+        assert server_ssl(c)[0] is True
+    ctx = ssl.create_default_context(cafile=certs.ca1_crt)
+    w = pgwire.WireClient(b.host, b.port, rcvbuf=4096)
+    try:
+        w.sock.sendall(struct.pack("!II", 8, 80877103))
+        assert w.sock.recv(1) == b"S"
+        w.sock = ctx.wrap_socket(w.sock, server_hostname="localhost")
+        assert w.startup("app", "app", password="secret") is None
+        w.query("select i, repeat('x', 5000) from generate_series(1, 4000) i")
+        time.sleep(1.0)  # the pooler's writes to this client pile up meanwhile
+        rows, err = w.read_until_ready()
+        assert err is None
+        assert [int(r[0]) for r in rows] == list(range(1, 4001))
+        assert all(r[1] == "x" * 5000 for r in rows)
+        w.query("select 'after'")
+        assert w.read_until_ready() == ([["after"]], None)
+    finally:
+        w.close()
