@@ -592,6 +592,12 @@ def test_server_sslmodes(bouncer_factory, pg_ssl, certs, mode, host, tls):
         assert ssl_on is tls
         if tls:
             assert version.startswith("TLSv1.")
+        # SHOW SERVERS says the same
+        with admin(b) as a:
+            cur = a.execute("SHOW SERVERS")
+            cols = [d.name for d in cur.description]
+            shown = [r[cols.index("tls")] for r in cur.fetchall() if r[2] == "app"]
+        assert shown and all(t.startswith(version + "/") if tls else t == "" for t in shown)
 
 
 @pytest.mark.timeout(60)
