@@ -60,8 +60,8 @@ bool tls_accept(struct bouncer *b, struct sbuf *sb, tls_done_fn done, void *arg)
  * Starts the client half toward a server; host is checked against the certificate under
  * server_tls_sslmode=verify-full.
  */
-bool tls_connect(struct bouncer *b, struct sbuf *sb, const char *host, tls_done_fn done,
-                 void *arg) __attribute__((warn_unused_result));
+bool tls_connect(struct bouncer *b, struct sbuf *sb, const char *host, tls_done_fn done, void *arg)
+        __attribute__((warn_unused_result));
 
 /*
  * The sbuf's I/O. recv/send return a count, or -1 with errno EAGAIN (try again on the event

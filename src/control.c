@@ -904,7 +904,7 @@ bool control_reload(struct bouncer *b)
 		log_warning("some changed settings need a restart to take effect");
 	{
 		char err[512];
-		/* TLS that cannot be set up is never ignored: the reload fails, the old TLS stays */
+		/* TLS that cannot be set up is never ignored: the reload fails, the old stays */
 		if (!tls_configure(b, fresh, err, sizeof(err))) {
 			log_error("RELOAD failed: %s; the TLS settings in use are kept", err);
 			config_free(fresh);

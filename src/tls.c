@@ -210,8 +210,8 @@ static bool check_key_file(const char *key, const char *path, char *err, size_t 
 	return true;
 }
 
-static bool load_keypair(SSL_CTX *ctx, const char *cert_key, const char *cert,
-                         const char *key_key, const char *keyfile, char *err, size_t errsize)
+static bool load_keypair(SSL_CTX *ctx, const char *cert_key, const char *cert, const char *key_key,
+                         const char *keyfile, char *err, size_t errsize)
 {
 	char why[256];
 
@@ -314,8 +314,8 @@ static SSL_CTX *build_client_ctx(const struct config *cfg, char *err, size_t err
 	common_options(ctx);
 	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
 	if (!set_protocols(ctx, "client_tls_protocols", cfg->client_tls_protocols, err, errsize) ||
-	    !set_ciphers(ctx, "client_tls_ciphers", cfg->client_tls_ciphers,
-	                 "client_tls13_ciphers", cfg->client_tls13_ciphers, err, errsize) ||
+	    !set_ciphers(ctx, "client_tls_ciphers", cfg->client_tls_ciphers, "client_tls13_ciphers",
+	                 cfg->client_tls13_ciphers, err, errsize) ||
 	    !load_keypair(ctx, "client_tls_cert_file", cfg->client_tls_cert_file,
 	                  "client_tls_key_file", cfg->client_tls_key_file, err, errsize))
 		goto fail;
@@ -361,8 +361,8 @@ static SSL_CTX *build_server_ctx(const struct config *cfg, char *err, size_t err
 	}
 	common_options(ctx);
 	if (!set_protocols(ctx, "server_tls_protocols", cfg->server_tls_protocols, err, errsize) ||
-	    !set_ciphers(ctx, "server_tls_ciphers", cfg->server_tls_ciphers,
-	                 "server_tls13_ciphers", cfg->server_tls13_ciphers, err, errsize))
+	    !set_ciphers(ctx, "server_tls_ciphers", cfg->server_tls_ciphers, "server_tls13_ciphers",
+	                 cfg->server_tls13_ciphers, err, errsize))
 		goto fail;
 	if (cfg->server_tls_cert_file[0] || cfg->server_tls_key_file[0]) {
 		if (!cfg->server_tls_cert_file[0] || !cfg->server_tls_key_file[0]) {
@@ -575,8 +575,7 @@ bool tls_accept(struct bouncer *b, struct sbuf *sb, tls_done_fn done, void *arg)
 	return true;
 }
 
-bool tls_connect(struct bouncer *b, struct sbuf *sb, const char *host, tls_done_fn done,
-                 void *arg)
+bool tls_connect(struct bouncer *b, struct sbuf *sb, const char *host, tls_done_fn done, void *arg)
 {
 	struct tls_conn *t;
 	struct in6_addr a6;

@@ -96,7 +96,9 @@ static struct config *load(const char *lines)
 	struct config *cfg = NULL;
 	struct {
 		const char *tag, *path;
-	} subst[] = {{"@CERT@", cert}, {"@KEY@", key}, {"@OPENKEY@", open_key},
+	} subst[] = {{"@CERT@", cert},
+	             {"@KEY@", key},
+	             {"@OPENKEY@", open_key},
 	             {"@OTHERKEY@", other_key}};
 
 	out += snprintf(text, sizeof(text), "[databases]\n[pgbouncer]\n");
@@ -231,7 +233,8 @@ static void test_configure_table(void **state)
 		ok = tls_configure(&b, cfg, err, sizeof(err));
 		if (cases[i].error == NULL) {
 			if (!ok)
-				fail_msg("case %zu: %s: unexpected error: %s", i, cases[i].lines, err);
+				fail_msg("case %zu: %s: unexpected error: %s", i, cases[i].lines,
+				         err);
 		} else {
 			if (ok)
 				fail_msg("case %zu: %s: built, expected \"%s\"", i, cases[i].lines,
