@@ -191,15 +191,16 @@ static bool check_key_file(const char *key, const char *path, char *err, size_t 
 		         path);
 		return false;
 	}
-	if (st.st_uid != geteuid() && st.st_uid != 0) {
+	/* started as root, the pooler may become the key's owner (-u) only later */
+	if (geteuid() != 0 && st.st_uid != geteuid() && st.st_uid != 0) {
 		snprintf(err, errsize,
 		         "%s: private key file \"%s\" must be owned by the user running the "
 		         "pooler or root",
 		         key, path);
 		return false;
 	}
-	if ((st.st_uid == geteuid() && (st.st_mode & (S_IRWXG | S_IRWXO))) ||
-	    (st.st_uid == 0 && (st.st_mode & (S_IWGRP | S_IXGRP | S_IRWXO)))) {
+	if (st.st_uid == 0 ? (st.st_mode & (S_IWGRP | S_IXGRP | S_IRWXO)) != 0
+	                   : (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
 		snprintf(err, errsize,
 		         "%s: private key file \"%s\" has group or world access; permissions "
 		         "should be u=rw (0600) or less if owned by the pooler's user, or u=rw,g=r "

@@ -24,7 +24,7 @@
 #include "tls.h"
 
 static char dir[] = "/tmp/sb-test-tls-XXXXXX";
-static char cert[128], key[128], open_key[128], other_key[128];
+static char cert[128], key[128], open_key[128], other_key[128], group_key[128];
 
 static void write_key(const char *path, EVP_PKEY *pk, mode_t mode)
 {
@@ -49,6 +49,7 @@ static int make_files(void **state)
 	snprintf(key, sizeof(key), "%s/server.key", dir);
 	snprintf(open_key, sizeof(open_key), "%s/open.key", dir);
 	snprintf(other_key, sizeof(other_key), "%s/other.key", dir);
+	snprintf(group_key, sizeof(group_key), "%s/group.key", dir);
 	pk = EVP_EC_gen("P-256");
 	other = EVP_EC_gen("P-256");
 	x = X509_new();
@@ -71,6 +72,7 @@ static int make_files(void **state)
 	write_key(key, pk, 0600);
 	write_key(open_key, pk, 0644);
 	write_key(other_key, other, 0600);
+	write_key(group_key, pk, 0640);
 	X509_free(x);
 	EVP_PKEY_free(pk);
 	EVP_PKEY_free(other);
@@ -79,7 +81,7 @@ static int make_files(void **state)
 
 static int remove_files(void **state)
 {
-	const char *files[] = {cert, key, open_key, other_key};
+	const char *files[] = {cert, key, open_key, other_key, group_key};
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
@@ -99,6 +101,7 @@ static struct config *load(const char *lines)
 	} subst[] = {{"@CERT@", cert},
 	             {"@KEY@", key},
 	             {"@OPENKEY@", open_key},
+	             {"@GROUPKEY@", group_key},
 	             {"@OTHERKEY@", other_key}};
 
 	out += snprintf(text, sizeof(text), "[databases]\n[pgbouncer]\n");
@@ -275,6 +278,28 @@ static void test_failure_keeps_the_contexts_in_use(void **state)
 	config_free(off);
 }
 
+/* PostgreSQL's rule: u=rw,g=r (0640) is enough only when root owns the key. */
+static void test_group_readable_key_only_from_root(void **state)
+{
+	struct bouncer b;
+	struct config *cfg = load("client_tls_sslmode = require\nclient_tls_key_file = @GROUPKEY@\n"
+	                          "client_tls_cert_file = @CERT@\n");
+	char err[512] = "";
+	bool ok;
+
+	(void)state;
+	memset(&b, 0, sizeof(b));
+	ok = tls_configure(&b, cfg, err, sizeof(err));
+	if (geteuid() == 0) {
+		assert_true(ok);
+	} else {
+		assert_false(ok);
+		assert_non_null(strstr(err, "has group or world access"));
+	}
+	tls_free(&b);
+	config_free(cfg);
+}
+
 static void test_server_settings_differ(void **state)
 {
 	static const struct {
@@ -309,6 +334,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_configure_table),
 	        cmocka_unit_test(test_failure_keeps_the_contexts_in_use),
+	        cmocka_unit_test(test_group_readable_key_only_from_root),
 	        cmocka_unit_test(test_server_settings_differ),
 	};
 	return cmocka_run_group_tests(tests, make_files, remove_files);
