@@ -10,6 +10,7 @@ own runs with ssl = on (the shared one stays without TLS). Clients are psql and 
 import gc
 import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -184,6 +185,19 @@ def test_require_refuses_a_plaintext_client(bouncer_factory, certs):
         res = run_psql(host, b.port, "-Atc", "select 7",
                        dbname=f"dbname=app sslmode=verify-full sslrootcert={certs.ca1_crt}")
         assert res.stdout.strip() == "7"
+
+
+@pytest.mark.timeout(60)
+def test_require_spares_unix_socket_clients_and_logs_the_tls(bouncer_factory, certs):
+    b = bouncer_factory(config={"pgbouncer": client_tls(certs, "require",
+                                                        unix_socket_dir="@WORKDIR@")})
+    # as pgbouncer: TLS is required over TCP only
+    with b.connect(host=b.workdir, sslmode="disable") as c:
+        assert c.execute("select 1").fetchone() == (1,)
+    with b.connect(sslmode="require") as c:
+        c.execute("select 1")
+    assert re.search(r"login attempt: db=app user=app tls=TLSv1\.[23]/\S+", b.log()), b.log()
+    assert "login attempt: db=app user=app tls=no" in b.log()
 
 
 @pytest.mark.timeout(60)
