@@ -437,6 +437,20 @@ def test_client_tls_ecdhcurve_picks_the_group(bouncer_factory, certs):
 
 
 @pytest.mark.timeout(60)
+def test_client_renegotiation_is_refused(bouncer_factory, certs):
+    b = bouncer_factory(config={"pgbouncer": client_tls(certs, "require")})
+    # s_client's "R" line asks for a TLS 1.2 renegotiation
+    res = subprocess.run(["openssl", "s_client", "-starttls", "postgres", "-tls1_2",
+                          "-connect", f"{b.host}:{b.port}"], input="R\n",
+                         capture_output=True, text=True, timeout=30)
+    out = res.stdout + res.stderr
+    assert "RENEGOTIATING" in out, out
+    assert "no renegotiation" in out, out
+    still_serves(b)
+    assert b.proc.poll() is None
+
+
+@pytest.mark.timeout(60)
 def test_client_tls_protocols_refuse_older_clients(bouncer_factory, certs):
     b = bouncer_factory(config={"pgbouncer": client_tls(
         certs, "require", client_tls_protocols="tlsv1.3")})
