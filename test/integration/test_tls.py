@@ -629,6 +629,29 @@ def test_server_sslmodes(bouncer_factory, pg_ssl, certs, mode, host, tls):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("settings,version,cipher", [
+    ({"server_tls_protocols": "tlsv1.2"}, "TLSv1.2", None),
+    ({"server_tls_protocols": "tlsv1.2", "server_tls_ciphers": "ECDHE-ECDSA-AES256-GCM-SHA384"},
+     "TLSv1.2", "ECDHE-ECDSA-AES256-GCM-SHA384"),
+    pytest.param({"server_tls13_ciphers": "TLS_AES_128_GCM_SHA256"}, "TLSv1.3",
+                 "TLS_AES_128_GCM_SHA256",
+                 marks=pytest.mark.skipif(IS_PGBOUNCER,
+                                          reason="pgbouncer 1.18 has no server_tls13_ciphers")),
+])
+def test_server_tls_settings_shape_the_connection(bouncer_factory, pg_ssl, certs, settings,
+                                                  version, cipher):
+    b = bouncer_factory(config={
+        "databases": tls_db(pg_ssl),
+        "pgbouncer": {"server_tls_sslmode": "require", **settings}})
+    with b.connect() as c:
+        row = c.execute("select ssl, version, cipher from pg_stat_ssl"
+                        " where pid = pg_backend_pid()").fetchone()
+    assert row[0] is True and row[1] == version
+    if cipher:
+        assert row[2] == cipher
+
+
+@pytest.mark.timeout(60)
 def test_server_verify_full_checks_the_host_name(bouncer_factory, pg_ssl, certs):
     # PostgreSQL's certificate names localhost only: 127.0.0.1 is not its name
     b = bouncer_factory(config={
