@@ -154,15 +154,14 @@ def still_serves(b):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("client_mode,tls", [
-    ("allow", True), ("prefer", True), ("require", True), ("verify-ca", True),
-    ("verify-full", True),
-])
-def test_client_sslmodes_against_require(bouncer_factory, certs, client_mode, tls):
+@pytest.mark.parametrize("client_mode",
+                         ["allow", "prefer", "require", "verify-ca", "verify-full"])
+def test_client_sslmodes_against_require(bouncer_factory, certs, client_mode):
+    # every libpq sslmode but disable ends up encrypted (allow after a refused plain try)
     b = bouncer_factory(config={"pgbouncer": client_tls(certs, "require")})
     with b.connect(sslmode=client_mode, sslrootcert=certs.ca1_crt) as c:
         assert c.execute("select current_user").fetchone() == ("app",)
-        assert ssl_in_use(c) is tls
+        assert ssl_in_use(c)
     with b.connect(sslmode=client_mode, sslrootcert=certs.ca1_crt) as c:
         # SHOW CLIENTS names the protocol of the encrypted connection
         with admin(b) as a:
