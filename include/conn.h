@@ -93,6 +93,7 @@ struct conn {
 	struct ps_client *ps;  /* prepared statements by the client's names (NULL: none yet) */
 	uint8_t scan_tail[16]; /* last bytes of the streamed chunk before (needles span chunks) */
 	uint8_t scan_tail_len;
+	bool tls_direct;       /* TLS began with a ClientHello, no SSLRequest (PostgreSQL 17) */
 
 	/* server */
 	uint32_t be_pid, be_key;
@@ -109,7 +110,7 @@ struct conn {
 	bool logged_in;
 	struct dns_request *dns_req;
 	struct scram_client *scram_cli;
-	struct event ev_connect;
+	struct event ev_connect; /* server: connect, SSL answer; client: its first byte */
 	bool connecting;
 	char *host; /* which host of the db's list */
 };

@@ -32,6 +32,7 @@
 #include "pktbuf.h"
 #include "pool.h"
 #include "stats.h"
+#include "tls.h"
 #include "userlist.h"
 #include "version.h"
 
@@ -651,7 +652,7 @@ static int remote_pid(const struct conn *c)
 static void socket_row(struct reply *r, const struct conn *c, const char *state, bool debug)
 {
 	struct row row;
-	char laddr[64];
+	char laddr[64], tlsinfo[128];
 	int lport = 0;
 	uint64_t now = bouncer_now_usec();
 	uint64_t wait = 0;
@@ -687,7 +688,8 @@ static void socket_row(struct reply *r, const struct conn *c, const char *state,
 	else
 		row_str(&row, "");
 	row_int(&row, remote_pid(c));
-	row_str(&row, "");
+	tls_conn_info(&c->sbuf, tlsinfo, sizeof(tlsinfo));
+	row_str(&row, tlsinfo);
 	row_str(&row, app != NULL ? app : "");
 	row_int(&row, 0);
 	row_int(&row, (long long)c->id);
@@ -1344,9 +1346,34 @@ static void answer_or_wait(struct reply *r, const char *err, bool wait, enum con
 	r->client->admin_waiting = true;
 }
 
+/*
+ * A TLS setting changed by SET: the contexts are rebuilt at once. If they cannot be, the old
+ * value is put back and the client told why. Server connections follow new server_tls_*
+ * settings when they are next released.
+ */
+static bool cmd_set_tls(struct reply *r, const char *key, const char *before)
+{
+	char err[512], ignored[256], after[512];
+	struct config *cfg = r->b->cfg;
+
+	if (tls_configure(r->b, cfg, err, sizeof(err))) {
+		config_key_format(cfg, config_key_index(key), after, sizeof(after));
+		if (strncasecmp(key, "server_tls", 10) == 0 && strcmp(before, after) != 0) {
+			log_info("server TLS settings changed, reconnecting the servers");
+			(void)control_reconnect(r->b, NULL);
+		}
+		return true;
+	}
+	log_error("SET %s failed: %s; the TLS settings in use are kept", key, err);
+	if (!config_set(cfg, key, before, ignored, sizeof(ignored)))
+		log_error("SET %s: could not restore the previous value", key);
+	send_error(r, "F0000", "SET failed: %s", err);
+	return false;
+}
+
 static void cmd_set(struct reply *r, const char *key, const char *value)
 {
-	char err[256], tag[512];
+	char err[256], tag[512], before[512] = "";
 
 	for (size_t i = 0; i < sizeof(fake_params) / sizeof(fake_params[0]); i++) {
 		if (strcasecmp(key, fake_params[i].name) == 0) {
@@ -1359,12 +1386,16 @@ static void cmd_set(struct reply *r, const char *key, const char *value)
 		send_error(r, "08P01", "admin access needed");
 		return;
 	}
+	if (tls_is_tls_key(key) && config_key_index(key) >= 0)
+		config_key_format(r->b->cfg, config_key_index(key), before, sizeof(before));
 	if (!config_set(r->b->cfg, key, value, err, sizeof(err))) {
 		slog_warning(r->client, "SET %s failed", key);
 		log_debug("SET %s failed: %s", key, err);
 		send_error(r, "08P01", "SET failed");
 		return;
 	}
+	if (tls_is_tls_key(key) && !cmd_set_tls(r, key, before))
+		return;
 	log_info("SET %s = %s", key, config_key_is_secret(config_key_index(key)) ? "****" : value);
 	stats_settings_changed(r->b);
 	snprintf(tag, sizeof(tag), "SET %s=%s", key, value);

@@ -381,9 +381,8 @@ static const struct cf_field user_fields[] = {
  * per refusal, checked against the value as SHOW CONFIG prints it (for [databases], as written);
  * whoever makes a setting work deletes its row, and its line in doc/syncbouncer.5.
  *
- * Settings left out on purpose (ignoring them opens nothing): the client_tls_* and server_tls_*
- * files, ciphers and protocols (no TLS is made, and the sslmode rows refuse asking for it);
- * auth_hba_file, auth_ident_file and auth_ldap_options (read only by refused auth_type values);
+ * Settings left out on purpose (ignoring them opens nothing): auth_hba_file, auth_ident_file and
+ * auth_ldap_options (read only by refused auth_type values);
  * auth_dbname (read only with auth_user); resolv_conf, peer_id, dns_zone_check_period and the
  * tcp_* tunables (no security role).
  */
@@ -411,27 +410,14 @@ static bool value_on(const char *value, const char *def)
 	return strcmp(value, "0") != 0;
 }
 
-static bool value_needs_tls(const char *value, const char *def)
-{
-	(void)def;
-	return strcmp(value, "require") == 0 || strcmp(value, "verify-ca") == 0 ||
-	       strcmp(value, "verify-full") == 0;
-}
-
 static bool value_unimplemented_auth(const char *value, const char *def)
 {
 	(void)def;
-	return strcmp(value, "hba") == 0 || strcmp(value, "cert") == 0 ||
-	       strcmp(value, "pam") == 0 || strcmp(value, "ldap") == 0;
+	return strcmp(value, "hba") == 0 || strcmp(value, "pam") == 0 ||
+	       strcmp(value, "ldap") == 0;
 }
 
 static const struct cf_refusal cf_refusals[] = {
-        {false, "client_tls_sslmode", value_not_default,
-         "TLS for client connections is not implemented yet; clients would be served in "
-         "plaintext"},
-        {false, "server_tls_sslmode", value_needs_tls,
-         "TLS to the server is not implemented yet; server connections would be plaintext and "
-         "unverified"},
         {false, "auth_type", value_unimplemented_auth,
          "this authentication method is not implemented yet"},
         {false, "auth_user", value_set,

@@ -119,6 +119,10 @@ void conn_retire(struct conn *c)
 	if (c->state == CONN_JUSTFREE)
 		return;
 	stats_conn_closed(c);
+	if (c->connecting) {
+		event_del(&c->ev_connect);
+		c->connecting = false;
+	}
 	sbuf_close(&c->sbuf);
 	ps_conn_release(c);
 	if (c->timer_ready) {

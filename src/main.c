@@ -33,6 +33,7 @@
 #include "sdnotify.h"
 #include "server.h"
 #include "stats.h"
+#include "tls.h"
 #include "userlist.h"
 #include "version.h"
 
@@ -267,6 +268,11 @@ int main(int argc, char **argv)
 		if (b.users == NULL)
 			fatal("cannot load auth_file \"%s\"", b.cfg->auth_file);
 	}
+	{
+		char err[512];
+		if (!tls_configure(&b, b.cfg, err, sizeof(err)))
+			fatal("TLS setup failed: %s", err);
+	}
 	(void)daemon_set_nofile(nofile_wanted(b.cfg));
 
 	signal(SIGPIPE, SIG_IGN);
@@ -377,6 +383,7 @@ int main(int argc, char **argv)
 		daemon_remove_pidfile(b.cfg->pidfile);
 	if (b.users != NULL)
 		userlist_free(b.users);
+	tls_free(&b);
 	config_free(b.cfg);
 	log_reopen();
 	return 0;

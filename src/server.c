@@ -30,6 +30,7 @@
 #include "proto.h"
 #include "scram.h"
 #include "stats.h"
+#include "tls.h"
 
 static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt);
 static void server_flushed(void *owner, struct sbuf *sb);
@@ -148,6 +149,79 @@ static void send_startup(struct conn *s)
 	sbuf_resume(&s->sbuf);
 }
 
+static void server_tls_done(void *arg, bool ok, const char *err)
+{
+	struct conn *s = arg;
+
+	if (!ok) {
+		login_failed(s, "08006", err);
+		return;
+	}
+	if (log_enabled(LOG_LVL_DEBUG)) {
+		char info[128];
+		tls_conn_info(&s->sbuf, info, sizeof(info));
+		slog_debug(s, "TLS established: %s", info);
+	}
+	send_startup(s);
+}
+
+/* The one-byte answer to our SSLRequest. Only that byte is read: what follows is TLS. */
+static void on_ssl_answer(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *s = arg;
+	uint8_t answer;
+	ssize_t n;
+
+	s->connecting = false;
+	if (what & EV_TIMEOUT) {
+		login_failed(s, "08006", "connect timeout");
+		return;
+	}
+	n = recv(fd, &answer, 1, 0);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+		event_add(&s->ev_connect, NULL);
+		s->connecting = true;
+		return;
+	}
+	if (n <= 0) {
+		login_failed(s, "08006", "server closed the connection during SSL negotiation");
+		return;
+	}
+	if (answer == 'S') {
+		if (!tls_connect(s->b, &s->sbuf, s->host, server_tls_done, s))
+			login_failed(s, "08006", "could not start TLS");
+		return;
+	}
+	if (answer == 'N' && s->b->cfg->server_tls_sslmode < SSLMODE_REQUIRE) {
+		send_startup(s);
+		return;
+	}
+	if (answer == 'N') {
+		login_failed(s, "08006", "server refused SSL");
+		return;
+	}
+	login_failed(s, "08P01", "bad answer to SSL request");
+}
+
+/* server_tls_sslmode other than disable asks for TLS first, except over a unix socket. */
+static bool start_tls_request(struct conn *s, int fd)
+{
+	const struct config *cfg = s->b->cfg;
+	struct pktbuf pb;
+	struct timeval tv;
+
+	pktbuf_init(&pb, 16);
+	pktbuf_write_ssl_request(&pb);
+	if (!send_pktbuf(s, &pb))
+		return false;
+	event_assign(&s->ev_connect, s->b->base, fd, EV_READ, on_ssl_answer, s);
+	tv.tv_sec = cfg->server_connect_timeout / 1000000;
+	tv.tv_usec = cfg->server_connect_timeout % 1000000;
+	event_add(&s->ev_connect, cfg->server_connect_timeout > 0 ? &tv : NULL);
+	s->connecting = true;
+	return true;
+}
+
 static void on_connected(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *s = arg;
@@ -169,6 +243,11 @@ static void on_connected(evutil_socket_t fd, short what, void *arg)
 	}
 	if (s->b->cfg->log_connections)
 		slog_info(s, "new connection to server");
+	if (s->b->cfg->server_tls_sslmode != SSLMODE_DISABLE && s->addr.ss_family != AF_UNIX) {
+		if (!start_tls_request(s, (int)fd))
+			login_failed(s, "08006", "could not send the SSL request");
+		return;
+	}
 	send_startup(s);
 }
 
