@@ -78,6 +78,13 @@ const char *param_get(const struct param_set *ps, const char *name)
 	return NULL;
 }
 
+static uint64_t param_last_gen;
+
+void param_touch(struct param_set *ps)
+{
+	ps->gen = ++param_last_gen;
+}
+
 bool param_set_value(struct param_set *ps, const char *name, const char *value)
 {
 	char *v;
@@ -89,6 +96,7 @@ bool param_set_value(struct param_set *ps, const char *name, const char *value)
 				return false;
 			free(ps->p[i].value);
 			ps->p[i].value = v;
+			param_touch(ps);
 			return true;
 		}
 	}
@@ -102,6 +110,7 @@ bool param_set_value(struct param_set *ps, const char *name, const char *value)
 		return false;
 	}
 	ps->n++;
+	param_touch(ps);
 	return true;
 }
 
@@ -112,6 +121,7 @@ void param_clear(struct param_set *ps)
 		free(ps->p[i].value);
 	}
 	ps->n = 0;
+	param_touch(ps);
 }
 
 void conn_retire(struct conn *c)
@@ -139,6 +149,8 @@ void conn_free_retired(struct bouncer *b)
 		list_del(&c->head);
 		param_clear(&c->params);
 		param_clear(&c->startup);
+		free(c->params_key);
+		free(c->in_force_key);
 		free(c->scram_srv);
 		free(c->scram_cli);
 		free(c->host);
