@@ -42,13 +42,18 @@ const char *conn_state_str(enum conn_state st);
 #define PARAM_MAX 16
 struct param_set {
 	int n;
-	uint64_t gen; /* new with every change: no two contents of any set share one (0: never set) */
+	uint64_t gen; /* new with every change, unique across all sets (0: never set) */
 	struct {
 		char *name;
 		char *value;
+		uint32_t hash; /* param_hash(name) */
 	} p[PARAM_MAX];
 };
+/* A hash of a parameter name, the same for every spelling (names are case-insensitive). */
+uint32_t param_hash(const char *name);
 const char *param_get(const struct param_set *ps, const char *name);
+/* param_get() for a name whose param_hash() is known. */
+const char *param_get_hashed(const struct param_set *ps, const char *name, uint32_t hash);
 bool param_set_value(struct param_set *ps, const char *name, const char *value)
         __attribute__((warn_unused_result));
 void param_clear(struct param_set *ps);

@@ -70,12 +70,35 @@ void conn_log(enum log_level lvl, const struct conn *c, const char *fmt, ...)
 	        c->addr_str, c->port, msg);
 }
 
-const char *param_get(const struct param_set *ps, const char *name)
+uint32_t param_hash(const char *name)
+{
+	uint32_t h = 2166136261u; /* FNV-1a over the ASCII-lower-cased name */
+
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+		unsigned char ch = *p >= 'A' && *p <= 'Z' ? (unsigned char)(*p + 32) : *p;
+		h = (h ^ ch) * 16777619u;
+	}
+	return h;
+}
+
+static int param_index(const struct param_set *ps, const char *name, uint32_t hash)
 {
 	for (int i = 0; i < ps->n; i++)
-		if (strcasecmp(ps->p[i].name, name) == 0)
-			return ps->p[i].value;
-	return NULL;
+		if (ps->p[i].hash == hash && strcasecmp(ps->p[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+const char *param_get_hashed(const struct param_set *ps, const char *name, uint32_t hash)
+{
+	int i = param_index(ps, name, hash);
+
+	return i < 0 ? NULL : ps->p[i].value;
+}
+
+const char *param_get(const struct param_set *ps, const char *name)
+{
+	return param_get_hashed(ps, name, param_hash(name));
 }
 
 static uint64_t param_last_gen;
@@ -87,18 +110,20 @@ void param_touch(struct param_set *ps)
 
 bool param_set_value(struct param_set *ps, const char *name, const char *value)
 {
+	uint32_t hash = param_hash(name);
+	int i = param_index(ps, name, hash);
 	char *v;
 
-	for (int i = 0; i < ps->n; i++) {
-		if (strcasecmp(ps->p[i].name, name) == 0) {
-			v = strdup(value);
-			if (v == NULL)
-				return false;
-			free(ps->p[i].value);
-			ps->p[i].value = v;
-			param_touch(ps);
-			return true;
-		}
+	if (i >= 0) {
+		if (strcmp(ps->p[i].value, value) == 0)
+			return true; /* unchanged: the same generation */
+		v = strdup(value);
+		if (v == NULL)
+			return false;
+		free(ps->p[i].value);
+		ps->p[i].value = v;
+		param_touch(ps);
+		return true;
 	}
 	if (ps->n == PARAM_MAX)
 		return false;
@@ -109,6 +134,7 @@ bool param_set_value(struct param_set *ps, const char *name, const char *value)
 		free(ps->p[ps->n].value);
 		return false;
 	}
+	ps->p[ps->n].hash = hash;
 	ps->n++;
 	param_touch(ps);
 	return true;

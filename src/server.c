@@ -325,9 +325,10 @@ static void append_set(struct pktbuf *pb, int index, const char *name, const cha
  * Whether a client parameter is replayed on its server. syncbouncer.* never is: the guard trigger
  * trusts it, and the login already refuses it on every path; this is the last line.
  */
-static bool param_replayable(const struct conn *s, const char *name, const char *value)
+static bool param_replayable(const struct conn *s, const char *name, uint32_t hash,
+                             const char *value)
 {
-	const char *sv = param_get(&s->params, name);
+	const char *sv = param_get_hashed(&s->params, name, hash);
 
 	if (strncasecmp(name, "syncbouncer.", 12) == 0)
 		return false;
@@ -375,7 +376,8 @@ static bool params_in_force(struct conn *s, struct conn *c)
 	    memcmp(s->in_force_key, c->params_key, c->params_key_len) == 0)
 		return true;
 	for (int i = 0; i < c->params.n; i++)
-		if (param_replayable(s, c->params.p[i].name, c->params.p[i].value))
+		if (param_replayable(s, c->params.p[i].name, c->params.p[i].hash,
+		                     c->params.p[i].value))
 			return false;
 	if (have_key) {
 		char *copy = malloc(c->params_key_len + 1);
@@ -411,7 +413,8 @@ void server_link(struct conn *s, struct conn *c)
 	pktbuf_init(&pb, 65536);
 	pktbuf_start_msg(&pb, 'Q');
 	for (int i = 0; i < c->params.n; i++) {
-		if (!param_replayable(s, c->params.p[i].name, c->params.p[i].value))
+		if (!param_replayable(s, c->params.p[i].name, c->params.p[i].hash,
+		                      c->params.p[i].value))
 			continue;
 		append_set(&pb, nset, c->params.p[i].name, c->params.p[i].value);
 		nset++;
@@ -512,7 +515,8 @@ static void forget_unreported(struct conn *s)
 	struct pool *pool = s->pool;
 
 	for (int i = 0; i < s->params.n; i++) {
-		if (param_get(&pool->welcome, s->params.p[i].name) == NULL)
+		if (param_get_hashed(&pool->welcome, s->params.p[i].name, s->params.p[i].hash) ==
+		    NULL)
 			continue;
 		if (!param_set_value(&keep, s->params.p[i].name, s->params.p[i].value))
 			break;
