@@ -55,19 +55,20 @@ void conn_set_state(struct conn *c, enum conn_state st)
 
 void conn_log(enum log_level lvl, const struct conn *c, const char *fmt, ...)
 {
-	char msg[2048];
+	char prefix[512];
+	const char *db, *user;
 	va_list ap;
 
 	if (!log_enabled(lvl))
 		return;
+	db = c->pool ? c->pool->db_name : (c->dbname[0] ? c->dbname : "(nodb)");
+	/* a client logs as who it is, even in a forced user's pool */
+	user = !c->is_server && c->user[0] ? c->user : (c->pool ? c->pool->user_name : "(nouser)");
+	snprintf(prefix, sizeof(prefix), "%c-%p: %s/%s@%s:%d ", c->is_server ? 'S' : 'C',
+	         (const void *)c, db, user, c->addr_str, c->port);
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	log_vmsg_prefixed(lvl, prefix, fmt, ap);
 	va_end(ap);
-	log_msg(lvl, "%c-%p: %s/%s@%s:%d %s", c->is_server ? 'S' : 'C', (const void *)c,
-	        c->pool ? c->pool->db_name : (c->dbname[0] ? c->dbname : "(nodb)"),
-	        /* a client logs as who it is, even in a forced user's pool */
-	        !c->is_server && c->user[0] ? c->user : (c->pool ? c->pool->user_name : "(nouser)"),
-	        c->addr_str, c->port, msg);
 }
 
 uint32_t param_hash(const char *name)
