@@ -80,12 +80,27 @@ static bool name_in_list(const char *name, const char *list)
 	return false;
 }
 
-static bool is_tracked(const struct bouncer *b, const char *name)
+#define N_TRACKED (sizeof(tracked_params) / sizeof(tracked_params[0]))
+
+static bool is_tracked_hashed(const struct bouncer *b, const char *name, uint32_t hash)
 {
-	for (size_t i = 0; i < sizeof(tracked_params) / sizeof(tracked_params[0]); i++)
-		if (strcasecmp(name, tracked_params[i]) == 0)
+	static uint32_t tracked_hash[N_TRACKED];
+	static bool hashed;
+
+	if (!hashed) {
+		for (size_t i = 0; i < N_TRACKED; i++)
+			tracked_hash[i] = param_hash(tracked_params[i]);
+		hashed = true;
+	}
+	for (size_t i = 0; i < N_TRACKED; i++)
+		if (tracked_hash[i] == hash && strcasecmp(name, tracked_params[i]) == 0)
 			return true;
 	return name_in_list(name, b->cfg->track_extra_parameters);
+}
+
+static bool is_tracked(const struct bouncer *b, const char *name)
+{
+	return is_tracked_hashed(b, name, param_hash(name));
 }
 
 /*
@@ -361,10 +376,12 @@ void client_send_welcome(struct conn *c)
 	/* the client starts out believing the server defaults, overridden by its own startup values
 	 */
 	for (int i = 0; i < pool->welcome.n; i++) {
-		if (param_get(&c->params, pool->welcome.p[i].name) == NULL &&
-		    is_tracked(c->b, pool->welcome.p[i].name) &&
-		    !param_set_value(&c->params, pool->welcome.p[i].name,
-		                     pool->welcome.p[i].value)) {
+		const char *name = pool->welcome.p[i].name;
+		uint32_t hash = pool->welcome.p[i].hash;
+
+		if (param_get_hashed(&c->params, name, hash) == NULL &&
+		    is_tracked_hashed(c->b, name, hash) &&
+		    !param_set_value(&c->params, name, pool->welcome.p[i].value)) {
 			client_fatal(c, "53200", "out of memory");
 			return;
 		}
@@ -381,7 +398,8 @@ void client_send_welcome(struct conn *c)
 	pktbuf_init(&pb, 65536);
 	pktbuf_write_auth(&pb, 0, NULL, 0);
 	for (int i = 0; i < pool->welcome.n; i++) {
-		const char *v = param_get(&c->params, pool->welcome.p[i].name);
+		const char *v = param_get_hashed(&c->params, pool->welcome.p[i].name,
+		                                 pool->welcome.p[i].hash);
 		pktbuf_write_parameter_status(&pb, pool->welcome.p[i].name,
 		                              v ? v : pool->welcome.p[i].value);
 	}
