@@ -33,6 +33,7 @@
 #include "log.h"
 #include "mutation/catalog.h"
 #include "mutation/classifier.h"
+#include "mutation/history.h"
 #include "mutation/journal.h"
 #include "pgc.h"
 #include "pktbuf.h"
@@ -223,6 +224,8 @@ struct mutation {
 	struct pktbuf err; /* the error to send, when one was decided */
 	bool failed;
 	bool conn_broken;
+	struct api_result api_answer; /* status, request id and latency only, for the history */
+	const char *api_outcome;      /* "ok" or the API's error class; NULL until it answered */
 };
 
 static void mutation_finish(struct mutation *m);
@@ -1279,6 +1282,10 @@ static void on_api_done(void *arg, struct api_result *ar)
 	bool ok = true;
 
 	m->call = NULL;
+	m->api_answer.http_status = ar->http_status;
+	m->api_answer.call_usec = ar->call_usec;
+	memcpy(m->api_answer.request_id, ar->request_id, sizeof(ar->request_id));
+	m->api_outcome = ar->ok ? "ok" : api_error_class_str(ar->error.cls);
 	if (!ar->ok) {
 		if (m->ct != NULL)
 			m->ct->rejected++;
@@ -1604,12 +1611,43 @@ static bool multi_next(struct synced *sy, struct mut_client *mc)
 	return begin_mutation(sy, mc->client, &sc, sql, NULL) && mc->m != NULL;
 }
 
+/* The finished write goes to the log (log_mutations), SHOW MUTATIONS and the metrics. */
+static void report_finished(struct mutation *m)
+{
+	struct conn *c = m->mc ? m->mc->client : NULL;
+	char sqlstate[6] = "";
+	struct mutation_report r = {
+	        .client = c,
+	        .client_id = c ? c->id : 0,
+	        .database = m->st->database,
+	        .table = m->st->qualified,
+	        .operation = stmt_op_str(m->op),
+	        .api = api_name(m->st->api),
+	        .rows = m->nrows,
+	        .api_called = m->api_outcome != NULL,
+	        .http_status = m->api_answer.http_status,
+	        .request_id = m->api_answer.request_id,
+	        .api_usec = m->api_outcome ? m->api_answer.call_usec : -1,
+	        .total_usec = (int64_t)(bouncer_now_usec() - m->started),
+	        .values = m->confirmed,
+	};
+
+	if (m->failed)
+		history_error_sqlstate(m->err.data, m->err.len, sqlstate, sizeof(sqlstate));
+	r.sqlstate = sqlstate;
+	r.outcome = !m->failed ? "ok" : m->api_outcome && strcmp(m->api_outcome, "ok") != 0
+	                                        ? m->api_outcome
+	                                        : "failed";
+	history_record(m->sy->b, &r);
+}
+
 /* Answers the client (error or nothing more), gives the connection back, frees m. */
 static void mutation_finish(struct mutation *m)
 {
 	struct synced *sy = m->sy;
 	struct mut_client *mc = m->mc;
 
+	report_finished(m);
 	if (m->call != NULL) {
 		api_call_cancel(m->call);
 		m->call = NULL;
@@ -2917,7 +2955,8 @@ void synced_show_tables(struct bouncer *b, synced_row_cb cb, void *arg)
 }
 
 const char *const synced_mutations_columns[] = {
-        "client", "database", "table", "operation", "rows", "api", "state", "age", NULL,
+        "client",   "database", "table",       "operation",  "rows",       "api", "state",
+        "age",      "outcome",  "sqlstate",    "http_status", "request_id", "latency_us", NULL,
 };
 
 void synced_show_mutations(struct bouncer *b, synced_row_cb cb, void *arg)
@@ -2931,8 +2970,9 @@ void synced_show_mutations(struct bouncer *b, synced_row_cb cb, void *arg)
 	{
 		struct mutation *m = list_entry(it, struct mutation, head);
 		char client[32], rows[16], age[32];
-		const char *vals[8];
-		snprintf(client, sizeof(client), "%p", m->mc ? (void *)m->mc->client : NULL);
+		const char *vals[13] = {NULL};
+		snprintf(client, sizeof(client), "%llu",
+		         m->mc ? (unsigned long long)m->mc->client->id : 0ULL);
 		snprintf(rows, sizeof(rows), "%d", m->nrows);
 		snprintf(age, sizeof(age), "%.3f",
 		         (double)(bouncer_now_usec() - m->started) / 1000000.0);
@@ -2944,8 +2984,9 @@ void synced_show_mutations(struct bouncer *b, synced_row_cb cb, void *arg)
 		vals[5] = api_name(m->st->api);
 		vals[6] = mut_state_str(m->state);
 		vals[7] = age;
-		cb(arg, 8, vals);
+		cb(arg, 13, vals);
 	}
+	history_show(b->history, cb, arg);
 }
 
 const char *const synced_apis_columns[] = {
