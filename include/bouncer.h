@@ -72,7 +72,7 @@ struct bouncer {
 	struct stats_state *stats;
 	struct mutation_history *history; /* finished synced writes (mutation/history.h) */
 	struct metrics *metrics;          /* the Prometheus endpoint, NULL when off */
-	uint64_t last_conn_id; /* ids of SHOW CLIENTS / KILL_CLIENT */
+	uint64_t last_conn_id;            /* ids of SHOW CLIENTS / KILL_CLIENT */
 	int client_count;
 	int server_count;
 	bool shutting_down;

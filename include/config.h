@@ -174,7 +174,7 @@ struct config {
 	int listen_port;
 	bool log_connections;
 	bool log_disconnections;
-	bool log_mutations; /* one line per synced write */
+	bool log_mutations;
 	bool log_pooler_errors;
 	bool log_stats;
 	char *logfile;
@@ -185,10 +185,10 @@ struct config {
 	int max_prepared_statements;
 	int max_user_client_connections;
 	int max_user_connections;
-	char *metrics_listen; /* ADDR:PORT or a unix socket path of the Prometheus endpoint */
-	char *metrics_users;  /* who may read it (basic auth against auth_file); "" = anyone */
+	char *metrics_listen;
+	char *metrics_users;
 	int min_pool_size;
-	int mutation_history; /* finished synced writes SHOW MUTATIONS keeps */
+	int mutation_history;
 	int peer_id;
 	char *pidfile;
 	int pkt_buf;

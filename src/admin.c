@@ -1736,7 +1736,8 @@ static bool decode_rows(const struct pktbuf *pb, admin_rows_cb cb, void *arg)
 					vals[i] = NULL;
 					continue;
 				}
-				if ((size_t)(end - p) < vlen || (copies[i] = malloc(vlen + 1)) == NULL) {
+				if ((size_t)(end - p) < vlen ||
+				    (copies[i] = malloc(vlen + 1)) == NULL) {
 					ok = false;
 					break;
 				}

@@ -88,12 +88,13 @@ void hist_family_write(const struct hist_family *f, struct evbuffer *out)
 		uint64_t cum = 0;
 		for (int k = 0; k < HIST_NBUCKETS; k++) {
 			cum += s->h.counts[k];
-			evbuffer_add_printf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", f->name, s->labels,
-			                    sep, hist_bounds[k], (unsigned long long)cum);
+			evbuffer_add_printf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", f->name,
+			                    s->labels, sep, hist_bounds[k],
+			                    (unsigned long long)cum);
 		}
 		cum += s->h.counts[HIST_NBUCKETS];
-		evbuffer_add_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", f->name, s->labels, sep,
-		                    (unsigned long long)cum);
+		evbuffer_add_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", f->name, s->labels,
+		                    sep, (unsigned long long)cum);
 		evbuffer_add_printf(out, "%s_sum{%s} %.6f\n", f->name, s->labels,
 		                    (double)s->h.sum_usec / 1e6);
 		evbuffer_add_printf(out, "%s_count{%s} %llu\n", f->name, s->labels,
@@ -106,7 +107,10 @@ void hist_label_value(char *buf, size_t size, const char *value)
 	size_t n = 0;
 
 	for (const char *p = value ? value : ""; *p != '\0'; p++) {
-		const char *esc = *p == '\\' ? "\\\\" : *p == '"' ? "\\\"" : *p == '\n' ? "\\n" : NULL;
+		const char *esc = *p == '\\'   ? "\\\\"
+		                  : *p == '"'  ? "\\\""
+		                  : *p == '\n' ? "\\n"
+		                               : NULL;
 		size_t len = esc ? 2 : 1;
 		if (n + len >= size)
 			break;

@@ -240,7 +240,8 @@ int main(int argc, char **argv)
 	if (b.history == NULL)
 		fatal("cannot set up the mutation history");
 	if (!metrics_start(&b))
-		fatal("cannot start the metrics endpoint (metrics_listen = %s)", b.cfg->metrics_listen);
+		fatal("cannot start the metrics endpoint (metrics_listen = %s)",
+		      b.cfg->metrics_listen);
 	if (opts.user != NULL && geteuid() == 0 && b.cfg->logfile[0]) {
 		/* the logfile was opened as root: hand it over, or a reopen (SIGHUP) would fail */
 		struct passwd *pw = getpwnam(opts.user);

@@ -59,7 +59,7 @@ struct metric_def {
 	const char *column; /* the view's column (keyed views: the row's name) */
 	const char *name;   /* the metric */
 	bool counter;
-	double scale; /* value × scale: microseconds → seconds */
+	double scale;     /* value × scale: microseconds → seconds */
 	const char *plus; /* another column added (× 1e-6): maxwait + maxwait_us */
 	const char *help;
 };
@@ -74,10 +74,19 @@ struct view_def {
 	int nmetrics;
 };
 
-#define G(col, name, help)           {col, name, false, 1, NULL, help}
-#define C(col, name, help)           {col, name, true, 1, NULL, help}
-#define C_US(col, name, help)        {col, name, true, 1e-6, NULL, help}
-#define N(a)                         ((int)(sizeof(a) / sizeof(a[0])))
+#define G(col, name, help)                                                                         \
+	{                                                                                          \
+		col, name, false, 1, NULL, help                                                    \
+	}
+#define C(col, name, help)                                                                         \
+	{                                                                                          \
+		col, name, true, 1, NULL, help                                                     \
+	}
+#define C_US(col, name, help)                                                                      \
+	{                                                                                          \
+		col, name, true, 1e-6, NULL, help                                                  \
+	}
+#define N(a) ((int)(sizeof(a) / sizeof(a[0])))
 
 /* SHOW POOLS, as the pgbouncer exporter names it */
 static const struct metric_def pools_m[] = {
@@ -286,8 +295,9 @@ static void make_labels(const struct view_def *vd, int ncols, const char *const 
 		i = column_index(ncols, names, p, clen);
 		if (i >= 0) {
 			hist_label_value(val, sizeof(val), vals[i] ? vals[i] : "");
-			used += (size_t)snprintf(out + used, used < size ? size - used : 0, "%s%.*s=\"%s\"",
-			                         used ? "," : "", (int)llen, lname, val);
+			used += (size_t)snprintf(out + used, used < size ? size - used : 0,
+			                         "%s%.*s=\"%s\"", used ? "," : "", (int)llen, lname,
+			                         val);
 			if (used >= size) {
 				out[size - 1] = '\0';
 				return;
@@ -441,8 +451,8 @@ static void write_view(struct bouncer *b, const struct view_def *vd, struct evbu
 			continue;
 		if (strlen(written) + strlen(tag) < wsize)
 			strcat(written, tag);
-		evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", md->name, md->help, md->name,
-		                    md->counter ? "counter" : "gauge");
+		evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", md->name, md->help,
+		                    md->name, md->counter ? "counter" : "gauge");
 		for (int k = 0; k < c.n; k++)
 			if (!isnan(c.s[k].v[i]))
 				write_value(out, md->name, c.s[k].labels, c.s[k].v[i]);
@@ -472,11 +482,12 @@ void metrics_render(struct bouncer *b, struct evbuffer *out)
 		write_view(b, &views[i], out, written, sizeof(written));
 	history_write_metrics(b->history, out);
 	if (b->metrics != NULL)
-		evbuffer_add_printf(out,
-		                    "# HELP syncbouncer_metrics_scrapes_total Scrapes of this endpoint\n"
-		                    "# TYPE syncbouncer_metrics_scrapes_total counter\n"
-		                    "syncbouncer_metrics_scrapes_total %llu\n",
-		                    (unsigned long long)b->metrics->scrapes);
+		evbuffer_add_printf(
+		        out,
+		        "# HELP syncbouncer_metrics_scrapes_total Scrapes of this endpoint\n"
+		        "# TYPE syncbouncer_metrics_scrapes_total counter\n"
+		        "syncbouncer_metrics_scrapes_total %llu\n",
+		        (unsigned long long)b->metrics->scrapes);
 }
 
 /* ---- HTTP ---- */
@@ -660,7 +671,8 @@ static bool listen_tcp(struct metrics *mt, const char *spec)
 	size_t hlen;
 
 	if (colon == NULL) {
-		log_error("metrics_listen: \"%s\" is neither ADDR:PORT nor a unix socket path", spec);
+		log_error("metrics_listen: \"%s\" is neither ADDR:PORT nor a unix socket path",
+		          spec);
 		return false;
 	}
 	errno = 0;

@@ -30,14 +30,14 @@ struct mutation_report {
 	const char *operation;
 	const char *api;
 	int rows;
-	bool api_called;       /* a request was sent (or tried) */
-	int http_status;       /* of the API's last answer, 0 when none */
+	bool api_called;        /* a request was sent (or tried) */
+	int http_status;        /* of the API's last answer, 0 when none */
 	const char *request_id; /* the API's id of its answer, NULL/"" when it gave none */
-	int64_t api_usec;      /* the API call, from sending to the answer used; -1 when none */
-	int64_t total_usec;    /* from the statement's arrival to its answer */
-	const char *outcome;   /* "ok", or the API's error class, or "failed" (database side) */
-	const char *sqlstate;  /* of the error the client got; NULL/"" when it succeeded */
-	const char *values;    /* the values written, for the DEBUG line only; may be NULL */
+	int64_t api_usec;       /* the API call, from sending to the answer used; -1 when none */
+	int64_t total_usec;     /* from the statement's arrival to its answer */
+	const char *outcome;    /* "ok", or the API's error class, or "failed" (database side) */
+	const char *sqlstate;   /* of the error the client got; NULL/"" when it succeeded */
+	const char *values;     /* the values written, for the DEBUG line only; may be NULL */
 };
 
 struct mutation_history *history_new(void);

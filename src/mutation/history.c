@@ -31,9 +31,9 @@ struct history_entry {
 
 struct mutation_history {
 	struct history_entry *ring;
-	int cap;   /* entries allocated */
-	int n;     /* entries in use */
-	int next;  /* where the next record goes */
+	int cap;  /* entries allocated */
+	int n;    /* entries in use */
+	int next; /* where the next record goes */
 	struct hist_family mutation_lat;
 	struct hist_family api_lat;
 };
@@ -131,8 +131,8 @@ static void log_line(const struct mutation_report *r)
 		         r->database, r->table, r->operation, r->rows, r->api, status, api_ms,
 		         total_ms, rid, r->outcome, state);
 	if (r->values != NULL)
-		log_debug("synced write %s %s request_id=%s values: %s", r->table, r->operation, rid,
-		          r->values);
+		log_debug("synced write %s %s request_id=%s values: %s", r->table, r->operation,
+		          rid, r->values);
 }
 
 void history_record(struct bouncer *b, const struct mutation_report *r)
@@ -150,8 +150,9 @@ void history_record(struct bouncer *b, const struct mutation_report *r)
 	hist_label_value(op, sizeof(op), r->operation);
 	hist_label_value(api, sizeof(api), r->api);
 	hist_label_value(outcome, sizeof(outcome), r->outcome);
-	snprintf(labels, sizeof(labels), "database=\"%s\",table=\"%s\",operation=\"%s\",outcome=\"%s\"",
-	         db, table, op, outcome);
+	snprintf(labels, sizeof(labels),
+	         "database=\"%s\",table=\"%s\",operation=\"%s\",outcome=\"%s\"", db, table, op,
+	         outcome);
 	(void)hist_family_observe(&h->mutation_lat, labels, r->total_usec);
 	if (r->api_called && r->api_usec >= 0) {
 		snprintf(labels, sizeof(labels), "api=\"%s\",outcome=\"%s\"", api, outcome);

@@ -1635,9 +1635,9 @@ static void report_finished(struct mutation *m)
 	if (m->failed)
 		history_error_sqlstate(m->err.data, m->err.len, sqlstate, sizeof(sqlstate));
 	r.sqlstate = sqlstate;
-	r.outcome = !m->failed ? "ok" : m->api_outcome && strcmp(m->api_outcome, "ok") != 0
-	                                        ? m->api_outcome
-	                                        : "failed";
+	r.outcome = !m->failed                                            ? "ok"
+	            : m->api_outcome && strcmp(m->api_outcome, "ok") != 0 ? m->api_outcome
+	                                                                  : "failed";
 	history_record(m->sy->b, &r);
 }
 
@@ -2955,8 +2955,8 @@ void synced_show_tables(struct bouncer *b, synced_row_cb cb, void *arg)
 }
 
 const char *const synced_mutations_columns[] = {
-        "client",   "database", "table",       "operation",  "rows",       "api", "state",
-        "age",      "outcome",  "sqlstate",    "http_status", "request_id", "latency_us", NULL,
+        "client", "database", "table",    "operation",   "rows",       "api",        "state",
+        "age",    "outcome",  "sqlstate", "http_status", "request_id", "latency_us", NULL,
 };
 
 void synced_show_mutations(struct bouncer *b, synced_row_cb cb, void *arg)
