@@ -35,6 +35,7 @@
 #include "log.h"
 #include "md5pw.h"
 #include "mutation/history.h"
+#include "mutation/synced.h"
 #include "scram.h"
 #include "userlist.h"
 #include "version.h"
@@ -469,6 +470,7 @@ void metrics_render(struct bouncer *b, struct evbuffer *out)
 {
 	char version[128];
 	char written[4096] = "";
+	int backlog;
 
 	hist_label_value(version, sizeof(version), SB_VERSION_LINE);
 	evbuffer_add_printf(out,
@@ -480,6 +482,15 @@ void metrics_render(struct bouncer *b, struct evbuffer *out)
 	                    version);
 	for (int i = 0; i < N(views); i++)
 		write_view(b, &views[i], out, written, sizeof(written));
+	/* until a view shows it: read from the journal file itself */
+	backlog = synced_journal_backlog(b);
+	if (backlog >= 0 && strstr(written, "|syncbouncer_journal_pending_entries|") == NULL)
+		evbuffer_add_printf(out,
+		                    "# HELP syncbouncer_journal_pending_entries Journal entries "
+		                    "(API-accepted writes) not yet applied to the database\n"
+		                    "# TYPE syncbouncer_journal_pending_entries gauge\n"
+		                    "syncbouncer_journal_pending_entries %d\n",
+		                    backlog);
 	history_write_metrics(b->history, out);
 	if (b->metrics != NULL)
 		evbuffer_add_printf(

@@ -3027,3 +3027,19 @@ void synced_show_apis(struct bouncer *b, synced_row_cb cb, void *arg)
 		cb(arg, 11, vals);
 	}
 }
+
+static void count_only(void *arg, const char *id, const char *line)
+{
+	(void)arg;
+	(void)id;
+	(void)line;
+}
+
+int synced_journal_backlog(struct bouncer *b)
+{
+	struct synced *sy = b->synced;
+
+	if (sy == NULL || sy->journal == NULL)
+		return -1;
+	return journal_foreach_pending(sy->journal, count_only, NULL);
+}

@@ -171,6 +171,28 @@ def test_scrape_during_reads_and_synced_writes(pg, bouncer_factory, fake_sf):
             "syncbouncer_mutation_duration_seconds_bucket"} <= used
 
 
+def test_journal_backlog(pg, bouncer_factory, fake_sf, tmp_path):
+    """An entry the database cannot take yet (its table is gone) stays pending in the journal:
+    the backlog gauge counts it; a pooler with an empty journal shows 0."""
+    journal = tmp_path / "sb.journal"
+    journal.write_text(json.dumps({
+        "id": "e1", "db": "crm", "schema": "salesforce", "table": "gone", "pk": "id",
+        "op": "I", "rows": [{"key": None, "image": {"id": "003X", "last_name": "Gone"},
+                             "fields": {}}]}) + "\n")
+    port = free_port()
+    start_synced(pg, bouncer_factory, fake_sf,
+                 pgbouncer={"metrics_listen": f"127.0.0.1:{port}", "journal_file": str(journal)})
+    samples, types = parse(scrape(f"http://127.0.0.1:{port}/metrics"))
+    assert types["syncbouncer_journal_pending_entries"] == "gauge"
+    assert get(samples, "syncbouncer_journal_pending_entries") == 1
+    port2 = free_port()
+    start_synced(pg, bouncer_factory, fake_sf,
+                 pgbouncer={"metrics_listen": f"127.0.0.1:{port2}",
+                            "journal_file": str(tmp_path / "empty.journal")})
+    samples, _ = parse(scrape(f"http://127.0.0.1:{port2}/metrics"))
+    assert get(samples, "syncbouncer_journal_pending_entries") == 0
+
+
 def test_other_paths_and_methods(bouncer_factory):
     port = free_port()
     bouncer_factory(config={"pgbouncer": {"metrics_listen": f"127.0.0.1:{port}"}})
@@ -197,6 +219,15 @@ def test_metrics_users_need_their_auth_file_password(bouncer_factory):
     assert "pgbouncer_up 1" in scrape(url, ("prom", "s3cretprom"))
     assert 'authentication failed for user "prom"' in b.log()
     assert "s3cretprom" not in b.log() and "wrong" not in b.log()
+    # a RELOAD that changes metrics_users applies to the next request
+    ini = open(b.ini).read().replace("metrics_users = prom, other", "metrics_users = other")
+    with open(b.ini, "w") as f:
+        f.write(ini)
+    with b.connect(dbname="pgbouncer", user="postgres", password="postgres",
+                   autocommit=True) as adm:
+        adm.execute("RELOAD")
+    assert status_of(url, ("prom", "s3cretprom"))[0] == 401
+    assert status_of(url, ("other", "plainpw"))[0] == 200
 
 
 def test_unix_socket(bouncer_factory):
