@@ -210,24 +210,17 @@ static const struct metric_def tables_m[] = {
         C("deletes", "syncbouncer_synced_table_deletes_total",
           "Synced DELETEs applied to the API and the table"),
         C("rejected", "syncbouncer_synced_table_rejected_total", "Synced writes the API rejected"),
-        G("lag", "syncbouncer_synced_table_sync_lag_seconds",
-          "Seconds since the table last caught up with its API's change feed"),
-        G("sync_lag", "syncbouncer_synced_table_sync_lag_seconds",
-          "Seconds since the table last caught up with its API's change feed"),
+};
+
+/* SHOW SYNCED_TABLES (counted: 1 per table, its state as a label) */
+static const struct metric_def table_state_m[] = {
+        G(NULL, "syncbouncer_synced_table_state",
+          "1 for each synced table, labelled with its state (ready, error, ...)"),
 };
 
 /* SHOW MUTATIONS (counted: in flight by state, and the finished ones kept as "done") */
 static const struct metric_def mutations_m[] = {
         G(NULL, "syncbouncer_mutations", "Synced writes listed by SHOW MUTATIONS, by state"),
-};
-
-/* SHOW JOURNAL */
-static const struct metric_def journal_m[] = {
-        G("pending", "syncbouncer_journal_pending_entries",
-          "Journal entries (API-accepted writes) not yet applied to the database"),
-        G("entries", "syncbouncer_journal_pending_entries",
-          "Journal entries (API-accepted writes) not yet applied to the database"),
-        G("bytes", "syncbouncer_journal_bytes", "Size of the journal file"),
 };
 
 static const struct view_def views[] = {
@@ -240,11 +233,11 @@ static const struct view_def views[] = {
         {"CLIENTS", VIEW_COUNT, "database,user,state", NULL, NULL, clients_m, N(clients_m)},
         {"SERVERS", VIEW_COUNT, "database,user,state", NULL, NULL, servers_m, N(servers_m)},
         {"APIS", VIEW_COLUMNS, "name:api,type", NULL, NULL, apis_m, N(apis_m)},
-        {"SYNCED_TABLES", VIEW_COLUMNS, "database,table,api,state", NULL, NULL, tables_m,
-         N(tables_m)},
+        {"SYNCED_TABLES", VIEW_COLUMNS, "database,table,api", NULL, NULL, tables_m, N(tables_m)},
+        {"SYNCED_TABLES", VIEW_COUNT, "database,table,api,state", NULL, NULL, table_state_m,
+         N(table_state_m)},
         {"MUTATIONS", VIEW_COUNT, "database,table,operation,state", NULL, NULL, mutations_m,
          N(mutations_m)},
-        {"JOURNAL", VIEW_COLUMNS, "", NULL, NULL, journal_m, N(journal_m)},
 };
 
 /* ---- reading a view ---- */
@@ -469,7 +462,7 @@ done:
 void metrics_render(struct bouncer *b, struct evbuffer *out)
 {
 	char version[128];
-	char written[4096] = "";
+	char written[8192] = "";
 	int backlog;
 
 	hist_label_value(version, sizeof(version), SB_VERSION_LINE);

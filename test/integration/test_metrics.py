@@ -138,7 +138,10 @@ def test_scrape_during_reads_and_synced_writes(pg, bouncer_factory, fake_sf):
     assert get(after, "syncbouncer_synced_table_inserts_total", table="salesforce.contacts") == 3
     assert get(after, "syncbouncer_synced_table_updates_total", table="salesforce.contacts") == 1
     assert get(after, "syncbouncer_synced_table_rejected_total", table="salesforce.contacts") == 1
+    assert get(after, "syncbouncer_synced_table_state", table="salesforce.contacts",
+               state="ready") == 1
     assert get(after, "syncbouncer_api_requests_total", api="salesforce") >= 5
+    assert get(after, "syncbouncer_journal_pending_entries") == 0
     assert check_histogram(after, "syncbouncer_mutation_duration_seconds",
                            table="salesforce.contacts", operation="insert", outcome="ok") == 3
     assert check_histogram(after, "syncbouncer_mutation_duration_seconds",
