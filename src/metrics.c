@@ -210,12 +210,21 @@ static const struct metric_def tables_m[] = {
         C("deletes", "syncbouncer_synced_table_deletes_total",
           "Synced DELETEs applied to the API and the table"),
         C("rejected", "syncbouncer_synced_table_rejected_total", "Synced writes the API rejected"),
+        G("sync_lag_s", "syncbouncer_synced_table_sync_lag_seconds",
+          "Seconds from the newest API change the sync applied to now"),
+        C("synced_rows", "syncbouncer_synced_table_synced_rows_total",
+          "Rows the sync wrote into the table since start"),
+        G("backfill_rows", "syncbouncer_synced_table_backfill_rows",
+          "Rows the backfill loaded so far"),
+        G("backfill_total", "syncbouncer_synced_table_backfill_total_rows",
+          "Rows the backfill will load, where the API says"),
 };
 
 /* SHOW SYNCED_TABLES (counted: 1 per table, its state as a label) */
 static const struct metric_def table_state_m[] = {
         G(NULL, "syncbouncer_synced_table_state",
-          "1 for each synced table, labelled with its state (ready, error, ...)"),
+          "1 for each synced table, labelled with its state (ready, error, ...) and its sync's "
+          "(off, idle, backfilling, polling, failed)"),
 };
 
 /* SHOW MUTATIONS (counted: in flight by state, and the finished ones kept as "done") */
@@ -234,8 +243,8 @@ static const struct view_def views[] = {
         {"SERVERS", VIEW_COUNT, "database,user,state", NULL, NULL, servers_m, N(servers_m)},
         {"APIS", VIEW_COLUMNS, "name:api,type", NULL, NULL, apis_m, N(apis_m)},
         {"SYNCED_TABLES", VIEW_COLUMNS, "database,table,api", NULL, NULL, tables_m, N(tables_m)},
-        {"SYNCED_TABLES", VIEW_COUNT, "database,table,api,state", NULL, NULL, table_state_m,
-         N(table_state_m)},
+        {"SYNCED_TABLES", VIEW_COUNT, "database,table,api,state,sync_state", NULL, NULL,
+         table_state_m, N(table_state_m)},
         {"MUTATIONS", VIEW_COUNT, "database,table,operation,state", NULL, NULL, mutations_m,
          N(mutations_m)},
 };

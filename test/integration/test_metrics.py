@@ -116,6 +116,12 @@ def test_scrape_during_reads_and_synced_writes(pg, bouncer_factory, fake_sf):
         with pytest.raises(psycopg.errors.CheckViolation):
             conn.execute("insert into salesforce.contacts (last_name, email) "
                          "values ('x', 'pauldune.co')")
+        # a change made in the API, brought in by a sync pass
+        fake_sf._call("POST", "/_records", {"object": "Contact", "op": "create",
+                                            "fields": {"LastName": "Fenring"}})
+        with b.connect(dbname="pgbouncer", user="postgres", password="postgres",
+                       autocommit=True) as adm:
+            adm.execute("SYNC crm.salesforce.contacts")
         text = scrape(url)
     after, types = parse(text)
 
@@ -140,6 +146,12 @@ def test_scrape_during_reads_and_synced_writes(pg, bouncer_factory, fake_sf):
     assert get(after, "syncbouncer_synced_table_rejected_total", table="salesforce.contacts") == 1
     assert get(after, "syncbouncer_synced_table_state", table="salesforce.contacts",
                state="ready") == 1
+    lag = [ls for (n, ls), _ in after.items() if n == "syncbouncer_synced_table_state"]
+    assert len(lag) == 1 and dict(lag[0])["sync_state"] in ("idle", "polling")
+    assert get(after, "syncbouncer_synced_table_synced_rows_total",
+               table="salesforce.contacts") >= 1
+    assert get(after, "syncbouncer_synced_table_sync_lag_seconds",
+               table="salesforce.contacts") >= 0
     assert get(after, "syncbouncer_api_requests_total", api="salesforce") >= 5
     assert get(after, "syncbouncer_journal_pending_entries") == 0
     assert check_histogram(after, "syncbouncer_mutation_duration_seconds",
@@ -170,6 +182,7 @@ def test_scrape_during_reads_and_synced_writes(pg, bouncer_factory, fake_sf):
             assert name in families or (family in families and types[family] == "histogram"), \
                 f"the dashboard uses {name}, which the endpoint does not export"
     assert {"pgbouncer_pools_client_active_connections",
+            "syncbouncer_synced_table_sync_lag_seconds", "syncbouncer_journal_pending_entries",
             "syncbouncer_api_request_duration_seconds_bucket",
             "syncbouncer_mutation_duration_seconds_bucket"} <= used
 

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from conftest import IS_PGBOUNCER, SRC_DIR, free_port
-from test_synced import FakeSalesforce, crm, start_synced
+from test_synced import FakeSalesforce, crm, start_synced, sync_settled
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="synced tables exist only in syncbouncer")
 
@@ -32,7 +32,9 @@ class FakeStripe:
 
     def requests(self):
         with urllib.request.urlopen(self.url + "/_requests", timeout=10) as r:
-            return [e for e in json.loads(r.read()) if e["path"].startswith("/v1/")]
+            # the writes (the sync worker's reads are GETs)
+            return [e for e in json.loads(r.read())
+                    if e["path"].startswith("/v1/") and e["method"] != "GET"]
 
     def stop(self):
         self.proc.terminate()
@@ -70,6 +72,9 @@ def start_stripe(pg, bouncer_factory, fake, pgbouncer):
     while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
                  dbname="crm")[0][0] == 0:
         assert time.monotonic() < deadline, "guard trigger not installed:\n" + b.output()
+        time.sleep(0.1)
+    while not sync_settled(b):
+        assert time.monotonic() < deadline, "first sync pass not done:\n" + b.output()
         time.sleep(0.1)
     return b
 
