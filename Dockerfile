@@ -17,7 +17,7 @@ COPY --from=build /src/syncbouncer_*.deb /tmp/
 RUN apt-get update \
 	&& apt-get install -y --no-install-recommends /tmp/syncbouncer_*.deb \
 	&& rm -rf /var/lib/apt/lists/* /tmp/syncbouncer_*.deb \
-	&& install -d -o syncbouncer -g syncbouncer /run/syncbouncer \
+	&& install -d -o syncbouncer -g syncbouncer /run/syncbouncer /var/lib/syncbouncer \
 	&& sed -i -e 's/^listen_addr = .*/listen_addr = */' -e 's/^logfile = .*/logfile =/' \
 		/etc/syncbouncer/syncbouncer.ini
 USER syncbouncer
