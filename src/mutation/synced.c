@@ -228,8 +228,11 @@ struct mutation {
 	struct pktbuf err; /* the error to send, when one was decided */
 	bool failed;
 	bool conn_broken;
-	struct api_result api_answer; /* status, request id and latency only, for the history */
-	const char *api_outcome;      /* "ok" or the API's error class; NULL until it answered */
+	/* the API's answer, for the history: "ok" or its error class (NULL until it answered) */
+	const char *api_outcome;
+	int api_status;
+	int64_t api_usec;
+	char api_request_id[96];
 	bool sync_noted; /* the sync worker was told of this write (sync_write_begin) */
 };
 
@@ -1293,9 +1296,9 @@ static void on_api_done(void *arg, struct api_result *ar)
 	bool ok = true;
 
 	m->call = NULL;
-	m->api_answer.http_status = ar->http_status;
-	m->api_answer.call_usec = ar->call_usec;
-	memcpy(m->api_answer.request_id, ar->request_id, sizeof(ar->request_id));
+	m->api_status = ar->http_status;
+	m->api_usec = ar->call_usec;
+	snprintf(m->api_request_id, sizeof(m->api_request_id), "%s", ar->request_id);
 	m->api_outcome = ar->ok ? "ok" : api_error_class_str(ar->error.cls);
 	if (!ar->ok) {
 		if (m->ct != NULL)
@@ -1670,9 +1673,9 @@ static void report_finished(struct mutation *m)
 	        .api = api_name(m->st->api),
 	        .rows = m->nrows,
 	        .api_called = m->api_outcome != NULL,
-	        .http_status = m->api_answer.http_status,
-	        .request_id = m->api_answer.request_id,
-	        .api_usec = m->api_outcome ? m->api_answer.call_usec : -1,
+	        .http_status = m->api_status,
+	        .request_id = m->api_request_id,
+	        .api_usec = m->api_outcome ? m->api_usec : -1,
 	        .total_usec = (int64_t)(bouncer_now_usec() - m->started),
 	        .values = m->confirmed,
 	};
