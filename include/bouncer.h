@@ -23,6 +23,8 @@ struct admin;
 struct control;
 struct stats_state;
 struct tls_state;
+struct mutation_history;
+struct metrics;
 
 /*
  * The query hook: the seam where the synced-table side sees client statements. The core shows it
@@ -76,7 +78,9 @@ struct bouncer {
 	struct control *control; /* pause, suspend, shutdown modes (control.c) */
 	struct stats_state *stats;
 	struct tls_state *tls; /* the TLS contexts (tls.c); NULL until configured */
-	uint64_t last_conn_id; /* ids of SHOW CLIENTS / KILL_CLIENT */
+	struct mutation_history *history; /* finished synced writes (mutation/history.h) */
+	struct metrics *metrics;          /* the Prometheus endpoint, NULL when off */
+	uint64_t last_conn_id;            /* ids of SHOW CLIENTS / KILL_CLIENT */
 	int client_count;
 	int server_count;
 	bool shutting_down;

@@ -385,6 +385,8 @@ static void finish(struct reply *r, const char *tag)
 		pktbuf_write_error(&r->pb, "ERROR", "53200", "out of memory", NULL, NULL);
 		pktbuf_write_ready(&r->pb, 'I');
 	}
+	if (r->client == NULL)
+		return; /* admin_show_rows() reads the answer itself */
 	if (!sbuf_queue_pktbuf(&r->client->sbuf, &r->pb))
 		slog_debug(r->client, "could not queue the console answer");
 }
@@ -408,7 +410,8 @@ static void send_error(struct reply *r, const char *sqlstate, const char *fmt, .
 static void syntax_error(struct reply *r)
 {
 	log_debug("invalid admin command: %s", r->query);
-	slog_warning(r->client, "invalid admin command");
+	if (r->client != NULL)
+		slog_warning(r->client, "invalid admin command");
 	send_error(r, "08P01", "invalid command '%s', use SHOW HELP;", r->query);
 }
 
@@ -1809,6 +1812,108 @@ void admin_command_done(struct bouncer *b, uint64_t conn_id, const char *tag)
 	pktbuf_free(&pb);
 	c->admin_waiting = false;
 	sbuf_resume(&c->sbuf);
+}
+
+/* ---- the views' rows, for the metrics endpoint ---- */
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/*
+ * Reads back the RowDescription and DataRows that a SHOW built: the rows are exactly what a
+ * console client would get. Values are copied out to be NUL-terminated.
+ */
+static bool decode_rows(const struct pktbuf *pb, admin_rows_cb cb, void *arg)
+{
+	const char *names[ADMIN_MAX_COLS];
+	const char *vals[ADMIN_MAX_COLS];
+	char *copies[ADMIN_MAX_COLS] = {NULL};
+	int ncols = -1;
+	size_t pos = 0;
+	bool ok = true;
+
+	while (ok && pos + 5 <= pb->len) {
+		uint8_t type = pb->data[pos];
+		uint32_t len = get32(pb->data + pos + 1);
+		const uint8_t *body = pb->data + pos + 5, *end;
+		const uint8_t *p = body;
+
+		if (len < 4 || pos + 1 + len > pb->len)
+			return false;
+		end = body + len - 4;
+		pos += 1 + len;
+		if (type == 'E')
+			return false;
+		if (type == 'T') {
+			if (end - p < 2)
+				return false;
+			ncols = p[0] << 8 | p[1];
+			p += 2;
+			if (ncols > ADMIN_MAX_COLS)
+				return false;
+			for (int i = 0; i < ncols; i++) {
+				const uint8_t *z = memchr(p, 0, (size_t)(end - p));
+				if (z == NULL || end - z < 19)
+					return false;
+				names[i] = (const char *)p;
+				p = z + 19;
+			}
+		} else if (type == 'D') {
+			int n;
+			if (ncols < 0 || end - p < 2)
+				return false;
+			n = p[0] << 8 | p[1];
+			p += 2;
+			if (n != ncols)
+				return false;
+			for (int i = 0; i < n && ok; i++) {
+				uint32_t vlen;
+				if (end - p < 4) {
+					ok = false;
+					break;
+				}
+				vlen = get32(p);
+				p += 4;
+				if (vlen == 0xFFFFFFFFu) {
+					vals[i] = NULL;
+					continue;
+				}
+				if ((size_t)(end - p) < vlen ||
+				    (copies[i] = malloc(vlen + 1)) == NULL) {
+					ok = false;
+					break;
+				}
+				memcpy(copies[i], p, vlen);
+				copies[i][vlen] = '\0';
+				vals[i] = copies[i];
+				p += vlen;
+			}
+			if (ok)
+				cb(arg, n, names, vals);
+			for (int i = 0; i < n; i++) {
+				free(copies[i]);
+				copies[i] = NULL;
+			}
+		}
+	}
+	return ok && ncols >= 0;
+}
+
+bool admin_show_rows(struct bouncer *b, const char *view, admin_rows_cb cb, void *arg)
+{
+	struct reply r;
+	bool ok;
+
+	memset(&r, 0, sizeof(r));
+	r.b = b;
+	r.query = view;
+	pktbuf_init(&r.pb, ADMIN_REPLY_MAX);
+	cmd_show(&r, view, false);
+	ok = !pktbuf_failed(&r.pb) && decode_rows(&r.pb, cb, arg);
+	pktbuf_free(&r.pb);
+	return ok;
 }
 
 void admin_command_failed(struct bouncer *b, uint64_t conn_id, const char *sqlstate,
