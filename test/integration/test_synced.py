@@ -116,7 +116,7 @@ def sync_settled(b):
         cur = admin.execute("SHOW SYNCED_TABLES")
         cols = [d.name for d in cur.description]
         rows = [dict(zip(cols, r)) for r in cur.fetchall()]
-    return all(r["state"] != "ready" or r["sync_state"] in ("off", "failed")
+    return all(r["state"] == "failed" or r["sync_state"] in ("off", "failed")
                or r["last_sync"] is not None for r in rows)
 
 
