@@ -540,8 +540,12 @@ class Bench:
                 f"syncbouncer={row['syncbouncer']:.0f} instructions/query")
 
     def callgrind_count(self, kind, mode, args, n):
+        out = "/dev/null"
+        if self.opts.cg_out:
+            tag = re.sub(r"[^a-z0-9]+", "-", f"{kind} {mode} {' '.join(args)} {n}".lower())
+            out = os.path.join(self.opts.cg_out, f"callgrind.{tag.strip('-')}.out")
         p = self.traced_run(kind, mode, args, n, ["valgrind", "--tool=callgrind",
-                                                  "--callgrind-out-file=/dev/null"])
+                                                  "--callgrind-out-file=" + out])
         with open(p.out_path, errors="replace") as f:
             m = re.search(r"Collected : (\d+)", f.read())
         if not m:
@@ -715,6 +719,90 @@ def report(results):
                      if x["tps"] and y["tps"])
         return f" ({rat[0]:.2f}–{rat[-1]:.2f})" if rat else ""
 
+    w("### Targets")
+    w("")
+    w("Each row of the performance targets with what this run measured: the three targets' "
+      "values where they apply, the syncbouncer/pgbouncer ratio and the goal. \"not in this "
+      "run\": the part of run_bench that measures it was not run (`--only`); \"not measured\": "
+      "run_bench has no workload for it.")
+    w("")
+    w("| target | direct | pgbouncer | syncbouncer | sb/pgb | goal | met |")
+    w("|---|--:|--:|--:|--:|--:|---|")
+
+    def ok(v):
+        return v is not None and not v["aborted"]
+
+    def target_row(name, d, p, s, digits, goal_op, goal):
+        """d, p, s: numbers (None: not measured); the ratio is s / p."""
+        r = s / p if s is not None and p else None
+        met = "–" if r is None else ("yes" if (r <= goal if goal_op == "≤" else r >= goal)
+                                     else "no")
+        w(f"| {name} | {fmt(d, digits)} | {fmt(p, digits)} | {fmt(s, digits)} | "
+          f"{'–' if r is None else f'{r:.2f}'} | {goal_op} {goal} | {met} |")
+
+    def missing(name, goal, why):
+        w(f"| {name} | – | – | – | – | {goal} | {why} |")
+
+    def point(mode, label, clients, key):
+        vals = []
+        for t in TARGETS:
+            v = find("select" if label.startswith("-S") else "churn", mode, label, clients, t)
+            vals.append(v[key] if ok(v) else None)
+        return vals
+
+    have_pool = any(r["group"] in ("select", "churn") for r in runs)
+    if have_pool:
+        d, p, s = point("transaction", "-S", 50, "pooler_cpu_us_per_txn")
+        target_row("-S -c 50 transaction: pooler CPU µs/txn", None, p, s, 1, "≤", 0.7)
+        d, p, s = point("transaction", "-S", 50, "tps")
+        target_row("-S -c 50 transaction: tps", d, p, s, 0, "≥", 1.15)
+        for mode in ("session", "transaction"):
+            d, p, s = point(mode, "-S", 1, "lat_ms")
+            if d is not None and p is not None and s is not None:
+                target_row(f"-S -c 1 {mode}: latency added over direct (ms)", None,
+                           p - d, s - d, 3, "≤", 0.7)
+            else:
+                missing(f"-S -c 1 {mode}: latency added over direct (ms)", "≤ 0.7",
+                        "not in this run")
+        d, p, s = point("session", "-C -S", 10, "tps")
+        target_row("-C -S -c 10: tps (a log-in per transaction)", d, p, s, 0, "≥", 1.1)
+        d, p, s = point("transaction", "-S -M prepared", 1, "tps")
+        target_row("-S -M prepared -c 1 transaction: tps (vs pgbouncer 1.18)", d, p, s, 0,
+                   "≥", 1.15)
+    else:
+        for name, goal in (("-S -c 50 transaction: pooler CPU µs/txn", "≤ 0.7"),
+                           ("-S -c 50 transaction: tps", "≥ 1.15"),
+                           ("-S -c 1: latency added over direct", "≤ 0.7"),
+                           ("-C -S -c 10: tps", "≥ 1.1"),
+                           ("-S -M prepared -c 1 transaction: tps", "≥ 1.15")):
+            missing(name, goal, "not in this run")
+    cg = {(r["mode"], r["label"]): r for r in results["callgrind"]}
+    for (mode, label), name, goal in (
+            (("session", "SELECT 1 (simple)"), "instructions per relayed query, session", 0.7),
+            (("transaction", "SELECT 1 (simple)"), "instructions per relayed query, transaction",
+             0.7),
+            (("transaction", "SELECT 1 (-M prepared)"),
+             "instructions per relayed query, transaction -M prepared", 0.7),
+            (("session", "-C: log-in (md5), SELECT 1, log-out"),
+             "instructions per log-in (md5, with its query and log-out)", 1.0)):
+        r = cg.get((mode, label))
+        if r:
+            target_row(name, None, r["pgbouncer"], r["syncbouncer"], 0, "≤", goal)
+        else:
+            missing(name, f"≤ {goal}", "not in this run")
+    missing("instructions per log-in (SCRAM)", "≤ 1.0", "not measured")
+    big = {r["target"]: r for r in results["big"]}
+    if big.get("pgbouncer", {}).get("vmhwm_kb") and big.get("syncbouncer", {}).get("vmhwm_kb"):
+        target_row("100 MB result: pooler peak RSS (MiB)", None,
+                   big["pgbouncer"]["vmhwm_kb"] / 1024, big["syncbouncer"]["vmhwm_kb"] / 1024,
+                   1, "≤", 1.0)
+    else:
+        missing("100 MB result: pooler peak RSS", "≤ 1.0", "not in this run")
+    missing("10,000 idle clients: RSS per idle client", "≤ 1.0", "not measured")
+    missing("synced writes: latency added over direct insert + API time", "p50 ≤ 2 ms, "
+            "p99 ≤ 5 ms", "not measured")
+    w("")
+
     points = []
     for r in runs:
         key = (r["group"], r["mode"], r["label"], r["clients"])
@@ -847,6 +935,9 @@ def main():
     ap.add_argument("--big-runs", type=int, default=3, help="large-result queries per target")
     ap.add_argument("--cg-queries", default="1000,11000",
                     help="N1,N2 queries for the callgrind difference (default 1000,11000)")
+    ap.add_argument("--cg-out", metavar="DIR",
+                    help="keep the callgrind profiles in DIR (writable by postgres), for "
+                         "callgrind_annotate")
     ap.add_argument("--only", default="pooling,big,synced,callgrind,syscalls",
                     help="comma-separated parts to run (default all: pooling,big,synced,"
                          "callgrind,syscalls)")
