@@ -758,12 +758,13 @@ def report(results):
         target_row("-S -c 50 transaction: tps", d, p, s, 0, "≥", 1.15)
         for mode in ("session", "transaction"):
             d, p, s = point(mode, "-S", 1, "lat_ms")
-            if d is not None and p is not None and s is not None:
+            if d is not None and p is not None and s is not None and p > d:
                 target_row(f"-S -c 1 {mode}: latency added over direct (ms)", None,
                            p - d, s - d, 3, "≤", 0.7)
             else:
                 missing(f"-S -c 1 {mode}: latency added over direct (ms)", "≤ 0.7",
-                        "not in this run")
+                        "not in this run" if None in (d, p, s) else
+                        "no figure: direct was not faster than pgbouncer in this run")
         d, p, s = point("session", "-C -S", 10, "tps")
         target_row("-C -S -c 10: tps (a log-in per transaction)", d, p, s, 0, "≥", 1.1)
         d, p, s = point("transaction", "-S -M prepared", 1, "tps")
