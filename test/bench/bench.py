@@ -24,6 +24,7 @@ See test/bench/README.md.
 import argparse
 import ctypes
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -33,6 +34,7 @@ import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -183,7 +185,8 @@ class Cluster:
 class Pooler:
     """One pooler process (pgbouncer or syncbouncer) from a generated ini."""
 
-    def __init__(self, kind, binary, workdir, pg, mode, extra_sections="", wrapper=()):
+    def __init__(self, kind, binary, workdir, pg, mode, extra_sections="", wrapper=(),
+                 max_client_conn=200):
         self.kind = kind
         self.binary = binary
         self.port = free_port()
@@ -202,7 +205,7 @@ class Pooler:
                     f"auth_file = {self.workdir}/userlist.txt\n"
                     f"logfile = {self.workdir}/pooler.log\n"
                     f"pool_mode = {mode}\n"
-                    "max_client_conn = 200\n"
+                    f"max_client_conn = {max_client_conn}\n"
                     f"default_pool_size = {POOL_SIZE[mode]}\n"
                     + extra_sections)
         self.out_path = os.path.join(self.workdir, "stderr.log")
@@ -292,7 +295,7 @@ class Bench:
         self.opts = opts
         self.work = work
         self.results = {"meta": {}, "runs": [], "big": [], "callgrind": [], "syscalls": [],
-                        "synced_check": {}}
+                        "synced_check": {}, "idle": []}
         self.pg = None
         self.poolers = []
 
@@ -589,6 +592,40 @@ class Bench:
             log(f"  {mode:11} {label:24} pgbouncer={row['pgbouncer']} "
                 f"syncbouncer={row['syncbouncer']}")
 
+    def run_idle(self):
+        """RSS per idle client: the pooler's VmRSS before and after opening N logged-in
+        clients that then send nothing (transaction pooling: they hold no server)."""
+        n = self.opts.idle_clients
+        log(f"idle clients: {n} per pooler")
+        for kind in ("pgbouncer", "syncbouncer"):
+            binary = self.opts.pgbouncer if kind == "pgbouncer" else self.opts.syncbouncer
+            p = Pooler(kind, binary, self.work, self.pg, "transaction",
+                       max_client_conn=n + 100)
+            self.poolers.append(p)
+            p.start()
+            socks = []
+            try:
+                # one log-in and a query first, so that the pool and its welcome exist
+                res = pgbench(p.port, ["-f", self.scripts["select1"], "-c", "1", "-t", "1"],
+                              timeout=120)
+                if res["aborted"]:
+                    raise RuntimeError(f"{kind}: first log-in failed: {res.get('error')}")
+                time.sleep(0.5)
+                rss0 = p.status_kb("VmRSS")
+                for _ in range(n):
+                    socks.append(idle_login(p.port))
+                time.sleep(1)
+                rss1 = p.status_kb("VmRSS")
+                row = {"target": kind, "clients": n, "rss_before_kb": rss0,
+                       "rss_after_kb": rss1, "bytes_per_client": (rss1 - rss0) * 1024 / n}
+                self.results["idle"].append(row)
+                log(f"  {kind:12} VmRSS {rss0} kB -> {rss1} kB: "
+                    f"{row['bytes_per_client']:.0f} B per idle client")
+            finally:
+                for sk in socks:
+                    sk.close()
+                p.stop()
+
     def cleanup(self):
         for p in self.poolers:
             try:
@@ -597,6 +634,34 @@ class Bench:
                 pass
         if self.pg:
             self.pg.stop()
+
+
+def idle_login(port):
+    """A client logged in over the protocol by hand (md5), left idle; returns its socket."""
+    sk = socket.create_connection(("127.0.0.1", port), timeout=30)
+    body = struct.pack("!I", 196608) + f"user\0{USER}\0database\0{DB}\0\0".encode()
+    sk.sendall(struct.pack("!I", len(body) + 4) + body)
+    buf = b""
+    while True:
+        while len(buf) < 5 or len(buf) < 1 + struct.unpack("!I", buf[1:5])[0]:
+            chunk = sk.recv(65536)
+            if not chunk:
+                raise RuntimeError("pooler closed the connection during the log-in")
+            buf += chunk
+        typ, ln = buf[:1], struct.unpack("!I", buf[1:5])[0]
+        payload, buf = buf[5:1 + ln], buf[1 + ln:]
+        if typ == b"R":
+            code = struct.unpack("!I", payload[:4])[0]
+            if code == 5:
+                inner = hashlib.md5((PASSWORD + USER).encode()).hexdigest().encode()
+                pw = b"md5" + hashlib.md5(inner + payload[4:8]).hexdigest().encode() + b"\0"
+                sk.sendall(b"p" + struct.pack("!I", len(pw) + 4) + pw)
+            elif code != 0:
+                raise RuntimeError(f"unexpected authentication request {code}")
+        elif typ == b"E":
+            raise RuntimeError("log-in refused: " + payload.decode(errors="replace"))
+        elif typ == b"Z":
+            return sk
 
 
 def children(pid):
@@ -799,7 +864,13 @@ def report(results):
                    1, "≤", 1.0)
     else:
         missing("100 MB result: pooler peak RSS", "≤ 1.0", "not in this run")
-    missing("10,000 idle clients: RSS per idle client", "≤ 1.0", "not measured")
+    idle = {r["target"]: r for r in results["idle"]}
+    if "pgbouncer" in idle and "syncbouncer" in idle:
+        target_row(f"{idle['syncbouncer']['clients']:,} idle clients: RSS per idle client "
+                   "(bytes)", None, idle["pgbouncer"]["bytes_per_client"],
+                   idle["syncbouncer"]["bytes_per_client"], 0, "≤", 1.0)
+    else:
+        missing("10,000 idle clients: RSS per idle client", "≤ 1.0", "not in this run")
     missing("synced writes: latency added over direct insert + API time", "p50 ≤ 2 ms, "
             "p99 ≤ 5 ms", "not measured")
     w("")
@@ -857,6 +928,17 @@ def report(results):
             w("")
             w(f"Wall time ratio syncbouncer/pgbouncer {s['lat_ms'] / p['lat_ms']:.2f}, "
               f"syncbouncer/direct {s['lat_ms'] / d['lat_ms']:.2f}.")
+        w("")
+
+    if results["idle"]:
+        w(f"### Idle clients ({results['idle'][0]['clients']:,} logged-in clients that send "
+          "nothing, transaction pooling)")
+        w("")
+        w("| target | VmRSS before | VmRSS with the clients | bytes per idle client |")
+        w("|---|--:|--:|--:|")
+        for r in results["idle"]:
+            w(f"| {r['target']} | {r['rss_before_kb'] / 1024:.1f} MiB | "
+              f"{r['rss_after_kb'] / 1024:.1f} MiB | {r['bytes_per_client']:,.0f} |")
         w("")
 
     syn = [k for k in points if k[0] in ("synced", "inserts")]
@@ -939,9 +1021,11 @@ def main():
     ap.add_argument("--cg-out", metavar="DIR",
                     help="keep the callgrind profiles in DIR (writable by postgres), for "
                          "callgrind_annotate")
-    ap.add_argument("--only", default="pooling,big,synced,callgrind,syscalls",
+    ap.add_argument("--only", default="pooling,big,synced,callgrind,syscalls,idle",
                     help="comma-separated parts to run (default all: pooling,big,synced,"
-                         "callgrind,syscalls)")
+                         "callgrind,syscalls,idle)")
+    ap.add_argument("--idle-clients", type=int, default=10000,
+                    help="idle clients per pooler for the RSS-per-client measurement")
     ap.add_argument("--fake-nagle", dest="fake_nodelay", action="store_false",
                     help="run the fake Salesforce as it is (Nagle on: ~40 ms per API call)")
     ap.add_argument("--built-from", default="",
@@ -977,6 +1061,8 @@ def main():
             bench.run_callgrind()
         if "syscalls" in parts:
             bench.run_syscalls()
+        if "idle" in parts:
+            bench.run_idle()
     finally:
         bench.cleanup()
         if opts.keep:
