@@ -101,6 +101,7 @@ enum api_error_class {
 	API_ERR_UNKNOWN_OUTCOME, /* sent, no usable answer: maybe written (XX000) */
 	API_ERR_BAD_ANSWER,      /* an answer we cannot read: maybe written (XX000) */
 	API_ERR_TOO_MANY_ROWS,   /* more rows than one request takes (54000) */
+	API_ERR_TOO_LARGE,       /* the request would pass syncbouncer's own size cap (54000) */
 	API_ERR_INTERNAL,        /* out of memory, a value the API cannot carry, ... */
 };
 const char *api_error_class_str(enum api_error_class c);
@@ -125,6 +126,12 @@ struct api_error {
 	bool value_is_null;
 };
 
+/*
+ * Sets e from a request body builder that failed: API_ERR_TOO_LARGE (54000, naming the cap) when
+ * the body would pass the connector's own cap, else a validation error with the reason.
+ */
+struct json_out;
+void api_error_from_json_out(struct api_error *e, const char *api, const struct json_out *o);
 /* Sets e to the class and a printf-style message; every other field to "unknown/none". */
 void api_error_set(struct api_error *e, enum api_error_class cls, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));

@@ -89,10 +89,24 @@ const char *api_error_class_str(enum api_error_class c)
 		return "bad answer";
 	case API_ERR_TOO_MANY_ROWS:
 		return "too many rows";
+	case API_ERR_TOO_LARGE:
+		return "too large";
 	case API_ERR_INTERNAL:
 		return "internal";
 	}
 	return "?";
+}
+
+void api_error_from_json_out(struct api_error *e, const char *api, const struct json_out *o)
+{
+	if (o->too_large)
+		api_error_set(e, API_ERR_TOO_LARGE,
+		              "The request to %s would be larger than syncbouncer's limit of %zu "
+		              "bytes; nothing was sent.",
+		              api, o->max);
+	else
+		api_error_set(e, API_ERR_VALIDATION, "%s: cannot encode the records: %s", api,
+		              o->error[0] ? o->error : "JSON error");
 }
 
 void api_error_set(struct api_error *e, enum api_error_class cls, const char *fmt, ...)

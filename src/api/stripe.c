@@ -121,8 +121,10 @@ static bool stripe_build(const struct connector *c, const struct api_table *t, e
 		}
 		connector_field_name(c, t, v->column, field, sizeof(field));
 		if (!stripe_append(out->body, STRIPE_MAX_BODY, &used, field, text)) {
-			api_error_set(err, API_ERR_VALIDATION, "%s: the row is too large to send",
-			              c->name);
+			api_error_set(err, API_ERR_TOO_LARGE,
+			              "The request to %s would be larger than syncbouncer's limit of "
+			              "%u bytes; nothing was sent.",
+			              c->name, STRIPE_MAX_BODY);
 			return false;
 		}
 		continue;

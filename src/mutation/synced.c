@@ -472,6 +472,12 @@ static void set_api_error(struct mutation *m, const struct api_error *ae)
 		sqlstate = "54000";
 		what = "request too large";
 		break;
+	case API_ERR_TOO_LARGE:
+		/* syncbouncer's own cap, not the API's verdict: never a validation error */
+		sqlstate = "54000";
+		what = "request too large";
+		hintp = "Write fewer rows, or smaller values, per statement.";
+		break;
 	case API_ERR_UNKNOWN_OUTCOME:
 	case API_ERR_BAD_ANSWER:
 		sqlstate = "XX000";

@@ -394,6 +394,45 @@ static void test_dot_ids_stay_one_segment(void **state)
 	connector_free(s);
 }
 
+/* A body past the connector's own cap is 54000 material (API_ERR_TOO_LARGE), not a validation
+ * error: the API never saw it. */
+static void test_body_over_cap_is_too_large(void **state)
+{
+	size_t big = 9u << 20;
+	char *text = malloc(big + 1);
+	struct cf_kv kv[] = {{"type", "rest"}, {"base_url", "http://h"}, {"path", "/contacts"}};
+	struct connector *r = make(kv, 3), *s = stripe();
+	struct cf_kv tkv[] = {{"api", "stripe"}, {"object", "customers"}};
+	struct api_table t;
+	struct api_http_spec spec;
+	struct api_error err;
+	char e[256];
+
+	(void)state;
+	assert_non_null(text);
+	memset(text, 'x', big);
+	text[big] = '\0';
+	assert_true(api_table_init(&t, "stripe.customers", tkv, 2, e, sizeof(e)));
+	{
+		const struct api_value img[] = {{"id", "1", API_VALUE_TEXT},
+		                                {"name", text, API_VALUE_TEXT}};
+		const struct api_value old[] = {{"id", "1", API_VALUE_TEXT},
+		                                {"name", "a", API_VALUE_TEXT}};
+		struct api_row row = {.old_image = {old, 2}, .new_image = {img, 2}};
+
+		assert_false(connector_build_request(r, &table, API_OP_UPDATE, &row, 1, &spec, &err));
+		assert_int_equal(err.cls, API_ERR_TOO_LARGE);
+		assert_non_null(strstr(err.message, "larger than syncbouncer's limit of 8388608 bytes"));
+		assert_false(connector_build_request(s, &t, API_OP_UPDATE, &row, 1, &spec, &err));
+		assert_int_equal(err.cls, API_ERR_TOO_LARGE);
+		assert_non_null(strstr(err.message, "larger than syncbouncer's limit of 262144 bytes"));
+	}
+	api_table_free(&t);
+	connector_free(r);
+	connector_free(s);
+	free(text);
+}
+
 static void test_stripe_parse(void **state)
 {
 	struct cf_kv tkv[] = {{"object", "customers"}, {"columns", "plan:metadata[plan]"}};
@@ -973,6 +1012,7 @@ int main(void)
 	        cmocka_unit_test(test_single_insert),
 	        cmocka_unit_test(test_single_update_delete),
 	        cmocka_unit_test(test_dot_ids_stay_one_segment),
+	        cmocka_unit_test(test_body_over_cap_is_too_large),
 	        cmocka_unit_test(test_batch),
 	        cmocka_unit_test(test_errors),
 	        cmocka_unit_test(test_stripe_build),
