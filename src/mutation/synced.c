@@ -1521,13 +1521,14 @@ static void start_capture(struct mutation *m)
 	bool ok;
 
 	/* the images only when they fit in CAPTURE_MAX_BYTES; their size in any case */
-	snprintf(m->capture_sql, sizeof(m->capture_sql),
-	         "SELECT seq, CASE WHEN total <= %d THEN o END, CASE WHEN total <= %d THEN n END, "
-	         "total FROM (SELECT seq, o, n, pg_catalog.sum(COALESCE(pg_catalog.octet_length(o), "
-	         "0) + COALESCE(pg_catalog.octet_length(n), 0)) OVER () AS total "
-	         "FROM (SELECT seq, old::text AS o, new::text AS n FROM syncbouncer.capture "
-	         "WHERE xid = pg_catalog.pg_current_xact_id() AND tbl = %u) c) s ORDER BY seq",
-	         CAPTURE_MAX_BYTES, CAPTURE_MAX_BYTES, m->ct->relid);
+	snprintf(
+	        m->capture_sql, sizeof(m->capture_sql),
+	        "SELECT seq, CASE WHEN total <= %d THEN o END, CASE WHEN total <= %d THEN n END, "
+	        "total FROM (SELECT seq, o, n, pg_catalog.sum(COALESCE(pg_catalog.octet_length(o), "
+	        "0) + COALESCE(pg_catalog.octet_length(n), 0)) OVER () AS total "
+	        "FROM (SELECT seq, old::text AS o, new::text AS n FROM syncbouncer.capture "
+	        "WHERE xid = pg_catalog.pg_current_xact_id() AND tbl = %u) c) s ORDER BY seq",
+	        CAPTURE_MAX_BYTES, CAPTURE_MAX_BYTES, m->ct->relid);
 	m->state = MUT_CAPTURING;
 	/*
 	 * lock_timeout: the write may wait for a row that the client itself holds locked in its

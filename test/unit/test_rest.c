@@ -360,8 +360,7 @@ static void test_dot_ids_stay_one_segment(void **state)
 {
 	static const char *const ids[] = {".", "..", "...", "a/..", "./."};
 	static const char *const rest_want[] = {"http://h/contacts/%2E", "http://h/contacts/%2E%2E",
-	                                        "http://h/contacts/...",
-	                                        "http://h/contacts/a%2F..",
+	                                        "http://h/contacts/...", "http://h/contacts/a%2F..",
 	                                        "http://h/contacts/.%2F."};
 	struct cf_kv kv[] = {{"type", "rest"}, {"base_url", "http://h"}, {"path", "/contacts"}};
 	struct connector *r = make(kv, 3), *s = stripe();
@@ -420,12 +419,15 @@ static void test_body_over_cap_is_too_large(void **state)
 		                                {"name", "a", API_VALUE_TEXT}};
 		struct api_row row = {.old_image = {old, 2}, .new_image = {img, 2}};
 
-		assert_false(connector_build_request(r, &table, API_OP_UPDATE, &row, 1, &spec, &err));
+		assert_false(
+		        connector_build_request(r, &table, API_OP_UPDATE, &row, 1, &spec, &err));
 		assert_int_equal(err.cls, API_ERR_TOO_LARGE);
-		assert_non_null(strstr(err.message, "larger than syncbouncer's limit of 8388608 bytes"));
+		assert_non_null(
+		        strstr(err.message, "larger than syncbouncer's limit of 8388608 bytes"));
 		assert_false(connector_build_request(s, &t, API_OP_UPDATE, &row, 1, &spec, &err));
 		assert_int_equal(err.cls, API_ERR_TOO_LARGE);
-		assert_non_null(strstr(err.message, "larger than syncbouncer's limit of 262144 bytes"));
+		assert_non_null(
+		        strstr(err.message, "larger than syncbouncer's limit of 262144 bytes"));
 	}
 	api_table_free(&t);
 	connector_free(r);
