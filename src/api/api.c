@@ -447,8 +447,13 @@ static void api_call_auth_done(void *ud, bool ok, const char *error)
 		return;
 	}
 	api_result_free(&call->result);
-	api_error_set(&call->result.error, API_ERR_AUTH, "%s authentication failed: %s",
-	              call->api->name, error ? error : "no token");
+	if (oauth_failed_on_credentials(call->api->auth))
+		api_error_set(&call->result.error, API_ERR_AUTH, "%s authentication failed: %s",
+		              call->api->name, error ? error : "no token");
+	else
+		/* an outage of the token endpoint, not refused credentials (58000, not 28000) */
+		api_error_set(&call->result.error, API_ERR_UNAVAILABLE, "%s: no access token: %s",
+		              call->api->name, error ? error : "no token");
 	call->result.error.nothing_written = true;
 	api_call_finish(call);
 }
