@@ -124,6 +124,11 @@ struct api_error {
 	char column[128]; /* its column, "" if unknown */
 	char value[256];  /* the offending value as sent (truncated), "" if none */
 	bool value_is_null;
+	/*
+	 * The API is still working on an earlier attempt with the same idempotency key (Stripe's
+	 * 409 idempotency_key_in_use): ask again with that key until the deadline.
+	 */
+	bool key_in_use;
 };
 
 /*

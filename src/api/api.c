@@ -69,6 +69,7 @@ struct api_call {
 	int64_t deadline_usec;
 	int rate_retries;
 	int idem_retries;
+	int in_use_retries; /* "key in use" answers: waits of 0.5, 1, then 2 s until the deadline */
 	bool refreshed;
 	bool maybe_written; /* an earlier attempt failed in a way that may have applied it */
 	char *token_used;
@@ -331,6 +332,20 @@ static void api_call_http_done(void *ud, const struct http_response *resp)
 		oauth_invalidate(api->auth, call->token_used);
 		api_call_auth(call);
 		return;
+	}
+	if (call->spec.idempotency_key[0] != '\0' && e->key_in_use) {
+		/* an earlier attempt is still running there: its answer comes under the same key */
+		wait_usec = API_IDEMPOTENT_BACKOFF_USEC
+		            << (call->in_use_retries < 2 ? call->in_use_retries : 2);
+		left = call->deadline_usec - api_now_usec();
+		if (wait_usec + api->timeout_usec / 4 < left && api_call_arm(call, wait_usec)) {
+			call->in_use_retries++;
+			api->st_retries++;
+			call->state = API_CALL_WAITING;
+			log_debug("api %s: idempotency key in use, asking again in %lld ms",
+			          api->name, (long long)(wait_usec / 1000));
+			return;
+		}
 	}
 	if (call->spec.idempotency_key[0] != '\0' &&
 	    (e->cls == API_ERR_UNKNOWN_OUTCOME || e->cls == API_ERR_SERVER) &&

@@ -121,10 +121,11 @@ static bool stripe_build(const struct connector *c, const struct api_table *t, e
 		}
 		connector_field_name(c, t, v->column, field, sizeof(field));
 		if (!stripe_append(out->body, STRIPE_MAX_BODY, &used, field, text)) {
-			api_error_set(err, API_ERR_TOO_LARGE,
-			              "The request to %s would be larger than syncbouncer's limit of "
-			              "%u bytes; nothing was sent.",
-			              c->name, STRIPE_MAX_BODY);
+			api_error_set(
+			        err, API_ERR_TOO_LARGE,
+			        "The request to %s would be larger than syncbouncer's limit of "
+			        "%u bytes; nothing was sent.",
+			        c->name, STRIPE_MAX_BODY);
 			return false;
 		}
 		continue;
@@ -193,6 +194,8 @@ static void stripe_parse(const struct connector *c, const struct api_table *t, e
 		snprintf(out->error.code, sizeof(out->error.code), "%s", code ? code : "");
 		snprintf(out->error.reason, sizeof(out->error.reason), "%s", out->error.message);
 		out->error.session_expired = resp->status == 401;
+		out->error.key_in_use = resp->status == 409 && code != NULL &&
+		                        strcmp(code, "idempotency_key_in_use") == 0;
 		/*
 		 * An error answer applies nothing, 5xx included (retrying with the key is safe);
 		 * but a 409 may be about an earlier request with the same key, which may have been.

@@ -1,0 +1,101 @@
+"""Synced-table writes whose answer used to surprise: an outage reported as bad credentials, and
+a Stripe request given up while Stripe was still working on it.
+
+Each test goes through a real client (psycopg) and a fake API that speaks the real API's
+shapes; it checks the SQLSTATE the client gets, what reached the API and what is in the table.
+"""
+
+import time
+
+import psycopg
+import pytest
+
+from conftest import IS_PGBOUNCER, free_port
+from test_hostile_api import FakeApi, crm, start_synced
+
+pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="synced tables exist only in syncbouncer")
+
+SF_DDL = """
+CREATE SCHEMA IF NOT EXISTS salesforce AUTHORIZATION app;
+DROP TABLE IF EXISTS salesforce.contacts;
+CREATE TABLE salesforce.contacts (id text PRIMARY KEY, first_name text, last_name text,
+                                  email text);
+ALTER TABLE salesforce.contacts OWNER TO app;
+"""
+
+
+def start_salesforce(pg, bouncer_factory, base_url, token_url, client_secret):
+    pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
+    pg.sql(SF_DDL, dbname="crm")
+    b = bouncer_factory(config={
+        "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
+        "apis": [f"salesforce = type=salesforce base_url={base_url} api_version=v59.0 "
+                 f"auth=oauth2 token_url={token_url} client_id=test-client-id "
+                 f"client_secret={client_secret} refresh_token=test-refresh-token timeout=3"],
+        "synced_tables": ["crm.salesforce.contacts = api=salesforce object=Contact"],
+    })
+    deadline = time.monotonic() + 20
+    while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
+                 dbname="crm")[0][0] == 0:
+        assert time.monotonic() < deadline, "guard trigger not installed:\n" + b.output()
+        time.sleep(0.1)
+    return b
+
+
+@pytest.fixture
+def fake_sf():
+    f = FakeApi("salesforce")
+    yield f
+    f.stop()
+
+
+@pytest.mark.timeout(60)
+def test_unreachable_token_endpoint_is_58000_not_28000(bouncer_factory, pg, fake_sf):
+    """Operators rotate credentials on 28000: an outage of the token endpoint must not say so."""
+    closed = f"http://127.0.0.1:{free_port()}/services/oauth2/token"  # nothing listens there
+    b = start_salesforce(pg, bouncer_factory, fake_sf.url, closed, "test-client-secret")
+    with crm(b) as conn:
+        with pytest.raises(psycopg.Error) as ei:
+            conn.execute("insert into salesforce.contacts (last_name) values ('Atreides')")
+        diag = ei.value.diag
+        assert (diag.sqlstate, diag.message_primary) == ("58000", "salesforce unreachable")
+        assert "token endpoint unreachable" in diag.message_detail
+        assert "Nothing was written" in diag.message_detail
+        assert conn.execute("select count(*) from salesforce.contacts").fetchone() == (0,)
+    assert fake_sf.requests() == []
+
+
+@pytest.mark.timeout(60)
+def test_refused_credentials_are_still_28000(bouncer_factory, pg, fake_sf):
+    b = start_salesforce(pg, bouncer_factory, fake_sf.url,
+                         f"{fake_sf.url}/services/oauth2/token", "not-the-secret")
+    with crm(b) as conn:
+        with pytest.raises(psycopg.errors.InvalidAuthorizationSpecification) as ei:
+            conn.execute("insert into salesforce.contacts (last_name) values ('Atreides')")
+        assert ei.value.diag.message_primary == "salesforce authentication failed"
+        assert "invalid_client_id" in ei.value.diag.message_detail
+
+
+@pytest.fixture
+def fake_stripe():
+    f = FakeApi("stripe", "--token", "sk_test_hostile")
+    yield f
+    f.stop()
+
+
+@pytest.mark.timeout(90)
+def test_stripe_key_in_use_is_asked_again_with_the_same_key(bouncer_factory, pg, fake_stripe):
+    """Stripe answers 409 idempotency_key_in_use while an earlier request with the key is still
+    running: the pooler asks again with that key (until the deadline) and gets the answer."""
+    b = start_synced(pg, bouncer_factory, "stripe", fake_stripe)
+    # three "in use" answers: 0.5 + 1 + 2 s of waiting, more than two retries would allow
+    fake_stripe.control(in_use_count=3)
+    with crm(b) as conn:
+        (cid,) = conn.execute("insert into stripe.customers (name, email) values "
+                              "('Paul', 'paul@example.com') returning id").fetchone()
+        assert conn.execute("select name from stripe.customers where id = %s",
+                            (cid,)).fetchone() == ("Paul",)
+    posts = [r for r in fake_stripe.requests() if r["method"] == "POST"]
+    assert len(posts) == 4
+    assert len({r["idempotency_key"] for r in posts}) == 1 and posts[0]["idempotency_key"]
+    assert list(fake_stripe.store()["customers"]) == [cid]
