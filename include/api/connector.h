@@ -129,6 +129,12 @@ struct api_error {
 	 * 409 idempotency_key_in_use): ask again with that key until the deadline.
 	 */
 	bool key_in_use;
+	/*
+	 * The error says the record itself no longer exists (Stripe resource_missing, Salesforce
+	 * ENTITY_IS_DELETED, a REST 404/410, Airtable ROW_DOES_NOT_EXIST), not that the URL is
+	 * wrong: a DELETE of that one record has nothing left to do, and succeeds.
+	 */
+	bool record_gone;
 };
 
 /*

@@ -257,6 +257,8 @@ static void at_parse(const struct connector *c, const struct api_table *t, enum 
 			out->error.retry_after = 30;
 		at_field_from_message(msg, field, sizeof(field));
 		api_error_locate(&out->error, c, t, op, rows, nrows, nrows == 1 ? 0 : -1, field);
+		out->error.record_gone = type != NULL && (strcmp(type, "ROW_DOES_NOT_EXIST") == 0 ||
+		                                          strcmp(type, "MODEL_ID_NOT_FOUND") == 0);
 		goto done;
 	}
 	list = json_get(doc, "records");

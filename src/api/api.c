@@ -322,6 +322,31 @@ static void api_call_http_done(void *ud, const struct http_response *resp)
 		return;
 	}
 	e = &call->result.error;
+	if (e->record_gone && call->op == API_OP_DELETE && call->nrows == 1) {
+		/*
+		 * The record is gone already (deleted by someone else, or by an earlier attempt of
+		 * this very request): the delete is done, and the row goes too, as it does on
+		 * connectors whose delete answers success for a missing record.
+		 */
+		const struct api_value *idv =
+		        api_image_get(&call->rows[0].old_image, call->table->pk_column);
+
+		api_result_free(&call->result);
+		api_result_init(&call->result);
+		call->result.rows = calloc(1, sizeof(*call->result.rows));
+		if (call->result.rows != NULL && idv != NULL && idv->value != NULL &&
+		    (call->result.rows[0].id = strdup(idv->value)) != NULL) {
+			call->result.nrows = 1;
+			call->result.ok = true;
+			log_debug("api %s: the record to delete was already gone", api->name);
+		} else {
+			api_result_free(&call->result);
+			api_error_set(&call->result.error, API_ERR_INTERNAL, "out of memory");
+			call->result.error.nothing_written = true;
+		}
+		api_call_finish(call);
+		return;
+	}
 	if (!e->nothing_written)
 		call->maybe_written = true;
 	if (e->session_expired && e->nothing_written &&

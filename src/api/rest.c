@@ -462,6 +462,7 @@ static void rest_parse(const struct connector *c, const struct api_table *t, enu
 		out->error.session_expired = resp->status == 401;
 		out->error.nothing_written = resp->status < 500;
 		api_error_locate(&out->error, c, t, op, rows, nrows, nrows == 1 ? 0 : -1, field);
+		out->error.record_gone = resp->status == 404 || resp->status == 410;
 		goto done;
 	}
 	if (resp->body_len > 0 && !have_doc) {

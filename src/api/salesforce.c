@@ -312,6 +312,7 @@ static void sf_set_error(struct api_error *e, const char *cname, const char *cod
 			snprintf(e->reason, sizeof(e->reason), "%s", sf_reasons[i].reason);
 	}
 	e->session_expired = cls == API_ERR_AUTH && status == 401;
+	e->record_gone = code != NULL && strcmp(code, "ENTITY_IS_DELETED") == 0;
 	/* allOrNone, or an error about the whole request: no record was changed. */
 	e->nothing_written = cls != API_ERR_SERVER || status < 500;
 }

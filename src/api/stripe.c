@@ -196,6 +196,9 @@ static void stripe_parse(const struct connector *c, const struct api_table *t, e
 		out->error.session_expired = resp->status == 401;
 		out->error.key_in_use = resp->status == 409 && code != NULL &&
 		                        strcmp(code, "idempotency_key_in_use") == 0;
+		/* "Unrecognized request URL" is a 404 too, without this code */
+		out->error.record_gone = resp->status == 404 && code != NULL &&
+		                         strcmp(code, "resource_missing") == 0;
 		/*
 		 * An error answer applies nothing, 5xx included (retrying with the key is safe);
 		 * but a 409 may be about an earlier request with the same key, which may have been.

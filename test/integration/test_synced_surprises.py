@@ -99,3 +99,44 @@ def test_stripe_key_in_use_is_asked_again_with_the_same_key(bouncer_factory, pg,
     assert len(posts) == 4
     assert len({r["idempotency_key"] for r in posts}) == 1 and posts[0]["idempotency_key"]
     assert list(fake_stripe.store()["customers"]) == [cid]
+
+
+@pytest.fixture
+def fake_rest():
+    f = FakeApi("rest")
+    yield f
+    f.stop()
+
+
+@pytest.mark.parametrize("kind", ["stripe", "rest", "salesforce"])
+@pytest.mark.timeout(60)
+def test_delete_of_a_record_the_api_no_longer_has_removes_the_row(bouncer_factory, pg, request,
+                                                                   kind):
+    """The table follows the API: a record already gone there (deleted by someone else, or by
+    an earlier attempt) is deleted here too, on every connector alike (Stripe answers 404
+    resource_missing, a REST API 404, Salesforce ENTITY_IS_DELETED; HubSpot answers success)."""
+    if kind == "salesforce":
+        fake = request.getfixturevalue("fake_sf")
+        gone = "003000000000GONE"
+        b = start_salesforce(pg, bouncer_factory, fake.url,
+                             f"{fake.url}/services/oauth2/token", "test-client-secret")
+        table = "salesforce.contacts"
+        pg.sql("SELECT set_config('syncbouncer.mode', 'sync', false);"
+               f"INSERT INTO {table} (id, last_name) VALUES ('{gone}', 'Gone'),"
+               " ('003000000000KEEP', 'Kept')", dbname="crm")
+        path = "/services/data/v59.0/composite/sobjects"
+    else:
+        fake = request.getfixturevalue(f"fake_{kind}")
+        gone = "cus_00000000000gone" if kind == "stripe" else "9999"
+        b = start_synced(pg, bouncer_factory, kind, fake,
+                         rows=[(gone, "Gone", "gone@example.com"),
+                               ("kept", "Kept", "kept@example.com")])
+        table = b.table
+        path = ("/v1/customers/" if kind == "stripe" else "/contacts/") + gone
+    with crm(b) as conn:
+        cur = conn.execute(f"delete from {table} where id = %s", (gone,))
+        assert cur.statusmessage == "DELETE 1"
+        kept = "003000000000KEEP" if kind == "salesforce" else "kept"
+        assert conn.execute(f"select id from {table}").fetchall() == [(kept,)]
+    deletes = [r for r in fake.requests() if r["method"] == "DELETE"]
+    assert [r["path"] for r in deletes] == [path]
