@@ -263,6 +263,12 @@ void connector_parse_response(const struct connector *c, const struct api_table 
 const struct api_value *api_image_get(const struct api_row_image *img, const char *column);
 /* Whether column differs between old and new image of an update (NULL-aware). */
 bool api_row_changed(const struct api_row *row, const char *column);
+/*
+ * Whether an update of rows[0..nrows) changes nothing the API holds: no column other than
+ * read-only ones differs between old and new image in any row (a changed primary key counts as
+ * a change, for the connector to refuse).
+ */
+bool api_rows_change_nothing(const struct api_table *t, const struct api_row *rows, int nrows);
 bool api_table_is_readonly(const struct api_table *t, const char *column);
 /* first_name → FirstName; id → Id. */
 void api_snake_to_pascal(const char *in, char *buf, size_t size);

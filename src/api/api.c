@@ -72,6 +72,7 @@ struct api_call {
 	int in_use_retries; /* "key in use" answers: waits of 0.5, 1, then 2 s until the deadline */
 	bool refreshed;
 	bool maybe_written; /* an earlier attempt failed in a way that may have applied it */
+	bool unchanged;     /* an update that changes nothing: answered without a request */
 	char *token_used;
 	struct http_request *http_req;
 	struct oauth_wait *auth_wait;
@@ -513,6 +514,35 @@ static void api_call_auth(struct api_call *call)
 	}
 }
 
+/* An update that changes nothing the API holds is done as it stands: each row keeps its id. */
+static void api_call_answer_unchanged(struct api_call *call)
+{
+	int i;
+
+	call->result.rows = calloc((size_t)call->nrows, sizeof(*call->result.rows));
+	if (call->result.rows == NULL)
+		goto oom;
+	call->result.nrows = call->nrows;
+	for (i = 0; i < call->nrows; i++) {
+		const struct api_value *idv =
+		        api_image_get(&call->rows[i].old_image, call->table->pk_column);
+
+		if (idv != NULL && idv->value != NULL &&
+		    (call->result.rows[i].id = strdup(idv->value)) == NULL)
+			goto oom;
+	}
+	call->result.ok = true;
+	log_debug("api %s: update of %d rows changes nothing, no request", call->api->name,
+	          call->nrows);
+	api_call_finish(call);
+	return;
+oom:
+	api_result_free(&call->result);
+	api_error_set(&call->result.error, API_ERR_INTERNAL, "out of memory");
+	call->result.error.nothing_written = true;
+	api_call_finish(call);
+}
+
 static void api_call_timer_cb(evutil_socket_t fd, short what, void *ud)
 {
 	struct api_call *call = ud;
@@ -522,6 +552,8 @@ static void api_call_timer_cb(evutil_socket_t fd, short what, void *ud)
 		/* the first step, or a failure found in api_submit() to be reported now */
 		if (call->result.error.cls != API_ERR_NONE)
 			api_call_finish(call);
+		else if (call->unchanged)
+			api_call_answer_unchanged(call);
 		else
 			api_call_auth(call);
 		return;
@@ -555,7 +587,10 @@ struct api_call *api_submit(struct api *api, const struct api_table *table, enum
 	TAILQ_INSERT_TAIL(&api->calls, call, link);
 	api->ncalls++;
 	/* Built once: a failure here (too many rows, a bad value) is reported from the loop. */
-	if (!connector_build_request(api->conn, table, op, rows, nrows, &call->spec,
+	call->unchanged = op == API_OP_UPDATE && nrows <= connector_max_rows(api->conn, op) &&
+	                  api_rows_change_nothing(table, rows, nrows);
+	if (!call->unchanged &&
+	    !connector_build_request(api->conn, table, op, rows, nrows, &call->spec,
 	                             &call->result.error) &&
 	    call->result.error.cls == API_ERR_NONE)
 		api_error_set(&call->result.error, API_ERR_INTERNAL, "cannot build the request");

@@ -504,6 +504,22 @@ bool api_row_changed(const struct api_row *row, const char *column)
 	return strcmp(o->value, n->value) != 0;
 }
 
+bool api_rows_change_nothing(const struct api_table *t, const struct api_row *rows, int nrows)
+{
+	for (int r = 0; r < nrows; r++) {
+		const struct api_row_image *img = &rows[r].new_image;
+
+		for (int i = 0; i < img->nvalues; i++) {
+			const char *col = img->values[i].column;
+
+			if (api_row_changed(&rows[r], col) &&
+			    (strcmp(col, t->pk_column) == 0 || !api_table_is_readonly(t, col)))
+				return false;
+		}
+	}
+	return true;
+}
+
 void api_error_locate(struct api_error *err, const struct connector *c, const struct api_table *t,
                       enum api_op op, const struct api_row *rows, int nrows, int row,
                       const char *field)

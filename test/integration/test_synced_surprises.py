@@ -140,3 +140,31 @@ def test_delete_of_a_record_the_api_no_longer_has_removes_the_row(bouncer_factor
         assert conn.execute(f"select id from {table}").fetchall() == [(kept,)]
     deletes = [r for r in fake.requests() if r["method"] == "DELETE"]
     assert [r["path"] for r in deletes] == [path]
+
+
+@pytest.mark.timeout(60)
+def test_an_update_that_changes_nothing_sends_no_request(bouncer_factory, pg, fake_sf):
+    b = start_salesforce(pg, bouncer_factory, fake_sf.url, f"{fake_sf.url}/services/oauth2/token",
+                         "test-client-secret")
+    with crm(b) as conn:
+        ids = [conn.execute("insert into salesforce.contacts (first_name, last_name, email) "
+                            "values (%s, 'Atreides', %s) returning id",
+                            (n, f"{n.lower()}@caladan.io")).fetchone()[0]
+               for n in ("Paul", "Leto")]
+        before = len(fake_sf.requests())
+        # the same values again, for one row and for two: PostgreSQL says UPDATE n, no request
+        cur = conn.execute("update salesforce.contacts set email = email, "
+                           "first_name = first_name where id = %s returning first_name",
+                           (ids[0],))
+        assert (cur.statusmessage, cur.fetchall()) == ("UPDATE 1", [("Paul",)])
+        cur = conn.execute("update salesforce.contacts set last_name = 'Atreides'")
+        assert cur.statusmessage == "UPDATE 2"
+        api_calls = [r for r in fake_sf.requests()[before:] if "/composite/sobjects" in r["path"]]
+        assert api_calls == []
+        # a real change still goes to the API, once
+        conn.execute("update salesforce.contacts set last_name = 'Harkonnen' where id = %s",
+                     (ids[1],))
+        api_calls = [r for r in fake_sf.requests()[before:] if "/composite/sobjects" in r["path"]]
+        assert [r["method"] for r in api_calls] == ["PATCH"]
+        assert conn.execute("select id, last_name from salesforce.contacts order by id"
+                            ).fetchall() == sorted([(ids[0], "Atreides"), (ids[1], "Harkonnen")])

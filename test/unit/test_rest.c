@@ -393,6 +393,37 @@ static void test_dot_ids_stay_one_segment(void **state)
 	connector_free(s);
 }
 
+/* Which updates change nothing the API holds (and so need no request). */
+static void test_rows_change_nothing(void **state)
+{
+	static const struct api_value o[] = {{"id", "1", API_VALUE_TEXT},
+	                                     {"email", "a@b.c", API_VALUE_TEXT},
+	                                     {"created_at", "then", API_VALUE_TEXT}};
+	static const struct api_value same[] = {{"id", "1", API_VALUE_TEXT},
+	                                        {"email", "a@b.c", API_VALUE_TEXT},
+	                                        {"created_at", "then", API_VALUE_TEXT}};
+	static const struct api_value ro[] = {{"id", "1", API_VALUE_TEXT},
+	                                      {"email", "a@b.c", API_VALUE_TEXT},
+	                                      {"created_at", "now", API_VALUE_TEXT}};
+	static const struct api_value mail[] = {{"id", "1", API_VALUE_TEXT},
+	                                        {"email", NULL, API_VALUE_TEXT},
+	                                        {"created_at", "then", API_VALUE_TEXT}};
+	static const struct api_value pk[] = {{"id", "2", API_VALUE_TEXT},
+	                                      {"email", "a@b.c", API_VALUE_TEXT},
+	                                      {"created_at", "then", API_VALUE_TEXT}};
+	struct api_row rows[2] = {{.old_image = {o, 3}, .new_image = {same, 3}},
+	                          {.old_image = {o, 3}, .new_image = {same, 3}}};
+
+	(void)state;
+	assert_true(api_rows_change_nothing(&table, rows, 2));
+	rows[1].new_image.values = ro; /* created_at is read-only: the API never gets it */
+	assert_true(api_rows_change_nothing(&table, rows, 2));
+	rows[1].new_image.values = mail;
+	assert_false(api_rows_change_nothing(&table, rows, 2));
+	rows[1].new_image.values = pk;
+	assert_false(api_rows_change_nothing(&table, rows, 2));
+}
+
 /* A body past the connector's own cap is 54000 material (API_ERR_TOO_LARGE), not a validation
  * error: the API never saw it. */
 static void test_body_over_cap_is_too_large(void **state)
@@ -1015,6 +1046,7 @@ int main(void)
 	        cmocka_unit_test(test_single_update_delete),
 	        cmocka_unit_test(test_dot_ids_stay_one_segment),
 	        cmocka_unit_test(test_body_over_cap_is_too_large),
+	        cmocka_unit_test(test_rows_change_nothing),
 	        cmocka_unit_test(test_batch),
 	        cmocka_unit_test(test_errors),
 	        cmocka_unit_test(test_stripe_build),
