@@ -102,7 +102,8 @@ enum api_error_class {
 	API_ERR_BAD_ANSWER,      /* an answer we cannot read: maybe written (XX000) */
 	API_ERR_TOO_MANY_ROWS,   /* more rows than one request takes (54000) */
 	API_ERR_TOO_LARGE,       /* the request would pass syncbouncer's own size cap (54000) */
-	API_ERR_INTERNAL,        /* out of memory, a value the API cannot carry, ... */
+	API_ERR_ASSIGNED_ID, /* the record id is the API's to assign, not the client's (428C9) */
+	API_ERR_INTERNAL,    /* out of memory, a value the API cannot carry, ... */
 };
 const char *api_error_class_str(enum api_error_class c);
 
@@ -205,6 +206,11 @@ struct connector_ops {
 	bool (*build)(const struct connector *c, const struct api_table *t, enum api_op op,
 	              const struct api_row *rows, int nrows, struct api_http_spec *out,
 	              struct api_error *err);
+	/*
+	 * Whether an insert sends the record id the row supplies (a REST insert_path with {id});
+	 * NULL: the API assigns ids, and an insert must leave the id column out.
+	 */
+	bool (*insert_uses_id)(const struct connector *c);
 	/* Only called for HTTP_OUTCOME_ANSWER. Must fill out->ok/rows or out->error. */
 	void (*parse)(const struct connector *c, const struct api_table *t, enum api_op op,
 	              const struct api_row *rows, int nrows, const struct http_response *resp,
@@ -228,6 +234,14 @@ struct connector {
 struct connector *connector_create(const char *name, const struct cf_kv *kv, int nkv, char *err,
                                    size_t errsize);
 void connector_free(struct connector *c);
+
+/*
+ * Checks what no API may be asked, before any request: an insert that supplies the record id
+ * where the API assigns it, an update that changes the record id. Sets err (API_ERR_ASSIGNED_ID,
+ * with PostgreSQL's words for a GENERATED ALWAYS column) and returns false for such rows.
+ */
+bool connector_check_ids(const struct connector *c, const struct api_table *t, enum api_op op,
+                         const struct api_row *rows, int nrows, struct api_error *err);
 
 /* Rows one request of op may carry (the API's maximum, lowered by max_batch). */
 int connector_max_rows(const struct connector *c, enum api_op op);

@@ -91,6 +91,8 @@ const char *api_error_class_str(enum api_error_class c)
 		return "too many rows";
 	case API_ERR_TOO_LARGE:
 		return "too large";
+	case API_ERR_ASSIGNED_ID:
+		return "assigned id";
 	case API_ERR_INTERNAL:
 		return "internal";
 	}
@@ -724,6 +726,31 @@ void connector_free(struct connector *c)
 	free(c->name);
 	free(c->base_url);
 	free(c);
+}
+
+bool connector_check_ids(const struct connector *c, const struct api_table *t, enum api_op op,
+                         const struct api_row *rows, int nrows, struct api_error *err)
+{
+	for (int r = 0; r < nrows; r++) {
+		const struct api_value *id = api_image_get(&rows[r].new_image, t->pk_column);
+
+		if (op == API_OP_INSERT && id != NULL && id->value != NULL &&
+		    (c->ops->insert_uses_id == NULL || !c->ops->insert_uses_id(c))) {
+			api_error_set(err, API_ERR_ASSIGNED_ID,
+			              "cannot insert a non-DEFAULT value into column \"%s\"",
+			              t->pk_column);
+		} else if (op == API_OP_UPDATE && api_row_changed(&rows[r], t->pk_column)) {
+			api_error_set(err, API_ERR_ASSIGNED_ID,
+			              "column \"%s\" can only be updated to DEFAULT", t->pk_column);
+		} else {
+			continue;
+		}
+		snprintf(err->column, sizeof(err->column), "%s", t->pk_column);
+		err->row = r;
+		err->nothing_written = true;
+		return false;
+	}
+	return true;
 }
 
 int connector_max_rows(const struct connector *c, enum api_op op)

@@ -513,6 +513,13 @@ done:
 	json_free(doc);
 }
 
+static bool rest_insert_uses_id(const struct connector *c)
+{
+	const struct rest_priv *p = c->priv;
+
+	return strstr(p->ops[API_OP_INSERT].path, "{id}") != NULL;
+}
+
 const struct connector_ops rest_connector_ops = {
         .type = "rest",
         .keys = rest_keys,
@@ -522,5 +529,6 @@ const struct connector_ops rest_connector_ops = {
         .field_name = rest_field_name,
         .column_name = rest_column_name,
         .build = rest_build,
+        .insert_uses_id = rest_insert_uses_id,
         .parse = rest_parse,
 };

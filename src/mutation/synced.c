@@ -480,6 +480,11 @@ static void set_api_error(struct mutation *m, const struct api_error *ae)
 		sqlstate = "54000";
 		what = "request too large";
 		break;
+	case API_ERR_ASSIGNED_ID:
+		/* refused here, like a GENERATED ALWAYS column: not the API's verdict */
+		sqlstate = "428C9";
+		hintp = "Leave the column out: RETURNING gives the id the API assigns.";
+		break;
 	case API_ERR_TOO_LARGE:
 		/* syncbouncer's own cap, not the API's verdict: never a validation error */
 		sqlstate = "54000";
@@ -519,6 +524,11 @@ static void set_api_error(struct mutation *m, const struct api_error *ae)
 		         ae->message, sentence_end(ae->message), api);
 	else
 		snprintf(detail, sizeof(detail), "%s", ae->message);
+	if (ae->cls == API_ERR_ASSIGNED_ID) {
+		snprintf(msg, sizeof(msg), "%.200s", ae->message);
+		snprintf(detail, sizeof(detail),
+		         "Column \"%s\" holds the record id that %s assigns.", ae->column, api);
+	}
 	set_error(m, sqlstate, msg, detail[0] ? detail : NULL, hintp);
 	if (ae->column[0]) {
 		/* the column field of the ErrorResponse names the offending column */

@@ -168,3 +168,34 @@ def test_an_update_that_changes_nothing_sends_no_request(bouncer_factory, pg, fa
         assert [r["method"] for r in api_calls] == ["PATCH"]
         assert conn.execute("select id, last_name from salesforce.contacts order by id"
                             ).fetchall() == sorted([(ids[0], "Atreides"), (ids[1], "Harkonnen")])
+
+
+@pytest.mark.timeout(60)
+def test_the_record_id_is_the_apis_to_assign(bouncer_factory, pg, fake_sf):
+    """Supplying the id column of an insert was dropped without a word, and changing it was
+    called a "salesforce validation error": both are refused here, as PostgreSQL refuses a
+    GENERATED ALWAYS column (428C9), and nothing is sent."""
+    b = start_salesforce(pg, bouncer_factory, fake_sf.url, f"{fake_sf.url}/services/oauth2/token",
+                         "test-client-secret")
+    with crm(b) as conn:
+        (cid,) = conn.execute("insert into salesforce.contacts (last_name) values ('Atreides') "
+                              "returning id").fetchone()
+        before = len(fake_sf.requests())
+        with pytest.raises(psycopg.errors.GeneratedAlways) as ei:
+            conn.execute("insert into salesforce.contacts (id, last_name) "
+                         "values ('003000000000MINE', 'Harkonnen')")
+        diag = ei.value.diag
+        assert diag.message_primary == 'cannot insert a non-DEFAULT value into column "id"'
+        assert diag.message_detail == 'Column "id" holds the record id that salesforce assigns.'
+        assert (diag.table_name, diag.column_name) == ("contacts", "id")
+        with pytest.raises(psycopg.errors.GeneratedAlways) as ei:
+            conn.execute("update salesforce.contacts set id = '003000000000MINE' where id = %s",
+                         (cid,))
+        assert ei.value.diag.message_primary == 'column "id" can only be updated to DEFAULT'
+        # an id that exists already, with ON CONFLICT DO NOTHING, is still just skipped
+        cur = conn.execute("insert into salesforce.contacts (id, last_name) values (%s, 'X') "
+                           "on conflict do nothing", (cid,))
+        assert cur.rowcount == 0
+        assert conn.execute("select id, last_name from salesforce.contacts").fetchall() == \
+            [(cid, "Atreides")]
+    assert [r for r in fake_sf.requests()[before:] if "/composite/sobjects" in r["path"]] == []

@@ -393,6 +393,43 @@ static void test_dot_ids_stay_one_segment(void **state)
 	connector_free(s);
 }
 
+/* The record id is the API's to assign, unless a REST insert puts it in its path. */
+static void test_check_ids(void **state)
+{
+	static const struct api_value given[] = {{"id", "mine", API_VALUE_TEXT},
+	                                         {"email", "a@b.c", API_VALUE_TEXT}};
+	static const struct api_value none[] = {{"id", NULL, API_VALUE_TEXT},
+	                                        {"email", "a@b.c", API_VALUE_TEXT}};
+	static const struct api_value other[] = {{"id", "other", API_VALUE_TEXT},
+	                                         {"email", "a@b.c", API_VALUE_TEXT}};
+	struct cf_kv kv[] = {{"type", "rest"}, {"base_url", "http://h"}, {"path", "/contacts"}};
+	struct cf_kv put[] = {{"type", "rest"},
+	                      {"base_url", "http://h"},
+	                      {"path", "/contacts"},
+	                      {"insert_path", "/contacts/{id}"},
+	                      {"insert_method", "PUT"}};
+	struct connector *r = make(kv, 3), *p = make(put, 5), *s = stripe();
+	struct api_row ins = {.new_image = {given, 2}}, ins_none = {.new_image = {none, 2}};
+	struct api_row upd = {.old_image = {given, 2}, .new_image = {other, 2}};
+	struct api_error err;
+
+	(void)state;
+	assert_false(connector_check_ids(r, &table, API_OP_INSERT, &ins, 1, &err));
+	assert_int_equal(err.cls, API_ERR_ASSIGNED_ID);
+	assert_string_equal(err.message, "cannot insert a non-DEFAULT value into column \"id\"");
+	assert_string_equal(err.column, "id");
+	assert_false(connector_check_ids(s, &table, API_OP_INSERT, &ins, 1, &err));
+	assert_true(connector_check_ids(p, &table, API_OP_INSERT, &ins, 1, &err));
+	assert_true(connector_check_ids(r, &table, API_OP_INSERT, &ins_none, 1, &err));
+	assert_false(connector_check_ids(p, &table, API_OP_UPDATE, &upd, 1, &err));
+	assert_string_equal(err.message, "column \"id\" can only be updated to DEFAULT");
+	upd.new_image.values = given;
+	assert_true(connector_check_ids(r, &table, API_OP_UPDATE, &upd, 1, &err));
+	connector_free(r);
+	connector_free(p);
+	connector_free(s);
+}
+
 /* Which updates change nothing the API holds (and so need no request). */
 static void test_rows_change_nothing(void **state)
 {
@@ -1047,6 +1084,7 @@ int main(void)
 	        cmocka_unit_test(test_dot_ids_stay_one_segment),
 	        cmocka_unit_test(test_body_over_cap_is_too_large),
 	        cmocka_unit_test(test_rows_change_nothing),
+	        cmocka_unit_test(test_check_ids),
 	        cmocka_unit_test(test_batch),
 	        cmocka_unit_test(test_errors),
 	        cmocka_unit_test(test_stripe_build),
