@@ -136,6 +136,8 @@ struct api_error {
 	 * wrong: a DELETE of that one record has nothing left to do, and succeeds.
 	 */
 	bool record_gone;
+	/* found by syncbouncer before any request: the API never saw the row, nor judged it */
+	bool local;
 };
 
 /*

@@ -591,11 +591,13 @@ struct api_call *api_submit(struct api *api, const struct api_table *table, enum
 	                  api_rows_change_nothing(table, rows, nrows);
 	if (!connector_check_ids(api->conn, table, op, rows, nrows, &call->result.error))
 		call->unchanged = false; /* reported from the loop */
-	else if (!call->unchanged &&
-	         !connector_build_request(api->conn, table, op, rows, nrows, &call->spec,
-	                                  &call->result.error) &&
-	         call->result.error.cls == API_ERR_NONE)
-		api_error_set(&call->result.error, API_ERR_INTERNAL, "cannot build the request");
+	else if (!call->unchanged && !connector_build_request(api->conn, table, op, rows, nrows,
+	                                                      &call->spec, &call->result.error)) {
+		if (call->result.error.cls == API_ERR_NONE)
+			api_error_set(&call->result.error, API_ERR_INTERNAL,
+			              "cannot build the request");
+		call->result.error.local = true;
+	}
 	if (!api_call_arm(call, 0)) {
 		api_call_free(call);
 		return NULL;

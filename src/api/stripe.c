@@ -67,9 +67,11 @@ static bool stripe_build(const struct connector *c, const struct api_table *t, e
 	}
 	if (op != API_OP_INSERT && (idv == NULL || idv->value == NULL || idv->value[0] == '\0' ||
 	                            strlen(idv->value) > 64)) {
-		api_error_set(err, API_ERR_VALIDATION, "row has no usable record id in column %s",
-		              t->pk_column);
+		api_error_set(err, API_ERR_VALIDATION, "is not a usable Stripe id.");
 		snprintf(err->column, sizeof(err->column), "%s", t->pk_column);
+		if (idv != NULL && idv->value != NULL)
+			snprintf(err->value, sizeof(err->value), "%s", idv->value);
+		err->value_is_null = idv == NULL || idv->value == NULL;
 		err->row = 0;
 		return false;
 	}

@@ -524,6 +524,12 @@ static void set_api_error(struct mutation *m, const struct api_error *ae)
 		         ae->message, sentence_end(ae->message), api);
 	else
 		snprintf(detail, sizeof(detail), "%s", ae->message);
+	if (ae->local && (ae->cls == API_ERR_VALIDATION || ae->cls == API_ERR_REQUIRED ||
+	                  ae->cls == API_ERR_DUPLICATE)) {
+		/* a value the request cannot carry: syncbouncer's refusal, not the API's verdict */
+		sqlstate = "22023";
+		snprintf(msg, sizeof(msg), "row cannot be sent to %s", api);
+	}
 	if (ae->cls == API_ERR_ASSIGNED_ID) {
 		snprintf(msg, sizeof(msg), "%.200s", ae->message);
 		snprintf(detail, sizeof(detail),

@@ -199,3 +199,25 @@ def test_the_record_id_is_the_apis_to_assign(bouncer_factory, pg, fake_sf):
         assert conn.execute("select id, last_name from salesforce.contacts").fetchall() == \
             [(cid, "Atreides")]
     assert [r for r in fake_sf.requests()[before:] if "/composite/sobjects" in r["path"]] == []
+
+
+@pytest.mark.timeout(60)
+def test_a_row_refused_before_sending_is_not_an_api_validation_error(bouncer_factory, pg,
+                                                                     fake_stripe):
+    """A record id no Stripe URL can carry is refused by syncbouncer before any request, and
+    said so, rather than "stripe validation error" (which would blame Stripe)."""
+    long_id = "cus_" + "x" * 70
+    b = start_synced(pg, bouncer_factory, "stripe", fake_stripe,
+                     rows=[(long_id, "Long", "long@example.com")])
+    with crm(b) as conn:
+        with pytest.raises(psycopg.Error) as ei:
+            conn.execute("update stripe.customers set name = 'Short' where id = %s", (long_id,))
+        diag = ei.value.diag
+        assert (diag.sqlstate, diag.message_primary) == ("22023", "row cannot be sent to stripe")
+        assert diag.message_detail == f"Key (id)=({long_id}) is not a usable Stripe id."
+        assert (diag.table_name, diag.column_name) == ("customers", "id")
+        # Stripe's own refusal keeps its label
+        with pytest.raises(psycopg.errors.CheckViolation) as ei:
+            conn.execute("insert into stripe.customers (name, email) values ('X', 'not-an-email')")
+        assert ei.value.diag.message_primary == "stripe validation error"
+    assert [r["method"] for r in fake_stripe.requests()] == ["POST"]
