@@ -193,6 +193,7 @@ void api_http_spec_free(struct api_http_spec *s);
 void api_random_key(char *key, size_t size);
 
 struct connector;
+struct changes_ops;
 
 struct connector_ops {
 	const char *type;
@@ -217,6 +218,8 @@ struct connector_ops {
 	void (*parse)(const struct connector *c, const struct api_table *t, enum api_op op,
 	              const struct api_row *rows, int nrows, const struct http_response *resp,
 	              struct api_result *out);
+	/* The read side for the sync worker (include/api/changes.h); NULL: not syncable. */
+	const struct changes_ops *changes;
 };
 
 struct connector {
@@ -225,13 +228,14 @@ struct connector {
 	char *base_url; /* without trailing '/' */
 	int max_batch;  /* configured cap on rows per request (0 = the API's maximum) */
 	void *priv;
+	void *changes_priv; /* the read side's settings */
 };
 
 /*
  * Creates the connector of an [apis] entry named name from its pairs (type= chooses it). Keys
  * shared by all types (handled by the api module) are accepted here too: type, base_url, auth,
  * token, token_url, client_id, client_secret, refresh_token, timeout, deadline, max_in_flight,
- * ca_file, max_batch, auth_header. NULL with a clear message in err on a missing or bad key.
+ * ca_file, max_batch, auth_header, rate_limit, sync_budget; and the read side's keys. NULL with a clear message in err on a missing or bad key.
  */
 struct connector *connector_create(const char *name, const struct cf_kv *kv, int nkv, char *err,
                                    size_t errsize);

@@ -7,6 +7,7 @@
  * connector_parse_response() result is either ok with exactly nrows rows or carries an error.
  */
 #include "api/connector.h"
+#include "api/changes.h"
 #include "api/json.h"
 
 #include <ctype.h>
@@ -29,7 +30,8 @@ static const struct connector_ops *const connector_types[] = {
 static const char *const connector_common_keys[] = {
         "type",          "base_url",      "auth",          "token",       "token_url",
         "client_id",     "client_secret", "refresh_token", "timeout",     "deadline",
-        "max_in_flight", "ca_file",       "max_batch",     "auth_header", NULL,
+        "max_in_flight", "ca_file",       "max_batch",     "auth_header", "rate_limit",
+        "sync_budget",   NULL,
 };
 
 const char *api_op_str(enum api_op op)
@@ -639,6 +641,11 @@ static bool connector_key_known(const struct connector_ops *ops, const char *key
 		if (strcmp(ops->keys[i], key) == 0)
 			return true;
 	}
+	for (i = 0; ops->changes != NULL && ops->changes->keys != NULL && ops->changes->keys[i];
+	     i++) {
+		if (strcmp(ops->changes->keys[i], key) == 0)
+			return true;
+	}
 	return false;
 }
 
@@ -706,7 +713,9 @@ struct connector *connector_create(const char *name, const struct cf_kv *kv, int
 		}
 		c->max_batch = (int)v;
 	}
-	if (!ops->configure(c, kv, nkv, err, errsize)) {
+	if (!ops->configure(c, kv, nkv, err, errsize) ||
+	    (ops->changes != NULL && ops->changes->configure != NULL &&
+	     !ops->changes->configure(c, kv, nkv, err, errsize))) {
 		connector_free(c);
 		return NULL;
 	}
@@ -723,6 +732,8 @@ void connector_free(struct connector *c)
 		return;
 	if (c->ops != NULL && c->ops->release != NULL)
 		c->ops->release(c);
+	if (c->ops != NULL && c->ops->changes != NULL && c->ops->changes->release != NULL)
+		c->ops->changes->release(c);
 	free(c->name);
 	free(c->base_url);
 	free(c);

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/changes.h"
 #include "api/connector.h"
 #include "api/json.h"
 
@@ -531,4 +532,5 @@ const struct connector_ops rest_connector_ops = {
         .build = rest_build,
         .insert_uses_id = rest_insert_uses_id,
         .parse = rest_parse,
+        .changes = &rest_changes_ops,
 };

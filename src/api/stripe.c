@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/changes.h"
 #include "api/connector.h"
 #include "api/json.h"
 
@@ -260,4 +261,5 @@ const struct connector_ops stripe_connector_ops = {
         .column_name = stripe_same_name,
         .build = stripe_build,
         .parse = stripe_parse,
+        .changes = &stripe_changes_ops,
 };
