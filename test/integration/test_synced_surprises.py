@@ -32,7 +32,9 @@ def start_salesforce(pg, bouncer_factory, base_url, token_url, client_secret):
         "apis": [f"salesforce = type=salesforce base_url={base_url} api_version=v59.0 "
                  f"auth=oauth2 token_url={token_url} client_id=test-client-id "
                  f"client_secret={client_secret} refresh_token=test-refresh-token timeout=3"],
-        "synced_tables": ["crm.salesforce.contacts = api=salesforce object=Contact"],
+        # writes only: no sync pass reads the fake meanwhile
+        "synced_tables": ["crm.salesforce.contacts = api=salesforce object=Contact "
+                          "sync_interval=0 backfill=off"],
     })
     deadline = time.monotonic() + 20
     while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
