@@ -362,12 +362,14 @@ static void oauth_start_refresh(struct oauth *oa)
 
 	if (oa->refresh_req != NULL)
 		return;
+	oa->last_failed_on_credentials = false;
 	body[0] = '\0';
 	if (!oauth_append_param(body, sizeof(body), &used, "grant_type", "refresh_token") ||
 	    !oauth_append_param(body, sizeof(body), &used, "client_id", oa->client_id) ||
 	    !oauth_append_param(body, sizeof(body), &used, "client_secret", oa->client_secret) ||
 	    !oauth_append_param(body, sizeof(body), &used, "refresh_token", oa->refresh_token)) {
 		snprintf(oa->last_error, sizeof(oa->last_error), "credentials too long");
+		oa->last_failed_on_credentials = true;
 		goto failed;
 	}
 	req = http_request_new(HTTP_POST, oa->token_url);
