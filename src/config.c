@@ -2277,7 +2277,8 @@ bool config_set(struct config *cfg, const char *key, const char *value, char *er
 		config_free(probe);
 		no = refusal_of(false, k->name, val, k->def);
 		if (no) {
-			snprintf(err, errsize, "%s = %.100s is not supported: %s", k->name, val, no);
+			snprintf(err, errsize, "%s = %.100s is not supported: %s", k->name, val,
+			         no);
 			return false;
 		}
 	}
