@@ -22,6 +22,7 @@ struct synced;
 struct admin;
 struct control;
 struct stats_state;
+struct auth;
 
 /*
  * The query hook: the seam where the synced-table side sees client statements. The core shows it
@@ -68,6 +69,7 @@ struct bouncer {
 	struct admin *admin;     /* the admin console (admin.c) */
 	struct control *control; /* pause, suspend, shutdown modes (control.c) */
 	struct stats_state *stats;
+	struct auth *auth; /* hba and ident files, auth_query connections (auth.c) */
 	uint64_t last_conn_id; /* ids of SHOW CLIENTS / KILL_CLIENT */
 	int client_count;
 	int server_count;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "auth.h"
 #include "bouncer.h"
 #include "config.h"
 #include "conn.h"
@@ -368,190 +369,6 @@ static bool parse_options(struct conn *c, const char *opts)
 	return !want_value;
 }
 
-static enum sbuf_action start_auth(struct conn *c)
-{
-	const struct config *cfg = c->b->cfg;
-	struct pool *pool;
-	const char *err = NULL;
-	char msg[256];
-
-	pool = c->admin ? admin_pool(c->b) : pool_get(c->b, c->dbname, c->user, &err);
-	if (pool == NULL) {
-		if (strcmp(err, "no such database") == 0)
-			snprintf(msg, sizeof(msg), "no such database: %s", c->dbname);
-		else
-			snprintf(msg, sizeof(msg), "%s", err);
-		client_fatal(c, "08P01", msg);
-		return SBUF_CLOSED;
-	}
-	if (!c->admin && control_login_refused(c->b, c->dbname, msg, sizeof(msg))) {
-		client_fatal(c, "08P01", msg);
-		return SBUF_CLOSED;
-	}
-	if (!c->admin && !pool_client_allowed(pool, msg, sizeof(msg))) {
-		client_fatal(c, "53300", msg);
-		return SBUF_CLOSED;
-	}
-	c->pool = pool;
-	if (c->admin && admin_trusted_peer(c)) {
-		admin_client_login(c);
-		return c->state == CONN_JUSTFREE ? SBUF_CLOSED : SBUF_CONSUMED;
-	}
-	switch (cfg->auth_type) {
-	case AUTH_ANY:
-	case AUTH_TRUST:
-		pool_client_logged_in(pool, c);
-		return SBUF_CONSUMED;
-	case AUTH_PLAIN: {
-		struct pktbuf pb;
-		pktbuf_init(&pb, 64);
-		pktbuf_write_auth(&pb, 3, NULL, 0);
-		queue_or_close(c, &pb);
-		pktbuf_free(&pb);
-		return SBUF_CONSUMED;
-	}
-	case AUTH_MD5: {
-		struct pktbuf pb;
-		if (getrandom(c->md5_salt, sizeof(c->md5_salt), 0) !=
-		    (ssize_t)sizeof(c->md5_salt)) {
-			client_fatal(c, "58000", "could not generate a salt");
-			return SBUF_CLOSED;
-		}
-		pktbuf_init(&pb, 64);
-		pktbuf_write_auth(&pb, 5, c->md5_salt, 4);
-		queue_or_close(c, &pb);
-		pktbuf_free(&pb);
-		return SBUF_CONSUMED;
-	}
-	case AUTH_SCRAM_SHA_256: {
-		struct pktbuf pb;
-		static const char mechs[] = "SCRAM-SHA-256\0";
-		pktbuf_init(&pb, 64);
-		pktbuf_write_auth(&pb, 10, mechs, sizeof(mechs));
-		queue_or_close(c, &pb);
-		pktbuf_free(&pb);
-		return SBUF_CONSUMED;
-	}
-	default:
-		snprintf(msg, sizeof(msg), "auth_type %s is not supported yet",
-		         auth_type_str(cfg->auth_type));
-		client_fatal(c, "0A000", msg);
-		return SBUF_CLOSED;
-	}
-}
-
-static void auth_failed(struct conn *c)
-{
-	char msg[160];
-
-	snprintf(msg, sizeof(msg), "password authentication failed for user \"%s\"", c->user);
-	client_fatal(c, "28P01", msg);
-}
-
-/* A cleartext password against a stored SCRAM secret: rebuild the secret with its salt. */
-static bool scram_verify_plain(const char *secret, const char *given)
-{
-	uint32_t iterations;
-	uint8_t salt[SCRAM_MAX_SALT], stored_key[SCRAM_KEY_LEN], server_key[SCRAM_KEY_LEN];
-	size_t salt_len;
-	char rebuilt[SCRAM_MAX_SECRET + 1];
-
-	if (!scram_parse_secret(secret, &iterations, salt, &salt_len, stored_key, server_key))
-		return false;
-	if (!scram_build_secret(given, salt, salt_len, iterations, rebuilt, sizeof(rebuilt)))
-		return false;
-	return strlen(rebuilt) == strlen(secret) &&
-	       CRYPTO_memcmp(rebuilt, secret, strlen(secret)) == 0;
-}
-
-static bool check_plain_password(struct conn *c, const char *stored, const char *given)
-{
-	char md5[36];
-
-	if (strncmp(stored, "md5", 3) == 0 && strlen(stored) == 35) {
-		if (!md5pw_encrypt(given, c->user, md5))
-			return false;
-		return CRYPTO_memcmp(md5, stored, 35) == 0;
-	}
-	if (strncmp(stored, "SCRAM-SHA-256$", 14) == 0)
-		return scram_verify_plain(stored, given);
-	return strlen(stored) == strlen(given) && CRYPTO_memcmp(stored, given, strlen(given)) == 0;
-}
-
-static enum sbuf_action handle_password(struct conn *c, const struct sbuf_pkt *pkt)
-{
-	const struct config *cfg = c->b->cfg;
-	const char *stored = c->b->users ? userlist_get_password(c->b->users, c->user) : NULL;
-	const char *pw;
-	bool ok = false;
-
-	if (pkt->type != 'p') {
-		client_fatal(c, "08P01", "expected a password message");
-		return SBUF_CLOSED;
-	}
-	if (!pkt->complete)
-		return SBUF_WAIT;
-	if (cfg->auth_type == AUTH_SCRAM_SHA_256) {
-		uint8_t out[1024];
-		size_t outlen = 0;
-		struct pktbuf pb;
-		bool done = false;
-
-		if (c->scram_srv == NULL) {
-			const char *mech;
-			const uint8_t *data;
-			size_t dlen;
-			if (!proto_parse_sasl_initial(pkt->body, pkt->body_len, &mech, &data,
-			                              &dlen) ||
-			    strcmp(mech, "SCRAM-SHA-256") != 0) {
-				auth_failed(c);
-				return SBUF_CLOSED;
-			}
-			c->scram_srv = calloc(1, sizeof(*c->scram_srv));
-			if (c->scram_srv == NULL || !scram_server_init(c->scram_srv, stored) ||
-			    !scram_server_first(c->scram_srv, (const char *)data, dlen, (char *)out,
-			                        sizeof(out))) {
-				auth_failed(c);
-				return SBUF_CLOSED;
-			}
-			outlen = strlen((char *)out);
-			pktbuf_init(&pb, 2048);
-			pktbuf_write_auth(&pb, 11, out, outlen);
-		} else {
-			if (!scram_server_final(c->scram_srv, (const char *)pkt->body,
-			                        pkt->body_len, (char *)out, sizeof(out))) {
-				auth_failed(c);
-				return SBUF_CLOSED;
-			}
-			outlen = strlen((char *)out);
-			pktbuf_init(&pb, 2048);
-			pktbuf_write_auth(&pb, 12, out, outlen);
-			done = true;
-		}
-		queue_or_close(c, &pb);
-		pktbuf_free(&pb);
-		if (done)
-			pool_client_logged_in(c->pool, c);
-		return SBUF_CONSUMED;
-	}
-	if (!proto_parse_password(pkt->body, pkt->body_len, &pw)) {
-		client_fatal(c, "08P01", "malformed password message");
-		return SBUF_CLOSED;
-	}
-	if (stored != NULL && stored[0] != '\0') {
-		if (cfg->auth_type == AUTH_MD5)
-			ok = md5pw_check(stored, c->user, c->md5_salt, pw);
-		else
-			ok = check_plain_password(c, stored, pw);
-	}
-	if (!ok) {
-		auth_failed(c);
-		return SBUF_CLOSED;
-	}
-	pool_client_logged_in(c->pool, c);
-	return SBUF_CONSUMED;
-}
-
 static void copy_str(char *dst, size_t size, const char *src)
 {
 	snprintf(dst, size, "%s", src);
@@ -648,7 +465,7 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 	c->sbuf.startup_phase = false;
 	if (b->cfg->log_connections)
 		slog_info(c, "login attempt: db=%s user=%s tls=no", c->dbname, c->user);
-	return start_auth(c);
+	return auth_start(c);
 }
 
 static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt)
@@ -660,7 +477,7 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 	if (c->state == CL_LOGIN) {
 		if (c->sbuf.startup_phase)
 			return handle_startup(c, pkt);
-		return handle_password(c, pkt);
+		return auth_packet(c, pkt);
 	}
 	if (c->admin)
 		return admin_handle_packet(c, pkt);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth.h"
 #include "bouncer.h"
 #include "pool.h"
 #include "prepared.h"
@@ -138,6 +139,7 @@ void conn_free_retired(struct bouncer *b)
 		list_del(&c->head);
 		param_clear(&c->params);
 		param_clear(&c->startup);
+		auth_conn_free(c);
 		free(c->scram_srv);
 		free(c->scram_cli);
 		free(c->host);

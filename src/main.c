@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "auth.h"
 #include "bouncer.h"
 #include "config.h"
 #include "conn.h"
@@ -215,6 +216,13 @@ int main(int argc, char **argv)
 		if (b.users == NULL)
 			fatal("cannot load auth_file \"%s\"", b.cfg->auth_file);
 	}
+	{
+		char err[1024];
+		struct auth_files *files = auth_files_load(b.cfg, err, sizeof(err));
+		if (files == NULL)
+			fatal("%s", err);
+		auth_use_files(&b, files);
+	}
 	(void)daemon_set_nofile(b.cfg->max_client_conn + 100);
 
 	signal(SIGPIPE, SIG_IGN);
@@ -321,6 +329,7 @@ int main(int argc, char **argv)
 	event_base_free(b.base);
 	if (pidfile_written)
 		daemon_remove_pidfile(b.cfg->pidfile);
+	auth_shutdown(&b);
 	if (b.users != NULL)
 		userlist_free(b.users);
 	config_free(b.cfg);
