@@ -789,13 +789,15 @@ static enum sbuf_action scram_packet(struct conn *c, const struct sbuf_pkt *pkt)
 		const uint8_t *data;
 		size_t dlen;
 
-		if (!proto_parse_sasl_initial(pkt->body, pkt->body_len, &mech, &data, &dlen)) {
-			login_fail(c, "08P01", "SASL authentication failed");
-			return SBUF_CLOSED;
-		}
-		if (strcmp(mech, SCRAM_MECH) != 0) {
+		/* the mechanism first: an md5 answer to our SASL request names none we offer */
+		if (memchr(pkt->body, '\0', pkt->body_len) == NULL ||
+		    strcmp((const char *)pkt->body, SCRAM_MECH) != 0) {
 			login_fail(c, "08P01",
 			           "client selected an invalid SASL authentication mechanism");
+			return SBUF_CLOSED;
+		}
+		if (!proto_parse_sasl_initial(pkt->body, pkt->body_len, &mech, &data, &dlen)) {
+			login_fail(c, "08P01", "SASL authentication failed");
 			return SBUF_CLOSED;
 		}
 		if (!as->mock && userlist_password_kind(as->secret) == USERLIST_PW_MD5) {
