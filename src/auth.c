@@ -491,12 +491,12 @@ static void aq_answer(struct conn *c, PGresult *res, const char *error)
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
 		const char *why = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
 		                              : error;
-		slog_error(c, "auth_query failed: %s", why ? why : "no result");
+		slog_error(c, "error response from auth_query: %s", why ? why : "no result");
 		login_fail(c, "08P01", "authentication query failed");
 		return;
 	}
 	if (PQnfields(res) != 2) {
-		slog_error(c, "auth_query must return 2 columns, not %d", PQnfields(res));
+		slog_error(c, "expected 2 columns from auth_query, not %d", PQnfields(res));
 		login_fail(c, "08P01", "authentication query failed");
 		return;
 	}

@@ -6,7 +6,6 @@ pgbouncer's says, so that operators' greps keep working."""
 import pytest
 
 import pgwire
-from conftest import IS_PGBOUNCER
 
 
 def login(b, user, db, password):
@@ -87,8 +86,6 @@ def test_forced_user(bouncer_factory, pg):
     assert login(b, "nobody", "forced", "secret")[1]["M"] == "password authentication failed"
 
 
-@pytest.mark.skipif(IS_PGBOUNCER, reason="auth_type=any is checked at login by both, but "
-                    "pgbouncer 1.18 lets the admin console decide first")
 def test_auth_any_needs_a_forced_user(bouncer_factory, pg):
     line = f"host=127.0.0.1 port={pg.port} dbname=app user=app password=secret"
     b = bouncer_factory(config={"databases": {"forced": line},

@@ -88,6 +88,7 @@ def test_address_decides(bouncer_factory):
     assert login(b, "app", "app", "secret", host="::1")[1]["M"] == "login rejected"
 
 
+@pytest.mark.skipif(IS_PGBOUNCER, reason="auth_ident_file is newer than pgbouncer 1.18")
 def test_peer_and_ident_map(bouncer_factory):
     """The tests run as the OS user postgres: peer lets it in as postgres (here to the admin
     console, which needs no server), and as app only through the map."""
@@ -169,7 +170,7 @@ def test_include_files_and_sameuser(bouncer_factory):
                                               "auth_hba_file": "@WORKDIR@/hba.conf"}},
                         start=False)
     write(os.path.join(b.workdir, "dbs.txt"), "crm\n")
-    write(os.path.join(b.workdir, "users.txt"), "# who may use crm\nscramuser, app\n")
+    write(os.path.join(b.workdir, "users.txt"), "scramuser, app\n")
     write(os.path.join(b.workdir, "hba.conf"),
           "host sameuser all 127.0.0.1/32 md5\n"
           "host @dbs.txt @users.txt 127.0.0.1/32 md5\n")

@@ -10,7 +10,6 @@ import psycopg
 import pytest
 
 import pgwire
-from conftest import IS_PGBOUNCER
 
 
 def stored_secret(pg, role):
@@ -129,8 +128,6 @@ def test_no_scram_keys_without_a_scram_login(scram_bouncer):
             conn.execute("select 1")
 
 
-@pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer drops the server login without a message "
-                    "the client sees before the login is retried")
 def test_md5_secret_cannot_log_into_a_scram_server(bouncer_factory, pg):
     """A user whose secret is md5 cannot answer a server that asks for SCRAM."""
     md5 = "md5" + hashlib.md5(b"scrampassscramuser").hexdigest()
