@@ -212,7 +212,7 @@ static const struct cf_key cf_keys[] = {
         KSTR(auth_dbname, "", 0),
         KSTR(auth_file, "", 0),
         KSTR(auth_hba_file, "", 0),
-        KSTR(auth_ident_file, "", CF_UNSUPPORTED),
+        KSTR(auth_ident_file, "", 0),
         /* may carry an LDAP bind password */
         KSTR(auth_ldap_options, "", CF_SECRET | CF_UNSUPPORTED),
         KSTR(auth_query, DEFAULT_AUTH_QUERY, 0),
