@@ -345,6 +345,8 @@ static void finish_login(struct conn *c)
 		pool_take_scram_keys(pool, as->secret, c->scram_srv);
 	if (c->scram_srv != NULL)
 		scram_server_clear(c->scram_srv);
+	/* the secret is not needed any more: do not keep a copy for the client's lifetime */
+	auth_conn_free(c);
 	pool_client_logged_in(pool, c);
 }
 
@@ -417,7 +419,6 @@ static enum sbuf_action choose_method(struct conn *c)
 	struct auth_state *as = c->auth;
 	struct pktbuf pb;
 	const char *map = NULL;
-	char msg[160];
 
 	if (cfg->auth_type == AUTH_HBA) {
 		const struct auth *a = c->b->auth;
@@ -475,10 +476,15 @@ static enum sbuf_action choose_method(struct conn *c)
 		login_peer(c, map);
 		return c->state == CONN_JUSTFREE ? SBUF_CLOSED : SBUF_CONSUMED;
 	case HBA_CERT:
+		/*
+		 * Not reached yet: auth_type=cert is refused in auth_start() and cert lines fail
+		 * the hba load while there is no client TLS. The TLS side plugs in here: the
+		 * verified certificate's CN must be c->user, or map to it through
+		 * ident_allows(files->ident, map, cn, c->user).
+		 */
 		break;
 	}
-	snprintf(msg, sizeof(msg), "auth_type %s is not supported yet", auth_type_str(cfg->auth_type));
-	login_fail(c, "0A000", msg);
+	login_fail(c, "28000", "certificate authentication failed");
 	return SBUF_CLOSED;
 }
 
