@@ -44,6 +44,14 @@ struct auth_files *auth_files_load(const struct config *cfg, char *err,
 void auth_files_free(struct auth_files *files);
 /* Makes files (owned from now on) the ones in use; frees the previous ones. */
 void auth_use_files(struct bouncer *b, struct auth_files *files);
+/*
+ * The admin console's SET changed key in b->cfg: when it is one the auth files depend on
+ * (auth_type, auth_hba_file, auth_ident_file), they are read again and replace the ones in use.
+ * False, with the reason in err and nothing replaced, when they cannot be loaded; the caller
+ * then puts the old value back.
+ */
+bool auth_setting_changed(struct bouncer *b, const char *key, char *err,
+                          size_t errsize) __attribute__((warn_unused_result));
 /* Frees the files and closes the auth_query connections (at exit). */
 void auth_shutdown(struct bouncer *b);
 

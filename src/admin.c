@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "bouncer.h"
 #include "client.h"
 #include "config.h"
@@ -1299,11 +1300,26 @@ static void cmd_set(struct reply *r, const char *key, const char *value)
 		send_error(r, "08P01", "admin access needed");
 		return;
 	}
-	if (!config_set(r->b->cfg, key, value, err, sizeof(err))) {
-		slog_warning(r->client, "SET %s failed", key);
-		log_debug("SET %s failed: %s", key, err);
-		send_error(r, "08P01", "SET failed");
-		return;
+	{
+		int i = config_key_index(key);
+		char old[4096] = "";
+		if (i >= 0)
+			config_key_format(r->b->cfg, i, old, sizeof(old));
+		if (!config_set(r->b->cfg, key, value, err, sizeof(err))) {
+			slog_warning(r->client, "SET %s failed", key);
+			log_debug("SET %s failed: %s", key, err);
+			send_error(r, "08P01", "SET failed");
+			return;
+		}
+		/* the hba and ident files follow their settings, or the SET is undone */
+		if (!auth_setting_changed(r->b, key, err, sizeof(err))) {
+			char ignored[256];
+			if (!config_set(r->b->cfg, key, old, ignored, sizeof(ignored)))
+				log_error("SET %s: could not restore the old value", key);
+			slog_warning(r->client, "SET %s failed: %s", key, err);
+			send_error(r, "08P01", "SET failed");
+			return;
+		}
 	}
 	log_info("SET %s = %s", key, config_key_is_secret(config_key_index(key)) ? "****" : value);
 	stats_settings_changed(r->b);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -166,6 +167,20 @@ void auth_use_files(struct bouncer *b, struct auth_files *files)
 		if (list_empty(&link->reqs))
 			link_free(link);
 	}
+}
+
+bool auth_setting_changed(struct bouncer *b, const char *key, char *err, size_t errsize)
+{
+	struct auth_files *files;
+
+	if (strcasecmp(key, "auth_type") != 0 && strcasecmp(key, "auth_hba_file") != 0 &&
+	    strcasecmp(key, "auth_ident_file") != 0)
+		return true;
+	files = auth_files_load(b->cfg, err, errsize);
+	if (files == NULL)
+		return false;
+	auth_use_files(b, files);
+	return true;
 }
 
 void auth_shutdown(struct bouncer *b)

@@ -179,3 +179,26 @@ def test_include_files_and_sameuser(bouncer_factory):
     assert login(b, "app", "crm", "secret")[1] is None  # from the files
     assert login(b, "scramuser", "crm", "scrampass")[1] is None
     assert login(b, "scramuser", "app", "scrampass")[1]["M"] == "login rejected"
+
+
+@syncbouncer_only
+def test_set_rereads_the_files(bouncer_factory):
+    """SET auth_type / auth_hba_file read the file at once; a file that cannot be loaded makes
+    the SET fail and leaves the setting as it was."""
+    b = bouncer_factory(config={"pgbouncer": {"auth_hba_file": "@WORKDIR@/hba.conf"}},
+                        start=False)
+    write(os.path.join(b.workdir, "hba.conf"), HBA)
+    write(os.path.join(b.workdir, "bad.conf"), "host all all 1.2.3.4/32 ident\n")
+    b.start()
+    assert login(b, "mallory", "app", "x")[1]["M"] == "password authentication failed"
+    with b.connect(dbname="pgbouncer", user="postgres", password="postgres",
+                   autocommit=True) as admin:
+        admin.execute("SET auth_type = 'hba'")
+        assert login(b, "mallory", "app", "x")[1]["M"] == "login rejected"
+        with pytest.raises(psycopg.Error, match="SET failed"):
+            admin.execute(f"SET auth_hba_file = '{b.workdir}/bad.conf'")
+        rows = admin.execute("SHOW CONFIG").fetchall()
+        assert [r[1] for r in rows if r[0] == "auth_hba_file"] == [f"{b.workdir}/hba.conf"]
+    assert 'bad.conf:1: unsupported authentication method "ident"' in b.log()
+    assert login(b, "mallory", "app", "x")[1]["M"] == "login rejected"
+    assert login(b, "app", "app", "secret")[1] is None
