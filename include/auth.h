@@ -28,6 +28,12 @@
 
 #include "sbuf.h"
 
+/*
+ * The longest password or SASL message (its length field) before authentication: PostgreSQL's
+ * PG_MAX_AUTH_TOKEN_LENGTH. Nothing an unauthenticated client sends is held beyond this.
+ */
+#define AUTH_MSG_MAX 65535u
+
 struct bouncer;
 struct config;
 struct conn;

@@ -454,6 +454,8 @@ static enum sbuf_action choose_method(struct conn *c)
 	}
 	if (as->method == HBA_MD5 && as->secret != NULL && scram_is_secret(as->secret))
 		as->method = HBA_SCRAM;
+	slog_debug(c, "authentication method %s%s", hba_method_str(as->method),
+	           as->mock ? " (no such user: mock exchange)" : "");
 
 	switch (as->method) {
 	case HBA_TRUST:
@@ -868,6 +870,11 @@ enum sbuf_action auth_packet(struct conn *c, const struct sbuf_pkt *pkt)
 		                            : "expected a password message");
 		return SBUF_CLOSED;
 	}
+	/* checked at the header: an unauthenticated client never makes us hold more than this */
+	if (pkt->len - 1 > AUTH_MSG_MAX) {
+		login_fail(c, "08P01", "invalid message length");
+		return SBUF_CLOSED;
+	}
 	if (!pkt->complete)
 		return SBUF_WAIT;
 	if (as->method == HBA_SCRAM)
@@ -881,7 +888,8 @@ enum sbuf_action auth_packet(struct conn *c, const struct sbuf_pkt *pkt)
 		return SBUF_CLOSED;
 	}
 	if (!pw[0]) {
-		login_fail(c, "08P01", "empty password returned by client");
+		/* PostgreSQL's words and SQLSTATE */
+		login_fail(c, "28P01", "empty password returned by client");
 		return SBUF_CLOSED;
 	}
 	if (!as->mock && as->secret != NULL && as->secret[0]) {

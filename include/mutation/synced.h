@@ -7,6 +7,7 @@
 #define SB_MUTATION_SYNCED_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 struct bouncer;
 struct synced;
@@ -45,5 +46,15 @@ extern const char *const synced_apis_columns[];      /* SHOW APIS */
 void synced_show_tables(struct bouncer *b, synced_row_cb cb, void *arg);
 void synced_show_mutations(struct bouncer *b, synced_row_cb cb, void *arg);
 void synced_show_apis(struct bouncer *b, synced_row_cb cb, void *arg);
+
+/*
+ * SYNC [BACKFILL] database.schema.table from the admin client conn_id: NULL when taken, with
+ * *wait true when the answer (admin_command_done / admin_command_failed) comes when the pass
+ * is done; else why it was refused.
+ */
+const char *synced_sync_command(struct bouncer *b, const char *name, bool backfill,
+                                uint64_t conn_id, bool *wait);
+/* The admin client conn_id went away or cancelled: it waits for nothing any more. */
+void synced_forget_admin(struct bouncer *b, uint64_t conn_id);
 
 #endif

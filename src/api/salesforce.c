@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/changes.h"
 #include "api/connector.h"
 #include "api/json.h"
 
@@ -452,4 +453,5 @@ const struct connector_ops salesforce_connector_ops = {
         .column_name = sf_column_name,
         .build = sf_build,
         .parse = sf_parse,
+        .changes = &salesforce_changes_ops,
 };

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/changes.h"
 #include "api/connector.h"
 #include "api/json.h"
 
@@ -77,11 +78,11 @@ static bool stripe_build(const struct connector *c, const struct api_table *t, e
 	if (out->url == NULL)
 		goto oom;
 	used = (size_t)snprintf(out->url, ulen, "%s/v1/", c->base_url);
-	if (!api_url_escape(t->object, out->url, ulen, &used))
+	if (!api_url_escape_segment(t->object, out->url, ulen, &used))
 		goto oom;
 	if (op != API_OP_INSERT) {
 		out->url[used++] = '/';
-		if (!api_url_escape(idv->value, out->url, ulen, &used))
+		if (!api_url_escape_segment(idv->value, out->url, ulen, &used))
 			goto oom;
 	}
 	if (op == API_OP_DELETE) {
@@ -250,4 +251,5 @@ const struct connector_ops stripe_connector_ops = {
         .column_name = stripe_same_name,
         .build = stripe_build,
         .parse = stripe_parse,
+        .changes = &stripe_changes_ops,
 };
