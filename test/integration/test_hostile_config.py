@@ -75,8 +75,9 @@ def test_scram_refuses_an_empty_password(bouncer_factory):
     w.close()
     assert err is not None
     assert err["S"] == "FATAL"
-    # pgbouncer's words for a failed SCRAM exchange
-    assert err["M"] == "SASL authentication failed"
+    # pgbouncer's words for a failed SCRAM exchange (1.18 lets the server refuse it instead)
+    assert err["M"] == "SASL authentication failed" or (
+        IS_PGBOUNCER and err["M"].startswith("password authentication failed"))
     with b.connect() as conn:
         assert conn.execute("select 1").fetchone() == (1,)
 
