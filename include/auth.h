@@ -45,8 +45,8 @@ struct auth_files;
  * auth_ident_file when set). NULL with the reason in err when one is missing or unreadable or
  * holds a line that cannot be understood; the caller then refuses to start or to RELOAD.
  */
-struct auth_files *auth_files_load(const struct config *cfg, char *err,
-                                   size_t errsize) __attribute__((warn_unused_result));
+struct auth_files *auth_files_load(const struct config *cfg, char *err, size_t errsize)
+        __attribute__((warn_unused_result));
 void auth_files_free(struct auth_files *files);
 /* Makes files (owned from now on) the ones in use; frees the previous ones. */
 void auth_use_files(struct bouncer *b, struct auth_files *files);
@@ -56,8 +56,8 @@ void auth_use_files(struct bouncer *b, struct auth_files *files);
  * False, with the reason in err and nothing replaced, when they cannot be loaded; the caller
  * then puts the old value back.
  */
-bool auth_setting_changed(struct bouncer *b, const char *key, char *err,
-                          size_t errsize) __attribute__((warn_unused_result));
+bool auth_setting_changed(struct bouncer *b, const char *key, char *err, size_t errsize)
+        __attribute__((warn_unused_result));
 /* Frees the files and closes the auth_query connections (at exit). */
 void auth_shutdown(struct bouncer *b);
 

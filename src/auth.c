@@ -406,7 +406,8 @@ static void login_peer(struct conn *c, const char *map)
 	const struct auth *a = c->b->auth;
 	char sysuser[256];
 
-	if (c->addr.ss_family != AF_UNIX || c->auth->mock || !peer_name(c, sysuser, sizeof(sysuser)))
+	if (c->addr.ss_family != AF_UNIX || c->auth->mock ||
+	    !peer_name(c, sysuser, sizeof(sysuser)))
 		goto fail;
 	if (map != NULL) {
 		if (a == NULL || a->files == NULL || a->files->ident == NULL) {
@@ -474,7 +475,8 @@ static enum sbuf_action choose_method(struct conn *c)
 		send_pktbuf(c, &pb);
 		return SBUF_CONSUMED;
 	case HBA_MD5:
-		if (getrandom(c->md5_salt, sizeof(c->md5_salt), 0) != (ssize_t)sizeof(c->md5_salt)) {
+		if (getrandom(c->md5_salt, sizeof(c->md5_salt), 0) !=
+		    (ssize_t)sizeof(c->md5_salt)) {
 			login_fail(c, "58000", "could not generate a salt");
 			return SBUF_CLOSED;
 		}
@@ -512,8 +514,8 @@ static void aq_answer(struct conn *c, PGresult *res, const char *error)
 	struct auth_state *as = c->auth;
 
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
-		const char *why = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
-		                              : error;
+		const char *why =
+		        res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : error;
 		slog_error(c, "error response from auth_query: %s", why ? why : "no result");
 		login_fail(c, "08P01", "authentication query failed");
 		return;
@@ -610,7 +612,8 @@ static bool start_auth_query(struct conn *c, const struct cf_database *db)
 	struct auth *a = auth_of(c->b);
 	const char *auth_user = db->auth_user[0] ? db->auth_user : cfg->auth_user;
 	const char *auth_dbname = db->auth_dbname[0] ? db->auth_dbname : cfg->auth_dbname;
-	const struct cf_database *adb = auth_dbname[0] ? config_find_database(cfg, auth_dbname) : db;
+	const struct cf_database *adb =
+	        auth_dbname[0] ? config_find_database(cfg, auth_dbname) : db;
 	const char *password = NULL, *server_db;
 	const char *params[1] = {c->user};
 	char conninfo[2048], port[16], timeout[16];
@@ -630,7 +633,8 @@ static bool start_auth_query(struct conn *c, const struct cf_database *db)
 		return false;
 	}
 	if (admin_is_console_db(adb->name)) {
-		slog_error(c, "cannot use the reserved \"%s\" database as an auth_dbname", adb->name);
+		slog_error(c, "cannot use the reserved \"%s\" database as an auth_dbname",
+		           adb->name);
 		config_error(c);
 		return false;
 	}

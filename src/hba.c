@@ -226,7 +226,8 @@ static enum next_result next_field(const char **p, struct field *f, char *why, s
 				s++;
 				for (;;) {
 					if (*s == '\0' || *s == '\n') {
-						snprintf(why, whysize, "unterminated quoted string");
+						snprintf(why, whysize,
+						         "unterminated quoted string");
 						return NEXT_ERROR;
 					}
 					if (n >= HBA_MAX_LINE) {
@@ -399,8 +400,7 @@ static bool add_names(struct namelist *nl, const struct field *f, bool is_db, co
 				snprintf(why, whysize, "@ without a file name");
 				return false;
 			}
-			if (!include_names(nl, file, t->s + 1, is_db, depth, why, whysize,
-			                   located))
+			if (!include_names(nl, file, t->s + 1, is_db, depth, why, whysize, located))
 				return false;
 		} else if (!namelist_add(nl, t->s)) {
 			snprintf(why, whysize, "out of memory");
@@ -540,7 +540,7 @@ static const struct {
 	const char *name;
 	enum hba_method method;
 } methods[] = {
-        {"trust", HBA_TRUST},    {"reject", HBA_REJECT},     {"md5", HBA_MD5},
+        {"trust", HBA_TRUST},       {"reject", HBA_REJECT},       {"md5", HBA_MD5},
         {"password", HBA_PASSWORD}, {"scram-sha-256", HBA_SCRAM}, {"cert", HBA_CERT},
         {"peer", HBA_PEER},
 };
@@ -639,7 +639,8 @@ static bool parse_rule(struct hba_rule *r, const char *line, const char *file,
 					goto out;
 				if (inet_pton(r->af, f.t[0].s, m) != 1 ||
 				    !mask_is_contiguous(m, r->af == AF_INET ? 4 : 16)) {
-					snprintf(why, whysize, "invalid IP mask \"%.60s\"", f.t[0].s);
+					snprintf(why, whysize, "invalid IP mask \"%.60s\"",
+					         f.t[0].s);
 					goto out;
 				}
 				memcpy(r->mask, m, sizeof(m));

@@ -510,7 +510,8 @@ static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)
 			if (md5pw_is_md5(secret) || scram_is_secret(secret)) {
 				pktbuf_free(&pb);
 				wrong_password_type(
-				        s, "cannot do plain-text authentication: wrong password type");
+				        s,
+				        "cannot do plain-text authentication: wrong password type");
 				return SBUF_CLOSED;
 			}
 			pktbuf_write_password(&pb, secret);
@@ -520,7 +521,8 @@ static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)
 				goto no_password;
 			if (scram_is_secret(secret)) {
 				pktbuf_free(&pb);
-				wrong_password_type(s, "cannot do MD5 authentication: wrong password type");
+				wrong_password_type(
+				        s, "cannot do MD5 authentication: wrong password type");
 				return SBUF_CLOSED;
 			}
 			if (md5pw_is_md5(secret)) {
@@ -538,8 +540,8 @@ static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)
 				goto no_password;
 			if (md5pw_is_md5(secret)) {
 				pktbuf_free(&pb);
-				wrong_password_type(s,
-				                    "cannot do SCRAM authentication: wrong password type");
+				wrong_password_type(
+				        s, "cannot do SCRAM authentication: wrong password type");
 				return SBUF_CLOSED;
 			}
 			s->scram_cli = calloc(1, sizeof(*s->scram_cli));
@@ -551,9 +553,10 @@ static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)
 				if (!auth_pool_scram_keys(pool, secret, ck, sk)) {
 					pktbuf_free(&pb);
 					wrong_password_type(
-					        s, "cannot do SCRAM authentication: password is SCRAM "
-					           "secret but client authentication did not provide "
-					           "SCRAM keys");
+					        s,
+					        "cannot do SCRAM authentication: password is SCRAM "
+					        "secret but client authentication did not provide "
+					        "SCRAM keys");
 					return SBUF_CLOSED;
 				}
 				scram_client_init_keys(s->scram_cli, ck, sk);

@@ -73,16 +73,16 @@ static void test_verdict_table(void **state)
 	        {"unix", false, false, "app", "postgres", HBA_PEER, 3},
 	        {"unix", false, false, "bob", "bob", HBA_TRUST, 4}, /* sameuser */
 	        {"unix", false, false, "app", "bob", HBA_MD5, 5},
-	        {"10.9.1.1", false, true, "app", "bob", HBA_TRUST, 6},   /* replication */
+	        {"10.9.1.1", false, true, "app", "bob", HBA_TRUST, 6},  /* replication */
 	        {"10.9.1.1", false, false, "app", "bob", HBA_SCRAM, 7}, /* "all" is not */
 	        {"10.1.2.3", false, false, "crm", "alice", HBA_SCRAM, 7},
 	        {"10.1.2.3", false, false, "other", "alice", HBA_REJECT, 15}, /* db not listed */
-	        {"10.1.2.3", false, false, "all", "carol", HBA_PASSWORD, 8}, /* quoted "all" */
-	        {"127.0.0.1", false, false, "app", "carol", HBA_SCRAM, 13},  /* ... is a name */
+	        {"10.1.2.3", false, false, "all", "carol", HBA_PASSWORD, 8},  /* quoted "all" */
+	        {"127.0.0.1", false, false, "app", "carol", HBA_SCRAM, 13},   /* ... is a name */
 	        {"127.0.0.1", false, false, "app", "mallory", HBA_REJECT, 9},
 	        {"::1", false, false, "app", "mallory", HBA_REJECT, 9}, /* "all": any family */
 	        {"192.168.1.7", false, false, "app", "dave", HBA_MD5, 10},
-	        {"192.168.1.7", true, false, "app", "dave", HBA_CERT, 11}, /* TLS: not nossl */
+	        {"192.168.1.7", true, false, "app", "dave", HBA_CERT, 11},    /* TLS: not nossl */
 	        {"192.168.2.7", false, false, "app", "dave", HBA_REJECT, 15}, /* hostssl only */
 	        {"2001:db8:1::5", false, false, "app", "dave", HBA_MD5, 12},
 	        {"2001:db9::5", false, false, "app", "dave", HBA_REJECT, 0}, /* no rule */
@@ -114,8 +114,9 @@ static void test_verdict_table(void **state)
 		hba_eval(hba, &c, &v);
 		if (v.method != cases[i].method || v.line != want_line)
 			fail_msg("case %zu (%s %s/%s): got %s line %d, want %s line %d", i,
-			         cases[i].addr, cases[i].db, cases[i].user, hba_method_str(v.method),
-			         v.line, hba_method_str(cases[i].method), want_line);
+			         cases[i].addr, cases[i].db, cases[i].user,
+			         hba_method_str(v.method), v.line, hba_method_str(cases[i].method),
+			         want_line);
 		if (v.line == 3)
 			assert_string_equal(v.map, "admins");
 		else
@@ -235,7 +236,7 @@ static void test_include_files(void **state)
 	static const struct {
 		const char *user;
 		enum hba_method m;
-	} users[] = {{"alice", HBA_TRUST}, {"bob", HBA_TRUST},   {"carol smith", HBA_TRUST},
+	} users[] = {{"alice", HBA_TRUST}, {"bob", HBA_TRUST},    {"carol smith", HBA_TRUST},
 	             {"dave", HBA_TRUST},  {"carol", HBA_REJECT}, {"eve", HBA_REJECT}};
 	for (size_t i = 0; i < sizeof(users) / sizeof(users[0]); i++) {
 		c.user = users[i].user;
