@@ -58,6 +58,7 @@ struct aq_req {
 struct auth {
 	struct auth_files *files;
 	struct list links;
+	uint8_t mock_key[SCRAM_KEY_LEN]; /* mock SCRAM salts derive from it and the user name */
 };
 
 struct auth_state {
@@ -121,8 +122,14 @@ static struct auth *auth_of(struct bouncer *b)
 {
 	if (b->auth == NULL) {
 		b->auth = calloc(1, sizeof(*b->auth));
-		if (b->auth != NULL)
-			list_init(&b->auth->links);
+		if (b->auth == NULL)
+			return NULL;
+		list_init(&b->auth->links);
+		if (getrandom(b->auth->mock_key, sizeof(b->auth->mock_key), 0) !=
+		    (ssize_t)sizeof(b->auth->mock_key)) {
+			free(b->auth);
+			b->auth = NULL;
+		}
 	}
 	return b->auth;
 }
@@ -193,6 +200,7 @@ void auth_shutdown(struct bouncer *b)
 	{
 		link_free(list_entry(it, struct aq_link, head));
 	}
+	OPENSSL_cleanse(b->auth->mock_key, sizeof(b->auth->mock_key));
 	auth_files_free(b->auth->files);
 	free(b->auth);
 	b->auth = NULL;
@@ -805,6 +813,16 @@ static bool check_plain(const struct conn *c, const char *stored, const char *gi
 	return strlen(stored) == strlen(given) && CRYPTO_memcmp(stored, given, strlen(given)) == 0;
 }
 
+/* A mock user's SCRAM salt is the same at every attempt, like a real user's. */
+static bool mock_scram_init(struct conn *c)
+{
+	struct auth *a = auth_of(c->b);
+
+	if (a == NULL)
+		return false;
+	return scram_server_init_mock(c->scram_srv, c->user, a->mock_key);
+}
+
 static enum sbuf_action scram_packet(struct conn *c, const struct sbuf_pkt *pkt)
 {
 	struct auth_state *as = c->auth;
@@ -837,7 +855,8 @@ static enum sbuf_action scram_packet(struct conn *c, const struct sbuf_pkt *pkt)
 			login_fail(c, "53200", "out of memory");
 			return SBUF_CLOSED;
 		}
-		if (!scram_server_init(c->scram_srv, as->mock ? NULL : as->secret) ||
+		if (!(as->mock ? mock_scram_init(c)
+		               : scram_server_init(c->scram_srv, as->secret)) ||
 		    !scram_server_first(c->scram_srv, (const char *)data, dlen, out, sizeof(out))) {
 			slog_debug(c, "SCRAM: %s", c->scram_srv->error ? c->scram_srv->error : "?");
 			login_fail(c, "28P01", "SASL authentication failed");

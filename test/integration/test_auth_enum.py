@@ -39,6 +39,28 @@ def test_unknown_user_fails_like_a_wrong_password(bouncer_factory, auth_type, re
     assert f"closing because: {text}" in log
 
 
+def test_unknown_user_shows_a_stable_scram_salt(bouncer_factory, pg):
+    """A real SCRAM secret has one salt and iteration count; an unknown user must not show a
+    new salt at every attempt (that alone would tell the name is unknown)."""
+    secret = pg.sql("select rolpassword from pg_authid where rolname = 'scramuser'")[0][0]
+    b = bouncer_factory(config={"pgbouncer": {"auth_type": "scram-sha-256"}},
+                        users={"scramuser": secret})
+
+    def salt_and_iterations(user):
+        w = b.wire()
+        w.startup(user, "app", "wrong")
+        w.close()
+        attrs = dict(a.split("=", 1) for a in w.scram_server_first.split(","))
+        return attrs["s"], attrs["i"]
+
+    known = [salt_and_iterations("scramuser") for _ in range(2)]
+    unknown = [salt_and_iterations("nobody") for _ in range(2)]
+    assert known[0] == known[1]
+    assert unknown[0] == unknown[1]
+    assert unknown[0][1] == known[0][1] == "4096"
+    assert salt_and_iterations("nobody2")[0] != unknown[0][0]
+
+
 def test_unknown_user_with_trust(bouncer_factory):
     b = bouncer_factory(config={"pgbouncer": {"auth_type": "trust"}})
     requests, err = login(b, "nobody", "app", None)

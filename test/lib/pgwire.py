@@ -151,6 +151,7 @@ class WireClient:
 
     def _scram_final(self, server_first, password):
         sf = server_first.decode()
+        self.scram_server_first = sf
         attrs = dict(a.split("=", 1) for a in sf.split(","))
         salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(attrs["s"]),
                                      int(attrs["i"]))
