@@ -4,6 +4,7 @@ its servers in."""
 
 import os
 import re
+import time
 import uuid
 
 import pytest
@@ -151,3 +152,26 @@ def test_users_in_the_auth_file_need_no_query(bouncer_factory, roles, pg):
     with open(pg.logfile, errors="replace") as f:
         f.seek(start)
         assert "SELECT rolname" not in f.read()
+
+
+def test_secret_stays_with_the_pool(bouncer_factory, roles, pg):
+    """Servers launched after the login (min_pool_size) log in with the secret the login left
+    on the pool, without asking PostgreSQL again; for the SCRAM user, with the keys of the
+    client's proof."""
+    b = aq_bouncer(bouncer_factory, roles, pool_mode="transaction", min_pool_size=3)
+    for role, password in ((roles["md5"], "md5pass"), (roles["scram"], "scrampass")):
+        start = os.path.getsize(pg.logfile)
+        with b.connect(user=role, password=password, autocommit=True) as conn:
+            assert conn.execute("select current_user").fetchone() == (role,)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and backends(pg, role) < 3:
+                time.sleep(0.1)
+            assert backends(pg, role) == 3
+        with open(pg.logfile, errors="replace") as f:
+            f.seek(start)
+            assert f.read().count(f"$1 = '{role}'") == 1
+    assert "server login failed" not in b.log()
+
+
+def backends(pg, role):
+    return pg.sql(f"select count(*) from pg_stat_activity where usename = '{role}'")[0][0]
