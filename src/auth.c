@@ -341,7 +341,15 @@ static void finish_login(struct conn *c)
 		login_fail(c, "08P01", msg);
 		return;
 	}
-	pool = c->admin ? admin_pool(c->b) : pool_get(c->b, c->dbname, c->user, &err);
+	if (c->admin) {
+		pool = admin_pool(c->b);
+	} else {
+		/* a database line that names user= has one pool, the forced user's, for every
+		 * client: its settings apply, whoever logs in */
+		const struct cf_database *db = config_find_database(c->b->cfg, c->dbname);
+		pool = pool_get(c->b, c->dbname, db != NULL && db->user[0] ? db->user : c->user,
+		                &err);
+	}
 	if (pool == NULL) {
 		if (err != NULL && strcmp(err, "no such database") == 0)
 			snprintf(msg, sizeof(msg), "no such database: %s", c->dbname);
@@ -359,8 +367,9 @@ static void finish_login(struct conn *c)
 		return;
 	}
 	c->pool = pool;
+	/* the secret logs servers in only for its own user, never for a forced one */
 	if (!c->admin && as->from_query && as->secret != NULL &&
-	    !pool_take_query_secret(pool, as->secret)) {
+	    strcmp(pool->server_user, c->user) == 0 && !pool_take_query_secret(pool, as->secret)) {
 		login_fail(c, "53200", "out of memory");
 		return;
 	}
