@@ -153,7 +153,8 @@ def test_unusable_line_stops_the_start(bouncer_factory, line, reason):
     assert f"hba.conf:2: {reason}" in out.stdout + out.stderr + b.log()
 
 
-@syncbouncer_only
+@pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer 1.18 starts without its hba file (and then "
+                    "rejects every login)")
 def test_missing_hba_file_stops_the_start(bouncer_factory):
     b = bouncer_factory(config={"pgbouncer": {"auth_type": "hba",
                                               "auth_hba_file": "@WORKDIR@/nope.conf"}},
