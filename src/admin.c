@@ -207,6 +207,19 @@ static bool parse_command(const char *q, struct admin_stmt *out)
 			p = we;
 		}
 	}
+	if (cmd_e - cmd_s == 7 && strncasecmp(cmd_s, "journal", 7) == 0 && arg_s != NULL) {
+		/* syncbouncer's JOURNAL RETRY <id> | JOURNAL GIVEUP <id> CONFIRM: several words */
+		for (;;) {
+			const char *w = skip_ws(p), *we;
+			if (w == p || *w == '\0' || *w == ';')
+				break;
+			we = scan_word(w);
+			if (we == NULL)
+				return false;
+			arg_e = we;
+			p = we;
+		}
+	}
 	if (!at_end(p))
 		return false;
 	out->kind = ADMIN_STMT_COMMAND;

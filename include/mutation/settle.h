@@ -21,7 +21,8 @@
  * intent is visible until its end. A settler only takes intents whose lock it can get
  * (pg_try_advisory_xact_lock), inside the transaction that writes the API's state and deletes
  * the intent; so a live writer's intent is never settled under it, and two syncbouncer
- * processes sharing a database never settle the same intent twice.
+ * processes sharing a database never settle the same intent twice. The settler also holds the
+ * settling lock, id # SETTLE_LOCK_BIT, so that others can tell it from a live writer.
  *
  * Invariants: one pass at a time, one database at a time, one intent at a time; every pass ends
  * (its connection closed) and schedules the next; nothing blocks the loop.
@@ -42,6 +43,9 @@ struct api_table;
 struct api_value;
 struct json_value;
 struct settle;
+
+/* Intent ids are below 2^62; id # this bit is the settling lock's key. */
+#define SETTLE_LOCK_BIT "4611686018427387904"
 
 /* What settling needs of a synced table: its API, its mapping and its catalog entry. */
 struct settle_table {

@@ -1151,7 +1151,9 @@ static void cand_next(struct settle *s)
 		       "i.idempotency_key, i.answer::text, i.tbl::int8, i.id, "
 		       "extract(epoch FROM pg_catalog.now() - i.created)::float8 "
 		       "FROM syncbouncer.intent i WHERE i.id = $1::int8 "
-		       "AND pg_catalog.pg_try_advisory_xact_lock(i.id) FOR UPDATE SKIP LOCKED",
+		       "AND pg_catalog.pg_try_advisory_xact_lock(i.id) "
+		       "AND pg_catalog.pg_try_advisory_xact_lock(i.id # " SETTLE_LOCK_BIT ") "
+		       "FOR UPDATE SKIP LOCKED",
 		       1, params, on_claimed)) {
 			pass_next_db(s);
 		}

@@ -1297,11 +1297,15 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		/*
 		 * No row matched; but an INSERT of this table whose outcome is not settled yet may
 		 * have created one the statement would match: wait for it rather than answer 0.
+		 * Unsettled: no writer holds its lock (we get it), or a settler holds the settling
+		 * lock (we cannot get that one). A live writer's insert is ordinary concurrency.
 		 */
 		char sql[300];
 		snprintf(sql, sizeof(sql),
 		         "SELECT i.id FROM syncbouncer.intent i WHERE i.tbl = %u AND i.op = 'I' "
-		         "AND pg_catalog.pg_try_advisory_xact_lock(i.id) LIMIT 1",
+		         "AND (pg_catalog.pg_try_advisory_xact_lock(i.id) OR NOT "
+		         "pg_catalog.pg_try_advisory_xact_lock_shared(i.id # " SETTLE_LOCK_BIT
+		         ")) LIMIT 1",
 		         m->ct->relid);
 		if (!pgc_query(m->conn->pc, sql, 0, NULL, NULL, NULL, NULL, 0, on_zero_checked, m)) {
 			m->conn_broken = true;
