@@ -48,6 +48,9 @@ enum sbuf_action admin_handle_packet(struct conn *client, const struct sbuf_pkt 
 void admin_cancel(struct bouncer *b, uint32_t pid, uint32_t key);
 /* A command that waited (PAUSE, SUSPEND, WAIT_CLOSE) is done: send its tag to the admin. */
 void admin_command_done(struct bouncer *b, uint64_t conn_id, const char *tag);
+/* The same, failed: the admin gets an ErrorResponse. */
+void admin_command_failed(struct bouncer *b, uint64_t conn_id, const char *sqlstate,
+                          const char *message);
 /* The admin clients that are still connected (control's waiters look them up by id). */
 struct conn *admin_find_client(struct bouncer *b, uint64_t conn_id);
 

@@ -35,6 +35,11 @@ struct stats_state;
  *   WAIT_IDLE like PAUSE, but the core resumes the client itself once its server has answered
  *             everything it was sent, so the hook may write to the client without interleaving.
  * client_closed lets the hook free hook_state and cancel work in flight.
+ *
+ * A packet too big to hold whole (pkt->too_big) is shown with a prefix only: PASS streams it to
+ * the server, WAIT refuses it (54000: too large to inspect). While a passed one streams, its bytes
+ * are searched for stream_needles (NULL-terminated, each at most 15 bytes, case ignored); one
+ * found closes the client with 54000 and drops its server, which never gets the whole message.
  */
 enum hook_verdict {
 	HOOK_PASS,
@@ -48,6 +53,7 @@ const char *hook_verdict_str(enum hook_verdict v);
 struct query_hook {
 	enum hook_verdict (*inspect)(void *ctx, struct conn *client, const struct sbuf_pkt *pkt);
 	void (*client_closed)(void *ctx, struct conn *client);
+	const char *const *stream_needles;
 	void *ctx;
 };
 

@@ -91,6 +91,8 @@ struct conn {
 	void *hook_state;      /* the query hook's per-client state; NULL on the fast path */
 	bool wait_server_idle; /* relay paused until the server has answered everything */
 	struct ps_client *ps;  /* prepared statements by the client's names (NULL: none yet) */
+	uint8_t scan_tail[16]; /* last bytes of the streamed chunk before (needles span chunks) */
+	uint8_t scan_tail_len;
 
 	/* server */
 	uint32_t be_pid, be_key;

@@ -74,7 +74,12 @@ struct ps_registry;
 /* How often the janitor looks at a pool: timeouts are enforced to within this period. */
 #define POOL_JANITOR_USEC 250000
 
-/* Finds or creates the pool for db_name/user. NULL with *err set when the db is unknown. */
+/* The existing pool of db_name/user, or NULL. Never creates one. */
+struct pool *pool_find(struct bouncer *b, const char *db_name, const char *user);
+/*
+ * Finds or creates the pool for db_name/user. NULL with *err set when the db is unknown.
+ * Called for a client only once it has authenticated: a failed login leaves no pool behind.
+ */
 struct pool *pool_get(struct bouncer *b, const char *db_name, const char *user, const char **err);
 void pool_free(struct pool *pool);
 

@@ -117,6 +117,19 @@ struct startup_info {
  */
 enum startup_kind proto_parse_startup(const uint8_t *body, size_t len, struct startup_info *out);
 
+/*
+ * Reads the "options" startup parameter as PostgreSQL does: split into words at runs of white
+ * space, a backslash making the next character literal (pg_split_opts), then each word read as
+ * a server switch, of which "-c name=value", "-cname=value" and "--name=value" are accepted
+ * (process_postgres_switches; '-' in a name reads as '_'). Calls set(arg, name, value) for each
+ * setting in order; set returning false stops the parse (false is returned, err untouched).
+ * Anything else (another switch, a word that is not a switch, a setting without '=') returns
+ * false with the reason in err. Needs no allocation: opts is at most a startup packet long.
+ */
+bool proto_parse_options(const char *opts,
+                         bool (*set)(void *arg, const char *name, const char *value), void *arg,
+                         char *err, size_t errsize) PROTO_WARN_UNUSED;
+
 /* Value of key in a parsed startup packet, or NULL. */
 const char *proto_startup_get(const struct startup_info *info, const char *key);
 

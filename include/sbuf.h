@@ -26,6 +26,12 @@
 
 struct sbuf;
 
+/*
+ * The largest packet an owner may ask to see whole (SBUF_WAIT) and then forward: the pooler's own
+ * bound on what one connection holds in memory beyond its buffer. Larger packets stream.
+ */
+#define SBUF_GATHER_MAX (1024 * 1024)
+
 enum sbuf_action {
 	SBUF_SEND,     /* forward the packet to dst as it streams in */
 	SBUF_SKIP,     /* drop the packet */
@@ -45,14 +51,20 @@ struct sbuf_pkt {
 	const uint8_t *body; /* after the header; valid for avail - header bytes */
 	size_t body_len;     /* len minus header */
 	size_t body_avail;   /* how much of the body is in memory now */
+	bool too_big;        /* longer than the sbuf gathers whole (max_pkt): SBUF_WAIT fails;
+	                        offered once a prefix of min(len, size / 2) bytes is in memory */
 };
 
 struct sbuf_ops {
 	enum sbuf_action (*packet)(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt);
 	/* Everything parsed so far has been written to dst (may be NULL). */
 	void (*flushed)(void *owner, struct sbuf *sb);
-	/* EOF, socket error, malformed packet: the owner must close. reason is for the log. */
+	/* EOF, socket error, malformed packet: the owner must close. reason is for the log;
+	 * sb->protocol_violation tells a malformed or over-long packet from a socket problem. */
 	void (*failed)(void *owner, struct sbuf *sb, const char *reason);
+	/* Optional: shown each chunk of a forwarded packet whose owner set sb->scan_packet, before
+	 * it is forwarded. False: the owner has closed the connection (touch nothing more). */
+	bool (*scan)(void *owner, struct sbuf *sb, const uint8_t *data, size_t len);
 };
 
 struct sbuf {
@@ -63,6 +75,8 @@ struct sbuf {
 	bool blocked;        /* waiting for dst to become writable */
 	bool broken;         /* a write to this socket failed */
 	bool eof;
+	bool protocol_violation; /* the last failure was a malformed or over-long packet */
+	bool scan_packet;        /* the packet being forwarded goes through ops->scan */
 	struct event ev_read, ev_write;
 	bool ev_ready, reading, writing;
 	uint8_t *buf;
@@ -71,7 +85,8 @@ struct sbuf {
 	enum sbuf_action pkt_action;
 	struct pktbuf big; /* a packet larger than buf that the owner wants whole */
 	bool collecting_big;
-	bool big_ready; /* gathered whole, to be offered (again, after a pause) */
+	bool big_ready;     /* gathered whole, to be offered (again, after a pause) */
+	uint8_t big_hdrlen; /* 4 for a startup-phase packet, else 5 */
 	size_t max_pkt;
 	struct sbuf *dst;         /* where SBUF_SEND bytes go */
 	struct sbuf *waiting_src; /* a peer blocked on our writability */
@@ -84,7 +99,9 @@ struct sbuf {
 
 /*
  * Sets up sb on a connected non-blocking fd (owned by sb from now on: sbuf_close() closes it).
- * bufsize is pkt_buf; max_pkt caps a packet that the owner asks to see whole.
+ * bufsize is pkt_buf; max_pkt caps a packet that the owner asks to see whole (a packet longer
+ * than that is offered with too_big set; an owner that forwards gathered packets keeps max_pkt
+ * at or below SBUF_GATHER_MAX).
  */
 bool sbuf_init(struct sbuf *sb, struct event_base *base, int fd, size_t bufsize, size_t max_pkt,
                const struct sbuf_ops *ops, void *owner) __attribute__((warn_unused_result));
@@ -111,5 +128,8 @@ bool sbuf_has_pending(const struct sbuf *sb);
 bool sbuf_out_empty(const struct sbuf *sb);
 /* Bytes received but not yet delivered. */
 size_t sbuf_unparsed(const struct sbuf *sb);
+/* True when part of a packet was forwarded to dst and the rest has not been: the peer holds a
+ * truncated message and cannot be given to anyone else. */
+bool sbuf_mid_packet(const struct sbuf *sb);
 
 #endif

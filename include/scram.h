@@ -107,8 +107,8 @@ struct scram_server {
 
 /*
  * Starts a server exchange. secret_or_password: a "SCRAM-SHA-256$..." secret, or a plain
- * password (a random salt and SCRAM_DEFAULT_ITERATIONS are used). NULL, or an md5 secret (which
- * cannot verify SCRAM), starts a mock exchange that runs to the end and fails there, so that a
+ * password (a random salt and SCRAM_DEFAULT_ITERATIONS are used). NULL, "" (an empty password is
+ * never accepted), or an md5 secret (which cannot verify SCRAM), starts a mock exchange that runs to the end and fails there, so that a
  * client cannot tell a missing user from a wrong password. False only for a malformed SCRAM
  * secret or a failure of the crypto library.
  */

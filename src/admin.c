@@ -468,6 +468,7 @@ static void show_help(struct reply *r)
 	        "\tJOURNAL GIVEUP <id> CONFIRM\n"
 	        "\tSET key = arg\n"
 	        "\tRELOAD\n"
+	        "\tSYNC [BACKFILL] <db.schema.table>\n"
 	        "\tPAUSE [<db>]\n"
 	        "\tRESUME [<db>]\n"
 	        "\tDISABLE <db>\n"
@@ -1477,6 +1478,54 @@ static void run_command(struct reply *r, const char *cmd, const char *arg)
 	}
 }
 
+/*
+ * SYNC [BACKFILL] database.schema.table: a pass of the table's sync now, answered when it is
+ * done; BACKFILL starts a full reload and answers at once. Not a pgbouncer command: it has two
+ * words of arguments, so it is read here rather than by admin_parse().
+ */
+static bool cmd_sync(struct reply *r, const char *q)
+{
+	const char *p = skip_ws(q), *w, *e;
+	char name[256];
+	bool backfill = false, wait = false;
+	const char *err;
+
+	if (strncasecmp(p, "sync", 4) != 0 || !(is_ws(p[4]) || p[4] == '\0' || p[4] == ';'))
+		return false;
+	w = skip_ws(p + 4);
+	e = w;
+	while (*e && !is_ws(*e) && *e != ';')
+		e++;
+	if (e - w == 8 && strncasecmp(w, "backfill", 8) == 0) {
+		backfill = true;
+		w = skip_ws(e);
+		e = w;
+		while (*e && !is_ws(*e) && *e != ';')
+			e++;
+	}
+	if (e == w || !at_end(e) || (size_t)(e - w) >= sizeof(name)) {
+		send_error(r, "42601", "syntax: SYNC [BACKFILL] database.schema.table");
+		return true;
+	}
+	memcpy(name, w, (size_t)(e - w));
+	name[e - w] = '\0';
+	if (!r->client->admin_user) {
+		send_error(r, "08P01", "admin access needed");
+		return true;
+	}
+	log_info("SYNC %s%s command issued", backfill ? "BACKFILL " : "", name);
+	err = synced_sync_command(r->b, name, backfill, r->client->id, &wait);
+	if (err != NULL) {
+		send_error(r, "08P01", "%s", err);
+		return true;
+	}
+	if (wait)
+		r->client->admin_waiting = true;
+	else
+		finish(r, "SYNC");
+	return true;
+}
+
 static void run_query(struct conn *c, const char *q)
 {
 	struct reply r;
@@ -1487,6 +1536,10 @@ static void run_query(struct conn *c, const char *q)
 	r.query = q;
 	pktbuf_init(&r.pb, ADMIN_REPLY_MAX);
 	stats_admin_query(c->b->admin->pool);
+	if (cmd_sync(&r, q)) {
+		pktbuf_free(&r.pb);
+		return;
+	}
 	admin_parse(q, &st);
 	switch (st.kind) {
 	case ADMIN_STMT_COMMAND:
@@ -1660,6 +1713,7 @@ void admin_cancel(struct bouncer *b, uint32_t pid, uint32_t key)
 	if (c == NULL || !c->admin_waiting)
 		return;
 	slog_info(c, "admin canceled its waiting command");
+	synced_forget_admin(b, c->id);
 	if (control_wait_cancel(b, c->id) && control_shutdown_mode(b) == CONTROL_SHUTDOWN_NONE &&
 	    control_mode(b) != CONTROL_RUNNING && control_resume(b, NULL) != NULL)
 		slog_warning(c, "could not resume after the cancel");
@@ -1679,10 +1733,28 @@ void admin_command_done(struct bouncer *b, uint64_t conn_id, const char *tag)
 	struct conn *c = admin_find_client(b, conn_id);
 	struct pktbuf pb;
 
-	if (c == NULL || conn_id == 0)
+	if (c == NULL || conn_id == 0 || !c->admin_waiting)
 		return;
 	pktbuf_init(&pb, 1024);
 	pktbuf_write_command_complete(&pb, tag);
+	pktbuf_write_ready(&pb, 'I');
+	if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
+		slog_debug(c, "could not queue the console answer");
+	pktbuf_free(&pb);
+	c->admin_waiting = false;
+	sbuf_resume(&c->sbuf);
+}
+
+void admin_command_failed(struct bouncer *b, uint64_t conn_id, const char *sqlstate,
+                          const char *message)
+{
+	struct conn *c = admin_find_client(b, conn_id);
+	struct pktbuf pb;
+
+	if (c == NULL || conn_id == 0 || !c->admin_waiting)
+		return;
+	pktbuf_init(&pb, 1024);
+	pktbuf_write_error(&pb, "ERROR", sqlstate, message, NULL, NULL);
 	pktbuf_write_ready(&pb, 'I');
 	if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
 		slog_debug(c, "could not queue the console answer");

@@ -6,6 +6,7 @@
 #include "client.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <event2/event.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -30,13 +31,21 @@
 #include "stats.h"
 #include "userlist.h"
 
+/*
+ * The longest password or SASL message (its length field) before authentication: PostgreSQL's
+ * PG_MAX_AUTH_TOKEN_LENGTH. Nothing an unauthenticated client sends is held beyond this.
+ */
+#define CLIENT_AUTH_MSG_MAX 65535u
+
 static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt);
 static void client_failed(void *owner, struct sbuf *sb, const char *reason);
+static bool client_scan(void *owner, struct sbuf *sb, const uint8_t *data, size_t len);
 
 static const struct sbuf_ops client_ops = {
         .packet = client_packet,
         .flushed = NULL,
         .failed = client_failed,
+        .scan = client_scan,
 };
 
 /* Parameters whose values the server reports and that we replay across servers. */
@@ -75,6 +84,40 @@ static bool is_tracked(const struct bouncer *b, const char *name)
 		if (strcasecmp(name, tracked_params[i]) == 0)
 			return true;
 	return name_in_list(name, b->cfg->track_extra_parameters);
+}
+
+/*
+ * The most of one client message held in memory whole: what a statement's inspection may need
+ * (SBUF_GATHER_MAX), lowered by max_packet_size, never below what a login needs (a startup packet
+ * or an authentication message). Longer messages stream through, or are refused (54000).
+ */
+static size_t client_gather_max(const struct bouncer *b)
+{
+	size_t max = (size_t)b->cfg->max_packet_size;
+
+	if (max > SBUF_GATHER_MAX)
+		max = SBUF_GATHER_MAX;
+	if (max < CLIENT_AUTH_MSG_MAX + 1)
+		max = CLIENT_AUTH_MSG_MAX + 1;
+	return max;
+}
+
+/*
+ * The guard trigger trusts syncbouncer.* settings (it lets the pooler's own pipeline write), so no
+ * client may put one on a server by any path: startup parameters, options, tracked parameters.
+ * Setting names are case-insensitive in PostgreSQL.
+ */
+static bool is_guard_setting(const char *name)
+{
+	return strncasecmp(name, "syncbouncer.", 12) == 0;
+}
+
+static void refuse_guard_setting(struct conn *c, const char *name)
+{
+	char msg[160];
+
+	snprintf(msg, sizeof(msg), "setting %.64s is not allowed through syncbouncer", name);
+	client_fatal(c, "42501", msg);
 }
 
 static void queue_or_close(struct conn *c, struct pktbuf *pb)
@@ -118,7 +161,9 @@ void client_close(struct conn *c, const char *reason)
 		slog_info(c, "closing because: %s (age=%llus)", reason,
 		          (unsigned long long)((bouncer_now_usec() - c->connect_time) / 1000000));
 	if (server != NULL) {
-		if (server_is_ready(server) && server->txn_status == 'I') {
+		/* a server that got part of a message holds unknown state: nobody else gets it */
+		if (server_is_ready(server) && server->txn_status == 'I' &&
+		    !sbuf_mid_packet(&c->sbuf)) {
 			pool_release_server(c);
 		} else {
 			c->link = NULL;
@@ -139,7 +184,11 @@ static void client_failed(void *owner, struct sbuf *sb, const char *reason)
 {
 	struct conn *c = owner;
 
-	(void)sb;
+	if (sb->protocol_violation) {
+		/* a malformed or over-long message: say so, as PostgreSQL does, then close */
+		client_fatal(c, "08P01", reason);
+		return;
+	}
 	if (strcmp(reason, "EOF") == 0)
 		client_close(c, c->state == CL_LOGIN ? "client unexpected eof"
 		                                     : "client unexpected eof");
@@ -195,8 +244,8 @@ void client_accept(struct bouncer *b, int fd, const struct sockaddr *addr, sockl
 		inet_ntop(AF_INET6, &in6->sin6_addr, c->addr_str, sizeof(c->addr_str));
 		c->port = ntohs(in6->sin6_port);
 	}
-	if (!sbuf_init(&c->sbuf, b->base, fd, (size_t)b->cfg->pkt_buf,
-	               (size_t)b->cfg->max_packet_size, &client_ops, c)) {
+	if (!sbuf_init(&c->sbuf, b->base, fd, (size_t)b->cfg->pkt_buf, client_gather_max(b),
+	               &client_ops, c)) {
 		sbuf_close(&c->sbuf);
 		free(c);
 		return;
@@ -333,54 +382,98 @@ void client_server_linked(struct conn *c)
 	sbuf_resume(&c->sbuf);
 }
 
-/* Applies "-c name=value" (and "--name=value") items of the options startup parameter. */
-static bool parse_options(struct conn *c, const char *opts)
-{
-	char buf[1024];
-	char *p, *save = NULL, *tok;
-	bool want_value = false;
+struct options_apply {
+	struct conn *c;
+	bool apply;          /* false: only look for refused names */
+	const char *refused; /* a syncbouncer.* name (points into the parser's copy) */
+	char refused_name[64];
+	bool out_of_memory;
+};
 
-	if (strlen(opts) >= sizeof(buf))
+static bool options_setting(void *arg, const char *name, const char *value)
+{
+	struct options_apply *oa = arg;
+
+	if (is_guard_setting(name)) {
+		snprintf(oa->refused_name, sizeof(oa->refused_name), "%s", name);
+		oa->refused = oa->refused_name;
 		return false;
-	strcpy(buf, opts);
-	for (tok = strtok_r(buf, " \t", &save); tok != NULL; tok = strtok_r(NULL, " \t", &save)) {
-		if (!want_value && strcmp(tok, "-c") == 0) {
-			want_value = true;
-			continue;
-		}
-		if (!want_value && strncmp(tok, "-c", 2) == 0)
-			tok += 2;
-		else if (!want_value && strncmp(tok, "--", 2) == 0)
-			tok += 2;
-		else if (!want_value)
-			return false;
-		want_value = false;
-		p = strchr(tok, '=');
-		if (p == NULL || p == tok)
-			return false;
-		*p = '\0';
-		for (char *q = tok; *q; q++)
-			if (*q == '-')
-				*q = '_';
-		if (!param_set_value(&c->params, tok, p + 1))
-			return false;
 	}
-	return !want_value;
+	if (oa->apply && !param_set_value(&oa->c->params, name, value)) {
+		oa->out_of_memory = true;
+		return false;
+	}
+	return true;
 }
 
-static enum sbuf_action start_auth(struct conn *c)
+/*
+ * The options startup parameter, read as PostgreSQL reads it; its settings are replayed on every
+ * server the client gets. A syncbouncer.* setting anywhere in it refuses the login (42501), even
+ * when options is in ignore_startup_parameters; options that cannot be read refuse it too unless
+ * ignored, and then none of them is applied. False when the client was closed.
+ */
+static bool apply_options(struct conn *c, const char *opts)
 {
-	const struct config *cfg = c->b->cfg;
+	struct options_apply oa = {.c = c, .apply = false};
+	char err[160] = "", msg[224];
+
+	if (!proto_parse_options(opts, options_setting, &oa, err, sizeof(err))) {
+		if (oa.refused != NULL) {
+			refuse_guard_setting(c, oa.refused);
+			return false;
+		}
+		if (name_in_list("options", c->b->cfg->ignore_startup_parameters))
+			return true;
+		snprintf(msg, sizeof(msg), "unsupported options startup parameter: %s", err);
+		client_fatal(c, "08P01", msg);
+		return false;
+	}
+	oa.apply = true;
+	if (!proto_parse_options(opts, options_setting, &oa, err, sizeof(err))) {
+		client_fatal(c, "53200", "out of memory");
+		return false;
+	}
+	return true;
+}
+
+/*
+ * The client proved who it is: only now is its pool found or made (a failed login, or a probe
+ * with made-up names, leaves no pool behind) and the pool's client limits checked.
+ */
+static void client_login_succeeded(struct conn *c)
+{
+	const char *err = "out of memory";
 	struct pool *pool;
-	const char *err = NULL;
 	char msg[256];
 
-	pool = c->admin ? admin_pool(c->b) : pool_get(c->b, c->dbname, c->user, &err);
+	if (c->admin) {
+		pool_client_logged_in(c->pool, c);
+		return;
+	}
+	pool = pool_get(c->b, c->dbname, c->user, &err);
 	if (pool == NULL) {
 		if (strcmp(err, "no such database") == 0)
 			snprintf(msg, sizeof(msg), "no such database: %s", c->dbname);
 		else
 			snprintf(msg, sizeof(msg), "%s", err);
+		client_fatal(c, "08P01", msg);
+		return;
+	}
+	if (!pool_client_allowed(pool, msg, sizeof(msg))) {
+		client_fatal(c, "53300", msg);
+		return;
+	}
+	pool_client_logged_in(pool, c);
+}
+
+static enum sbuf_action start_auth(struct conn *c)
+{
+	const struct config *cfg = c->b->cfg;
+	char msg[256];
+
+	/* the pool itself is made only once the client has authenticated */
+	if (!c->admin && config_find_database(cfg, c->dbname) == NULL) {
+		snprintf(msg, sizeof(msg), "no such database: %s", c->dbname);
 		client_fatal(c, "08P01", msg);
 		return SBUF_CLOSED;
 	}
@@ -388,11 +481,8 @@ static enum sbuf_action start_auth(struct conn *c)
 		client_fatal(c, "08P01", msg);
 		return SBUF_CLOSED;
 	}
-	if (!c->admin && !pool_client_allowed(pool, msg, sizeof(msg))) {
-		client_fatal(c, "53300", msg);
-		return SBUF_CLOSED;
-	}
-	c->pool = pool;
+	if (c->admin)
+		c->pool = admin_pool(c->b);
 	if (c->admin && admin_trusted_peer(c)) {
 		admin_client_login(c);
 		return c->state == CONN_JUSTFREE ? SBUF_CLOSED : SBUF_CONSUMED;
@@ -400,8 +490,8 @@ static enum sbuf_action start_auth(struct conn *c)
 	switch (cfg->auth_type) {
 	case AUTH_ANY:
 	case AUTH_TRUST:
-		pool_client_logged_in(pool, c);
-		return SBUF_CONSUMED;
+		client_login_succeeded(c);
+		return c->state == CONN_JUSTFREE ? SBUF_CLOSED : SBUF_CONSUMED;
 	case AUTH_PLAIN: {
 		struct pktbuf pb;
 		pktbuf_init(&pb, 64);
@@ -489,6 +579,11 @@ static enum sbuf_action handle_password(struct conn *c, const struct sbuf_pkt *p
 		client_fatal(c, "08P01", "expected a password message");
 		return SBUF_CLOSED;
 	}
+	/* checked at the header: an unauthenticated client never makes us hold more than this */
+	if (pkt->len - 1 > CLIENT_AUTH_MSG_MAX) {
+		client_fatal(c, "08P01", "invalid message length");
+		return SBUF_CLOSED;
+	}
 	if (!pkt->complete)
 		return SBUF_WAIT;
 	if (cfg->auth_type == AUTH_SCRAM_SHA_256) {
@@ -530,12 +625,20 @@ static enum sbuf_action handle_password(struct conn *c, const struct sbuf_pkt *p
 		}
 		queue_or_close(c, &pb);
 		pktbuf_free(&pb);
-		if (done)
-			pool_client_logged_in(c->pool, c);
+		if (done) {
+			client_login_succeeded(c);
+			if (c->state == CONN_JUSTFREE)
+				return SBUF_CLOSED;
+		}
 		return SBUF_CONSUMED;
 	}
 	if (!proto_parse_password(pkt->body, pkt->body_len, &pw)) {
 		client_fatal(c, "08P01", "malformed password message");
+		return SBUF_CLOSED;
+	}
+	/* an empty password never logs in, whatever is stored: PostgreSQL's words and SQLSTATE */
+	if (pw[0] == '\0') {
+		client_fatal(c, "28P01", "empty password returned by client");
 		return SBUF_CLOSED;
 	}
 	if (stored != NULL && stored[0] != '\0') {
@@ -548,13 +651,31 @@ static enum sbuf_action handle_password(struct conn *c, const struct sbuf_pkt *p
 		auth_failed(c);
 		return SBUF_CLOSED;
 	}
-	pool_client_logged_in(c->pool, c);
-	return SBUF_CONSUMED;
+	client_login_succeeded(c);
+	return c->state == CONN_JUSTFREE ? SBUF_CLOSED : SBUF_CONSUMED;
 }
 
 static void copy_str(char *dst, size_t size, const char *src)
 {
 	snprintf(dst, size, "%s", src);
+}
+
+/*
+ * A client asked for protocol 3.x above 3.0, or for protocol options (_pq_.*): as PostgreSQL
+ * does, answer NegotiateProtocolVersion (3.0, the options not recognised) and go on with 3.0.
+ */
+static bool negotiate_protocol(struct conn *c, int nopts, const char *const *opts)
+{
+	struct pktbuf pb;
+	bool ok;
+
+	pktbuf_init(&pb, 16384);
+	pktbuf_write_negotiate_protocol(&pb, PROTO_VERSION(3, 0), nopts, opts);
+	ok = sbuf_queue_pktbuf(&c->sbuf, &pb);
+	pktbuf_free(&pb);
+	if (!ok)
+		client_close(c, "could not send NegotiateProtocolVersion");
+	return ok;
 }
 
 static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pkt)
@@ -563,6 +684,8 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 	struct startup_info info;
 	enum startup_kind kind;
 	const char *user = NULL, *db = NULL;
+	const char *pq_opts[PROTO_STARTUP_MAX_PARAMS];
+	int npq = 0;
 	char msg[256];
 
 	if (!pkt->complete)
@@ -606,12 +729,16 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 			user = v;
 		} else if (strcmp(k, "database") == 0) {
 			db = v;
+		} else if (strncmp(k, "_pq_.", 5) == 0) {
+			/* protocol extensions: none is known; named back to the client below */
+			if (npq < PROTO_STARTUP_MAX_PARAMS)
+				pq_opts[npq++] = k;
+		} else if (is_guard_setting(k)) {
+			refuse_guard_setting(c, k);
+			return SBUF_CLOSED;
 		} else if (strcmp(k, "options") == 0) {
-			if (v[0] && !parse_options(c, v) &&
-			    !name_in_list("options", b->cfg->ignore_startup_parameters)) {
-				client_fatal(c, "08P01", "unsupported options startup parameter");
+			if (v[0] && !apply_options(c, v))
 				return SBUF_CLOSED;
-			}
 		} else if (is_tracked(b, k)) {
 			if (!param_set_value(&c->params, k, v)) {
 				client_fatal(c, "53200", "out of memory");
@@ -622,6 +749,10 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 			client_fatal(c, "08P01", msg);
 			return SBUF_CLOSED;
 		}
+	}
+	if (PROTO_VERSION_MINOR(info.version) > 0 || npq > 0) {
+		if (!negotiate_protocol(c, npq, pq_opts))
+			return SBUF_CLOSED;
 	}
 	if (b->cfg->application_name_add_host) {
 		/* the server shows where the client came from; "app" stands in for no name */
@@ -651,6 +782,98 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 	return start_auth(c);
 }
 
+/* Case-insensitive search of a lower-case needle in n bytes. */
+static bool contains_ci(const uint8_t *p, size_t n, const char *needle)
+{
+	size_t m = strlen(needle);
+
+	for (size_t i = 0; m <= n && i <= n - m; i++) {
+		size_t j = 0;
+		while (j < m && tolower(p[i + j]) == needle[j])
+			j++;
+		if (j == m)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Each chunk of a streamed oversized statement, before it leaves: a spelling that could reach a
+ * syncbouncer.* setting ends the connection (the statement never reaches the server whole).
+ */
+static bool client_scan(void *owner, struct sbuf *sb, const uint8_t *data, size_t len)
+{
+	struct conn *c = owner;
+	const char *const *needles = c->b->hook.stream_needles;
+	uint8_t edge[32];
+	size_t head = len < 15 ? len : 15, keep;
+
+	(void)sb;
+	if (needles == NULL)
+		return true;
+	memcpy(edge, c->scan_tail, c->scan_tail_len);
+	memcpy(edge + c->scan_tail_len, data, head);
+	for (int i = 0; needles[i] != NULL; i++) {
+		if (contains_ci(edge, c->scan_tail_len + head, needles[i]) ||
+		    contains_ci(data, len, needles[i])) {
+			client_fatal(
+			        c, "54000",
+			        "statement too large to inspect: it could reach a syncbouncer.* "
+			        "setting");
+			return false;
+		}
+	}
+	/* the last 15 bytes seen, across chunks */
+	keep = c->scan_tail_len + head;
+	if (len >= 15) {
+		memcpy(c->scan_tail, data + len - 15, 15);
+		c->scan_tail_len = 15;
+	} else {
+		size_t drop = keep > 15 ? keep - 15 : 0;
+		memmove(c->scan_tail, edge + drop, keep - drop);
+		c->scan_tail_len = (uint8_t)(keep - drop);
+	}
+	return true;
+}
+
+/*
+ * A statement too big to hold whole that the query hook needs whole (it may write a synced table
+ * or reach a syncbouncer.* setting): a simple Query is answered 54000 and skipped unread; in the
+ * extended protocol, where the error would leave the client's batch half done, the connection
+ * ends with 54000.
+ */
+static enum sbuf_action refuse_too_big(struct conn *c, const struct sbuf_pkt *pkt)
+{
+	char detail[160];
+	struct pktbuf pb;
+	bool ok;
+
+	snprintf(detail, sizeof(detail),
+	         "The message is %u bytes; a statement that may write a synced table must fit in "
+	         "%zu.",
+	         pkt->len, c->sbuf.max_pkt);
+	if (pkt->type != 'Q' || c->hook_state != NULL) {
+		client_fatal(c, "54000", "statement too large to inspect");
+		return SBUF_CLOSED;
+	}
+	if (!client_server_idle(c)) {
+		/* answers to earlier queries come first */
+		c->wait_server_idle = true;
+		return SBUF_PAUSE;
+	}
+	pktbuf_init(&pb, 1024);
+	pktbuf_write_error(&pb, "ERROR", "54000", "statement too large to inspect", detail,
+	                   "Split the write into smaller statements.");
+	pktbuf_write_ready(&pb, client_txn_status(c));
+	ok = sbuf_queue_pktbuf(&c->sbuf, &pb);
+	pktbuf_free(&pb);
+	if (!ok) {
+		client_close(c, "could not send an answer");
+		return SBUF_CLOSED;
+	}
+	return SBUF_SKIP;
+}
+
 static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt)
 {
 	struct conn *c = owner;
@@ -678,7 +901,7 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 		case HOOK_CONSUME:
 			return SBUF_CONSUMED;
 		case HOOK_WAIT:
-			return SBUF_WAIT;
+			return pkt->too_big ? refuse_too_big(c, pkt) : SBUF_WAIT;
 		case HOOK_PAUSE:
 			return SBUF_PAUSE;
 		case HOOK_WAIT_IDLE:
@@ -705,8 +928,12 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 	    ps_client_wants(pkt->type)) {
 		const char *msg = NULL;
 		/* a long Query is only looked at by its first words */
-		if (!pkt->complete && (pkt->type != 'Q' || pkt->body_avail < 64))
-			return SBUF_WAIT;
+		if (!pkt->complete && (pkt->type != 'Q' || pkt->body_avail < 64)) {
+			if (!pkt->too_big)
+				return SBUF_WAIT;
+			client_fatal(c, "54000", "prepared statement too large to register");
+			return SBUF_CLOSED;
+		}
 		switch (ps_client_packet(c, server, pkt, c->b->cfg->max_prepared_statements,
 		                         &msg)) {
 		case PS_PASS:
@@ -737,6 +964,11 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 		break;
 	default:
 		break;
+	}
+	if (pkt->too_big && !pkt->complete && (pkt->type == 'Q' || pkt->type == 'P') &&
+	    c->b->hook.stream_needles != NULL) {
+		c->sbuf.scan_packet = true;
+		c->scan_tail_len = 0;
 	}
 	return SBUF_SEND;
 }

@@ -373,6 +373,103 @@ static const struct cf_field user_fields[] = {
 
 #define NFIELDS(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
+/* ---- settings refused until they work ------------------------------------------------------- */
+
+/*
+ * A setting whose point is security (TLS, who may log in and how) is never silently ignored.
+ * Until it is implemented, a value that asks for it is an error naming the setting: the start
+ * fails, a RELOAD keeps the running config (as with any broken file) and SET refuses it. One row
+ * per refusal, checked against the value as SHOW CONFIG prints it (for [databases], as written);
+ * whoever makes a setting work deletes its row, and its line in doc/syncbouncer.5.
+ *
+ * Settings left out on purpose (ignoring them opens nothing): the client_tls_* and server_tls_*
+ * files, ciphers and protocols (no TLS is made, and the sslmode rows refuse asking for it);
+ * auth_hba_file, auth_ident_file and auth_ldap_options (read only by refused auth_type values);
+ * auth_dbname (read only with auth_user); resolv_conf, peer_id, dns_zone_check_period and the
+ * tcp_* tunables (no security role).
+ */
+struct cf_refusal {
+	bool database_field; /* a [databases] connection-string field, else a [pgbouncer] setting */
+	const char *key;
+	bool (*refused)(const char *value, const char *def);
+	const char *reason;
+};
+
+static bool value_not_default(const char *value, const char *def)
+{
+	return strcmp(value, def) != 0;
+}
+
+static bool value_set(const char *value, const char *def)
+{
+	(void)def;
+	return value[0] != '\0';
+}
+
+static bool value_on(const char *value, const char *def)
+{
+	(void)def;
+	return strcmp(value, "0") != 0;
+}
+
+static bool value_needs_tls(const char *value, const char *def)
+{
+	(void)def;
+	return strcmp(value, "require") == 0 || strcmp(value, "verify-ca") == 0 ||
+	       strcmp(value, "verify-full") == 0;
+}
+
+static bool value_unimplemented_auth(const char *value, const char *def)
+{
+	(void)def;
+	return strcmp(value, "hba") == 0 || strcmp(value, "cert") == 0 ||
+	       strcmp(value, "pam") == 0 || strcmp(value, "ldap") == 0;
+}
+
+static const struct cf_refusal cf_refusals[] = {
+        {false, "client_tls_sslmode", value_not_default,
+         "TLS for client connections is not implemented yet; clients would be served in "
+         "plaintext"},
+        {false, "server_tls_sslmode", value_needs_tls,
+         "TLS to the server is not implemented yet; server connections would be plaintext and "
+         "unverified"},
+        {false, "auth_type", value_unimplemented_auth,
+         "this authentication method is not implemented yet"},
+        {false, "auth_user", value_set,
+         "auth_user/auth_query (passwords looked up in the database) are not implemented yet"},
+        {false, "auth_query", value_not_default,
+         "auth_user/auth_query (passwords looked up in the database) are not implemented yet"},
+        {true, "auth_user", value_set,
+         "auth_user/auth_query (passwords looked up in the database) are not implemented yet"},
+        {true, "auth_query", value_set,
+         "auth_user/auth_query (passwords looked up in the database) are not implemented yet"},
+        {false, "disable_pqexec", value_on,
+         "not implemented yet; the simple query protocol would stay open"},
+        {false, "scram_iterations", value_not_default,
+         "not implemented yet; SCRAM exchanges for plain-text auth_file passwords would use "
+         "4096 iterations"},
+        {false, "unix_socket_group", value_set,
+         "not implemented yet; the socket would keep the pooler's own group, and "
+         "unix_socket_mode would open it to that group"},
+};
+
+/*
+ * The reason why value of key (a [pgbouncer] setting, or a [databases] field when database_field)
+ * is refused, or NULL when it is accepted.
+ */
+static const char *refusal_of(bool database_field, const char *key, const char *value,
+                              const char *def)
+{
+	for (size_t i = 0; i < sizeof(cf_refusals) / sizeof(cf_refusals[0]); i++) {
+		const struct cf_refusal *r = &cf_refusals[i];
+
+		if (r->database_field == database_field && strcasecmp(r->key, key) == 0 &&
+		    r->refused(value, def))
+			return r->reason;
+	}
+	return NULL;
+}
+
 /* ---- value parsing and formatting ------------------------------------------------------------ */
 
 union cf_value {
@@ -1391,6 +1488,14 @@ static void add_database(struct cf_parser *p, const char *file, int line, const 
 		goto oom;
 	if (!fields_apply(p, file, line, "[databases]", db, db_fields, NFIELDS(db_fields), kv, nkv))
 		goto cleanup;
+	for (int i = 0; i < nkv; i++) {
+		const char *why = refusal_of(true, kv[i].key, kv[i].value, "");
+		if (why) {
+			report(p, CF_LEVEL_ERROR, file, line,
+			       "database %s: %s is not supported: %s", name, kv[i].key, why);
+			goto cleanup;
+		}
+	}
 
 	/* a later entry with the same name replaces the earlier one where it stood */
 	klen = index_key(key, sizeof(key), SECT_DATABASES, name, NULL, NULL);
@@ -1481,6 +1586,22 @@ static bool api_name_ok(const char *name)
 	return true;
 }
 
+/*
+ * Whether url ("scheme://authority/...") carries userinfo ("user:password@host"): credentials
+ * that SHOW APIS and log lines would show with the URL.
+ */
+static bool url_has_userinfo(const char *url)
+{
+	const char *auth = strstr(url, "://");
+	size_t len;
+
+	if (!auth)
+		return false;
+	auth += 3;
+	len = strcspn(auth, "/?#");
+	return memchr(auth, '@', len) != NULL;
+}
+
 static void add_api(struct cf_parser *p, const char *file, int line, const char *name, char *value)
 {
 	struct cf_api *api = NULL, *old;
@@ -1509,6 +1630,20 @@ static void add_api(struct cf_parser *p, const char *file, int line, const char 
 	if (!type || !*type) {
 		report(p, CF_LEVEL_ERROR, file, line, "API %s: type= is missing", name);
 		goto cleanup;
+	}
+	for (int i = 0; i < api->nkv; i++) {
+		size_t kl = strlen(api->kv[i].key);
+
+		/* the URL itself is not repeated: it holds the password */
+		if (kl >= 4 && strcmp(api->kv[i].key + kl - 4, "_url") == 0 &&
+		    url_has_userinfo(api->kv[i].value)) {
+			report(p, CF_LEVEL_ERROR, file, line,
+			       "API %s: %s= must not carry credentials (user:password@host); put "
+			       "them in auth= and its keys (auth=bearer token=..., auth_header=...), "
+			       "which are kept secret",
+			       name, api->kv[i].key);
+			goto cleanup;
+		}
 	}
 	api->name = strdup(name);
 	api->type = strdup(type);
@@ -2005,6 +2140,17 @@ static void check_whole(struct cf_parser *p)
 			       st->schema, st->table, api);
 	}
 	for (int i = 0; i < NKEYS; i++) {
+		const char *why;
+
+		if (!p->key_file[i])
+			continue;
+		format_key(cfg, i, false, val, sizeof(val));
+		why = refusal_of(false, cf_keys[i].name, val, cf_keys[i].def);
+		if (why)
+			report(p, CF_LEVEL_ERROR, p->key_file[i], p->key_line[i],
+			       "%s = %.100s is not supported: %s", cf_keys[i].name, val, why);
+	}
+	for (int i = 0; i < NKEYS; i++) {
 		if (!(cf_keys[i].flags & CF_UNSUPPORTED) || !p->key_file[i])
 			continue;
 		format_key(cfg, i, false, val, sizeof(val));
@@ -2126,6 +2272,25 @@ bool config_set(struct config *cfg, const char *key, const char *value, char *er
 	                 sizeof(why))) {
 		snprintf(err, errsize, "invalid value for %s: %s", k->name, why);
 		return false;
+	}
+	{
+		/* judged on the text SHOW CONFIG would print, as the loader does */
+		struct config *probe = config_new_defaults();
+		char val[256];
+		const char *no;
+
+		if (!probe || !store_key(probe, i, &v)) {
+			config_free(probe);
+			snprintf(err, errsize, "out of memory");
+			return false;
+		}
+		format_key(probe, i, false, val, sizeof(val));
+		config_free(probe);
+		no = refusal_of(false, k->name, val, k->def);
+		if (no) {
+			snprintf(err, errsize, "%s = %.100s is not supported: %s", k->name, val, no);
+			return false;
+		}
 	}
 	if (!store_key(cfg, i, &v)) {
 		snprintf(err, errsize, "out of memory");

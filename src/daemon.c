@@ -276,6 +276,7 @@ bool daemon_set_nofile(int want)
 		            (unsigned long long)lim.rlim_cur, want);
 		return false;
 	}
-	log_debug("open files limit: %llu", (unsigned long long)lim.rlim_cur);
+	log_info("open files limit: %llu (%d wanted for max_client_conn and the pools)",
+	         (unsigned long long)lim.rlim_cur, want);
 	return true;
 }

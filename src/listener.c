@@ -1,6 +1,11 @@
 /*
  * listener — see include/listener.h. Accepting drains the backlog in one callback (accept4 until
  * EAGAIN) so a burst of connections costs one wakeup.
+ *
+ * When accept() fails for want of resources (the open files limit, memory), the listening socket
+ * stays readable: accepting again at once would spin the loop. The listener stops for
+ * ACCEPT_BACKOFF_USEC instead (connections wait in the kernel's backlog meanwhile), and the
+ * failure is logged once per ACCEPT_LOG_USEC with how often it happened.
  */
 #include "listener.h"
 
@@ -24,6 +29,9 @@
 #include "log.h"
 #include "pool.h"
 
+#define ACCEPT_BACKOFF_USEC 100000
+#define ACCEPT_LOG_USEC     10000000
+
 struct listener {
 	struct listener *next;
 	struct bouncer *b;
@@ -31,7 +39,45 @@ struct listener {
 	bool is_unix;
 	char unix_path[108];
 	struct event *ev;
+	struct event *ev_backoff; /* re-arms ev after an accept() failure */
+	bool paused;              /* listener_pause(): no accepting whatever the backoff says */
+	bool backing_off;
+	uint64_t last_failure_log; /* usec */
+	unsigned long failures;    /* accept() failures not yet logged */
 };
+
+static void backoff_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener *l = arg;
+
+	(void)fd;
+	(void)what;
+	l->backing_off = false;
+	if (!l->paused)
+		event_add(l->ev, NULL);
+}
+
+/* accept() failed for want of a resource: stop accepting for a while, log it now and then. */
+static void accept_failed(struct listener *l, int err)
+{
+	struct timeval tv = {0, ACCEPT_BACKOFF_USEC};
+	uint64_t now = bouncer_now_usec();
+
+	l->failures++;
+	if (l->last_failure_log == 0 || now - l->last_failure_log >= ACCEPT_LOG_USEC) {
+		log_warning("accept() failed: %s (%lu times since the last report); not accepting "
+		            "for %d ms at a time until it succeeds",
+		            strerror(err), l->failures, ACCEPT_BACKOFF_USEC / 1000);
+		l->failures = 0;
+		l->last_failure_log = now;
+	}
+	event_del(l->ev);
+	l->backing_off = true;
+	if (evtimer_add(l->ev_backoff, &tv) != 0) {
+		l->backing_off = false;
+		event_add(l->ev, NULL);
+	}
+}
 
 static void on_accept(evutil_socket_t fd, short what, void *arg)
 {
@@ -45,7 +91,11 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 		len = sizeof(ss);
 		cfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (cfd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM)
+				accept_failed(l, errno);
+			else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+			         errno != ECONNABORTED)
 				log_warning("accept() failed: %s", strerror(errno));
 			return;
 		}
@@ -72,9 +122,12 @@ static bool add_listener(struct bouncer *b, int fd, bool is_unix, const char *pa
 	if (path != NULL)
 		snprintf(l->unix_path, sizeof(l->unix_path), "%s", path);
 	l->ev = event_new(b->base, fd, EV_READ | EV_PERSIST, on_accept, l);
-	if (l->ev == NULL || event_add(l->ev, NULL) != 0) {
+	l->ev_backoff = evtimer_new(b->base, backoff_done, l);
+	if (l->ev == NULL || l->ev_backoff == NULL || event_add(l->ev, NULL) != 0) {
 		if (l->ev)
 			event_free(l->ev);
+		if (l->ev_backoff)
+			event_free(l->ev_backoff);
 		close(fd);
 		free(l);
 		return false;
@@ -212,6 +265,7 @@ void listener_stop(struct bouncer *b)
 	for (; l != NULL; l = next) {
 		next = l->next;
 		event_free(l->ev);
+		event_free(l->ev_backoff);
 		close(l->fd);
 		if (l->is_unix)
 			unlink(l->unix_path);
@@ -223,9 +277,10 @@ void listener_stop(struct bouncer *b)
 void listener_pause(struct bouncer *b, bool paused)
 {
 	for (struct listener *l = b->listeners; l != NULL; l = l->next) {
+		l->paused = paused;
 		if (paused)
 			event_del(l->ev);
-		else
+		else if (!l->backing_off)
 			event_add(l->ev, NULL);
 	}
 }

@@ -147,6 +147,23 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
+/*
+ * Descriptors the configuration can use at once: every client, every server of every configured
+ * pool (the "*" entry counted once), and a margin for listeners, logs, DNS and API connections.
+ */
+static int nofile_wanted(const struct config *cfg)
+{
+	long want = (long)cfg->max_client_conn + 64;
+
+	for (const struct cf_database *db = cfg->databases; db != NULL; db = db->next) {
+		int size = db->pool_size >= 0 ? db->pool_size : cfg->default_pool_size;
+		int reserve = db->reserve_pool_size >= 0 ? db->reserve_pool_size
+		                                         : cfg->reserve_pool_size;
+		want += size + reserve;
+	}
+	return want > 1048576 ? 1048576 : (int)want;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -215,7 +232,7 @@ int main(int argc, char **argv)
 		if (b.users == NULL)
 			fatal("cannot load auth_file \"%s\"", b.cfg->auth_file);
 	}
-	(void)daemon_set_nofile(b.cfg->max_client_conn + 100);
+	(void)daemon_set_nofile(nofile_wanted(b.cfg));
 
 	signal(SIGPIPE, SIG_IGN);
 	b.base = event_base_new();

@@ -91,20 +91,28 @@ static bool load_conninfo(struct pool *pool, const struct cf_database *db)
 	return true;
 }
 
+struct pool *pool_find(struct bouncer *b, const char *db_name, const char *user)
+{
+	struct list *it;
+
+	list_for_each(it, &b->pools)
+	{
+		struct pool *pool = list_entry(it, struct pool, head);
+		if (strcmp(pool->db_name, db_name) == 0 && strcmp(pool->user_name, user) == 0)
+			return pool;
+	}
+	return NULL;
+}
+
 struct pool *pool_get(struct bouncer *b, const char *db_name, const char *user, const char **err)
 {
 	const struct config *cfg = b->cfg;
 	const struct cf_database *db;
-	struct list *it;
-	struct pool *pool;
+	struct pool *pool = pool_find(b, db_name, user);
 
-	list_for_each(it, &b->pools)
-	{
-		pool = list_entry(it, struct pool, head);
-		if (strcmp(pool->db_name, db_name) == 0 && strcmp(pool->user_name, user) == 0) {
-			pool_refresh_settings(pool);
-			return pool;
-		}
+	if (pool != NULL) {
+		pool_refresh_settings(pool);
+		return pool;
 	}
 	db = config_find_database(cfg, db_name);
 	if (db == NULL) {

@@ -7,6 +7,8 @@
  */
 #include "proto.h"
 
+#include <ctype.h>
+#include <stdio.h>
 #include <string.h>
 
 void pr_init(struct pkt_reader *r, const uint8_t *p, size_t len)
@@ -259,6 +261,112 @@ enum startup_kind proto_parse_startup(const uint8_t *body, size_t len, struct st
 	if (out->kind == STARTUP_MALFORMED)
 		out->nparams = 0;
 	return out->kind;
+}
+
+/* Words of an options string, split in place into buf (pg_split_opts). Returns the count. */
+static int split_option_words(const char *opts, char *buf, char **words, int max_words,
+                              bool *too_many)
+{
+	int n = 0;
+	char *out = buf;
+
+	*too_many = false;
+	while (*opts) {
+		bool escaped = false;
+		while (isspace((unsigned char)*opts))
+			opts++;
+		if (*opts == '\0')
+			break;
+		if (n == max_words) {
+			*too_many = true;
+			return n;
+		}
+		words[n++] = out;
+		for (; *opts; opts++) {
+			if (isspace((unsigned char)*opts) && !escaped)
+				break;
+			if (!escaped && *opts == '\\') {
+				escaped = true;
+			} else {
+				escaped = false;
+				*out++ = *opts;
+			}
+		}
+		*out++ = '\0';
+	}
+	return n;
+}
+
+/* "name=value" of -c or --, as PostgreSQL's ParseLongOption reads it. */
+static bool apply_long_option(char *word, const char *sw,
+                              bool (*set)(void *arg, const char *name, const char *value),
+                              void *arg, char *err, size_t errsize)
+{
+	char *eq = strchr(word, '=');
+
+	if (eq == NULL || eq == word) {
+		snprintf(err, errsize, "%s%s requires a value", sw, word);
+		return false;
+	}
+	*eq = '\0';
+	for (char *q = word; *q; q++)
+		if (*q == '-')
+			*q = '_';
+	return set(arg, word, eq + 1);
+}
+
+bool proto_parse_options(const char *opts,
+                         bool (*set)(void *arg, const char *name, const char *value), void *arg,
+                         char *err, size_t errsize)
+{
+	char buf[PROTO_STARTUP_MAX_LEN];
+	char *words[512];
+	bool too_many;
+	int n, i;
+
+	if (strlen(opts) >= sizeof(buf)) {
+		snprintf(err, errsize, "options are too long");
+		return false;
+	}
+	n = split_option_words(opts, buf, words, (int)(sizeof(words) / sizeof(words[0])),
+	                       &too_many);
+	if (too_many) {
+		snprintf(err, errsize, "too many words in options");
+		return false;
+	}
+	for (i = 0; i < n; i++) {
+		char *w = words[i];
+		if (strcmp(w, "-c") == 0) {
+			if (i + 1 == n) {
+				snprintf(err, errsize, "option requires an argument -- 'c'");
+				return false;
+			}
+			if (!apply_long_option(words[++i], "-c ", set, arg, err, errsize))
+				return false;
+		} else if (strncmp(w, "-c", 2) == 0) {
+			if (!apply_long_option(w + 2, "-c ", set, arg, err, errsize))
+				return false;
+		} else if (strcmp(w, "--") == 0) {
+			/* the end of switches: PostgreSQL takes no other argument from options */
+			if (i + 1 < n) {
+				snprintf(err, errsize,
+				         "invalid command-line argument for server process: %.64s",
+				         words[i + 1]);
+				return false;
+			}
+		} else if (strncmp(w, "--", 2) == 0) {
+			if (!apply_long_option(w + 2, "--", set, arg, err, errsize))
+				return false;
+		} else if (w[0] == '-') {
+			snprintf(err, errsize, "unsupported switch in options: %.64s", w);
+			return false;
+		} else {
+			snprintf(err, errsize,
+			         "invalid command-line argument for server process: %.64s", w);
+			return false;
+		}
+	}
+	return true;
 }
 
 const char *proto_startup_get(const struct startup_info *info, const char *key)

@@ -15,7 +15,8 @@
 #include "log.h"
 #include "proto.h"
 
-#define OUT_MAX (1024 * 1024)
+/* injected bytes, and a gathered packet forwarded whole, wait here */
+#define OUT_MAX (2 * SBUF_GATHER_MAX)
 
 static void sbuf_process(struct sbuf *sb);
 
@@ -64,6 +65,7 @@ static void want_write(struct sbuf *sb)
 
 static void fail(struct sbuf *sb, const char *reason)
 {
+	sb->protocol_violation = false;
 	if (sb->reading) {
 		event_del(&sb->ev_read);
 		sb->reading = false;
@@ -342,6 +344,22 @@ size_t sbuf_unparsed(const struct sbuf *sb)
 	return sb->recv_pos - sb->parse_pos;
 }
 
+bool sbuf_mid_packet(const struct sbuf *sb)
+{
+	return sb->pkt_remain > 0 && sb->pkt_action == SBUF_SEND;
+}
+
+/* A malformed or over-long packet: the owner may answer with a protocol error before closing. */
+static void fail_protocol(struct sbuf *sb, const char *reason)
+{
+	if (sb->reading) {
+		event_del(&sb->ev_read);
+		sb->reading = false;
+	}
+	sb->protocol_violation = true;
+	sb->ops->failed(sb->owner, sb, reason);
+}
+
 /* Moves the bytes of the current packet that are in memory past parse_pos. */
 static bool advance_packet(struct sbuf *sb)
 {
@@ -352,8 +370,13 @@ static bool advance_packet(struct sbuf *sb)
 		if (!flush_pending(sb))
 			return false;
 	}
+	if (sb->pkt_action == SBUF_SEND && sb->scan_packet && n > 0 && sb->ops->scan != NULL &&
+	    !sb->ops->scan(sb->owner, sb, sb->buf + sb->parse_pos, n))
+		return false;
 	sb->parse_pos += n;
 	sb->pkt_remain -= (uint32_t)n;
+	if (sb->pkt_remain == 0)
+		sb->scan_packet = false;
 	if (sb->pkt_action != SBUF_SEND)
 		sb->done_pos = sb->parse_pos;
 	return true;
@@ -390,11 +413,12 @@ static bool offer_big(struct sbuf *sb)
 	enum sbuf_action act;
 
 	memset(&pkt, 0, sizeof(pkt));
-	pkt.type = sb->big.data[0];
+	/* a startup-phase packet has no type byte: its header is the length alone */
+	pkt.type = sb->big_hdrlen == 4 ? 0 : sb->big.data[0];
 	pkt.len = (uint32_t)sb->big.len;
 	pkt.complete = true;
-	pkt.body = sb->big.data + 5;
-	pkt.body_len = pkt.body_avail = sb->big.len - 5;
+	pkt.body = sb->big.data + sb->big_hdrlen;
+	pkt.body_len = pkt.body_avail = sb->big.len - sb->big_hdrlen;
 	act = sb->ops->packet(sb->owner, sb, &pkt);
 	switch (act) {
 	case SBUF_CLOSED:
@@ -427,6 +451,32 @@ static bool offer_big(struct sbuf *sb)
 	return true;
 }
 
+/*
+ * A packet too big to gather is offered once its first min(len, size / 2) bytes are in memory, so
+ * that the owner decides on a prefix of known size whatever the reads' sizes. Moves the unparsed
+ * bytes to the front of the buffer when the prefix would not fit after them. Sets *need_more
+ * while waiting; false when processing must stop.
+ */
+static bool wait_for_prefix(struct sbuf *sb, uint32_t len, const uint8_t **p, size_t *avail,
+                            bool *need_more)
+{
+	size_t want = len < sb->size / 2 ? len : sb->size / 2;
+
+	if (*avail >= want)
+		return true;
+	if (sb->parse_pos + want > sb->size) {
+		size_t keep = sb->recv_pos - sb->parse_pos;
+		if (sb->parse_pos > sb->done_pos && !flush_pending(sb))
+			return false;
+		memmove(sb->buf, sb->buf + sb->parse_pos, keep);
+		sb->done_pos = sb->parse_pos = 0;
+		sb->recv_pos = keep;
+		*p = sb->buf;
+	}
+	*need_more = true;
+	return true;
+}
+
 /* Offers the next packet header to the owner. False when processing must stop. */
 static bool next_packet(struct sbuf *sb, bool *need_more)
 {
@@ -453,11 +503,17 @@ static bool next_packet(struct sbuf *sb, bool *need_more)
 		return true;
 	}
 	if (st == PKT_BAD) {
-		fail(sb, "bad packet header");
+		fail_protocol(sb, sb->startup_phase ? "invalid length of startup packet"
+		                                    : "invalid message length");
 		return false;
 	}
 	pkt.len = len;
 	pkt.complete = avail >= len;
+	pkt.too_big = len > sb->max_pkt;
+	if (pkt.too_big && !pkt.complete && !wait_for_prefix(sb, len, &p, &avail, need_more))
+		return false;
+	if (*need_more)
+		return true;
 	pkt.body = p + hdrlen;
 	pkt.body_len = len - hdrlen;
 	pkt.body_avail = (avail < len ? avail : len) - hdrlen;
@@ -488,12 +544,13 @@ static bool next_packet(struct sbuf *sb, bool *need_more)
 		}
 		if (len > sb->size - 0) {
 			if (len > sb->max_pkt) {
-				fail(sb, "packet too large");
+				fail_protocol(sb, "packet too large");
 				return false;
 			}
 			if (sb->parse_pos > sb->done_pos && !flush_pending(sb))
 				return false;
 			sb->collecting_big = true;
+			sb->big_hdrlen = (uint8_t)hdrlen;
 			sb->pkt_remain = len;
 			return true;
 		}

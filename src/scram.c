@@ -563,8 +563,11 @@ bool scram_server_init(struct scram_server *ss, const char *secret_or_password)
 	ss->salt_len = SCRAM_SALT_LEN;
 	if (RAND_bytes(ss->salt, SCRAM_SALT_LEN) != 1)
 		return server_fail(ss, "could not generate a salt");
-	/* md5 secrets hold no SCRAM key: such a user can only fail, like an unknown one. */
-	if (!secret_or_password ||
+	/*
+	 * md5 secrets hold no SCRAM key, and an empty password is no password (PostgreSQL never
+	 * accepts one): such a user can only fail, like an unknown one.
+	 */
+	if (!secret_or_password || secret_or_password[0] == '\0' ||
 	    (strncmp(secret_or_password, "md5", 3) == 0 && strlen(secret_or_password) == 35)) {
 		ss->mock = true;
 		if (RAND_bytes(ss->stored_key, SCRAM_KEY_LEN) != 1 ||

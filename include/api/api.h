@@ -85,6 +85,31 @@ struct api_call *api_submit_read(struct api *api, const struct api_table *table,
  */
 void api_call_cancel(struct api_call *call);
 
+/* ---- single requests of the read side (the sync worker) ---- */
+
+struct api_fetch;
+/* resp is valid during the call only. */
+typedef void (*api_fetch_cb)(void *arg, const struct http_response *resp);
+
+/*
+ * Sends the request spec describes (its contents are taken: spec is left empty) with this
+ * API's credentials, timeout, CA file and lane, the lane it shares with client writes. A 401
+ * with refreshable credentials is answered by one token refresh and one resend. cb runs
+ * exactly once, later, from the loop, unless api_fetch_cancel() comes first. NULL (spec
+ * freed, cb never called) when out of memory or the URL is unusable.
+ */
+struct api_fetch *api_fetch(struct api *api, struct api_http_spec *spec, api_fetch_cb cb,
+                            void *arg);
+void api_fetch_cancel(struct api_fetch *f);
+
+/*
+ * Requests per second the API allows: rate_limit= on its line, else the read side's default
+ * for its type (0 when it has no read side).
+ */
+double api_rate_limit(const struct api *api);
+/* The share of that rate the sync worker may use, in percent: sync_budget= (default 50). */
+int api_sync_budget(const struct api *api);
+
 struct api_stats {
 	const char *name;
 	const char *type;

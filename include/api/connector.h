@@ -172,6 +172,7 @@ void api_http_spec_free(struct api_http_spec *s);
 void api_random_key(char *key, size_t size);
 
 struct connector;
+struct changes_ops;
 
 struct connector_ops {
 	const char *type;
@@ -200,6 +201,8 @@ struct connector_ops {
 	/* Only called for HTTP_OUTCOME_ANSWER; like parse, with one row or NOT_FOUND. */
 	void (*parse_read)(const struct connector *c, const struct api_table *t, const char *id,
 	                   const struct http_response *resp, struct api_result *out);
+	/* The read side for the sync worker (include/api/changes.h); NULL: not syncable. */
+	const struct changes_ops *changes;
 };
 
 struct connector {
@@ -208,13 +211,14 @@ struct connector {
 	char *base_url; /* without trailing '/' */
 	int max_batch;  /* configured cap on rows per request (0 = the API's maximum) */
 	void *priv;
+	void *changes_priv; /* the read side's settings */
 };
 
 /*
  * Creates the connector of an [apis] entry named name from its pairs (type= chooses it). Keys
  * shared by all types (handled by the api module) are accepted here too: type, base_url, auth,
  * token, token_url, client_id, client_secret, refresh_token, timeout, deadline, max_in_flight,
- * ca_file, max_batch, auth_header. NULL with a clear message in err on a missing or bad key.
+ * ca_file, max_batch, auth_header, rate_limit, sync_budget; and the read side's keys. NULL with a clear message in err on a missing or bad key.
  */
 struct connector *connector_create(const char *name, const struct cf_kv *kv, int nkv, char *err,
                                    size_t errsize);
@@ -280,6 +284,13 @@ void api_snake_to_pascal(const char *in, char *buf, size_t size);
 void api_pascal_to_snake(const char *in, char *buf, size_t size);
 /* Appends s to buf percent-encoded (unreserved characters kept); false when it does not fit. */
 bool api_url_escape(const char *s, char *buf, size_t size, size_t *used)
+        __attribute__((warn_unused_result));
+/*
+ * The same for a value that must stay exactly one path segment (a record id, an object name):
+ * '/' is encoded like everything reserved, and "." and ".." (steps up the path, which curl, a
+ * proxy or the API would resolve) become "%2E" and "%2E%2E".
+ */
+bool api_url_escape_segment(const char *s, char *buf, size_t size, size_t *used)
         __attribute__((warn_unused_result));
 /* Value of key in kv (last one wins), or NULL. */
 const char *api_kv_get(const struct cf_kv *kv, int nkv, const char *key);

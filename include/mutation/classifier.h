@@ -48,6 +48,12 @@ struct classifier *classifier_new(const struct classifier_table *tables, int n)
 void classifier_free(struct classifier *cl);
 
 /*
+ * The spellings that could reach a syncbouncer.* setting, lower case, NULL-terminated: what a
+ * statement too long to inspect whole is searched for while it streams.
+ */
+const char *const *classifier_setting_needles(void);
+
+/*
  * Fast path, no allocation, no parser: false = relay the statement untouched.
  * Needs: cl (NULL: no synced tables, only the settings checks apply), database (the [databases]
  * entry of the connection), sql[0..len) (need not be NUL-terminated; the scan stops at len or

@@ -12,7 +12,9 @@
  *   - INSERT: the created record is found by the API's answer when one was received (kept in the
  *     intent, or in the local journal_file when the database was gone), or by repeating the
  *     request with the same Idempotency-Key (Stripe); then read by id as above. Where neither
- *     exists the intent waits for the sync worker's next pass (settle_sync_pass_hook).
+ *     exists (and for APIs that cannot read by id) the write is handed to the sync worker,
+ *     whose next pass imports what the API holds (settle_sync_pass_hook); without a sync
+ *     worker polling the table the intent waits, shown as "awaiting sync".
  * The state written is always the API's state read after the write, never a stored image, so a
  * newer write cannot be overwritten by an older one; and while an intent is unsettled, the guard
  * trigger refuses other writes of its rows with 40001.
@@ -52,6 +54,7 @@ struct settle_table {
 	struct api *api;
 	const struct api_table *at;
 	struct catalog_table *ct;
+	bool synced; /* the sync worker polls this table: its next pass imports what the API holds */
 };
 
 /* Finds the synced table of database whose relation oid is relid; false when none (any more). */

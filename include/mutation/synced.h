@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct bouncer;
 struct synced;
@@ -54,5 +55,15 @@ void synced_show_journal(struct bouncer *b, synced_row_cb cb, void *arg);
  * what will happen in msg; false with the reason (unknown entry, bad syntax) in msg.
  */
 bool synced_journal_command(struct bouncer *b, const char *arg, char *msg, size_t size);
+
+/*
+ * SYNC [BACKFILL] database.schema.table from the admin client conn_id: NULL when taken, with
+ * *wait true when the answer (admin_command_done / admin_command_failed) comes when the pass
+ * is done; else why it was refused.
+ */
+const char *synced_sync_command(struct bouncer *b, const char *name, bool backfill,
+                                uint64_t conn_id, bool *wait);
+/* The admin client conn_id went away or cancelled: it waits for nothing any more. */
+void synced_forget_admin(struct bouncer *b, uint64_t conn_id);
 
 #endif

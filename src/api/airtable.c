@@ -120,7 +120,7 @@ static bool at_build(const struct connector *c, const struct api_table *t, enum 
 	if (out->url == NULL)
 		goto oom;
 	used = (size_t)snprintf(out->url, ulen, "%s/v0/%s/", c->base_url, p->base_id);
-	if (!api_url_escape(t->object, out->url, ulen, &used))
+	if (!api_url_escape_segment(t->object, out->url, ulen, &used))
 		goto oom;
 	if (op == API_OP_DELETE) {
 		out->method = HTTP_DELETE;

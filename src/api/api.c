@@ -10,6 +10,7 @@
  * at most one of http_req / auth_wait / the timer is pending; callbacks come from the loop.
  */
 #include "api/api.h"
+#include "api/changes.h"
 
 #include <errno.h>
 #include <math.h>
@@ -97,6 +98,10 @@ struct api {
 	int64_t st_latency_sum, st_latency_n;
 	int64_t usage_used, usage_max;
 	char last_error[256];
+
+	double rate_limit; /* requests per second the API allows */
+	int sync_budget;   /* percent of it the sync worker may use */
+	TAILQ_HEAD(, api_fetch) fetches;
 };
 
 static int64_t api_now_usec(void)
@@ -121,6 +126,9 @@ static bool api_parse_seconds(const char *text, int64_t *out)
 	return true;
 }
 
+static bool api_parse_read_keys(struct api *api, const char *name, const struct cf_kv *kv,
+                                int nkv, char *err, size_t errsize);
+
 struct api *api_create(struct http_engine *eng, const char *name, const struct cf_kv *kv, int nkv,
                        char *err, size_t errsize)
 {
@@ -136,7 +144,9 @@ struct api *api_create(struct http_engine *eng, const char *name, const struct c
 		return NULL;
 	}
 	TAILQ_INIT(&api->calls);
+	TAILQ_INIT(&api->fetches);
 	api->eng = eng;
+	api->sync_budget = 50;
 	api->usage_used = api->usage_max = -1;
 	api->timeout_usec = 10 * INT64_C(1000000);
 	api->deadline_usec = 30 * INT64_C(1000000);
@@ -163,6 +173,8 @@ struct api *api_create(struct http_engine *eng, const char *name, const struct c
 			goto failed;
 		}
 	}
+	if (!api_parse_read_keys(api, name, kv, nkv, err, errsize))
+		goto failed;
 	api->name = strdup(name);
 	if (api->name == NULL || (ca != NULL && (api->ca_file = strdup(ca)) == NULL)) {
 		snprintf(err, errsize, "out of memory");
@@ -171,6 +183,8 @@ struct api *api_create(struct http_engine *eng, const char *name, const struct c
 	api->conn = connector_create(name, kv, nkv, err, errsize);
 	if (api->conn == NULL)
 		goto failed;
+	if (api->rate_limit <= 0)
+		api->rate_limit = api->conn->ops->changes ? api->conn->ops->changes->default_rate : 0;
 	api->auth = oauth_create(eng, name, kv, nkv, api->timeout_usec, err, errsize);
 	if (api->auth == NULL)
 		goto failed;
@@ -184,6 +198,43 @@ failed:
 	api_free(api);
 	return NULL;
 }
+
+/* rate_limit= (requests per second, > 0) and sync_budget= (percent, 1..100). */
+static bool api_parse_read_keys(struct api *api, const char *name, const struct cf_kv *kv,
+                                int nkv, char *err, size_t errsize)
+{
+	const char *rate = api_kv_get(kv, nkv, "rate_limit");
+	const char *budget = api_kv_get(kv, nkv, "sync_budget");
+	char *end;
+
+	if (rate != NULL) {
+		errno = 0;
+		api->rate_limit = strtod(rate, &end);
+		if (errno != 0 || end == rate || *end != '\0' || !(api->rate_limit > 0) ||
+		    api->rate_limit > 100000) {
+			snprintf(err, errsize,
+			         "api \"%s\": rate_limit=%.20s is not a number of requests per second",
+			         name, rate);
+			return false;
+		}
+	}
+	if (budget != NULL) {
+		long v;
+		errno = 0;
+		v = strtol(budget, &end, 10);
+		if (*end == '%')
+			end++;
+		if (errno != 0 || end == budget || *end != '\0' || v < 1 || v > 100) {
+			snprintf(err, errsize, "api \"%s\": sync_budget=%.20s is not a percentage in 1..100",
+			         name, budget);
+			return false;
+		}
+		api->sync_budget = (int)v;
+	}
+	return true;
+}
+
+static void api_fetch_free(struct api_fetch *f);
 
 static void api_call_free(struct api_call *call)
 {
@@ -212,6 +263,8 @@ void api_free(struct api *api)
 		return;
 	while ((call = TAILQ_FIRST(&api->calls)) != NULL)
 		api_call_free(call);
+	while (!TAILQ_EMPTY(&api->fetches))
+		api_fetch_free(TAILQ_FIRST(&api->fetches));
 	/* the lane first: its requests point at calls that are gone now */
 	if (api->lane != NULL)
 		http_lane_free(api->lane);
@@ -678,4 +731,189 @@ int api_set_count(const struct api_set *set)
 struct api *api_set_get(const struct api_set *set, int i)
 {
 	return set != NULL && i >= 0 && i < set->count ? set->apis[i] : NULL;
+}
+
+/* ---- single requests of the read side ---- */
+
+struct api_fetch {
+	struct api *api;
+	struct api_http_spec spec;
+	api_fetch_cb cb;
+	void *arg;
+	bool refreshed;
+	char *token_used;
+	struct http_request *http_req;
+	struct oauth_wait *auth_wait;
+	TAILQ_ENTRY(api_fetch) link;
+};
+
+static void api_fetch_free(struct api_fetch *f)
+{
+	TAILQ_REMOVE(&f->api->fetches, f, link);
+	if (f->http_req != NULL)
+		http_cancel(f->http_req);
+	if (f->auth_wait != NULL)
+		oauth_wait_cancel(f->auth_wait);
+	api_http_spec_free(&f->spec);
+	free(f->token_used);
+	free(f);
+}
+
+/* Ends f with a failure that sent nothing. */
+static void api_fetch_fail(struct api_fetch *f, const char *why)
+{
+	struct http_response resp;
+
+	memset(&resp, 0, sizeof(resp));
+	resp.outcome = HTTP_OUTCOME_NOT_SENT;
+	resp.error = why;
+	resp.body = "";
+	f->cb(f->arg, &resp);
+	api_fetch_free(f);
+}
+
+static void api_fetch_auth(struct api_fetch *f);
+
+static void api_fetch_http_done(void *ud, const struct http_response *resp)
+{
+	struct api_fetch *f = ud;
+	struct api *api = f->api;
+
+	f->http_req = NULL;
+	if (resp->outcome == HTTP_OUTCOME_ANSWER) {
+		api->st_latency_sum += resp->elapsed_usec;
+		api->st_latency_n++;
+		api_note_usage(api, resp);
+		if (resp->status == 401 && !f->refreshed &&
+		    oauth_get_mode(api->auth) == OAUTH_MODE_REFRESH) {
+			f->refreshed = true;
+			api->st_retries++;
+			oauth_invalidate(api->auth, f->token_used);
+			api_fetch_auth(f);
+			return;
+		}
+		if (resp->status == 429)
+			api->st_rate_limited++;
+	}
+	f->cb(f->arg, resp);
+	api_fetch_free(f);
+}
+
+/* Sends f; false (nothing sent, cb not called) with why set when that cannot be done. */
+static bool api_fetch_send(struct api_fetch *f, const char **why)
+{
+	struct api *api = f->api;
+	const char *token = oauth_token(api->auth);
+	struct http_request *req;
+	char hname[64], auth[4200];
+
+	*why = "out of memory";
+	free(f->token_used);
+	f->token_used = NULL;
+	req = http_request_new(f->spec.method, f->spec.url);
+	if (req == NULL)
+		return false;
+	if ((token != NULL &&
+	     ((f->token_used = strdup(token)) == NULL ||
+	      !oauth_header(api->auth, hname, sizeof(hname), auth, sizeof(auth)) ||
+	      !http_request_add_header(req, hname, auth))) ||
+	    !http_request_add_header(req, "Accept", "application/json") ||
+	    !http_request_set_ca_file(req, api->ca_file) ||
+	    (f->spec.body != NULL &&
+	     (!http_request_set_body(req, f->spec.body, f->spec.body_len) ||
+	      !http_request_add_header(req, "Content-Type",
+	                               f->spec.content_type ? f->spec.content_type
+	                                                    : "application/json")))) {
+		http_request_free(req);
+		return false;
+	}
+	/* a read changes nothing: curl may resend it on a fresh connection */
+	http_request_allow_resend(req);
+	http_request_set_timeout(req, api->timeout_usec);
+	if (!http_submit(api->eng, api->lane, req, api_fetch_http_done, f)) {
+		*why = "unusable request URL";
+		return false;
+	}
+	f->http_req = req;
+	api->st_requests++;
+	return true;
+}
+
+static void api_fetch_auth_done(void *ud, bool ok, const char *error)
+{
+	struct api_fetch *f = ud;
+	const char *fail;
+	char why[300];
+
+	f->auth_wait = NULL;
+	if (ok) {
+		if (!api_fetch_send(f, &fail))
+			api_fetch_fail(f, fail);
+		return;
+	}
+	snprintf(why, sizeof(why), "%s authentication failed: %s", f->api->name,
+	         error ? error : "no token");
+	api_fetch_fail(f, why);
+}
+
+static void api_fetch_auth(struct api_fetch *f)
+{
+	const char *fail;
+
+	if (oauth_ready(f->api->auth)) {
+		if (!api_fetch_send(f, &fail))
+			api_fetch_fail(f, fail);
+		return;
+	}
+	f->auth_wait = oauth_wait(f->api->auth, api_fetch_auth_done, f);
+	if (f->auth_wait == NULL)
+		api_fetch_fail(f, "out of memory");
+}
+
+struct api_fetch *api_fetch(struct api *api, struct api_http_spec *spec, api_fetch_cb cb,
+                            void *arg)
+{
+	struct api_fetch *f = calloc(1, sizeof(*f));
+	const char *why;
+
+	if (f == NULL) {
+		api_http_spec_free(spec);
+		return NULL;
+	}
+	f->api = api;
+	f->spec = *spec;
+	memset(spec, 0, sizeof(*spec));
+	f->cb = cb;
+	f->arg = arg;
+	TAILQ_INSERT_TAIL(&api->fetches, f, link);
+	if (oauth_ready(api->auth)) {
+		/* http_submit() never calls back from inside */
+		if (!api_fetch_send(f, &why)) {
+			api_fetch_free(f);
+			return NULL;
+		}
+		return f;
+	}
+	f->auth_wait = oauth_wait(api->auth, api_fetch_auth_done, f);
+	if (f->auth_wait == NULL) {
+		api_fetch_free(f);
+		return NULL;
+	}
+	return f;
+}
+
+void api_fetch_cancel(struct api_fetch *f)
+{
+	if (f != NULL)
+		api_fetch_free(f);
+}
+
+double api_rate_limit(const struct api *api)
+{
+	return api->rate_limit;
+}
+
+int api_sync_budget(const struct api *api)
+{
+	return api->sync_budget;
 }

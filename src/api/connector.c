@@ -7,6 +7,7 @@
  * connector_parse_response() result is either ok with exactly nrows rows or carries an error.
  */
 #include "api/connector.h"
+#include "api/changes.h"
 #include "api/json.h"
 
 #include <ctype.h>
@@ -29,7 +30,8 @@ static const struct connector_ops *const connector_types[] = {
 static const char *const connector_common_keys[] = {
         "type",          "base_url",      "auth",          "token",       "token_url",
         "client_id",     "client_secret", "refresh_token", "timeout",     "deadline",
-        "max_in_flight", "ca_file",       "max_batch",     "auth_header", NULL,
+        "max_in_flight", "ca_file",       "max_batch",     "auth_header", "rate_limit",
+        "sync_budget",   NULL,
 };
 
 const char *api_op_str(enum api_op op)
@@ -449,6 +451,20 @@ bool api_url_escape(const char *s, char *buf, size_t size, size_t *used)
 	return true;
 }
 
+bool api_url_escape_segment(const char *s, char *buf, size_t size, size_t *used)
+{
+	if (strcmp(s, ".") != 0 && strcmp(s, "..") != 0)
+		return api_url_escape(s, buf, size, used);
+	for (; *s != '\0'; s++) {
+		if (*used + 4 > size)
+			return false;
+		memcpy(buf + *used, "%2E", 3);
+		*used += 3;
+	}
+	buf[*used] = '\0';
+	return true;
+}
+
 /* ---- rows ---- */
 
 const struct api_value *api_image_get(const struct api_row_image *img, const char *column)
@@ -593,6 +609,11 @@ static bool connector_key_known(const struct connector_ops *ops, const char *key
 		if (strcmp(ops->keys[i], key) == 0)
 			return true;
 	}
+	for (i = 0; ops->changes != NULL && ops->changes->keys != NULL && ops->changes->keys[i];
+	     i++) {
+		if (strcmp(ops->changes->keys[i], key) == 0)
+			return true;
+	}
 	return false;
 }
 
@@ -660,7 +681,9 @@ struct connector *connector_create(const char *name, const struct cf_kv *kv, int
 		}
 		c->max_batch = (int)v;
 	}
-	if (!ops->configure(c, kv, nkv, err, errsize)) {
+	if (!ops->configure(c, kv, nkv, err, errsize) ||
+	    (ops->changes != NULL && ops->changes->configure != NULL &&
+	     !ops->changes->configure(c, kv, nkv, err, errsize))) {
 		connector_free(c);
 		return NULL;
 	}
@@ -677,6 +700,8 @@ void connector_free(struct connector *c)
 		return;
 	if (c->ops != NULL && c->ops->release != NULL)
 		c->ops->release(c);
+	if (c->ops != NULL && c->ops->changes != NULL && c->ops->changes->release != NULL)
+		c->ops->changes->release(c);
 	free(c->name);
 	free(c->base_url);
 	free(c);

@@ -67,7 +67,7 @@ static bool hs_build(const struct connector *c, const struct api_table *t, enum 
 	if (out->url == NULL)
 		goto oom;
 	used = (size_t)snprintf(out->url, ulen, "%s/crm/v3/objects/", c->base_url);
-	if (!api_url_escape(t->object, out->url, ulen, &used))
+	if (!api_url_escape_segment(t->object, out->url, ulen, &used))
 		goto oom;
 	snprintf(out->url + used, ulen - used, "/batch/%s", verbs[op]);
 	out->method = HTTP_POST;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/changes.h"
 #include "api/connector.h"
 #include "api/json.h"
 
@@ -266,7 +267,7 @@ static bool rest_build_url(const struct connector *c, const struct api_table *t,
 			}
 			if (r > 0 && used + 2 <= size)
 				out->url[used++] = ',';
-			if (!api_url_escape(id, out->url, size, &used))
+			if (!api_url_escape_segment(id, out->url, size, &used))
 				goto too_long;
 		}
 		s += one ? 4 : 5;
@@ -523,4 +524,5 @@ const struct connector_ops rest_connector_ops = {
         .column_name = rest_column_name,
         .build = rest_build,
         .parse = rest_parse,
+        .changes = &rest_changes_ops,
 };

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/changes.h"
 #include "api/connector.h"
 #include "api/json.h"
 
@@ -459,11 +460,11 @@ static bool sf_build_read(const struct connector *c, const struct api_table *t, 
 		goto oom;
 	used = (size_t)snprintf(out->url, ulen, "%s/services/data/%s/sobjects/", c->base_url,
 	                        p->api_version);
-	if (!api_url_escape(t->object, out->url, ulen, &used) || used + 2 > ulen)
+	if (!api_url_escape_segment(t->object, out->url, ulen, &used) || used + 2 > ulen)
 		goto oom;
 	out->url[used++] = '/';
 	out->url[used] = '\0';
-	if (!api_url_escape(id, out->url, ulen, &used))
+	if (!api_url_escape_segment(id, out->url, ulen, &used))
 		goto oom;
 	out->method = HTTP_GET;
 	return true;
@@ -539,4 +540,5 @@ const struct connector_ops salesforce_connector_ops = {
         .parse = sf_parse,
         .build_read = sf_build_read,
         .parse_read = sf_parse_read,
+        .changes = &salesforce_changes_ops,
 };

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/changes.h"
 #include "api/connector.h"
 #include "api/json.h"
 
@@ -77,11 +78,11 @@ static bool stripe_build(const struct connector *c, const struct api_table *t, e
 	if (out->url == NULL)
 		goto oom;
 	used = (size_t)snprintf(out->url, ulen, "%s/v1/", c->base_url);
-	if (!api_url_escape(t->object, out->url, ulen, &used))
+	if (!api_url_escape_segment(t->object, out->url, ulen, &used))
 		goto oom;
 	if (op != API_OP_INSERT) {
 		out->url[used++] = '/';
-		if (!api_url_escape(idv->value, out->url, ulen, &used))
+		if (!api_url_escape_segment(idv->value, out->url, ulen, &used))
 			goto oom;
 	}
 	if (op == API_OP_DELETE) {
@@ -256,13 +257,13 @@ static bool stripe_build_read(const struct connector *c, const struct api_table 
 		return false;
 	}
 	used = (size_t)snprintf(out->url, ulen, "%s/v1/", c->base_url);
-	if (!api_url_escape(t->object, out->url, ulen, &used) || used + 2 > ulen) {
+	if (!api_url_escape_segment(t->object, out->url, ulen, &used) || used + 2 > ulen) {
 		api_error_set(err, API_ERR_INTERNAL, "out of memory");
 		return false;
 	}
 	out->url[used++] = '/';
 	out->url[used] = '\0';
-	if (!api_url_escape(id, out->url, ulen, &used)) {
+	if (!api_url_escape_segment(id, out->url, ulen, &used)) {
 		api_error_set(err, API_ERR_INTERNAL, "out of memory");
 		return false;
 	}
@@ -305,4 +306,5 @@ const struct connector_ops stripe_connector_ops = {
         .parse = stripe_parse,
         .build_read = stripe_build_read,
         .parse_read = stripe_parse_read,
+        .changes = &stripe_changes_ops,
 };

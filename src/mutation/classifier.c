@@ -87,8 +87,13 @@ struct classifier {
 };
 
 /* What can name a syncbouncer.* setting: its prefix, the function, a Unicode escape (U&"..."). */
-static const char *const cl_setting_needles[] = {"syncbouncer", "set_config", "u&"};
-#define CL_NSETTING_NEEDLES (sizeof(cl_setting_needles) / sizeof(cl_setting_needles[0]))
+static const char *const cl_setting_needles[] = {"syncbouncer", "set_config", "u&", NULL};
+#define CL_NSETTING_NEEDLES (sizeof(cl_setting_needles) / sizeof(cl_setting_needles[0]) - 1)
+
+const char *const *classifier_setting_needles(void)
+{
+	return cl_setting_needles;
+}
 
 static unsigned char cl_lower(unsigned char c)
 {

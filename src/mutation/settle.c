@@ -981,18 +981,15 @@ static bool ids_from_json(struct settle *s, const char *text)
 	return true;
 }
 
-/* settle_sync_pass_hook: where an insert without any way to find its record goes. */
-static bool settle_sync_pass_hook(struct settle *s, const char *database, unsigned relid)
+/*
+ * Where a write without any way to ask the API about it goes: the sync worker's next pass
+ * imports what the API holds (created records included, and the API's state of a changed or
+ * deleted one), so the table still ends equal to the API. True when the table has a sync worker
+ * that polls it: the intent may go. Else the intent stays, awaiting a pass (or JOURNAL GIVEUP).
+ */
+static bool settle_sync_pass_hook(struct settle *s)
 {
-	/*
-	 * The sync worker's next pass imports what the API holds, created records included; when
-	 * it has one for this table, it is asked to run soon and the intent may go. Without it the
-	 * intent stays, awaiting a pass (or the console's JOURNAL GIVEUP).
-	 */
-	(void)s;
-	(void)database;
-	(void)relid;
-	return false;
+	return s->t.synced;
 }
 
 static void on_claimed(void *arg, struct pgc *pc, PGresult *res, const char *error)
@@ -1075,6 +1072,11 @@ static void on_claimed(void *arg, struct pgc *pc, PGresult *res, const char *err
 			return;
 		}
 		if (!api_can_read(s->t.api)) {
+			if (settle_sync_pass_hook(s)) {
+				s->outcome = "the API cannot read by id: left to the sync worker's next pass";
+				finish_cur(s);
+				return;
+			}
 			cur_fail(s, "the API cannot read records by id: waiting for the sync worker");
 			if (e != NULL)
 				e->waits_sync = true;
@@ -1093,6 +1095,11 @@ static void on_claimed(void *arg, struct pgc *pc, PGresult *res, const char *err
 			return;
 		}
 		if (!api_can_read(s->t.api)) {
+			if (settle_sync_pass_hook(s)) {
+				s->outcome = "the API cannot read by id: left to the sync worker's next pass";
+				finish_cur(s);
+				return;
+			}
 			cur_fail(s, "the API cannot read records by id: waiting for the sync worker");
 			if (e != NULL)
 				e->waits_sync = true;
@@ -1116,7 +1123,7 @@ static void on_claimed(void *arg, struct pgc *pc, PGresult *res, const char *err
 			cur_fail(s, "could not repeat the insert");
 		return;
 	}
-	if (settle_sync_pass_hook(s, dbname, relid)) {
+	if (settle_sync_pass_hook(s)) {
 		s->outcome = "left to the sync worker's next pass";
 		finish_cur(s);
 		return;

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "admin.h"
 #include "api/api.h"
 #include "api/http.h"
 #include "api/json.h"
@@ -36,6 +37,7 @@
 #include "mutation/classifier.h"
 #include "mutation/journal.h"
 #include "mutation/settle.h"
+#include "mutation/sync.h"
 #include "pgc.h"
 #include "pktbuf.h"
 #include "pool.h"
@@ -77,6 +79,8 @@ struct synced {
 	struct journal *journal; /* the API's answers the database could not take */
 	struct settle *settle;   /* settles the intents that outlived their writes */
 	bool reload_pending;     /* a RELOAD waits for the mutations in flight */
+	struct sync *sync; /* the read side: API changes into the tables */
+	struct sync_table_conf *sync_confs;
 	bool stopping;
 	uint64_t intent_usec_sum, intent_count; /* the write-ahead step's cost */
 };
@@ -220,11 +224,13 @@ struct mutation {
 	char *answer_ids; /* an insert's record ids from the API, JSON */
 	uint64_t intent_started;
 	struct event *ev_hold; /* test-only hold before COMMIT */
+	bool sync_noted; /* the sync worker was told of this write (sync_write_begin) */
 };
 
 static void mutation_finish(struct mutation *m);
 static void describe_write(const struct mutation *m, char *buf, size_t size);
 static void mutation_acquire(struct mutation *m);
+static void note_sync_write(struct mutation *m, bool begin);
 
 /* ---- responses ------------------------------------------------------------------------- */
 
@@ -1115,6 +1121,11 @@ static char *confirmed_json(struct mutation *m, const struct api_result *ar)
 	}
 }
 
+static bool sy_has_sync(const struct mutation *m)
+{
+	return m->sy->sync != NULL && m->sync_noted;
+}
+
 static void on_api_done(void *arg, struct api_result *ar)
 {
 	struct mutation *m = arg;
@@ -1144,6 +1155,15 @@ static void on_api_done(void *arg, struct api_result *ar)
 	m->state = MUT_APPLYING;
 	if (m->op == OP_INSERT)
 		m->answer_ids = answer_ids_json(ar);
+	if (sy_has_sync(m) && m->op == OP_INSERT) {
+		const char **ids = calloc((size_t)ar->nrows + 1, sizeof(*ids));
+		for (int i = 0; ids != NULL && i < ar->nrows; i++)
+			ids[i] = ar->rows[i].id;
+		if (ids != NULL)
+			sync_write_accepted(m->sy->sync, (int)(m->st - m->sy->tables), ids,
+			                    ar->nrows);
+		free(ids);
+	}
 	json = confirmed_json(m, ar);
 	if (json == NULL) {
 		set_error(m, "53200", "out of memory building the confirmed rows", NULL, NULL);
@@ -1373,6 +1393,7 @@ static void send_request(struct mutation *m)
 	                                      : API_OP_DELETE;
 
 	m->state = MUT_CALLING_API;
+	note_sync_write(m, true);
 	m->call = api_submit_keyed(m->st->api, &m->st->at, op, m->api_rows, m->nrows,
 	                           m->intent_key, on_api_done, m);
 	if (m->call == NULL) {
@@ -1410,6 +1431,30 @@ static void on_zero_checked(void *arg, struct pgc *pc, PGresult *res, const char
 		return;
 	}
 	answer_no_rows(m);
+}
+
+/* Tells the sync worker which rows this write holds (begin) or has written (end). */
+static void note_sync_write(struct mutation *m, bool begin)
+{
+	struct synced *sy = m->sy;
+	const char **keys;
+	int n = 0;
+
+	if (sy->sync == NULL || (!begin && !m->sync_noted))
+		return;
+	keys = calloc((size_t)m->nrows + 1, sizeof(*keys));
+	for (int i = 0; keys != NULL && i < m->nrows && m->rows != NULL; i++) {
+		const struct api_value *v =
+		        api_image_get(&m->api_rows[i].old_image, m->st->at.pk_column);
+		if (v != NULL && v->value != NULL)
+			keys[n++] = v->value;
+	}
+	if (begin)
+		sync_write_begin(sy->sync, (int)(m->st - sy->tables), m->op == OP_INSERT, keys, n);
+	else
+		sync_write_end(sy->sync, (int)(m->st - sy->tables), m->op == OP_INSERT, keys, n);
+	m->sync_noted = begin;
+	free(keys);
 }
 
 static void on_first_run(void *arg, struct pgc *pc, PGresult *res, const char *error)
@@ -1546,6 +1591,7 @@ static void mutation_finish(struct mutation *m)
 		api_call_cancel(m->call);
 		m->call = NULL;
 	}
+	note_sync_write(m, false);
 	if (m->failed && mc != NULL) {
 		struct pktbuf pb;
 		/* a failed write ends a query string of several: the rest is skipped */
@@ -1966,6 +2012,22 @@ static bool begin_mutation(struct synced *sy, struct conn *c, const struct stmt_
 	return true;
 }
 
+/*
+ * A statement too big to hold whole (above SBUF_GATHER_MAX, 1 MiB) is decided on its first
+ * bytes: the largest write the APIs take in one request is far smaller, so a statement that
+ * may write a synced table or reach a syncbouncer.* setting is refused (WAIT: the core answers
+ * 54000); anything else streams. A synced table named only past the prefix is safe: the guard
+ * trigger refuses the write (42501) because the pipeline did not run it, and the core searches
+ * the streamed text for the settings' spellings.
+ */
+static enum hook_verdict inspect_prefix(struct synced *sy, struct conn *c,
+                                        const struct sbuf_pkt *pkt, const char *text, size_t len)
+{
+	if (!pkt->too_big)
+		return HOOK_WAIT;
+	return classifier_quick_check(sy->cl, c->pool->db_name, text, len) ? HOOK_WAIT : HOOK_PASS;
+}
+
 static enum hook_verdict inspect_query(struct synced *sy, struct conn *c,
                                        const struct sbuf_pkt *pkt)
 {
@@ -1973,7 +2035,7 @@ static enum hook_verdict inspect_query(struct synced *sy, struct conn *c,
 	struct stmt_class sc;
 
 	if (!pkt->complete)
-		return HOOK_WAIT;
+		return inspect_prefix(sy, c, pkt, sql, pkt->body_avail);
 	if (pkt->body_len == 0 || pkt->body[pkt->body_len - 1] != '\0')
 		return HOOK_PASS; /* malformed: PostgreSQL answers it */
 	if (!classifier_quick_check(sy->cl, c->pool->db_name, sql, pkt->body_len - 1))
@@ -2207,13 +2269,28 @@ static void ext_bind(struct synced *sy, struct conn *c, struct mut_client *mc,
 		e->values[i][len] = '\0';
 		e->lengths[i] = (int)len;
 	}
+	/* every declared result format must be there, and nothing after them (as PostgreSQL) */
 	if (!pr_u16(&r, &nres)) {
 		ext_fail(e, "08P01", "malformed Bind message");
 		return;
 	}
 	e->result_format = 0;
-	if (nres >= 1 && pr_u16(&r, &f))
-		e->result_format = f ? 1 : 0;
+	for (int i = 0; i < nres; i++) {
+		if (!pr_u16(&r, &f)) {
+			ext_fail(e, "08P01", "insufficient data left in message");
+			return;
+		}
+		if (f > 1) {
+			ext_fail(e, "22023", "unsupported format code");
+			return;
+		}
+		if (i == 0)
+			e->result_format = f;
+	}
+	if (!pr_done(&r)) {
+		ext_fail(e, "08P01", "invalid message format");
+		return;
+	}
 }
 
 /* The highest $n of a statement (outside quotes and comments), capped at 65535. */
@@ -2464,8 +2541,15 @@ static enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sb
 		size_t sql_len;
 		uint16_t n;
 		struct stmt_class sc;
-		if (!pkt->complete)
-			return HOOK_WAIT;
+		if (!pkt->complete) {
+			/* the statement's name comes first: the text after it is the prefix */
+			const void *nul = memchr(pkt->body, '\0', pkt->body_avail);
+			size_t skip = nul ? (size_t)((const uint8_t *)nul - pkt->body) + 1 : 0;
+			if (nul == NULL && pkt->too_big)
+				return HOOK_WAIT;
+			return inspect_prefix(sy, c, pkt, (const char *)pkt->body + skip,
+			                      pkt->body_avail - skip);
+		}
 		if (!proto_parse_parse(pkt->body, pkt->body_len, &stmt, &sql, &sql_len, &n))
 			return HOOK_PASS;
 		if (mc != NULL)
@@ -2561,9 +2645,27 @@ static bool find_table(void *arg, const char *database, unsigned relid, struct s
 		out->api = st->api;
 		out->at = &st->at;
 		out->ct = ct;
+		out->synced = false;
+		if (sy->sync != NULL) {
+			struct sync_view sv;
+			sync_view(sy->sync, i, &sv);
+			out->synced = sv.state != NULL && strcmp(sv.state, "off") != 0 &&
+			              sy->sync_confs != NULL && sy->sync_confs[i].interval > 0;
+		}
 		return true;
 	}
 	return false;
+}
+
+/* A console SYNC finished: answer the admin client that waits for it. */
+static void on_sync_done(void *arg, uint64_t conn_id, const char *error)
+{
+	struct synced *sy = arg;
+
+	if (error == NULL)
+		admin_command_done(sy->b, conn_id, "SYNC");
+	else
+		admin_command_failed(sy->b, conn_id, "58000", error);
 }
 
 bool synced_start(struct bouncer *b)
@@ -2612,8 +2714,9 @@ bool synced_start(struct bouncer *b)
 		}
 	}
 	sy->tables = calloc((size_t)n, sizeof(*sy->tables));
+	sy->sync_confs = calloc((size_t)n, sizeof(*sy->sync_confs));
 	ctabs = calloc((size_t)n, sizeof(*ctabs));
-	if (sy->tables == NULL || ctabs == NULL)
+	if (sy->tables == NULL || sy->sync_confs == NULL || ctabs == NULL)
 		goto fail;
 	for (t = cfg->synced_tables, i = 0; t != NULL; t = t->next, i++) {
 		struct synced_table *st = &sy->tables[i];
@@ -2644,6 +2747,17 @@ bool synced_start(struct bouncer *b)
 			goto fail;
 		}
 		st->at_ready = true;
+		if (!sync_table_options(t->kv, t->nkv, &sy->sync_confs[i], err, sizeof(err))) {
+			log_error("[synced_tables] %s.%s (line %d): %s", t->database, st->qualified,
+			          t->line, err);
+			goto fail;
+		}
+		sy->sync_confs[i].database = st->database;
+		sy->sync_confs[i].schema = st->schema;
+		sy->sync_confs[i].table = st->table;
+		sy->sync_confs[i].api = st->api;
+		sy->sync_confs[i].at = &st->at;
+		sy->sync_confs[i].lane_cap = sy->api_cap[st->api_index];
 		ctabs[i].database = st->database;
 		ctabs[i].schema = st->schema;
 		ctabs[i].table = st->table;
@@ -2673,8 +2787,13 @@ bool synced_start(struct bouncer *b)
 	                           sy);
 	if (sy->settle == NULL)
 		goto fail;
+	/* each table's first pass waits for the catalog to have prepared it */
+	sy->sync = sync_create(b->base, sy->cat, sy->sync_confs, sy->ntables, on_sync_done, sy);
+	if (sy->sync == NULL)
+		goto fail;
 	b->synced = sy;
 	b->hook.inspect = hook_inspect;
+	b->hook.stream_needles = classifier_setting_needles();
 	b->hook.client_closed = hook_client_closed;
 	b->hook.ctx = sy;
 	return true;
@@ -2725,6 +2844,9 @@ void synced_stop(struct bouncer *b)
 		m->conn_broken = true;
 		mutation_finish(m);
 	}
+	/* the sync worker first: it borrows the catalog, the APIs and the table mappings */
+	sync_free(sy->sync);
+	sy->sync = NULL;
 	list_for_each_safe(it, tmp, &sy->idle_conns) mconn_free(list_entry(it, struct mconn, head));
 	settle_free(sy->settle);
 	journal_close(sy->journal);
@@ -2742,6 +2864,7 @@ void synced_stop(struct bouncer *b)
 		free(st->qualified);
 	}
 	free(sy->tables);
+	free(sy->sync_confs);
 	for (int i = 0; i < sy->napis; i++)
 		if (sy->apis[i] != NULL)
 			api_free(sy->apis[i]);
@@ -2772,6 +2895,7 @@ void synced_reload(struct bouncer *b)
 		b->synced = sy;
 		if (sy != NULL) {
 			b->hook.inspect = hook_inspect;
+			b->hook.stream_needles = classifier_setting_needles();
 			b->hook.client_closed = hook_client_closed;
 			b->hook.ctx = sy;
 		}
@@ -2787,6 +2911,7 @@ void synced_reload(struct bouncer *b)
 		b->synced = fresh;
 		if (fresh != NULL) {
 			b->hook.inspect = hook_inspect;
+			b->hook.stream_needles = classifier_setting_needles();
 			b->hook.client_closed = hook_client_closed;
 			b->hook.ctx = fresh;
 		}
@@ -2839,8 +2964,10 @@ int synced_in_flight_db(struct bouncer *b, const char *db)
 /* ---- admin console views --------------------------------------------------------------- */
 
 const char *const synced_tables_columns[] = {
-        "database", "table",   "api",      "object", "state", "inserts",
-        "updates",  "deletes", "rejected", "error",  NULL,
+        "database",   "table",     "api",         "object",        "state",
+        "inserts",    "updates",   "deletes",     "rejected",      "error",
+        "sync_state", "last_sync", "sync_lag_s",  "synced_rows",   "backfill_rows",
+        "backfill_total", NULL,
 };
 
 void synced_show_tables(struct bouncer *b, synced_row_cb cb, void *arg)
@@ -2854,7 +2981,8 @@ void synced_show_tables(struct bouncer *b, synced_row_cb cb, void *arg)
 		struct synced_table *st = &sy->tables[i];
 		struct catalog_table *ct =
 		        catalog_find(sy->cat, st->database, st->schema, st->table);
-		const char *vals[10];
+		const char *vals[16];
+		struct sync_view sv;
 		vals[0] = st->database;
 		vals[1] = st->qualified;
 		vals[2] = api_name(st->api);
@@ -2873,7 +3001,16 @@ void synced_show_tables(struct bouncer *b, synced_row_cb cb, void *arg)
 		vals[7] = num[2];
 		vals[8] = num[3];
 		vals[9] = ct && ct->error[0] ? ct->error : NULL;
-		cb(arg, 10, vals);
+		sync_view(sy->sync, i, &sv);
+		if (vals[9] == NULL && sv.error[0])
+			vals[9] = sv.error;
+		vals[10] = sv.state;
+		vals[11] = sv.last_sync[0] ? sv.last_sync : NULL;
+		vals[12] = sv.lag[0] ? sv.lag : NULL;
+		vals[13] = sv.synced_rows;
+		vals[14] = sv.backfill_rows;
+		vals[15] = sv.backfill_total[0] ? sv.backfill_total : NULL;
+		cb(arg, 16, vals);
 	}
 }
 
@@ -2983,4 +3120,21 @@ bool synced_journal_command(struct bouncer *b, const char *arg, char *msg, size_
 	}
 	snprintf(msg, size, "usage: JOURNAL RETRY <id> | JOURNAL GIVEUP <id> CONFIRM");
 	return false;
+}
+
+/* ---- admin console commands ------------------------------------------------------------ */
+
+const char *synced_sync_command(struct bouncer *b, const char *name, bool backfill,
+                                uint64_t conn_id, bool *wait)
+{
+	*wait = false;
+	if (b->synced == NULL || b->synced->sync == NULL)
+		return "no synced tables";
+	return sync_command(b->synced->sync, name, backfill, conn_id, wait);
+}
+
+void synced_forget_admin(struct bouncer *b, uint64_t conn_id)
+{
+	if (b->synced != NULL)
+		sync_forget_waiter(b->synced->sync, conn_id);
 }

@@ -9,13 +9,20 @@ Resources: any collection name, e.g. /contacts:
   PUT    /<coll>/<id>            replace fields -> 200
   DELETE /<coll>/<id>            -> 204
   DELETE /<coll>?ids=a,b         -> 204 (all or none)
-Records get an integer-like string id ("1", "2", ...) and a created_at. Validation: "email", when
+  GET    /<coll>?updated_since=V&limit=N   the change feed: {"data": [records]} whose "version"
+                                 is >= V (all without updated_since), by version, at most N
+                                 (default 100); deleted records appear as
+                                 {"id", "deleted": true, "version"}
+Records get an integer-like string id ("1", "2", ...), a created_at, and a "version" that
+grows with every change of any record. Validation: "email", when
 present and not null, must look like an address (422 {"error": {"code": "invalid_email",
 "message": ..., "field": "email"}}); an "email" already used by another record of the collection
 is a 409 duplicate. With --token T every request needs "Authorization: Bearer T" (else 401), or
 "<H>: T" when --token-header H is given.
 
-Control API (as fake_salesforce.py): POST /_control {"delay_ms", "fail_status", "fail_count",
+Control API: POST /_records {"collection": "contacts", "op": "create", "fields": {...}} -> the
+record, {"op": "update", "id", "fields"}, {"op": "delete", "id"}: changes made directly in the
+API. As fake_salesforce.py: POST /_control {"delay_ms", "fail_status", "fail_count",
 "rate_limit", "retry_after", "down", "down_count", "reset"}, GET /_requests, DELETE /_requests,
 GET /_store.
 Run: python3 test/fakes/fake_rest.py --port N  (prints "listening on N" when ready).
@@ -50,6 +57,8 @@ class State:
         self.retry_after = 1
         self.down = False
         self.down_count = -1
+        self.version = 0
+        self.tombstones = {}
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -155,12 +164,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if bad:
                     return self.error(*bad)
             return self.send(200, {"data": [self.create(coll, r) for r in data]})
+        if len(parts) == 1 and method == "GET":
+            q = urllib.parse.parse_qs(url.query)
+            since = (q.get("updated_since") or [None])[0]
+            try:
+                limit = int((q.get("limit") or ["100"])[0])
+                since = int(since) if since is not None else None
+            except ValueError:
+                return self.error(400, "bad_request", "updated_since and limit are integers")
+            items = list(recs.values()) + list(st.tombstones.get(coll, {}).values())
+            items = sorted((r for r in items if since is None or r["version"] >= since),
+                           key=lambda r: r["version"])
+            return self.send(200, {"data": items[:limit]})
         if len(parts) == 1 and method == "DELETE":
             ids = [i for i in ",".join(urllib.parse.parse_qs(url.query).get("ids", [])).split(",") if i]
             if any(i not in recs for i in ids):
                 return self.error(404, "not_found", "no such record")
             for i in ids:
-                del recs[i]
+                self.delete(coll, i)
             return self.send(204)
         if len(parts) == 2:
             rid = urllib.parse.unquote(parts[1])
@@ -169,7 +190,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if method == "GET":
                 return self.send(200, recs[rid])
             if method == "DELETE":
-                del recs[rid]
+                self.delete(coll, rid)
                 return self.send(204)
             if method in ("PATCH", "PUT"):
                 if not isinstance(body, dict):
@@ -180,20 +201,51 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 bad = self.check(coll, new, rid)
                 if bad:
                     return self.error(*bad)
-                recs[rid] = new
+                recs[rid] = self.stamp(new)
                 return self.send(200, new)
         return self.error(405, "method_not_allowed", "%s %s" % (method, url.path))
+
+    def stamp(self, rec):
+        st = self.server.state
+        st.version += 1
+        rec["version"] = st.version
+        return rec
+
+    def delete(self, coll, rid):
+        st = self.server.state
+        del st.store[coll][rid]
+        st.tombstones.setdefault(coll, {})[rid] = self.stamp({"id": rid, "deleted": True})
 
     def create(self, coll, rec):
         st = self.server.state
         st.counter += 1
         stored = dict(rec, id=str(st.counter),
                       created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        st.store[coll][stored["id"]] = stored
+        st.store.setdefault(coll, {})[stored["id"]] = self.stamp(stored)
+        st.tombstones.get(coll, {}).pop(stored["id"], None)
         return stored
+
+    def records(self, c):
+        st = self.server.state
+        coll, op, rid = c.get("collection", "contacts"), c.get("op"), c.get("id")
+        fields = c.get("fields") or {}
+        with st.lock:
+            if op == "create":
+                return self.send(200, self.create(coll, fields))
+            if rid not in st.store.get(coll, {}):
+                return self.send(404, {"error": "no such record"})
+            if op == "update":
+                st.store[coll][rid].update(fields)
+                return self.send(200, self.stamp(st.store[coll][rid]))
+            if op == "delete":
+                self.delete(coll, rid)
+                return self.send(200, {"id": rid})
+        return self.send(400, {"error": "unknown op"})
 
     def control(self, method, path, raw):
         st = self.server.state
+        if path == "/_records" and method == "POST":
+            return self.records(json.loads(raw or b"{}"))
         if path == "/_control" and method == "POST":
             try:
                 c = json.loads(raw or b"{}")

@@ -7,8 +7,19 @@ Serves what syncbouncer's Salesforce connector uses:
   PATCH  /services/data/vNN.N/composite/sobjects     update up to 200 records
   DELETE /services/data/vNN.N/composite/sobjects?ids=a,b&allOrNone=true
   GET    /services/data/vNN.N/sobjects/<Type>/<id>   read one record
+  GET    /services/data/vNN.N/query?q=SOQL           SOQL: SELECT <fields> FROM <Type>
+  GET    /services/data/vNN.N/queryAll?q=SOQL          [WHERE SystemModstamp > T
+                                                      [OR (SystemModstamp = T AND Id > 'X')]]
+                                                      ORDER BY SystemModstamp, Id
+                                                      (queryAll also returns deleted records,
+                                                      IsDeleted = true)
+  GET    /services/data/vNN.N/query/<locator>-<n>    the next batch (nextRecordsUrl)
 with Salesforce-shaped 18-character ids, an in-memory store per object, validation (Contact needs
 LastName; Email must look like an address), allOrNone semantics and a Sforce-Limit-Info header.
+Every record carries SystemModstamp (whole seconds, "2024-05-01T10:00:00.000+0000") and
+IsDeleted; deleted records stay in a recycle bin that queryAll reads. A query answers
+{"totalSize", "done", "nextRecordsUrl", "records": [{"attributes": {...}, ...}]} in batches of
+2000 (query_batch), from a snapshot taken when the query ran.
 
 Control API for tests:
   POST /_control  JSON, any of: {"delay_ms": 500, "fail_status": 503, "fail_count": 1,
@@ -20,6 +31,14 @@ Control API for tests:
                   long (nothing can be sent).
   GET  /_requests the log of received API requests (token and data calls)
   GET  /_store    the records, {"Contact": {"003...": {...}}}
+                  query_delay_ms: a query's answer waits that long after its snapshot was
+                  taken; write_delay_ms: sObject Collections calls wait that long before they
+                  are applied
+  POST /_records  change records "directly in Salesforce" (as another user would):
+                  {"object": "Contact", "op": "create", "fields": {...}} -> {"id": ...};
+                  {"op": "create", "count": N, "fields": {"LastName": "L{n}"}} creates N
+                  ({n} is replaced by 0..N-1) -> {"ids": [...]};
+                  {"op": "update", "id": ..., "fields": {...}}; {"op": "delete", "id": ...}
   DELETE /_requests  clears the log
 Plain HTTP helpers for engine tests: GET /_slow?ms=N (answers "ok" after N ms),
 GET /_big?bytes=N (N bytes of "x"), any method /_echo (the request back as JSON).
@@ -86,6 +105,30 @@ class State:
         self.unreachable_from = 0
         self.unreachable_until = 0
         self.expires_in = 0
+        self.recycle = {}
+        self.queries = {}
+        self.query_serial = 0
+        self.query_batch = 2000
+        self.query_delay_ms = 0
+        self.write_delay_ms = 0
+
+    def stamp(self):
+        return time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime())
+
+    def save(self, sobject, rid, image):
+        """Stores a created or changed record with a new SystemModstamp."""
+        image = dict(image, Id=rid, SystemModstamp=self.stamp(), IsDeleted=False)
+        self.store.setdefault(sobject, {})[rid] = image
+        return image
+
+    def remove(self, rid):
+        for sobject, recs in self.store.items():
+            if rid in recs:
+                rec = recs.pop(rid)
+                self.recycle.setdefault(sobject, {})[rid] = dict(
+                    rec, IsDeleted=True, SystemModstamp=self.stamp())
+                return True
+        return False
 
     def new_id(self, sobject):
         self.counter += 1
@@ -195,7 +238,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
             limit_hdr = {"Sforce-Limit-Info": "api-usage=%d/15000" % st.usage}
             rest = m.group(2)
             if rest == "composite/sobjects":
+                if st.write_delay_ms:
+                    st.lock.release()
+                    try:
+                        time.sleep(st.write_delay_ms / 1000.0)
+                    finally:
+                        st.lock.acquire()
                 return self.collections(method, query, body, limit_hdr)
+            if rest in ("query", "queryAll") and method == "GET":
+                return self.soql(m.group(1), (query.get("q") or [""])[0], rest == "queryAll",
+                                 limit_hdr)
+            q = re.match(r"^query/(\w+)-(\d+)$", rest)
+            if q and method == "GET":
+                return self.more_records(m.group(1), q.group(1), int(q.group(2)), limit_hdr)
             r = re.match(r"^sobjects/(\w+)/(\w+)$", rest)
             if r and method == "GET":
                 rec = st.store.get(r.group(1), {}).get(r.group(2))
@@ -264,7 +319,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 errs.append(None if found else {"statusCode": "ENTITY_IS_DELETED",
                                                 "message": "entity is deleted", "fields": []})
             return self.answer_collection(ids, errs, all_or_none, hdr, lambda: [
-                recs.pop(i) for i in ids for recs in st.store.values() if i in recs])
+                st.remove(i) for i in ids])
         try:
             doc = json.loads(body)
         except ValueError:
@@ -297,6 +352,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     ids.append(rid), images.append(None)
                     continue
                 image = dict(old, **fields)
+                image.pop("SystemModstamp", None)
+                image.pop("IsDeleted", None)
             else:
                 return self.sf_error(405, "METHOD_NOT_ALLOWED", "HTTP Method '%s' not allowed" % method)
             errs.append(self.validate(sobject, image))
@@ -310,8 +367,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 sobject, image = img
                 if ids[n] is None:
                     ids[n] = st.new_id(sobject)
-                image = dict(image, Id=ids[n])
-                st.store.setdefault(sobject, {})[ids[n]] = image
+                st.save(sobject, ids[n], image)
         return self.answer_collection(ids, errs, all_or_none, hdr, apply, creates=(method == "POST"))
 
     def answer_collection(self, ids, errs, all_or_none, hdr, apply, creates=False):
@@ -333,6 +389,103 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 out.append(r)
         return self.send(200, out, headers=hdr)
 
+    # ---- SOQL ----
+    SOQL_RE = re.compile(r"^SELECT\s+(.+?)\s+FROM\s+(\w+)(?:\s+WHERE\s+(.+?))?"
+                         r"(?:\s+ORDER\s+BY\s+SystemModstamp\s*,\s*Id)?$", re.I | re.S)
+    WHERE_RE = re.compile(r"^SystemModstamp\s*>\s*(\S+?)(?:\s+OR\s+\(\s*SystemModstamp\s*=\s*"
+                          r"(\S+?)\s+AND\s+Id\s*>\s*'(\w*)'\s*\))?$", re.I)
+
+    @staticmethod
+    def soql_time(text):
+        """A SOQL dateTime literal (2024-05-01T10:00:00Z) -> the stored format."""
+        t = time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+        return time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", t)
+
+    def soql(self, version, q, all_rows, hdr):
+        st = self.server.state
+        m = self.SOQL_RE.match(q.strip())
+        if not m:
+            return self.send(400, [{"message": "unexpected token", "errorCode": "MALFORMED_QUERY"}])
+        fields = [f.strip() for f in m.group(1).split(",")]
+        sobject = m.group(2)
+        recs = list(st.store.get(sobject, {}).values())
+        if all_rows:
+            recs += list(st.recycle.get(sobject, {}).values())
+        if m.group(3):
+            w = self.WHERE_RE.match(m.group(3).strip())
+            try:
+                after = self.soql_time(w.group(1)) if w else None
+                same = self.soql_time(w.group(2)) if w and w.group(2) else None
+            except ValueError:
+                after = None
+            if after is None or (w.group(2) and same != after):
+                return self.send(400, [{"message": "unexpected token in WHERE",
+                                        "errorCode": "MALFORMED_QUERY"}])
+            last_id = w.group(3)
+            recs = [r for r in recs if r["SystemModstamp"] > after or
+                    (last_id is not None and r["SystemModstamp"] == after and r["Id"] > last_id)]
+        recs.sort(key=lambda r: (r["SystemModstamp"], r["Id"]))
+        out = []
+        for r in recs:
+            o = {"attributes": {"type": sobject,
+                                "url": "/services/data/%s/sobjects/%s/%s" % (version, sobject, r["Id"])}}
+            for f in fields:
+                o[f] = r.get(f)
+            out.append(o)
+        st.query_serial += 1
+        locator = "01gFAKE%08d" % st.query_serial
+        st.queries[locator] = out
+        if st.query_delay_ms:
+            st.lock.release()
+            try:
+                time.sleep(st.query_delay_ms / 1000.0)
+            finally:
+                st.lock.acquire()
+        return self.more_records(version, locator, 0, hdr)
+
+    def more_records(self, version, locator, start, hdr):
+        st = self.server.state
+        recs = st.queries.get(locator)
+        if recs is None or start > len(recs):
+            return self.send(400, [{"message": "invalid query locator", "errorCode": "INVALID_QUERY_LOCATOR"}])
+        end = start + st.query_batch
+        answer = {"totalSize": len(recs), "done": end >= len(recs), "records": recs[start:end]}
+        if end < len(recs):
+            answer["nextRecordsUrl"] = "/services/data/%s/query/%s-%d" % (version, locator, end)
+        else:
+            st.queries.pop(locator, None)
+        return self.send(200, answer, headers=hdr)
+
+    def records_control(self, c):
+        """Changes made directly in Salesforce, not through syncbouncer."""
+        st = self.server.state
+        sobject = c.get("object", "Contact")
+        op = c.get("op")
+        fields = c.get("fields") or {}
+        with st.lock:
+            if op == "create":
+                n = int(c.get("count", 0))
+                if n:
+                    ids = []
+                    for i in range(n):
+                        rid = st.new_id(sobject)
+                        st.save(sobject, rid, {k: (v.replace("{n}", str(i)) if isinstance(v, str) else v)
+                                               for k, v in fields.items()})
+                        ids.append(rid)
+                    return self.send(200, {"ids": ids})
+                rid = st.new_id(sobject)
+                st.save(sobject, rid, fields)
+                return self.send(200, {"id": rid})
+            rid = c.get("id")
+            if op == "update" and rid in st.store.get(sobject, {}):
+                old = {k: v for k, v in st.store[sobject][rid].items()
+                       if k not in ("SystemModstamp", "IsDeleted")}
+                st.save(sobject, rid, dict(old, **fields))
+                return self.send(200, {"id": rid})
+            if op == "delete" and st.remove(rid):
+                return self.send(200, {"id": rid})
+        return self.send(404, {"error": "no such record or op"})
+
     # ---- control and helpers ----
     def control(self, method, path, query, body):
         st = self.server.state
@@ -345,7 +498,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if c.get("reset"):
                     st.reset()
                 for k in ("delay_ms", "fail_status", "fail_count", "rate_limit",
-                          "rate_limit_status", "retry_after", "down_count", "expires_in"):
+                          "rate_limit_status", "retry_after", "down_count", "expires_in",
+                          "query_batch", "query_delay_ms", "write_delay_ms"):
                     if k in c:
                         setattr(st, k, int(c[k]))
                 if "fail_status" in c and "fail_count" not in c:
@@ -361,6 +515,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     st.unreachable_from = time.time() + 0.1
                     st.unreachable_until = st.unreachable_from + int(c["unreachable_ms"]) / 1000.0
             return self.send(200, {"ok": True})
+        if path == "/_records" and method == "POST":
+            return self.records_control(json.loads(body or b"{}"))
         if path == "/_requests" and method == "GET":
             with st.lock:
                 return self.send(200, st.log)

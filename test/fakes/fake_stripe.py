@@ -5,11 +5,18 @@
   POST   /v1/<resource>/<id>     update (an empty value clears a field)
   GET    /v1/<resource>/<id>
   DELETE /v1/<resource>/<id>     -> {"id": ..., "object": ..., "deleted": true}
+  GET    /v1/<resource>          list, newest first: limit (1..100, default 10), starting_after,
+                                 ending_before -> {"object": "list", "url", "has_more", "data"}
+  GET    /v1/events              the same for events, filtered by types[]; every create, update
+                                 and delete (through the API or /_records) makes one
+                                 ("customer.created", ..., data.object = the object then)
 Needs "Authorization: Bearer <--token>". Idempotency-Key on a POST: a repeated key returns the
 first answer again without applying anything. Validation: "email" must look like an address
 (400 {"error": {"type": "invalid_request_error", "code": "email_invalid", "param": "email", ...}}).
 
-Control API: POST /_control {"delay_ms", "fail_status", "fail_count", "rate_limit",
+Control API: POST /_records {"resource": "customers", "op": "create", "fields": {...}}
+-> the object, {"op": "update", "id", "fields"}, {"op": "delete", "id"} (changes made directly in
+Stripe, with their events); POST /_control {"delay_ms", "fail_status", "fail_count", "rate_limit",
 "drop_after_apply": n (apply the next n POSTs, then close the connection without answering),
 "after_drop_status": s (the request after such a drop fails with status s), "reset"}, GET /_requests, GET /_store.
 Run: python3 test/fakes/fake_stripe.py --port N  (prints "listening on N" when ready).
@@ -45,6 +52,7 @@ class State:
         self.drop_after_apply = 0
         self.after_drop_status = 0
         self.dropped = False
+        self.events = []
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -80,6 +88,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         key = self.headers.get("Idempotency-Key")
         with st.lock:
             st.log.append({"method": method, "path": url.path, "form": form,
+                           "query": url.query, "time": time.time(),
                            "idempotency_key": key, "content_type": self.headers.get("Content-Type")})
             delay = st.delay_ms
         if delay:
@@ -98,6 +107,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 st.dropped = False
                 return self.send(*self.err(st.after_drop_status, "invalid_request_error",
                                            "fake failure after a lost answer"))
+            if method == "GET" and url.path in ("/v1/events",) or (
+                    method == "GET" and len([p for p in url.path.split("/") if p]) == 2):
+                status, obj = self.listing(url)
+                return self.send(status, obj)
             if method == "POST" and key and key in st.idem:
                 status, obj = st.idem[key]
             else:
@@ -119,7 +132,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def apply(self, method, path, form):
         st = self.server.state
-        parts = [p for p in path.split("/") if p]
+        # each segment decoded on its own, as an HTTP server routes: "%2F" stays inside its id
+        parts = [urllib.parse.unquote(p) for p in path.split("/") if p]
         if len(parts) < 2 or parts[0] != "v1":
             return self.err(404, "invalid_request_error", "Unrecognized request URL")
         res = parts[1]
@@ -136,6 +150,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                    "metadata": {}}
             obj.update({k: v for k, v in form.items() if v != ""})
             recs[rid] = obj
+            self.event(objname, "created", obj)
             return 200, obj
         if len(parts) == 3:
             rid = parts[2]
@@ -145,7 +160,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if method == "GET":
                 return 200, recs[rid]
             if method == "DELETE":
-                del recs[rid]
+                gone = recs.pop(rid)
+                self.event(objname, "deleted", dict(gone, deleted=True))
                 return 200, {"id": rid, "object": objname, "deleted": True}
             if method == "POST":
                 for k, v in form.items():
@@ -153,12 +169,92 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         recs[rid].pop(k, None)
                     else:
                         recs[rid][k] = v
+                self.event(objname, "updated", recs[rid])
                 return 200, recs[rid]
         return self.err(404, "invalid_request_error", "Unrecognized request URL")
+
+    def event(self, objname, what, obj):
+        st = self.server.state
+        st.counter += 1
+        st.events.append({"id": "evt_%014d" % st.counter, "object": "event",
+                          "type": "%s.%s" % (objname, what), "created": int(time.time()),
+                          "livemode": False, "data": {"object": json.loads(json.dumps(obj))}})
+
+    def listing(self, url):
+        """Stripe's cursor pagination over a list kept oldest first."""
+        st = self.server.state
+        q = urllib.parse.parse_qs(url.query)
+        one = lambda k: (q.get(k) or [None])[0]
+        try:
+            limit = int(one("limit") or 10)
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 100:
+            return self.err(400, "invalid_request_error",
+                            "Invalid integer: limit must be between 1 and 100", param="limit")
+        if url.path == "/v1/events":
+            types = q.get("types[]") or []
+            items = [e for e in st.events if not types or e["type"] in types]
+        else:
+            res = url.path.split("/")[2]
+            items = sorted(st.store.get(res, {}).values(), key=lambda o: o["id"])
+        after, before = one("starting_after"), one("ending_before")
+        if after and before:
+            return self.err(400, "invalid_request_error",
+                            "Received both starting_after and ending_before parameters.")
+        pos = {o["id"]: i for i, o in enumerate(items)}
+        cur = after or before
+        if cur and cur not in pos:
+            return self.err(404, "invalid_request_error", "No such object: '%s'" % cur,
+                            "resource_missing", "starting_after" if after else "ending_before")
+        if before:
+            # the objects just newer than the cursor, still newest first
+            newer = items[pos[before] + 1:]
+            page = newer[:limit]
+            has_more = len(newer) > limit
+        else:
+            older = items[:pos[after]] if after else items
+            page = older[-limit:] if older else []
+            has_more = len(older) > limit
+        return 200, {"object": "list", "url": url.path, "has_more": has_more,
+                     "data": list(reversed(page))}
+
+    def records(self, c):
+        st = self.server.state
+        res = c.get("resource", "customers")
+        prefix, objname = PREFIX.get(res, (res[:3] + "_", res.rstrip("s")))
+        recs = st.store.setdefault(res, {})
+        op, rid, fields = c.get("op"), c.get("id"), c.get("fields") or {}
+        if op == "create":
+            n = int(c.get("count", 0)) or 1
+            made = []
+            for i in range(n):
+                st.counter += 1
+                obj = {"id": "%s%014d" % (prefix, st.counter), "object": objname,
+                       "created": int(time.time()), "livemode": False, "metadata": {}}
+                obj.update({k: (v.replace("{n}", str(i)) if isinstance(v, str) else v)
+                            for k, v in fields.items()})
+                recs[obj["id"]] = obj
+                self.event(objname, "created", obj)
+                made.append(obj)
+            return self.send(200, made[0] if n == 1 and not c.get("count") else {"data": made})
+        if rid not in recs:
+            return self.send(404, {"error": "no such object"})
+        if op == "update":
+            recs[rid].update(fields)
+            self.event(objname, "updated", recs[rid])
+            return self.send(200, recs[rid])
+        if op == "delete":
+            gone = recs.pop(rid)
+            self.event(objname, "deleted", dict(gone, deleted=True))
+            return self.send(200, {"id": rid, "deleted": True})
+        return self.send(400, {"error": "unknown op"})
 
     def control(self, method, path, raw):
         st = self.server.state
         with st.lock:
+            if path == "/_records" and method == "POST":
+                return self.records(json.loads(raw or b"{}"))
             if path == "/_control" and method == "POST":
                 c = json.loads(raw or b"{}")
                 if c.get("reset"):

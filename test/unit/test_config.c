@@ -685,6 +685,13 @@ static void test_bad_values_fail_with_file_line(void **state)
 	        {"[users]\nu = pool_size=many\n", "for pool_size in [users]"},
 	        {"[apis]\nx = base_url=http://h\n", "test.ini:2: API x: type= is missing"},
 	        {"[apis]\n\"bad name\" = type=rest\n", "API name \"bad name\""},
+	        {"[apis]\nx = type=rest base_url=https://u:pw@h.example/v1\n",
+	         "test.ini:2: API x: base_url= must not carry credentials (user:password@host); "
+	         "put them in auth="},
+	        {"[apis]\nx = type=rest base_url=http://token@h.example\n",
+	         "API x: base_url= must not carry credentials"},
+	        {"[apis]\nx = type=salesforce base_url=https://h token_url=https://a:b@login/t\n",
+	         "API x: token_url= must not carry credentials"},
 	        {"[pgbouncer]\nthis line has no equals\n",
 	         "test.ini:2: syntax error: expected key = value"},
 	        {"[pgbouncer\n", "test.ini:1: syntax error in section header"},
@@ -729,7 +736,7 @@ static void test_value_syntax(void **state)
 	        {"auth_type", "scram-sha-256", "scram-sha-256"},
 	        {"unix_socket_mode", "0660", "0660"},
 	        {"unix_socket_mode", "384", "0600"},
-	        {"server_tls_sslmode", "verify-full", "verify-full"},
+	        {"server_tls_sslmode", "allow", "allow"},
 	};
 	char text[256], buf[128];
 	struct config *cfg;
@@ -834,7 +841,7 @@ static void test_quoted_values(void **state)
 	assert_true(
 	        load_text("[databases]\n"
 	                  "q = password='it\\'s a \"secret\"' user = spaced  dbname='' "
-	                  "connect_query='back\\\\slash' auth_query='SELECT ''x'', \\d'\n"
+	                  "connect_query='back\\\\slash' application_name='SELECT ''x'', \\d'\n"
 	                  "[apis]\n"
 	                  "h = type=hubspot token='tok en\\'s' base_url = https://api.hubapi.com\n",
 	                  &cfg, &m));
@@ -845,7 +852,7 @@ static void test_quoted_values(void **state)
 	assert_string_equal(db->dbname, "");
 	assert_string_equal(db->connect_query, "back\\slash");
 	/* pgbouncer's doubled quote; other backslashes are plain characters, as in pgbouncer */
-	assert_string_equal(db->auth_query, "SELECT 'x', \\d");
+	assert_string_equal(db->application_name, "SELECT 'x', \\d");
 	api = config_find_api(cfg, "h");
 	assert_non_null(api);
 	assert_string_equal(cf_kv_get(api->kv, api->nkv, "token"), "tok en's");
@@ -1015,6 +1022,12 @@ static void test_secrets_never_shown(void **state)
 	                       &m));
 	for (int j = 0; j < m.n; j++)
 		assert_null(strstr(m.text[j], "hunter2"));
+	/* nor is a URL that carries credentials; a '@' past the host is no credential */
+	assert_false(load_text("[apis]\nx = type=rest base_url=https://me:hunter2@h/\n", &cfg, &m));
+	for (int j = 0; j < m.n; j++)
+		assert_null(strstr(m.text[j], "hunter2"));
+	assert_true(load_text("[apis]\nx = type=rest base_url=https://h/p@q?x=@#@\n", &cfg, &m));
+	config_free(cfg);
 
 	assert_true(cf_kv_key_is_secret("password"));
 	assert_true(cf_kv_key_is_secret("client_secret"));
@@ -1046,6 +1059,95 @@ static void test_unsupported_warns_once_when_set(void **state)
 	        msgs_have(&m, "test.ini:3: setting dns_zone_check_period is not supported yet"));
 	assert_int_equal(cfg->peer_id, 4);
 	assert_true(config_key_flags(config_key_index("peer_id")) & CF_UNSUPPORTED);
+	config_free(cfg);
+}
+
+/*
+ * A setting that would weaken security if ignored is refused, naming itself, until it works;
+ * the values that ask for nothing unimplemented still load.
+ */
+static void test_security_settings_refused(void **state)
+{
+	static const struct {
+		const char *text, *msg;
+	} refused[] = {
+	        {"[pgbouncer]\nclient_tls_sslmode = require\n",
+	         "test.ini:2: client_tls_sslmode = require is not supported: TLS for client "
+	         "connections is not implemented yet"},
+	        {"[pgbouncer]\nclient_tls_sslmode = prefer\n", "client_tls_sslmode = prefer"},
+	        {"[pgbouncer]\nclient_tls_sslmode = allow\n", "client_tls_sslmode = allow"},
+	        {"[pgbouncer]\nclient_tls_sslmode = verify-full\n", "client_tls_sslmode = verify-full"},
+	        {"[pgbouncer]\nserver_tls_sslmode = require\n",
+	         "test.ini:2: server_tls_sslmode = require is not supported: TLS to the server"},
+	        {"[pgbouncer]\nserver_tls_sslmode = verify-ca\n", "server_tls_sslmode = verify-ca"},
+	        {"[pgbouncer]\nserver_tls_sslmode = VERIFY-FULL\n", "server_tls_sslmode = verify-full"},
+	        {"[pgbouncer]\nauth_type = hba\n",
+	         "test.ini:2: auth_type = hba is not supported: this authentication method"},
+	        {"[pgbouncer]\nauth_type = cert\n", "auth_type = cert is not supported"},
+	        {"[pgbouncer]\nauth_type = pam\n", "auth_type = pam is not supported"},
+	        {"[pgbouncer]\nauth_type = ldap\n", "auth_type = ldap is not supported"},
+	        {"[pgbouncer]\nauth_user = lookup\n", "auth_user = lookup is not supported"},
+	        {"[pgbouncer]\nauth_query = SELECT usename, passwd FROM pg_shadow WHERE usename=$1\n",
+	         "auth_query = SELECT usename"},
+	        {"[databases]\nd = host=h auth_user=lookup\n",
+	         "test.ini:2: database d: auth_user is not supported: auth_user/auth_query"},
+	        {"[databases]\nd = host=h auth_query='SELECT 1'\n",
+	         "database d: auth_query is not supported"},
+	        {"[pgbouncer]\ndisable_pqexec = 1\n", "disable_pqexec = 1 is not supported"},
+	        {"[pgbouncer]\nscram_iterations = 100000\n", "scram_iterations = 100000 is not"},
+	        {"[pgbouncer]\nunix_socket_group = staff\n", "unix_socket_group = staff is not"},
+	        /* the effective value counts: a later line that asks for TLS is refused */
+	        {"[pgbouncer]\nclient_tls_sslmode = disable\nclient_tls_sslmode = require\n",
+	         "test.ini:3: client_tls_sslmode = require"},
+	};
+	static const char *const accepted[] = {
+	        "[pgbouncer]\nclient_tls_sslmode = disable\n",
+	        "[pgbouncer]\nserver_tls_sslmode = disable\n",
+	        "[pgbouncer]\nserver_tls_sslmode = allow\n",
+	        "[pgbouncer]\nserver_tls_sslmode = prefer\n",
+	        "[pgbouncer]\nauth_type = md5\nauth_type = scram-sha-256\n",
+	        "[pgbouncer]\nauth_type = hba\nauth_type = md5\n",
+	        "[pgbouncer]\nauth_type = plain\nauth_user =\ndisable_pqexec = 0\n",
+	        "[pgbouncer]\nscram_iterations = 4096\nunix_socket_group =\n",
+	        "[databases]\nd = host=h auth_user=\n",
+	};
+	struct config *cfg;
+	struct msgs m;
+	char err[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		cfg = (struct config *)&m;
+		if (load_text(refused[i].text, &cfg, &m))
+			fail_msg("case %zu loaded: %s", i, refused[i].text);
+		assert_null(cfg);
+		if (!msgs_have(&m, refused[i].msg)) {
+			msgs_print(&m);
+			fail_msg("case %zu: no message containing '%s'", i, refused[i].msg);
+		}
+	}
+	for (size_t i = 0; i < sizeof(accepted) / sizeof(accepted[0]); i++) {
+		if (!load_text(accepted[i], &cfg, &m)) {
+			msgs_print(&m);
+			fail_msg("accepted case %zu does not load: %s", i, accepted[i]);
+		}
+		config_free(cfg);
+	}
+
+	/* SET refuses them as well, and the running value stays */
+	cfg = config_new_defaults();
+	assert_non_null(cfg);
+	assert_false(config_set(cfg, "client_tls_sslmode", "require", err, sizeof(err)));
+	assert_string_equal(err, "client_tls_sslmode = require is not supported: TLS for client "
+	                         "connections is not implemented yet; clients would be served in "
+	                         "plaintext");
+	assert_int_equal(cfg->client_tls_sslmode, SSLMODE_DISABLE);
+	assert_false(config_set(cfg, "auth_type", "hba", err, sizeof(err)));
+	assert_int_equal(cfg->auth_type, AUTH_MD5);
+	assert_false(config_set(cfg, "auth_user", "lookup", err, sizeof(err)));
+	assert_string_equal(cfg->auth_user, "");
+	assert_true(config_set(cfg, "server_tls_sslmode", "disable", err, sizeof(err)));
+	assert_int_equal(cfg->server_tls_sslmode, SSLMODE_DISABLE);
 	config_free(cfg);
 }
 
@@ -1143,6 +1245,7 @@ int main(void)
 	        cmocka_unit_test(test_set_at_runtime),
 	        cmocka_unit_test(test_secrets_never_shown),
 	        cmocka_unit_test(test_unsupported_warns_once_when_set),
+	        cmocka_unit_test(test_security_settings_refused),
 	        cmocka_unit_test(test_reload_keeps_restart_settings),
 	        cmocka_unit_test(test_man_page_lists_every_setting),
 	        cmocka_unit_test(test_enum_names),

@@ -408,6 +408,45 @@ static void test_stripe_read(void **state)
 	connector_free(c);
 }
 
+/* "." and ".." are ids, not steps up the path: each stays one encoded segment. */
+static void test_dot_ids_stay_one_segment(void **state)
+{
+	static const char *const ids[] = {".", "..", "...", "a/..", "./."};
+	static const char *const rest_want[] = {"http://h/contacts/%2E", "http://h/contacts/%2E%2E",
+	                                        "http://h/contacts/...",
+	                                        "http://h/contacts/a%2F..",
+	                                        "http://h/contacts/.%2F."};
+	struct cf_kv kv[] = {{"type", "rest"}, {"base_url", "http://h"}, {"path", "/contacts"}};
+	struct connector *r = make(kv, 3), *s = stripe();
+	struct api_table t;
+	struct cf_kv tkv[] = {{"api", "stripe"}, {"object", "customers"}};
+	char err_text[256], want[128];
+
+	(void)state;
+	assert_true(api_table_init(&t, "stripe.customers", tkv, 2, err_text, sizeof(err_text)));
+	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+		const struct api_value img[] = {{"id", ids[i], API_VALUE_TEXT},
+		                                {"email", "x@y.z", API_VALUE_TEXT}};
+		struct api_row row = {.old_image = {img, 2}, .new_image = {img, 2}};
+		struct api_http_spec spec;
+		struct api_error err;
+
+		for (enum api_op op = API_OP_UPDATE; op <= API_OP_DELETE; op++) {
+			assert_true(connector_build_request(r, &table, op, &row, 1, &spec, &err));
+			assert_string_equal(spec.url, rest_want[i]);
+			api_http_spec_free(&spec);
+			assert_true(connector_build_request(s, &t, op, &row, 1, &spec, &err));
+			snprintf(want, sizeof(want), "https://api.stripe.com/v1/customers/%s",
+			         rest_want[i] + strlen("http://h/contacts/"));
+			assert_string_equal(spec.url, want);
+			api_http_spec_free(&spec);
+		}
+	}
+	api_table_free(&t);
+	connector_free(r);
+	connector_free(s);
+}
+
 static void test_stripe_parse(void **state)
 {
 	struct cf_kv tkv[] = {{"object", "customers"}, {"columns", "plan:metadata[plan]"}};
@@ -986,6 +1025,7 @@ int main(void)
 	        cmocka_unit_test(test_config),
 	        cmocka_unit_test(test_single_insert),
 	        cmocka_unit_test(test_single_update_delete),
+	        cmocka_unit_test(test_dot_ids_stay_one_segment),
 	        cmocka_unit_test(test_batch),
 	        cmocka_unit_test(test_errors),
 	        cmocka_unit_test(test_stripe_build),

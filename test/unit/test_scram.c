@@ -233,6 +233,7 @@ static const struct round_trip_case round_trips[] = {
          true},
         {"plain password, wrong", "s3cr3t", "S3cr3t", false},
         {"unknown user", NULL, "pencil", false},
+        {"empty stored password, empty password", "", "", false},
         {"md5 secret cannot do SCRAM", PG_MD5_APP_SECRET, "secret", false},
         {"md5 secret text as password", PG_MD5_APP_SECRET, PG_MD5_APP_SECRET, false},
 };

@@ -1,0 +1,208 @@
+"""Hostile input on the synced-table side: configuration, record ids and values that must not
+turn into another request, show a secret, or stall the other clients.
+
+The fake APIs (test/fakes/) record every request with its raw path, so the tests check what
+left the pooler, not what the connector meant to send.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import psycopg
+import pytest
+
+from conftest import IS_PGBOUNCER, SRC_DIR, free_port
+
+pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="synced tables exist only in syncbouncer")
+
+FAKES = os.path.join(SRC_DIR, "test", "fakes")
+STRIPE_TOKEN = "sk_test_hostile"
+
+
+class FakeApi:
+    """One fake API process (fake_<kind>.py) on a free port."""
+
+    def __init__(self, kind, *args):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(FAKES, f"fake_{kind}.py"), "--port", str(self.port),
+             *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        line = self.proc.stdout.readline().decode()
+        assert "listening" in line, line
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _call(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            raw = r.read()
+            return json.loads(raw) if raw else None
+
+    def control(self, **kw):
+        return self._call("POST", "/_control", kw)
+
+    def requests(self):
+        return [r for r in self._call("GET", "/_requests") if not r["path"].startswith("/_")]
+
+    def store(self):
+        return self._call("GET", "/_store")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def fake_stripe():
+    f = FakeApi("stripe", "--token", STRIPE_TOKEN)
+    yield f
+    f.stop()
+
+
+@pytest.fixture
+def fake_rest():
+    f = FakeApi("rest")
+    yield f
+    f.stop()
+
+
+def api_line(kind, fake):
+    if kind == "stripe":
+        return f"stripe = type=stripe base_url={fake.url} auth=bearer token={STRIPE_TOKEN} timeout=5"
+    return f"rest = type=rest base_url={fake.url} auth=none path=/contacts timeout=5"
+
+
+TABLES = {
+    # kind: (schema.table, object=, DDL)
+    "stripe": ("stripe.customers", "customers",
+               "CREATE SCHEMA IF NOT EXISTS stripe AUTHORIZATION app;"
+               "DROP TABLE IF EXISTS stripe.customers;"
+               "CREATE TABLE stripe.customers (id text PRIMARY KEY, name text, email text);"
+               "ALTER TABLE stripe.customers OWNER TO app;"),
+    "rest": ("rest.contacts", "contacts",
+             "CREATE SCHEMA IF NOT EXISTS rest AUTHORIZATION app;"
+             "DROP TABLE IF EXISTS rest.contacts;"
+             "CREATE TABLE rest.contacts (id text PRIMARY KEY, name text, email text);"
+             "ALTER TABLE rest.contacts OWNER TO app;"),
+}
+
+
+def start_synced(pg, bouncer_factory, kind, fake, rows=(), pgbouncer=None):
+    """A pooler with crm.<TABLES[kind]> synced to fake; rows are (id, name, email) put into the
+    table before the guard trigger exists (as a backfill would have left them)."""
+    table, obj, ddl = TABLES[kind]
+    pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
+    pg.sql(ddl, dbname="crm")
+    for r in rows:
+        pg.sql(f"INSERT INTO {table} VALUES ('{r[0]}', '{r[1]}', '{r[2]}')", dbname="crm")
+    b = bouncer_factory(config={
+        "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
+        "apis": [api_line(kind, fake)],
+        "synced_tables": [f"crm.{table} = api={kind} object={obj}"],
+        "pgbouncer": pgbouncer or {},
+    })
+    deadline = time.monotonic() + 20
+    while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
+                 dbname="crm")[0][0] == 0:
+        assert time.monotonic() < deadline, "guard trigger not installed:\n" + b.output()
+        time.sleep(0.1)
+    b.fake = fake
+    b.table = table
+    return b
+
+
+def crm(b, **kw):
+    return b.connect(dbname="crm", autocommit=True, **kw)
+
+
+def admin(b):
+    return b.connect(dbname="pgbouncer", user="postgres", password="postgres", autocommit=True,
+                     prepare_threshold=None)
+
+
+# ---------------------------------------------------------------- credentials in a URL
+
+
+@pytest.mark.timeout(60)
+def test_base_url_with_credentials_stops_the_start(bouncer_factory, pg):
+    b = bouncer_factory(config={
+        "apis": ["rest = type=rest base_url=https://apiuser:hunter2@api.example.com auth=none "
+                 "path=/contacts"],
+    }, start=False)
+    b.start(wait=False)
+    assert b.proc.wait(timeout=20) != 0
+    b.stopped_by_us = True
+    out = b.output()
+    assert "API rest: base_url= must not carry credentials" in out, out
+    assert "auth=" in out
+    assert "hunter2" not in out
+
+
+@pytest.mark.timeout(60)
+def test_base_url_with_credentials_fails_reload_and_is_never_shown(bouncer_factory, pg,
+                                                                   fake_rest):
+    b = start_synced(pg, bouncer_factory, "rest", fake_rest)
+    with open(b.ini) as f:
+        text = f.read()
+    bad = fake_rest.url.replace("http://", "http://apiuser:hunter2@")
+    with open(b.ini, "w") as f:
+        f.write(text.replace(f"base_url={fake_rest.url}", f"base_url={bad}"))
+    with admin(b) as a:
+        with pytest.raises(psycopg.Error) as ei:
+            a.execute("RELOAD")
+        assert ei.value.diag.message_primary == "RELOAD failed, see logs for additional details"
+        apis = a.execute("SHOW APIS").fetchall()
+    # the running API keeps its URL, and the credentials show nowhere
+    assert any(fake_rest.url in map(str, row) for row in apis), apis
+    assert "hunter2" not in repr(apis)
+    assert "API rest: base_url= must not carry credentials" in b.log()
+    assert "hunter2" not in b.output()
+    with crm(b) as conn:
+        conn.execute("insert into rest.contacts (name, email) values ('a', 'a@example.com')")
+    assert len(fake_rest.requests()) == 1
+
+
+# ---------------------------------------------------------------- record ids in paths
+
+
+@pytest.mark.parametrize("kind", ["stripe", "rest"])
+@pytest.mark.timeout(90)
+def test_dot_ids_stay_one_path_segment(bouncer_factory, pg, request, kind):
+    """An id of "." or ".." is a name, not a step up the path: UPDATE ... WHERE id = '.' must not
+    become a POST to the collection (a create, on Stripe), nor DELETE of '..' a DELETE of the
+    API's root."""
+    fake = request.getfixturevalue(f"fake_{kind}")
+    b = start_synced(pg, bouncer_factory, kind, fake,
+                     rows=[(".", "Dot", "dot@example.com"), ("..", "Dots", "dots@example.com")])
+    base = "/v1/customers" if kind == "stripe" else "/contacts"
+    with crm(b) as conn:
+        for sql, rid in [(f"update {b.table} set name = 'X' where id = %s", "."),
+                         (f"update {b.table} set name = 'X' where id = %s", ".."),
+                         (f"delete from {b.table} where id = %s", "."),
+                         (f"delete from {b.table} where id = %s", "..")]:
+            fake.control(reset=True)
+            try:
+                conn.execute(sql, (rid,))
+            except psycopg.Error:
+                pass  # the API has no such record; what matters is where the request went
+            reqs = fake.requests()
+            encoded = "%2E" * len(rid)
+            assert [r["path"] for r in reqs] == [f"{base}/{encoded}"], (sql, rid, reqs)
+            # nothing was created or deleted anywhere else in the API
+            assert all(not recs for recs in fake.store().values()), fake.store()
+        # a record with an ordinary id still goes where it belongs
+        if kind == "stripe":
+            (cid,) = conn.execute("insert into stripe.customers (name, email) values "
+                                  "('Paul', 'paul@example.com') returning id").fetchone()
+        else:
+            (cid,) = conn.execute("insert into rest.contacts (name, email) values "
+                                  "('Paul', 'paul@example.com') returning id").fetchone()
+        n = len(fake.requests())
+        conn.execute(f"update {b.table} set name = 'Paul A' where id = %s", (cid,))
+        assert fake.requests()[n]["path"] == f"{base}/{cid}"
