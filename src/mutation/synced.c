@@ -82,7 +82,6 @@ struct synced {
 	struct sync *sync; /* the read side: API changes into the tables */
 	struct sync_table_conf *sync_confs;
 	bool stopping;
-	uint64_t intent_usec_sum, intent_count; /* the write-ahead step's cost */
 };
 
 enum mut_state {
@@ -777,8 +776,6 @@ static void on_intent_written(void *arg, struct pgc *pc, PGresult *res, const ch
 	}
 	intent_conn_release(m);
 	m->intent_written = true;
-	m->sy->intent_usec_sum += took;
-	m->sy->intent_count++;
 	log_debug("synced table %s: intent %lld written in %llu us", m->st->qualified,
 	          (long long)m->intent_id, (unsigned long long)took);
 	send_request(m);
