@@ -114,6 +114,7 @@ struct settle {
 	int nhistory, hnext;
 	struct janswer *janswers;
 	int njanswers;
+	bool warned_old; /* an older journal entry was reported */
 
 	/* the pass */
 	enum pass_step step;
@@ -458,10 +459,13 @@ static void collect_answer(void *arg, const char *jid, const char *line)
 		return;
 	ids = json_get(v, "ids");
 	if (!parse_id(json_get_string(v, "intent"), &id) || ids == NULL || ids->kind != JSON_ARRAY) {
-		if (json_get_string(v, "intent") == NULL)
-			log_warning("journal entry %s is of an older kind (a change image, not an "
-			            "API answer) and is not applied; check its table by hand",
+		if (json_get_string(v, "intent") == NULL && !s->warned_old) {
+			s->warned_old = true;
+			log_warning("journal entry %s (and any other like it) is of an older kind, a "
+			            "change image rather than an API answer: it is not applied; check "
+			            "its table by hand, then remove it from the journal file",
 			            jid);
+		}
 		json_free(v);
 		return;
 	}

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "admin.h"
 #include "api/api.h"
@@ -798,7 +799,8 @@ static void intent_write(struct mutation *m)
 	struct synced *sy = m->sy;
 	struct list *it;
 	char id[24], relid[16], op[2] = {m->op == OP_INSERT ? 'I' : m->op == OP_UPDATE ? 'U' : 'D', 0};
-	const char *params[8];
+	char owner[320], host[256];
+	const char *params[9];
 
 	if (!intent_build(m)) {
 		set_error(m, "53200", "out of memory recording the write's intent", NULL, NULL);
@@ -839,14 +841,18 @@ static void intent_write(struct mutation *m)
 	params[5] = m->intent_rows;
 	params[6] = m->intent_keys;
 	params[7] = m->intent_key;
+	if (gethostname(host, sizeof(host)) != 0)
+		snprintf(host, sizeof(host), "?");
+	host[sizeof(host) - 1] = '\0';
+	snprintf(owner, sizeof(owner), "%s pid %d", host, (int)getpid());
+	params[8] = owner;
 	m->intent_started = bouncer_now_usec();
 	if (!pgc_query(m->iconn->pc,
 	               "INSERT INTO syncbouncer.intent (id, tbl, tbl_name, op, api, rows, keys, "
 	               "idempotency_key, owner) SELECT $1::int8, $2::oid, $3, $4::\"char\", $5, "
 	               "$6::jsonb, ARRAY(SELECT pg_catalog.jsonb_array_elements_text($7::jsonb)), "
-	               "$8, pg_catalog.inet_client_addr()::text || ' ' || "
-	               "pg_catalog.current_setting('application_name')",
-	               8, NULL, params, NULL, NULL, 0, on_intent_written, m)) {
+	               "$8, $9",
+	               9, NULL, params, NULL, NULL, 0, on_intent_written, m)) {
 		mconn_free(m->iconn);
 		m->iconn = NULL;
 		set_error(m, "58000", "could not record the write's intent in the database", NULL,

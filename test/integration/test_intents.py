@@ -394,6 +394,7 @@ def test_show_journal_lists_unsettled_writes_and_giving_up_needs_a_word(pg, boun
         row = mine[0]
         assert row["table"] == "billing.customers" and row["operation"] == "update"
         assert row["keys"] == cid and row["state"] == "unsettled"
+        assert " pid " in row["owner"]
         assert "failed" in row["last_error"]
         with pytest.raises(psycopg.Error) as ei:
             ac.execute(f"JOURNAL GIVEUP {iid}")
@@ -406,3 +407,37 @@ def test_show_journal_lists_unsettled_writes_and_giving_up_needs_a_word(pg, boun
         assert [r["state"] for r in rows if r["id"] == iid] == ["given up"]
     assert "given up unsettled" in b.log()
     stripe.control(fail_status=0)
+
+
+# ---- an API that cannot be asked: the sync worker's next pass ------------------------------
+
+def test_insert_the_api_cannot_be_asked_about_is_left_to_the_sync_worker(pg, bouncer_factory):
+    """Salesforce without an external id: an insert whose answer timed out cannot be found by
+    asking; settling hands it to the sync worker, whose pass imports the created record."""
+    from test_synced import FakeSalesforce, start_synced
+
+    fake = FakeSalesforce()
+    try:
+        b = start_synced(pg, bouncer_factory, fake,
+                         table_extra="columns='note:Description' sync_interval=1")
+        fake.control(delay_ms=4000)  # past the API's timeout (3 s): applied, answer lost
+        with crm(b) as conn:
+            with pytest.raises(psycopg.errors.InternalError_) as ei:
+                conn.execute("insert into salesforce.contacts (last_name, email) "
+                             "values ('Idaho', 'duncan@caladan.io')")
+        assert "outcome unknown" in ei.value.diag.message_primary
+        fake.control(delay_ms=0)
+        wait_for(lambda: len(fake.store()) == 1, "the API never applied the insert")
+        (cid,) = fake.store().keys()
+        wait_for(lambda: pg.sql("SELECT count(*) FROM syncbouncer.intent",
+                                dbname="crm")[0][0] == 0 and
+                 pg.sql("SELECT id, last_name FROM salesforce.contacts", dbname="crm") ==
+                 [(cid, "Idaho")], "not settled:\n" + b.log()[-4000:], timeout=40)
+        with admin(b) as ac:
+            cur = ac.execute("SHOW JOURNAL")
+            cols = [c.name for c in cur.description]
+            rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+        assert [r["state"] for r in rows] == ["settled"], rows
+        assert "sync worker" in rows[0]["last_error"]
+    finally:
+        fake.stop()
