@@ -5,7 +5,8 @@
  * reserve_pool_timeout, max_db_connections, max_user_connections, server_login_retry).
  *
  * Each pool has a janitor timer (every POOL_JANITOR_USEC) that enforces the timeouts of its
- * clients and servers, keeps min_pool_size servers, and drops an unused auto-database pool.
+ * clients and servers, keeps min_pool_size servers, and drops an unused auto-database pool and
+ * the pool of a database a RELOAD removed.
  * Effective settings follow pgbouncer's precedence: [users] beats [databases] beats [pgbouncer];
  * they are reread from the live config, so a RELOAD applies to existing pools.
  */

@@ -14,8 +14,12 @@
  * the statements they would have prepared are forgotten, and those they would have closed are
  * held again.
  *
- * DEALLOCATE ALL and DISCARD ALL are taken from the server's CommandComplete (however they were
- * sent); DEALLOCATE of one of the client's names becomes DEALLOCATE of ours.
+ * A Query that is one DEALLOCATE ALL or DISCARD ALL and nothing else, outside a transaction and
+ * with nothing owed, forgets the client's names only: the server (shared with other clients)
+ * gets an empty query (RESET ALL for DISCARD ALL, so that the client's settings are reset as
+ * the server reports them), whose answer becomes the command's CommandComplete. Sent any
+ * other way, they reach the server, and its CommandComplete says the server forgot everything.
+ * DEALLOCATE of one of the client's names becomes DEALLOCATE of ours.
  *
  * Invariants: a statement is freed when no client name and no server refers to it; every entry
  * of a server's FIFO corresponds to exactly one ParseComplete or CloseComplete still owed.

@@ -39,6 +39,8 @@ struct userlist *userlist_load_buffer(const char *text, size_t len, const char *
 /* The stored password of user, or NULL when unknown. Borrowed from ul; NULL ul is fine. */
 const char *userlist_get_password(const struct userlist *ul, const char *user);
 int userlist_count(const struct userlist *ul);
+/* The name of the i-th user (0 <= i < userlist_count()), borrowed from ul. */
+const char *userlist_name(const struct userlist *ul, int i);
 /* How many lines were warned about and skipped. */
 int userlist_skipped(const struct userlist *ul);
 void userlist_free(struct userlist *ul);

@@ -28,6 +28,7 @@
 #include "dns.h"
 #include "log.h"
 #include "mutation/synced.h"
+#include "pgc.h"
 #include "pktbuf.h"
 #include "pool.h"
 #include "stats.h"
@@ -732,6 +733,59 @@ static void socket_list(struct reply *r, const struct list *l, const char *state
 	}
 }
 
+/*
+ * The synced-table side's own database connections (catalog reads, synced writes, journal
+ * replay): no pool holds them, but they are backends of this process, so SHOW SERVERS lists
+ * them. Their application_name ("syncbouncer ...") and the empty link mark them; their state
+ * is "new" while logging in, else "active" while a statement runs and "idle" between.
+ */
+static void control_conn_row(void *arg, const struct pgc_info *pi)
+{
+	struct reply *r = arg;
+	struct row row;
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char laddr[64] = "";
+	int lport = 0;
+
+	if (pi->fd >= 0 && getsockname(pi->fd, (struct sockaddr *)&ss, &len) == 0) {
+		if (ss.ss_family == AF_INET) {
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, laddr,
+			          sizeof(laddr));
+			lport = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+		} else if (ss.ss_family == AF_INET6) {
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, laddr,
+			          sizeof(laddr));
+			lport = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+		} else if (ss.ss_family == AF_UNIX) {
+			snprintf(laddr, sizeof(laddr), "unix");
+		}
+	}
+	row_init(&row);
+	row_str(&row, "S");
+	row_str(&row, pi->user);
+	row_str(&row, pi->database);
+	row_str(&row, "none");
+	row_str(&row, pi->connecting ? "new" : pi->busy ? "active" : "idle");
+	row_str(&row, pi->addr);
+	row_int(&row, pi->port);
+	row_str(&row, laddr);
+	row_int(&row, lport);
+	row_time(&row, pi->connect_usec);
+	row_time(&row, pi->connect_usec);
+	row_int(&row, 0);
+	row_int(&row, 0);
+	row_int(&row, 0);
+	row_fmt(&row, "%p", pi->ptr);
+	row_str(&row, "");
+	row_int(&row, pi->backend_pid);
+	row_str(&row, "");
+	row_str(&row, pi->application_name);
+	row_int(&row, 0);
+	row_int(&row, 0);
+	row_emit(r, &row);
+}
+
 enum socket_view {
 	VIEW_CLIENTS,
 	VIEW_SERVERS,
@@ -781,6 +835,8 @@ static void show_sockets(struct reply *r, enum socket_view v)
 	}
 	if (debug)
 		socket_list(r, &r->b->login_clients, "cl_login", true, act);
+	if (v == VIEW_SERVERS)
+		pgc_foreach(control_conn_row, r);
 	free(pools);
 	finish(r, "SHOW");
 }
@@ -911,7 +967,7 @@ static void show_users(struct reply *r)
 {
 	struct bouncer *b = r->b;
 	const struct config *cfg = b->cfg;
-	size_t cap = list_count(&b->pools) + 2;
+	size_t cap = list_count(&b->pools) + 2 + (size_t)userlist_count(b->users);
 	const char **names;
 	struct list *it;
 	struct row row;
@@ -924,6 +980,9 @@ static void show_users(struct reply *r)
 		send_error(r, "53200", "out of memory");
 		return;
 	}
+	/* every known user, as pgbouncer lists them: the auth file, [users], the pools' */
+	for (int i = 0; i < userlist_count(b->users); i++)
+		names[n++] = userlist_name(b->users, i);
 	for (const struct cf_user *u = cfg->users; u != NULL; u = u->next)
 		names[n++] = u->name;
 	list_for_each(it, &b->pools)

@@ -443,6 +443,7 @@ static bool apply_options(struct conn *c, const char *opts)
 static void client_login_succeeded(struct conn *c)
 {
 	const char *err = "out of memory";
+	const struct cf_database *db;
 	struct pool *pool;
 	char msg[256];
 
@@ -450,7 +451,11 @@ static void client_login_succeeded(struct conn *c)
 		pool_client_logged_in(c->pool, c);
 		return;
 	}
-	pool = pool_get(c->b, c->dbname, c->user, &err);
+	/* a database line that names user= has one pool, the forced user's, for every client:
+	 * its settings ([users] of the forced user, the database, the defaults) apply, whoever
+	 * logs in */
+	db = config_find_database(c->b->cfg, c->dbname);
+	pool = pool_get(c->b, c->dbname, db != NULL && db->user[0] ? db->user : c->user, &err);
 	if (pool == NULL) {
 		if (strcmp(err, "no such database") == 0)
 			snprintf(msg, sizeof(msg), "no such database: %s", c->dbname);

@@ -65,8 +65,9 @@ void conn_log(enum log_level lvl, const struct conn *c, const char *fmt, ...)
 	va_end(ap);
 	log_msg(lvl, "%c-%p: %s/%s@%s:%d %s", c->is_server ? 'S' : 'C', (const void *)c,
 	        c->pool ? c->pool->db_name : (c->dbname[0] ? c->dbname : "(nodb)"),
-	        c->pool ? c->pool->user_name : (c->user[0] ? c->user : "(nouser)"), c->addr_str,
-	        c->port, msg);
+	        /* a client logs as who it is, even in a forced user's pool */
+	        !c->is_server && c->user[0] ? c->user : (c->pool ? c->pool->user_name : "(nouser)"),
+	        c->addr_str, c->port, msg);
 }
 
 const char *param_get(const struct param_set *ps, const char *name)

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "mutation/synced.h"
 #include "pool.h"
+#include "sdnotify.h"
 #include "server.h"
 #include "stats.h"
 #include "userlist.h"
@@ -51,6 +52,9 @@ struct control {
 	struct event *ev;
 	uint64_t suspend_start;
 	void (*after_reload)(struct bouncer *b);
+	/* the last STATUS= told to the service manager, and when */
+	char status[96];
+	uint64_t status_usec;
 };
 
 const char *control_mode_str(enum control_mode m)
@@ -407,6 +411,30 @@ static const char *waiter_tag(const struct waiter *w)
 	return "?";
 }
 
+/* STATUS= for the service manager (systemctl status): state and counts, when they change. */
+static void tell_status(struct control *ctl)
+{
+	struct bouncer *b = ctl->b;
+	uint64_t now = bouncer_now_usec();
+	char status[sizeof(ctl->status)];
+
+	if (now - ctl->status_usec < 1000000)
+		return;
+	if (ctl->shutdown != CONTROL_SHUTDOWN_NONE)
+		snprintf(status, sizeof(status), "shutting down (%s): %d clients, %d servers",
+		         control_shutdown_str(ctl->shutdown), live_clients(b), live_servers(b));
+	else
+		snprintf(status, sizeof(status), "%s: %d clients, %d servers",
+		         ctl->mode == CONTROL_RUNNING ? "accepting connections"
+		                                      : control_mode_str(ctl->mode),
+		         live_clients(b), live_servers(b));
+	if (strcmp(status, ctl->status) == 0)
+		return;
+	memcpy(ctl->status, status, sizeof(status));
+	ctl->status_usec = now;
+	(void)sdnotify("STATUS=%s", status);
+}
+
 static void tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct control *ctl = arg;
@@ -442,6 +470,7 @@ static void tick(evutil_socket_t fd, short what, void *arg)
 		log_info("admin disappeared when suspended, doing RESUME");
 		full_resume(ctl);
 	}
+	tell_status(ctl);
 	switch (ctl->shutdown) {
 	case CONTROL_SHUTDOWN_WAIT_FOR_SERVERS:
 		list_for_each(it, &b->pools)
@@ -755,6 +784,8 @@ void control_shutdown(struct bouncer *b, enum control_shutdown mode)
 {
 	struct control *ctl = b->control;
 
+	if (ctl->shutdown == CONTROL_SHUTDOWN_NONE)
+		(void)sdnotify("STOPPING=1");
 	if (ctl->shutdown != CONTROL_SHUTDOWN_NONE || mode == CONTROL_SHUTDOWN_IMMEDIATE) {
 		log_info("shutting down immediately");
 		ctl->shutdown = CONTROL_SHUTDOWN_IMMEDIATE;
@@ -893,8 +924,10 @@ bool control_reload(struct bouncer *b)
 	struct userlist *users = NULL, *old_users;
 	struct list *it, *tmp;
 
+	(void)sdnotify_reloading();
 	if (!config_load(b->config_path, &fresh)) {
 		log_error("RELOAD failed, see logs for additional details");
+		(void)sdnotify("READY=1");
 		return false;
 	}
 	if (!config_keep_no_reload(fresh, b->cfg))
@@ -904,6 +937,7 @@ bool control_reload(struct bouncer *b)
 		if (users == NULL) {
 			log_error("RELOAD failed, see logs for additional details");
 			config_free(fresh);
+			(void)sdnotify("READY=1");
 			return false;
 		}
 	}
@@ -921,5 +955,6 @@ bool control_reload(struct bouncer *b)
 		ctl->after_reload(b);
 	if (old_users != NULL)
 		userlist_free(old_users);
+	(void)sdnotify("READY=1");
 	return true;
 }

@@ -241,6 +241,7 @@ bool daemon_set_nofile(int want)
 {
 	struct rlimit lim;
 	struct rlimit next;
+	rlim_t before;
 
 	if (want <= 0)
 		return true;
@@ -248,6 +249,7 @@ bool daemon_set_nofile(int want)
 		log_warning("could not read the open files limit: %s", strerror(errno));
 		return false;
 	}
+	before = lim.rlim_cur;
 	if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < (rlim_t)want) {
 		next = lim;
 		next.rlim_cur = (rlim_t)want;
@@ -276,7 +278,11 @@ bool daemon_set_nofile(int want)
 		            (unsigned long long)lim.rlim_cur, want);
 		return false;
 	}
-	log_info("open files limit: %llu (%d wanted for max_client_conn and the pools)",
-	         (unsigned long long)lim.rlim_cur, want);
+	if (lim.rlim_cur != before)
+		log_info("open files limit raised from %llu to %llu (%d wanted for max_client_conn "
+		         "and the pools)",
+		         (unsigned long long)before, (unsigned long long)lim.rlim_cur, want);
+	else
+		log_debug("open files limit: %llu", (unsigned long long)lim.rlim_cur);
 	return true;
 }

@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -37,7 +38,9 @@ struct listener {
 	struct bouncer *b;
 	int fd;
 	bool is_unix;
-	char unix_path[108];
+	char unix_path[108]; /* "" when the file is not ours to remove */
+	dev_t unix_dev;      /* the socket file we made: removed at stop only if still it */
+	ino_t unix_ino;
 	struct event *ev;
 	struct event *ev_backoff; /* re-arms ev after an accept() failure */
 	bool paused;              /* listener_pause(): no accepting whatever the backoff says */
@@ -194,6 +197,7 @@ static bool listen_tcp(struct bouncer *b, const char *host, int port)
 static bool listen_unix(struct bouncer *b, const char *dir, int port)
 {
 	struct sockaddr_un un;
+	struct stat st;
 	int fd;
 
 	memset(&un, 0, sizeof(un));
@@ -206,11 +210,23 @@ static bool listen_unix(struct bouncer *b, const char *dir, int port)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return false;
-	/* a socket file left by a dead process would block bind(); a live one answers connect() */
+	/*
+	 * A socket file left by a dead process would block bind(); a live one answers connect().
+	 * With so_reuseport the live one is a process we replace (a rolling restart): the path
+	 * is taken over, the old process keeps its socket until it has drained and then leaves
+	 * the file alone, since it is no longer the one it made.
+	 */
 	if (connect(fd, (struct sockaddr *)&un, sizeof(un)) == 0) {
-		log_error("unix socket %s is in use by another process", un.sun_path);
+		if (!b->cfg->so_reuseport) {
+			log_error("unix socket %s is in use by another process", un.sun_path);
+			close(fd);
+			return false;
+		}
+		log_info("unix socket %s is in use, taking it over (so_reuseport)", un.sun_path);
 		close(fd);
-		return false;
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return false;
 	}
 	unlink(un.sun_path);
 	if (bind(fd, (struct sockaddr *)&un, sizeof(un)) < 0 ||
@@ -220,8 +236,17 @@ static bool listen_unix(struct bouncer *b, const char *dir, int port)
 		return false;
 	}
 	(void)chmod(un.sun_path, (mode_t)b->cfg->unix_socket_mode);
+	if (stat(un.sun_path, &st) != 0) {
+		log_error("cannot stat %s: %s", un.sun_path, strerror(errno));
+		close(fd);
+		return false;
+	}
 	log_info("listening on unix:%s", un.sun_path);
-	return add_listener(b, fd, true, un.sun_path);
+	if (!add_listener(b, fd, true, un.sun_path))
+		return false;
+	b->listeners->unix_dev = st.st_dev;
+	b->listeners->unix_ino = st.st_ino;
+	return true;
 }
 
 /* Runs once the loop is running (after a fork to the background): warm the pools up. */
@@ -232,13 +257,89 @@ static void prewarm_cb(evutil_socket_t fd, short what, void *arg)
 	pool_prewarm(arg);
 }
 
+#define LISTEN_FDS_START 3
+
+/*
+ * Socket activation: the service manager passes listening sockets as fds 3.. and says how many
+ * in LISTEN_FDS, for the process named in LISTEN_PID. 0 when none were passed for us, -1 when
+ * the variables are there but wrong (logged).
+ */
+static int passed_fds(void)
+{
+	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+	char *end;
+	long n, p;
+
+	if (pid == NULL || fds == NULL)
+		return 0;
+	errno = 0;
+	p = strtol(pid, &end, 10);
+	if (errno != 0 || *end != '\0' || p != (long)getpid())
+		return 0; /* meant for another process (our parent, say) */
+	n = strtol(fds, &end, 10);
+	if (errno != 0 || *end != '\0' || fds[0] == '\0' || n < 0 || n > 1024) {
+		log_error("LISTEN_FDS is not a number of sockets: \"%s\"", fds);
+		return -1;
+	}
+	return (int)n;
+}
+
+/* Takes over the n sockets the service manager passed; false (logged) if one is unfit. */
+static bool use_passed_fds(struct bouncer *b, int n)
+{
+	const struct config *cfg = b->cfg;
+
+	if (cfg->listen_addr[0])
+		log_warning("sockets passed from service manager, listen_addr ignored");
+	if (cfg->unix_socket_dir[0])
+		log_warning("sockets passed from service manager, unix_socket_dir ignored");
+	for (int fd = LISTEN_FDS_START; fd < LISTEN_FDS_START + n; fd++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		int type = 0, acc = 0, flags;
+		socklen_t tl = sizeof(type), al = sizeof(acc);
+
+		if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0 ||
+		    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 ||
+		    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &al) != 0 ||
+		    type != SOCK_STREAM || !acc ||
+		    (ss.ss_family != AF_INET && ss.ss_family != AF_INET6 &&
+		     ss.ss_family != AF_UNIX)) {
+			log_error("fd %d passed from service manager is not a listening stream "
+			          "socket",
+			          fd);
+			return false;
+		}
+		flags = fcntl(fd, F_GETFL);
+		if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
+		    fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+			log_error("fd %d passed from service manager: %s", fd, strerror(errno));
+			return false;
+		}
+		log_info("socket passed from service manager (fd %d)", fd);
+		/* the unix socket file belongs to the service manager: never removed here */
+		if (!add_listener(b, fd, ss.ss_family == AF_UNIX, NULL))
+			return false;
+	}
+	return true;
+}
+
 bool listener_start(struct bouncer *b)
 {
 	const struct config *cfg = b->cfg;
 	char *list, *tok, *save = NULL;
 	bool ok = true;
+	int npassed = passed_fds();
 
-	if (cfg->listen_addr[0]) {
+	if (npassed < 0)
+		return false;
+	/* the variables are for us alone: nothing we start may take them for its own */
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	if (npassed > 0) {
+		ok = use_passed_fds(b, npassed);
+	} else if (cfg->listen_addr[0]) {
 		list = strdup(cfg->listen_addr);
 		if (list == NULL)
 			return false;
@@ -247,7 +348,7 @@ bool listener_start(struct bouncer *b)
 			ok = listen_tcp(b, tok, cfg->listen_port);
 		free(list);
 	}
-	if (ok && cfg->unix_socket_dir[0] && cfg->unix_socket_dir[0] != '@')
+	if (ok && npassed == 0 && cfg->unix_socket_dir[0] && cfg->unix_socket_dir[0] != '@')
 		ok = listen_unix(b, cfg->unix_socket_dir, cfg->listen_port);
 	if (ok && b->listeners == NULL) {
 		log_error("nowhere to listen: set listen_addr or unix_socket_dir");
@@ -263,11 +364,15 @@ void listener_stop(struct bouncer *b)
 	struct listener *l = b->listeners, *next;
 
 	for (; l != NULL; l = next) {
+		struct stat st;
+
 		next = l->next;
 		event_free(l->ev);
 		event_free(l->ev_backoff);
 		close(l->fd);
-		if (l->is_unix)
+		/* a process that took the path over (so_reuseport) has a file of its own there */
+		if (l->is_unix && l->unix_path[0] && stat(l->unix_path, &st) == 0 &&
+		    st.st_dev == l->unix_dev && st.st_ino == l->unix_ino)
 			unlink(l->unix_path);
 		free(l);
 	}

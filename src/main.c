@@ -30,6 +30,7 @@
 #include "log.h"
 #include "mutation/synced.h"
 #include "pool.h"
+#include "sdnotify.h"
 #include "server.h"
 #include "stats.h"
 #include "userlist.h"
@@ -101,9 +102,31 @@ static void after_reload(struct bouncer *b)
 }
 
 /*
- * pgbouncer's signals: HUP reload; TERM waits for the clients, INT for the servers (either
- * again: at once); QUIT at once; USR1 pause; USR2 resume.
+ * pgbouncer's signals (1.23 and later): HUP reload; TERM waits for the clients, INT for the
+ * servers, either of them during a shutdown already under way: at once; QUIT at once; USR1
+ * pause; USR2 resume. A shutdown asked for while suspended cannot wait for anything (the
+ * sockets are frozen): it is immediate, as in pgbouncer.
  */
+static void shutdown_signal(struct bouncer *b, const char *name, enum control_shutdown mode)
+{
+	if (control_shutdown_mode(b) != CONTROL_SHUTDOWN_NONE) {
+		log_info("got %s while shutting down, fast exit", name);
+		control_shutdown(b, CONTROL_SHUTDOWN_IMMEDIATE);
+		return;
+	}
+	if (mode == CONTROL_SHUTDOWN_WAIT_FOR_CLIENTS)
+		log_info("got %s, shutting down, waiting for all clients disconnect", name);
+	else
+		log_info("got %s, shutting down, waiting for all servers connections to be "
+		         "released",
+		         name);
+	if (control_mode(b) == CONTROL_SUSPENDED) {
+		log_info("suspend was in progress, going down immediately");
+		mode = CONTROL_SHUTDOWN_IMMEDIATE;
+	}
+	control_shutdown(b, mode);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct bouncer *b = arg;
@@ -118,26 +141,36 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 			log_warning("keeping the previous configuration");
 		break;
 	case SIGTERM:
-		log_info("got SIGTERM, shutting down, waiting for all clients to disconnect");
-		control_shutdown(b, CONTROL_SHUTDOWN_WAIT_FOR_CLIENTS);
+		shutdown_signal(b, "SIGTERM", CONTROL_SHUTDOWN_WAIT_FOR_CLIENTS);
 		break;
 	case SIGINT:
-		log_info("got SIGINT, shutting down, waiting for all servers connections to be "
-		         "released");
-		control_shutdown(b, CONTROL_SHUTDOWN_WAIT_FOR_SERVERS);
+		shutdown_signal(b, "SIGINT", CONTROL_SHUTDOWN_WAIT_FOR_SERVERS);
 		break;
 	case SIGQUIT:
 		log_info("got SIGQUIT, fast exit");
 		control_shutdown(b, CONTROL_SHUTDOWN_IMMEDIATE);
 		break;
 	case SIGUSR1:
+		if (control_mode(b) != CONTROL_RUNNING) {
+			log_info("got SIGUSR1, but already paused/suspended");
+			break;
+		}
 		log_info("got SIGUSR1, pausing all activity");
 		err = control_pause(b, NULL, &wait);
 		if (err != NULL)
 			log_warning("cannot pause: %s", err);
 		break;
 	case SIGUSR2:
-		log_info("got SIGUSR2, continuing");
+		if (control_shutdown_mode(b) != CONTROL_SHUTDOWN_NONE) {
+			log_info("got SIGUSR2 while shutting down, ignoring");
+			break;
+		}
+		if (control_mode(b) == CONTROL_RUNNING) {
+			log_info("got SIGUSR2, but not paused/suspended");
+			break;
+		}
+		log_info("got SIGUSR2, continuing from %s",
+		         control_mode(b) == CONTROL_SUSPENDED ? "SUSPEND" : "PAUSE");
 		err = control_resume(b, NULL);
 		if (err != NULL)
 			log_warning("cannot resume: %s", err);
@@ -202,7 +235,9 @@ int main(int argc, char **argv)
 			usage(stdout, argv[0]);
 			return 0;
 		case 'R':
-			fprintf(stderr, "online restart (-R) is not supported\n");
+			fprintf(stderr, "online restart (-R) is not supported: for a restart "
+			                "without downtime, set so_reuseport = 1, start the new "
+			                "process, then SIGTERM the old one (see syncbouncer(1))\n");
 			return 1;
 		default:
 			usage(stderr, argv[0]);
@@ -293,6 +328,8 @@ int main(int argc, char **argv)
 
 	if (!synced_start(&b))
 		fatal("cannot set up the synced tables");
+	/* listening (or handed our sockets), in the background if asked, pidfile written */
+	(void)sdnotify("READY=1\nSTATUS=accepting connections\nMAINPID=%ld", (long)getpid());
 
 	event_base_dispatch(b.base);
 

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
+#include <time.h>
 
 #include <event2/event.h>
 #include <libpq-fe.h>
@@ -70,7 +71,40 @@ struct pgc {
 	int depth; /* callbacks running */
 	bool closed;
 	char error[512];
+
+	uint64_t connect_usec;
+	struct pgc *live_prev, *live_next; /* on the list of connections not yet closed */
 };
+
+/*
+ * The connections not yet closed, for pgc_foreach(). One list per process: the process has one
+ * event loop, and the admin console that reads the list knows nothing of who opened them.
+ */
+static struct pgc *live_first, *live_last;
+
+static void live_add(struct pgc *pc)
+{
+	pc->live_prev = live_last;
+	pc->live_next = NULL;
+	if (live_last != NULL)
+		live_last->live_next = pc;
+	else
+		live_first = pc;
+	live_last = pc;
+}
+
+static void live_remove(struct pgc *pc)
+{
+	if (pc->live_prev != NULL)
+		pc->live_prev->live_next = pc->live_next;
+	else if (live_first == pc)
+		live_first = pc->live_next;
+	if (pc->live_next != NULL)
+		pc->live_next->live_prev = pc->live_prev;
+	else if (live_last == pc)
+		live_last = pc->live_prev;
+	pc->live_prev = pc->live_next = NULL;
+}
 
 static const char *pgc_state_str(enum pgc_state state)
 {
@@ -515,6 +549,13 @@ struct pgc *pgc_connect(struct event_base *base, const char *conninfo, pgc_ready
 
 	if (!pc)
 		return NULL;
+	{
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		pc->connect_usec = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	}
+	live_add(pc);
 	pc->base = base;
 	pc->sock_fd = -1;
 	pc->ready_cb = cb;
@@ -550,6 +591,7 @@ struct pgc *pgc_connect(struct event_base *base, const char *conninfo, pgc_ready
 	}
 	return pc;
 fail:
+	live_remove(pc);
 	pgc_release(pc);
 	free(pc);
 	return NULL;
@@ -654,9 +696,40 @@ void pgc_close(struct pgc *pc)
 	if (!pc || pc->closed)
 		return;
 	pc->closed = true;
+	live_remove(pc);
 	pc->ready_pending = false;
 	/* A result being shown to a callback is cleared by its dispatcher. */
 	pgc_release(pc);
 	if (pc->depth == 0)
 		free(pc);
+}
+
+void pgc_foreach(void (*cb)(void *arg, const struct pgc_info *info), void *arg)
+{
+	for (struct pgc *pc = live_first; pc != NULL; pc = pc->live_next) {
+		struct pgc_info info;
+		const char *v;
+
+		if (pc->state == PGC_BROKEN || pc->conn == NULL)
+			continue; /* no backend behind it any more */
+		memset(&info, 0, sizeof(info));
+		info.ptr = pc;
+		info.connect_usec = pc->connect_usec;
+		info.connecting = pc->state == PGC_CONNECTING;
+		info.busy = pc->head != NULL;
+		info.fd = PQsocket(pc->conn);
+		info.database = PQdb(pc->conn) != NULL ? PQdb(pc->conn) : "";
+		info.user = PQuser(pc->conn) != NULL ? PQuser(pc->conn) : "";
+		v = PQhostaddr(pc->conn);
+		if (v == NULL || v[0] == '\0')
+			v = PQhost(pc->conn);
+		info.addr = v == NULL ? "" : v[0] == '/' ? "unix" : v;
+		v = PQport(pc->conn);
+		info.port = v != NULL ? atoi(v) : 0;
+		v = info.connecting ? NULL : PQparameterStatus(pc->conn, "application_name");
+		info.application_name = v != NULL ? v : "";
+		info.backend_pid = info.connecting ? 0 : PQbackendPID(pc->conn);
+		info.tls = PQsslInUse(pc->conn);
+		cb(arg, &info);
+	}
 }

@@ -655,11 +655,17 @@ static bool pool_in_use(const struct pool *pool)
 		if (list_entry(it, struct conn, head)->pool == pool)
 			return true;
 	}
+	/* closed connections still point at their pool until they are freed */
+	list_for_each(it, &pool->b->justfree)
+	{
+		if (list_entry(it, struct conn, head)->pool == pool)
+			return true;
+	}
 	return false;
 }
 
 /* Runs outside the pool's own timer callback, so the pool can be freed. */
-static void drop_autodb_pool(evutil_socket_t fd, short what, void *arg)
+static void drop_pool(evutil_socket_t fd, short what, void *arg)
 {
 	struct pool *pool = arg;
 	struct timeval tv = {0, POOL_JANITOR_USEC};
@@ -671,30 +677,42 @@ static void drop_autodb_pool(evutil_socket_t fd, short what, void *arg)
 		event_add(&pool->ev_janitor, &tv);
 		return;
 	}
-	log_info("dropping database '%s' as it is an inactive auto-database", pool->db_name);
+	if (config_find_database(pool->b->cfg, pool->db_name) == NULL)
+		log_info("dropping pool %s/%s: its database was removed from the config",
+		         pool->db_name, pool->user_name);
+	else
+		log_info("dropping database '%s' as it is an inactive auto-database",
+		         pool->db_name);
 	pool->janitor_ready = false;
 	pool_free(pool);
 }
 
-/* An auto-database pool unused for autodb_idle_timeout goes away. True when it is going. */
-static bool janitor_autodb(struct pool *pool, uint64_t now)
+/*
+ * A pool goes away once nothing uses it when its database left the config at a RELOAD (whose
+ * clients and servers were closed then), and after autodb_idle_timeout unused when it was made
+ * from the auto-database. True when it is going.
+ */
+static bool janitor_drop(struct pool *pool, uint64_t now)
 {
 	int64_t limit = pool->b->cfg->autodb_idle_timeout;
+	bool removed = config_find_database(pool->b->cfg, pool->db_name) == NULL;
 
-	if (!pool->autodb || limit <= 0)
+	if (!removed && (!pool->autodb || limit <= 0))
 		return false;
 	if (pool_in_use(pool)) {
 		pool->unused_since = 0;
 		return false;
 	}
-	if (pool->unused_since == 0) {
-		pool->unused_since = now;
-		return false;
+	if (!removed) {
+		if (pool->unused_since == 0) {
+			pool->unused_since = now;
+			return false;
+		}
+		if (now - pool->unused_since < (uint64_t)limit)
+			return false;
 	}
-	if (now - pool->unused_since < (uint64_t)limit)
-		return false;
 	event_del(&pool->ev_janitor);
-	if (event_base_once(pool->b->base, -1, EV_TIMEOUT, drop_autodb_pool, pool, NULL) != 0) {
+	if (event_base_once(pool->b->base, -1, EV_TIMEOUT, drop_pool, pool, NULL) != 0) {
 		struct timeval tv = {0, POOL_JANITOR_USEC};
 		event_add(&pool->ev_janitor, &tv);
 		return false;
@@ -709,7 +727,7 @@ static void janitor_tick(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (janitor_autodb(pool, now))
+	if (janitor_drop(pool, now))
 		return;
 	pool_refresh_settings(pool);
 	janitor_clients(pool, now);

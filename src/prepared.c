@@ -83,6 +83,10 @@ struct ps_server {
 	struct ps_pending *fifo; /* a ring of cap entries, grown up to PS_FIFO_MAX */
 	int cap, head, count;
 	bool skipping; /* an error made the server skip everything up to the client's next Sync */
+	bool extended; /* extended-protocol messages went out since the client's last Sync */
+	/* a DEALLOCATE ALL / DISCARD ALL the server gets another statement for: the tag that
+	 * replaces that statement's answer (an EmptyQueryResponse or a CommandComplete) */
+	const char *answer_tag;
 };
 
 const char *ps_result_str(enum ps_result r)
@@ -446,6 +450,8 @@ void ps_server_released(struct conn *s)
 		slog_warning(s, "released with %d prepared-statement answers owed", s->pss->count);
 	fifo_clear(s->pool->ps, s->pss);
 	s->pss->skipping = false;
+	s->pss->extended = false;
+	s->pss->answer_tag = NULL;
 }
 
 /* ---------------------------------------------------------------- client packets */
@@ -488,6 +494,28 @@ static bool is_forget_all(const uint8_t *sql, size_t len)
 static bool is_space(uint8_t ch)
 {
 	return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+}
+
+/*
+ * The command tag of a query string that is one DEALLOCATE ALL or DISCARD ALL and nothing else
+ * (an optional ';', blanks); NULL for anything else.
+ */
+static const char *lone_forget_all_tag(const uint8_t *sql, size_t len)
+{
+	size_t i = 0;
+
+	while (len > 0 && (sql[len - 1] == '\0' || sql[len - 1] == ';' || is_space(sql[len - 1])))
+		len--;
+	for (; i < len; i++)
+		if (sql[i] == ';' || sql[i] == '\0')
+			return NULL;
+	if (!is_forget_all(sql, len))
+		return NULL;
+	while (i > 0 && is_space(sql[0])) {
+		sql++;
+		i--;
+	}
+	return (sql[0] | 0x20) == 'd' && (sql[1] | 0x20) == 'i' ? "DISCARD ALL" : "DEALLOCATE ALL";
 }
 
 /*
@@ -774,10 +802,45 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 	switch (pkt->type) {
 	case 'S':
 		s->pss->skipping = false;
+		s->pss->extended = false;
 		return PS_PASS;
 	case 'Q':
 		/* maybe only the start of a long query is here: its first words decide */
 		if (is_forget_all(pkt->body, pkt->body_avail)) {
+			const char *tag = pkt->complete
+			                          ? lone_forget_all_tag(pkt->body, pkt->body_len)
+			                          : NULL;
+			/*
+			 * Alone, outside a transaction, with nothing owed: the client's own
+			 * statements are forgotten and the answer is PostgreSQL's, but the
+			 * server, shared with other clients, keeps theirs. DEALLOCATE ALL becomes
+			 * an empty query; DISCARD ALL becomes RESET ALL, so that the client's
+			 * settings go back to their defaults as the server reports them.
+			 */
+			if (tag != NULL && s->txn_status == 'I' && s->expect_rfq == 0 &&
+			    s->pss->count == 0 && !s->pss->extended && !s->pss->skipping &&
+			    s->pss->answer_tag == NULL) {
+				static const uint8_t empty_query[] = {'Q', 0, 0, 0, 5, 0};
+				bool ok;
+
+				if (sbuf_has_pending(&c->sbuf))
+					return PS_FLUSH;
+				name_forget_all(c->pool->ps, c->ps);
+				if (tag[1] == 'I') { /* DISCARD ALL */
+					struct pktbuf pb;
+
+					pktbuf_init(&pb, 32);
+					pktbuf_write_query(&pb, "RESET ALL");
+					ok = sbuf_queue_pktbuf(&s->sbuf, &pb);
+					pktbuf_free(&pb);
+				} else {
+					ok = sbuf_queue(&s->sbuf, empty_query, sizeof(empty_query));
+				}
+				if (!ok)
+					return PS_FAIL;
+				s->pss->answer_tag = tag;
+				return PS_CONSUMED;
+			}
 			name_forget_all(c->pool->ps, c->ps);
 			ps_server_forget_all(s);
 			return PS_PASS;
@@ -788,6 +851,7 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 	default:
 		break;
 	}
+	s->pss->extended = true;
 	if (!proto_parse_msg_names(pkt->type, pkt->body, pkt->body_len, &stmt, &portal))
 		return PS_PASS; /* malformed: the server answers it */
 	switch (pkt->type) {
@@ -833,8 +897,32 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 
 bool ps_server_wants(const struct conn *s, uint8_t type)
 {
-	return s->pss != NULL &&
-	       (type == '1' || type == '3' || type == 'E' || type == 'Z' || type == 'C');
+	return s->pss != NULL && (type == '1' || type == '3' || type == 'E' || type == 'Z' ||
+	                          type == 'C' || (type == 'I' && s->pss->answer_tag != NULL));
+}
+
+/* The answer to the statement sent for a lone DEALLOCATE ALL / DISCARD ALL: the command's own. */
+static enum ps_result answer_for_server(struct conn *s)
+{
+	struct ps_server *pss = s->pss;
+
+	if (sbuf_has_pending(&s->sbuf))
+		return PS_FLUSH;
+	if (s->link != NULL) {
+		struct pktbuf pb;
+		bool ok;
+
+		pktbuf_init(&pb, 32);
+		pktbuf_start_msg(&pb, 'C');
+		pktbuf_put_string(&pb, pss->answer_tag);
+		pktbuf_finish_msg(&pb);
+		ok = sbuf_queue_pktbuf(&s->link->sbuf, &pb);
+		pktbuf_free(&pb);
+		if (!ok)
+			return PS_FAIL;
+	}
+	pss->answer_tag = NULL;
+	return PS_CONSUMED;
 }
 
 /*
@@ -891,9 +979,18 @@ enum ps_result ps_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 		}
 		return PS_PASS;
 	case 'E':
+		pss->answer_tag = NULL;
 		drop_stretch(s);
 		return PS_PASS;
+	case 'I':
+		/* our empty query in place of the client's DEALLOCATE ALL */
+		if (pss->answer_tag == NULL)
+			return PS_PASS;
+		return answer_for_server(s);
 	case 'C':
+		/* our RESET ALL in place of the client's DISCARD ALL */
+		if (pss->answer_tag != NULL)
+			return answer_for_server(s);
 		/* however it was sent (a pipeline sends it as a Parse), the statements are gone
 		 * once PostgreSQL says so */
 		if ((pkt->body_len == 15 && memcmp(pkt->body, "DEALLOCATE ALL", 15) == 0) ||

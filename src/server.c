@@ -321,6 +321,19 @@ static void append_set(struct pktbuf *pb, int index, const char *name, const cha
 	pktbuf_put_bytes(pb, ", false)", 8);
 }
 
+/*
+ * Whether a client parameter is replayed on its server. syncbouncer.* never is: the guard trigger
+ * trusts it, and the login already refuses it on every path; this is the last line.
+ */
+static bool param_replayable(const struct conn *s, const char *name, const char *value)
+{
+	const char *sv = param_get(&s->params, name);
+
+	if (strncasecmp(name, "syncbouncer.", 12) == 0)
+		return false;
+	return sv == NULL || strcmp(sv, value) != 0;
+}
+
 void server_link(struct conn *s, struct conn *c)
 {
 	struct pktbuf pb;
@@ -336,8 +349,7 @@ void server_link(struct conn *s, struct conn *c)
 
 	/* the common case, nothing differs, is decided before any buffer is made */
 	for (int i = 0; i < c->params.n; i++) {
-		const char *sv = param_get(&s->params, c->params.p[i].name);
-		if (sv == NULL || strcmp(sv, c->params.p[i].value) != 0) {
+		if (param_replayable(s, c->params.p[i].name, c->params.p[i].value)) {
 			nset++;
 			break;
 		}
@@ -350,8 +362,7 @@ void server_link(struct conn *s, struct conn *c)
 	pktbuf_init(&pb, 65536);
 	pktbuf_start_msg(&pb, 'Q');
 	for (int i = 0; i < c->params.n; i++) {
-		const char *sv = param_get(&s->params, c->params.p[i].name);
-		if (sv != NULL && strcmp(sv, c->params.p[i].value) == 0)
+		if (!param_replayable(s, c->params.p[i].name, c->params.p[i].value))
 			continue;
 		append_set(&pb, nset, c->params.p[i].name, c->params.p[i].value);
 		nset++;

@@ -325,6 +325,11 @@ int userlist_count(const struct userlist *ul)
 	return ul ? (int)ul->n : 0;
 }
 
+const char *userlist_name(const struct userlist *ul, int i)
+{
+	return ul != NULL && i >= 0 && (size_t)i < ul->n ? ul->e[i].name : NULL;
+}
+
 int userlist_skipped(const struct userlist *ul)
 {
 	return ul ? ul->skipped : 0;

@@ -36,6 +36,11 @@ struct changes_req {
 	const char *const *fields; /* API fields to read: the table's columns, mapped */
 	int nfields;
 	int page_size;
+	/*
+	 * List every record, whatever the cursor says (connectors with full_scan_deletes): the
+	 * worker deletes the rows whose records the whole listing did not name.
+	 */
+	bool full_scan;
 };
 
 struct changes_record {
@@ -74,6 +79,16 @@ struct changes_ops {
 	double default_rate;
 	/* Records per page when the worker asks for none. */
 	int default_page_size;
+	/*
+	 * The API has no deletion feed: deletes are found by a full listing of the ids every
+	 * full_sync_interval (changes_req.full_scan).
+	 */
+	bool full_scan_deletes;
+	/*
+	 * The cursor that means "changes from now on" (backfill=off on a table with no cursor),
+	 * now being the wall clock in seconds. False when it does not fit.
+	 */
+	bool (*cursor_now)(const struct connector *c, long long now, char *buf, size_t size);
 	bool (*build)(const struct connector *c, const struct api_table *t,
 	              const struct changes_req *req, struct api_http_spec *out,
 	              struct api_error *err);
@@ -108,5 +123,7 @@ bool changes_parse_time(const char *text, double *out) __attribute__((warn_unuse
 extern const struct changes_ops salesforce_changes_ops;
 extern const struct changes_ops stripe_changes_ops;
 extern const struct changes_ops rest_changes_ops;
+extern const struct changes_ops hubspot_changes_ops;
+extern const struct changes_ops airtable_changes_ops;
 
 #endif

@@ -40,11 +40,13 @@ struct sync_table_conf {
 	int interval;     /* sync_interval, seconds; 0 = no polling */
 	bool backfill;    /* backfill=auto */
 	int page_size;    /* page_size, 0 = the connector's default */
+	int full_interval; /* full_sync_interval, seconds (APIs with no deletion feed) */
 };
 
 /*
- * Reads sync_interval= (seconds, 0..86400, default 60), backfill=auto|off (default auto) and
- * page_size= (1..10000) of a [synced_tables] line into conf. False with a message in err.
+ * Reads sync_interval= (seconds, 0..86400, default 60), backfill=auto|off (default auto),
+ * page_size= (1..10000) and full_sync_interval= (seconds, default 3600) of a [synced_tables]
+ * line into conf. False with a message in err.
  */
 bool sync_table_options(const struct cf_kv *kv, int nkv, struct sync_table_conf *conf, char *err,
                         size_t errsize) __attribute__((warn_unused_result));

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/changes.h"
 #include "api/connector.h"
 #include "api/json.h"
 
@@ -331,4 +332,5 @@ const struct connector_ops airtable_connector_ops = {
         .column_name = at_same_name,
         .build = at_build,
         .parse = at_parse,
+        .changes = &airtable_changes_ops,
 };

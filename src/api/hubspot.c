@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/changes.h"
 #include "api/connector.h"
 #include "api/json.h"
 
@@ -337,4 +338,5 @@ const struct connector_ops hubspot_connector_ops = {
         .column_name = hs_same_name,
         .build = hs_build,
         .parse = hs_parse,
+        .changes = &hubspot_changes_ops,
 };

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "api/changes.h"
 #include "api/connector.h"
@@ -219,6 +220,16 @@ oom:
 	api_error_set(&out->error, API_ERR_INTERNAL, "out of memory");
 }
 
+/* A time: rest APIs whose cursor field is a counter cannot start "from now" (backfill=auto). */
+static bool rest_cursor_now(const struct connector *c, long long now, char *buf, size_t size)
+{
+	time_t t = (time_t)now;
+	struct tm tm;
+
+	(void)c;
+	return gmtime_r(&t, &tm) != NULL && strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) > 0;
+}
+
 static const char *const rest_changes_keys[] = {
         "list_path", "changed_since", "cursor_field", "deleted_field", "list_key", "limit_param",
         NULL,
@@ -232,4 +243,5 @@ const struct changes_ops rest_changes_ops = {
         .default_page_size = 100,
         .build = rest_changes_build,
         .parse = rest_changes_parse,
+        .cursor_now = rest_cursor_now,
 };

@@ -146,7 +146,7 @@ static bool sf_changes_build(const struct connector *c, const struct api_table *
 		char stamp[40];
 		size_t slen = bar ? (size_t)(bar - req->cursor) : 0;
 
-		if (bar == NULL || slen >= sizeof(stamp) || !sf_name_ok(bar + 1) ||
+		if (bar == NULL || slen >= sizeof(stamp) || (bar[1] && !sf_name_ok(bar + 1)) ||
 		    strlen(bar + 1) >= sizeof(id)) {
 			api_error_set(err, API_ERR_INTERNAL, "%s: unusable stored cursor", c->name);
 			return false;
@@ -252,6 +252,16 @@ oom:
 	api_error_set(&out->error, API_ERR_INTERNAL, "out of memory");
 }
 
+static bool sf_cursor_now(const struct connector *c, long long now, char *buf, size_t size)
+{
+	time_t t = (time_t)now;
+	struct tm tm;
+
+	(void)c;
+	/* "Id > ''" takes every record of that second */
+	return gmtime_r(&t, &tm) != NULL && strftime(buf, size, "%Y-%m-%dT%H:%M:%S.000+0000|", &tm) > 0;
+}
+
 static const char *const sf_changes_keys[] = {NULL};
 
 const struct changes_ops salesforce_changes_ops = {
@@ -263,4 +273,5 @@ const struct changes_ops salesforce_changes_ops = {
         .default_page_size = 2000,
         .build = sf_changes_build,
         .parse = sf_changes_parse,
+        .cursor_now = sf_cursor_now,
 };

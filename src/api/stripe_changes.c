@@ -6,6 +6,7 @@
  *   ""               nothing loaded: ask GET /v1/events?limit=1 (the object's types) for the
  *                    newest event, the anchor, so that changes made during the backfill are
  *                    replayed after it
+ *   "n|"             the same anchor, then straight to the events (backfill=off)
  *   "b|<anchor>|<id>" backfilling: GET /v1/<object>?limit=N&starting_after=<id> (older and
  *                    older objects; <id> empty on the first page); when has_more is false the
  *                    cursor becomes "e|<anchor>"
@@ -91,7 +92,7 @@ static bool stripe_changes_build(const struct connector *c, const struct api_tab
 		              c->name, t->object);
 		return false;
 	}
-	if (cur[0] == '\0') {
+	if (cur[0] == '\0' || strcmp(cur, "n|") == 0) {
 		ok = stripe_events_url(c, t, NULL, 1, url, STRIPE_URL_MAX);
 	} else if (strncmp(cur, "b|", 2) == 0) {
 		const char *bar = strchr(cur + 2, '|');
@@ -146,11 +147,14 @@ static void stripe_changes_parse(const struct connector *c, const struct api_tab
 			return;
 		}
 	}
-	if (cur[0] == '\0') {
-		/* the anchor: the newest event now, or none */
+	if (cur[0] == '\0' || strcmp(cur, "n|") == 0) {
+		/* the anchor: the newest event now, or none; then the listing, unless from now on */
 		const char *anchor = data->count > 0 ? json_get_string(data->items[0], "id") : "";
-		out->cursor = stripe_join("b|", anchor, strlen(anchor), "");
-		out->more = true;
+		if (cur[0] == '\0')
+			out->cursor = stripe_join("b|", anchor, strlen(anchor), "");
+		else
+			out->cursor = stripe_join("e|", anchor, strlen(anchor), NULL);
+		out->more = cur[0] == '\0';
 		goto done;
 	}
 	if (strncmp(cur, "b|", 2) == 0) {
@@ -200,12 +204,20 @@ static void stripe_changes_parse(const struct connector *c, const struct api_tab
 	/* without an anchor the newest page is all there is to see; older events are gone */
 	out->more = more->boolean && cur[2] != '\0' && data->count > 0;
 done:
-	if (out->cursor == NULL && (cur[0] == '\0' || strncmp(cur, "b|", 2) == 0))
+	if (out->cursor == NULL && (cur[0] == '\0' || cur[0] == 'n' || strncmp(cur, "b|", 2) == 0))
 		goto oom;
 	out->ok = true;
 	return;
 oom:
 	api_error_set(&out->error, API_ERR_INTERNAL, "out of memory");
+}
+
+/* "n|": the newest event alone, as the anchor of the events that follow (no listing). */
+static bool stripe_cursor_now(const struct connector *c, long long now, char *buf, size_t size)
+{
+	(void)c;
+	(void)now;
+	return (size_t)snprintf(buf, size, "n|") < size;
 }
 
 static const char *const stripe_changes_keys[] = {NULL};
@@ -219,4 +231,5 @@ const struct changes_ops stripe_changes_ops = {
         .default_page_size = 100,
         .build = stripe_changes_build,
         .parse = stripe_changes_parse,
+        .cursor_now = stripe_cursor_now,
 };

@@ -131,8 +131,7 @@ struct sync_tbl {
 	bool backfilling;
 	struct event *timer;
 	struct pgc *pc;
-	bool pc_ready;     /* the cursor store exists on pc */
-	bool skip_listing; /* backfill=off where the feed needs an anchor first (Stripe) */
+	bool pc_ready; /* the cursor store exists on pc */
 	/* the feed */
 	char *cursor;
 	char *next;
@@ -156,6 +155,16 @@ struct sync_tbl {
 	struct sync_key_count *busy;
 	int nbusy;
 	int inserts_in_flight;
+	/* a full listing (APIs with no deletion feed): the ids it named, and the rows written
+	   through syncbouncer meanwhile, which its deletes leave alone */
+	bool scanning;
+	struct sync_strings {
+		char **v;
+		int n, cap;
+		bool failed;
+	} scan_ids, scan_written;
+	int64_t last_scan_usec;
+	int npruned;
 	/* counters and view */
 	uint64_t synced_rows;
 	int64_t backfill_rows, backfill_total;
@@ -237,12 +246,24 @@ bool sync_table_options(const struct cf_kv *kv, int nkv, struct sync_table_conf 
 	const char *iv = api_kv_get(kv, nkv, "sync_interval");
 	const char *bf = api_kv_get(kv, nkv, "backfill");
 	const char *ps = api_kv_get(kv, nkv, "page_size");
+	const char *fi = api_kv_get(kv, nkv, "full_sync_interval");
 	char *end;
 	long v;
 
 	conf->interval = 60;
 	conf->backfill = true;
 	conf->page_size = 0;
+	conf->full_interval = 3600;
+	if (fi != NULL) {
+		errno = 0;
+		v = strtol(fi, &end, 10);
+		if (errno != 0 || end == fi || *end != '\0' || v < 1 || v > 604800) {
+			snprintf(err, errsize,
+			         "full_sync_interval=%.20s is not a number of seconds in 1..604800", fi);
+			return false;
+		}
+		conf->full_interval = (int)v;
+	}
 	if (iv != NULL) {
 		errno = 0;
 		v = strtol(iv, &end, 10);
@@ -340,6 +361,64 @@ static void sb_add_array_item(struct sync_buf *b, const char *s, bool first)
 	sb_add(b, "\"");
 }
 
+static void strings_add(struct sync_strings *l, const char *s)
+{
+	if (l->failed)
+		return;
+	if (l->n == l->cap) {
+		int cap = l->cap ? l->cap * 2 : 256;
+		char **grown = realloc(l->v, (size_t)cap * sizeof(*grown));
+		if (grown == NULL) {
+			l->failed = true;
+			return;
+		}
+		l->v = grown;
+		l->cap = cap;
+	}
+	if ((l->v[l->n] = strdup(s)) == NULL) {
+		l->failed = true;
+		return;
+	}
+	l->n++;
+}
+
+static void strings_clear(struct sync_strings *l)
+{
+	for (int i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	memset(l, 0, sizeof(*l));
+}
+
+/* A text[] literal of the strings, or NULL when out of memory. */
+static char *strings_array(const struct sync_strings *a, const struct sync_strings *b)
+{
+	struct sync_buf buf = {0};
+	bool first = true;
+
+	sb_add(&buf, "{");
+	for (int k = 0; k < 2; k++) {
+		const struct sync_strings *l = k == 0 ? a : b;
+		for (int i = 0; l != NULL && i < l->n; i++) {
+			sb_add_array_item(&buf, l->v[i], first);
+			first = false;
+		}
+	}
+	sb_add(&buf, "}");
+	if (buf.failed) {
+		free(buf.data);
+		return NULL;
+	}
+	return buf.data;
+}
+
+static void sync_scan_end(struct sync_tbl *t)
+{
+	t->scanning = false;
+	strings_clear(&t->scan_ids);
+	strings_clear(&t->scan_written);
+}
+
 static struct catalog_table *sync_catalog(struct sync_tbl *t)
 {
 	struct catalog_table *ct =
@@ -382,6 +461,8 @@ static void sync_note_written(struct sync_tbl *t, const char *key)
 {
 	struct sync_written *grown;
 
+	if (t->scanning)
+		strings_add(&t->scan_written, key);
 	/* only pages in flight look at the log: with none, nothing needs keeping */
 	if (t->state != SYNC_FETCHING && t->state != SYNC_APPLYING)
 		return;
@@ -438,6 +519,8 @@ void sync_write_begin(struct sync *s, int i, bool insert, const char *const *key
 		int at;
 		if (keys[k] == NULL)
 			continue;
+		if (t->scanning)
+			strings_add(&t->scan_written, keys[k]);
 		at = sync_busy_find(t, keys[k]);
 		if (at >= 0) {
 			t->busy[at].n++;
@@ -532,6 +615,7 @@ static void sync_fail(struct sync_tbl *t, const char *fmt, ...)
 	}
 	changes_page_free(&t->page);
 	sync_free_page_sql(t);
+	sync_scan_end(t);
 	free(t->next);
 	t->next = NULL;
 	if (t->pc != NULL && (t->state == SYNC_APPLYING || !pgc_ok(t->pc))) {
@@ -583,29 +667,11 @@ static bool sync_fields(struct sync_tbl *t, const struct catalog_table *ct)
 }
 
 
-/* Where the feed stands "now", for backfill=off on a table with no cursor. */
-static const char *sync_cursor_now(struct sync_tbl *t, char *buf, size_t size)
-{
-	const char *type = api_connector(t->conf.api)->ops->type;
-	time_t now = time(NULL);
-	struct tm tm;
-
-	gmtime_r(&now, &tm);
-	if (strcmp(type, "stripe") == 0)
-		return "b|"; /* replaced below: an anchor without the listing */
-	if (strcmp(type, "salesforce") == 0) {
-		strftime(buf, size, "%Y-%m-%dT%H:%M:%S.000+0000|", &tm);
-		return buf;
-	}
-	strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-	return buf;
-}
-
 static void sync_on_loaded(void *arg, struct pgc *pc, PGresult *res, const char *error)
 {
 	struct sync_tbl *t = arg;
 	struct catalog_table *ct = sync_catalog(t);
-	char buf[64];
+	char buf[128];
 
 	(void)pc;
 	if (res == NULL) {
@@ -633,10 +699,13 @@ static void sync_on_loaded(void *arg, struct pgc *pc, PGresult *res, const char 
 		t->reset = false;
 	} else {
 		/* backfill=off: only what changes from now on */
-		const char *now = sync_cursor_now(t, buf, sizeof(buf));
-		t->cursor = strdup(strcmp(now, "b|") == 0 ? "" : now);
+		const struct connector *c = api_connector(t->conf.api);
+		if (!c->ops->changes->cursor_now(c, (long long)time(NULL), buf, sizeof(buf))) {
+			sync_fail(t, "cannot make a cursor for now");
+			return;
+		}
+		t->cursor = strdup(buf);
 		t->backfilling = false;
-		t->skip_listing = strcmp(now, "b|") == 0;
 	}
 	if (t->cursor == NULL) {
 		sync_fail(t, "out of memory");
@@ -652,6 +721,14 @@ static void sync_on_loaded(void *arg, struct pgc *pc, PGresult *res, const char 
 		         t->cursor[0] ? "resumes from its stored cursor" : "starts");
 	}
 	t->listing_first = true;
+	sync_scan_end(t);
+	if (api_connector(t->conf.api)->ops->changes->full_scan_deletes) {
+		int64_t now = sync_now_usec();
+		t->scanning = t->backfilling || t->last_scan_usec == 0 ||
+		              now - t->last_scan_usec >= (int64_t)t->conf.full_interval * 1000000;
+		if (t->scanning && !t->backfilling)
+			log_debug("synced table %s: a full listing, for deletes", t->name);
+	}
 	sync_fetch(t);
 }
 
@@ -753,6 +830,7 @@ static void sync_fetch(struct sync_tbl *t)
 	req.nfields = t->nfields;
 	req.page_size = t->conf.page_size > 0 ? t->conf.page_size
 	                                      : c->ops->changes->default_page_size;
+	req.full_scan = t->scanning;
 	if (!changes_build_request(c, t->conf.at, &req, &spec, &err)) {
 		sync_fail_api(t, &err);
 		return;
@@ -837,13 +915,13 @@ static void sync_apply(struct sync_tbl *t)
 		sync_fail(t, "the table is not ready");
 		return;
 	}
-	if (t->page.nrecords == 0) {
+	if (t->page.nrecords == 0 && !(t->scanning && !t->page.more)) {
 		/* nothing to write: the cursor alone (it may have moved: an anchor, a listing) */
 		if (!sync_queue_cursor(t, sync_on_committed))
 			sync_fail(t, "database: %s", pgc_error(t->pc));
 		return;
 	}
-	t->keys = calloc((size_t)t->page.nrecords, sizeof(*t->keys));
+	t->keys = calloc((size_t)t->page.nrecords + 1, sizeof(*t->keys));
 	if (t->keys == NULL) {
 		sync_fail(t, "out of memory");
 		return;
@@ -908,6 +986,15 @@ static void sync_on_tx_step(void *arg, struct pgc *pc, PGresult *res, const char
 		snprintf(t->tx_error, sizeof(t->tx_error), "%s",
 		         res ? PQresultErrorMessage(res) : error ? error : "connection lost");
 	}
+}
+
+static void sync_on_pruned(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct sync_tbl *t = arg;
+
+	sync_on_tx_step(arg, pc, res, error);
+	if (!t->tx_failed && res != NULL)
+		t->npruned = atoi(PQcmdTuples(res));
 }
 
 static void sync_on_locked(void *arg, struct pgc *pc, PGresult *res, const char *error)
@@ -1033,12 +1120,41 @@ static void sync_on_locked(void *arg, struct pgc *pc, PGresult *res, const char 
 		snprintf(t->delete_sql, n, "delete from %s where %s = any ($1::%s[])", qt, qpk,
 		         pkc->type_name);
 	}
+	if (t->scanning && !t->page.more) {
+		/* the full listing is over: rows of records it did not name are gone from the API,
+		   except those written (or being written) through syncbouncer meanwhile */
+		size_t n = 2 * strlen(qt) + 3 * strlen(qpk) + 2 * strlen(pkc->type_name) + 200;
+		if (t->scan_ids.failed || t->scan_written.failed) {
+			sync_fail(t, "out of memory (the full listing's ids)");
+			return;
+		}
+		free(t->lock_sql);
+		t->lock_sql = malloc(n);
+		free(t->delete_array);
+		t->delete_array = strings_array(&t->scan_ids, NULL);
+		free(t->keys_array);
+		t->keys_array = strings_array(&t->scan_written, NULL);
+		if (t->lock_sql == NULL || t->delete_array == NULL || t->keys_array == NULL) {
+			sync_fail(t, "out of memory");
+			return;
+		}
+		snprintf(t->lock_sql, n,
+		         "delete from %s where %s in (select %s from %s where not (%s = any ($1::%s[]))"
+		         " and not (%s = any ($2::%s[])) for update skip locked)",
+		         qt, qpk, qpk, qt, qpk, pkc->type_name, qpk, pkc->type_name);
+		for (int i = 0; i < t->nbusy; i++)
+			strings_add(&t->scan_written, t->busy[i].key);
+	}
 	p1[0] = t->upsert_json;
 	if ((t->nupserts > 0 && !pgc_query(t->pc, t->upsert_sql, 1, NULL, p1, NULL, NULL, 0,
 	                                   sync_on_tx_step, t)) ||
 	    (ndel > 0 && !pgc_query(t->pc, t->delete_sql, 1, NULL,
 	                            (const char *const *)&t->delete_array, NULL, NULL, 0,
 	                            sync_on_tx_step, t)) ||
+	    (t->scanning && !t->page.more &&
+	     !pgc_query(t->pc, t->lock_sql, 2, NULL,
+	                (const char *const[]){t->delete_array, t->keys_array}, NULL, NULL, 0,
+	                sync_on_pruned, t)) ||
 	    !sync_queue_cursor(t, sync_on_tx_step) ||
 	    !pgc_query(t->pc, "COMMIT", 0, NULL, NULL, NULL, NULL, 0, sync_on_committed, t))
 		sync_fail(t, "database: %s", pgc_error(t->pc));
@@ -1096,7 +1212,16 @@ static void sync_on_committed(void *arg, struct pgc *pc, PGresult *res, const ch
 	}
 	t->backoff_usec = 0;
 	t->error[0] = '\0';
-	t->synced_rows += (uint64_t)(t->nupserts + t->ndeletes);
+	t->synced_rows += (uint64_t)(t->nupserts + t->ndeletes + t->npruned);
+	if (t->scanning && !t->page.more) {
+		if (t->npruned > 0 || !t->backfilling)
+			log_info("synced table %s: full listing done, %d row(s) of records gone from"
+			         " the API deleted",
+			         t->name, t->npruned);
+		t->last_scan_usec = sync_now_usec();
+		sync_scan_end(t);
+	}
+	t->npruned = 0;
 	if (t->backfilling)
 		t->backfill_rows += t->nupserts;
 	if (t->page.newest > t->newest)
@@ -1144,6 +1269,7 @@ static void sync_on_page(void *arg, const struct http_response *resp)
 	req.next = t->next;
 	req.page_size = t->conf.page_size > 0 ? t->conf.page_size
 	                                      : c->ops->changes->default_page_size;
+	req.full_scan = t->scanning;
 	changes_page_free(&t->page);
 	changes_parse_response(c, t->conf.at, &req, resp, &t->page);
 	if (!t->page.ok) {
@@ -1151,13 +1277,9 @@ static void sync_on_page(void *arg, const struct http_response *resp)
 		sync_fail_api(t, &e);
 		return;
 	}
-	if (t->skip_listing && t->page.cursor != NULL && strncmp(t->page.cursor, "b|", 2) == 0) {
-		/* backfill=off on Stripe: the anchor alone, then straight to the events */
-		t->page.cursor[0] = 'e';
-		t->page.cursor[strlen(t->page.cursor) - 1] = '\0';
-		t->page.more = false;
-		t->skip_listing = false;
-	}
+	for (int i = 0; t->scanning && i < t->page.nrecords; i++)
+		if (!t->page.records[i].deleted)
+			strings_add(&t->scan_ids, t->page.records[i].id);
 	if (t->backfilling && t->listing_first && t->page.total >= 0)
 		t->backfill_total = t->backfill_rows + t->page.total;
 	sync_apply(t);
@@ -1275,6 +1397,7 @@ void sync_free(struct sync *s)
 		changes_page_free(&t->page);
 		sync_free_page_sql(t);
 		sync_clear_written(t);
+		sync_scan_end(t);
 		for (int k = 0; k < t->nbusy; k++)
 			free(t->busy[k].key);
 		free(t->busy);

@@ -21,8 +21,8 @@ is a 409 duplicate. With --token T every request needs "Authorization: Bearer T"
 "<H>: T" when --token-header H is given.
 
 Control API: POST /_records {"collection": "contacts", "op": "create", "fields": {...}} -> the
-record, {"op": "update", "id", "fields"}, {"op": "delete", "id"}: changes made directly in the
-API. As fake_salesforce.py: POST /_control {"delay_ms", "fail_status", "fail_count",
+record ("count": N creates N, {n} in values replaced by 0..N-1), {"op": "update", "id",
+"fields"}, {"op": "delete", "id"}: changes made directly in the API. As fake_salesforce.py: POST /_control {"delay_ms", "fail_status", "fail_count",
 "rate_limit", "retry_after", "down", "down_count", "reset"}, GET /_requests, DELETE /_requests,
 GET /_store.
 Run: python3 test/fakes/fake_rest.py --port N  (prints "listening on N" when ready).
@@ -230,6 +230,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         coll, op, rid = c.get("collection", "contacts"), c.get("op"), c.get("id")
         fields = c.get("fields") or {}
         with st.lock:
+            if op == "create" and "count" in c:
+                made = [self.create(coll, {k: (v.replace("{n}", str(i)) if isinstance(v, str)
+                                               else v) for k, v in fields.items()})
+                        for i in range(int(c["count"]))]
+                return self.send(200, {"data": made})
             if op == "create":
                 return self.send(200, self.create(coll, fields))
             if rid not in st.store.get(coll, {}):

@@ -75,6 +75,18 @@ def test_missing_config_file_is_an_error(tmp_path):
     assert "nonexistent.ini" in res.stdout + res.stderr
 
 
+@pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer 1.18 still has the deprecated -R")
+def test_online_restart_flag_is_refused_pointing_at_so_reuseport(bouncer_factory):
+    b = bouncer_factory(start=False)
+    for flag in ("-R", "--reboot"):
+        res = run(flag, b.ini)
+        assert res.returncode != 0
+        out = res.stdout + res.stderr
+        assert "online restart (-R) is not supported" in out
+        assert "so_reuseport" in out  # what to do instead
+        assert not accepts(b.port)
+
+
 def test_daemon_without_pidfile_fails(bouncer_factory):
     b = bouncer_factory(start=False)
     res = run("-d", b.ini)

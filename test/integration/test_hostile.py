@@ -170,6 +170,7 @@ def test_startup_packet_over_10000_bytes_refused(bouncer):
     assert err["C"] == "08P01" and "startup packet" in err["M"]
 
 
+@pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer 1.18 refuses messages over pkt_buf at login")
 def test_largest_password_message_postgresql_takes_is_answered(bouncer):
     """65,535 bytes is PostgreSQL's cap: such a message is read (and fails as a password)."""
     s = raw(bouncer)
@@ -184,6 +185,7 @@ def test_largest_password_message_postgresql_takes_is_answered(bouncer):
 # ---- 7. startup packets larger than pkt_buf
 
 
+@pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer 1.18 refuses startup packets over pkt_buf")
 def test_startup_packet_larger_than_pkt_buf(bouncer):
     w = bouncer.wire()
     assert w.startup("app", "app", password="secret", application_name="n" * 5000) is None
@@ -210,6 +212,7 @@ def test_large_startup_packet_with_shifted_version_refused(bouncer):
 # ---- 8. failed logins leave no pool behind
 
 
+@pytest.mark.skipif(IS_PGBOUNCER, reason="syncbouncer's rule; pgbouncer 1.18 fails it")
 def test_failed_logins_create_no_pools(bouncer):
     before = pools(bouncer)
     rnd = random.Random(9)
@@ -376,6 +379,25 @@ def test_bind_declaring_result_formats_it_does_not_carry(synced, pg):
     assert synced.fake.requests() == []
 
 
+@pytest.mark.skipif(IS_PGBOUNCER, reason="syncbouncer's rule")
+def test_server_that_got_half_a_message_is_not_reused(bouncer_factory):
+    """A client sends part of a Parse and disconnects: its server holds a truncated message
+    that the next client's bytes would complete, so it must be closed, not pooled again."""
+    b = bouncer_factory(config={"pgbouncer": {"default_pool_size": 1,
+                                              "query_wait_timeout": 5}})
+    w = b.wire()
+    assert w.startup("app", "app", password="secret") is None
+    w.query("select 1")
+    w.read_until_ready()
+    # a Parse that declares 100 bytes, of which 20 are sent
+    w.sock.sendall(b"P" + struct.pack("!I", 104) + b"\0select 1 from pg_c")
+    time.sleep(0.5)
+    w.sock.close()
+    for n in range(3):
+        with b.connect(autocommit=True) as conn:
+            assert conn.execute("select %s::int", (n,)).fetchone() == (n,)
+
+
 # ---- 6. accept() at the open files limit
 
 
@@ -398,7 +420,7 @@ def test_open_files_limit_raised_toward_max_client_conn(bouncer_factory):
         line = [x for x in f if x.startswith("Max open files")][0]
     soft = int(line.split()[3])
     assert soft >= 3000 + 64
-    assert "open files limit: " in b.log()
+    assert "open files limit raised from 256 to " in b.log()
 
 
 @pytest.mark.skipif(IS_PGBOUNCER, reason="syncbouncer's log line")
@@ -438,7 +460,8 @@ FLOOD = 10_000
 def test_10000_connection_flood_past_max_client_conn(bouncer_factory):
     """10,000 connections, far past max_client_conn, come and go in waves of 500 while a
     logged-in client keeps querying: every one of its queries is answered, a new login works
-    afterwards, and RSS ends within 16 MB (48 MB under the sanitizers) of where it started."""
+    afterwards, and RSS ends within 16 MB of where it started (96 MB under the sanitizers, whose
+    allocator keeps freed blocks in a 32 MB quarantine and per-size caches)."""
     need = 1200
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < need:
@@ -478,7 +501,9 @@ def test_10000_connection_flood_past_max_client_conn(bouncer_factory):
                 msg = read_msg(s)
                 if msg is not None and msg[0] == "E":
                     refused += 1
-                    assert pgwire.parse_error_fields(msg[1])["C"] == "53300"
+                    # pgbouncer says 08P01; PostgreSQL's too_many_connections is 53300
+                    assert pgwire.parse_error_fields(msg[1])["C"] == (
+                        "08P01" if IS_PGBOUNCER else "53300")
                 elif msg is not None and msg[0] == "R":
                     answered += 1
                 s.close()
@@ -493,7 +518,7 @@ def test_10000_connection_flood_past_max_client_conn(bouncer_factory):
         assert conn.execute("select 2").fetchone() == (2,)
     time.sleep(1)
     after = b.rss_kb()
-    bound = (48 if SANITIZED else 16) * 1024
+    bound = (96 if SANITIZED else 16) * 1024
     print(f"flood: {refused} refused, {answered} asked for a password; RSS {baseline} -> "
           f"{after} kB")
     assert after - baseline < bound

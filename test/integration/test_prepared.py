@@ -227,3 +227,68 @@ def test_deallocate_all_in_a_pipeline(bouncer_factory, command):
         assert b'prepared statement "mine" does not exist' in res.error_message
         # the other client's name still works: prepared again on the server that forgot it
         assert c.pgconn.exec_prepared(b"theirs", []).get_value(0, 0) == b"shared text"
+
+
+@pytest.mark.parametrize("command", ["DEALLOCATE ALL", "DISCARD ALL"])
+def test_deallocate_all_of_one_client_spares_the_others(bouncer_factory, command):
+    # psycopg's own statement names (_pg3_0, ...) in both clients, one shared server
+    b = bouncer_factory(config=txn(default_pool_size=1))
+    with b.connect(autocommit=True) as one, b.connect(autocommit=True) as two:
+        assert one.execute("select 'one'", prepare=True).fetchone() == ("one",)
+        assert two.execute("select %s::text || 'two'", ("2",), prepare=True).fetchone() == (
+            "2two",)
+        assert one.execute(command).statusmessage == command
+        # the other client's statements work on, under the names it gave them
+        for i in range(3):
+            assert two.execute("select %s::text || 'two'", (str(i),),
+                               prepare=True).fetchone() == (f"{i}two",)
+        # a name the client forgot fails as PostgreSQL says
+        res = one.pgconn.exec_prepared(b"_pg3_0", [])
+        assert res.status == psycopg.pq.ExecStatus.FATAL_ERROR
+        assert res.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"26000"
+
+
+@pytest.mark.parametrize("command", ["DEALLOCATE ALL", "DISCARD ALL"])
+def test_deallocate_all_leaves_the_shared_server_alone(bouncer_factory, command):
+    b = bouncer_factory(config=txn(default_pool_size=1))
+    with b.connect(autocommit=True) as one, b.connect(autocommit=True) as two:
+        one.pgconn.prepare(b"mine", b"select 'one'")
+        two.pgconn.prepare(b"theirs", b"select 'two'")
+        two.execute("set application_name = 'kept'")
+        held = {r[0] for r in two.execute("select name from pg_prepared_statements")}
+        assert len(held) == 2  # both statements, under the pooler's names, on the one server
+        # answered as PostgreSQL would ...
+        cur = one.execute(command)
+        assert cur.statusmessage == command
+        # ... but the server, shared with the other client, keeps its statements and session
+        assert {r[0] for r in two.execute("select name from pg_prepared_statements")} == held
+        assert two.execute("show application_name").fetchone() == ("kept",)
+        res = one.pgconn.exec_prepared(b"mine", [])
+        assert res.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"26000"
+        assert two.pgconn.exec_prepared(b"theirs", []).get_value(0, 0) == b"two"
+
+
+def test_discard_all_in_a_transaction_fails_as_postgresql_says(bouncer_factory):
+    b = bouncer_factory(config=txn(default_pool_size=1))
+    with b.connect() as conn:
+        conn.pgconn.prepare(b"s1", b"select 1")
+        conn.execute("select 1")  # psycopg opened a transaction block
+        with pytest.raises(psycopg.errors.ActiveSqlTransaction) as ei:
+            conn.execute("DISCARD ALL")
+        assert "DISCARD ALL cannot run inside a transaction block" in str(ei.value)
+
+
+def test_discard_all_resets_the_clients_settings_as_postgresql_does(bouncer_factory, pg):
+    b = bouncer_factory(config=txn(default_pool_size=1))
+
+    def after_discard(conn):
+        conn.execute("set datestyle = 'German'")
+        conn.execute("set application_name = 'before discard'")
+        assert conn.execute("DISCARD ALL").statusmessage == "DISCARD ALL"
+        return (conn.execute("show datestyle").fetchone()[0],
+                conn.execute("show application_name").fetchone()[0])
+
+    with pg.connect(dbname="app", user="app") as direct:
+        expected = after_discard(direct)
+    with b.connect(autocommit=True) as conn:
+        assert after_discard(conn) == expected

@@ -3,6 +3,7 @@
 reloads. Debian's pgbouncer 1.18 exits at once on SIGTERM, so those tests are skipped there.
 """
 
+import os
 import signal
 import socket
 import threading
@@ -145,3 +146,92 @@ def test_sighup_reloads_the_config(bouncer):
             time.sleep(0.05)
     with bouncer.connect() as c:
         assert c.execute("select 1").fetchone() == (1,)
+
+
+@needs_125
+@pytest.mark.timeout(60)
+def test_sigint_during_a_sigterm_shutdown_exits_at_once(bouncer):
+    c = bouncer.connect(autocommit=True)
+    try:
+        bouncer.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert bouncer.proc.poll() is None
+        bouncer.proc.send_signal(signal.SIGINT)
+        assert exited(bouncer, 5)
+        assert bouncer.proc.returncode == 0
+    finally:
+        c.close()
+    bouncer.stopped_by_us = True
+    assert "got SIGINT while shutting down, fast exit" in bouncer.log()
+
+
+@needs_125
+@pytest.mark.timeout(60)
+def test_second_sigint_exits_at_once(bouncer):
+    c = bouncer.connect(autocommit=True)
+    try:
+        c.execute("select 1")  # session mode: its server stays busy
+        bouncer.proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        assert bouncer.proc.poll() is None
+        bouncer.proc.send_signal(signal.SIGINT)
+        assert exited(bouncer, 5)
+    finally:
+        c.close()
+    bouncer.stopped_by_us = True
+
+
+@needs_125
+@pytest.mark.timeout(60)
+def test_sigterm_while_suspended_exits_at_once(bouncer):
+    c = bouncer.connect(autocommit=True)
+    a = admin(bouncer)
+    try:
+        a.execute("SUSPEND")
+        bouncer.proc.send_signal(signal.SIGTERM)
+        # a suspended pooler cannot wait for its clients to finish: it goes down now
+        assert exited(bouncer, 5), "still running after SIGTERM while suspended"
+        assert "suspend was in progress, going down immediately" in bouncer.log()
+    finally:
+        c.close()
+        a.close()
+    bouncer.stopped_by_us = True
+
+
+@needs_125
+@pytest.mark.timeout(60)
+def test_sigusr2_does_not_undo_a_shutdown(bouncer):
+    c = bouncer.connect(autocommit=True)
+    try:
+        bouncer.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        bouncer.proc.send_signal(signal.SIGUSR2)
+        time.sleep(0.3)
+        assert not accepts(bouncer), "SIGUSR2 reopened a pooler that is shutting down"
+        assert c.execute("select 'still served'").fetchone() == ("still served",)
+        assert "got SIGUSR2 while shutting down, ignoring" in bouncer.log()
+    finally:
+        c.close()
+    assert exited(bouncer)
+    bouncer.stopped_by_us = True
+
+
+@pytest.mark.timeout(60)
+def test_sighup_reopens_a_renamed_logfile(bouncer):
+    # what logrotate does (etc/syncbouncer.logrotate): rename, then SIGHUP
+    log = bouncer.logfile
+    with bouncer.connect() as c:
+        c.execute("select 1")
+    os.rename(log, log + ".1")
+    bouncer.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    rotated = open(log + ".1").read()
+    assert "SIGHUP" in rotated
+    # lines from now on go to a new file of the old name
+    with bouncer.connect(user="scramuser", password="scrampass") as c:
+        c.execute("select 1")
+    deadline = time.monotonic() + 10
+    while "scramuser" not in (open(log).read() if os.path.exists(log) else ""):
+        assert time.monotonic() < deadline, "nothing logged to a new logfile after SIGHUP"
+        time.sleep(0.05)
+    assert open(log + ".1").read() == rotated, "lines still went to the renamed file"

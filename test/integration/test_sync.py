@@ -96,12 +96,12 @@ def test_salesforce_backfill_of_100000_records_shows_progress(pg, bouncer_factor
     ids = sf_records(fake_sf, op="create", count=100000,
                      fields={"LastName": "L{n}", "Email": "c{n}@example.com"})["ids"]
     fake_sf.control(query_batch=2000)
-    seen = []
-    stop = threading.Event()
 
     def start():
+        # the first pass is the backfill: allowed two minutes (sanitizer builds are slow)
         return start_synced(pg, bouncer_factory, fake_sf, api_extra="rate_limit=20",
-                            table_extra="columns='note:Description' sync_interval=0")
+                            table_extra="columns='note:Description' sync_interval=0",
+                            settle_timeout=120)
 
     b = start()
     # start_synced returns once the first pass (the backfill) is over; SHOW during it:
@@ -406,4 +406,158 @@ def test_a_failing_table_never_stops_the_others(pg, bouncer_factory, fake_rest, 
     rec = fake_rest.call("POST", "/_records", {"op": "create", "fields": {"name": "Cy"}})
     wait_for("the other table's change", lambda: pg.sql(
         "SELECT id FROM internal.contacts", dbname="crm") == [(rec["id"],)])
-    assert sync_rows(b)[SF_TABLE]["sync_state"] == "failed"
+    # the failing table is still being retried (failed, or in a retry), never done
+    assert sync_rows(b)[SF_TABLE]["last_sync"] is None
+
+
+@pytest.fixture
+def fake_hubspot():
+    f = FakeProc("fake_hubspot.py", "--token", "hs-token")
+    yield f
+    f.stop()
+
+
+HS_DDL = """
+DROP SCHEMA IF EXISTS syncbouncer CASCADE;
+DROP SCHEMA IF EXISTS hubspot CASCADE;
+CREATE SCHEMA hubspot AUTHORIZATION app;
+CREATE TABLE hubspot.contacts (id text PRIMARY KEY, firstname text, lastname text, email text);
+ALTER TABLE hubspot.contacts OWNER TO app;
+"""
+
+
+def test_hubspot_search_past_10000_limit_and_archived_records(pg, bouncer_factory,
+                                                              fake_hubspot):
+    """HubSpot's search stops at 10,000 results: the backfill gets past by moving the cursor."""
+    pg.sql(HS_DDL, dbname="crm")
+    ids = fake_hubspot.call("POST", "/_records", {"op": "create", "count": 10300,
+                                                  "properties": {"firstname": "F{n}",
+                                                                 "lastname": "L{n}",
+                                                                 "email": "h{n}@example.com"}})["ids"]
+    b = start_other(pg, bouncer_factory,
+                    [f"hubspot = type=hubspot base_url={fake_hubspot.url} auth=bearer "
+                     "token=hs-token rate_limit=100"],
+                    ["crm.hubspot.contacts = api=hubspot object=contacts sync_interval=1 "
+                     "page_size=200"])
+    rows = lambda: pg.sql("SELECT id, firstname, lastname, email FROM hubspot.contacts",
+                          dbname="crm")
+    assert sorted(rows()) == sorted((i, f"F{n}", f"L{n}", f"h{n}@example.com")
+                                    for n, i in enumerate(ids))
+    searches = [r for r in fake_hubspot.call("GET", "/_requests") if r["path"].endswith("/search")]
+    restarts = [r for r in searches if "after" not in r["body"]]
+    assert len(restarts) == 2  # the first search, and one move of the cursor at 10,000
+    assert max(int(r["body"].get("after", 0)) for r in searches) == 9800
+    assert all(r["body"]["sorts"] == [{"propertyName": "hs_lastmodifieddate",
+                                       "direction": "ASCENDING"}] for r in searches)
+    # changes directly in HubSpot: a new contact, a change, an archived one
+    new = fake_hubspot.call("POST", "/_records", {"op": "create", "properties": {
+        "firstname": "New", "lastname": "Contact", "email": "new@example.com"}})["ids"][0]
+    fake_hubspot.call("POST", "/_records", {"op": "update", "id": ids[0],
+                                            "properties": {"email": "changed@example.com"}})
+    fake_hubspot.call("POST", "/_records", {"op": "archive", "id": ids[1]})
+    want = {(i, f"F{n}", f"L{n}", f"h{n}@example.com") for n, i in enumerate(ids)}
+    want -= {(ids[0], "F0", "L0", "h0@example.com"), (ids[1], "F1", "L1", "h1@example.com")}
+    want |= {(ids[0], "F0", "L0", "changed@example.com"), (new, "New", "Contact",
+                                                           "new@example.com")}
+    wait_for("the changes", lambda: set(rows()) == want)
+    # a write through syncbouncer, then the sync, agree
+    with b.connect(dbname="crm", autocommit=True) as conn:
+        conn.execute("update hubspot.contacts set firstname = 'Via' where id = %s", (new,))
+    sync_now(b, "crm.hubspot.contacts")
+    assert pg.sql(f"SELECT firstname FROM hubspot.contacts WHERE id = '{new}'",
+                  dbname="crm") == [("Via",)]
+
+
+@pytest.fixture
+def fake_airtable():
+    f = FakeProc("fake_airtable.py", "--token", "at-token")
+    yield f
+    f.stop()
+
+
+AT_DDL = """
+DROP SCHEMA IF EXISTS syncbouncer CASCADE;
+DROP SCHEMA IF EXISTS airtable CASCADE;
+CREATE SCHEMA airtable AUTHORIZATION app;
+CREATE TABLE airtable.contacts (id text PRIMARY KEY, name text, email text);
+ALTER TABLE airtable.contacts OWNER TO app;
+"""
+
+
+def test_airtable_changes_and_deletes_by_full_listing(pg, bouncer_factory, fake_airtable):
+    pg.sql(AT_DDL, dbname="crm")
+    ids = fake_airtable.call("POST", "/_records", {"op": "create", "count": 250, "fields": {
+        "name": "N{n}", "email": "a{n}@example.com"}})["ids"]
+    b = start_other(pg, bouncer_factory,
+                    [f"airtable = type=airtable base_url={fake_airtable.url} base_id=appFAKE "
+                     "auth=bearer token=at-token rate_limit=50"],
+                    ["crm.airtable.contacts = api=airtable object=Contacts sync_interval=1 "
+                     "full_sync_interval=3"])
+    rows = lambda: set(pg.sql("SELECT id, name, email FROM airtable.contacts", dbname="crm"))
+    want = {(i, f"N{n}", f"a{n}@example.com") for n, i in enumerate(ids)}
+    assert rows() == want
+    new = fake_airtable.call("POST", "/_records", {"op": "create", "fields": {
+        "name": "New", "email": "new@example.com"}})["ids"][0]
+    fake_airtable.call("POST", "/_records", {"op": "update", "id": ids[0],
+                                             "fields": {"email": "changed@example.com"}})
+    fake_airtable.call("POST", "/_records", {"op": "delete", "id": ids[1]})
+    want = (want - {(ids[0], "N0", "a0@example.com"), (ids[1], "N1", "a1@example.com")}) | {
+        (ids[0], "N0", "changed@example.com"), (new, "New", "new@example.com")}
+    wait_for("the changes, and the delete found by a full listing", lambda: rows() == want)
+    log = fake_airtable.call("GET", "/_requests")
+    filtered = [r for r in log if "filterByFormula" in r["query"]]
+    assert filtered and "LAST_MODIFIED_TIME" in urllib.request.unquote(filtered[0]["query"])
+    assert any("offset=" in r["query"] for r in log)  # 250 records: pages of 100
+    assert "full listing done, 1 row(s)" in b.log()
+    # a row written through syncbouncer while a full listing runs (after the listing's
+    # snapshot of ids was taken) is not taken for a deleted record by that listing's deletes
+    fake_airtable.call("POST", "/_control", {"list_delay_ms": 600})
+    listings = lambda: [r for r in fake_airtable.call("GET", "/_requests")
+                        if r["method"] == "GET" and "filterByFormula" not in r["query"]
+                        and "offset=" not in r["query"]]
+    before = len(listings())
+    wait_for("a full listing to start", lambda: len(listings()) > before)
+    with b.connect(dbname="crm", autocommit=True) as conn:
+        (mine,) = conn.execute("insert into airtable.contacts (name) values ('Mine') "
+                               "returning id").fetchone()
+    done = b.log().count("full listing done")
+    wait_for("that full listing's end", lambda: b.log().count("full listing done") > done)
+    fake_airtable.call("POST", "/_control", {"list_delay_ms": 0})
+    assert (mine, "Mine", None) in rows()
+    sync_now(b, "crm.airtable.contacts")
+    assert (mine, "Mine", None) in rows()
+
+
+def test_backfill_off_then_sync_backfill_from_the_console(pg, bouncer_factory, fake_sf,
+                                                          fake_stripe):
+    """backfill=off starts from now (what the API already held stays out, changes come in);
+    SYNC BACKFILL loads everything."""
+    pg.sql(OTHER_DDL, dbname="crm")
+    from test_synced import TABLE_DDL
+    pg.sql(TABLE_DDL, dbname="crm")
+    old_sf = sf_records(fake_sf, op="create", fields={"LastName": "Old"})["id"]
+    old_st = fake_stripe.call("POST", "/_records", {"op": "create", "fields": {"name": "Old"}})
+    time.sleep(1.1)  # Salesforce's SystemModstamp has whole seconds: "now" is a later one
+    b = start_other(pg, bouncer_factory, [
+        f"salesforce = type=salesforce base_url={fake_sf.url} auth=oauth2 "
+        f"token_url={fake_sf.url}/services/oauth2/token client_id=test-client-id "
+        "client_secret=test-client-secret refresh_token=test-refresh-token",
+        f"stripe = type=stripe base_url={fake_stripe.url} auth=bearer token=sk_test_fake"],
+        [f"{SF_TABLE} = api=salesforce object=Contact sync_interval=1 backfill=off",
+         "crm.stripe.customers = api=stripe object=customers sync_interval=1 backfill=off"])
+    new_sf = sf_records(fake_sf, op="create", fields={"LastName": "New"})["id"]
+    new_st = fake_stripe.call("POST", "/_records", {"op": "create", "fields": {"name": "New"}})
+    wait_for("the new records", lambda: pg.sql(
+        "SELECT id FROM salesforce.contacts", dbname="crm") == [(new_sf,)] and pg.sql(
+        "SELECT id FROM stripe.customers", dbname="crm") == [(new_st["id"],)])
+    assert sync_rows(b)[SF_TABLE]["backfill_rows"] == "0"
+    with admin(b) as conn:
+        conn.execute(f"SYNC BACKFILL {SF_TABLE}")
+        conn.execute("SYNC BACKFILL crm.stripe.customers")
+        with pytest.raises(psycopg.Error, match="no such synced table"):
+            conn.execute("SYNC crm.nothing.here")
+    wait_for("the backfills", lambda: sorted(pg.sql(
+        "SELECT id FROM salesforce.contacts", dbname="crm")) == sorted([(old_sf,), (new_sf,)])
+        and sorted(pg.sql("SELECT id FROM stripe.customers", dbname="crm")) == sorted(
+            [(old_st["id"],), (new_st["id"],)]))
+    assert "backfill requested from the console" in b.log()

@@ -76,7 +76,8 @@ ALTER TABLE salesforce.contacts OWNER TO app;
 
 
 def start_synced(pg, bouncer_factory, fake, pgbouncer=None, api_extra="",
-                 table_extra="columns='note:Description'", more_tables=(), before_start=None):
+                 table_extra="columns='note:Description'", more_tables=(), before_start=None,
+                 settle_timeout=20):
     """A pooler with crm.salesforce.contacts synced to the fake Salesforce, once the guard
     trigger is in place (the catalog installs it in the background at start-up)."""
     pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
@@ -101,6 +102,7 @@ def start_synced(pg, bouncer_factory, fake, pgbouncer=None, api_extra="",
         time.sleep(0.1)
     # the sync worker's first pass (a backfill of the empty fake) is over before the test
     # starts, so that it never takes a failure the test sets up for a write
+    deadline = time.monotonic() + settle_timeout
     while not sync_settled(b):
         assert time.monotonic() < deadline, "first sync pass not done:\n" + b.output()
         time.sleep(0.1)
@@ -933,3 +935,29 @@ def test_pause_waits_for_synced_writes_and_holds_new_ones(synced, pg):
     slow.join(20)
     assert "held" in [r["LastName"] for r in synced.fake.store().values()]
     admin.close()
+
+
+def test_show_servers_lists_the_synced_side_connections(synced, pg):
+    with crm(synced) as conn:
+        conn.execute("insert into salesforce.contacts (first_name, last_name, email) "
+                     "values ('Leto', 'Atreides', 'leto@caladan.io')")
+        own = {r[0]: r[1] for r in pg.sql(
+            "select pid, application_name from pg_stat_activity "
+            "where application_name like 'syncbouncer%'")}
+        assert own, "no synced-side connection to the database"
+        with synced.connect(dbname="pgbouncer", user="postgres", password="postgres",
+                            autocommit=True, prepare_threshold=None) as a:
+            cur = a.execute("SHOW SERVERS")
+            names = [d.name for d in cur.description]
+            servers = [dict(zip(names, r)) for r in cur.fetchall()]
+        by_pid = {s["remote_pid"]: s for s in servers}
+        # every backend the pooler holds is listed, the synced side's marked by its name
+        for pid, app in own.items():
+            assert pid in by_pid, f"backend {pid} ({app}) missing from SHOW SERVERS: {servers}"
+            s = by_pid[pid]
+            assert s["application_name"] == app and app.startswith("syncbouncer")
+            assert s["database"] == "crm" and s["user"] == "app"
+            assert s["state"] in ("idle", "active") and s["link"] == ""
+        # and the client's own server is there as always
+        client_pid = conn.execute("select pg_backend_pid()").fetchone()[0]
+        assert client_pid in by_pid

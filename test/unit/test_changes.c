@@ -250,6 +250,124 @@ static void test_rest(void **state)
 	connector_free(c);
 }
 
+static void test_hubspot(void **state)
+{
+	struct cf_kv kv[] = {{"type", "hubspot"}, {"base_url", "http://hs"}};
+	struct connector *c = make("hs", kv, 2);
+	const char *fields[] = {"id", "email"};
+	struct changes_req req = {.cursor = "s|1714557600000", .next = NULL, .fields = fields,
+	                          .nfields = 2, .page_size = 200};
+	struct api_http_spec spec;
+	struct api_error err;
+	struct http_response resp = {0};
+	struct changes_page p;
+	struct api_table t;
+	const char *body;
+
+	table(&t, "contacts");
+	assert_true(changes_build_request(c, &t, &req, &spec, &err));
+	assert_int_equal(spec.method, HTTP_POST);
+	assert_string_equal(spec.url, "http://hs/crm/v3/objects/contacts/search");
+	assert_non_null(strstr(spec.body, "\"operator\":\"GTE\",\"value\":\"1714557600000\""));
+	assert_non_null(strstr(spec.body, "\"properties\":[\"hs_lastmodifieddate\",\"email\"]"));
+	assert_null(strstr(spec.body, "\"after\""));
+	api_http_spec_free(&spec);
+	/* past the 10,000th result the search starts again from the last record */
+	body = "{\"total\":20000,\"results\":[{\"id\":\"7\",\"properties\":"
+	       "{\"hs_lastmodifieddate\":\"2024-05-01T10:00:01.250Z\"}}],"
+	       "\"paging\":{\"next\":{\"after\":\"9900\"}}}";
+	resp.outcome = HTTP_OUTCOME_ANSWER;
+	resp.status = 200;
+	resp.body = body;
+	resp.body_len = strlen(body);
+	req.next = "1714557600000|9800";
+	changes_parse_response(c, &t, &req, &resp, &p);
+	assert_true(p.ok && p.more);
+	assert_null(p.next);
+	assert_string_equal(p.cursor, "s|1714557601250");
+	changes_page_free(&p);
+	/* before it, the same search goes on */
+	body = "{\"total\":20000,\"results\":[{\"id\":\"7\",\"properties\":"
+	       "{\"hs_lastmodifieddate\":\"2024-05-01T10:00:01.250Z\"}}],"
+	       "\"paging\":{\"next\":{\"after\":\"400\"}}}";
+	resp.body = body;
+	resp.body_len = strlen(body);
+	req.next = "1714557600000|200";
+	changes_parse_response(c, &t, &req, &resp, &p);
+	assert_true(p.ok && p.more);
+	assert_string_equal(p.next, "1714557600000|400");
+	changes_page_free(&p);
+	/* through: the archived records next, then the search from the same point */
+	body = "{\"total\":1,\"results\":[]}";
+	resp.body = body;
+	resp.body_len = strlen(body);
+	req.next = NULL;
+	changes_parse_response(c, &t, &req, &resp, &p);
+	assert_true(p.ok && p.more);
+	assert_string_equal(p.cursor, "a|1714557600000|");
+	changes_page_free(&p);
+	body = "{\"results\":[{\"id\":\"9\",\"properties\":{},\"archived\":true}]}";
+	resp.body = body;
+	resp.body_len = strlen(body);
+	req.cursor = "a|1714557600000|";
+	changes_parse_response(c, &t, &req, &resp, &p);
+	assert_true(p.ok && !p.more && p.nrecords == 1 && p.records[0].deleted);
+	assert_string_equal(p.cursor, "s|1714557600000");
+	changes_page_free(&p);
+	api_table_free(&t);
+	connector_free(c);
+}
+
+static void test_airtable(void **state)
+{
+	struct cf_kv kv[] = {{"type", "airtable"}, {"base_url", "http://at"}, {"base_id", "appX"}};
+	struct connector *c = make("at", kv, 3);
+	struct http_header date = {"Date", "Mon, 07 Dec 2026 09:35:00 GMT"};
+	struct http_response resp = {0};
+	struct changes_req req = {.cursor = "t|2026-12-07T09:00:00.000Z", .page_size = 100};
+	struct api_http_spec spec;
+	struct api_error err;
+	struct changes_page p;
+	struct api_table t;
+	const char *body = "{\"records\":[{\"id\":\"rec1\",\"fields\":{\"name\":\"A\"}}],"
+	                   "\"offset\":\"itr1/100\"}";
+
+	table(&t, "My Table");
+	assert_true(changes_build_request(c, &t, &req, &spec, &err));
+	assert_string_equal(spec.url, "http://at/v0/appX/My%20Table?pageSize=100&filterByFormula="
+	                              "LAST_MODIFIED_TIME%28%29%3E%3D%272026-12-07T09%3A00%3A00.000Z%27");
+	api_http_spec_free(&spec);
+	req.full_scan = true;
+	assert_true(changes_build_request(c, &t, &req, &spec, &err));
+	assert_string_equal(spec.url, "http://at/v0/appX/My%20Table?pageSize=100");
+	api_http_spec_free(&spec);
+	req.full_scan = false;
+	/* the first page: the listing's start comes from Airtable's clock */
+	resp.outcome = HTTP_OUTCOME_ANSWER;
+	resp.status = 200;
+	resp.body = body;
+	resp.body_len = strlen(body);
+	resp.headers = &date;
+	resp.nheaders = 1;
+	changes_parse_response(c, &t, &req, &resp, &p);
+	assert_true(p.ok && p.more && p.cursor == NULL);
+	assert_string_equal(p.next, "2026-12-07T09:34:59.000Z|itr1/100");
+	changes_page_free(&p);
+	/* the last page: the cursor becomes that start */
+	req.next = "2026-12-07T09:34:59.000Z|itr1/100";
+	body = "{\"records\":[]}";
+	resp.body = body;
+	resp.body_len = strlen(body);
+	changes_parse_response(c, &t, &req, &resp, &p);
+	assert_true(p.ok && !p.more);
+	assert_string_equal(p.cursor, "t|2026-12-07T09:34:59.000Z");
+	changes_page_free(&p);
+	req.next = "junk|itr1/100";
+	assert_false(changes_build_request(c, &t, &req, &spec, &err));
+	api_table_free(&t);
+	connector_free(c);
+}
+
 static void test_time(void **state)
 {
 	double t;
@@ -268,6 +386,8 @@ int main(void)
 	        cmocka_unit_test(test_salesforce),
 	        cmocka_unit_test(test_stripe),
 	        cmocka_unit_test(test_rest),
+	        cmocka_unit_test(test_hubspot),
+	        cmocka_unit_test(test_airtable),
 	        cmocka_unit_test(test_time),
 	};
 

@@ -455,6 +455,88 @@ static void test_discard_all_and_deallocate_all(void **state)
 	}
 }
 
+/*
+ * Alone and outside a transaction, DEALLOCATE ALL / DISCARD ALL forget the client's statements
+ * only: the server gets an empty query (RESET ALL for DISCARD ALL), keeps the statements it
+ * holds, and its answer becomes the command's CommandComplete. Anywhere else (in a transaction,
+ * with more statements) the server runs it and forgets everything.
+ */
+static void test_lone_forget_all_is_answered_for_the_server(void **state)
+{
+	struct fixture *f = *state;
+	struct msg got[8];
+	static const struct {
+		const char *sql, *tag;
+		char txn;
+	} cases[] = {
+	        {"DISCARD ALL", "DISCARD ALL", 'I'},
+	        {"  deallocate   all ;", "DEALLOCATE ALL", 'I'},
+	        {"DEALLOCATE PREPARE ALL;;", "DEALLOCATE ALL", 'I'},
+	        {"discard all\n", "DISCARD ALL", 'I'},
+	        {"DISCARD ALL", NULL, 'T'},
+	        {"DEALLOCATE ALL", NULL, 'E'},
+	        {"DEALLOCATE ALL; select 1", NULL, 'I'},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int n;
+
+		f->server.c->txn_status = 'I';
+		client_sends(f, &f->client, &f->server, parse_msg("d", "select 'd'"));
+		read_msgs(&f->server, got, 8);
+		server_answers(&f->server, got[0].type == 'C' ? '3' : '1');
+		read_msgs(&f->client, got, 8);
+		sync_round(&f->client, &f->server);
+		ready(&f->server);
+		read_msgs(&f->server, got, 8);
+		read_msgs(&f->client, got, 8);
+		f->server.c->txn_status = cases[i].txn;
+		if (cases[i].tag == NULL) {
+			assert_int_equal(
+			        client_sends(f, &f->client, &f->server, query_msg(cases[i].sql)),
+			        PS_PASS);
+			/* start over: nothing prepared anywhere */
+			client_sends(f, &f->client, &f->server, bind_msg("", "d"));
+			read_msgs(&f->server, got, 8);
+			continue;
+		}
+		assert_int_equal(client_sends(f, &f->client, &f->server, query_msg(cases[i].sql)),
+		                 PS_CONSUMED);
+		n = read_msgs(&f->server, got, 8);
+		assert_int_equal(n, 1);
+		assert_int_equal(got[0].type, 'Q');
+		if (cases[i].tag[1] == 'I') { /* DISCARD ALL: the client's settings are reset */
+			assert_string_equal((const char *)got[0].body, "RESET ALL");
+			assert_int_equal(server_answers(&f->server, 'C'), PS_CONSUMED);
+		} else {
+			assert_int_equal(got[0].len, 1); /* the empty query */
+			assert_int_equal(server_answers(&f->server, 'I'), PS_CONSUMED);
+		}
+		n = read_msgs(&f->client, got, 8);
+		assert_int_equal(n, 1);
+		assert_int_equal(got[0].type, 'C');
+		assert_string_equal((const char *)got[0].body, cases[i].tag);
+		/* the client's name is gone: its Bind goes to the server as it is */
+		assert_int_equal(client_sends(f, &f->client, &f->server, bind_msg("", "d")),
+		                 PS_PASS);
+		read_msgs(&f->server, got, 8);
+		/* the server still holds the statement: preparing the text again sends nothing
+		 * but a Close of nothing standing in for the ParseComplete */
+		assert_int_equal(
+		        client_sends(f, &f->client, &f->server, parse_msg("d2", "select 'd'")),
+		        PS_CONSUMED);
+		n = read_msgs(&f->server, got, 8);
+		assert_int_equal(n, 1);
+		assert_int_equal(got[0].type, 'C');
+		server_answers(&f->server, '3');
+		read_msgs(&f->client, got, 8);
+		/* start over */
+		f->server.c->txn_status = 'I';
+		client_sends(f, &f->client, &f->server, query_msg("DISCARD ALL; select 1"));
+		read_msgs(&f->server, got, 8);
+	}
+}
+
 static void test_deallocate_of_one_name(void **state)
 {
 	struct fixture *f = *state;
@@ -548,6 +630,8 @@ int main(void)
 	                                        teardown),
 	        cmocka_unit_test_setup_teardown(test_lru_evicts_the_least_recently_used, setup,
 	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_lone_forget_all_is_answered_for_the_server,
+	                                        setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_discard_all_and_deallocate_all, setup,
 	                                        teardown),
 	        cmocka_unit_test_setup_teardown(test_deallocate_of_one_name, setup, teardown),

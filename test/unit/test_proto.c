@@ -604,6 +604,60 @@ static void test_enum_strings(void **state)
 	assert_string_equal(startup_kind_str((enum startup_kind)99), "unknown");
 }
 
+/* proto_parse_options: each setting seen, as "name=value;" */
+static bool collect_setting(void *arg, const char *name, const char *value)
+{
+	char *out = arg;
+
+	strcat(out, name);
+	strcat(out, "=");
+	strcat(out, value);
+	strcat(out, ";");
+	return strcmp(name, "stop_here") != 0;
+}
+
+static void test_parse_options(void **state)
+{
+	static const struct {
+		const char *opts;
+		bool ok;
+		const char *settings; /* collected; for a failure, a word of the error */
+	} cases[] = {
+	        {"", true, ""},
+	        {"   ", true, ""},
+	        {"-c a=1", true, "a=1;"},
+	        {"-ca=1", true, "a=1;"},
+	        {"--a=1", true, "a=1;"},
+	        {"--lock-timeout=5", true, "lock_timeout=5;"},
+	        {"  -c a=1 \t -cb=2   --c-d=3 ", true, "a=1;b=2;c_d=3;"},
+	        {"-c datestyle=German,\\ YMD", true, "datestyle=German, YMD;"},
+	        {"-c a=x\\\\y", true, "a=x\\y;"},
+	        {"-c a=", true, "a=;"},
+	        {"-c a=b=c", true, "a=b=c;"},
+	        {"--", true, ""},
+	        {"-c", false, "argument"},
+	        {"-c a", false, "requires a value"},
+	        {"-c =1", false, "requires a value"},
+	        {"--a", false, "requires a value"},
+	        {"-B 100", false, "unsupported"},
+	        {"a=1", false, "invalid command-line argument"},
+	        {"-- -c a=1", false, "invalid command-line argument"},
+	        {"-c stop_here=1 -c b=2", false, "stop_here=1;"},
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char got[256] = "", err[128] = "";
+		bool ok =
+		        proto_parse_options(cases[i].opts, collect_setting, got, err, sizeof(err));
+
+		assert_int_equal(ok, cases[i].ok);
+		if (ok || strchr(cases[i].settings, ';') != NULL)
+			assert_string_equal(got, cases[i].settings);
+		else
+			assert_non_null(strstr(err, cases[i].settings));
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -620,6 +674,7 @@ int main(void)
 	        cmocka_unit_test(test_parse_small),
 	        cmocka_unit_test(test_msg_names),
 	        cmocka_unit_test(test_enum_strings),
+	        cmocka_unit_test(test_parse_options),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
