@@ -910,9 +910,10 @@ static void on_committed(void *arg, struct pgc *pc, PGresult *res, const char *e
 		                  : m->apply_mismatch
 		                          ? "the second run wrote other rows than the API confirmed"
 		                          : "unknown";
-		len += (size_t)snprintf(detail, sizeof(detail),
-		                        "%s record ids: %s. The database said: %s",
-		                        api_name(m->st->api), m->ids ? m->ids : "(unknown)", why);
+		/* the ids of 200 records do not fit: the tail is cut, never written past the end */
+		snprintf(detail, sizeof(detail) - 120, "%s record ids: %s. The database said: %s",
+		         api_name(m->st->api), m->ids ? m->ids : "(unknown)", why);
+		len = strlen(detail);
 		while (len > 0 && (detail[len - 1] == '\n' || detail[len - 1] == ' '))
 			detail[--len] = '\0';
 		log_error("synced table %s: %s accepted a write but the database commit failed: %s",
@@ -923,10 +924,10 @@ static void on_committed(void *arg, struct pgc *pc, PGresult *res, const char *e
 			log_error("synced table %s: the API's answer to journal entry %lld could not "
 			          "be written to the journal file: %s",
 			          m->st->qualified, (long long)m->intent_id, m->answer_ids);
-		len += (size_t)snprintf(detail + len, sizeof(detail) - len,
-		                        ". The write is journal entry %lld: it is settled by asking "
-		                        "%s, and SHOW JOURNAL shows how it ends",
-		                        (long long)m->intent_id, api_name(m->st->api));
+		snprintf(detail + len, sizeof(detail) - len,
+		         ". The write is journal entry %lld: it is settled by asking %s, and SHOW "
+		         "JOURNAL shows how it ends",
+		         (long long)m->intent_id, api_name(m->st->api));
 		m->failed = false;
 		{
 			char msg[256];

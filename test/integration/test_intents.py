@@ -441,3 +441,37 @@ def test_insert_the_api_cannot_be_asked_about_is_left_to_the_sync_worker(pg, bou
         assert "sync worker" in rows[0]["last_error"]
     finally:
         fake.stop()
+
+
+def test_commit_failure_of_200_inserts_names_the_ids_and_settles_them(pg, bouncer_factory):
+    """The longest answer there is (200 Salesforce ids) in the DETAIL of a failed commit: cut
+    to fit, the process unharmed, and settling reads every record back into the table."""
+    from test_synced import FakeSalesforce, start_synced
+
+    fake = FakeSalesforce()
+    try:
+        b = start_synced(pg, bouncer_factory, fake,
+                         table_extra="columns='note:Description' sync_interval=0 backfill=off")
+        fake.control(delay_ms=1000)
+        with crm(b) as conn:
+            killer = threading.Thread(target=terminate_held_mutation, args=(pg,))
+            killer.start()
+            with pytest.raises(psycopg.errors.InternalError_) as ei:
+                conn.execute("insert into salesforce.contacts (last_name) "
+                             "select 'n' || g from generate_series(1, 200) g")
+            killer.join()
+        fake.control(delay_ms=0)
+        ids = sorted(fake.store())
+        assert len(ids) == 200
+        d = ei.value.diag
+        assert "applied to salesforce but not yet to the database" in d.message_primary
+        assert d.message_detail.startswith("salesforce record ids: ")
+        assert len(d.message_detail) < 1024
+        with crm(b) as conn:  # the process is still there
+            conn.execute("select 1")
+        wait_for(lambda: sorted(r[0] for r in pg.sql("SELECT id FROM salesforce.contacts",
+                                                     dbname="crm")) == ids,
+                 "not settled:\n" + b.log()[-3000:], timeout=60)
+        assert not intents(pg)
+    finally:
+        fake.stop()
