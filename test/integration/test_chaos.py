@@ -93,6 +93,10 @@ class Client(threading.Thread):
             self.body()
         except Exception as e:  # reported by the test
             self.error = e
+        finally:
+            # a pooler stops on SIGTERM once its clients are gone (pgbouncer's way)
+            if self.conn is not None and not self.conn.closed:
+                self.conn.close()
 
     def body(self):
         seq = 0
