@@ -337,9 +337,15 @@ bool listener_start(struct bouncer *b)
 	unsetenv("LISTEN_PID");
 	unsetenv("LISTEN_FDS");
 	unsetenv("LISTEN_FDNAMES");
-	if (npassed > 0) {
+	/*
+	 * The unix socket first: a client that finds the TCP port answering (as scripts waiting
+	 * for the pooler do) must also find the socket file listening, not merely bound.
+	 */
+	if (npassed == 0 && cfg->unix_socket_dir[0] && cfg->unix_socket_dir[0] != '@')
+		ok = listen_unix(b, cfg->unix_socket_dir, cfg->listen_port);
+	if (ok && npassed > 0) {
 		ok = use_passed_fds(b, npassed);
-	} else if (cfg->listen_addr[0]) {
+	} else if (ok && cfg->listen_addr[0]) {
 		list = strdup(cfg->listen_addr);
 		if (list == NULL)
 			return false;
@@ -348,8 +354,6 @@ bool listener_start(struct bouncer *b)
 			ok = listen_tcp(b, tok, cfg->listen_port);
 		free(list);
 	}
-	if (ok && npassed == 0 && cfg->unix_socket_dir[0] && cfg->unix_socket_dir[0] != '@')
-		ok = listen_unix(b, cfg->unix_socket_dir, cfg->listen_port);
 	if (ok && b->listeners == NULL) {
 		log_error("nowhere to listen: set listen_addr or unix_socket_dir");
 		ok = false;
