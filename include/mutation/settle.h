@@ -54,7 +54,8 @@ struct settle_table {
 	struct api *api;
 	const struct api_table *at;
 	struct catalog_table *ct;
-	bool synced; /* the sync worker polls this table: its next pass imports what the API holds */
+	bool synced; /* the sync worker polls this table: its next pass imports what the API holds
+	              */
 };
 
 /* Finds the synced table of database whose relation oid is relid; false when none (any more). */
@@ -70,7 +71,8 @@ struct settle *settle_create(struct event_base *base, struct catalog *cat, struc
                              int64_t deadline_usec, settle_find_cb find, void *arg);
 /* Stops: a pass in progress is abandoned (its transaction rolls back) and everything freed. */
 void settle_free(struct settle *s);
-/* Runs a pass after delay_ms (sooner than one already planned), e.g. after a write ended unknown. */
+/* Runs a pass after delay_ms (sooner than one already planned), e.g. after a write ended unknown.
+ */
 void settle_kick(struct settle *s, int delay_ms);
 /* A pass is running. */
 bool settle_busy(const struct settle *s);

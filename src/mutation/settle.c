@@ -39,9 +39,9 @@ struct entry {
 	int attempts;
 	double age;
 	bool in_flight, has_answer;
-	bool seen;      /* in the listing of this pass */
-	bool alerted;   /* its deadline was missed and logged */
-	bool give_up;   /* the console asked to drop it */
+	bool seen;       /* in the listing of this pass */
+	bool alerted;    /* its deadline was missed and logged */
+	bool give_up;    /* the console asked to drop it */
 	bool waits_sync; /* no way to find the created record but the sync worker */
 	uint64_t next_try;
 };
@@ -273,8 +273,9 @@ bool settle_journal_answer(struct journal *j, int64_t id, const char *database,
 			free(line);
 			return false;
 		}
-		n = snprintf(line, len, "{\"id\":\"%s\",\"intent\":\"%" PRId64 "\",\"db\":%s,\"ids\":%s}",
-		             jid, id, dbj, ids_json);
+		n = snprintf(line, len,
+		             "{\"id\":\"%s\",\"intent\":\"%" PRId64 "\",\"db\":%s,\"ids\":%s}", jid,
+		             id, dbj, ids_json);
 		free(dbj);
 	}
 	ok = n > 0 && (size_t)n < len && journal_append(j, line, (size_t)n);
@@ -330,8 +331,8 @@ static void history_add(struct settle *s, const struct entry *e, int64_t id, con
 }
 
 const char *const settle_journal_columns[] = {
-        "id",       "database",   "table", "operation", "keys",    "state",
-        "age",      "attempts",   "last_error", "owner", "overdue", NULL,
+        "id",  "database", "table",      "operation", "keys",    "state",
+        "age", "attempts", "last_error", "owner",     "overdue", NULL,
 };
 
 void settle_show(struct settle *s, settle_row_cb cb, void *arg)
@@ -458,13 +459,15 @@ static void collect_answer(void *arg, const char *jid, const char *line)
 	if (!json_parse(line, strlen(line), &settle_limits, &v, err, sizeof(err)))
 		return;
 	ids = json_get(v, "ids");
-	if (!parse_id(json_get_string(v, "intent"), &id) || ids == NULL || ids->kind != JSON_ARRAY) {
+	if (!parse_id(json_get_string(v, "intent"), &id) || ids == NULL ||
+	    ids->kind != JSON_ARRAY) {
 		if (json_get_string(v, "intent") == NULL && !s->warned_old) {
 			s->warned_old = true;
-			log_warning("journal entry %s (and any other like it) is of an older kind, a "
-			            "change image rather than an API answer: it is not applied; check "
-			            "its table by hand, then remove it from the journal file",
-			            jid);
+			log_warning(
+			        "journal entry %s (and any other like it) is of an older kind, a "
+			        "change image rather than an API answer: it is not applied; check "
+			        "its table by hand, then remove it from the journal file",
+			        jid);
 		}
 		json_free(v);
 		return;
@@ -596,8 +599,7 @@ static void pass_end(struct settle *s)
 	settle_kick(s, delay_ms);
 }
 
-static bool q(struct settle *s, const char *sql, int n, const char *const *params,
-              pgc_result_cb cb)
+static bool q(struct settle *s, const char *sql, int n, const char *const *params, pgc_result_cb cb)
 {
 	if (!pgc_query(s->pc, sql, n, NULL, params, NULL, NULL, 0, cb, s))
 		return false;
@@ -608,14 +610,14 @@ static bool q(struct settle *s, const char *sql, int n, const char *const *param
 /* Counts one answer of a group; returns true when the group is complete. */
 static bool group_done(struct settle *s, PGresult *res, const char *error)
 {
-	if (res == NULL || (PQresultStatus(res) != PGRES_COMMAND_OK &&
-	                    PQresultStatus(res) != PGRES_TUPLES_OK)) {
+	if (res == NULL ||
+	    (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)) {
 		if (!s->stmt_failed)
 			snprintf(s->stmt_error, sizeof(s->stmt_error), "%s",
 			         res == NULL ? (error ? error : "connection lost")
-			                     : PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
-			                               ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
-			                               : "error");
+			         : PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
+			                 ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
+			                 : "error");
 		s->stmt_failed = true;
 	}
 	return --s->nleft == 0;
@@ -796,8 +798,8 @@ static void on_read(void *arg, struct api_result *ar)
 	}
 	if (!ar->ok) {
 		char why[700];
-		snprintf(why, sizeof(why), "reading %s at %s failed: %s", id,
-		         api_name(s->t.api), ar->error.message);
+		snprintf(why, sizeof(why), "reading %s at %s failed: %s", id, api_name(s->t.api),
+		         ar->error.message);
 		cur_fail(s, why);
 		return;
 	}
@@ -862,7 +864,8 @@ static void on_repeated(void *arg, struct api_result *ar)
 	}
 	if (!ar->ok) {
 		char why[700];
-		snprintf(why, sizeof(why), "repeating the insert with its idempotency key failed: %s",
+		snprintf(why, sizeof(why),
+		         "repeating the insert with its idempotency key failed: %s",
 		         ar->error.message);
 		cur_fail(s, why);
 		return;
@@ -896,8 +899,8 @@ static bool repeat_insert(struct settle *s)
 		s->repeat_rows[i].new_image.nvalues = nv;
 	}
 	step_set(s, STEP_ASKING_API);
-	s->call = api_submit_keyed(s->t.api, s->t.at, API_OP_INSERT, s->repeat_rows, n,
-	                           s->idem_key, on_repeated, s);
+	s->call = api_submit_keyed(s->t.api, s->t.at, API_OP_INSERT, s->repeat_rows, n, s->idem_key,
+	                           on_repeated, s);
 	return s->call != NULL;
 }
 
@@ -941,16 +944,17 @@ static bool build_sql(struct settle *s)
 		 * $1 the API's fields, $2 the record id, $3 the image sent (inserts): the row takes
 		 * the API's values; columns the API does not hold keep theirs (or the image's).
 		 */
-		snprintf(s->upsert_sql, n,
-		         "WITH u AS (UPDATE %s AS x SET (%s) = (SELECT %s FROM "
-		         "pg_catalog.jsonb_populate_record(x, $1::jsonb) AS r) WHERE x.%s = $2::text "
-		         "RETURNING 1) "
-		         "INSERT INTO %s SELECT * FROM pg_catalog.jsonb_populate_record(NULL::%s, "
-		         "coalesce($3::jsonb, '{}') || $1::jsonb || "
-		         "pg_catalog.jsonb_build_object('%s', $2::text)) WHERE NOT EXISTS (SELECT FROM u)",
-		         qt, cols, rcols, qpk, qt, qt, ct->pk);
-		snprintf(s->delete_sql, strlen(qt) + strlen(qpk) + 64, "DELETE FROM %s WHERE %s = $1::text",
-		         qt, qpk);
+		snprintf(
+		        s->upsert_sql, n,
+		        "WITH u AS (UPDATE %s AS x SET (%s) = (SELECT %s FROM "
+		        "pg_catalog.jsonb_populate_record(x, $1::jsonb) AS r) WHERE x.%s = $2::text "
+		        "RETURNING 1) "
+		        "INSERT INTO %s SELECT * FROM pg_catalog.jsonb_populate_record(NULL::%s, "
+		        "coalesce($3::jsonb, '{}') || $1::jsonb || "
+		        "pg_catalog.jsonb_build_object('%s', $2::text)) WHERE NOT EXISTS (SELECT FROM u)",
+		        qt, cols, rcols, qpk, qt, qt, ct->pk);
+		snprintf(s->delete_sql, strlen(qt) + strlen(qpk) + 64,
+		         "DELETE FROM %s WHERE %s = $1::text", qt, qpk);
 	}
 	ok = true;
 out:
@@ -1032,8 +1036,8 @@ static void on_claimed(void *arg, struct pgc *pc, PGresult *res, const char *err
 	relid = (unsigned)strtoul(PQgetvalue(res, 0, 5), NULL, 10);
 	{
 		char err[128];
-		if (!json_parse(PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1), &settle_limits,
-		                &s->rows, err, sizeof(err)) ||
+		if (!json_parse(PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1),
+		                &settle_limits, &s->rows, err, sizeof(err)) ||
 		    s->rows->kind != JSON_ARRAY) {
 			cur_fail(s, "the intent's row images cannot be read");
 			return;
@@ -1077,11 +1081,13 @@ static void on_claimed(void *arg, struct pgc *pc, PGresult *res, const char *err
 		}
 		if (!api_can_read(s->t.api)) {
 			if (settle_sync_pass_hook(s)) {
-				s->outcome = "the API cannot read by id: left to the sync worker's next pass";
+				s->outcome =
+				        "the API cannot read by id: left to the sync worker's next pass";
 				finish_cur(s);
 				return;
 			}
-			cur_fail(s, "the API cannot read records by id: waiting for the sync worker");
+			cur_fail(s,
+			         "the API cannot read records by id: waiting for the sync worker");
 			if (e != NULL)
 				e->waits_sync = true;
 			return;
@@ -1100,17 +1106,20 @@ static void on_claimed(void *arg, struct pgc *pc, PGresult *res, const char *err
 		}
 		if (!api_can_read(s->t.api)) {
 			if (settle_sync_pass_hook(s)) {
-				s->outcome = "the API cannot read by id: left to the sync worker's next pass";
+				s->outcome =
+				        "the API cannot read by id: left to the sync worker's next pass";
 				finish_cur(s);
 				return;
 			}
-			cur_fail(s, "the API cannot read records by id: waiting for the sync worker");
+			cur_fail(s,
+			         "the API cannot read records by id: waiting for the sync worker");
 			if (e != NULL)
 				e->waits_sync = true;
 			return;
 		}
-		s->outcome = "created at the API (its answer names the records); the table has their "
-		             "state";
+		s->outcome =
+		        "created at the API (its answer names the records); the table has their "
+		        "state";
 		s->iid = 0;
 		ask_next(s);
 		return;
@@ -1185,7 +1194,8 @@ static void on_gave_up(void *arg, struct pgc *pc, PGresult *res, const char *err
 	if (e != NULL && res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK &&
 	    atoi(PQcmdTuples(res)) == 1) {
 		log_warning("journal entry %" PRId64 " (%s of %s, keys %s) given up unsettled",
-		            e->id, op_word(e->op), e->table ? e->table : "?", e->keys ? e->keys : "");
+		            e->id, op_word(e->op), e->table ? e->table : "?",
+		            e->keys ? e->keys : "");
 		history_add(s, e, e->id, "given up", "dropped unsettled by JOURNAL GIVEUP");
 		{
 			const struct janswer *ja = jan_find(s, e->id);
@@ -1259,13 +1269,16 @@ static void on_listed(void *arg, struct pgc *pc, PGresult *res, const char *erro
 		e->seen = true;
 		if (e->in_flight)
 			continue;
-		if (s->deadline_usec > 0 && e->age * 1e6 > (double)s->deadline_usec && !e->alerted) {
+		if (s->deadline_usec > 0 && e->age * 1e6 > (double)s->deadline_usec &&
+		    !e->alerted) {
 			e->alerted = true;
-			log_error("journal entry %" PRId64 " (%s of %s, keys %s) is not settled after "
+			log_error("journal entry %" PRId64
+			          " (%s of %s, keys %s) is not settled after "
 			          "%.0f s (settle_deadline): %s",
 			          id, op_word(e->op), e->table ? e->table : "?",
 			          e->keys ? e->keys : "", e->age,
-			          e->last_error && e->last_error[0] ? e->last_error : "no attempt yet");
+			          e->last_error && e->last_error[0] ? e->last_error
+			                                            : "no attempt yet");
 		}
 		if (s->cands != NULL)
 			s->cands[s->ncands++] = id;
