@@ -217,6 +217,7 @@ struct config {
 	char *server_tls_ciphers;
 	char *server_tls_key_file;
 	char *server_tls_protocols;
+	int64_t settle_deadline; /* syncbouncer's own: an unsettled write past this age is alerted */
 	enum sslmode server_tls_sslmode;
 	bool so_reuseport;
 	int stats_period;

@@ -210,6 +210,19 @@ static bool parse_command(const char *q, struct admin_stmt *out)
 			p = we;
 		}
 	}
+	if (cmd_e - cmd_s == 7 && strncasecmp(cmd_s, "journal", 7) == 0 && arg_s != NULL) {
+		/* syncbouncer's JOURNAL RETRY <id> | JOURNAL GIVEUP <id> CONFIRM: several words */
+		for (;;) {
+			const char *w = skip_ws(p), *we;
+			if (w == p || *w == '\0' || *w == ';')
+				break;
+			we = scan_word(w);
+			if (we == NULL)
+				return false;
+			arg_e = we;
+			p = we;
+		}
+	}
 	if (!at_end(p))
 		return false;
 	out->kind = ADMIN_STMT_COMMAND;
@@ -456,7 +469,9 @@ static void show_help(struct reply *r)
 	        "\tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE\n"
 	        "\tSHOW DNS_HOSTS|DNS_ZONES\n"
 	        "\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
-	        "\tSHOW APIS|SYNCED_TABLES|MUTATIONS\n"
+	        "\tSHOW APIS|SYNCED_TABLES|MUTATIONS|JOURNAL\n"
+	        "\tJOURNAL RETRY <id>\n"
+	        "\tJOURNAL GIVEUP <id> CONFIRM\n"
 	        "\tSET key = arg\n"
 	        "\tRELOAD\n"
 	        "\tSYNC [BACKFILL] <db.schema.table>\n"
@@ -1517,7 +1532,8 @@ static void run_command(struct reply *r, const char *cmd, const char *arg)
 	{
 		static const char *const known[] = {
 		        "reload", "suspend", "pause",       "resume",    "disable",
-		        "enable", "kill",    "kill_client", "reconnect", "wait_close"};
+		        "enable", "kill",    "kill_client", "reconnect", "wait_close",
+		        "journal"};
 		bool ok = false;
 		for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
 			ok = ok || strcasecmp(cmd, known[i]) == 0;
@@ -1554,6 +1570,14 @@ static void run_command(struct reply *r, const char *cmd, const char *arg)
 		cmd_kill_client(r, arg);
 	} else if (strcasecmp(cmd, "reconnect") == 0) {
 		answer(r, control_reconnect(b, arg), "RECONNECT");
+	} else if (strcasecmp(cmd, "journal") == 0) {
+		char msg[256];
+		if (synced_journal_command(b, arg, msg, sizeof(msg))) {
+			slog_info(r->client, "JOURNAL %s: %s", arg, msg);
+			finish(r, "JOURNAL");
+		} else {
+			answer(r, msg, "JOURNAL");
+		}
 	} else {
 		err = control_wait_close(b, arg, &wait);
 		answer_or_wait(r, err, wait, CONTROL_WAIT_CLOSE, arg, "WAIT_CLOSE");
@@ -1996,6 +2020,12 @@ static void fill_mutations(struct bouncer *b, void *ctx, admin_row_cb cb, void *
 	synced_show_mutations(b, cb, arg);
 }
 
+static void fill_journal(struct bouncer *b, void *ctx, admin_row_cb cb, void *arg)
+{
+	(void)ctx;
+	synced_show_journal(b, cb, arg);
+}
+
 bool admin_init(struct bouncer *b)
 {
 	struct admin *a = calloc(1, sizeof(*a));
@@ -2029,7 +2059,8 @@ bool admin_init(struct bouncer *b)
 	/* the synced-table side's views; they answer with no rows while it is not running */
 	if (!admin_register_view(b, "APIS", synced_apis_columns, fill_apis, NULL) ||
 	    !admin_register_view(b, "SYNCED_TABLES", synced_tables_columns, fill_tables, NULL) ||
-	    !admin_register_view(b, "MUTATIONS", synced_mutations_columns, fill_mutations, NULL)) {
+	    !admin_register_view(b, "MUTATIONS", synced_mutations_columns, fill_mutations, NULL) ||
+	    !admin_register_view(b, "JOURNAL", synced_journal_columns, fill_journal, NULL)) {
 		admin_free(b);
 		return false;
 	}

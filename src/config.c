@@ -290,6 +290,7 @@ static const struct cf_key cf_keys[] = {
         KSTR(server_tls_key_file, "", 0),
         KSTR(server_tls_protocols, "secure", 0),
         KENUM(server_tls_sslmode, enum sslmode, "prefer", sslmode_map, 0),
+        KTIME(settle_deadline, "300", 0),
         KBOOL(so_reuseport, "0", CF_NO_RELOAD),
         KINT(stats_period, "60", 1, INT_MAX, 0),
         KSTR(stats_users, "", 0),

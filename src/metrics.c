@@ -484,12 +484,12 @@ void metrics_render(struct bouncer *b, struct evbuffer *out)
 	                    version);
 	for (int i = 0; i < N(views); i++)
 		write_view(b, &views[i], out, written, sizeof(written));
-	/* until a view shows it: read from the journal file itself */
+	/* the settler's count of unsettled write-ahead intents */
 	backlog = synced_journal_backlog(b);
 	if (backlog >= 0 && strstr(written, "|syncbouncer_journal_pending_entries|") == NULL)
 		evbuffer_add_printf(out,
-		                    "# HELP syncbouncer_journal_pending_entries Journal entries "
-		                    "(API-accepted writes) not yet applied to the database\n"
+		                    "# HELP syncbouncer_journal_pending_entries Synced writes whose "
+		                    "outcome is not settled yet (SHOW JOURNAL)\n"
 		                    "# TYPE syncbouncer_journal_pending_entries gauge\n"
 		                    "syncbouncer_journal_pending_entries %d\n",
 		                    backlog);

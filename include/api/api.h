@@ -57,6 +57,29 @@ typedef void (*api_done_cb)(void *arg, struct api_result *res);
 struct api_call *api_submit(struct api *api, const struct api_table *table, enum api_op op,
                             const struct api_row *rows, int nrows, api_done_cb cb, void *arg);
 /*
+ * api_submit() with the request's idempotency key chosen by the caller (at most 47 characters):
+ * for APIs that take one (Stripe), a request repeated with the same key is applied at most
+ * once, and the repeat answers what the first did. key NULL or "": a fresh key, as
+ * api_submit(). Ignored for APIs without idempotency keys.
+ */
+struct api_call *api_submit_keyed(struct api *api, const struct api_table *table, enum api_op op,
+                                  const struct api_row *rows, int nrows, const char *key,
+                                  api_done_cb cb, void *arg);
+
+/* The timeout of one HTTP request (timeout=). */
+int64_t api_timeout_usec(const struct api *api);
+/* Whether the API's connector can read a record by id (api_submit_read()). */
+bool api_can_read(const struct api *api);
+/*
+ * Reads the record with this id as the API holds it now: the callback gets one row (the id and
+ * the fields, mapped to columns), or an error, NOT_FOUND when no such record exists (any more).
+ * Retried like a write whose failure wrote nothing. id is copied; table is borrowed as in
+ * api_submit().
+ */
+struct api_call *api_submit_read(struct api *api, const struct api_table *table, const char *id,
+                                 api_done_cb cb, void *arg);
+
+/*
  * Forgets a call whose callback has not run. If its request was already sent, the API may
  * still apply it: the caller must treat the outcome as unknown.
  */

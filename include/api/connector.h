@@ -222,6 +222,15 @@ struct connector_ops {
 	void (*parse)(const struct connector *c, const struct api_table *t, enum api_op op,
 	              const struct api_row *rows, int nrows, const struct http_response *resp,
 	              struct api_result *out);
+	/*
+	 * Read records by id (settling a write whose outcome is unknown): one GET of the record
+	 * whose id is given. NULL when the API offers no such read.
+	 */
+	bool (*build_read)(const struct connector *c, const struct api_table *t, const char *id,
+	                   struct api_http_spec *out, struct api_error *err);
+	/* Only called for HTTP_OUTCOME_ANSWER; like parse, with one row or NOT_FOUND. */
+	void (*parse_read)(const struct connector *c, const struct api_table *t, const char *id,
+	                   const struct http_response *resp, struct api_result *out);
 	/* The read side for the sync worker (include/api/changes.h); NULL: not syncable. */
 	const struct changes_ops *changes;
 };
@@ -280,6 +289,25 @@ bool connector_build_request(const struct connector *c, const struct api_table *
 void connector_parse_response(const struct connector *c, const struct api_table *t, enum api_op op,
                               const struct api_row *rows, int nrows,
                               const struct http_response *resp, struct api_result *out);
+
+/* Whether the connector can read a record by id (connector_build_read()). */
+bool connector_can_read(const struct connector *c);
+
+/*
+ * Builds the request that reads the record with this id, as the API holds it now. False with
+ * err filled (INTERNAL when the API cannot read by id, VALIDATION for an unusable id).
+ */
+bool connector_build_read(const struct connector *c, const struct api_table *t, const char *id,
+                          struct api_http_spec *out, struct api_error *err)
+        __attribute__((warn_unused_result));
+
+/*
+ * Reads the answer to connector_build_read() into out (initialised here): ok with one row (id
+ * and the fields the API holds, mapped to columns), or an error; a record that does not exist
+ * (any more) is the error class NOT_FOUND.
+ */
+void connector_parse_read(const struct connector *c, const struct api_table *t, const char *id,
+                          const struct http_response *resp, struct api_result *out);
 
 /* ---- helpers shared by connector implementations ---- */
 

@@ -7,6 +7,7 @@
 #define SB_MUTATION_SYNCED_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct bouncer;
@@ -43,11 +44,19 @@ typedef void (*synced_row_cb)(void *arg, int ncols, const char *const *values);
 extern const char *const synced_tables_columns[];    /* SHOW SYNCED_TABLES */
 extern const char *const synced_mutations_columns[]; /* SHOW MUTATIONS */
 extern const char *const synced_apis_columns[];      /* SHOW APIS */
+extern const char *const synced_journal_columns[];   /* SHOW JOURNAL */
 void synced_show_tables(struct bouncer *b, synced_row_cb cb, void *arg);
 void synced_show_mutations(struct bouncer *b, synced_row_cb cb, void *arg);
 void synced_show_apis(struct bouncer *b, synced_row_cb cb, void *arg);
-/* Journal entries not yet applied to the database; -1 without a journal (metrics endpoint). */
+/* Unsettled write-ahead intents (SHOW JOURNAL); -1 without synced tables (metrics endpoint). */
 int synced_journal_backlog(struct bouncer *b);
+void synced_show_journal(struct bouncer *b, synced_row_cb cb, void *arg);
+
+/*
+ * JOURNAL RETRY <id> | JOURNAL GIVEUP <id> CONFIRM (arg is what follows JOURNAL). True with
+ * what will happen in msg; false with the reason (unknown entry, bad syntax) in msg.
+ */
+bool synced_journal_command(struct bouncer *b, const char *arg, char *msg, size_t size);
 
 /*
  * SYNC [BACKFILL] database.schema.table from the admin client conn_id: NULL when taken, with

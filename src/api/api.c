@@ -75,6 +75,7 @@ struct api_call {
 	bool maybe_written; /* an earlier attempt failed in a way that may have applied it */
 	int64_t submitted_usec;
 	bool unchanged;     /* an update that changes nothing: answered without a request */
+	char *read_id;      /* a read of this record (api_submit_read()), not a write */
 	char *token_used;
 	struct http_request *http_req;
 	struct oauth_wait *auth_wait;
@@ -253,6 +254,7 @@ static void api_call_free(struct api_call *call)
 	api_http_spec_free(&call->spec);
 	api_result_free(&call->result);
 	free(call->token_used);
+	free(call->read_id);
 	free(call);
 }
 
@@ -395,8 +397,11 @@ static void api_call_http_done(void *ud, const struct http_response *resp)
 		api_note_usage(api, resp);
 	}
 	api_result_free(&call->result);
-	connector_parse_response(api->conn, call->table, call->op, call->rows, call->nrows, resp,
-	                         &call->result);
+	if (call->read_id != NULL)
+		connector_parse_read(api->conn, call->table, call->read_id, resp, &call->result);
+	else
+		connector_parse_response(api->conn, call->table, call->op, call->rows, call->nrows,
+		                         resp, &call->result);
 	api_note_answer(&call->result, resp);
 	if (call->result.ok) {
 		api_call_finish(call);
@@ -650,6 +655,56 @@ static void api_call_timer_cb(evutil_socket_t fd, short what, void *ud)
 struct api_call *api_submit(struct api *api, const struct api_table *table, enum api_op op,
                             const struct api_row *rows, int nrows, api_done_cb cb, void *arg)
 {
+	return api_submit_keyed(api, table, op, rows, nrows, NULL, cb, arg);
+}
+
+struct api_call *api_submit_read(struct api *api, const struct api_table *table, const char *id,
+                                 api_done_cb cb, void *arg)
+{
+	struct api_call *call = calloc(1, sizeof(*call));
+
+	if (call == NULL)
+		return NULL;
+	call->read_id = strdup(id ? id : "");
+	if (call->read_id == NULL) {
+		free(call);
+		return NULL;
+	}
+	call->api = api;
+	call->table = table;
+	call->op = API_OP_UPDATE; /* for logs only */
+	call->nrows = 1;
+	call->cb = cb;
+	call->arg = arg;
+	call->state = API_CALL_START;
+	call->deadline_usec = api_now_usec() + api->deadline_usec;
+	api_result_init(&call->result);
+	TAILQ_INSERT_TAIL(&api->calls, call, link);
+	api->ncalls++;
+	if (!connector_build_read(api->conn, table, id, &call->spec, &call->result.error) &&
+	    call->result.error.cls == API_ERR_NONE)
+		api_error_set(&call->result.error, API_ERR_INTERNAL, "cannot build the read");
+	if (!api_call_arm(call, 0)) {
+		api_call_free(call);
+		return NULL;
+	}
+	return call;
+}
+
+int64_t api_timeout_usec(const struct api *api)
+{
+	return api->timeout_usec;
+}
+
+bool api_can_read(const struct api *api)
+{
+	return connector_can_read(api->conn);
+}
+
+struct api_call *api_submit_keyed(struct api *api, const struct api_table *table, enum api_op op,
+                                  const struct api_row *rows, int nrows, const char *key,
+                                  api_done_cb cb, void *arg)
+{
 	struct api_call *call = calloc(1, sizeof(*call));
 
 	if (call == NULL)
@@ -679,6 +734,8 @@ struct api_call *api_submit(struct api *api, const struct api_table *table, enum
 			              "cannot build the request");
 		call->result.error.local = true;
 	}
+	if (key != NULL && key[0] != '\0' && call->spec.idempotency_key[0] != '\0')
+		snprintf(call->spec.idempotency_key, sizeof(call->spec.idempotency_key), "%s", key);
 	if (!api_call_arm(call, 0)) {
 		api_call_free(call);
 		return NULL;

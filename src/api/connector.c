@@ -833,3 +833,70 @@ void connector_parse_response(const struct connector *c, const struct api_table 
 		out->error.http_status = (int)resp->status;
 	}
 }
+
+bool connector_can_read(const struct connector *c)
+{
+	return c->ops->build_read != NULL && c->ops->parse_read != NULL;
+}
+
+bool connector_build_read(const struct connector *c, const struct api_table *t, const char *id,
+                          struct api_http_spec *out, struct api_error *err)
+{
+	memset(out, 0, sizeof(*out));
+	if (!connector_can_read(c)) {
+		api_error_set(err, API_ERR_INTERNAL, "%s cannot read records by id", c->name);
+		err->nothing_written = true;
+		return false;
+	}
+	if (id == NULL || id[0] == '\0' || strlen(id) > 255) {
+		api_error_set(err, API_ERR_VALIDATION, "%s: no usable record id to read", c->name);
+		err->nothing_written = true;
+		return false;
+	}
+	if (!c->ops->build_read(c, t, id, out, err)) {
+		api_http_spec_free(out);
+		err->nothing_written = true;
+		return false;
+	}
+	return true;
+}
+
+void connector_parse_read(const struct connector *c, const struct api_table *t, const char *id,
+                          const struct http_response *resp, struct api_result *out)
+{
+	api_result_init(out);
+	switch (resp->outcome) {
+	case HTTP_OUTCOME_NOT_SENT:
+		api_error_set(&out->error, API_ERR_UNAVAILABLE, "%s unreachable: %s", c->name,
+		              resp->error ? resp->error : "not sent");
+		out->error.nothing_written = true;
+		return;
+	case HTTP_OUTCOME_UNKNOWN:
+		api_error_set(&out->error, API_ERR_UNKNOWN_OUTCOME, "%s did not answer a read: %s",
+		              c->name, resp->error ? resp->error : "no answer");
+		out->error.nothing_written = true;
+		return;
+	case HTTP_OUTCOME_BAD_ANSWER:
+		api_error_set(&out->error, API_ERR_BAD_ANSWER, "%s sent an unusable answer: %s",
+		              c->name, resp->error ? resp->error : "bad answer");
+		out->error.http_status = (int)resp->status;
+		out->error.nothing_written = true;
+		return;
+	case HTTP_OUTCOME_ANSWER:
+		break;
+	}
+	c->ops->parse_read(c, t, id, resp, out);
+	/* a read writes nothing, whatever it answered */
+	out->error.nothing_written = true;
+	if (!out->ok) {
+		out->error.http_status = (int)resp->status;
+		if (out->error.retry_after < 0)
+			out->error.retry_after = api_parse_retry_after(resp);
+	} else if (out->nrows != 1) {
+		api_result_free(out);
+		api_error_set(&out->error, API_ERR_BAD_ANSWER,
+		              "%s answered a read of one record with %d", c->name, out->nrows);
+		out->error.http_status = (int)resp->status;
+		out->error.nothing_written = true;
+	}
+}

@@ -443,6 +443,91 @@ done:
 	json_free(doc);
 }
 
+/* GET <base>/services/data/<ver>/sobjects/<Object>/<Id>: the record's fields as they are now. */
+static bool sf_build_read(const struct connector *c, const struct api_table *t, const char *id,
+                          struct api_http_spec *out, struct api_error *err)
+{
+	const struct sf_priv *p = c->priv;
+	size_t ulen = strlen(c->base_url) + 3 * strlen(t->object) + 3 * strlen(id) + 64, used;
+
+	if (t->object[0] == '\0') {
+		api_error_set(err, API_ERR_INTERNAL, "%s: table %s has no object= (e.g. Contact)",
+		              c->name, t->name);
+		return false;
+	}
+	out->url = malloc(ulen);
+	if (out->url == NULL)
+		goto oom;
+	used = (size_t)snprintf(out->url, ulen, "%s/services/data/%s/sobjects/", c->base_url,
+	                        p->api_version);
+	if (!api_url_escape_segment(t->object, out->url, ulen, &used) || used + 2 > ulen)
+		goto oom;
+	out->url[used++] = '/';
+	out->url[used] = '\0';
+	if (!api_url_escape_segment(id, out->url, ulen, &used))
+		goto oom;
+	out->method = HTTP_GET;
+	return true;
+oom:
+	api_error_set(err, API_ERR_INTERNAL, "out of memory");
+	return false;
+}
+
+static void sf_parse_read(const struct connector *c, const struct api_table *t, const char *id,
+                          const struct http_response *resp, struct api_result *out)
+{
+	struct api_value key = {t->pk_column, id, API_VALUE_TEXT};
+	struct api_row row = {{&key, 1}, {NULL, 0}};
+	struct json_value *doc = NULL;
+	struct api_row_result *rr;
+	char perr[128], col[128];
+
+	if (resp->status == 404) {
+		api_error_set(&out->error, API_ERR_NOT_FOUND, "%s: record %s does not exist",
+		              c->name, id);
+		return;
+	}
+	if (resp->status < 200 || resp->status >= 300) {
+		sf_parse(c, t, API_OP_UPDATE, &row, 1, resp, out);
+		return;
+	}
+	if (!json_parse(resp->body, resp->body_len, NULL, &doc, perr, sizeof(perr)) ||
+	    doc->kind != JSON_OBJECT) {
+		api_error_set(&out->error, API_ERR_BAD_ANSWER, "Salesforce record is not an object");
+		goto done;
+	}
+	out->rows = calloc(1, sizeof(*out->rows));
+	if (out->rows == NULL)
+		goto oom;
+	out->nrows = 1;
+	rr = &out->rows[0];
+	rr->id = strdup(id);
+	rr->fields = calloc(doc->count ? doc->count : 1, sizeof(*rr->fields));
+	if (rr->id == NULL || rr->fields == NULL)
+		goto oom;
+	for (size_t i = 0; i < doc->count; i++) {
+		struct api_field_value *f;
+		bool ok;
+
+		if (strcmp(doc->keys[i], "attributes") == 0)
+			continue;
+		f = &rr->fields[rr->nfields++];
+		f->value = api_value_text(doc->items[i], &ok);
+		connector_column_name(c, t, doc->keys[i], col, sizeof(col));
+		f->field = strdup(doc->keys[i]);
+		f->column = strdup(col);
+		if (!ok || f->field == NULL || f->column == NULL)
+			goto oom;
+	}
+	out->ok = true;
+	goto done;
+oom:
+	api_result_free(out);
+	api_error_set(&out->error, API_ERR_INTERNAL, "out of memory");
+done:
+	json_free(doc);
+}
+
 const struct connector_ops salesforce_connector_ops = {
         .type = "salesforce",
         .keys = sf_keys,
@@ -453,5 +538,7 @@ const struct connector_ops salesforce_connector_ops = {
         .column_name = sf_column_name,
         .build = sf_build,
         .parse = sf_parse,
+        .build_read = sf_build_read,
+        .parse_read = sf_parse_read,
         .changes = &salesforce_changes_ops,
 };

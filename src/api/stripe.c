@@ -251,6 +251,59 @@ done:
 	json_free(doc);
 }
 
+static bool stripe_build_read(const struct connector *c, const struct api_table *t, const char *id,
+                              struct api_http_spec *out, struct api_error *err)
+{
+	size_t ulen = strlen(c->base_url) + 3 * strlen(t->object) + 3 * strlen(id) + 16, used;
+
+	if (t->object[0] == '\0') {
+		api_error_set(err, API_ERR_INTERNAL, "%s: table %s has no object= (e.g. customers)",
+		              c->name, t->name);
+		return false;
+	}
+	out->url = malloc(ulen);
+	if (out->url == NULL) {
+		api_error_set(err, API_ERR_INTERNAL, "out of memory");
+		return false;
+	}
+	used = (size_t)snprintf(out->url, ulen, "%s/v1/", c->base_url);
+	if (!api_url_escape_segment(t->object, out->url, ulen, &used) || used + 2 > ulen) {
+		api_error_set(err, API_ERR_INTERNAL, "out of memory");
+		return false;
+	}
+	out->url[used++] = '/';
+	out->url[used] = '\0';
+	if (!api_url_escape_segment(id, out->url, ulen, &used)) {
+		api_error_set(err, API_ERR_INTERNAL, "out of memory");
+		return false;
+	}
+	out->method = HTTP_GET;
+	return true;
+}
+
+/* GET answers the object; a deleted customer is {"id":..,"deleted":true}; a missing one 404. */
+static void stripe_parse_read(const struct connector *c, const struct api_table *t, const char *id,
+                              const struct http_response *resp, struct api_result *out)
+{
+	struct api_value key = {t->pk_column, id, API_VALUE_TEXT};
+	struct api_row row = {{&key, 1}, {NULL, 0}};
+	struct json_value *doc = NULL;
+	char perr[128];
+
+	if (resp->status >= 200 && resp->status < 300 &&
+	    json_parse(resp->body, resp->body_len, NULL, &doc, perr, sizeof(perr))) {
+		const struct json_value *del = json_get(doc, "deleted");
+		bool deleted = del != NULL && del->kind == JSON_BOOL && del->boolean;
+		json_free(doc);
+		if (deleted) {
+			api_error_set(&out->error, API_ERR_NOT_FOUND, "%s: %s was deleted", c->name,
+			              id);
+			return;
+		}
+	}
+	stripe_parse(c, t, API_OP_UPDATE, &row, 1, resp, out);
+}
+
 const struct connector_ops stripe_connector_ops = {
         .type = "stripe",
         .keys = NULL,
@@ -261,5 +314,7 @@ const struct connector_ops stripe_connector_ops = {
         .column_name = stripe_same_name,
         .build = stripe_build,
         .parse = stripe_parse,
+        .build_read = stripe_build_read,
+        .parse_read = stripe_parse_read,
         .changes = &stripe_changes_ops,
 };

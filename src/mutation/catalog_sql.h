@@ -16,7 +16,14 @@
  * apply:   INSERT takes syncbouncer.confirmed's row (xid, seq); UPDATE and DELETE the one whose
  *          key is the old row's key (as `to_jsonb(old) ->> pk` renders it). Found: the row goes
  *          ahead, merged with `fields` (API values win); not found: the row is dropped.
+ *          In capture, an UPDATE or DELETE of a row named in the keys of a syncbouncer.intent
+ *          row raises 40001: that row's earlier write is not settled yet (a writer still in
+ *          flight holds the row lock, so only intents whose writer is gone are seen).
  * sync:    rows go through unchanged. TRUNCATE is refused (0A000) in every other mode.
+ *
+ * syncbouncer.intent is the write-ahead record of API requests (include/mutation/settle.h):
+ * written and committed before a request leaves, deleted in the transaction that applies its
+ * answer, or by settling. Unlike capture and confirmed it is logged and seen by every session.
  *
  * Installation is idempotent: IF NOT EXISTS for the schema and tables, CREATE OR REPLACE for the
  * function, the version row upserted, all under one advisory lock in one implicit transaction.
@@ -27,7 +34,7 @@
 #define SB_MUTATION_CATALOG_SQL_H
 
 /* Bump when the text below changes: installed databases with an older version get it again. */
-#define CATALOG_SQL_VERSION "4"
+#define CATALOG_SQL_VERSION "5"
 
 /* Key of pg_advisory_xact_lock() around installation: two poolers may start together. */
 #define CATALOG_SQL_LOCK_KEY "7306086135451738930"
@@ -55,6 +62,22 @@ static const char catalog_sql_schema[] =
         "\tfields jsonb,\n"
         "\tprimary key (xid, seq)\n"
         ");\n"
+        "create table if not exists syncbouncer.intent (\n"
+        "\tid int8 primary key,\n"
+        "\ttbl oid not null,\n"
+        "\ttbl_name text not null,\n"
+        "\top \"char\" not null,\n"
+        "\tapi text not null,\n"
+        "\trows jsonb not null,\n"
+        "\tkeys text[] not null,\n"
+        "\tidempotency_key text not null,\n"
+        "\tanswer jsonb,\n"
+        "\tcreated timestamptz not null default pg_catalog.now(),\n"
+        "\tattempts int not null default 0,\n"
+        "\tlast_error text,\n"
+        "\towner text\n"
+        ");\n"
+        "create index if not exists intent_tbl on syncbouncer.intent (tbl);\n"
         "create table if not exists syncbouncer.meta (\n"
         "\tkey text primary key,\n"
         "\tvalue text\n"
@@ -62,6 +85,7 @@ static const char catalog_sql_schema[] =
         "grant usage on schema syncbouncer to public;\n"
         "grant select, insert, update, delete on syncbouncer.capture, syncbouncer.confirmed"
         " to public;\n"
+        "grant select, insert, update, delete on syncbouncer.intent to public;\n"
         "grant select on syncbouncer.meta to public;\n"
         "create or replace function syncbouncer.guard() returns trigger\n"
         "language plpgsql as $guard$\n"
@@ -74,6 +98,7 @@ static const char catalog_sql_schema[] =
         "\tv_xid xid8;\n"
         "\tv_conname text;\n"
         "\tv_exists bool;\n"
+        "\tv_intent int8;\n"
         "begin\n"
         "\tif tg_level = 'STATEMENT' then\n"
         "\t\tif v_mode = 'sync' then\n"
@@ -146,13 +171,31 @@ static const char catalog_sql_schema[] =
         "\t\t\tend if;\n"
         "\t\t\tinsert into syncbouncer.capture (xid, seq, tbl, op, old, new)\n"
         "\t\t\t\tvalues (v_xid, v_seq, tg_relid, 'I', null, pg_catalog.to_jsonb(new));\n"
-        "\t\telsif tg_op = 'UPDATE' then\n"
-        "\t\t\tinsert into syncbouncer.capture (xid, seq, tbl, op, old, new)\n"
-        "\t\t\t\tvalues (v_xid, v_seq, tg_relid, 'U', pg_catalog.to_jsonb(old),"
-        " pg_catalog.to_jsonb(new));\n"
         "\t\telse\n"
-        "\t\t\tinsert into syncbouncer.capture (xid, seq, tbl, op, old, new)\n"
-        "\t\t\t\tvalues (v_xid, v_seq, tg_relid, 'D', pg_catalog.to_jsonb(old), null);\n"
+        "\t\t\t-- a write of this row whose outcome at the API is not settled: the row's\n"
+        "\t\t\t-- state is unknown until it is (a live writer holds the row lock instead)\n"
+        "\t\t\tv_key := pg_catalog.to_jsonb(old) ->> v_pk;\n"
+        "\t\t\tselect i.id into v_intent from syncbouncer.intent i\n"
+        "\t\t\t\twhere i.tbl = tg_relid and v_key = any (i.keys) limit 1;\n"
+        "\t\t\tif found then\n"
+        "\t\t\t\traise exception using errcode = '40001',\n"
+        "\t\t\t\t\tmessage = pg_catalog.format('row %s of \"%s.%s\" has an earlier write"
+        " whose outcome at the API is not settled yet', v_key, tg_table_schema,"
+        " tg_table_name),\n"
+        "\t\t\t\t\tdetail = pg_catalog.format('Journal entry %s is being settled by"
+        " asking the API.', v_intent),\n"
+        "\t\t\t\t\thint = 'Retry the statement in a few seconds; SHOW JOURNAL on the"
+        " admin console lists unsettled writes.',\n"
+        "\t\t\t\t\tschema = tg_table_schema, table = tg_table_name;\n"
+        "\t\t\tend if;\n"
+        "\t\t\tif tg_op = 'UPDATE' then\n"
+        "\t\t\t\tinsert into syncbouncer.capture (xid, seq, tbl, op, old, new)\n"
+        "\t\t\t\t\tvalues (v_xid, v_seq, tg_relid, 'U', pg_catalog.to_jsonb(old),"
+        " pg_catalog.to_jsonb(new));\n"
+        "\t\t\telse\n"
+        "\t\t\t\tinsert into syncbouncer.capture (xid, seq, tbl, op, old, new)\n"
+        "\t\t\t\t\tvalues (v_xid, v_seq, tg_relid, 'D', pg_catalog.to_jsonb(old), null);\n"
+        "\t\t\tend if;\n"
         "\t\tend if;\n"
         "\t\t-- one API request takes so many rows: stop before capturing any more\n"
         "\t\tv_exists := false;\n"

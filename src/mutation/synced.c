@@ -21,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "admin.h"
 #include "api/api.h"
@@ -36,6 +38,7 @@
 #include "mutation/classifier.h"
 #include "mutation/history.h"
 #include "mutation/journal.h"
+#include "mutation/settle.h"
 #include "mutation/sync.h"
 #include "pgc.h"
 #include "pktbuf.h"
@@ -83,37 +86,19 @@ struct synced {
 	struct catalog *cat;
 	struct list idle_conns;
 	struct list mutations;
-	struct journal *journal;
-	struct event *ev_replay; /* retries journal replay while entries are pending */
-	struct pgc *replay_pc;   /* the replay in progress, if any */
-	struct replay *replay;
-	bool reload_pending; /* a RELOAD waits for the mutations in flight */
-	struct sync *sync;   /* the read side: API changes into the tables */
+	struct journal *journal; /* the API's answers the database could not take */
+	struct settle *settle;   /* settles the intents that outlived their writes */
+	bool reload_pending;     /* a RELOAD waits for the mutations in flight */
+	struct sync *sync; /* the read side: API changes into the tables */
 	struct sync_table_conf *sync_confs;
-	unsigned replay_turn;
 	bool stopping;
-};
-
-/* Journal entries being replayed into the database, one after another. */
-struct replay_item {
-	char *id;
-	char *line;
-};
-struct replay {
-	struct synced *sy;
-	char *db;   /* the database this pass connects to */
-	bool retry; /* an entry failed or belongs to another database: pass again later */
-	struct replay_item *items;
-	int n, next;
-	int nstmts_left;
-	bool failed;
-	char *id_in_flight;
 };
 
 enum mut_state {
 	MUT_QUEUED, /* waiting for one of its API's slots */
 	MUT_CONNECTING,
 	MUT_CAPTURING,
+	MUT_WRITING_INTENT,
 	MUT_CALLING_API,
 	MUT_APPLYING,
 	MUT_ROLLING_BACK,
@@ -128,6 +113,8 @@ static const char *mut_state_str(enum mut_state st)
 		return "connecting";
 	case MUT_CAPTURING:
 		return "capturing";
+	case MUT_WRITING_INTENT:
+		return "writing_intent";
 	case MUT_CALLING_API:
 		return "calling_api";
 	case MUT_APPLYING:
@@ -241,10 +228,21 @@ struct mutation {
 	int api_status;
 	int64_t api_usec;
 	char api_request_id[96];
+	/* the write-ahead intent (include/mutation/settle.h) */
+	int64_t intent_id;
+	char intent_key[48]; /* the request's idempotency key */
+	bool intent_written;
+	struct mconn *iconn; /* the companion connection that commits it */
+	char *intent_rows, *intent_keys;
+	char *keys_text;  /* the keys, for messages */
+	char *answer_ids; /* an insert's record ids from the API, JSON */
+	uint64_t intent_started;
+	struct event *ev_hold; /* test-only hold before COMMIT */
 	bool sync_noted; /* the sync worker was told of this write (sync_write_begin) */
 };
 
 static void mutation_finish(struct mutation *m);
+static void describe_write(const struct mutation *m, char *buf, size_t size);
 static void mutation_acquire(struct mutation *m);
 static void note_sync_write(struct mutation *m, bool begin);
 
@@ -441,12 +439,13 @@ static const char *sentence_end(const char *text)
 static void set_api_error(struct mutation *m, const struct api_error *ae)
 {
 	const char *api = api_name(m->st->api);
-	char msg[256], detail[1024], hint[128];
+	char msg[256], detail[1536], hint[128], wr[512];
 	const char *sqlstate = "XX000";
 	const char *hintp = NULL;
 	const char *what = "error";
 
 	detail[0] = '\0';
+	describe_write(m, wr, sizeof(wr));
 	switch (ae->cls) {
 	case API_ERR_VALIDATION:
 		sqlstate = "23514";
@@ -526,14 +525,16 @@ static void set_api_error(struct mutation *m, const struct api_error *ae)
 		         sentence_end(ae->message));
 	else if (ae->cls == API_ERR_SERVER)
 		snprintf(detail, sizeof(detail),
-		         "%s%s The API may have applied the change; nothing was written to the "
-		         "database.",
-		         ae->message, sentence_end(ae->message));
+		         "%s%s The API may have applied the %s; nothing was written to the "
+		         "database yet. It is journal entry %lld, settled by asking %s.",
+		         ae->message, sentence_end(ae->message), wr, (long long)m->intent_id, api);
 	else if (ae->cls == API_ERR_UNKNOWN_OUTCOME || ae->cls == API_ERR_BAD_ANSWER)
 		snprintf(detail, sizeof(detail),
-		         "%s%s The request was sent; whether %s applied it is unknown. Nothing was "
-		         "written to the database.",
-		         ae->message, sentence_end(ae->message), api);
+		         "%s%s The request was sent; whether %s applied the %s is unknown. Nothing "
+		         "was written to the database yet: it is journal entry %lld, settled by "
+		         "asking %s.",
+		         ae->message, sentence_end(ae->message), api, wr, (long long)m->intent_id,
+		         api);
 	else
 		snprintf(detail, sizeof(detail), "%s", ae->message);
 	if (ae->local && (ae->cls == API_ERR_VALIDATION || ae->cls == API_ERR_REQUIRED ||
@@ -676,6 +677,22 @@ static void on_rolled_back(void *arg, struct pgc *pc, PGresult *res, const char 
 	mutation_finish(m);
 }
 
+/* The API wrote nothing: roll back, then the intent goes too (a write of its own). */
+static void rollback_forget_intent(struct mutation *m)
+{
+	char sql[160];
+
+	snprintf(sql, sizeof(sql), "DELETE FROM syncbouncer.intent WHERE id = %lld",
+	         (long long)m->intent_id);
+	m->state = MUT_ROLLING_BACK;
+	if (m->conn_broken || !queue(m, "ROLLBACK", on_ignored) ||
+	    !queue(m, sql, on_rolled_back)) {
+		m->conn_broken = true;
+		settle_kick(m->sy->settle, 300); /* the intent is left: settling finds nothing done */
+		mutation_finish(m);
+	}
+}
+
 static void rollback(struct mutation *m)
 {
 	m->state = MUT_ROLLING_BACK;
@@ -685,431 +702,230 @@ static void rollback(struct mutation *m)
 	}
 }
 
-static void schedule_replay(struct synced *sy, int seconds);
 static void schedule_reload(struct synced *sy);
 
-/*
- * Records an API-accepted write that the database did not commit: for each captured row its
- * key, its new image and the API's fields. Falls back to the log when the journal cannot take it.
- */
-static bool journal_write(struct mutation *m)
-{
-	const struct json_limits limits = {64 * 1024 * 1024, 64, 10000000};
-	struct synced *sy = m->sy;
-	struct json_value *conf = NULL;
-	struct json_out out;
-	char id[96], err[128];
-	char *line;
-	size_t len;
-	bool ok = false;
+/* ---- the write-ahead intent (include/mutation/settle.h) -------------------------------------- */
 
-	if (m->confirmed != NULL &&
-	    !json_parse(m->confirmed, strlen(m->confirmed), &limits, &conf, err, sizeof(err)))
-		conf = NULL;
-	if (!json_out_init(&out, 64 * 1024 * 1024))
-		goto out;
-	if (sy->journal != NULL)
-		journal_new_id(sy->journal, id, sizeof(id));
-	else
-		snprintf(id, sizeof(id), "log-only");
-	json_out_object_begin(&out);
-	json_out_key(&out, "id");
-	json_out_string(&out, id);
-	json_out_key(&out, "db");
-	json_out_string(&out, m->st->database);
-	json_out_key(&out, "schema");
-	json_out_string(&out, m->st->schema);
-	json_out_key(&out, "table");
-	json_out_string(&out, m->st->table);
-	json_out_key(&out, "pk");
-	json_out_string(&out, m->st->at.pk_column);
-	json_out_key(&out, "op");
-	json_out_string(&out, m->op == OP_INSERT ? "I" : m->op == OP_UPDATE ? "U" : "D");
-	json_out_key(&out, "api");
-	json_out_string(&out, api_name(m->st->api));
-	json_out_key(&out, "rows");
-	json_out_array_begin(&out);
+/* "insert", "update", "delete" and the keys, for messages: "update of salesforce.contacts (id 003…)" */
+static void describe_write(const struct mutation *m, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s of %s (%s %s)", stmt_op_str(m->op), m->st->qualified,
+	         m->st->at.pk_column, m->keys_text ? m->keys_text : "not assigned yet");
+}
+
+/*
+ * The intent's row: the images sent ([{"old":..,"new":..}]) and the primary keys of the rows
+ * an UPDATE or DELETE touches (an INSERT's come with the API's answer).
+ */
+static bool intent_build(struct mutation *m)
+{
+	struct json_out rows, keys;
+	size_t len, tl = 0;
+	bool ok;
+
+	if (!json_out_init(&rows, 64 * 1024 * 1024))
+		return false;
+	if (!json_out_init(&keys, 16 * 1024 * 1024)) {
+		json_out_free(&rows);
+		return false;
+	}
+	json_out_array_begin(&rows);
+	json_out_array_begin(&keys);
 	for (int i = 0; i < m->nrows; i++) {
-		const struct json_value *c = conf ? json_at(conf, (size_t)i) : NULL;
-		const struct json_value *f = c ? json_get(c, "fields") : NULL;
-		const struct json_value *k = c ? json_get(c, "key") : NULL;
-		json_out_object_begin(&out);
-		json_out_key(&out, "key");
-		if (k != NULL)
-			json_out_value(&out, k);
+		const struct captured *cr = &m->rows[i];
+		const char *key = NULL;
+		json_out_object_begin(&rows);
+		json_out_key(&rows, "old");
+		if (cr->old_json != NULL)
+			json_out_value(&rows, cr->old_json);
 		else
-			json_out_null(&out);
-		json_out_key(&out, "image");
-		if (m->rows[i].new_json != NULL)
-			json_out_value(&out, m->rows[i].new_json);
+			json_out_null(&rows);
+		json_out_key(&rows, "new");
+		if (cr->new_json != NULL)
+			json_out_value(&rows, cr->new_json);
 		else
-			json_out_null(&out);
-		json_out_key(&out, "fields");
-		if (f != NULL)
-			json_out_value(&out, f);
-		else
-			json_out_null(&out);
-		json_out_object_end(&out);
+			json_out_null(&rows);
+		json_out_object_end(&rows);
+		for (int k = 0; k < cr->nold; k++)
+			if (strcmp(cr->old_vals[k].column, m->st->at.pk_column) == 0)
+				key = cr->old_vals[k].value;
+		if (m->op != OP_INSERT && key != NULL) {
+			size_t add = strlen(key);
+			char *grown = realloc(m->keys_text, tl + add + 3);
+			json_out_string(&keys, key);
+			if (grown != NULL) {
+				snprintf(grown + tl, add + 3, "%s%s", tl ? ", " : "", key);
+				tl += strlen(grown + tl);
+				m->keys_text = grown;
+			}
+		}
 	}
-	json_out_array_end(&out);
-	json_out_object_end(&out);
-	if (!json_out_ok(&out)) {
-		json_out_free(&out);
-		goto out;
+	json_out_array_end(&rows);
+	json_out_array_end(&keys);
+	ok = json_out_ok(&rows) && json_out_ok(&keys);
+	if (ok) {
+		m->intent_rows = json_out_take(&rows, &len);
+		m->intent_keys = json_out_take(&keys, &len);
+		ok = m->intent_rows != NULL && m->intent_keys != NULL;
 	}
-	line = json_out_take(&out, &len);
-	json_out_free(&out);
-	if (line == NULL)
-		goto out;
-	if (sy->journal != NULL && journal_append(sy->journal, line, len)) {
-		ok = true;
-		schedule_replay(sy, 1);
-	} else {
-		log_error("synced table %s: unjournaled change: %s", m->st->qualified, line);
-	}
-	free(line);
-out:
-	json_free(conf);
+	json_out_free(&rows);
+	json_out_free(&keys);
 	return ok;
 }
 
-/* ---- journal replay: API-accepted changes into the database, in mode sync ------------------ */
+static void send_request(struct mutation *m);
 
-static void quote_ident(char *out, size_t size, const char *name)
+/* The companion connection goes back to the idle list (or away when it is not fit). */
+static void intent_conn_release(struct mutation *m)
 {
-	size_t o = 0;
+	struct mconn *c = m->iconn;
 
-	out[o++] = '"';
-	for (const char *p = name; *p && o + 3 < size; p++) {
-		if (*p == '"')
-			out[o++] = '"';
-		out[o++] = *p;
-	}
-	out[o++] = '"';
-	out[o] = '\0';
+	m->iconn = NULL;
+	if (c == NULL)
+		return;
+	if (!pgc_ok(c->pc) || pgc_busy(c->pc) || m->sy->stopping ||
+	    list_count(&m->sy->idle_conns) >= MAX_IDLE_CONNS)
+		mconn_free(c);
+	else
+		list_append(&m->sy->idle_conns, &c->head);
 }
 
-static void replay_next(struct replay *r);
-
-static void replay_done(struct replay *r)
+static void on_intent_written(void *arg, struct pgc *pc, PGresult *res, const char *error)
 {
-	struct synced *sy = r->sy;
-	bool failed = r->failed || r->retry || r->next < r->n;
-	for (int i = 0; i < r->n; i++) {
-		free(r->items[i].id);
-		free(r->items[i].line);
-	}
-	free(r->items);
-	free(r->db);
-	free(r);
-	sy->replay = NULL;
-	if (sy->replay_pc != NULL) {
-		pgc_close(sy->replay_pc);
-		sy->replay_pc = NULL;
-	}
-	if (sy->reload_pending && list_empty(&sy->mutations))
-		schedule_reload(sy);
-	else if (failed)
-		schedule_replay(sy, 5);
-}
-
-static void on_replay_stmt(void *arg, struct pgc *pc, PGresult *res, const char *error)
-{
-	struct replay *r = arg;
+	struct mutation *m = arg;
+	uint64_t took = bouncer_now_usec() - m->intent_started;
 
 	(void)pc;
-	if (res == NULL ||
-	    (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)) {
-		if (!r->failed)
-			log_warning("journal replay of %s failed: %s", r->id_in_flight,
-			            res == NULL ? error : PQresultErrorMessage(res));
-		r->failed = true;
-	}
-	if (--r->nstmts_left > 0)
-		return;
-	if (r->failed) {
-		/* this entry stays pending (its transaction rolled back); the others go on */
-		r->failed = false;
-		r->retry = true;
-		r->next++;
-		replay_next(r);
-		return;
-	}
-	if (!journal_mark_done(r->sy->journal, r->id_in_flight))
-		log_error("journal: cannot mark %s done", r->id_in_flight);
-	else
-		log_info("journal entry %s applied to the database", r->id_in_flight);
-	r->next++;
-	replay_next(r);
-}
-
-static bool replay_queue(struct replay *r, const char *sql, int n, const char *const *params)
-{
-	static const Oid text_types[3] = {25, 25, 25}; /* unused parameters need a type */
-
-	if (!pgc_query(r->sy->replay_pc, sql, n, n ? text_types : NULL, params, NULL, NULL, 0,
-	               on_replay_stmt, r))
-		return false;
-	r->nstmts_left++;
-	return true;
-}
-
-/* The statement that puts one journaled row into the table ($1 image, $2 API fields, $3 key). */
-static bool replay_sql(const struct catalog_table *ct, const char *op, char *sql, size_t size)
-{
-	char qt[600], qs[300], qn[300], qpk[300];
-
-	quote_ident(qs, sizeof(qs), ct->schema);
-	quote_ident(qn, sizeof(qn), ct->table);
-	snprintf(qt, sizeof(qt), "%s.%s", qs, qn);
-	quote_ident(qpk, sizeof(qpk), ct->pk);
-	if (op[0] == 'I') {
-		snprintf(sql, size,
-		         "INSERT INTO %s SELECT * FROM pg_catalog.jsonb_populate_record(NULL::%s, "
-		         "$1::jsonb || coalesce($2::jsonb, '{}')) ON CONFLICT (%s) DO NOTHING",
-		         qt, qt, qpk);
-		return true;
-	}
-	if (op[0] == 'U') {
-		char cols[8192] = "", rcols[8192] = "";
-		size_t cl = 0, rl = 0;
-		for (int i = 0; i < ct->ncols; i++) {
-			char q[300];
-			if (strcmp(ct->cols[i].name, ct->pk) == 0)
-				continue;
-			quote_ident(q, sizeof(q), ct->cols[i].name);
-			cl += (size_t)snprintf(cols + cl, sizeof(cols) - cl, "%s%s", cl ? ", " : "",
-			                       q);
-			rl += (size_t)snprintf(rcols + rl, sizeof(rcols) - rl, "%sr.%s",
-			                       rl ? ", " : "", q);
-			if (cl >= sizeof(cols) || rl >= sizeof(rcols))
-				return false;
+	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+		char detail[512];
+		snprintf(detail, sizeof(detail), "%s. Nothing was sent to %s.",
+		         res == NULL ? error : PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY),
+		         api_name(m->st->api));
+		if (m->iconn != NULL && res == NULL) {
+			mconn_free(m->iconn);
+			m->iconn = NULL;
 		}
-		if (cl == 0)
-			return false;
-		snprintf(sql, size,
-		         "UPDATE %s AS t SET (%s) = (SELECT %s FROM "
-		         "pg_catalog.jsonb_populate_record(NULL::%s, $1::jsonb || "
-		         "coalesce($2::jsonb, '{}')) AS r) WHERE t.%s = $3",
-		         qt, cols, rcols, qt, qpk);
-		return true;
-	}
-	snprintf(sql, size, "DELETE FROM %s WHERE %s = $3", qt, qpk);
-	return true;
-}
-
-/* Queues one entry's statements: BEGIN, mode sync, one statement per row, COMMIT. */
-static bool replay_entry(struct replay *r, const struct json_value *e)
-{
-	struct synced *sy = r->sy;
-	const char *db = json_get_string(e, "db"), *schema = json_get_string(e, "schema");
-	const char *table = json_get_string(e, "table"), *op = json_get_string(e, "op");
-	const struct json_value *rows = json_get(e, "rows");
-	struct catalog_table *ct;
-	char sql[20000];
-
-	if (db == NULL || schema == NULL || table == NULL || op == NULL || rows == NULL ||
-	    rows->kind != JSON_ARRAY)
-		return false;
-	ct = catalog_find(sy->cat, db, schema, table);
-	if (ct == NULL || ct->state != CAT_READY || !replay_sql(ct, op, sql, sizeof(sql)))
-		return false;
-	if (!replay_queue(r, "BEGIN", 0, NULL) ||
-	    !replay_queue(r, "SELECT pg_catalog.set_config('syncbouncer.mode', 'sync', true)", 0,
-	                  NULL))
-		return false;
-	for (size_t n = 0; n < rows->count; n++) {
-		const struct json_value *row = rows->items[n];
-		const struct json_value *img = json_get(row, "image");
-		const struct json_value *flds = json_get(row, "fields");
-		const struct json_value *key = json_get(row, "key");
-		struct json_out a, b;
-		size_t la, lb;
-		char *ta = NULL, *tb = NULL;
-		const char *params[3];
-		bool ok;
-
-		if (!json_out_init(&a, 64 * 1024 * 1024))
-			return false;
-		if (!json_out_init(&b, 64 * 1024 * 1024)) {
-			json_out_free(&a);
-			return false;
-		}
-		if (img != NULL && img->kind == JSON_OBJECT) {
-			json_out_value(&a, img);
-		} else {
-			json_out_object_begin(&a);
-			json_out_object_end(&a);
-		}
-		if (flds != NULL && flds->kind == JSON_OBJECT)
-			json_out_value(&b, flds);
-		else
-			json_out_null(&b);
-		ta = json_out_ok(&a) ? json_out_take(&a, &la) : NULL;
-		tb = json_out_ok(&b) ? json_out_take(&b, &lb) : NULL;
-		json_out_free(&a);
-		json_out_free(&b);
-		params[0] = ta;
-		params[1] = flds != NULL && flds->kind == JSON_OBJECT ? tb : NULL;
-		params[2] = key != NULL && key->kind == JSON_STRING ? key->str : NULL;
-		if (op[0] == 'I' || params[2] != NULL)
-			ok = ta != NULL && replay_queue(r, sql, 3, params);
-		else
-			ok = true; /* an update or delete without a key has nothing to find */
-		free(ta);
-		free(tb);
-		if (!ok)
-			return false;
-	}
-	return replay_queue(r, "COMMIT", 0, NULL);
-}
-
-static void replay_next(struct replay *r)
-{
-	const struct json_limits limits = {64 * 1024 * 1024, 64, 10000000};
-	struct json_value *e = NULL;
-	char err[128];
-	bool ok;
-
-	if (r->next >= r->n) {
-		replay_done(r);
+		intent_conn_release(m);
+		set_error(m, "58000", "could not record the write's intent in the database", detail,
+		          NULL);
+		rollback(m);
 		return;
 	}
-	r->id_in_flight = r->items[r->next].id;
-	r->nstmts_left = 0;
-	if (!json_parse(r->items[r->next].line, strlen(r->items[r->next].line), &limits, &e, err,
-	                sizeof(err))) {
-		r->next++;
-		replay_next(r);
+	intent_conn_release(m);
+	m->intent_written = true;
+	log_debug("synced table %s: intent %lld written in %llu us", m->st->qualified,
+	          (long long)m->intent_id, (unsigned long long)took);
+	send_request(m);
+}
+
+/* A failed connect reaches on_intent_written through the queued INSERT's failure. */
+static void on_intent_conn(void *arg, struct pgc *pc, const char *error)
+{
+	(void)arg;
+	(void)pc;
+	(void)error;
+}
+
+/*
+ * Commits the intent on a companion connection of the same database, while the mutation's own
+ * transaction keeps the rows locked; the request leaves only once the intent is durable.
+ */
+static void intent_write(struct mutation *m)
+{
+	struct synced *sy = m->sy;
+	struct list *it;
+	char id[24], relid[16], op[2] = {m->op == OP_INSERT ? 'I' : m->op == OP_UPDATE ? 'U' : 'D', 0};
+	char owner[320], host[256];
+	const char *params[9];
+
+	if (!intent_build(m)) {
+		set_error(m, "53200", "out of memory recording the write's intent", NULL, NULL);
+		rollback(m);
 		return;
 	}
+	list_for_each(it, &sy->idle_conns)
 	{
-		const char *db = json_get_string(e, "db");
-		if (db == NULL || r->db == NULL || strcmp(db, r->db) != 0) {
-			/* another database's entry: the next pass, which starts with it */
-			json_free(e);
-			r->retry = true;
-			r->next++;
-			replay_next(r);
+		struct mconn *c = list_entry(it, struct mconn, head);
+		if (strcmp(c->conninfo, m->conninfo) == 0 && pgc_ok(c->pc) && !pgc_busy(c->pc)) {
+			list_del(&c->head);
+			m->iconn = c;
+			break;
+		}
+	}
+	if (m->iconn == NULL) {
+		m->iconn = calloc(1, sizeof(*m->iconn));
+		if (m->iconn == NULL || (m->iconn->conninfo = strdup(m->conninfo)) == NULL ||
+		    (list_init(&m->iconn->head),
+		     (m->iconn->pc = pgc_connect(sy->b->base, m->conninfo, on_intent_conn, m)) ==
+		             NULL)) {
+			if (m->iconn != NULL)
+				free(m->iconn->conninfo);
+			free(m->iconn);
+			m->iconn = NULL;
+			set_error(m, "53200", "out of memory", NULL, NULL);
+			rollback(m);
 			return;
 		}
 	}
-	ok = replay_entry(r, e);
-	json_free(e);
-	if (!ok) {
-		r->failed = true;
-		if (r->nstmts_left == 0) {
-			/* nothing was queued: skip this entry, go on with the others */
-			r->failed = false;
-			r->retry = true;
-			r->next++;
-			replay_next(r);
-		}
-		/* else the queued statements' callbacks move on */
+	snprintf(id, sizeof(id), "%lld", (long long)m->intent_id);
+	snprintf(relid, sizeof(relid), "%u", m->ct->relid);
+	params[0] = id;
+	params[1] = relid;
+	params[2] = m->st->qualified;
+	params[3] = op;
+	params[4] = api_name(m->st->api);
+	params[5] = m->intent_rows;
+	params[6] = m->intent_keys;
+	params[7] = m->intent_key;
+	if (gethostname(host, sizeof(host)) != 0)
+		snprintf(host, sizeof(host), "?");
+	host[sizeof(host) - 1] = '\0';
+	snprintf(owner, sizeof(owner), "%s pid %d", host, (int)getpid());
+	params[8] = owner;
+	m->intent_started = bouncer_now_usec();
+	if (!pgc_query(m->iconn->pc,
+	               "INSERT INTO syncbouncer.intent (id, tbl, tbl_name, op, api, rows, keys, "
+	               "idempotency_key, owner) SELECT $1::int8, $2::oid, $3, $4::\"char\", $5, "
+	               "$6::jsonb, ARRAY(SELECT pg_catalog.jsonb_array_elements_text($7::jsonb)), "
+	               "$8, $9",
+	               9, NULL, params, NULL, NULL, 0, on_intent_written, m)) {
+		mconn_free(m->iconn);
+		m->iconn = NULL;
+		set_error(m, "58000", "could not record the write's intent in the database", NULL,
+		          NULL);
+		rollback(m);
 	}
 }
 
-static void collect_pending(void *arg, const char *id, const char *line)
+/* The API's record ids of an insert, as a JSON array, for the journal. */
+static char *answer_ids_json(const struct api_result *ar)
 {
-	struct replay *r = arg;
-	struct replay_item *items;
+	struct json_out o;
+	size_t len;
+	char *text;
 
-	items = realloc(r->items, sizeof(*items) * (size_t)(r->n + 1));
-	if (items == NULL)
-		return;
-	r->items = items;
-	r->items[r->n].id = strdup(id);
-	r->items[r->n].line = strdup(line);
-	if (r->items[r->n].id == NULL || r->items[r->n].line == NULL) {
-		free(r->items[r->n].id);
-		free(r->items[r->n].line);
-		return;
+	if (!json_out_init(&o, 16 * 1024 * 1024))
+		return NULL;
+	json_out_array_begin(&o);
+	for (int i = 0; i < ar->nrows; i++) {
+		if (ar->rows[i].id != NULL)
+			json_out_string(&o, ar->rows[i].id);
+		else
+			json_out_null(&o);
 	}
-	r->n++;
+	json_out_array_end(&o);
+	text = json_out_ok(&o) ? json_out_take(&o, &len) : NULL;
+	json_out_free(&o);
+	return text;
 }
 
-static void on_replay_connected(void *arg, struct pgc *pc, const char *error)
+/* Test-only (doc/synced-tables.md): SYNCBOUNCER_TEST_HOLD_BEFORE_COMMIT_MS holds each synced write
+ * that long between its apply run and its COMMIT, so that a test can kill the process there. */
+static int test_hold_before_commit_ms(void)
 {
-	struct replay *r = arg;
+	const char *v = getenv("SYNCBOUNCER_TEST_HOLD_BEFORE_COMMIT_MS");
 
-	(void)pc;
-	if (error != NULL) {
-		log_warning("journal replay: cannot connect: %s", error);
-		r->failed = true;
-		replay_done(r);
-		return;
-	}
-	replay_next(r);
-}
-
-/* Applies pending journal entries, over the catalog's connection for their database. */
-static void start_replay(struct synced *sy)
-{
-	const struct json_limits limits = {64 * 1024 * 1024, 64, 10000000};
-	struct json_value *e = NULL;
-	struct replay *r;
-	char conninfo[2048], err[128];
-	const char *db = NULL;
-	int pending;
-
-	if (sy->journal == NULL || sy->replay != NULL || sy->cat == NULL)
-		return;
-	r = calloc(1, sizeof(*r));
-	if (r == NULL)
-		return;
-	r->sy = sy;
-	sy->replay = r;
-	pending = journal_foreach_pending(sy->journal, collect_pending, r);
-	if (pending <= 0 || r->n == 0) {
-		r->failed = pending < 0;
-		replay_done(r);
-		return;
-	}
-	log_info("journal: %d entr%s to apply to the database", r->n,
-	         r->n == 1 ? "y" : "ies"); /*
-	                                    * One database per pass; the entries of others wait for
-	                                    * a pass of their own. The pass's database turns from
-	                                    * pass to pass, so that a database whose entries keep
-	                                    * failing does not hold up the others.
-	                                    */
-	{
-		const char *line = r->items[sy->replay_turn++ % (unsigned)r->n].line;
-		if (json_parse(line, strlen(line), &limits, &e, err, sizeof(err)))
-			db = json_get_string(e, "db");
-	}
-	if (db == NULL || !catalog_conninfo(sy->cat, db, conninfo, sizeof(conninfo))) {
-		json_free(e);
-		r->failed = true;
-		replay_done(r);
-		return;
-	}
-	r->db = strdup(db);
-	json_free(e);
-	if (r->db == NULL) {
-		r->failed = true;
-		replay_done(r);
-		return;
-	}
-	sy->replay_pc = pgc_connect(sy->b->base, conninfo, on_replay_connected, r);
-	if (sy->replay_pc == NULL) {
-		r->failed = true;
-		replay_done(r);
-	}
-}
-
-static void on_replay_timer(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	start_replay(arg);
-}
-
-static void schedule_replay(struct synced *sy, int seconds)
-{
-	struct timeval tv = {seconds, 0};
-
-	if (sy->ev_replay != NULL)
-		event_add(sy->ev_replay, &tv);
+	return v != NULL ? atoi(v) : 0;
 }
 
 static void on_committed(void *arg, struct pgc *pc, PGresult *res, const char *error)
@@ -1130,22 +946,24 @@ static void on_committed(void *arg, struct pgc *pc, PGresult *res, const char *e
 		                  : m->apply_mismatch
 		                          ? "the second run wrote other rows than the API confirmed"
 		                          : "unknown";
-		len += (size_t)snprintf(detail, sizeof(detail),
-		                        "%s record ids: %s. The database said: %s",
-		                        api_name(m->st->api), m->ids ? m->ids : "(unknown)", why);
+		/* the ids of 200 records do not fit: the tail is cut, never written past the end */
+		snprintf(detail, sizeof(detail) - 120, "%s record ids: %s. The database said: %s",
+		         api_name(m->st->api), m->ids ? m->ids : "(unknown)", why);
+		len = strlen(detail);
 		while (len > 0 && (detail[len - 1] == '\n' || detail[len - 1] == ' '))
 			detail[--len] = '\0';
 		log_error("synced table %s: %s accepted a write but the database commit failed: %s",
 		          m->st->qualified, api_name(m->st->api), why);
-		if (!journal_write(m))
-			len += (size_t)snprintf(detail + len, sizeof(detail) - len,
-			                        ". The journal could not be written: the change is "
-			                        "in the log only");
-		else
-			len += (size_t)snprintf(
-			        detail + len, sizeof(detail) - len,
-			        ". The change is in the journal and will be applied "
-			        "to the database");
+		if (m->op == OP_INSERT && m->answer_ids != NULL &&
+		    !settle_journal_answer(m->sy->journal, m->intent_id, m->st->database,
+		                           m->answer_ids))
+			log_error("synced table %s: the API's answer to journal entry %lld could not "
+			          "be written to the journal file: %s",
+			          m->st->qualified, (long long)m->intent_id, m->answer_ids);
+		snprintf(detail + len, sizeof(detail) - len,
+		         ". The write is journal entry %lld: it is settled by asking %s, and SHOW "
+		         "JOURNAL shows how it ends",
+		         (long long)m->intent_id, api_name(m->st->api));
 		m->failed = false;
 		{
 			char msg[256];
@@ -1154,6 +972,7 @@ static void on_committed(void *arg, struct pgc *pc, PGresult *res, const char *e
 			         api_name(m->st->api));
 			set_error(m, "XX000", msg, detail, NULL);
 		}
+		settle_kick(m->sy->settle, 300);
 		m->conn_broken = true;
 		mutation_finish(m);
 		return;
@@ -1204,6 +1023,31 @@ static void keep_result(struct mutation *m, struct pgc *pc, PGresult *res, PGres
  * else (an error, fewer or more rows) is rolled back, and the API's version of the rows goes to
  * the journal (on_committed's failure path), so that the database catches up with the API.
  */
+/*
+ * The apply transaction's end: the confirmed rows and the intent go in the same COMMIT as the
+ * rows, so "committed" and "intent gone" are one fact.
+ */
+static bool queue_commit(struct mutation *m)
+{
+	char sql[160];
+
+	snprintf(sql, sizeof(sql), "DELETE FROM syncbouncer.intent WHERE id = %lld",
+	         (long long)m->intent_id);
+	return queue(m, "DELETE FROM syncbouncer.confirmed WHERE xid = pg_catalog.pg_current_xact_id()",
+	             on_ignored) &&
+	       queue(m, sql, on_ignored) && queue(m, "COMMIT", on_committed);
+}
+
+static void on_hold_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct mutation *m = arg;
+
+	(void)fd;
+	(void)what;
+	if (!queue_commit(m))
+		on_committed(m, NULL, NULL, "could not queue the commit");
+}
+
 static void on_applied(void *arg, struct pgc *pc, PGresult *res, const char *error)
 {
 	struct mutation *m = arg;
@@ -1220,14 +1064,19 @@ static void on_applied(void *arg, struct pgc *pc, PGresult *res, const char *err
 		          m->st->qualified, PQcmdTuples(m->result), api_name(m->st->api), m->nrows);
 		m->apply_mismatch = true;
 	}
-	if (m->failed || m->apply_mismatch)
+	if (m->failed || m->apply_mismatch) {
 		ok = queue(m, "ROLLBACK", on_committed);
-	else
-		ok = queue(m,
-		           "DELETE FROM syncbouncer.confirmed WHERE xid = "
-		           "pg_catalog.pg_current_xact_id()",
-		           on_ignored) &&
-		     queue(m, "COMMIT", on_committed);
+	} else if (test_hold_before_commit_ms() > 0 && m->ev_hold == NULL) {
+		struct timeval tv = {test_hold_before_commit_ms() / 1000,
+		                     (test_hold_before_commit_ms() % 1000) * 1000};
+		log_warning("synced table %s: holding the commit %d ms "
+		            "(SYNCBOUNCER_TEST_HOLD_BEFORE_COMMIT_MS, for tests only)",
+		            m->st->qualified, test_hold_before_commit_ms());
+		m->ev_hold = evtimer_new(m->sy->b->base, on_hold_done, m);
+		ok = m->ev_hold != NULL && evtimer_add(m->ev_hold, &tv) == 0;
+	} else {
+		ok = queue_commit(m);
+	}
 	if (!ok)
 		on_committed(m, NULL, NULL, "could not queue the commit");
 }
@@ -1334,10 +1183,22 @@ static void on_api_done(void *arg, struct api_result *ar)
 		if (m->ct != NULL)
 			m->ct->rejected++;
 		set_api_error(m, &ar->error);
-		rollback(m);
+		if (ar->error.nothing_written) {
+			rollback_forget_intent(m);
+		} else {
+			/* maybe applied: the intent stays, and is settled by asking the API */
+			log_warning("synced table %s: the outcome of journal entry %lld at %s is "
+			            "unknown (%s); it will be settled",
+			            m->st->qualified, (long long)m->intent_id, api_name(m->st->api),
+			            api_error_class_str(ar->error.cls));
+			settle_kick(m->sy->settle, 300);
+			rollback(m);
+		}
 		return;
 	}
 	m->state = MUT_APPLYING;
+	if (m->op == OP_INSERT)
+		m->answer_ids = answer_ids_json(ar);
 	if (sy_has_sync(m) && m->op == OP_INSERT) {
 		const char **ids = calloc((size_t)ar->nrows + 1, sizeof(*ids));
 		for (int i = 0; ids != NULL && i < ar->nrows; i++)
@@ -1447,6 +1308,26 @@ static bool image_values(struct captured *cr, const struct json_value *img, stru
 	return true;
 }
 
+/* Nothing matched: no API call, the statement's own (empty) result. */
+static void answer_no_rows(struct mutation *m)
+{
+	struct pktbuf pb;
+
+	if (m->mc != NULL) {
+		pktbuf_init(&pb, RESPONSE_MAX);
+		write_result(&pb, m, m->first, m->first);
+		send_to_client(m, &pb);
+		pktbuf_free(&pb);
+	}
+	m->state = MUT_ROLLING_BACK;
+	if (!queue(m, "ROLLBACK", on_rolled_back)) {
+		m->conn_broken = true;
+		mutation_finish(m); /* frees m */
+	}
+}
+
+static void on_zero_checked(void *arg, struct pgc *pc, PGresult *res, const char *error);
+
 static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *error)
 {
 	struct mutation *m = arg;
@@ -1476,20 +1357,30 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		return;
 	}
 	m->nrows = PQntuples(res);
-	if (m->nrows == 0) {
-		/* nothing matched: no API call, the statement's own (empty) result */
-		struct pktbuf pb;
-		if (m->mc != NULL) {
-			pktbuf_init(&pb, RESPONSE_MAX);
-			write_result(&pb, m, m->first, m->first);
-			send_to_client(m, &pb);
-			pktbuf_free(&pb);
-		}
-		m->state = MUT_ROLLING_BACK;
-		if (!queue(m, "ROLLBACK", on_rolled_back)) {
+	if (m->nrows == 0 && m->op != OP_INSERT) {
+		/*
+		 * No row matched; but an INSERT of this table whose outcome is not settled yet may
+		 * have created one the statement would match: wait for it rather than answer 0.
+		 * Unsettled: no writer holds its lock (we get it), or a settler holds the settling
+		 * lock (we cannot get that one). A live writer's insert is ordinary concurrency.
+		 */
+		char sql[300];
+		snprintf(sql, sizeof(sql),
+		         "SELECT i.id FROM syncbouncer.intent i WHERE i.tbl = %u AND i.op = 'I' "
+		         "AND (pg_catalog.pg_try_advisory_xact_lock(i.id) OR NOT "
+		         "pg_catalog.pg_try_advisory_xact_lock_shared(i.id # " SETTLE_LOCK_BIT
+		         ")) LIMIT 1",
+		         m->ct->relid);
+		if (!pgc_query(m->conn->pc, sql, 0, NULL, NULL, NULL, NULL, 0, on_zero_checked, m)) {
 			m->conn_broken = true;
-			mutation_finish(m); /* frees m */
+			set_error(m, "58000", "lost the database connection of a synced-table write",
+			          NULL, NULL);
+			mutation_finish(m);
 		}
+		return;
+	}
+	if (m->nrows == 0) {
+		answer_no_rows(m);
 		return;
 	}
 	op = m->op == OP_INSERT   ? API_OP_INSERT
@@ -1546,13 +1437,56 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		m->api_rows[i].new_image.values = cr->new_vals;
 		m->api_rows[i].new_image.nvalues = cr->nnew;
 	}
+	m->state = MUT_WRITING_INTENT;
+	intent_write(m);
+}
+
+/* The intent is durable: the request may leave. */
+static void send_request(struct mutation *m)
+{
+	enum api_op op = m->op == OP_INSERT   ? API_OP_INSERT
+	                 : m->op == OP_UPDATE ? API_OP_UPDATE
+	                                      : API_OP_DELETE;
+
 	m->state = MUT_CALLING_API;
 	note_sync_write(m, true);
-	m->call = api_submit(m->st->api, &m->st->at, op, m->api_rows, m->nrows, on_api_done, m);
+	m->call = api_submit_keyed(m->st->api, &m->st->at, op, m->api_rows, m->nrows,
+	                           m->intent_key, on_api_done, m);
 	if (m->call == NULL) {
 		set_error(m, "53200", "could not start the API request", NULL, NULL);
-		rollback(m);
+		rollback_forget_intent(m);
 	}
+}
+
+/* After a zero-row capture: an unsettled insert of the table makes the answer wait (40001). */
+static void on_zero_checked(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct mutation *m = arg;
+
+	if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0) {
+		char detail[256];
+		snprintf(detail, sizeof(detail),
+		         "Journal entry %s, an insert into this table whose outcome at %s is not "
+		         "settled yet, may hold a row the statement would match.",
+		         PQgetvalue(res, 0, 0), api_name(m->st->api));
+		set_error(m, "40001",
+		          "the statement matched no row, but the table has an unsettled insert",
+		          detail,
+		          "Retry the statement in a few seconds; SHOW JOURNAL on the admin console "
+		          "lists unsettled writes.");
+		settle_kick(m->sy->settle, 0);
+		rollback(m);
+		return;
+	}
+	(void)pc;
+	if (res == NULL) {
+		m->conn_broken = true;
+		set_error(m, "58000", "lost the database connection of a synced-table write", error,
+		          NULL);
+		mutation_finish(m);
+		return;
+	}
+	answer_no_rows(m);
 }
 
 /* Tells the sync worker which rows this write holds (begin) or has written (end). */
@@ -1612,11 +1546,13 @@ static void start_capture(struct mutation *m)
 	         "pg_catalog.set_config('syncbouncer.seq', '0', true), "
 	         "pg_catalog.set_config('syncbouncer.ncaptured', '0', true), "
 	         "pg_catalog.set_config('syncbouncer.max_rows', '%d', true), "
-	         "pg_catalog.set_config('lock_timeout', '10s', true)",
+	         "pg_catalog.set_config('lock_timeout', '10s', true), "
+	         "pg_catalog.pg_advisory_xact_lock(%lld)",
 	         m->conflict_nothing ? "nothing" : "",
 	         api_max_rows(m->st->api, m->op == OP_INSERT   ? API_OP_INSERT
 	                                  : m->op == OP_UPDATE ? API_OP_UPDATE
-	                                                       : API_OP_DELETE));
+	                                                       : API_OP_DELETE),
+	         (long long)m->intent_id);
 	ok = queue(m, "BEGIN", on_ignored) && queue(m, m->prelude_sql, on_ignored) &&
 	     (m->session_sql == NULL || queue(m, m->session_sql, on_ignored)) &&
 	     queue_stmt(m, on_first_run) && queue(m, m->capture_sql, on_captured);
@@ -1825,6 +1761,14 @@ static void mutation_finish(struct mutation *m)
 	free(m->formats);
 	free(m->types);
 	free(m->confirmed);
+	if (m->iconn != NULL)
+		mconn_free(m->iconn);
+	if (m->ev_hold != NULL)
+		event_free(m->ev_hold);
+	free(m->intent_rows);
+	free(m->intent_keys);
+	free(m->keys_text);
+	free(m->answer_ids);
 	free(m->session_sql);
 	free(m->ids);
 	free(m->conninfo);
@@ -1968,6 +1912,8 @@ static void mutation_start(struct synced *sy, struct mut_client *mc, struct sync
 	m->op = sc->op;
 	m->conflict_nothing = sc->on_conflict_nothing;
 	m->started = bouncer_now_usec();
+	m->intent_id = settle_new_id();
+	api_random_key(m->intent_key, sizeof(m->intent_key));
 	pktbuf_init(&m->err, 65536);
 	mc->m = m;
 	m->session_sql = session_settings(mc->client);
@@ -2771,8 +2717,36 @@ static void on_catalog_done(void *arg, struct catalog *cat)
 	struct synced *sy = arg;
 
 	(void)cat;
-	/* API-accepted changes that a previous run could not commit go in first */
-	schedule_replay(sy, 0);
+	/* writes that a previous run (or another instance) left unsettled */
+	settle_kick(sy->settle, 0);
+}
+
+/* settle_find_cb: the synced table of database with this relation oid. */
+static bool find_table(void *arg, const char *database, unsigned relid, struct settle_table *out)
+{
+	struct synced *sy = arg;
+
+	for (int i = 0; i < sy->ntables; i++) {
+		struct synced_table *st = &sy->tables[i];
+		struct catalog_table *ct;
+		if (strcmp(st->database, database) != 0 || !st->at_ready)
+			continue;
+		ct = catalog_find(sy->cat, st->database, st->schema, st->table);
+		if (ct == NULL || ct->state != CAT_READY || ct->relid != relid)
+			continue;
+		out->api = st->api;
+		out->at = &st->at;
+		out->ct = ct;
+		out->synced = false;
+		if (sy->sync != NULL) {
+			struct sync_view sv;
+			sync_view(sy->sync, i, &sv);
+			out->synced = sv.state != NULL && strcmp(sv.state, "off") != 0 &&
+			              sy->sync_confs != NULL && sy->sync_confs[i].interval > 0;
+		}
+		return true;
+	}
+	return false;
 }
 
 /* A console SYNC finished: answer the admin client that waits for it. */
@@ -2895,14 +2869,15 @@ bool synced_start(struct bouncer *b)
 		}
 		sy->journal = journal_open(path);
 		if (sy->journal == NULL)
-			log_warning("synced tables: no journal; a write the API accepts but the "
-			            "database cannot commit will be in the log only");
-		sy->ev_replay = event_new(b->base, -1, 0, on_replay_timer, sy);
-		if (sy->ev_replay == NULL)
-			goto fail;
+			log_warning("synced tables: no journal file; an insert the API accepts while "
+			            "the database is gone is settled by the sync worker only");
 	}
 	sy->cat = catalog_create(b->base, cfg, b->users, on_catalog_done, sy);
 	if (sy->cat == NULL)
+		goto fail;
+	sy->settle = settle_create(b->base, sy->cat, sy->journal, cfg->settle_deadline, find_table,
+	                           sy);
+	if (sy->settle == NULL)
 		goto fail;
 	/* each table's first pass waits for the catalog to have prepared it */
 	sy->sync = sync_create(b->base, sy->cat, sy->sync_confs, sy->ntables, on_sync_done, sy);
@@ -2937,19 +2912,21 @@ void synced_stop(struct bouncer *b)
 	{
 		struct mutation *m = list_entry(it, struct mutation, head);
 		if (m->state == MUT_APPLYING && m->confirmed != NULL) {
-			log_error(
-			        "synced table %s: stopping while applying a write that %s accepted "
-			        "(%s); it goes to the journal",
-			        m->st->qualified, api_name(m->st->api), m->ids ? m->ids : "");
-			if (!journal_write(m))
-				log_error("synced table %s: the write could not be journaled",
-				          m->st->qualified);
+			log_error("synced table %s: stopping while applying a write that %s accepted "
+			          "(%s); journal entry %lld settles it",
+			          m->st->qualified, api_name(m->st->api), m->ids ? m->ids : "",
+			          (long long)m->intent_id);
+			if (m->op == OP_INSERT && m->answer_ids != NULL &&
+			    !settle_journal_answer(sy->journal, m->intent_id, m->st->database,
+			                           m->answer_ids))
+				log_error("synced table %s: the API's answer (%s) could not be written "
+				          "to the journal file",
+				          m->st->qualified, m->answer_ids);
 		} else if (m->state == MUT_CALLING_API) {
-			log_error(
-			        "synced table %s: stopping while %s is answering a %s of %d row(s); "
-			        "its outcome is unknown",
-			        m->st->qualified, api_name(m->st->api), stmt_op_str(m->op),
-			        m->nrows);
+			log_error("synced table %s: stopping while %s is answering a %s of %d row(s); "
+			          "its outcome is unknown, journal entry %lld settles it",
+			          m->st->qualified, api_name(m->st->api), stmt_op_str(m->op), m->nrows,
+			          (long long)m->intent_id);
 		}
 		if (m->mc != NULL) {
 			m->mc->client->hook_state = NULL;
@@ -2963,12 +2940,7 @@ void synced_stop(struct bouncer *b)
 	sync_free(sy->sync);
 	sy->sync = NULL;
 	list_for_each_safe(it, tmp, &sy->idle_conns) mconn_free(list_entry(it, struct mconn, head));
-	if (sy->replay != NULL) {
-		sy->replay->failed = true;
-		replay_done(sy->replay);
-	}
-	if (sy->ev_replay != NULL)
-		event_free(sy->ev_replay);
+	settle_free(sy->settle);
 	journal_close(sy->journal);
 	if (sy->cat != NULL)
 		catalog_free(sy->cat);
@@ -3003,7 +2975,7 @@ void synced_reload(struct bouncer *b)
 {
 	struct synced *sy = b->synced;
 
-	if (sy != NULL && (!list_empty(&sy->mutations) || sy->replay != NULL)) {
+	if (sy != NULL && !list_empty(&sy->mutations)) {
 		log_info("synced tables: reload waits for %zu write%s in flight",
 		         list_count(&sy->mutations), list_count(&sy->mutations) == 1 ? "" : "s");
 		sy->reload_pending = true;
@@ -3208,20 +3180,47 @@ void synced_show_apis(struct bouncer *b, synced_row_cb cb, void *arg)
 	}
 }
 
-static void count_only(void *arg, const char *id, const char *line)
-{
-	(void)arg;
-	(void)id;
-	(void)line;
-}
-
+/* Unsettled intents as the settler's last pass saw them; -1 without synced tables. */
 int synced_journal_backlog(struct bouncer *b)
 {
-	struct synced *sy = b->synced;
+	return b->synced != NULL ? settle_pending(b->synced->settle) : -1;
+}
 
-	if (sy == NULL || sy->journal == NULL)
-		return -1;
-	return journal_foreach_pending(sy->journal, count_only, NULL);
+const char *const synced_journal_columns[] = {
+        "id",         "database", "table", "operation", "keys", "state", "age", "attempts",
+        "last_error", "owner",    "overdue", NULL,
+};
+
+void synced_show_journal(struct bouncer *b, synced_row_cb cb, void *arg)
+{
+	if (b->synced != NULL)
+		settle_show(b->synced->settle, cb, arg);
+}
+
+bool synced_journal_command(struct bouncer *b, const char *arg, char *msg, size_t size)
+{
+	char verb[16], id[32], word[16];
+	int n;
+
+	if (b->synced == NULL) {
+		snprintf(msg, size, "no synced tables are configured");
+		return false;
+	}
+	n = sscanf(arg, "%15s %31s %15s", verb, id, word);
+	if (n == 2 && strcasecmp(verb, "retry") == 0)
+		return settle_retry(b->synced->settle, id, msg, size);
+	if (n >= 2 && strcasecmp(verb, "giveup") == 0) {
+		if (n != 3 || strcasecmp(word, "confirm") != 0) {
+			snprintf(msg, size,
+			         "JOURNAL GIVEUP drops a write unsettled, so the table may differ from "
+			         "the API: say JOURNAL GIVEUP %s CONFIRM",
+			         id);
+			return false;
+		}
+		return settle_give_up(b->synced->settle, id, msg, size);
+	}
+	snprintf(msg, size, "usage: JOURNAL RETRY <id> | JOURNAL GIVEUP <id> CONFIRM");
+	return false;
 }
 
 /* ---- admin console commands ------------------------------------------------------------ */

@@ -187,28 +187,6 @@ def test_scrape_during_reads_and_synced_writes(pg, bouncer_factory, fake_sf):
             "syncbouncer_mutation_duration_seconds_bucket"} <= used
 
 
-def test_journal_backlog(pg, bouncer_factory, fake_sf, tmp_path):
-    """An entry the database cannot take yet (its table is gone) stays pending in the journal:
-    the backlog gauge counts it; a pooler with an empty journal shows 0."""
-    journal = tmp_path / "sb.journal"
-    journal.write_text(json.dumps({
-        "id": "e1", "db": "crm", "schema": "salesforce", "table": "gone", "pk": "id",
-        "op": "I", "rows": [{"key": None, "image": {"id": "003X", "last_name": "Gone"},
-                             "fields": {}}]}) + "\n")
-    port = free_port()
-    start_synced(pg, bouncer_factory, fake_sf,
-                 pgbouncer={"metrics_listen": f"127.0.0.1:{port}", "journal_file": str(journal)})
-    samples, types = parse(scrape(f"http://127.0.0.1:{port}/metrics"))
-    assert types["syncbouncer_journal_pending_entries"] == "gauge"
-    assert get(samples, "syncbouncer_journal_pending_entries") == 1
-    port2 = free_port()
-    start_synced(pg, bouncer_factory, fake_sf,
-                 pgbouncer={"metrics_listen": f"127.0.0.1:{port2}",
-                            "journal_file": str(tmp_path / "empty.journal")})
-    samples, _ = parse(scrape(f"http://127.0.0.1:{port2}/metrics"))
-    assert get(samples, "syncbouncer_journal_pending_entries") == 0
-
-
 def test_other_paths_and_methods(bouncer_factory):
     port = free_port()
     bouncer_factory(config={"pgbouncer": {"metrics_listen": f"127.0.0.1:{port}"}})

@@ -471,9 +471,10 @@ def test_transaction_mode_writes_and_transactions(synced_txn, pg):
                   dbname="crm")[0][0] == 2
 
 
-def test_commit_failure_after_api_accepted_is_journaled_and_replayed(synced, pg):
+def test_commit_failure_after_api_accepted_is_journaled_and_settled(synced, pg):
     """The database connection dies while the API is answering: the client gets XX000 naming
-    the API's record id, the change is in the journal, and replay puts it in the table."""
+    the API's record id, the API's answer is in the journal file, and settling reads the record
+    back from the API into the table (its intent then gone)."""
     import threading
 
     synced.fake.control(delay_ms=1500)
@@ -510,6 +511,7 @@ def test_commit_failure_after_api_accepted_is_journaled_and_replayed(synced, pg)
             break
         time.sleep(0.2)
     assert rows == [(cid, None, "Jessica", "jessica@caladan.io", None)]
+    assert pg.sql("SELECT count(*) FROM syncbouncer.intent", dbname="crm")[0][0] == 0
     # the entry is marked done: a restart does not apply it twice
     assert '"done"' in open(os.path.join(synced.workdir, "syncbouncer.journal")).read() or \
         os.path.getsize(os.path.join(synced.workdir, "syncbouncer.journal")) == 0

@@ -42,6 +42,12 @@ static const struct parse_case cases[] = {
         {"SET x = 'unterminated", ADMIN_STMT_INVALID, "", "", ""},
         {"SET = 1", ADMIN_STMT_INVALID, "", "", ""},
         {"PAUSE app extra", ADMIN_STMT_INVALID, "", "", ""},
+        /* syncbouncer's JOURNAL takes several words */
+        {"JOURNAL RETRY 123", ADMIN_STMT_COMMAND, "JOURNAL", "RETRY 123", ""},
+        {"journal giveup 123 confirm ;", ADMIN_STMT_COMMAND, "journal", "giveup 123 confirm",
+         ""},
+        {"JOURNAL GIVEUP 1 CONFIRM; SHOW POOLS", ADMIN_STMT_INVALID, "", "", ""},
+        {"JOURNAL GIVEUP 1 'x'", ADMIN_STMT_INVALID, "", "", ""},
         /* pgbouncer's buffers: command 16, argument 64, value 256 bytes */
         {"VERYLONGCOMMANDNAME", ADMIN_STMT_TOO_LONG, "", "", ""},
         {"PAUSE aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",

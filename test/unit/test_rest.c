@@ -355,6 +355,59 @@ static void test_stripe_build(void **state)
 	connector_free(c);
 }
 
+/* Reading a customer by id: GET of the object; a deleted one ({"deleted":true}) is gone. */
+static void test_stripe_read(void **state)
+{
+	static const char deleted[] =
+	        "{\"id\":\"cus_1\",\"object\":\"customer\",\"deleted\":true}";
+	struct cf_kv tkv[] = {{"object", "customers"}};
+	struct connector *c = stripe();
+	struct http_response resp = {0};
+	struct api_http_spec spec;
+	struct api_result res;
+	struct api_error err;
+	struct api_table t;
+	char e[256], *body;
+	size_t len;
+
+	(void)state;
+	assert_true(api_table_init(&t, "stripe.customers", tkv, 1, e, sizeof(e)));
+	assert_true(connector_build_read(c, &t, "cus_NffrFeUfNV2Hib", &spec, &err));
+	assert_int_equal(spec.method, HTTP_GET);
+	assert_string_equal(spec.url, "https://api.stripe.com/v1/customers/cus_NffrFeUfNV2Hib");
+	assert_string_equal(spec.idempotency_key, "");
+	api_http_spec_free(&spec);
+
+	resp.outcome = HTTP_OUTCOME_ANSWER;
+	resp.status = 200;
+	resp.body = body = fixture("stripe_customer.json", &len);
+	resp.body_len = len;
+	connector_parse_read(c, &t, "cus_NffrFeUfNV2Hib", &resp, &res);
+	assert_true(res.ok);
+	assert_string_equal(res.rows[0].id, "cus_NffrFeUfNV2Hib");
+	assert_true(res.rows[0].nfields > 3);
+	api_result_free(&res);
+	free(body);
+
+	resp.body = (char *)deleted;
+	resp.body_len = strlen(deleted);
+	connector_parse_read(c, &t, "cus_1", &resp, &res);
+	assert_false(res.ok);
+	assert_int_equal(res.error.cls, API_ERR_NOT_FOUND);
+	api_result_free(&res);
+
+	resp.status = 404;
+	resp.body = body = fixture("stripe_error_missing.json", &len);
+	resp.body_len = len;
+	connector_parse_read(c, &t, "cus_1", &resp, &res);
+	assert_int_equal(res.error.cls, API_ERR_NOT_FOUND);
+	assert_true(res.error.nothing_written);
+	api_result_free(&res);
+	free(body);
+	api_table_free(&t);
+	connector_free(c);
+}
+
 /* "." and ".." are ids, not steps up the path: each stays one encoded segment. */
 static void test_dot_ids_stay_one_segment(void **state)
 {
@@ -1089,6 +1142,7 @@ int main(void)
 	        cmocka_unit_test(test_errors),
 	        cmocka_unit_test(test_stripe_build),
 	        cmocka_unit_test(test_stripe_parse),
+	        cmocka_unit_test(test_stripe_read),
 	        cmocka_unit_test(test_hubspot),
 	        cmocka_unit_test(test_airtable),
 	};

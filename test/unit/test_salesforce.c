@@ -1072,6 +1072,73 @@ static void test_e2e_api_set(void **state)
 	assert_non_null(strstr(err, "x.ini:7: api \"b\": insert_path="));
 }
 
+/* Reading a record by id (settling): the URL, the record's fields as columns, 404 as gone. */
+static void test_read_by_id(void **state)
+{
+	static const char rec[] = "{\"attributes\":{\"type\":\"Contact\",\"url\":\"/x\"},"
+	                          "\"Id\":\"0038b00002gszToAAI\",\"LastName\":\"Atreides\","
+	                          "\"Email\":null,\"Description\":\"duke\"}";
+	static const char gone[] = "[{\"errorCode\":\"NOT_FOUND\",\"message\":\"The requested "
+	                           "resource does not exist\"}]";
+	struct http_response resp = {0};
+	struct api_http_spec spec;
+	struct api_error err;
+	struct api_result res;
+	int found = 0;
+
+	(void)state;
+	assert_true(connector_can_read(sf));
+	assert_true(connector_build_read(sf, &contacts, "0038b00002gszToAAI", &spec, &err));
+	assert_int_equal(spec.method, HTTP_GET);
+	assert_string_equal(spec.url, "https://acme.my.salesforce.com/services/data/v59.0/"
+	                              "sobjects/Contact/0038b00002gszToAAI");
+	assert_null(spec.body);
+	api_http_spec_free(&spec);
+	/* an id is a path segment: escaped, never a way out of it */
+	assert_true(connector_build_read(sf, &contacts, "../x?y", &spec, &err));
+	assert_string_equal(spec.url, "https://acme.my.salesforce.com/services/data/v59.0/"
+	                              "sobjects/Contact/..%2Fx%3Fy");
+	api_http_spec_free(&spec);
+	assert_false(connector_build_read(sf, &contacts, "", &spec, &err));
+	assert_int_equal(err.cls, API_ERR_VALIDATION);
+
+	resp.outcome = HTTP_OUTCOME_ANSWER;
+	resp.status = 200;
+	resp.body = (char *)rec;
+	resp.body_len = strlen(rec);
+	connector_parse_read(sf, &contacts, "0038b00002gszToAAI", &resp, &res);
+	assert_true(res.ok);
+	assert_int_equal(res.nrows, 1);
+	assert_string_equal(res.rows[0].id, "0038b00002gszToAAI");
+	for (int i = 0; i < res.rows[0].nfields; i++) {
+		const struct api_field_value *f = &res.rows[0].fields[i];
+		assert_string_not_equal(f->field, "attributes");
+		if (strcmp(f->column, "last_name") == 0 && strcmp(f->value, "Atreides") == 0)
+			found++;
+		if (strcmp(f->column, "note") == 0 && strcmp(f->value, "duke") == 0)
+			found++;
+		if (strcmp(f->column, "email") == 0 && f->value == NULL)
+			found++;
+	}
+	assert_int_equal(found, 3);
+	api_result_free(&res);
+
+	resp.status = 404;
+	resp.body = (char *)gone;
+	resp.body_len = strlen(gone);
+	connector_parse_read(sf, &contacts, "0038b00002gszToAAI", &resp, &res);
+	assert_false(res.ok);
+	assert_int_equal(res.error.cls, API_ERR_NOT_FOUND);
+	assert_true(res.error.nothing_written);
+	api_result_free(&res);
+
+	resp.outcome = HTTP_OUTCOME_UNKNOWN;
+	connector_parse_read(sf, &contacts, "0038b00002gszToAAI", &resp, &res);
+	assert_false(res.ok);
+	assert_true(res.error.nothing_written); /* a read writes nothing, whatever happened */
+	api_result_free(&res);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1086,6 +1153,7 @@ int main(void)
 	        cmocka_unit_test(test_parse_record_errors),
 	        cmocka_unit_test(test_parse_request_errors),
 	        cmocka_unit_test(test_parse_delete),
+	        cmocka_unit_test(test_read_by_id),
 	        cmocka_unit_test(test_parse_huge_and_non_answers),
 	        cmocka_unit_test(test_table_config),
 	};

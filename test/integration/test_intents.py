@@ -1,0 +1,496 @@
+"""Write-ahead intents and settling: nothing lost, nothing doubled, nothing diverged.
+
+Each test breaks a synced write at one point (the process killed after the API accepted, the
+process killed while the request is at the API, the API's answer timed out or lost, the
+database commit failed) and checks what a user checks afterwards: the table equals the API's
+records, the API holds each record once, and clients were told the truth (success, the API's
+error, or XX000 with the table, operation and keys; 40001 while a row's earlier write is not
+settled). A Stripe-shaped fake (test/fakes/fake_stripe.py) plays the API; settling repeats its
+inserts with the same Idempotency-Key and reads records by id.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import psycopg
+import pytest
+
+from conftest import IS_PGBOUNCER, SRC_DIR, free_port
+
+pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="synced tables exist only in syncbouncer")
+
+FAKE = os.path.join(SRC_DIR, "test", "fakes", "fake_stripe.py")
+HOLD = "SYNCBOUNCER_TEST_HOLD_BEFORE_COMMIT_MS"
+
+
+class FakeStripe:
+    def __init__(self):
+        self.port = free_port()
+        self.proc = subprocess.Popen([sys.executable, FAKE, "--port", str(self.port)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        line = self.proc.stdout.readline().decode()
+        assert "listening" in line, line
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _call(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    def control(self, **kw):
+        return self._call("POST", "/_control", kw)
+
+    def store(self):
+        return self._call("GET", "/_store").get("customers", {})
+
+    def requests(self):
+        return self._call("GET", "/_requests")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def stripe():
+    f = FakeStripe()
+    yield f
+    f.stop()
+
+
+DDL = """
+CREATE SCHEMA IF NOT EXISTS billing AUTHORIZATION app;
+DROP TABLE IF EXISTS billing.customers;
+CREATE TABLE billing.customers (id text PRIMARY KEY, email text, name text);
+ALTER TABLE billing.customers OWNER TO app;
+"""
+
+
+def config(pg, stripe, timeout=1, pgbouncer=None):
+    return {
+        "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
+        "apis": [f"stripe = type=stripe base_url={stripe.url} auth=bearer token=sk_test_fake "
+                 f"timeout={timeout} deadline={timeout}"],
+        # no sync worker: what is checked here is settling alone (and the worker's own
+        # requests would take the fake's one-shot faults)
+        "synced_tables": ["crm.billing.customers = api=stripe object=customers "
+                          "sync_interval=0 backfill=off"],
+        "pgbouncer": {"max_client_conn": 50, "default_pool_size": 20, **(pgbouncer or {})},
+    }
+
+
+def wait_guard(pg, b):
+    deadline = time.monotonic() + 20
+    while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
+                 dbname="crm")[0][0] == 0:
+        assert time.monotonic() < deadline, "guard trigger not installed:\n" + b.output()
+        time.sleep(0.1)
+
+
+def start(pg, bouncer_factory, stripe, hold_ms=0, fresh=True, **kw):
+    if fresh:
+        pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
+        pg.sql(DDL, dbname="crm")
+    if hold_ms:
+        os.environ[HOLD] = str(hold_ms)
+    try:
+        b = bouncer_factory(config=config(pg, stripe, **kw))
+    finally:
+        os.environ.pop(HOLD, None)
+    wait_guard(pg, b)
+    return b
+
+
+def restart(b, hold_ms=0):
+    """kill -9 by pid, then the same ini (and journal file) again."""
+    b.proc.kill()
+    b.proc.wait()
+    b.stderr_file.close()
+    if hold_ms:
+        os.environ[HOLD] = str(hold_ms)
+    try:
+        b.start()
+    finally:
+        os.environ.pop(HOLD, None)
+
+
+def crm(b):
+    return b.connect(dbname="crm", autocommit=True)
+
+
+def table(pg):
+    return {r[0]: (r[1], r[2]) for r in
+            pg.sql("SELECT id, email, name FROM billing.customers", dbname="crm")}
+
+
+def api_view(stripe):
+    return {k: (v.get("email"), v.get("name")) for k, v in stripe.store().items()}
+
+
+def intents(pg):
+    if pg.sql("SELECT to_regclass('syncbouncer.intent') IS NULL", dbname="crm")[0][0]:
+        return []  # a pooler that keeps no intents: the table and the API must still agree
+    return pg.sql("SELECT id, op::text FROM syncbouncer.intent", dbname="crm")
+
+
+def wait_settled(pg, stripe, b, timeout=40):
+    """Until no intent is left and the table equals the API (then returns both)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        t, a, left = table(pg), api_view(stripe), intents(pg)
+        if not left and t == a:
+            return t
+        assert time.monotonic() < deadline, \
+            f"not settled: intents {left}\ntable {t}\napi {a}\n" + b.log()[-6000:]
+        time.sleep(0.25)
+
+
+def in_thread(fn):
+    out = {}
+
+    def run():
+        try:
+            out["result"] = fn()
+        except Exception as e:  # the test looks at what the client was told
+            out["error"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, out
+
+
+def wait_for(cond, what, timeout=20):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def terminate_held_mutation(pg):
+    """Ends the mutation backend that sits in its transaction waiting for the API (its commit
+    then fails)."""
+    def attempt():
+        return pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE application_name = 'syncbouncer mutation' "
+                      "AND state = 'idle in transaction' "
+                      "AND state_change < now() - interval '300 ms'", dbname="postgres")
+    wait_for(attempt, "no mutation backend held in its transaction")
+
+
+# ---- cause 1: kill -9 after the API accepted, before COMMIT --------------------------------
+
+@pytest.mark.parametrize("op", ["insert", "update"])
+def test_kill_after_api_accepted_before_commit_is_settled(pg, bouncer_factory, stripe, op):
+    b = start(pg, bouncer_factory, stripe, hold_ms=4000)
+    cid = None
+    if op == "update":
+        with crm(b) as conn:
+            (cid,) = conn.execute("insert into billing.customers (email, name) values "
+                                  "('a@b.io', 'Ann') returning id").fetchone()
+        sql = f"update billing.customers set email = 'new@b.io' where id = '{cid}'"
+        applied = lambda: stripe.store().get(cid, {}).get("email") == "new@b.io"
+    else:
+        sql = "insert into billing.customers (email, name) values ('c@d.io', 'Cy')"
+        applied = lambda: len(stripe.store()) == 1
+    conn = crm(b)
+    t, out = in_thread(lambda: conn.execute(sql))
+    wait_for(applied, "the API never got the write")
+    time.sleep(0.3)
+    restart(b)  # no hold now
+    t.join(20)
+    assert "error" in out  # the client's connection died with the process
+    settled = wait_settled(pg, stripe, b)
+    assert len(stripe.store()) == 1  # nothing doubled
+    if op == "update":
+        assert settled[cid] == ("new@b.io", "Ann")
+    else:
+        assert list(settled.values()) == [("c@d.io", "Cy")]
+    posts = [r for r in stripe.requests() if r["method"] == "POST"]
+    if op == "insert":
+        # the settling repeat carried the first request's key: applied once
+        keys = {r["idempotency_key"] for r in posts}
+        assert len(keys) == 1 and None not in keys, posts
+
+
+# ---- cause 2: kill -9 while the request is at the API -------------------------------------
+
+def test_kill_while_the_request_is_at_the_api_is_settled(pg, bouncer_factory, stripe):
+    b = start(pg, bouncer_factory, stripe, timeout=5)
+    with crm(b) as conn:
+        (cid,) = conn.execute("insert into billing.customers (email, name) values "
+                              "('a@b.io', 'Ann') returning id").fetchone()
+    stripe.control(delay_ms=1500)
+    conn = crm(b)
+    t, out = in_thread(lambda: conn.execute(
+        f"update billing.customers set name = 'Anna' where id = '{cid}'"))
+    wait_for(lambda: len(stripe.requests()) >= 2, "the update never reached the API")
+    restart(b)
+    t.join(20)
+    assert "error" in out
+    wait_for(lambda: stripe.store()[cid].get("name") == "Anna", "the API never applied it")
+    stripe.control(delay_ms=0)
+    assert wait_settled(pg, stripe, b)[cid] == ("a@b.io", "Anna")
+
+
+# ---- cause 3: API timeout, and the answer lost after the request was sent ------------------
+
+@pytest.mark.parametrize("fault", ["timeout", "lost_answer"])
+@pytest.mark.parametrize("op", ["insert", "update"])
+def test_unknown_outcome_is_told_and_settled(pg, bouncer_factory, stripe, fault, op):
+    b = start(pg, bouncer_factory, stripe)
+    with crm(b) as conn:
+        if op == "update":
+            (cid,) = conn.execute("insert into billing.customers (email, name) values "
+                                  "('a@b.io', 'Ann') returning id").fetchone()
+            sql = f"update billing.customers set name = 'Anna' where id = '{cid}'"
+        else:
+            sql = "insert into billing.customers (email, name) values ('c@d.io', 'Cy')"
+        if fault == "timeout":
+            stripe.control(delay_ms=1500)
+        else:
+            # the answer is lost after the API applied the request, and the same-key repeat
+            # that syncbouncer makes at once fails too: the outcome is unknown
+            stripe.control(drop_after_apply=1, after_drop_status=400)
+        with pytest.raises(psycopg.errors.InternalError_) as ei:
+            conn.execute(sql)
+        stripe.control(delay_ms=0)
+        d = ei.value.diag
+        assert d.sqlstate == "XX000"
+        assert "outcome unknown" in d.message_primary
+        assert f"{op} of billing.customers" in d.message_detail
+        assert "journal entry" in d.message_detail
+        if op == "update":
+            assert cid in d.message_detail
+    settled = wait_settled(pg, stripe, b)
+    assert len(stripe.store()) == 1
+    assert ("Anna" if op == "update" else "Cy") in [v[1] for v in settled.values()]
+
+
+# ---- cause 4: settling never writes an older image over a newer write ----------------------
+
+def test_settling_never_overwrites_a_newer_write(pg, bouncer_factory, stripe):
+    b = start(pg, bouncer_factory, stripe, timeout=5)
+    with crm(b) as conn:
+        (cid,) = conn.execute("insert into billing.customers (email, name) values "
+                              "('a@b.io', 'r0') returning id").fetchone()
+        # the API answers slowly; meanwhile the write's database session is terminated,
+        # so the API applies r1 and the database cannot commit it
+        stripe.control(delay_ms=1000)
+        killer = threading.Thread(target=terminate_held_mutation, args=(pg,))
+        killer.start()
+        with pytest.raises(psycopg.errors.InternalError_) as ei:
+            conn.execute(f"update billing.customers set name = 'r1' where id = '{cid}'")
+        killer.join()
+        stripe.control(delay_ms=0)
+        assert ei.value.diag.sqlstate == "XX000"
+        assert "applied to stripe but not yet to the database" in ei.value.diag.message_primary
+        # r2 right after: the row's earlier write is not settled, so r2 waits its turn
+        with pytest.raises(psycopg.errors.SerializationFailure) as ei:
+            conn.execute(f"update billing.customers set name = 'r2' where id = '{cid}'")
+        assert ei.value.diag.message_hint.startswith("Retry")
+        deadline = time.monotonic() + 40
+        while True:
+            try:
+                conn.execute(f"update billing.customers set name = 'r2' where id = '{cid}'")
+                break
+            except psycopg.errors.SerializationFailure:
+                assert time.monotonic() < deadline, b.log()[-4000:]
+                time.sleep(0.3)
+    assert stripe.store()[cid]["name"] == "r2"
+    assert wait_settled(pg, stripe, b)[cid] == ("a@b.io", "r2")
+    time.sleep(1.5)  # a late settling pass would show here
+    assert table(pg)[cid] == ("a@b.io", "r2")
+
+
+# ---- cause 5: an UPDATE after an insert the API took but the database did not ---------------
+
+def test_update_of_an_unsettled_insert_waits_instead_of_finding_no_row(pg, bouncer_factory,
+                                                                      stripe):
+    b = start(pg, bouncer_factory, stripe, timeout=5)
+    with crm(b) as conn:
+        stripe.control(delay_ms=1000)
+        killer = threading.Thread(target=terminate_held_mutation, args=(pg,))
+        killer.start()
+        with pytest.raises(psycopg.errors.InternalError_) as ei:
+            conn.execute("insert into billing.customers (email, name) values ('e@f.io', 'Eve')")
+        killer.join()
+        stripe.control(delay_ms=0)
+        (cid,) = stripe.store().keys()
+        assert cid in ei.value.diag.message_detail
+        with pytest.raises(psycopg.errors.SerializationFailure):
+            conn.execute(f"update billing.customers set name = 'Eva' where id = '{cid}'")
+        deadline = time.monotonic() + 40
+        while True:
+            try:
+                cur = conn.execute(f"update billing.customers set name = 'Eva' "
+                                   f"where id = '{cid}'")
+                break
+            except psycopg.errors.SerializationFailure:
+                assert time.monotonic() < deadline, b.log()[-4000:]
+                time.sleep(0.3)
+        assert cur.rowcount == 1, b.log()[-5000:]
+    assert wait_settled(pg, stripe, b) == {cid: ("e@f.io", "Eva")}
+
+
+# ---- two processes sharing one database ----------------------------------------------------
+
+def test_another_instance_settles_what_a_dead_one_left(pg, bouncer_factory, stripe):
+    a = start(pg, bouncer_factory, stripe, hold_ms=4000)
+    b = start(pg, bouncer_factory, stripe, fresh=False)
+    conn = crm(a)
+    t, out = in_thread(lambda: conn.execute(
+        "insert into billing.customers (email, name) values ('g@h.io', 'Gil')"))
+    wait_for(lambda: len(stripe.store()) == 1, "the API never got the insert")
+    time.sleep(0.3)
+    a.proc.kill()
+    a.proc.wait()
+    a.stopped_by_us = True
+    t.join(20)
+    assert "error" in out, a.log()[-3000:]
+    # b, which never saw the write, settles it; writes through b meanwhile work
+    with crm(b) as c2:
+        c2.execute("insert into billing.customers (email, name) values ('i@j.io', 'Ida')")
+    settled = wait_settled(pg, stripe, b)
+    assert sorted(v[1] for v in settled.values()) == ["Gil", "Ida"], b.log()[-3000:]
+    assert len(stripe.store()) == 2
+    assert "journal entry" in b.log() and "settled" in b.log()
+
+
+# ---- the console: SHOW JOURNAL, JOURNAL RETRY, JOURNAL GIVEUP ------------------------------
+
+def admin(b):
+    return b.connect(dbname="pgbouncer", user="postgres", password="postgres", autocommit=True,
+                     prepare_threshold=None)
+
+
+def test_show_journal_lists_unsettled_writes_and_giving_up_needs_a_word(pg, bouncer_factory,
+                                                                       stripe):
+    mport = free_port()
+    b = start(pg, bouncer_factory, stripe,
+              pgbouncer={"settle_deadline": 2, "metrics_listen": f"127.0.0.1:{mport}"})
+    assert journal_gauge(mport) == 0
+    with crm(b) as conn:
+        (cid,) = conn.execute("insert into billing.customers (email, name) values "
+                              "('a@b.io', 'Ann') returning id").fetchone()
+        stripe.control(fail_status=500)  # reads fail too: the entry stays unsettled
+        with pytest.raises(psycopg.Error):
+            conn.execute(f"update billing.customers set name = 'Anna' where id = '{cid}'")
+    ((iid,),) = pg.sql("SELECT id::text FROM syncbouncer.intent", dbname="crm")
+    with admin(b) as ac:
+        deadline = time.monotonic() + 30
+        while True:
+            cur = ac.execute("SHOW JOURNAL")
+            cols = [c.name for c in cur.description]
+            rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+            mine = [r for r in rows if r["id"] == iid]
+            if mine and int(mine[0]["attempts"]) >= 1 and mine[0]["overdue"] == "yes":
+                break
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.3)
+        row = mine[0]
+        assert row["table"] == "billing.customers" and row["operation"] == "update"
+        assert row["keys"] == cid and row["state"] == "unsettled"
+        assert " pid " in row["owner"]
+        # past settle_deadline: alerted once in the log
+        assert b.log().count(f"journal entry {iid} (update of billing.customers, keys {cid}) "
+                             "is not settled after") == 1
+        assert "failed" in row["last_error"]
+        # the metrics endpoint counts it as the journal backlog
+        assert journal_gauge(mport) == 1
+        with pytest.raises(psycopg.Error) as ei:
+            ac.execute(f"JOURNAL GIVEUP {iid}")
+        assert "CONFIRM" in str(ei.value)
+        with pytest.raises(psycopg.Error):
+            ac.execute("JOURNAL RETRY 12345")
+        ac.execute(f"JOURNAL GIVEUP {iid} CONFIRM")
+        wait_for(lambda: not intents(pg), "the entry was not dropped")
+        rows = [dict(zip(cols, r)) for r in ac.execute("SHOW JOURNAL").fetchall()]
+        assert [r["state"] for r in rows if r["id"] == iid] == ["given up"]
+    assert "given up unsettled" in b.log()
+    wait_for(lambda: journal_gauge(mport) == 0, "the backlog gauge did not drop to 0")
+    stripe.control(fail_status=0)
+
+
+def journal_gauge(port):
+    """syncbouncer_journal_pending_entries as the metrics endpoint shows it."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    found = [line.split()[-1] for line in text.splitlines()
+             if line.startswith("syncbouncer_journal_pending_entries ")]
+    assert len(found) == 1, text
+    return int(found[0])
+
+
+# ---- an API that cannot be asked: the sync worker's next pass ------------------------------
+
+def test_insert_the_api_cannot_be_asked_about_is_left_to_the_sync_worker(pg, bouncer_factory):
+    """Salesforce without an external id: an insert whose answer timed out cannot be found by
+    asking; settling hands it to the sync worker, whose pass imports the created record."""
+    from test_synced import FakeSalesforce, start_synced
+
+    fake = FakeSalesforce()
+    try:
+        b = start_synced(pg, bouncer_factory, fake,
+                         table_extra="columns='note:Description' sync_interval=1")
+        fake.control(delay_ms=4000)  # past the API's timeout (3 s): applied, answer lost
+        with crm(b) as conn:
+            with pytest.raises(psycopg.errors.InternalError_) as ei:
+                conn.execute("insert into salesforce.contacts (last_name, email) "
+                             "values ('Idaho', 'duncan@caladan.io')")
+        assert "outcome unknown" in ei.value.diag.message_primary
+        fake.control(delay_ms=0)
+        wait_for(lambda: len(fake.store()) == 1, "the API never applied the insert")
+        (cid,) = fake.store().keys()
+        wait_for(lambda: pg.sql("SELECT count(*) FROM syncbouncer.intent",
+                                dbname="crm")[0][0] == 0 and
+                 pg.sql("SELECT id, last_name FROM salesforce.contacts", dbname="crm") ==
+                 [(cid, "Idaho")], "not settled:\n" + b.log()[-4000:], timeout=40)
+        with admin(b) as ac:
+            cur = ac.execute("SHOW JOURNAL")
+            cols = [c.name for c in cur.description]
+            rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+        assert [r["state"] for r in rows] == ["settled"], rows
+        assert "sync worker" in rows[0]["last_error"]
+    finally:
+        fake.stop()
+
+
+def test_commit_failure_of_200_inserts_names_the_ids_and_settles_them(pg, bouncer_factory):
+    """The longest answer there is (200 Salesforce ids) in the DETAIL of a failed commit: cut
+    to fit, the process unharmed, and settling reads every record back into the table."""
+    from test_synced import FakeSalesforce, start_synced
+
+    fake = FakeSalesforce()
+    try:
+        b = start_synced(pg, bouncer_factory, fake,
+                         table_extra="columns='note:Description' sync_interval=0 backfill=off")
+        fake.control(delay_ms=1000)
+        with crm(b) as conn:
+            killer = threading.Thread(target=terminate_held_mutation, args=(pg,))
+            killer.start()
+            with pytest.raises(psycopg.errors.InternalError_) as ei:
+                conn.execute("insert into salesforce.contacts (last_name) "
+                             "select 'n' || g from generate_series(1, 200) g")
+            killer.join()
+        fake.control(delay_ms=0)
+        ids = sorted(fake.store())
+        assert len(ids) == 200
+        d = ei.value.diag
+        assert "applied to salesforce but not yet to the database" in d.message_primary
+        assert d.message_detail.startswith("salesforce record ids: ")
+        assert len(d.message_detail) < 1024
+        with crm(b) as conn:  # the process is still there
+            conn.execute("select 1")
+        wait_for(lambda: sorted(r[0] for r in pg.sql("SELECT id FROM salesforce.contacts",
+                                                     dbname="crm")) == ids,
+                 "not settled:\n" + b.log()[-3000:], timeout=60)
+        assert not intents(pg)
+    finally:
+        fake.stop()
