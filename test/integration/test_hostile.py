@@ -105,6 +105,77 @@ def test_guard_setting_as_startup_parameter_refused_even_if_tracked(bouncer_fact
         assert err["C"] == "42501", (key, err)
 
 
+def server_guard_setting(b):
+    """syncbouncer.mode as the pool's only server has it ('' or None: never set)."""
+    with b.connect(autocommit=True) as conn:
+        return conn.execute("select current_setting('syncbouncer.mode', true)").fetchone()[0]
+
+
+def function_call(oid, *args):
+    """A FunctionCall message body: the function's OID, text arguments, a text result."""
+    body = struct.pack("!IHH", oid, 1, 0) + struct.pack("!H", len(args))
+    for a in args:
+        body += struct.pack("!i", len(a)) + a.encode()
+    return body + struct.pack("!H", 0)
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="syncbouncer's guard setting")
+def test_guard_setting_refused_without_synced_tables(bouncer_factory):
+    """With no [synced_tables] there is no write pipeline, but a client still cannot put
+    syncbouncer.mode on a server: in transaction pooling the next client would get that server,
+    and a RELOAD that adds synced tables would find the setting on the pooled servers."""
+    b = bouncer_factory(config={"pgbouncer": {"pool_mode": "transaction",
+                                              "default_pool_size": 1}})
+    w = b.wire()
+    assert w.startup("app", "app", password="secret") is None
+    for sql in ("SET syncbouncer.mode = 'sync'",
+                "select set_config('syncbouncer.mode', 'sync', false)",
+                "RESET syncbouncer.mode"):
+        w.query(sql)
+        rows, err = w.read_until_ready()
+        assert err is not None and err["C"] == "42501", (sql, rows, err)
+    w.close()
+    with b.connect(autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select pg_catalog.set_config(%s, %s, false)",
+                         ("syncbouncer.mode", "sync"))
+        # the connection goes on
+        assert conn.execute("select 1").fetchone() == (1,)
+    assert server_guard_setting(b) in (None, "")
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="syncbouncer's guard setting")
+@pytest.mark.parametrize("with_synced_tables", [False, True])
+def test_guard_setting_by_function_call_refused(bouncer_factory, pg, fake_sf,
+                                                with_synced_tables):
+    """The FunctionCall message names set_config() by its OID: no statement text for the
+    classifier to read. It is refused (42501); the server never has the setting."""
+    oid = pg.sql("select 'pg_catalog.set_config(text,text,boolean)'::regprocedure::oid")[0][0]
+    if with_synced_tables:
+        b = start_synced(pg, bouncer_factory, fake_sf,
+                         pgbouncer={"pool_mode": "transaction", "default_pool_size": 1})
+        db = "crm"
+    else:
+        b = bouncer_factory(config={"pgbouncer": {"pool_mode": "transaction",
+                                                  "default_pool_size": 1}})
+        db = "app"
+    w = b.wire()
+    assert w.startup("app", db, password="secret") is None
+    w.send(b"F", function_call(oid, "syncbouncer.mode", "sync", "false"))
+    rows, err = w.read_until_ready()
+    assert err is not None and err["C"] == "42501", (rows, err)
+    # another function by FunctionCall still works (libpq's large objects use it)
+    length = pg.sql("select 'pg_catalog.length(text)'::regprocedure::oid")[0][0]
+    w.send(b"F", function_call(length, "abcd"))
+    kind, body = w.read_msg()
+    assert kind == "V" and body[4:] == b"4", (kind, body)
+    assert w.read_msg()[0] == "Z"
+    w.close()
+    with b.connect(dbname=db, autocommit=True) as conn:
+        assert conn.execute("select current_setting('syncbouncer.mode', true)"
+                            ).fetchone()[0] in (None, "")
+
+
 @pytest.mark.skipif(IS_PGBOUNCER, reason="syncbouncer's guard setting")
 def test_options_bypass_cannot_reach_other_clients_in_transaction_mode(bouncer_factory):
     """The attack of the report: in transaction pooling, a setting put on a server by one client
