@@ -940,7 +940,7 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 			return SBUF_WAIT; /* its OID is still on the way */
 		if (pkt->body_avail >= 4 &&
 		    (((uint32_t)pkt->body[0] << 24 | (uint32_t)pkt->body[1] << 16 |
-		     (uint32_t)pkt->body[2] << 8 | (uint32_t)pkt->body[3]) == SET_CONFIG_OID))
+		      (uint32_t)pkt->body[2] << 8 | (uint32_t)pkt->body[3]) == SET_CONFIG_OID))
 			return refuse_set_config_call(c);
 	}
 	if (c->b->hook.inspect != NULL &&

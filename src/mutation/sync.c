@@ -47,10 +47,11 @@
 #define SYNC_PROGRESS_LOG_USEC  (5 * INT64_C(1000000))
 #define SYNC_MAX_FIELDS         512
 #define SYNC_PAGE_JSON_MAX      (64u << 20)
-/* the last continuations of a pass: a page that repeats one of them never ends the pass */
-#define SYNC_SEEN_PAGES         16
 /* write log entries older than every page in flight are dropped; a cap keeps it bounded */
 #define SYNC_WRITE_LOG_MAX      100000
+
+/* the last continuations of a pass: a page that repeats one of them never ends the pass */
+#define SYNC_SEEN_PAGES 16
 
 /* The cursor store, created by the worker itself (idempotent). */
 static const char sync_sql_schema[] =
@@ -138,7 +139,8 @@ struct sync_tbl {
 	char *cursor;
 	char *next;
 	bool listing_first; /* the next page is the first of its listing */
-	uint64_t seen[SYNC_SEEN_PAGES]; /* hashes of the pass's last continuations (next, cursor) */
+	/* hashes of the pass's last continuations (next page, cursor, listing or feed) */
+	uint64_t seen[SYNC_SEEN_PAGES];
 	int nseen;
 	struct api_fetch *fetch;
 	struct changes_page page;
