@@ -181,9 +181,23 @@ static void stmt_put(struct ps_registry *reg, struct ps_stmt *st)
 	free(st);
 }
 
+/* "SB_<id>", as snprintf(buf, size, "SB_%llu", id) would write it, without printf's cost. */
 static void stmt_name(const struct ps_stmt *st, char *buf, size_t size)
 {
-	snprintf(buf, size, "SB_%llu", (unsigned long long)st->id);
+	char digits[24];
+	unsigned long long v = (unsigned long long)st->id;
+	size_t n = 0, i = 0;
+
+	do {
+		digits[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v > 0);
+	for (const char *p = "SB_"; *p && i + 1 < size; p++)
+		buf[i++] = *p;
+	while (n > 0 && i + 1 < size)
+		buf[i++] = digits[--n];
+	if (size > 0)
+		buf[i] = '\0';
 }
 
 /* ---------------------------------------------------------------- client names */
@@ -462,6 +476,11 @@ bool ps_client_wants(uint8_t type)
 	       type == 'S';
 }
 
+static bool is_space(uint8_t ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+}
+
 static bool starts_with_words(const uint8_t *p, size_t len, const char *const *words)
 {
 	size_t i = 0;
@@ -485,15 +504,16 @@ static bool is_forget_all(const uint8_t *sql, size_t len)
 	static const char *const deallocate[] = {"deallocate", "all", NULL};
 	static const char *const deallocate_prepare[] = {"deallocate", "prepare", "all", NULL};
 	static const char *const discard[] = {"discard", "all", NULL};
+	size_t i = 0;
 
+	/* nearly every query is neither: its first letter says so */
+	while (i < len && is_space(sql[i]))
+		i++;
+	if (i == len || (sql[i] | 0x20) != 'd')
+		return false;
 	return starts_with_words(sql, len, deallocate) ||
 	       starts_with_words(sql, len, deallocate_prepare) ||
 	       starts_with_words(sql, len, discard);
-}
-
-static bool is_space(uint8_t ch)
-{
-	return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
 }
 
 /*
