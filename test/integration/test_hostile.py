@@ -130,10 +130,20 @@ def test_guard_setting_refused_without_synced_tables(bouncer_factory):
     assert w.startup("app", "app", password="secret") is None
     for sql in ("SET syncbouncer.mode = 'sync'",
                 "select set_config('syncbouncer.mode', 'sync', false)",
-                "RESET syncbouncer.mode"):
+                "RESET syncbouncer.mode",
+                "select 1; SET syncbouncer.mode = 'sync'",
+                "SET SESSION \"syncbouncer\".\"mode\" TO sync",
+                "SET /* c */ SyncBouncer . Mode = 'sync'",
+                "select pg_catalog.set_config(E'syncbouncer.mode', 'sync', false)",
+                "select set_config(U&'\\0073yncbouncer.mode', 'sync', false)",
+                "ALTER ROLE app SET syncbouncer.mode = 'sync'",
+                "ALTER DATABASE app SET syncbouncer.mode = 'sync'",
+                "DO $$ begin perform set_config('syncbouncer.mode', 'sync', false); end $$"):
         w.query(sql)
         rows, err = w.read_until_ready()
+        # the pooler's refusal (PostgreSQL's own 42501 says something else)
         assert err is not None and err["C"] == "42501", (sql, rows, err)
+        assert "not allowed through syncbouncer" in err["M"], (sql, err)
     w.close()
     with b.connect(autocommit=True) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
