@@ -20,7 +20,7 @@ import pytest
 
 import pgwire
 from conftest import IS_PGBOUNCER, SANITIZED, RssSampler
-from test_synced import FakeSalesforce, db_rows, start_synced
+from test_synced import TABLE_DDL, FakeSalesforce, db_rows, start_synced
 
 PROTO_30 = 196608
 
@@ -152,6 +152,46 @@ def test_guard_setting_refused_without_synced_tables(bouncer_factory):
         # the connection goes on
         assert conn.execute("select 1").fetchone() == (1,)
     assert server_guard_setting(b) in (None, "")
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="syncbouncer's guard setting")
+def test_reload_adding_synced_tables_finds_no_guard_setting_on_a_server(pg, bouncer_factory,
+                                                                      fake_sf):
+    """The attack: while no table is synced, a client tries to put syncbouncer.mode on its
+    server and keeps the connection; a RELOAD then makes a table synced. A write the classifier
+    does not see (inside a function) must still meet the guard trigger's refusal."""
+    import signal
+
+    pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
+    pg.sql(TABLE_DDL, dbname="crm")
+    pg.sql("CREATE OR REPLACE FUNCTION public.sneak() RETURNS void LANGUAGE sql AS "
+           "$$ INSERT INTO salesforce.contacts (id, last_name) VALUES ('003SNEAK', 'x') $$",
+           dbname="crm")
+    api = (f"salesforce = type=salesforce base_url={fake_sf.url} api_version=v59.0 "
+           f"auth=oauth2 token_url={fake_sf.url}/services/oauth2/token client_id=c "
+           f"client_secret=s refresh_token=r timeout=3")
+    b = bouncer_factory(config={
+        "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
+        "apis": [api],
+    })
+    with b.connect(dbname="crm", autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="not allowed"):
+            conn.execute("SET syncbouncer.mode = 'sync'")
+        with open(b.ini) as f:
+            ini = f.read()
+        with open(b.ini, "w") as f:
+            f.write(ini + "\n[synced_tables]\ncrm.salesforce.contacts = api=salesforce "
+                    "object=Contact\n")
+        b.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
+                     dbname="crm")[0][0] == 0:
+            assert time.monotonic() < deadline, "guard trigger not installed:\n" + b.output()
+            time.sleep(0.1)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select public.sneak()")
+    assert pg.sql("SELECT count(*) FROM salesforce.contacts", dbname="crm") == [(0,)]
+    assert fake_sf.store() == {}
 
 
 @pytest.mark.skipif(IS_PGBOUNCER, reason="syncbouncer's guard setting")
