@@ -74,7 +74,7 @@ struct bouncer {
 	struct event *ev_free;
 	struct listener *listeners;
 	struct query_hook hook;
-	struct synced *synced;   /* the synced-table side; NULL without [synced_tables] */
+	struct synced *synced;   /* the synced-table side (without [synced_tables]: its guard only) */
 	struct admin *admin;     /* the admin console (admin.c) */
 	struct control *control; /* pause, suspend, shutdown modes (control.c) */
 	struct stats_state *stats;

@@ -759,6 +759,43 @@ static enum sbuf_action refuse_too_big(struct conn *c, const struct sbuf_pkt *pk
 	return SBUF_SKIP;
 }
 
+/*
+ * pg_catalog.set_config(text, text, boolean): its OID is fixed in PostgreSQL's catalog
+ * (pg_proc.dat) since 7.3.
+ */
+#define SET_CONFIG_OID 2078
+
+/*
+ * A FunctionCall message names its function by OID, so no statement text shows what it does:
+ * one of set_config() could put syncbouncer.mode on the server unseen by the classifier. It is
+ * refused with 42501 whatever its arguments (the classifier refuses a set_config() whose
+ * setting name it cannot read, too); other functions (libpq's large objects) pass.
+ */
+static enum sbuf_action refuse_set_config_call(struct conn *c)
+{
+	struct pktbuf pb;
+	bool ok;
+
+	if (!client_server_idle(c)) {
+		/* answers to earlier queries come first */
+		c->wait_server_idle = true;
+		return SBUF_PAUSE;
+	}
+	pktbuf_init(&pb, 512);
+	pktbuf_write_error(&pb, "ERROR", "42501",
+	                   "setting syncbouncer.* is not allowed through syncbouncer",
+	                   "A FunctionCall message of set_config() is refused.",
+	                   "Use SET or set_config() in a statement.");
+	pktbuf_write_ready(&pb, client_txn_status(c));
+	ok = sbuf_queue_pktbuf(&c->sbuf, &pb);
+	pktbuf_free(&pb);
+	if (!ok) {
+		client_close(c, "could not send an answer");
+		return SBUF_CLOSED;
+	}
+	return SBUF_SKIP;
+}
+
 static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt)
 {
 	struct conn *c = owner;
@@ -777,6 +814,14 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 	if (pkt->type == 'X') {
 		client_close(c, "client close request");
 		return SBUF_CLOSED;
+	}
+	if (pkt->type == 'F') {
+		if (pkt->body_avail < 4 && !pkt->complete)
+			return SBUF_WAIT; /* its OID is still on the way */
+		if (pkt->body_avail >= 4 &&
+		    (((uint32_t)pkt->body[0] << 24 | (uint32_t)pkt->body[1] << 16 |
+		      (uint32_t)pkt->body[2] << 8 | (uint32_t)pkt->body[3]) == SET_CONFIG_OID))
+			return refuse_set_config_call(c);
 	}
 	if (c->b->hook.inspect != NULL &&
 	    (pkt->type == 'Q' || pkt->type == 'P' || c->hook_state != NULL)) {

@@ -50,6 +50,9 @@
 /* write log entries older than every page in flight are dropped; a cap keeps it bounded */
 #define SYNC_WRITE_LOG_MAX 100000
 
+/* the last continuations of a pass: a page that repeats one of them never ends the pass */
+#define SYNC_SEEN_PAGES 16
+
 /* The cursor store, created by the worker itself (idempotent). */
 static const char sync_sql_schema[] =
         "select pg_catalog.pg_advisory_xact_lock(7306086135451738931);\n"
@@ -136,6 +139,9 @@ struct sync_tbl {
 	char *cursor;
 	char *next;
 	bool listing_first; /* the next page is the first of its listing */
+	/* hashes of the pass's last continuations (next page, cursor, listing or feed) */
+	uint64_t seen[SYNC_SEEN_PAGES];
+	int nseen;
 	struct api_fetch *fetch;
 	struct changes_page page;
 	uint64_t page_stamp;
@@ -767,6 +773,7 @@ static void sync_pass_start(struct sync_tbl *t)
 	}
 	t->pass_no++;
 	t->again = false;
+	t->nseen = 0;
 	if (t->pc == NULL) {
 		if (!catalog_conninfo(t->s->cat, t->conf.database, conninfo, sizeof(conninfo))) {
 			sync_set_state(t, SYNC_LOADING);
@@ -1266,6 +1273,37 @@ static void sync_on_committed(void *arg, struct pgc *pc, PGresult *res, const ch
 	sync_pass_end(t);
 }
 
+static uint64_t sync_hash(uint64_t h, const char *s)
+{
+	for (; s != NULL && *s; s++)
+		h = (h ^ (unsigned char)*s) * UINT64_C(1099511628211);
+	return (h ^ 0xff) * UINT64_C(1099511628211); /* a separator: ("a","") is not ("","a") */
+}
+
+/*
+ * Whether the page asks for more with a continuation (its next page and cursor) that this pass
+ * already followed: an API that answers so would keep the pass going forever, re-applying the
+ * same records at the API's full rate. A legitimate listing moves on at every page.
+ */
+static bool sync_page_repeats(struct sync_tbl *t)
+{
+	const char *cursor = t->page.cursor != NULL ? t->page.cursor : t->cursor;
+	uint64_t h = sync_hash(sync_hash(UINT64_C(14695981039346656037), t->page.next), cursor);
+
+	h = sync_hash(h, t->scanning ? "scan" : "feed"); /* what the next request is built from */
+
+	if (!t->page.more)
+		return false;
+	for (int i = 0; i < t->nseen && i < SYNC_SEEN_PAGES; i++)
+		if (t->seen[i] == h)
+			return true;
+	t->seen[t->nseen % SYNC_SEEN_PAGES] = h;
+	t->nseen++;
+	if (t->nseen >= 2 * SYNC_SEEN_PAGES)
+		t->nseen -= SYNC_SEEN_PAGES; /* keeps the ring's position, never overflows */
+	return false;
+}
+
 static void sync_on_page(void *arg, const struct http_response *resp)
 {
 	struct sync_tbl *t = arg;
@@ -1284,6 +1322,12 @@ static void sync_on_page(void *arg, const struct http_response *resp)
 	if (!t->page.ok) {
 		struct api_error e = t->page.error;
 		sync_fail_api(t, &e);
+		return;
+	}
+	if (sync_page_repeats(t)) {
+		sync_fail(t, "bad answer: %s names as its next page one this pass already read "
+		             "(a listing that never ends)",
+		          api_name(t->conf.api));
 		return;
 	}
 	for (int i = 0; t->scanning && i < t->page.nrecords; i++)

@@ -2760,6 +2760,35 @@ static void on_sync_done(void *arg, uint64_t conn_id, const char *error)
 		admin_command_failed(sy->b, conn_id, "58000", error);
 }
 
+/*
+ * Without [synced_tables] there is no pipeline, but the guard's settings are refused all the
+ * same: a server that took SET syncbouncer.mode now would keep it in the pool, and a RELOAD that
+ * adds synced tables (or a guard trigger installed by another pooler) would then trust it. Only
+ * the classifier is made, with no tables: every statement passes but those settings.
+ */
+static bool synced_start_settings_only(struct bouncer *b)
+{
+	struct synced *sy = calloc(1, sizeof(*sy));
+
+	if (sy == NULL)
+		return false;
+	sy->b = b;
+	list_init(&sy->idle_conns);
+	list_init(&sy->mutations);
+	list_init(&sy->queued);
+	sy->cl = classifier_new(NULL, 0);
+	if (sy->cl == NULL) {
+		free(sy);
+		return false;
+	}
+	b->synced = sy;
+	b->hook.inspect = hook_inspect;
+	b->hook.stream_needles = classifier_setting_needles();
+	b->hook.client_closed = hook_client_closed;
+	b->hook.ctx = sy;
+	return true;
+}
+
 bool synced_start(struct bouncer *b)
 {
 	struct config *cfg = b->cfg;
@@ -2773,7 +2802,7 @@ bool synced_start(struct bouncer *b)
 	for (t = cfg->synced_tables; t != NULL; t = t->next)
 		n++;
 	if (n == 0)
-		return true;
+		return synced_start_settings_only(b);
 	sy = calloc(1, sizeof(*sy));
 	if (sy == NULL)
 		return false;

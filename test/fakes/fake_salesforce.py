@@ -35,6 +35,9 @@ Control API for tests:
                   query_delay_ms: a query's answer waits that long after its snapshot was
                   taken; write_delay_ms: sObject Collections calls wait that long before they
                   are applied
+                  query_answer: "loop" (every batch says done: false and names itself as
+                  nextRecordsUrl, an endless listing), or a raw body every query and batch
+                  answers with 200 (a hostile page); "" is the normal answer
   POST /_records  change records "directly in Salesforce" (as another user would):
                   {"object": "Contact", "op": "create", "fields": {...}} -> {"id": ...};
                   {"op": "create", "count": N, "fields": {"LastName": "L{n}"}} creates N
@@ -112,6 +115,7 @@ class State:
         self.query_batch = 2000
         self.query_delay_ms = 0
         self.write_delay_ms = 0
+        self.query_answer = ""
 
     def stamp(self):
         return time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime())
@@ -449,6 +453,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def more_records(self, version, locator, start, hdr):
         st = self.server.state
         recs = st.queries.get(locator)
+        if st.query_answer == "loop" and recs is not None:
+            # the same batch again and again, each naming itself as the next one
+            return self.send(200, {"totalSize": len(recs), "done": False,
+                                   "records": recs[start:start + st.query_batch],
+                                   "nextRecordsUrl": "/services/data/%s/query/%s-%d"
+                                   % (version, locator, start)}, headers=hdr)
+        if st.query_answer:
+            return self.send(200, raw=st.query_answer.encode(), headers=hdr)
         if recs is None or start > len(recs):
             return self.send(400, [{"message": "invalid query locator", "errorCode": "INVALID_QUERY_LOCATOR"}])
         end = start + st.query_batch
@@ -511,6 +523,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     st.down = bool(c["down"])
                     if "down_count" not in c:
                         st.down_count = -1
+                if "query_answer" in c:
+                    st.query_answer = str(c["query_answer"])
                 if c.get("expire_token"):
                     st.tokens.clear()
                 if "unreachable_ms" in c:

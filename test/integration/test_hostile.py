@@ -20,7 +20,7 @@ import pytest
 
 import pgwire
 from conftest import IS_PGBOUNCER, SANITIZED, RssSampler
-from test_synced import FakeSalesforce, db_rows, start_synced
+from test_synced import TABLE_DDL, FakeSalesforce, db_rows, start_synced
 
 PROTO_30 = 196608
 
@@ -103,6 +103,127 @@ def test_guard_setting_as_startup_parameter_refused_even_if_tracked(bouncer_fact
         err = expect_fatal(s)
         s.close()
         assert err["C"] == "42501", (key, err)
+
+
+def server_guard_setting(b):
+    """syncbouncer.mode as the pool's only server has it ('' or None: never set)."""
+    with b.connect(autocommit=True) as conn:
+        return conn.execute("select current_setting('syncbouncer.mode', true)").fetchone()[0]
+
+
+def function_call(oid, *args):
+    """A FunctionCall message body: the function's OID, text arguments, a text result."""
+    body = struct.pack("!IHH", oid, 1, 0) + struct.pack("!H", len(args))
+    for a in args:
+        body += struct.pack("!i", len(a)) + a.encode()
+    return body + struct.pack("!H", 0)
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="syncbouncer's guard setting")
+def test_guard_setting_refused_without_synced_tables(bouncer_factory):
+    """With no [synced_tables] there is no write pipeline, but a client still cannot put
+    syncbouncer.mode on a server: in transaction pooling the next client would get that server,
+    and a RELOAD that adds synced tables would find the setting on the pooled servers."""
+    b = bouncer_factory(config={"pgbouncer": {"pool_mode": "transaction",
+                                              "default_pool_size": 1}})
+    w = b.wire()
+    assert w.startup("app", "app", password="secret") is None
+    for sql in ("SET syncbouncer.mode = 'sync'",
+                "select set_config('syncbouncer.mode', 'sync', false)",
+                "RESET syncbouncer.mode",
+                "select 1; SET syncbouncer.mode = 'sync'",
+                "SET SESSION \"syncbouncer\".\"mode\" TO sync",
+                "SET /* c */ SyncBouncer . Mode = 'sync'",
+                "select pg_catalog.set_config(E'syncbouncer.mode', 'sync', false)",
+                "select set_config(U&'\\0073yncbouncer.mode', 'sync', false)",
+                "ALTER ROLE app SET syncbouncer.mode = 'sync'",
+                "ALTER DATABASE app SET syncbouncer.mode = 'sync'",
+                "DO $$ begin perform set_config('syncbouncer.mode', 'sync', false); end $$"):
+        w.query(sql)
+        rows, err = w.read_until_ready()
+        # the pooler's refusal (PostgreSQL's own 42501 says something else)
+        assert err is not None and err["C"] == "42501", (sql, rows, err)
+        assert "not allowed through syncbouncer" in err["M"], (sql, err)
+    w.close()
+    with b.connect(autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select pg_catalog.set_config(%s, %s, false)",
+                         ("syncbouncer.mode", "sync"))
+        # the connection goes on
+        assert conn.execute("select 1").fetchone() == (1,)
+    assert server_guard_setting(b) in (None, "")
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="syncbouncer's guard setting")
+def test_reload_adding_synced_tables_finds_no_guard_setting_on_a_server(pg, bouncer_factory,
+                                                                      fake_sf):
+    """The attack: while no table is synced, a client tries to put syncbouncer.mode on its
+    server and keeps the connection; a RELOAD then makes a table synced. A write the classifier
+    does not see (inside a function) must still meet the guard trigger's refusal."""
+    import signal
+
+    pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
+    pg.sql(TABLE_DDL, dbname="crm")
+    pg.sql("CREATE OR REPLACE FUNCTION public.sneak() RETURNS void LANGUAGE sql AS "
+           "$$ INSERT INTO salesforce.contacts (id, last_name) VALUES ('003SNEAK', 'x') $$",
+           dbname="crm")
+    api = (f"salesforce = type=salesforce base_url={fake_sf.url} api_version=v59.0 "
+           f"auth=oauth2 token_url={fake_sf.url}/services/oauth2/token client_id=c "
+           f"client_secret=s refresh_token=r timeout=3")
+    b = bouncer_factory(config={
+        "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
+        "apis": [api],
+    })
+    with b.connect(dbname="crm", autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="not allowed"):
+            conn.execute("SET syncbouncer.mode = 'sync'")
+        with open(b.ini) as f:
+            ini = f.read()
+        with open(b.ini, "w") as f:
+            f.write(ini + "\n[synced_tables]\ncrm.salesforce.contacts = api=salesforce "
+                    "object=Contact\n")
+        b.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
+                     dbname="crm")[0][0] == 0:
+            assert time.monotonic() < deadline, "guard trigger not installed:\n" + b.output()
+            time.sleep(0.1)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select public.sneak()")
+    assert pg.sql("SELECT count(*) FROM salesforce.contacts", dbname="crm") == [(0,)]
+    assert fake_sf.store() == {}
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="syncbouncer's guard setting")
+@pytest.mark.parametrize("with_synced_tables", [False, True])
+def test_guard_setting_by_function_call_refused(bouncer_factory, pg, fake_sf,
+                                                with_synced_tables):
+    """The FunctionCall message names set_config() by its OID: no statement text for the
+    classifier to read. It is refused (42501); the server never has the setting."""
+    oid = pg.sql("select 'pg_catalog.set_config(text,text,boolean)'::regprocedure::oid")[0][0]
+    if with_synced_tables:
+        b = start_synced(pg, bouncer_factory, fake_sf,
+                         pgbouncer={"pool_mode": "transaction", "default_pool_size": 1})
+        db = "crm"
+    else:
+        b = bouncer_factory(config={"pgbouncer": {"pool_mode": "transaction",
+                                                  "default_pool_size": 1}})
+        db = "app"
+    w = b.wire()
+    assert w.startup("app", db, password="secret") is None
+    w.send(b"F", function_call(oid, "syncbouncer.mode", "sync", "false"))
+    rows, err = w.read_until_ready()
+    assert err is not None and err["C"] == "42501", (rows, err)
+    # another function by FunctionCall still works (libpq's large objects use it)
+    length = pg.sql("select 'pg_catalog.length(text)'::regprocedure::oid")[0][0]
+    w.send(b"F", function_call(length, "abcd"))
+    kind, body = w.read_msg()
+    assert kind == "V" and body[4:] == b"4", (kind, body)
+    assert w.read_msg()[0] == "Z"
+    w.close()
+    with b.connect(dbname=db, autocommit=True) as conn:
+        assert conn.execute("select current_setting('syncbouncer.mode', true)"
+                            ).fetchone()[0] in (None, "")
 
 
 @pytest.mark.skipif(IS_PGBOUNCER, reason="syncbouncer's guard setting")

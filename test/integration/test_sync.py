@@ -261,6 +261,57 @@ def test_sync_failure_is_visible_retried_and_other_tables_go_on(pg, bouncer_fact
     assert sync_rows(b)[SF_TABLE]["sync_state"] != "failed"
 
 
+STAMP = "2024-05-01T10:00:00.000+0000"
+HOSTILE_PAGES = {
+    "not JSON": ("<html>down for maintenance</html>", "query answer"),
+    "over 8 MiB": ("x" * (9 << 20), "larger than"),
+    "nested too deep": ("[" * 100000, "query answer"),
+    "records not an array": ('{"totalSize": 1, "done": true, "records": {"Id": "x"}}',
+                             "without records/done"),
+    "done missing": ('{"totalSize": 0, "records": []}', "without records/done"),
+    "done not a boolean": ('{"totalSize": 0, "done": "yes", "records": []}',
+                           "without records/done"),
+    "record without Id": ('{"totalSize": 1, "done": true, "records": [{"SystemModstamp": "%s"}]}'
+                          % STAMP, "without Id"),
+    "Id not a string": ('{"totalSize": 1, "done": true, "records": [{"Id": 7, '
+                        '"SystemModstamp": "%s"}]}' % STAMP, "without Id"),
+    "bad SystemModstamp": ('{"totalSize": 1, "done": true, "records": [{"Id": "003A", '
+                           '"SystemModstamp": "yesterday"}]}', "SystemModstamp"),
+    "more without nextRecordsUrl": ('{"totalSize": 1, "done": false, "records": []}',
+                                    "no nextRecordsUrl"),
+    "nextRecordsUrl to another host": ('{"totalSize": 1, "done": false, "records": [], '
+                                       '"nextRecordsUrl": "http://elsewhere/x"}',
+                                       "unusable nextRecordsUrl"),
+    "nextRecordsUrl naming itself": ("loop", "never ends"),
+}
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE_PAGES))
+def test_hostile_query_page_fails_the_pass_and_backs_off(pg, bouncer_factory, fake_sf, kind):
+    """A query answer that is not a usable page ends the pass with a clear error in SHOW
+    SYNCED_TABLES and a back-off; the pooler keeps serving, and once the API answers properly
+    again the sync goes on."""
+    b = start_synced(pg, bouncer_factory, fake_sf,
+                     table_extra="columns='note:Description' sync_interval=1")
+    first = sf_records(fake_sf, op="create", fields={"LastName": "Before"})["id"]
+    wait_for("the first record", lambda: [r[0] for r in sf_rows(pg)] == [first])
+    body, why = HOSTILE_PAGES[kind]
+    fake_sf.control(query_answer=body)
+    sf_records(fake_sf, op="update", id=first, fields={"LastName": "During"})
+    row = wait_for("the failed pass", lambda: (lambda r: r if r["sync_state"] == "failed"
+                                                 else None)(sync_rows(b)[SF_TABLE]))
+    assert why in row["error"], row
+    assert "sync failed, retrying in" in b.log()
+    # the pooler still serves
+    with b.connect(dbname="crm", autocommit=True) as conn:
+        assert conn.execute("select count(*) from salesforce.contacts").fetchone() == (1,)
+    fake_sf.control(query_answer="")
+    sf_records(fake_sf, op="create", fields={"LastName": "After"})
+    wait_for("the sync after the API recovered",
+             lambda: sorted(r[2] for r in sf_rows(pg)) == ["After", "During"])
+    assert sync_rows(b)[SF_TABLE]["sync_state"] != "failed"
+
+
 class FakeProc:
     """A fake API of test/fakes/ in a process of its own."""
 
