@@ -42,15 +42,23 @@ const char *conn_state_str(enum conn_state st);
 #define PARAM_MAX 16
 struct param_set {
 	int n;
+	uint64_t gen; /* new with every change, unique across all sets (0: never set) */
 	struct {
 		char *name;
 		char *value;
+		uint32_t hash; /* param_hash(name) */
 	} p[PARAM_MAX];
 };
+/* A hash of a parameter name, the same for every spelling (names are case-insensitive). */
+uint32_t param_hash(const char *name);
 const char *param_get(const struct param_set *ps, const char *name);
+/* param_get() for a name whose param_hash() is known. */
+const char *param_get_hashed(const struct param_set *ps, const char *name, uint32_t hash);
 bool param_set_value(struct param_set *ps, const char *name, const char *value)
         __attribute__((warn_unused_result));
 void param_clear(struct param_set *ps);
+/* Marks ps changed (a new gen), for a set filled or replaced other than through the above. */
+void param_touch(struct param_set *ps);
 
 struct conn {
 	struct list head; /* on the list of its state */
@@ -81,6 +89,9 @@ struct conn {
 	char dbname[64];
 	struct param_set params;  /* what the client believes the server's values are */
 	struct param_set startup; /* other startup parameters to pass on (options) */
+	char *params_key;         /* params flattened ("name\0value\0"…), as of params_key_gen */
+	size_t params_key_len;
+	uint64_t params_key_gen;
 	uint32_t cancel_key;
 	uint8_t md5_salt[4];
 	struct scram_server *scram_srv;
@@ -93,6 +104,7 @@ struct conn {
 	struct ps_client *ps;  /* prepared statements by the client's names (NULL: none yet) */
 	uint8_t scan_tail[16]; /* last bytes of the streamed chunk before (needles span chunks) */
 	uint8_t scan_tail_len;
+	bool tls_direct;       /* TLS began with a ClientHello, no SSLRequest (PostgreSQL 17) */
 
 	/* server */
 	uint32_t be_pid, be_key;
@@ -106,10 +118,17 @@ struct conn {
 	int cancels_in_flight; /* cancel requests for this backend not yet answered */
 	bool release_deferred; /* released while a cancel was in flight: hold it back */
 	struct ps_server *pss; /* statements prepared on this backend (NULL: none) */
+	/*
+	 * The last client parameters (a client's params_key) found already in force here while
+	 * params was at in_force_gen: a client with the same key needs no parameter check.
+	 */
+	char *in_force_key;
+	size_t in_force_key_len;
+	uint64_t in_force_gen;
 	bool logged_in;
 	struct dns_request *dns_req;
 	struct scram_client *scram_cli;
-	struct event ev_connect;
+	struct event ev_connect; /* server: connect, SSL answer; client: its first byte */
 	bool connecting;
 	char *host; /* which host of the db's list */
 };

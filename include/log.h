@@ -7,6 +7,7 @@
 #ifndef SB_LOG_H
 #define SB_LOG_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 
 enum log_level {
@@ -32,6 +33,8 @@ void log_reopen(void);
 bool log_enabled(enum log_level lvl);
 
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* log_msg() of fmt after prefix (a connection's "C-0x…: db/user@addr:port "), formatted once. */
+void log_vmsg_prefixed(enum log_level lvl, const char *prefix, const char *fmt, va_list ap);
 _Noreturn void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #define log_error(...)   log_msg(LOG_LVL_ERROR, __VA_ARGS__)

@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <event2/event.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -29,6 +30,7 @@
 #include "scram.h"
 #include "server.h"
 #include "stats.h"
+#include "tls.h"
 #include "userlist.h"
 
 /*
@@ -78,12 +80,27 @@ static bool name_in_list(const char *name, const char *list)
 	return false;
 }
 
-static bool is_tracked(const struct bouncer *b, const char *name)
+#define N_TRACKED (sizeof(tracked_params) / sizeof(tracked_params[0]))
+
+static bool is_tracked_hashed(const struct bouncer *b, const char *name, uint32_t hash)
 {
-	for (size_t i = 0; i < sizeof(tracked_params) / sizeof(tracked_params[0]); i++)
-		if (strcasecmp(name, tracked_params[i]) == 0)
+	static uint32_t tracked_hash[N_TRACKED];
+	static bool hashed;
+
+	if (!hashed) {
+		for (size_t i = 0; i < N_TRACKED; i++)
+			tracked_hash[i] = param_hash(tracked_params[i]);
+		hashed = true;
+	}
+	for (size_t i = 0; i < N_TRACKED; i++)
+		if (tracked_hash[i] == hash && strcasecmp(name, tracked_params[i]) == 0)
 			return true;
 	return name_in_list(name, b->cfg->track_extra_parameters);
+}
+
+static bool is_tracked(const struct bouncer *b, const char *name)
+{
+	return is_tracked_hashed(b, name, param_hash(name));
 }
 
 /*
@@ -218,6 +235,54 @@ static void stop_login_timer(struct conn *c)
 	}
 }
 
+/* The handshake after 'S' (or a direct one) is over: on to the startup packet, under TLS. */
+static void client_tls_done(void *arg, bool ok, const char *err)
+{
+	struct conn *c = arg;
+
+	if (!ok) {
+		if (c->b->cfg->log_connections)
+			slog_info(c, "%s", err);
+		client_close(c, err);
+		return;
+	}
+	/* PostgreSQL 17 insists on ALPN for direct SSL: it proves the client meant PostgreSQL */
+	if (c->tls_direct && !tls_conn_alpn_postgresql(&c->sbuf)) {
+		if (c->b->cfg->log_connections)
+			slog_info(c, "direct SSL connection without ALPN \"postgresql\"");
+		client_close(c, "direct SSL connection without ALPN");
+		return;
+	}
+	sbuf_resume(&c->sbuf);
+}
+
+/*
+ * With TLS on, the first byte decides: 0x16 opens a TLS handshake right away (PostgreSQL 17's
+ * sslnegotiation=direct); anything else is the ordinary startup phase.
+ */
+static void client_first_byte(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	uint8_t first;
+	ssize_t n;
+
+	(void)what;
+	c->connecting = false;
+	n = recv(fd, &first, 1, MSG_PEEK);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+		event_add(&c->ev_connect, NULL);
+		c->connecting = true;
+		return;
+	}
+	if (n == 1 && first == 0x16 && tls_client_side_enabled(c->b)) {
+		c->tls_direct = true;
+		if (!tls_accept(c->b, &c->sbuf, client_tls_done, c))
+			client_close(c, "failed to accept SSL");
+		return;
+	}
+	sbuf_resume(&c->sbuf);
+}
+
 void client_accept(struct bouncer *b, int fd, const struct sockaddr *addr, socklen_t addrlen,
                    bool is_unix)
 {
@@ -266,6 +331,12 @@ void client_accept(struct bouncer *b, int fd, const struct sockaddr *addr, sockl
 		evtimer_add(&c->ev_timer, &tv);
 		c->timer_ready = true;
 	}
+	if (tls_client_side_enabled(b)) {
+		event_assign(&c->ev_connect, b->base, fd, EV_READ, client_first_byte, c);
+		event_add(&c->ev_connect, NULL);
+		c->connecting = true;
+		return;
+	}
 	sbuf_resume(&c->sbuf);
 }
 
@@ -305,10 +376,12 @@ void client_send_welcome(struct conn *c)
 	/* the client starts out believing the server defaults, overridden by its own startup values
 	 */
 	for (int i = 0; i < pool->welcome.n; i++) {
-		if (param_get(&c->params, pool->welcome.p[i].name) == NULL &&
-		    is_tracked(c->b, pool->welcome.p[i].name) &&
-		    !param_set_value(&c->params, pool->welcome.p[i].name,
-		                     pool->welcome.p[i].value)) {
+		const char *name = pool->welcome.p[i].name;
+		uint32_t hash = pool->welcome.p[i].hash;
+
+		if (param_get_hashed(&c->params, name, hash) == NULL &&
+		    is_tracked_hashed(c->b, name, hash) &&
+		    !param_set_value(&c->params, name, pool->welcome.p[i].value)) {
 			client_fatal(c, "53200", "out of memory");
 			return;
 		}
@@ -325,7 +398,8 @@ void client_send_welcome(struct conn *c)
 	pktbuf_init(&pb, 65536);
 	pktbuf_write_auth(&pb, 0, NULL, 0);
 	for (int i = 0; i < pool->welcome.n; i++) {
-		const char *v = param_get(&c->params, pool->welcome.p[i].name);
+		const char *v = param_get_hashed(&c->params, pool->welcome.p[i].name,
+		                                 pool->welcome.p[i].hash);
 		pktbuf_write_parameter_status(&pb, pool->welcome.p[i].name,
 		                              v ? v : pool->welcome.p[i].value);
 	}
@@ -527,6 +601,23 @@ static enum sbuf_action start_auth(struct conn *c)
 		pktbuf_free(&pb);
 		return SBUF_CONSUMED;
 	}
+	case AUTH_CERT:
+		/*
+		 * pgbouncer's cert login: a verified client certificate that names the user. The
+		 * client hears one message whatever failed; the log says which check did.
+		 */
+		if (c->sbuf.tls == NULL)
+			slog_error(c, "TLS connection required");
+		else if (tls_client_cert_cn(c) == NULL)
+			slog_error(c, "TLS client certificate required");
+		else if (!tls_client_cert_has_name(c, c->user))
+			slog_error(c, "TLS certificate name mismatch");
+		else {
+			client_login_succeeded(c);
+			return c->state == CONN_JUSTFREE ? SBUF_CLOSED : SBUF_CONSUMED;
+		}
+		client_fatal(c, "28000", "certificate authentication failed");
+		return SBUF_CLOSED;
 	default:
 		snprintf(msg, sizeof(msg), "auth_type %s is not supported yet",
 		         auth_type_str(cfg->auth_type));
@@ -698,7 +789,30 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 	kind = proto_parse_startup(pkt->body, pkt->body_len, &info);
 	switch (kind) {
 	case STARTUP_SSL:
+		if (c->sbuf.tls != NULL) {
+			client_close(c, "SSL req inside SSL");
+			return SBUF_CLOSED;
+		}
+		if (!tls_client_side_enabled(b))
+			goto refuse_encryption;
+		/* bytes after the request came in the clear: they must not pass as encrypted */
+		if (sbuf_unparsed(&c->sbuf) > pkt->len) {
+			client_close(c, "unencrypted data after SSL request");
+			return SBUF_CLOSED;
+		}
+		if (!sbuf_queue(&c->sbuf, "S", 1) || !sbuf_out_empty(&c->sbuf)) {
+			client_close(c, "failed to ack SSL");
+			return SBUF_CLOSED;
+		}
+		if (!tls_accept(b, &c->sbuf, client_tls_done, c)) {
+			client_close(c, "failed to accept SSL");
+			return SBUF_CLOSED;
+		}
+		/* the packet is passed over once the handshake resumes the sbuf */
+		sbuf_pause(&c->sbuf);
+		return SBUF_CONSUMED;
 	case STARTUP_GSSENC:
+	refuse_encryption:
 		if (!sbuf_queue(&c->sbuf, "N", 1)) {
 			client_close(c, "could not answer SSL request");
 			return SBUF_CLOSED;
@@ -723,6 +837,11 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 		return SBUF_CLOSED;
 	case STARTUP_NORMAL:
 		break;
+	}
+	if (b->cfg->client_tls_sslmode >= SSLMODE_REQUIRE && c->sbuf.tls == NULL &&
+	    c->addr.ss_family != AF_UNIX) {
+		client_fatal(c, "08P01", "SSL required");
+		return SBUF_CLOSED;
 	}
 	if (c->refusal != NULL) {
 		client_fatal(c, b->shutting_down ? "57P01" : "53300", c->refusal);
@@ -782,8 +901,12 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 	copy_str(c->dbname, sizeof(c->dbname), db && db[0] ? db : user);
 	c->admin = admin_is_console_db(c->dbname);
 	c->sbuf.startup_phase = false;
-	if (b->cfg->log_connections)
-		slog_info(c, "login attempt: db=%s user=%s tls=no", c->dbname, c->user);
+	if (b->cfg->log_connections) {
+		char tlsinfo[128];
+		tls_conn_info(&c->sbuf, tlsinfo, sizeof(tlsinfo));
+		slog_info(c, "login attempt: db=%s user=%s tls=%s", c->dbname, c->user,
+		          tlsinfo[0] ? tlsinfo : "no");
+	}
 	return start_auth(c);
 }
 

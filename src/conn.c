@@ -55,42 +55,76 @@ void conn_set_state(struct conn *c, enum conn_state st)
 
 void conn_log(enum log_level lvl, const struct conn *c, const char *fmt, ...)
 {
-	char msg[2048];
+	char prefix[512];
+	const char *db, *user;
 	va_list ap;
 
 	if (!log_enabled(lvl))
 		return;
+	db = c->pool ? c->pool->db_name : (c->dbname[0] ? c->dbname : "(nodb)");
+	/* a client logs as who it is, even in a forced user's pool */
+	user = !c->is_server && c->user[0] ? c->user : (c->pool ? c->pool->user_name : "(nouser)");
+	snprintf(prefix, sizeof(prefix), "%c-%p: %s/%s@%s:%d ", c->is_server ? 'S' : 'C',
+	         (const void *)c, db, user, c->addr_str, c->port);
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	log_vmsg_prefixed(lvl, prefix, fmt, ap);
 	va_end(ap);
-	log_msg(lvl, "%c-%p: %s/%s@%s:%d %s", c->is_server ? 'S' : 'C', (const void *)c,
-	        c->pool ? c->pool->db_name : (c->dbname[0] ? c->dbname : "(nodb)"),
-	        /* a client logs as who it is, even in a forced user's pool */
-	        !c->is_server && c->user[0] ? c->user : (c->pool ? c->pool->user_name : "(nouser)"),
-	        c->addr_str, c->port, msg);
+}
+
+uint32_t param_hash(const char *name)
+{
+	uint32_t h = 2166136261u; /* FNV-1a over the ASCII-lower-cased name */
+
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+		unsigned char ch = *p >= 'A' && *p <= 'Z' ? (unsigned char)(*p + 32) : *p;
+		h = (h ^ ch) * 16777619u;
+	}
+	return h;
+}
+
+static int param_index(const struct param_set *ps, const char *name, uint32_t hash)
+{
+	for (int i = 0; i < ps->n; i++)
+		if (ps->p[i].hash == hash && strcasecmp(ps->p[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+const char *param_get_hashed(const struct param_set *ps, const char *name, uint32_t hash)
+{
+	int i = param_index(ps, name, hash);
+
+	return i < 0 ? NULL : ps->p[i].value;
 }
 
 const char *param_get(const struct param_set *ps, const char *name)
 {
-	for (int i = 0; i < ps->n; i++)
-		if (strcasecmp(ps->p[i].name, name) == 0)
-			return ps->p[i].value;
-	return NULL;
+	return param_get_hashed(ps, name, param_hash(name));
+}
+
+static uint64_t param_last_gen;
+
+void param_touch(struct param_set *ps)
+{
+	ps->gen = ++param_last_gen;
 }
 
 bool param_set_value(struct param_set *ps, const char *name, const char *value)
 {
+	uint32_t hash = param_hash(name);
+	int i = param_index(ps, name, hash);
 	char *v;
 
-	for (int i = 0; i < ps->n; i++) {
-		if (strcasecmp(ps->p[i].name, name) == 0) {
-			v = strdup(value);
-			if (v == NULL)
-				return false;
-			free(ps->p[i].value);
-			ps->p[i].value = v;
-			return true;
-		}
+	if (i >= 0) {
+		if (strcmp(ps->p[i].value, value) == 0)
+			return true; /* unchanged: the same generation */
+		v = strdup(value);
+		if (v == NULL)
+			return false;
+		free(ps->p[i].value);
+		ps->p[i].value = v;
+		param_touch(ps);
+		return true;
 	}
 	if (ps->n == PARAM_MAX)
 		return false;
@@ -101,7 +135,9 @@ bool param_set_value(struct param_set *ps, const char *name, const char *value)
 		free(ps->p[ps->n].value);
 		return false;
 	}
+	ps->p[ps->n].hash = hash;
 	ps->n++;
+	param_touch(ps);
 	return true;
 }
 
@@ -112,6 +148,7 @@ void param_clear(struct param_set *ps)
 		free(ps->p[i].value);
 	}
 	ps->n = 0;
+	param_touch(ps);
 }
 
 void conn_retire(struct conn *c)
@@ -119,6 +156,10 @@ void conn_retire(struct conn *c)
 	if (c->state == CONN_JUSTFREE)
 		return;
 	stats_conn_closed(c);
+	if (c->connecting) {
+		event_del(&c->ev_connect);
+		c->connecting = false;
+	}
 	sbuf_close(&c->sbuf);
 	ps_conn_release(c);
 	if (c->timer_ready) {
@@ -139,6 +180,8 @@ void conn_free_retired(struct bouncer *b)
 		list_del(&c->head);
 		param_clear(&c->params);
 		param_clear(&c->startup);
+		free(c->params_key);
+		free(c->in_force_key);
 		free(c->scram_srv);
 		free(c->scram_cli);
 		free(c->host);

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,26 +143,59 @@ static void write_all(int fd, const char *buf, size_t len)
 	}
 }
 
-static void log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
+/* The process id, asked once per process (getpid() is a system call). */
+static pid_t cached_pid;
+
+static void forget_pid(void)
 {
+	cached_pid = 0;
+}
+
+/*
+ * One line: time stamp, pid, level, then prefix (may be NULL) and the message; a prefixed
+ * message is cut at MSG_MAX - 1 bytes. The time stamp's text is made once per second.
+ */
+#define MSG_MAX 2048
+static void log_vmsg(enum log_level lvl, const char *prefix, const char *fmt, va_list ap)
+{
+	static time_t stamp_sec = (time_t)-1;
+	static char stamp_date[32], stamp_zone[16];
+	static bool pid_tracked; /* cached_pid is reset in a forked child */
 	char line[LOG_LINE_MAX];
 	struct timeval tv;
-	struct tm tm;
-	size_t head, len;
+	size_t msg, head, len, room;
 	int n;
 	int saved_errno = errno;
 
 	gettimeofday(&tv, NULL);
-	localtime_r(&tv.tv_sec, &tm);
-	head = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S", &tm);
-	n = snprintf(line + head, sizeof(line) - head, ".%03d ", (int)(tv.tv_usec / 1000));
-	head += (size_t)n;
-	head += strftime(line + head, sizeof(line) - head, "%Z", &tm);
-	n = snprintf(line + head, sizeof(line) - head, " [%d] %s ", (int)getpid(),
-		     log_level_str(lvl));
-	head += (size_t)n;
-	n = vsnprintf(line + head, sizeof(line) - head, fmt, ap);
-	len = head + (n < 0 ? 0 : (size_t)n);
+	if (tv.tv_sec != stamp_sec) {
+		struct tm tm;
+
+		localtime_r(&tv.tv_sec, &tm);
+		if (strftime(stamp_date, sizeof(stamp_date), "%Y-%m-%d %H:%M:%S", &tm) == 0)
+			stamp_date[0] = '\0';
+		if (strftime(stamp_zone, sizeof(stamp_zone), "%Z", &tm) == 0)
+			stamp_zone[0] = '\0';
+		stamp_sec = tv.tv_sec;
+	}
+	if (!pid_tracked)
+		pid_tracked = pthread_atfork(NULL, NULL, forget_pid) == 0;
+	if (cached_pid == 0 || !pid_tracked)
+		cached_pid = getpid();
+	n = snprintf(line, sizeof(line), "%s.%03d %s [%d] %s ", stamp_date,
+		     (int)(tv.tv_usec / 1000), stamp_zone, (int)cached_pid, log_level_str(lvl));
+	msg = head = n < 0 ? 0 : (size_t)n;
+	room = sizeof(line) - head;
+	if (prefix != NULL) {
+		/* the message alone is cut at MSG_MAX - 1 bytes, the prefix not counted */
+		n = snprintf(line + head, room, "%s", prefix);
+		head += n < 0 ? 0 : (size_t)n >= room ? room - 1 : (size_t)n;
+		room = sizeof(line) - head;
+		if (room > MSG_MAX)
+			room = MSG_MAX;
+	}
+	n = vsnprintf(line + head, room, fmt, ap);
+	len = head + (n < 0 ? 0 : (size_t)n >= room ? room - 1 : (size_t)n);
 	if (len > sizeof(line) - 2)
 		len = sizeof(line) - 2;
 	line[len++] = '\n';
@@ -172,8 +206,14 @@ static void log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
 	if (logstate.fd >= 0)
 		write_all(logstate.fd, line, len);
 	if (logstate.use_syslog)
-		syslog(syslog_prio(lvl), "%s", line + head);
+		syslog(syslog_prio(lvl), "%s", line + msg);
 	errno = saved_errno;
+}
+
+void log_vmsg_prefixed(enum log_level lvl, const char *prefix, const char *fmt, va_list ap)
+{
+	if (log_enabled(lvl))
+		log_vmsg(lvl, prefix, fmt, ap);
 }
 
 void log_msg(enum log_level lvl, const char *fmt, ...)
@@ -183,7 +223,7 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 	if (!log_enabled(lvl))
 		return;
 	va_start(ap, fmt);
-	log_vmsg(lvl, fmt, ap);
+	log_vmsg(lvl, NULL, fmt, ap);
 	va_end(ap);
 }
 
@@ -192,7 +232,7 @@ void fatal(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_vmsg(LOG_LVL_FATAL, fmt, ap);
+	log_vmsg(LOG_LVL_FATAL, NULL, fmt, ap);
 	va_end(ap);
 	exit(1);
 }

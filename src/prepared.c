@@ -462,6 +462,11 @@ bool ps_client_wants(uint8_t type)
 	       type == 'S';
 }
 
+static bool is_space(uint8_t ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+}
+
 static bool starts_with_words(const uint8_t *p, size_t len, const char *const *words)
 {
 	size_t i = 0;
@@ -485,15 +490,16 @@ static bool is_forget_all(const uint8_t *sql, size_t len)
 	static const char *const deallocate[] = {"deallocate", "all", NULL};
 	static const char *const deallocate_prepare[] = {"deallocate", "prepare", "all", NULL};
 	static const char *const discard[] = {"discard", "all", NULL};
+	size_t i = 0;
 
+	/* nearly every query is neither: its first letter says so */
+	while (i < len && is_space(sql[i]))
+		i++;
+	if (i == len || (sql[i] | 0x20) != 'd')
+		return false;
 	return starts_with_words(sql, len, deallocate) ||
 	       starts_with_words(sql, len, deallocate_prepare) ||
 	       starts_with_words(sql, len, discard);
-}
-
-static bool is_space(uint8_t ch)
-{
-	return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
 }
 
 /*

@@ -30,6 +30,7 @@
 #include "proto.h"
 #include "scram.h"
 #include "stats.h"
+#include "tls.h"
 
 static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt);
 static void server_flushed(void *owner, struct sbuf *sb);
@@ -148,6 +149,79 @@ static void send_startup(struct conn *s)
 	sbuf_resume(&s->sbuf);
 }
 
+static void server_tls_done(void *arg, bool ok, const char *err)
+{
+	struct conn *s = arg;
+
+	if (!ok) {
+		login_failed(s, "08006", err);
+		return;
+	}
+	if (log_enabled(LOG_LVL_DEBUG)) {
+		char info[128];
+		tls_conn_info(&s->sbuf, info, sizeof(info));
+		slog_debug(s, "TLS established: %s", info);
+	}
+	send_startup(s);
+}
+
+/* The one-byte answer to our SSLRequest. Only that byte is read: what follows is TLS. */
+static void on_ssl_answer(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *s = arg;
+	uint8_t answer;
+	ssize_t n;
+
+	s->connecting = false;
+	if (what & EV_TIMEOUT) {
+		login_failed(s, "08006", "connect timeout");
+		return;
+	}
+	n = recv(fd, &answer, 1, 0);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+		event_add(&s->ev_connect, NULL);
+		s->connecting = true;
+		return;
+	}
+	if (n <= 0) {
+		login_failed(s, "08006", "server closed the connection during SSL negotiation");
+		return;
+	}
+	if (answer == 'S') {
+		if (!tls_connect(s->b, &s->sbuf, s->host, server_tls_done, s))
+			login_failed(s, "08006", "could not start TLS");
+		return;
+	}
+	if (answer == 'N' && s->b->cfg->server_tls_sslmode < SSLMODE_REQUIRE) {
+		send_startup(s);
+		return;
+	}
+	if (answer == 'N') {
+		login_failed(s, "08006", "server refused SSL");
+		return;
+	}
+	login_failed(s, "08P01", "bad answer to SSL request");
+}
+
+/* server_tls_sslmode other than disable asks for TLS first, except over a unix socket. */
+static bool start_tls_request(struct conn *s, int fd)
+{
+	const struct config *cfg = s->b->cfg;
+	struct pktbuf pb;
+	struct timeval tv;
+
+	pktbuf_init(&pb, 16);
+	pktbuf_write_ssl_request(&pb);
+	if (!send_pktbuf(s, &pb))
+		return false;
+	event_assign(&s->ev_connect, s->b->base, fd, EV_READ, on_ssl_answer, s);
+	tv.tv_sec = cfg->server_connect_timeout / 1000000;
+	tv.tv_usec = cfg->server_connect_timeout % 1000000;
+	event_add(&s->ev_connect, cfg->server_connect_timeout > 0 ? &tv : NULL);
+	s->connecting = true;
+	return true;
+}
+
 static void on_connected(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *s = arg;
@@ -169,6 +243,11 @@ static void on_connected(evutil_socket_t fd, short what, void *arg)
 	}
 	if (s->b->cfg->log_connections)
 		slog_info(s, "new connection to server");
+	if (s->b->cfg->server_tls_sslmode != SSLMODE_DISABLE && s->addr.ss_family != AF_UNIX) {
+		if (!start_tls_request(s, (int)fd))
+			login_failed(s, "08006", "could not send the SSL request");
+		return;
+	}
 	send_startup(s);
 }
 
@@ -325,13 +404,71 @@ static void append_set(struct pktbuf *pb, int index, const char *name, const cha
  * Whether a client parameter is replayed on its server. syncbouncer.* never is: the guard trigger
  * trusts it, and the login already refuses it on every path; this is the last line.
  */
-static bool param_replayable(const struct conn *s, const char *name, const char *value)
+static bool param_replayable(const struct conn *s, const char *name, uint32_t hash,
+                             const char *value)
 {
-	const char *sv = param_get(&s->params, name);
+	const char *sv = param_get_hashed(&s->params, name, hash);
 
 	if (strncasecmp(name, "syncbouncer.", 12) == 0)
 		return false;
 	return sv == NULL || strcmp(sv, value) != 0;
+}
+
+/* c's parameters flattened into one string, rebuilt only when they changed. */
+static bool client_params_key(struct conn *c)
+{
+	size_t len = 0;
+	char *key, *p;
+
+	if (c->params_key != NULL && c->params_key_gen == c->params.gen)
+		return true;
+	for (int i = 0; i < c->params.n; i++)
+		len += strlen(c->params.p[i].name) + strlen(c->params.p[i].value) + 2;
+	key = malloc(len + 1);
+	if (key == NULL)
+		return false;
+	p = key;
+	for (int i = 0; i < c->params.n; i++) {
+		size_t nl = strlen(c->params.p[i].name) + 1, vl = strlen(c->params.p[i].value) + 1;
+		memcpy(p, c->params.p[i].name, nl);
+		memcpy(p + nl, c->params.p[i].value, vl);
+		p += nl + vl;
+	}
+	free(c->params_key);
+	c->params_key = key;
+	c->params_key_len = len;
+	c->params_key_gen = c->params.gen;
+	return true;
+}
+
+/*
+ * Whether the server already runs with every parameter of c. Decided once per (server parameters,
+ * client parameters) pair: clients of a pool mostly share their parameters, and a server's change
+ * only when it reports a new value, so the comparison is mostly one memcmp.
+ */
+static bool params_in_force(struct conn *s, struct conn *c)
+{
+	bool have_key = client_params_key(c);
+
+	if (have_key && s->in_force_key != NULL && s->in_force_gen == s->params.gen &&
+	    s->in_force_key_len == c->params_key_len &&
+	    memcmp(s->in_force_key, c->params_key, c->params_key_len) == 0)
+		return true;
+	for (int i = 0; i < c->params.n; i++)
+		if (param_replayable(s, c->params.p[i].name, c->params.p[i].hash,
+		                     c->params.p[i].value))
+			return false;
+	if (have_key) {
+		char *copy = malloc(c->params_key_len + 1);
+		if (copy != NULL) {
+			memcpy(copy, c->params_key, c->params_key_len);
+			free(s->in_force_key);
+			s->in_force_key = copy;
+			s->in_force_key_len = c->params_key_len;
+			s->in_force_gen = s->params.gen;
+		}
+	}
+	return true;
 }
 
 void server_link(struct conn *s, struct conn *c)
@@ -348,21 +485,15 @@ void server_link(struct conn *s, struct conn *c)
 	sbuf_set_dst(&s->sbuf, &c->sbuf);
 
 	/* the common case, nothing differs, is decided before any buffer is made */
-	for (int i = 0; i < c->params.n; i++) {
-		if (param_replayable(s, c->params.p[i].name, c->params.p[i].value)) {
-			nset++;
-			break;
-		}
-	}
-	if (nset == 0) {
+	if (params_in_force(s, c)) {
 		client_server_linked(c);
 		return;
 	}
-	nset = 0;
 	pktbuf_init(&pb, 65536);
 	pktbuf_start_msg(&pb, 'Q');
 	for (int i = 0; i < c->params.n; i++) {
-		if (!param_replayable(s, c->params.p[i].name, c->params.p[i].value))
+		if (!param_replayable(s, c->params.p[i].name, c->params.p[i].hash,
+		                      c->params.p[i].value))
 			continue;
 		append_set(&pb, nset, c->params.p[i].name, c->params.p[i].value);
 		nset++;
@@ -463,13 +594,15 @@ static void forget_unreported(struct conn *s)
 	struct pool *pool = s->pool;
 
 	for (int i = 0; i < s->params.n; i++) {
-		if (param_get(&pool->welcome, s->params.p[i].name) == NULL)
+		if (param_get_hashed(&pool->welcome, s->params.p[i].name, s->params.p[i].hash) ==
+		    NULL)
 			continue;
 		if (!param_set_value(&keep, s->params.p[i].name, s->params.p[i].value))
 			break;
 	}
 	param_clear(&s->params);
 	s->params = keep;
+	param_touch(&s->params);
 }
 
 static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)

@@ -148,6 +148,10 @@ struct api_result {
 	struct api_error error;
 	struct api_row_result *rows;
 	int nrows;
+	/* set by api.c for the call's log line and metrics (not by connectors) */
+	int http_status;     /* of the last answer, 0 when none arrived */
+	char request_id[96]; /* the API's id of that answer (Request-Id, ...), "" when none */
+	int64_t call_usec;   /* from api_submit() to the result, waits and retries included */
 };
 void api_result_init(struct api_result *r);
 void api_result_free(struct api_result *r);

@@ -72,6 +72,7 @@ struct api_call {
 	int idem_retries;
 	bool refreshed;
 	bool maybe_written; /* an earlier attempt failed in a way that may have applied it */
+	int64_t submitted_usec;
 	char *token_used;
 	struct http_request *http_req;
 	struct oauth_wait *auth_wait;
@@ -295,6 +296,7 @@ static void api_call_finish(struct api_call *call)
 
 	call->state = API_CALL_DONE;
 	api->st_calls++;
+	call->result.call_usec = api_now_usec() - call->submitted_usec;
 	if (!call->result.ok && call->maybe_written && call->result.error.nothing_written) {
 		/* The last attempt changed nothing, but an earlier one may have: say so. */
 		struct api_error *e = &call->result.error;
@@ -347,6 +349,30 @@ static void api_note_usage(struct api *api, const struct http_response *resp)
 	}
 }
 
+/*
+ * The answer's status and the API's id for it, as its support asks for: Stripe's Request-Id,
+ * HubSpot's X-HubSpot-Correlation-Id, the common X-Request-Id (generic REST APIs).
+ */
+static void api_note_answer(struct api_result *res, const struct http_response *resp)
+{
+	static const char *const headers[] = {"Request-Id", "X-HubSpot-Correlation-Id",
+	                                      "X-Request-Id"};
+	const char *id = NULL;
+
+	res->http_status = (int)resp->status;
+	for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]) && id == NULL; i++)
+		id = http_response_header(resp, headers[i]);
+	res->request_id[0] = '\0';
+	if (id == NULL)
+		return;
+	/* printable ASCII only: it goes into log lines and label values */
+	for (size_t i = 0, n = 0; id[i] != '\0' && n + 1 < sizeof(res->request_id); i++)
+		if (id[i] > ' ' && id[i] < 127) {
+			res->request_id[n++] = id[i];
+			res->request_id[n] = '\0';
+		}
+}
+
 static void api_call_send(struct api_call *call);
 static void api_call_auth(struct api_call *call);
 
@@ -369,6 +395,7 @@ static void api_call_http_done(void *ud, const struct http_response *resp)
 	api_result_free(&call->result);
 	connector_parse_response(api->conn, call->table, call->op, call->rows, call->nrows, resp,
 	                         &call->result);
+	api_note_answer(&call->result, resp);
 	if (call->result.ok) {
 		api_call_finish(call);
 		return;
@@ -558,7 +585,8 @@ struct api_call *api_submit(struct api *api, const struct api_table *table, enum
 	call->cb = cb;
 	call->arg = arg;
 	call->state = API_CALL_START;
-	call->deadline_usec = api_now_usec() + api->deadline_usec;
+	call->submitted_usec = api_now_usec();
+	call->deadline_usec = call->submitted_usec + api->deadline_usec;
 	api_result_init(&call->result);
 	TAILQ_INSERT_TAIL(&api->calls, call, link);
 	api->ncalls++;

@@ -34,6 +34,7 @@
 #include "log.h"
 #include "mutation/catalog.h"
 #include "mutation/classifier.h"
+#include "mutation/history.h"
 #include "mutation/journal.h"
 #include "mutation/sync.h"
 #include "pgc.h"
@@ -227,6 +228,11 @@ struct mutation {
 	struct pktbuf err; /* the error to send, when one was decided */
 	bool failed;
 	bool conn_broken;
+	/* the API's answer, for the history: "ok" or its error class (NULL until it answered) */
+	const char *api_outcome;
+	int api_status;
+	int64_t api_usec;
+	char api_request_id[96];
 	bool sync_noted; /* the sync worker was told of this write (sync_write_begin) */
 };
 
@@ -1290,6 +1296,10 @@ static void on_api_done(void *arg, struct api_result *ar)
 	bool ok = true;
 
 	m->call = NULL;
+	m->api_status = ar->http_status;
+	m->api_usec = ar->call_usec;
+	snprintf(m->api_request_id, sizeof(m->api_request_id), "%s", ar->request_id);
+	m->api_outcome = ar->ok ? "ok" : api_error_class_str(ar->error.cls);
 	if (!ar->ok) {
 		if (m->ct != NULL)
 			m->ct->rejected++;
@@ -1649,12 +1659,43 @@ static bool multi_next(struct synced *sy, struct mut_client *mc)
 	return begin_mutation(sy, mc->client, &sc, sql, NULL) && mc->m != NULL;
 }
 
+/* The finished write goes to the log (log_mutations), SHOW MUTATIONS and the metrics. */
+static void report_finished(struct mutation *m)
+{
+	struct conn *c = m->mc ? m->mc->client : NULL;
+	char sqlstate[6] = "";
+	struct mutation_report r = {
+	        .client = c,
+	        .client_id = c ? c->id : 0,
+	        .database = m->st->database,
+	        .table = m->st->qualified,
+	        .operation = stmt_op_str(m->op),
+	        .api = api_name(m->st->api),
+	        .rows = m->nrows,
+	        .api_called = m->api_outcome != NULL,
+	        .http_status = m->api_status,
+	        .request_id = m->api_request_id,
+	        .api_usec = m->api_outcome ? m->api_usec : -1,
+	        .total_usec = (int64_t)(bouncer_now_usec() - m->started),
+	        .values = m->confirmed,
+	};
+
+	if (m->failed)
+		history_error_sqlstate(m->err.data, m->err.len, sqlstate, sizeof(sqlstate));
+	r.sqlstate = sqlstate;
+	r.outcome = !m->failed                                            ? "ok"
+	            : m->api_outcome && strcmp(m->api_outcome, "ok") != 0 ? m->api_outcome
+	                                                                  : "failed";
+	history_record(m->sy->b, &r);
+}
+
 /* Answers the client (error or nothing more), gives the connection back, frees m. */
 static void mutation_finish(struct mutation *m)
 {
 	struct synced *sy = m->sy;
 	struct mut_client *mc = m->mc;
 
+	report_finished(m);
 	if (m->call != NULL) {
 		api_call_cancel(m->call);
 		m->call = NULL;
@@ -3047,7 +3088,8 @@ void synced_show_tables(struct bouncer *b, synced_row_cb cb, void *arg)
 }
 
 const char *const synced_mutations_columns[] = {
-        "client", "database", "table", "operation", "rows", "api", "state", "age", NULL,
+        "client", "database", "table",    "operation",   "rows",       "api",        "state",
+        "age",    "outcome",  "sqlstate", "http_status", "request_id", "latency_us", NULL,
 };
 
 void synced_show_mutations(struct bouncer *b, synced_row_cb cb, void *arg)
@@ -3061,8 +3103,9 @@ void synced_show_mutations(struct bouncer *b, synced_row_cb cb, void *arg)
 	{
 		struct mutation *m = list_entry(it, struct mutation, head);
 		char client[32], rows[16], age[32];
-		const char *vals[8];
-		snprintf(client, sizeof(client), "%p", m->mc ? (void *)m->mc->client : NULL);
+		const char *vals[13] = {NULL};
+		snprintf(client, sizeof(client), "%llu",
+		         m->mc ? (unsigned long long)m->mc->client->id : 0ULL);
 		snprintf(rows, sizeof(rows), "%d", m->nrows);
 		snprintf(age, sizeof(age), "%.3f",
 		         (double)(bouncer_now_usec() - m->started) / 1000000.0);
@@ -3074,8 +3117,9 @@ void synced_show_mutations(struct bouncer *b, synced_row_cb cb, void *arg)
 		vals[5] = api_name(m->st->api);
 		vals[6] = mut_state_str(m->state);
 		vals[7] = age;
-		cb(arg, 8, vals);
+		cb(arg, 13, vals);
 	}
+	history_show(b->history, cb, arg);
 }
 
 const char *const synced_apis_columns[] = {
@@ -3115,6 +3159,22 @@ void synced_show_apis(struct bouncer *b, synced_row_cb cb, void *arg)
 		vals[10] = st.usage_used >= 0 ? usage : NULL;
 		cb(arg, 11, vals);
 	}
+}
+
+static void count_only(void *arg, const char *id, const char *line)
+{
+	(void)arg;
+	(void)id;
+	(void)line;
+}
+
+int synced_journal_backlog(struct bouncer *b)
+{
+	struct synced *sy = b->synced;
+
+	if (sy == NULL || sy->journal == NULL)
+		return -1;
+	return journal_foreach_pending(sy->journal, count_only, NULL);
 }
 
 /* ---- admin console commands ------------------------------------------------------------ */

@@ -10,7 +10,9 @@
   GET    /v1/events              the same for events, filtered by types[]; every create, update
                                  and delete (through the API or /_records) makes one
                                  ("customer.created", ..., data.object = the object then)
-Needs "Authorization: Bearer <--token>". Idempotency-Key on a POST: a repeated key returns the
+Needs "Authorization: Bearer <--token>". Every answer to an API request carries a Request-Id header
+("req_" and 14 characters, as Stripe's), also kept in the request log. Idempotency-Key on a POST:
+a repeated key returns the
 first answer again without applying anything. Validation: "email" must look like an address
 (400 {"error": {"type": "invalid_request_error", "code": "email_invalid", "param": "email", ...}}).
 
@@ -24,6 +26,7 @@ Run: python3 test/fakes/fake_stripe.py --port N  (prints "listening on N" when r
 import argparse
 import http.server
 import json
+import random
 import re
 import socket
 import threading
@@ -61,9 +64,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         pass
 
+    request_id = None
+
     def send(self, status, obj):
         body = json.dumps(obj).encode()
         self.send_response(status)
+        if self.request_id:
+            self.send_header("Request-Id", self.request_id)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -79,6 +86,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def dispatch(self, method):
         st = self.server.state
+        self.request_id = None
         url = urllib.parse.urlsplit(self.path)
         n = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(n) if n > 0 else b""
@@ -86,10 +94,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.control(method, url.path, raw)
         form = {k: v[0] for k, v in urllib.parse.parse_qs(raw.decode(), keep_blank_values=True).items()}
         key = self.headers.get("Idempotency-Key")
+        self.request_id = "req_" + "".join(random.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+                                           for _ in range(14))
         with st.lock:
             st.log.append({"method": method, "path": url.path, "form": form,
                            "query": url.query, "time": time.time(),
-                           "idempotency_key": key, "content_type": self.headers.get("Content-Type")})
+                           "idempotency_key": key, "content_type": self.headers.get("Content-Type"),
+                           "request_id": self.request_id})
             delay = st.delay_ms
         if delay:
             time.sleep(delay / 1000.0)

@@ -121,6 +121,10 @@ def test_daemon_with_pidfile(bouncer_factory):
         assert wait_for(lambda: accepts(b.port))
         with b.connect() as conn:
             assert conn.execute("select 1").fetchone() == (1,)
+        # The daemon's log lines carry its own pid, not that of the process that forked it.
+        assert wait_for(lambda: "login attempt" in b.log())
+        logins = [ln for ln in b.log().splitlines() if "login attempt" in ln]
+        assert logins and all(f" [{pid}] " in ln for ln in logins), (pid, logins)
         # Detached from our terminal and session.
         assert os.getsid(pid) != os.getsid(0)
         # A second start with the same pidfile refuses while the first lives.

@@ -101,12 +101,7 @@ def test_empty_password_refused_by_plain_and_md5(bouncer_factory, auth_type):
 
 # (section, key, value): one per row of the refusal table in src/config.c.
 REFUSED = [
-    ("pgbouncer", "client_tls_sslmode", "require"),
-    ("pgbouncer", "client_tls_sslmode", "prefer"),
-    ("pgbouncer", "server_tls_sslmode", "require"),
-    ("pgbouncer", "server_tls_sslmode", "verify-full"),
     ("pgbouncer", "auth_type", "hba"),
-    ("pgbouncer", "auth_type", "cert"),
     ("pgbouncer", "auth_user", "postgres"),
     ("pgbouncer", "auth_query", "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"),
     ("databases", "auth_user", "postgres"),

@@ -47,6 +47,41 @@ def test_transaction_mode_shares_one_server_between_idle_clients(bouncer_factory
         assert a.execute("select 1").fetchone() == (1,)
 
 
+def test_transaction_mode_each_client_keeps_its_settings_on_a_shared_server(bouncer_factory):
+    """Clients taking turns on one backend each see their own settings, whether they started
+    with the same ones as the client before them or not, and after one of them changes its own."""
+    b = bouncer_factory(config=txn_config())
+
+    def show(conn):
+        return conn.execute("select current_setting('TimeZone'), "
+                            "current_setting('application_name'), pg_backend_pid()").fetchone()
+
+    # simple protocol throughout (no prepare_threshold): the same on pgbouncer 1.18
+    with b.connect(autocommit=True, application_name="same", prepare_threshold=None) as a, \
+            b.connect(autocommit=True, application_name="same", prepare_threshold=None) as c, \
+            b.connect(autocommit=True, application_name="other", prepare_threshold=None) as d:
+        pids = set()
+        for conn, name in ((a, "same"), (c, "same"), (a, "same"), (d, "other"), (c, "same")):
+            tz, app, pid = show(conn)
+            assert app == name
+            pids.add(pid)
+        zone = show(a)[0]
+        a.execute("set timezone = 'Pacific/Chatham'")
+        for conn, want_tz, name in ((c, zone, "same"), (a, "Pacific/Chatham", "same"),
+                                    (a, "Pacific/Chatham", "same"), (c, zone, "same"),
+                                    (d, zone, "other"), (a, "Pacific/Chatham", "same"),
+                                    (c, zone, "same")):
+            tz, app, pid = show(conn)
+            assert (tz, app) == (want_tz, name)
+            pids.add(pid)
+        c.execute("set application_name = 'renamed'")
+        for conn, name in ((a, "same"), (c, "renamed"), (d, "other"), (c, "renamed")):
+            assert show(conn)[1] == name
+        assert show(a)[0] == "Pacific/Chatham"
+        # one backend for all three, or the test proves nothing
+        assert len(pids) == 1
+
+
 def test_transaction_mode_keeps_the_server_until_commit(bouncer_factory):
     b = bouncer_factory(config=txn_config())
     with b.connect() as a, b.connect(autocommit=True) as c:
