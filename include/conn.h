@@ -21,6 +21,7 @@ struct pool;
 struct dns_request;
 struct scram_client;
 struct scram_server;
+struct auth_state;
 struct ps_client;
 struct ps_server;
 
@@ -95,6 +96,7 @@ struct conn {
 	uint32_t cancel_key;
 	uint8_t md5_salt[4];
 	struct scram_server *scram_srv;
+	struct auth_state *auth; /* CL_LOGIN: what authentication knows so far (auth.c) */
 	bool auth_done;
 	bool admin;
 	bool admin_user;       /* console: may run commands, not only SHOW */

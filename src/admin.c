@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "bouncer.h"
 #include "client.h"
 #include "config.h"
@@ -1376,7 +1377,8 @@ static bool cmd_set_tls(struct reply *r, const char *key, const char *before)
 
 static void cmd_set(struct reply *r, const char *key, const char *value)
 {
-	char err[256], tag[512], before[512] = "";
+	char err[256], tag[512], old[4096] = "";
+	int ki;
 
 	for (size_t i = 0; i < sizeof(fake_params) / sizeof(fake_params[0]); i++) {
 		if (strcasecmp(key, fake_params[i].name) == 0) {
@@ -1389,15 +1391,26 @@ static void cmd_set(struct reply *r, const char *key, const char *value)
 		send_error(r, "08P01", "admin access needed");
 		return;
 	}
-	if (tls_is_tls_key(key) && config_key_index(key) >= 0)
-		config_key_format(r->b->cfg, config_key_index(key), before, sizeof(before));
+	ki = config_key_index(key);
+	if (ki >= 0)
+		config_key_format(r->b->cfg, ki, old, sizeof(old));
 	if (!config_set(r->b->cfg, key, value, err, sizeof(err))) {
 		slog_warning(r->client, "SET %s failed", key);
 		log_debug("SET %s failed: %s", key, err);
 		send_error(r, "08P01", "SET failed");
 		return;
 	}
-	if (tls_is_tls_key(key) && !cmd_set_tls(r, key, before))
+	/* the hba and ident files follow their settings, or the SET is undone */
+	if (!auth_setting_changed(r->b, key, err, sizeof(err))) {
+		char ignored[256];
+
+		if (!config_set(r->b->cfg, key, old, ignored, sizeof(ignored)))
+			log_error("SET %s: could not restore the old value", key);
+		slog_warning(r->client, "SET %s failed: %s", key, err);
+		send_error(r, "08P01", "SET failed");
+		return;
+	}
+	if (tls_is_tls_key(key) && !cmd_set_tls(r, key, old))
 		return;
 	log_info("SET %s = %s", key, config_key_is_secret(config_key_index(key)) ? "****" : value);
 	stats_settings_changed(r->b);

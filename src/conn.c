@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth.h"
 #include "bouncer.h"
 #include "pool.h"
 #include "prepared.h"
@@ -182,6 +183,7 @@ void conn_free_retired(struct bouncer *b)
 		param_clear(&c->startup);
 		free(c->params_key);
 		free(c->in_force_key);
+		auth_conn_free(c);
 		free(c->scram_srv);
 		free(c->scram_cli);
 		free(c->host);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "admin.h"
+#include "auth.h"
 #include "bouncer.h"
 #include "client.h"
 #include "config.h"
@@ -923,6 +924,8 @@ bool control_reload(struct bouncer *b)
 	struct control *ctl = b->control;
 	struct config *fresh = NULL, *old;
 	struct userlist *users = NULL, *old_users;
+	struct auth_files *files;
+	char why[1024];
 	struct list *it, *tmp;
 	bool server_tls_changed;
 	char err2[512];
@@ -955,11 +958,21 @@ bool control_reload(struct bouncer *b)
 			return false;
 		}
 	}
+	files = auth_files_load(fresh, why, sizeof(why));
+	if (files == NULL) {
+		log_error("%s", why);
+		log_error("RELOAD failed, see logs for additional details");
+		if (users != NULL)
+			userlist_free(users);
+		config_free(fresh);
+		return false;
+	}
 	old = b->cfg;
 	server_tls_changed = tls_server_settings_differ(old, fresh);
 	old_users = b->users;
 	b->cfg = fresh;
 	b->users = users;
+	auth_use_files(b, files);
 	list_for_each_safe(it, tmp, &b->pools)
 	{
 		refresh_pool(b, list_entry(it, struct pool, head));

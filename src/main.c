@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "auth.h"
 #include "bouncer.h"
 #include "config.h"
 #include "conn.h"
@@ -271,9 +272,15 @@ int main(int argc, char **argv)
 			fatal("cannot load auth_file \"%s\"", b.cfg->auth_file);
 	}
 	{
-		char err[512];
+		char err[1024];
+		struct auth_files *files;
+
 		if (!tls_configure(&b, b.cfg, err, sizeof(err)))
 			fatal("TLS setup failed: %s", err);
+		files = auth_files_load(b.cfg, err, sizeof(err));
+		if (files == NULL)
+			fatal("%s", err);
+		auth_use_files(&b, files);
 	}
 	(void)daemon_set_nofile(nofile_wanted(b.cfg));
 
@@ -391,6 +398,7 @@ int main(int argc, char **argv)
 	event_base_free(b.base);
 	if (pidfile_written)
 		daemon_remove_pidfile(b.cfg->pidfile);
+	auth_shutdown(&b);
 	if (b.users != NULL)
 		userlist_free(b.users);
 	tls_free(&b);

@@ -181,9 +181,23 @@ static void stmt_put(struct ps_registry *reg, struct ps_stmt *st)
 	free(st);
 }
 
+/* "SB_<id>", as snprintf(buf, size, "SB_%llu", id) would write it, without printf's cost. */
 static void stmt_name(const struct ps_stmt *st, char *buf, size_t size)
 {
-	snprintf(buf, size, "SB_%llu", (unsigned long long)st->id);
+	char digits[24];
+	unsigned long long v = (unsigned long long)st->id;
+	size_t n = 0, i = 0;
+
+	do {
+		digits[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v > 0);
+	for (const char *p = "SB_"; *p && i + 1 < size; p++)
+		buf[i++] = *p;
+	while (n > 0 && i + 1 < size)
+		buf[i++] = digits[--n];
+	if (size > 0)
+		buf[i] = '\0';
 }
 
 /* ---------------------------------------------------------------- client names */

@@ -70,9 +70,11 @@ struct api_call {
 	int64_t deadline_usec;
 	int rate_retries;
 	int idem_retries;
+	int in_use_retries; /* "key in use" answers: waits of 0.5, 1, then 2 s until the deadline */
 	bool refreshed;
 	bool maybe_written; /* an earlier attempt failed in a way that may have applied it */
 	int64_t submitted_usec;
+	bool unchanged;     /* an update that changes nothing: answered without a request */
 	char *token_used;
 	struct http_request *http_req;
 	struct oauth_wait *auth_wait;
@@ -401,6 +403,31 @@ static void api_call_http_done(void *ud, const struct http_response *resp)
 		return;
 	}
 	e = &call->result.error;
+	if (e->record_gone && call->op == API_OP_DELETE && call->nrows == 1) {
+		/*
+		 * The record is gone already (deleted by someone else, or by an earlier attempt of
+		 * this very request): the delete is done, and the row goes too, as it does on
+		 * connectors whose delete answers success for a missing record.
+		 */
+		const struct api_value *idv =
+		        api_image_get(&call->rows[0].old_image, call->table->pk_column);
+
+		api_result_free(&call->result);
+		api_result_init(&call->result);
+		call->result.rows = calloc(1, sizeof(*call->result.rows));
+		if (call->result.rows != NULL && idv != NULL && idv->value != NULL &&
+		    (call->result.rows[0].id = strdup(idv->value)) != NULL) {
+			call->result.nrows = 1;
+			call->result.ok = true;
+			log_debug("api %s: the record to delete was already gone", api->name);
+		} else {
+			api_result_free(&call->result);
+			api_error_set(&call->result.error, API_ERR_INTERNAL, "out of memory");
+			call->result.error.nothing_written = true;
+		}
+		api_call_finish(call);
+		return;
+	}
 	if (!e->nothing_written)
 		call->maybe_written = true;
 	if (e->session_expired && e->nothing_written &&
@@ -411,6 +438,20 @@ static void api_call_http_done(void *ud, const struct http_response *resp)
 		oauth_invalidate(api->auth, call->token_used);
 		api_call_auth(call);
 		return;
+	}
+	if (call->spec.idempotency_key[0] != '\0' && e->key_in_use) {
+		/* an earlier attempt is still running there: its answer comes under the same key */
+		wait_usec = API_IDEMPOTENT_BACKOFF_USEC
+		            << (call->in_use_retries < 2 ? call->in_use_retries : 2);
+		left = call->deadline_usec - api_now_usec();
+		if (wait_usec + api->timeout_usec / 4 < left && api_call_arm(call, wait_usec)) {
+			call->in_use_retries++;
+			api->st_retries++;
+			call->state = API_CALL_WAITING;
+			log_debug("api %s: idempotency key in use, asking again in %lld ms",
+			          api->name, (long long)(wait_usec / 1000));
+			return;
+		}
 	}
 	if (call->spec.idempotency_key[0] != '\0' &&
 	    (e->cls == API_ERR_UNKNOWN_OUTCOME || e->cls == API_ERR_SERVER) &&
@@ -527,8 +568,13 @@ static void api_call_auth_done(void *ud, bool ok, const char *error)
 		return;
 	}
 	api_result_free(&call->result);
-	api_error_set(&call->result.error, API_ERR_AUTH, "%s authentication failed: %s",
-	              call->api->name, error ? error : "no token");
+	if (oauth_failed_on_credentials(call->api->auth))
+		api_error_set(&call->result.error, API_ERR_AUTH, "%s authentication failed: %s",
+		              call->api->name, error ? error : "no token");
+	else
+		/* an outage of the token endpoint, not refused credentials (58000, not 28000) */
+		api_error_set(&call->result.error, API_ERR_UNAVAILABLE, "%s: no access token: %s",
+		              call->api->name, error ? error : "no token");
 	call->result.error.nothing_written = true;
 	api_call_finish(call);
 }
@@ -548,6 +594,35 @@ static void api_call_auth(struct api_call *call)
 	}
 }
 
+/* An update that changes nothing the API holds is done as it stands: each row keeps its id. */
+static void api_call_answer_unchanged(struct api_call *call)
+{
+	int i;
+
+	call->result.rows = calloc((size_t)call->nrows, sizeof(*call->result.rows));
+	if (call->result.rows == NULL)
+		goto oom;
+	call->result.nrows = call->nrows;
+	for (i = 0; i < call->nrows; i++) {
+		const struct api_value *idv =
+		        api_image_get(&call->rows[i].old_image, call->table->pk_column);
+
+		if (idv != NULL && idv->value != NULL &&
+		    (call->result.rows[i].id = strdup(idv->value)) == NULL)
+			goto oom;
+	}
+	call->result.ok = true;
+	log_debug("api %s: update of %d rows changes nothing, no request", call->api->name,
+	          call->nrows);
+	api_call_finish(call);
+	return;
+oom:
+	api_result_free(&call->result);
+	api_error_set(&call->result.error, API_ERR_INTERNAL, "out of memory");
+	call->result.error.nothing_written = true;
+	api_call_finish(call);
+}
+
 static void api_call_timer_cb(evutil_socket_t fd, short what, void *ud)
 {
 	struct api_call *call = ud;
@@ -557,6 +632,8 @@ static void api_call_timer_cb(evutil_socket_t fd, short what, void *ud)
 		/* the first step, or a failure found in api_submit() to be reported now */
 		if (call->result.error.cls != API_ERR_NONE)
 			api_call_finish(call);
+		else if (call->unchanged)
+			api_call_answer_unchanged(call);
 		else
 			api_call_auth(call);
 		return;
@@ -591,10 +668,17 @@ struct api_call *api_submit(struct api *api, const struct api_table *table, enum
 	TAILQ_INSERT_TAIL(&api->calls, call, link);
 	api->ncalls++;
 	/* Built once: a failure here (too many rows, a bad value) is reported from the loop. */
-	if (!connector_build_request(api->conn, table, op, rows, nrows, &call->spec,
-	                             &call->result.error) &&
-	    call->result.error.cls == API_ERR_NONE)
-		api_error_set(&call->result.error, API_ERR_INTERNAL, "cannot build the request");
+	call->unchanged = op == API_OP_UPDATE && nrows <= connector_max_rows(api->conn, op) &&
+	                  api_rows_change_nothing(table, rows, nrows);
+	if (!connector_check_ids(api->conn, table, op, rows, nrows, &call->result.error))
+		call->unchanged = false; /* reported from the loop */
+	else if (!call->unchanged && !connector_build_request(api->conn, table, op, rows, nrows,
+	                                                      &call->spec, &call->result.error)) {
+		if (call->result.error.cls == API_ERR_NONE)
+			api_error_set(&call->result.error, API_ERR_INTERNAL,
+			              "cannot build the request");
+		call->result.error.local = true;
+	}
 	if (!api_call_arm(call, 0)) {
 		api_call_free(call);
 		return NULL;

@@ -45,6 +45,14 @@
 
 #define MAX_IDLE_CONNS 8
 #define RESPONSE_MAX   (64 * 1024 * 1024)
+/*
+ * What the capture run may hand to the loop: the row images of one statement, as JSON text, old
+ * and new together. Reading them (JSON parse, re-encoding jsonb values, building the request)
+ * runs on the event loop at 15-30 MB/s for the worst shapes (arrays of small numbers), so
+ * 256 KiB stalls the other clients for a few ms at most, and still holds 200 rows of a few
+ * hundred bytes. PostgreSQL measures the images; a larger statement never leaves the server.
+ */
+#define CAPTURE_MAX_BYTES (256 * 1024)
 
 struct synced_table {
 	char *database, *schema, *table, *qualified;
@@ -210,7 +218,7 @@ struct mutation {
 	struct api_call *call;
 	char *confirmed; /* the API's confirmation as JSON (for the journal) */
 	char *ids;       /* the API's record ids, for messages */
-	char capture_sql[200];
+	char capture_sql[640];
 	char prelude_sql[512];
 	char *session_sql;   /* the client's session settings that shape how a statement reads */
 	char db_error[256];  /* PostgreSQL's message when a run failed, for logs and DETAIL */
@@ -484,6 +492,17 @@ static void set_api_error(struct mutation *m, const struct api_error *ae)
 		sqlstate = "54000";
 		what = "request too large";
 		break;
+	case API_ERR_ASSIGNED_ID:
+		/* refused here, like a GENERATED ALWAYS column: not the API's verdict */
+		sqlstate = "428C9";
+		hintp = "Leave the column out: RETURNING gives the id the API assigns.";
+		break;
+	case API_ERR_TOO_LARGE:
+		/* syncbouncer's own cap, not the API's verdict: never a validation error */
+		sqlstate = "54000";
+		what = "request too large";
+		hintp = "Write fewer rows, or smaller values, per statement.";
+		break;
 	case API_ERR_UNKNOWN_OUTCOME:
 	case API_ERR_BAD_ANSWER:
 		sqlstate = "XX000";
@@ -517,6 +536,17 @@ static void set_api_error(struct mutation *m, const struct api_error *ae)
 		         ae->message, sentence_end(ae->message), api);
 	else
 		snprintf(detail, sizeof(detail), "%s", ae->message);
+	if (ae->local && (ae->cls == API_ERR_VALIDATION || ae->cls == API_ERR_REQUIRED ||
+	                  ae->cls == API_ERR_DUPLICATE)) {
+		/* a value the request cannot carry: syncbouncer's refusal, not the API's verdict */
+		sqlstate = "22023";
+		snprintf(msg, sizeof(msg), "row cannot be sent to %s", api);
+	}
+	if (ae->cls == API_ERR_ASSIGNED_ID) {
+		snprintf(msg, sizeof(msg), "%.200s", ae->message);
+		snprintf(detail, sizeof(detail),
+		         "Column \"%s\" holds the record id that %s assigns.", ae->column, api);
+	}
 	set_error(m, sqlstate, msg, detail[0] ? detail : NULL, hintp);
 	if (ae->column[0]) {
 		/* the column field of the ErrorResponse names the offending column */
@@ -1477,6 +1507,18 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		rollback(m);
 		return;
 	}
+	if (PQnfields(res) < 4 || atoll(PQgetvalue(res, 0, 3)) > CAPTURE_MAX_BYTES) {
+		char detail[256];
+		snprintf(detail, sizeof(detail),
+		         "The rows it would %s in %s take %s bytes as JSON; syncbouncer takes at "
+		         "most %d bytes per statement.",
+		         api_op_str(op), m->st->qualified,
+		         PQnfields(res) < 4 ? "?" : PQgetvalue(res, 0, 3), CAPTURE_MAX_BYTES);
+		set_error(m, "54000", "synced-table write too large for one API request", detail,
+		          "Write fewer rows, or smaller values, per statement.");
+		rollback(m);
+		return;
+	}
 	m->rows = calloc((size_t)m->nrows, sizeof(*m->rows));
 	m->api_rows = calloc((size_t)m->nrows, sizeof(*m->api_rows));
 	if (m->rows == NULL || m->api_rows == NULL) {
@@ -1549,10 +1591,15 @@ static void start_capture(struct mutation *m)
 {
 	bool ok;
 
-	snprintf(m->capture_sql, sizeof(m->capture_sql),
-	         "SELECT seq, old::text, new::text FROM syncbouncer.capture "
-	         "WHERE xid = pg_catalog.pg_current_xact_id() AND tbl = %u ORDER BY seq",
-	         m->ct->relid);
+	/* the images only when they fit in CAPTURE_MAX_BYTES; their size in any case */
+	snprintf(
+	        m->capture_sql, sizeof(m->capture_sql),
+	        "SELECT seq, CASE WHEN total <= %d THEN o END, CASE WHEN total <= %d THEN n END, "
+	        "total FROM (SELECT seq, o, n, pg_catalog.sum(COALESCE(pg_catalog.octet_length(o), "
+	        "0) + COALESCE(pg_catalog.octet_length(n), 0)) OVER () AS total "
+	        "FROM (SELECT seq, old::text AS o, new::text AS n FROM syncbouncer.capture "
+	        "WHERE xid = pg_catalog.pg_current_xact_id() AND tbl = %u) c) s ORDER BY seq",
+	        CAPTURE_MAX_BYTES, CAPTURE_MAX_BYTES, m->ct->relid);
 	m->state = MUT_CAPTURING;
 	/*
 	 * lock_timeout: the write may wait for a row that the client itself holds locked in its

@@ -24,6 +24,7 @@ See test/bench/README.md.
 import argparse
 import ctypes
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -33,6 +34,7 @@ import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -183,7 +185,8 @@ class Cluster:
 class Pooler:
     """One pooler process (pgbouncer or syncbouncer) from a generated ini."""
 
-    def __init__(self, kind, binary, workdir, pg, mode, extra_sections="", wrapper=()):
+    def __init__(self, kind, binary, workdir, pg, mode, extra_sections="", wrapper=(),
+                 max_client_conn=200):
         self.kind = kind
         self.binary = binary
         self.port = free_port()
@@ -202,7 +205,7 @@ class Pooler:
                     f"auth_file = {self.workdir}/userlist.txt\n"
                     f"logfile = {self.workdir}/pooler.log\n"
                     f"pool_mode = {mode}\n"
-                    "max_client_conn = 200\n"
+                    f"max_client_conn = {max_client_conn}\n"
                     f"default_pool_size = {POOL_SIZE[mode]}\n"
                     + extra_sections)
         self.out_path = os.path.join(self.workdir, "stderr.log")
@@ -292,7 +295,7 @@ class Bench:
         self.opts = opts
         self.work = work
         self.results = {"meta": {}, "runs": [], "big": [], "callgrind": [], "syscalls": [],
-                        "synced_check": {}}
+                        "synced_check": {}, "idle": []}
         self.pg = None
         self.poolers = []
 
@@ -540,8 +543,12 @@ class Bench:
                 f"syncbouncer={row['syncbouncer']:.0f} instructions/query")
 
     def callgrind_count(self, kind, mode, args, n):
+        out = "/dev/null"
+        if self.opts.cg_out:
+            tag = re.sub(r"[^a-z0-9]+", "-", f"{kind} {mode} {' '.join(args)} {n}".lower())
+            out = os.path.join(self.opts.cg_out, f"callgrind.{tag.strip('-')}.out")
         p = self.traced_run(kind, mode, args, n, ["valgrind", "--tool=callgrind",
-                                                  "--callgrind-out-file=/dev/null"])
+                                                  "--callgrind-out-file=" + out])
         with open(p.out_path, errors="replace") as f:
             m = re.search(r"Collected : (\d+)", f.read())
         if not m:
@@ -585,6 +592,40 @@ class Bench:
             log(f"  {mode:11} {label:24} pgbouncer={row['pgbouncer']} "
                 f"syncbouncer={row['syncbouncer']}")
 
+    def run_idle(self):
+        """RSS per idle client: the pooler's VmRSS before and after opening N logged-in
+        clients that then send nothing (transaction pooling: they hold no server)."""
+        n = self.opts.idle_clients
+        log(f"idle clients: {n} per pooler")
+        for kind in ("pgbouncer", "syncbouncer"):
+            binary = self.opts.pgbouncer if kind == "pgbouncer" else self.opts.syncbouncer
+            p = Pooler(kind, binary, self.work, self.pg, "transaction",
+                       max_client_conn=n + 100)
+            self.poolers.append(p)
+            p.start()
+            socks = []
+            try:
+                # one log-in and a query first, so that the pool and its welcome exist
+                res = pgbench(p.port, ["-f", self.scripts["select1"], "-c", "1", "-t", "1"],
+                              timeout=120)
+                if res["aborted"]:
+                    raise RuntimeError(f"{kind}: first log-in failed: {res.get('error')}")
+                time.sleep(0.5)
+                rss0 = p.status_kb("VmRSS")
+                for _ in range(n):
+                    socks.append(idle_login(p.port))
+                time.sleep(1)
+                rss1 = p.status_kb("VmRSS")
+                row = {"target": kind, "clients": n, "rss_before_kb": rss0,
+                       "rss_after_kb": rss1, "bytes_per_client": (rss1 - rss0) * 1024 / n}
+                self.results["idle"].append(row)
+                log(f"  {kind:12} VmRSS {rss0} kB -> {rss1} kB: "
+                    f"{row['bytes_per_client']:.0f} B per idle client")
+            finally:
+                for sk in socks:
+                    sk.close()
+                p.stop()
+
     def cleanup(self):
         for p in self.poolers:
             try:
@@ -593,6 +634,34 @@ class Bench:
                 pass
         if self.pg:
             self.pg.stop()
+
+
+def idle_login(port):
+    """A client logged in over the protocol by hand (md5), left idle; returns its socket."""
+    sk = socket.create_connection(("127.0.0.1", port), timeout=30)
+    body = struct.pack("!I", 196608) + f"user\0{USER}\0database\0{DB}\0\0".encode()
+    sk.sendall(struct.pack("!I", len(body) + 4) + body)
+    buf = b""
+    while True:
+        while len(buf) < 5 or len(buf) < 1 + struct.unpack("!I", buf[1:5])[0]:
+            chunk = sk.recv(65536)
+            if not chunk:
+                raise RuntimeError("pooler closed the connection during the log-in")
+            buf += chunk
+        typ, ln = buf[:1], struct.unpack("!I", buf[1:5])[0]
+        payload, buf = buf[5:1 + ln], buf[1 + ln:]
+        if typ == b"R":
+            code = struct.unpack("!I", payload[:4])[0]
+            if code == 5:
+                inner = hashlib.md5((PASSWORD + USER).encode()).hexdigest().encode()
+                pw = b"md5" + hashlib.md5(inner + payload[4:8]).hexdigest().encode() + b"\0"
+                sk.sendall(b"p" + struct.pack("!I", len(pw) + 4) + pw)
+            elif code != 0:
+                raise RuntimeError(f"unexpected authentication request {code}")
+        elif typ == b"E":
+            raise RuntimeError("log-in refused: " + payload.decode(errors="replace"))
+        elif typ == b"Z":
+            return sk
 
 
 def children(pid):
@@ -715,6 +784,97 @@ def report(results):
                      if x["tps"] and y["tps"])
         return f" ({rat[0]:.2f}–{rat[-1]:.2f})" if rat else ""
 
+    w("### Targets")
+    w("")
+    w("Each row of the performance targets with what this run measured: the three targets' "
+      "values where they apply, the syncbouncer/pgbouncer ratio and the goal. \"not in this "
+      "run\": the part of run_bench that measures it was not run (`--only`); \"not measured\": "
+      "run_bench has no workload for it.")
+    w("")
+    w("| target | direct | pgbouncer | syncbouncer | sb/pgb | goal | met |")
+    w("|---|--:|--:|--:|--:|--:|---|")
+
+    def ok(v):
+        return v is not None and not v["aborted"]
+
+    def target_row(name, d, p, s, digits, goal_op, goal):
+        """d, p, s: numbers (None: not measured); the ratio is s / p."""
+        r = s / p if s is not None and p else None
+        met = "–" if r is None else ("yes" if (r <= goal if goal_op == "≤" else r >= goal)
+                                     else "no")
+        w(f"| {name} | {fmt(d, digits)} | {fmt(p, digits)} | {fmt(s, digits)} | "
+          f"{'–' if r is None else f'{r:.2f}'} | {goal_op} {goal} | {met} |")
+
+    def missing(name, goal, why):
+        w(f"| {name} | – | – | – | – | {goal} | {why} |")
+
+    def point(mode, label, clients, key):
+        vals = []
+        for t in TARGETS:
+            v = find("select" if label.startswith("-S") else "churn", mode, label, clients, t)
+            vals.append(v[key] if ok(v) else None)
+        return vals
+
+    have_pool = any(r["group"] in ("select", "churn") for r in runs)
+    if have_pool:
+        d, p, s = point("transaction", "-S", 50, "pooler_cpu_us_per_txn")
+        target_row("-S -c 50 transaction: pooler CPU µs/txn", None, p, s, 1, "≤", 0.7)
+        d, p, s = point("transaction", "-S", 50, "tps")
+        target_row("-S -c 50 transaction: tps", d, p, s, 0, "≥", 1.15)
+        for mode in ("session", "transaction"):
+            d, p, s = point(mode, "-S", 1, "lat_ms")
+            if d is not None and p is not None and s is not None and p > d:
+                target_row(f"-S -c 1 {mode}: latency added over direct (ms)", None,
+                           p - d, s - d, 3, "≤", 0.7)
+            else:
+                missing(f"-S -c 1 {mode}: latency added over direct (ms)", "≤ 0.7",
+                        "not in this run" if None in (d, p, s) else
+                        "no figure: direct was not faster than pgbouncer in this run")
+        d, p, s = point("session", "-C -S", 10, "tps")
+        target_row("-C -S -c 10: tps (a log-in per transaction)", d, p, s, 0, "≥", 1.1)
+        d, p, s = point("transaction", "-S -M prepared", 1, "tps")
+        target_row("-S -M prepared -c 1 transaction: tps (vs pgbouncer 1.18)", d, p, s, 0,
+                   "≥", 1.15)
+    else:
+        for name, goal in (("-S -c 50 transaction: pooler CPU µs/txn", "≤ 0.7"),
+                           ("-S -c 50 transaction: tps", "≥ 1.15"),
+                           ("-S -c 1: latency added over direct", "≤ 0.7"),
+                           ("-C -S -c 10: tps", "≥ 1.1"),
+                           ("-S -M prepared -c 1 transaction: tps", "≥ 1.15")):
+            missing(name, goal, "not in this run")
+    cg = {(r["mode"], r["label"]): r for r in results["callgrind"]}
+    for (mode, label), name, goal in (
+            (("session", "SELECT 1 (simple)"), "instructions per relayed query, session", 0.7),
+            (("transaction", "SELECT 1 (simple)"), "instructions per relayed query, transaction",
+             0.7),
+            (("transaction", "SELECT 1 (-M prepared)"),
+             "instructions per relayed query, transaction -M prepared", 0.7),
+            (("session", "-C: log-in (md5), SELECT 1, log-out"),
+             "instructions per log-in (md5, with its query and log-out)", 1.0)):
+        r = cg.get((mode, label))
+        if r:
+            target_row(name, None, r["pgbouncer"], r["syncbouncer"], 0, "≤", goal)
+        else:
+            missing(name, f"≤ {goal}", "not in this run")
+    missing("instructions per log-in (SCRAM)", "≤ 1.0", "not measured")
+    big = {r["target"]: r for r in results["big"]}
+    if big.get("pgbouncer", {}).get("vmhwm_kb") and big.get("syncbouncer", {}).get("vmhwm_kb"):
+        target_row("100 MB result: pooler peak RSS (MiB)", None,
+                   big["pgbouncer"]["vmhwm_kb"] / 1024, big["syncbouncer"]["vmhwm_kb"] / 1024,
+                   1, "≤", 1.0)
+    else:
+        missing("100 MB result: pooler peak RSS", "≤ 1.0", "not in this run")
+    idle = {r["target"]: r for r in results["idle"]}
+    if "pgbouncer" in idle and "syncbouncer" in idle:
+        target_row(f"{idle['syncbouncer']['clients']:,} idle clients: RSS per idle client "
+                   "(bytes)", None, idle["pgbouncer"]["bytes_per_client"],
+                   idle["syncbouncer"]["bytes_per_client"], 0, "≤", 1.0)
+    else:
+        missing("10,000 idle clients: RSS per idle client", "≤ 1.0", "not in this run")
+    missing("synced writes: latency added over direct insert + API time", "p50 ≤ 2 ms, "
+            "p99 ≤ 5 ms", "not measured")
+    w("")
+
     points = []
     for r in runs:
         key = (r["group"], r["mode"], r["label"], r["clients"])
@@ -768,6 +928,17 @@ def report(results):
             w("")
             w(f"Wall time ratio syncbouncer/pgbouncer {s['lat_ms'] / p['lat_ms']:.2f}, "
               f"syncbouncer/direct {s['lat_ms'] / d['lat_ms']:.2f}.")
+        w("")
+
+    if results["idle"]:
+        w(f"### Idle clients ({results['idle'][0]['clients']:,} logged-in clients that send "
+          "nothing, transaction pooling)")
+        w("")
+        w("| target | VmRSS before | VmRSS with the clients | bytes per idle client |")
+        w("|---|--:|--:|--:|")
+        for r in results["idle"]:
+            w(f"| {r['target']} | {r['rss_before_kb'] / 1024:.1f} MiB | "
+              f"{r['rss_after_kb'] / 1024:.1f} MiB | {r['bytes_per_client']:,.0f} |")
         w("")
 
     syn = [k for k in points if k[0] in ("synced", "inserts")]
@@ -847,9 +1018,14 @@ def main():
     ap.add_argument("--big-runs", type=int, default=3, help="large-result queries per target")
     ap.add_argument("--cg-queries", default="1000,11000",
                     help="N1,N2 queries for the callgrind difference (default 1000,11000)")
-    ap.add_argument("--only", default="pooling,big,synced,callgrind,syscalls",
+    ap.add_argument("--cg-out", metavar="DIR",
+                    help="keep the callgrind profiles in DIR (writable by postgres), for "
+                         "callgrind_annotate")
+    ap.add_argument("--only", default="pooling,big,synced,callgrind,syscalls,idle",
                     help="comma-separated parts to run (default all: pooling,big,synced,"
-                         "callgrind,syscalls)")
+                         "callgrind,syscalls,idle)")
+    ap.add_argument("--idle-clients", type=int, default=10000,
+                    help="idle clients per pooler for the RSS-per-client measurement")
     ap.add_argument("--fake-nagle", dest="fake_nodelay", action="store_false",
                     help="run the fake Salesforce as it is (Nagle on: ~40 ms per API call)")
     ap.add_argument("--built-from", default="",
@@ -885,6 +1061,8 @@ def main():
             bench.run_callgrind()
         if "syscalls" in parts:
             bench.run_syscalls()
+        if "idle" in parts:
+            bench.run_idle()
     finally:
         bench.cleanup()
         if opts.keep:

@@ -20,7 +20,10 @@ Control API: POST /_records {"resource": "customers", "op": "create", "fields": 
 -> the object, {"op": "update", "id", "fields"}, {"op": "delete", "id"} (changes made directly in
 Stripe, with their events); POST /_control {"delay_ms", "fail_status", "fail_count", "rate_limit",
 "drop_after_apply": n (apply the next n POSTs, then close the connection without answering),
-"after_drop_status": s (the request after such a drop fails with status s), "reset"}, GET /_requests, GET /_store.
+"after_drop_status": s (the request after such a drop fails with status s), "in_use_count": n
+(the next n POSTs that carry an Idempotency-Key get Stripe's 409 idempotency_key_in_use, as
+while an earlier request with the key is still running; nothing is applied), "reset"},
+GET /_requests, GET /_store.
 Run: python3 test/fakes/fake_stripe.py --port N  (prints "listening on N" when ready).
 """
 import argparse
@@ -55,6 +58,7 @@ class State:
         self.drop_after_apply = 0
         self.after_drop_status = 0
         self.dropped = False
+        self.in_use_count = 0
         self.events = []
 
 
@@ -118,6 +122,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 st.dropped = False
                 return self.send(*self.err(st.after_drop_status, "invalid_request_error",
                                            "fake failure after a lost answer"))
+            if method == "POST" and key and st.in_use_count > 0:
+                st.in_use_count -= 1
+                return self.send(*self.err(
+                    409, "idempotency_error",
+                    "There is currently another in-progress request using this Idempotent Key "
+                    "(that probably means you submitted twice, and the other request is still "
+                    "going through): %s. Please try again later." % key,
+                    "idempotency_key_in_use"))
             if method == "GET" and url.path in ("/v1/events",) or (
                     method == "GET" and len([p for p in url.path.split("/") if p]) == 2):
                 status, obj = self.listing(url)
@@ -271,7 +283,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if c.get("reset"):
                     st.reset()
                 for k in ("delay_ms", "fail_status", "fail_count", "rate_limit", "drop_after_apply",
-                          "after_drop_status"):
+                          "after_drop_status", "in_use_count"):
                     if k in c:
                         setattr(st, k, int(c[k]))
                 if "fail_status" in c and "fail_count" not in c:

@@ -755,3 +755,30 @@ def test_large_results_through_tls_on_both_sides(bouncer_factory, pg_ssl, certs)
         assert w.read_until_ready() == ([["after"]], None)
     finally:
         w.close()
+
+
+@pytest.mark.timeout(90)
+def test_hba_hostssl_and_cert_lines(bouncer_factory, certs):
+    """auth_type = hba with TLS on: a hostssl line applies only to TLS connections, and its cert
+    method logs in the user its verified client certificate names."""
+    b = bouncer_factory(config={"pgbouncer": client_tls(
+        certs, "prefer", client_tls_ca_file=certs.ca1_crt, auth_type="hba",
+        auth_hba_file="@WORKDIR@/hba.conf")}, start=False)
+    with open(os.path.join(b.workdir, "hba.conf"), "w") as f:
+        f.write("hostssl   all  app      127.0.0.1/32  cert\n"
+                "hostnossl all  app      127.0.0.1/32  reject\n"
+                "host      all  postgres 127.0.0.1/32  md5\n")
+    b.start()
+    # TLS with the certificate that names app: in without a password
+    with b.connect(sslmode="require", password=None, sslcert=certs.app1_crt,
+                   sslkey=certs.app1_key) as c:
+        assert c.execute("select current_user").fetchone() == ("app",)
+    # TLS with a certificate of another name: the cert line refuses it
+    with pytest.raises(psycopg.OperationalError) as ei:
+        b.connect(user="app", password=None, sslmode="require", sslcert=certs.other1_crt,
+                  sslkey=certs.other1_key)
+    assert "certificate authentication failed" in str(ei.value)
+    # no TLS: the hostnossl line rejects, whatever the password
+    with pytest.raises(psycopg.OperationalError) as ei:
+        b.connect(sslmode="disable")
+    assert "rejected" in str(ei.value)
