@@ -245,7 +245,7 @@ def test_sync_stays_within_its_request_budget(pg, bouncer_factory, fake_sf):
     assert pg.sql("SELECT count(*) FROM salesforce.contacts", dbname="crm")[0][0] == 1000
 
 
-def test_sync_failure_is_visible_retried_and_other_tables_go_on(pg, bouncer_factory, fake_sf):
+def test_sync_failure_is_visible_and_retried(pg, bouncer_factory, fake_sf):
     b = start_synced(pg, bouncer_factory, fake_sf,
                      table_extra="columns='note:Description' sync_interval=1")
     fake_sf.control(fail_status=503)
