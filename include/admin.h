@@ -64,6 +64,17 @@ typedef void (*admin_view_fill)(struct bouncer *b, void *ctx, admin_row_cb cb, v
 bool admin_register_view(struct bouncer *b, const char *name, const char *const *columns,
                          admin_view_fill fill, void *ctx) __attribute__((warn_unused_result));
 
+/*
+ * The rows SHOW view would give a console client (without one): cb is called once per row
+ * with the column names and text values (NULL = SQL NULL), both valid during the call. False
+ * when the view is unknown, answers an error, or its answer cannot be read. For the metrics
+ * endpoint, which exports what the views show.
+ */
+typedef void (*admin_rows_cb)(void *arg, int ncols, const char *const *names,
+                              const char *const *values);
+bool admin_show_rows(struct bouncer *b, const char *view, admin_rows_cb cb, void *arg)
+        __attribute__((warn_unused_result));
+
 /* The parsed form of one console statement (exported for the unit tests). */
 enum admin_stmt_kind {
 	ADMIN_STMT_COMMAND, /* word [arg] */

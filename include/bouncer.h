@@ -22,6 +22,10 @@ struct synced;
 struct admin;
 struct control;
 struct stats_state;
+struct tls_state;
+struct mutation_history;
+struct metrics;
+struct auth;
 
 /*
  * The query hook: the seam where the synced-table side sees client statements. The core shows it
@@ -74,7 +78,11 @@ struct bouncer {
 	struct admin *admin;     /* the admin console (admin.c) */
 	struct control *control; /* pause, suspend, shutdown modes (control.c) */
 	struct stats_state *stats;
-	uint64_t last_conn_id; /* ids of SHOW CLIENTS / KILL_CLIENT */
+	struct tls_state *tls; /* the TLS contexts (tls.c); NULL until configured */
+	struct auth *auth;     /* hba and ident files, auth_query connections (auth.c) */
+	struct mutation_history *history; /* finished synced writes (mutation/history.h) */
+	struct metrics *metrics;          /* the Prometheus endpoint, NULL when off */
+	uint64_t last_conn_id;            /* ids of SHOW CLIENTS / KILL_CLIENT */
 	int client_count;
 	int server_count;
 	bool shutting_down;

@@ -174,6 +174,7 @@ struct config {
 	int listen_port;
 	bool log_connections;
 	bool log_disconnections;
+	bool log_mutations;
 	bool log_pooler_errors;
 	bool log_stats;
 	char *logfile;
@@ -184,7 +185,10 @@ struct config {
 	int max_prepared_statements;
 	int max_user_client_connections;
 	int max_user_connections;
+	char *metrics_listen;
+	char *metrics_users;
 	int min_pool_size;
+	int mutation_history;
 	int peer_id;
 	char *pidfile;
 	int pkt_buf;

@@ -21,6 +21,7 @@ struct pool;
 struct dns_request;
 struct scram_client;
 struct scram_server;
+struct auth_state;
 struct ps_client;
 struct ps_server;
 
@@ -95,6 +96,7 @@ struct conn {
 	uint32_t cancel_key;
 	uint8_t md5_salt[4];
 	struct scram_server *scram_srv;
+	struct auth_state *auth; /* CL_LOGIN: what authentication knows so far (auth.c) */
 	bool auth_done;
 	bool admin;
 	bool admin_user;       /* console: may run commands, not only SHOW */
@@ -104,6 +106,7 @@ struct conn {
 	struct ps_client *ps;  /* prepared statements by the client's names (NULL: none yet) */
 	uint8_t scan_tail[16]; /* last bytes of the streamed chunk before (needles span chunks) */
 	uint8_t scan_tail_len;
+	bool tls_direct;       /* TLS began with a ClientHello, no SSLRequest (PostgreSQL 17) */
 
 	/* server */
 	uint32_t be_pid, be_key;
@@ -127,7 +130,7 @@ struct conn {
 	bool logged_in;
 	struct dns_request *dns_req;
 	struct scram_client *scram_cli;
-	struct event ev_connect;
+	struct event ev_connect; /* server: connect, SSL answer; client: its first byte */
 	bool connecting;
 	char *host; /* which host of the db's list */
 };

@@ -24,6 +24,7 @@
 
 struct bouncer;
 struct cf_database;
+struct auth_cred;
 
 struct pool {
 	struct list head; /* on bouncer->pools */
@@ -37,6 +38,7 @@ struct pool {
 	char *server_db;
 	char *server_user;
 	char *server_password; /* "" = none known */
+	struct auth_cred *cred; /* auth_query secret, SCRAM keys of a client's login (auth.c) */
 	char *connect_query;
 	struct param_set
 	        server_startup; /* client_encoding, datestyle, timezone, application_name */

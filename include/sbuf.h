@@ -25,6 +25,7 @@
 #include "pktbuf.h"
 
 struct sbuf;
+struct tls_conn;
 
 /*
  * The largest packet an owner may ask to see whole (SBUF_WAIT) and then forward: the pooler's own
@@ -95,6 +96,9 @@ struct sbuf {
 	void *owner;
 	uint64_t bytes_in, bytes_out;
 	int in_process;
+	/* TLS (tls.c) once a handshake started; NULL on a plain socket. Owned by the sbuf. */
+	struct tls_conn *tls;
+	bool tls_read_wants_write; /* a TLS read waits for the socket to become writable */
 };
 
 /*

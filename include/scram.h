@@ -108,11 +108,20 @@ struct scram_server {
 /*
  * Starts a server exchange. secret_or_password: a "SCRAM-SHA-256$..." secret, or a plain
  * password (a random salt and SCRAM_DEFAULT_ITERATIONS are used). NULL, "" (an empty password is
- * never accepted), or an md5 secret (which cannot verify SCRAM), starts a mock exchange that runs to the end and fails there, so that a
- * client cannot tell a missing user from a wrong password. False only for a malformed SCRAM
+ * never accepted), or an md5 secret (which cannot verify SCRAM), starts a mock exchange that
+ * runs to the end and fails there, so that a client cannot tell a missing user from a wrong
+ * password. False only for a malformed SCRAM
  * secret or a failure of the crypto library.
  */
 bool scram_server_init(struct scram_server *ss, const char *secret_or_password) SCRAM_WARN_UNUSED;
+
+/*
+ * A mock exchange (as scram_server_init(ss, NULL)) whose salt is derived from user and key, so
+ * that an unknown user shows the same salt at every attempt, as a real one does: a salt that
+ * changed between attempts would tell the name is unknown. key: a process-wide random secret.
+ */
+bool scram_server_init_mock(struct scram_server *ss, const char *user,
+                            const uint8_t key[SCRAM_KEY_LEN]) SCRAM_WARN_UNUSED;
 
 /* Test hook: the server's part of the nonce, instead of a random one. */
 bool scram_server_test_set_nonce(struct scram_server *ss, const char *nonce) SCRAM_WARN_UNUSED;

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "bouncer.h"
 #include "client.h"
 #include "config.h"
@@ -32,6 +33,7 @@
 #include "pktbuf.h"
 #include "pool.h"
 #include "stats.h"
+#include "tls.h"
 #include "userlist.h"
 #include "version.h"
 
@@ -384,6 +386,8 @@ static void finish(struct reply *r, const char *tag)
 		pktbuf_write_error(&r->pb, "ERROR", "53200", "out of memory", NULL, NULL);
 		pktbuf_write_ready(&r->pb, 'I');
 	}
+	if (r->client == NULL)
+		return; /* admin_show_rows() reads the answer itself */
 	if (!sbuf_queue_pktbuf(&r->client->sbuf, &r->pb))
 		slog_debug(r->client, "could not queue the console answer");
 }
@@ -407,7 +411,8 @@ static void send_error(struct reply *r, const char *sqlstate, const char *fmt, .
 static void syntax_error(struct reply *r)
 {
 	log_debug("invalid admin command: %s", r->query);
-	slog_warning(r->client, "invalid admin command");
+	if (r->client != NULL)
+		slog_warning(r->client, "invalid admin command");
 	send_error(r, "08P01", "invalid command '%s', use SHOW HELP;", r->query);
 }
 
@@ -651,7 +656,7 @@ static int remote_pid(const struct conn *c)
 static void socket_row(struct reply *r, const struct conn *c, const char *state, bool debug)
 {
 	struct row row;
-	char laddr[64];
+	char laddr[64], tlsinfo[128];
 	int lport = 0;
 	uint64_t now = bouncer_now_usec();
 	uint64_t wait = 0;
@@ -687,7 +692,8 @@ static void socket_row(struct reply *r, const struct conn *c, const char *state,
 	else
 		row_str(&row, "");
 	row_int(&row, remote_pid(c));
-	row_str(&row, "");
+	tls_conn_info(&c->sbuf, tlsinfo, sizeof(tlsinfo));
+	row_str(&row, tlsinfo);
 	row_str(&row, app != NULL ? app : "");
 	row_int(&row, 0);
 	row_int(&row, (long long)c->id);
@@ -1344,9 +1350,35 @@ static void answer_or_wait(struct reply *r, const char *err, bool wait, enum con
 	r->client->admin_waiting = true;
 }
 
+/*
+ * A TLS setting changed by SET: the contexts are rebuilt at once. If they cannot be, the old
+ * value is put back and the client told why. Server connections follow new server_tls_*
+ * settings when they are next released.
+ */
+static bool cmd_set_tls(struct reply *r, const char *key, const char *before)
+{
+	char err[512], ignored[256], after[512];
+	struct config *cfg = r->b->cfg;
+
+	if (tls_configure(r->b, cfg, err, sizeof(err))) {
+		config_key_format(cfg, config_key_index(key), after, sizeof(after));
+		if (strncasecmp(key, "server_tls", 10) == 0 && strcmp(before, after) != 0) {
+			log_info("server TLS settings changed, reconnecting the servers");
+			(void)control_reconnect(r->b, NULL);
+		}
+		return true;
+	}
+	log_error("SET %s failed: %s; the TLS settings in use are kept", key, err);
+	if (!config_set(cfg, key, before, ignored, sizeof(ignored)))
+		log_error("SET %s: could not restore the previous value", key);
+	send_error(r, "F0000", "SET failed: %s", err);
+	return false;
+}
+
 static void cmd_set(struct reply *r, const char *key, const char *value)
 {
-	char err[256], tag[512];
+	char err[256], tag[512], old[4096] = "";
+	int ki;
 
 	for (size_t i = 0; i < sizeof(fake_params) / sizeof(fake_params[0]); i++) {
 		if (strcasecmp(key, fake_params[i].name) == 0) {
@@ -1359,12 +1391,27 @@ static void cmd_set(struct reply *r, const char *key, const char *value)
 		send_error(r, "08P01", "admin access needed");
 		return;
 	}
+	ki = config_key_index(key);
+	if (ki >= 0)
+		config_key_format(r->b->cfg, ki, old, sizeof(old));
 	if (!config_set(r->b->cfg, key, value, err, sizeof(err))) {
 		slog_warning(r->client, "SET %s failed", key);
 		log_debug("SET %s failed: %s", key, err);
 		send_error(r, "08P01", "SET failed");
 		return;
 	}
+	/* the hba and ident files follow their settings, or the SET is undone */
+	if (!auth_setting_changed(r->b, key, err, sizeof(err))) {
+		char ignored[256];
+
+		if (!config_set(r->b->cfg, key, old, ignored, sizeof(ignored)))
+			log_error("SET %s: could not restore the old value", key);
+		slog_warning(r->client, "SET %s failed: %s", key, err);
+		send_error(r, "08P01", "SET failed");
+		return;
+	}
+	if (tls_is_tls_key(key) && !cmd_set_tls(r, key, old))
+		return;
 	log_info("SET %s = %s", key, config_key_is_secret(config_key_index(key)) ? "****" : value);
 	stats_settings_changed(r->b);
 	snprintf(tag, sizeof(tag), "SET %s=%s", key, value);
@@ -1778,6 +1825,108 @@ void admin_command_done(struct bouncer *b, uint64_t conn_id, const char *tag)
 	pktbuf_free(&pb);
 	c->admin_waiting = false;
 	sbuf_resume(&c->sbuf);
+}
+
+/* ---- the views' rows, for the metrics endpoint ---- */
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/*
+ * Reads back the RowDescription and DataRows that a SHOW built: the rows are exactly what a
+ * console client would get. Values are copied out to be NUL-terminated.
+ */
+static bool decode_rows(const struct pktbuf *pb, admin_rows_cb cb, void *arg)
+{
+	const char *names[ADMIN_MAX_COLS];
+	const char *vals[ADMIN_MAX_COLS];
+	char *copies[ADMIN_MAX_COLS] = {NULL};
+	int ncols = -1;
+	size_t pos = 0;
+	bool ok = true;
+
+	while (ok && pos + 5 <= pb->len) {
+		uint8_t type = pb->data[pos];
+		uint32_t len = get32(pb->data + pos + 1);
+		const uint8_t *body = pb->data + pos + 5, *end;
+		const uint8_t *p = body;
+
+		if (len < 4 || pos + 1 + len > pb->len)
+			return false;
+		end = body + len - 4;
+		pos += 1 + len;
+		if (type == 'E')
+			return false;
+		if (type == 'T') {
+			if (end - p < 2)
+				return false;
+			ncols = p[0] << 8 | p[1];
+			p += 2;
+			if (ncols > ADMIN_MAX_COLS)
+				return false;
+			for (int i = 0; i < ncols; i++) {
+				const uint8_t *z = memchr(p, 0, (size_t)(end - p));
+				if (z == NULL || end - z < 19)
+					return false;
+				names[i] = (const char *)p;
+				p = z + 19;
+			}
+		} else if (type == 'D') {
+			int n;
+			if (ncols < 0 || end - p < 2)
+				return false;
+			n = p[0] << 8 | p[1];
+			p += 2;
+			if (n != ncols)
+				return false;
+			for (int i = 0; i < n && ok; i++) {
+				uint32_t vlen;
+				if (end - p < 4) {
+					ok = false;
+					break;
+				}
+				vlen = get32(p);
+				p += 4;
+				if (vlen == 0xFFFFFFFFu) {
+					vals[i] = NULL;
+					continue;
+				}
+				if ((size_t)(end - p) < vlen ||
+				    (copies[i] = malloc(vlen + 1)) == NULL) {
+					ok = false;
+					break;
+				}
+				memcpy(copies[i], p, vlen);
+				copies[i][vlen] = '\0';
+				vals[i] = copies[i];
+				p += vlen;
+			}
+			if (ok)
+				cb(arg, n, names, vals);
+			for (int i = 0; i < n; i++) {
+				free(copies[i]);
+				copies[i] = NULL;
+			}
+		}
+	}
+	return ok && ncols >= 0;
+}
+
+bool admin_show_rows(struct bouncer *b, const char *view, admin_rows_cb cb, void *arg)
+{
+	struct reply r;
+	bool ok;
+
+	memset(&r, 0, sizeof(r));
+	r.b = b;
+	r.query = view;
+	pktbuf_init(&r.pb, ADMIN_REPLY_MAX);
+	cmd_show(&r, view, false);
+	ok = !pktbuf_failed(&r.pb) && decode_rows(&r.pb, cb, arg);
+	pktbuf_free(&r.pb);
+	return ok;
 }
 
 void admin_command_failed(struct bouncer *b, uint64_t conn_id, const char *sqlstate,

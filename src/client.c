@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <event2/event.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "auth.h"
 #include "bouncer.h"
 #include "config.h"
 #include "conn.h"
@@ -29,13 +31,11 @@
 #include "scram.h"
 #include "server.h"
 #include "stats.h"
+#include "tls.h"
 #include "userlist.h"
 
-/*
- * The longest password or SASL message (its length field) before authentication: PostgreSQL's
- * PG_MAX_AUTH_TOKEN_LENGTH. Nothing an unauthenticated client sends is held beyond this.
- */
-#define CLIENT_AUTH_MSG_MAX 65535u
+/* The longest authentication message held before authentication (auth.h). */
+#define CLIENT_AUTH_MSG_MAX AUTH_MSG_MAX
 
 static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt);
 static void client_failed(void *owner, struct sbuf *sb, const char *reason);
@@ -233,6 +233,54 @@ static void stop_login_timer(struct conn *c)
 	}
 }
 
+/* The handshake after 'S' (or a direct one) is over: on to the startup packet, under TLS. */
+static void client_tls_done(void *arg, bool ok, const char *err)
+{
+	struct conn *c = arg;
+
+	if (!ok) {
+		if (c->b->cfg->log_connections)
+			slog_info(c, "%s", err);
+		client_close(c, err);
+		return;
+	}
+	/* PostgreSQL 17 insists on ALPN for direct SSL: it proves the client meant PostgreSQL */
+	if (c->tls_direct && !tls_conn_alpn_postgresql(&c->sbuf)) {
+		if (c->b->cfg->log_connections)
+			slog_info(c, "direct SSL connection without ALPN \"postgresql\"");
+		client_close(c, "direct SSL connection without ALPN");
+		return;
+	}
+	sbuf_resume(&c->sbuf);
+}
+
+/*
+ * With TLS on, the first byte decides: 0x16 opens a TLS handshake right away (PostgreSQL 17's
+ * sslnegotiation=direct); anything else is the ordinary startup phase.
+ */
+static void client_first_byte(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	uint8_t first;
+	ssize_t n;
+
+	(void)what;
+	c->connecting = false;
+	n = recv(fd, &first, 1, MSG_PEEK);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+		event_add(&c->ev_connect, NULL);
+		c->connecting = true;
+		return;
+	}
+	if (n == 1 && first == 0x16 && tls_client_side_enabled(c->b)) {
+		c->tls_direct = true;
+		if (!tls_accept(c->b, &c->sbuf, client_tls_done, c))
+			client_close(c, "failed to accept SSL");
+		return;
+	}
+	sbuf_resume(&c->sbuf);
+}
+
 void client_accept(struct bouncer *b, int fd, const struct sockaddr *addr, socklen_t addrlen,
                    bool is_unix)
 {
@@ -280,6 +328,12 @@ void client_accept(struct bouncer *b, int fd, const struct sockaddr *addr, sockl
 		evtimer_assign(&c->ev_timer, b->base, login_timeout, c);
 		evtimer_add(&c->ev_timer, &tv);
 		c->timer_ready = true;
+	}
+	if (tls_client_side_enabled(b)) {
+		event_assign(&c->ev_connect, b->base, fd, EV_READ, client_first_byte, c);
+		event_add(&c->ev_connect, NULL);
+		c->connecting = true;
+		return;
 	}
 	sbuf_resume(&c->sbuf);
 }
@@ -454,230 +508,6 @@ static bool apply_options(struct conn *c, const char *opts)
 	return true;
 }
 
-/*
- * The client proved who it is: only now is its pool found or made (a failed login, or a probe
- * with made-up names, leaves no pool behind) and the pool's client limits checked.
- */
-static void client_login_succeeded(struct conn *c)
-{
-	const char *err = "out of memory";
-	const struct cf_database *db;
-	struct pool *pool;
-	char msg[256];
-
-	if (c->admin) {
-		pool_client_logged_in(c->pool, c);
-		return;
-	}
-	/* a database line that names user= has one pool, the forced user's, for every client:
-	 * its settings ([users] of the forced user, the database, the defaults) apply, whoever
-	 * logs in */
-	db = config_find_database(c->b->cfg, c->dbname);
-	pool = pool_get(c->b, c->dbname, db != NULL && db->user[0] ? db->user : c->user, &err);
-	if (pool == NULL) {
-		if (strcmp(err, "no such database") == 0)
-			snprintf(msg, sizeof(msg), "no such database: %s", c->dbname);
-		else
-			snprintf(msg, sizeof(msg), "%s", err);
-		client_fatal(c, "08P01", msg);
-		return;
-	}
-	if (!pool_client_allowed(pool, msg, sizeof(msg))) {
-		client_fatal(c, "53300", msg);
-		return;
-	}
-	pool_client_logged_in(pool, c);
-}
-
-static enum sbuf_action start_auth(struct conn *c)
-{
-	const struct config *cfg = c->b->cfg;
-	char msg[256];
-
-	/* the pool itself is made only once the client has authenticated */
-	if (!c->admin && config_find_database(cfg, c->dbname) == NULL) {
-		snprintf(msg, sizeof(msg), "no such database: %s", c->dbname);
-		client_fatal(c, "08P01", msg);
-		return SBUF_CLOSED;
-	}
-	if (!c->admin && control_login_refused(c->b, c->dbname, msg, sizeof(msg))) {
-		client_fatal(c, "08P01", msg);
-		return SBUF_CLOSED;
-	}
-	if (c->admin)
-		c->pool = admin_pool(c->b);
-	if (c->admin && admin_trusted_peer(c)) {
-		admin_client_login(c);
-		return c->state == CONN_JUSTFREE ? SBUF_CLOSED : SBUF_CONSUMED;
-	}
-	switch (cfg->auth_type) {
-	case AUTH_ANY:
-	case AUTH_TRUST:
-		client_login_succeeded(c);
-		return c->state == CONN_JUSTFREE ? SBUF_CLOSED : SBUF_CONSUMED;
-	case AUTH_PLAIN: {
-		struct pktbuf pb;
-		pktbuf_init(&pb, 64);
-		pktbuf_write_auth(&pb, 3, NULL, 0);
-		queue_or_close(c, &pb);
-		pktbuf_free(&pb);
-		return SBUF_CONSUMED;
-	}
-	case AUTH_MD5: {
-		struct pktbuf pb;
-		if (getrandom(c->md5_salt, sizeof(c->md5_salt), 0) !=
-		    (ssize_t)sizeof(c->md5_salt)) {
-			client_fatal(c, "58000", "could not generate a salt");
-			return SBUF_CLOSED;
-		}
-		pktbuf_init(&pb, 64);
-		pktbuf_write_auth(&pb, 5, c->md5_salt, 4);
-		queue_or_close(c, &pb);
-		pktbuf_free(&pb);
-		return SBUF_CONSUMED;
-	}
-	case AUTH_SCRAM_SHA_256: {
-		struct pktbuf pb;
-		static const char mechs[] = "SCRAM-SHA-256\0";
-		pktbuf_init(&pb, 64);
-		pktbuf_write_auth(&pb, 10, mechs, sizeof(mechs));
-		queue_or_close(c, &pb);
-		pktbuf_free(&pb);
-		return SBUF_CONSUMED;
-	}
-	default:
-		snprintf(msg, sizeof(msg), "auth_type %s is not supported yet",
-		         auth_type_str(cfg->auth_type));
-		client_fatal(c, "0A000", msg);
-		return SBUF_CLOSED;
-	}
-}
-
-static void auth_failed(struct conn *c)
-{
-	char msg[160];
-
-	snprintf(msg, sizeof(msg), "password authentication failed for user \"%s\"", c->user);
-	client_fatal(c, "28P01", msg);
-}
-
-/* A cleartext password against a stored SCRAM secret: rebuild the secret with its salt. */
-static bool scram_verify_plain(const char *secret, const char *given)
-{
-	uint32_t iterations;
-	uint8_t salt[SCRAM_MAX_SALT], stored_key[SCRAM_KEY_LEN], server_key[SCRAM_KEY_LEN];
-	size_t salt_len;
-	char rebuilt[SCRAM_MAX_SECRET + 1];
-
-	if (!scram_parse_secret(secret, &iterations, salt, &salt_len, stored_key, server_key))
-		return false;
-	if (!scram_build_secret(given, salt, salt_len, iterations, rebuilt, sizeof(rebuilt)))
-		return false;
-	return strlen(rebuilt) == strlen(secret) &&
-	       CRYPTO_memcmp(rebuilt, secret, strlen(secret)) == 0;
-}
-
-static bool check_plain_password(struct conn *c, const char *stored, const char *given)
-{
-	char md5[36];
-
-	if (strncmp(stored, "md5", 3) == 0 && strlen(stored) == 35) {
-		if (!md5pw_encrypt(given, c->user, md5))
-			return false;
-		return CRYPTO_memcmp(md5, stored, 35) == 0;
-	}
-	if (strncmp(stored, "SCRAM-SHA-256$", 14) == 0)
-		return scram_verify_plain(stored, given);
-	return strlen(stored) == strlen(given) && CRYPTO_memcmp(stored, given, strlen(given)) == 0;
-}
-
-static enum sbuf_action handle_password(struct conn *c, const struct sbuf_pkt *pkt)
-{
-	const struct config *cfg = c->b->cfg;
-	const char *stored = c->b->users ? userlist_get_password(c->b->users, c->user) : NULL;
-	const char *pw;
-	bool ok = false;
-
-	if (pkt->type != 'p') {
-		client_fatal(c, "08P01", "expected a password message");
-		return SBUF_CLOSED;
-	}
-	/* checked at the header: an unauthenticated client never makes us hold more than this */
-	if (pkt->len - 1 > CLIENT_AUTH_MSG_MAX) {
-		client_fatal(c, "08P01", "invalid message length");
-		return SBUF_CLOSED;
-	}
-	if (!pkt->complete)
-		return SBUF_WAIT;
-	if (cfg->auth_type == AUTH_SCRAM_SHA_256) {
-		uint8_t out[1024];
-		size_t outlen = 0;
-		struct pktbuf pb;
-		bool done = false;
-
-		if (c->scram_srv == NULL) {
-			const char *mech;
-			const uint8_t *data;
-			size_t dlen;
-			if (!proto_parse_sasl_initial(pkt->body, pkt->body_len, &mech, &data,
-			                              &dlen) ||
-			    strcmp(mech, "SCRAM-SHA-256") != 0) {
-				auth_failed(c);
-				return SBUF_CLOSED;
-			}
-			c->scram_srv = calloc(1, sizeof(*c->scram_srv));
-			if (c->scram_srv == NULL || !scram_server_init(c->scram_srv, stored) ||
-			    !scram_server_first(c->scram_srv, (const char *)data, dlen, (char *)out,
-			                        sizeof(out))) {
-				auth_failed(c);
-				return SBUF_CLOSED;
-			}
-			outlen = strlen((char *)out);
-			pktbuf_init(&pb, 2048);
-			pktbuf_write_auth(&pb, 11, out, outlen);
-		} else {
-			if (!scram_server_final(c->scram_srv, (const char *)pkt->body,
-			                        pkt->body_len, (char *)out, sizeof(out))) {
-				auth_failed(c);
-				return SBUF_CLOSED;
-			}
-			outlen = strlen((char *)out);
-			pktbuf_init(&pb, 2048);
-			pktbuf_write_auth(&pb, 12, out, outlen);
-			done = true;
-		}
-		queue_or_close(c, &pb);
-		pktbuf_free(&pb);
-		if (done) {
-			client_login_succeeded(c);
-			if (c->state == CONN_JUSTFREE)
-				return SBUF_CLOSED;
-		}
-		return SBUF_CONSUMED;
-	}
-	if (!proto_parse_password(pkt->body, pkt->body_len, &pw)) {
-		client_fatal(c, "08P01", "malformed password message");
-		return SBUF_CLOSED;
-	}
-	/* an empty password never logs in, whatever is stored: PostgreSQL's words and SQLSTATE */
-	if (pw[0] == '\0') {
-		client_fatal(c, "28P01", "empty password returned by client");
-		return SBUF_CLOSED;
-	}
-	if (stored != NULL && stored[0] != '\0') {
-		if (cfg->auth_type == AUTH_MD5)
-			ok = md5pw_check(stored, c->user, c->md5_salt, pw);
-		else
-			ok = check_plain_password(c, stored, pw);
-	}
-	if (!ok) {
-		auth_failed(c);
-		return SBUF_CLOSED;
-	}
-	client_login_succeeded(c);
-	return c->state == CONN_JUSTFREE ? SBUF_CLOSED : SBUF_CONSUMED;
-}
-
 static void copy_str(char *dst, size_t size, const char *src)
 {
 	snprintf(dst, size, "%s", src);
@@ -716,7 +546,30 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 	kind = proto_parse_startup(pkt->body, pkt->body_len, &info);
 	switch (kind) {
 	case STARTUP_SSL:
+		if (c->sbuf.tls != NULL) {
+			client_close(c, "SSL req inside SSL");
+			return SBUF_CLOSED;
+		}
+		if (!tls_client_side_enabled(b))
+			goto refuse_encryption;
+		/* bytes after the request came in the clear: they must not pass as encrypted */
+		if (sbuf_unparsed(&c->sbuf) > pkt->len) {
+			client_close(c, "unencrypted data after SSL request");
+			return SBUF_CLOSED;
+		}
+		if (!sbuf_queue(&c->sbuf, "S", 1) || !sbuf_out_empty(&c->sbuf)) {
+			client_close(c, "failed to ack SSL");
+			return SBUF_CLOSED;
+		}
+		if (!tls_accept(b, &c->sbuf, client_tls_done, c)) {
+			client_close(c, "failed to accept SSL");
+			return SBUF_CLOSED;
+		}
+		/* the packet is passed over once the handshake resumes the sbuf */
+		sbuf_pause(&c->sbuf);
+		return SBUF_CONSUMED;
 	case STARTUP_GSSENC:
+	refuse_encryption:
 		if (!sbuf_queue(&c->sbuf, "N", 1)) {
 			client_close(c, "could not answer SSL request");
 			return SBUF_CLOSED;
@@ -741,6 +594,11 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 		return SBUF_CLOSED;
 	case STARTUP_NORMAL:
 		break;
+	}
+	if (b->cfg->client_tls_sslmode >= SSLMODE_REQUIRE && c->sbuf.tls == NULL &&
+	    c->addr.ss_family != AF_UNIX) {
+		client_fatal(c, "08P01", "SSL required");
+		return SBUF_CLOSED;
 	}
 	if (c->refusal != NULL) {
 		client_fatal(c, b->shutting_down ? "57P01" : "53300", c->refusal);
@@ -800,9 +658,13 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 	copy_str(c->dbname, sizeof(c->dbname), db && db[0] ? db : user);
 	c->admin = admin_is_console_db(c->dbname);
 	c->sbuf.startup_phase = false;
-	if (b->cfg->log_connections)
-		slog_info(c, "login attempt: db=%s user=%s tls=no", c->dbname, c->user);
-	return start_auth(c);
+	if (b->cfg->log_connections) {
+		char tlsinfo[128];
+		tls_conn_info(&c->sbuf, tlsinfo, sizeof(tlsinfo));
+		slog_info(c, "login attempt: db=%s user=%s tls=%s", c->dbname, c->user,
+		          tlsinfo[0] ? tlsinfo : "no");
+	}
+	return auth_start(c);
 }
 
 /* Case-insensitive search of a lower-case needle in n bytes. */
@@ -906,7 +768,7 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 	if (c->state == CL_LOGIN) {
 		if (c->sbuf.startup_phase)
 			return handle_startup(c, pkt);
-		return handle_password(c, pkt);
+		return auth_packet(c, pkt);
 	}
 	if (c->admin)
 		return admin_handle_packet(c, pkt);

@@ -212,7 +212,7 @@ static const struct cf_key cf_keys[] = {
         KSTR(auth_dbname, "", 0),
         KSTR(auth_file, "", 0),
         KSTR(auth_hba_file, "", 0),
-        KSTR(auth_ident_file, "", CF_UNSUPPORTED),
+        KSTR(auth_ident_file, "", 0),
         /* may carry an LDAP bind password */
         KSTR(auth_ldap_options, "", CF_SECRET | CF_UNSUPPORTED),
         KSTR(auth_query, DEFAULT_AUTH_QUERY, 0),
@@ -246,6 +246,7 @@ static const struct cf_key cf_keys[] = {
         KINT(listen_port, "6432", 1, 65535, CF_NO_RELOAD),
         KBOOL(log_connections, "1", 0),
         KBOOL(log_disconnections, "1", 0),
+        KBOOL(log_mutations, "0", 0),
         KBOOL(log_pooler_errors, "1", 0),
         KBOOL(log_stats, "1", 0),
         KSTR(logfile, "", 0),
@@ -256,7 +257,10 @@ static const struct cf_key cf_keys[] = {
         KINT(max_prepared_statements, "200", 0, INT_MAX, 0),
         KINT(max_user_client_connections, "0", 0, INT_MAX, 0),
         KINT(max_user_connections, "0", 0, INT_MAX, 0),
+        KSTR(metrics_listen, "", CF_NO_RELOAD),
+        KSTR(metrics_users, "", 0),
         KINT(min_pool_size, "0", 0, INT_MAX, 0),
+        KINT(mutation_history, "1000", 0, 1000000, 0),
         KINT(peer_id, "0", 0, 16383, CF_UNSUPPORTED),
         KSTR(pidfile, "", CF_NO_RELOAD),
         KSIZE(pkt_buf, "4096", 512, 64 * 1024 * 1024, CF_NO_RELOAD),
@@ -381,10 +385,8 @@ static const struct cf_field user_fields[] = {
  * per refusal, checked against the value as SHOW CONFIG prints it (for [databases], as written);
  * whoever makes a setting work deletes its row, and its line in doc/syncbouncer.5.
  *
- * Settings left out on purpose (ignoring them opens nothing): the client_tls_* and server_tls_*
- * files, ciphers and protocols (no TLS is made, and the sslmode rows refuse asking for it);
- * auth_hba_file, auth_ident_file and auth_ldap_options (read only by refused auth_type values);
- * auth_dbname (read only with auth_user); resolv_conf, peer_id, dns_zone_check_period and the
+ * Settings left out on purpose (ignoring them opens nothing): auth_ldap_options (read only by
+ * refused auth_type values); resolv_conf, peer_id, dns_zone_check_period and the
  * tcp_* tunables (no security role).
  */
 struct cf_refusal {
@@ -411,37 +413,15 @@ static bool value_on(const char *value, const char *def)
 	return strcmp(value, "0") != 0;
 }
 
-static bool value_needs_tls(const char *value, const char *def)
-{
-	(void)def;
-	return strcmp(value, "require") == 0 || strcmp(value, "verify-ca") == 0 ||
-	       strcmp(value, "verify-full") == 0;
-}
-
 static bool value_unimplemented_auth(const char *value, const char *def)
 {
 	(void)def;
-	return strcmp(value, "hba") == 0 || strcmp(value, "cert") == 0 ||
-	       strcmp(value, "pam") == 0 || strcmp(value, "ldap") == 0;
+	return strcmp(value, "pam") == 0 || strcmp(value, "ldap") == 0;
 }
 
 static const struct cf_refusal cf_refusals[] = {
-        {false, "client_tls_sslmode", value_not_default,
-         "TLS for client connections is not implemented yet; clients would be served in "
-         "plaintext"},
-        {false, "server_tls_sslmode", value_needs_tls,
-         "TLS to the server is not implemented yet; server connections would be plaintext and "
-         "unverified"},
         {false, "auth_type", value_unimplemented_auth,
          "this authentication method is not implemented yet"},
-        {false, "auth_user", value_set,
-         "auth_user/auth_query (passwords looked up in the database) are not implemented yet"},
-        {false, "auth_query", value_not_default,
-         "auth_user/auth_query (passwords looked up in the database) are not implemented yet"},
-        {true, "auth_user", value_set,
-         "auth_user/auth_query (passwords looked up in the database) are not implemented yet"},
-        {true, "auth_query", value_set,
-         "auth_user/auth_query (passwords looked up in the database) are not implemented yet"},
         {false, "disable_pqexec", value_on,
          "not implemented yet; the simple query protocol would stay open"},
         {false, "scram_iterations", value_not_default,
@@ -2287,7 +2267,8 @@ bool config_set(struct config *cfg, const char *key, const char *value, char *er
 		config_free(probe);
 		no = refusal_of(false, k->name, val, k->def);
 		if (no) {
-			snprintf(err, errsize, "%s = %.100s is not supported: %s", k->name, val, no);
+			snprintf(err, errsize, "%s = %.100s is not supported: %s", k->name, val,
+			         no);
 			return false;
 		}
 	}

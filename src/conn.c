@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth.h"
 #include "bouncer.h"
 #include "pool.h"
 #include "prepared.h"
@@ -156,6 +157,10 @@ void conn_retire(struct conn *c)
 	if (c->state == CONN_JUSTFREE)
 		return;
 	stats_conn_closed(c);
+	if (c->connecting) {
+		event_del(&c->ev_connect);
+		c->connecting = false;
+	}
 	sbuf_close(&c->sbuf);
 	ps_conn_release(c);
 	if (c->timer_ready) {
@@ -178,6 +183,7 @@ void conn_free_retired(struct bouncer *b)
 		param_clear(&c->startup);
 		free(c->params_key);
 		free(c->in_force_key);
+		auth_conn_free(c);
 		free(c->scram_srv);
 		free(c->scram_cli);
 		free(c->host);

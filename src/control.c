@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "admin.h"
+#include "auth.h"
 #include "bouncer.h"
 #include "client.h"
 #include "config.h"
@@ -23,6 +24,7 @@
 #include "sdnotify.h"
 #include "server.h"
 #include "stats.h"
+#include "tls.h"
 #include "userlist.h"
 
 #define CONTROL_TICK_USEC 100000
@@ -922,7 +924,11 @@ bool control_reload(struct bouncer *b)
 	struct control *ctl = b->control;
 	struct config *fresh = NULL, *old;
 	struct userlist *users = NULL, *old_users;
+	struct auth_files *files;
+	char why[1024];
 	struct list *it, *tmp;
+	bool server_tls_changed;
+	char err2[512];
 
 	(void)sdnotify_reloading();
 	if (!config_load(b->config_path, &fresh)) {
@@ -932,22 +938,51 @@ bool control_reload(struct bouncer *b)
 	}
 	if (!config_keep_no_reload(fresh, b->cfg))
 		log_warning("some changed settings need a restart to take effect");
+	{
+		char err[512];
+		/* TLS that cannot be set up is never ignored: the reload fails, the old stays */
+		if (!tls_configure(b, fresh, err, sizeof(err))) {
+			log_error("RELOAD failed: %s; the TLS settings in use are kept", err);
+			config_free(fresh);
+			return false;
+		}
+	}
 	if (fresh->auth_file[0]) {
 		users = userlist_load(fresh->auth_file);
 		if (users == NULL) {
 			log_error("RELOAD failed, see logs for additional details");
+			if (!tls_configure(b, b->cfg, err2, sizeof(err2)))
+				log_error("could not restore the previous TLS settings: %s", err2);
 			config_free(fresh);
 			(void)sdnotify("READY=1");
 			return false;
 		}
 	}
+	files = auth_files_load(fresh, why, sizeof(why));
+	if (files == NULL) {
+		log_error("%s", why);
+		log_error("RELOAD failed, see logs for additional details");
+		if (users != NULL)
+			userlist_free(users);
+		config_free(fresh);
+		return false;
+	}
 	old = b->cfg;
+	server_tls_changed = tls_server_settings_differ(old, fresh);
 	old_users = b->users;
 	b->cfg = fresh;
 	b->users = users;
+	auth_use_files(b, files);
 	list_for_each_safe(it, tmp, &b->pools)
 	{
 		refresh_pool(b, list_entry(it, struct pool, head));
+	}
+	if (server_tls_changed) {
+		log_info("server TLS settings changed, reconnecting the servers");
+		list_for_each(it, &b->pools)
+		{
+			tag_servers(list_entry(it, struct pool, head));
+		}
 	}
 	stats_settings_changed(b);
 	config_free(old);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "auth.h"
 #include "bouncer.h"
 #include "config.h"
 #include "conn.h"
@@ -28,11 +29,14 @@
 #include "dns.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
+#include "mutation/history.h"
 #include "mutation/synced.h"
 #include "pool.h"
 #include "sdnotify.h"
 #include "server.h"
 #include "stats.h"
+#include "tls.h"
 #include "userlist.h"
 #include "version.h"
 
@@ -267,6 +271,17 @@ int main(int argc, char **argv)
 		if (b.users == NULL)
 			fatal("cannot load auth_file \"%s\"", b.cfg->auth_file);
 	}
+	{
+		char err[1024];
+		struct auth_files *files;
+
+		if (!tls_configure(&b, b.cfg, err, sizeof(err)))
+			fatal("TLS setup failed: %s", err);
+		files = auth_files_load(b.cfg, err, sizeof(err));
+		if (files == NULL)
+			fatal("%s", err);
+		auth_use_files(&b, files);
+	}
 	(void)daemon_set_nofile(nofile_wanted(b.cfg));
 
 	signal(SIGPIPE, SIG_IGN);
@@ -286,6 +301,12 @@ int main(int argc, char **argv)
 		fatal("cannot set up the admin console");
 	if (!listener_start(&b))
 		fatal("cannot start listeners");
+	b.history = history_new();
+	if (b.history == NULL)
+		fatal("cannot set up the mutation history");
+	if (!metrics_start(&b))
+		fatal("cannot start the metrics endpoint (metrics_listen = %s)",
+		      b.cfg->metrics_listen);
 	if (opts.user != NULL && geteuid() == 0 && b.cfg->logfile[0]) {
 		/* the logfile was opened as root: hand it over, or a reopen (SIGHUP) would fail */
 		struct passwd *pw = getpwnam(opts.user);
@@ -335,6 +356,7 @@ int main(int argc, char **argv)
 
 	log_info("shutting down");
 	synced_shutdown(&b);
+	metrics_stop(&b);
 	listener_stop(&b);
 	admin_free(&b);
 	control_free(&b);
@@ -370,13 +392,16 @@ int main(int argc, char **argv)
 	}
 	conn_free_retired(&b);
 	server_cancels_free(&b);
+	history_free(b.history);
 	dns_free(b.dns);
 	event_free(b.ev_free);
 	event_base_free(b.base);
 	if (pidfile_written)
 		daemon_remove_pidfile(b.cfg->pidfile);
+	auth_shutdown(&b);
 	if (b.users != NULL)
 		userlist_free(b.users);
+	tls_free(&b);
 	config_free(b.cfg);
 	log_reopen();
 	return 0;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "admin.h"
+#include "auth.h"
 #include "bouncer.h"
 #include "client.h"
 #include "config.h"
@@ -172,6 +173,7 @@ void pool_free(struct pool *pool)
 	free(pool->server_db);
 	free(pool->server_user);
 	free(pool->server_password);
+	auth_pool_free(pool);
 	free(pool->connect_query);
 	param_clear(&pool->server_startup);
 	param_clear(&pool->welcome);

@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "proto.h"
+#include "tls.h"
 
 /* injected bytes, and a gathered packet forwarded whole, wait here */
 #define OUT_MAX (2 * SBUF_GATHER_MAX)
@@ -64,6 +65,43 @@ static void maybe_give_back(struct sbuf *sb)
 		buf_give_back(sb);
 }
 
+/*
+ * The socket's two calls, plain or through TLS. Under TLS the errno contract is the same
+ * (EAGAIN: wait for the event), with two additions kept to these lines and to on_write():
+ * a read may need the socket writable first, and a write may be held by tls.c and flushed later.
+ */
+static ssize_t sock_recv(struct sbuf *sb, void *buf, size_t len)
+{
+	bool want_write = false;
+	ssize_t n;
+
+	if (sb->tls == NULL)
+		return recv(sb->fd, buf, len, 0);
+	n = tls_conn_recv(sb->tls, buf, len, &want_write);
+	if (want_write) {
+		sb->tls_read_wants_write = true;
+		if (sb->fd >= 0 && !sb->writing) {
+			event_add(&sb->ev_write, NULL);
+			sb->writing = true;
+		}
+	}
+	return n;
+}
+
+static ssize_t sock_send(struct sbuf *sb, const void *buf, size_t len)
+{
+	ssize_t n;
+
+	if (sb->tls == NULL)
+		return send(sb->fd, buf, len, MSG_NOSIGNAL);
+	n = tls_conn_send(sb->tls, buf, len);
+	if (tls_conn_write_pending(sb->tls) && sb->fd >= 0 && !sb->writing) {
+		event_add(&sb->ev_write, NULL);
+		sb->writing = true;
+	}
+	return n;
+}
+
 const char *sbuf_action_str(enum sbuf_action a)
 {
 	switch (a) {
@@ -93,6 +131,9 @@ static void update_read_event(struct sbuf *sb)
 	if (want && !sb->reading) {
 		event_add(&sb->ev_read, NULL);
 		sb->reading = true;
+		/* bytes OpenSSL already decrypted raise no event on the socket */
+		if (sb->tls != NULL && tls_conn_read_pending(sb->tls))
+			event_active(&sb->ev_read, EV_READ, 0);
 	} else if (!want && sb->reading) {
 		event_del(&sb->ev_read);
 		sb->reading = false;
@@ -125,7 +166,7 @@ static bool flush_out(struct sbuf *sb)
 	if (sb->broken)
 		return false;
 	while (off < sb->out.len) {
-		ssize_t n = send(sb->fd, sb->out.data + off, sb->out.len - off, MSG_NOSIGNAL);
+		ssize_t n = sock_send(sb, sb->out.data + off, sb->out.len - off);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -169,7 +210,7 @@ static size_t write_to(struct sbuf *dst, const uint8_t *p, size_t len)
 			return 0;
 	}
 	for (;;) {
-		n = send(dst->fd, p, len, MSG_NOSIGNAL);
+		n = sock_send(dst, p, len);
 		if (n >= 0)
 			break;
 		if (errno == EINTR)
@@ -239,7 +280,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 		update_read_event(sb);
 		return;
 	}
-	n = recv(fd, sb->buf + sb->recv_pos, sb->size - sb->recv_pos, 0);
+	n = sock_recv(sb, sb->buf + sb->recv_pos, sb->size - sb->recv_pos);
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
 			maybe_give_back(sb);
@@ -256,6 +297,9 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 	sb->recv_pos += (size_t)n;
 	sb->bytes_in += (uint64_t)n;
 	sbuf_process(sb);
+	/* more decrypted bytes wait in OpenSSL: read them on the next loop turn */
+	if (sb->fd >= 0 && sb->reading && sb->tls != NULL && tls_conn_read_pending(sb->tls))
+		event_active(&sb->ev_read, EV_READ, 0);
 }
 
 static void on_write(evutil_socket_t fd, short what, void *arg)
@@ -269,8 +313,21 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 		event_del(&sb->ev_write);
 		sb->writing = false;
 	}
+	if (sb->tls != NULL) {
+		if (!sb->broken && !tls_conn_flush(sb->tls))
+			sb->broken = true;
+		if (sb->tls_read_wants_write) {
+			sb->tls_read_wants_write = false;
+			if (sb->reading)
+				event_active(&sb->ev_read, EV_READ, 0);
+		}
+	}
 	if (sb->broken || !flush_out(sb)) {
 		fail(sb, "socket write failed");
+		return;
+	}
+	if (sb->tls != NULL && tls_conn_write_pending(sb->tls)) {
+		want_write(sb);
 		return;
 	}
 	if (sb->out.len > 0)
@@ -318,6 +375,10 @@ void sbuf_close(struct sbuf *sb)
 		src->blocked = false;
 		if (src->dst == sb)
 			src->dst = NULL;
+	}
+	if (sb->tls != NULL) {
+		tls_conn_free(sb->tls);
+		sb->tls = NULL;
 	}
 	if (sb->fd >= 0) {
 		close(sb->fd);

@@ -586,6 +586,21 @@ bool scram_server_init(struct scram_server *ss, const char *secret_or_password)
 	return true;
 }
 
+bool scram_server_init_mock(struct scram_server *ss, const char *user,
+                            const uint8_t key[SCRAM_KEY_LEN])
+{
+	uint8_t mac[SCRAM_KEY_LEN];
+
+	if (!scram_server_init(ss, NULL))
+		return false;
+	if (!hmac256(key, SCRAM_KEY_LEN, user, strlen(user), mac))
+		return server_fail(ss, "SCRAM computation failed");
+	memcpy(ss->salt, mac, SCRAM_SALT_LEN);
+	ss->salt_len = SCRAM_SALT_LEN;
+	OPENSSL_cleanse(mac, sizeof(mac));
+	return true;
+}
+
 bool scram_server_test_set_nonce(struct scram_server *ss, const char *nonce)
 {
 	if (!nonce_valid(nonce, strlen(nonce)))

@@ -7,6 +7,7 @@
  */
 #include "server.h"
 
+#include <openssl/crypto.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
@@ -24,12 +25,14 @@
 #include "config.h"
 #include "conn.h"
 #include "dns.h"
+#include "auth.h"
 #include "md5pw.h"
 #include "pool.h"
 #include "prepared.h"
 #include "proto.h"
 #include "scram.h"
 #include "stats.h"
+#include "tls.h"
 
 static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt);
 static void server_flushed(void *owner, struct sbuf *sb);
@@ -87,13 +90,15 @@ void server_close(struct conn *s, const char *reason)
 	pool_fill(pool);
 }
 
-static void login_failed(struct conn *s, const char *sqlstate, const char *msg)
+/* client_msg: what waiting clients are told (NULL: msg) */
+static void login_failed_msg(struct conn *s, const char *sqlstate, const char *msg,
+                             const char *client_msg)
 {
 	struct pool *pool = s->pool;
 	char reason[600], copy[512], state[6];
 
 	/* msg may point into the server's buffer, which conn_retire() frees */
-	snprintf(copy, sizeof(copy), "%s", msg);
+	snprintf(copy, sizeof(copy), "%s", client_msg != NULL ? client_msg : msg);
 	snprintf(state, sizeof(state), "%s", sqlstate);
 	snprintf(reason, sizeof(reason), "server login failed: %s", msg);
 	s->logged_in = false;
@@ -110,6 +115,19 @@ static void login_failed(struct conn *s, const char *sqlstate, const char *msg)
 	}
 	conn_retire(s);
 	pool_login_failed(pool, state, copy);
+}
+
+static void login_failed(struct conn *s, const char *sqlstate, const char *msg)
+{
+	login_failed_msg(s, sqlstate, msg, NULL);
+}
+
+/* The pool's secret cannot answer the method the server asks for (pgbouncer's wording). */
+static void wrong_password_type(struct conn *s, const char *why)
+{
+	slog_error(s, "%s", why);
+	login_failed_msg(s, "08P01", "wrong password type",
+	                 "server login failed: wrong password type");
 }
 
 void server_login_timeout(struct conn *s)
@@ -148,6 +166,79 @@ static void send_startup(struct conn *s)
 	sbuf_resume(&s->sbuf);
 }
 
+static void server_tls_done(void *arg, bool ok, const char *err)
+{
+	struct conn *s = arg;
+
+	if (!ok) {
+		login_failed(s, "08006", err);
+		return;
+	}
+	if (log_enabled(LOG_LVL_DEBUG)) {
+		char info[128];
+		tls_conn_info(&s->sbuf, info, sizeof(info));
+		slog_debug(s, "TLS established: %s", info);
+	}
+	send_startup(s);
+}
+
+/* The one-byte answer to our SSLRequest. Only that byte is read: what follows is TLS. */
+static void on_ssl_answer(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *s = arg;
+	uint8_t answer;
+	ssize_t n;
+
+	s->connecting = false;
+	if (what & EV_TIMEOUT) {
+		login_failed(s, "08006", "connect timeout");
+		return;
+	}
+	n = recv(fd, &answer, 1, 0);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+		event_add(&s->ev_connect, NULL);
+		s->connecting = true;
+		return;
+	}
+	if (n <= 0) {
+		login_failed(s, "08006", "server closed the connection during SSL negotiation");
+		return;
+	}
+	if (answer == 'S') {
+		if (!tls_connect(s->b, &s->sbuf, s->host, server_tls_done, s))
+			login_failed(s, "08006", "could not start TLS");
+		return;
+	}
+	if (answer == 'N' && s->b->cfg->server_tls_sslmode < SSLMODE_REQUIRE) {
+		send_startup(s);
+		return;
+	}
+	if (answer == 'N') {
+		login_failed(s, "08006", "server refused SSL");
+		return;
+	}
+	login_failed(s, "08P01", "bad answer to SSL request");
+}
+
+/* server_tls_sslmode other than disable asks for TLS first, except over a unix socket. */
+static bool start_tls_request(struct conn *s, int fd)
+{
+	const struct config *cfg = s->b->cfg;
+	struct pktbuf pb;
+	struct timeval tv;
+
+	pktbuf_init(&pb, 16);
+	pktbuf_write_ssl_request(&pb);
+	if (!send_pktbuf(s, &pb))
+		return false;
+	event_assign(&s->ev_connect, s->b->base, fd, EV_READ, on_ssl_answer, s);
+	tv.tv_sec = cfg->server_connect_timeout / 1000000;
+	tv.tv_usec = cfg->server_connect_timeout % 1000000;
+	event_add(&s->ev_connect, cfg->server_connect_timeout > 0 ? &tv : NULL);
+	s->connecting = true;
+	return true;
+}
+
 static void on_connected(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *s = arg;
@@ -169,6 +260,11 @@ static void on_connected(evutil_socket_t fd, short what, void *arg)
 	}
 	if (s->b->cfg->log_connections)
 		slog_info(s, "new connection to server");
+	if (s->b->cfg->server_tls_sslmode != SSLMODE_DISABLE && s->addr.ss_family != AF_UNIX) {
+		if (!start_tls_request(s, (int)fd))
+			login_failed(s, "08006", "could not send the SSL request");
+		return;
+	}
 	send_startup(s);
 }
 
@@ -541,6 +637,7 @@ static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)
 		size_t rest_len;
 		char out[SCRAM_MAX_MSG + 1];
 		char md5[MD5PW_SIZE], tmp[MD5PW_SIZE];
+		const char *secret = auth_pool_secret(pool);
 
 		if (!proto_parse_auth(pkt->body, pkt->body_len, &code, &rest, &rest_len)) {
 			login_failed(s, "08P01", "bad authentication request from server");
@@ -552,33 +649,67 @@ static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)
 			pktbuf_free(&pb);
 			return SBUF_CONSUMED;
 		case 3:
-			if (!pool->server_password[0] || md5pw_is_md5(pool->server_password) ||
-			    scram_is_secret(pool->server_password))
+			if (!secret[0])
 				goto no_password;
-			pktbuf_write_password(&pb, pool->server_password);
+			if (md5pw_is_md5(secret) || scram_is_secret(secret)) {
+				pktbuf_free(&pb);
+				wrong_password_type(
+				        s,
+				        "cannot do plain-text authentication: wrong password type");
+				return SBUF_CLOSED;
+			}
+			pktbuf_write_password(&pb, secret);
 			break;
 		case 5:
-			if (rest_len != 4 || !pool->server_password[0])
+			if (rest_len != 4 || !secret[0])
 				goto no_password;
-			if (md5pw_is_md5(pool->server_password)) {
-				if (!md5pw_salted(pool->server_password, rest, md5))
+			if (scram_is_secret(secret)) {
+				pktbuf_free(&pb);
+				wrong_password_type(
+				        s, "cannot do MD5 authentication: wrong password type");
+				return SBUF_CLOSED;
+			}
+			if (md5pw_is_md5(secret)) {
+				if (!md5pw_salted(secret, rest, md5))
 					goto no_password;
 			} else {
-				if (!md5pw_encrypt(pool->server_password, pool->server_user, tmp) ||
+				if (!md5pw_encrypt(secret, pool->server_user, tmp) ||
 				    !md5pw_salted(tmp, rest, md5))
 					goto no_password;
 			}
 			pktbuf_write_password(&pb, md5);
 			break;
 		case 10:
-			if (!proto_sasl_has_mech(rest, rest_len, "SCRAM-SHA-256") ||
-			    !pool->server_password[0] || md5pw_is_md5(pool->server_password) ||
-			    scram_is_secret(pool->server_password))
+			if (!proto_sasl_has_mech(rest, rest_len, "SCRAM-SHA-256") || !secret[0])
 				goto no_password;
+			if (md5pw_is_md5(secret)) {
+				pktbuf_free(&pb);
+				wrong_password_type(
+				        s, "cannot do SCRAM authentication: wrong password type");
+				return SBUF_CLOSED;
+			}
 			s->scram_cli = calloc(1, sizeof(*s->scram_cli));
-			if (s->scram_cli == NULL ||
-			    !scram_client_init(s->scram_cli, pool->server_password) ||
-			    !scram_client_first(s->scram_cli, out, sizeof(out)))
+			if (s->scram_cli == NULL)
+				goto scram_failed;
+			if (scram_is_secret(secret)) {
+				/* a stored secret cannot answer; a client's proof of it can */
+				uint8_t ck[SCRAM_KEY_LEN], sk[SCRAM_KEY_LEN];
+				if (!auth_pool_scram_keys(pool, secret, ck, sk)) {
+					pktbuf_free(&pb);
+					wrong_password_type(
+					        s,
+					        "cannot do SCRAM authentication: password is SCRAM "
+					        "secret but client authentication did not provide "
+					        "SCRAM keys");
+					return SBUF_CLOSED;
+				}
+				scram_client_init_keys(s->scram_cli, ck, sk);
+				OPENSSL_cleanse(ck, sizeof(ck));
+				OPENSSL_cleanse(sk, sizeof(sk));
+			} else if (!scram_client_init(s->scram_cli, secret)) {
+				goto scram_failed;
+			}
+			if (!scram_client_first(s->scram_cli, out, sizeof(out)))
 				goto scram_failed;
 			pktbuf_write_sasl_initial(&pb, "SCRAM-SHA-256", out, strlen(out));
 			break;

@@ -52,8 +52,8 @@ struct changes_record {
 
 struct changes_page {
 	bool ok;
-	struct api_error error; /* when !ok */
-	struct json_value *doc; /* the parsed answer; owned */
+	struct api_error error;         /* when !ok */
+	struct json_value *doc;         /* the parsed answer; owned */
 	struct changes_record *records; /* in the order they must be applied; owned array */
 	int nrecords;
 	bool more;     /* another page follows now (with next as its continuation) */
@@ -98,7 +98,7 @@ struct changes_ops {
 	              struct changes_page *out);
 };
 
-/* Whether c's type can be synced (has a read side). */
+/* Whether c can be synced: its type has a read side, configured (rest: list_path= given). */
 bool changes_supported(const struct connector *c);
 
 /*

@@ -101,7 +101,9 @@ enum api_error_class {
 	API_ERR_UNKNOWN_OUTCOME, /* sent, no usable answer: maybe written (XX000) */
 	API_ERR_BAD_ANSWER,      /* an answer we cannot read: maybe written (XX000) */
 	API_ERR_TOO_MANY_ROWS,   /* more rows than one request takes (54000) */
-	API_ERR_INTERNAL,        /* out of memory, a value the API cannot carry, ... */
+	API_ERR_TOO_LARGE,       /* the request would pass syncbouncer's own size cap (54000) */
+	API_ERR_ASSIGNED_ID, /* the record id is the API's to assign, not the client's (428C9) */
+	API_ERR_INTERNAL,    /* out of memory, a value the API cannot carry, ... */
 };
 const char *api_error_class_str(enum api_error_class c);
 
@@ -123,8 +125,27 @@ struct api_error {
 	char column[128]; /* its column, "" if unknown */
 	char value[256];  /* the offending value as sent (truncated), "" if none */
 	bool value_is_null;
+	/*
+	 * The API is still working on an earlier attempt with the same idempotency key (Stripe's
+	 * 409 idempotency_key_in_use): ask again with that key until the deadline.
+	 */
+	bool key_in_use;
+	/*
+	 * The error says the record itself no longer exists (Stripe resource_missing, Salesforce
+	 * ENTITY_IS_DELETED, a REST 404/410, Airtable ROW_DOES_NOT_EXIST), not that the URL is
+	 * wrong: a DELETE of that one record has nothing left to do, and succeeds.
+	 */
+	bool record_gone;
+	/* found by syncbouncer before any request: the API never saw the row, nor judged it */
+	bool local;
 };
 
+/*
+ * Sets e from a request body builder that failed: API_ERR_TOO_LARGE (54000, naming the cap) when
+ * the body would pass the connector's own cap, else a validation error with the reason.
+ */
+struct json_out;
+void api_error_from_json_out(struct api_error *e, const char *api, const struct json_out *o);
 /* Sets e to the class and a printf-style message; every other field to "unknown/none". */
 void api_error_set(struct api_error *e, enum api_error_class cls, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
@@ -148,6 +169,10 @@ struct api_result {
 	struct api_error error;
 	struct api_row_result *rows;
 	int nrows;
+	/* set by api.c for the call's log line and metrics (not by connectors) */
+	int http_status;     /* of the last answer, 0 when none arrived */
+	char request_id[96]; /* the API's id of that answer (Request-Id, ...), "" when none */
+	int64_t call_usec;   /* from api_submit() to the result, waits and retries included */
 };
 void api_result_init(struct api_result *r);
 void api_result_free(struct api_result *r);
@@ -188,6 +213,11 @@ struct connector_ops {
 	bool (*build)(const struct connector *c, const struct api_table *t, enum api_op op,
 	              const struct api_row *rows, int nrows, struct api_http_spec *out,
 	              struct api_error *err);
+	/*
+	 * Whether an insert sends the record id the row supplies (a REST insert_path with {id});
+	 * NULL: the API assigns ids, and an insert must leave the id column out.
+	 */
+	bool (*insert_uses_id)(const struct connector *c);
 	/* Only called for HTTP_OUTCOME_ANSWER. Must fill out->ok/rows or out->error. */
 	void (*parse)(const struct connector *c, const struct api_table *t, enum api_op op,
 	              const struct api_row *rows, int nrows, const struct http_response *resp,
@@ -214,6 +244,14 @@ struct connector {
 struct connector *connector_create(const char *name, const struct cf_kv *kv, int nkv, char *err,
                                    size_t errsize);
 void connector_free(struct connector *c);
+
+/*
+ * Checks what no API may be asked, before any request: an insert that supplies the record id
+ * where the API assigns it, an update that changes the record id. Sets err (API_ERR_ASSIGNED_ID,
+ * with PostgreSQL's words for a GENERATED ALWAYS column) and returns false for such rows.
+ */
+bool connector_check_ids(const struct connector *c, const struct api_table *t, enum api_op op,
+                         const struct api_row *rows, int nrows, struct api_error *err);
 
 /* Rows one request of op may carry (the API's maximum, lowered by max_batch). */
 int connector_max_rows(const struct connector *c, enum api_op op);
@@ -249,6 +287,12 @@ void connector_parse_response(const struct connector *c, const struct api_table 
 const struct api_value *api_image_get(const struct api_row_image *img, const char *column);
 /* Whether column differs between old and new image of an update (NULL-aware). */
 bool api_row_changed(const struct api_row *row, const char *column);
+/*
+ * Whether an update of rows[0..nrows) changes nothing the API holds: no column other than
+ * read-only ones differs between old and new image in any row (a changed primary key counts as
+ * a change, for the connector to refuse).
+ */
+bool api_rows_change_nothing(const struct api_table *t, const struct api_row *rows, int nrows);
 bool api_table_is_readonly(const struct api_table *t, const char *column);
 /* first_name → FirstName; id → Id. */
 void api_snake_to_pascal(const char *in, char *buf, size_t size);

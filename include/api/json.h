@@ -27,6 +27,7 @@ struct json_out {
 	size_t size; /* allocated */
 	size_t max;  /* cap on len */
 	bool failed;
+	bool too_large; /* failed because the output would pass max */
 	char error[96];
 	void *gen; /* the generator, opaque */
 };

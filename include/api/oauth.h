@@ -70,6 +70,12 @@ bool oauth_ready(struct oauth *oa);
  * gives the token. NULL when out of memory.
  */
 typedef void (*oauth_cb)(void *arg, bool ok, const char *error);
+/*
+ * Whether the last failed refresh was the token endpoint judging the credentials (it answered
+ * 4xx), rather than not answering usably (unreachable, timeout, 5xx, not JSON): an operator
+ * must not rotate credentials for an outage. Meaningful in an oauth_cb with ok false.
+ */
+bool oauth_failed_on_credentials(const struct oauth *oa);
 struct oauth_wait *oauth_wait(struct oauth *oa, oauth_cb cb, void *arg);
 void oauth_wait_cancel(struct oauth_wait *w);
 

@@ -36,10 +36,10 @@ struct sync_table_conf {
 	const char *database, *schema, *table; /* as in [synced_tables] */
 	struct api *api;
 	const struct api_table *at;
-	int lane_cap;     /* the API's max_in_flight */
-	int interval;     /* sync_interval, seconds; 0 = no polling */
-	bool backfill;    /* backfill=auto */
-	int page_size;    /* page_size, 0 = the connector's default */
+	int lane_cap;      /* the API's max_in_flight */
+	int interval;      /* sync_interval, seconds; 0 = no polling */
+	bool backfill;     /* backfill=auto */
+	int page_size;     /* page_size, 0 = the connector's default */
 	int full_interval; /* full_sync_interval, seconds (APIs with no deletion feed) */
 };
 
@@ -87,13 +87,13 @@ void sync_forget_waiter(struct sync *s, uint64_t conn_id);
 
 /* SHOW SYNCED_TABLES columns of table i, as text (NULL = SQL NULL). */
 struct sync_view {
-	const char *state;     /* idle, backfilling, polling, failed, off */
-	char last_sync[40];    /* time of the last completed pass, "" if none */
-	char lag[32];          /* now - newest change applied, "" if unknown */
-	char synced_rows[24];  /* rows written by the sync since start */
+	const char *state;    /* idle, backfilling, polling, failed, off */
+	char last_sync[40];   /* time of the last completed pass, "" if none */
+	char lag[32];         /* now - newest change applied, "" if unknown */
+	char synced_rows[24]; /* rows written by the sync since start */
 	char backfill_rows[24];
 	char backfill_total[24]; /* "" when unknown */
-	char error[256];       /* the last failure while failed, else "" */
+	char error[256];         /* the last failure while failed, else "" */
 };
 void sync_view(struct sync *s, int i, struct sync_view *out);
 

@@ -46,6 +46,8 @@ extern const char *const synced_apis_columns[];      /* SHOW APIS */
 void synced_show_tables(struct bouncer *b, synced_row_cb cb, void *arg);
 void synced_show_mutations(struct bouncer *b, synced_row_cb cb, void *arg);
 void synced_show_apis(struct bouncer *b, synced_row_cb cb, void *arg);
+/* Journal entries not yet applied to the database; -1 without a journal (metrics endpoint). */
+int synced_journal_backlog(struct bouncer *b);
 
 /*
  * SYNC [BACKFILL] database.schema.table from the admin client conn_id: NULL when taken, with

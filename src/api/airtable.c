@@ -185,8 +185,7 @@ static bool at_build(const struct connector *c, const struct api_table *t, enum 
 	json_out_object_end(&o);
 	out->body = json_out_take(&o, &out->body_len);
 	if (out->body == NULL) {
-		api_error_set(err, API_ERR_VALIDATION, "%s: cannot encode the records: %s", c->name,
-		              o.error[0] ? o.error : "JSON error");
+		api_error_from_json_out(err, c->name, &o);
 		json_out_free(&o);
 		return false;
 	}
@@ -259,6 +258,8 @@ static void at_parse(const struct connector *c, const struct api_table *t, enum 
 			out->error.retry_after = 30;
 		at_field_from_message(msg, field, sizeof(field));
 		api_error_locate(&out->error, c, t, op, rows, nrows, nrows == 1 ? 0 : -1, field);
+		out->error.record_gone = type != NULL && (strcmp(type, "ROW_DOES_NOT_EXIST") == 0 ||
+		                                          strcmp(type, "MODEL_ID_NOT_FOUND") == 0);
 		goto done;
 	}
 	list = json_get(doc, "records");

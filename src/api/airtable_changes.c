@@ -25,16 +25,16 @@
 #include "api/connector.h"
 #include "api/json.h"
 
-#define AT_URL_MAX   4096
-#define AT_TIME_MAX  40
-#define AT_PAGE_MAX  100
+#define AT_URL_MAX  4096
+#define AT_TIME_MAX 40
+#define AT_PAGE_MAX 100
 
 struct at_changes_priv {
 	char base_id[64];
 };
 
-static bool at_changes_configure(struct connector *c, const struct cf_kv *kv, int nkv,
-                                 char *err, size_t errsize)
+static bool at_changes_configure(struct connector *c, const struct cf_kv *kv, int nkv, char *err,
+                                 size_t errsize)
 {
 	const char *base = api_kv_get(kv, nkv, "base_id");
 	struct at_changes_priv *p = calloc(1, sizeof(*p));
@@ -87,9 +87,11 @@ static bool at_changes_build(const struct connector *c, const struct api_table *
 	const char *offset = NULL;
 	char formula[128];
 	size_t used;
-	int limit = req->page_size < 1 || req->page_size > AT_PAGE_MAX ? AT_PAGE_MAX : req->page_size;
+	int limit =
+	        req->page_size < 1 || req->page_size > AT_PAGE_MAX ? AT_PAGE_MAX : req->page_size;
 
-	if (cur[0] != '\0' && (strncmp(cur, "t|", 2) != 0 || !at_time_ok(cur + 2, strlen(cur + 2)))) {
+	if (cur[0] != '\0' &&
+	    (strncmp(cur, "t|", 2) != 0 || !at_time_ok(cur + 2, strlen(cur + 2)))) {
 		api_error_set(err, API_ERR_INTERNAL, "%s: unusable stored cursor", c->name);
 		return false;
 	}
@@ -205,7 +207,8 @@ static void at_changes_parse(const struct connector *c, const struct api_table *
 	} else if (!at_date_header(resp, start, sizeof(start))) {
 		/* no clock to go by: the same cursor again next time */
 		snprintf(start, sizeof(start), "%s",
-		         req->cursor && req->cursor[0] ? req->cursor + 2 : "1970-01-01T00:00:00.000Z");
+		         req->cursor && req->cursor[0] ? req->cursor + 2
+		                                       : "1970-01-01T00:00:00.000Z");
 	}
 	out->more = offset != NULL;
 	if (out->more) {
@@ -233,7 +236,8 @@ static bool at_cursor_now(const struct connector *c, long long now, char *buf, s
 	struct tm tm;
 
 	(void)c;
-	return gmtime_r(&t, &tm) != NULL && strftime(buf, size, "t|%Y-%m-%dT%H:%M:%S.000Z", &tm) > 0;
+	return gmtime_r(&t, &tm) != NULL &&
+	       strftime(buf, size, "t|%Y-%m-%dT%H:%M:%S.000Z", &tm) > 0;
 }
 
 static const char *const at_changes_keys[] = {NULL};

@@ -70,8 +70,11 @@ struct api_call {
 	int64_t deadline_usec;
 	int rate_retries;
 	int idem_retries;
+	int in_use_retries; /* "key in use" answers: waits of 0.5, 1, then 2 s until the deadline */
 	bool refreshed;
 	bool maybe_written; /* an earlier attempt failed in a way that may have applied it */
+	int64_t submitted_usec;
+	bool unchanged;     /* an update that changes nothing: answered without a request */
 	char *token_used;
 	struct http_request *http_req;
 	struct oauth_wait *auth_wait;
@@ -295,6 +298,7 @@ static void api_call_finish(struct api_call *call)
 
 	call->state = API_CALL_DONE;
 	api->st_calls++;
+	call->result.call_usec = api_now_usec() - call->submitted_usec;
 	if (!call->result.ok && call->maybe_written && call->result.error.nothing_written) {
 		/* The last attempt changed nothing, but an earlier one may have: say so. */
 		struct api_error *e = &call->result.error;
@@ -347,6 +351,30 @@ static void api_note_usage(struct api *api, const struct http_response *resp)
 	}
 }
 
+/*
+ * The answer's status and the API's id for it, as its support asks for: Stripe's Request-Id,
+ * HubSpot's X-HubSpot-Correlation-Id, the common X-Request-Id (generic REST APIs).
+ */
+static void api_note_answer(struct api_result *res, const struct http_response *resp)
+{
+	static const char *const headers[] = {"Request-Id", "X-HubSpot-Correlation-Id",
+	                                      "X-Request-Id"};
+	const char *id = NULL;
+
+	res->http_status = (int)resp->status;
+	for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]) && id == NULL; i++)
+		id = http_response_header(resp, headers[i]);
+	res->request_id[0] = '\0';
+	if (id == NULL)
+		return;
+	/* printable ASCII only: it goes into log lines and label values */
+	for (size_t i = 0, n = 0; id[i] != '\0' && n + 1 < sizeof(res->request_id); i++)
+		if (id[i] > ' ' && id[i] < 127) {
+			res->request_id[n++] = id[i];
+			res->request_id[n] = '\0';
+		}
+}
+
 static void api_call_send(struct api_call *call);
 static void api_call_auth(struct api_call *call);
 
@@ -369,11 +397,37 @@ static void api_call_http_done(void *ud, const struct http_response *resp)
 	api_result_free(&call->result);
 	connector_parse_response(api->conn, call->table, call->op, call->rows, call->nrows, resp,
 	                         &call->result);
+	api_note_answer(&call->result, resp);
 	if (call->result.ok) {
 		api_call_finish(call);
 		return;
 	}
 	e = &call->result.error;
+	if (e->record_gone && call->op == API_OP_DELETE && call->nrows == 1) {
+		/*
+		 * The record is gone already (deleted by someone else, or by an earlier attempt of
+		 * this very request): the delete is done, and the row goes too, as it does on
+		 * connectors whose delete answers success for a missing record.
+		 */
+		const struct api_value *idv =
+		        api_image_get(&call->rows[0].old_image, call->table->pk_column);
+
+		api_result_free(&call->result);
+		api_result_init(&call->result);
+		call->result.rows = calloc(1, sizeof(*call->result.rows));
+		if (call->result.rows != NULL && idv != NULL && idv->value != NULL &&
+		    (call->result.rows[0].id = strdup(idv->value)) != NULL) {
+			call->result.nrows = 1;
+			call->result.ok = true;
+			log_debug("api %s: the record to delete was already gone", api->name);
+		} else {
+			api_result_free(&call->result);
+			api_error_set(&call->result.error, API_ERR_INTERNAL, "out of memory");
+			call->result.error.nothing_written = true;
+		}
+		api_call_finish(call);
+		return;
+	}
 	if (!e->nothing_written)
 		call->maybe_written = true;
 	if (e->session_expired && e->nothing_written &&
@@ -384,6 +438,20 @@ static void api_call_http_done(void *ud, const struct http_response *resp)
 		oauth_invalidate(api->auth, call->token_used);
 		api_call_auth(call);
 		return;
+	}
+	if (call->spec.idempotency_key[0] != '\0' && e->key_in_use) {
+		/* an earlier attempt is still running there: its answer comes under the same key */
+		wait_usec = API_IDEMPOTENT_BACKOFF_USEC
+		            << (call->in_use_retries < 2 ? call->in_use_retries : 2);
+		left = call->deadline_usec - api_now_usec();
+		if (wait_usec + api->timeout_usec / 4 < left && api_call_arm(call, wait_usec)) {
+			call->in_use_retries++;
+			api->st_retries++;
+			call->state = API_CALL_WAITING;
+			log_debug("api %s: idempotency key in use, asking again in %lld ms",
+			          api->name, (long long)(wait_usec / 1000));
+			return;
+		}
 	}
 	if (call->spec.idempotency_key[0] != '\0' &&
 	    (e->cls == API_ERR_UNKNOWN_OUTCOME || e->cls == API_ERR_SERVER) &&
@@ -500,8 +568,13 @@ static void api_call_auth_done(void *ud, bool ok, const char *error)
 		return;
 	}
 	api_result_free(&call->result);
-	api_error_set(&call->result.error, API_ERR_AUTH, "%s authentication failed: %s",
-	              call->api->name, error ? error : "no token");
+	if (oauth_failed_on_credentials(call->api->auth))
+		api_error_set(&call->result.error, API_ERR_AUTH, "%s authentication failed: %s",
+		              call->api->name, error ? error : "no token");
+	else
+		/* an outage of the token endpoint, not refused credentials (58000, not 28000) */
+		api_error_set(&call->result.error, API_ERR_UNAVAILABLE, "%s: no access token: %s",
+		              call->api->name, error ? error : "no token");
 	call->result.error.nothing_written = true;
 	api_call_finish(call);
 }
@@ -521,6 +594,35 @@ static void api_call_auth(struct api_call *call)
 	}
 }
 
+/* An update that changes nothing the API holds is done as it stands: each row keeps its id. */
+static void api_call_answer_unchanged(struct api_call *call)
+{
+	int i;
+
+	call->result.rows = calloc((size_t)call->nrows, sizeof(*call->result.rows));
+	if (call->result.rows == NULL)
+		goto oom;
+	call->result.nrows = call->nrows;
+	for (i = 0; i < call->nrows; i++) {
+		const struct api_value *idv =
+		        api_image_get(&call->rows[i].old_image, call->table->pk_column);
+
+		if (idv != NULL && idv->value != NULL &&
+		    (call->result.rows[i].id = strdup(idv->value)) == NULL)
+			goto oom;
+	}
+	call->result.ok = true;
+	log_debug("api %s: update of %d rows changes nothing, no request", call->api->name,
+	          call->nrows);
+	api_call_finish(call);
+	return;
+oom:
+	api_result_free(&call->result);
+	api_error_set(&call->result.error, API_ERR_INTERNAL, "out of memory");
+	call->result.error.nothing_written = true;
+	api_call_finish(call);
+}
+
 static void api_call_timer_cb(evutil_socket_t fd, short what, void *ud)
 {
 	struct api_call *call = ud;
@@ -530,6 +632,8 @@ static void api_call_timer_cb(evutil_socket_t fd, short what, void *ud)
 		/* the first step, or a failure found in api_submit() to be reported now */
 		if (call->result.error.cls != API_ERR_NONE)
 			api_call_finish(call);
+		else if (call->unchanged)
+			api_call_answer_unchanged(call);
 		else
 			api_call_auth(call);
 		return;
@@ -558,15 +662,23 @@ struct api_call *api_submit(struct api *api, const struct api_table *table, enum
 	call->cb = cb;
 	call->arg = arg;
 	call->state = API_CALL_START;
-	call->deadline_usec = api_now_usec() + api->deadline_usec;
+	call->submitted_usec = api_now_usec();
+	call->deadline_usec = call->submitted_usec + api->deadline_usec;
 	api_result_init(&call->result);
 	TAILQ_INSERT_TAIL(&api->calls, call, link);
 	api->ncalls++;
 	/* Built once: a failure here (too many rows, a bad value) is reported from the loop. */
-	if (!connector_build_request(api->conn, table, op, rows, nrows, &call->spec,
-	                             &call->result.error) &&
-	    call->result.error.cls == API_ERR_NONE)
-		api_error_set(&call->result.error, API_ERR_INTERNAL, "cannot build the request");
+	call->unchanged = op == API_OP_UPDATE && nrows <= connector_max_rows(api->conn, op) &&
+	                  api_rows_change_nothing(table, rows, nrows);
+	if (!connector_check_ids(api->conn, table, op, rows, nrows, &call->result.error))
+		call->unchanged = false; /* reported from the loop */
+	else if (!call->unchanged && !connector_build_request(api->conn, table, op, rows, nrows,
+	                                                      &call->spec, &call->result.error)) {
+		if (call->result.error.cls == API_ERR_NONE)
+			api_error_set(&call->result.error, API_ERR_INTERNAL,
+			              "cannot build the request");
+		call->result.error.local = true;
+	}
 	if (!api_call_arm(call, 0)) {
 		api_call_free(call);
 		return NULL;

@@ -48,7 +48,9 @@ bool changes_page_add(struct changes_page *p, const char *id, bool deleted,
 
 bool changes_supported(const struct connector *c)
 {
-	return c != NULL && c->ops->changes != NULL;
+	/* a read side with settings of its own is there only when they were given (rest) */
+	return c != NULL && c->ops->changes != NULL &&
+	       (c->ops->changes->configure == NULL || c->changes_priv != NULL);
 }
 
 bool changes_build_request(const struct connector *c, const struct api_table *t,
@@ -65,7 +67,8 @@ bool changes_build_request(const struct connector *c, const struct api_table *t,
 	if (!c->ops->changes->build(c, t, req, out, err)) {
 		api_http_spec_free(out);
 		if (err->cls == API_ERR_NONE)
-			api_error_set(err, API_ERR_INTERNAL, "%s: cannot build the request", c->name);
+			api_error_set(err, API_ERR_INTERNAL, "%s: cannot build the request",
+			              c->name);
 		return false;
 	}
 	return true;
@@ -144,7 +147,11 @@ void changes_parse_response(const struct connector *c, const struct api_table *t
 			e->cls = API_ERR_RATE_LIMIT;
 		return;
 	}
-	c->ops->changes->parse(c, t, req, resp, out);
+	if (!changes_supported(c))
+		api_error_set(e, API_ERR_INTERNAL, "%s: type=%s cannot be synced here", c->name,
+		              c->ops->type);
+	else
+		c->ops->changes->parse(c, t, req, resp, out);
 	if (!out->ok) {
 		json_free(out->doc);
 		out->doc = NULL;

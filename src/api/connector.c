@@ -91,10 +91,26 @@ const char *api_error_class_str(enum api_error_class c)
 		return "bad answer";
 	case API_ERR_TOO_MANY_ROWS:
 		return "too many rows";
+	case API_ERR_TOO_LARGE:
+		return "too large";
+	case API_ERR_ASSIGNED_ID:
+		return "assigned id";
 	case API_ERR_INTERNAL:
 		return "internal";
 	}
 	return "?";
+}
+
+void api_error_from_json_out(struct api_error *e, const char *api, const struct json_out *o)
+{
+	if (o->too_large)
+		api_error_set(e, API_ERR_TOO_LARGE,
+		              "The request to %s would be larger than syncbouncer's limit of %zu "
+		              "bytes; nothing was sent.",
+		              api, o->max);
+	else
+		api_error_set(e, API_ERR_VALIDATION, "%s: cannot encode the records: %s", api,
+		              o->error[0] ? o->error : "JSON error");
 }
 
 void api_error_set(struct api_error *e, enum api_error_class cls, const char *fmt, ...)
@@ -492,6 +508,22 @@ bool api_row_changed(const struct api_row *row, const char *column)
 	return strcmp(o->value, n->value) != 0;
 }
 
+bool api_rows_change_nothing(const struct api_table *t, const struct api_row *rows, int nrows)
+{
+	for (int r = 0; r < nrows; r++) {
+		const struct api_row_image *img = &rows[r].new_image;
+
+		for (int i = 0; i < img->nvalues; i++) {
+			const char *col = img->values[i].column;
+
+			if (api_row_changed(&rows[r], col) &&
+			    (strcmp(col, t->pk_column) == 0 || !api_table_is_readonly(t, col)))
+				return false;
+		}
+	}
+	return true;
+}
+
 void api_error_locate(struct api_error *err, const struct connector *c, const struct api_table *t,
                       enum api_op op, const struct api_row *rows, int nrows, int row,
                       const char *field)
@@ -705,6 +737,31 @@ void connector_free(struct connector *c)
 	free(c->name);
 	free(c->base_url);
 	free(c);
+}
+
+bool connector_check_ids(const struct connector *c, const struct api_table *t, enum api_op op,
+                         const struct api_row *rows, int nrows, struct api_error *err)
+{
+	for (int r = 0; r < nrows; r++) {
+		const struct api_value *id = api_image_get(&rows[r].new_image, t->pk_column);
+
+		if (op == API_OP_INSERT && id != NULL && id->value != NULL &&
+		    (c->ops->insert_uses_id == NULL || !c->ops->insert_uses_id(c))) {
+			api_error_set(err, API_ERR_ASSIGNED_ID,
+			              "cannot insert a non-DEFAULT value into column \"%s\"",
+			              t->pk_column);
+		} else if (op == API_OP_UPDATE && api_row_changed(&rows[r], t->pk_column)) {
+			api_error_set(err, API_ERR_ASSIGNED_ID,
+			              "column \"%s\" can only be updated to DEFAULT", t->pk_column);
+		} else {
+			continue;
+		}
+		snprintf(err->column, sizeof(err->column), "%s", t->pk_column);
+		err->row = r;
+		err->nothing_written = true;
+		return false;
+	}
+	return true;
 }
 
 int connector_max_rows(const struct connector *c, enum api_op op)

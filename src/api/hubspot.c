@@ -130,8 +130,7 @@ static bool hs_build(const struct connector *c, const struct api_table *t, enum 
 	json_out_object_end(&o);
 	out->body = json_out_take(&o, &out->body_len);
 	if (out->body == NULL) {
-		api_error_set(err, API_ERR_VALIDATION, "%s: cannot encode the records: %s", c->name,
-		              o.error[0] ? o.error : "JSON error");
+		api_error_from_json_out(err, c->name, &o);
 		json_out_free(&o);
 		return false;
 	}

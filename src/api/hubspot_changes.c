@@ -69,8 +69,9 @@ static bool hs_changes_build(const struct connector *c, const struct api_table *
 		if (bar == NULL || !hs_token_ok(bar + 1, strlen(bar + 1)))
 			goto bad;
 		out->method = HTTP_GET;
-		snprintf(out->url, HS_LIST_URL_MAX, "%s/crm/v3/objects/%s?archived=true&limit=100%s%s",
-		         c->base_url, t->object, bar[1] ? "&after=" : "", bar + 1);
+		snprintf(out->url, HS_LIST_URL_MAX,
+		         "%s/crm/v3/objects/%s?archived=true&limit=100%s%s", c->base_url, t->object,
+		         bar[1] ? "&after=" : "", bar + 1);
 		return true;
 	}
 	if (cur[0] != '\0') {
@@ -181,7 +182,8 @@ static void hs_changes_parse(const struct connector *c, const struct api_table *
 	after = json_get_string(json_get(json_get(out->doc, "paging"), "next"), "after");
 	if (results == NULL || results->kind != JSON_ARRAY ||
 	    (after != NULL && !hs_token_ok(after, strlen(after)))) {
-		api_error_set(&out->error, API_ERR_BAD_ANSWER, "%s: answer without results", c->name);
+		api_error_set(&out->error, API_ERR_BAD_ANSWER, "%s: answer without results",
+		              c->name);
 		return;
 	}
 	for (size_t i = 0; i < results->count; i++) {

@@ -49,6 +49,7 @@ static void json_out_print(void *ctx, const char *s, size_t n)
 		return;
 	if (n > out->max || out->len > out->max - n) {
 		json_out_fail(out, "JSON document too large");
+		out->too_large = true;
 		return;
 	}
 	if (out->len + n + 1 > out->size) {

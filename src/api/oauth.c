@@ -51,6 +51,7 @@ struct oauth {
 	uint64_t last_seq;
 	struct event *kick;
 	char last_error[256];
+	bool last_failed_on_credentials; /* the endpoint answered 4xx to the last refresh */
 };
 
 const char *oauth_mode_str(enum oauth_mode m)
@@ -300,6 +301,8 @@ static void oauth_refresh_done(void *ud, const struct http_response *resp)
 	char perr[128];
 
 	oa->refresh_req = NULL;
+	oa->last_failed_on_credentials =
+	        resp->outcome == HTTP_OUTCOME_ANSWER && resp->status >= 400 && resp->status < 500;
 	if (resp->outcome != HTTP_OUTCOME_ANSWER) {
 		snprintf(oa->last_error, sizeof(oa->last_error), "token endpoint unreachable: %s",
 		         resp->error ? resp->error : http_outcome_str(resp->outcome));
@@ -346,6 +349,11 @@ failed:
 	oauth_notify(oa, false, oa->last_error);
 }
 
+bool oauth_failed_on_credentials(const struct oauth *oa)
+{
+	return oa->last_failed_on_credentials;
+}
+
 static void oauth_start_refresh(struct oauth *oa)
 {
 	char body[4 * OAUTH_MAX_TOKEN];
@@ -354,12 +362,14 @@ static void oauth_start_refresh(struct oauth *oa)
 
 	if (oa->refresh_req != NULL)
 		return;
+	oa->last_failed_on_credentials = false;
 	body[0] = '\0';
 	if (!oauth_append_param(body, sizeof(body), &used, "grant_type", "refresh_token") ||
 	    !oauth_append_param(body, sizeof(body), &used, "client_id", oa->client_id) ||
 	    !oauth_append_param(body, sizeof(body), &used, "client_secret", oa->client_secret) ||
 	    !oauth_append_param(body, sizeof(body), &used, "refresh_token", oa->refresh_token)) {
 		snprintf(oa->last_error, sizeof(oa->last_error), "credentials too long");
+		oa->last_failed_on_credentials = true;
 		goto failed;
 	}
 	req = http_request_new(HTTP_POST, oa->token_url);

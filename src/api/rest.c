@@ -343,8 +343,7 @@ static bool rest_build(const struct connector *c, const struct api_table *t, enu
 		json_out_object_end(&o);
 	out->body = json_out_take(&o, &out->body_len);
 	if (out->body == NULL) {
-		api_error_set(err, API_ERR_VALIDATION, "%s: cannot encode the records: %s", c->name,
-		              o.error[0] ? o.error : "JSON error");
+		api_error_from_json_out(err, c->name, &o);
 		json_out_free(&o);
 		return false;
 	}
@@ -464,6 +463,7 @@ static void rest_parse(const struct connector *c, const struct api_table *t, enu
 		out->error.session_expired = resp->status == 401;
 		out->error.nothing_written = resp->status < 500;
 		api_error_locate(&out->error, c, t, op, rows, nrows, nrows == 1 ? 0 : -1, field);
+		out->error.record_gone = resp->status == 404 || resp->status == 410;
 		goto done;
 	}
 	if (resp->body_len > 0 && !have_doc) {
@@ -514,6 +514,13 @@ done:
 	json_free(doc);
 }
 
+static bool rest_insert_uses_id(const struct connector *c)
+{
+	const struct rest_priv *p = c->priv;
+
+	return strstr(p->ops[API_OP_INSERT].path, "{id}") != NULL;
+}
+
 const struct connector_ops rest_connector_ops = {
         .type = "rest",
         .keys = rest_keys,
@@ -523,6 +530,7 @@ const struct connector_ops rest_connector_ops = {
         .field_name = rest_field_name,
         .column_name = rest_column_name,
         .build = rest_build,
+        .insert_uses_id = rest_insert_uses_id,
         .parse = rest_parse,
         .changes = &rest_changes_ops,
 };

@@ -50,8 +50,8 @@ static bool rest_changes_name_ok(const char *s)
 	return true;
 }
 
-static bool rest_changes_configure(struct connector *c, const struct cf_kv *kv, int nkv,
-                                   char *err, size_t errsize)
+static bool rest_changes_configure(struct connector *c, const struct cf_kv *kv, int nkv, char *err,
+                                   size_t errsize)
 {
 	static const char *const names[] = {"changed_since", "limit_param"};
 	const char *lp = api_kv_get(kv, nkv, "list_path");
@@ -72,7 +72,8 @@ static bool rest_changes_configure(struct connector *c, const struct cf_kv *kv, 
 	}
 	if (cs == NULL || cf == NULL) {
 		snprintf(err, errsize,
-		         "api \"%s\": list_path= needs changed_since= and cursor_field= too", c->name);
+		         "api \"%s\": list_path= needs changed_since= and cursor_field= too",
+		         c->name);
 		return false;
 	}
 	for (int i = 0; i < 2; i++) {
@@ -139,8 +140,8 @@ static bool rest_changes_build(const struct connector *c, const struct api_table
 	if (used >= REST_LIST_URL_MAX)
 		goto too_long;
 	if (req->cursor != NULL && req->cursor[0] != '\0') {
-		used += (size_t)snprintf(url + used, REST_LIST_URL_MAX - used, "&%s=",
-		                         p->changed_since);
+		used += (size_t)snprintf(url + used, REST_LIST_URL_MAX - used,
+		                         "&%s=", p->changed_since);
 		if (used >= REST_LIST_URL_MAX ||
 		    !api_url_escape(req->cursor, url, REST_LIST_URL_MAX, &used))
 			goto too_long;
@@ -190,9 +191,8 @@ static void rest_changes_parse(const struct connector *c, const struct api_table
 			free(last);
 			return;
 		}
-		if (!changes_page_add(out, idv->str, del != NULL && del->kind == JSON_BOOL &&
-		                                             del->boolean,
-		                      r))
+		if (!changes_page_add(out, idv->str,
+		                      del != NULL && del->kind == JSON_BOOL && del->boolean, r))
 			goto oom;
 		if (cv->kind == JSON_STRING && changes_parse_time(cv->str, &when) &&
 		    when > out->newest)
@@ -231,8 +231,8 @@ static bool rest_cursor_now(const struct connector *c, long long now, char *buf,
 }
 
 static const char *const rest_changes_keys[] = {
-        "list_path", "changed_since", "cursor_field", "deleted_field", "list_key", "limit_param",
-        NULL,
+        "list_path", "changed_since", "cursor_field", "deleted_field",
+        "list_key",  "limit_param",   NULL,
 };
 
 const struct changes_ops rest_changes_ops = {

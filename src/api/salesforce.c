@@ -222,8 +222,7 @@ static bool sf_build(const struct connector *c, const struct api_table *t, enum 
 	}
 	out->body = json_out_take(&o, &out->body_len);
 	if (out->body == NULL) {
-		api_error_set(err, API_ERR_VALIDATION, "%s: cannot encode the records: %s", c->name,
-		              o.error[0] ? o.error : "JSON error");
+		api_error_from_json_out(err, c->name, &o);
 		json_out_free(&o);
 		return false;
 	}
@@ -314,6 +313,7 @@ static void sf_set_error(struct api_error *e, const char *cname, const char *cod
 			snprintf(e->reason, sizeof(e->reason), "%s", sf_reasons[i].reason);
 	}
 	e->session_expired = cls == API_ERR_AUTH && status == 401;
+	e->record_gone = code != NULL && strcmp(code, "ENTITY_IS_DELETED") == 0;
 	/* allOrNone, or an error about the whole request: no record was changed. */
 	e->nothing_written = cls != API_ERR_SERVER || status < 500;
 }

@@ -29,8 +29,8 @@ struct sf_changes_priv {
 	char api_version[16];
 };
 
-static bool sf_changes_configure(struct connector *c, const struct cf_kv *kv, int nkv,
-                                 char *err, size_t errsize)
+static bool sf_changes_configure(struct connector *c, const struct cf_kv *kv, int nkv, char *err,
+                                 size_t errsize)
 {
 	const char *ver = api_kv_get(kv, nkv, "api_version");
 	struct sf_changes_priv *p = calloc(1, sizeof(*p));
@@ -216,8 +216,8 @@ static void sf_changes_parse(const struct connector *c, const struct api_table *
 			              "%s: a record without Id or SystemModstamp", c->name);
 			return;
 		}
-		if (!changes_page_add(out, id, del != NULL && del->kind == JSON_BOOL && del->boolean,
-		                      r)) {
+		if (!changes_page_add(out, id,
+		                      del != NULL && del->kind == JSON_BOOL && del->boolean, r)) {
 			api_error_set(&out->error, API_ERR_INTERNAL, "out of memory");
 			return;
 		}
@@ -259,7 +259,8 @@ static bool sf_cursor_now(const struct connector *c, long long now, char *buf, s
 
 	(void)c;
 	/* "Id > ''" takes every record of that second */
-	return gmtime_r(&t, &tm) != NULL && strftime(buf, size, "%Y-%m-%dT%H:%M:%S.000+0000|", &tm) > 0;
+	return gmtime_r(&t, &tm) != NULL &&
+	       strftime(buf, size, "%Y-%m-%dT%H:%M:%S.000+0000|", &tm) > 0;
 }
 
 static const char *const sf_changes_keys[] = {NULL};

@@ -68,9 +68,11 @@ static bool stripe_build(const struct connector *c, const struct api_table *t, e
 	}
 	if (op != API_OP_INSERT && (idv == NULL || idv->value == NULL || idv->value[0] == '\0' ||
 	                            strlen(idv->value) > 64)) {
-		api_error_set(err, API_ERR_VALIDATION, "row has no usable record id in column %s",
-		              t->pk_column);
+		api_error_set(err, API_ERR_VALIDATION, "is not a usable Stripe id.");
 		snprintf(err->column, sizeof(err->column), "%s", t->pk_column);
+		if (idv != NULL && idv->value != NULL)
+			snprintf(err->value, sizeof(err->value), "%s", idv->value);
+		err->value_is_null = idv == NULL || idv->value == NULL;
 		err->row = 0;
 		return false;
 	}
@@ -122,8 +124,11 @@ static bool stripe_build(const struct connector *c, const struct api_table *t, e
 		}
 		connector_field_name(c, t, v->column, field, sizeof(field));
 		if (!stripe_append(out->body, STRIPE_MAX_BODY, &used, field, text)) {
-			api_error_set(err, API_ERR_VALIDATION, "%s: the row is too large to send",
-			              c->name);
+			api_error_set(
+			        err, API_ERR_TOO_LARGE,
+			        "The request to %s would be larger than syncbouncer's limit of "
+			        "%u bytes; nothing was sent.",
+			        c->name, STRIPE_MAX_BODY);
 			return false;
 		}
 		continue;
@@ -192,6 +197,11 @@ static void stripe_parse(const struct connector *c, const struct api_table *t, e
 		snprintf(out->error.code, sizeof(out->error.code), "%s", code ? code : "");
 		snprintf(out->error.reason, sizeof(out->error.reason), "%s", out->error.message);
 		out->error.session_expired = resp->status == 401;
+		out->error.key_in_use = resp->status == 409 && code != NULL &&
+		                        strcmp(code, "idempotency_key_in_use") == 0;
+		/* "Unrecognized request URL" is a 404 too, without this code */
+		out->error.record_gone = resp->status == 404 && code != NULL &&
+		                         strcmp(code, "resource_missing") == 0;
 		/*
 		 * An error answer applies nothing, 5xx included (retrying with the key is safe);
 		 * but a 409 may be about an earlier request with the same key, which may have been.

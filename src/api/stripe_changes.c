@@ -148,7 +148,8 @@ static void stripe_changes_parse(const struct connector *c, const struct api_tab
 		}
 	}
 	if (cur[0] == '\0' || strcmp(cur, "n|") == 0) {
-		/* the anchor: the newest event now, or none; then the listing, unless from now on */
+		/* the anchor: the newest event now, or none; then the listing, unless from now on
+		 */
 		const char *anchor = data->count > 0 ? json_get_string(data->items[0], "id") : "";
 		if (cur[0] == '\0')
 			out->cursor = stripe_join("b|", anchor, strlen(anchor), "");
@@ -194,7 +195,8 @@ static void stripe_changes_parse(const struct connector *c, const struct api_tab
 		}
 		if (!changes_page_add(out, oid, strcmp(etype, deleted) == 0, obj))
 			goto oom;
-		if (created != NULL && created->kind == JSON_NUMBER && created->number > out->newest)
+		if (created != NULL && created->kind == JSON_NUMBER &&
+		    created->number > out->newest)
 			out->newest = created->number;
 	}
 	if (data->count > 0) {

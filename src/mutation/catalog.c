@@ -225,7 +225,12 @@ static bool table_conninfo(const struct config *cfg, const struct userlist *user
 	    !conninfo_add(out, size, "user", user) ||
 	    !conninfo_add(out, size, "password", password) ||
 	    !conninfo_add(out, size, "application_name", "syncbouncer") ||
-	    !conninfo_add(out, size, "connect_timeout", timeout)) {
+	    !conninfo_add(out, size, "connect_timeout", timeout) ||
+	    /* the server_tls_* settings hold for these connections as for the pooled ones */
+	    !conninfo_add(out, size, "sslmode", sslmode_str(cfg->server_tls_sslmode)) ||
+	    !conninfo_add(out, size, "sslrootcert", cfg->server_tls_ca_file) ||
+	    !conninfo_add(out, size, "sslcert", cfg->server_tls_cert_file) ||
+	    !conninfo_add(out, size, "sslkey", cfg->server_tls_key_file)) {
 		out[0] = '\0';
 		snprintf(why, whysize, "connection settings too long");
 		return false;

@@ -41,14 +41,14 @@
 #include "mutation/catalog.h"
 #include "pgc.h"
 
-#define SYNC_BACKOFF_MIN_USEC   INT64_C(1000000)
-#define SYNC_BACKOFF_MAX_USEC   (300 * INT64_C(1000000))
-#define SYNC_WAIT_LANE_USEC     (50 * INT64_C(1000))
-#define SYNC_PROGRESS_LOG_USEC  (5 * INT64_C(1000000))
-#define SYNC_MAX_FIELDS         512
-#define SYNC_PAGE_JSON_MAX      (64u << 20)
+#define SYNC_BACKOFF_MIN_USEC  INT64_C(1000000)
+#define SYNC_BACKOFF_MAX_USEC  (300 * INT64_C(1000000))
+#define SYNC_WAIT_LANE_USEC    (50 * INT64_C(1000))
+#define SYNC_PROGRESS_LOG_USEC (5 * INT64_C(1000000))
+#define SYNC_MAX_FIELDS        512
+#define SYNC_PAGE_JSON_MAX     (64u << 20)
 /* write log entries older than every page in flight are dropped; a cap keeps it bounded */
-#define SYNC_WRITE_LOG_MAX      100000
+#define SYNC_WRITE_LOG_MAX 100000
 
 /* The cursor store, created by the worker itself (idempotent). */
 static const char sync_sql_schema[] =
@@ -259,7 +259,8 @@ bool sync_table_options(const struct cf_kv *kv, int nkv, struct sync_table_conf 
 		v = strtol(fi, &end, 10);
 		if (errno != 0 || end == fi || *end != '\0' || v < 1 || v > 604800) {
 			snprintf(err, errsize,
-			         "full_sync_interval=%.20s is not a number of seconds in 1..604800", fi);
+			         "full_sync_interval=%.20s is not a number of seconds in 1..604800",
+			         fi);
 			return false;
 		}
 		conf->full_interval = (int)v;
@@ -268,8 +269,8 @@ bool sync_table_options(const struct cf_kv *kv, int nkv, struct sync_table_conf 
 		errno = 0;
 		v = strtol(iv, &end, 10);
 		if (errno != 0 || end == iv || *end != '\0' || v < 0 || v > 86400) {
-			snprintf(err, errsize, "sync_interval=%.20s is not a number of seconds in 0..86400",
-			         iv);
+			snprintf(err, errsize,
+			         "sync_interval=%.20s is not a number of seconds in 0..86400", iv);
 			return false;
 		}
 		conf->interval = (int)v;
@@ -666,7 +667,6 @@ static bool sync_fields(struct sync_tbl *t, const struct catalog_table *ct)
 	return true;
 }
 
-
 static void sync_on_loaded(void *arg, struct pgc *pc, PGresult *res, const char *error)
 {
 	struct sync_tbl *t = arg;
@@ -715,8 +715,8 @@ static void sync_on_loaded(void *arg, struct pgc *pc, PGresult *res, const char 
 		t->backfill_started_usec = sync_now_usec();
 		t->backfill_rows_at_start = t->backfill_rows;
 		t->progress_logged_usec = t->backfill_started_usec;
-		t->progress_decile = t->backfill_total > 0 ? t->backfill_rows * 10 / t->backfill_total
-		                                           : 0;
+		t->progress_decile =
+		        t->backfill_total > 0 ? t->backfill_rows * 10 / t->backfill_total : 0;
 		log_info("synced table %s: backfill %s", t->name,
 		         t->cursor[0] ? "resumes from its stored cursor" : "starts");
 	}
@@ -781,8 +781,8 @@ static void sync_pass_start(struct sync_tbl *t)
 		}
 	}
 	sync_set_state(t, SYNC_LOADING);
-	if ((!t->pc_ready && !pgc_query(t->pc, sync_sql_schema, 0, NULL, NULL, NULL, NULL, 0,
-	                                sync_on_schema, t)) ||
+	if ((!t->pc_ready &&
+	     !pgc_query(t->pc, sync_sql_schema, 0, NULL, NULL, NULL, NULL, 0, sync_on_schema, t)) ||
 	    !pgc_query(t->pc, sync_sql_load, 1, NULL, params, NULL, NULL, 0, sync_on_loaded, t)) {
 		sync_fail(t, "database: %s", t->pc ? pgc_error(t->pc) : "no connection");
 		return;
@@ -828,8 +828,8 @@ static void sync_fetch(struct sync_tbl *t)
 	req.next = t->next;
 	req.fields = (const char *const *)t->fields;
 	req.nfields = t->nfields;
-	req.page_size = t->conf.page_size > 0 ? t->conf.page_size
-	                                      : c->ops->changes->default_page_size;
+	req.page_size =
+	        t->conf.page_size > 0 ? t->conf.page_size : c->ops->changes->default_page_size;
 	req.full_scan = t->scanning;
 	if (!changes_build_request(c, t->conf.at, &req, &spec, &err)) {
 		sync_fail_api(t, &err);
@@ -957,11 +957,12 @@ static void sync_apply(struct sync_tbl *t)
 		sync_fail(t, "out of memory");
 		return;
 	}
-	snprintf(sql, n,
-	         "with l as (select %s as k from %s where %s = any ($1::%s[]) for update skip locked)"
-	         " select k::text, exists (select from %s x where x.%s = k),"
-	         " k in (select l.k from l) from pg_catalog.unnest($1::%s[]) as k",
-	         qpk, qt, qpk, pkc->type_name, qt, qpk, pkc->type_name);
+	snprintf(
+	        sql, n,
+	        "with l as (select %s as k from %s where %s = any ($1::%s[]) for update skip locked)"
+	        " select k::text, exists (select from %s x where x.%s = k),"
+	        " k in (select l.k from l) from pg_catalog.unnest($1::%s[]) as k",
+	        qpk, qt, qpk, pkc->type_name, qt, qpk, pkc->type_name);
 	t->lock_sql = sql;
 	params[0] = t->keys_array;
 	if (!pgc_query(t->pc, "BEGIN", 0, NULL, NULL, NULL, NULL, 0, sync_on_tx_step, t) ||
@@ -980,11 +981,13 @@ static void sync_on_tx_step(void *arg, struct pgc *pc, PGresult *res, const char
 	(void)pc;
 	if (t->tx_failed)
 		return;
-	if (res == NULL || (PQresultStatus(res) != PGRES_COMMAND_OK &&
-	                    PQresultStatus(res) != PGRES_TUPLES_OK)) {
+	if (res == NULL ||
+	    (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)) {
 		t->tx_failed = true;
 		snprintf(t->tx_error, sizeof(t->tx_error), "%s",
-		         res ? PQresultErrorMessage(res) : error ? error : "connection lost");
+		         res     ? PQresultErrorMessage(res)
+		         : error ? error
+		                 : "connection lost");
 	}
 }
 
@@ -1138,19 +1141,20 @@ static void sync_on_locked(void *arg, struct pgc *pc, PGresult *res, const char 
 			sync_fail(t, "out of memory");
 			return;
 		}
-		snprintf(t->lock_sql, n,
-		         "delete from %s where %s in (select %s from %s where not (%s = any ($1::%s[]))"
-		         " and not (%s = any ($2::%s[])) for update skip locked)",
-		         qt, qpk, qpk, qt, qpk, pkc->type_name, qpk, pkc->type_name);
+		snprintf(
+		        t->lock_sql, n,
+		        "delete from %s where %s in (select %s from %s where not (%s = any ($1::%s[]))"
+		        " and not (%s = any ($2::%s[])) for update skip locked)",
+		        qt, qpk, qpk, qt, qpk, pkc->type_name, qpk, pkc->type_name);
 		for (int i = 0; i < t->nbusy; i++)
 			strings_add(&t->scan_written, t->busy[i].key);
 	}
 	p1[0] = t->upsert_json;
-	if ((t->nupserts > 0 && !pgc_query(t->pc, t->upsert_sql, 1, NULL, p1, NULL, NULL, 0,
-	                                   sync_on_tx_step, t)) ||
-	    (ndel > 0 && !pgc_query(t->pc, t->delete_sql, 1, NULL,
-	                            (const char *const *)&t->delete_array, NULL, NULL, 0,
-	                            sync_on_tx_step, t)) ||
+	if ((t->nupserts > 0 &&
+	     !pgc_query(t->pc, t->upsert_sql, 1, NULL, p1, NULL, NULL, 0, sync_on_tx_step, t)) ||
+	    (ndel > 0 &&
+	     !pgc_query(t->pc, t->delete_sql, 1, NULL, (const char *const *)&t->delete_array, NULL,
+	                NULL, 0, sync_on_tx_step, t)) ||
 	    (t->scanning && !t->page.more &&
 	     !pgc_query(t->pc, t->lock_sql, 2, NULL,
 	                (const char *const[]){t->delete_array, t->keys_array}, NULL, NULL, 0,
@@ -1181,11 +1185,12 @@ static void sync_log_progress(struct sync_tbl *t, bool last)
 		         t->name, (long long)t->backfill_rows, secs, rate);
 	} else if (t->backfill_total > 0 && rate > 0) {
 		double left = (double)(t->backfill_total - t->backfill_rows) / rate;
-		log_info("synced table %s: backfill %lld/%lld rows (%.0f%%), %.0f rows/s, about %.0f s"
-		         " left",
-		         t->name, (long long)t->backfill_rows, (long long)t->backfill_total,
-		         100.0 * (double)t->backfill_rows / (double)t->backfill_total, rate,
-		         left > 0 ? left : 0);
+		log_info(
+		        "synced table %s: backfill %lld/%lld rows (%.0f%%), %.0f rows/s, about %.0f s"
+		        " left",
+		        t->name, (long long)t->backfill_rows, (long long)t->backfill_total,
+		        100.0 * (double)t->backfill_rows / (double)t->backfill_total, rate,
+		        left > 0 ? left : 0);
 	} else {
 		log_info("synced table %s: backfill %lld rows, %.0f rows/s", t->name,
 		         (long long)t->backfill_rows, rate);
@@ -1201,7 +1206,9 @@ static void sync_on_committed(void *arg, struct pgc *pc, PGresult *res, const ch
 	if (!t->tx_failed && (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)) {
 		t->tx_failed = true;
 		snprintf(t->tx_error, sizeof(t->tx_error), "%s",
-		         res ? PQresultErrorMessage(res) : error ? error : "connection lost");
+		         res     ? PQresultErrorMessage(res)
+		         : error ? error
+		                 : "connection lost");
 	}
 	if (t->tx_failed) {
 		char why[sizeof(t->tx_error)];
@@ -1215,9 +1222,10 @@ static void sync_on_committed(void *arg, struct pgc *pc, PGresult *res, const ch
 	t->synced_rows += (uint64_t)(t->nupserts + t->ndeletes + t->npruned);
 	if (t->scanning && !t->page.more) {
 		if (t->npruned > 0 || !t->backfilling)
-			log_info("synced table %s: full listing done, %d row(s) of records gone from"
-			         " the API deleted",
-			         t->name, t->npruned);
+			log_info(
+			        "synced table %s: full listing done, %d row(s) of records gone from"
+			        " the API deleted",
+			        t->name, t->npruned);
 		t->last_scan_usec = sync_now_usec();
 		sync_scan_end(t);
 	}
@@ -1232,9 +1240,10 @@ static void sync_on_committed(void *arg, struct pgc *pc, PGresult *res, const ch
 		t->page.cursor = NULL;
 	}
 	if (t->nskipped > 0)
-		log_debug("synced table %s: %d row(s) left for the next pass (written or being written"
-		          " through syncbouncer)",
-		          t->name, t->nskipped);
+		log_debug(
+		        "synced table %s: %d row(s) left for the next pass (written or being written"
+		        " through syncbouncer)",
+		        t->name, t->nskipped);
 	more = t->page.more;
 	free(t->next);
 	t->next = t->page.next;
@@ -1267,8 +1276,8 @@ static void sync_on_page(void *arg, const struct http_response *resp)
 	memset(&req, 0, sizeof(req));
 	req.cursor = t->cursor;
 	req.next = t->next;
-	req.page_size = t->conf.page_size > 0 ? t->conf.page_size
-	                                      : c->ops->changes->default_page_size;
+	req.page_size =
+	        t->conf.page_size > 0 ? t->conf.page_size : c->ops->changes->default_page_size;
 	req.full_scan = t->scanning;
 	changes_page_free(&t->page);
 	changes_parse_response(c, t->conf.at, &req, resp, &t->page);
@@ -1362,12 +1371,7 @@ struct sync *sync_create(struct event_base *base, struct catalog *cat,
 			s->slots[s->nslots++].api = confs[i].api;
 		if (!changes_supported(api_connector(confs[i].api)) ||
 		    (confs[i].interval == 0 && !confs[i].backfill)) {
-			t->state = SYNC_OFF;
-			continue;
-		}
-		if (strcmp(api_connector(confs[i].api)->ops->type, "rest") == 0 &&
-		    api_connector(confs[i].api)->changes_priv == NULL) {
-			t->state = SYNC_OFF; /* no list_path=: writes only */
+			t->state = SYNC_OFF; /* writes only */
 			continue;
 		}
 		t->state = SYNC_IDLE;
@@ -1437,8 +1441,8 @@ const char *sync_command(struct sync *s, const char *name, bool backfill, uint64
 		               ? "this table is not synced (sync_interval=0 and backfill=off, or no"
 		                 " list_path= on its API)"
 		               : "this table's API type cannot be synced";
-	running = t->state == SYNC_LOADING || t->state == SYNC_FETCHING ||
-	          t->state == SYNC_APPLYING;
+	running =
+	        t->state == SYNC_LOADING || t->state == SYNC_FETCHING || t->state == SYNC_APPLYING;
 	if (backfill) {
 		t->reset = true;
 		log_info("synced table %s: backfill requested from the console", t->name);

@@ -34,6 +34,7 @@
 #include "log.h"
 #include "mutation/catalog.h"
 #include "mutation/classifier.h"
+#include "mutation/history.h"
 #include "mutation/journal.h"
 #include "mutation/sync.h"
 #include "pgc.h"
@@ -44,6 +45,14 @@
 
 #define MAX_IDLE_CONNS 8
 #define RESPONSE_MAX   (64 * 1024 * 1024)
+/*
+ * What the capture run may hand to the loop: the row images of one statement, as JSON text, old
+ * and new together. Reading them (JSON parse, re-encoding jsonb values, building the request)
+ * runs on the event loop at 15-30 MB/s for the worst shapes (arrays of small numbers), so
+ * 256 KiB stalls the other clients for a few ms at most, and still holds 200 rows of a few
+ * hundred bytes. PostgreSQL measures the images; a larger statement never leaves the server.
+ */
+#define CAPTURE_MAX_BYTES (256 * 1024)
 
 struct synced_table {
 	char *database, *schema, *table, *qualified;
@@ -209,7 +218,7 @@ struct mutation {
 	struct api_call *call;
 	char *confirmed; /* the API's confirmation as JSON (for the journal) */
 	char *ids;       /* the API's record ids, for messages */
-	char capture_sql[200];
+	char capture_sql[640];
 	char prelude_sql[512];
 	char *session_sql;   /* the client's session settings that shape how a statement reads */
 	char db_error[256];  /* PostgreSQL's message when a run failed, for logs and DETAIL */
@@ -227,6 +236,11 @@ struct mutation {
 	struct pktbuf err; /* the error to send, when one was decided */
 	bool failed;
 	bool conn_broken;
+	/* the API's answer, for the history: "ok" or its error class (NULL until it answered) */
+	const char *api_outcome;
+	int api_status;
+	int64_t api_usec;
+	char api_request_id[96];
 	bool sync_noted; /* the sync worker was told of this write (sync_write_begin) */
 };
 
@@ -478,6 +492,17 @@ static void set_api_error(struct mutation *m, const struct api_error *ae)
 		sqlstate = "54000";
 		what = "request too large";
 		break;
+	case API_ERR_ASSIGNED_ID:
+		/* refused here, like a GENERATED ALWAYS column: not the API's verdict */
+		sqlstate = "428C9";
+		hintp = "Leave the column out: RETURNING gives the id the API assigns.";
+		break;
+	case API_ERR_TOO_LARGE:
+		/* syncbouncer's own cap, not the API's verdict: never a validation error */
+		sqlstate = "54000";
+		what = "request too large";
+		hintp = "Write fewer rows, or smaller values, per statement.";
+		break;
 	case API_ERR_UNKNOWN_OUTCOME:
 	case API_ERR_BAD_ANSWER:
 		sqlstate = "XX000";
@@ -511,6 +536,17 @@ static void set_api_error(struct mutation *m, const struct api_error *ae)
 		         ae->message, sentence_end(ae->message), api);
 	else
 		snprintf(detail, sizeof(detail), "%s", ae->message);
+	if (ae->local && (ae->cls == API_ERR_VALIDATION || ae->cls == API_ERR_REQUIRED ||
+	                  ae->cls == API_ERR_DUPLICATE)) {
+		/* a value the request cannot carry: syncbouncer's refusal, not the API's verdict */
+		sqlstate = "22023";
+		snprintf(msg, sizeof(msg), "row cannot be sent to %s", api);
+	}
+	if (ae->cls == API_ERR_ASSIGNED_ID) {
+		snprintf(msg, sizeof(msg), "%.200s", ae->message);
+		snprintf(detail, sizeof(detail),
+		         "Column \"%s\" holds the record id that %s assigns.", ae->column, api);
+	}
 	set_error(m, sqlstate, msg, detail[0] ? detail : NULL, hintp);
 	if (ae->column[0]) {
 		/* the column field of the ErrorResponse names the offending column */
@@ -1290,6 +1326,10 @@ static void on_api_done(void *arg, struct api_result *ar)
 	bool ok = true;
 
 	m->call = NULL;
+	m->api_status = ar->http_status;
+	m->api_usec = ar->call_usec;
+	snprintf(m->api_request_id, sizeof(m->api_request_id), "%s", ar->request_id);
+	m->api_outcome = ar->ok ? "ok" : api_error_class_str(ar->error.cls);
 	if (!ar->ok) {
 		if (m->ct != NULL)
 			m->ct->rejected++;
@@ -1467,6 +1507,18 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		rollback(m);
 		return;
 	}
+	if (PQnfields(res) < 4 || atoll(PQgetvalue(res, 0, 3)) > CAPTURE_MAX_BYTES) {
+		char detail[256];
+		snprintf(detail, sizeof(detail),
+		         "The rows it would %s in %s take %s bytes as JSON; syncbouncer takes at "
+		         "most %d bytes per statement.",
+		         api_op_str(op), m->st->qualified,
+		         PQnfields(res) < 4 ? "?" : PQgetvalue(res, 0, 3), CAPTURE_MAX_BYTES);
+		set_error(m, "54000", "synced-table write too large for one API request", detail,
+		          "Write fewer rows, or smaller values, per statement.");
+		rollback(m);
+		return;
+	}
 	m->rows = calloc((size_t)m->nrows, sizeof(*m->rows));
 	m->api_rows = calloc((size_t)m->nrows, sizeof(*m->api_rows));
 	if (m->rows == NULL || m->api_rows == NULL) {
@@ -1539,10 +1591,15 @@ static void start_capture(struct mutation *m)
 {
 	bool ok;
 
-	snprintf(m->capture_sql, sizeof(m->capture_sql),
-	         "SELECT seq, old::text, new::text FROM syncbouncer.capture "
-	         "WHERE xid = pg_catalog.pg_current_xact_id() AND tbl = %u ORDER BY seq",
-	         m->ct->relid);
+	/* the images only when they fit in CAPTURE_MAX_BYTES; their size in any case */
+	snprintf(
+	        m->capture_sql, sizeof(m->capture_sql),
+	        "SELECT seq, CASE WHEN total <= %d THEN o END, CASE WHEN total <= %d THEN n END, "
+	        "total FROM (SELECT seq, o, n, pg_catalog.sum(COALESCE(pg_catalog.octet_length(o), "
+	        "0) + COALESCE(pg_catalog.octet_length(n), 0)) OVER () AS total "
+	        "FROM (SELECT seq, old::text AS o, new::text AS n FROM syncbouncer.capture "
+	        "WHERE xid = pg_catalog.pg_current_xact_id() AND tbl = %u) c) s ORDER BY seq",
+	        CAPTURE_MAX_BYTES, CAPTURE_MAX_BYTES, m->ct->relid);
 	m->state = MUT_CAPTURING;
 	/*
 	 * lock_timeout: the write may wait for a row that the client itself holds locked in its
@@ -1649,12 +1706,43 @@ static bool multi_next(struct synced *sy, struct mut_client *mc)
 	return begin_mutation(sy, mc->client, &sc, sql, NULL) && mc->m != NULL;
 }
 
+/* The finished write goes to the log (log_mutations), SHOW MUTATIONS and the metrics. */
+static void report_finished(struct mutation *m)
+{
+	struct conn *c = m->mc ? m->mc->client : NULL;
+	char sqlstate[6] = "";
+	struct mutation_report r = {
+	        .client = c,
+	        .client_id = c ? c->id : 0,
+	        .database = m->st->database,
+	        .table = m->st->qualified,
+	        .operation = stmt_op_str(m->op),
+	        .api = api_name(m->st->api),
+	        .rows = m->nrows,
+	        .api_called = m->api_outcome != NULL,
+	        .http_status = m->api_status,
+	        .request_id = m->api_request_id,
+	        .api_usec = m->api_outcome ? m->api_usec : -1,
+	        .total_usec = (int64_t)(bouncer_now_usec() - m->started),
+	        .values = m->confirmed,
+	};
+
+	if (m->failed)
+		history_error_sqlstate(m->err.data, m->err.len, sqlstate, sizeof(sqlstate));
+	r.sqlstate = sqlstate;
+	r.outcome = !m->failed                                            ? "ok"
+	            : m->api_outcome && strcmp(m->api_outcome, "ok") != 0 ? m->api_outcome
+	                                                                  : "failed";
+	history_record(m->sy->b, &r);
+}
+
 /* Answers the client (error or nothing more), gives the connection back, frees m. */
 static void mutation_finish(struct mutation *m)
 {
 	struct synced *sy = m->sy;
 	struct mut_client *mc = m->mc;
 
+	report_finished(m);
 	if (m->call != NULL) {
 		api_call_cancel(m->call);
 		m->call = NULL;
@@ -3047,7 +3135,8 @@ void synced_show_tables(struct bouncer *b, synced_row_cb cb, void *arg)
 }
 
 const char *const synced_mutations_columns[] = {
-        "client", "database", "table", "operation", "rows", "api", "state", "age", NULL,
+        "client", "database", "table",    "operation",   "rows",       "api",        "state",
+        "age",    "outcome",  "sqlstate", "http_status", "request_id", "latency_us", NULL,
 };
 
 void synced_show_mutations(struct bouncer *b, synced_row_cb cb, void *arg)
@@ -3061,8 +3150,9 @@ void synced_show_mutations(struct bouncer *b, synced_row_cb cb, void *arg)
 	{
 		struct mutation *m = list_entry(it, struct mutation, head);
 		char client[32], rows[16], age[32];
-		const char *vals[8];
-		snprintf(client, sizeof(client), "%p", m->mc ? (void *)m->mc->client : NULL);
+		const char *vals[13] = {NULL};
+		snprintf(client, sizeof(client), "%llu",
+		         m->mc ? (unsigned long long)m->mc->client->id : 0ULL);
 		snprintf(rows, sizeof(rows), "%d", m->nrows);
 		snprintf(age, sizeof(age), "%.3f",
 		         (double)(bouncer_now_usec() - m->started) / 1000000.0);
@@ -3074,8 +3164,9 @@ void synced_show_mutations(struct bouncer *b, synced_row_cb cb, void *arg)
 		vals[5] = api_name(m->st->api);
 		vals[6] = mut_state_str(m->state);
 		vals[7] = age;
-		cb(arg, 8, vals);
+		cb(arg, 13, vals);
 	}
+	history_show(b->history, cb, arg);
 }
 
 const char *const synced_apis_columns[] = {
@@ -3115,6 +3206,22 @@ void synced_show_apis(struct bouncer *b, synced_row_cb cb, void *arg)
 		vals[10] = st.usage_used >= 0 ? usage : NULL;
 		cb(arg, 11, vals);
 	}
+}
+
+static void count_only(void *arg, const char *id, const char *line)
+{
+	(void)arg;
+	(void)id;
+	(void)line;
+}
+
+int synced_journal_backlog(struct bouncer *b)
+{
+	struct synced *sy = b->synced;
+
+	if (sy == NULL || sy->journal == NULL)
+		return -1;
+	return journal_foreach_pending(sy->journal, count_only, NULL);
 }
 
 /* ---- admin console commands ------------------------------------------------------------ */

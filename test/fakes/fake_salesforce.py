@@ -29,7 +29,8 @@ Control API for tests:
                   down: requests are read, then the connection is dropped unanswered
                   (outcome unknown); unreachable_ms: the port refuses connections for that
                   long (nothing can be sent).
-  GET  /_requests the log of received API requests (token and data calls)
+  GET  /_requests the log of received API requests (token and data calls; "time" it arrived,
+                  and for writes "done", when the answer went out)
   GET  /_store    the records, {"Contact": {"003...": {...}}}
                   query_delay_ms: a query's answer waits that long after its snapshot was
                   taken; write_delay_ms: sObject Collections calls wait that long before they
@@ -244,7 +245,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         time.sleep(st.write_delay_ms / 1000.0)
                     finally:
                         st.lock.acquire()
-                return self.collections(method, query, body, limit_hdr)
+                answer = self.collections(method, query, body, limit_hdr)
+                entry["done"] = time.time()  # when the answer went out
+                return answer
             if rest in ("query", "queryAll") and method == "GET":
                 return self.soql(m.group(1), (query.get("q") or [""])[0], rest == "queryAll",
                                  limit_hdr)

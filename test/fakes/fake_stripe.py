@@ -10,7 +10,9 @@
   GET    /v1/events              the same for events, filtered by types[]; every create, update
                                  and delete (through the API or /_records) makes one
                                  ("customer.created", ..., data.object = the object then)
-Needs "Authorization: Bearer <--token>". Idempotency-Key on a POST: a repeated key returns the
+Needs "Authorization: Bearer <--token>". Every answer to an API request carries a Request-Id header
+("req_" and 14 characters, as Stripe's), also kept in the request log. Idempotency-Key on a POST:
+a repeated key returns the
 first answer again without applying anything. Validation: "email" must look like an address
 (400 {"error": {"type": "invalid_request_error", "code": "email_invalid", "param": "email", ...}}).
 
@@ -18,12 +20,16 @@ Control API: POST /_records {"resource": "customers", "op": "create", "fields": 
 -> the object, {"op": "update", "id", "fields"}, {"op": "delete", "id"} (changes made directly in
 Stripe, with their events); POST /_control {"delay_ms", "fail_status", "fail_count", "rate_limit",
 "drop_after_apply": n (apply the next n POSTs, then close the connection without answering),
-"after_drop_status": s (the request after such a drop fails with status s), "reset"}, GET /_requests, GET /_store.
+"after_drop_status": s (the request after such a drop fails with status s), "in_use_count": n
+(the next n POSTs that carry an Idempotency-Key get Stripe's 409 idempotency_key_in_use, as
+while an earlier request with the key is still running; nothing is applied), "reset"},
+GET /_requests, GET /_store.
 Run: python3 test/fakes/fake_stripe.py --port N  (prints "listening on N" when ready).
 """
 import argparse
 import http.server
 import json
+import random
 import re
 import socket
 import threading
@@ -52,6 +58,7 @@ class State:
         self.drop_after_apply = 0
         self.after_drop_status = 0
         self.dropped = False
+        self.in_use_count = 0
         self.events = []
 
 
@@ -61,9 +68,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         pass
 
+    request_id = None
+
     def send(self, status, obj):
         body = json.dumps(obj).encode()
         self.send_response(status)
+        if self.request_id:
+            self.send_header("Request-Id", self.request_id)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -79,6 +90,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def dispatch(self, method):
         st = self.server.state
+        self.request_id = None
         url = urllib.parse.urlsplit(self.path)
         n = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(n) if n > 0 else b""
@@ -86,10 +98,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.control(method, url.path, raw)
         form = {k: v[0] for k, v in urllib.parse.parse_qs(raw.decode(), keep_blank_values=True).items()}
         key = self.headers.get("Idempotency-Key")
+        self.request_id = "req_" + "".join(random.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+                                           for _ in range(14))
         with st.lock:
             st.log.append({"method": method, "path": url.path, "form": form,
                            "query": url.query, "time": time.time(),
-                           "idempotency_key": key, "content_type": self.headers.get("Content-Type")})
+                           "idempotency_key": key, "content_type": self.headers.get("Content-Type"),
+                           "request_id": self.request_id})
             delay = st.delay_ms
         if delay:
             time.sleep(delay / 1000.0)
@@ -107,6 +122,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 st.dropped = False
                 return self.send(*self.err(st.after_drop_status, "invalid_request_error",
                                            "fake failure after a lost answer"))
+            if method == "POST" and key and st.in_use_count > 0:
+                st.in_use_count -= 1
+                return self.send(*self.err(
+                    409, "idempotency_error",
+                    "There is currently another in-progress request using this Idempotent Key "
+                    "(that probably means you submitted twice, and the other request is still "
+                    "going through): %s. Please try again later." % key,
+                    "idempotency_key_in_use"))
             if method == "GET" and url.path in ("/v1/events",) or (
                     method == "GET" and len([p for p in url.path.split("/") if p]) == 2):
                 status, obj = self.listing(url)
@@ -260,7 +283,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if c.get("reset"):
                     st.reset()
                 for k in ("delay_ms", "fail_status", "fail_count", "rate_limit", "drop_after_apply",
-                          "after_drop_status"):
+                          "after_drop_status", "in_use_count"):
                     if k in c:
                         setattr(st, k, int(c[k]))
                 if "fail_status" in c and "fail_count" not in c:

@@ -1,12 +1,15 @@
 /*
- * libFuzzer target for everything that reads API answers: the JSON parser, and every
+ * libFuzzer target for everything that reads API answers: the JSON parser, every
  * connector's answer parser (every operation, with the status code taken from the
- * input). Built with clang only, not part of make check:
+ * input), and every connector's read side (pages of the change feed, from several cursors).
+ * Built with clang only, not part of make check:
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE \
  *     -Iinclude -I/usr/include/yajl src/api/json.c src/api/connector.c \
  *     src/api/salesforce.c src/api/rest.c src/api/stripe.c src/api/hubspot.c \
- *     src/api/airtable.c src/api/http.c src/dns.c src/log.c test/fuzz/fuzz_api.c \
+ *     src/api/airtable.c src/api/changes.c src/api/salesforce_changes.c \
+ *     src/api/stripe_changes.c src/api/rest_changes.c src/api/hubspot_changes.c \
+ *     src/api/airtable_changes.c src/api/http.c src/dns.c src/log.c test/fuzz/fuzz_api.c \
  *     -lyajl -lcurl -levent -lcares -o fuzz_api
  *   ./fuzz_api -max_len=65536 test/unit/fixtures/api
  *
@@ -19,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/changes.h"
 #include "api/connector.h"
 #include "api/json.h"
 
@@ -30,7 +34,10 @@ static struct api_table table;
 static void fuzz_init(void)
 {
 	static struct cf_kv sf[] = {{"type", "salesforce"}, {"base_url", "https://x"}};
-	static struct cf_kv rest1[] = {{"type", "rest"}, {"base_url", "http://x"}, {"path", "/c"}};
+	static struct cf_kv rest1[] = {{"type", "rest"},          {"base_url", "http://x"},
+	                               {"path", "/c"},            {"list_path", "/c"},
+	                               {"changed_since", "since"}, {"cursor_field", "v"},
+	                               {"deleted_field", "gone"}};
 	static struct cf_kv restn[] = {{"type", "rest"},
 	                               {"base_url", "http://x"},
 	                               {"insert_path", "/c"},
@@ -47,7 +54,7 @@ static void fuzz_init(void)
 	char err[256];
 
 	conns[0] = connector_create("sf", sf, 2, err, sizeof(err));
-	conns[1] = connector_create("r1", rest1, 3, err, sizeof(err));
+	conns[1] = connector_create("r1", rest1, 7, err, sizeof(err));
 	conns[2] = connector_create("rn", restn, 8, err, sizeof(err));
 	conns[3] = connector_create("st", stripe, 2, err, sizeof(err));
 	conns[4] = connector_create("hs", hubspot, 2, err, sizeof(err));
@@ -101,6 +108,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (res.ok && res.nrows != nrows)
 		abort(); /* a result must match the request row for row */
 	api_result_free(&res);
+	if (changes_supported(conns[which])) {
+		static const char *const cursors[] = {
+		        "",        "2024-05-01T10:00:00.000+0000|003A", "b|evt_1|", "b|evt_1|cus_2",
+		        "e|evt_1", "n|", "s|1714557600000", "a|1714557600000|", "t|2024-05-01T10:00:00.000Z",
+		        "7"};
+		static const char *const nexts[] = {NULL, "/services/data/v59.0/query/01g-2",
+		                                    "1714557600000|200", "2024-05-01T10:00:00.000Z|itr1/1"};
+		struct changes_req req = {.cursor = cursors[data[0] % 10],
+		                          .next = nexts[(data[0] / 10) % 4],
+		                          .page_size = 2,
+		                          .full_scan = data[0] & 1};
+		struct changes_page page;
+		changes_parse_response(conns[which], &table, &req, &resp, &page);
+		for (int i = 0; page.ok && i < page.nrecords; i++)
+			if (page.records[i].id == NULL || page.records[i].id[0] == '\0')
+				abort(); /* every record names its id */
+		changes_page_free(&page);
+	}
 	free(body);
 	return 0;
 }

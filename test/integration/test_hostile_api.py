@@ -88,7 +88,7 @@ TABLES = {
     "rest": ("rest.contacts", "contacts",
              "CREATE SCHEMA IF NOT EXISTS rest AUTHORIZATION app;"
              "DROP TABLE IF EXISTS rest.contacts;"
-             "CREATE TABLE rest.contacts (id text PRIMARY KEY, name text, email text);"
+             "CREATE TABLE rest.contacts (id text PRIMARY KEY, name text, email text, data jsonb);"
              "ALTER TABLE rest.contacts OWNER TO app;"),
 }
 
@@ -100,11 +100,13 @@ def start_synced(pg, bouncer_factory, kind, fake, rows=(), pgbouncer=None):
     pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
     pg.sql(ddl, dbname="crm")
     for r in rows:
-        pg.sql(f"INSERT INTO {table} VALUES ('{r[0]}', '{r[1]}', '{r[2]}')", dbname="crm")
+        pg.sql(f"INSERT INTO {table} (id, name, email) VALUES ('{r[0]}', '{r[1]}', '{r[2]}')",
+               dbname="crm")
     b = bouncer_factory(config={
         "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
         "apis": [api_line(kind, fake)],
-        "synced_tables": [f"crm.{table} = api={kind} object={obj}"],
+        # writes only: no sync pass reads the fake meanwhile, so its request log is ours
+        "synced_tables": [f"crm.{table} = api={kind} object={obj} sync_interval=0 backfill=off"],
         "pgbouncer": pgbouncer or {},
     })
     deadline = time.monotonic() + 20
@@ -127,7 +129,7 @@ def sync_settled(b):
         cur = a.execute("SHOW SYNCED_TABLES")
         cols = [d.name for d in cur.description]
         rows = [dict(zip(cols, r)) for r in cur.fetchall()]
-    return all(r["state"] != "ready" or r["sync_state"] in ("off", "failed")
+    return all(r["state"] == "failed" or r["sync_state"] in ("off", "failed")
                or r["last_sync"] is not None for r in rows)
 
 
@@ -220,3 +222,87 @@ def test_dot_ids_stay_one_path_segment(bouncer_factory, pg, request, kind):
         n = len(fake.requests())
         conn.execute(f"update {b.table} set name = 'Paul A' where id = %s", (cid,))
         assert fake.requests()[n]["path"] == f"{base}/{cid}"
+
+
+# ---------------------------------------------------------------- size
+
+
+@pytest.mark.timeout(120)
+def test_huge_captured_rows_get_54000_and_other_clients_are_served(bouncer_factory, pg,
+                                                                   fake_rest):
+    """A synced write whose row images are larger than the pooler reads on its event loop is
+    refused by PostgreSQL's measure before the images reach the pooler; meanwhile another client
+    keeps being answered."""
+    b = start_synced(pg, bouncer_factory, "rest", fake_rest)
+    stop = threading.Event()
+    served = []  # (monotonic time, answer) of the other client's queries
+    errors = []
+
+    def other_client():
+        try:
+            with b.connect(autocommit=True) as conn:
+                # bounded: at most 60 s, whatever happens to the main thread
+                deadline = time.monotonic() + 60
+                while not stop.is_set() and time.monotonic() < deadline:
+                    served.append((time.monotonic(), conn.execute("select 1").fetchone()[0]))
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    t = threading.Thread(target=other_client)
+    t.start()
+    try:
+        while not served and not errors and t.is_alive():
+            time.sleep(0.01)
+        with crm(b) as conn:
+            started = time.monotonic()
+            with pytest.raises(psycopg.errors.ProgramLimitExceeded) as ei:
+                # a one-million-element jsonb value, built by the server from a short statement
+                conn.execute("insert into rest.contacts (name, email, data) select 'big', "
+                             "'big@example.com', jsonb_agg(i) "
+                             "from generate_series(1, 1000000) i")
+            ended = time.monotonic()
+            diag = ei.value.diag
+            assert diag.sqlstate == "54000"
+            assert diag.message_primary == "synced-table write too large for one API request"
+            assert "syncbouncer takes at most 262144 bytes per statement" in diag.message_detail
+            assert "rest.contacts" in diag.message_detail
+            assert diag.message_hint
+            # the connection stays usable, and a value within the bound goes through
+            conn.execute("insert into rest.contacts (name, email, data) select 'small', "
+                         "'small@example.com', jsonb_agg(i) from generate_series(1, 1000) i")
+            assert conn.execute("select name from rest.contacts").fetchall() == [("small",)]
+    finally:
+        stop.set()
+        t.join(70)
+    assert not errors, errors
+    assert all(v == 1 for _, v in served)
+    # the other client was answered while the big statement was being refused
+    assert any(started <= at <= ended for at, _ in served), (started, ended, len(served))
+    # nothing of the big row reached the API
+    sent = fake_rest.requests()
+    assert [(r["body"]["name"], len(r["body"]["data"])) for r in sent] == [("small", 1000)]
+
+
+@pytest.mark.timeout(60)
+def test_value_over_the_connectors_cap_is_54000_not_a_validation_error(bouncer_factory, pg,
+                                                                        fake_stripe):
+    """Stripe's form body is capped at 256 KiB by the pooler: a value that would pass it is the
+    pooler's limit (54000), not something Stripe rejected (23514)."""
+    b = start_synced(pg, bouncer_factory, "stripe", fake_stripe)
+    with crm(b) as conn:
+        (cid,) = conn.execute("insert into stripe.customers (name, email) values "
+                              "('Paul', 'paul@example.com') returning id").fetchone()
+        n = len(fake_stripe.requests())
+        # 60,000 two-byte characters: 120 kB in the row, 360 kB once form-encoded
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded) as ei:
+            conn.execute("update stripe.customers set name = repeat('\u00e9', 60000) "
+                         "where id = %s", (cid,))
+        diag = ei.value.diag
+        assert diag.sqlstate == "54000"
+        assert diag.message_primary == "stripe request too large"
+        assert "larger than syncbouncer's limit of 262144 bytes" in diag.message_detail
+        assert "nothing was sent" in diag.message_detail
+        assert len(fake_stripe.requests()) == n
+        assert conn.execute("select name from stripe.customers where id = %s",
+                            (cid,)).fetchone() == ("Paul",)
+        assert fake_stripe.store()["customers"][cid]["name"] == "Paul"

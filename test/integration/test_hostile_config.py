@@ -75,7 +75,9 @@ def test_scram_refuses_an_empty_password(bouncer_factory):
     w.close()
     assert err is not None
     assert err["S"] == "FATAL"
-    assert err["M"].startswith("password authentication failed")
+    # pgbouncer's words for a failed SCRAM exchange (1.18 lets the server refuse it instead)
+    assert err["M"] == "SASL authentication failed" or (
+        IS_PGBOUNCER and err["M"].startswith("password authentication failed"))
     with b.connect() as conn:
         assert conn.execute("select 1").fetchone() == (1,)
 
@@ -101,16 +103,6 @@ def test_empty_password_refused_by_plain_and_md5(bouncer_factory, auth_type):
 
 # (section, key, value): one per row of the refusal table in src/config.c.
 REFUSED = [
-    ("pgbouncer", "client_tls_sslmode", "require"),
-    ("pgbouncer", "client_tls_sslmode", "prefer"),
-    ("pgbouncer", "server_tls_sslmode", "require"),
-    ("pgbouncer", "server_tls_sslmode", "verify-full"),
-    ("pgbouncer", "auth_type", "hba"),
-    ("pgbouncer", "auth_type", "cert"),
-    ("pgbouncer", "auth_user", "postgres"),
-    ("pgbouncer", "auth_query", "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"),
-    ("databases", "auth_user", "postgres"),
-    ("databases", "auth_query", "'SELECT usename, passwd FROM pg_shadow WHERE usename=$1'"),
     ("pgbouncer", "disable_pqexec", "1"),
     ("pgbouncer", "scram_iterations", "100000"),
     ("pgbouncer", "unix_socket_group", "postgres"),

@@ -561,3 +561,28 @@ def test_backfill_off_then_sync_backfill_from_the_console(pg, bouncer_factory, f
         and sorted(pg.sql("SELECT id FROM stripe.customers", dbname="crm")) == sorted(
             [(old_st["id"],), (new_st["id"],)]))
     assert "backfill requested from the console" in b.log()
+
+
+def test_client_writes_go_before_sync_reads(pg, bouncer_factory, fake_sf):
+    """max_in_flight=2: while a client write holds a slot of the API, no sync read is sent (one
+    slot always stays free for client writes); the read goes once the write is done."""
+    b = start_synced(pg, bouncer_factory, fake_sf, api_extra="max_in_flight=2",
+                     table_extra="columns='note:Description' sync_interval=0")
+    fake_sf.control(write_delay_ms=2000)  # within the API's timeout=3
+    log = lambda: fake_sf._call("GET", "/_requests")
+    before = len(log())
+    w = threading.Thread(target=lambda: b.connect(dbname="crm", autocommit=True).execute(
+        "insert into salesforce.contacts (last_name) values ('Slow')"))
+    w.start()
+    wait_for("the write in flight", lambda: any(
+        r["method"] == "POST" and r["path"].endswith("/composite/sobjects") for r in log()))
+    sync_now(b)  # asked while the write holds its slot
+    w.join(30)
+    fake_sf.control(write_delay_ms=0)
+    new = log()[before:]
+    write = [r for r in new if r["path"].endswith("/composite/sobjects")]
+    reads = [r for r in new if r["path"].endswith("/queryAll")]
+    assert len(write) == 1 and len(reads) == 1
+    # the fake's own clock: the read arrived after the write's answer went out
+    assert reads[0]["time"] >= write[0]["done"], (reads, write)
+    assert [r[2] for r in sf_rows(pg)] == ["Slow"]

@@ -2,11 +2,14 @@
 
 libpq and psycopg hide what the tests must check: which authentication request the pooler
 sends, the SQLSTATE of a refused login, and how a client that reads slowly is treated. This
-speaks just enough of protocol 3.0 for that: startup, cleartext/md5/trust authentication,
-simple Query, and message reading with a bounded receive buffer.
+speaks just enough of protocol 3.0 for that: startup, cleartext/md5/SCRAM-SHA-256/trust
+authentication, simple Query, and message reading with a bounded receive buffer.
 """
 
+import base64
 import hashlib
+import hmac
+import os
 import socket
 import struct
 
@@ -14,6 +17,8 @@ AUTH_OK = 0
 AUTH_CLEARTEXT = 3
 AUTH_MD5 = 5
 AUTH_SASL = 10
+AUTH_SASL_CONTINUE = 11
+AUTH_SASL_FINAL = 12
 
 
 class WireError(Exception):
@@ -115,6 +120,13 @@ class WireClient:
                     inner = hashlib.md5((password or "").encode() + user.encode()).hexdigest()
                     outer = hashlib.md5(inner.encode() + salt).hexdigest()
                     self.send(b"p", b"md5" + outer.encode() + b"\0")
+                elif code == AUTH_SASL:
+                    self._scram_first(msg[4:])
+                elif code == AUTH_SASL_CONTINUE:
+                    self._scram_final(msg[4:], password or "")
+                elif code == AUTH_SASL_FINAL:
+                    if msg[4:].decode() != "v=" + self._scram["expect"]:
+                        raise WireError("wrong SCRAM server signature")
                 else:
                     raise WireError(f"authentication request {code} not supported here")
             elif kind == "S":
@@ -128,6 +140,30 @@ class WireClient:
                 continue
             else:
                 raise WireError(f"unexpected message {kind!r} during startup")
+
+    def _scram_first(self, mechs):
+        if b"SCRAM-SHA-256" not in mechs.split(b"\0"):
+            raise WireError(f"no SCRAM-SHA-256 among {mechs!r}")
+        nonce = base64.b64encode(os.urandom(18)).decode()
+        self._scram = {"bare": f"n=,r={nonce}"}
+        first = ("n,," + self._scram["bare"]).encode()
+        self.send(b"p", b"SCRAM-SHA-256\0" + struct.pack("!i", len(first)) + first)
+
+    def _scram_final(self, server_first, password):
+        sf = server_first.decode()
+        self.scram_server_first = sf
+        attrs = dict(a.split("=", 1) for a in sf.split(","))
+        salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(attrs["s"]),
+                                     int(attrs["i"]))
+        client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+        server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+        without_proof = f"c=biws,r={attrs['r']}"
+        auth = f"{self._scram['bare']},{sf},{without_proof}".encode()
+        sig = hmac.new(hashlib.sha256(client_key).digest(), auth, "sha256").digest()
+        proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, sig))).decode()
+        self._scram["expect"] = base64.b64encode(
+            hmac.new(server_key, auth, "sha256").digest()).decode()
+        self.send(b"p", f"{without_proof},p={proof}".encode())
 
     def query(self, sql):
         self.send(b"Q", sql.encode() + b"\0")

@@ -442,6 +442,37 @@ static void test_conninfo(void **state)
 	finish(&r);
 }
 
+/* The control-plane connections follow server_tls_*: libpq gets the same sslmode and files. */
+static void test_conninfo_tls(void **state)
+{
+	static const char ini[] = "[databases]\n"
+	                          "crm = host=127.0.0.1 port=@PORT@ user=app password=pw\n"
+	                          "[apis]\n"
+	                          "sf = type=salesforce base_url=http://127.0.0.1:1\n"
+	                          "[synced_tables]\n"
+	                          "crm.salesforce.contacts = api=sf\n"
+	                          "[pgbouncer]\n"
+	                          "server_tls_sslmode = verify-full\n"
+	                          "server_tls_ca_file = /etc/ca.crt\n"
+	                          "server_tls_cert_file = /etc/client.crt\n"
+	                          "server_tls_key_file = /etc/client.key\n";
+	struct run r;
+	char ci[1024];
+
+	(void)state;
+	NEED_PG();
+	start(&r, ini, NULL);
+	assert_true(catalog_conninfo(r.cat, "crm", ci, sizeof(ci)));
+	assert_non_null(strstr(ci, "sslmode='verify-full'"));
+	assert_non_null(strstr(ci, "sslrootcert='/etc/ca.crt'"));
+	assert_non_null(strstr(ci, "sslcert='/etc/client.crt'"));
+	assert_non_null(strstr(ci, "sslkey='/etc/client.key'"));
+	catalog_free(r.cat);
+	r.cat = NULL;
+	run_loop(&r, 1);
+	finish(&r);
+}
+
 static void test_no_synced_tables(void **state)
 {
 	struct run r;
@@ -487,6 +518,7 @@ int main(void)
 	        cmocka_unit_test(test_failed_table_retried_until_ready),
 	        cmocka_unit_test(test_user_from_synced_table_line),
 	        cmocka_unit_test(test_conninfo),
+	        cmocka_unit_test(test_conninfo_tls),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -51,8 +51,11 @@ static void page(struct connector *c, const struct api_table *t, const char *cur
 static char *build(struct connector *c, const struct api_table *t, const char *cursor,
                    const char *next, const char *const *fields, int nfields)
 {
-	struct changes_req req = {.cursor = cursor, .next = next, .fields = fields,
-	                          .nfields = nfields, .page_size = 2};
+	struct changes_req req = {.cursor = cursor,
+	                          .next = next,
+	                          .fields = fields,
+	                          .nfields = nfields,
+	                          .page_size = 2};
 	struct api_http_spec spec;
 	struct api_error err;
 	char *url;
@@ -77,14 +80,16 @@ static void test_salesforce(void **state)
 	table(&t, "Contact");
 	url = build(c, &t, "", NULL, fields, 3);
 	assert_non_null(url);
-	assert_string_equal(url, "http://sf/services/data/v59.0/queryAll?q=SELECT%20Id%2C%20FirstName"
-	                         "%2C%20Description%2C%20SystemModstamp%2C%20IsDeleted%20FROM%20Contact"
-	                         "%20ORDER%20BY%20SystemModstamp%2C%20Id");
+	assert_string_equal(url,
+	                    "http://sf/services/data/v59.0/queryAll?q=SELECT%20Id%2C%20FirstName"
+	                    "%2C%20Description%2C%20SystemModstamp%2C%20IsDeleted%20FROM%20Contact"
+	                    "%20ORDER%20BY%20SystemModstamp%2C%20Id");
 	free(url);
 	url = build(c, &t, "2024-05-01T10:00:00.000+0000|003A", NULL, fields, 3);
-	assert_non_null(strstr(url, "WHERE%20SystemModstamp%20%3E%202024-05-01T10%3A00%3A00Z%20OR%20"
-	                            "%28SystemModstamp%20%3D%202024-05-01T10%3A00%3A00Z%20AND%20Id"
-	                            "%20%3E%20%27003A%27%29"));
+	assert_non_null(strstr(url,
+	                       "WHERE%20SystemModstamp%20%3E%202024-05-01T10%3A00%3A00Z%20OR%20"
+	                       "%28SystemModstamp%20%3D%202024-05-01T10%3A00%3A00Z%20AND%20Id"
+	                       "%20%3E%20%27003A%27%29"));
 	free(url);
 	/* the continuation is followed, only on the same host's data API */
 	url = build(c, &t, "x|y", "/services/data/v59.0/query/01g-2000", fields, 3);
@@ -165,12 +170,13 @@ static void test_stripe(void **state)
 	assert_string_equal(url, "http://st/v1/customers?limit=2&starting_after=cus_2");
 	free(url);
 	page(c, &t, "b|evt_9|", NULL, 200,
-	     "{\"has_more\":true,\"data\":[{\"id\":\"cus_3\",\"created\":5},{\"id\":\"cus_2\"}]}", &p);
+	     "{\"has_more\":true,\"data\":[{\"id\":\"cus_3\",\"created\":5},{\"id\":\"cus_2\"}]}",
+	     &p);
 	assert_true(p.ok && p.more);
 	assert_string_equal(p.cursor, "b|evt_9|cus_2");
 	changes_page_free(&p);
-	page(c, &t, "b|evt_9|cus_2", NULL, 200, "{\"has_more\":false,\"data\":[{\"id\":\"cus_1\"}]}",
-	     &p);
+	page(c, &t, "b|evt_9|cus_2", NULL, 200,
+	     "{\"has_more\":false,\"data\":[{\"id\":\"cus_1\"}]}", &p);
 	assert_true(p.ok && !p.more);
 	assert_string_equal(p.cursor, "e|evt_9");
 	changes_page_free(&p);
@@ -210,8 +216,8 @@ static void test_rest(void **state)
 	                     {"cursor_field", "v"},
 	                     {"deleted_field", "gone"},
 	                     {"list_key", "data"}};
-	struct cf_kv half[] = {{"type", "rest"}, {"base_url", "http://r"}, {"path", "/c"},
-	                       {"list_path", "/c"}};
+	struct cf_kv half[] = {
+	        {"type", "rest"}, {"base_url", "http://r"}, {"path", "/c"}, {"list_path", "/c"}};
 	struct connector *c = make("r", kv, 8);
 	struct changes_page p;
 	struct api_table t;
@@ -220,6 +226,18 @@ static void test_rest(void **state)
 
 	assert_null(connector_create("r", half, 4, err, sizeof(err)));
 	assert_non_null(strstr(err, "changed_since"));
+	{
+		/* without list_path= the API is written only: no read side, and no crash asking */
+		struct connector *w = make("w", half, 3);
+		assert_false(changes_supported(w));
+		table(&t, "people");
+		page(w, &t, "", NULL, 200, "{\"data\":[]}", &p);
+		assert_false(p.ok);
+		assert_null(build(w, &t, "", NULL, NULL, 0));
+		changes_page_free(&p);
+		api_table_free(&t);
+		connector_free(w);
+	}
 	table(&t, "people");
 	url = build(c, &t, "", NULL, NULL, 0);
 	assert_string_equal(url, "http://r/people/feed?limit=2");
@@ -255,8 +273,11 @@ static void test_hubspot(void **state)
 	struct cf_kv kv[] = {{"type", "hubspot"}, {"base_url", "http://hs"}};
 	struct connector *c = make("hs", kv, 2);
 	const char *fields[] = {"id", "email"};
-	struct changes_req req = {.cursor = "s|1714557600000", .next = NULL, .fields = fields,
-	                          .nfields = 2, .page_size = 200};
+	struct changes_req req = {.cursor = "s|1714557600000",
+	                          .next = NULL,
+	                          .fields = fields,
+	                          .nfields = 2,
+	                          .page_size = 200};
 	struct api_http_spec spec;
 	struct api_error err;
 	struct http_response resp = {0};
@@ -334,8 +355,9 @@ static void test_airtable(void **state)
 
 	table(&t, "My Table");
 	assert_true(changes_build_request(c, &t, &req, &spec, &err));
-	assert_string_equal(spec.url, "http://at/v0/appX/My%20Table?pageSize=100&filterByFormula="
-	                              "LAST_MODIFIED_TIME%28%29%3E%3D%272026-12-07T09%3A00%3A00.000Z%27");
+	assert_string_equal(spec.url,
+	                    "http://at/v0/appX/My%20Table?pageSize=100&filterByFormula="
+	                    "LAST_MODIFIED_TIME%28%29%3E%3D%272026-12-07T09%3A00%3A00.000Z%27");
 	api_http_spec_free(&spec);
 	req.full_scan = true;
 	assert_true(changes_build_request(c, &t, &req, &spec, &err));
@@ -383,12 +405,9 @@ static void test_time(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_salesforce),
-	        cmocka_unit_test(test_stripe),
-	        cmocka_unit_test(test_rest),
-	        cmocka_unit_test(test_hubspot),
-	        cmocka_unit_test(test_airtable),
-	        cmocka_unit_test(test_time),
+	        cmocka_unit_test(test_salesforce), cmocka_unit_test(test_stripe),
+	        cmocka_unit_test(test_rest),       cmocka_unit_test(test_hubspot),
+	        cmocka_unit_test(test_airtable),   cmocka_unit_test(test_time),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -360,8 +360,7 @@ static void test_dot_ids_stay_one_segment(void **state)
 {
 	static const char *const ids[] = {".", "..", "...", "a/..", "./."};
 	static const char *const rest_want[] = {"http://h/contacts/%2E", "http://h/contacts/%2E%2E",
-	                                        "http://h/contacts/...",
-	                                        "http://h/contacts/a%2F..",
+	                                        "http://h/contacts/...", "http://h/contacts/a%2F..",
 	                                        "http://h/contacts/.%2F."};
 	struct cf_kv kv[] = {{"type", "rest"}, {"base_url", "http://h"}, {"path", "/contacts"}};
 	struct connector *r = make(kv, 3), *s = stripe();
@@ -392,6 +391,116 @@ static void test_dot_ids_stay_one_segment(void **state)
 	api_table_free(&t);
 	connector_free(r);
 	connector_free(s);
+}
+
+/* The record id is the API's to assign, unless a REST insert puts it in its path. */
+static void test_check_ids(void **state)
+{
+	static const struct api_value given[] = {{"id", "mine", API_VALUE_TEXT},
+	                                         {"email", "a@b.c", API_VALUE_TEXT}};
+	static const struct api_value none[] = {{"id", NULL, API_VALUE_TEXT},
+	                                        {"email", "a@b.c", API_VALUE_TEXT}};
+	static const struct api_value other[] = {{"id", "other", API_VALUE_TEXT},
+	                                         {"email", "a@b.c", API_VALUE_TEXT}};
+	struct cf_kv kv[] = {{"type", "rest"}, {"base_url", "http://h"}, {"path", "/contacts"}};
+	struct cf_kv put[] = {{"type", "rest"},
+	                      {"base_url", "http://h"},
+	                      {"path", "/contacts"},
+	                      {"insert_path", "/contacts/{id}"},
+	                      {"insert_method", "PUT"}};
+	struct connector *r = make(kv, 3), *p = make(put, 5), *s = stripe();
+	struct api_row ins = {.new_image = {given, 2}}, ins_none = {.new_image = {none, 2}};
+	struct api_row upd = {.old_image = {given, 2}, .new_image = {other, 2}};
+	struct api_error err;
+
+	(void)state;
+	assert_false(connector_check_ids(r, &table, API_OP_INSERT, &ins, 1, &err));
+	assert_int_equal(err.cls, API_ERR_ASSIGNED_ID);
+	assert_string_equal(err.message, "cannot insert a non-DEFAULT value into column \"id\"");
+	assert_string_equal(err.column, "id");
+	assert_false(connector_check_ids(s, &table, API_OP_INSERT, &ins, 1, &err));
+	assert_true(connector_check_ids(p, &table, API_OP_INSERT, &ins, 1, &err));
+	assert_true(connector_check_ids(r, &table, API_OP_INSERT, &ins_none, 1, &err));
+	assert_false(connector_check_ids(p, &table, API_OP_UPDATE, &upd, 1, &err));
+	assert_string_equal(err.message, "column \"id\" can only be updated to DEFAULT");
+	upd.new_image.values = given;
+	assert_true(connector_check_ids(r, &table, API_OP_UPDATE, &upd, 1, &err));
+	connector_free(r);
+	connector_free(p);
+	connector_free(s);
+}
+
+/* Which updates change nothing the API holds (and so need no request). */
+static void test_rows_change_nothing(void **state)
+{
+	static const struct api_value o[] = {{"id", "1", API_VALUE_TEXT},
+	                                     {"email", "a@b.c", API_VALUE_TEXT},
+	                                     {"created_at", "then", API_VALUE_TEXT}};
+	static const struct api_value same[] = {{"id", "1", API_VALUE_TEXT},
+	                                        {"email", "a@b.c", API_VALUE_TEXT},
+	                                        {"created_at", "then", API_VALUE_TEXT}};
+	static const struct api_value ro[] = {{"id", "1", API_VALUE_TEXT},
+	                                      {"email", "a@b.c", API_VALUE_TEXT},
+	                                      {"created_at", "now", API_VALUE_TEXT}};
+	static const struct api_value mail[] = {{"id", "1", API_VALUE_TEXT},
+	                                        {"email", NULL, API_VALUE_TEXT},
+	                                        {"created_at", "then", API_VALUE_TEXT}};
+	static const struct api_value pk[] = {{"id", "2", API_VALUE_TEXT},
+	                                      {"email", "a@b.c", API_VALUE_TEXT},
+	                                      {"created_at", "then", API_VALUE_TEXT}};
+	struct api_row rows[2] = {{.old_image = {o, 3}, .new_image = {same, 3}},
+	                          {.old_image = {o, 3}, .new_image = {same, 3}}};
+
+	(void)state;
+	assert_true(api_rows_change_nothing(&table, rows, 2));
+	rows[1].new_image.values = ro; /* created_at is read-only: the API never gets it */
+	assert_true(api_rows_change_nothing(&table, rows, 2));
+	rows[1].new_image.values = mail;
+	assert_false(api_rows_change_nothing(&table, rows, 2));
+	rows[1].new_image.values = pk;
+	assert_false(api_rows_change_nothing(&table, rows, 2));
+}
+
+/* A body past the connector's own cap is 54000 material (API_ERR_TOO_LARGE), not a validation
+ * error: the API never saw it. */
+static void test_body_over_cap_is_too_large(void **state)
+{
+	size_t big = 9u << 20;
+	char *text = malloc(big + 1);
+	struct cf_kv kv[] = {{"type", "rest"}, {"base_url", "http://h"}, {"path", "/contacts"}};
+	struct connector *r = make(kv, 3), *s = stripe();
+	struct cf_kv tkv[] = {{"api", "stripe"}, {"object", "customers"}};
+	struct api_table t;
+	struct api_http_spec spec;
+	struct api_error err;
+	char e[256];
+
+	(void)state;
+	assert_non_null(text);
+	memset(text, 'x', big);
+	text[big] = '\0';
+	assert_true(api_table_init(&t, "stripe.customers", tkv, 2, e, sizeof(e)));
+	{
+		const struct api_value img[] = {{"id", "1", API_VALUE_TEXT},
+		                                {"name", text, API_VALUE_TEXT}};
+		const struct api_value old[] = {{"id", "1", API_VALUE_TEXT},
+		                                {"name", "a", API_VALUE_TEXT}};
+		struct api_row row = {.old_image = {old, 2}, .new_image = {img, 2}};
+
+		assert_false(
+		        connector_build_request(r, &table, API_OP_UPDATE, &row, 1, &spec, &err));
+		assert_int_equal(err.cls, API_ERR_TOO_LARGE);
+		assert_non_null(
+		        strstr(err.message, "larger than syncbouncer's limit of 8388608 bytes"));
+		assert_false(connector_build_request(s, &t, API_OP_UPDATE, &row, 1, &spec, &err));
+		assert_int_equal(err.cls, API_ERR_TOO_LARGE);
+		assert_non_null(
+		        strstr(err.message, "larger than syncbouncer's limit of 262144 bytes"));
+	}
+	api_table_free(&t);
+	connector_free(r);
+	connector_free(s);
+	free(text);
 }
 
 static void test_stripe_parse(void **state)
@@ -973,6 +1082,9 @@ int main(void)
 	        cmocka_unit_test(test_single_insert),
 	        cmocka_unit_test(test_single_update_delete),
 	        cmocka_unit_test(test_dot_ids_stay_one_segment),
+	        cmocka_unit_test(test_body_over_cap_is_too_large),
+	        cmocka_unit_test(test_rows_change_nothing),
+	        cmocka_unit_test(test_check_ids),
 	        cmocka_unit_test(test_batch),
 	        cmocka_unit_test(test_errors),
 	        cmocka_unit_test(test_stripe_build),

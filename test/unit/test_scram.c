@@ -622,6 +622,31 @@ static void test_server_first_truncations(void **state)
 	}
 }
 
+/* A mock exchange's salt depends on the user and the key only, and it still always fails. */
+static void test_mock_salt(void **state)
+{
+	static const uint8_t key[SCRAM_KEY_LEN] = {1, 2, 3};
+	uint8_t other_key[SCRAM_KEY_LEN] = {4, 5, 6};
+	struct scram_server a, b, c, d;
+	char out[SCRAM_MAX_MSG + 1];
+
+	(void)state;
+	assert_true(scram_server_init_mock(&a, "nobody", key));
+	assert_true(scram_server_init_mock(&b, "nobody", key));
+	assert_true(scram_server_init_mock(&c, "nobody2", key));
+	assert_true(scram_server_init_mock(&d, "nobody", other_key));
+	assert_int_equal(a.salt_len, SCRAM_SALT_LEN);
+	assert_int_equal(a.iterations, SCRAM_DEFAULT_ITERATIONS);
+	assert_memory_equal(a.salt, b.salt, SCRAM_SALT_LEN);
+	assert_memory_not_equal(a.salt, c.salt, SCRAM_SALT_LEN);
+	assert_memory_not_equal(a.salt, d.salt, SCRAM_SALT_LEN);
+	assert_true(a.mock);
+	assert_true(scram_server_first(&a, RFC_CLIENT_FIRST, strlen(RFC_CLIENT_FIRST), out,
+	                               sizeof(out)));
+	assert_false(scram_server_final(&a, RFC_CLIENT_FINAL, strlen(RFC_CLIENT_FINAL), out,
+	                                sizeof(out)));
+}
+
 static void test_state_strings(void **state)
 {
 	(void)state;
@@ -650,6 +675,7 @@ int main(void)
 	        cmocka_unit_test(test_server_first_rejects),
 	        cmocka_unit_test(test_server_final_rejects),
 	        cmocka_unit_test(test_server_first_truncations),
+	        cmocka_unit_test(test_mock_salt),
 	        cmocka_unit_test(test_state_strings),
 	};
 

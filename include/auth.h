@@ -1,0 +1,86 @@
+/*
+ * auth — client authentication as pgbouncer does it: the user's secret from the auth_file or
+ * from auth_query, the method from auth_type or the hba file, the exchange (cleartext, md5,
+ * SCRAM-SHA-256, trust, peer), and what a login leaves behind for the pool's server logins (an
+ * auth_query secret, the ClientKey/ServerKey recovered from a SCRAM proof).
+ *
+ * Anti-enumeration: an unknown user (nobody in the auth_file, no row from auth_query) gets a
+ * mock secret and goes through the whole exchange of its method, failing like a wrong password;
+ * an unknown database is only reported after a successful login. No pool is made for a login
+ * that has not succeeded.
+ *
+ * auth_query runs on a connection of its own to the auth database's server as auth_user
+ * (pgc: libpq on the loop), one shared connection per (server, database, user) with queries
+ * queued in order; the query is sent as a parameterised statement, nothing else (no SET) is run
+ * on that connection. A broken connection fails the logins waiting on it and is replaced by the
+ * next login.
+ *
+ * Invariants: a client in CL_LOGIN owns its struct auth_state (conn->auth) until it is freed
+ * with the connection; the hba and ident sets in use are replaced whole at RELOAD, never
+ * modified. Secrets are never logged.
+ */
+#ifndef SB_AUTH_H
+#define SB_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sbuf.h"
+
+/*
+ * The longest password or SASL message (its length field) before authentication: PostgreSQL's
+ * PG_MAX_AUTH_TOKEN_LENGTH. Nothing an unauthenticated client sends is held beyond this.
+ */
+#define AUTH_MSG_MAX 65535u
+
+struct bouncer;
+struct config;
+struct conn;
+struct pool;
+struct auth_files;
+
+/*
+ * Reads the files cfg names for authentication (auth_hba_file when auth_type=hba,
+ * auth_ident_file when set). NULL with the reason in err when one is missing or unreadable or
+ * holds a line that cannot be understood; the caller then refuses to start or to RELOAD.
+ */
+struct auth_files *auth_files_load(const struct config *cfg, char *err, size_t errsize)
+        __attribute__((warn_unused_result));
+void auth_files_free(struct auth_files *files);
+/* Makes files (owned from now on) the ones in use; frees the previous ones. */
+void auth_use_files(struct bouncer *b, struct auth_files *files);
+/*
+ * The admin console's SET changed key in b->cfg: when it is one the auth files depend on
+ * (auth_type, auth_hba_file, auth_ident_file), they are read again and replace the ones in use.
+ * False, with the reason in err and nothing replaced, when they cannot be loaded; the caller
+ * then puts the old value back.
+ */
+bool auth_setting_changed(struct bouncer *b, const char *key, char *err, size_t errsize)
+        __attribute__((warn_unused_result));
+/* Frees the files and closes the auth_query connections (at exit). */
+void auth_shutdown(struct bouncer *b);
+
+/* The startup packet of c was accepted (user and dbname set): start authenticating. */
+enum sbuf_action auth_start(struct conn *c);
+/* A packet from c while it is in CL_LOGIN after the startup packet. */
+enum sbuf_action auth_packet(struct conn *c, const struct sbuf_pkt *pkt);
+/* Releases c's authentication state (from conn_free_retired). */
+void auth_conn_free(struct conn *c);
+
+/*
+ * The secret the pool logs its servers in with: the [databases] password of a forced user, the
+ * auth_file entry of the server user, or what auth_query returned at a client's login. "" when
+ * none is known. Never logged.
+ */
+const char *auth_pool_secret(const struct pool *pool);
+/*
+ * ClientKey and ServerKey learnt from a client's SCRAM login against secret, for a server login
+ * with that same secret. False when none are known for it.
+ */
+bool auth_pool_scram_keys(const struct pool *pool, const char *secret, uint8_t client_key[32],
+                          uint8_t server_key[32]) __attribute__((warn_unused_result));
+/* Frees what logins left on the pool (from pool_free). */
+void auth_pool_free(struct pool *pool);
+
+#endif

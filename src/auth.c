@@ -1,0 +1,975 @@
+/*
+ * auth — see include/auth.h. The order of a login follows pgbouncer's set_pool() and
+ * finish_set_pool(): database (an unknown one is remembered, not reported), user (auth_file,
+ * then auth_query, else a mock), method (auth_type, or the hba file's verdict; md5 turns into
+ * SCRAM for a SCRAM secret), the exchange, and only then the database check and the pool.
+ */
+#include "auth.h"
+
+#include <errno.h>
+#include <libpq-fe.h>
+#include <openssl/crypto.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "bouncer.h"
+#include "client.h"
+#include "config.h"
+#include "conn.h"
+#include "control.h"
+#include "hba.h"
+#include "list.h"
+#include "md5pw.h"
+#include "pgc.h"
+#include "pktbuf.h"
+#include "pool.h"
+#include "proto.h"
+#include "scram.h"
+#include "tls.h"
+#include "userlist.h"
+
+struct auth_files {
+	struct hba *hba;     /* NULL unless auth_type=hba */
+	struct ident *ident; /* NULL unless auth_ident_file is set */
+};
+
+/* One connection that runs auth_query, shared by the logins that need the same one. */
+struct aq_link {
+	struct list head; /* on auth->links */
+	char *conninfo;   /* holds a password: never logged */
+	char dbname[64], user[64];
+	struct pgc *pc;
+	struct list reqs; /* struct aq_req waiting for an answer, in order */
+	bool retired;     /* broken, or from before a RELOAD: no new queries */
+};
+
+struct aq_req {
+	struct list head; /* on link->reqs */
+	struct aq_link *link;
+	struct conn *client; /* NULL once the client went away */
+};
+
+struct auth {
+	struct auth_files *files;
+	struct list links;
+	uint8_t mock_key[SCRAM_KEY_LEN]; /* mock SCRAM salts derive from it and the user name */
+};
+
+struct auth_state {
+	enum hba_method method;
+	bool mock;       /* no such user: fail at the end of the exchange */
+	bool fake_db;    /* no such database: say so after a good login */
+	bool from_query; /* the secret came from auth_query */
+	char *secret;    /* NULL for a mock */
+	struct aq_req *req;
+};
+
+/* What logins left on a pool for its server logins. */
+struct auth_cred {
+	char *query_secret;
+	char *keys_secret; /* the secret the keys were recovered with */
+	uint8_t client_key[SCRAM_KEY_LEN], server_key[SCRAM_KEY_LEN];
+};
+
+/* ---- files ---- */
+
+struct auth_files *auth_files_load(const struct config *cfg, char *err, size_t errsize)
+{
+	/* hostssl and cert lines need client TLS: without it configured they fail the load */
+	struct hba_opts opts = {.client_tls = cfg->client_tls_sslmode != SSLMODE_DISABLE};
+	struct auth_files *f = calloc(1, sizeof(*f));
+
+	if (f == NULL) {
+		snprintf(err, errsize, "out of memory");
+		return NULL;
+	}
+	if (cfg->auth_type == AUTH_HBA) {
+		if (!cfg->auth_hba_file[0]) {
+			snprintf(err, errsize, "auth_type = hba needs auth_hba_file");
+			goto fail;
+		}
+		f->hba = hba_load(cfg->auth_hba_file, &opts, err, errsize);
+		if (f->hba == NULL)
+			goto fail;
+	}
+	if (cfg->auth_ident_file[0]) {
+		f->ident = ident_load(cfg->auth_ident_file, err, errsize);
+		if (f->ident == NULL)
+			goto fail;
+	}
+	return f;
+fail:
+	auth_files_free(f);
+	return NULL;
+}
+
+void auth_files_free(struct auth_files *files)
+{
+	if (files == NULL)
+		return;
+	hba_free(files->hba);
+	ident_free(files->ident);
+	free(files);
+}
+
+static struct auth *auth_of(struct bouncer *b)
+{
+	if (b->auth == NULL) {
+		b->auth = calloc(1, sizeof(*b->auth));
+		if (b->auth == NULL)
+			return NULL;
+		list_init(&b->auth->links);
+		if (getrandom(b->auth->mock_key, sizeof(b->auth->mock_key), 0) !=
+		    (ssize_t)sizeof(b->auth->mock_key)) {
+			free(b->auth);
+			b->auth = NULL;
+		}
+	}
+	return b->auth;
+}
+
+static void link_free(struct aq_link *link)
+{
+	struct list *it, *tmp;
+
+	list_for_each_safe(it, tmp, &link->reqs)
+	{
+		struct aq_req *req = list_entry(it, struct aq_req, head);
+		if (req->client != NULL && req->client->auth != NULL)
+			req->client->auth->req = NULL;
+		list_del(&req->head);
+		free(req);
+	}
+	pgc_close(link->pc);
+	list_del(&link->head);
+	if (link->conninfo != NULL) {
+		OPENSSL_cleanse(link->conninfo, strlen(link->conninfo));
+		free(link->conninfo);
+	}
+	free(link);
+}
+
+void auth_use_files(struct bouncer *b, struct auth_files *files)
+{
+	struct auth *a = auth_of(b);
+	struct list *it, *tmp;
+
+	if (a == NULL) {
+		auth_files_free(files);
+		return;
+	}
+	auth_files_free(a->files);
+	a->files = files;
+	/* the auth_user, its password or the database may have changed */
+	list_for_each_safe(it, tmp, &a->links)
+	{
+		struct aq_link *link = list_entry(it, struct aq_link, head);
+		link->retired = true;
+		if (list_empty(&link->reqs))
+			link_free(link);
+	}
+}
+
+bool auth_setting_changed(struct bouncer *b, const char *key, char *err, size_t errsize)
+{
+	struct auth_files *files;
+
+	if (strcasecmp(key, "auth_type") != 0 && strcasecmp(key, "auth_hba_file") != 0 &&
+	    strcasecmp(key, "auth_ident_file") != 0)
+		return true;
+	files = auth_files_load(b->cfg, err, errsize);
+	if (files == NULL)
+		return false;
+	auth_use_files(b, files);
+	return true;
+}
+
+void auth_shutdown(struct bouncer *b)
+{
+	struct list *it, *tmp;
+
+	if (b->auth == NULL)
+		return;
+	list_for_each_safe(it, tmp, &b->auth->links)
+	{
+		link_free(list_entry(it, struct aq_link, head));
+	}
+	OPENSSL_cleanse(b->auth->mock_key, sizeof(b->auth->mock_key));
+	auth_files_free(b->auth->files);
+	free(b->auth);
+	b->auth = NULL;
+}
+
+/* ---- pool credentials ---- */
+
+static struct auth_cred *cred_of(struct pool *pool)
+{
+	if (pool->cred == NULL)
+		pool->cred = calloc(1, sizeof(*pool->cred));
+	return pool->cred;
+}
+
+static void cred_drop_keys(struct auth_cred *cred)
+{
+	if (cred->keys_secret != NULL) {
+		OPENSSL_cleanse(cred->keys_secret, strlen(cred->keys_secret));
+		free(cred->keys_secret);
+		cred->keys_secret = NULL;
+	}
+	OPENSSL_cleanse(cred->client_key, sizeof(cred->client_key));
+	OPENSSL_cleanse(cred->server_key, sizeof(cred->server_key));
+}
+
+void auth_pool_free(struct pool *pool)
+{
+	struct auth_cred *cred = pool->cred;
+
+	if (cred == NULL)
+		return;
+	cred_drop_keys(cred);
+	if (cred->query_secret != NULL) {
+		OPENSSL_cleanse(cred->query_secret, strlen(cred->query_secret));
+		free(cred->query_secret);
+	}
+	free(cred);
+	pool->cred = NULL;
+}
+
+const char *auth_pool_secret(const struct pool *pool)
+{
+	if (pool->server_password != NULL && pool->server_password[0])
+		return pool->server_password;
+	if (pool->cred != NULL && pool->cred->query_secret != NULL)
+		return pool->cred->query_secret;
+	return "";
+}
+
+bool auth_pool_scram_keys(const struct pool *pool, const char *secret, uint8_t client_key[32],
+                          uint8_t server_key[32])
+{
+	const struct auth_cred *cred = pool->cred;
+
+	if (cred == NULL || cred->keys_secret == NULL || strcmp(cred->keys_secret, secret) != 0)
+		return false;
+	memcpy(client_key, cred->client_key, SCRAM_KEY_LEN);
+	memcpy(server_key, cred->server_key, SCRAM_KEY_LEN);
+	return true;
+}
+
+/* An auth_query secret replaces the pool's; keys of another secret go with the old one. */
+static bool pool_take_query_secret(struct pool *pool, const char *secret)
+{
+	struct auth_cred *cred = cred_of(pool);
+	char *copy;
+
+	if (cred == NULL)
+		return false;
+	if (cred->query_secret != NULL && strcmp(cred->query_secret, secret) == 0)
+		return true;
+	copy = strdup(secret);
+	if (copy == NULL)
+		return false;
+	if (cred->query_secret != NULL) {
+		OPENSSL_cleanse(cred->query_secret, strlen(cred->query_secret));
+		free(cred->query_secret);
+	}
+	cred->query_secret = copy;
+	return true;
+}
+
+static void pool_take_scram_keys(struct pool *pool, const char *secret,
+                                 const struct scram_server *ss)
+{
+	struct auth_cred *cred;
+	uint8_t ck[SCRAM_KEY_LEN], sk[SCRAM_KEY_LEN];
+
+	/* only keys of the very secret the servers are logged in with are any use */
+	if (!scram_is_secret(secret) || strcmp(auth_pool_secret(pool), secret) != 0)
+		return;
+	cred = cred_of(pool);
+	if (cred == NULL || !scram_server_keys(ss, ck, sk))
+		return;
+	cred_drop_keys(cred);
+	cred->keys_secret = strdup(secret);
+	if (cred->keys_secret != NULL) {
+		memcpy(cred->client_key, ck, SCRAM_KEY_LEN);
+		memcpy(cred->server_key, sk, SCRAM_KEY_LEN);
+	}
+	OPENSSL_cleanse(ck, sizeof(ck));
+	OPENSSL_cleanse(sk, sizeof(sk));
+}
+
+/* ---- failing and finishing ---- */
+
+static void send_pktbuf(struct conn *c, struct pktbuf *pb)
+{
+	if (!sbuf_queue_pktbuf(&c->sbuf, pb))
+		slog_debug(c, "could not queue a message");
+	pktbuf_free(pb);
+}
+
+/* Ends a login with pgbouncer's words in the log and to the client. */
+static void login_fail(struct conn *c, const char *sqlstate, const char *msg)
+{
+	if (c->b->cfg->log_disconnections)
+		slog_info(c, "closing because: %s (age=%llus)", msg,
+		          (unsigned long long)((bouncer_now_usec() - c->connect_time) / 1000000));
+	client_fatal(c, sqlstate, msg);
+}
+
+static void config_error(struct conn *c)
+{
+	login_fail(c, "08P01", "bouncer config error");
+}
+
+/* The exchange succeeded: only now is an unknown database reported and a pool made. */
+static void finish_login(struct conn *c)
+{
+	struct auth_state *as = c->auth;
+	struct pool *pool;
+	const char *err = NULL;
+	char msg[256];
+
+	if (as->fake_db) {
+		snprintf(msg, sizeof(msg), "no such database: %s", c->dbname);
+		login_fail(c, "08P01", msg);
+		return;
+	}
+	if (c->admin) {
+		pool = admin_pool(c->b);
+	} else {
+		/* a database line that names user= has one pool, the forced user's, for every
+		 * client: its settings apply, whoever logs in */
+		const struct cf_database *db = config_find_database(c->b->cfg, c->dbname);
+		pool = pool_get(c->b, c->dbname, db != NULL && db->user[0] ? db->user : c->user,
+		                &err);
+	}
+	if (pool == NULL) {
+		if (err != NULL && strcmp(err, "no such database") == 0)
+			snprintf(msg, sizeof(msg), "no such database: %s", c->dbname);
+		else
+			snprintf(msg, sizeof(msg), "%s", err ? err : "out of memory");
+		login_fail(c, "08P01", msg);
+		return;
+	}
+	if (!c->admin && control_login_refused(c->b, c->dbname, msg, sizeof(msg))) {
+		login_fail(c, "08P01", msg);
+		return;
+	}
+	if (!c->admin && !pool_client_allowed(pool, msg, sizeof(msg))) {
+		login_fail(c, "53300", msg);
+		return;
+	}
+	c->pool = pool;
+	/* the secret logs servers in only for its own user, never for a forced one */
+	if (!c->admin && as->from_query && as->secret != NULL &&
+	    strcmp(pool->server_user, c->user) == 0 && !pool_take_query_secret(pool, as->secret)) {
+		login_fail(c, "53200", "out of memory");
+		return;
+	}
+	if (!c->admin && c->scram_srv != NULL && as->secret != NULL)
+		pool_take_scram_keys(pool, as->secret, c->scram_srv);
+	if (c->scram_srv != NULL)
+		scram_server_clear(c->scram_srv);
+	/* the secret is not needed any more: do not keep a copy for the client's lifetime */
+	auth_conn_free(c);
+	pool_client_logged_in(pool, c);
+}
+
+/* ---- methods ---- */
+
+static enum hba_method method_of(enum auth_type t)
+{
+	switch (t) {
+	case AUTH_TRUST:
+		return HBA_TRUST;
+	case AUTH_PLAIN:
+		return HBA_PASSWORD;
+	case AUTH_MD5:
+		return HBA_MD5;
+	case AUTH_SCRAM_SHA_256:
+		return HBA_SCRAM;
+	case AUTH_CERT:
+		return HBA_CERT;
+	default:
+		return HBA_REJECT;
+	}
+}
+
+/* The OS user at the other end of a unix socket; false when it cannot be known. */
+static bool peer_name(const struct conn *c, char *out, size_t outsize)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	struct passwd pw, *res = NULL;
+	char buf[4096];
+
+	if (getsockopt(c->sbuf.fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+		return false;
+	if (getpwuid_r(cred.uid, &pw, buf, sizeof(buf), &res) != 0 || res == NULL)
+		return false;
+	snprintf(out, outsize, "%s", pw.pw_name);
+	return true;
+}
+
+static void login_peer(struct conn *c, const char *map)
+{
+	const struct auth *a = c->b->auth;
+	char sysuser[256];
+
+	if (c->addr.ss_family != AF_UNIX || c->auth->mock ||
+	    !peer_name(c, sysuser, sizeof(sysuser)))
+		goto fail;
+	if (map != NULL) {
+		if (a == NULL || a->files == NULL || a->files->ident == NULL) {
+			slog_error(c, "hba map=%s needs auth_ident_file", map);
+			goto fail;
+		}
+		if (!ident_allows(a->files->ident, map, sysuser, c->user)) {
+			slog_info(c, "peer user %s is not in map %s for %s", sysuser, map, c->user);
+			goto fail;
+		}
+	} else if (strcmp(sysuser, c->user) != 0) {
+		slog_info(c, "peer user %s is not %s", sysuser, c->user);
+		goto fail;
+	}
+	finish_login(c);
+	return;
+fail:
+	login_fail(c, "28000", "unix socket login rejected");
+}
+
+/* Whether the verified client certificate names c->user, directly or through the ident map. */
+static bool cert_names_user(struct conn *c, const char *map)
+{
+	const struct auth *a = c->b->auth;
+
+	if (map == NULL)
+		return tls_client_cert_has_name(c, c->user);
+	return a != NULL && a->files != NULL &&
+	       ident_allows(a->files->ident, map, tls_client_cert_cn(c), c->user);
+}
+
+/* The secret is known (or the user is a mock): pick the method and start the exchange. */
+static enum sbuf_action choose_method(struct conn *c)
+{
+	const struct config *cfg = c->b->cfg;
+	struct auth_state *as = c->auth;
+	struct pktbuf pb;
+	const char *map = NULL;
+
+	if (cfg->auth_type == AUTH_HBA) {
+		const struct auth *a = c->b->auth;
+		struct hba_verdict v;
+		struct hba_conn hc = {
+		        .addr = (const struct sockaddr *)&c->addr,
+		        .tls = c->sbuf.tls != NULL,
+		        .replication = false,
+		        .database = c->dbname,
+		        .user = c->user,
+		};
+		hba_eval(a && a->files ? a->files->hba : NULL, &hc, &v);
+		as->method = v.method;
+		map = v.map;
+		slog_debug(c, "hba line %d: %s", v.line, hba_method_str(v.method));
+	} else {
+		as->method = method_of(cfg->auth_type);
+	}
+	if (as->method == HBA_MD5 && as->secret != NULL && scram_is_secret(as->secret))
+		as->method = HBA_SCRAM;
+	slog_debug(c, "authentication method %s%s", hba_method_str(as->method),
+	           as->mock ? " (no such user: mock exchange)" : "");
+
+	switch (as->method) {
+	case HBA_TRUST:
+		if (as->mock) {
+			login_fail(c, "28000", "\"trust\" authentication failed");
+			return SBUF_CLOSED;
+		}
+		finish_login(c);
+		return c->state == CONN_JUSTFREE ? SBUF_CLOSED : SBUF_CONSUMED;
+	case HBA_REJECT:
+		login_fail(c, "28000", "login rejected");
+		return SBUF_CLOSED;
+	case HBA_PASSWORD:
+		pktbuf_init(&pb, 64);
+		pktbuf_write_auth(&pb, 3, NULL, 0);
+		send_pktbuf(c, &pb);
+		return SBUF_CONSUMED;
+	case HBA_MD5:
+		if (getrandom(c->md5_salt, sizeof(c->md5_salt), 0) !=
+		    (ssize_t)sizeof(c->md5_salt)) {
+			login_fail(c, "58000", "could not generate a salt");
+			return SBUF_CLOSED;
+		}
+		pktbuf_init(&pb, 64);
+		pktbuf_write_auth(&pb, 5, c->md5_salt, 4);
+		send_pktbuf(c, &pb);
+		return SBUF_CONSUMED;
+	case HBA_SCRAM: {
+		static const char mechs[] = "SCRAM-SHA-256\0";
+		pktbuf_init(&pb, 64);
+		pktbuf_write_auth(&pb, 10, mechs, sizeof(mechs));
+		send_pktbuf(c, &pb);
+		return SBUF_CONSUMED;
+	}
+	case HBA_PEER:
+		login_peer(c, map);
+		return c->state == CONN_JUSTFREE ? SBUF_CLOSED : SBUF_CONSUMED;
+	case HBA_CERT:
+		/*
+		 * pgbouncer's cert login: a verified client certificate that names the user (or,
+		 * with map=, whose name the ident map allows as the user). The client hears one
+		 * message whatever failed; the log says which check did.
+		 */
+		if (c->sbuf.tls == NULL) {
+			slog_error(c, "TLS connection required");
+		} else if (tls_client_cert_cn(c) == NULL) {
+			slog_error(c, "TLS client certificate required");
+		} else if (as->mock || !cert_names_user(c, map)) {
+			slog_error(c, "TLS certificate name mismatch");
+		} else {
+			finish_login(c);
+			return c->state == CONN_JUSTFREE ? SBUF_CLOSED : SBUF_CONSUMED;
+		}
+		break;
+	}
+	login_fail(c, "28000", "certificate authentication failed");
+	return SBUF_CLOSED;
+}
+
+/* ---- auth_query ---- */
+
+static void aq_answer(struct conn *c, PGresult *res, const char *error)
+{
+	struct auth_state *as = c->auth;
+
+	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+		const char *why =
+		        res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : error;
+		slog_error(c, "error response from auth_query: %s", why ? why : "no result");
+		login_fail(c, "08P01", "authentication query failed");
+		return;
+	}
+	if (PQnfields(res) != 2) {
+		slog_error(c, "expected 2 columns from auth_query, not %d", PQnfields(res));
+		login_fail(c, "08P01", "authentication query failed");
+		return;
+	}
+	if (PQntuples(res) == 0) {
+		slog_info(c, "no such user: %s", c->user);
+		as->mock = true;
+	} else if (PQgetisnull(res, 0, 1)) {
+		/* a role without a password: nothing can match, as in pgbouncer */
+		as->mock = true;
+	} else {
+		as->secret = strdup(PQgetvalue(res, 0, 1));
+		if (as->secret == NULL) {
+			login_fail(c, "53200", "out of memory");
+			return;
+		}
+		as->from_query = true;
+	}
+	if (choose_method(c) != SBUF_CLOSED && c->state != CONN_JUSTFREE)
+		sbuf_resume(&c->sbuf);
+}
+
+static void link_maybe_free(struct aq_link *link)
+{
+	if (link->retired && list_empty(&link->reqs))
+		link_free(link);
+}
+
+static void aq_result(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct aq_req *req = arg;
+	struct aq_link *link = req->link;
+	struct conn *c = req->client;
+
+	(void)pc;
+	list_del(&req->head);
+	free(req);
+	if (res == NULL)
+		link->retired = true; /* the connection broke: the next login makes a new one */
+	if (c != NULL && c->auth != NULL) {
+		c->auth->req = NULL;
+		if (c->state == CL_LOGIN)
+			aq_answer(c, res, error);
+	}
+	link_maybe_free(link);
+}
+
+static void aq_ready(void *arg, struct pgc *pc, const char *error)
+{
+	struct aq_link *link = arg;
+
+	(void)pc;
+	if (error != NULL) {
+		log_error("auth_query: cannot connect to database %s as %s: %s", link->dbname,
+		          link->user, error);
+		link->retired = true;
+	}
+}
+
+static bool conninfo_add(char *out, size_t size, size_t *len, const char *key, const char *val)
+{
+	int n;
+
+	if (val == NULL || !val[0])
+		return true;
+	n = snprintf(out + *len, size - *len, "%s%s='", *len ? " " : "", key);
+	if (n < 0 || (size_t)n >= size - *len)
+		return false;
+	*len += (size_t)n;
+	for (const char *p = val; *p; p++) {
+		if (*len + 3 >= size)
+			return false;
+		if (*p == '\'' || *p == '\\')
+			out[(*len)++] = '\\';
+		out[(*len)++] = *p;
+	}
+	out[(*len)++] = '\'';
+	out[*len] = '\0';
+	return true;
+}
+
+/*
+ * Queues auth_query for c on the connection of the auth database. False when the query cannot
+ * be run at all (the client has been answered then).
+ */
+static bool start_auth_query(struct conn *c, const struct cf_database *db)
+{
+	const struct config *cfg = c->b->cfg;
+	struct auth *a = auth_of(c->b);
+	const char *auth_user = db->auth_user[0] ? db->auth_user : cfg->auth_user;
+	const char *auth_dbname = db->auth_dbname[0] ? db->auth_dbname : cfg->auth_dbname;
+	const struct cf_database *adb =
+	        auth_dbname[0] ? config_find_database(cfg, auth_dbname) : db;
+	const char *password = NULL, *server_db;
+	const char *params[1] = {c->user};
+	char conninfo[2048], port[16], timeout[16];
+	size_t len = 0;
+	struct aq_link *link = NULL;
+	struct aq_req *req;
+	struct list *it;
+	int64_t secs;
+
+	if (a == NULL) {
+		login_fail(c, "53200", "out of memory");
+		return false;
+	}
+	if (adb == NULL) {
+		slog_error(c, "authentication database \"%s\" is not configured.", auth_dbname);
+		config_error(c);
+		return false;
+	}
+	if (admin_is_console_db(adb->name)) {
+		slog_error(c, "cannot use the reserved \"%s\" database as an auth_dbname",
+		           adb->name);
+		config_error(c);
+		return false;
+	}
+	/* adb is the auth database's entry, or the "*" one standing in for it */
+	server_db = adb->dbname[0] ? adb->dbname : (auth_dbname[0] ? auth_dbname : c->dbname);
+	if (adb->user[0] && strcmp(adb->user, auth_user) == 0 && adb->password[0])
+		password = adb->password;
+	else
+		password = c->b->users ? userlist_get_password(c->b->users, auth_user) : NULL;
+	if (password != NULL && userlist_password_kind(password) != USERLIST_PW_PLAIN) {
+		/* libpq logs in with the password itself; a hash cannot */
+		slog_error(c,
+		           "auth_user \"%s\" needs its plain-text password in auth_file (or in the "
+		           "[databases] entry) to run auth_query",
+		           auth_user);
+		config_error(c);
+		return false;
+	}
+	snprintf(port, sizeof(port), "%d", adb->port > 0 ? adb->port : 5432);
+	secs = (cfg->server_connect_timeout + 999999) / 1000000;
+	snprintf(timeout, sizeof(timeout), "%lld", (long long)(secs < 2 ? 2 : secs));
+	if (!conninfo_add(conninfo, sizeof(conninfo), &len, "host",
+	                  adb->host[0] ? adb->host : cfg->unix_socket_dir) ||
+	    !conninfo_add(conninfo, sizeof(conninfo), &len, "port", port) ||
+	    !conninfo_add(conninfo, sizeof(conninfo), &len, "dbname", server_db) ||
+	    !conninfo_add(conninfo, sizeof(conninfo), &len, "user", auth_user) ||
+	    !conninfo_add(conninfo, sizeof(conninfo), &len, "password", password) ||
+	    !conninfo_add(conninfo, sizeof(conninfo), &len, "application_name",
+	                  "syncbouncer auth_query") ||
+	    !conninfo_add(conninfo, sizeof(conninfo), &len, "connect_timeout", timeout)) {
+		slog_error(c, "auth_query: connection parameters too long");
+		config_error(c);
+		return false;
+	}
+	list_for_each(it, &a->links)
+	{
+		struct aq_link *l = list_entry(it, struct aq_link, head);
+		if (!l->retired && strcmp(l->conninfo, conninfo) == 0) {
+			link = l;
+			break;
+		}
+	}
+	if (link == NULL) {
+		link = calloc(1, sizeof(*link));
+		if (link == NULL || (link->conninfo = strdup(conninfo)) == NULL) {
+			free(link);
+			OPENSSL_cleanse(conninfo, sizeof(conninfo));
+			login_fail(c, "53200", "out of memory");
+			return false;
+		}
+		list_init(&link->head);
+		list_init(&link->reqs);
+		snprintf(link->dbname, sizeof(link->dbname), "%s", server_db);
+		snprintf(link->user, sizeof(link->user), "%s", auth_user);
+		list_append(&a->links, &link->head);
+		link->pc = pgc_connect(c->b->base, conninfo, aq_ready, link);
+		if (link->pc == NULL) {
+			link_free(link);
+			OPENSSL_cleanse(conninfo, sizeof(conninfo));
+			login_fail(c, "53200", "out of memory");
+			return false;
+		}
+	}
+	OPENSSL_cleanse(conninfo, sizeof(conninfo));
+	req = calloc(1, sizeof(*req));
+	if (req == NULL) {
+		login_fail(c, "53200", "out of memory");
+		link_maybe_free(link);
+		return false;
+	}
+	req->link = link;
+	req->client = c;
+	list_append(&link->reqs, &req->head);
+	if (!pgc_query(link->pc, cfg->auth_query, 1, NULL, params, NULL, NULL, 0, aq_result, req)) {
+		list_del(&req->head);
+		free(req);
+		link->retired = true;
+		link_maybe_free(link);
+		slog_error(c, "auth_query: the connection to the auth database is broken");
+		login_fail(c, "08P01", "authentication query failed");
+		return false;
+	}
+	c->auth->req = req;
+	slog_debug(c, "running auth_query as %s", auth_user);
+	return true;
+}
+
+/* ---- entry points ---- */
+
+enum sbuf_action auth_start(struct conn *c)
+{
+	struct bouncer *b = c->b;
+	const struct config *cfg = b->cfg;
+	const struct cf_database *db = NULL;
+	struct auth_state *as;
+	const char *stored;
+
+	as = calloc(1, sizeof(*as));
+	if (as == NULL) {
+		client_fatal(c, "53200", "out of memory");
+		return SBUF_CLOSED;
+	}
+	c->auth = as;
+	if (c->admin) {
+		if (admin_trusted_peer(c) || cfg->auth_type == AUTH_ANY) {
+			c->pool = admin_pool(b);
+			admin_client_login(c);
+			return c->state == CONN_JUSTFREE ? SBUF_CLOSED : SBUF_CONSUMED;
+		}
+	} else {
+		db = config_find_database(cfg, c->dbname);
+		as->fake_db = db == NULL;
+	}
+	if (cfg->auth_type == AUTH_ANY) {
+		/* the client's user name does not matter: the database must name one */
+		if (db != NULL && !db->user[0]) {
+			slog_error(c, "auth_type=any requires forced user");
+			config_error(c);
+			return SBUF_CLOSED;
+		}
+		finish_login(c);
+		return c->state == CONN_JUSTFREE ? SBUF_CLOSED : SBUF_CONSUMED;
+	}
+	if (cfg->auth_type == AUTH_PAM || cfg->auth_type == AUTH_LDAP) {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "auth_type %s is not supported yet",
+		         auth_type_str(cfg->auth_type));
+		login_fail(c, "0A000", msg);
+		return SBUF_CLOSED;
+	}
+	stored = b->users ? userlist_get_password(b->users, c->user) : NULL;
+	if (stored != NULL) {
+		as->secret = strdup(stored);
+		if (as->secret == NULL) {
+			client_fatal(c, "53200", "out of memory");
+			return SBUF_CLOSED;
+		}
+		return choose_method(c);
+	}
+	if (db != NULL && (db->auth_user[0] || cfg->auth_user[0])) {
+		if (!start_auth_query(c, db))
+			return SBUF_CLOSED;
+		return SBUF_CONSUMED; /* the client waits for our request; see aq_answer() */
+	}
+	if (as->fake_db && cfg->auth_user[0])
+		slog_debug(c, "not running auth_query because database is fake");
+	slog_info(c, "no such user: %s", c->user);
+	as->mock = true;
+	return choose_method(c);
+}
+
+/* A cleartext password against the stored secret (plain, md5 or SCRAM). */
+static bool check_plain(const struct conn *c, const char *stored, const char *given)
+{
+	char md5[MD5PW_SIZE];
+
+	switch (userlist_password_kind(stored)) {
+	case USERLIST_PW_MD5:
+		if (!md5pw_encrypt(given, c->user, md5))
+			return false;
+		return CRYPTO_memcmp(md5, stored, MD5PW_LEN) == 0;
+	case USERLIST_PW_SCRAM:
+		return scram_verify_password(stored, given);
+	case USERLIST_PW_PLAIN:
+		break;
+	}
+	return strlen(stored) == strlen(given) && CRYPTO_memcmp(stored, given, strlen(given)) == 0;
+}
+
+/* A mock user's SCRAM salt is the same at every attempt, like a real user's. */
+static bool mock_scram_init(struct conn *c)
+{
+	struct auth *a = auth_of(c->b);
+
+	if (a == NULL)
+		return false;
+	return scram_server_init_mock(c->scram_srv, c->user, a->mock_key);
+}
+
+static enum sbuf_action scram_packet(struct conn *c, const struct sbuf_pkt *pkt)
+{
+	struct auth_state *as = c->auth;
+	char out[SCRAM_MAX_MSG + 1];
+	struct pktbuf pb;
+
+	if (c->scram_srv == NULL) {
+		const char *mech;
+		const uint8_t *data;
+		size_t dlen;
+
+		/* the mechanism first: an md5 answer to our SASL request names none we offer */
+		if (memchr(pkt->body, '\0', pkt->body_len) == NULL ||
+		    strcmp((const char *)pkt->body, SCRAM_MECH) != 0) {
+			login_fail(c, "08P01",
+			           "client selected an invalid SASL authentication mechanism");
+			return SBUF_CLOSED;
+		}
+		if (!proto_parse_sasl_initial(pkt->body, pkt->body_len, &mech, &data, &dlen)) {
+			login_fail(c, "08P01", "SASL authentication failed");
+			return SBUF_CLOSED;
+		}
+		if (!as->mock && userlist_password_kind(as->secret) == USERLIST_PW_MD5) {
+			slog_error(c, "SCRAM authentication failed: user has MD5 secret");
+			login_fail(c, "28P01", "SASL authentication failed");
+			return SBUF_CLOSED;
+		}
+		c->scram_srv = calloc(1, sizeof(*c->scram_srv));
+		if (c->scram_srv == NULL) {
+			login_fail(c, "53200", "out of memory");
+			return SBUF_CLOSED;
+		}
+		if (!(as->mock ? mock_scram_init(c)
+		               : scram_server_init(c->scram_srv, as->secret)) ||
+		    !scram_server_first(c->scram_srv, (const char *)data, dlen, out, sizeof(out))) {
+			slog_debug(c, "SCRAM: %s", c->scram_srv->error ? c->scram_srv->error : "?");
+			login_fail(c, "28P01", "SASL authentication failed");
+			return SBUF_CLOSED;
+		}
+		pktbuf_init(&pb, 2048);
+		pktbuf_write_auth(&pb, 11, out, strlen(out));
+		send_pktbuf(c, &pb);
+		return SBUF_CONSUMED;
+	}
+	if (!scram_server_final(c->scram_srv, (const char *)pkt->body, pkt->body_len, out,
+	                        sizeof(out))) {
+		if (!as->mock)
+			slog_error(c, "password authentication failed");
+		login_fail(c, "28P01", "SASL authentication failed");
+		return SBUF_CLOSED;
+	}
+	pktbuf_init(&pb, 2048);
+	pktbuf_write_auth(&pb, 12, out, strlen(out));
+	send_pktbuf(c, &pb);
+	finish_login(c);
+	return c->state == CONN_JUSTFREE ? SBUF_CLOSED : SBUF_CONSUMED;
+}
+
+enum sbuf_action auth_packet(struct conn *c, const struct sbuf_pkt *pkt)
+{
+	struct auth_state *as = c->auth;
+	const char *pw;
+	bool ok = false;
+
+	if (as == NULL || as->req != NULL || pkt->type != 'p') {
+		login_fail(c, "08P01",
+		           pkt->type == 'p' ? "client password pkt before authentication request"
+		                            : "expected a password message");
+		return SBUF_CLOSED;
+	}
+	/* checked at the header: an unauthenticated client never makes us hold more than this */
+	if (pkt->len - 1 > AUTH_MSG_MAX) {
+		login_fail(c, "08P01", "invalid message length");
+		return SBUF_CLOSED;
+	}
+	if (!pkt->complete)
+		return SBUF_WAIT;
+	if (as->method == HBA_SCRAM)
+		return scram_packet(c, pkt);
+	if (as->method != HBA_MD5 && as->method != HBA_PASSWORD) {
+		login_fail(c, "08P01", "client password pkt before authentication request");
+		return SBUF_CLOSED;
+	}
+	if (!proto_parse_password(pkt->body, pkt->body_len, &pw)) {
+		login_fail(c, "08P01", "malformed password message");
+		return SBUF_CLOSED;
+	}
+	if (!pw[0]) {
+		/* PostgreSQL's words and SQLSTATE */
+		login_fail(c, "28P01", "empty password returned by client");
+		return SBUF_CLOSED;
+	}
+	if (!as->mock && as->secret != NULL && as->secret[0]) {
+		if (as->method == HBA_MD5)
+			ok = md5pw_check(as->secret, c->user, c->md5_salt, pw);
+		else
+			ok = check_plain(c, as->secret, pw);
+	}
+	if (!ok) {
+		login_fail(c, "28P01", "password authentication failed");
+		return SBUF_CLOSED;
+	}
+	finish_login(c);
+	return c->state == CONN_JUSTFREE ? SBUF_CLOSED : SBUF_CONSUMED;
+}
+
+void auth_conn_free(struct conn *c)
+{
+	struct auth_state *as = c->auth;
+
+	if (as == NULL)
+		return;
+	if (as->req != NULL)
+		as->req->client = NULL;
+	if (as->secret != NULL) {
+		OPENSSL_cleanse(as->secret, strlen(as->secret));
+		free(as->secret);
+	}
+	free(as);
+	c->auth = NULL;
+}
