@@ -80,7 +80,7 @@ struct sbuf {
 	bool scan_packet;        /* the packet being forwarded goes through ops->scan */
 	struct event ev_read, ev_write;
 	bool ev_ready, reading, writing;
-	uint8_t *buf;
+	uint8_t *buf; /* lent while there are bytes to read or relay, NULL when idle (sbuf.c) */
 	size_t size, recv_pos, parse_pos, done_pos;
 	uint32_t pkt_remain; /* bytes of the current packet still to forward or skip */
 	enum sbuf_action pkt_action;

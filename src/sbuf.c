@@ -22,6 +22,50 @@
 static void sbuf_process(struct sbuf *sb);
 
 /*
+ * Receive buffers are lent while a connection has bytes to read or relay and taken back when it
+ * has none, so an idle connection holds no buffer. A few spare ones of the last size asked for
+ * are kept, so the usual round (a query in, its answer out) costs no malloc.
+ */
+#define SPARE_MAX 32
+static struct {
+	size_t size;
+	int n;
+	uint8_t *buf[SPARE_MAX];
+} spare;
+
+static bool buf_take(struct sbuf *sb)
+{
+	if (spare.n > 0 && spare.size == sb->size)
+		sb->buf = spare.buf[--spare.n];
+	else
+		sb->buf = malloc(sb->size);
+	return sb->buf != NULL;
+}
+
+static void buf_give_back(struct sbuf *sb)
+{
+	if (sb->buf == NULL)
+		return;
+	if (spare.size != sb->size) {
+		while (spare.n > 0)
+			free(spare.buf[--spare.n]);
+		spare.size = sb->size;
+	}
+	if (spare.n < SPARE_MAX)
+		spare.buf[spare.n++] = sb->buf;
+	else
+		free(sb->buf);
+	sb->buf = NULL;
+}
+
+/* An empty buffer with no packet under way is given back. */
+static void maybe_give_back(struct sbuf *sb)
+{
+	if (sb->recv_pos == 0 && sb->pkt_remain == 0 && !sb->collecting_big && !sb->big_ready)
+		buf_give_back(sb);
+}
+
+/*
  * The socket's two calls, plain or through TLS. Under TLS the errno contract is the same
  * (EAGAIN: wait for the event), with two additions kept to these lines and to on_write():
  * a read may need the socket writable first, and a write may be held by tls.c and flushed later.
@@ -226,6 +270,10 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 	ssize_t n;
 
 	(void)what;
+	if (sb->buf == NULL && !buf_take(sb)) {
+		fail(sb, "out of memory");
+		return;
+	}
 	if (sb->recv_pos == sb->size)
 		compact(sb);
 	if (sb->recv_pos == sb->size) {
@@ -234,8 +282,10 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 	}
 	n = sock_recv(sb, sb->buf + sb->recv_pos, sb->size - sb->recv_pos);
 	if (n < 0) {
-		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+			maybe_give_back(sb);
 			return;
+		}
 		fail(sb, strerror(errno));
 		return;
 	}
@@ -301,9 +351,7 @@ bool sbuf_init(struct sbuf *sb, struct event_base *base, int fd, size_t bufsize,
 	sb->owner = owner;
 	pktbuf_init(&sb->out, OUT_MAX);
 	pktbuf_init(&sb->big, max_pkt);
-	sb->buf = malloc(bufsize);
-	if (sb->buf == NULL)
-		return false;
+	sb->buf = NULL; /* lent on the first read */
 	event_assign(&sb->ev_read, base, fd, EV_READ | EV_PERSIST, on_read, sb);
 	event_assign(&sb->ev_write, base, fd, EV_WRITE | EV_PERSIST, on_write, sb);
 	sb->ev_ready = true;
@@ -336,8 +384,7 @@ void sbuf_close(struct sbuf *sb)
 		close(sb->fd);
 		sb->fd = -1;
 	}
-	free(sb->buf);
-	sb->buf = NULL;
+	buf_give_back(sb);
 	sb->size = sb->recv_pos = sb->parse_pos = sb->done_pos = 0;
 	pktbuf_free(&sb->out);
 	pktbuf_free(&sb->big);
@@ -638,6 +685,11 @@ static void sbuf_process(struct sbuf *sb)
 
 	if (sb->fd < 0 || sb->in_process)
 		return;
+	if (sb->buf == NULL) {
+		/* nothing received since the buffer went back: nothing to parse */
+		update_read_event(sb);
+		return;
+	}
 	sb->in_process++;
 	while (!sb->paused && !sb->blocked && sb->fd >= 0) {
 		bool need_more = false;
@@ -676,6 +728,7 @@ static void sbuf_process(struct sbuf *sb)
 			goto out;
 	}
 	compact(sb);
+	maybe_give_back(sb);
 	update_read_event(sb);
 	sb->in_process--;
 	if (sent_any && sb->ops->flushed != NULL)
