@@ -9,8 +9,10 @@
  * queryAll (not query) so that deleted records (IsDeleted = true, in the recycle bin) come
  * too: they delete the row. The cursor is "<SystemModstamp>|<Id>" of the last record of a
  * page: the order is total, so the next query starts exactly after it, also when many records
- * share one SystemModstamp (it has whole seconds). The backfill is the same query with no
- * WHERE. totalSize (records the query matches) gives the backfill's total.
+ * share one SystemModstamp (it has whole seconds). At the end of a listing the cursor keeps
+ * only the stamp ("T|", meaning SystemModstamp >= T): the next pass reads that last second
+ * again, so a record changed twice within one second is not missed. The backfill is the same
+ * query with no WHERE. totalSize (records the query matches) gives the backfill's total.
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -244,7 +246,15 @@ static void sf_changes_parse(const struct connector *c, const struct api_table *
 		out->cursor = malloc(n);
 		if (out->cursor == NULL)
 			goto oom;
-		snprintf(out->cursor, n, "%s|%s", last_stamp, last_id);
+		/*
+		 * Within a listing the cursor is the last record's stamp and Id, so a resumed
+		 * listing neither skips nor repeats a record. At its end the Id is dropped: the next
+		 * pass reads that whole second again, since SystemModstamp has whole seconds and a
+		 * record changed again in the same second (or committed late within it) keeps a
+		 * stamp that "Id > last" would pass over for good. Reading a record twice only
+		 * writes its current state again.
+		 */
+		snprintf(out->cursor, n, "%s|%s", last_stamp, out->more ? last_id : "");
 	}
 	out->ok = true;
 	return;

@@ -91,6 +91,22 @@ def test_salesforce_changes_made_in_the_api_reach_the_table(pg, bouncer_factory,
     assert queries and all("SystemModstamp" in r["query"] for r in queries)
 
 
+def test_salesforce_record_changed_twice_within_one_second(pg, bouncer_factory, fake_sf):
+    """SystemModstamp has whole seconds: a change made in the same second as the one a pass
+    last read still reaches the table (the next pass reads that second again)."""
+    b = start_synced(pg, bouncer_factory, fake_sf, table_extra="sync_interval=1")
+    # at the start of a second, so that the three steps below share it
+    time.sleep(1.05 - time.time() % 1)
+    second = int(time.time())
+    new = sf_records(fake_sf, op="create", fields={"LastName": "Twice", "Email": "a@x.io"})["id"]
+    sync_now(b)
+    assert sf_rows(pg)[0][3] == "a@x.io"
+    sf_records(fake_sf, op="update", id=new, fields={"Email": "b@x.io"})
+    if int(time.time()) != second:
+        pytest.skip("the machine was too slow to make both changes within one second")
+    wait_for("the second change of the same second", lambda: sf_rows(pg)[0][3] == "b@x.io")
+
+
 def test_salesforce_backfill_of_100000_records_shows_progress(pg, bouncer_factory, fake_sf):
     """The records the API already holds are loaded at start, with progress in SHOW and log."""
     ids = sf_records(fake_sf, op="create", count=100000,

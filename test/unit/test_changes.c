@@ -118,6 +118,15 @@ static void test_salesforce(void **state)
 	assert_true(p.newest == 1714557601.0);
 	changes_page_free(&p);
 
+	/* the last page of a listing: the cursor keeps the second only, read again next time */
+	page(c, &t, "", "/services/data/v59.0/query/01g-2", 200,
+	     "{\"totalSize\":3,\"done\":true,\"records\":[{\"Id\":\"003C\","
+	     "\"SystemModstamp\":\"2024-05-01T10:00:02.000+0000\",\"IsDeleted\":false}]}",
+	     &p);
+	assert_true(p.ok && !p.more);
+	assert_string_equal(p.cursor, "2024-05-01T10:00:02.000+0000|");
+	changes_page_free(&p);
+
 	/* done with no records: the cursor stays */
 	page(c, &t, "x|y", NULL, 200, "{\"totalSize\":0,\"done\":true,\"records\":[]}", &p);
 	assert_true(p.ok && !p.more && p.cursor == NULL && p.nrecords == 0);
