@@ -45,7 +45,10 @@ Control API for tests:
                   {"op": "update", "id": ..., "fields": {...}}; {"op": "delete", "id": ...}
   DELETE /_requests  clears the log
 Plain HTTP helpers for engine tests: GET /_slow?ms=N (answers "ok" after N ms),
-GET /_big?bytes=N (N bytes of "x"), any method /_echo (the request back as JSON).
+GET /_big?bytes=N (N bytes of "x"), any method /_echo (the request back as JSON);
+GET /_gate/wait is held until POST /_gate/open (at most 60 s, then 504), GET /_gate/held
+counts the requests that arrived there ({"held": N, "open": bool}), POST /_gate/close shuts
+the gate again and zeroes the count.
 
 Run: python3 test/fakes/fake_salesforce.py --port N  (prints "listening on N" when ready);
 --tls-cert/--tls-key serve HTTPS instead.
@@ -547,6 +550,29 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if path == "/_slow":
             time.sleep(int((query.get("ms") or ["500"])[0]) / 1000.0)
             return self.send(200, raw=b"ok", ctype="text/plain")
+        if path == "/_gate/wait":
+            # held until POST /_gate/open (at most 60 s, then 504): an answer whose time the
+            # test decides, with no clock involved
+            with GATE:
+                GATE.held += 1
+                GATE.notify_all()
+                opened = GATE.wait_for(lambda: GATE.open, timeout=60)
+            if not opened:
+                return self.send(504, raw=b"gate never opened", ctype="text/plain")
+            return self.send(200, raw=b"ok", ctype="text/plain")
+        if path == "/_gate/held":
+            with GATE:
+                return self.send(200, {"held": GATE.held, "open": GATE.open})
+        if path == "/_gate/open" and method == "POST":
+            with GATE:
+                GATE.open = True
+                GATE.notify_all()
+            return self.send(200, {"ok": True})
+        if path == "/_gate/close" and method == "POST":
+            with GATE:
+                GATE.open = False
+                GATE.held = 0
+            return self.send(200, {"ok": True})
         if path == "/_big":
             n = int((query.get("bytes") or ["0"])[0])
             return self.send(200, raw=b"x" * n, ctype="text/plain")
@@ -570,6 +596,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_DELETE(self):
         self.dispatch("DELETE")
+
+
+GATE = threading.Condition()
+GATE.held = 0
+GATE.open = False
 
 
 class Server(http.server.ThreadingHTTPServer):
