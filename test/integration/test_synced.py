@@ -77,7 +77,7 @@ ALTER TABLE salesforce.contacts OWNER TO app;
 
 def start_synced(pg, bouncer_factory, fake, pgbouncer=None, api_extra="",
                  table_extra="columns='note:Description'", more_tables=(), before_start=None,
-                 settle_timeout=20):
+                 settle_timeout=20, api_timeout=3):
     """A pooler with crm.salesforce.contacts synced to the fake Salesforce, once the guard
     trigger is in place (the catalog installs it in the background at start-up)."""
     pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
@@ -86,7 +86,8 @@ def start_synced(pg, bouncer_factory, fake, pgbouncer=None, api_extra="",
         before_start()
     api = (f"type=salesforce base_url={fake.url} api_version=v59.0 auth=oauth2 "
            f"token_url={fake.url}/services/oauth2/token client_id=test-client-id "
-           f"client_secret=test-client-secret refresh_token=test-refresh-token timeout=3 "
+           f"client_secret=test-client-secret refresh_token=test-refresh-token "
+           f"timeout={api_timeout} "
            f"{api_extra}")
     b = bouncer_factory(config={
         "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
