@@ -34,7 +34,8 @@ Control API for tests:
   GET  /_store    the records, {"Contact": {"003...": {...}}}
                   query_delay_ms: a query's answer waits that long after its snapshot was
                   taken; write_delay_ms: sObject Collections calls wait that long before they
-                  are applied
+                  are applied; hold_writes: true holds them at the gate (below) until
+                  POST /_gate/open
                   query_answer: "loop" (every batch says done: false and names itself as
                   nextRecordsUrl, an endless listing), or a raw body every query and batch
                   answers with 200 (a hostile page); "" is the normal answer
@@ -118,6 +119,7 @@ class State:
         self.query_batch = 2000
         self.query_delay_ms = 0
         self.write_delay_ms = 0
+        self.hold_writes = False
         self.query_answer = ""
 
     def stamp(self):
@@ -250,6 +252,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     st.lock.release()
                     try:
                         time.sleep(st.write_delay_ms / 1000.0)
+                    finally:
+                        st.lock.acquire()
+                if st.hold_writes:
+                    st.lock.release()
+                    try:
+                        with GATE:
+                            GATE.held += 1
+                            GATE.notify_all()
+                            GATE.wait_for(lambda: GATE.open, timeout=60)
                     finally:
                         st.lock.acquire()
                 answer = self.collections(method, query, body, limit_hdr)
@@ -520,6 +531,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                           "query_batch", "query_delay_ms", "write_delay_ms"):
                     if k in c:
                         setattr(st, k, int(c[k]))
+                if "hold_writes" in c:
+                    st.hold_writes = bool(c["hold_writes"])
                 if "fail_status" in c and "fail_count" not in c:
                     st.fail_count = -1
                 if "down" in c:
