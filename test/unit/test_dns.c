@@ -732,7 +732,7 @@ static void test_timeout_bounded(void **state)
 	assert_int_equal(c.res.status, DNS_STATUS_TIMEOUT);
 	assert_non_null(c.res.error);
 	assert_true(c.at_usec - start >= 200000); /* not before its time */
-	assert_int_equal(ref.calls, 0);            /* within it: before a 3 s timeout */
+	assert_int_equal(ref.calls, 0);           /* within it: before a 3 s timeout */
 	assert_true(fn->queries_a >= 1);
 	dns_free(reference);
 	assert_int_equal(ref.calls, 0);

@@ -433,7 +433,7 @@ static void test_tls_verification(void **state)
  * would never tick, never ask /_gate/held and never open the gate: the 200 would not answer.
  */
 
-#define HELD_N 200
+#define HELD_N           200
 #define TICKS_WHILE_HELD 5
 
 struct gate_watch {
@@ -486,8 +486,8 @@ static void on_gate_tick(evutil_socket_t fd, short what, void *arg)
 	}
 	if (!G.polling) {
 		G.polling = true;
-		assert_true(http_submit(E.eng, E.lane, req_to(HTTP_GET, "/_gate/held"), on_held,
-		                        NULL));
+		assert_true(
+		        http_submit(E.eng, E.lane, req_to(HTTP_GET, "/_gate/held"), on_held, NULL));
 	}
 }
 
@@ -503,16 +503,16 @@ static void test_200_slow_requests_loop_not_blocked(void **state)
 	memset(&G, 0, sizeof(G));
 	G.ticks_at_all_held = -1;
 	/* the gate is shared by the fake's clients: start it shut and counting from zero */
-	assert_true(http_submit(E.eng, E.lane, req_to(HTTP_POST, "/_gate/close"), on_done,
-	                        &closed));
+	assert_true(
+	        http_submit(E.eng, E.lane, req_to(HTTP_POST, "/_gate/close"), on_done, &closed));
 	run_until(1, 10000);
 	assert_int_equal(closed.status, 200);
 	E.finished = 0;
 	G.ev = event_new(E.base, -1, EV_PERSIST, on_gate_tick, NULL);
 	event_add(G.ev, &every);
 	for (i = 0; i < HELD_N; i++)
-		assert_true(http_submit(E.eng, lane, req_to(HTTP_GET, "/_gate/wait"), on_done,
-		                        &d[i]));
+		assert_true(
+		        http_submit(E.eng, lane, req_to(HTTP_GET, "/_gate/wait"), on_done, &d[i]));
 	/* generous: the fake holds the requests 60 s at most, the test ends when they answer */
 	run_until(HELD_N, 90000);
 	event_free(G.ev);

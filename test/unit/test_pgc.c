@@ -497,10 +497,11 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (!W.polling) {
 		W.polling = true;
-		assert_true(pgc_query(W.holder,
-		                      "select count(*) from pg_locks"
-		                      " where locktype = 'advisory' and objid = 4242 and not granted",
-		                      0, NULL, NULL, NULL, NULL, 0, on_waiting_count, NULL));
+		assert_true(
+		        pgc_query(W.holder,
+		                  "select count(*) from pg_locks"
+		                  " where locktype = 'advisory' and objid = 4242 and not granted",
+		                  0, NULL, NULL, NULL, NULL, 0, on_waiting_count, NULL));
 	}
 }
 
