@@ -34,7 +34,8 @@ Control API for tests:
   GET  /_store    the records, {"Contact": {"003...": {...}}}
                   query_delay_ms: a query's answer waits that long after its snapshot was
                   taken; write_delay_ms: sObject Collections calls wait that long before they
-                  are applied
+                  are applied; hold_writes: true holds them at the gate (below) until
+                  POST /_gate/open
                   query_answer: "loop" (every batch says done: false and names itself as
                   nextRecordsUrl, an endless listing), or a raw body every query and batch
                   answers with 200 (a hostile page); "" is the normal answer
@@ -45,7 +46,10 @@ Control API for tests:
                   {"op": "update", "id": ..., "fields": {...}}; {"op": "delete", "id": ...}
   DELETE /_requests  clears the log
 Plain HTTP helpers for engine tests: GET /_slow?ms=N (answers "ok" after N ms),
-GET /_big?bytes=N (N bytes of "x"), any method /_echo (the request back as JSON).
+GET /_big?bytes=N (N bytes of "x"), any method /_echo (the request back as JSON);
+GET /_gate/wait is held until POST /_gate/open (at most 60 s, then 504), GET /_gate/held
+counts the requests that arrived there ({"held": N, "open": bool}), POST /_gate/close shuts
+the gate again and zeroes the count.
 
 Run: python3 test/fakes/fake_salesforce.py --port N  (prints "listening on N" when ready);
 --tls-cert/--tls-key serve HTTPS instead.
@@ -115,6 +119,7 @@ class State:
         self.query_batch = 2000
         self.query_delay_ms = 0
         self.write_delay_ms = 0
+        self.hold_writes = False
         self.query_answer = ""
 
     def stamp(self):
@@ -247,6 +252,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     st.lock.release()
                     try:
                         time.sleep(st.write_delay_ms / 1000.0)
+                    finally:
+                        st.lock.acquire()
+                if st.hold_writes:
+                    st.lock.release()
+                    try:
+                        with GATE:
+                            GATE.held += 1
+                            GATE.notify_all()
+                            GATE.wait_for(lambda: GATE.open, timeout=60)
                     finally:
                         st.lock.acquire()
                 answer = self.collections(method, query, body, limit_hdr)
@@ -517,6 +531,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                           "query_batch", "query_delay_ms", "write_delay_ms"):
                     if k in c:
                         setattr(st, k, int(c[k]))
+                if "hold_writes" in c:
+                    st.hold_writes = bool(c["hold_writes"])
                 if "fail_status" in c and "fail_count" not in c:
                     st.fail_count = -1
                 if "down" in c:
@@ -547,6 +563,29 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if path == "/_slow":
             time.sleep(int((query.get("ms") or ["500"])[0]) / 1000.0)
             return self.send(200, raw=b"ok", ctype="text/plain")
+        if path == "/_gate/wait":
+            # held until POST /_gate/open (at most 60 s, then 504): an answer whose time the
+            # test decides, with no clock involved
+            with GATE:
+                GATE.held += 1
+                GATE.notify_all()
+                opened = GATE.wait_for(lambda: GATE.open, timeout=60)
+            if not opened:
+                return self.send(504, raw=b"gate never opened", ctype="text/plain")
+            return self.send(200, raw=b"ok", ctype="text/plain")
+        if path == "/_gate/held":
+            with GATE:
+                return self.send(200, {"held": GATE.held, "open": GATE.open})
+        if path == "/_gate/open" and method == "POST":
+            with GATE:
+                GATE.open = True
+                GATE.notify_all()
+            return self.send(200, {"ok": True})
+        if path == "/_gate/close" and method == "POST":
+            with GATE:
+                GATE.open = False
+                GATE.held = 0
+            return self.send(200, {"ok": True})
         if path == "/_big":
             n = int((query.get("bytes") or ["0"])[0])
             return self.send(200, raw=b"x" * n, ctype="text/plain")
@@ -570,6 +609,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_DELETE(self):
         self.dispatch("DELETE")
+
+
+GATE = threading.Condition()
+GATE.held = 0
+GATE.open = False
 
 
 class Server(http.server.ThreadingHTTPServer):

@@ -52,10 +52,8 @@ def test_client_killed_mid_query_leaves_no_broken_server(bouncer_factory, pg):
     proc.wait()
 
     # The next client is served, on the only server slot.
-    start = time.monotonic()
     with b.connect() as conn:
         assert conn.execute("select 'next'").fetchone() == ("next",)
-    assert time.monotonic() - start < 10
 
     # No backend keeps running the dead client's query.
     deadline = time.monotonic() + 10

@@ -114,14 +114,20 @@ def test_salesforce_backfill_of_100000_records_shows_progress(pg, bouncer_factor
     fake_sf.control(query_batch=2000)
 
     def start():
-        # the first pass is the backfill: allowed two minutes (sanitizer builds are slow)
+        # the fake's first answer sorts all 100,000 records before it pages them: on a busy
+        # machine that alone outlasts the 3 s the other tests allow an API call, the page
+        # fails and the backfill retries (more requests than the 50 counted below)
         return start_synced(pg, bouncer_factory, fake_sf, api_extra="rate_limit=20",
                             table_extra="columns='note:Description' sync_interval=0",
-                            settle_timeout=120)
+                            settle_timeout=120, api_timeout=60)
 
     b = start()
-    # start_synced returns once the first pass (the backfill) is over; SHOW during it:
-    row = sync_rows(b)[SF_TABLE]
+    # start_synced also returns on a failed pass (other tests set those up): this one waits
+    # for the backfill's end, the pass that finished; the bound only guards against a hang
+    row = wait_for("the backfill's end", lambda: (lambda r: r if r["last_sync"] is not None
+                                                  else None)(sync_rows(b)[SF_TABLE]),
+                   timeout=300)
+    assert "sync failed" not in b.log(), b.log()
     assert row["backfill_rows"] == "100000" and row["backfill_total"] == "100000"
     assert row["sync_state"] == "idle" and row["last_sync"] is not None
     assert pg.sql("SELECT count(*), count(DISTINCT id) FROM salesforce.contacts",

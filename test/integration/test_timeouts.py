@@ -29,10 +29,9 @@ def test_query_timeout_ends_a_long_query(bouncer_factory, pg):
     b = bouncer_factory(config={"pgbouncer": {"query_timeout": 1}})
     with b.connect(autocommit=True) as conn:
         pid = conn.execute("select pg_backend_pid()").fetchone()[0]
-        start = time.monotonic()
+        # the pooler's error, not the end of the sleep, is what says query_timeout worked
         with pytest.raises(psycopg.OperationalError, match="query timeout"):
-            conn.execute("select pg_sleep(20)")
-        assert time.monotonic() - start < 5
+            conn.execute("select pg_sleep(600)")
     # the backend that ran it is gone, not left sleeping
     assert wait_until(lambda: not backend_alive(pg, pid))
     with b.connect(autocommit=True) as conn:
@@ -48,7 +47,8 @@ def test_query_wait_timeout_ends_a_client_that_waits_for_a_server(bouncer_factor
             start = time.monotonic()
             with pytest.raises(psycopg.OperationalError, match="query_wait_timeout"):
                 conn.execute("select 1")
-            assert 0.5 < time.monotonic() - start < 5
+            # not before its time (a slow machine only makes this longer)
+            assert time.monotonic() - start > 0.5
         hog.rollback()
         assert hog.execute("select 2").fetchone() == (2,)
 
@@ -100,12 +100,10 @@ def test_client_idle_timeout_disconnects_an_idle_client(bouncer_factory):
 
 def test_client_login_timeout_closes_a_silent_connection(bouncer_factory):
     b = bouncer_factory(config={"pgbouncer": {"client_login_timeout": 1}})
-    s = socket.create_connection((b.host, b.port), timeout=10)
-    start = time.monotonic()
+    # the socket's timeout only guards against a hang: the pooler, not it, ends the wait
+    s = socket.create_connection((b.host, b.port), timeout=45)
     data = s.recv(1024)  # nothing sent: the pooler gives up on us
-    elapsed = time.monotonic() - start
     s.close()
-    assert elapsed < 6
     assert data == b"" or data[:1] == b"E"
     # a normal login is unaffected
     with b.connect(autocommit=True) as conn:
@@ -153,10 +151,9 @@ def test_server_connect_timeout_gives_up_on_a_silent_server(bouncer_factory):
             "pgbouncer": {"server_connect_timeout": 1, "query_wait_timeout": 30,
                           "client_login_timeout": 30},
         })
-        start = time.monotonic()
         with pytest.raises(psycopg.OperationalError):
-            b.connect(connect_timeout=20)
-        assert time.monotonic() - start < 15
+            b.connect(connect_timeout=40)
+        # the pooler's timeout ended it (the client's own connect_timeout only guards a hang)
         assert "connect timeout" in b.log()
     finally:
         close()
@@ -235,17 +232,16 @@ def test_transaction_timeout_ends_a_long_transaction(bouncer_factory, pg):
     assert conn.startup(user="app", database="app", password="secret") is None
     conn.query("begin")
     conn.read_until_ready()
-    start = time.monotonic()
     closed = False
-    # busy, never idle for long: only the transaction's age ends it
+    # busy, never idle for long: only the transaction's age ends it (the bound on the loop,
+    # 30 s of statements, only guards against a hang)
     try:
-        for _ in range(30):
+        for _ in range(150):
             conn.query("select pg_sleep(0.2)")
             conn.read_until_ready()
     except (pgwire.WireError, OSError):
         closed = True
     assert closed
-    assert time.monotonic() - start < 6
     assert "closing because: transaction timeout" in b.log()
     conn.close()
 
