@@ -514,8 +514,9 @@ static void set_api_error(struct mutation *m, const struct api_error *ae)
 		break;
 	}
 	snprintf(msg, sizeof(msg), "%s %s", api, what);
-	if (ae->column[0] && (ae->cls == API_ERR_VALIDATION || ae->cls == API_ERR_REQUIRED ||
-	                      ae->cls == API_ERR_DUPLICATE))
+	if (ae->column[0] && !ae->value_unknown &&
+	    (ae->cls == API_ERR_VALIDATION || ae->cls == API_ERR_REQUIRED ||
+	     ae->cls == API_ERR_DUPLICATE))
 		snprintf(detail, sizeof(detail), "Key (%s)=(%s) %s", ae->column,
 		         ae->value_is_null ? "null" : ae->value,
 		         ae->reason[0] ? ae->reason : ae->message);

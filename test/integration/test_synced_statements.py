@@ -1,0 +1,125 @@
+"""Statements that applications send to synced tables, answered as PostgreSQL would answer them:
+errors that name the right row.
+
+Each test goes through a real client (psycopg) and a fake API that speaks the real API's
+shapes; it checks what the client is told, what reached the API and what is in the table.
+"""
+
+import time
+
+import psycopg
+import pytest
+
+from conftest import IS_PGBOUNCER
+from test_hostile_api import FakeApi, crm, sync_settled
+
+pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="synced tables exist only in syncbouncer")
+
+# kind: (schema.table, its DDL, the fake's arguments, [apis] line, [synced_tables] options)
+KINDS = {
+    "hubspot": ("hubspot.contacts",
+                "CREATE TABLE hubspot.contacts (id text PRIMARY KEY, firstname text, email text)",
+                ("--token", "hs-token"),
+                "type=hubspot base_url={url} auth=bearer token=hs-token timeout=5",
+                "object=contacts"),
+    "airtable": ("airtable.contacts",
+                 "CREATE TABLE airtable.contacts (id text PRIMARY KEY, firstname text, email text)",
+                 ("--token", "at-token"),
+                 "type=airtable base_url={url} base_id=appFAKE auth=bearer token=at-token "
+                 "timeout=5",
+                 "object=Contacts"),
+    # a REST API with a batch endpoint: several rows in one request
+    "rest": ("rest.contacts",
+             "CREATE TABLE rest.contacts (id text PRIMARY KEY, firstname text, email text)",
+             (),
+             "type=rest base_url={url} auth=none path=/contacts insert_path=/contacts/batch "
+             "records_key=data max_batch=10 timeout=5",
+             ""),
+}
+
+
+def start_kind(pg, bouncer_factory, kind, fake):
+    table, ddl, _, api, opts = KINDS[kind]
+    schema = table.split(".")[0]
+    pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE;"
+           f"DROP SCHEMA IF EXISTS {schema} CASCADE;"
+           f"CREATE SCHEMA {schema} AUTHORIZATION app; {ddl}; ALTER TABLE {table} OWNER TO app",
+           dbname="crm")
+    b = bouncer_factory(config={
+        "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
+        "apis": [f"{kind} = " + api.format(url=fake.url)],
+        "synced_tables": [f"crm.{table} = api={kind} {opts} sync_interval=0 backfill=off"],
+    })
+    deadline = time.monotonic() + 20
+    while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
+                 dbname="crm")[0][0] == 0 or not sync_settled(b):
+        assert time.monotonic() < deadline, "synced table not ready:\n" + b.output()
+        time.sleep(0.1)
+    b.fake = fake
+    b.table = table
+    return b
+
+
+@pytest.fixture(params=sorted(KINDS))
+def synced(request, pg, bouncer_factory):
+    kind = request.param
+    fake = FakeApi(kind, *KINDS[kind][2])
+    try:
+        yield start_kind(pg, bouncer_factory, kind, fake)
+    finally:
+        fake.stop()
+
+
+def stored_emails(fake):
+    """The emails the fake API holds, whatever its store looks like."""
+    out = []
+
+    def walk(v):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if k.lower() == "email" and isinstance(x, str):
+                    out.append(x)
+                else:
+                    walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+    walk(fake.store())
+    return sorted(out)
+
+
+# ---------------------------------------------------------------- one bad row of several
+
+
+@pytest.mark.timeout(60)
+def test_one_bad_row_of_several_is_named_by_its_own_value(synced):
+    """A batch refused for one row's value: DETAIL names that row's value (found by the value
+    the API names), or, where the API names no value, leaves the Key clause out rather than
+    show another row's value or an empty one."""
+    kind = synced.table.split(".")[0]
+    with crm(synced) as conn:
+        with pytest.raises(psycopg.errors.CheckViolation) as ei:
+            conn.execute(f"insert into {synced.table} (firstname, email) values "
+                         "('Paul', 'paul@caladan.io'), ('Leto', 'pauldune.co'), "
+                         "('Jessica', 'jessica@caladan.io')")
+        diag = ei.value.diag
+        assert diag.message_primary == f"{kind} validation error"
+        assert (diag.schema_name, diag.table_name, diag.column_name) == (
+            kind, "contacts", "email")
+        if kind == "airtable":
+            # Airtable names the field only: no row, no value
+            assert diag.message_detail == 'Field "email" cannot accept the provided value'
+        elif kind == "hubspot":
+            assert diag.message_detail == \
+                "Key (email)=(pauldune.co) Email address pauldune.co is invalid"
+        else:
+            assert diag.message_detail == \
+                "Key (email)=(pauldune.co) pauldune.co is not a valid email address"
+        # the same rows one by one in another order: the bad one is still the one named
+        with pytest.raises(psycopg.errors.CheckViolation) as ei:
+            conn.execute(f"insert into {synced.table} (firstname, email) values "
+                         "('Leto', 'leto@caladan.io'), ('Alia', 'alia.caladan.io')")
+        if kind != "airtable":
+            assert ei.value.diag.message_detail.startswith("Key (email)=(alia.caladan.io) ")
+        assert conn.execute(f"select count(*) from {synced.table}").fetchone() == (0,)
+    assert stored_emails(synced.fake) == []
