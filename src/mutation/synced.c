@@ -171,6 +171,13 @@ struct mut_client {
 	/* a simple query of several synced writes: run one after another, one ReadyForQuery */
 	char **multi;
 	int nmulti, imulti;
+	/*
+	 * The search_path the client's own SET statements gave its session (the login value
+	 * otherwise): path_session from SET [SESSION], path_local from SET LOCAL while its
+	 * transaction block lasts. NULL with path_*_set: back to the login value (RESET).
+	 */
+	char *path_session, *path_local;
+	bool path_session_set, path_local_set;
 };
 
 struct captured {
@@ -243,6 +250,8 @@ struct mutation {
 
 static void mutation_finish(struct mutation *m);
 static void describe_write(const struct mutation *m, char *buf, size_t size);
+static const char *client_search_path(struct conn *c);
+static bool classify(struct synced *sy, struct conn *c, const char *sql, struct stmt_class *sc);
 static void mutation_acquire(struct mutation *m);
 static void note_sync_write(struct mutation *m, bool begin);
 
@@ -1357,6 +1366,23 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		rollback(m);
 		return;
 	}
+	if (m->first != NULL && atoi(PQcmdTuples(m->first)) > 0) {
+		/*
+		 * The capture run changes no row of a synced table: the rows it changed are another
+		 * table's, found first on the search_path (a temporary table, or one created since
+		 * the synced tables were read). Rolled back; nothing was sent.
+		 */
+		char msg[300];
+		snprintf(msg, sizeof(msg),
+		         "the statement writes another table than synced table %s",
+		         m->st->qualified);
+		set_error(m, "0A000", msg,
+		          "Its unqualified table name finds another relation of that name first "
+		          "on the search_path.",
+		          "Qualify the table name with its schema.");
+		rollback(m);
+		return;
+	}
 	m->nrows = PQntuples(res);
 	if (m->nrows == 0 && m->op != OP_INSERT) {
 		/*
@@ -1633,8 +1659,7 @@ static bool multi_next(struct synced *sy, struct mut_client *mc)
 
 	mc->imulti++;
 	sql = mc->multi[mc->imulti];
-	if (!classifier_classify(sy->cl, mc->client->pool->db_name, sql, &sc) ||
-	    sc.verdict == STMT_PASS) {
+	if (!classify(sy, mc->client, sql, &sc) || sc.verdict == STMT_PASS) {
 		answer_now(mc->client, "XX000", "a statement of the query string changed its kind",
 		           NULL, NULL, NULL);
 		return false;
@@ -1852,10 +1877,11 @@ static void mutation_acquire(struct mutation *m)
 
 /*
  * The client's settings that change how its statement is read or what RETURNING sends back
- * (string literals, dates, intervals, time zone, float digits), for the mutation's own
- * transaction. Other settings stay the pooler's. NULL when the client set none of them.
+ * (string literals, dates, intervals, time zone, float digits, the search_path that names its
+ * tables), for the mutation's own transaction. Other settings stay the pooler's. NULL when the
+ * client set none of them.
  */
-static char *session_settings(const struct conn *c)
+static char *session_settings(struct conn *c)
 {
 	static const char *const names[] = {
 	        "DateStyle",
@@ -1866,6 +1892,7 @@ static char *session_settings(const struct conn *c)
 	        "bytea_output",
 	};
 	struct pktbuf pb;
+	const char *path;
 	int n = 0;
 	char *sql;
 
@@ -1882,6 +1909,16 @@ static char *session_settings(const struct conn *c)
 		pktbuf_put_sql_literal(&pb, names[i]);
 		pktbuf_put_bytes(&pb, ", ", 2);
 		pktbuf_put_sql_literal(&pb, v);
+		pktbuf_put_bytes(&pb, ", true)", 7);
+	}
+	if ((path = client_search_path(c)) != NULL) {
+		/* the statement's unqualified names resolve as in the client's session */
+		if (n++ > 0)
+			pktbuf_put_bytes(&pb, ", ", 2);
+		else
+			pktbuf_put_bytes(&pb, "SELECT ", 7);
+		pktbuf_put_bytes(&pb, "pg_catalog.set_config('search_path', ", 37);
+		pktbuf_put_sql_literal(&pb, path);
 		pktbuf_put_bytes(&pb, ", true)", 7);
 	}
 	pktbuf_put_u8(&pb, 0);
@@ -2019,7 +2056,7 @@ static void mc_release_if_idle(struct conn *c)
 	struct mut_client *mc = c->hook_state;
 
 	if (mc == NULL || mc->m != NULL || mc->answered || mc->ext.active || mc->nstmts > 0 ||
-	    mc->multi != NULL)
+	    mc->multi != NULL || mc->path_session_set || mc->path_local_set)
 		return;
 	ext_reset(&mc->ext);
 	free(mc->stmts);
@@ -2043,6 +2080,81 @@ static void drop_stmt(struct mut_client *mc, const char *name)
 		return;
 	prep_free(ps);
 	*ps = mc->stmts[--mc->nstmts];
+}
+
+/* ---- the client's search_path ---- */
+
+/* The search_path in force for c's next statement as far as its statements show; NULL: the
+ * login value is not known (the server's default applies). */
+static const char *client_search_path(struct conn *c)
+{
+	struct mut_client *mc = c->hook_state;
+
+	if (mc != NULL && mc->path_local_set && client_txn_status(c) == 'I') {
+		/* the block that ran SET LOCAL is over */
+		free(mc->path_local);
+		mc->path_local = NULL;
+		mc->path_local_set = false;
+	}
+	if (mc != NULL && mc->path_local_set && mc->path_local != NULL)
+		return mc->path_local;
+	if (mc != NULL && mc->path_session_set && mc->path_session != NULL)
+		return mc->path_session;
+	return param_get(&c->params, "search_path");
+}
+
+static bool path_shadowed(void *arg, const char *database, const char *schema, const char *table)
+{
+	struct synced *sy = arg;
+
+	return catalog_name_taken(sy->cat, database, schema, table);
+}
+
+/* Classifies sql as c's session would read it: unqualified names through its search_path. */
+static bool classify(struct synced *sy, struct conn *c, const char *sql, struct stmt_class *sc)
+{
+	struct classifier_path path = {
+	        .search_path = client_search_path(c),
+	        .user = c->pool->server_user ? c->pool->server_user : c->pool->user_name,
+	        .shadowed = path_shadowed,
+	        .arg = sy,
+	};
+
+	return classifier_classify_in(sy->cl, c->pool->db_name, &path, sql, sc);
+}
+
+/*
+ * Follows the client's SET/RESET of search_path in sql[0..len) (NUL-terminated at len). A SET
+ * LOCAL, or a SET inside a transaction block, counts until the block ends; the transaction
+ * block's fate is not followed (a SET undone by ROLLBACK still counts).
+ */
+static void follow_search_path(struct conn *c, const char *sql, size_t len)
+{
+	char value[1024];
+	bool local;
+	enum classifier_path_change ch =
+	        classifier_path_change(sql, len, value, sizeof(value), &local);
+	struct mut_client *mc;
+	char *v = NULL;
+
+	if (ch == CL_PATH_NONE)
+		return;
+	mc = mc_get(c);
+	if (mc == NULL || (ch == CL_PATH_SET && (v = strdup(value)) == NULL))
+		return; /* out of memory: the login value stays */
+	if (local || client_txn_status(c) != 'I') {
+		free(mc->path_local);
+		mc->path_local = v;
+		mc->path_local_set = true;
+		if (local)
+			return;
+		v = v != NULL ? strdup(v) : NULL;
+		if (ch == CL_PATH_SET && v == NULL)
+			return;
+	}
+	free(mc->path_session);
+	mc->path_session = v;
+	mc->path_session_set = true;
 }
 
 /*
@@ -2131,9 +2243,10 @@ static enum hook_verdict inspect_query(struct synced *sy, struct conn *c,
 		return inspect_prefix(sy, c, pkt, sql, pkt->body_avail);
 	if (pkt->body_len == 0 || pkt->body[pkt->body_len - 1] != '\0')
 		return HOOK_PASS; /* malformed: PostgreSQL answers it */
+	follow_search_path(c, sql, pkt->body_len - 1);
 	if (!classifier_quick_check(sy->cl, c->pool->db_name, sql, pkt->body_len - 1))
 		return HOOK_PASS;
-	if (!classifier_classify(sy->cl, c->pool->db_name, sql, &sc) || sc.verdict == STMT_PASS)
+	if (!classify(sy, c, sql, &sc) || sc.verdict == STMT_PASS)
 		return HOOK_PASS;
 	if (!client_server_idle(c))
 		return HOOK_WAIT_IDLE;
@@ -2165,7 +2278,7 @@ static enum hook_verdict inspect_query(struct synced *sy, struct conn *c,
 		}
 		mc->nmulti = n;
 		mc->imulti = 0;
-		if (!classifier_classify(sy->cl, c->pool->db_name, mc->multi[0], &sc)) {
+		if (!classify(sy, c, mc->multi[0], &sc)) {
 			multi_free(mc);
 			answer_now(c, "53200", "out of memory", NULL, NULL, NULL);
 			mc_release_if_idle(c);
@@ -2238,7 +2351,7 @@ static void ext_parse(struct synced *sy, struct conn *c, struct mut_client *mc,
 		types[i] = t;
 	}
 	e->parse = true;
-	if (!classifier_classify(sy->cl, c->pool->db_name, sql, &sc)) {
+	if (!classify(sy, c, sql, &sc)) {
 		ext_fail(e, "53200", "out of memory");
 		return;
 	}
@@ -2309,7 +2422,7 @@ static void ext_bind(struct synced *sy, struct conn *c, struct mut_client *mc,
 		}
 		struct stmt_class sc;
 		/* classified again: a RELOAD may have renumbered the synced tables */
-		if (!classifier_classify(sy->cl, c->pool->db_name, ps->sql, &sc)) {
+		if (!classify(sy, c, ps->sql, &sc)) {
 			ext_fail(e, "53200", "out of memory");
 			return;
 		}
@@ -2528,8 +2641,7 @@ static enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mu
 		}
 		if ((e->ran || e->close) &&
 		    proto_parse_parse(pkt->body, pkt->body_len, &stmt, &sql, &sql_len, &n) &&
-		    (!classifier_classify(sy->cl, c->pool->db_name, sql, &sc) ||
-		     sc.verdict == STMT_PASS)) {
+		    (!classify(sy, c, sql, &sc) || sc.verdict == STMT_PASS)) {
 			if (e->close && !e->ran) {
 				struct pktbuf pb;
 				pktbuf_init(&pb, 16);
@@ -2647,9 +2759,9 @@ static enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sb
 			return HOOK_PASS;
 		if (mc != NULL)
 			drop_stmt(mc, stmt); /* re-prepared under the same name ("" too) */
+		follow_search_path(c, sql, sql_len);
 		if (!classifier_quick_check(sy->cl, c->pool->db_name, sql, sql_len) ||
-		    !classifier_classify(sy->cl, c->pool->db_name, sql, &sc) ||
-		    sc.verdict == STMT_PASS) {
+		    !classify(sy, c, sql, &sc) || sc.verdict == STMT_PASS) {
 			mc_release_if_idle(c);
 			return HOOK_PASS;
 		}
@@ -2697,6 +2809,8 @@ static void hook_client_closed(void *ctx, struct conn *c)
 	for (int i = 0; i < mc->nstmts; i++)
 		prep_free(&mc->stmts[i]);
 	free(mc->stmts);
+	free(mc->path_session);
+	free(mc->path_local);
 	c->hook_state = NULL;
 	free(mc);
 }

@@ -1,5 +1,5 @@
 """Statements that applications send to synced tables, answered as PostgreSQL would answer them:
-errors that name the right row.
+errors that name the right row, table names resolved through the client's search_path.
 
 Each test goes through a real client (psycopg) and a fake API that speaks the real API's
 shapes; it checks what the client is told, what reached the API and what is in the table.
@@ -12,6 +12,7 @@ import pytest
 
 from conftest import IS_PGBOUNCER
 from test_hostile_api import FakeApi, crm, sync_settled
+from test_synced_surprises import start_salesforce
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="synced tables exist only in syncbouncer")
 
@@ -123,3 +124,90 @@ def test_one_bad_row_of_several_is_named_by_its_own_value(synced):
             assert ei.value.diag.message_detail.startswith("Key (email)=(alia.caladan.io) ")
         assert conn.execute(f"select count(*) from {synced.table}").fetchone() == (0,)
     assert stored_emails(synced.fake) == []
+
+
+# ---------------------------------------------------------------- unqualified names
+
+
+@pytest.fixture
+def salesforce(pg, bouncer_factory):
+    fake = FakeApi("salesforce")
+    try:
+        b = start_salesforce(pg, bouncer_factory, fake.url,
+                             f"{fake.url}/services/oauth2/token", "test-client-secret")
+        b.fake = fake
+        yield b
+    finally:
+        fake.stop()
+
+
+def sf_writes(fake):
+    return [r for r in fake.requests() if "/composite/sobjects" in r["path"]]
+
+
+def sf_contacts(fake):
+    return list(fake.store().get("Contact", {}).values())
+
+
+@pytest.mark.timeout(60)
+def test_unqualified_names_resolve_through_the_clients_search_path(salesforce, pg):
+    """A client whose search_path puts the synced schema first writes it by its bare name, over
+    the extended protocol (psycopg) and the simple one (psql), as the server would resolve it;
+    RESET brings the default back."""
+    with crm(salesforce) as conn:
+        conn.execute("SET search_path = salesforce, public")
+        (cid,) = conn.execute("insert into contacts (last_name, email) "
+                              "values ('Atreides', 'paul@caladan.io') returning id").fetchone()
+        cur = conn.execute("update contacts set first_name = %s where id = %s", ("Paul", cid))
+        assert cur.statusmessage == "UPDATE 1"
+        assert conn.execute("select first_name, last_name from contacts").fetchall() == [
+            ("Paul", "Atreides")]
+        conn.execute("RESET search_path")
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute("insert into contacts (last_name) values ('Harkonnen')")
+    assert [r["method"] for r in sf_writes(salesforce.fake)] == ["POST", "PATCH"]
+    assert [(r["FirstName"], r["LastName"]) for r in sf_contacts(salesforce.fake)] == [
+        ("Paul", "Atreides")]
+    # psql: the simple query protocol
+    out = salesforce.psql("-At", "-c", "SET search_path = salesforce",
+                          "-c", "delete from contacts where last_name = 'Atreides'",
+                          dbname="crm")
+    assert out.stdout.splitlines() == ["SET", "DELETE 1"]
+    assert sf_contacts(salesforce.fake) == []
+    # SET LOCAL lasts its transaction block only
+    with crm(salesforce) as conn:
+        with conn.transaction():
+            conn.execute("SET LOCAL search_path = salesforce")
+            conn.execute("insert into contacts (last_name) values ('Jessica')")
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute("insert into contacts (last_name) values ('Harkonnen')")
+    assert [r["LastName"] for r in sf_contacts(salesforce.fake)] == ["Jessica"]
+    # the login's search_path (options=-c search_path=...) counts too
+    with crm(salesforce, options="-c search_path=salesforce") as conn:
+        conn.execute("insert into contacts (last_name) values ('Idaho')")
+    assert sorted(r["LastName"] for r in sf_contacts(salesforce.fake)) == ["Idaho", "Jessica"]
+
+
+@pytest.mark.timeout(60)
+def test_unqualified_name_finds_an_ordinary_table_first_on_the_path(bouncer_factory, pg):
+    """With public first on the path and a public.contacts of its own, the bare name is that
+    ordinary table, as in PostgreSQL: the write stays in the database and nothing is sent."""
+    pg.sql("DROP TABLE IF EXISTS public.contacts; CREATE TABLE public.contacts "
+           "(id serial PRIMARY KEY, last_name text); ALTER TABLE public.contacts OWNER TO app",
+           dbname="crm")
+    fake = FakeApi("salesforce")
+    try:
+        b = start_salesforce(pg, bouncer_factory, fake.url,
+                             f"{fake.url}/services/oauth2/token", "test-client-secret")
+        with crm(b) as conn:
+            conn.execute("SET search_path = public, salesforce")
+            cur = conn.execute("insert into contacts (last_name) values ('Local')")
+            assert cur.statusmessage == "INSERT 0 1"
+            conn.execute("SET search_path = salesforce, public")
+            conn.execute("insert into contacts (last_name) values ('Remote')")
+        assert pg.sql("SELECT last_name FROM public.contacts", dbname="crm") == [("Local",)]
+        assert [r["LastName"] for r in sf_contacts(fake)] == ["Remote"]
+    finally:
+        fake.stop()
+        pg.sql("DROP TABLE IF EXISTS public.contacts", dbname="crm")
+
