@@ -225,6 +225,8 @@ struct mutation {
 	int ntypes;
 	int result_format;
 	bool extended; /* answer as the extended protocol does */
+	bool in_block; /* the client's transaction block was open when the write began */
+	bool escaped;  /* the answer carries the NOTICE that the write escaped that block */
 	bool no_ready; /* an Execute inside a batch: the Sync that follows answers ReadyForQuery */
 	bool parse_complete, bind_complete, describe_portal;
 	struct pktbuf err; /* the error to send, when one was decided */
@@ -431,6 +433,14 @@ static void write_result(struct pktbuf *pb, const struct mutation *m, const PGre
 			}
 			pktbuf_finish_msg(pb);
 		}
+	}
+	if (m->escaped) {
+		/* what the transaction block could not hold back */
+		char msg[256];
+		snprintf(msg, sizeof(msg),
+		         "sent to %s outside the transaction: ROLLBACK will not undo it",
+		         api_name(m->st->api));
+		pktbuf_write_notice(pb, "00000", msg);
 	}
 	pktbuf_write_command_complete(pb, PQcmdStatus((PGresult *)(res ? res : desc)));
 }
@@ -1002,6 +1012,7 @@ static void on_committed(void *arg, struct pgc *pc, PGresult *res, const char *e
 	}
 	if (m->mc != NULL) {
 		pktbuf_init(&pb, RESPONSE_MAX);
+		m->escaped = m->in_block;
 		write_result(&pb, m, m->result, m->result);
 		send_to_client(m, &pb);
 		pktbuf_free(&pb);
@@ -1949,6 +1960,7 @@ static void mutation_start(struct synced *sy, struct mut_client *mc, struct sync
 	m->ct = ct;
 	m->op = sc->op;
 	m->conflict_nothing = sc->on_conflict_nothing;
+	m->in_block = client_txn_status(mc->client) == 'T';
 	m->started = bouncer_now_usec();
 	m->intent_id = settle_new_id();
 	api_random_key(m->intent_key, sizeof(m->intent_key));

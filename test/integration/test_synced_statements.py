@@ -211,3 +211,36 @@ def test_unqualified_name_finds_an_ordinary_table_first_on_the_path(bouncer_fact
         fake.stop()
         pg.sql("DROP TABLE IF EXISTS public.contacts", dbname="crm")
 
+
+# ---------------------------------------------------------------- writes that escape a block
+
+
+@pytest.mark.timeout(60)
+def test_write_inside_a_transaction_block_says_it_escapes(salesforce, pg):
+    """Writes escape transactions (the API has no rollback): inside a transaction block the
+    client is told so with a NOTICE, and the ROLLBACK indeed leaves the write in place; outside
+    a block there is nothing to say."""
+    notices = []
+    with crm(salesforce) as conn:
+        conn.add_notice_handler(lambda d: notices.append((d.severity_nonlocalized,
+                                                          d.message_primary)))
+        conn.execute("insert into salesforce.contacts (last_name) values ('Outside')")
+        assert notices == []
+        conn.autocommit = False
+        conn.execute("insert into salesforce.contacts (last_name) values ('Inside')")
+        assert notices == [("NOTICE", "sent to salesforce outside the transaction: "
+                                      "ROLLBACK will not undo it")]
+        conn.rollback()
+        # nothing sent, nothing to say: no row matches
+        conn.execute("update salesforce.contacts set first_name = 'x' where false")
+        conn.rollback()
+        assert len(notices) == 1
+    assert sorted(r["LastName"] for r in sf_contacts(salesforce.fake)) == ["Inside", "Outside"]
+    assert sorted(pg.sql("SELECT last_name FROM salesforce.contacts", dbname="crm")) == [
+        ("Inside",), ("Outside",)]
+    # psql, simple query protocol
+    out = salesforce.psql("-c", "BEGIN", "-c", "delete from salesforce.contacts",
+                          "-c", "ROLLBACK", dbname="crm")
+    assert "NOTICE:  sent to salesforce outside the transaction: ROLLBACK will not undo it" \
+        in out.stderr
+    assert sf_contacts(salesforce.fake) == []
