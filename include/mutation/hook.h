@@ -50,6 +50,8 @@ struct mut_client {
 	 */
 	char *path_session, *path_local;
 	bool path_session_set, path_local_set;
+	/* a Describe being asked of PostgreSQL (extended.c); the relay is paused meanwhile */
+	struct describe_job *describe;
 };
 
 /* The client's hook state, made when it has none; NULL when out of memory. */

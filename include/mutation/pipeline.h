@@ -31,6 +31,7 @@ struct conn;
 struct ext_seq;
 struct mut_client;
 struct pgc;
+struct pool;
 
 #define MAX_IDLE_CONNS 8
 #define RESPONSE_MAX   (64 * 1024 * 1024)
@@ -64,6 +65,7 @@ struct synced {
 	struct catalog *cat;
 	struct list idle_conns;
 	struct list mutations;
+	struct list describes;   /* Describe messages being answered (extended.c) */
 	struct journal *journal; /* the API's answers the database could not take */
 	struct settle *settle;   /* settles the intents that outlived their writes */
 	bool reload_pending;     /* a RELOAD waits for the mutations in flight */
@@ -134,7 +136,11 @@ struct mutation {
 	bool escaped;  /* the answer carries the NOTICE that the write escaped that block */
 	bool no_ready; /* an Execute inside a batch: the Sync that follows answers ReadyForQuery */
 	bool parse_complete, bind_complete, describe_portal;
-	struct pktbuf err; /* the error to send, when one was decided */
+	/* the answer to a Describe of the statement: ParameterDescription, RowDescription/NoData */
+	char *stmt_desc;
+	size_t stmt_desc_len;
+	bool stmt_desc_after_bind; /* it follows BindComplete (the client described after Bind) */
+	struct pktbuf err;         /* the error to send, when one was decided */
 	bool failed;
 	bool conn_broken;
 	/* the API's answer, for the history: "ok" or its error class (NULL until it answered) */
@@ -157,6 +163,20 @@ struct mutation {
 
 /* Closes a pipeline connection (unlinking it from any list first) and frees it. */
 void mconn_free(struct mconn *mc);
+/* An idle connection made with conninfo, taken off the idle list; NULL when there is none. */
+struct mconn *mconn_take_idle(struct synced *sy, const char *conninfo);
+/* Gives a connection back to the idle list, or closes it (broken, busy, or enough idle). */
+void mconn_release(struct synced *sy, struct mconn *mc, bool broken);
+/* The libpq connection string of the pool's server; false with *err when there is none. */
+bool mutation_pool_conninfo(const struct pool *pool, char *buf, size_t size, const char **err)
+        __attribute__((warn_unused_result));
+/*
+ * The client's session settings that shape how a statement reads (SELECT set_config(..., true)
+ * ...), for a transaction of the pipeline's own; NULL when there are none (or out of memory).
+ */
+char *mutation_session_settings(struct conn *c);
+/* Whether nothing of sy runs any more (writes, Describes): a RELOAD may replace it. */
+bool synced_idle(const struct synced *sy);
 
 /*
  * Starts a write of st for the client mc (sql, and for the extended protocol the batch's

@@ -18,13 +18,20 @@
 
 /* ---- responses ------------------------------------------------------------------------- */
 
-/* ParseComplete / BindComplete that precede an extended sequence's answer. */
+/*
+ * ParseComplete, the statement's description, BindComplete: what precedes an extended
+ * sequence's answer, in the order the client asked.
+ */
 void answer_ext_prefix(const struct mutation *m, struct pktbuf *pb)
 {
 	if (m->parse_complete)
 		pktbuf_write_simple(pb, '1');
+	if (m->stmt_desc != NULL && !m->stmt_desc_after_bind)
+		pktbuf_put_bytes(pb, m->stmt_desc, m->stmt_desc_len);
 	if (m->bind_complete)
 		pktbuf_write_simple(pb, '2');
+	if (m->stmt_desc != NULL && m->stmt_desc_after_bind)
+		pktbuf_put_bytes(pb, m->stmt_desc, m->stmt_desc_len);
 }
 
 static void put_raise_field(struct pktbuf *pb, const char *name, const char *value, bool *first)

@@ -79,7 +79,7 @@ void mc_release_if_idle(struct conn *c)
 	struct mut_client *mc = c->hook_state;
 
 	if (mc == NULL || mc->m != NULL || mc->answered || mc->ext.active || mc->nstmts > 0 ||
-	    mc->multi != NULL || mc->path_session_set || mc->path_local_set)
+	    mc->multi != NULL || mc->path_session_set || mc->path_local_set || mc->describe != NULL)
 		return;
 	ext_reset(&mc->ext);
 	free(mc->stmts);
@@ -324,7 +324,7 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 	const char *stmt = NULL, *portal = NULL;
 
 	if (mc != NULL) {
-		if (mc->m != NULL)
+		if (mc->m != NULL || mc->describe != NULL)
 			return HOOK_PAUSE;
 		if (mc->answered) {
 			mc->answered = false;
@@ -371,6 +371,7 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 	}
 	case 'B':
 	case 'C':
+	case 'D':
 		if (mc == NULL || mc->nstmts == 0 || !pkt->complete ||
 		    !proto_parse_msg_names(pkt->type, pkt->body, pkt->body_len, &stmt, &portal) ||
 		    stmt == NULL || mc_find_stmt(mc, stmt) == NULL)
@@ -406,6 +407,7 @@ void hook_client_closed(void *ctx, struct conn *c)
 	} else if (mc->m != NULL) {
 		mc->m->mc = NULL; /* the mutation goes on to its end; nobody to answer */
 	}
+	ext_describe_client_gone(mc);
 	ext_reset(&mc->ext);
 	mc_multi_free(mc);
 	for (int i = 0; i < mc->nstmts; i++)

@@ -98,7 +98,7 @@ static void append_conninfo(char *buf, size_t size, size_t *len, const char *key
 }
 
 /* The libpq connection string for the pool's server (host, port, db, user, password). */
-static bool pool_conninfo(const struct pool *pool, char *buf, size_t size, const char **err)
+bool mutation_pool_conninfo(const struct pool *pool, char *buf, size_t size, const char **err)
 {
 	char port[16];
 	size_t len = 0;
@@ -126,6 +126,35 @@ static bool pool_conninfo(const struct pool *pool, char *buf, size_t size, const
 		return false;
 	}
 	return true;
+}
+
+bool synced_idle(const struct synced *sy)
+{
+	return list_empty(&sy->mutations) && list_empty(&sy->describes);
+}
+
+struct mconn *mconn_take_idle(struct synced *sy, const char *conninfo)
+{
+	struct list *it;
+
+	list_for_each(it, &sy->idle_conns)
+	{
+		struct mconn *c = list_entry(it, struct mconn, head);
+		if (strcmp(c->conninfo, conninfo) == 0 && pgc_ok(c->pc)) {
+			list_del(&c->head);
+			return c;
+		}
+	}
+	return NULL;
+}
+
+void mconn_release(struct synced *sy, struct mconn *mc, bool broken)
+{
+	if (broken || !pgc_ok(mc->pc) || pgc_busy(mc->pc) ||
+	    list_count(&sy->idle_conns) >= MAX_IDLE_CONNS)
+		mconn_free(mc);
+	else
+		list_append(&sy->idle_conns, &mc->head);
 }
 
 void mconn_free(struct mconn *mc)
@@ -998,13 +1027,8 @@ void mutation_finish(struct mutation *m)
 		pktbuf_free(&pb);
 		mc = m->mc;
 	}
-	if (m->conn != NULL) {
-		if (m->conn_broken || !pgc_ok(m->conn->pc) || pgc_busy(m->conn->pc) ||
-		    list_count(&sy->idle_conns) >= MAX_IDLE_CONNS)
-			mconn_free(m->conn);
-		else
-			list_append(&sy->idle_conns, &m->conn->head);
-	}
+	if (m->conn != NULL)
+		mconn_release(sy, m->conn, m->conn_broken);
 	if (mc != NULL && mc->client->state != CONN_JUSTFREE) {
 		bool next_started = false;
 		mc->m = NULL;
@@ -1038,7 +1062,7 @@ void mutation_finish(struct mutation *m)
 			}
 		}
 	}
-	if (sy->reload_pending && list_empty(&sy->mutations))
+	if (sy->reload_pending && synced_idle(sy))
 		synced_schedule_reload(sy);
 	if (m->first)
 		PQclear(m->first);
@@ -1067,6 +1091,7 @@ void mutation_finish(struct mutation *m)
 	free(m->session_sql);
 	free(m->ids);
 	free(m->conninfo);
+	free(m->stmt_desc);
 	free(m->sql);
 	free(m);
 }
@@ -1080,6 +1105,9 @@ static bool copy_params(struct mutation *m, const struct ext_seq *ext)
 	m->parse_complete = ext->parse && !ext->parse_sent;
 	m->bind_complete = ext->bind && !ext->bind_sent;
 	m->describe_portal = ext->describe_portal;
+	if (ext->describe_stmt && !ext_statement_description(ext, &m->stmt_desc, &m->stmt_desc_len))
+		return false;
+	m->stmt_desc_after_bind = ext->describe_stmt_after_bind;
 	m->no_ready = ext->active; /* still collecting: the batch's Sync is yet to come */
 	m->result_format = ext->result_format;
 	if (n == 0)
@@ -1150,7 +1178,7 @@ void mutation_acquire(struct mutation *m)
  * tables), for the mutation's own transaction. Other settings stay the pooler's. NULL when the
  * client set none of them.
  */
-static char *session_settings(struct conn *c)
+char *mutation_session_settings(struct conn *c)
 {
 	static const char *const names[] = {
 	        "DateStyle",
@@ -1224,7 +1252,7 @@ void mutation_start(struct synced *sy, struct mut_client *mc, struct synced_tabl
 	api_random_key(m->intent_key, sizeof(m->intent_key));
 	pktbuf_init(&m->err, 65536);
 	mc->m = m;
-	m->session_sql = session_settings(mc->client);
+	m->session_sql = mutation_session_settings(mc->client);
 	if (ext == NULL && mc->multi != NULL && mc->imulti < mc->nmulti - 1)
 		m->no_ready = true;
 	m->sql = strdup(sql);
@@ -1233,7 +1261,7 @@ void mutation_start(struct synced *sy, struct mut_client *mc, struct synced_tabl
 		mutation_finish(m);
 		return;
 	}
-	if (!pool_conninfo(pool, conninfo, sizeof(conninfo), &err)) {
+	if (!mutation_pool_conninfo(pool, conninfo, sizeof(conninfo), &err)) {
 		mutation_set_error(m, "28000", err, NULL, NULL);
 		mutation_finish(m);
 		return;

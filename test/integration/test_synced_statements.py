@@ -5,12 +5,16 @@ Each test goes through a real client (psycopg) and a fake API that speaks the re
 shapes; it checks what the client is told, what reached the API and what is in the table.
 """
 
+import json
+import os
+import shutil
+import subprocess
 import time
 
 import psycopg
 import pytest
 
-from conftest import IS_PGBOUNCER
+from conftest import IS_PGBOUNCER, make_tempdir
 from test_hostile_api import FakeApi, crm, sync_settled
 from test_synced_surprises import start_salesforce
 
@@ -244,3 +248,93 @@ def test_write_inside_a_transaction_block_says_it_escapes(salesforce, pg):
     assert "NOTICE:  sent to salesforce outside the transaction: ROLLBACK will not undo it" \
         in out.stderr
     assert sf_contacts(salesforce.fake) == []
+
+
+# ---------------------------------------------------------------- Describe
+
+
+INSERT_RETURNING = (b"insert into salesforce.contacts (last_name, email) values ($1, $2) "
+                    b"returning id, length(last_name) as n, now() as at")
+
+
+@pytest.mark.timeout(60)
+def test_describe_of_a_synced_statement_is_postgresqls(salesforce, pg):
+    """Drivers that describe a statement before they run it (asyncpg, JDBC, libpq's
+    PQdescribePrepared) get PostgreSQL's own answer: the parameter types it infers and the
+    RETURNING columns with their types; describing sends nothing to the API."""
+    with crm(salesforce) as conn:
+        pgc = conn.pgconn
+        for name in (b"ins", b""):
+            res = pgc.prepare(name, INSERT_RETURNING)
+            assert res.status == psycopg.pq.ExecStatus.COMMAND_OK, res.error_message
+            res = pgc.describe_prepared(name)
+            assert res.status == psycopg.pq.ExecStatus.COMMAND_OK, res.error_message
+            assert [res.param_type(i) for i in range(res.nparams)] == [25, 25]
+            assert [(res.fname(i), res.ftype(i)) for i in range(res.nfields)] == [
+                (b"id", 25), (b"n", 23), (b"at", 1184)]
+        assert sf_writes(salesforce.fake) == []
+        # and the statement runs as described
+        res = pgc.exec_prepared(b"ins", [b"Atreides", b"paul@caladan.io"])
+        assert res.status == psycopg.pq.ExecStatus.TUPLES_OK, res.error_message
+        assert (res.ntuples, res.nfields, res.get_value(0, 1)) == (1, 3, b"8")
+        # a statement without RETURNING has no result columns; declared types stay declared
+        res = pgc.prepare(b"upd", b"update salesforce.contacts set first_name = $1 "
+                                  b"where id = $2", [1043])
+        assert res.status == psycopg.pq.ExecStatus.COMMAND_OK, res.error_message
+        res = pgc.describe_prepared(b"upd")
+        assert ([res.param_type(i) for i in range(res.nparams)], res.nfields) == ([1043, 25], 0)
+        # the client's search_path names the table, as in its session
+        conn.execute("SET search_path = salesforce")
+        res = pgc.prepare(b"bare", b"delete from contacts where id = $1 returning last_name")
+        assert res.status == psycopg.pq.ExecStatus.COMMAND_OK, res.error_message
+        res = pgc.describe_prepared(b"bare")
+        assert [(res.fname(i), res.ftype(i)) for i in range(res.nfields)] == [
+            (b"last_name", 25)]
+        # what PostgreSQL would refuse at Parse is refused at Describe, with its SQLSTATE
+        res = pgc.prepare(b"bad", b"insert into salesforce.contacts (no_such) values ($1)")
+        assert res.status == psycopg.pq.ExecStatus.COMMAND_OK
+        res = pgc.describe_prepared(b"bad")
+        assert res.status == psycopg.pq.ExecStatus.FATAL_ERROR
+        assert res.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"42703"
+        assert conn.execute("select 1").fetchone() == (1,)
+    assert [r["LastName"] for r in sf_contacts(salesforce.fake)] == ["Atreides"]
+
+
+@pytest.fixture(scope="session")
+def node_pg():
+    """node and the pg driver from the npm registry, in a directory of this run."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("node-pg test: node and npm are not installed")
+    d = make_tempdir("sb-node-")
+    env = dict(os.environ, HOME=d, npm_config_cache=os.path.join(d, ".npm"))
+    res = subprocess.run([npm, "install", "--prefix", d, "--no-audit", "--no-fund",
+                          "--no-package-lock", "pg@8"], env=env, capture_output=True,
+                         text=True, timeout=180)
+    if res.returncode != 0:
+        pytest.skip("node-pg test: npm install pg failed: " + res.stderr[-300:])
+    return node, os.path.join(d, "node_modules")
+
+
+@pytest.mark.timeout(240)
+def test_node_pg_named_statements_and_describe(salesforce, node_pg):
+    """node-pg: a named statement with RETURNING gets its columns the first time and every
+    time after; a batch that describes the statement before executing it gets PostgreSQL's
+    ParameterDescription and RowDescription, then the row."""
+    node, modules = node_pg
+    url = f"postgres://app:secret@{salesforce.host}:{salesforce.port}/crm"
+    res = subprocess.run([node, os.path.join(os.path.dirname(__file__), "node", "describe.js"),
+                          url], env=dict(os.environ, NODE_PATH=modules), capture_output=True,
+                         text=True, timeout=60)
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert "error" not in out, out["error"]
+    assert out["runs"] == [{"fields": [["id", 25], ["n", 23]], "n": 8, "command": "INSERT"},
+                           {"fields": [["id", 25], ["n", 23]], "n": 9, "command": "INSERT"}]
+    batch = out["batch"]
+    assert [m[0] for m in batch] == ["parseComplete", "parameterDescription", "rowDescription",
+                                     "bindComplete", "dataRow", "commandComplete",
+                                     "readyForQuery"], batch
+    assert batch[1][1] == [25] and batch[2][1] == [["id", 25], ["n", 23]]
+    assert batch[4][1][1] == "5" and batch[5][1] == "INSERT 0 1"
+    assert sorted(r["LastName"] for r in sf_contacts(salesforce.fake)) == [
+        "Atreides", "Harkonnen", "Idaho"]
