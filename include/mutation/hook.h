@@ -87,5 +87,7 @@ bool hook_begin_mutation(struct synced *sy, struct conn *c, const struct stmt_cl
 /* The core's hook (bouncer.h struct query_hook): inspect and client_closed. */
 enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt *pkt);
 void hook_client_closed(void *ctx, struct conn *c);
+/* A CancelRequest for c: its write in flight is cancelled (true), or none runs (false). */
+bool hook_cancel(void *ctx, struct conn *c);
 
 #endif

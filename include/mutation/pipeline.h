@@ -131,9 +131,12 @@ struct mutation {
 	Oid *types;
 	int ntypes;
 	int result_format;
-	bool extended; /* answer as the extended protocol does */
-	bool in_block; /* the client's transaction block was open when the write began */
-	bool escaped;  /* the answer carries the NOTICE that the write escaped that block */
+	bool extended;         /* answer as the extended protocol does */
+	bool in_block;         /* the client's transaction block was open when the write began */
+	bool cancel_requested; /* cancelled while its intent was being written: send nothing */
+	bool cancel_late;      /* cancelled after the request left: the answer says so */
+	bool request_sent;     /* the API request was handed to the API module */
+	bool escaped;          /* the answer carries the NOTICE that the write escaped that block */
 	bool no_ready; /* an Execute inside a batch: the Sync that follows answers ReadyForQuery */
 	bool parse_complete, bind_complete, describe_portal;
 	/* the answer to a Describe of the statement: ParameterDescription, RowDescription/NoData */
@@ -190,6 +193,12 @@ void mutation_start(struct synced *sy, struct mut_client *mc, struct synced_tabl
 void mutation_acquire(struct mutation *m);
 /* Answers the client (error or nothing more), gives the connection back, frees m. */
 void mutation_finish(struct mutation *m);
+/*
+ * The client cancelled m (CancelRequest), or went away (m->mc NULL). Before the API request
+ * leaves, the write ends with 57014 and nothing is sent; after, it goes on to its end, and its
+ * answer says that the cancel came too late. May finish (free) m.
+ */
+void mutation_cancel(struct mutation *m);
 /* Rolls m's transaction back, then finishes it (its error, if any, was set before). */
 void mutation_rollback(struct mutation *m);
 /* The intent is durable: the request may leave. */

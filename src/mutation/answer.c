@@ -18,6 +18,26 @@
 
 /* ---- responses ------------------------------------------------------------------------- */
 
+void answer_notices(const struct mutation *m, struct pktbuf *pb)
+{
+	char msg[256];
+
+	if (m->cancel_late) {
+		/* the client is told why its cancel did not stop the write */
+		snprintf(msg, sizeof(msg),
+		         "cancel request came too late: the %s was already sent to %s",
+		         stmt_op_str(m->op), api_name(m->st->api));
+		pktbuf_write_notice(pb, "00000", msg);
+	}
+	if (m->escaped) {
+		/* what the transaction block could not hold back */
+		snprintf(msg, sizeof(msg),
+		         "sent to %s outside the transaction: ROLLBACK will not undo it",
+		         api_name(m->st->api));
+		pktbuf_write_notice(pb, "00000", msg);
+	}
+}
+
 /*
  * ParseComplete, the statement's description, BindComplete: what precedes an extended
  * sequence's answer, in the order the client asked.
@@ -200,14 +220,7 @@ void answer_write_result(struct pktbuf *pb, const struct mutation *m, const PGre
 			pktbuf_finish_msg(pb);
 		}
 	}
-	if (m->escaped) {
-		/* what the transaction block could not hold back */
-		char msg[256];
-		snprintf(msg, sizeof(msg),
-		         "sent to %s outside the transaction: ROLLBACK will not undo it",
-		         api_name(m->st->api));
-		pktbuf_write_notice(pb, "00000", msg);
-	}
+	answer_notices(m, pb);
 	pktbuf_write_command_complete(pb, PQcmdStatus((PGresult *)(res ? res : desc)));
 }
 

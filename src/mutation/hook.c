@@ -391,6 +391,17 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 	return ext_packet(sy, c, mc, pkt);
 }
 
+bool hook_cancel(void *ctx, struct conn *c)
+{
+	struct mut_client *mc = c->hook_state;
+
+	(void)ctx;
+	if (mc == NULL || mc->m == NULL)
+		return false; /* nothing of ours runs: the client's server gets it */
+	mutation_cancel(mc->m);
+	return true;
+}
+
 void hook_client_closed(void *ctx, struct conn *c)
 {
 	struct mut_client *mc = c->hook_state;
@@ -398,14 +409,16 @@ void hook_client_closed(void *ctx, struct conn *c)
 	(void)ctx;
 	if (mc == NULL)
 		return;
-	if (mc->m != NULL && mc->m->state == MUT_QUEUED) {
-		/* nothing was sent anywhere yet: drop it */
+	if (mc->m != NULL) {
+		/*
+		 * Nobody waits for the answer: a write whose request has not left ends as if
+		 * cancelled (nothing sent, its transaction rolled back); one already sent goes on
+		 * to its end, applied whole or settled.
+		 */
 		struct mutation *m = mc->m;
 		m->mc = NULL;
 		mc->m = NULL;
-		mutation_finish(m);
-	} else if (mc->m != NULL) {
-		mc->m->mc = NULL; /* the mutation goes on to its end; nobody to answer */
+		mutation_cancel(m);
 	}
 	ext_describe_client_gone(mc);
 	ext_reset(&mc->ext);

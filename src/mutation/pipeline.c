@@ -228,6 +228,36 @@ static void rollback_forget_intent(struct mutation *m)
 	}
 }
 
+void mutation_cancel(struct mutation *m)
+{
+	switch (m->state) {
+	case MUT_QUEUED:
+	case MUT_CONNECTING:
+	case MUT_CAPTURING:
+		/*
+		 * Nothing has left the pooler: the write ends here. Its transaction (rows captured,
+		 * locks held) ends with its connection, which is closed rather than waited for.
+		 */
+		log_debug("synced table %s: %s cancelled while %s", m->st->qualified,
+		          stmt_op_str(m->op), mut_state_str(m->state));
+		mutation_set_error(m, "57014", "canceling statement due to user request", NULL,
+		                   NULL);
+		if (m->state != MUT_QUEUED)
+			m->conn_broken = true;
+		mutation_finish(m);
+		return;
+	case MUT_WRITING_INTENT:
+		m->cancel_requested = true; /* mutation_send_request() sends nothing */
+		return;
+	case MUT_CALLING_API:
+	case MUT_APPLYING:
+	case MUT_ROLLING_BACK:
+		/* a rollback before any request ends with its own error, as PostgreSQL's would */
+		m->cancel_late = m->request_sent;
+		return;
+	}
+}
+
 void mutation_rollback(struct mutation *m)
 {
 	m->state = MUT_ROLLING_BACK;
@@ -877,6 +907,14 @@ void mutation_send_request(struct mutation *m)
 	                 : m->op == OP_UPDATE ? API_OP_UPDATE
 	                                      : API_OP_DELETE;
 
+	if (m->cancel_requested) {
+		/* cancelled while the intent was written: it goes, and nothing is sent */
+		mutation_set_error(m, "57014", "canceling statement due to user request", NULL,
+		                   NULL);
+		rollback_forget_intent(m);
+		return;
+	}
+
 	m->state = MUT_CALLING_API;
 	note_sync_write(m, true);
 	m->call = api_submit_keyed(m->st->api, &m->st->at, op, m->api_rows, m->nrows, m->intent_key,
@@ -884,7 +922,9 @@ void mutation_send_request(struct mutation *m)
 	if (m->call == NULL) {
 		mutation_set_error(m, "53200", "could not start the API request", NULL, NULL);
 		rollback_forget_intent(m);
+		return;
 	}
+	m->request_sent = true;
 }
 
 static void on_first_run(void *arg, struct pgc *pc, PGresult *res, const char *error)
@@ -1016,6 +1056,7 @@ void mutation_finish(struct mutation *m)
 		pktbuf_init(&pb, RESPONSE_MAX);
 		if (m->extended)
 			answer_ext_prefix(m, &pb);
+		answer_notices(m, &pb);
 		if (!m->no_ready && answer_raise_on_server(mc->client, &m->err)) {
 			/* the prefix now; the server's error and ReadyForQuery follow */
 			if (pb.len > 0 && !sbuf_queue_pktbuf(&mc->client->sbuf, &pb))

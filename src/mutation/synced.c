@@ -134,6 +134,7 @@ static bool synced_start_settings_only(struct bouncer *b)
 	b->hook.inspect = hook_inspect;
 	b->hook.stream_needles = classifier_setting_needles();
 	b->hook.client_closed = hook_client_closed;
+	b->hook.cancel = hook_cancel;
 	b->hook.ctx = sy;
 	return true;
 }
@@ -267,6 +268,7 @@ bool synced_start(struct bouncer *b)
 	b->hook.inspect = hook_inspect;
 	b->hook.stream_needles = classifier_setting_needles();
 	b->hook.client_closed = hook_client_closed;
+	b->hook.cancel = hook_cancel;
 	b->hook.ctx = sy;
 	return true;
 fail:
@@ -287,6 +289,7 @@ void synced_stop(struct bouncer *b)
 	sy->stopping = true;
 	b->hook.inspect = NULL;
 	b->hook.client_closed = NULL;
+	b->hook.cancel = NULL;
 	b->hook.ctx = NULL;
 	list_for_each_safe(it, tmp, &sy->mutations)
 	{
@@ -373,6 +376,7 @@ void synced_reload(struct bouncer *b)
 			b->hook.inspect = hook_inspect;
 			b->hook.stream_needles = classifier_setting_needles();
 			b->hook.client_closed = hook_client_closed;
+			b->hook.cancel = hook_cancel;
 			b->hook.ctx = sy;
 		}
 		log_error(
@@ -389,6 +393,7 @@ void synced_reload(struct bouncer *b)
 			b->hook.inspect = hook_inspect;
 			b->hook.stream_needles = classifier_setting_needles();
 			b->hook.client_closed = hook_client_closed;
+			b->hook.cancel = hook_cancel;
 			b->hook.ctx = fresh;
 		}
 	}

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 
 import psycopg
@@ -338,3 +339,125 @@ def test_node_pg_named_statements_and_describe(salesforce, node_pg):
     assert batch[4][1][1] == "5" and batch[5][1] == "INSERT 0 1"
     assert sorted(r["LastName"] for r in sf_contacts(salesforce.fake)) == [
         "Atreides", "Harkonnen", "Idaho"]
+
+
+# ---------------------------------------------------------------- cancel and disconnect
+
+
+@pytest.fixture
+def gated(pg, bouncer_factory):
+    """Salesforce with one API request at a time, whose writes wait at the fake's gate."""
+    from test_synced import FakeSalesforce, start_synced
+
+    fake = FakeSalesforce()
+    try:
+        b = start_synced(pg, bouncer_factory, fake, api_extra="max_in_flight=1",
+                         api_timeout=60)
+        fake._call("POST", "/_gate/close", {})
+        fake.control(hold_writes=True)
+        b.fake = fake
+        yield b
+    finally:
+        fake._call("POST", "/_gate/open", {})
+        fake.stop()
+
+
+def admin_rows(b, what):
+    with b.connect(dbname="pgbouncer", user="postgres", password="postgres",
+                   autocommit=True) as a:
+        cur = a.execute(what)
+        cols = [d.name for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def wait_for(what, cond, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out waiting for " + what
+        time.sleep(0.05)
+
+
+def held(b):
+    return b.fake._call("GET", "/_gate/held")["held"]
+
+
+def in_flight(b, state):
+    return [m for m in admin_rows(b, "SHOW MUTATIONS") if m["state"] == state]
+
+
+class Writer(threading.Thread):
+    """One client's insert in a thread of its own: its outcome and the NOTICEs it got."""
+
+    def __init__(self, b, last_name):
+        super().__init__()
+        self.conn = crm(b)
+        self.notices = []
+        self.conn.add_notice_handler(lambda d: self.notices.append(d.message_primary))
+        self.last_name = last_name
+        self.result = self.error = None
+        self.start()
+
+    def run(self):
+        try:
+            self.result = self.conn.execute(
+                "insert into salesforce.contacts (last_name) values (%s) returning id",
+                (self.last_name,)).fetchone()
+        except psycopg.Error as e:
+            self.error = e
+
+
+@pytest.mark.timeout(120)
+def test_cancel_before_the_request_leaves_sends_nothing(gated, pg):
+    """A write waiting for its turn at the API is cancelled by the client's CancelRequest:
+    57014, nothing sent; the connection goes on; a write already at the API completes, and
+    its client, cancelled too late, is told so."""
+    first = Writer(gated, "First")
+    wait_for("the first write at the API", lambda: held(gated) == 1)
+    second = Writer(gated, "Second")
+    wait_for("the second write queued", lambda: len(in_flight(gated, "queued")) == 1)
+    second.conn.cancel()
+    second.join(30)
+    assert isinstance(second.error, psycopg.errors.QueryCanceled), second.error
+    assert second.conn.execute("select 1").fetchone() == (1,)
+    first.conn.cancel()  # returns once the pooler has taken the CancelRequest
+    gated.fake._call("POST", "/_gate/open", {})
+    first.join(30)
+    assert first.error is None and first.result is not None
+    assert first.notices == [
+        "cancel request came too late: the insert was already sent to salesforce"]
+    assert [r["LastName"] for r in gated.fake.store().values()] == ["First"]
+    assert pg.sql("SELECT last_name FROM salesforce.contacts", dbname="crm") == [("First",)]
+    for w in (first, second):
+        w.conn.close()
+
+
+@pytest.mark.timeout(120)
+def test_disconnect_during_a_write_is_noticed_at_once(gated, pg):
+    """A client that goes away while its write waits is noticed at once (SHOW CLIENTS no
+    longer lists it while the API still holds the request): a write already sent completes
+    whole; one still waiting for its turn is dropped, and nothing of it is sent."""
+    def client_count():
+        return len([c for c in admin_rows(gated, "SHOW CLIENTS") if c["database"] == "crm"])
+
+    psql = lambda name: subprocess.Popen(
+        ["psql", "-X", "-h", gated.host, "-p", str(gated.port), "-U", "app", "-d", "crm",
+         "-c", f"insert into salesforce.contacts (last_name) values ('{name}')"],
+        env=dict(os.environ, PGPASSWORD="secret"), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    sent = psql("Sent")
+    wait_for("the first write at the API", lambda: held(gated) == 1)
+    waiting = psql("Waiting")
+    wait_for("the second write queued", lambda: len(in_flight(gated, "queued")) == 1)
+    assert client_count() == 2
+    for p in (sent, waiting):
+        p.kill()
+        p.wait(10)
+    # noticed while the API still holds the first request
+    wait_for("both clients gone", lambda: client_count() == 0)
+    assert in_flight(gated, "queued") == [] and held(gated) == 1
+    gated.fake._call("POST", "/_gate/open", {})
+    wait_for("the sent write applied", lambda: pg.sql(
+        "SELECT last_name FROM salesforce.contacts", dbname="crm") == [("Sent",)])
+    wait_for("no write in flight", lambda: in_flight(gated, "calling_api") == [])
+    assert [r["LastName"] for r in gated.fake.store().values()] == ["Sent"]
+    assert len([r for r in gated.fake.requests() if r["method"] == "POST"]) == 1
