@@ -91,8 +91,11 @@ void auth_pool_free(struct pool *pool);
  * pool, the query is started on it (server taken, SV_ACTIVE) and true is returned.
  */
 bool auth_pool_server_ready(struct pool *pool, struct conn *server);
-/* A server login of pool failed: the logins waiting for auth_query there fail with message. */
-void auth_pool_login_failed(struct pool *pool, const char *sqlstate, const char *message);
+/*
+ * The logins waiting for auth_query in pool fail with message: a server login of pool failed
+ * (pgbouncer's kill_pool_logins), or the pool is going (its database was removed).
+ */
+void auth_pool_fail_waiting(struct pool *pool, const char *sqlstate, const char *message);
 /* A packet from a server running auth_query (server->auth_query set, logged in). */
 enum sbuf_action auth_server_packet(struct conn *server, const struct sbuf_pkt *pkt);
 /* server is closing while running auth_query (from server_close): its login fails. */

@@ -407,7 +407,12 @@ static enum hba_method method_of(enum auth_type t)
 	}
 }
 
-/* The OS user at the other end of a unix socket; false when it cannot be known. */
+/*
+ * The OS user at the other end of a unix socket; false when it cannot be known.
+ * getpwuid_r() is a blocking call: with local files it is quick, but with a network user
+ * database (LDAP, sssd through NSS) it can hold the loop for a lookup. pgbouncer and PostgreSQL
+ * call it the same way; only peer logins over the unix socket pay it.
+ */
 static bool peer_name(const struct conn *c, char *out, size_t outsize)
 {
 	struct ucred cred;
@@ -640,7 +645,7 @@ bool auth_pool_server_ready(struct pool *pool, struct conn *server)
 	return true;
 }
 
-void auth_pool_login_failed(struct pool *pool, const char *sqlstate, const char *message)
+void auth_pool_fail_waiting(struct pool *pool, const char *sqlstate, const char *message)
 {
 	struct list *it, *tmp;
 

@@ -690,6 +690,7 @@ static void kill_pool(struct pool *pool)
 	        client_fatal(list_entry(it, struct conn, head), "08P01", reason);
 	list_for_each_safe(it, tmp, &pool->login_clients)
 	        client_fatal(list_entry(it, struct conn, head), "08P01", reason);
+	auth_pool_fail_waiting(pool, "08P01", reason);
 	close_list(&pool->active_servers, reason, false);
 	close_list(&pool->idle_servers, reason, false);
 	close_list(&pool->used_servers, reason, false);

@@ -582,7 +582,7 @@ void pool_login_failed(struct pool *pool, const char *sqlstate, const char *mess
 	        client_fatal(list_entry(it, struct conn, head), sqlstate, message);
 	list_for_each_safe(it, tmp, &pool->waiting_clients)
 	        client_fatal(list_entry(it, struct conn, head), sqlstate, message);
-	auth_pool_login_failed(pool, sqlstate, message);
+	auth_pool_fail_waiting(pool, sqlstate, message);
 }
 
 static bool older_than(uint64_t now, uint64_t then, int64_t limit)

@@ -230,3 +230,17 @@ def test_auth_user_with_scram_secret(bouncer_factory, roles, pg):
         assert conn.execute("select current_user").fetchone() == (admin,)
     assert login(b, roles["md5"], "app", "md5pass")[1] == [[roles["md5"]]]
     assert login(b, roles["scram"], "app", "scrampass")[1] == [[roles["scram"]]]
+
+
+def test_auth_query_on_a_database_with_a_forced_user(bouncer_factory, roles, pg):
+    """The auth database's entry forces user app (who may not read pg_authid): the auth query
+    still runs as auth_user, as pgbouncer's auth pool does, and the client's session runs as the
+    forced user."""
+    admin = roles["md5admin"]
+    md5hash = "md5" + hashlib.md5(f"adminpass{admin}".encode()).hexdigest()
+    b = bouncer_factory(config={
+        "databases": {"app": f"host=127.0.0.1 port={pg.port} dbname=app user=app"},
+        "pgbouncer": {"auth_user": admin}},
+        users={admin: md5hash, "app": "secret"})
+    assert login(b, roles["md5"], "app", "md5pass")[1] == [["app"]]
+    assert "permission denied" not in b.log()
