@@ -51,7 +51,7 @@ struct aq_req {
 	char *query;         /* the auth_query text, as configured when the login started */
 	int ncols;           /* from RowDescription; -1 before it */
 	bool have_row, null_secret;
-	char *secret; /* the password column of the first row */
+	char *secret;    /* the password column of the first row */
 	char error[300]; /* why the query failed ("" = it did not), for the log */
 };
 
@@ -707,13 +707,15 @@ static bool aq_data_row(struct aq_req *req, const struct sbuf_pkt *pkt)
 		return false;
 	req->secret = malloc((size_t)len + 1);
 	if (req->secret == NULL) {
-		snprintf(req->error, sizeof(req->error), "out of memory reading auth_query's answer");
+		snprintf(req->error, sizeof(req->error),
+		         "out of memory reading auth_query's answer");
 		return true;
 	}
 	memcpy(req->secret, val, (size_t)len);
 	req->secret[len] = '\0';
 	if (strlen(req->secret) != (size_t)len)
-		snprintf(req->error, sizeof(req->error), "auth_query returned a password with a NUL");
+		snprintf(req->error, sizeof(req->error),
+		         "auth_query returned a password with a NUL");
 	return true;
 }
 
@@ -762,7 +764,8 @@ enum sbuf_action auth_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 		if (!proto_parse_error(pkt->body, pkt->body_len, &e))
 			break;
 		if (!req->error[0])
-			snprintf(req->error, sizeof(req->error), "error response from auth_query: %s",
+			snprintf(req->error, sizeof(req->error),
+			         "error response from auth_query: %s",
 			         e.message ? e.message : "(no message)");
 		return SBUF_CONSUMED;
 	}

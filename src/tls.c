@@ -6,8 +6,8 @@
  * "default", "secure", "normal" and "fast" keep OpenSSL's (system-wide) default, anything else
  * is an OpenSSL cipher string that must name at least one cipher; dheparams none, auto or
  * legacy; ecdhcurve auto, none or a curve name ("none" sets no group, so OpenSSL's default
- * groups stay and ECDHE still works: pgbouncer does the same). Sessions are not cached (as PostgreSQL), compression
- * and renegotiation are off.
+ * groups stay and ECDHE still works: pgbouncer does the same). Sessions are not cached (as
+ * PostgreSQL), compression and renegotiation are off.
  *
  * A private key file must be a regular file that neither group nor others may read (0640 is
  * allowed when root owns it), as PostgreSQL demands of ssl_key_file.
