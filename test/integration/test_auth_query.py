@@ -244,3 +244,23 @@ def test_auth_query_on_a_database_with_a_forced_user(bouncer_factory, roles, pg)
         users={admin: md5hash, "app": "secret"})
     assert login(b, roles["md5"], "app", "md5pass")[1] == [["app"]]
     assert "permission denied" not in b.log()
+
+
+def test_logins_queue_for_the_auth_pool(bouncer_factory, roles, pg):
+    """With one server in the auth pool, logins that need auth_query at the same time wait for
+    it in turn; each gets its own answer, and the pool keeps a single server."""
+    import threading
+    b = aq_bouncer(bouncer_factory, roles, default_pool_size=1)
+    users = [(roles["md5"], "md5pass"), (roles["scram"], "scrampass")] * 4
+    results = [None] * len(users)
+
+    def one(i, user, password):
+        results[i] = login(b, user, "app", password)[1]
+
+    threads = [threading.Thread(target=one, args=(i, u, p)) for i, (u, p) in enumerate(users)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == [[[u]] for u, _ in users]
+    assert backends(pg, roles["admin"]) == 1
