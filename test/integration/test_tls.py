@@ -249,6 +249,26 @@ def test_verify_ca_demands_a_client_certificate_of_its_ca(bouncer_factory, certs
 
 
 @pytest.mark.timeout(60)
+def test_ca_file_asks_for_a_certificate_below_verify_ca(bouncer_factory, certs):
+    """With client_tls_ca_file and sslmode require, pgbouncer (libusual's optional client
+    verification) asks every client for a certificate without demanding one, and a certificate
+    that does not verify fails the handshake: the same here."""
+    b = bouncer_factory(config={"pgbouncer": client_tls(
+        certs, "require", client_tls_ca_file=certs.ca1_crt)})
+    res = subprocess.run(["openssl", "s_client", "-starttls", "postgres", "-connect",
+                          f"{b.host}:{b.port}"], stdin=subprocess.DEVNULL, capture_output=True,
+                         text=True, timeout=30)
+    # s_client prints the signature algorithms of a CertificateRequest only when it got one
+    assert "Requested Signature Algorithms" in res.stdout, res.stdout
+    with b.connect(sslmode="require") as c:
+        assert ssl_in_use(c)
+    with b.connect(sslmode="require", sslcert=certs.app1_crt, sslkey=certs.app1_key) as c:
+        assert ssl_in_use(c)
+    with pytest.raises(psycopg.OperationalError):
+        b.connect(sslmode="require", sslcert=certs.app2_crt, sslkey=certs.app2_key)
+
+
+@pytest.mark.timeout(60)
 def test_auth_type_cert_takes_the_user_from_the_certificate(bouncer_factory, certs):
     b = bouncer_factory(config={"pgbouncer": client_tls(
         certs, "verify-full", client_tls_ca_file=certs.ca1_crt, auth_type="cert")})
