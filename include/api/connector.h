@@ -161,6 +161,11 @@ struct api_field_value {
 	char *column;
 	char *field;
 	char *value; /* text; NULL for JSON null */
+	/*
+	 * value is JSON text (a number, true/false, an array or an object), not a string's
+	 * content: a json or jsonb column takes it as that JSON value.
+	 */
+	bool json;
 };
 
 struct api_row_result {

@@ -307,6 +307,7 @@ static void at_parse(const struct connector *c, const struct api_table *t, enum 
 			/* multiple selects, links, attachments: JSON text, for json/jsonb columns
 			 */
 			f->value = api_value_text(fields->items[j], &ok);
+			f->json = fields->items[j]->kind != JSON_STRING && fields->items[j]->kind != JSON_NULL;
 			connector_column_name(c, t, fields->keys[j], col, sizeof(col));
 			f->field = strdup(fields->keys[j]);
 			f->column = strdup(col);

@@ -234,6 +234,7 @@ static bool hs_copy_result(const struct connector *c, const struct api_table *t,
 		bool ok;
 
 		f->value = api_value_text(props->items[j], &ok);
+		f->json = props->items[j]->kind != JSON_STRING && props->items[j]->kind != JSON_NULL;
 		connector_column_name(c, t, props->keys[j], col, sizeof(col));
 		f->field = strdup(props->keys[j]);
 		f->column = strdup(col);

@@ -421,6 +421,7 @@ static bool rest_read_record(const struct connector *c, const struct api_table *
 
 		/* nested objects and arrays come back as JSON text, for json/jsonb columns */
 		f->value = api_value_text(rec->items[i], &ok);
+		f->json = rec->items[i]->kind != JSON_STRING && rec->items[i]->kind != JSON_NULL;
 		connector_column_name(c, t, rec->keys[i], col, sizeof(col));
 		f->field = strdup(rec->keys[i]);
 		f->column = strdup(col);

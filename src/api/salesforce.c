@@ -513,6 +513,7 @@ static void sf_parse_read(const struct connector *c, const struct api_table *t, 
 			continue;
 		f = &rr->fields[rr->nfields++];
 		f->value = api_value_text(doc->items[i], &ok);
+		f->json = doc->items[i]->kind != JSON_STRING && doc->items[i]->kind != JSON_NULL;
 		connector_column_name(c, t, doc->keys[i], col, sizeof(col));
 		f->field = strdup(doc->keys[i]);
 		f->column = strdup(col);

@@ -236,6 +236,7 @@ static void stripe_parse(const struct connector *c, const struct api_table *t, e
 
 		/* metadata, address, ...: JSON text, for json/jsonb columns */
 		f->value = api_value_text(doc->items[i], &ok);
+		f->json = doc->items[i]->kind != JSON_STRING && doc->items[i]->kind != JSON_NULL;
 		connector_column_name(c, t, doc->keys[i], col, sizeof(col));
 		f->field = strdup(doc->keys[i]);
 		f->column = strdup(col);

@@ -465,6 +465,35 @@ static void on_applied(void *arg, struct pgc *pc, PGresult *res, const char *err
 }
 
 /* Builds the JSON of confirmed rows: [{"seq":n,"key":…,"fields":{column: value}}]. */
+/* PostgreSQL's type oids of json and jsonb (pg_type.dat; fixed since 9.4). */
+#define JSON_TYPE_OID  114
+#define JSONB_TYPE_OID 3802
+
+/*
+ * One value the API returned, for the apply run's jsonb_populate_record(): a string, which a
+ * column of any type reads as its text; but for a json or jsonb column the API's JSON value
+ * itself (an array stays an array, a number a number, a string a string).
+ */
+static void put_confirmed_value(struct json_out *out, const struct catalog_table *ct,
+                                const struct api_field_value *fv)
+{
+	const struct catalog_column *col = catalog_column_find(ct, fv->column);
+	struct json_value *doc;
+	char err[96];
+
+	if (fv->value == NULL) {
+		json_out_null(out);
+		return;
+	}
+	if (fv->json && col != NULL && (col->type_oid == JSON_TYPE_OID || col->type_oid == JSONB_TYPE_OID) &&
+	    json_parse(fv->value, strlen(fv->value), NULL, &doc, err, sizeof(err))) {
+		json_out_value(out, doc);
+		json_free(doc);
+		return;
+	}
+	json_out_string(out, fv->value);
+}
+
 static char *confirmed_json(struct mutation *m, const struct api_result *ar)
 {
 	struct json_out out;
@@ -524,10 +553,7 @@ static char *confirmed_json(struct mutation *m, const struct api_result *ar)
 			    strcmp(rr->fields[f].column, m->st->at.pk_column) == 0)
 				continue;
 			json_out_key(&out, rr->fields[f].column);
-			if (rr->fields[f].value != NULL)
-				json_out_string(&out, rr->fields[f].value);
-			else
-				json_out_null(&out);
+			put_confirmed_value(&out, m->ct, &rr->fields[f]);
 		}
 		json_out_object_end(&out);
 		json_out_object_end(&out);

@@ -461,3 +461,35 @@ def test_disconnect_during_a_write_is_noticed_at_once(gated, pg):
     wait_for("no write in flight", lambda: in_flight(gated, "calling_api") == [])
     assert [r["LastName"] for r in gated.fake.store().values()] == ["Sent"]
     assert len([r for r in gated.fake.requests() if r["method"] == "POST"]) == 1
+
+
+# ---------------------------------------------------------------- values round-trip
+
+
+@pytest.mark.timeout(60)
+def test_jsonb_values_round_trip_through_a_rest_api(pg, bouncer_factory):
+    """A jsonb column keeps the JSON value the API echoes back: an array stays an array, a
+    number a number, a string a string (they all came back as JSON strings before)."""
+    from test_hostile_api import start_synced
+
+    fake = FakeApi("rest")
+    values = ['[1, "x", {"k": [2]}]', '{"a": [1, 2]}', '3', '"s"', 'true']
+    try:
+        b = start_synced(pg, bouncer_factory, "rest", fake)
+        with crm(b) as conn:
+            for i, v in enumerate(values):
+                conn.execute("insert into rest.contacts (name, data) values (%s, %s::jsonb)",
+                             (f"n{i}", v))
+            conn.execute("""update rest.contacts set data = '[5, 6]' where name = 'n1'""")
+            rows = conn.execute("select name, data::text, jsonb_typeof(data) "
+                                "from rest.contacts order by name").fetchall()
+        want = [json.loads(v) for v in values]
+        want[1] = [5, 6]
+        assert [(n, json.loads(t)) for n, t, _ in rows] == [
+            (f"n{i}", w) for i, w in enumerate(want)]
+        assert [k for _, _, k in rows] == ["array", "array", "number", "string", "boolean"]
+        # what the API holds is the same JSON
+        stored = sorted(fake.store()["contacts"].values(), key=lambda r: r["name"])
+        assert [r.get("data") for r in stored] == want
+    finally:
+        fake.stop()
