@@ -1458,9 +1458,15 @@ enum classifier_path_change classifier_path_change(const char *sql, size_t len, 
 	*local = false;
 	if (size > 0)
 		value[0] = '\0';
-	if (sql == NULL || len == 0 || memchr(sql, '\0', len) != NULL || sql[len] != '\0')
+	if (sql == NULL || len == 0 || sql[len] != '\0')
 		return CL_PATH_NONE;
+	/* every query passes here: its first word decides, then one scan of the text */
 	n = cl_first_word(sql, len, word, sizeof(word));
+	if (!cl_word_is(word, n, "set") && !cl_word_is(word, n, "reset") &&
+	    !cl_word_is(word, n, "discard"))
+		return CL_PATH_NONE;
+	if (memchr(sql, '\0', len) != NULL)
+		return CL_PATH_NONE;
 	if (!((cl_word_is(word, n, "set") || cl_word_is(word, n, "reset")) &&
 	      cl_contains_ci(sql, len, "search_path")) &&
 	    !((cl_word_is(word, n, "reset") || cl_word_is(word, n, "discard")) &&
