@@ -25,7 +25,7 @@ void answer_notices(const struct mutation *m, struct pktbuf *pb)
 	if (m->cancel_late) {
 		/* the client is told why its cancel did not stop the write */
 		snprintf(msg, sizeof(msg),
-		         "cancel request came too late: the %s was already sent to %s",
+		         "cancel request came too late: the %s was already on its way to %s",
 		         stmt_op_str(m->op), api_name(m->st->api));
 		pktbuf_write_notice(pb, "00000", msg);
 	}

@@ -424,7 +424,7 @@ def test_cancel_before_the_request_leaves_sends_nothing(gated, pg):
     first.join(30)
     assert first.error is None and first.result is not None
     assert first.notices == [
-        "cancel request came too late: the insert was already sent to salesforce"]
+        "cancel request came too late: the insert was already on its way to salesforce"]
     assert [r["LastName"] for r in gated.fake.store().values()] == ["First"]
     assert pg.sql("SELECT last_name FROM salesforce.contacts", dbname="crm") == [("First",)]
     for w in (first, second):
