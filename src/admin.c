@@ -8,6 +8,7 @@
 #include "admin.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <inttypes.h>
 #include <openssl/rand.h>
 #include <stdarg.h>
@@ -28,7 +29,7 @@
 #include "control.h"
 #include "dns.h"
 #include "log.h"
-#include "mutation/synced.h"
+#include "module.h"
 #include "pgc.h"
 #include "pktbuf.h"
 #include "pool.h"
@@ -1510,6 +1511,31 @@ static void cmd_shutdown(struct reply *r, const char *arg)
 	finish(r, "SHUTDOWN");
 }
 
+/* A command a module takes (JOURNAL): done, refused or answered later. */
+static void cmd_module(struct reply *r, const char *cmd, const char *arg)
+{
+	char tag[32], msg[256];
+	size_t i;
+
+	for (i = 0; cmd[i] != '\0' && i + 1 < sizeof(tag); i++)
+		tag[i] = (char)toupper((unsigned char)cmd[i]);
+	tag[i] = '\0';
+	switch (modules_command(r->b, tag, arg, r->client->id, msg, sizeof(msg))) {
+	case MODULE_CMD_DONE:
+		if (msg[0] != '\0')
+			slog_info(r->client, "%s %s: %s", tag, arg, msg);
+		finish(r, tag);
+		break;
+	case MODULE_CMD_WAIT:
+		r->client->admin_waiting = true;
+		break;
+	case MODULE_CMD_REFUSED:
+	case MODULE_CMD_UNKNOWN:
+		answer(r, msg[0] ? msg : "unknown command", tag);
+		break;
+	}
+}
+
 static void run_command(struct reply *r, const char *cmd, const char *arg)
 {
 	struct bouncer *b = r->b;
@@ -1532,9 +1558,8 @@ static void run_command(struct reply *r, const char *cmd, const char *arg)
 	{
 		static const char *const known[] = {
 		        "reload", "suspend", "pause",       "resume",    "disable",
-		        "enable", "kill",    "kill_client", "reconnect", "wait_close",
-		        "journal"};
-		bool ok = false;
+		        "enable", "kill",    "kill_client", "reconnect", "wait_close"};
+		bool ok = modules_knows_command(cmd);
 		for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
 			ok = ok || strcasecmp(cmd, known[i]) == 0;
 		if (!ok) {
@@ -1570,14 +1595,8 @@ static void run_command(struct reply *r, const char *cmd, const char *arg)
 		cmd_kill_client(r, arg);
 	} else if (strcasecmp(cmd, "reconnect") == 0) {
 		answer(r, control_reconnect(b, arg), "RECONNECT");
-	} else if (strcasecmp(cmd, "journal") == 0) {
-		char msg[256];
-		if (synced_journal_command(b, arg, msg, sizeof(msg))) {
-			slog_info(r->client, "JOURNAL %s: %s", arg, msg);
-			finish(r, "JOURNAL");
-		} else {
-			answer(r, msg, "JOURNAL");
-		}
+	} else if (modules_knows_command(cmd)) {
+		cmd_module(r, cmd, arg);
 	} else {
 		err = control_wait_close(b, arg, &wait);
 		answer_or_wait(r, err, wait, CONTROL_WAIT_CLOSE, arg, "WAIT_CLOSE");
@@ -1592,9 +1611,8 @@ static void run_command(struct reply *r, const char *cmd, const char *arg)
 static bool cmd_sync(struct reply *r, const char *q)
 {
 	const char *p = skip_ws(q), *w, *e;
-	char name[256];
-	bool backfill = false, wait = false;
-	const char *err;
+	char name[256], arg[300], msg[256];
+	bool backfill = false;
 
 	if (strncasecmp(p, "sync", 4) != 0 || !(is_ws(p[4]) || p[4] == '\0' || p[4] == ';'))
 		return false;
@@ -1620,15 +1638,21 @@ static bool cmd_sync(struct reply *r, const char *q)
 		return true;
 	}
 	log_info("SYNC %s%s command issued", backfill ? "BACKFILL " : "", name);
-	err = synced_sync_command(r->b, name, backfill, r->client->id, &wait);
-	if (err != NULL) {
-		send_error(r, "08P01", "%s", err);
-		return true;
-	}
-	if (wait)
-		r->client->admin_waiting = true;
-	else
+	snprintf(arg, sizeof(arg), "%s%s", backfill ? "BACKFILL " : "", name);
+	switch (modules_command(r->b, "SYNC", arg, r->client->id, msg, sizeof(msg))) {
+	case MODULE_CMD_DONE:
 		finish(r, "SYNC");
+		break;
+	case MODULE_CMD_WAIT:
+		r->client->admin_waiting = true;
+		break;
+	case MODULE_CMD_REFUSED:
+		send_error(r, "08P01", "%s", msg);
+		break;
+	case MODULE_CMD_UNKNOWN:
+		send_error(r, "08P01", "no synced tables");
+		break;
+	}
 	return true;
 }
 
@@ -1819,7 +1843,7 @@ void admin_cancel(struct bouncer *b, uint32_t pid, uint32_t key)
 	if (c == NULL || !c->admin_waiting)
 		return;
 	slog_info(c, "admin canceled its waiting command");
-	synced_forget_admin(b, c->id);
+	modules_admin_gone(b, c->id);
 	if (control_wait_cancel(b, c->id) && control_shutdown_mode(b) == CONTROL_SHUTDOWN_NONE &&
 	    control_mode(b) != CONTROL_RUNNING && control_resume(b, NULL) != NULL)
 		slog_warning(c, "could not resume after the cancel");
@@ -2002,30 +2026,6 @@ bool admin_register_view(struct bouncer *b, const char *name, const char *const 
 	return true;
 }
 
-static void fill_apis(struct bouncer *b, void *ctx, admin_row_cb cb, void *arg)
-{
-	(void)ctx;
-	synced_show_apis(b, cb, arg);
-}
-
-static void fill_tables(struct bouncer *b, void *ctx, admin_row_cb cb, void *arg)
-{
-	(void)ctx;
-	synced_show_tables(b, cb, arg);
-}
-
-static void fill_mutations(struct bouncer *b, void *ctx, admin_row_cb cb, void *arg)
-{
-	(void)ctx;
-	synced_show_mutations(b, cb, arg);
-}
-
-static void fill_journal(struct bouncer *b, void *ctx, admin_row_cb cb, void *arg)
-{
-	(void)ctx;
-	synced_show_journal(b, cb, arg);
-}
-
 bool admin_init(struct bouncer *b)
 {
 	struct admin *a = calloc(1, sizeof(*a));
@@ -2056,14 +2056,6 @@ bool admin_init(struct bouncer *b)
 	p->is_admin = true;
 	a->pool = p;
 	b->admin = a;
-	/* the synced-table side's views; they answer with no rows while it is not running */
-	if (!admin_register_view(b, "APIS", synced_apis_columns, fill_apis, NULL) ||
-	    !admin_register_view(b, "SYNCED_TABLES", synced_tables_columns, fill_tables, NULL) ||
-	    !admin_register_view(b, "MUTATIONS", synced_mutations_columns, fill_mutations, NULL) ||
-	    !admin_register_view(b, "JOURNAL", synced_journal_columns, fill_journal, NULL)) {
-		admin_free(b);
-		return false;
-	}
 	return true;
 }
 

@@ -141,6 +141,22 @@ static void queue_or_close(struct conn *c, struct pktbuf *pb)
 		slog_debug(c, "could not queue a message");
 }
 
+bool client_queue(struct conn *c, const struct pktbuf *pb)
+{
+	return sbuf_queue_pktbuf(&c->sbuf, pb);
+}
+
+bool client_query_through_server(struct conn *c, const struct pktbuf *query)
+{
+	struct conn *s = c->link;
+
+	if (s == NULL || s->txn_status != 'T' || s->expect_rfq != 0 ||
+	    !sbuf_queue_pktbuf(&s->sbuf, query))
+		return false;
+	s->expect_rfq++;
+	return true;
+}
+
 void client_send_error(struct conn *c, const char *sqlstate, const char *msg)
 {
 	struct pktbuf pb;

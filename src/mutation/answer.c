@@ -47,14 +47,13 @@ static void put_raise_field(struct pktbuf *pb, const char *name, const char *val
  */
 bool answer_raise_on_server(struct conn *c, const struct pktbuf *err)
 {
-	struct conn *s = c->link;
 	struct pg_error e;
 	struct pktbuf q;
 	bool first = true;
+	bool sent;
 
-	if (s == NULL || s->txn_status != 'T' || s->expect_rfq != 0 || err->len < 5 ||
-	    !proto_parse_error(err->data + 5, err->len - 5, &e) || e.sqlstate == NULL ||
-	    e.message == NULL)
+	if (err->len < 5 || !proto_parse_error(err->data + 5, err->len - 5, &e) ||
+	    e.sqlstate == NULL || e.message == NULL)
 		return false;
 	/* a field holding the dollar-quote tag would end the DO body early */
 	if (strstr(e.message, "$syncbouncer$") || (e.detail && strstr(e.detail, "$syncbouncer$")) ||
@@ -73,13 +72,9 @@ bool answer_raise_on_server(struct conn *c, const struct pktbuf *err)
 	pktbuf_put_bytes(&q, "; END$syncbouncer$", 18);
 	pktbuf_put_u8(&q, 0);
 	pktbuf_finish_msg(&q);
-	if (pktbuf_failed(&q) || !sbuf_queue_pktbuf(&s->sbuf, &q)) {
-		pktbuf_free(&q);
-		return false;
-	}
+	sent = !pktbuf_failed(&q) && client_query_through_server(c, &q);
 	pktbuf_free(&q);
-	s->expect_rfq++;
-	return true;
+	return sent;
 }
 
 void answer_send(struct mutation *m, struct pktbuf *pb)
@@ -90,7 +85,7 @@ void answer_send(struct mutation *m, struct pktbuf *pb)
 		return;
 	if (!m->no_ready)
 		pktbuf_write_ready(pb, client_txn_status(mc->client));
-	if (pktbuf_failed(pb) || !sbuf_queue_pktbuf(&mc->client->sbuf, pb)) {
+	if (pktbuf_failed(pb) || !client_queue(mc->client, pb)) {
 		client_close(mc->client, "could not send a synced-table write's answer");
 		return;
 	}
@@ -363,7 +358,7 @@ void answer_now(struct conn *c, const char *sqlstate, const char *msg, const cha
 	} else {
 		pktbuf_write_ready(&pb, client_txn_status(c));
 	}
-	if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
+	if (!client_queue(c, &pb))
 		client_close(c, "could not send an error");
 	pktbuf_free(&pb);
 }

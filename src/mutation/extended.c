@@ -296,7 +296,7 @@ static void ext_answer_now(struct conn *c, struct ext_seq *e)
 		}
 	}
 	pktbuf_write_ready(&pb, client_txn_status(c));
-	if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
+	if (!client_queue(c, &pb))
 		client_close(c, "could not send an answer");
 	pktbuf_free(&pb);
 }
@@ -334,7 +334,7 @@ static void ext_flush(struct conn *c, struct ext_seq *e)
 		pktbuf_write_simple(&pb, '2');
 	e->parse_sent = e->parse;
 	e->bind_sent = e->bind;
-	if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
+	if (!client_queue(c, &pb))
 		client_close(c, "could not send an answer");
 	pktbuf_free(&pb);
 }
@@ -380,7 +380,7 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 				struct pktbuf pb;
 				pktbuf_init(&pb, 16);
 				pktbuf_write_simple(&pb, '3');
-				if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
+				if (!client_queue(c, &pb))
 					client_close(c, "could not send an answer");
 				pktbuf_free(&pb);
 			}
@@ -439,7 +439,7 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 		struct pktbuf pb;
 		pktbuf_init(&pb, 64);
 		pktbuf_write_ready(&pb, client_txn_status(c));
-		if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
+		if (!client_queue(c, &pb))
 			client_close(c, "could not send an answer");
 		pktbuf_free(&pb);
 	} else {

@@ -971,7 +971,7 @@ void mutation_finish(struct mutation *m)
 			answer_ext_prefix(m, &pb);
 		if (!m->no_ready && answer_raise_on_server(mc->client, &m->err)) {
 			/* the prefix now; the server's error and ReadyForQuery follow */
-			if (pb.len > 0 && !sbuf_queue_pktbuf(&mc->client->sbuf, &pb))
+			if (pb.len > 0 && !client_queue(mc->client, &pb))
 				client_close(mc->client, "could not send an answer");
 		} else {
 			pktbuf_put_bytes(&pb, m->err.data, m->err.len);

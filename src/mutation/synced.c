@@ -24,6 +24,7 @@
 #include "log.h"
 #include "mutation/catalog.h"
 #include "mutation/classifier.h"
+#include "mutation/history.h"
 #include "mutation/hook.h"
 #include "mutation/journal.h"
 #include "mutation/pipeline.h"
@@ -412,11 +413,6 @@ void synced_shutdown(struct bouncer *b)
 	synced_stop(b);
 }
 
-int synced_in_flight(struct bouncer *b)
-{
-	return synced_in_flight_db(b, NULL);
-}
-
 int synced_in_flight_db(struct bouncer *b, const char *db)
 {
 	struct list *it;
@@ -432,3 +428,34 @@ int synced_in_flight_db(struct bouncer *b, const char *db)
 	}
 	return n;
 }
+
+/* ---- the module ------------------------------------------------------------------------- */
+
+/* What lives as long as the process: the history of finished writes and the console views. */
+static bool synced_init(struct bouncer *b)
+{
+	b->history = history_new();
+	return b->history != NULL && synced_register_views(b);
+}
+
+static void synced_exit(struct bouncer *b)
+{
+	synced_shutdown(b);
+	history_free(b->history);
+	b->history = NULL;
+}
+
+static const char *const synced_commands[] = {"JOURNAL", "SYNC", NULL};
+
+const struct module_ops synced_module = {
+        .name = "synced tables",
+        .init = synced_init,
+        .start = synced_start,
+        .reload = synced_reload,
+        .shutdown = synced_exit,
+        .in_flight = synced_in_flight_db,
+        .commands = synced_commands,
+        .command = synced_command,
+        .admin_gone = synced_forget_admin,
+        .write_metrics = synced_write_metrics,
+};
