@@ -201,16 +201,15 @@ static const char *sentence_end(const char *text)
 	return n == 0 || text[n - 1] == '.' || text[n - 1] == '!' || text[n - 1] == '?' ? "" : ".";
 }
 
-void mutation_set_api_error(struct mutation *m, const struct api_error *ae)
+void answer_map_api_error(const struct api_error *ae, const char *api, const char *wr,
+                          long long intent_id, struct api_error_answer *out)
 {
-	const char *api = api_name(m->st->api);
-	char msg[256], detail[1536], hint[128], wr[512];
+	char *msg = out->message, *detail = out->detail, hint[128];
 	const char *sqlstate = "XX000";
 	const char *hintp = NULL;
 	const char *what = "error";
 
 	detail[0] = '\0';
-	mutation_describe_write(m, wr, sizeof(wr));
 	switch (ae->cls) {
 	case API_ERR_VALIDATION:
 		sqlstate = "23514";
@@ -278,50 +277,64 @@ void mutation_set_api_error(struct mutation *m, const struct api_error *ae)
 		what = "error";
 		break;
 	}
-	snprintf(msg, sizeof(msg), "%s %s", api, what);
+	snprintf(msg, sizeof(out->message), "%s %s", api, what);
 	if (ae->column[0] && (ae->cls == API_ERR_VALIDATION || ae->cls == API_ERR_REQUIRED ||
 	                      ae->cls == API_ERR_DUPLICATE))
-		snprintf(detail, sizeof(detail), "Key (%s)=(%s) %s", ae->column,
+		snprintf(detail, sizeof(out->detail), "Key (%s)=(%s) %s", ae->column,
 		         ae->value_is_null ? "null" : ae->value,
 		         ae->reason[0] ? ae->reason : ae->message);
 	else if ((ae->cls == API_ERR_UNAVAILABLE || ae->cls == API_ERR_SERVER) &&
 	         ae->nothing_written)
-		snprintf(detail, sizeof(detail), "%s%s Nothing was written.", ae->message,
+		snprintf(detail, sizeof(out->detail), "%s%s Nothing was written.", ae->message,
 		         sentence_end(ae->message));
 	else if (ae->cls == API_ERR_SERVER)
-		snprintf(detail, sizeof(detail),
+		snprintf(detail, sizeof(out->detail),
 		         "%s%s The API may have applied the %s; nothing was written to the "
 		         "database yet. It is journal entry %lld, settled by asking %s.",
-		         ae->message, sentence_end(ae->message), wr, (long long)m->intent_id, api);
+		         ae->message, sentence_end(ae->message), wr, intent_id, api);
 	else if (ae->cls == API_ERR_UNKNOWN_OUTCOME || ae->cls == API_ERR_BAD_ANSWER)
-		snprintf(detail, sizeof(detail),
+		snprintf(detail, sizeof(out->detail),
 		         "%s%s The request was sent; whether %s applied the %s is unknown. Nothing "
 		         "was written to the database yet: it is journal entry %lld, settled by "
 		         "asking %s.",
-		         ae->message, sentence_end(ae->message), api, wr, (long long)m->intent_id,
+		         ae->message, sentence_end(ae->message), api, wr, intent_id,
 		         api);
 	else
-		snprintf(detail, sizeof(detail), "%s", ae->message);
+		snprintf(detail, sizeof(out->detail), "%s", ae->message);
 	if (ae->local && (ae->cls == API_ERR_VALIDATION || ae->cls == API_ERR_REQUIRED ||
 	                  ae->cls == API_ERR_DUPLICATE)) {
 		/* a value the request cannot carry: syncbouncer's refusal, not the API's verdict */
 		sqlstate = "22023";
-		snprintf(msg, sizeof(msg), "row cannot be sent to %s", api);
+		snprintf(msg, sizeof(out->message), "row cannot be sent to %s", api);
 	}
 	if (ae->cls == API_ERR_ASSIGNED_ID) {
-		snprintf(msg, sizeof(msg), "%.200s", ae->message);
-		snprintf(detail, sizeof(detail),
+		snprintf(msg, sizeof(out->message), "%.200s", ae->message);
+		snprintf(detail, sizeof(out->detail),
 		         "Column \"%s\" holds the record id that %s assigns.", ae->column, api);
 	}
-	mutation_set_error(m, sqlstate, msg, detail[0] ? detail : NULL, hintp);
+	out->sqlstate = sqlstate;
+	snprintf(out->hint, sizeof(out->hint), "%s", hintp != NULL ? hintp : "");
+}
+
+void mutation_set_api_error(struct mutation *m, const struct api_error *ae)
+{
+	struct api_error_answer a;
+	char wr[512];
+	const char *detail, *hintp;
+
+	mutation_describe_write(m, wr, sizeof(wr));
+	answer_map_api_error(ae, api_name(m->st->api), wr, (long long)m->intent_id, &a);
+	detail = a.detail[0] ? a.detail : NULL;
+	hintp = a.hint[0] ? a.hint : NULL;
+	mutation_set_error(m, a.sqlstate, a.message, detail, hintp);
 	if (ae->column[0]) {
 		/* the column field of the ErrorResponse names the offending column */
 		struct pg_error e;
 		memset(&e, 0, sizeof(e));
 		e.severity = "ERROR";
-		e.sqlstate = sqlstate;
-		e.message = msg;
-		e.detail = detail[0] ? detail : NULL;
+		e.sqlstate = a.sqlstate;
+		e.message = a.message;
+		e.detail = detail;
 		e.hint = hintp;
 		e.schema = m->st->schema;
 		e.table = m->st->table;
@@ -349,9 +362,9 @@ void answer_now(struct conn *c, const char *sqlstate, const char *msg, const cha
 	}
 	pktbuf_init(&pb, 65536);
 	pktbuf_write_error_fields(&pb, &e);
-	if (c->hook_state != NULL && ((struct mut_client *)c->hook_state)->ext.active) {
+	if (c->hook_state != NULL && ((struct mut_client *)c->hook_state)->ext.phase != EXT_NONE) {
 		/* inside a batch: the rest is skipped up to Sync, which answers ReadyForQuery */
-		((struct mut_client *)c->hook_state)->ext.skip = true;
+		ext_set_phase(&((struct mut_client *)c->hook_state)->ext, EXT_SKIPPING);
 	} else if (answer_raise_on_server(c, &pb)) {
 		pktbuf_free(&pb);
 		return;

@@ -9,6 +9,7 @@
 
 #include "client.h"
 #include "conn.h"
+#include "log.h"
 #include "mutation/answer.h"
 #include "mutation/classifier.h"
 #include "mutation/hook.h"
@@ -17,6 +18,29 @@
 #include "pool.h"
 #include "proto.h"
 #include "sbuf.h"
+
+const char *ext_phase_str(enum ext_phase p)
+{
+	switch (p) {
+	case EXT_NONE:
+		return "none";
+	case EXT_COLLECTING:
+		return "collecting";
+	case EXT_EXECUTED:
+		return "executed";
+	case EXT_SKIPPING:
+		return "skipping";
+	}
+	return "?";
+}
+
+void ext_set_phase(struct ext_seq *e, enum ext_phase p)
+{
+	if (e->phase == p)
+		return;
+	log_debug("extended batch: %s -> %s", ext_phase_str(e->phase), ext_phase_str(p));
+	e->phase = p;
+}
 
 void ext_reset(struct ext_seq *e)
 {
@@ -304,12 +328,12 @@ static void ext_answer_now(struct conn *c, struct ext_seq *e)
 /* Forgets the current group (statement, parameters, flags), keeping the batch's state. */
 static void ext_new_group(struct ext_seq *e)
 {
-	bool ran = e->ran, skip = e->skip;
+	bool ran = e->ran;
+	enum ext_phase phase = e->phase == EXT_SKIPPING ? EXT_SKIPPING : EXT_COLLECTING;
 
 	ext_reset(e);
-	e->active = true;
 	e->ran = ran;
-	e->skip = skip;
+	e->phase = phase;
 }
 
 /* Leaves the batch: the messages from here on are ordinary ones, for the server. */
@@ -325,7 +349,8 @@ static void ext_flush(struct conn *c, struct ext_seq *e)
 {
 	struct pktbuf pb;
 
-	if (e->skip || e->failed || ((!e->parse || e->parse_sent) && (!e->bind || e->bind_sent)))
+	if (e->phase == EXT_SKIPPING || e->failed ||
+	    ((!e->parse || e->parse_sent) && (!e->bind || e->bind_sent)))
 		return;
 	pktbuf_init(&pb, 64);
 	if (e->parse && !e->parse_sent)
@@ -355,7 +380,7 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 
 	if (!pkt->complete)
 		return HOOK_WAIT;
-	if (e->skip && pkt->type != 'S')
+	if (e->phase == EXT_SKIPPING && pkt->type != 'S')
 		return HOOK_CONSUME;
 	switch (pkt->type) {
 	case 'P': {
@@ -363,7 +388,7 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 		size_t sql_len;
 		uint16_t n;
 		struct stmt_class sc;
-		if (e->group_done)
+		if (e->phase == EXT_EXECUTED)
 			ext_new_group(e);
 		if (e->parse || e->bind) {
 			ext_fail(
@@ -392,7 +417,7 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 		return HOOK_CONSUME;
 	}
 	case 'B':
-		if (e->group_done)
+		if (e->phase == EXT_EXECUTED)
 			ext_new_group(e);
 		if (e->ran && !e->parse &&
 		    proto_parse_msg_names('B', pkt->body, pkt->body_len, &stmt, &portal) &&
@@ -435,7 +460,7 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 		return ext_leave(c, mc);
 	}
 	/* Sync */
-	if (e->ran || e->skip) {
+	if (e->ran || e->phase == EXT_SKIPPING) {
 		struct pktbuf pb;
 		pktbuf_init(&pb, 64);
 		pktbuf_write_ready(&pb, client_txn_status(c));

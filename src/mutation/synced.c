@@ -289,7 +289,8 @@ void synced_stop(struct bouncer *b)
 	list_for_each_safe(it, tmp, &sy->mutations)
 	{
 		struct mutation *m = list_entry(it, struct mutation, head);
-		if (m->state == MUT_APPLYING && m->confirmed != NULL) {
+		if ((m->state == MUT_APPLYING || m->state == MUT_COMMITTING) &&
+		    m->confirmed != NULL) {
 			log_error(
 			        "synced table %s: stopping while applying a write that %s accepted "
 			        "(%s); journal entry %lld settles it",
