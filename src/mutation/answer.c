@@ -22,9 +22,9 @@
 void answer_ext_prefix(const struct mutation *m, struct pktbuf *pb)
 {
 	if (m->parse_complete)
-		pktbuf_write_simple(pb, '1');
+		pktbuf_write_simple(pb, PQMSG_PARSE_COMPLETE);
 	if (m->bind_complete)
-		pktbuf_write_simple(pb, '2');
+		pktbuf_write_simple(pb, PQMSG_BIND_COMPLETE);
 }
 
 static void put_raise_field(struct pktbuf *pb, const char *name, const char *value, bool *first)
@@ -60,7 +60,7 @@ bool answer_raise_on_server(struct conn *c, const struct pktbuf *err)
 	    (e.hint && strstr(e.hint, "$syncbouncer$")))
 		return false;
 	pktbuf_init(&q, 65536);
-	pktbuf_start_msg(&q, 'Q');
+	pktbuf_start_msg(&q, PQMSG_QUERY);
 	pktbuf_put_bytes(&q, "DO $syncbouncer$BEGIN RAISE EXCEPTION USING", 43);
 	put_raise_field(&q, "ERRCODE", e.sqlstate, &first);
 	put_raise_field(&q, "MESSAGE", e.message, &first);
@@ -154,12 +154,12 @@ void answer_write_result(struct pktbuf *pb, const struct mutation *m, const PGre
 	if (m->extended) {
 		answer_ext_prefix(m, pb);
 		if (m->describe_portal && !returning) {
-			pktbuf_start_msg(pb, 'n');
+			pktbuf_start_msg(pb, PQMSG_NO_DATA);
 			pktbuf_finish_msg(pb);
 		}
 	}
 	if (returning && (!m->extended || m->describe_portal)) {
-		pktbuf_start_msg(pb, 'T');
+		pktbuf_start_msg(pb, PQMSG_ROW_DESCRIPTION);
 		pktbuf_put_u16(pb, (uint16_t)ncols);
 		for (int i = 0; i < ncols; i++) {
 			pktbuf_put_string(pb, PQfname(desc, i));
@@ -174,7 +174,7 @@ void answer_write_result(struct pktbuf *pb, const struct mutation *m, const PGre
 	}
 	if (res != NULL && returning) {
 		for (int r = 0; r < PQntuples(res); r++) {
-			pktbuf_start_msg(pb, 'D');
+			pktbuf_start_msg(pb, PQMSG_DATA_ROW);
 			pktbuf_put_u16(pb, (uint16_t)ncols);
 			for (int i = 0; i < ncols; i++) {
 				if (PQgetisnull(res, r, i)) {

@@ -295,15 +295,15 @@ static void ext_answer_now(struct conn *c, struct ext_seq *e)
 		pktbuf_write_error(&pb, "ERROR", e->sqlstate, e->message, NULL, NULL);
 	} else {
 		if (e->parse && !e->parse_sent)
-			pktbuf_write_simple(&pb, '1');
+			pktbuf_write_simple(&pb, PQMSG_PARSE_COMPLETE);
 		if (e->bind && !e->bind_sent)
-			pktbuf_write_simple(&pb, '2');
+			pktbuf_write_simple(&pb, PQMSG_BIND_COMPLETE);
 		if (e->describe_stmt) {
 			/* parameter types as the client declared them; undeclared ones as text */
 			int n = count_params(e->sql);
 			if (n < e->ntypes)
 				n = e->ntypes;
-			pktbuf_start_msg(&pb, 't');
+			pktbuf_start_msg(&pb, PQMSG_PARAMETER_DESCRIPTION);
 			pktbuf_put_u16(&pb, (uint16_t)n);
 			for (int i = 0; i < n; i++)
 				pktbuf_put_u32(&pb,
@@ -311,11 +311,11 @@ static void ext_answer_now(struct conn *c, struct ext_seq *e)
 			pktbuf_finish_msg(&pb);
 		}
 		if (e->describe_stmt || e->describe_portal) {
-			pktbuf_start_msg(&pb, 'n');
+			pktbuf_start_msg(&pb, PQMSG_NO_DATA);
 			pktbuf_finish_msg(&pb);
 		}
 		if (e->close) {
-			pktbuf_start_msg(&pb, '3');
+			pktbuf_start_msg(&pb, PQMSG_CLOSE_COMPLETE);
 			pktbuf_finish_msg(&pb);
 		}
 	}
@@ -354,9 +354,9 @@ static void ext_flush(struct conn *c, struct ext_seq *e)
 		return;
 	pktbuf_init(&pb, 64);
 	if (e->parse && !e->parse_sent)
-		pktbuf_write_simple(&pb, '1');
+		pktbuf_write_simple(&pb, PQMSG_PARSE_COMPLETE);
 	if (e->bind && !e->bind_sent)
-		pktbuf_write_simple(&pb, '2');
+		pktbuf_write_simple(&pb, PQMSG_BIND_COMPLETE);
 	e->parse_sent = e->parse;
 	e->bind_sent = e->bind;
 	if (!client_queue(c, &pb))
@@ -380,10 +380,10 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 
 	if (!pkt->complete)
 		return HOOK_WAIT;
-	if (e->phase == EXT_SKIPPING && pkt->type != 'S')
+	if (e->phase == EXT_SKIPPING && pkt->type != PQMSG_SYNC)
 		return HOOK_CONSUME;
 	switch (pkt->type) {
-	case 'P': {
+	case PQMSG_PARSE: {
 		const char *sql;
 		size_t sql_len;
 		uint16_t n;
@@ -404,7 +404,7 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 			if (e->close && !e->ran) {
 				struct pktbuf pb;
 				pktbuf_init(&pb, 16);
-				pktbuf_write_simple(&pb, '3');
+				pktbuf_write_simple(&pb, PQMSG_CLOSE_COMPLETE);
 				if (!client_queue(c, &pb))
 					client_close(c, "could not send an answer");
 				pktbuf_free(&pb);
@@ -416,23 +416,23 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 		ext_parse(sy, c, mc, pkt);
 		return HOOK_CONSUME;
 	}
-	case 'B':
+	case PQMSG_BIND:
 		if (e->phase == EXT_EXECUTED)
 			ext_new_group(e);
 		if (e->ran && !e->parse &&
-		    proto_parse_msg_names('B', pkt->body, pkt->body_len, &stmt, &portal) &&
+		    proto_parse_msg_names(PQMSG_BIND, pkt->body, pkt->body_len, &stmt, &portal) &&
 		    stmt != NULL && mc_find_stmt(mc, stmt) == NULL)
 			return ext_leave(c, mc);
 		if (!e->failed)
 			ext_bind(sy, c, mc, pkt);
 		return HOOK_CONSUME;
-	case 'D':
-		if (pkt->body_len >= 1 && pkt->body[0] == 'P')
+	case PQMSG_DESCRIBE:
+		if (pkt->body_len >= 1 && pkt->body[0] == PQMSG_TARGET_PORTAL)
 			e->describe_portal = true;
 		else
 			e->describe_stmt = true;
 		return HOOK_CONSUME;
-	case 'E':
+	case PQMSG_EXECUTE:
 		if (e->failed) {
 			answer_now(c, e->sqlstate, e->message, NULL, NULL, NULL);
 			return HOOK_CONSUME;
@@ -444,16 +444,16 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 		if (!hook_begin_mutation(sy, c, &e->sc, e->sql, e))
 			return HOOK_CONSUME;
 		return HOOK_PAUSE;
-	case 'C':
-		if (proto_parse_msg_names('C', pkt->body, pkt->body_len, &stmt, &portal) &&
+	case PQMSG_CLOSE:
+		if (proto_parse_msg_names(PQMSG_CLOSE, pkt->body, pkt->body_len, &stmt, &portal) &&
 		    stmt != NULL)
 			mc_drop_stmt(mc, stmt);
 		e->close = true;
 		return HOOK_CONSUME;
-	case 'H':
+	case PQMSG_FLUSH:
 		ext_flush(c, e);
 		return HOOK_CONSUME;
-	case 'S':
+	case PQMSG_SYNC:
 		break;
 	default:
 		/* not part of an extended batch: give the rest to the server */

@@ -269,9 +269,9 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 	if (control_pool_paused(c->pool))
 		return HOOK_PASS;
 	switch (pkt->type) {
-	case 'Q':
+	case PQMSG_QUERY:
 		return inspect_query(sy, c, pkt);
-	case 'P': {
+	case PQMSG_PARSE: {
 		const char *sql;
 		size_t sql_len;
 		uint16_t n;
@@ -297,8 +297,8 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 		}
 		break;
 	}
-	case 'B':
-	case 'C':
+	case PQMSG_BIND:
+	case PQMSG_CLOSE:
 		if (mc == NULL || mc->nstmts == 0 || !pkt->complete ||
 		    !proto_parse_msg_names(pkt->type, pkt->body, pkt->body_len, &stmt, &portal) ||
 		    stmt == NULL || mc_find_stmt(mc, stmt) == NULL)
