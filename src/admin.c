@@ -1231,21 +1231,61 @@ static bool fake_show(struct reply *r, const char *name)
 	return false;
 }
 
+/* SHOW FDS: passing sockets for an online restart (-R) is not supported: no rows. */
+static void show_fds(struct reply *r)
+{
+	header(r, "issssiqisssssbb", "fd", "task", "user", "database", "addr", "port", "cancel",
+	       "link", "client_encoding", "std_strings", "datestyle", "timezone", "password",
+	       "scram_client_key", "scram_server_key");
+	finish(r, "SHOW");
+}
+
+static void show_sockets_of(struct reply *r, int which)
+{
+	show_sockets(r, (enum socket_view)which);
+}
+
+static void show_stats_of(struct reply *r, int which)
+{
+	show_stats(r, (enum stats_view)which);
+}
+
+#define SHOW_ADMIN_ONLY 1u /* for admin users only (not stats_users) */
+
+/* The SHOW views built in: a view answered by fn(r), or by fn_of(r, which). */
+static const struct show_cmd {
+	const char *name;
+	void (*fn)(struct reply *r);
+	void (*fn_of)(struct reply *r, int which);
+	int which;
+	unsigned flags;
+} show_cmds[] = {
+        {"help", show_help, NULL, 0, 0},
+        {"version", show_version, NULL, 0, 0},
+        {"state", show_state, NULL, 0, 0},
+        {"config", show_config, NULL, 0, 0},
+        {"pools", show_pools, NULL, 0, 0},
+        {"clients", NULL, show_sockets_of, VIEW_CLIENTS, 0},
+        {"servers", NULL, show_sockets_of, VIEW_SERVERS, 0},
+        {"sockets", NULL, show_sockets_of, VIEW_SOCKETS, 0},
+        {"active_sockets", NULL, show_sockets_of, VIEW_ACTIVE_SOCKETS, 0},
+        {"databases", show_databases, NULL, 0, 0},
+        {"users", show_users, NULL, 0, 0},
+        {"lists", show_lists, NULL, 0, 0},
+        {"mem", show_mem, NULL, 0, 0},
+        {"dns_hosts", show_dns_hosts, NULL, 0, 0},
+        {"dns_zones", show_dns_zones, NULL, 0, 0},
+        {"stats", NULL, show_stats_of, STATS_VIEW_STATS, 0},
+        {"stats_totals", NULL, show_stats_of, STATS_VIEW_TOTALS_PER_DB, 0},
+        {"stats_averages", NULL, show_stats_of, STATS_VIEW_AVERAGES, 0},
+        {"totals", NULL, show_stats_of, STATS_VIEW_TOTALS, 0},
+        {"peers", show_peers, NULL, 0, 0},
+        {"peer_pools", show_peer_pools, NULL, 0, 0},
+        {"fds", show_fds, NULL, 0, SHOW_ADMIN_ONLY},
+};
+
 static void cmd_show(struct reply *r, const char *arg, bool admin_user)
 {
-	static const struct {
-		const char *name;
-		int id;
-	} views[] = {
-	        {"help", 0},      {"version", 1},       {"state", 2},
-	        {"config", 3},    {"pools", 4},         {"clients", 5},
-	        {"servers", 6},   {"sockets", 7},       {"active_sockets", 8},
-	        {"databases", 9}, {"users", 10},        {"lists", 11},
-	        {"mem", 12},      {"dns_hosts", 13},    {"dns_zones", 14},
-	        {"stats", 15},    {"stats_totals", 16}, {"stats_averages", 17},
-	        {"totals", 18},   {"peers", 19},        {"peer_pools", 20},
-	        {"fds", 21},
-	};
 	struct admin *a = r->b->admin;
 
 	if (fake_show(r, arg))
@@ -1256,86 +1296,17 @@ static void cmd_show(struct reply *r, const char *arg, bool admin_user)
 			return;
 		}
 	}
-	for (size_t i = 0; i < sizeof(views) / sizeof(views[0]); i++) {
-		if (strcasecmp(views[i].name, arg) != 0)
+	for (size_t i = 0; i < sizeof(show_cmds) / sizeof(show_cmds[0]); i++) {
+		const struct show_cmd *sc = &show_cmds[i];
+		if (strcasecmp(sc->name, arg) != 0)
 			continue;
-		switch (views[i].id) {
-		case 0:
-			show_help(r);
-			return;
-		case 1:
-			show_version(r);
-			return;
-		case 2:
-			show_state(r);
-			return;
-		case 3:
-			show_config(r);
-			return;
-		case 4:
-			show_pools(r);
-			return;
-		case 5:
-			show_sockets(r, VIEW_CLIENTS);
-			return;
-		case 6:
-			show_sockets(r, VIEW_SERVERS);
-			return;
-		case 7:
-			show_sockets(r, VIEW_SOCKETS);
-			return;
-		case 8:
-			show_sockets(r, VIEW_ACTIVE_SOCKETS);
-			return;
-		case 9:
-			show_databases(r);
-			return;
-		case 10:
-			show_users(r);
-			return;
-		case 11:
-			show_lists(r);
-			return;
-		case 12:
-			show_mem(r);
-			return;
-		case 13:
-			show_dns_hosts(r);
-			return;
-		case 14:
-			show_dns_zones(r);
-			return;
-		case 15:
-			show_stats(r, STATS_VIEW_STATS);
-			return;
-		case 16:
-			show_stats(r, STATS_VIEW_TOTALS_PER_DB);
-			return;
-		case 17:
-			show_stats(r, STATS_VIEW_AVERAGES);
-			return;
-		case 18:
-			show_stats(r, STATS_VIEW_TOTALS);
-			return;
-		case 19:
-			show_peers(r);
-			return;
-		case 20:
-			show_peer_pools(r);
-			return;
-		case 21:
-			/* passing sockets for an online restart (-R) is not supported */
-			if (!admin_user) {
-				send_error(r, "08P01", "admin access needed");
-				return;
-			}
-			header(r, "issssiqisssssbb", "fd", "task", "user", "database", "addr",
-			       "port", "cancel", "link", "client_encoding", "std_strings",
-			       "datestyle", "timezone", "password", "scram_client_key",
-			       "scram_server_key");
-			finish(r, "SHOW");
-			return;
-		}
+		if ((sc->flags & SHOW_ADMIN_ONLY) && !admin_user)
+			send_error(r, "08P01", "admin access needed");
+		else if (sc->fn != NULL)
+			sc->fn(r);
+		else
+			sc->fn_of(r, sc->which);
+		return;
 	}
 	syntax_error(r);
 }
@@ -1536,71 +1507,114 @@ static void cmd_module(struct reply *r, const char *cmd, const char *arg)
 	}
 }
 
+static void cmd_reload(struct reply *r, const char *arg)
+{
+	(void)arg;
+	log_info("RELOAD command issued");
+	if (control_reload(r->b))
+		finish(r, "RELOAD");
+	else
+		send_error(r, "F0000", "RELOAD failed, see logs for additional details");
+}
+
+static void cmd_suspend(struct reply *r, const char *arg)
+{
+	bool wait = false;
+	const char *err = control_suspend(r->b, &wait);
+
+	(void)arg;
+	answer_or_wait(r, err, wait, CONTROL_WAIT_SUSPEND, "", "SUSPEND");
+}
+
+static void cmd_pause(struct reply *r, const char *arg)
+{
+	bool wait = false;
+	const char *err = control_pause(r->b, arg, &wait);
+
+	answer_or_wait(r, err, wait, CONTROL_WAIT_PAUSE, arg, "PAUSE");
+}
+
+static void cmd_wait_close(struct reply *r, const char *arg)
+{
+	bool wait = false;
+	const char *err = control_wait_close(r->b, arg, &wait);
+
+	answer_or_wait(r, err, wait, CONTROL_WAIT_CLOSE, arg, "WAIT_CLOSE");
+}
+
+static void cmd_resume(struct reply *r, const char *arg)
+{
+	answer(r, control_resume(r->b, arg), "RESUME");
+}
+
+static void cmd_disable(struct reply *r, const char *arg)
+{
+	answer(r, control_disable(r->b, arg), "DISABLE");
+}
+
+static void cmd_enable(struct reply *r, const char *arg)
+{
+	answer(r, control_enable(r->b, arg), "ENABLE");
+}
+
+static void cmd_kill(struct reply *r, const char *arg)
+{
+	answer(r, control_kill(r->b, arg), "KILL");
+}
+
+static void cmd_reconnect(struct reply *r, const char *arg)
+{
+	answer(r, control_reconnect(r->b, arg), "RECONNECT");
+}
+
+#define CMD_NO_ARG 1u /* takes no argument: one is a syntax error */
+
+/* The console commands built in, for admin users (SHOW and SHUTDOWN are read apart). */
+static const struct admin_cmd {
+	const char *name;
+	void (*fn)(struct reply *r, const char *arg);
+	unsigned flags;
+} admin_cmds[] = {
+        {"reload", cmd_reload, CMD_NO_ARG},
+        {"suspend", cmd_suspend, CMD_NO_ARG},
+        {"pause", cmd_pause, 0},
+        {"resume", cmd_resume, 0},
+        {"disable", cmd_disable, 0},
+        {"enable", cmd_enable, 0},
+        {"kill", cmd_kill, 0},
+        {"kill_client", cmd_kill_client, 0},
+        {"reconnect", cmd_reconnect, 0},
+        {"wait_close", cmd_wait_close, 0},
+};
+
 static void run_command(struct reply *r, const char *cmd, const char *arg)
 {
-	struct bouncer *b = r->b;
-	bool admin_user = r->client->admin_user;
-	bool wait = false;
-	const char *err;
+	const struct admin_cmd *ac = NULL;
 
 	if (strcasecmp(cmd, "show") == 0 || strcasecmp(cmd, "select") == 0) {
-		cmd_show(r, arg, admin_user);
+		cmd_show(r, arg, r->client->admin_user);
 		return;
 	}
 	if (strcasecmp(cmd, "shutdown") == 0) {
 		cmd_shutdown(r, arg);
 		return;
 	}
-	if ((strcasecmp(cmd, "reload") == 0 || strcasecmp(cmd, "suspend") == 0) && arg[0] != '\0') {
+	for (size_t i = 0; i < sizeof(admin_cmds) / sizeof(admin_cmds[0]); i++)
+		if (strcasecmp(cmd, admin_cmds[i].name) == 0)
+			ac = &admin_cmds[i];
+	if ((ac == NULL && !modules_knows_command(cmd)) ||
+	    (ac != NULL && (ac->flags & CMD_NO_ARG) && arg[0] != '\0')) {
 		syntax_error(r);
 		return;
 	}
-	{
-		static const char *const known[] = {
-		        "reload", "suspend", "pause",       "resume",    "disable",
-		        "enable", "kill",    "kill_client", "reconnect", "wait_close"};
-		bool ok = modules_knows_command(cmd);
-		for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-			ok = ok || strcasecmp(cmd, known[i]) == 0;
-		if (!ok) {
-			syntax_error(r);
-			return;
-		}
-	}
-	if (!admin_user) {
+	if (!r->client->admin_user) {
 		send_error(r, "08P01", "admin access needed");
 		return;
 	}
-	if (strcasecmp(cmd, "reload") == 0) {
-		log_info("RELOAD command issued");
-		if (control_reload(b))
-			finish(r, "RELOAD");
-		else
-			send_error(r, "F0000", "RELOAD failed, see logs for additional details");
-	} else if (strcasecmp(cmd, "suspend") == 0) {
-		err = control_suspend(b, &wait);
-		answer_or_wait(r, err, wait, CONTROL_WAIT_SUSPEND, "", "SUSPEND");
-	} else if (strcasecmp(cmd, "pause") == 0) {
-		err = control_pause(b, arg, &wait);
-		answer_or_wait(r, err, wait, CONTROL_WAIT_PAUSE, arg, "PAUSE");
-	} else if (strcasecmp(cmd, "resume") == 0) {
-		answer(r, control_resume(b, arg), "RESUME");
-	} else if (strcasecmp(cmd, "disable") == 0) {
-		answer(r, control_disable(b, arg), "DISABLE");
-	} else if (strcasecmp(cmd, "enable") == 0) {
-		answer(r, control_enable(b, arg), "ENABLE");
-	} else if (strcasecmp(cmd, "kill") == 0) {
-		answer(r, control_kill(b, arg), "KILL");
-	} else if (strcasecmp(cmd, "kill_client") == 0) {
-		cmd_kill_client(r, arg);
-	} else if (strcasecmp(cmd, "reconnect") == 0) {
-		answer(r, control_reconnect(b, arg), "RECONNECT");
-	} else if (modules_knows_command(cmd)) {
+	if (ac != NULL)
+		ac->fn(r, arg);
+	else
 		cmd_module(r, cmd, arg);
-	} else {
-		err = control_wait_close(b, arg, &wait);
-		answer_or_wait(r, err, wait, CONTROL_WAIT_CLOSE, arg, "WAIT_CLOSE");
-	}
 }
 
 /*
