@@ -1704,28 +1704,6 @@ static void run_query(struct conn *c, const char *q)
 
 /* ---- login and packets ---- */
 
-static bool name_in_list(const char *name, const char *list)
-{
-	size_t n = strlen(name);
-	const char *p = list;
-
-	while (p != NULL && *p) {
-		const char *end, *e;
-		while (*p == ' ' || *p == ',' || *p == '\t')
-			p++;
-		end = p;
-		while (*end && *end != ',')
-			end++;
-		e = end;
-		while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
-			e--;
-		if ((size_t)(e - p) == n && n > 0 && strncmp(p, name, n) == 0)
-			return true;
-		p = end;
-	}
-	return false;
-}
-
 bool admin_trusted_peer(const struct conn *c)
 {
 	struct ucred cred;
@@ -1749,9 +1727,9 @@ void admin_client_login(struct conn *c)
 		c->admin_user = true;
 		if (cfg->log_connections)
 			slog_info(c, "pgbouncer access from unix socket");
-	} else if (name_in_list(c->user, cfg->admin_users)) {
+	} else if (cf_list_has(cfg->admin_users, c->user, false)) {
 		c->admin_user = true;
-	} else if (!name_in_list(c->user, cfg->stats_users) && cfg->auth_type != AUTH_ANY) {
+	} else if (!cf_list_has(cfg->stats_users, c->user, false) && cfg->auth_type != AUTH_ANY) {
 		client_fatal(c, "08P01", "not allowed");
 		return;
 	}

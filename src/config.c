@@ -935,6 +935,29 @@ const struct cf_api *config_find_api(const struct config *cfg, const char *name)
 	return NULL;
 }
 
+bool cf_list_has(const char *list, const char *name, bool ignore_case)
+{
+	size_t n = strlen(name);
+	const char *p = list;
+
+	while (p != NULL && *p) {
+		const char *end, *e;
+		while (*p == ' ' || *p == ',' || *p == '\t')
+			p++;
+		end = p;
+		while (*end && *end != ',')
+			end++;
+		e = end;
+		while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+			e--;
+		if ((size_t)(e - p) == n && n > 0 &&
+		    (ignore_case ? strncasecmp(p, name, n) : strncmp(p, name, n)) == 0)
+			return true;
+		p = end;
+	}
+	return false;
+}
+
 const char *cf_kv_get(const struct cf_kv *kv, int nkv, const char *key)
 {
 	if (!kv || !key)

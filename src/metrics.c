@@ -494,23 +494,6 @@ void metrics_render(struct bouncer *b, struct evbuffer *out)
 
 /* ---- HTTP ---- */
 
-static bool name_listed(const char *name, const char *list)
-{
-	size_t n = strlen(name);
-	const char *p = list;
-
-	while (*p != '\0') {
-		size_t len;
-		while (*p == ',' || *p == ' ' || *p == '\t')
-			p++;
-		len = strcspn(p, ", \t");
-		if (len == n && len > 0 && strncmp(p, name, n) == 0)
-			return true;
-		p += len;
-	}
-	return false;
-}
-
 static bool password_matches(const char *stored, const char *user, const char *password)
 {
 	char md5[MD5PW_SIZE];
@@ -565,7 +548,7 @@ static bool authorized(struct metrics *mt, struct evhttp_request *req, char *who
 	*colon = '\0';
 	pass = colon + 1;
 	snprintf(who, whosize, "%.100s", user);
-	ok = name_listed(user, cfg->metrics_users) && mt->b->users != NULL;
+	ok = cf_list_has(cfg->metrics_users, user, false) && mt->b->users != NULL;
 	if (ok) {
 		const char *stored = userlist_get_password(mt->b->users, user);
 		ok = stored != NULL && stored[0] != '\0' && password_matches(stored, user, pass);
