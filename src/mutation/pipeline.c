@@ -625,77 +625,6 @@ static void on_api_done(void *arg, struct api_result *ar)
 	}
 }
 
-static enum api_value_type value_type(const struct json_value *v)
-{
-	switch (v->kind) {
-	case JSON_NUMBER:
-		return API_VALUE_NUMBER;
-	case JSON_BOOL:
-		return API_VALUE_BOOL;
-	case JSON_ARRAY:
-	case JSON_OBJECT:
-		return API_VALUE_JSON; /* json, jsonb and array columns go to the API as JSON */
-	default:
-		return API_VALUE_TEXT;
-	}
-}
-
-/* Turns a to_jsonb(row) image into column/value pairs for the connector. */
-static bool image_values(struct captured *cr, const struct json_value *img, struct api_value **out,
-                         int *n)
-{
-	struct api_value *vals;
-
-	*out = NULL;
-	*n = 0;
-	if (img == NULL || img->kind != JSON_OBJECT)
-		return img == NULL || img->kind == JSON_NULL;
-	vals = calloc(img->count ? img->count : 1, sizeof(*vals));
-	if (vals == NULL)
-		return false;
-	for (size_t i = 0; i < img->count; i++) {
-		const struct json_value *v = img->items[i];
-		vals[i].column = img->keys[i];
-		vals[i].type = value_type(v);
-		switch (v->kind) {
-		case JSON_NULL:
-			vals[i].value = NULL;
-			break;
-		case JSON_BOOL:
-			vals[i].value = v->boolean ? "true" : "false";
-			break;
-		case JSON_NUMBER:
-		case JSON_STRING:
-			vals[i].value = v->str;
-			break;
-		case JSON_ARRAY:
-		case JSON_OBJECT: {
-			struct json_out jo;
-			size_t len;
-			char *text, **grown;
-			if (!json_out_init(&jo, 1024 * 1024))
-				return false;
-			json_out_value(&jo, v);
-			text = json_out_ok(&jo) ? json_out_take(&jo, &len) : NULL;
-			json_out_free(&jo);
-			grown = realloc(cr->owned, sizeof(char *) * (size_t)(cr->nowned + 1));
-			if (text == NULL || grown == NULL) {
-				free(text);
-				free(vals);
-				return false;
-			}
-			cr->owned = grown;
-			cr->owned[cr->nowned++] = text;
-			vals[i].value = text;
-			break;
-		}
-		}
-	}
-	*out = vals;
-	*n = (int)img->count;
-	return true;
-}
-
 /* Nothing matched: no API call, the statement's own (empty) result. */
 static void answer_no_rows(struct mutation *m)
 {
@@ -847,8 +776,10 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		    (!PQgetisnull(res, i, 2) &&
 		     !json_parse(PQgetvalue(res, i, 2), (size_t)PQgetlength(res, i, 2), &limits,
 		                 &cr->new_json, err, sizeof(err))) ||
-		    !image_values(cr, cr->old_json, &cr->old_vals, &cr->nold) ||
-		    !image_values(cr, cr->new_json, &cr->new_vals, &cr->nnew)) {
+		    !settle_image_values(cr->old_json, &cr->old_vals, &cr->nold, &cr->owned,
+		                         &cr->nowned) ||
+		    !settle_image_values(cr->new_json, &cr->new_vals, &cr->nnew, &cr->owned,
+		                         &cr->nowned)) {
 			mutation_set_error(m, "XX000", "could not read a captured row image", NULL,
 			                   NULL);
 			mutation_rollback(m);
