@@ -108,6 +108,15 @@ static void on_sync_done(void *arg, uint64_t conn_id, const char *error)
 		admin_command_failed(sy->b, conn_id, "58000", error);
 }
 
+/* The query hook on b (bouncer.h), with sy as its context. */
+static void install_hook(struct bouncer *b, struct synced *sy)
+{
+	b->hook.inspect = hook_inspect;
+	b->hook.stream_needles = classifier_setting_needles();
+	b->hook.client_closed = hook_client_closed;
+	b->hook.ctx = sy;
+}
+
 /*
  * Without [synced_tables] there is no pipeline, but the guard's settings are refused all the
  * same: a server that took SET syncbouncer.mode now would keep it in the pool, and a RELOAD that
@@ -130,10 +139,7 @@ static bool synced_start_settings_only(struct bouncer *b)
 		return false;
 	}
 	b->synced = sy;
-	b->hook.inspect = hook_inspect;
-	b->hook.stream_needles = classifier_setting_needles();
-	b->hook.client_closed = hook_client_closed;
-	b->hook.ctx = sy;
+	install_hook(b, sy);
 	return true;
 }
 
@@ -262,10 +268,7 @@ bool synced_start(struct bouncer *b)
 	if (sy->sync == NULL)
 		goto fail;
 	b->synced = sy;
-	b->hook.inspect = hook_inspect;
-	b->hook.stream_needles = classifier_setting_needles();
-	b->hook.client_closed = hook_client_closed;
-	b->hook.ctx = sy;
+	install_hook(b, sy);
 	return true;
 fail:
 	free(ctabs);
@@ -368,10 +371,7 @@ void synced_reload(struct bouncer *b)
 	if (!synced_start(b)) {
 		b->synced = sy;
 		if (sy != NULL) {
-			b->hook.inspect = hook_inspect;
-			b->hook.stream_needles = classifier_setting_needles();
-			b->hook.client_closed = hook_client_closed;
-			b->hook.ctx = sy;
+			install_hook(b, sy);
 		}
 		log_error(
 		        "synced tables: RELOAD failed, the previous [apis] and [synced_tables] stay "
@@ -384,10 +384,7 @@ void synced_reload(struct bouncer *b)
 		synced_stop(b);
 		b->synced = fresh;
 		if (fresh != NULL) {
-			b->hook.inspect = hook_inspect;
-			b->hook.stream_needles = classifier_setting_needles();
-			b->hook.client_closed = hook_client_closed;
-			b->hook.ctx = fresh;
+			install_hook(b, fresh);
 		}
 	}
 }
