@@ -118,24 +118,25 @@ static bool is_word_char(char c)
 	       c == '_';
 }
 
-/* A WORD: "quoted" (a doubled quote is one) or [0-9a-z_]+. Returns its end or NULL. */
-static const char *scan_word(const char *p)
+/* A run quoted with q at p (a doubled q is one): its end, or NULL when it is not closed. */
+static const char *scan_quoted(const char *p, char q)
 {
-	if (*p == '"') {
-		p++;
-		for (;;) {
-			if (*p == '\0')
-				return NULL;
-			if (*p == '"') {
-				if (p[1] == '"') {
-					p += 2;
-					continue;
-				}
+	for (p++;; p++) {
+		if (*p == '\0')
+			return NULL;
+		if (*p == q) {
+			if (p[1] != q)
 				return p + 1;
-			}
 			p++;
 		}
 	}
+}
+
+/* A WORD: "quoted" (a doubled quote is one) or [0-9a-z_]+. Returns its end or NULL. */
+static const char *scan_word(const char *p)
+{
+	if (*p == '"')
+		return scan_quoted(p, '"');
 	if (!is_word_char(*p))
 		return NULL;
 	while (is_word_char(*p))
@@ -146,21 +147,7 @@ static const char *scan_word(const char *p)
 /* A STRING: '...' with '' for a quote. Returns its end or NULL. */
 static const char *scan_string(const char *p)
 {
-	if (*p != '\'')
-		return NULL;
-	p++;
-	for (;;) {
-		if (*p == '\0')
-			return NULL;
-		if (*p == '\'') {
-			if (p[1] == '\'') {
-				p += 2;
-				continue;
-			}
-			return p + 1;
-		}
-		p++;
-	}
+	return *p == '\'' ? scan_quoted(p, '\'') : NULL;
 }
 
 /* Copies [s, e) into dst, removing the quotes q around it; false when it does not fit. */
