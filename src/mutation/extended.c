@@ -714,7 +714,8 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 	case PQMSG_DESCRIBE:
 		if (pkt->body_len >= 1 && pkt->body[0] == PQMSG_TARGET_PORTAL) {
 			e->describe_portal = true;
-		} else if (proto_parse_msg_names(PQMSG_DESCRIBE, pkt->body, pkt->body_len, &stmt, &portal) &&
+		} else if (proto_parse_msg_names(PQMSG_DESCRIBE, pkt->body, pkt->body_len, &stmt,
+		                                 &portal) &&
 		           stmt != NULL) {
 			e->describe_stmt = true;
 			e->describe_stmt_after_bind = e->bind;

@@ -553,7 +553,8 @@ static void put_confirmed_value(struct json_out *out, const struct catalog_table
 		json_out_null(out);
 		return;
 	}
-	if (fv->json && col != NULL && (col->type_oid == JSON_TYPE_OID || col->type_oid == JSONB_TYPE_OID) &&
+	if (fv->json && col != NULL &&
+	    (col->type_oid == JSON_TYPE_OID || col->type_oid == JSONB_TYPE_OID) &&
 	    json_parse(fv->value, strlen(fv->value), NULL, &doc, err, sizeof(err))) {
 		json_out_value(out, doc);
 		json_free(doc);
