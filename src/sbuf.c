@@ -179,6 +179,8 @@ static bool flush_out(struct sbuf *sb)
 		sb->bytes_out += (uint64_t)n;
 	}
 	if (off == sb->out.len) {
+		/* an idle connection keeps no memory for bytes it has sent */
+		pktbuf_free(&sb->out);
 		pktbuf_reset(&sb->out);
 	} else if (off > 0) {
 		memmove(sb->out.data, sb->out.data + off, sb->out.len - off);
@@ -418,15 +420,39 @@ void sbuf_set_dst(struct sbuf *sb, struct sbuf *dst)
 
 bool sbuf_queue(struct sbuf *sb, const void *data, size_t len)
 {
+	const uint8_t *p = data;
+	bool was_queued;
+
 	if (sb->fd < 0 || sb->broken)
 		return false;
-	pktbuf_put_bytes(&sb->out, data, len);
+	/* nothing queued before: straight to the socket, and only what it does not take is kept */
+	while (sb->out.len == 0 && len > 0) {
+		ssize_t n = sock_send(sb, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			sb->broken = true;
+			want_write(sb);
+			return false;
+		}
+		p += n;
+		len -= (size_t)n;
+		sb->bytes_out += (uint64_t)n;
+	}
+	if (len == 0)
+		return true;
+	was_queued = sb->out.len > 0;
+	pktbuf_put_bytes(&sb->out, p, len);
 	if (pktbuf_failed(&sb->out))
 		return false;
-	if (!flush_out(sb)) {
+	if (was_queued && !flush_out(sb)) {
 		want_write(sb);
 		return false;
 	}
+	if (sb->out.len > 0)
+		want_write(sb);
 	return true;
 }
 
