@@ -39,16 +39,23 @@ enum conn_state {
 };
 const char *conn_state_str(enum conn_state st);
 
-/* Parameters tracked per connection and replayed with SET when a client gets a server. */
+/*
+ * Parameters tracked per connection and replayed with SET when a client gets a server. Names and
+ * values are shared copies (one per distinct string in the process, counted: thousands of clients
+ * with the same settings hold one copy of each), and a set holds only as many slots as it needs.
+ * A set starts zeroed ({0}); it may be moved by struct assignment, after which the source is
+ * zeroed again or never used.
+ */
 #define PARAM_MAX 16
+struct param {
+	const char *name; /* shared: never freed or changed by the holder */
+	const char *value;
+	uint32_t hash; /* param_hash(name) */
+};
 struct param_set {
-	int n;
-	uint64_t gen; /* new with every change, unique across all sets (0: never set) */
-	struct {
-		char *name;
-		char *value;
-		uint32_t hash; /* param_hash(name) */
-	} p[PARAM_MAX];
+	int n, cap;
+	uint64_t gen;     /* new with every change, unique across all sets (0: never set) */
+	struct param *p;  /* cap slots, n used; NULL while cap is 0 */
 };
 /* A hash of a parameter name, the same for every spelling (names are case-insensitive). */
 uint32_t param_hash(const char *name);
@@ -57,6 +64,7 @@ const char *param_get(const struct param_set *ps, const char *name);
 const char *param_get_hashed(const struct param_set *ps, const char *name, uint32_t hash);
 bool param_set_value(struct param_set *ps, const char *name, const char *value)
         __attribute__((warn_unused_result));
+/* Empties ps and frees its slots. */
 void param_clear(struct param_set *ps);
 /* Marks ps changed (a new gen), for a set filled or replaced other than through the above. */
 void param_touch(struct param_set *ps);
@@ -88,8 +96,7 @@ struct conn {
 	/* client */
 	char user[64];
 	char dbname[64];
-	struct param_set params;  /* what the client believes the server's values are */
-	struct param_set startup; /* other startup parameters to pass on (options) */
+	struct param_set params; /* what the client believes the server's values are */
 	char *params_key;         /* params flattened ("name\0value\0"…), as of params_key_gen */
 	size_t params_key_len;
 	uint64_t params_key_gen;

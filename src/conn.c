@@ -7,6 +7,7 @@
 
 #include <event2/event.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +104,103 @@ const char *param_get(const struct param_set *ps, const char *name)
 	return param_get_hashed(ps, name, param_hash(name));
 }
 
+/*
+ * The shared copies of parameter names and values: one counted copy per distinct string, in a
+ * chained hash table that doubles when it fills. A string is freed with its last holder.
+ */
+struct shared_str {
+	struct shared_str *next;
+	uint32_t refs;
+	uint32_t hash; /* of the exact bytes */
+	char s[];
+};
+
+static struct {
+	struct shared_str **slot;
+	size_t nslots; /* a power of two, or 0 */
+	size_t n;
+} shared;
+
+static struct shared_str *shared_of(const char *s)
+{
+	return (struct shared_str *)(s - offsetof(struct shared_str, s));
+}
+
+static uint32_t exact_hash(const char *s, size_t *len)
+{
+	uint32_t h = 2166136261u;
+	const unsigned char *p = (const unsigned char *)s;
+
+	for (; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	*len = (size_t)(p - (const unsigned char *)s);
+	return h;
+}
+
+static bool shared_grow(void)
+{
+	size_t nslots = shared.nslots ? shared.nslots * 2 : 64;
+	struct shared_str **slot = calloc(nslots, sizeof(*slot));
+
+	if (slot == NULL)
+		return false;
+	for (size_t i = 0; i < shared.nslots; i++) {
+		struct shared_str *e = shared.slot[i], *next;
+		for (; e != NULL; e = next) {
+			next = e->next;
+			e->next = slot[e->hash & (nslots - 1)];
+			slot[e->hash & (nslots - 1)] = e;
+		}
+	}
+	free(shared.slot);
+	shared.slot = slot;
+	shared.nslots = nslots;
+	return true;
+}
+
+/* A counted shared copy of s (the caller holds one reference), or NULL when out of memory. */
+static const char *shared_get(const char *s)
+{
+	size_t len;
+	uint32_t h = exact_hash(s, &len);
+	struct shared_str *e;
+
+	if (shared.nslots > 0) {
+		for (e = shared.slot[h & (shared.nslots - 1)]; e != NULL; e = e->next) {
+			if (e->hash == h && strcmp(e->s, s) == 0) {
+				e->refs++;
+				return e->s;
+			}
+		}
+	}
+	if (shared.n >= shared.nslots && !shared_grow() && shared.nslots == 0)
+		return NULL;
+	e = malloc(sizeof(*e) + len + 1);
+	if (e == NULL)
+		return NULL;
+	e->refs = 1;
+	e->hash = h;
+	memcpy(e->s, s, len + 1);
+	e->next = shared.slot[h & (shared.nslots - 1)];
+	shared.slot[h & (shared.nslots - 1)] = e;
+	shared.n++;
+	return e->s;
+}
+
+/* Drops one reference to a string from shared_get(). */
+static void shared_put(const char *s)
+{
+	struct shared_str *e = shared_of(s), **pp;
+
+	if (--e->refs > 0)
+		return;
+	for (pp = &shared.slot[e->hash & (shared.nslots - 1)]; *pp != e; pp = &(*pp)->next)
+		;
+	*pp = e->next;
+	shared.n--;
+	free(e);
+}
+
 static uint64_t param_last_gen;
 
 void param_touch(struct param_set *ps)
@@ -110,32 +208,48 @@ void param_touch(struct param_set *ps)
 	ps->gen = ++param_last_gen;
 }
 
+/* Slots: the tracked parameters of a client fit in the first allocation. */
+#define PARAM_FIRST_CAP 5
+
 bool param_set_value(struct param_set *ps, const char *name, const char *value)
 {
 	uint32_t hash = param_hash(name);
 	int i = param_index(ps, name, hash);
-	char *v;
+	const char *v, *nm;
 
 	if (i >= 0) {
 		if (strcmp(ps->p[i].value, value) == 0)
 			return true; /* unchanged: the same generation */
-		v = strdup(value);
+		v = shared_get(value);
 		if (v == NULL)
 			return false;
-		free(ps->p[i].value);
+		shared_put(ps->p[i].value);
 		ps->p[i].value = v;
 		param_touch(ps);
 		return true;
 	}
 	if (ps->n == PARAM_MAX)
 		return false;
-	ps->p[ps->n].name = strdup(name);
-	ps->p[ps->n].value = strdup(value);
-	if (ps->p[ps->n].name == NULL || ps->p[ps->n].value == NULL) {
-		free(ps->p[ps->n].name);
-		free(ps->p[ps->n].value);
+	if (ps->n == ps->cap) {
+		int cap = ps->cap == 0 ? PARAM_FIRST_CAP : ps->cap * 2;
+		struct param *p;
+		if (cap > PARAM_MAX)
+			cap = PARAM_MAX;
+		p = realloc(ps->p, (size_t)cap * sizeof(*p));
+		if (p == NULL)
+			return false;
+		ps->p = p;
+		ps->cap = cap;
+	}
+	nm = shared_get(name);
+	v = nm != NULL ? shared_get(value) : NULL;
+	if (v == NULL) {
+		if (nm != NULL)
+			shared_put(nm);
 		return false;
 	}
+	ps->p[ps->n].name = nm;
+	ps->p[ps->n].value = v;
 	ps->p[ps->n].hash = hash;
 	ps->n++;
 	param_touch(ps);
@@ -145,10 +259,12 @@ bool param_set_value(struct param_set *ps, const char *name, const char *value)
 void param_clear(struct param_set *ps)
 {
 	for (int i = 0; i < ps->n; i++) {
-		free(ps->p[i].name);
-		free(ps->p[i].value);
+		shared_put(ps->p[i].name);
+		shared_put(ps->p[i].value);
 	}
-	ps->n = 0;
+	free(ps->p);
+	ps->p = NULL;
+	ps->n = ps->cap = 0;
 	param_touch(ps);
 }
 
@@ -180,7 +296,6 @@ void conn_free_retired(struct bouncer *b)
 		struct conn *c = list_entry(it, struct conn, head);
 		list_del(&c->head);
 		param_clear(&c->params);
-		param_clear(&c->startup);
 		free(c->params_key);
 		free(c->in_force_key);
 		auth_conn_free(c);
