@@ -6,6 +6,7 @@
 #ifndef SB_CONN_H
 #define SB_CONN_H
 
+#include <event2/event.h>
 #include <event2/event_struct.h>
 #include <netinet/in.h>
 #include <stdbool.h>
@@ -85,7 +86,7 @@ struct conn {
 	uint64_t connect_time;
 	/* client: its last packet; server: its last ReadyForQuery or release (idle age) */
 	uint64_t request_time;
-	struct event ev_timer;
+	struct event *ev_timer; /* client: the login timer (NULL when none) */
 	bool timer_ready;
 	const char *close_reason;
 	uint64_t id;       /* unique, given when it first gets a state */
@@ -137,10 +138,18 @@ struct conn {
 	bool logged_in;
 	struct dns_request *dns_req;
 	struct scram_client *scram_cli;
-	struct event ev_connect; /* server: connect, SSL answer; client: its first byte */
+	struct event *ev_connect; /* server: connect, SSL answer; client: its first byte (NULL until
+	                             needed) */
 	bool connecting;
 	char *host; /* which host of the db's list */
 };
+
+/*
+ * Sets *ev up for fd/what/cb with c as the argument, allocating it the first time (events an
+ * idle connection does not need take no memory). False when out of memory. *ev is freed with c.
+ */
+bool conn_event_assign(struct conn *c, struct event **ev, evutil_socket_t fd, short what,
+                       event_callback_fn cb) __attribute__((warn_unused_result));
 
 /* Stops c's I/O and timers and queues it for freeing from the loop. Safe to call twice. */
 void conn_retire(struct conn *c);

@@ -78,8 +78,10 @@ struct sbuf {
 	bool eof;
 	bool protocol_violation; /* the last failure was a malformed or over-long packet */
 	bool scan_packet;        /* the packet being forwarded goes through ops->scan */
-	struct event ev_read, ev_write;
+	struct event ev_read;
+	struct event *ev_write; /* made when the socket first has to wait to be written */
 	bool ev_ready, reading, writing;
+	bool write_oom; /* ev_write could not be made: fails from the next read event */
 	uint8_t *buf; /* lent while there are bytes to read or relay, NULL when idle (sbuf.c) */
 	size_t size, recv_pos, parse_pos, done_pos;
 	uint32_t pkt_remain; /* bytes of the current packet still to forward or skip */

@@ -227,8 +227,9 @@ static void login_timeout(evutil_socket_t fd, short what, void *arg)
 
 static void stop_login_timer(struct conn *c)
 {
-	if (c->timer_ready) {
-		event_del(&c->ev_timer);
+	if (c->ev_timer != NULL) {
+		event_free(c->ev_timer);
+		c->ev_timer = NULL;
 		c->timer_ready = false;
 	}
 }
@@ -268,10 +269,13 @@ static void client_first_byte(evutil_socket_t fd, short what, void *arg)
 	c->connecting = false;
 	n = recv(fd, &first, 1, MSG_PEEK);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-		event_add(&c->ev_connect, NULL);
+		event_add(c->ev_connect, NULL);
 		c->connecting = true;
 		return;
 	}
+	/* not needed again: an idle client keeps no memory for it */
+	event_free(c->ev_connect);
+	c->ev_connect = NULL;
 	if (n == 1 && first == 0x16 && tls_client_side_enabled(c->b)) {
 		c->tls_direct = true;
 		if (!tls_accept(c->b, &c->sbuf, client_tls_done, c))
@@ -325,13 +329,19 @@ void client_accept(struct bouncer *b, int fd, const struct sockaddr *addr, sockl
 	if (b->cfg->client_login_timeout > 0) {
 		struct timeval tv = {(time_t)(b->cfg->client_login_timeout / 1000000),
 		                     (suseconds_t)(b->cfg->client_login_timeout % 1000000)};
-		evtimer_assign(&c->ev_timer, b->base, login_timeout, c);
-		evtimer_add(&c->ev_timer, &tv);
+		if (!conn_event_assign(c, &c->ev_timer, -1, 0, login_timeout)) {
+			client_close(c, "out of memory");
+			return;
+		}
+		evtimer_add(c->ev_timer, &tv);
 		c->timer_ready = true;
 	}
 	if (tls_client_side_enabled(b)) {
-		event_assign(&c->ev_connect, b->base, fd, EV_READ, client_first_byte, c);
-		event_add(&c->ev_connect, NULL);
+		if (!conn_event_assign(c, &c->ev_connect, fd, EV_READ, client_first_byte)) {
+			client_close(c, "out of memory");
+			return;
+		}
+		event_add(c->ev_connect, NULL);
 		c->connecting = true;
 		return;
 	}

@@ -268,19 +268,29 @@ void param_clear(struct param_set *ps)
 	param_touch(ps);
 }
 
+bool conn_event_assign(struct conn *c, struct event **ev, evutil_socket_t fd, short what,
+                       event_callback_fn cb)
+{
+	if (*ev == NULL) {
+		*ev = event_new(c->b->base, fd, what, cb, c);
+		return *ev != NULL;
+	}
+	return event_assign(*ev, c->b->base, fd, what, cb, c) == 0;
+}
+
 void conn_retire(struct conn *c)
 {
 	if (c->state == CONN_JUSTFREE)
 		return;
 	stats_conn_closed(c);
 	if (c->connecting) {
-		event_del(&c->ev_connect);
+		event_del(c->ev_connect);
 		c->connecting = false;
 	}
 	sbuf_close(&c->sbuf);
 	ps_conn_release(c);
 	if (c->timer_ready) {
-		event_del(&c->ev_timer);
+		event_del(c->ev_timer);
 		c->timer_ready = false;
 	}
 	conn_set_state(c, CONN_JUSTFREE);
@@ -302,6 +312,10 @@ void conn_free_retired(struct bouncer *b)
 		free(c->scram_srv);
 		free(c->scram_cli);
 		free(c->host);
+		if (c->ev_timer != NULL)
+			event_free(c->ev_timer);
+		if (c->ev_connect != NULL)
+			event_free(c->ev_connect);
 		free(c);
 	}
 }

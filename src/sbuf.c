@@ -65,6 +65,31 @@ static void maybe_give_back(struct sbuf *sb)
 		buf_give_back(sb);
 }
 
+static void on_write(evutil_socket_t fd, short what, void *arg);
+
+/*
+ * Asks for a write event. Most sockets never have to wait to be written, so the event is made
+ * the first time one does; if it cannot be, the failure is reported from the read event (the
+ * owner may be in the middle of something that must not see its peer close).
+ */
+static void want_write(struct sbuf *sb)
+{
+	if (sb->fd < 0 || sb->writing)
+		return;
+	if (sb->ev_write == NULL) {
+		sb->ev_write = event_new(event_get_base(&sb->ev_read), sb->fd, EV_WRITE | EV_PERSIST,
+		                         on_write, sb);
+		if (sb->ev_write == NULL) {
+			sb->broken = true;
+			sb->write_oom = true;
+			event_active(&sb->ev_read, EV_READ, 0);
+			return;
+		}
+	}
+	event_add(sb->ev_write, NULL);
+	sb->writing = true;
+}
+
 /*
  * The socket's two calls, plain or through TLS. Under TLS the errno contract is the same
  * (EAGAIN: wait for the event), with two additions kept to these lines and to on_write():
@@ -72,18 +97,15 @@ static void maybe_give_back(struct sbuf *sb)
  */
 static ssize_t sock_recv(struct sbuf *sb, void *buf, size_t len)
 {
-	bool want_write = false;
+	bool needs_write = false;
 	ssize_t n;
 
 	if (sb->tls == NULL)
 		return recv(sb->fd, buf, len, 0);
-	n = tls_conn_recv(sb->tls, buf, len, &want_write);
-	if (want_write) {
+	n = tls_conn_recv(sb->tls, buf, len, &needs_write);
+	if (needs_write) {
 		sb->tls_read_wants_write = true;
-		if (sb->fd >= 0 && !sb->writing) {
-			event_add(&sb->ev_write, NULL);
-			sb->writing = true;
-		}
+		want_write(sb);
 	}
 	return n;
 }
@@ -95,10 +117,8 @@ static ssize_t sock_send(struct sbuf *sb, const void *buf, size_t len)
 	if (sb->tls == NULL)
 		return send(sb->fd, buf, len, MSG_NOSIGNAL);
 	n = tls_conn_send(sb->tls, buf, len);
-	if (tls_conn_write_pending(sb->tls) && sb->fd >= 0 && !sb->writing) {
-		event_add(&sb->ev_write, NULL);
-		sb->writing = true;
-	}
+	if (tls_conn_write_pending(sb->tls))
+		want_write(sb);
 	return n;
 }
 
@@ -140,13 +160,6 @@ static void update_read_event(struct sbuf *sb)
 	}
 }
 
-static void want_write(struct sbuf *sb)
-{
-	if (sb->fd >= 0 && !sb->writing) {
-		event_add(&sb->ev_write, NULL);
-		sb->writing = true;
-	}
-}
 
 static void fail(struct sbuf *sb, const char *reason)
 {
@@ -272,6 +285,10 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 	ssize_t n;
 
 	(void)what;
+	if (sb->write_oom) {
+		fail(sb, "out of memory");
+		return;
+	}
 	if (sb->buf == NULL && !buf_take(sb)) {
 		fail(sb, "out of memory");
 		return;
@@ -312,7 +329,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (sb->writing) {
-		event_del(&sb->ev_write);
+		event_del(sb->ev_write);
 		sb->writing = false;
 	}
 	if (sb->tls != NULL) {
@@ -355,7 +372,7 @@ bool sbuf_init(struct sbuf *sb, struct event_base *base, int fd, size_t bufsize,
 	pktbuf_init(&sb->big, max_pkt);
 	sb->buf = NULL; /* lent on the first read */
 	event_assign(&sb->ev_read, base, fd, EV_READ | EV_PERSIST, on_read, sb);
-	event_assign(&sb->ev_write, base, fd, EV_WRITE | EV_PERSIST, on_write, sb);
+	sb->ev_write = NULL; /* made by want_write() */
 	sb->ev_ready = true;
 	return true;
 }
@@ -364,7 +381,11 @@ void sbuf_close(struct sbuf *sb)
 {
 	if (sb->ev_ready) {
 		event_del(&sb->ev_read);
-		event_del(&sb->ev_write);
+		if (sb->ev_write != NULL) {
+			/* may be on_write()'s own event: libevent touches it no more after the call */
+			event_free(sb->ev_write);
+			sb->ev_write = NULL;
+		}
 		sb->ev_ready = false;
 	}
 	sb->reading = sb->writing = false;

@@ -70,7 +70,7 @@ void server_close(struct conn *s, const char *reason)
 		s->dns_req = NULL;
 	}
 	if (s->connecting) {
-		event_del(&s->ev_connect);
+		event_del(s->ev_connect);
 		s->connecting = false;
 	}
 	forget_cancels(s);
@@ -110,7 +110,7 @@ static void login_failed_msg(struct conn *s, const char *sqlstate, const char *m
 		s->dns_req = NULL;
 	}
 	if (s->connecting) {
-		event_del(&s->ev_connect);
+		event_del(s->ev_connect);
 		s->connecting = false;
 	}
 	conn_retire(s);
@@ -196,7 +196,7 @@ static void on_ssl_answer(evutil_socket_t fd, short what, void *arg)
 	}
 	n = recv(fd, &answer, 1, 0);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-		event_add(&s->ev_connect, NULL);
+		event_add(s->ev_connect, NULL);
 		s->connecting = true;
 		return;
 	}
@@ -231,10 +231,11 @@ static bool start_tls_request(struct conn *s, int fd)
 	pktbuf_write_ssl_request(&pb);
 	if (!send_pktbuf(s, &pb))
 		return false;
-	event_assign(&s->ev_connect, s->b->base, fd, EV_READ, on_ssl_answer, s);
+	if (!conn_event_assign(s, &s->ev_connect, fd, EV_READ, on_ssl_answer))
+		return false;
 	tv.tv_sec = cfg->server_connect_timeout / 1000000;
 	tv.tv_usec = cfg->server_connect_timeout % 1000000;
-	event_add(&s->ev_connect, cfg->server_connect_timeout > 0 ? &tv : NULL);
+	event_add(s->ev_connect, cfg->server_connect_timeout > 0 ? &tv : NULL);
 	s->connecting = true;
 	return true;
 }
@@ -297,10 +298,13 @@ static void start_connect(struct conn *s, const struct sockaddr *sa, socklen_t s
 		login_failed(s, "08006", msg);
 		return;
 	}
-	event_assign(&s->ev_connect, s->b->base, fd, EV_WRITE, on_connected, s);
+	if (!conn_event_assign(s, &s->ev_connect, fd, EV_WRITE, on_connected)) {
+		login_failed(s, "53200", "out of memory");
+		return;
+	}
 	tv.tv_sec = cfg->server_connect_timeout / 1000000;
 	tv.tv_usec = cfg->server_connect_timeout % 1000000;
-	event_add(&s->ev_connect, cfg->server_connect_timeout > 0 ? &tv : NULL);
+	event_add(s->ev_connect, cfg->server_connect_timeout > 0 ? &tv : NULL);
 	s->connecting = true;
 }
 
