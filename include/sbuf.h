@@ -70,6 +70,9 @@ struct sbuf_ops {
 
 struct sbuf {
 	int fd;
+	int in_process;
+	uint32_t pkt_remain; /* bytes of the current packet still to forward or skip */
+	enum sbuf_action pkt_action;
 	bool startup_phase;  /* packets have no type byte (StartupMessage, SSLRequest …) */
 	bool paused;         /* owner does not want packets now */
 	bool resume_pending; /* sbuf_resume() was called from inside a packet callback */
@@ -78,18 +81,17 @@ struct sbuf {
 	bool eof;
 	bool protocol_violation; /* the last failure was a malformed or over-long packet */
 	bool scan_packet;        /* the packet being forwarded goes through ops->scan */
-	struct event ev_read;
-	struct event *ev_write; /* made when the socket first has to wait to be written */
 	bool ev_ready, reading, writing;
 	bool write_oom; /* ev_write could not be made: fails from the next read event */
+	bool collecting_big;
+	bool big_ready;            /* gathered whole, to be offered (again, after a pause) */
+	uint8_t big_hdrlen;        /* 4 for a startup-phase packet, else 5 */
+	bool tls_read_wants_write; /* a TLS read waits for the socket to become writable */
+	struct event ev_read;
+	struct event *ev_write; /* made when the socket first has to wait to be written */
 	uint8_t *buf; /* lent while there are bytes to read or relay, NULL when idle (sbuf.c) */
 	size_t size, recv_pos, parse_pos, done_pos;
-	uint32_t pkt_remain; /* bytes of the current packet still to forward or skip */
-	enum sbuf_action pkt_action;
 	struct pktbuf big; /* a packet larger than buf that the owner wants whole */
-	bool collecting_big;
-	bool big_ready;     /* gathered whole, to be offered (again, after a pause) */
-	uint8_t big_hdrlen; /* 4 for a startup-phase packet, else 5 */
 	size_t max_pkt;
 	struct sbuf *dst;         /* where SBUF_SEND bytes go */
 	struct sbuf *waiting_src; /* a peer blocked on our writability */
@@ -97,10 +99,8 @@ struct sbuf {
 	const struct sbuf_ops *ops;
 	void *owner;
 	uint64_t bytes_in, bytes_out;
-	int in_process;
 	/* TLS (tls.c) once a handshake started; NULL on a plain socket. Owned by the sbuf. */
 	struct tls_conn *tls;
-	bool tls_read_wants_write; /* a TLS read waits for the socket to become writable */
 };
 
 /*

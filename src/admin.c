@@ -637,9 +637,9 @@ static void local_end(const struct conn *c, char *addr, size_t size, int *port)
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
 
-	snprintf(addr, size, "%s", c->local_addr);
-	*port = c->local_port;
-	if (addr[0] != '\0' || c->sbuf.fd < 0)
+	addr[0] = '\0';
+	*port = 0;
+	if (c->sbuf.fd < 0)
 		return;
 	if (getsockname(c->sbuf.fd, (struct sockaddr *)&ss, &len) != 0)
 		return;

@@ -295,6 +295,7 @@ void client_accept(struct bouncer *b, int fd, const struct sockaddr *addr, sockl
 		return;
 	}
 	c->b = b;
+	c->user = c->dbname = conn_no_name;
 	list_init(&c->head);
 	c->connect_time = bouncer_now_usec();
 	if (addrlen <= sizeof(c->addr))
@@ -518,11 +519,6 @@ static bool apply_options(struct conn *c, const char *opts)
 	return true;
 }
 
-static void copy_str(char *dst, size_t size, const char *src)
-{
-	snprintf(dst, size, "%s", src);
-}
-
 /*
  * A client asked for protocol 3.x above 3.0, or for protocol options (_pq_.*): as PostgreSQL
  * does, answer NegotiateProtocolVersion (3.0, the options not recognised) and go on with 3.0.
@@ -660,12 +656,14 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 		client_fatal(c, "08P01", "no username supplied");
 		return SBUF_CLOSED;
 	}
-	if (strlen(user) >= sizeof(c->user) || (db && strlen(db) >= sizeof(c->dbname))) {
+	if (strlen(user) >= CONN_NAME_MAX || (db && strlen(db) >= CONN_NAME_MAX)) {
 		client_fatal(c, "08P01", "user or database name too long");
 		return SBUF_CLOSED;
 	}
-	copy_str(c->user, sizeof(c->user), user);
-	copy_str(c->dbname, sizeof(c->dbname), db && db[0] ? db : user);
+	if (!conn_set_names(c, user, db && db[0] ? db : user)) {
+		client_fatal(c, "53200", "out of memory");
+		return SBUF_CLOSED;
+	}
 	c->admin = admin_is_console_db(c->dbname);
 	c->sbuf.startup_phase = false;
 	if (b->cfg->log_connections) {

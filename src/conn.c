@@ -63,9 +63,11 @@ void conn_log(enum log_level lvl, const struct conn *c, const char *fmt, ...)
 
 	if (!log_enabled(lvl))
 		return;
-	db = c->pool ? c->pool->db_name : (c->dbname[0] ? c->dbname : "(nodb)");
+	db = c->pool ? c->pool->db_name : (c->dbname && c->dbname[0] ? c->dbname : "(nodb)");
 	/* a client logs as who it is, even in a forced user's pool */
-	user = !c->is_server && c->user[0] ? c->user : (c->pool ? c->pool->user_name : "(nouser)");
+	user = !c->is_server && c->user && c->user[0]
+	               ? c->user
+	               : (c->pool ? c->pool->user_name : "(nouser)");
 	snprintf(prefix, sizeof(prefix), "%c-%p: %s/%s@%s:%d ", c->is_server ? 'S' : 'C',
 	         (const void *)c, db, user, c->addr_str, c->port);
 	va_start(ap, fmt);
@@ -268,6 +270,29 @@ void param_clear(struct param_set *ps)
 	param_touch(ps);
 }
 
+const char conn_no_name[] = "";
+
+static void put_name(const char *s)
+{
+	if (s != NULL && s != conn_no_name)
+		shared_put(s);
+}
+
+bool conn_set_names(struct conn *c, const char *user, const char *dbname)
+{
+	const char *u = shared_get(user), *d = u != NULL ? shared_get(dbname) : NULL;
+
+	if (d == NULL) {
+		put_name(u);
+		return false;
+	}
+	put_name(c->user);
+	put_name(c->dbname);
+	c->user = u;
+	c->dbname = d;
+	return true;
+}
+
 bool conn_event_assign(struct conn *c, struct event **ev, evutil_socket_t fd, short what,
                        event_callback_fn cb)
 {
@@ -306,6 +331,8 @@ void conn_free_retired(struct bouncer *b)
 		struct conn *c = list_entry(it, struct conn, head);
 		list_del(&c->head);
 		param_clear(&c->params);
+		put_name(c->user);
+		put_name(c->dbname);
 		free(c->params_key);
 		free(c->in_force_key);
 		auth_conn_free(c);

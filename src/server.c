@@ -358,6 +358,7 @@ bool server_launch(struct pool *pool)
 		return false;
 	s->b = b;
 	s->is_server = true;
+	s->user = s->dbname = conn_no_name;
 	s->pool = pool;
 	s->sbuf.fd = -1;
 	list_init(&s->head);
