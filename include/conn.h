@@ -43,9 +43,10 @@ const char *conn_state_str(enum conn_state st);
 /*
  * Parameters tracked per connection and replayed with SET when a client gets a server. Names and
  * values are shared copies (one per distinct string in the process, counted: thousands of clients
- * with the same settings hold one copy of each), and a set holds only as many slots as it needs.
- * A set starts zeroed ({0}); it may be moved by struct assignment, after which the source is
- * zeroed again or never used.
+ * with the same settings hold one copy of each), a set holds only as many slots as it needs, and
+ * sets with the same contents can share their slots (param_share()). Read p[0..n) freely; change
+ * a set only through the functions below. A set starts zeroed ({0}); it may be moved by struct
+ * assignment, after which the source is zeroed again or never used.
  */
 #define PARAM_MAX 16
 struct param {
@@ -56,7 +57,7 @@ struct param {
 struct param_set {
 	int n, cap;
 	uint64_t gen;     /* new with every change, unique across all sets (0: never set) */
-	struct param *p;  /* cap slots, n used; NULL while cap is 0 */
+	struct param *p;  /* n slots used (of cap when not shared); NULL while empty */
 };
 /* A hash of a parameter name, the same for every spelling (names are case-insensitive). */
 uint32_t param_hash(const char *name);
@@ -67,6 +68,11 @@ bool param_set_value(struct param_set *ps, const char *name, const char *value)
         __attribute__((warn_unused_result));
 /* Empties ps and frees its slots. */
 void param_clear(struct param_set *ps);
+/*
+ * Lets ps hold the same slots as every other shared set with the same contents (a thousand
+ * clients with the same settings hold one copy). A later change gives ps a copy of its own.
+ */
+void param_share(struct param_set *ps);
 /* Marks ps changed (a new gen), for a set filled or replaced other than through the above. */
 void param_touch(struct param_set *ps);
 

@@ -395,6 +395,8 @@ void client_send_welcome(struct conn *c)
 			return;
 		}
 	}
+	/* clients with the same settings (the usual case) hold one copy of them */
+	param_share(&c->params);
 	/* the kernel's generator: as unpredictable, and far cheaper per connection than OpenSSL's
 	 */
 	if (getrandom(keys, sizeof(keys), 0) != (ssize_t)sizeof(keys)) {

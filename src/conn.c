@@ -8,6 +8,7 @@
 #include <event2/event.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,13 +206,179 @@ static void shared_put(const char *s)
 
 static uint64_t param_last_gen;
 
+/* Slots: the tracked parameters of a client fit in the first allocation. */
+#define PARAM_FIRST_CAP 5
+
 void param_touch(struct param_set *ps)
 {
 	ps->gen = ++param_last_gen;
 }
 
-/* Slots: the tracked parameters of a client fit in the first allocation. */
-#define PARAM_FIRST_CAP 5
+/*
+ * A set's slots live in a counted block. param_share() lets every set with the same contents
+ * hold one block (names and values are shared strings, so equal contents are equal pointers);
+ * a set about to change a block that others hold first takes a private copy. Shared blocks are
+ * found through a chained hash table of their slots' pointers.
+ */
+struct param_block {
+	struct param_block *next; /* in the table while shared */
+	uint32_t refs;
+	uint32_t hash;
+	int n;       /* slots in use when it was shared */
+	bool listed; /* in the table */
+	struct param p[];
+};
+
+static struct {
+	struct param_block **slot;
+	size_t nslots; /* a power of two, or 0 */
+	size_t n;
+} blocks;
+
+static struct param_block *block_of(const struct param_set *ps)
+{
+	return (struct param_block *)((char *)ps->p - offsetof(struct param_block, p));
+}
+
+static uint32_t slots_hash(const struct param *p, int n)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (int i = 0; i < n; i++) {
+		h = (h ^ (uintptr_t)p[i].name) * 1099511628211ull;
+		h = (h ^ (uintptr_t)p[i].value) * 1099511628211ull;
+	}
+	return (uint32_t)(h ^ (h >> 32));
+}
+
+static void block_unlist(struct param_block *blk)
+{
+	struct param_block **pp;
+
+	if (!blk->listed)
+		return;
+	for (pp = &blocks.slot[blk->hash & (blocks.nslots - 1)]; *pp != blk; pp = &(*pp)->next)
+		;
+	*pp = blk->next;
+	blk->listed = false;
+	blocks.n--;
+}
+
+static bool blocks_grow(void)
+{
+	size_t nslots = blocks.nslots ? blocks.nslots * 2 : 64;
+	struct param_block **slot = calloc(nslots, sizeof(*slot));
+
+	if (slot == NULL)
+		return false;
+	for (size_t i = 0; i < blocks.nslots; i++) {
+		struct param_block *e = blocks.slot[i], *next;
+		for (; e != NULL; e = next) {
+			next = e->next;
+			e->next = slot[e->hash & (nslots - 1)];
+			slot[e->hash & (nslots - 1)] = e;
+		}
+	}
+	free(blocks.slot);
+	blocks.slot = slot;
+	blocks.nslots = nslots;
+	return true;
+}
+
+/* A new private block of cap slots holding a copy of ps's slots (references taken). */
+static struct param_block *block_copy(const struct param_set *ps, int cap)
+{
+	struct param_block *blk = malloc(sizeof(*blk) + (size_t)cap * sizeof(struct param));
+
+	if (blk == NULL)
+		return NULL;
+	blk->next = NULL;
+	blk->refs = 1;
+	blk->hash = 0;
+	blk->n = 0;
+	blk->listed = false;
+	for (int i = 0; i < ps->n; i++) {
+		blk->p[i] = ps->p[i];
+		shared_of(blk->p[i].name)->refs++;
+		shared_of(blk->p[i].value)->refs++;
+	}
+	return blk;
+}
+
+/* Drops ps's hold on its block; the last holder releases the strings. */
+static void block_release(struct param_set *ps)
+{
+	struct param_block *blk;
+
+	if (ps->p == NULL)
+		return;
+	blk = block_of(ps);
+	if (--blk->refs > 0)
+		return;
+	block_unlist(blk);
+	for (int i = 0; i < ps->n; i++) {
+		shared_put(ps->p[i].name);
+		shared_put(ps->p[i].value);
+	}
+	free(blk);
+}
+
+/* Makes ps's block its own, with room for one more slot. False when out of memory. */
+static bool block_own(struct param_set *ps)
+{
+	struct param_block *blk = ps->p != NULL ? block_of(ps) : NULL, *nb;
+	int cap;
+
+	if (blk != NULL && blk->refs == 1 && ps->n < ps->cap) {
+		block_unlist(blk); /* its contents are about to change */
+		return true;
+	}
+	cap = ps->cap == 0 ? PARAM_FIRST_CAP : ps->n < ps->cap ? ps->cap : ps->cap * 2;
+	if (cap < ps->n + 1)
+		cap = ps->n + 1;
+	if (cap > PARAM_MAX)
+		cap = PARAM_MAX;
+	nb = block_copy(ps, cap);
+	if (nb == NULL)
+		return false;
+	block_release(ps);
+	ps->p = nb->p;
+	ps->cap = cap;
+	return true;
+}
+
+void param_share(struct param_set *ps)
+{
+	struct param_block *blk, *e;
+	uint32_t h;
+
+	if (ps->p == NULL || ps->n == 0)
+		return;
+	blk = block_of(ps);
+	if (blk->listed || blk->refs > 1)
+		return;
+	h = slots_hash(ps->p, ps->n);
+	if (blocks.nslots > 0) {
+		for (e = blocks.slot[h & (blocks.nslots - 1)]; e != NULL; e = e->next) {
+			if (e->hash == h && e->n == ps->n &&
+			    memcmp(e->p, ps->p, (size_t)ps->n * sizeof(struct param)) == 0) {
+				e->refs++;
+				block_release(ps);
+				ps->p = e->p;
+				ps->cap = e->n;
+				return;
+			}
+		}
+	}
+	if (blocks.n >= blocks.nslots && !blocks_grow() && blocks.nslots == 0)
+		return;
+	blk->hash = h;
+	blk->n = ps->n;
+	blk->listed = true;
+	blk->next = blocks.slot[h & (blocks.nslots - 1)];
+	blocks.slot[h & (blocks.nslots - 1)] = blk;
+	blocks.n++;
+}
 
 bool param_set_value(struct param_set *ps, const char *name, const char *value)
 {
@@ -222,6 +389,8 @@ bool param_set_value(struct param_set *ps, const char *name, const char *value)
 	if (i >= 0) {
 		if (strcmp(ps->p[i].value, value) == 0)
 			return true; /* unchanged: the same generation */
+		if (!block_own(ps))
+			return false;
 		v = shared_get(value);
 		if (v == NULL)
 			return false;
@@ -230,19 +399,8 @@ bool param_set_value(struct param_set *ps, const char *name, const char *value)
 		param_touch(ps);
 		return true;
 	}
-	if (ps->n == PARAM_MAX)
+	if (ps->n == PARAM_MAX || !block_own(ps))
 		return false;
-	if (ps->n == ps->cap) {
-		int cap = ps->cap == 0 ? PARAM_FIRST_CAP : ps->cap * 2;
-		struct param *p;
-		if (cap > PARAM_MAX)
-			cap = PARAM_MAX;
-		p = realloc(ps->p, (size_t)cap * sizeof(*p));
-		if (p == NULL)
-			return false;
-		ps->p = p;
-		ps->cap = cap;
-	}
 	nm = shared_get(name);
 	v = nm != NULL ? shared_get(value) : NULL;
 	if (v == NULL) {
@@ -260,11 +418,7 @@ bool param_set_value(struct param_set *ps, const char *name, const char *value)
 
 void param_clear(struct param_set *ps)
 {
-	for (int i = 0; i < ps->n; i++) {
-		shared_put(ps->p[i].name);
-		shared_put(ps->p[i].value);
-	}
-	free(ps->p);
+	block_release(ps);
 	ps->p = NULL;
 	ps->n = ps->cap = 0;
 	param_touch(ps);
