@@ -69,6 +69,15 @@ bool param_set_value(struct param_set *ps, const char *name, const char *value)
 /* Empties ps and frees its slots. */
 void param_clear(struct param_set *ps);
 /*
+ * A reference to ps's slots as they are now (NULL for an empty set): they cannot change while
+ * it is held, since a set changes slots that others hold only on a copy of its own.
+ * param_holds() tells whether ps still has those very slots. param_drop() takes NULL.
+ */
+struct param_block;
+struct param_block *param_hold(const struct param_set *ps);
+bool param_holds(const struct param_block *blk, const struct param_set *ps);
+void param_drop(struct param_block *blk);
+/*
  * Lets ps hold the same slots as every other shared set with the same contents (a thousand
  * clients with the same settings hold one copy). A later change gives ps a copy of its own.
  */
@@ -87,7 +96,15 @@ struct conn {
 	struct sbuf sbuf;
 	struct pool *pool;
 	struct conn *link;
-	struct sockaddr_storage addr;    /* the peer */
+	/*
+	 * The peer. A unix socket's path is not kept: a client's does not matter, a server's is
+	 * remade from its host and port (server.c).
+	 */
+	union conn_addr {
+		struct sockaddr sa;
+		struct sockaddr_in in;
+		struct sockaddr_in6 in6;
+	} addr;
 	char addr_str[INET6_ADDRSTRLEN]; /* the peer's address as text, "unix" for a unix socket */
 	int port;
 	uint64_t connect_time;
@@ -105,9 +122,6 @@ struct conn {
 	const char *user; /* shared copies (conn_set_names()); "" until the startup packet */
 	const char *dbname;
 	struct param_set params; /* what the client believes the server's values are */
-	char *params_key;        /* params flattened ("name\0value\0"…), as of params_key_gen */
-	size_t params_key_len;
-	uint64_t params_key_gen;
 	struct scram_server *scram_srv;
 	struct auth_state *auth; /* CL_LOGIN: what authentication knows so far (auth.c) */
 	void *hook_state;        /* the query hook's per-client state; NULL on the fast path */
@@ -137,11 +151,10 @@ struct conn {
 	bool logged_in;
 	struct ps_server *pss; /* statements prepared on this backend (NULL: none) */
 	/*
-	 * The last client parameters (a client's params_key) found already in force here while
-	 * params was at in_force_gen: a client with the same key needs no parameter check.
+	 * The last client parameter slots (param_hold()) found already in force here while params
+	 * was at in_force_gen: a client holding the same slots needs no parameter check.
 	 */
-	char *in_force_key;
-	size_t in_force_key_len;
+	struct param_block *in_force;
 	uint64_t in_force_gen;
 	struct dns_request *dns_req;
 	struct scram_client *scram_cli;

@@ -298,7 +298,9 @@ void client_accept(struct bouncer *b, int fd, const struct sockaddr *addr, sockl
 	c->user = c->dbname = conn_no_name;
 	list_init(&c->head);
 	c->connect_time = bouncer_now_usec();
-	if (addrlen <= sizeof(c->addr))
+	if (is_unix)
+		c->addr.sa.sa_family = AF_UNIX;
+	else if (addrlen <= sizeof(c->addr))
 		memcpy(&c->addr, addr, addrlen);
 	if (is_unix) {
 		snprintf(c->addr_str, sizeof(c->addr_str), "unix");
@@ -604,7 +606,7 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 		break;
 	}
 	if (b->cfg->client_tls_sslmode >= SSLMODE_REQUIRE && c->sbuf.tls == NULL &&
-	    c->addr.ss_family != AF_UNIX) {
+	    c->addr.sa.sa_family != AF_UNIX) {
 		client_fatal(c, "08P01", "SSL required");
 		return SBUF_CLOSED;
 	}

@@ -295,7 +295,7 @@ static struct param_block *block_copy(const struct param_set *ps, int cap)
 	blk->next = NULL;
 	blk->refs = 1;
 	blk->hash = 0;
-	blk->n = 0;
+	blk->n = ps->n;
 	blk->listed = false;
 	for (int i = 0; i < ps->n; i++) {
 		blk->p[i] = ps->p[i];
@@ -305,22 +305,39 @@ static struct param_block *block_copy(const struct param_set *ps, int cap)
 	return blk;
 }
 
-/* Drops ps's hold on its block; the last holder releases the strings. */
-static void block_release(struct param_set *ps)
+void param_drop(struct param_block *blk)
+{
+	if (blk == NULL || --blk->refs > 0)
+		return;
+	block_unlist(blk);
+	for (int i = 0; i < blk->n; i++) {
+		shared_put(blk->p[i].name);
+		shared_put(blk->p[i].value);
+	}
+	free(blk);
+}
+
+struct param_block *param_hold(const struct param_set *ps)
 {
 	struct param_block *blk;
 
 	if (ps->p == NULL)
-		return;
+		return NULL;
 	blk = block_of(ps);
-	if (--blk->refs > 0)
-		return;
-	block_unlist(blk);
-	for (int i = 0; i < ps->n; i++) {
-		shared_put(ps->p[i].name);
-		shared_put(ps->p[i].value);
-	}
-	free(blk);
+	blk->refs++;
+	return blk;
+}
+
+bool param_holds(const struct param_block *blk, const struct param_set *ps)
+{
+	return ps->p != NULL && blk == block_of(ps);
+}
+
+/* Drops ps's hold on its block; the last holder releases the strings. */
+static void block_release(struct param_set *ps)
+{
+	if (ps->p != NULL)
+		param_drop(block_of(ps));
 }
 
 /* Makes ps's block its own, with room for one more slot. False when out of memory. */
@@ -373,7 +390,6 @@ void param_share(struct param_set *ps)
 	if (blocks.n >= blocks.nslots && !blocks_grow() && blocks.nslots == 0)
 		return;
 	blk->hash = h;
-	blk->n = ps->n;
 	blk->listed = true;
 	blk->next = blocks.slot[h & (blocks.nslots - 1)];
 	blocks.slot[h & (blocks.nslots - 1)] = blk;
@@ -412,6 +428,7 @@ bool param_set_value(struct param_set *ps, const char *name, const char *value)
 	ps->p[ps->n].value = v;
 	ps->p[ps->n].hash = hash;
 	ps->n++;
+	block_of(ps)->n = ps->n;
 	param_touch(ps);
 	return true;
 }
@@ -487,8 +504,7 @@ void conn_free_retired(struct bouncer *b)
 		param_clear(&c->params);
 		put_name(c->user);
 		put_name(c->dbname);
-		free(c->params_key);
-		free(c->in_force_key);
+		param_drop(c->in_force);
 		auth_conn_free(c);
 		free(c->scram_srv);
 		free(c->scram_cli);

@@ -128,12 +128,49 @@ static void test_shared_slots(void **state)
 	param_clear(&a);
 }
 
+/* A held block stays as it was (a server's "already in force" answer relies on it). */
+static void test_held_slots(void **state)
+{
+	struct param_set a = {0}, b = {0};
+	struct param_block *held;
+
+	(void)state;
+	assert_null(param_hold(&a));
+	assert_false(param_holds(NULL, &a));
+	param_drop(NULL);
+
+	fill(&a, "held");
+	held = param_hold(&a);
+	assert_true(param_holds(held, &a));
+	/* the holder of a private block changes a copy, and no longer holds what is held */
+	assert_true(param_set_value(&a, "TimeZone", "Asia/Tokyo"));
+	assert_false(param_holds(held, &a));
+	fill(&b, "held");
+	param_share(&b);
+	assert_false(param_holds(held, &b));
+	/* the old block is the last reference to the old value: released on the drop */
+	param_drop(held);
+	assert_string_equal(param_get(&a, "TimeZone"), "Asia/Tokyo");
+	assert_string_equal(param_get(&b, "TimeZone"), "UTC");
+
+	/* held after sharing: every sharer holds it, until it changes */
+	param_share(&a);
+	held = param_hold(&b);
+	assert_true(param_holds(held, &b));
+	assert_true(param_set_value(&b, "application_name", "other"));
+	assert_false(param_holds(held, &b));
+	param_clear(&b);
+	param_drop(held);
+	param_clear(&a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_values_and_generation),
 	        cmocka_unit_test(test_full_set),
 	        cmocka_unit_test(test_shared_slots),
+	        cmocka_unit_test(test_held_slots),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
