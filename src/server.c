@@ -588,8 +588,17 @@ static void forget_unreported(struct conn *s)
 {
 	struct param_set keep = {0};
 	struct pool *pool = s->pool;
+	int i;
 
-	for (int i = 0; i < s->params.n; i++) {
+	/* usually every setting is one the server reports: then there is nothing to forget, and
+	 * the set (and the client parameters found in force with it) stays as it is */
+	for (i = 0; i < s->params.n; i++)
+		if (param_get_hashed(&pool->welcome, s->params.p[i].name, s->params.p[i].hash) ==
+		    NULL)
+			break;
+	if (i == s->params.n)
+		return;
+	for (i = 0; i < s->params.n; i++) {
 		if (param_get_hashed(&pool->welcome, s->params.p[i].name, s->params.p[i].hash) ==
 		    NULL)
 			continue;
