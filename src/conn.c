@@ -60,6 +60,7 @@ void conn_log(enum log_level lvl, const struct conn *c, const char *fmt, ...)
 {
 	char prefix[512];
 	const char *db, *user;
+	size_t n;
 	va_list ap;
 
 	if (!log_enabled(lvl))
@@ -69,8 +70,21 @@ void conn_log(enum log_level lvl, const struct conn *c, const char *fmt, ...)
 	user = !c->is_server && c->user && c->user[0]
 	               ? c->user
 	               : (c->pool ? c->pool->user_name : "(nouser)");
-	snprintf(prefix, sizeof(prefix), "%c-%p: %s/%s@%s:%d ", c->is_server ? 'S' : 'C',
-	         (const void *)c, db, user, c->addr_str, c->port);
+	/* "%c-%p: %s/%s@%s:%d ", built without printf (two lines per log-in) */
+	n = log_put_str(prefix, sizeof(prefix), 0, c->is_server ? "S-" : "C-");
+	n = log_put_ptr(prefix, sizeof(prefix), n, c);
+	n = log_put_str(prefix, sizeof(prefix), n, ": ");
+	n = log_put_str(prefix, sizeof(prefix), n, db);
+	n = log_put_str(prefix, sizeof(prefix), n, "/");
+	n = log_put_str(prefix, sizeof(prefix), n, user);
+	n = log_put_str(prefix, sizeof(prefix), n, "@");
+	n = log_put_str(prefix, sizeof(prefix), n, c->addr_str);
+	n = log_put_str(prefix, sizeof(prefix), n, ":");
+	if (c->port < 0)
+		n = log_put_str(prefix, sizeof(prefix), n, "-");
+	n = log_put_uint(prefix, sizeof(prefix), n,
+	                 (unsigned long long)(c->port < 0 ? -(long long)c->port : c->port), 1);
+	(void)log_put_str(prefix, sizeof(prefix), n, " ");
 	va_start(ap, fmt);
 	log_vmsg_prefixed(lvl, prefix, fmt, ap);
 	va_end(ap);
