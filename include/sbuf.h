@@ -71,6 +71,7 @@ struct sbuf_ops {
 struct sbuf {
 	int fd;
 	int in_process;
+	int gathering; /* rounds of peers relaying to this socket now: sbuf_queue() holds bytes */
 	uint32_t pkt_remain; /* bytes of the current packet still to forward or skip */
 	enum sbuf_action pkt_action;
 	bool startup_phase;  /* packets have no type byte (StartupMessage, SSLRequest …) */
@@ -127,6 +128,12 @@ bool sbuf_queue(struct sbuf *sb, const void *data, size_t len) __attribute__((wa
 /* Queues a built message buffer; false if pb failed or the socket is broken. */
 bool sbuf_queue_pktbuf(struct sbuf *sb, const struct pktbuf *pb)
         __attribute__((warn_unused_result));
+
+/*
+ * sbuf_queue_pktbuf() that may take pb's memory instead of copying it (pb is left empty; the
+ * caller still calls pktbuf_free()).
+ */
+bool sbuf_queue_pktbuf_give(struct sbuf *sb, struct pktbuf *pb) __attribute__((warn_unused_result));
 
 /* True when parsed bytes still wait to be written to dst. */
 bool sbuf_has_pending(const struct sbuf *sb);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -205,6 +206,40 @@ static bool flush_out(struct sbuf *sb)
 }
 
 /*
+ * dst's own queued bytes and then up to len relayed bytes, in one system call (a plain socket):
+ * returns how many relayed bytes were taken.
+ */
+static size_t write_with_out(struct sbuf *dst, const uint8_t *p, size_t len)
+{
+	struct iovec iov[2] = {{dst->out.data, dst->out.len}, {(void *)p, len}};
+	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+	ssize_t n;
+	size_t own = dst->out.len;
+
+	for (;;) {
+		n = sendmsg(dst->fd, &mh, MSG_NOSIGNAL);
+		if (n >= 0)
+			break;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			dst->broken = true;
+		want_write(dst);
+		return 0;
+	}
+	dst->bytes_out += (uint64_t)n;
+	if ((size_t)n < own) {
+		memmove(dst->out.data, dst->out.data + n, own - (size_t)n);
+		dst->out.len -= (size_t)n;
+		want_write(dst);
+		return 0;
+	}
+	pktbuf_free(&dst->out);
+	pktbuf_reset(&dst->out);
+	return (size_t)n - own;
+}
+
+/*
  * Writes up to len bytes to dst's socket, after dst's own queued bytes. Returns how many were
  * taken; a broken dst takes nothing and is told through its write event.
  */
@@ -216,6 +251,8 @@ static size_t write_to(struct sbuf *dst, const uint8_t *p, size_t len)
 		want_write(dst);
 		return 0;
 	}
+	if (dst->out.len > 0 && dst->tls == NULL)
+		return write_with_out(dst, p, len);
 	if (dst->out.len > 0) {
 		if (!flush_out(dst)) {
 			want_write(dst);
@@ -359,6 +396,15 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* The end of a round that relayed to gather: what was held for it leaves now. */
+static void gather_end(struct sbuf *gather)
+{
+	if (gather == NULL || --gather->gathering > 0)
+		return;
+	if (gather->out.len > 0 && gather->fd >= 0 && !gather->writing && !flush_out(gather))
+		want_write(gather);
+}
+
 bool sbuf_init(struct sbuf *sb, struct event_base *base, int fd, size_t bufsize, size_t max_pkt,
                const struct sbuf_ops *ops, void *owner)
 {
@@ -379,6 +425,9 @@ bool sbuf_init(struct sbuf *sb, struct event_base *base, int fd, size_t bufsize,
 
 void sbuf_close(struct sbuf *sb)
 {
+	/* bytes held for a relay that will not come (a Terminate before a close): one try */
+	if (sb->out.len > 0 && sb->fd >= 0 && !sb->broken && sb->tls == NULL)
+		(void)flush_out(sb);
 	if (sb->ev_ready) {
 		event_del(&sb->ev_read);
 		if (sb->ev_write != NULL) {
@@ -391,6 +440,8 @@ void sbuf_close(struct sbuf *sb)
 	sb->reading = sb->writing = false;
 	if (sb->dst != NULL && sb->dst->waiting_src == sb)
 		sb->dst->waiting_src = NULL;
+	if (sb->in_process > 0)
+		gather_end(sb->dst);
 	sb->dst = NULL;
 	if (sb->waiting_src != NULL) {
 		struct sbuf *src = sb->waiting_src;
@@ -436,6 +487,11 @@ void sbuf_set_dst(struct sbuf *sb, struct sbuf *dst)
 	if (sb->dst != NULL && sb->dst->waiting_src == sb)
 		sb->dst->waiting_src = NULL;
 	sb->blocked = false;
+	if (sb->in_process > 0 && sb->dst != dst) {
+		gather_end(sb->dst);
+		if (dst != NULL)
+			dst->gathering++;
+	}
 	sb->dst = dst;
 }
 
@@ -446,6 +502,15 @@ bool sbuf_queue(struct sbuf *sb, const void *data, size_t len)
 
 	if (sb->fd < 0 || sb->broken)
 		return false;
+	/*
+	 * A peer is relaying to sb in this loop turn: the bytes wait for that relay, so that both
+	 * leave in one system call (a rewritten Bind and the Execute and Sync after it), or for the
+	 * end of the peer's round at the latest.
+	 */
+	if (sb->gathering > 0 && sb->tls == NULL && !sb->writing) {
+		pktbuf_put_bytes(&sb->out, p, len);
+		return !pktbuf_failed(&sb->out);
+	}
 	/* nothing queued before: straight to the socket, and only what it does not take is kept */
 	while (sb->out.len == 0 && len > 0) {
 		ssize_t n = sock_send(sb, p, len);
@@ -481,6 +546,25 @@ bool sbuf_queue_pktbuf(struct sbuf *sb, const struct pktbuf *pb)
 {
 	if (pktbuf_failed(pb))
 		return false;
+	return sbuf_queue(sb, pb->data, pb->len);
+}
+
+bool sbuf_queue_pktbuf_give(struct sbuf *sb, struct pktbuf *pb)
+{
+	if (pktbuf_failed(pb))
+		return false;
+	if (sb->fd < 0 || sb->broken)
+		return false;
+	/* held for the relay that follows (see sbuf_queue()): the memory itself moves to out */
+	if (sb->gathering > 0 && sb->tls == NULL && !sb->writing && sb->out.data == NULL &&
+	    !pb->fixed && pb->len <= OUT_MAX) {
+		sb->out.data = pb->data;
+		sb->out.len = pb->len;
+		sb->out.cap = pb->cap;
+		pb->data = NULL;
+		pb->len = pb->cap = 0;
+		return true;
+	}
 	return sbuf_queue(sb, pb->data, pb->len);
 }
 
@@ -737,7 +821,10 @@ static void sbuf_process(struct sbuf *sb)
 		update_read_event(sb);
 		return;
 	}
+	/* while the round runs, its dst (also one linked during it: sbuf_set_dst()) gathers */
 	sb->in_process++;
+	if (sb->dst != NULL)
+		sb->dst->gathering++;
 	while (!sb->paused && !sb->blocked && sb->fd >= 0) {
 		bool need_more = false;
 
@@ -778,6 +865,7 @@ static void sbuf_process(struct sbuf *sb)
 	maybe_give_back(sb);
 	update_read_event(sb);
 	sb->in_process--;
+	gather_end(sb->dst);
 	if (sent_any && sb->ops->flushed != NULL)
 		sb->ops->flushed(sb->owner, sb);
 	return;
@@ -787,4 +875,5 @@ out:
 		update_read_event(sb);
 	}
 	sb->in_process--;
+	gather_end(sb->dst);
 }
