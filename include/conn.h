@@ -23,6 +23,7 @@ struct dns_request;
 struct scram_client;
 struct scram_server;
 struct auth_state;
+struct aq_req;
 struct ps_client;
 struct ps_server;
 
@@ -156,6 +157,7 @@ struct conn {
 	 */
 	struct param_block *in_force;
 	uint64_t in_force_gen;
+	struct aq_req *auth_query; /* running auth_query for a login; answers go to auth.c */
 	struct dns_request *dns_req;
 	struct scram_client *scram_cli;
 	char *host; /* which host of the db's list */
