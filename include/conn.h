@@ -57,8 +57,8 @@ struct param {
 };
 struct param_set {
 	int n, cap;
-	uint64_t gen;     /* new with every change, unique across all sets (0: never set) */
-	struct param *p;  /* n slots used (of cap when not shared); NULL while empty */
+	uint64_t gen;    /* new with every change, unique across all sets (0: never set) */
+	struct param *p; /* n slots used (of cap when not shared); NULL while empty */
 };
 /* A hash of a parameter name, the same for every spelling (names are case-insensitive). */
 uint32_t param_hash(const char *name);

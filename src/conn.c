@@ -67,9 +67,8 @@ void conn_log(enum log_level lvl, const struct conn *c, const char *fmt, ...)
 		return;
 	db = c->pool ? c->pool->db_name : (c->dbname && c->dbname[0] ? c->dbname : "(nodb)");
 	/* a client logs as who it is, even in a forced user's pool */
-	user = !c->is_server && c->user && c->user[0]
-	               ? c->user
-	               : (c->pool ? c->pool->user_name : "(nouser)");
+	user = !c->is_server && c->user && c->user[0] ? c->user
+	                                              : (c->pool ? c->pool->user_name : "(nouser)");
 	/* "%c-%p: %s/%s@%s:%d ", built without printf (two lines per log-in) */
 	n = log_put_str(prefix, sizeof(prefix), 0, c->is_server ? "S-" : "C-");
 	n = log_put_ptr(prefix, sizeof(prefix), n, c);

@@ -78,8 +78,8 @@ static void want_write(struct sbuf *sb)
 	if (sb->fd < 0 || sb->writing)
 		return;
 	if (sb->ev_write == NULL) {
-		sb->ev_write = event_new(event_get_base(&sb->ev_read), sb->fd, EV_WRITE | EV_PERSIST,
-		                         on_write, sb);
+		sb->ev_write = event_new(event_get_base(&sb->ev_read), sb->fd,
+		                         EV_WRITE | EV_PERSIST, on_write, sb);
 		if (sb->ev_write == NULL) {
 			sb->broken = true;
 			sb->write_oom = true;
@@ -160,7 +160,6 @@ static void update_read_event(struct sbuf *sb)
 		sb->reading = false;
 	}
 }
-
 
 static void fail(struct sbuf *sb, const char *reason)
 {
@@ -431,7 +430,7 @@ void sbuf_close(struct sbuf *sb)
 	if (sb->ev_ready) {
 		event_del(&sb->ev_read);
 		if (sb->ev_write != NULL) {
-			/* may be on_write()'s own event: libevent touches it no more after the call */
+			/* may be on_write()'s own event: libevent no longer touches it after */
 			event_free(sb->ev_write);
 			sb->ev_write = NULL;
 		}
