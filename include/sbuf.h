@@ -92,7 +92,7 @@ struct sbuf {
 	struct event *ev_write; /* made when the socket first has to wait to be written */
 	uint8_t *buf; /* lent while there are bytes to read or relay, NULL when idle (sbuf.c) */
 	size_t size, recv_pos, parse_pos, done_pos;
-	struct pktbuf big; /* a packet larger than buf that the owner wants whole */
+	struct pktbuf *big; /* a packet larger than buf that the owner wants whole (NULL: none) */
 	size_t max_pkt;
 	struct sbuf *dst;         /* where SBUF_SEND bytes go */
 	struct sbuf *waiting_src; /* a peer blocked on our writability */

@@ -59,6 +59,16 @@ static void buf_give_back(struct sbuf *sb)
 	sb->buf = NULL;
 }
 
+/* Frees the buffer of a packet gathered whole. */
+static void big_drop(struct sbuf *sb)
+{
+	if (sb->big != NULL) {
+		pktbuf_free(sb->big);
+		free(sb->big);
+		sb->big = NULL;
+	}
+}
+
 /* An empty buffer with no packet under way is given back. */
 static void maybe_give_back(struct sbuf *sb)
 {
@@ -414,7 +424,7 @@ bool sbuf_init(struct sbuf *sb, struct event_base *base, int fd, size_t bufsize,
 	sb->ops = ops;
 	sb->owner = owner;
 	pktbuf_init(&sb->out, OUT_MAX);
-	pktbuf_init(&sb->big, max_pkt);
+	sb->big = NULL; /* made for a packet to gather whole (big_start()) */
 	sb->buf = NULL; /* lent on the first read */
 	event_assign(&sb->ev_read, base, fd, EV_READ | EV_PERSIST, on_read, sb);
 	sb->ev_write = NULL; /* made by want_write() */
@@ -460,7 +470,7 @@ void sbuf_close(struct sbuf *sb)
 	buf_give_back(sb);
 	sb->size = sb->recv_pos = sb->parse_pos = sb->done_pos = 0;
 	pktbuf_free(&sb->out);
-	pktbuf_free(&sb->big);
+	big_drop(sb);
 }
 
 void sbuf_resume(struct sbuf *sb)
@@ -620,6 +630,18 @@ static bool advance_packet(struct sbuf *sb)
 	return true;
 }
 
+/* A packet to gather whole: its buffer is made now and freed once the packet is offered. */
+static bool big_start(struct sbuf *sb)
+{
+	if (sb->big == NULL) {
+		sb->big = malloc(sizeof(*sb->big));
+		if (sb->big == NULL)
+			return false;
+		pktbuf_init(sb->big, sb->max_pkt);
+	}
+	return true;
+}
+
 /*
  * Gathers a packet that is larger than the buffer into sb->big (the complete-packet path), then
  * offers it whole. Returns false when processing must stop.
@@ -629,11 +651,11 @@ static bool collect_big(struct sbuf *sb)
 	size_t avail = sb->recv_pos - sb->parse_pos;
 	size_t n = avail < sb->pkt_remain ? avail : sb->pkt_remain;
 
-	pktbuf_put_bytes(&sb->big, sb->buf + sb->parse_pos, n);
+	pktbuf_put_bytes(sb->big, sb->buf + sb->parse_pos, n);
 	sb->parse_pos += n;
 	sb->done_pos = sb->parse_pos;
 	sb->pkt_remain -= (uint32_t)n;
-	if (pktbuf_failed(&sb->big)) {
+	if (pktbuf_failed(sb->big)) {
 		fail(sb, "out of memory for a large packet");
 		return false;
 	}
@@ -652,11 +674,11 @@ static bool offer_big(struct sbuf *sb)
 
 	memset(&pkt, 0, sizeof(pkt));
 	/* a startup-phase packet has no type byte: its header is the length alone */
-	pkt.type = sb->big_hdrlen == 4 ? 0 : sb->big.data[0];
-	pkt.len = (uint32_t)sb->big.len;
+	pkt.type = sb->big_hdrlen == 4 ? 0 : sb->big->data[0];
+	pkt.len = (uint32_t)sb->big->len;
 	pkt.complete = true;
-	pkt.body = sb->big.data + sb->big_hdrlen;
-	pkt.body_len = pkt.body_avail = sb->big.len - sb->big_hdrlen;
+	pkt.body = sb->big->data + sb->big_hdrlen;
+	pkt.body_len = pkt.body_avail = sb->big->len - sb->big_hdrlen;
 	act = sb->ops->packet(sb->owner, sb, &pkt);
 	switch (act) {
 	case SBUF_CLOSED:
@@ -673,9 +695,9 @@ static bool offer_big(struct sbuf *sb)
 		fail(sb, "packet handler cannot wait on a gathered packet");
 		return false;
 	case SBUF_SEND:
-		if (sb->dst != NULL && !sbuf_queue(sb->dst, sb->big.data, sb->big.len)) {
+		if (sb->dst != NULL && !sbuf_queue(sb->dst, sb->big->data, sb->big->len)) {
 			sb->big_ready = false;
-			pktbuf_reset(&sb->big);
+			big_drop(sb);
 			fail(sb, "cannot forward a large packet");
 			return false;
 		}
@@ -685,7 +707,7 @@ static bool offer_big(struct sbuf *sb)
 		break;
 	}
 	sb->big_ready = false;
-	pktbuf_reset(&sb->big);
+	big_drop(sb); /* a client that once sent a large query keeps no buffer for it */
 	return true;
 }
 
@@ -787,6 +809,10 @@ static bool next_packet(struct sbuf *sb, bool *need_more)
 			}
 			if (sb->parse_pos > sb->done_pos && !flush_pending(sb))
 				return false;
+			if (!big_start(sb)) {
+				fail(sb, "out of memory for a large packet");
+				return false;
+			}
 			sb->collecting_big = true;
 			sb->big_hdrlen = (uint8_t)hdrlen;
 			sb->pkt_remain = len;
