@@ -378,6 +378,45 @@ void client_find_by_cancel_key(struct bouncer *b, uint32_t pid, uint32_t key, st
 	}
 }
 
+/*
+ * The welcome's ParameterStatus messages, appended to pb: the server's values, with the client's
+ * own where it has one. They depend only on the pool's welcome set and the client's parameters,
+ * which clients of the same settings share (param_share()): the pool keeps the messages of the
+ * last welcome built, for the parameter slots it was built for.
+ */
+static bool welcome_params(struct conn *c, struct pktbuf *pb)
+{
+	struct pool *pool = c->pool;
+	size_t start = pb->len;
+
+	if (pool->welcome_msgs != NULL && pool->welcome_for_gen == pool->welcome.gen &&
+	    param_holds(pool->welcome_for, &c->params)) {
+		pktbuf_put_bytes(pb, pool->welcome_msgs, pool->welcome_msgs_len);
+		return !pktbuf_failed(pb);
+	}
+	for (int i = 0; i < pool->welcome.n; i++) {
+		const char *v = param_get_hashed(&c->params, pool->welcome.p[i].name,
+		                                 pool->welcome.p[i].hash);
+		pktbuf_write_parameter_status(pb, pool->welcome.p[i].name,
+		                              v ? v : pool->welcome.p[i].value);
+	}
+	if (pktbuf_failed(pb))
+		return false;
+	if (c->params.p != NULL) {
+		uint8_t *copy = malloc(pb->len - start);
+		if (copy != NULL) {
+			memcpy(copy, pb->data + start, pb->len - start);
+			free(pool->welcome_msgs);
+			param_drop(pool->welcome_for);
+			pool->welcome_msgs = copy;
+			pool->welcome_msgs_len = pb->len - start;
+			pool->welcome_for = param_hold(&c->params);
+			pool->welcome_for_gen = pool->welcome.gen;
+		}
+	}
+	return true;
+}
+
 void client_send_welcome(struct conn *c)
 {
 	struct pool *pool = c->pool;
@@ -410,11 +449,10 @@ void client_send_welcome(struct conn *c)
 
 	pktbuf_init(&pb, 65536);
 	pktbuf_write_auth(&pb, 0, NULL, 0);
-	for (int i = 0; i < pool->welcome.n; i++) {
-		const char *v = param_get_hashed(&c->params, pool->welcome.p[i].name,
-		                                 pool->welcome.p[i].hash);
-		pktbuf_write_parameter_status(&pb, pool->welcome.p[i].name,
-		                              v ? v : pool->welcome.p[i].value);
+	if (!welcome_params(c, &pb)) {
+		pktbuf_free(&pb);
+		client_close(c, "could not send the welcome");
+		return;
 	}
 	pktbuf_write_backend_key(&pb, c->be_pid, c->cancel_key);
 	pktbuf_write_ready(&pb, 'I');
