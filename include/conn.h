@@ -130,6 +130,11 @@ struct conn {
 	uint64_t in_force_gen;
 	bool logged_in;
 	struct aq_req *auth_query; /* running auth_query for a login; answers go to auth.c */
+	/*
+	 * Linked to a client since the last DISCARD ALL: the client's session state (SETs,
+	 * temporary tables, role) may still be on it, so auth_query discards it first.
+	 */
+	bool client_state;
 	struct dns_request *dns_req;
 	struct scram_client *scram_cli;
 	struct event ev_connect; /* server: connect, SSL answer; client: its first byte */

@@ -50,6 +50,7 @@ struct aq_req {
 	struct conn *server; /* the server running the query; NULL while waiting */
 	char *query;         /* the auth_query text, as configured when the login started */
 	int ncols;           /* from RowDescription; -1 before it */
+	bool discarding;     /* the DISCARD ALL sent ahead of the query has not answered yet */
 	bool have_row, null_secret;
 	char *secret;    /* the password column of the first row */
 	char error[300]; /* why the query failed ("" = it did not), for the log */
@@ -605,6 +606,16 @@ static void aq_run(struct aq_req *req, struct conn *s)
 	conn_set_state(s, SV_ACTIVE);
 	s->expect_rfq++;
 	pktbuf_init(&pb, 65536 + 512);
+	if (s->client_state) {
+		/*
+		 * A client of auth_user left its session on this server (transaction pooling keeps
+		 * it): its settings, role or temporary tables must not decide what the query reads
+		 * (a temporary table named like the one the query reads hides it).
+		 */
+		pktbuf_write_query(&pb, "DISCARD ALL");
+		req->discarding = true;
+		s->expect_rfq++;
+	}
 	pktbuf_start_msg(&pb, 'P'); /* Parse: unnamed statement, parameter type inferred */
 	pktbuf_put_string(&pb, "");
 	pktbuf_put_string(&pb, req->query);
@@ -764,8 +775,9 @@ enum sbuf_action auth_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 		if (!proto_parse_error(pkt->body, pkt->body_len, &e))
 			break;
 		if (!req->error[0])
-			snprintf(req->error, sizeof(req->error),
-			         "error response from auth_query: %s",
+			snprintf(req->error, sizeof(req->error), "%s: %s",
+			         req->discarding ? "DISCARD ALL before auth_query failed"
+			                         : "error response from auth_query",
 			         e.message ? e.message : "(no message)");
 		return SBUF_CONSUMED;
 	}
@@ -776,6 +788,13 @@ enum sbuf_action auth_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 		s->request_time = bouncer_now_usec();
 		if (s->expect_rfq > 0)
 			s->expect_rfq--;
+		if (req->discarding) {
+			/* the query follows; a failed DISCARD fails the login, keeps the mark */
+			req->discarding = false;
+			if (!req->error[0])
+				server_discarded(s);
+			return SBUF_CONSUMED;
+		}
 		s->auth_query = NULL;
 		c = req->client;
 		/* the server first: the answer may start the next query on it */

@@ -264,3 +264,27 @@ def test_logins_queue_for_the_auth_pool(bouncer_factory, roles, pg):
         t.join(60)
     assert results == [[[u]] for u, _ in users]
     assert backends(pg, roles["admin"]) == 1
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer 1.18 runs the auth query in whatever "
+                    "session an auth_user client left on the server")
+def test_auth_users_own_sessions_do_not_shape_the_auth_query(bouncer_factory, roles, pg):
+    """A client logged in as auth_user shares the auth pool's servers (as in pgbouncer). In
+    transaction pooling its session state stays on the server it used: here a temporary table
+    that hides pg_authid and holds a forged secret for another role. The auth query must not
+    run in what a client left: the forged password is refused, and the role's idle server
+    never goes to the forger."""
+    victim = roles["md5"]
+    b = aq_bouncer(bouncer_factory, roles, pool_mode="transaction", default_pool_size=1)
+    # the victim's login leaves a server logged in as the victim idle in its pool
+    assert login(b, victim, "app", "md5pass")[1] == [[victim]]
+    forged = "md5" + hashlib.md5(f"forged{victim}".encode()).hexdigest()
+    with b.connect(user=roles["admin"], password="adminpass", autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE pg_authid (rolname name, rolvaliduntil timestamptz, "
+                     "rolpassword text, rolcanlogin bool)")
+        conn.execute("INSERT INTO pg_authid VALUES (%s, NULL, %s, true)", (victim, forged))
+        # the session's table is there, on the auth pool's one server
+        assert conn.execute("SELECT count(*) FROM pg_authid").fetchone() == (1,)
+    _, err = login(b, victim, "app", "forged")
+    assert isinstance(err, dict) and err["M"] == "password authentication failed", err
+    assert login(b, victim, "app", "md5pass")[1] == [[victim]]
