@@ -59,6 +59,11 @@ struct aq_req {
 struct auth {
 	struct auth_files *files;
 	uint8_t mock_key[SCRAM_KEY_LEN]; /* mock SCRAM salts derive from it and the user name */
+	/*
+	 * Successful logins where md5 was asked for, by the exchange their secret made them do:
+	 * an unknown user is offered what most real users are (see choose_method()).
+	 */
+	uint64_t md5_logins, scram_logins;
 };
 
 struct auth_state {
@@ -66,6 +71,7 @@ struct auth_state {
 	bool mock;       /* no such user: fail at the end of the exchange */
 	bool fake_db;    /* no such database: say so after a good login */
 	bool from_query; /* the secret came from auth_query */
+	bool md5_asked;  /* the method was md5 before the secret's kind had its say */
 	char *secret;    /* NULL for a mock */
 	struct aq_req *req;
 };
@@ -373,6 +379,12 @@ static void finish_login(struct conn *c)
 		return;
 	}
 	c->pool = pool;
+	if (as->md5_asked && c->b->auth != NULL) {
+		if (as->method == HBA_SCRAM)
+			c->b->auth->scram_logins++;
+		else
+			c->b->auth->md5_logins++;
+	}
 	/* the secret logs servers in only for its own user, never for a forced one */
 	if (!c->admin && as->from_query && as->secret != NULL &&
 	    strcmp(pool->server_user, c->user) == 0 && !pool_take_query_secret(pool, as->secret)) {
@@ -492,8 +504,21 @@ static enum sbuf_action choose_method(struct conn *c)
 	} else {
 		as->method = method_of(cfg->auth_type);
 	}
-	if (as->method == HBA_MD5 && as->secret != NULL && scram_is_secret(as->secret))
-		as->method = HBA_SCRAM;
+	if (as->method == HBA_MD5) {
+		struct auth *a = c->b->auth;
+		as->md5_asked = true;
+		/*
+		 * A SCRAM secret cannot do md5: PostgreSQL asks for SCRAM then, and so do we. An
+		 * unknown user must not be told apart by the first message: where the users who
+		 * logged in mostly did SCRAM (auth_query on PostgreSQL 14 or later, whose default
+		 * password_encryption is SCRAM), it is offered SCRAM too, as PostgreSQL offers an
+		 * unknown user the method of its password_encryption. Only successful logins count,
+		 * so failed probes of a known md5 user do not move it.
+		 */
+		if (as->mock ? a != NULL && a->scram_logins > a->md5_logins
+		             : as->secret != NULL && scram_is_secret(as->secret))
+			as->method = HBA_SCRAM;
+	}
 	slog_debug(c, "authentication method %s%s", hba_method_str(as->method),
 	           as->mock ? " (no such user: mock exchange)" : "");
 

@@ -288,3 +288,23 @@ def test_auth_users_own_sessions_do_not_shape_the_auth_query(bouncer_factory, ro
     _, err = login(b, victim, "app", "forged")
     assert isinstance(err, dict) and err["M"] == "password authentication failed", err
     assert login(b, victim, "app", "md5pass")[1] == [[victim]]
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer answers 'no such user' when auth_query "
+                    "finds no row")
+def test_unknown_user_is_offered_what_real_users_are(bouncer_factory, roles):
+    """auth_type md5 with users whose secrets are SCRAM (PostgreSQL's default since 14): real
+    users are asked for SCRAM. An unknown user asked for md5 would be told apart at the first
+    message; once logins have shown SCRAM to be what users have, an unknown user goes through
+    a SCRAM exchange too and fails as a wrong password does."""
+    b = aq_bouncer(bouncer_factory, roles)
+    assert login(b, roles["scram"], "app", "scrampass")[1] == [[roles["scram"]]]
+    known = login(b, roles["scram"], "app", "wrong")
+    unknown = login(b, "aq_nobody", "app", "wrong")
+    assert known[0] == unknown[0] == [pgwire.AUTH_SASL, pgwire.AUTH_SASL_CONTINUE]
+    assert known[1]["M"] == unknown[1]["M"] == "SASL authentication failed"
+    assert known[1]["C"] == unknown[1]["C"]
+    # failed attempts do not count: probing a known md5 user does not turn the mock back
+    for _ in range(3):
+        login(b, roles["md5"], "app", "wrong")
+    assert login(b, "aq_nobody", "app", "wrong")[0] == unknown[0]
