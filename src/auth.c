@@ -1013,9 +1013,12 @@ static enum sbuf_action scram_packet(struct conn *c, const struct sbuf_pkt *pkt)
 			return SBUF_CLOSED;
 		}
 		if (!as->mock && userlist_password_kind(as->secret) == USERLIST_PW_MD5) {
+			/*
+			 * An md5 hash cannot do SCRAM. Failing here would tell the user exists: as
+			 * PostgreSQL does, the exchange goes on with a mock secret and fails at its end.
+			 */
 			slog_error(c, "SCRAM authentication failed: user has MD5 secret");
-			login_fail(c, "28P01", "SASL authentication failed");
-			return SBUF_CLOSED;
+			as->mock = true;
 		}
 		c->scram_srv = calloc(1, sizeof(*c->scram_srv));
 		if (c->scram_srv == NULL) {

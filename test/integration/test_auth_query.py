@@ -308,3 +308,18 @@ def test_unknown_user_is_offered_what_real_users_are(bouncer_factory, roles):
     for _ in range(3):
         login(b, roles["md5"], "app", "wrong")
     assert login(b, "aq_nobody", "app", "wrong")[0] == unknown[0]
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer fails a user with an md5 secret at the "
+                    "first SCRAM message, before an unknown user's exchange ends")
+def test_md5_secret_under_scram_fails_like_an_unknown_user(bouncer_factory, roles):
+    """auth_type scram-sha-256 and a user whose secret is an md5 hash, which cannot do SCRAM:
+    as in PostgreSQL the exchange goes on with a mock secret and fails at its end, so the user
+    cannot be told from an unknown one; the log says why."""
+    b = aq_bouncer(bouncer_factory, roles, auth_type="scram-sha-256")
+    md5user = login(b, roles["md5"], "app", "md5pass")
+    unknown = login(b, "aq_nobody", "app", "md5pass")
+    assert md5user[0] == unknown[0] == [pgwire.AUTH_SASL, pgwire.AUTH_SASL_CONTINUE]
+    assert md5user[1]["M"] == unknown[1]["M"] == "SASL authentication failed"
+    assert md5user[1]["C"] == unknown[1]["C"]
+    assert "SCRAM authentication failed: user has MD5 secret" in b.log()
