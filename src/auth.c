@@ -685,11 +685,20 @@ void auth_pool_fail_waiting(struct pool *pool, const char *sqlstate, const char 
 {
 	struct list *it, *tmp;
 
-	/* pgbouncer's kill_pool_logins(): the logins waiting on the auth pool hear why */
+	/*
+	 * pgbouncer's kill_pool_logins(): the logins waiting on the auth pool hear why. Their
+	 * requests go now, not when the closed clients are freed: no server may pick them up.
+	 */
 	list_for_each_safe(it, tmp, &pool->auth_waiting)
 	{
 		struct aq_req *req = list_entry(it, struct aq_req, head);
-		login_fail(req->client, sqlstate, message); /* frees req (auth_conn_free) */
+		struct conn *c = req->client;
+		list_del(&req->head);
+		if (c != NULL && c->auth != NULL)
+			c->auth->req = NULL;
+		aq_free(req);
+		if (c != NULL)
+			login_fail(c, sqlstate, message);
 	}
 }
 
@@ -822,12 +831,13 @@ enum sbuf_action auth_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 		}
 		s->auth_query = NULL;
 		c = req->client;
+		/* req goes below: a client closed but not yet freed must not keep pointing at it */
+		if (c != NULL && c->auth != NULL)
+			c->auth->req = NULL;
 		/* the server first: the answer may start the next query on it */
 		server_release(s);
-		if (c != NULL && c->auth != NULL && c->state == CL_LOGIN) {
-			c->auth->req = NULL;
+		if (c != NULL && c->auth != NULL && c->state == CL_LOGIN)
 			aq_answer(c, req);
-		}
 		aq_free(req);
 		return s->state == CONN_JUSTFREE ? SBUF_CLOSED : SBUF_CONSUMED;
 	default:
@@ -1015,7 +1025,8 @@ static enum sbuf_action scram_packet(struct conn *c, const struct sbuf_pkt *pkt)
 		if (!as->mock && userlist_password_kind(as->secret) == USERLIST_PW_MD5) {
 			/*
 			 * An md5 hash cannot do SCRAM. Failing here would tell the user exists: as
-			 * PostgreSQL does, the exchange goes on with a mock secret and fails at its end.
+			 * PostgreSQL does, the exchange goes on with a mock secret and fails at the
+			 * end.
 			 */
 			slog_error(c, "SCRAM authentication failed: user has MD5 secret");
 			as->mock = true;
