@@ -56,6 +56,9 @@ struct aq_req {
 	char error[300]; /* why the query failed ("" = it did not), for the log */
 };
 
+/* The longest message of auth_query's answer the pooler takes (see auth_server_packet()). */
+#define AUTH_ANSWER_MAX 65536u
+
 struct auth {
 	struct auth_files *files;
 	uint8_t mock_key[SCRAM_KEY_LEN]; /* mock SCRAM salts derive from it and the user name */
@@ -769,8 +772,20 @@ enum sbuf_action auth_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 	struct aq_req *req = s->auth_query;
 	struct conn *c;
 
+	/*
+	 * Every message of the answer is gathered whole, so each is bounded: a secret is a few
+	 * hundred bytes, and an answer of a query that reads what users can write must not make
+	 * the pooler hold max_packet_size bytes for each login.
+	 */
+	if (pkt->len - 1 > AUTH_ANSWER_MAX) {
+		if (req->client != NULL)
+			slog_error(req->client, "auth_query answer too long (a '%c' message of %u bytes)",
+			           pkt->type, (unsigned)pkt->len - 1);
+		server_close(s, "auth_query answer too long");
+		return SBUF_CLOSED;
+	}
 	if (!pkt->complete)
-		return SBUF_WAIT; /* an answer too big to gather fails the server (and the login) */
+		return SBUF_WAIT;
 	switch (pkt->type) {
 	case '1': /* ParseComplete */
 	case '2': /* BindComplete */

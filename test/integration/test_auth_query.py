@@ -323,3 +323,24 @@ def test_md5_secret_under_scram_fails_like_an_unknown_user(bouncer_factory, role
     assert md5user[1]["M"] == unknown[1]["M"] == "SASL authentication failed"
     assert md5user[1]["C"] == unknown[1]["C"]
     assert "SCRAM authentication failed: user has MD5 secret" in b.log()
+
+
+def peak_rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_huge_auth_query_answer_is_not_gathered(bouncer_factory, roles):
+    """An auth_query that answers with a 64 MB "secret" (a custom query reading a table users
+    can write to, say): the answer is refused as soon as its length is known, the login fails
+    as a failed query does, and the pooler does not hold the answer in memory."""
+    b = aq_bouncer(bouncer_factory, roles,
+                   auth_query="SELECT $1::text, repeat('x', 64 * 1024 * 1024)")
+    before = peak_rss_kb(b.pid)
+    _, err = login(b, roles["md5"], "app", "md5pass")
+    assert isinstance(err, dict) and err["M"] == "authentication query failed", err
+    assert "auth_query answer too long" in b.log()
+    assert peak_rss_kb(b.pid) - before < 32 * 1024
