@@ -779,7 +779,8 @@ enum sbuf_action auth_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 	 */
 	if (pkt->len - 1 > AUTH_ANSWER_MAX) {
 		if (req->client != NULL)
-			slog_error(req->client, "auth_query answer too long (a '%c' message of %u bytes)",
+			slog_error(req->client,
+			           "auth_query answer too long (a '%c' message of %u bytes)",
 			           pkt->type, (unsigned)pkt->len - 1);
 		server_close(s, "auth_query answer too long");
 		return SBUF_CLOSED;
