@@ -344,3 +344,20 @@ def test_huge_auth_query_answer_is_not_gathered(bouncer_factory, roles):
     assert isinstance(err, dict) and err["M"] == "authentication query failed", err
     assert "auth_query answer too long" in b.log()
     assert peak_rss_kb(b.pid) - before < 32 * 1024
+
+
+def test_query_timeout_ends_a_stuck_auth_query(bouncer_factory, roles, pg):
+    """The auth query waits on a lock that is never released: query_timeout cancels it and
+    frees the auth pool's server, as it does a client's query; the login fails and the next
+    one, with the lock gone, works on the auth pool."""
+    lock = 7340321
+    b = aq_bouncer(bouncer_factory, roles, query_timeout=1, default_pool_size=1, auth_query=(
+        "SELECT rolname, rolpassword FROM pg_authid, "
+        f"LATERAL (SELECT pg_advisory_xact_lock_shared({lock})) l WHERE rolname=$1"))
+    with pg.connect(dbname="app") as holder:
+        holder.autocommit = True
+        holder.execute(f"SELECT pg_advisory_lock({lock})")
+        _, err = login(b, roles["md5"], "app", "md5pass")
+        assert isinstance(err, dict) and err["M"] == "authentication query failed", err
+        assert "closing because: query timeout" in b.log()
+    assert login(b, roles["md5"], "app", "md5pass")[1] == [[roles["md5"]]]
