@@ -135,6 +135,7 @@ struct conn {
 	 * temporary tables, role) may still be on it, so auth_query discards it first.
 	 */
 	bool client_state;
+	bool reset_failed; /* the reset query answered with an error */
 	struct dns_request *dns_req;
 	struct scram_client *scram_cli;
 	struct event ev_connect; /* server: connect, SSL answer; client: its first byte */

@@ -579,6 +579,7 @@ void server_release(struct conn *s)
 		struct pktbuf pb;
 		conn_set_state(s, SV_TESTED);
 		s->resetting = true;
+		s->reset_failed = false;
 		s->expect_rfq++;
 		ps_server_forget_all(s);
 		pktbuf_init(&pb, 8192);
@@ -895,7 +896,7 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 				return SBUF_CLOSED;
 			}
 			forget_unreported(s);
-			if (is_discard_all(s->b->cfg->server_reset_query))
+			if (is_discard_all(s->b->cfg->server_reset_query) && !s->reset_failed)
 				s->client_state = false;
 			pool_server_ready(s->pool, s);
 			return SBUF_CONSUMED;
@@ -941,6 +942,8 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 				return SBUF_WAIT;
 			{
 				struct pg_error e;
+				if (s->resetting)
+					s->reset_failed = true;
 				if (proto_parse_error(pkt->body, pkt->body_len, &e) && e.message)
 					slog_warning(s, "%s failed: %s",
 					             s->resetting  ? "reset query"
