@@ -880,6 +880,7 @@ static bool start_auth_query(struct conn *c, const struct cf_database *db)
 	struct aq_req *req;
 	struct pool *pool;
 	struct conn *s;
+	char msg[256];
 
 	if (adb == NULL) {
 		slog_error(c, "authentication database \"%s\" is not configured.", auth_dbname);
@@ -890,6 +891,14 @@ static bool start_auth_query(struct conn *c, const struct cf_database *db)
 		slog_error(c, "cannot use the reserved \"%s\" database as an auth_dbname",
 		           adb->name);
 		config_error(c);
+		return false;
+	}
+	/* DISABLE of the auth database stops our logins into it too (a database of the client's
+	 * own is only refused after a good login, see finish_login()) */
+	if (auth_dbname[0] && control_login_refused(c->b, auth_dbname, msg, sizeof(msg))) {
+		snprintf(msg, sizeof(msg), "authentication database \"%s\" is disabled",
+		         auth_dbname);
+		login_fail(c, "08P01", msg);
 		return false;
 	}
 	/* adb is the auth database's entry, or the "*" one standing in for it */

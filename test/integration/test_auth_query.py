@@ -365,3 +365,21 @@ def test_query_timeout_ends_a_stuck_auth_query(bouncer_factory, roles, pg):
         assert isinstance(err, dict) and err["M"] == "authentication query failed", err
         assert "closing because: query timeout" in b.log()
     assert login(b, roles["md5"], "app", "md5pass")[1] == [[roles["md5"]]]
+
+
+@needs_auth_dbname
+def test_disabled_auth_database(bouncer_factory, roles, pg):
+    """DISABLE of the auth database stops the pooler from logging into it for auth_query too,
+    as in pgbouncer: logins that need the query are refused until ENABLE."""
+    b = bouncer_factory(config={
+        "databases": {"authdb": f"host=127.0.0.1 port={pg.port} dbname=postgres"},
+        "pgbouncer": {"auth_user": roles["admin"], "auth_dbname": "authdb"}},
+        users={roles["admin"]: "adminpass", "postgres": "postgres"})
+    with b.connect(dbname="pgbouncer", user="postgres", password="postgres", autocommit=True,
+                   prepare_threshold=None) as a:
+        a.execute("DISABLE authdb")
+        _, err = login(b, roles["md5"], "app", "md5pass")
+        assert isinstance(err, dict), err
+        assert err["M"] == 'authentication database "authdb" is disabled'
+        a.execute("ENABLE authdb")
+    assert login(b, roles["md5"], "app", "md5pass")[1] == [[roles["md5"]]]
