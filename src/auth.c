@@ -63,10 +63,11 @@ struct auth {
 	struct auth_files *files;
 	uint8_t mock_key[SCRAM_KEY_LEN]; /* mock SCRAM salts derive from it and the user name */
 	/*
-	 * Successful logins where md5 was asked for, by the exchange their secret made them do:
-	 * an unknown user is offered what most real users are (see choose_method()).
+	 * Successful logins where md5 was asked for, by the exchange their secret made them do,
+	 * [0] for secrets from the auth_file, [1] from auth_query: an unknown user is offered what
+	 * most real users looked up the same way are (see choose_method()).
 	 */
-	uint64_t md5_logins, scram_logins;
+	uint64_t md5_logins[2], scram_logins[2];
 };
 
 struct auth_state {
@@ -74,6 +75,7 @@ struct auth_state {
 	bool mock;       /* no such user: fail at the end of the exchange */
 	bool fake_db;    /* no such database: say so after a good login */
 	bool from_query; /* the secret came from auth_query */
+	bool queried;    /* auth_query ran for the login (whatever it found) */
 	bool md5_asked;  /* the method was md5 before the secret's kind had its say */
 	char *secret;    /* NULL for a mock */
 	struct aq_req *req;
@@ -384,9 +386,9 @@ static void finish_login(struct conn *c)
 	c->pool = pool;
 	if (as->md5_asked && c->b->auth != NULL) {
 		if (as->method == HBA_SCRAM)
-			c->b->auth->scram_logins++;
+			c->b->auth->scram_logins[as->queried]++;
 		else
-			c->b->auth->md5_logins++;
+			c->b->auth->md5_logins[as->queried]++;
 	}
 	/* the secret logs servers in only for its own user, never for a forced one */
 	if (!c->admin && as->from_query && as->secret != NULL &&
@@ -512,13 +514,15 @@ static enum sbuf_action choose_method(struct conn *c)
 		as->md5_asked = true;
 		/*
 		 * A SCRAM secret cannot do md5: PostgreSQL asks for SCRAM then, and so do we. An
-		 * unknown user must not be told apart by the first message: where the users who
-		 * logged in mostly did SCRAM (auth_query on PostgreSQL 14 or later, whose default
-		 * password_encryption is SCRAM), it is offered SCRAM too, as PostgreSQL offers an
-		 * unknown user the method of its password_encryption. Only successful logins count,
-		 * so failed probes of a known md5 user do not move it.
+		 * unknown user must not be told apart by the first message: where the users looked
+		 * up the same way (auth_file, or auth_query) who logged in mostly did SCRAM
+		 * (auth_query on PostgreSQL 14 or later, whose default password_encryption is
+		 * SCRAM), it is offered SCRAM too, as PostgreSQL offers an unknown user the method
+		 * of its password_encryption. Only successful logins count, so failed probes of a
+		 * known md5 user do not move it.
 		 */
-		if (as->mock ? a != NULL && a->scram_logins > a->md5_logins
+		bool q = as->queried;
+		if (as->mock ? a != NULL && a->scram_logins[q] > a->md5_logins[q]
 		             : as->secret != NULL && scram_is_secret(as->secret))
 			as->method = HBA_SCRAM;
 	}
@@ -598,6 +602,7 @@ static void aq_answer(struct conn *c, struct aq_req *req)
 {
 	struct auth_state *as = c->auth;
 
+	as->queried = true;
 	if (req->error[0]) {
 		slog_error(c, "%s", req->error);
 		login_fail(c, "08P01", "authentication query failed");

@@ -308,6 +308,12 @@ def test_unknown_user_is_offered_what_real_users_are(bouncer_factory, roles):
     for _ in range(3):
         login(b, roles["md5"], "app", "wrong")
     assert login(b, "aq_nobody", "app", "wrong")[0] == unknown[0]
+    # nor do the md5 logins of the auth_file's users: an unknown user would be looked up by
+    # auth_query, and is compared with the users auth_query found
+    for _ in range(3):
+        assert login(b, roles["admin"], "app", "adminpass")[0] == [pgwire.AUTH_MD5,
+                                                                    pgwire.AUTH_OK]
+    assert login(b, "aq_nobody", "app", "wrong")[0] == unknown[0]
 
 
 @pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer fails a user with an md5 secret at the "
