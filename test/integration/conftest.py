@@ -102,12 +102,15 @@ def have_ipv6_loopback():
 HAVE_IPV6 = have_ipv6_loopback()
 
 _used_ports = set()
+# test/run gives each suite it runs at the same time a range of its own (SB_PORTS=LOW-HIGH)
+PORT_LOW, PORT_HIGH = (int(p) for p in os.environ.get("SB_PORTS", "20000-29999").split("-"))
 
 
 def free_port():
-    """A port below 30000 that is free on 127.0.0.1 (and ::1), not handed out before."""
+    """A port below 30000 (in SB_PORTS) that is free on 127.0.0.1 (and ::1), not handed out
+    before."""
     for _ in range(200):
-        port = random.randint(20000, 29999)
+        port = random.randint(PORT_LOW, PORT_HIGH)
         if port in _used_ports:
             continue
         ok = True
@@ -124,7 +127,7 @@ def free_port():
         if ok:
             _used_ports.add(port)
             return port
-    raise RuntimeError("no free port below 30000")
+    raise RuntimeError(f"no free port in {PORT_LOW}-{PORT_HIGH}")
 
 
 def make_tempdir(prefix):
