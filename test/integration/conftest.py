@@ -332,6 +332,7 @@ class Bouncer:
         self.proc = None
         self.stopped_by_us = False
         self.checked = False
+        self.ups_before = 0  # "process up" lines in the output before the latest start
         with open(self.ini, "w") as f:
             f.write(render_ini(sections))
         with open(self.userlist, "w") as f:
@@ -343,6 +344,7 @@ class Bouncer:
         return [self.binary, *self.args, *extra, self.ini]
 
     def start(self, wait=True):
+        self.ups_before = self.output().count("process up:")
         self.stderr_file = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                      stdout=self.stderr_file, stderr=subprocess.STDOUT,
@@ -365,11 +367,21 @@ class Bouncer:
                 pytest.fail(f"pooler exited with {self.proc.returncode} at start:\n{self.output()}")
             try:
                 socket.create_connection((self.host, self.port), timeout=1).close()
-                return
+                # The listener takes connections before the rest of the start (the metrics
+                # endpoint, the pidfile) is done; "process up" in the log says it is.
+                if not self.logs_start() or \
+                        self.output().count("process up:") > self.ups_before:
+                    return
             except OSError:
-                # a refused connection costs nothing: ask often, the pooler is up in a few ms
-                time.sleep(0.005)
+                pass
+            # a refused connection costs nothing: ask often, the pooler is up in a few ms
+            time.sleep(0.005)
         pytest.fail(f"pooler does not accept connections after {timeout}s:\n{self.output()}")
+
+    def logs_start(self):
+        """Whether the pooler's "process up" line reaches output() (a logfile, or stderr
+        without -q)."""
+        return bool(self.logfile) or "-q" not in self.args
 
     def stop(self):
         """SIGTERM, then SIGKILL; returns a list of problems (empty when it stopped cleanly)."""
@@ -569,6 +581,46 @@ def bouncer_factory(pg, request):
 def bouncer(bouncer_factory):
     """A pooler with the default config (session mode, md5 against the userlist)."""
     return bouncer_factory()
+
+
+# ---------------------------------------------------------------- the fake APIs
+
+FAKES_DIR = os.path.join(SRC_DIR, "test", "fakes")
+
+
+class FakeServer:
+    """One fake API of test/fakes/ (script, e.g. "fake_stripe.py", with its own arguments) in a
+    process of its own on a free port; call() and control() speak its control API."""
+
+    def __init__(self, script, *args):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(FAKES_DIR, script), "--port", str(self.port), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        line = self.proc.stdout.readline().decode()
+        assert "listening" in line, line
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def call(self, method, path, body=None):
+        """A JSON request to the fake; its JSON answer (None when empty)."""
+        import json
+        import urllib.request
+
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            raw = r.read()
+            return json.loads(raw) if raw else None
+
+    _call = call
+
+    def control(self, **kw):
+        return self.call("POST", "/_control", kw)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
 
 
 def pytest_report_header(config):
