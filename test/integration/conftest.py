@@ -376,7 +376,8 @@ class Bouncer:
                 pass
             # a refused connection costs nothing: ask often, the pooler is up in a few ms
             time.sleep(0.005)
-        pytest.fail(f"pooler does not accept connections after {timeout}s:\n{self.output()}")
+        pytest.fail(f"pooler does not accept connections (or has not logged \"process up\") "
+                    f"after {timeout}s:\n{self.output()}")
 
     def logs_start(self):
         """Whether the pooler's "process up" line reaches output() (a logfile, or stderr
