@@ -54,30 +54,6 @@ static const char *const tracked_params[] = {
         "application_name",
 };
 
-static bool name_in_list(const char *name, const char *list)
-{
-	size_t n = strlen(name);
-	const char *p = list;
-
-	while (p != NULL && *p) {
-		const char *end;
-		while (*p == ' ' || *p == ',')
-			p++;
-		end = p;
-		while (*end && *end != ',')
-			end++;
-		{
-			const char *e = end;
-			while (e > p && e[-1] == ' ')
-				e--;
-			if ((size_t)(e - p) == n && strncasecmp(p, name, n) == 0)
-				return true;
-		}
-		p = end;
-	}
-	return false;
-}
-
 #define N_TRACKED (sizeof(tracked_params) / sizeof(tracked_params[0]))
 
 static bool is_tracked_hashed(const struct bouncer *b, const char *name, uint32_t hash)
@@ -93,7 +69,7 @@ static bool is_tracked_hashed(const struct bouncer *b, const char *name, uint32_
 	for (size_t i = 0; i < N_TRACKED; i++)
 		if (tracked_hash[i] == hash && strcasecmp(name, tracked_params[i]) == 0)
 			return true;
-	return name_in_list(name, b->cfg->track_extra_parameters);
+	return cf_list_has(b->cfg->track_extra_parameters, name, true);
 }
 
 static bool is_tracked(const struct bouncer *b, const char *name)
@@ -139,6 +115,22 @@ static void queue_or_close(struct conn *c, struct pktbuf *pb)
 {
 	if (!sbuf_queue_pktbuf(&c->sbuf, pb))
 		slog_debug(c, "could not queue a message");
+}
+
+bool client_queue(struct conn *c, const struct pktbuf *pb)
+{
+	return sbuf_queue_pktbuf(&c->sbuf, pb);
+}
+
+bool client_query_through_server(struct conn *c, const struct pktbuf *query)
+{
+	struct conn *s = c->link;
+
+	if (s == NULL || s->txn_status != 'T' || s->expect_rfq != 0 ||
+	    !sbuf_queue_pktbuf(&s->sbuf, query))
+		return false;
+	s->expect_rfq++;
+	return true;
 }
 
 void client_send_error(struct conn *c, const char *sqlstate, const char *msg)
@@ -494,7 +486,7 @@ static bool apply_options(struct conn *c, const char *opts)
 			refuse_guard_setting(c, oa.refused);
 			return false;
 		}
-		if (name_in_list("options", c->b->cfg->ignore_startup_parameters))
+		if (cf_list_has(c->b->cfg->ignore_startup_parameters, "options", true))
 			return true;
 		snprintf(msg, sizeof(msg), "unsupported options startup parameter: %s", err);
 		client_fatal(c, "08P01", msg);
@@ -625,7 +617,7 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 				client_fatal(c, "53200", "out of memory");
 				return SBUF_CLOSED;
 			}
-		} else if (!name_in_list(k, b->cfg->ignore_startup_parameters)) {
+		} else if (!cf_list_has(b->cfg->ignore_startup_parameters, k, true)) {
 			snprintf(msg, sizeof(msg), "unsupported startup parameter: %s", k);
 			client_fatal(c, "08P01", msg);
 			return SBUF_CLOSED;

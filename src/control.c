@@ -19,7 +19,7 @@
 #include "conn.h"
 #include "listener.h"
 #include "log.h"
-#include "mutation/synced.h"
+#include "module.h"
 #include "pool.h"
 #include "sdnotify.h"
 #include "server.h"
@@ -219,7 +219,7 @@ static int busy_servers(struct bouncer *b, const char *db)
 		           list_count(&pool->tested_servers));
 	}
 	/* a synced-table write in flight holds a database connection of its own */
-	return n + synced_in_flight_db(b, db);
+	return n + modules_in_flight(b, db);
 }
 
 static int db_servers(struct bouncer *b, const char *db)
@@ -296,7 +296,7 @@ static int live_servers(struct bouncer *b)
 		n += pool_server_count(list_entry(it, struct pool, head));
 	}
 	/* a synced-table write in flight holds a database connection of its own */
-	return n + synced_in_flight(b);
+	return n + modules_in_flight(b, NULL);
 }
 
 static void for_each_sbuf(struct bouncer *b, bool pause)
