@@ -107,6 +107,13 @@ bool mut_state_allowed(enum mut_state from, enum mut_state to);
  */
 void mutation_set_state(struct mutation *m, enum mut_state st);
 
+/*
+ * Whether a number the API echoed is the one it was sent: both spell the same double (an API
+ * that holds numbers as doubles answers 12.5 for 12.50, and 1.2345678901234567e+19 for 20
+ * digits). The apply run then keeps the digits that were sent. Both are JSON number text.
+ */
+bool mutation_echo_same_number(const char *sent, const char *echoed);
+
 struct captured {
 	int seq;
 	struct json_value *old_json, *new_json;

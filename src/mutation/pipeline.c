@@ -537,10 +537,27 @@ static void on_applied(void *arg, struct pgc *pc, PGresult *res, const char *err
 #define JSON_TYPE_OID  114
 #define JSONB_TYPE_OID 3802
 
+bool mutation_echo_same_number(const char *sent, const char *echoed)
+{
+	if (sent == NULL || echoed == NULL || !json_is_number_text(sent, strlen(sent)) ||
+	    !json_is_number_text(echoed, strlen(echoed)))
+		return false;
+	return strtod(sent, NULL) == strtod(echoed, NULL);
+}
+
+/* An array column ("text[]", "numeric(10,2)[]"): format_type() spells it with brackets. */
+static bool is_array_column(const struct catalog_column *col)
+{
+	size_t n = col != NULL && col->type_name != NULL ? strlen(col->type_name) : 0;
+
+	return n > 2 && strcmp(col->type_name + n - 2, "[]") == 0;
+}
+
 /*
  * One value the API returned, for the apply run's jsonb_populate_record(): a string, which a
  * column of any type reads as its text; but for a json or jsonb column the API's JSON value
- * itself (an array stays an array, a number a number, a string a string).
+ * itself (an array stays an array, a number a number, a string a string), and for an array
+ * column the API's JSON array, which jsonb_populate_record() reads element by element.
  */
 static void put_confirmed_value(struct json_out *out, const struct catalog_table *ct,
                                 const struct api_field_value *fv)
@@ -554,7 +571,8 @@ static void put_confirmed_value(struct json_out *out, const struct catalog_table
 		return;
 	}
 	if (fv->json && col != NULL &&
-	    (col->type_oid == JSON_TYPE_OID || col->type_oid == JSONB_TYPE_OID) &&
+	    (col->type_oid == JSON_TYPE_OID || col->type_oid == JSONB_TYPE_OID ||
+	     (is_array_column(col) && fv->value[0] == '[')) &&
 	    json_parse(fv->value, strlen(fv->value), NULL, &doc, err, sizeof(err))) {
 		json_out_value(out, doc);
 		json_free(doc);
@@ -618,8 +636,14 @@ static char *confirmed_json(struct mutation *m, const struct api_result *ar)
 			json_out_string(&out, rr->id);
 		}
 		for (int f = 0; f < rr->nfields; f++) {
+			const struct json_value *sent;
 			if (rr->fields[f].column == NULL ||
 			    strcmp(rr->fields[f].column, m->st->at.pk_column) == 0)
+				continue;
+			/* the number that was sent, as the API holds it: its sent digits stay */
+			sent = json_get(cr->new_json, rr->fields[f].column);
+			if (sent != NULL && sent->kind == JSON_NUMBER && rr->fields[f].json &&
+			    mutation_echo_same_number(sent->str, rr->fields[f].value))
 				continue;
 			json_out_key(&out, rr->fields[f].column);
 			put_confirmed_value(&out, m->ct, &rr->fields[f]);
@@ -767,6 +791,68 @@ static void on_zero_checked(void *arg, struct pgc *pc, PGresult *res, const char
 	answer_no_rows(m);
 }
 
+static void on_checked(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct mutation *m = arg;
+
+	(void)pc;
+	(void)error;
+	if (res == NULL)
+		m->conn_broken = true;
+	else if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+		mutation_set_pg_error(m, res); /* the table's own: 23514, 23505, 23503 … */
+}
+
+/* The check run rolled back: the rows are as the capture left them (locked, unchanged). */
+static void on_check_rolled_back(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct mutation *m = arg;
+
+	(void)pc;
+	if (res == NULL || m->conn_broken) {
+		m->conn_broken = true;
+		if (!m->failed)
+			mutation_set_error(m, "58000",
+			                   "lost the database connection of a synced-table write",
+			                   error, NULL);
+		mutation_finish(m);
+		return;
+	}
+	if (!m->failed && PQresultStatus(res) != PGRES_COMMAND_OK)
+		mutation_set_pg_error(m, res);
+	if (m->failed) {
+		mutation_rollback(m); /* nothing was sent */
+		return;
+	}
+	mutation_set_state(m, MUT_WRITING_INTENT);
+	intent_write(m);
+}
+
+/*
+ * Before anything leaves: the statement runs a second time in a savepoint, with the guard in
+ * *check* mode letting the rows through, so that PostgreSQL checks what it would check when
+ * the change is applied (CHECK, UNIQUE, foreign keys, deferred ones too, the values' types)
+ * and answers with its own error. Rolled back to the savepoint: row locks taken by the capture
+ * stay (they belong to the outer transaction).
+ */
+static void start_check(struct mutation *m)
+{
+	bool ok = queue(m, "SAVEPOINT syncbouncer_check", on_ignored) &&
+	          queue(m,
+	                "SELECT pg_catalog.set_config('syncbouncer.mode', 'check', true), "
+	                "pg_catalog.set_config('syncbouncer.seq', '0', true)",
+	                on_ignored) &&
+	          queue(m, "SET CONSTRAINTS ALL IMMEDIATE", on_ignored) &&
+	          queue_stmt(m, on_checked) &&
+	          queue(m, "ROLLBACK TO SAVEPOINT syncbouncer_check", on_check_rolled_back);
+
+	if (!ok) {
+		mutation_set_error(m, "58000", "could not queue a synced-table write", NULL, NULL);
+		m->conn_broken = true;
+		mutation_finish(m);
+	}
+}
+
 static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *error)
 {
 	struct mutation *m = arg;
@@ -898,8 +984,7 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		m->api_rows[i].new_image.values = cr->new_vals;
 		m->api_rows[i].new_image.nvalues = cr->nnew;
 	}
-	mutation_set_state(m, MUT_WRITING_INTENT);
-	intent_write(m);
+	start_check(m);
 }
 
 /* Tells the sync worker which rows this write holds (begin) or has written (end). */

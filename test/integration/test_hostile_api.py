@@ -66,10 +66,13 @@ TABLES = {
 }
 
 
-def start_synced(pg, bouncer_factory, kind, fake, rows=(), pgbouncer=None):
+def start_synced(pg, bouncer_factory, kind, fake, rows=(), pgbouncer=None, columns=""):
     """A pooler with crm.<TABLES[kind]> synced to fake; rows are (id, name, email) put into the
-    table before the guard trigger exists (as a backfill would have left them)."""
+    table before the guard trigger exists (as a backfill would have left them); columns
+    ("ADD COLUMN …, ADD COLUMN …") adds columns to the table first."""
     table, obj, ddl = TABLES[kind]
+    if columns:
+        ddl += f"ALTER TABLE {table} {columns};"
     pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
     pg.sql(ddl, dbname="crm")
     for r in rows:

@@ -493,3 +493,89 @@ def test_jsonb_values_round_trip_through_a_rest_api(pg, bouncer_factory):
         assert [r.get("data") for r in stored] == want
     finally:
         fake.stop()
+
+
+# ---------------------------------------------------------------- constraints before the API
+
+
+@pytest.mark.timeout(60)
+def test_table_constraints_are_checked_before_the_request_leaves(salesforce, pg):
+    """A row the table would refuse (CHECK, UNIQUE on another column than the key, a foreign key
+    that still references it) gets PostgreSQL's own error, with its DETAIL and constraint name,
+    and nothing is sent to the API: no write the API accepted and the database cannot take."""
+    pg.sql("ALTER TABLE salesforce.contacts ADD CONSTRAINT short_name "
+           "CHECK (length(last_name) < 20), ADD CONSTRAINT one_email UNIQUE (email);"
+           "DROP TABLE IF EXISTS public.notes;"
+           "CREATE TABLE public.notes (contact text REFERENCES salesforce.contacts (id), "
+           "body text); ALTER TABLE public.notes OWNER TO app", dbname="crm")
+    try:
+        with crm(salesforce) as conn:
+            # the API assigns the key: the row is checked all the same, and goes through
+            (cid,) = conn.execute("insert into salesforce.contacts (last_name, email) "
+                                  "values ('Atreides', 'paul@caladan.io') returning id"
+                                  ).fetchone()
+            assert len(sf_writes(salesforce.fake)) == 1
+            with pytest.raises(psycopg.errors.UniqueViolation) as e:
+                conn.execute("insert into salesforce.contacts (last_name, email) "
+                             "values ('Harkonnen', 'paul@caladan.io')")
+            assert e.value.diag.constraint_name == "one_email"
+            assert e.value.diag.message_detail == "Key (email)=(paul@caladan.io) already exists."
+            # one bad row of several: none is sent
+            with pytest.raises(psycopg.errors.CheckViolation) as e:
+                conn.execute("insert into salesforce.contacts (last_name) "
+                             "values ('Jessica'), (%s)", ("x" * 30,))
+            assert e.value.diag.constraint_name == "short_name"
+            assert e.value.diag.table_name == "contacts"
+            with pytest.raises(psycopg.errors.CheckViolation):
+                conn.execute("update salesforce.contacts set last_name = %s where id = %s",
+                             ("y" * 25, cid))
+            conn.execute("insert into public.notes values (%s, 'met on Caladan')", (cid,))
+            with pytest.raises(psycopg.errors.ForeignKeyViolation) as e:
+                conn.execute("delete from salesforce.contacts where id = %s", (cid,))
+            assert e.value.diag.message_detail == (
+                f'Key (id)=({cid}) is still referenced from table "notes".')
+            # the connection goes on: a good write still works
+            cur = conn.execute("update salesforce.contacts set first_name = 'Paul' "
+                               "where id = %s", (cid,))
+            assert cur.statusmessage == "UPDATE 1"
+        assert [r["method"] for r in sf_writes(salesforce.fake)] == ["POST", "PATCH"]
+        assert [(r["FirstName"], r["LastName"]) for r in sf_contacts(salesforce.fake)] == [
+            ("Paul", "Atreides")]
+        assert pg.sql("SELECT first_name, last_name, email FROM salesforce.contacts",
+                      dbname="crm") == [("Paul", "Atreides", "paul@caladan.io")]
+        assert pg.sql("SELECT count(*) FROM syncbouncer.intent", dbname="crm") == [(0,)]
+    finally:
+        pg.sql("DROP TABLE IF EXISTS public.notes", dbname="crm")
+
+
+@pytest.mark.timeout(60)
+def test_arrays_numerics_and_timestamps_round_trip_exactly(pg, bouncer_factory):
+    """text[], numeric and timestamptz columns keep what the client wrote after the API echoes
+    it: the echoed array becomes the array again (it made the apply fail before), and a number
+    the API holds as a float (12.50 comes back 12.5, 20 digits come back rounded) keeps the
+    digits that were sent."""
+    from test_hostile_api import start_synced
+
+    fake = FakeApi("rest")
+    tags = ["a", "b c", 'd"e', "", None]
+    try:
+        b = start_synced(pg, bouncer_factory, "rest", fake,
+                         columns="ADD COLUMN tags text[], ADD COLUMN amount numeric, "
+                                 "ADD COLUMN at timestamptz")
+        with crm(b) as conn:
+            conn.execute("SET TimeZone = 'UTC'")
+            conn.execute("insert into rest.contacts (name, tags, amount, at) values "
+                         "('n1', %s, 12.50, '2026-03-04 05:06:07.123456+02')", (tags,))
+            conn.execute("insert into rest.contacts (name, tags, amount) values "
+                         "('n2', '{}', 12345678901234567890.120)")
+            conn.execute("update rest.contacts set tags = array_append(tags, 'z'), "
+                         "amount = amount + 0.001 where name = 'n2'")
+            rows = conn.execute("select name, tags, amount::text, at::text from rest.contacts "
+                                "order by name").fetchall()
+        assert rows == [("n1", tags, "12.50", "2026-03-04 03:06:07.123456+00"),
+                        ("n2", ["z"], "12345678901234567890.121", None)]
+        stored = sorted(fake.store()["contacts"].values(), key=lambda r: r["name"])
+        assert [r.get("tags") for r in stored] == [tags, ["z"]]
+        assert pg.sql("SELECT count(*) FROM syncbouncer.intent", dbname="crm") == [(0,)]
+    finally:
+        fake.stop()

@@ -1,7 +1,8 @@
 /*
  * Unit tests of the mutation pipeline's pure parts: the API's errors mapped to PostgreSQL errors
- * (SQLSTATE, message, DETAIL, HINT; DESIGN.md §3) and the mutation's state machine (which moves
- * mutation_set_state() allows, and that it makes them).
+ * (SQLSTATE, message, DETAIL, HINT; DESIGN.md §3), the mutation's state machine (which moves
+ * mutation_set_state() allows, and that it makes them), and which numbers an API echoes are the
+ * ones it was sent.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -255,6 +256,25 @@ static void test_set_state_moves(void **state)
 	free(m);
 }
 
+/* A number an API holds as a double is the one that was sent when it spells the same double. */
+static void test_echo_same_number(void **state)
+{
+	(void)state;
+	assert_true(mutation_echo_same_number("12.50", "12.5"));
+	assert_true(
+	        mutation_echo_same_number("12345678901234567890.120", "1.2345678901234567e+19"));
+	assert_true(mutation_echo_same_number("100", "1e2"));
+	assert_true(mutation_echo_same_number("-0.000", "0"));
+	assert_false(mutation_echo_same_number("12.50", "12.51"));
+	assert_false(mutation_echo_same_number("1", "2"));
+	/* not numbers: the API's value is taken */
+	assert_false(mutation_echo_same_number("12.50", "\"12.5\""));
+	assert_false(mutation_echo_same_number("NaN", "NaN"));
+	assert_false(mutation_echo_same_number("0x10", "16"));
+	assert_false(mutation_echo_same_number(NULL, "1"));
+	assert_false(mutation_echo_same_number("1", NULL));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -265,6 +285,7 @@ int main(void)
 	        cmocka_unit_test(test_state_moves),
 	        cmocka_unit_test(test_state_names),
 	        cmocka_unit_test(test_set_state_moves),
+	        cmocka_unit_test(test_echo_same_number),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
