@@ -501,13 +501,15 @@ def test_jsonb_values_round_trip_through_a_rest_api(pg, bouncer_factory):
 @pytest.mark.timeout(60)
 def test_table_constraints_are_checked_before_the_request_leaves(salesforce, pg):
     """A row the table would refuse (CHECK, UNIQUE on another column than the key, a foreign key
-    that still references it) gets PostgreSQL's own error, with its DETAIL and constraint name,
-    and nothing is sent to the API: no write the API accepted and the database cannot take."""
+    that still references it, even a deferred one) gets PostgreSQL's own error, with its DETAIL
+    and constraint name, and nothing is sent to the API: no write the API accepted and the
+    database cannot take."""
     pg.sql("ALTER TABLE salesforce.contacts ADD CONSTRAINT short_name "
            "CHECK (length(last_name) < 20), ADD CONSTRAINT one_email UNIQUE (email);"
            "DROP TABLE IF EXISTS public.notes;"
-           "CREATE TABLE public.notes (contact text REFERENCES salesforce.contacts (id), "
-           "body text); ALTER TABLE public.notes OWNER TO app", dbname="crm")
+           "CREATE TABLE public.notes (contact text REFERENCES salesforce.contacts (id) "
+           "DEFERRABLE INITIALLY DEFERRED, body text); ALTER TABLE public.notes OWNER TO app",
+           dbname="crm")
     try:
         with crm(salesforce) as conn:
             # the API assigns the key: the row is checked all the same, and goes through
