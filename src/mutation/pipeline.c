@@ -1098,13 +1098,18 @@ void mutation_finish(struct mutation *m)
 	if (m->conn != NULL)
 		mconn_release(sy, m->conn, m->conn_broken);
 	if (mc != NULL && mc->client->state != CONN_JUSTFREE) {
-		bool next_started = false;
+		bool next_started = false, next_tried = false;
 		mc->m = NULL;
-		if (mc->multi != NULL && !m->failed && mc->imulti + 1 < mc->nmulti)
+		if (mc->multi != NULL && !m->failed && mc->imulti + 1 < mc->nmulti) {
+			next_tried = true;
 			next_started = mc_multi_next(sy, mc);
+		}
 		if (!next_started) {
-			/* after the last write, the statements that follow it go to the server */
-			size_t tail = m->failed ? 0 : mc->tail_off;
+			/*
+			 * After the last write, the statements that follow it go to the server; a
+			 * next write refused at once has answered and ended the string.
+			 */
+			size_t tail = m->failed || next_tried ? 0 : mc->tail_off;
 			mc_multi_free(mc);
 			mc->tail_off = tail;
 			mc->answered = true;
