@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from conftest import IS_PGBOUNCER, make_tempdir
+from pgwire import parse_error_fields
 from test_hostile_api import FakeApi, crm, sync_settled
 from test_synced_surprises import start_salesforce
 
@@ -346,6 +347,49 @@ def test_query_string_of_synced_writes_then_ordinary_statements(salesforce, pg):
     assert "must come before the string's ordinary statements" in out.stderr
     assert [r["LastName"] for r in sf_contacts(salesforce.fake)] == ["Bea"]
     assert notes(pg) == ["n1", "n2"]
+
+
+def twice_executed(b, sql):
+    """Parse, Bind, Execute, Execute, Sync of one unnamed portal over the raw protocol: the
+    kinds of messages answered (with command tags and error codes), up to ReadyForQuery."""
+    w = b.wire()
+    try:
+        assert w.startup("app", "crm", "secret") is None
+        w.send(b"P", b"\0" + sql.encode() + b"\0\0\0")
+        w.send(b"B", b"\0\0" + b"\0\0" + b"\0\0" + b"\0\0")
+        for _ in range(2):
+            w.send(b"E", b"\0\0\0\0\0")
+        w.send(b"S")
+        out = []
+        while True:
+            kind, msg = w.read_msg()
+            if kind == "C":
+                out.append("C " + msg.rstrip(b"\0").decode())
+            elif kind == "E":
+                out.append("E " + parse_error_fields(msg)["C"])
+            else:
+                out.append(kind)
+            if kind == "Z":
+                return out
+    finally:
+        w.close()
+
+
+@pytest.mark.timeout(60)
+def test_second_execute_of_a_synced_portal_never_writes_twice(salesforce, pg):
+    """A portal runs once: a second Execute of it in the same batch gets PostgreSQL's own answer
+    to that (as the same batch on an ordinary table shows) and never sends the write again."""
+    notes_table(pg)
+    for returning in ("", " returning last_name"):
+        plain = twice_executed(salesforce, "insert into public.notes values ('x')"
+                               + returning.replace("last_name", "body"))
+        synced = twice_executed(salesforce, "insert into salesforce.contacts (last_name) "
+                                "values ('Once')" + returning)
+        assert synced == plain, (returning, plain, synced)
+    assert [r["LastName"] for r in sf_contacts(salesforce.fake)] == ["Once", "Once"]
+    assert len(sf_writes(salesforce.fake)) == 2
+    # the 55000 rolled back the ordinary table's batch; the synced write had escaped it
+    assert notes(pg) == ["x"]
 
 
 # ---------------------------------------------------------------- Describe
