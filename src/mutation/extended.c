@@ -745,9 +745,10 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 			if (e->sc.returning) {
 				struct pktbuf pb;
 				pktbuf_init(&pb, 64);
-				pktbuf_write_command_complete(&pb, e->sc.op == OP_INSERT   ? "INSERT 0 0"
-				                                   : e->sc.op == OP_UPDATE ? "UPDATE 0"
-				                                                           : "DELETE 0");
+				pktbuf_write_command_complete(&pb,
+				                              e->sc.op == OP_INSERT   ? "INSERT 0 0"
+				                              : e->sc.op == OP_UPDATE ? "UPDATE 0"
+				                                                      : "DELETE 0");
 				if (!client_queue(c, &pb))
 					client_close(c, "could not send an answer");
 				pktbuf_free(&pb);

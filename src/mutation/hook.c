@@ -201,11 +201,10 @@ bool hook_begin_mutation(struct synced *sy, struct conn *c, const struct stmt_cl
 		return false;
 	}
 	if (sc->nstatements > 1) {
-		answer_now(
-		        c, "0A000",
-		        "a write to a synced table in a query string of several statements must "
-		        "come before the string's ordinary statements",
-		        NULL, "Send the statements before it as a query of their own.", st);
+		answer_now(c, "0A000",
+		           "a write to a synced table in a query string of several statements must "
+		           "come before the string's ordinary statements",
+		           NULL, "Send the statements before it as a query of their own.", st);
 		return false;
 	}
 	if (client_txn_status(c) == 'E') {
@@ -301,8 +300,8 @@ static enum hook_verdict inspect_query(struct synced *sy, struct conn *c,
 	if (sc.verdict == STMT_MUTATION && sc.nstatements > 1 &&
 	    (sc.nmutations == sc.nstatements || writes_then_ordinary(sy, c, sql, sc.nmutations))) {
 		/*
-		 * Several writes of synced tables, one after another, answered as one query; ordinary
-		 * statements after them go on to the server as the rest of the same query.
+		 * Several writes of synced tables, one after another, answered as one query;
+		 * ordinary statements after them go on to the server as the rest of the same query.
 		 */
 		struct mut_client *mc = mc_get(c);
 		int starts[64], lens[64];
@@ -373,8 +372,8 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 			if (tail > 0 && pkt->type == PQMSG_QUERY && pkt->complete &&
 			    tail < pkt->body_len) {
 				/*
-				 * The writes at the head of the string are done: the server runs the
-				 * rest, and its ReadyForQuery ends the string. The Query is the
+				 * The writes at the head of the string are done: the server runs
+				 * the rest, and its ReadyForQuery ends the string. The Query is the
 				 * client's own (held in its buffer while paused), with the writes'
 				 * text turned into blanks: same length, nothing to copy.
 				 */

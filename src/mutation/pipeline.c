@@ -1330,8 +1330,9 @@ void mutation_start(struct synced *sy, struct mut_client *mc, struct synced_tabl
 	m->session_sql = mutation_session_settings(mc->client);
 	if (ext == NULL && mc->multi != NULL && mc->imulti < mc->nmulti - 1)
 		m->no_ready = true;
+	/* ordinary statements follow: the server's answer to them ends the string */
 	if (ext == NULL && mc->multi != NULL && mc->tail_off > 0)
-		m->no_ready = m->in_string = true; /* the server's answer to the rest ends the string */
+		m->no_ready = m->in_string = true;
 	m->sql = strdup(sql);
 	if (m->sql == NULL || (ext != NULL && !copy_params(m, ext))) {
 		mutation_set_error(m, "53200", "out of memory", NULL, NULL);
