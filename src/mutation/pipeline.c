@@ -4,12 +4,15 @@
  *
  * A write to a synced table runs on a libpq connection of its own (pgc), outside any client
  * transaction, in one database transaction:
- *   BEGIN; mode=capture; <statement>            -- the guard trigger records row images, changes
- * nothing SELECT … FROM syncbouncer.capture           -- the images (one API request) -- the
- * transaction waits, rows locked confirmed rows in; mode=apply; <statement>   -- the trigger writes
- * the API's version of each row COMMIT and its result (command tag, RETURNING rows) is sent to the
- * client in place of the statement. PostgreSQL evaluates the statement both times: the proxy never
- * re-implements SQL.
+ *   BEGIN; mode=capture; <statement>     the guard trigger records row images, changes nothing
+ *   SELECT … FROM syncbouncer.capture    the images (one API request)
+ *   SAVEPOINT; mode=check; <statement>;  the rows written for real, so that PostgreSQL checks the
+ *   ROLLBACK TO SAVEPOINT                table's constraints before anything is sent
+ *   -- the intent is written, the request sent; the transaction waits, rows locked --
+ *   confirmed rows in; mode=apply; <statement>   the trigger writes the API's version of each row
+ *   COMMIT
+ * and the apply run's result (command tag, RETURNING rows) is sent to the client in place of the
+ * statement. PostgreSQL evaluates the statement every time: the proxy never re-implements SQL.
  *
  * Invariants: a client has at most one mutation in flight, and its relay is paused meanwhile;
  * every mutation ends with COMMIT or ROLLBACK on its connection (a connection whose outcome is
