@@ -25,6 +25,8 @@ void answer_ext_prefix(const struct mutation *m, struct pktbuf *pb);
  * block or the server cannot take it now: answer directly.
  */
 bool answer_raise_on_server(struct conn *c, const struct pktbuf *err);
+/* The NOTICE that a write made inside a transaction block escaped it (ROLLBACK keeps it). */
+void answer_write_escaped_notice(struct pktbuf *pb, const struct mutation *m);
 /* Sends pb (plus ReadyForQuery unless m->no_ready) to m's client, if it is still there. */
 void answer_send(struct mutation *m, struct pktbuf *pb);
 /* RowDescription, DataRows and CommandComplete of a result, as PostgreSQL would send them. */

@@ -77,6 +77,22 @@ bool answer_raise_on_server(struct conn *c, const struct pktbuf *err)
 	return sent;
 }
 
+/*
+ * The NOTICE a synced write sends when it ran inside the client's transaction block: the API has
+ * the change and PostgreSQL committed it on a connection of its own, so the block's ROLLBACK does
+ * not undo it (DESIGN.md §1 rule 4).
+ */
+void answer_write_escaped_notice(struct pktbuf *pb, const struct mutation *m)
+{
+	char msg[512];
+
+	snprintf(msg, sizeof(msg),
+	         "%s of %s was applied to %s and committed outside the transaction block: "
+	         "ROLLBACK does not undo it",
+	         stmt_op_str(m->op), m->st->qualified, api_name(m->st->api));
+	pktbuf_write_notice(pb, "00000", msg);
+}
+
 void answer_send(struct mutation *m, struct pktbuf *pb)
 {
 	struct mut_client *mc = m->mc;

@@ -375,6 +375,8 @@ static void on_committed(void *arg, struct pgc *pc, PGresult *res, const char *e
 	}
 	if (m->mc != NULL) {
 		pktbuf_init(&pb, RESPONSE_MAX);
+		if (client_txn_status(m->mc->client) == 'T')
+			answer_write_escaped_notice(&pb, m);
 		answer_write_result(&pb, m, m->result, m->result);
 		answer_send(m, &pb);
 		pktbuf_free(&pb);

@@ -226,13 +226,21 @@ def test_200_rows_in_one_request_201_refused(synced, pg):
 
 
 def test_mutation_escapes_rollback(synced, pg):
+    notices = []
     with crm(synced) as conn:
+        conn.add_notice_handler(lambda d: notices.append((d.severity_nonlocalized,
+                                                          d.message_primary)))
+        conn.execute("insert into salesforce.contacts (first_name, last_name) "
+                     "values ('Paul', 'Atreides')")
         conn.autocommit = False
         (cid,) = conn.execute("insert into salesforce.contacts (first_name, last_name) "
                               "values ('Duncan', 'Idaho') returning id").fetchone()
         conn.rollback()
     assert cid in synced.fake.store()
-    assert db_rows(pg)[0][0] == cid
+    assert cid in [r[0] for r in db_rows(pg)]
+    # outside a transaction block nothing is said; inside one a NOTICE says ROLLBACK keeps it
+    assert notices == [("NOTICE", "insert of salesforce.contacts was applied to salesforce and "
+                        "committed outside the transaction block: ROLLBACK does not undo it")]
 
 
 def test_failed_transaction_gets_25p02(synced, pg):
