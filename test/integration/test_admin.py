@@ -375,6 +375,25 @@ def test_stats_count_queries_transactions_and_bytes(bouncer):
         assert totals["total_query_count"] >= 8 + before
 
 
+def test_stats_bytes_count_the_queries_not_the_logins(bouncer):
+    # pgbouncer counts the messages it relays once logged in: a client's login (startup packet,
+    # password) and a server's (authentication, ParameterStatus, BackendKeyData) are not traffic
+    with bouncer.connect(autocommit=True) as c:
+        c.pgconn.exec_(b"select 1")  # the simple protocol: one Query message
+        with admin(bouncer) as a:
+            s = stats_row(a)
+    # Query: 'Q', length, "select 1\0"
+    assert s["total_received"] == 1 + 4 + 9
+    # RowDescription (one column "?column?"), DataRow "1", CommandComplete "SELECT 1",
+    # ReadyForQuery
+    assert s["total_sent"] == (1 + 4 + 2 + 9 + 18) + (1 + 4 + 2 + 4 + 1) + (1 + 4 + 9) + 6
+    # nor is the client's Terminate, once it has left
+    with admin(bouncer) as a:
+        assert wait_for(lambda: not [r for r in rows(a, "SHOW CLIENTS")
+                                     if r["database"] == "app"])
+        assert stats_row(a)["total_received"] == 1 + 4 + 9
+
+
 @needs_125
 def test_stats_period_log_line_and_averages(bouncer_factory):
     b = bouncer_factory(config={"pgbouncer": {"stats_period": 1, "log_stats": 1}})
