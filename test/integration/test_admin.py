@@ -394,6 +394,18 @@ def test_stats_bytes_count_the_queries_not_the_logins(bouncer):
         assert stats_row(a)["total_received"] == 1 + 4 + 9
 
 
+def test_stats_wait_time_counts_the_first_login_waiting_for_a_server(bouncer):
+    # the pool's first login waits for a server to learn the server's parameters: wait_time
+    # counts that wait, as it counts a query's wait for a server
+    with bouncer.connect(autocommit=True) as c:
+        c.execute("select 1")
+        with admin(bouncer) as a:
+            s = stats_row(a)
+            p = [r for r in rows(a, "SHOW POOLS") if r["database"] == "app"][0]
+    assert p["sv_idle"] + p["sv_active"] + p["sv_used"] == 1  # one server was ever needed
+    assert s["total_wait_time"] > 0
+
+
 @needs_125
 def test_stats_period_log_line_and_averages(bouncer_factory):
     b = bouncer_factory(config={"pgbouncer": {"stats_period": 1, "log_stats": 1}})
