@@ -625,9 +625,9 @@ static void local_end(const struct conn *c, char *addr, size_t size, int *port)
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
 
-	snprintf(addr, size, "%s", c->local_addr);
-	*port = c->local_port;
-	if (addr[0] != '\0' || c->sbuf.fd < 0)
+	addr[0] = '\0';
+	*port = 0;
+	if (c->sbuf.fd < 0)
 		return;
 	if (getsockname(c->sbuf.fd, (struct sockaddr *)&ss, &len) != 0)
 		return;
@@ -650,7 +650,7 @@ static int remote_pid(const struct conn *c)
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
 
-	if (c->addr.ss_family == AF_UNIX && c->sbuf.fd >= 0 &&
+	if (c->addr.sa.sa_family == AF_UNIX && c->sbuf.fd >= 0 &&
 	    getsockopt(c->sbuf.fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid > 0)
 		return (int)cred.pid;
 	return c->is_server ? (int)c->be_pid : 0;
@@ -1696,7 +1696,7 @@ bool admin_trusted_peer(const struct conn *c)
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
 
-	if (c->addr.ss_family != AF_UNIX || strcmp(c->user, "pgbouncer") != 0 || c->sbuf.fd < 0)
+	if (c->addr.sa.sa_family != AF_UNIX || strcmp(c->user, "pgbouncer") != 0 || c->sbuf.fd < 0)
 		return false;
 	if (getsockopt(c->sbuf.fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
 		return false;

@@ -433,7 +433,7 @@ static void login_peer(struct conn *c, const char *map)
 	const struct auth *a = c->b->auth;
 	char sysuser[256];
 
-	if (c->addr.ss_family != AF_UNIX || c->auth->mock ||
+	if (c->addr.sa.sa_family != AF_UNIX || c->auth->mock ||
 	    !peer_name(c, sysuser, sizeof(sysuser)))
 		goto fail;
 	if (map != NULL) {
@@ -478,7 +478,7 @@ static enum sbuf_action choose_method(struct conn *c)
 		const struct auth *a = c->b->auth;
 		struct hba_verdict v;
 		struct hba_conn hc = {
-		        .addr = (const struct sockaddr *)&c->addr,
+		        .addr = &c->addr.sa,
 		        .tls = c->sbuf.tls != NULL,
 		        .replication = false,
 		        .database = c->dbname,

@@ -912,7 +912,7 @@ static void refresh_pool(struct bouncer *b, struct pool *pool)
 			pool->port = ci.port;
 			param_clear(&pool->server_startup);
 			pool->server_startup = ci.startup;
-			ci.startup.n = 0;
+			memset(&ci.startup, 0, sizeof(ci.startup));
 			pool->host_index = 0;
 			/* the first server of the new destination sends a fresh welcome */
 			log_info("database %s changed, reconnecting its servers", pool->db_name);

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +145,50 @@ static void write_all(int fd, const char *buf, size_t len)
 }
 
 /* The process id, asked once per process (getpid() is a system call). */
+size_t log_put_str(char *buf, size_t size, size_t pos, const char *s)
+{
+	while (*s && pos + 1 < size)
+		buf[pos++] = *s++;
+	if (pos < size)
+		buf[pos] = '\0';
+	return pos;
+}
+
+size_t log_put_uint(char *buf, size_t size, size_t pos, unsigned long long v, int min_digits)
+{
+	char tmp[24];
+	int n = 0;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v > 0 || n < min_digits);
+	while (n > 0 && pos + 1 < size)
+		buf[pos++] = tmp[--n];
+	if (pos < size)
+		buf[pos] = '\0';
+	return pos;
+}
+
+size_t log_put_ptr(char *buf, size_t size, size_t pos, const void *p)
+{
+	static const char digits[] = "0123456789abcdef";
+	uintptr_t v = (uintptr_t)p;
+	char tmp[2 * sizeof(v)];
+	int n = 0;
+
+	do {
+		tmp[n++] = digits[v & 0xf];
+		v >>= 4;
+	} while (v > 0);
+	pos = log_put_str(buf, size, pos, "0x");
+	while (n > 0 && pos + 1 < size)
+		buf[pos++] = tmp[--n];
+	if (pos < size)
+		buf[pos] = '\0';
+	return pos;
+}
+
 static pid_t cached_pid;
 
 static void forget_pid(void)
@@ -182,14 +227,22 @@ static void log_vmsg(enum log_level lvl, const char *prefix, const char *fmt, va
 		pid_tracked = pthread_atfork(NULL, NULL, forget_pid) == 0;
 	if (cached_pid == 0 || !pid_tracked)
 		cached_pid = getpid();
-	n = snprintf(line, sizeof(line), "%s.%03d %s [%d] %s ", stamp_date,
-		     (int)(tv.tv_usec / 1000), stamp_zone, (int)cached_pid, log_level_str(lvl));
-	msg = head = n < 0 ? 0 : (size_t)n;
+	/* "%s.%03d %s [%d] %s ": one line per log-in and log-out, so not through printf */
+	head = log_put_str(line, sizeof(line), 0, stamp_date);
+	head = log_put_str(line, sizeof(line), head, ".");
+	head = log_put_uint(line, sizeof(line), head, (unsigned long long)(tv.tv_usec / 1000), 3);
+	head = log_put_str(line, sizeof(line), head, " ");
+	head = log_put_str(line, sizeof(line), head, stamp_zone);
+	head = log_put_str(line, sizeof(line), head, " [");
+	head = log_put_uint(line, sizeof(line), head, (unsigned long long)cached_pid, 1);
+	head = log_put_str(line, sizeof(line), head, "] ");
+	head = log_put_str(line, sizeof(line), head, log_level_str(lvl));
+	head = log_put_str(line, sizeof(line), head, " ");
+	msg = head;
 	room = sizeof(line) - head;
 	if (prefix != NULL) {
 		/* the message alone is cut at MSG_MAX - 1 bytes, the prefix not counted */
-		n = snprintf(line + head, room, "%s", prefix);
-		head += n < 0 ? 0 : (size_t)n >= room ? room - 1 : (size_t)n;
+		head = log_put_str(line, sizeof(line), head, prefix);
 		room = sizeof(line) - head;
 		if (room > MSG_MAX)
 			room = MSG_MAX;

@@ -378,7 +378,7 @@ int main(int argc, char **argv)
 					if (cn->dns_req != NULL)
 						dns_cancel(cn->dns_req);
 					if (cn->connecting)
-						event_del(&cn->ev_connect);
+						event_del(cn->ev_connect);
 					conn_retire(cn);
 				}
 			}

@@ -200,6 +200,8 @@ void pool_free(struct pool *pool)
 	free(pool->connect_query);
 	param_clear(&pool->server_startup);
 	param_clear(&pool->welcome);
+	param_drop(pool->welcome_for);
+	free(pool->welcome_msgs);
 	free(pool);
 }
 
