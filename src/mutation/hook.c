@@ -128,10 +128,12 @@ bool hook_begin_mutation(struct synced *sy, struct conn *c, const struct stmt_cl
 		return false;
 	}
 	if (sc->nstatements > 1) {
-		answer_now(
-		        c, "0A000",
-		        "a write to a synced table must be the only statement in its query string",
-		        NULL, "Send it as a query of its own.", st);
+		answer_now(c, "0A000",
+		           "a query string that writes a synced table cannot hold other statements",
+		           NULL,
+		           "Send the write as a query of its own, or with other synced-table writes "
+		           "only.",
+		           st);
 		return false;
 	}
 	if (client_txn_status(c) == 'E') {

@@ -916,8 +916,12 @@ def test_query_string_of_several_synced_writes(synced, pg):
     assert len(synced.fake.store()) == 3
     # a string that mixes synced writes with other statements is refused whole
     with crm(synced) as conn:
-        with pytest.raises(psycopg.errors.FeatureNotSupported):
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as ei:
             conn.execute("insert into salesforce.contacts (last_name) values ('F'); select 1")
+        # it says what is refused: several synced writes in one string are fine
+        assert ei.value.diag.message_primary == ("a query string that writes a synced table "
+                                                 "cannot hold other statements")
+        assert "other synced-table writes" in ei.value.diag.message_hint
 
 
 def test_returning_follows_the_clients_time_zone(synced, pg):
