@@ -145,4 +145,16 @@ size_t sbuf_unparsed(const struct sbuf *sb);
  * truncated message and cannot be given to anyone else. */
 bool sbuf_mid_packet(const struct sbuf *sb);
 
+/*
+ * The clock of a read callback: while one runs (held), bouncer_now_usec() reads the clock once
+ * and answers the same time until it returns (usec 0: not read yet). A callback is the bytes
+ * of one recv(), handled in microseconds; its users (request, query and wait times, timeouts)
+ * measure from one event to another. Outside a read callback every call reads the clock.
+ */
+struct sbuf_clock {
+	uint64_t usec;
+	bool held;
+};
+extern struct sbuf_clock sbuf_clock;
+
 #endif

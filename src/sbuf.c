@@ -325,12 +325,27 @@ static void compact(struct sbuf *sb)
 	}
 }
 
+struct sbuf_clock sbuf_clock;
+
+static void read_ready(struct sbuf *sb);
+
 static void on_read(evutil_socket_t fd, short what, void *arg)
 {
-	struct sbuf *sb = arg;
+	bool held = sbuf_clock.held;
+
+	(void)fd;
+	(void)what;
+	sbuf_clock.held = true;
+	read_ready(arg);
+	sbuf_clock.held = held;
+	if (!held)
+		sbuf_clock.usec = 0;
+}
+
+static void read_ready(struct sbuf *sb)
+{
 	ssize_t n;
 
-	(void)what;
 	if (sb->write_oom) {
 		fail(sb, "out of memory");
 		return;
