@@ -592,6 +592,21 @@ bool sbuf_queue_pktbuf_give(struct sbuf *sb, struct pktbuf *pb)
 	return sbuf_queue(sb, pb->data, pb->len);
 }
 
+bool sbuf_queue_give(struct sbuf *sb, uint8_t *data, size_t len)
+{
+	bool ok;
+
+	if (sb->fd >= 0 && !sb->broken && sb->gathering > 0 && sb->tls == NULL && !sb->writing &&
+	    sb->out.data == NULL && len <= OUT_MAX) {
+		sb->out.data = data;
+		sb->out.len = sb->out.cap = len;
+		return true;
+	}
+	ok = sbuf_queue(sb, data, len);
+	free(data);
+	return ok;
+}
+
 bool sbuf_has_pending(const struct sbuf *sb)
 {
 	return sb->parse_pos > sb->done_pos || sb->blocked;
