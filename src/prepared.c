@@ -510,6 +510,16 @@ static bool starts_with_words(const uint8_t *p, size_t len, const char *const *w
 	return i == len || p[i] == ';' || p[i] == '\0';
 }
 
+/* Whether the first letter after blanks is a 'd' (or 'D'). */
+static bool begins_with_d(const uint8_t *sql, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len && is_space(sql[i]))
+		i++;
+	return i < len && (sql[i] | 0x20) == 'd';
+}
+
 /* DEALLOCATE ALL and DISCARD ALL drop every prepared statement of the session. */
 static bool is_forget_all(const uint8_t *sql, size_t len)
 {
@@ -843,6 +853,9 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 		s->pss->extended = false;
 		return PS_PASS;
 	case 'Q':
+		/* DEALLOCATE and DISCARD begin with a 'd', nearly every other query does not */
+		if (!begins_with_d(pkt->body, pkt->body_avail))
+			return PS_PASS;
 		/* maybe only the start of a long query is here: its first words decide */
 		if (is_forget_all(pkt->body, pkt->body_avail)) {
 			const char *tag = pkt->complete
