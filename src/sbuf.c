@@ -858,6 +858,11 @@ static bool next_packet(struct sbuf *sb, bool *need_more)
 		/* fallthrough */
 	case SBUF_SKIP:
 	case SBUF_SEND:
+		if (act == SBUF_SEND && pkt.complete && !sb->scan_packet) {
+			/* here whole and not scanned: it leaves with the bytes before it */
+			sb->parse_pos += len;
+			return true;
+		}
 		sb->pkt_action = act == SBUF_SEND ? SBUF_SEND : SBUF_SKIP;
 		sb->pkt_remain = len;
 		return true;
