@@ -65,6 +65,8 @@ struct cl_index {
 	uint16_t start[257]; /* needles[start[c] .. start[c + 1]) begin with byte c */
 	/* bit (a << 8 | b) set when a needle starts with bytes a, b (lower case) */
 	uint8_t pairs[65536 / 8];
+	/* first[c] set when a needle starts with byte c, as it is or lower-cased */
+	bool first[256];
 };
 
 struct cl_database {
@@ -210,6 +212,8 @@ static void cl_index_finish(struct cl_index *ix)
 			k++;
 	}
 	ix->start[256] = (uint16_t)k;
+	for (c = 0; c < 256; c++)
+		ix->first[c] = ix->start[cl_lower_tab[c]] < ix->start[cl_lower_tab[c] + 1];
 	memset(ix->pairs, 0, sizeof(ix->pairs));
 	for (k = 0; k < ix->count; k++) {
 		unsigned a = (unsigned char)ix->needles[k].lower[0], b;
@@ -432,9 +436,14 @@ static bool cl_scan(const struct cl_index *ix, const char *s, size_t len, bool *
 		return false;
 	/* the last byte pairs with a NUL, which no needle holds */
 	for (i = 0; i < len; i++) {
-		unsigned a = cl_lower_tab[u[i]], b = i + 1 < len ? cl_lower_tab[u[i + 1]] : 0;
+		unsigned a, b;
 		int k;
 
+		/* most bytes begin no needle: one look-up each */
+		if (!ix->first[u[i]])
+			continue;
+		a = cl_lower_tab[u[i]];
+		b = i + 1 < len ? cl_lower_tab[u[i + 1]] : 0;
 		if (!(ix->pairs[(a << 8 | b) >> 3] & (1u << (b & 7))))
 			continue;
 		for (k = ix->start[a]; k < ix->start[a + 1]; k++) {
