@@ -158,6 +158,12 @@ struct conn {
 	struct param_block *in_force;
 	uint64_t in_force_gen;
 	struct aq_req *auth_query; /* running auth_query for a login; answers go to auth.c */
+	/*
+	 * Linked to a client since the last DISCARD ALL: the client's session state (SETs,
+	 * temporary tables, role) may still be on it, so auth_query discards it first.
+	 */
+	bool client_state;
+	bool reset_failed; /* the reset query answered with an error */
 	struct dns_request *dns_req;
 	struct scram_client *scram_cli;
 	char *host; /* which host of the db's list */

@@ -197,6 +197,43 @@ static void forget_pid(void)
 }
 
 /*
+ * Control characters from line[from, *len) written as escapes (\n, \r, \xNN; a tab stays),
+ * within size - 2 bytes: names a client chose before logging in (a user or database name) go
+ * into log lines, and a line break in one must not start a line of its own.
+ */
+static void escape_controls(char *line, size_t from, size_t *len, size_t size)
+{
+	char tmp[LOG_LINE_MAX];
+	size_t o = 0, max = size - 2 < sizeof(tmp) ? size - 2 : sizeof(tmp);
+	size_t i;
+
+	for (i = from; i < *len; i++) {
+		unsigned char ch = (unsigned char)line[i];
+		if ((ch < 0x20 || ch == 0x7f) && ch != '\t')
+			break;
+	}
+	if (i == *len)
+		return; /* the common case: nothing to escape */
+	for (i = from; i < *len && o + 4 < max - from; i++) {
+		unsigned char ch = (unsigned char)line[i];
+		if ((ch >= 0x20 && ch != 0x7f) || ch == '\t') {
+			tmp[o++] = (char)ch;
+		} else if (ch == '\n' || ch == '\r') {
+			tmp[o++] = '\\';
+			tmp[o++] = ch == '\n' ? 'n' : 'r';
+		} else {
+			static const char hex[] = "0123456789abcdef";
+			tmp[o++] = '\\';
+			tmp[o++] = 'x';
+			tmp[o++] = hex[ch >> 4];
+			tmp[o++] = hex[ch & 15];
+		}
+	}
+	memcpy(line + from, tmp, o);
+	*len = from + o;
+}
+
+/*
  * One line: time stamp, pid, level, then prefix (may be NULL) and the message; a prefixed
  * message is cut at MSG_MAX - 1 bytes. The time stamp's text is made once per second.
  */
@@ -251,6 +288,7 @@ static void log_vmsg(enum log_level lvl, const char *prefix, const char *fmt, va
 	len = head + (n < 0 ? 0 : (size_t)n >= room ? room - 1 : (size_t)n);
 	if (len > sizeof(line) - 2)
 		len = sizeof(line) - 2;
+	escape_controls(line, msg, &len, sizeof(line));
 	line[len++] = '\n';
 	line[len] = '\0';
 

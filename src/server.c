@@ -476,6 +476,7 @@ void server_link(struct conn *s, struct conn *c)
 
 	stats_server_assigned(s, c);
 	s->link = c;
+	s->client_state = true;
 	c->link = s;
 	conn_set_state(s, SV_ACTIVE);
 	conn_set_state(c, CL_ACTIVE);
@@ -557,6 +558,7 @@ void server_release(struct conn *s)
 		struct pktbuf pb;
 		conn_set_state(s, SV_TESTED);
 		s->resetting = true;
+		s->reset_failed = false;
 		s->expect_rfq++;
 		ps_server_forget_all(s);
 		pktbuf_init(&pb, 8192);
@@ -610,6 +612,32 @@ static void forget_unreported(struct conn *s)
 	param_clear(&s->params);
 	s->params = keep;
 	param_touch(&s->params);
+}
+
+void server_discarded(struct conn *s)
+{
+	ps_server_forget_all(s);
+	forget_unreported(s);
+	s->client_state = false;
+}
+
+/* Whether a reset query is exactly DISCARD ALL (which leaves nothing of a client's session). */
+static bool is_discard_all(const char *q)
+{
+	size_t n;
+
+	while (*q == ' ' || *q == '\t' || *q == '\n')
+		q++;
+	if (strncasecmp(q, "DISCARD", 7) != 0 || (q[7] != ' ' && q[7] != '\t' && q[7] != '\n'))
+		return false;
+	q += 7;
+	while (*q == ' ' || *q == '\t' || *q == '\n')
+		q++;
+	if (strncasecmp(q, "ALL", 3) != 0)
+		return false;
+	q += 3;
+	n = strspn(q, " \t\n;");
+	return q[n] == '\0';
 }
 
 static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)
@@ -856,6 +884,8 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 				return SBUF_CLOSED;
 			}
 			forget_unreported(s);
+			if (is_discard_all(s->b->cfg->server_reset_query) && !s->reset_failed)
+				s->client_state = false;
 			pool_server_ready(s->pool, s);
 			return SBUF_CONSUMED;
 		}
@@ -900,6 +930,8 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 				return SBUF_WAIT;
 			{
 				struct pg_error e;
+				if (s->resetting)
+					s->reset_failed = true;
 				if (proto_parse_error(pkt->body, pkt->body_len, &e) && e.message)
 					slog_warning(s, "%s failed: %s",
 					             s->resetting  ? "reset query"
