@@ -146,7 +146,8 @@ bool sbuf_queue_pktbuf_give(struct sbuf *sb, struct pktbuf *pb) __attribute__((w
  * Queues len bytes of heap memory (malloc) that sb owns from now on, whatever the answer: held as
  * they are for the relay that follows when one is gathering, else sent or copied and freed.
  */
-bool sbuf_queue_give(struct sbuf *sb, uint8_t *data, size_t len) __attribute__((warn_unused_result));
+bool sbuf_queue_give(struct sbuf *sb, uint8_t *data, size_t len)
+        __attribute__((warn_unused_result));
 
 /* True when parsed bytes still wait to be written to dst. */
 bool sbuf_has_pending(const struct sbuf *sb);
