@@ -133,6 +133,27 @@ static ssize_t sock_send(struct sbuf *sb, const void *buf, size_t len)
 	return n;
 }
 
+/*
+ * Sends what the socket takes of buf now: the bytes sent (counted in bytes_out), 0 when it
+ * would block, or -1 when the connection broke (then marked broken).
+ */
+static ssize_t send_some(struct sbuf *sb, const void *buf, size_t len)
+{
+	for (;;) {
+		ssize_t n = sock_send(sb, buf, len);
+		if (n >= 0) {
+			sb->bytes_out += (uint64_t)n;
+			return n;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return 0;
+		sb->broken = true;
+		return -1;
+	}
+}
+
 const char *sbuf_action_str(enum sbuf_action a)
 {
 	switch (a) {
@@ -189,17 +210,12 @@ static bool flush_out(struct sbuf *sb)
 	if (sb->broken)
 		return false;
 	while (off < sb->out.len) {
-		ssize_t n = sock_send(sb, sb->out.data + off, sb->out.len - off);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				break;
-			sb->broken = true;
+		ssize_t n = send_some(sb, sb->out.data + off, sb->out.len - off);
+		if (n < 0)
 			return false;
-		}
+		if (n == 0)
+			break;
 		off += (size_t)n;
-		sb->bytes_out += (uint64_t)n;
 	}
 	if (off == sb->out.len) {
 		/* an idle connection keeps no memory for bytes it has sent */
@@ -543,19 +559,15 @@ bool sbuf_queue(struct sbuf *sb, const void *data, size_t len)
 	}
 	/* nothing queued before: straight to the socket, and only what it does not take is kept */
 	while (sb->out.len == 0 && len > 0) {
-		ssize_t n = sock_send(sb, p, len);
+		ssize_t n = send_some(sb, p, len);
 		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				break;
-			sb->broken = true;
 			want_write(sb);
 			return false;
 		}
+		if (n == 0)
+			break;
 		p += n;
 		len -= (size_t)n;
-		sb->bytes_out += (uint64_t)n;
 	}
 	if (len == 0)
 		return true;
@@ -702,6 +714,21 @@ static bool collect_big(struct sbuf *sb)
 	return true;
 }
 
+/*
+ * A packet handler answered SBUF_PAUSE: true when it was resumed from inside the callback (the
+ * same packet is offered again), else the sbuf stays paused.
+ */
+static bool handler_paused(struct sbuf *sb)
+{
+	if (sb->resume_pending) {
+		sb->resume_pending = false;
+		sb->read_paused = false;
+		return true;
+	}
+	sb->paused = true;
+	return false;
+}
+
 /* Offers a gathered large packet (again after a pause). False when processing must stop. */
 static bool offer_big(struct sbuf *sb)
 {
@@ -720,13 +747,7 @@ static bool offer_big(struct sbuf *sb)
 	case SBUF_CLOSED:
 		return false;
 	case SBUF_PAUSE:
-		if (sb->resume_pending) {
-			sb->resume_pending = false;
-			sb->read_paused = false;
-			return true;
-		}
-		sb->paused = true;
-		return false;
+		return handler_paused(sb);
 	case SBUF_WAIT:
 	case SBUF_FLUSH:
 		fail(sb, "packet handler cannot wait on a gathered packet");
@@ -827,14 +848,7 @@ static bool next_packet(struct sbuf *sb, bool *need_more)
 		/* blocked: the peer's write event runs sbuf_process() again, which re-offers */
 		return flush_pending(sb);
 	case SBUF_PAUSE:
-		if (sb->resume_pending) {
-			/* resumed from inside the callback: offer the same packet again */
-			sb->resume_pending = false;
-			sb->read_paused = false;
-			return true;
-		}
-		sb->paused = true;
-		return false;
+		return handler_paused(sb);
 	case SBUF_WAIT:
 		if (pkt.complete) {
 			fail(sb, "packet handler asked to wait for a complete packet");
