@@ -33,6 +33,11 @@ void answer_send(struct mutation *m, struct pktbuf *pb);
  * request left, a write that escaped the client's transaction block.
  */
 void answer_notices(const struct mutation *m, struct pktbuf *pb);
+/*
+ * RowDescription of desc's columns (there must be one at least), each in format fmt, or in its
+ * own format (PQfformat) when fmt is negative.
+ */
+void answer_row_description(struct pktbuf *pb, const PGresult *desc, int fmt);
 void answer_write_result(struct pktbuf *pb, const struct mutation *m, const PGresult *desc,
                          const PGresult *res);
 /* Answers the client c at once with an error (and ReadyForQuery, or through its server). */

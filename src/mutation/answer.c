@@ -174,6 +174,24 @@ void mutation_set_pg_error(struct mutation *m, const PGresult *res)
 	m->failed = true;
 }
 
+void answer_row_description(struct pktbuf *pb, const PGresult *desc, int fmt)
+{
+	int n = PQnfields(desc);
+
+	pktbuf_start_msg(pb, PQMSG_ROW_DESCRIPTION);
+	pktbuf_put_u16(pb, (uint16_t)n);
+	for (int i = 0; i < n; i++) {
+		pktbuf_put_string(pb, PQfname(desc, i));
+		pktbuf_put_u32(pb, PQftable(desc, i));
+		pktbuf_put_u16(pb, (uint16_t)PQftablecol(desc, i));
+		pktbuf_put_u32(pb, PQftype(desc, i));
+		pktbuf_put_u16(pb, (uint16_t)PQfsize(desc, i));
+		pktbuf_put_u32(pb, (uint32_t)PQfmod(desc, i));
+		pktbuf_put_u16(pb, (uint16_t)(fmt < 0 ? PQfformat(desc, i) : fmt));
+	}
+	pktbuf_finish_msg(pb);
+}
+
 /* RowDescription, DataRows and CommandComplete of a result, as PostgreSQL would send them. */
 void answer_write_result(struct pktbuf *pb, const struct mutation *m, const PGresult *desc,
                          const PGresult *res)
@@ -189,18 +207,7 @@ void answer_write_result(struct pktbuf *pb, const struct mutation *m, const PGre
 		}
 	}
 	if (returning && (!m->extended || m->describe_portal)) {
-		pktbuf_start_msg(pb, PQMSG_ROW_DESCRIPTION);
-		pktbuf_put_u16(pb, (uint16_t)ncols);
-		for (int i = 0; i < ncols; i++) {
-			pktbuf_put_string(pb, PQfname(desc, i));
-			pktbuf_put_u32(pb, PQftable(desc, i));
-			pktbuf_put_u16(pb, (uint16_t)PQftablecol(desc, i));
-			pktbuf_put_u32(pb, PQftype(desc, i));
-			pktbuf_put_u16(pb, (uint16_t)PQfsize(desc, i));
-			pktbuf_put_u32(pb, (uint32_t)PQfmod(desc, i));
-			pktbuf_put_u16(pb, (uint16_t)PQfformat(desc, i));
-		}
-		pktbuf_finish_msg(pb);
+		answer_row_description(pb, desc, -1);
 	}
 	if (res != NULL && returning) {
 		for (int r = 0; r < PQntuples(res); r++) {

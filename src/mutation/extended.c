@@ -525,25 +525,12 @@ void ext_describes_stop(struct synced *sy)
 /* RowDescription (or NoData) of desc's columns, every one in format fmt. */
 static void put_row_description(struct pktbuf *pb, const PGresult *desc, int fmt)
 {
-	int n = PQnfields(desc);
-
-	if (n == 0) {
+	if (PQnfields(desc) == 0) {
 		pktbuf_start_msg(pb, PQMSG_NO_DATA);
 		pktbuf_finish_msg(pb);
 		return;
 	}
-	pktbuf_start_msg(pb, PQMSG_ROW_DESCRIPTION);
-	pktbuf_put_u16(pb, (uint16_t)n);
-	for (int i = 0; i < n; i++) {
-		pktbuf_put_string(pb, PQfname(desc, i));
-		pktbuf_put_u32(pb, PQftable(desc, i));
-		pktbuf_put_u16(pb, (uint16_t)PQftablecol(desc, i));
-		pktbuf_put_u32(pb, PQftype(desc, i));
-		pktbuf_put_u16(pb, (uint16_t)PQfsize(desc, i));
-		pktbuf_put_u32(pb, (uint32_t)PQfmod(desc, i));
-		pktbuf_put_u16(pb, (uint16_t)fmt);
-	}
-	pktbuf_finish_msg(pb);
+	answer_row_description(pb, desc, fmt);
 }
 
 /* ParameterDescription, then RowDescription or NoData: a Describe of the statement. */
