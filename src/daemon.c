@@ -153,10 +153,23 @@ void daemon_remove_pidfile(const char *path)
 		pidfile_state.path[0] = '\0';
 }
 
+/* Forks, the parent exiting at once: false (logged) when fork() fails. */
+static bool fork_parent_exits(void)
+{
+	pid_t pid = fork();
+
+	if (pid < 0) {
+		log_error("fork failed: %s", strerror(errno));
+		return false;
+	}
+	if (pid > 0)
+		_exit(0);
+	return true;
+}
+
 bool daemon_go_background(void)
 {
 	int fd;
-	pid_t pid;
 
 	fd = open("/dev/null", O_RDWR);
 	if (fd < 0) {
@@ -173,24 +186,14 @@ bool daemon_go_background(void)
 	if (fd > STDERR_FILENO)
 		close(fd);
 
-	pid = fork();
-	if (pid < 0) {
-		log_error("fork failed: %s", strerror(errno));
+	if (!fork_parent_exits())
 		return false;
-	}
-	if (pid > 0)
-		_exit(0);
 	if (setsid() < 0) {
 		log_error("setsid failed: %s", strerror(errno));
 		return false;
 	}
-	pid = fork();
-	if (pid < 0) {
-		log_error("fork failed: %s", strerror(errno));
+	if (!fork_parent_exits())
 		return false;
-	}
-	if (pid > 0)
-		_exit(0);
 	return true;
 }
 
