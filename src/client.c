@@ -769,6 +769,33 @@ static bool client_scan(void *owner, struct sbuf *sb, const uint8_t *data, size_
 }
 
 /*
+ * Answers the client's message with an ERROR and ReadyForQuery and skips it, once the server
+ * has answered the client's earlier queries (SBUF_PAUSE until then).
+ */
+static enum sbuf_action answer_and_skip(struct conn *c, const char *sqlstate, const char *msg,
+                                        const char *detail, const char *hint)
+{
+	struct pktbuf pb;
+	bool ok;
+
+	if (!client_server_idle(c)) {
+		/* answers to earlier queries come first */
+		c->wait_server_idle = true;
+		return SBUF_PAUSE;
+	}
+	pktbuf_init(&pb, 1024);
+	pktbuf_write_error(&pb, "ERROR", sqlstate, msg, detail, hint);
+	pktbuf_write_ready(&pb, client_txn_status(c));
+	ok = sbuf_queue_pktbuf(&c->sbuf, &pb);
+	pktbuf_free(&pb);
+	if (!ok) {
+		client_close(c, "could not send an answer");
+		return SBUF_CLOSED;
+	}
+	return SBUF_SKIP;
+}
+
+/*
  * A statement too big to hold whole that the query hook needs whole (it may write a synced table
  * or reach a syncbouncer.* setting): a simple Query is answered 54000 and skipped unread; in the
  * extended protocol, where the error would leave the client's batch half done, the connection
@@ -777,8 +804,6 @@ static bool client_scan(void *owner, struct sbuf *sb, const uint8_t *data, size_
 static enum sbuf_action refuse_too_big(struct conn *c, const struct sbuf_pkt *pkt)
 {
 	char detail[160];
-	struct pktbuf pb;
-	bool ok;
 
 	snprintf(detail, sizeof(detail),
 	         "The message is %u bytes; a statement that may write a synced table must fit in "
@@ -788,22 +813,8 @@ static enum sbuf_action refuse_too_big(struct conn *c, const struct sbuf_pkt *pk
 		client_fatal(c, "54000", "statement too large to inspect");
 		return SBUF_CLOSED;
 	}
-	if (!client_server_idle(c)) {
-		/* answers to earlier queries come first */
-		c->wait_server_idle = true;
-		return SBUF_PAUSE;
-	}
-	pktbuf_init(&pb, 1024);
-	pktbuf_write_error(&pb, "ERROR", "54000", "statement too large to inspect", detail,
-	                   "Split the write into smaller statements.");
-	pktbuf_write_ready(&pb, client_txn_status(c));
-	ok = sbuf_queue_pktbuf(&c->sbuf, &pb);
-	pktbuf_free(&pb);
-	if (!ok) {
-		client_close(c, "could not send an answer");
-		return SBUF_CLOSED;
-	}
-	return SBUF_SKIP;
+	return answer_and_skip(c, "54000", "statement too large to inspect", detail,
+	                       "Split the write into smaller statements.");
 }
 
 /*
@@ -820,27 +831,9 @@ static enum sbuf_action refuse_too_big(struct conn *c, const struct sbuf_pkt *pk
  */
 static enum sbuf_action refuse_set_config_call(struct conn *c)
 {
-	struct pktbuf pb;
-	bool ok;
-
-	if (!client_server_idle(c)) {
-		/* answers to earlier queries come first */
-		c->wait_server_idle = true;
-		return SBUF_PAUSE;
-	}
-	pktbuf_init(&pb, 512);
-	pktbuf_write_error(&pb, "ERROR", "42501",
-	                   "setting syncbouncer.* is not allowed through syncbouncer",
-	                   "A FunctionCall message of set_config() is refused.",
-	                   "Use SET or set_config() in a statement.");
-	pktbuf_write_ready(&pb, client_txn_status(c));
-	ok = sbuf_queue_pktbuf(&c->sbuf, &pb);
-	pktbuf_free(&pb);
-	if (!ok) {
-		client_close(c, "could not send an answer");
-		return SBUF_CLOSED;
-	}
-	return SBUF_SKIP;
+	return answer_and_skip(c, "42501", "setting syncbouncer.* is not allowed through syncbouncer",
+	                       "A FunctionCall message of set_config() is refused.",
+	                       "Use SET or set_config() in a statement.");
 }
 
 static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt)
