@@ -657,23 +657,19 @@ static bool make_room(struct conn *s)
 }
 
 /*
- * Makes sure the server holds st, evicting its least recently used statement if full. Our Parse
- * and Close are queued to the server and their answers swallowed.
+ * Parses st on the server under our name (room made first) and holds it there; its
+ * ParseComplete is answered as answer says (client_name: the client's name for it, or NULL).
  */
-static bool ensure_prepared(struct conn *s, struct ps_stmt *st)
+static bool parse_held(struct conn *s, struct ps_stmt *st, enum ps_answer answer,
+                       const char *client_name)
 {
 	struct ps_server *pss = s->pss;
-	struct ps_held *h = held_find(pss, st);
 	char name[PS_NAME_MAX];
 
-	if (h != NULL) {
-		h->last_used = ++pss->tick;
-		return true;
-	}
 	if (!make_room(s))
 		return false;
 	stmt_name(st, name, sizeof(name));
-	if (!fifo_push(s, '1', PS_ANSWER_SWALLOW, st, NULL) || !queue_msg(s, 'P', 0, name, st))
+	if (!fifo_push(s, '1', answer, st, client_name) || !queue_msg(s, 'P', 0, name, st))
 		return false;
 	s->pool->stats.server_parse_count++;
 	st->refs++;
@@ -681,6 +677,22 @@ static bool ensure_prepared(struct conn *s, struct ps_stmt *st)
 	pss->held[pss->nheld].last_used = ++pss->tick;
 	pss->nheld++;
 	return true;
+}
+
+/*
+ * Makes sure the server holds st, evicting its least recently used statement if full. Our Parse
+ * and Close are queued to the server and their answers swallowed.
+ */
+static bool ensure_prepared(struct conn *s, struct ps_stmt *st)
+{
+	struct ps_server *pss = s->pss;
+	struct ps_held *h = held_find(pss, st);
+
+	if (h != NULL) {
+		h->last_used = ++pss->tick;
+		return true;
+	}
+	return parse_held(s, st, PS_ANSWER_SWALLOW, NULL);
 }
 
 /*
@@ -724,7 +736,6 @@ static enum ps_result client_parse(struct conn *c, struct conn *s, const struct 
 	size_t off = strlen(name) + 1;
 	struct ps_name **slot, *n;
 	struct ps_stmt *st;
-	char sname[PS_NAME_MAX];
 
 	if (name[0] == '\0')
 		return fifo_push(s, '1', PS_ANSWER_PASS, NULL, NULL) ? PS_PASS : PS_FAIL;
@@ -764,17 +775,7 @@ static enum ps_result client_parse(struct conn *c, struct conn *s, const struct 
 		return PS_CONSUMED;
 	}
 	/* the client's own Parse, under our name: its ParseComplete is the client's answer */
-	if (!make_room(s))
-		return PS_FAIL;
-	stmt_name(st, sname, sizeof(sname));
-	if (!fifo_push(s, '1', PS_ANSWER_PASS, st, name) || !queue_msg(s, 'P', 0, sname, st))
-		return PS_FAIL;
-	s->pool->stats.server_parse_count++;
-	st->refs++;
-	s->pss->held[s->pss->nheld].stmt = st;
-	s->pss->held[s->pss->nheld].last_used = ++s->pss->tick;
-	s->pss->nheld++;
-	return PS_CONSUMED;
+	return parse_held(s, st, PS_ANSWER_PASS, name) ? PS_CONSUMED : PS_FAIL;
 }
 
 /*
