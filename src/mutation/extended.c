@@ -58,13 +58,21 @@ void ext_reset(struct ext_seq *e)
 	memset(e, 0, sizeof(*e));
 }
 
+/* Keeps the first failure only: its SQLSTATE (6 bytes) and message (256 bytes, cut). */
+static void keep_first_failure(bool *failed, char *sqlstate, char *message, const char *state,
+                               const char *msg)
+{
+	if (*failed)
+		return;
+	*failed = true;
+	snprintf(sqlstate, 6, "%s", state);
+	snprintf(message, 256, "%s", msg);
+}
+
 static void ext_fail(struct ext_seq *e, const char *sqlstate, const char *msg)
 {
-	if (e->failed)
-		return;
-	e->failed = true;
-	snprintf(e->sqlstate, sizeof(e->sqlstate), "%s", sqlstate);
-	snprintf(e->message, sizeof(e->message), "%s", msg);
+	_Static_assert(sizeof(e->sqlstate) == 6 && sizeof(e->message) == 256, "failure buffers");
+	keep_first_failure(&e->failed, e->sqlstate, e->message, sqlstate, msg);
 }
 
 static bool ext_take_stmt(struct ext_seq *e, const char *sql, int ntypes, const Oid *types,
@@ -303,11 +311,8 @@ static void describe_free(struct describe_job *job)
 
 static void describe_fail(struct describe_job *job, const char *sqlstate, const char *msg)
 {
-	if (job->failed)
-		return;
-	job->failed = true;
-	snprintf(job->sqlstate, sizeof(job->sqlstate), "%s", sqlstate);
-	snprintf(job->message, sizeof(job->message), "%.255s", msg);
+	_Static_assert(sizeof(job->sqlstate) == 6 && sizeof(job->message) == 256, "failure buffers");
+	keep_first_failure(&job->failed, job->sqlstate, job->message, sqlstate, msg);
 }
 
 /* The description is there (or failed): hand it to the client's batch and let it go on. */
@@ -477,28 +482,23 @@ static bool describe_start(struct synced *sy, struct conn *c, struct mut_client 
 		return true;
 	}
 	job->conn = calloc(1, sizeof(*job->conn));
-	if (job->conn == NULL || (job->conn->conninfo = strdup(conninfo)) == NULL) {
-		free(job->conn);
-		job->conn = NULL;
-		mc->describe = NULL;
-		job->mc = NULL;
-		describe_free(job);
-		ext_fail(e, "53200", "out of memory");
-		return false;
-	}
+	if (job->conn == NULL || (job->conn->conninfo = strdup(conninfo)) == NULL)
+		goto oom;
 	list_init(&job->conn->head);
 	job->conn->pc = pgc_connect(sy->b->base, conninfo, on_describe_connected, job);
-	if (job->conn->pc == NULL) {
-		free(job->conn->conninfo);
-		free(job->conn);
-		job->conn = NULL;
-		mc->describe = NULL;
-		job->mc = NULL;
-		describe_free(job);
-		ext_fail(e, "53200", "out of memory");
-		return false;
-	}
+	if (job->conn->pc == NULL)
+		goto oom;
 	return true;
+oom:
+	if (job->conn != NULL)
+		free(job->conn->conninfo);
+	free(job->conn);
+	job->conn = NULL;
+	mc->describe = NULL;
+	job->mc = NULL;
+	describe_free(job);
+	ext_fail(e, "53200", "out of memory");
+	return false;
 }
 
 void ext_describe_client_gone(struct mut_client *mc)
