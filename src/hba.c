@@ -710,66 +710,105 @@ out:
 	return ok;
 }
 
-struct hba *hba_load_buffer(const char *text, size_t len, const char *name,
-                            const struct hba_opts *opts, char *err, size_t errsize)
+/*
+ * Hands each line of text (name: the file, for messages) to add, NUL-terminated with its
+ * number; add sets err when it fails. False, err set, on a NUL byte, a line longer than
+ * HBA_MAX_LINE or add's failure.
+ */
+static bool each_line(const char *text, size_t len, const char *name, char *err, size_t errsize,
+                      bool (*add)(void *set, char *line, int lineno, const char *name, char *err,
+                                  size_t errsize),
+                      void *set)
 {
-	struct hba *hba = calloc(1, sizeof(*hba));
 	char *line = malloc(HBA_MAX_LINE + 1);
-	char why[512];
 	size_t pos = 0;
 	int lineno = 0;
+	bool ok = false;
 
-	if (hba == NULL || line == NULL) {
+	if (line == NULL) {
 		snprintf(err, errsize, "%s: out of memory", name);
-		goto fail;
+		return false;
 	}
 	if (memchr(text, '\0', len) != NULL) {
 		snprintf(err, errsize, "%s holds a NUL byte", name);
-		goto fail;
+		goto out;
 	}
 	while (pos < len) {
 		const char *nl = memchr(text + pos, '\n', len - pos);
 		size_t n = nl ? (size_t)(nl - (text + pos)) : len - pos;
-		struct hba_rule r;
-		bool empty;
 
 		lineno++;
 		if (n > HBA_MAX_LINE) {
 			snprintf(err, errsize, "%s:%d: line longer than %d bytes", name, lineno,
 			         HBA_MAX_LINE);
-			goto fail;
+			goto out;
 		}
 		memcpy(line, text + pos, n);
 		line[n] = '\0';
 		pos += n + (nl ? 1 : 0);
-		memset(&r, 0, sizeof(r));
-		r.line = lineno;
-		if (!parse_rule(&r, line, name, opts, &empty, why, sizeof(why))) {
-			rule_clear(&r);
-			snprintf(err, errsize, "%s:%d: %s", name, lineno, why);
-			goto fail;
-		}
-		if (empty)
-			continue;
-		if (hba->n == hba->cap) {
-			int cap = hba->cap ? 2 * hba->cap : 16;
-			struct hba_rule *rules = realloc(hba->rules, (size_t)cap * sizeof(*rules));
-			if (rules == NULL) {
-				rule_clear(&r);
-				snprintf(err, errsize, "%s: out of memory", name);
-				goto fail;
-			}
-			hba->rules = rules;
-			hba->cap = cap;
-		}
-		hba->rules[hba->n++] = r;
+		if (!add(set, line, lineno, name, err, errsize))
+			goto out;
 	}
+	ok = true;
+out:
 	free(line);
+	return ok;
+}
+
+struct hba_loading {
+	struct hba *hba;
+	const struct hba_opts *opts;
+};
+
+/* each_line()'s add for an hba file: one rule more (none for an empty line). */
+static bool hba_add_line(void *set, char *line, int lineno, const char *name, char *err,
+                         size_t errsize)
+{
+	struct hba_loading *ld = set;
+	struct hba *hba = ld->hba;
+	struct hba_rule r;
+	char why[512];
+	bool empty;
+
+	memset(&r, 0, sizeof(r));
+	r.line = lineno;
+	if (!parse_rule(&r, line, name, ld->opts, &empty, why, sizeof(why))) {
+		rule_clear(&r);
+		snprintf(err, errsize, "%s:%d: %s", name, lineno, why);
+		return false;
+	}
+	if (empty)
+		return true;
+	if (hba->n == hba->cap) {
+		int cap = hba->cap ? 2 * hba->cap : 16;
+		struct hba_rule *rules = realloc(hba->rules, (size_t)cap * sizeof(*rules));
+		if (rules == NULL) {
+			rule_clear(&r);
+			snprintf(err, errsize, "%s: out of memory", name);
+			return false;
+		}
+		hba->rules = rules;
+		hba->cap = cap;
+	}
+	hba->rules[hba->n++] = r;
+	return true;
+}
+
+struct hba *hba_load_buffer(const char *text, size_t len, const char *name,
+                            const struct hba_opts *opts, char *err, size_t errsize)
+{
+	struct hba *hba = calloc(1, sizeof(*hba));
+	struct hba_loading ld = {hba, opts};
+
+	if (hba == NULL) {
+		snprintf(err, errsize, "%s: out of memory", name);
+		return NULL;
+	}
+	if (!each_line(text, len, name, err, errsize, hba_add_line, &ld)) {
+		hba_free(hba);
+		return NULL;
+	}
 	return hba;
-fail:
-	free(line);
-	hba_free(hba);
-	return NULL;
 }
 
 struct hba *hba_load(const char *path, const struct hba_opts *opts, char *err, size_t errsize)
@@ -917,68 +956,55 @@ out:
 	return ok;
 }
 
+/* each_line()'s add for an ident file: one mapping more (none for an empty line). */
+static bool ident_add_line(void *set, char *line, int lineno, const char *name, char *err,
+                           size_t errsize)
+{
+	struct ident *id = set;
+	struct ident_line l;
+	char why[512];
+	bool empty;
+
+	memset(&l, 0, sizeof(l));
+	if (!parse_ident_line(&l, line, &empty, why, sizeof(why))) {
+		snprintf(err, errsize, "%s:%d: %s", name, lineno, why);
+		return false;
+	}
+	if (empty)
+		return true;
+	if (id->n == id->cap) {
+		int cap = id->cap ? 2 * id->cap : 16;
+		struct ident_line *lines = realloc(id->lines, (size_t)cap * sizeof(*lines));
+		if (lines == NULL) {
+			free(l.map);
+			free(l.system_user);
+			free(l.db_user);
+			if (l.is_re)
+				regfree(&l.re);
+			snprintf(err, errsize, "%s: out of memory", name);
+			return false;
+		}
+		id->lines = lines;
+		id->cap = cap;
+	}
+	id->lines[id->n++] = l;
+	return true;
+}
+
 struct ident *ident_load_buffer(const char *text, size_t len, const char *name, char *err,
                                 size_t errsize)
 {
 	struct ident *id = calloc(1, sizeof(*id));
-	char *line = malloc(HBA_MAX_LINE + 1);
-	char why[512];
-	size_t pos = 0;
-	int lineno = 0;
 
-	if (id == NULL || line == NULL) {
+	if (id == NULL) {
 		snprintf(err, errsize, "%s: out of memory", name);
-		goto fail;
+		return NULL;
 	}
-	if (memchr(text, '\0', len) != NULL) {
-		snprintf(err, errsize, "%s holds a NUL byte", name);
-		goto fail;
+	if (!each_line(text, len, name, err, errsize, ident_add_line, id)) {
+		ident_free(id);
+		return NULL;
 	}
-	while (pos < len) {
-		const char *nl = memchr(text + pos, '\n', len - pos);
-		size_t n = nl ? (size_t)(nl - (text + pos)) : len - pos;
-		struct ident_line l;
-		bool empty;
-
-		lineno++;
-		if (n > HBA_MAX_LINE) {
-			snprintf(err, errsize, "%s:%d: line longer than %d bytes", name, lineno,
-			         HBA_MAX_LINE);
-			goto fail;
-		}
-		memcpy(line, text + pos, n);
-		line[n] = '\0';
-		pos += n + (nl ? 1 : 0);
-		memset(&l, 0, sizeof(l));
-		if (!parse_ident_line(&l, line, &empty, why, sizeof(why))) {
-			snprintf(err, errsize, "%s:%d: %s", name, lineno, why);
-			goto fail;
-		}
-		if (empty)
-			continue;
-		if (id->n == id->cap) {
-			int cap = id->cap ? 2 * id->cap : 16;
-			struct ident_line *lines = realloc(id->lines, (size_t)cap * sizeof(*lines));
-			if (lines == NULL) {
-				free(l.map);
-				free(l.system_user);
-				free(l.db_user);
-				if (l.is_re)
-					regfree(&l.re);
-				snprintf(err, errsize, "%s: out of memory", name);
-				goto fail;
-			}
-			id->lines = lines;
-			id->cap = cap;
-		}
-		id->lines[id->n++] = l;
-	}
-	free(line);
 	return id;
-fail:
-	free(line);
-	ident_free(id);
-	return NULL;
 }
 
 struct ident *ident_load(const char *path, char *err, size_t errsize)
