@@ -491,6 +491,8 @@ struct conn *pool_take_idle_server(struct pool *pool)
 	uint64_t now = bouncer_now_usec();
 
 	while (!list_empty(&pool->idle_servers) && !control_pool_paused(pool)) {
+		/* LIFO keeps the hot backends busy and lets the others idle out; round robin
+		 * spreads load evenly */
 		struct list *node = pool->b->cfg->server_round_robin ? pool->idle_servers.next
 		                                                     : pool->idle_servers.prev;
 		struct conn *server = list_entry(node, struct conn, head);
@@ -506,23 +508,16 @@ struct conn *pool_take_idle_server(struct pool *pool)
 
 void pool_request_server(struct pool *pool, struct conn *client)
 {
-	uint64_t now = bouncer_now_usec();
+	struct conn *server;
 
-	client->request_time = now;
-	while (list_empty(&pool->waiting_clients) && !list_empty(&pool->idle_servers) &&
-	       !control_pool_paused(pool)) {
-		/* LIFO keeps the hot backends busy and lets the others idle out; round robin
-		 * spreads load evenly */
-		struct list *node = pool->b->cfg->server_round_robin ? pool->idle_servers.next
-		                                                     : pool->idle_servers.prev;
-		struct conn *server = list_entry(node, struct conn, head);
-
-		if (needs_check(server, now)) {
-			server_check(server);
-			continue;
+	client->request_time = bouncer_now_usec();
+	/* clients already waiting come first */
+	if (list_empty(&pool->waiting_clients)) {
+		server = pool_take_idle_server(pool);
+		if (server != NULL) {
+			server_link(server, client);
+			return;
 		}
-		server_link(server, client);
-		return;
 	}
 	conn_set_state(client, CL_WAITING);
 	pool_fill(pool);
