@@ -605,6 +605,18 @@ fail:
 	return NULL;
 }
 
+/* Appends q to pc's queue, sent now when pc is ready. */
+static void pgc_enqueue(struct pgc *pc, struct pgc_query *q)
+{
+	if (pc->tail)
+		pc->tail->next = q;
+	else
+		pc->head = q;
+	pc->tail = q;
+	if (pc->state == PGC_READY)
+		pgc_schedule(pc);
+}
+
 bool pgc_query(struct pgc *pc, const char *sql, int nparams, const Oid *types,
                const char *const *values, const int *lengths, const int *formats, int result_format,
                pgc_result_cb cb, void *arg)
@@ -660,13 +672,7 @@ bool pgc_query(struct pgc *pc, const char *sql, int nparams, const Oid *types,
 			q->lengths[i] = (int)len;
 		}
 	}
-	if (pc->tail)
-		pc->tail->next = q;
-	else
-		pc->head = q;
-	pc->tail = q;
-	if (pc->state == PGC_READY)
-		pgc_schedule(pc);
+	pgc_enqueue(pc, q);
 	return true;
 fail:
 	pgc_query_free(q);
@@ -700,13 +706,7 @@ static bool pgc_queue_statement(struct pgc *pc, int kind, const char *name, cons
 		memcpy(q->types, types, ntypes * sizeof(*q->types));
 		q->nparams = ntypes;
 	}
-	if (pc->tail)
-		pc->tail->next = q;
-	else
-		pc->head = q;
-	pc->tail = q;
-	if (pc->state == PGC_READY)
-		pgc_schedule(pc);
+	pgc_enqueue(pc, q);
 	return true;
 fail:
 	pgc_query_free(q);
