@@ -682,8 +682,8 @@ static void rollback_forget_intent(struct mutation *m)
 {
 	char sql[160];
 
-	snprintf(sql, sizeof(sql), "DELETE FROM syncbouncer.intent WHERE id = %lld",
-	         (long long)m->intent_id);
+	snprintf(sql, sizeof(sql), "CALL syncbouncer.intent_forget(%lld, '%s')",
+	         (long long)m->intent_id, m->intent_key);
 	m->state = MUT_ROLLING_BACK;
 	if (m->conn_broken || !queue(m, "ROLLBACK", on_ignored) ||
 	    !queue(m, sql, on_rolled_back)) {
@@ -884,10 +884,8 @@ static void intent_write(struct mutation *m)
 	params[8] = owner;
 	m->intent_started = bouncer_now_usec();
 	if (!pgc_query(m->iconn->pc,
-	               "INSERT INTO syncbouncer.intent (id, tbl, tbl_name, op, api, rows, keys, "
-	               "idempotency_key, owner) SELECT $1::int8, $2::oid, $3, $4::\"char\", $5, "
-	               "$6::jsonb, ARRAY(SELECT pg_catalog.jsonb_array_elements_text($7::jsonb)), "
-	               "$8, $9",
+	               "CALL syncbouncer.intent_record($1::int8, $2::oid, $3, $4::\"char\", $5, "
+	               "$6::jsonb, $7::jsonb, $8, $9)",
 	               9, NULL, params, NULL, NULL, 0, on_intent_written, m)) {
 		mconn_free(m->iconn);
 		m->iconn = NULL;
@@ -1031,8 +1029,8 @@ static bool queue_commit(struct mutation *m)
 {
 	char sql[160];
 
-	snprintf(sql, sizeof(sql), "DELETE FROM syncbouncer.intent WHERE id = %lld",
-	         (long long)m->intent_id);
+	snprintf(sql, sizeof(sql), "CALL syncbouncer.intent_forget(%lld, '%s')",
+	         (long long)m->intent_id, m->intent_key);
 	return queue(m, "DELETE FROM syncbouncer.confirmed WHERE xid = pg_catalog.pg_current_xact_id()",
 	             on_ignored) &&
 	       queue(m, sql, on_ignored) && queue(m, "COMMIT", on_committed);
@@ -1366,11 +1364,7 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		 */
 		char sql[300];
 		snprintf(sql, sizeof(sql),
-		         "SELECT i.id FROM syncbouncer.intent i WHERE i.tbl = %u AND i.op = 'I' "
-		         "AND (pg_catalog.pg_try_advisory_xact_lock(i.id) OR NOT "
-		         "pg_catalog.pg_try_advisory_xact_lock_shared(i.id # " SETTLE_LOCK_BIT
-		         ")) LIMIT 1",
-		         m->ct->relid);
+		         "SELECT syncbouncer.intent_unsettled_insert(%u)", m->ct->relid);
 		if (!pgc_query(m->conn->pc, sql, 0, NULL, NULL, NULL, NULL, 0, on_zero_checked, m)) {
 			m->conn_broken = true;
 			set_error(m, "58000", "lost the database connection of a synced-table write",

@@ -494,3 +494,85 @@ def test_commit_failure_of_200_inserts_names_the_ids_and_settles_them(pg, bounce
         assert not intents(pg)
     finally:
         fake.stop()
+
+
+# ---- who may read the intents --------------------------------------------------------------
+
+# The intents table as an installation of schema version 5 left it: readable and writable by
+# PUBLIC (with a stand-in guard, so that the pooler finds the schema and upgrades it).
+V5_INSTALL = """
+DROP SCHEMA IF EXISTS syncbouncer CASCADE;
+CREATE SCHEMA syncbouncer AUTHORIZATION app;
+SET ROLE app;
+CREATE TABLE syncbouncer.intent (id int8 PRIMARY KEY, tbl oid NOT NULL, tbl_name text NOT NULL,
+    op "char" NOT NULL, api text NOT NULL, rows jsonb NOT NULL, keys text[] NOT NULL,
+    idempotency_key text NOT NULL, answer jsonb,
+    created timestamptz NOT NULL DEFAULT now(), attempts int NOT NULL DEFAULT 0,
+    last_error text, owner text);
+CREATE TABLE syncbouncer.meta (key text PRIMARY KEY, value text);
+INSERT INTO syncbouncer.meta VALUES ('version', '5');
+CREATE FUNCTION syncbouncer.guard() RETURNS trigger LANGUAGE plpgsql AS 'begin return null; end';
+GRANT USAGE ON SCHEMA syncbouncer TO PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON syncbouncer.intent TO PUBLIC;
+RESET ROLE;
+"""
+
+
+def test_intents_are_hidden_from_other_roles_whose_writes_still_work(pg, bouncer_factory,
+                                                                     stripe):
+    """The intents keep the row images of unsettled writes: a role that can merely connect
+    cannot read them, also after an upgrade from the version that granted them to PUBLIC; yet
+    such a role writing through the proxy still records, clears and settles its intents, and
+    its writes still wait for a row's unsettled write."""
+    if not pg.sql("SELECT 1 FROM pg_roles WHERE rolname = 'clerk'"):
+        pg.sql("SET password_encryption = 'md5'; CREATE ROLE clerk LOGIN PASSWORD 'clerkpw'")
+    pg.sql(DDL, dbname="crm")
+    pg.sql("GRANT USAGE ON SCHEMA billing TO clerk;"
+           " GRANT SELECT, INSERT, UPDATE, DELETE ON billing.customers TO clerk", dbname="crm")
+    pg.sql(V5_INSTALL, dbname="crm")
+    cfg = config(pg, stripe)
+    # clients log in as themselves; the catalog, the settler and the sync worker as app
+    cfg["databases"] = {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm"}
+    cfg["synced_tables"] = [cfg["synced_tables"][0] + " user=app"]
+    b = bouncer_factory(config=cfg, users={"app": "secret", "clerk": "clerkpw",
+                                           "postgres": "postgres"})
+    wait_guard(pg, b)
+    assert pg.sql("SELECT value FROM syncbouncer.meta WHERE key = 'version'",
+                  dbname="crm") != [("5",)]
+
+    def clerk():
+        return b.connect(dbname="crm", user="clerk", password="clerkpw", autocommit=True)
+
+    with clerk() as conn:
+        (cid,) = conn.execute("insert into billing.customers (email, name) values "
+                              "('a@b.io', 'Ann') returning id").fetchone()
+        assert conn.execute(f"update billing.customers set name = 'Anna' where id = '{cid}'"
+                            ).rowcount == 1
+        assert not intents(pg)  # the apply transactions cleared them
+        stripe.control(fail_status=500)  # reads fail too: the write stays unsettled
+        with pytest.raises(psycopg.Error):
+            conn.execute(f"update billing.customers set name = 'Anne' where id = '{cid}'")
+        ((iid, op),) = intents(pg)
+        assert op == "U"
+
+    with pg.connect(dbname="crm", user="clerk") as direct:
+        for sql in ("SELECT * FROM syncbouncer.intent",
+                    "SELECT rows FROM syncbouncer.intent",
+                    f"DELETE FROM syncbouncer.intent WHERE id = {iid}",
+                    "CALL syncbouncer.intent_record(1, 'pg_catalog.pg_authid'::regclass,"
+                    " 'pg_authid', 'D', 'stripe', '[]', '[\"x\"]', 'k', 'me')"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                direct.execute(sql)
+        # forgetting an intent takes its idempotency key, which no client is shown
+        direct.execute(f"CALL syncbouncer.intent_forget({iid}, 'guessed')")
+    assert [i[0] for i in intents(pg)] == [iid]
+
+    with clerk() as conn:
+        with pytest.raises(psycopg.errors.SerializationFailure) as ei:
+            conn.execute(f"update billing.customers set name = 'Anne' where id = '{cid}'")
+        assert str(iid) in ei.value.diag.message_detail
+        stripe.control(fail_status=0)
+        wait_settled(pg, stripe, b)
+        assert conn.execute(f"update billing.customers set name = 'Anne' where id = '{cid}'"
+                            ).rowcount == 1
+    assert wait_settled(pg, stripe, b) == {cid: ("a@b.io", "Anne")}
