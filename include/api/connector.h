@@ -223,11 +223,16 @@ struct connector_ops {
 	              const struct api_row *rows, int nrows, const struct http_response *resp,
 	              struct api_result *out);
 	/*
-	 * Read records by id (settling a write whose outcome is unknown): one GET of the record
-	 * whose id is given. NULL when the API offers no such read.
+	 * Read records by id (settling a write whose outcome is unknown): one request for the
+	 * record whose id is given; fields[0..nfields) are the API fields the table's columns map
+	 * to (for APIs that answer only the fields asked for). NULL when the API offers no such
+	 * read.
 	 */
 	bool (*build_read)(const struct connector *c, const struct api_table *t, const char *id,
-	                   struct api_http_spec *out, struct api_error *err);
+	                   const char *const *fields, int nfields, struct api_http_spec *out,
+	                   struct api_error *err);
+	/* Whether this configuration can read by id; NULL: whenever build_read is set. */
+	bool (*can_read)(const struct connector *c);
 	/* Only called for HTTP_OUTCOME_ANSWER; like parse, with one row or NOT_FOUND. */
 	void (*parse_read)(const struct connector *c, const struct api_table *t, const char *id,
 	                   const struct http_response *resp, struct api_result *out);
@@ -294,11 +299,13 @@ void connector_parse_response(const struct connector *c, const struct api_table 
 bool connector_can_read(const struct connector *c);
 
 /*
- * Builds the request that reads the record with this id, as the API holds it now. False with
- * err filled (INTERNAL when the API cannot read by id, VALIDATION for an unusable id).
+ * Builds the request that reads the record with this id, as the API holds it now, asking for
+ * fields[0..nfields) (the API fields of the table's columns; NULL/0: the API's default). False
+ * with err filled (INTERNAL when the API cannot read by id, VALIDATION for an unusable id).
  */
 bool connector_build_read(const struct connector *c, const struct api_table *t, const char *id,
-                          struct api_http_spec *out, struct api_error *err)
+                          const char *const *fields, int nfields, struct api_http_spec *out,
+                          struct api_error *err)
         __attribute__((warn_unused_result));
 
 /*

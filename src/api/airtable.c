@@ -10,6 +10,9 @@
  * order ({"records":[{"id","createdTime","fields":{...}}]}); createdTime and the scalar fields
  * come back as returned fields. Errors: {"error":{"type","message"}} or {"error":"NOT_FOUND"};
  * the offending field is read from the message ('Field "Email" cannot accept ...').
+ *
+ *   read    GET    <base>/v0/<base_id>/<table>/<rec…>  → {"id","createdTime","fields"}; 404 when
+ *                                                       there is no such record (any more)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -227,13 +230,50 @@ static void at_field_from_message(const char *msg, char *buf, size_t size)
 	snprintf(buf, size, "%.*s", (int)(e - q - 1), q + 1);
 }
 
+/* One answer record {"id","createdTime","fields"} (with an id) into rr. False: out of memory. */
+static bool at_copy_record(const struct connector *c, const struct api_table *t,
+                           const struct json_value *rec, struct api_row_result *rr)
+{
+	const struct json_value *fields = json_get(rec, "fields");
+	const char *created = json_get_string(rec, "createdTime");
+	size_t j, n = (fields ? fields->count : 0) + 1;
+	char col[128];
+
+	rr->id = strdup(json_get_string(rec, "id"));
+	rr->fields = calloc(n, sizeof(*rr->fields));
+	if (rr->id == NULL || rr->fields == NULL)
+		return false;
+	if (created != NULL) {
+		struct api_field_value *f = &rr->fields[rr->nfields++];
+		connector_column_name(c, t, "createdTime", col, sizeof(col));
+		f->field = strdup("createdTime");
+		f->column = strdup(col);
+		f->value = strdup(created);
+		if (f->field == NULL || f->column == NULL || f->value == NULL)
+			return false;
+	}
+	for (j = 0; fields != NULL && fields->kind == JSON_OBJECT && j < fields->count; j++) {
+		struct api_field_value *f = &rr->fields[rr->nfields++];
+		bool ok;
+
+		/* multiple selects, links, attachments: JSON text, for json/jsonb columns */
+		f->value = api_value_text(fields->items[j], &ok);
+		connector_column_name(c, t, fields->keys[j], col, sizeof(col));
+		f->field = strdup(fields->keys[j]);
+		f->column = strdup(col);
+		if (!ok || f->field == NULL || f->column == NULL)
+			return false;
+	}
+	return true;
+}
+
 static void at_parse(const struct connector *c, const struct api_table *t, enum api_op op,
                      const struct api_row *rows, int nrows, const struct http_response *resp,
                      struct api_result *out)
 {
 	struct json_value *doc = NULL;
 	const struct json_value *list;
-	char perr[128], col[128], field[128];
+	char perr[128], field[128];
 	int i;
 
 	if (!json_parse(resp->body, resp->body_len, NULL, &doc, perr, sizeof(perr)))
@@ -273,47 +313,91 @@ static void at_parse(const struct connector *c, const struct api_table *t, enum 
 		goto oom;
 	out->nrows = nrows;
 	for (i = 0; i < nrows; i++) {
-		const struct json_value *rec = list->items[i];
-		const struct json_value *fields = json_get(rec, "fields");
-		const char *id = json_get_string(rec, "id");
-		const char *created = json_get_string(rec, "createdTime");
-		struct api_row_result *rr = &out->rows[i];
-		size_t j, n = (fields ? fields->count : 0) + 1;
-
-		if (id == NULL) {
+		if (json_get_string(list->items[i], "id") == NULL) {
 			api_result_free(out);
 			api_error_set(&out->error, API_ERR_BAD_ANSWER,
 			              "%s answered a record without an id", c->name);
 			goto done;
 		}
-		rr->id = strdup(id);
-		rr->fields = calloc(n, sizeof(*rr->fields));
-		if (rr->id == NULL || rr->fields == NULL)
+		if (!at_copy_record(c, t, list->items[i], &out->rows[i]))
 			goto oom;
-		if (created != NULL) {
-			struct api_field_value *f = &rr->fields[rr->nfields++];
-			connector_column_name(c, t, "createdTime", col, sizeof(col));
-			f->field = strdup("createdTime");
-			f->column = strdup(col);
-			f->value = strdup(created);
-			if (f->field == NULL || f->column == NULL || f->value == NULL)
-				goto oom;
-		}
-		for (j = 0; fields != NULL && fields->kind == JSON_OBJECT && j < fields->count;
-		     j++) {
-			struct api_field_value *f = &rr->fields[rr->nfields++];
-			bool ok;
-
-			/* multiple selects, links, attachments: JSON text, for json/jsonb columns
-			 */
-			f->value = api_value_text(fields->items[j], &ok);
-			connector_column_name(c, t, fields->keys[j], col, sizeof(col));
-			f->field = strdup(fields->keys[j]);
-			f->column = strdup(col);
-			if (!ok || f->field == NULL || f->column == NULL)
-				goto oom;
-		}
 	}
+	out->ok = true;
+	goto done;
+oom:
+	api_result_free(out);
+	api_error_set(&out->error, API_ERR_INTERNAL, "out of memory");
+done:
+	json_free(doc);
+}
+
+/* GET <base>/v0/<base_id>/<table>/<rec…>: the record as Airtable holds it now. */
+static bool at_build_read(const struct connector *c, const struct api_table *t, const char *id,
+                          const char *const *fields, int nfields, struct api_http_spec *out,
+                          struct api_error *err)
+{
+	const struct at_priv *p = c->priv;
+	size_t ulen = strlen(c->base_url) + 3 * strlen(t->object) + 3 * strlen(id) + 96, used;
+
+	(void)fields;
+	(void)nfields;
+	if (t->object[0] == '\0') {
+		api_error_set(err, API_ERR_INTERNAL, "%s: table %s has no object= (Airtable table)",
+		              c->name, t->name);
+		return false;
+	}
+	out->url = malloc(ulen);
+	if (out->url == NULL)
+		goto oom;
+	used = (size_t)snprintf(out->url, ulen, "%s/v0/%s/", c->base_url, p->base_id);
+	if (!api_url_escape_segment(t->object, out->url, ulen, &used) || used + 2 > ulen)
+		goto oom;
+	out->url[used++] = '/';
+	out->url[used] = '\0';
+	if (!api_url_escape_segment(id, out->url, ulen, &used))
+		goto oom;
+	out->method = HTTP_GET;
+	return true;
+oom:
+	api_error_set(err, API_ERR_INTERNAL, "out of memory");
+	return false;
+}
+
+/*
+ * The record, or 404 ({"error":"NOT_FOUND"}, or {"error":{"type":"MODEL_ID_NOT_FOUND",..}} for
+ * an id of no record). Like a listing, the answer leaves out empty fields: their columns keep
+ * what they hold, as with the sync worker's pages.
+ */
+static void at_parse_read(const struct connector *c, const struct api_table *t, const char *id,
+                          const struct http_response *resp, struct api_result *out)
+{
+	struct api_value key = {t->pk_column, id, API_VALUE_TEXT};
+	struct api_row row = {{&key, 1}, {NULL, 0}};
+	struct json_value *doc = NULL;
+	char perr[128];
+
+	if (resp->status == 404) {
+		api_error_set(&out->error, API_ERR_NOT_FOUND, "%s: record %s does not exist",
+		              c->name, id);
+		return;
+	}
+	if (resp->status < 200 || resp->status >= 300) {
+		at_parse(c, t, API_OP_UPDATE, &row, 1, resp, out);
+		return;
+	}
+	if (!json_parse(resp->body, resp->body_len, NULL, &doc, perr, sizeof(perr)) ||
+	    doc->kind != JSON_OBJECT || json_get_string(doc, "id") == NULL ||
+	    strcmp(json_get_string(doc, "id"), id) != 0) {
+		api_error_set(&out->error, API_ERR_BAD_ANSWER,
+		              "%s answered a read without record %s", c->name, id);
+		goto done;
+	}
+	out->rows = calloc(1, sizeof(*out->rows));
+	if (out->rows == NULL)
+		goto oom;
+	out->nrows = 1;
+	if (!at_copy_record(c, t, doc, &out->rows[0]))
+		goto oom;
 	out->ok = true;
 	goto done;
 oom:
@@ -333,5 +417,7 @@ const struct connector_ops airtable_connector_ops = {
         .column_name = at_same_name,
         .build = at_build,
         .parse = at_parse,
+        .build_read = at_build_read,
+        .parse_read = at_parse_read,
         .changes = &airtable_changes_ops,
 };

@@ -659,7 +659,8 @@ struct api_call *api_submit(struct api *api, const struct api_table *table, enum
 }
 
 struct api_call *api_submit_read(struct api *api, const struct api_table *table, const char *id,
-                                 api_done_cb cb, void *arg)
+                                 const char *const *fields, int nfields, api_done_cb cb,
+                                 void *arg)
 {
 	struct api_call *call = calloc(1, sizeof(*call));
 
@@ -681,7 +682,8 @@ struct api_call *api_submit_read(struct api *api, const struct api_table *table,
 	api_result_init(&call->result);
 	TAILQ_INSERT_TAIL(&api->calls, call, link);
 	api->ncalls++;
-	if (!connector_build_read(api->conn, table, id, &call->spec, &call->result.error) &&
+	if (!connector_build_read(api->conn, table, id, fields, nfields, &call->spec,
+	                          &call->result.error) &&
 	    call->result.error.cls == API_ERR_NONE)
 		api_error_set(&call->result.error, API_ERR_INTERNAL, "cannot build the read");
 	if (!api_call_arm(call, 0)) {

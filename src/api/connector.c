@@ -836,11 +836,13 @@ void connector_parse_response(const struct connector *c, const struct api_table 
 
 bool connector_can_read(const struct connector *c)
 {
-	return c->ops->build_read != NULL && c->ops->parse_read != NULL;
+	return c->ops->build_read != NULL && c->ops->parse_read != NULL &&
+	       (c->ops->can_read == NULL || c->ops->can_read(c));
 }
 
 bool connector_build_read(const struct connector *c, const struct api_table *t, const char *id,
-                          struct api_http_spec *out, struct api_error *err)
+                          const char *const *fields, int nfields, struct api_http_spec *out,
+                          struct api_error *err)
 {
 	memset(out, 0, sizeof(*out));
 	if (!connector_can_read(c)) {
@@ -853,7 +855,7 @@ bool connector_build_read(const struct connector *c, const struct api_table *t, 
 		err->nothing_written = true;
 		return false;
 	}
-	if (!c->ops->build_read(c, t, id, out, err)) {
+	if (!c->ops->build_read(c, t, id, fields, nfields, out, err)) {
 		api_http_spec_free(out);
 		err->nothing_written = true;
 		return false;

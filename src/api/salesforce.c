@@ -445,6 +445,7 @@ done:
 
 /* GET <base>/services/data/<ver>/sobjects/<Object>/<Id>: the record's fields as they are now. */
 static bool sf_build_read(const struct connector *c, const struct api_table *t, const char *id,
+                              const char *const *fields, int nfields,
                           struct api_http_spec *out, struct api_error *err)
 {
 	const struct sf_priv *p = c->priv;

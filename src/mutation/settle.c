@@ -135,6 +135,8 @@ struct settle {
 	int nids, iid;
 	char *idem_key;
 	char *upsert_sql, *delete_sql;
+	char **fields; /* the API fields of the table's columns, for the reads */
+	int nfields;
 	struct api_call *call;
 	struct api_row *repeat_rows;
 	struct api_value **repeat_vals;
@@ -555,6 +557,11 @@ static void cur_reset(struct settle *s)
 	free(s->upsert_sql);
 	free(s->delete_sql);
 	s->upsert_sql = s->delete_sql = NULL;
+	for (int i = 0; i < s->nfields; i++)
+		free(s->fields[i]);
+	free(s->fields);
+	s->fields = NULL;
+	s->nfields = 0;
 	free(s->repeat_rows);
 	s->repeat_rows = NULL;
 	if (s->repeat_vals != NULL) {
@@ -858,7 +865,8 @@ static void ask_next(struct settle *s)
 		return;
 	}
 	step_set(s, STEP_ASKING_API);
-	s->call = api_submit_read(s->t.api, s->t.at, s->ids[s->iid], on_read, s);
+	s->call = api_submit_read(s->t.api, s->t.at, s->ids[s->iid],
+	                          (const char *const *)s->fields, s->nfields, on_read, s);
 	if (s->call == NULL)
 		cur_fail(s, "out of memory");
 }
@@ -928,6 +936,19 @@ static bool build_sql(struct settle *s)
 	if (cols == NULL || rcols == NULL)
 		goto out;
 	cols[0] = rcols[0] = '\0';
+	s->fields = calloc((size_t)ct->ncols + 1, sizeof(*s->fields));
+	if (s->fields == NULL)
+		goto out;
+	for (int i = 0; i < ct->ncols; i++) {
+		char field[256];
+		if (strcmp(ct->cols[i].name, ct->pk) == 0)
+			continue;
+		connector_field_name(api_connector(s->t.api), s->t.at, ct->cols[i].name, field,
+		                     sizeof(field));
+		if ((s->fields[s->nfields] = strdup(field)) == NULL)
+			goto out;
+		s->nfields++;
+	}
 	quote_ident(qs, sizeof(qs), ct->schema);
 	quote_ident(qn, sizeof(qn), ct->table);
 	quote_ident(qpk, sizeof(qpk), ct->pk);

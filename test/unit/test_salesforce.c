@@ -1104,18 +1104,18 @@ static void test_read_by_id(void **state)
 
 	(void)state;
 	assert_true(connector_can_read(sf));
-	assert_true(connector_build_read(sf, &contacts, "0038b00002gszToAAI", &spec, &err));
+	assert_true(connector_build_read(sf, &contacts, "0038b00002gszToAAI", NULL, 0, &spec, &err));
 	assert_int_equal(spec.method, HTTP_GET);
 	assert_string_equal(spec.url, "https://acme.my.salesforce.com/services/data/v59.0/"
 	                              "sobjects/Contact/0038b00002gszToAAI");
 	assert_null(spec.body);
 	api_http_spec_free(&spec);
 	/* an id is a path segment: escaped, never a way out of it */
-	assert_true(connector_build_read(sf, &contacts, "../x?y", &spec, &err));
+	assert_true(connector_build_read(sf, &contacts, "../x?y", NULL, 0, &spec, &err));
 	assert_string_equal(spec.url, "https://acme.my.salesforce.com/services/data/v59.0/"
 	                              "sobjects/Contact/..%2Fx%3Fy");
 	api_http_spec_free(&spec);
-	assert_false(connector_build_read(sf, &contacts, "", &spec, &err));
+	assert_false(connector_build_read(sf, &contacts, "", NULL, 0, &spec, &err));
 	assert_int_equal(err.cls, API_ERR_VALIDATION);
 
 	resp.outcome = HTTP_OUTCOME_ANSWER;
