@@ -6,6 +6,8 @@
          an offset is valid for the listing it came from); F may be
          LAST_MODIFIED_TIME()>='<ISO time>' (also > ); anything else is a 422
          INVALID_FILTER_BY_FORMULA
+  GET    /v0/<base>/<table>/<rec…>  one record {"id", "createdTime", "fields"}, or 404
+         {"error": "NOT_FOUND"}
   POST   /v0/<base>/<table>     {"records": [{"fields"}]} (at most 10) -> {"records": [...]}
   PATCH  /v0/<base>/<table>     {"records": [{"id", "fields"}]} -> {"records": [...]}
   DELETE /v0/<base>/<table>?records[]=rec...  -> {"records": [{"id", "deleted": true}]}
@@ -16,7 +18,8 @@ the fake, not a field, as in a base without a "Last modified time" field). Needs
 Control API: POST /_records {"table": "Contacts", "op": "create", "fields": {...},
 "count": N} -> {"ids": [...]}, {"op": "update", "id", "fields"}, {"op": "delete", "id"}: changes
 made directly in Airtable; POST /_control {"fail_status", "fail_count", "list_delay_ms" (list
-calls answer that much later, after the page was read), "reset"};
+calls answer that much later, after the page was read), "delay_ms" (a write is applied at once
+but answered that much later), "reset"};
 GET /_requests; GET /_store.
 Run: python3 test/fakes/fake_airtable.py --port N  (prints "listening on N" when ready).
 """
@@ -59,6 +62,7 @@ class State:
         self.fail_status = 0
         self.fail_count = -1
         self.list_delay_ms = 0
+        self.delay_ms = 0
 
     def new_id(self):
         self.counter += 1
@@ -117,6 +121,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     st.fail_count -= 1
                 return self.error(st.fail_status, "SERVER_ERROR", "fake failure")
             parts = [urllib.parse.unquote(p) for p in url.path.split("/") if p]
+            if len(parts) == 4 and parts[0] == "v0" and method == "GET":
+                rec = st.tables.get(parts[2], {}).get(parts[3])
+                if rec is None:
+                    return self.send(404, {"error": "NOT_FOUND"})
+                return self.send(200, public(rec))
             if len(parts) != 3 or parts[0] != "v0":
                 return self.error(404, "NOT_FOUND", "Could not find what you are looking for")
             table = parts[2]
@@ -139,6 +148,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         if r.get("id") not in st.tables.get(table, {}):
                             return self.error(404, "NOT_FOUND", "Could not find record")
                         out.append(public(st.save(table, r["id"], r.get("fields") or {})))
+                self.late()
                 return self.send(200, {"records": out})
             if method == "DELETE":
                 ids = q.get("records[]") or []
@@ -146,8 +156,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     return self.error(404, "NOT_FOUND", "Could not find record")
                 for i in ids:
                     del st.tables[table][i]
+                self.late()
                 return self.send(200, {"records": [{"id": i, "deleted": True} for i in ids]})
         return self.error(404, "NOT_FOUND", "Could not find what you are looking for")
+
+    def late(self):
+        """A write applied: its answer waits delay_ms (the lock is let go meanwhile)."""
+        st = self.server.state
+        if st.delay_ms:
+            st.lock.release()
+            try:
+                time.sleep(st.delay_ms / 1000.0)
+            finally:
+                st.lock.acquire()
 
     def list(self, table, q):
         st = self.server.state
@@ -219,7 +240,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if path == "/_control" and method == "POST":
                 if c.get("reset"):
                     st.reset()
-                for k in ("fail_status", "fail_count", "list_delay_ms"):
+                for k in ("fail_status", "fail_count", "list_delay_ms", "delay_ms"):
                     if k in c:
                         setattr(st, k, int(c[k]))
                 if "fail_status" in c and "fail_count" not in c:

@@ -7,6 +7,10 @@
   POST /crm/v3/objects/<object>/batch/archive  {"inputs": [{"id"}]} -> 204
        answers {"status": "COMPLETE", "results": [{"id", "properties", "createdAt",
        "updatedAt", "archived": false, "objectWriteTraceId"}]}
+  POST /crm/v3/objects/<object>/batch/read     {"properties": [...], "inputs": [{"id"}]} ->
+       {"status": "COMPLETE", "results": [...]} with each asked-for property (null when
+       unset); ids without a live record are left out and listed in "errors" (category
+       OBJECT_NOT_FOUND, "numErrors"), then the answer is a 207
   POST /crm/v3/objects/<object>/search         filterGroups on hs_lastmodifieddate (GTE, GT,
        LTE, LT, EQ), sorts on it, properties, limit (1..200), after -> {"total", "results",
        "paging": {"next": {"after", "link"}}}; like HubSpot, a search reaches at most 10,000
@@ -19,7 +23,8 @@ the one before), createdAt/updatedAt. Needs "Authorization: Bearer <--token>".
 Control API: POST /_records {"object": "contacts", "op": "create", "properties": {...},
 "count": N ({n} in values is replaced by 0..N-1)} -> {"ids": [...]}, {"op": "update", "id",
 "properties"}, {"op": "archive", "id"}: changes made directly in HubSpot;
-POST /_control {"search_max", "fail_status", "fail_count", "rate_limit", "reset"};
+POST /_control {"search_max", "fail_status", "fail_count", "rate_limit", "delay_ms" (a write
+is applied at once but answered that much later), "reset"};
 GET /_requests; GET /_store.
 Run: python3 test/fakes/fake_hubspot.py --port N  (prints "listening on N" when ready).
 """
@@ -47,6 +52,7 @@ class State:
         self.fail_status = 0
         self.fail_count = -1
         self.rate_limit = 0
+        self.delay_ms = 0
 
     def now(self):
         ms = max(int(time.time() * 1000), self.last_ms + 1)
@@ -148,8 +154,48 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if len(parts) == 5 and parts[4] == "search" and method == "POST":
                 return self.search(obj, body or {})
             if len(parts) == 6 and parts[4] == "batch" and method == "POST":
+                if parts[5] == "read":
+                    return self.batch_read(obj, body or {})
                 return self.batch(obj, parts[5], body or {})
         return self.error(404, "OBJECT_NOT_FOUND", "Unknown path")
+
+    def batch_read(self, obj, body):
+        st = self.server.state
+        inputs = body.get("inputs")
+        if not isinstance(inputs, list) or len(inputs) > 100:
+            return self.error(400, "VALIDATION_ERROR", "inputs must be a list of at most 100")
+        props = body.get("properties") or []
+        results, missing = [], []
+        for i in inputs:
+            rec = st.store.get(obj, {}).get(str(i.get("id")))
+            if rec is None:
+                missing.append(str(i.get("id")))
+                continue
+            out = public(rec, set(props))
+            for p in props:
+                out["properties"].setdefault(p, None)
+            results.append(out)
+        now = st.iso(st.now())
+        answer = {"status": "COMPLETE", "results": results, "startedAt": now,
+                  "completedAt": now}
+        if missing:
+            answer["numErrors"] = 1
+            answer["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND",
+                                 "message": "Could not get some CONTACT objects, they may be "
+                                            "deleted or not exist. Check that ids are valid.",
+                                 "context": {"ids": missing}}]
+            return self.send(207, answer)
+        return self.send(200, answer)
+
+    def late(self):
+        """A write applied: its answer waits delay_ms (the lock is let go meanwhile)."""
+        st = self.server.state
+        if st.delay_ms:
+            st.lock.release()
+            try:
+                time.sleep(st.delay_ms / 1000.0)
+            finally:
+                st.lock.acquire()
 
     def batch(self, obj, verb, body):
         st = self.server.state
@@ -159,6 +205,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if verb == "archive":
             for i in inputs:
                 st.archive(obj, str(i.get("id")))
+            self.late()
             return self.send(204)
         results = []
         for i in inputs:
@@ -177,6 +224,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 out["objectWriteTraceId"] = i["objectWriteTraceId"]
             results.append(out)
         now = st.iso(st.now())
+        self.late()
         return self.send(200, {"status": "COMPLETE", "results": results, "startedAt": now,
                                "completedAt": now})
 
@@ -258,7 +306,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if path == "/_control" and method == "POST":
                 if c.get("reset"):
                     st.reset()
-                for k in ("search_max", "fail_status", "fail_count", "rate_limit"):
+                for k in ("search_max", "fail_status", "fail_count", "rate_limit", "delay_ms"):
                     if k in c:
                         setattr(st, k, int(c[k]))
                 if "fail_status" in c and "fail_count" not in c:

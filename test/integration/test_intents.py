@@ -576,3 +576,94 @@ def test_intents_are_hidden_from_other_roles_whose_writes_still_work(pg, bouncer
         assert conn.execute(f"update billing.customers set name = 'Anne' where id = '{cid}'"
                             ).rowcount == 1
     assert wait_settled(pg, stripe, b) == {cid: ("a@b.io", "Anne")}
+
+
+# ---- HubSpot, Airtable and REST: updates and deletes settle by reading the records ---------
+
+class FakeApi(FakeStripe):
+    """A fake of test/fakes/ other than Stripe's, with the same control endpoints."""
+
+    def __init__(self, script, *args):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(SRC_DIR, "test", "fakes", script), "--port",
+             str(self.port), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        line = self.proc.stdout.readline().decode()
+        assert "listening" in line, line
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def store(self):
+        return self._call("GET", "/_store")
+
+
+# connector: (fake, its arguments, [apis] line after base_url, table DDL columns, the table's
+# columns besides id, object=, how a stored record reads as those columns, a read request)
+READERS = {
+    "hubspot": ("fake_hubspot.py", ["--token", "hs-token"], "auth=bearer token=hs-token",
+                "firstname text, email text", ("firstname", "email"), "contacts",
+                lambda r: (r["properties"].get("firstname"), r["properties"].get("email")),
+                lambda q: q["method"] == "POST" and q["path"].endswith("/batch/read")),
+    "airtable": ("fake_airtable.py", ["--token", "at-token"],
+                 "base_id=appFAKE auth=bearer token=at-token",
+                 "name text, email text", ("name", "email"), "Contacts",
+                 lambda r: (r["fields"].get("name"), r["fields"].get("email")),
+                 lambda q: q["method"] == "GET" and q["path"].count("/") == 4),
+    "rest": ("fake_rest.py", ["--token", "rest-token"],
+             "auth=bearer token=rest-token path=/contacts",
+             "name text, email text", ("name", "email"), "contacts",
+             lambda r: (r.get("name"), r.get("email")),
+             lambda q: q["method"] == "GET" and q["path"].startswith("/contacts/")),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(READERS))
+def test_updates_and_deletes_settle_by_reading_the_records(pg, bouncer_factory, kind):
+    """No sync worker polls the table: an update and a delete whose answers came too late (the
+    API applied both) are settled by reading each record by id at the API."""
+    script, args, auth, ddl, cols, obj, as_row, is_read = READERS[kind]
+    fake = FakeApi(script, *args)
+    try:
+        pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE;"
+               f" DROP SCHEMA IF EXISTS {kind} CASCADE;"
+               f" CREATE SCHEMA {kind} AUTHORIZATION app;"
+               f" CREATE TABLE {kind}.contacts (id text PRIMARY KEY, {ddl});"
+               f" ALTER TABLE {kind}.contacts OWNER TO app", dbname="crm")
+        b = bouncer_factory(config={
+            "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app "
+                                 "password=secret"},
+            "apis": [f"{kind} = type={kind} base_url={fake.url} {auth} timeout=1 deadline=1"],
+            "synced_tables": [f"crm.{kind}.contacts = api={kind} object={obj} "
+                              "sync_interval=0 backfill=off"],
+        })
+        wait_guard(pg, b)
+        store = lambda: {i: as_row(r) for i, r in fake.store().get(obj, {}).items()}
+        rows = lambda: {r[0]: (r[1], r[2]) for r in pg.sql(
+            f"SELECT id, {cols[0]}, {cols[1]} FROM {kind}.contacts", dbname="crm")}
+        with crm(b) as conn:
+            ids = [conn.execute(f"insert into {kind}.contacts ({cols[0]}, {cols[1]}) values "
+                                f"('{n}', '{n.lower()}@caladan.io') returning id").fetchone()[0]
+                   for n in ("Paul", "Leto")]
+            fake.control(delay_ms=1600)  # past the API's timeout: applied, answer lost
+            for sql, key in ((f"update {kind}.contacts set {cols[0]} = 'Paul A' "
+                              f"where id = '{ids[0]}'", ids[0]),
+                             (f"delete from {kind}.contacts where id = '{ids[1]}'", ids[1])):
+                with pytest.raises(psycopg.errors.InternalError_) as ei:
+                    conn.execute(sql)
+                assert "outcome unknown" in ei.value.diag.message_primary
+                assert key in ei.value.diag.message_detail
+            fake.control(delay_ms=0)
+        wait_for(lambda: store() == {ids[0]: ("Paul A", "paul@caladan.io")},
+                 "the API never applied both")
+        wait_for(lambda: not intents(pg) and rows() == store(),
+                 f"not settled: {intents(pg)} {rows()} {store()}\n" + b.log()[-4000:],
+                 timeout=30)
+        assert any(is_read(q) for q in fake.requests()), fake.requests()
+        with admin(b) as ac:
+            cur = ac.execute("SHOW JOURNAL")
+            names = [c.name for c in cur.description]
+            journal = [dict(zip(names, r)) for r in cur.fetchall()]
+        assert sorted(r["operation"] for r in journal) == ["delete", "update"], journal
+        assert all(r["state"] == "settled" and "current state" in r["last_error"]
+                   for r in journal), journal
+    finally:
+        fake.stop()
