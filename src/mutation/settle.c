@@ -133,6 +133,7 @@ struct settle {
 	struct json_value *rows; /* [{"old":..,"new":..}] */
 	char **ids;              /* record ids, one per row (NULL: none) */
 	int nids, iid;
+	int ifind, nfound; /* an insert found by its rows' external ids */
 	char *idem_key;
 	char *upsert_sql, *delete_sql;
 	char **fields; /* the API fields of the table's columns, for the reads */
@@ -552,6 +553,7 @@ static void cur_reset(struct settle *s)
 	free(s->ids);
 	s->ids = NULL;
 	s->nids = s->iid = 0;
+	s->ifind = s->nfound = 0;
 	free(s->idem_key);
 	s->idem_key = NULL;
 	free(s->upsert_sql);
@@ -899,6 +901,60 @@ static void on_repeated(void *arg, struct api_result *ar)
 	ask_next(s);
 }
 
+static void find_next(struct settle *s);
+
+static void on_found(void *arg, struct api_result *ar)
+{
+	struct settle *s = arg;
+
+	s->call = NULL;
+	if (ar->ok) {
+		s->ids[s->ifind] = strdup(ar->rows[0].id);
+		if (s->ids[s->ifind] == NULL) {
+			cur_fail(s, "out of memory");
+			return;
+		}
+		s->nfound++;
+	} else if (ar->error.cls != API_ERR_NOT_FOUND) {
+		char why[700];
+		snprintf(why, sizeof(why), "finding row %d by its external id at %s failed: %s",
+		         s->ifind + 1, api_name(s->t.api), ar->error.message);
+		cur_fail(s, why);
+		return;
+	}
+	/* not found: the request can no longer land (the intent is old enough), so it did not */
+	s->ifind++;
+	find_next(s);
+}
+
+/*
+ * An insert whose answer is unknown, of a table with an external id: each row's record is
+ * looked up by the external id it was sent with; then the found ones are read as above.
+ */
+static void find_next(struct settle *s)
+{
+	const char *ext = s->t.at->external_id;
+
+	for (; s->ifind < s->nids; s->ifind++) {
+		const struct json_value *img = json_get(json_at(s->rows, (size_t)s->ifind), "new");
+		const struct json_value *v = json_get(img, ext);
+
+		if (v == NULL || (v->kind != JSON_STRING && v->kind != JSON_NUMBER))
+			continue; /* the insert refuses such rows: nothing was sent for it */
+		step_set(s, STEP_ASKING_API);
+		s->call = api_submit_find(s->t.api, s->t.at, v->str, (const char *const *)s->fields,
+		                          s->nfields, on_found, s);
+		if (s->call == NULL)
+			cur_fail(s, "out of memory");
+		return;
+	}
+	s->outcome = s->nfound > 0 ? "created at the API (found by its external id); the table "
+	                             "has its state"
+	                           : "not created at the API (no record has its external id)";
+	s->iid = 0;
+	ask_next(s);
+}
+
 /* An insert whose answer is unknown, at an API with idempotency keys: the same request again. */
 static bool repeat_insert(struct settle *s)
 {
@@ -1161,6 +1217,11 @@ static void on_claimed(void *arg, struct pgc *pc, PGresult *res, const char *err
 	s->ids = calloc(s->nids ? (size_t)s->nids : 1, sizeof(char *));
 	if (s->ids == NULL) {
 		cur_fail(s, "out of memory");
+		return;
+	}
+	if (connector_can_find(api_connector(s->t.api), s->t.at) && api_can_read(s->t.api)) {
+		s->ifind = s->nfound = 0;
+		find_next(s);
 		return;
 	}
 	if (strcmp(api_connector(s->t.api)->ops->type, "stripe") == 0 && s->idem_key[0] &&

@@ -667,3 +667,63 @@ def test_updates_and_deletes_settle_by_reading_the_records(pg, bouncer_factory, 
                    for r in journal), journal
     finally:
         fake.stop()
+
+
+# ---- Salesforce with an external id: inserts are upserts, and are found again --------------
+
+def test_salesforce_inserts_on_an_external_id_are_never_doubled_and_are_found_again(
+        pg, bouncer_factory):
+    """external_id= names a column whose field is an External ID of the object: an insert goes
+    out as an upsert on it, so a client repeating an insert whose outcome it was not told does
+    not create a second record; settling finds the record of a lost answer by that value (or
+    learns that none was created) instead of waiting for the sync worker."""
+    from test_synced import FakeSalesforce, start_synced
+
+    fake = FakeSalesforce()
+    try:
+        b = start_synced(pg, bouncer_factory, fake, api_timeout=1,
+                         before_start=lambda: pg.sql(
+                             "ALTER TABLE salesforce.contacts ADD COLUMN ext_id text",
+                             dbname="crm"),
+                         table_extra="columns='note:Description,ext_id:Ext_Id__c' "
+                                     "external_id=ext_id sync_interval=0 backfill=off")
+        ins = ("insert into salesforce.contacts (last_name, ext_id) values ('{0}', '{1}') "
+               "returning id")
+        api = lambda: {r.get("Ext_Id__c"): (i, r.get("LastName"))
+                       for i, r in fake.store().items()}
+        rows = lambda: pg.sql("SELECT ext_id, id, last_name FROM salesforce.contacts "
+                              "ORDER BY ext_id", dbname="crm")
+        with crm(b) as conn:
+            with pytest.raises(psycopg.errors.InvalidParameterValue) as ei:
+                conn.execute("insert into salesforce.contacts (last_name) values ('Nobody')")
+            assert ei.value.diag.message_detail.startswith("Key (ext_id)=(null) column ext_id "
+                                                           "is the table's external id")
+            (e1,) = conn.execute(ins.format("Atreides", "E1")).fetchone()
+            last = fake.requests()[-1]
+            assert (last["method"], last["path"]) == (
+                "PATCH", "/services/data/v59.0/composite/sobjects/Contact/Ext_Id__c")
+            # the answer is lost (slower than the timeout): the client repeats the statement
+            fake.control(delay_ms=1500)
+            with pytest.raises(psycopg.errors.InternalError_) as ei:
+                conn.execute(ins.format("Idaho", "E2"))
+            assert "outcome unknown" in ei.value.diag.message_primary
+            fake.control(delay_ms=0)
+            wait_for(lambda: "E2" in api(), "the API never applied the lost insert")
+            (e2,) = conn.execute(ins.format("Idaho", "E2")).fetchone()
+            # a 500 before anything was applied: unknown to the client, not created
+            fake.control(fail_status=500, fail_count=1)
+            with pytest.raises(psycopg.Error):
+                conn.execute(ins.format("Hawat", "E3"))
+        wait_for(lambda: not intents(pg), "not settled:\n" + b.log()[-4000:], timeout=30)
+        assert api() == {"E1": (e1, "Atreides"), "E2": (e2, "Idaho")}  # nothing doubled
+        assert rows() == [("E1", e1, "Atreides"), ("E2", e2, "Idaho")]
+        with admin(b) as ac:
+            cur = ac.execute("SHOW JOURNAL")
+            names = [c.name for c in cur.description]
+            journal = sorted(r["last_error"] for r in
+                             (dict(zip(names, r)) for r in cur.fetchall()))
+        assert journal == ["created at the API (found by its external id); the table has "
+                           "its state",
+                           "not created at the API (no record has its external id)"], journal
+    finally:
+        fake.stop()
