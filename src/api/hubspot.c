@@ -19,6 +19,10 @@
  *           → {"status":"COMPLETE","results":[{"id","properties",..}]}; an id HubSpot does not
  *           have (or has archived) is left out of results and named in "errors" (category
  *           OBJECT_NOT_FOUND, answered 207 or 404).
+ *   find    the same with "idProperty":"<field>" and the value as the input's id: a record by a
+ *           property with unique values (external_id=, e.g. email of contacts), for an insert
+ *           whose answer was lost. A unique property also keeps a repeated insert from making a
+ *           second record: HubSpot refuses the duplicate (409).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -332,9 +336,9 @@ done:
 	json_free(doc);
 }
 
-static bool hs_build_read(const struct connector *c, const struct api_table *t, const char *id,
-                          const char *const *fields, int nfields, struct api_http_spec *out,
-                          struct api_error *err)
+static bool hs_build_lookup(const struct connector *c, const struct api_table *t, const char *id,
+                            const char *id_property, const char *const *fields, int nfields,
+                            struct api_http_spec *out, struct api_error *err)
 {
 	size_t ulen = strlen(c->base_url) + 3 * strlen(t->object) + 64, used;
 	struct json_out o;
@@ -361,6 +365,10 @@ static bool hs_build_read(const struct connector *c, const struct api_table *t, 
 	for (int i = 0; i < nfields; i++)
 		json_out_string(&o, fields[i]);
 	json_out_array_end(&o);
+	if (id_property != NULL) {
+		json_out_key(&o, "idProperty");
+		json_out_string(&o, id_property);
+	}
 	json_out_key(&o, "inputs");
 	json_out_array_begin(&o);
 	json_out_object_begin(&o);
@@ -382,8 +390,30 @@ oom:
 	return false;
 }
 
-static void hs_parse_read(const struct connector *c, const struct api_table *t, const char *id,
-                          const struct http_response *resp, struct api_result *out)
+static bool hs_build_read(const struct connector *c, const struct api_table *t, const char *id,
+                          const char *const *fields, int nfields, struct api_http_spec *out,
+                          struct api_error *err)
+{
+	return hs_build_lookup(c, t, id, NULL, fields, nfields, out, err);
+}
+
+static bool hs_build_find(const struct connector *c, const struct api_table *t, const char *value,
+                          const char *const *fields, int nfields, struct api_http_spec *out,
+                          struct api_error *err)
+{
+	char prop[128];
+
+	connector_field_name(c, t, t->external_id, prop, sizeof(prop));
+	return hs_build_lookup(c, t, value, prop, fields, nfields, out, err);
+}
+
+/*
+ * The answer to a batch read of one input: the record (by id, or the only result when found
+ * by a unique property), NOT_FOUND, or an error.
+ */
+static void hs_parse_lookup(const struct connector *c, const struct api_table *t, const char *id,
+                            bool by_property, const struct http_response *resp,
+                            struct api_result *out)
 {
 	struct api_value key = {t->pk_column, id, API_VALUE_TEXT};
 	struct api_row row = {{&key, 1}, {NULL, 0}};
@@ -398,7 +428,7 @@ static void hs_parse_read(const struct connector *c, const struct api_table *t, 
 	for (size_t k = 0; results != NULL && results->kind == JSON_ARRAY && k < results->count;
 	     k++) {
 		const char *rid = json_get_string(results->items[k], "id");
-		if (rid != NULL && strcmp(rid, id) == 0)
+		if (rid != NULL && (by_property ? results->count == 1 : strcmp(rid, id) == 0))
 			found = results->items[k];
 	}
 	if (found == NULL) {
@@ -438,6 +468,18 @@ done:
 	json_free(doc);
 }
 
+static void hs_parse_read(const struct connector *c, const struct api_table *t, const char *id,
+                          const struct http_response *resp, struct api_result *out)
+{
+	hs_parse_lookup(c, t, id, false, resp, out);
+}
+
+static void hs_parse_find(const struct connector *c, const struct api_table *t, const char *value,
+                          const struct http_response *resp, struct api_result *out)
+{
+	hs_parse_lookup(c, t, value, true, resp, out);
+}
+
 const struct connector_ops hubspot_connector_ops = {
         .type = "hubspot",
         .keys = NULL,
@@ -450,5 +492,7 @@ const struct connector_ops hubspot_connector_ops = {
         .parse = hs_parse,
         .build_read = hs_build_read,
         .parse_read = hs_parse_read,
+        .build_find = hs_build_find,
+        .parse_find = hs_parse_find,
         .changes = &hubspot_changes_ops,
 };

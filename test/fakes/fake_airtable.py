@@ -4,12 +4,15 @@
   GET    /v0/<base>/<table>?pageSize=N&offset=O&filterByFormula=F   list records
          {"records": [{"id", "createdTime", "fields"}], "offset"} (offset while more follow;
          an offset is valid for the listing it came from); F may be
-         LAST_MODIFIED_TIME()>='<ISO time>' (also > ); anything else is a 422
-         INVALID_FILTER_BY_FORMULA
+         LAST_MODIFIED_TIME()>='<ISO time>' (also > ) or {Field}="text" (\\ escapes " and
+         \\); anything else is a 422 INVALID_FILTER_BY_FORMULA; maxRecords=N caps the listing
   GET    /v0/<base>/<table>/<rec…>  one record {"id", "createdTime", "fields"}, or 404
          {"error": "NOT_FOUND"}
   POST   /v0/<base>/<table>     {"records": [{"fields"}]} (at most 10) -> {"records": [...]}
-  PATCH  /v0/<base>/<table>     {"records": [{"id", "fields"}]} -> {"records": [...]}
+  PATCH  /v0/<base>/<table>     {"records": [{"id", "fields"}]} -> {"records": [...]}; with
+         "performUpsert": {"fieldsToMergeOn": [F]} the records carry no id: one whose F
+         matches a record's is merged into it, else created; the answer adds
+         "createdRecords" and "updatedRecords" (ids)
   DELETE /v0/<base>/<table>?records[]=rec...  -> {"records": [{"id", "deleted": true}]}
 Ids are "rec" + 14 characters; every change stamps the record's last modified time (kept by
 the fake, not a field, as in a base without a "Last modified time" field). Needs
@@ -33,6 +36,7 @@ import time
 import urllib.parse
 
 FORMULA_RE = re.compile(r"^\s*LAST_MODIFIED_TIME\(\)\s*(>=|>)\s*'([^']+)'\s*$")
+EQUALS_RE = re.compile(r'^\s*\{([^}]+)\}\s*=\s*"((?:[^"\\]|\\.)*)"\s*$')
 
 
 def iso(t):
@@ -141,6 +145,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if not isinstance(recs, list) or len(recs) > 10:
                     return self.error(422, "INVALID_RECORDS", "records must be a list of at most 10")
                 out = []
+                upsert = body.get("performUpsert") if method == "PATCH" else None
+                if upsert is not None:
+                    merge = (upsert.get("fieldsToMergeOn") or [None])[0]
+                    created, updated = [], []
+                    for r in recs:
+                        fields = r.get("fields") or {}
+                        same = [x for x in st.tables.get(table, {}).values()
+                                if merge and x["fields"].get(merge) == fields.get(merge)]
+                        if len(same) > 1 or merge not in fields:
+                            return self.error(422, "INVALID_VALUE_FOR_COLUMN",
+                                              "Cannot upsert on field \"%s\"" % merge)
+                        rid = same[0]["id"] if same else st.new_id()
+                        (updated if same else created).append(rid)
+                        out.append(public(st.save(table, rid, fields)))
+                    self.late()
+                    return self.send(200, {"records": out, "createdRecords": created,
+                                           "updatedRecords": updated})
                 for r in recs:
                     if method == "POST":
                         out.append(public(st.save(table, st.new_id(), r.get("fields") or {})))
@@ -186,6 +207,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             recs = sorted(st.tables.get(table, {}).values(), key=lambda r: r["id"])
             formula = one("filterByFormula")
+            eq = EQUALS_RE.match(formula) if formula else None
+            if eq:
+                want = re.sub(r"\\(.)", r"\1", eq.group(2))
+                recs = [r for r in recs if str(r["fields"].get(eq.group(1))) == want]
+                formula = None
+            if one("maxRecords"):
+                recs = recs[:int(one("maxRecords"))]
             if formula:
                 f = FORMULA_RE.match(formula)
                 try:

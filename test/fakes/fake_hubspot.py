@@ -10,7 +10,10 @@
   POST /crm/v3/objects/<object>/batch/read     {"properties": [...], "inputs": [{"id"}]} ->
        {"status": "COMPLETE", "results": [...]} with each asked-for property (null when
        unset); ids without a live record are left out and listed in "errors" (category
-       OBJECT_NOT_FOUND, "numErrors"), then the answer is a 207
+       OBJECT_NOT_FOUND, "numErrors"), then the answer is a 207; with "idProperty": P the
+       inputs' ids are values of property P (one record each, or not found)
+  A contact created with the email of another is a 409 CONFLICT ("Contact already exists"),
+  as HubSpot keeps contact emails unique
   POST /crm/v3/objects/<object>/search         filterGroups on hs_lastmodifieddate (GTE, GT,
        LTE, LT, EQ), sorts on it, properties, limit (1..200), after -> {"total", "results",
        "paging": {"next": {"after", "link"}}}; like HubSpot, a search reaches at most 10,000
@@ -166,8 +169,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.error(400, "VALIDATION_ERROR", "inputs must be a list of at most 100")
         props = body.get("properties") or []
         results, missing = [], []
+        idp = body.get("idProperty")
         for i in inputs:
-            rec = st.store.get(obj, {}).get(str(i.get("id")))
+            if idp:
+                same = [r for r in st.store.get(obj, {}).values()
+                        if r["properties"].get(idp) == str(i.get("id"))]
+                rec = same[0] if len(same) == 1 else None
+            else:
+                rec = st.store.get(obj, {}).get(str(i.get("id")))
             if rec is None:
                 missing.append(str(i.get("id")))
                 continue
@@ -208,6 +217,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.late()
             return self.send(204)
         results = []
+        if verb == "create" and obj == "contacts":
+            for i in inputs:
+                email = (i.get("properties") or {}).get("email")
+                same = [r for r in st.store.get(obj, {}).values()
+                        if email and r["properties"].get("email") == email]
+                if same:
+                    return self.error(409, "CONFLICT",
+                                      "Contact already exists. Existing ID: %s" % same[0]["id"])
         for i in inputs:
             props = i.get("properties") or {}
             if verb == "create":

@@ -1285,7 +1285,125 @@ static void test_read_by_id(void **state)
 	connector_free(c);
 	assert_null(connector_create("internal", rbad, 4, e, sizeof(e)));
 	assert_non_null(strstr(e, "read_path="));
+	/* REST has no lookup by an external id: such a table is refused */
 	api_table_free(&t);
+	{
+		struct cf_kv ekv[] = {{"object", "contacts"}, {"external_id", "email"}};
+		assert_true(api_table_init(&t, "rest.contacts", ekv, 2, e, sizeof(e)));
+	}
+	c = make(rkv, 3);
+	assert_false(connector_check_table(c, &t, e, sizeof(e)));
+	connector_free(c);
+	api_table_free(&t);
+}
+
+/*
+ * external_id= with HubSpot (a batch read by the unique property) and Airtable (an upsert
+ * merging on the field, and a formula with the value quoted).
+ */
+static void test_find_by_external_id(void **state)
+{
+	struct cf_kv hkv[] = {{"type", "hubspot"}, {"base_url", "https://api.hubapi.com"}};
+	struct cf_kv akv[] = {{"type", "airtable"},
+	                      {"base_url", "https://api.airtable.com"},
+	                      {"base_id", "appXYZ123"}};
+	struct cf_kv htkv[] = {{"object", "contacts"}, {"external_id", "email"}};
+	struct cf_kv atkv[] = {{"object", "People"},
+	                       {"columns", "email:Email Address"},
+	                       {"external_id", "email"}};
+	static const struct api_value given[] = {{"id", NULL, API_VALUE_TEXT},
+	                                        {"name", "Paul", API_VALUE_TEXT},
+	                                        {"email", "p@c.io", API_VALUE_TEXT}};
+	static const struct api_value nobody[] = {{"id", NULL, API_VALUE_TEXT},
+	                                          {"name", "Nobody", API_VALUE_TEXT}};
+	static const char *const fields[] = {"email"};
+	struct api_row row = {.new_image = {given, 3}};
+	struct connector *c;
+	struct api_http_spec spec;
+	struct api_result res;
+	struct api_error err;
+	struct api_table t;
+	char e[256];
+
+	(void)state;
+	c = make(hkv, 2);
+	assert_true(api_table_init(&t, "hubspot.contacts", htkv, 2, e, sizeof(e)));
+	assert_true(connector_check_table(c, &t, e, sizeof(e)));
+	assert_true(connector_build_find(c, &t, "p@c.io", fields, 1, &spec, &err));
+	assert_string_equal(spec.url, "https://api.hubapi.com/crm/v3/objects/contacts/batch/read");
+	assert_string_equal(spec.body, "{\"properties\":[\"email\"],\"idProperty\":\"email\","
+	                               "\"inputs\":[{\"id\":\"p@c.io\"}]}");
+	api_http_spec_free(&spec);
+	{
+		struct http_response resp = {0};
+		static const char one[] = "{\"status\":\"COMPLETE\",\"results\":[{\"id\":\"77\","
+		                          "\"properties\":{\"email\":\"p@c.io\"}}]}";
+		static const char none[] = "{\"status\":\"COMPLETE\",\"results\":[],\"numErrors\":1,"
+		                           "\"errors\":[{\"status\":\"error\","
+		                           "\"category\":\"OBJECT_NOT_FOUND\",\"message\":\"x\"}]}";
+		resp.outcome = HTTP_OUTCOME_ANSWER;
+		resp.status = 200;
+		resp.body = (char *)one;
+		resp.body_len = strlen(one);
+		connector_parse_find(c, &t, "p@c.io", &resp, &res);
+		assert_true(res.ok);
+		assert_string_equal(res.rows[0].id, "77");
+		api_result_free(&res);
+		resp.status = 207;
+		resp.body = (char *)none;
+		resp.body_len = strlen(none);
+		connector_parse_find(c, &t, "p@c.io", &resp, &res);
+		assert_int_equal(res.error.cls, API_ERR_NOT_FOUND);
+		api_result_free(&res);
+	}
+	api_table_free(&t);
+	connector_free(c);
+
+	c = make(akv, 3);
+	assert_true(api_table_init(&t, "airtable.people", atkv, 3, e, sizeof(e)));
+	assert_true(connector_check_table(c, &t, e, sizeof(e)));
+	assert_true(connector_build_request(c, &t, API_OP_INSERT, &row, 1, &spec, &err));
+	assert_int_equal(spec.method, HTTP_PATCH);
+	assert_string_equal(spec.url, "https://api.airtable.com/v0/appXYZ123/People");
+	assert_string_equal(spec.body, "{\"performUpsert\":{\"fieldsToMergeOn\":"
+	                               "[\"Email Address\"]},\"records\":[{\"fields\":"
+	                               "{\"name\":\"Paul\",\"Email Address\":\"p@c.io\"}}]}");
+	api_http_spec_free(&spec);
+	row.new_image = (struct api_row_image){nobody, 2};
+	assert_false(connector_build_request(c, &t, API_OP_INSERT, &row, 1, &spec, &err));
+	assert_int_equal(err.cls, API_ERR_REQUIRED);
+	assert_true(connector_build_find(c, &t, "a\"b\\c", NULL, 0, &spec, &err));
+	assert_int_equal(spec.method, HTTP_GET);
+	/* {Email Address}="a\"b\\c", URL-encoded */
+	assert_string_equal(spec.url, "https://api.airtable.com/v0/appXYZ123/People?maxRecords=2&"
+	                              "filterByFormula=%7BEmail%20Address%7D%3D%22a%5C%22b%5C%5Cc%22");
+	api_http_spec_free(&spec);
+	{
+		struct http_response resp = {0};
+		static const char one[] = "{\"records\":[{\"id\":\"recA\",\"fields\":"
+		                          "{\"Email Address\":\"p@c.io\"}}]}";
+		static const char two[] = "{\"records\":[{\"id\":\"recA\"},{\"id\":\"recB\"}]}";
+		resp.outcome = HTTP_OUTCOME_ANSWER;
+		resp.status = 200;
+		resp.body = (char *)one;
+		resp.body_len = strlen(one);
+		connector_parse_find(c, &t, "p@c.io", &resp, &res);
+		assert_true(res.ok);
+		assert_string_equal(res.rows[0].id, "recA");
+		api_result_free(&res);
+		resp.body = (char *)"{\"records\":[]}";
+		resp.body_len = strlen(resp.body);
+		connector_parse_find(c, &t, "p@c.io", &resp, &res);
+		assert_int_equal(res.error.cls, API_ERR_NOT_FOUND);
+		api_result_free(&res);
+		resp.body = (char *)two;
+		resp.body_len = strlen(two);
+		connector_parse_find(c, &t, "p@c.io", &resp, &res);
+		assert_int_equal(res.error.cls, API_ERR_BAD_ANSWER);
+		api_result_free(&res);
+	}
+	api_table_free(&t);
+	connector_free(c);
 }
 
 int main(void)
@@ -1306,6 +1424,7 @@ int main(void)
 	        cmocka_unit_test(test_hubspot),
 	        cmocka_unit_test(test_airtable),
 	        cmocka_unit_test(test_read_by_id),
+	        cmocka_unit_test(test_find_by_external_id),
 	};
 
 	const struct CMUnitTest e2e[] = {
