@@ -1,0 +1,74 @@
+/*
+ * hook — the hook on the client's messages: decides which messages start a synced write (a
+ * simple query, or an extended batch), keeps the per-client state (struct mut_client: the write
+ * in flight, named synced statements, the batch being collected, a query string of several
+ * writes), and lets everything else pass to the server. Internal to src/mutation/.
+ */
+#ifndef SB_MUTATION_HOOK_H
+#define SB_MUTATION_HOOK_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+#include "bouncer.h"
+#include "mutation/classifier.h"
+#include "mutation/extended.h"
+
+struct conn;
+struct mutation;
+struct sbuf_pkt;
+struct synced;
+
+/* A named prepared statement of a client that writes a synced table (kept here, not on servers). */
+struct prep_stmt {
+	char *name;
+	char *sql;
+	int ntypes;
+	Oid *types;
+	struct stmt_class sc;
+};
+
+/*
+ * Per-client hook state. It exists while a mutation is in flight or being answered, while an
+ * extended sequence is being collected, and as long as the client keeps named synced statements
+ * (so that their later Bind messages are seen).
+ */
+struct mut_client {
+	struct conn *client;
+	struct mutation *m;
+	bool answered; /* the current packet was answered: consume it when it comes back */
+	struct prep_stmt *stmts;
+	int nstmts;
+	struct ext_seq ext;
+	/* a simple query of several synced writes: run one after another, one ReadyForQuery */
+	char **multi;
+	int nmulti, imulti;
+};
+
+/* The client's hook state, made when it has none; NULL when out of memory. */
+struct mut_client *mc_get(struct conn *c);
+/* Drops the per-client state once nothing needs it: back to the fast path. */
+void mc_release_if_idle(struct conn *c);
+/* Frees the statements of a query string of several writes. */
+void mc_multi_free(struct mut_client *mc);
+/*
+ * Starts the next write of a query string of several. True when it runs (its end goes on);
+ * false when it was answered at once (error and ReadyForQuery sent, the string is over).
+ */
+bool mc_multi_next(struct synced *sy, struct mut_client *mc);
+/* The client's named synced statement, or NULL. */
+struct prep_stmt *mc_find_stmt(struct mut_client *mc, const char *name);
+/* Forgets the client's synced statement of that name, if any. */
+void mc_drop_stmt(struct mut_client *mc, const char *name);
+void prep_stmt_free(struct prep_stmt *ps);
+/*
+ * The checks every synced write passes before the pipeline starts. True when the mutation was
+ * started (the answer comes later); false when it was answered at once.
+ */
+bool hook_begin_mutation(struct synced *sy, struct conn *c, const struct stmt_class *sc,
+                         const char *sql, const struct ext_seq *ext);
+/* The core's hook (bouncer.h struct query_hook): inspect and client_closed. */
+enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt *pkt);
+void hook_client_closed(void *ctx, struct conn *c);
+
+#endif

@@ -1,0 +1,182 @@
+/*
+ * pipeline — one write of a synced table, from the client's statement to its answer (DESIGN.md §4),
+ * and the set-up's state it runs in.
+ *
+ * Owns: struct synced (the set-up: APIs, tables, classifier, catalog, idle connections, the
+ * mutations in flight), struct synced_table, struct mconn (a pooled libpq connection of the
+ * pipeline), struct mutation and its states. src/mutation/pipeline.c runs a mutation:
+ *   BEGIN; mode=capture; <statement>  -- the guard trigger records row images, changes nothing
+ *   SELECT ... FROM syncbouncer.capture -- the images (one API request)
+ *   the write-ahead intent (intent.c), then the API request
+ *   confirmed rows in; mode=apply; <statement> -- the trigger writes the API's version of each row
+ *   COMMIT                             -- with the intent's deletion, one fact
+ * Its answer (answer.h) replaces the statement's. Internal to src/mutation/.
+ */
+#ifndef SB_MUTATION_PIPELINE_H
+#define SB_MUTATION_PIPELINE_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "api/api.h"
+#include "list.h"
+#include "mutation/classifier.h"
+#include "pktbuf.h"
+
+struct bouncer;
+struct catalog_table;
+struct conn;
+struct ext_seq;
+struct mut_client;
+struct pgc;
+
+#define MAX_IDLE_CONNS 8
+#define RESPONSE_MAX   (64 * 1024 * 1024)
+
+struct synced_table {
+	char *database, *schema, *table, *qualified;
+	struct api *api;
+	int api_index;
+	struct api_table at;
+	bool at_ready;
+};
+
+struct mconn {
+	struct list head;
+	struct pgc *pc;
+	char *conninfo;
+};
+
+struct synced {
+	struct bouncer *b;
+	struct config *cfg; /* our own copy: the catalog and APIs outlive a RELOAD of the core's */
+	struct http_engine *http;
+	struct api **apis;
+	int napis;
+	int *api_active; /* mutations per API holding a database connection */
+	int *api_cap;    /* at most that many: the API's max_in_flight */
+	struct list queued;
+	struct synced_table *tables;
+	int ntables;
+	struct classifier *cl;
+	struct catalog *cat;
+	struct list idle_conns;
+	struct list mutations;
+	struct journal *journal; /* the API's answers the database could not take */
+	struct settle *settle;   /* settles the intents that outlived their writes */
+	bool reload_pending;     /* a RELOAD waits for the mutations in flight */
+	struct sync *sync;       /* the read side: API changes into the tables */
+	struct sync_table_conf *sync_confs;
+	bool stopping;
+};
+
+enum mut_state {
+	MUT_QUEUED, /* waiting for one of its API's slots */
+	MUT_CONNECTING,
+	MUT_CAPTURING,
+	MUT_WRITING_INTENT,
+	MUT_CALLING_API,
+	MUT_APPLYING,
+	MUT_ROLLING_BACK,
+};
+
+/* For logs and SHOW MUTATIONS. */
+const char *mut_state_str(enum mut_state st);
+
+struct captured {
+	int seq;
+	struct json_value *old_json, *new_json;
+	struct api_value *old_vals, *new_vals;
+	int nold, nnew;
+	char **owned; /* texts made for nested values */
+	int nowned;
+};
+
+struct mutation {
+	struct list head;
+	struct list qhead; /* on sy->queued while MUT_QUEUED */
+	struct synced *sy;
+	struct mut_client *mc; /* NULL once the client went away */
+	char *conninfo;
+	bool holds_slot;
+	struct synced_table *st;
+	struct catalog_table *ct;
+	enum stmt_op op;
+	bool conflict_nothing;
+	enum mut_state state;
+	uint64_t started;
+	char *sql;
+	struct mconn *conn;
+	PGresult *first;  /* the capture run's result: its columns describe RETURNING */
+	PGresult *result; /* the apply run's result */
+	struct captured *rows;
+	int nrows;
+	struct api_row *api_rows;
+	struct api_call *call;
+	char *confirmed; /* the API's confirmation as JSON (for the journal) */
+	char *ids;       /* the API's record ids, for messages */
+	char capture_sql[640];
+	char prelude_sql[512];
+	char *session_sql;   /* the client's session settings that shape how a statement reads */
+	char db_error[256];  /* PostgreSQL's message when a run failed, for logs and DETAIL */
+	bool apply_mismatch; /* the second run wrote other rows than the API confirmed */
+	int nparams;         /* the client's parameters, owned */
+	char **values;
+	int *lengths;
+	int *formats;
+	Oid *types;
+	int ntypes;
+	int result_format;
+	bool extended; /* answer as the extended protocol does */
+	bool no_ready; /* an Execute inside a batch: the Sync that follows answers ReadyForQuery */
+	bool parse_complete, bind_complete, describe_portal;
+	struct pktbuf err; /* the error to send, when one was decided */
+	bool failed;
+	bool conn_broken;
+	/* the API's answer, for the history: "ok" or its error class (NULL until it answered) */
+	const char *api_outcome;
+	int api_status;
+	int64_t api_usec;
+	char api_request_id[96];
+	/* the write-ahead intent (include/mutation/settle.h) */
+	int64_t intent_id;
+	char intent_key[48]; /* the request's idempotency key */
+	bool intent_written;
+	struct mconn *iconn; /* the companion connection that commits it */
+	char *intent_rows, *intent_keys;
+	char *keys_text;  /* the keys, for messages */
+	char *answer_ids; /* an insert's record ids from the API, JSON */
+	uint64_t intent_started;
+	struct event *ev_hold; /* test-only hold before COMMIT */
+	bool sync_noted;       /* the sync worker was told of this write (sync_write_begin) */
+};
+
+/* Closes a pipeline connection (unlinking it from any list first) and frees it. */
+void mconn_free(struct mconn *mc);
+
+/*
+ * Starts a write of st for the client mc (sql, and for the extended protocol the batch's
+ * parameters in ext, copied). The answer comes later, or at once on failure (mc->answered is
+ * then set by mutation_finish). The mutation is on sy->mutations until it ends.
+ */
+void mutation_start(struct synced *sy, struct mut_client *mc, struct synced_table *st,
+                    struct catalog_table *ct, const struct stmt_class *sc, const char *sql,
+                    const struct ext_seq *ext);
+/* Takes an API slot and a database connection (idle or new), then starts the capture. */
+void mutation_acquire(struct mutation *m);
+/* Answers the client (error or nothing more), gives the connection back, frees m. */
+void mutation_finish(struct mutation *m);
+/* Rolls m's transaction back, then finishes it (its error, if any, was set before). */
+void mutation_rollback(struct mutation *m);
+/* The intent is durable: the request may leave. */
+void mutation_send_request(struct mutation *m);
+/* "insert", "update", "delete" and the keys, for messages: "update of salesforce.contacts (id
+ * 003…)" */
+void mutation_describe_write(const struct mutation *m, char *buf, size_t size);
+
+/* Set-up (synced.c): reloads from the loop, never from inside a callback of what it frees. */
+void synced_schedule_reload(struct synced *sy);
+
+#endif

@@ -1,0 +1,344 @@
+/*
+ * hook — the hook on the client's messages (include/mutation/hook.h): which messages start a
+ * synced write, and the per-client state that lives while one is in flight or being collected.
+ *
+ * Invariants: a client has at most one mutation in flight, and its relay is paused meanwhile; a
+ * client that went away does not stop its mutation.
+ */
+#include "mutation/hook.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "conn.h"
+#include "control.h"
+#include "mutation/answer.h"
+#include "mutation/catalog.h"
+#include "mutation/classifier.h"
+#include "mutation/extended.h"
+#include "mutation/pipeline.h"
+#include "pool.h"
+#include "proto.h"
+#include "sbuf.h"
+
+void mc_multi_free(struct mut_client *mc)
+{
+	for (int i = 0; i < mc->nmulti; i++)
+		free(mc->multi[i]);
+	free(mc->multi);
+	mc->multi = NULL;
+	mc->nmulti = mc->imulti = 0;
+}
+
+/*
+ * Starts the next write of a query string of several. True when it runs (its end goes on);
+ * false when it was answered at once (error and ReadyForQuery sent, the string is over).
+ */
+bool mc_multi_next(struct synced *sy, struct mut_client *mc)
+{
+	struct stmt_class sc;
+	const char *sql;
+
+	mc->imulti++;
+	sql = mc->multi[mc->imulti];
+	if (!classifier_classify(sy->cl, mc->client->pool->db_name, sql, &sc) ||
+	    sc.verdict == STMT_PASS) {
+		answer_now(mc->client, "XX000", "a statement of the query string changed its kind",
+		           NULL, NULL, NULL);
+		return false;
+	}
+	sc.nstatements = 1;
+	return hook_begin_mutation(sy, mc->client, &sc, sql, NULL) && mc->m != NULL;
+}
+
+struct mut_client *mc_get(struct conn *c)
+{
+	struct mut_client *mc = c->hook_state;
+
+	if (mc == NULL) {
+		mc = calloc(1, sizeof(*mc));
+		if (mc == NULL)
+			return NULL;
+		mc->client = c;
+		c->hook_state = mc;
+	}
+	return mc;
+}
+
+void prep_stmt_free(struct prep_stmt *ps)
+{
+	free(ps->name);
+	free(ps->sql);
+	free(ps->types);
+}
+
+/* Drops the per-client state once nothing needs it: back to the fast path. */
+void mc_release_if_idle(struct conn *c)
+{
+	struct mut_client *mc = c->hook_state;
+
+	if (mc == NULL || mc->m != NULL || mc->answered || mc->ext.active || mc->nstmts > 0 ||
+	    mc->multi != NULL)
+		return;
+	ext_reset(&mc->ext);
+	free(mc->stmts);
+	free(mc);
+	c->hook_state = NULL;
+}
+
+struct prep_stmt *mc_find_stmt(struct mut_client *mc, const char *name)
+{
+	for (int i = 0; mc != NULL && i < mc->nstmts; i++)
+		if (strcmp(mc->stmts[i].name, name) == 0)
+			return &mc->stmts[i];
+	return NULL;
+}
+
+void mc_drop_stmt(struct mut_client *mc, const char *name)
+{
+	struct prep_stmt *ps = mc_find_stmt(mc, name);
+
+	if (ps == NULL)
+		return;
+	prep_stmt_free(ps);
+	*ps = mc->stmts[--mc->nstmts];
+}
+
+/*
+ * The checks every synced write passes before the pipeline starts. Returns true when the
+ * mutation was started (the answer comes later); false when it was answered at once (answer_now
+ * already queued the error).
+ */
+bool hook_begin_mutation(struct synced *sy, struct conn *c, const struct stmt_class *sc,
+                         const char *sql, const struct ext_seq *ext)
+{
+	struct synced_table *st;
+	struct catalog_table *ct;
+	struct mut_client *mc;
+
+	st = sc->table >= 0 && sc->table < sy->ntables ? &sy->tables[sc->table] : NULL;
+	if (sc->verdict == STMT_REJECT) {
+		answer_now(c, sc->sqlstate, sc->message, sc->detail, sc->hint, st);
+		return false;
+	}
+	if (st == NULL) {
+		answer_now(c, "XX000", "synced table not found", NULL, NULL, NULL);
+		return false;
+	}
+	if (sc->nstatements > 1) {
+		answer_now(
+		        c, "0A000",
+		        "a write to a synced table must be the only statement in its query string",
+		        NULL, "Send it as a query of its own.", st);
+		return false;
+	}
+	if (client_txn_status(c) == 'E') {
+		answer_now(c, "25P02",
+		           "current transaction is aborted, commands ignored until end of "
+		           "transaction block",
+		           NULL, NULL, NULL);
+		return false;
+	}
+	ct = catalog_find(sy->cat, st->database, st->schema, st->table);
+	if (ct == NULL || ct->state != CAT_READY || !st->at_ready) {
+		char msg[512];
+		snprintf(msg, sizeof(msg), "synced table %s is not ready: %s", st->qualified,
+		         ct == NULL                 ? "unknown"
+		         : ct->state == CAT_PENDING ? "still being prepared"
+		         : ct->error[0]             ? ct->error
+		                                    : "not prepared");
+		answer_now(c, "55000", msg, NULL, NULL, st);
+		return false;
+	}
+	mc = mc_get(c);
+	if (mc == NULL) {
+		answer_now(c, "53200", "out of memory", NULL, NULL, NULL);
+		return false;
+	}
+	mutation_start(sy, mc, st, ct, sc, sql, ext);
+	if (mc->answered) {
+		/* failed at once: the error is queued and the relay never paused */
+		mc->answered = false;
+		return false;
+	}
+	return true;
+}
+
+/*
+ * A statement too big to hold whole (above SBUF_GATHER_MAX, 1 MiB) is decided on its first
+ * bytes: the largest write the APIs take in one request is far smaller, so a statement that
+ * may write a synced table or reach a syncbouncer.* setting is refused (WAIT: the core answers
+ * 54000); anything else streams. A synced table named only past the prefix is safe: the guard
+ * trigger refuses the write (42501) because the pipeline did not run it, and the core searches
+ * the streamed text for the settings' spellings.
+ */
+static enum hook_verdict inspect_prefix(struct synced *sy, struct conn *c,
+                                        const struct sbuf_pkt *pkt, const char *text, size_t len)
+{
+	if (!pkt->too_big)
+		return HOOK_WAIT;
+	return classifier_quick_check(sy->cl, c->pool->db_name, text, len) ? HOOK_WAIT : HOOK_PASS;
+}
+
+static enum hook_verdict inspect_query(struct synced *sy, struct conn *c,
+                                       const struct sbuf_pkt *pkt)
+{
+	const char *sql = (const char *)pkt->body;
+	struct stmt_class sc;
+
+	if (!pkt->complete)
+		return inspect_prefix(sy, c, pkt, sql, pkt->body_avail);
+	if (pkt->body_len == 0 || pkt->body[pkt->body_len - 1] != '\0')
+		return HOOK_PASS; /* malformed: PostgreSQL answers it */
+	if (!classifier_quick_check(sy->cl, c->pool->db_name, sql, pkt->body_len - 1))
+		return HOOK_PASS;
+	if (!classifier_classify(sy->cl, c->pool->db_name, sql, &sc) || sc.verdict == STMT_PASS)
+		return HOOK_PASS;
+	if (!client_server_idle(c))
+		return HOOK_WAIT_IDLE;
+	if (sc.verdict == STMT_MUTATION && sc.nstatements > 1 && sc.nmutations == sc.nstatements) {
+		/* several writes of synced tables: one after another, answered as one query */
+		struct mut_client *mc = mc_get(c);
+		int starts[64], lens[64];
+		int n = classifier_split(sql, starts, lens, 64);
+		if (mc == NULL || n < 2 || n > 64) {
+			answer_now(c, n > 64 ? "54000" : "53200",
+			           n > 64 ? "too many statements in one query string"
+			                  : "out of memory",
+			           NULL, NULL, NULL);
+			mc_release_if_idle(c);
+			return HOOK_CONSUME;
+		}
+		mc->multi = calloc((size_t)n, sizeof(char *));
+		for (int i = 0; mc->multi != NULL && i < n; i++) {
+			mc->multi[i] = strndup(sql + starts[i], (size_t)lens[i]);
+			if (mc->multi[i] == NULL) {
+				mc->nmulti = i;
+				mc_multi_free(mc);
+			}
+		}
+		if (mc->multi == NULL) {
+			answer_now(c, "53200", "out of memory", NULL, NULL, NULL);
+			mc_release_if_idle(c);
+			return HOOK_CONSUME;
+		}
+		mc->nmulti = n;
+		mc->imulti = 0;
+		if (!classifier_classify(sy->cl, c->pool->db_name, mc->multi[0], &sc)) {
+			mc_multi_free(mc);
+			answer_now(c, "53200", "out of memory", NULL, NULL, NULL);
+			mc_release_if_idle(c);
+			return HOOK_CONSUME;
+		}
+		sc.nstatements = 1;
+		sql = mc->multi[0];
+	}
+	if (!hook_begin_mutation(sy, c, &sc, sql, NULL)) {
+		struct mut_client *mc = c->hook_state;
+		if (mc != NULL)
+			mc_multi_free(mc);
+		mc_release_if_idle(c);
+		return HOOK_CONSUME;
+	}
+	return HOOK_PAUSE;
+}
+
+enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt *pkt)
+{
+	struct synced *sy = ctx;
+	struct mut_client *mc = c->hook_state;
+	const char *stmt = NULL, *portal = NULL;
+
+	if (mc != NULL) {
+		if (mc->m != NULL)
+			return HOOK_PAUSE;
+		if (mc->answered) {
+			mc->answered = false;
+			mc_release_if_idle(c);
+			return HOOK_CONSUME;
+		}
+		if (mc->ext.active)
+			return ext_packet(sy, c, mc, pkt);
+	}
+	if (c->admin || c->pool == NULL)
+		return HOOK_PASS;
+	/* a paused pool holds synced writes back like any other query: the core queues the client
+	 * for a server, and the packet comes back here once the pool is resumed */
+	if (control_pool_paused(c->pool))
+		return HOOK_PASS;
+	switch (pkt->type) {
+	case 'Q':
+		return inspect_query(sy, c, pkt);
+	case 'P': {
+		const char *sql;
+		size_t sql_len;
+		uint16_t n;
+		struct stmt_class sc;
+		if (!pkt->complete) {
+			/* the statement's name comes first: the text after it is the prefix */
+			const void *nul = memchr(pkt->body, '\0', pkt->body_avail);
+			size_t skip = nul ? (size_t)((const uint8_t *)nul - pkt->body) + 1 : 0;
+			if (nul == NULL && pkt->too_big)
+				return HOOK_WAIT;
+			return inspect_prefix(sy, c, pkt, (const char *)pkt->body + skip,
+			                      pkt->body_avail - skip);
+		}
+		if (!proto_parse_parse(pkt->body, pkt->body_len, &stmt, &sql, &sql_len, &n))
+			return HOOK_PASS;
+		if (mc != NULL)
+			mc_drop_stmt(mc, stmt); /* re-prepared under the same name ("" too) */
+		if (!classifier_quick_check(sy->cl, c->pool->db_name, sql, sql_len) ||
+		    !classifier_classify(sy->cl, c->pool->db_name, sql, &sc) ||
+		    sc.verdict == STMT_PASS) {
+			mc_release_if_idle(c);
+			return HOOK_PASS;
+		}
+		break;
+	}
+	case 'B':
+	case 'C':
+		if (mc == NULL || mc->nstmts == 0 || !pkt->complete ||
+		    !proto_parse_msg_names(pkt->type, pkt->body, pkt->body_len, &stmt, &portal) ||
+		    stmt == NULL || mc_find_stmt(mc, stmt) == NULL)
+			return pkt->complete || mc == NULL || mc->nstmts == 0 ? HOOK_PASS
+			                                                      : HOOK_WAIT;
+		break;
+	default:
+		return HOOK_PASS;
+	}
+	/* this packet starts an extended sequence that writes a synced table */
+	if (!client_server_idle(c))
+		return HOOK_WAIT_IDLE;
+	mc = mc_get(c);
+	if (mc == NULL)
+		return HOOK_PASS;
+	mc->ext.active = true;
+	return ext_packet(sy, c, mc, pkt);
+}
+
+void hook_client_closed(void *ctx, struct conn *c)
+{
+	struct mut_client *mc = c->hook_state;
+
+	(void)ctx;
+	if (mc == NULL)
+		return;
+	if (mc->m != NULL && mc->m->state == MUT_QUEUED) {
+		/* nothing was sent anywhere yet: drop it */
+		struct mutation *m = mc->m;
+		m->mc = NULL;
+		mc->m = NULL;
+		mutation_finish(m);
+	} else if (mc->m != NULL) {
+		mc->m->mc = NULL; /* the mutation goes on to its end; nobody to answer */
+	}
+	ext_reset(&mc->ext);
+	mc_multi_free(mc);
+	for (int i = 0; i < mc->nstmts; i++)
+		prep_stmt_free(&mc->stmts[i]);
+	free(mc->stmts);
+	c->hook_state = NULL;
+	free(mc);
+}

@@ -1,0 +1,1219 @@
+/*
+ * pipeline — one synced write from its statement to its answer (DESIGN.md §4;
+ * include/mutation/pipeline.h).
+ *
+ * A write to a synced table runs on a libpq connection of its own (pgc), outside any client
+ * transaction, in one database transaction:
+ *   BEGIN; mode=capture; <statement>            -- the guard trigger records row images, changes
+ * nothing SELECT … FROM syncbouncer.capture           -- the images (one API request) -- the
+ * transaction waits, rows locked confirmed rows in; mode=apply; <statement>   -- the trigger writes
+ * the API's version of each row COMMIT and its result (command tag, RETURNING rows) is sent to the
+ * client in place of the statement. PostgreSQL evaluates the statement both times: the proxy never
+ * re-implements SQL.
+ *
+ * Invariants: a client has at most one mutation in flight, and its relay is paused meanwhile;
+ * every mutation ends with COMMIT or ROLLBACK on its connection (a connection whose outcome is
+ * unknown is closed, which rolls back); a client that went away does not stop its mutation.
+ */
+#include "mutation/pipeline.h"
+
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "api/json.h"
+#include "bouncer.h"
+#include "client.h"
+#include "conn.h"
+#include "log.h"
+#include "mutation/answer.h"
+#include "mutation/catalog.h"
+#include "mutation/classifier.h"
+#include "mutation/extended.h"
+#include "mutation/history.h"
+#include "mutation/hook.h"
+#include "mutation/intent.h"
+#include "mutation/settle.h"
+#include "mutation/sync.h"
+#include "pgc.h"
+#include "pktbuf.h"
+#include "pool.h"
+#include "proto.h"
+
+/*
+ * What the capture run may hand to the loop: the row images of one statement, as JSON text, old
+ * and new together. Reading them (JSON parse, re-encoding jsonb values, building the request)
+ * runs on the event loop at 15-30 MB/s for the worst shapes (arrays of small numbers), so
+ * 256 KiB stalls the other clients for a few ms at most, and still holds 200 rows of a few
+ * hundred bytes. PostgreSQL measures the images; a larger statement never leaves the server.
+ */
+#define CAPTURE_MAX_BYTES (256 * 1024)
+
+const char *mut_state_str(enum mut_state st)
+{
+	switch (st) {
+	case MUT_QUEUED:
+		return "queued";
+	case MUT_CONNECTING:
+		return "connecting";
+	case MUT_CAPTURING:
+		return "capturing";
+	case MUT_WRITING_INTENT:
+		return "writing_intent";
+	case MUT_CALLING_API:
+		return "calling_api";
+	case MUT_APPLYING:
+		return "applying";
+	case MUT_ROLLING_BACK:
+		return "rolling_back";
+	}
+	return "?";
+}
+
+/* ---- connections ----------------------------------------------------------------------- */
+
+static void append_conninfo(char *buf, size_t size, size_t *len, const char *key, const char *v)
+{
+	int n;
+
+	n = snprintf(buf + *len, size - *len, "%s%s='", *len ? " " : "", key);
+	if (n < 0 || (size_t)n >= size - *len) {
+		*len = size;
+		return;
+	}
+	*len += (size_t)n;
+	for (const char *p = v; *p && *len + 3 < size; p++) {
+		if (*p == '\'' || *p == '\\')
+			buf[(*len)++] = '\\';
+		buf[(*len)++] = *p;
+	}
+	if (*len + 2 < size) {
+		buf[(*len)++] = '\'';
+		buf[*len] = '\0';
+	} else {
+		*len = size;
+	}
+}
+
+/* The libpq connection string for the pool's server (host, port, db, user, password). */
+static bool pool_conninfo(const struct pool *pool, char *buf, size_t size, const char **err)
+{
+	char port[16];
+	size_t len = 0;
+	const char *host = pool->host[0] ? pool->host : "/var/run/postgresql";
+
+	if (pool->server_password[0] &&
+	    (strncmp(pool->server_password, "md5", 3) == 0 ||
+	     strncmp(pool->server_password, "SCRAM-SHA-256$", 14) == 0)) {
+		*err = "synced-table writes need the user's plain password in auth_file or the "
+		       "[databases] entry";
+		return false;
+	}
+	buf[0] = '\0';
+	snprintf(port, sizeof(port), "%d", pool->port);
+	append_conninfo(buf, size, &len, "host", host);
+	append_conninfo(buf, size, &len, "port", port);
+	append_conninfo(buf, size, &len, "dbname", pool->server_db);
+	append_conninfo(buf, size, &len, "user", pool->server_user);
+	if (pool->server_password[0])
+		append_conninfo(buf, size, &len, "password", pool->server_password);
+	append_conninfo(buf, size, &len, "application_name", "syncbouncer mutation");
+	append_conninfo(buf, size, &len, "connect_timeout", "10");
+	if (len >= size) {
+		*err = "connection string too long";
+		return false;
+	}
+	return true;
+}
+
+void mconn_free(struct mconn *mc)
+{
+	list_del(&mc->head);
+	pgc_close(mc->pc);
+	free(mc->conninfo);
+	free(mc);
+}
+
+/* ---- the pipeline ---------------------------------------------------------------------- */
+
+static bool queue(struct mutation *m, const char *sql, pgc_result_cb cb)
+{
+	return pgc_query(m->conn->pc, sql, 0, NULL, NULL, NULL, NULL, 0, cb, m);
+}
+
+static bool queue_params(struct mutation *m, const char *sql, int n, const char *const *values,
+                         pgc_result_cb cb)
+{
+	return pgc_query(m->conn->pc, sql, n, NULL, values, NULL, NULL, 0, cb, m);
+}
+
+static bool queue_stmt(struct mutation *m, pgc_result_cb cb)
+{
+	if (!m->extended)
+		return queue(m, m->sql, cb);
+	return pgc_query(m->conn->pc, m->sql, m->nparams, m->nparams ? m->types : NULL,
+	                 (const char *const *)m->values, m->lengths, m->formats, m->result_format,
+	                 cb, m);
+}
+
+static void on_ignored(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct mutation *m = arg;
+
+	(void)pc;
+	if (res == NULL) {
+		m->conn_broken = true;
+		return;
+	}
+	if (PQresultStatus(res) == PGRES_FATAL_ERROR && !m->failed)
+		mutation_set_pg_error(m, res);
+	(void)error;
+}
+
+static void on_rolled_back(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct mutation *m = arg;
+
+	(void)pc;
+	(void)error;
+	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+		m->conn_broken = true;
+	mutation_finish(m);
+}
+
+/* The API wrote nothing: roll back, then the intent goes too (a write of its own). */
+static void rollback_forget_intent(struct mutation *m)
+{
+	char sql[160];
+
+	snprintf(sql, sizeof(sql), "CALL syncbouncer.intent_forget(%lld, '%s')",
+	         (long long)m->intent_id, m->intent_key);
+	m->state = MUT_ROLLING_BACK;
+	if (m->conn_broken || !queue(m, "ROLLBACK", on_ignored) || !queue(m, sql, on_rolled_back)) {
+		m->conn_broken = true;
+		settle_kick(m->sy->settle,
+		            300); /* the intent is left: settling finds nothing done */
+		mutation_finish(m);
+	}
+}
+
+void mutation_rollback(struct mutation *m)
+{
+	m->state = MUT_ROLLING_BACK;
+	if (m->conn_broken || !queue(m, "ROLLBACK", on_rolled_back)) {
+		m->conn_broken = true;
+		mutation_finish(m);
+	}
+}
+
+/* ---- the write-ahead intent (include/mutation/settle.h) -------------------------------------- */
+
+/* "insert", "update", "delete" and the keys, for messages: "update of salesforce.contacts (id
+ * 003…)" */
+void mutation_describe_write(const struct mutation *m, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s of %s (%s %s)", stmt_op_str(m->op), m->st->qualified,
+	         m->st->at.pk_column, m->keys_text ? m->keys_text : "not assigned yet");
+}
+
+/* The API's record ids of an insert, as a JSON array, for the journal. */
+static char *answer_ids_json(const struct api_result *ar)
+{
+	struct json_out o;
+	size_t len;
+	char *text;
+
+	if (!json_out_init(&o, 16 * 1024 * 1024))
+		return NULL;
+	json_out_array_begin(&o);
+	for (int i = 0; i < ar->nrows; i++) {
+		if (ar->rows[i].id != NULL)
+			json_out_string(&o, ar->rows[i].id);
+		else
+			json_out_null(&o);
+	}
+	json_out_array_end(&o);
+	text = json_out_ok(&o) ? json_out_take(&o, &len) : NULL;
+	json_out_free(&o);
+	return text;
+}
+
+/* Test-only (doc/synced-tables.md): SYNCBOUNCER_TEST_HOLD_BEFORE_COMMIT_MS holds each synced write
+ * that long between its apply run and its COMMIT, so that a test can kill the process there. */
+static int test_hold_before_commit_ms(void)
+{
+	const char *v = getenv("SYNCBOUNCER_TEST_HOLD_BEFORE_COMMIT_MS");
+
+	return v != NULL ? atoi(v) : 0;
+}
+
+static void on_committed(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct mutation *m = arg;
+	struct pktbuf pb;
+	char detail[1024];
+	size_t len = 0;
+
+	(void)pc;
+	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK || m->failed ||
+	    m->result == NULL || m->apply_mismatch) {
+		/* the API has the change and the database does not: say so, with the ids */
+		const char *why = m->db_error[0] ? m->db_error
+		                  : res == NULL  ? error
+		                  : PQresultStatus(res) != PGRES_COMMAND_OK
+		                          ? PQresultErrorMessage(res)
+		                  : m->apply_mismatch
+		                          ? "the second run wrote other rows than the API confirmed"
+		                          : "unknown";
+		/* the ids of 200 records do not fit: the tail is cut, never written past the end */
+		snprintf(detail, sizeof(detail) - 120, "%s record ids: %s. The database said: %s",
+		         api_name(m->st->api), m->ids ? m->ids : "(unknown)", why);
+		len = strlen(detail);
+		while (len > 0 && (detail[len - 1] == '\n' || detail[len - 1] == ' '))
+			detail[--len] = '\0';
+		log_error("synced table %s: %s accepted a write but the database commit failed: %s",
+		          m->st->qualified, api_name(m->st->api), why);
+		if (m->op == OP_INSERT && m->answer_ids != NULL &&
+		    !settle_journal_answer(m->sy->journal, m->intent_id, m->st->database,
+		                           m->answer_ids))
+			log_error(
+			        "synced table %s: the API's answer to journal entry %lld could not "
+			        "be written to the journal file: %s",
+			        m->st->qualified, (long long)m->intent_id, m->answer_ids);
+		snprintf(detail + len, sizeof(detail) - len,
+		         ". The write is journal entry %lld: it is settled by asking %s, and SHOW "
+		         "JOURNAL shows how it ends",
+		         (long long)m->intent_id, api_name(m->st->api));
+		m->failed = false;
+		{
+			char msg[256];
+			snprintf(msg, sizeof(msg),
+			         "change applied to %s but not yet to the database",
+			         api_name(m->st->api));
+			mutation_set_error(m, "XX000", msg, detail, NULL);
+		}
+		settle_kick(m->sy->settle, 300);
+		m->conn_broken = true;
+		mutation_finish(m);
+		return;
+	}
+	switch (m->op) {
+	case OP_INSERT:
+		m->ct->inserts++;
+		break;
+	case OP_UPDATE:
+		m->ct->updates++;
+		break;
+	case OP_DELETE:
+		m->ct->deletes++;
+		break;
+	default:
+		break;
+	}
+	if (m->mc != NULL) {
+		pktbuf_init(&pb, RESPONSE_MAX);
+		answer_write_result(&pb, m, m->result, m->result);
+		answer_send(m, &pb);
+		pktbuf_free(&pb);
+	}
+	mutation_finish(m);
+}
+
+/* Keeps a run's result in *slot, or records its error (a broken connection is seen later). */
+static void keep_result(struct mutation *m, struct pgc *pc, PGresult *res, PGresult **slot)
+{
+	if (res == NULL) {
+		m->conn_broken = true;
+		return;
+	}
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
+		if (!m->failed)
+			mutation_set_pg_error(m, res);
+		if (!m->db_error[0]) {
+			const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+			snprintf(m->db_error, sizeof(m->db_error), "%s", msg ? msg : "error");
+		}
+		return;
+	}
+	*slot = pgc_steal_result(pc);
+}
+
+/*
+ * The second run is done: commit only if it wrote exactly the rows the API confirmed. Anything
+ * else (an error, fewer or more rows) is rolled back, and the API's version of the rows goes to
+ * the journal (on_committed's failure path), so that the database catches up with the API.
+ */
+/*
+ * The apply transaction's end: the confirmed rows and the intent go in the same COMMIT as the
+ * rows, so "committed" and "intent gone" are one fact.
+ */
+static bool queue_commit(struct mutation *m)
+{
+	char sql[160];
+
+	snprintf(sql, sizeof(sql), "CALL syncbouncer.intent_forget(%lld, '%s')",
+	         (long long)m->intent_id, m->intent_key);
+	return queue(m,
+	             "DELETE FROM syncbouncer.confirmed WHERE xid = pg_catalog.pg_current_xact_id()",
+	             on_ignored) &&
+	       queue(m, sql, on_ignored) && queue(m, "COMMIT", on_committed);
+}
+
+static void on_hold_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct mutation *m = arg;
+
+	(void)fd;
+	(void)what;
+	if (!queue_commit(m))
+		on_committed(m, NULL, NULL, "could not queue the commit");
+}
+
+static void on_applied(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct mutation *m = arg;
+	bool ok;
+
+	(void)error;
+	keep_result(m, pc, res, &m->result);
+	if (m->conn_broken) {
+		on_committed(m, NULL, NULL, "the database connection broke while applying");
+		return;
+	}
+	if (!m->failed && m->result != NULL && atoi(PQcmdTuples(m->result)) != m->nrows) {
+		log_error("synced table %s: the apply run wrote %s row(s) where %s confirmed %d",
+		          m->st->qualified, PQcmdTuples(m->result), api_name(m->st->api), m->nrows);
+		m->apply_mismatch = true;
+	}
+	if (m->failed || m->apply_mismatch) {
+		ok = queue(m, "ROLLBACK", on_committed);
+	} else if (test_hold_before_commit_ms() > 0 && m->ev_hold == NULL) {
+		struct timeval tv = {test_hold_before_commit_ms() / 1000,
+		                     (test_hold_before_commit_ms() % 1000) * 1000};
+		log_warning("synced table %s: holding the commit %d ms "
+		            "(SYNCBOUNCER_TEST_HOLD_BEFORE_COMMIT_MS, for tests only)",
+		            m->st->qualified, test_hold_before_commit_ms());
+		m->ev_hold = evtimer_new(m->sy->b->base, on_hold_done, m);
+		ok = m->ev_hold != NULL && evtimer_add(m->ev_hold, &tv) == 0;
+	} else {
+		ok = queue_commit(m);
+	}
+	if (!ok)
+		on_committed(m, NULL, NULL, "could not queue the commit");
+}
+
+/* Builds the JSON of confirmed rows: [{"seq":n,"key":…,"fields":{column: value}}]. */
+static char *confirmed_json(struct mutation *m, const struct api_result *ar)
+{
+	struct json_out out;
+	size_t len;
+
+	if (!json_out_init(&out, 16 * 1024 * 1024))
+		return NULL;
+	json_out_array_begin(&out);
+	for (int i = 0; i < m->nrows && i < ar->nrows; i++) {
+		const struct captured *cr = &m->rows[i];
+		const struct api_row_result *rr = &ar->rows[i];
+		const char *key = NULL;
+
+		for (int k = 0; k < cr->nold; k++)
+			if (strcmp(cr->old_vals[k].column, m->st->at.pk_column) == 0)
+				key = cr->old_vals[k].value;
+		{
+			const char *rid = m->op == OP_INSERT ? rr->id : key;
+			size_t have = m->ids ? strlen(m->ids) : 0;
+			size_t add = rid ? strlen(rid) : 0;
+			char *grown = add ? realloc(m->ids, have + add + 3) : NULL;
+			if (grown != NULL) {
+				snprintf(grown + have, add + 3, "%s%s", have ? ", " : "", rid);
+				m->ids = grown;
+			}
+		}
+		json_out_object_begin(&out);
+		json_out_key(&out, "seq");
+		json_out_int(&out, cr->seq);
+		json_out_key(&out, "key");
+		if (key != NULL)
+			json_out_string(&out, key);
+		else
+			json_out_null(&out);
+		json_out_key(&out, "fields");
+		json_out_object_begin(&out);
+		/*
+		 * The row as the API received it, so that the second run writes exactly that even
+		 * where the statement is not deterministic (random(), now(), a sequence); the
+		 * API's own values follow and win (jsonb keeps the last of duplicate keys).
+		 */
+		if (cr->new_json != NULL && cr->new_json->kind == JSON_OBJECT) {
+			for (size_t k = 0; k < cr->new_json->count; k++) {
+				if (m->op == OP_INSERT &&
+				    strcmp(cr->new_json->keys[k], m->st->at.pk_column) == 0)
+					continue;
+				json_out_key(&out, cr->new_json->keys[k]);
+				json_out_value(&out, cr->new_json->items[k]);
+			}
+		}
+		if (m->op == OP_INSERT && rr->id != NULL) {
+			json_out_key(&out, m->st->at.pk_column);
+			json_out_string(&out, rr->id);
+		}
+		for (int f = 0; f < rr->nfields; f++) {
+			if (rr->fields[f].column == NULL ||
+			    strcmp(rr->fields[f].column, m->st->at.pk_column) == 0)
+				continue;
+			json_out_key(&out, rr->fields[f].column);
+			if (rr->fields[f].value != NULL)
+				json_out_string(&out, rr->fields[f].value);
+			else
+				json_out_null(&out);
+		}
+		json_out_object_end(&out);
+		json_out_object_end(&out);
+	}
+	json_out_array_end(&out);
+	if (!json_out_ok(&out)) {
+		json_out_free(&out);
+		return NULL;
+	}
+	{
+		char *text = json_out_take(&out, &len);
+		json_out_free(&out);
+		return text;
+	}
+}
+
+static bool sy_has_sync(const struct mutation *m)
+{
+	return m->sy->sync != NULL && m->sync_noted;
+}
+
+static void on_api_done(void *arg, struct api_result *ar)
+{
+	struct mutation *m = arg;
+	char relid[16];
+	char *json;
+	const char *params[2];
+	bool ok = true;
+
+	m->call = NULL;
+	m->api_status = ar->http_status;
+	m->api_usec = ar->call_usec;
+	snprintf(m->api_request_id, sizeof(m->api_request_id), "%s", ar->request_id);
+	m->api_outcome = ar->ok ? "ok" : api_error_class_str(ar->error.cls);
+	if (!ar->ok) {
+		if (m->ct != NULL)
+			m->ct->rejected++;
+		mutation_set_api_error(m, &ar->error);
+		if (ar->error.nothing_written) {
+			rollback_forget_intent(m);
+		} else {
+			/* maybe applied: the intent stays, and is settled by asking the API */
+			log_warning("synced table %s: the outcome of journal entry %lld at %s is "
+			            "unknown (%s); it will be settled",
+			            m->st->qualified, (long long)m->intent_id, api_name(m->st->api),
+			            api_error_class_str(ar->error.cls));
+			settle_kick(m->sy->settle, 300);
+			mutation_rollback(m);
+		}
+		return;
+	}
+	m->state = MUT_APPLYING;
+	if (m->op == OP_INSERT)
+		m->answer_ids = answer_ids_json(ar);
+	if (sy_has_sync(m) && m->op == OP_INSERT) {
+		const char **ids = calloc((size_t)ar->nrows + 1, sizeof(*ids));
+		for (int i = 0; ids != NULL && i < ar->nrows; i++)
+			ids[i] = ar->rows[i].id;
+		if (ids != NULL)
+			sync_write_accepted(m->sy->sync, (int)(m->st - m->sy->tables), ids,
+			                    ar->nrows);
+		free(ids);
+	}
+	json = confirmed_json(m, ar);
+	if (json == NULL) {
+		mutation_set_error(m, "53200", "out of memory building the confirmed rows", NULL,
+		                   NULL);
+		mutation_rollback(m);
+		return;
+	}
+	snprintf(relid, sizeof(relid), "%u", m->ct->relid);
+	params[0] = json;
+	params[1] = relid;
+	ok = queue(m, "DELETE FROM syncbouncer.capture WHERE xid = pg_catalog.pg_current_xact_id()",
+	           on_ignored) &&
+	     queue_params(m,
+	                  "INSERT INTO syncbouncer.confirmed (xid, seq, tbl, key, fields) "
+	                  "SELECT pg_catalog.pg_current_xact_id(), x.seq, $2::oid, x.key, x.fields "
+	                  "FROM pg_catalog.jsonb_to_recordset($1::jsonb) AS x(seq int, key text, "
+	                  "fields jsonb)",
+	                  2, params, on_ignored) &&
+	     queue(m,
+	           "SELECT pg_catalog.set_config('syncbouncer.mode', 'apply', true), "
+	           "pg_catalog.set_config('syncbouncer.seq', '0', true)",
+	           on_ignored) &&
+	     queue_stmt(m, on_applied);
+	m->confirmed = json;
+	if (!ok) {
+		/* the API has the change: the commit path reports XX000 with the ids */
+		on_committed(m, NULL, NULL, "could not queue the apply statements");
+	}
+}
+
+static enum api_value_type value_type(const struct json_value *v)
+{
+	switch (v->kind) {
+	case JSON_NUMBER:
+		return API_VALUE_NUMBER;
+	case JSON_BOOL:
+		return API_VALUE_BOOL;
+	case JSON_ARRAY:
+	case JSON_OBJECT:
+		return API_VALUE_JSON; /* json, jsonb and array columns go to the API as JSON */
+	default:
+		return API_VALUE_TEXT;
+	}
+}
+
+/* Turns a to_jsonb(row) image into column/value pairs for the connector. */
+static bool image_values(struct captured *cr, const struct json_value *img, struct api_value **out,
+                         int *n)
+{
+	struct api_value *vals;
+
+	*out = NULL;
+	*n = 0;
+	if (img == NULL || img->kind != JSON_OBJECT)
+		return img == NULL || img->kind == JSON_NULL;
+	vals = calloc(img->count ? img->count : 1, sizeof(*vals));
+	if (vals == NULL)
+		return false;
+	for (size_t i = 0; i < img->count; i++) {
+		const struct json_value *v = img->items[i];
+		vals[i].column = img->keys[i];
+		vals[i].type = value_type(v);
+		switch (v->kind) {
+		case JSON_NULL:
+			vals[i].value = NULL;
+			break;
+		case JSON_BOOL:
+			vals[i].value = v->boolean ? "true" : "false";
+			break;
+		case JSON_NUMBER:
+		case JSON_STRING:
+			vals[i].value = v->str;
+			break;
+		case JSON_ARRAY:
+		case JSON_OBJECT: {
+			struct json_out jo;
+			size_t len;
+			char *text, **grown;
+			if (!json_out_init(&jo, 1024 * 1024))
+				return false;
+			json_out_value(&jo, v);
+			text = json_out_ok(&jo) ? json_out_take(&jo, &len) : NULL;
+			json_out_free(&jo);
+			grown = realloc(cr->owned, sizeof(char *) * (size_t)(cr->nowned + 1));
+			if (text == NULL || grown == NULL) {
+				free(text);
+				free(vals);
+				return false;
+			}
+			cr->owned = grown;
+			cr->owned[cr->nowned++] = text;
+			vals[i].value = text;
+			break;
+		}
+		}
+	}
+	*out = vals;
+	*n = (int)img->count;
+	return true;
+}
+
+/* Nothing matched: no API call, the statement's own (empty) result. */
+static void answer_no_rows(struct mutation *m)
+{
+	struct pktbuf pb;
+
+	if (m->mc != NULL) {
+		pktbuf_init(&pb, RESPONSE_MAX);
+		answer_write_result(&pb, m, m->first, m->first);
+		answer_send(m, &pb);
+		pktbuf_free(&pb);
+	}
+	m->state = MUT_ROLLING_BACK;
+	if (!queue(m, "ROLLBACK", on_rolled_back)) {
+		m->conn_broken = true;
+		mutation_finish(m); /* frees m */
+	}
+}
+
+/* After a zero-row capture: an unsettled insert of the table makes the answer wait (40001). */
+static void on_zero_checked(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct mutation *m = arg;
+
+	if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0) {
+		char detail[256];
+		snprintf(detail, sizeof(detail),
+		         "Journal entry %s, an insert into this table whose outcome at %s is not "
+		         "settled yet, may hold a row the statement would match.",
+		         PQgetvalue(res, 0, 0), api_name(m->st->api));
+		mutation_set_error(
+		        m, "40001",
+		        "the statement matched no row, but the table has an unsettled insert",
+		        detail,
+		        "Retry the statement in a few seconds; SHOW JOURNAL on the admin console "
+		        "lists unsettled writes.");
+		settle_kick(m->sy->settle, 0);
+		mutation_rollback(m);
+		return;
+	}
+	(void)pc;
+	if (res == NULL) {
+		m->conn_broken = true;
+		mutation_set_error(m, "58000",
+		                   "lost the database connection of a synced-table write", error,
+		                   NULL);
+		mutation_finish(m);
+		return;
+	}
+	answer_no_rows(m);
+}
+
+static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct mutation *m = arg;
+	const struct json_limits limits = {16 * 1024 * 1024, 64, 1000000};
+	enum api_op op;
+	int max;
+	char err[256];
+
+	(void)pc;
+	(void)error;
+	if (res == NULL) {
+		m->conn_broken = true;
+		if (!m->failed)
+			mutation_set_error(m, "58000",
+			                   "lost the database connection of a synced-table write",
+			                   error, NULL);
+		mutation_finish(m);
+		return;
+	}
+	if (m->failed) {
+		mutation_rollback(m);
+		return;
+	}
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		mutation_set_pg_error(m, res);
+		mutation_rollback(m);
+		return;
+	}
+	m->nrows = PQntuples(res);
+	if (m->nrows == 0 && m->op != OP_INSERT) {
+		/*
+		 * No row matched; but an INSERT of this table whose outcome is not settled yet may
+		 * have created one the statement would match: wait for it rather than answer 0.
+		 * Unsettled: no writer holds its lock (we get it), or a settler holds the settling
+		 * lock (we cannot get that one). A live writer's insert is ordinary concurrency.
+		 */
+		char sql[300];
+		snprintf(sql, sizeof(sql),
+		         "SELECT syncbouncer.intent_unsettled_insert(%u)", m->ct->relid);
+		if (!pgc_query(m->conn->pc, sql, 0, NULL, NULL, NULL, NULL, 0, on_zero_checked,
+		               m)) {
+			m->conn_broken = true;
+			mutation_set_error(m, "58000",
+			                   "lost the database connection of a synced-table write",
+			                   NULL, NULL);
+			mutation_finish(m);
+		}
+		return;
+	}
+	if (m->nrows == 0) {
+		answer_no_rows(m);
+		return;
+	}
+	op = m->op == OP_INSERT   ? API_OP_INSERT
+	     : m->op == OP_UPDATE ? API_OP_UPDATE
+	                          : API_OP_DELETE;
+	max = api_max_rows(m->st->api, op);
+	if (m->nrows > max) {
+		char detail[256];
+		snprintf(
+		        detail, sizeof(detail),
+		        "The statement would %s %d rows of %s; %s takes at most %d in one request.",
+		        api_op_str(op), m->nrows, m->st->qualified, api_name(m->st->api), max);
+		mutation_set_error(m, "54000", "too many rows for one API request", detail,
+		                   "Split the statement into batches of at most the limit.");
+		mutation_rollback(m);
+		return;
+	}
+	if (PQnfields(res) < 4 || atoll(PQgetvalue(res, 0, 3)) > CAPTURE_MAX_BYTES) {
+		char detail[256];
+		snprintf(detail, sizeof(detail),
+		         "The rows it would %s in %s take %s bytes as JSON; syncbouncer takes at "
+		         "most %d bytes per statement.",
+		         api_op_str(op), m->st->qualified,
+		         PQnfields(res) < 4 ? "?" : PQgetvalue(res, 0, 3), CAPTURE_MAX_BYTES);
+		mutation_set_error(m, "54000", "synced-table write too large for one API request",
+		                   detail, "Write fewer rows, or smaller values, per statement.");
+		mutation_rollback(m);
+		return;
+	}
+	m->rows = calloc((size_t)m->nrows, sizeof(*m->rows));
+	m->api_rows = calloc((size_t)m->nrows, sizeof(*m->api_rows));
+	if (m->rows == NULL || m->api_rows == NULL) {
+		mutation_set_error(m, "53200", "out of memory", NULL, NULL);
+		mutation_rollback(m);
+		return;
+	}
+	for (int i = 0; i < m->nrows; i++) {
+		struct captured *cr = &m->rows[i];
+		cr->seq = atoi(PQgetvalue(res, i, 0));
+		if ((!PQgetisnull(res, i, 1) &&
+		     !json_parse(PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1), &limits,
+		                 &cr->old_json, err, sizeof(err))) ||
+		    (!PQgetisnull(res, i, 2) &&
+		     !json_parse(PQgetvalue(res, i, 2), (size_t)PQgetlength(res, i, 2), &limits,
+		                 &cr->new_json, err, sizeof(err))) ||
+		    !image_values(cr, cr->old_json, &cr->old_vals, &cr->nold) ||
+		    !image_values(cr, cr->new_json, &cr->new_vals, &cr->nnew)) {
+			mutation_set_error(m, "XX000", "could not read a captured row image", NULL,
+			                   NULL);
+			mutation_rollback(m);
+			return;
+		}
+		m->api_rows[i].old_image.values = cr->old_vals;
+		m->api_rows[i].old_image.nvalues = cr->nold;
+		m->api_rows[i].new_image.values = cr->new_vals;
+		m->api_rows[i].new_image.nvalues = cr->nnew;
+	}
+	m->state = MUT_WRITING_INTENT;
+	intent_write(m);
+}
+
+/* Tells the sync worker which rows this write holds (begin) or has written (end). */
+static void note_sync_write(struct mutation *m, bool begin)
+{
+	struct synced *sy = m->sy;
+	const char **keys;
+	int n = 0;
+
+	if (sy->sync == NULL || (!begin && !m->sync_noted))
+		return;
+	keys = calloc((size_t)m->nrows + 1, sizeof(*keys));
+	for (int i = 0; keys != NULL && i < m->nrows && m->rows != NULL; i++) {
+		const struct api_value *v =
+		        api_image_get(&m->api_rows[i].old_image, m->st->at.pk_column);
+		if (v != NULL && v->value != NULL)
+			keys[n++] = v->value;
+	}
+	if (begin)
+		sync_write_begin(sy->sync, (int)(m->st - sy->tables), m->op == OP_INSERT, keys, n);
+	else
+		sync_write_end(sy->sync, (int)(m->st - sy->tables), m->op == OP_INSERT, keys, n);
+	m->sync_noted = begin;
+	free(keys);
+}
+
+/* The intent is durable: the request may leave. */
+void mutation_send_request(struct mutation *m)
+{
+	enum api_op op = m->op == OP_INSERT   ? API_OP_INSERT
+	                 : m->op == OP_UPDATE ? API_OP_UPDATE
+	                                      : API_OP_DELETE;
+
+	m->state = MUT_CALLING_API;
+	note_sync_write(m, true);
+	m->call = api_submit_keyed(m->st->api, &m->st->at, op, m->api_rows, m->nrows, m->intent_key,
+	                           on_api_done, m);
+	if (m->call == NULL) {
+		mutation_set_error(m, "53200", "could not start the API request", NULL, NULL);
+		rollback_forget_intent(m);
+	}
+}
+
+static void on_first_run(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct mutation *m = arg;
+
+	(void)error;
+	keep_result(m, pc, res, &m->first);
+}
+
+static void start_capture(struct mutation *m)
+{
+	bool ok;
+
+	/* the images only when they fit in CAPTURE_MAX_BYTES; their size in any case */
+	snprintf(
+	        m->capture_sql, sizeof(m->capture_sql),
+	        "SELECT seq, CASE WHEN total <= %d THEN o END, CASE WHEN total <= %d THEN n END, "
+	        "total FROM (SELECT seq, o, n, pg_catalog.sum(COALESCE(pg_catalog.octet_length(o), "
+	        "0) + COALESCE(pg_catalog.octet_length(n), 0)) OVER () AS total "
+	        "FROM (SELECT seq, old::text AS o, new::text AS n FROM syncbouncer.capture "
+	        "WHERE xid = pg_catalog.pg_current_xact_id() AND tbl = %u) c) s ORDER BY seq",
+	        CAPTURE_MAX_BYTES, CAPTURE_MAX_BYTES, m->ct->relid);
+	m->state = MUT_CAPTURING;
+	/*
+	 * lock_timeout: the write may wait for a row that the client itself holds locked in its
+	 * own transaction; it must fail (55P03) rather than wait forever. max_rows: the trigger
+	 * stops capturing past the API's limit, so a huge UPDATE costs nothing before its 54000.
+	 */
+	snprintf(m->prelude_sql, sizeof(m->prelude_sql),
+	         "SELECT pg_catalog.set_config('syncbouncer.mode', 'capture', true), "
+	         "pg_catalog.set_config('syncbouncer.conflict', '%s', true), "
+	         "pg_catalog.set_config('syncbouncer.seq', '0', true), "
+	         "pg_catalog.set_config('syncbouncer.ncaptured', '0', true), "
+	         "pg_catalog.set_config('syncbouncer.max_rows', '%d', true), "
+	         "pg_catalog.set_config('lock_timeout', '10s', true), "
+	         "pg_catalog.pg_advisory_xact_lock(%lld)",
+	         m->conflict_nothing ? "nothing" : "",
+	         api_max_rows(m->st->api, m->op == OP_INSERT   ? API_OP_INSERT
+	                                  : m->op == OP_UPDATE ? API_OP_UPDATE
+	                                                       : API_OP_DELETE),
+	         (long long)m->intent_id);
+	ok = queue(m, "BEGIN", on_ignored) && queue(m, m->prelude_sql, on_ignored) &&
+	     (m->session_sql == NULL || queue(m, m->session_sql, on_ignored)) &&
+	     queue_stmt(m, on_first_run) && queue(m, m->capture_sql, on_captured);
+	if (!ok) {
+		mutation_set_error(m, "58000", "could not queue a synced-table write", NULL, NULL);
+		m->conn_broken = true;
+		mutation_finish(m);
+	}
+}
+
+static void on_connected(void *arg, struct pgc *pc, const char *error)
+{
+	struct mutation *m = arg;
+	char detail[512];
+
+	(void)pc;
+	if (error != NULL) {
+		snprintf(detail, sizeof(detail), "%s", error);
+		mutation_set_error(m, "58000",
+		                   "could not connect to the database for a synced-table write",
+		                   detail, NULL);
+		m->conn_broken = true;
+		mutation_finish(m);
+		return;
+	}
+	start_capture(m);
+}
+
+static void captured_free(struct captured *cr)
+{
+	json_free(cr->old_json);
+	json_free(cr->new_json);
+	free(cr->old_vals);
+	free(cr->new_vals);
+	for (int i = 0; i < cr->nowned; i++)
+		free(cr->owned[i]);
+	free(cr->owned);
+}
+
+/* The finished write goes to the log (log_mutations), SHOW MUTATIONS and the metrics. */
+static void report_finished(struct mutation *m)
+{
+	struct conn *c = m->mc ? m->mc->client : NULL;
+	char sqlstate[6] = "";
+	struct mutation_report r = {
+	        .client = c,
+	        .client_id = c ? c->id : 0,
+	        .database = m->st->database,
+	        .table = m->st->qualified,
+	        .operation = stmt_op_str(m->op),
+	        .api = api_name(m->st->api),
+	        .rows = m->nrows,
+	        .api_called = m->api_outcome != NULL,
+	        .http_status = m->api_status,
+	        .request_id = m->api_request_id,
+	        .api_usec = m->api_outcome ? m->api_usec : -1,
+	        .total_usec = (int64_t)(bouncer_now_usec() - m->started),
+	        .values = m->confirmed,
+	};
+
+	if (m->failed)
+		history_error_sqlstate(m->err.data, m->err.len, sqlstate, sizeof(sqlstate));
+	r.sqlstate = sqlstate;
+	r.outcome = !m->failed                                            ? "ok"
+	            : m->api_outcome && strcmp(m->api_outcome, "ok") != 0 ? m->api_outcome
+	                                                                  : "failed";
+	history_record(m->sy->b, &r);
+}
+
+/* Answers the client (error or nothing more), gives the connection back, frees m. */
+void mutation_finish(struct mutation *m)
+{
+	struct synced *sy = m->sy;
+	struct mut_client *mc = m->mc;
+
+	report_finished(m);
+	if (m->call != NULL) {
+		api_call_cancel(m->call);
+		m->call = NULL;
+	}
+	note_sync_write(m, false);
+	if (m->failed && mc != NULL) {
+		struct pktbuf pb;
+		/* a failed write ends a query string of several: the rest is skipped */
+		if (mc->multi != NULL)
+			m->no_ready = false;
+		pktbuf_init(&pb, RESPONSE_MAX);
+		if (m->extended)
+			answer_ext_prefix(m, &pb);
+		if (!m->no_ready && answer_raise_on_server(mc->client, &m->err)) {
+			/* the prefix now; the server's error and ReadyForQuery follow */
+			if (pb.len > 0 && !sbuf_queue_pktbuf(&mc->client->sbuf, &pb))
+				client_close(mc->client, "could not send an answer");
+		} else {
+			pktbuf_put_bytes(&pb, m->err.data, m->err.len);
+			answer_send(m, &pb);
+		}
+		pktbuf_free(&pb);
+		mc = m->mc;
+	}
+	if (m->conn != NULL) {
+		if (m->conn_broken || !pgc_ok(m->conn->pc) || pgc_busy(m->conn->pc) ||
+		    list_count(&sy->idle_conns) >= MAX_IDLE_CONNS)
+			mconn_free(m->conn);
+		else
+			list_append(&sy->idle_conns, &m->conn->head);
+	}
+	if (mc != NULL && mc->client->state != CONN_JUSTFREE) {
+		bool next_started = false;
+		mc->m = NULL;
+		if (mc->multi != NULL && !m->failed && mc->imulti + 1 < mc->nmulti)
+			next_started = mc_multi_next(sy, mc);
+		if (!next_started) {
+			mc_multi_free(mc);
+			mc->answered = true;
+			if (m->no_ready && mc->ext.active) {
+				mc->ext.ran = true;
+				mc->ext.group_done = true;
+				if (m->failed)
+					mc->ext.skip = true;
+			}
+			client_resume(mc->client);
+		}
+	}
+	list_del(&m->head);
+	list_del(&m->qhead);
+	if (m->holds_slot)
+		sy->api_active[m->st->api_index]--;
+	if (m->holds_slot && !sy->stopping) {
+		struct list *it;
+		list_for_each(it, &sy->queued)
+		{
+			struct mutation *next = list_entry(it, struct mutation, qhead);
+			if (next->st->api_index == m->st->api_index) {
+				list_del(&next->qhead);
+				mutation_acquire(next);
+				break;
+			}
+		}
+	}
+	if (sy->reload_pending && list_empty(&sy->mutations))
+		synced_schedule_reload(sy);
+	if (m->first)
+		PQclear(m->first);
+	if (m->result)
+		PQclear(m->result);
+	for (int i = 0; i < m->nrows && m->rows; i++)
+		captured_free(&m->rows[i]);
+	free(m->rows);
+	free(m->api_rows);
+	pktbuf_free(&m->err);
+	for (int i = 0; i < m->nparams; i++)
+		free(m->values[i]);
+	free(m->values);
+	free(m->lengths);
+	free(m->formats);
+	free(m->types);
+	free(m->confirmed);
+	if (m->iconn != NULL)
+		mconn_free(m->iconn);
+	if (m->ev_hold != NULL)
+		event_free(m->ev_hold);
+	free(m->intent_rows);
+	free(m->intent_keys);
+	free(m->keys_text);
+	free(m->answer_ids);
+	free(m->session_sql);
+	free(m->ids);
+	free(m->conninfo);
+	free(m->sql);
+	free(m);
+}
+
+/* Copies an extended sequence's parameters into m (which owns them from then on). */
+static bool copy_params(struct mutation *m, const struct ext_seq *ext)
+{
+	int n = ext->nparams;
+
+	m->extended = true;
+	m->parse_complete = ext->parse && !ext->parse_sent;
+	m->bind_complete = ext->bind && !ext->bind_sent;
+	m->describe_portal = ext->describe_portal;
+	m->no_ready = ext->active; /* still collecting: the batch's Sync is yet to come */
+	m->result_format = ext->result_format;
+	if (n == 0)
+		return true;
+	m->values = calloc((size_t)n, sizeof(char *));
+	m->lengths = calloc((size_t)n, sizeof(int));
+	m->formats = calloc((size_t)n, sizeof(int));
+	m->types = calloc((size_t)n, sizeof(Oid));
+	if (m->values == NULL || m->lengths == NULL || m->formats == NULL || m->types == NULL)
+		return false;
+	m->nparams = n;
+	for (int i = 0; i < n; i++) {
+		m->lengths[i] = ext->lengths[i];
+		m->formats[i] = ext->formats[i];
+		m->types[i] = i < ext->ntypes ? ext->types[i] : 0;
+		if (ext->values[i] == NULL)
+			continue;
+		m->values[i] = malloc((size_t)ext->lengths[i] + 1);
+		if (m->values[i] == NULL)
+			return false;
+		memcpy(m->values[i], ext->values[i], (size_t)ext->lengths[i]);
+		m->values[i][ext->lengths[i]] = '\0';
+	}
+	return true;
+}
+
+/* Takes an API slot and a database connection (idle or new), then starts the capture. */
+void mutation_acquire(struct mutation *m)
+{
+	struct synced *sy = m->sy;
+	struct list *it;
+
+	m->holds_slot = true;
+	sy->api_active[m->st->api_index]++;
+	list_for_each(it, &sy->idle_conns)
+	{
+		struct mconn *c = list_entry(it, struct mconn, head);
+		if (strcmp(c->conninfo, m->conninfo) == 0 && pgc_ok(c->pc)) {
+			list_del(&c->head);
+			m->conn = c;
+			start_capture(m);
+			return;
+		}
+	}
+	m->conn = calloc(1, sizeof(*m->conn));
+	if (m->conn == NULL || (m->conn->conninfo = strdup(m->conninfo)) == NULL) {
+		free(m->conn);
+		m->conn = NULL;
+		mutation_set_error(m, "53200", "out of memory", NULL, NULL);
+		mutation_finish(m);
+		return;
+	}
+	list_init(&m->conn->head);
+	m->state = MUT_CONNECTING;
+	m->conn->pc = pgc_connect(sy->b->base, m->conninfo, on_connected, m);
+	if (m->conn->pc == NULL) {
+		free(m->conn->conninfo);
+		free(m->conn);
+		m->conn = NULL;
+		mutation_set_error(m, "53200", "out of memory", NULL, NULL);
+		mutation_finish(m);
+	}
+}
+
+/*
+ * The client's settings that change how its statement is read or what RETURNING sends back
+ * (string literals, dates, intervals, time zone, float digits), for the mutation's own
+ * transaction. Other settings stay the pooler's. NULL when the client set none of them.
+ */
+static char *session_settings(const struct conn *c)
+{
+	static const char *const names[] = {
+	        "DateStyle",
+	        "TimeZone",
+	        "IntervalStyle",
+	        "extra_float_digits",
+	        "standard_conforming_strings",
+	        "bytea_output",
+	};
+	struct pktbuf pb;
+	int n = 0;
+	char *sql;
+
+	pktbuf_init(&pb, 64 * 1024);
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		const char *v = param_get(&c->params, names[i]);
+		if (v == NULL)
+			continue;
+		if (n++ > 0)
+			pktbuf_put_bytes(&pb, ", ", 2);
+		else
+			pktbuf_put_bytes(&pb, "SELECT ", 7);
+		pktbuf_put_bytes(&pb, "pg_catalog.set_config(", 22);
+		pktbuf_put_sql_literal(&pb, names[i]);
+		pktbuf_put_bytes(&pb, ", ", 2);
+		pktbuf_put_sql_literal(&pb, v);
+		pktbuf_put_bytes(&pb, ", true)", 7);
+	}
+	pktbuf_put_u8(&pb, 0);
+	sql = n > 0 && !pktbuf_failed(&pb) ? strdup((const char *)pb.data) : NULL;
+	pktbuf_free(&pb);
+	return sql;
+}
+
+void mutation_start(struct synced *sy, struct mut_client *mc, struct synced_table *st,
+                    struct catalog_table *ct, const struct stmt_class *sc, const char *sql,
+                    const struct ext_seq *ext)
+{
+	struct mutation *m = calloc(1, sizeof(*m));
+	struct pool *pool = mc->client->pool;
+	char conninfo[2048];
+	const char *err = NULL;
+
+	if (m == NULL) {
+		client_send_error(mc->client, "53200", "out of memory");
+		return;
+	}
+	list_init(&m->head);
+	list_init(&m->qhead);
+	list_append(&sy->mutations, &m->head);
+	m->sy = sy;
+	m->mc = mc;
+	m->st = st;
+	m->ct = ct;
+	m->op = sc->op;
+	m->conflict_nothing = sc->on_conflict_nothing;
+	m->started = bouncer_now_usec();
+	m->intent_id = settle_new_id();
+	api_random_key(m->intent_key, sizeof(m->intent_key));
+	pktbuf_init(&m->err, 65536);
+	mc->m = m;
+	m->session_sql = session_settings(mc->client);
+	if (ext == NULL && mc->multi != NULL && mc->imulti < mc->nmulti - 1)
+		m->no_ready = true;
+	m->sql = strdup(sql);
+	if (m->sql == NULL || (ext != NULL && !copy_params(m, ext))) {
+		mutation_set_error(m, "53200", "out of memory", NULL, NULL);
+		mutation_finish(m);
+		return;
+	}
+	if (!pool_conninfo(pool, conninfo, sizeof(conninfo), &err)) {
+		mutation_set_error(m, "28000", err, NULL, NULL);
+		mutation_finish(m);
+		return;
+	}
+	m->conninfo = strdup(conninfo);
+	if (m->conninfo == NULL) {
+		mutation_set_error(m, "53200", "out of memory", NULL, NULL);
+		mutation_finish(m);
+		return;
+	}
+	if (sy->api_active[st->api_index] >= sy->api_cap[st->api_index]) {
+		/* the API takes no more at once: wait without holding a database connection */
+		m->state = MUT_QUEUED;
+		list_append(&sy->queued, &m->qhead);
+		return;
+	}
+	mutation_acquire(m);
+}
