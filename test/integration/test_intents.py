@@ -524,24 +524,25 @@ def test_intents_are_hidden_from_other_roles_whose_writes_still_work(pg, bouncer
     cannot read them, also after an upgrade from the version that granted them to PUBLIC; yet
     such a role writing through the proxy still records, clears and settles its intents, and
     its writes still wait for a row's unsettled write."""
-    if not pg.sql("SELECT 1 FROM pg_roles WHERE rolname = 'clerk'"):
-        pg.sql("SET password_encryption = 'md5'; CREATE ROLE clerk LOGIN PASSWORD 'clerkpw'")
+    if not pg.sql("SELECT 1 FROM pg_roles WHERE rolname = 'bookkeeper'"):
+        pg.sql("CREATE ROLE bookkeeper")
+    pg.sql("SET password_encryption = 'md5'; ALTER ROLE bookkeeper LOGIN PASSWORD 'clerkpw'")
     pg.sql(DDL, dbname="crm")
-    pg.sql("GRANT USAGE ON SCHEMA billing TO clerk;"
-           " GRANT SELECT, INSERT, UPDATE, DELETE ON billing.customers TO clerk", dbname="crm")
+    pg.sql("GRANT USAGE ON SCHEMA billing TO bookkeeper;"
+           " GRANT SELECT, INSERT, UPDATE, DELETE ON billing.customers TO bookkeeper", dbname="crm")
     pg.sql(V5_INSTALL, dbname="crm")
     cfg = config(pg, stripe)
     # clients log in as themselves; the catalog, the settler and the sync worker as app
     cfg["databases"] = {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm"}
     cfg["synced_tables"] = [cfg["synced_tables"][0] + " user=app"]
-    b = bouncer_factory(config=cfg, users={"app": "secret", "clerk": "clerkpw",
+    b = bouncer_factory(config=cfg, users={"app": "secret", "bookkeeper": "clerkpw",
                                            "postgres": "postgres"})
     wait_guard(pg, b)
     assert pg.sql("SELECT value FROM syncbouncer.meta WHERE key = 'version'",
                   dbname="crm") != [("5",)]
 
     def clerk():
-        return b.connect(dbname="crm", user="clerk", password="clerkpw", autocommit=True)
+        return b.connect(dbname="crm", user="bookkeeper", password="clerkpw", autocommit=True)
 
     with clerk() as conn:
         (cid,) = conn.execute("insert into billing.customers (email, name) values "
@@ -555,7 +556,7 @@ def test_intents_are_hidden_from_other_roles_whose_writes_still_work(pg, bouncer
         ((iid, op),) = intents(pg)
         assert op == "U"
 
-    with pg.connect(dbname="crm", user="clerk") as direct:
+    with pg.connect(dbname="crm", user="bookkeeper") as direct:
         for sql in ("SELECT * FROM syncbouncer.intent",
                     "SELECT rows FROM syncbouncer.intent",
                     f"DELETE FROM syncbouncer.intent WHERE id = {iid}",
