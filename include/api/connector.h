@@ -322,8 +322,7 @@ bool connector_can_read(const struct connector *c);
  */
 bool connector_build_read(const struct connector *c, const struct api_table *t, const char *id,
                           const char *const *fields, int nfields, struct api_http_spec *out,
-                          struct api_error *err)
-        __attribute__((warn_unused_result));
+                          struct api_error *err) __attribute__((warn_unused_result));
 
 /*
  * Reads the answer to connector_build_read() into out (initialised here): ok with one row (id

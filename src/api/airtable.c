@@ -146,10 +146,11 @@ static bool at_build(const struct connector *c, const struct api_table *t, enum 
 	for (r = 0; op == API_OP_INSERT && t->external_id != NULL && r < nrows; r++) {
 		const struct api_value *v = api_image_get(&rows[r].new_image, t->external_id);
 		if (v == NULL || v->value == NULL || v->value[0] == '\0') {
-			api_error_set(err, API_ERR_REQUIRED,
-			              "column %s is the table's external id: an insert must give it a"
-			              " value",
-			              t->external_id);
+			api_error_set(
+			        err, API_ERR_REQUIRED,
+			        "column %s is the table's external id: an insert must give it a"
+			        " value",
+			        t->external_id);
 			snprintf(err->column, sizeof(err->column), "%s", t->external_id);
 			err->value_is_null = v == NULL || v->value == NULL;
 			err->row = r;

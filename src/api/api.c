@@ -662,9 +662,8 @@ struct api_call *api_submit(struct api *api, const struct api_table *table, enum
 }
 
 static struct api_call *api_submit_lookup(struct api *api, const struct api_table *table,
-                                          const char *id, bool find,
-                                 const char *const *fields, int nfields, api_done_cb cb,
-                                 void *arg)
+                                          const char *id, bool find, const char *const *fields,
+                                          int nfields, api_done_cb cb, void *arg)
 {
 	struct api_call *call = calloc(1, sizeof(*call));
 
@@ -701,15 +700,13 @@ static struct api_call *api_submit_lookup(struct api *api, const struct api_tabl
 }
 
 struct api_call *api_submit_read(struct api *api, const struct api_table *table, const char *id,
-                                 const char *const *fields, int nfields, api_done_cb cb,
-                                 void *arg)
+                                 const char *const *fields, int nfields, api_done_cb cb, void *arg)
 {
 	return api_submit_lookup(api, table, id, false, fields, nfields, cb, arg);
 }
 
-struct api_call *api_submit_find(struct api *api, const struct api_table *table,
-                                 const char *value, const char *const *fields, int nfields,
-                                 api_done_cb cb, void *arg)
+struct api_call *api_submit_find(struct api *api, const struct api_table *table, const char *value,
+                                 const char *const *fields, int nfields, api_done_cb cb, void *arg)
 {
 	return api_submit_lookup(api, table, value, true, fields, nfields, cb, arg);
 }

@@ -923,10 +923,11 @@ bool connector_check_table(const struct connector *c, const struct api_table *t,
                            size_t errsize)
 {
 	if (t->external_id != NULL && (c->ops->build_find == NULL || c->ops->parse_find == NULL)) {
-		snprintf(err, errsize,
-		         "external_id=%.60s: api \"%s\" (type=%s) cannot find records by an external"
-		         " id",
-		         t->external_id, c->name, c->ops->type);
+		snprintf(
+		        err, errsize,
+		        "external_id=%.60s: api \"%s\" (type=%s) cannot find records by an external"
+		        " id",
+		        t->external_id, c->name, c->ops->type);
 		return false;
 	}
 	return true;
@@ -943,13 +944,14 @@ bool connector_build_find(const struct connector *c, const struct api_table *t, 
 {
 	memset(out, 0, sizeof(*out));
 	if (!connector_can_find(c, t)) {
-		api_error_set(err, API_ERR_INTERNAL, "%s cannot find records of %s by an external id",
-		              c->name, t->name);
+		api_error_set(err, API_ERR_INTERNAL,
+		              "%s cannot find records of %s by an external id", c->name, t->name);
 		err->nothing_written = true;
 		return false;
 	}
 	if (value == NULL || value[0] == '\0' || strlen(value) > 255) {
-		api_error_set(err, API_ERR_VALIDATION, "%s: no usable external id to find", c->name);
+		api_error_set(err, API_ERR_VALIDATION, "%s: no usable external id to find",
+		              c->name);
 		err->nothing_written = true;
 		return false;
 	}

@@ -433,7 +433,8 @@ static void hs_parse_lookup(const struct connector *c, const struct api_table *t
 	}
 	if (found == NULL) {
 		const struct json_value *errs = json_get(doc, "errors");
-		for (size_t k = 0; errs != NULL && errs->kind == JSON_ARRAY && k < errs->count; k++) {
+		for (size_t k = 0; errs != NULL && errs->kind == JSON_ARRAY && k < errs->count;
+		     k++) {
 			const char *cat = json_get_string(errs->items[k], "category");
 			if (cat != NULL && strcmp(cat, "OBJECT_NOT_FOUND") == 0)
 				listed = true;
@@ -441,8 +442,8 @@ static void hs_parse_lookup(const struct connector *c, const struct api_table *t
 		if (listed || (resp->status == 404 && doc != NULL &&
 		               json_get_string(doc, "category") != NULL &&
 		               strcmp(json_get_string(doc, "category"), "OBJECT_NOT_FOUND") == 0)) {
-			api_error_set(&out->error, API_ERR_NOT_FOUND, "%s: record %s does not exist",
-			              c->name, id);
+			api_error_set(&out->error, API_ERR_NOT_FOUND,
+			              "%s: record %s does not exist", c->name, id);
 			goto done;
 		}
 		if (resp->status < 200 || resp->status >= 300) {

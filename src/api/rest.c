@@ -58,18 +58,9 @@ struct rest_priv {
 };
 
 static const char *const rest_keys[] = {
-        "path",
-        "insert_path",
-        "update_path",
-        "delete_path",
-        "insert_method",
-        "update_method",
-        "delete_method",
-        "records_key",
-        "id_field",
-        "read_path",
-        "naming",
-        NULL,
+        "path",          "insert_path",   "update_path",   "delete_path",
+        "insert_method", "update_method", "delete_method", "records_key",
+        "id_field",      "read_path",     "naming",        NULL,
 };
 
 static bool rest_path_ok(const char *p)

@@ -225,7 +225,8 @@ static bool sf_build(const struct connector *c, const struct api_table *t, enum 
 		char field[128];
 
 		for (r = 0; r < nrows; r++) {
-			const struct api_value *v = api_image_get(&rows[r].new_image, t->external_id);
+			const struct api_value *v =
+			        api_image_get(&rows[r].new_image, t->external_id);
 			if (v == NULL || v->value == NULL || v->value[0] == '\0') {
 				api_error_set(err, API_ERR_REQUIRED,
 				              "column %s is the table's external id: an insert must"
@@ -480,8 +481,8 @@ done:
 
 /* GET <base>/services/data/<ver>/sobjects/<Object>/<Id>: the record's fields as they are now. */
 static bool sf_build_read(const struct connector *c, const struct api_table *t, const char *id,
-                              const char *const *fields, int nfields,
-                          struct api_http_spec *out, struct api_error *err)
+                          const char *const *fields, int nfields, struct api_http_spec *out,
+                          struct api_error *err)
 {
 	const struct sf_priv *p = c->priv;
 	size_t ulen = strlen(c->base_url) + 3 * strlen(t->object) + 3 * strlen(id) + 64, used;

@@ -720,8 +720,8 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		 * lock (we cannot get that one). A live writer's insert is ordinary concurrency.
 		 */
 		char sql[300];
-		snprintf(sql, sizeof(sql),
-		         "SELECT syncbouncer.intent_unsettled_insert(%u)", m->ct->relid);
+		snprintf(sql, sizeof(sql), "SELECT syncbouncer.intent_unsettled_insert(%u)",
+		         m->ct->relid);
 		if (!pgc_query(m->conn->pc, sql, 0, NULL, NULL, NULL, NULL, 0, on_zero_checked,
 		               m)) {
 			m->conn_broken = true;

@@ -867,8 +867,8 @@ static void ask_next(struct settle *s)
 		return;
 	}
 	step_set(s, STEP_ASKING_API);
-	s->call = api_submit_read(s->t.api, s->t.at, s->ids[s->iid],
-	                          (const char *const *)s->fields, s->nfields, on_read, s);
+	s->call = api_submit_read(s->t.api, s->t.at, s->ids[s->iid], (const char *const *)s->fields,
+	                          s->nfields, on_read, s);
 	if (s->call == NULL)
 		cur_fail(s, "out of memory");
 }

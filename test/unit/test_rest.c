@@ -1129,8 +1129,8 @@ static void test_e2e_stripe(void **state)
 }
 
 /* An answer of status with body to a read of id: the result (caller frees it). */
-static struct api_result read_answer(struct connector *c, const struct api_table *t,
-                                     const char *id, long status, const char *body)
+static struct api_result read_answer(struct connector *c, const struct api_table *t, const char *id,
+                                     long status, const char *body)
 {
 	struct http_response resp = {0};
 	struct api_result res;
@@ -1174,7 +1174,9 @@ static void test_read_by_id(void **state)
 	                       {"insert_path", "/people"},
 	                       {"update_path", "/people"},
 	                       {"delete_path", "/people"}};
-	struct cf_kv rbad[] = {{"type", "rest"}, {"base_url", "http://h"}, {"path", "/contacts"},
+	struct cf_kv rbad[] = {{"type", "rest"},
+	                       {"base_url", "http://h"},
+	                       {"path", "/contacts"},
 	                       {"read_path", "/contacts"}};
 	struct cf_kv tkv[] = {{"object", "contacts"}};
 	struct cf_kv atkv[] = {{"object", "People List"}, {"columns", "email:Email"}};
@@ -1308,12 +1310,11 @@ static void test_find_by_external_id(void **state)
 	                      {"base_url", "https://api.airtable.com"},
 	                      {"base_id", "appXYZ123"}};
 	struct cf_kv htkv[] = {{"object", "contacts"}, {"external_id", "email"}};
-	struct cf_kv atkv[] = {{"object", "People"},
-	                       {"columns", "email:Email Address"},
-	                       {"external_id", "email"}};
+	struct cf_kv atkv[] = {
+	        {"object", "People"}, {"columns", "email:Email Address"}, {"external_id", "email"}};
 	static const struct api_value given[] = {{"id", NULL, API_VALUE_TEXT},
-	                                        {"name", "Paul", API_VALUE_TEXT},
-	                                        {"email", "p@c.io", API_VALUE_TEXT}};
+	                                         {"name", "Paul", API_VALUE_TEXT},
+	                                         {"email", "p@c.io", API_VALUE_TEXT}};
 	static const struct api_value nobody[] = {{"id", NULL, API_VALUE_TEXT},
 	                                          {"name", "Nobody", API_VALUE_TEXT}};
 	static const char *const fields[] = {"email"};
@@ -1338,9 +1339,10 @@ static void test_find_by_external_id(void **state)
 		struct http_response resp = {0};
 		static const char one[] = "{\"status\":\"COMPLETE\",\"results\":[{\"id\":\"77\","
 		                          "\"properties\":{\"email\":\"p@c.io\"}}]}";
-		static const char none[] = "{\"status\":\"COMPLETE\",\"results\":[],\"numErrors\":1,"
-		                           "\"errors\":[{\"status\":\"error\","
-		                           "\"category\":\"OBJECT_NOT_FOUND\",\"message\":\"x\"}]}";
+		static const char none[] =
+		        "{\"status\":\"COMPLETE\",\"results\":[],\"numErrors\":1,"
+		        "\"errors\":[{\"status\":\"error\","
+		        "\"category\":\"OBJECT_NOT_FOUND\",\"message\":\"x\"}]}";
 		resp.outcome = HTTP_OUTCOME_ANSWER;
 		resp.status = 200;
 		resp.body = (char *)one;
@@ -1375,8 +1377,9 @@ static void test_find_by_external_id(void **state)
 	assert_true(connector_build_find(c, &t, "a\"b\\c", NULL, 0, &spec, &err));
 	assert_int_equal(spec.method, HTTP_GET);
 	/* {Email Address}="a\"b\\c", URL-encoded */
-	assert_string_equal(spec.url, "https://api.airtable.com/v0/appXYZ123/People?maxRecords=2&"
-	                              "filterByFormula=%7BEmail%20Address%7D%3D%22a%5C%22b%5C%5Cc%22");
+	assert_string_equal(spec.url,
+	                    "https://api.airtable.com/v0/appXYZ123/People?maxRecords=2&"
+	                    "filterByFormula=%7BEmail%20Address%7D%3D%22a%5C%22b%5C%5Cc%22");
 	api_http_spec_free(&spec);
 	{
 		struct http_response resp = {0};

@@ -1104,7 +1104,8 @@ static void test_read_by_id(void **state)
 
 	(void)state;
 	assert_true(connector_can_read(sf));
-	assert_true(connector_build_read(sf, &contacts, "0038b00002gszToAAI", NULL, 0, &spec, &err));
+	assert_true(
+	        connector_build_read(sf, &contacts, "0038b00002gszToAAI", NULL, 0, &spec, &err));
 	assert_int_equal(spec.method, HTTP_GET);
 	assert_string_equal(spec.url, "https://acme.my.salesforce.com/services/data/v59.0/"
 	                              "sobjects/Contact/0038b00002gszToAAI");
@@ -1172,9 +1173,8 @@ static void test_external_id(void **state)
 	                          "\"Ext_Id__c\":\"E/1\"}";
 	static const char several[] = "[\"/services/data/v59.0/sobjects/Contact/003A\","
 	                              "\"/services/data/v59.0/sobjects/Contact/003B\"]";
-	struct cf_kv tkv[] = {{"object", "Contact"},
-	                      {"columns", "ext_id:Ext_Id__c"},
-	                      {"external_id", "ext_id"}};
+	struct cf_kv tkv[] = {
+	        {"object", "Contact"}, {"columns", "ext_id:Ext_Id__c"}, {"external_id", "ext_id"}};
 	struct cf_kv bad[] = {{"object", "Contact"}, {"external_id", "id"}};
 	struct cf_kv skv[] = {{"type", "stripe"}, {"base_url", "https://api.stripe.com"}};
 	struct api_row row = {.new_image = {e1, 3}};
