@@ -92,8 +92,12 @@ static const char catalog_sql_schema[] =
         "\towner text\n"
         ");\n"
         "create index if not exists intent_tbl on syncbouncer.intent (tbl);\n"
-        /* the guard's per-row check of UPDATE and DELETE looks rows up by key */
-        "create index if not exists intent_keys on syncbouncer.intent using gin (keys);\n"
+        /*
+         * the guard's per-row check of UPDATE and DELETE looks rows up by key; without a
+         * pending list, so that a lookup never scans what the last inserts left unmerged
+         */
+        "create index if not exists intent_keys on syncbouncer.intent using gin (keys)"
+        " with (fastupdate = off);\n"
         "create table if not exists syncbouncer.meta (\n"
         "\tkey text primary key,\n"
         "\tvalue text\n"
@@ -134,8 +138,9 @@ static const char catalog_sql_schema[] =
         "create or replace function syncbouncer.intent_blocking(p_tbl oid, p_key text)"
         " returns int8\n"
         "language sql stable security definer set search_path = pg_catalog, pg_temp as $f$\n"
+        /* no LIMIT: with one the planner would rather scan, hoping for an early row */
         "\tselect i.id from syncbouncer.intent i\n"
-        "\t\twhere i.tbl = p_tbl and i.keys @> array[p_key] limit 1\n"
+        "\t\twhere i.tbl = p_tbl and i.keys @> array[p_key]\n"
         "$f$;\n"
         "create or replace function syncbouncer.intent_unsettled_insert(p_tbl oid)"
         " returns setof int8\n"
