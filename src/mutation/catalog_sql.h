@@ -35,6 +35,7 @@
  *   intent_blocking(tbl, key)     the id of an intent holding that row, or null (the guard)
  *   intent_unsettled_insert(tbl)  an unsettled insert's id: no writer holds it (takes its lock)
  *                                 or a settler is at it
+ * The two lookups answer only a role that may update or delete the table.
  *
  * Installation is idempotent: IF NOT EXISTS for the schema and tables, CREATE OR REPLACE for the
  * function, the version row upserted, all under one advisory lock in one implicit transaction.
@@ -141,14 +142,25 @@ static const char catalog_sql_schema[] =
         /* no LIMIT: with one the planner would rather scan, hoping for an early row */
         "\tselect i.id from syncbouncer.intent i\n"
         "\t\twhere i.tbl = p_tbl and i.keys @> array[p_key]\n"
+        "\t\tand (pg_catalog.has_table_privilege(session_user, p_tbl, 'UPDATE')\n"
+        "\t\t\tor pg_catalog.has_table_privilege(session_user, p_tbl, 'DELETE'))\n"
         "$f$;\n"
         "create or replace function syncbouncer.intent_unsettled_insert(p_tbl oid)"
         " returns setof int8\n"
-        "language sql volatile security definer set search_path = pg_catalog, pg_temp as $f$\n"
-        "\tselect i.id from syncbouncer.intent i where i.tbl = p_tbl and i.op = 'I'\n"
+        "language plpgsql volatile security definer set search_path = pg_catalog, pg_temp"
+        " as $f$\n"
+        "begin\n"
+        "\t-- only a role that may update or delete the table takes the intents' locks\n"
+        "\tif not coalesce(pg_catalog.has_table_privilege(session_user, p_tbl, 'UPDATE')"
+        " or pg_catalog.has_table_privilege(session_user, p_tbl, 'DELETE'), false) then\n"
+        "\t\treturn;\n"
+        "\tend if;\n"
+        "\treturn query select i.id from syncbouncer.intent i"
+        " where i.tbl = p_tbl and i.op = 'I'\n"
         "\t\tand (pg_catalog.pg_try_advisory_xact_lock(i.id) or not"
         " pg_catalog.pg_try_advisory_xact_lock_shared(i.id # " SETTLE_LOCK_BIT "))"
-        " limit 1\n"
+        " limit 1;\n"
+        "end\n"
         "$f$;\n"
         "revoke all on routine syncbouncer.intent_record(int8, oid, text, \"char\", text,"
         " jsonb, jsonb, text, text), syncbouncer.intent_forget(int8, text),"

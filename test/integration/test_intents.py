@@ -527,6 +527,8 @@ def test_intents_are_hidden_from_other_roles_whose_writes_still_work(pg, bouncer
     if not pg.sql("SELECT 1 FROM pg_roles WHERE rolname = 'bookkeeper'"):
         pg.sql("CREATE ROLE bookkeeper")
     pg.sql("SET password_encryption = 'md5'; ALTER ROLE bookkeeper LOGIN PASSWORD 'clerkpw'")
+    if not pg.sql("SELECT 1 FROM pg_roles WHERE rolname = 'outsider'"):
+        pg.sql("CREATE ROLE outsider LOGIN")  # may connect, nothing more
     pg.sql(DDL, dbname="crm")
     pg.sql("GRANT USAGE ON SCHEMA billing TO bookkeeper;"
            " GRANT SELECT, INSERT, UPDATE, DELETE ON billing.customers TO bookkeeper", dbname="crm")
@@ -567,6 +569,18 @@ def test_intents_are_hidden_from_other_roles_whose_writes_still_work(pg, bouncer
         # forgetting an intent takes its idempotency key, which no client is shown
         direct.execute(f"CALL syncbouncer.intent_forget({iid}, 'guessed')")
     assert [i[0] for i in intents(pg)] == [iid]
+    # a role that may only connect learns nothing, not even that the row has an intent
+    with pg.connect(dbname="crm", user="outsider") as direct:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            direct.execute("SELECT * FROM syncbouncer.intent")
+        ((tbl,),) = pg.sql("SELECT 'billing.customers'::regclass::oid", dbname="crm")
+        assert direct.execute(f"SELECT syncbouncer.intent_blocking({tbl}, '{cid}')"
+                              ).fetchall() == [(None,)]
+        assert direct.execute(f"SELECT syncbouncer.intent_unsettled_insert({tbl})"
+                              ).fetchall() == []
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            direct.execute(f"CALL syncbouncer.intent_record(2, {tbl}, 'billing.customers',"
+                           " 'U', 'stripe', '[]', '[\"x\"]', 'k', 'me')")
 
     with clerk() as conn:
         with pytest.raises(psycopg.errors.SerializationFailure) as ei:
