@@ -1313,8 +1313,18 @@ static void on_listed(void *arg, struct pgc *pc, PGresult *res, const char *erro
 	(void)pc;
 	s->nleft--;
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
-		log_warning("settle: cannot list the journal of database %s: %s", db,
-		            res == NULL ? error : PQresultErrorMessage(res));
+		const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+		if (state != NULL && strcmp(state, "42501") == 0)
+			/* the intents belong to the role that installed the schema */
+			log_error("settle: cannot list the journal of database %s: the user of its"
+			          " first synced table may not use syncbouncer.intent; connect that"
+			          " table as the role that installed the syncbouncer schema, or grant"
+			          " it SELECT, INSERT, UPDATE, DELETE on syncbouncer.intent",
+			          db);
+		else
+			log_warning("settle: cannot list the journal of database %s: %s", db,
+			            res == NULL ? error : PQresultErrorMessage(res));
 		pass_next_db(s);
 		return;
 	}
