@@ -9,11 +9,14 @@
  * an unknown database is only reported after a successful login. No pool is made for a login
  * that has not succeeded.
  *
- * auth_query runs on a connection of its own to the auth database's server as auth_user
- * (pgc: libpq on the loop), one shared connection per (server, database, user) with queries
- * queued in order; the query is sent as a parameterised statement, nothing else (no SET) is run
- * on that connection. A broken connection fails the logins waiting on it and is replaced by the
- * next login.
+ * auth_query runs as in pgbouncer, on a server of the auth pool: the auth database's servers
+ * logged in as auth_user by the normal server login (server.c), so auth_user's secret in the
+ * auth_file may be plain text, an md5 hash, or a SCRAM secret (usable once a client has logged
+ * in as auth_user with SCRAM, whose proof gives the keys). A login waits on the pool's
+ * auth_waiting list for a server, the query is sent as a parameterised statement and nothing
+ * else (no SET), and the server goes back to the pool at its ReadyForQuery. A server login that
+ * fails fails the logins waiting on the pool with its reason; a server lost mid-query fails its
+ * login.
  *
  * Invariants: a client in CL_LOGIN owns its struct auth_state (conn->auth) until it is freed
  * with the connection; the hba and ident sets in use are replaced whole at RELOAD, never
@@ -58,7 +61,7 @@ void auth_use_files(struct bouncer *b, struct auth_files *files);
  */
 bool auth_setting_changed(struct bouncer *b, const char *key, char *err, size_t errsize)
         __attribute__((warn_unused_result));
-/* Frees the files and closes the auth_query connections (at exit). */
+/* Frees the files (at exit). */
 void auth_shutdown(struct bouncer *b);
 
 /* The startup packet of c was accepted (user and dbname set): start authenticating. */
@@ -82,5 +85,20 @@ bool auth_pool_scram_keys(const struct pool *pool, const char *secret, uint8_t c
                           uint8_t server_key[32]) __attribute__((warn_unused_result));
 /* Frees what logins left on the pool (from pool_free). */
 void auth_pool_free(struct pool *pool);
+
+/*
+ * server, of pool, is logged in (or reset) and unlinked: when a login waits for auth_query in
+ * pool, the query is started on it (server taken, SV_ACTIVE) and true is returned.
+ */
+bool auth_pool_server_ready(struct pool *pool, struct conn *server);
+/*
+ * The logins waiting for auth_query in pool fail with message: a server login of pool failed
+ * (pgbouncer's kill_pool_logins), or the pool is going (its database was removed).
+ */
+void auth_pool_fail_waiting(struct pool *pool, const char *sqlstate, const char *message);
+/* A packet from a server running auth_query (server->auth_query set, logged in). */
+enum sbuf_action auth_server_packet(struct conn *server, const struct sbuf_pkt *pkt);
+/* server is closing while running auth_query (from server_close): its login fails. */
+void auth_server_lost(struct conn *server, const char *reason);
 
 #endif

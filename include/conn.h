@@ -22,6 +22,7 @@ struct dns_request;
 struct scram_client;
 struct scram_server;
 struct auth_state;
+struct aq_req;
 struct ps_client;
 struct ps_server;
 
@@ -128,6 +129,7 @@ struct conn {
 	size_t in_force_key_len;
 	uint64_t in_force_gen;
 	bool logged_in;
+	struct aq_req *auth_query; /* running auth_query for a login; answers go to auth.c */
 	struct dns_request *dns_req;
 	struct scram_client *scram_cli;
 	struct event ev_connect; /* server: connect, SSL answer; client: its first byte */

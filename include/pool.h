@@ -50,6 +50,7 @@ struct pool {
 	int64_t server_lifetime, query_timeout, query_wait_timeout, idle_transaction_timeout,
 	        transaction_timeout, client_idle_timeout;
 	bool forced_user; /* the [databases] entry names the server user */
+	bool auth_pool;   /* made to run auth_query: logs in as its own user, never a forced one */
 	bool autodb;      /* made from the "*" entry: dropped after autodb_idle_timeout unused */
 	uint64_t unused_since; /* no client and no server since then (0: in use) */
 	int host_index;
@@ -60,6 +61,7 @@ struct pool {
 
 	struct list active_clients, waiting_clients, login_clients;
 	struct list idle_servers, active_servers, used_servers, tested_servers, login_servers;
+	struct list auth_waiting; /* logins waiting for a server to run auth_query on (auth.c) */
 
 	struct param_set welcome; /* the first server's ParameterStatus messages */
 	bool welcome_ready;
@@ -84,6 +86,12 @@ struct pool *pool_find(struct bouncer *b, const char *db_name, const char *user)
  * Called for a client only once it has authenticated: a failed login leaves no pool behind.
  */
 struct pool *pool_get(struct bouncer *b, const char *db_name, const char *user, const char **err);
+/*
+ * The pool auth_query runs in: db_name's servers logged in as auth_user, with auth_user's own
+ * secret, even when the [databases] entry forces another user (as pgbouncer's auth pool).
+ */
+struct pool *pool_get_auth(struct bouncer *b, const char *db_name, const char *auth_user,
+                           const char **err);
 void pool_free(struct pool *pool);
 
 /* The list that holds connections of state st in this pool (or the bouncer's lists). */
@@ -95,6 +103,12 @@ void pool_client_logged_in(struct pool *pool, struct conn *client);
 void pool_request_server(struct pool *pool, struct conn *client);
 /* A server is logged in and reset: hand it to the next waiting client or park it idle. */
 void pool_server_ready(struct pool *pool, struct conn *server);
+/*
+ * An idle server to use now, taken off the idle list (state unchanged: the caller moves it), or
+ * NULL when none is (idle servers due a check are sent to it and come back through
+ * pool_server_ready()).
+ */
+struct conn *pool_take_idle_server(struct pool *pool);
 /* The client is done with its server (session end or, per pool mode, transaction end). */
 void pool_release_server(struct conn *client);
 /* Launches server connections while clients wait and the pool has room. */

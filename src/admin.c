@@ -2050,6 +2050,7 @@ bool admin_init(struct bouncer *b)
 	list_init(&p->used_servers);
 	list_init(&p->tested_servers);
 	list_init(&p->login_servers);
+	list_init(&p->auth_waiting);
 	p->pool_mode = POOL_STATEMENT;
 	p->pool_size = 2;
 	p->welcome_ready = true;

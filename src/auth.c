@@ -7,7 +7,6 @@
 #include "auth.h"
 
 #include <errno.h>
-#include <libpq-fe.h>
 #include <openssl/crypto.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -27,11 +26,11 @@
 #include "hba.h"
 #include "list.h"
 #include "md5pw.h"
-#include "pgc.h"
 #include "pktbuf.h"
 #include "pool.h"
 #include "proto.h"
 #include "scram.h"
+#include "server.h"
 #include "tls.h"
 #include "userlist.h"
 
@@ -40,25 +39,24 @@ struct auth_files {
 	struct ident *ident; /* NULL unless auth_ident_file is set */
 };
 
-/* One connection that runs auth_query, shared by the logins that need the same one. */
-struct aq_link {
-	struct list head; /* on auth->links */
-	char *conninfo;   /* holds a password: never logged */
-	char dbname[64], user[64];
-	struct pgc *pc;
-	struct list reqs; /* struct aq_req waiting for an answer, in order */
-	bool retired;     /* broken, or from before a RELOAD: no new queries */
-};
-
+/*
+ * One login's auth_query: waiting on pool->auth_waiting for a server of the auth pool, then
+ * running on that server (server->auth_query) until its ReadyForQuery.
+ */
 struct aq_req {
-	struct list head; /* on link->reqs */
-	struct aq_link *link;
+	struct list head;    /* on pool->auth_waiting while waiting; empty while running */
+	struct pool *pool;   /* the auth pool */
 	struct conn *client; /* NULL once the client went away */
+	struct conn *server; /* the server running the query; NULL while waiting */
+	char *query;         /* the auth_query text, as configured when the login started */
+	int ncols;           /* from RowDescription; -1 before it */
+	bool have_row, null_secret;
+	char *secret;    /* the password column of the first row */
+	char error[300]; /* why the query failed ("" = it did not), for the log */
 };
 
 struct auth {
 	struct auth_files *files;
-	struct list links;
 	uint8_t mock_key[SCRAM_KEY_LEN]; /* mock SCRAM salts derive from it and the user name */
 };
 
@@ -125,7 +123,6 @@ static struct auth *auth_of(struct bouncer *b)
 		b->auth = calloc(1, sizeof(*b->auth));
 		if (b->auth == NULL)
 			return NULL;
-		list_init(&b->auth->links);
 		if (getrandom(b->auth->mock_key, sizeof(b->auth->mock_key), 0) !=
 		    (ssize_t)sizeof(b->auth->mock_key)) {
 			free(b->auth);
@@ -135,31 +132,19 @@ static struct auth *auth_of(struct bouncer *b)
 	return b->auth;
 }
 
-static void link_free(struct aq_link *link)
+static void aq_free(struct aq_req *req)
 {
-	struct list *it, *tmp;
-
-	list_for_each_safe(it, tmp, &link->reqs)
-	{
-		struct aq_req *req = list_entry(it, struct aq_req, head);
-		if (req->client != NULL && req->client->auth != NULL)
-			req->client->auth->req = NULL;
-		list_del(&req->head);
-		free(req);
+	if (req->secret != NULL) {
+		OPENSSL_cleanse(req->secret, strlen(req->secret));
+		free(req->secret);
 	}
-	pgc_close(link->pc);
-	list_del(&link->head);
-	if (link->conninfo != NULL) {
-		OPENSSL_cleanse(link->conninfo, strlen(link->conninfo));
-		free(link->conninfo);
-	}
-	free(link);
+	free(req->query);
+	free(req);
 }
 
 void auth_use_files(struct bouncer *b, struct auth_files *files)
 {
 	struct auth *a = auth_of(b);
-	struct list *it, *tmp;
 
 	if (a == NULL) {
 		auth_files_free(files);
@@ -167,14 +152,6 @@ void auth_use_files(struct bouncer *b, struct auth_files *files)
 	}
 	auth_files_free(a->files);
 	a->files = files;
-	/* the auth_user, its password or the database may have changed */
-	list_for_each_safe(it, tmp, &a->links)
-	{
-		struct aq_link *link = list_entry(it, struct aq_link, head);
-		link->retired = true;
-		if (list_empty(&link->reqs))
-			link_free(link);
-	}
 }
 
 bool auth_setting_changed(struct bouncer *b, const char *key, char *err, size_t errsize)
@@ -193,14 +170,8 @@ bool auth_setting_changed(struct bouncer *b, const char *key, char *err, size_t 
 
 void auth_shutdown(struct bouncer *b)
 {
-	struct list *it, *tmp;
-
 	if (b->auth == NULL)
 		return;
-	list_for_each_safe(it, tmp, &b->auth->links)
-	{
-		link_free(list_entry(it, struct aq_link, head));
-	}
 	OPENSSL_cleanse(b->auth->mock_key, sizeof(b->auth->mock_key));
 	auth_files_free(b->auth->files);
 	free(b->auth);
@@ -230,7 +201,17 @@ static void cred_drop_keys(struct auth_cred *cred)
 void auth_pool_free(struct pool *pool)
 {
 	struct auth_cred *cred = pool->cred;
+	struct list *it, *tmp;
 
+	/* only at exit can a pool go with logins still waiting on it */
+	list_for_each_safe(it, tmp, &pool->auth_waiting)
+	{
+		struct aq_req *req = list_entry(it, struct aq_req, head);
+		list_del(&req->head);
+		if (req->client != NULL && req->client->auth != NULL)
+			req->client->auth->req = NULL;
+		aq_free(req);
+	}
 	if (cred == NULL)
 		return;
 	cred_drop_keys(cred);
@@ -251,13 +232,36 @@ const char *auth_pool_secret(const struct pool *pool)
 	return "";
 }
 
+static bool cred_has_keys(const struct auth_cred *cred, const char *secret)
+{
+	return cred != NULL && cred->keys_secret != NULL && strcmp(cred->keys_secret, secret) == 0;
+}
+
 bool auth_pool_scram_keys(const struct pool *pool, const char *secret, uint8_t client_key[32],
                           uint8_t server_key[32])
 {
 	const struct auth_cred *cred = pool->cred;
+	struct list *it;
 
-	if (cred == NULL || cred->keys_secret == NULL || strcmp(cred->keys_secret, secret) != 0)
-		return false;
+	/*
+	 * Keys proven against this very secret serve every pool that logs in with it, as
+	 * pgbouncer keeps them with the user: so a SCRAM login of auth_user to any database lets
+	 * the auth pool log in with auth_user's SCRAM secret.
+	 */
+	if (!cred_has_keys(cred, secret)) {
+		cred = NULL;
+		list_for_each(it, &pool->b->pools)
+		{
+			const struct pool *p = list_entry(it, struct pool, head);
+			if (strcmp(p->server_user, pool->server_user) == 0 &&
+			    cred_has_keys(p->cred, secret)) {
+				cred = p->cred;
+				break;
+			}
+		}
+		if (cred == NULL)
+			return false;
+	}
 	memcpy(client_key, cred->client_key, SCRAM_KEY_LEN);
 	memcpy(server_key, cred->server_key, SCRAM_KEY_LEN);
 	return true;
@@ -403,7 +407,12 @@ static enum hba_method method_of(enum auth_type t)
 	}
 }
 
-/* The OS user at the other end of a unix socket; false when it cannot be known. */
+/*
+ * The OS user at the other end of a unix socket; false when it cannot be known.
+ * getpwuid_r() is a blocking call: with local files it is quick, but with a network user
+ * database (LDAP, sssd through NSS) it can hold the loop for a lookup. pgbouncer and PostgreSQL
+ * call it the same way; only peer logins over the unix socket pay it.
+ */
 static bool peer_name(const struct conn *c, char *out, size_t outsize)
 {
 	struct ucred cred;
@@ -547,124 +556,261 @@ static enum sbuf_action choose_method(struct conn *c)
 
 /* ---- auth_query ---- */
 
-static void aq_answer(struct conn *c, PGresult *res, const char *error)
+/*
+ * pgbouncer's way: the query runs on a server of the auth pool (the auth database's servers
+ * logged in as auth_user through the normal server login, so auth_user's secret may be plain,
+ * an md5 hash, or a SCRAM secret with keys from a client's SCRAM login), as an extended-protocol
+ * statement with the user name as its parameter. Nothing else is sent for it: no SET, the
+ * server goes back to the pool at ReadyForQuery (reset as any released server).
+ */
+
+/* The answer is in (or the query failed): go on with the login of the client. */
+static void aq_answer(struct conn *c, struct aq_req *req)
 {
 	struct auth_state *as = c->auth;
 
-	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
-		const char *why =
-		        res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : error;
-		slog_error(c, "error response from auth_query: %s", why ? why : "no result");
+	if (req->error[0]) {
+		slog_error(c, "%s", req->error);
 		login_fail(c, "08P01", "authentication query failed");
 		return;
 	}
-	if (PQnfields(res) != 2) {
-		slog_error(c, "expected 2 columns from auth_query, not %d", PQnfields(res));
-		login_fail(c, "08P01", "authentication query failed");
-		return;
-	}
-	if (PQntuples(res) == 0) {
+	if (!req->have_row) {
 		slog_info(c, "no such user: %s", c->user);
 		as->mock = true;
-	} else if (PQgetisnull(res, 0, 1)) {
+	} else if (req->null_secret) {
 		/* a role without a password: nothing can match, as in pgbouncer */
 		as->mock = true;
 	} else {
-		as->secret = strdup(PQgetvalue(res, 0, 1));
-		if (as->secret == NULL) {
-			login_fail(c, "53200", "out of memory");
-			return;
-		}
+		as->secret = req->secret;
+		req->secret = NULL;
 		as->from_query = true;
 	}
 	if (choose_method(c) != SBUF_CLOSED && c->state != CONN_JUSTFREE)
 		sbuf_resume(&c->sbuf);
 }
 
-static void link_maybe_free(struct aq_link *link)
+/* Sends req's query on s, an idle (or just logged in) server of the auth pool. */
+static void aq_run(struct aq_req *req, struct conn *s)
 {
-	if (link->retired && list_empty(&link->reqs))
-		link_free(link);
-}
-
-static void aq_result(void *arg, struct pgc *pc, PGresult *res, const char *error)
-{
-	struct aq_req *req = arg;
-	struct aq_link *link = req->link;
 	struct conn *c = req->client;
+	struct pktbuf pb;
+	size_t ulen = strlen(c->user);
+	bool ok;
 
-	(void)pc;
 	list_del(&req->head);
-	free(req);
-	if (res == NULL)
-		link->retired = true; /* the connection broke: the next login makes a new one */
-	if (c != NULL && c->auth != NULL) {
-		c->auth->req = NULL;
-		if (c->state == CL_LOGIN)
-			aq_answer(c, res, error);
-	}
-	link_maybe_free(link);
+	list_init(&req->head);
+	req->server = s;
+	s->auth_query = req;
+	s->request_time = bouncer_now_usec();
+	conn_set_state(s, SV_ACTIVE);
+	s->expect_rfq++;
+	pktbuf_init(&pb, 65536 + 512);
+	pktbuf_start_msg(&pb, 'P'); /* Parse: unnamed statement, parameter type inferred */
+	pktbuf_put_string(&pb, "");
+	pktbuf_put_string(&pb, req->query);
+	pktbuf_put_u16(&pb, 0);
+	pktbuf_finish_msg(&pb);
+	pktbuf_start_msg(&pb, 'B'); /* Bind: the user name, as text */
+	pktbuf_put_string(&pb, "");
+	pktbuf_put_string(&pb, "");
+	pktbuf_put_u16(&pb, 0);
+	pktbuf_put_u16(&pb, 1);
+	pktbuf_put_u32(&pb, (uint32_t)ulen);
+	pktbuf_put_bytes(&pb, c->user, ulen);
+	pktbuf_put_u16(&pb, 0);
+	pktbuf_finish_msg(&pb);
+	pktbuf_start_msg(&pb, 'D'); /* Describe the portal: the column count, even for no row */
+	pktbuf_put_u8(&pb, 'P');
+	pktbuf_put_string(&pb, "");
+	pktbuf_finish_msg(&pb);
+	pktbuf_start_msg(&pb, 'E');
+	pktbuf_put_string(&pb, "");
+	pktbuf_put_u32(&pb, 0);
+	pktbuf_finish_msg(&pb);
+	pktbuf_write_simple(&pb, 'S');
+	ok = !pktbuf_failed(&pb) && sbuf_queue_pktbuf(&s->sbuf, &pb);
+	pktbuf_free(&pb);
+	slog_debug(c, "running auth_query as %s", s->pool->server_user);
+	if (!ok)
+		server_close(s, "unable to send auth_query");
 }
 
-static void aq_ready(void *arg, struct pgc *pc, const char *error)
+bool auth_pool_server_ready(struct pool *pool, struct conn *server)
 {
-	struct aq_link *link = arg;
+	struct list *first = list_first(&pool->auth_waiting);
 
-	(void)pc;
-	if (error != NULL) {
-		log_error("auth_query: cannot connect to database %s as %s: %s", link->dbname,
-		          link->user, error);
-		link->retired = true;
-	}
-}
-
-static bool conninfo_add(char *out, size_t size, size_t *len, const char *key, const char *val)
-{
-	int n;
-
-	if (val == NULL || !val[0])
-		return true;
-	n = snprintf(out + *len, size - *len, "%s%s='", *len ? " " : "", key);
-	if (n < 0 || (size_t)n >= size - *len)
+	if (first == NULL)
 		return false;
-	*len += (size_t)n;
-	for (const char *p = val; *p; p++) {
-		if (*len + 3 >= size)
-			return false;
-		if (*p == '\'' || *p == '\\')
-			out[(*len)++] = '\\';
-		out[(*len)++] = *p;
-	}
-	out[(*len)++] = '\'';
-	out[*len] = '\0';
+	aq_run(list_entry(first, struct aq_req, head), server);
 	return true;
 }
 
+void auth_pool_fail_waiting(struct pool *pool, const char *sqlstate, const char *message)
+{
+	struct list *it, *tmp;
+
+	/* pgbouncer's kill_pool_logins(): the logins waiting on the auth pool hear why */
+	list_for_each_safe(it, tmp, &pool->auth_waiting)
+	{
+		struct aq_req *req = list_entry(it, struct aq_req, head);
+		login_fail(req->client, sqlstate, message); /* frees req (auth_conn_free) */
+	}
+}
+
+void auth_server_lost(struct conn *s, const char *reason)
+{
+	struct aq_req *req = s->auth_query;
+	struct conn *c = req->client;
+
+	s->auth_query = NULL;
+	aq_free(req);
+	if (c == NULL || c->auth == NULL)
+		return;
+	c->auth->req = NULL;
+	slog_error(c, "auth_query: lost the server connection: %s", reason);
+	login_fail(c, "08P01", "authentication query failed");
+}
+
+/* Reads the first DataRow of the answer: the user name (ignored) and the secret. */
+static bool aq_data_row(struct aq_req *req, const struct sbuf_pkt *pkt)
+{
+	struct pkt_reader r;
+	uint16_t ncols;
+	int32_t len;
+	const uint8_t *val;
+
+	pr_init(&r, pkt->body, pkt->body_len);
+	if (!pr_u16(&r, &ncols))
+		return false;
+	if (ncols != 2) {
+		if (!req->error[0])
+			snprintf(req->error, sizeof(req->error),
+			         "expected 2 columns from auth_query, not %u", (unsigned)ncols);
+		return true;
+	}
+	if (req->have_row)
+		return true;
+	if (!pr_i32(&r, &len) || (len > 0 && !pr_bytes(&r, (size_t)len, &val)))
+		return false;
+	if (len < 0) {
+		/* a null user name: pgbouncer's signal for "no such user" */
+		return true;
+	}
+	if (!pr_i32(&r, &len))
+		return false;
+	req->have_row = true;
+	if (len < 0) {
+		req->null_secret = true;
+		return true;
+	}
+	if (!pr_bytes(&r, (size_t)len, &val))
+		return false;
+	req->secret = malloc((size_t)len + 1);
+	if (req->secret == NULL) {
+		snprintf(req->error, sizeof(req->error),
+		         "out of memory reading auth_query's answer");
+		return true;
+	}
+	memcpy(req->secret, val, (size_t)len);
+	req->secret[len] = '\0';
+	if (strlen(req->secret) != (size_t)len)
+		snprintf(req->error, sizeof(req->error),
+		         "auth_query returned a password with a NUL");
+	return true;
+}
+
+enum sbuf_action auth_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
+{
+	struct aq_req *req = s->auth_query;
+	struct conn *c;
+
+	if (!pkt->complete)
+		return SBUF_WAIT; /* an answer too big to gather fails the server (and the login) */
+	switch (pkt->type) {
+	case '1': /* ParseComplete */
+	case '2': /* BindComplete */
+	case 'n': /* NoData */
+	case 'C': /* CommandComplete */
+	case 'N': /* NoticeResponse */
+	case 'A': /* NotificationResponse */
+		return SBUF_CONSUMED;
+	case 'S': {
+		const char *name, *value;
+		if (!proto_parse_param_status(pkt->body, pkt->body_len, &name, &value) ||
+		    !param_set_value(&s->params, name, value)) {
+			server_close(s, "bad ParameterStatus from server");
+			return SBUF_CLOSED;
+		}
+		return SBUF_CONSUMED;
+	}
+	case 'T': {
+		struct pkt_reader r;
+		uint16_t ncols;
+		pr_init(&r, pkt->body, pkt->body_len);
+		if (!pr_u16(&r, &ncols))
+			break;
+		req->ncols = ncols;
+		if (ncols != 2 && !req->error[0])
+			snprintf(req->error, sizeof(req->error),
+			         "expected 2 columns from auth_query, not %u", (unsigned)ncols);
+		return SBUF_CONSUMED;
+	}
+	case 'D':
+		if (!aq_data_row(req, pkt))
+			break;
+		return SBUF_CONSUMED;
+	case 'E': {
+		struct pg_error e;
+		if (!proto_parse_error(pkt->body, pkt->body_len, &e))
+			break;
+		if (!req->error[0])
+			snprintf(req->error, sizeof(req->error),
+			         "error response from auth_query: %s",
+			         e.message ? e.message : "(no message)");
+		return SBUF_CONSUMED;
+	}
+	case 'Z':
+		if (pkt->body_len != 1)
+			break;
+		s->txn_status = (char)pkt->body[0];
+		s->request_time = bouncer_now_usec();
+		if (s->expect_rfq > 0)
+			s->expect_rfq--;
+		s->auth_query = NULL;
+		c = req->client;
+		/* the server first: the answer may start the next query on it */
+		server_release(s);
+		if (c != NULL && c->auth != NULL && c->state == CL_LOGIN) {
+			c->auth->req = NULL;
+			aq_answer(c, req);
+		}
+		aq_free(req);
+		return s->state == CONN_JUSTFREE ? SBUF_CLOSED : SBUF_CONSUMED;
+	default:
+		server_close(s, "unexpected response from auth_query");
+		return SBUF_CLOSED;
+	}
+	server_close(s, "bad packet");
+	return SBUF_CLOSED;
+}
+
 /*
- * Queues auth_query for c on the connection of the auth database. False when the query cannot
- * be run at all (the client has been answered then).
+ * Queues auth_query for c in the auth pool, to run on the first server it has free. False when
+ * the query cannot be run at all (the client has been answered then).
  */
 static bool start_auth_query(struct conn *c, const struct cf_database *db)
 {
 	const struct config *cfg = c->b->cfg;
-	struct auth *a = auth_of(c->b);
 	const char *auth_user = db->auth_user[0] ? db->auth_user : cfg->auth_user;
 	const char *auth_dbname = db->auth_dbname[0] ? db->auth_dbname : cfg->auth_dbname;
+	const char *query = db->auth_query[0] ? db->auth_query : cfg->auth_query;
 	const struct cf_database *adb =
 	        auth_dbname[0] ? config_find_database(cfg, auth_dbname) : db;
-	const char *password = NULL, *server_db;
-	const char *params[1] = {c->user};
-	char conninfo[2048], port[16], timeout[16];
-	size_t len = 0;
-	struct aq_link *link = NULL;
+	const char *err = NULL;
 	struct aq_req *req;
-	struct list *it;
-	int64_t secs;
+	struct pool *pool;
+	struct conn *s;
 
-	if (a == NULL) {
-		login_fail(c, "53200", "out of memory");
-		return false;
-	}
 	if (adb == NULL) {
 		slog_error(c, "authentication database \"%s\" is not configured.", auth_dbname);
 		config_error(c);
@@ -677,87 +823,35 @@ static bool start_auth_query(struct conn *c, const struct cf_database *db)
 		return false;
 	}
 	/* adb is the auth database's entry, or the "*" one standing in for it */
-	server_db = adb->dbname[0] ? adb->dbname : (auth_dbname[0] ? auth_dbname : c->dbname);
-	if (adb->user[0] && strcmp(adb->user, auth_user) == 0 && adb->password[0])
-		password = adb->password;
-	else
-		password = c->b->users ? userlist_get_password(c->b->users, auth_user) : NULL;
-	if (password != NULL && userlist_password_kind(password) != USERLIST_PW_PLAIN) {
-		/* libpq logs in with the password itself; a hash cannot */
-		slog_error(c,
-		           "auth_user \"%s\" needs its plain-text password in auth_file (or in the "
-		           "[databases] entry) to run auth_query",
-		           auth_user);
+	pool = pool_get_auth(c->b, auth_dbname[0] ? auth_dbname : c->dbname, auth_user, &err);
+	if (pool == NULL) {
+		slog_error(c, "auth_query: cannot make the pool of the auth database: %s",
+		           err ? err : "out of memory");
 		config_error(c);
 		return false;
 	}
-	snprintf(port, sizeof(port), "%d", adb->port > 0 ? adb->port : 5432);
-	secs = (cfg->server_connect_timeout + 999999) / 1000000;
-	snprintf(timeout, sizeof(timeout), "%lld", (long long)(secs < 2 ? 2 : secs));
-	if (!conninfo_add(conninfo, sizeof(conninfo), &len, "host",
-	                  adb->host[0] ? adb->host : cfg->unix_socket_dir) ||
-	    !conninfo_add(conninfo, sizeof(conninfo), &len, "port", port) ||
-	    !conninfo_add(conninfo, sizeof(conninfo), &len, "dbname", server_db) ||
-	    !conninfo_add(conninfo, sizeof(conninfo), &len, "user", auth_user) ||
-	    !conninfo_add(conninfo, sizeof(conninfo), &len, "password", password) ||
-	    !conninfo_add(conninfo, sizeof(conninfo), &len, "application_name",
-	                  "syncbouncer auth_query") ||
-	    !conninfo_add(conninfo, sizeof(conninfo), &len, "connect_timeout", timeout)) {
-		slog_error(c, "auth_query: connection parameters too long");
-		config_error(c);
-		return false;
-	}
-	list_for_each(it, &a->links)
-	{
-		struct aq_link *l = list_entry(it, struct aq_link, head);
-		if (!l->retired && strcmp(l->conninfo, conninfo) == 0) {
-			link = l;
-			break;
-		}
-	}
-	if (link == NULL) {
-		link = calloc(1, sizeof(*link));
-		if (link == NULL || (link->conninfo = strdup(conninfo)) == NULL) {
-			free(link);
-			OPENSSL_cleanse(conninfo, sizeof(conninfo));
-			login_fail(c, "53200", "out of memory");
-			return false;
-		}
-		list_init(&link->head);
-		list_init(&link->reqs);
-		snprintf(link->dbname, sizeof(link->dbname), "%s", server_db);
-		snprintf(link->user, sizeof(link->user), "%s", auth_user);
-		list_append(&a->links, &link->head);
-		link->pc = pgc_connect(c->b->base, conninfo, aq_ready, link);
-		if (link->pc == NULL) {
-			link_free(link);
-			OPENSSL_cleanse(conninfo, sizeof(conninfo));
-			login_fail(c, "53200", "out of memory");
-			return false;
-		}
-	}
-	OPENSSL_cleanse(conninfo, sizeof(conninfo));
 	req = calloc(1, sizeof(*req));
-	if (req == NULL) {
-		login_fail(c, "53200", "out of memory");
-		link_maybe_free(link);
-		return false;
-	}
-	req->link = link;
-	req->client = c;
-	list_append(&link->reqs, &req->head);
-	if (!pgc_query(link->pc, cfg->auth_query, 1, NULL, params, NULL, NULL, 0, aq_result, req)) {
-		list_del(&req->head);
+	if (req == NULL || (req->query = strdup(query)) == NULL) {
 		free(req);
-		link->retired = true;
-		link_maybe_free(link);
-		slog_error(c, "auth_query: the connection to the auth database is broken");
-		login_fail(c, "08P01", "authentication query failed");
+		login_fail(c, "53200", "out of memory");
 		return false;
 	}
+	req->pool = pool;
+	req->client = c;
+	req->ncols = -1;
+	list_init(&req->head);
+	list_append(&pool->auth_waiting, &req->head);
 	c->auth->req = req;
-	slog_debug(c, "running auth_query as %s", auth_user);
-	return true;
+	slog_debug(c, "waiting for a server of %s/%s to run auth_query", pool->db_name,
+	           pool->user_name);
+	s = pool_take_idle_server(pool);
+	if (s != NULL) {
+		aq_run(req, s);
+		/* a failed send has answered the client */
+		return c->state != CONN_JUSTFREE;
+	}
+	pool_fill(pool);
+	return c->state != CONN_JUSTFREE;
 }
 
 /* ---- entry points ---- */
@@ -964,8 +1058,16 @@ void auth_conn_free(struct conn *c)
 
 	if (as == NULL)
 		return;
-	if (as->req != NULL)
-		as->req->client = NULL;
+	if (as->req != NULL) {
+		struct aq_req *req = as->req;
+		if (req->server == NULL) {
+			/* still waiting for a server: nobody else will look at it */
+			list_del(&req->head);
+			aq_free(req);
+		} else {
+			req->client = NULL; /* the server finishes the query and goes back */
+		}
+	}
 	if (as->secret != NULL) {
 		OPENSSL_cleanse(as->secret, strlen(as->secret));
 		free(as->secret);

@@ -690,6 +690,7 @@ static void kill_pool(struct pool *pool)
 	        client_fatal(list_entry(it, struct conn, head), "08P01", reason);
 	list_for_each_safe(it, tmp, &pool->login_clients)
 	        client_fatal(list_entry(it, struct conn, head), "08P01", reason);
+	auth_pool_fail_waiting(pool, "08P01", reason);
 	close_list(&pool->active_servers, reason, false);
 	close_list(&pool->idle_servers, reason, false);
 	close_list(&pool->used_servers, reason, false);
@@ -819,6 +820,7 @@ static bool conninfo_of(const struct config *cfg, const struct userlist *users,
                         const struct pool *pool, struct conninfo *ci)
 {
 	const struct cf_database *db = config_find_database(cfg, pool->db_name);
+	bool forced;
 
 	memset(ci, 0, sizeof(*ci));
 	if (db == NULL)
@@ -826,8 +828,10 @@ static bool conninfo_of(const struct config *cfg, const struct userlist *users,
 	ci->host = db->host[0] ? db->host : cfg->unix_socket_dir;
 	ci->port = db->port;
 	ci->server_db = db->dbname[0] ? db->dbname : pool->db_name;
-	ci->server_user = db->user[0] ? db->user : pool->user_name;
-	if (db->user[0] && db->password[0])
+	/* the auth pool logs in as auth_user whatever user the entry forces (as in pool.c) */
+	forced = db->user[0] && (!pool->auth_pool || strcmp(db->user, pool->user_name) == 0);
+	ci->server_user = forced ? db->user : pool->user_name;
+	if (forced && db->password[0])
 		ci->password = db->password;
 	else if (users != NULL)
 		ci->password = userlist_get_password(users, ci->server_user);

@@ -49,10 +49,13 @@ static bool load_conninfo(struct pool *pool, const struct cf_database *db)
 	struct param_set startup = {0};
 	bool ok;
 
+	/* the auth pool logs in as auth_user whatever user the entry forces */
+	bool forced = db->user[0] && (!pool->auth_pool || strcmp(db->user, pool->user_name) == 0);
+
 	host = dup_or_empty(db->host[0] ? db->host : cfg->unix_socket_dir);
 	server_db = dup_or_empty(db->dbname[0] ? db->dbname : pool->db_name);
-	server_user = dup_or_empty(db->user[0] ? db->user : pool->user_name);
-	if (db->user[0] && db->password[0])
+	server_user = dup_or_empty(forced ? db->user : pool->user_name);
+	if (forced && db->password[0])
 		pw = db->password;
 	else if (pool->b->users != NULL && server_user != NULL)
 		pw = userlist_get_password(pool->b->users, server_user);
@@ -105,7 +108,8 @@ struct pool *pool_find(struct bouncer *b, const char *db_name, const char *user)
 	return NULL;
 }
 
-struct pool *pool_get(struct bouncer *b, const char *db_name, const char *user, const char **err)
+static struct pool *get_pool(struct bouncer *b, const char *db_name, const char *user,
+                             bool auth_pool, const char **err)
 {
 	const struct config *cfg = b->cfg;
 	const struct cf_database *db;
@@ -138,6 +142,8 @@ struct pool *pool_get(struct bouncer *b, const char *db_name, const char *user, 
 	list_init(&pool->used_servers);
 	list_init(&pool->tested_servers);
 	list_init(&pool->login_servers);
+	list_init(&pool->auth_waiting);
+	pool->auth_pool = auth_pool;
 
 	if (!load_conninfo(pool, db))
 		goto oom;
@@ -159,6 +165,22 @@ oom:
 	pool_free(pool);
 	*err = "out of memory";
 	return NULL;
+}
+
+struct pool *pool_get(struct bouncer *b, const char *db_name, const char *user, const char **err)
+{
+	return get_pool(b, db_name, user, false, err);
+}
+
+struct pool *pool_get_auth(struct bouncer *b, const char *db_name, const char *auth_user,
+                           const char **err)
+{
+	/*
+	 * An existing pool of that name logs in as auth_user already, unless its entry forces
+	 * another user; then no client ever uses a pool named for auth_user (their pools are named
+	 * for the forced user), so it can only be one made here.
+	 */
+	return get_pool(b, db_name, auth_user, true, err);
 }
 
 void pool_free(struct pool *pool)
@@ -245,7 +267,7 @@ void pool_refresh_settings(struct pool *pool)
 	pool->transaction_timeout = cfg->transaction_timeout;
 	pool->client_idle_timeout = cfg->client_idle_timeout;
 	if (db != NULL) {
-		pool->forced_user = db->user[0] != '\0';
+		pool->forced_user = db->user[0] != '\0' && !pool->auth_pool;
 		if (db->pool_mode >= 0)
 			pool->pool_mode = db->pool_mode;
 		if (db->pool_size >= 0)
@@ -437,7 +459,7 @@ static bool launch_one(struct pool *pool, uint64_t now)
 
 void pool_fill(struct pool *pool)
 {
-	size_t want = list_count(&pool->waiting_clients);
+	size_t want = list_count(&pool->waiting_clients) + list_count(&pool->auth_waiting);
 	size_t starting = list_count(&pool->login_servers) + list_count(&pool->tested_servers);
 	uint64_t now = bouncer_now_usec();
 
@@ -459,6 +481,24 @@ static bool needs_check(const struct conn *server, uint64_t now)
 		return false;
 	return cfg->server_check_delay == 0 ||
 	       now - server->request_time > (uint64_t)cfg->server_check_delay;
+}
+
+struct conn *pool_take_idle_server(struct pool *pool)
+{
+	uint64_t now = bouncer_now_usec();
+
+	while (!list_empty(&pool->idle_servers) && !control_pool_paused(pool)) {
+		struct list *node = pool->b->cfg->server_round_robin ? pool->idle_servers.next
+		                                                     : pool->idle_servers.prev;
+		struct conn *server = list_entry(node, struct conn, head);
+
+		if (needs_check(server, now)) {
+			server_check(server);
+			continue;
+		}
+		return server;
+	}
+	return NULL;
 }
 
 void pool_request_server(struct pool *pool, struct conn *client)
@@ -505,6 +545,9 @@ void pool_server_ready(struct pool *pool, struct conn *server)
 			client_send_welcome(c);
 		}
 	}
+	/* a login waiting for auth_query is quick and holds the server only for the query */
+	if (auth_pool_server_ready(pool, server))
+		return;
 	first = list_first(&pool->waiting_clients);
 	if (first != NULL) {
 		server_link(server, list_entry(first, struct conn, head));
@@ -539,6 +582,7 @@ void pool_login_failed(struct pool *pool, const char *sqlstate, const char *mess
 	        client_fatal(list_entry(it, struct conn, head), sqlstate, message);
 	list_for_each_safe(it, tmp, &pool->waiting_clients)
 	        client_fatal(list_entry(it, struct conn, head), sqlstate, message);
+	auth_pool_fail_waiting(pool, sqlstate, message);
 }
 
 static bool older_than(uint64_t now, uint64_t then, int64_t limit)
@@ -650,7 +694,8 @@ static bool pool_in_use(const struct pool *pool)
 {
 	struct list *it;
 
-	if (pool_client_count(pool) > 0 || pool_server_count(pool) > 0)
+	if (pool_client_count(pool) > 0 || pool_server_count(pool) > 0 ||
+	    !list_empty(&pool->auth_waiting))
 		return true;
 	list_for_each(it, &pool->b->login_clients)
 	{

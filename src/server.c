@@ -65,6 +65,8 @@ void server_close(struct conn *s, const char *reason)
 	if (s->state == CONN_JUSTFREE)
 		return;
 	slog_info(s, "closing because: %s (age=%llus)", reason, (unsigned long long)age_seconds(s));
+	if (s->auth_query != NULL)
+		auth_server_lost(s, reason);
 	if (s->dns_req != NULL) {
 		dns_cancel(s->dns_req);
 		s->dns_req = NULL;
@@ -824,6 +826,8 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 	(void)sb;
 	if (!s->logged_in)
 		return login_packet(s, pkt);
+	if (s->auth_query != NULL)
+		return auth_server_packet(s, pkt);
 	c = s->link;
 	own = s->setting_params || s->resetting || s->checking;
 	if (ps_server_wants(s, pkt->type)) {

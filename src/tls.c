@@ -4,9 +4,10 @@
  * Settings follow pgbouncer 1.25: protocols "secure"/"default" = TLSv1.2 + TLSv1.3, "all" and
  * "legacy" = TLSv1.0 to 1.3, or a list such as "tlsv1.2,tlsv1.3" ("!x" removes one); ciphers
  * "default", "secure", "normal" and "fast" keep OpenSSL's (system-wide) default, anything else
- * is an OpenSSL cipher string that must name at least one cipher; dheparams none or auto;
- * ecdhcurve auto, none or a curve name. Sessions are not cached (as PostgreSQL), compression
- * and renegotiation are off.
+ * is an OpenSSL cipher string that must name at least one cipher; dheparams none, auto or
+ * legacy; ecdhcurve auto, none or a curve name ("none" sets no group, so OpenSSL's default
+ * groups stay and ECDHE still works: pgbouncer does the same). Sessions are not cached (as
+ * PostgreSQL), compression and renegotiation are off.
  *
  * A private key file must be a regular file that neither group nor others may read (0640 is
  * allowed when root owns it), as PostgreSQL demands of ssl_key_file.
@@ -320,11 +321,18 @@ static SSL_CTX *build_client_ctx(const struct config *cfg, char *err, size_t err
 	    !load_keypair(ctx, "client_tls_cert_file", cfg->client_tls_cert_file,
 	                  "client_tls_key_file", cfg->client_tls_key_file, err, errsize))
 		goto fail;
+	/*
+	 * As pgbouncer (libusual's tls_configure_server): auto = DH groups sized to the
+	 * certificate (2048 bits for RSA 2048), legacy = 1024-bit DH (OpenSSL's dh_auto 2), which
+	 * OpenSSL's default security level refuses, leaving no DHE cipher; none = no DH.
+	 */
 	if (strcasecmp(dh, "auto") == 0) {
 		SSL_CTX_set_dh_auto(ctx, 1);
+	} else if (strcasecmp(dh, "legacy") == 0) {
+		SSL_CTX_set_dh_auto(ctx, 2);
 	} else if (strcasecmp(dh, "none") != 0) {
-		snprintf(err, errsize, "client_tls_dheparams: invalid value \"%s\" (none or auto)",
-		         dh);
+		snprintf(err, errsize,
+		         "client_tls_dheparams: invalid value \"%s\" (none, auto or legacy)", dh);
 		goto fail;
 	}
 	if (strcasecmp(curve, "auto") != 0 && strcasecmp(curve, "none") != 0 &&

@@ -24,16 +24,19 @@ made directly in Airtable; POST /_control {"fail_status", "fail_count", "list_de
 calls answer that much later, after the page was read), "delay_ms" (a write is applied at once
 but answered that much later), "reset"};
 GET /_requests; GET /_store.
-Run: python3 test/fakes/fake_airtable.py --port N  (prints "listening on N" when ready).
+Run: python3 test/fakes/fake_airtable.py --port N  (prints "listening on N" when ready). The server,
+the request log, the gate and the unreachable_ms knob are fake_http.py's, shared by the fakes.
 """
-import argparse
 import calendar
-import http.server
 import json
+import os
 import re
-import threading
+import sys
 import time
 import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fake_http  # noqa: E402
 
 FORMULA_RE = re.compile(r"^\s*LAST_MODIFIED_TIME\(\)\s*(>=|>)\s*'([^']+)'\s*$")
 EQUALS_RE = re.compile(r'^\s*\{([^}]+)\}\s*=\s*"((?:[^"\\]|\\.)*)"\s*$')
@@ -51,22 +54,16 @@ def parse_iso(text):
     return base + (float("0." + m.group(2)) if m.group(2) else 0.0)
 
 
-class State:
-    def __init__(self, args):
-        self.args = args
-        self.lock = threading.Lock()
-        self.reset()
+class State(fake_http.State):
+    knobs = ("fail_status", "fail_count", "list_delay_ms", "delay_ms")
 
     def reset(self):
+        super().reset()
         self.tables = {}   # table -> id -> {"id", "createdTime", "fields", "_mod"}
         self.counter = 0
         self.listings = {}
         self.listing_serial = 0
-        self.log = []
-        self.fail_status = 0
-        self.fail_count = -1
         self.list_delay_ms = 0
-        self.delay_ms = 0
 
     def new_id(self):
         self.counter += 1
@@ -90,40 +87,25 @@ def public(rec):
     return {k: v for k, v in rec.items() if not k.startswith("_")}
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(fake_http.Handler):
+    methods = ("GET", "POST", "PATCH", "DELETE")
     server_version = "FakeAirtable/1.0"
-
-    def log_message(self, fmt, *args):
-        pass
-
-    def send(self, status, obj):
-        body = json.dumps(obj).encode()
-        self.send_response(status)  # adds Date
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    content_type = "application/json; charset=utf-8"
+    name = "fake_airtable"
 
     def error(self, status, etype, message):
         self.send(status, {"error": {"type": etype, "message": message}})
 
-    def dispatch(self, method):
+    def api(self, method, url, raw):
         st = self.server.state
-        url = urllib.parse.urlsplit(self.path)
-        n = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(n) if n > 0 else b""
-        if url.path.startswith("/_"):
-            return self.control(method, url.path, raw)
         with st.lock:
             st.log.append({"method": method, "path": url.path, "query": url.query,
                            "time": time.time()})
             if self.headers.get("Authorization") != "Bearer " + st.args.token:
                 return self.error(401, "AUTHENTICATION_REQUIRED", "Authentication required")
-            if st.fail_status and st.fail_count != 0:
-                if st.fail_count > 0:
-                    st.fail_count -= 1
-                return self.error(st.fail_status, "SERVER_ERROR", "fake failure")
+            status = st.take_failure()
+            if status:
+                return self.error(status, "SERVER_ERROR", "fake failure")
             parts = [urllib.parse.unquote(p) for p in url.path.split("/") if p]
             if len(parts) == 4 and parts[0] == "v0" and method == "GET":
                 rec = st.tables.get(parts[2], {}).get(parts[3])
@@ -185,11 +167,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         """A write applied: its answer waits delay_ms (the lock is let go meanwhile)."""
         st = self.server.state
         if st.delay_ms:
-            st.lock.release()
-            try:
-                time.sleep(st.delay_ms / 1000.0)
-            finally:
-                st.lock.acquire()
+            st.unlocked_sleep(st.delay_ms)
 
     def list(self, table, q):
         st = self.server.state
@@ -236,86 +214,34 @@ class Handler(http.server.BaseHTTPRequestHandler):
             out["offset"] = "itr%s/%d" % (serial, start + size)
         if st.list_delay_ms:
             # the listing's ids are taken: changes made meanwhile are not in it
-            st.lock.release()
-            try:
-                time.sleep(st.list_delay_ms / 1000.0)
-            finally:
-                st.lock.acquire()
+            st.unlocked_sleep(st.list_delay_ms)
         return self.send(200, out)
 
-    def control(self, method, path, raw):
+    def records(self, c):
         st = self.server.state
-        c = json.loads(raw or b"{}") if method == "POST" else {}
-        with st.lock:
-            if path == "/_records" and method == "POST":
-                table, op = c.get("table", "Contacts"), c.get("op")
-                fields = c.get("fields") or {}
-                if op == "create":
-                    ids = [st.save(table, st.new_id(),
-                                   {k: (v.replace("{n}", str(i)) if isinstance(v, str) else v)
-                                    for k, v in fields.items()})["id"]
-                           for i in range(int(c.get("count", 1)))]
-                    return self.send(200, {"ids": ids})
-                rid = c.get("id")
-                if rid not in st.tables.get(table, {}):
-                    return self.send(404, {"error": "no such record"})
-                if op == "update":
-                    return self.send(200, public(st.save(table, rid, fields)))
-                if op == "delete":
-                    del st.tables[table][rid]
-                    return self.send(200, {"id": rid, "deleted": True})
-                return self.send(400, {"error": "unknown op"})
-            if path == "/_control" and method == "POST":
-                if c.get("reset"):
-                    st.reset()
-                for k in ("fail_status", "fail_count", "list_delay_ms", "delay_ms"):
-                    if k in c:
-                        setattr(st, k, int(c[k]))
-                if "fail_status" in c and "fail_count" not in c:
-                    st.fail_count = -1
-                return self.send(200, {"ok": True})
-            if path == "/_requests":
-                return self.send(200, st.log)
-            if path == "/_store":
-                return self.send(200, {t: {i: public(r) for i, r in recs.items()}
-                                       for t, recs in st.tables.items()})
-        return self.send(404, {"error": "no such control path"})
+        table, op = c.get("table", "Contacts"), c.get("op")
+        fields = c.get("fields") or {}
+        if op == "create":
+            ids = [st.save(table, st.new_id(), fake_http.numbered(fields, i))["id"]
+                   for i in range(int(c.get("count", 1)))]
+            return self.send(200, {"ids": ids})
+        rid = c.get("id")
+        if rid not in st.tables.get(table, {}):
+            return self.send(404, {"error": "no such record"})
+        if op == "update":
+            return self.send(200, public(st.save(table, rid, fields)))
+        if op == "delete":
+            del st.tables[table][rid]
+            return self.send(200, {"id": rid, "deleted": True})
+        return self.send(400, {"error": "unknown op"})
 
-    def do_GET(self):
-        self.dispatch("GET")
-
-    def do_POST(self):
-        self.dispatch("POST")
-
-    def do_PATCH(self):
-        self.dispatch("PATCH")
-
-    def do_DELETE(self):
-        self.dispatch("DELETE")
-
-
-class Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 1024
-
-    def handle_error(self, request, client_address):
-        pass
+    def store_view(self):
+        return {t: {i: public(r) for i, r in recs.items()}
+                for t, recs in self.server.state.tables.items()}
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--token", default="at-token")
-    args = ap.parse_args()
-    srv = Server((args.host, args.port), Handler)
-    srv.state = State(args)
-    print("listening on %d" % srv.server_address[1], flush=True)
-    try:
-        srv.serve_forever(poll_interval=0.1)
-    except KeyboardInterrupt:
-        pass
+    fake_http.serve(__doc__, Handler, State, [(("--token",), {"default": "at-token"})])
 
 
 if __name__ == "__main__":

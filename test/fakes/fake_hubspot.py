@@ -29,33 +29,29 @@ Control API: POST /_records {"object": "contacts", "op": "create", "properties":
 POST /_control {"search_max", "fail_status", "fail_count", "rate_limit", "delay_ms" (a write
 is applied at once but answered that much later), "reset"};
 GET /_requests; GET /_store.
-Run: python3 test/fakes/fake_hubspot.py --port N  (prints "listening on N" when ready).
+Run: python3 test/fakes/fake_hubspot.py --port N  (prints "listening on N" when ready). The server,
+the request log, the gate and the unreachable_ms knob are fake_http.py's, shared by the fakes.
 """
-import argparse
-import http.server
 import json
-import threading
+import os
+import sys
 import time
 import urllib.parse
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fake_http  # noqa: E402
 
-class State:
-    def __init__(self, args):
-        self.args = args
-        self.lock = threading.Lock()
-        self.reset()
+
+class State(fake_http.State):
+    knobs = ("search_max", "fail_status", "fail_count", "rate_limit", "delay_ms")
 
     def reset(self):
+        super().reset()
         self.store = {}      # object -> id -> record
         self.archived = {}   # object -> id -> record
         self.counter = 0
         self.last_ms = 0
-        self.log = []
         self.search_max = 10000
-        self.fail_status = 0
-        self.fail_count = -1
-        self.rate_limit = 0
-        self.delay_ms = 0
 
     def now(self):
         ms = max(int(time.time() * 1000), self.last_ms + 1)
@@ -104,34 +100,18 @@ def public(rec, props=None):
     return out
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(fake_http.Handler):
+    methods = ("GET", "POST")
     server_version = "FakeHubSpot/1.0"
-
-    def log_message(self, fmt, *args):
-        pass
-
-    def send(self, status, obj=None):
-        body = b"" if obj is None else json.dumps(obj).encode()
-        self.send_response(status)
-        if body:
-            self.send_header("Content-Type", "application/json;charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if body:
-            self.wfile.write(body)
+    content_type = "application/json;charset=utf-8"
+    name = "fake_hubspot"
 
     def error(self, status, category, message):
         self.send(status, {"status": "error", "message": message, "category": category,
                            "correlationId": "00000000-0000-0000-0000-000000000000"})
 
-    def dispatch(self, method):
+    def api(self, method, url, raw):
         st = self.server.state
-        url = urllib.parse.urlsplit(self.path)
-        n = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(n) if n > 0 else b""
-        if url.path.startswith("/_"):
-            return self.control(method, url.path, raw)
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
@@ -141,12 +121,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                            "time": time.time()})
             if self.headers.get("Authorization") != "Bearer " + st.args.token:
                 return self.error(401, "INVALID_AUTHENTICATION", "Authentication credentials not found.")
-            if st.fail_status and st.fail_count != 0:
-                if st.fail_count > 0:
-                    st.fail_count -= 1
-                return self.error(st.fail_status, "INTERNAL_ERROR", "fake failure")
-            if st.rate_limit > 0:
-                st.rate_limit -= 1
+            status = st.take_failure()
+            if status:
+                return self.error(status, "INTERNAL_ERROR", "fake failure")
+            if st.take_rate_limit():
                 return self.error(429, "RATE_LIMITS", "You have reached your secondly limit.")
             parts = [p for p in url.path.split("/") if p]
             if len(parts) < 4 or parts[:3] != ["crm", "v3", "objects"]:
@@ -168,8 +146,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not isinstance(inputs, list) or len(inputs) > 100:
             return self.error(400, "VALIDATION_ERROR", "inputs must be a list of at most 100")
         props = body.get("properties") or []
-        results, missing = [], []
         idp = body.get("idProperty")
+        results, missing = [], []
         for i in inputs:
             if idp:
                 same = [r for r in st.store.get(obj, {}).values()
@@ -200,11 +178,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         """A write applied: its answer waits delay_ms (the lock is let go meanwhile)."""
         st = self.server.state
         if st.delay_ms:
-            st.lock.release()
-            try:
-                time.sleep(st.delay_ms / 1000.0)
-            finally:
-                st.lock.acquire()
+            st.unlocked_sleep(st.delay_ms)
 
     def batch(self, obj, verb, body):
         st = self.server.state
@@ -298,73 +272,30 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                       "link": "?after=%d" % (after + limit)}}
         return self.send(200, out)
 
-    def control(self, method, path, raw):
+    def records(self, c):
         st = self.server.state
-        c = json.loads(raw or b"{}") if method == "POST" else {}
-        with st.lock:
-            if path == "/_records" and method == "POST":
-                obj = c.get("object", "contacts")
-                op = c.get("op")
-                props = c.get("properties") or {}
-                if op == "create":
-                    ids = []
-                    for i in range(int(c.get("count", 1))):
-                        ids.append(st.create(obj, {k: (v.replace("{n}", str(i))
-                                                       if isinstance(v, str) else v)
-                                                   for k, v in props.items()})["id"])
-                    return self.send(200, {"ids": ids})
-                rid = str(c.get("id"))
-                if op == "update" and rid in st.store.get(obj, {}):
-                    st.save(obj, rid, props)
-                    return self.send(200, {"id": rid})
-                if op == "archive" and st.archive(obj, rid):
-                    return self.send(200, {"id": rid})
-                return self.send(404, {"error": "no such record or op"})
-            if path == "/_control" and method == "POST":
-                if c.get("reset"):
-                    st.reset()
-                for k in ("search_max", "fail_status", "fail_count", "rate_limit", "delay_ms"):
-                    if k in c:
-                        setattr(st, k, int(c[k]))
-                if "fail_status" in c and "fail_count" not in c:
-                    st.fail_count = -1
-                return self.send(200, {"ok": True})
-            if path == "/_requests":
-                return self.send(200, st.log)
-            if path == "/_store":
-                return self.send(200, {o: {i: public(r) for i, r in recs.items()}
-                                       for o, recs in st.store.items()})
-        return self.send(404, {"error": "no such control path"})
+        obj = c.get("object", "contacts")
+        op = c.get("op")
+        props = c.get("properties") or {}
+        if op == "create":
+            ids = [st.create(obj, fake_http.numbered(props, i))["id"]
+                   for i in range(int(c.get("count", 1)))]
+            return self.send(200, {"ids": ids})
+        rid = str(c.get("id"))
+        if op == "update" and rid in st.store.get(obj, {}):
+            st.save(obj, rid, props)
+            return self.send(200, {"id": rid})
+        if op == "archive" and st.archive(obj, rid):
+            return self.send(200, {"id": rid})
+        return self.send(404, {"error": "no such record or op"})
 
-    def do_GET(self):
-        self.dispatch("GET")
-
-    def do_POST(self):
-        self.dispatch("POST")
-
-
-class Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 1024
-
-    def handle_error(self, request, client_address):
-        pass
+    def store_view(self):
+        return {o: {i: public(r) for i, r in recs.items()}
+                for o, recs in self.server.state.store.items()}
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--token", default="hs-token")
-    args = ap.parse_args()
-    srv = Server((args.host, args.port), Handler)
-    srv.state = State(args)
-    print("listening on %d" % srv.server_address[1], flush=True)
-    try:
-        srv.serve_forever(poll_interval=0.1)
-    except KeyboardInterrupt:
-        pass
+    fake_http.serve(__doc__, Handler, State, [(("--token",), {"default": "hs-token"})])
 
 
 if __name__ == "__main__":

@@ -25,75 +25,46 @@ record ("count": N creates N, {n} in values replaced by 0..N-1), {"op": "update"
 "fields"}, {"op": "delete", "id"}: changes made directly in the API. As fake_salesforce.py: POST /_control {"delay_ms", "fail_status", "fail_count",
 "rate_limit", "retry_after", "down", "down_count", "reset"}, GET /_requests, DELETE /_requests,
 GET /_store.
-Run: python3 test/fakes/fake_rest.py --port N  (prints "listening on N" when ready).
+Run: python3 test/fakes/fake_rest.py --port N  (prints "listening on N" when ready). The server,
+the request log, the gate and the unreachable_ms knob are fake_http.py's, shared by the fakes.
 """
-import argparse
-import http.server
 import json
+import os
 import re
-import socket
 import sys
-import threading
 import time
 import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fake_http  # noqa: E402
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-class State:
-    def __init__(self, args):
-        self.args = args
-        self.lock = threading.Lock()
-        self.reset()
+class State(fake_http.State):
+    knobs = ("delay_ms", "fail_status", "fail_count", "rate_limit", "retry_after", "down_count")
+    flags = ("down",)
 
     def reset(self):
+        super().reset()
         self.store = {}
         self.counter = 0
-        self.log = []
-        self.delay_ms = 0
-        self.fail_status = 0
-        self.fail_count = -1
-        self.rate_limit = 0
-        self.retry_after = 1
-        self.down = False
-        self.down_count = -1
         self.version = 0
         self.tombstones = {}
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(fake_http.Handler):
     server_version = "FakeRest/1.0"
-
-    def log_message(self, fmt, *args):
-        if self.server.state.args.verbose:
-            sys.stderr.write("fake_rest: " + (fmt % args) + "\n")
-
-    def send(self, status, obj=None, headers=None):
-        body = b"" if obj is None else json.dumps(obj).encode()
-        self.send_response(status)
-        if body:
-            self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if body:
-            self.wfile.write(body)
+    name = "fake_rest"
 
     def error(self, status, code, message, field=None, headers=None):
         e = {"code": code, "message": message}
         if field:
             e["field"] = field
-        self.send(status, {"error": e}, headers)
+        self.send(status, {"error": e}, headers=headers)
 
-    def dispatch(self, method):
+    def api(self, method, url, raw):
         st = self.server.state
-        url = urllib.parse.urlsplit(self.path)
-        n = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(n) if n > 0 else b""
-        if url.path.startswith("/_"):
-            return self.control(method, url.path, raw)
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
@@ -103,16 +74,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                            "authorization": self.headers.get("Authorization"),
                            "body": body, "time": time.time()})
             delay = st.delay_ms
-            down = st.down and st.down_count != 0
-            if down and st.down_count > 0:
-                st.down_count -= 1
+            down = st.take_down()
         if down:
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            return
+            return self.drop()
         if delay:
             time.sleep(delay / 1000.0)
         tok = st.args.token
@@ -121,12 +85,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 not (hdr and self.headers.get(hdr) == tok):
             return self.error(401, "unauthorized", "invalid or missing token")
         with st.lock:
-            if st.fail_status and st.fail_count != 0:
-                if st.fail_count > 0:
-                    st.fail_count -= 1
-                return self.error(st.fail_status, "unavailable", "fake failure %d" % st.fail_status)
-            if st.rate_limit > 0:
-                st.rate_limit -= 1
+            status = st.take_failure()
+            if status:
+                return self.error(status, "unavailable", "fake failure %d" % status)
+            if st.take_rate_limit():
                 return self.error(429, "rate_limited", "too many requests",
                                   headers={"Retry-After": str(st.retry_after)})
             return self.resource(method, url, body)
@@ -229,99 +191,30 @@ class Handler(http.server.BaseHTTPRequestHandler):
         st = self.server.state
         coll, op, rid = c.get("collection", "contacts"), c.get("op"), c.get("id")
         fields = c.get("fields") or {}
-        with st.lock:
-            if op == "create" and "count" in c:
-                made = [self.create(coll, {k: (v.replace("{n}", str(i)) if isinstance(v, str)
-                                               else v) for k, v in fields.items()})
-                        for i in range(int(c["count"]))]
-                return self.send(200, {"data": made})
-            if op == "create":
-                return self.send(200, self.create(coll, fields))
-            if rid not in st.store.get(coll, {}):
-                return self.send(404, {"error": "no such record"})
-            if op == "update":
-                st.store[coll][rid].update(fields)
-                return self.send(200, self.stamp(st.store[coll][rid]))
-            if op == "delete":
-                self.delete(coll, rid)
-                return self.send(200, {"id": rid})
+        if op == "create" and "count" in c:
+            made = [self.create(coll, fake_http.numbered(fields, i)) for i in range(int(c["count"]))]
+            return self.send(200, {"data": made})
+        if op == "create":
+            return self.send(200, self.create(coll, fields))
+        if rid not in st.store.get(coll, {}):
+            return self.send(404, {"error": "no such record"})
+        if op == "update":
+            st.store[coll][rid].update(fields)
+            return self.send(200, self.stamp(st.store[coll][rid]))
+        if op == "delete":
+            self.delete(coll, rid)
+            return self.send(200, {"id": rid})
         return self.send(400, {"error": "unknown op"})
 
-    def control(self, method, path, raw):
-        st = self.server.state
-        if path == "/_records" and method == "POST":
-            return self.records(json.loads(raw or b"{}"))
-        if path == "/_control" and method == "POST":
-            try:
-                c = json.loads(raw or b"{}")
-            except ValueError:
-                return self.send(400, {"error": "bad json"})
-            with st.lock:
-                if c.get("reset"):
-                    st.reset()
-                for k in ("delay_ms", "fail_status", "fail_count", "rate_limit", "retry_after",
-                          "down_count"):
-                    if k in c:
-                        setattr(st, k, int(c[k]))
-                if "fail_status" in c and "fail_count" not in c:
-                    st.fail_count = -1
-                if "down" in c:
-                    st.down = bool(c["down"])
-                    if "down_count" not in c:
-                        st.down_count = -1
-            return self.send(200, {"ok": True})
-        with st.lock:
-            if path == "/_requests" and method == "GET":
-                return self.send(200, st.log)
-            if path == "/_requests" and method == "DELETE":
-                st.log = []
-                return self.send(204)
-            if path == "/_store" and method == "GET":
-                return self.send(200, st.store)
-        return self.send(404, {"error": "no such control path"})
-
-    def do_GET(self):
-        self.dispatch("GET")
-
-    def do_POST(self):
-        self.dispatch("POST")
-
-    def do_PATCH(self):
-        self.dispatch("PATCH")
-
-    def do_PUT(self):
-        self.dispatch("PUT")
-
-    def do_DELETE(self):
-        self.dispatch("DELETE")
-
-
-class Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 1024
-
-    def handle_error(self, request, client_address):
-        if self.state.args.verbose:
-            super().handle_error(request, client_address)
+    def store_view(self):
+        return self.server.state.store
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--token", default="", help="bearer token every request must carry")
-    ap.add_argument("--token-header", default="",
-                    help="a header that may carry the bare token instead (e.g. X-Api-Key)")
-    ap.add_argument("--verbose", action="store_true")
-    args = ap.parse_args()
-    srv = Server((args.host, args.port), Handler)
-    srv.state = State(args)
-    print("listening on %d" % srv.server_address[1], flush=True)
-    try:
-        srv.serve_forever(poll_interval=0.1)
-    except KeyboardInterrupt:
-        pass
+    fake_http.serve(__doc__, Handler, State, [
+        (("--token",), {"default": "", "help": "bearer token every request must carry"}),
+        (("--token-header",), {"default": "", "help": "a header that may carry the bare token "
+                                                      "instead (e.g. X-Api-Key)"})])
 
 
 if __name__ == "__main__":

@@ -60,18 +60,18 @@ counts the requests that arrived there ({"held": N, "open": bool}), POST /_gate/
 the gate again and zeroes the count.
 
 Run: python3 test/fakes/fake_salesforce.py --port N  (prints "listening on N" when ready);
---tls-cert/--tls-key serve HTTPS instead.
+--tls-cert/--tls-key serve HTTPS instead. The server, the control API's common part and the
+gate are fake_http.py's, shared by the fakes.
 """
-import argparse
-import http.server
 import json
+import os
 import re
-import socket
-import ssl
 import sys
-import threading
 import time
 import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fake_http  # noqa: E402
 
 KEY_PREFIX = {"Contact": "003", "Account": "001", "Lead": "00Q", "Opportunity": "006"}
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -97,29 +97,21 @@ def id18(id15):
     return id15 + suffix
 
 
-class State:
-    def __init__(self, args):
-        self.args = args
-        self.lock = threading.Lock()
-        self.reset()
+class State(fake_http.State):
+    knobs = ("delay_ms", "fail_status", "fail_count", "rate_limit", "rate_limit_status",
+             "retry_after", "down_count", "expires_in", "query_batch", "query_delay_ms",
+             "write_delay_ms")
+    flags = ("down", "hold_writes")
+    texts = ("query_answer",)
 
     def reset(self):
+        super().reset()
         self.store = {}
         self.tokens = set()
         self.token_serial = 0
         self.counter = 0
         self.usage = 0
-        self.log = []
-        self.delay_ms = 0
-        self.fail_status = 0
-        self.fail_count = -1
-        self.rate_limit = 0
         self.rate_limit_status = 403
-        self.retry_after = 1
-        self.down = False
-        self.down_count = -1
-        self.unreachable_from = 0
-        self.unreachable_until = 0
         self.expires_in = 0
         self.recycle = {}
         self.queries = {}
@@ -159,54 +151,23 @@ class State:
             n //= 62
         return id18(prefix + "8b000" + tail)
 
+    def control(self, c):
+        super().control(c)
+        if c.get("expire_token"):
+            self.tokens.clear()
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    # head and body go out in two writes: without this each answer waits for a delayed ACK
-    disable_nagle_algorithm = True
-    protocol_version = "HTTP/1.1"
+
+class Handler(fake_http.Handler):
     server_version = "FakeSalesforce/1.0"
-
-    def log_message(self, fmt, *args):
-        if self.server.state.args.verbose:
-            sys.stderr.write("fake_salesforce: " + (fmt % args) + "\n")
-
-    def setup(self):
-        super().setup()
-        with self.server.conns_lock:
-            self.server.conns.add(self.connection)
-
-    def finish(self):
-        with self.server.conns_lock:
-            self.server.conns.discard(self.connection)
-        super().finish()
-
-    # ---- plumbing ----
-    def read_body(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n > 0 else b""
-
-    def send(self, status, obj=None, raw=None, headers=None, ctype="application/json;charset=UTF-8"):
-        body = raw if raw is not None else (b"" if obj is None else json.dumps(obj).encode())
-        self.send_response(status)
-        if status != 204:
-            self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if body:
-            self.wfile.write(body)
+    content_type = "application/json;charset=UTF-8"
+    name = "fake_salesforce"
 
     def sf_error(self, status, code, message, headers=None):
         self.send(status, [{"message": message, "errorCode": code}], headers=headers)
 
-    def dispatch(self, method):
+    def api(self, method, url, body):
         st = self.server.state
-        url = urllib.parse.urlsplit(self.path)
         path, query = url.path, urllib.parse.parse_qs(url.query)
-        body = self.read_body()
-        if path.startswith("/_"):
-            return self.control(method, path, query, body)
         with st.lock:
             entry = {"method": method, "path": path, "query": url.query,
                      "authorization": self.headers.get("Authorization"),
@@ -218,17 +179,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 entry["body"] = body.decode("utf-8", "replace")
             st.log.append(entry)
             delay = st.delay_ms
-            down = st.down and st.down_count != 0
-            if down and st.down_count > 0:
-                st.down_count -= 1
+            down = st.take_down()
         if down:
             # Read the request, answer nothing, drop the connection: the outcome is unknown.
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            return
+            return self.drop()
         if delay:
             time.sleep(delay / 1000.0)
         if path == "/services/oauth2/token" and method == "POST":
@@ -239,14 +193,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not self.authorized():
             return self.sf_error(401, "INVALID_SESSION_ID", "Session expired or invalid")
         with st.lock:
-            if st.fail_status and st.fail_count != 0:
-                if st.fail_count > 0:
-                    st.fail_count -= 1
-                status = st.fail_status
+            status = st.take_failure()
+            if status:
                 return self.send(status, [{"errorCode": "SERVER_UNAVAILABLE",
                                            "message": "fake failure %d" % status}])
-            if st.rate_limit > 0:
-                st.rate_limit -= 1
+            if st.take_rate_limit():
                 hdr = {"Retry-After": str(st.retry_after)}
                 if st.rate_limit_status == 429:
                     return self.sf_error(429, "REQUEST_LIMIT_EXCEEDED", "Too many requests", hdr)
@@ -258,20 +209,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             upsert = re.match(r"^composite/sobjects/(\w+)/(\w+)$", rest)
             if rest == "composite/sobjects" or (upsert and method == "PATCH"):
                 if st.write_delay_ms:
-                    st.lock.release()
-                    try:
-                        time.sleep(st.write_delay_ms / 1000.0)
-                    finally:
-                        st.lock.acquire()
+                    st.unlocked_sleep(st.write_delay_ms)
                 if st.hold_writes:
-                    st.lock.release()
-                    try:
-                        with GATE:
-                            GATE.held += 1
-                            GATE.notify_all()
-                            GATE.wait_for(lambda: GATE.open, timeout=60)
-                    finally:
-                        st.lock.acquire()
+                    self.hold_at_gate()
                 answer = self.collections(method, query, body, limit_hdr,
                                           upsert.groups() if upsert else None)
                 entry["done"] = time.time()  # when the answer went out
@@ -505,11 +445,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         locator = "01gFAKE%08d" % st.query_serial
         st.queries[locator] = out
         if st.query_delay_ms:
-            st.lock.release()
-            try:
-                time.sleep(st.query_delay_ms / 1000.0)
-            finally:
-                st.lock.acquire()
+            st.unlocked_sleep(st.query_delay_ms)
         return self.more_records(version, locator, 0, hdr)
 
     def more_records(self, version, locator, start, hdr):
@@ -533,204 +469,59 @@ class Handler(http.server.BaseHTTPRequestHandler):
             st.queries.pop(locator, None)
         return self.send(200, answer, headers=hdr)
 
-    def records_control(self, c):
+    def records(self, c):
         """Changes made directly in Salesforce, not through syncbouncer."""
         st = self.server.state
         sobject = c.get("object", "Contact")
         op = c.get("op")
         fields = c.get("fields") or {}
-        with st.lock:
-            if op == "create":
-                n = int(c.get("count", 0))
-                if n:
-                    ids = []
-                    for i in range(n):
-                        rid = st.new_id(sobject)
-                        st.save(sobject, rid, {k: (v.replace("{n}", str(i)) if isinstance(v, str) else v)
-                                               for k, v in fields.items()})
-                        ids.append(rid)
-                    return self.send(200, {"ids": ids})
-                rid = st.new_id(sobject)
-                st.save(sobject, rid, fields)
-                return self.send(200, {"id": rid})
-            rid = c.get("id")
-            if op == "update" and rid in st.store.get(sobject, {}):
-                old = {k: v for k, v in st.store[sobject][rid].items()
-                       if k not in ("SystemModstamp", "IsDeleted")}
-                st.save(sobject, rid, dict(old, **fields))
-                return self.send(200, {"id": rid})
-            if op == "delete" and st.remove(rid):
-                return self.send(200, {"id": rid})
+        if op == "create":
+            n = int(c.get("count", 0))
+            if n:
+                ids = []
+                for i in range(n):
+                    rid = st.new_id(sobject)
+                    st.save(sobject, rid, fake_http.numbered(fields, i))
+                    ids.append(rid)
+                return self.send(200, {"ids": ids})
+            rid = st.new_id(sobject)
+            st.save(sobject, rid, fields)
+            return self.send(200, {"id": rid})
+        rid = c.get("id")
+        if op == "update" and rid in st.store.get(sobject, {}):
+            old = {k: v for k, v in st.store[sobject][rid].items()
+                   if k not in ("SystemModstamp", "IsDeleted")}
+            st.save(sobject, rid, dict(old, **fields))
+            return self.send(200, {"id": rid})
+        if op == "delete" and st.remove(rid):
+            return self.send(200, {"id": rid})
         return self.send(404, {"error": "no such record or op"})
 
-    # ---- control and helpers ----
-    def control(self, method, path, query, body):
-        st = self.server.state
-        if path == "/_control" and method == "POST":
-            try:
-                c = json.loads(body or b"{}")
-            except ValueError:
-                return self.send(400, {"error": "bad json"})
-            with st.lock:
-                if c.get("reset"):
-                    st.reset()
-                for k in ("delay_ms", "fail_status", "fail_count", "rate_limit",
-                          "rate_limit_status", "retry_after", "down_count", "expires_in",
-                          "query_batch", "query_delay_ms", "write_delay_ms"):
-                    if k in c:
-                        setattr(st, k, int(c[k]))
-                if "hold_writes" in c:
-                    st.hold_writes = bool(c["hold_writes"])
-                if "fail_status" in c and "fail_count" not in c:
-                    st.fail_count = -1
-                if "down" in c:
-                    st.down = bool(c["down"])
-                    if "down_count" not in c:
-                        st.down_count = -1
-                if "query_answer" in c:
-                    st.query_answer = str(c["query_answer"])
-                if c.get("expire_token"):
-                    st.tokens.clear()
-                if "unreachable_ms" in c:
-                    # from just after this answer went out
-                    st.unreachable_from = time.time() + 0.1
-                    st.unreachable_until = st.unreachable_from + int(c["unreachable_ms"]) / 1000.0
-            return self.send(200, {"ok": True})
-        if path == "/_records" and method == "POST":
-            return self.records_control(json.loads(body or b"{}"))
-        if path == "/_requests" and method == "GET":
-            with st.lock:
-                return self.send(200, st.log)
-        if path == "/_requests" and method == "DELETE":
-            with st.lock:
-                st.log = []
-            return self.send(204)
-        if path == "/_store" and method == "GET":
-            with st.lock:
-                return self.send(200, st.store)
-        if path == "/_slow":
+    def store_view(self):
+        return self.server.state.store
+
+    # ---- plain HTTP helpers ----
+    def extra_control(self, method, url, body):
+        query = urllib.parse.parse_qs(url.query)
+        if url.path == "/_slow":
             time.sleep(int((query.get("ms") or ["500"])[0]) / 1000.0)
             return self.send(200, raw=b"ok", ctype="text/plain")
-        if path == "/_gate/wait":
-            # held until POST /_gate/open (at most 60 s, then 504): an answer whose time the
-            # test decides, with no clock involved
-            with GATE:
-                GATE.held += 1
-                GATE.notify_all()
-                opened = GATE.wait_for(lambda: GATE.open, timeout=60)
-            if not opened:
-                return self.send(504, raw=b"gate never opened", ctype="text/plain")
-            return self.send(200, raw=b"ok", ctype="text/plain")
-        if path == "/_gate/held":
-            with GATE:
-                return self.send(200, {"held": GATE.held, "open": GATE.open})
-        if path == "/_gate/open" and method == "POST":
-            with GATE:
-                GATE.open = True
-                GATE.notify_all()
-            return self.send(200, {"ok": True})
-        if path == "/_gate/close" and method == "POST":
-            with GATE:
-                GATE.open = False
-                GATE.held = 0
-            return self.send(200, {"ok": True})
-        if path == "/_big":
+        if url.path == "/_big":
             n = int((query.get("bytes") or ["0"])[0])
             return self.send(200, raw=b"x" * n, ctype="text/plain")
-        if path == "/_echo":
+        if url.path == "/_echo":
             return self.send(200, {"method": method, "path": self.path,
                                    "headers": dict(self.headers.items()),
                                    "body": body.decode("utf-8", "replace")})
         return self.send(404, {"error": "no such control path"})
 
-    def do_GET(self):
-        self.dispatch("GET")
-
-    def do_POST(self):
-        self.dispatch("POST")
-
-    def do_PATCH(self):
-        self.dispatch("PATCH")
-
-    def do_PUT(self):
-        self.dispatch("PUT")
-
-    def do_DELETE(self):
-        self.dispatch("DELETE")
-
-
-GATE = threading.Condition()
-GATE.held = 0
-GATE.open = False
-
-
-class Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 1024
-    tls = None
-    conns = None
-    conns_lock = threading.Lock()
-
-    def listen(self):
-        if self.tls:
-            self.socket = self.tls.wrap_socket(self.socket, server_side=True)
-
-    def go_unreachable(self, until):
-        """Stops listening and drops every connection until `until`: new connections are
-        refused, as when the API's host is down."""
-        self.socket.close()
-        with self.conns_lock:
-            for c in list(self.conns):
-                try:
-                    c.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        while time.time() < until:
-            time.sleep(0.02)
-        self.socket = socket.socket(self.address_family, self.socket_type)
-        self.server_bind()
-        self.server_activate()
-        self.listen()
-
-    def handle_error(self, request, client_address):
-        # Clients that give up (timeouts, cancelled transfers) are part of the tests.
-        if self.state.args.verbose:
-            super().handle_error(request, client_address)
-
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--client-id", default="test-client-id")
-    ap.add_argument("--client-secret", default="test-client-secret")
-    ap.add_argument("--refresh-token", default="test-refresh-token")
-    ap.add_argument("--static-token", default="", help="a bearer token always accepted")
-    ap.add_argument("--tls-cert", default="", help="serve HTTPS with this certificate (PEM)")
-    ap.add_argument("--tls-key", default="", help="and this key")
-    ap.add_argument("--verbose", action="store_true")
-    args = ap.parse_args()
-    srv = Server((args.host, args.port), Handler)
-    srv.state = State(args)
-    srv.conns = set()
-    if args.tls_cert:
-        srv.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        srv.tls.load_cert_chain(args.tls_cert, args.tls_key or None)
-        srv.tls.set_alpn_protocols(["http/1.1"])
-    srv.listen()
-    print("listening on %d" % srv.server_address[1], flush=True)
-    srv.timeout = 0.05
-    st = srv.state
-    try:
-        while True:
-            if st.unreachable_from and time.time() >= st.unreachable_from:
-                until = st.unreachable_until
-                st.unreachable_from = 0
-                srv.go_unreachable(until)
-            srv.handle_request()
-    except KeyboardInterrupt:
-        pass
+    fake_http.serve(__doc__, Handler, State, [
+        (("--client-id",), {"default": "test-client-id"}),
+        (("--client-secret",), {"default": "test-client-secret"}),
+        (("--refresh-token",), {"default": "test-refresh-token"}),
+        (("--static-token",), {"default": "", "help": "a bearer token always accepted"})])
 
 
 if __name__ == "__main__":

@@ -24,61 +24,52 @@ Stripe, with their events); POST /_control {"delay_ms", "fail_status", "fail_cou
 (the next n POSTs that carry an Idempotency-Key get Stripe's 409 idempotency_key_in_use, as
 while an earlier request with the key is still running; nothing is applied), "reset"},
 GET /_requests, GET /_store.
-Run: python3 test/fakes/fake_stripe.py --port N  (prints "listening on N" when ready).
+Run: python3 test/fakes/fake_stripe.py --port N  (prints "listening on N" when ready). The server,
+the request log, the gate and the unreachable_ms knob are fake_http.py's, shared by the fakes.
 """
-import argparse
-import http.server
 import json
+import os
 import random
 import re
-import socket
-import threading
+import sys
 import time
 import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fake_http  # noqa: E402
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PREFIX = {"customers": ("cus_", "customer"), "products": ("prod_", "product")}
 
 
-class State:
-    def __init__(self, args):
-        self.args = args
-        self.lock = threading.Lock()
-        self.reset()
+class State(fake_http.State):
+    knobs = ("delay_ms", "fail_status", "fail_count", "rate_limit", "drop_after_apply",
+             "after_drop_status", "in_use_count")
 
     def reset(self):
+        super().reset()
         self.store = {}
         self.idem = {}
         self.counter = 0
-        self.log = []
-        self.delay_ms = 0
-        self.fail_status = 0
-        self.fail_count = -1
-        self.rate_limit = 0
         self.drop_after_apply = 0
         self.after_drop_status = 0
         self.dropped = False
         self.in_use_count = 0
         self.events = []
 
+    def control(self, c):
+        super().control(c)
+        if "drop_after_apply" in c:
+            self.dropped = False
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
 
-    def log_message(self, fmt, *args):
-        pass
-
+class Handler(fake_http.Handler):
+    methods = ("GET", "POST", "DELETE")
+    name = "fake_stripe"
     request_id = None
 
-    def send(self, status, obj):
-        body = json.dumps(obj).encode()
-        self.send_response(status)
-        if self.request_id:
-            self.send_header("Request-Id", self.request_id)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    def answer_headers(self):
+        return {"Request-Id": self.request_id} if self.request_id else {}
 
     def err(self, status, etype, message, code=None, param=None):
         e = {"type": etype, "message": message}
@@ -88,14 +79,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             e["param"] = param
         return status, {"error": e}
 
-    def dispatch(self, method):
-        st = self.server.state
+    def control(self, method, url, raw):
         self.request_id = None
-        url = urllib.parse.urlsplit(self.path)
-        n = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(n) if n > 0 else b""
-        if url.path.startswith("/_"):
-            return self.control(method, url.path, raw)
+        return super().control(method, url, raw)
+
+    def api(self, method, url, raw):
+        st = self.server.state
         form = {k: v[0] for k, v in urllib.parse.parse_qs(raw.decode(), keep_blank_values=True).items()}
         key = self.headers.get("Idempotency-Key")
         self.request_id = "req_" + "".join(random.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
@@ -111,12 +100,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.headers.get("Authorization") != "Bearer " + st.args.token:
             return self.send(*self.err(401, "invalid_request_error", "Invalid API Key provided"))
         with st.lock:
-            if st.fail_status and st.fail_count != 0:
-                if st.fail_count > 0:
-                    st.fail_count -= 1
-                return self.send(*self.err(st.fail_status, "api_error", "fake failure"))
-            if st.rate_limit > 0:
-                st.rate_limit -= 1
+            status = st.take_failure()
+            if status:
+                return self.send(*self.err(status, "api_error", "fake failure"))
+            if st.take_rate_limit():
                 return self.send(*self.err(429, "rate_limit_error", "Too many requests", "rate_limit"))
             if st.dropped and st.after_drop_status:
                 st.dropped = False
@@ -145,12 +132,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 st.drop_after_apply -= 1
                 st.dropped = True
         if drop:
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            return
+            return self.drop()
         self.send(status, obj)
 
     def apply(self, method, path, form):
@@ -255,8 +237,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 st.counter += 1
                 obj = {"id": "%s%014d" % (prefix, st.counter), "object": objname,
                        "created": int(time.time()), "livemode": False, "metadata": {}}
-                obj.update({k: (v.replace("{n}", str(i)) if isinstance(v, str) else v)
-                            for k, v in fields.items()})
+                obj.update(fake_http.numbered(fields, i))
                 recs[obj["id"]] = obj
                 self.event(objname, "created", obj)
                 made.append(obj)
@@ -273,62 +254,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.send(200, {"id": rid, "deleted": True})
         return self.send(400, {"error": "unknown op"})
 
-    def control(self, method, path, raw):
-        st = self.server.state
-        with st.lock:
-            if path == "/_records" and method == "POST":
-                return self.records(json.loads(raw or b"{}"))
-            if path == "/_control" and method == "POST":
-                c = json.loads(raw or b"{}")
-                if c.get("reset"):
-                    st.reset()
-                for k in ("delay_ms", "fail_status", "fail_count", "rate_limit", "drop_after_apply",
-                          "after_drop_status", "in_use_count"):
-                    if k in c:
-                        setattr(st, k, int(c[k]))
-                if "fail_status" in c and "fail_count" not in c:
-                    st.fail_count = -1
-                if "drop_after_apply" in c:
-                    st.dropped = False
-                return self.send(200, {"ok": True})
-            if path == "/_requests":
-                return self.send(200, st.log)
-            if path == "/_store":
-                return self.send(200, st.store)
-        return self.send(404, {"error": "no such control path"})
-
-    def do_GET(self):
-        self.dispatch("GET")
-
-    def do_POST(self):
-        self.dispatch("POST")
-
-    def do_DELETE(self):
-        self.dispatch("DELETE")
-
-
-class Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 1024
-
-    def handle_error(self, request, client_address):
-        pass
+    def store_view(self):
+        return self.server.state.store
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--token", default="sk_test_fake")
-    args = ap.parse_args()
-    srv = Server((args.host, args.port), Handler)
-    srv.state = State(args)
-    print("listening on %d" % srv.server_address[1], flush=True)
-    try:
-        srv.serve_forever(poll_interval=0.1)
-    except KeyboardInterrupt:
-        pass
+    fake_http.serve(__doc__, Handler, State, [(("--token",), {"default": "sk_test_fake"})])
 
 
 if __name__ == "__main__":

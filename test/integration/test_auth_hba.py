@@ -203,3 +203,19 @@ def test_set_rereads_the_files(bouncer_factory):
     assert 'bad.conf:1: unsupported authentication method "ident"' in b.log()
     assert login(b, "mallory", "app", "x")[1]["M"] == "login rejected"
     assert login(b, "app", "app", "secret")[1] is None
+
+
+def test_replication_lines_and_replication_connections(bouncer_factory):
+    """A replication connection is refused at its startup packet, with the message of pgbouncer
+    releases without replication support, before any hba line is read; a `replication` line
+    therefore never lets anyone in, and `all` does not stand for it (as in PostgreSQL)."""
+    b = hba_bouncer(bouncer_factory, "host replication app 127.0.0.1/32 trust\n"
+                                     "host all all 127.0.0.1/32 md5\n")
+    for mode in ("true", "database"):
+        w = pgwire.WireClient("127.0.0.1", b.port)
+        err = w.startup("app", "app", replication=mode)
+        w.close()
+        assert err["M"] == "unsupported startup parameter: replication", err
+        assert w.auth_requests == []
+    # an ordinary login skips the replication line
+    assert login(b, "app", "app", "secret") == ([pgwire.AUTH_MD5, pgwire.AUTH_OK], None)

@@ -2,6 +2,7 @@
 PostgreSQL at login; what the query returns authenticates the client and, kept on the pool, logs
 its servers in."""
 
+import hashlib
 import os
 import re
 import time
@@ -21,9 +22,16 @@ def roles(pg):
     """Fresh roles for one test: an auth_user whose statements PostgreSQL logs, and users with
     an md5 and a SCRAM secret."""
     tag = uuid.uuid4().hex[:8]
-    r = {"admin": f"aq_admin_{tag}", "md5": f"aq_md5_{tag}", "scram": f"aq_scram_{tag}"}
+    r = {"admin": f"aq_admin_{tag}", "md5": f"aq_md5_{tag}", "scram": f"aq_scram_{tag}",
+         "md5admin": f"aq_md5admin_{tag}", "scramadmin": f"aq_scramadmin_{tag}"}
     pg.sql(f"CREATE ROLE {r['admin']} LOGIN SUPERUSER PASSWORD 'adminpass'")
     pg.sql(f"ALTER ROLE {r['admin']} SET log_statement = 'all'")
+    # auth_users as pgbouncer set-ups often have them: the auth_file holds their md5 hash or
+    # their SCRAM secret (copied from pg_authid), not the password
+    pg.sql(f"SET password_encryption = 'md5';"
+           f" CREATE ROLE {r['md5admin']} LOGIN SUPERUSER PASSWORD 'adminpass'")
+    pg.sql(f"SET password_encryption = 'scram-sha-256';"
+           f" CREATE ROLE {r['scramadmin']} LOGIN SUPERUSER PASSWORD 'adminpass'")
     pg.sql(f"SET password_encryption = 'md5'; CREATE ROLE {r['md5']} LOGIN PASSWORD 'md5pass'")
     pg.sql(f"SET password_encryption = 'scram-sha-256';"
            f" CREATE ROLE {r['scram']} LOGIN PASSWORD 'scrampass'")
@@ -177,3 +185,82 @@ def test_secret_stays_with_the_pool(bouncer_factory, roles, pg):
 
 def backends(pg, role):
     return pg.sql(f"select count(*) from pg_stat_activity where usename = '{role}'")[0][0]
+
+
+def test_auth_user_with_md5_hash(bouncer_factory, roles, pg):
+    """The usual pgbouncer set-up against md5 servers: auth_file holds auth_user's md5 hash, and
+    the auth query's server logs in with it (md5 of the hash and the server's salt)."""
+    admin = roles["md5admin"]
+    md5hash = "md5" + hashlib.md5(f"adminpass{admin}".encode()).hexdigest()
+    assert pg.sql(f"select rolpassword from pg_authid where rolname = '{admin}'")[0][0] == md5hash
+    b = bouncer_factory(config={"pgbouncer": {"auth_user": admin}}, users={admin: md5hash})
+    assert login(b, roles["md5"], "app", "md5pass")[1] == [[roles["md5"]]]
+    assert login(b, roles["scram"], "app", "scrampass")[1] == [[roles["scram"]]]
+    assert login(b, roles["md5"], "app", "wrong")[1]["M"] == "password authentication failed"
+
+
+def scram_admin_bouncer(bouncer_factory, roles, pg):
+    admin = roles["scramadmin"]
+    secret = pg.sql(f"select rolpassword from pg_authid where rolname = '{admin}'")[0][0]
+    assert secret.startswith("SCRAM-SHA-256$")
+    return bouncer_factory(config={"pgbouncer": {"auth_user": admin, "server_login_retry": 0}},
+                           users={admin: secret})
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer 1.18 leaves a login waiting for the auth "
+                    "query's failed server login until client_login_timeout; newer releases "
+                    "fail it with the server login's reason")
+def test_auth_user_with_scram_secret_needs_its_keys(bouncer_factory, roles, pg):
+    """auth_file holds auth_user's SCRAM secret (copied from pg_authid). A secret alone cannot
+    answer the server's SCRAM challenge: as in pgbouncer, the auth query's server login fails
+    with "wrong password type" while no SCRAM login of auth_user has given the keys."""
+    b = scram_admin_bouncer(bouncer_factory, roles, pg)
+    _, err = login(b, roles["md5"], "app", "md5pass")
+    assert err["M"] == "server login failed: wrong password type", err
+    assert ("cannot do SCRAM authentication: password is SCRAM secret but client "
+            "authentication did not provide SCRAM keys") in b.log()
+
+
+def test_auth_user_with_scram_secret(bouncer_factory, roles, pg):
+    """Once auth_user itself has logged in with SCRAM, the keys of its proof log the auth
+    query's server in, and auth_query works."""
+    admin = roles["scramadmin"]
+    b = scram_admin_bouncer(bouncer_factory, roles, pg)
+    with b.connect(user=admin, password="adminpass") as conn:
+        assert conn.execute("select current_user").fetchone() == (admin,)
+    assert login(b, roles["md5"], "app", "md5pass")[1] == [[roles["md5"]]]
+    assert login(b, roles["scram"], "app", "scrampass")[1] == [[roles["scram"]]]
+
+
+def test_auth_query_on_a_database_with_a_forced_user(bouncer_factory, roles, pg):
+    """The auth database's entry forces user app (who may not read pg_authid): the auth query
+    still runs as auth_user, as pgbouncer's auth pool does, and the client's session runs as the
+    forced user."""
+    admin = roles["md5admin"]
+    md5hash = "md5" + hashlib.md5(f"adminpass{admin}".encode()).hexdigest()
+    b = bouncer_factory(config={
+        "databases": {"app": f"host=127.0.0.1 port={pg.port} dbname=app user=app"},
+        "pgbouncer": {"auth_user": admin}},
+        users={admin: md5hash, "app": "secret"})
+    assert login(b, roles["md5"], "app", "md5pass")[1] == [["app"]]
+    assert "permission denied" not in b.log()
+
+
+def test_logins_queue_for_the_auth_pool(bouncer_factory, roles, pg):
+    """With one server in the auth pool, logins that need auth_query at the same time wait for
+    it in turn; each gets its own answer, and the pool keeps a single server."""
+    import threading
+    b = aq_bouncer(bouncer_factory, roles, default_pool_size=1)
+    users = [(roles["md5"], "md5pass"), (roles["scram"], "scrampass")] * 4
+    results = [None] * len(users)
+
+    def one(i, user, password):
+        results[i] = login(b, user, "app", password)[1]
+
+    threads = [threading.Thread(target=one, args=(i, u, p)) for i, (u, p) in enumerate(users)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == [[[u]] for u, _ in users]
+    assert backends(pg, roles["admin"]) == 1

@@ -41,16 +41,16 @@ def make_ca(d, name, cn):
             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
 
 
-def make_leaf(d, name, ca, cn, san=None, usage="serverAuth"):
+def make_leaf(d, name, ca, cn, san=None, usage="serverAuth", rsa=False):
     ext = os.path.join(d, f"{name}.ext")
     with open(ext, "w") as f:
         f.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n")
         f.write(f"extendedKeyUsage={usage}\n")
         if san:
             f.write(f"subjectAltName={san}\n")
-    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}",
-            cwd=d)
+    key = ("rsa:2048",) if rsa else ("ec", "-pkeyopt", "ec_paramgen_curve:prime256v1")
+    openssl("req", "-new", "-newkey", *key, "-nodes", "-keyout", f"{name}.key", "-out",
+            f"{name}.csr", "-subj", f"/CN={cn}", cwd=d)
     openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
             "-CAcreateserial", "-out", f"{name}.crt", "-days", "365", "-extfile", ext, cwd=d)
     os.chmod(os.path.join(d, f"{name}.key"), 0o600)
@@ -76,6 +76,8 @@ def certs():
     make_ca(d, "ca2", "syncbouncer test CA 2")
     make_leaf(d, "pooler", "ca1", "localhost", "DNS:localhost,IP:127.0.0.1")
     make_leaf(d, "pooler2", "ca2", "localhost", "DNS:localhost,IP:127.0.0.1")
+    # DHE needs an RSA key
+    make_leaf(d, "poolerrsa", "ca1", "localhost", "DNS:localhost,IP:127.0.0.1", rsa=True)
     make_leaf(d, "pg", "ca1", "localhost", "DNS:localhost")
     make_leaf(d, "app1", "ca1", "app", usage="clientAuth")
     make_leaf(d, "app2", "ca2", "app", usage="clientAuth")
@@ -244,6 +246,26 @@ def test_verify_ca_demands_a_client_certificate_of_its_ca(bouncer_factory, certs
         b.connect(sslmode="require", sslcert=certs.app2_crt, sslkey=certs.app2_key)
     with b.connect(sslmode="require", sslcert=certs.app1_crt, sslkey=certs.app1_key) as c:
         assert c.execute("select 2").fetchone() == (2,)
+
+
+@pytest.mark.timeout(60)
+def test_ca_file_asks_for_a_certificate_below_verify_ca(bouncer_factory, certs):
+    """With client_tls_ca_file and sslmode require, pgbouncer (libusual's optional client
+    verification) asks every client for a certificate without demanding one, and a certificate
+    that does not verify fails the handshake: the same here."""
+    b = bouncer_factory(config={"pgbouncer": client_tls(
+        certs, "require", client_tls_ca_file=certs.ca1_crt)})
+    res = subprocess.run(["openssl", "s_client", "-starttls", "postgres", "-connect",
+                          f"{b.host}:{b.port}"], stdin=subprocess.DEVNULL, capture_output=True,
+                         text=True, timeout=30)
+    # s_client prints the signature algorithms of a CertificateRequest only when it got one
+    assert "Requested Signature Algorithms" in res.stdout, res.stdout
+    with b.connect(sslmode="require") as c:
+        assert ssl_in_use(c)
+    with b.connect(sslmode="require", sslcert=certs.app1_crt, sslkey=certs.app1_key) as c:
+        assert ssl_in_use(c)
+    with pytest.raises(psycopg.OperationalError):
+        b.connect(sslmode="require", sslcert=certs.app2_crt, sslkey=certs.app2_key)
 
 
 @pytest.mark.timeout(60)
@@ -433,6 +455,44 @@ def test_client_tls_ecdhcurve_picks_the_group(bouncer_factory, certs):
     ok, out = s_client(b, "-groups", "X25519")
     assert not ok, out
     still_serves(b)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("dh", [
+    "auto",
+    pytest.param("legacy", marks=pytest.mark.skipif(
+        IS_PGBOUNCER, reason="pgbouncer 1.18's legacy is a fixed 1024-bit group that OpenSSL "
+        "3's default security level refuses (dh key too small); 1.25 asks OpenSSL for legacy "
+        "parameters (dh_auto 2), which it raises to the security level's minimum")),
+    "none",
+])
+def test_client_tls_dheparams(bouncer_factory, certs, dh):
+    """A TLS 1.2 client that offers only DHE: auto gives it 2048-bit parameters (RSA 2048 key);
+    legacy, as pgbouncer 1.25, asks OpenSSL for 1024-bit ones, which OpenSSL raises to its
+    security level's minimum (2048 at Debian's level 2); none offers no DHE. Clients of TLS 1.3
+    are served in every case."""
+    b = bouncer_factory(config={"pgbouncer": client_tls(
+        certs, "require", client_tls_dheparams=dh, client_tls_key_file=certs.poolerrsa_key,
+        client_tls_cert_file=certs.poolerrsa_crt)})
+    ok, out = s_client(b, "-tls1_2", "-cipher", "DHE-RSA-AES128-GCM-SHA256")
+    if dh == "auto":
+        assert ok and "DH, 2048 bits" in out, out
+    elif dh == "legacy":
+        assert ok and re.search(r"Server Temp Key: DH, (1024|2048) bits", out), out
+    else:
+        assert not ok, out
+    with b.connect(sslmode="require") as c:
+        assert ssl_in_use(c)
+
+
+@pytest.mark.timeout(60)
+def test_client_tls_ecdhcurve_none_keeps_the_defaults(bouncer_factory, certs):
+    """pgbouncer's none sets no curve, which leaves OpenSSL's default groups: ECDHE still works,
+    and a configuration written for pgbouncer behaves the same here."""
+    b = bouncer_factory(config={"pgbouncer": client_tls(
+        certs, "require", client_tls_ecdhcurve="none", client_tls_dheparams="none")})
+    ok, out = s_client(b, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256")
+    assert ok and "ECDHE-ECDSA-AES128-GCM-SHA256" in out, out
 
 
 @pytest.mark.timeout(60)

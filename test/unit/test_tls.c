@@ -201,6 +201,10 @@ static const struct tls_case cases[] = {
          "client_tls_ecdhcurve = secp384r1\n",
          NULL},
         {"client_tls_sslmode = allow\nclient_tls_key_file = @KEY@\n"
+         "client_tls_cert_file = @CERT@\nclient_tls_dheparams = legacy\n"
+         "client_tls_ecdhcurve = none\n",
+         NULL},
+        {"client_tls_sslmode = allow\nclient_tls_key_file = @KEY@\n"
          "client_tls_cert_file = @CERT@\nclient_tls_dheparams = 1024\n",
          "client_tls_dheparams: invalid value \"1024\""},
         {"client_tls_sslmode = allow\nclient_tls_key_file = @KEY@\n"
