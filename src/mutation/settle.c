@@ -3,8 +3,8 @@
  * in each it lists syncbouncer.intent (for SHOW JOURNAL and the deadline), drops the entries the
  * console gave up, then settles the intents whose writer is gone, one at a time:
  *   BEGIN; mode sync; claim the intent (FOR UPDATE, advisory lock) ->
- *   find the record ids (keys, answer, journal, or a keyed repeat) -> read each record at the
- *   API -> write its state (or delete the row) -> DELETE the intent; COMMIT.
+ *   find the record ids (keys, answer, journal, external ids, or a keyed repeat) -> read each
+ *   record at the API -> write its state (or delete the row) -> DELETE the intent; COMMIT.
  * Any failure rolls the transaction back, counts an attempt with its error in the intent, and
  * tries again later (backing off). The API is asked; nothing stored is ever written blindly.
  */
