@@ -665,6 +665,12 @@ def test_writes_of_unknown_outcome_settle_by_asking_the_api(pg, bouncer_factory,
         with crm(b) as conn:
             ids = [conn.execute(ins.format(n, n.lower())).fetchone()[0]
                    for n in ("Paul", "Leto")]
+            if ext:
+                # first, while no settling asks the API (it would take the one failure):
+                # failed before applying anything
+                fake.control(fail_status=500, fail_count=1)
+                with pytest.raises(psycopg.Error):
+                    conn.execute(ins.format("Gurney", "gurney"))
             fake.control(delay_ms=1600)  # past the API's timeout: applied, answer lost
             lost = [(f"update {kind}.contacts set {cols[0]} = 'Paul A' where id = '{ids[0]}'",
                      ids[0]),
@@ -685,10 +691,6 @@ def test_writes_of_unknown_outcome_settle_by_asking_the_api(pg, bouncer_factory,
                     conn.execute(ins.format("Duncan", "duncan"))
             elif kind == "airtable":
                 conn.execute(ins.format("Duncan", "duncan"))
-            if ext:
-                fake.control(fail_status=500, fail_count=1)  # failed before applying anything
-                with pytest.raises(psycopg.Error):
-                    conn.execute(ins.format("Gurney", "gurney"))
         wait_for(lambda: not intents(pg) and rows() == store(),
                  f"not settled: {intents(pg)} {rows()} {store()}\n" + b.log()[-4000:],
                  timeout=30)
@@ -742,6 +744,11 @@ def test_salesforce_inserts_on_an_external_id_are_never_doubled_and_are_found_ag
             last = fake.requests()[-1]
             assert (last["method"], last["path"]) == (
                 "PATCH", "/services/data/v59.0/composite/sobjects/Contact/Ext_Id__c")
+            # a 500 before anything was applied: unknown to the client, not created (first,
+            # while no settling asks the API: it would take the one failure)
+            fake.control(fail_status=500, fail_count=1)
+            with pytest.raises(psycopg.Error):
+                conn.execute(ins.format("Hawat", "E3"))
             # the answer is lost (slower than the timeout): the client repeats the statement
             fake.control(delay_ms=1500)
             with pytest.raises(psycopg.errors.InternalError_) as ei:
@@ -750,10 +757,6 @@ def test_salesforce_inserts_on_an_external_id_are_never_doubled_and_are_found_ag
             fake.control(delay_ms=0)
             wait_for(lambda: "E2" in api(), "the API never applied the lost insert")
             (e2,) = conn.execute(ins.format("Idaho", "E2")).fetchone()
-            # a 500 before anything was applied: unknown to the client, not created
-            fake.control(fail_status=500, fail_count=1)
-            with pytest.raises(psycopg.Error):
-                conn.execute(ins.format("Hawat", "E3"))
         wait_for(lambda: not intents(pg), "not settled:\n" + b.log()[-4000:], timeout=30)
         assert api() == {"E1": (e1, "Atreides"), "E2": (e2, "Idaho")}  # nothing doubled
         assert rows() == [("E1", e1, "Atreides"), ("E2", e2, "Idaho")]
