@@ -11,6 +11,7 @@
 
 struct bouncer;
 struct conn;
+struct pktbuf;
 
 /* Takes ownership of fd, a freshly accepted non-blocking socket. */
 void client_accept(struct bouncer *b, int fd, const struct sockaddr *addr, socklen_t addrlen,
@@ -32,6 +33,20 @@ void client_resume(struct conn *client);
 bool client_server_idle(const struct conn *client);
 /* The client's transaction status as its next ReadyForQuery would say ('I', 'T' or 'E'). */
 char client_txn_status(const struct conn *client);
+/*
+ * Queues pb (whole messages) to the client. False when its buffer cannot take them: the caller
+ * closes the client.
+ */
+bool client_queue(struct conn *client, const struct pktbuf *pb) __attribute__((warn_unused_result));
+/*
+ * Sends query (one built Query message) to the client's server as though the client had sent
+ * it: the server owes one more ReadyForQuery, and its answer reaches the client through the
+ * relay. For an error that must abort the client's transaction block as PostgreSQL would. Only
+ * when the client is in a transaction block on a linked server that owes nothing else; false
+ * (nothing queued) otherwise.
+ */
+bool client_query_through_server(struct conn *client, const struct pktbuf *query)
+        __attribute__((warn_unused_result));
 /* Handles a CancelRequest from a new connection. */
 void client_find_by_cancel_key(struct bouncer *b, uint32_t pid, uint32_t key, struct conn **out);
 

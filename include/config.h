@@ -310,6 +310,12 @@ const struct cf_database *config_find_database(const struct config *cfg, const c
 /* The [users] entry called name, or NULL. Borrowed from cfg. */
 const struct cf_user *config_find_user(const struct config *cfg, const char *name);
 const struct cf_api *config_find_api(const struct config *cfg, const char *name);
+/*
+ * Whether name is in list, a setting of comma-separated names (admin_users, stats_users,
+ * metrics_users, ignore_startup_parameters, ...), spaces and tabs around each ignored as
+ * pgbouncer ignores them. ignore_case for parameter names; user names are compared exactly.
+ */
+bool cf_list_has(const char *list, const char *name, bool ignore_case);
 /* The value of key among kv[0..nkv), or NULL when absent. Borrowed. */
 const char *cf_kv_get(const struct cf_kv *kv, int nkv, const char *key);
 /*

@@ -6,6 +6,7 @@
 #ifndef SB_CONN_H
 #define SB_CONN_H
 
+#include <event2/event.h>
 #include <event2/event_struct.h>
 #include <netinet/in.h>
 #include <stdbool.h>
@@ -40,16 +41,24 @@ enum conn_state {
 };
 const char *conn_state_str(enum conn_state st);
 
-/* Parameters tracked per connection and replayed with SET when a client gets a server. */
+/*
+ * Parameters tracked per connection and replayed with SET when a client gets a server. Names and
+ * values are shared copies (one per distinct string in the process, counted: thousands of clients
+ * with the same settings hold one copy of each), a set holds only as many slots as it needs, and
+ * sets with the same contents can share their slots (param_share()). Read p[0..n) freely; change
+ * a set only through the functions below. A set starts zeroed ({0}); it may be moved by struct
+ * assignment, after which the source is zeroed again or never used.
+ */
 #define PARAM_MAX 16
+struct param {
+	const char *name; /* shared: never freed or changed by the holder */
+	const char *value;
+	uint32_t hash; /* param_hash(name) */
+};
 struct param_set {
-	int n;
-	uint64_t gen; /* new with every change, unique across all sets (0: never set) */
-	struct {
-		char *name;
-		char *value;
-		uint32_t hash; /* param_hash(name) */
-	} p[PARAM_MAX];
+	int n, cap;
+	uint64_t gen;    /* new with every change, unique across all sets (0: never set) */
+	struct param *p; /* n slots used (of cap when not shared); NULL while empty */
 };
 /* A hash of a parameter name, the same for every spelling (names are case-insensitive). */
 uint32_t param_hash(const char *name);
@@ -58,84 +67,125 @@ const char *param_get(const struct param_set *ps, const char *name);
 const char *param_get_hashed(const struct param_set *ps, const char *name, uint32_t hash);
 bool param_set_value(struct param_set *ps, const char *name, const char *value)
         __attribute__((warn_unused_result));
+/* Empties ps and frees its slots. */
 void param_clear(struct param_set *ps);
+/*
+ * A reference to ps's slots as they are now (NULL for an empty set): they cannot change while
+ * it is held, since a set changes slots that others hold only on a copy of its own.
+ * param_holds() tells whether ps still has those very slots. param_drop() takes NULL.
+ */
+struct param_block;
+struct param_block *param_hold(const struct param_set *ps);
+bool param_holds(const struct param_block *blk, const struct param_set *ps);
+void param_drop(struct param_block *blk);
+/*
+ * Lets ps hold the same slots as every other shared set with the same contents (a thousand
+ * clients with the same settings hold one copy). A later change gives ps a copy of its own.
+ */
+void param_share(struct param_set *ps);
 /* Marks ps changed (a new gen), for a set filled or replaced other than through the above. */
 void param_touch(struct param_set *ps);
 
 struct conn {
 	struct list head; /* on the list of its state */
 	struct bouncer *b;
-	bool is_server;
 	enum conn_state state;
+	bool is_server;
+	bool timer_ready;
+	bool close_needed; /* server: RECONNECT or RELOAD wants it closed when released */
+	bool connecting;   /* ev_connect is pending */
 	struct sbuf sbuf;
 	struct pool *pool;
 	struct conn *link;
-	struct sockaddr_storage addr; /* the peer */
-	char addr_str[64];
+	/*
+	 * The peer. A unix socket's path is not kept: a client's does not matter, a server's is
+	 * remade from its host and port (server.c).
+	 */
+	union conn_addr {
+		struct sockaddr sa;
+		struct sockaddr_in in;
+		struct sockaddr_in6 in6;
+	} addr;
+	char addr_str[INET6_ADDRSTRLEN]; /* the peer's address as text, "unix" for a unix socket */
 	int port;
-	char local_addr[64];
-	int local_port;
 	uint64_t connect_time;
 	/* client: its last packet; server: its last ReadyForQuery or release (idle age) */
 	uint64_t request_time;
-	struct event ev_timer;
-	bool timer_ready;
+	struct event *ev_timer; /* client: the login timer (NULL when none) */
+	/* server: connect, SSL answer; client: its first byte (NULL until needed) */
+	struct event *ev_connect;
 	const char *close_reason;
-	uint64_t id;       /* unique, given when it first gets a state */
-	bool close_needed; /* server: RECONNECT or RELOAD wants it closed when released */
+	uint64_t id;                      /* unique, given when it first gets a state */
 	uint64_t query_start, xact_start; /* server: stats clocks, 0 when not running */
 	const char *refusal; /* client: answered with this FATAL once its startup packet is read */
 
 	/* client */
-	char user[64];
-	char dbname[64];
-	struct param_set params;  /* what the client believes the server's values are */
-	struct param_set startup; /* other startup parameters to pass on (options) */
-	char *params_key;         /* params flattened ("name\0value\0"…), as of params_key_gen */
-	size_t params_key_len;
-	uint64_t params_key_gen;
-	uint32_t cancel_key;
-	uint8_t md5_salt[4];
+	const char *user; /* shared copies (conn_set_names()); "" until the startup packet */
+	const char *dbname;
+	struct param_set params; /* what the client believes the server's values are */
 	struct scram_server *scram_srv;
 	struct auth_state *auth; /* CL_LOGIN: what authentication knows so far (auth.c) */
+	void *hook_state;        /* the query hook's per-client state; NULL on the fast path */
+	struct ps_client *ps;    /* prepared statements by the client's names (NULL: none yet) */
+	uint32_t cancel_key;
+	uint8_t md5_salt[4];
+	uint8_t scan_tail[16]; /* last bytes of the streamed chunk before (needles span chunks) */
+	uint8_t scan_tail_len;
 	bool auth_done;
 	bool admin;
 	bool admin_user;       /* console: may run commands, not only SHOW */
 	bool admin_waiting;    /* console: a PAUSE/SUSPEND/WAIT_CLOSE answer is pending */
-	void *hook_state;      /* the query hook's per-client state; NULL on the fast path */
 	bool wait_server_idle; /* relay paused until the server has answered everything */
-	struct ps_client *ps;  /* prepared statements by the client's names (NULL: none yet) */
-	uint8_t scan_tail[16]; /* last bytes of the streamed chunk before (needles span chunks) */
-	uint8_t scan_tail_len;
 	bool tls_direct;       /* TLS began with a ClientHello, no SSLRequest (PostgreSQL 17) */
 
 	/* server */
 	uint32_t be_pid, be_key;
-	int expect_rfq;      /* ReadyForQuery messages still owed to the client */
-	char txn_status;     /* from the last ReadyForQuery */
-	bool setting_params; /* consuming the answers to our own SETs */
-	bool resetting;      /* consuming the answer to the reset query */
+	int expect_rfq;        /* ReadyForQuery messages still owed to the client */
+	int cancels_in_flight; /* cancel requests for this backend not yet answered */
+	char txn_status;       /* from the last ReadyForQuery */
+	bool setting_params;   /* consuming the answers to our own SETs */
+	bool resetting;        /* consuming the answer to the reset query */
 	bool connect_query_running;
 	bool checking;         /* consuming the answer to server_check_query */
 	bool at_rfq;           /* the last thing relayed was ReadyForQuery: a release point */
-	int cancels_in_flight; /* cancel requests for this backend not yet answered */
 	bool release_deferred; /* released while a cancel was in flight: hold it back */
+	bool logged_in;
 	struct ps_server *pss; /* statements prepared on this backend (NULL: none) */
 	/*
-	 * The last client parameters (a client's params_key) found already in force here while
-	 * params was at in_force_gen: a client with the same key needs no parameter check.
+	 * The last client parameter slots (param_hold()) found already in force here while params
+	 * was at in_force_gen: a client holding the same slots needs no parameter check.
 	 */
-	char *in_force_key;
-	size_t in_force_key_len;
+	struct param_block *in_force;
 	uint64_t in_force_gen;
-	bool logged_in;
 	struct aq_req *auth_query; /* running auth_query for a login; answers go to auth.c */
+	/*
+	 * Linked to a client since the last DISCARD ALL: the client's session state (SETs,
+	 * temporary tables, role) may still be on it, so auth_query discards it first.
+	 */
+	bool client_state;
+	bool reset_failed; /* the reset query answered with an error */
 	struct dns_request *dns_req;
 	struct scram_client *scram_cli;
-	struct event ev_connect; /* server: connect, SSL answer; client: its first byte */
-	bool connecting;
 	char *host; /* which host of the db's list */
 };
+
+/*
+ * Sets *ev up for fd/what/cb with c as the argument, allocating it the first time (events an
+ * idle connection does not need take no memory). False when out of memory. *ev is freed with c.
+ */
+bool conn_event_assign(struct conn *c, struct event **ev, evutil_socket_t fd, short what,
+                       event_callback_fn cb) __attribute__((warn_unused_result));
+
+/* User and database names are refused from this length on (PostgreSQL's NAMEDATALEN). */
+#define CONN_NAME_MAX 64
+/* "": a connection's user and dbname before conn_set_names(). */
+extern const char conn_no_name[];
+/*
+ * Sets c's user and database names to shared copies of user and dbname (a thousand clients of
+ * one pool hold one copy). False when out of memory; c keeps its old names then.
+ */
+bool conn_set_names(struct conn *c, const char *user, const char *dbname)
+        __attribute__((warn_unused_result));
 
 /* Stops c's I/O and timers and queues it for freeing from the loop. Safe to call twice. */
 void conn_retire(struct conn *c);

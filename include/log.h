@@ -9,6 +9,7 @@
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 enum log_level {
 	LOG_LVL_FATAL,
@@ -36,6 +37,15 @@ void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(pri
 /* log_msg() of fmt after prefix (a connection's "C-0x…: db/user@addr:port "), formatted once. */
 void log_vmsg_prefixed(enum log_level lvl, const char *prefix, const char *fmt, va_list ap);
 _Noreturn void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * Appenders for a log line's fixed parts, cheaper than snprintf: each writes at buf + pos what
+ * fits before the last byte of size (always NUL-terminated) and returns the new pos.
+ */
+size_t log_put_str(char *buf, size_t size, size_t pos, const char *s);
+size_t log_put_uint(char *buf, size_t size, size_t pos, unsigned long long v, int min_digits);
+/* "0x" and v in lower-case hex, as printf's %p prints a non-NULL pointer. */
+size_t log_put_ptr(char *buf, size_t size, size_t pos, const void *p);
 
 #define log_error(...)   log_msg(LOG_LVL_ERROR, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_LVL_WARNING, __VA_ARGS__)

@@ -65,6 +65,14 @@ struct pool {
 
 	struct param_set welcome; /* the first server's ParameterStatus messages */
 	bool welcome_ready;
+	/*
+	 * The ParameterStatus messages of the last welcome built (client.c): for clients holding
+	 * the parameter slots welcome_for (held), while welcome is at welcome_for_gen.
+	 */
+	struct param_block *welcome_for;
+	uint64_t welcome_for_gen;
+	uint8_t *welcome_msgs;
+	size_t welcome_msgs_len;
 	char last_login_error[512];
 	char last_login_sqlstate[6];
 	uint64_t last_login_failure;

@@ -29,6 +29,36 @@
 #define PROTO_SSL_CODE              PROTO_VERSION(1234, 5679)
 #define PROTO_GSSENC_CODE           PROTO_VERSION(1234, 5680)
 
+/*
+ * Message types (a message's first byte), named as PostgreSQL's protocol.h names them. Some
+ * bytes mean one message from the client and another from the server ('D', 'E', 'C').
+ */
+/* from the client */
+#define PQMSG_BIND          'B'
+#define PQMSG_CLOSE         'C'
+#define PQMSG_DESCRIBE      'D'
+#define PQMSG_EXECUTE       'E'
+#define PQMSG_FLUSH         'H'
+#define PQMSG_PARSE         'P'
+#define PQMSG_QUERY         'Q'
+#define PQMSG_SYNC          'S'
+#define PQMSG_TERMINATE     'X'
+/* the object a Describe or Close names */
+#define PQMSG_TARGET_PORTAL    'P'
+#define PQMSG_TARGET_STATEMENT 'S'
+/* from the server */
+#define PQMSG_PARSE_COMPLETE        '1'
+#define PQMSG_BIND_COMPLETE         '2'
+#define PQMSG_CLOSE_COMPLETE        '3'
+#define PQMSG_COMMAND_COMPLETE      'C'
+#define PQMSG_DATA_ROW              'D'
+#define PQMSG_ERROR_RESPONSE        'E'
+#define PQMSG_NO_DATA               'n'
+#define PQMSG_NOTICE_RESPONSE       'N'
+#define PQMSG_PARAMETER_DESCRIPTION 't'
+#define PQMSG_READY_FOR_QUERY       'Z'
+#define PQMSG_ROW_DESCRIPTION       'T'
+
 /* Authentication request codes ('R' messages). */
 #define PROTO_AUTH_OK            0u
 #define PROTO_AUTH_CLEARTEXT     3u

@@ -70,6 +70,10 @@ struct sbuf_ops {
 
 struct sbuf {
 	int fd;
+	int in_process;
+	int gathering; /* rounds of peers relaying to this socket now: sbuf_queue() holds bytes */
+	uint32_t pkt_remain; /* bytes of the current packet still to forward or skip */
+	enum sbuf_action pkt_action;
 	bool startup_phase;  /* packets have no type byte (StartupMessage, SSLRequest …) */
 	bool paused;         /* owner does not want packets now */
 	bool resume_pending; /* sbuf_resume() was called from inside a packet callback */
@@ -78,16 +82,17 @@ struct sbuf {
 	bool eof;
 	bool protocol_violation; /* the last failure was a malformed or over-long packet */
 	bool scan_packet;        /* the packet being forwarded goes through ops->scan */
-	struct event ev_read, ev_write;
 	bool ev_ready, reading, writing;
+	bool write_oom; /* ev_write could not be made: fails from the next read event */
+	bool collecting_big;
+	bool big_ready;            /* gathered whole, to be offered (again, after a pause) */
+	uint8_t big_hdrlen;        /* 4 for a startup-phase packet, else 5 */
+	bool tls_read_wants_write; /* a TLS read waits for the socket to become writable */
+	struct event ev_read;
+	struct event *ev_write; /* made when the socket first has to wait to be written */
 	uint8_t *buf; /* lent while there are bytes to read or relay, NULL when idle (sbuf.c) */
 	size_t size, recv_pos, parse_pos, done_pos;
-	uint32_t pkt_remain; /* bytes of the current packet still to forward or skip */
-	enum sbuf_action pkt_action;
-	struct pktbuf big; /* a packet larger than buf that the owner wants whole */
-	bool collecting_big;
-	bool big_ready;     /* gathered whole, to be offered (again, after a pause) */
-	uint8_t big_hdrlen; /* 4 for a startup-phase packet, else 5 */
+	struct pktbuf *big; /* a packet larger than buf that the owner wants whole (NULL: none) */
 	size_t max_pkt;
 	struct sbuf *dst;         /* where SBUF_SEND bytes go */
 	struct sbuf *waiting_src; /* a peer blocked on our writability */
@@ -95,10 +100,8 @@ struct sbuf {
 	const struct sbuf_ops *ops;
 	void *owner;
 	uint64_t bytes_in, bytes_out;
-	int in_process;
 	/* TLS (tls.c) once a handshake started; NULL on a plain socket. Owned by the sbuf. */
 	struct tls_conn *tls;
-	bool tls_read_wants_write; /* a TLS read waits for the socket to become writable */
 };
 
 /*
@@ -125,6 +128,12 @@ bool sbuf_queue(struct sbuf *sb, const void *data, size_t len) __attribute__((wa
 /* Queues a built message buffer; false if pb failed or the socket is broken. */
 bool sbuf_queue_pktbuf(struct sbuf *sb, const struct pktbuf *pb)
         __attribute__((warn_unused_result));
+
+/*
+ * sbuf_queue_pktbuf() that may take pb's memory instead of copying it (pb is left empty; the
+ * caller still calls pktbuf_free()).
+ */
+bool sbuf_queue_pktbuf_give(struct sbuf *sb, struct pktbuf *pb) __attribute__((warn_unused_result));
 
 /* True when parsed bytes still wait to be written to dst. */
 bool sbuf_has_pending(const struct sbuf *sb);

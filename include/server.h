@@ -36,6 +36,12 @@ void server_send_cancel(struct conn *server);
 void server_cancels_free(struct bouncer *b);
 /* Runs server_check_query on an idle server (SV_TESTED); it returns to the pool after. */
 void server_check(struct conn *server);
+
+/*
+ * A DISCARD ALL of ours has run on the server: no prepared statement and no setting it does
+ * not report is left, and no client's session state.
+ */
+void server_discarded(struct conn *server);
 /* server_connect_timeout passed while connecting or logging in. */
 void server_login_timeout(struct conn *server);
 

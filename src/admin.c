@@ -8,6 +8,7 @@
 #include "admin.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <inttypes.h>
 #include <openssl/rand.h>
 #include <stdarg.h>
@@ -28,7 +29,7 @@
 #include "control.h"
 #include "dns.h"
 #include "log.h"
-#include "mutation/synced.h"
+#include "module.h"
 #include "pgc.h"
 #include "pktbuf.h"
 #include "pool.h"
@@ -117,24 +118,25 @@ static bool is_word_char(char c)
 	       c == '_';
 }
 
-/* A WORD: "quoted" (a doubled quote is one) or [0-9a-z_]+. Returns its end or NULL. */
-static const char *scan_word(const char *p)
+/* A run quoted with q at p (a doubled q is one): its end, or NULL when it is not closed. */
+static const char *scan_quoted(const char *p, char q)
 {
-	if (*p == '"') {
-		p++;
-		for (;;) {
-			if (*p == '\0')
-				return NULL;
-			if (*p == '"') {
-				if (p[1] == '"') {
-					p += 2;
-					continue;
-				}
+	for (p++;; p++) {
+		if (*p == '\0')
+			return NULL;
+		if (*p == q) {
+			if (p[1] != q)
 				return p + 1;
-			}
 			p++;
 		}
 	}
+}
+
+/* A WORD: "quoted" (a doubled quote is one) or [0-9a-z_]+. Returns its end or NULL. */
+static const char *scan_word(const char *p)
+{
+	if (*p == '"')
+		return scan_quoted(p, '"');
 	if (!is_word_char(*p))
 		return NULL;
 	while (is_word_char(*p))
@@ -145,21 +147,7 @@ static const char *scan_word(const char *p)
 /* A STRING: '...' with '' for a quote. Returns its end or NULL. */
 static const char *scan_string(const char *p)
 {
-	if (*p != '\'')
-		return NULL;
-	p++;
-	for (;;) {
-		if (*p == '\0')
-			return NULL;
-		if (*p == '\'') {
-			if (p[1] == '\'') {
-				p += 2;
-				continue;
-			}
-			return p + 1;
-		}
-		p++;
-	}
+	return *p == '\'' ? scan_quoted(p, '\'') : NULL;
 }
 
 /* Copies [s, e) into dst, removing the quotes q around it; false when it does not fit. */
@@ -637,9 +625,9 @@ static void local_end(const struct conn *c, char *addr, size_t size, int *port)
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
 
-	snprintf(addr, size, "%s", c->local_addr);
-	*port = c->local_port;
-	if (addr[0] != '\0' || c->sbuf.fd < 0)
+	addr[0] = '\0';
+	*port = 0;
+	if (c->sbuf.fd < 0)
 		return;
 	if (getsockname(c->sbuf.fd, (struct sockaddr *)&ss, &len) != 0)
 		return;
@@ -662,7 +650,7 @@ static int remote_pid(const struct conn *c)
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
 
-	if (c->addr.ss_family == AF_UNIX && c->sbuf.fd >= 0 &&
+	if (c->addr.sa.sa_family == AF_UNIX && c->sbuf.fd >= 0 &&
 	    getsockopt(c->sbuf.fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid > 0)
 		return (int)cred.pid;
 	return c->is_server ? (int)c->be_pid : 0;
@@ -1230,21 +1218,61 @@ static bool fake_show(struct reply *r, const char *name)
 	return false;
 }
 
+/* SHOW FDS: passing sockets for an online restart (-R) is not supported: no rows. */
+static void show_fds(struct reply *r)
+{
+	header(r, "issssiqisssssbb", "fd", "task", "user", "database", "addr", "port", "cancel",
+	       "link", "client_encoding", "std_strings", "datestyle", "timezone", "password",
+	       "scram_client_key", "scram_server_key");
+	finish(r, "SHOW");
+}
+
+static void show_sockets_of(struct reply *r, int which)
+{
+	show_sockets(r, (enum socket_view)which);
+}
+
+static void show_stats_of(struct reply *r, int which)
+{
+	show_stats(r, (enum stats_view)which);
+}
+
+#define SHOW_ADMIN_ONLY 1u /* for admin users only (not stats_users) */
+
+/* The SHOW views built in: a view answered by fn(r), or by fn_of(r, which). */
+static const struct show_cmd {
+	const char *name;
+	void (*fn)(struct reply *r);
+	void (*fn_of)(struct reply *r, int which);
+	int which;
+	unsigned flags;
+} show_cmds[] = {
+        {"help", show_help, NULL, 0, 0},
+        {"version", show_version, NULL, 0, 0},
+        {"state", show_state, NULL, 0, 0},
+        {"config", show_config, NULL, 0, 0},
+        {"pools", show_pools, NULL, 0, 0},
+        {"clients", NULL, show_sockets_of, VIEW_CLIENTS, 0},
+        {"servers", NULL, show_sockets_of, VIEW_SERVERS, 0},
+        {"sockets", NULL, show_sockets_of, VIEW_SOCKETS, 0},
+        {"active_sockets", NULL, show_sockets_of, VIEW_ACTIVE_SOCKETS, 0},
+        {"databases", show_databases, NULL, 0, 0},
+        {"users", show_users, NULL, 0, 0},
+        {"lists", show_lists, NULL, 0, 0},
+        {"mem", show_mem, NULL, 0, 0},
+        {"dns_hosts", show_dns_hosts, NULL, 0, 0},
+        {"dns_zones", show_dns_zones, NULL, 0, 0},
+        {"stats", NULL, show_stats_of, STATS_VIEW_STATS, 0},
+        {"stats_totals", NULL, show_stats_of, STATS_VIEW_TOTALS_PER_DB, 0},
+        {"stats_averages", NULL, show_stats_of, STATS_VIEW_AVERAGES, 0},
+        {"totals", NULL, show_stats_of, STATS_VIEW_TOTALS, 0},
+        {"peers", show_peers, NULL, 0, 0},
+        {"peer_pools", show_peer_pools, NULL, 0, 0},
+        {"fds", show_fds, NULL, 0, SHOW_ADMIN_ONLY},
+};
+
 static void cmd_show(struct reply *r, const char *arg, bool admin_user)
 {
-	static const struct {
-		const char *name;
-		int id;
-	} views[] = {
-	        {"help", 0},      {"version", 1},       {"state", 2},
-	        {"config", 3},    {"pools", 4},         {"clients", 5},
-	        {"servers", 6},   {"sockets", 7},       {"active_sockets", 8},
-	        {"databases", 9}, {"users", 10},        {"lists", 11},
-	        {"mem", 12},      {"dns_hosts", 13},    {"dns_zones", 14},
-	        {"stats", 15},    {"stats_totals", 16}, {"stats_averages", 17},
-	        {"totals", 18},   {"peers", 19},        {"peer_pools", 20},
-	        {"fds", 21},
-	};
 	struct admin *a = r->b->admin;
 
 	if (fake_show(r, arg))
@@ -1255,86 +1283,17 @@ static void cmd_show(struct reply *r, const char *arg, bool admin_user)
 			return;
 		}
 	}
-	for (size_t i = 0; i < sizeof(views) / sizeof(views[0]); i++) {
-		if (strcasecmp(views[i].name, arg) != 0)
+	for (size_t i = 0; i < sizeof(show_cmds) / sizeof(show_cmds[0]); i++) {
+		const struct show_cmd *sc = &show_cmds[i];
+		if (strcasecmp(sc->name, arg) != 0)
 			continue;
-		switch (views[i].id) {
-		case 0:
-			show_help(r);
-			return;
-		case 1:
-			show_version(r);
-			return;
-		case 2:
-			show_state(r);
-			return;
-		case 3:
-			show_config(r);
-			return;
-		case 4:
-			show_pools(r);
-			return;
-		case 5:
-			show_sockets(r, VIEW_CLIENTS);
-			return;
-		case 6:
-			show_sockets(r, VIEW_SERVERS);
-			return;
-		case 7:
-			show_sockets(r, VIEW_SOCKETS);
-			return;
-		case 8:
-			show_sockets(r, VIEW_ACTIVE_SOCKETS);
-			return;
-		case 9:
-			show_databases(r);
-			return;
-		case 10:
-			show_users(r);
-			return;
-		case 11:
-			show_lists(r);
-			return;
-		case 12:
-			show_mem(r);
-			return;
-		case 13:
-			show_dns_hosts(r);
-			return;
-		case 14:
-			show_dns_zones(r);
-			return;
-		case 15:
-			show_stats(r, STATS_VIEW_STATS);
-			return;
-		case 16:
-			show_stats(r, STATS_VIEW_TOTALS_PER_DB);
-			return;
-		case 17:
-			show_stats(r, STATS_VIEW_AVERAGES);
-			return;
-		case 18:
-			show_stats(r, STATS_VIEW_TOTALS);
-			return;
-		case 19:
-			show_peers(r);
-			return;
-		case 20:
-			show_peer_pools(r);
-			return;
-		case 21:
-			/* passing sockets for an online restart (-R) is not supported */
-			if (!admin_user) {
-				send_error(r, "08P01", "admin access needed");
-				return;
-			}
-			header(r, "issssiqisssssbb", "fd", "task", "user", "database", "addr",
-			       "port", "cancel", "link", "client_encoding", "std_strings",
-			       "datestyle", "timezone", "password", "scram_client_key",
-			       "scram_server_key");
-			finish(r, "SHOW");
-			return;
-		}
+		if ((sc->flags & SHOW_ADMIN_ONLY) && !admin_user)
+			send_error(r, "08P01", "admin access needed");
+		else if (sc->fn != NULL)
+			sc->fn(r);
+		else
+			sc->fn_of(r, sc->which);
+		return;
 	}
 	syntax_error(r);
 }
@@ -1510,78 +1469,139 @@ static void cmd_shutdown(struct reply *r, const char *arg)
 	finish(r, "SHUTDOWN");
 }
 
+/* A command a module takes (JOURNAL): done, refused or answered later. */
+static void cmd_module(struct reply *r, const char *cmd, const char *arg)
+{
+	char tag[32], msg[256];
+	size_t i;
+
+	for (i = 0; cmd[i] != '\0' && i + 1 < sizeof(tag); i++)
+		tag[i] = (char)toupper((unsigned char)cmd[i]);
+	tag[i] = '\0';
+	switch (modules_command(r->b, tag, arg, r->client->id, msg, sizeof(msg))) {
+	case MODULE_CMD_DONE:
+		if (msg[0] != '\0')
+			slog_info(r->client, "%s %s: %s", tag, arg, msg);
+		finish(r, tag);
+		break;
+	case MODULE_CMD_WAIT:
+		r->client->admin_waiting = true;
+		break;
+	case MODULE_CMD_REFUSED:
+	case MODULE_CMD_UNKNOWN:
+		answer(r, msg[0] ? msg : "unknown command", tag);
+		break;
+	}
+}
+
+static void cmd_reload(struct reply *r, const char *arg)
+{
+	(void)arg;
+	log_info("RELOAD command issued");
+	if (control_reload(r->b))
+		finish(r, "RELOAD");
+	else
+		send_error(r, "F0000", "RELOAD failed, see logs for additional details");
+}
+
+static void cmd_suspend(struct reply *r, const char *arg)
+{
+	bool wait = false;
+	const char *err = control_suspend(r->b, &wait);
+
+	(void)arg;
+	answer_or_wait(r, err, wait, CONTROL_WAIT_SUSPEND, "", "SUSPEND");
+}
+
+static void cmd_pause(struct reply *r, const char *arg)
+{
+	bool wait = false;
+	const char *err = control_pause(r->b, arg, &wait);
+
+	answer_or_wait(r, err, wait, CONTROL_WAIT_PAUSE, arg, "PAUSE");
+}
+
+static void cmd_wait_close(struct reply *r, const char *arg)
+{
+	bool wait = false;
+	const char *err = control_wait_close(r->b, arg, &wait);
+
+	answer_or_wait(r, err, wait, CONTROL_WAIT_CLOSE, arg, "WAIT_CLOSE");
+}
+
+static void cmd_resume(struct reply *r, const char *arg)
+{
+	answer(r, control_resume(r->b, arg), "RESUME");
+}
+
+static void cmd_disable(struct reply *r, const char *arg)
+{
+	answer(r, control_disable(r->b, arg), "DISABLE");
+}
+
+static void cmd_enable(struct reply *r, const char *arg)
+{
+	answer(r, control_enable(r->b, arg), "ENABLE");
+}
+
+static void cmd_kill(struct reply *r, const char *arg)
+{
+	answer(r, control_kill(r->b, arg), "KILL");
+}
+
+static void cmd_reconnect(struct reply *r, const char *arg)
+{
+	answer(r, control_reconnect(r->b, arg), "RECONNECT");
+}
+
+#define CMD_NO_ARG 1u /* takes no argument: one is a syntax error */
+
+/* The console commands built in, for admin users (SHOW and SHUTDOWN are read apart). */
+static const struct admin_cmd {
+	const char *name;
+	void (*fn)(struct reply *r, const char *arg);
+	unsigned flags;
+} admin_cmds[] = {
+        {"reload", cmd_reload, CMD_NO_ARG},
+        {"suspend", cmd_suspend, CMD_NO_ARG},
+        {"pause", cmd_pause, 0},
+        {"resume", cmd_resume, 0},
+        {"disable", cmd_disable, 0},
+        {"enable", cmd_enable, 0},
+        {"kill", cmd_kill, 0},
+        {"kill_client", cmd_kill_client, 0},
+        {"reconnect", cmd_reconnect, 0},
+        {"wait_close", cmd_wait_close, 0},
+};
+
 static void run_command(struct reply *r, const char *cmd, const char *arg)
 {
-	struct bouncer *b = r->b;
-	bool admin_user = r->client->admin_user;
-	bool wait = false;
-	const char *err;
+	const struct admin_cmd *ac = NULL;
 
 	if (strcasecmp(cmd, "show") == 0 || strcasecmp(cmd, "select") == 0) {
-		cmd_show(r, arg, admin_user);
+		cmd_show(r, arg, r->client->admin_user);
 		return;
 	}
 	if (strcasecmp(cmd, "shutdown") == 0) {
 		cmd_shutdown(r, arg);
 		return;
 	}
-	if ((strcasecmp(cmd, "reload") == 0 || strcasecmp(cmd, "suspend") == 0) && arg[0] != '\0') {
+	for (size_t i = 0; i < sizeof(admin_cmds) / sizeof(admin_cmds[0]); i++)
+		if (strcasecmp(cmd, admin_cmds[i].name) == 0)
+			ac = &admin_cmds[i];
+	if ((ac == NULL && !modules_knows_command(cmd)) ||
+	    (ac != NULL && (ac->flags & CMD_NO_ARG) && arg[0] != '\0')) {
 		syntax_error(r);
 		return;
 	}
-	{
-		static const char *const known[] = {
-		        "reload", "suspend", "pause",       "resume",    "disable",
-		        "enable", "kill",    "kill_client", "reconnect", "wait_close",
-		        "journal"};
-		bool ok = false;
-		for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-			ok = ok || strcasecmp(cmd, known[i]) == 0;
-		if (!ok) {
-			syntax_error(r);
-			return;
-		}
-	}
-	if (!admin_user) {
+	if (!r->client->admin_user) {
 		send_error(r, "08P01", "admin access needed");
 		return;
 	}
-	if (strcasecmp(cmd, "reload") == 0) {
-		log_info("RELOAD command issued");
-		if (control_reload(b))
-			finish(r, "RELOAD");
-		else
-			send_error(r, "F0000", "RELOAD failed, see logs for additional details");
-	} else if (strcasecmp(cmd, "suspend") == 0) {
-		err = control_suspend(b, &wait);
-		answer_or_wait(r, err, wait, CONTROL_WAIT_SUSPEND, "", "SUSPEND");
-	} else if (strcasecmp(cmd, "pause") == 0) {
-		err = control_pause(b, arg, &wait);
-		answer_or_wait(r, err, wait, CONTROL_WAIT_PAUSE, arg, "PAUSE");
-	} else if (strcasecmp(cmd, "resume") == 0) {
-		answer(r, control_resume(b, arg), "RESUME");
-	} else if (strcasecmp(cmd, "disable") == 0) {
-		answer(r, control_disable(b, arg), "DISABLE");
-	} else if (strcasecmp(cmd, "enable") == 0) {
-		answer(r, control_enable(b, arg), "ENABLE");
-	} else if (strcasecmp(cmd, "kill") == 0) {
-		answer(r, control_kill(b, arg), "KILL");
-	} else if (strcasecmp(cmd, "kill_client") == 0) {
-		cmd_kill_client(r, arg);
-	} else if (strcasecmp(cmd, "reconnect") == 0) {
-		answer(r, control_reconnect(b, arg), "RECONNECT");
-	} else if (strcasecmp(cmd, "journal") == 0) {
-		char msg[256];
-		if (synced_journal_command(b, arg, msg, sizeof(msg))) {
-			slog_info(r->client, "JOURNAL %s: %s", arg, msg);
-			finish(r, "JOURNAL");
-		} else {
-			answer(r, msg, "JOURNAL");
-		}
-	} else {
-		err = control_wait_close(b, arg, &wait);
-		answer_or_wait(r, err, wait, CONTROL_WAIT_CLOSE, arg, "WAIT_CLOSE");
-	}
+	if (ac != NULL)
+		ac->fn(r, arg);
+	else
+		cmd_module(r, cmd, arg);
 }
 
 /*
@@ -1592,9 +1612,8 @@ static void run_command(struct reply *r, const char *cmd, const char *arg)
 static bool cmd_sync(struct reply *r, const char *q)
 {
 	const char *p = skip_ws(q), *w, *e;
-	char name[256];
-	bool backfill = false, wait = false;
-	const char *err;
+	char name[256], arg[300], msg[256];
+	bool backfill = false;
 
 	if (strncasecmp(p, "sync", 4) != 0 || !(is_ws(p[4]) || p[4] == '\0' || p[4] == ';'))
 		return false;
@@ -1620,15 +1639,21 @@ static bool cmd_sync(struct reply *r, const char *q)
 		return true;
 	}
 	log_info("SYNC %s%s command issued", backfill ? "BACKFILL " : "", name);
-	err = synced_sync_command(r->b, name, backfill, r->client->id, &wait);
-	if (err != NULL) {
-		send_error(r, "08P01", "%s", err);
-		return true;
-	}
-	if (wait)
-		r->client->admin_waiting = true;
-	else
+	snprintf(arg, sizeof(arg), "%s%s", backfill ? "BACKFILL " : "", name);
+	switch (modules_command(r->b, "SYNC", arg, r->client->id, msg, sizeof(msg))) {
+	case MODULE_CMD_DONE:
 		finish(r, "SYNC");
+		break;
+	case MODULE_CMD_WAIT:
+		r->client->admin_waiting = true;
+		break;
+	case MODULE_CMD_REFUSED:
+		send_error(r, "08P01", "%s", msg);
+		break;
+	case MODULE_CMD_UNKNOWN:
+		send_error(r, "08P01", "no synced tables");
+		break;
+	}
 	return true;
 }
 
@@ -1666,34 +1691,12 @@ static void run_query(struct conn *c, const char *q)
 
 /* ---- login and packets ---- */
 
-static bool name_in_list(const char *name, const char *list)
-{
-	size_t n = strlen(name);
-	const char *p = list;
-
-	while (p != NULL && *p) {
-		const char *end, *e;
-		while (*p == ' ' || *p == ',' || *p == '\t')
-			p++;
-		end = p;
-		while (*end && *end != ',')
-			end++;
-		e = end;
-		while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
-			e--;
-		if ((size_t)(e - p) == n && n > 0 && strncmp(p, name, n) == 0)
-			return true;
-		p = end;
-	}
-	return false;
-}
-
 bool admin_trusted_peer(const struct conn *c)
 {
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
 
-	if (c->addr.ss_family != AF_UNIX || strcmp(c->user, "pgbouncer") != 0 || c->sbuf.fd < 0)
+	if (c->addr.sa.sa_family != AF_UNIX || strcmp(c->user, "pgbouncer") != 0 || c->sbuf.fd < 0)
 		return false;
 	if (getsockopt(c->sbuf.fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
 		return false;
@@ -1711,9 +1714,9 @@ void admin_client_login(struct conn *c)
 		c->admin_user = true;
 		if (cfg->log_connections)
 			slog_info(c, "pgbouncer access from unix socket");
-	} else if (name_in_list(c->user, cfg->admin_users)) {
+	} else if (cf_list_has(cfg->admin_users, c->user, false)) {
 		c->admin_user = true;
-	} else if (!name_in_list(c->user, cfg->stats_users) && cfg->auth_type != AUTH_ANY) {
+	} else if (!cf_list_has(cfg->stats_users, c->user, false) && cfg->auth_type != AUTH_ANY) {
 		client_fatal(c, "08P01", "not allowed");
 		return;
 	}
@@ -1819,7 +1822,7 @@ void admin_cancel(struct bouncer *b, uint32_t pid, uint32_t key)
 	if (c == NULL || !c->admin_waiting)
 		return;
 	slog_info(c, "admin canceled its waiting command");
-	synced_forget_admin(b, c->id);
+	modules_admin_gone(b, c->id);
 	if (control_wait_cancel(b, c->id) && control_shutdown_mode(b) == CONTROL_SHUTDOWN_NONE &&
 	    control_mode(b) != CONTROL_RUNNING && control_resume(b, NULL) != NULL)
 		slog_warning(c, "could not resume after the cancel");
@@ -2002,30 +2005,6 @@ bool admin_register_view(struct bouncer *b, const char *name, const char *const 
 	return true;
 }
 
-static void fill_apis(struct bouncer *b, void *ctx, admin_row_cb cb, void *arg)
-{
-	(void)ctx;
-	synced_show_apis(b, cb, arg);
-}
-
-static void fill_tables(struct bouncer *b, void *ctx, admin_row_cb cb, void *arg)
-{
-	(void)ctx;
-	synced_show_tables(b, cb, arg);
-}
-
-static void fill_mutations(struct bouncer *b, void *ctx, admin_row_cb cb, void *arg)
-{
-	(void)ctx;
-	synced_show_mutations(b, cb, arg);
-}
-
-static void fill_journal(struct bouncer *b, void *ctx, admin_row_cb cb, void *arg)
-{
-	(void)ctx;
-	synced_show_journal(b, cb, arg);
-}
-
 bool admin_init(struct bouncer *b)
 {
 	struct admin *a = calloc(1, sizeof(*a));
@@ -2057,14 +2036,6 @@ bool admin_init(struct bouncer *b)
 	p->is_admin = true;
 	a->pool = p;
 	b->admin = a;
-	/* the synced-table side's views; they answer with no rows while it is not running */
-	if (!admin_register_view(b, "APIS", synced_apis_columns, fill_apis, NULL) ||
-	    !admin_register_view(b, "SYNCED_TABLES", synced_tables_columns, fill_tables, NULL) ||
-	    !admin_register_view(b, "MUTATIONS", synced_mutations_columns, fill_mutations, NULL) ||
-	    !admin_register_view(b, "JOURNAL", synced_journal_columns, fill_journal, NULL)) {
-		admin_free(b);
-		return false;
-	}
 	return true;
 }
 

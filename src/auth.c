@@ -50,14 +50,24 @@ struct aq_req {
 	struct conn *server; /* the server running the query; NULL while waiting */
 	char *query;         /* the auth_query text, as configured when the login started */
 	int ncols;           /* from RowDescription; -1 before it */
+	bool discarding;     /* the DISCARD ALL sent ahead of the query has not answered yet */
 	bool have_row, null_secret;
 	char *secret;    /* the password column of the first row */
 	char error[300]; /* why the query failed ("" = it did not), for the log */
 };
 
+/* The longest message of auth_query's answer the pooler takes (see auth_server_packet()). */
+#define AUTH_ANSWER_MAX 65536u
+
 struct auth {
 	struct auth_files *files;
 	uint8_t mock_key[SCRAM_KEY_LEN]; /* mock SCRAM salts derive from it and the user name */
+	/*
+	 * Successful logins where md5 was asked for, by the exchange their secret made them do,
+	 * [0] for secrets from the auth_file, [1] from auth_query: an unknown user is offered what
+	 * most real users looked up the same way are (see choose_method()).
+	 */
+	uint64_t md5_logins[2], scram_logins[2];
 };
 
 struct auth_state {
@@ -65,6 +75,8 @@ struct auth_state {
 	bool mock;       /* no such user: fail at the end of the exchange */
 	bool fake_db;    /* no such database: say so after a good login */
 	bool from_query; /* the secret came from auth_query */
+	bool queried;    /* auth_query ran for the login (whatever it found) */
+	bool md5_asked;  /* the method was md5 before the secret's kind had its say */
 	char *secret;    /* NULL for a mock */
 	struct aq_req *req;
 };
@@ -372,6 +384,12 @@ static void finish_login(struct conn *c)
 		return;
 	}
 	c->pool = pool;
+	if (as->md5_asked && c->b->auth != NULL) {
+		if (as->method == HBA_SCRAM)
+			c->b->auth->scram_logins[as->queried]++;
+		else
+			c->b->auth->md5_logins[as->queried]++;
+	}
 	/* the secret logs servers in only for its own user, never for a forced one */
 	if (!c->admin && as->from_query && as->secret != NULL &&
 	    strcmp(pool->server_user, c->user) == 0 && !pool_take_query_secret(pool, as->secret)) {
@@ -433,7 +451,7 @@ static void login_peer(struct conn *c, const char *map)
 	const struct auth *a = c->b->auth;
 	char sysuser[256];
 
-	if (c->addr.ss_family != AF_UNIX || c->auth->mock ||
+	if (c->addr.sa.sa_family != AF_UNIX || c->auth->mock ||
 	    !peer_name(c, sysuser, sizeof(sysuser)))
 		goto fail;
 	if (map != NULL) {
@@ -478,7 +496,7 @@ static enum sbuf_action choose_method(struct conn *c)
 		const struct auth *a = c->b->auth;
 		struct hba_verdict v;
 		struct hba_conn hc = {
-		        .addr = (const struct sockaddr *)&c->addr,
+		        .addr = &c->addr.sa,
 		        .tls = c->sbuf.tls != NULL,
 		        .replication = false,
 		        .database = c->dbname,
@@ -491,8 +509,23 @@ static enum sbuf_action choose_method(struct conn *c)
 	} else {
 		as->method = method_of(cfg->auth_type);
 	}
-	if (as->method == HBA_MD5 && as->secret != NULL && scram_is_secret(as->secret))
-		as->method = HBA_SCRAM;
+	if (as->method == HBA_MD5) {
+		struct auth *a = c->b->auth;
+		as->md5_asked = true;
+		/*
+		 * A SCRAM secret cannot do md5: PostgreSQL asks for SCRAM then, and so do we. An
+		 * unknown user must not be told apart by the first message: where the users looked
+		 * up the same way (auth_file, or auth_query) who logged in mostly did SCRAM
+		 * (auth_query on PostgreSQL 14 or later, whose default password_encryption is
+		 * SCRAM), it is offered SCRAM too, as PostgreSQL offers an unknown user the method
+		 * of its password_encryption. Only successful logins count, so failed probes of a
+		 * known md5 user do not move it.
+		 */
+		bool q = as->queried;
+		if (as->mock ? a != NULL && a->scram_logins[q] > a->md5_logins[q]
+		             : as->secret != NULL && scram_is_secret(as->secret))
+			as->method = HBA_SCRAM;
+	}
 	slog_debug(c, "authentication method %s%s", hba_method_str(as->method),
 	           as->mock ? " (no such user: mock exchange)" : "");
 
@@ -569,6 +602,7 @@ static void aq_answer(struct conn *c, struct aq_req *req)
 {
 	struct auth_state *as = c->auth;
 
+	as->queried = true;
 	if (req->error[0]) {
 		slog_error(c, "%s", req->error);
 		login_fail(c, "08P01", "authentication query failed");
@@ -605,6 +639,16 @@ static void aq_run(struct aq_req *req, struct conn *s)
 	conn_set_state(s, SV_ACTIVE);
 	s->expect_rfq++;
 	pktbuf_init(&pb, 65536 + 512);
+	if (s->client_state) {
+		/*
+		 * A client of auth_user left its session on this server (transaction pooling keeps
+		 * it): its settings, role or temporary tables must not decide what the query reads
+		 * (a temporary table named like the one the query reads hides it).
+		 */
+		pktbuf_write_query(&pb, "DISCARD ALL");
+		req->discarding = true;
+		s->expect_rfq++;
+	}
 	pktbuf_start_msg(&pb, 'P'); /* Parse: unnamed statement, parameter type inferred */
 	pktbuf_put_string(&pb, "");
 	pktbuf_put_string(&pb, req->query);
@@ -649,11 +693,20 @@ void auth_pool_fail_waiting(struct pool *pool, const char *sqlstate, const char 
 {
 	struct list *it, *tmp;
 
-	/* pgbouncer's kill_pool_logins(): the logins waiting on the auth pool hear why */
+	/*
+	 * pgbouncer's kill_pool_logins(): the logins waiting on the auth pool hear why. Their
+	 * requests go now, not when the closed clients are freed: no server may pick them up.
+	 */
 	list_for_each_safe(it, tmp, &pool->auth_waiting)
 	{
 		struct aq_req *req = list_entry(it, struct aq_req, head);
-		login_fail(req->client, sqlstate, message); /* frees req (auth_conn_free) */
+		struct conn *c = req->client;
+		list_del(&req->head);
+		if (c != NULL && c->auth != NULL)
+			c->auth->req = NULL;
+		aq_free(req);
+		if (c != NULL)
+			login_fail(c, sqlstate, message);
 	}
 }
 
@@ -724,8 +777,21 @@ enum sbuf_action auth_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 	struct aq_req *req = s->auth_query;
 	struct conn *c;
 
+	/*
+	 * Every message of the answer is gathered whole, so each is bounded: a secret is a few
+	 * hundred bytes, and an answer of a query that reads what users can write must not make
+	 * the pooler hold max_packet_size bytes for each login.
+	 */
+	if (pkt->len - 1 > AUTH_ANSWER_MAX) {
+		if (req->client != NULL)
+			slog_error(req->client,
+			           "auth_query answer too long (a '%c' message of %u bytes)",
+			           pkt->type, (unsigned)pkt->len - 1);
+		server_close(s, "auth_query answer too long");
+		return SBUF_CLOSED;
+	}
 	if (!pkt->complete)
-		return SBUF_WAIT; /* an answer too big to gather fails the server (and the login) */
+		return SBUF_WAIT;
 	switch (pkt->type) {
 	case '1': /* ParseComplete */
 	case '2': /* BindComplete */
@@ -764,8 +830,9 @@ enum sbuf_action auth_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 		if (!proto_parse_error(pkt->body, pkt->body_len, &e))
 			break;
 		if (!req->error[0])
-			snprintf(req->error, sizeof(req->error),
-			         "error response from auth_query: %s",
+			snprintf(req->error, sizeof(req->error), "%s: %s",
+			         req->discarding ? "DISCARD ALL before auth_query failed"
+			                         : "error response from auth_query",
 			         e.message ? e.message : "(no message)");
 		return SBUF_CONSUMED;
 	}
@@ -776,14 +843,22 @@ enum sbuf_action auth_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 		s->request_time = bouncer_now_usec();
 		if (s->expect_rfq > 0)
 			s->expect_rfq--;
+		if (req->discarding) {
+			/* the query follows; a failed DISCARD fails the login, keeps the mark */
+			req->discarding = false;
+			if (!req->error[0])
+				server_discarded(s);
+			return SBUF_CONSUMED;
+		}
 		s->auth_query = NULL;
 		c = req->client;
+		/* req goes below: a client closed but not yet freed must not keep pointing at it */
+		if (c != NULL && c->auth != NULL)
+			c->auth->req = NULL;
 		/* the server first: the answer may start the next query on it */
 		server_release(s);
-		if (c != NULL && c->auth != NULL && c->state == CL_LOGIN) {
-			c->auth->req = NULL;
+		if (c != NULL && c->auth != NULL && c->state == CL_LOGIN)
 			aq_answer(c, req);
-		}
 		aq_free(req);
 		return s->state == CONN_JUSTFREE ? SBUF_CLOSED : SBUF_CONSUMED;
 	default:
@@ -810,6 +885,7 @@ static bool start_auth_query(struct conn *c, const struct cf_database *db)
 	struct aq_req *req;
 	struct pool *pool;
 	struct conn *s;
+	char msg[256];
 
 	if (adb == NULL) {
 		slog_error(c, "authentication database \"%s\" is not configured.", auth_dbname);
@@ -820,6 +896,14 @@ static bool start_auth_query(struct conn *c, const struct cf_database *db)
 		slog_error(c, "cannot use the reserved \"%s\" database as an auth_dbname",
 		           adb->name);
 		config_error(c);
+		return false;
+	}
+	/* DISABLE of the auth database stops our logins into it too (a database of the client's
+	 * own is only refused after a good login, see finish_login()) */
+	if (auth_dbname[0] && control_login_refused(c->b, auth_dbname, msg, sizeof(msg))) {
+		snprintf(msg, sizeof(msg), "authentication database \"%s\" is disabled",
+		         auth_dbname);
+		login_fail(c, "08P01", msg);
 		return false;
 	}
 	/* adb is the auth database's entry, or the "*" one standing in for it */
@@ -969,9 +1053,13 @@ static enum sbuf_action scram_packet(struct conn *c, const struct sbuf_pkt *pkt)
 			return SBUF_CLOSED;
 		}
 		if (!as->mock && userlist_password_kind(as->secret) == USERLIST_PW_MD5) {
+			/*
+			 * An md5 hash cannot do SCRAM. Failing here would tell the user exists: as
+			 * PostgreSQL does, the exchange goes on with a mock secret and fails at the
+			 * end.
+			 */
 			slog_error(c, "SCRAM authentication failed: user has MD5 secret");
-			login_fail(c, "28P01", "SASL authentication failed");
-			return SBUF_CLOSED;
+			as->mock = true;
 		}
 		c->scram_srv = calloc(1, sizeof(*c->scram_srv));
 		if (c->scram_srv == NULL) {

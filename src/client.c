@@ -54,30 +54,6 @@ static const char *const tracked_params[] = {
         "application_name",
 };
 
-static bool name_in_list(const char *name, const char *list)
-{
-	size_t n = strlen(name);
-	const char *p = list;
-
-	while (p != NULL && *p) {
-		const char *end;
-		while (*p == ' ' || *p == ',')
-			p++;
-		end = p;
-		while (*end && *end != ',')
-			end++;
-		{
-			const char *e = end;
-			while (e > p && e[-1] == ' ')
-				e--;
-			if ((size_t)(e - p) == n && strncasecmp(p, name, n) == 0)
-				return true;
-		}
-		p = end;
-	}
-	return false;
-}
-
 #define N_TRACKED (sizeof(tracked_params) / sizeof(tracked_params[0]))
 
 static bool is_tracked_hashed(const struct bouncer *b, const char *name, uint32_t hash)
@@ -93,7 +69,7 @@ static bool is_tracked_hashed(const struct bouncer *b, const char *name, uint32_
 	for (size_t i = 0; i < N_TRACKED; i++)
 		if (tracked_hash[i] == hash && strcasecmp(name, tracked_params[i]) == 0)
 			return true;
-	return name_in_list(name, b->cfg->track_extra_parameters);
+	return cf_list_has(b->cfg->track_extra_parameters, name, true);
 }
 
 static bool is_tracked(const struct bouncer *b, const char *name)
@@ -139,6 +115,22 @@ static void queue_or_close(struct conn *c, struct pktbuf *pb)
 {
 	if (!sbuf_queue_pktbuf(&c->sbuf, pb))
 		slog_debug(c, "could not queue a message");
+}
+
+bool client_queue(struct conn *c, const struct pktbuf *pb)
+{
+	return sbuf_queue_pktbuf(&c->sbuf, pb);
+}
+
+bool client_query_through_server(struct conn *c, const struct pktbuf *query)
+{
+	struct conn *s = c->link;
+
+	if (s == NULL || s->txn_status != 'T' || s->expect_rfq != 0 ||
+	    !sbuf_queue_pktbuf(&s->sbuf, query))
+		return false;
+	s->expect_rfq++;
+	return true;
 }
 
 void client_send_error(struct conn *c, const char *sqlstate, const char *msg)
@@ -227,8 +219,9 @@ static void login_timeout(evutil_socket_t fd, short what, void *arg)
 
 static void stop_login_timer(struct conn *c)
 {
-	if (c->timer_ready) {
-		event_del(&c->ev_timer);
+	if (c->ev_timer != NULL) {
+		event_free(c->ev_timer);
+		c->ev_timer = NULL;
 		c->timer_ready = false;
 	}
 }
@@ -268,10 +261,13 @@ static void client_first_byte(evutil_socket_t fd, short what, void *arg)
 	c->connecting = false;
 	n = recv(fd, &first, 1, MSG_PEEK);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-		event_add(&c->ev_connect, NULL);
+		event_add(c->ev_connect, NULL);
 		c->connecting = true;
 		return;
 	}
+	/* not needed again: an idle client keeps no memory for it */
+	event_free(c->ev_connect);
+	c->ev_connect = NULL;
 	if (n == 1 && first == 0x16 && tls_client_side_enabled(c->b)) {
 		c->tls_direct = true;
 		if (!tls_accept(c->b, &c->sbuf, client_tls_done, c))
@@ -291,9 +287,12 @@ void client_accept(struct bouncer *b, int fd, const struct sockaddr *addr, sockl
 		return;
 	}
 	c->b = b;
+	c->user = c->dbname = conn_no_name;
 	list_init(&c->head);
 	c->connect_time = bouncer_now_usec();
-	if (addrlen <= sizeof(c->addr))
+	if (is_unix)
+		c->addr.sa.sa_family = AF_UNIX;
+	else if (addrlen <= sizeof(c->addr))
 		memcpy(&c->addr, addr, addrlen);
 	if (is_unix) {
 		snprintf(c->addr_str, sizeof(c->addr_str), "unix");
@@ -325,13 +324,19 @@ void client_accept(struct bouncer *b, int fd, const struct sockaddr *addr, sockl
 	if (b->cfg->client_login_timeout > 0) {
 		struct timeval tv = {(time_t)(b->cfg->client_login_timeout / 1000000),
 		                     (suseconds_t)(b->cfg->client_login_timeout % 1000000)};
-		evtimer_assign(&c->ev_timer, b->base, login_timeout, c);
-		evtimer_add(&c->ev_timer, &tv);
+		if (!conn_event_assign(c, &c->ev_timer, -1, 0, login_timeout)) {
+			client_close(c, "out of memory");
+			return;
+		}
+		evtimer_add(c->ev_timer, &tv);
 		c->timer_ready = true;
 	}
 	if (tls_client_side_enabled(b)) {
-		event_assign(&c->ev_connect, b->base, fd, EV_READ, client_first_byte, c);
-		event_add(&c->ev_connect, NULL);
+		if (!conn_event_assign(c, &c->ev_connect, fd, EV_READ, client_first_byte)) {
+			client_close(c, "out of memory");
+			return;
+		}
+		event_add(c->ev_connect, NULL);
 		c->connecting = true;
 		return;
 	}
@@ -365,6 +370,45 @@ void client_find_by_cancel_key(struct bouncer *b, uint32_t pid, uint32_t key, st
 	}
 }
 
+/*
+ * The welcome's ParameterStatus messages, appended to pb: the server's values, with the client's
+ * own where it has one. They depend only on the pool's welcome set and the client's parameters,
+ * which clients of the same settings share (param_share()): the pool keeps the messages of the
+ * last welcome built, for the parameter slots it was built for.
+ */
+static bool welcome_params(struct conn *c, struct pktbuf *pb)
+{
+	struct pool *pool = c->pool;
+	size_t start = pb->len;
+
+	if (pool->welcome_msgs != NULL && pool->welcome_for_gen == pool->welcome.gen &&
+	    param_holds(pool->welcome_for, &c->params)) {
+		pktbuf_put_bytes(pb, pool->welcome_msgs, pool->welcome_msgs_len);
+		return !pktbuf_failed(pb);
+	}
+	for (int i = 0; i < pool->welcome.n; i++) {
+		const char *v = param_get_hashed(&c->params, pool->welcome.p[i].name,
+		                                 pool->welcome.p[i].hash);
+		pktbuf_write_parameter_status(pb, pool->welcome.p[i].name,
+		                              v ? v : pool->welcome.p[i].value);
+	}
+	if (pktbuf_failed(pb))
+		return false;
+	if (c->params.p != NULL) {
+		uint8_t *copy = malloc(pb->len - start);
+		if (copy != NULL) {
+			memcpy(copy, pb->data + start, pb->len - start);
+			free(pool->welcome_msgs);
+			param_drop(pool->welcome_for);
+			pool->welcome_msgs = copy;
+			pool->welcome_msgs_len = pb->len - start;
+			pool->welcome_for = param_hold(&c->params);
+			pool->welcome_for_gen = pool->welcome.gen;
+		}
+	}
+	return true;
+}
+
 void client_send_welcome(struct conn *c)
 {
 	struct pool *pool = c->pool;
@@ -384,6 +428,8 @@ void client_send_welcome(struct conn *c)
 			return;
 		}
 	}
+	/* clients with the same settings (the usual case) hold one copy of them */
+	param_share(&c->params);
 	/* the kernel's generator: as unpredictable, and far cheaper per connection than OpenSSL's
 	 */
 	if (getrandom(keys, sizeof(keys), 0) != (ssize_t)sizeof(keys)) {
@@ -395,11 +441,10 @@ void client_send_welcome(struct conn *c)
 
 	pktbuf_init(&pb, 65536);
 	pktbuf_write_auth(&pb, 0, NULL, 0);
-	for (int i = 0; i < pool->welcome.n; i++) {
-		const char *v = param_get_hashed(&c->params, pool->welcome.p[i].name,
-		                                 pool->welcome.p[i].hash);
-		pktbuf_write_parameter_status(&pb, pool->welcome.p[i].name,
-		                              v ? v : pool->welcome.p[i].value);
+	if (!welcome_params(c, &pb)) {
+		pktbuf_free(&pb);
+		client_close(c, "could not send the welcome");
+		return;
 	}
 	pktbuf_write_backend_key(&pb, c->be_pid, c->cancel_key);
 	pktbuf_write_ready(&pb, 'I');
@@ -494,7 +539,7 @@ static bool apply_options(struct conn *c, const char *opts)
 			refuse_guard_setting(c, oa.refused);
 			return false;
 		}
-		if (name_in_list("options", c->b->cfg->ignore_startup_parameters))
+		if (cf_list_has(c->b->cfg->ignore_startup_parameters, "options", true))
 			return true;
 		snprintf(msg, sizeof(msg), "unsupported options startup parameter: %s", err);
 		client_fatal(c, "08P01", msg);
@@ -506,11 +551,6 @@ static bool apply_options(struct conn *c, const char *opts)
 		return false;
 	}
 	return true;
-}
-
-static void copy_str(char *dst, size_t size, const char *src)
-{
-	snprintf(dst, size, "%s", src);
 }
 
 /*
@@ -596,7 +636,7 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 		break;
 	}
 	if (b->cfg->client_tls_sslmode >= SSLMODE_REQUIRE && c->sbuf.tls == NULL &&
-	    c->addr.ss_family != AF_UNIX) {
+	    c->addr.sa.sa_family != AF_UNIX) {
 		client_fatal(c, "08P01", "SSL required");
 		return SBUF_CLOSED;
 	}
@@ -625,7 +665,7 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 				client_fatal(c, "53200", "out of memory");
 				return SBUF_CLOSED;
 			}
-		} else if (!name_in_list(k, b->cfg->ignore_startup_parameters)) {
+		} else if (!cf_list_has(b->cfg->ignore_startup_parameters, k, true)) {
 			snprintf(msg, sizeof(msg), "unsupported startup parameter: %s", k);
 			client_fatal(c, "08P01", msg);
 			return SBUF_CLOSED;
@@ -650,12 +690,14 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 		client_fatal(c, "08P01", "no username supplied");
 		return SBUF_CLOSED;
 	}
-	if (strlen(user) >= sizeof(c->user) || (db && strlen(db) >= sizeof(c->dbname))) {
+	if (strlen(user) >= CONN_NAME_MAX || (db && strlen(db) >= CONN_NAME_MAX)) {
 		client_fatal(c, "08P01", "user or database name too long");
 		return SBUF_CLOSED;
 	}
-	copy_str(c->user, sizeof(c->user), user);
-	copy_str(c->dbname, sizeof(c->dbname), db && db[0] ? db : user);
+	if (!conn_set_names(c, user, db && db[0] ? db : user)) {
+		client_fatal(c, "53200", "out of memory");
+		return SBUF_CLOSED;
+	}
 	c->admin = admin_is_console_db(c->dbname);
 	c->sbuf.startup_phase = false;
 	if (b->cfg->log_connections) {

@@ -935,6 +935,29 @@ const struct cf_api *config_find_api(const struct config *cfg, const char *name)
 	return NULL;
 }
 
+bool cf_list_has(const char *list, const char *name, bool ignore_case)
+{
+	size_t n = strlen(name);
+	const char *p = list;
+
+	while (p != NULL && *p) {
+		const char *end, *e;
+		while (*p == ' ' || *p == ',' || *p == '\t')
+			p++;
+		end = p;
+		while (*end && *end != ',')
+			end++;
+		e = end;
+		while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+			e--;
+		if ((size_t)(e - p) == n && n > 0 &&
+		    (ignore_case ? strncasecmp(p, name, n) : strncmp(p, name, n)) == 0)
+			return true;
+		p = end;
+	}
+	return false;
+}
+
 const char *cf_kv_get(const struct cf_kv *kv, int nkv, const char *key)
 {
 	if (!kv || !key)
@@ -1431,10 +1454,42 @@ static bool unquote_name(const char *raw, char *out, size_t outsize)
 	return n > 0;
 }
 
+/*
+ * Files a parsed section entry under its index key: a later entry with the same key replaces the
+ * earlier one where it stood in its list, by swapping contents (entry, size bytes with its next
+ * pointer at next_off, then holds the replaced contents for the caller to free); a new one is
+ * indexed and *appended set, for the caller to put at the end of its list. False when out of
+ * memory.
+ */
+static bool index_upsert(struct cf_parser *p, const char *key, size_t klen, void *entry,
+                         size_t size, size_t next_off, bool *appended)
+{
+	unsigned char *old = index_get(&p->index, key, klen), *e = entry;
+	void *old_next;
+
+	*appended = false;
+	if (old == NULL) {
+		if (!index_put(&p->index, key, klen, entry))
+			return false;
+		*appended = true;
+		return true;
+	}
+	memcpy(&old_next, old + next_off, sizeof(old_next));
+	for (size_t i = 0; i < size; i++) {
+		unsigned char t = old[i];
+		old[i] = e[i];
+		e[i] = t;
+	}
+	memcpy(old + next_off, &old_next, sizeof(old_next));
+	memset(e + next_off, 0, sizeof(old_next));
+	return true;
+}
+
 static void add_database(struct cf_parser *p, const char *file, int line, const char *name,
                          char *value)
 {
-	struct cf_database *db = NULL, *old;
+	struct cf_database *db = NULL;
+	bool appended;
 	char key[NAME_MAX_LEN + 2];
 	size_t klen;
 	struct cf_kv *kv = NULL;
@@ -1479,16 +1534,10 @@ static void add_database(struct cf_parser *p, const char *file, int line, const 
 
 	/* a later entry with the same name replaces the earlier one where it stood */
 	klen = index_key(key, sizeof(key), SECT_DATABASES, name, NULL, NULL);
-	old = index_get(&p->index, key, klen);
-	if (old) {
-		struct cf_database tmp = *old;
-		*old = *db;
-		old->next = tmp.next;
-		*db = tmp;
-		db->next = NULL;
-	} else {
-		if (!index_put(&p->index, key, klen, db))
-			goto oom;
+	if (!index_upsert(p, key, klen, db, sizeof(*db), offsetof(struct cf_database, next),
+	                  &appended))
+		goto oom;
+	if (appended) {
 		*p->db_tail = db;
 		p->db_tail = &db->next;
 		db = NULL;
@@ -1503,7 +1552,8 @@ cleanup:
 
 static void add_user(struct cf_parser *p, const char *file, int line, const char *name, char *value)
 {
-	struct cf_user *u = NULL, *old;
+	struct cf_user *u = NULL;
+	bool appended;
 	char key[NAME_MAX_LEN + 2];
 	size_t klen;
 	struct cf_kv *kv = NULL;
@@ -1532,16 +1582,10 @@ static void add_user(struct cf_parser *p, const char *file, int line, const char
 	if (!fields_apply(p, file, line, "[users]", u, user_fields, NFIELDS(user_fields), kv, nkv))
 		goto cleanup;
 	klen = index_key(key, sizeof(key), SECT_USERS, name, NULL, NULL);
-	old = index_get(&p->index, key, klen);
-	if (old) {
-		struct cf_user tmp = *old;
-		*old = *u;
-		old->next = tmp.next;
-		*u = tmp;
-		u->next = NULL;
-	} else {
-		if (!index_put(&p->index, key, klen, u))
-			goto oom;
+	if (!index_upsert(p, key, klen, u, sizeof(*u), offsetof(struct cf_user, next),
+	                  &appended))
+		goto oom;
+	if (appended) {
 		*p->user_tail = u;
 		p->user_tail = &u->next;
 		u = NULL;
@@ -1584,7 +1628,8 @@ static bool url_has_userinfo(const char *url)
 
 static void add_api(struct cf_parser *p, const char *file, int line, const char *name, char *value)
 {
-	struct cf_api *api = NULL, *old;
+	struct cf_api *api = NULL;
+	bool appended;
 	char key[NAME_MAX_LEN + 2];
 	size_t klen;
 	const char *type;
@@ -1631,16 +1676,10 @@ static void add_api(struct cf_parser *p, const char *file, int line, const char 
 	if (!api->name || !api->type || !api->file)
 		goto oom;
 	klen = index_key(key, sizeof(key), SECT_APIS, name, NULL, NULL);
-	old = index_get(&p->index, key, klen);
-	if (old) {
-		struct cf_api tmp = *old;
-		*old = *api;
-		old->next = tmp.next;
-		*api = tmp;
-		api->next = NULL;
-	} else {
-		if (!index_put(&p->index, key, klen, api))
-			goto oom;
+	if (!index_upsert(p, key, klen, api, sizeof(*api), offsetof(struct cf_api, next),
+	                  &appended))
+		goto oom;
+	if (appended) {
 		*p->api_tail = api;
 		p->api_tail = &api->next;
 		api = NULL;
@@ -1717,7 +1756,8 @@ bad:
 static void add_synced_table(struct cf_parser *p, const char *file, int line, const char *raw,
                              char *value)
 {
-	struct cf_synced_table *st = NULL, *old;
+	struct cf_synced_table *st = NULL;
+	bool appended;
 	char key[3 * (NAME_MAX_LEN + 1) + 1];
 	size_t klen;
 	const char *api;
@@ -1749,16 +1789,10 @@ static void add_synced_table(struct cf_parser *p, const char *file, int line, co
 		goto cleanup;
 	}
 	klen = index_key(key, sizeof(key), SECT_SYNCED_TABLES, st->database, st->schema, st->table);
-	old = index_get(&p->index, key, klen);
-	if (old) {
-		struct cf_synced_table tmp = *old;
-		*old = *st;
-		old->next = tmp.next;
-		*st = tmp;
-		st->next = NULL;
-	} else {
-		if (!index_put(&p->index, key, klen, st))
-			goto oom;
+	if (!index_upsert(p, key, klen, st, sizeof(*st), offsetof(struct cf_synced_table, next),
+	                  &appended))
+		goto oom;
+	if (appended) {
 		*p->st_tail = st;
 		p->st_tail = &st->next;
 		st = NULL;

@@ -7,6 +7,8 @@
 
 #include <event2/event.h>
 #include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,15 +60,30 @@ void conn_log(enum log_level lvl, const struct conn *c, const char *fmt, ...)
 {
 	char prefix[512];
 	const char *db, *user;
+	size_t n;
 	va_list ap;
 
 	if (!log_enabled(lvl))
 		return;
-	db = c->pool ? c->pool->db_name : (c->dbname[0] ? c->dbname : "(nodb)");
+	db = c->pool ? c->pool->db_name : (c->dbname && c->dbname[0] ? c->dbname : "(nodb)");
 	/* a client logs as who it is, even in a forced user's pool */
-	user = !c->is_server && c->user[0] ? c->user : (c->pool ? c->pool->user_name : "(nouser)");
-	snprintf(prefix, sizeof(prefix), "%c-%p: %s/%s@%s:%d ", c->is_server ? 'S' : 'C',
-	         (const void *)c, db, user, c->addr_str, c->port);
+	user = !c->is_server && c->user && c->user[0] ? c->user
+	                                              : (c->pool ? c->pool->user_name : "(nouser)");
+	/* "%c-%p: %s/%s@%s:%d ", built without printf (two lines per log-in) */
+	n = log_put_str(prefix, sizeof(prefix), 0, c->is_server ? "S-" : "C-");
+	n = log_put_ptr(prefix, sizeof(prefix), n, c);
+	n = log_put_str(prefix, sizeof(prefix), n, ": ");
+	n = log_put_str(prefix, sizeof(prefix), n, db);
+	n = log_put_str(prefix, sizeof(prefix), n, "/");
+	n = log_put_str(prefix, sizeof(prefix), n, user);
+	n = log_put_str(prefix, sizeof(prefix), n, "@");
+	n = log_put_str(prefix, sizeof(prefix), n, c->addr_str);
+	n = log_put_str(prefix, sizeof(prefix), n, ":");
+	if (c->port < 0)
+		n = log_put_str(prefix, sizeof(prefix), n, "-");
+	n = log_put_uint(prefix, sizeof(prefix), n,
+	                 (unsigned long long)(c->port < 0 ? -(long long)c->port : c->port), 1);
+	(void)log_put_str(prefix, sizeof(prefix), n, " ");
 	va_start(ap, fmt);
 	log_vmsg_prefixed(lvl, prefix, fmt, ap);
 	va_end(ap);
@@ -103,53 +120,371 @@ const char *param_get(const struct param_set *ps, const char *name)
 	return param_get_hashed(ps, name, param_hash(name));
 }
 
+/*
+ * The shared copies of parameter names and values: one counted copy per distinct string, in a
+ * chained hash table that doubles when it fills. A string is freed with its last holder.
+ */
+struct shared_str {
+	struct shared_str *next;
+	uint32_t refs;
+	uint32_t hash; /* of the exact bytes */
+	char s[];
+};
+
+static struct {
+	struct shared_str **slot;
+	size_t nslots; /* a power of two, or 0 */
+	size_t n;
+} shared;
+
+static struct shared_str *shared_of(const char *s)
+{
+	return (struct shared_str *)(s - offsetof(struct shared_str, s));
+}
+
+static uint32_t exact_hash(const char *s, size_t *len)
+{
+	uint32_t h = 2166136261u;
+	const unsigned char *p = (const unsigned char *)s;
+
+	for (; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	*len = (size_t)(p - (const unsigned char *)s);
+	return h;
+}
+
+static bool shared_grow(void)
+{
+	size_t nslots = shared.nslots ? shared.nslots * 2 : 64;
+	struct shared_str **slot = calloc(nslots, sizeof(*slot));
+
+	if (slot == NULL)
+		return false;
+	for (size_t i = 0; i < shared.nslots; i++) {
+		struct shared_str *e = shared.slot[i], *next;
+		for (; e != NULL; e = next) {
+			next = e->next;
+			e->next = slot[e->hash & (nslots - 1)];
+			slot[e->hash & (nslots - 1)] = e;
+		}
+	}
+	free(shared.slot);
+	shared.slot = slot;
+	shared.nslots = nslots;
+	return true;
+}
+
+/* A counted shared copy of s (the caller holds one reference), or NULL when out of memory. */
+static const char *shared_get(const char *s)
+{
+	size_t len;
+	uint32_t h = exact_hash(s, &len);
+	struct shared_str *e;
+
+	if (shared.nslots > 0) {
+		for (e = shared.slot[h & (shared.nslots - 1)]; e != NULL; e = e->next) {
+			if (e->hash == h && strcmp(e->s, s) == 0) {
+				e->refs++;
+				return e->s;
+			}
+		}
+	}
+	if (shared.n >= shared.nslots && !shared_grow() && shared.nslots == 0)
+		return NULL;
+	e = malloc(sizeof(*e) + len + 1);
+	if (e == NULL)
+		return NULL;
+	e->refs = 1;
+	e->hash = h;
+	memcpy(e->s, s, len + 1);
+	e->next = shared.slot[h & (shared.nslots - 1)];
+	shared.slot[h & (shared.nslots - 1)] = e;
+	shared.n++;
+	return e->s;
+}
+
+/* Drops one reference to a string from shared_get(). */
+static void shared_put(const char *s)
+{
+	struct shared_str *e = shared_of(s), **pp;
+
+	if (--e->refs > 0)
+		return;
+	for (pp = &shared.slot[e->hash & (shared.nslots - 1)]; *pp != e; pp = &(*pp)->next)
+		;
+	*pp = e->next;
+	shared.n--;
+	free(e);
+}
+
 static uint64_t param_last_gen;
+
+/* Slots: the tracked parameters of a client fit in the first allocation. */
+#define PARAM_FIRST_CAP 5
 
 void param_touch(struct param_set *ps)
 {
 	ps->gen = ++param_last_gen;
 }
 
+/*
+ * A set's slots live in a counted block. param_share() lets every set with the same contents
+ * hold one block (names and values are shared strings, so equal contents are equal pointers);
+ * a set about to change a block that others hold first takes a private copy. Shared blocks are
+ * found through a chained hash table of their slots' pointers.
+ */
+struct param_block {
+	struct param_block *next; /* in the table while shared */
+	uint32_t refs;
+	uint32_t hash;
+	int n;       /* slots in use when it was shared */
+	bool listed; /* in the table */
+	struct param p[];
+};
+
+static struct {
+	struct param_block **slot;
+	size_t nslots; /* a power of two, or 0 */
+	size_t n;
+} blocks;
+
+static struct param_block *block_of(const struct param_set *ps)
+{
+	return (struct param_block *)((char *)ps->p - offsetof(struct param_block, p));
+}
+
+static uint32_t slots_hash(const struct param *p, int n)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (int i = 0; i < n; i++) {
+		h = (h ^ (uintptr_t)p[i].name) * 1099511628211ull;
+		h = (h ^ (uintptr_t)p[i].value) * 1099511628211ull;
+	}
+	return (uint32_t)(h ^ (h >> 32));
+}
+
+static void block_unlist(struct param_block *blk)
+{
+	struct param_block **pp;
+
+	if (!blk->listed)
+		return;
+	for (pp = &blocks.slot[blk->hash & (blocks.nslots - 1)]; *pp != blk; pp = &(*pp)->next)
+		;
+	*pp = blk->next;
+	blk->listed = false;
+	blocks.n--;
+}
+
+static bool blocks_grow(void)
+{
+	size_t nslots = blocks.nslots ? blocks.nslots * 2 : 64;
+	struct param_block **slot = calloc(nslots, sizeof(*slot));
+
+	if (slot == NULL)
+		return false;
+	for (size_t i = 0; i < blocks.nslots; i++) {
+		struct param_block *e = blocks.slot[i], *next;
+		for (; e != NULL; e = next) {
+			next = e->next;
+			e->next = slot[e->hash & (nslots - 1)];
+			slot[e->hash & (nslots - 1)] = e;
+		}
+	}
+	free(blocks.slot);
+	blocks.slot = slot;
+	blocks.nslots = nslots;
+	return true;
+}
+
+/* A new private block of cap slots holding a copy of ps's slots (references taken). */
+static struct param_block *block_copy(const struct param_set *ps, int cap)
+{
+	struct param_block *blk = malloc(sizeof(*blk) + (size_t)cap * sizeof(struct param));
+
+	if (blk == NULL)
+		return NULL;
+	blk->next = NULL;
+	blk->refs = 1;
+	blk->hash = 0;
+	blk->n = ps->n;
+	blk->listed = false;
+	for (int i = 0; i < ps->n; i++) {
+		blk->p[i] = ps->p[i];
+		shared_of(blk->p[i].name)->refs++;
+		shared_of(blk->p[i].value)->refs++;
+	}
+	return blk;
+}
+
+void param_drop(struct param_block *blk)
+{
+	if (blk == NULL || --blk->refs > 0)
+		return;
+	block_unlist(blk);
+	for (int i = 0; i < blk->n; i++) {
+		shared_put(blk->p[i].name);
+		shared_put(blk->p[i].value);
+	}
+	free(blk);
+}
+
+struct param_block *param_hold(const struct param_set *ps)
+{
+	struct param_block *blk;
+
+	if (ps->p == NULL)
+		return NULL;
+	blk = block_of(ps);
+	blk->refs++;
+	return blk;
+}
+
+bool param_holds(const struct param_block *blk, const struct param_set *ps)
+{
+	return ps->p != NULL && blk == block_of(ps);
+}
+
+/* Drops ps's hold on its block; the last holder releases the strings. */
+static void block_release(struct param_set *ps)
+{
+	if (ps->p != NULL)
+		param_drop(block_of(ps));
+}
+
+/* Makes ps's block its own, with room for one more slot. False when out of memory. */
+static bool block_own(struct param_set *ps)
+{
+	struct param_block *blk = ps->p != NULL ? block_of(ps) : NULL, *nb;
+	int cap;
+
+	if (blk != NULL && blk->refs == 1 && ps->n < ps->cap) {
+		block_unlist(blk); /* its contents are about to change */
+		return true;
+	}
+	cap = ps->cap == 0 ? PARAM_FIRST_CAP : ps->n < ps->cap ? ps->cap : ps->cap * 2;
+	if (cap < ps->n + 1)
+		cap = ps->n + 1;
+	if (cap > PARAM_MAX)
+		cap = PARAM_MAX;
+	nb = block_copy(ps, cap);
+	if (nb == NULL)
+		return false;
+	block_release(ps);
+	ps->p = nb->p;
+	ps->cap = cap;
+	return true;
+}
+
+void param_share(struct param_set *ps)
+{
+	struct param_block *blk, *e;
+	uint32_t h;
+
+	if (ps->p == NULL || ps->n == 0)
+		return;
+	blk = block_of(ps);
+	if (blk->listed || blk->refs > 1)
+		return;
+	h = slots_hash(ps->p, ps->n);
+	if (blocks.nslots > 0) {
+		for (e = blocks.slot[h & (blocks.nslots - 1)]; e != NULL; e = e->next) {
+			if (e->hash == h && e->n == ps->n &&
+			    memcmp(e->p, ps->p, (size_t)ps->n * sizeof(struct param)) == 0) {
+				e->refs++;
+				block_release(ps);
+				ps->p = e->p;
+				ps->cap = e->n;
+				return;
+			}
+		}
+	}
+	if (blocks.n >= blocks.nslots && !blocks_grow() && blocks.nslots == 0)
+		return;
+	blk->hash = h;
+	blk->listed = true;
+	blk->next = blocks.slot[h & (blocks.nslots - 1)];
+	blocks.slot[h & (blocks.nslots - 1)] = blk;
+	blocks.n++;
+}
+
 bool param_set_value(struct param_set *ps, const char *name, const char *value)
 {
 	uint32_t hash = param_hash(name);
 	int i = param_index(ps, name, hash);
-	char *v;
+	const char *v, *nm;
 
 	if (i >= 0) {
 		if (strcmp(ps->p[i].value, value) == 0)
 			return true; /* unchanged: the same generation */
-		v = strdup(value);
+		if (!block_own(ps))
+			return false;
+		v = shared_get(value);
 		if (v == NULL)
 			return false;
-		free(ps->p[i].value);
+		shared_put(ps->p[i].value);
 		ps->p[i].value = v;
 		param_touch(ps);
 		return true;
 	}
-	if (ps->n == PARAM_MAX)
+	if (ps->n == PARAM_MAX || !block_own(ps))
 		return false;
-	ps->p[ps->n].name = strdup(name);
-	ps->p[ps->n].value = strdup(value);
-	if (ps->p[ps->n].name == NULL || ps->p[ps->n].value == NULL) {
-		free(ps->p[ps->n].name);
-		free(ps->p[ps->n].value);
+	nm = shared_get(name);
+	v = nm != NULL ? shared_get(value) : NULL;
+	if (v == NULL) {
+		if (nm != NULL)
+			shared_put(nm);
 		return false;
 	}
+	ps->p[ps->n].name = nm;
+	ps->p[ps->n].value = v;
 	ps->p[ps->n].hash = hash;
 	ps->n++;
+	block_of(ps)->n = ps->n;
 	param_touch(ps);
 	return true;
 }
 
 void param_clear(struct param_set *ps)
 {
-	for (int i = 0; i < ps->n; i++) {
-		free(ps->p[i].name);
-		free(ps->p[i].value);
-	}
-	ps->n = 0;
+	block_release(ps);
+	ps->p = NULL;
+	ps->n = ps->cap = 0;
 	param_touch(ps);
+}
+
+const char conn_no_name[] = "";
+
+static void put_name(const char *s)
+{
+	if (s != NULL && s != conn_no_name)
+		shared_put(s);
+}
+
+bool conn_set_names(struct conn *c, const char *user, const char *dbname)
+{
+	const char *u = shared_get(user), *d = u != NULL ? shared_get(dbname) : NULL;
+
+	if (d == NULL) {
+		put_name(u);
+		return false;
+	}
+	put_name(c->user);
+	put_name(c->dbname);
+	c->user = u;
+	c->dbname = d;
+	return true;
+}
+
+bool conn_event_assign(struct conn *c, struct event **ev, evutil_socket_t fd, short what,
+                       event_callback_fn cb)
+{
+	if (*ev == NULL) {
+		*ev = event_new(c->b->base, fd, what, cb, c);
+		return *ev != NULL;
+	}
+	return event_assign(*ev, c->b->base, fd, what, cb, c) == 0;
 }
 
 void conn_retire(struct conn *c)
@@ -158,13 +493,13 @@ void conn_retire(struct conn *c)
 		return;
 	stats_conn_closed(c);
 	if (c->connecting) {
-		event_del(&c->ev_connect);
+		event_del(c->ev_connect);
 		c->connecting = false;
 	}
 	sbuf_close(&c->sbuf);
 	ps_conn_release(c);
 	if (c->timer_ready) {
-		event_del(&c->ev_timer);
+		event_del(c->ev_timer);
 		c->timer_ready = false;
 	}
 	conn_set_state(c, CONN_JUSTFREE);
@@ -180,13 +515,17 @@ void conn_free_retired(struct bouncer *b)
 		struct conn *c = list_entry(it, struct conn, head);
 		list_del(&c->head);
 		param_clear(&c->params);
-		param_clear(&c->startup);
-		free(c->params_key);
-		free(c->in_force_key);
+		put_name(c->user);
+		put_name(c->dbname);
+		param_drop(c->in_force);
 		auth_conn_free(c);
 		free(c->scram_srv);
 		free(c->scram_cli);
 		free(c->host);
+		if (c->ev_timer != NULL)
+			event_free(c->ev_timer);
+		if (c->ev_connect != NULL)
+			event_free(c->ev_connect);
 		free(c);
 	}
 }

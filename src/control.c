@@ -19,7 +19,7 @@
 #include "conn.h"
 #include "listener.h"
 #include "log.h"
-#include "mutation/synced.h"
+#include "module.h"
 #include "pool.h"
 #include "sdnotify.h"
 #include "server.h"
@@ -219,7 +219,7 @@ static int busy_servers(struct bouncer *b, const char *db)
 		           list_count(&pool->tested_servers));
 	}
 	/* a synced-table write in flight holds a database connection of its own */
-	return n + synced_in_flight_db(b, db);
+	return n + modules_in_flight(b, db);
 }
 
 static int db_servers(struct bouncer *b, const char *db)
@@ -296,7 +296,7 @@ static int live_servers(struct bouncer *b)
 		n += pool_server_count(list_entry(it, struct pool, head));
 	}
 	/* a synced-table write in flight holds a database connection of its own */
-	return n + synced_in_flight(b);
+	return n + modules_in_flight(b, NULL);
 }
 
 static void for_each_sbuf(struct bouncer *b, bool pause)
@@ -912,7 +912,7 @@ static void refresh_pool(struct bouncer *b, struct pool *pool)
 			pool->port = ci.port;
 			param_clear(&pool->server_startup);
 			pool->server_startup = ci.startup;
-			ci.startup.n = 0;
+			memset(&ci.startup, 0, sizeof(ci.startup));
 			pool->host_index = 0;
 			/* the first server of the new destination sends a fresh welcome */
 			log_info("database %s changed, reconnecting its servers", pool->db_name);

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,11 +145,92 @@ static void write_all(int fd, const char *buf, size_t len)
 }
 
 /* The process id, asked once per process (getpid() is a system call). */
+size_t log_put_str(char *buf, size_t size, size_t pos, const char *s)
+{
+	while (*s && pos + 1 < size)
+		buf[pos++] = *s++;
+	if (pos < size)
+		buf[pos] = '\0';
+	return pos;
+}
+
+size_t log_put_uint(char *buf, size_t size, size_t pos, unsigned long long v, int min_digits)
+{
+	char tmp[24];
+	int n = 0;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v > 0 || n < min_digits);
+	while (n > 0 && pos + 1 < size)
+		buf[pos++] = tmp[--n];
+	if (pos < size)
+		buf[pos] = '\0';
+	return pos;
+}
+
+size_t log_put_ptr(char *buf, size_t size, size_t pos, const void *p)
+{
+	static const char digits[] = "0123456789abcdef";
+	uintptr_t v = (uintptr_t)p;
+	char tmp[2 * sizeof(v)];
+	int n = 0;
+
+	do {
+		tmp[n++] = digits[v & 0xf];
+		v >>= 4;
+	} while (v > 0);
+	pos = log_put_str(buf, size, pos, "0x");
+	while (n > 0 && pos + 1 < size)
+		buf[pos++] = tmp[--n];
+	if (pos < size)
+		buf[pos] = '\0';
+	return pos;
+}
+
 static pid_t cached_pid;
 
 static void forget_pid(void)
 {
 	cached_pid = 0;
+}
+
+/*
+ * Control characters from line[from, *len) written as escapes (\n, \r, \xNN; a tab stays),
+ * within size - 2 bytes: names a client chose before logging in (a user or database name) go
+ * into log lines, and a line break in one must not start a line of its own.
+ */
+static void escape_controls(char *line, size_t from, size_t *len, size_t size)
+{
+	char tmp[LOG_LINE_MAX];
+	size_t o = 0, max = size - 2 < sizeof(tmp) ? size - 2 : sizeof(tmp);
+	size_t i;
+
+	for (i = from; i < *len; i++) {
+		unsigned char ch = (unsigned char)line[i];
+		if ((ch < 0x20 || ch == 0x7f) && ch != '\t')
+			break;
+	}
+	if (i == *len)
+		return; /* the common case: nothing to escape */
+	for (i = from; i < *len && o + 4 < max - from; i++) {
+		unsigned char ch = (unsigned char)line[i];
+		if ((ch >= 0x20 && ch != 0x7f) || ch == '\t') {
+			tmp[o++] = (char)ch;
+		} else if (ch == '\n' || ch == '\r') {
+			tmp[o++] = '\\';
+			tmp[o++] = ch == '\n' ? 'n' : 'r';
+		} else {
+			static const char hex[] = "0123456789abcdef";
+			tmp[o++] = '\\';
+			tmp[o++] = 'x';
+			tmp[o++] = hex[ch >> 4];
+			tmp[o++] = hex[ch & 15];
+		}
+	}
+	memcpy(line + from, tmp, o);
+	*len = from + o;
 }
 
 /*
@@ -182,14 +264,22 @@ static void log_vmsg(enum log_level lvl, const char *prefix, const char *fmt, va
 		pid_tracked = pthread_atfork(NULL, NULL, forget_pid) == 0;
 	if (cached_pid == 0 || !pid_tracked)
 		cached_pid = getpid();
-	n = snprintf(line, sizeof(line), "%s.%03d %s [%d] %s ", stamp_date,
-		     (int)(tv.tv_usec / 1000), stamp_zone, (int)cached_pid, log_level_str(lvl));
-	msg = head = n < 0 ? 0 : (size_t)n;
+	/* "%s.%03d %s [%d] %s ": one line per log-in and log-out, so not through printf */
+	head = log_put_str(line, sizeof(line), 0, stamp_date);
+	head = log_put_str(line, sizeof(line), head, ".");
+	head = log_put_uint(line, sizeof(line), head, (unsigned long long)(tv.tv_usec / 1000), 3);
+	head = log_put_str(line, sizeof(line), head, " ");
+	head = log_put_str(line, sizeof(line), head, stamp_zone);
+	head = log_put_str(line, sizeof(line), head, " [");
+	head = log_put_uint(line, sizeof(line), head, (unsigned long long)cached_pid, 1);
+	head = log_put_str(line, sizeof(line), head, "] ");
+	head = log_put_str(line, sizeof(line), head, log_level_str(lvl));
+	head = log_put_str(line, sizeof(line), head, " ");
+	msg = head;
 	room = sizeof(line) - head;
 	if (prefix != NULL) {
 		/* the message alone is cut at MSG_MAX - 1 bytes, the prefix not counted */
-		n = snprintf(line + head, room, "%s", prefix);
-		head += n < 0 ? 0 : (size_t)n >= room ? room - 1 : (size_t)n;
+		head = log_put_str(line, sizeof(line), head, prefix);
 		room = sizeof(line) - head;
 		if (room > MSG_MAX)
 			room = MSG_MAX;
@@ -198,6 +288,7 @@ static void log_vmsg(enum log_level lvl, const char *prefix, const char *fmt, va
 	len = head + (n < 0 ? 0 : (size_t)n >= room ? room - 1 : (size_t)n);
 	if (len > sizeof(line) - 2)
 		len = sizeof(line) - 2;
+	escape_controls(line, msg, &len, sizeof(line));
 	line[len++] = '\n';
 	line[len] = '\0';
 

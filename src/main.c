@@ -30,8 +30,7 @@
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
-#include "mutation/history.h"
-#include "mutation/synced.h"
+#include "module.h"
 #include "pool.h"
 #include "sdnotify.h"
 #include "server.h"
@@ -97,12 +96,12 @@ static void free_retired_cb(evutil_socket_t fd, short what, void *arg)
 	conn_free_retired(arg);
 }
 
-/* What a reload changes outside the pools: the log and the synced-table side. */
+/* What a reload changes outside the pools: the log and the modules (the synced-table side). */
 static void after_reload(struct bouncer *b)
 {
 	log_reopen();
 	apply_log_settings(b->cfg);
-	synced_reload(b);
+	modules_reload(b);
 }
 
 /*
@@ -301,9 +300,8 @@ int main(int argc, char **argv)
 		fatal("cannot set up the admin console");
 	if (!listener_start(&b))
 		fatal("cannot start listeners");
-	b.history = history_new();
-	if (b.history == NULL)
-		fatal("cannot set up the mutation history");
+	if (!modules_init(&b))
+		fatal("cannot set up the modules");
 	if (!metrics_start(&b))
 		fatal("cannot start the metrics endpoint (metrics_listen = %s)",
 		      b.cfg->metrics_listen);
@@ -347,7 +345,7 @@ int main(int argc, char **argv)
 	         event_get_version(), event_base_get_method(b.base), ares_version(NULL),
 	         OpenSSL_version(OPENSSL_VERSION));
 
-	if (!synced_start(&b))
+	if (!modules_start(&b))
 		fatal("cannot set up the synced tables");
 	/* listening (or handed our sockets), in the background if asked, pidfile written */
 	(void)sdnotify("READY=1\nSTATUS=accepting connections\nMAINPID=%ld", (long)getpid());
@@ -355,7 +353,7 @@ int main(int argc, char **argv)
 	event_base_dispatch(b.base);
 
 	log_info("shutting down");
-	synced_shutdown(&b);
+	modules_shutdown(&b);
 	metrics_stop(&b);
 	listener_stop(&b);
 	admin_free(&b);
@@ -380,7 +378,7 @@ int main(int argc, char **argv)
 					if (cn->dns_req != NULL)
 						dns_cancel(cn->dns_req);
 					if (cn->connecting)
-						event_del(&cn->ev_connect);
+						event_del(cn->ev_connect);
 					conn_retire(cn);
 				}
 			}
@@ -392,7 +390,6 @@ int main(int argc, char **argv)
 	}
 	conn_free_retired(&b);
 	server_cancels_free(&b);
-	history_free(b.history);
 	dns_free(b.dns);
 	event_free(b.ev_free);
 	event_base_free(b.base);

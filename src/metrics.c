@@ -33,9 +33,8 @@
 #include "config.h"
 #include "histogram.h"
 #include "log.h"
+#include "module.h"
 #include "md5pw.h"
-#include "mutation/history.h"
-#include "mutation/synced.h"
 #include "scram.h"
 #include "userlist.h"
 #include "version.h"
@@ -472,7 +471,6 @@ void metrics_render(struct bouncer *b, struct evbuffer *out)
 {
 	char version[128];
 	char written[8192] = "";
-	int backlog;
 
 	hist_label_value(version, sizeof(version), SB_VERSION_LINE);
 	evbuffer_add_printf(out,
@@ -484,16 +482,7 @@ void metrics_render(struct bouncer *b, struct evbuffer *out)
 	                    version);
 	for (int i = 0; i < N(views); i++)
 		write_view(b, &views[i], out, written, sizeof(written));
-	/* the settler's count of unsettled write-ahead intents */
-	backlog = synced_journal_backlog(b);
-	if (backlog >= 0 && strstr(written, "|syncbouncer_journal_pending_entries|") == NULL)
-		evbuffer_add_printf(out,
-		                    "# HELP syncbouncer_journal_pending_entries Synced writes whose "
-		                    "outcome is not settled yet (SHOW JOURNAL)\n"
-		                    "# TYPE syncbouncer_journal_pending_entries gauge\n"
-		                    "syncbouncer_journal_pending_entries %d\n",
-		                    backlog);
-	history_write_metrics(b->history, out);
+	modules_write_metrics(b, out, written);
 	if (b->metrics != NULL)
 		evbuffer_add_printf(
 		        out,
@@ -504,23 +493,6 @@ void metrics_render(struct bouncer *b, struct evbuffer *out)
 }
 
 /* ---- HTTP ---- */
-
-static bool name_listed(const char *name, const char *list)
-{
-	size_t n = strlen(name);
-	const char *p = list;
-
-	while (*p != '\0') {
-		size_t len;
-		while (*p == ',' || *p == ' ' || *p == '\t')
-			p++;
-		len = strcspn(p, ", \t");
-		if (len == n && len > 0 && strncmp(p, name, n) == 0)
-			return true;
-		p += len;
-	}
-	return false;
-}
 
 static bool password_matches(const char *stored, const char *user, const char *password)
 {
@@ -576,7 +548,7 @@ static bool authorized(struct metrics *mt, struct evhttp_request *req, char *who
 	*colon = '\0';
 	pass = colon + 1;
 	snprintf(who, whosize, "%.100s", user);
-	ok = name_listed(user, cfg->metrics_users) && mt->b->users != NULL;
+	ok = cf_list_has(cfg->metrics_users, user, false) && mt->b->users != NULL;
 	if (ok) {
 		const char *stored = userlist_get_password(mt->b->users, user);
 		ok = stored != NULL && stored[0] != '\0' && password_matches(stored, user, pass);

@@ -199,6 +199,8 @@ void pool_free(struct pool *pool)
 	free(pool->connect_query);
 	param_clear(&pool->server_startup);
 	param_clear(&pool->welcome);
+	param_drop(pool->welcome_for);
+	free(pool->welcome_msgs);
 	free(pool);
 }
 
@@ -621,8 +623,15 @@ static void janitor_servers(struct pool *pool, uint64_t now)
 	list_for_each_safe(it, tmp, &pool->active_servers)
 	{
 		struct conn *s = list_entry(it, struct conn, head);
-		if (s->link == NULL)
+		if (s->link == NULL) {
+			/* an auth_query stuck (on a lock, say) would hold the auth pool's server */
+			if (s->auth_query != NULL &&
+			    older_than(now, s->request_time, pool->query_timeout)) {
+				server_send_cancel(s);
+				server_close(s, "query timeout");
+			}
 			continue;
+		}
 		if (s->close_needed && cfg->server_fast_close && server_is_ready(s) &&
 		    s->txn_status == 'I') {
 			server_close(s, "database configuration changed");

@@ -608,7 +608,7 @@ static bool queue_msg(struct conn *s, char type, char kind, const char *name,
 	if (st != NULL)
 		pktbuf_put_bytes(&pb, st->blob, st->len);
 	pktbuf_finish_msg(&pb);
-	ok = sbuf_queue_pktbuf(&s->sbuf, &pb);
+	ok = sbuf_queue_pktbuf_give(&s->sbuf, &pb);
 	pktbuf_free(&pb);
 	return ok;
 }
@@ -685,7 +685,7 @@ static enum ps_result rewrite_ref(struct conn *c, struct conn *s, const struct s
 	pktbuf_put_string(&pb, name);
 	pktbuf_put_bytes(&pb, pkt->body + before + oldlen, pkt->body_len - before - oldlen);
 	pktbuf_finish_msg(&pb);
-	ok = sbuf_queue_pktbuf(&s->sbuf, &pb);
+	ok = sbuf_queue_pktbuf_give(&s->sbuf, &pb);
 	pktbuf_free(&pb);
 	return ok ? PS_CONSUMED : PS_FAIL;
 }

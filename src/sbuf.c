@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -58,11 +59,46 @@ static void buf_give_back(struct sbuf *sb)
 	sb->buf = NULL;
 }
 
+/* Frees the buffer of a packet gathered whole. */
+static void big_drop(struct sbuf *sb)
+{
+	if (sb->big != NULL) {
+		pktbuf_free(sb->big);
+		free(sb->big);
+		sb->big = NULL;
+	}
+}
+
 /* An empty buffer with no packet under way is given back. */
 static void maybe_give_back(struct sbuf *sb)
 {
 	if (sb->recv_pos == 0 && sb->pkt_remain == 0 && !sb->collecting_big && !sb->big_ready)
 		buf_give_back(sb);
+}
+
+static void on_write(evutil_socket_t fd, short what, void *arg);
+
+/*
+ * Asks for a write event. Most sockets never have to wait to be written, so the event is made
+ * the first time one does; if it cannot be, the failure is reported from the read event (the
+ * owner may be in the middle of something that must not see its peer close).
+ */
+static void want_write(struct sbuf *sb)
+{
+	if (sb->fd < 0 || sb->writing)
+		return;
+	if (sb->ev_write == NULL) {
+		sb->ev_write = event_new(event_get_base(&sb->ev_read), sb->fd,
+		                         EV_WRITE | EV_PERSIST, on_write, sb);
+		if (sb->ev_write == NULL) {
+			sb->broken = true;
+			sb->write_oom = true;
+			event_active(&sb->ev_read, EV_READ, 0);
+			return;
+		}
+	}
+	event_add(sb->ev_write, NULL);
+	sb->writing = true;
 }
 
 /*
@@ -72,18 +108,15 @@ static void maybe_give_back(struct sbuf *sb)
  */
 static ssize_t sock_recv(struct sbuf *sb, void *buf, size_t len)
 {
-	bool want_write = false;
+	bool needs_write = false;
 	ssize_t n;
 
 	if (sb->tls == NULL)
 		return recv(sb->fd, buf, len, 0);
-	n = tls_conn_recv(sb->tls, buf, len, &want_write);
-	if (want_write) {
+	n = tls_conn_recv(sb->tls, buf, len, &needs_write);
+	if (needs_write) {
 		sb->tls_read_wants_write = true;
-		if (sb->fd >= 0 && !sb->writing) {
-			event_add(&sb->ev_write, NULL);
-			sb->writing = true;
-		}
+		want_write(sb);
 	}
 	return n;
 }
@@ -95,10 +128,8 @@ static ssize_t sock_send(struct sbuf *sb, const void *buf, size_t len)
 	if (sb->tls == NULL)
 		return send(sb->fd, buf, len, MSG_NOSIGNAL);
 	n = tls_conn_send(sb->tls, buf, len);
-	if (tls_conn_write_pending(sb->tls) && sb->fd >= 0 && !sb->writing) {
-		event_add(&sb->ev_write, NULL);
-		sb->writing = true;
-	}
+	if (tls_conn_write_pending(sb->tls))
+		want_write(sb);
 	return n;
 }
 
@@ -140,14 +171,6 @@ static void update_read_event(struct sbuf *sb)
 	}
 }
 
-static void want_write(struct sbuf *sb)
-{
-	if (sb->fd >= 0 && !sb->writing) {
-		event_add(&sb->ev_write, NULL);
-		sb->writing = true;
-	}
-}
-
 static void fail(struct sbuf *sb, const char *reason)
 {
 	sb->protocol_violation = false;
@@ -179,6 +202,8 @@ static bool flush_out(struct sbuf *sb)
 		sb->bytes_out += (uint64_t)n;
 	}
 	if (off == sb->out.len) {
+		/* an idle connection keeps no memory for bytes it has sent */
+		pktbuf_free(&sb->out);
 		pktbuf_reset(&sb->out);
 	} else if (off > 0) {
 		memmove(sb->out.data, sb->out.data + off, sb->out.len - off);
@@ -187,6 +212,40 @@ static bool flush_out(struct sbuf *sb)
 	if (sb->out.len > 0)
 		want_write(sb);
 	return true;
+}
+
+/*
+ * dst's own queued bytes and then up to len relayed bytes, in one system call (a plain socket):
+ * returns how many relayed bytes were taken.
+ */
+static size_t write_with_out(struct sbuf *dst, const uint8_t *p, size_t len)
+{
+	struct iovec iov[2] = {{dst->out.data, dst->out.len}, {(void *)p, len}};
+	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+	ssize_t n;
+	size_t own = dst->out.len;
+
+	for (;;) {
+		n = sendmsg(dst->fd, &mh, MSG_NOSIGNAL);
+		if (n >= 0)
+			break;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			dst->broken = true;
+		want_write(dst);
+		return 0;
+	}
+	dst->bytes_out += (uint64_t)n;
+	if ((size_t)n < own) {
+		memmove(dst->out.data, dst->out.data + n, own - (size_t)n);
+		dst->out.len -= (size_t)n;
+		want_write(dst);
+		return 0;
+	}
+	pktbuf_free(&dst->out);
+	pktbuf_reset(&dst->out);
+	return (size_t)n - own;
 }
 
 /*
@@ -201,6 +260,8 @@ static size_t write_to(struct sbuf *dst, const uint8_t *p, size_t len)
 		want_write(dst);
 		return 0;
 	}
+	if (dst->out.len > 0 && dst->tls == NULL)
+		return write_with_out(dst, p, len);
 	if (dst->out.len > 0) {
 		if (!flush_out(dst)) {
 			want_write(dst);
@@ -270,6 +331,10 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 	ssize_t n;
 
 	(void)what;
+	if (sb->write_oom) {
+		fail(sb, "out of memory");
+		return;
+	}
 	if (sb->buf == NULL && !buf_take(sb)) {
 		fail(sb, "out of memory");
 		return;
@@ -310,7 +375,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (sb->writing) {
-		event_del(&sb->ev_write);
+		event_del(sb->ev_write);
 		sb->writing = false;
 	}
 	if (sb->tls != NULL) {
@@ -340,6 +405,15 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* The end of a round that relayed to gather: what was held for it leaves now. */
+static void gather_end(struct sbuf *gather)
+{
+	if (gather == NULL || --gather->gathering > 0)
+		return;
+	if (gather->out.len > 0 && gather->fd >= 0 && !gather->writing && !flush_out(gather))
+		want_write(gather);
+}
+
 bool sbuf_init(struct sbuf *sb, struct event_base *base, int fd, size_t bufsize, size_t max_pkt,
                const struct sbuf_ops *ops, void *owner)
 {
@@ -350,24 +424,33 @@ bool sbuf_init(struct sbuf *sb, struct event_base *base, int fd, size_t bufsize,
 	sb->ops = ops;
 	sb->owner = owner;
 	pktbuf_init(&sb->out, OUT_MAX);
-	pktbuf_init(&sb->big, max_pkt);
+	sb->big = NULL; /* made for a packet to gather whole (big_start()) */
 	sb->buf = NULL; /* lent on the first read */
 	event_assign(&sb->ev_read, base, fd, EV_READ | EV_PERSIST, on_read, sb);
-	event_assign(&sb->ev_write, base, fd, EV_WRITE | EV_PERSIST, on_write, sb);
+	sb->ev_write = NULL; /* made by want_write() */
 	sb->ev_ready = true;
 	return true;
 }
 
 void sbuf_close(struct sbuf *sb)
 {
+	/* bytes held for a relay that will not come (a Terminate before a close): one try */
+	if (sb->out.len > 0 && sb->fd >= 0 && !sb->broken && sb->tls == NULL)
+		(void)flush_out(sb);
 	if (sb->ev_ready) {
 		event_del(&sb->ev_read);
-		event_del(&sb->ev_write);
+		if (sb->ev_write != NULL) {
+			/* may be on_write()'s own event: libevent no longer touches it after */
+			event_free(sb->ev_write);
+			sb->ev_write = NULL;
+		}
 		sb->ev_ready = false;
 	}
 	sb->reading = sb->writing = false;
 	if (sb->dst != NULL && sb->dst->waiting_src == sb)
 		sb->dst->waiting_src = NULL;
+	if (sb->in_process > 0)
+		gather_end(sb->dst);
 	sb->dst = NULL;
 	if (sb->waiting_src != NULL) {
 		struct sbuf *src = sb->waiting_src;
@@ -387,7 +470,7 @@ void sbuf_close(struct sbuf *sb)
 	buf_give_back(sb);
 	sb->size = sb->recv_pos = sb->parse_pos = sb->done_pos = 0;
 	pktbuf_free(&sb->out);
-	pktbuf_free(&sb->big);
+	big_drop(sb);
 }
 
 void sbuf_resume(struct sbuf *sb)
@@ -413,20 +496,58 @@ void sbuf_set_dst(struct sbuf *sb, struct sbuf *dst)
 	if (sb->dst != NULL && sb->dst->waiting_src == sb)
 		sb->dst->waiting_src = NULL;
 	sb->blocked = false;
+	if (sb->in_process > 0 && sb->dst != dst) {
+		gather_end(sb->dst);
+		if (dst != NULL)
+			dst->gathering++;
+	}
 	sb->dst = dst;
 }
 
 bool sbuf_queue(struct sbuf *sb, const void *data, size_t len)
 {
+	const uint8_t *p = data;
+	bool was_queued;
+
 	if (sb->fd < 0 || sb->broken)
 		return false;
-	pktbuf_put_bytes(&sb->out, data, len);
+	/*
+	 * A peer is relaying to sb in this loop turn: the bytes wait for that relay, so that both
+	 * leave in one system call (a rewritten Bind and the Execute and Sync after it), or for the
+	 * end of the peer's round at the latest.
+	 */
+	if (sb->gathering > 0 && sb->tls == NULL && !sb->writing) {
+		pktbuf_put_bytes(&sb->out, p, len);
+		return !pktbuf_failed(&sb->out);
+	}
+	/* nothing queued before: straight to the socket, and only what it does not take is kept */
+	while (sb->out.len == 0 && len > 0) {
+		ssize_t n = sock_send(sb, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			sb->broken = true;
+			want_write(sb);
+			return false;
+		}
+		p += n;
+		len -= (size_t)n;
+		sb->bytes_out += (uint64_t)n;
+	}
+	if (len == 0)
+		return true;
+	was_queued = sb->out.len > 0;
+	pktbuf_put_bytes(&sb->out, p, len);
 	if (pktbuf_failed(&sb->out))
 		return false;
-	if (!flush_out(sb)) {
+	if (was_queued && !flush_out(sb)) {
 		want_write(sb);
 		return false;
 	}
+	if (sb->out.len > 0)
+		want_write(sb);
 	return true;
 }
 
@@ -434,6 +555,25 @@ bool sbuf_queue_pktbuf(struct sbuf *sb, const struct pktbuf *pb)
 {
 	if (pktbuf_failed(pb))
 		return false;
+	return sbuf_queue(sb, pb->data, pb->len);
+}
+
+bool sbuf_queue_pktbuf_give(struct sbuf *sb, struct pktbuf *pb)
+{
+	if (pktbuf_failed(pb))
+		return false;
+	if (sb->fd < 0 || sb->broken)
+		return false;
+	/* held for the relay that follows (see sbuf_queue()): the memory itself moves to out */
+	if (sb->gathering > 0 && sb->tls == NULL && !sb->writing && sb->out.data == NULL &&
+	    !pb->fixed && pb->len <= OUT_MAX) {
+		sb->out.data = pb->data;
+		sb->out.len = pb->len;
+		sb->out.cap = pb->cap;
+		pb->data = NULL;
+		pb->len = pb->cap = 0;
+		return true;
+	}
 	return sbuf_queue(sb, pb->data, pb->len);
 }
 
@@ -490,6 +630,18 @@ static bool advance_packet(struct sbuf *sb)
 	return true;
 }
 
+/* A packet to gather whole: its buffer is made now and freed once the packet is offered. */
+static bool big_start(struct sbuf *sb)
+{
+	if (sb->big == NULL) {
+		sb->big = malloc(sizeof(*sb->big));
+		if (sb->big == NULL)
+			return false;
+		pktbuf_init(sb->big, sb->max_pkt);
+	}
+	return true;
+}
+
 /*
  * Gathers a packet that is larger than the buffer into sb->big (the complete-packet path), then
  * offers it whole. Returns false when processing must stop.
@@ -499,11 +651,11 @@ static bool collect_big(struct sbuf *sb)
 	size_t avail = sb->recv_pos - sb->parse_pos;
 	size_t n = avail < sb->pkt_remain ? avail : sb->pkt_remain;
 
-	pktbuf_put_bytes(&sb->big, sb->buf + sb->parse_pos, n);
+	pktbuf_put_bytes(sb->big, sb->buf + sb->parse_pos, n);
 	sb->parse_pos += n;
 	sb->done_pos = sb->parse_pos;
 	sb->pkt_remain -= (uint32_t)n;
-	if (pktbuf_failed(&sb->big)) {
+	if (pktbuf_failed(sb->big)) {
 		fail(sb, "out of memory for a large packet");
 		return false;
 	}
@@ -522,11 +674,11 @@ static bool offer_big(struct sbuf *sb)
 
 	memset(&pkt, 0, sizeof(pkt));
 	/* a startup-phase packet has no type byte: its header is the length alone */
-	pkt.type = sb->big_hdrlen == 4 ? 0 : sb->big.data[0];
-	pkt.len = (uint32_t)sb->big.len;
+	pkt.type = sb->big_hdrlen == 4 ? 0 : sb->big->data[0];
+	pkt.len = (uint32_t)sb->big->len;
 	pkt.complete = true;
-	pkt.body = sb->big.data + sb->big_hdrlen;
-	pkt.body_len = pkt.body_avail = sb->big.len - sb->big_hdrlen;
+	pkt.body = sb->big->data + sb->big_hdrlen;
+	pkt.body_len = pkt.body_avail = sb->big->len - sb->big_hdrlen;
 	act = sb->ops->packet(sb->owner, sb, &pkt);
 	switch (act) {
 	case SBUF_CLOSED:
@@ -543,9 +695,9 @@ static bool offer_big(struct sbuf *sb)
 		fail(sb, "packet handler cannot wait on a gathered packet");
 		return false;
 	case SBUF_SEND:
-		if (sb->dst != NULL && !sbuf_queue(sb->dst, sb->big.data, sb->big.len)) {
+		if (sb->dst != NULL && !sbuf_queue(sb->dst, sb->big->data, sb->big->len)) {
 			sb->big_ready = false;
-			pktbuf_reset(&sb->big);
+			big_drop(sb);
 			fail(sb, "cannot forward a large packet");
 			return false;
 		}
@@ -555,7 +707,7 @@ static bool offer_big(struct sbuf *sb)
 		break;
 	}
 	sb->big_ready = false;
-	pktbuf_reset(&sb->big);
+	big_drop(sb); /* a client that once sent a large query keeps no buffer for it */
 	return true;
 }
 
@@ -657,6 +809,10 @@ static bool next_packet(struct sbuf *sb, bool *need_more)
 			}
 			if (sb->parse_pos > sb->done_pos && !flush_pending(sb))
 				return false;
+			if (!big_start(sb)) {
+				fail(sb, "out of memory for a large packet");
+				return false;
+			}
 			sb->collecting_big = true;
 			sb->big_hdrlen = (uint8_t)hdrlen;
 			sb->pkt_remain = len;
@@ -690,7 +846,10 @@ static void sbuf_process(struct sbuf *sb)
 		update_read_event(sb);
 		return;
 	}
+	/* while the round runs, its dst (also one linked during it: sbuf_set_dst()) gathers */
 	sb->in_process++;
+	if (sb->dst != NULL)
+		sb->dst->gathering++;
 	while (!sb->paused && !sb->blocked && sb->fd >= 0) {
 		bool need_more = false;
 
@@ -731,6 +890,7 @@ static void sbuf_process(struct sbuf *sb)
 	maybe_give_back(sb);
 	update_read_event(sb);
 	sb->in_process--;
+	gather_end(sb->dst);
 	if (sent_any && sb->ops->flushed != NULL)
 		sb->ops->flushed(sb->owner, sb);
 	return;
@@ -740,4 +900,5 @@ out:
 		update_read_event(sb);
 	}
 	sb->in_process--;
+	gather_end(sb->dst);
 }

@@ -72,7 +72,7 @@ void server_close(struct conn *s, const char *reason)
 		s->dns_req = NULL;
 	}
 	if (s->connecting) {
-		event_del(&s->ev_connect);
+		event_del(s->ev_connect);
 		s->connecting = false;
 	}
 	forget_cancels(s);
@@ -112,7 +112,7 @@ static void login_failed_msg(struct conn *s, const char *sqlstate, const char *m
 		s->dns_req = NULL;
 	}
 	if (s->connecting) {
-		event_del(&s->ev_connect);
+		event_del(s->ev_connect);
 		s->connecting = false;
 	}
 	conn_retire(s);
@@ -198,7 +198,7 @@ static void on_ssl_answer(evutil_socket_t fd, short what, void *arg)
 	}
 	n = recv(fd, &answer, 1, 0);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-		event_add(&s->ev_connect, NULL);
+		event_add(s->ev_connect, NULL);
 		s->connecting = true;
 		return;
 	}
@@ -233,10 +233,11 @@ static bool start_tls_request(struct conn *s, int fd)
 	pktbuf_write_ssl_request(&pb);
 	if (!send_pktbuf(s, &pb))
 		return false;
-	event_assign(&s->ev_connect, s->b->base, fd, EV_READ, on_ssl_answer, s);
+	if (!conn_event_assign(s, &s->ev_connect, fd, EV_READ, on_ssl_answer))
+		return false;
 	tv.tv_sec = cfg->server_connect_timeout / 1000000;
 	tv.tv_usec = cfg->server_connect_timeout % 1000000;
-	event_add(&s->ev_connect, cfg->server_connect_timeout > 0 ? &tv : NULL);
+	event_add(s->ev_connect, cfg->server_connect_timeout > 0 ? &tv : NULL);
 	s->connecting = true;
 	return true;
 }
@@ -262,7 +263,7 @@ static void on_connected(evutil_socket_t fd, short what, void *arg)
 	}
 	if (s->b->cfg->log_connections)
 		slog_info(s, "new connection to server");
-	if (s->b->cfg->server_tls_sslmode != SSLMODE_DISABLE && s->addr.ss_family != AF_UNIX) {
+	if (s->b->cfg->server_tls_sslmode != SSLMODE_DISABLE && s->addr.sa.sa_family != AF_UNIX) {
 		if (!start_tls_request(s, (int)fd))
 			login_failed(s, "08006", "could not send the SSL request");
 		return;
@@ -292,17 +293,22 @@ static void start_connect(struct conn *s, const struct sockaddr *sa, socklen_t s
 		login_failed(s, "53200", "out of memory");
 		return;
 	}
-	if (salen <= sizeof(s->addr))
+	if (sa->sa_family == AF_UNIX)
+		s->addr.sa.sa_family = AF_UNIX;
+	else if (salen <= sizeof(s->addr))
 		memcpy(&s->addr, sa, salen);
 	if (connect(fd, sa, salen) < 0 && errno != EINPROGRESS) {
 		snprintf(msg, sizeof(msg), "connect failed: %s", strerror(errno));
 		login_failed(s, "08006", msg);
 		return;
 	}
-	event_assign(&s->ev_connect, s->b->base, fd, EV_WRITE, on_connected, s);
+	if (!conn_event_assign(s, &s->ev_connect, fd, EV_WRITE, on_connected)) {
+		login_failed(s, "53200", "out of memory");
+		return;
+	}
 	tv.tv_sec = cfg->server_connect_timeout / 1000000;
 	tv.tv_usec = cfg->server_connect_timeout % 1000000;
-	event_add(&s->ev_connect, cfg->server_connect_timeout > 0 ? &tv : NULL);
+	event_add(s->ev_connect, cfg->server_connect_timeout > 0 ? &tv : NULL);
 	s->connecting = true;
 }
 
@@ -345,6 +351,17 @@ static char *pick_host(struct pool *pool)
 	return strndup(start, (size_t)(end - start));
 }
 
+/* The server's unix socket: its host is the directory. False when the path is too long. */
+static bool unix_addr(const struct conn *s, struct sockaddr_un *un)
+{
+	const char *dir = s->host[0] ? s->host : "/var/run/postgresql";
+
+	memset(un, 0, sizeof(*un));
+	un->sun_family = AF_UNIX;
+	return (size_t)snprintf(un->sun_path, sizeof(un->sun_path), "%s/.s.PGSQL.%d", dir,
+	                        s->port) < sizeof(un->sun_path);
+}
+
 bool server_launch(struct pool *pool)
 {
 	struct bouncer *b = pool->b;
@@ -356,6 +373,7 @@ bool server_launch(struct pool *pool)
 		return false;
 	s->b = b;
 	s->is_server = true;
+	s->user = s->dbname = conn_no_name;
 	s->pool = pool;
 	s->sbuf.fd = -1;
 	list_init(&s->head);
@@ -373,15 +391,11 @@ bool server_launch(struct pool *pool)
 
 	memset(&ss, 0, sizeof(ss));
 	if (s->host[0] == '/' || s->host[0] == '\0') {
-		struct sockaddr_un *un = (struct sockaddr_un *)&ss;
-		const char *dir = s->host[0] ? s->host : "/var/run/postgresql";
-		un->sun_family = AF_UNIX;
-		if ((size_t)snprintf(un->sun_path, sizeof(un->sun_path), "%s/.s.PGSQL.%d", dir,
-		                     pool->port) >= sizeof(un->sun_path)) {
+		if (!unix_addr(s, (struct sockaddr_un *)&ss)) {
 			login_failed(s, "08006", "unix socket path too long");
 			return true;
 		}
-		sslen = sizeof(*un);
+		sslen = sizeof(struct sockaddr_un);
 	} else {
 		struct sockaddr_in *in = (struct sockaddr_in *)&ss;
 		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
@@ -433,60 +447,25 @@ static bool param_replayable(const struct conn *s, const char *name, uint32_t ha
 	return sv == NULL || strcmp(sv, value) != 0;
 }
 
-/* c's parameters flattened into one string, rebuilt only when they changed. */
-static bool client_params_key(struct conn *c)
-{
-	size_t len = 0;
-	char *key, *p;
-
-	if (c->params_key != NULL && c->params_key_gen == c->params.gen)
-		return true;
-	for (int i = 0; i < c->params.n; i++)
-		len += strlen(c->params.p[i].name) + strlen(c->params.p[i].value) + 2;
-	key = malloc(len + 1);
-	if (key == NULL)
-		return false;
-	p = key;
-	for (int i = 0; i < c->params.n; i++) {
-		size_t nl = strlen(c->params.p[i].name) + 1, vl = strlen(c->params.p[i].value) + 1;
-		memcpy(p, c->params.p[i].name, nl);
-		memcpy(p + nl, c->params.p[i].value, vl);
-		p += nl + vl;
-	}
-	free(c->params_key);
-	c->params_key = key;
-	c->params_key_len = len;
-	c->params_key_gen = c->params.gen;
-	return true;
-}
-
 /*
  * Whether the server already runs with every parameter of c. Decided once per (server parameters,
- * client parameters) pair: clients of a pool mostly share their parameters, and a server's change
- * only when it reports a new value, so the comparison is mostly one memcmp.
+ * client parameter slots) pair: the clients of a pool mostly share one block of slots
+ * (param_share()), and a server's parameters change only when it reports a new value, so the
+ * usual answer is two comparisons. The server holds the block it last found in force, so that
+ * block cannot change under it.
  */
 static bool params_in_force(struct conn *s, struct conn *c)
 {
-	bool have_key = client_params_key(c);
-
-	if (have_key && s->in_force_key != NULL && s->in_force_gen == s->params.gen &&
-	    s->in_force_key_len == c->params_key_len &&
-	    memcmp(s->in_force_key, c->params_key, c->params_key_len) == 0)
+	if (s->in_force != NULL && s->in_force_gen == s->params.gen &&
+	    param_holds(s->in_force, &c->params))
 		return true;
 	for (int i = 0; i < c->params.n; i++)
 		if (param_replayable(s, c->params.p[i].name, c->params.p[i].hash,
 		                     c->params.p[i].value))
 			return false;
-	if (have_key) {
-		char *copy = malloc(c->params_key_len + 1);
-		if (copy != NULL) {
-			memcpy(copy, c->params_key, c->params_key_len);
-			free(s->in_force_key);
-			s->in_force_key = copy;
-			s->in_force_key_len = c->params_key_len;
-			s->in_force_gen = s->params.gen;
-		}
-	}
+	param_drop(s->in_force);
+	s->in_force = param_hold(&c->params);
+	s->in_force_gen = s->params.gen;
 	return true;
 }
 
@@ -497,6 +476,7 @@ void server_link(struct conn *s, struct conn *c)
 
 	stats_server_assigned(s, c);
 	s->link = c;
+	s->client_state = true;
 	c->link = s;
 	conn_set_state(s, SV_ACTIVE);
 	conn_set_state(c, CL_ACTIVE);
@@ -578,6 +558,7 @@ void server_release(struct conn *s)
 		struct pktbuf pb;
 		conn_set_state(s, SV_TESTED);
 		s->resetting = true;
+		s->reset_failed = false;
 		s->expect_rfq++;
 		ps_server_forget_all(s);
 		pktbuf_init(&pb, 8192);
@@ -611,8 +592,17 @@ static void forget_unreported(struct conn *s)
 {
 	struct param_set keep = {0};
 	struct pool *pool = s->pool;
+	int i;
 
-	for (int i = 0; i < s->params.n; i++) {
+	/* usually every setting is one the server reports: then there is nothing to forget, and
+	 * the set (and the client parameters found in force with it) stays as it is */
+	for (i = 0; i < s->params.n; i++)
+		if (param_get_hashed(&pool->welcome, s->params.p[i].name, s->params.p[i].hash) ==
+		    NULL)
+			break;
+	if (i == s->params.n)
+		return;
+	for (i = 0; i < s->params.n; i++) {
 		if (param_get_hashed(&pool->welcome, s->params.p[i].name, s->params.p[i].hash) ==
 		    NULL)
 			continue;
@@ -622,6 +612,32 @@ static void forget_unreported(struct conn *s)
 	param_clear(&s->params);
 	s->params = keep;
 	param_touch(&s->params);
+}
+
+void server_discarded(struct conn *s)
+{
+	ps_server_forget_all(s);
+	forget_unreported(s);
+	s->client_state = false;
+}
+
+/* Whether a reset query is exactly DISCARD ALL (which leaves nothing of a client's session). */
+static bool is_discard_all(const char *q)
+{
+	size_t n;
+
+	while (*q == ' ' || *q == '\t' || *q == '\n')
+		q++;
+	if (strncasecmp(q, "DISCARD", 7) != 0 || (q[7] != ' ' && q[7] != '\t' && q[7] != '\n'))
+		return false;
+	q += 7;
+	while (*q == ' ' || *q == '\t' || *q == '\n')
+		q++;
+	if (strncasecmp(q, "ALL", 3) != 0)
+		return false;
+	q += 3;
+	n = strspn(q, " \t\n;");
+	return q[n] == '\0';
 }
 
 static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)
@@ -868,6 +884,8 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 				return SBUF_CLOSED;
 			}
 			forget_unreported(s);
+			if (is_discard_all(s->b->cfg->server_reset_query) && !s->reset_failed)
+				s->client_state = false;
 			pool_server_ready(s->pool, s);
 			return SBUF_CONSUMED;
 		}
@@ -912,6 +930,8 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 				return SBUF_WAIT;
 			{
 				struct pg_error e;
+				if (s->resetting)
+					s->reset_failed = true;
 				if (proto_parse_error(pkt->body, pkt->body_len, &e) && e.message)
 					slog_warning(s, "%s failed: %s",
 					             s->resetting  ? "reset query"
@@ -1070,12 +1090,14 @@ static void cancel_io(evutil_socket_t fd, short what, void *arg)
 void server_send_cancel(struct conn *s)
 {
 	struct cancel_req *cr;
+	struct sockaddr_un un;
+	const struct sockaddr *sa = &s->addr.sa;
 	socklen_t len;
 	struct timeval tv;
 	int64_t wait = s->b->cfg->cancel_wait_timeout;
 	uint32_t v;
 
-	switch (s->addr.ss_family) {
+	switch (s->addr.sa.sa_family) {
 	case AF_INET:
 		len = sizeof(struct sockaddr_in);
 		break;
@@ -1083,7 +1105,10 @@ void server_send_cancel(struct conn *s)
 		len = sizeof(struct sockaddr_in6);
 		break;
 	case AF_UNIX:
-		len = sizeof(struct sockaddr_un);
+		if (!unix_addr(s, &un))
+			return;
+		sa = (const struct sockaddr *)&un;
+		len = sizeof(un);
 		break;
 	default:
 		return;
@@ -1099,12 +1124,12 @@ void server_send_cancel(struct conn *s)
 	memcpy(cr->pkt + 8, &v, 4);
 	v = htonl(s->be_key);
 	memcpy(cr->pkt + 12, &v, 4);
-	cr->fd = socket(s->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	cr->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (cr->fd < 0) {
 		free(cr);
 		return;
 	}
-	if (connect(cr->fd, (struct sockaddr *)&s->addr, len) < 0 && errno != EINPROGRESS) {
+	if (connect(cr->fd, sa, len) < 0 && errno != EINPROGRESS) {
 		slog_warning(s, "cannot connect to send a cancel request: %s", strerror(errno));
 		close(cr->fd);
 		free(cr);

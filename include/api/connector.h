@@ -295,6 +295,15 @@ void connector_column_name(const struct connector *c, const struct api_table *t,
                            char *buf, size_t size);
 
 /*
+ * Fills f, one field of a record in the API's answer: the API's name of it, its column (as
+ * connector_column_name() maps it) and its value as text (nested values as JSON text). False
+ * when out of memory or the value cannot be read; what was set is freed with the result.
+ */
+bool connector_result_field(const struct connector *c, const struct api_table *t,
+                            const char *field, const struct json_value *v,
+                            struct api_field_value *f) __attribute__((warn_unused_result));
+
+/*
  * Builds the one request for op on rows[0..nrows) (1 <= nrows <= max_rows). On failure returns
  * false and fills err (class TOO_MANY_ROWS, VALIDATION for a value the API cannot take, or
  * INTERNAL); out is then empty.

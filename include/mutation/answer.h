@@ -42,4 +42,19 @@ void mutation_set_pg_error(struct mutation *m, const PGresult *res);
 /* The API's refusal or failure, as the PostgreSQL error DESIGN.md §3 maps it to. */
 void mutation_set_api_error(struct mutation *m, const struct api_error *ae);
 
+/* The PostgreSQL error an API error maps to (DESIGN.md §3). */
+struct api_error_answer {
+	const char *sqlstate; /* a constant */
+	char message[256];
+	char detail[1536]; /* "" for none */
+	char hint[128];    /* "" for none */
+};
+/*
+ * Fills out for ae, an error of the API named api about a write described as write ("update of
+ * salesforce.contacts (id 003...)") that is journal entry intent_id. Needs nothing else: the
+ * mapping is tested on its own (test/unit/test_pipeline.c).
+ */
+void answer_map_api_error(const struct api_error *ae, const char *api, const char *write,
+                          long long intent_id, struct api_error_answer *out);
+
 #endif

@@ -18,13 +18,22 @@ struct sbuf_pkt;
 struct synced;
 
 /* An extended-protocol sequence (Parse/Bind/Describe/Execute/Close up to Sync) being collected. */
+/* Where a batch is; only ext_set_phase() moves it (ext_reset() ends it). */
+enum ext_phase {
+	EXT_NONE,       /* no batch: the client's messages go to the server (or start one) */
+	EXT_COLLECTING, /* a group's Parse/Bind/Describe/Close, up to its Execute */
+	EXT_EXECUTED, /* the group ran, answered without ReadyForQuery: a Parse/Bind starts another
+	               */
+	EXT_SKIPPING, /* a group failed: everything up to Sync is skipped, as PostgreSQL does */
+};
+const char *ext_phase_str(enum ext_phase p);
+
 struct ext_seq {
-	bool active;
-	bool ran;        /* a group of this batch was executed (answered without ReadyForQuery) */
-	bool skip;       /* a group failed: everything up to Sync is skipped, as PostgreSQL does */
-	bool group_done; /* the current group was executed: the next Parse/Bind starts another */
+	enum ext_phase phase;
+	bool ran; /* a group of this batch was executed (the Sync answers ReadyForQuery alone) */
 	bool parse_sent, bind_sent; /* ParseComplete/BindComplete went out early (Flush) */
-	bool parse, bind, describe_portal, describe_stmt, execute, close;
+	/* the current group's messages, each owing its answer */
+	bool parse, bind, describe_portal, describe_stmt, close;
 	bool failed;
 	char *sql;
 	int ntypes;
@@ -39,8 +48,10 @@ struct ext_seq {
 	char message[256];
 };
 
-/* Frees what e holds and clears it. */
+/* Frees what e holds and clears it: the batch is over (EXT_NONE). */
 void ext_reset(struct ext_seq *e);
+/* Moves the batch to phase p, traced at debug level. */
+void ext_set_phase(struct ext_seq *e, enum ext_phase p);
 /* One message of a batch the hook has taken over: what the core does with it. */
 enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_client *mc,
                              const struct sbuf_pkt *pkt);

@@ -30,6 +30,7 @@ struct catalog_table;
 struct conn;
 struct ext_seq;
 struct mut_client;
+struct mutation;
 struct pgc;
 
 #define MAX_IDLE_CONNS 8
@@ -72,6 +73,13 @@ struct synced {
 	bool stopping;
 };
 
+/*
+ * A mutation's state; only mutation_set_state() moves it, along these lines:
+ *   QUEUED -> CONNECTING -> CAPTURING -> WRITING_INTENT -> CALLING_API -> APPLYING -> COMMITTING
+ *   CAPTURING, WRITING_INTENT, CALLING_API (the API wrote nothing) -> ROLLING_BACK
+ *   CALLING_API (outcome unknown), APPLYING, COMMITTING (the API has the change) -> SETTLING
+ *   any state but DONE -> DONE
+ */
 enum mut_state {
 	MUT_QUEUED, /* waiting for one of its API's slots */
 	MUT_CONNECTING,
@@ -79,11 +87,23 @@ enum mut_state {
 	MUT_WRITING_INTENT,
 	MUT_CALLING_API,
 	MUT_APPLYING,
-	MUT_ROLLING_BACK,
+	MUT_COMMITTING,   /* COMMIT of the rows, the confirmed rows and the intent's deletion */
+	MUT_ROLLING_BACK, /* nothing was written at the API: ROLLBACK, and the intent goes */
+	MUT_SETTLING,     /* the API has or may have the change, the database not: ROLLBACK, and the
+	                     intent stays for the settler */
+	MUT_DONE,         /* answered; freed on return */
 };
 
 /* For logs and SHOW MUTATIONS. */
 const char *mut_state_str(enum mut_state st);
+/* True when a mutation may move from one state to the other (the table above). */
+bool mut_state_allowed(enum mut_state from, enum mut_state to);
+/*
+ * The only way a mutation's state changes: checks the move (a move the table does not allow is
+ * a broken invariant: fatal with --enable-cassert, an error in the log otherwise) and traces it
+ * at debug level.
+ */
+void mutation_set_state(struct mutation *m, enum mut_state st);
 
 struct captured {
 	int seq;

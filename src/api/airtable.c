@@ -284,15 +284,9 @@ static bool at_copy_record(const struct connector *c, const struct api_table *t,
 			return false;
 	}
 	for (j = 0; fields != NULL && fields->kind == JSON_OBJECT && j < fields->count; j++) {
-		struct api_field_value *f = &rr->fields[rr->nfields++];
-		bool ok;
-
 		/* multiple selects, links, attachments: JSON text, for json/jsonb columns */
-		f->value = api_value_text(fields->items[j], &ok);
-		connector_column_name(c, t, fields->keys[j], col, sizeof(col));
-		f->field = strdup(fields->keys[j]);
-		f->column = strdup(col);
-		if (!ok || f->field == NULL || f->column == NULL)
+		if (!connector_result_field(c, t, fields->keys[j], fields->items[j],
+		                            &rr->fields[rr->nfields++]))
 			return false;
 	}
 	return true;

@@ -459,6 +459,20 @@ void connector_column_name(const struct connector *c, const struct api_table *t,
 	c->ops->column_name(c, field, buf, size);
 }
 
+bool connector_result_field(const struct connector *c, const struct api_table *t,
+                            const char *field, const struct json_value *v,
+                            struct api_field_value *f)
+{
+	char col[128];
+	bool ok;
+
+	f->value = api_value_text(v, &ok);
+	connector_column_name(c, t, field, col, sizeof(col));
+	f->field = strdup(field);
+	f->column = strdup(col);
+	return ok && f->field != NULL && f->column != NULL;
+}
+
 bool api_url_escape(const char *s, char *buf, size_t size, size_t *used)
 {
 	static const char hex[] = "0123456789ABCDEF";

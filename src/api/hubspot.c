@@ -231,7 +231,6 @@ static bool hs_copy_result(const struct connector *c, const struct api_table *t,
 {
 	const struct json_value *props = json_get(res, "properties");
 	const char *id = json_get_string(res, "id");
-	char col[128];
 	size_t j;
 
 	rr->id = strdup(id);
@@ -239,14 +238,8 @@ static bool hs_copy_result(const struct connector *c, const struct api_table *t,
 	if (rr->id == NULL || rr->fields == NULL)
 		return false;
 	for (j = 0; props != NULL && props->kind == JSON_OBJECT && j < props->count; j++) {
-		struct api_field_value *f = &rr->fields[rr->nfields++];
-		bool ok;
-
-		f->value = api_value_text(props->items[j], &ok);
-		connector_column_name(c, t, props->keys[j], col, sizeof(col));
-		f->field = strdup(props->keys[j]);
-		f->column = strdup(col);
-		if (!ok || f->field == NULL || f->column == NULL)
+		if (!connector_result_field(c, t, props->keys[j], props->items[j],
+		                            &rr->fields[rr->nfields++]))
 			return false;
 	}
 	return true;

@@ -412,7 +412,6 @@ static bool rest_read_record(const struct connector *c, const struct api_table *
 {
 	const struct rest_priv *p = c->priv;
 	const struct json_value *idv = json_get(rec, p->id_field);
-	char col[128];
 	size_t i;
 
 	if (idv != NULL && (idv->kind == JSON_STRING || idv->kind == JSON_NUMBER)) {
@@ -432,16 +431,9 @@ static bool rest_read_record(const struct connector *c, const struct api_table *
 	if (rr->fields == NULL)
 		goto oom;
 	for (i = 0; i < rec->count; i++) {
-		struct api_field_value *f = &rr->fields[rr->nfields];
-		bool ok;
-
 		/* nested objects and arrays come back as JSON text, for json/jsonb columns */
-		f->value = api_value_text(rec->items[i], &ok);
-		connector_column_name(c, t, rec->keys[i], col, sizeof(col));
-		f->field = strdup(rec->keys[i]);
-		f->column = strdup(col);
-		rr->nfields++;
-		if (!ok || f->field == NULL || f->column == NULL)
+		if (!connector_result_field(c, t, rec->keys[i], rec->items[i],
+		                            &rr->fields[rr->nfields++]))
 			goto oom;
 	}
 	return true;

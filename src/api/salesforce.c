@@ -517,7 +517,7 @@ static void sf_parse_read(const struct connector *c, const struct api_table *t, 
 	struct api_row row = {{&key, 1}, {NULL, 0}};
 	struct json_value *doc = NULL;
 	struct api_row_result *rr;
-	char perr[128], col[128];
+	char perr[128];
 
 	if (resp->status == 404) {
 		api_error_set(&out->error, API_ERR_NOT_FOUND, "%s: record %s does not exist",
@@ -543,17 +543,10 @@ static void sf_parse_read(const struct connector *c, const struct api_table *t, 
 	if (rr->id == NULL || rr->fields == NULL)
 		goto oom;
 	for (size_t i = 0; i < doc->count; i++) {
-		struct api_field_value *f;
-		bool ok;
-
 		if (strcmp(doc->keys[i], "attributes") == 0)
 			continue;
-		f = &rr->fields[rr->nfields++];
-		f->value = api_value_text(doc->items[i], &ok);
-		connector_column_name(c, t, doc->keys[i], col, sizeof(col));
-		f->field = strdup(doc->keys[i]);
-		f->column = strdup(col);
-		if (!ok || f->field == NULL || f->column == NULL)
+		if (!connector_result_field(c, t, doc->keys[i], doc->items[i],
+		                            &rr->fields[rr->nfields++]))
 			goto oom;
 	}
 	out->ok = true;

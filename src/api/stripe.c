@@ -174,7 +174,7 @@ static void stripe_parse(const struct connector *c, const struct api_table *t, e
 	struct json_value *doc = NULL;
 	const struct json_value *e;
 	struct api_row_result *rr;
-	char perr[128], col[128];
+	char perr[128];
 	const char *id;
 	size_t i;
 
@@ -231,15 +231,9 @@ static void stripe_parse(const struct connector *c, const struct api_table *t, e
 	if (rr->id == NULL || rr->fields == NULL)
 		goto oom;
 	for (i = 0; i < doc->count; i++) {
-		struct api_field_value *f = &rr->fields[rr->nfields++];
-		bool ok;
-
 		/* metadata, address, ...: JSON text, for json/jsonb columns */
-		f->value = api_value_text(doc->items[i], &ok);
-		connector_column_name(c, t, doc->keys[i], col, sizeof(col));
-		f->field = strdup(doc->keys[i]);
-		f->column = strdup(col);
-		if (!ok || f->field == NULL || f->column == NULL)
+		if (!connector_result_field(c, t, doc->keys[i], doc->items[i],
+		                            &rr->fields[rr->nfields++]))
 			goto oom;
 	}
 	out->ok = true;

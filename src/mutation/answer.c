@@ -22,9 +22,9 @@
 void answer_ext_prefix(const struct mutation *m, struct pktbuf *pb)
 {
 	if (m->parse_complete)
-		pktbuf_write_simple(pb, '1');
+		pktbuf_write_simple(pb, PQMSG_PARSE_COMPLETE);
 	if (m->bind_complete)
-		pktbuf_write_simple(pb, '2');
+		pktbuf_write_simple(pb, PQMSG_BIND_COMPLETE);
 }
 
 static void put_raise_field(struct pktbuf *pb, const char *name, const char *value, bool *first)
@@ -47,21 +47,20 @@ static void put_raise_field(struct pktbuf *pb, const char *name, const char *val
  */
 bool answer_raise_on_server(struct conn *c, const struct pktbuf *err)
 {
-	struct conn *s = c->link;
 	struct pg_error e;
 	struct pktbuf q;
 	bool first = true;
+	bool sent;
 
-	if (s == NULL || s->txn_status != 'T' || s->expect_rfq != 0 || err->len < 5 ||
-	    !proto_parse_error(err->data + 5, err->len - 5, &e) || e.sqlstate == NULL ||
-	    e.message == NULL)
+	if (err->len < 5 || !proto_parse_error(err->data + 5, err->len - 5, &e) ||
+	    e.sqlstate == NULL || e.message == NULL)
 		return false;
 	/* a field holding the dollar-quote tag would end the DO body early */
 	if (strstr(e.message, "$syncbouncer$") || (e.detail && strstr(e.detail, "$syncbouncer$")) ||
 	    (e.hint && strstr(e.hint, "$syncbouncer$")))
 		return false;
 	pktbuf_init(&q, 65536);
-	pktbuf_start_msg(&q, 'Q');
+	pktbuf_start_msg(&q, PQMSG_QUERY);
 	pktbuf_put_bytes(&q, "DO $syncbouncer$BEGIN RAISE EXCEPTION USING", 43);
 	put_raise_field(&q, "ERRCODE", e.sqlstate, &first);
 	put_raise_field(&q, "MESSAGE", e.message, &first);
@@ -73,13 +72,9 @@ bool answer_raise_on_server(struct conn *c, const struct pktbuf *err)
 	pktbuf_put_bytes(&q, "; END$syncbouncer$", 18);
 	pktbuf_put_u8(&q, 0);
 	pktbuf_finish_msg(&q);
-	if (pktbuf_failed(&q) || !sbuf_queue_pktbuf(&s->sbuf, &q)) {
-		pktbuf_free(&q);
-		return false;
-	}
+	sent = !pktbuf_failed(&q) && client_query_through_server(c, &q);
 	pktbuf_free(&q);
-	s->expect_rfq++;
-	return true;
+	return sent;
 }
 
 void answer_send(struct mutation *m, struct pktbuf *pb)
@@ -90,7 +85,7 @@ void answer_send(struct mutation *m, struct pktbuf *pb)
 		return;
 	if (!m->no_ready)
 		pktbuf_write_ready(pb, client_txn_status(mc->client));
-	if (pktbuf_failed(pb) || !sbuf_queue_pktbuf(&mc->client->sbuf, pb)) {
+	if (pktbuf_failed(pb) || !client_queue(mc->client, pb)) {
 		client_close(mc->client, "could not send a synced-table write's answer");
 		return;
 	}
@@ -159,12 +154,12 @@ void answer_write_result(struct pktbuf *pb, const struct mutation *m, const PGre
 	if (m->extended) {
 		answer_ext_prefix(m, pb);
 		if (m->describe_portal && !returning) {
-			pktbuf_start_msg(pb, 'n');
+			pktbuf_start_msg(pb, PQMSG_NO_DATA);
 			pktbuf_finish_msg(pb);
 		}
 	}
 	if (returning && (!m->extended || m->describe_portal)) {
-		pktbuf_start_msg(pb, 'T');
+		pktbuf_start_msg(pb, PQMSG_ROW_DESCRIPTION);
 		pktbuf_put_u16(pb, (uint16_t)ncols);
 		for (int i = 0; i < ncols; i++) {
 			pktbuf_put_string(pb, PQfname(desc, i));
@@ -179,7 +174,7 @@ void answer_write_result(struct pktbuf *pb, const struct mutation *m, const PGre
 	}
 	if (res != NULL && returning) {
 		for (int r = 0; r < PQntuples(res); r++) {
-			pktbuf_start_msg(pb, 'D');
+			pktbuf_start_msg(pb, PQMSG_DATA_ROW);
 			pktbuf_put_u16(pb, (uint16_t)ncols);
 			for (int i = 0; i < ncols; i++) {
 				if (PQgetisnull(res, r, i)) {
@@ -206,16 +201,15 @@ static const char *sentence_end(const char *text)
 	return n == 0 || text[n - 1] == '.' || text[n - 1] == '!' || text[n - 1] == '?' ? "" : ".";
 }
 
-void mutation_set_api_error(struct mutation *m, const struct api_error *ae)
+void answer_map_api_error(const struct api_error *ae, const char *api, const char *wr,
+                          long long intent_id, struct api_error_answer *out)
 {
-	const char *api = api_name(m->st->api);
-	char msg[256], detail[1536], hint[128], wr[512];
+	char *msg = out->message, *detail = out->detail, hint[128];
 	const char *sqlstate = "XX000";
 	const char *hintp = NULL;
 	const char *what = "error";
 
 	detail[0] = '\0';
-	mutation_describe_write(m, wr, sizeof(wr));
 	switch (ae->cls) {
 	case API_ERR_VALIDATION:
 		sqlstate = "23514";
@@ -283,50 +277,64 @@ void mutation_set_api_error(struct mutation *m, const struct api_error *ae)
 		what = "error";
 		break;
 	}
-	snprintf(msg, sizeof(msg), "%s %s", api, what);
+	snprintf(msg, sizeof(out->message), "%s %s", api, what);
 	if (ae->column[0] && (ae->cls == API_ERR_VALIDATION || ae->cls == API_ERR_REQUIRED ||
 	                      ae->cls == API_ERR_DUPLICATE))
-		snprintf(detail, sizeof(detail), "Key (%s)=(%s) %s", ae->column,
+		snprintf(detail, sizeof(out->detail), "Key (%s)=(%s) %s", ae->column,
 		         ae->value_is_null ? "null" : ae->value,
 		         ae->reason[0] ? ae->reason : ae->message);
 	else if ((ae->cls == API_ERR_UNAVAILABLE || ae->cls == API_ERR_SERVER) &&
 	         ae->nothing_written)
-		snprintf(detail, sizeof(detail), "%s%s Nothing was written.", ae->message,
+		snprintf(detail, sizeof(out->detail), "%s%s Nothing was written.", ae->message,
 		         sentence_end(ae->message));
 	else if (ae->cls == API_ERR_SERVER)
-		snprintf(detail, sizeof(detail),
+		snprintf(detail, sizeof(out->detail),
 		         "%s%s The API may have applied the %s; nothing was written to the "
 		         "database yet. It is journal entry %lld, settled by asking %s.",
-		         ae->message, sentence_end(ae->message), wr, (long long)m->intent_id, api);
+		         ae->message, sentence_end(ae->message), wr, intent_id, api);
 	else if (ae->cls == API_ERR_UNKNOWN_OUTCOME || ae->cls == API_ERR_BAD_ANSWER)
-		snprintf(detail, sizeof(detail),
+		snprintf(detail, sizeof(out->detail),
 		         "%s%s The request was sent; whether %s applied the %s is unknown. Nothing "
 		         "was written to the database yet: it is journal entry %lld, settled by "
 		         "asking %s.",
-		         ae->message, sentence_end(ae->message), api, wr, (long long)m->intent_id,
+		         ae->message, sentence_end(ae->message), api, wr, intent_id,
 		         api);
 	else
-		snprintf(detail, sizeof(detail), "%s", ae->message);
+		snprintf(detail, sizeof(out->detail), "%s", ae->message);
 	if (ae->local && (ae->cls == API_ERR_VALIDATION || ae->cls == API_ERR_REQUIRED ||
 	                  ae->cls == API_ERR_DUPLICATE)) {
 		/* a value the request cannot carry: syncbouncer's refusal, not the API's verdict */
 		sqlstate = "22023";
-		snprintf(msg, sizeof(msg), "row cannot be sent to %s", api);
+		snprintf(msg, sizeof(out->message), "row cannot be sent to %s", api);
 	}
 	if (ae->cls == API_ERR_ASSIGNED_ID) {
-		snprintf(msg, sizeof(msg), "%.200s", ae->message);
-		snprintf(detail, sizeof(detail),
+		snprintf(msg, sizeof(out->message), "%.200s", ae->message);
+		snprintf(detail, sizeof(out->detail),
 		         "Column \"%s\" holds the record id that %s assigns.", ae->column, api);
 	}
-	mutation_set_error(m, sqlstate, msg, detail[0] ? detail : NULL, hintp);
+	out->sqlstate = sqlstate;
+	snprintf(out->hint, sizeof(out->hint), "%s", hintp != NULL ? hintp : "");
+}
+
+void mutation_set_api_error(struct mutation *m, const struct api_error *ae)
+{
+	struct api_error_answer a;
+	char wr[512];
+	const char *detail, *hintp;
+
+	mutation_describe_write(m, wr, sizeof(wr));
+	answer_map_api_error(ae, api_name(m->st->api), wr, (long long)m->intent_id, &a);
+	detail = a.detail[0] ? a.detail : NULL;
+	hintp = a.hint[0] ? a.hint : NULL;
+	mutation_set_error(m, a.sqlstate, a.message, detail, hintp);
 	if (ae->column[0]) {
 		/* the column field of the ErrorResponse names the offending column */
 		struct pg_error e;
 		memset(&e, 0, sizeof(e));
 		e.severity = "ERROR";
-		e.sqlstate = sqlstate;
-		e.message = msg;
-		e.detail = detail[0] ? detail : NULL;
+		e.sqlstate = a.sqlstate;
+		e.message = a.message;
+		e.detail = detail;
 		e.hint = hintp;
 		e.schema = m->st->schema;
 		e.table = m->st->table;
@@ -354,16 +362,16 @@ void answer_now(struct conn *c, const char *sqlstate, const char *msg, const cha
 	}
 	pktbuf_init(&pb, 65536);
 	pktbuf_write_error_fields(&pb, &e);
-	if (c->hook_state != NULL && ((struct mut_client *)c->hook_state)->ext.active) {
+	if (c->hook_state != NULL && ((struct mut_client *)c->hook_state)->ext.phase != EXT_NONE) {
 		/* inside a batch: the rest is skipped up to Sync, which answers ReadyForQuery */
-		((struct mut_client *)c->hook_state)->ext.skip = true;
+		ext_set_phase(&((struct mut_client *)c->hook_state)->ext, EXT_SKIPPING);
 	} else if (answer_raise_on_server(c, &pb)) {
 		pktbuf_free(&pb);
 		return;
 	} else {
 		pktbuf_write_ready(&pb, client_txn_status(c));
 	}
-	if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
+	if (!client_queue(c, &pb))
 		client_close(c, "could not send an error");
 	pktbuf_free(&pb);
 }

@@ -9,6 +9,7 @@
 
 #include "client.h"
 #include "conn.h"
+#include "log.h"
 #include "mutation/answer.h"
 #include "mutation/classifier.h"
 #include "mutation/hook.h"
@@ -17,6 +18,29 @@
 #include "pool.h"
 #include "proto.h"
 #include "sbuf.h"
+
+const char *ext_phase_str(enum ext_phase p)
+{
+	switch (p) {
+	case EXT_NONE:
+		return "none";
+	case EXT_COLLECTING:
+		return "collecting";
+	case EXT_EXECUTED:
+		return "executed";
+	case EXT_SKIPPING:
+		return "skipping";
+	}
+	return "?";
+}
+
+void ext_set_phase(struct ext_seq *e, enum ext_phase p)
+{
+	if (e->phase == p)
+		return;
+	log_debug("extended batch: %s -> %s", ext_phase_str(e->phase), ext_phase_str(p));
+	e->phase = p;
+}
 
 void ext_reset(struct ext_seq *e)
 {
@@ -271,15 +295,15 @@ static void ext_answer_now(struct conn *c, struct ext_seq *e)
 		pktbuf_write_error(&pb, "ERROR", e->sqlstate, e->message, NULL, NULL);
 	} else {
 		if (e->parse && !e->parse_sent)
-			pktbuf_write_simple(&pb, '1');
+			pktbuf_write_simple(&pb, PQMSG_PARSE_COMPLETE);
 		if (e->bind && !e->bind_sent)
-			pktbuf_write_simple(&pb, '2');
+			pktbuf_write_simple(&pb, PQMSG_BIND_COMPLETE);
 		if (e->describe_stmt) {
 			/* parameter types as the client declared them; undeclared ones as text */
 			int n = count_params(e->sql);
 			if (n < e->ntypes)
 				n = e->ntypes;
-			pktbuf_start_msg(&pb, 't');
+			pktbuf_start_msg(&pb, PQMSG_PARAMETER_DESCRIPTION);
 			pktbuf_put_u16(&pb, (uint16_t)n);
 			for (int i = 0; i < n; i++)
 				pktbuf_put_u32(&pb,
@@ -287,16 +311,16 @@ static void ext_answer_now(struct conn *c, struct ext_seq *e)
 			pktbuf_finish_msg(&pb);
 		}
 		if (e->describe_stmt || e->describe_portal) {
-			pktbuf_start_msg(&pb, 'n');
+			pktbuf_start_msg(&pb, PQMSG_NO_DATA);
 			pktbuf_finish_msg(&pb);
 		}
 		if (e->close) {
-			pktbuf_start_msg(&pb, '3');
+			pktbuf_start_msg(&pb, PQMSG_CLOSE_COMPLETE);
 			pktbuf_finish_msg(&pb);
 		}
 	}
 	pktbuf_write_ready(&pb, client_txn_status(c));
-	if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
+	if (!client_queue(c, &pb))
 		client_close(c, "could not send an answer");
 	pktbuf_free(&pb);
 }
@@ -304,12 +328,12 @@ static void ext_answer_now(struct conn *c, struct ext_seq *e)
 /* Forgets the current group (statement, parameters, flags), keeping the batch's state. */
 static void ext_new_group(struct ext_seq *e)
 {
-	bool ran = e->ran, skip = e->skip;
+	bool ran = e->ran;
+	enum ext_phase phase = e->phase == EXT_SKIPPING ? EXT_SKIPPING : EXT_COLLECTING;
 
 	ext_reset(e);
-	e->active = true;
 	e->ran = ran;
-	e->skip = skip;
+	e->phase = phase;
 }
 
 /* Leaves the batch: the messages from here on are ordinary ones, for the server. */
@@ -325,16 +349,17 @@ static void ext_flush(struct conn *c, struct ext_seq *e)
 {
 	struct pktbuf pb;
 
-	if (e->skip || e->failed || ((!e->parse || e->parse_sent) && (!e->bind || e->bind_sent)))
+	if (e->phase == EXT_SKIPPING || e->failed ||
+	    ((!e->parse || e->parse_sent) && (!e->bind || e->bind_sent)))
 		return;
 	pktbuf_init(&pb, 64);
 	if (e->parse && !e->parse_sent)
-		pktbuf_write_simple(&pb, '1');
+		pktbuf_write_simple(&pb, PQMSG_PARSE_COMPLETE);
 	if (e->bind && !e->bind_sent)
-		pktbuf_write_simple(&pb, '2');
+		pktbuf_write_simple(&pb, PQMSG_BIND_COMPLETE);
 	e->parse_sent = e->parse;
 	e->bind_sent = e->bind;
-	if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
+	if (!client_queue(c, &pb))
 		client_close(c, "could not send an answer");
 	pktbuf_free(&pb);
 }
@@ -355,15 +380,15 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 
 	if (!pkt->complete)
 		return HOOK_WAIT;
-	if (e->skip && pkt->type != 'S')
+	if (e->phase == EXT_SKIPPING && pkt->type != PQMSG_SYNC)
 		return HOOK_CONSUME;
 	switch (pkt->type) {
-	case 'P': {
+	case PQMSG_PARSE: {
 		const char *sql;
 		size_t sql_len;
 		uint16_t n;
 		struct stmt_class sc;
-		if (e->group_done)
+		if (e->phase == EXT_EXECUTED)
 			ext_new_group(e);
 		if (e->parse || e->bind) {
 			ext_fail(
@@ -379,8 +404,8 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 			if (e->close && !e->ran) {
 				struct pktbuf pb;
 				pktbuf_init(&pb, 16);
-				pktbuf_write_simple(&pb, '3');
-				if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
+				pktbuf_write_simple(&pb, PQMSG_CLOSE_COMPLETE);
+				if (!client_queue(c, &pb))
 					client_close(c, "could not send an answer");
 				pktbuf_free(&pb);
 			}
@@ -391,23 +416,23 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 		ext_parse(sy, c, mc, pkt);
 		return HOOK_CONSUME;
 	}
-	case 'B':
-		if (e->group_done)
+	case PQMSG_BIND:
+		if (e->phase == EXT_EXECUTED)
 			ext_new_group(e);
 		if (e->ran && !e->parse &&
-		    proto_parse_msg_names('B', pkt->body, pkt->body_len, &stmt, &portal) &&
+		    proto_parse_msg_names(PQMSG_BIND, pkt->body, pkt->body_len, &stmt, &portal) &&
 		    stmt != NULL && mc_find_stmt(mc, stmt) == NULL)
 			return ext_leave(c, mc);
 		if (!e->failed)
 			ext_bind(sy, c, mc, pkt);
 		return HOOK_CONSUME;
-	case 'D':
-		if (pkt->body_len >= 1 && pkt->body[0] == 'P')
+	case PQMSG_DESCRIBE:
+		if (pkt->body_len >= 1 && pkt->body[0] == PQMSG_TARGET_PORTAL)
 			e->describe_portal = true;
 		else
 			e->describe_stmt = true;
 		return HOOK_CONSUME;
-	case 'E':
+	case PQMSG_EXECUTE:
 		if (e->failed) {
 			answer_now(c, e->sqlstate, e->message, NULL, NULL, NULL);
 			return HOOK_CONSUME;
@@ -419,27 +444,27 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 		if (!hook_begin_mutation(sy, c, &e->sc, e->sql, e))
 			return HOOK_CONSUME;
 		return HOOK_PAUSE;
-	case 'C':
-		if (proto_parse_msg_names('C', pkt->body, pkt->body_len, &stmt, &portal) &&
+	case PQMSG_CLOSE:
+		if (proto_parse_msg_names(PQMSG_CLOSE, pkt->body, pkt->body_len, &stmt, &portal) &&
 		    stmt != NULL)
 			mc_drop_stmt(mc, stmt);
 		e->close = true;
 		return HOOK_CONSUME;
-	case 'H':
+	case PQMSG_FLUSH:
 		ext_flush(c, e);
 		return HOOK_CONSUME;
-	case 'S':
+	case PQMSG_SYNC:
 		break;
 	default:
 		/* not part of an extended batch: give the rest to the server */
 		return ext_leave(c, mc);
 	}
 	/* Sync */
-	if (e->ran || e->skip) {
+	if (e->ran || e->phase == EXT_SKIPPING) {
 		struct pktbuf pb;
 		pktbuf_init(&pb, 64);
 		pktbuf_write_ready(&pb, client_txn_status(c));
-		if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
+		if (!client_queue(c, &pb))
 			client_close(c, "could not send an answer");
 		pktbuf_free(&pb);
 	} else {

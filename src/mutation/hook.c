@@ -79,8 +79,8 @@ void mc_release_if_idle(struct conn *c)
 {
 	struct mut_client *mc = c->hook_state;
 
-	if (mc == NULL || mc->m != NULL || mc->answered || mc->ext.active || mc->nstmts > 0 ||
-	    mc->multi != NULL)
+	if (mc == NULL || mc->m != NULL || mc->answered || mc->ext.phase != EXT_NONE ||
+	    mc->nstmts > 0 || mc->multi != NULL)
 		return;
 	ext_reset(&mc->ext);
 	free(mc->stmts);
@@ -259,7 +259,7 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 			mc_release_if_idle(c);
 			return HOOK_CONSUME;
 		}
-		if (mc->ext.active)
+		if (mc->ext.phase != EXT_NONE)
 			return ext_packet(sy, c, mc, pkt);
 	}
 	if (c->admin || c->pool == NULL)
@@ -269,9 +269,9 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 	if (control_pool_paused(c->pool))
 		return HOOK_PASS;
 	switch (pkt->type) {
-	case 'Q':
+	case PQMSG_QUERY:
 		return inspect_query(sy, c, pkt);
-	case 'P': {
+	case PQMSG_PARSE: {
 		const char *sql;
 		size_t sql_len;
 		uint16_t n;
@@ -297,8 +297,8 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 		}
 		break;
 	}
-	case 'B':
-	case 'C':
+	case PQMSG_BIND:
+	case PQMSG_CLOSE:
 		if (mc == NULL || mc->nstmts == 0 || !pkt->complete ||
 		    !proto_parse_msg_names(pkt->type, pkt->body, pkt->body_len, &stmt, &portal) ||
 		    stmt == NULL || mc_find_stmt(mc, stmt) == NULL)
@@ -314,7 +314,7 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 	mc = mc_get(c);
 	if (mc == NULL)
 		return HOOK_PASS;
-	mc->ext.active = true;
+	ext_set_phase(&mc->ext, EXT_COLLECTING);
 	return ext_packet(sy, c, mc, pkt);
 }
 

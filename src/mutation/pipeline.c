@@ -66,10 +66,64 @@ const char *mut_state_str(enum mut_state st)
 		return "calling_api";
 	case MUT_APPLYING:
 		return "applying";
+	case MUT_COMMITTING:
+		return "committing";
 	case MUT_ROLLING_BACK:
 		return "rolling_back";
+	case MUT_SETTLING:
+		return "settling";
+	case MUT_DONE:
+		return "done";
 	}
 	return "?";
+}
+
+bool mut_state_allowed(enum mut_state from, enum mut_state to)
+{
+	if (to == MUT_DONE)
+		return from != MUT_DONE;
+	switch (from) {
+	case MUT_QUEUED:
+		return to == MUT_CONNECTING || to == MUT_CAPTURING;
+	case MUT_CONNECTING:
+		return to == MUT_CAPTURING;
+	case MUT_CAPTURING:
+		return to == MUT_WRITING_INTENT || to == MUT_ROLLING_BACK;
+	case MUT_WRITING_INTENT:
+		return to == MUT_CALLING_API || to == MUT_ROLLING_BACK;
+	case MUT_CALLING_API:
+		return to == MUT_APPLYING || to == MUT_ROLLING_BACK || to == MUT_SETTLING;
+	case MUT_APPLYING:
+		return to == MUT_COMMITTING || to == MUT_SETTLING;
+	case MUT_COMMITTING:
+		return to == MUT_SETTLING;
+	case MUT_ROLLING_BACK:
+	case MUT_SETTLING:
+	case MUT_DONE:
+		return false;
+	}
+	return false;
+}
+
+void mutation_set_state(struct mutation *m, enum mut_state st)
+{
+	if (m->state == st)
+		return;
+	if (!mut_state_allowed(m->state, st)) {
+#ifdef CASSERT
+		fatal("synced table %s: journal entry %lld: illegal move %s -> %s",
+		      m->st->qualified, (long long)m->intent_id, mut_state_str(m->state),
+		      mut_state_str(st));
+#else
+		log_error("synced table %s: journal entry %lld: illegal move %s -> %s",
+		          m->st->qualified, (long long)m->intent_id, mut_state_str(m->state),
+		          mut_state_str(st));
+#endif
+	}
+	log_debug("synced table %s: %s, journal entry %lld: %s -> %s", m->st->qualified,
+	          stmt_op_str(m->op), (long long)m->intent_id, mut_state_str(m->state),
+	          mut_state_str(st));
+	m->state = st;
 }
 
 /* ---- connections ----------------------------------------------------------------------- */
@@ -190,7 +244,7 @@ static void rollback_forget_intent(struct mutation *m)
 
 	snprintf(sql, sizeof(sql), "CALL syncbouncer.intent_forget(%lld, '%s')",
 	         (long long)m->intent_id, m->intent_key);
-	m->state = MUT_ROLLING_BACK;
+	mutation_set_state(m, MUT_ROLLING_BACK);
 	if (m->conn_broken || !queue(m, "ROLLBACK", on_ignored) || !queue(m, sql, on_rolled_back)) {
 		m->conn_broken = true;
 		settle_kick(m->sy->settle,
@@ -199,13 +253,19 @@ static void rollback_forget_intent(struct mutation *m)
 	}
 }
 
-void mutation_rollback(struct mutation *m)
+/* ROLLBACK, as MUT_ROLLING_BACK (nothing at the API) or MUT_SETTLING (the intent stays). */
+static void rollback_as(struct mutation *m, enum mut_state st)
 {
-	m->state = MUT_ROLLING_BACK;
+	mutation_set_state(m, st);
 	if (m->conn_broken || !queue(m, "ROLLBACK", on_rolled_back)) {
 		m->conn_broken = true;
 		mutation_finish(m);
 	}
+}
+
+void mutation_rollback(struct mutation *m)
+{
+	rollback_as(m, MUT_ROLLING_BACK);
 }
 
 /* ---- the write-ahead intent (include/mutation/settle.h) -------------------------------------- */
@@ -295,6 +355,7 @@ static void on_committed(void *arg, struct pgc *pc, PGresult *res, const char *e
 			mutation_set_error(m, "XX000", msg, detail, NULL);
 		}
 		settle_kick(m->sy->settle, 300);
+		mutation_set_state(m, MUT_SETTLING);
 		m->conn_broken = true;
 		mutation_finish(m);
 		return;
@@ -355,6 +416,7 @@ static bool queue_commit(struct mutation *m)
 
 	snprintf(sql, sizeof(sql), "CALL syncbouncer.intent_forget(%lld, '%s')",
 	         (long long)m->intent_id, m->intent_key);
+	mutation_set_state(m, MUT_COMMITTING);
 	return queue(m,
 	             "DELETE FROM syncbouncer.confirmed WHERE xid = pg_catalog.pg_current_xact_id()",
 	             on_ignored) &&
@@ -388,6 +450,8 @@ static void on_applied(void *arg, struct pgc *pc, PGresult *res, const char *err
 		m->apply_mismatch = true;
 	}
 	if (m->failed || m->apply_mismatch) {
+		/* the API has the change, the database will not: the intent stays */
+		mutation_set_state(m, MUT_SETTLING);
 		ok = queue(m, "ROLLBACK", on_committed);
 	} else if (test_hold_before_commit_ms() > 0 && m->ev_hold == NULL) {
 		struct timeval tv = {test_hold_before_commit_ms() / 1000,
@@ -515,11 +579,11 @@ static void on_api_done(void *arg, struct api_result *ar)
 			            m->st->qualified, (long long)m->intent_id, api_name(m->st->api),
 			            api_error_class_str(ar->error.cls));
 			settle_kick(m->sy->settle, 300);
-			mutation_rollback(m);
+			rollback_as(m, MUT_SETTLING);
 		}
 		return;
 	}
-	m->state = MUT_APPLYING;
+	mutation_set_state(m, MUT_APPLYING);
 	if (m->op == OP_INSERT)
 		m->answer_ids = answer_ids_json(ar);
 	if (sy_has_sync(m) && m->op == OP_INSERT) {
@@ -535,7 +599,7 @@ static void on_api_done(void *arg, struct api_result *ar)
 	if (json == NULL) {
 		mutation_set_error(m, "53200", "out of memory building the confirmed rows", NULL,
 		                   NULL);
-		mutation_rollback(m);
+		rollback_as(m, MUT_SETTLING); /* the API has the change: the intent stays */
 		return;
 	}
 	snprintf(relid, sizeof(relid), "%u", m->ct->relid);
@@ -561,77 +625,6 @@ static void on_api_done(void *arg, struct api_result *ar)
 	}
 }
 
-static enum api_value_type value_type(const struct json_value *v)
-{
-	switch (v->kind) {
-	case JSON_NUMBER:
-		return API_VALUE_NUMBER;
-	case JSON_BOOL:
-		return API_VALUE_BOOL;
-	case JSON_ARRAY:
-	case JSON_OBJECT:
-		return API_VALUE_JSON; /* json, jsonb and array columns go to the API as JSON */
-	default:
-		return API_VALUE_TEXT;
-	}
-}
-
-/* Turns a to_jsonb(row) image into column/value pairs for the connector. */
-static bool image_values(struct captured *cr, const struct json_value *img, struct api_value **out,
-                         int *n)
-{
-	struct api_value *vals;
-
-	*out = NULL;
-	*n = 0;
-	if (img == NULL || img->kind != JSON_OBJECT)
-		return img == NULL || img->kind == JSON_NULL;
-	vals = calloc(img->count ? img->count : 1, sizeof(*vals));
-	if (vals == NULL)
-		return false;
-	for (size_t i = 0; i < img->count; i++) {
-		const struct json_value *v = img->items[i];
-		vals[i].column = img->keys[i];
-		vals[i].type = value_type(v);
-		switch (v->kind) {
-		case JSON_NULL:
-			vals[i].value = NULL;
-			break;
-		case JSON_BOOL:
-			vals[i].value = v->boolean ? "true" : "false";
-			break;
-		case JSON_NUMBER:
-		case JSON_STRING:
-			vals[i].value = v->str;
-			break;
-		case JSON_ARRAY:
-		case JSON_OBJECT: {
-			struct json_out jo;
-			size_t len;
-			char *text, **grown;
-			if (!json_out_init(&jo, 1024 * 1024))
-				return false;
-			json_out_value(&jo, v);
-			text = json_out_ok(&jo) ? json_out_take(&jo, &len) : NULL;
-			json_out_free(&jo);
-			grown = realloc(cr->owned, sizeof(char *) * (size_t)(cr->nowned + 1));
-			if (text == NULL || grown == NULL) {
-				free(text);
-				free(vals);
-				return false;
-			}
-			cr->owned = grown;
-			cr->owned[cr->nowned++] = text;
-			vals[i].value = text;
-			break;
-		}
-		}
-	}
-	*out = vals;
-	*n = (int)img->count;
-	return true;
-}
-
 /* Nothing matched: no API call, the statement's own (empty) result. */
 static void answer_no_rows(struct mutation *m)
 {
@@ -643,7 +636,7 @@ static void answer_no_rows(struct mutation *m)
 		answer_send(m, &pb);
 		pktbuf_free(&pb);
 	}
-	m->state = MUT_ROLLING_BACK;
+	mutation_set_state(m, MUT_ROLLING_BACK);
 	if (!queue(m, "ROLLBACK", on_rolled_back)) {
 		m->conn_broken = true;
 		mutation_finish(m); /* frees m */
@@ -779,8 +772,10 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		    (!PQgetisnull(res, i, 2) &&
 		     !json_parse(PQgetvalue(res, i, 2), (size_t)PQgetlength(res, i, 2), &limits,
 		                 &cr->new_json, err, sizeof(err))) ||
-		    !image_values(cr, cr->old_json, &cr->old_vals, &cr->nold) ||
-		    !image_values(cr, cr->new_json, &cr->new_vals, &cr->nnew)) {
+		    !settle_image_values(cr->old_json, &cr->old_vals, &cr->nold, &cr->owned,
+		                         &cr->nowned) ||
+		    !settle_image_values(cr->new_json, &cr->new_vals, &cr->nnew, &cr->owned,
+		                         &cr->nowned)) {
 			mutation_set_error(m, "XX000", "could not read a captured row image", NULL,
 			                   NULL);
 			mutation_rollback(m);
@@ -791,7 +786,7 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		m->api_rows[i].new_image.values = cr->new_vals;
 		m->api_rows[i].new_image.nvalues = cr->nnew;
 	}
-	m->state = MUT_WRITING_INTENT;
+	mutation_set_state(m, MUT_WRITING_INTENT);
 	intent_write(m);
 }
 
@@ -826,7 +821,7 @@ void mutation_send_request(struct mutation *m)
 	                 : m->op == OP_UPDATE ? API_OP_UPDATE
 	                                      : API_OP_DELETE;
 
-	m->state = MUT_CALLING_API;
+	mutation_set_state(m, MUT_CALLING_API);
 	note_sync_write(m, true);
 	m->call = api_submit_keyed(m->st->api, &m->st->at, op, m->api_rows, m->nrows, m->intent_key,
 	                           on_api_done, m);
@@ -857,7 +852,7 @@ static void start_capture(struct mutation *m)
 	        "FROM (SELECT seq, old::text AS o, new::text AS n FROM syncbouncer.capture "
 	        "WHERE xid = pg_catalog.pg_current_xact_id() AND tbl = %u) c) s ORDER BY seq",
 	        CAPTURE_MAX_BYTES, CAPTURE_MAX_BYTES, m->ct->relid);
-	m->state = MUT_CAPTURING;
+	mutation_set_state(m, MUT_CAPTURING);
 	/*
 	 * lock_timeout: the write may wait for a row that the client itself holds locked in its
 	 * own transaction; it must fail (55P03) rather than wait forever. max_rows: the trigger
@@ -952,6 +947,7 @@ void mutation_finish(struct mutation *m)
 	struct mut_client *mc = m->mc;
 
 	report_finished(m);
+	mutation_set_state(m, MUT_DONE);
 	if (m->call != NULL) {
 		api_call_cancel(m->call);
 		m->call = NULL;
@@ -967,7 +963,7 @@ void mutation_finish(struct mutation *m)
 			answer_ext_prefix(m, &pb);
 		if (!m->no_ready && answer_raise_on_server(mc->client, &m->err)) {
 			/* the prefix now; the server's error and ReadyForQuery follow */
-			if (pb.len > 0 && !sbuf_queue_pktbuf(&mc->client->sbuf, &pb))
+			if (pb.len > 0 && !client_queue(mc->client, &pb))
 				client_close(mc->client, "could not send an answer");
 		} else {
 			pktbuf_put_bytes(&pb, m->err.data, m->err.len);
@@ -991,11 +987,9 @@ void mutation_finish(struct mutation *m)
 		if (!next_started) {
 			mc_multi_free(mc);
 			mc->answered = true;
-			if (m->no_ready && mc->ext.active) {
+			if (m->no_ready && mc->ext.phase != EXT_NONE) {
 				mc->ext.ran = true;
-				mc->ext.group_done = true;
-				if (m->failed)
-					mc->ext.skip = true;
+				ext_set_phase(&mc->ext, m->failed ? EXT_SKIPPING : EXT_EXECUTED);
 			}
 			client_resume(mc->client);
 		}
@@ -1058,7 +1052,8 @@ static bool copy_params(struct mutation *m, const struct ext_seq *ext)
 	m->parse_complete = ext->parse && !ext->parse_sent;
 	m->bind_complete = ext->bind && !ext->bind_sent;
 	m->describe_portal = ext->describe_portal;
-	m->no_ready = ext->active; /* still collecting: the batch's Sync is yet to come */
+	m->no_ready =
+	        ext->phase != EXT_NONE; /* still collecting: the batch's Sync is yet to come */
 	m->result_format = ext->result_format;
 	if (n == 0)
 		return true;
@@ -1111,7 +1106,7 @@ void mutation_acquire(struct mutation *m)
 		return;
 	}
 	list_init(&m->conn->head);
-	m->state = MUT_CONNECTING;
+	mutation_set_state(m, MUT_CONNECTING);
 	m->conn->pc = pgc_connect(sy->b->base, m->conninfo, on_connected, m);
 	if (m->conn->pc == NULL) {
 		free(m->conn->conninfo);
@@ -1211,7 +1206,7 @@ void mutation_start(struct synced *sy, struct mut_client *mc, struct synced_tabl
 	}
 	if (sy->api_active[st->api_index] >= sy->api_cap[st->api_index]) {
 		/* the API takes no more at once: wait without holding a database connection */
-		m->state = MUT_QUEUED;
+		mutation_set_state(m, MUT_QUEUED);
 		list_append(&sy->queued, &m->qhead);
 		return;
 	}

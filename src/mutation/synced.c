@@ -24,6 +24,7 @@
 #include "log.h"
 #include "mutation/catalog.h"
 #include "mutation/classifier.h"
+#include "mutation/history.h"
 #include "mutation/hook.h"
 #include "mutation/journal.h"
 #include "mutation/pipeline.h"
@@ -107,6 +108,15 @@ static void on_sync_done(void *arg, uint64_t conn_id, const char *error)
 		admin_command_failed(sy->b, conn_id, "58000", error);
 }
 
+/* The query hook on b (bouncer.h), with sy as its context. */
+static void install_hook(struct bouncer *b, struct synced *sy)
+{
+	b->hook.inspect = hook_inspect;
+	b->hook.stream_needles = classifier_setting_needles();
+	b->hook.client_closed = hook_client_closed;
+	b->hook.ctx = sy;
+}
+
 /*
  * Without [synced_tables] there is no pipeline, but the guard's settings are refused all the
  * same: a server that took SET syncbouncer.mode now would keep it in the pool, and a RELOAD that
@@ -129,10 +139,7 @@ static bool synced_start_settings_only(struct bouncer *b)
 		return false;
 	}
 	b->synced = sy;
-	b->hook.inspect = hook_inspect;
-	b->hook.stream_needles = classifier_setting_needles();
-	b->hook.client_closed = hook_client_closed;
-	b->hook.ctx = sy;
+	install_hook(b, sy);
 	return true;
 }
 
@@ -266,10 +273,7 @@ bool synced_start(struct bouncer *b)
 	if (sy->sync == NULL)
 		goto fail;
 	b->synced = sy;
-	b->hook.inspect = hook_inspect;
-	b->hook.stream_needles = classifier_setting_needles();
-	b->hook.client_closed = hook_client_closed;
-	b->hook.ctx = sy;
+	install_hook(b, sy);
 	return true;
 fail:
 	free(ctabs);
@@ -293,7 +297,8 @@ void synced_stop(struct bouncer *b)
 	list_for_each_safe(it, tmp, &sy->mutations)
 	{
 		struct mutation *m = list_entry(it, struct mutation, head);
-		if (m->state == MUT_APPLYING && m->confirmed != NULL) {
+		if ((m->state == MUT_APPLYING || m->state == MUT_COMMITTING) &&
+		    m->confirmed != NULL) {
 			log_error(
 			        "synced table %s: stopping while applying a write that %s accepted "
 			        "(%s); journal entry %lld settles it",
@@ -371,10 +376,7 @@ void synced_reload(struct bouncer *b)
 	if (!synced_start(b)) {
 		b->synced = sy;
 		if (sy != NULL) {
-			b->hook.inspect = hook_inspect;
-			b->hook.stream_needles = classifier_setting_needles();
-			b->hook.client_closed = hook_client_closed;
-			b->hook.ctx = sy;
+			install_hook(b, sy);
 		}
 		log_error(
 		        "synced tables: RELOAD failed, the previous [apis] and [synced_tables] stay "
@@ -387,10 +389,7 @@ void synced_reload(struct bouncer *b)
 		synced_stop(b);
 		b->synced = fresh;
 		if (fresh != NULL) {
-			b->hook.inspect = hook_inspect;
-			b->hook.stream_needles = classifier_setting_needles();
-			b->hook.client_closed = hook_client_closed;
-			b->hook.ctx = fresh;
+			install_hook(b, fresh);
 		}
 	}
 }
@@ -417,11 +416,6 @@ void synced_shutdown(struct bouncer *b)
 	synced_stop(b);
 }
 
-int synced_in_flight(struct bouncer *b)
-{
-	return synced_in_flight_db(b, NULL);
-}
-
 int synced_in_flight_db(struct bouncer *b, const char *db)
 {
 	struct list *it;
@@ -437,3 +431,34 @@ int synced_in_flight_db(struct bouncer *b, const char *db)
 	}
 	return n;
 }
+
+/* ---- the module ------------------------------------------------------------------------- */
+
+/* What lives as long as the process: the history of finished writes and the console views. */
+static bool synced_init(struct bouncer *b)
+{
+	b->history = history_new();
+	return b->history != NULL && synced_register_views(b);
+}
+
+static void synced_exit(struct bouncer *b)
+{
+	synced_shutdown(b);
+	history_free(b->history);
+	b->history = NULL;
+}
+
+static const char *const synced_commands[] = {"JOURNAL", "SYNC", NULL};
+
+const struct module_ops synced_module = {
+        .name = "synced tables",
+        .init = synced_init,
+        .start = synced_start,
+        .reload = synced_reload,
+        .shutdown = synced_exit,
+        .in_flight = synced_in_flight_db,
+        .commands = synced_commands,
+        .command = synced_command,
+        .admin_gone = synced_forget_admin,
+        .write_metrics = synced_write_metrics,
+};

@@ -4,6 +4,7 @@
  */
 #include "mutation/synced.h"
 
+#include <event2/buffer.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -20,14 +21,15 @@
 
 /* ---- admin console views --------------------------------------------------------------- */
 
-const char *const synced_tables_columns[] = {
+static const char *const synced_tables_columns[] = {
         "database",   "table",       "api",           "object",         "state",      "inserts",
         "updates",    "deletes",     "rejected",      "error",          "sync_state", "last_sync",
         "sync_lag_s", "synced_rows", "backfill_rows", "backfill_total", NULL,
 };
 
-void synced_show_tables(struct bouncer *b, synced_row_cb cb, void *arg)
+static void synced_show_tables(struct bouncer *b, void *ctx, admin_row_cb cb, void *arg)
 {
+	(void)ctx;
 	struct synced *sy = b->synced;
 	char num[4][24];
 
@@ -70,13 +72,14 @@ void synced_show_tables(struct bouncer *b, synced_row_cb cb, void *arg)
 	}
 }
 
-const char *const synced_mutations_columns[] = {
+static const char *const synced_mutations_columns[] = {
         "client", "database", "table",    "operation",   "rows",       "api",        "state",
         "age",    "outcome",  "sqlstate", "http_status", "request_id", "latency_us", NULL,
 };
 
-void synced_show_mutations(struct bouncer *b, synced_row_cb cb, void *arg)
+static void synced_show_mutations(struct bouncer *b, void *ctx, admin_row_cb cb, void *arg)
 {
+	(void)ctx;
 	struct synced *sy = b->synced;
 	struct list *it;
 
@@ -105,13 +108,14 @@ void synced_show_mutations(struct bouncer *b, synced_row_cb cb, void *arg)
 	history_show(b->history, cb, arg);
 }
 
-const char *const synced_apis_columns[] = {
+static const char *const synced_apis_columns[] = {
         "name",   "type",           "base_url", "in_flight",   "queued", "requests",
         "errors", "avg_latency_us", "auth",     "token_state", "usage",  NULL,
 };
 
-void synced_show_apis(struct bouncer *b, synced_row_cb cb, void *arg)
+static void synced_show_apis(struct bouncer *b, void *ctx, admin_row_cb cb, void *arg)
 {
+	(void)ctx;
 	struct synced *sy = b->synced;
 
 	if (sy == NULL)
@@ -145,23 +149,24 @@ void synced_show_apis(struct bouncer *b, synced_row_cb cb, void *arg)
 }
 
 /* Unsettled intents as the settler's last pass saw them; -1 without synced tables. */
-int synced_journal_backlog(struct bouncer *b)
+static int synced_journal_backlog(struct bouncer *b)
 {
 	return b->synced != NULL ? settle_pending(b->synced->settle) : -1;
 }
 
-const char *const synced_journal_columns[] = {
+static const char *const synced_journal_columns[] = {
         "id",  "database", "table",      "operation", "keys",    "state",
         "age", "attempts", "last_error", "owner",     "overdue", NULL,
 };
 
-void synced_show_journal(struct bouncer *b, synced_row_cb cb, void *arg)
+static void synced_show_journal(struct bouncer *b, void *ctx, admin_row_cb cb, void *arg)
 {
+	(void)ctx;
 	if (b->synced != NULL)
 		settle_show(b->synced->settle, cb, arg);
 }
 
-bool synced_journal_command(struct bouncer *b, const char *arg, char *msg, size_t size)
+static bool synced_journal_command(struct bouncer *b, const char *arg, char *msg, size_t size)
 {
 	char verb[16], id[32], word[16];
 	int n;
@@ -190,8 +195,8 @@ bool synced_journal_command(struct bouncer *b, const char *arg, char *msg, size_
 
 /* ---- admin console commands ------------------------------------------------------------ */
 
-const char *synced_sync_command(struct bouncer *b, const char *name, bool backfill,
-                                uint64_t conn_id, bool *wait)
+static const char *synced_sync_command(struct bouncer *b, const char *name, bool backfill,
+                                       uint64_t conn_id, bool *wait)
 {
 	*wait = false;
 	if (b->synced == NULL || b->synced->sync == NULL)
@@ -203,4 +208,52 @@ void synced_forget_admin(struct bouncer *b, uint64_t conn_id)
 {
 	if (b->synced != NULL)
 		sync_forget_waiter(b->synced->sync, conn_id);
+}
+
+enum module_cmd synced_command(struct bouncer *b, const char *cmd, const char *arg,
+                               uint64_t admin_id, char *msg, size_t size)
+{
+	if (strcasecmp(cmd, "JOURNAL") == 0)
+		return synced_journal_command(b, arg, msg, size) ? MODULE_CMD_DONE
+		                                                 : MODULE_CMD_REFUSED;
+	if (strcasecmp(cmd, "SYNC") == 0) {
+		bool backfill = strncasecmp(arg, "BACKFILL ", 9) == 0, wait = false;
+		const char *err =
+		        synced_sync_command(b, backfill ? arg + 9 : arg, backfill, admin_id, &wait);
+		if (err != NULL) {
+			snprintf(msg, size, "%s", err);
+			return MODULE_CMD_REFUSED;
+		}
+		return wait ? MODULE_CMD_WAIT : MODULE_CMD_DONE;
+	}
+	return MODULE_CMD_UNKNOWN;
+}
+
+/* ---- the metrics endpoint ----------------------------------------------------------------- */
+
+void synced_write_metrics(struct bouncer *b, struct evbuffer *out, const char *written)
+{
+	/* the settler's count of unsettled write-ahead intents */
+	int backlog = synced_journal_backlog(b);
+
+	if (backlog >= 0 && strstr(written, "|syncbouncer_journal_pending_entries|") == NULL)
+		evbuffer_add_printf(
+		        out,
+		        "# HELP syncbouncer_journal_pending_entries Synced writes whose "
+		        "outcome is not settled yet (SHOW JOURNAL)\n"
+		        "# TYPE syncbouncer_journal_pending_entries gauge\n"
+		        "syncbouncer_journal_pending_entries %d\n",
+		        backlog);
+	history_write_metrics(b->history, out);
+}
+
+/* The views answer with no rows while the synced-table side is not running. */
+bool synced_register_views(struct bouncer *b)
+{
+	return admin_register_view(b, "APIS", synced_apis_columns, synced_show_apis, NULL) &&
+	       admin_register_view(b, "SYNCED_TABLES", synced_tables_columns, synced_show_tables,
+	                           NULL) &&
+	       admin_register_view(b, "MUTATIONS", synced_mutations_columns, synced_show_mutations,
+	                           NULL) &&
+	       admin_register_view(b, "JOURNAL", synced_journal_columns, synced_show_journal, NULL);
 }

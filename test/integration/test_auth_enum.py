@@ -6,6 +6,7 @@ pgbouncer's says, so that operators' greps keep working."""
 import pytest
 
 import pgwire
+from conftest import IS_PGBOUNCER
 
 
 def login(b, user, db, password):
@@ -116,3 +117,18 @@ def test_auth_any_needs_a_forced_user(bouncer_factory, pg):
     err = login(b, "whoever", "app", None)[1]
     assert err["M"] == "bouncer config error"
     assert "auth_type=any requires forced user" in b.log()
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer writes the user name as it came")
+def test_user_name_cannot_forge_log_lines(bouncer_factory):
+    """A user name is the client's to choose before any password: with a line break in it, it
+    must not start a line of the log of its own (one saying a login from another address failed,
+    for a tool that bans addresses on such lines)."""
+    b = bouncer_factory(config={"pgbouncer": {"log_connections": 1,
+                                              "log_disconnections": 1}})
+    forged = "2026-01-01 00:00:00.000 UTC [1] LOG C-0x1: 192.0.2.7 bad"
+    _, err = login(b, "x\n" + forged, "app", "wrong")
+    assert err["M"] == "password authentication failed"
+    log = b.log()
+    assert not [line for line in log.splitlines() if line.startswith(forged[:30])], log
+    assert "x\\n2026-01-01" in log

@@ -264,3 +264,128 @@ def test_logins_queue_for_the_auth_pool(bouncer_factory, roles, pg):
         t.join(60)
     assert results == [[[u]] for u, _ in users]
     assert backends(pg, roles["admin"]) == 1
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer 1.18 runs the auth query in whatever "
+                    "session an auth_user client left on the server")
+def test_auth_users_own_sessions_do_not_shape_the_auth_query(bouncer_factory, roles, pg):
+    """A client logged in as auth_user shares the auth pool's servers (as in pgbouncer). In
+    transaction pooling its session state stays on the server it used: here a temporary table
+    that hides pg_authid and holds a forged secret for another role. The auth query must not
+    run in what a client left: the forged password is refused, and the role's idle server
+    never goes to the forger."""
+    victim = roles["md5"]
+    b = aq_bouncer(bouncer_factory, roles, pool_mode="transaction", default_pool_size=1)
+    # the victim's login leaves a server logged in as the victim idle in its pool
+    assert login(b, victim, "app", "md5pass")[1] == [[victim]]
+    forged = "md5" + hashlib.md5(f"forged{victim}".encode()).hexdigest()
+    with b.connect(user=roles["admin"], password="adminpass", autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE pg_authid (rolname name, rolvaliduntil timestamptz, "
+                     "rolpassword text, rolcanlogin bool)")
+        conn.execute("INSERT INTO pg_authid VALUES (%s, NULL, %s, true)", (victim, forged))
+        # the session's table is there, on the auth pool's one server
+        assert conn.execute("SELECT count(*) FROM pg_authid").fetchone() == (1,)
+    _, err = login(b, victim, "app", "forged")
+    assert isinstance(err, dict) and err["M"] == "password authentication failed", err
+    assert login(b, victim, "app", "md5pass")[1] == [[victim]]
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer answers 'no such user' when auth_query "
+                    "finds no row")
+def test_unknown_user_is_offered_what_real_users_are(bouncer_factory, roles):
+    """auth_type md5 with users whose secrets are SCRAM (PostgreSQL's default since 14): real
+    users are asked for SCRAM. An unknown user asked for md5 would be told apart at the first
+    message; once logins have shown SCRAM to be what users have, an unknown user goes through
+    a SCRAM exchange too and fails as a wrong password does."""
+    b = aq_bouncer(bouncer_factory, roles)
+    assert login(b, roles["scram"], "app", "scrampass")[1] == [[roles["scram"]]]
+    known = login(b, roles["scram"], "app", "wrong")
+    unknown = login(b, "aq_nobody", "app", "wrong")
+    assert known[0] == unknown[0] == [pgwire.AUTH_SASL, pgwire.AUTH_SASL_CONTINUE]
+    assert known[1]["M"] == unknown[1]["M"] == "SASL authentication failed"
+    assert known[1]["C"] == unknown[1]["C"]
+    # failed attempts do not count: probing a known md5 user does not turn the mock back
+    for _ in range(3):
+        login(b, roles["md5"], "app", "wrong")
+    assert login(b, "aq_nobody", "app", "wrong")[0] == unknown[0]
+    # nor do the md5 logins of the auth_file's users: an unknown user would be looked up by
+    # auth_query, and is compared with the users auth_query found
+    for _ in range(3):
+        assert login(b, roles["admin"], "app", "adminpass")[0] == [pgwire.AUTH_MD5,
+                                                                    pgwire.AUTH_OK]
+    assert login(b, "aq_nobody", "app", "wrong")[0] == unknown[0]
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer fails a user with an md5 secret at the "
+                    "first SCRAM message, before an unknown user's exchange ends")
+def test_md5_secret_under_scram_fails_like_an_unknown_user(bouncer_factory, roles):
+    """auth_type scram-sha-256 and a user whose secret is an md5 hash, which cannot do SCRAM:
+    as in PostgreSQL the exchange goes on with a mock secret and fails at its end, so the user
+    cannot be told from an unknown one; the log says why."""
+    b = aq_bouncer(bouncer_factory, roles, auth_type="scram-sha-256")
+    md5user = login(b, roles["md5"], "app", "md5pass")
+    unknown = login(b, "aq_nobody", "app", "md5pass")
+    assert md5user[0] == unknown[0] == [pgwire.AUTH_SASL, pgwire.AUTH_SASL_CONTINUE]
+    assert md5user[1]["M"] == unknown[1]["M"] == "SASL authentication failed"
+    assert md5user[1]["C"] == unknown[1]["C"]
+    assert "SCRAM authentication failed: user has MD5 secret" in b.log()
+
+
+def peak_rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer 1.18 refuses the login with 'bouncer config "
+                    "error' before the query runs")
+def test_huge_auth_query_answer_is_not_gathered(bouncer_factory, roles):
+    """An auth_query that answers with a 64 MB "secret" (a custom query reading a table users
+    can write to, say): the answer is refused as soon as its length is known, the login fails
+    as a failed query does, and the pooler does not hold the answer in memory."""
+    b = aq_bouncer(bouncer_factory, roles,
+                   auth_query="SELECT $1::text, repeat('x', 64 * 1024 * 1024)")
+    before = peak_rss_kb(b.pid)
+    _, err = login(b, roles["md5"], "app", "md5pass")
+    assert isinstance(err, dict) and err["M"] == "authentication query failed", err
+    assert "auth_query answer too long" in b.log()
+    assert peak_rss_kb(b.pid) - before < 32 * 1024
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer 1.18 refuses the login with 'bouncer config "
+                    "error' before the query runs")
+def test_query_timeout_ends_a_stuck_auth_query(bouncer_factory, roles, pg):
+    """The auth query waits on a lock that is never released: query_timeout cancels it and
+    frees the auth pool's server, as it does a client's query; the login fails and the next
+    one, with the lock gone, works on the auth pool."""
+    lock = 7340321
+    b = aq_bouncer(bouncer_factory, roles, query_timeout=1, default_pool_size=1, auth_query=(
+        "SELECT rolname, rolpassword FROM pg_authid, "
+        f"LATERAL (SELECT pg_advisory_xact_lock_shared({lock})) l WHERE rolname=$1"))
+    with pg.connect(dbname="app") as holder:
+        holder.autocommit = True
+        holder.execute(f"SELECT pg_advisory_lock({lock})")
+        _, err = login(b, roles["md5"], "app", "md5pass")
+        assert isinstance(err, dict) and err["M"] == "authentication query failed", err
+        assert "closing because: query timeout" in b.log()
+    assert login(b, roles["md5"], "app", "md5pass")[1] == [[roles["md5"]]]
+
+
+@needs_auth_dbname
+def test_disabled_auth_database(bouncer_factory, roles, pg):
+    """DISABLE of the auth database stops the pooler from logging into it for auth_query too,
+    as in pgbouncer: logins that need the query are refused until ENABLE."""
+    b = bouncer_factory(config={
+        "databases": {"authdb": f"host=127.0.0.1 port={pg.port} dbname=postgres"},
+        "pgbouncer": {"auth_user": roles["admin"], "auth_dbname": "authdb"}},
+        users={roles["admin"]: "adminpass", "postgres": "postgres"})
+    with b.connect(dbname="pgbouncer", user="postgres", password="postgres", autocommit=True,
+                   prepare_threshold=None) as a:
+        a.execute("DISABLE authdb")
+        _, err = login(b, roles["md5"], "app", "md5pass")
+        assert isinstance(err, dict), err
+        assert err["M"] == 'authentication database "authdb" is disabled'
+        a.execute("ENABLE authdb")
+    assert login(b, roles["md5"], "app", "md5pass")[1] == [[roles["md5"]]]

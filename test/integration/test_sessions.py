@@ -92,6 +92,24 @@ def test_parameters_do_not_leak_between_clients(bouncer_factory, reset_query):
     assert pid_a == pid_b
 
 
+def test_welcome_reports_each_clients_own_settings(bouncer):
+    """The ParameterStatus messages of the welcome carry the client's own startup settings,
+    whichever client logged in before it with other ones."""
+    order = [("alpha", "LATIN1"), ("beta", None), ("alpha", "LATIN1"), (None, None),
+             ("beta", None)]
+    for app, enc in order:
+        kw = {}
+        if app:
+            kw["application_name"] = app
+        if enc:
+            kw["client_encoding"] = enc
+        with bouncer.connect(**kw) as conn:
+            assert conn.info.parameter_status("application_name") == (app or "")
+            assert conn.info.parameter_status("client_encoding") == (enc or "UTF8")
+            assert conn.info.parameter_status("DateStyle") == "ISO, MDY"
+            assert conn.info.parameter_status("server_version")
+
+
 @pytest.mark.xfail(IS_PGBOUNCER, reason="pgbouncer 1.18 refuses the options startup parameter",
                    strict=True)
 def test_options_search_path(bouncer, pg):

@@ -1204,6 +1204,40 @@ static int remove_tmpdir(void **state)
 	return system(cmd) == 0 ? 0 : -1;
 }
 
+/* The lists of names (admin_users, metrics_users, ignore_startup_parameters): one rule for all. */
+static void test_name_lists(void **state)
+{
+	static const struct {
+		const char *list, *name;
+		bool ignore_case, found;
+	} cases[] = {
+	        {"alice, bob", "bob", false, true},
+	        {" alice ,\tbob\t", "alice", false, true},
+	        {" alice ,\tbob\t", "bob", false, true},
+	        {"alice,,bob", "bob", false, true},
+	        {"alice bob", "alice", false, false}, /* one name with a space: not alice */
+	        {"alice bob", "alice bob", false, true},
+	        {"alice", "alic", false, false},
+	        {"alice", "alice2", false, false},
+	        {"Alice", "alice", false, false}, /* user names are exact */
+	        {"DateStyle, TimeZone", "timezone", true, true},
+	        {"DateStyle, TimeZone", "timezone", false, false},
+	        {"", "alice", false, false},
+	        {"alice", "", false, false},
+	        {" , ", "", false, false},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		if (cf_list_has(cases[i].list, cases[i].name, cases[i].ignore_case) !=
+		    cases[i].found)
+			fail_msg("\"%s\" in \"%s\"%s: expected %s", cases[i].name, cases[i].list,
+			         cases[i].ignore_case ? " (case ignored)" : "",
+			         cases[i].found ? "found" : "not found");
+	}
+	assert_false(cf_list_has(NULL, "alice", false));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1234,6 +1268,7 @@ int main(void)
 	        cmocka_unit_test(test_reload_keeps_restart_settings),
 	        cmocka_unit_test(test_man_page_lists_every_setting),
 	        cmocka_unit_test(test_enum_names),
+	        cmocka_unit_test(test_name_lists),
 	};
 
 	return cmocka_run_group_tests(tests, setup_tmpdir, remove_tmpdir);

@@ -148,6 +148,10 @@ static void test_relay_table(void **state)
 	        {"abc", "SIS", "aic"},
 	        {"abcd", "SSIS", "abid"},
 	        {"ab", "IS", "ib"},
+	        /* injected with nothing relayed after them in the round: sent at its end */
+	        {"ab", "SI", "ai"},
+	        {"a", "I", "i"},
+	        {"abc", "SIP", "ai"},
 	        /* a pause stops the relay at that packet */
 	        {"abc", "SP", "a"},
 	};
