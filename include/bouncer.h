@@ -57,6 +57,11 @@ const char *hook_verdict_str(enum hook_verdict v);
 struct query_hook {
 	enum hook_verdict (*inspect)(void *ctx, struct conn *client, const struct sbuf_pkt *pkt);
 	void (*client_closed)(void *ctx, struct conn *client);
+	/*
+	 * A CancelRequest for client while the hook holds its query (HOOK_PAUSE): true when the
+	 * hook dealt with it; false (or NULL) sends it to the client's server as usual.
+	 */
+	bool (*cancel)(void *ctx, struct conn *client);
 	const char *const *stream_needles;
 	void *ctx;
 };

@@ -63,6 +63,22 @@ bool pgc_query(struct pgc *pc, const char *sql, int nparams, const Oid *types,
                pgc_result_cb cb, void *arg) __attribute__((warn_unused_result));
 
 /*
+ * Queues the preparation of sql as statement name ("" the unnamed one) with ntypes declared
+ * parameter types (0 = unspecified: the server infers them), as Parse does; cb gets the result.
+ * Same rules and return value as pgc_query().
+ */
+bool pgc_prepare(struct pgc *pc, const char *name, const char *sql, int ntypes, const Oid *types,
+                 pgc_result_cb cb, void *arg) __attribute__((warn_unused_result));
+
+/*
+ * Queues a Describe of prepared statement name: cb's result tells its parameter types
+ * (PQnparams, PQparamtype) and the columns it returns (PQnfields, PQfname, ...; none for a
+ * statement that returns no rows). Same rules and return value as pgc_query().
+ */
+bool pgc_describe_prepared(struct pgc *pc, const char *name, pgc_result_cb cb, void *arg)
+        __attribute__((warn_unused_result));
+
+/*
  * Inside a result callback only: takes the result from the pgc; the caller must PQclear() it.
  * NULL when called elsewhere or twice.
  */

@@ -76,6 +76,7 @@ struct sbuf {
 	enum sbuf_action pkt_action;
 	bool startup_phase;  /* packets have no type byte (StartupMessage, SSLRequest …) */
 	bool paused;         /* owner does not want packets now */
+	bool read_paused;    /* while paused, go on reading (into the buffer) to see EOF at once */
 	bool resume_pending; /* sbuf_resume() was called from inside a packet callback */
 	bool blocked;        /* waiting for dst to become writable */
 	bool broken;         /* a write to this socket failed */
@@ -119,6 +120,12 @@ void sbuf_close(struct sbuf *sb);
 void sbuf_resume(struct sbuf *sb);
 /* Stops delivering packets; what was read stays in the buffer. */
 void sbuf_pause(struct sbuf *sb);
+/*
+ * For the pause the owner's current packet handler is about to ask for (SBUF_PAUSE): go on
+ * reading into the buffer (not delivering) while paused, so that the peer's disconnect is seen
+ * at once; until the buffer is full. Ends with sbuf_resume().
+ */
+void sbuf_read_while_paused(struct sbuf *sb);
 
 /* Links the relay target (NULL to unlink). A blocked link is released first. */
 void sbuf_set_dst(struct sbuf *sb, struct sbuf *dst);

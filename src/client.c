@@ -618,7 +618,10 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 	case STARTUP_CANCEL: {
 		struct conn *target;
 		client_find_by_cancel_key(b, info.cancel_pid, info.cancel_key, &target);
-		if (target != NULL && target->link != NULL)
+		if (target != NULL && target->hook_state != NULL && b->hook.cancel != NULL &&
+		    b->hook.cancel(b->hook.ctx, target))
+			; /* the hook holds its query: it cancelled it, or says why not */
+		else if (target != NULL && target->link != NULL)
 			server_send_cancel(target->link);
 		else if (target == NULL)
 			admin_cancel(b, info.cancel_pid, info.cancel_key);
@@ -875,6 +878,8 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 		case HOOK_WAIT:
 			return pkt->too_big ? refuse_too_big(c, pkt) : SBUF_WAIT;
 		case HOOK_PAUSE:
+			/* the hook's work may take long: a client that goes away is seen at once */
+			sbuf_read_while_paused(&c->sbuf);
 			return SBUF_PAUSE;
 		case HOOK_WAIT_IDLE:
 			if (client_server_idle(c)) {

@@ -45,6 +45,9 @@ struct pgc_query {
 	int *formats;
 	int result_format;
 	bool simple; /* simple query protocol: several statements allowed */
+	/* not a query: prepare sql as statement name (ntypes = nparams types), or describe it */
+	enum { PGC_Q_RUN, PGC_Q_PREPARE, PGC_Q_DESCRIBE } kind;
+	char *name;
 	pgc_result_cb cb;
 	void *arg;
 };
@@ -151,6 +154,7 @@ static void pgc_query_free(struct pgc_query *q)
 	free(q->lengths);
 	free(q->formats);
 	free(q->sql);
+	free(q->name);
 	free(q);
 }
 
@@ -420,7 +424,11 @@ static void pgc_start_next(struct pgc *pc)
 
 	if (pc->state != PGC_READY || pc->running || !q)
 		return;
-	if (q->simple)
+	if (q->kind == PGC_Q_PREPARE)
+		ok = PQsendPrepare(pc->conn, q->name, q->sql, q->nparams, q->types);
+	else if (q->kind == PGC_Q_DESCRIBE)
+		ok = PQsendDescribePrepared(pc->conn, q->name);
+	else if (q->simple)
 		ok = PQsendQuery(pc->conn, q->sql);
 	else
 		ok = PQsendQueryParams(pc->conn, q->sql, q->nparams, q->types,
@@ -663,6 +671,57 @@ bool pgc_query(struct pgc *pc, const char *sql, int nparams, const Oid *types,
 fail:
 	pgc_query_free(q);
 	return false;
+}
+
+/* Queues a prepare (kind PGC_Q_PREPARE: sql, ntypes types) or a describe of name. */
+static bool pgc_queue_statement(struct pgc *pc, int kind, const char *name, const char *sql,
+                                int ntypes, const Oid *types, pgc_result_cb cb, void *arg)
+{
+	struct pgc_query *q;
+
+	if (!pc || pc->closed || pc->state == PGC_BROKEN || !name ||
+	    (kind == PGC_Q_PREPARE && !sql) || ntypes < 0 || ntypes > PGC_MAX_PARAMS ||
+	    (ntypes > 0 && !types))
+		return false;
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return false;
+	q->kind = kind;
+	q->cb = cb;
+	q->arg = arg;
+	q->name = strdup(name);
+	q->sql = strdup(sql ? sql : "");
+	if (!q->name || !q->sql)
+		goto fail;
+	if (ntypes > 0) {
+		q->types = calloc(ntypes, sizeof(*q->types));
+		if (!q->types)
+			goto fail;
+		memcpy(q->types, types, ntypes * sizeof(*q->types));
+		q->nparams = ntypes;
+	}
+	if (pc->tail)
+		pc->tail->next = q;
+	else
+		pc->head = q;
+	pc->tail = q;
+	if (pc->state == PGC_READY)
+		pgc_schedule(pc);
+	return true;
+fail:
+	pgc_query_free(q);
+	return false;
+}
+
+bool pgc_prepare(struct pgc *pc, const char *name, const char *sql, int ntypes, const Oid *types,
+                 pgc_result_cb cb, void *arg)
+{
+	return pgc_queue_statement(pc, PGC_Q_PREPARE, name, sql, ntypes, types, cb, arg);
+}
+
+bool pgc_describe_prepared(struct pgc *pc, const char *name, pgc_result_cb cb, void *arg)
+{
+	return pgc_queue_statement(pc, PGC_Q_DESCRIBE, name, NULL, 0, NULL, cb, arg);
 }
 
 PGresult *pgc_steal_result(struct pgc *pc)

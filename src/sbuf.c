@@ -156,8 +156,8 @@ const char *sbuf_action_str(enum sbuf_action a)
 
 static void update_read_event(struct sbuf *sb)
 {
-	bool want =
-	        sb->fd >= 0 && !sb->paused && !sb->blocked && !sb->eof && sb->recv_pos < sb->size;
+	bool want = sb->fd >= 0 && (!sb->paused || sb->read_paused) && !sb->blocked && !sb->eof &&
+	            sb->recv_pos < sb->size;
 
 	if (want && !sb->reading) {
 		event_add(&sb->ev_read, NULL);
@@ -478,11 +478,17 @@ void sbuf_resume(struct sbuf *sb)
 	if (sb->fd < 0)
 		return;
 	sb->paused = false;
+	sb->read_paused = false;
 	if (sb->in_process) {
 		sb->resume_pending = true;
 		return;
 	}
 	sbuf_process(sb);
+}
+
+void sbuf_read_while_paused(struct sbuf *sb)
+{
+	sb->read_paused = true;
 }
 
 void sbuf_pause(struct sbuf *sb)
@@ -686,6 +692,7 @@ static bool offer_big(struct sbuf *sb)
 	case SBUF_PAUSE:
 		if (sb->resume_pending) {
 			sb->resume_pending = false;
+			sb->read_paused = false;
 			return true;
 		}
 		sb->paused = true;
@@ -793,6 +800,7 @@ static bool next_packet(struct sbuf *sb, bool *need_more)
 		if (sb->resume_pending) {
 			/* resumed from inside the callback: offer the same packet again */
 			sb->resume_pending = false;
+			sb->read_paused = false;
 			return true;
 		}
 		sb->paused = true;

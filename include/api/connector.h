@@ -133,6 +133,12 @@ struct api_error {
 	char value[256];  /* the offending value as sent (truncated), "" if none */
 	bool value_is_null;
 	/*
+	 * The column is known but not which row's value the API refused (a batch error that names
+	 * no row, and a value that matches no single row): value is meaningless, and the client's
+	 * DETAIL leaves the "Key (column)=(value)" clause out.
+	 */
+	bool value_unknown;
+	/*
 	 * The API is still working on an earlier attempt with the same idempotency key (Stripe's
 	 * 409 idempotency_key_in_use): ask again with that key until the deadline.
 	 */
@@ -162,6 +168,11 @@ struct api_field_value {
 	char *column;
 	char *field;
 	char *value; /* text; NULL for JSON null */
+	/*
+	 * value is JSON text (a number, true/false, an array or an object), not a string's
+	 * content: a json or jsonb column takes it as that JSON value.
+	 */
+	bool json;
 };
 
 struct api_row_result {
@@ -390,7 +401,12 @@ bool api_url_escape_segment(const char *s, char *buf, size_t size, size_t *used)
         __attribute__((warn_unused_result));
 /* Value of key in kv (last one wins), or NULL. */
 const char *api_kv_get(const struct cf_kv *kv, int nkv, const char *key);
-/* Fills err->column/value from the row's image for an error on field (row may be -1). */
+/*
+ * Fills err->field/column/value for an error on field. row is the offending row when the API
+ * said which; with row = -1 the row is found by its value: the one value of the column that all
+ * rows share, else the one row whose value the API's message names (as a whole word). When
+ * neither finds it, err->value_unknown is set and err->row stays -1.
+ */
 void api_error_locate(struct api_error *err, const struct connector *c, const struct api_table *t,
                       enum api_op op, const struct api_row *rows, int nrows, int row,
                       const char *field);

@@ -28,6 +28,11 @@ bool answer_raise_on_server(struct conn *c, const struct pktbuf *err);
 /* Sends pb (plus ReadyForQuery unless m->no_ready) to m's client, if it is still there. */
 void answer_send(struct mutation *m, struct pktbuf *pb);
 /* RowDescription, DataRows and CommandComplete of a result, as PostgreSQL would send them. */
+/*
+ * The NOTICEs of m's answer, before its command tag or error: a cancel that came after the
+ * request left, a write that escaped the client's transaction block.
+ */
+void answer_notices(const struct mutation *m, struct pktbuf *pb);
 void answer_write_result(struct pktbuf *pb, const struct mutation *m, const PGresult *desc,
                          const PGresult *res);
 /* Answers the client c at once with an error (and ReadyForQuery, or through its server). */

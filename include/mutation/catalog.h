@@ -65,7 +65,12 @@ struct catalog_table {
 	unsigned relid;
 	char *pk; /* the primary key column's name */
 	int ncols;
-	struct catalog_column *cols;                  /* in column order */
+	struct catalog_column *cols; /* in column order */
+	/*
+	 * The other schemas holding a relation of the same name when the table was read, as a
+	 * search_path lists them ("public,\"Sales\""); NULL when none.
+	 */
+	char *same_name;
 	uint64_t inserts, updates, deletes, rejected; /* counters for SHOW SYNCED_TABLES */
 };
 
@@ -88,6 +93,12 @@ struct catalog_table *catalog_table_at(struct catalog *cat, int i);
  * The table database.schema.table (database as in [databases], case-sensitive; schema and table
  * as PostgreSQL names them, i.e. folded as the config did), or NULL.
  */
+/*
+ * Whether database holds, in schema, a relation named table that is not a synced table (as of
+ * when the synced tables of that name were read): an unqualified name finds it there.
+ */
+bool catalog_name_taken(const struct catalog *cat, const char *database, const char *schema,
+                        const char *table);
 struct catalog_table *catalog_find(struct catalog *cat, const char *database, const char *schema,
                                    const char *table);
 /* The column called name in t, or NULL. */

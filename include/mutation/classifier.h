@@ -13,8 +13,8 @@
  * Invariants: a struct classifier is immutable after classifier_new(), so it may be shared by
  * every connection (and threads); the quick check and the classification never log SQL text.
  * Table names are compared as PostgreSQL stores them: unquoted SQL identifiers fold to lower
- * case, quoted ones keep their case, and an unqualified name means schema "public" (the
- * session's search_path is not known here).
+ * case, quoted ones keep their case, and an unqualified name resolves through the session's
+ * search_path as the caller knows it (struct classifier_path), as the server resolves it.
  */
 #ifndef SB_MUTATION_CLASSIFIER_H
 #define SB_MUTATION_CLASSIFIER_H
@@ -104,9 +104,10 @@ struct stmt_class {
 
 /*
  * Parses sql (NUL-terminated) with libpg_query and fills *out (always, whatever the result).
- * Needs cl (NULL: no synced tables) and database as for the quick check. Several statements are
- * classified together: the verdict is the strongest one (REJECT > MUTATION > PASS). A text
- * PostgreSQL cannot parse gives STMT_PASS (PostgreSQL reports the error itself). A text too
+ * Needs cl (NULL: no synced tables) and database as for the quick check. Unqualified names
+ * resolve through the default search_path ("$user", public, with no user: public). Several
+ * statements are classified together: the verdict is the strongest one (REJECT > MUTATION > PASS).
+ * A text PostgreSQL cannot parse gives STMT_PASS (PostgreSQL reports the error itself). A text too
  * large or too deeply nested to inspect is refused with 54001 when it could reach a
  * syncbouncer.* setting, else passed (the guard trigger still refuses its writes to synced
  * tables). Runs on the caller's thread: tens of microseconds for a typical write, a few
@@ -115,6 +116,51 @@ struct stmt_class {
  */
 bool classifier_classify(const struct classifier *cl, const char *database, const char *sql,
                          struct stmt_class *out) __attribute__((warn_unused_result));
+
+/*
+ * How unqualified table names resolve for one session: the first schema of its search_path
+ * that holds a relation of that name. Implicit schemas (pg_catalog, pg_temp) hold no synced
+ * table and are skipped.
+ */
+struct classifier_path {
+	/* the session's search_path as SHOW gives it; NULL: PostgreSQL's default "$user", public */
+	const char *search_path;
+	const char *user; /* the role "$user" stands for */
+	/*
+	 * Whether schema holds a relation named table other than a synced table (which would take
+	 * the name first); NULL when none is known.
+	 */
+	bool (*shadowed)(void *arg, const char *database, const char *schema, const char *table);
+	void *arg;
+};
+
+/* classifier_classify() for a session whose search_path is path (NULL: the default). */
+bool classifier_classify_in(const struct classifier *cl, const char *database,
+                            const struct classifier_path *path, const char *sql,
+                            struct stmt_class *out) __attribute__((warn_unused_result));
+
+/*
+ * The schemas of a search_path value (NULL: the default), in order, as PostgreSQL reads them:
+ * unquoted names folded to lower case, "$user" replaced by user, pg_catalog and pg_temp left
+ * out. Fills at most max names; returns how many, or -1 when the text is not a list of names.
+ */
+int classifier_path_schemas(const char *search_path, const char *user,
+                            char (*out)[CLASSIFIER_MAX_NAME_LEN + 1], int max);
+
+enum classifier_path_change {
+	CL_PATH_NONE,    /* the text does not change search_path */
+	CL_PATH_SET,     /* SET [SESSION | LOCAL] search_path = ...: the new value */
+	CL_PATH_DEFAULT, /* RESET search_path, SET search_path TO DEFAULT, RESET ALL, DISCARD ALL */
+};
+
+/*
+ * Whether sql[0..len) (NUL-terminated at len) changes the session's search_path; the last such
+ * statement of the text decides. CL_PATH_SET puts the value, as SHOW search_path gives it, in
+ * value (size bytes); *local tells SET LOCAL. Every other text costs a look at its first word:
+ * only SET, RESET and DISCARD statements are parsed. set_config('search_path', ...) is not seen.
+ */
+enum classifier_path_change classifier_path_change(const char *sql, size_t len, char *value,
+                                                   size_t size, bool *local);
 
 /*
  * For multi-statement simple queries: the byte ranges of each statement of sql (NUL-terminated),

@@ -46,12 +46,27 @@ struct ext_seq {
 	int result_format;
 	char sqlstate[6];
 	char message[256];
+	/* Describe of a statement: its name, and PostgreSQL's description once asked (owned) */
+	char *describe_name;
+	bool describe_stmt_after_bind;
+	PGresult *desc;
 };
 
 /* Frees what e holds and clears it: the batch is over (EXT_NONE). */
 void ext_reset(struct ext_seq *e);
 /* Moves the batch to phase p, traced at debug level. */
 void ext_set_phase(struct ext_seq *e, enum ext_phase p);
+/*
+ * The answer to the group's Describe of its statement, as PostgreSQL sends it
+ * (ParameterDescription, then RowDescription or NoData), from e->desc: a malloc'd copy in
+ * *out, *len bytes. False when out of memory (or no description was asked for).
+ */
+bool ext_statement_description(const struct ext_seq *e, char **out, size_t *len)
+        __attribute__((warn_unused_result));
+/* The client of a Describe in flight went away: its answer goes nowhere. */
+void ext_describe_client_gone(struct mut_client *mc);
+/* Stops every Describe in flight of sy (its connections are closed). */
+void ext_describes_stop(struct synced *sy);
 /* One message of a batch the hook has taken over: what the core does with it. */
 enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_client *mc,
                              const struct sbuf_pkt *pkt);

@@ -43,12 +43,29 @@ struct mut_client {
 	/* a simple query of several synced writes: run one after another, one ReadyForQuery */
 	char **multi;
 	int nmulti, imulti;
+	/*
+	 * The search_path the client's own SET statements gave its session (the login value
+	 * otherwise): path_session from SET [SESSION], path_local from SET LOCAL while its
+	 * transaction block lasts. NULL with path_*_set: back to the login value (RESET).
+	 */
+	char *path_session, *path_local;
+	bool path_session_set, path_local_set;
+	/* a Describe being asked of PostgreSQL (extended.c); the relay is paused meanwhile */
+	struct describe_job *describe;
 };
 
 /* The client's hook state, made when it has none; NULL when out of memory. */
 struct mut_client *mc_get(struct conn *c);
 /* Drops the per-client state once nothing needs it: back to the fast path. */
 void mc_release_if_idle(struct conn *c);
+/*
+ * The search_path in force for c's next statement as far as the login and its statements
+ * show; NULL when not known (the server's default applies).
+ */
+const char *hook_search_path(struct conn *c);
+/* Classifies sql as c's session reads it: unqualified names through its search_path. */
+bool hook_classify(struct synced *sy, struct conn *c, const char *sql, struct stmt_class *sc)
+        __attribute__((warn_unused_result));
 /* Frees the statements of a query string of several writes. */
 void mc_multi_free(struct mut_client *mc);
 /*
@@ -70,5 +87,7 @@ bool hook_begin_mutation(struct synced *sy, struct conn *c, const struct stmt_cl
 /* The core's hook (bouncer.h struct query_hook): inspect and client_closed. */
 enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt *pkt);
 void hook_client_closed(void *ctx, struct conn *c);
+/* A CancelRequest for c: its write in flight is cancelled (true), or none runs (false). */
+bool hook_cancel(void *ctx, struct conn *c);
 
 #endif

@@ -32,6 +32,7 @@ struct ext_seq;
 struct mut_client;
 struct mutation;
 struct pgc;
+struct pool;
 
 #define MAX_IDLE_CONNS 8
 #define RESPONSE_MAX   (64 * 1024 * 1024)
@@ -65,6 +66,7 @@ struct synced {
 	struct catalog *cat;
 	struct list idle_conns;
 	struct list mutations;
+	struct list describes;   /* Describe messages being answered (extended.c) */
 	struct journal *journal; /* the API's answers the database could not take */
 	struct settle *settle;   /* settles the intents that outlived their writes */
 	bool reload_pending;     /* a RELOAD waits for the mutations in flight */
@@ -149,10 +151,19 @@ struct mutation {
 	Oid *types;
 	int ntypes;
 	int result_format;
-	bool extended; /* answer as the extended protocol does */
+	bool extended;         /* answer as the extended protocol does */
+	bool in_block;         /* the client's transaction block was open when the write began */
+	bool cancel_requested; /* cancelled while its intent was being written: send nothing */
+	bool cancel_late;      /* cancelled after the request left: the answer says so */
+	bool request_sent;     /* the API request was handed to the API module */
+	bool escaped;          /* the answer carries the NOTICE that the write escaped that block */
 	bool no_ready; /* an Execute inside a batch: the Sync that follows answers ReadyForQuery */
 	bool parse_complete, bind_complete, describe_portal;
-	struct pktbuf err; /* the error to send, when one was decided */
+	/* the answer to a Describe of the statement: ParameterDescription, RowDescription/NoData */
+	char *stmt_desc;
+	size_t stmt_desc_len;
+	bool stmt_desc_after_bind; /* it follows BindComplete (the client described after Bind) */
+	struct pktbuf err;         /* the error to send, when one was decided */
 	bool failed;
 	bool conn_broken;
 	/* the API's answer, for the history: "ok" or its error class (NULL until it answered) */
@@ -175,6 +186,20 @@ struct mutation {
 
 /* Closes a pipeline connection (unlinking it from any list first) and frees it. */
 void mconn_free(struct mconn *mc);
+/* An idle connection made with conninfo, taken off the idle list; NULL when there is none. */
+struct mconn *mconn_take_idle(struct synced *sy, const char *conninfo);
+/* Gives a connection back to the idle list, or closes it (broken, busy, or enough idle). */
+void mconn_release(struct synced *sy, struct mconn *mc, bool broken);
+/* The libpq connection string of the pool's server; false with *err when there is none. */
+bool mutation_pool_conninfo(const struct pool *pool, char *buf, size_t size, const char **err)
+        __attribute__((warn_unused_result));
+/*
+ * The client's session settings that shape how a statement reads (SELECT set_config(..., true)
+ * ...), for a transaction of the pipeline's own; NULL when there are none (or out of memory).
+ */
+char *mutation_session_settings(struct conn *c);
+/* Whether nothing of sy runs any more (writes, Describes): a RELOAD may replace it. */
+bool synced_idle(const struct synced *sy);
 
 /*
  * Starts a write of st for the client mc (sql, and for the extended protocol the batch's
@@ -188,6 +213,12 @@ void mutation_start(struct synced *sy, struct mut_client *mc, struct synced_tabl
 void mutation_acquire(struct mutation *m);
 /* Answers the client (error or nothing more), gives the connection back, frees m. */
 void mutation_finish(struct mutation *m);
+/*
+ * The client cancelled m (CancelRequest), or went away (m->mc NULL). Before the API request
+ * leaves, the write ends with 57014 and nothing is sent; after, it goes on to its end, and its
+ * answer says that the cancel came too late. May finish (free) m.
+ */
+void mutation_cancel(struct mutation *m);
 /* Rolls m's transaction back, then finishes it (its error, if any, was set before). */
 void mutation_rollback(struct mutation *m);
 /* The intent is durable: the request may leave. */

@@ -467,6 +467,7 @@ bool connector_result_field(const struct connector *c, const struct api_table *t
 	bool ok;
 
 	f->value = api_value_text(v, &ok);
+	f->json = v->kind != JSON_STRING && v->kind != JSON_NULL;
 	connector_column_name(c, t, field, col, sizeof(col));
 	f->field = strdup(field);
 	f->column = strdup(col);
@@ -554,24 +555,125 @@ bool api_rows_change_nothing(const struct api_table *t, const struct api_row *ro
 	return true;
 }
 
+/* Whether needle occurs in hay as a whole word: not glued to letters or digits on either side. */
+static bool api_names_word(const char *hay, const char *needle)
+{
+	size_t n = strlen(needle);
+
+	if (n == 0)
+		return false;
+	for (const char *p = strstr(hay, needle); p != NULL; p = strstr(p + 1, needle)) {
+		bool left = p == hay || !isalnum((unsigned char)p[-1]) ||
+		            !isalnum((unsigned char)needle[0]);
+		bool right = p[n] == '\0' || !isalnum((unsigned char)p[n]) ||
+		             !isalnum((unsigned char)needle[n - 1]);
+
+		if (left && right)
+			return true;
+	}
+	return false;
+}
+
+static const struct api_value *api_row_value(enum api_op op, const struct api_row *row,
+                                             const char *column)
+{
+	return api_image_get(op == API_OP_DELETE ? &row->old_image : &row->new_image, column);
+}
+
+/* The row's value of column as the request carried it; NULL when the request left it out. */
+static const struct api_value *api_sent_value(enum api_op op, const struct api_row *row,
+                                              const char *column)
+{
+	if (op == API_OP_UPDATE && !api_row_changed(row, column))
+		return NULL; /* an update sends what changed */
+	return api_row_value(op, row, column);
+}
+
+static bool api_same_value(const struct api_value *a, const struct api_value *b)
+{
+	if (a->value == NULL || b->value == NULL)
+		return a->value == b->value;
+	return strcmp(a->value, b->value) == 0;
+}
+
+/*
+ * The row an error about err->column is about, when the API did not say; -1 when no single
+ * value fits. Only rows whose request carried the column count. *shared is set when they all
+ * hold the same value: that value is the offending one, whichever row it was. Otherwise the
+ * row is the one whose value the API's message names as a whole word; when several values are
+ * named, the longest, if it contains all the others (a message naming "b@x.io" names "x.io").
+ */
+static int api_error_find_row(const struct api_error *err, enum api_op op,
+                              const struct api_row *rows, int nrows, bool *shared)
+{
+	const struct api_value *first = NULL, *best = NULL, *v;
+	int found = -1, first_row = -1, nsent = 0;
+	bool same = true;
+
+	*shared = false;
+	for (int r = 0; r < nrows; r++) {
+		if ((v = api_sent_value(op, &rows[r], err->column)) == NULL)
+			continue;
+		nsent++;
+		if (first == NULL) {
+			first = v;
+			first_row = r;
+		} else if (!api_same_value(first, v)) {
+			same = false;
+		}
+	}
+	if (first == NULL)
+		return -1;
+	if (same) {
+		*shared = nsent > 1;
+		return first_row;
+	}
+	for (int r = 0; r < nrows; r++) {
+		v = api_sent_value(op, &rows[r], err->column);
+		if (v == NULL || v->value == NULL || !api_names_word(err->message, v->value))
+			continue;
+		if (best == NULL || strlen(v->value) > strlen(best->value)) {
+			found = r;
+			best = v;
+		}
+	}
+	if (found < 0)
+		return -1;
+	for (int r = 0; r < nrows; r++) {
+		v = api_sent_value(op, &rows[r], err->column);
+		if (v != NULL && v->value != NULL && api_names_word(err->message, v->value) &&
+		    strstr(best->value, v->value) == NULL)
+			return -1; /* two values named, neither within the other: no telling */
+	}
+	return found;
+}
+
 void api_error_locate(struct api_error *err, const struct connector *c, const struct api_table *t,
                       enum api_op op, const struct api_row *rows, int nrows, int row,
                       const char *field)
 {
 	const struct api_value *v;
-	const struct api_row_image *img;
+	bool shared = false;
 
 	err->row = row;
 	if (field == NULL || field[0] == '\0')
 		return;
 	snprintf(err->field, sizeof(err->field), "%s", field);
 	connector_column_name(c, t, field, err->column, sizeof(err->column));
-	if (row < 0 || row >= nrows)
+	if (row < 0 || row >= nrows) {
+		row = api_error_find_row(err, op, rows, nrows, &shared);
+		if (row < 0) {
+			err->value_unknown = true;
+			return;
+		}
+		/* several rows sent the same value: which of them it was is still unknown */
+		err->row = shared ? -1 : row;
+	}
+	v = api_row_value(op, &rows[row], err->column);
+	if (v == NULL) {
+		err->value_unknown = true;
 		return;
-	img = op == API_OP_DELETE ? &rows[row].old_image : &rows[row].new_image;
-	v = api_image_get(img, err->column);
-	if (v == NULL)
-		return;
+	}
 	if (v->value == NULL)
 		err->value_is_null = true;
 	else

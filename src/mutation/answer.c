@@ -18,13 +18,40 @@
 
 /* ---- responses ------------------------------------------------------------------------- */
 
-/* ParseComplete / BindComplete that precede an extended sequence's answer. */
+void answer_notices(const struct mutation *m, struct pktbuf *pb)
+{
+	char msg[256];
+
+	if (m->cancel_late) {
+		/* the client is told why its cancel did not stop the write */
+		snprintf(msg, sizeof(msg),
+		         "cancel request came too late: the %s was already on its way to %s",
+		         stmt_op_str(m->op), api_name(m->st->api));
+		pktbuf_write_notice(pb, "00000", msg);
+	}
+	if (m->escaped) {
+		/* what the transaction block could not hold back */
+		snprintf(msg, sizeof(msg),
+		         "sent to %s outside the transaction: ROLLBACK will not undo it",
+		         api_name(m->st->api));
+		pktbuf_write_notice(pb, "00000", msg);
+	}
+}
+
+/*
+ * ParseComplete, the statement's description, BindComplete: what precedes an extended
+ * sequence's answer, in the order the client asked.
+ */
 void answer_ext_prefix(const struct mutation *m, struct pktbuf *pb)
 {
 	if (m->parse_complete)
 		pktbuf_write_simple(pb, PQMSG_PARSE_COMPLETE);
+	if (m->stmt_desc != NULL && !m->stmt_desc_after_bind)
+		pktbuf_put_bytes(pb, m->stmt_desc, m->stmt_desc_len);
 	if (m->bind_complete)
 		pktbuf_write_simple(pb, PQMSG_BIND_COMPLETE);
+	if (m->stmt_desc != NULL && m->stmt_desc_after_bind)
+		pktbuf_put_bytes(pb, m->stmt_desc, m->stmt_desc_len);
 }
 
 static void put_raise_field(struct pktbuf *pb, const char *name, const char *value, bool *first)
@@ -188,6 +215,7 @@ void answer_write_result(struct pktbuf *pb, const struct mutation *m, const PGre
 			pktbuf_finish_msg(pb);
 		}
 	}
+	answer_notices(m, pb);
 	pktbuf_write_command_complete(pb, PQcmdStatus((PGresult *)(res ? res : desc)));
 }
 
@@ -278,8 +306,9 @@ void answer_map_api_error(const struct api_error *ae, const char *api, const cha
 		break;
 	}
 	snprintf(msg, sizeof(out->message), "%s %s", api, what);
-	if (ae->column[0] && (ae->cls == API_ERR_VALIDATION || ae->cls == API_ERR_REQUIRED ||
-	                      ae->cls == API_ERR_DUPLICATE))
+	if (ae->column[0] && !ae->value_unknown &&
+	    (ae->cls == API_ERR_VALIDATION || ae->cls == API_ERR_REQUIRED ||
+	     ae->cls == API_ERR_DUPLICATE))
 		snprintf(detail, sizeof(out->detail), "Key (%s)=(%s) %s", ae->column,
 		         ae->value_is_null ? "null" : ae->value,
 		         ae->reason[0] ? ae->reason : ae->message);

@@ -28,6 +28,7 @@
 #include "config.h"
 #include "log.h"
 #include "mutation/catalog.h"
+#include "mutation/classifier.h"
 #include "pgc.h"
 #include "userlist.h"
 
@@ -275,6 +276,8 @@ static void table_clear_shape(struct catalog_table *t)
 	t->ncols = 0;
 	free(t->pk);
 	t->pk = NULL;
+	free(t->same_name);
+	t->same_name = NULL;
 	t->relid = 0;
 }
 
@@ -446,6 +449,9 @@ static bool table_read_shape(struct catalog_table *t, const PGresult *res, int *
 	}
 	if (!t->pk)
 		goto bad;
+	if (PQnfields(res) > 10 && !PQgetisnull(res, 0, 10) &&
+	    (t->same_name = strdup(PQgetvalue(res, 0, 10))) == NULL)
+		goto oom;
 	return true;
 bad:
 	table_clear_shape(t);
@@ -713,6 +719,32 @@ struct catalog_table *catalog_find(struct catalog *cat, const char *database, co
 			return t;
 	}
 	return NULL;
+}
+
+bool catalog_name_taken(const struct catalog *cat, const char *database, const char *schema,
+                        const char *table)
+{
+	char(*names)[CLASSIFIER_MAX_NAME_LEN + 1];
+	bool taken = false;
+
+	if (!cat || !database || !schema || !table)
+		return false;
+	for (int i = 0; i < cat->ntables && !taken; i++) {
+		const struct catalog_table *t = &cat->tables[i];
+		int n;
+
+		if (t->same_name == NULL || strcmp(t->database, database) != 0 ||
+		    strcmp(t->table, table) != 0)
+			continue;
+		names = malloc(32 * sizeof(*names));
+		if (names == NULL)
+			return false;
+		n = classifier_path_schemas(t->same_name, NULL, names, 32);
+		for (int k = 0; k < n && !taken; k++)
+			taken = strcmp(names[k], schema) == 0;
+		free(names);
+	}
+	return taken;
 }
 
 const struct catalog_column *catalog_column_find(const struct catalog_table *t, const char *name)

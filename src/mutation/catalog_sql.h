@@ -198,8 +198,9 @@ static const char catalog_sql_schema[] =
         "\t\t\tmessage = pg_catalog.format('table \"%s.%s\" is synced with an API: write to it"
         " through syncbouncer', tg_table_schema, tg_table_name),\n"
         "\t\t\thint = 'Connect through the syncbouncer proxy: it sends the change to the API"
-	" first, then writes it here. Through the proxy, name the table with its schema"
-	" (the proxy does not follow search_path).',\n"
+	" first, then writes it here. Through the proxy, name the table with its schema, or set"
+	" search_path at login or with SET search_path (the proxy follows no other way of"
+	" setting it).',\n"
         "\t\t\tschema = tg_table_schema, table = tg_table_name;\n"
         "\tend if;\n"
         "\tif v_mode = 'sync' then\n"
@@ -338,7 +339,9 @@ static const char catalog_sql_meta[] = "select value from syncbouncer.meta where
 /*
  * Introspection of one table: $1 schema, $2 table. One row per column, in column order:
  * relid, column, type oid, type name, not null, has default, part of the primary key,
- * primary key column count, guard triggers in place (0, 1 or 2), relkind.
+ * primary key column count, guard triggers in place (0, 1 or 2), relkind, and the other
+ * schemas that hold a relation of the same name (quote_ident()ed, comma-separated: an
+ * unqualified name finds that one first when its schema comes first in a search_path).
  * No row: no such table (or not visible to this user).
  */
 static const char catalog_sql_columns[] =
@@ -353,7 +356,12 @@ static const char catalog_sql_columns[] =
         " and ((t.tgname = 'syncbouncer_guard' and t.tgtype = 31)"
         " or (t.tgname = 'syncbouncer_guard_truncate' and t.tgtype = 34))"
         " and t.tgnargs = 1 and t.tgargs = pg_catalog.convert_to(pk.attname, 'UTF8') || '\\x00'::bytea),"
-        " c.relkind::text"
+        " c.relkind::text,"
+        " (select pg_catalog.string_agg(pg_catalog.quote_ident(n2.nspname), ',')"
+        " from pg_catalog.pg_class c2"
+        " join pg_catalog.pg_namespace n2 on n2.oid = c2.relnamespace"
+        " where c2.relname = c.relname and c2.oid <> c.oid"
+        " and c2.relkind in ('r', 'p', 'v', 'm', 'f'))"
         " from pg_catalog.pg_class c"
         " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
         " join pg_catalog.pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped"

@@ -42,6 +42,8 @@
 #define CL_MAX_LEVELS (CL_MAX_CHAIN + 2)
 /* Writes of one statement that are told apart; more are only counted. */
 #define CL_MAX_WRITES 16
+/* Schemas of a search_path looked at; a longer path is cut there. */
+#define CL_MAX_PATH 32
 
 /* About 300 ms of tree building at most; a VALUES list of a few thousand rows fits. */
 static const struct json_limits cl_json_limits = {
@@ -727,30 +729,108 @@ enum cl_setting {
 struct cl_walk {
 	const struct classifier *cl;
 	const struct cl_database *db;
+	const char *database;
+	const struct classifier_path *path;                     /* NULL: the default search_path */
+	char schemas[CL_MAX_PATH][CLASSIFIER_MAX_NAME_LEN + 1]; /* the path, "$user" resolved */
+	int nschemas;
 	struct cl_write synced[CL_MAX_WRITES]; /* writes of synced tables, in tree order */
 	int nsynced;                           /* may exceed CL_MAX_WRITES */
 	int nother;                            /* writes of other tables */
 	enum cl_setting setting;
 };
 
-/* The synced table a RangeVar (JSON object) names, or -1. */
-static int cl_match_rangevar(const struct cl_walk *w, const struct json_value *rv)
+/* The synced table schema.name of the walk's database, or -1. */
+static int cl_find_table(const struct cl_walk *w, const char *schema, const char *name)
 {
-	const char *schema = json_get_string(rv, "schemaname");
-	const char *name = json_get_string(rv, "relname");
-	int k;
-
-	if (name == NULL || w->db == NULL)
-		return -1;
-	if (schema == NULL)
-		schema = "public";
-	for (k = 0; k < w->db->ntables; k++) {
+	for (int k = 0; k < w->db->ntables; k++) {
 		const struct cl_table *t = &w->cl->tables[w->db->tables[k]];
 
 		if (strcmp(t->table, name) == 0 && strcmp(t->schema, schema) == 0)
 			return w->db->tables[k];
 	}
 	return -1;
+}
+
+/*
+ * The synced table a RangeVar (JSON object) names, or -1. An unqualified name resolves as the
+ * server resolves it: the first schema of the search_path that holds a relation of that name
+ * (a synced table, or another relation the path's shadowed() knows of).
+ */
+static int cl_match_rangevar(const struct cl_walk *w, const struct json_value *rv)
+{
+	const char *schema = json_get_string(rv, "schemaname");
+	const char *name = json_get_string(rv, "relname");
+	const struct classifier_path *p = w->path;
+	int k;
+
+	if (name == NULL || w->db == NULL)
+		return -1;
+	if (schema != NULL)
+		return cl_find_table(w, schema, name);
+	for (int i = 0; i < w->nschemas; i++) {
+		if ((k = cl_find_table(w, w->schemas[i], name)) >= 0)
+			return k;
+		if (p != NULL && p->shadowed != NULL &&
+		    p->shadowed(p->arg, w->database, w->schemas[i], name))
+			return -1;
+	}
+	return -1;
+}
+
+int classifier_path_schemas(const char *search_path, const char *user,
+                            char (*out)[CLASSIFIER_MAX_NAME_LEN + 1], int max)
+{
+	const char *p = search_path != NULL ? search_path : "\"$user\", public";
+	int n = 0;
+
+	for (;;) {
+		char name[CLASSIFIER_MAX_NAME_LEN + 1];
+		size_t len = 0;
+		bool quoted = false, toolong = false;
+
+		while (cl_is_space((unsigned char)*p))
+			p++;
+		if (*p == '\0')
+			break;
+		if (*p == '"') {
+			quoted = true;
+			for (p++; *p != '\0'; p++) {
+				if (*p == '"' && p[1] != '"')
+					break;
+				if (*p == '"')
+					p++;
+				if (len < sizeof(name) - 1)
+					name[len++] = *p;
+				else
+					toolong = true;
+			}
+			if (*p != '"')
+				return -1;
+			p++;
+		} else {
+			for (; *p != '\0' && *p != ',' && !cl_is_space((unsigned char)*p); p++) {
+				if (len < sizeof(name) - 1)
+					name[len++] = (char)cl_lower_tab[(unsigned char)*p];
+				else
+					toolong = true;
+			}
+		}
+		name[len] = '\0';
+		while (cl_is_space((unsigned char)*p))
+			p++;
+		if (*p != '\0' && *p != ',')
+			return -1;
+		(void)quoted;
+		if (strcmp(name, "$user") == 0)
+			snprintf(name, sizeof(name), "%s", user != NULL ? user : "");
+		/* no synced table lives in these, and a longer name is no schema's */
+		if (name[0] != '\0' && !toolong && strcmp(name, "pg_catalog") != 0 &&
+		    strcmp(name, "pg_temp") != 0 && n < max)
+			memcpy(out[n++], name, sizeof(name));
+		if (*p == ',')
+			p++;
+	}
+	return n;
 }
 
 static void cl_note_target(struct cl_walk *w, enum cl_write_kind kind,
@@ -1199,7 +1279,16 @@ static void cl_uninspected(const struct classifier *cl, const char *sql, size_t 
 bool classifier_classify(const struct classifier *cl, const char *database, const char *sql,
                          struct stmt_class *out)
 {
+	return classifier_classify_in(cl, database, NULL, sql, out);
+}
+
+bool classifier_classify_in(const struct classifier *cl, const char *database,
+                            const struct classifier_path *path, const char *sql,
+                            struct stmt_class *out)
+{
 	struct cl_walk *w = NULL;
+	char(*schemas)[CLASSIFIER_MAX_NAME_LEN + 1] = NULL;
+	int nschemas = 0;
 	struct json_value *tree = NULL;
 	const struct json_value *stmts;
 	PgQueryParseResult pr;
@@ -1254,10 +1343,13 @@ bool classifier_classify(const struct classifier *cl, const char *database, cons
 		goto cleanup;
 	}
 	w = malloc(sizeof(*w));
-	if (w == NULL) {
+	schemas = malloc(sizeof(w->schemas));
+	if (w == NULL || schemas == NULL) {
 		ok = cl_oom(out);
 		goto cleanup;
 	}
+	nschemas = classifier_path_schemas(path != NULL ? path->search_path : NULL,
+	                                   path != NULL ? path->user : NULL, schemas, CL_MAX_PATH);
 	stmts = json_get(tree, "stmts");
 	for (i = 0; stmts != NULL && stmts->kind == JSON_ARRAY && i < stmts->count; i++) {
 		const struct json_value *raw = stmts->items[i], *stmt, *v;
@@ -1270,6 +1362,12 @@ bool classifier_classify(const struct classifier *cl, const char *database, cons
 		memset(w, 0, sizeof(*w));
 		w->cl = cl;
 		w->db = cl_find_database(cl, database);
+		w->database = database;
+		w->path = path;
+		if (nschemas > 0) {
+			memcpy(w->schemas, schemas, (size_t)nschemas * sizeof(schemas[0]));
+			w->nschemas = nschemas;
+		}
 		cl_visit(w, stmt);
 		cl_class_init(&one);
 		cl_decide(w, stmt->keys[0], stmt->items[0], &one);
@@ -1294,10 +1392,149 @@ bool classifier_classify(const struct classifier *cl, const char *database, cons
 		*out = one;
 	}
 cleanup:
+	free(schemas);
 	free(w);
 	json_free(tree);
 	pg_query_free_parse_result(pr);
 	return ok;
+}
+
+/* The first word of s (after whitespace and comments), lower case, into word; its length. */
+static size_t cl_first_word(const char *s, size_t len, char *word, size_t size)
+{
+	size_t i = cl_skip_to_token(s, len, 0, false), n = 0;
+
+	while (i + n < len && cl_is_ident_char((unsigned char)s[i + n]) && n + 1 < size) {
+		word[n] = (char)cl_lower_tab[(unsigned char)s[i + n]];
+		n++;
+	}
+	word[n] = '\0';
+	return n;
+}
+
+/* Appends text to out[0..size) at *used, NUL-terminated; false when it does not fit. */
+static bool cl_put(char *out, size_t size, size_t *used, const char *text)
+{
+	size_t n = strlen(text);
+
+	if (*used + n + 1 > size)
+		return false;
+	memcpy(out + *used, text, n + 1);
+	*used += n;
+	return true;
+}
+
+/* Appends one element of a list setting, quoted as PostgreSQL's quote_identifier() would. */
+static bool cl_put_list_item(char *out, size_t size, size_t *used, const char *item)
+{
+	bool plain = item[0] != '\0' && !(item[0] >= '0' && item[0] <= '9');
+
+	for (const char *p = item; plain && *p; p++)
+		plain = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_';
+	if (*used > 0 && !cl_put(out, size, used, ", "))
+		return false;
+	if (plain)
+		return cl_put(out, size, used, item);
+	if (!cl_put(out, size, used, "\""))
+		return false;
+	for (const char *p = item; *p; p++) {
+		char one[3] = {*p, *p == '"' ? '"' : '\0', '\0'};
+		if (!cl_put(out, size, used, one))
+			return false;
+	}
+	return cl_put(out, size, used, "\"");
+}
+
+enum classifier_path_change classifier_path_change(const char *sql, size_t len, char *value,
+                                                   size_t size, bool *local)
+{
+	enum classifier_path_change change = CL_PATH_NONE;
+	struct json_value *tree = NULL;
+	const struct json_value *stmts;
+	PgQueryParseResult pr;
+	char word[10], err[96];
+	size_t n;
+
+	*local = false;
+	if (size > 0)
+		value[0] = '\0';
+	if (sql == NULL || len == 0 || sql[len] != '\0')
+		return CL_PATH_NONE;
+	/* every query passes here: its first word decides, then one scan of the text */
+	n = cl_first_word(sql, len, word, sizeof(word));
+	if (!cl_word_is(word, n, "set") && !cl_word_is(word, n, "reset") &&
+	    !cl_word_is(word, n, "discard"))
+		return CL_PATH_NONE;
+	if (memchr(sql, '\0', len) != NULL)
+		return CL_PATH_NONE;
+	if (!((cl_word_is(word, n, "set") || cl_word_is(word, n, "reset")) &&
+	      cl_contains_ci(sql, len, "search_path")) &&
+	    !((cl_word_is(word, n, "reset") || cl_word_is(word, n, "discard")) &&
+	      cl_contains_ci(sql, len, "all")))
+		return CL_PATH_NONE;
+	if (len > CL_MAX_INSPECT || cl_prescan(sql, len).chain > CL_MAX_CHAIN)
+		return CL_PATH_NONE;
+	pr = pg_query_parse(sql);
+	if (pr.error != NULL || pr.parse_tree == NULL ||
+	    !json_parse(pr.parse_tree, strlen(pr.parse_tree), &cl_json_limits, &tree, err,
+	                sizeof(err)))
+		goto done;
+	stmts = json_get(tree, "stmts");
+	for (size_t i = 0; stmts != NULL && stmts->kind == JSON_ARRAY && i < stmts->count; i++) {
+		const struct json_value *stmt = json_get(stmts->items[i], "stmt");
+		const struct json_value *set = json_get(stmt, "VariableSetStmt"), *args, *loc;
+		const char *kind = json_get_string(set, "kind"),
+		           *name = json_get_string(set, "name");
+		const char *target = json_get_string(json_get(stmt, "DiscardStmt"), "target");
+
+		if (target != NULL && strcmp(target, "DISCARD_ALL") == 0) {
+			change = CL_PATH_DEFAULT;
+			*local = false;
+			continue;
+		}
+		if (kind == NULL)
+			continue;
+		if (strcmp(kind, "VAR_RESET_ALL") == 0) {
+			change = CL_PATH_DEFAULT;
+			*local = false;
+			continue;
+		}
+		if (name == NULL || strcmp(name, "search_path") != 0)
+			continue;
+		loc = json_get(set, "is_local");
+		*local = loc != NULL && loc->kind == JSON_BOOL && loc->boolean;
+		if (strcmp(kind, "VAR_SET_DEFAULT") == 0 || strcmp(kind, "VAR_RESET") == 0) {
+			change = CL_PATH_DEFAULT;
+			continue;
+		}
+		if (strcmp(kind, "VAR_SET_VALUE") != 0)
+			continue; /* SET ... FROM CURRENT keeps the value */
+		args = json_get(set, "args");
+		n = 0;
+		change = CL_PATH_SET;
+		for (size_t k = 0; args != NULL && args->kind == JSON_ARRAY && k < args->count;
+		     k++) {
+			const struct json_value *c = json_get(args->items[k], "A_Const"), *iv;
+			const char *sv = json_get_string(json_get(c, "sval"), "sval");
+			char num[32];
+
+			if (sv == NULL && (iv = json_get(json_get(c, "ival"), "ival")) != NULL &&
+			    iv->kind == JSON_NUMBER) {
+				snprintf(num, sizeof(num), "%lld", (long long)iv->number);
+				sv = num;
+			}
+			if (sv == NULL || !cl_put_list_item(value, size, &n, sv)) {
+				change = CL_PATH_NONE; /* not a value the session could hold here */
+				break;
+			}
+		}
+	}
+done:
+	if (change != CL_PATH_SET && size > 0)
+		value[0] = '\0';
+	json_free(tree);
+	pg_query_free_parse_result(pr);
+	return change;
 }
 
 int classifier_split(const char *sql, int *starts, int *lens, int max)

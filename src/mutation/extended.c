@@ -3,6 +3,7 @@
  */
 #include "mutation/extended.h"
 
+#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "mutation/classifier.h"
 #include "mutation/hook.h"
 #include "mutation/pipeline.h"
+#include "pgc.h"
 #include "pktbuf.h"
 #include "pool.h"
 #include "proto.h"
@@ -51,6 +53,8 @@ void ext_reset(struct ext_seq *e)
 	free(e->formats);
 	free(e->types);
 	free(e->sql);
+	free(e->describe_name);
+	PQclear(e->desc);
 	memset(e, 0, sizeof(*e));
 }
 
@@ -108,7 +112,7 @@ static void ext_parse(struct synced *sy, struct conn *c, struct mut_client *mc,
 		types[i] = t;
 	}
 	e->parse = true;
-	if (!classifier_classify(sy->cl, c->pool->db_name, sql, &sc)) {
+	if (!hook_classify(sy, c, sql, &sc)) {
 		ext_fail(e, "53200", "out of memory");
 		return;
 	}
@@ -179,7 +183,7 @@ static void ext_bind(struct synced *sy, struct conn *c, struct mut_client *mc,
 		}
 		struct stmt_class sc;
 		/* classified again: a RELOAD may have renumbered the synced tables */
-		if (!classifier_classify(sy->cl, c->pool->db_name, ps->sql, &sc)) {
+		if (!hook_classify(sy, c, ps->sql, &sc)) {
 			ext_fail(e, "53200", "out of memory");
 			return;
 		}
@@ -256,33 +260,323 @@ static void ext_bind(struct synced *sy, struct conn *c, struct mut_client *mc,
 	}
 }
 
-/* The highest $n of a statement (outside quotes and comments), capped at 65535. */
-static int count_params(const char *sql)
-{
-	int max = 0;
+/* ---- Describe: PostgreSQL's own description of a synced statement ---------------------- */
 
-	for (const char *p = sql; p != NULL && *p; p++) {
-		if (*p == '\'' || *p == '"') {
-			char q = *p;
-			for (p++; *p && *p != q; p++)
-				;
-			if (*p == '\0')
-				break;
-		} else if (p[0] == '-' && p[1] == '-') {
-			while (*p && *p != '\n')
-				p++;
-			if (*p == '\0')
-				break;
-		} else if (*p == '$' && p[1] >= '0' && p[1] <= '9' &&
-		           (p == sql ||
-		            !(p[-1] == '_' || (p[-1] >= 'a' && p[-1] <= 'z') ||
-		              (p[-1] >= 'A' && p[-1] <= 'Z') || (p[-1] >= '0' && p[-1] <= '9')))) {
-			long n = strtol(p + 1, NULL, 10);
-			if (n > max)
-				max = n > 65535 ? 65535 : (int)n;
+/*
+ * A Describe of a synced statement is answered as PostgreSQL answers it, because PostgreSQL
+ * is asked: on a pipeline connection, in a transaction with the client's session settings
+ * (its search_path names the tables), the statement is prepared unnamed and described, then
+ * rolled back. Nothing runs: no trigger fires, nothing is sent to an API. The client's relay
+ * is paused meanwhile; the message that needed the description (Execute or Sync) comes back
+ * to ext_packet() when the description is there.
+ */
+struct describe_job {
+	struct list head; /* on sy->describes */
+	struct synced *sy;
+	struct mut_client *mc; /* NULL once the client went away */
+	struct mconn *conn;
+	char *conninfo;
+	char *sql;
+	int ntypes;
+	Oid *types;
+	char *settings;
+	PGresult *desc;
+	bool failed, broken;
+	char sqlstate[6];
+	char message[256];
+};
+
+static void describe_free(struct describe_job *job)
+{
+	list_del(&job->head);
+	if (job->conn != NULL)
+		mconn_release(job->sy, job->conn, job->broken);
+	if (job->mc != NULL)
+		job->mc->describe = NULL;
+	PQclear(job->desc);
+	free(job->conninfo);
+	free(job->sql);
+	free(job->types);
+	free(job->settings);
+	free(job);
+}
+
+static void describe_fail(struct describe_job *job, const char *sqlstate, const char *msg)
+{
+	if (job->failed)
+		return;
+	job->failed = true;
+	snprintf(job->sqlstate, sizeof(job->sqlstate), "%s", sqlstate);
+	snprintf(job->message, sizeof(job->message), "%.255s", msg);
+}
+
+/* The description is there (or failed): hand it to the client's batch and let it go on. */
+static void describe_finish(struct describe_job *job)
+{
+	struct synced *sy = job->sy;
+	struct mut_client *mc = job->mc;
+
+	if (mc != NULL) {
+		struct ext_seq *e = &mc->ext;
+
+		if (job->failed || job->desc == NULL) {
+			ext_fail(e, job->failed ? job->sqlstate : "XX000",
+			         job->failed ? job->message
+			                     : "the statement could not be described");
+		} else {
+			PQclear(e->desc);
+			e->desc = job->desc;
+			job->desc = NULL;
 		}
+		mc->describe = NULL;
+		job->mc = NULL;
+		client_resume(mc->client);
 	}
-	return max;
+	describe_free(job);
+	if (sy->reload_pending && synced_idle(sy))
+		synced_schedule_reload(sy);
+}
+
+/* A step's result: NULL when the connection broke, which ends the job at once. */
+static bool describe_step_ok(struct describe_job *job, PGresult *res, const char *error)
+{
+	char detail[200];
+
+	if (res != NULL)
+		return true;
+	snprintf(detail, sizeof(detail), "lost the database connection of a Describe: %.150s",
+	         error ? error : "closed");
+	describe_fail(job, "58000", detail);
+	job->broken = true;
+	describe_finish(job); /* closes the connection: no other step is called back */
+	return false;
+}
+
+static void on_describe_step(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	(void)pc;
+	(void)describe_step_ok(arg, res, error);
+}
+
+static void on_described(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct describe_job *job = arg;
+
+	if (!describe_step_ok(job, res, error))
+		return;
+	if (!job->failed && PQresultStatus(res) == PGRES_COMMAND_OK)
+		job->desc = pgc_steal_result(pc);
+}
+
+static void on_describe_prepared(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct describe_job *job = arg;
+	const char *st, *msg;
+
+	(void)pc;
+	if (!describe_step_ok(job, res, error) || PQresultStatus(res) == PGRES_COMMAND_OK)
+		return;
+	/* what PostgreSQL answers the client's Parse: its error, as it is */
+	st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	describe_fail(job, st ? st : "XX000", msg ? msg : "the statement could not be prepared");
+}
+
+static void on_describe_done(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct describe_job *job = arg;
+
+	(void)pc;
+	if (!describe_step_ok(job, res, error))
+		return;
+	describe_finish(job);
+}
+
+static void describe_run(struct describe_job *job)
+{
+	struct pgc *pc = job->conn->pc;
+
+	if (!pgc_query(pc, "BEGIN", 0, NULL, NULL, NULL, NULL, 0, on_describe_step, job) ||
+	    (job->settings != NULL &&
+	     !pgc_query(pc, job->settings, 0, NULL, NULL, NULL, NULL, 0, on_describe_step, job)) ||
+	    !pgc_prepare(pc, "", job->sql, job->ntypes, job->types, on_describe_prepared, job) ||
+	    !pgc_describe_prepared(pc, "", on_described, job) ||
+	    !pgc_query(pc, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0, on_describe_done, job)) {
+		describe_fail(job, "58000",
+		              "could not queue a Describe on the database connection");
+		job->broken = true;
+		describe_finish(job);
+	}
+}
+
+static void on_describe_connected(void *arg, struct pgc *pc, const char *error)
+{
+	struct describe_job *job = arg;
+	char detail[200];
+
+	(void)pc;
+	if (error != NULL) {
+		snprintf(detail, sizeof(detail),
+		         "could not connect to the database for a Describe: %.140s", error);
+		describe_fail(job, "58000", detail);
+		job->broken = true;
+		describe_finish(job);
+		return;
+	}
+	describe_run(job);
+}
+
+/*
+ * Asks PostgreSQL to describe the group's statement (the named one a Describe names, else the
+ * bound one). True: the answer comes later and the relay stays paused; false: e failed at once.
+ */
+static bool describe_start(struct synced *sy, struct conn *c, struct mut_client *mc)
+{
+	struct ext_seq *e = &mc->ext;
+	struct prep_stmt *ps = e->describe_name != NULL ? mc_find_stmt(mc, e->describe_name) : NULL;
+	const char *sql = ps != NULL ? ps->sql : e->sql;
+	int ntypes = ps != NULL ? ps->ntypes : e->ntypes;
+	const Oid *types = ps != NULL ? ps->types : e->types;
+	struct describe_job *job;
+	char conninfo[2048];
+	const char *err = NULL;
+
+	if (sql == NULL) {
+		ext_fail(e, "26000", "prepared statement does not exist");
+		return false;
+	}
+	if (!mutation_pool_conninfo(c->pool, conninfo, sizeof(conninfo), &err)) {
+		ext_fail(e, "28000", err);
+		return false;
+	}
+	job = calloc(1, sizeof(*job));
+	if (job == NULL) {
+		ext_fail(e, "53200", "out of memory");
+		return false;
+	}
+	list_init(&job->head);
+	list_append(&sy->describes, &job->head);
+	job->sy = sy;
+	job->conninfo = strdup(conninfo);
+	job->sql = strdup(sql);
+	job->ntypes = ntypes;
+	job->types = ntypes > 0 ? malloc(sizeof(Oid) * (size_t)ntypes) : NULL;
+	job->settings = mutation_session_settings(c);
+	if (job->conninfo == NULL || job->sql == NULL || (ntypes > 0 && job->types == NULL)) {
+		describe_free(job);
+		ext_fail(e, "53200", "out of memory");
+		return false;
+	}
+	if (ntypes > 0)
+		memcpy(job->types, types, sizeof(Oid) * (size_t)ntypes);
+	job->mc = mc;
+	mc->describe = job;
+	job->conn = mconn_take_idle(sy, conninfo);
+	if (job->conn != NULL) {
+		describe_run(job);
+		return true;
+	}
+	job->conn = calloc(1, sizeof(*job->conn));
+	if (job->conn == NULL || (job->conn->conninfo = strdup(conninfo)) == NULL) {
+		free(job->conn);
+		job->conn = NULL;
+		mc->describe = NULL;
+		job->mc = NULL;
+		describe_free(job);
+		ext_fail(e, "53200", "out of memory");
+		return false;
+	}
+	list_init(&job->conn->head);
+	job->conn->pc = pgc_connect(sy->b->base, conninfo, on_describe_connected, job);
+	if (job->conn->pc == NULL) {
+		free(job->conn->conninfo);
+		free(job->conn);
+		job->conn = NULL;
+		mc->describe = NULL;
+		job->mc = NULL;
+		describe_free(job);
+		ext_fail(e, "53200", "out of memory");
+		return false;
+	}
+	return true;
+}
+
+void ext_describe_client_gone(struct mut_client *mc)
+{
+	if (mc->describe != NULL)
+		mc->describe->mc = NULL; /* the job ends on its own; nobody to answer */
+	mc->describe = NULL;
+}
+
+void ext_describes_stop(struct synced *sy)
+{
+	struct list *it, *tmp;
+
+	list_for_each_safe(it, tmp, &sy->describes)
+	{
+		struct describe_job *job = list_entry(it, struct describe_job, head);
+
+		describe_fail(job, "57P01", "terminating a Describe: syncbouncer is stopping");
+		job->broken = true;
+		describe_finish(job);
+	}
+}
+
+/* RowDescription (or NoData) of desc's columns, every one in format fmt. */
+static void put_row_description(struct pktbuf *pb, const PGresult *desc, int fmt)
+{
+	int n = PQnfields(desc);
+
+	if (n == 0) {
+		pktbuf_start_msg(pb, PQMSG_NO_DATA);
+		pktbuf_finish_msg(pb);
+		return;
+	}
+	pktbuf_start_msg(pb, PQMSG_ROW_DESCRIPTION);
+	pktbuf_put_u16(pb, (uint16_t)n);
+	for (int i = 0; i < n; i++) {
+		pktbuf_put_string(pb, PQfname(desc, i));
+		pktbuf_put_u32(pb, PQftable(desc, i));
+		pktbuf_put_u16(pb, (uint16_t)PQftablecol(desc, i));
+		pktbuf_put_u32(pb, PQftype(desc, i));
+		pktbuf_put_u16(pb, (uint16_t)PQfsize(desc, i));
+		pktbuf_put_u32(pb, (uint32_t)PQfmod(desc, i));
+		pktbuf_put_u16(pb, (uint16_t)fmt);
+	}
+	pktbuf_finish_msg(pb);
+}
+
+/* ParameterDescription, then RowDescription or NoData: a Describe of the statement. */
+static void put_statement_description(struct pktbuf *pb, const PGresult *desc)
+{
+	int n = PQnparams(desc);
+
+	pktbuf_start_msg(pb, PQMSG_PARAMETER_DESCRIPTION);
+	pktbuf_put_u16(pb, (uint16_t)n);
+	for (int i = 0; i < n; i++)
+		pktbuf_put_u32(pb, PQparamtype(desc, i));
+	pktbuf_finish_msg(pb);
+	put_row_description(pb, desc, 0);
+}
+
+bool ext_statement_description(const struct ext_seq *e, char **out, size_t *len)
+{
+	struct pktbuf pb;
+
+	*out = NULL;
+	*len = 0;
+	if (e->desc == NULL)
+		return false;
+	pktbuf_init(&pb, 1024 * 1024);
+	put_statement_description(&pb, e->desc);
+	if (pktbuf_failed(&pb) || (*out = malloc(pb.len)) == NULL) {
+		pktbuf_free(&pb);
+		return false;
+	}
+	memcpy(*out, pb.data, pb.len);
+	*len = pb.len;
+	pktbuf_free(&pb);
+	return true;
 }
 
 /* Answers a sequence that executes nothing (Parse/Describe/Close + Sync), or a failed one. */
@@ -290,37 +584,29 @@ static void ext_answer_now(struct conn *c, struct ext_seq *e)
 {
 	struct pktbuf pb;
 
-	pktbuf_init(&pb, 65536);
+	pktbuf_init(&pb, 1024 * 1024);
 	if (e->failed) {
 		pktbuf_write_error(&pb, "ERROR", e->sqlstate, e->message, NULL, NULL);
 	} else {
+		/* in the order the client asked: Parse, Describe of the statement, Bind, Describe
+		 * of the portal (describe_start() gave e->desc for both) */
 		if (e->parse && !e->parse_sent)
 			pktbuf_write_simple(&pb, PQMSG_PARSE_COMPLETE);
+		if (e->describe_stmt && !e->describe_stmt_after_bind && e->desc != NULL)
+			put_statement_description(&pb, e->desc);
 		if (e->bind && !e->bind_sent)
 			pktbuf_write_simple(&pb, PQMSG_BIND_COMPLETE);
-		if (e->describe_stmt) {
-			/* parameter types as the client declared them; undeclared ones as text */
-			int n = count_params(e->sql);
-			if (n < e->ntypes)
-				n = e->ntypes;
-			pktbuf_start_msg(&pb, PQMSG_PARAMETER_DESCRIPTION);
-			pktbuf_put_u16(&pb, (uint16_t)n);
-			for (int i = 0; i < n; i++)
-				pktbuf_put_u32(&pb,
-				               i < e->ntypes && e->types[i] ? e->types[i] : 25);
-			pktbuf_finish_msg(&pb);
-		}
-		if (e->describe_stmt || e->describe_portal) {
-			pktbuf_start_msg(&pb, PQMSG_NO_DATA);
-			pktbuf_finish_msg(&pb);
-		}
+		if (e->describe_stmt && e->describe_stmt_after_bind && e->desc != NULL)
+			put_statement_description(&pb, e->desc);
+		if (e->describe_portal && e->desc != NULL)
+			put_row_description(&pb, e->desc, e->result_format);
 		if (e->close) {
 			pktbuf_start_msg(&pb, PQMSG_CLOSE_COMPLETE);
 			pktbuf_finish_msg(&pb);
 		}
 	}
 	pktbuf_write_ready(&pb, client_txn_status(c));
-	if (!client_queue(c, &pb))
+	if (pktbuf_failed(&pb) || !client_queue(c, &pb))
 		client_close(c, "could not send an answer");
 	pktbuf_free(&pb);
 }
@@ -399,8 +685,7 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 		}
 		if ((e->ran || e->close) &&
 		    proto_parse_parse(pkt->body, pkt->body_len, &stmt, &sql, &sql_len, &n) &&
-		    (!classifier_classify(sy->cl, c->pool->db_name, sql, &sc) ||
-		     sc.verdict == STMT_PASS)) {
+		    (!hook_classify(sy, c, sql, &sc) || sc.verdict == STMT_PASS)) {
 			if (e->close && !e->ran) {
 				struct pktbuf pb;
 				pktbuf_init(&pb, 16);
@@ -427,10 +712,19 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 			ext_bind(sy, c, mc, pkt);
 		return HOOK_CONSUME;
 	case PQMSG_DESCRIBE:
-		if (pkt->body_len >= 1 && pkt->body[0] == PQMSG_TARGET_PORTAL)
+		if (pkt->body_len >= 1 && pkt->body[0] == PQMSG_TARGET_PORTAL) {
 			e->describe_portal = true;
-		else
+		} else if (proto_parse_msg_names(PQMSG_DESCRIBE, pkt->body, pkt->body_len, &stmt,
+		                                 &portal) &&
+		           stmt != NULL) {
 			e->describe_stmt = true;
+			e->describe_stmt_after_bind = e->bind;
+			free(e->describe_name);
+			if ((e->describe_name = strdup(stmt)) == NULL)
+				ext_fail(e, "53200", "out of memory");
+		} else {
+			ext_fail(e, "08P01", "malformed Describe message");
+		}
 		return HOOK_CONSUME;
 	case PQMSG_EXECUTE:
 		if (e->failed) {
@@ -439,6 +733,13 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 		}
 		if (e->sql == NULL || !e->bind) {
 			answer_now(c, "34000", "portal does not exist", NULL, NULL, NULL);
+			return HOOK_CONSUME;
+		}
+		if (e->describe_stmt && e->desc == NULL) {
+			/* the description first; this Execute comes back when it is there */
+			if (describe_start(sy, c, mc))
+				return HOOK_PAUSE;
+			answer_now(c, e->sqlstate, e->message, NULL, NULL, NULL);
 			return HOOK_CONSUME;
 		}
 		if (!hook_begin_mutation(sy, c, &e->sc, e->sql, e))
@@ -468,6 +769,9 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 			client_close(c, "could not send an answer");
 		pktbuf_free(&pb);
 	} else {
+		if (!e->failed && (e->describe_stmt || e->describe_portal) && e->desc == NULL &&
+		    describe_start(sy, c, mc))
+			return HOOK_PAUSE; /* this Sync comes back when the description is there */
 		ext_answer_now(c, e);
 	}
 	ext_reset(e);

@@ -43,8 +43,7 @@ bool mc_multi_next(struct synced *sy, struct mut_client *mc)
 
 	mc->imulti++;
 	sql = mc->multi[mc->imulti];
-	if (!classifier_classify(sy->cl, mc->client->pool->db_name, sql, &sc) ||
-	    sc.verdict == STMT_PASS) {
+	if (!hook_classify(sy, mc->client, sql, &sc) || sc.verdict == STMT_PASS) {
 		answer_now(mc->client, "XX000", "a statement of the query string changed its kind",
 		           NULL, NULL, NULL);
 		return false;
@@ -80,7 +79,8 @@ void mc_release_if_idle(struct conn *c)
 	struct mut_client *mc = c->hook_state;
 
 	if (mc == NULL || mc->m != NULL || mc->answered || mc->ext.phase != EXT_NONE ||
-	    mc->nstmts > 0 || mc->multi != NULL)
+	    mc->nstmts > 0 || mc->multi != NULL || mc->path_session_set || mc->path_local_set ||
+	    mc->describe != NULL)
 		return;
 	ext_reset(&mc->ext);
 	free(mc->stmts);
@@ -104,6 +104,78 @@ void mc_drop_stmt(struct mut_client *mc, const char *name)
 		return;
 	prep_stmt_free(ps);
 	*ps = mc->stmts[--mc->nstmts];
+}
+
+/* ---- the client's search_path ---- */
+
+const char *hook_search_path(struct conn *c)
+{
+	struct mut_client *mc = c->hook_state;
+
+	if (mc != NULL && mc->path_local_set && client_txn_status(c) == 'I') {
+		/* the block that ran SET LOCAL is over */
+		free(mc->path_local);
+		mc->path_local = NULL;
+		mc->path_local_set = false;
+	}
+	if (mc != NULL && mc->path_local_set && mc->path_local != NULL)
+		return mc->path_local;
+	if (mc != NULL && mc->path_session_set && mc->path_session != NULL)
+		return mc->path_session;
+	return param_get(&c->params, "search_path");
+}
+
+static bool path_shadowed(void *arg, const char *database, const char *schema, const char *table)
+{
+	struct synced *sy = arg;
+
+	return catalog_name_taken(sy->cat, database, schema, table);
+}
+
+bool hook_classify(struct synced *sy, struct conn *c, const char *sql, struct stmt_class *sc)
+{
+	struct classifier_path path = {
+	        .search_path = hook_search_path(c),
+	        .user = c->pool->server_user ? c->pool->server_user : c->pool->user_name,
+	        .shadowed = path_shadowed,
+	        .arg = sy,
+	};
+
+	return classifier_classify_in(sy->cl, c->pool->db_name, &path, sql, sc);
+}
+
+/*
+ * Follows the client's SET/RESET of search_path in sql[0..len) (NUL-terminated at len). A SET
+ * LOCAL, or a SET inside a transaction block, counts until the block ends; the transaction
+ * block's fate is not followed (a SET undone by ROLLBACK still counts).
+ */
+static void follow_search_path(struct conn *c, const char *sql, size_t len)
+{
+	char value[1024];
+	bool local;
+	enum classifier_path_change ch =
+	        classifier_path_change(sql, len, value, sizeof(value), &local);
+	struct mut_client *mc;
+	char *v = NULL;
+
+	if (ch == CL_PATH_NONE)
+		return;
+	mc = mc_get(c);
+	if (mc == NULL || (ch == CL_PATH_SET && (v = strdup(value)) == NULL))
+		return; /* out of memory: the login value stays */
+	if (local || client_txn_status(c) != 'I') {
+		free(mc->path_local);
+		mc->path_local = v;
+		mc->path_local_set = true;
+		if (local)
+			return;
+		v = v != NULL ? strdup(v) : NULL;
+		if (ch == CL_PATH_SET && v == NULL)
+			return;
+	}
+	free(mc->path_session);
+	mc->path_session = v;
+	mc->path_session_set = true;
 }
 
 /*
@@ -192,9 +264,10 @@ static enum hook_verdict inspect_query(struct synced *sy, struct conn *c,
 		return inspect_prefix(sy, c, pkt, sql, pkt->body_avail);
 	if (pkt->body_len == 0 || pkt->body[pkt->body_len - 1] != '\0')
 		return HOOK_PASS; /* malformed: PostgreSQL answers it */
+	follow_search_path(c, sql, pkt->body_len - 1);
 	if (!classifier_quick_check(sy->cl, c->pool->db_name, sql, pkt->body_len - 1))
 		return HOOK_PASS;
-	if (!classifier_classify(sy->cl, c->pool->db_name, sql, &sc) || sc.verdict == STMT_PASS)
+	if (!hook_classify(sy, c, sql, &sc) || sc.verdict == STMT_PASS)
 		return HOOK_PASS;
 	if (!client_server_idle(c))
 		return HOOK_WAIT_IDLE;
@@ -226,7 +299,7 @@ static enum hook_verdict inspect_query(struct synced *sy, struct conn *c,
 		}
 		mc->nmulti = n;
 		mc->imulti = 0;
-		if (!classifier_classify(sy->cl, c->pool->db_name, mc->multi[0], &sc)) {
+		if (!hook_classify(sy, c, mc->multi[0], &sc)) {
 			mc_multi_free(mc);
 			answer_now(c, "53200", "out of memory", NULL, NULL, NULL);
 			mc_release_if_idle(c);
@@ -252,7 +325,7 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 	const char *stmt = NULL, *portal = NULL;
 
 	if (mc != NULL) {
-		if (mc->m != NULL)
+		if (mc->m != NULL || mc->describe != NULL)
 			return HOOK_PAUSE;
 		if (mc->answered) {
 			mc->answered = false;
@@ -289,9 +362,9 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 			return HOOK_PASS;
 		if (mc != NULL)
 			mc_drop_stmt(mc, stmt); /* re-prepared under the same name ("" too) */
+		follow_search_path(c, sql, sql_len);
 		if (!classifier_quick_check(sy->cl, c->pool->db_name, sql, sql_len) ||
-		    !classifier_classify(sy->cl, c->pool->db_name, sql, &sc) ||
-		    sc.verdict == STMT_PASS) {
+		    !hook_classify(sy, c, sql, &sc) || sc.verdict == STMT_PASS) {
 			mc_release_if_idle(c);
 			return HOOK_PASS;
 		}
@@ -299,6 +372,7 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 	}
 	case PQMSG_BIND:
 	case PQMSG_CLOSE:
+	case PQMSG_DESCRIBE:
 		if (mc == NULL || mc->nstmts == 0 || !pkt->complete ||
 		    !proto_parse_msg_names(pkt->type, pkt->body, pkt->body_len, &stmt, &portal) ||
 		    stmt == NULL || mc_find_stmt(mc, stmt) == NULL)
@@ -318,6 +392,17 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 	return ext_packet(sy, c, mc, pkt);
 }
 
+bool hook_cancel(void *ctx, struct conn *c)
+{
+	struct mut_client *mc = c->hook_state;
+
+	(void)ctx;
+	if (mc == NULL || mc->m == NULL)
+		return false; /* nothing of ours runs: the client's server gets it */
+	mutation_cancel(mc->m);
+	return true;
+}
+
 void hook_client_closed(void *ctx, struct conn *c)
 {
 	struct mut_client *mc = c->hook_state;
@@ -325,20 +410,25 @@ void hook_client_closed(void *ctx, struct conn *c)
 	(void)ctx;
 	if (mc == NULL)
 		return;
-	if (mc->m != NULL && mc->m->state == MUT_QUEUED) {
-		/* nothing was sent anywhere yet: drop it */
+	if (mc->m != NULL) {
+		/*
+		 * Nobody waits for the answer: a write whose request has not left ends as if
+		 * cancelled (nothing sent, its transaction rolled back); one already sent goes on
+		 * to its end, applied whole or settled.
+		 */
 		struct mutation *m = mc->m;
 		m->mc = NULL;
 		mc->m = NULL;
-		mutation_finish(m);
-	} else if (mc->m != NULL) {
-		mc->m->mc = NULL; /* the mutation goes on to its end; nobody to answer */
+		mutation_cancel(m);
 	}
+	ext_describe_client_gone(mc);
 	ext_reset(&mc->ext);
 	mc_multi_free(mc);
 	for (int i = 0; i < mc->nstmts; i++)
 		prep_stmt_free(&mc->stmts[i]);
 	free(mc->stmts);
+	free(mc->path_session);
+	free(mc->path_local);
 	c->hook_state = NULL;
 	free(mc);
 }

@@ -152,7 +152,7 @@ static void append_conninfo(char *buf, size_t size, size_t *len, const char *key
 }
 
 /* The libpq connection string for the pool's server (host, port, db, user, password). */
-static bool pool_conninfo(const struct pool *pool, char *buf, size_t size, const char **err)
+bool mutation_pool_conninfo(const struct pool *pool, char *buf, size_t size, const char **err)
 {
 	char port[16];
 	size_t len = 0;
@@ -180,6 +180,35 @@ static bool pool_conninfo(const struct pool *pool, char *buf, size_t size, const
 		return false;
 	}
 	return true;
+}
+
+bool synced_idle(const struct synced *sy)
+{
+	return list_empty(&sy->mutations) && list_empty(&sy->describes);
+}
+
+struct mconn *mconn_take_idle(struct synced *sy, const char *conninfo)
+{
+	struct list *it;
+
+	list_for_each(it, &sy->idle_conns)
+	{
+		struct mconn *c = list_entry(it, struct mconn, head);
+		if (strcmp(c->conninfo, conninfo) == 0 && pgc_ok(c->pc)) {
+			list_del(&c->head);
+			return c;
+		}
+	}
+	return NULL;
+}
+
+void mconn_release(struct synced *sy, struct mconn *mc, bool broken)
+{
+	if (broken || !pgc_ok(mc->pc) || pgc_busy(mc->pc) ||
+	    list_count(&sy->idle_conns) >= MAX_IDLE_CONNS)
+		mconn_free(mc);
+	else
+		list_append(&sy->idle_conns, &mc->head);
 }
 
 void mconn_free(struct mconn *mc)
@@ -250,6 +279,40 @@ static void rollback_forget_intent(struct mutation *m)
 		settle_kick(m->sy->settle,
 		            300); /* the intent is left: settling finds nothing done */
 		mutation_finish(m);
+	}
+}
+
+void mutation_cancel(struct mutation *m)
+{
+	switch (m->state) {
+	case MUT_QUEUED:
+	case MUT_CONNECTING:
+	case MUT_CAPTURING:
+		/*
+		 * Nothing has left the pooler: the write ends here. Its transaction (rows captured,
+		 * locks held) ends with its connection, which is closed rather than waited for.
+		 */
+		log_debug("synced table %s: %s cancelled while %s", m->st->qualified,
+		          stmt_op_str(m->op), mut_state_str(m->state));
+		mutation_set_error(m, "57014", "canceling statement due to user request", NULL,
+		                   NULL);
+		if (m->state != MUT_QUEUED)
+			m->conn_broken = true;
+		mutation_finish(m);
+		return;
+	case MUT_WRITING_INTENT:
+		m->cancel_requested = true; /* mutation_send_request() sends nothing */
+		return;
+	case MUT_CALLING_API:
+	case MUT_APPLYING:
+	case MUT_COMMITTING:
+	case MUT_ROLLING_BACK:
+	case MUT_SETTLING:
+		/* a rollback before any request ends with its own error, as PostgreSQL's would */
+		m->cancel_late = m->request_sent;
+		return;
+	case MUT_DONE:
+		return;
 	}
 }
 
@@ -375,6 +438,7 @@ static void on_committed(void *arg, struct pgc *pc, PGresult *res, const char *e
 	}
 	if (m->mc != NULL) {
 		pktbuf_init(&pb, RESPONSE_MAX);
+		m->escaped = m->in_block;
 		answer_write_result(&pb, m, m->result, m->result);
 		answer_send(m, &pb);
 		pktbuf_free(&pb);
@@ -469,6 +533,36 @@ static void on_applied(void *arg, struct pgc *pc, PGresult *res, const char *err
 }
 
 /* Builds the JSON of confirmed rows: [{"seq":n,"key":…,"fields":{column: value}}]. */
+/* PostgreSQL's type oids of json and jsonb (pg_type.dat; fixed since 9.4). */
+#define JSON_TYPE_OID  114
+#define JSONB_TYPE_OID 3802
+
+/*
+ * One value the API returned, for the apply run's jsonb_populate_record(): a string, which a
+ * column of any type reads as its text; but for a json or jsonb column the API's JSON value
+ * itself (an array stays an array, a number a number, a string a string).
+ */
+static void put_confirmed_value(struct json_out *out, const struct catalog_table *ct,
+                                const struct api_field_value *fv)
+{
+	const struct catalog_column *col = catalog_column_find(ct, fv->column);
+	struct json_value *doc;
+	char err[96];
+
+	if (fv->value == NULL) {
+		json_out_null(out);
+		return;
+	}
+	if (fv->json && col != NULL &&
+	    (col->type_oid == JSON_TYPE_OID || col->type_oid == JSONB_TYPE_OID) &&
+	    json_parse(fv->value, strlen(fv->value), NULL, &doc, err, sizeof(err))) {
+		json_out_value(out, doc);
+		json_free(doc);
+		return;
+	}
+	json_out_string(out, fv->value);
+}
+
 static char *confirmed_json(struct mutation *m, const struct api_result *ar)
 {
 	struct json_out out;
@@ -528,10 +622,7 @@ static char *confirmed_json(struct mutation *m, const struct api_result *ar)
 			    strcmp(rr->fields[f].column, m->st->at.pk_column) == 0)
 				continue;
 			json_out_key(&out, rr->fields[f].column);
-			if (rr->fields[f].value != NULL)
-				json_out_string(&out, rr->fields[f].value);
-			else
-				json_out_null(&out);
+			put_confirmed_value(&out, m->ct, &rr->fields[f]);
 		}
 		json_out_object_end(&out);
 		json_out_object_end(&out);
@@ -704,6 +795,23 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		mutation_rollback(m);
 		return;
 	}
+	if (m->first != NULL && atoi(PQcmdTuples(m->first)) > 0) {
+		/*
+		 * The capture run changes no row of a synced table: the rows it changed are another
+		 * table's, found first on the search_path (a temporary table, or one created since
+		 * the synced tables were read). Rolled back; nothing was sent.
+		 */
+		char msg[300];
+		snprintf(msg, sizeof(msg),
+		         "the statement writes another table than synced table %s",
+		         m->st->qualified);
+		mutation_set_error(m, "0A000", msg,
+		                   "Its unqualified table name finds another relation of that name "
+		                   "first on the search_path.",
+		                   "Qualify the table name with its schema.");
+		mutation_rollback(m);
+		return;
+	}
 	m->nrows = PQntuples(res);
 	if (m->nrows == 0 && m->op != OP_INSERT) {
 		/*
@@ -821,6 +929,14 @@ void mutation_send_request(struct mutation *m)
 	                 : m->op == OP_UPDATE ? API_OP_UPDATE
 	                                      : API_OP_DELETE;
 
+	if (m->cancel_requested) {
+		/* cancelled while the intent was written: it goes, and nothing is sent */
+		mutation_set_error(m, "57014", "canceling statement due to user request", NULL,
+		                   NULL);
+		rollback_forget_intent(m);
+		return;
+	}
+
 	mutation_set_state(m, MUT_CALLING_API);
 	note_sync_write(m, true);
 	m->call = api_submit_keyed(m->st->api, &m->st->at, op, m->api_rows, m->nrows, m->intent_key,
@@ -828,7 +944,9 @@ void mutation_send_request(struct mutation *m)
 	if (m->call == NULL) {
 		mutation_set_error(m, "53200", "could not start the API request", NULL, NULL);
 		rollback_forget_intent(m);
+		return;
 	}
+	m->request_sent = true;
 }
 
 static void on_first_run(void *arg, struct pgc *pc, PGresult *res, const char *error)
@@ -961,6 +1079,7 @@ void mutation_finish(struct mutation *m)
 		pktbuf_init(&pb, RESPONSE_MAX);
 		if (m->extended)
 			answer_ext_prefix(m, &pb);
+		answer_notices(m, &pb);
 		if (!m->no_ready && answer_raise_on_server(mc->client, &m->err)) {
 			/* the prefix now; the server's error and ReadyForQuery follow */
 			if (pb.len > 0 && !client_queue(mc->client, &pb))
@@ -972,13 +1091,8 @@ void mutation_finish(struct mutation *m)
 		pktbuf_free(&pb);
 		mc = m->mc;
 	}
-	if (m->conn != NULL) {
-		if (m->conn_broken || !pgc_ok(m->conn->pc) || pgc_busy(m->conn->pc) ||
-		    list_count(&sy->idle_conns) >= MAX_IDLE_CONNS)
-			mconn_free(m->conn);
-		else
-			list_append(&sy->idle_conns, &m->conn->head);
-	}
+	if (m->conn != NULL)
+		mconn_release(sy, m->conn, m->conn_broken);
 	if (mc != NULL && mc->client->state != CONN_JUSTFREE) {
 		bool next_started = false;
 		mc->m = NULL;
@@ -1010,7 +1124,7 @@ void mutation_finish(struct mutation *m)
 			}
 		}
 	}
-	if (sy->reload_pending && list_empty(&sy->mutations))
+	if (sy->reload_pending && synced_idle(sy))
 		synced_schedule_reload(sy);
 	if (m->first)
 		PQclear(m->first);
@@ -1039,6 +1153,7 @@ void mutation_finish(struct mutation *m)
 	free(m->session_sql);
 	free(m->ids);
 	free(m->conninfo);
+	free(m->stmt_desc);
 	free(m->sql);
 	free(m);
 }
@@ -1052,6 +1167,9 @@ static bool copy_params(struct mutation *m, const struct ext_seq *ext)
 	m->parse_complete = ext->parse && !ext->parse_sent;
 	m->bind_complete = ext->bind && !ext->bind_sent;
 	m->describe_portal = ext->describe_portal;
+	if (ext->describe_stmt && !ext_statement_description(ext, &m->stmt_desc, &m->stmt_desc_len))
+		return false;
+	m->stmt_desc_after_bind = ext->describe_stmt_after_bind;
 	m->no_ready =
 	        ext->phase != EXT_NONE; /* still collecting: the batch's Sync is yet to come */
 	m->result_format = ext->result_format;
@@ -1119,10 +1237,11 @@ void mutation_acquire(struct mutation *m)
 
 /*
  * The client's settings that change how its statement is read or what RETURNING sends back
- * (string literals, dates, intervals, time zone, float digits), for the mutation's own
- * transaction. Other settings stay the pooler's. NULL when the client set none of them.
+ * (string literals, dates, intervals, time zone, float digits, the search_path that names its
+ * tables), for the mutation's own transaction. Other settings stay the pooler's. NULL when the
+ * client set none of them.
  */
-static char *session_settings(const struct conn *c)
+char *mutation_session_settings(struct conn *c)
 {
 	static const char *const names[] = {
 	        "DateStyle",
@@ -1133,6 +1252,7 @@ static char *session_settings(const struct conn *c)
 	        "bytea_output",
 	};
 	struct pktbuf pb;
+	const char *path;
 	int n = 0;
 	char *sql;
 
@@ -1149,6 +1269,16 @@ static char *session_settings(const struct conn *c)
 		pktbuf_put_sql_literal(&pb, names[i]);
 		pktbuf_put_bytes(&pb, ", ", 2);
 		pktbuf_put_sql_literal(&pb, v);
+		pktbuf_put_bytes(&pb, ", true)", 7);
+	}
+	if ((path = hook_search_path(c)) != NULL) {
+		/* the statement's unqualified names resolve as in the client's session */
+		if (n++ > 0)
+			pktbuf_put_bytes(&pb, ", ", 2);
+		else
+			pktbuf_put_bytes(&pb, "SELECT ", 7);
+		pktbuf_put_bytes(&pb, "pg_catalog.set_config('search_path', ", 37);
+		pktbuf_put_sql_literal(&pb, path);
 		pktbuf_put_bytes(&pb, ", true)", 7);
 	}
 	pktbuf_put_u8(&pb, 0);
@@ -1179,12 +1309,13 @@ void mutation_start(struct synced *sy, struct mut_client *mc, struct synced_tabl
 	m->ct = ct;
 	m->op = sc->op;
 	m->conflict_nothing = sc->on_conflict_nothing;
+	m->in_block = client_txn_status(mc->client) == 'T';
 	m->started = bouncer_now_usec();
 	m->intent_id = settle_new_id();
 	api_random_key(m->intent_key, sizeof(m->intent_key));
 	pktbuf_init(&m->err, 65536);
 	mc->m = m;
-	m->session_sql = session_settings(mc->client);
+	m->session_sql = mutation_session_settings(mc->client);
 	if (ext == NULL && mc->multi != NULL && mc->imulti < mc->nmulti - 1)
 		m->no_ready = true;
 	m->sql = strdup(sql);
@@ -1193,7 +1324,7 @@ void mutation_start(struct synced *sy, struct mut_client *mc, struct synced_tabl
 		mutation_finish(m);
 		return;
 	}
-	if (!pool_conninfo(pool, conninfo, sizeof(conninfo), &err)) {
+	if (!mutation_pool_conninfo(pool, conninfo, sizeof(conninfo), &err)) {
 		mutation_set_error(m, "28000", err, NULL, NULL);
 		mutation_finish(m);
 		return;

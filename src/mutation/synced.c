@@ -24,6 +24,7 @@
 #include "log.h"
 #include "mutation/catalog.h"
 #include "mutation/classifier.h"
+#include "mutation/extended.h"
 #include "mutation/history.h"
 #include "mutation/hook.h"
 #include "mutation/journal.h"
@@ -114,6 +115,7 @@ static void install_hook(struct bouncer *b, struct synced *sy)
 	b->hook.inspect = hook_inspect;
 	b->hook.stream_needles = classifier_setting_needles();
 	b->hook.client_closed = hook_client_closed;
+	b->hook.cancel = hook_cancel;
 	b->hook.ctx = sy;
 }
 
@@ -132,6 +134,7 @@ static bool synced_start_settings_only(struct bouncer *b)
 	sy->b = b;
 	list_init(&sy->idle_conns);
 	list_init(&sy->mutations);
+	list_init(&sy->describes);
 	list_init(&sy->queued);
 	sy->cl = classifier_new(NULL, 0);
 	if (sy->cl == NULL) {
@@ -168,6 +171,7 @@ bool synced_start(struct bouncer *b)
 	cfg = sy->cfg;
 	list_init(&sy->idle_conns);
 	list_init(&sy->mutations);
+	list_init(&sy->describes);
 	list_init(&sy->queued);
 	sy->http = http_engine_create(b->base, b->dns);
 	if (sy->http == NULL)
@@ -293,6 +297,7 @@ void synced_stop(struct bouncer *b)
 	sy->stopping = true;
 	b->hook.inspect = NULL;
 	b->hook.client_closed = NULL;
+	b->hook.cancel = NULL;
 	b->hook.ctx = NULL;
 	list_for_each_safe(it, tmp, &sy->mutations)
 	{
@@ -326,6 +331,7 @@ void synced_stop(struct bouncer *b)
 		m->conn_broken = true;
 		mutation_finish(m);
 	}
+	ext_describes_stop(sy);
 	/* the sync worker first: it borrows the catalog, the APIs and the table mappings */
 	sync_free(sy->sync);
 	sy->sync = NULL;
@@ -365,7 +371,7 @@ void synced_reload(struct bouncer *b)
 {
 	struct synced *sy = b->synced;
 
-	if (sy != NULL && !list_empty(&sy->mutations)) {
+	if (sy != NULL && !synced_idle(sy)) {
 		log_info("synced tables: reload waits for %zu write%s in flight",
 		         list_count(&sy->mutations), list_count(&sy->mutations) == 1 ? "" : "s");
 		sy->reload_pending = true;

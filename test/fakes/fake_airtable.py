@@ -17,6 +17,9 @@
 Ids are "rec" + 14 characters; every change stamps the record's last modified time (kept by
 the fake, not a field, as in a base without a "Last modified time" field). Needs
 "Authorization: Bearer <--token>". Answers carry a Date header (Airtable's clock).
+A field named "email" (any case) is an email field: a value that does not look like an address
+is a 422 INVALID_VALUE_FOR_COLUMN 'Field "<name>" cannot accept the provided value' (naming
+neither the record nor the value, as Airtable does), and nothing of the request is written.
 
 Control API: POST /_records {"table": "Contacts", "op": "create", "fields": {...},
 "count": N} -> {"ids": [...]}, {"op": "update", "id", "fields"}, {"op": "delete", "id"}: changes
@@ -38,6 +41,7 @@ import urllib.parse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fake_http  # noqa: E402
 
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 FORMULA_RE = re.compile(r"^\s*LAST_MODIFIED_TIME\(\)\s*(>=|>)\s*'([^']+)'\s*$")
 EQUALS_RE = re.compile(r'^\s*\{([^}]+)\}\s*=\s*"((?:[^"\\]|\\.)*)"\s*$')
 
@@ -126,6 +130,11 @@ class Handler(fake_http.Handler):
                 recs = body.get("records")
                 if not isinstance(recs, list) or len(recs) > 10:
                     return self.error(422, "INVALID_RECORDS", "records must be a list of at most 10")
+                for r in recs:
+                    for k, v in (r.get("fields") or {}).items():
+                        if k.lower() == "email" and v and not EMAIL_RE.match(str(v)):
+                            return self.error(422, "INVALID_VALUE_FOR_COLUMN",
+                                              'Field "%s" cannot accept the provided value' % k)
                 out = []
                 upsert = body.get("performUpsert") if method == "PATCH" else None
                 if upsert is not None:

@@ -206,6 +206,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def arrive(self, entry):
+        """Logs the request (entry), then plays what every request meets first: "down" (read,
+        then dropped unanswered) and "delay_ms". False when the request was dropped."""
+        st = self.server.state
+        with st.lock:
+            st.log.append(entry)
+            delay = st.delay_ms
+            down = st.take_down()
+        if down:
+            self.drop()
+            return False
+        if delay:
+            time.sleep(delay / 1000.0)
+        return True
+
     def _route(self):
         method = self.command
         if method not in self.methods:

@@ -22,6 +22,9 @@
 Records carry id ("1", "2", ...), properties with hs_object_id, createdate and
 hs_lastmodifieddate ("2024-05-01T10:00:00.123Z"; every change gets a later millisecond than
 the one before), createdAt/updatedAt. Needs "Authorization: Bearer <--token>".
+Like HubSpot, a batch whose "email" property does not look like an address is refused whole:
+400 VALIDATION_ERROR "Property values were not valid: [{...INVALID_EMAIL...}]" (the list names
+the property and the value, not the input), nothing written.
 
 Control API: POST /_records {"object": "contacts", "op": "create", "properties": {...},
 "count": N ({n} in values is replaced by 0..N-1)} -> {"ids": [...]}, {"op": "update", "id",
@@ -34,12 +37,16 @@ the request log, the gate and the unreachable_ms knob are fake_http.py's, shared
 """
 import json
 import os
+import re
 import sys
 import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fake_http  # noqa: E402
+
+
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class State(fake_http.State):
@@ -190,6 +197,14 @@ class Handler(fake_http.Handler):
                 st.archive(obj, str(i.get("id")))
             self.late()
             return self.send(204)
+        for i in inputs:
+            email = (i.get("properties") or {}).get("email")
+            if email and not EMAIL_RE.match(str(email)):
+                msg = "Email address %s is invalid" % email
+                return self.error(400, "VALIDATION_ERROR", "Property values were not valid: " +
+                                  json.dumps([{"isValid": False, "message": msg,
+                                               "error": "INVALID_EMAIL", "name": "email",
+                                               "localizedErrorMessage": msg}]))
         results = []
         if verb == "create" and obj == "contacts":
             for i in inputs:

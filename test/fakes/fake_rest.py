@@ -69,16 +69,10 @@ class Handler(fake_http.Handler):
             body = json.loads(raw) if raw else None
         except ValueError:
             return self.error(400, "bad_json", "body is not JSON")
-        with st.lock:
-            st.log.append({"method": method, "path": url.path, "query": url.query,
-                           "authorization": self.headers.get("Authorization"),
-                           "body": body, "time": time.time()})
-            delay = st.delay_ms
-            down = st.take_down()
-        if down:
-            return self.drop()
-        if delay:
-            time.sleep(delay / 1000.0)
+        if not self.arrive({"method": method, "path": url.path, "query": url.query,
+                            "authorization": self.headers.get("Authorization"),
+                            "body": body, "time": time.time()}):
+            return
         tok = st.args.token
         hdr = st.args.token_header
         if tok and self.headers.get("Authorization") != "Bearer " + tok and \

@@ -168,23 +168,16 @@ class Handler(fake_http.Handler):
     def api(self, method, url, body):
         st = self.server.state
         path, query = url.path, urllib.parse.parse_qs(url.query)
-        with st.lock:
-            entry = {"method": method, "path": path, "query": url.query,
-                     "authorization": self.headers.get("Authorization"),
-                     "content_type": self.headers.get("Content-Type"),
-                     "time": time.time()}
-            try:
-                entry["body"] = json.loads(body) if body and not path.endswith("/token") else body.decode("utf-8", "replace")
-            except ValueError:
-                entry["body"] = body.decode("utf-8", "replace")
-            st.log.append(entry)
-            delay = st.delay_ms
-            down = st.take_down()
-        if down:
-            # Read the request, answer nothing, drop the connection: the outcome is unknown.
-            return self.drop()
-        if delay:
-            time.sleep(delay / 1000.0)
+        entry = {"method": method, "path": path, "query": url.query,
+                 "authorization": self.headers.get("Authorization"),
+                 "content_type": self.headers.get("Content-Type"),
+                 "time": time.time()}
+        try:
+            entry["body"] = json.loads(body) if body and not path.endswith("/token") else body.decode("utf-8", "replace")
+        except ValueError:
+            entry["body"] = body.decode("utf-8", "replace")
+        if not self.arrive(entry):
+            return  # "down": read, answered with nothing, the outcome unknown
         if path == "/services/oauth2/token" and method == "POST":
             return self.token(body)
         m = re.match(r"^/services/data/(v\d+\.\d+)/(.*)$", path)

@@ -89,14 +89,10 @@ class Handler(fake_http.Handler):
         key = self.headers.get("Idempotency-Key")
         self.request_id = "req_" + "".join(random.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
                                            for _ in range(14))
-        with st.lock:
-            st.log.append({"method": method, "path": url.path, "form": form,
-                           "query": url.query, "time": time.time(),
-                           "idempotency_key": key, "content_type": self.headers.get("Content-Type"),
-                           "request_id": self.request_id})
-            delay = st.delay_ms
-        if delay:
-            time.sleep(delay / 1000.0)
+        self.arrive({"method": method, "path": url.path, "form": form,
+                     "query": url.query, "time": time.time(),
+                     "idempotency_key": key, "content_type": self.headers.get("Content-Type"),
+                     "request_id": self.request_id})
         if self.headers.get("Authorization") != "Bearer " + st.args.token:
             return self.send(*self.err(401, "invalid_request_error", "Invalid API Key provided"))
         with st.lock:

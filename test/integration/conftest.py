@@ -102,12 +102,15 @@ def have_ipv6_loopback():
 HAVE_IPV6 = have_ipv6_loopback()
 
 _used_ports = set()
+# test/run gives each suite it runs at the same time a range of its own (SB_PORTS=LOW-HIGH)
+PORT_LOW, PORT_HIGH = (int(p) for p in os.environ.get("SB_PORTS", "20000-29999").split("-"))
 
 
 def free_port():
-    """A port below 30000 that is free on 127.0.0.1 (and ::1), not handed out before."""
+    """A port below 30000 (in SB_PORTS) that is free on 127.0.0.1 (and ::1), not handed out
+    before."""
     for _ in range(200):
-        port = random.randint(20000, 29999)
+        port = random.randint(PORT_LOW, PORT_HIGH)
         if port in _used_ports:
             continue
         ok = True
@@ -124,7 +127,7 @@ def free_port():
         if ok:
             _used_ports.add(port)
             return port
-    raise RuntimeError("no free port below 30000")
+    raise RuntimeError(f"no free port in {PORT_LOW}-{PORT_HIGH}")
 
 
 def make_tempdir(prefix):
@@ -202,16 +205,17 @@ class Postgres:
         except (OSError, ValueError):
             return None
 
-    def stop(self):
-        """Fast shutdown. Also stops a postmaster that a test restarted behind our back (pg_ctl
-        restart), which would otherwise outlive the run."""
+    def stop(self, sig=signal.SIGINT):
+        """Fast shutdown (SIGINT; SIGQUIT: immediate, for a cluster about to be thrown away,
+        which skips the shutdown checkpoint). Also stops a postmaster that a test restarted
+        behind our back (pg_ctl restart), which would otherwise outlive the run."""
         pids = [self.proc.pid] if self.proc.poll() is None else []
         other = self.postmaster_pid()
         if other and other != self.proc.pid:
             pids.append(other)
         for proc_pid in pids:
             try:
-                os.kill(proc_pid, signal.SIGINT)
+                os.kill(proc_pid, sig)
             except ProcessLookupError:
                 continue
             deadline = time.monotonic() + 30
@@ -251,7 +255,7 @@ class Postgres:
             except Exception:
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(0.1)
+                time.sleep(0.02)
         return False
 
     def connect(self, dbname="postgres", user="postgres", **kw):
@@ -282,7 +286,9 @@ def pg():
         shutil.rmtree(base, ignore_errors=True)
         pytest.exit(f"cannot start PostgreSQL: {e}", returncode=3)
     yield server
-    server.stop()
+    # Immediate: the cluster is thrown away, its shutdown checkpoint would only cost time.
+    # With SB_KEEP_TMP the kept cluster is shut down cleanly.
+    server.stop(signal.SIGINT if os.environ.get("SB_KEEP_TMP") else signal.SIGQUIT)
     if not os.environ.get("SB_KEEP_TMP"):
         shutil.rmtree(base, ignore_errors=True)
 
@@ -326,6 +332,7 @@ class Bouncer:
         self.proc = None
         self.stopped_by_us = False
         self.checked = False
+        self.ups_before = 0  # "process up" lines in the output before the latest start
         with open(self.ini, "w") as f:
             f.write(render_ini(sections))
         with open(self.userlist, "w") as f:
@@ -337,6 +344,7 @@ class Bouncer:
         return [self.binary, *self.args, *extra, self.ini]
 
     def start(self, wait=True):
+        self.ups_before = self.output().count("process up:")
         self.stderr_file = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                      stdout=self.stderr_file, stderr=subprocess.STDOUT,
@@ -359,10 +367,22 @@ class Bouncer:
                 pytest.fail(f"pooler exited with {self.proc.returncode} at start:\n{self.output()}")
             try:
                 socket.create_connection((self.host, self.port), timeout=1).close()
-                return
+                # The listener takes connections before the rest of the start (the metrics
+                # endpoint, the pidfile) is done; "process up" in the log says it is.
+                if not self.logs_start() or \
+                        self.output().count("process up:") > self.ups_before:
+                    return
             except OSError:
-                time.sleep(0.05)
-        pytest.fail(f"pooler does not accept connections after {timeout}s:\n{self.output()}")
+                pass
+            # a refused connection costs nothing: ask often, the pooler is up in a few ms
+            time.sleep(0.005)
+        pytest.fail(f"pooler does not accept connections (or has not logged \"process up\") "
+                    f"after {timeout}s:\n{self.output()}")
+
+    def logs_start(self):
+        """Whether the pooler's "process up" line reaches output() (a logfile, or stderr
+        without -q)."""
+        return bool(self.logfile) or "-q" not in self.args
 
     def stop(self):
         """SIGTERM, then SIGKILL; returns a list of problems (empty when it stopped cleanly)."""
@@ -562,6 +582,46 @@ def bouncer_factory(pg, request):
 def bouncer(bouncer_factory):
     """A pooler with the default config (session mode, md5 against the userlist)."""
     return bouncer_factory()
+
+
+# ---------------------------------------------------------------- the fake APIs
+
+FAKES_DIR = os.path.join(SRC_DIR, "test", "fakes")
+
+
+class FakeServer:
+    """One fake API of test/fakes/ (script, e.g. "fake_stripe.py", with its own arguments) in a
+    process of its own on a free port; call() and control() speak its control API."""
+
+    def __init__(self, script, *args):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(FAKES_DIR, script), "--port", str(self.port), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        line = self.proc.stdout.readline().decode()
+        assert "listening" in line, line
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def call(self, method, path, body=None):
+        """A JSON request to the fake; its JSON answer (None when empty)."""
+        import json
+        import urllib.request
+
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            raw = r.read()
+            return json.loads(raw) if raw else None
+
+    _call = call
+
+    def control(self, **kw):
+        return self.call("POST", "/_control", kw)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
 
 
 def pytest_report_header(config):

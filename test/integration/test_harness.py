@@ -32,6 +32,8 @@ def on_term(*_):
         os.kill(os.getpid(), signal.SIGSEGV)
     os._exit(0)
 signal.signal(signal.SIGTERM, on_term)
+# as the real one, once its start is done (the harness waits for this line)
+print("2024-01-01 00:00:00.000 UTC [%d] LOG process up: fakebouncer" % os.getpid(), flush=True)
 if mode == "dies":
     time.sleep(0.5)
     os._exit(3)

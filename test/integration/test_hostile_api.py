@@ -5,57 +5,30 @@ The fake APIs (test/fakes/) record every request with its raw path, so the tests
 left the pooler, not what the connector meant to send.
 """
 
-import json
-import os
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 
 import psycopg
 import pytest
 
-from conftest import IS_PGBOUNCER, SRC_DIR, free_port
+from conftest import IS_PGBOUNCER, FakeServer
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="synced tables exist only in syncbouncer")
 
-FAKES = os.path.join(SRC_DIR, "test", "fakes")
 STRIPE_TOKEN = "sk_test_hostile"
 
 
-class FakeApi:
+class FakeApi(FakeServer):
     """One fake API process (fake_<kind>.py) on a free port."""
 
     def __init__(self, kind, *args):
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(FAKES, f"fake_{kind}.py"), "--port", str(self.port),
-             *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        line = self.proc.stdout.readline().decode()
-        assert "listening" in line, line
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def _call(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            raw = r.read()
-            return json.loads(raw) if raw else None
-
-    def control(self, **kw):
-        return self._call("POST", "/_control", kw)
+        super().__init__(f"fake_{kind}.py", *args)
 
     def requests(self):
-        return [r for r in self._call("GET", "/_requests") if not r["path"].startswith("/_")]
+        return [r for r in self.call("GET", "/_requests") if not r["path"].startswith("/_")]
 
     def store(self):
-        return self._call("GET", "/_store")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
+        return self.call("GET", "/_store")
 
 
 @pytest.fixture

@@ -9,10 +9,7 @@ settled). A Stripe-shaped fake (test/fakes/fake_stripe.py) plays the API; settli
 inserts with the same Idempotency-Key and reads records by id.
 """
 
-import json
 import os
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -20,42 +17,22 @@ import urllib.request
 import psycopg
 import pytest
 
-from conftest import IS_PGBOUNCER, SRC_DIR, free_port
+from conftest import IS_PGBOUNCER, FakeServer, free_port
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="synced tables exist only in syncbouncer")
 
-FAKE = os.path.join(SRC_DIR, "test", "fakes", "fake_stripe.py")
 HOLD = "SYNCBOUNCER_TEST_HOLD_BEFORE_COMMIT_MS"
 
 
-class FakeStripe:
+class FakeStripe(FakeServer):
     def __init__(self):
-        self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, FAKE, "--port", str(self.port)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        line = self.proc.stdout.readline().decode()
-        assert "listening" in line, line
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def _call(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.loads(r.read())
-
-    def control(self, **kw):
-        return self._call("POST", "/_control", kw)
+        super().__init__("fake_stripe.py")
 
     def store(self):
-        return self._call("GET", "/_store").get("customers", {})
+        return self.call("GET", "/_store").get("customers", {})
 
     def requests(self):
-        return self._call("GET", "/_requests")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
+        return self.call("GET", "/_requests")
 
 
 @pytest.fixture

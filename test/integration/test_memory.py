@@ -68,13 +68,14 @@ def test_slow_reader_does_not_grow_memory(bouncer, pg):
     baseline = bouncer.rss_kb()
     with RssSampler(bouncer) as sampler:
         w.query(BIG_QUERY)
-        # Stalled: PostgreSQL produces the whole result in well under this time, so a pooler
-        # that buffers would hold most of it now.
-        time.sleep(3)
-        # The backpressure reaches PostgreSQL: its backend waits to write to the pooler.
-        waits = pg.sql("select wait_event from pg_stat_activity"
-                       f" where query = '{BIG_QUERY.replace(chr(39), chr(39) * 2)}'")
-        assert waits == [("ClientWrite",)]
+        # Stalled: the backpressure reaches PostgreSQL, whose backend waits to write to the
+        # pooler (a pooler that buffers would read on, and the backend would finish instead).
+        waits_sql = ("select wait_event from pg_stat_activity"
+                     f" where query = '{BIG_QUERY.replace(chr(39), chr(39) * 2)}'")
+        deadline = time.monotonic() + 30
+        while (waits := pg.sql(waits_sql)) != [("ClientWrite",)]:
+            assert time.monotonic() < deadline, waits
+            time.sleep(0.05)
         # Another client is served meanwhile.
         with bouncer.connect() as conn:
             assert conn.execute("select 'other'").fetchone() == ("other",)

@@ -1,44 +1,27 @@
 """A record of every synced write: the log_mutations line, and SHOW MUTATIONS keeping the last
 mutation_history finished writes (with their outcome) beside those in flight."""
 
-import json
-import os
 import re
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 
 import psycopg
 import pytest
 
-from conftest import IS_PGBOUNCER, SRC_DIR, free_port
+from conftest import IS_PGBOUNCER, FakeServer
 from test_synced import FakeSalesforce, crm, start_synced, sync_settled
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="synced tables exist only in syncbouncer")
 
-FAKE_STRIPE = os.path.join(SRC_DIR, "test", "fakes", "fake_stripe.py")
 
-
-class FakeStripe:
+class FakeStripe(FakeServer):
     def __init__(self):
-        self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, FAKE_STRIPE, "--port", str(self.port)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        line = self.proc.stdout.readline().decode()
-        assert "listening" in line, line
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__("fake_stripe.py")
 
     def requests(self):
-        with urllib.request.urlopen(self.url + "/_requests", timeout=10) as r:
-            # the writes (the sync worker's reads are GETs)
-            return [e for e in json.loads(r.read())
-                    if e["path"].startswith("/v1/") and e["method"] != "GET"]
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
+        # the writes (the sync worker's reads are GETs)
+        return [e for e in self.call("GET", "/_requests")
+                if e["path"].startswith("/v1/") and e["method"] != "GET"]
 
 
 @pytest.fixture

@@ -50,10 +50,14 @@ def make_db(pg, name):
         pg.sql(f"CREATE DATABASE {name} OWNER app")
 
 
+PEAK_LOCK = 715517  # the advisory lock that peak_servers' clients wait on
+
+
 def peak_servers(b, pg, db, clients, user="app", password="secret", server_user=None):
     """Opens `clients` clients that each hold a transaction at once; returns how many backends
     of db (logged in as server_user, by default the client's user) the pooler opened for them
-    (the others wait)."""
+    (the others wait). The transactions wait on an advisory lock that is let go once the
+    backends are counted, so that the clients queued behind them finish at once."""
     conns = []
     results = []
     barrier = threading.Barrier(clients + 1)
@@ -62,19 +66,22 @@ def peak_servers(b, pg, db, clients, user="app", password="secret", server_user=
         try:
             with b.connect(dbname=db, user=user, password=password) as c:
                 barrier.wait(20)
-                c.execute("select pg_sleep(1.5)")
+                c.execute("select pg_advisory_xact_lock_shared(%s)", (PEAK_LOCK,))
                 results.append(True)
         except Exception as e:  # noqa: BLE001
             results.append(repr(e))
             barrier.abort()
 
-    for _ in range(clients):
-        t = threading.Thread(target=one)
-        t.start()
-        conns.append(t)
-    barrier.wait(20)
-    time.sleep(0.8)
-    n = backends(pg, db, server_user or user)
+    with pg.connect(dbname=db) as locker:
+        locker.execute("select pg_advisory_lock(%s)", (PEAK_LOCK,))
+        for _ in range(clients):
+            t = threading.Thread(target=one)
+            t.start()
+            conns.append(t)
+        barrier.wait(20)
+        time.sleep(0.8)  # what the pooler opens for them meanwhile is what it ever opens
+        n = backends(pg, db, server_user or user)
+        locker.execute("select pg_advisory_unlock(%s)", (PEAK_LOCK,))
     for t in conns:
         t.join(30)
     assert results == [True] * clients

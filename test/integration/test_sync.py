@@ -6,11 +6,7 @@ syncbouncer, and the request budget.
 Intervals are short (1 s) and every wait polls with a bound that only guards against a hang.
 """
 
-import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -18,7 +14,7 @@ import urllib.request
 import psycopg
 import pytest
 
-from conftest import IS_PGBOUNCER, SRC_DIR, free_port
+from conftest import IS_PGBOUNCER, FakeServer
 from test_synced import FakeSalesforce, start_synced
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="synced tables exist only in syncbouncer")
@@ -334,41 +330,16 @@ def test_hostile_query_page_fails_the_pass_and_backs_off(pg, bouncer_factory, fa
     assert sync_rows(b)[SF_TABLE]["sync_state"] != "failed"
 
 
-class FakeProc:
-    """A fake API of test/fakes/ in a process of its own."""
-
-    def __init__(self, script, *args):
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(SRC_DIR, "test", "fakes", script), "--port",
-             str(self.port), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        line = self.proc.stdout.readline().decode()
-        assert "listening" in line, line
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def call(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            raw = r.read()
-            return json.loads(raw) if raw else None
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
 @pytest.fixture
 def fake_stripe():
-    f = FakeProc("fake_stripe.py")
+    f = FakeServer("fake_stripe.py")
     yield f
     f.stop()
 
 
 @pytest.fixture
 def fake_rest():
-    f = FakeProc("fake_rest.py", "--token", "rest-token")
+    f = FakeServer("fake_rest.py", "--token", "rest-token")
     yield f
     f.stop()
 
@@ -485,7 +456,7 @@ def test_a_failing_table_never_stops_the_others(pg, bouncer_factory, fake_rest, 
 
 @pytest.fixture
 def fake_hubspot():
-    f = FakeProc("fake_hubspot.py", "--token", "hs-token")
+    f = FakeServer("fake_hubspot.py", "--token", "hs-token")
     yield f
     f.stop()
 
@@ -543,7 +514,7 @@ def test_hubspot_search_past_10000_limit_and_archived_records(pg, bouncer_factor
 
 @pytest.fixture
 def fake_airtable():
-    f = FakeProc("fake_airtable.py", "--token", "at-token")
+    f = FakeServer("fake_airtable.py", "--token", "at-token")
     yield f
     f.stop()
 

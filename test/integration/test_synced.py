@@ -5,53 +5,27 @@ and a synced table crm.salesforce.contacts, and checks what a user of the produc
 SQL result, the row in PostgreSQL, the record in the API's store, and the error a client gets.
 """
 
-import json
 import os
-import subprocess
-import sys
 import time
-import urllib.request
 
 import psycopg
 import pytest
 
-from conftest import IS_PGBOUNCER, SRC_DIR, free_port
+from conftest import IS_PGBOUNCER, FakeServer
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="synced tables exist only in syncbouncer")
 
-FAKE = os.path.join(SRC_DIR, "test", "fakes", "fake_salesforce.py")
 
-
-class FakeSalesforce:
+class FakeSalesforce(FakeServer):
     def __init__(self):
-        self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, FAKE, "--port", str(self.port)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        line = self.proc.stdout.readline().decode()
-        assert "listening" in line, line
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def _call(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            raw = r.read()
-            return json.loads(raw) if raw else None
-
-    def control(self, **kw):
-        return self._call("POST", "/_control", kw)
+        super().__init__("fake_salesforce.py")
 
     def store(self):
-        return self._call("GET", "/_store").get("Contact", {})
+        return self.call("GET", "/_store").get("Contact", {})
 
     def requests(self):
-        return [r for r in self._call("GET", "/_requests")
+        return [r for r in self.call("GET", "/_requests")
                 if "/composite/sobjects" in r.get("path", "")]
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 @pytest.fixture

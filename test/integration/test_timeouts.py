@@ -25,6 +25,12 @@ def wait_until(fn, timeout=10.0, step=0.1):
     return fn()
 
 
+def wait_logged(b, line, timeout=10.0):
+    """Waits until the pooler logged line (the timeout hit), instead of sleeping past it."""
+    assert wait_until(lambda: line in b.log(), timeout, step=0.02), \
+        f"not logged within {timeout} s: {line!r}\n" + b.log()[-3000:]
+
+
 def test_query_timeout_ends_a_long_query(bouncer_factory, pg):
     b = bouncer_factory(config={"pgbouncer": {"query_timeout": 1}})
     with b.connect(autocommit=True) as conn:
@@ -58,7 +64,7 @@ def test_idle_transaction_timeout_closes_an_abandoned_transaction(bouncer_factor
                                               "idle_transaction_timeout": 1}})
     with b.connect() as conn:
         pid = conn.execute("select pg_backend_pid()").fetchone()[0]
-        time.sleep(3)
+        wait_logged(b, "closing because: idle transaction timeout")
         with pytest.raises(psycopg.OperationalError):
             conn.execute("select 1")
     assert wait_until(lambda: not backend_alive(pg, pid))
@@ -88,7 +94,7 @@ def test_client_idle_timeout_disconnects_an_idle_client(bouncer_factory):
                                               "client_idle_timeout": 1}})
     with b.connect(autocommit=True) as conn:
         conn.execute("select 1")
-        time.sleep(3)
+        wait_logged(b, "closing because: client_idle_timeout")
         with pytest.raises(psycopg.OperationalError):
             conn.execute("select 1")
     # a busy client is not idle

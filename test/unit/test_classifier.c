@@ -529,6 +529,103 @@ static void test_huge_input(void **state)
 }
 
 /* Many tables in many databases: each database sees its own. */
+/* A session that has public.contacts of its own (an ordinary table). */
+static bool public_contacts(void *arg, const char *database, const char *schema, const char *table)
+{
+	(void)arg;
+	return strcmp(database, "crm") == 0 && strcmp(schema, "public") == 0 &&
+	       strcmp(table, "contacts") == 0;
+}
+
+/* Unqualified names resolve through the session's search_path, as the server resolves them. */
+static void test_search_path(void **state)
+{
+	static const struct {
+		const char *search_path; /* NULL: the default */
+		const char *sql;
+		int table; /* -1: passes */
+	} path_cases[] = {
+	        {NULL, "insert into contacts (x) values (1)", -1},
+	        {NULL, "insert into accounts (x) values (1)", 1},
+	        {"salesforce, public", "insert into contacts (x) values (1)", 0},
+	        {"salesforce, public", "update accounts set x = 1", 1},
+	        {"\"$user\", salesforce", "delete from contacts", 0},
+	        {"Salesforce", "delete from contacts", 0},      /* unquoted: folded */
+	        {"\"Salesforce\"", "delete from contacts", -1}, /* quoted: kept */
+	        {"salesforce", "insert into \"Leads\" (x) values (1)", 2},
+	        {"salesforce", "insert into leads (x) values (1)", -1},
+	        {"salesforce", "insert into public.contacts (x) values (1)", -1},
+	        {"public, salesforce", "insert into contacts (x) values (1)", -1}, /* shadowed */
+	        {"pg_catalog, pg_temp, salesforce", "delete from contacts", 0},
+	        {"", "delete from contacts", -1},
+	        {"salesforce, \"unterminated", "delete from contacts", -1},
+	};
+	struct classifier *cl = new_classifier();
+	struct stmt_class sc;
+	char names[4][CLASSIFIER_MAX_NAME_LEN + 1];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(path_cases) / sizeof(path_cases[0]); i++) {
+		struct classifier_path path = {path_cases[i].search_path, "app", public_contacts,
+		                               NULL};
+
+		assert_true(classifier_classify_in(cl, "crm", &path, path_cases[i].sql, &sc));
+		if (path_cases[i].table < 0
+		            ? sc.verdict != STMT_PASS
+		            : sc.verdict != STMT_MUTATION || sc.table != path_cases[i].table)
+			fail_msg("case %zu (%s: %s): %s table %d", i,
+			         path_cases[i].search_path ? path_cases[i].search_path : "default",
+			         path_cases[i].sql, stmt_verdict_str(sc.verdict), sc.table);
+	}
+	assert_int_equal(classifier_path_schemas("\"$user\", public", "app", names, 4), 2);
+	assert_string_equal(names[0], "app");
+	assert_string_equal(names[1], "public");
+	assert_int_equal(classifier_path_schemas(" A ,\"b\"\"c\", d", NULL, names, 4), 3);
+	assert_string_equal(names[0], "a");
+	assert_string_equal(names[1], "b\"c");
+	assert_int_equal(classifier_path_schemas("a b", NULL, names, 4), -1);
+	classifier_free(cl);
+}
+
+/* The SET and RESET statements that change search_path, and their values as SHOW gives them. */
+static void test_search_path_change(void **state)
+{
+	static const struct {
+		const char *sql;
+		enum classifier_path_change change;
+		const char *value;
+		bool local;
+	} path_cases[] = {
+	        {"SET search_path = salesforce, public", CL_PATH_SET, "salesforce, public", false},
+	        {"set SESSION search_path to 'Sales', \"x y\", '$user'", CL_PATH_SET,
+	         "\"Sales\", \"x y\", \"$user\"", false},
+	        {"SET LOCAL search_path = salesforce", CL_PATH_SET, "salesforce", true},
+	        {"SET search_path = ''", CL_PATH_SET, "\"\"", false},
+	        {"/* c */ RESET search_path", CL_PATH_DEFAULT, "", false},
+	        {"SET search_path TO DEFAULT", CL_PATH_DEFAULT, "", false},
+	        {"RESET ALL", CL_PATH_DEFAULT, "", false},
+	        {"DISCARD ALL", CL_PATH_DEFAULT, "", false},
+	        {"SET search_path = a; SET search_path = b", CL_PATH_SET, "b", false},
+	        {"SET statement_timeout = 0", CL_PATH_NONE, "", false},
+	        {"select 'set search_path = x'", CL_PATH_NONE, "", false},
+	        {"SET search_path = ", CL_PATH_NONE, "", false}, /* the server refuses it */
+	        {"SET search_path FROM CURRENT", CL_PATH_NONE, "", false},
+	};
+	char value[64];
+	bool local;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(path_cases) / sizeof(path_cases[0]); i++) {
+		enum classifier_path_change ch = classifier_path_change(
+		        path_cases[i].sql, strlen(path_cases[i].sql), value, sizeof(value), &local);
+
+		if (ch != path_cases[i].change || strcmp(value, path_cases[i].value) != 0 ||
+		    local != path_cases[i].local)
+			fail_msg("case %zu (%s): %d '%s' local %d", i, path_cases[i].sql, (int)ch,
+			         value, (int)local);
+	}
+}
+
 static void test_many_tables(void **state)
 {
 	struct classifier_table many[200];
@@ -573,6 +670,8 @@ int main(void)
 	        cmocka_unit_test(test_enum_names),
 	        cmocka_unit_test(test_huge_input),
 	        cmocka_unit_test(test_many_tables),
+	        cmocka_unit_test(test_search_path),
+	        cmocka_unit_test(test_search_path_change),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -258,6 +258,49 @@ static void test_params_text_and_binary(void **state)
 	pgc_close(pc);
 }
 
+/* Parse and Describe without executing: the parameter types and the columns returned. */
+static void test_prepare_describe(void **state)
+{
+	struct ready r = {0};
+	struct answer prep = {0}, bad = {0}, after = {0}, none = {0};
+	struct answer desc = {.steal = true}, desc2 = {.steal = true};
+	struct pgc *pc;
+	const Oid text_oid[1] = {25};
+
+	(void)state;
+	NEED_PG();
+	pc = connect_ok(&r);
+	assert_true(pgc_prepare(pc, "", "select $1::int4 + 1 as n, $2 as t where $3::bool", 1,
+	                        text_oid, on_result, &prep));
+	assert_true(pgc_describe_prepared(pc, "", on_result, &desc));
+	assert_true(q(pc, "create temp table d (a int)", &none));
+	assert_true(pgc_prepare(pc, "ins", "insert into d values ($1)", 0, NULL, on_result, &prep));
+	assert_true(pgc_describe_prepared(pc, "ins", on_result, &desc2));
+	/* an error is that step's result; the connection goes on */
+	assert_true(pgc_prepare(pc, "", "select from no_such_table", 0, NULL, on_result, &bad));
+	assert_true(q(pc, "select 'after'", &after));
+	assert_true(run_until(8, 10));
+	assert_int_equal(prep.status, PGRES_COMMAND_OK);
+	assert_int_equal(desc.status, PGRES_COMMAND_OK);
+	assert_non_null(desc.stolen);
+	assert_int_equal(PQnparams(desc.stolen), 3);
+	assert_int_equal(PQparamtype(desc.stolen, 0), 25); /* as declared */
+	assert_int_equal(PQparamtype(desc.stolen, 2), 16); /* inferred */
+	assert_int_equal(PQnfields(desc.stolen), 2);
+	assert_string_equal(PQfname(desc.stolen, 0), "n");
+	assert_int_equal(PQftype(desc.stolen, 0), 23);
+	assert_int_equal(PQntuples(desc.stolen), 0);
+	assert_int_equal(PQnparams(desc2.stolen), 1);
+	assert_int_equal(PQparamtype(desc2.stolen, 0), 23);
+	assert_int_equal(PQnfields(desc2.stolen), 0);
+	assert_int_equal(bad.status, PGRES_FATAL_ERROR);
+	assert_string_equal(bad.sqlstate, "42P01");
+	assert_string_equal(after.value, "after");
+	PQclear(desc.stolen);
+	PQclear(desc2.stolen);
+	pgc_close(pc);
+}
+
 /* A statement far larger than the socket buffers is sent over several write events. */
 static void test_large_statement(void **state)
 {
@@ -603,6 +646,7 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_connect_and_order, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_params_text_and_binary, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_large_statement, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_prepare_describe, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_error_result_then_next, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_steal_result, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_backend_terminated, setup, teardown),

@@ -817,6 +817,83 @@ static void test_airtable(void **state)
 	connector_free(c);
 }
 
+/*
+ * A batch refused for one row's value, the API not saying which row (HubSpot, Airtable, most
+ * REST APIs): the row is found by the value the message names, or by the one value all rows
+ * sent; else the value is unknown and the client's DETAIL leaves the Key clause out.
+ */
+static void test_error_located_by_value(void **state)
+{
+	static const struct {
+		const char *message;
+		const char *emails[3]; /* NULL: the row has no such value (SQL null) */
+		int nrows;
+		bool update; /* rows[0] keeps its email; the others change it from "old@x.io" */
+		int row;     /* -1: no single row */
+		const char *value; /* NULL: unknown */
+	} cases[] = {
+	        {"Email address pauldune.co is invalid",
+	         {"paul@caladan.io", "pauldune.co", "jessica@caladan.io"}, 3, false, 1,
+	         "pauldune.co"},
+	        /* named by no value, values differ: unknown */
+	        {"Field \"email\" cannot accept the provided value",
+	         {"paul@caladan.io", "pauldune.co"}, 2, false, -1, NULL},
+	        /* every row sent the same value: that one, whichever row it was */
+	        {"Field \"email\" cannot accept the provided value", {"bad", "bad", "bad"}, 3,
+	         false, -1, "bad"},
+	        /* a value inside another named one: the longer */
+	        {"b@x.io is not a valid email address", {"x.io", "b@x.io"}, 2, false, 1, "b@x.io"},
+	        /* only a whole word counts: "paul" is not named by "paula" */
+	        {"email paula is taken", {"paul", "paula"}, 2, false, 1, "paula"},
+	        {"email paul is taken", {"paula", "paul"}, 2, false, 1, "paul"},
+	        /* two values named, neither within the other: no telling */
+	        {"a@x.io or b@x.io is invalid", {"a@x.io", "b@x.io"}, 2, false, -1, NULL},
+	        /* an update sends what changed: rows[0] did not send its email */
+	        {"Property value is invalid", {"keep@x.io", "bad"}, 2, true, 1, "bad"},
+	        /* one row: that row, named or not */
+	        {"Property value is invalid", {"bad"}, 1, false, 0, "bad"},
+	        {"Property value is invalid", {NULL}, 1, false, 0, "null"},
+	};
+	struct cf_kv kv[] = {{"type", "hubspot"}, {"base_url", "https://api.hubapi.com"}};
+	struct cf_kv tkv[] = {{"object", "contacts"}};
+	struct connector *c = make(kv, 2);
+	struct api_table t;
+	char e[256];
+
+	(void)state;
+	assert_true(api_table_init(&t, "hubspot.contacts", tkv, 1, e, sizeof(e)));
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		struct api_value nv[3][2], ov[3][2];
+		struct api_row rows[3];
+		struct api_error err;
+
+		memset(rows, 0, sizeof(rows));
+		for (int r = 0; r < cases[k].nrows; r++) {
+			nv[r][0] = (struct api_value){"id", cases[k].update ? "511" : NULL,
+			                              API_VALUE_TEXT};
+			nv[r][1] = (struct api_value){"email", cases[k].emails[r], API_VALUE_TEXT};
+			ov[r][0] = nv[r][0];
+			ov[r][1] = (struct api_value){"email", r == 0 ? cases[k].emails[r] : "old@x.io",
+			                              API_VALUE_TEXT};
+			rows[r].new_image = (struct api_row_image){nv[r], 2};
+			if (cases[k].update)
+				rows[r].old_image = (struct api_row_image){ov[r], 2};
+		}
+		api_error_set(&err, API_ERR_VALIDATION, "%s", cases[k].message);
+		api_error_locate(&err, c, &t, cases[k].update ? API_OP_UPDATE : API_OP_INSERT,
+		                 rows, cases[k].nrows, cases[k].nrows == 1 ? 0 : -1, "email");
+		if (err.row != cases[k].row || err.value_unknown != (cases[k].value == NULL) ||
+		    (cases[k].value != NULL &&
+		     strcmp(err.value_is_null ? "null" : err.value, cases[k].value) != 0))
+			fail_msg("case %zu (%s): row %d, value %s%s", k, cases[k].message, err.row,
+			         err.value_is_null ? "null" : err.value,
+			         err.value_unknown ? " (unknown)" : "");
+		assert_string_equal(err.column, "email");
+	}
+	api_table_free(&t);
+	connector_free(c);
+}
+
 /* ---- end to end: api_submit() against the fake REST API ---- */
 
 static struct fake_server fake;
@@ -1428,6 +1505,7 @@ int main(void)
 	        cmocka_unit_test(test_airtable),
 	        cmocka_unit_test(test_read_by_id),
 	        cmocka_unit_test(test_find_by_external_id),
+	        cmocka_unit_test(test_error_located_by_value),
 	};
 
 	const struct CMUnitTest e2e[] = {

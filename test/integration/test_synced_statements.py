@@ -1,0 +1,495 @@
+"""Statements that applications send to synced tables, answered as PostgreSQL would answer them:
+errors that name the right row, table names resolved through the client's search_path.
+
+Each test goes through a real client (psycopg) and a fake API that speaks the real API's
+shapes; it checks what the client is told, what reached the API and what is in the table.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+import psycopg
+import pytest
+
+from conftest import IS_PGBOUNCER, make_tempdir
+from test_hostile_api import FakeApi, crm, sync_settled
+from test_synced_surprises import start_salesforce
+
+pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="synced tables exist only in syncbouncer")
+
+# kind: (schema.table, its DDL, the fake's arguments, [apis] line, [synced_tables] options)
+KINDS = {
+    "hubspot": ("hubspot.contacts",
+                "CREATE TABLE hubspot.contacts (id text PRIMARY KEY, firstname text, email text)",
+                ("--token", "hs-token"),
+                "type=hubspot base_url={url} auth=bearer token=hs-token timeout=5",
+                "object=contacts"),
+    "airtable": ("airtable.contacts",
+                 "CREATE TABLE airtable.contacts (id text PRIMARY KEY, firstname text, email text)",
+                 ("--token", "at-token"),
+                 "type=airtable base_url={url} base_id=appFAKE auth=bearer token=at-token "
+                 "timeout=5",
+                 "object=Contacts"),
+    # a REST API with a batch endpoint: several rows in one request
+    "rest": ("rest.contacts",
+             "CREATE TABLE rest.contacts (id text PRIMARY KEY, firstname text, email text)",
+             (),
+             "type=rest base_url={url} auth=none path=/contacts insert_path=/contacts/batch "
+             "records_key=data max_batch=10 timeout=5",
+             ""),
+}
+
+
+def start_kind(pg, bouncer_factory, kind, fake):
+    table, ddl, _, api, opts = KINDS[kind]
+    schema = table.split(".")[0]
+    pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE;"
+           f"DROP SCHEMA IF EXISTS {schema} CASCADE;"
+           f"CREATE SCHEMA {schema} AUTHORIZATION app; {ddl}; ALTER TABLE {table} OWNER TO app",
+           dbname="crm")
+    b = bouncer_factory(config={
+        "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
+        "apis": [f"{kind} = " + api.format(url=fake.url)],
+        "synced_tables": [f"crm.{table} = api={kind} {opts} sync_interval=0 backfill=off"],
+    })
+    deadline = time.monotonic() + 20
+    while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
+                 dbname="crm")[0][0] == 0 or not sync_settled(b):
+        assert time.monotonic() < deadline, "synced table not ready:\n" + b.output()
+        time.sleep(0.1)
+    b.fake = fake
+    b.table = table
+    return b
+
+
+@pytest.fixture(params=sorted(KINDS))
+def synced(request, pg, bouncer_factory):
+    kind = request.param
+    fake = FakeApi(kind, *KINDS[kind][2])
+    try:
+        yield start_kind(pg, bouncer_factory, kind, fake)
+    finally:
+        fake.stop()
+
+
+def stored_emails(fake):
+    """The emails the fake API holds, whatever its store looks like."""
+    out = []
+
+    def walk(v):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if k.lower() == "email" and isinstance(x, str):
+                    out.append(x)
+                else:
+                    walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+    walk(fake.store())
+    return sorted(out)
+
+
+# ---------------------------------------------------------------- one bad row of several
+
+
+@pytest.mark.timeout(60)
+def test_one_bad_row_of_several_is_named_by_its_own_value(synced):
+    """A batch refused for one row's value: DETAIL names that row's value (found by the value
+    the API names), or, where the API names no value, leaves the Key clause out rather than
+    show another row's value or an empty one."""
+    kind = synced.table.split(".")[0]
+    with crm(synced) as conn:
+        with pytest.raises(psycopg.errors.CheckViolation) as ei:
+            conn.execute(f"insert into {synced.table} (firstname, email) values "
+                         "('Paul', 'paul@caladan.io'), ('Leto', 'pauldune.co'), "
+                         "('Jessica', 'jessica@caladan.io')")
+        diag = ei.value.diag
+        assert diag.message_primary == f"{kind} validation error"
+        assert (diag.schema_name, diag.table_name, diag.column_name) == (
+            kind, "contacts", "email")
+        if kind == "airtable":
+            # Airtable names the field only: no row, no value
+            assert diag.message_detail == 'Field "email" cannot accept the provided value'
+        elif kind == "hubspot":
+            assert diag.message_detail == \
+                "Key (email)=(pauldune.co) Email address pauldune.co is invalid"
+        else:
+            assert diag.message_detail == \
+                "Key (email)=(pauldune.co) pauldune.co is not a valid email address"
+        # the same rows one by one in another order: the bad one is still the one named
+        with pytest.raises(psycopg.errors.CheckViolation) as ei:
+            conn.execute(f"insert into {synced.table} (firstname, email) values "
+                         "('Leto', 'leto@caladan.io'), ('Alia', 'alia.caladan.io')")
+        if kind != "airtable":
+            assert ei.value.diag.message_detail.startswith("Key (email)=(alia.caladan.io) ")
+        assert conn.execute(f"select count(*) from {synced.table}").fetchone() == (0,)
+    assert stored_emails(synced.fake) == []
+
+
+# ---------------------------------------------------------------- unqualified names
+
+
+@pytest.fixture
+def salesforce(pg, bouncer_factory):
+    fake = FakeApi("salesforce")
+    try:
+        b = start_salesforce(pg, bouncer_factory, fake.url,
+                             f"{fake.url}/services/oauth2/token", "test-client-secret")
+        b.fake = fake
+        yield b
+    finally:
+        fake.stop()
+
+
+def sf_writes(fake):
+    return [r for r in fake.requests() if "/composite/sobjects" in r["path"]]
+
+
+def sf_contacts(fake):
+    return list(fake.store().get("Contact", {}).values())
+
+
+@pytest.mark.timeout(60)
+def test_unqualified_names_resolve_through_the_clients_search_path(salesforce, pg):
+    """A client whose search_path puts the synced schema first writes it by its bare name, over
+    the extended protocol (psycopg) and the simple one (psql), as the server would resolve it;
+    RESET brings the default back."""
+    with crm(salesforce) as conn:
+        conn.execute("SET search_path = salesforce, public")
+        (cid,) = conn.execute("insert into contacts (last_name, email) "
+                              "values ('Atreides', 'paul@caladan.io') returning id").fetchone()
+        cur = conn.execute("update contacts set first_name = %s where id = %s", ("Paul", cid))
+        assert cur.statusmessage == "UPDATE 1"
+        assert conn.execute("select first_name, last_name from contacts").fetchall() == [
+            ("Paul", "Atreides")]
+        conn.execute("RESET search_path")
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute("insert into contacts (last_name) values ('Harkonnen')")
+    assert [r["method"] for r in sf_writes(salesforce.fake)] == ["POST", "PATCH"]
+    assert [(r["FirstName"], r["LastName"]) for r in sf_contacts(salesforce.fake)] == [
+        ("Paul", "Atreides")]
+    # psql: the simple query protocol
+    out = salesforce.psql("-At", "-c", "SET search_path = salesforce",
+                          "-c", "delete from contacts where last_name = 'Atreides'",
+                          dbname="crm")
+    assert out.stdout.splitlines() == ["SET", "DELETE 1"]
+    assert sf_contacts(salesforce.fake) == []
+    # SET LOCAL lasts its transaction block only
+    with crm(salesforce) as conn:
+        with conn.transaction():
+            conn.execute("SET LOCAL search_path = salesforce")
+            conn.execute("insert into contacts (last_name) values ('Jessica')")
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute("insert into contacts (last_name) values ('Harkonnen')")
+    assert [r["LastName"] for r in sf_contacts(salesforce.fake)] == ["Jessica"]
+    # the login's search_path (options=-c search_path=...) counts too
+    with crm(salesforce, options="-c search_path=salesforce") as conn:
+        conn.execute("insert into contacts (last_name) values ('Idaho')")
+    assert sorted(r["LastName"] for r in sf_contacts(salesforce.fake)) == ["Idaho", "Jessica"]
+
+
+@pytest.mark.timeout(60)
+def test_unqualified_name_finds_an_ordinary_table_first_on_the_path(bouncer_factory, pg):
+    """With public first on the path and a public.contacts of its own, the bare name is that
+    ordinary table, as in PostgreSQL: the write stays in the database and nothing is sent."""
+    pg.sql("DROP TABLE IF EXISTS public.contacts; CREATE TABLE public.contacts "
+           "(id serial PRIMARY KEY, last_name text); ALTER TABLE public.contacts OWNER TO app",
+           dbname="crm")
+    fake = FakeApi("salesforce")
+    try:
+        b = start_salesforce(pg, bouncer_factory, fake.url,
+                             f"{fake.url}/services/oauth2/token", "test-client-secret")
+        with crm(b) as conn:
+            conn.execute("SET search_path = public, salesforce")
+            cur = conn.execute("insert into contacts (last_name) values ('Local')")
+            assert cur.statusmessage == "INSERT 0 1"
+            conn.execute("SET search_path = salesforce, public")
+            conn.execute("insert into contacts (last_name) values ('Remote')")
+        assert pg.sql("SELECT last_name FROM public.contacts", dbname="crm") == [("Local",)]
+        assert [r["LastName"] for r in sf_contacts(fake)] == ["Remote"]
+    finally:
+        fake.stop()
+        pg.sql("DROP TABLE IF EXISTS public.contacts", dbname="crm")
+
+
+# ---------------------------------------------------------------- writes that escape a block
+
+
+@pytest.mark.timeout(60)
+def test_write_inside_a_transaction_block_says_it_escapes(salesforce, pg):
+    """Writes escape transactions (the API has no rollback): inside a transaction block the
+    client is told so with a NOTICE, and the ROLLBACK indeed leaves the write in place; outside
+    a block there is nothing to say."""
+    notices = []
+    with crm(salesforce) as conn:
+        conn.add_notice_handler(lambda d: notices.append((d.severity_nonlocalized,
+                                                          d.message_primary)))
+        conn.execute("insert into salesforce.contacts (last_name) values ('Outside')")
+        assert notices == []
+        conn.autocommit = False
+        conn.execute("insert into salesforce.contacts (last_name) values ('Inside')")
+        assert notices == [("NOTICE", "sent to salesforce outside the transaction: "
+                                      "ROLLBACK will not undo it")]
+        conn.rollback()
+        # nothing sent, nothing to say: no row matches
+        conn.execute("update salesforce.contacts set first_name = 'x' where false")
+        conn.rollback()
+        assert len(notices) == 1
+    assert sorted(r["LastName"] for r in sf_contacts(salesforce.fake)) == ["Inside", "Outside"]
+    assert sorted(pg.sql("SELECT last_name FROM salesforce.contacts", dbname="crm")) == [
+        ("Inside",), ("Outside",)]
+    # psql, simple query protocol
+    out = salesforce.psql("-c", "BEGIN", "-c", "delete from salesforce.contacts",
+                          "-c", "ROLLBACK", dbname="crm")
+    assert "NOTICE:  sent to salesforce outside the transaction: ROLLBACK will not undo it" \
+        in out.stderr
+    assert sf_contacts(salesforce.fake) == []
+
+
+# ---------------------------------------------------------------- Describe
+
+
+INSERT_RETURNING = (b"insert into salesforce.contacts (last_name, email) values ($1, $2) "
+                    b"returning id, length(last_name) as n, now() as at")
+
+
+@pytest.mark.timeout(60)
+def test_describe_of_a_synced_statement_is_postgresqls(salesforce, pg):
+    """Drivers that describe a statement before they run it (asyncpg, JDBC, libpq's
+    PQdescribePrepared) get PostgreSQL's own answer: the parameter types it infers and the
+    RETURNING columns with their types; describing sends nothing to the API."""
+    with crm(salesforce) as conn:
+        pgc = conn.pgconn
+        for name in (b"ins", b""):
+            res = pgc.prepare(name, INSERT_RETURNING)
+            assert res.status == psycopg.pq.ExecStatus.COMMAND_OK, res.error_message
+            res = pgc.describe_prepared(name)
+            assert res.status == psycopg.pq.ExecStatus.COMMAND_OK, res.error_message
+            assert [res.param_type(i) for i in range(res.nparams)] == [25, 25]
+            assert [(res.fname(i), res.ftype(i)) for i in range(res.nfields)] == [
+                (b"id", 25), (b"n", 23), (b"at", 1184)]
+        assert sf_writes(salesforce.fake) == []
+        # and the statement runs as described
+        res = pgc.exec_prepared(b"ins", [b"Atreides", b"paul@caladan.io"])
+        assert res.status == psycopg.pq.ExecStatus.TUPLES_OK, res.error_message
+        assert (res.ntuples, res.nfields, res.get_value(0, 1)) == (1, 3, b"8")
+        # a statement without RETURNING has no result columns; declared types stay declared
+        res = pgc.prepare(b"upd", b"update salesforce.contacts set first_name = $1 "
+                                  b"where id = $2", [1043])
+        assert res.status == psycopg.pq.ExecStatus.COMMAND_OK, res.error_message
+        res = pgc.describe_prepared(b"upd")
+        assert ([res.param_type(i) for i in range(res.nparams)], res.nfields) == ([1043, 25], 0)
+        # the client's search_path names the table, as in its session
+        conn.execute("SET search_path = salesforce")
+        res = pgc.prepare(b"bare", b"delete from contacts where id = $1 returning last_name")
+        assert res.status == psycopg.pq.ExecStatus.COMMAND_OK, res.error_message
+        res = pgc.describe_prepared(b"bare")
+        assert [(res.fname(i), res.ftype(i)) for i in range(res.nfields)] == [
+            (b"last_name", 25)]
+        # what PostgreSQL would refuse at Parse is refused at Describe, with its SQLSTATE
+        res = pgc.prepare(b"bad", b"insert into salesforce.contacts (no_such) values ($1)")
+        assert res.status == psycopg.pq.ExecStatus.COMMAND_OK
+        res = pgc.describe_prepared(b"bad")
+        assert res.status == psycopg.pq.ExecStatus.FATAL_ERROR
+        assert res.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"42703"
+        assert conn.execute("select 1").fetchone() == (1,)
+    assert [r["LastName"] for r in sf_contacts(salesforce.fake)] == ["Atreides"]
+
+
+@pytest.fixture(scope="session")
+def node_pg():
+    """node and the pg driver from the npm registry, in a directory of this run."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("node-pg test: node and npm are not installed")
+    d = make_tempdir("sb-node-")
+    env = dict(os.environ, HOME=d, npm_config_cache=os.path.join(d, ".npm"))
+    res = subprocess.run([npm, "install", "--prefix", d, "--no-audit", "--no-fund",
+                          "--no-package-lock", "pg@8"], env=env, capture_output=True,
+                         text=True, timeout=180)
+    if res.returncode != 0:
+        pytest.skip("node-pg test: npm install pg failed: " + res.stderr[-300:])
+    return node, os.path.join(d, "node_modules")
+
+
+@pytest.mark.timeout(240)
+def test_node_pg_named_statements_and_describe(salesforce, node_pg):
+    """node-pg: a named statement with RETURNING gets its columns the first time and every
+    time after; a batch that describes the statement before executing it gets PostgreSQL's
+    ParameterDescription and RowDescription, then the row."""
+    node, modules = node_pg
+    url = f"postgres://app:secret@{salesforce.host}:{salesforce.port}/crm"
+    res = subprocess.run([node, os.path.join(os.path.dirname(__file__), "node", "describe.js"),
+                          url], env=dict(os.environ, NODE_PATH=modules), capture_output=True,
+                         text=True, timeout=60)
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert "error" not in out, out["error"]
+    assert out["runs"] == [{"fields": [["id", 25], ["n", 23]], "n": 8, "command": "INSERT"},
+                           {"fields": [["id", 25], ["n", 23]], "n": 9, "command": "INSERT"}]
+    batch = out["batch"]
+    assert [m[0] for m in batch] == ["parseComplete", "parameterDescription", "rowDescription",
+                                     "bindComplete", "dataRow", "commandComplete",
+                                     "readyForQuery"], batch
+    assert batch[1][1] == [25] and batch[2][1] == [["id", 25], ["n", 23]]
+    assert batch[4][1][1] == "5" and batch[5][1] == "INSERT 0 1"
+    assert sorted(r["LastName"] for r in sf_contacts(salesforce.fake)) == [
+        "Atreides", "Harkonnen", "Idaho"]
+
+
+# ---------------------------------------------------------------- cancel and disconnect
+
+
+@pytest.fixture
+def gated(pg, bouncer_factory):
+    """Salesforce with one API request at a time, whose writes wait at the fake's gate."""
+    from test_synced import FakeSalesforce, start_synced
+
+    fake = FakeSalesforce()
+    try:
+        b = start_synced(pg, bouncer_factory, fake, api_extra="max_in_flight=1",
+                         api_timeout=60)
+        fake._call("POST", "/_gate/close", {})
+        fake.control(hold_writes=True)
+        b.fake = fake
+        yield b
+    finally:
+        fake._call("POST", "/_gate/open", {})
+        fake.stop()
+
+
+def admin_rows(b, what):
+    with b.connect(dbname="pgbouncer", user="postgres", password="postgres",
+                   autocommit=True) as a:
+        cur = a.execute(what)
+        cols = [d.name for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def wait_for(what, cond, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out waiting for " + what
+        time.sleep(0.05)
+
+
+def held(b):
+    return b.fake._call("GET", "/_gate/held")["held"]
+
+
+def in_flight(b, state):
+    return [m for m in admin_rows(b, "SHOW MUTATIONS") if m["state"] == state]
+
+
+class Writer(threading.Thread):
+    """One client's insert in a thread of its own: its outcome and the NOTICEs it got."""
+
+    def __init__(self, b, last_name):
+        super().__init__()
+        self.conn = crm(b)
+        self.notices = []
+        self.conn.add_notice_handler(lambda d: self.notices.append(d.message_primary))
+        self.last_name = last_name
+        self.result = self.error = None
+        self.start()
+
+    def run(self):
+        try:
+            self.result = self.conn.execute(
+                "insert into salesforce.contacts (last_name) values (%s) returning id",
+                (self.last_name,)).fetchone()
+        except psycopg.Error as e:
+            self.error = e
+
+
+@pytest.mark.timeout(120)
+def test_cancel_before_the_request_leaves_sends_nothing(gated, pg):
+    """A write waiting for its turn at the API is cancelled by the client's CancelRequest:
+    57014, nothing sent; the connection goes on; a write already at the API completes, and
+    its client, cancelled too late, is told so."""
+    first = Writer(gated, "First")
+    wait_for("the first write at the API", lambda: held(gated) == 1)
+    second = Writer(gated, "Second")
+    wait_for("the second write queued", lambda: len(in_flight(gated, "queued")) == 1)
+    second.conn.cancel()
+    second.join(30)
+    assert isinstance(second.error, psycopg.errors.QueryCanceled), second.error
+    assert second.conn.execute("select 1").fetchone() == (1,)
+    first.conn.cancel()  # returns once the pooler has taken the CancelRequest
+    gated.fake._call("POST", "/_gate/open", {})
+    first.join(30)
+    assert first.error is None and first.result is not None
+    assert first.notices == [
+        "cancel request came too late: the insert was already on its way to salesforce"]
+    assert [r["LastName"] for r in gated.fake.store().values()] == ["First"]
+    assert pg.sql("SELECT last_name FROM salesforce.contacts", dbname="crm") == [("First",)]
+    for w in (first, second):
+        w.conn.close()
+
+
+@pytest.mark.timeout(120)
+def test_disconnect_during_a_write_is_noticed_at_once(gated, pg):
+    """A client that goes away while its write waits is noticed at once (SHOW CLIENTS no
+    longer lists it while the API still holds the request): a write already sent completes
+    whole; one still waiting for its turn is dropped, and nothing of it is sent."""
+    def client_count():
+        return len([c for c in admin_rows(gated, "SHOW CLIENTS") if c["database"] == "crm"])
+
+    psql = lambda name: subprocess.Popen(
+        ["psql", "-X", "-h", gated.host, "-p", str(gated.port), "-U", "app", "-d", "crm",
+         "-c", f"insert into salesforce.contacts (last_name) values ('{name}')"],
+        env=dict(os.environ, PGPASSWORD="secret"), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    sent = psql("Sent")
+    wait_for("the first write at the API", lambda: held(gated) == 1)
+    waiting = psql("Waiting")
+    wait_for("the second write queued", lambda: len(in_flight(gated, "queued")) == 1)
+    assert client_count() == 2
+    for p in (sent, waiting):
+        p.kill()
+        p.wait(10)
+    # noticed while the API still holds the first request
+    wait_for("both clients gone", lambda: client_count() == 0)
+    assert in_flight(gated, "queued") == [] and held(gated) == 1
+    gated.fake._call("POST", "/_gate/open", {})
+    wait_for("the sent write applied", lambda: pg.sql(
+        "SELECT last_name FROM salesforce.contacts", dbname="crm") == [("Sent",)])
+    wait_for("no write in flight", lambda: in_flight(gated, "calling_api") == [])
+    assert [r["LastName"] for r in gated.fake.store().values()] == ["Sent"]
+    assert len([r for r in gated.fake.requests() if r["method"] == "POST"]) == 1
+
+
+# ---------------------------------------------------------------- values round-trip
+
+
+@pytest.mark.timeout(60)
+def test_jsonb_values_round_trip_through_a_rest_api(pg, bouncer_factory):
+    """A jsonb column keeps the JSON value the API echoes back: an array stays an array, a
+    number a number, a string a string (they all came back as JSON strings before)."""
+    from test_hostile_api import start_synced
+
+    fake = FakeApi("rest")
+    values = ['[1, "x", {"k": [2]}]', '{"a": [1, 2]}', '3', '"s"', 'true']
+    try:
+        b = start_synced(pg, bouncer_factory, "rest", fake)
+        with crm(b) as conn:
+            for i, v in enumerate(values):
+                conn.execute("insert into rest.contacts (name, data) values (%s, %s::jsonb)",
+                             (f"n{i}", v))
+            conn.execute("""update rest.contacts set data = '[5, 6]' where name = 'n1'""")
+            rows = conn.execute("select name, data::text, jsonb_typeof(data) "
+                                "from rest.contacts order by name").fetchall()
+        want = [json.loads(v) for v in values]
+        want[1] = [5, 6]
+        assert [(n, json.loads(t)) for n, t, _ in rows] == [
+            (f"n{i}", w) for i, w in enumerate(want)]
+        assert [k for _, _, k in rows] == ["array", "array", "number", "string", "boolean"]
+        # what the API holds is the same JSON
+        stored = sorted(fake.store()["contacts"].values(), key=lambda r: r["name"])
+        assert [r.get("data") for r in stored] == want
+    finally:
+        fake.stop()
