@@ -572,20 +572,14 @@ def test_intents_are_hidden_from_other_roles_whose_writes_still_work(pg, bouncer
 
 # ---- HubSpot, Airtable and REST: updates and deletes settle by reading the records ---------
 
-class FakeApi(FakeStripe):
-    """A fake of test/fakes/ other than Stripe's, with the same control endpoints."""
-
-    def __init__(self, script, *args):
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(SRC_DIR, "test", "fakes", script), "--port",
-             str(self.port), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        line = self.proc.stdout.readline().decode()
-        assert "listening" in line, line
-        self.url = f"http://127.0.0.1:{self.port}"
+class FakeApi(FakeServer):
+    """A fake of test/fakes/ other than Stripe's: its whole store, and its request log."""
 
     def store(self):
-        return self._call("GET", "/_store")
+        return self.call("GET", "/_store")
+
+    def requests(self):
+        return self.call("GET", "/_requests")
 
 
 # connector: (fake, its arguments, [apis] line after base_url, table DDL columns, the table's
