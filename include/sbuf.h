@@ -142,6 +142,13 @@ bool sbuf_queue_pktbuf(struct sbuf *sb, const struct pktbuf *pb)
  */
 bool sbuf_queue_pktbuf_give(struct sbuf *sb, struct pktbuf *pb) __attribute__((warn_unused_result));
 
+/*
+ * Queues len bytes of heap memory (malloc) that sb owns from now on, whatever the answer: held as
+ * they are for the relay that follows when one is gathering, else sent or copied and freed.
+ */
+bool sbuf_queue_give(struct sbuf *sb, uint8_t *data, size_t len)
+        __attribute__((warn_unused_result));
+
 /* True when parsed bytes still wait to be written to dst. */
 bool sbuf_has_pending(const struct sbuf *sb);
 /* True when sb has nothing queued for its own socket. */
@@ -151,5 +158,17 @@ size_t sbuf_unparsed(const struct sbuf *sb);
 /* True when part of a packet was forwarded to dst and the rest has not been: the peer holds a
  * truncated message and cannot be given to anyone else. */
 bool sbuf_mid_packet(const struct sbuf *sb);
+
+/*
+ * The clock of a read callback: while one runs (held), bouncer_now_usec() reads the clock once
+ * and answers the same time until it returns (usec 0: not read yet). A callback is the bytes
+ * of one recv(), handled in microseconds; its users (request, query and wait times, timeouts)
+ * measure from one event to another. Outside a read callback every call reads the clock.
+ */
+struct sbuf_clock {
+	uint64_t usec;
+	bool held;
+};
+extern struct sbuf_clock sbuf_clock;
 
 #endif

@@ -51,6 +51,8 @@ void stats_client_query(struct conn *client, struct conn *server);
 void stats_server_ready_for_query(struct conn *server);
 /* server is being linked to client (a server assignment; ends the client's wait). */
 void stats_server_assigned(struct conn *server, struct conn *client);
+/* A login that waited for the pool's first server (its parameters) gets in: wait_time. */
+void stats_login_waited(struct conn *client);
 /* c is closing: keep the bytes its buffer counted. */
 void stats_conn_closed(struct conn *c);
 /* An admin console command: pgbouncer counts one transaction and one query for it. */

@@ -454,6 +454,8 @@ void client_send_welcome(struct conn *c)
 		return;
 	}
 	pktbuf_free(&pb);
+	/* the stats count relayed traffic, as pgbouncer's: the login is not part of it */
+	c->sbuf.bytes_in = 0;
 	c->auth_done = true;
 	stop_login_timer(c);
 	c->request_time = bouncer_now_usec();
@@ -857,6 +859,8 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 	if (c->state != CL_ACTIVE)
 		return SBUF_PAUSE;
 	if (pkt->type == 'X') {
+		/* not relayed, so not counted in the stats (as pgbouncer) */
+		c->sbuf.bytes_in -= c->sbuf.bytes_in >= pkt->len ? pkt->len : c->sbuf.bytes_in;
 		client_close(c, "client close request");
 		return SBUF_CLOSED;
 	}

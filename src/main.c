@@ -33,18 +33,26 @@
 #include "module.h"
 #include "pool.h"
 #include "sdnotify.h"
+#include "sbuf.h"
 #include "server.h"
 #include "stats.h"
 #include "tls.h"
 #include "userlist.h"
 #include "version.h"
 
+/* the time of the read callback running (struct sbuf_clock), else the clock's */
 uint64_t bouncer_now_usec(void)
 {
 	struct timespec ts;
+	uint64_t now;
 
+	if (sbuf_clock.usec != 0)
+		return sbuf_clock.usec;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	if (sbuf_clock.held)
+		sbuf_clock.usec = now;
+	return now;
 }
 
 static void usage(FILE *f, const char *prog)

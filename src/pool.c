@@ -17,6 +17,7 @@
 #include "control.h"
 #include "prepared.h"
 #include "server.h"
+#include "stats.h"
 #include "userlist.h"
 
 static void janitor_tick(evutil_socket_t fd, short what, void *arg);
@@ -543,6 +544,7 @@ void pool_server_ready(struct pool *pool, struct conn *server)
 		list_for_each_safe(it, tmp, &pool->login_clients)
 		{
 			struct conn *c = list_entry(it, struct conn, head);
+			stats_login_waited(c);
 			conn_set_state(c, CL_ACTIVE);
 			client_send_welcome(c);
 		}

@@ -35,6 +35,8 @@ struct ps_stmt {
 	int refs;
 	size_t len;
 	uint8_t *blob; /* the Parse body after the name: query, NUL, parameter types */
+	uint8_t name_len;
+	char name[PS_NAME_MAX]; /* ours on the servers: "SB_<id>" */
 };
 
 struct ps_registry {
@@ -136,6 +138,34 @@ void ps_registry_free(struct ps_registry *reg)
 	free(reg);
 }
 
+/* "SB_<id>", as snprintf(buf, PS_NAME_MAX, "SB_%llu", id) would write it, without printf's cost:
+ * made once per statement, its length returned */
+static uint8_t format_name(uint64_t id, char *buf)
+{
+	char digits[24];
+	unsigned long long v = (unsigned long long)id;
+	size_t n = 0, i = 0;
+
+	do {
+		digits[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v > 0);
+	for (const char *p = "SB_"; *p; p++)
+		buf[i++] = *p;
+	while (n > 0)
+		buf[i++] = digits[--n];
+	buf[i] = '\0';
+	return (uint8_t)i;
+}
+
+static void stmt_name(const struct ps_stmt *st, char *buf, size_t size)
+{
+	size_t n = st->name_len < size ? st->name_len : size - 1;
+
+	memcpy(buf, st->name, n);
+	buf[n] = '\0';
+}
+
 static struct ps_stmt *stmt_get(struct ps_registry *reg, const uint8_t *blob, size_t len)
 {
 	uint32_t h = hash_bytes(blob, len);
@@ -159,6 +189,7 @@ static struct ps_stmt *stmt_get(struct ps_registry *reg, const uint8_t *blob, si
 	st->len = len;
 	st->hash = h;
 	st->id = ++reg->next_id;
+	st->name_len = format_name(st->id, st->name);
 	st->refs = 1;
 	st->next = *slot;
 	*slot = st;
@@ -179,25 +210,6 @@ static void stmt_put(struct ps_registry *reg, struct ps_stmt *st)
 	}
 	free(st->blob);
 	free(st);
-}
-
-/* "SB_<id>", as snprintf(buf, size, "SB_%llu", id) would write it, without printf's cost. */
-static void stmt_name(const struct ps_stmt *st, char *buf, size_t size)
-{
-	char digits[24];
-	unsigned long long v = (unsigned long long)st->id;
-	size_t n = 0, i = 0;
-
-	do {
-		digits[n++] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v > 0);
-	for (const char *p = "SB_"; *p && i + 1 < size; p++)
-		buf[i++] = *p;
-	while (n > 0 && i + 1 < size)
-		buf[i++] = digits[--n];
-	if (size > 0)
-		buf[i] = '\0';
 }
 
 /* ---------------------------------------------------------------- client names */
@@ -498,6 +510,16 @@ static bool starts_with_words(const uint8_t *p, size_t len, const char *const *w
 	return i == len || p[i] == ';' || p[i] == '\0';
 }
 
+/* Whether the first letter after blanks is a 'd' (or 'D'). */
+static bool begins_with_d(const uint8_t *sql, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len && is_space(sql[i]))
+		i++;
+	return i < len && (sql[i] | 0x20) == 'd';
+}
+
 /* DEALLOCATE ALL and DISCARD ALL drop every prepared statement of the session. */
 static bool is_forget_all(const uint8_t *sql, size_t len)
 {
@@ -661,33 +683,38 @@ static bool ensure_prepared(struct conn *s, struct ps_stmt *st)
 	return true;
 }
 
-/* Bind or Describe of a client name: prepare it here if needed, then send it under our name. */
-static enum ps_result rewrite_ref(struct conn *c, struct conn *s, const struct sbuf_pkt *pkt,
-                                  const char *stmt_name_ptr)
+/*
+ * Bind or Describe of a client's name (n, found): prepare it here if needed, then send it under
+ * our name, built in one buffer that the server's out buffer takes as it is.
+ */
+static enum ps_result rewrite_ref(struct conn *s, const struct sbuf_pkt *pkt,
+                                  const char *stmt_name_ptr, const struct ps_name *n)
 {
-	struct ps_name *n = *name_slot(c->ps, stmt_name_ptr);
+	const struct ps_stmt *st = n->stmt;
 	size_t before = (size_t)((const uint8_t *)stmt_name_ptr - pkt->body);
 	size_t oldlen = strlen(stmt_name_ptr) + 1;
-	char name[PS_NAME_MAX];
-	struct pktbuf pb;
-	bool ok;
+	size_t after = pkt->body_len - before - oldlen;
+	size_t len = 4 + before + st->name_len + 1 + after;
+	uint8_t *msg, *p;
 
-	if (n == NULL)
-		return PS_PASS; /* unknown here: the server says it does not exist */
 	if (s->pss->skipping)
 		return PS_CONSUMED; /* the server would skip it anyway */
 	if (!ensure_prepared(s, n->stmt))
 		return PS_FAIL;
-	stmt_name(n->stmt, name, sizeof(name));
-	pktbuf_init(&pb, pkt->body_len + PS_NAME_MAX + 8);
-	pktbuf_start_msg(&pb, (char)pkt->type);
-	pktbuf_put_bytes(&pb, pkt->body, before);
-	pktbuf_put_string(&pb, name);
-	pktbuf_put_bytes(&pb, pkt->body + before + oldlen, pkt->body_len - before - oldlen);
-	pktbuf_finish_msg(&pb);
-	ok = sbuf_queue_pktbuf_give(&s->sbuf, &pb);
-	pktbuf_free(&pb);
-	return ok ? PS_CONSUMED : PS_FAIL;
+	if (len > INT32_MAX || (msg = malloc(1 + len)) == NULL)
+		return PS_FAIL;
+	msg[0] = pkt->type;
+	msg[1] = (uint8_t)(len >> 24);
+	msg[2] = (uint8_t)(len >> 16);
+	msg[3] = (uint8_t)(len >> 8);
+	msg[4] = (uint8_t)len;
+	p = msg + 5;
+	memcpy(p, pkt->body, before);
+	p += before;
+	memcpy(p, st->name, st->name_len + 1u);
+	p += st->name_len + 1u;
+	memcpy(p, pkt->body + before + oldlen, after);
+	return sbuf_queue_give(&s->sbuf, msg, 1 + len) ? PS_CONSUMED : PS_FAIL;
 }
 
 static enum ps_result client_parse(struct conn *c, struct conn *s, const struct sbuf_pkt *pkt,
@@ -807,6 +834,7 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
                                 const char **msg)
 {
 	const char *stmt = NULL, *portal = NULL;
+	const struct ps_name *n;
 	const char *sql;
 	size_t sql_len;
 	uint16_t nparams;
@@ -825,6 +853,9 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 		s->pss->extended = false;
 		return PS_PASS;
 	case 'Q':
+		/* DEALLOCATE and DISCARD begin with a 'd', nearly every other query does not */
+		if (!begins_with_d(pkt->body, pkt->body_avail))
+			return PS_PASS;
 		/* maybe only the start of a long query is here: its first words decide */
 		if (is_forget_all(pkt->body, pkt->body_avail)) {
 			const char *tag = pkt->complete
@@ -888,13 +919,13 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 		return client_parse(c, s, pkt, stmt, msg);
 	case 'B':
 	case 'D':
-		if (stmt == NULL || stmt[0] == '\0' || *name_slot(c->ps, stmt) == NULL)
+		if (stmt == NULL || stmt[0] == '\0' || (n = *name_slot(c->ps, stmt)) == NULL)
 			return PS_PASS;
 		if (sbuf_has_pending(&c->sbuf))
 			return PS_FLUSH;
 		if (pkt->type == 'B')
 			c->pool->stats.bind_count++;
-		return rewrite_ref(c, s, pkt, stmt);
+		return rewrite_ref(s, pkt, stmt, n);
 	case 'C':
 		if (stmt == NULL || stmt[0] == '\0' || *name_slot(c->ps, stmt) == NULL)
 			return fifo_push(s, '3', PS_ANSWER_PASS, NULL, NULL) ? PS_PASS : PS_FAIL;

@@ -325,12 +325,27 @@ static void compact(struct sbuf *sb)
 	}
 }
 
+struct sbuf_clock sbuf_clock;
+
+static void read_ready(struct sbuf *sb);
+
 static void on_read(evutil_socket_t fd, short what, void *arg)
 {
-	struct sbuf *sb = arg;
+	bool held = sbuf_clock.held;
+
+	(void)fd;
+	(void)what;
+	sbuf_clock.held = true;
+	read_ready(arg);
+	sbuf_clock.held = held;
+	if (!held)
+		sbuf_clock.usec = 0;
+}
+
+static void read_ready(struct sbuf *sb)
+{
 	ssize_t n;
 
-	(void)what;
 	if (sb->write_oom) {
 		fail(sb, "out of memory");
 		return;
@@ -581,6 +596,21 @@ bool sbuf_queue_pktbuf_give(struct sbuf *sb, struct pktbuf *pb)
 		return true;
 	}
 	return sbuf_queue(sb, pb->data, pb->len);
+}
+
+bool sbuf_queue_give(struct sbuf *sb, uint8_t *data, size_t len)
+{
+	bool ok;
+
+	if (sb->fd >= 0 && !sb->broken && sb->gathering > 0 && sb->tls == NULL && !sb->writing &&
+	    sb->out.data == NULL && len <= OUT_MAX) {
+		sb->out.data = data;
+		sb->out.len = sb->out.cap = len;
+		return true;
+	}
+	ok = sbuf_queue(sb, data, len);
+	free(data);
+	return ok;
 }
 
 bool sbuf_has_pending(const struct sbuf *sb)
@@ -836,6 +866,11 @@ static bool next_packet(struct sbuf *sb, bool *need_more)
 		/* fallthrough */
 	case SBUF_SKIP:
 	case SBUF_SEND:
+		if (act == SBUF_SEND && pkt.complete && !sb->scan_packet) {
+			/* here whole and not scanned: it leaves with the bytes before it */
+			sb->parse_pos += len;
+			return true;
+		}
 		sb->pkt_action = act == SBUF_SEND ? SBUF_SEND : SBUF_SKIP;
 		sb->pkt_remain = len;
 		return true;

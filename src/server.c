@@ -813,6 +813,8 @@ static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)
 		}
 		s->logged_in = true;
 		s->txn_status = 'I';
+		/* the stats count relayed traffic, as pgbouncer's: the login is not part of it */
+		s->sbuf.bytes_in = 0;
 		if (!pool->welcome_ready) {
 			param_clear(&pool->welcome);
 			for (int i = 0; i < s->params.n; i++)

@@ -172,6 +172,14 @@ void stats_server_assigned(struct conn *server, struct conn *client)
 	}
 }
 
+void stats_login_waited(struct conn *client)
+{
+	uint64_t now = bouncer_now_usec();
+
+	if (client->pool != NULL && client->request_time != 0 && now > client->request_time)
+		client->pool->stats.wait_time += now - client->request_time;
+}
+
 void stats_conn_closed(struct conn *c)
 {
 	if (c->pool == NULL || c->admin)

@@ -40,9 +40,15 @@ struct mut_client {
 	struct prep_stmt *stmts;
 	int nstmts;
 	struct ext_seq ext;
-	/* a simple query of several synced writes: run one after another, one ReadyForQuery */
+	/*
+	 * A simple query of several synced writes: run one after another, one ReadyForQuery. When
+	 * ordinary statements follow them (tail_off > 0, their offset in the Query's text), the
+	 * writes answer without ReadyForQuery and the Query goes on to the server with the writes'
+	 * text blanked out, so the server runs the rest and ends the string.
+	 */
 	char **multi;
 	int nmulti, imulti;
+	size_t tail_off;
 	/*
 	 * The search_path the client's own SET statements gave its session (the login value
 	 * otherwise): path_session from SET [SESSION], path_local from SET LOCAL while its

@@ -30,9 +30,12 @@ void answer_notices(const struct mutation *m, struct pktbuf *pb)
 		pktbuf_write_notice(pb, "00000", msg);
 	}
 	if (m->escaped) {
-		/* what the transaction block could not hold back */
+		/* what the transaction block (or the string's implicit one) cannot hold back */
 		snprintf(msg, sizeof(msg),
-		         "sent to %s outside the transaction: ROLLBACK will not undo it",
+		         m->in_block
+		                 ? "sent to %s outside the transaction: ROLLBACK will not undo it"
+		                 : "sent to %s outside the transaction: an error later in the "
+		                   "query string will not undo it",
 		         api_name(m->st->api));
 		pktbuf_write_notice(pb, "00000", msg);
 	}

@@ -67,6 +67,8 @@ struct cl_index {
 	uint16_t start[257]; /* needles[start[c] .. start[c + 1]) begin with byte c */
 	/* bit (a << 8 | b) set when a needle starts with bytes a, b (lower case) */
 	uint8_t pairs[65536 / 8];
+	/* first[c] set when a needle starts with byte c, as it is or lower-cased */
+	bool first[256];
 };
 
 struct cl_database {
@@ -212,6 +214,8 @@ static void cl_index_finish(struct cl_index *ix)
 			k++;
 	}
 	ix->start[256] = (uint16_t)k;
+	for (c = 0; c < 256; c++)
+		ix->first[c] = ix->start[cl_lower_tab[c]] < ix->start[cl_lower_tab[c] + 1];
 	memset(ix->pairs, 0, sizeof(ix->pairs));
 	for (k = 0; k < ix->count; k++) {
 		unsigned a = (unsigned char)ix->needles[k].lower[0], b;
@@ -434,9 +438,14 @@ static bool cl_scan(const struct cl_index *ix, const char *s, size_t len, bool *
 		return false;
 	/* the last byte pairs with a NUL, which no needle holds */
 	for (i = 0; i < len; i++) {
-		unsigned a = cl_lower_tab[u[i]], b = i + 1 < len ? cl_lower_tab[u[i + 1]] : 0;
+		unsigned a, b;
 		int k;
 
+		/* most bytes begin no needle: one look-up each */
+		if (!ix->first[u[i]])
+			continue;
+		a = cl_lower_tab[u[i]];
+		b = i + 1 < len ? cl_lower_tab[u[i + 1]] : 0;
 		if (!(ix->pairs[(a << 8 | b) >> 3] & (1u << (b & 7))))
 			continue;
 		for (k = ix->start[a]; k < ix->start[a + 1]; k++) {
@@ -1399,17 +1408,15 @@ cleanup:
 	return ok;
 }
 
-/* The first word of s (after whitespace and comments), lower case, into word; its length. */
-static size_t cl_first_word(const char *s, size_t len, char *word, size_t size)
+/* Whether the word at s[i..len) is word (given in lower case), in any case, and nothing longer. */
+static bool cl_token_is(const char *s, size_t len, size_t i, const char *word)
 {
-	size_t i = cl_skip_to_token(s, len, 0, false), n = 0;
+	size_t n;
 
-	while (i + n < len && cl_is_ident_char((unsigned char)s[i + n]) && n + 1 < size) {
-		word[n] = (char)cl_lower_tab[(unsigned char)s[i + n]];
-		n++;
-	}
-	word[n] = '\0';
-	return n;
+	for (n = 0; word[n] != '\0'; n++)
+		if (i + n >= len || cl_lower_tab[(unsigned char)s[i + n]] != (unsigned char)word[n])
+			return false;
+	return i + n == len || !cl_is_ident_char((unsigned char)s[i + n]);
 }
 
 /* Appends text to out[0..size) at *used, NUL-terminated; false when it does not fit. */
@@ -1452,8 +1459,9 @@ enum classifier_path_change classifier_path_change(const char *sql, size_t len, 
 	struct json_value *tree = NULL;
 	const struct json_value *stmts;
 	PgQueryParseResult pr;
-	char word[10], err[96];
-	size_t n;
+	char err[96];
+	size_t n, start;
+	bool is_set, is_reset, is_discard;
 
 	*local = false;
 	if (size > 0)
@@ -1461,16 +1469,16 @@ enum classifier_path_change classifier_path_change(const char *sql, size_t len, 
 	if (sql == NULL || len == 0 || sql[len] != '\0')
 		return CL_PATH_NONE;
 	/* every query passes here: its first word decides, then one scan of the text */
-	n = cl_first_word(sql, len, word, sizeof(word));
-	if (!cl_word_is(word, n, "set") && !cl_word_is(word, n, "reset") &&
-	    !cl_word_is(word, n, "discard"))
+	start = cl_skip_to_token(sql, len, 0, false);
+	is_set = cl_token_is(sql, len, start, "set");
+	is_reset = !is_set && cl_token_is(sql, len, start, "reset");
+	is_discard = !is_set && !is_reset && cl_token_is(sql, len, start, "discard");
+	if (!is_set && !is_reset && !is_discard)
 		return CL_PATH_NONE;
 	if (memchr(sql, '\0', len) != NULL)
 		return CL_PATH_NONE;
-	if (!((cl_word_is(word, n, "set") || cl_word_is(word, n, "reset")) &&
-	      cl_contains_ci(sql, len, "search_path")) &&
-	    !((cl_word_is(word, n, "reset") || cl_word_is(word, n, "discard")) &&
-	      cl_contains_ci(sql, len, "all")))
+	if (!((is_set || is_reset) && cl_contains_ci(sql, len, "search_path")) &&
+	    !((is_reset || is_discard) && cl_contains_ci(sql, len, "all")))
 		return CL_PATH_NONE;
 	if (len > CL_MAX_INSPECT || cl_prescan(sql, len).chain > CL_MAX_CHAIN)
 		return CL_PATH_NONE;

@@ -735,6 +735,33 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 			answer_now(c, "34000", "portal does not exist", NULL, NULL, NULL);
 			return HOOK_CONSUME;
 		}
+		if (e->phase == EXT_EXECUTED) {
+			/*
+			 * Its portal ran already (no Bind since): a write runs once. PostgreSQL
+			 * answers a finished portal with RETURNING with its rows left (none), and
+			 * refuses to run one without RETURNING again.
+			 */
+			char msg[160];
+			if (e->sc.returning) {
+				struct pktbuf pb;
+				pktbuf_init(&pb, 64);
+				pktbuf_write_command_complete(&pb,
+				                              e->sc.op == OP_INSERT   ? "INSERT 0 0"
+				                              : e->sc.op == OP_UPDATE ? "UPDATE 0"
+				                                                      : "DELETE 0");
+				if (!client_queue(c, &pb))
+					client_close(c, "could not send an answer");
+				pktbuf_free(&pb);
+				return HOOK_CONSUME;
+			}
+			if (!proto_parse_msg_names(PQMSG_EXECUTE, pkt->body, pkt->body_len, &stmt,
+			                           &portal) ||
+			    portal == NULL)
+				portal = "";
+			snprintf(msg, sizeof(msg), "portal \"%.100s\" cannot be run", portal);
+			answer_now(c, "55000", msg, NULL, NULL, NULL);
+			return HOOK_CONSUME;
+		}
 		if (e->describe_stmt && e->desc == NULL) {
 			/* the description first; this Execute comes back when it is there */
 			if (describe_start(sy, c, mc))

@@ -30,6 +30,7 @@ void mc_multi_free(struct mut_client *mc)
 	free(mc->multi);
 	mc->multi = NULL;
 	mc->nmulti = mc->imulti = 0;
+	mc->tail_off = 0;
 }
 
 /*
@@ -200,10 +201,10 @@ bool hook_begin_mutation(struct synced *sy, struct conn *c, const struct stmt_cl
 		return false;
 	}
 	if (sc->nstatements > 1) {
-		answer_now(
-		        c, "0A000",
-		        "a write to a synced table must be the only statement in its query string",
-		        NULL, "Send it as a query of its own.", st);
+		answer_now(c, "0A000",
+		           "a write to a synced table in a query string of several statements must "
+		           "come before the string's ordinary statements",
+		           NULL, "Send the statements before it as a query of their own.", st);
 		return false;
 	}
 	if (client_txn_status(c) == 'E') {
@@ -254,6 +255,31 @@ static enum hook_verdict inspect_prefix(struct synced *sy, struct conn *c,
 	return classifier_quick_check(sy->cl, c->pool->db_name, text, len) ? HOOK_WAIT : HOOK_PASS;
 }
 
+/*
+ * True when the query string sql starts with its nwrites synced writes and every statement after
+ * them is an ordinary one (relayed as is): such a string runs its writes here and the rest on
+ * the server. Writes after an ordinary statement are refused (the ordinary statements before
+ * them would have to stay in an open transaction the writes cannot see).
+ */
+static bool writes_then_ordinary(struct synced *sy, struct conn *c, const char *sql, int nwrites)
+{
+	int starts[64], lens[64];
+	int n = classifier_split(sql, starts, lens, 64);
+
+	if (n < 2 || n > 64 || nwrites < 1 || nwrites >= n)
+		return false;
+	for (int i = 0; i < n; i++) {
+		struct stmt_class sc;
+		char *one = strndup(sql + starts[i], (size_t)lens[i]);
+		bool ok = one != NULL && hook_classify(sy, c, one, &sc) &&
+		          (i < nwrites ? sc.verdict == STMT_MUTATION : sc.verdict == STMT_PASS);
+		free(one);
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
 static enum hook_verdict inspect_query(struct synced *sy, struct conn *c,
                                        const struct sbuf_pkt *pkt)
 {
@@ -271,12 +297,22 @@ static enum hook_verdict inspect_query(struct synced *sy, struct conn *c,
 		return HOOK_PASS;
 	if (!client_server_idle(c))
 		return HOOK_WAIT_IDLE;
-	if (sc.verdict == STMT_MUTATION && sc.nstatements > 1 && sc.nmutations == sc.nstatements) {
-		/* several writes of synced tables: one after another, answered as one query */
+	if (sc.verdict == STMT_MUTATION && sc.nstatements > 1 &&
+	    (sc.nmutations == sc.nstatements || writes_then_ordinary(sy, c, sql, sc.nmutations))) {
+		/*
+		 * Several writes of synced tables, one after another, answered as one query;
+		 * ordinary statements after them go on to the server as the rest of the same query.
+		 */
 		struct mut_client *mc = mc_get(c);
 		int starts[64], lens[64];
 		int n = classifier_split(sql, starts, lens, 64);
-		if (mc == NULL || n < 2 || n > 64) {
+		if (n > sc.nmutations && n <= 64) {
+			/* only the writes are run here */
+			n = sc.nmutations;
+			if (mc != NULL)
+				mc->tail_off = (size_t)starts[n];
+		}
+		if (mc == NULL || n < 1 || n > 64) {
 			answer_now(c, n > 64 ? "54000" : "53200",
 			           n > 64 ? "too many statements in one query string"
 			                  : "out of memory",
@@ -293,6 +329,7 @@ static enum hook_verdict inspect_query(struct synced *sy, struct conn *c,
 			}
 		}
 		if (mc->multi == NULL) {
+			mc->tail_off = 0;
 			answer_now(c, "53200", "out of memory", NULL, NULL, NULL);
 			mc_release_if_idle(c);
 			return HOOK_CONSUME;
@@ -328,8 +365,21 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 		if (mc->m != NULL || mc->describe != NULL)
 			return HOOK_PAUSE;
 		if (mc->answered) {
+			size_t tail = mc->tail_off;
 			mc->answered = false;
+			mc->tail_off = 0;
 			mc_release_if_idle(c);
+			if (tail > 0 && pkt->type == PQMSG_QUERY && pkt->complete &&
+			    tail < pkt->body_len) {
+				/*
+				 * The writes at the head of the string are done: the server runs
+				 * the rest, and its ReadyForQuery ends the string. The Query is the
+				 * client's own (held in its buffer while paused), with the writes'
+				 * text turned into blanks: same length, nothing to copy.
+				 */
+				memset((uint8_t *)pkt->body, ' ', tail);
+				return HOOK_PASS;
+			}
 			return HOOK_CONSUME;
 		}
 		if (mc->ext.phase != EXT_NONE)

@@ -438,7 +438,7 @@ static void on_committed(void *arg, struct pgc *pc, PGresult *res, const char *e
 	}
 	if (m->mc != NULL) {
 		pktbuf_init(&pb, RESPONSE_MAX);
-		m->escaped = m->in_block;
+		m->escaped = m->in_block || m->in_string;
 		answer_write_result(&pb, m, m->result, m->result);
 		answer_send(m, &pb);
 		pktbuf_free(&pb);
@@ -1094,12 +1094,20 @@ void mutation_finish(struct mutation *m)
 	if (m->conn != NULL)
 		mconn_release(sy, m->conn, m->conn_broken);
 	if (mc != NULL && mc->client->state != CONN_JUSTFREE) {
-		bool next_started = false;
+		bool next_started = false, next_tried = false;
 		mc->m = NULL;
-		if (mc->multi != NULL && !m->failed && mc->imulti + 1 < mc->nmulti)
+		if (mc->multi != NULL && !m->failed && mc->imulti + 1 < mc->nmulti) {
+			next_tried = true;
 			next_started = mc_multi_next(sy, mc);
+		}
 		if (!next_started) {
+			/*
+			 * After the last write, the statements that follow it go to the server; a
+			 * next write refused at once has answered and ended the string.
+			 */
+			size_t tail = m->failed || next_tried ? 0 : mc->tail_off;
 			mc_multi_free(mc);
+			mc->tail_off = tail;
 			mc->answered = true;
 			if (m->no_ready && mc->ext.phase != EXT_NONE) {
 				mc->ext.ran = true;
@@ -1318,6 +1326,9 @@ void mutation_start(struct synced *sy, struct mut_client *mc, struct synced_tabl
 	m->session_sql = mutation_session_settings(mc->client);
 	if (ext == NULL && mc->multi != NULL && mc->imulti < mc->nmulti - 1)
 		m->no_ready = true;
+	/* ordinary statements follow: the server's answer to them ends the string */
+	if (ext == NULL && mc->multi != NULL && mc->tail_off > 0)
+		m->no_ready = m->in_string = true;
 	m->sql = strdup(sql);
 	if (m->sql == NULL || (ext != NULL && !copy_params(m, ext))) {
 		mutation_set_error(m, "53200", "out of memory", NULL, NULL);

@@ -375,6 +375,37 @@ def test_stats_count_queries_transactions_and_bytes(bouncer):
         assert totals["total_query_count"] >= 8 + before
 
 
+def test_stats_bytes_count_the_queries_not_the_logins(bouncer):
+    # pgbouncer counts the messages it relays once logged in: a client's login (startup packet,
+    # password) and a server's (authentication, ParameterStatus, BackendKeyData) are not traffic
+    with bouncer.connect(autocommit=True) as c:
+        c.pgconn.exec_(b"select 1")  # the simple protocol: one Query message
+        with admin(bouncer) as a:
+            s = stats_row(a)
+    # Query: 'Q', length, "select 1\0"
+    assert s["total_received"] == 1 + 4 + 9
+    # RowDescription (one column "?column?"), DataRow "1", CommandComplete "SELECT 1",
+    # ReadyForQuery
+    assert s["total_sent"] == (1 + 4 + 2 + 9 + 18) + (1 + 4 + 2 + 4 + 1) + (1 + 4 + 9) + 6
+    # nor is the client's Terminate, once it has left
+    with admin(bouncer) as a:
+        assert wait_for(lambda: not [r for r in rows(a, "SHOW CLIENTS")
+                                     if r["database"] == "app"])
+        assert stats_row(a)["total_received"] == 1 + 4 + 9
+
+
+def test_stats_wait_time_counts_the_first_login_waiting_for_a_server(bouncer):
+    # the pool's first login waits for a server to learn the server's parameters: wait_time
+    # counts that wait, as it counts a query's wait for a server
+    with bouncer.connect(autocommit=True) as c:
+        c.execute("select 1")
+        with admin(bouncer) as a:
+            s = stats_row(a)
+            p = [r for r in rows(a, "SHOW POOLS") if r["database"] == "app"][0]
+    assert p["sv_idle"] + p["sv_active"] + p["sv_used"] == 1  # one server was ever needed
+    assert s["total_wait_time"] > 0
+
+
 @needs_125
 def test_stats_period_log_line_and_averages(bouncer_factory):
     b = bouncer_factory(config={"pgbouncer": {"stats_period": 1, "log_stats": 1}})

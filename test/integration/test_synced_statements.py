@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from conftest import IS_PGBOUNCER, make_tempdir
+from pgwire import parse_error_fields
 from test_hostile_api import FakeApi, crm, sync_settled
 from test_synced_surprises import start_salesforce
 
@@ -249,6 +250,146 @@ def test_write_inside_a_transaction_block_says_it_escapes(salesforce, pg):
     assert "NOTICE:  sent to salesforce outside the transaction: ROLLBACK will not undo it" \
         in out.stderr
     assert sf_contacts(salesforce.fake) == []
+
+
+# ---------------------------------------------------------------- mixed query strings
+
+
+def notes_table(pg):
+    pg.sql("DROP TABLE IF EXISTS public.notes; CREATE TABLE public.notes (body text);"
+           "ALTER TABLE public.notes OWNER TO app", dbname="crm")
+
+
+def notes(pg):
+    return sorted(r[0] for r in pg.sql("SELECT body FROM public.notes", dbname="crm"))
+
+
+@pytest.mark.timeout(60)
+def test_query_string_of_synced_writes_then_ordinary_statements(salesforce, pg):
+    """ORMs and migration tools send several statements in one query string. Synced writes at
+    its head run in order, each its own API request; the ordinary statements after them run on
+    the server as one implicit transaction; the client gets one answer: a CommandComplete per
+    statement and one ReadyForQuery. The first error ends the string: an error in the ordinary
+    part rolls that part back, but cannot take back a write the API already took, and the
+    client is told so."""
+    notes_table(pg)
+    w = salesforce.wire()
+    assert w.startup("app", "crm", "secret") is None
+    w.query("insert into salesforce.contacts (last_name) values ('Ada');"
+            "update salesforce.contacts set first_name = 'A' where last_name = 'Ada';"
+            "insert into public.notes values ('n1'); select count(*) from public.notes")
+    kinds, tags = [], []
+    while True:
+        kind, msg = w.read_msg()
+        kinds.append(kind)
+        if kind == "C":
+            tags.append(msg.rstrip(b"\0").decode())
+        if kind == "Z":
+            break
+    assert tags == ["INSERT 0 1", "UPDATE 1", "INSERT 0 1", "SELECT 1"], kinds
+    assert kinds.count("Z") == 1 and "E" not in kinds, kinds
+    # each write says that the string's implicit transaction cannot take it back
+    assert kinds.count("N") == 2, kinds
+    # the string is over: the next query gets its own answer, nothing left over
+    w.query("select 42")
+    assert w.read_until_ready() == ([["42"]], None)
+    w.close()
+    assert [(r["FirstName"], r["LastName"]) for r in sf_contacts(salesforce.fake)] == [
+        ("A", "Ada")]
+    assert notes(pg) == ["n1"]
+
+    # psql -c sends the string as one simple query
+    out = salesforce.psql("-At", "-c",
+                          "delete from salesforce.contacts where last_name = 'Ada'; "
+                          "insert into public.notes values ('n2') returning body",
+                          dbname="crm")
+    assert out.stdout.split() == ["DELETE", "1", "n2", "INSERT", "0", "1"], out
+    assert sf_contacts(salesforce.fake) == []
+    assert notes(pg) == ["n1", "n2"]
+
+    # an error in the ordinary part: that part rolls back, the write stays, the client is told
+    notices = []
+    with crm(salesforce) as conn:
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("insert into salesforce.contacts (last_name) values ('Bea');"
+                         "insert into public.notes values ('n3'); select 1/0")
+        assert notices == ["sent to salesforce outside the transaction: an error later in "
+                           "the query string will not undo it"]
+        assert conn.execute("select 1").fetchone() == (1,)
+    assert [r["LastName"] for r in sf_contacts(salesforce.fake)] == ["Bea"]
+    assert notes(pg) == ["n1", "n2"]
+
+    # inside a transaction block the ordinary part joins the block, the write escapes it
+    notices = []
+    with crm(salesforce) as conn:
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        conn.autocommit = False
+        conn.execute("update salesforce.contacts set first_name = 'B';"
+                     "insert into public.notes values ('n3')")
+        assert conn.execute("select count(*) from public.notes").fetchone() == (3,)
+        conn.rollback()
+        assert notices == ["sent to salesforce outside the transaction: ROLLBACK will not "
+                           "undo it"]
+    assert [r.get("FirstName") for r in sf_contacts(salesforce.fake)] == ["B"]
+    assert notes(pg) == ["n1", "n2"]
+
+    # a refused write ends the string before the ordinary part runs
+    out = salesforce.psql("-c", "update salesforce.contacts set id = 'x';"
+                          "insert into public.notes values ('n4')", dbname="crm", check=False)
+    assert out.returncode != 0 and "n4" not in notes(pg)
+
+    # ordinary statements before a synced write: refused whole, nothing runs anywhere
+    out = salesforce.psql("-c", "insert into public.notes values ('n5');"
+                          "insert into salesforce.contacts (last_name) values ('Cy')",
+                          dbname="crm", check=False)
+    assert out.returncode != 0
+    assert "must come before the string's ordinary statements" in out.stderr
+    assert [r["LastName"] for r in sf_contacts(salesforce.fake)] == ["Bea"]
+    assert notes(pg) == ["n1", "n2"]
+
+
+def twice_executed(b, sql):
+    """Parse, Bind, Execute, Execute, Sync of one unnamed portal over the raw protocol: the
+    kinds of messages answered (with command tags and error codes), up to ReadyForQuery."""
+    w = b.wire()
+    try:
+        assert w.startup("app", "crm", "secret") is None
+        w.send(b"P", b"\0" + sql.encode() + b"\0\0\0")
+        w.send(b"B", b"\0\0" + b"\0\0" + b"\0\0" + b"\0\0")
+        for _ in range(2):
+            w.send(b"E", b"\0\0\0\0\0")
+        w.send(b"S")
+        out = []
+        while True:
+            kind, msg = w.read_msg()
+            if kind == "C":
+                out.append("C " + msg.rstrip(b"\0").decode())
+            elif kind == "E":
+                out.append("E " + parse_error_fields(msg)["C"])
+            else:
+                out.append(kind)
+            if kind == "Z":
+                return out
+    finally:
+        w.close()
+
+
+@pytest.mark.timeout(60)
+def test_second_execute_of_a_synced_portal_never_writes_twice(salesforce, pg):
+    """A portal runs once: a second Execute of it in the same batch gets PostgreSQL's own answer
+    to that (as the same batch on an ordinary table shows) and never sends the write again."""
+    notes_table(pg)
+    for returning in ("", " returning last_name"):
+        plain = twice_executed(salesforce, "insert into public.notes values ('x')"
+                               + returning.replace("last_name", "body"))
+        synced = twice_executed(salesforce, "insert into salesforce.contacts (last_name) "
+                                "values ('Once')" + returning)
+        assert synced == plain, (returning, plain, synced)
+    assert [r["LastName"] for r in sf_contacts(salesforce.fake)] == ["Once", "Once"]
+    assert len(sf_writes(salesforce.fake)) == 2
+    # the 55000 rolled back the ordinary table's batch; the synced write had escaped it
+    assert notes(pg) == ["x"]
 
 
 # ---------------------------------------------------------------- Describe
