@@ -49,7 +49,7 @@
 #include "mutation/settle.h" /* SETTLE_LOCK_BIT */
 
 /* Bump when the text below changes: installed databases with an older version get it again. */
-#define CATALOG_SQL_VERSION "7"
+#define CATALOG_SQL_VERSION "8"
 
 /* Key of pg_advisory_xact_lock() around installation: two poolers may start together. */
 #define CATALOG_SQL_LOCK_KEY "7306086135451738930"
