@@ -73,11 +73,18 @@ bool api_can_read(const struct api *api);
 /*
  * Reads the record with this id as the API holds it now: the callback gets one row (the id and
  * the fields, mapped to columns), or an error, NOT_FOUND when no such record exists (any more).
- * Retried like a write whose failure wrote nothing. id is copied; table is borrowed as in
- * api_submit().
+ * fields[0..nfields): the API fields of the table's columns, for APIs that answer only what is
+ * asked for (used before this returns). Retried like a write whose failure wrote nothing. id
+ * is copied; table is borrowed as in api_submit().
  */
 struct api_call *api_submit_read(struct api *api, const struct api_table *table, const char *id,
-                                 api_done_cb cb, void *arg);
+                                 const char *const *fields, int nfields, api_done_cb cb, void *arg);
+/*
+ * Finds the record of table whose external id (external_id=) is value, as api_submit_read()
+ * reads one by id: one row with the record's id and fields, or NOT_FOUND when the API has none.
+ */
+struct api_call *api_submit_find(struct api *api, const struct api_table *table, const char *value,
+                                 const char *const *fields, int nfields, api_done_cb cb, void *arg);
 
 /*
  * Forgets a call whose callback has not run. If its request was already sent, the API may

@@ -76,11 +76,18 @@ struct api_table {
 	int noverrides;
 	char **readonly; /* columns never sent (computed by the API or the database) */
 	int nreadonly;
+	/*
+	 * external_id=: a column whose field is unique at the API and given by the client, so
+	 * that an insert can be found there again (settling); NULL when none. Connectors that
+	 * cannot use one refuse the table (connector_check_table()).
+	 */
+	char *external_id;
 };
 
 /*
  * Fills t from a [synced_tables] entry's pairs: object=, columns='col:Field,...',
- * primary_key= (default id), readonly='col,col'; api= and unknown keys are left to the caller.
+ * primary_key= (default id), readonly='col,col', external_id=col; api= and unknown keys are
+ * left to the caller.
  * name is copied. False with a message in err on a malformed value; t is then empty.
  */
 bool api_table_init(struct api_table *t, const char *name, const struct cf_kv *kv, int nkv,
@@ -234,11 +241,26 @@ struct connector_ops {
 	              const struct api_row *rows, int nrows, const struct http_response *resp,
 	              struct api_result *out);
 	/*
-	 * Read records by id (settling a write whose outcome is unknown): one GET of the record
-	 * whose id is given. NULL when the API offers no such read.
+	 * Read records by id (settling a write whose outcome is unknown): one request for the
+	 * record whose id is given; fields[0..nfields) are the API fields the table's columns map
+	 * to (for APIs that answer only the fields asked for). NULL when the API offers no such
+	 * read.
 	 */
 	bool (*build_read)(const struct connector *c, const struct api_table *t, const char *id,
-	                   struct api_http_spec *out, struct api_error *err);
+	                   const char *const *fields, int nfields, struct api_http_spec *out,
+	                   struct api_error *err);
+	/* Whether this configuration can read by id; NULL: whenever build_read is set. */
+	bool (*can_read)(const struct connector *c);
+	/*
+	 * Find the record whose external id field (t->external_id, mapped) holds value: one
+	 * request. NULL: the connector cannot, and a table with external_id= is refused.
+	 */
+	bool (*build_find)(const struct connector *c, const struct api_table *t, const char *value,
+	                   const char *const *fields, int nfields, struct api_http_spec *out,
+	                   struct api_error *err);
+	/* Only for HTTP_OUTCOME_ANSWER: one row with the record's id and fields, or NOT_FOUND. */
+	void (*parse_find)(const struct connector *c, const struct api_table *t, const char *value,
+	                   const struct http_response *resp, struct api_result *out);
 	/* Only called for HTTP_OUTCOME_ANSWER; like parse, with one row or NOT_FOUND. */
 	void (*parse_read)(const struct connector *c, const struct api_table *t, const char *id,
 	                   const struct http_response *resp, struct api_result *out);
@@ -314,12 +336,13 @@ void connector_parse_response(const struct connector *c, const struct api_table 
 bool connector_can_read(const struct connector *c);
 
 /*
- * Builds the request that reads the record with this id, as the API holds it now. False with
- * err filled (INTERNAL when the API cannot read by id, VALIDATION for an unusable id).
+ * Builds the request that reads the record with this id, as the API holds it now, asking for
+ * fields[0..nfields) (the API fields of the table's columns; NULL/0: the API's default). False
+ * with err filled (INTERNAL when the API cannot read by id, VALIDATION for an unusable id).
  */
 bool connector_build_read(const struct connector *c, const struct api_table *t, const char *id,
-                          struct api_http_spec *out, struct api_error *err)
-        __attribute__((warn_unused_result));
+                          const char *const *fields, int nfields, struct api_http_spec *out,
+                          struct api_error *err) __attribute__((warn_unused_result));
 
 /*
  * Reads the answer to connector_build_read() into out (initialised here): ok with one row (id
@@ -327,6 +350,26 @@ bool connector_build_read(const struct connector *c, const struct api_table *t, 
  * (any more) is the error class NOT_FOUND.
  */
 void connector_parse_read(const struct connector *c, const struct api_table *t, const char *id,
+                          const struct http_response *resp, struct api_result *out);
+
+/*
+ * Checks a table's settings against what the connector can do (external_id=). False with the
+ * reason in err.
+ */
+bool connector_check_table(const struct connector *c, const struct api_table *t, char *err,
+                           size_t errsize) __attribute__((warn_unused_result));
+
+/* Whether an insert of t can be found at the API by its external id (connector_build_find()). */
+bool connector_can_find(const struct connector *c, const struct api_table *t);
+/*
+ * Builds the request that finds the record of t whose external id is value, asking for
+ * fields[0..nfields). False with err filled, as connector_build_read().
+ */
+bool connector_build_find(const struct connector *c, const struct api_table *t, const char *value,
+                          const char *const *fields, int nfields, struct api_http_spec *out,
+                          struct api_error *err) __attribute__((warn_unused_result));
+/* Reads the answer to connector_build_find() like connector_parse_read(). */
+void connector_parse_find(const struct connector *c, const struct api_table *t, const char *value,
                           const struct http_response *resp, struct api_result *out);
 
 /* ---- helpers shared by connector implementations ---- */

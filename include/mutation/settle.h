@@ -10,8 +10,9 @@
  *   - UPDATE and DELETE: each record is read by id and the table gets the API's current state
  *     (the record's fields, or the row deleted when the API no longer has it);
  *   - INSERT: the created record is found by the API's answer when one was received (kept in the
- *     intent, or in the local journal_file when the database was gone), or by repeating the
- *     request with the same Idempotency-Key (Stripe); then read by id as above. Where neither
+ *     intent, or in the local journal_file when the database was gone), by looking each row up
+ *     by its external id (a table with external_id=; none found: not created), or by repeating
+ *     the request with the same Idempotency-Key (Stripe); then read by id as above. Where none
  *     exists (and for APIs that cannot read by id) the write is handed to the sync worker,
  *     whose next pass imports what the API holds (settle_sync_pass_hook); without a sync
  *     worker polling the table the intent waits, shown as "awaiting sync".

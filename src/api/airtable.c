@@ -10,6 +10,14 @@
  * order ({"records":[{"id","createdTime","fields":{...}}]}); createdTime and the scalar fields
  * come back as returned fields. Errors: {"error":{"type","message"}} or {"error":"NOT_FOUND"};
  * the offending field is read from the message ('Field "Email" cannot accept ...').
+ *
+ *   read    GET    <base>/v0/<base_id>/<table>/<rec…>  → {"id","createdTime","fields"}; 404 when
+ *                                                       there is no such record (any more)
+ *
+ * With external_id=<column> (a field the client gives unique values), an insert is an upsert
+ * merging on that field (PATCH, "performUpsert":{"fieldsToMergeOn":[field]}), so an insert
+ * that reaches Airtable twice makes one record; a lost answer's record is found with
+ *   find    GET    <base>/v0/<base_id>/<table>?filterByFormula={Field}="value"&maxRecords=2
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,10 +143,36 @@ static bool at_build(const struct connector *c, const struct api_table *t, enum 
 		return true;
 	}
 	out->method = op == API_OP_INSERT ? HTTP_POST : HTTP_PATCH;
+	for (r = 0; op == API_OP_INSERT && t->external_id != NULL && r < nrows; r++) {
+		const struct api_value *v = api_image_get(&rows[r].new_image, t->external_id);
+		if (v == NULL || v->value == NULL || v->value[0] == '\0') {
+			api_error_set(
+			        err, API_ERR_REQUIRED,
+			        "column %s is the table's external id: an insert must give it a"
+			        " value",
+			        t->external_id);
+			snprintf(err->column, sizeof(err->column), "%s", t->external_id);
+			err->value_is_null = v == NULL || v->value == NULL;
+			err->row = r;
+			return false;
+		}
+	}
 	out->content_type = "application/json";
 	if (!json_out_init(&o, AT_MAX_BODY))
 		goto oom;
 	json_out_object_begin(&o);
+	if (op == API_OP_INSERT && t->external_id != NULL) {
+		/* an upsert merging on the external id: a repeated insert finds its record */
+		out->method = HTTP_PATCH;
+		connector_field_name(c, t, t->external_id, field, sizeof(field));
+		json_out_key(&o, "performUpsert");
+		json_out_object_begin(&o);
+		json_out_key(&o, "fieldsToMergeOn");
+		json_out_array_begin(&o);
+		json_out_string(&o, field);
+		json_out_array_end(&o);
+		json_out_object_end(&o);
+	}
 	json_out_key(&o, "records");
 	json_out_array_begin(&o);
 	for (r = 0; r < nrows; r++) {
@@ -227,13 +261,44 @@ static void at_field_from_message(const char *msg, char *buf, size_t size)
 	snprintf(buf, size, "%.*s", (int)(e - q - 1), q + 1);
 }
 
+/* One answer record {"id","createdTime","fields"} (with an id) into rr. False: out of memory. */
+static bool at_copy_record(const struct connector *c, const struct api_table *t,
+                           const struct json_value *rec, struct api_row_result *rr)
+{
+	const struct json_value *fields = json_get(rec, "fields");
+	const char *created = json_get_string(rec, "createdTime");
+	size_t j, n = (fields ? fields->count : 0) + 1;
+	char col[128];
+
+	rr->id = strdup(json_get_string(rec, "id"));
+	rr->fields = calloc(n, sizeof(*rr->fields));
+	if (rr->id == NULL || rr->fields == NULL)
+		return false;
+	if (created != NULL) {
+		struct api_field_value *f = &rr->fields[rr->nfields++];
+		connector_column_name(c, t, "createdTime", col, sizeof(col));
+		f->field = strdup("createdTime");
+		f->column = strdup(col);
+		f->value = strdup(created);
+		if (f->field == NULL || f->column == NULL || f->value == NULL)
+			return false;
+	}
+	for (j = 0; fields != NULL && fields->kind == JSON_OBJECT && j < fields->count; j++) {
+		/* multiple selects, links, attachments: JSON text, for json/jsonb columns */
+		if (!connector_result_field(c, t, fields->keys[j], fields->items[j],
+		                            &rr->fields[rr->nfields++]))
+			return false;
+	}
+	return true;
+}
+
 static void at_parse(const struct connector *c, const struct api_table *t, enum api_op op,
                      const struct api_row *rows, int nrows, const struct http_response *resp,
                      struct api_result *out)
 {
 	struct json_value *doc = NULL;
 	const struct json_value *list;
-	char perr[128], col[128], field[128];
+	char perr[128], field[128];
 	int i;
 
 	if (!json_parse(resp->body, resp->body_len, NULL, &doc, perr, sizeof(perr)))
@@ -273,41 +338,197 @@ static void at_parse(const struct connector *c, const struct api_table *t, enum 
 		goto oom;
 	out->nrows = nrows;
 	for (i = 0; i < nrows; i++) {
-		const struct json_value *rec = list->items[i];
-		const struct json_value *fields = json_get(rec, "fields");
-		const char *id = json_get_string(rec, "id");
-		const char *created = json_get_string(rec, "createdTime");
-		struct api_row_result *rr = &out->rows[i];
-		size_t j, n = (fields ? fields->count : 0) + 1;
-
-		if (id == NULL) {
+		if (json_get_string(list->items[i], "id") == NULL) {
 			api_result_free(out);
 			api_error_set(&out->error, API_ERR_BAD_ANSWER,
 			              "%s answered a record without an id", c->name);
 			goto done;
 		}
-		rr->id = strdup(id);
-		rr->fields = calloc(n, sizeof(*rr->fields));
-		if (rr->id == NULL || rr->fields == NULL)
+		if (!at_copy_record(c, t, list->items[i], &out->rows[i]))
 			goto oom;
-		if (created != NULL) {
-			struct api_field_value *f = &rr->fields[rr->nfields++];
-			connector_column_name(c, t, "createdTime", col, sizeof(col));
-			f->field = strdup("createdTime");
-			f->column = strdup(col);
-			f->value = strdup(created);
-			if (f->field == NULL || f->column == NULL || f->value == NULL)
-				goto oom;
-		}
-		for (j = 0; fields != NULL && fields->kind == JSON_OBJECT && j < fields->count;
-		     j++) {
-			/* multiple selects, links, attachments: JSON text, for json/jsonb columns
-			 */
-			if (!connector_result_field(c, t, fields->keys[j], fields->items[j],
-			                            &rr->fields[rr->nfields++]))
-				goto oom;
-		}
 	}
+	out->ok = true;
+	goto done;
+oom:
+	api_result_free(out);
+	api_error_set(&out->error, API_ERR_INTERNAL, "out of memory");
+done:
+	json_free(doc);
+}
+
+/* GET <base>/v0/<base_id>/<table>/<rec…>: the record as Airtable holds it now. */
+static bool at_build_read(const struct connector *c, const struct api_table *t, const char *id,
+                          const char *const *fields, int nfields, struct api_http_spec *out,
+                          struct api_error *err)
+{
+	const struct at_priv *p = c->priv;
+	size_t ulen = strlen(c->base_url) + 3 * strlen(t->object) + 3 * strlen(id) + 96, used;
+
+	(void)fields;
+	(void)nfields;
+	if (t->object[0] == '\0') {
+		api_error_set(err, API_ERR_INTERNAL, "%s: table %s has no object= (Airtable table)",
+		              c->name, t->name);
+		return false;
+	}
+	out->url = malloc(ulen);
+	if (out->url == NULL)
+		goto oom;
+	used = (size_t)snprintf(out->url, ulen, "%s/v0/%s/", c->base_url, p->base_id);
+	if (!api_url_escape_segment(t->object, out->url, ulen, &used) || used + 2 > ulen)
+		goto oom;
+	out->url[used++] = '/';
+	out->url[used] = '\0';
+	if (!api_url_escape_segment(id, out->url, ulen, &used))
+		goto oom;
+	out->method = HTTP_GET;
+	return true;
+oom:
+	api_error_set(err, API_ERR_INTERNAL, "out of memory");
+	return false;
+}
+
+/*
+ * The record, or 404 ({"error":"NOT_FOUND"}, or {"error":{"type":"MODEL_ID_NOT_FOUND",..}} for
+ * an id of no record). Like a listing, the answer leaves out empty fields: their columns keep
+ * what they hold, as with the sync worker's pages.
+ */
+static void at_parse_read(const struct connector *c, const struct api_table *t, const char *id,
+                          const struct http_response *resp, struct api_result *out)
+{
+	struct api_value key = {t->pk_column, id, API_VALUE_TEXT};
+	struct api_row row = {{&key, 1}, {NULL, 0}};
+	struct json_value *doc = NULL;
+	char perr[128];
+
+	if (resp->status == 404) {
+		api_error_set(&out->error, API_ERR_NOT_FOUND, "%s: record %s does not exist",
+		              c->name, id);
+		return;
+	}
+	if (resp->status < 200 || resp->status >= 300) {
+		at_parse(c, t, API_OP_UPDATE, &row, 1, resp, out);
+		return;
+	}
+	if (!json_parse(resp->body, resp->body_len, NULL, &doc, perr, sizeof(perr)) ||
+	    doc->kind != JSON_OBJECT || json_get_string(doc, "id") == NULL ||
+	    strcmp(json_get_string(doc, "id"), id) != 0) {
+		api_error_set(&out->error, API_ERR_BAD_ANSWER,
+		              "%s answered a read without record %s", c->name, id);
+		goto done;
+	}
+	out->rows = calloc(1, sizeof(*out->rows));
+	if (out->rows == NULL)
+		goto oom;
+	out->nrows = 1;
+	if (!at_copy_record(c, t, doc, &out->rows[0]))
+		goto oom;
+	out->ok = true;
+	goto done;
+oom:
+	api_result_free(out);
+	api_error_set(&out->error, API_ERR_INTERNAL, "out of memory");
+done:
+	json_free(doc);
+}
+
+/* A formula string literal: "…" with " and \\ escaped by a backslash. */
+static bool at_formula_string(const char *v, char *out, size_t size, size_t *used)
+{
+	if (*used + 1 >= size)
+		return false;
+	out[(*used)++] = '"';
+	for (; *v != '\0'; v++) {
+		if (*used + 3 >= size)
+			return false;
+		if (*v == '"' || *v == '\\')
+			out[(*used)++] = '\\';
+		out[(*used)++] = *v;
+	}
+	out[(*used)++] = '"';
+	out[*used] = '\0';
+	return true;
+}
+
+static bool at_build_find(const struct connector *c, const struct api_table *t, const char *value,
+                          const char *const *fields, int nfields, struct api_http_spec *out,
+                          struct api_error *err)
+{
+	const struct at_priv *p = c->priv;
+	char field[128], formula[1024];
+	size_t ulen, used = 0;
+
+	(void)fields;
+	(void)nfields;
+	if (t->object[0] == '\0') {
+		api_error_set(err, API_ERR_INTERNAL, "%s: table %s has no object= (Airtable table)",
+		              c->name, t->name);
+		return false;
+	}
+	connector_field_name(c, t, t->external_id, field, sizeof(field));
+	if (strchr(field, '}') != NULL) {
+		api_error_set(err, API_ERR_INTERNAL, "%s: field %s cannot be named in a formula",
+		              c->name, field);
+		return false;
+	}
+	used = (size_t)snprintf(formula, sizeof(formula), "{%s}=", field);
+	if (used >= sizeof(formula) || !at_formula_string(value, formula, sizeof(formula), &used)) {
+		api_error_set(err, API_ERR_VALIDATION, "%s: external id too long to look up",
+		              c->name);
+		return false;
+	}
+	ulen = strlen(c->base_url) + 3 * strlen(t->object) + 3 * used + 128;
+	out->url = malloc(ulen);
+	if (out->url == NULL)
+		goto oom;
+	used = (size_t)snprintf(out->url, ulen, "%s/v0/%s/", c->base_url, p->base_id);
+	if (!api_url_escape_segment(t->object, out->url, ulen, &used))
+		goto oom;
+	used += (size_t)snprintf(out->url + used, ulen - used, "?maxRecords=2&filterByFormula=");
+	if (used >= ulen || !api_url_escape(formula, out->url, ulen, &used))
+		goto oom;
+	out->method = HTTP_GET;
+	return true;
+oom:
+	api_error_set(err, API_ERR_INTERNAL, "out of memory");
+	return false;
+}
+
+static void at_parse_find(const struct connector *c, const struct api_table *t, const char *value,
+                          const struct http_response *resp, struct api_result *out)
+{
+	struct api_value key = {t->pk_column, value, API_VALUE_TEXT};
+	struct api_row row = {{&key, 1}, {NULL, 0}};
+	struct json_value *doc = NULL;
+	const struct json_value *list;
+	char perr[128];
+
+	if (resp->status < 200 || resp->status >= 300) {
+		at_parse(c, t, API_OP_UPDATE, &row, 1, resp, out);
+		return;
+	}
+	if (!json_parse(resp->body, resp->body_len, NULL, &doc, perr, sizeof(perr)) ||
+	    (list = json_get(doc, "records")) == NULL || list->kind != JSON_ARRAY) {
+		api_error_set(&out->error, API_ERR_BAD_ANSWER, "%s answer lists no records",
+		              c->name);
+		goto done;
+	}
+	if (list->count == 0) {
+		api_error_set(&out->error, API_ERR_NOT_FOUND, "%s: no record has external id %s",
+		              c->name, value);
+		goto done;
+	}
+	if (list->count > 1 || json_get_string(list->items[0], "id") == NULL) {
+		api_error_set(&out->error, API_ERR_BAD_ANSWER,
+		              "%s: several records have external id %s", c->name, value);
+		goto done;
+	}
+	out->rows = calloc(1, sizeof(*out->rows));
+	if (out->rows == NULL)
+		goto oom;
+	out->nrows = 1;
+	if (!at_copy_record(c, t, list->items[0], &out->rows[0]))
+		goto oom;
 	out->ok = true;
 	goto done;
 oom:
@@ -327,5 +548,9 @@ const struct connector_ops airtable_connector_ops = {
         .column_name = at_same_name,
         .build = at_build,
         .parse = at_parse,
+        .build_read = at_build_read,
+        .parse_read = at_parse_read,
+        .build_find = at_build_find,
+        .parse_find = at_parse_find,
         .changes = &airtable_changes_ops,
 };

@@ -76,6 +76,7 @@ struct api_call {
 	int64_t submitted_usec;
 	bool unchanged;     /* an update that changes nothing: answered without a request */
 	char *read_id;      /* a read of this record (api_submit_read()), not a write */
+	bool find;          /* read_id is an external id to find (api_submit_find()) */
 	char *token_used;
 	struct http_request *http_req;
 	struct oauth_wait *auth_wait;
@@ -397,7 +398,9 @@ static void api_call_http_done(void *ud, const struct http_response *resp)
 		api_note_usage(api, resp);
 	}
 	api_result_free(&call->result);
-	if (call->read_id != NULL)
+	if (call->read_id != NULL && call->find)
+		connector_parse_find(api->conn, call->table, call->read_id, resp, &call->result);
+	else if (call->read_id != NULL)
 		connector_parse_read(api->conn, call->table, call->read_id, resp, &call->result);
 	else
 		connector_parse_response(api->conn, call->table, call->op, call->rows, call->nrows,
@@ -658,8 +661,9 @@ struct api_call *api_submit(struct api *api, const struct api_table *table, enum
 	return api_submit_keyed(api, table, op, rows, nrows, NULL, cb, arg);
 }
 
-struct api_call *api_submit_read(struct api *api, const struct api_table *table, const char *id,
-                                 api_done_cb cb, void *arg)
+static struct api_call *api_submit_lookup(struct api *api, const struct api_table *table,
+                                          const char *id, bool find, const char *const *fields,
+                                          int nfields, api_done_cb cb, void *arg)
 {
 	struct api_call *call = calloc(1, sizeof(*call));
 
@@ -681,7 +685,11 @@ struct api_call *api_submit_read(struct api *api, const struct api_table *table,
 	api_result_init(&call->result);
 	TAILQ_INSERT_TAIL(&api->calls, call, link);
 	api->ncalls++;
-	if (!connector_build_read(api->conn, table, id, &call->spec, &call->result.error) &&
+	call->find = find;
+	if (!(find ? connector_build_find(api->conn, table, id, fields, nfields, &call->spec,
+	                                  &call->result.error)
+	           : connector_build_read(api->conn, table, id, fields, nfields, &call->spec,
+	                                  &call->result.error)) &&
 	    call->result.error.cls == API_ERR_NONE)
 		api_error_set(&call->result.error, API_ERR_INTERNAL, "cannot build the read");
 	if (!api_call_arm(call, 0)) {
@@ -689,6 +697,18 @@ struct api_call *api_submit_read(struct api *api, const struct api_table *table,
 		return NULL;
 	}
 	return call;
+}
+
+struct api_call *api_submit_read(struct api *api, const struct api_table *table, const char *id,
+                                 const char *const *fields, int nfields, api_done_cb cb, void *arg)
+{
+	return api_submit_lookup(api, table, id, false, fields, nfields, cb, arg);
+}
+
+struct api_call *api_submit_find(struct api *api, const struct api_table *table, const char *value,
+                                 const char *const *fields, int nfields, api_done_cb cb, void *arg)
+{
+	return api_submit_lookup(api, table, value, true, fields, nfields, cb, arg);
 }
 
 int64_t api_timeout_usec(const struct api *api)

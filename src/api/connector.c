@@ -220,6 +220,7 @@ void api_table_free(struct api_table *t)
 	for (i = 0; i < t->nreadonly; i++)
 		free(t->readonly[i]);
 	free(t->readonly);
+	free(t->external_id);
 	memset(t, 0, sizeof(*t));
 }
 
@@ -320,6 +321,7 @@ bool api_table_init(struct api_table *t, const char *name, const struct cf_kv *k
 	const char *pk = api_kv_get(kv, nkv, "primary_key");
 	const char *cols = api_kv_get(kv, nkv, "columns");
 	const char *ro = api_kv_get(kv, nkv, "readonly");
+	const char *ext = api_kv_get(kv, nkv, "external_id");
 
 	memset(t, 0, sizeof(*t));
 	t->name = strdup(name);
@@ -343,6 +345,20 @@ bool api_table_init(struct api_table *t, const char *name, const struct cf_kv *k
 		goto failed;
 	if (ro != NULL && !api_table_parse_list(t, ro, false, err, errsize))
 		goto failed;
+	if (ext != NULL) {
+		if (!api_name_is_sane(ext, strlen(ext)) || strcmp(ext, t->pk_column) == 0) {
+			snprintf(err, errsize,
+			         "%s: external_id=%.60s is not a column name other than the primary"
+			         " key",
+			         name, ext);
+			goto failed;
+		}
+		t->external_id = strdup(ext);
+		if (t->external_id == NULL) {
+			snprintf(err, errsize, "out of memory");
+			goto failed;
+		}
+	}
 	return true;
 failed:
 	api_table_free(t);
@@ -952,11 +968,13 @@ void connector_parse_response(const struct connector *c, const struct api_table 
 
 bool connector_can_read(const struct connector *c)
 {
-	return c->ops->build_read != NULL && c->ops->parse_read != NULL;
+	return c->ops->build_read != NULL && c->ops->parse_read != NULL &&
+	       (c->ops->can_read == NULL || c->ops->can_read(c));
 }
 
 bool connector_build_read(const struct connector *c, const struct api_table *t, const char *id,
-                          struct api_http_spec *out, struct api_error *err)
+                          const char *const *fields, int nfields, struct api_http_spec *out,
+                          struct api_error *err)
 {
 	memset(out, 0, sizeof(*out));
 	if (!connector_can_read(c)) {
@@ -969,7 +987,7 @@ bool connector_build_read(const struct connector *c, const struct api_table *t, 
 		err->nothing_written = true;
 		return false;
 	}
-	if (!c->ops->build_read(c, t, id, out, err)) {
+	if (!c->ops->build_read(c, t, id, fields, nfields, out, err)) {
 		api_http_spec_free(out);
 		err->nothing_written = true;
 		return false;
@@ -1012,6 +1030,74 @@ void connector_parse_read(const struct connector *c, const struct api_table *t, 
 		api_result_free(out);
 		api_error_set(&out->error, API_ERR_BAD_ANSWER,
 		              "%s answered a read of one record with %d", c->name, out->nrows);
+		out->error.http_status = (int)resp->status;
+		out->error.nothing_written = true;
+	}
+}
+
+bool connector_check_table(const struct connector *c, const struct api_table *t, char *err,
+                           size_t errsize)
+{
+	if (t->external_id != NULL && (c->ops->build_find == NULL || c->ops->parse_find == NULL)) {
+		snprintf(
+		        err, errsize,
+		        "external_id=%.60s: api \"%s\" (type=%s) cannot find records by an external"
+		        " id",
+		        t->external_id, c->name, c->ops->type);
+		return false;
+	}
+	return true;
+}
+
+bool connector_can_find(const struct connector *c, const struct api_table *t)
+{
+	return t->external_id != NULL && c->ops->build_find != NULL && c->ops->parse_find != NULL;
+}
+
+bool connector_build_find(const struct connector *c, const struct api_table *t, const char *value,
+                          const char *const *fields, int nfields, struct api_http_spec *out,
+                          struct api_error *err)
+{
+	memset(out, 0, sizeof(*out));
+	if (!connector_can_find(c, t)) {
+		api_error_set(err, API_ERR_INTERNAL,
+		              "%s cannot find records of %s by an external id", c->name, t->name);
+		err->nothing_written = true;
+		return false;
+	}
+	if (value == NULL || value[0] == '\0' || strlen(value) > 255) {
+		api_error_set(err, API_ERR_VALIDATION, "%s: no usable external id to find",
+		              c->name);
+		err->nothing_written = true;
+		return false;
+	}
+	if (!c->ops->build_find(c, t, value, fields, nfields, out, err)) {
+		api_http_spec_free(out);
+		err->nothing_written = true;
+		return false;
+	}
+	return true;
+}
+
+void connector_parse_find(const struct connector *c, const struct api_table *t, const char *value,
+                          const struct http_response *resp, struct api_result *out)
+{
+	api_result_init(out);
+	if (resp->outcome != HTTP_OUTCOME_ANSWER) {
+		/* the non-answers read as for a read by id */
+		connector_parse_read(c, t, value, resp, out);
+		return;
+	}
+	c->ops->parse_find(c, t, value, resp, out);
+	out->error.nothing_written = true;
+	if (!out->ok) {
+		out->error.http_status = (int)resp->status;
+		if (out->error.retry_after < 0)
+			out->error.retry_after = api_parse_retry_after(resp);
+	} else if (out->nrows != 1 || out->rows[0].id == NULL || out->rows[0].id[0] == '\0') {
+		api_result_free(out);
+		api_error_set(&out->error, API_ERR_BAD_ANSWER,
+		              "%s answered a search for one record with no usable record", c->name);
 		out->error.http_status = (int)resp->status;
 		out->error.nothing_written = true;
 	}

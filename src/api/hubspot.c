@@ -14,6 +14,15 @@
  * Errors: {"status":"error","category":..,"message":..,"errors":[{"code","message","context":
  * {"propertyName":[..]}}]}; for property validation the message embeds a JSON list of
  * {"name","error","message"} which is read too.
+ *
+ *   read    POST .../batch/read  {"properties":[the table's fields],"inputs":[{"id":".."}]}
+ *           → {"status":"COMPLETE","results":[{"id","properties",..}]}; an id HubSpot does not
+ *           have (or has archived) is left out of results and named in "errors" (category
+ *           OBJECT_NOT_FOUND, answered 207 or 404).
+ *   find    the same with "idProperty":"<field>" and the value as the input's id: a record by a
+ *           property with unique values (external_id=, e.g. email of contacts), for an insert
+ *           whose answer was lost. A unique property also keeps a repeated insert from making a
+ *           second record: HubSpot refuses the duplicate (409).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -320,6 +329,151 @@ done:
 	json_free(doc);
 }
 
+static bool hs_build_lookup(const struct connector *c, const struct api_table *t, const char *id,
+                            const char *id_property, const char *const *fields, int nfields,
+                            struct api_http_spec *out, struct api_error *err)
+{
+	size_t ulen = strlen(c->base_url) + 3 * strlen(t->object) + 64, used;
+	struct json_out o;
+
+	if (t->object[0] == '\0') {
+		api_error_set(err, API_ERR_INTERNAL, "%s: table %s has no object= (e.g. contacts)",
+		              c->name, t->name);
+		return false;
+	}
+	out->url = malloc(ulen);
+	if (out->url == NULL)
+		goto oom;
+	used = (size_t)snprintf(out->url, ulen, "%s/crm/v3/objects/", c->base_url);
+	if (!api_url_escape_segment(t->object, out->url, ulen, &used))
+		goto oom;
+	snprintf(out->url + used, ulen - used, "/batch/read");
+	out->method = HTTP_POST;
+	out->content_type = "application/json";
+	if (!json_out_init(&o, HS_MAX_BODY))
+		goto oom;
+	json_out_object_begin(&o);
+	json_out_key(&o, "properties");
+	json_out_array_begin(&o);
+	for (int i = 0; i < nfields; i++)
+		json_out_string(&o, fields[i]);
+	json_out_array_end(&o);
+	if (id_property != NULL) {
+		json_out_key(&o, "idProperty");
+		json_out_string(&o, id_property);
+	}
+	json_out_key(&o, "inputs");
+	json_out_array_begin(&o);
+	json_out_object_begin(&o);
+	json_out_key(&o, "id");
+	json_out_string(&o, id);
+	json_out_object_end(&o);
+	json_out_array_end(&o);
+	json_out_object_end(&o);
+	out->body = json_out_take(&o, &out->body_len);
+	if (out->body == NULL) {
+		api_error_from_json_out(err, c->name, &o);
+		json_out_free(&o);
+		return false;
+	}
+	json_out_free(&o);
+	return true;
+oom:
+	api_error_set(err, API_ERR_INTERNAL, "out of memory");
+	return false;
+}
+
+static bool hs_build_read(const struct connector *c, const struct api_table *t, const char *id,
+                          const char *const *fields, int nfields, struct api_http_spec *out,
+                          struct api_error *err)
+{
+	return hs_build_lookup(c, t, id, NULL, fields, nfields, out, err);
+}
+
+static bool hs_build_find(const struct connector *c, const struct api_table *t, const char *value,
+                          const char *const *fields, int nfields, struct api_http_spec *out,
+                          struct api_error *err)
+{
+	char prop[128];
+
+	connector_field_name(c, t, t->external_id, prop, sizeof(prop));
+	return hs_build_lookup(c, t, value, prop, fields, nfields, out, err);
+}
+
+/*
+ * The answer to a batch read of one input: the record (by id, or the only result when found
+ * by a unique property), NOT_FOUND, or an error.
+ */
+static void hs_parse_lookup(const struct connector *c, const struct api_table *t, const char *id,
+                            bool by_property, const struct http_response *resp,
+                            struct api_result *out)
+{
+	struct api_value key = {t->pk_column, id, API_VALUE_TEXT};
+	struct api_row row = {{&key, 1}, {NULL, 0}};
+	struct json_value *doc = NULL;
+	const struct json_value *results, *found = NULL;
+	char perr[128];
+	bool listed = false;
+
+	if (!json_parse(resp->body, resp->body_len, NULL, &doc, perr, sizeof(perr)))
+		doc = NULL;
+	results = json_get(doc, "results");
+	for (size_t k = 0; results != NULL && results->kind == JSON_ARRAY && k < results->count;
+	     k++) {
+		const char *rid = json_get_string(results->items[k], "id");
+		if (rid != NULL && (by_property ? results->count == 1 : strcmp(rid, id) == 0))
+			found = results->items[k];
+	}
+	if (found == NULL) {
+		const struct json_value *errs = json_get(doc, "errors");
+		for (size_t k = 0; errs != NULL && errs->kind == JSON_ARRAY && k < errs->count;
+		     k++) {
+			const char *cat = json_get_string(errs->items[k], "category");
+			if (cat != NULL && strcmp(cat, "OBJECT_NOT_FOUND") == 0)
+				listed = true;
+		}
+		if (listed || (resp->status == 404 && doc != NULL &&
+		               json_get_string(doc, "category") != NULL &&
+		               strcmp(json_get_string(doc, "category"), "OBJECT_NOT_FOUND") == 0)) {
+			api_error_set(&out->error, API_ERR_NOT_FOUND,
+			              "%s: record %s does not exist", c->name, id);
+			goto done;
+		}
+		if (resp->status < 200 || resp->status >= 300) {
+			hs_error(c, t, API_OP_UPDATE, &row, 1, doc, resp->status, out);
+			goto done;
+		}
+		api_error_set(&out->error, API_ERR_BAD_ANSWER,
+		              "%s answered a read without record %s", c->name, id);
+		goto done;
+	}
+	out->rows = calloc(1, sizeof(*out->rows));
+	if (out->rows == NULL)
+		goto oom;
+	out->nrows = 1;
+	if (!hs_copy_result(c, t, found, &out->rows[0]))
+		goto oom;
+	out->ok = true;
+	goto done;
+oom:
+	api_result_free(out);
+	api_error_set(&out->error, API_ERR_INTERNAL, "out of memory");
+done:
+	json_free(doc);
+}
+
+static void hs_parse_read(const struct connector *c, const struct api_table *t, const char *id,
+                          const struct http_response *resp, struct api_result *out)
+{
+	hs_parse_lookup(c, t, id, false, resp, out);
+}
+
+static void hs_parse_find(const struct connector *c, const struct api_table *t, const char *value,
+                          const struct http_response *resp, struct api_result *out)
+{
+	hs_parse_lookup(c, t, value, true, resp, out);
+}
+
 const struct connector_ops hubspot_connector_ops = {
         .type = "hubspot",
         .keys = NULL,
@@ -330,5 +484,9 @@ const struct connector_ops hubspot_connector_ops = {
         .column_name = hs_same_name,
         .build = hs_build,
         .parse = hs_parse,
+        .build_read = hs_build_read,
+        .parse_read = hs_parse_read,
+        .build_find = hs_build_find,
+        .parse_find = hs_parse_find,
         .changes = &hubspot_changes_ops,
 };

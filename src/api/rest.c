@@ -8,6 +8,11 @@
  * in request order) whose id_field holds the record id; every scalar member comes back as a
  * returned field. Errors are read from the status code and the usual message/error/code/field
  * members. See doc/connectors.md.
+ *
+ * Reading a record by id (settling a write whose outcome is unknown): GET of read_path=, which
+ * must hold {id}; by default path=/{id} when path= is set, else update_path= when it holds {id}
+ * (a record's own URL). The answer is the record, as for a write; 404 or 410: no such record.
+ * Without any such path the connector cannot read, and settling leaves it to the sync worker.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,23 +51,16 @@ struct rest_op_conf {
 
 struct rest_priv {
 	struct rest_op_conf ops[3]; /* by enum api_op */
+	char read_path[REST_PATH_MAX]; /* GET of one record, with {id}; "" = cannot read */
 	char records_key[128];
 	char id_field[128];
 	enum rest_naming naming;
 };
 
 static const char *const rest_keys[] = {
-        "path",
-        "insert_path",
-        "update_path",
-        "delete_path",
-        "insert_method",
-        "update_method",
-        "delete_method",
-        "records_key",
-        "id_field",
-        "naming",
-        NULL,
+        "path",          "insert_path",   "update_path",   "delete_path",
+        "insert_method", "update_method", "delete_method", "records_key",
+        "id_field",      "read_path",     "naming",        NULL,
 };
 
 static bool rest_path_ok(const char *p)
@@ -120,6 +118,24 @@ static bool rest_configure(struct connector *c, const struct cf_kv *kv, int nkv,
 			return false;
 		}
 		snprintf(p->ops[i].path, sizeof(p->ops[i].path), "%s", pp);
+	}
+	{
+		const char *rp = api_kv_get(kv, nkv, "read_path");
+		if (rp != NULL && (!rest_path_ok(rp) || strstr(rp, "{id}") == NULL)) {
+			snprintf(err, errsize,
+			         "api \"%s\": read_path= must be a path starting with / that holds"
+			         " {id}",
+			         c->name);
+			return false;
+		}
+		if (rp != NULL)
+			snprintf(p->read_path, sizeof(p->read_path), "%s", rp);
+		else if (path != NULL)
+			snprintf(p->read_path, sizeof(p->read_path), "%s/{id}", path);
+		else if (strstr(p->ops[API_OP_UPDATE].path, "{id}") != NULL &&
+		         strstr(p->ops[API_OP_UPDATE].path, "{ids}") == NULL)
+			snprintf(p->read_path, sizeof(p->read_path), "%s",
+			         p->ops[API_OP_UPDATE].path);
 	}
 	snprintf(p->records_key, sizeof(p->records_key), "%s", rk ? rk : "");
 	snprintf(p->id_field, sizeof(p->id_field), "%s", idf && idf[0] ? idf : "id");
@@ -513,6 +529,70 @@ static bool rest_insert_uses_id(const struct connector *c)
 	return strstr(p->ops[API_OP_INSERT].path, "{id}") != NULL;
 }
 
+static bool rest_can_read(const struct connector *c)
+{
+	const struct rest_priv *p = c->priv;
+
+	return p->read_path[0] != '\0';
+}
+
+static bool rest_build_read(const struct connector *c, const struct api_table *t, const char *id,
+                            const char *const *fields, int nfields, struct api_http_spec *out,
+                            struct api_error *err)
+{
+	const struct rest_priv *p = c->priv;
+	size_t size = strlen(c->base_url) + strlen(p->read_path) + 16 + 3 * strlen(id), used;
+	const char *s;
+
+	(void)t;
+	(void)fields;
+	(void)nfields;
+	if (!rest_can_read(c)) {
+		api_error_set(err, API_ERR_INTERNAL, "%s cannot read records by id", c->name);
+		return false;
+	}
+	out->url = malloc(size);
+	if (out->url == NULL)
+		goto oom;
+	used = (size_t)snprintf(out->url, size, "%s", c->base_url);
+	for (s = p->read_path; *s != '\0';) {
+		if (strncmp(s, "{id}", 4) == 0) {
+			if (!api_url_escape_segment(id, out->url, size, &used))
+				goto oom;
+			s += 4;
+			continue;
+		}
+		if (used + 2 > size)
+			goto oom;
+		out->url[used++] = *s++;
+		out->url[used] = '\0';
+	}
+	out->method = HTTP_GET;
+	return true;
+oom:
+	api_error_set(err, API_ERR_INTERNAL, "out of memory");
+	return false;
+}
+
+static void rest_parse_read(const struct connector *c, const struct api_table *t, const char *id,
+                            const struct http_response *resp, struct api_result *out)
+{
+	struct api_value key = {t->pk_column, id, API_VALUE_TEXT};
+	struct api_row row = {{&key, 1}, {NULL, 0}};
+
+	if (resp->status == 404 || resp->status == 410) {
+		api_error_set(&out->error, API_ERR_NOT_FOUND, "%s: record %s does not exist",
+		              c->name, id);
+		return;
+	}
+	if (resp->status >= 200 && resp->status < 300 && resp->body_len == 0) {
+		api_error_set(&out->error, API_ERR_BAD_ANSWER,
+		              "%s answered a read of %s without the record", c->name, id);
+		return;
+	}
+	rest_parse(c, t, API_OP_UPDATE, &row, 1, resp, out);
+}
+
 const struct connector_ops rest_connector_ops = {
         .type = "rest",
         .keys = rest_keys,
@@ -524,5 +604,8 @@ const struct connector_ops rest_connector_ops = {
         .build = rest_build,
         .insert_uses_id = rest_insert_uses_id,
         .parse = rest_parse,
+        .build_read = rest_build_read,
+        .can_read = rest_can_read,
+        .parse_read = rest_parse_read,
         .changes = &rest_changes_ops,
 };

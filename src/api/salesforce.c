@@ -10,6 +10,14 @@
  * the others say ALL_OR_NONE_OPERATION_ROLLED_BACK, which we skip to find the real cause. Errors
  * that concern the whole request come as [{"message":..,"errorCode":..}] with a 4xx/5xx status.
  * Columns map to fields by snake_case → PascalCase (first_name ↔ FirstName, id ↔ Id).
+ *
+ * A table with external_id=<column> (an External ID field of the object) inserts by upsert on
+ * that field, so that an insert sent twice (a retry, a client repeating a statement whose
+ * outcome it was not told) cannot create two records, and a lost answer can be found again:
+ *   insert  PATCH  <base>/services/data/<ver>/composite/sobjects/<Object>/<ExtField> (same body;
+ *                  every row must give the external id)
+ *   find    GET    <base>/services/data/<ver>/sobjects/<Object>/<ExtField>/<value> → the record;
+ *                  404 none, 300 several (not an external id after all)
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -183,7 +191,7 @@ static bool sf_build(const struct connector *c, const struct api_table *t, enum 
 		              c->name, t->name);
 		return false;
 	}
-	ulen = strlen(c->base_url) + 64 + (size_t)nrows * 3 * 64;
+	ulen = strlen(c->base_url) + 64 + (size_t)nrows * 3 * 64 + 3 * strlen(t->object) + 3 * 128;
 	out->url = malloc(ulen);
 	if (out->url == NULL)
 		goto oom;
@@ -213,6 +221,34 @@ static bool sf_build(const struct connector *c, const struct api_table *t, enum 
 		return used < ulen;
 	}
 	out->method = op == API_OP_INSERT ? HTTP_POST : HTTP_PATCH;
+	if (op == API_OP_INSERT && t->external_id != NULL) {
+		char field[128];
+
+		for (r = 0; r < nrows; r++) {
+			const struct api_value *v =
+			        api_image_get(&rows[r].new_image, t->external_id);
+			if (v == NULL || v->value == NULL || v->value[0] == '\0') {
+				api_error_set(err, API_ERR_REQUIRED,
+				              "column %s is the table's external id: an insert must"
+				              " give it a value",
+				              t->external_id);
+				snprintf(err->column, sizeof(err->column), "%s", t->external_id);
+				err->value_is_null = v == NULL || v->value == NULL;
+				err->row = r;
+				return false;
+			}
+		}
+		connector_field_name(c, t, t->external_id, field, sizeof(field));
+		out->method = HTTP_PATCH; /* upsert on the external id */
+		out->url[used++] = '/';
+		out->url[used] = '\0';
+		if (!api_url_escape_segment(t->object, out->url, ulen, &used) || used + 2 > ulen)
+			goto oom;
+		out->url[used++] = '/';
+		out->url[used] = '\0';
+		if (!api_url_escape_segment(field, out->url, ulen, &used))
+			goto oom;
+	}
 	out->content_type = "application/json";
 	if (!json_out_init(&o, SF_MAX_BODY))
 		goto oom;
@@ -445,7 +481,8 @@ done:
 
 /* GET <base>/services/data/<ver>/sobjects/<Object>/<Id>: the record's fields as they are now. */
 static bool sf_build_read(const struct connector *c, const struct api_table *t, const char *id,
-                          struct api_http_spec *out, struct api_error *err)
+                          const char *const *fields, int nfields, struct api_http_spec *out,
+                          struct api_error *err)
 {
 	const struct sf_priv *p = c->priv;
 	size_t ulen = strlen(c->base_url) + 3 * strlen(t->object) + 3 * strlen(id) + 64, used;
@@ -521,6 +558,74 @@ done:
 	json_free(doc);
 }
 
+static bool sf_build_find(const struct connector *c, const struct api_table *t, const char *value,
+                          const char *const *fields, int nfields, struct api_http_spec *out,
+                          struct api_error *err)
+{
+	const struct sf_priv *p = c->priv;
+	char field[128];
+	size_t ulen, used;
+
+	(void)fields;
+	(void)nfields;
+	if (t->object[0] == '\0') {
+		api_error_set(err, API_ERR_INTERNAL, "%s: table %s has no object= (e.g. Contact)",
+		              c->name, t->name);
+		return false;
+	}
+	connector_field_name(c, t, t->external_id, field, sizeof(field));
+	ulen = strlen(c->base_url) + 3 * (strlen(t->object) + strlen(field) + strlen(value)) + 64;
+	out->url = malloc(ulen);
+	if (out->url == NULL)
+		goto oom;
+	used = (size_t)snprintf(out->url, ulen, "%s/services/data/%s/sobjects/", c->base_url,
+	                        p->api_version);
+	if (!api_url_escape_segment(t->object, out->url, ulen, &used) || used + 2 > ulen)
+		goto oom;
+	out->url[used++] = '/';
+	out->url[used] = '\0';
+	if (!api_url_escape_segment(field, out->url, ulen, &used) || used + 2 > ulen)
+		goto oom;
+	out->url[used++] = '/';
+	out->url[used] = '\0';
+	if (!api_url_escape_segment(value, out->url, ulen, &used))
+		goto oom;
+	out->method = HTTP_GET;
+	return true;
+oom:
+	api_error_set(err, API_ERR_INTERNAL, "out of memory");
+	return false;
+}
+
+static void sf_parse_find(const struct connector *c, const struct api_table *t, const char *value,
+                          const struct http_response *resp, struct api_result *out)
+{
+	struct json_value *doc = NULL;
+	const char *id;
+	char perr[128];
+
+	if (resp->status == 300) {
+		api_error_set(&out->error, API_ERR_BAD_ANSWER,
+		              "%s: several records have external id %s", c->name, value);
+		return;
+	}
+	if (resp->status >= 200 && resp->status < 300) {
+		if (!json_parse(resp->body, resp->body_len, NULL, &doc, perr, sizeof(perr)) ||
+		    doc->kind != JSON_OBJECT || (id = json_get_string(doc, "Id")) == NULL ||
+		    id[0] == '\0') {
+			json_free(doc);
+			api_error_set(&out->error, API_ERR_BAD_ANSWER,
+			              "Salesforce record found by external id has no Id");
+			return;
+		}
+		/* the record as read by its id */
+		sf_parse_read(c, t, id, resp, out);
+		json_free(doc);
+		return;
+	}
+	sf_parse_read(c, t, value, resp, out);
+}
+
 const struct connector_ops salesforce_connector_ops = {
         .type = "salesforce",
         .keys = sf_keys,
@@ -533,5 +638,7 @@ const struct connector_ops salesforce_connector_ops = {
         .parse = sf_parse,
         .build_read = sf_build_read,
         .parse_read = sf_parse_read,
+        .build_find = sf_build_find,
+        .parse_find = sf_parse_find,
         .changes = &salesforce_changes_ops,
 };

@@ -246,7 +246,8 @@ done:
 }
 
 static bool stripe_build_read(const struct connector *c, const struct api_table *t, const char *id,
-                              struct api_http_spec *out, struct api_error *err)
+                              const char *const *fields, int nfields, struct api_http_spec *out,
+                              struct api_error *err)
 {
 	size_t ulen = strlen(c->base_url) + 3 * strlen(t->object) + 3 * strlen(id) + 16, used;
 

@@ -23,18 +23,33 @@
  *
  * syncbouncer.intent is the write-ahead record of API requests (include/mutation/settle.h):
  * written and committed before a request leaves, deleted in the transaction that applies its
- * answer, or by settling. Unlike capture and confirmed it is logged and seen by every session.
+ * answer, or by settling. Unlike capture and confirmed it is logged and seen by every session,
+ * and its rows outlive their writers with the row images of writes: only its owner (the role
+ * that installed the schema, which the settler and the sync worker connect as) may use it.
+ * A write's own connection runs as whatever role the pool logs in as, so it reaches the table
+ * only through SECURITY DEFINER functions owned by the installer, which reveal no images:
+ *   intent_record(...)            (a procedure) records an intent of a table that has the guard and that the
+ *                                 session's role may write with that operation (else 42501)
+ *   intent_forget(id, key)        (a procedure) deletes an intent, given its idempotency key as well (never
+ *                                 shown to clients), so no one else can drop another's intent
+ *   intent_blocking(tbl, key)     the id of an intent holding that row, or null (the guard)
+ *   intent_unsettled_insert(tbl)  an unsettled insert's id: no writer holds it (takes its lock)
+ *                                 or a settler is at it
+ * The two lookups answer only a role that may update or delete the table.
  *
  * Installation is idempotent: IF NOT EXISTS for the schema and tables, CREATE OR REPLACE for the
  * function, the version row upserted, all under one advisory lock in one implicit transaction.
  * Capture and confirmed rows are only ever written and deleted inside the pipeline's own
- * transaction, so no other session ever sees them: PUBLIC may use both tables.
+ * transaction, so no other session ever sees them: PUBLIC may use both tables. Each
+ * installation revokes PUBLIC's rights on the intents again (an upgrade from version 5).
  */
 #ifndef SB_MUTATION_CATALOG_SQL_H
 #define SB_MUTATION_CATALOG_SQL_H
 
+#include "mutation/settle.h" /* SETTLE_LOCK_BIT */
+
 /* Bump when the text below changes: installed databases with an older version get it again. */
-#define CATALOG_SQL_VERSION "7"
+#define CATALOG_SQL_VERSION "8"
 
 /* Key of pg_advisory_xact_lock() around installation: two poolers may start together. */
 #define CATALOG_SQL_LOCK_KEY "7306086135451738930"
@@ -78,6 +93,12 @@ static const char catalog_sql_schema[] =
         "\towner text\n"
         ");\n"
         "create index if not exists intent_tbl on syncbouncer.intent (tbl);\n"
+        /*
+         * the guard's per-row check of UPDATE and DELETE looks rows up by key; without a
+         * pending list, so that a lookup never scans what the last inserts left unmerged
+         */
+        "create index if not exists intent_keys on syncbouncer.intent using gin (keys)"
+        " with (fastupdate = off);\n"
         "create table if not exists syncbouncer.meta (\n"
         "\tkey text primary key,\n"
         "\tvalue text\n"
@@ -85,8 +106,70 @@ static const char catalog_sql_schema[] =
         "grant usage on schema syncbouncer to public;\n"
         "grant select, insert, update, delete on syncbouncer.capture, syncbouncer.confirmed"
         " to public;\n"
-        "grant select, insert, update, delete on syncbouncer.intent to public;\n"
         "grant select on syncbouncer.meta to public;\n"
+        /* the intents: readable and writable by their owner alone (version 5 granted PUBLIC) */
+        "revoke all on syncbouncer.intent from public;\n"
+        "create or replace procedure syncbouncer.intent_record(p_id int8, p_tbl oid,"
+        " p_tbl_name text, p_op \"char\", p_api text, p_rows jsonb, p_keys jsonb,"
+        " p_idempotency_key text, p_owner text)\n"
+        "language plpgsql security definer set search_path = pg_catalog, pg_temp"
+        " as $f$\n"
+        "begin\n"
+        "\tif not coalesce(pg_catalog.has_table_privilege(session_user, p_tbl, case p_op"
+        " when 'I' then 'INSERT' when 'U' then 'UPDATE' when 'D' then 'DELETE' end), false)"
+        " or not exists (select from pg_catalog.pg_trigger t where t.tgrelid = p_tbl"
+        " and t.tgname = 'syncbouncer_guard') then\n"
+        "\t\traise exception using errcode = '42501',\n"
+        "\t\t\tmessage = pg_catalog.format('permission denied to record a write of %s',"
+        " p_tbl_name);\n"
+        "\tend if;\n"
+        "\tinsert into syncbouncer.intent (id, tbl, tbl_name, op, api, rows, keys,"
+        " idempotency_key, owner)\n"
+        "\t\tvalues (p_id, p_tbl, p_tbl_name, p_op, p_api, p_rows,"
+        " array(select pg_catalog.jsonb_array_elements_text(p_keys)), p_idempotency_key,"
+        " p_owner);\n"
+        "end\n"
+        "$f$;\n"
+        "create or replace procedure syncbouncer.intent_forget(p_id int8,"
+        " p_idempotency_key text)\n"
+        "language sql security definer set search_path = pg_catalog, pg_temp as $f$\n"
+        "\tdelete from syncbouncer.intent where id = p_id"
+        " and idempotency_key = p_idempotency_key\n"
+        "$f$;\n"
+        "create or replace function syncbouncer.intent_blocking(p_tbl oid, p_key text)"
+        " returns int8\n"
+        "language sql stable security definer set search_path = pg_catalog, pg_temp as $f$\n"
+        /* no LIMIT: with one the planner would rather scan, hoping for an early row */
+        "\tselect i.id from syncbouncer.intent i\n"
+        "\t\twhere i.tbl = p_tbl and i.keys @> array[p_key]\n"
+        "\t\tand (pg_catalog.has_table_privilege(session_user, p_tbl, 'UPDATE')\n"
+        "\t\t\tor pg_catalog.has_table_privilege(session_user, p_tbl, 'DELETE'))\n"
+        "$f$;\n"
+        "create or replace function syncbouncer.intent_unsettled_insert(p_tbl oid)"
+        " returns setof int8\n"
+        "language plpgsql volatile security definer set search_path = pg_catalog, pg_temp"
+        " as $f$\n"
+        "begin\n"
+        "\t-- only a role that may update or delete the table takes the intents' locks\n"
+        "\tif not coalesce(pg_catalog.has_table_privilege(session_user, p_tbl, 'UPDATE')"
+        " or pg_catalog.has_table_privilege(session_user, p_tbl, 'DELETE'), false) then\n"
+        "\t\treturn;\n"
+        "\tend if;\n"
+        "\treturn query select i.id from syncbouncer.intent i"
+        " where i.tbl = p_tbl and i.op = 'I'\n"
+        "\t\tand (pg_catalog.pg_try_advisory_xact_lock(i.id) or not"
+        " pg_catalog.pg_try_advisory_xact_lock_shared(i.id # " SETTLE_LOCK_BIT "))"
+        " limit 1;\n"
+        "end\n"
+        "$f$;\n"
+        "revoke all on routine syncbouncer.intent_record(int8, oid, text, \"char\", text,"
+        " jsonb, jsonb, text, text), syncbouncer.intent_forget(int8, text),"
+        " syncbouncer.intent_blocking(oid, text), syncbouncer.intent_unsettled_insert(oid)"
+        " from public;\n"
+        "grant execute on routine syncbouncer.intent_record(int8, oid, text, \"char\", text,"
+        " jsonb, jsonb, text, text), syncbouncer.intent_forget(int8, text),"
+        " syncbouncer.intent_blocking(oid, text), syncbouncer.intent_unsettled_insert(oid)"
+        " to public;\n"
         "create or replace function syncbouncer.guard() returns trigger\n"
         "language plpgsql as $guard$\n"
         "declare\n"
@@ -209,9 +292,8 @@ static const char catalog_sql_schema[] =
         "\t\t\t-- a write of this row whose outcome at the API is not settled: the row's\n"
         "\t\t\t-- state is unknown until it is (a live writer holds the row lock instead)\n"
         "\t\t\tv_key := pg_catalog.to_jsonb(old) ->> v_pk;\n"
-        "\t\t\tselect i.id into v_intent from syncbouncer.intent i\n"
-        "\t\t\t\twhere i.tbl = tg_relid and v_key = any (i.keys) limit 1;\n"
-        "\t\t\tif found then\n"
+        "\t\t\tv_intent := syncbouncer.intent_blocking(tg_relid, v_key);\n"
+        "\t\t\tif v_intent is not null then\n"
         "\t\t\t\traise exception using errcode = '40001',\n"
         "\t\t\t\t\tmessage = pg_catalog.format('row %s of \"%s.%s\" has an earlier write"
         " whose outcome at the API is not settled yet', v_key, tg_table_schema,"

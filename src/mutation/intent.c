@@ -193,10 +193,8 @@ void intent_write(struct mutation *m)
 	params[8] = owner;
 	m->intent_started = bouncer_now_usec();
 	if (!pgc_query(m->iconn->pc,
-	               "INSERT INTO syncbouncer.intent (id, tbl, tbl_name, op, api, rows, keys, "
-	               "idempotency_key, owner) SELECT $1::int8, $2::oid, $3, $4::\"char\", $5, "
-	               "$6::jsonb, ARRAY(SELECT pg_catalog.jsonb_array_elements_text($7::jsonb)), "
-	               "$8, $9",
+	               "CALL syncbouncer.intent_record($1::int8, $2::oid, $3, $4::\"char\", $5, "
+	               "$6::jsonb, $7::jsonb, $8, $9)",
 	               9, NULL, params, NULL, NULL, 0, on_intent_written, m)) {
 		mconn_free(m->iconn);
 		m->iconn = NULL;

@@ -274,8 +274,8 @@ static void rollback_forget_intent(struct mutation *m)
 {
 	char sql[160];
 
-	snprintf(sql, sizeof(sql), "DELETE FROM syncbouncer.intent WHERE id = %lld",
-	         (long long)m->intent_id);
+	snprintf(sql, sizeof(sql), "CALL syncbouncer.intent_forget(%lld, '%s')",
+	         (long long)m->intent_id, m->intent_key);
 	mutation_set_state(m, MUT_ROLLING_BACK);
 	if (m->conn_broken || !queue(m, "ROLLBACK", on_ignored) || !queue(m, sql, on_rolled_back)) {
 		m->conn_broken = true;
@@ -481,8 +481,8 @@ static bool queue_commit(struct mutation *m)
 {
 	char sql[160];
 
-	snprintf(sql, sizeof(sql), "DELETE FROM syncbouncer.intent WHERE id = %lld",
-	         (long long)m->intent_id);
+	snprintf(sql, sizeof(sql), "CALL syncbouncer.intent_forget(%lld, '%s')",
+	         (long long)m->intent_id, m->intent_key);
 	mutation_set_state(m, MUT_COMMITTING);
 	return queue(m,
 	             "DELETE FROM syncbouncer.confirmed WHERE xid = pg_catalog.pg_current_xact_id()",
@@ -910,11 +910,7 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		 * lock (we cannot get that one). A live writer's insert is ordinary concurrency.
 		 */
 		char sql[300];
-		snprintf(sql, sizeof(sql),
-		         "SELECT i.id FROM syncbouncer.intent i WHERE i.tbl = %u AND i.op = 'I' "
-		         "AND (pg_catalog.pg_try_advisory_xact_lock(i.id) OR NOT "
-		         "pg_catalog.pg_try_advisory_xact_lock_shared(i.id # " SETTLE_LOCK_BIT
-		         ")) LIMIT 1",
+		snprintf(sql, sizeof(sql), "SELECT syncbouncer.intent_unsettled_insert(%u)",
 		         m->ct->relid);
 		if (!pgc_query(m->conn->pc, sql, 0, NULL, NULL, NULL, NULL, 0, on_zero_checked,
 		               m)) {

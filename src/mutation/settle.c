@@ -3,8 +3,8 @@
  * in each it lists syncbouncer.intent (for SHOW JOURNAL and the deadline), drops the entries the
  * console gave up, then settles the intents whose writer is gone, one at a time:
  *   BEGIN; mode sync; claim the intent (FOR UPDATE, advisory lock) ->
- *   find the record ids (keys, answer, journal, or a keyed repeat) -> read each record at the
- *   API -> write its state (or delete the row) -> DELETE the intent; COMMIT.
+ *   find the record ids (keys, answer, journal, external ids, or a keyed repeat) -> read each
+ *   record at the API -> write its state (or delete the row) -> DELETE the intent; COMMIT.
  * Any failure rolls the transaction back, counts an attempt with its error in the intent, and
  * tries again later (backing off). The API is asked; nothing stored is ever written blindly.
  */
@@ -133,8 +133,11 @@ struct settle {
 	struct json_value *rows; /* [{"old":..,"new":..}] */
 	char **ids;              /* record ids, one per row (NULL: none) */
 	int nids, iid;
+	int ifind, nfound; /* an insert found by its rows' external ids */
 	char *idem_key;
 	char *upsert_sql, *delete_sql;
+	char **fields; /* the API fields of the table's columns, for the reads */
+	int nfields;
 	struct api_call *call;
 	struct api_row *repeat_rows;
 	struct api_value **repeat_vals;
@@ -550,11 +553,17 @@ static void cur_reset(struct settle *s)
 	free(s->ids);
 	s->ids = NULL;
 	s->nids = s->iid = 0;
+	s->ifind = s->nfound = 0;
 	free(s->idem_key);
 	s->idem_key = NULL;
 	free(s->upsert_sql);
 	free(s->delete_sql);
 	s->upsert_sql = s->delete_sql = NULL;
+	for (int i = 0; i < s->nfields; i++)
+		free(s->fields[i]);
+	free(s->fields);
+	s->fields = NULL;
+	s->nfields = 0;
 	free(s->repeat_rows);
 	s->repeat_rows = NULL;
 	if (s->repeat_vals != NULL) {
@@ -858,7 +867,8 @@ static void ask_next(struct settle *s)
 		return;
 	}
 	step_set(s, STEP_ASKING_API);
-	s->call = api_submit_read(s->t.api, s->t.at, s->ids[s->iid], on_read, s);
+	s->call = api_submit_read(s->t.api, s->t.at, s->ids[s->iid], (const char *const *)s->fields,
+	                          s->nfields, on_read, s);
 	if (s->call == NULL)
 		cur_fail(s, "out of memory");
 }
@@ -887,6 +897,60 @@ static void on_repeated(void *arg, struct api_result *ar)
 		s->ids[i] = ar->rows[i].id ? strdup(ar->rows[i].id) : NULL;
 	}
 	s->outcome = "created at the API (found by its idempotency key); the table has its state";
+	s->iid = 0;
+	ask_next(s);
+}
+
+static void find_next(struct settle *s);
+
+static void on_found(void *arg, struct api_result *ar)
+{
+	struct settle *s = arg;
+
+	s->call = NULL;
+	if (ar->ok) {
+		s->ids[s->ifind] = strdup(ar->rows[0].id);
+		if (s->ids[s->ifind] == NULL) {
+			cur_fail(s, "out of memory");
+			return;
+		}
+		s->nfound++;
+	} else if (ar->error.cls != API_ERR_NOT_FOUND) {
+		char why[700];
+		snprintf(why, sizeof(why), "finding row %d by its external id at %s failed: %s",
+		         s->ifind + 1, api_name(s->t.api), ar->error.message);
+		cur_fail(s, why);
+		return;
+	}
+	/* not found: the request can no longer land (the intent is old enough), so it did not */
+	s->ifind++;
+	find_next(s);
+}
+
+/*
+ * An insert whose answer is unknown, of a table with an external id: each row's record is
+ * looked up by the external id it was sent with; then the found ones are read as above.
+ */
+static void find_next(struct settle *s)
+{
+	const char *ext = s->t.at->external_id;
+
+	for (; s->ifind < s->nids; s->ifind++) {
+		const struct json_value *img = json_get(json_at(s->rows, (size_t)s->ifind), "new");
+		const struct json_value *v = json_get(img, ext);
+
+		if (v == NULL || (v->kind != JSON_STRING && v->kind != JSON_NUMBER))
+			continue; /* the insert refuses such rows: nothing was sent for it */
+		step_set(s, STEP_ASKING_API);
+		s->call = api_submit_find(s->t.api, s->t.at, v->str, (const char *const *)s->fields,
+		                          s->nfields, on_found, s);
+		if (s->call == NULL)
+			cur_fail(s, "out of memory");
+		return;
+	}
+	s->outcome = s->nfound > 0 ? "created at the API (found by its external id); the table "
+	                             "has its state"
+	                           : "not created at the API (no record has its external id)";
 	s->iid = 0;
 	ask_next(s);
 }
@@ -928,6 +992,19 @@ static bool build_sql(struct settle *s)
 	if (cols == NULL || rcols == NULL)
 		goto out;
 	cols[0] = rcols[0] = '\0';
+	s->fields = calloc((size_t)ct->ncols + 1, sizeof(*s->fields));
+	if (s->fields == NULL)
+		goto out;
+	for (int i = 0; i < ct->ncols; i++) {
+		char field[256];
+		if (strcmp(ct->cols[i].name, ct->pk) == 0)
+			continue;
+		connector_field_name(api_connector(s->t.api), s->t.at, ct->cols[i].name, field,
+		                     sizeof(field));
+		if ((s->fields[s->nfields] = strdup(field)) == NULL)
+			goto out;
+		s->nfields++;
+	}
 	quote_ident(qs, sizeof(qs), ct->schema);
 	quote_ident(qn, sizeof(qn), ct->table);
 	quote_ident(qpk, sizeof(qpk), ct->pk);
@@ -1142,6 +1219,11 @@ static void on_claimed(void *arg, struct pgc *pc, PGresult *res, const char *err
 		cur_fail(s, "out of memory");
 		return;
 	}
+	if (connector_can_find(api_connector(s->t.api), s->t.at) && api_can_read(s->t.api)) {
+		s->ifind = s->nfound = 0;
+		find_next(s);
+		return;
+	}
 	if (strcmp(api_connector(s->t.api)->ops->type, "stripe") == 0 && s->idem_key[0] &&
 	    api_can_read(s->t.api)) {
 		if (!repeat_insert(s))
@@ -1231,8 +1313,18 @@ static void on_listed(void *arg, struct pgc *pc, PGresult *res, const char *erro
 	(void)pc;
 	s->nleft--;
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
-		log_warning("settle: cannot list the journal of database %s: %s", db,
-		            res == NULL ? error : PQresultErrorMessage(res));
+		const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+		if (state != NULL && strcmp(state, "42501") == 0)
+			/* the intents belong to the role that installed the schema */
+			log_error("settle: cannot list the journal of database %s: the user of its"
+			          " first synced table may not use syncbouncer.intent; connect that"
+			          " table as the role that installed the syncbouncer schema, or grant"
+			          " it SELECT, INSERT, UPDATE, DELETE on syncbouncer.intent",
+			          db);
+		else
+			log_warning("settle: cannot list the journal of database %s: %s", db,
+			            res == NULL ? error : PQresultErrorMessage(res));
 		pass_next_db(s);
 		return;
 	}

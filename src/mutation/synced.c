@@ -226,6 +226,11 @@ bool synced_start(struct bouncer *b)
 			goto fail;
 		}
 		st->at_ready = true;
+		if (!connector_check_table(api_connector(st->api), &st->at, err, sizeof(err))) {
+			log_error("[synced_tables] %s.%s (line %d): %s", t->database, st->qualified,
+			          t->line, err);
+			goto fail;
+		}
 		if (!sync_table_options(t->kv, t->nkv, &sy->sync_confs[i], err, sizeof(err))) {
 			log_error("[synced_tables] %s.%s (line %d): %s", t->database, st->qualified,
 			          t->line, err);

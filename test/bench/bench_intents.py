@@ -5,7 +5,8 @@ Starts a throwaway PostgreSQL 15 cluster (durable: fsync and synchronous_commit 
 production, since the intent's COMMIT is what costs), the fake Stripe answering at once (Nagle
 off on its side), and a
 syncbouncer (run with -v, whose DEBUG lines `intent N written in X us` time the write-ahead
-step: the INSERT into syncbouncer.intent and its COMMIT on the companion connection). Then one
+step: the row of syncbouncer.intent, by intent_record(), and its COMMIT on the companion
+connection). Then one
 client sends --writes INSERTs and as many UPDATEs of a synced table, one at a time, and the
 report gives, per kind, the p50 and p99 of the write-ahead step and of the whole write as the
 client sees it, and the step's share of the write at p50 (a ratio: the machine's speed cancels

@@ -4,10 +4,15 @@
   GET    /v0/<base>/<table>?pageSize=N&offset=O&filterByFormula=F   list records
          {"records": [{"id", "createdTime", "fields"}], "offset"} (offset while more follow;
          an offset is valid for the listing it came from); F may be
-         LAST_MODIFIED_TIME()>='<ISO time>' (also > ); anything else is a 422
-         INVALID_FILTER_BY_FORMULA
+         LAST_MODIFIED_TIME()>='<ISO time>' (also > ) or {Field}="text" (\\ escapes " and
+         \\); anything else is a 422 INVALID_FILTER_BY_FORMULA; maxRecords=N caps the listing
+  GET    /v0/<base>/<table>/<rec…>  one record {"id", "createdTime", "fields"}, or 404
+         {"error": "NOT_FOUND"}
   POST   /v0/<base>/<table>     {"records": [{"fields"}]} (at most 10) -> {"records": [...]}
-  PATCH  /v0/<base>/<table>     {"records": [{"id", "fields"}]} -> {"records": [...]}
+  PATCH  /v0/<base>/<table>     {"records": [{"id", "fields"}]} -> {"records": [...]}; with
+         "performUpsert": {"fieldsToMergeOn": [F]} the records carry no id: one whose F
+         matches a record's is merged into it, else created; the answer adds
+         "createdRecords" and "updatedRecords" (ids)
   DELETE /v0/<base>/<table>?records[]=rec...  -> {"records": [{"id", "deleted": true}]}
 Ids are "rec" + 14 characters; every change stamps the record's last modified time (kept by
 the fake, not a field, as in a base without a "Last modified time" field). Needs
@@ -19,7 +24,8 @@ neither the record nor the value, as Airtable does), and nothing of the request 
 Control API: POST /_records {"table": "Contacts", "op": "create", "fields": {...},
 "count": N} -> {"ids": [...]}, {"op": "update", "id", "fields"}, {"op": "delete", "id"}: changes
 made directly in Airtable; POST /_control {"fail_status", "fail_count", "list_delay_ms" (list
-calls answer that much later, after the page was read), "reset"};
+calls answer that much later, after the page was read), "delay_ms" (a write is applied at once
+but answered that much later), "reset"};
 GET /_requests; GET /_store.
 Run: python3 test/fakes/fake_airtable.py --port N  (prints "listening on N" when ready). The server,
 the request log, the gate and the unreachable_ms knob are fake_http.py's, shared by the fakes.
@@ -37,6 +43,7 @@ import fake_http  # noqa: E402
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 FORMULA_RE = re.compile(r"^\s*LAST_MODIFIED_TIME\(\)\s*(>=|>)\s*'([^']+)'\s*$")
+EQUALS_RE = re.compile(r'^\s*\{([^}]+)\}\s*=\s*"((?:[^"\\]|\\.)*)"\s*$')
 
 
 def iso(t):
@@ -52,7 +59,7 @@ def parse_iso(text):
 
 
 class State(fake_http.State):
-    knobs = ("fail_status", "fail_count", "list_delay_ms")
+    knobs = ("fail_status", "fail_count", "list_delay_ms", "delay_ms")
 
     def reset(self):
         super().reset()
@@ -104,6 +111,11 @@ class Handler(fake_http.Handler):
             if status:
                 return self.error(status, "SERVER_ERROR", "fake failure")
             parts = [urllib.parse.unquote(p) for p in url.path.split("/") if p]
+            if len(parts) == 4 and parts[0] == "v0" and method == "GET":
+                rec = st.tables.get(parts[2], {}).get(parts[3])
+                if rec is None:
+                    return self.send(404, {"error": "NOT_FOUND"})
+                return self.send(200, public(rec))
             if len(parts) != 3 or parts[0] != "v0":
                 return self.error(404, "NOT_FOUND", "Could not find what you are looking for")
             table = parts[2]
@@ -124,6 +136,23 @@ class Handler(fake_http.Handler):
                             return self.error(422, "INVALID_VALUE_FOR_COLUMN",
                                               'Field "%s" cannot accept the provided value' % k)
                 out = []
+                upsert = body.get("performUpsert") if method == "PATCH" else None
+                if upsert is not None:
+                    merge = (upsert.get("fieldsToMergeOn") or [None])[0]
+                    created, updated = [], []
+                    for r in recs:
+                        fields = r.get("fields") or {}
+                        same = [x for x in st.tables.get(table, {}).values()
+                                if merge and x["fields"].get(merge) == fields.get(merge)]
+                        if len(same) > 1 or merge not in fields:
+                            return self.error(422, "INVALID_VALUE_FOR_COLUMN",
+                                              "Cannot upsert on field \"%s\"" % merge)
+                        rid = same[0]["id"] if same else st.new_id()
+                        (updated if same else created).append(rid)
+                        out.append(public(st.save(table, rid, fields)))
+                    self.late()
+                    return self.send(200, {"records": out, "createdRecords": created,
+                                           "updatedRecords": updated})
                 for r in recs:
                     if method == "POST":
                         out.append(public(st.save(table, st.new_id(), r.get("fields") or {})))
@@ -131,6 +160,7 @@ class Handler(fake_http.Handler):
                         if r.get("id") not in st.tables.get(table, {}):
                             return self.error(404, "NOT_FOUND", "Could not find record")
                         out.append(public(st.save(table, r["id"], r.get("fields") or {})))
+                self.late()
                 return self.send(200, {"records": out})
             if method == "DELETE":
                 ids = q.get("records[]") or []
@@ -138,8 +168,15 @@ class Handler(fake_http.Handler):
                     return self.error(404, "NOT_FOUND", "Could not find record")
                 for i in ids:
                     del st.tables[table][i]
+                self.late()
                 return self.send(200, {"records": [{"id": i, "deleted": True} for i in ids]})
         return self.error(404, "NOT_FOUND", "Could not find what you are looking for")
+
+    def late(self):
+        """A write applied: its answer waits delay_ms (the lock is let go meanwhile)."""
+        st = self.server.state
+        if st.delay_ms:
+            st.unlocked_sleep(st.delay_ms)
 
     def list(self, table, q):
         st = self.server.state
@@ -157,6 +194,13 @@ class Handler(fake_http.Handler):
         else:
             recs = sorted(st.tables.get(table, {}).values(), key=lambda r: r["id"])
             formula = one("filterByFormula")
+            eq = EQUALS_RE.match(formula) if formula else None
+            if eq:
+                want = re.sub(r"\\(.)", r"\1", eq.group(2))
+                recs = [r for r in recs if str(r["fields"].get(eq.group(1))) == want]
+                formula = None
+            if one("maxRecords"):
+                recs = recs[:int(one("maxRecords"))]
             if formula:
                 f = FORMULA_RE.match(formula)
                 try:

@@ -7,6 +7,13 @@
   POST /crm/v3/objects/<object>/batch/archive  {"inputs": [{"id"}]} -> 204
        answers {"status": "COMPLETE", "results": [{"id", "properties", "createdAt",
        "updatedAt", "archived": false, "objectWriteTraceId"}]}
+  POST /crm/v3/objects/<object>/batch/read     {"properties": [...], "inputs": [{"id"}]} ->
+       {"status": "COMPLETE", "results": [...]} with each asked-for property (null when
+       unset); ids without a live record are left out and listed in "errors" (category
+       OBJECT_NOT_FOUND, "numErrors"), then the answer is a 207; with "idProperty": P the
+       inputs' ids are values of property P (one record each, or not found)
+  A contact created with the email of another is a 409 CONFLICT ("Contact already exists"),
+  as HubSpot keeps contact emails unique
   POST /crm/v3/objects/<object>/search         filterGroups on hs_lastmodifieddate (GTE, GT,
        LTE, LT, EQ), sorts on it, properties, limit (1..200), after -> {"total", "results",
        "paging": {"next": {"after", "link"}}}; like HubSpot, a search reaches at most 10,000
@@ -22,7 +29,8 @@ the property and the value, not the input), nothing written.
 Control API: POST /_records {"object": "contacts", "op": "create", "properties": {...},
 "count": N ({n} in values is replaced by 0..N-1)} -> {"ids": [...]}, {"op": "update", "id",
 "properties"}, {"op": "archive", "id"}: changes made directly in HubSpot;
-POST /_control {"search_max", "fail_status", "fail_count", "rate_limit", "reset"};
+POST /_control {"search_max", "fail_status", "fail_count", "rate_limit", "delay_ms" (a write
+is applied at once but answered that much later), "reset"};
 GET /_requests; GET /_store.
 Run: python3 test/fakes/fake_hubspot.py --port N  (prints "listening on N" when ready). The server,
 the request log, the gate and the unreachable_ms knob are fake_http.py's, shared by the fakes.
@@ -42,7 +50,7 @@ EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class State(fake_http.State):
-    knobs = ("search_max", "fail_status", "fail_count", "rate_limit")
+    knobs = ("search_max", "fail_status", "fail_count", "rate_limit", "delay_ms")
 
     def reset(self):
         super().reset()
@@ -134,8 +142,50 @@ class Handler(fake_http.Handler):
             if len(parts) == 5 and parts[4] == "search" and method == "POST":
                 return self.search(obj, body or {})
             if len(parts) == 6 and parts[4] == "batch" and method == "POST":
+                if parts[5] == "read":
+                    return self.batch_read(obj, body or {})
                 return self.batch(obj, parts[5], body or {})
         return self.error(404, "OBJECT_NOT_FOUND", "Unknown path")
+
+    def batch_read(self, obj, body):
+        st = self.server.state
+        inputs = body.get("inputs")
+        if not isinstance(inputs, list) or len(inputs) > 100:
+            return self.error(400, "VALIDATION_ERROR", "inputs must be a list of at most 100")
+        props = body.get("properties") or []
+        idp = body.get("idProperty")
+        results, missing = [], []
+        for i in inputs:
+            if idp:
+                same = [r for r in st.store.get(obj, {}).values()
+                        if r["properties"].get(idp) == str(i.get("id"))]
+                rec = same[0] if len(same) == 1 else None
+            else:
+                rec = st.store.get(obj, {}).get(str(i.get("id")))
+            if rec is None:
+                missing.append(str(i.get("id")))
+                continue
+            out = public(rec, set(props))
+            for p in props:
+                out["properties"].setdefault(p, None)
+            results.append(out)
+        now = st.iso(st.now())
+        answer = {"status": "COMPLETE", "results": results, "startedAt": now,
+                  "completedAt": now}
+        if missing:
+            answer["numErrors"] = 1
+            answer["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND",
+                                 "message": "Could not get some CONTACT objects, they may be "
+                                            "deleted or not exist. Check that ids are valid.",
+                                 "context": {"ids": missing}}]
+            return self.send(207, answer)
+        return self.send(200, answer)
+
+    def late(self):
+        """A write applied: its answer waits delay_ms (the lock is let go meanwhile)."""
+        st = self.server.state
+        if st.delay_ms:
+            st.unlocked_sleep(st.delay_ms)
 
     def batch(self, obj, verb, body):
         st = self.server.state
@@ -145,6 +195,7 @@ class Handler(fake_http.Handler):
         if verb == "archive":
             for i in inputs:
                 st.archive(obj, str(i.get("id")))
+            self.late()
             return self.send(204)
         for i in inputs:
             email = (i.get("properties") or {}).get("email")
@@ -155,6 +206,14 @@ class Handler(fake_http.Handler):
                                                "error": "INVALID_EMAIL", "name": "email",
                                                "localizedErrorMessage": msg}]))
         results = []
+        if verb == "create" and obj == "contacts":
+            for i in inputs:
+                email = (i.get("properties") or {}).get("email")
+                same = [r for r in st.store.get(obj, {}).values()
+                        if email and r["properties"].get("email") == email]
+                if same:
+                    return self.error(409, "CONFLICT",
+                                      "Contact already exists. Existing ID: %s" % same[0]["id"])
         for i in inputs:
             props = i.get("properties") or {}
             if verb == "create":
@@ -171,6 +230,7 @@ class Handler(fake_http.Handler):
                 out["objectWriteTraceId"] = i["objectWriteTraceId"]
             results.append(out)
         now = st.iso(st.now())
+        self.late()
         return self.send(200, {"status": "COMPLETE", "results": results, "startedAt": now,
                                "completedAt": now})
 

@@ -6,7 +6,15 @@ Serves what syncbouncer's Salesforce connector uses:
   POST   /services/data/vNN.N/composite/sobjects     create up to 200 records
   PATCH  /services/data/vNN.N/composite/sobjects     update up to 200 records
   DELETE /services/data/vNN.N/composite/sobjects?ids=a,b&allOrNone=true
+  PATCH  /services/data/vNN.N/composite/sobjects/<Type>/<ExtIdField>   upsert up to 200
+                                                     records on an external id field: a record
+                                                     whose field holds the value is updated,
+                                                     else one is created; each result says
+                                                     "created"
   GET    /services/data/vNN.N/sobjects/<Type>/<id>   read one record
+  GET    /services/data/vNN.N/sobjects/<Type>/<ExtIdField>/<value>   the record whose
+                                                     external id is value (404 none, 300 with
+                                                     the records' URLs when several)
   GET    /services/data/vNN.N/query?q=SOQL           SOQL: SELECT <fields> FROM <Type>
   GET    /services/data/vNN.N/queryAll?q=SOQL          [WHERE SystemModstamp > T
                                                       [OR (SystemModstamp = T AND Id > 'X')]]
@@ -191,12 +199,14 @@ class Handler(fake_http.Handler):
             st.usage += 1
             limit_hdr = {"Sforce-Limit-Info": "api-usage=%d/15000" % st.usage}
             rest = m.group(2)
-            if rest == "composite/sobjects":
+            upsert = re.match(r"^composite/sobjects/(\w+)/(\w+)$", rest)
+            if rest == "composite/sobjects" or (upsert and method == "PATCH"):
                 if st.write_delay_ms:
                     st.unlocked_sleep(st.write_delay_ms)
                 if st.hold_writes:
                     self.hold_at_gate()
-                answer = self.collections(method, query, body, limit_hdr)
+                answer = self.collections(method, query, body, limit_hdr,
+                                          upsert.groups() if upsert else None)
                 entry["done"] = time.time()  # when the answer went out
                 return answer
             if rest in ("query", "queryAll") and method == "GET":
@@ -205,6 +215,20 @@ class Handler(fake_http.Handler):
             q = re.match(r"^query/(\w+)-(\d+)$", rest)
             if q and method == "GET":
                 return self.more_records(m.group(1), q.group(1), int(q.group(2)), limit_hdr)
+            x = re.match(r"^sobjects/(\w+)/(\w+)/([^/]+)$", rest)
+            if x and method == "GET":
+                value = urllib.parse.unquote(x.group(3))
+                found = [rec for rec in st.store.get(x.group(1), {}).values()
+                         if str(rec.get(x.group(2))) == value]
+                if not found:
+                    return self.send(404, [{"errorCode": "NOT_FOUND",
+                                            "message": "The requested resource does not exist"}])
+                if len(found) > 1:
+                    return self.send(300, ["/services/data/%s/sobjects/%s/%s"
+                                           % (m.group(1), x.group(1), rec["Id"])
+                                           for rec in found])
+                return self.send(200, dict(found[0], attributes={"type": x.group(1)}),
+                                 headers=limit_hdr)
             r = re.match(r"^sobjects/(\w+)/(\w+)$", rest)
             if r and method == "GET":
                 rec = st.store.get(r.group(1), {}).get(r.group(2))
@@ -260,7 +284,7 @@ class Handler(fake_http.Handler):
                     "message": "Email: invalid email address: %s" % email, "fields": ["Email"]}
         return None
 
-    def collections(self, method, query, body, hdr):
+    def collections(self, method, query, body, hdr, upsert=None):
         st = self.server.state
         if method == "DELETE":
             ids = [i for i in ",".join(query.get("ids", [])).split(",") if i]
@@ -284,7 +308,7 @@ class Handler(fake_http.Handler):
         if len(records) > MAX_RECORDS:
             return self.sf_error(400, "EXCEEDED_ID_LIMIT", "record limit reached. cannot submit more than 200 records into this call")
         all_or_none = bool(doc.get("allOrNone"))
-        errs, ids, images = [], [], []
+        errs, ids, images, created = [], [], [], []
         for rec in records:
             sobject = (rec.get("attributes") or {}).get("type")
             fields = {k: v for k, v in rec.items() if k not in ("attributes", "id", "Id")}
@@ -293,7 +317,27 @@ class Handler(fake_http.Handler):
                 errs.append({"statusCode": "INVALID_TYPE", "message": "Must send a concrete entity type.", "fields": []})
                 ids.append(None), images.append(None)
                 continue
-            if method == "POST":
+            if upsert is not None:
+                utype, ufield = upsert
+                value = fields.get(ufield)
+                same = [k for k, r in st.store.get(utype, {}).items()
+                        if value is not None and r.get(ufield) == value]
+                if sobject != utype or value is None or len(same) > 1:
+                    errs.append({"statusCode": "DUPLICATE_EXTERNAL_ID" if len(same) > 1
+                                 else "MISSING_ARGUMENT",
+                                 "message": "upsert on %s: no single record" % ufield,
+                                 "fields": [ufield]})
+                    ids.append(None), images.append(None), created.append(False)
+                    continue
+                if same:
+                    rid = same[0]
+                    image = dict(st.store[utype][rid], **fields)
+                    image.pop("SystemModstamp", None)
+                    image.pop("IsDeleted", None)
+                else:
+                    rid, image = None, fields
+                created.append(not same)
+            elif method == "POST":
                 if rid:
                     errs.append({"statusCode": "INVALID_FIELD", "message": "cannot specify Id in an insert call", "fields": ["Id"]})
                     ids.append(None), images.append(None)
@@ -322,9 +366,11 @@ class Handler(fake_http.Handler):
                 if ids[n] is None:
                     ids[n] = st.new_id(sobject)
                 st.save(sobject, ids[n], image)
-        return self.answer_collection(ids, errs, all_or_none, hdr, apply, creates=(method == "POST"))
+        return self.answer_collection(ids, errs, all_or_none, hdr, apply,
+                                      creates=(method == "POST" or upsert is not None),
+                                      created=created if upsert is not None else None)
 
-    def answer_collection(self, ids, errs, all_or_none, hdr, apply, creates=False):
+    def answer_collection(self, ids, errs, all_or_none, hdr, apply, creates=False, created=None):
         failed = any(e is not None for e in errs)
         if all_or_none and failed:
             out = []
@@ -333,9 +379,11 @@ class Handler(fake_http.Handler):
             return self.send(200, out, headers=hdr)
         apply()
         out = []
-        for i, e in zip(ids, errs):
+        for n, (i, e) in enumerate(zip(ids, errs)):
             if e is None:
                 out.append({"id": i, "success": True, "errors": []})
+                if created is not None:
+                    out[-1]["created"] = created[n]
             else:
                 r = {"success": False, "errors": [e]}
                 if not creates and i:

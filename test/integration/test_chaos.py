@@ -1,6 +1,8 @@
 """Chaos: synced writes under crashes, timeouts and lost answers, then a reconciliation.
 
-Two syncbouncer processes share one database and one (fake) Stripe API. Client threads send a
+Two syncbouncer processes share one database and one fake API: Stripe (inserts settled by their
+Idempotency-Key), then Salesforce with an external id and no sync worker (inserts are upserts,
+settled by looking them up by it; a shorter schedule). Client threads send a
 seeded mix of writes (60 % inserts with RETURNING, 25 % updates, 15 % deletes) through either
 process, while a fault thread, driven by the same seed, breaks things: API 500s, answers slower
 than the API timeout, answers lost after the API applied the request, rejected values, kill -9
@@ -25,6 +27,7 @@ import pytest
 
 from conftest import IS_PGBOUNCER
 from test_intents import DDL, FakeStripe, config, table, wait_guard
+from test_synced import TABLE_DDL, FakeSalesforce
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="synced tables exist only in syncbouncer")
 
@@ -36,9 +39,10 @@ CLIENTS = 6
 class Client(threading.Thread):
     """Writes its own rows only, and remembers what it was told about each."""
 
-    def __init__(self, n, rng, bouncers, budget, done):
+    def __init__(self, n, rng, bouncers, budget, done, side):
         super().__init__(daemon=True)
         self.n, self.rng, self.bouncers, self.budget = n, rng, bouncers, budget
+        self.side = side
         self.done = done
         self.conn = None
         self.rows = {}      # id -> expected (email, name) or None (deleted), when known
@@ -109,8 +113,7 @@ class Client(threading.Thread):
                 name = f"c{self.n}-{seq}"
                 email = f"{name}@chaos.io"
                 self.markers.append(name)
-                st, res = self.execute("insert into billing.customers (email, name) "
-                                       "values (%s, %s) returning id", (email, name))
+                st, res = self.execute(self.side.insert_sql, self.side.insert_params(email, name))
                 if st == "ok":
                     (rid,) = res.fetchone()
                     self.rows[rid] = (email, name)
@@ -119,8 +122,7 @@ class Client(threading.Thread):
                 rid = self.rng.choice(live)
                 bad = self.rng.random() < 0.05
                 email = "not-an-address" if bad else f"u{self.n}-{seq}@chaos.io"
-                st, res = self.execute("update billing.customers set email = %s where id = %s",
-                                       (email, rid))
+                st, res = self.execute(self.side.update_sql, (email, rid))
                 if st == "ok" and res.rowcount == 0:
                     # an earlier delete whose outcome was unknown did happen
                     self.rows[rid] = None
@@ -133,7 +135,7 @@ class Client(threading.Thread):
                 self.told[st] += 1
             else:
                 rid = self.rng.choice(live)
-                st, _ = self.execute("delete from billing.customers where id = %s", (rid,))
+                st, _ = self.execute(self.side.delete_sql, (rid,))
                 if st == "ok":
                     self.rows[rid] = None
                     self.unknown.discard(rid)
@@ -142,39 +144,140 @@ class Client(threading.Thread):
                 self.told[st] += 1
 
 
-def test_chaos_nothing_lost_doubled_or_divergent(pg, bouncer_factory):
-    rng = random.Random(SEED)
-    stripe = FakeStripe()
-    try:
+class StripeSide:
+    """billing.customers on the fake Stripe: inserts are settled by their Idempotency-Key."""
+
+    name = "stripe"
+    insert_sql = "insert into billing.customers (email, name) values (%s, %s) returning id"
+    update_sql = "update billing.customers set email = %s where id = %s"
+    delete_sql = "delete from billing.customers where id = %s"
+    # the fault schedule: fixed counts of the hard faults, API faults in between
+    plan = (["kill_9"] * 3 + ["backend_terminated"] * 2 + ["pg_restart"]
+            + ["api_500", "api_slow", "answer_lost"] * 4)
+    pause = (0.2, 0.8)
+    budget = MUTATIONS
+
+    def __init__(self, pg, bouncer_factory):
+        self.pg = pg
+        self.fake = FakeStripe()
         pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
         pg.sql(DDL, dbname="crm")
-        bouncers = [bouncer_factory(config=config(pg, stripe)) for _ in range(2)]
+        self.bouncers = [bouncer_factory(config=config(pg, self.fake)) for _ in range(2)]
+
+    @staticmethod
+    def insert_params(email, name):
+        return (email, name)
+
+    def table(self):
+        return table(self.pg)
+
+    def api(self):
+        return {k: (v.get("email"), v.get("name")) for k, v in self.fake.store().items()}
+
+    def api_fault(self, fault):
+        if fault == "api_500":
+            self.fake.control(fail_status=500, fail_count=1)
+        elif fault == "api_slow":
+            self.fake.control(delay_ms=1500)
+            time.sleep(1.0)
+            self.fake.control(delay_ms=0)
+        elif fault == "answer_lost":
+            self.fake.control(drop_after_apply=1, after_drop_status=400)
+
+    def calm(self):
+        self.fake.control(delay_ms=0, fail_status=0, drop_after_apply=0, after_drop_status=0)
+
+
+class SalesforceSide:
+    """salesforce.contacts on the fake Salesforce with an external id, and no sync worker:
+    inserts go out as upserts on it and are settled by looking them up by it; updates and
+    deletes by reading the records. Shorter than Stripe's run (the suite's time is dear)."""
+
+    name = "salesforce"
+    insert_sql = ("insert into salesforce.contacts (email, last_name, ext_id) "
+                  "values (%s, %s, %s) returning id")
+    update_sql = "update salesforce.contacts set email = %s where id = %s"
+    delete_sql = "delete from salesforce.contacts where id = %s"
+    plan = (["kill_9"] * 2 + ["backend_terminated", "pg_restart"]
+            + ["api_500", "api_slow", "answer_lost"] * 2)
+    pause = (0.2, 0.5)
+    budget = MUTATIONS
+
+    def __init__(self, pg, bouncer_factory):
+        self.pg = pg
+        self.fake = FakeSalesforce()
+        pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
+        pg.sql(TABLE_DDL + "ALTER TABLE salesforce.contacts ADD COLUMN ext_id text;",
+               dbname="crm")
+        url = self.fake.url
+        cfg = {
+            "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app "
+                                 "password=secret"},
+            "apis": [f"salesforce = type=salesforce base_url={url} api_version=v59.0 "
+                     f"auth=oauth2 token_url={url}/services/oauth2/token "
+                     "client_id=test-client-id client_secret=test-client-secret "
+                     "refresh_token=test-refresh-token timeout=1 deadline=1"],
+            "synced_tables": ["crm.salesforce.contacts = api=salesforce object=Contact "
+                              "columns='ext_id:Ext_Id__c' external_id=ext_id "
+                              "sync_interval=0 backfill=off"],
+            "pgbouncer": {"max_client_conn": 50, "default_pool_size": 20},
+        }
+        self.bouncers = [bouncer_factory(config=cfg) for _ in range(2)]
+
+    @staticmethod
+    def insert_params(email, name):
+        return (email, name, name)
+
+    def table(self):
+        return {r[0]: (r[1], r[2]) for r in self.pg.sql(
+            "SELECT id, email, last_name FROM salesforce.contacts", dbname="crm")}
+
+    def api(self):
+        return {k: (v.get("Email"), v.get("LastName"))
+                for k, v in self.fake.store().items()}
+
+    def api_fault(self, fault):
+        if fault == "api_500":
+            self.fake.control(fail_status=500, fail_count=1)
+        elif fault == "api_slow":
+            # answered after the timeout, applied: the client's outcome is unknown
+            self.fake.control(delay_ms=1500)
+            time.sleep(1.0)
+            self.fake.control(delay_ms=0)
+        elif fault == "answer_lost":
+            # read, then the connection dropped unanswered
+            self.fake.control(down=True, down_count=1)
+
+    def calm(self):
+        self.fake.control(delay_ms=0, fail_status=0, down=False)
+
+
+# the run's own bounds (150 s of faults, 90 s of settling) decide; under load the usual 20 s
+# can pass the suite's default 60 s, which would cut the reconciliation's report short
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("side_type", [StripeSide, SalesforceSide], ids=lambda t: t.name)
+def test_chaos_nothing_lost_doubled_or_divergent(pg, bouncer_factory, side_type):
+    rng = random.Random(SEED)
+    side = side_type(pg, bouncer_factory)
+    try:
+        bouncers = side.bouncers
         wait_guard(pg, bouncers[0])
-        per_client = MUTATIONS // CLIENTS
+        per_client = side.budget // CLIENTS
         done = threading.Event()
-        clients = [Client(i, random.Random(rng.random()), bouncers, per_client, done)
+        clients = [Client(i, random.Random(rng.random()), bouncers, per_client, done, side)
                    for i in range(CLIENTS)]
         for c in clients:
             c.start()
         faults = {"api_500": 0, "api_slow": 0, "answer_lost": 0, "kill_9": 0,
                   "backend_terminated": 0, "pg_restart": 0}
-        # the fault schedule: fixed counts of the hard faults, API faults in between
-        plan = ["kill_9"] * 3 + ["backend_terminated"] * 2 + ["pg_restart"]
-        plan += ["api_500", "api_slow", "answer_lost"] * 4
+        plan = list(side.plan)
         rng.shuffle(plan)
-        deadline = time.monotonic() + 150
+        started = time.monotonic()
+        deadline = started + 150
         for fault in plan:
-            time.sleep(rng.uniform(0.2, 0.8))
+            time.sleep(rng.uniform(*side.pause))
             faults[fault] += 1
-            if fault == "api_500":
-                stripe.control(fail_status=500, fail_count=1)
-            elif fault == "api_slow":
-                stripe.control(delay_ms=1500)
-                time.sleep(1.0)
-                stripe.control(delay_ms=0)
-            elif fault == "answer_lost":
-                stripe.control(drop_after_apply=1, after_drop_status=400)
-            elif fault == "kill_9":
+            if fault == "kill_9":
                 b = rng.choice(bouncers)
                 b.proc.kill()
                 b.proc.wait()
@@ -186,22 +289,25 @@ def test_chaos_nothing_lost_doubled_or_divergent(pg, bouncer_factory):
                        "WHERE application_name = 'syncbouncer mutation'", dbname="postgres")
             elif fault == "pg_restart":
                 pg.restart()
+            else:
+                side.api_fault(fault)
             assert time.monotonic() < deadline, "the fault schedule ran out of time"
         time.sleep(1.0)
         done.set()
-        stripe.control(delay_ms=0, fail_status=0, drop_after_apply=0, after_drop_status=0)
+        side.calm()
         for c in clients:
             c.join(timeout=max(1, deadline - time.monotonic()))
             assert not c.is_alive(), "a client did not finish in time"
             assert c.error is None, repr(c.error)
+        faulted = time.monotonic()
 
         # faults stopped: everything settles (bounded)
         settle_deadline = time.monotonic() + 90
         while True:
             left = pg.sql("SELECT CASE WHEN to_regclass('syncbouncer.intent') IS NULL THEN 0 "
                           "ELSE (SELECT count(*) FROM syncbouncer.intent) END", dbname="crm")[0][0]
-            t = table(pg)
-            api = {k: (v.get("email"), v.get("name")) for k, v in stripe.store().items()}
+            t = side.table()
+            api = side.api()
             if left == 0 and t == api:
                 break
             if time.monotonic() > settle_deadline:
@@ -222,12 +328,20 @@ def test_chaos_nothing_lost_doubled_or_divergent(pg, bouncer_factory):
                     lost.append((rid, want, api.get(rid), t.get(rid)))
         told = {k: sum(c.told[k] for c in clients) for k in clients[0].told}
         sent = sum(told[k] for k in ("ok", "unknown", "rejected"))
-        print(f"\nchaos seed={SEED} mutations={sent} clients={CLIENTS} told={told} "
-              f"faults={faults} records={len(api)} unsettled={left} "
-              f"lost={len(lost)} doubled={doubled} divergent={divergent}")
+        print(f"\nchaos {side.name} seed={SEED} mutations={sent} clients={CLIENTS} "
+              f"told={told} faults={faults} records={len(api)} unsettled={left} "
+              f"lost={len(lost)} doubled={doubled} divergent={divergent} "
+              f"faults_s={faulted - started:.1f} settle_s={time.monotonic() - faulted:.1f}")
+        settled = {}
+        for b in bouncers:
+            for line in b.log().splitlines():
+                if " settled (" in line:
+                    how = line.split("): ", 1)[-1].split(";")[0].split("(")[0].strip()
+                    settled[how] = settled.get(how, 0) + 1
+        print(f"settled: {settled}")
         logs = "\n".join(b.log()[-3000:] for b in bouncers)
         assert left == 0, f"{left} writes never settled\n{logs}"
         assert (len(lost), doubled, divergent) == (0, 0, 0), f"lost: {lost}\n{logs}"
         assert told["ok"] > sent // 2  # the run did real work
     finally:
-        stripe.stop()
+        side.fake.stop()

@@ -471,3 +471,275 @@ def test_commit_failure_of_200_inserts_names_the_ids_and_settles_them(pg, bounce
         assert not intents(pg)
     finally:
         fake.stop()
+
+
+# ---- who may read the intents --------------------------------------------------------------
+
+# The intents table as an installation of schema version 5 left it: readable and writable by
+# PUBLIC (with a stand-in guard, so that the pooler finds the schema and upgrades it).
+V5_INSTALL = """
+DROP SCHEMA IF EXISTS syncbouncer CASCADE;
+CREATE SCHEMA syncbouncer AUTHORIZATION app;
+SET ROLE app;
+CREATE TABLE syncbouncer.intent (id int8 PRIMARY KEY, tbl oid NOT NULL, tbl_name text NOT NULL,
+    op "char" NOT NULL, api text NOT NULL, rows jsonb NOT NULL, keys text[] NOT NULL,
+    idempotency_key text NOT NULL, answer jsonb,
+    created timestamptz NOT NULL DEFAULT now(), attempts int NOT NULL DEFAULT 0,
+    last_error text, owner text);
+CREATE TABLE syncbouncer.meta (key text PRIMARY KEY, value text);
+INSERT INTO syncbouncer.meta VALUES ('version', '5');
+CREATE FUNCTION syncbouncer.guard() RETURNS trigger LANGUAGE plpgsql AS 'begin return null; end';
+GRANT USAGE ON SCHEMA syncbouncer TO PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON syncbouncer.intent TO PUBLIC;
+RESET ROLE;
+"""
+
+
+def test_intents_are_hidden_from_other_roles_whose_writes_still_work(pg, bouncer_factory,
+                                                                     stripe):
+    """The intents keep the row images of unsettled writes: a role that can merely connect
+    cannot read them, also after an upgrade from the version that granted them to PUBLIC; yet
+    such a role writing through the proxy still records, clears and settles its intents, and
+    its writes still wait for a row's unsettled write."""
+    if not pg.sql("SELECT 1 FROM pg_roles WHERE rolname = 'bookkeeper'"):
+        pg.sql("CREATE ROLE bookkeeper")
+    pg.sql("SET password_encryption = 'md5'; ALTER ROLE bookkeeper LOGIN PASSWORD 'clerkpw'")
+    if not pg.sql("SELECT 1 FROM pg_roles WHERE rolname = 'outsider'"):
+        pg.sql("CREATE ROLE outsider LOGIN")  # may connect, nothing more
+    pg.sql(DDL, dbname="crm")
+    pg.sql("GRANT USAGE ON SCHEMA billing TO bookkeeper;"
+           " GRANT SELECT, INSERT, UPDATE, DELETE ON billing.customers TO bookkeeper", dbname="crm")
+    pg.sql(V5_INSTALL, dbname="crm")
+    cfg = config(pg, stripe)
+    # clients log in as themselves; the catalog, the settler and the sync worker as app
+    cfg["databases"] = {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm"}
+    cfg["synced_tables"] = [cfg["synced_tables"][0] + " user=app"]
+    b = bouncer_factory(config=cfg, users={"app": "secret", "bookkeeper": "clerkpw",
+                                           "postgres": "postgres"})
+    wait_guard(pg, b)
+    assert pg.sql("SELECT value FROM syncbouncer.meta WHERE key = 'version'",
+                  dbname="crm") != [("5",)]
+
+    def clerk():
+        return b.connect(dbname="crm", user="bookkeeper", password="clerkpw", autocommit=True)
+
+    with clerk() as conn:
+        (cid,) = conn.execute("insert into billing.customers (email, name) values "
+                              "('a@b.io', 'Ann') returning id").fetchone()
+        assert conn.execute(f"update billing.customers set name = 'Anna' where id = '{cid}'"
+                            ).rowcount == 1
+        assert not intents(pg)  # the apply transactions cleared them
+        stripe.control(fail_status=500)  # reads fail too: the write stays unsettled
+        with pytest.raises(psycopg.Error):
+            conn.execute(f"update billing.customers set name = 'Anne' where id = '{cid}'")
+        ((iid, op),) = intents(pg)
+        assert op == "U"
+
+    with pg.connect(dbname="crm", user="bookkeeper") as direct:
+        for sql in ("SELECT * FROM syncbouncer.intent",
+                    "SELECT rows FROM syncbouncer.intent",
+                    f"DELETE FROM syncbouncer.intent WHERE id = {iid}",
+                    "CALL syncbouncer.intent_record(1, 'pg_catalog.pg_authid'::regclass,"
+                    " 'pg_authid', 'D', 'stripe', '[]', '[\"x\"]', 'k', 'me')"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                direct.execute(sql)
+        # forgetting an intent takes its idempotency key, which no client is shown
+        direct.execute(f"CALL syncbouncer.intent_forget({iid}, 'guessed')")
+    assert [i[0] for i in intents(pg)] == [iid]
+    # a role that may only connect learns nothing, not even that the row has an intent
+    with pg.connect(dbname="crm", user="outsider") as direct:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            direct.execute("SELECT * FROM syncbouncer.intent")
+        ((tbl,),) = pg.sql("SELECT 'billing.customers'::regclass::oid", dbname="crm")
+        assert direct.execute(f"SELECT syncbouncer.intent_blocking({tbl}, '{cid}')"
+                              ).fetchall() == [(None,)]
+        assert direct.execute(f"SELECT syncbouncer.intent_unsettled_insert({tbl})"
+                              ).fetchall() == []
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            direct.execute(f"CALL syncbouncer.intent_record(2, {tbl}, 'billing.customers',"
+                           " 'U', 'stripe', '[]', '[\"x\"]', 'k', 'me')")
+
+    with clerk() as conn:
+        with pytest.raises(psycopg.errors.SerializationFailure) as ei:
+            conn.execute(f"update billing.customers set name = 'Anne' where id = '{cid}'")
+        assert str(iid) in ei.value.diag.message_detail
+        stripe.control(fail_status=0)
+        wait_settled(pg, stripe, b)
+        assert conn.execute(f"update billing.customers set name = 'Anne' where id = '{cid}'"
+                            ).rowcount == 1
+    assert wait_settled(pg, stripe, b) == {cid: ("a@b.io", "Anne")}
+
+
+# ---- HubSpot, Airtable and REST: updates and deletes settle by reading the records ---------
+
+class FakeApi(FakeServer):
+    """A fake of test/fakes/ other than Stripe's: its whole store, and its request log."""
+
+    def store(self):
+        return self.call("GET", "/_store")
+
+    def requests(self):
+        return self.call("GET", "/_requests")
+
+
+# connector: (fake, its arguments, [apis] line after base_url, table DDL columns, the table's
+# columns besides id, object=, how a stored record reads as those columns, a read request)
+READERS = {
+    "hubspot": ("fake_hubspot.py", ["--token", "hs-token"], "auth=bearer token=hs-token",
+                "firstname text, email text", ("firstname", "email"), "contacts",
+                lambda r: (r["properties"].get("firstname"), r["properties"].get("email")),
+                lambda q: q["method"] == "POST" and q["path"].endswith("/batch/read")),
+    "airtable": ("fake_airtable.py", ["--token", "at-token"],
+                 "base_id=appFAKE auth=bearer token=at-token",
+                 "name text, email text", ("name", "email"), "Contacts",
+                 lambda r: (r["fields"].get("name"), r["fields"].get("email")),
+                 lambda q: q["method"] == "GET" and q["path"].count("/") == 4),
+    "rest": ("fake_rest.py", ["--token", "rest-token"],
+             "auth=bearer token=rest-token path=/contacts",
+             "name text, email text", ("name", "email"), "contacts",
+             lambda r: (r.get("name"), r.get("email")),
+             lambda q: q["method"] == "GET" and q["path"].startswith("/contacts/")),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(READERS))
+def test_writes_of_unknown_outcome_settle_by_asking_the_api(pg, bouncer_factory, kind):
+    """No sync worker polls the table: an update and a delete whose answers came too late (the
+    API applied both) are settled by reading each record by id. With external_id=email (a
+    field with unique values; HubSpot and Airtable), an insert whose answer was lost is found
+    by it (a batch read by unique property for HubSpot, a formula for Airtable), one that never
+    reached the API is known not to exist, and repeating the lost insert makes no second record
+    (Airtable merges on the field, HubSpot refuses the duplicate email)."""
+    script, args, auth, ddl, cols, obj, as_row, is_read = READERS[kind]
+    ext = kind in ("airtable", "hubspot")
+    fake = FakeApi(script, *args)
+    try:
+        pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE;"
+               f" DROP SCHEMA IF EXISTS {kind} CASCADE;"
+               f" CREATE SCHEMA {kind} AUTHORIZATION app;"
+               f" CREATE TABLE {kind}.contacts (id text PRIMARY KEY, {ddl});"
+               f" ALTER TABLE {kind}.contacts OWNER TO app", dbname="crm")
+        b = bouncer_factory(config={
+            "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app "
+                                 "password=secret"},
+            "apis": [f"{kind} = type={kind} base_url={fake.url} {auth} timeout=1 deadline=1"],
+            "synced_tables": [f"crm.{kind}.contacts = api={kind} object={obj} "
+                              f"{'external_id=email ' if ext else ''}"
+                              "sync_interval=0 backfill=off"],
+        })
+        wait_guard(pg, b)
+        store = lambda: {i: as_row(r) for i, r in fake.store().get(obj, {}).items()}
+        rows = lambda: {r[0]: (r[1], r[2]) for r in pg.sql(
+            f"SELECT id, {cols[0]}, {cols[1]} FROM {kind}.contacts", dbname="crm")}
+        ins = (f"insert into {kind}.contacts ({cols[0]}, {cols[1]}) values ('{{0}}', "
+               "'{1}@caladan.io') returning id")
+        with crm(b) as conn:
+            ids = [conn.execute(ins.format(n, n.lower())).fetchone()[0]
+                   for n in ("Paul", "Leto")]
+            if ext:
+                # first, while no settling asks the API (it would take the one failure):
+                # failed before applying anything
+                fake.control(fail_status=500, fail_count=1)
+                with pytest.raises(psycopg.Error):
+                    conn.execute(ins.format("Gurney", "gurney"))
+            fake.control(delay_ms=1600)  # past the API's timeout: applied, answer lost
+            lost = [(f"update {kind}.contacts set {cols[0]} = 'Paul A' where id = '{ids[0]}'",
+                     ids[0]),
+                    (f"delete from {kind}.contacts where id = '{ids[1]}'", ids[1])]
+            if ext:
+                lost.append((ins.format("Duncan", "duncan"), "insert"))
+            for sql, key in lost:
+                with pytest.raises(psycopg.errors.InternalError_) as ei:
+                    conn.execute(sql)
+                assert "outcome unknown" in ei.value.diag.message_primary
+                assert key in ei.value.diag.message_detail
+            fake.control(delay_ms=0)
+            want = {("Paul A", "paul@caladan.io")} | ({("Duncan", "duncan@caladan.io")}
+                                                     if ext else set())
+            wait_for(lambda: set(store().values()) == want, "the API never applied them all")
+            if kind == "hubspot":
+                with pytest.raises(psycopg.errors.UniqueViolation):
+                    conn.execute(ins.format("Duncan", "duncan"))
+            elif kind == "airtable":
+                conn.execute(ins.format("Duncan", "duncan"))
+        wait_for(lambda: not intents(pg) and rows() == store(),
+                 f"not settled: {intents(pg)} {rows()} {store()}\n" + b.log()[-4000:],
+                 timeout=30)
+        assert sorted(store().values()) == sorted(want)  # nothing doubled
+        assert any(is_read(q) for q in fake.requests()), fake.requests()
+        with admin(b) as ac:
+            cur = ac.execute("SHOW JOURNAL")
+            names = [c.name for c in cur.description]
+            journal = sorted((r["operation"], r["state"], r["last_error"].split(";")[0]) for r in
+                             (dict(zip(names, r)) for r in cur.fetchall()))
+        cur_state = "the table has the API's current state of the records"
+        assert journal == sorted(
+            [("delete", "settled", cur_state), ("update", "settled", cur_state)]
+            + ([("insert", "settled", "created at the API (found by its external id)"),
+                ("insert", "settled", "not created at the API (no record has its external "
+                                      "id)")] if ext else [])), journal
+    finally:
+        fake.stop()
+
+
+# ---- Salesforce with an external id: inserts are upserts, and are found again --------------
+
+def test_salesforce_inserts_on_an_external_id_are_never_doubled_and_are_found_again(
+        pg, bouncer_factory):
+    """external_id= names a column whose field is an External ID of the object: an insert goes
+    out as an upsert on it, so a client repeating an insert whose outcome it was not told does
+    not create a second record; settling finds the record of a lost answer by that value (or
+    learns that none was created) instead of waiting for the sync worker."""
+    from test_synced import FakeSalesforce, start_synced
+
+    fake = FakeSalesforce()
+    try:
+        b = start_synced(pg, bouncer_factory, fake, api_timeout=1,
+                         before_start=lambda: pg.sql(
+                             "ALTER TABLE salesforce.contacts ADD COLUMN ext_id text",
+                             dbname="crm"),
+                         table_extra="columns='note:Description,ext_id:Ext_Id__c' "
+                                     "external_id=ext_id sync_interval=0 backfill=off")
+        ins = ("insert into salesforce.contacts (last_name, ext_id) values ('{0}', '{1}') "
+               "returning id")
+        api = lambda: {r.get("Ext_Id__c"): (i, r.get("LastName"))
+                       for i, r in fake.store().items()}
+        rows = lambda: pg.sql("SELECT ext_id, id, last_name FROM salesforce.contacts "
+                              "ORDER BY ext_id", dbname="crm")
+        with crm(b) as conn:
+            with pytest.raises(psycopg.errors.InvalidParameterValue) as ei:
+                conn.execute("insert into salesforce.contacts (last_name) values ('Nobody')")
+            assert ei.value.diag.message_detail.startswith("Key (ext_id)=(null) column ext_id "
+                                                           "is the table's external id")
+            (e1,) = conn.execute(ins.format("Atreides", "E1")).fetchone()
+            last = fake.requests()[-1]
+            assert (last["method"], last["path"]) == (
+                "PATCH", "/services/data/v59.0/composite/sobjects/Contact/Ext_Id__c")
+            # a 500 before anything was applied: unknown to the client, not created (first,
+            # while no settling asks the API: it would take the one failure)
+            fake.control(fail_status=500, fail_count=1)
+            with pytest.raises(psycopg.Error):
+                conn.execute(ins.format("Hawat", "E3"))
+            # the answer is lost (slower than the timeout): the client repeats the statement
+            fake.control(delay_ms=1500)
+            with pytest.raises(psycopg.errors.InternalError_) as ei:
+                conn.execute(ins.format("Idaho", "E2"))
+            assert "outcome unknown" in ei.value.diag.message_primary
+            fake.control(delay_ms=0)
+            wait_for(lambda: "E2" in api(), "the API never applied the lost insert")
+            (e2,) = conn.execute(ins.format("Idaho", "E2")).fetchone()
+        wait_for(lambda: not intents(pg), "not settled:\n" + b.log()[-4000:], timeout=30)
+        assert api() == {"E1": (e1, "Atreides"), "E2": (e2, "Idaho")}  # nothing doubled
+        assert rows() == [("E1", e1, "Atreides"), ("E2", e2, "Idaho")]
+        with admin(b) as ac:
+            cur = ac.execute("SHOW JOURNAL")
+            names = [c.name for c in cur.description]
+            journal = sorted(r["last_error"] for r in
+                             (dict(zip(names, r)) for r in cur.fetchall()))
+        assert journal == ["created at the API (found by its external id); the table has "
+                           "its state",
+                           "not created at the API (no record has its external id)"], journal
+    finally:
+        fake.stop()
+
+

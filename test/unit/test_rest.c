@@ -372,7 +372,7 @@ static void test_stripe_read(void **state)
 
 	(void)state;
 	assert_true(api_table_init(&t, "stripe.customers", tkv, 1, e, sizeof(e)));
-	assert_true(connector_build_read(c, &t, "cus_NffrFeUfNV2Hib", &spec, &err));
+	assert_true(connector_build_read(c, &t, "cus_NffrFeUfNV2Hib", NULL, 0, &spec, &err));
 	assert_int_equal(spec.method, HTTP_GET);
 	assert_string_equal(spec.url, "https://api.stripe.com/v1/customers/cus_NffrFeUfNV2Hib");
 	assert_string_equal(spec.idempotency_key, "");
@@ -1205,6 +1205,287 @@ static void test_e2e_stripe(void **state)
 	http_lane_free(ctl);
 }
 
+/* An answer of status with body to a read of id: the result (caller frees it). */
+static struct api_result read_answer(struct connector *c, const struct api_table *t, const char *id,
+                                     long status, const char *body)
+{
+	struct http_response resp = {0};
+	struct api_result res;
+
+	resp.outcome = HTTP_OUTCOME_ANSWER;
+	resp.status = status;
+	resp.body = (char *)body;
+	resp.body_len = strlen(body);
+	connector_parse_read(c, t, id, &resp, &res);
+	return res;
+}
+
+static const char *field_of(const struct api_row_result *rr, const char *column)
+{
+	for (int i = 0; i < rr->nfields; i++)
+		if (strcmp(rr->fields[i].column, column) == 0)
+			return rr->fields[i].value ? rr->fields[i].value : "(null)";
+	return NULL;
+}
+
+/*
+ * Reading one record by id, per API: HubSpot's batch read names the table's properties and
+ * reports a missing id among its errors; Airtable and REST GET the record's own URL; a record
+ * that is gone is NOT_FOUND; a REST API configured without a record URL cannot read.
+ */
+static void test_read_by_id(void **state)
+{
+	struct cf_kv hkv[] = {{"type", "hubspot"}, {"base_url", "https://api.hubapi.com"}};
+	struct cf_kv akv[] = {{"type", "airtable"},
+	                      {"base_url", "https://api.airtable.com"},
+	                      {"base_id", "appXYZ123"}};
+	struct cf_kv rkv[] = {{"type", "rest"}, {"base_url", "http://h"}, {"path", "/contacts"}};
+	struct cf_kv rkv2[] = {{"type", "rest"},
+	                       {"base_url", "http://h"},
+	                       {"insert_path", "/v2/people"},
+	                       {"update_path", "/v2/people/{id}/edit"},
+	                       {"delete_path", "/v2/people/{id}"},
+	                       {"read_path", "/v2/people/{id}?full=1"}};
+	struct cf_kv rkv3[] = {{"type", "rest"},
+	                       {"base_url", "http://h"},
+	                       {"insert_path", "/people"},
+	                       {"update_path", "/people"},
+	                       {"delete_path", "/people"}};
+	struct cf_kv rbad[] = {{"type", "rest"},
+	                       {"base_url", "http://h"},
+	                       {"path", "/contacts"},
+	                       {"read_path", "/contacts"}};
+	struct cf_kv tkv[] = {{"object", "contacts"}};
+	struct cf_kv atkv[] = {{"object", "People List"}, {"columns", "email:Email"}};
+	static const char *const fields[] = {"firstname", "email"};
+	struct connector *c;
+	struct api_http_spec spec;
+	struct api_result res;
+	struct api_error err;
+	struct api_table t;
+	char e[256];
+
+	(void)state;
+	/* HubSpot */
+	c = make(hkv, 2);
+	assert_true(connector_can_read(c));
+	assert_true(api_table_init(&t, "hubspot.contacts", tkv, 1, e, sizeof(e)));
+	assert_true(connector_build_read(c, &t, "512", fields, 2, &spec, &err));
+	assert_int_equal(spec.method, HTTP_POST);
+	assert_string_equal(spec.url, "https://api.hubapi.com/crm/v3/objects/contacts/batch/read");
+	assert_string_equal(spec.body, "{\"properties\":[\"firstname\",\"email\"],"
+	                               "\"inputs\":[{\"id\":\"512\"}]}");
+	api_http_spec_free(&spec);
+	res = read_answer(c, &t, "512", 200,
+	                  "{\"status\":\"COMPLETE\",\"results\":[{\"id\":\"512\","
+	                  "\"properties\":{\"firstname\":\"Paul\",\"email\":null},"
+	                  "\"archived\":false}],\"startedAt\":\"2024-05-01T10:00:00Z\"}");
+	assert_true(res.ok);
+	assert_int_equal(res.nrows, 1);
+	assert_string_equal(res.rows[0].id, "512");
+	assert_string_equal(field_of(&res.rows[0], "firstname"), "Paul");
+	assert_string_equal(field_of(&res.rows[0], "email"), "(null)");
+	api_result_free(&res);
+	res = read_answer(c, &t, "513", 207,
+	                  "{\"status\":\"COMPLETE\",\"results\":[],\"numErrors\":1,"
+	                  "\"errors\":[{\"status\":\"error\",\"category\":\"OBJECT_NOT_FOUND\","
+	                  "\"message\":\"Could not get some CONTACT objects, they may be deleted"
+	                  " or not exist.\",\"context\":{\"ids\":[\"513\"]}}]}");
+	assert_false(res.ok);
+	assert_int_equal(res.error.cls, API_ERR_NOT_FOUND);
+	assert_true(res.error.nothing_written);
+	api_result_free(&res);
+	res = read_answer(c, &t, "512", 200, "{\"status\":\"COMPLETE\",\"results\":[]}");
+	assert_int_equal(res.error.cls, API_ERR_BAD_ANSWER);
+	api_result_free(&res);
+	res = read_answer(c, &t, "512", 429,
+	                  "{\"status\":\"error\",\"message\":\"You have reached your secondly"
+	                  " limit.\",\"category\":\"RATE_LIMITS\"}");
+	assert_int_equal(res.error.cls, API_ERR_RATE_LIMIT);
+	api_result_free(&res);
+	api_table_free(&t);
+	connector_free(c);
+
+	/* Airtable */
+	c = make(akv, 3);
+	assert_true(connector_can_read(c));
+	assert_true(api_table_init(&t, "airtable.people", atkv, 2, e, sizeof(e)));
+	assert_true(connector_build_read(c, &t, "recAAAAAAAAAAAAAA", fields, 2, &spec, &err));
+	assert_int_equal(spec.method, HTTP_GET);
+	assert_string_equal(spec.url, "https://api.airtable.com/v0/appXYZ123/People%20List/"
+	                              "recAAAAAAAAAAAAAA");
+	assert_null(spec.body);
+	api_http_spec_free(&spec);
+	res = read_answer(c, &t, "recAAAAAAAAAAAAAA", 200,
+	                  "{\"id\":\"recAAAAAAAAAAAAAA\",\"createdTime\":"
+	                  "\"2024-05-01T10:00:00.000Z\",\"fields\":{\"Email\":\"p@c.io\"}}");
+	assert_true(res.ok);
+	assert_string_equal(res.rows[0].id, "recAAAAAAAAAAAAAA");
+	assert_string_equal(field_of(&res.rows[0], "email"), "p@c.io");
+	api_result_free(&res);
+	res = read_answer(c, &t, "recAAAAAAAAAAAAAA", 404, "{\"error\":\"NOT_FOUND\"}");
+	assert_int_equal(res.error.cls, API_ERR_NOT_FOUND);
+	api_result_free(&res);
+	res = read_answer(c, &t, "recAAAAAAAAAAAAAA", 200,
+	                  "{\"id\":\"recBBBBBBBBBBBBBB\",\"fields\":{}}");
+	assert_int_equal(res.error.cls, API_ERR_BAD_ANSWER);
+	api_result_free(&res);
+	api_table_free(&t);
+	connector_free(c);
+
+	/* REST: path=, then read_path=, then no record URL at all */
+	assert_true(api_table_init(&t, "rest.contacts", NULL, 0, e, sizeof(e)));
+	c = make(rkv, 3);
+	assert_true(connector_can_read(c));
+	assert_true(connector_build_read(c, &t, "a/b", fields, 2, &spec, &err));
+	assert_int_equal(spec.method, HTTP_GET);
+	assert_string_equal(spec.url, "http://h/contacts/a%2Fb");
+	api_http_spec_free(&spec);
+	res = read_answer(c, &t, "7", 200, "{\"id\":\"7\",\"email\":\"x@y.io\",\"n\":3}");
+	assert_true(res.ok);
+	assert_string_equal(field_of(&res.rows[0], "email"), "x@y.io");
+	assert_string_equal(field_of(&res.rows[0], "n"), "3");
+	api_result_free(&res);
+	res = read_answer(c, &t, "7", 410, "");
+	assert_int_equal(res.error.cls, API_ERR_NOT_FOUND);
+	api_result_free(&res);
+	res = read_answer(c, &t, "7", 200, "");
+	assert_int_equal(res.error.cls, API_ERR_BAD_ANSWER);
+	api_result_free(&res);
+	connector_free(c);
+	c = make(rkv2, 6);
+	assert_true(connector_build_read(c, &t, "7", NULL, 0, &spec, &err));
+	assert_string_equal(spec.url, "http://h/v2/people/7?full=1");
+	api_http_spec_free(&spec);
+	connector_free(c);
+	c = make(rkv3, 5);
+	assert_false(connector_can_read(c));
+	assert_false(connector_build_read(c, &t, "7", NULL, 0, &spec, &err));
+	connector_free(c);
+	assert_null(connector_create("internal", rbad, 4, e, sizeof(e)));
+	assert_non_null(strstr(e, "read_path="));
+	/* REST has no lookup by an external id: such a table is refused */
+	api_table_free(&t);
+	{
+		struct cf_kv ekv[] = {{"object", "contacts"}, {"external_id", "email"}};
+		assert_true(api_table_init(&t, "rest.contacts", ekv, 2, e, sizeof(e)));
+	}
+	c = make(rkv, 3);
+	assert_false(connector_check_table(c, &t, e, sizeof(e)));
+	connector_free(c);
+	api_table_free(&t);
+}
+
+/*
+ * external_id= with HubSpot (a batch read by the unique property) and Airtable (an upsert
+ * merging on the field, and a formula with the value quoted).
+ */
+static void test_find_by_external_id(void **state)
+{
+	struct cf_kv hkv[] = {{"type", "hubspot"}, {"base_url", "https://api.hubapi.com"}};
+	struct cf_kv akv[] = {{"type", "airtable"},
+	                      {"base_url", "https://api.airtable.com"},
+	                      {"base_id", "appXYZ123"}};
+	struct cf_kv htkv[] = {{"object", "contacts"}, {"external_id", "email"}};
+	struct cf_kv atkv[] = {
+	        {"object", "People"}, {"columns", "email:Email Address"}, {"external_id", "email"}};
+	static const struct api_value given[] = {{"id", NULL, API_VALUE_TEXT},
+	                                         {"name", "Paul", API_VALUE_TEXT},
+	                                         {"email", "p@c.io", API_VALUE_TEXT}};
+	static const struct api_value nobody[] = {{"id", NULL, API_VALUE_TEXT},
+	                                          {"name", "Nobody", API_VALUE_TEXT}};
+	static const char *const fields[] = {"email"};
+	struct api_row row = {.new_image = {given, 3}};
+	struct connector *c;
+	struct api_http_spec spec;
+	struct api_result res;
+	struct api_error err;
+	struct api_table t;
+	char e[256];
+
+	(void)state;
+	c = make(hkv, 2);
+	assert_true(api_table_init(&t, "hubspot.contacts", htkv, 2, e, sizeof(e)));
+	assert_true(connector_check_table(c, &t, e, sizeof(e)));
+	assert_true(connector_build_find(c, &t, "p@c.io", fields, 1, &spec, &err));
+	assert_string_equal(spec.url, "https://api.hubapi.com/crm/v3/objects/contacts/batch/read");
+	assert_string_equal(spec.body, "{\"properties\":[\"email\"],\"idProperty\":\"email\","
+	                               "\"inputs\":[{\"id\":\"p@c.io\"}]}");
+	api_http_spec_free(&spec);
+	{
+		struct http_response resp = {0};
+		static const char one[] = "{\"status\":\"COMPLETE\",\"results\":[{\"id\":\"77\","
+		                          "\"properties\":{\"email\":\"p@c.io\"}}]}";
+		static const char none[] =
+		        "{\"status\":\"COMPLETE\",\"results\":[],\"numErrors\":1,"
+		        "\"errors\":[{\"status\":\"error\","
+		        "\"category\":\"OBJECT_NOT_FOUND\",\"message\":\"x\"}]}";
+		resp.outcome = HTTP_OUTCOME_ANSWER;
+		resp.status = 200;
+		resp.body = (char *)one;
+		resp.body_len = strlen(one);
+		connector_parse_find(c, &t, "p@c.io", &resp, &res);
+		assert_true(res.ok);
+		assert_string_equal(res.rows[0].id, "77");
+		api_result_free(&res);
+		resp.status = 207;
+		resp.body = (char *)none;
+		resp.body_len = strlen(none);
+		connector_parse_find(c, &t, "p@c.io", &resp, &res);
+		assert_int_equal(res.error.cls, API_ERR_NOT_FOUND);
+		api_result_free(&res);
+	}
+	api_table_free(&t);
+	connector_free(c);
+
+	c = make(akv, 3);
+	assert_true(api_table_init(&t, "airtable.people", atkv, 3, e, sizeof(e)));
+	assert_true(connector_check_table(c, &t, e, sizeof(e)));
+	assert_true(connector_build_request(c, &t, API_OP_INSERT, &row, 1, &spec, &err));
+	assert_int_equal(spec.method, HTTP_PATCH);
+	assert_string_equal(spec.url, "https://api.airtable.com/v0/appXYZ123/People");
+	assert_string_equal(spec.body, "{\"performUpsert\":{\"fieldsToMergeOn\":"
+	                               "[\"Email Address\"]},\"records\":[{\"fields\":"
+	                               "{\"name\":\"Paul\",\"Email Address\":\"p@c.io\"}}]}");
+	api_http_spec_free(&spec);
+	row.new_image = (struct api_row_image){nobody, 2};
+	assert_false(connector_build_request(c, &t, API_OP_INSERT, &row, 1, &spec, &err));
+	assert_int_equal(err.cls, API_ERR_REQUIRED);
+	assert_true(connector_build_find(c, &t, "a\"b\\c", NULL, 0, &spec, &err));
+	assert_int_equal(spec.method, HTTP_GET);
+	/* {Email Address}="a\"b\\c", URL-encoded */
+	assert_string_equal(spec.url,
+	                    "https://api.airtable.com/v0/appXYZ123/People?maxRecords=2&"
+	                    "filterByFormula=%7BEmail%20Address%7D%3D%22a%5C%22b%5C%5Cc%22");
+	api_http_spec_free(&spec);
+	{
+		struct http_response resp = {0};
+		static const char one[] = "{\"records\":[{\"id\":\"recA\",\"fields\":"
+		                          "{\"Email Address\":\"p@c.io\"}}]}";
+		static const char two[] = "{\"records\":[{\"id\":\"recA\"},{\"id\":\"recB\"}]}";
+		resp.outcome = HTTP_OUTCOME_ANSWER;
+		resp.status = 200;
+		resp.body = (char *)one;
+		resp.body_len = strlen(one);
+		connector_parse_find(c, &t, "p@c.io", &resp, &res);
+		assert_true(res.ok);
+		assert_string_equal(res.rows[0].id, "recA");
+		api_result_free(&res);
+		resp.body = (char *)"{\"records\":[]}";
+		resp.body_len = strlen(resp.body);
+		connector_parse_find(c, &t, "p@c.io", &resp, &res);
+		assert_int_equal(res.error.cls, API_ERR_NOT_FOUND);
+		api_result_free(&res);
+		resp.body = (char *)two;
+		resp.body_len = strlen(two);
+		connector_parse_find(c, &t, "p@c.io", &resp, &res);
+		assert_int_equal(res.error.cls, API_ERR_BAD_ANSWER);
+		api_result_free(&res);
+	}
+	api_table_free(&t);
+	connector_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1222,6 +1503,8 @@ int main(void)
 	        cmocka_unit_test(test_stripe_read),
 	        cmocka_unit_test(test_hubspot),
 	        cmocka_unit_test(test_airtable),
+	        cmocka_unit_test(test_read_by_id),
+	        cmocka_unit_test(test_find_by_external_id),
 	        cmocka_unit_test(test_error_located_by_value),
 	};
 

@@ -1104,18 +1104,19 @@ static void test_read_by_id(void **state)
 
 	(void)state;
 	assert_true(connector_can_read(sf));
-	assert_true(connector_build_read(sf, &contacts, "0038b00002gszToAAI", &spec, &err));
+	assert_true(
+	        connector_build_read(sf, &contacts, "0038b00002gszToAAI", NULL, 0, &spec, &err));
 	assert_int_equal(spec.method, HTTP_GET);
 	assert_string_equal(spec.url, "https://acme.my.salesforce.com/services/data/v59.0/"
 	                              "sobjects/Contact/0038b00002gszToAAI");
 	assert_null(spec.body);
 	api_http_spec_free(&spec);
 	/* an id is a path segment: escaped, never a way out of it */
-	assert_true(connector_build_read(sf, &contacts, "../x?y", &spec, &err));
+	assert_true(connector_build_read(sf, &contacts, "../x?y", NULL, 0, &spec, &err));
 	assert_string_equal(spec.url, "https://acme.my.salesforce.com/services/data/v59.0/"
 	                              "sobjects/Contact/..%2Fx%3Fy");
 	api_http_spec_free(&spec);
-	assert_false(connector_build_read(sf, &contacts, "", &spec, &err));
+	assert_false(connector_build_read(sf, &contacts, "", NULL, 0, &spec, &err));
 	assert_int_equal(err.cls, API_ERR_VALIDATION);
 
 	resp.outcome = HTTP_OUTCOME_ANSWER;
@@ -1155,6 +1156,96 @@ static void test_read_by_id(void **state)
 	api_result_free(&res);
 }
 
+/*
+ * external_id=: inserts are upserts on the field (every row must give it), and a record is
+ * found again by it; a connector without such a lookup refuses the table.
+ */
+static void test_external_id(void **state)
+{
+	static const struct api_value e1[] = {{"id", NULL, API_VALUE_TEXT},
+	                                      {"last_name", "Atreides", API_VALUE_TEXT},
+	                                      {"ext_id", "E/1", API_VALUE_TEXT}};
+	static const struct api_value none[] = {{"id", NULL, API_VALUE_TEXT},
+	                                        {"last_name", "Idaho", API_VALUE_TEXT},
+	                                        {"ext_id", NULL, API_VALUE_TEXT}};
+	static const char rec[] = "{\"attributes\":{\"type\":\"Contact\"},"
+	                          "\"Id\":\"0038b00002gszToAAI\",\"LastName\":\"Atreides\","
+	                          "\"Ext_Id__c\":\"E/1\"}";
+	static const char several[] = "[\"/services/data/v59.0/sobjects/Contact/003A\","
+	                              "\"/services/data/v59.0/sobjects/Contact/003B\"]";
+	struct cf_kv tkv[] = {
+	        {"object", "Contact"}, {"columns", "ext_id:Ext_Id__c"}, {"external_id", "ext_id"}};
+	struct cf_kv bad[] = {{"object", "Contact"}, {"external_id", "id"}};
+	struct cf_kv skv[] = {{"type", "stripe"}, {"base_url", "https://api.stripe.com"}};
+	struct api_row row = {.new_image = {e1, 3}};
+	struct http_response resp = {0};
+	struct connector *stripe;
+	struct api_http_spec spec;
+	struct api_result res;
+	struct api_error err;
+	struct api_table t;
+	char e[256];
+
+	(void)state;
+	assert_false(api_table_init(&t, "s.t", bad, 2, e, sizeof(e)));
+	assert_true(api_table_init(&t, "salesforce.contacts", tkv, 3, e, sizeof(e)));
+	assert_true(connector_check_table(sf, &t, e, sizeof(e)));
+	assert_true(connector_can_find(sf, &t));
+	assert_false(connector_can_find(sf, &contacts));
+	stripe = connector_create("stripe", skv, 2, e, sizeof(e));
+	assert_non_null(stripe);
+	assert_false(connector_check_table(stripe, &t, e, sizeof(e)));
+	assert_non_null(strstr(e, "external_id=ext_id"));
+	connector_free(stripe);
+
+	assert_true(connector_build_request(sf, &t, API_OP_INSERT, &row, 1, &spec, &err));
+	assert_int_equal(spec.method, HTTP_PATCH);
+	assert_string_equal(spec.url, "https://acme.my.salesforce.com/services/data/v59.0/"
+	                              "composite/sobjects/Contact/Ext_Id__c");
+	assert_string_equal(spec.body, "{\"allOrNone\":true,\"records\":[{\"attributes\":"
+	                               "{\"type\":\"Contact\"},\"LastName\":\"Atreides\","
+	                               "\"Ext_Id__c\":\"E/1\"}]}");
+	api_http_spec_free(&spec);
+	row.new_image = (struct api_row_image){none, 3};
+	assert_false(connector_build_request(sf, &t, API_OP_INSERT, &row, 1, &spec, &err));
+	assert_int_equal(err.cls, API_ERR_REQUIRED);
+	assert_string_equal(err.column, "ext_id");
+	assert_true(err.value_is_null);
+
+	assert_true(connector_build_find(sf, &t, "E/1", NULL, 0, &spec, &err));
+	assert_int_equal(spec.method, HTTP_GET);
+	assert_string_equal(spec.url, "https://acme.my.salesforce.com/services/data/v59.0/"
+	                              "sobjects/Contact/Ext_Id__c/E%2F1");
+	api_http_spec_free(&spec);
+	resp.outcome = HTTP_OUTCOME_ANSWER;
+	resp.status = 200;
+	resp.body = (char *)rec;
+	resp.body_len = strlen(rec);
+	connector_parse_find(sf, &t, "E/1", &resp, &res);
+	assert_true(res.ok);
+	assert_string_equal(res.rows[0].id, "0038b00002gszToAAI");
+	api_result_free(&res);
+	resp.status = 404;
+	resp.body = (char *)"[{\"errorCode\":\"NOT_FOUND\",\"message\":\"none\"}]";
+	resp.body_len = strlen(resp.body);
+	connector_parse_find(sf, &t, "E/1", &resp, &res);
+	assert_int_equal(res.error.cls, API_ERR_NOT_FOUND);
+	api_result_free(&res);
+	resp.status = 300;
+	resp.body = (char *)several;
+	resp.body_len = strlen(several);
+	connector_parse_find(sf, &t, "E/1", &resp, &res);
+	assert_false(res.ok);
+	assert_int_equal(res.error.cls, API_ERR_BAD_ANSWER);
+	api_result_free(&res);
+	resp.outcome = HTTP_OUTCOME_UNKNOWN;
+	connector_parse_find(sf, &t, "E/1", &resp, &res);
+	assert_false(res.ok);
+	assert_true(res.error.nothing_written);
+	api_result_free(&res);
+	api_table_free(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1170,6 +1261,7 @@ int main(void)
 	        cmocka_unit_test(test_parse_request_errors),
 	        cmocka_unit_test(test_parse_delete),
 	        cmocka_unit_test(test_read_by_id),
+	        cmocka_unit_test(test_external_id),
 	        cmocka_unit_test(test_parse_huge_and_non_answers),
 	        cmocka_unit_test(test_table_config),
 	};
