@@ -584,6 +584,32 @@ def bouncer(bouncer_factory):
     return bouncer_factory()
 
 
+# ---------------------------------------------------------------- synced tables
+
+def sync_settled(b):
+    """True once every synced table of the pooler b has had its first sync pass (or has none)."""
+    with b.connect(dbname="pgbouncer", user="postgres", password="postgres",
+                   autocommit=True) as admin:
+        cur = admin.execute("SHOW SYNCED_TABLES")
+        cols = [d.name for d in cur.description]
+        rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+    return all(r["state"] == "failed" or r["sync_state"] in ("off", "failed")
+               or r["last_sync"] is not None for r in rows)
+
+
+def wait_synced_ready(pg, b, synced=False, timeout=20, dbname="crm"):
+    """Waits until the pooler b has installed the guard trigger in dbname and, with synced, until
+    the first sync pass of its tables is over (so that it never takes a fault a test sets up)."""
+    deadline = time.monotonic() + timeout
+    while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
+                 dbname=dbname)[0][0] == 0:
+        assert time.monotonic() < deadline, "guard trigger not installed:\n" + b.output()
+        time.sleep(0.1)
+    while synced and not sync_settled(b):
+        assert time.monotonic() < deadline, "first sync pass not done:\n" + b.output()
+        time.sleep(0.1)
+
+
 # ---------------------------------------------------------------- the fake APIs
 
 FAKES_DIR = os.path.join(SRC_DIR, "test", "fakes")

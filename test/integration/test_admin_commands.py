@@ -2,7 +2,6 @@
 DISABLE/ENABLE, KILL, KILL_CLIENT, RECONNECT and WAIT_CLOSE, SUSPEND, SHUTDOWN and its waiting
 modes."""
 
-import socket
 import threading
 import time
 
@@ -10,6 +9,7 @@ import psycopg
 import pytest
 
 from conftest import IS_PGBOUNCER
+from test_signals import accepts
 
 needs_125 = pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer 1.25 behaviour; Debian has 1.18")
 
@@ -192,14 +192,6 @@ def test_suspend_is_undone_when_its_admin_leaves(bouncer):
         assert not q.join(0.5)
         a.close()
         assert q.join(10) and q.result == ("back",)
-
-
-def accepts(b):
-    try:
-        socket.create_connection((b.host, b.port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 @needs_125

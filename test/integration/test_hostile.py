@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 import pgwire
-from conftest import IS_PGBOUNCER, SANITIZED, RssSampler
+from conftest import IS_PGBOUNCER, SANITIZED, RssSampler, wait_synced_ready
 from test_synced import TABLE_DDL, FakeSalesforce, db_rows, start_synced
 
 PROTO_30 = 196608
@@ -183,11 +183,7 @@ def test_reload_adding_synced_tables_finds_no_guard_setting_on_a_server(pg, boun
             f.write(ini + "\n[synced_tables]\ncrm.salesforce.contacts = api=salesforce "
                     "object=Contact\n")
         b.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 20
-        while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
-                     dbname="crm")[0][0] == 0:
-            assert time.monotonic() < deadline, "guard trigger not installed:\n" + b.output()
-            time.sleep(0.1)
+        wait_synced_ready(pg, b)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("select public.sneak()")
     assert pg.sql("SELECT count(*) FROM salesforce.contacts", dbname="crm") == [(0,)]

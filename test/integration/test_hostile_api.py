@@ -11,7 +11,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import IS_PGBOUNCER, FakeServer
+from conftest import IS_PGBOUNCER, FakeServer, wait_synced_ready
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="synced tables exist only in syncbouncer")
 
@@ -85,28 +85,11 @@ def start_synced(pg, bouncer_factory, kind, fake, rows=(), pgbouncer=None, colum
         "synced_tables": [f"crm.{table} = api={kind} object={obj} sync_interval=0 backfill=off"],
         "pgbouncer": pgbouncer or {},
     })
-    deadline = time.monotonic() + 20
-    while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
-                 dbname="crm")[0][0] == 0:
-        assert time.monotonic() < deadline, "guard trigger not installed:\n" + b.output()
-        time.sleep(0.1)
     # the sync's first pass (reads of the API) is over before the test counts requests
-    while not sync_settled(b):
-        assert time.monotonic() < deadline, "first sync pass not done:\n" + b.output()
-        time.sleep(0.1)
+    wait_synced_ready(pg, b, synced=True)
     b.fake = fake
     b.table = table
     return b
-
-
-def sync_settled(b):
-    with b.connect(dbname="pgbouncer", user="postgres", password="postgres",
-                   autocommit=True) as a:
-        cur = a.execute("SHOW SYNCED_TABLES")
-        cols = [d.name for d in cur.description]
-        rows = [dict(zip(cols, r)) for r in cur.fetchall()]
-    return all(r["state"] == "failed" or r["sync_state"] in ("off", "failed")
-               or r["last_sync"] is not None for r in rows)
 
 
 def crm(b, **kw):

@@ -17,7 +17,7 @@ import urllib.request
 import psycopg
 import pytest
 
-from conftest import IS_PGBOUNCER, FakeServer, free_port
+from conftest import IS_PGBOUNCER, FakeServer, free_port, wait_synced_ready
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="synced tables exist only in syncbouncer")
 
@@ -64,11 +64,7 @@ def config(pg, stripe, timeout=1, pgbouncer=None):
 
 
 def wait_guard(pg, b):
-    deadline = time.monotonic() + 20
-    while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
-                 dbname="crm")[0][0] == 0:
-        assert time.monotonic() < deadline, "guard trigger not installed:\n" + b.output()
-        time.sleep(0.1)
+    wait_synced_ready(pg, b)
 
 
 def start(pg, bouncer_factory, stripe, hold_ms=0, fresh=True, **kw):

@@ -8,8 +8,8 @@ import time
 import psycopg
 import pytest
 
-from conftest import IS_PGBOUNCER, FakeServer
-from test_synced import FakeSalesforce, crm, start_synced, sync_settled
+from conftest import IS_PGBOUNCER, FakeServer, wait_synced_ready
+from test_synced import FakeSalesforce, crm, start_synced
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="synced tables exist only in syncbouncer")
 
@@ -51,14 +51,7 @@ def start_stripe(pg, bouncer_factory, fake, pgbouncer):
         "synced_tables": ["crm.stripe.customers = api=stripe object=customers"],
         "pgbouncer": pgbouncer,
     })
-    deadline = time.monotonic() + 20
-    while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
-                 dbname="crm")[0][0] == 0:
-        assert time.monotonic() < deadline, "guard trigger not installed:\n" + b.output()
-        time.sleep(0.1)
-    while not sync_settled(b):
-        assert time.monotonic() < deadline, "first sync pass not done:\n" + b.output()
-        time.sleep(0.1)
+    wait_synced_ready(pg, b, synced=True)
     return b
 
 

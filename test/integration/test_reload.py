@@ -18,7 +18,7 @@ def admin(b):
 def rewrite(path, old, new):
     with open(path) as f:
         text = f.read()
-    assert old in text
+    assert old in text, old
     with open(path, "w") as f:
         f.write(text.replace(old, new))
 

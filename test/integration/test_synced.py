@@ -11,7 +11,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import IS_PGBOUNCER, FakeServer
+from conftest import IS_PGBOUNCER, FakeServer, wait_synced_ready
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="synced tables exist only in syncbouncer")
 
@@ -70,29 +70,11 @@ def start_synced(pg, bouncer_factory, fake, pgbouncer=None, api_extra="",
                           *more_tables],
         "pgbouncer": pgbouncer or {},
     })
-    deadline = time.monotonic() + 20
-    while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
-                 dbname="crm")[0][0] == 0:
-        assert time.monotonic() < deadline, "guard trigger not installed:\n" + b.output()
-        time.sleep(0.1)
     # the sync worker's first pass (a backfill of the empty fake) is over before the test
     # starts, so that it never takes a failure the test sets up for a write
-    deadline = time.monotonic() + settle_timeout
-    while not sync_settled(b):
-        assert time.monotonic() < deadline, "first sync pass not done:\n" + b.output()
-        time.sleep(0.1)
+    wait_synced_ready(pg, b, synced=True, timeout=20 + settle_timeout)
     b.fake = fake
     return b
-
-
-def sync_settled(b):
-    with b.connect(dbname="pgbouncer", user="postgres", password="postgres",
-                   autocommit=True) as admin:
-        cur = admin.execute("SHOW SYNCED_TABLES")
-        cols = [d.name for d in cur.description]
-        rows = [dict(zip(cols, r)) for r in cur.fetchall()]
-    return all(r["state"] == "failed" or r["sync_state"] in ("off", "failed")
-               or r["last_sync"] is not None for r in rows)
 
 
 @pytest.fixture

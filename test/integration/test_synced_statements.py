@@ -15,9 +15,9 @@ import time
 import psycopg
 import pytest
 
-from conftest import IS_PGBOUNCER, make_tempdir
+from conftest import IS_PGBOUNCER, make_tempdir, wait_synced_ready
 from pgwire import parse_error_fields
-from test_hostile_api import FakeApi, crm, sync_settled
+from test_hostile_api import FakeApi, crm
 from test_synced_surprises import start_salesforce
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="synced tables exist only in syncbouncer")
@@ -57,11 +57,7 @@ def start_kind(pg, bouncer_factory, kind, fake):
         "apis": [f"{kind} = " + api.format(url=fake.url)],
         "synced_tables": [f"crm.{table} = api={kind} {opts} sync_interval=0 backfill=off"],
     })
-    deadline = time.monotonic() + 20
-    while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
-                 dbname="crm")[0][0] == 0 or not sync_settled(b):
-        assert time.monotonic() < deadline, "synced table not ready:\n" + b.output()
-        time.sleep(0.1)
+    wait_synced_ready(pg, b, synced=True)
     b.fake = fake
     b.table = table
     return b

@@ -5,12 +5,11 @@ Each test goes through a real client (psycopg) and a fake API that speaks the re
 shapes; it checks the SQLSTATE the client gets, what reached the API and what is in the table.
 """
 
-import time
 
 import psycopg
 import pytest
 
-from conftest import IS_PGBOUNCER, free_port
+from conftest import IS_PGBOUNCER, free_port, wait_synced_ready
 from test_hostile_api import FakeApi, crm, start_synced
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="synced tables exist only in syncbouncer")
@@ -36,11 +35,7 @@ def start_salesforce(pg, bouncer_factory, base_url, token_url, client_secret):
         "synced_tables": ["crm.salesforce.contacts = api=salesforce object=Contact "
                           "sync_interval=0 backfill=off"],
     })
-    deadline = time.monotonic() + 20
-    while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'",
-                 dbname="crm")[0][0] == 0:
-        assert time.monotonic() < deadline, "guard trigger not installed:\n" + b.output()
-        time.sleep(0.1)
+    wait_synced_ready(pg, b)
     return b
 
 

@@ -23,6 +23,7 @@ import psycopg
 import pytest
 
 from conftest import IS_PGBOUNCER, Postgres, make_tempdir, run_psql
+from test_reload import admin, rewrite
 
 pgwire = pytest.importorskip("pgwire")
 
@@ -121,19 +122,6 @@ def client_tls(certs, mode="require", **extra):
            "client_tls_cert_file": certs.pooler_crt}
     cfg.update(extra)
     return cfg
-
-
-def admin(b):
-    return b.connect(dbname="pgbouncer", user="postgres", password="postgres", autocommit=True,
-                     prepare_threshold=None)
-
-
-def rewrite(path, old, new):
-    with open(path) as f:
-        text = f.read()
-    assert old in text, old
-    with open(path, "w") as f:
-        f.write(text.replace(old, new))
 
 
 def ssl_in_use(conn):
