@@ -3,6 +3,7 @@
  * stdout, read through a pipe with poll(), so no test sleeps on a guess.
  */
 #include "fake_launch.h"
+#include "test_ports.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -38,14 +39,15 @@ static bool port_is_free(int port)
 int fake_free_port(void)
 {
 	static int next;
-	int i;
+	int i, low, high;
 
-	if (next == 0)
-		next = 20000 + (int)((unsigned)getpid() * 7919u % 9000u);
-	for (i = 0; i < 9000; i++) {
+	test_port_range(&low, &high);
+	if (next < low || next > high)
+		next = low + (int)((unsigned)getpid() * 7919u % (unsigned)(high - low + 1));
+	for (i = 0; i <= high - low; i++) {
 		int p = next++;
-		if (next >= 29990)
-			next = 20000;
+		if (next > high)
+			next = low;
 		if (port_is_free(p))
 			return p;
 	}

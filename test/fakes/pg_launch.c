@@ -16,17 +16,20 @@
 #include <libpq-fe.h>
 
 #include "pg_launch.h"
+#include "test_ports.h"
 
 int pg_free_port(void)
 {
 	static bool seeded;
+	int low, high;
 
+	test_port_range(&low, &high);
 	if (!seeded) {
 		srand((unsigned)time(NULL) ^ (unsigned)getpid());
 		seeded = true;
 	}
 	for (int tries = 0; tries < 200; tries++) {
-		int port = 20000 + rand() % 10000;
+		int port = low + rand() % (high - low + 1);
 		int fd = socket(AF_INET, SOCK_STREAM, 0);
 		struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
 		int ok;
