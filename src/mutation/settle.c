@@ -1089,6 +1089,22 @@ static bool settle_sync_pass_hook(struct settle *s)
 	return s->t.synced;
 }
 
+/*
+ * The intent cannot be settled by asking the API: the sync worker's next pass will bring the
+ * table to the API's state (outcome), or, without one, it waits for it (why, and e is marked).
+ */
+static void leave_to_sync(struct settle *s, struct entry *e, const char *outcome, const char *why)
+{
+	if (settle_sync_pass_hook(s)) {
+		s->outcome = outcome;
+		finish_cur(s);
+		return;
+	}
+	if (e != NULL)
+		e->waits_sync = true;
+	cur_fail(s, why);
+}
+
 static void on_claimed(void *arg, struct pgc *pc, PGresult *res, const char *error)
 {
 	struct settle *s = arg;
@@ -1169,16 +1185,8 @@ static void on_claimed(void *arg, struct pgc *pc, PGresult *res, const char *err
 			return;
 		}
 		if (!api_can_read(s->t.api)) {
-			if (settle_sync_pass_hook(s)) {
-				s->outcome =
-				        "the API cannot read by id: left to the sync worker's next pass";
-				finish_cur(s);
-				return;
-			}
-			cur_fail(s,
-			         "the API cannot read records by id: waiting for the sync worker");
-			if (e != NULL)
-				e->waits_sync = true;
+			leave_to_sync(s, e, "the API cannot read by id: left to the sync worker's next pass",
+			              "the API cannot read records by id: waiting for the sync worker");
 			return;
 		}
 		s->outcome = "the table has the API's current state of the records";
@@ -1194,16 +1202,8 @@ static void on_claimed(void *arg, struct pgc *pc, PGresult *res, const char *err
 			return;
 		}
 		if (!api_can_read(s->t.api)) {
-			if (settle_sync_pass_hook(s)) {
-				s->outcome =
-				        "the API cannot read by id: left to the sync worker's next pass";
-				finish_cur(s);
-				return;
-			}
-			cur_fail(s,
-			         "the API cannot read records by id: waiting for the sync worker");
-			if (e != NULL)
-				e->waits_sync = true;
+			leave_to_sync(s, e, "the API cannot read by id: left to the sync worker's next pass",
+			              "the API cannot read records by id: waiting for the sync worker");
 			return;
 		}
 		s->outcome =
@@ -1230,15 +1230,9 @@ static void on_claimed(void *arg, struct pgc *pc, PGresult *res, const char *err
 			cur_fail(s, "could not repeat the insert");
 		return;
 	}
-	if (settle_sync_pass_hook(s)) {
-		s->outcome = "left to the sync worker's next pass";
-		finish_cur(s);
-		return;
-	}
-	if (e != NULL)
-		e->waits_sync = true;
-	cur_fail(s, "the API gives no way to find the created record: waiting for the sync "
-	            "worker's next pass");
+	leave_to_sync(s, e, "left to the sync worker's next pass",
+	              "the API gives no way to find the created record: waiting for the sync "
+	              "worker's next pass");
 }
 
 static void cand_next(struct settle *s)
