@@ -399,6 +399,12 @@ bool api_url_escape(const char *s, char *buf, size_t size, size_t *used)
  */
 bool api_url_escape_segment(const char *s, char *buf, size_t size, size_t *used)
         __attribute__((warn_unused_result));
+/*
+ * A URL in memory of its own (the caller frees it): the prefix made from fmt, then the nsegs
+ * segments, each escaped by api_url_escape_segment() and joined by '/'. NULL when out of memory.
+ */
+char *api_url_join(const char *const *segs, int nsegs, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4), warn_unused_result));
 /* Value of key in kv (last one wins), or NULL. */
 const char *api_kv_get(const struct cf_kv *kv, int nkv, const char *key);
 /*

@@ -362,7 +362,7 @@ static bool at_build_read(const struct connector *c, const struct api_table *t, 
                           struct api_error *err)
 {
 	const struct at_priv *p = c->priv;
-	size_t ulen = strlen(c->base_url) + 3 * strlen(t->object) + 3 * strlen(id) + 96, used;
+	const char *segs[] = {t->object, id};
 
 	(void)fields;
 	(void)nfields;
@@ -371,21 +371,13 @@ static bool at_build_read(const struct connector *c, const struct api_table *t, 
 		              c->name, t->name);
 		return false;
 	}
-	out->url = malloc(ulen);
-	if (out->url == NULL)
-		goto oom;
-	used = (size_t)snprintf(out->url, ulen, "%s/v0/%s/", c->base_url, p->base_id);
-	if (!api_url_escape_segment(t->object, out->url, ulen, &used) || used + 2 > ulen)
-		goto oom;
-	out->url[used++] = '/';
-	out->url[used] = '\0';
-	if (!api_url_escape_segment(id, out->url, ulen, &used))
-		goto oom;
+	out->url = api_url_join(segs, 2, "%s/v0/%s/", c->base_url, p->base_id);
+	if (out->url == NULL) {
+		api_error_set(err, API_ERR_INTERNAL, "out of memory");
+		return false;
+	}
 	out->method = HTTP_GET;
 	return true;
-oom:
-	api_error_set(err, API_ERR_INTERNAL, "out of memory");
-	return false;
 }
 
 /*

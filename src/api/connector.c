@@ -512,6 +512,40 @@ bool api_url_escape_segment(const char *s, char *buf, size_t size, size_t *used)
 	return true;
 }
 
+char *api_url_join(const char *const *segs, int nsegs, const char *fmt, ...)
+{
+	va_list ap;
+	size_t size, used;
+	char *url;
+	int n, i;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return NULL;
+	size = (size_t)n + 1;
+	for (i = 0; i < nsegs; i++)
+		size += 3 * strlen(segs[i]) + 4; /* every byte encoded, the '/', room to check */
+	url = malloc(size);
+	if (url == NULL)
+		return NULL;
+	va_start(ap, fmt);
+	used = (size_t)vsnprintf(url, size, fmt, ap);
+	va_end(ap);
+	for (i = 0; i < nsegs; i++) {
+		if (i > 0) {
+			url[used++] = '/';
+			url[used] = '\0';
+		}
+		if (!api_url_escape_segment(segs[i], url, size, &used)) {
+			free(url);
+			return NULL;
+		}
+	}
+	return url;
+}
+
 /* ---- rows ---- */
 
 const struct api_value *api_image_get(const struct api_row_image *img, const char *column)

@@ -485,29 +485,21 @@ static bool sf_build_read(const struct connector *c, const struct api_table *t, 
                           struct api_error *err)
 {
 	const struct sf_priv *p = c->priv;
-	size_t ulen = strlen(c->base_url) + 3 * strlen(t->object) + 3 * strlen(id) + 64, used;
+	const char *segs[] = {t->object, id};
 
 	if (t->object[0] == '\0') {
 		api_error_set(err, API_ERR_INTERNAL, "%s: table %s has no object= (e.g. Contact)",
 		              c->name, t->name);
 		return false;
 	}
-	out->url = malloc(ulen);
-	if (out->url == NULL)
-		goto oom;
-	used = (size_t)snprintf(out->url, ulen, "%s/services/data/%s/sobjects/", c->base_url,
+	out->url = api_url_join(segs, 2, "%s/services/data/%s/sobjects/", c->base_url,
 	                        p->api_version);
-	if (!api_url_escape_segment(t->object, out->url, ulen, &used) || used + 2 > ulen)
-		goto oom;
-	out->url[used++] = '/';
-	out->url[used] = '\0';
-	if (!api_url_escape_segment(id, out->url, ulen, &used))
-		goto oom;
+	if (out->url == NULL) {
+		api_error_set(err, API_ERR_INTERNAL, "out of memory");
+		return false;
+	}
 	out->method = HTTP_GET;
 	return true;
-oom:
-	api_error_set(err, API_ERR_INTERNAL, "out of memory");
-	return false;
 }
 
 static void sf_parse_read(const struct connector *c, const struct api_table *t, const char *id,
@@ -564,7 +556,7 @@ static bool sf_build_find(const struct connector *c, const struct api_table *t, 
 {
 	const struct sf_priv *p = c->priv;
 	char field[128];
-	size_t ulen, used;
+	const char *segs[] = {t->object, field, value};
 
 	(void)fields;
 	(void)nfields;
@@ -574,27 +566,14 @@ static bool sf_build_find(const struct connector *c, const struct api_table *t, 
 		return false;
 	}
 	connector_field_name(c, t, t->external_id, field, sizeof(field));
-	ulen = strlen(c->base_url) + 3 * (strlen(t->object) + strlen(field) + strlen(value)) + 64;
-	out->url = malloc(ulen);
-	if (out->url == NULL)
-		goto oom;
-	used = (size_t)snprintf(out->url, ulen, "%s/services/data/%s/sobjects/", c->base_url,
+	out->url = api_url_join(segs, 3, "%s/services/data/%s/sobjects/", c->base_url,
 	                        p->api_version);
-	if (!api_url_escape_segment(t->object, out->url, ulen, &used) || used + 2 > ulen)
-		goto oom;
-	out->url[used++] = '/';
-	out->url[used] = '\0';
-	if (!api_url_escape_segment(field, out->url, ulen, &used) || used + 2 > ulen)
-		goto oom;
-	out->url[used++] = '/';
-	out->url[used] = '\0';
-	if (!api_url_escape_segment(value, out->url, ulen, &used))
-		goto oom;
+	if (out->url == NULL) {
+		api_error_set(err, API_ERR_INTERNAL, "out of memory");
+		return false;
+	}
 	out->method = HTTP_GET;
 	return true;
-oom:
-	api_error_set(err, API_ERR_INTERNAL, "out of memory");
-	return false;
 }
 
 static void sf_parse_find(const struct connector *c, const struct api_table *t, const char *value,

@@ -249,26 +249,15 @@ static bool stripe_build_read(const struct connector *c, const struct api_table 
                               const char *const *fields, int nfields, struct api_http_spec *out,
                               struct api_error *err)
 {
-	size_t ulen = strlen(c->base_url) + 3 * strlen(t->object) + 3 * strlen(id) + 16, used;
+	const char *segs[] = {t->object, id};
 
 	if (t->object[0] == '\0') {
 		api_error_set(err, API_ERR_INTERNAL, "%s: table %s has no object= (e.g. customers)",
 		              c->name, t->name);
 		return false;
 	}
-	out->url = malloc(ulen);
+	out->url = api_url_join(segs, 2, "%s/v1/", c->base_url);
 	if (out->url == NULL) {
-		api_error_set(err, API_ERR_INTERNAL, "out of memory");
-		return false;
-	}
-	used = (size_t)snprintf(out->url, ulen, "%s/v1/", c->base_url);
-	if (!api_url_escape_segment(t->object, out->url, ulen, &used) || used + 2 > ulen) {
-		api_error_set(err, API_ERR_INTERNAL, "out of memory");
-		return false;
-	}
-	out->url[used++] = '/';
-	out->url[used] = '\0';
-	if (!api_url_escape_segment(id, out->url, ulen, &used)) {
 		api_error_set(err, API_ERR_INTERNAL, "out of memory");
 		return false;
 	}
