@@ -28,9 +28,30 @@ void client_close(struct conn *client, const char *reason);
 void client_server_linked(struct conn *client);
 /* Restarts a client's relay that the query hook paused. */
 void client_resume(struct conn *client);
-/* True when the client has no server or its server has answered everything it was sent. A hook
- * returns WAIT_IDLE only when this is false. */
+/*
+ * True when the client has no server or its server has answered everything it was sent: every
+ * ReadyForQuery, and the answers to the batch in progress (up to an error). A hook returns
+ * WAIT_IDLE only when this is false.
+ */
 bool client_server_idle(const struct conn *client);
+/* True when the client has sent its server extended-protocol messages since its last Sync. */
+bool client_server_in_batch(const struct conn *client);
+/* True when the client's server reported an error in that batch: it skips to the Sync. */
+bool client_server_batch_failed(const struct conn *client);
+/*
+ * Makes the client's server fail the batch in progress, as an error of the client's would: its
+ * ordinary statements roll back at the Sync (a transaction block aborts). The client has been
+ * told its error already: the server's own is dropped. Only when the server has answered all
+ * of the batch, without error, and nothing of the client's waits to be relayed; false (nothing
+ * sent) otherwise.
+ */
+bool client_abort_server_batch(struct conn *client) __attribute__((warn_unused_result));
+/*
+ * Counts the client's server in the batch in progress although nothing was relayed to it yet
+ * (a transaction block that a batch's error must abort). False without a linked server that
+ * owes no ReadyForQuery.
+ */
+bool client_server_join_batch(struct conn *client) __attribute__((warn_unused_result));
 /* The client's transaction status as its next ReadyForQuery would say ('I', 'T' or 'E'). */
 char client_txn_status(const struct conn *client);
 /*

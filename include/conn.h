@@ -149,6 +149,17 @@ struct conn {
 	bool checking;         /* consuming the answer to server_check_query */
 	bool at_rfq;           /* the last thing relayed was ReadyForQuery: a release point */
 	bool release_deferred; /* released while a cancel was in flight: hold it back */
+	/*
+	 * The extended-protocol batch the client has sent since its last Sync (or Query): its
+	 * Parse/Bind/Describe/Execute/Close messages still owed an answer (answers are counted
+	 * once every earlier Sync is answered: they are this batch's), whether the server
+	 * reported an error in it (it then skips to the Sync), and whether that error is one the
+	 * query hook asked for (client_abort_server_batch()) and the client must not see.
+	 */
+	uint32_t batch_owed;
+	bool batch_open;
+	bool batch_failed;
+	bool batch_swallow_error;
 	bool logged_in;
 	struct ps_server *pss; /* statements prepared on this backend (NULL: none) */
 	/*

@@ -50,6 +50,7 @@ enum ps_result {
 	PS_CONSUMED, /* replaced by what was queued to the server */
 	PS_FLUSH,    /* relay what is pending first, then offer the packet again */
 	PS_FAIL,     /* out of memory or a limit: the client must be closed (msg says why) */
+	PS_REPLACED, /* server answer only: dropped, and the client's own answer queued to it */
 };
 const char *ps_result_str(enum ps_result r);
 
@@ -65,7 +66,10 @@ enum ps_result ps_client_packet(struct conn *client, struct conn *server,
 
 /* Whether a server answer of this type needs ps_server_packet() (and complete packets). */
 bool ps_server_wants(const struct conn *server, uint8_t type);
-/* A complete server answer; PS_CONSUMED means drop it (something may have been queued). */
+/*
+ * A complete server answer; PS_CONSUMED means drop it (something may have been queued),
+ * PS_REPLACED drop it: the client's answer was queued in its place.
+ */
 enum ps_result ps_server_packet(struct conn *server, const struct sbuf_pkt *pkt);
 /* The server's prepared statements are gone (DISCARD ALL, reset query). */
 void ps_server_forget_all(struct conn *server);

@@ -58,7 +58,10 @@ struct sbuf_pkt {
 
 struct sbuf_ops {
 	enum sbuf_action (*packet)(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt);
-	/* Everything parsed so far has been written to dst (may be NULL). */
+	/*
+	 * Everything parsed so far has been written to dst, after a round that relayed bytes or
+	 * whose owner used a packet (may be NULL).
+	 */
 	void (*flushed)(void *owner, struct sbuf *sb);
 	/* EOF, socket error, malformed packet: the owner must close. reason is for the log;
 	 * sb->protocol_violation tells a malformed or over-long packet from a socket problem. */
@@ -83,6 +86,7 @@ struct sbuf {
 	bool eof;
 	bool protocol_violation; /* the last failure was a malformed or over-long packet */
 	bool scan_packet;        /* the packet being forwarded goes through ops->scan */
+	bool round_used;         /* the owner used a packet in this round (ops->flushed after it) */
 	bool ev_ready, reading, writing;
 	bool write_oom; /* ev_write could not be made: fails from the next read event */
 	bool collecting_big;

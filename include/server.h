@@ -26,6 +26,13 @@ void server_link(struct conn *server, struct conn *client);
 void server_release(struct conn *server);
 /* True when the server has answered everything it was sent (no ReadyForQuery owed). */
 bool server_is_ready(const struct conn *server);
+/* A client message of this type was relayed to server: the batch's answers owed. */
+void server_batch_sent(struct conn *server, uint8_t type);
+/*
+ * True when the server owes answers to the batch the client is sending (no error ended it):
+ * a Flush makes it send them.
+ */
+bool server_batch_owes(const struct conn *server);
 /*
  * Sends a CancelRequest for server's backend over a new connection. Until PostgreSQL has
  * answered it (or cancel_wait_timeout passed), the server is not handed to another client, so a

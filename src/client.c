@@ -488,7 +488,48 @@ void client_resume(struct conn *c)
 
 bool client_server_idle(const struct conn *c)
 {
-	return c->link == NULL || server_is_ready(c->link);
+	return c->link == NULL || (server_is_ready(c->link) && !server_batch_owes(c->link));
+}
+
+bool client_server_in_batch(const struct conn *c)
+{
+	return c->link != NULL && c->link->batch_open;
+}
+
+bool client_server_batch_failed(const struct conn *c)
+{
+	return c->link != NULL && c->link->batch_open && c->link->batch_failed;
+}
+
+/* A Parse that PostgreSQL always refuses (a syntax error, or a name already in use). */
+static const uint8_t abort_parse[] = "P\0\0\0\x2a"
+                                     "syncbouncer abort\0"
+                                     "syncbouncer abort\0"
+                                     "\0\0";
+
+bool client_abort_server_batch(struct conn *c)
+{
+	struct conn *s = c->link;
+
+	_Static_assert(sizeof(abort_parse) - 1 == 43, "the Parse's length");
+	if (s == NULL || !s->batch_open || s->batch_failed || s->batch_owed > 0 ||
+	    s->expect_rfq != 0 || sbuf_has_pending(&c->sbuf) ||
+	    !sbuf_queue(&s->sbuf, abort_parse, sizeof(abort_parse) - 1))
+		return false;
+	s->batch_owed++;
+	s->batch_swallow_error = true;
+	return true;
+}
+
+bool client_server_join_batch(struct conn *c)
+{
+	struct conn *s = c->link;
+
+	if (s == NULL || s->expect_rfq != 0)
+		return false;
+	s->batch_open = true;
+	s->at_rfq = false;
+	return true;
 }
 
 char client_txn_status(const struct conn *c)
@@ -831,7 +872,8 @@ static enum sbuf_action refuse_too_big(struct conn *c, const struct sbuf_pkt *pk
  */
 static enum sbuf_action refuse_set_config_call(struct conn *c)
 {
-	return answer_and_skip(c, "42501", "setting syncbouncer.* is not allowed through syncbouncer",
+	return answer_and_skip(c, "42501",
+	                       "setting syncbouncer.* is not allowed through syncbouncer",
 	                       "A FunctionCall message of set_config() is refused.",
 	                       "Use SET or set_config() in a statement.");
 }
@@ -884,6 +926,17 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 				             "query hook waited for an idle server twice");
 				return SBUF_CLOSED;
 			}
+			if (server_batch_owes(c->link)) {
+				/* PostgreSQL holds a batch's answers until Sync or Flush: ask for
+				 * them, after what was relayed before */
+				static const uint8_t flush[5] = {'H', 0, 0, 0, 4};
+				if (sbuf_has_pending(&c->sbuf))
+					return SBUF_FLUSH;
+				if (!sbuf_queue(&c->link->sbuf, flush, sizeof(flush))) {
+					client_close(c, "could not send a Flush to the server");
+					return SBUF_CLOSED;
+				}
+			}
 			c->wait_server_idle = true;
 			return SBUF_PAUSE;
 		}
@@ -913,7 +966,9 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 		case PS_PASS:
 			break;
 		case PS_CONSUMED:
+		case PS_REPLACED:
 			server->at_rfq = false;
+			server_batch_sent(server, pkt->type);
 			if (pkt->type == 'Q') { /* rewritten, still owes a ReadyForQuery */
 				server->expect_rfq++;
 				c->pool->query_count++;
@@ -928,6 +983,7 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 		}
 	}
 	server->at_rfq = false;
+	server_batch_sent(server, pkt->type);
 	switch (pkt->type) {
 	case 'Q':
 	case 'S':

@@ -102,6 +102,8 @@ const char *ps_result_str(enum ps_result r)
 		return "flush";
 	case PS_FAIL:
 		return "fail";
+	case PS_REPLACED:
+		return "replaced";
 	}
 	return "?";
 }
@@ -1079,7 +1081,7 @@ enum ps_result ps_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 		fifo_pop(s->pool->ps, pss);
 		if (!sbuf_queue(&s->link->sbuf, parse_complete, sizeof(parse_complete)))
 			return PS_FAIL;
-		return PS_CONSUMED;
+		return PS_REPLACED;
 	}
 	return PS_PASS;
 }

@@ -877,6 +877,7 @@ static bool next_packet(struct sbuf *sb, bool *need_more)
 			fail(sb, "packet handler consumed an incomplete packet");
 			return false;
 		}
+		sb->round_used = true;
 		/* fallthrough */
 	case SBUF_SKIP:
 	case SBUF_SEND:
@@ -905,6 +906,7 @@ static void sbuf_process(struct sbuf *sb)
 	}
 	/* while the round runs, its dst (also one linked during it: sbuf_set_dst()) gathers */
 	sb->in_process++;
+	sb->round_used = false;
 	if (sb->dst != NULL)
 		sb->dst->gathering++;
 	while (!sb->paused && !sb->blocked && sb->fd >= 0) {
@@ -948,7 +950,7 @@ static void sbuf_process(struct sbuf *sb)
 	update_read_event(sb);
 	sb->in_process--;
 	gather_end(sb->dst);
-	if (sent_any && sb->ops->flushed != NULL)
+	if ((sent_any || sb->round_used) && sb->ops->flushed != NULL)
 		sb->ops->flushed(sb->owner, sb);
 	return;
 out:

@@ -50,6 +50,75 @@ bool server_is_ready(const struct conn *s)
 	       !sbuf_has_pending(&s->sbuf);
 }
 
+/*
+ * The batch bookkeeping (include/conn.h, batch_*): every Parse, Bind, Describe, Execute and
+ * Close relayed owes one answer that ends it (ParseComplete, BindComplete, RowDescription or
+ * NoData, CommandComplete, EmptyQueryResponse or PortalSuspended, CloseComplete; CopyInResponse
+ * for an Execute of COPY FROM STDIN, whose CopyDone or CopyFail owes the CommandComplete); an
+ * ErrorResponse ends the batch. A Sync, Query or FunctionCall starts a new one.
+ */
+void server_batch_sent(struct conn *s, uint8_t type)
+{
+	switch (type) {
+	case 'S':
+	case 'Q':
+	case 'F':
+		/* batch_swallow_error stays: the hook's Parse that fails is followed by the Sync */
+		s->batch_owed = 0;
+		s->batch_open = s->batch_failed = false;
+		return;
+	case 'P':
+	case 'B':
+	case 'D':
+	case 'E':
+	case 'C':
+	case 'c':
+	case 'f':
+		s->batch_owed++;
+		s->batch_open = true;
+		return;
+	default:
+		return;
+	}
+}
+
+bool server_batch_owes(const struct conn *s)
+{
+	return s->batch_owed > 0 && !s->batch_failed;
+}
+
+/* An answer of the server on its way to the client. False: drop it (the hook's own error). */
+static bool batch_answered(struct conn *s, uint8_t type)
+{
+	if (type == 'E' && s->batch_swallow_error) {
+		/* nothing was owed before that Parse: the server's next error is its answer */
+		s->batch_swallow_error = false;
+		return false;
+	}
+	if (!s->batch_open || s->expect_rfq > 0)
+		return true; /* an answer to an earlier batch, or no batch */
+	switch (type) {
+	case 'E':
+		s->batch_owed = 0;
+		s->batch_failed = true;
+		return true;
+	case '1':
+	case '2':
+	case '3':
+	case 'T':
+	case 'n':
+	case 'C':
+	case 'I':
+	case 's':
+	case 'G':
+		if (s->batch_owed > 0)
+			s->batch_owed--;
+		return true;
+	default:
+		return true;
+	}
+}
+
 static void forget_cancels(struct conn *s);
 
 static uint64_t age_seconds(const struct conn *s)
@@ -532,7 +601,8 @@ void server_release(struct conn *s)
 
 	if (s->state == CONN_JUSTFREE)
 		return;
-	if (!server_is_ready(s) || s->txn_status != 'I') {
+	/* a batch without its Sync holds an open transaction: nobody else may commit it */
+	if (!server_is_ready(s) || s->txn_status != 'I' || s->batch_open) {
 		server_close(s, "server was not ready at release");
 		return;
 	}
@@ -856,6 +926,9 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 			break;
 		case PS_CONSUMED:
 			return SBUF_CONSUMED;
+		case PS_REPLACED:
+			(void)batch_answered(s, '1');
+			return SBUF_CONSUMED;
 		case PS_FLUSH:
 			return SBUF_FLUSH;
 		case PS_FAIL:
@@ -863,6 +936,8 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 			return SBUF_CLOSED;
 		}
 	}
+	if (!own && !batch_answered(s, pkt->type))
+		return SBUF_SKIP;
 	switch (pkt->type) {
 	case 'Z':
 		if (!pkt->complete)
@@ -964,7 +1039,7 @@ static void server_flushed(void *owner, struct sbuf *sb)
 	struct conn *c = s->link;
 
 	(void)sb;
-	if (c != NULL && c->wait_server_idle && server_is_ready(s)) {
+	if (c != NULL && c->wait_server_idle && client_server_idle(c)) {
 		c->wait_server_idle = false;
 		client_resume(c);
 		return;

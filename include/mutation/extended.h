@@ -1,7 +1,9 @@
 /*
  * extended — extended-protocol batches (Parse/Bind/Describe/Execute/Close up to Sync) that write
  * synced tables: collected message by message, each group run at its Execute through the
- * pipeline and answered as PostgreSQL would. Internal to src/mutation/.
+ * pipeline and answered as PostgreSQL would; the batch's other messages go to the client's
+ * server in order, as one implicit transaction that the batch's first error rolls back.
+ * Internal to src/mutation/.
  */
 #ifndef SB_MUTATION_EXTENDED_H
 #define SB_MUTATION_EXTENDED_H
@@ -17,8 +19,10 @@ struct mut_client;
 struct sbuf_pkt;
 struct synced;
 
-/* An extended-protocol sequence (Parse/Bind/Describe/Execute/Close up to Sync) being collected. */
-/* Where a batch is; only ext_set_phase() moves it (ext_reset() ends it). */
+/*
+ * An extended-protocol batch (Parse/Bind/Describe/Execute/Close up to Sync) the hook has taken
+ * over. Where it is; only ext_set_phase() moves it (ext_reset() ends it).
+ */
 enum ext_phase {
 	EXT_NONE,       /* no batch: the client's messages go to the server (or start one) */
 	EXT_COLLECTING, /* a group's Parse/Bind/Describe/Close, up to its Execute */
@@ -31,6 +35,10 @@ const char *ext_phase_str(enum ext_phase p);
 struct ext_seq {
 	enum ext_phase phase;
 	bool ran; /* a group of this batch was executed (the Sync answers ReadyForQuery alone) */
+	/* the client's server takes part in the batch: ordinary messages of it went there, and
+	 * the server answers its Sync */
+	bool server_used;
+	char *portal; /* the portal the group's Bind made (NULL: none, or the server's since) */
 	bool parse_sent, bind_sent; /* ParseComplete/BindComplete went out early (Flush) */
 	/* the current group's messages, each owing its answer */
 	bool parse, bind, describe_portal, describe_stmt, close;
@@ -67,6 +75,11 @@ bool ext_statement_description(const struct ext_seq *e, char **out, size_t *len)
 void ext_describe_client_gone(struct mut_client *mc);
 /* Stops every Describe in flight of sy (its connections are closed). */
 void ext_describes_stop(struct synced *sy);
+/*
+ * Takes over the client's batch at a message that writes a synced table: the batch may have
+ * sent ordinary messages to the server already (the server must have answered them).
+ */
+void ext_begin(struct conn *c, struct mut_client *mc);
 /* One message of a batch the hook has taken over: what the core does with it. */
 enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_client *mc,
                              const struct sbuf_pkt *pkt);

@@ -166,6 +166,8 @@ struct mutation {
 	bool escaped;          /* the answer carries the NOTICE that the write escaped that block */
 	bool in_string;        /* ordinary statements of its query string follow (one implicit
 	                          transaction on the server that cannot undo this write) */
+	bool in_batch; /* ordinary statements of its extended batch went to the server before it
+	                  (their implicit transaction cannot undo this write) */
 	bool no_ready; /* an Execute inside a batch: the Sync that follows answers ReadyForQuery */
 	bool parse_complete, bind_complete, describe_portal;
 	/* the answer to a Describe of the statement: ParameterDescription, RowDescription/NoData */

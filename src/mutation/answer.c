@@ -31,12 +31,16 @@ void answer_notices(const struct mutation *m, struct pktbuf *pb)
 	}
 	if (m->escaped) {
 		/* what the transaction block (or the string's implicit one) cannot hold back */
-		snprintf(msg, sizeof(msg),
-		         m->in_block
-		                 ? "sent to %s outside the transaction: ROLLBACK will not undo it"
-		                 : "sent to %s outside the transaction: an error later in the "
-		                   "query string will not undo it",
-		         api_name(m->st->api));
+		snprintf(
+		        msg, sizeof(msg),
+		        m->in_block
+		                ? "sent to %s outside the transaction: ROLLBACK will not undo it"
+		        : m->in_batch
+		                ? "sent to %s outside the transaction: an error later in the batch "
+		                  "will not undo it"
+		                : "sent to %s outside the transaction: an error later in the query "
+		                  "string will not undo it",
+		        api_name(m->st->api));
 		pktbuf_write_notice(pb, "00000", msg);
 	}
 }
@@ -336,8 +340,7 @@ void answer_map_api_error(const struct api_error *ae, const char *api, const cha
 		         "%s%s The request was sent; whether %s applied the %s is unknown. Nothing "
 		         "was written to the database yet: it is journal entry %lld, settled by "
 		         "asking %s.",
-		         ae->message, sentence_end(ae->message), api, wr, intent_id,
-		         api);
+		         ae->message, sentence_end(ae->message), api, wr, intent_id, api);
 	else
 		snprintf(detail, sizeof(out->detail), "%s", ae->message);
 	if (ae->local && (ae->cls == API_ERR_VALIDATION || ae->cls == API_ERR_REQUIRED ||

@@ -54,6 +54,7 @@ void ext_reset(struct ext_seq *e)
 	free(e->types);
 	free(e->sql);
 	free(e->describe_name);
+	free(e->portal);
 	PQclear(e->desc);
 	memset(e, 0, sizeof(*e));
 }
@@ -311,7 +312,8 @@ static void describe_free(struct describe_job *job)
 
 static void describe_fail(struct describe_job *job, const char *sqlstate, const char *msg)
 {
-	_Static_assert(sizeof(job->sqlstate) == 6 && sizeof(job->message) == 256, "failure buffers");
+	_Static_assert(sizeof(job->sqlstate) == 6 && sizeof(job->message) == 256,
+	               "failure buffers");
 	keep_first_failure(&job->failed, job->sqlstate, job->message, sqlstate, msg);
 }
 
@@ -566,46 +568,95 @@ bool ext_statement_description(const struct ext_seq *e, char **out, size_t *len)
 	return true;
 }
 
-/* Answers a sequence that executes nothing (Parse/Describe/Close + Sync), or a failed one. */
-static void ext_answer_now(struct conn *c, struct ext_seq *e)
+/*
+ * What the group owes before its Execute (ParseComplete, the statement's description,
+ * BindComplete, the portal's description, CloseComplete), in the order the client asked, put
+ * into pb and marked as sent: they are never sent twice. describe_start() gave e->desc for the
+ * descriptions.
+ */
+static void ext_put_owed(struct pktbuf *pb, struct ext_seq *e)
+{
+	if (e->parse && !e->parse_sent)
+		pktbuf_write_simple(pb, PQMSG_PARSE_COMPLETE);
+	if (e->describe_stmt && !e->describe_stmt_after_bind && e->desc != NULL)
+		put_statement_description(pb, e->desc);
+	if (e->bind && !e->bind_sent)
+		pktbuf_write_simple(pb, PQMSG_BIND_COMPLETE);
+	if (e->describe_stmt && e->describe_stmt_after_bind && e->desc != NULL)
+		put_statement_description(pb, e->desc);
+	if (e->describe_portal && e->desc != NULL)
+		put_row_description(pb, e->desc, e->result_format);
+	if (e->close) {
+		pktbuf_start_msg(pb, PQMSG_CLOSE_COMPLETE);
+		pktbuf_finish_msg(pb);
+	}
+	e->parse_sent = e->parse;
+	e->bind_sent = e->bind;
+	e->describe_stmt = e->describe_portal = e->close = false;
+}
+
+/* True when the group owes the client answers that only the hook can give. */
+static bool ext_owes(const struct ext_seq *e)
+{
+	return e->failed || (e->parse && !e->parse_sent) || (e->bind && !e->bind_sent) ||
+	       e->describe_stmt || e->describe_portal || e->close;
+}
+
+/*
+ * Answers what the group owes (or its failure) without ReadyForQuery: the batch goes on, on
+ * the server. After a failure the rest of the batch is skipped.
+ */
+static void ext_answer_owed(struct conn *c, struct ext_seq *e)
 {
 	struct pktbuf pb;
 
 	pktbuf_init(&pb, 1024 * 1024);
 	if (e->failed) {
 		pktbuf_write_error(&pb, "ERROR", e->sqlstate, e->message, NULL, NULL);
+		ext_set_phase(e, EXT_SKIPPING);
 	} else {
-		/* in the order the client asked: Parse, Describe of the statement, Bind, Describe
-		 * of the portal (describe_start() gave e->desc for both) */
-		if (e->parse && !e->parse_sent)
-			pktbuf_write_simple(&pb, PQMSG_PARSE_COMPLETE);
-		if (e->describe_stmt && !e->describe_stmt_after_bind && e->desc != NULL)
-			put_statement_description(&pb, e->desc);
-		if (e->bind && !e->bind_sent)
-			pktbuf_write_simple(&pb, PQMSG_BIND_COMPLETE);
-		if (e->describe_stmt && e->describe_stmt_after_bind && e->desc != NULL)
-			put_statement_description(&pb, e->desc);
-		if (e->describe_portal && e->desc != NULL)
-			put_row_description(&pb, e->desc, e->result_format);
-		if (e->close) {
-			pktbuf_start_msg(&pb, PQMSG_CLOSE_COMPLETE);
-			pktbuf_finish_msg(&pb);
-		}
+		ext_put_owed(&pb, e);
 	}
+	if (pb.len > 0 && (pktbuf_failed(&pb) || !client_queue(c, &pb)))
+		client_close(c, "could not send an answer");
+	pktbuf_free(&pb);
+}
+
+/* Answers a sequence that executes nothing (Parse/Describe/Close + Sync), or a failed one. */
+static void ext_answer_now(struct conn *c, struct ext_seq *e)
+{
+	struct pktbuf pb;
+
+	pktbuf_init(&pb, 1024 * 1024);
+	if (e->failed)
+		pktbuf_write_error(&pb, "ERROR", e->sqlstate, e->message, NULL, NULL);
+	else
+		ext_put_owed(&pb, e);
 	pktbuf_write_ready(&pb, client_txn_status(c));
 	if (pktbuf_failed(&pb) || !client_queue(c, &pb))
 		client_close(c, "could not send an answer");
 	pktbuf_free(&pb);
 }
 
+void ext_begin(struct conn *c, struct mut_client *mc)
+{
+	struct ext_seq *e = &mc->ext;
+
+	ext_set_phase(e, EXT_COLLECTING);
+	e->server_used = client_server_in_batch(c);
+	if (client_server_batch_failed(c))
+		ext_set_phase(e, EXT_SKIPPING); /* an error of the batch skips to its Sync */
+}
+
 /* Forgets the current group (statement, parameters, flags), keeping the batch's state. */
 static void ext_new_group(struct ext_seq *e)
 {
-	bool ran = e->ran;
+	bool ran = e->ran, server_used = e->server_used;
 	enum ext_phase phase = e->phase == EXT_SKIPPING ? EXT_SKIPPING : EXT_COLLECTING;
 
 	ext_reset(e);
 	e->ran = ran;
+	e->server_used = server_used;
 	e->phase = phase;
 }
 
@@ -617,84 +668,243 @@ static enum hook_verdict ext_leave(struct conn *c, struct mut_client *mc)
 	return HOOK_PASS;
 }
 
-/* Sends what a group answers before its Execute when the client flushes early. */
-static void ext_flush(struct conn *c, struct ext_seq *e)
+/*
+ * Before the hook writes to the client, the server must have answered what the batch sent it,
+ * so that answers keep the order of the messages. WAIT_IDLE: the core asks the server for its
+ * answers (Flush) and shows the message again once they are relayed. CONSUME: the server
+ * reported an error, which skips the rest of the batch (the message included). PASS: go on.
+ */
+static enum hook_verdict ext_catch_up(struct conn *c, struct ext_seq *e)
 {
-	struct pktbuf pb;
+	if (!client_server_idle(c))
+		return HOOK_WAIT_IDLE;
+	if (e->server_used && client_server_batch_failed(c)) {
+		ext_set_phase(e, EXT_SKIPPING);
+		return HOOK_CONSUME;
+	}
+	return HOOK_PASS;
+}
 
-	if (e->phase == EXT_SKIPPING || e->failed ||
-	    ((!e->parse || e->parse_sent) && (!e->bind || e->bind_sent)))
-		return;
-	pktbuf_init(&pb, 64);
-	if (e->parse && !e->parse_sent)
-		pktbuf_write_simple(&pb, PQMSG_PARSE_COMPLETE);
-	if (e->bind && !e->bind_sent)
-		pktbuf_write_simple(&pb, PQMSG_BIND_COMPLETE);
-	e->parse_sent = e->parse;
-	e->bind_sent = e->bind;
-	if (!client_queue(c, &pb))
-		client_close(c, "could not send an answer");
-	pktbuf_free(&pb);
+/* True when a Describe the group owes still needs PostgreSQL's description. */
+static bool ext_needs_description(const struct ext_seq *e)
+{
+	return !e->failed && (e->describe_stmt || e->describe_portal) && e->desc == NULL;
+}
+
+/*
+ * A message of the batch that is not the hook's: it goes to the server, after what the hook
+ * owes for the messages before it (the server's earlier answers first). The hook stays in
+ * charge of the batch up to its Sync.
+ */
+static enum hook_verdict ext_to_server(struct synced *sy, struct conn *c, struct mut_client *mc,
+                                       const struct sbuf_pkt *pkt)
+{
+	struct ext_seq *e = &mc->ext;
+	const char *stmt = NULL, *portal = NULL;
+	const char *sql;
+	size_t sql_len;
+	uint16_t n;
+
+	if (ext_owes(e)) {
+		enum hook_verdict v = ext_catch_up(c, e);
+		if (v != HOOK_PASS)
+			return v;
+		if (ext_needs_description(e)) {
+			if (describe_start(sy, c, mc))
+				return HOOK_PAUSE; /* this message comes back when it is there */
+		}
+		ext_answer_owed(c, e);
+		if (e->phase == EXT_SKIPPING)
+			return HOOK_CONSUME; /* the hook's error skips this message too */
+	}
+	if (pkt->type == PQMSG_PARSE &&
+	    proto_parse_parse(pkt->body, pkt->body_len, &stmt, &sql, &sql_len, &n))
+		mc_drop_stmt(mc, stmt); /* the server's statement of that name from now on */
+	else if (pkt->type == PQMSG_BIND &&
+	         proto_parse_msg_names(pkt->type, pkt->body, pkt->body_len, &stmt, &portal) &&
+	         portal != NULL && e->portal != NULL && strcmp(portal, e->portal) == 0) {
+		free(e->portal); /* the server's portal of that name from now on */
+		e->portal = NULL;
+	}
+	e->server_used = true;
+	return HOOK_PASS;
+}
+
+/* True when the portal named so is the one the group's Bind made. */
+static bool ext_portal_ours(const struct ext_seq *e, const char *portal)
+{
+	return portal != NULL && e->portal != NULL && strcmp(portal, e->portal) == 0;
+}
+
+/*
+ * Whether a message of the batch is the hook's: a Parse of a statement that writes a synced
+ * table, or a Bind, Describe, Execute or Close of such a statement or of the portal the
+ * group's Bind made. A malformed message is the hook's (it answers the error).
+ */
+static bool ext_is_ours(struct synced *sy, struct conn *c, struct mut_client *mc,
+                        const struct sbuf_pkt *pkt)
+{
+	struct ext_seq *e = &mc->ext;
+	const char *stmt = NULL, *portal = NULL;
+	const char *sql;
+	size_t sql_len;
+	uint16_t n;
+	struct stmt_class sc;
+
+	switch (pkt->type) {
+	case PQMSG_PARSE:
+		if (!proto_parse_parse(pkt->body, pkt->body_len, &stmt, &sql, &sql_len, &n))
+			return true;
+		return !hook_classify(sy, c, sql, &sc) || sc.verdict != STMT_PASS;
+	case PQMSG_BIND:
+	case PQMSG_DESCRIBE:
+	case PQMSG_CLOSE:
+	case PQMSG_EXECUTE:
+		if (!proto_parse_msg_names(pkt->type, pkt->body, pkt->body_len, &stmt, &portal))
+			return true;
+		if (pkt->type == PQMSG_BIND)
+			return mc_find_stmt(mc, stmt) != NULL;
+		if (stmt != NULL)
+			return mc_find_stmt(mc, stmt) != NULL;
+		return ext_portal_ours(e, portal);
+	default:
+		return true;
+	}
+}
+
+/*
+ * The batch's Sync. When the server took part in the batch (or a failed batch must abort the
+ * client's transaction block), the Sync goes to it after what the hook owes, and its
+ * ReadyForQuery ends the batch: its implicit transaction commits, or rolls back after an error
+ * (a hook's error is raised on the server first, unseen). Otherwise the hook answers it.
+ */
+static enum hook_verdict ext_sync(struct synced *sy, struct conn *c, struct mut_client *mc)
+{
+	struct ext_seq *e = &mc->ext;
+	bool failed = e->phase == EXT_SKIPPING || e->failed;
+
+	if (e->server_used || (failed && c->link != NULL && client_txn_status(c) == 'T')) {
+		if (!client_server_idle(c))
+			return HOOK_WAIT_IDLE;
+		if (!(e->server_used && client_server_batch_failed(c))) {
+			if (e->phase != EXT_SKIPPING && ext_owes(e)) {
+				if (ext_needs_description(e) && describe_start(sy, c, mc))
+					return HOOK_PAUSE; /* the Sync comes back when it is there
+					                    */
+				ext_answer_owed(c, e);
+			}
+			if (e->phase == EXT_SKIPPING &&
+			    ((!e->server_used && !client_server_join_batch(c)) ||
+			     !client_abort_server_batch(c))) {
+				client_close(c, "could not end a failed batch on the server");
+				return HOOK_CONSUME;
+			}
+		}
+		ext_reset(e);
+		mc_release_if_idle(c);
+		return HOOK_PASS;
+	}
+	if (e->phase == EXT_SKIPPING) {
+		struct pktbuf pb;
+		pktbuf_init(&pb, 64);
+		pktbuf_write_ready(&pb, client_txn_status(c));
+		if (!client_queue(c, &pb))
+			client_close(c, "could not send an answer");
+		pktbuf_free(&pb);
+	} else {
+		if (ext_needs_description(e) && describe_start(sy, c, mc))
+			return HOOK_PAUSE; /* this Sync comes back when the description is there */
+		ext_answer_now(c, e);
+	}
+	ext_reset(e);
+	mc_release_if_idle(c);
+	return HOOK_CONSUME;
 }
 
 /*
  * One message of an extended-protocol batch that the hook has taken over. A batch is the
- * messages up to Sync; it holds groups (Parse/Bind/Describe/Execute) that write a synced table.
- * Each group runs at its Execute and is answered then, without ReadyForQuery; the Sync answers
- * ReadyForQuery. After a failure the rest of the batch is skipped, as PostgreSQL skips to Sync.
- * A group that writes no synced table ends the batch for the hook: it and everything after it
- * go to the server, which answers the Sync.
+ * messages up to Sync; the hook runs its groups (Parse/Bind/Describe/Execute that write a
+ * synced table) and lets the others go to the server, in order: before the hook answers
+ * anything, the server has answered what it was sent, and what the hook owes is answered
+ * before the next message goes to the server. Each synced group runs at its Execute and is
+ * answered then, without ReadyForQuery. The first error, the server's or the hook's, skips the
+ * rest of the batch as PostgreSQL does; a hook's error makes the server fail its part of the
+ * batch too (its statements roll back). The Sync answers ReadyForQuery once: the server's when
+ * it took part in the batch, else the hook's.
  */
 enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_client *mc,
                              const struct sbuf_pkt *pkt)
 {
 	struct ext_seq *e = &mc->ext;
 	const char *stmt = NULL, *portal = NULL;
+	enum hook_verdict v;
 
 	if (!pkt->complete)
 		return HOOK_WAIT;
 	if (e->phase == EXT_SKIPPING && pkt->type != PQMSG_SYNC)
 		return HOOK_CONSUME;
 	switch (pkt->type) {
-	case PQMSG_PARSE: {
-		const char *sql;
-		size_t sql_len;
-		uint16_t n;
-		struct stmt_class sc;
+	case PQMSG_PARSE:
+	case PQMSG_BIND:
+	case PQMSG_DESCRIBE:
+	case PQMSG_CLOSE:
+	case PQMSG_EXECUTE:
+		if (!ext_is_ours(sy, c, mc, pkt))
+			return ext_to_server(sy, c, mc, pkt);
+		break;
+	case PQMSG_FLUSH:
+		if (!ext_owes(e))
+			return e->server_used ? HOOK_PASS : HOOK_CONSUME;
+		if ((v = ext_catch_up(c, e)) != HOOK_PASS)
+			return v;
+		/* the server was asked for its answers already: the hook's follow */
+		if (ext_needs_description(e) && describe_start(sy, c, mc))
+			return HOOK_PAUSE;
+		ext_answer_owed(c, e);
+		return HOOK_CONSUME;
+	case PQMSG_SYNC:
+		break;
+	default:
+		/* not part of an extended batch: give the rest to the server */
+		if (ext_owes(e)) {
+			if ((v = ext_catch_up(c, e)) != HOOK_PASS)
+				return v;
+			ext_answer_owed(c, e);
+		}
+		return ext_leave(c, mc);
+	}
+	if ((pkt->type == PQMSG_PARSE || pkt->type == PQMSG_BIND) && e->phase == EXT_EXECUTED &&
+	    ext_owes(e)) {
+		/* a Describe or Close after the group's Execute: answered before the next group */
+		if ((v = ext_catch_up(c, e)) != HOOK_PASS)
+			return v;
+		if (ext_needs_description(e) && describe_start(sy, c, mc))
+			return HOOK_PAUSE;
+		ext_answer_owed(c, e);
+		if (e->phase == EXT_SKIPPING)
+			return HOOK_CONSUME;
+	}
+	switch (pkt->type) {
+	case PQMSG_PARSE:
 		if (e->phase == EXT_EXECUTED)
 			ext_new_group(e);
 		if (e->parse || e->bind) {
-			ext_fail(
-			        e, "0A000",
-			        "a write to a synced table cannot be interleaved with other statements "
-			        "before its Execute");
+			ext_fail(e, "0A000",
+			         "a write to a synced table cannot be interleaved with another one "
+			         "before its Execute");
 			return HOOK_CONSUME;
-		}
-		if ((e->ran || e->close) &&
-		    proto_parse_parse(pkt->body, pkt->body_len, &stmt, &sql, &sql_len, &n) &&
-		    (!hook_classify(sy, c, sql, &sc) || sc.verdict == STMT_PASS)) {
-			if (e->close && !e->ran) {
-				struct pktbuf pb;
-				pktbuf_init(&pb, 16);
-				pktbuf_write_simple(&pb, PQMSG_CLOSE_COMPLETE);
-				if (!client_queue(c, &pb))
-					client_close(c, "could not send an answer");
-				pktbuf_free(&pb);
-			}
-			mc_drop_stmt(mc,
-			             stmt); /* the server's statement of that name from now on */
-			return ext_leave(c, mc);
 		}
 		ext_parse(sy, c, mc, pkt);
 		return HOOK_CONSUME;
-	}
 	case PQMSG_BIND:
 		if (e->phase == EXT_EXECUTED)
 			ext_new_group(e);
-		if (e->ran && !e->parse &&
-		    proto_parse_msg_names(PQMSG_BIND, pkt->body, pkt->body_len, &stmt, &portal) &&
-		    stmt != NULL && mc_find_stmt(mc, stmt) == NULL)
-			return ext_leave(c, mc);
+		if (proto_parse_msg_names(PQMSG_BIND, pkt->body, pkt->body_len, &stmt, &portal) &&
+		    portal != NULL) {
+			free(e->portal);
+			if ((e->portal = strdup(portal)) == NULL)
+				ext_fail(e, "53200", "out of memory");
+		}
 		if (!e->failed)
 			ext_bind(sy, c, mc, pkt);
 		return HOOK_CONSUME;
@@ -714,6 +924,9 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 		}
 		return HOOK_CONSUME;
 	case PQMSG_EXECUTE:
+		/* the hook answers now: what the server owes goes first */
+		if ((v = ext_catch_up(c, e)) != HOOK_PASS)
+			return v;
 		if (e->failed) {
 			answer_now(c, e->sqlstate, e->message, NULL, NULL, NULL);
 			return HOOK_CONSUME;
@@ -756,39 +969,24 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 			answer_now(c, e->sqlstate, e->message, NULL, NULL, NULL);
 			return HOOK_CONSUME;
 		}
-		if (!hook_begin_mutation(sy, c, &e->sc, e->sql, e))
-			return HOOK_CONSUME;
-		return HOOK_PAUSE;
+		v = hook_begin_mutation(sy, c, &e->sc, e->sql, e) ? HOOK_PAUSE : HOOK_CONSUME;
+		/* the write's answer carries what the group owed (or an error skips it) */
+		e->parse_sent = e->parse;
+		e->bind_sent = e->bind;
+		e->describe_stmt = e->describe_portal = false;
+		return v;
 	case PQMSG_CLOSE:
 		if (proto_parse_msg_names(PQMSG_CLOSE, pkt->body, pkt->body_len, &stmt, &portal) &&
 		    stmt != NULL)
 			mc_drop_stmt(mc, stmt);
+		else if (portal != NULL) {
+			free(e->portal);
+			e->portal = NULL;
+		}
 		e->close = true;
 		return HOOK_CONSUME;
-	case PQMSG_FLUSH:
-		ext_flush(c, e);
-		return HOOK_CONSUME;
-	case PQMSG_SYNC:
-		break;
 	default:
-		/* not part of an extended batch: give the rest to the server */
-		return ext_leave(c, mc);
+		break;
 	}
-	/* Sync */
-	if (e->ran || e->phase == EXT_SKIPPING) {
-		struct pktbuf pb;
-		pktbuf_init(&pb, 64);
-		pktbuf_write_ready(&pb, client_txn_status(c));
-		if (!client_queue(c, &pb))
-			client_close(c, "could not send an answer");
-		pktbuf_free(&pb);
-	} else {
-		if (!e->failed && (e->describe_stmt || e->describe_portal) && e->desc == NULL &&
-		    describe_start(sy, c, mc))
-			return HOOK_PAUSE; /* this Sync comes back when the description is there */
-		ext_answer_now(c, e);
-	}
-	ext_reset(e);
-	mc_release_if_idle(c);
-	return HOOK_CONSUME;
+	return ext_sync(sy, c, mc);
 }

@@ -438,7 +438,7 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 	mc = mc_get(c);
 	if (mc == NULL)
 		return HOOK_PASS;
-	ext_set_phase(&mc->ext, EXT_COLLECTING);
+	ext_begin(c, mc);
 	return ext_packet(sy, c, mc, pkt);
 }
 

@@ -441,7 +441,7 @@ static void on_committed(void *arg, struct pgc *pc, PGresult *res, const char *e
 	}
 	if (m->mc != NULL) {
 		pktbuf_init(&pb, RESPONSE_MAX);
-		m->escaped = m->in_block || m->in_string;
+		m->escaped = m->in_block || m->in_string || m->in_batch;
 		answer_write_result(&pb, m, m->result, m->result);
 		answer_send(m, &pb);
 		pktbuf_free(&pb);
@@ -1266,6 +1266,7 @@ static bool copy_params(struct mutation *m, const struct ext_seq *ext)
 	if (ext->describe_stmt && !ext_statement_description(ext, &m->stmt_desc, &m->stmt_desc_len))
 		return false;
 	m->stmt_desc_after_bind = ext->describe_stmt_after_bind;
+	m->in_batch = ext->server_used;
 	m->no_ready =
 	        ext->phase != EXT_NONE; /* still collecting: the batch's Sync is yet to come */
 	m->result_format = ext->result_format;

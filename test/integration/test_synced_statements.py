@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import struct
 import threading
 import time
 
@@ -386,6 +387,156 @@ def test_second_execute_of_a_synced_portal_never_writes_twice(salesforce, pg):
     assert len(sf_writes(salesforce.fake)) == 2
     # the 55000 rolled back the ordinary table's batch; the synced write had escaped it
     assert notes(pg) == ["x"]
+
+
+# ---------------------------------------------------------------- batches that mix both kinds
+
+
+@pytest.fixture
+def salesforce_txn(pg, bouncer_factory):
+    """The salesforce fixture in transaction pooling: a batch keeps its server up to Sync."""
+    fake = FakeApi("salesforce")
+    try:
+        b = start_salesforce(pg, bouncer_factory, fake.url,
+                             f"{fake.url}/services/oauth2/token", "test-client-secret",
+                             pgbouncer={"pool_mode": "transaction"})
+        b.fake = fake
+        yield b
+    finally:
+        fake.stop()
+
+
+ESCAPED_BATCH = ("sent to salesforce outside the transaction: an error later in the batch "
+                 "will not undo it")
+
+
+@pytest.mark.timeout(60)
+def test_pipeline_mixes_ordinary_statements_and_synced_writes(salesforce_txn, pg):
+    """psycopg's pipeline mode sends many statements up to one Sync. Ordinary statements and
+    synced writes run in order: the ordinary ones as the batch's implicit transaction, each
+    synced write escaping it (a NOTICE says so). The first error, on either side, skips the
+    rest of the batch and rolls its ordinary statements back, as PostgreSQL does; nothing
+    after it reaches the API."""
+    b = salesforce_txn
+    notes_table(pg)
+    notices = []
+    with crm(b) as conn:
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        with conn.pipeline():
+            conn.execute("insert into public.notes values ('a')")
+            c1 = conn.execute("insert into salesforce.contacts (last_name) values (%s) "
+                              "returning last_name", ("Ada",))
+            conn.execute("insert into public.notes values (%s)", ("b",))
+            c2 = conn.execute("select count(*) from public.notes")
+        assert (c1.fetchone(), c2.fetchone()) == (("Ada",), (2,))
+        assert notices == [ESCAPED_BATCH]
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+        # an ordinary error after a synced write: the write stays, the rest is skipped
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            with conn.pipeline():
+                conn.execute("insert into public.notes values ('c')")
+                conn.execute("insert into salesforce.contacts (last_name) values ('Kept')")
+                conn.execute("select 1/0")
+                conn.execute("insert into salesforce.contacts (last_name) values ('Skipped')")
+                conn.execute("insert into public.notes values ('d')")
+        # a synced write the API refuses, after ordinary statements: they roll back
+        with pytest.raises(psycopg.errors.CheckViolation):
+            with conn.pipeline():
+                conn.execute("insert into public.notes values ('e')")
+                conn.execute("insert into salesforce.contacts (last_name, email) "
+                             "values ('Bad', 'nope')")
+                conn.execute("insert into public.notes values ('f')")
+                conn.execute("insert into salesforce.contacts (last_name) values ('Skipped')")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert conn.execute("select count(*) from public.notes").fetchone() == (2,)
+
+        # in a transaction block the refused write aborts the block, as an error would
+        conn.autocommit = False
+        with pytest.raises(psycopg.errors.CheckViolation):
+            with conn.pipeline():
+                conn.execute("insert into public.notes values ('g')")
+                conn.execute("insert into salesforce.contacts (last_name, email) "
+                             "values ('Bad', 'nope')")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        conn.rollback()
+    assert notes(pg) == ["a", "b"]
+    assert sorted(r["LastName"] for r in sf_contacts(b.fake)) == ["Ada", "Kept"]
+    # the refused writes were sent; nothing after an error was
+    assert [r["body"]["records"][0]["LastName"] for r in sf_writes(b.fake)] == [
+        "Ada", "Kept", "Bad", "Bad"]
+
+
+def interleaved_batch(b, table):
+    """One raw batch: an ordinary named statement, a write to table through the unnamed one
+    with an ordinary Parse between its Parse and Bind, the named statement bound, a portal run
+    two rows at a time, a Describe; then the named statement again in the next batch. Returns
+    the answers up to each ReadyForQuery: kinds, command tags, rows and error codes."""
+    def bind(portal, stmt, *params):
+        body = portal + b"\0" + stmt + b"\0\0\0" + struct.pack("!H", len(params))
+        for p in params:
+            body += struct.pack("!I", len(p)) + p
+        return body + b"\0\0"
+
+    w = b.wire()
+    try:
+        assert w.startup("app", "crm", "secret") is None
+        w.send(b"P", b"ins_note\0insert into public.notes values ($1)\0\0\0")
+        w.send(b"P", b"\0insert into " + table + b" (last_name) values ($1) "
+               b"returning last_name\0\0\0")
+        w.send(b"P", b"sel\0select g from generate_series(1, 3) g\0\0\0")
+        w.send(b"B", bind(b"", b"", b"Ada"))
+        w.send(b"D", b"P\0")
+        w.send(b"E", b"\0\0\0\0\0")
+        w.send(b"B", bind(b"", b"ins_note", b"x"))
+        w.send(b"E", b"\0\0\0\0\0")
+        w.send(b"B", bind(b"p2", b"sel"))
+        w.send(b"E", b"p2\0\0\0\0\2")
+        w.send(b"E", b"p2\0\0\0\0\0")
+        w.send(b"D", b"Sins_note\0")
+        w.send(b"S")
+        w.send(b"B", bind(b"", b"ins_note", b"y"))
+        w.send(b"E", b"\0\0\0\0\0")
+        w.send(b"S")
+        out = []
+        for _ in range(2):
+            while True:
+                kind, msg = w.read_msg()
+                if kind == "C":
+                    out.append("C " + msg.rstrip(b"\0").decode())
+                elif kind == "E":
+                    out.append("E " + parse_error_fields(msg)["C"])
+                elif kind == "D":
+                    out.append("D " + msg[6:].decode())
+                elif kind == "Z":
+                    out.append("Z " + msg.decode())
+                    break
+                else:
+                    out.append(kind)
+        return out
+    finally:
+        w.close()
+
+
+@pytest.mark.timeout(60)
+def test_raw_batch_interleaves_ordinary_messages_with_a_synced_write(salesforce_txn, pg):
+    """What JDBC and libpq's pipeline mode send: the answers to a batch that interleaves
+    ordinary messages with a synced write are the ones the same batch gets on an ordinary
+    table, message for message (plus the NOTICE of the escaped write), in transaction pooling;
+    named statements, the unnamed one, Describe and a suspended portal keep working."""
+    b = salesforce_txn
+    notes_table(pg)
+    pg.sql("DROP TABLE IF EXISTS public.twin; CREATE TABLE public.twin (id text DEFAULT 't', "
+           "last_name text); ALTER TABLE public.twin OWNER TO app", dbname="crm")
+    plain = interleaved_batch(b, b"public.twin")
+    synced = interleaved_batch(b, b"salesforce.contacts")
+    assert synced.count("N") == 1, synced
+    assert [m for m in synced if m != "N"] == plain
+    assert plain == ["1", "1", "1", "2", "T", "D Ada", "C INSERT 0 1", "2", "C INSERT 0 1",
+                     "2", "D 1", "D 2", "s", "D 3", "C SELECT 1", "t", "n", "Z I",
+                     "2", "C INSERT 0 1", "Z I"]
+    assert [r["LastName"] for r in sf_contacts(b.fake)] == ["Ada"]
+    assert notes(pg) == ["x", "x", "y", "y"]
 
 
 # ---------------------------------------------------------------- Describe

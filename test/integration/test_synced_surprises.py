@@ -23,10 +23,11 @@ ALTER TABLE salesforce.contacts OWNER TO app;
 """
 
 
-def start_salesforce(pg, bouncer_factory, base_url, token_url, client_secret):
+def start_salesforce(pg, bouncer_factory, base_url, token_url, client_secret, pgbouncer=None):
     pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
     pg.sql(SF_DDL, dbname="crm")
     b = bouncer_factory(config={
+        "pgbouncer": pgbouncer or {},
         "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
         "apis": [f"salesforce = type=salesforce base_url={base_url} api_version=v59.0 "
                  f"auth=oauth2 token_url={token_url} client_id=test-client-id "
