@@ -701,27 +701,27 @@ static enum hook_verdict ext_to_server(struct synced *sy, struct conn *c, struct
 {
 	struct ext_seq *e = &mc->ext;
 	const char *stmt = NULL, *portal = NULL;
-	const char *sql;
-	size_t sql_len;
-	uint16_t n;
+	/* a message too big to hold whole streams: its names come first */
+	size_t len = pkt->complete ? pkt->body_len : pkt->body_avail;
 
 	if (ext_owes(e)) {
 		enum hook_verdict v = ext_catch_up(c, e);
+		if (v == HOOK_PASS && ext_needs_description(e) && describe_start(sy, c, mc))
+			return HOOK_PAUSE; /* this message comes back when it is there */
+		if (v == HOOK_PASS)
+			ext_answer_owed(c, e);
+		if (v == HOOK_PASS && e->phase == EXT_SKIPPING)
+			v = HOOK_CONSUME; /* the hook's error skips this message too */
+		if (v == HOOK_CONSUME && !pkt->complete)
+			return HOOK_WAIT; /* cannot be skipped unread: refused (too large) */
 		if (v != HOOK_PASS)
 			return v;
-		if (ext_needs_description(e)) {
-			if (describe_start(sy, c, mc))
-				return HOOK_PAUSE; /* this message comes back when it is there */
-		}
-		ext_answer_owed(c, e);
-		if (e->phase == EXT_SKIPPING)
-			return HOOK_CONSUME; /* the hook's error skips this message too */
 	}
 	if (pkt->type == PQMSG_PARSE &&
-	    proto_parse_parse(pkt->body, pkt->body_len, &stmt, &sql, &sql_len, &n))
+	    proto_parse_msg_names(PQMSG_PARSE, pkt->body, len, &stmt, &portal) && stmt != NULL)
 		mc_drop_stmt(mc, stmt); /* the server's statement of that name from now on */
 	else if (pkt->type == PQMSG_BIND &&
-	         proto_parse_msg_names(pkt->type, pkt->body, pkt->body_len, &stmt, &portal) &&
+	         proto_parse_msg_names(PQMSG_BIND, pkt->body, len, &stmt, &portal) &&
 	         portal != NULL && e->portal != NULL && strcmp(portal, e->portal) == 0) {
 		free(e->portal); /* the server's portal of that name from now on */
 		e->portal = NULL;
@@ -751,6 +751,26 @@ static bool ext_is_ours(struct synced *sy, struct conn *c, struct mut_client *mc
 	uint16_t n;
 	struct stmt_class sc;
 
+	if (!pkt->complete) {
+		/*
+		 * Too big to hold whole (the caller waits for the others): a Parse whose text
+		 * cannot name a synced table (the classifier's first check, on the prefix) or a
+		 * Bind of a statement that is not the hook's is ordinary and streams to the
+		 * server; anything else must be held whole, and is refused.
+		 */
+		const void *nul;
+		if (pkt->type == PQMSG_PARSE &&
+		    (nul = memchr(pkt->body, '\0', pkt->body_avail)) != NULL) {
+			size_t skip = (size_t)((const uint8_t *)nul - pkt->body) + 1;
+			return classifier_quick_check(sy->cl, c->pool->db_name,
+			                              (const char *)pkt->body + skip,
+			                              pkt->body_avail - skip);
+		}
+		if (pkt->type == PQMSG_BIND &&
+		    proto_parse_msg_names(PQMSG_BIND, pkt->body, pkt->body_avail, &stmt, &portal))
+			return mc_find_stmt(mc, stmt) != NULL;
+		return true;
+	}
 	switch (pkt->type) {
 	case PQMSG_PARSE:
 		if (!proto_parse_parse(pkt->body, pkt->body_len, &stmt, &sql, &sql_len, &n))
@@ -839,10 +859,14 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 	const char *stmt = NULL, *portal = NULL;
 	enum hook_verdict v;
 
-	if (!pkt->complete)
-		return HOOK_WAIT;
 	if (e->phase == EXT_SKIPPING && pkt->type != PQMSG_SYNC)
-		return HOOK_CONSUME;
+		return pkt->complete ? HOOK_CONSUME : HOOK_WAIT;
+	if (!pkt->complete) {
+		if (pkt->too_big && (pkt->type == PQMSG_PARSE || pkt->type == PQMSG_BIND) &&
+		    !ext_is_ours(sy, c, mc, pkt))
+			return ext_to_server(sy, c, mc, pkt);
+		return HOOK_WAIT;
+	}
 	switch (pkt->type) {
 	case PQMSG_PARSE:
 	case PQMSG_BIND:

@@ -467,6 +467,19 @@ def test_pipeline_mixes_ordinary_statements_and_synced_writes(salesforce_txn, pg
         "Ada", "Kept", "Bad", "Bad"]
 
 
+@pytest.mark.timeout(60)
+def test_large_ordinary_message_of_a_mixed_batch_streams(salesforce, pg):
+    """A message too big to hold whole (here a 1.5 MB parameter) in a batch with a synced write
+    streams to the server as it would without the write."""
+    with crm(salesforce) as conn:
+        with conn.pipeline():
+            c1 = conn.execute("insert into salesforce.contacts (last_name) values (%s) "
+                              "returning last_name", ("Ada",))
+            c2 = conn.execute("select length(%s)", ("x" * 1_500_000,))
+            c3 = conn.execute("select 1")
+        assert (c1.fetchone(), c2.fetchone(), c3.fetchone()) == (("Ada",), (1_500_000,), (1,))
+
+
 def interleaved_batch(b, table):
     """One raw batch: an ordinary named statement, a write to table through the unnamed one
     with an ordinary Parse between its Parse and Bind, the named statement bound, a portal run
