@@ -168,8 +168,9 @@ void client_close(struct conn *c, const char *reason)
 		slog_info(c, "closing because: %s (age=%llus)", reason,
 		          (unsigned long long)((bouncer_now_usec() - c->connect_time) / 1000000));
 	if (server != NULL) {
-		/* a server that got part of a message holds unknown state: nobody else gets it */
-		if (server_is_ready(server) && server->txn_status == 'I' &&
+		/* a server that got part of a message holds unknown state, one with a batch
+		 * without its Sync an open transaction: nobody else gets it */
+		if (server_is_ready(server) && server->txn_status == 'I' && !server->batch_open &&
 		    !sbuf_mid_packet(&c->sbuf)) {
 			pool_release_server(c);
 		} else {

@@ -67,13 +67,18 @@ void server_batch_sent(struct conn *s, uint8_t type)
 		s->batch_owed = 0;
 		s->batch_open = s->batch_failed = false;
 		return;
+	case 'c':
+	case 'f':
+		/* the end of COPY data: owes an answer only to a batch's Execute (a Query's COPY
+		 * ends with its ReadyForQuery) */
+		if (!s->batch_open)
+			return;
+		/* fallthrough */
 	case 'P':
 	case 'B':
 	case 'D':
 	case 'E':
 	case 'C':
-	case 'c':
-	case 'f':
 		s->batch_owed++;
 		s->batch_open = true;
 		return;
@@ -1044,7 +1049,8 @@ static void server_flushed(void *owner, struct sbuf *sb)
 		client_resume(c);
 		return;
 	}
-	if (c == NULL || !s->at_rfq || !server_is_ready(s) || s->txn_status != 'I')
+	/* a batch sent after the last Sync keeps its server until its own Sync is answered */
+	if (c == NULL || !s->at_rfq || !server_is_ready(s) || s->txn_status != 'I' || s->batch_open)
 		return;
 	if (s->pool->pool_mode == POOL_SESSION)
 		return;

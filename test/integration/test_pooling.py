@@ -96,6 +96,35 @@ def test_transaction_mode_keeps_the_server_until_commit(bouncer_factory):
         assert box.get("result") == pid_in_txn
 
 
+@pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer 1.18 gives the server back at the first "
+                    "ReadyForQuery (the next batch is committed by another client)")
+def test_transaction_mode_keeps_the_server_of_a_batch_until_its_sync(bouncer_factory, pg):
+    """A pipelining client sends its next batch before the Sync of the one before is answered:
+    that answer does not give its server back while the next batch (an open transaction on the
+    server) waits for its own Sync, and a client that leaves before that Sync takes the batch
+    with it: nobody else ever commits it."""
+    pg.sql("DROP TABLE IF EXISTS public.batch_rows; CREATE TABLE public.batch_rows (v text);"
+           "ALTER TABLE public.batch_rows OWNER TO app",
+           dbname="app")
+
+    def insert(v):
+        return [(b"P", b"\0insert into public.batch_rows values ('" + v + b"')\0\0\0"),
+                (b"B", b"\0\0\0\0\0\0\0\0"), (b"E", b"\0\0\0\0\0")]
+
+    b = bouncer_factory(config=txn_config())
+    w = b.wire()
+    assert w.startup("app", "app", "secret") is None
+    for kind, body in insert(b"a") + [(b"S", b"")] + insert(b"b"):
+        w.send(kind, body)
+    while w.read_msg()[0] != "Z":
+        pass
+    w.close()  # without the second batch's Sync
+    with b.connect(autocommit=True, prepare_threshold=None) as c:
+        c.execute("insert into public.batch_rows values ('c')")
+    assert sorted(r[0] for r in pg.sql("SELECT v FROM public.batch_rows", dbname="app")) == [
+        "a", "c"]
+
+
 def test_session_mode_keeps_the_server_for_the_session(bouncer_factory):
     b = bouncer_factory(config={"pgbouncer": {"default_pool_size": 1, "query_wait_timeout": 2}})
     with b.connect(autocommit=True) as a:
