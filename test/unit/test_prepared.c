@@ -314,7 +314,7 @@ static void test_parse_of_a_held_statement_is_answered_in_order(void **state)
 	assert_int_equal(got[0].type, 'C');
 	assert_string_equal(name_in(&got[0]), "SB_none");
 	/* its CloseComplete becomes the client's ParseComplete */
-	assert_int_equal(server_answers(&f->server, '3'), PS_CONSUMED);
+	assert_int_equal(server_answers(&f->server, '3'), PS_REPLACED);
 	assert_int_equal(read_msgs(&f->client2, got, 8), 1);
 	assert_int_equal(got[0].type, '1');
 	assert_int_equal(got[0].len, 0);
@@ -329,7 +329,7 @@ static void test_close_keeps_the_statement_for_others(void **state)
 	client_sends(f, &f->client2, &f->server, parse_msg("b", "select 8"));
 	read_msgs(&f->server, got, 8);
 	assert_int_equal(server_answers(&f->server, '1'), PS_PASS);
-	assert_int_equal(server_answers(&f->server, '3'), PS_CONSUMED);
+	assert_int_equal(server_answers(&f->server, '3'), PS_REPLACED);
 	read_msgs(&f->client2, got, 8);
 
 	assert_int_equal(client_sends(f, &f->client, &f->server, named_msg('C', 'S', "a")),
