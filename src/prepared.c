@@ -46,14 +46,16 @@ struct ps_registry {
 
 struct ps_name {
 	struct ps_name *next;
-	struct ps_stmt *stmt;
-	char name[]; /* the client's name */
+	struct ps_stmt *stmt; /* the pooler's statement; NULL for an own one */
+	struct ps_own *own;   /* an own statement (one allocation with its types and text) */
+	char name[];          /* the client's name */
 };
 
 struct ps_client {
 	struct ps_name **buckets; /* grows with the names, up to PS_NAME_BUCKETS_MAX */
 	int nbuckets;
-	int count;
+	int count; /* names, own ones included */
+	int nown;  /* own statements among them */
 };
 
 enum ps_answer {
@@ -265,20 +267,36 @@ static void names_maybe_grow(struct ps_client *pc)
 	pc->nbuckets = n;
 }
 
-static void name_forget_all(struct ps_registry *reg, struct ps_client *pc)
+/* Frees a name taken off its chain, and what it refers to (reg NULL: the pool is gone). */
+static void name_free(struct ps_registry *reg, struct ps_client *pc, struct ps_name *n)
 {
-	for (int i = 0; i < pc->nbuckets; i++) {
-		struct ps_name *n = pc->buckets[i], *next;
-		for (; n != NULL; n = next) {
-			next = n->next;
-			stmt_put(reg, n->stmt);
-			free(n);
-		}
-		pc->buckets[i] = NULL;
+	if (n->own != NULL) {
+		free(n->own);
+		pc->nown--;
+	} else if (reg != NULL) {
+		stmt_put(reg, n->stmt);
 	}
-	pc->count = 0;
+	free(n);
+	pc->count--;
 }
 
+/* Forgets the pooler's names of the client, and its own statements too when own_too. */
+static void name_forget_all(struct ps_registry *reg, struct ps_client *pc, bool own_too)
+{
+	for (int i = 0; i < pc->nbuckets; i++) {
+		struct ps_name **slot = &pc->buckets[i], *n;
+		while ((n = *slot) != NULL) {
+			if (n->own != NULL && !own_too) {
+				slot = &n->next;
+				continue;
+			}
+			*slot = n->next;
+			name_free(reg, pc, n);
+		}
+	}
+}
+
+/* Forgets the name; with only, just when it is the pooler's name for that statement. */
 static void name_forget(struct ps_registry *reg, struct ps_client *pc, const char *name,
                         const struct ps_stmt *only)
 {
@@ -288,9 +306,103 @@ static void name_forget(struct ps_registry *reg, struct ps_client *pc, const cha
 	if (n == NULL || (only != NULL && n->stmt != only))
 		return;
 	*slot = n->next;
-	stmt_put(reg, n->stmt);
-	free(n);
-	pc->count--;
+	name_free(reg, pc, n);
+}
+
+/* ---------------------------------------------------------------- own statements */
+
+static struct ps_registry *conn_registry(const struct conn *c)
+{
+	return c->pool != NULL ? c->pool->ps : NULL;
+}
+
+bool ps_own_set(struct conn *c, const char *name, const char *sql, int ntypes,
+                const uint32_t *types, const char **msg)
+{
+	size_t name_len = strlen(name) + 1, sql_len = strlen(sql) + 1;
+	size_t types_len = ntypes > 0 ? sizeof(uint32_t) * (size_t)ntypes : 0;
+	struct ps_name **slot, *n;
+	struct ps_own *own;
+	char *p;
+
+	*msg = "out of memory";
+	if (c->ps == NULL && (c->ps = client_state_new()) == NULL)
+		return false;
+	slot = name_slot(c->ps, name);
+	if (*slot == NULL && c->ps->count >= PS_CLIENT_MAX) {
+		*msg = "too many prepared statements";
+		return false;
+	}
+	own = malloc(sizeof(*own) + types_len + sql_len);
+	if (own == NULL) {
+		name_forget(conn_registry(c), c->ps, name, NULL);
+		return false;
+	}
+	p = (char *)(own + 1);
+	if (types_len > 0)
+		memcpy(p, types, types_len);
+	own->types = types_len > 0 ? (const uint32_t *)p : NULL;
+	own->ntypes = ntypes > 0 ? ntypes : 0;
+	memcpy(p + types_len, sql, sql_len);
+	own->sql = p + types_len;
+
+	n = *slot;
+	if (n != NULL) {
+		/* the name is re-prepared: whatever it was is replaced */
+		if (n->own != NULL) {
+			free(n->own);
+		} else {
+			if (conn_registry(c) != NULL)
+				stmt_put(conn_registry(c), n->stmt);
+			n->stmt = NULL;
+			c->ps->nown++;
+		}
+		n->own = own;
+		return true;
+	}
+	n = malloc(sizeof(*n) + name_len);
+	if (n == NULL) {
+		free(own);
+		return false;
+	}
+	memcpy(n->name, name, name_len);
+	n->stmt = NULL;
+	n->own = own;
+	n->next = NULL;
+	*slot = n;
+	c->ps->count++;
+	c->ps->nown++;
+	names_maybe_grow(c->ps);
+	return true;
+}
+
+const struct ps_own *ps_own_find(const struct conn *c, const char *name)
+{
+	const struct ps_name *n;
+
+	if (c->ps == NULL || c->ps->nown == 0)
+		return NULL;
+	n = *name_slot(c->ps, name);
+	return n != NULL ? n->own : NULL;
+}
+
+void ps_own_drop(struct conn *c, const char *name)
+{
+	struct ps_name **slot, *n;
+
+	if (c->ps == NULL || c->ps->nown == 0)
+		return;
+	slot = name_slot(c->ps, name);
+	n = *slot;
+	if (n == NULL || n->own == NULL)
+		return;
+	*slot = n->next;
+	name_free(conn_registry(c), c->ps, n);
+}
+
+int ps_own_count(const struct conn *c)
+{
+	return c->ps != NULL ? c->ps->nown : 0;
 }
 
 /* ---------------------------------------------------------------- server set */
@@ -436,11 +548,10 @@ void ps_conn_release(struct conn *c)
 	/* most connections never used a named statement: do not even look at their pool */
 	if (c->ps == NULL && c->pss == NULL)
 		return;
-	reg = c->pool != NULL ? c->pool->ps : NULL;
+	reg = conn_registry(c);
 
 	if (c->ps != NULL) {
-		if (reg != NULL)
-			name_forget_all(reg, c->ps);
+		name_forget_all(reg, c->ps, true);
 		free(c->ps->buckets);
 		free(c->ps);
 		c->ps = NULL;
@@ -752,7 +863,13 @@ static enum ps_result client_parse(struct conn *c, struct conn *s, const struct 
 		return PS_FAIL;
 	if (*slot != NULL) {
 		/* PostgreSQL would refuse; replacing keeps the client working */
-		stmt_put(reg, (*slot)->stmt);
+		if ((*slot)->own != NULL) {
+			free((*slot)->own);
+			(*slot)->own = NULL;
+			c->ps->nown--;
+		} else {
+			stmt_put(reg, (*slot)->stmt);
+		}
 		(*slot)->stmt = st;
 	} else {
 		n = malloc(sizeof(*n) + off);
@@ -762,6 +879,7 @@ static enum ps_result client_parse(struct conn *c, struct conn *s, const struct 
 		}
 		memcpy(n->name, name, off);
 		n->stmt = st;
+		n->own = NULL;
 		n->next = NULL;
 		*slot = n;
 		c->ps->count++;
@@ -796,7 +914,7 @@ static enum ps_result deallocate_one(struct conn *c, struct conn *s, const struc
 	if (!deallocate_name(sql, sql_len, name, sizeof(name)))
 		return PS_PASS;
 	n = *name_slot(c->ps, name);
-	if (n == NULL)
+	if (n == NULL || n->stmt == NULL)
 		return PS_PASS; /* not ours: the server answers as PostgreSQL would */
 	if (sbuf_has_pending(&c->sbuf))
 		return PS_FLUSH;
@@ -877,7 +995,7 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 
 				if (sbuf_has_pending(&c->sbuf))
 					return PS_FLUSH;
-				name_forget_all(c->pool->ps, c->ps);
+				name_forget_all(c->pool->ps, c->ps, false);
 				if (tag[1] == 'I') { /* DISCARD ALL */
 					struct pktbuf pb;
 
@@ -893,7 +1011,7 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 				s->pss->answer_tag = tag;
 				return PS_CONSUMED;
 			}
-			name_forget_all(c->pool->ps, c->ps);
+			name_forget_all(c->pool->ps, c->ps, false);
 			ps_server_forget_all(s);
 			return PS_PASS;
 		}
@@ -920,7 +1038,8 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 		return client_parse(c, s, pkt, stmt, msg);
 	case 'B':
 	case 'D':
-		if (stmt == NULL || stmt[0] == '\0' || (n = *name_slot(c->ps, stmt)) == NULL)
+		if (stmt == NULL || stmt[0] == '\0' || (n = *name_slot(c->ps, stmt)) == NULL ||
+		    n->stmt == NULL)
 			return PS_PASS;
 		if (sbuf_has_pending(&c->sbuf))
 			return PS_FLUSH;
@@ -928,7 +1047,8 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 			c->pool->stats.bind_count++;
 		return rewrite_ref(s, pkt, stmt, n);
 	case 'C':
-		if (stmt == NULL || stmt[0] == '\0' || *name_slot(c->ps, stmt) == NULL)
+		if (stmt == NULL || stmt[0] == '\0' || (n = *name_slot(c->ps, stmt)) == NULL ||
+		    n->stmt == NULL)
 			return fifo_push(s, '3', PS_ANSWER_PASS, NULL, NULL) ? PS_PASS : PS_FAIL;
 		if (sbuf_has_pending(&c->sbuf))
 			return PS_FLUSH;
@@ -1049,7 +1169,7 @@ enum ps_result ps_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 		    (pkt->body_len == 12 && memcmp(pkt->body, "DISCARD ALL", 12) == 0)) {
 			ps_server_forget_all(s);
 			if (s->link != NULL && s->link->ps != NULL)
-				name_forget_all(s->pool->ps, s->link->ps);
+				name_forget_all(s->pool->ps, s->link->ps, false);
 		}
 		return PS_PASS;
 	default:
