@@ -71,10 +71,11 @@ void mc_multi_free(struct mut_client *mc);
 bool mc_multi_next(struct synced *sy, struct mut_client *mc);
 /*
  * The checks every synced write passes before the pipeline starts. True when the mutation was
- * started (the answer comes later); false when it was answered at once.
+ * started (the answer comes later, and the mutation took ext's bound parameters); false when
+ * it was answered at once.
  */
 bool hook_begin_mutation(struct synced *sy, struct conn *c, const struct stmt_class *sc,
-                         const char *sql, const struct ext_seq *ext);
+                         const char *sql, struct ext_seq *ext);
 /* The core's hook (bouncer.h struct query_hook): inspect and client_closed. */
 enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt *pkt);
 void hook_client_closed(void *ctx, struct conn *c);

@@ -160,7 +160,7 @@ static void follow_search_path(struct conn *c, const char *sql, size_t len)
  * already queued the error).
  */
 bool hook_begin_mutation(struct synced *sy, struct conn *c, const struct stmt_class *sc,
-                         const char *sql, const struct ext_seq *ext)
+                         const char *sql, struct ext_seq *ext)
 {
 	struct synced_table *st;
 	struct catalog_table *ct;
