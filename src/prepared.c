@@ -65,7 +65,7 @@ enum ps_answer {
 };
 
 struct ps_pending {
-	uint8_t type; /* '1' ParseComplete or '3' CloseComplete */
+	uint8_t type; /* PQMSG_PARSE_COMPLETE or PQMSG_CLOSE_COMPLETE */
 	enum ps_answer answer;
 	int zs_before;           /* ReadyForQuery messages the server sends before this answer */
 	struct ps_stmt *stmt;    /* a Parse of ours or the client's: prepared once answered */
@@ -595,8 +595,8 @@ void ps_server_released(struct conn *s)
 
 bool ps_client_wants(uint8_t type)
 {
-	return type == 'P' || type == 'B' || type == 'D' || type == 'C' || type == 'Q' ||
-	       type == 'S';
+	return type == PQMSG_PARSE || type == PQMSG_BIND || type == PQMSG_DESCRIBE ||
+	       type == PQMSG_CLOSE || type == PQMSG_QUERY || type == PQMSG_SYNC;
 }
 
 static bool is_space(uint8_t ch)
@@ -758,8 +758,8 @@ static bool make_room(struct conn *s)
 			if (pss->held[i].last_used < pss->held[victim].last_used)
 				victim = i;
 		stmt_name(pss->held[victim].stmt, name, sizeof(name));
-		if (!fifo_push(s, '3', PS_ANSWER_SWALLOW, NULL, NULL) ||
-		    !queue_msg(s, 'C', 'S', name, NULL))
+		if (!fifo_push(s, PQMSG_CLOSE_COMPLETE, PS_ANSWER_SWALLOW, NULL, NULL) ||
+		    !queue_msg(s, PQMSG_CLOSE, PQMSG_TARGET_STATEMENT, name, NULL))
 			return false;
 		fifo_set_restore(pss, pss->held[victim].stmt);
 		held_drop(s->pool->ps, pss, pss->held[victim].stmt);
@@ -780,7 +780,8 @@ static bool parse_held(struct conn *s, struct ps_stmt *st, enum ps_answer answer
 	if (!make_room(s))
 		return false;
 	stmt_name(st, name, sizeof(name));
-	if (!fifo_push(s, '1', answer, st, client_name) || !queue_msg(s, 'P', 0, name, st))
+	if (!fifo_push(s, PQMSG_PARSE_COMPLETE, answer, st, client_name) ||
+	    !queue_msg(s, PQMSG_PARSE, 0, name, st))
 		return false;
 	s->pool->stats.server_parse_count++;
 	st->refs++;
@@ -849,7 +850,8 @@ static enum ps_result client_parse(struct conn *c, struct conn *s, const struct 
 	struct ps_stmt *st;
 
 	if (name[0] == '\0')
-		return fifo_push(s, '1', PS_ANSWER_PASS, NULL, NULL) ? PS_PASS : PS_FAIL;
+		return fifo_push(s, PQMSG_PARSE_COMPLETE, PS_ANSWER_PASS, NULL, NULL) ? PS_PASS
+		                                                                      : PS_FAIL;
 	if (s->pss->skipping)
 		return PS_CONSUMED;
 	c->pool->stats.client_parse_count++;
@@ -887,8 +889,8 @@ static enum ps_result client_parse(struct conn *c, struct conn *s, const struct 
 	}
 	if (held_find(s->pss, st) != NULL) {
 		held_find(s->pss, st)->last_used = ++s->pss->tick;
-		if (!fifo_push(s, '3', PS_ANSWER_REPLACE, NULL, NULL) ||
-		    !queue_msg(s, 'C', 'S', PS_NONE_NAME, NULL))
+		if (!fifo_push(s, PQMSG_CLOSE_COMPLETE, PS_ANSWER_REPLACE, NULL, NULL) ||
+		    !queue_msg(s, PQMSG_CLOSE, PQMSG_TARGET_STATEMENT, PS_NONE_NAME, NULL))
 			return PS_FAIL;
 		return PS_CONSUMED;
 	}
@@ -926,15 +928,15 @@ static enum ps_result deallocate_one(struct conn *c, struct conn *s, const struc
 	stmt_name(st, ours, sizeof(ours));
 	snprintf(text, sizeof(text), "DEALLOCATE \"%s\"", ours); /* our names are not lower case */
 	pktbuf_init(&pb, sizeof(text) + 16);
-	if (pkt->type == 'Q') {
+	if (pkt->type == PQMSG_QUERY) {
 		pktbuf_write_query(&pb, text);
 	} else {
-		pktbuf_start_msg(&pb, 'P');
+		pktbuf_start_msg(&pb, PQMSG_PARSE);
 		pktbuf_put_u8(&pb, 0); /* the unnamed statement */
 		pktbuf_put_string(&pb, text);
 		pktbuf_put_u16(&pb, 0);
 		pktbuf_finish_msg(&pb);
-		if (!fifo_push(s, '1', PS_ANSWER_PASS, NULL, NULL)) {
+		if (!fifo_push(s, PQMSG_PARSE_COMPLETE, PS_ANSWER_PASS, NULL, NULL)) {
 			pktbuf_free(&pb);
 			return PS_FAIL;
 		}
@@ -967,11 +969,11 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 	if (server_state(s, max) == NULL)
 		return PS_FAIL;
 	switch (pkt->type) {
-	case 'S':
+	case PQMSG_SYNC:
 		s->pss->skipping = false;
 		s->pss->extended = false;
 		return PS_PASS;
-	case 'Q':
+	case PQMSG_QUERY:
 		/* DEALLOCATE and DISCARD begin with a 'd', nearly every other query does not */
 		if (!begins_with_d(pkt->body, pkt->body_avail))
 			return PS_PASS;
@@ -990,7 +992,7 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 			if (tag != NULL && s->txn_status == 'I' && s->expect_rfq == 0 &&
 			    s->pss->count == 0 && !s->pss->extended && !s->pss->skipping &&
 			    s->pss->answer_tag == NULL) {
-				static const uint8_t empty_query[] = {'Q', 0, 0, 0, 5, 0};
+				static const uint8_t empty_query[] = {PQMSG_QUERY, 0, 0, 0, 5, 0};
 				bool ok;
 
 				if (sbuf_has_pending(&c->sbuf))
@@ -1025,7 +1027,7 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 	if (!proto_parse_msg_names(pkt->type, pkt->body, pkt->body_len, &stmt, &portal))
 		return PS_PASS; /* malformed: the server answers it */
 	switch (pkt->type) {
-	case 'P':
+	case PQMSG_PARSE:
 		if (!proto_parse_parse(pkt->body, pkt->body_len, &stmt, &sql, &sql_len, &nparams))
 			return PS_PASS;
 		if (stmt[0] == '\0' && sql_len < 200 && !s->pss->skipping) {
@@ -1036,28 +1038,30 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 		if (stmt[0] != '\0' && sbuf_has_pending(&c->sbuf))
 			return PS_FLUSH;
 		return client_parse(c, s, pkt, stmt, msg);
-	case 'B':
-	case 'D':
+	case PQMSG_BIND:
+	case PQMSG_DESCRIBE:
 		if (stmt == NULL || stmt[0] == '\0' || (n = *name_slot(c->ps, stmt)) == NULL ||
 		    n->stmt == NULL)
 			return PS_PASS;
 		if (sbuf_has_pending(&c->sbuf))
 			return PS_FLUSH;
-		if (pkt->type == 'B')
+		if (pkt->type == PQMSG_BIND)
 			c->pool->stats.bind_count++;
 		return rewrite_ref(s, pkt, stmt, n);
-	case 'C':
+	case PQMSG_CLOSE:
 		if (stmt == NULL || stmt[0] == '\0' || (n = *name_slot(c->ps, stmt)) == NULL ||
 		    n->stmt == NULL)
-			return fifo_push(s, '3', PS_ANSWER_PASS, NULL, NULL) ? PS_PASS : PS_FAIL;
+			return fifo_push(s, PQMSG_CLOSE_COMPLETE, PS_ANSWER_PASS, NULL, NULL)
+			               ? PS_PASS
+			               : PS_FAIL;
 		if (sbuf_has_pending(&c->sbuf))
 			return PS_FLUSH;
 		name_forget(c->pool->ps, c->ps, stmt, NULL);
 		if (s->pss->skipping)
 			return PS_CONSUMED;
 		/* the statement stays on the server for others; the client gets its answer */
-		if (!fifo_push(s, '3', PS_ANSWER_PASS, NULL, NULL) ||
-		    !queue_msg(s, 'C', 'S', PS_NONE_NAME, NULL))
+		if (!fifo_push(s, PQMSG_CLOSE_COMPLETE, PS_ANSWER_PASS, NULL, NULL) ||
+		    !queue_msg(s, PQMSG_CLOSE, PQMSG_TARGET_STATEMENT, PS_NONE_NAME, NULL))
 			return PS_FAIL;
 		return PS_CONSUMED;
 	default:
@@ -1069,8 +1073,11 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 
 bool ps_server_wants(const struct conn *s, uint8_t type)
 {
-	return s->pss != NULL && (type == '1' || type == '3' || type == 'E' || type == 'Z' ||
-	                          type == 'C' || (type == 'I' && s->pss->answer_tag != NULL));
+	return s->pss != NULL &&
+	       (type == PQMSG_PARSE_COMPLETE || type == PQMSG_CLOSE_COMPLETE ||
+	        type == PQMSG_ERROR_RESPONSE || type == PQMSG_READY_FOR_QUERY ||
+	        type == PQMSG_COMMAND_COMPLETE ||
+	        (type == PQMSG_EMPTY_QUERY_RESPONSE && s->pss->answer_tag != NULL));
 }
 
 /* The answer to the statement sent for a lone DEALLOCATE ALL / DISCARD ALL: the command's own. */
@@ -1085,7 +1092,7 @@ static enum ps_result answer_for_server(struct conn *s)
 		bool ok;
 
 		pktbuf_init(&pb, 32);
-		pktbuf_start_msg(&pb, 'C');
+		pktbuf_start_msg(&pb, PQMSG_COMMAND_COMPLETE);
 		pktbuf_put_string(&pb, pss->answer_tag);
 		pktbuf_finish_msg(&pb);
 		ok = sbuf_queue_pktbuf(&s->link->sbuf, &pb);
@@ -1113,7 +1120,7 @@ static void drop_stretch(struct conn *s)
 		struct ps_pending *p = fifo_at(pss, r);
 		if (p->zs_before > 0)
 			continue;
-		if (p->type == '1' && p->stmt != NULL) {
+		if (p->type == PQMSG_PARSE_COMPLETE && p->stmt != NULL) {
 			if (p->client_name != NULL && c != NULL && c->ps != NULL)
 				name_forget(reg, c->ps, p->client_name, p->stmt);
 			held_drop(reg, pss, p->stmt);
@@ -1140,26 +1147,26 @@ enum ps_result ps_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 {
 	struct ps_server *pss = s->pss;
 	struct ps_pending *p;
-	static const uint8_t parse_complete[5] = {'1', 0, 0, 0, 4};
+	static const uint8_t parse_complete[5] = {PQMSG_PARSE_COMPLETE, 0, 0, 0, 4};
 
 	switch (pkt->type) {
-	case 'Z':
+	case PQMSG_READY_FOR_QUERY:
 		for (int i = 0; i < pss->count; i++) {
 			p = fifo_at(pss, i);
 			if (p->zs_before > 0)
 				p->zs_before--;
 		}
 		return PS_PASS;
-	case 'E':
+	case PQMSG_ERROR_RESPONSE:
 		pss->answer_tag = NULL;
 		drop_stretch(s);
 		return PS_PASS;
-	case 'I':
+	case PQMSG_EMPTY_QUERY_RESPONSE:
 		/* our empty query in place of the client's DEALLOCATE ALL */
 		if (pss->answer_tag == NULL)
 			return PS_PASS;
 		return answer_for_server(s);
-	case 'C':
+	case PQMSG_COMMAND_COMPLETE:
 		/* our RESET ALL in place of the client's DISCARD ALL */
 		if (pss->answer_tag != NULL)
 			return answer_for_server(s);

@@ -83,7 +83,7 @@ void server_close(struct conn *s, const char *reason)
 		client_fatal(client, "08P01", reason);
 	}
 	if (s->logged_in && s->sbuf.fd >= 0 && !s->sbuf.broken) {
-		static const uint8_t terminate[5] = {'X', 0, 0, 0, 4};
+		static const uint8_t terminate[5] = {PQMSG_TERMINATE, 0, 0, 0, 4};
 		if (!sbuf_queue(&s->sbuf, terminate, sizeof(terminate)))
 			slog_debug(s, "could not send Terminate");
 	}
@@ -489,7 +489,7 @@ void server_link(struct conn *s, struct conn *c)
 		return;
 	}
 	pktbuf_init(&pb, 65536);
-	pktbuf_start_msg(&pb, 'Q');
+	pktbuf_start_msg(&pb, PQMSG_QUERY);
 	for (int i = 0; i < c->params.n; i++) {
 		if (!param_replayable(s, c->params.p[i].name, c->params.p[i].hash,
 		                      c->params.p[i].value))
@@ -649,7 +649,7 @@ static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)
 	if (!pkt->complete)
 		return SBUF_WAIT;
 	switch (pkt->type) {
-	case 'R': {
+	case PQMSG_AUTHENTICATION: {
 		uint32_t code;
 		const uint8_t *rest;
 		size_t rest_len;
@@ -772,7 +772,7 @@ static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)
 		login_failed(s, "28000", msg);
 		return SBUF_CLOSED;
 	}
-	case 'S': {
+	case PQMSG_PARAMETER_STATUS: {
 		const char *name, *value;
 		if (!proto_parse_param_status(pkt->body, pkt->body_len, &name, &value) ||
 		    !param_set_value(&s->params, name, value)) {
@@ -781,13 +781,13 @@ static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)
 		}
 		return SBUF_CONSUMED;
 	}
-	case 'K':
+	case PQMSG_BACKEND_KEY_DATA:
 		if (!proto_parse_backend_key(pkt->body, pkt->body_len, &s->be_pid, &s->be_key)) {
 			login_failed(s, "08P01", "bad BackendKeyData from server");
 			return SBUF_CLOSED;
 		}
 		return SBUF_CONSUMED;
-	case 'E': {
+	case PQMSG_ERROR_RESPONSE: {
 		struct pg_error e;
 		if (!proto_parse_error(pkt->body, pkt->body_len, &e) || e.message == NULL) {
 			login_failed(s, "08P01", "bad ErrorResponse from server");
@@ -796,9 +796,9 @@ static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)
 		login_failed(s, e.sqlstate ? e.sqlstate : "08P01", e.message);
 		return SBUF_CLOSED;
 	}
-	case 'N':
+	case PQMSG_NOTICE_RESPONSE:
 		return SBUF_CONSUMED;
-	case 'Z':
+	case PQMSG_READY_FOR_QUERY:
 		if (s->connect_query_running) {
 			s->connect_query_running = false;
 		} else if (pool->connect_query[0]) {
@@ -864,7 +864,7 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 		}
 	}
 	switch (pkt->type) {
-	case 'Z':
+	case PQMSG_READY_FOR_QUERY:
 		if (!pkt->complete)
 			return SBUF_WAIT;
 		if (pkt->body_len != 1) {
@@ -910,7 +910,7 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 		stats_server_ready_for_query(s);
 		s->at_rfq = s->expect_rfq == 0;
 		return SBUF_SEND;
-	case 'S': {
+	case PQMSG_PARAMETER_STATUS: {
 		const char *name, *value;
 		if (!pkt->complete)
 			return SBUF_WAIT;
@@ -926,7 +926,7 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 		}
 		return c != NULL && !own ? SBUF_SEND : SBUF_CONSUMED;
 	}
-	case 'E':
+	case PQMSG_ERROR_RESPONSE:
 		if (own) {
 			if (!pkt->complete)
 				return SBUF_WAIT;
@@ -950,7 +950,7 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 	if (own)
 		return SBUF_SKIP;
 	if (c == NULL) {
-		if (pkt->type == 'N' || pkt->type == 'A')
+		if (pkt->type == PQMSG_NOTICE_RESPONSE || pkt->type == PQMSG_NOTIFICATION_RESPONSE)
 			return SBUF_SKIP;
 		server_close(s, "idle server got something");
 		return SBUF_CLOSED;
