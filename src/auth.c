@@ -637,7 +637,7 @@ static void aq_run(struct aq_req *req, struct conn *s)
 	s->auth_query = req;
 	s->request_time = bouncer_now_usec();
 	conn_set_state(s, SV_ACTIVE);
-	s->expect_rfq++;
+	server_owe_ready(s);
 	pktbuf_init(&pb, 65536 + 512);
 	if (s->client_state) {
 		/*
@@ -647,7 +647,7 @@ static void aq_run(struct aq_req *req, struct conn *s)
 		 */
 		pktbuf_write_query(&pb, "DISCARD ALL");
 		req->discarding = true;
-		s->expect_rfq++;
+		server_owe_ready(s);
 	}
 	pktbuf_start_msg(&pb, PQMSG_PARSE); /* unnamed statement, parameter type inferred */
 	pktbuf_put_string(&pb, "");
@@ -841,8 +841,7 @@ enum sbuf_action auth_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 			break;
 		s->txn_status = (char)pkt->body[0];
 		s->request_time = bouncer_now_usec();
-		if (s->expect_rfq > 0)
-			s->expect_rfq--;
+		server_ready_arrived(s);
 		if (req->discarding) {
 			/* the query follows; a failed DISCARD fails the login, keeps the mark */
 			req->discarding = false;

@@ -126,10 +126,10 @@ bool client_query_through_server(struct conn *c, const struct pktbuf *query)
 {
 	struct conn *s = c->link;
 
-	if (s == NULL || s->txn_status != 'T' || s->expect_rfq != 0 ||
+	if (s == NULL || s->txn_status != 'T' || server_ready_owed(s) != 0 ||
 	    !sbuf_queue_pktbuf(&s->sbuf, query))
 		return false;
-	s->expect_rfq++;
+	server_owe_ready(s);
 	return true;
 }
 
@@ -916,7 +916,7 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 		case PS_CONSUMED:
 			server->at_rfq = false;
 			if (pkt->type == PQMSG_QUERY) { /* rewritten, still owes a ReadyForQuery */
-				server->expect_rfq++;
+				server_owe_ready(server);
 				c->pool->query_count++;
 				stats_client_query(c, server);
 			}
@@ -933,7 +933,7 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 	case PQMSG_QUERY:
 	case PQMSG_SYNC:
 	case PQMSG_FUNCTION_CALL:
-		server->expect_rfq++;
+		server_owe_ready(server);
 		c->pool->query_count++;
 		stats_client_query(c, server);
 		break;

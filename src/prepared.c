@@ -504,7 +504,7 @@ static bool fifo_push(struct conn *s, uint8_t type, enum ps_answer answer, struc
 	pss->count++;
 	p->type = type;
 	p->answer = answer;
-	p->zs_before = s->expect_rfq;
+	p->zs_before = server_ready_owed(s);
 	p->stmt = st;
 	p->client_name = name;
 	p->restore = NULL;
@@ -989,7 +989,7 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 			 * an empty query; DISCARD ALL becomes RESET ALL, so that the client's
 			 * settings go back to their defaults as the server reports them.
 			 */
-			if (tag != NULL && s->txn_status == 'I' && s->expect_rfq == 0 &&
+			if (tag != NULL && s->txn_status == 'I' && server_ready_owed(s) == 0 &&
 			    s->pss->count == 0 && !s->pss->extended && !s->pss->skipping &&
 			    s->pss->answer_tag == NULL) {
 				static const uint8_t empty_query[] = {PQMSG_QUERY, 0, 0, 0, 5, 0};
@@ -1139,7 +1139,7 @@ static void drop_stretch(struct conn *s)
 		entry_free(reg, p);
 	}
 	pss->count = w;
-	if (s->expect_rfq == 0)
+	if (server_ready_owed(s) == 0)
 		pss->skipping = true;
 }
 

@@ -1,9 +1,10 @@
 /*
  * server — see include/server.h. A server conn is SV_LOGIN until its first ReadyForQuery (and
  * connect_query), then belongs to the pool. While linked, every server packet is relayed to the
- * client; ReadyForQuery and ParameterStatus are also read on the way to keep txn_status,
- * expect_rfq and the tracked parameters right. Our own statements (SETs for parameter sync, the
- * reset query, connect_query) are answered to us: those answers are consumed, never relayed.
+ * client; ReadyForQuery and ParameterStatus are also read on the way to keep txn_status, the
+ * count of ReadyForQuery owed (server_ready_owed()) and the tracked parameters right. Our own
+ * statements (SETs for parameter sync, the reset query, connect_query) are answered to us: those
+ * answers are consumed, never relayed.
  */
 #include "server.h"
 
@@ -46,7 +47,7 @@ static const struct sbuf_ops server_ops = {
 
 bool server_is_ready(const struct conn *s)
 {
-	return s->logged_in && s->expect_rfq == 0 && !s->setting_params && !s->resetting &&
+	return s->logged_in && server_ready_owed(s) == 0 && !s->setting_params && !s->resetting &&
 	       !sbuf_has_pending(&s->sbuf);
 }
 
@@ -501,7 +502,7 @@ void server_link(struct conn *s, struct conn *c)
 	pktbuf_finish_msg(&pb);
 	slog_debug(s, "syncing %d parameters for the client", nset);
 	s->setting_params = true;
-	s->expect_rfq++;
+	server_owe_ready(s);
 	if (!send_pktbuf(s, &pb)) {
 		server_close(s, "could not send parameter SET");
 		return;
@@ -559,7 +560,7 @@ void server_release(struct conn *s)
 		conn_set_state(s, SV_TESTED);
 		s->resetting = true;
 		s->reset_failed = false;
-		s->expect_rfq++;
+		server_owe_ready(s);
 		ps_server_forget_all(s);
 		pktbuf_init(&pb, 8192);
 		pktbuf_write_query(&pb, cfg->server_reset_query);
@@ -577,7 +578,7 @@ void server_check(struct conn *s)
 	slog_debug(s, "checking the server before use");
 	conn_set_state(s, SV_TESTED);
 	s->checking = true;
-	s->expect_rfq++;
+	server_owe_ready(s);
 	pktbuf_init(&pb, 8192);
 	/* "<empty>" (the default) stands for the empty query: the cheapest round trip */
 	pktbuf_write_query(&pb, strcmp(s->b->cfg->server_check_query, "<empty>") == 0
@@ -873,13 +874,12 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 		}
 		s->txn_status = (char)pkt->body[0];
 		s->request_time = bouncer_now_usec();
-		if (s->expect_rfq > 0)
-			s->expect_rfq--;
-		if (s->setting_params && s->expect_rfq == 0) {
+		server_ready_arrived(s);
+		if (s->setting_params && server_ready_owed(s) == 0) {
 			params_synced(s);
 			return SBUF_CONSUMED;
 		}
-		if (s->resetting && s->expect_rfq == 0) {
+		if (s->resetting && server_ready_owed(s) == 0) {
 			s->resetting = false;
 			if (s->txn_status != 'I') {
 				server_close(s, "reset query left a transaction open");
@@ -891,7 +891,7 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 			pool_server_ready(s->pool, s);
 			return SBUF_CONSUMED;
 		}
-		if (s->checking && s->expect_rfq == 0) {
+		if (s->checking && server_ready_owed(s) == 0) {
 			s->checking = false;
 			if (s->txn_status != 'I') {
 				server_close(s, "test query left a transaction open");
@@ -908,7 +908,7 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 		}
 		s->pool->xact_count += s->txn_status == 'I';
 		stats_server_ready_for_query(s);
-		s->at_rfq = s->expect_rfq == 0;
+		s->at_rfq = server_ready_owed(s) == 0;
 		return SBUF_SEND;
 	case PQMSG_PARAMETER_STATUS: {
 		const char *name, *value;

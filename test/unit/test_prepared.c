@@ -256,12 +256,12 @@ static void sync_round(struct peer *cl, struct peer *sv)
 	const char *err;
 
 	assert_int_equal(ps_client_packet(cl->c, sv->c, &pkt, 200, &err), PS_PASS);
-	sv->c->expect_rfq++;
+	server_owe_ready(sv->c);
 }
 
 static void ready(struct peer *sv)
 {
-	sv->c->expect_rfq--;
+	server_ready_arrived(sv->c);
 	assert_int_equal(server_answers(sv, 'Z'), PS_PASS);
 }
 
@@ -728,6 +728,26 @@ static void test_own_statements_are_bounded(void **state)
 	assert_string_equal(ps_own_find(c, "w1")->sql, "delete from t");
 }
 
+/* The one count of ReadyForQuery owed: every Query/Sync adds one, every answer takes one. */
+static void test_ready_owed_is_one_count(void **state)
+{
+	struct fixture *f = *state;
+	struct conn *s = f->server.c;
+
+	assert_int_equal(server_ready_owed(s), 0);
+	server_owe_ready(s);
+	server_owe_ready(s);
+	assert_int_equal(server_ready_owed(s), 2);
+	server_ready_arrived(s);
+	server_ready_arrived(s);
+	assert_int_equal(server_ready_owed(s), 0);
+	/* a ReadyForQuery nobody asked for (the server's own, after a FATAL) owes nothing back */
+	server_ready_arrived(s);
+	assert_int_equal(server_ready_owed(s), 0);
+	server_owe_ready(s);
+	assert_int_equal(server_ready_owed(s), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -754,6 +774,7 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_own_and_pooled_replace_each_other, setup,
 	                                        teardown),
 	        cmocka_unit_test_setup_teardown(test_own_statements_are_bounded, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_ready_owed_is_one_count, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
