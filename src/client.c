@@ -126,10 +126,10 @@ bool client_query_through_server(struct conn *c, const struct pktbuf *query)
 {
 	struct conn *s = c->link;
 
-	if (s == NULL || s->txn_status != 'T' || s->expect_rfq != 0 ||
+	if (s == NULL || s->txn_status != 'T' || server_ready_owed(s) != 0 ||
 	    !sbuf_queue_pktbuf(&s->sbuf, query))
 		return false;
-	s->expect_rfq++;
+	server_owe_ready(s);
 	return true;
 }
 
@@ -514,7 +514,7 @@ bool client_abort_server_batch(struct conn *c)
 
 	_Static_assert(sizeof(abort_parse) - 1 == 43, "the Parse's length");
 	if (s == NULL || !s->batch_open || s->batch_failed || s->batch_owed > 0 ||
-	    s->expect_rfq != 0 || sbuf_has_pending(&c->sbuf) ||
+	    server_ready_owed(s) != 0 || sbuf_has_pending(&c->sbuf) ||
 	    !sbuf_queue(&s->sbuf, abort_parse, sizeof(abort_parse) - 1))
 		return false;
 	s->batch_owed++;
@@ -526,7 +526,7 @@ bool client_server_join_batch(struct conn *c)
 {
 	struct conn *s = c->link;
 
-	if (s == NULL || s->expect_rfq != 0)
+	if (s == NULL || server_ready_owed(s) != 0)
 		return false;
 	s->batch_open = true;
 	s->at_rfq = false;
@@ -851,7 +851,7 @@ static enum sbuf_action refuse_too_big(struct conn *c, const struct sbuf_pkt *pk
 	         "The message is %u bytes; a statement that may write a synced table must fit in "
 	         "%zu.",
 	         pkt->len, c->sbuf.max_pkt);
-	if (pkt->type != 'Q' || c->hook_state != NULL) {
+	if (pkt->type != PQMSG_QUERY || c->hook_state != NULL) {
 		client_fatal(c, "54000", "statement too large to inspect");
 		return SBUF_CLOSED;
 	}
@@ -894,13 +894,13 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 		return admin_handle_packet(c, pkt);
 	if (c->state != CL_ACTIVE)
 		return SBUF_PAUSE;
-	if (pkt->type == 'X') {
+	if (pkt->type == PQMSG_TERMINATE) {
 		/* not relayed, so not counted in the stats (as pgbouncer) */
 		c->sbuf.bytes_in -= c->sbuf.bytes_in >= pkt->len ? pkt->len : c->sbuf.bytes_in;
 		client_close(c, "client close request");
 		return SBUF_CLOSED;
 	}
-	if (pkt->type == 'F') {
+	if (pkt->type == PQMSG_FUNCTION_CALL) {
 		if (pkt->body_avail < 4 && !pkt->complete)
 			return SBUF_WAIT; /* its OID is still on the way */
 		if (pkt->body_avail >= 4 &&
@@ -909,7 +909,7 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 			return refuse_set_config_call(c);
 	}
 	if (c->b->hook.inspect != NULL &&
-	    (pkt->type == 'Q' || pkt->type == 'P' || c->hook_state != NULL)) {
+	    (pkt->type == PQMSG_QUERY || pkt->type == PQMSG_PARSE || c->hook_state != NULL)) {
 		switch (c->b->hook.inspect(c->b->hook.ctx, c, pkt)) {
 		case HOOK_PASS:
 			break;
@@ -956,7 +956,7 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 	    ps_client_wants(pkt->type)) {
 		const char *msg = NULL;
 		/* a long Query is only looked at by its first words */
-		if (!pkt->complete && (pkt->type != 'Q' || pkt->body_avail < 64)) {
+		if (!pkt->complete && (pkt->type != PQMSG_QUERY || pkt->body_avail < 64)) {
 			if (!pkt->too_big)
 				return SBUF_WAIT;
 			client_fatal(c, "54000", "prepared statement too large to register");
@@ -970,8 +970,8 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 		case PS_REPLACED:
 			server->at_rfq = false;
 			server_batch_sent(server, pkt->type);
-			if (pkt->type == 'Q') { /* rewritten, still owes a ReadyForQuery */
-				server->expect_rfq++;
+			if (pkt->type == PQMSG_QUERY) { /* rewritten, still owes a ReadyForQuery */
+				server_owe_ready(server);
 				c->pool->query_count++;
 				stats_client_query(c, server);
 			}
@@ -986,17 +986,18 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 	server->at_rfq = false;
 	server_batch_sent(server, pkt->type);
 	switch (pkt->type) {
-	case 'Q':
-	case 'S':
-	case 'F':
-		server->expect_rfq++;
+	case PQMSG_QUERY:
+	case PQMSG_SYNC:
+	case PQMSG_FUNCTION_CALL:
+		server_owe_ready(server);
 		c->pool->query_count++;
 		stats_client_query(c, server);
 		break;
 	default:
 		break;
 	}
-	if (pkt->too_big && !pkt->complete && (pkt->type == 'Q' || pkt->type == 'P') &&
+	if (pkt->too_big && !pkt->complete &&
+	    (pkt->type == PQMSG_QUERY || pkt->type == PQMSG_PARSE) &&
 	    c->b->hook.stream_needles != NULL) {
 		c->sbuf.scan_packet = true;
 		c->scan_tail_len = 0;

@@ -18,6 +18,7 @@
 #include "pgc.h"
 #include "pktbuf.h"
 #include "pool.h"
+#include "prepared.h"
 #include "proto.h"
 #include "sbuf.h"
 
@@ -134,32 +135,10 @@ static void ext_parse(struct synced *sy, struct conn *c, struct mut_client *mc,
 		ext_fail(e, "53200", "out of memory");
 		return;
 	}
-	{
-		/* the unnamed statement too: a batch may bind it again */
-		struct prep_stmt *ps;
-		mc_drop_stmt(mc, name);
-		ps = realloc(mc->stmts, sizeof(*ps) * (size_t)(mc->nstmts + 1));
-		if (ps == NULL) {
-			ext_fail(e, "53200", "out of memory");
-			return;
-		}
-		mc->stmts = ps;
-		ps = &mc->stmts[mc->nstmts];
-		memset(ps, 0, sizeof(*ps));
-		ps->name = strdup(name);
-		ps->sql = strdup(sql);
-		ps->types = ntypes ? malloc(sizeof(Oid) * ntypes) : NULL;
-		if (ps->name == NULL || ps->sql == NULL || (ntypes && ps->types == NULL)) {
-			prep_stmt_free(ps);
-			ext_fail(e, "53200", "out of memory");
-			return;
-		}
-		if (ntypes)
-			memcpy(ps->types, types, sizeof(Oid) * ntypes);
-		ps->ntypes = ntypes;
-		ps->sc = sc;
-		mc->nstmts++;
-	}
+	/* the unnamed statement too: a batch may bind it again */
+	const char *msg;
+	if (!ps_own_set(c, name, sql, ntypes, types, &msg))
+		ext_fail(e, "53200", msg);
 }
 
 static void ext_bind(struct synced *sy, struct conn *c, struct mut_client *mc,
@@ -184,8 +163,8 @@ static void ext_bind(struct synced *sy, struct conn *c, struct mut_client *mc,
 		fmts[i] = (int16_t)f;
 	}
 	e->bind = true;
-	if (stmt[0] != '\0' || (!e->parse && mc_find_stmt(mc, stmt) != NULL)) {
-		struct prep_stmt *ps = mc_find_stmt(mc, stmt);
+	if (stmt[0] != '\0' || (!e->parse && ps_own_find(c, stmt) != NULL)) {
+		const struct ps_own *ps = ps_own_find(c, stmt);
 		if (ps == NULL) {
 			ext_fail(e, "26000", "prepared statement does not exist");
 			return;
@@ -440,7 +419,7 @@ static void on_describe_connected(void *arg, struct pgc *pc, const char *error)
 static bool describe_start(struct synced *sy, struct conn *c, struct mut_client *mc)
 {
 	struct ext_seq *e = &mc->ext;
-	struct prep_stmt *ps = e->describe_name != NULL ? mc_find_stmt(mc, e->describe_name) : NULL;
+	const struct ps_own *ps = e->describe_name != NULL ? ps_own_find(c, e->describe_name) : NULL;
 	const char *sql = ps != NULL ? ps->sql : e->sql;
 	int ntypes = ps != NULL ? ps->ntypes : e->ntypes;
 	const Oid *types = ps != NULL ? ps->types : e->types;
@@ -719,7 +698,7 @@ static enum hook_verdict ext_to_server(struct synced *sy, struct conn *c, struct
 	}
 	if (pkt->type == PQMSG_PARSE &&
 	    proto_parse_msg_names(PQMSG_PARSE, pkt->body, len, &stmt, &portal) && stmt != NULL)
-		mc_drop_stmt(mc, stmt); /* the server's statement of that name from now on */
+		ps_own_drop(c, stmt); /* the server's statement of that name from now on */
 	else if (pkt->type == PQMSG_BIND &&
 	         proto_parse_msg_names(PQMSG_BIND, pkt->body, len, &stmt, &portal) &&
 	         portal != NULL && e->portal != NULL && strcmp(portal, e->portal) == 0) {
@@ -768,7 +747,7 @@ static bool ext_is_ours(struct synced *sy, struct conn *c, struct mut_client *mc
 		}
 		if (pkt->type == PQMSG_BIND &&
 		    proto_parse_msg_names(PQMSG_BIND, pkt->body, pkt->body_avail, &stmt, &portal))
-			return mc_find_stmt(mc, stmt) != NULL;
+			return ps_own_find(c, stmt) != NULL;
 		return true;
 	}
 	switch (pkt->type) {
@@ -783,9 +762,9 @@ static bool ext_is_ours(struct synced *sy, struct conn *c, struct mut_client *mc
 		if (!proto_parse_msg_names(pkt->type, pkt->body, pkt->body_len, &stmt, &portal))
 			return true;
 		if (pkt->type == PQMSG_BIND)
-			return mc_find_stmt(mc, stmt) != NULL;
+			return ps_own_find(c, stmt) != NULL;
 		if (stmt != NULL)
-			return mc_find_stmt(mc, stmt) != NULL;
+			return ps_own_find(c, stmt) != NULL;
 		return ext_portal_ours(e, portal);
 	default:
 		return true;
@@ -1002,7 +981,7 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 	case PQMSG_CLOSE:
 		if (proto_parse_msg_names(PQMSG_CLOSE, pkt->body, pkt->body_len, &stmt, &portal) &&
 		    stmt != NULL)
-			mc_drop_stmt(mc, stmt);
+			ps_own_drop(c, stmt);
 		else if (portal != NULL) {
 			free(e->portal);
 			e->portal = NULL;
