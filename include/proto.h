@@ -45,6 +45,8 @@
 #define PQMSG_TERMINATE     'X'
 #define PQMSG_FUNCTION_CALL 'F'
 #define PQMSG_PASSWORD      'p' /* PasswordMessage, SASLInitialResponse, SASLResponse */
+#define PQMSG_COPY_DONE     'c'
+#define PQMSG_COPY_FAIL     'f'
 /* the object a Describe or Close names */
 #define PQMSG_TARGET_PORTAL    'P'
 #define PQMSG_TARGET_STATEMENT 'S'
@@ -66,6 +68,8 @@
 #define PQMSG_EMPTY_QUERY_RESPONSE  'I'
 #define PQMSG_NOTIFICATION_RESPONSE 'A'
 #define PQMSG_NEGOTIATE_PROTOCOL    'v'
+#define PQMSG_PORTAL_SUSPENDED      's'
+#define PQMSG_COPY_IN_RESPONSE      'G'
 
 /* Authentication request codes ('R' messages). */
 #define PROTO_AUTH_OK            0u

@@ -930,7 +930,7 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 			if (server_batch_owes(c->link)) {
 				/* PostgreSQL holds a batch's answers until Sync or Flush: ask for
 				 * them, after what was relayed before */
-				static const uint8_t flush[5] = {'H', 0, 0, 0, 4};
+				static const uint8_t flush[5] = {PQMSG_FLUSH, 0, 0, 0, 4};
 				if (sbuf_has_pending(&c->sbuf))
 					return SBUF_FLUSH;
 				if (!sbuf_queue(&c->link->sbuf, flush, sizeof(flush))) {

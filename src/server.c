@@ -61,25 +61,25 @@ bool server_is_ready(const struct conn *s)
 void server_batch_sent(struct conn *s, uint8_t type)
 {
 	switch (type) {
-	case 'S':
-	case 'Q':
-	case 'F':
+	case PQMSG_SYNC:
+	case PQMSG_QUERY:
+	case PQMSG_FUNCTION_CALL:
 		/* batch_swallow_error stays: the hook's Parse that fails is followed by the Sync */
 		s->batch_owed = 0;
 		s->batch_open = s->batch_failed = false;
 		return;
-	case 'c':
-	case 'f':
+	case PQMSG_COPY_DONE:
+	case PQMSG_COPY_FAIL:
 		/* the end of COPY data: owes an answer only to a batch's Execute (a Query's COPY
 		 * ends with its ReadyForQuery) */
 		if (!s->batch_open)
 			return;
 		/* fallthrough */
-	case 'P':
-	case 'B':
-	case 'D':
-	case 'E':
-	case 'C':
+	case PQMSG_PARSE:
+	case PQMSG_BIND:
+	case PQMSG_DESCRIBE:
+	case PQMSG_EXECUTE:
+	case PQMSG_CLOSE:
 		s->batch_owed++;
 		s->batch_open = true;
 		return;
@@ -96,7 +96,7 @@ bool server_batch_owes(const struct conn *s)
 /* An answer of the server on its way to the client. False: drop it (the hook's own error). */
 static bool batch_answered(struct conn *s, uint8_t type)
 {
-	if (type == 'E' && s->batch_swallow_error) {
+	if (type == PQMSG_ERROR_RESPONSE && s->batch_swallow_error) {
 		/* nothing was owed before that Parse: the server's next error is its answer */
 		s->batch_swallow_error = false;
 		return false;
@@ -104,19 +104,19 @@ static bool batch_answered(struct conn *s, uint8_t type)
 	if (!s->batch_open || server_ready_owed(s) > 0)
 		return true; /* an answer to an earlier batch, or no batch */
 	switch (type) {
-	case 'E':
+	case PQMSG_ERROR_RESPONSE:
 		s->batch_owed = 0;
 		s->batch_failed = true;
 		return true;
-	case '1':
-	case '2':
-	case '3':
-	case 'T':
-	case 'n':
-	case 'C':
-	case 'I':
-	case 's':
-	case 'G':
+	case PQMSG_PARSE_COMPLETE:
+	case PQMSG_BIND_COMPLETE:
+	case PQMSG_CLOSE_COMPLETE:
+	case PQMSG_ROW_DESCRIPTION:
+	case PQMSG_NO_DATA:
+	case PQMSG_COMMAND_COMPLETE:
+	case PQMSG_EMPTY_QUERY_RESPONSE:
+	case PQMSG_PORTAL_SUSPENDED:
+	case PQMSG_COPY_IN_RESPONSE:
 		if (s->batch_owed > 0)
 			s->batch_owed--;
 		return true;
@@ -933,7 +933,7 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 		case PS_CONSUMED:
 			return SBUF_CONSUMED;
 		case PS_REPLACED:
-			(void)batch_answered(s, '1');
+			(void)batch_answered(s, PQMSG_PARSE_COMPLETE);
 			return SBUF_CONSUMED;
 		case PS_FLUSH:
 			return SBUF_FLUSH;
