@@ -423,12 +423,14 @@ def test_pipeline_mixes_ordinary_statements_and_synced_writes(salesforce_txn, pg
     with crm(b) as conn:
         conn.add_notice_handler(lambda d: notices.append(d.message_primary))
         with conn.pipeline():
-            conn.execute("insert into public.notes values ('a')")
+            # executemany: the same statement again and again, prepared after a few times
+            conn.cursor().executemany("insert into public.notes values (%s)",
+                                      [(f"a{i}",) for i in range(6)])
             c1 = conn.execute("insert into salesforce.contacts (last_name) values (%s) "
                               "returning last_name", ("Ada",))
             conn.execute("insert into public.notes values (%s)", ("b",))
             c2 = conn.execute("select count(*) from public.notes")
-        assert (c1.fetchone(), c2.fetchone()) == (("Ada",), (2,))
+        assert (c1.fetchone(), c2.fetchone()) == (("Ada",), (7,))
         assert notices == [ESCAPED_BATCH]
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
@@ -449,7 +451,7 @@ def test_pipeline_mixes_ordinary_statements_and_synced_writes(salesforce_txn, pg
                 conn.execute("insert into public.notes values ('f')")
                 conn.execute("insert into salesforce.contacts (last_name) values ('Skipped')")
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        assert conn.execute("select count(*) from public.notes").fetchone() == (2,)
+        assert conn.execute("select count(*) from public.notes").fetchone() == (7,)
 
         # in a transaction block the refused write aborts the block, as an error would
         conn.autocommit = False
@@ -460,7 +462,7 @@ def test_pipeline_mixes_ordinary_statements_and_synced_writes(salesforce_txn, pg
                              "values ('Bad', 'nope')")
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
         conn.rollback()
-    assert notes(pg) == ["a", "b"]
+    assert notes(pg) == ["a0", "a1", "a2", "a3", "a4", "a5", "b"]
     assert sorted(r["LastName"] for r in sf_contacts(b.fake)) == ["Ada", "Kept"]
     # the refused writes were sent; nothing after an error was
     assert [r["body"]["records"][0]["LastName"] for r in sf_writes(b.fake)] == [
