@@ -462,11 +462,19 @@ def test_pipeline_mixes_ordinary_statements_and_synced_writes(salesforce_txn, pg
                              "values ('Bad', 'nope')")
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
         conn.rollback()
+        # the same with the block opened before the batch, which holds the write alone
+        assert conn.execute("select count(*) from public.notes").fetchone() == (7,)
+        with pytest.raises(psycopg.errors.CheckViolation):
+            with conn.pipeline():
+                conn.execute("insert into salesforce.contacts (last_name, email) "
+                             "values ('Bad', 'nope')")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        conn.rollback()
     assert notes(pg) == ["a0", "a1", "a2", "a3", "a4", "a5", "b"]
     assert sorted(r["LastName"] for r in sf_contacts(b.fake)) == ["Ada", "Kept"]
     # the refused writes were sent; nothing after an error was
     assert [r["body"]["records"][0]["LastName"] for r in sf_writes(b.fake)] == [
-        "Ada", "Kept", "Bad", "Bad"]
+        "Ada", "Kept", "Bad", "Bad", "Bad"]
 
 
 @pytest.mark.timeout(60)
