@@ -1468,11 +1468,25 @@ enum classifier_path_change classifier_path_change(const char *sql, size_t len, 
 		value[0] = '\0';
 	if (sql == NULL || len == 0 || sql[len] != '\0')
 		return CL_PATH_NONE;
-	/* every query passes here: its first word decides, then one scan of the text */
+	/*
+	 * Every query passes here: its first word decides, then one scan of the text. The word's
+	 * first letter picks the one keyword it may be (sql[len] is the NUL when there is none).
+	 */
 	start = cl_skip_to_token(sql, len, 0, false);
-	is_set = cl_token_is(sql, len, start, "set");
-	is_reset = !is_set && cl_token_is(sql, len, start, "reset");
-	is_discard = !is_set && !is_reset && cl_token_is(sql, len, start, "discard");
+	is_set = is_reset = is_discard = false;
+	switch (cl_lower_tab[(unsigned char)sql[start]]) {
+	case 's':
+		is_set = cl_token_is(sql, len, start, "set");
+		break;
+	case 'r':
+		is_reset = cl_token_is(sql, len, start, "reset");
+		break;
+	case 'd':
+		is_discard = cl_token_is(sql, len, start, "discard");
+		break;
+	default:
+		break;
+	}
 	if (!is_set && !is_reset && !is_discard)
 		return CL_PATH_NONE;
 	if (memchr(sql, '\0', len) != NULL)

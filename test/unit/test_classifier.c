@@ -610,6 +610,13 @@ static void test_search_path_change(void **state)
 	        {"select 'set search_path = x'", CL_PATH_NONE, "", false},
 	        {"SET search_path = ", CL_PATH_NONE, "", false}, /* the server refuses it */
 	        {"SET search_path FROM CURRENT", CL_PATH_NONE, "", false},
+	        /* the first word: its first letter, then the whole word in any case */
+	        {"\n\t Discard ALL", CL_PATH_DEFAULT, "", false},
+	        {"-- c\nReSeT search_path", CL_PATH_DEFAULT, "", false},
+	        {"SETS search_path = x", CL_PATH_NONE, "", false},
+	        {"resets all", CL_PATH_NONE, "", false},
+	        {"discard_all", CL_PATH_NONE, "", false},
+	        {"   ", CL_PATH_NONE, "", false},
 	};
 	char value[64];
 	bool local;
