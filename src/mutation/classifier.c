@@ -67,7 +67,7 @@ struct cl_index {
 	uint16_t start[257]; /* needles[start[c] .. start[c + 1]) begin with byte c */
 	/* bit (a << 8 | b) set when a needle starts with bytes a, b (lower case) */
 	uint8_t pairs[65536 / 8];
-	/* first[c] set when a needle starts with byte c, as it is or lower-cased */
+	/* first[c] set when a needle starts with byte c, as it is or lower-cased, and for NUL */
 	bool first[256];
 };
 
@@ -216,6 +216,8 @@ static void cl_index_finish(struct cl_index *ix)
 	ix->start[256] = (uint16_t)k;
 	for (c = 0; c < 256; c++)
 		ix->first[c] = ix->start[cl_lower_tab[c]] < ix->start[cl_lower_tab[c] + 1];
+	/* a NUL ends the text as PostgreSQL reads it: the scan stops there at no cost per byte */
+	ix->first[0] = true;
 	memset(ix->pairs, 0, sizeof(ix->pairs));
 	for (k = 0; k < ix->count; k++) {
 		unsigned a = (unsigned char)ix->needles[k].lower[0], b;
@@ -428,7 +430,7 @@ static bool cl_first_word_writes(const char *s, size_t len)
 	return n > 0 && cl_is_write_word(word, n);
 }
 
-/* Whether any needle of ix occurs in s[0..len); *table tells its kind. */
+/* Whether any needle of ix occurs in s[0..len) before its first NUL; *table tells its kind. */
 static bool cl_scan(const struct cl_index *ix, const char *s, size_t len, bool *table)
 {
 	const unsigned char *u = (const unsigned char *)s;
@@ -444,6 +446,8 @@ static bool cl_scan(const struct cl_index *ix, const char *s, size_t len, bool *
 		/* most bytes begin no needle: one look-up each */
 		if (!ix->first[u[i]])
 			continue;
+		if (u[i] == '\0')
+			return false;
 		a = cl_lower_tab[u[i]];
 		b = i + 1 < len ? cl_lower_tab[u[i + 1]] : 0;
 		if (!(ix->pairs[(a << 8 | b) >> 3] & (1u << (b & 7))))
@@ -508,14 +512,14 @@ bool classifier_quick_check(const struct classifier *cl, const char *database, c
 
 	if (sql == NULL || len == 0)
 		return false;
+	db = cl != NULL ? cl_find_database(cl, database) : NULL;
+	if (db == NULL && cl != NULL)
+		return cl_scan(&cl->fixed, sql, len, &table); /* it stops at a NUL itself */
 	nul = memchr(sql, '\0', len);
 	if (nul != NULL)
 		len = (size_t)(nul - sql);
 	if (cl == NULL)
 		return cl_mentions_setting(cl, sql, len);
-	db = cl_find_database(cl, database);
-	if (db == NULL)
-		return cl_scan(&cl->fixed, sql, len, &table);
 	if (cl_first_word_writes(sql, len))
 		return cl_scan(&db->full, sql, len, &table);
 	if (cl_scan(&cl->fixed, sql, len, &table))
