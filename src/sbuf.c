@@ -800,30 +800,33 @@ static bool next_packet(struct sbuf *sb, bool *need_more)
 {
 	const uint8_t *p = sb->buf + sb->parse_pos;
 	size_t avail = sb->recv_pos - sb->parse_pos;
-	size_t hdrlen = sb->startup_phase ? 4 : 5;
+	bool startup = sb->startup_phase;
+	size_t hdrlen = startup ? 4 : 5;
 	struct sbuf_pkt pkt;
 	enum pkt_status st;
 	enum sbuf_action act;
 	struct pkt_hdr hdr;
 	uint32_t len;
 
-	memset(&pkt, 0, sizeof(pkt));
-	if (sb->startup_phase) {
+	if (startup)
 		st = proto_read_startup_header(p, avail, 10000, &len);
-		pkt.type = 0;
-	} else {
+	else
 		st = proto_read_header(p, avail, 0x7fffffffu, &hdr);
-		len = hdr.len;
-		pkt.type = hdr.type;
-	}
 	if (st == PKT_NEED_MORE) {
 		*need_more = true;
 		return true;
 	}
 	if (st == PKT_BAD) {
-		fail_protocol(sb, sb->startup_phase ? "invalid length of startup packet"
-		                                    : "invalid message length");
+		fail_protocol(sb, startup ? "invalid length of startup packet"
+		                          : "invalid message length");
 		return false;
+	}
+	/* every field of pkt is set here, before the owner sees it */
+	if (startup) {
+		pkt.type = 0;
+	} else {
+		len = hdr.len;
+		pkt.type = hdr.type;
 	}
 	pkt.len = len;
 	pkt.complete = avail >= len;
