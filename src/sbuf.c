@@ -34,7 +34,7 @@ static struct {
 	uint8_t *buf[SPARE_MAX];
 } spare;
 
-static bool buf_take(struct sbuf *sb)
+static inline bool buf_take(struct sbuf *sb)
 {
 	if (spare.n > 0 && spare.size == sb->size)
 		sb->buf = spare.buf[--spare.n];
@@ -43,7 +43,7 @@ static bool buf_take(struct sbuf *sb)
 	return sb->buf != NULL;
 }
 
-static void buf_give_back(struct sbuf *sb)
+static inline void buf_give_back(struct sbuf *sb)
 {
 	if (sb->buf == NULL)
 		return;
@@ -70,7 +70,7 @@ static void big_drop(struct sbuf *sb)
 }
 
 /* An empty buffer with no packet under way is given back. */
-static void maybe_give_back(struct sbuf *sb)
+static inline void maybe_give_back(struct sbuf *sb)
 {
 	if (sb->recv_pos == 0 && sb->pkt_remain == 0 && !sb->collecting_big && !sb->big_ready)
 		buf_give_back(sb);
@@ -106,7 +106,7 @@ static void want_write(struct sbuf *sb)
  * (EAGAIN: wait for the event), with two additions kept to these lines and to on_write():
  * a read may need the socket writable first, and a write may be held by tls.c and flushed later.
  */
-static ssize_t sock_recv(struct sbuf *sb, void *buf, size_t len)
+static inline ssize_t sock_recv(struct sbuf *sb, void *buf, size_t len)
 {
 	bool needs_write = false;
 	ssize_t n;
@@ -121,7 +121,7 @@ static ssize_t sock_recv(struct sbuf *sb, void *buf, size_t len)
 	return n;
 }
 
-static ssize_t sock_send(struct sbuf *sb, const void *buf, size_t len)
+static inline ssize_t sock_send(struct sbuf *sb, const void *buf, size_t len)
 {
 	ssize_t n;
 
@@ -175,7 +175,7 @@ const char *sbuf_action_str(enum sbuf_action a)
 	return "?";
 }
 
-static void update_read_event(struct sbuf *sb)
+static inline void update_read_event(struct sbuf *sb)
 {
 	bool want = sb->fd >= 0 && (!sb->paused || sb->read_paused) && !sb->blocked && !sb->eof &&
 	            sb->recv_pos < sb->size;
@@ -268,7 +268,7 @@ static size_t write_with_out(struct sbuf *dst, const uint8_t *p, size_t len)
  * Writes up to len bytes to dst's socket, after dst's own queued bytes. Returns how many were
  * taken; a broken dst takes nothing and is told through its write event.
  */
-static size_t write_to(struct sbuf *dst, const uint8_t *p, size_t len)
+static inline size_t write_to(struct sbuf *dst, const uint8_t *p, size_t len)
 {
 	ssize_t n;
 
@@ -303,7 +303,7 @@ static size_t write_to(struct sbuf *dst, const uint8_t *p, size_t len)
 }
 
 /* Sends [done_pos, parse_pos) to dst. False when dst cannot take it all now (sb blocks). */
-static bool flush_pending(struct sbuf *sb)
+static inline bool flush_pending(struct sbuf *sb)
 {
 	size_t len = sb->parse_pos - sb->done_pos;
 	size_t n;
@@ -328,7 +328,7 @@ static bool flush_pending(struct sbuf *sb)
 	return true;
 }
 
-static void compact(struct sbuf *sb)
+static inline void compact(struct sbuf *sb)
 {
 	if (sb->done_pos == sb->recv_pos) {
 		sb->done_pos = sb->parse_pos = sb->recv_pos = 0;
@@ -437,7 +437,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 }
 
 /* The end of a round that relayed to gather: what was held for it leaves now. */
-static void gather_end(struct sbuf *gather)
+static inline void gather_end(struct sbuf *gather)
 {
 	if (gather == NULL || --gather->gathering > 0)
 		return;
