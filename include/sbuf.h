@@ -66,7 +66,21 @@ struct sbuf_ops {
 	/* Optional: shown each chunk of a forwarded packet whose owner set sb->scan_packet, before
 	 * it is forwarded. False: the owner has closed the connection (touch nothing more). */
 	bool (*scan)(void *owner, struct sbuf *sb, const uint8_t *data, size_t len);
+	/*
+	 * Optional: the message types the owner lets through unseen now, as a set of 256 bits
+	 * (type t: bit t % 8 of byte t / 8), or NULL for none. Such a message is forwarded as if
+	 * packet() had answered SBUF_SEND, without the call. Asked at the start of each round and
+	 * again after every packet() call, since a handler may change what its owner must see;
+	 * the answer must not change otherwise while a round runs.
+	 */
+	const uint8_t *(*pass_types)(void *owner);
 };
+
+/* Whether type is in a pass_types() set. */
+static inline bool sbuf_type_in(const uint8_t *set, uint8_t type)
+{
+	return (set[type >> 3] >> (type & 7)) & 1;
+}
 
 struct sbuf {
 	int fd;

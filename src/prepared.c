@@ -947,10 +947,16 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 
 /* ---------------------------------------------------------------- server answers */
 
+bool ps_server_may_want(uint8_t type)
+{
+	return type == '1' || type == '3' || type == 'E' || type == 'Z' || type == 'C' ||
+	       type == 'I';
+}
+
 bool ps_server_wants(const struct conn *s, uint8_t type)
 {
-	return s->pss != NULL && (type == '1' || type == '3' || type == 'E' || type == 'Z' ||
-	                          type == 'C' || (type == 'I' && s->pss->answer_tag != NULL));
+	return s->pss != NULL && ps_server_may_want(type) &&
+	       (type != 'I' || s->pss->answer_tag != NULL);
 }
 
 /* The answer to the statement sent for a lone DEALLOCATE ALL / DISCARD ALL: the command's own. */

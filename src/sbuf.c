@@ -795,8 +795,17 @@ static bool wait_for_prefix(struct sbuf *sb, uint32_t len, const uint8_t **p, si
 	return true;
 }
 
-/* Offers the next packet header to the owner. False when processing must stop. */
-static bool next_packet(struct sbuf *sb, bool *need_more)
+/* What the owner lets pass unseen now (struct sbuf_ops pass_types). */
+static inline const uint8_t *pass_types(struct sbuf *sb)
+{
+	return sb->ops->pass_types != NULL ? sb->ops->pass_types(sb->owner) : NULL;
+}
+
+/*
+ * Offers the next packet header to the owner, unless its type is in *pass (which is asked again
+ * after the owner saw a packet). False when processing must stop.
+ */
+static bool next_packet(struct sbuf *sb, bool *need_more, const uint8_t **pass)
 {
 	const uint8_t *p = sb->buf + sb->parse_pos;
 	size_t avail = sb->recv_pos - sb->parse_pos;
@@ -828,6 +837,16 @@ static bool next_packet(struct sbuf *sb, bool *need_more)
 		len = hdr.len;
 		pkt.type = hdr.type;
 	}
+	if (*pass != NULL && !startup && sbuf_type_in(*pass, pkt.type)) {
+		/* relayed as an SBUF_SEND answer would have it, without asking */
+		if (avail >= len) {
+			sb->parse_pos += len;
+		} else {
+			sb->pkt_action = SBUF_SEND;
+			sb->pkt_remain = len;
+		}
+		return true;
+	}
 	pkt.len = len;
 	pkt.complete = avail >= len;
 	pkt.too_big = len > sb->max_pkt;
@@ -840,6 +859,8 @@ static bool next_packet(struct sbuf *sb, bool *need_more)
 	pkt.body_avail = (avail < len ? avail : len) - hdrlen;
 
 	act = sb->ops->packet(sb->owner, sb, &pkt);
+	if (act != SBUF_CLOSED)
+		*pass = pass_types(sb);
 	switch (act) {
 	case SBUF_CLOSED:
 		return false;
@@ -898,6 +919,7 @@ static bool next_packet(struct sbuf *sb, bool *need_more)
 static void sbuf_process(struct sbuf *sb)
 {
 	bool sent_any = false;
+	const uint8_t *pass;
 
 	if (sb->fd < 0 || sb->in_process)
 		return;
@@ -910,6 +932,7 @@ static void sbuf_process(struct sbuf *sb)
 	sb->in_process++;
 	if (sb->dst != NULL)
 		sb->dst->gathering++;
+	pass = pass_types(sb);
 	while (!sb->paused && !sb->blocked && sb->fd >= 0) {
 		bool need_more = false;
 
@@ -918,6 +941,7 @@ static void sbuf_process(struct sbuf *sb)
 		if (sb->big_ready) {
 			if (!offer_big(sb))
 				break;
+			pass = pass_types(sb);
 			continue;
 		}
 		if (sb->collecting_big) {
@@ -934,7 +958,7 @@ static void sbuf_process(struct sbuf *sb)
 				goto out;
 			continue;
 		}
-		if (!next_packet(sb, &need_more))
+		if (!next_packet(sb, &need_more, &pass))
 			break;
 		if (need_more)
 			break;

@@ -37,11 +37,13 @@
 static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt);
 static void server_flushed(void *owner, struct sbuf *sb);
 static void server_failed(void *owner, struct sbuf *sb, const char *reason);
+static const uint8_t *server_pass_types(void *owner);
 
 static const struct sbuf_ops server_ops = {
         .packet = server_packet,
         .flushed = server_flushed,
         .failed = server_failed,
+        .pass_types = server_pass_types,
 };
 
 bool server_is_ready(const struct conn *s)
@@ -956,6 +958,40 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 		return SBUF_CLOSED;
 	}
 	return SBUF_SEND;
+}
+
+/*
+ * The answers server_packet() forwards without reading them, when its server is linked to a
+ * client and runs no statement of its own: every type but ReadyForQuery and ParameterStatus,
+ * and while prepared statements are tracked, but the ones ps_server_packet() reads.
+ */
+static uint8_t pass_plain[32], pass_tracked[32];
+static bool pass_made;
+
+static void pass_sets_make(void)
+{
+	for (int t = 0; t < 256; t++) {
+		bool seen = t == 'Z' || t == 'S';
+		bool tracked = seen || ps_server_may_want((uint8_t)t);
+
+		if (!seen)
+			pass_plain[t >> 3] |= (uint8_t)(1u << (t & 7));
+		if (!tracked)
+			pass_tracked[t >> 3] |= (uint8_t)(1u << (t & 7));
+	}
+	pass_made = true;
+}
+
+static const uint8_t *server_pass_types(void *owner)
+{
+	const struct conn *s = owner;
+
+	if (!s->logged_in || s->auth_query != NULL || s->link == NULL || s->setting_params ||
+	    s->resetting || s->checking)
+		return NULL;
+	if (!pass_made)
+		pass_sets_make();
+	return s->pss != NULL ? pass_tracked : pass_plain;
 }
 
 static void server_flushed(void *owner, struct sbuf *sb)
