@@ -70,8 +70,9 @@ struct sbuf_ops {
 	 * Optional: the message types the owner lets through unseen now, as a set of 256 bits
 	 * (type t: bit t % 8 of byte t / 8), or NULL for none. Such a message is forwarded as if
 	 * packet() had answered SBUF_SEND, without the call. Asked at the start of each round and
-	 * again after every packet() call, since a handler may change what its owner must see;
-	 * the answer must not change otherwise while a round runs.
+	 * again after a packet() call that answered anything but SBUF_SEND: a handler that changes
+	 * what its owner must see answers otherwise, and nothing else changes it while a round
+	 * runs.
 	 */
 	const uint8_t *(*pass_types)(void *owner);
 };

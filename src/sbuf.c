@@ -802,8 +802,8 @@ static inline const uint8_t *pass_types(struct sbuf *sb)
 }
 
 /*
- * Offers the next packet header to the owner, unless its type is in *pass (which is asked again
- * after the owner saw a packet). False when processing must stop.
+ * Offers the next packet header to the owner, unless its type is in *pass (asked again when the
+ * owner answered anything but SBUF_SEND). False when processing must stop.
  */
 static bool next_packet(struct sbuf *sb, bool *need_more, const uint8_t **pass)
 {
@@ -859,7 +859,7 @@ static bool next_packet(struct sbuf *sb, bool *need_more, const uint8_t **pass)
 	pkt.body_avail = (avail < len ? avail : len) - hdrlen;
 
 	act = sb->ops->packet(sb->owner, sb, &pkt);
-	if (act != SBUF_CLOSED)
+	if (act != SBUF_CLOSED && act != SBUF_SEND)
 		*pass = pass_types(sb);
 	switch (act) {
 	case SBUF_CLOSED:

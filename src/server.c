@@ -963,7 +963,11 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 /*
  * The answers server_packet() forwards without reading them, when its server is linked to a
  * client and runs no statement of its own: every type but ReadyForQuery and ParameterStatus,
- * and while prepared statements are tracked, but the ones ps_server_packet() reads.
+ * and while prepared statements are tracked, but the ones ps_server_packet() reads. What
+ * server_pass_types() answers changes only where server_packet() answers other than SBUF_SEND
+ * (a statement of its own ends, the link goes) or outside a round (the link is made, the
+ * first statement is tracked); the tracked set passes less than the plain one, so a server
+ * whose statements were forgotten (DISCARD ALL) loses nothing by keeping it to the round's end.
  */
 static uint8_t pass_plain[32], pass_tracked[32];
 static bool pass_made;
