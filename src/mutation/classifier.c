@@ -1413,7 +1413,7 @@ cleanup:
 }
 
 /* Whether the word at s[i..len) is word (given in lower case), in any case, and nothing longer. */
-static bool cl_token_is(const char *s, size_t len, size_t i, const char *word)
+static inline bool cl_token_is(const char *s, size_t len, size_t i, const char *word)
 {
 	size_t n;
 
@@ -1476,7 +1476,7 @@ enum classifier_path_change classifier_path_change(const char *sql, size_t len, 
 	 * Every query passes here: its first word decides, then one scan of the text. The word's
 	 * first letter picks the one keyword it may be (sql[len] is the NUL when there is none).
 	 */
-	start = cl_skip_to_token(sql, len, 0, false);
+	start = cl_is_ident_start((unsigned char)sql[0]) ? 0 : cl_skip_to_token(sql, len, 0, false);
 	is_set = is_reset = is_discard = false;
 	switch (cl_lower_tab[(unsigned char)sql[start]]) {
 	case 's':
