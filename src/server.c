@@ -481,7 +481,9 @@ void server_link(struct conn *s, struct conn *c)
 	s->client_state = true;
 	c->link = s;
 	conn_set_state(s, SV_ACTIVE);
-	conn_set_state(c, CL_ACTIVE);
+	/* a client between transactions stays active: it does not move in its list */
+	if (c->state != CL_ACTIVE)
+		conn_set_state(c, CL_ACTIVE);
 	sbuf_set_dst(&c->sbuf, &s->sbuf);
 	sbuf_set_dst(&s->sbuf, &c->sbuf);
 
