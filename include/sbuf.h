@@ -142,8 +142,20 @@ void sbuf_pause(struct sbuf *sb);
  */
 void sbuf_read_while_paused(struct sbuf *sb);
 
+/* sbuf_set_dst()'s general case; call sbuf_set_dst(). */
+void sbuf_set_dst_slow(struct sbuf *sb, struct sbuf *dst);
+
 /* Links the relay target (NULL to unlink). A blocked link is released first. */
-void sbuf_set_dst(struct sbuf *sb, struct sbuf *dst);
+static inline void sbuf_set_dst(struct sbuf *sb, struct sbuf *dst)
+{
+	/* the usual case (no round under way, no write waited for) inline: twice per transaction */
+	if (sb->in_process > 0 || (sb->dst != NULL && sb->dst->waiting_src == sb)) {
+		sbuf_set_dst_slow(sb, dst);
+		return;
+	}
+	sb->blocked = false;
+	sb->dst = dst;
+}
 
 /* Queues bytes to be written to sb's own socket, before any relayed bytes. */
 bool sbuf_queue(struct sbuf *sb, const void *data, size_t len) __attribute__((warn_unused_result));

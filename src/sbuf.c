@@ -528,7 +528,7 @@ void sbuf_pause(struct sbuf *sb)
 	update_read_event(sb);
 }
 
-void sbuf_set_dst(struct sbuf *sb, struct sbuf *dst)
+void sbuf_set_dst_slow(struct sbuf *sb, struct sbuf *dst)
 {
 	if (sb->dst != NULL && sb->dst->waiting_src == sb)
 		sb->dst->waiting_src = NULL;
