@@ -133,8 +133,8 @@ static void read_types(int fd, char *out, size_t size)
  * types in pass through unseen until it is offered a packet of type pass_until. Returns the
  * types that reached dst; *seen gets the types the owner was offered.
  */
-static void run_pass_case(const char *input, const char *actions, const char *pass,
-                          char pass_until, const char *expect, const char *expect_seen)
+static void run_pass_case(const char *input, const char *actions, const char *pass, char pass_until,
+                          const char *expect, const char *expect_seen)
 {
 	struct event_base *base = event_base_new();
 	struct owner o;
