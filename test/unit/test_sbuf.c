@@ -33,11 +33,10 @@ struct owner {
 static enum sbuf_action on_packet(void *arg, struct sbuf *sb, const struct sbuf_pkt *pkt)
 {
 	struct owner *o = arg;
-	char a = o->actions[o->offers];
+	/* past the end of actions: send */
+	char a = (size_t)o->offers < strlen(o->actions) ? o->actions[o->offers] : 'S';
 
 	(void)sb;
-	if (a == '\0')
-		a = 'S';
 	o->seen[o->offers++] = (char)pkt->type;
 	if (o->pass_until != '\0' && pkt->type == (uint8_t)o->pass_until)
 		o->pass = NULL;
