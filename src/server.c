@@ -835,6 +835,14 @@ static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)
 	}
 }
 
+/* Whether an answer of s goes on to its client c: the query hook may keep it (hook_answers). */
+static bool hook_relays(const struct conn *s, struct conn *c, const struct sbuf_pkt *pkt)
+{
+	const struct query_hook *h = &s->b->hook;
+
+	return !c->hook_answers || h->server_answer == NULL || h->server_answer(h->ctx, c, pkt);
+}
+
 static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt)
 {
 	struct conn *s = owner;
@@ -902,6 +910,11 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 		}
 		if (c == NULL || own)
 			return SBUF_CONSUMED;
+		if (!hook_relays(s, c, pkt)) {
+			/* the end of a statement the hook ran: no release point */
+			s->at_rfq = false;
+			return SBUF_CONSUMED;
+		}
 		if (s->txn_status != 'I' && s->pool->pool_mode == POOL_STATEMENT) {
 			server_close(s, "transaction blocks not allowed in statement pooling mode");
 			return SBUF_CLOSED;
@@ -955,7 +968,7 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 		server_close(s, "idle server got something");
 		return SBUF_CLOSED;
 	}
-	return SBUF_SEND;
+	return hook_relays(s, c, pkt) ? SBUF_SEND : SBUF_SKIP;
 }
 
 static void server_flushed(void *owner, struct sbuf *sb)
