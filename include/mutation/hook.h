@@ -15,6 +15,7 @@
 #include "mutation/extended.h"
 
 struct conn;
+struct mixed_string;
 struct mutation;
 struct sbuf_pkt;
 struct synced;
@@ -49,6 +50,8 @@ struct mut_client {
 	char **multi;
 	int nmulti, imulti;
 	size_t tail_off;
+	/* a query string with an ordinary statement before a synced write (mixed.c) */
+	struct mixed_string *mixed;
 	/*
 	 * The search_path the client's own SET statements gave its session (the login value
 	 * otherwise): path_session from SET [SESSION], path_local from SET LOCAL while its

@@ -38,6 +38,7 @@
 #include "mutation/history.h"
 #include "mutation/hook.h"
 #include "mutation/intent.h"
+#include "mutation/mixed.h"
 #include "mutation/settle.h"
 #include "mutation/sync.h"
 #include "pgc.h"
@@ -1184,7 +1185,12 @@ void mutation_finish(struct mutation *m)
 	if (mc != NULL && mc->client->state != CONN_JUSTFREE) {
 		bool next_started = false, next_tried = false;
 		mc->m = NULL;
-		if (mc->multi != NULL && !m->failed && mc->imulti + 1 < mc->nmulti) {
+		if (mc->mixed != NULL) {
+			/* one write of a mixed query string: the string goes on (mixed.c) */
+			next_started = true;
+			mixed_write_done(mc->mixed, m->failed);
+			client_resume(mc->client);
+		} else if (mc->multi != NULL && !m->failed && mc->imulti + 1 < mc->nmulti) {
 			next_tried = true;
 			next_started = mc_multi_next(sy, mc);
 		}
@@ -1417,6 +1423,11 @@ void mutation_start(struct synced *sy, struct mut_client *mc, struct synced_tabl
 	/* ordinary statements follow: the server's answer to them ends the string */
 	if (ext == NULL && mc->multi != NULL && mc->tail_off > 0)
 		m->no_ready = m->in_string = true;
+	/* a write of a mixed string: the string's end answers ReadyForQuery (mixed.c) */
+	if (ext == NULL && mc->mixed != NULL) {
+		m->no_ready = m->in_string = true;
+		m->in_block = mixed_in_client_block(mc->mixed);
+	}
 	m->sql = strdup(sql);
 	if (m->sql == NULL || (ext != NULL && !copy_params(m, ext))) {
 		mutation_set_error(m, "53200", "out of memory", NULL, NULL);

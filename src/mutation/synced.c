@@ -27,6 +27,7 @@
 #include "mutation/extended.h"
 #include "mutation/history.h"
 #include "mutation/hook.h"
+#include "mutation/mixed.h"
 #include "mutation/journal.h"
 #include "mutation/pipeline.h"
 #include "mutation/settle.h"
@@ -116,6 +117,7 @@ static void install_hook(struct bouncer *b, struct synced *sy)
 	b->hook.stream_needles = classifier_setting_needles();
 	b->hook.client_closed = hook_client_closed;
 	b->hook.cancel = hook_cancel;
+	b->hook.server_answer = mixed_server_answer;
 	b->hook.ctx = sy;
 }
 
@@ -298,6 +300,7 @@ void synced_stop(struct bouncer *b)
 	b->hook.inspect = NULL;
 	b->hook.client_closed = NULL;
 	b->hook.cancel = NULL;
+	b->hook.server_answer = NULL;
 	b->hook.ctx = NULL;
 	list_for_each_safe(it, tmp, &sy->mutations)
 	{
