@@ -862,11 +862,15 @@ def test_query_string_of_several_synced_writes(synced, pg):
         assert conn.execute("select 1").fetchone() == (1,)
     assert sorted(r[2] for r in db_rows(pg)) == ["A", "B", "C"]
     assert len(synced.fake.store()) == 3
-    # ordinary statements before a synced write: the string is refused whole, nothing sent
+    # ordinary statements before a synced write run too (test_synced_statements.py), but not
+    # with transaction control among them: refused whole, nothing sent
     with crm(synced) as conn:
         with pytest.raises(psycopg.errors.FeatureNotSupported):
-            conn.execute("select 1; insert into salesforce.contacts (last_name) values ('F')")
-    assert len(synced.fake.store()) == 3
+            conn.execute("select 1; begin; insert into salesforce.contacts (last_name) "
+                         "values ('F')")
+        conn.execute("select 1; insert into salesforce.contacts (last_name) values ('G')")
+    assert sorted(r[2] for r in db_rows(pg)) == ["A", "B", "C", "G"]
+    assert len(synced.fake.store()) == 4
 
 
 def test_returning_follows_the_clients_time_zone(synced, pg):
