@@ -94,6 +94,7 @@ struct stmt_class {
 	/* among the statements, whatever their verdicts: */
 	bool transaction_control; /* BEGIN, COMMIT, ROLLBACK, SAVEPOINT, PREPARE TRANSACTION... */
 	bool copy_from_client;    /* COPY ... FROM STDIN: the client sends data after the query */
+	bool deallocate;          /* DEALLOCATE: prepared statements the pooler may keep track of */
 	/*
 	 * The statement that decided the verdict (the first REJECT, else the first MUTATION, else
 	 * 0): its index among the statements and its byte range in the text, starting at its first

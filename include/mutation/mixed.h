@@ -31,7 +31,8 @@ struct synced;
 /*
  * Takes the client's Query sql (sc: the whole string classified: a synced write, not all of
  * them first) and runs it, or refuses it whole before anything ran (0A000 for transaction
- * control or COPY FROM STDIN among its statements). Returns the hook's verdict for the Query.
+ * control, COPY FROM STDIN or DEALLOCATE among its statements). Returns the hook's verdict for
+ * the Query.
  */
 enum hook_verdict mixed_start(struct synced *sy, struct conn *c, const char *sql,
                               const struct stmt_class *sc);

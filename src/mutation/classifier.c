@@ -1394,8 +1394,11 @@ bool classifier_classify_in(const struct classifier *cl, const char *database,
 		else if (strcmp(stmt->keys[0], "CopyStmt") == 0 &&
 		         cl_copy_from_client(stmt->items[0]))
 			out->copy_from_client = true;
+		else if (strcmp(stmt->keys[0], "DeallocateStmt") == 0)
+			out->deallocate = true;
 		one.transaction_control = out->transaction_control;
 		one.copy_from_client = out->copy_from_client;
+		one.deallocate = out->deallocate;
 		out->nstatements++;
 		if (one.verdict == STMT_MUTATION)
 			out->nmutations++;

@@ -352,6 +352,13 @@ enum hook_verdict mixed_start(struct synced *sy, struct conn *c, const char *sql
 		              "COPY FROM STDIN cannot be mixed with writes to synced tables in one "
 		              "query string",
 		              "Send the COPY as a query of its own.");
+	if (sc->deallocate)
+		/* the pooler's own bookkeeping of prepared statements sees only whole queries */
+		return refuse(
+		        c, "0A000",
+		        "DEALLOCATE cannot be mixed with writes to synced tables in one query "
+		        "string",
+		        "Send the DEALLOCATE as a query of its own.");
 	if (client_txn_status(c) == 'E')
 		return refuse(c, "25P02",
 		              "current transaction is aborted, commands ignored until end of "

@@ -453,12 +453,15 @@ def test_ordinary_statements_before_synced_writes_answer_as_postgresql(salesforc
     assert sorted(pg.sql("SELECT last_name FROM salesforce.contacts", dbname="crm")) == [
         ("Ada",), ("Bea",), ("Cy",), ("Eve",)]
 
-    # transaction control in such a string is refused whole before anything runs
+    # transaction control, COPY FROM STDIN and DEALLOCATE in such a string: refused whole
+    # before anything runs
     writes = len(sf_writes(salesforce.fake))
-    ours.query("insert into public.notes values ('n8'); commit;"
-               "insert into salesforce.contacts (last_name) values ('Fay')")
-    rows, err = ours.read_until_ready()
-    assert err["C"] == "0A000" and "queries of their own" in err["H"], err
+    for other, hint in (("commit", "queries of their own"), ("copy public.notes from stdin",
+                        "COPY as a query"), ("deallocate all", "DEALLOCATE as a query")):
+        ours.query(f"insert into public.notes values ('n8'); {other};"
+                   "insert into salesforce.contacts (last_name) values ('Fay')")
+        rows, err = ours.read_until_ready()
+        assert err["C"] == "0A000" and hint in err["H"], err
     ours.close()
     ref.close()
     assert notes(pg) == ["n1"] and len(sf_writes(salesforce.fake)) == writes

@@ -2,7 +2,8 @@
  * Unit tests of what a mixed query string (synced writes among ordinary statements) is built
  * from: the text that runs a part of the string on the server (every other statement blanked,
  * so that PostgreSQL's error positions still count from the start of the client's text), and
- * the classifier's flags that refuse such a string whole.
+ * the classifier's flags that refuse such a string whole (transaction control, COPY FROM STDIN,
+ * DEALLOCATE).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -68,7 +69,7 @@ static void test_segment_text(void **state)
 
 static const struct {
 	const char *sql;
-	bool txn, copy;
+	bool txn, copy, dealloc;
 } flags[] = {
         {"insert into t values (1); select 1", false, false},
         {"insert into t values (1); begin", true, false},
@@ -86,6 +87,8 @@ static const struct {
         {"copy t to stdout; select 1", false, false},
         {"copy t from '/tmp/x'; select 1", false, false},
         {"copy (select 1) to stdout; select 1", false, false},
+        {"select 1; deallocate all", false, false, true},
+        {"deallocate p; select 1", false, false, true},
 };
 
 static void test_classifier_flags(void **state)
@@ -95,9 +98,11 @@ static void test_classifier_flags(void **state)
 		struct stmt_class sc;
 
 		assert_true(classifier_classify(NULL, "crm", flags[i].sql, &sc));
-		if (sc.transaction_control != flags[i].txn || sc.copy_from_client != flags[i].copy)
-			fail_msg("%s: transaction_control %d, copy_from_client %d", flags[i].sql,
-			         sc.transaction_control, sc.copy_from_client);
+		if (sc.transaction_control != flags[i].txn ||
+		    sc.copy_from_client != flags[i].copy || sc.deallocate != flags[i].dealloc)
+			fail_msg("%s: transaction_control %d, copy_from_client %d, deallocate %d",
+			         flags[i].sql, sc.transaction_control, sc.copy_from_client,
+			         sc.deallocate);
 	}
 }
 
