@@ -68,7 +68,7 @@ struct query_hook {
 	bool (*cancel)(void *ctx, struct conn *client);
 	/*
 	 * For a client whose hook_answers is set: each message of its server's answers, before it
-	 * is relayed and after the core has read what it keeps (txn_status, expect_rfq). True
+	 * is relayed and after the core has read what it keeps (txn_status, the answers owed). True
 	 * relays it; false drops it, and a dropped ReadyForQuery is no release point. This is how
 	 * the hook runs statements of its own on the client's server (client_query_on_server())
 	 * and keeps their answers to itself.

@@ -216,6 +216,32 @@ def test_upsert_rejected_do_nothing_works(synced, pg):
     assert synced.fake.store()[cid]["LastName"] == "Halleck"
 
 
+def test_insert_on_conflict_do_nothing_leaves_out_rows_of_another_unique_index(
+        pg, bouncer_factory, fake_sf):
+    """A row that a unique index other than the key turns away never reaches the API: it
+    would be a record the table cannot hold."""
+    b = start_synced(pg, bouncer_factory, fake_sf, before_start=lambda: pg.sql(
+        "CREATE UNIQUE INDEX contacts_email ON salesforce.contacts (email)", dbname="crm"))
+    with crm(b) as conn:
+        conn.execute("insert into salesforce.contacts (last_name, email) "
+                     "values ('Atreides', 'paul@dune.co')")
+        cur = conn.execute("insert into salesforce.contacts (last_name, email) "
+                           "values ('Usul', 'paul@dune.co') on conflict do nothing")
+        assert cur.rowcount == 0
+        assert len(fake_sf.requests()) == 1
+        rows = conn.execute(
+            "insert into salesforce.contacts (last_name, email) "
+            "values ('Harkonnen', 'feyd@dune.co'), ('Muad''Dib', 'paul@dune.co'), "
+            "('Rautha', 'feyd@dune.co') on conflict (email) do nothing "
+            "returning last_name, email").fetchall()
+        assert rows == [("Harkonnen", "feyd@dune.co")]
+    assert len(fake_sf.requests()) == 2
+    sent = fake_sf.requests()[-1]["body"]["records"]
+    assert [r["LastName"] for r in sent] == ["Harkonnen"]
+    assert sorted(c["LastName"] for c in fake_sf.store().values()) == ["Atreides", "Harkonnen"]
+    assert sorted(r[2] for r in db_rows(pg)) == ["Atreides", "Harkonnen"]
+
+
 def test_direct_write_is_refused_by_the_guard(synced, pg):
     with pg.connect(dbname="crm", user="app") as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as ei:
@@ -426,6 +452,27 @@ def test_transaction_mode_writes_and_transactions(synced_txn, pg):
     assert sorted(synced_txn.fake.store()) == sorted([a, b])
     assert pg.sql("SELECT count(*) FROM salesforce.contacts WHERE email = 'x@y.io'",
                   dbname="crm")[0][0] == 2
+
+
+def test_transaction_mode_named_synced_and_ordinary_statements(synced_txn, pg):
+    """Named statements that write a synced table and ordinary named statements, interleaved
+    on one connection under transaction pooling: each name keeps running its own statement."""
+    ids = []
+    with crm(synced_txn) as conn:
+        for i in range(4):
+            (n,) = conn.execute("select count(*) from salesforce.contacts where last_name = %s",
+                                (f"N{i - 1}",), prepare=True).fetchone()
+            assert n == (1 if i > 0 else 0)
+            (cid,) = conn.execute("insert into salesforce.contacts (last_name) values (%s) "
+                                  "returning id", (f"N{i}",), prepare=True).fetchone()
+            ids.append(cid)
+            conn.execute("update salesforce.contacts set note = %s where id = %s",
+                         (f"n{i}", cid), prepare=True)
+        assert conn.execute("select count(*) from salesforce.contacts where note like 'n%%'",
+                            prepare=True).fetchone()[0] == 4
+    store = synced_txn.fake.store()
+    assert sorted(store) == sorted(ids)
+    assert sorted(r.get("Description") for r in store.values()) == ["n0", "n1", "n2", "n3"]
 
 
 def test_commit_failure_after_api_accepted_is_journaled_and_settled(synced, pg):
