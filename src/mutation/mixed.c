@@ -51,18 +51,17 @@ enum mixed_phase {
 enum mixed_sent {
 	MXS_BEGIN,   /* answers kept */
 	MXS_SEGMENT, /* the client's statements: relayed, but ReadyForQuery */
-	MXS_ABORT,   /* aborts the client's block after a failed write: answers kept */
+	MXS_ABORT,   /* aborts the client's block after a failed write: its error kept */
 	MXS_END,     /* COMMIT/ROLLBACK: its error and ReadyForQuery relayed */
 };
 
 struct mixed_string {
-	struct synced *sy;
 	struct conn *client;
 	char *sql;
 	int n;
 	int starts[MIXED_MAX_STATEMENTS], lens[MIXED_MAX_STATEMENTS];
-	struct stmt_class *cls; /* per statement; verdict MUTATION: a synced write */
-	int next;               /* the next statement to run */
+	bool write[MIXED_MAX_STATEMENTS]; /* a synced write (else an ordinary statement) */
+	int next;                         /* the next statement to run */
 	enum mixed_phase phase;
 	bool own_block;      /* our BEGIN holds the string's ordinary statements */
 	bool failed;         /* an error ended the string */
@@ -83,7 +82,6 @@ void mixed_free(struct mixed_string *ms)
 		return;
 	if (ms->ev_resume != NULL)
 		event_free(ms->ev_resume);
-	free(ms->cls);
 	free(ms->sql);
 	free(ms);
 }
@@ -207,7 +205,7 @@ bool mixed_server_answer(void *ctx, struct conn *c, const struct sbuf_pkt *pkt)
 	case PQMSG_COMMAND_COMPLETE:
 		return kind == MXS_SEGMENT;
 	default:
-		return kind != MXS_ABORT;
+		return true; /* rows, notices, notifications */
 	}
 }
 
@@ -271,22 +269,36 @@ enum hook_verdict mixed_step(struct synced *sy, struct conn *c, struct mut_clien
 			break;
 		case MX_RUN: {
 			int i = ms->next, k;
+			struct stmt_class sc;
 			char *text;
 			bool ok;
 
 			if (ms->failed || i >= ms->n)
 				return end_string(ms, mc);
-			if (ms->cls[i].verdict == STMT_MUTATION) {
+			if (ms->write[i]) {
 				ms->next++;
 				ms->phase = MX_WRITE;
 				text = strndup(ms->sql + ms->starts[i], (size_t)ms->lens[i]);
-				if (text == NULL) {
+				/* again: a RELOAD may have come since the string began */
+				if (text == NULL || !hook_classify(sy, c, text, &sc)) {
+					free(text);
 					answer_now(c, "53200", "out of memory", NULL, NULL, NULL);
 					ms->failed = true;
 					ms->phase = MX_RUN;
 					break;
 				}
-				ok = hook_begin_mutation(sy, c, &ms->cls[i], text, NULL);
+				if (sc.verdict == STMT_PASS) {
+					free(text);
+					answer_now(
+					        c, "XX000",
+					        "a statement of the query string changed its kind",
+					        NULL, NULL, NULL);
+					ms->failed = true;
+					ms->phase = MX_RUN;
+					break;
+				}
+				sc.nstatements = 1;
+				ok = hook_begin_mutation(sy, c, &sc, text, NULL);
 				free(text);
 				if (!ok) {
 					/* refused at once: its error went out, the string ends */
@@ -298,7 +310,7 @@ enum hook_verdict mixed_step(struct synced *sy, struct conn *c, struct mut_clien
 					break; /* over already: mixed_write_done() said how */
 				return HOOK_PAUSE;
 			}
-			for (k = i; k < ms->n && ms->cls[k].verdict != STMT_MUTATION; k++)
+			for (k = i; k < ms->n && !ms->write[k]; k++)
 				;
 			text = mixed_segment_text(ms->sql, ms->starts, ms->lens, ms->n, i, k,
 			                          client_utf8(c));
@@ -370,7 +382,6 @@ enum hook_verdict mixed_start(struct synced *sy, struct conn *c, const char *sql
 		mixed_free(ms);
 		return refuse(c, "53200", "out of memory", NULL);
 	}
-	ms->sy = sy;
 	ms->client = c;
 	n = classifier_split(sql, ms->starts, ms->lens, MIXED_MAX_STATEMENTS);
 	if (n < 1 || n > MIXED_MAX_STATEMENTS) {
@@ -381,33 +392,35 @@ enum hook_verdict mixed_start(struct synced *sy, struct conn *c, const char *sql
 		               : refuse(c, "53200", "out of memory", NULL);
 	}
 	ms->n = n;
-	ms->cls = calloc((size_t)n, sizeof(*ms->cls));
 	ms->ev_resume = evtimer_new(sy->b->base, on_resume, ms);
-	if (ms->cls == NULL || ms->ev_resume == NULL) {
+	if (ms->ev_resume == NULL) {
 		mixed_free(ms);
 		return refuse(c, "53200", "out of memory", NULL);
 	}
 	for (int i = 0; i < n; i++) {
 		char *one = strndup(sql + ms->starts[i], (size_t)ms->lens[i]);
-		bool ok = one != NULL && hook_classify(sy, c, one, &ms->cls[i]);
+		struct stmt_class one_sc;
+		bool ok = one != NULL && hook_classify(sy, c, one, &one_sc);
 
 		free(one);
 		if (!ok) {
 			mixed_free(ms);
 			return refuse(c, "53200", "out of memory", NULL);
 		}
-		if (ms->cls[i].verdict == STMT_REJECT) {
+		if (one_sc.verdict == STMT_REJECT) {
 			/* a statement alone is refused where the string was not: refuse it whole */
-			struct stmt_class r = ms->cls[i];
 			const struct synced_table *st =
-			        r.table >= 0 && r.table < sy->ntables ? &sy->tables[r.table] : NULL;
+			        one_sc.table >= 0 && one_sc.table < sy->ntables
+			                ? &sy->tables[one_sc.table]
+			                : NULL;
 			mixed_free(ms);
-			answer_now(c, r.sqlstate, r.message, r.detail, r.hint, st);
+			answer_now(c, one_sc.sqlstate, one_sc.message, one_sc.detail, one_sc.hint,
+			           st);
 			mc_release_if_idle(c);
 			return HOOK_CONSUME;
 		}
-		ms->cls[i].nstatements = 1;
-		nwrites += ms->cls[i].verdict == STMT_MUTATION;
+		ms->write[i] = one_sc.verdict == STMT_MUTATION;
+		nwrites += ms->write[i];
 	}
 	slog_debug(c, "query string of %d statements, %d of them synced writes: run in order", n,
 	           nwrites);

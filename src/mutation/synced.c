@@ -328,6 +328,8 @@ void synced_stop(struct bouncer *b)
 		}
 		if (m->mc != NULL) {
 			m->mc->client->hook_state = NULL;
+			m->mc->client->hook_answers = false;
+			mixed_free(m->mc->mixed);
 			free(m->mc);
 			m->mc = NULL;
 		}
