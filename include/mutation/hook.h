@@ -1,9 +1,10 @@
 /*
  * hook — the hook on the client's messages: decides which messages start a synced write (a
  * simple query, or an extended batch), keeps the per-client state (struct mut_client: the write
- * in flight, the batch being collected, a query string of several writes), and lets everything
- * else pass to the server. Named synced statements live in the core's table of the client's
- * statement names, as own statements (prepared.h). Internal to src/mutation/.
+ * in flight, the batch being collected, a query string of several writes or one that mixes them
+ * with ordinary statements), and lets everything else pass to the server. Named synced
+ * statements live in the core's table of the client's statement names, as own statements
+ * (prepared.h). Internal to src/mutation/.
  */
 #ifndef SB_MUTATION_HOOK_H
 #define SB_MUTATION_HOOK_H
