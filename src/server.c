@@ -977,8 +977,10 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 
 /*
  * The answers server_packet() forwards without reading them, when its server is linked to a
- * client and runs no statement of its own: every type but ReadyForQuery and ParameterStatus,
- * and while prepared statements are tracked, but the ones ps_server_packet() reads. What
+ * client, runs no statement of its own and the query hook does not see its answers
+ * (hook_answers, set outside the server's rounds): every type but ReadyForQuery and
+ * ParameterStatus, and while prepared statements are tracked, but the ones ps_server_packet()
+ * reads. What
  * server_pass_types() answers changes only where server_packet() answers other than SBUF_SEND
  * (a statement of its own ends, the link goes) or outside a round (the link is made, the
  * first statement is tracked); the tracked set passes less than the plain one, so a server
@@ -1006,7 +1008,7 @@ static const uint8_t *server_pass_types(void *owner)
 	const struct conn *s = owner;
 
 	if (!s->logged_in || s->auth_query != NULL || s->link == NULL || s->setting_params ||
-	    s->resetting || s->checking)
+	    s->resetting || s->checking || s->link->hook_answers)
 		return NULL;
 	if (!pass_made)
 		pass_sets_make();
