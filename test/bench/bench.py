@@ -91,8 +91,10 @@ _used_ports = set()
 
 
 def free_port():
+    """A free port in SB_PORTS (LOW-HIGH, as the tests take it), else below 30000."""
+    low, high = (int(x) for x in os.environ.get("SB_PORTS", "20000-29999").split("-"))
     for _ in range(500):
-        port = 20000 + int.from_bytes(os.urandom(2), "little") % 10000
+        port = low + int.from_bytes(os.urandom(2), "little") % (high - low + 1)
         if port in _used_ports:
             continue
         s = socket.socket()
@@ -871,8 +873,23 @@ def report(results):
                    idle["syncbouncer"]["bytes_per_client"], 0, "≤", 1.0)
     else:
         missing("10,000 idle clients: RSS per idle client", "≤ 1.0", "not in this run")
-    missing("synced writes: latency added over direct insert + API time", "p50 ≤ 2 ms, "
-            "p99 ≤ 5 ms", "not measured")
+    lat = results.get("synclat", {}).get("latency", [])
+    if lat:
+        for r in lat:
+            met = r["added_p50"] <= 2000 and r["added_p99"] <= 5000
+            w(f"| synced {r['kind'].upper()}, fake answering after {r['delay_ms']} ms: latency "
+              "added over direct write + API time, p50 / p99 (ms) | – | – | "
+              f"{r['added_p50'] / 1000:.2f} / {r['added_p99'] / 1000:.2f} | – | "
+              f"p50 ≤ 2, p99 ≤ 5 | {'yes' if met else 'no'} |")
+        for r in results["synclat"]["throughput"]:
+            if r["sb_tps"] and r["fake_alone"]:
+                w(f"| {results['synclat']['writers']} synced writers, fake after "
+                  f"{r['delay_ms']} ms: writes/s through syncbouncer of the fake's own "
+                  f"requests/s | – | – | {r['sb_tps']:.0f} of {r['fake_alone']:.0f} "
+                  f"({r['sb_tps'] / r['fake_alone']:.2f}) | – | the fake is the limit | – |")
+    else:
+        missing("synced writes: latency added over direct insert + API time", "p50 ≤ 2 ms, "
+                "p99 ≤ 5 ms", "not in this run")
     w("")
 
     points = []
@@ -970,6 +987,9 @@ def report(results):
               f"the fake API (Python) used {chk['fake_api_cpu_s']:.1f} s of CPU.")
         w("")
 
+    if results.get("synclat"):
+        import bench_synced_writes
+        bench_synced_writes.report(results["synclat"], w)
     if results["callgrind"]:
         w("### Instructions per relayed query (valgrind --tool=callgrind)")
         w("")
@@ -1021,9 +1041,9 @@ def main():
     ap.add_argument("--cg-out", metavar="DIR",
                     help="keep the callgrind profiles in DIR (writable by postgres), for "
                          "callgrind_annotate")
-    ap.add_argument("--only", default="pooling,big,synced,callgrind,syscalls,idle",
+    ap.add_argument("--only", default="pooling,big,synced,callgrind,syscalls,idle,synclat",
                     help="comma-separated parts to run (default all: pooling,big,synced,"
-                         "callgrind,syscalls,idle)")
+                         "callgrind,syscalls,idle,synclat)")
     ap.add_argument("--idle-clients", type=int, default=10000,
                     help="idle clients per pooler for the RSS-per-client measurement")
     ap.add_argument("--fake-nagle", dest="fake_nodelay", action="store_false",
@@ -1031,12 +1051,15 @@ def main():
     ap.add_argument("--built-from", default="",
                     help="what the syncbouncer binary was built from, for the report "
                          "(e.g. a commit); default: git describe of this source tree")
+    import bench_synced_writes
+    bench_synced_writes.add_options(ap)
     ap.add_argument("--output", help="write the Markdown report here too")
     ap.add_argument("--json", help="write the raw results as JSON here")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     opts = ap.parse_args()
     opts.clients = [int(x) for x in opts.clients.split(",")]
     opts.cg_queries = [int(x) for x in opts.cg_queries.split(",")]
+    opts.delays = [int(x) for x in str(opts.delays).split(",")]
     parts = set(opts.only.split(","))
     for b in (opts.syncbouncer, opts.pgbouncer):
         if not os.access(b, os.X_OK):
@@ -1063,6 +1086,9 @@ def main():
             bench.run_syscalls()
         if "idle" in parts:
             bench.run_idle()
+        if "synclat" in parts:
+            import bench_synced_writes
+            bench.results["synclat"] = bench_synced_writes.run(bench.pg, opts, work)
     finally:
         bench.cleanup()
         if opts.keep:
