@@ -479,15 +479,19 @@ static void keep_result(struct mutation *m, struct pgc *pc, PGresult *res, PGres
  */
 static bool queue_commit(struct mutation *m)
 {
-	char sql[160];
+	char sql[256];
 
-	snprintf(sql, sizeof(sql), "CALL syncbouncer.intent_forget(%lld, '%s')",
+	/*
+	 * One query string, one round trip: the first error, if any, is what on_committed sees,
+	 * and the statements after it do not run (the connection, left in a failed transaction,
+	 * is then closed, which rolls back).
+	 */
+	snprintf(sql, sizeof(sql),
+	         "DELETE FROM syncbouncer.confirmed WHERE xid = pg_catalog.pg_current_xact_id(); "
+	         "CALL syncbouncer.intent_forget(%lld, '%s'); COMMIT",
 	         (long long)m->intent_id, m->intent_key);
 	mutation_set_state(m, MUT_COMMITTING);
-	return queue(m,
-	             "DELETE FROM syncbouncer.confirmed WHERE xid = pg_catalog.pg_current_xact_id()",
-	             on_ignored) &&
-	       queue(m, sql, on_ignored) && queue(m, "COMMIT", on_committed);
+	return queue(m, sql, on_committed);
 }
 
 static void on_hold_done(evutil_socket_t fd, short what, void *arg)
@@ -723,18 +727,13 @@ static void on_api_done(void *arg, struct api_result *ar)
 	snprintf(relid, sizeof(relid), "%u", m->ct->relid);
 	params[0] = json;
 	params[1] = relid;
-	ok = queue(m, "DELETE FROM syncbouncer.capture WHERE xid = pg_catalog.pg_current_xact_id()",
-	           on_ignored) &&
-	     queue_params(m,
+	/* the capture rows are gone and the mode is apply already (start_check()) */
+	ok = queue_params(m,
 	                  "INSERT INTO syncbouncer.confirmed (xid, seq, tbl, key, fields) "
 	                  "SELECT pg_catalog.pg_current_xact_id(), x.seq, $2::oid, x.key, x.fields "
 	                  "FROM pg_catalog.jsonb_to_recordset($1::jsonb) AS x(seq int, key text, "
 	                  "fields jsonb)",
 	                  2, params, on_ignored) &&
-	     queue(m,
-	           "SELECT pg_catalog.set_config('syncbouncer.mode', 'apply', true), "
-	           "pg_catalog.set_config('syncbouncer.seq', '0', true)",
-	           on_ignored) &&
 	     queue_stmt(m, on_applied);
 	m->confirmed = json;
 	if (!ok) {
@@ -821,7 +820,8 @@ static void on_check_rolled_back(void *arg, struct pgc *pc, PGresult *res, const
 		mutation_finish(m);
 		return;
 	}
-	if (!m->failed && PQresultStatus(res) != PGRES_COMMAND_OK)
+	if (!m->failed && PQresultStatus(res) != PGRES_COMMAND_OK &&
+	    PQresultStatus(res) != PGRES_TUPLES_OK)
 		mutation_set_pg_error(m, res);
 	if (m->failed) {
 		mutation_rollback(m); /* nothing was sent */
@@ -840,14 +840,27 @@ static void on_check_rolled_back(void *arg, struct pgc *pc, PGresult *res, const
  */
 static void start_check(struct mutation *m)
 {
-	bool ok = queue(m, "SAVEPOINT syncbouncer_check", on_ignored) &&
-	          queue(m,
+	/*
+	 * Each query string is one round trip, its first error what the callback sees. After the
+	 * rollback to the savepoint the captured images (read already) are emptied and the mode
+	 * set for the apply run, in the same round trip: while the intent is written and the
+	 * request is out, nothing else runs on this connection, and a rejected request rolls all
+	 * of it back.
+	 */
+	bool ok = queue(m,
+	                "SAVEPOINT syncbouncer_check; "
 	                "SELECT pg_catalog.set_config('syncbouncer.mode', 'check', true), "
-	                "pg_catalog.set_config('syncbouncer.seq', '0', true)",
+	                "pg_catalog.set_config('syncbouncer.seq', '0', true); "
+	                "SET CONSTRAINTS ALL IMMEDIATE",
 	                on_ignored) &&
-	          queue(m, "SET CONSTRAINTS ALL IMMEDIATE", on_ignored) &&
 	          queue_stmt(m, on_checked) &&
-	          queue(m, "ROLLBACK TO SAVEPOINT syncbouncer_check", on_check_rolled_back);
+	          queue(m,
+	                "ROLLBACK TO SAVEPOINT syncbouncer_check; "
+	                "DELETE FROM syncbouncer.capture "
+	                "WHERE xid = pg_catalog.pg_current_xact_id(); "
+	                "SELECT pg_catalog.set_config('syncbouncer.mode', 'apply', true), "
+	                "pg_catalog.set_config('syncbouncer.seq', '0', true)",
+	                on_check_rolled_back);
 
 	if (!ok) {
 		mutation_set_error(m, "58000", "could not queue a synced-table write", NULL, NULL);
@@ -1047,6 +1060,8 @@ static void on_first_run(void *arg, struct pgc *pc, PGresult *res, const char *e
 
 static void start_capture(struct mutation *m)
 {
+	char *begin;
+	size_t len;
 	bool ok;
 
 	/* the images only when they fit in CAPTURE_MAX_BYTES; their size in any case */
@@ -1077,9 +1092,15 @@ static void start_capture(struct mutation *m)
 	                                  : m->op == OP_UPDATE ? API_OP_UPDATE
 	                                                       : API_OP_DELETE),
 	         (long long)m->intent_id);
-	ok = queue(m, "BEGIN", on_ignored) && queue(m, m->prelude_sql, on_ignored) &&
-	     (m->session_sql == NULL || queue(m, m->session_sql, on_ignored)) &&
-	     queue_stmt(m, on_first_run) && queue(m, m->capture_sql, on_captured);
+	/* BEGIN, the prelude and the client's settings: one query string, one round trip */
+	len = strlen(m->prelude_sql) + (m->session_sql ? strlen(m->session_sql) : 0) + 16;
+	begin = malloc(len);
+	if (begin != NULL)
+		snprintf(begin, len, "BEGIN; %s%s%s", m->prelude_sql, m->session_sql ? "; " : "",
+		         m->session_sql ? m->session_sql : "");
+	ok = begin != NULL && queue(m, begin, on_ignored) && queue_stmt(m, on_first_run) &&
+	     queue(m, m->capture_sql, on_captured);
+	free(begin);
 	if (!ok) {
 		mutation_set_error(m, "58000", "could not queue a synced-table write", NULL, NULL);
 		m->conn_broken = true;
