@@ -805,6 +805,146 @@ static void on_checked(void *arg, struct pgc *pc, PGresult *res, const char *err
 		mutation_set_pg_error(m, res); /* the table's own: 23514, 23505, 23503 … */
 }
 
+static void captured_free(struct captured *cr)
+{
+	json_free(cr->old_json);
+	json_free(cr->new_json);
+	free(cr->old_vals);
+	free(cr->new_vals);
+	for (int i = 0; i < cr->nowned; i++)
+		free(cr->owned[i]);
+	free(cr->owned);
+}
+
+/* Appends text to sql; false when it does not fit. */
+static bool put_text(char *sql, size_t size, const char *text)
+{
+	size_t n = strlen(sql), t = strlen(text);
+
+	if (n + t + 1 > size)
+		return false;
+	memcpy(sql + n, text, t + 1);
+	return true;
+}
+
+/* Appends name to sql as a quoted identifier ("a""b"); false when it does not fit. */
+static bool put_ident(char *sql, size_t size, const char *name)
+{
+	size_t n = strlen(sql);
+
+	if (n + 1 >= size)
+		return false;
+	sql[n++] = '"';
+	for (const char *p = name; *p; p++) {
+		if (n + 3 >= size)
+			return false;
+		if (*p == '"')
+			sql[n++] = '"';
+		sql[n++] = *p;
+	}
+	sql[n++] = '"';
+	sql[n] = '\0';
+	return true;
+}
+
+/*
+ * The stand-in the guard gives an API-keyed row in the check run (catalog_sql.h), as SQL over
+ * the capture's c.seq: text for string keys, a number for numeric ones; NULL for key types that
+ * take neither (their rows are not checked).
+ */
+static const char *stand_in_sql(unsigned type_oid)
+{
+	switch (type_oid) {
+	case 19:   /* name */
+	case 25:   /* text */
+	case 1042: /* character */
+	case 1043: /* character varying */
+		return "'~sb' || c.seq";
+	case 20:   /* bigint */
+	case 23:   /* integer */
+	case 700:  /* real */
+	case 701:  /* double precision */
+	case 1700: /* numeric */
+		return "(-2000000000 - c.seq)";
+	default:
+		return NULL;
+	}
+}
+
+/*
+ * The rows of an INSERT ... ON CONFLICT DO NOTHING that the check run did not write: PostgreSQL
+ * skipped them for a conflict on a unique index other than the key (the guard only knows the
+ * key), or another trigger dropped them. They are left out of the request, so the API never
+ * gets a record that the table will not hold. Asked before the check run's rollback, by the
+ * rows' stand-in keys; nothing is asked when the guard could not stand in for the key (a CHECK
+ * or foreign key reads it), and an error (no SELECT right) leaves the rows as they are.
+ */
+static void on_skipped_found(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct mutation *m = arg;
+	int kept = 0;
+
+	(void)pc;
+	(void)error;
+	if (res == NULL) {
+		m->conn_broken = true;
+		return;
+	}
+	if (m->failed || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) == 0)
+		return;
+	for (int i = 0; i < m->nrows; i++) {
+		bool skipped = false;
+		for (int k = 0; k < PQntuples(res) && !skipped; k++)
+			skipped = atoi(PQgetvalue(res, k, 0)) == m->rows[i].seq;
+		if (skipped) {
+			captured_free(&m->rows[i]);
+			continue;
+		}
+		m->rows[kept] = m->rows[i];
+		m->api_rows[kept] = m->api_rows[i];
+		kept++;
+	}
+	log_debug("synced write: %d of %d rows skipped by ON CONFLICT DO NOTHING", m->nrows - kept,
+	          m->nrows);
+	m->nrows = kept;
+}
+
+static bool queue_skipped_lookup(struct mutation *m)
+{
+	const char *stand_in;
+	const struct catalog_column *key = NULL;
+	const char *params[1];
+	char sql[1024];
+	bool fits;
+
+	if (!m->conflict_nothing || m->op != OP_INSERT || m->ct->pk == NULL)
+		return true;
+	for (int i = 0; i < m->ct->ncols; i++)
+		if (strcmp(m->ct->cols[i].name, m->ct->pk) == 0)
+			key = &m->ct->cols[i];
+	stand_in = key != NULL ? stand_in_sql(key->type_oid) : NULL;
+	if (stand_in == NULL)
+		return true;
+	snprintf(sql, sizeof(sql),
+	         "SELECT c.seq FROM syncbouncer.capture c WHERE c.xid = "
+	         "pg_catalog.pg_current_xact_id() AND c.tbl = %u AND c.op = 'I' AND NOT EXISTS ("
+	         "SELECT FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_attribute a ON "
+	         "a.attrelid = k.conrelid AND a.attnum = ANY (k.conkey) "
+	         "WHERE k.conrelid = %u AND k.contype IN ('c', 'f') AND a.attname = $1) "
+	         "AND NOT EXISTS (SELECT FROM ONLY ",
+	         m->ct->relid, m->ct->relid);
+	fits = put_ident(sql, sizeof(sql), m->ct->schema) && put_text(sql, sizeof(sql), ".") &&
+	       put_ident(sql, sizeof(sql), m->ct->table) &&
+	       put_text(sql, sizeof(sql), " t WHERE t.") &&
+	       put_ident(sql, sizeof(sql), m->ct->pk) && put_text(sql, sizeof(sql), " = ") &&
+	       put_text(sql, sizeof(sql), stand_in) &&
+	       put_text(sql, sizeof(sql), ") ORDER BY c.seq");
+	if (!fits)
+		return true; /* names of over 300 bytes: the rows go as they are */
+	params[0] = m->ct->pk;
+	return queue_params(m, sql, 1, params, on_skipped_found);
+}
+
 /* The check run rolled back: the rows are as the capture left them (locked, unchanged). */
 static void on_check_rolled_back(void *arg, struct pgc *pc, PGresult *res, const char *error)
 {
@@ -825,6 +965,10 @@ static void on_check_rolled_back(void *arg, struct pgc *pc, PGresult *res, const
 		mutation_set_pg_error(m, res);
 	if (m->failed) {
 		mutation_rollback(m); /* nothing was sent */
+		return;
+	}
+	if (m->nrows == 0) {
+		answer_no_rows(m); /* every row was a conflict: nothing to send */
 		return;
 	}
 	mutation_set_state(m, MUT_WRITING_INTENT);
@@ -853,7 +997,7 @@ static void start_check(struct mutation *m)
 	                "pg_catalog.set_config('syncbouncer.seq', '0', true); "
 	                "SET CONSTRAINTS ALL IMMEDIATE",
 	                on_ignored) &&
-	          queue_stmt(m, on_checked) &&
+	          queue_stmt(m, on_checked) && queue_skipped_lookup(m) &&
 	          queue(m,
 	                "ROLLBACK TO SAVEPOINT syncbouncer_check; "
 	                "DELETE FROM syncbouncer.capture "
@@ -1126,16 +1270,6 @@ static void on_connected(void *arg, struct pgc *pc, const char *error)
 	start_capture(m);
 }
 
-static void captured_free(struct captured *cr)
-{
-	json_free(cr->old_json);
-	json_free(cr->new_json);
-	free(cr->old_vals);
-	free(cr->new_vals);
-	for (int i = 0; i < cr->nowned; i++)
-		free(cr->owned[i]);
-	free(cr->owned);
-}
 
 /* The finished write goes to the log (log_mutations), SHOW MUTATIONS and the metrics. */
 static void report_finished(struct mutation *m)

@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import IS_PGBOUNCER
+from conftest import IS_PGBOUNCER, free_port
 
 
 def cancel_after(conn, delay):
@@ -113,9 +113,9 @@ class CancelDelayingProxy:
         self.cancels = 0
         self.ls = socket.socket()
         self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.ls.bind(("127.0.0.1", 0))
+        self.port = free_port()
+        self.ls.bind(("127.0.0.1", self.port))
         self.ls.listen(64)
-        self.port = self.ls.getsockname()[1]
         self.stop = threading.Event()
         self.socks = []
         threading.Thread(target=self.accept_loop, daemon=True).start()

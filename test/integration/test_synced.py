@@ -216,6 +216,32 @@ def test_upsert_rejected_do_nothing_works(synced, pg):
     assert synced.fake.store()[cid]["LastName"] == "Halleck"
 
 
+def test_insert_on_conflict_do_nothing_leaves_out_rows_of_another_unique_index(
+        pg, bouncer_factory, fake_sf):
+    """A row that a unique index other than the key turns away never reaches the API: it
+    would be a record the table cannot hold."""
+    b = start_synced(pg, bouncer_factory, fake_sf, before_start=lambda: pg.sql(
+        "CREATE UNIQUE INDEX contacts_email ON salesforce.contacts (email)", dbname="crm"))
+    with crm(b) as conn:
+        conn.execute("insert into salesforce.contacts (last_name, email) "
+                     "values ('Atreides', 'paul@dune.co')")
+        cur = conn.execute("insert into salesforce.contacts (last_name, email) "
+                           "values ('Usul', 'paul@dune.co') on conflict do nothing")
+        assert cur.rowcount == 0
+        assert len(fake_sf.requests()) == 1
+        rows = conn.execute(
+            "insert into salesforce.contacts (last_name, email) "
+            "values ('Harkonnen', 'feyd@dune.co'), ('Muad''Dib', 'paul@dune.co'), "
+            "('Rautha', 'feyd@dune.co') on conflict (email) do nothing "
+            "returning last_name, email").fetchall()
+        assert rows == [("Harkonnen", "feyd@dune.co")]
+    assert len(fake_sf.requests()) == 2
+    sent = fake_sf.requests()[-1]["body"]["records"]
+    assert [r["LastName"] for r in sent] == ["Harkonnen"]
+    assert sorted(c["LastName"] for c in fake_sf.store().values()) == ["Atreides", "Harkonnen"]
+    assert sorted(r[2] for r in db_rows(pg)) == ["Atreides", "Harkonnen"]
+
+
 def test_direct_write_is_refused_by_the_guard(synced, pg):
     with pg.connect(dbname="crm", user="app") as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as ei:

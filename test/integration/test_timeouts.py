@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import IS_PGBOUNCER
+from conftest import IS_PGBOUNCER, free_port
 
 
 def backend_alive(pg, pid):
@@ -120,7 +120,8 @@ def test_client_login_timeout_closes_a_silent_connection(bouncer_factory):
 def silent_server():
     """A TCP port that accepts connections and never says anything."""
     ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
+    port = free_port()
+    ls.bind(("127.0.0.1", port))
     ls.listen(16)
     held = []
     stop = threading.Event()
@@ -143,7 +144,7 @@ def silent_server():
             s.close()
         ls.close()
 
-    return ls.getsockname()[1], close
+    return port, close
 
 
 # pgbouncer 1.18 keeps the first client of a pool whose server cannot be reached waiting until
@@ -167,10 +168,7 @@ def test_server_connect_timeout_gives_up_on_a_silent_server(bouncer_factory):
 
 @pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer 1.18 keeps the client waiting instead")
 def test_server_login_retry_spaces_out_attempts(bouncer_factory):
-    dead = socket.socket()
-    dead.bind(("127.0.0.1", 0))
-    port = dead.getsockname()[1]
-    dead.close()  # nothing listens: every connect is refused
+    port = free_port()  # nothing listens there: every connect is refused
     b = bouncer_factory(config={
         "databases": {"app": f"host=127.0.0.1 port={port} dbname=app"},
         "pgbouncer": {"server_login_retry": 2, "query_wait_timeout": 30},

@@ -25,6 +25,7 @@
 #include "dns.h"
 
 #include "../fakes/fake_launch.h"
+#include "../fakes/test_ports.h"
 
 static struct fake_server fake;
 static struct fake_server fake_tls;
@@ -292,17 +293,14 @@ static void test_refused_is_not_sent(void **state)
 static void test_connect_timeout_is_not_sent(void **state)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET};
-	socklen_t salen = sizeof(sa);
 	int lfd = socket(AF_INET, SOCK_STREAM, 0), fill[4], i;
 	struct http_request *r;
 	struct done d = {0};
 	char url[128];
 
 	/* a listener whose queue is full and never accepts: our SYN goes unanswered */
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_true(test_bind_loopback(lfd, &sa));
 	assert_int_equal(listen(lfd, 0), 0);
-	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &salen), 0);
 	for (i = 0; i < 4; i++) {
 		fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
 		connect(fill[i], (struct sockaddr *)&sa, sizeof(sa));

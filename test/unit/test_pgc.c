@@ -26,6 +26,7 @@
 #include "pgc.h"
 
 #include "../fakes/pg_launch.h"
+#include "../fakes/test_ports.h"
 
 static struct pg_server pg;
 static bool pg_up;
@@ -465,7 +466,6 @@ static void test_connect_timeout(void **state)
 {
 	struct ready r = {0};
 	struct sockaddr_in sa = {.sin_family = AF_INET};
-	socklen_t len = sizeof(sa);
 	int lfd = socket(AF_INET, SOCK_STREAM, 0);
 	char ci[256];
 	struct pgc *pc;
@@ -473,10 +473,8 @@ static void test_connect_timeout(void **state)
 
 	(void)state;
 	/* A listener that accepts at the TCP level but never speaks. */
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_true(test_bind_loopback(lfd, &sa));
 	assert_int_equal(listen(lfd, 4), 0);
-	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
 	snprintf(ci, sizeof(ci),
 	         "host=127.0.0.1 port=%d dbname=x user=x connect_timeout=2 sslmode=disable",
 	         ntohs(sa.sin_port));
