@@ -208,7 +208,7 @@ struct mconn *mconn_take_idle(struct synced *sy, const char *conninfo)
 void mconn_release(struct synced *sy, struct mconn *mc, bool broken)
 {
 	if (broken || !pgc_ok(mc->pc) || pgc_busy(mc->pc) ||
-	    list_count(&sy->idle_conns) >= MAX_IDLE_CONNS)
+	    list_count(&sy->idle_conns) >= (size_t)sy->idle_cap)
 		mconn_free(mc);
 	else
 		list_append(&sy->idle_conns, &mc->head);
