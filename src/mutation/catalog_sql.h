@@ -49,7 +49,7 @@
 #include "mutation/settle.h" /* SETTLE_LOCK_BIT */
 
 /* Bump when the text below changes: installed databases with an older version get it again. */
-#define CATALOG_SQL_VERSION "8"
+#define CATALOG_SQL_VERSION "9"
 
 /* Key of pg_advisory_xact_lock() around installation: two poolers may start together. */
 #define CATALOG_SQL_LOCK_KEY "7306086135451738930"
@@ -217,7 +217,9 @@ static const char catalog_sql_schema[] =
         "\t\tend if;\n"
         "\t\tif tg_op = 'INSERT' and pg_catalog.to_jsonb(new) -> v_pk = 'null'::jsonb then\n"
         "\t\t\t-- the API assigns the key: a stand-in for it, unless a CHECK or foreign key\n"
-        "\t\t\t-- reads the key (the stand-in would fail it): then the row is not checked\n"
+        "\t\t\t-- reads the key (the stand-in would fail it): then the row is not checked.\n"
+        "\t\t\t-- A text stand-in names the backend: concurrent writes never wait for each\n"
+        "\t\t\t-- other's check run on the key's unique index\n"
         "\t\t\tif exists (select from pg_catalog.pg_constraint k\n"
         "\t\t\t\t\tjoin pg_catalog.pg_attribute a on a.attrelid = k.conrelid\n"
         "\t\t\t\t\tand a.attnum = any (k.conkey)\n"
@@ -230,7 +232,8 @@ static const char catalog_sql_schema[] =
         "\t\t\tperform pg_catalog.set_config('syncbouncer.seq', v_seq::text, true);\n"
         "\t\t\tbegin\n"
         "\t\t\t\tnew := pg_catalog.jsonb_populate_record(new,"
-        " pg_catalog.jsonb_build_object(v_pk, '~sb' || v_seq));\n"
+        " pg_catalog.jsonb_build_object(v_pk, '~sb' || pg_catalog.pg_backend_pid() || '.' ||"
+        " v_seq));\n"
         "\t\t\texception when others then\n"
         "\t\t\t\tbegin\n"
         "\t\t\t\t\tnew := pg_catalog.jsonb_populate_record(new,"

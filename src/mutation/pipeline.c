@@ -859,7 +859,7 @@ static const char *stand_in_sql(unsigned type_oid)
 	case 25:   /* text */
 	case 1042: /* character */
 	case 1043: /* character varying */
-		return "'~sb' || c.seq";
+		return "'~sb' || pg_catalog.pg_backend_pid() || '.' || c.seq";
 	case 20:   /* bigint */
 	case 23:   /* integer */
 	case 700:  /* real */
