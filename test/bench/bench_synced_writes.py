@@ -63,6 +63,26 @@ SCRIPTS = {
 }
 
 
+def pg_cpu_s(pg):
+    """CPU seconds of the cluster: its live processes and the children it has waited for."""
+    pid = pg.proc.pid
+    total = 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    total += (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")  # cutime, cstime
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(x) for x in f.read().split()]
+    except OSError:
+        kids = []
+    for k in [pid] + kids:
+        try:
+            total += proc_cpu_s(k)
+        except OSError:
+            pass
+    return total
+
+
 def pct(values, p):
     values = sorted(values)
     return values[min(len(values) - 1, int(round(p / 100.0 * (len(values) - 1))))]
@@ -233,7 +253,7 @@ def run(pg, opts, work):
             fake_call(url, "/_control", "POST", {"delay_ms": delay})
             fake_call(url, "/_requests", "DELETE")
             log(f"synclat: {opts.writers} writers, fake delay {delay} ms, {opts.seconds} s")
-            cpu_sb, cpu_fake = sb.cpu_ns(), proc_cpu_s(fake.pid)
+            cpu_sb, cpu_fake, cpu_pg = sb.cpu_ns(), proc_cpu_s(fake.pid), pg_cpu_s(pg)
             t0 = time.monotonic()
             res = bench.pgbench(sb.port, ["-f", scripts["insert", "synced"], "-c",
                                           str(opts.writers), "-j", "2", "-T", str(opts.seconds)],
@@ -241,7 +261,8 @@ def run(pg, opts, work):
             wall = time.monotonic() - t0
             row = {"delay_ms": delay, "sb_tps": res["tps"], "sb_failed": res["aborted"],
                    "sb_cpu": (sb.cpu_ns() - cpu_sb) / 1e9 / wall,
-                   "fake_cpu_with_sb": (proc_cpu_s(fake.pid) - cpu_fake) / wall}
+                   "fake_cpu_with_sb": (proc_cpu_s(fake.pid) - cpu_fake) / wall,
+                   "pg_cpu": (pg_cpu_s(pg) - cpu_pg) / wall}
             if res["aborted"]:
                 row["error"] = res.get("error")
             reqs = write_requests(url)
@@ -289,13 +310,13 @@ def report(results, w):
       "CPU in cores:")
     w("")
     w("| fake delay | syncbouncer writes/s | fake alone requests/s | ratio | syncbouncer CPU | "
-      "fake CPU (with syncbouncer / alone) |")
-    w("|--:|--:|--:|--:|--:|--:|")
+      "PostgreSQL CPU | fake CPU (with syncbouncer / alone) |")
+    w("|--:|--:|--:|--:|--:|--:|--:|")
     for r in results["throughput"]:
         sb = "failed" if r["sb_failed"] else f"{r['sb_tps']:.0f}"
         ratio = r["sb_tps"] / r["fake_alone"] if r["sb_tps"] and r["fake_alone"] else None
         w(f"| {r['delay_ms']} ms | {sb} | {r['fake_alone']:.0f} | "
-          f"{'%.2f' % ratio if ratio else '–'} | {r['sb_cpu']:.2f} | "
+          f"{'%.2f' % ratio if ratio else '–'} | {r['sb_cpu']:.2f} | {r['pg_cpu']:.2f} | "
           f"{r['fake_cpu_with_sb']:.2f} / {r['fake_cpu_alone']:.2f} |")
     w("")
     w(f"After the run: {results['rows_in_table']} rows in salesforce.contacts, "
