@@ -64,6 +64,7 @@ struct scram_cache_entry {
 	uint8_t salt[SCRAM_MAX_SALT];
 	uint8_t password_tag[SCRAM_KEY_LEN];
 	uint8_t client_key[SCRAM_KEY_LEN], server_key[SCRAM_KEY_LEN];
+	uint8_t stored_key[SCRAM_KEY_LEN]; /* SHA-256 of client_key */
 };
 
 struct scram_cache {
