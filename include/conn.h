@@ -140,7 +140,7 @@ struct conn {
 
 	/* server */
 	uint32_t be_pid, be_key;
-	int expect_rfq;        /* ReadyForQuery messages still owed to the client */
+	int rfq_owed;          /* ReadyForQuery messages owed: only through server_*_ready() */
 	int cancels_in_flight; /* cancel requests for this backend not yet answered */
 	char txn_status;       /* from the last ReadyForQuery */
 	bool setting_params;   /* consuming the answers to our own SETs */
@@ -168,6 +168,28 @@ struct conn {
 	struct scram_client *scram_cli;
 	char *host; /* which host of the db's list */
 };
+
+/*
+ * The one count of the answers a server still owes: ReadyForQuery messages, one for every
+ * Query, Sync and FunctionCall sent to it (the client's, or the pooler's own statements). The
+ * statement tracking (prepared.c) positions its own Parse/Close answers by it.
+ */
+/* A Query, Sync or FunctionCall went to the server: it owes one more ReadyForQuery. */
+static inline void server_owe_ready(struct conn *s)
+{
+	s->rfq_owed++;
+}
+/* A ReadyForQuery came from the server: one fewer is owed (never fewer than none). */
+static inline void server_ready_arrived(struct conn *s)
+{
+	if (s->rfq_owed > 0)
+		s->rfq_owed--;
+}
+/* ReadyForQuery messages the server still owes. */
+static inline int server_ready_owed(const struct conn *s)
+{
+	return s->rfq_owed;
+}
 
 /*
  * Sets *ev up for fd/what/cb with c as the argument, allocating it the first time (events an

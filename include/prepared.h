@@ -21,8 +21,15 @@
  * other way, they reach the server, and its CommandComplete says the server forgot everything.
  * DEALLOCATE of one of the client's names becomes DEALLOCATE of ours.
  *
+ * A module that answers some statements itself (a write to a synced table never reaches a
+ * server) keeps them in the same per-client table, as "own" statements: one lookup by the
+ * client's name says which statement it is, whoever answers it. Own statements are kept in every
+ * pool mode, count toward the client's limit of names, and are not forgotten by DEALLOCATE ALL or
+ * DISCARD ALL (which the server answers); the pooler never rewrites a message that names one.
+ *
  * Invariants: a statement is freed when no client name and no server refers to it; every entry
- * of a server's FIFO corresponds to exactly one ParseComplete or CloseComplete still owed.
+ * of a server's FIFO corresponds to exactly one ParseComplete or CloseComplete still owed; a
+ * client name is either the pooler's or an own statement, never both.
  */
 #ifndef SB_PREPARED_H
 #define SB_PREPARED_H
@@ -36,6 +43,27 @@ struct sbuf_pkt;
 struct ps_registry;
 struct ps_client;
 struct ps_server;
+
+/* A client's statement that a module answers itself: its text and declared parameter types. */
+struct ps_own {
+	const char *sql;
+	int ntypes;
+	const uint32_t *types;
+};
+
+/*
+ * Keeps sql (NUL-terminated) and its ntypes parameter types under the client's name ("" too) as
+ * an own statement, replacing whatever that name was. False when out of memory or over the
+ * client's limit of names (msg says which); the name is then unknown.
+ */
+bool ps_own_set(struct conn *client, const char *name, const char *sql, int ntypes,
+                const uint32_t *types, const char **msg) __attribute__((warn_unused_result));
+/* The client's own statement of that name, or NULL (valid until the name changes). */
+const struct ps_own *ps_own_find(const struct conn *client, const char *name);
+/* Forgets the client's own statement of that name, if it is one. */
+void ps_own_drop(struct conn *client, const char *name);
+/* How many own statements the client has. */
+int ps_own_count(const struct conn *client);
 
 /* The per-pool table of distinct statements. NULL when out of memory. */
 struct ps_registry *ps_registry_new(void);

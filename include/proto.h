@@ -31,7 +31,7 @@
 
 /*
  * Message types (a message's first byte), named as PostgreSQL's protocol.h names them. Some
- * bytes mean one message from the client and another from the server ('D', 'E', 'C').
+ * bytes mean one message from the client and another from the server ('D', 'E', 'C', 'S').
  */
 /* from the client */
 #define PQMSG_BIND          'B'
@@ -43,6 +43,8 @@
 #define PQMSG_QUERY         'Q'
 #define PQMSG_SYNC          'S'
 #define PQMSG_TERMINATE     'X'
+#define PQMSG_FUNCTION_CALL 'F'
+#define PQMSG_PASSWORD      'p' /* PasswordMessage, SASLInitialResponse, SASLResponse */
 /* the object a Describe or Close names */
 #define PQMSG_TARGET_PORTAL    'P'
 #define PQMSG_TARGET_STATEMENT 'S'
@@ -58,6 +60,12 @@
 #define PQMSG_PARAMETER_DESCRIPTION 't'
 #define PQMSG_READY_FOR_QUERY       'Z'
 #define PQMSG_ROW_DESCRIPTION       'T'
+#define PQMSG_AUTHENTICATION        'R'
+#define PQMSG_PARAMETER_STATUS      'S'
+#define PQMSG_BACKEND_KEY_DATA      'K'
+#define PQMSG_EMPTY_QUERY_RESPONSE  'I'
+#define PQMSG_NOTIFICATION_RESPONSE 'A'
+#define PQMSG_NEGOTIATE_PROTOCOL    'v'
 
 /* Authentication request codes ('R' messages). */
 #define PROTO_AUTH_OK            0u

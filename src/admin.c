@@ -33,6 +33,7 @@
 #include "pgc.h"
 #include "pktbuf.h"
 #include "pool.h"
+#include "proto.h"
 #include "stats.h"
 #include "tls.h"
 #include "userlist.h"
@@ -475,7 +476,7 @@ static void show_help(struct reply *r)
 	        "\tSHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS\n"
 	        "\tWAIT_CLOSE [<db>]";
 
-	pktbuf_start_msg(&r->pb, 'N');
+	pktbuf_start_msg(&r->pb, PQMSG_NOTICE_RESPONSE);
 	pktbuf_put_u8(&r->pb, 'S');
 	pktbuf_put_string(&r->pb, "NOTICE");
 	pktbuf_put_u8(&r->pb, 'C');
@@ -1759,7 +1760,7 @@ enum sbuf_action admin_handle_packet(struct conn *c, const struct sbuf_pkt *pkt)
 	if (c->admin_waiting)
 		return SBUF_PAUSE;
 	switch (pkt->type) {
-	case 'Q': {
+	case PQMSG_QUERY: {
 		const char *q = (const char *)pkt->body;
 		if (!pkt->complete)
 			return SBUF_WAIT;
@@ -1774,12 +1775,12 @@ enum sbuf_action admin_handle_packet(struct conn *c, const struct sbuf_pkt *pkt)
 			return SBUF_CLOSED;
 		return SBUF_CONSUMED;
 	}
-	case 'X':
+	case PQMSG_TERMINATE:
 		client_close(c, "client close request");
 		return SBUF_CLOSED;
-	case 'P':
-	case 'B':
-	case 'E':
+	case PQMSG_PARSE:
+	case PQMSG_BIND:
+	case PQMSG_EXECUTE:
 		client_fatal(c, "08P01", "extended query protocol not supported by admin console");
 		return SBUF_CLOSED;
 	default:
@@ -1884,9 +1885,9 @@ static bool decode_rows(const struct pktbuf *pb, admin_rows_cb cb, void *arg)
 			return false;
 		end = body + len - 4;
 		pos += 1 + len;
-		if (type == 'E')
+		if (type == PQMSG_ERROR_RESPONSE)
 			return false;
-		if (type == 'T') {
+		if (type == PQMSG_ROW_DESCRIPTION) {
 			if (end - p < 2)
 				return false;
 			ncols = p[0] << 8 | p[1];
@@ -1900,7 +1901,7 @@ static bool decode_rows(const struct pktbuf *pb, admin_rows_cb cb, void *arg)
 				names[i] = (const char *)p;
 				p = z + 19;
 			}
-		} else if (type == 'D') {
+		} else if (type == PQMSG_DATA_ROW) {
 			int n;
 			if (ncols < 0 || end - p < 2)
 				return false;

@@ -649,7 +649,7 @@ static void aq_run(struct aq_req *req, struct conn *s)
 	s->auth_query = req;
 	s->request_time = bouncer_now_usec();
 	conn_set_state(s, SV_ACTIVE);
-	s->expect_rfq++;
+	server_owe_ready(s);
 	pktbuf_init(&pb, 65536 + 512);
 	if (s->client_state) {
 		/*
@@ -659,14 +659,14 @@ static void aq_run(struct aq_req *req, struct conn *s)
 		 */
 		pktbuf_write_query(&pb, "DISCARD ALL");
 		req->discarding = true;
-		s->expect_rfq++;
+		server_owe_ready(s);
 	}
-	pktbuf_start_msg(&pb, 'P'); /* Parse: unnamed statement, parameter type inferred */
+	pktbuf_start_msg(&pb, PQMSG_PARSE); /* unnamed statement, parameter type inferred */
 	pktbuf_put_string(&pb, "");
 	pktbuf_put_string(&pb, req->query);
 	pktbuf_put_u16(&pb, 0);
 	pktbuf_finish_msg(&pb);
-	pktbuf_start_msg(&pb, 'B'); /* Bind: the user name, as text */
+	pktbuf_start_msg(&pb, PQMSG_BIND); /* the user name, as text */
 	pktbuf_put_string(&pb, "");
 	pktbuf_put_string(&pb, "");
 	pktbuf_put_u16(&pb, 0);
@@ -675,15 +675,15 @@ static void aq_run(struct aq_req *req, struct conn *s)
 	pktbuf_put_bytes(&pb, c->user, ulen);
 	pktbuf_put_u16(&pb, 0);
 	pktbuf_finish_msg(&pb);
-	pktbuf_start_msg(&pb, 'D'); /* Describe the portal: the column count, even for no row */
-	pktbuf_put_u8(&pb, 'P');
+	pktbuf_start_msg(&pb, PQMSG_DESCRIBE); /* the portal: the column count, even for no row */
+	pktbuf_put_u8(&pb, PQMSG_TARGET_PORTAL);
 	pktbuf_put_string(&pb, "");
 	pktbuf_finish_msg(&pb);
-	pktbuf_start_msg(&pb, 'E');
+	pktbuf_start_msg(&pb, PQMSG_EXECUTE);
 	pktbuf_put_string(&pb, "");
 	pktbuf_put_u32(&pb, 0);
 	pktbuf_finish_msg(&pb);
-	pktbuf_write_simple(&pb, 'S');
+	pktbuf_write_simple(&pb, PQMSG_SYNC);
 	ok = !pktbuf_failed(&pb) && sbuf_queue_pktbuf(&s->sbuf, &pb);
 	pktbuf_free(&pb);
 	slog_debug(c, "running auth_query as %s", s->pool->server_user);
@@ -805,14 +805,14 @@ enum sbuf_action auth_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 	if (!pkt->complete)
 		return SBUF_WAIT;
 	switch (pkt->type) {
-	case '1': /* ParseComplete */
-	case '2': /* BindComplete */
-	case 'n': /* NoData */
-	case 'C': /* CommandComplete */
-	case 'N': /* NoticeResponse */
-	case 'A': /* NotificationResponse */
+	case PQMSG_PARSE_COMPLETE:
+	case PQMSG_BIND_COMPLETE:
+	case PQMSG_NO_DATA:
+	case PQMSG_COMMAND_COMPLETE:
+	case PQMSG_NOTICE_RESPONSE:
+	case PQMSG_NOTIFICATION_RESPONSE:
 		return SBUF_CONSUMED;
-	case 'S': {
+	case PQMSG_PARAMETER_STATUS: {
 		const char *name, *value;
 		if (!proto_parse_param_status(pkt->body, pkt->body_len, &name, &value) ||
 		    !param_set_value(&s->params, name, value)) {
@@ -821,7 +821,7 @@ enum sbuf_action auth_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 		}
 		return SBUF_CONSUMED;
 	}
-	case 'T': {
+	case PQMSG_ROW_DESCRIPTION: {
 		struct pkt_reader r;
 		uint16_t ncols;
 		pr_init(&r, pkt->body, pkt->body_len);
@@ -833,11 +833,11 @@ enum sbuf_action auth_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 			         "expected 2 columns from auth_query, not %u", (unsigned)ncols);
 		return SBUF_CONSUMED;
 	}
-	case 'D':
+	case PQMSG_DATA_ROW:
 		if (!aq_data_row(req, pkt))
 			break;
 		return SBUF_CONSUMED;
-	case 'E': {
+	case PQMSG_ERROR_RESPONSE: {
 		struct pg_error e;
 		if (!proto_parse_error(pkt->body, pkt->body_len, &e))
 			break;
@@ -848,13 +848,12 @@ enum sbuf_action auth_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 			         e.message ? e.message : "(no message)");
 		return SBUF_CONSUMED;
 	}
-	case 'Z':
+	case PQMSG_READY_FOR_QUERY:
 		if (pkt->body_len != 1)
 			break;
 		s->txn_status = (char)pkt->body[0];
 		s->request_time = bouncer_now_usec();
-		if (s->expect_rfq > 0)
-			s->expect_rfq--;
+		server_ready_arrived(s);
 		if (req->discarding) {
 			/* the query follows; a failed DISCARD fails the login, keeps the mark */
 			req->discarding = false;
@@ -1113,10 +1112,11 @@ enum sbuf_action auth_packet(struct conn *c, const struct sbuf_pkt *pkt)
 	const char *pw;
 	bool ok = false;
 
-	if (as == NULL || as->req != NULL || pkt->type != 'p') {
+	if (as == NULL || as->req != NULL || pkt->type != PQMSG_PASSWORD) {
 		login_fail(c, "08P01",
-		           pkt->type == 'p' ? "client password pkt before authentication request"
-		                            : "expected a password message");
+		           pkt->type == PQMSG_PASSWORD
+		                   ? "client password pkt before authentication request"
+		                   : "expected a password message");
 		return SBUF_CLOSED;
 	}
 	/* checked at the header: an unauthenticated client never makes us hold more than this */

@@ -126,10 +126,10 @@ bool client_query_through_server(struct conn *c, const struct pktbuf *query)
 {
 	struct conn *s = c->link;
 
-	if (s == NULL || s->txn_status != 'T' || s->expect_rfq != 0 ||
+	if (s == NULL || s->txn_status != 'T' || server_ready_owed(s) != 0 ||
 	    !sbuf_queue_pktbuf(&s->sbuf, query))
 		return false;
-	s->expect_rfq++;
+	server_owe_ready(s);
 	return true;
 }
 
@@ -809,7 +809,7 @@ static enum sbuf_action refuse_too_big(struct conn *c, const struct sbuf_pkt *pk
 	         "The message is %u bytes; a statement that may write a synced table must fit in "
 	         "%zu.",
 	         pkt->len, c->sbuf.max_pkt);
-	if (pkt->type != 'Q' || c->hook_state != NULL) {
+	if (pkt->type != PQMSG_QUERY || c->hook_state != NULL) {
 		client_fatal(c, "54000", "statement too large to inspect");
 		return SBUF_CLOSED;
 	}
@@ -831,7 +831,8 @@ static enum sbuf_action refuse_too_big(struct conn *c, const struct sbuf_pkt *pk
  */
 static enum sbuf_action refuse_set_config_call(struct conn *c)
 {
-	return answer_and_skip(c, "42501", "setting syncbouncer.* is not allowed through syncbouncer",
+	return answer_and_skip(c, "42501",
+	                       "setting syncbouncer.* is not allowed through syncbouncer",
 	                       "A FunctionCall message of set_config() is refused.",
 	                       "Use SET or set_config() in a statement.");
 }
@@ -851,13 +852,13 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 		return admin_handle_packet(c, pkt);
 	if (c->state != CL_ACTIVE)
 		return SBUF_PAUSE;
-	if (pkt->type == 'X') {
+	if (pkt->type == PQMSG_TERMINATE) {
 		/* not relayed, so not counted in the stats (as pgbouncer) */
 		c->sbuf.bytes_in -= c->sbuf.bytes_in >= pkt->len ? pkt->len : c->sbuf.bytes_in;
 		client_close(c, "client close request");
 		return SBUF_CLOSED;
 	}
-	if (pkt->type == 'F') {
+	if (pkt->type == PQMSG_FUNCTION_CALL) {
 		if (pkt->body_avail < 4 && !pkt->complete)
 			return SBUF_WAIT; /* its OID is still on the way */
 		if (pkt->body_avail >= 4 &&
@@ -866,7 +867,7 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 			return refuse_set_config_call(c);
 	}
 	if (c->b->hook.inspect != NULL &&
-	    (pkt->type == 'Q' || pkt->type == 'P' || c->hook_state != NULL)) {
+	    (pkt->type == PQMSG_QUERY || pkt->type == PQMSG_PARSE || c->hook_state != NULL)) {
 		switch (c->b->hook.inspect(c->b->hook.ctx, c, pkt)) {
 		case HOOK_PASS:
 			break;
@@ -902,7 +903,7 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 	    ps_client_wants(pkt->type)) {
 		const char *msg = NULL;
 		/* a long Query is only looked at by its first words */
-		if (!pkt->complete && (pkt->type != 'Q' || pkt->body_avail < 64)) {
+		if (!pkt->complete && (pkt->type != PQMSG_QUERY || pkt->body_avail < 64)) {
 			if (!pkt->too_big)
 				return SBUF_WAIT;
 			client_fatal(c, "54000", "prepared statement too large to register");
@@ -914,8 +915,8 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 			break;
 		case PS_CONSUMED:
 			server->at_rfq = false;
-			if (pkt->type == 'Q') { /* rewritten, still owes a ReadyForQuery */
-				server->expect_rfq++;
+			if (pkt->type == PQMSG_QUERY) { /* rewritten, still owes a ReadyForQuery */
+				server_owe_ready(server);
 				c->pool->query_count++;
 				stats_client_query(c, server);
 			}
@@ -929,17 +930,18 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 	}
 	server->at_rfq = false;
 	switch (pkt->type) {
-	case 'Q':
-	case 'S':
-	case 'F':
-		server->expect_rfq++;
+	case PQMSG_QUERY:
+	case PQMSG_SYNC:
+	case PQMSG_FUNCTION_CALL:
+		server_owe_ready(server);
 		c->pool->query_count++;
 		stats_client_query(c, server);
 		break;
 	default:
 		break;
 	}
-	if (pkt->too_big && !pkt->complete && (pkt->type == 'Q' || pkt->type == 'P') &&
+	if (pkt->too_big && !pkt->complete &&
+	    (pkt->type == PQMSG_QUERY || pkt->type == PQMSG_PARSE) &&
 	    c->b->hook.stream_needles != NULL) {
 		c->sbuf.scan_packet = true;
 		c->scan_tail_len = 0;

@@ -224,31 +224,31 @@ void pktbuf_write_error(struct pktbuf *pb, const char *severity, const char *sql
 	        .hint = hint,
 	};
 
-	write_error_msg(pb, 'E', &e);
+	write_error_msg(pb, PQMSG_ERROR_RESPONSE, &e);
 }
 
 void pktbuf_write_error_fields(struct pktbuf *pb, const struct pg_error *e)
 {
-	write_error_msg(pb, 'E', e);
+	write_error_msg(pb, PQMSG_ERROR_RESPONSE, e);
 }
 
 void pktbuf_write_notice(struct pktbuf *pb, const char *sqlstate, const char *message)
 {
 	struct pg_error e = {.severity = "NOTICE", .sqlstate = sqlstate, .message = message};
 
-	write_error_msg(pb, 'N', &e);
+	write_error_msg(pb, PQMSG_NOTICE_RESPONSE, &e);
 }
 
 void pktbuf_write_ready(struct pktbuf *pb, char txn_status)
 {
-	pktbuf_start_msg(pb, 'Z');
+	pktbuf_start_msg(pb, PQMSG_READY_FOR_QUERY);
 	pktbuf_put_u8(pb, (uint8_t)txn_status);
 	pktbuf_finish_msg(pb);
 }
 
 void pktbuf_write_auth(struct pktbuf *pb, uint32_t code, const void *extra, size_t len)
 {
-	pktbuf_start_msg(pb, 'R');
+	pktbuf_start_msg(pb, PQMSG_AUTHENTICATION);
 	pktbuf_put_u32(pb, code);
 	pktbuf_put_bytes(pb, extra, len);
 	pktbuf_finish_msg(pb);
@@ -256,7 +256,7 @@ void pktbuf_write_auth(struct pktbuf *pb, uint32_t code, const void *extra, size
 
 void pktbuf_write_parameter_status(struct pktbuf *pb, const char *name, const char *value)
 {
-	pktbuf_start_msg(pb, 'S');
+	pktbuf_start_msg(pb, PQMSG_PARAMETER_STATUS);
 	pktbuf_put_string(pb, name);
 	pktbuf_put_string(pb, value);
 	pktbuf_finish_msg(pb);
@@ -264,7 +264,7 @@ void pktbuf_write_parameter_status(struct pktbuf *pb, const char *name, const ch
 
 void pktbuf_write_backend_key(struct pktbuf *pb, uint32_t pid, uint32_t key)
 {
-	pktbuf_start_msg(pb, 'K');
+	pktbuf_start_msg(pb, PQMSG_BACKEND_KEY_DATA);
 	pktbuf_put_u32(pb, pid);
 	pktbuf_put_u32(pb, key);
 	pktbuf_finish_msg(pb);
@@ -302,7 +302,7 @@ void pktbuf_write_row_description(struct pktbuf *pb, int ncols, const char *cons
 		pb->failed = true;
 		return;
 	}
-	pktbuf_start_msg(pb, 'T');
+	pktbuf_start_msg(pb, PQMSG_ROW_DESCRIPTION);
 	pktbuf_put_u16(pb, (uint16_t)ncols);
 	for (i = 0; i < ncols; i++) {
 		pktbuf_put_string(pb, names[i]);
@@ -325,7 +325,7 @@ void pktbuf_write_data_row(struct pktbuf *pb, int ncols, const char *const *valu
 		pb->failed = true;
 		return;
 	}
-	pktbuf_start_msg(pb, 'D');
+	pktbuf_start_msg(pb, PQMSG_DATA_ROW);
 	pktbuf_put_u16(pb, (uint16_t)ncols);
 	for (i = 0; i < ncols; i++) {
 		if (!values[i]) {
@@ -345,14 +345,14 @@ void pktbuf_write_data_row(struct pktbuf *pb, int ncols, const char *const *valu
 
 void pktbuf_write_command_complete(struct pktbuf *pb, const char *tag)
 {
-	pktbuf_start_msg(pb, 'C');
+	pktbuf_start_msg(pb, PQMSG_COMMAND_COMPLETE);
 	pktbuf_put_string(pb, tag);
 	pktbuf_finish_msg(pb);
 }
 
 void pktbuf_write_empty_query(struct pktbuf *pb)
 {
-	pktbuf_start_msg(pb, 'I');
+	pktbuf_start_msg(pb, PQMSG_EMPTY_QUERY_RESPONSE);
 	pktbuf_finish_msg(pb);
 }
 
@@ -368,7 +368,7 @@ void pktbuf_write_simple(struct pktbuf *pb, char type)
 
 void pktbuf_write_auth_sasl(struct pktbuf *pb, const char *mech)
 {
-	pktbuf_start_msg(pb, 'R');
+	pktbuf_start_msg(pb, PQMSG_AUTHENTICATION);
 	pktbuf_put_u32(pb, PROTO_AUTH_SASL);
 	pktbuf_put_string(pb, mech);
 	pktbuf_put_u8(pb, 0); /* end of the mechanism list */
@@ -384,7 +384,7 @@ void pktbuf_write_negotiate_protocol(struct pktbuf *pb, uint32_t newest_minor, i
 		pb->failed = true;
 		return;
 	}
-	pktbuf_start_msg(pb, 'v');
+	pktbuf_start_msg(pb, PQMSG_NEGOTIATE_PROTOCOL);
 	pktbuf_put_u32(pb, newest_minor);
 	pktbuf_put_u32(pb, (uint32_t)nopts);
 	for (i = 0; i < nopts; i++)
@@ -425,7 +425,7 @@ void pktbuf_write_ssl_request(struct pktbuf *pb)
 
 void pktbuf_write_password(struct pktbuf *pb, const char *pw)
 {
-	pktbuf_start_msg(pb, 'p');
+	pktbuf_start_msg(pb, PQMSG_PASSWORD);
 	pktbuf_put_string(pb, pw);
 	pktbuf_finish_msg(pb);
 }
@@ -436,7 +436,7 @@ void pktbuf_write_sasl_initial(struct pktbuf *pb, const char *mech, const void *
 		pb->failed = true;
 		return;
 	}
-	pktbuf_start_msg(pb, 'p');
+	pktbuf_start_msg(pb, PQMSG_PASSWORD);
 	pktbuf_put_string(pb, mech);
 	pktbuf_put_u32(pb, (uint32_t)len);
 	pktbuf_put_bytes(pb, data, len);
@@ -445,21 +445,21 @@ void pktbuf_write_sasl_initial(struct pktbuf *pb, const char *mech, const void *
 
 void pktbuf_write_sasl_response(struct pktbuf *pb, const void *data, size_t len)
 {
-	pktbuf_start_msg(pb, 'p');
+	pktbuf_start_msg(pb, PQMSG_PASSWORD);
 	pktbuf_put_bytes(pb, data, len);
 	pktbuf_finish_msg(pb);
 }
 
 void pktbuf_write_query(struct pktbuf *pb, const char *sql)
 {
-	pktbuf_start_msg(pb, 'Q');
+	pktbuf_start_msg(pb, PQMSG_QUERY);
 	pktbuf_put_string(pb, sql);
 	pktbuf_finish_msg(pb);
 }
 
 void pktbuf_write_terminate(struct pktbuf *pb)
 {
-	pktbuf_start_msg(pb, 'X');
+	pktbuf_start_msg(pb, PQMSG_TERMINATE);
 	pktbuf_finish_msg(pb);
 }
 

@@ -46,14 +46,16 @@ struct ps_registry {
 
 struct ps_name {
 	struct ps_name *next;
-	struct ps_stmt *stmt;
-	char name[]; /* the client's name */
+	struct ps_stmt *stmt; /* the pooler's statement; NULL for an own one */
+	struct ps_own *own;   /* an own statement (one allocation with its types and text) */
+	char name[];          /* the client's name */
 };
 
 struct ps_client {
 	struct ps_name **buckets; /* grows with the names, up to PS_NAME_BUCKETS_MAX */
 	int nbuckets;
-	int count;
+	int count; /* names, own ones included */
+	int nown;  /* own statements among them */
 };
 
 enum ps_answer {
@@ -63,7 +65,7 @@ enum ps_answer {
 };
 
 struct ps_pending {
-	uint8_t type; /* '1' ParseComplete or '3' CloseComplete */
+	uint8_t type; /* PQMSG_PARSE_COMPLETE or PQMSG_CLOSE_COMPLETE */
 	enum ps_answer answer;
 	int zs_before;           /* ReadyForQuery messages the server sends before this answer */
 	struct ps_stmt *stmt;    /* a Parse of ours or the client's: prepared once answered */
@@ -265,20 +267,36 @@ static void names_maybe_grow(struct ps_client *pc)
 	pc->nbuckets = n;
 }
 
-static void name_forget_all(struct ps_registry *reg, struct ps_client *pc)
+/* Frees a name taken off its chain, and what it refers to (reg NULL: the pool is gone). */
+static void name_free(struct ps_registry *reg, struct ps_client *pc, struct ps_name *n)
 {
-	for (int i = 0; i < pc->nbuckets; i++) {
-		struct ps_name *n = pc->buckets[i], *next;
-		for (; n != NULL; n = next) {
-			next = n->next;
-			stmt_put(reg, n->stmt);
-			free(n);
-		}
-		pc->buckets[i] = NULL;
+	if (n->own != NULL) {
+		free(n->own);
+		pc->nown--;
+	} else if (reg != NULL) {
+		stmt_put(reg, n->stmt);
 	}
-	pc->count = 0;
+	free(n);
+	pc->count--;
 }
 
+/* Forgets the pooler's names of the client, and its own statements too when own_too. */
+static void name_forget_all(struct ps_registry *reg, struct ps_client *pc, bool own_too)
+{
+	for (int i = 0; i < pc->nbuckets; i++) {
+		struct ps_name **slot = &pc->buckets[i], *n;
+		while ((n = *slot) != NULL) {
+			if (n->own != NULL && !own_too) {
+				slot = &n->next;
+				continue;
+			}
+			*slot = n->next;
+			name_free(reg, pc, n);
+		}
+	}
+}
+
+/* Forgets the name; with only, just when it is the pooler's name for that statement. */
 static void name_forget(struct ps_registry *reg, struct ps_client *pc, const char *name,
                         const struct ps_stmt *only)
 {
@@ -288,9 +306,103 @@ static void name_forget(struct ps_registry *reg, struct ps_client *pc, const cha
 	if (n == NULL || (only != NULL && n->stmt != only))
 		return;
 	*slot = n->next;
-	stmt_put(reg, n->stmt);
-	free(n);
-	pc->count--;
+	name_free(reg, pc, n);
+}
+
+/* ---------------------------------------------------------------- own statements */
+
+static struct ps_registry *conn_registry(const struct conn *c)
+{
+	return c->pool != NULL ? c->pool->ps : NULL;
+}
+
+bool ps_own_set(struct conn *c, const char *name, const char *sql, int ntypes,
+                const uint32_t *types, const char **msg)
+{
+	size_t name_len = strlen(name) + 1, sql_len = strlen(sql) + 1;
+	size_t types_len = ntypes > 0 ? sizeof(uint32_t) * (size_t)ntypes : 0;
+	struct ps_name **slot, *n;
+	struct ps_own *own;
+	char *p;
+
+	*msg = "out of memory";
+	if (c->ps == NULL && (c->ps = client_state_new()) == NULL)
+		return false;
+	slot = name_slot(c->ps, name);
+	if (*slot == NULL && c->ps->count >= PS_CLIENT_MAX) {
+		*msg = "too many prepared statements";
+		return false;
+	}
+	own = malloc(sizeof(*own) + types_len + sql_len);
+	if (own == NULL) {
+		name_forget(conn_registry(c), c->ps, name, NULL);
+		return false;
+	}
+	p = (char *)(own + 1);
+	if (types_len > 0)
+		memcpy(p, types, types_len);
+	own->types = types_len > 0 ? (const uint32_t *)p : NULL;
+	own->ntypes = ntypes > 0 ? ntypes : 0;
+	memcpy(p + types_len, sql, sql_len);
+	own->sql = p + types_len;
+
+	n = *slot;
+	if (n != NULL) {
+		/* the name is re-prepared: whatever it was is replaced */
+		if (n->own != NULL) {
+			free(n->own);
+		} else {
+			if (conn_registry(c) != NULL)
+				stmt_put(conn_registry(c), n->stmt);
+			n->stmt = NULL;
+			c->ps->nown++;
+		}
+		n->own = own;
+		return true;
+	}
+	n = malloc(sizeof(*n) + name_len);
+	if (n == NULL) {
+		free(own);
+		return false;
+	}
+	memcpy(n->name, name, name_len);
+	n->stmt = NULL;
+	n->own = own;
+	n->next = NULL;
+	*slot = n;
+	c->ps->count++;
+	c->ps->nown++;
+	names_maybe_grow(c->ps);
+	return true;
+}
+
+const struct ps_own *ps_own_find(const struct conn *c, const char *name)
+{
+	const struct ps_name *n;
+
+	if (c->ps == NULL || c->ps->nown == 0)
+		return NULL;
+	n = *name_slot(c->ps, name);
+	return n != NULL ? n->own : NULL;
+}
+
+void ps_own_drop(struct conn *c, const char *name)
+{
+	struct ps_name **slot, *n;
+
+	if (c->ps == NULL || c->ps->nown == 0)
+		return;
+	slot = name_slot(c->ps, name);
+	n = *slot;
+	if (n == NULL || n->own == NULL)
+		return;
+	*slot = n->next;
+	name_free(conn_registry(c), c->ps, n);
+}
+
+int ps_own_count(const struct conn *c)
+{
+	return c->ps != NULL ? c->ps->nown : 0;
 }
 
 /* ---------------------------------------------------------------- server set */
@@ -392,7 +504,7 @@ static bool fifo_push(struct conn *s, uint8_t type, enum ps_answer answer, struc
 	pss->count++;
 	p->type = type;
 	p->answer = answer;
-	p->zs_before = s->expect_rfq;
+	p->zs_before = server_ready_owed(s);
 	p->stmt = st;
 	p->client_name = name;
 	p->restore = NULL;
@@ -436,11 +548,10 @@ void ps_conn_release(struct conn *c)
 	/* most connections never used a named statement: do not even look at their pool */
 	if (c->ps == NULL && c->pss == NULL)
 		return;
-	reg = c->pool != NULL ? c->pool->ps : NULL;
+	reg = conn_registry(c);
 
 	if (c->ps != NULL) {
-		if (reg != NULL)
-			name_forget_all(reg, c->ps);
+		name_forget_all(reg, c->ps, true);
 		free(c->ps->buckets);
 		free(c->ps);
 		c->ps = NULL;
@@ -484,8 +595,8 @@ void ps_server_released(struct conn *s)
 
 bool ps_client_wants(uint8_t type)
 {
-	return type == 'P' || type == 'B' || type == 'D' || type == 'C' || type == 'Q' ||
-	       type == 'S';
+	return type == PQMSG_PARSE || type == PQMSG_BIND || type == PQMSG_DESCRIBE ||
+	       type == PQMSG_CLOSE || type == PQMSG_QUERY || type == PQMSG_SYNC;
 }
 
 static bool is_space(uint8_t ch)
@@ -647,8 +758,8 @@ static bool make_room(struct conn *s)
 			if (pss->held[i].last_used < pss->held[victim].last_used)
 				victim = i;
 		stmt_name(pss->held[victim].stmt, name, sizeof(name));
-		if (!fifo_push(s, '3', PS_ANSWER_SWALLOW, NULL, NULL) ||
-		    !queue_msg(s, 'C', 'S', name, NULL))
+		if (!fifo_push(s, PQMSG_CLOSE_COMPLETE, PS_ANSWER_SWALLOW, NULL, NULL) ||
+		    !queue_msg(s, PQMSG_CLOSE, PQMSG_TARGET_STATEMENT, name, NULL))
 			return false;
 		fifo_set_restore(pss, pss->held[victim].stmt);
 		held_drop(s->pool->ps, pss, pss->held[victim].stmt);
@@ -669,7 +780,8 @@ static bool parse_held(struct conn *s, struct ps_stmt *st, enum ps_answer answer
 	if (!make_room(s))
 		return false;
 	stmt_name(st, name, sizeof(name));
-	if (!fifo_push(s, '1', answer, st, client_name) || !queue_msg(s, 'P', 0, name, st))
+	if (!fifo_push(s, PQMSG_PARSE_COMPLETE, answer, st, client_name) ||
+	    !queue_msg(s, PQMSG_PARSE, 0, name, st))
 		return false;
 	s->pool->stats.server_parse_count++;
 	st->refs++;
@@ -738,7 +850,8 @@ static enum ps_result client_parse(struct conn *c, struct conn *s, const struct 
 	struct ps_stmt *st;
 
 	if (name[0] == '\0')
-		return fifo_push(s, '1', PS_ANSWER_PASS, NULL, NULL) ? PS_PASS : PS_FAIL;
+		return fifo_push(s, PQMSG_PARSE_COMPLETE, PS_ANSWER_PASS, NULL, NULL) ? PS_PASS
+		                                                                      : PS_FAIL;
 	if (s->pss->skipping)
 		return PS_CONSUMED;
 	c->pool->stats.client_parse_count++;
@@ -752,7 +865,13 @@ static enum ps_result client_parse(struct conn *c, struct conn *s, const struct 
 		return PS_FAIL;
 	if (*slot != NULL) {
 		/* PostgreSQL would refuse; replacing keeps the client working */
-		stmt_put(reg, (*slot)->stmt);
+		if ((*slot)->own != NULL) {
+			free((*slot)->own);
+			(*slot)->own = NULL;
+			c->ps->nown--;
+		} else {
+			stmt_put(reg, (*slot)->stmt);
+		}
 		(*slot)->stmt = st;
 	} else {
 		n = malloc(sizeof(*n) + off);
@@ -762,6 +881,7 @@ static enum ps_result client_parse(struct conn *c, struct conn *s, const struct 
 		}
 		memcpy(n->name, name, off);
 		n->stmt = st;
+		n->own = NULL;
 		n->next = NULL;
 		*slot = n;
 		c->ps->count++;
@@ -769,8 +889,8 @@ static enum ps_result client_parse(struct conn *c, struct conn *s, const struct 
 	}
 	if (held_find(s->pss, st) != NULL) {
 		held_find(s->pss, st)->last_used = ++s->pss->tick;
-		if (!fifo_push(s, '3', PS_ANSWER_REPLACE, NULL, NULL) ||
-		    !queue_msg(s, 'C', 'S', PS_NONE_NAME, NULL))
+		if (!fifo_push(s, PQMSG_CLOSE_COMPLETE, PS_ANSWER_REPLACE, NULL, NULL) ||
+		    !queue_msg(s, PQMSG_CLOSE, PQMSG_TARGET_STATEMENT, PS_NONE_NAME, NULL))
 			return PS_FAIL;
 		return PS_CONSUMED;
 	}
@@ -796,7 +916,7 @@ static enum ps_result deallocate_one(struct conn *c, struct conn *s, const struc
 	if (!deallocate_name(sql, sql_len, name, sizeof(name)))
 		return PS_PASS;
 	n = *name_slot(c->ps, name);
-	if (n == NULL)
+	if (n == NULL || n->stmt == NULL)
 		return PS_PASS; /* not ours: the server answers as PostgreSQL would */
 	if (sbuf_has_pending(&c->sbuf))
 		return PS_FLUSH;
@@ -808,15 +928,15 @@ static enum ps_result deallocate_one(struct conn *c, struct conn *s, const struc
 	stmt_name(st, ours, sizeof(ours));
 	snprintf(text, sizeof(text), "DEALLOCATE \"%s\"", ours); /* our names are not lower case */
 	pktbuf_init(&pb, sizeof(text) + 16);
-	if (pkt->type == 'Q') {
+	if (pkt->type == PQMSG_QUERY) {
 		pktbuf_write_query(&pb, text);
 	} else {
-		pktbuf_start_msg(&pb, 'P');
+		pktbuf_start_msg(&pb, PQMSG_PARSE);
 		pktbuf_put_u8(&pb, 0); /* the unnamed statement */
 		pktbuf_put_string(&pb, text);
 		pktbuf_put_u16(&pb, 0);
 		pktbuf_finish_msg(&pb);
-		if (!fifo_push(s, '1', PS_ANSWER_PASS, NULL, NULL)) {
+		if (!fifo_push(s, PQMSG_PARSE_COMPLETE, PS_ANSWER_PASS, NULL, NULL)) {
 			pktbuf_free(&pb);
 			return PS_FAIL;
 		}
@@ -849,11 +969,11 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 	if (server_state(s, max) == NULL)
 		return PS_FAIL;
 	switch (pkt->type) {
-	case 'S':
+	case PQMSG_SYNC:
 		s->pss->skipping = false;
 		s->pss->extended = false;
 		return PS_PASS;
-	case 'Q':
+	case PQMSG_QUERY:
 		/* DEALLOCATE and DISCARD begin with a 'd', nearly every other query does not */
 		if (!begins_with_d(pkt->body, pkt->body_avail))
 			return PS_PASS;
@@ -869,15 +989,15 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 			 * an empty query; DISCARD ALL becomes RESET ALL, so that the client's
 			 * settings go back to their defaults as the server reports them.
 			 */
-			if (tag != NULL && s->txn_status == 'I' && s->expect_rfq == 0 &&
+			if (tag != NULL && s->txn_status == 'I' && server_ready_owed(s) == 0 &&
 			    s->pss->count == 0 && !s->pss->extended && !s->pss->skipping &&
 			    s->pss->answer_tag == NULL) {
-				static const uint8_t empty_query[] = {'Q', 0, 0, 0, 5, 0};
+				static const uint8_t empty_query[] = {PQMSG_QUERY, 0, 0, 0, 5, 0};
 				bool ok;
 
 				if (sbuf_has_pending(&c->sbuf))
 					return PS_FLUSH;
-				name_forget_all(c->pool->ps, c->ps);
+				name_forget_all(c->pool->ps, c->ps, false);
 				if (tag[1] == 'I') { /* DISCARD ALL */
 					struct pktbuf pb;
 
@@ -893,7 +1013,7 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 				s->pss->answer_tag = tag;
 				return PS_CONSUMED;
 			}
-			name_forget_all(c->pool->ps, c->ps);
+			name_forget_all(c->pool->ps, c->ps, false);
 			ps_server_forget_all(s);
 			return PS_PASS;
 		}
@@ -907,7 +1027,7 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 	if (!proto_parse_msg_names(pkt->type, pkt->body, pkt->body_len, &stmt, &portal))
 		return PS_PASS; /* malformed: the server answers it */
 	switch (pkt->type) {
-	case 'P':
+	case PQMSG_PARSE:
 		if (!proto_parse_parse(pkt->body, pkt->body_len, &stmt, &sql, &sql_len, &nparams))
 			return PS_PASS;
 		if (stmt[0] == '\0' && sql_len < 200 && !s->pss->skipping) {
@@ -918,26 +1038,30 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 		if (stmt[0] != '\0' && sbuf_has_pending(&c->sbuf))
 			return PS_FLUSH;
 		return client_parse(c, s, pkt, stmt, msg);
-	case 'B':
-	case 'D':
-		if (stmt == NULL || stmt[0] == '\0' || (n = *name_slot(c->ps, stmt)) == NULL)
+	case PQMSG_BIND:
+	case PQMSG_DESCRIBE:
+		if (stmt == NULL || stmt[0] == '\0' || (n = *name_slot(c->ps, stmt)) == NULL ||
+		    n->stmt == NULL)
 			return PS_PASS;
 		if (sbuf_has_pending(&c->sbuf))
 			return PS_FLUSH;
-		if (pkt->type == 'B')
+		if (pkt->type == PQMSG_BIND)
 			c->pool->stats.bind_count++;
 		return rewrite_ref(s, pkt, stmt, n);
-	case 'C':
-		if (stmt == NULL || stmt[0] == '\0' || *name_slot(c->ps, stmt) == NULL)
-			return fifo_push(s, '3', PS_ANSWER_PASS, NULL, NULL) ? PS_PASS : PS_FAIL;
+	case PQMSG_CLOSE:
+		if (stmt == NULL || stmt[0] == '\0' || (n = *name_slot(c->ps, stmt)) == NULL ||
+		    n->stmt == NULL)
+			return fifo_push(s, PQMSG_CLOSE_COMPLETE, PS_ANSWER_PASS, NULL, NULL)
+			               ? PS_PASS
+			               : PS_FAIL;
 		if (sbuf_has_pending(&c->sbuf))
 			return PS_FLUSH;
 		name_forget(c->pool->ps, c->ps, stmt, NULL);
 		if (s->pss->skipping)
 			return PS_CONSUMED;
 		/* the statement stays on the server for others; the client gets its answer */
-		if (!fifo_push(s, '3', PS_ANSWER_PASS, NULL, NULL) ||
-		    !queue_msg(s, 'C', 'S', PS_NONE_NAME, NULL))
+		if (!fifo_push(s, PQMSG_CLOSE_COMPLETE, PS_ANSWER_PASS, NULL, NULL) ||
+		    !queue_msg(s, PQMSG_CLOSE, PQMSG_TARGET_STATEMENT, PS_NONE_NAME, NULL))
 			return PS_FAIL;
 		return PS_CONSUMED;
 	default:
@@ -949,8 +1073,11 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 
 bool ps_server_wants(const struct conn *s, uint8_t type)
 {
-	return s->pss != NULL && (type == '1' || type == '3' || type == 'E' || type == 'Z' ||
-	                          type == 'C' || (type == 'I' && s->pss->answer_tag != NULL));
+	return s->pss != NULL &&
+	       (type == PQMSG_PARSE_COMPLETE || type == PQMSG_CLOSE_COMPLETE ||
+	        type == PQMSG_ERROR_RESPONSE || type == PQMSG_READY_FOR_QUERY ||
+	        type == PQMSG_COMMAND_COMPLETE ||
+	        (type == PQMSG_EMPTY_QUERY_RESPONSE && s->pss->answer_tag != NULL));
 }
 
 /* The answer to the statement sent for a lone DEALLOCATE ALL / DISCARD ALL: the command's own. */
@@ -965,7 +1092,7 @@ static enum ps_result answer_for_server(struct conn *s)
 		bool ok;
 
 		pktbuf_init(&pb, 32);
-		pktbuf_start_msg(&pb, 'C');
+		pktbuf_start_msg(&pb, PQMSG_COMMAND_COMPLETE);
 		pktbuf_put_string(&pb, pss->answer_tag);
 		pktbuf_finish_msg(&pb);
 		ok = sbuf_queue_pktbuf(&s->link->sbuf, &pb);
@@ -993,7 +1120,7 @@ static void drop_stretch(struct conn *s)
 		struct ps_pending *p = fifo_at(pss, r);
 		if (p->zs_before > 0)
 			continue;
-		if (p->type == '1' && p->stmt != NULL) {
+		if (p->type == PQMSG_PARSE_COMPLETE && p->stmt != NULL) {
 			if (p->client_name != NULL && c != NULL && c->ps != NULL)
 				name_forget(reg, c->ps, p->client_name, p->stmt);
 			held_drop(reg, pss, p->stmt);
@@ -1012,7 +1139,7 @@ static void drop_stretch(struct conn *s)
 		entry_free(reg, p);
 	}
 	pss->count = w;
-	if (s->expect_rfq == 0)
+	if (server_ready_owed(s) == 0)
 		pss->skipping = true;
 }
 
@@ -1020,26 +1147,26 @@ enum ps_result ps_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 {
 	struct ps_server *pss = s->pss;
 	struct ps_pending *p;
-	static const uint8_t parse_complete[5] = {'1', 0, 0, 0, 4};
+	static const uint8_t parse_complete[5] = {PQMSG_PARSE_COMPLETE, 0, 0, 0, 4};
 
 	switch (pkt->type) {
-	case 'Z':
+	case PQMSG_READY_FOR_QUERY:
 		for (int i = 0; i < pss->count; i++) {
 			p = fifo_at(pss, i);
 			if (p->zs_before > 0)
 				p->zs_before--;
 		}
 		return PS_PASS;
-	case 'E':
+	case PQMSG_ERROR_RESPONSE:
 		pss->answer_tag = NULL;
 		drop_stretch(s);
 		return PS_PASS;
-	case 'I':
+	case PQMSG_EMPTY_QUERY_RESPONSE:
 		/* our empty query in place of the client's DEALLOCATE ALL */
 		if (pss->answer_tag == NULL)
 			return PS_PASS;
 		return answer_for_server(s);
-	case 'C':
+	case PQMSG_COMMAND_COMPLETE:
 		/* our RESET ALL in place of the client's DISCARD ALL */
 		if (pss->answer_tag != NULL)
 			return answer_for_server(s);
@@ -1049,7 +1176,7 @@ enum ps_result ps_server_packet(struct conn *s, const struct sbuf_pkt *pkt)
 		    (pkt->body_len == 12 && memcmp(pkt->body, "DISCARD ALL", 12) == 0)) {
 			ps_server_forget_all(s);
 			if (s->link != NULL && s->link->ps != NULL)
-				name_forget_all(s->pool->ps, s->link->ps);
+				name_forget_all(s->pool->ps, s->link->ps, false);
 		}
 		return PS_PASS;
 	default:

@@ -620,20 +620,20 @@ bool proto_parse_msg_names(uint8_t type, const uint8_t *body, size_t len, const 
 	*portal = NULL;
 	pr_init(&r, body, len);
 	switch (type) {
-	case 'P':
+	case PQMSG_PARSE:
 		return pr_string(&r, stmt);
-	case 'B':
+	case PQMSG_BIND:
 		return pr_string(&r, portal) && pr_string(&r, stmt);
-	case 'C':
-	case 'D':
+	case PQMSG_CLOSE:
+	case PQMSG_DESCRIBE:
 		if (!pr_u8(&r, &what))
 			return false;
-		if (what == 'S')
+		if (what == PQMSG_TARGET_STATEMENT)
 			return pr_string(&r, stmt);
-		if (what == 'P')
+		if (what == PQMSG_TARGET_PORTAL)
 			return pr_string(&r, portal);
 		return false;
-	case 'E':
+	case PQMSG_EXECUTE:
 		return pr_string(&r, portal);
 	default:
 		return false;

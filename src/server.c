@@ -1,9 +1,10 @@
 /*
  * server — see include/server.h. A server conn is SV_LOGIN until its first ReadyForQuery (and
  * connect_query), then belongs to the pool. While linked, every server packet is relayed to the
- * client; ReadyForQuery and ParameterStatus are also read on the way to keep txn_status,
- * expect_rfq and the tracked parameters right. Our own statements (SETs for parameter sync, the
- * reset query, connect_query) are answered to us: those answers are consumed, never relayed.
+ * client; ReadyForQuery and ParameterStatus are also read on the way to keep txn_status, the
+ * count of ReadyForQuery owed (server_ready_owed()) and the tracked parameters right. Our own
+ * statements (SETs for parameter sync, the reset query, connect_query) are answered to us: those
+ * answers are consumed, never relayed.
  */
 #include "server.h"
 
@@ -46,7 +47,7 @@ static const struct sbuf_ops server_ops = {
 
 bool server_is_ready(const struct conn *s)
 {
-	return s->logged_in && s->expect_rfq == 0 && !s->setting_params && !s->resetting &&
+	return s->logged_in && server_ready_owed(s) == 0 && !s->setting_params && !s->resetting &&
 	       !sbuf_has_pending(&s->sbuf);
 }
 
@@ -83,7 +84,7 @@ void server_close(struct conn *s, const char *reason)
 		client_fatal(client, "08P01", reason);
 	}
 	if (s->logged_in && s->sbuf.fd >= 0 && !s->sbuf.broken) {
-		static const uint8_t terminate[5] = {'X', 0, 0, 0, 4};
+		static const uint8_t terminate[5] = {PQMSG_TERMINATE, 0, 0, 0, 4};
 		if (!sbuf_queue(&s->sbuf, terminate, sizeof(terminate)))
 			slog_debug(s, "could not send Terminate");
 	}
@@ -489,7 +490,7 @@ void server_link(struct conn *s, struct conn *c)
 		return;
 	}
 	pktbuf_init(&pb, 65536);
-	pktbuf_start_msg(&pb, 'Q');
+	pktbuf_start_msg(&pb, PQMSG_QUERY);
 	for (int i = 0; i < c->params.n; i++) {
 		if (!param_replayable(s, c->params.p[i].name, c->params.p[i].hash,
 		                      c->params.p[i].value))
@@ -501,7 +502,7 @@ void server_link(struct conn *s, struct conn *c)
 	pktbuf_finish_msg(&pb);
 	slog_debug(s, "syncing %d parameters for the client", nset);
 	s->setting_params = true;
-	s->expect_rfq++;
+	server_owe_ready(s);
 	if (!send_pktbuf(s, &pb)) {
 		server_close(s, "could not send parameter SET");
 		return;
@@ -559,7 +560,7 @@ void server_release(struct conn *s)
 		conn_set_state(s, SV_TESTED);
 		s->resetting = true;
 		s->reset_failed = false;
-		s->expect_rfq++;
+		server_owe_ready(s);
 		ps_server_forget_all(s);
 		pktbuf_init(&pb, 8192);
 		pktbuf_write_query(&pb, cfg->server_reset_query);
@@ -577,7 +578,7 @@ void server_check(struct conn *s)
 	slog_debug(s, "checking the server before use");
 	conn_set_state(s, SV_TESTED);
 	s->checking = true;
-	s->expect_rfq++;
+	server_owe_ready(s);
 	pktbuf_init(&pb, 8192);
 	/* "<empty>" (the default) stands for the empty query: the cheapest round trip */
 	pktbuf_write_query(&pb, strcmp(s->b->cfg->server_check_query, "<empty>") == 0
@@ -649,7 +650,7 @@ static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)
 	if (!pkt->complete)
 		return SBUF_WAIT;
 	switch (pkt->type) {
-	case 'R': {
+	case PQMSG_AUTHENTICATION: {
 		uint32_t code;
 		const uint8_t *rest;
 		size_t rest_len;
@@ -773,7 +774,7 @@ static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)
 		login_failed(s, "28000", msg);
 		return SBUF_CLOSED;
 	}
-	case 'S': {
+	case PQMSG_PARAMETER_STATUS: {
 		const char *name, *value;
 		if (!proto_parse_param_status(pkt->body, pkt->body_len, &name, &value) ||
 		    !param_set_value(&s->params, name, value)) {
@@ -782,13 +783,13 @@ static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)
 		}
 		return SBUF_CONSUMED;
 	}
-	case 'K':
+	case PQMSG_BACKEND_KEY_DATA:
 		if (!proto_parse_backend_key(pkt->body, pkt->body_len, &s->be_pid, &s->be_key)) {
 			login_failed(s, "08P01", "bad BackendKeyData from server");
 			return SBUF_CLOSED;
 		}
 		return SBUF_CONSUMED;
-	case 'E': {
+	case PQMSG_ERROR_RESPONSE: {
 		struct pg_error e;
 		if (!proto_parse_error(pkt->body, pkt->body_len, &e) || e.message == NULL) {
 			login_failed(s, "08P01", "bad ErrorResponse from server");
@@ -797,9 +798,9 @@ static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)
 		login_failed(s, e.sqlstate ? e.sqlstate : "08P01", e.message);
 		return SBUF_CLOSED;
 	}
-	case 'N':
+	case PQMSG_NOTICE_RESPONSE:
 		return SBUF_CONSUMED;
-	case 'Z':
+	case PQMSG_READY_FOR_QUERY:
 		if (s->connect_query_running) {
 			s->connect_query_running = false;
 		} else if (pool->connect_query[0]) {
@@ -865,7 +866,7 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 		}
 	}
 	switch (pkt->type) {
-	case 'Z':
+	case PQMSG_READY_FOR_QUERY:
 		if (!pkt->complete)
 			return SBUF_WAIT;
 		if (pkt->body_len != 1) {
@@ -874,13 +875,12 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 		}
 		s->txn_status = (char)pkt->body[0];
 		s->request_time = bouncer_now_usec();
-		if (s->expect_rfq > 0)
-			s->expect_rfq--;
-		if (s->setting_params && s->expect_rfq == 0) {
+		server_ready_arrived(s);
+		if (s->setting_params && server_ready_owed(s) == 0) {
 			params_synced(s);
 			return SBUF_CONSUMED;
 		}
-		if (s->resetting && s->expect_rfq == 0) {
+		if (s->resetting && server_ready_owed(s) == 0) {
 			s->resetting = false;
 			if (s->txn_status != 'I') {
 				server_close(s, "reset query left a transaction open");
@@ -892,7 +892,7 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 			pool_server_ready(s->pool, s);
 			return SBUF_CONSUMED;
 		}
-		if (s->checking && s->expect_rfq == 0) {
+		if (s->checking && server_ready_owed(s) == 0) {
 			s->checking = false;
 			if (s->txn_status != 'I') {
 				server_close(s, "test query left a transaction open");
@@ -909,9 +909,9 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 		}
 		s->pool->xact_count += s->txn_status == 'I';
 		stats_server_ready_for_query(s);
-		s->at_rfq = s->expect_rfq == 0;
+		s->at_rfq = server_ready_owed(s) == 0;
 		return SBUF_SEND;
-	case 'S': {
+	case PQMSG_PARAMETER_STATUS: {
 		const char *name, *value;
 		if (!pkt->complete)
 			return SBUF_WAIT;
@@ -927,7 +927,7 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 		}
 		return c != NULL && !own ? SBUF_SEND : SBUF_CONSUMED;
 	}
-	case 'E':
+	case PQMSG_ERROR_RESPONSE:
 		if (own) {
 			if (!pkt->complete)
 				return SBUF_WAIT;
@@ -951,7 +951,7 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 	if (own)
 		return SBUF_SKIP;
 	if (c == NULL) {
-		if (pkt->type == 'N' || pkt->type == 'A')
+		if (pkt->type == PQMSG_NOTICE_RESPONSE || pkt->type == PQMSG_NOTIFICATION_RESPONSE)
 			return SBUF_SKIP;
 		server_close(s, "idle server got something");
 		return SBUF_CLOSED;

@@ -151,12 +151,12 @@ void stats_server_ready_for_query(struct conn *s)
 		st->query_count++;
 		st->query_time += now - s->query_start;
 		/* pipelined queries still owed an answer start their clock now */
-		s->query_start = s->expect_rfq > 0 ? now : 0;
+		s->query_start = server_ready_owed(s) > 0 ? now : 0;
 	}
 	if (s->txn_status == 'I' && s->xact_start != 0) {
 		st->xact_count++;
 		st->xact_time += now - s->xact_start;
-		s->xact_start = s->expect_rfq > 0 ? now : 0;
+		s->xact_start = server_ready_owed(s) > 0 ? now : 0;
 	}
 }
 

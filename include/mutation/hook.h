@@ -1,8 +1,9 @@
 /*
  * hook — the hook on the client's messages: decides which messages start a synced write (a
  * simple query, or an extended batch), keeps the per-client state (struct mut_client: the write
- * in flight, named synced statements, the batch being collected, a query string of several
- * writes), and lets everything else pass to the server. Internal to src/mutation/.
+ * in flight, the batch being collected, a query string of several writes), and lets everything
+ * else pass to the server. Named synced statements live in the core's table of the client's
+ * statement names, as own statements (prepared.h). Internal to src/mutation/.
  */
 #ifndef SB_MUTATION_HOOK_H
 #define SB_MUTATION_HOOK_H
@@ -19,15 +20,6 @@ struct mutation;
 struct sbuf_pkt;
 struct synced;
 
-/* A named prepared statement of a client that writes a synced table (kept here, not on servers). */
-struct prep_stmt {
-	char *name;
-	char *sql;
-	int ntypes;
-	Oid *types;
-	struct stmt_class sc;
-};
-
 /*
  * Per-client hook state. It exists while a mutation is in flight or being answered, while an
  * extended sequence is being collected, and as long as the client keeps named synced statements
@@ -37,8 +29,6 @@ struct mut_client {
 	struct conn *client;
 	struct mutation *m;
 	bool answered; /* the current packet was answered: consume it when it comes back */
-	struct prep_stmt *stmts;
-	int nstmts;
 	struct ext_seq ext;
 	/*
 	 * A simple query of several synced writes: run one after another, one ReadyForQuery. When
@@ -79,17 +69,13 @@ void mc_multi_free(struct mut_client *mc);
  * false when it was answered at once (error and ReadyForQuery sent, the string is over).
  */
 bool mc_multi_next(struct synced *sy, struct mut_client *mc);
-/* The client's named synced statement, or NULL. */
-struct prep_stmt *mc_find_stmt(struct mut_client *mc, const char *name);
-/* Forgets the client's synced statement of that name, if any. */
-void mc_drop_stmt(struct mut_client *mc, const char *name);
-void prep_stmt_free(struct prep_stmt *ps);
 /*
  * The checks every synced write passes before the pipeline starts. True when the mutation was
- * started (the answer comes later); false when it was answered at once.
+ * started (the answer comes later, and the mutation took ext's bound parameters); false when
+ * it was answered at once.
  */
 bool hook_begin_mutation(struct synced *sy, struct conn *c, const struct stmt_class *sc,
-                         const char *sql, const struct ext_seq *ext);
+                         const char *sql, struct ext_seq *ext);
 /* The core's hook (bouncer.h struct query_hook): inspect and client_closed. */
 enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt *pkt);
 void hook_client_closed(void *ctx, struct conn *c);

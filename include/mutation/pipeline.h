@@ -218,12 +218,12 @@ bool synced_idle(const struct synced *sy);
 
 /*
  * Starts a write of st for the client mc (sql, and for the extended protocol the batch's
- * parameters in ext, copied). The answer comes later, or at once on failure (mc->answered is
+ * statement in ext: its bound parameters are taken over, ext keeps none). The answer comes later, or at once on failure (mc->answered is
  * then set by mutation_finish). The mutation is on sy->mutations until it ends.
  */
 void mutation_start(struct synced *sy, struct mut_client *mc, struct synced_table *st,
                     struct catalog_table *ct, const struct stmt_class *sc, const char *sql,
-                    const struct ext_seq *ext);
+                    struct ext_seq *ext);
 /* Takes an API slot and a database connection (idle or new), then starts the capture. */
 void mutation_acquire(struct mutation *m);
 /* Answers the client (error or nothing more), gives the connection back, frees m. */

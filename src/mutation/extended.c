@@ -18,6 +18,7 @@
 #include "pgc.h"
 #include "pktbuf.h"
 #include "pool.h"
+#include "prepared.h"
 #include "proto.h"
 #include "sbuf.h"
 
@@ -133,32 +134,10 @@ static void ext_parse(struct synced *sy, struct conn *c, struct mut_client *mc,
 		ext_fail(e, "53200", "out of memory");
 		return;
 	}
-	{
-		/* the unnamed statement too: a batch may bind it again */
-		struct prep_stmt *ps;
-		mc_drop_stmt(mc, name);
-		ps = realloc(mc->stmts, sizeof(*ps) * (size_t)(mc->nstmts + 1));
-		if (ps == NULL) {
-			ext_fail(e, "53200", "out of memory");
-			return;
-		}
-		mc->stmts = ps;
-		ps = &mc->stmts[mc->nstmts];
-		memset(ps, 0, sizeof(*ps));
-		ps->name = strdup(name);
-		ps->sql = strdup(sql);
-		ps->types = ntypes ? malloc(sizeof(Oid) * ntypes) : NULL;
-		if (ps->name == NULL || ps->sql == NULL || (ntypes && ps->types == NULL)) {
-			prep_stmt_free(ps);
-			ext_fail(e, "53200", "out of memory");
-			return;
-		}
-		if (ntypes)
-			memcpy(ps->types, types, sizeof(Oid) * ntypes);
-		ps->ntypes = ntypes;
-		ps->sc = sc;
-		mc->nstmts++;
-	}
+	/* the unnamed statement too: a batch may bind it again */
+	const char *msg;
+	if (!ps_own_set(c, name, sql, ntypes, types, &msg))
+		ext_fail(e, "53200", msg);
 }
 
 static void ext_bind(struct synced *sy, struct conn *c, struct mut_client *mc,
@@ -183,8 +162,8 @@ static void ext_bind(struct synced *sy, struct conn *c, struct mut_client *mc,
 		fmts[i] = (int16_t)f;
 	}
 	e->bind = true;
-	if (stmt[0] != '\0' || (!e->parse && mc_find_stmt(mc, stmt) != NULL)) {
-		struct prep_stmt *ps = mc_find_stmt(mc, stmt);
+	if (stmt[0] != '\0' || (!e->parse && ps_own_find(c, stmt) != NULL)) {
+		const struct ps_own *ps = ps_own_find(c, stmt);
 		if (ps == NULL) {
 			ext_fail(e, "26000", "prepared statement does not exist");
 			return;
@@ -438,7 +417,7 @@ static void on_describe_connected(void *arg, struct pgc *pc, const char *error)
 static bool describe_start(struct synced *sy, struct conn *c, struct mut_client *mc)
 {
 	struct ext_seq *e = &mc->ext;
-	struct prep_stmt *ps = e->describe_name != NULL ? mc_find_stmt(mc, e->describe_name) : NULL;
+	const struct ps_own *ps = e->describe_name != NULL ? ps_own_find(c, e->describe_name) : NULL;
 	const char *sql = ps != NULL ? ps->sql : e->sql;
 	int ntypes = ps != NULL ? ps->ntypes : e->ntypes;
 	const Oid *types = ps != NULL ? ps->types : e->types;
@@ -681,8 +660,7 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 					client_close(c, "could not send an answer");
 				pktbuf_free(&pb);
 			}
-			mc_drop_stmt(mc,
-			             stmt); /* the server's statement of that name from now on */
+			ps_own_drop(c, stmt); /* the server's statement of that name from now on */
 			return ext_leave(c, mc);
 		}
 		ext_parse(sy, c, mc, pkt);
@@ -693,7 +671,7 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 			ext_new_group(e);
 		if (e->ran && !e->parse &&
 		    proto_parse_msg_names(PQMSG_BIND, pkt->body, pkt->body_len, &stmt, &portal) &&
-		    stmt != NULL && mc_find_stmt(mc, stmt) == NULL)
+		    stmt != NULL && ps_own_find(c, stmt) == NULL)
 			return ext_leave(c, mc);
 		if (!e->failed)
 			ext_bind(sy, c, mc, pkt);
@@ -762,7 +740,7 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 	case PQMSG_CLOSE:
 		if (proto_parse_msg_names(PQMSG_CLOSE, pkt->body, pkt->body_len, &stmt, &portal) &&
 		    stmt != NULL)
-			mc_drop_stmt(mc, stmt);
+			ps_own_drop(c, stmt);
 		e->close = true;
 		return HOOK_CONSUME;
 	case PQMSG_FLUSH:

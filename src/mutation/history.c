@@ -13,6 +13,7 @@
 #include "conn.h"
 #include "histogram.h"
 #include "log.h"
+#include "proto.h"
 
 struct history_entry {
 	uint64_t client_id;
@@ -220,7 +221,7 @@ void history_error_sqlstate(const uint8_t *err, size_t len, char *out, size_t si
 	size_t i = 5;
 
 	out[0] = '\0';
-	if (err == NULL || len < 6 || err[0] != 'E')
+	if (err == NULL || len < 6 || err[0] != PQMSG_ERROR_RESPONSE)
 		return;
 	while (i < len && err[i] != 0) {
 		const uint8_t *v = err + i + 1;

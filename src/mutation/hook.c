@@ -20,6 +20,7 @@
 #include "mutation/extended.h"
 #include "mutation/pipeline.h"
 #include "pool.h"
+#include "prepared.h"
 #include "proto.h"
 #include "sbuf.h"
 
@@ -67,44 +68,18 @@ struct mut_client *mc_get(struct conn *c)
 	return mc;
 }
 
-void prep_stmt_free(struct prep_stmt *ps)
-{
-	free(ps->name);
-	free(ps->sql);
-	free(ps->types);
-}
-
 /* Drops the per-client state once nothing needs it: back to the fast path. */
 void mc_release_if_idle(struct conn *c)
 {
 	struct mut_client *mc = c->hook_state;
 
 	if (mc == NULL || mc->m != NULL || mc->answered || mc->ext.phase != EXT_NONE ||
-	    mc->nstmts > 0 || mc->multi != NULL || mc->path_session_set || mc->path_local_set ||
+	    ps_own_count(c) > 0 || mc->multi != NULL || mc->path_session_set || mc->path_local_set ||
 	    mc->describe != NULL)
 		return;
 	ext_reset(&mc->ext);
-	free(mc->stmts);
 	free(mc);
 	c->hook_state = NULL;
-}
-
-struct prep_stmt *mc_find_stmt(struct mut_client *mc, const char *name)
-{
-	for (int i = 0; mc != NULL && i < mc->nstmts; i++)
-		if (strcmp(mc->stmts[i].name, name) == 0)
-			return &mc->stmts[i];
-	return NULL;
-}
-
-void mc_drop_stmt(struct mut_client *mc, const char *name)
-{
-	struct prep_stmt *ps = mc_find_stmt(mc, name);
-
-	if (ps == NULL)
-		return;
-	prep_stmt_free(ps);
-	*ps = mc->stmts[--mc->nstmts];
 }
 
 /* ---- the client's search_path ---- */
@@ -185,7 +160,7 @@ static void follow_search_path(struct conn *c, const char *sql, size_t len)
  * already queued the error).
  */
 bool hook_begin_mutation(struct synced *sy, struct conn *c, const struct stmt_class *sc,
-                         const char *sql, const struct ext_seq *ext)
+                         const char *sql, struct ext_seq *ext)
 {
 	struct synced_table *st;
 	struct catalog_table *ct;
@@ -410,8 +385,7 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 		}
 		if (!proto_parse_parse(pkt->body, pkt->body_len, &stmt, &sql, &sql_len, &n))
 			return HOOK_PASS;
-		if (mc != NULL)
-			mc_drop_stmt(mc, stmt); /* re-prepared under the same name ("" too) */
+		ps_own_drop(c, stmt); /* re-prepared under the same name ("" too) */
 		follow_search_path(c, sql, sql_len);
 		if (!classifier_quick_check(sy->cl, c->pool->db_name, sql, sql_len) ||
 		    !hook_classify(sy, c, sql, &sc) || sc.verdict == STMT_PASS) {
@@ -423,11 +397,10 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 	case PQMSG_BIND:
 	case PQMSG_CLOSE:
 	case PQMSG_DESCRIBE:
-		if (mc == NULL || mc->nstmts == 0 || !pkt->complete ||
+		if (ps_own_count(c) == 0 || !pkt->complete ||
 		    !proto_parse_msg_names(pkt->type, pkt->body, pkt->body_len, &stmt, &portal) ||
-		    stmt == NULL || mc_find_stmt(mc, stmt) == NULL)
-			return pkt->complete || mc == NULL || mc->nstmts == 0 ? HOOK_PASS
-			                                                      : HOOK_WAIT;
+		    stmt == NULL || ps_own_find(c, stmt) == NULL)
+			return pkt->complete || ps_own_count(c) == 0 ? HOOK_PASS : HOOK_WAIT;
 		break;
 	default:
 		return HOOK_PASS;
@@ -474,9 +447,6 @@ void hook_client_closed(void *ctx, struct conn *c)
 	ext_describe_client_gone(mc);
 	ext_reset(&mc->ext);
 	mc_multi_free(mc);
-	for (int i = 0; i < mc->nstmts; i++)
-		prep_stmt_free(&mc->stmts[i]);
-	free(mc->stmts);
 	free(mc->path_session);
 	free(mc->path_local);
 	c->hook_state = NULL;

@@ -1409,8 +1409,11 @@ void mutation_finish(struct mutation *m)
 	free(m);
 }
 
-/* Copies an extended sequence's parameters into m (which owns them from then on). */
-static bool copy_params(struct mutation *m, const struct ext_seq *ext)
+/*
+ * Takes an extended sequence's bound parameters over (copied once, from the Bind, and not
+ * again): m owns them from then on, and ext keeps none (its portal runs once).
+ */
+static bool take_params(struct mutation *m, struct ext_seq *ext)
 {
 	int n = ext->nparams;
 
@@ -1426,25 +1429,19 @@ static bool copy_params(struct mutation *m, const struct ext_seq *ext)
 	m->result_format = ext->result_format;
 	if (n == 0)
 		return true;
-	m->values = calloc((size_t)n, sizeof(char *));
-	m->lengths = calloc((size_t)n, sizeof(int));
-	m->formats = calloc((size_t)n, sizeof(int));
 	m->types = calloc((size_t)n, sizeof(Oid));
-	if (m->values == NULL || m->lengths == NULL || m->formats == NULL || m->types == NULL)
+	if (m->types == NULL)
 		return false;
-	m->nparams = n;
-	for (int i = 0; i < n; i++) {
-		m->lengths[i] = ext->lengths[i];
-		m->formats[i] = ext->formats[i];
+	for (int i = 0; i < n; i++)
 		m->types[i] = i < ext->ntypes ? ext->types[i] : 0;
-		if (ext->values[i] == NULL)
-			continue;
-		m->values[i] = malloc((size_t)ext->lengths[i] + 1);
-		if (m->values[i] == NULL)
-			return false;
-		memcpy(m->values[i], ext->values[i], (size_t)ext->lengths[i]);
-		m->values[i][ext->lengths[i]] = '\0';
-	}
+	m->values = ext->values;
+	m->lengths = ext->lengths;
+	m->formats = ext->formats;
+	m->nparams = n;
+	ext->values = NULL;
+	ext->lengths = NULL;
+	ext->formats = NULL;
+	ext->nparams = 0;
 	return true;
 }
 
@@ -1540,7 +1537,7 @@ char *mutation_session_settings(struct conn *c)
 
 void mutation_start(struct synced *sy, struct mut_client *mc, struct synced_table *st,
                     struct catalog_table *ct, const struct stmt_class *sc, const char *sql,
-                    const struct ext_seq *ext)
+                    struct ext_seq *ext)
 {
 	struct mutation *m = calloc(1, sizeof(*m));
 	struct pool *pool = mc->client->pool;
@@ -1573,7 +1570,7 @@ void mutation_start(struct synced *sy, struct mut_client *mc, struct synced_tabl
 	if (ext == NULL && mc->multi != NULL && mc->tail_off > 0)
 		m->no_ready = m->in_string = true;
 	m->sql = strdup(sql);
-	if (m->sql == NULL || (ext != NULL && !copy_params(m, ext))) {
+	if (m->sql == NULL || (ext != NULL && !take_params(m, ext))) {
 		mutation_set_error(m, "53200", "out of memory", NULL, NULL);
 		mutation_finish(m);
 		return;

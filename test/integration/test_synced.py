@@ -454,6 +454,27 @@ def test_transaction_mode_writes_and_transactions(synced_txn, pg):
                   dbname="crm")[0][0] == 2
 
 
+def test_transaction_mode_named_synced_and_ordinary_statements(synced_txn, pg):
+    """Named statements that write a synced table and ordinary named statements, interleaved
+    on one connection under transaction pooling: each name keeps running its own statement."""
+    ids = []
+    with crm(synced_txn) as conn:
+        for i in range(4):
+            (n,) = conn.execute("select count(*) from salesforce.contacts where last_name = %s",
+                                (f"N{i - 1}",), prepare=True).fetchone()
+            assert n == (1 if i > 0 else 0)
+            (cid,) = conn.execute("insert into salesforce.contacts (last_name) values (%s) "
+                                  "returning id", (f"N{i}",), prepare=True).fetchone()
+            ids.append(cid)
+            conn.execute("update salesforce.contacts set note = %s where id = %s",
+                         (f"n{i}", cid), prepare=True)
+        assert conn.execute("select count(*) from salesforce.contacts where note like 'n%%'",
+                            prepare=True).fetchone()[0] == 4
+    store = synced_txn.fake.store()
+    assert sorted(store) == sorted(ids)
+    assert sorted(r.get("Description") for r in store.values()) == ["n0", "n1", "n2", "n3"]
+
+
 def test_commit_failure_after_api_accepted_is_journaled_and_settled(synced, pg):
     """The database connection dies while the API is answering: the client gets XX000 naming
     the API's record id, the API's answer is in the journal file, and settling reads the record

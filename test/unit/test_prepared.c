@@ -256,12 +256,12 @@ static void sync_round(struct peer *cl, struct peer *sv)
 	const char *err;
 
 	assert_int_equal(ps_client_packet(cl->c, sv->c, &pkt, 200, &err), PS_PASS);
-	sv->c->expect_rfq++;
+	server_owe_ready(sv->c);
 }
 
 static void ready(struct peer *sv)
 {
-	sv->c->expect_rfq--;
+	server_ready_arrived(sv->c);
 	assert_int_equal(server_answers(sv, 'Z'), PS_PASS);
 }
 
@@ -615,6 +615,139 @@ static void test_skipped_eviction_is_undone(void **state)
 	assert_string_equal(name_in(&got[0]), "SB_2");
 }
 
+/*
+ * Own statements (a module answers them; the server never sees them) live in the same table:
+ * one lookup says what a name is, and the pooler leaves messages that name one alone.
+ */
+static void test_own_statements_share_the_names(void **state)
+{
+	struct fixture *f = *state;
+	struct conn *c = f->client.c;
+	const uint32_t types[2] = {25, 23};
+	const struct ps_own *own;
+	const char *msg = NULL;
+	struct msg got[8];
+
+	assert_null(ps_own_find(c, "w"));
+	assert_int_equal(ps_own_count(c), 0);
+	assert_true(ps_own_set(c, "w", "insert into t values ($1, $2)", 2, types, &msg));
+	assert_true(ps_own_set(c, "", "delete from t", 0, NULL, &msg));
+	assert_int_equal(ps_own_count(c), 2);
+	own = ps_own_find(c, "w");
+	assert_non_null(own);
+	assert_string_equal(own->sql, "insert into t values ($1, $2)");
+	assert_int_equal(own->ntypes, 2);
+	assert_int_equal(own->types[0], 25);
+	assert_int_equal(own->types[1], 23);
+	own = ps_own_find(c, "");
+	assert_non_null(own);
+	assert_int_equal(own->ntypes, 0);
+	assert_null(own->types);
+
+	/* re-prepared as an own statement: replaced, still one name */
+	assert_true(ps_own_set(c, "w", "update t set a = $1", 1, types, &msg));
+	assert_int_equal(ps_own_count(c), 2);
+	assert_string_equal(ps_own_find(c, "w")->sql, "update t set a = $1");
+
+	/* a Bind, Describe or Close of an own statement is not the pooler's to rename */
+	assert_int_equal(client_sends(f, &f->client, &f->server, bind_msg("", "w")), PS_PASS);
+	assert_int_equal(client_sends(f, &f->client, &f->server, named_msg('D', 'S', "w")),
+	                 PS_PASS);
+	assert_int_equal(client_sends(f, &f->client, &f->server, query_msg("DEALLOCATE w")),
+	                 PS_PASS);
+	assert_int_equal(read_msgs(&f->server, got, 8), 0);
+
+	/* DEALLOCATE ALL forgets the pooler's names; the own ones stay for their module */
+	client_sends(f, &f->client, &f->server, parse_msg("p", "select 1"));
+	read_msgs(&f->server, got, 8);
+	server_answers(&f->server, '1');
+	assert_int_equal(client_sends(f, &f->client, &f->server, query_msg("DEALLOCATE ALL")),
+	                 PS_PASS);
+	assert_int_equal(client_sends(f, &f->client, &f->server, bind_msg("", "p")), PS_PASS);
+	assert_int_equal(ps_own_count(c), 2);
+	assert_non_null(ps_own_find(c, "w"));
+
+	/* the pooler's name is never an own one */
+	assert_null(ps_own_find(c, "p"));
+	ps_own_drop(c, "p");
+	ps_own_drop(c, "w");
+	assert_null(ps_own_find(c, "w"));
+	assert_int_equal(ps_own_count(c), 1);
+	ps_own_drop(c, "w"); /* twice: nothing */
+	assert_int_equal(ps_own_count(c), 1);
+}
+
+/* One name, one statement: a Parse through the pooler and an own statement replace each other. */
+static void test_own_and_pooled_replace_each_other(void **state)
+{
+	struct fixture *f = *state;
+	struct conn *c = f->client.c;
+	const char *msg = NULL;
+	struct msg got[8];
+
+	assert_true(ps_own_set(c, "s", "insert into t default values", 0, NULL, &msg));
+	/* the client prepares an ordinary statement under that name */
+	assert_int_equal(client_sends(f, &f->client, &f->server, parse_msg("s", "select 2")),
+	                 PS_CONSUMED);
+	assert_int_equal(read_msgs(&f->server, got, 8), 1);
+	assert_string_equal(name_in(&got[0]), "SB_1");
+	assert_int_equal(server_answers(&f->server, '1'), PS_PASS);
+	assert_null(ps_own_find(c, "s"));
+	assert_int_equal(ps_own_count(c), 0);
+	assert_int_equal(client_sends(f, &f->client, &f->server, bind_msg("", "s")), PS_CONSUMED);
+	assert_int_equal(read_msgs(&f->server, got, 8), 1);
+	assert_string_equal(name_in(&got[0]), "SB_1");
+
+	/* and then a write under it again: the pooler lets go of its statement */
+	assert_true(ps_own_set(c, "s", "insert into t default values", 0, NULL, &msg));
+	assert_int_equal(ps_own_count(c), 1);
+	assert_int_equal(client_sends(f, &f->client, &f->server, bind_msg("", "s")), PS_PASS);
+	assert_int_equal(read_msgs(&f->server, got, 8), 0);
+}
+
+/* Own statements count toward the client's limit of names: memory stays bounded. */
+static void test_own_statements_are_bounded(void **state)
+{
+	struct fixture *f = *state;
+	struct conn *c = f->client.c;
+	const char *msg = NULL;
+	char name[32];
+	int i;
+
+	for (i = 0; i < 20000; i++) {
+		snprintf(name, sizeof(name), "w%d", i);
+		if (!ps_own_set(c, name, "delete from t", 0, NULL, &msg))
+			break;
+	}
+	assert_true(i > 0 && i < 20000);
+	assert_string_equal(msg, "too many prepared statements");
+	assert_int_equal(ps_own_count(c), i);
+	/* an existing name may still be re-prepared */
+	assert_true(ps_own_set(c, "w0", "delete from u", 0, NULL, &msg));
+	assert_string_equal(ps_own_find(c, "w0")->sql, "delete from u");
+	assert_string_equal(ps_own_find(c, "w1")->sql, "delete from t");
+}
+
+/* The one count of ReadyForQuery owed: every Query/Sync adds one, every answer takes one. */
+static void test_ready_owed_is_one_count(void **state)
+{
+	struct fixture *f = *state;
+	struct conn *s = f->server.c;
+
+	assert_int_equal(server_ready_owed(s), 0);
+	server_owe_ready(s);
+	server_owe_ready(s);
+	assert_int_equal(server_ready_owed(s), 2);
+	server_ready_arrived(s);
+	server_ready_arrived(s);
+	assert_int_equal(server_ready_owed(s), 0);
+	/* a ReadyForQuery nobody asked for (the server's own, after a FATAL) owes nothing back */
+	server_ready_arrived(s);
+	assert_int_equal(server_ready_owed(s), 0);
+	server_owe_ready(s);
+	assert_int_equal(server_ready_owed(s), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -636,6 +769,12 @@ int main(void)
 	                                        teardown),
 	        cmocka_unit_test_setup_teardown(test_deallocate_of_one_name, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_skipped_eviction_is_undone, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_own_statements_share_the_names, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_own_and_pooled_replace_each_other, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_own_statements_are_bounded, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_ready_owed_is_one_count, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
