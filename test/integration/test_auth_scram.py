@@ -182,6 +182,10 @@ def test_plain_password_changed_and_reloaded(bouncer_factory, pg):
         pg.sql(f"ALTER ROLE scramrot PASSWORD '{scram_secret('rot-two', salt)}'")
         with open(b.userlist, "w") as f:
             f.write('"scramrot" "rot-two"\n"postgres" "postgres"\n')
+        # the same size within the same second: a pooler that compares the file's mtime (as
+        # pgbouncer does) must see it changed
+        st = os.stat(b.userlist)
+        os.utime(b.userlist, (st.st_atime, st.st_mtime + 10))
         admin.execute("RELOAD")
         with pytest.raises(psycopg.OperationalError, match="authentication failed"):
             b.connect(user="scramrot", password="rot-one")
