@@ -83,6 +83,13 @@ def pg_cpu_s(pg):
     return total
 
 
+def machine_cpu():
+    """(all jiffies, idle jiffies) of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v), v[3] + v[4]
+
+
 def pct(values, p):
     values = sorted(values)
     return values[min(len(values) - 1, int(round(p / 100.0 * (len(values) - 1))))]
@@ -254,6 +261,7 @@ def run(pg, opts, work):
             fake_call(url, "/_requests", "DELETE")
             log(f"synclat: {opts.writers} writers, fake delay {delay} ms, {opts.seconds} s")
             cpu_sb, cpu_fake, cpu_pg = sb.cpu_ns(), proc_cpu_s(fake.pid), pg_cpu_s(pg)
+            all0, idle0 = machine_cpu()
             t0 = time.monotonic()
             res = bench.pgbench(sb.port, ["-f", scripts["insert", "synced"], "-c",
                                           str(opts.writers), "-j", "2", "-T", str(opts.seconds)],
@@ -263,6 +271,9 @@ def run(pg, opts, work):
                    "sb_cpu": (sb.cpu_ns() - cpu_sb) / 1e9 / wall,
                    "fake_cpu_with_sb": (proc_cpu_s(fake.pid) - cpu_fake) / wall,
                    "pg_cpu": (pg_cpu_s(pg) - cpu_pg) / wall}
+            all1, idle1 = machine_cpu()
+            row["machine_busy"] = (os.cpu_count() or 1) * (1 - (idle1 - idle0) /
+                                                           max(1, all1 - all0))
             if res["aborted"]:
                 row["error"] = res.get("error")
             reqs = write_requests(url)
@@ -310,14 +321,15 @@ def report(results, w):
       "CPU in cores:")
     w("")
     w("| fake delay | syncbouncer writes/s | fake alone requests/s | ratio | syncbouncer CPU | "
-      "PostgreSQL CPU | fake CPU (with syncbouncer / alone) |")
-    w("|--:|--:|--:|--:|--:|--:|--:|")
+      "PostgreSQL CPU | fake CPU (with syncbouncer / alone) | machine busy |")
+    w("|--:|--:|--:|--:|--:|--:|--:|--:|")
     for r in results["throughput"]:
         sb = "failed" if r["sb_failed"] else f"{r['sb_tps']:.0f}"
         ratio = r["sb_tps"] / r["fake_alone"] if r["sb_tps"] and r["fake_alone"] else None
         w(f"| {r['delay_ms']} ms | {sb} | {r['fake_alone']:.0f} | "
           f"{'%.2f' % ratio if ratio else '–'} | {r['sb_cpu']:.2f} | {r['pg_cpu']:.2f} | "
-          f"{r['fake_cpu_with_sb']:.2f} / {r['fake_cpu_alone']:.2f} |")
+          f"{r['fake_cpu_with_sb']:.2f} / {r['fake_cpu_alone']:.2f} | "
+          f"{r.get('machine_busy', 0):.2f} of {os.cpu_count()} |")
     w("")
     w(f"After the run: {results['rows_in_table']} rows in salesforce.contacts, "
       f"{results['records_in_fake']} records in the fake's store, not counting those the "
