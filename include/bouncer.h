@@ -12,6 +12,7 @@
 #include "list.h"
 
 struct event_base;
+struct ticker;
 struct config;
 struct userlist;
 struct dns;
@@ -77,6 +78,7 @@ struct bouncer {
 	struct list cancel_conns;  /* outgoing cancel requests */
 	struct list justfree;      /* closed, freed from a zero-delay event */
 	struct event *ev_free;
+	struct ticker *ticker; /* periodic work (ticker.c), made by the first tick_start() */
 	struct listener *listeners;
 	struct query_hook hook;
 	struct synced *synced;   /* the synced-table side (without [synced_tables]: its guard only) */

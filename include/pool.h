@@ -13,7 +13,6 @@
 #ifndef SB_POOL_H
 #define SB_POOL_H
 
-#include <event2/event_struct.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,6 +20,7 @@
 #include "conn.h"
 #include "list.h"
 #include "stats.h"
+#include "ticker.h"
 
 struct bouncer;
 struct cf_database;
@@ -55,7 +55,7 @@ struct pool {
 	uint64_t unused_since; /* no client and no server since then (0: in use) */
 	int host_index;
 
-	struct event ev_janitor; /* periodic timeouts and pool size upkeep */
+	struct tick janitor; /* periodic timeouts and pool size upkeep */
 	bool janitor_ready;
 	struct ps_registry *ps; /* prepared statements known to this pool's servers */
 

@@ -93,6 +93,8 @@ enum ps_result ps_client_packet(struct conn *client, struct conn *server,
 
 /* Whether a server answer of this type needs ps_server_packet() (and complete packets). */
 bool ps_server_wants(const struct conn *server, uint8_t type);
+/* Whether ps_server_wants() may say yes to this type, for some server. */
+bool ps_server_may_want(uint8_t type);
 /* A complete server answer; PS_CONSUMED means drop it (something may have been queued). */
 enum ps_result ps_server_packet(struct conn *server, const struct sbuf_pkt *pkt);
 /* The server's prepared statements are gone (DISCARD ALL, reset query). */

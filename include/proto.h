@@ -112,8 +112,24 @@ struct pkt_hdr {
  * packet above max_len, else PKT_OK with *out set. The body is data[5 .. out->len); the caller
  * checks avail >= out->len before using it.
  */
-enum pkt_status proto_read_header(const uint8_t *data, size_t avail, size_t max_len,
-                                  struct pkt_hdr *out) PROTO_WARN_UNUSED;
+static inline PROTO_WARN_UNUSED enum pkt_status proto_read_header(const uint8_t *data, size_t avail,
+                                                                  size_t max_len,
+                                                                  struct pkt_hdr *out)
+{
+	uint32_t len;
+
+	/* inline: every relayed message passes here, and the call cost as much as the reading */
+	if (avail < 5)
+		return PKT_NEED_MORE;
+	len = ((uint32_t)data[1] << 24) | ((uint32_t)data[2] << 16) | ((uint32_t)data[3] << 8) |
+	      (uint32_t)data[4];
+	/* len counts itself but not the type byte; above INT32_MAX it is negative on the wire. */
+	if (len < 4 || len > INT32_MAX || (size_t)len >= max_len)
+		return PKT_BAD;
+	out->type = data[0];
+	out->len = len + 1;
+	return PKT_OK;
+}
 
 /*
  * Header of a startup-phase packet (no type byte): int32 length counting itself.

@@ -66,7 +66,22 @@ struct sbuf_ops {
 	/* Optional: shown each chunk of a forwarded packet whose owner set sb->scan_packet, before
 	 * it is forwarded. False: the owner has closed the connection (touch nothing more). */
 	bool (*scan)(void *owner, struct sbuf *sb, const uint8_t *data, size_t len);
+	/*
+	 * Optional: the message types the owner lets through unseen now, as a set of 256 bits
+	 * (type t: bit t % 8 of byte t / 8), or NULL for none. Such a message is forwarded as if
+	 * packet() had answered SBUF_SEND, without the call. Asked at the start of each round and
+	 * again after a packet() call that answered anything but SBUF_SEND: a handler that changes
+	 * what its owner must see answers otherwise, and nothing else changes it while a round
+	 * runs.
+	 */
+	const uint8_t *(*pass_types)(void *owner);
 };
+
+/* Whether type is in a pass_types() set. */
+static inline bool sbuf_type_in(const uint8_t *set, uint8_t type)
+{
+	return (set[type >> 3] >> (type & 7)) & 1;
+}
 
 struct sbuf {
 	int fd;
@@ -127,8 +142,20 @@ void sbuf_pause(struct sbuf *sb);
  */
 void sbuf_read_while_paused(struct sbuf *sb);
 
+/* sbuf_set_dst()'s general case; call sbuf_set_dst(). */
+void sbuf_set_dst_slow(struct sbuf *sb, struct sbuf *dst);
+
 /* Links the relay target (NULL to unlink). A blocked link is released first. */
-void sbuf_set_dst(struct sbuf *sb, struct sbuf *dst);
+static inline void sbuf_set_dst(struct sbuf *sb, struct sbuf *dst)
+{
+	/* the usual case (no round under way, no write waited for) inline: twice per transaction */
+	if (sb->in_process > 0 || (sb->dst != NULL && sb->dst->waiting_src == sb)) {
+		sbuf_set_dst_slow(sb, dst);
+		return;
+	}
+	sb->blocked = false;
+	sb->dst = dst;
+}
 
 /* Queues bytes to be written to sb's own socket, before any relayed bytes. */
 bool sbuf_queue(struct sbuf *sb, const void *data, size_t len) __attribute__((warn_unused_result));

@@ -837,6 +837,22 @@ static enum sbuf_action refuse_set_config_call(struct conn *c)
 	                       "Use SET or set_config() in a statement.");
 }
 
+/*
+ * A simple Query of a client that has used no prepared statement, on a server that tracks none,
+ * whose first byte is a letter other than a 'd' (DEALLOCATE ALL and DISCARD ALL begin with one):
+ * all ps_client_packet() would do with it is make both sides' statement state. Left out, the
+ * server goes on reading none of its answers for statements (server_pass_types()).
+ */
+static bool untracked_query(const struct conn *c, const struct conn *s, const struct sbuf_pkt *pkt)
+{
+	uint8_t first;
+
+	if (pkt->type != PQMSG_QUERY || c->ps != NULL || s->pss != NULL || pkt->body_avail == 0)
+		return false;
+	first = pkt->body[0] | 0x20;
+	return first >= 'a' && first <= 'z' && first != 'd';
+}
+
 static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt)
 {
 	struct conn *c = owner;
@@ -900,7 +916,7 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 	if (server->state != SV_ACTIVE || server->setting_params)
 		return SBUF_PAUSE;
 	if (c->pool->pool_mode != POOL_SESSION && c->b->cfg->max_prepared_statements > 0 &&
-	    ps_client_wants(pkt->type)) {
+	    ps_client_wants(pkt->type) && !untracked_query(c, server, pkt)) {
 		const char *msg = NULL;
 		/* a long Query is only looked at by its first words */
 		if (!pkt->complete && (pkt->type != PQMSG_QUERY || pkt->body_avail < 64)) {

@@ -24,6 +24,7 @@
 #include "sdnotify.h"
 #include "server.h"
 #include "stats.h"
+#include "ticker.h"
 #include "tls.h"
 #include "userlist.h"
 
@@ -51,7 +52,7 @@ struct control {
 	int ndbs, cap;
 	struct waiter waiters[CONTROL_MAX_WAIT];
 	int nwaiters;
-	struct event *ev;
+	struct tick tick;
 	uint64_t suspend_start;
 	void (*after_reload)(struct bouncer *b);
 	/* the last STATUS= told to the service manager, and when */
@@ -437,14 +438,12 @@ static void tell_status(struct control *ctl)
 	(void)sdnotify("STATUS=%s", status);
 }
 
-static void tick(evutil_socket_t fd, short what, void *arg)
+static void tick(void *arg)
 {
 	struct control *ctl = arg;
 	struct bouncer *b = ctl->b;
 	struct list *it, *tmp;
 
-	(void)fd;
-	(void)what;
 	list_for_each_safe(it, tmp, &b->pools)
 	{
 		struct pool *pool = list_entry(it, struct pool, head);
@@ -505,16 +504,13 @@ static void tick(evutil_socket_t fd, short what, void *arg)
 bool control_init(struct bouncer *b, void (*after_reload)(struct bouncer *b))
 {
 	struct control *ctl = calloc(1, sizeof(*ctl));
-	struct timeval tv = {0, CONTROL_TICK_USEC};
 
 	if (ctl == NULL)
 		return false;
 	ctl->b = b;
 	ctl->after_reload = after_reload;
-	ctl->ev = event_new(b->base, -1, EV_PERSIST, tick, ctl);
-	if (ctl->ev == NULL || event_add(ctl->ev, &tv) != 0) {
-		if (ctl->ev != NULL)
-			event_free(ctl->ev);
+	tick_init(&ctl->tick, tick, ctl);
+	if (!tick_start(b, &ctl->tick, CONTROL_TICK_USEC)) {
 		free(ctl);
 		return false;
 	}
@@ -528,7 +524,7 @@ void control_free(struct bouncer *b)
 
 	if (ctl == NULL)
 		return;
-	event_free(ctl->ev);
+	tick_stop(b, &ctl->tick);
 	free(ctl->dbs);
 	free(ctl);
 	b->control = NULL;

@@ -20,7 +20,7 @@
 #include "stats.h"
 #include "userlist.h"
 
-static void janitor_tick(evutil_socket_t fd, short what, void *arg);
+static void janitor_tick(void *arg);
 
 static char *dup_or_empty(const char *s)
 {
@@ -153,11 +153,10 @@ static struct pool *get_pool(struct bouncer *b, const char *db_name, const char 
 	pool->ps = ps_registry_new();
 	if (pool->ps == NULL)
 		goto oom;
-	event_assign(&pool->ev_janitor, b->base, -1, EV_PERSIST, janitor_tick, pool);
-	{
-		struct timeval tv = {0, POOL_JANITOR_USEC};
-		event_add(&pool->ev_janitor, &tv);
-	}
+	/* a pool without its janitor would enforce none of its timeouts */
+	tick_init(&pool->janitor, janitor_tick, pool);
+	if (!tick_start(b, &pool->janitor, POOL_JANITOR_USEC))
+		goto oom;
 	pool->janitor_ready = true;
 
 	list_append(&b->pools, &pool->head);
@@ -187,7 +186,7 @@ struct pool *pool_get_auth(struct bouncer *b, const char *db_name, const char *a
 void pool_free(struct pool *pool)
 {
 	if (pool->janitor_ready) {
-		event_del(&pool->ev_janitor);
+		tick_stop(pool->b, &pool->janitor);
 		pool->janitor_ready = false;
 	}
 	ps_registry_free(pool->ps);
@@ -721,13 +720,14 @@ static bool pool_in_use(const struct pool *pool)
 static void drop_pool(evutil_socket_t fd, short what, void *arg)
 {
 	struct pool *pool = arg;
-	struct timeval tv = {0, POOL_JANITOR_USEC};
 
 	(void)fd;
 	(void)what;
 	if (pool_in_use(pool) || pool->b->shutting_down) {
 		pool->unused_since = 0;
-		event_add(&pool->ev_janitor, &tv);
+		if (!tick_start(pool->b, &pool->janitor, POOL_JANITOR_USEC))
+			log_warning("pool %s/%s: cannot restart its janitor", pool->db_name,
+			            pool->user_name);
 		return;
 	}
 	if (config_find_database(pool->b->cfg, pool->db_name) == NULL)
@@ -764,22 +764,21 @@ static bool janitor_drop(struct pool *pool, uint64_t now)
 		if (now - pool->unused_since < (uint64_t)limit)
 			return false;
 	}
-	event_del(&pool->ev_janitor);
+	tick_stop(pool->b, &pool->janitor);
 	if (event_base_once(pool->b->base, -1, EV_TIMEOUT, drop_pool, pool, NULL) != 0) {
-		struct timeval tv = {0, POOL_JANITOR_USEC};
-		event_add(&pool->ev_janitor, &tv);
+		if (!tick_start(pool->b, &pool->janitor, POOL_JANITOR_USEC))
+			log_warning("pool %s/%s: cannot restart its janitor", pool->db_name,
+			            pool->user_name);
 		return false;
 	}
 	return true;
 }
 
-static void janitor_tick(evutil_socket_t fd, short what, void *arg)
+static void janitor_tick(void *arg)
 {
 	struct pool *pool = arg;
 	uint64_t now = bouncer_now_usec();
 
-	(void)fd;
-	(void)what;
 	if (janitor_drop(pool, now))
 		return;
 	pool_refresh_settings(pool);

@@ -1071,13 +1071,17 @@ enum ps_result ps_client_packet(struct conn *c, struct conn *s, const struct sbu
 
 /* ---------------------------------------------------------------- server answers */
 
+bool ps_server_may_want(uint8_t type)
+{
+	return type == PQMSG_PARSE_COMPLETE || type == PQMSG_CLOSE_COMPLETE ||
+	       type == PQMSG_ERROR_RESPONSE || type == PQMSG_READY_FOR_QUERY ||
+	       type == PQMSG_COMMAND_COMPLETE || type == PQMSG_EMPTY_QUERY_RESPONSE;
+}
+
 bool ps_server_wants(const struct conn *s, uint8_t type)
 {
-	return s->pss != NULL &&
-	       (type == PQMSG_PARSE_COMPLETE || type == PQMSG_CLOSE_COMPLETE ||
-	        type == PQMSG_ERROR_RESPONSE || type == PQMSG_READY_FOR_QUERY ||
-	        type == PQMSG_COMMAND_COMPLETE ||
-	        (type == PQMSG_EMPTY_QUERY_RESPONSE && s->pss->answer_tag != NULL));
+	return s->pss != NULL && ps_server_may_want(type) &&
+	       (type != PQMSG_EMPTY_QUERY_RESPONSE || s->pss->answer_tag != NULL);
 }
 
 /* The answer to the statement sent for a lone DEALLOCATE ALL / DISCARD ALL: the command's own. */

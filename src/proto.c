@@ -146,22 +146,6 @@ const char *pkt_status_str(enum pkt_status s)
 	return "unknown";
 }
 
-enum pkt_status proto_read_header(const uint8_t *data, size_t avail, size_t max_len,
-                                  struct pkt_hdr *out)
-{
-	uint32_t len;
-
-	if (avail < 5)
-		return PKT_NEED_MORE;
-	len = get_be32(data + 1);
-	/* len counts itself but not the type byte; above INT32_MAX it is negative on the wire. */
-	if (len < 4 || len > INT32_MAX || (size_t)len >= max_len)
-		return PKT_BAD;
-	out->type = data[0];
-	out->len = len + 1;
-	return PKT_OK;
-}
-
 enum pkt_status proto_read_startup_header(const uint8_t *data, size_t avail, size_t max_len,
                                           uint32_t *len)
 {

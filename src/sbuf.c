@@ -34,7 +34,7 @@ static struct {
 	uint8_t *buf[SPARE_MAX];
 } spare;
 
-static bool buf_take(struct sbuf *sb)
+static inline bool buf_take(struct sbuf *sb)
 {
 	if (spare.n > 0 && spare.size == sb->size)
 		sb->buf = spare.buf[--spare.n];
@@ -43,7 +43,7 @@ static bool buf_take(struct sbuf *sb)
 	return sb->buf != NULL;
 }
 
-static void buf_give_back(struct sbuf *sb)
+static inline void buf_give_back(struct sbuf *sb)
 {
 	if (sb->buf == NULL)
 		return;
@@ -70,7 +70,7 @@ static void big_drop(struct sbuf *sb)
 }
 
 /* An empty buffer with no packet under way is given back. */
-static void maybe_give_back(struct sbuf *sb)
+static inline void maybe_give_back(struct sbuf *sb)
 {
 	if (sb->recv_pos == 0 && sb->pkt_remain == 0 && !sb->collecting_big && !sb->big_ready)
 		buf_give_back(sb);
@@ -106,7 +106,7 @@ static void want_write(struct sbuf *sb)
  * (EAGAIN: wait for the event), with two additions kept to these lines and to on_write():
  * a read may need the socket writable first, and a write may be held by tls.c and flushed later.
  */
-static ssize_t sock_recv(struct sbuf *sb, void *buf, size_t len)
+static inline ssize_t sock_recv(struct sbuf *sb, void *buf, size_t len)
 {
 	bool needs_write = false;
 	ssize_t n;
@@ -121,7 +121,7 @@ static ssize_t sock_recv(struct sbuf *sb, void *buf, size_t len)
 	return n;
 }
 
-static ssize_t sock_send(struct sbuf *sb, const void *buf, size_t len)
+static inline ssize_t sock_send(struct sbuf *sb, const void *buf, size_t len)
 {
 	ssize_t n;
 
@@ -175,7 +175,7 @@ const char *sbuf_action_str(enum sbuf_action a)
 	return "?";
 }
 
-static void update_read_event(struct sbuf *sb)
+static inline void update_read_event(struct sbuf *sb)
 {
 	bool want = sb->fd >= 0 && (!sb->paused || sb->read_paused) && !sb->blocked && !sb->eof &&
 	            sb->recv_pos < sb->size;
@@ -268,7 +268,7 @@ static size_t write_with_out(struct sbuf *dst, const uint8_t *p, size_t len)
  * Writes up to len bytes to dst's socket, after dst's own queued bytes. Returns how many were
  * taken; a broken dst takes nothing and is told through its write event.
  */
-static size_t write_to(struct sbuf *dst, const uint8_t *p, size_t len)
+static inline size_t write_to(struct sbuf *dst, const uint8_t *p, size_t len)
 {
 	ssize_t n;
 
@@ -303,7 +303,7 @@ static size_t write_to(struct sbuf *dst, const uint8_t *p, size_t len)
 }
 
 /* Sends [done_pos, parse_pos) to dst. False when dst cannot take it all now (sb blocks). */
-static bool flush_pending(struct sbuf *sb)
+static inline bool flush_pending(struct sbuf *sb)
 {
 	size_t len = sb->parse_pos - sb->done_pos;
 	size_t n;
@@ -328,7 +328,7 @@ static bool flush_pending(struct sbuf *sb)
 	return true;
 }
 
-static void compact(struct sbuf *sb)
+static inline void compact(struct sbuf *sb)
 {
 	if (sb->done_pos == sb->recv_pos) {
 		sb->done_pos = sb->parse_pos = sb->recv_pos = 0;
@@ -437,7 +437,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 }
 
 /* The end of a round that relayed to gather: what was held for it leaves now. */
-static void gather_end(struct sbuf *gather)
+static inline void gather_end(struct sbuf *gather)
 {
 	if (gather == NULL || --gather->gathering > 0)
 		return;
@@ -528,7 +528,7 @@ void sbuf_pause(struct sbuf *sb)
 	update_read_event(sb);
 }
 
-void sbuf_set_dst(struct sbuf *sb, struct sbuf *dst)
+void sbuf_set_dst_slow(struct sbuf *sb, struct sbuf *dst)
 {
 	if (sb->dst != NULL && sb->dst->waiting_src == sb)
 		sb->dst->waiting_src = NULL;
@@ -795,35 +795,57 @@ static bool wait_for_prefix(struct sbuf *sb, uint32_t len, const uint8_t **p, si
 	return true;
 }
 
-/* Offers the next packet header to the owner. False when processing must stop. */
-static bool next_packet(struct sbuf *sb, bool *need_more)
+/* What the owner lets pass unseen now (struct sbuf_ops pass_types). */
+static inline const uint8_t *pass_types(struct sbuf *sb)
+{
+	return sb->ops->pass_types != NULL ? sb->ops->pass_types(sb->owner) : NULL;
+}
+
+/*
+ * Offers the next packet header to the owner, unless its type is in *pass (asked again when the
+ * owner answered anything but SBUF_SEND). False when processing must stop.
+ */
+static bool next_packet(struct sbuf *sb, bool *need_more, const uint8_t **pass)
 {
 	const uint8_t *p = sb->buf + sb->parse_pos;
 	size_t avail = sb->recv_pos - sb->parse_pos;
-	size_t hdrlen = sb->startup_phase ? 4 : 5;
+	bool startup = sb->startup_phase;
+	size_t hdrlen = startup ? 4 : 5;
 	struct sbuf_pkt pkt;
 	enum pkt_status st;
 	enum sbuf_action act;
 	struct pkt_hdr hdr;
 	uint32_t len;
 
-	memset(&pkt, 0, sizeof(pkt));
-	if (sb->startup_phase) {
+	if (startup)
 		st = proto_read_startup_header(p, avail, 10000, &len);
-		pkt.type = 0;
-	} else {
+	else
 		st = proto_read_header(p, avail, 0x7fffffffu, &hdr);
-		len = hdr.len;
-		pkt.type = hdr.type;
-	}
 	if (st == PKT_NEED_MORE) {
 		*need_more = true;
 		return true;
 	}
 	if (st == PKT_BAD) {
-		fail_protocol(sb, sb->startup_phase ? "invalid length of startup packet"
-		                                    : "invalid message length");
+		fail_protocol(sb, startup ? "invalid length of startup packet"
+		                          : "invalid message length");
 		return false;
+	}
+	/* every field of pkt is set here, before the owner sees it */
+	if (startup) {
+		pkt.type = 0;
+	} else {
+		len = hdr.len;
+		pkt.type = hdr.type;
+	}
+	if (*pass != NULL && !startup && sbuf_type_in(*pass, pkt.type)) {
+		/* relayed as an SBUF_SEND answer would have it, without asking */
+		if (avail >= len) {
+			sb->parse_pos += len;
+		} else {
+			sb->pkt_action = SBUF_SEND;
+			sb->pkt_remain = len;
+		}
+		return true;
 	}
 	pkt.len = len;
 	pkt.complete = avail >= len;
@@ -837,6 +859,8 @@ static bool next_packet(struct sbuf *sb, bool *need_more)
 	pkt.body_avail = (avail < len ? avail : len) - hdrlen;
 
 	act = sb->ops->packet(sb->owner, sb, &pkt);
+	if (act != SBUF_CLOSED && act != SBUF_SEND)
+		*pass = pass_types(sb);
 	switch (act) {
 	case SBUF_CLOSED:
 		return false;
@@ -895,6 +919,7 @@ static bool next_packet(struct sbuf *sb, bool *need_more)
 static void sbuf_process(struct sbuf *sb)
 {
 	bool sent_any = false;
+	const uint8_t *pass;
 
 	if (sb->fd < 0 || sb->in_process)
 		return;
@@ -907,6 +932,7 @@ static void sbuf_process(struct sbuf *sb)
 	sb->in_process++;
 	if (sb->dst != NULL)
 		sb->dst->gathering++;
+	pass = pass_types(sb);
 	while (!sb->paused && !sb->blocked && sb->fd >= 0) {
 		bool need_more = false;
 
@@ -915,6 +941,7 @@ static void sbuf_process(struct sbuf *sb)
 		if (sb->big_ready) {
 			if (!offer_big(sb))
 				break;
+			pass = pass_types(sb);
 			continue;
 		}
 		if (sb->collecting_big) {
@@ -931,7 +958,7 @@ static void sbuf_process(struct sbuf *sb)
 				goto out;
 			continue;
 		}
-		if (!next_packet(sb, &need_more))
+		if (!next_packet(sb, &need_more, &pass))
 			break;
 		if (need_more)
 			break;

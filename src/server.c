@@ -38,11 +38,13 @@
 static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt);
 static void server_flushed(void *owner, struct sbuf *sb);
 static void server_failed(void *owner, struct sbuf *sb, const char *reason);
+static const uint8_t *server_pass_types(void *owner);
 
 static const struct sbuf_ops server_ops = {
         .packet = server_packet,
         .flushed = server_flushed,
         .failed = server_failed,
+        .pass_types = server_pass_types,
 };
 
 bool server_is_ready(const struct conn *s)
@@ -480,7 +482,9 @@ void server_link(struct conn *s, struct conn *c)
 	s->client_state = true;
 	c->link = s;
 	conn_set_state(s, SV_ACTIVE);
-	conn_set_state(c, CL_ACTIVE);
+	/* a client between transactions stays active: it does not move in its list */
+	if (c->state != CL_ACTIVE)
+		conn_set_state(c, CL_ACTIVE);
 	sbuf_set_dst(&c->sbuf, &s->sbuf);
 	sbuf_set_dst(&s->sbuf, &c->sbuf);
 
@@ -957,6 +961,44 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 		return SBUF_CLOSED;
 	}
 	return SBUF_SEND;
+}
+
+/*
+ * The answers server_packet() forwards without reading them, when its server is linked to a
+ * client and runs no statement of its own: every type but ReadyForQuery and ParameterStatus,
+ * and while prepared statements are tracked, but the ones ps_server_packet() reads. What
+ * server_pass_types() answers changes only where server_packet() answers other than SBUF_SEND
+ * (a statement of its own ends, the link goes) or outside a round (the link is made, the
+ * first statement is tracked); the tracked set passes less than the plain one, so a server
+ * whose statements were forgotten (DISCARD ALL) loses nothing by keeping it to the round's end.
+ */
+static uint8_t pass_plain[32], pass_tracked[32];
+static bool pass_made;
+
+static void pass_sets_make(void)
+{
+	for (int t = 0; t < 256; t++) {
+		bool seen = t == PQMSG_READY_FOR_QUERY || t == PQMSG_PARAMETER_STATUS;
+		bool tracked = seen || ps_server_may_want((uint8_t)t);
+
+		if (!seen)
+			pass_plain[t >> 3] |= (uint8_t)(1u << (t & 7));
+		if (!tracked)
+			pass_tracked[t >> 3] |= (uint8_t)(1u << (t & 7));
+	}
+	pass_made = true;
+}
+
+static const uint8_t *server_pass_types(void *owner)
+{
+	const struct conn *s = owner;
+
+	if (!s->logged_in || s->auth_query != NULL || s->link == NULL || s->setting_params ||
+	    s->resetting || s->checking)
+		return NULL;
+	if (!pass_made)
+		pass_sets_make();
+	return s->pss != NULL ? pass_tracked : pass_plain;
 }
 
 static void server_flushed(void *owner, struct sbuf *sb)

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "pktbuf.h"
 #include "pool.h"
+#include "ticker.h"
 
 #define OID_TEXT    25u
 #define OID_NUMERIC 1700u
@@ -24,7 +25,7 @@
 /* Pools shown at once are bounded by memory only; names are grouped with a sorted index. */
 struct stats_state {
 	struct bouncer *b;
-	struct event *ev;
+	struct tick tick;
 	uint64_t old_stamp, new_stamp;
 	int period; /* seconds the timer was armed with */
 };
@@ -198,21 +199,15 @@ void stats_admin_query(struct pool *admin_pool)
 	admin_pool->stats.query_count++;
 }
 
-static void tick(evutil_socket_t fd, short what, void *arg)
+static void tick(void *arg)
 {
-	(void)fd;
-	(void)what;
 	stats_rotate(arg);
 }
 
 static bool arm(struct stats_state *st)
 {
-	struct timeval tv;
-
 	st->period = st->b->cfg->stats_period > 0 ? st->b->cfg->stats_period : 60;
-	tv.tv_sec = st->period;
-	tv.tv_usec = 0;
-	return event_add(st->ev, &tv) == 0;
+	return tick_start(st->b, &st->tick, (uint64_t)st->period * 1000000u);
 }
 
 bool stats_start(struct bouncer *b)
@@ -224,10 +219,8 @@ bool stats_start(struct bouncer *b)
 	st->b = b;
 	st->new_stamp = bouncer_now_usec();
 	st->old_stamp = st->new_stamp - 1000000u;
-	st->ev = event_new(b->base, -1, EV_PERSIST, tick, b);
-	if (st->ev == NULL || !arm(st)) {
-		if (st->ev != NULL)
-			event_free(st->ev);
+	tick_init(&st->tick, tick, b);
+	if (!arm(st)) {
 		free(st);
 		return false;
 	}
@@ -241,7 +234,7 @@ void stats_stop(struct bouncer *b)
 
 	if (st == NULL)
 		return;
-	event_free(st->ev);
+	tick_stop(b, &st->tick);
 	free(st);
 	b->stats = NULL;
 }
@@ -288,7 +281,6 @@ void stats_settings_changed(struct bouncer *b)
 
 	if (st == NULL || b->cfg->stats_period <= 0 || b->cfg->stats_period == st->period)
 		return;
-	event_del(st->ev);
 	if (!arm(st))
 		log_warning("cannot re-arm the stats timer");
 }

@@ -67,7 +67,7 @@ struct cl_index {
 	uint16_t start[257]; /* needles[start[c] .. start[c + 1]) begin with byte c */
 	/* bit (a << 8 | b) set when a needle starts with bytes a, b (lower case) */
 	uint8_t pairs[65536 / 8];
-	/* first[c] set when a needle starts with byte c, as it is or lower-cased */
+	/* first[c] set when a needle starts with byte c, as it is or lower-cased, and for NUL */
 	bool first[256];
 };
 
@@ -216,6 +216,8 @@ static void cl_index_finish(struct cl_index *ix)
 	ix->start[256] = (uint16_t)k;
 	for (c = 0; c < 256; c++)
 		ix->first[c] = ix->start[cl_lower_tab[c]] < ix->start[cl_lower_tab[c] + 1];
+	/* a NUL ends the text as PostgreSQL reads it: the scan stops there at no cost per byte */
+	ix->first[0] = true;
 	memset(ix->pairs, 0, sizeof(ix->pairs));
 	for (k = 0; k < ix->count; k++) {
 		unsigned a = (unsigned char)ix->needles[k].lower[0], b;
@@ -428,7 +430,7 @@ static bool cl_first_word_writes(const char *s, size_t len)
 	return n > 0 && cl_is_write_word(word, n);
 }
 
-/* Whether any needle of ix occurs in s[0..len); *table tells its kind. */
+/* Whether any needle of ix occurs in s[0..len) before its first NUL; *table tells its kind. */
 static bool cl_scan(const struct cl_index *ix, const char *s, size_t len, bool *table)
 {
 	const unsigned char *u = (const unsigned char *)s;
@@ -444,6 +446,8 @@ static bool cl_scan(const struct cl_index *ix, const char *s, size_t len, bool *
 		/* most bytes begin no needle: one look-up each */
 		if (!ix->first[u[i]])
 			continue;
+		if (u[i] == '\0')
+			return false;
 		a = cl_lower_tab[u[i]];
 		b = i + 1 < len ? cl_lower_tab[u[i + 1]] : 0;
 		if (!(ix->pairs[(a << 8 | b) >> 3] & (1u << (b & 7))))
@@ -508,14 +512,14 @@ bool classifier_quick_check(const struct classifier *cl, const char *database, c
 
 	if (sql == NULL || len == 0)
 		return false;
+	db = cl != NULL ? cl_find_database(cl, database) : NULL;
+	if (db == NULL && cl != NULL)
+		return cl_scan(&cl->fixed, sql, len, &table); /* it stops at a NUL itself */
 	nul = memchr(sql, '\0', len);
 	if (nul != NULL)
 		len = (size_t)(nul - sql);
 	if (cl == NULL)
 		return cl_mentions_setting(cl, sql, len);
-	db = cl_find_database(cl, database);
-	if (db == NULL)
-		return cl_scan(&cl->fixed, sql, len, &table);
 	if (cl_first_word_writes(sql, len))
 		return cl_scan(&db->full, sql, len, &table);
 	if (cl_scan(&cl->fixed, sql, len, &table))
@@ -1409,7 +1413,7 @@ cleanup:
 }
 
 /* Whether the word at s[i..len) is word (given in lower case), in any case, and nothing longer. */
-static bool cl_token_is(const char *s, size_t len, size_t i, const char *word)
+static inline bool cl_token_is(const char *s, size_t len, size_t i, const char *word)
 {
 	size_t n;
 
@@ -1468,11 +1472,25 @@ enum classifier_path_change classifier_path_change(const char *sql, size_t len, 
 		value[0] = '\0';
 	if (sql == NULL || len == 0 || sql[len] != '\0')
 		return CL_PATH_NONE;
-	/* every query passes here: its first word decides, then one scan of the text */
-	start = cl_skip_to_token(sql, len, 0, false);
-	is_set = cl_token_is(sql, len, start, "set");
-	is_reset = !is_set && cl_token_is(sql, len, start, "reset");
-	is_discard = !is_set && !is_reset && cl_token_is(sql, len, start, "discard");
+	/*
+	 * Every query passes here: its first word decides, then one scan of the text. The word's
+	 * first letter picks the one keyword it may be (sql[len] is the NUL when there is none).
+	 */
+	start = cl_is_ident_start((unsigned char)sql[0]) ? 0 : cl_skip_to_token(sql, len, 0, false);
+	is_set = is_reset = is_discard = false;
+	switch (cl_lower_tab[(unsigned char)sql[start]]) {
+	case 's':
+		is_set = cl_token_is(sql, len, start, "set");
+		break;
+	case 'r':
+		is_reset = cl_token_is(sql, len, start, "reset");
+		break;
+	case 'd':
+		is_discard = cl_token_is(sql, len, start, "discard");
+		break;
+	default:
+		break;
+	}
 	if (!is_set && !is_reset && !is_discard)
 		return CL_PATH_NONE;
 	if (memchr(sql, '\0', len) != NULL)

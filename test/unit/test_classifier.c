@@ -395,6 +395,15 @@ static void test_quick_check_bounds(void **state)
 	/* no classifier: only the settings checks remain */
 	assert_true(classifier_quick_check(NULL, "crm", "set syncbouncer.mode = 1", 24));
 	assert_false(classifier_quick_check(NULL, "crm", sql, strlen(sql)));
+	/* a database without synced tables: the settings' spellings, up to the first NUL */
+	memcpy(buf, "select 1\0set syncbouncer.mode = 1", 34);
+	assert_false(classifier_quick_check(cl, "other", buf, 34));
+	assert_true(classifier_quick_check(cl, "other", buf + 9, 25));
+	memcpy(buf, "select set_config\0", 18);
+	assert_true(classifier_quick_check(cl, "other", buf, 18));
+	assert_false(classifier_quick_check(cl, "other", buf, 16));
+	assert_false(classifier_quick_check(cl, "other", "\0u&", 3));
+	assert_true(classifier_quick_check(cl, "other", "U&", 2));
 	classifier_free(cl);
 }
 
@@ -610,6 +619,13 @@ static void test_search_path_change(void **state)
 	        {"select 'set search_path = x'", CL_PATH_NONE, "", false},
 	        {"SET search_path = ", CL_PATH_NONE, "", false}, /* the server refuses it */
 	        {"SET search_path FROM CURRENT", CL_PATH_NONE, "", false},
+	        /* the first word: its first letter, then the whole word in any case */
+	        {"\n\t Discard ALL", CL_PATH_DEFAULT, "", false},
+	        {"-- c\nReSeT search_path", CL_PATH_DEFAULT, "", false},
+	        {"SETS search_path = x", CL_PATH_NONE, "", false},
+	        {"resets all", CL_PATH_NONE, "", false},
+	        {"discard_all", CL_PATH_NONE, "", false},
+	        {"   ", CL_PATH_NONE, "", false},
 	};
 	char value[64];
 	bool local;

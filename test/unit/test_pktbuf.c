@@ -431,7 +431,7 @@ static void test_startup_round_trip(void **state)
 static void test_message_sequence(void **state)
 {
 	struct pktbuf pb;
-	struct pkt_hdr hdr;
+	struct pkt_hdr hdr = {0};
 	size_t off = 0;
 	const uint8_t types[] = {'R', 'S', 'K', 'Z'};
 	size_t i = 0;

@@ -25,17 +25,21 @@ struct owner {
 	                         in its place (asking for a flush first), P pause */
 	int offers;
 	char seen[64];
+	const uint8_t *pass; /* what pass_types() answers */
+	uint8_t pass_set[32];
+	char pass_until; /* once a packet of this type is offered, pass nothing more */
 };
 
 static enum sbuf_action on_packet(void *arg, struct sbuf *sb, const struct sbuf_pkt *pkt)
 {
 	struct owner *o = arg;
-	char a = o->actions[o->offers];
+	/* past the end of actions: send */
+	char a = (size_t)o->offers < strlen(o->actions) ? o->actions[o->offers] : 'S';
 
 	(void)sb;
-	if (a == '\0')
-		a = 'S';
 	o->seen[o->offers++] = (char)pkt->type;
+	if (o->pass_until != '\0' && pkt->type == (uint8_t)o->pass_until)
+		o->pass = NULL;
 	switch (a) {
 	case 'S':
 		return SBUF_SEND;
@@ -66,7 +70,15 @@ static void on_failed(void *arg, struct sbuf *sb, const char *reason)
 	fail_msg("sbuf failed: %s", reason);
 }
 
-static const struct sbuf_ops ops = {.packet = on_packet, .failed = on_failed};
+static const uint8_t *on_pass_types(void *arg)
+{
+	struct owner *o = arg;
+
+	return o->pass;
+}
+
+static const struct sbuf_ops ops = {
+        .packet = on_packet, .failed = on_failed, .pass_types = on_pass_types};
 
 static void setup_pair(struct event_base *base, struct owner *o)
 {
@@ -115,7 +127,13 @@ static void read_types(int fd, char *out, size_t size)
 	out[k] = '\0';
 }
 
-static void run_case(const char *input, const char *actions, const char *expect)
+/*
+ * input is relayed through an owner that answers actions and, when pass is not NULL, lets the
+ * types in pass through unseen until it is offered a packet of type pass_until. Returns the
+ * types that reached dst; *seen gets the types the owner was offered.
+ */
+static void run_pass_case(const char *input, const char *actions, const char *pass, char pass_until,
+                          const char *expect, const char *expect_seen)
 {
 	struct event_base *base = event_base_new();
 	struct owner o;
@@ -123,17 +141,30 @@ static void run_case(const char *input, const char *actions, const char *expect)
 
 	memset(&o, 0, sizeof(o));
 	o.actions = actions;
+	if (pass != NULL) {
+		for (const char *t = pass; *t; t++)
+			o.pass_set[(uint8_t)*t >> 3] |= (uint8_t)(1u << ((uint8_t)*t & 7));
+		o.pass = o.pass_set;
+		o.pass_until = pass_until;
+	}
 	setup_pair(base, &o);
 	write_msgs(o.src_far, input);
 	sbuf_resume(&o.src);
 	event_base_loop(base, EVLOOP_NONBLOCK);
 	read_types(o.dst_far, got, sizeof(got));
 	assert_string_equal(got, expect);
+	if (expect_seen != NULL)
+		assert_string_equal(o.seen, expect_seen);
 	sbuf_close(&o.src);
 	sbuf_close(&o.dst);
 	close(o.src_far);
 	close(o.dst_far);
 	event_base_free(base);
+}
+
+static void run_case(const char *input, const char *actions, const char *expect)
+{
+	run_pass_case(input, actions, NULL, '\0', expect, NULL);
 }
 
 static void test_relay_table(void **state)
@@ -161,10 +192,37 @@ static void test_relay_table(void **state)
 		run_case(cases[i].input, cases[i].actions, cases[i].expect);
 }
 
+/*
+ * Types the owner lets pass are relayed in order without being offered; what the owner answers
+ * to the others still holds, and the set is asked again after an answer other than SBUF_SEND
+ * (here the handler that stops the passing skips or consumes its packet).
+ */
+static void test_pass_types(void **state)
+{
+	static const struct {
+		const char *input, *actions, *pass;
+		char until;
+		const char *expect, *seen;
+	} cases[] = {
+	        {"TDDCZDT", "SK", "TD", 'Z', "TDDCDT", "CZDT"},
+	        {"TDDCZDT", "", "TDC", '\0', "TDDCZDT", "Z"},
+	        {"aDbDc", "SKS", "D", '\0', "aDDc", "abc"},
+	        {"aDbD", "SC", "D", 'b', "aDD", "abD"},
+	        {"DDaD", "P", "D", '\0', "DD", "a"},
+	        {"DaID", "SI", "D", '\0', "DaiD", "aI"},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		run_pass_case(cases[i].input, cases[i].actions, cases[i].pass, cases[i].until,
+		              cases[i].expect, cases[i].seen);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_relay_table),
+	        cmocka_unit_test(test_pass_types),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
