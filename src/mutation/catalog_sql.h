@@ -8,6 +8,8 @@
  *   syncbouncer.conflict  '' | 'nothing' (INSERT ... ON CONFLICT DO NOTHING)
  *   syncbouncer.seq       row counter of the statement; the pipeline sets it to '0' before each
  *                         run, the trigger adds one per row
+ *   syncbouncer.standin   check run of an INSERT: 'text' or 'number' when every row got a
+ *                         stand-in key of that kind, 'mixed' otherwise (set by the trigger)
  * capture: each row's images go to syncbouncer.capture (xid, seq, tbl, op, old, new) and the row
  *          is dropped (RETURN NULL); UPDATE/DELETE rows stay locked until the end of the
  *          transaction. An INSERT whose key already exists (in the table or earlier in the same
@@ -182,6 +184,7 @@ static const char catalog_sql_schema[] =
         "\tv_conname text;\n"
         "\tv_exists bool;\n"
         "\tv_intent int8;\n"
+        "\tv_kind text := 'mixed';\n"
         "begin\n"
         "\tif tg_level = 'STATEMENT' then\n"
         "\t\tif v_mode = 'sync' then\n"
@@ -225,6 +228,7 @@ static const char catalog_sql_schema[] =
         "\t\t\t\t\tand a.attnum = any (k.conkey)\n"
         "\t\t\t\t\twhere k.conrelid = tg_relid and k.contype in ('c', 'f')\n"
         "\t\t\t\t\tand a.attname = v_pk) then\n"
+        "\t\t\t\tperform pg_catalog.set_config('syncbouncer.standin', 'mixed', true);\n"
         "\t\t\t\treturn null;\n"
         "\t\t\tend if;\n"
         "\t\t\tv_seq := coalesce(nullif(pg_catalog.current_setting('syncbouncer.seq', true),"
@@ -234,14 +238,24 @@ static const char catalog_sql_schema[] =
         "\t\t\t\tnew := pg_catalog.jsonb_populate_record(new,"
         " pg_catalog.jsonb_build_object(v_pk, '~sb' || pg_catalog.pg_backend_pid() || '.' ||"
         " v_seq));\n"
+        "\t\t\t\tv_kind := 'text';\n"
         "\t\t\texception when others then\n"
         "\t\t\t\tbegin\n"
         "\t\t\t\t\tnew := pg_catalog.jsonb_populate_record(new,"
         " pg_catalog.jsonb_build_object(v_pk, -2000000000 - v_seq));\n"
+        "\t\t\t\t\tv_kind := 'number';\n"
         "\t\t\t\texception when others then\n"
+        "\t\t\t\t\tperform pg_catalog.set_config('syncbouncer.standin', 'mixed', true);\n"
         "\t\t\t\t\treturn null;\n"
         "\t\t\t\tend;\n"
         "\t\t\tend;\n"
+        "\t\tend if;\n"
+        "\t\tif tg_op = 'INSERT' then\n"
+        "\t\t\t-- which stand-ins the rows got: the pipeline finds the rows PostgreSQL\n"
+        "\t\t\t-- turned away (ON CONFLICT DO NOTHING) by them, when all are of one kind\n"
+        "\t\t\tperform pg_catalog.set_config('syncbouncer.standin', case coalesce(nullif("
+        "pg_catalog.current_setting('syncbouncer.standin', true), ''), v_kind) when v_kind"
+        " then v_kind else 'mixed' end, true);\n"
         "\t\tend if;\n"
         "\t\treturn new;\n"
         "\tend if;\n"

@@ -849,22 +849,24 @@ static bool put_ident(char *sql, size_t size, const char *name)
 
 /*
  * The stand-in the guard gives an API-keyed row in the check run (catalog_sql.h), as SQL over
- * the capture's c.seq: text for string keys, a number for numeric ones; NULL for key types that
- * take neither (their rows are not checked).
+ * the capture's c.seq, and its kind as the guard names it in syncbouncer.standin: text for
+ * string keys, a number for numeric ones; NULL for key types that take neither.
  */
-static const char *stand_in_sql(unsigned type_oid)
+static const char *stand_in_sql(unsigned type_oid, const char **kind)
 {
 	switch (type_oid) {
 	case 19:   /* name */
 	case 25:   /* text */
 	case 1042: /* character */
 	case 1043: /* character varying */
+		*kind = "text";
 		return "'~sb' || pg_catalog.pg_backend_pid() || '.' || c.seq";
 	case 20:   /* bigint */
 	case 23:   /* integer */
 	case 700:  /* real */
 	case 701:  /* double precision */
 	case 1700: /* numeric */
+		*kind = "number";
 		return "(-2000000000 - c.seq)";
 	default:
 		return NULL;
@@ -876,8 +878,10 @@ static const char *stand_in_sql(unsigned type_oid)
  * skipped them for a conflict on a unique index other than the key (the guard only knows the
  * key), or another trigger dropped them. They are left out of the request, so the API never
  * gets a record that the table will not hold. Asked before the check run's rollback, by the
- * rows' stand-in keys; nothing is asked when the guard could not stand in for the key (a CHECK
- * or foreign key reads it), and an error (no SELECT right) leaves the rows as they are.
+ * rows' stand-in keys, and only when every row got one of the kind asked for (the guard says
+ * so in syncbouncer.standin): a row the guard could not stand in for (a CHECK or foreign key
+ * reads the key, a key column too short) is not checked, and not taken for turned away. An
+ * error (no SELECT right) leaves the rows as they are.
  */
 static void on_skipped_found(void *arg, struct pgc *pc, PGresult *res, const char *error)
 {
@@ -913,7 +917,7 @@ static bool queue_skipped_lookup(struct mutation *m)
 {
 	const char *stand_in;
 	const struct catalog_column *key = NULL;
-	const char *params[1];
+	const char *params[1], *kind = NULL;
 	char sql[1024];
 	bool fits;
 
@@ -922,17 +926,15 @@ static bool queue_skipped_lookup(struct mutation *m)
 	for (int i = 0; i < m->ct->ncols; i++)
 		if (strcmp(m->ct->cols[i].name, m->ct->pk) == 0)
 			key = &m->ct->cols[i];
-	stand_in = key != NULL ? stand_in_sql(key->type_oid) : NULL;
+	stand_in = key != NULL ? stand_in_sql(key->type_oid, &kind) : NULL;
 	if (stand_in == NULL)
 		return true;
 	snprintf(sql, sizeof(sql),
 	         "SELECT c.seq FROM syncbouncer.capture c WHERE c.xid = "
-	         "pg_catalog.pg_current_xact_id() AND c.tbl = %u AND c.op = 'I' AND NOT EXISTS ("
-	         "SELECT FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_attribute a ON "
-	         "a.attrelid = k.conrelid AND a.attnum = ANY (k.conkey) "
-	         "WHERE k.conrelid = %u AND k.contype IN ('c', 'f') AND a.attname = $1) "
+	         "pg_catalog.pg_current_xact_id() AND c.tbl = %u AND c.op = 'I' AND "
+	         "pg_catalog.current_setting('syncbouncer.standin', true) = $1 "
 	         "AND NOT EXISTS (SELECT FROM ONLY ",
-	         m->ct->relid, m->ct->relid);
+	         m->ct->relid);
 	fits = put_ident(sql, sizeof(sql), m->ct->schema) && put_text(sql, sizeof(sql), ".") &&
 	       put_ident(sql, sizeof(sql), m->ct->table) &&
 	       put_text(sql, sizeof(sql), " t WHERE t.") &&
@@ -941,7 +943,7 @@ static bool queue_skipped_lookup(struct mutation *m)
 	       put_text(sql, sizeof(sql), ") ORDER BY c.seq");
 	if (!fits)
 		return true; /* names of over 300 bytes: the rows go as they are */
-	params[0] = m->ct->pk;
+	params[0] = kind;
 	return queue_params(m, sql, 1, params, on_skipped_found);
 }
 
@@ -994,7 +996,8 @@ static void start_check(struct mutation *m)
 	bool ok = queue(m,
 	                "SAVEPOINT syncbouncer_check; "
 	                "SELECT pg_catalog.set_config('syncbouncer.mode', 'check', true), "
-	                "pg_catalog.set_config('syncbouncer.seq', '0', true); "
+	                "pg_catalog.set_config('syncbouncer.seq', '0', true), "
+	                "pg_catalog.set_config('syncbouncer.standin', '', true); "
 	                "SET CONSTRAINTS ALL IMMEDIATE",
 	                on_ignored) &&
 	          queue_stmt(m, on_checked) && queue_skipped_lookup(m) &&
