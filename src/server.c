@@ -729,7 +729,8 @@ static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)
 				scram_client_init_keys(s->scram_cli, ck, sk);
 				OPENSSL_cleanse(ck, sizeof(ck));
 				OPENSSL_cleanse(sk, sizeof(sk));
-			} else if (!scram_client_init(s->scram_cli, secret)) {
+			} else if (!scram_client_init_cached(s->scram_cli, secret,
+			                                     auth_scram_cache(s->b))) {
 				goto scram_failed;
 			}
 			if (!scram_client_first(s->scram_cli, out, sizeof(out)))

@@ -188,12 +188,15 @@ bool synced_start(struct bouncer *b)
 	for (a = cfg->apis, i = 0; a != NULL; a = a->next, i++) {
 		const char *mif = cf_kv_get(a->kv, a->nkv, "max_in_flight");
 		sy->api_cap[i] = mif != NULL && atoi(mif) > 0 ? atoi(mif) : 10;
+		sy->idle_cap += 2 * sy->api_cap[i];
 		sy->apis[i] = api_create(sy->http, a->name, a->kv, a->nkv, err, sizeof(err));
 		if (sy->apis[i] == NULL) {
 			log_error("[apis] %s (line %d): %s", a->name, a->line, err);
 			goto fail;
 		}
 	}
+	if (sy->idle_cap < MIN_IDLE_CONNS)
+		sy->idle_cap = MIN_IDLE_CONNS;
 	sy->tables = calloc((size_t)n, sizeof(*sy->tables));
 	sy->sync_confs = calloc((size_t)n, sizeof(*sy->sync_confs));
 	ctabs = calloc((size_t)n, sizeof(*ctabs));

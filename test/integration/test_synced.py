@@ -242,6 +242,21 @@ def test_insert_on_conflict_do_nothing_leaves_out_rows_of_another_unique_index(
     assert sorted(r[2] for r in db_rows(pg)) == ["Atreides", "Harkonnen"]
 
 
+def test_insert_on_conflict_do_nothing_keeps_rows_it_cannot_check(pg, bouncer_factory,
+                                                                   fake_sf):
+    """A CHECK that reads the API-assigned key leaves the rows unchecked: none of them is
+    taken for turned away."""
+    b = start_synced(pg, bouncer_factory, fake_sf, before_start=lambda: pg.sql(
+        "CREATE UNIQUE INDEX contacts_email ON salesforce.contacts (email); "
+        "ALTER TABLE salesforce.contacts ADD CHECK (id <> '')", dbname="crm"))
+    with crm(b) as conn:
+        cur = conn.execute("insert into salesforce.contacts (last_name, email) "
+                           "values ('Idaho', 'duncan@dune.co') on conflict do nothing")
+        assert cur.rowcount == 1
+    assert [c["LastName"] for c in fake_sf.store().values()] == ["Idaho"]
+    assert [r[2] for r in db_rows(pg)] == ["Idaho"]
+
+
 def test_direct_write_is_refused_by_the_guard(synced, pg):
     with pg.connect(dbname="crm", user="app") as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as ei:

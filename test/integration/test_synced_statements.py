@@ -219,6 +219,29 @@ def test_unqualified_name_finds_an_ordinary_table_first_on_the_path(bouncer_fact
 
 
 @pytest.mark.timeout(60)
+def test_insert_does_not_wait_for_another_writes_check_run(salesforce, pg):
+    """Before its request leaves, a synced INSERT writes its rows for real in a savepoint (the
+    check run), each under a stand-in for the key the API will assign. Another write's check
+    run holds its stand-ins until it rolls back: the stand-ins must differ, or every INSERT of
+    the table waits for the one before it. Here an open transaction holds a row under '~sb1',
+    the stand-in every statement's first row once had."""
+    other = pg.connect(dbname="crm")
+    try:
+        other.execute("BEGIN")
+        other.execute("SET LOCAL syncbouncer.mode = 'sync'")  # the guard lets this one in
+        other.execute("INSERT INTO salesforce.contacts (id, last_name) VALUES ('~sb1', 'held')")
+        with crm(salesforce) as conn:
+            (rid,) = conn.execute("insert into salesforce.contacts (last_name) "
+                                  "values ('Atreides') returning id").fetchone()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert [c["LastName"] for c in sf_contacts(salesforce.fake)] == ["Atreides"]
+    assert pg.sql("select id, last_name from salesforce.contacts", dbname="crm") == \
+        [(rid, "Atreides")]
+
+
+@pytest.mark.timeout(60)
 def test_write_inside_a_transaction_block_says_it_escapes(salesforce, pg):
     """Writes escape transactions (the API has no rollback): inside a transaction block the
     client is told so with a NOTICE, and the ROLLBACK indeed leaves the write in place; outside
