@@ -474,23 +474,9 @@ class Bench:
 
     def run_synced(self):
         log("synced tables: fake Salesforce + a syncbouncer with [synced_tables]")
-        fport = free_port()
-        fake = subprocess.Popen([PY, FAKE_SF_NODELAY if self.opts.fake_nodelay else FAKE_SF,
-                                 "--port", str(fport)], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        fake, url = start_fake_salesforce(FAKE_SF_NODELAY if self.opts.fake_nodelay else FAKE_SF)
         try:
-            line = fake.stdout.readline().decode()
-            if "listening" not in line:
-                raise RuntimeError("fake Salesforce did not start: " + line)
-            url = f"http://127.0.0.1:{fport}"
-            extra = ("\n[apis]\n"
-                     f"salesforce = type=salesforce base_url={url} api_version=v59.0 "
-                     f"auth=oauth2 token_url={url}/services/oauth2/token "
-                     "client_id=test-client-id client_secret=test-client-secret "
-                     "refresh_token=test-refresh-token timeout=10\n\n"
-                     "[synced_tables]\n"
-                     f"{DB}.salesforce.contacts = api=salesforce object=Contact user={USER} "
-                     "columns='note:Description'\n")
+            extra = synced_contacts_config(url, "timeout=10", "")
             mode = "transaction"
             poolers = self.start_poolers(mode)
             synced = Pooler("syncbouncer", self.opts.syncbouncer, self.work, self.pg, mode, extra)
@@ -714,6 +700,31 @@ _libc = ctypes.CDLL(None, use_errno=True)
 def die_with_parent():
     """preexec_fn: the child gets SIGKILL when this script dies, so nothing is left running."""
     _libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+def start_fake_salesforce(script):
+    """Starts a fake Salesforce (script) on a free port: (its process, its base URL)."""
+    port = free_port()
+    fake = subprocess.Popen([PY, script, "--port", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+    line = fake.stdout.readline().decode()
+    if "listening" not in line:
+        fake.kill()
+        raise RuntimeError("fake Salesforce did not start: " + line)
+    return fake, f"http://127.0.0.1:{port}"
+
+
+def synced_contacts_config(url, api_extra, table_extra):
+    """The [apis] and [synced_tables] sections that sync DB's salesforce.contacts with the fake
+    Salesforce at url."""
+    return ("\n[apis]\n"
+            f"salesforce = type=salesforce base_url={url} api_version=v59.0 "
+            f"auth=oauth2 token_url={url}/services/oauth2/token "
+            "client_id=test-client-id client_secret=test-client-secret "
+            f"refresh_token=test-refresh-token {api_extra}\n\n"
+            "[synced_tables]\n"
+            f"{DB}.salesforce.contacts = api=salesforce object=Contact user={USER} "
+            f"columns='note:Description' {table_extra}\n")
 
 
 def strace_counts(path):

@@ -186,25 +186,13 @@ def run(pg, opts, work):
     pg.sql("INSERT INTO public.contacts_direct (first_name, last_name) "
            "SELECT 'bench', 'u' || g FROM generate_series(1, 200) g")
 
-    fport = bench.free_port()
-    fake = subprocess.Popen([PY, bench.FAKE_SF_NODELAY, "--port", str(fport)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            preexec_fn=die_with_parent)
+    fake, url = bench.start_fake_salesforce(bench.FAKE_SF_NODELAY)
+    fport = int(url.rsplit(":", 1)[1])
     sb = None
     replayed = 0  # records the replays made in the fake's store
     try:
-        line = fake.stdout.readline().decode()
-        if "listening" not in line:
-            raise RuntimeError("fake Salesforce did not start: " + line)
-        url = f"http://127.0.0.1:{fport}"
-        extra = ("\n[apis]\n"
-                 f"salesforce = type=salesforce base_url={url} api_version=v59.0 "
-                 f"auth=oauth2 token_url={url}/services/oauth2/token "
-                 "client_id=test-client-id client_secret=test-client-secret "
-                 f"refresh_token=test-refresh-token timeout=30 max_in_flight={opts.writers}\n\n"
-                 "[synced_tables]\n"
-                 f"{DB}.salesforce.contacts = api=salesforce object=Contact user={USER} "
-                 "columns='note:Description' sync_interval=0 backfill=off\n")
+        extra = bench.synced_contacts_config(url, f"timeout=30 max_in_flight={opts.writers}",
+                                             "sync_interval=0 backfill=off")
         bench.POOL_SIZE["transaction"] = 20
         sb = Pooler("syncbouncer", opts.syncbouncer, work, pg, "transaction", extra,
                     max_client_conn=opts.writers + 50)
