@@ -88,11 +88,13 @@ def drop_root():
 
 
 _used_ports = set()
+# like the integration suite: a range of its own when others run beside it (SB_PORTS=LOW-HIGH)
+PORT_LOW, PORT_HIGH = (int(p) for p in os.environ.get("SB_PORTS", "20000-29999").split("-"))
 
 
 def free_port():
     for _ in range(500):
-        port = 20000 + int.from_bytes(os.urandom(2), "little") % 10000
+        port = PORT_LOW + int.from_bytes(os.urandom(2), "little") % (PORT_HIGH - PORT_LOW + 1)
         if port in _used_ports:
             continue
         s = socket.socket()
@@ -104,7 +106,7 @@ def free_port():
             s.close()
         _used_ports.add(port)
         return port
-    raise RuntimeError("no free port below 30000")
+    raise RuntimeError(f"no free port in {PORT_LOW}-{PORT_HIGH}")
 
 
 def wait_port(port, proc, timeout, what):
