@@ -101,31 +101,39 @@ def have_ipv6_loopback():
 
 HAVE_IPV6 = have_ipv6_loopback()
 
-_used_ports = set()
+_used_ports = {}  # port -> None, in the order handed out
 # test/run gives each suite it runs at the same time a range of its own (SB_PORTS=LOW-HIGH)
 PORT_LOW, PORT_HIGH = (int(p) for p in os.environ.get("SB_PORTS", "20000-29999").split("-"))
 
 
+def port_is_free(port):
+    for fam, addr in [(socket.AF_INET, "127.0.0.1")] + (
+        [(socket.AF_INET6, "::1")] if HAVE_IPV6 else []
+    ):
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        try:
+            s.bind((addr, port))
+        except OSError:
+            return False
+        finally:
+            s.close()
+    return True
+
+
 def free_port():
     """A port below 30000 (in SB_PORTS) that is free on 127.0.0.1 (and ::1), not handed out
-    before."""
+    before while the range has such ports; once every port of the range has been handed out,
+    the free ones are handed out again, the earliest given first."""
     for _ in range(200):
         port = random.randint(PORT_LOW, PORT_HIGH)
-        if port in _used_ports:
-            continue
-        ok = True
-        for fam, addr in [(socket.AF_INET, "127.0.0.1")] + (
-            [(socket.AF_INET6, "::1")] if HAVE_IPV6 else []
-        ):
-            s = socket.socket(fam, socket.SOCK_STREAM)
-            try:
-                s.bind((addr, port))
-            except OSError:
-                ok = False
-            finally:
-                s.close()
-        if ok:
-            _used_ports.add(port)
+        if port not in _used_ports and port_is_free(port):
+            _used_ports[port] = None
+            return port
+    for port in [p for p in range(PORT_LOW, PORT_HIGH + 1) if p not in _used_ports] + list(
+            _used_ports):
+        if port_is_free(port):
+            _used_ports.pop(port, None)
+            _used_ports[port] = None
             return port
     raise RuntimeError(f"no free port in {PORT_LOW}-{PORT_HIGH}")
 
