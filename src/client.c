@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -432,7 +431,7 @@ void client_send_welcome(struct conn *c)
 	param_share(&c->params);
 	/* the kernel's generator: as unpredictable, and far cheaper per connection than OpenSSL's
 	 */
-	if (getrandom(keys, sizeof(keys), 0) != (ssize_t)sizeof(keys)) {
+	if (!conn_random(keys, sizeof(keys))) {
 		client_fatal(c, "58000", "could not generate a cancel key");
 		return;
 	}
