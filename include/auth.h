@@ -61,8 +61,14 @@ void auth_use_files(struct bouncer *b, struct auth_files *files);
  */
 bool auth_setting_changed(struct bouncer *b, const char *key, char *err, size_t errsize)
         __attribute__((warn_unused_result));
-/* Frees the files (at exit). */
+/* Frees the files and wipes the SCRAM key cache (at exit). */
 void auth_shutdown(struct bouncer *b);
+
+/*
+ * The SCRAM keys derived from plain passwords (scram.h), for client logins and the server
+ * logins of b's pools; NULL when there is no memory for it (keys are then derived each time).
+ */
+struct scram_cache *auth_scram_cache(struct bouncer *b);
 
 /* The startup packet of c was accepted (user and dbname set): start authenticating. */
 enum sbuf_action auth_start(struct conn *c);

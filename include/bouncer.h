@@ -38,7 +38,10 @@ struct auth;
  *   PAUSE     stop the client's relay at this packet; the hook calls client_resume() later and
  *             the packet is shown again (the hook remembers what it decided);
  *   WAIT_IDLE like PAUSE, but the core resumes the client itself once its server has answered
- *             everything it was sent, so the hook may write to the client without interleaving.
+ *             everything it was sent, so the hook may write to the client without interleaving;
+ *   LINK      only for a client without a server: the core gives it one from its pool (the
+ *             client waits for it like any query) and shows the packet again once linked and
+ *             done with its parameter SETs; nothing is relayed.
  * client_closed lets the hook free hook_state and cancel work in flight.
  *
  * A packet too big to hold whole (pkt->too_big) is shown with a prefix only: PASS streams it to
@@ -52,6 +55,7 @@ enum hook_verdict {
 	HOOK_WAIT,
 	HOOK_PAUSE,
 	HOOK_WAIT_IDLE,
+	HOOK_LINK,
 };
 const char *hook_verdict_str(enum hook_verdict v);
 
@@ -63,6 +67,14 @@ struct query_hook {
 	 * hook dealt with it; false (or NULL) sends it to the client's server as usual.
 	 */
 	bool (*cancel)(void *ctx, struct conn *client);
+	/*
+	 * For a client whose hook_answers is set: each message of its server's answers, before it
+	 * is relayed and after the core has read what it keeps (txn_status, the answers owed). True
+	 * relays it; false drops it, and a dropped ReadyForQuery is no release point. This is how
+	 * the hook runs statements of its own on the client's server (client_query_on_server())
+	 * and keeps their answers to itself.
+	 */
+	bool (*server_answer)(void *ctx, struct conn *client, const struct sbuf_pkt *pkt);
 	const char *const *stream_needles;
 	void *ctx;
 };

@@ -31,6 +31,12 @@ void client_resume(struct conn *client);
 /* True when the client has no server or its server has answered everything it was sent. A hook
  * returns WAIT_IDLE only when this is false. */
 bool client_server_idle(const struct conn *client);
+/*
+ * Restarts a client's relay that the query hook paused, now if client_server_idle(), else once
+ * its server has answered everything and every byte of it was relayed. Not from inside a
+ * packet callback of the client or its server.
+ */
+void client_resume_when_idle(struct conn *client);
 /* The client's transaction status as its next ReadyForQuery would say ('I', 'T' or 'E'). */
 char client_txn_status(const struct conn *client);
 /*
@@ -46,6 +52,14 @@ bool client_queue(struct conn *client, const struct pktbuf *pb) __attribute__((w
  * (nothing queued) otherwise.
  */
 bool client_query_through_server(struct conn *client, const struct pktbuf *query)
+        __attribute__((warn_unused_result));
+/*
+ * Sends query (whole Query messages, n of them) to the client's linked server as though the
+ * client had sent them: the server owes n more ReadyForQuery messages, and their answers reach
+ * the client through the relay (or the hook's server_answer). False (nothing queued) when the
+ * client has no logged-in server or its buffer cannot take them.
+ */
+bool client_query_on_server(struct conn *client, const struct pktbuf *query, int n)
         __attribute__((warn_unused_result));
 /* Handles a CancelRequest from a new connection. */
 void client_find_by_cancel_key(struct bouncer *b, uint32_t pid, uint32_t key, struct conn **out);

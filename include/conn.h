@@ -136,6 +136,7 @@ struct conn {
 	bool admin_user;       /* console: may run commands, not only SHOW */
 	bool admin_waiting;    /* console: a PAUSE/SUSPEND/WAIT_CLOSE answer is pending */
 	bool wait_server_idle; /* relay paused until the server has answered everything */
+	bool hook_answers;     /* its server's answers go through hook.server_answer first */
 	bool tls_direct;       /* TLS began with a ClientHello, no SSLRequest (PostgreSQL 17) */
 
 	/* server */

@@ -44,10 +44,57 @@ enum scram_state {
 };
 const char *scram_state_str(enum scram_state s);
 
+/*
+ * The keys PBKDF2 derives from a plain password (ClientKey, ServerKey: the salted password
+ * goes no further), kept so that a log-in with a password the pooler knows costs one HMAC
+ * instead of the salt's iterations of PBKDF2, as PostgreSQL's clients keep them for a
+ * connection's exchanges. An entry is keyed by (password, salt, iterations): a changed password,
+ * a new salt or a new iteration count misses and derives afresh, so no RELOAD, ALTER ROLE or new
+ * secret can make it answer with a stale key. The password itself is not kept: an entry holds
+ * HMAC-SHA-256 of it under the cache's random key. At most SCRAM_CACHE_SLOTS entries, the least
+ * recently used one replaced. Key material, never logged; scram_cache_clear() wipes it.
+ */
+#define SCRAM_CACHE_SLOTS 128
+
+struct scram_cache_entry {
+	bool used;
+	uint32_t iterations;
+	uint64_t last_used;
+	size_t salt_len;
+	uint8_t salt[SCRAM_MAX_SALT];
+	uint8_t password_tag[SCRAM_KEY_LEN];
+	uint8_t client_key[SCRAM_KEY_LEN], server_key[SCRAM_KEY_LEN];
+	uint8_t stored_key[SCRAM_KEY_LEN]; /* SHA-256 of client_key */
+};
+
+struct scram_cache {
+	uint8_t key[SCRAM_KEY_LEN]; /* random: password tags and salts of plain passwords */
+	uint64_t clock;             /* ticks at each look-up: the least recent is replaced */
+	uint64_t hits, misses;      /* look-ups answered from an entry, and derivations */
+	struct scram_cache_entry slot[SCRAM_CACHE_SLOTS];
+};
+
+/* An empty cache with a fresh random key; false when no random bytes could be had. */
+bool scram_cache_init(struct scram_cache *cache) SCRAM_WARN_UNUSED;
+
+/* Wipes every entry and the key (the cache must be initialised again before use). */
+void scram_cache_clear(struct scram_cache *cache);
+
+/*
+ * ClientKey and ServerKey of password (len bytes) for salt and iterations: from the entry of
+ * the same (password, salt, iterations) when there is one, else derived and entered. cache may
+ * be NULL (always derived). False only when the crypto library fails.
+ */
+bool scram_cache_keys(struct scram_cache *cache, const char *password, size_t len,
+                      const uint8_t *salt, size_t salt_len, uint32_t iterations,
+                      uint8_t client_key[SCRAM_KEY_LEN],
+                      uint8_t server_key[SCRAM_KEY_LEN]) SCRAM_WARN_UNUSED;
+
 struct scram_client {
 	enum scram_state state;
 	const char *error;
-	bool have_keys; /* started from ClientKey/ServerKey instead of a password */
+	bool have_keys;            /* started from ClientKey/ServerKey instead of a password */
+	struct scram_cache *cache; /* NULL: the password's keys are derived at every exchange */
 	size_t password_len;
 	char password[SCRAM_MAX_PASSWORD + 1];
 	uint8_t client_key[SCRAM_KEY_LEN], server_key[SCRAM_KEY_LEN];
@@ -59,6 +106,14 @@ struct scram_client {
 
 /* Starts a client exchange with a password (copied; at most SCRAM_MAX_PASSWORD bytes). */
 bool scram_client_init(struct scram_client *sc, const char *password) SCRAM_WARN_UNUSED;
+
+/*
+ * The same, taking the keys of password for the server's salt and iterations from cache (not
+ * owned; it must outlive the exchange) and entering them there: the server's salt and count
+ * are those of its stored secret, the same at every log-in until the password changes.
+ */
+bool scram_client_init_cached(struct scram_client *sc, const char *password,
+                              struct scram_cache *cache) SCRAM_WARN_UNUSED;
 
 /*
  * Starts a client exchange from keys instead of a password, as recovered by a successful
@@ -114,6 +169,17 @@ struct scram_server {
  * secret or a failure of the crypto library.
  */
 bool scram_server_init(struct scram_server *ss, const char *secret_or_password) SCRAM_WARN_UNUSED;
+
+/*
+ * A server exchange against the plain password of user, with keys from cache (not owned): the
+ * salt is HMAC-SHA-256 of user and password under the cache's key, so that it stays the same
+ * from one log-in to the next, as the salt of a secret PostgreSQL stores, and changes with the
+ * password; SCRAM_DEFAULT_ITERATIONS. An empty password starts a mock exchange, as
+ * scram_server_init(). False for a password longer than SCRAM_MAX_PASSWORD or a failure of the
+ * crypto library.
+ */
+bool scram_server_init_cached(struct scram_server *ss, const char *user, const char *password,
+                              struct scram_cache *cache) SCRAM_WARN_UNUSED;
 
 /*
  * A mock exchange (as scram_server_init(ss, NULL)) whose salt is derived from user and key, so

@@ -68,6 +68,8 @@ struct auth {
 	 * most real users looked up the same way are (see choose_method()).
 	 */
 	uint64_t md5_logins[2], scram_logins[2];
+	/* the SCRAM keys of plain passwords, client logins and server logins alike */
+	struct scram_cache scram_keys;
 };
 
 struct auth_state {
@@ -136,7 +138,9 @@ static struct auth *auth_of(struct bouncer *b)
 		if (b->auth == NULL)
 			return NULL;
 		if (getrandom(b->auth->mock_key, sizeof(b->auth->mock_key), 0) !=
-		    (ssize_t)sizeof(b->auth->mock_key)) {
+		            (ssize_t)sizeof(b->auth->mock_key) ||
+		    !scram_cache_init(&b->auth->scram_keys)) {
+			OPENSSL_cleanse(b->auth, sizeof(*b->auth));
 			free(b->auth);
 			b->auth = NULL;
 		}
@@ -185,9 +189,17 @@ void auth_shutdown(struct bouncer *b)
 	if (b->auth == NULL)
 		return;
 	OPENSSL_cleanse(b->auth->mock_key, sizeof(b->auth->mock_key));
+	scram_cache_clear(&b->auth->scram_keys);
 	auth_files_free(b->auth->files);
 	free(b->auth);
 	b->auth = NULL;
+}
+
+struct scram_cache *auth_scram_cache(struct bouncer *b)
+{
+	struct auth *a = auth_of(b);
+
+	return a != NULL ? &a->scram_keys : NULL;
 }
 
 /* ---- pool credentials ---- */
@@ -1065,7 +1077,10 @@ static enum sbuf_action scram_packet(struct conn *c, const struct sbuf_pkt *pkt)
 			return SBUF_CLOSED;
 		}
 		if (!(as->mock ? mock_scram_init(c)
-		               : scram_server_init(c->scram_srv, as->secret)) ||
+		      : userlist_password_kind(as->secret) == USERLIST_PW_PLAIN
+		              ? scram_server_init_cached(c->scram_srv, c->user, as->secret,
+		                                         auth_scram_cache(c->b))
+		              : scram_server_init(c->scram_srv, as->secret)) ||
 		    !scram_server_first(c->scram_srv, (const char *)data, dlen, out, sizeof(out))) {
 			slog_debug(c, "SCRAM: %s", c->scram_srv->error ? c->scram_srv->error : "?");
 			login_fail(c, "28P01", "SASL authentication failed");

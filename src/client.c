@@ -125,10 +125,20 @@ bool client_query_through_server(struct conn *c, const struct pktbuf *query)
 {
 	struct conn *s = c->link;
 
-	if (s == NULL || s->txn_status != 'T' || server_ready_owed(s) != 0 ||
-	    !sbuf_queue_pktbuf(&s->sbuf, query))
+	if (s == NULL || s->txn_status != 'T' || server_ready_owed(s) != 0)
 		return false;
-	server_owe_ready(s);
+	return client_query_on_server(c, query, 1);
+}
+
+bool client_query_on_server(struct conn *c, const struct pktbuf *query, int n)
+{
+	struct conn *s = c->link;
+
+	if (s == NULL || !s->logged_in || n < 1 || !sbuf_queue_pktbuf(&s->sbuf, query))
+		return false;
+	for (int i = 0; i < n; i++)
+		server_owe_ready(s);
+	s->at_rfq = false;
 	return true;
 }
 
@@ -474,6 +484,8 @@ const char *hook_verdict_str(enum hook_verdict v)
 		return "pause";
 	case HOOK_WAIT_IDLE:
 		return "wait_idle";
+	case HOOK_LINK:
+		return "link";
 	}
 	return "?";
 }
@@ -488,6 +500,16 @@ void client_resume(struct conn *c)
 bool client_server_idle(const struct conn *c)
 {
 	return c->link == NULL || server_is_ready(c->link);
+}
+
+void client_resume_when_idle(struct conn *c)
+{
+	if (c->state == CONN_JUSTFREE)
+		return;
+	if (client_server_idle(c))
+		client_resume(c);
+	else
+		c->wait_server_idle = true; /* server_flushed() resumes it */
 }
 
 char client_txn_status(const struct conn *c)
@@ -901,6 +923,14 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 				return SBUF_CLOSED;
 			}
 			c->wait_server_idle = true;
+			return SBUF_PAUSE;
+		case HOOK_LINK:
+			if (c->link != NULL) {
+				client_fatal(c, "XX000", "query hook asked for a server it has");
+				return SBUF_CLOSED;
+			}
+			/* linked at once: the pool's resume shows the packet again at once */
+			pool_request_server(c->pool, c);
 			return SBUF_PAUSE;
 		}
 	}

@@ -729,12 +729,17 @@ const char *control_kill(struct bouncer *b, const char *db)
 	return NULL;
 }
 
+/*
+ * RECONNECT: a server closes once released. An idle one is released already: it closes now, as
+ * in pgbouncer, rather than wait in the idle list for the next client to be handed it.
+ */
 static void tag_servers(struct pool *pool)
 {
-	struct list *lists[] = {&pool->idle_servers, &pool->active_servers, &pool->used_servers,
-	                        &pool->tested_servers, &pool->login_servers};
+	struct list *lists[] = {&pool->active_servers, &pool->used_servers, &pool->tested_servers,
+	                        &pool->login_servers};
 	struct list *it;
 
+	close_list(&pool->idle_servers, "obsolete connection", false);
 	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
 		list_for_each(it, lists[i])
 		{

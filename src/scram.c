@@ -162,6 +162,92 @@ out:
 	return ok;
 }
 
+/* ---- key cache ---- */
+
+bool scram_cache_init(struct scram_cache *cache)
+{
+	memset(cache, 0, sizeof(*cache));
+	return RAND_bytes(cache->key, sizeof(cache->key)) == 1;
+}
+
+void scram_cache_clear(struct scram_cache *cache)
+{
+	OPENSSL_cleanse(cache, sizeof(*cache));
+}
+
+/*
+ * The entry of (tag, salt, iterations), found or made (the least recently used one replaced);
+ * tag: HMAC of the password under the cache's key. NULL when the derivation failed.
+ */
+static const struct scram_cache_entry *
+cache_entry(struct scram_cache *cache, const uint8_t tag[SCRAM_KEY_LEN], const char *password,
+            size_t len, const uint8_t *salt, size_t salt_len, uint32_t iterations)
+{
+	struct scram_cache_entry *e, *victim = NULL;
+	uint8_t ck[SCRAM_KEY_LEN], sk[SCRAM_KEY_LEN], stored[SCRAM_KEY_LEN];
+	bool ok;
+	int i;
+
+	cache->clock++;
+	for (i = 0; i < SCRAM_CACHE_SLOTS; i++) {
+		e = &cache->slot[i];
+		if (!e->used) {
+			if (victim == NULL || victim->used)
+				victim = e;
+			continue;
+		}
+		if (e->iterations == iterations && e->salt_len == salt_len &&
+		    memcmp(e->salt, salt, salt_len) == 0 &&
+		    CRYPTO_memcmp(e->password_tag, tag, SCRAM_KEY_LEN) == 0) {
+			e->last_used = cache->clock;
+			cache->hits++;
+			return e;
+		}
+		if (victim == NULL || (victim->used && e->last_used < victim->last_used))
+			victim = e;
+	}
+	cache->misses++;
+	ok = derive_keys(password, len, salt, salt_len, iterations, ck, sk) &&
+	     sha256(ck, SCRAM_KEY_LEN, stored);
+	if (ok) {
+		OPENSSL_cleanse(victim, sizeof(*victim));
+		victim->used = true;
+		victim->iterations = iterations;
+		victim->last_used = cache->clock;
+		victim->salt_len = salt_len;
+		memcpy(victim->salt, salt, salt_len);
+		memcpy(victim->password_tag, tag, SCRAM_KEY_LEN);
+		memcpy(victim->client_key, ck, SCRAM_KEY_LEN);
+		memcpy(victim->server_key, sk, SCRAM_KEY_LEN);
+		memcpy(victim->stored_key, stored, SCRAM_KEY_LEN);
+	}
+	OPENSSL_cleanse(ck, sizeof(ck));
+	OPENSSL_cleanse(sk, sizeof(sk));
+	OPENSSL_cleanse(stored, sizeof(stored));
+	return ok ? victim : NULL;
+}
+
+bool scram_cache_keys(struct scram_cache *cache, const char *password, size_t len,
+                      const uint8_t *salt, size_t salt_len, uint32_t iterations,
+                      uint8_t client_key[SCRAM_KEY_LEN], uint8_t server_key[SCRAM_KEY_LEN])
+{
+	const struct scram_cache_entry *e;
+	uint8_t tag[SCRAM_KEY_LEN];
+
+	if (cache == NULL || salt_len > SCRAM_MAX_SALT)
+		return derive_keys(password, len, salt, salt_len, iterations, client_key,
+		                   server_key);
+	if (!hmac256(cache->key, sizeof(cache->key), password, len, tag))
+		return false;
+	e = cache_entry(cache, tag, password, len, salt, salt_len, iterations);
+	OPENSSL_cleanse(tag, sizeof(tag));
+	if (e == NULL)
+		return false;
+	memcpy(client_key, e->client_key, SCRAM_KEY_LEN);
+	memcpy(server_key, e->server_key, SCRAM_KEY_LEN);
+	return true;
+}
+
 static bool random_nonce(char *out, size_t outsize)
 {
 	uint8_t raw[SCRAM_RAW_NONCE_LEN];
@@ -299,6 +385,15 @@ bool scram_client_init(struct scram_client *sc, const char *password)
 	return true;
 }
 
+bool scram_client_init_cached(struct scram_client *sc, const char *password,
+                              struct scram_cache *cache)
+{
+	if (!scram_client_init(sc, password))
+		return false;
+	sc->cache = cache;
+	return true;
+}
+
 void scram_client_init_keys(struct scram_client *sc, const uint8_t client_key[SCRAM_KEY_LEN],
                             const uint8_t server_key[SCRAM_KEY_LEN])
 {
@@ -375,8 +470,8 @@ bool scram_client_final(struct scram_client *sc, const char *server_first, size_
 		return client_fail(sc, "invalid SCRAM iteration count");
 
 	if (!sc->have_keys) {
-		if (!derive_keys(sc->password, sc->password_len, salt, salt_len, iterations,
-		                 sc->client_key, sc->server_key))
+		if (!scram_cache_keys(sc->cache, sc->password, sc->password_len, salt, salt_len,
+		                      iterations, sc->client_key, sc->server_key))
 			return client_fail(sc, "SCRAM key derivation failed");
 		OPENSSL_cleanse(sc->password, sizeof(sc->password));
 	}
@@ -583,6 +678,41 @@ bool scram_server_init(struct scram_server *ss, const char *secret_or_password)
 	OPENSSL_cleanse(client_key, sizeof(client_key));
 	if (!ok)
 		return server_fail(ss, "SCRAM key derivation failed");
+	return true;
+}
+
+bool scram_server_init_cached(struct scram_server *ss, const char *user, const char *password,
+                              struct scram_cache *cache)
+{
+	const struct scram_cache_entry *e;
+	uint8_t tag[SCRAM_KEY_LEN], mac[SCRAM_KEY_LEN];
+	size_t n;
+	bool ok;
+
+	if (cache == NULL || password == NULL || password[0] == '\0' || scram_is_secret(password))
+		return scram_server_init(ss, password);
+	memset(ss, 0, sizeof(*ss));
+	ss->state = SCRAM_START;
+	n = strlen(password);
+	if (n > SCRAM_MAX_PASSWORD)
+		return server_fail(ss, "password too long for SCRAM");
+	/* the salt: secret to whoever lacks the cache's key, stable while the password is */
+	ok = hmac256(cache->key, sizeof(cache->key), password, n, tag) &&
+	     hmac256(tag, sizeof(tag), user, strlen(user), mac);
+	if (!ok) {
+		OPENSSL_cleanse(tag, sizeof(tag));
+		return server_fail(ss, "SCRAM computation failed");
+	}
+	ss->iterations = SCRAM_DEFAULT_ITERATIONS;
+	ss->salt_len = SCRAM_SALT_LEN;
+	memcpy(ss->salt, mac, SCRAM_SALT_LEN);
+	OPENSSL_cleanse(mac, sizeof(mac));
+	e = cache_entry(cache, tag, password, n, ss->salt, ss->salt_len, ss->iterations);
+	OPENSSL_cleanse(tag, sizeof(tag));
+	if (e == NULL)
+		return server_fail(ss, "SCRAM key derivation failed");
+	memcpy(ss->server_key, e->server_key, SCRAM_KEY_LEN);
+	memcpy(ss->stored_key, e->stored_key, SCRAM_KEY_LEN);
 	return true;
 }
 

@@ -729,7 +729,8 @@ static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)
 				scram_client_init_keys(s->scram_cli, ck, sk);
 				OPENSSL_cleanse(ck, sizeof(ck));
 				OPENSSL_cleanse(sk, sizeof(sk));
-			} else if (!scram_client_init(s->scram_cli, secret)) {
+			} else if (!scram_client_init_cached(s->scram_cli, secret,
+			                                     auth_scram_cache(s->b))) {
 				goto scram_failed;
 			}
 			if (!scram_client_first(s->scram_cli, out, sizeof(out)))
@@ -840,6 +841,14 @@ static enum sbuf_action login_packet(struct conn *s, const struct sbuf_pkt *pkt)
 	}
 }
 
+/* Whether an answer of s goes on to its client c: the query hook may keep it (hook_answers). */
+static bool hook_relays(const struct conn *s, struct conn *c, const struct sbuf_pkt *pkt)
+{
+	const struct query_hook *h = &s->b->hook;
+
+	return !c->hook_answers || h->server_answer == NULL || h->server_answer(h->ctx, c, pkt);
+}
+
 static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct sbuf_pkt *pkt)
 {
 	struct conn *s = owner;
@@ -906,6 +915,11 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 		}
 		if (c == NULL || own)
 			return SBUF_CONSUMED;
+		if (!hook_relays(s, c, pkt)) {
+			/* the end of a statement the hook ran: no release point */
+			s->at_rfq = false;
+			return SBUF_CONSUMED;
+		}
 		if (s->txn_status != 'I' && s->pool->pool_mode == POOL_STATEMENT) {
 			server_close(s, "transaction blocks not allowed in statement pooling mode");
 			return SBUF_CLOSED;
@@ -959,13 +973,15 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
 		server_close(s, "idle server got something");
 		return SBUF_CLOSED;
 	}
-	return SBUF_SEND;
+	return hook_relays(s, c, pkt) ? SBUF_SEND : SBUF_SKIP;
 }
 
 /*
  * The answers server_packet() forwards without reading them, when its server is linked to a
- * client and runs no statement of its own: every type but ReadyForQuery and ParameterStatus,
- * and while prepared statements are tracked, but the ones ps_server_packet() reads. What
+ * client, runs no statement of its own and the query hook does not see its answers
+ * (hook_answers, set outside the server's rounds): every type but ReadyForQuery and
+ * ParameterStatus, and while prepared statements are tracked, but the ones ps_server_packet()
+ * reads. What
  * server_pass_types() answers changes only where server_packet() answers other than SBUF_SEND
  * (a statement of its own ends, the link goes) or outside a round (the link is made, the
  * first statement is tracked); the tracked set passes less than the plain one, so a server
@@ -993,7 +1009,7 @@ static const uint8_t *server_pass_types(void *owner)
 	const struct conn *s = owner;
 
 	if (!s->logged_in || s->auth_query != NULL || s->link == NULL || s->setting_params ||
-	    s->resetting || s->checking)
+	    s->resetting || s->checking || s->link->hook_answers)
 		return NULL;
 	if (!pass_made)
 		pass_sets_make();

@@ -91,6 +91,10 @@ struct stmt_class {
 	bool on_conflict_nothing; /* MUTATION: INSERT ... ON CONFLICT DO NOTHING */
 	int nstatements;          /* statements in the text (multi-statement simple query) */
 	int nmutations;           /* statements among them that are MUTATION */
+	/* among the statements, whatever their verdicts: */
+	bool transaction_control; /* BEGIN, COMMIT, ROLLBACK, SAVEPOINT, PREPARE TRANSACTION... */
+	bool copy_from_client;    /* COPY ... FROM STDIN: the client sends data after the query */
+	bool deallocate;          /* DEALLOCATE: prepared statements the pooler may keep track of */
 	/*
 	 * The statement that decided the verdict (the first REJECT, else the first MUTATION, else
 	 * 0): its index among the statements and its byte range in the text, starting at its first

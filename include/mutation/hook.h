@@ -1,9 +1,10 @@
 /*
  * hook — the hook on the client's messages: decides which messages start a synced write (a
  * simple query, or an extended batch), keeps the per-client state (struct mut_client: the write
- * in flight, the batch being collected, a query string of several writes), and lets everything
- * else pass to the server. Named synced statements live in the core's table of the client's
- * statement names, as own statements (prepared.h). Internal to src/mutation/.
+ * in flight, the batch being collected, a query string of several writes or one that mixes them
+ * with ordinary statements), and lets everything else pass to the server. Named synced
+ * statements live in the core's table of the client's statement names, as own statements
+ * (prepared.h). Internal to src/mutation/.
  */
 #ifndef SB_MUTATION_HOOK_H
 #define SB_MUTATION_HOOK_H
@@ -16,6 +17,7 @@
 #include "mutation/extended.h"
 
 struct conn;
+struct mixed_string;
 struct mutation;
 struct sbuf_pkt;
 struct synced;
@@ -39,6 +41,8 @@ struct mut_client {
 	char **multi;
 	int nmulti, imulti;
 	size_t tail_off;
+	/* a query string with an ordinary statement before a synced write (mixed.c) */
+	struct mixed_string *mixed;
 	/*
 	 * The search_path the client's own SET statements gave its session (the login value
 	 * otherwise): path_session from SET [SESSION], path_local from SET LOCAL while its

@@ -34,7 +34,12 @@ struct mutation;
 struct pgc;
 struct pool;
 
-#define MAX_IDLE_CONNS 8
+/*
+ * Idle database connections kept for synced writes: two per write the APIs let be in flight at
+ * once (the write's own and its intent's), and at least this many. Fewer, and a busy pooler
+ * would open and close PostgreSQL connections at every write.
+ */
+#define MIN_IDLE_CONNS 8
 #define RESPONSE_MAX   (64 * 1024 * 1024)
 
 struct synced_table {
@@ -59,6 +64,7 @@ struct synced {
 	int napis;
 	int *api_active; /* mutations per API holding a database connection */
 	int *api_cap;    /* at most that many: the API's max_in_flight */
+	int idle_cap;    /* idle_conns kept: 2 x the sum of api_cap, at least MIN_IDLE_CONNS */
 	struct list queued;
 	struct synced_table *tables;
 	int ntables;

@@ -404,6 +404,8 @@ void answer_now(struct conn *c, const char *sqlstate, const char *msg, const cha
 	if (c->hook_state != NULL && ((struct mut_client *)c->hook_state)->ext.phase != EXT_NONE) {
 		/* inside a batch: the rest is skipped up to Sync, which answers ReadyForQuery */
 		ext_set_phase(&((struct mut_client *)c->hook_state)->ext, EXT_SKIPPING);
+	} else if (c->hook_state != NULL && ((struct mut_client *)c->hook_state)->mixed != NULL) {
+		/* a statement of a mixed query string: the string's end answers ReadyForQuery */
 	} else if (answer_raise_on_server(c, &pb)) {
 		pktbuf_free(&pb);
 		return;

@@ -8,6 +8,8 @@
  *   syncbouncer.conflict  '' | 'nothing' (INSERT ... ON CONFLICT DO NOTHING)
  *   syncbouncer.seq       row counter of the statement; the pipeline sets it to '0' before each
  *                         run, the trigger adds one per row
+ *   syncbouncer.standin   check run of an INSERT: 'text' or 'number' when every row got a
+ *                         stand-in key of that kind, 'mixed' otherwise (set by the trigger)
  * capture: each row's images go to syncbouncer.capture (xid, seq, tbl, op, old, new) and the row
  *          is dropped (RETURN NULL); UPDATE/DELETE rows stay locked until the end of the
  *          transaction. An INSERT whose key already exists (in the table or earlier in the same
@@ -49,7 +51,7 @@
 #include "mutation/settle.h" /* SETTLE_LOCK_BIT */
 
 /* Bump when the text below changes: installed databases with an older version get it again. */
-#define CATALOG_SQL_VERSION "8"
+#define CATALOG_SQL_VERSION "9"
 
 /* Key of pg_advisory_xact_lock() around installation: two poolers may start together. */
 #define CATALOG_SQL_LOCK_KEY "7306086135451738930"
@@ -182,6 +184,7 @@ static const char catalog_sql_schema[] =
         "\tv_conname text;\n"
         "\tv_exists bool;\n"
         "\tv_intent int8;\n"
+        "\tv_kind text := 'mixed';\n"
         "begin\n"
         "\tif tg_level = 'STATEMENT' then\n"
         "\t\tif v_mode = 'sync' then\n"
@@ -217,12 +220,15 @@ static const char catalog_sql_schema[] =
         "\t\tend if;\n"
         "\t\tif tg_op = 'INSERT' and pg_catalog.to_jsonb(new) -> v_pk = 'null'::jsonb then\n"
         "\t\t\t-- the API assigns the key: a stand-in for it, unless a CHECK or foreign key\n"
-        "\t\t\t-- reads the key (the stand-in would fail it): then the row is not checked\n"
+        "\t\t\t-- reads the key (the stand-in would fail it): then the row is not checked.\n"
+        "\t\t\t-- A text stand-in names the backend: concurrent writes never wait for each\n"
+        "\t\t\t-- other's check run on the key's unique index\n"
         "\t\t\tif exists (select from pg_catalog.pg_constraint k\n"
         "\t\t\t\t\tjoin pg_catalog.pg_attribute a on a.attrelid = k.conrelid\n"
         "\t\t\t\t\tand a.attnum = any (k.conkey)\n"
         "\t\t\t\t\twhere k.conrelid = tg_relid and k.contype in ('c', 'f')\n"
         "\t\t\t\t\tand a.attname = v_pk) then\n"
+        "\t\t\t\tperform pg_catalog.set_config('syncbouncer.standin', 'mixed', true);\n"
         "\t\t\t\treturn null;\n"
         "\t\t\tend if;\n"
         "\t\t\tv_seq := coalesce(nullif(pg_catalog.current_setting('syncbouncer.seq', true),"
@@ -230,15 +236,26 @@ static const char catalog_sql_schema[] =
         "\t\t\tperform pg_catalog.set_config('syncbouncer.seq', v_seq::text, true);\n"
         "\t\t\tbegin\n"
         "\t\t\t\tnew := pg_catalog.jsonb_populate_record(new,"
-        " pg_catalog.jsonb_build_object(v_pk, '~sb' || v_seq));\n"
+        " pg_catalog.jsonb_build_object(v_pk, '~sb' || pg_catalog.pg_backend_pid() || '.' ||"
+        " v_seq));\n"
+        "\t\t\t\tv_kind := 'text';\n"
         "\t\t\texception when others then\n"
         "\t\t\t\tbegin\n"
         "\t\t\t\t\tnew := pg_catalog.jsonb_populate_record(new,"
         " pg_catalog.jsonb_build_object(v_pk, -2000000000 - v_seq));\n"
+        "\t\t\t\t\tv_kind := 'number';\n"
         "\t\t\t\texception when others then\n"
+        "\t\t\t\t\tperform pg_catalog.set_config('syncbouncer.standin', 'mixed', true);\n"
         "\t\t\t\t\treturn null;\n"
         "\t\t\t\tend;\n"
         "\t\t\tend;\n"
+        "\t\tend if;\n"
+        "\t\tif tg_op = 'INSERT' then\n"
+        "\t\t\t-- which stand-ins the rows got: the pipeline finds the rows PostgreSQL\n"
+        "\t\t\t-- turned away (ON CONFLICT DO NOTHING) by them, when all are of one kind\n"
+        "\t\t\tperform pg_catalog.set_config('syncbouncer.standin', case coalesce(nullif("
+        "pg_catalog.current_setting('syncbouncer.standin', true), ''), v_kind) when v_kind"
+        " then v_kind else 'mixed' end, true);\n"
         "\t\tend if;\n"
         "\t\treturn new;\n"
         "\tend if;\n"

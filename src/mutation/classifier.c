@@ -1289,6 +1289,15 @@ static void cl_uninspected(const struct classifier *cl, const char *sql, size_t 
 	}
 }
 
+/* COPY ... FROM STDIN: its data comes from the client (no file name, no program). */
+static bool cl_copy_from_client(const struct json_value *copy)
+{
+	const struct json_value *from = json_get(copy, "is_from");
+
+	return from != NULL && from->kind == JSON_BOOL && from->boolean &&
+	       json_get(copy, "filename") == NULL;
+}
+
 bool classifier_classify(const struct classifier *cl, const char *database, const char *sql,
                          struct stmt_class *out)
 {
@@ -1384,6 +1393,16 @@ bool classifier_classify_in(const struct classifier *cl, const char *database,
 		cl_visit(w, stmt);
 		cl_class_init(&one);
 		cl_decide(w, stmt->keys[0], stmt->items[0], &one);
+		if (strcmp(stmt->keys[0], "TransactionStmt") == 0)
+			out->transaction_control = true;
+		else if (strcmp(stmt->keys[0], "CopyStmt") == 0 &&
+		         cl_copy_from_client(stmt->items[0]))
+			out->copy_from_client = true;
+		else if (strcmp(stmt->keys[0], "DeallocateStmt") == 0)
+			out->deallocate = true;
+		one.transaction_control = out->transaction_control;
+		one.copy_from_client = out->copy_from_client;
+		one.deallocate = out->deallocate;
 		out->nstatements++;
 		if (one.verdict == STMT_MUTATION)
 			out->nmutations++;

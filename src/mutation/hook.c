@@ -18,6 +18,7 @@
 #include "mutation/catalog.h"
 #include "mutation/classifier.h"
 #include "mutation/extended.h"
+#include "mutation/mixed.h"
 #include "mutation/pipeline.h"
 #include "pool.h"
 #include "prepared.h"
@@ -74,8 +75,8 @@ void mc_release_if_idle(struct conn *c)
 	struct mut_client *mc = c->hook_state;
 
 	if (mc == NULL || mc->m != NULL || mc->answered || mc->ext.phase != EXT_NONE ||
-	    ps_own_count(c) > 0 || mc->multi != NULL || mc->path_session_set || mc->path_local_set ||
-	    mc->describe != NULL)
+	    ps_own_count(c) > 0 || mc->multi != NULL || mc->mixed != NULL || mc->path_session_set ||
+	    mc->path_local_set || mc->describe != NULL)
 		return;
 	ext_reset(&mc->ext);
 	free(mc);
@@ -176,10 +177,9 @@ bool hook_begin_mutation(struct synced *sy, struct conn *c, const struct stmt_cl
 		return false;
 	}
 	if (sc->nstatements > 1) {
-		answer_now(c, "0A000",
-		           "a write to a synced table in a query string of several statements must "
-		           "come before the string's ordinary statements",
-		           NULL, "Send the statements before it as a query of their own.", st);
+		/* a simple query's statements come here one by one: this is a Parse of several */
+		answer_now(c, "42601", "cannot insert multiple commands into a prepared statement",
+		           NULL, NULL, NULL);
 		return false;
 	}
 	if (client_txn_status(c) == 'E') {
@@ -233,8 +233,8 @@ static enum hook_verdict inspect_prefix(struct synced *sy, struct conn *c,
 /*
  * True when the query string sql starts with its nwrites synced writes and every statement after
  * them is an ordinary one (relayed as is): such a string runs its writes here and the rest on
- * the server. Writes after an ordinary statement are refused (the ordinary statements before
- * them would have to stay in an open transaction the writes cannot see).
+ * the server, as one Query with the writes blanked out. A string with an ordinary statement
+ * before a write runs statement by statement instead (mixed.c).
  */
 static bool writes_then_ordinary(struct synced *sy, struct conn *c, const char *sql, int nwrites)
 {
@@ -272,8 +272,12 @@ static enum hook_verdict inspect_query(struct synced *sy, struct conn *c,
 		return HOOK_PASS;
 	if (!client_server_idle(c))
 		return HOOK_WAIT_IDLE;
-	if (sc.verdict == STMT_MUTATION && sc.nstatements > 1 &&
-	    (sc.nmutations == sc.nstatements || writes_then_ordinary(sy, c, sql, sc.nmutations))) {
+	if (sc.verdict == STMT_MUTATION && sc.nstatements > 1 && sc.nmutations < sc.nstatements &&
+	    !writes_then_ordinary(sy, c, sql, sc.nmutations)) {
+		/* an ordinary statement before a write: the string runs in order (mixed.c) */
+		return mixed_start(sy, c, sql, &sc);
+	}
+	if (sc.verdict == STMT_MUTATION && sc.nstatements > 1) {
 		/*
 		 * Several writes of synced tables, one after another, answered as one query;
 		 * ordinary statements after them go on to the server as the rest of the same query.
@@ -339,6 +343,8 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 	if (mc != NULL) {
 		if (mc->m != NULL || mc->describe != NULL)
 			return HOOK_PAUSE;
+		if (mc->mixed != NULL)
+			return mixed_step(sy, c, mc);
 		if (mc->answered) {
 			size_t tail = mc->tail_off;
 			mc->answered = false;
@@ -447,6 +453,7 @@ void hook_client_closed(void *ctx, struct conn *c)
 	ext_describe_client_gone(mc);
 	ext_reset(&mc->ext);
 	mc_multi_free(mc);
+	mixed_free(mc->mixed);
 	free(mc->path_session);
 	free(mc->path_local);
 	c->hook_state = NULL;

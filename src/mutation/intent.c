@@ -87,7 +87,7 @@ static void intent_conn_release(struct mutation *m)
 	if (c == NULL)
 		return;
 	if (!pgc_ok(c->pc) || pgc_busy(c->pc) || m->sy->stopping ||
-	    list_count(&m->sy->idle_conns) >= MAX_IDLE_CONNS)
+	    list_count(&m->sy->idle_conns) >= (size_t)m->sy->idle_cap)
 		mconn_free(c);
 	else
 		list_append(&m->sy->idle_conns, &c->head);

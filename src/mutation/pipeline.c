@@ -38,6 +38,7 @@
 #include "mutation/history.h"
 #include "mutation/hook.h"
 #include "mutation/intent.h"
+#include "mutation/mixed.h"
 #include "mutation/settle.h"
 #include "mutation/sync.h"
 #include "pgc.h"
@@ -208,7 +209,7 @@ struct mconn *mconn_take_idle(struct synced *sy, const char *conninfo)
 void mconn_release(struct synced *sy, struct mconn *mc, bool broken)
 {
 	if (broken || !pgc_ok(mc->pc) || pgc_busy(mc->pc) ||
-	    list_count(&sy->idle_conns) >= MAX_IDLE_CONNS)
+	    list_count(&sy->idle_conns) >= (size_t)sy->idle_cap)
 		mconn_free(mc);
 	else
 		list_append(&sy->idle_conns, &mc->head);
@@ -479,15 +480,19 @@ static void keep_result(struct mutation *m, struct pgc *pc, PGresult *res, PGres
  */
 static bool queue_commit(struct mutation *m)
 {
-	char sql[160];
+	char sql[256];
 
-	snprintf(sql, sizeof(sql), "CALL syncbouncer.intent_forget(%lld, '%s')",
+	/*
+	 * One query string, one round trip: the first error, if any, is what on_committed sees,
+	 * and the statements after it do not run (the connection, left in a failed transaction,
+	 * is then closed, which rolls back).
+	 */
+	snprintf(sql, sizeof(sql),
+	         "DELETE FROM syncbouncer.confirmed WHERE xid = pg_catalog.pg_current_xact_id(); "
+	         "CALL syncbouncer.intent_forget(%lld, '%s'); COMMIT",
 	         (long long)m->intent_id, m->intent_key);
 	mutation_set_state(m, MUT_COMMITTING);
-	return queue(m,
-	             "DELETE FROM syncbouncer.confirmed WHERE xid = pg_catalog.pg_current_xact_id()",
-	             on_ignored) &&
-	       queue(m, sql, on_ignored) && queue(m, "COMMIT", on_committed);
+	return queue(m, sql, on_committed);
 }
 
 static void on_hold_done(evutil_socket_t fd, short what, void *arg)
@@ -723,18 +728,13 @@ static void on_api_done(void *arg, struct api_result *ar)
 	snprintf(relid, sizeof(relid), "%u", m->ct->relid);
 	params[0] = json;
 	params[1] = relid;
-	ok = queue(m, "DELETE FROM syncbouncer.capture WHERE xid = pg_catalog.pg_current_xact_id()",
-	           on_ignored) &&
-	     queue_params(m,
+	/* the capture rows are gone and the mode is apply already (start_check()) */
+	ok = queue_params(m,
 	                  "INSERT INTO syncbouncer.confirmed (xid, seq, tbl, key, fields) "
 	                  "SELECT pg_catalog.pg_current_xact_id(), x.seq, $2::oid, x.key, x.fields "
 	                  "FROM pg_catalog.jsonb_to_recordset($1::jsonb) AS x(seq int, key text, "
 	                  "fields jsonb)",
 	                  2, params, on_ignored) &&
-	     queue(m,
-	           "SELECT pg_catalog.set_config('syncbouncer.mode', 'apply', true), "
-	           "pg_catalog.set_config('syncbouncer.seq', '0', true)",
-	           on_ignored) &&
 	     queue_stmt(m, on_applied);
 	m->confirmed = json;
 	if (!ok) {
@@ -850,22 +850,24 @@ static bool put_ident(char *sql, size_t size, const char *name)
 
 /*
  * The stand-in the guard gives an API-keyed row in the check run (catalog_sql.h), as SQL over
- * the capture's c.seq: text for string keys, a number for numeric ones; NULL for key types that
- * take neither (their rows are not checked).
+ * the capture's c.seq, and its kind as the guard names it in syncbouncer.standin: text for
+ * string keys, a number for numeric ones; NULL for key types that take neither.
  */
-static const char *stand_in_sql(unsigned type_oid)
+static const char *stand_in_sql(unsigned type_oid, const char **kind)
 {
 	switch (type_oid) {
 	case 19:   /* name */
 	case 25:   /* text */
 	case 1042: /* character */
 	case 1043: /* character varying */
-		return "'~sb' || c.seq";
+		*kind = "text";
+		return "'~sb' || pg_catalog.pg_backend_pid() || '.' || c.seq";
 	case 20:   /* bigint */
 	case 23:   /* integer */
 	case 700:  /* real */
 	case 701:  /* double precision */
 	case 1700: /* numeric */
+		*kind = "number";
 		return "(-2000000000 - c.seq)";
 	default:
 		return NULL;
@@ -877,8 +879,10 @@ static const char *stand_in_sql(unsigned type_oid)
  * skipped them for a conflict on a unique index other than the key (the guard only knows the
  * key), or another trigger dropped them. They are left out of the request, so the API never
  * gets a record that the table will not hold. Asked before the check run's rollback, by the
- * rows' stand-in keys; nothing is asked when the guard could not stand in for the key (a CHECK
- * or foreign key reads it), and an error (no SELECT right) leaves the rows as they are.
+ * rows' stand-in keys, and only when every row got one of the kind asked for (the guard says
+ * so in syncbouncer.standin): a row the guard could not stand in for (a CHECK or foreign key
+ * reads the key, a key column too short) is not checked, and not taken for turned away. An
+ * error (no SELECT right) leaves the rows as they are.
  */
 static void on_skipped_found(void *arg, struct pgc *pc, PGresult *res, const char *error)
 {
@@ -914,7 +918,7 @@ static bool queue_skipped_lookup(struct mutation *m)
 {
 	const char *stand_in;
 	const struct catalog_column *key = NULL;
-	const char *params[1];
+	const char *params[1], *kind = NULL;
 	char sql[1024];
 	bool fits;
 
@@ -923,17 +927,15 @@ static bool queue_skipped_lookup(struct mutation *m)
 	for (int i = 0; i < m->ct->ncols; i++)
 		if (strcmp(m->ct->cols[i].name, m->ct->pk) == 0)
 			key = &m->ct->cols[i];
-	stand_in = key != NULL ? stand_in_sql(key->type_oid) : NULL;
+	stand_in = key != NULL ? stand_in_sql(key->type_oid, &kind) : NULL;
 	if (stand_in == NULL)
 		return true;
 	snprintf(sql, sizeof(sql),
 	         "SELECT c.seq FROM syncbouncer.capture c WHERE c.xid = "
-	         "pg_catalog.pg_current_xact_id() AND c.tbl = %u AND c.op = 'I' AND NOT EXISTS ("
-	         "SELECT FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_attribute a ON "
-	         "a.attrelid = k.conrelid AND a.attnum = ANY (k.conkey) "
-	         "WHERE k.conrelid = %u AND k.contype IN ('c', 'f') AND a.attname = $1) "
+	         "pg_catalog.pg_current_xact_id() AND c.tbl = %u AND c.op = 'I' AND "
+	         "pg_catalog.current_setting('syncbouncer.standin', true) = $1 "
 	         "AND NOT EXISTS (SELECT FROM ONLY ",
-	         m->ct->relid, m->ct->relid);
+	         m->ct->relid);
 	fits = put_ident(sql, sizeof(sql), m->ct->schema) && put_text(sql, sizeof(sql), ".") &&
 	       put_ident(sql, sizeof(sql), m->ct->table) &&
 	       put_text(sql, sizeof(sql), " t WHERE t.") &&
@@ -942,7 +944,7 @@ static bool queue_skipped_lookup(struct mutation *m)
 	       put_text(sql, sizeof(sql), ") ORDER BY c.seq");
 	if (!fits)
 		return true; /* names of over 300 bytes: the rows go as they are */
-	params[0] = m->ct->pk;
+	params[0] = kind;
 	return queue_params(m, sql, 1, params, on_skipped_found);
 }
 
@@ -961,7 +963,8 @@ static void on_check_rolled_back(void *arg, struct pgc *pc, PGresult *res, const
 		mutation_finish(m);
 		return;
 	}
-	if (!m->failed && PQresultStatus(res) != PGRES_COMMAND_OK)
+	if (!m->failed && PQresultStatus(res) != PGRES_COMMAND_OK &&
+	    PQresultStatus(res) != PGRES_TUPLES_OK)
 		mutation_set_pg_error(m, res);
 	if (m->failed) {
 		mutation_rollback(m); /* nothing was sent */
@@ -984,14 +987,28 @@ static void on_check_rolled_back(void *arg, struct pgc *pc, PGresult *res, const
  */
 static void start_check(struct mutation *m)
 {
-	bool ok = queue(m, "SAVEPOINT syncbouncer_check", on_ignored) &&
-	          queue(m,
+	/*
+	 * Each query string is one round trip, its first error what the callback sees. After the
+	 * rollback to the savepoint the captured images (read already) are emptied and the mode
+	 * set for the apply run, in the same round trip: while the intent is written and the
+	 * request is out, nothing else runs on this connection, and a rejected request rolls all
+	 * of it back.
+	 */
+	bool ok = queue(m,
+	                "SAVEPOINT syncbouncer_check; "
 	                "SELECT pg_catalog.set_config('syncbouncer.mode', 'check', true), "
-	                "pg_catalog.set_config('syncbouncer.seq', '0', true)",
+	                "pg_catalog.set_config('syncbouncer.seq', '0', true), "
+	                "pg_catalog.set_config('syncbouncer.standin', '', true); "
+	                "SET CONSTRAINTS ALL IMMEDIATE",
 	                on_ignored) &&
-	          queue(m, "SET CONSTRAINTS ALL IMMEDIATE", on_ignored) &&
 	          queue_stmt(m, on_checked) && queue_skipped_lookup(m) &&
-	          queue(m, "ROLLBACK TO SAVEPOINT syncbouncer_check", on_check_rolled_back);
+	          queue(m,
+	                "ROLLBACK TO SAVEPOINT syncbouncer_check; "
+	                "DELETE FROM syncbouncer.capture "
+	                "WHERE xid = pg_catalog.pg_current_xact_id(); "
+	                "SELECT pg_catalog.set_config('syncbouncer.mode', 'apply', true), "
+	                "pg_catalog.set_config('syncbouncer.seq', '0', true)",
+	                on_check_rolled_back);
 
 	if (!ok) {
 		mutation_set_error(m, "58000", "could not queue a synced-table write", NULL, NULL);
@@ -1191,6 +1208,8 @@ static void on_first_run(void *arg, struct pgc *pc, PGresult *res, const char *e
 
 static void start_capture(struct mutation *m)
 {
+	char *begin;
+	size_t len;
 	bool ok;
 
 	/* the images only when they fit in CAPTURE_MAX_BYTES; their size in any case */
@@ -1221,9 +1240,15 @@ static void start_capture(struct mutation *m)
 	                                  : m->op == OP_UPDATE ? API_OP_UPDATE
 	                                                       : API_OP_DELETE),
 	         (long long)m->intent_id);
-	ok = queue(m, "BEGIN", on_ignored) && queue(m, m->prelude_sql, on_ignored) &&
-	     (m->session_sql == NULL || queue(m, m->session_sql, on_ignored)) &&
-	     queue_stmt(m, on_first_run) && queue(m, m->capture_sql, on_captured);
+	/* BEGIN, the prelude and the client's settings: one query string, one round trip */
+	len = strlen(m->prelude_sql) + (m->session_sql ? strlen(m->session_sql) : 0) + 16;
+	begin = malloc(len);
+	if (begin != NULL)
+		snprintf(begin, len, "BEGIN; %s%s%s", m->prelude_sql, m->session_sql ? "; " : "",
+		         m->session_sql ? m->session_sql : "");
+	ok = begin != NULL && queue(m, begin, on_ignored) && queue_stmt(m, on_first_run) &&
+	     queue(m, m->capture_sql, on_captured);
+	free(begin);
 	if (!ok) {
 		mutation_set_error(m, "58000", "could not queue a synced-table write", NULL, NULL);
 		m->conn_broken = true;
@@ -1318,7 +1343,12 @@ void mutation_finish(struct mutation *m)
 	if (mc != NULL && mc->client->state != CONN_JUSTFREE) {
 		bool next_started = false, next_tried = false;
 		mc->m = NULL;
-		if (mc->multi != NULL && !m->failed && mc->imulti + 1 < mc->nmulti) {
+		if (mc->mixed != NULL) {
+			/* one write of a mixed query string: the string goes on (mixed.c) */
+			next_started = true;
+			mixed_write_done(mc->mixed, m->failed);
+			client_resume(mc->client);
+		} else if (mc->multi != NULL && !m->failed && mc->imulti + 1 < mc->nmulti) {
 			next_tried = true;
 			next_started = mc_multi_next(sy, mc);
 		}
@@ -1548,6 +1578,11 @@ void mutation_start(struct synced *sy, struct mut_client *mc, struct synced_tabl
 	/* ordinary statements follow: the server's answer to them ends the string */
 	if (ext == NULL && mc->multi != NULL && mc->tail_off > 0)
 		m->no_ready = m->in_string = true;
+	/* a write of a mixed string: the string's end answers ReadyForQuery (mixed.c) */
+	if (ext == NULL && mc->mixed != NULL) {
+		m->no_ready = m->in_string = true;
+		m->in_block = mixed_in_client_block(mc->mixed);
+	}
 	m->sql = strdup(sql);
 	if (m->sql == NULL || (ext != NULL && !take_params(m, ext))) {
 		mutation_set_error(m, "53200", "out of memory", NULL, NULL);

@@ -27,6 +27,7 @@
 #include "mutation/extended.h"
 #include "mutation/history.h"
 #include "mutation/hook.h"
+#include "mutation/mixed.h"
 #include "mutation/journal.h"
 #include "mutation/pipeline.h"
 #include "mutation/settle.h"
@@ -116,6 +117,7 @@ static void install_hook(struct bouncer *b, struct synced *sy)
 	b->hook.stream_needles = classifier_setting_needles();
 	b->hook.client_closed = hook_client_closed;
 	b->hook.cancel = hook_cancel;
+	b->hook.server_answer = mixed_server_answer;
 	b->hook.ctx = sy;
 }
 
@@ -186,12 +188,15 @@ bool synced_start(struct bouncer *b)
 	for (a = cfg->apis, i = 0; a != NULL; a = a->next, i++) {
 		const char *mif = cf_kv_get(a->kv, a->nkv, "max_in_flight");
 		sy->api_cap[i] = mif != NULL && atoi(mif) > 0 ? atoi(mif) : 10;
+		sy->idle_cap += 2 * sy->api_cap[i];
 		sy->apis[i] = api_create(sy->http, a->name, a->kv, a->nkv, err, sizeof(err));
 		if (sy->apis[i] == NULL) {
 			log_error("[apis] %s (line %d): %s", a->name, a->line, err);
 			goto fail;
 		}
 	}
+	if (sy->idle_cap < MIN_IDLE_CONNS)
+		sy->idle_cap = MIN_IDLE_CONNS;
 	sy->tables = calloc((size_t)n, sizeof(*sy->tables));
 	sy->sync_confs = calloc((size_t)n, sizeof(*sy->sync_confs));
 	ctabs = calloc((size_t)n, sizeof(*ctabs));
@@ -298,6 +303,7 @@ void synced_stop(struct bouncer *b)
 	b->hook.inspect = NULL;
 	b->hook.client_closed = NULL;
 	b->hook.cancel = NULL;
+	b->hook.server_answer = NULL;
 	b->hook.ctx = NULL;
 	list_for_each_safe(it, tmp, &sy->mutations)
 	{
@@ -325,6 +331,8 @@ void synced_stop(struct bouncer *b)
 		}
 		if (m->mc != NULL) {
 			m->mc->client->hook_state = NULL;
+			m->mc->client->hook_answers = false;
+			mixed_free(m->mc->mixed);
 			free(m->mc);
 			m->mc = NULL;
 		}

@@ -71,6 +71,15 @@ TRACED = (
     ("session", "-C: log-in (md5), SELECT 1, log-out", ["-M", "simple", "-C"]),
 )
 
+# SCRAM log-ins under valgrind (role SCRAM_USER, whose secret PostgreSQL keeps as SCRAM): the
+# auth_file holds the plain password (the pooler derives the keys: PBKDF2, both sides) or the
+# secret from pg_authid (the client's proof logs the servers in)
+SCRAM_USER = "scramapp"
+TRACED_SCRAM = (
+    ("session", "-C: log-in (SCRAM, plain password in auth_file), SELECT 1, log-out", "plain"),
+    ("session", "-C: log-in (SCRAM, SCRAM secret in auth_file), SELECT 1, log-out", "secret"),
+)
+
 
 def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -88,13 +97,13 @@ def drop_root():
 
 
 _used_ports = set()
-# like the integration suite: a range of its own when others run beside it (SB_PORTS=LOW-HIGH)
-PORT_LOW, PORT_HIGH = (int(p) for p in os.environ.get("SB_PORTS", "20000-29999").split("-"))
 
 
 def free_port():
+    """A free port in SB_PORTS (LOW-HIGH, as the tests take it), else below 30000."""
+    low, high = (int(x) for x in os.environ.get("SB_PORTS", "20000-29999").split("-"))
     for _ in range(500):
-        port = PORT_LOW + int.from_bytes(os.urandom(2), "little") % (PORT_HIGH - PORT_LOW + 1)
+        port = low + int.from_bytes(os.urandom(2), "little") % (high - low + 1)
         if port in _used_ports:
             continue
         s = socket.socket()
@@ -106,7 +115,7 @@ def free_port():
             s.close()
         _used_ports.add(port)
         return port
-    raise RuntimeError(f"no free port in {PORT_LOW}-{PORT_HIGH}")
+    raise RuntimeError("no free port below 30000")
 
 
 def wait_port(port, proc, timeout, what):
@@ -146,7 +155,7 @@ class Cluster:
             # durability off: the benchmark measures the path through the pooler, not the disk
             f.write("listen_addresses = '127.0.0.1'\n"
                     f"unix_socket_directories = '{self.base}'\n"
-                    "max_connections = 250\nshared_buffers = 256MB\n"
+                    "max_connections = 500\nshared_buffers = 256MB\n"
                     "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
                     "log_connections = off\nlog_min_messages = warning\n")
         self.logf = open(os.path.join(self.base, "postgresql.log"), "ab")
@@ -188,7 +197,7 @@ class Pooler:
     """One pooler process (pgbouncer or syncbouncer) from a generated ini."""
 
     def __init__(self, kind, binary, workdir, pg, mode, extra_sections="", wrapper=(),
-                 max_client_conn=200):
+                 max_client_conn=200, auth_type="md5", users=None):
         self.kind = kind
         self.binary = binary
         self.port = free_port()
@@ -196,14 +205,15 @@ class Pooler:
         self.ini = os.path.join(self.workdir, "pooler.ini")
         self.wrapper = list(wrapper)
         with open(os.path.join(self.workdir, "userlist.txt"), "w") as f:
-            f.write(f'"{USER}" "{PASSWORD}"\n')
+            for user, secret in (users or {USER: PASSWORD}).items():
+                f.write(f'"{user}" "{secret}"\n')
         with open(self.ini, "w") as f:
             f.write(f"[databases]\n{DB} = host=127.0.0.1 port={pg.port} dbname={DB}\n\n"
                     "[pgbouncer]\n"
                     "listen_addr = 127.0.0.1\n"
                     f"listen_port = {self.port}\n"
                     "unix_socket_dir =\n"
-                    "auth_type = md5\n"
+                    f"auth_type = {auth_type}\n"
                     f"auth_file = {self.workdir}/userlist.txt\n"
                     f"logfile = {self.workdir}/pooler.log\n"
                     f"pool_mode = {mode}\n"
@@ -266,8 +276,8 @@ class Pooler:
 # ------------------------------------------------------------------------------ pgbench
 
 
-def pgbench(port, args, timeout):
-    cmd = [os.path.join(PG_BIN, "pgbench"), "-h", "127.0.0.1", "-p", str(port), "-U", USER,
+def pgbench(port, args, timeout, user=USER):
+    cmd = [os.path.join(PG_BIN, "pgbench"), "-h", "127.0.0.1", "-p", str(port), "-U", user,
            "-n", *args, DB]
     r = subprocess.run(cmd, env=client_env(), capture_output=True, text=True, timeout=timeout)
     out = r.stdout + r.stderr
@@ -366,6 +376,8 @@ class Bench:
         self.pg.sql(f"SET password_encryption = 'md5'; CREATE ROLE {USER} LOGIN PASSWORD "
                     f"'{PASSWORD}'", db="postgres")
         self.pg.sql(f"CREATE DATABASE {DB} OWNER {USER}", db="postgres")
+        self.pg.sql(f"SET password_encryption = 'scram-sha-256'; CREATE ROLE {SCRAM_USER} "
+                    f"LOGIN PASSWORD '{PASSWORD}'", db="postgres")
         log(f"pgbench -i -s {self.opts.scale}")
         r = subprocess.run([os.path.join(PG_BIN, "pgbench"), "-i", "-q", "-s",
                             str(self.opts.scale), "-h", "127.0.0.1", "-p", str(self.pg.port),
@@ -462,23 +474,9 @@ class Bench:
 
     def run_synced(self):
         log("synced tables: fake Salesforce + a syncbouncer with [synced_tables]")
-        fport = free_port()
-        fake = subprocess.Popen([PY, FAKE_SF_NODELAY if self.opts.fake_nodelay else FAKE_SF,
-                                 "--port", str(fport)], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        fake, url = start_fake_salesforce(FAKE_SF_NODELAY if self.opts.fake_nodelay else FAKE_SF)
         try:
-            line = fake.stdout.readline().decode()
-            if "listening" not in line:
-                raise RuntimeError("fake Salesforce did not start: " + line)
-            url = f"http://127.0.0.1:{fport}"
-            extra = ("\n[apis]\n"
-                     f"salesforce = type=salesforce base_url={url} api_version=v59.0 "
-                     f"auth=oauth2 token_url={url}/services/oauth2/token "
-                     "client_id=test-client-id client_secret=test-client-secret "
-                     "refresh_token=test-refresh-token timeout=10\n\n"
-                     "[synced_tables]\n"
-                     f"{DB}.salesforce.contacts = api=salesforce object=Contact user={USER} "
-                     "columns='note:Description'\n")
+            extra = synced_contacts_config(url, "timeout=10", "")
             mode = "transaction"
             poolers = self.start_poolers(mode)
             synced = Pooler("syncbouncer", self.opts.syncbouncer, self.work, self.pg, mode, extra)
@@ -526,6 +524,13 @@ class Bench:
             fake.terminate()
             fake.wait(10)
 
+    def scram_auth(self, how):
+        """traced_run()'s auth for SCRAM log-ins: the plain password or the stored secret."""
+        secret = PASSWORD if how == "plain" else self.pg.sql(
+            f"SELECT rolpassword FROM pg_authid WHERE rolname = '{SCRAM_USER}'")
+        return {"auth_type": "scram-sha-256", "users": {SCRAM_USER: secret},
+                "user": SCRAM_USER}
+
     def run_callgrind(self):
         if not shutil.which("valgrind"):
             log("valgrind not found: instruction counts skipped")
@@ -543,28 +548,43 @@ class Bench:
             self.results["callgrind"].append(row)
             log(f"  {mode:11} {label:24} pgbouncer={row['pgbouncer']:.0f} "
                 f"syncbouncer={row['syncbouncer']:.0f} instructions/query")
+        # a log-in costs far more than a query: fewer of them tell it as well
+        s1, s2 = max(1, n1 // 10), max(2, n2 // 10)
+        for mode, label, how in TRACED_SCRAM:
+            row = {"mode": mode, "label": label}
+            for kind in ("pgbouncer", "syncbouncer"):
+                counts = [self.callgrind_count(kind, mode, ["-M", "simple", "-C"], n,
+                                               self.scram_auth(how)) for n in (s1, s2)]
+                row[kind] = (counts[1] - counts[0]) / (s2 - s1)
+                row[kind + "_totals"] = counts
+            self.results["callgrind"].append(row)
+            log(f"  {mode:11} {label:24} pgbouncer={row['pgbouncer']:.0f} "
+                f"syncbouncer={row['syncbouncer']:.0f} instructions/log-in")
 
-    def callgrind_count(self, kind, mode, args, n):
+    def callgrind_count(self, kind, mode, args, n, auth=None):
         out = "/dev/null"
         if self.opts.cg_out:
             tag = re.sub(r"[^a-z0-9]+", "-", f"{kind} {mode} {' '.join(args)} {n}".lower())
             out = os.path.join(self.opts.cg_out, f"callgrind.{tag.strip('-')}.out")
         p = self.traced_run(kind, mode, args, n, ["valgrind", "--tool=callgrind",
-                                                  "--callgrind-out-file=" + out])
+                                                  "--callgrind-out-file=" + out], auth)
         with open(p.out_path, errors="replace") as f:
             m = re.search(r"Collected : (\d+)", f.read())
         if not m:
             raise RuntimeError(f"no callgrind total in {p.out_path}")
         return int(m.group(1))
 
-    def traced_run(self, kind, mode, args, n, wrapper):
-        """A fresh pooler under wrapper relays n SELECT 1 of one pgbench client, then stops."""
+    def traced_run(self, kind, mode, args, n, wrapper, auth=None):
+        """A fresh pooler under wrapper relays n SELECT 1 of one pgbench client, then stops.
+        auth: {"auth_type", "users" (the auth_file), "user" (pgbench's)}, default md5 as app."""
+        auth = auth or {}
         binary = self.opts.pgbouncer if kind == "pgbouncer" else self.opts.syncbouncer
-        p = Pooler(kind, binary, self.work, self.pg, mode, wrapper=wrapper)
+        p = Pooler(kind, binary, self.work, self.pg, mode, wrapper=wrapper,
+                   auth_type=auth.get("auth_type", "md5"), users=auth.get("users"))
         self.poolers.append(p)
         p.start(timeout=120)
         res = pgbench(p.port, ["-f", self.scripts["select1"], *args, "-c", "1", "-t", str(n)],
-                      timeout=900)
+                      timeout=900, user=auth.get("user", USER))
         p.stop()
         if res["aborted"]:
             raise RuntimeError(f"{wrapper[0]} run of {kind} failed: {res.get('error')}")
@@ -680,6 +700,31 @@ _libc = ctypes.CDLL(None, use_errno=True)
 def die_with_parent():
     """preexec_fn: the child gets SIGKILL when this script dies, so nothing is left running."""
     _libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+def start_fake_salesforce(script):
+    """Starts a fake Salesforce (script) on a free port: (its process, its base URL)."""
+    port = free_port()
+    fake = subprocess.Popen([PY, script, "--port", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+    line = fake.stdout.readline().decode()
+    if "listening" not in line:
+        fake.kill()
+        raise RuntimeError("fake Salesforce did not start: " + line)
+    return fake, f"http://127.0.0.1:{port}"
+
+
+def synced_contacts_config(url, api_extra, table_extra):
+    """The [apis] and [synced_tables] sections that sync DB's salesforce.contacts with the fake
+    Salesforce at url."""
+    return ("\n[apis]\n"
+            f"salesforce = type=salesforce base_url={url} api_version=v59.0 "
+            f"auth=oauth2 token_url={url}/services/oauth2/token "
+            "client_id=test-client-id client_secret=test-client-secret "
+            f"refresh_token=test-refresh-token {api_extra}\n\n"
+            "[synced_tables]\n"
+            f"{DB}.salesforce.contacts = api=salesforce object=Contact user={USER} "
+            f"columns='note:Description' {table_extra}\n")
 
 
 def strace_counts(path):
@@ -852,13 +897,16 @@ def report(results):
             (("transaction", "SELECT 1 (-M prepared)"),
              "instructions per relayed query, transaction -M prepared", 0.7),
             (("session", "-C: log-in (md5), SELECT 1, log-out"),
-             "instructions per log-in (md5, with its query and log-out)", 1.0)):
+             "instructions per log-in (md5, with its query and log-out)", 1.0),
+            (("session", TRACED_SCRAM[0][1]),
+             "instructions per log-in (SCRAM, plain password in the auth_file)", 1.0),
+            (("session", TRACED_SCRAM[1][1]),
+             "instructions per log-in (SCRAM, SCRAM secret in the auth_file)", 1.0)):
         r = cg.get((mode, label))
         if r:
             target_row(name, None, r["pgbouncer"], r["syncbouncer"], 0, "≤", goal)
         else:
             missing(name, f"≤ {goal}", "not in this run")
-    missing("instructions per log-in (SCRAM)", "≤ 1.0", "not measured")
     big = {r["target"]: r for r in results["big"]}
     if big.get("pgbouncer", {}).get("vmhwm_kb") and big.get("syncbouncer", {}).get("vmhwm_kb"):
         target_row("100 MB result: pooler peak RSS (MiB)", None,
@@ -873,8 +921,23 @@ def report(results):
                    idle["syncbouncer"]["bytes_per_client"], 0, "≤", 1.0)
     else:
         missing("10,000 idle clients: RSS per idle client", "≤ 1.0", "not in this run")
-    missing("synced writes: latency added over direct insert + API time", "p50 ≤ 2 ms, "
-            "p99 ≤ 5 ms", "not measured")
+    lat = results.get("synclat", {}).get("latency", [])
+    if lat:
+        for r in lat:
+            met = r["added_p50"] <= 2000 and r["added_p99"] <= 5000
+            w(f"| synced {r['kind'].upper()}, fake answering after {r['delay_ms']} ms: latency "
+              "added over direct write + API time, p50 / p99 (ms) | – | – | "
+              f"{r['added_p50'] / 1000:.2f} / {r['added_p99'] / 1000:.2f} | – | "
+              f"p50 ≤ 2, p99 ≤ 5 | {'yes' if met else 'no'} |")
+        for r in results["synclat"]["throughput"]:
+            if r["sb_tps"] and r["fake_alone"]:
+                w(f"| {results['synclat']['writers']} synced writers, fake after "
+                  f"{r['delay_ms']} ms: writes/s through syncbouncer of the fake's own "
+                  f"requests/s | – | – | {r['sb_tps']:.0f} of {r['fake_alone']:.0f} "
+                  f"({r['sb_tps'] / r['fake_alone']:.2f}) | – | the fake is the limit | – |")
+    else:
+        missing("synced writes: latency added over direct insert + API time", "p50 ≤ 2 ms, "
+                "p99 ≤ 5 ms", "not in this run")
     w("")
 
     points = []
@@ -972,6 +1035,9 @@ def report(results):
               f"the fake API (Python) used {chk['fake_api_cpu_s']:.1f} s of CPU.")
         w("")
 
+    if results.get("synclat"):
+        import bench_synced_writes
+        bench_synced_writes.report(results["synclat"], w)
     if results["callgrind"]:
         w("### Instructions per relayed query (valgrind --tool=callgrind)")
         w("")
@@ -1023,9 +1089,9 @@ def main():
     ap.add_argument("--cg-out", metavar="DIR",
                     help="keep the callgrind profiles in DIR (writable by postgres), for "
                          "callgrind_annotate")
-    ap.add_argument("--only", default="pooling,big,synced,callgrind,syscalls,idle",
+    ap.add_argument("--only", default="pooling,big,synced,callgrind,syscalls,idle,synclat",
                     help="comma-separated parts to run (default all: pooling,big,synced,"
-                         "callgrind,syscalls,idle)")
+                         "callgrind,syscalls,idle,synclat)")
     ap.add_argument("--idle-clients", type=int, default=10000,
                     help="idle clients per pooler for the RSS-per-client measurement")
     ap.add_argument("--fake-nagle", dest="fake_nodelay", action="store_false",
@@ -1033,12 +1099,15 @@ def main():
     ap.add_argument("--built-from", default="",
                     help="what the syncbouncer binary was built from, for the report "
                          "(e.g. a commit); default: git describe of this source tree")
+    import bench_synced_writes
+    bench_synced_writes.add_options(ap)
     ap.add_argument("--output", help="write the Markdown report here too")
     ap.add_argument("--json", help="write the raw results as JSON here")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     opts = ap.parse_args()
     opts.clients = [int(x) for x in opts.clients.split(",")]
     opts.cg_queries = [int(x) for x in opts.cg_queries.split(",")]
+    opts.delays = [int(x) for x in str(opts.delays).split(",")]
     parts = set(opts.only.split(","))
     for b in (opts.syncbouncer, opts.pgbouncer):
         if not os.access(b, os.X_OK):
@@ -1065,6 +1134,9 @@ def main():
             bench.run_syscalls()
         if "idle" in parts:
             bench.run_idle()
+        if "synclat" in parts:
+            import bench_synced_writes
+            bench.results["synclat"] = bench_synced_writes.run(bench.pg, opts, work)
     finally:
         bench.cleanup()
         if opts.keep:

@@ -20,29 +20,15 @@
 
 int pg_free_port(void)
 {
-	static bool seeded;
-	int low, high;
+	struct sockaddr_in sa;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	bool ok;
 
-	test_port_range(&low, &high);
-	if (!seeded) {
-		srand((unsigned)time(NULL) ^ (unsigned)getpid());
-		seeded = true;
-	}
-	for (int tries = 0; tries < 200; tries++) {
-		int port = low + rand() % (high - low + 1);
-		int fd = socket(AF_INET, SOCK_STREAM, 0);
-		struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-		int ok;
-
-		if (fd < 0)
-			return -1;
-		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-		close(fd);
-		if (ok)
-			return port;
-	}
-	return -1;
+	if (fd < 0)
+		return -1;
+	ok = test_bind_loopback(fd, &sa);
+	close(fd);
+	return ok ? ntohs(sa.sin_port) : -1;
 }
 
 /* Runs argv (as `postgres` when we are root) with its output in dir/tool.log; true on exit 0. */

@@ -155,6 +155,22 @@ def test_reconnect_replaces_servers_once_released(bouncer_factory):
 
 
 @pytest.mark.timeout(60)
+def test_reconnect_drops_idle_servers_at_once(bouncer):
+    """A server already idle when RECONNECT comes is released: it is closed then, never handed
+    to the next client (a changed password or host would otherwise not reach it)."""
+    with admin(bouncer) as a:
+        with bouncer.connect(autocommit=True) as c:
+            before = backend_pid(c)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(
+                p["database"] == "app" and p["sv_idle"] == 1 for p in rows(a, "SHOW POOLS")):
+            time.sleep(0.02)
+        assert a.execute("RECONNECT app").statusmessage == "RECONNECT"
+        with bouncer.connect(autocommit=True) as c:
+            assert backend_pid(c) != before
+
+
+@pytest.mark.timeout(60)
 def test_wait_close_waits_for_the_busy_server(bouncer_factory):
     b = bouncer_factory(config={"pgbouncer": {"pool_mode": "transaction"}})
     with b.connect() as tx, admin(b) as a:

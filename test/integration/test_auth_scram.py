@@ -2,7 +2,10 @@
 pooler logs its servers in with the keys recovered from the client's proof (it never knows the
 password)."""
 
+import base64
 import hashlib
+import hmac
+import os
 import struct
 import time
 
@@ -138,3 +141,60 @@ def test_md5_secret_cannot_log_into_a_scram_server(bouncer_factory, pg):
     w.close()
     assert err is not None and err["M"] == "server login failed: wrong password type"
     assert "cannot do SCRAM authentication: wrong password type" in b.log()
+
+
+def scram_secret(password, salt, iterations=4096):
+    """The secret PostgreSQL stores for password with this salt and iteration count."""
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+
+    def b64(raw):
+        return base64.b64encode(raw).decode()
+    return (f"SCRAM-SHA-256${iterations}:{b64(salt)}$"
+            f"{b64(hashlib.sha256(client_key).digest())}:{b64(server_key)}")
+
+
+def test_plain_password_changed_and_reloaded(bouncer_factory, pg):
+    """A plain password in the auth_file, SCRAM toward the client and toward PostgreSQL. The
+    keys both exchanges derive from it are kept between log-ins; once the password changes
+    (PostgreSQL's secret keeps its salt and iteration count, the auth_file gets the new
+    password, RELOAD), the old password fails and the new one logs in, the pooler logging a new
+    server in with it: nothing derived from the old password answers on either side."""
+    salt = os.urandom(16)
+    pg.sql(f"CREATE ROLE scramrot LOGIN PASSWORD '{scram_secret('rot-one', salt)}'")
+    try:
+        b = bouncer_factory(config={"pgbouncer": {"auth_type": "scram-sha-256"}},
+                            users={"scramrot": "rot-one", "postgres": "postgres"})
+        admin = b.connect(dbname="pgbouncer", user="postgres", password="postgres",
+                          autocommit=True)
+
+        def login(password):
+            """A log-in and a query on a server logged in for it; the server's pid."""
+            with b.connect(user="scramrot", password=password) as conn:
+                pid, who = conn.execute("select pg_backend_pid(), current_user").fetchone()
+            assert who == "scramrot"
+            admin.execute("RECONNECT app")  # the next client gets a new server login
+            return pid
+
+        # the second log-in of each side takes the keys the first derived
+        assert login("rot-one") != login("rot-one")
+        pg.sql(f"ALTER ROLE scramrot PASSWORD '{scram_secret('rot-two', salt)}'")
+        with open(b.userlist, "w") as f:
+            f.write('"scramrot" "rot-two"\n"postgres" "postgres"\n')
+        # the same size within the same second: a pooler that compares the file's mtime (as
+        # pgbouncer does) must see it changed
+        st = os.stat(b.userlist)
+        os.utime(b.userlist, (st.st_atime, st.st_mtime + 10))
+        admin.execute("RELOAD")
+        with pytest.raises(psycopg.OperationalError, match="authentication failed"):
+            b.connect(user="scramrot", password="rot-one")
+        login("rot-two")
+        admin.close()
+    finally:
+        pg.sql("select pg_terminate_backend(pid) from pg_stat_activity "
+               "where usename = 'scramrot'")
+        deadline = time.monotonic() + 20
+        while scram_backends(pg, "scramrot") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pg.sql("DROP ROLE scramrot")

@@ -242,6 +242,21 @@ def test_insert_on_conflict_do_nothing_leaves_out_rows_of_another_unique_index(
     assert sorted(r[2] for r in db_rows(pg)) == ["Atreides", "Harkonnen"]
 
 
+def test_insert_on_conflict_do_nothing_keeps_rows_it_cannot_check(pg, bouncer_factory,
+                                                                   fake_sf):
+    """A CHECK that reads the API-assigned key leaves the rows unchecked: none of them is
+    taken for turned away."""
+    b = start_synced(pg, bouncer_factory, fake_sf, before_start=lambda: pg.sql(
+        "CREATE UNIQUE INDEX contacts_email ON salesforce.contacts (email); "
+        "ALTER TABLE salesforce.contacts ADD CHECK (id <> '')", dbname="crm"))
+    with crm(b) as conn:
+        cur = conn.execute("insert into salesforce.contacts (last_name, email) "
+                           "values ('Idaho', 'duncan@dune.co') on conflict do nothing")
+        assert cur.rowcount == 1
+    assert [c["LastName"] for c in fake_sf.store().values()] == ["Idaho"]
+    assert [r[2] for r in db_rows(pg)] == ["Idaho"]
+
+
 def test_direct_write_is_refused_by_the_guard(synced, pg):
     with pg.connect(dbname="crm", user="app") as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as ei:
@@ -909,11 +924,15 @@ def test_query_string_of_several_synced_writes(synced, pg):
         assert conn.execute("select 1").fetchone() == (1,)
     assert sorted(r[2] for r in db_rows(pg)) == ["A", "B", "C"]
     assert len(synced.fake.store()) == 3
-    # ordinary statements before a synced write: the string is refused whole, nothing sent
+    # ordinary statements before a synced write run too (test_synced_statements.py), but not
+    # with transaction control among them: refused whole, nothing sent
     with crm(synced) as conn:
         with pytest.raises(psycopg.errors.FeatureNotSupported):
-            conn.execute("select 1; insert into salesforce.contacts (last_name) values ('F')")
-    assert len(synced.fake.store()) == 3
+            conn.execute("select 1; begin; insert into salesforce.contacts (last_name) "
+                         "values ('F')")
+        conn.execute("select 1; insert into salesforce.contacts (last_name) values ('G')")
+    assert sorted(r[2] for r in db_rows(pg)) == ["A", "B", "C", "G"]
+    assert len(synced.fake.store()) == 4
 
 
 def test_returning_follows_the_clients_time_zone(synced, pg):

@@ -8,6 +8,7 @@ shapes; it checks what the client is told, what reached the API and what is in t
 import json
 import os
 import shutil
+import struct
 import subprocess
 import threading
 import time
@@ -16,7 +17,7 @@ import psycopg
 import pytest
 
 from conftest import IS_PGBOUNCER, make_tempdir, wait_synced_ready
-from pgwire import parse_error_fields
+from pgwire import WireClient, parse_error_fields
 from test_hostile_api import FakeApi, crm
 from test_synced_surprises import start_salesforce
 
@@ -218,6 +219,29 @@ def test_unqualified_name_finds_an_ordinary_table_first_on_the_path(bouncer_fact
 
 
 @pytest.mark.timeout(60)
+def test_insert_does_not_wait_for_another_writes_check_run(salesforce, pg):
+    """Before its request leaves, a synced INSERT writes its rows for real in a savepoint (the
+    check run), each under a stand-in for the key the API will assign. Another write's check
+    run holds its stand-ins until it rolls back: the stand-ins must differ, or every INSERT of
+    the table waits for the one before it. Here an open transaction holds a row under '~sb1',
+    the stand-in every statement's first row once had."""
+    other = pg.connect(dbname="crm")
+    try:
+        other.execute("BEGIN")
+        other.execute("SET LOCAL syncbouncer.mode = 'sync'")  # the guard lets this one in
+        other.execute("INSERT INTO salesforce.contacts (id, last_name) VALUES ('~sb1', 'held')")
+        with crm(salesforce) as conn:
+            (rid,) = conn.execute("insert into salesforce.contacts (last_name) "
+                                  "values ('Atreides') returning id").fetchone()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert [c["LastName"] for c in sf_contacts(salesforce.fake)] == ["Atreides"]
+    assert pg.sql("select id, last_name from salesforce.contacts", dbname="crm") == \
+        [(rid, "Atreides")]
+
+
+@pytest.mark.timeout(60)
 def test_write_inside_a_transaction_block_says_it_escapes(salesforce, pg):
     """Writes escape transactions (the API has no rollback): inside a transaction block the
     client is told so with a NOTICE, and the ROLLBACK indeed leaves the write in place; outside
@@ -335,14 +359,156 @@ def test_query_string_of_synced_writes_then_ordinary_statements(salesforce, pg):
                           "insert into public.notes values ('n4')", dbname="crm", check=False)
     assert out.returncode != 0 and "n4" not in notes(pg)
 
-    # ordinary statements before a synced write: refused whole, nothing runs anywhere
-    out = salesforce.psql("-c", "insert into public.notes values ('n5');"
-                          "insert into salesforce.contacts (last_name) values ('Cy')",
-                          dbname="crm", check=False)
-    assert out.returncode != 0
-    assert "must come before the string's ordinary statements" in out.stderr
-    assert [r["LastName"] for r in sf_contacts(salesforce.fake)] == ["Bea"]
-    assert notes(pg) == ["n1", "n2"]
+
+def transcript(w, sql):
+    """One simple Query over the raw protocol: its answer, message by message (command tags,
+    column names, rows, error codes with their positions, notices), up to ReadyForQuery."""
+    w.query(sql)
+    out = []
+    while True:
+        kind, msg = w.read_msg()
+        if kind == "C":
+            out.append(("C", msg.rstrip(b"\0").decode()))
+        elif kind == "T":
+            (n,) = struct.unpack("!H", msg[:2])
+            names, pos = [], 2
+            for _ in range(n):
+                end = msg.index(b"\0", pos)
+                names.append(msg[pos:end].decode())
+                pos = end + 1 + 18
+            out.append(("T", names))
+        elif kind == "D":
+            (n,) = struct.unpack("!H", msg[:2])
+            row, pos = [], 2
+            for _ in range(n):
+                (ln,) = struct.unpack("!i", msg[pos:pos + 4])
+                pos += 4
+                row.append(None if ln < 0 else msg[pos:pos + ln].decode())
+                pos += max(ln, 0)
+            out.append(("D", row))
+        elif kind in "EN":
+            f = parse_error_fields(msg)
+            out.append(("E", f["C"], f.get("P")) if kind == "E" else ("N", f["M"]))
+        elif kind == "Z":
+            out.append(("Z", msg.decode()))
+            return out
+        else:
+            out.append((kind,))
+
+
+ESCAPED = "sent to salesforce outside the transaction: "
+
+
+@pytest.mark.timeout(60)
+def test_ordinary_statements_before_synced_writes_answer_as_postgresql(salesforce, pg):
+    """A query string with ordinary statements before and between its synced writes runs in
+    order. Everything but the writes is one implicit transaction on the client's server, which
+    an error later in the string rolls back; each write escapes it (with the NOTICE) and goes to
+    the API in its turn; the first error ends the string. The client gets what PostgreSQL sends
+    for one Query: checked message by message against PostgreSQL itself running the same
+    strings on plain tables of the same shape (a CHECK there refuses what the API refuses)."""
+    notes_table(pg)
+    # same-length names, so that error positions compare too
+    pg.sql("DROP TABLE IF EXISTS public.contacts_ref, public.notez;"
+           "CREATE TABLE public.contacts_ref (id text, first_name text, last_name text,"
+           "  email text CHECK (email IS NULL OR email LIKE '%@%'));"
+           "CREATE TABLE public.notez (body text);"
+           "ALTER TABLE public.contacts_ref OWNER TO app; ALTER TABLE public.notez OWNER TO app",
+           dbname="crm")
+    ours, ref = salesforce.wire(), WireClient("127.0.0.1", pg.port)
+    assert ours.startup("app", "crm", "secret") is None
+    assert ref.startup("app", "crm", "secret") is None
+
+    def run(sql, escaped):
+        got = transcript(ours, sql)
+        want = transcript(ref, sql.replace("salesforce.contacts", "public.contacts_ref")
+                          .replace("public.notes", "public.notez"))
+        notices = [m for m in got if m[0] == "N" and m[1].startswith(ESCAPED)]
+        assert [m for m in got if m not in notices] == want, (sql, got, want)
+        assert [n[1][len(ESCAPED):] for n in notices] == escaped, sql
+        return got
+
+    later = "an error later in the query string will not undo it"
+    # the issue's own string: write, ordinary statement, write
+    got = run("insert into salesforce.contacts (last_name) values ('Ada');"
+              "insert into public.notes values ('n1');"
+              "update salesforce.contacts set first_name = 'A' where last_name = 'Ada'",
+              [later, later])
+    assert got[-1] == ("Z", "I")
+    # SELECTs in the string return their rows; the write before a SELECT is in its rows
+    got = run("select count(*) from public.notes;"
+              "insert into salesforce.contacts (last_name, email) values ('Bea', 'b@x.io');"
+              "select last_name, first_name from salesforce.contacts order by 1", [later])
+    assert ("D", ["Bea", None]) in got
+    # an ordinary statement fails after a write: the ordinary statements before it roll back,
+    # the write stays, nothing after the error runs
+    writes = len(sf_writes(salesforce.fake))
+    run("insert into public.notes values ('n2');"
+        "insert into salesforce.contacts (last_name) values ('Cy');"
+        "select nosuch from public.notes; insert into public.notes values ('n3')", [later])
+    assert len(sf_writes(salesforce.fake)) == writes + 1
+    # the API refuses a write that follows an ordinary statement: that statement rolls back,
+    # nothing after it runs, nothing more is sent to the API
+    got = run("insert into public.notes values ('n4');"
+              "update salesforce.contacts set email = 'bad' where last_name = 'Bea';"
+              "insert into salesforce.contacts (last_name) values ('Dee');"
+              "insert into public.notes values ('n5')", [])
+    assert [m[:2] for m in got] == [("C", "INSERT 0 1"), ("E", "23514"), ("Z", "I")]
+    assert len(sf_writes(salesforce.fake)) == writes + 2
+    # inside the client's transaction block: its statements join the block, which an error
+    # aborts ('E'); the writes escape it
+    block = "ROLLBACK will not undo it"
+    run("BEGIN", [])
+    got = run("insert into public.notes values ('n6');"
+              "insert into salesforce.contacts (last_name) values ('Eve');"
+              "select count(*) from public.notes", [block])
+    assert got[-2:] == [("C", "SELECT 1"), ("Z", "T")]
+    got = run("insert into public.notes values ('n7');"
+              "update salesforce.contacts set email = 'bad' where last_name = 'Eve';"
+              "select 1", [])
+    assert got[-1] == ("Z", "E")
+    run("ROLLBACK", [])
+    assert notes(pg) == ["n1"]
+    assert pg.sql("SELECT body FROM public.notez", dbname="crm") == [("n1",)]
+    assert sorted((r["LastName"], r.get("FirstName"), r.get("Email"))
+                  for r in sf_contacts(salesforce.fake)) == [
+        ("Ada", "A", None), ("Bea", None, "b@x.io"), ("Cy", None, None), ("Eve", None, None)]
+    assert sorted(pg.sql("SELECT last_name FROM salesforce.contacts", dbname="crm")) == [
+        ("Ada",), ("Bea",), ("Cy",), ("Eve",)]
+
+    # transaction control, COPY FROM STDIN and DEALLOCATE in such a string: refused whole
+    # before anything runs
+    writes = len(sf_writes(salesforce.fake))
+    for other, hint in (("commit", "queries of their own"), ("copy public.notes from stdin",
+                        "COPY as a query"), ("deallocate all", "DEALLOCATE as a query")):
+        ours.query(f"insert into public.notes values ('n8'); {other};"
+                   "insert into salesforce.contacts (last_name) values ('Fay')")
+        rows, err = ours.read_until_ready()
+        assert err["C"] == "0A000" and hint in err["H"], err
+    ours.close()
+    ref.close()
+    assert notes(pg) == ["n1"] and len(sf_writes(salesforce.fake)) == writes
+
+    # psql sends the string as one Query and shows each statement's result
+    out = salesforce.psql("-At", "-c", "insert into public.notes values ('n9');"
+                          "delete from salesforce.contacts where last_name = 'Cy';"
+                          "select body from public.notes order by 1", dbname="crm")
+    assert out.stdout.split() == ["INSERT", "0", "1", "DELETE", "1", "n1", "n9"], out
+    assert "NOTICE:  " + ESCAPED + later in out.stderr
+    # psycopg: the error, the NOTICE, and the block left as PostgreSQL leaves it
+    notices = []
+    with crm(salesforce) as conn:
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        conn.autocommit = False
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("insert into public.notes values ('n10');"
+                         "insert into salesforce.contacts (last_name) values ('Gus');"
+                         "select 1/0")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        conn.rollback()
+        assert conn.execute("select count(*) from public.notes").fetchone() == (2,)
+    assert notices == [ESCAPED + block]
+    assert "Gus" in [r["LastName"] for r in sf_contacts(salesforce.fake)]
 
 
 def twice_executed(b, sql):
@@ -598,6 +764,67 @@ def test_disconnect_during_a_write_is_noticed_at_once(gated, pg):
     wait_for("no write in flight", lambda: in_flight(gated, "calling_api") == [])
     assert [r["LastName"] for r in gated.fake.store().values()] == ["Sent"]
     assert len([r for r in gated.fake.requests() if r["method"] == "POST"]) == 1
+
+
+@pytest.mark.timeout(120)
+def test_mixed_string_keeps_its_server_in_transaction_pooling(pg, bouncer_factory):
+    """Transaction pooling: the ordinary statements of a string that mixes them with synced
+    writes keep their server (and their open transaction) for the whole string, while its write
+    waits at the API; another client is served meanwhile, on the other server, and sees none of
+    the string's uncommitted rows. Afterwards the rows are committed and the server is back."""
+    from test_synced import FakeSalesforce, start_synced
+
+    notes_table(pg)
+    fake = FakeSalesforce()
+    conn = None
+    try:
+        b = start_synced(pg, bouncer_factory, fake, api_extra="max_in_flight=1", api_timeout=60,
+                         pgbouncer={"pool_mode": "transaction", "default_pool_size": 2})
+        fake._call("POST", "/_gate/close", {})
+        fake.control(hold_writes=True)
+        b.fake = fake
+        result = {}
+        conn = crm(b)
+
+        def run():
+            cur = conn.execute("insert into public.notes values ('a1');"
+                               "select pg_backend_pid();"
+                               "insert into salesforce.contacts (last_name) values ('Tx');"
+                               "select pg_backend_pid(), count(*) from public.notes")
+            sets = []
+            while True:
+                sets.append(cur.fetchall() if cur.description else cur.statusmessage)
+                if not cur.nextset():
+                    break
+            result["sets"] = sets
+
+        t = threading.Thread(target=run)
+        t.start()
+        wait_for("the write at the API", lambda: held(b) == 1 or not t.is_alive())
+        assert held(b) == 1, result
+        with crm(b) as other:
+            for _ in range(3):
+                assert other.execute("select count(*) from public.notes").fetchone() == (0,)
+        fake._call("POST", "/_gate/open", {})
+        t.join(60)
+        sets = result["sets"]
+        assert [x if isinstance(x, str) else len(x) for x in sets] == [
+            "INSERT 0 1", 1, "INSERT 0 1", 1], sets
+        (pid,), (pid2, count) = sets[1][0], sets[3][0]
+        assert pid == pid2 and count == 1, sets
+        with crm(b) as other:
+            assert other.execute("select body from public.notes").fetchall() == [("a1",)]
+        assert [r["LastName"] for r in fake.store().values()] == ["Tx"]
+        # the string's client is still connected, its server back in the pool
+        wait_for("no server linked", lambda: [
+            s for s in admin_rows(b, "SHOW SERVERS")
+            if s["database"] == "crm" and s["state"] == "active"] == [])
+        assert conn.execute("select count(*) from public.notes").fetchone() == (1,)
+    finally:
+        fake._call("POST", "/_gate/open", {})
+        if conn is not None:
+            conn.close()
+        fake.stop()
 
 
 # ---------------------------------------------------------------- values round-trip

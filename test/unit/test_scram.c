@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -647,6 +648,188 @@ static void test_mock_salt(void **state)
 	                                sizeof(out)));
 }
 
+/* ---- key cache ---- */
+
+/* One look-up through the cache; checks its keys against a derivation without it. */
+static void cache_lookup(struct scram_cache *cache, const char *pw, const uint8_t *salt,
+                         size_t salt_len, uint32_t iterations, uint8_t ck[SCRAM_KEY_LEN])
+{
+	uint8_t sk[SCRAM_KEY_LEN], want_ck[SCRAM_KEY_LEN], want_sk[SCRAM_KEY_LEN];
+
+	assert_true(scram_cache_keys(cache, pw, strlen(pw), salt, salt_len, iterations, ck, sk));
+	assert_true(scram_cache_keys(NULL, pw, strlen(pw), salt, salt_len, iterations, want_ck,
+	                             want_sk));
+	assert_memory_equal(ck, want_ck, SCRAM_KEY_LEN);
+	assert_memory_equal(sk, want_sk, SCRAM_KEY_LEN);
+}
+
+static const uint8_t salt5678[4] = {5, 6, 7, 8};
+
+/* Each part of the key (password, salt, iterations) misses when it changes; nothing else does. */
+static void test_cache_keying(void **state)
+{
+	static const struct {
+		const char *pw;
+		const uint8_t *salt;
+		uint32_t iterations;
+		bool hit;
+	} steps[] = {
+	        {"pencil", salt1234, 16, false},  {"pencil", salt1234, 16, true},
+	        {"pencil2", salt1234, 16, false}, /* a changed password */
+	        {"pencil", salt5678, 16, false},  /* a new salt (ALTER ROLE ... PASSWORD) */
+	        {"pencil", salt1234, 17, false},  /* another iteration count */
+	        {"pencil", salt1234, 16, true},   {"pencil2", salt1234, 16, true},
+	        {"", salt1234, 16, false}, /* the empty password is a password like another */
+	        {"", salt1234, 16, true},
+	};
+	struct scram_cache *cache = calloc(1, sizeof(*cache));
+	uint8_t ck[SCRAM_KEY_LEN], first[SCRAM_KEY_LEN];
+	uint64_t hits = 0, misses = 0;
+	size_t i;
+
+	(void)state;
+	assert_non_null(cache);
+	assert_true(scram_cache_init(cache));
+	for (i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		print_message("step %zu: %s/%u\n", i, steps[i].pw, steps[i].iterations);
+		cache_lookup(cache, steps[i].pw, steps[i].salt, 4, steps[i].iterations, ck);
+		if (i == 0)
+			memcpy(first, ck, SCRAM_KEY_LEN);
+		else if (strcmp(steps[i].pw, "pencil") != 0 || steps[i].salt != salt1234 ||
+		         steps[i].iterations != 16)
+			assert_memory_not_equal(ck, first, SCRAM_KEY_LEN);
+		hits += steps[i].hit;
+		misses += !steps[i].hit;
+		assert_int_equal(cache->hits, hits);
+		assert_int_equal(cache->misses, misses);
+	}
+	/* no entry holds the password itself */
+	for (i = 0; i < SCRAM_CACHE_SLOTS; i++)
+		assert_null(memmem(&cache->slot[i], sizeof(cache->slot[i]), "pencil", 6));
+	scram_cache_clear(cache);
+	for (i = 0; i < SCRAM_CACHE_SLOTS; i++)
+		assert_false(cache->slot[i].used);
+	free(cache);
+}
+
+/* Never more than SCRAM_CACHE_SLOTS entries; the least recently used one goes. */
+static void test_cache_bounded(void **state)
+{
+	struct scram_cache *cache = calloc(1, sizeof(*cache));
+	uint8_t ck[SCRAM_KEY_LEN];
+	char pw[32];
+	int i, used = 0;
+
+	(void)state;
+	assert_non_null(cache);
+	assert_true(scram_cache_init(cache));
+	for (i = 0; i < SCRAM_CACHE_SLOTS + 10; i++) {
+		snprintf(pw, sizeof(pw), "pw%d", i);
+		cache_lookup(cache, pw, salt1234, 2, 1, ck);
+		/* pw10 is used again and again: it must stay */
+		cache_lookup(cache, "pw10", salt1234, 2, 1, ck);
+	}
+	for (i = 0; i < SCRAM_CACHE_SLOTS; i++)
+		used += cache->slot[i].used;
+	assert_int_equal(used, SCRAM_CACHE_SLOTS);
+	cache->hits = cache->misses = 0;
+	cache_lookup(cache, "pw10", salt1234, 2, 1, ck);
+	cache_lookup(cache, "pw137", salt1234, 2, 1, ck); /* the newest */
+	assert_int_equal(cache->hits, 2);
+	cache_lookup(cache, "pw0", salt1234, 2, 1, ck); /* the oldest: gone */
+	assert_int_equal(cache->misses, 1);
+	scram_cache_clear(cache);
+	free(cache);
+}
+
+/*
+ * A server exchange against a plain password: the same salt at each log-in until the password
+ * changes (then the old password fails and the new one works); the keys are derived once.
+ */
+static void test_cache_server(void **state)
+{
+	struct scram_cache *cache = calloc(1, sizeof(*cache));
+	struct scram_server a, b, c, d;
+	struct scram_client sc;
+
+	(void)state;
+	assert_non_null(cache);
+	assert_true(scram_cache_init(cache));
+	assert_true(scram_server_init_cached(&a, "sapp", "pencil", cache));
+	assert_true(scram_server_init_cached(&b, "sapp", "pencil", cache));
+	assert_true(scram_server_init_cached(&c, "sapp", "pencil2", cache));
+	assert_true(scram_server_init_cached(&d, "other", "pencil", cache));
+	assert_int_equal(cache->misses, 3);
+	assert_int_equal(cache->hits, 1);
+	assert_int_equal(a.salt_len, SCRAM_SALT_LEN);
+	assert_int_equal(a.iterations, SCRAM_DEFAULT_ITERATIONS);
+	assert_memory_equal(a.salt, b.salt, SCRAM_SALT_LEN);
+	assert_memory_not_equal(a.salt, c.salt, SCRAM_SALT_LEN);
+	assert_memory_not_equal(a.salt, d.salt, SCRAM_SALT_LEN);
+	assert_false(a.mock);
+
+	assert_true(scram_client_init(&sc, "pencil"));
+	assert_true(exchange(&sc, &a));
+	assert_true(scram_client_init(&sc, "pencil"));
+	assert_false(exchange(&sc, &c)); /* the password changed: the old one fails */
+	assert_true(scram_server_init_cached(&c, "sapp", "pencil2", cache));
+	assert_true(scram_client_init(&sc, "pencil2"));
+	assert_true(exchange(&sc, &c));
+
+	/* an empty password is never accepted, as without the cache */
+	assert_true(scram_server_init_cached(&a, "sapp", "", cache));
+	assert_true(a.mock);
+	scram_server_clear(&a);
+	scram_server_clear(&b);
+	scram_server_clear(&c);
+	scram_server_clear(&d);
+	scram_cache_clear(cache);
+	free(cache);
+}
+
+/*
+ * The pooler logging into PostgreSQL with a plain password: the second log-in takes the keys
+ * from the cache; a password changed on the server with the same salt and iterations (a secret
+ * set by ALTER ROLE ... PASSWORD 'SCRAM-SHA-256$...') is not answered with the old keys.
+ */
+static void test_cache_client(void **state)
+{
+	struct scram_cache *cache = calloc(1, sizeof(*cache));
+	char secret_new[SCRAM_MAX_SECRET];
+	struct scram_client sc;
+	struct scram_server ss;
+
+	(void)state;
+	assert_non_null(cache);
+	assert_true(scram_cache_init(cache));
+	assert_true(scram_build_secret("pencil2",
+	                               (const uint8_t *)"\x98\x79\x21\x04\xb5\xae"
+	                                                "\x46\x9a\x34\x40\xe5\xf7\x2d\xbe\x03\x75",
+	                               16, 4096, secret_new, sizeof(secret_new)));
+	assert_true(strncmp(secret_new, PG_SCRAM_PENCIL, 40) == 0); /* same salt, same count */
+
+	assert_true(scram_server_init(&ss, PG_SCRAM_PENCIL));
+	assert_true(scram_client_init_cached(&sc, "pencil", cache));
+	assert_true(exchange(&sc, &ss));
+	assert_true(scram_server_init(&ss, PG_SCRAM_PENCIL));
+	assert_true(scram_client_init_cached(&sc, "pencil", cache));
+	assert_true(exchange(&sc, &ss));
+	assert_int_equal(cache->misses, 1);
+	assert_int_equal(cache->hits, 1);
+
+	assert_true(scram_server_init(&ss, secret_new));
+	assert_true(scram_client_init_cached(&sc, "pencil", cache));
+	assert_false(exchange(&sc, &ss));
+	assert_true(scram_server_init(&ss, secret_new));
+	assert_true(scram_client_init_cached(&sc, "pencil2", cache));
+	assert_true(exchange(&sc, &ss));
+	assert_int_equal(cache->misses, 2);
+	scram_client_clear(&sc);
+	scram_server_clear(&ss);
+	scram_cache_clear(cache);
+	free(cache);
+}
+
 static void test_state_strings(void **state)
 {
 	(void)state;
@@ -676,6 +859,10 @@ int main(void)
 	        cmocka_unit_test(test_server_final_rejects),
 	        cmocka_unit_test(test_server_first_truncations),
 	        cmocka_unit_test(test_mock_salt),
+	        cmocka_unit_test(test_cache_keying),
+	        cmocka_unit_test(test_cache_bounded),
+	        cmocka_unit_test(test_cache_server),
+	        cmocka_unit_test(test_cache_client),
 	        cmocka_unit_test(test_state_strings),
 	};
 

@@ -1,0 +1,364 @@
+#!/usr/bin/python3
+"""Synced writes: the latency syncbouncer adds over (direct write + API time), and throughput.
+
+Part `synclat` of run_bench (`run_bench --only synclat`), or on its own:
+
+    test/bench/bench_synced_writes.py --syncbouncer /tmp/build-bench/syncbouncer
+
+What it measures, with the fake Salesforce (test/fakes/fake_salesforce.py, Nagle off) answering
+at once and after --delays milliseconds (its `delay_ms` knob):
+
+1. Latency, one client (pgbench -c 1 with a per-transaction log): --writes single-row INSERTs
+   and as many single-row UPDATEs of the synced table `salesforce.contacts` through syncbouncer,
+   then the same statements on an ordinary table of the same shape straight on PostgreSQL. The
+   fake logs when each write request arrived and when its answer went out: that is the API's own
+   time for that write. For write i, added_i = latency_i - api_i - median(direct); the report
+   gives added at p50 and p99 (the target: at most 2 ms and 5 ms), beside the parts.
+2. Throughput with --writers concurrent clients (pgbench -c 200 of INSERTs through syncbouncer,
+   `max_in_flight` raised to the number of writers so that the API slots do not cap it), against
+   what the fake answers alone: the first write request syncbouncer sent, replayed by as many
+   concurrent keep-alive connections (asyncio, standard library) for the same time. The report
+   gives both rates, their ratio, and the CPU each process used: when the fake is the limit,
+   syncbouncer's rate is close to the fake's own and the fake's CPU is near a core.
+
+Everything is a ratio or a difference measured in one run: no threshold, nothing passes or
+fails. The standard library only (pgbench is the client).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402
+from bench import DB, PY, USER, Cluster, Pooler, die_with_parent, log, proc_cpu_s  # noqa: E402
+
+SCHEMA_SQL = f"""
+    CREATE SCHEMA IF NOT EXISTS salesforce AUTHORIZATION {USER};
+    CREATE TABLE IF NOT EXISTS salesforce.contacts (id text PRIMARY KEY, first_name text,
+        last_name text, email text, note text);
+    ALTER TABLE salesforce.contacts OWNER TO {USER};
+    CREATE TABLE public.contacts_direct (id text PRIMARY KEY DEFAULT md5(random()::text),
+        first_name text, last_name text, email text, note text);
+    ALTER TABLE public.contacts_direct OWNER TO {USER};
+    CREATE INDEX ON public.contacts_direct (last_name);
+"""
+
+# one row each; UPDATEs pick one of the 200 rows named u1..u200 (one API request of 200 makes
+# them in the synced table)
+SCRIPTS = {
+    "insert": "\\set n random(1, 1000000000)\n"
+              "INSERT INTO {table} (first_name, last_name, email) "
+              "VALUES ('bench', 'x' || :n, 'b' || :n || '@example.com');\n",
+    "update": "\\set k random(1, 200)\n\\set n random(1, 1000000000)\n"
+              "UPDATE {table} SET note = 'note ' || :n WHERE last_name = 'u' || :k;\n",
+}
+
+
+def pg_cpu_s(pg):
+    """CPU seconds of the cluster: its live processes and the children it has waited for."""
+    pid = pg.proc.pid
+    total = 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    total += (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")  # cutime, cstime
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(x) for x in f.read().split()]
+    except OSError:
+        kids = []
+    for k in [pid] + kids:
+        try:
+            total += proc_cpu_s(k)
+        except OSError:
+            pass
+    return total
+
+
+def machine_cpu():
+    """(all jiffies, idle jiffies) of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v), v[3] + v[4]
+
+
+def pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100.0 * (len(values) - 1))))]
+
+
+def pgbench_log(port, script, n, work, tag):
+    """Runs n transactions of one client; returns their latencies in µs, in order."""
+    prefix = os.path.join(work, "pgbench-" + tag)
+    for f in os.listdir(work):
+        if f.startswith("pgbench-" + tag + "."):
+            os.unlink(os.path.join(work, f))
+    res = bench.pgbench(port, ["-f", script, "-c", "1", "-t", str(n), "-l",
+                               "--log-prefix=" + prefix], timeout=n * 5 + 120)
+    if res["aborted"]:
+        raise RuntimeError(f"pgbench {tag} failed: {res.get('error')}")
+    lat = []
+    for f in sorted(os.listdir(work)):
+        if f.startswith("pgbench-" + tag + "."):
+            with open(os.path.join(work, f)) as fh:
+                lat += [int(line.split()[2]) for line in fh if line.strip()]
+    return lat
+
+
+def fake_call(url, path, method="GET", body=None):
+    req = urllib.request.Request(url + path, method=method,
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        raw = r.read()
+        return json.loads(raw) if raw else None
+
+
+def write_requests(url):
+    """The fake's log of write requests: [(arrived, answered, entry)], in arrival order."""
+    out = []
+    for e in fake_call(url, "/_requests"):
+        if "composite/sobjects" in e.get("path", "") and "done" in e:
+            out.append((e["time"], e["done"], e))
+    return out
+
+
+async def _replay_one(host, port, request, deadline, counts):
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while time.monotonic() < deadline:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            if length:
+                await reader.readexactly(length)
+            if not head.startswith(b"HTTP/1.1 2"):
+                counts["errors"] += 1
+            counts["done"] += 1
+    finally:
+        writer.close()
+
+
+def replay(host, port, entry, clients, seconds):
+    """Replays one logged write request on `clients` keep-alive connections; requests/s."""
+    body = json.dumps(entry["body"]).encode()
+    head = (f"{entry['method']} {entry['path']}{'?' + entry['query'] if entry['query'] else ''}"
+            f" HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: {entry['authorization']}\r\n"
+            f"Content-Type: {entry['content_type'] or 'application/json'}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    counts = {"done": 0, "errors": 0}
+
+    async def run():
+        deadline = time.monotonic() + seconds
+        await asyncio.gather(*(_replay_one(host, port, head + body, deadline, counts)
+                               for _ in range(clients)))
+
+    t0 = time.monotonic()
+    asyncio.run(run())
+    wall = time.monotonic() - t0
+    return counts["done"] / wall, counts["done"] - counts["errors"], counts["errors"]
+
+
+def run(pg, opts, work):
+    """All the measurements against the cluster pg (bench.Cluster, already started)."""
+    results = {"latency": [], "throughput": [], "writes": opts.writes,
+               "writers": opts.writers, "seconds": opts.seconds}
+    pg.sql(SCHEMA_SQL)
+    scripts = {}
+    for kind, text in SCRIPTS.items():
+        for where, table in (("synced", "salesforce.contacts"),
+                             ("direct", "public.contacts_direct")):
+            path = os.path.join(work, f"{kind}-{where}.sql")
+            with open(path, "w") as f:
+                f.write(text.format(table=table))
+            scripts[kind, where] = path
+    pg.sql("INSERT INTO public.contacts_direct (first_name, last_name) "
+           "SELECT 'bench', 'u' || g FROM generate_series(1, 200) g")
+
+    fake, url = bench.start_fake_salesforce(bench.FAKE_SF_NODELAY)
+    fport = int(url.rsplit(":", 1)[1])
+    sb = None
+    replayed = 0  # records the replays made in the fake's store
+    try:
+        extra = bench.synced_contacts_config(url, f"timeout=30 max_in_flight={opts.writers}",
+                                             "sync_interval=0 backfill=off")
+        bench.POOL_SIZE["transaction"] = 20
+        sb = Pooler("syncbouncer", opts.syncbouncer, work, pg, "transaction", extra,
+                    max_client_conn=opts.writers + 50)
+        sb.start()
+        deadline = time.monotonic() + 30
+        while pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbouncer_guard'") == "0":
+            if time.monotonic() > deadline:
+                raise RuntimeError("guard trigger not installed:\n" + sb.output()[-4000:])
+            time.sleep(0.1)
+        seed = os.path.join(work, "seed.sql")
+        with open(seed, "w") as f:
+            f.write("INSERT INTO salesforce.contacts (first_name, last_name) "
+                    "SELECT 'bench', 'u' || g FROM generate_series(1, 200) g;\n")
+        for _ in range(100):  # the guard trigger may still be being installed
+            res = bench.pgbench(sb.port, ["-f", seed, "-c", "1", "-t", "1"], timeout=120)
+            if not res["aborted"]:
+                break
+            time.sleep(0.2)
+        if res["aborted"]:
+            raise RuntimeError("synced INSERT fails: " + str(res.get("error")) + "\n"
+                               + sb.output()[-4000:])
+        for kind in ("insert", "update"):  # warm-up: token, connections, plans
+            pgbench_log(sb.port, scripts[kind, "synced"], 30, work, "warm")
+        pg.sql("CREATE INDEX IF NOT EXISTS contacts_last_name ON salesforce.contacts "
+               "(last_name); ANALYZE")
+
+        for delay in opts.delays:
+            fake_call(url, "/_control", "POST", {"delay_ms": delay})
+            n = opts.writes if delay == 0 else max(20, opts.writes // 4)
+            for kind in ("insert", "update"):
+                direct = pgbench_log(pg.port, scripts[kind, "direct"], n, work, "direct")
+                fake_call(url, "/_requests", "DELETE")
+                log(f"synclat: {n} {kind}s, one client, fake delay {delay} ms")
+                lat = pgbench_log(sb.port, scripts[kind, "synced"], n, work, "synced")
+                reqs = write_requests(url)
+                if len(reqs) != len(lat):
+                    raise RuntimeError(f"{len(lat)} writes but {len(reqs)} API requests")
+                api = [(done - arrived) * 1e6 for arrived, done, _ in reqs]
+                base = statistics.median(direct)
+                added = [w - a - base for w, a in zip(lat, api)]
+                row = {"kind": kind, "delay_ms": delay, "n": n,
+                       "direct_p50": pct(direct, 50), "direct_p99": pct(direct, 99),
+                       "api_p50": pct(api, 50), "api_p99": pct(api, 99),
+                       "write_p50": pct(lat, 50), "write_p99": pct(lat, 99),
+                       "added_p50": pct(added, 50), "added_p99": pct(added, 99)}
+                results["latency"].append(row)
+                log(f"  {kind} delay {delay}: write p50 {row['write_p50'] / 1000:.2f} ms, "
+                    f"api p50 {row['api_p50'] / 1000:.2f} ms, direct p50 "
+                    f"{row['direct_p50'] / 1000:.2f} ms, added p50 "
+                    f"{row['added_p50'] / 1000:.2f} ms p99 {row['added_p99'] / 1000:.2f} ms")
+
+        for delay in opts.delays:
+            fake_call(url, "/_control", "POST", {"delay_ms": delay})
+            fake_call(url, "/_requests", "DELETE")
+            log(f"synclat: {opts.writers} writers, fake delay {delay} ms, {opts.seconds} s")
+            cpu_sb, cpu_fake, cpu_pg = sb.cpu_ns(), proc_cpu_s(fake.pid), pg_cpu_s(pg)
+            all0, idle0 = machine_cpu()
+            t0 = time.monotonic()
+            res = bench.pgbench(sb.port, ["-f", scripts["insert", "synced"], "-c",
+                                          str(opts.writers), "-j", "2", "-T", str(opts.seconds)],
+                                timeout=opts.seconds * 4 + 120)
+            wall = time.monotonic() - t0
+            row = {"delay_ms": delay, "sb_tps": res["tps"], "sb_failed": res["aborted"],
+                   "sb_cpu": (sb.cpu_ns() - cpu_sb) / 1e9 / wall,
+                   "fake_cpu_with_sb": (proc_cpu_s(fake.pid) - cpu_fake) / wall,
+                   "pg_cpu": (pg_cpu_s(pg) - cpu_pg) / wall}
+            all1, idle1 = machine_cpu()
+            row["machine_busy"] = (os.cpu_count() or 1) * (1 - (idle1 - idle0) /
+                                                           max(1, all1 - all0))
+            if res["aborted"]:
+                row["error"] = res.get("error")
+            reqs = write_requests(url)
+            fake_call(url, "/_requests", "DELETE")
+            cpu_fake = proc_cpu_s(fake.pid)
+            t0 = time.monotonic()
+            alone, created, errors = replay("127.0.0.1", fport, reqs[0][2], opts.writers,
+                                            opts.seconds)
+            replayed += created
+            row.update(fake_alone=alone, fake_alone_errors=errors,
+                       fake_cpu_alone=(proc_cpu_s(fake.pid) - cpu_fake)
+                       / (time.monotonic() - t0))
+            results["throughput"].append(row)
+            log(f"  {opts.writers} writers, delay {delay}: syncbouncer {res['tps']} writes/s, "
+                f"fake alone {alone:.0f} requests/s")
+        results["rows_in_table"] = int(pg.sql("SELECT count(*) FROM salesforce.contacts"))
+        results["records_in_fake"] = len(fake_call(url, "/_store").get("Contact", {})) - replayed
+    finally:
+        if sb is not None:
+            sb.stop()
+        fake.terminate()
+        fake.wait(10)
+    return results
+
+
+def report(results, w):
+    w("### Synced writes: latency added and throughput (bench_synced_writes.py)")
+    w("")
+    w("One client, one row per statement; ms. added = write − the fake's own time for that "
+      "write − median direct write (p50 and p99 of that per-write difference).")
+    w("")
+    w("| write | fake delay | n | direct p50 / p99 | API p50 / p99 | through syncbouncer "
+      "p50 / p99 | added p50 | added p99 | goal (p50 ≤ 2, p99 ≤ 5) |")
+    w("|---|--:|--:|--:|--:|--:|--:|--:|---|")
+    for r in results["latency"]:
+        met = "met" if r["added_p50"] <= 2000 and r["added_p99"] <= 5000 else "not met"
+        w(f"| {r['kind'].upper()} | {r['delay_ms']} ms | {r['n']} | "
+          f"{r['direct_p50'] / 1000:.2f} / {r['direct_p99'] / 1000:.2f} | "
+          f"{r['api_p50'] / 1000:.2f} / {r['api_p99'] / 1000:.2f} | "
+          f"{r['write_p50'] / 1000:.2f} / {r['write_p99'] / 1000:.2f} | "
+          f"{r['added_p50'] / 1000:.2f} | {r['added_p99'] / 1000:.2f} | {met} |")
+    w("")
+    w(f"{results['writers']} concurrent writers (pgbench INSERTs, {results['seconds']} s) "
+      "against the fake alone (the same request replayed by as many keep-alive connections); "
+      "CPU in cores:")
+    w("")
+    w("| fake delay | syncbouncer writes/s | fake alone requests/s | ratio | syncbouncer CPU | "
+      "PostgreSQL CPU | fake CPU (with syncbouncer / alone) | machine busy |")
+    w("|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for r in results["throughput"]:
+        sb = "failed" if r["sb_failed"] else f"{r['sb_tps']:.0f}"
+        ratio = r["sb_tps"] / r["fake_alone"] if r["sb_tps"] and r["fake_alone"] else None
+        w(f"| {r['delay_ms']} ms | {sb} | {r['fake_alone']:.0f} | "
+          f"{'%.2f' % ratio if ratio else '–'} | {r['sb_cpu']:.2f} | {r['pg_cpu']:.2f} | "
+          f"{r['fake_cpu_with_sb']:.2f} / {r['fake_cpu_alone']:.2f} | "
+          f"{r.get('machine_busy', 0):.2f} of {os.cpu_count()} |")
+    w("")
+    w(f"After the run: {results['rows_in_table']} rows in salesforce.contacts, "
+      f"{results['records_in_fake']} records in the fake's store, not counting those the "
+      "replays made (they must agree).")
+    w("")
+
+
+def add_options(ap):
+    ap.add_argument("--writes", type=int, default=400,
+                    help="one-client INSERTs and UPDATEs per delay (a quarter with a delay)")
+    ap.add_argument("--writers", type=int, default=200)
+    ap.add_argument("--seconds", type=int, default=10, help="of each throughput run")
+    ap.add_argument("--delays", default="0,100", help="the fake's answer delays, ms")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--syncbouncer", default=os.environ.get("SB_BIN", bench.DEFAULT_SB))
+    ap.add_argument("--json", help="raw results to this file")
+    add_options(ap)
+    opts = ap.parse_args()
+    opts.delays = [int(x) for x in str(opts.delays).split(",")]
+    bench.drop_root()
+    work = tempfile.mkdtemp(prefix="bench-synclat-")
+    os.chmod(work, 0o755)
+    pg = Cluster(os.path.join(work, "pg"))
+    os.makedirs(pg.base, mode=0o700)
+    try:
+        pg.start()
+        pg.sql(f"SET password_encryption = 'md5'; CREATE ROLE {USER} LOGIN PASSWORD "
+               f"'{bench.PASSWORD}'", db="postgres")
+        pg.sql(f"CREATE DATABASE {DB} OWNER {USER}", db="postgres")
+        results = run(pg, opts, work)
+        report(results, print)
+        if opts.json:
+            with open(opts.json, "w") as f:
+                json.dump(results, f, indent=1)
+    finally:
+        pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
