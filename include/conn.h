@@ -241,4 +241,11 @@ void conn_log(enum log_level lvl, const struct conn *c, const char *fmt, ...)
 			conn_log(LOG_LVL_DEBUG, c, __VA_ARGS__);                                   \
 	} while (0)
 
+/*
+ * Fills buf with len (at most 64) unpredictable bytes from the kernel's generator, drawn 256 at a
+ * time so that one getrandom() serves several log-ins (a salt and a cancel key each). False
+ * when the kernel gives none.
+ */
+bool conn_random(void *buf, size_t len) __attribute__((warn_unused_result));
+
 #endif

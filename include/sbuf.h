@@ -137,7 +137,7 @@ void sbuf_close(struct sbuf *sb);
 
 /* Starts (or restarts after a pause) reading and delivering packets. */
 void sbuf_resume(struct sbuf *sb);
-/* Stops delivering packets; what was read stays in the buffer. */
+/* Stops reading and delivering packets (also a pause that read on); what was read stays. */
 void sbuf_pause(struct sbuf *sb);
 /*
  * For the pause the owner's current packet handler is about to ask for (SBUF_PAUSE): go on

@@ -558,8 +558,7 @@ static enum sbuf_action choose_method(struct conn *c)
 		send_pktbuf(c, &pb);
 		return SBUF_CONSUMED;
 	case HBA_MD5:
-		if (getrandom(c->md5_salt, sizeof(c->md5_salt), 0) !=
-		    (ssize_t)sizeof(c->md5_salt)) {
+		if (!conn_random(c->md5_salt, sizeof(c->md5_salt))) {
 			login_fail(c, "58000", "could not generate a salt");
 			return SBUF_CLOSED;
 		}

@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -443,7 +442,7 @@ void client_send_welcome(struct conn *c)
 	param_share(&c->params);
 	/* the kernel's generator: as unpredictable, and far cheaper per connection than OpenSSL's
 	 */
-	if (getrandom(keys, sizeof(keys), 0) != (ssize_t)sizeof(keys)) {
+	if (!conn_random(keys, sizeof(keys))) {
 		client_fatal(c, "58000", "could not generate a cancel key");
 		return;
 	}
@@ -993,11 +992,21 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 	if (server == NULL) {
 		pool_request_server(c->pool, c);
 		server = c->link;
-		if (server == NULL)
+		if (server == NULL) {
+			/*
+			 * The read event stays armed while the client waits: taking it off and putting
+			 * it back costs two epoll_ctl() per waited query, and a client that goes away
+			 * while waiting is seen at once. What it sends meanwhile waits in its buffer.
+			 */
+			sbuf_read_while_paused(&c->sbuf);
 			return SBUF_PAUSE;
+		}
 	}
-	if (server->state != SV_ACTIVE || server->setting_params)
+	if (server->state != SV_ACTIVE || server->setting_params) {
+		/* the server is being brought to the client's settings: a round trip at most */
+		sbuf_read_while_paused(&c->sbuf);
 		return SBUF_PAUSE;
+	}
 	if (c->pool->pool_mode != POOL_SESSION && c->b->cfg->max_prepared_statements > 0 &&
 	    ps_client_wants(pkt->type) && !untracked_query(c, server, pkt)) {
 		const char *msg = NULL;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 
 #include "auth.h"
 #include "bouncer.h"
@@ -528,4 +529,23 @@ void conn_free_retired(struct bouncer *b)
 			event_free(c->ev_connect);
 		free(c);
 	}
+}
+
+bool conn_random(void *buf, size_t len)
+{
+	static uint8_t pool[256];
+	static size_t left;
+
+	if (len > 64)
+		return false;
+	if (left < len) {
+		if (getrandom(pool, sizeof(pool), 0) != (ssize_t)sizeof(pool))
+			return false;
+		left = sizeof(pool);
+	}
+	/* taken from the end, and wiped there: no byte is handed out twice */
+	left -= len;
+	memcpy(buf, pool + left, len);
+	memset(pool + left, 0, len);
+	return true;
 }

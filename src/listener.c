@@ -47,6 +47,9 @@ struct listener {
 	bool backing_off;
 	uint64_t last_failure_log; /* usec */
 	unsigned long failures;    /* accept() failures not yet logged */
+	int keepalive;             /* SO_KEEPALIVE of the listening socket (TCP) */
+	bool fixing;               /* tcp_keepalive changed: backlog sockets may have the old one */
+	enum { INHERIT_UNKNOWN, INHERIT_YES, INHERIT_NO } inherit;
 };
 
 static void backoff_done(evutil_socket_t fd, short what, void *arg)
@@ -82,6 +85,18 @@ static void accept_failed(struct listener *l, int err)
 	}
 }
 
+/* Whether the accepted cfd came with the listening socket's TCP_NODELAY and SO_KEEPALIVE. */
+static bool inherits(const struct listener *l, int cfd)
+{
+	int nodelay = 0, ka = -1;
+	socklen_t n1 = sizeof(nodelay), n2 = sizeof(ka);
+
+	if (getsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &nodelay, &n1) != 0 ||
+	    getsockopt(cfd, SOL_SOCKET, SO_KEEPALIVE, &ka, &n2) != 0)
+		return false;
+	return nodelay != 0 && (ka != 0) == (l->keepalive == 1);
+}
+
 static void on_accept(evutil_socket_t fd, short what, void *arg)
 {
 	struct listener *l = arg;
@@ -90,6 +105,20 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 	int cfd, one = 1;
 
 	(void)what;
+	/*
+	 * Linux gives a connection the listening socket's TCP_NODELAY and SO_KEEPALIVE when its
+	 * handshake completes: set there, they cost no system call per connection. The first
+	 * accepted socket is asked whether they came through; if not, each socket gets them as it
+	 * comes. When SET or RELOAD has changed tcp_keepalive, the listening socket follows, and the
+	 * connections already in the backlog (made with the old value) are set one by one until
+	 * the backlog is empty.
+	 */
+	if (!l->is_unix && l->keepalive != (l->b->cfg->tcp_keepalive ? 1 : 0)) {
+		l->keepalive = l->b->cfg->tcp_keepalive ? 1 : 0;
+		l->fixing = true;
+		if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &l->keepalive, sizeof(int)) != 0)
+			l->inherit = INHERIT_NO;
+	}
 	for (int i = 0; i < 64; i++) {
 		len = sizeof(ss);
 		cfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -100,12 +129,18 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 			else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
 			         errno != ECONNABORTED)
 				log_warning("accept() failed: %s", strerror(errno));
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				l->fixing = false;
 			return;
 		}
-		if (!l->is_unix) {
+		if (!l->is_unix && l->inherit == INHERIT_UNKNOWN && !l->fixing)
+			l->inherit = inherits(l, cfd) ? INHERIT_YES : INHERIT_NO;
+		if (!l->is_unix && l->inherit != INHERIT_YES) {
 			(void)setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 			if (l->b->cfg->tcp_keepalive)
 				(void)setsockopt(cfd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+		} else if (!l->is_unix && l->fixing) {
+			(void)setsockopt(cfd, SOL_SOCKET, SO_KEEPALIVE, &l->keepalive, sizeof(int));
 		}
 		client_accept(l->b, cfd, (struct sockaddr *)&ss, len, l->is_unix);
 	}
@@ -122,6 +157,12 @@ static bool add_listener(struct bouncer *b, int fd, bool is_unix, const char *pa
 	l->b = b;
 	l->fd = fd;
 	l->is_unix = is_unix;
+	/* accepted sockets take them from here (on_accept()) */
+	l->keepalive = b->cfg->tcp_keepalive ? 1 : 0;
+	if (!is_unix &&
+	    (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int)) != 0 ||
+	     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &l->keepalive, sizeof(int)) != 0))
+		l->inherit = INHERIT_NO;
 	if (path != NULL)
 		snprintf(l->unix_path, sizeof(l->unix_path), "%s", path);
 	l->ev = event_new(b->base, fd, EV_READ | EV_PERSIST, on_accept, l);

@@ -525,6 +525,7 @@ void sbuf_read_while_paused(struct sbuf *sb)
 void sbuf_pause(struct sbuf *sb)
 {
 	sb->paused = true;
+	sb->read_paused = false;
 	update_read_event(sb);
 }
 

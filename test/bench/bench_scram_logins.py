@@ -41,9 +41,10 @@ def drop_root():
 
 
 def free_port():
-    """A free port below 30000 (the ephemeral range is left to the kernel)."""
+    """A free port below 30000 (the ephemeral range is left to the kernel), in SB_PORTS if set."""
+    low, high = (int(p) for p in os.environ.get("SB_PORTS", "20000-29999").split("-"))
     while True:
-        p = random.randint(20000, 29999)
+        p = random.randint(low, high)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", p))

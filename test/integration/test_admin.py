@@ -320,6 +320,27 @@ def test_states_of_active_idle_and_waiting_clients(bouncer_factory):
         assert (p["cl_waiting"], p["sv_active"], p["sv_idle"]) == (0, 0, 1)
 
 
+@pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer 1.18 sees a waiting client's close only "
+                    "once a server is free for it")
+def test_waiting_client_that_goes_away_leaves_the_queue(bouncer_factory):
+    b = bouncer_factory(config={"pgbouncer": {"default_pool_size": 1,
+                                              "pool_mode": "transaction"}})
+    with admin(b) as a, b.connect() as busy:
+        busy.execute("select 1")  # a transaction holds the only server
+        gone = b.connect(autocommit=True)
+        gone.pgconn.send_query(b"select 2")
+        gone.pgconn.flush()
+        assert wait_for(lambda: pool_row(a)["cl_waiting"] == 1)
+        gone.close()
+        # the server is still busy: only the client's own close can take it off the queue
+        p = wait_for(lambda: pool_row(a)["cl_waiting"] == 0 and pool_row(a))
+        assert p, "the client that closed is still counted as waiting"
+        assert (p["cl_active"], p["sv_active"]) == (1, 1)
+        assert not [r for r in rows(a, "SHOW CLIENTS") if r["state"] == "waiting"]
+        busy.commit()
+        assert busy.execute("select 3").fetchone() == (3,)
+
+
 def test_sockets_lists_and_users(bouncer):
     with admin(bouncer) as a, bouncer.connect(autocommit=True) as c:
         c.execute("select 1")

@@ -4,6 +4,9 @@ keeps, what statement mode refuses; server choice, reset, connect_query, auto-da
 import os
 import re
 import signal
+import socket
+import struct
+import subprocess
 import threading
 import time
 
@@ -311,3 +314,30 @@ def test_auto_database_is_dropped_after_autodb_idle_timeout(bouncer_factory, pg)
     # it comes back on demand
     with b.connect(dbname="crm", autocommit=True) as conn:
         assert current_db(conn) == "crm"
+
+
+def accepted_keepalive(b):
+    """Whether the pooler's side of a new client connection has TCP keepalive on (`ss`)."""
+    with socket.create_connection(("127.0.0.1", b.port), timeout=10) as s:
+        # an SSLRequest answered means the pooler has accepted the connection
+        s.sendall(struct.pack("!ii", 8, 80877103))
+        assert s.recv(1) in (b"N", b"S")
+        me = s.getsockname()[1]
+        out = subprocess.run(["ss", "-tnoH", "state", "established",
+                              f"( sport = :{b.port} and dport = :{me} )"],
+                             capture_output=True, text=True, check=True).stdout
+        assert out.strip(), "the pooler's socket is not listed"
+        return "keepalive" in out
+
+
+def test_tcp_keepalive_follows_the_setting_on_accepted_clients(bouncer):
+    assert accepted_keepalive(bouncer)
+    with bouncer.connect(dbname="pgbouncer", user="postgres", password="postgres",
+                         autocommit=True) as a:
+        a.execute("SET tcp_keepalive = 0")
+        assert not accepted_keepalive(bouncer)
+        a.execute("SET tcp_keepalive = 1")
+        assert accepted_keepalive(bouncer)
+        # clients still get answers (TCP_NODELAY comes the same way)
+        with bouncer.connect(autocommit=True) as c:
+            assert c.execute("select 1").fetchone() == (1,)

@@ -1,7 +1,8 @@
 /*
  * Unit tests for the tracked parameter sets of conn.c: lookups by any spelling of a name, the
  * generation that changes with the contents, shared strings and shared slots (param_share()),
- * and a change to one sharing set that leaves the others as they were.
+ * and a change to one sharing set that leaves the others as they were; and conn_random(), the
+ * source of salts and cancel keys.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -164,6 +165,28 @@ static void test_held_slots(void **state)
 	param_clear(&a);
 }
 
+/*
+ * conn_random(): salts and cancel keys drawn from a pool refilled 256 bytes at a time; draws
+ * across several refills, of the sizes a log-in takes, never hand the same bytes out twice.
+ */
+static void test_random_draws(void **state)
+{
+	static uint8_t drawn[200][12];
+	uint8_t big[65];
+
+	(void)state;
+	for (int i = 0; i < 200; i++) {
+		/* a salt (4 bytes) and a cancel key (8), as one log-in draws them */
+		assert_true(conn_random(drawn[i], 4));
+		assert_true(conn_random(drawn[i] + 4, 8));
+	}
+	for (int i = 0; i < 200; i++)
+		for (int j = i + 1; j < 200; j++)
+			assert_memory_not_equal(drawn[i], drawn[j], sizeof(drawn[i]));
+	assert_false(conn_random(big, sizeof(big)));
+	assert_true(conn_random(big, 64));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -171,6 +194,7 @@ int main(void)
 	        cmocka_unit_test(test_full_set),
 	        cmocka_unit_test(test_shared_slots),
 	        cmocka_unit_test(test_held_slots),
+	        cmocka_unit_test(test_random_draws),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
