@@ -163,6 +163,7 @@ static void ext_bind(struct synced *sy, struct conn *c, struct mut_client *mc,
 		fmts[i] = (int16_t)f;
 	}
 	e->bind = true;
+	e->bind_sent = false; /* each Bind is answered, a second one of the group too */
 	if (stmt[0] != '\0' || (!e->parse && ps_own_find(c, stmt) != NULL)) {
 		const struct ps_own *ps = ps_own_find(c, stmt);
 		if (ps == NULL) {
@@ -193,6 +194,15 @@ static void ext_bind(struct synced *sy, struct conn *c, struct mut_client *mc,
 		ext_fail(e, "08P01", "malformed Bind message");
 		return;
 	}
+	/* a second Bind of the portal before its Execute replaces the first one's values */
+	for (int i = 0; i < e->nparams; i++)
+		free(e->values[i]);
+	free(e->values);
+	free(e->lengths);
+	free(e->formats);
+	e->values = NULL;
+	e->lengths = e->formats = NULL;
+	e->nparams = 0;
 	e->values = calloc(nparams ? nparams : 1, sizeof(char *));
 	e->lengths = calloc(nparams ? nparams : 1, sizeof(int));
 	e->formats = calloc(nparams ? nparams : 1, sizeof(int));
@@ -900,8 +910,18 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 		ext_parse(sy, c, mc, pkt);
 		return HOOK_CONSUME;
 	case PQMSG_BIND:
-		if (e->phase == EXT_EXECUTED)
+		if (e->phase == EXT_EXECUTED) {
 			ext_new_group(e);
+		} else if (e->bind && !e->failed && ext_owes(e)) {
+			/* a second Bind before the Execute: the first one is answered first */
+			if ((v = ext_catch_up(c, e)) != HOOK_PASS)
+				return v;
+			if (ext_needs_description(e) && describe_start(sy, c, mc))
+				return HOOK_PAUSE;
+			ext_answer_owed(c, e);
+			if (e->phase == EXT_SKIPPING)
+				return HOOK_CONSUME;
+		}
 		if (proto_parse_msg_names(PQMSG_BIND, pkt->body, pkt->body_len, &stmt, &portal) &&
 		    portal != NULL) {
 			free(e->portal);

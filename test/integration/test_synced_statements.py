@@ -555,6 +555,42 @@ def test_second_execute_of_a_synced_portal_never_writes_twice(salesforce, pg):
     assert notes(pg) == ["x"]
 
 
+def rebound(b, sql):
+    """Parse, Bind, Bind again (new value), Execute, Sync of the unnamed portal over the raw
+    protocol: the kinds of messages answered, up to ReadyForQuery."""
+    w = b.wire()
+    try:
+        assert w.startup("app", "crm", "secret") is None
+        w.send(b"P", b"\0" + sql.encode() + b"\0\0\0")
+        for value in (b"First", b"Second"):
+            w.send(b"B", b"\0\0" + b"\0\0" + b"\0\1" + struct.pack("!i", len(value))
+                   + value + b"\0\0")
+        w.send(b"E", b"\0\0\0\0\0")
+        w.send(b"S")
+        out = []
+        while True:
+            kind, msg = w.read_msg()
+            out.append("C " + msg.rstrip(b"\0").decode() if kind == "C" else kind)
+            if kind == "Z":
+                return out
+    finally:
+        w.close()
+
+
+@pytest.mark.timeout(60)
+def test_second_bind_before_execute_replaces_the_portal(salesforce, pg):
+    """A second Bind of the unnamed portal before its Execute replaces the first, as
+    PostgreSQL does: the write sends the second value only, once, and the first binding's
+    values are freed (the sanitizer build reports them otherwise)."""
+    notes_table(pg)
+    plain = rebound(salesforce, "insert into public.notes values ($1)")
+    synced = rebound(salesforce, "insert into salesforce.contacts (last_name) values ($1)")
+    assert synced == plain == ["1", "2", "2", "C INSERT 0 1", "Z"], (plain, synced)
+    assert notes(pg) == ["Second"]
+    assert [r["LastName"] for r in sf_contacts(salesforce.fake)] == ["Second"]
+    assert len(sf_writes(salesforce.fake)) == 1
+
+
 # ---------------------------------------------------------------- batches that mix both kinds
 
 
