@@ -248,4 +248,14 @@ void conn_log(enum log_level lvl, const struct conn *c, const char *fmt, ...)
  */
 bool conn_random(void *buf, size_t len) __attribute__((warn_unused_result));
 
+struct config;
+/*
+ * Sets the TCP options of cfg on the TCP socket fd, as they apply to a client or server
+ * connection: TCP_NODELAY, SO_KEEPALIVE (tcp_keepalive) with TCP_KEEPIDLE, TCP_KEEPINTVL and
+ * TCP_KEEPCNT when set, TCP_USER_TIMEOUT (tcp_user_timeout) and SO_SNDBUF/SO_RCVBUF
+ * (tcp_socket_buffer) when set. Zero settings keep the system's values. False when one was
+ * refused (errno says why); the ones before it are set.
+ */
+bool conn_tune_tcp(int fd, const struct config *cfg);
+
 #endif

@@ -301,9 +301,9 @@ static const struct cf_key cf_keys[] = {
         /* pgbouncer reads it as a number; any non-zero value turns TCP_DEFER_ACCEPT on */
         KINT(tcp_defer_accept, "1", 0, INT_MAX, 0),
         KBOOL(tcp_keepalive, "1", 0),
-        KINT(tcp_keepcnt, "0", 0, INT_MAX, 0),
-        KINT(tcp_keepidle, "0", 0, INT_MAX, 0),
-        KINT(tcp_keepintvl, "0", 0, INT_MAX, 0),
+        KINT(tcp_keepcnt, "0", 0, 127, 0),
+        KINT(tcp_keepidle, "0", 0, 32767, 0),
+        KINT(tcp_keepintvl, "0", 0, 32767, 0),
         KSIZE(tcp_socket_buffer, "0", 0, INT_MAX, 0),
         KINT(tcp_user_timeout, "0", 0, INT_MAX, 0),
         KSTR(track_extra_parameters, "IntervalStyle", CF_NO_RELOAD),

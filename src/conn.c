@@ -13,10 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/tcp.h>
 #include <sys/random.h>
 
 #include "auth.h"
 #include "bouncer.h"
+#include "config.h"
 #include "pool.h"
 #include "prepared.h"
 #include "stats.h"
@@ -547,5 +549,33 @@ bool conn_random(void *buf, size_t len)
 	left -= len;
 	memcpy(buf, pool + left, len);
 	memset(pool + left, 0, len);
+	return true;
+}
+
+static bool set_int(int fd, int level, int name, int value)
+{
+	return setsockopt(fd, level, name, &value, sizeof(value)) == 0;
+}
+
+bool conn_tune_tcp(int fd, const struct config *cfg)
+{
+	bool ka = cfg->tcp_keepalive;
+
+	if (!set_int(fd, IPPROTO_TCP, TCP_NODELAY, 1) ||
+	    !set_int(fd, SOL_SOCKET, SO_KEEPALIVE, ka ? 1 : 0))
+		return false;
+	if (ka && ((cfg->tcp_keepidle > 0 &&
+	            !set_int(fd, IPPROTO_TCP, TCP_KEEPIDLE, cfg->tcp_keepidle)) ||
+	           (cfg->tcp_keepintvl > 0 &&
+	            !set_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, cfg->tcp_keepintvl)) ||
+	           (cfg->tcp_keepcnt > 0 && !set_int(fd, IPPROTO_TCP, TCP_KEEPCNT, cfg->tcp_keepcnt))))
+		return false;
+	if (cfg->tcp_user_timeout > 0 &&
+	    !set_int(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, cfg->tcp_user_timeout))
+		return false;
+	if (cfg->tcp_socket_buffer > 0 &&
+	    (!set_int(fd, SOL_SOCKET, SO_SNDBUF, cfg->tcp_socket_buffer) ||
+	     !set_int(fd, SOL_SOCKET, SO_RCVBUF, cfg->tcp_socket_buffer)))
+		return false;
 	return true;
 }

@@ -27,11 +27,32 @@
 #include "bouncer.h"
 #include "client.h"
 #include "config.h"
+#include "conn.h"
 #include "log.h"
 #include "pool.h"
 
 #define ACCEPT_BACKOFF_USEC 100000
 #define ACCEPT_LOG_USEC     10000000
+
+/* The settings that shape a TCP listening socket and the connections it accepts. */
+struct tcp_opts {
+	int keepalive, keepidle, keepintvl, keepcnt, user_timeout, socket_buffer, defer_accept;
+};
+
+static struct tcp_opts tcp_opts_of(const struct config *cfg)
+{
+	return (struct tcp_opts){cfg->tcp_keepalive ? 1 : 0, cfg->tcp_keepidle, cfg->tcp_keepintvl,
+	                         cfg->tcp_keepcnt,           cfg->tcp_user_timeout,
+	                         cfg->tcp_socket_buffer,     cfg->tcp_defer_accept != 0};
+}
+
+static bool tcp_opts_equal(const struct tcp_opts *a, const struct tcp_opts *b)
+{
+	return a->keepalive == b->keepalive && a->keepidle == b->keepidle &&
+	       a->keepintvl == b->keepintvl && a->keepcnt == b->keepcnt &&
+	       a->user_timeout == b->user_timeout && a->socket_buffer == b->socket_buffer &&
+	       a->defer_accept == b->defer_accept;
+}
 
 struct listener {
 	struct listener *next;
@@ -47,8 +68,8 @@ struct listener {
 	bool backing_off;
 	uint64_t last_failure_log; /* usec */
 	unsigned long failures;    /* accept() failures not yet logged */
-	int keepalive;             /* SO_KEEPALIVE of the listening socket (TCP) */
-	bool fixing;               /* tcp_keepalive changed: backlog sockets may have the old one */
+	struct tcp_opts applied;   /* the TCP options of the listening socket */
+	bool fixing;               /* they changed: backlog sockets may have the old ones */
 	enum { INHERIT_UNKNOWN, INHERIT_YES, INHERIT_NO } inherit;
 };
 
@@ -94,7 +115,26 @@ static bool inherits(const struct listener *l, int cfd)
 	if (getsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &nodelay, &n1) != 0 ||
 	    getsockopt(cfd, SOL_SOCKET, SO_KEEPALIVE, &ka, &n2) != 0)
 		return false;
-	return nodelay != 0 && (ka != 0) == (l->keepalive == 1);
+	return nodelay != 0 && (ka != 0) == (l->applied.keepalive == 1);
+}
+
+/*
+ * Gives the listening socket fd the TCP options of cfg, which Linux hands on to the connections
+ * it accepts, and TCP_DEFER_ACCEPT (one second, as pgbouncer sets it: a connection is handed
+ * over once its first bytes are in, or a few seconds later). False when one was refused.
+ */
+static bool tune_listener(struct listener *l, int fd, const struct config *cfg)
+{
+	int defer = cfg->tcp_defer_accept != 0 ? 1 : 0;
+
+	l->applied = tcp_opts_of(cfg);
+	if (!conn_tune_tcp(fd, cfg) ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof(defer)) != 0) {
+		log_warning("could not set the TCP options of a listening socket: %s",
+		            strerror(errno));
+		return false;
+	}
+	return true;
 }
 
 static void on_accept(evutil_socket_t fd, short what, void *arg)
@@ -102,22 +142,24 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 	struct listener *l = arg;
 	struct sockaddr_storage ss;
 	socklen_t len;
-	int cfd, one = 1;
+	int cfd;
 
 	(void)what;
 	/*
-	 * Linux gives a connection the listening socket's TCP_NODELAY and SO_KEEPALIVE when its
-	 * handshake completes: set there, they cost no system call per connection. The first
-	 * accepted socket is asked whether they came through; if not, each socket gets them as it
-	 * comes. When SET or RELOAD has changed tcp_keepalive, the listening socket follows, and the
-	 * connections already in the backlog (made with the old value) are set one by one until
-	 * the backlog is empty.
+	 * Linux gives a connection the listening socket's TCP options (TCP_NODELAY, keepalive and
+	 * its timings, the user timeout, buffer sizes) when its handshake completes: set there,
+	 * they cost no system call per connection. The first accepted socket is asked whether they
+	 * came through; if not, each socket gets them as it comes. When SET or RELOAD has changed
+	 * one, the listening socket follows, and the connections already in the backlog (made with
+	 * the old values) are set one by one until the backlog is empty.
 	 */
-	if (!l->is_unix && l->keepalive != (l->b->cfg->tcp_keepalive ? 1 : 0)) {
-		l->keepalive = l->b->cfg->tcp_keepalive ? 1 : 0;
-		l->fixing = true;
-		if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &l->keepalive, sizeof(int)) != 0)
-			l->inherit = INHERIT_NO;
+	if (!l->is_unix) {
+		struct tcp_opts now = tcp_opts_of(l->b->cfg);
+		if (!tcp_opts_equal(&now, &l->applied)) {
+			l->fixing = true;
+			if (!tune_listener(l, fd, l->b->cfg))
+				l->inherit = INHERIT_NO;
+		}
 	}
 	for (int i = 0; i < 64; i++) {
 		len = sizeof(ss);
@@ -135,12 +177,12 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 		}
 		if (!l->is_unix && l->inherit == INHERIT_UNKNOWN && !l->fixing)
 			l->inherit = inherits(l, cfd) ? INHERIT_YES : INHERIT_NO;
-		if (!l->is_unix && l->inherit != INHERIT_YES) {
-			(void)setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-			if (l->b->cfg->tcp_keepalive)
-				(void)setsockopt(cfd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-		} else if (!l->is_unix && l->fixing) {
-			(void)setsockopt(cfd, SOL_SOCKET, SO_KEEPALIVE, &l->keepalive, sizeof(int));
+		if (!l->is_unix && (l->inherit != INHERIT_YES || l->fixing) &&
+		    !conn_tune_tcp(cfd, l->b->cfg)) {
+			log_warning("could not set the TCP options of a client connection: %s",
+			            strerror(errno));
+			close(cfd);
+			continue;
 		}
 		client_accept(l->b, cfd, (struct sockaddr *)&ss, len, l->is_unix);
 	}
@@ -158,10 +200,7 @@ static bool add_listener(struct bouncer *b, int fd, bool is_unix, const char *pa
 	l->fd = fd;
 	l->is_unix = is_unix;
 	/* accepted sockets take them from here (on_accept()) */
-	l->keepalive = b->cfg->tcp_keepalive ? 1 : 0;
-	if (!is_unix &&
-	    (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int)) != 0 ||
-	     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &l->keepalive, sizeof(int)) != 0))
+	if (!is_unix && !tune_listener(l, fd, b->cfg))
 		l->inherit = INHERIT_NO;
 	if (path != NULL)
 		snprintf(l->unix_path, sizeof(l->unix_path), "%s", path);

@@ -351,7 +351,7 @@ static void on_connected(evutil_socket_t fd, short what, void *arg)
 static void start_connect(struct conn *s, const struct sockaddr *sa, socklen_t salen)
 {
 	const struct config *cfg = s->b->cfg;
-	int fd, one = 1;
+	int fd;
 	char msg[256];
 	struct timeval tv;
 
@@ -361,8 +361,9 @@ static void start_connect(struct conn *s, const struct sockaddr *sa, socklen_t s
 		login_failed(s, "08006", msg);
 		return;
 	}
-	if (sa->sa_family != AF_UNIX)
-		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (sa->sa_family != AF_UNIX && !conn_tune_tcp(fd, cfg))
+		log_warning("could not set the TCP options of a server connection: %s",
+		            strerror(errno));
 	if (!sbuf_init(&s->sbuf, s->b->base, fd, (size_t)cfg->pkt_buf, (size_t)cfg->max_packet_size,
 	               &server_ops, s)) {
 		close(fd);

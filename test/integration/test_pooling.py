@@ -330,6 +330,56 @@ def accepted_keepalive(b):
         return "keepalive" in out
 
 
+def keepalive_seconds(ss_line):
+    """The time left on a socket's keepalive timer as `ss -o` shows it ("1h59min", "7sec",
+    "6.860ms" for 6.86 s, "200ms"), in seconds."""
+    m = re.search(r"timer:\(keepalive,(?:(\d+)h)?(?:(\d+)min)?(?:(\d+)sec)?(?:(\d+)\.)?"
+                  r"(?:(\d+)ms)?,", ss_line)
+    assert m, ss_line
+    h, mins, secs, secs_dot, ms = (int(g) if g else 0 for g in m.groups())
+    return h * 3600 + mins * 60 + secs + secs_dot + ms / 1000
+
+
+def ss_entries(args):
+    """`ss -H` with args: one string per socket (the lines ss continues an entry on joined)."""
+    out = subprocess.run(["ss", "-H"] + args, capture_output=True, text=True, check=True).stdout
+    entries = []
+    for line in out.splitlines():
+        if line[:1].isspace() and entries:
+            entries[-1] += " " + line.strip()
+        elif line.strip():
+            entries.append(line.strip())
+    return entries
+
+
+def test_tcp_keepalive_timings_and_buffer_size_apply_to_clients_and_servers(bouncer_factory, pg):
+    b = bouncer_factory(config={"pgbouncer": {
+        "tcp_keepidle": 7, "tcp_keepintvl": 3, "tcp_keepcnt": 4, "tcp_socket_buffer": 40000,
+        "tcp_user_timeout": 5000}})
+    def sockets(local):
+        client = ss_entries(["-tnom", "state", "established",
+                             f"( sport = :{b.port} and dport = :{local} )"])
+        server = [e for e in ss_entries(["-tnomp", "state", "established",
+                                         f"( dport = :{pg.port} )"])
+                  if f"pid={b.proc.pid}," in e]
+        return " ".join(client), " ".join(server)
+
+    with b.connect(autocommit=True) as conn:
+        conn.execute("select 1")
+        with socket.socket(fileno=os.dup(conn.info.pgconn.socket)) as mine:
+            local = mine.getsockname()[1]
+        # right after an answer the timer is the retransmission one until the ACK is in
+        assert wait_for(lambda: all("keepalive" in out for out in sockets(local)),
+                        timeout=10), sockets(local)
+        client, server = sockets(local)
+    for side, out in (("client", client), ("server", server)):
+        assert out.strip(), f"the pooler's {side} socket is not listed"
+        # the system's default is 7200 s before the first probe
+        assert 0 < keepalive_seconds(out) <= 7, (side, out)
+        # the kernel doubles what SO_SNDBUF/SO_RCVBUF ask for
+        assert "rb80000" in out and "tb80000" in out, (side, out)
+
+
 def test_tcp_keepalive_follows_the_setting_on_accepted_clients(bouncer):
     assert accepted_keepalive(bouncer)
     with bouncer.connect(dbname="pgbouncer", user="postgres", password="postgres",
