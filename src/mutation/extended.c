@@ -897,6 +897,21 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 		if (e->phase == EXT_SKIPPING)
 			return HOOK_CONSUME;
 	}
+	if (e->phase != EXT_EXECUTED && !e->failed &&
+	    (e->close || (pkt->type == PQMSG_DESCRIBE && (e->describe_stmt || e->describe_portal)) ||
+	     (pkt->type == PQMSG_BIND && e->bind))) {
+		/*
+		 * An answer owed that this message would merge with its own or overtake (one
+		 * flag per kind of message): what is owed goes first, each message answered once
+		 */
+		if ((v = ext_catch_up(c, e)) != HOOK_PASS)
+			return v;
+		if (ext_needs_description(e) && describe_start(sy, c, mc))
+			return HOOK_PAUSE;
+		ext_answer_owed(c, e);
+		if (e->phase == EXT_SKIPPING)
+			return HOOK_CONSUME;
+	}
 	switch (pkt->type) {
 	case PQMSG_PARSE:
 		if (e->phase == EXT_EXECUTED)
@@ -910,18 +925,8 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 		ext_parse(sy, c, mc, pkt);
 		return HOOK_CONSUME;
 	case PQMSG_BIND:
-		if (e->phase == EXT_EXECUTED) {
+		if (e->phase == EXT_EXECUTED)
 			ext_new_group(e);
-		} else if (e->bind && !e->failed && ext_owes(e)) {
-			/* a second Bind before the Execute: the first one is answered first */
-			if ((v = ext_catch_up(c, e)) != HOOK_PASS)
-				return v;
-			if (ext_needs_description(e) && describe_start(sy, c, mc))
-				return HOOK_PAUSE;
-			ext_answer_owed(c, e);
-			if (e->phase == EXT_SKIPPING)
-				return HOOK_CONSUME;
-		}
 		if (proto_parse_msg_names(PQMSG_BIND, pkt->body, pkt->body_len, &stmt, &portal) &&
 		    portal != NULL) {
 			free(e->portal);
