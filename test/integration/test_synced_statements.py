@@ -592,20 +592,24 @@ def test_second_bind_before_execute_replaces_the_portal(salesforce, pg):
 
 
 def closed_twice(b, sql):
-    """Two statements prepared (Parse, Sync each), then Close of both and a Parse in one batch
-    over the raw protocol: the kinds of messages answered, up to the last ReadyForQuery."""
+    """Two statements prepared (Parse, Sync each), Describe of both in one batch, then Close of
+    both and a Parse in another, over the raw protocol: the kinds of messages answered, up to
+    the last ReadyForQuery."""
     w = b.wire()
     try:
         assert w.startup("app", "crm", "secret") is None
         for name in (b"s1", b"s2"):
             w.send(b"P", name + b"\0" + sql.encode() + b"\0\0\0")
             w.send(b"S")
+        w.send(b"D", b"Ss1\0")
+        w.send(b"D", b"Ss2\0")
+        w.send(b"S")
         w.send(b"C", b"Ss1\0")
         w.send(b"C", b"Ss2\0")
         w.send(b"P", b"s1\0" + sql.encode() + b"\0\0\0")
         w.send(b"S")
         out = []
-        while out.count("Z") < 3:
+        while out.count("Z") < 4:
             kind, msg = w.read_msg()
             out.append("E " + parse_error_fields(msg)["C"] if kind == "E" else kind)
         return out
@@ -615,12 +619,13 @@ def closed_twice(b, sql):
 
 @pytest.mark.timeout(60)
 def test_each_close_of_synced_statements_is_answered(salesforce, pg):
-    """Every Close of a batch gets its CloseComplete, in the order of the messages, as
+    """Every Describe and Close of a batch gets its answer, in the order of the messages, as
     PostgreSQL answers them: a client counting its answers is never left waiting."""
     notes_table(pg)
     plain = closed_twice(salesforce, "insert into public.notes values ($1)")
     synced = closed_twice(salesforce, "insert into salesforce.contacts (last_name) values ($1)")
-    assert synced == plain == ["1", "Z", "1", "Z", "3", "3", "1", "Z"], (plain, synced)
+    assert synced == plain == ["1", "Z", "1", "Z", "t", "n", "t", "n", "Z", "3", "3", "1", "Z"], \
+        (plain, synced)
 
 
 # ---------------------------------------------------------------- batches that mix both kinds
