@@ -339,6 +339,10 @@ def test_chaos_nothing_lost_doubled_or_divergent(pg, bouncer_factory, side_type)
                     how = line.split("): ", 1)[-1].split(";")[0].split("(")[0].strip()
                     settled[how] = settled.get(how, 0) + 1
         print(f"settled: {settled}")
+        diverged = sorted(set(t) ^ set(api)) + sorted(
+            k for k in set(t) & set(api) if t[k] != api[k])
+        for k in diverged[:10]:
+            print(f"diverged {k}: table {t.get(k)} api {api.get(k)}")
         logs = "\n".join(b.log()[-3000:] for b in bouncers)
         assert left == 0, f"{left} writes never settled\n{logs}"
         assert (len(lost), doubled, divergent) == (0, 0, 0), f"lost: {lost}\n{logs}"
