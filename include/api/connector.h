@@ -314,6 +314,26 @@ bool connector_result_field(const struct connector *c, const struct api_table *t
                             const char *field, const struct json_value *v,
                             struct api_field_value *f) __attribute__((warn_unused_result));
 
+/* Fills rr from one record of an answer; false when out of memory. */
+typedef bool (*connector_copy_fn)(const struct connector *c, const struct api_table *t,
+                                  const struct json_value *rec, struct api_row_result *rr);
+
+/*
+ * Makes out the answer of a read or find that found one record: its row filled by copy(rec), and
+ * out->ok; when out of memory, out is emptied and says so.
+ */
+void connector_result_one(const struct connector *c, const struct api_table *t,
+                          const struct json_value *rec, connector_copy_fn copy,
+                          struct api_result *out);
+
+/*
+ * The same for a record that is one flat JSON object (Salesforce, Stripe): the row has id and a
+ * field per member of obj, but the member named skip (NULL: none).
+ */
+void connector_result_object(const struct connector *c, const struct api_table *t, const char *id,
+                             const struct json_value *obj, const char *skip,
+                             struct api_result *out);
+
 /*
  * Builds the one request for op on rows[0..nrows) (1 <= nrows <= max_rows). On failure returns
  * false and fills err (class TOO_MANY_ROWS, VALIDATION for a value the API cannot take, or

@@ -409,17 +409,7 @@ static void at_parse_read(const struct connector *c, const struct api_table *t, 
 		              "%s answered a read without record %s", c->name, id);
 		goto done;
 	}
-	out->rows = calloc(1, sizeof(*out->rows));
-	if (out->rows == NULL)
-		goto oom;
-	out->nrows = 1;
-	if (!at_copy_record(c, t, doc, &out->rows[0]))
-		goto oom;
-	out->ok = true;
-	goto done;
-oom:
-	api_result_free(out);
-	api_error_set(&out->error, API_ERR_INTERNAL, "out of memory");
+	connector_result_one(c, t, doc, at_copy_record, out);
 done:
 	json_free(doc);
 }
@@ -515,17 +505,7 @@ static void at_parse_find(const struct connector *c, const struct api_table *t, 
 		              "%s: several records have external id %s", c->name, value);
 		goto done;
 	}
-	out->rows = calloc(1, sizeof(*out->rows));
-	if (out->rows == NULL)
-		goto oom;
-	out->nrows = 1;
-	if (!at_copy_record(c, t, list->items[0], &out->rows[0]))
-		goto oom;
-	out->ok = true;
-	goto done;
-oom:
-	api_result_free(out);
-	api_error_set(&out->error, API_ERR_INTERNAL, "out of memory");
+	connector_result_one(c, t, list->items[0], at_copy_record, out);
 done:
 	json_free(doc);
 }

@@ -474,6 +474,60 @@ bool connector_result_field(const struct connector *c, const struct api_table *t
 	return ok && f->field != NULL && f->column != NULL;
 }
 
+/* A row of out (out->rows of one), or NULL with out saying it is out of memory. */
+static struct api_row_result *result_one_row(struct api_result *out)
+{
+	out->rows = calloc(1, sizeof(*out->rows));
+	if (out->rows == NULL) {
+		api_error_set(&out->error, API_ERR_INTERNAL, "out of memory");
+		return NULL;
+	}
+	out->nrows = 1;
+	return &out->rows[0];
+}
+
+static void result_one_done(struct api_result *out, bool copied)
+{
+	if (copied) {
+		out->ok = true;
+		return;
+	}
+	api_result_free(out);
+	api_error_set(&out->error, API_ERR_INTERNAL, "out of memory");
+}
+
+void connector_result_one(const struct connector *c, const struct api_table *t,
+                          const struct json_value *rec, connector_copy_fn copy,
+                          struct api_result *out)
+{
+	struct api_row_result *rr = result_one_row(out);
+
+	if (rr != NULL)
+		result_one_done(out, copy(c, t, rec, rr));
+}
+
+void connector_result_object(const struct connector *c, const struct api_table *t, const char *id,
+                             const struct json_value *obj, const char *skip,
+                             struct api_result *out)
+{
+	struct api_row_result *rr = result_one_row(out);
+	bool ok;
+
+	if (rr == NULL)
+		return;
+	rr->id = strdup(id);
+	rr->fields = calloc(obj->count ? obj->count : 1, sizeof(*rr->fields));
+	ok = rr->id != NULL && rr->fields != NULL;
+	for (size_t i = 0; ok && i < obj->count; i++) {
+		if (skip != NULL && strcmp(obj->keys[i], skip) == 0)
+			continue;
+		/* nested values (metadata, address, ...) as JSON text, for json/jsonb columns */
+		ok = connector_result_field(c, t, obj->keys[i], obj->items[i],
+		                            &rr->fields[rr->nfields++]);
+	}
+	result_one_done(out, ok);
+}
+
 bool api_url_escape(const char *s, char *buf, size_t size, size_t *used)
 {
 	static const char hex[] = "0123456789ABCDEF";

@@ -447,17 +447,7 @@ static void hs_parse_lookup(const struct connector *c, const struct api_table *t
 		              "%s answered a read without record %s", c->name, id);
 		goto done;
 	}
-	out->rows = calloc(1, sizeof(*out->rows));
-	if (out->rows == NULL)
-		goto oom;
-	out->nrows = 1;
-	if (!hs_copy_result(c, t, found, &out->rows[0]))
-		goto oom;
-	out->ok = true;
-	goto done;
-oom:
-	api_result_free(out);
-	api_error_set(&out->error, API_ERR_INTERNAL, "out of memory");
+	connector_result_one(c, t, found, hs_copy_result, out);
 done:
 	json_free(doc);
 }

@@ -508,7 +508,6 @@ static void sf_parse_read(const struct connector *c, const struct api_table *t, 
 	struct api_value key = {t->pk_column, id, API_VALUE_TEXT};
 	struct api_row row = {{&key, 1}, {NULL, 0}};
 	struct json_value *doc = NULL;
-	struct api_row_result *rr;
 	char perr[128];
 
 	if (resp->status == 404) {
@@ -525,27 +524,7 @@ static void sf_parse_read(const struct connector *c, const struct api_table *t, 
 		api_error_set(&out->error, API_ERR_BAD_ANSWER, "Salesforce record is not an object");
 		goto done;
 	}
-	out->rows = calloc(1, sizeof(*out->rows));
-	if (out->rows == NULL)
-		goto oom;
-	out->nrows = 1;
-	rr = &out->rows[0];
-	rr->id = strdup(id);
-	rr->fields = calloc(doc->count ? doc->count : 1, sizeof(*rr->fields));
-	if (rr->id == NULL || rr->fields == NULL)
-		goto oom;
-	for (size_t i = 0; i < doc->count; i++) {
-		if (strcmp(doc->keys[i], "attributes") == 0)
-			continue;
-		if (!connector_result_field(c, t, doc->keys[i], doc->items[i],
-		                            &rr->fields[rr->nfields++]))
-			goto oom;
-	}
-	out->ok = true;
-	goto done;
-oom:
-	api_result_free(out);
-	api_error_set(&out->error, API_ERR_INTERNAL, "out of memory");
+	connector_result_object(c, t, id, doc, "attributes", out);
 done:
 	json_free(doc);
 }

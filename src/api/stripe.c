@@ -173,10 +173,8 @@ static void stripe_parse(const struct connector *c, const struct api_table *t, e
 {
 	struct json_value *doc = NULL;
 	const struct json_value *e;
-	struct api_row_result *rr;
 	char perr[128];
 	const char *id;
-	size_t i;
 
 	if (!json_parse(resp->body, resp->body_len, NULL, &doc, perr, sizeof(perr)))
 		doc = NULL;
@@ -221,26 +219,7 @@ static void stripe_parse(const struct connector *c, const struct api_table *t, e
 		              c->name);
 		goto done;
 	}
-	out->rows = calloc(1, sizeof(*out->rows));
-	if (out->rows == NULL)
-		goto oom;
-	out->nrows = 1;
-	rr = &out->rows[0];
-	rr->id = strdup(id);
-	rr->fields = calloc(doc->count ? doc->count : 1, sizeof(*rr->fields));
-	if (rr->id == NULL || rr->fields == NULL)
-		goto oom;
-	for (i = 0; i < doc->count; i++) {
-		/* metadata, address, ...: JSON text, for json/jsonb columns */
-		if (!connector_result_field(c, t, doc->keys[i], doc->items[i],
-		                            &rr->fields[rr->nfields++]))
-			goto oom;
-	}
-	out->ok = true;
-	goto done;
-oom:
-	api_result_free(out);
-	api_error_set(&out->error, API_ERR_INTERNAL, "out of memory");
+	connector_result_object(c, t, id, doc, NULL, out);
 done:
 	json_free(doc);
 }
