@@ -831,6 +831,25 @@ static enum hook_verdict ext_sync(struct synced *sy, struct conn *c, struct mut_
 }
 
 /*
+ * Answers what the batch owes the client, once the server's answers to what went before have
+ * reached it (and a description owed has been fetched): HOOK_PASS when done, else the verdict
+ * that waits for it.
+ */
+static enum hook_verdict ext_answer_owed_now(struct synced *sy, struct conn *c,
+                                             struct mut_client *mc)
+{
+	struct ext_seq *e = &mc->ext;
+	enum hook_verdict v;
+
+	if ((v = ext_catch_up(c, e)) != HOOK_PASS)
+		return v;
+	if (ext_needs_description(e) && describe_start(sy, c, mc))
+		return HOOK_PAUSE;
+	ext_answer_owed(c, e);
+	return HOOK_PASS;
+}
+
+/*
  * One message of an extended-protocol batch that the hook has taken over. A batch is the
  * messages up to Sync; the hook runs its groups (Parse/Bind/Describe/Execute that write a
  * synced table) and lets the others go to the server, in order: before the hook answers
@@ -868,13 +887,9 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 	case PQMSG_FLUSH:
 		if (!ext_owes(e))
 			return e->server_used ? HOOK_PASS : HOOK_CONSUME;
-		if ((v = ext_catch_up(c, e)) != HOOK_PASS)
-			return v;
 		/* the server was asked for its answers already: the hook's follow */
-		if (ext_needs_description(e) && describe_start(sy, c, mc))
-			return HOOK_PAUSE;
-		ext_answer_owed(c, e);
-		return HOOK_CONSUME;
+		v = ext_answer_owed_now(sy, c, mc);
+		return v == HOOK_PASS ? HOOK_CONSUME : v;
 	case PQMSG_SYNC:
 		break;
 	default:
@@ -886,29 +901,18 @@ enum hook_verdict ext_packet(struct synced *sy, struct conn *c, struct mut_clien
 		}
 		return ext_leave(c, mc);
 	}
-	if ((pkt->type == PQMSG_PARSE || pkt->type == PQMSG_BIND) && e->phase == EXT_EXECUTED &&
-	    ext_owes(e)) {
-		/* a Describe or Close after the group's Execute: answered before the next group */
-		if ((v = ext_catch_up(c, e)) != HOOK_PASS)
-			return v;
-		if (ext_needs_description(e) && describe_start(sy, c, mc))
-			return HOOK_PAUSE;
-		ext_answer_owed(c, e);
-		if (e->phase == EXT_SKIPPING)
-			return HOOK_CONSUME;
-	}
-	if (e->phase != EXT_EXECUTED && !e->failed &&
-	    (e->close || (pkt->type == PQMSG_DESCRIBE && (e->describe_stmt || e->describe_portal)) ||
-	     (pkt->type == PQMSG_BIND && e->bind))) {
+	if (((pkt->type == PQMSG_PARSE || pkt->type == PQMSG_BIND) && e->phase == EXT_EXECUTED &&
+	     ext_owes(e)) ||
+	    (e->phase != EXT_EXECUTED && !e->failed &&
+	     (e->close || (pkt->type == PQMSG_DESCRIBE && (e->describe_stmt || e->describe_portal)) ||
+	      (pkt->type == PQMSG_BIND && e->bind)))) {
 		/*
-		 * An answer owed that this message would merge with its own or overtake (one
-		 * flag per kind of message): what is owed goes first, each message answered once
+		 * A Describe or Close after the group's Execute, answered before the next group; or
+		 * an answer owed that this message would merge with its own or overtake (one flag
+		 * per kind of message): what is owed goes first, each message answered once
 		 */
-		if ((v = ext_catch_up(c, e)) != HOOK_PASS)
+		if ((v = ext_answer_owed_now(sy, c, mc)) != HOOK_PASS)
 			return v;
-		if (ext_needs_description(e) && describe_start(sy, c, mc))
-			return HOOK_PAUSE;
-		ext_answer_owed(c, e);
 		if (e->phase == EXT_SKIPPING)
 			return HOOK_CONSUME;
 	}
