@@ -744,6 +744,19 @@ static void on_api_done(void *arg, struct api_result *ar)
 }
 
 /* Nothing matched: no API call, the statement's own (empty) result. */
+/*
+ * The write's database connection broke: the write ends (its transaction rolls back with the
+ * connection), with this error unless an earlier one is kept.
+ */
+static void connection_lost(struct mutation *m, const char *error)
+{
+	m->conn_broken = true;
+	if (!m->failed)
+		mutation_set_error(m, "58000", "lost the database connection of a synced-table write",
+		                   error, NULL);
+	mutation_finish(m);
+}
+
 static void answer_no_rows(struct mutation *m)
 {
 	struct pktbuf pb;
@@ -784,11 +797,7 @@ static void on_zero_checked(void *arg, struct pgc *pc, PGresult *res, const char
 	}
 	(void)pc;
 	if (res == NULL) {
-		m->conn_broken = true;
-		mutation_set_error(m, "58000",
-		                   "lost the database connection of a synced-table write", error,
-		                   NULL);
-		mutation_finish(m);
+		connection_lost(m, error);
 		return;
 	}
 	answer_no_rows(m);
@@ -955,12 +964,7 @@ static void on_check_rolled_back(void *arg, struct pgc *pc, PGresult *res, const
 
 	(void)pc;
 	if (res == NULL || m->conn_broken) {
-		m->conn_broken = true;
-		if (!m->failed)
-			mutation_set_error(m, "58000",
-			                   "lost the database connection of a synced-table write",
-			                   error, NULL);
-		mutation_finish(m);
+		connection_lost(m, error);
 		return;
 	}
 	if (!m->failed && PQresultStatus(res) != PGRES_COMMAND_OK &&
@@ -1028,12 +1032,7 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 	(void)pc;
 	(void)error;
 	if (res == NULL) {
-		m->conn_broken = true;
-		if (!m->failed)
-			mutation_set_error(m, "58000",
-			                   "lost the database connection of a synced-table write",
-			                   error, NULL);
-		mutation_finish(m);
+		connection_lost(m, error);
 		return;
 	}
 	if (m->failed) {
@@ -1075,11 +1074,7 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		         m->ct->relid);
 		if (!pgc_query(m->conn->pc, sql, 0, NULL, NULL, NULL, NULL, 0, on_zero_checked,
 		               m)) {
-			m->conn_broken = true;
-			mutation_set_error(m, "58000",
-			                   "lost the database connection of a synced-table write",
-			                   NULL, NULL);
-			mutation_finish(m);
+			connection_lost(m, NULL);
 		}
 		return;
 	}
