@@ -75,6 +75,26 @@ typedef void (*admin_rows_cb)(void *arg, int ncols, const char *const *names,
 bool admin_show_rows(struct bouncer *b, const char *view, admin_rows_cb cb, void *arg)
         __attribute__((warn_unused_result));
 
+/*
+ * One pool as a worker sees it, copied in the worker's own thread (no pointer into its state):
+ * SHOW POOLS, DATABASES, USERS, LISTS and MEM are built from these rows gathered from every
+ * worker and merged, so N workers show what one pooler holding all their connections would.
+ */
+struct admin_pool_row {
+	char db[64], user[64];
+	bool is_admin;        /* the console's own pool */
+	int pool_mode;        /* enum pool_mode */
+	const char *lb_hosts; /* a constant string, or NULL */
+	long long cl_active, cl_waiting, sv_active, sv_idle, sv_used, sv_tested, sv_login;
+	long long clients, servers; /* pool_client_count(), pool_server_count() */
+	uint64_t maxwait_usec;      /* the longest wait of a client of this pool now */
+};
+/*
+ * Sorts rows[0..n) by (database, user) and merges the rows of one pool (one per worker that
+ * has it) into one: counts summed, maxwait the largest. Returns how many rows are left.
+ */
+int admin_pool_rows_merge(struct admin_pool_row *rows, int n);
+
 /* The parsed form of one console statement (exported for the unit tests). */
 enum admin_stmt_kind {
 	ADMIN_STMT_COMMAND, /* word [arg] */

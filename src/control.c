@@ -2,6 +2,12 @@
  * control — see include/control.h. Per-database flags are kept by name (a database may have
  * several pools, one per user, and may have none yet), in a small array that only grows with
  * the number of databases an admin has touched.
+ *
+ * With several workers each has its own control state, kept the same on all: a command is
+ * checked against the caller's state, logged once, then applied on every worker through
+ * workers_each(); what a waiting command waits for (servers released, bytes flushed, servers
+ * closed) is counted over every worker. The pause mode and flags are thus read by each
+ * worker's pooler from its own state, with no lock on the relay path.
  */
 #include "control.h"
 
@@ -27,6 +33,7 @@
 #include "ticker.h"
 #include "tls.h"
 #include "userlist.h"
+#include "workers.h"
 
 #define CONTROL_TICK_USEC 100000
 #define CONTROL_MAX_DBS   4096
@@ -368,6 +375,82 @@ static bool all_flushed(struct bouncer *b)
 	return true;
 }
 
+/* What one command changes on a worker's state, applied on every worker (workers_each). */
+struct apply_arg {
+	const char *db; /* NULL or "" = all databases */
+	enum control_shutdown shutdown;
+	uint64_t now;
+};
+
+static void resume_worker(struct bouncer *w, void *arg);
+
+/* ---- counting over every worker ---- */
+
+struct count_arg {
+	const char *db;
+	int n, m;
+	bool flushed;
+};
+
+static void count_busy(struct bouncer *w, void *arg)
+{
+	struct count_arg *ca = arg;
+
+	ca->n += busy_servers(w, ca->db);
+}
+
+static void count_db_servers(struct bouncer *w, void *arg)
+{
+	struct count_arg *ca = arg;
+
+	ca->n += db_servers(w, ca->db);
+}
+
+static void count_live_servers(struct bouncer *w, void *arg)
+{
+	((struct count_arg *)arg)->n += live_servers(w);
+}
+
+/* clients in n, servers in m */
+static void count_live(struct bouncer *w, void *arg)
+{
+	struct count_arg *ca = arg;
+
+	ca->n += live_clients(w);
+	ca->m += live_servers(w);
+}
+
+static void count_close_needed(struct bouncer *w, void *arg)
+{
+	struct count_arg *ca = arg;
+
+	ca->n += close_needed_servers(w, ca->db);
+}
+
+static void check_flushed(struct bouncer *w, void *arg)
+{
+	struct count_arg *ca = arg;
+
+	/* every worker looks (and drops what suspend_timeout gives up on), even after a "no" */
+	if (w->control != NULL && !all_flushed(w))
+		ca->flushed = false;
+}
+
+static void count_admins(struct bouncer *w, void *arg)
+{
+	if (admin_find_client(w, 0) != NULL)
+		((struct count_arg *)arg)->n++;
+}
+
+/* fn's count over every worker's state (db "" or NULL = all databases). */
+static int count_all(struct bouncer *b, worker_fn fn, const char *db)
+{
+	struct count_arg ca = {db, 0, 0, true};
+
+	workers_each(b, fn, &ca);
+	return ca.n;
+}
+
 static void full_resume(struct control *ctl)
 {
 	struct bouncer *b = ctl->b;
@@ -386,17 +469,20 @@ static void full_resume(struct control *ctl)
 	}
 }
 
+/* Whether what the admin waits for is done on every worker. */
 static bool waiter_done(struct control *ctl, const struct waiter *w)
 {
 	struct bouncer *b = ctl->b;
+	struct count_arg ca = {w->db, 0, 0, true};
 
 	switch (w->what) {
 	case CONTROL_WAIT_PAUSE:
-		return busy_servers(b, w->db) == 0;
+		return count_all(b, count_busy, w->db) == 0;
 	case CONTROL_WAIT_SUSPEND:
-		return all_flushed(b);
+		workers_each(b, check_flushed, &ca);
+		return ca.flushed;
 	case CONTROL_WAIT_CLOSE:
-		return close_needed_servers(b, w->db) == 0;
+		return count_all(b, count_close_needed, w->db) == 0;
 	}
 	return true;
 }
@@ -420,17 +506,22 @@ static void tell_status(struct control *ctl)
 	struct bouncer *b = ctl->b;
 	uint64_t now = bouncer_now_usec();
 	char status[sizeof(ctl->status)];
+	struct count_arg live = {NULL, 0, 0, true};
 
-	if (now - ctl->status_usec < 1000000)
+	/* one status for the process: worker 0 tells it, with every worker's counts */
+	if (now - ctl->status_usec < 1000000 || worker_index(b) != 0)
 		return;
+	/* (while shutting down, a worker may have stopped: only our own are counted) */
 	if (ctl->shutdown != CONTROL_SHUTDOWN_NONE)
 		snprintf(status, sizeof(status), "shutting down (%s): %d clients, %d servers",
 		         control_shutdown_str(ctl->shutdown), live_clients(b), live_servers(b));
-	else
+	else {
+		workers_each(b, count_live, &live);
 		snprintf(status, sizeof(status), "%s: %d clients, %d servers",
 		         ctl->mode == CONTROL_RUNNING ? "accepting connections"
 		                                      : control_mode_str(ctl->mode),
-		         live_clients(b), live_servers(b));
+		         live.n, live.m);
+	}
 	if (strcmp(status, ctl->status) == 0)
 		return;
 	memcpy(ctl->status, status, sizeof(status));
@@ -466,10 +557,12 @@ static void tick(void *arg)
 		if (alive)
 			admin_command_done(b, w.conn_id, waiter_tag(&w));
 	}
-	if (ctl->mode == CONTROL_SUSPENDED && admin_find_client(b, 0) == NULL &&
-	    ctl->shutdown == CONTROL_SHUTDOWN_NONE) {
+	/* worker 0 looks for an admin on every worker, and resumes them all */
+	if (ctl->mode == CONTROL_SUSPENDED && ctl->shutdown == CONTROL_SHUTDOWN_NONE &&
+	    worker_index(b) == 0 && count_all(b, count_admins, NULL) == 0) {
+		struct apply_arg a = {NULL, CONTROL_SHUTDOWN_NONE, 0};
 		log_info("admin disappeared when suspended, doing RESUME");
-		full_resume(ctl);
+		workers_each(b, resume_worker, &a);
 	}
 	tell_status(ctl);
 	switch (ctl->shutdown) {
@@ -560,45 +653,93 @@ bool control_wait_cancel(struct bouncer *b, uint64_t conn_id)
 	return paused;
 }
 
+static bool all_dbs(const char *db)
+{
+	return db == NULL || db[0] == '\0';
+}
+
+static void pause_worker(struct bouncer *w, void *arg)
+{
+	const struct apply_arg *a = arg;
+	struct control *ctl = w->control;
+	struct db_flags *f;
+
+	if (ctl == NULL)
+		return;
+	if (all_dbs(a->db)) {
+		ctl->mode = CONTROL_PAUSED;
+		return;
+	}
+	f = get_db(ctl, a->db);
+	if (f != NULL)
+		f->paused = true;
+	else
+		log_warning("out of memory pausing %s", a->db);
+}
+
 const char *control_pause(struct bouncer *b, const char *db, bool *wait)
 {
 	struct control *ctl = b->control;
+	struct apply_arg a = {db, CONTROL_SHUTDOWN_NONE, 0};
 	const char *err;
-	struct db_flags *f;
 
 	*wait = false;
 	if (ctl->mode != CONTROL_RUNNING)
 		return "already suspended/paused";
-	if (db == NULL || db[0] == '\0') {
+	if (all_dbs(db)) {
 		log_info("PAUSE command issued");
-		ctl->mode = CONTROL_PAUSED;
-		*wait = live_servers(b) > 0;
+		workers_each(b, pause_worker, &a);
+		*wait = count_all(b, count_live_servers, NULL) > 0;
 		return NULL;
 	}
 	log_info("PAUSE '%s' command issued", db);
 	if ((err = check_db(b, db, "pause")) != NULL)
 		return err;
-	f = get_db(ctl, db);
-	if (f == NULL)
+	if (get_db(ctl, db) == NULL)
 		return "out of memory";
-	f->paused = true;
-	*wait = db_servers(b, db) > 0;
+	workers_each(b, pause_worker, &a);
+	*wait = count_all(b, count_db_servers, db) > 0;
 	return NULL;
+}
+
+static void resume_worker(struct bouncer *w, void *arg)
+{
+	const struct apply_arg *a = arg;
+	struct control *ctl = w->control;
+	struct db_flags *f;
+	struct list *it;
+
+	if (ctl == NULL)
+		return;
+	if (all_dbs(a->db)) {
+		if (ctl->mode != CONTROL_RUNNING)
+			full_resume(ctl);
+		return;
+	}
+	f = find_db(ctl, a->db);
+	if (f != NULL)
+		f->paused = false;
+	list_for_each(it, &w->pools)
+	{
+		struct pool *pool = list_entry(it, struct pool, head);
+		if (pool_matches(pool, a->db))
+			pool_fill(pool);
+	}
 }
 
 const char *control_resume(struct bouncer *b, const char *db)
 {
 	struct control *ctl = b->control;
+	struct apply_arg a = {db, CONTROL_SHUTDOWN_NONE, 0};
 	struct db_flags *f;
-	struct list *it;
 
-	if (db == NULL || db[0] == '\0') {
+	if (all_dbs(db)) {
 		log_info("RESUME command issued");
 		if (ctl->shutdown != CONTROL_SHUTDOWN_NONE)
 			return "pooler is shutting down";
 		if (ctl->mode == CONTROL_RUNNING)
 			return "pooler is not paused/suspended";
-		full_resume(ctl);
+		workers_each(b, resume_worker, &a);
 		return NULL;
 	}
 	log_info("RESUME '%s' command issued", db);
@@ -613,19 +754,27 @@ const char *control_resume(struct bouncer *b, const char *db)
 		snprintf(msg, sizeof(msg), "database %s is not paused", db);
 		return msg;
 	}
-	f->paused = false;
-	list_for_each(it, &b->pools)
-	{
-		struct pool *pool = list_entry(it, struct pool, head);
-		if (pool_matches(pool, db))
-			pool_fill(pool);
-	}
+	workers_each(b, resume_worker, &a);
 	return NULL;
+}
+
+static void suspend_worker(struct bouncer *w, void *arg)
+{
+	const struct apply_arg *a = arg;
+	struct control *ctl = w->control;
+
+	if (ctl == NULL)
+		return;
+	ctl->mode = CONTROL_SUSPENDED;
+	ctl->suspend_start = a->now;
+	listener_pause(w, true);
+	for_each_sbuf(w, true);
 }
 
 const char *control_suspend(struct bouncer *b, bool *wait)
 {
 	struct control *ctl = b->control;
+	struct apply_arg a = {NULL, CONTROL_SHUTDOWN_NONE, bouncer_now_usec()};
 
 	*wait = false;
 	if (ctl->mode != CONTROL_RUNNING)
@@ -634,44 +783,61 @@ const char *control_suspend(struct bouncer *b, bool *wait)
 		if (ctl->dbs[i].paused)
 			return "cannot suspend with paused databases";
 	log_info("SUSPEND command issued");
-	ctl->mode = CONTROL_SUSPENDED;
-	ctl->suspend_start = bouncer_now_usec();
-	listener_pause(b, true);
-	for_each_sbuf(b, true);
+	workers_each(b, suspend_worker, &a);
 	*wait = true;
 	return NULL;
 }
 
-const char *control_disable(struct bouncer *b, const char *db)
+static void disable_worker(struct bouncer *w, void *arg)
 {
-	const char *err;
+	const struct apply_arg *a = arg;
 	struct db_flags *f;
 
-	if (db == NULL || db[0] == '\0')
+	if (w->control == NULL)
+		return;
+	f = get_db(w->control, a->db);
+	if (f != NULL)
+		f->disabled = true;
+	else
+		log_warning("out of memory disabling %s", a->db);
+}
+
+const char *control_disable(struct bouncer *b, const char *db)
+{
+	struct apply_arg a = {db, CONTROL_SHUTDOWN_NONE, 0};
+	const char *err;
+
+	if (all_dbs(db))
 		return "a database is required";
 	log_info("DISABLE '%s' command issued", db);
 	if ((err = check_db(b, db, "disable")) != NULL)
 		return err;
-	f = get_db(b->control, db);
-	if (f == NULL)
+	if (get_db(b->control, db) == NULL)
 		return "out of memory";
-	f->disabled = true;
+	workers_each(b, disable_worker, &a);
 	return NULL;
+}
+
+static void enable_worker(struct bouncer *w, void *arg)
+{
+	const struct apply_arg *a = arg;
+	struct db_flags *f = w->control != NULL ? find_db(w->control, a->db) : NULL;
+
+	if (f != NULL)
+		f->disabled = false;
 }
 
 const char *control_enable(struct bouncer *b, const char *db)
 {
+	struct apply_arg a = {db, CONTROL_SHUTDOWN_NONE, 0};
 	const char *err;
-	struct db_flags *f;
 
-	if (db == NULL || db[0] == '\0')
+	if (all_dbs(db))
 		return "a database is required";
 	log_info("ENABLE '%s' command issued", db);
 	if ((err = check_db(b, db, "enable")) != NULL)
 		return err;
-	f = find_db(b->control, db);
-	if (f != NULL)
-		f->disabled = false;
+	workers_each(b, enable_worker, &a);
 	return NULL;
 }
 
@@ -694,38 +860,48 @@ static void kill_pool(struct pool *pool)
 	close_list(&pool->login_servers, reason, false);
 }
 
-const char *control_kill(struct bouncer *b, const char *db)
+static void kill_worker(struct bouncer *w, void *arg)
 {
-	struct control *ctl = b->control;
+	const struct apply_arg *a = arg;
+	struct control *ctl = w->control;
 	struct list *it, *tmp;
-	const char *err;
 
-	if (ctl->mode != CONTROL_RUNNING)
-		return "already suspended/paused";
-	if (db != NULL && db[0] != '\0') {
-		log_info("KILL '%s' command issued", db);
-		if ((err = check_db(b, db, "kill")) != NULL)
-			return err;
-	} else {
-		log_info("KILL command issued");
-	}
-	list_for_each_safe(it, tmp, &b->pools)
+	list_for_each_safe(it, tmp, &w->pools)
 	{
 		struct pool *pool = list_entry(it, struct pool, head);
 		struct db_flags *f;
-		if (!pool_matches(pool, db))
+		if (!pool_matches(pool, a->db))
 			continue;
-		f = get_db(ctl, pool->db_name);
+		f = ctl != NULL ? get_db(ctl, pool->db_name) : NULL;
 		if (f != NULL)
 			f->paused = true;
 		kill_pool(pool);
 	}
-	if (db != NULL && db[0] != '\0') {
-		struct db_flags *f = get_db(ctl, db);
-		if (f == NULL)
-			return "out of memory";
-		f->paused = true;
+	if (!all_dbs(a->db) && ctl != NULL) {
+		struct db_flags *f = get_db(ctl, a->db);
+		if (f != NULL)
+			f->paused = true;
 	}
+}
+
+const char *control_kill(struct bouncer *b, const char *db)
+{
+	struct control *ctl = b->control;
+	struct apply_arg a = {db, CONTROL_SHUTDOWN_NONE, 0};
+	const char *err;
+
+	if (ctl->mode != CONTROL_RUNNING)
+		return "already suspended/paused";
+	if (!all_dbs(db)) {
+		log_info("KILL '%s' command issued", db);
+		if ((err = check_db(b, db, "kill")) != NULL)
+			return err;
+		if (get_db(ctl, db) == NULL)
+			return "out of memory";
+	} else {
+		log_info("KILL command issued");
+	}
+	workers_each(b, kill_worker, &a);
 	return NULL;
 }
 
@@ -747,24 +923,32 @@ static void tag_servers(struct pool *pool)
 		}
 }
 
+static void reconnect_worker(struct bouncer *w, void *arg)
+{
+	const struct apply_arg *a = arg;
+	struct list *it, *tmp;
+
+	list_for_each_safe(it, tmp, &w->pools)
+	{
+		struct pool *pool = list_entry(it, struct pool, head);
+		if (pool_matches(pool, a->db))
+			tag_servers(pool);
+	}
+}
+
 const char *control_reconnect(struct bouncer *b, const char *db)
 {
-	struct list *it;
+	struct apply_arg a = {db, CONTROL_SHUTDOWN_NONE, 0};
 	const char *err;
 
-	if (db != NULL && db[0] != '\0') {
+	if (!all_dbs(db)) {
 		log_info("RECONNECT '%s' command issued", db);
 		if ((err = check_db(b, db, "reconnect")) != NULL)
 			return err;
 	} else {
 		log_info("RECONNECT command issued");
 	}
-	list_for_each(it, &b->pools)
-	{
-		struct pool *pool = list_entry(it, struct pool, head);
-		if (pool_matches(pool, db))
-			tag_servers(pool);
-	}
+	workers_each(b, reconnect_worker, &a);
 	return NULL;
 }
 
@@ -773,41 +957,59 @@ const char *control_wait_close(struct bouncer *b, const char *db, bool *wait)
 	const char *err;
 
 	*wait = false;
-	if (db != NULL && db[0] != '\0') {
+	if (!all_dbs(db)) {
 		log_info("WAIT_CLOSE '%s' command issued", db);
 		if ((err = check_db(b, db, "wait in")) != NULL)
 			return err;
 	} else {
 		log_info("WAIT_CLOSE command issued");
 	}
-	*wait = close_needed_servers(b, db) > 0;
+	*wait = count_all(b, count_close_needed, db) > 0;
 	return NULL;
+}
+
+static void shutdown_worker(struct bouncer *w, void *arg)
+{
+	const struct apply_arg *a = arg;
+	struct control *ctl = w->control;
+
+	if (a->shutdown == CONTROL_SHUTDOWN_IMMEDIATE) {
+		if (ctl != NULL)
+			ctl->shutdown = CONTROL_SHUTDOWN_IMMEDIATE;
+		w->shutting_down = true;
+		event_base_loopbreak(w->base);
+		return;
+	}
+	if (ctl != NULL) {
+		ctl->shutdown = a->shutdown;
+		if (a->shutdown == CONTROL_SHUTDOWN_WAIT_FOR_SERVERS) {
+			if (ctl->mode == CONTROL_SUSPENDED)
+				for_each_sbuf(w, false);
+			ctl->mode = CONTROL_PAUSED;
+		}
+	}
+	/* new clients are refused from now on; the connected ones keep going */
+	listener_stop(w);
 }
 
 void control_shutdown(struct bouncer *b, enum control_shutdown mode)
 {
 	struct control *ctl = b->control;
+	struct apply_arg a = {NULL, mode, 0};
 
 	if (ctl->shutdown == CONTROL_SHUTDOWN_NONE)
 		(void)sdnotify("STOPPING=1");
 	if (ctl->shutdown != CONTROL_SHUTDOWN_NONE || mode == CONTROL_SHUTDOWN_IMMEDIATE) {
 		log_info("shutting down immediately");
-		ctl->shutdown = CONTROL_SHUTDOWN_IMMEDIATE;
-		b->shutting_down = true;
-		event_base_loopbreak(b->base);
+		a.shutdown = CONTROL_SHUTDOWN_IMMEDIATE;
+		workers_each(b, shutdown_worker, &a);
 		return;
 	}
-	ctl->shutdown = mode;
-	if (mode == CONTROL_SHUTDOWN_WAIT_FOR_SERVERS) {
+	if (mode == CONTROL_SHUTDOWN_WAIT_FOR_SERVERS)
 		log_info("SHUTDOWN WAIT_FOR_SERVERS command issued");
-		if (ctl->mode == CONTROL_SUSPENDED)
-			for_each_sbuf(b, false);
-		ctl->mode = CONTROL_PAUSED;
-	} else {
+	else
 		log_info("SHUTDOWN WAIT_FOR_CLIENTS command issued");
-	}
-	/* new clients are refused from now on; the connected ones keep going */
-	listener_stop(b);
+	workers_each(b, shutdown_worker, &a);
 }
 
 /* The server-side connection settings of a pool as the given config describes them. */
