@@ -1780,29 +1780,11 @@ static void cmd_module(struct reply *r, const char *cmd, const char *arg)
 	}
 }
 
-static void reload_worker(struct bouncer *w, void *arg)
-{
-	bool *failed = arg;
-
-	/* worker 0 (first) checks the files; the others apply only what it took */
-	if (*failed)
-		return;
-	if (!control_reload(w)) {
-		if (worker_index(w) != 0)
-			log_error("RELOAD: worker %d could not apply what worker 0 took",
-			          worker_index(w));
-		*failed = true;
-	}
-}
-
 static void cmd_reload(struct reply *r, const char *arg)
 {
-	bool failed = false;
-
 	(void)arg;
 	log_info("RELOAD command issued");
-	workers_each(r->b, reload_worker, &failed);
-	if (!failed)
+	if (control_reload_all(r->b))
 		finish(r, "RELOAD");
 	else
 		send_error(r, "F0000", "RELOAD failed, see logs for additional details");

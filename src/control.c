@@ -1200,3 +1200,26 @@ bool control_reload(struct bouncer *b)
 	(void)sdnotify("READY=1");
 	return true;
 }
+
+static void reload_worker(struct bouncer *w, void *arg)
+{
+	bool *failed = arg;
+
+	/* worker 0 (first) checks the files; the others apply only what it took */
+	if (*failed)
+		return;
+	if (!control_reload(w)) {
+		if (worker_index(w) != 0)
+			log_error("RELOAD: worker %d could not apply what worker 0 took",
+			          worker_index(w));
+		*failed = true;
+	}
+}
+
+bool control_reload_all(struct bouncer *b)
+{
+	bool failed = false;
+
+	workers_each(b, reload_worker, &failed);
+	return !failed;
+}
