@@ -1755,6 +1755,33 @@ static void cmd_shutdown(struct reply *r, const char *arg)
 	finish(r, "SHUTDOWN");
 }
 
+struct module_cmd_arg {
+	const char *cmd, *arg;
+	uint64_t admin_id;
+	enum module_cmd res;
+	char msg[256];
+};
+
+/* The modules run on worker 0, the main thread's: their commands are taken there. */
+static void module_cmd_worker(struct bouncer *w, void *arg)
+{
+	struct module_cmd_arg *ma = arg;
+
+	if (worker_index(w) == 0)
+		ma->res = modules_command(w, ma->cmd, ma->arg, ma->admin_id, ma->msg,
+		                          sizeof(ma->msg));
+}
+
+static enum module_cmd run_module_command(struct reply *r, const char *cmd, const char *arg,
+                                          char *msg, size_t size)
+{
+	struct module_cmd_arg ma = {cmd, arg, r->client->id, MODULE_CMD_UNKNOWN, ""};
+
+	workers_each(r->b, module_cmd_worker, &ma);
+	snprintf(msg, size, "%s", ma.msg);
+	return ma.res;
+}
+
 /* A command a module takes (JOURNAL): done, refused or answered later. */
 static void cmd_module(struct reply *r, const char *cmd, const char *arg)
 {
@@ -1764,7 +1791,7 @@ static void cmd_module(struct reply *r, const char *cmd, const char *arg)
 	for (i = 0; cmd[i] != '\0' && i + 1 < sizeof(tag); i++)
 		tag[i] = (char)toupper((unsigned char)cmd[i]);
 	tag[i] = '\0';
-	switch (modules_command(r->b, tag, arg, r->client->id, msg, sizeof(msg))) {
+	switch (run_module_command(r, tag, arg, msg, sizeof(msg))) {
 	case MODULE_CMD_DONE:
 		if (msg[0] != '\0')
 			slog_info(r->client, "%s %s: %s", tag, arg, msg);
@@ -1926,7 +1953,7 @@ static bool cmd_sync(struct reply *r, const char *q)
 	}
 	log_info("SYNC %s%s command issued", backfill ? "BACKFILL " : "", name);
 	snprintf(arg, sizeof(arg), "%s%s", backfill ? "BACKFILL " : "", name);
-	switch (modules_command(r->b, "SYNC", arg, r->client->id, msg, sizeof(msg))) {
+	switch (run_module_command(r, "SYNC", arg, msg, sizeof(msg))) {
 	case MODULE_CMD_DONE:
 		finish(r, "SYNC");
 		break;
@@ -2118,8 +2145,14 @@ static void cancel_find_worker(struct bouncer *w, void *arg)
 	ca->worker = worker_index(w);
 	ca->id = c->id;
 	slog_info(c, "admin canceled its waiting command");
-	modules_admin_gone(w, c->id);
 	ca->undo = control_wait_cancel(w, c->id);
+}
+
+/* A module's wait (SYNC) for the admin is forgotten where the modules run: worker 0. */
+static void cancel_module_worker(struct bouncer *w, void *arg)
+{
+	if (worker_index(w) == 0)
+		modules_admin_gone(w, ((struct cancel_arg *)arg)->id);
 }
 
 static void cancel_answer_worker(struct bouncer *w, void *arg)
@@ -2149,27 +2182,71 @@ void admin_cancel(struct bouncer *b, uint32_t pid, uint32_t key)
 	workers_each(b, cancel_find_worker, &ca);
 	if (ca.worker < 0)
 		return;
+	workers_each(b, cancel_module_worker, &ca);
 	if (ca.undo && control_shutdown_mode(b) == CONTROL_SHUTDOWN_NONE &&
 	    control_mode(b) != CONTROL_RUNNING && control_resume(b, NULL) != NULL)
 		log_warning("could not resume after the cancel");
 	workers_each(b, cancel_answer_worker, &ca);
 }
 
-void admin_command_done(struct bouncer *b, uint64_t conn_id, const char *tag)
+/* The answer to a command that waited, for the admin on whichever worker holds it. */
+struct done_arg {
+	uint64_t conn_id;
+	const char *tag;                /* CommandComplete, or NULL: */
+	const char *sqlstate, *message; /* an ErrorResponse */
+	bool answered;
+};
+
+static void answer_waiting(struct conn *c, const struct done_arg *da)
 {
-	struct conn *c = admin_find_client(b, conn_id);
 	struct pktbuf pb;
 
-	if (c == NULL || conn_id == 0 || !c->admin_waiting)
-		return;
 	pktbuf_init(&pb, 1024);
-	pktbuf_write_command_complete(&pb, tag);
+	if (da->tag != NULL)
+		pktbuf_write_command_complete(&pb, da->tag);
+	else
+		pktbuf_write_error(&pb, "ERROR", da->sqlstate, da->message, NULL, NULL);
 	pktbuf_write_ready(&pb, 'I');
 	if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
 		slog_debug(c, "could not queue the console answer");
 	pktbuf_free(&pb);
 	c->admin_waiting = false;
 	sbuf_resume(&c->sbuf);
+}
+
+static void done_worker(struct bouncer *w, void *arg)
+{
+	struct done_arg *da = arg;
+	struct conn *c;
+
+	if (da->answered || (c = admin_find_client(w, da->conn_id)) == NULL)
+		return;
+	da->answered = true;
+	if (c->admin_waiting)
+		answer_waiting(c, da);
+}
+
+static void answer_done(struct bouncer *b, struct done_arg *da)
+{
+	struct conn *c;
+
+	if (da->conn_id == 0)
+		return;
+	/* mostly the admin is on this worker (control's waits are kept where the admin is) */
+	c = admin_find_client(b, da->conn_id);
+	if (c != NULL) {
+		if (c->admin_waiting)
+			answer_waiting(c, da);
+		return;
+	}
+	workers_each(b, done_worker, da);
+}
+
+void admin_command_done(struct bouncer *b, uint64_t conn_id, const char *tag)
+{
+	struct done_arg da = {conn_id, tag, NULL, NULL, false};
+
+	answer_done(b, &da);
 }
 
 /* ---- the views' rows, for the metrics endpoint ---- */
@@ -2277,19 +2354,9 @@ bool admin_show_rows(struct bouncer *b, const char *view, admin_rows_cb cb, void
 void admin_command_failed(struct bouncer *b, uint64_t conn_id, const char *sqlstate,
                           const char *message)
 {
-	struct conn *c = admin_find_client(b, conn_id);
-	struct pktbuf pb;
+	struct done_arg da = {conn_id, NULL, sqlstate, message, false};
 
-	if (c == NULL || conn_id == 0 || !c->admin_waiting)
-		return;
-	pktbuf_init(&pb, 1024);
-	pktbuf_write_error(&pb, "ERROR", sqlstate, message, NULL, NULL);
-	pktbuf_write_ready(&pb, 'I');
-	if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
-		slog_debug(c, "could not queue the console answer");
-	pktbuf_free(&pb);
-	c->admin_waiting = false;
-	sbuf_resume(&c->sbuf);
+	answer_done(b, &da);
 }
 
 /* ---- views registry and set-up ---- */
