@@ -88,11 +88,5 @@ void control_shutdown(struct bouncer *b, enum control_shutdown mode);
  * connection settings changed get new servers: the old ones close once released.
  */
 bool control_reload(struct bouncer *b) __attribute__((warn_unused_result));
-/*
- * RELOAD of the whole pooler: worker 0 (first) re-reads and checks the files and applies them;
- * then every other worker applies them, unless worker 0 refused them. False when worker 0
- * refused them (nothing changed anywhere) or a later worker could not apply them (logged).
- */
-bool control_reload_all(struct bouncer *b) __attribute__((warn_unused_result));
 
 #endif

@@ -1544,6 +1544,99 @@ static void answer_or_wait(struct reply *r, const char *err, bool wait, enum con
 	r->client->admin_waiting = true;
 }
 
+/* One of control's commands, as it acts on one worker. */
+typedef const char *(*control_cmd)(struct bouncer *w, const char *db, bool *wait);
+
+struct control_all {
+	control_cmd fn;
+	const char *db;
+	bool wait;   /* some worker has something to wait for */
+	bool failed; /* err says why */
+	char err[256];
+};
+
+/*
+ * Worker 0 (first) checks the command against its state and applies it; every worker's state
+ * is the same, so when worker 0 refuses it the others are not asked.
+ */
+static void control_worker(struct bouncer *w, void *arg)
+{
+	struct control_all *ca = arg;
+	bool wait = false;
+	const char *err;
+
+	if (ca->failed)
+		return;
+	err = ca->fn(w, ca->db, &wait);
+	if (err != NULL) {
+		if (worker_index(w) != 0)
+			log_warning("worker %d: %s", worker_index(w), err);
+		ca->failed = true;
+		snprintf(ca->err, sizeof(ca->err), "%s", err);
+		return;
+	}
+	ca->wait = ca->wait || wait;
+}
+
+/* Runs fn on every worker; NULL, or the error (in ca, which the caller provides). */
+static const char *control_on_all(struct bouncer *b, control_cmd fn, const char *db, bool *wait,
+                                  struct control_all *ca)
+{
+	memset(ca, 0, sizeof(*ca));
+	ca->fn = fn;
+	ca->db = db;
+	workers_each(b, control_worker, ca);
+	if (wait != NULL)
+		*wait = ca->wait;
+	return ca->failed ? ca->err : NULL;
+}
+
+static const char *do_pause(struct bouncer *w, const char *db, bool *wait)
+{
+	return control_pause(w, db, wait);
+}
+
+static const char *do_wait_close(struct bouncer *w, const char *db, bool *wait)
+{
+	return control_wait_close(w, db, wait);
+}
+
+static const char *do_suspend(struct bouncer *w, const char *db, bool *wait)
+{
+	(void)db;
+	return control_suspend(w, wait);
+}
+
+static const char *do_resume(struct bouncer *w, const char *db, bool *wait)
+{
+	(void)wait;
+	return control_resume(w, db);
+}
+
+static const char *do_disable(struct bouncer *w, const char *db, bool *wait)
+{
+	(void)wait;
+	return control_disable(w, db);
+}
+
+static const char *do_enable(struct bouncer *w, const char *db, bool *wait)
+{
+	(void)wait;
+	return control_enable(w, db);
+}
+
+static const char *do_kill(struct bouncer *w, const char *db, bool *wait)
+{
+	(void)wait;
+	return control_kill(w, db);
+}
+
+static const char *do_reconnect(struct bouncer *w, const char *db, bool *wait)
+{
+	(void)wait;
+	return control_reconnect(w, db);
+}
+
 enum set_result {
 	SET_APPLIED,
 	SET_INVALID,     /* config_set() refused the value */
@@ -1650,8 +1743,10 @@ static void cmd_set(struct reply *r, const char *key, const char *value)
 		return;
 	}
 	if (sa.reconnect) {
+		struct control_all ca;
+
 		log_info("server TLS settings changed, reconnecting the servers");
-		(void)control_reconnect(r->b, NULL);
+		(void)control_on_all(r->b, do_reconnect, NULL, NULL, &ca);
 	}
 	log_info("SET %s = %s", key, config_key_is_secret(config_key_index(key)) ? "****" : value);
 	snprintf(tag, sizeof(tag), "SET %s=%s", key, value);
@@ -1727,6 +1822,12 @@ static void cmd_kill_client(struct reply *r, const char *arg)
 		finish(r, "KILL_CLIENT");
 }
 
+static void shutdown_worker(struct bouncer *w, void *arg)
+{
+	control_shutdown(w, *(const enum control_shutdown *)arg);
+}
+
+/* SHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]: every worker goes down the same way. */
 static void cmd_shutdown(struct reply *r, const char *arg)
 {
 	enum control_shutdown mode = CONTROL_SHUTDOWN_IMMEDIATE;
@@ -1748,10 +1849,10 @@ static void cmd_shutdown(struct reply *r, const char *arg)
 	if (mode == CONTROL_SHUTDOWN_IMMEDIATE) {
 		log_info("SHUTDOWN command issued");
 		/* no answer: the connection stays open until the process is gone */
-		control_shutdown(r->b, mode);
+		workers_each(r->b, shutdown_worker, &mode);
 		return;
 	}
-	control_shutdown(r->b, mode);
+	workers_each(r->b, shutdown_worker, &mode);
 	finish(r, "SHUTDOWN");
 }
 
@@ -1807,11 +1908,30 @@ static void cmd_module(struct reply *r, const char *cmd, const char *arg)
 	}
 }
 
+static void reload_worker(struct bouncer *w, void *arg)
+{
+	bool *failed = arg;
+
+	/* worker 0 (first) checks the files; the others apply only what it took */
+	if (*failed)
+		return;
+	if (!control_reload(w)) {
+		if (worker_index(w) != 0)
+			log_error("RELOAD: worker %d could not apply what worker 0 took",
+			          worker_index(w));
+		*failed = true;
+	}
+}
+
+/* RELOAD: every worker reloads; one that worker 0 refuses changes nothing anywhere. */
 static void cmd_reload(struct reply *r, const char *arg)
 {
+	bool failed = false;
+
 	(void)arg;
 	log_info("RELOAD command issued");
-	if (control_reload_all(r->b))
+	workers_each(r->b, reload_worker, &failed);
+	if (!failed)
 		finish(r, "RELOAD");
 	else
 		send_error(r, "F0000", "RELOAD failed, see logs for additional details");
@@ -1820,7 +1940,8 @@ static void cmd_reload(struct reply *r, const char *arg)
 static void cmd_suspend(struct reply *r, const char *arg)
 {
 	bool wait = false;
-	const char *err = control_suspend(r->b, &wait);
+	struct control_all ca;
+	const char *err = control_on_all(r->b, do_suspend, NULL, &wait, &ca);
 
 	(void)arg;
 	answer_or_wait(r, err, wait, CONTROL_WAIT_SUSPEND, "", "SUSPEND");
@@ -1829,7 +1950,8 @@ static void cmd_suspend(struct reply *r, const char *arg)
 static void cmd_pause(struct reply *r, const char *arg)
 {
 	bool wait = false;
-	const char *err = control_pause(r->b, arg, &wait);
+	struct control_all ca;
+	const char *err = control_on_all(r->b, do_pause, arg, &wait, &ca);
 
 	answer_or_wait(r, err, wait, CONTROL_WAIT_PAUSE, arg, "PAUSE");
 }
@@ -1837,34 +1959,45 @@ static void cmd_pause(struct reply *r, const char *arg)
 static void cmd_wait_close(struct reply *r, const char *arg)
 {
 	bool wait = false;
-	const char *err = control_wait_close(r->b, arg, &wait);
+	struct control_all ca;
+	const char *err = control_on_all(r->b, do_wait_close, arg, &wait, &ca);
 
 	answer_or_wait(r, err, wait, CONTROL_WAIT_CLOSE, arg, "WAIT_CLOSE");
 }
 
 static void cmd_resume(struct reply *r, const char *arg)
 {
-	answer(r, control_resume(r->b, arg), "RESUME");
+	struct control_all ca;
+
+	answer(r, control_on_all(r->b, do_resume, arg, NULL, &ca), "RESUME");
 }
 
 static void cmd_disable(struct reply *r, const char *arg)
 {
-	answer(r, control_disable(r->b, arg), "DISABLE");
+	struct control_all ca;
+
+	answer(r, control_on_all(r->b, do_disable, arg, NULL, &ca), "DISABLE");
 }
 
 static void cmd_enable(struct reply *r, const char *arg)
 {
-	answer(r, control_enable(r->b, arg), "ENABLE");
+	struct control_all ca;
+
+	answer(r, control_on_all(r->b, do_enable, arg, NULL, &ca), "ENABLE");
 }
 
 static void cmd_kill(struct reply *r, const char *arg)
 {
-	answer(r, control_kill(r->b, arg), "KILL");
+	struct control_all ca;
+
+	answer(r, control_on_all(r->b, do_kill, arg, NULL, &ca), "KILL");
 }
 
 static void cmd_reconnect(struct reply *r, const char *arg)
 {
-	answer(r, control_reconnect(r->b, arg), "RECONNECT");
+	struct control_all ca;
+
+	answer(r, control_on_all(r->b, do_reconnect, arg, NULL, &ca), "RECONNECT");
 }
 
 #define CMD_NO_ARG 1u /* takes no argument: one is a syntax error */
@@ -2118,51 +2251,39 @@ struct conn *admin_find_client(struct bouncer *b, uint64_t conn_id)
 	return NULL;
 }
 
-struct cancel_arg {
-	uint32_t pid, key;
-	int worker; /* where the admin is, -1 until found */
-	uint64_t id;
-	bool undo; /* it waited for a PAUSE or SUSPEND, which is undone */
-};
-
-/* Finds the waiting admin with these keys and forgets what it waited for. */
-static void cancel_find_worker(struct bouncer *w, void *arg)
+/* The modules (SYNC's waits) run on worker 0. */
+static void admin_gone_worker(struct bouncer *w, void *arg)
 {
-	struct cancel_arg *ca = arg;
+	if (worker_index(w) == 0)
+		modules_admin_gone(w, *(const uint64_t *)arg);
+}
+
+void admin_cancel(struct bouncer *b, uint32_t pid, uint32_t key)
+{
 	struct list *it;
 	struct conn *c = NULL;
+	struct pktbuf pb;
+	struct control_all ca;
+	uint64_t id;
 
-	if (ca->worker >= 0 || w->admin == NULL)
+	if (b->admin == NULL)
 		return;
-	list_for_each(it, &w->admin->pool->active_clients)
+	list_for_each(it, &b->admin->pool->active_clients)
 	{
 		struct conn *a = list_entry(it, struct conn, head);
-		if (a->be_pid == ca->pid && a->cancel_key == ca->key)
+		if (a->be_pid == pid && a->cancel_key == key)
 			c = a;
 	}
 	if (c == NULL || !c->admin_waiting)
 		return;
-	ca->worker = worker_index(w);
-	ca->id = c->id;
 	slog_info(c, "admin canceled its waiting command");
-	ca->undo = control_wait_cancel(w, c->id);
-}
-
-/* A module's wait (SYNC) for the admin is forgotten where the modules run: worker 0. */
-static void cancel_module_worker(struct bouncer *w, void *arg)
-{
-	if (worker_index(w) == 0)
-		modules_admin_gone(w, ((struct cancel_arg *)arg)->id);
-}
-
-static void cancel_answer_worker(struct bouncer *w, void *arg)
-{
-	struct cancel_arg *ca = arg;
-	struct conn *c;
-	struct pktbuf pb;
-
-	if (worker_index(w) != ca->worker || (c = admin_find_client(w, ca->id)) == NULL)
-		return;
+	id = c->id;
+	workers_each(b, admin_gone_worker, &id);
+	/* the PAUSE or SUSPEND it started is undone on every worker */
+	if (control_wait_cancel(b, id) && control_shutdown_mode(b) == CONTROL_SHUTDOWN_NONE &&
+	    control_mode(b) != CONTROL_RUNNING &&
+	    control_on_all(b, do_resume, NULL, NULL, &ca) != NULL)
+		slog_warning(c, "could not resume after the cancel");
 	pktbuf_init(&pb, 1024);
 	pktbuf_write_error(&pb, "ERROR", "57014", "canceling statement due to user request", NULL,
 	                   NULL);
@@ -2172,21 +2293,6 @@ static void cancel_answer_worker(struct bouncer *w, void *arg)
 	pktbuf_free(&pb);
 	c->admin_waiting = false;
 	sbuf_resume(&c->sbuf);
-}
-
-void admin_cancel(struct bouncer *b, uint32_t pid, uint32_t key)
-{
-	struct cancel_arg ca = {pid, key, -1, 0, false};
-
-	/* the admin may be on any worker; the PAUSE or SUSPEND it started is undone on all */
-	workers_each(b, cancel_find_worker, &ca);
-	if (ca.worker < 0)
-		return;
-	workers_each(b, cancel_module_worker, &ca);
-	if (ca.undo && control_shutdown_mode(b) == CONTROL_SHUTDOWN_NONE &&
-	    control_mode(b) != CONTROL_RUNNING && control_resume(b, NULL) != NULL)
-		log_warning("could not resume after the cancel");
-	workers_each(b, cancel_answer_worker, &ca);
 }
 
 /* The answer to a command that waited, for the admin on whichever worker holds it. */

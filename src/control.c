@@ -3,11 +3,12 @@
  * several pools, one per user, and may have none yet), in a small array that only grows with
  * the number of databases an admin has touched.
  *
- * With several workers each has its own control state, kept the same on all: a command is
- * checked against the caller's state, logged once, then applied on every worker through
- * workers_each(); what a waiting command waits for (servers released, bytes flushed, servers
- * closed) is counted over every worker. The pause mode and flags are thus read by each
- * worker's pooler from its own state, with no lock on the relay path.
+ * With several workers each has its own control state, kept the same on all: the commands
+ * here act on the worker they are given, and the console and the signals run them on every
+ * worker (workers_each(), worker 0 first, which alone logs "... command issued"). What a
+ * waiting command waits for (servers released, bytes flushed, servers closed) is counted over
+ * every worker, by the tick of the worker where its admin is; worker 0 tells the service
+ * manager the status and undoes a SUSPEND whose admin left, looking at every worker.
  */
 #include "control.h"
 
@@ -107,6 +108,13 @@ const char *control_wait_str(enum control_wait w)
 	}
 	return "?";
 }
+
+/* A command's log line, once for the pooler: by worker 0, the first to run every command. */
+#define log_once(b, ...)                                                                           \
+	do {                                                                                       \
+		if (worker_index(b) == 0)                                                          \
+			log_info(__VA_ARGS__);                                                     \
+	} while (0)
 
 static struct db_flags *find_db(const struct control *ctl, const char *name)
 {
@@ -375,15 +383,6 @@ static bool all_flushed(struct bouncer *b)
 	return true;
 }
 
-/* What one command changes on a worker's state, applied on every worker (workers_each). */
-struct apply_arg {
-	const char *db; /* NULL or "" = all databases */
-	enum control_shutdown shutdown;
-	uint64_t now;
-};
-
-static void resume_worker(struct bouncer *w, void *arg);
-
 /* ---- counting over every worker ---- */
 
 struct count_arg {
@@ -397,18 +396,6 @@ static void count_busy(struct bouncer *w, void *arg)
 	struct count_arg *ca = arg;
 
 	ca->n += busy_servers(w, ca->db);
-}
-
-static void count_db_servers(struct bouncer *w, void *arg)
-{
-	struct count_arg *ca = arg;
-
-	ca->n += db_servers(w, ca->db);
-}
-
-static void count_live_servers(struct bouncer *w, void *arg)
-{
-	((struct count_arg *)arg)->n += live_servers(w);
 }
 
 /* clients in n, servers in m */
@@ -469,6 +456,14 @@ static void full_resume(struct control *ctl)
 	}
 }
 
+/* As a worker_fn: w leaves PAUSE or SUSPEND. */
+static void resume_worker(struct bouncer *w, void *arg)
+{
+	(void)arg;
+	if (w->control != NULL && w->control->mode != CONTROL_RUNNING)
+		full_resume(w->control);
+}
+
 /* Whether what the admin waits for is done on every worker. */
 static bool waiter_done(struct control *ctl, const struct waiter *w)
 {
@@ -511,17 +506,15 @@ static void tell_status(struct control *ctl)
 	/* one status for the process: worker 0 tells it, with every worker's counts */
 	if (now - ctl->status_usec < 1000000 || worker_index(b) != 0)
 		return;
-	/* (while shutting down, a worker may have stopped: only our own are counted) */
+	workers_each(b, count_live, &live);
 	if (ctl->shutdown != CONTROL_SHUTDOWN_NONE)
 		snprintf(status, sizeof(status), "shutting down (%s): %d clients, %d servers",
-		         control_shutdown_str(ctl->shutdown), live_clients(b), live_servers(b));
-	else {
-		workers_each(b, count_live, &live);
+		         control_shutdown_str(ctl->shutdown), live.n, live.m);
+	else
 		snprintf(status, sizeof(status), "%s: %d clients, %d servers",
 		         ctl->mode == CONTROL_RUNNING ? "accepting connections"
 		                                      : control_mode_str(ctl->mode),
 		         live.n, live.m);
-	}
 	if (strcmp(status, ctl->status) == 0)
 		return;
 	memcpy(ctl->status, status, sizeof(status));
@@ -560,9 +553,8 @@ static void tick(void *arg)
 	/* worker 0 looks for an admin on every worker, and resumes them all */
 	if (ctl->mode == CONTROL_SUSPENDED && ctl->shutdown == CONTROL_SHUTDOWN_NONE &&
 	    worker_index(b) == 0 && count_all(b, count_admins, NULL) == 0) {
-		struct apply_arg a = {NULL, CONTROL_SHUTDOWN_NONE, 0};
 		log_info("admin disappeared when suspended, doing RESUME");
-		workers_each(b, resume_worker, &a);
+		workers_each(b, resume_worker, NULL);
 	}
 	tell_status(ctl);
 	switch (ctl->shutdown) {
@@ -653,96 +645,48 @@ bool control_wait_cancel(struct bouncer *b, uint64_t conn_id)
 	return paused;
 }
 
-static bool all_dbs(const char *db)
-{
-	return db == NULL || db[0] == '\0';
-}
-
-static void pause_worker(struct bouncer *w, void *arg)
-{
-	const struct apply_arg *a = arg;
-	struct control *ctl = w->control;
-	struct db_flags *f;
-
-	if (ctl == NULL)
-		return;
-	if (all_dbs(a->db)) {
-		ctl->mode = CONTROL_PAUSED;
-		return;
-	}
-	f = get_db(ctl, a->db);
-	if (f != NULL)
-		f->paused = true;
-	else
-		log_warning("out of memory pausing %s", a->db);
-}
-
 const char *control_pause(struct bouncer *b, const char *db, bool *wait)
 {
 	struct control *ctl = b->control;
-	struct apply_arg a = {db, CONTROL_SHUTDOWN_NONE, 0};
 	const char *err;
+	struct db_flags *f;
 
 	*wait = false;
 	if (ctl->mode != CONTROL_RUNNING)
 		return "already suspended/paused";
-	if (all_dbs(db)) {
-		log_info("PAUSE command issued");
-		workers_each(b, pause_worker, &a);
-		*wait = count_all(b, count_live_servers, NULL) > 0;
+	if (db == NULL || db[0] == '\0') {
+		log_once(b, "PAUSE command issued");
+		ctl->mode = CONTROL_PAUSED;
+		*wait = live_servers(b) > 0;
 		return NULL;
 	}
-	log_info("PAUSE '%s' command issued", db);
+	log_once(b, "PAUSE '%s' command issued", db);
 	if ((err = check_db(b, db, "pause")) != NULL)
 		return err;
-	if (get_db(ctl, db) == NULL)
+	f = get_db(ctl, db);
+	if (f == NULL)
 		return "out of memory";
-	workers_each(b, pause_worker, &a);
-	*wait = count_all(b, count_db_servers, db) > 0;
+	f->paused = true;
+	*wait = db_servers(b, db) > 0;
 	return NULL;
-}
-
-static void resume_worker(struct bouncer *w, void *arg)
-{
-	const struct apply_arg *a = arg;
-	struct control *ctl = w->control;
-	struct db_flags *f;
-	struct list *it;
-
-	if (ctl == NULL)
-		return;
-	if (all_dbs(a->db)) {
-		if (ctl->mode != CONTROL_RUNNING)
-			full_resume(ctl);
-		return;
-	}
-	f = find_db(ctl, a->db);
-	if (f != NULL)
-		f->paused = false;
-	list_for_each(it, &w->pools)
-	{
-		struct pool *pool = list_entry(it, struct pool, head);
-		if (pool_matches(pool, a->db))
-			pool_fill(pool);
-	}
 }
 
 const char *control_resume(struct bouncer *b, const char *db)
 {
 	struct control *ctl = b->control;
-	struct apply_arg a = {db, CONTROL_SHUTDOWN_NONE, 0};
 	struct db_flags *f;
+	struct list *it;
 
-	if (all_dbs(db)) {
-		log_info("RESUME command issued");
+	if (db == NULL || db[0] == '\0') {
+		log_once(b, "RESUME command issued");
 		if (ctl->shutdown != CONTROL_SHUTDOWN_NONE)
 			return "pooler is shutting down";
 		if (ctl->mode == CONTROL_RUNNING)
 			return "pooler is not paused/suspended";
-		workers_each(b, resume_worker, &a);
+		full_resume(ctl);
 		return NULL;
 	}
-	log_info("RESUME '%s' command issued", db);
+	log_once(b, "RESUME '%s' command issued", db);
 	if (config_find_database(b->cfg, db) == NULL && !admin_is_console_db(db)) {
 		static char msg[160];
 		snprintf(msg, sizeof(msg), "no such database: %s", db);
@@ -754,27 +698,19 @@ const char *control_resume(struct bouncer *b, const char *db)
 		snprintf(msg, sizeof(msg), "database %s is not paused", db);
 		return msg;
 	}
-	workers_each(b, resume_worker, &a);
+	f->paused = false;
+	list_for_each(it, &b->pools)
+	{
+		struct pool *pool = list_entry(it, struct pool, head);
+		if (pool_matches(pool, db))
+			pool_fill(pool);
+	}
 	return NULL;
-}
-
-static void suspend_worker(struct bouncer *w, void *arg)
-{
-	const struct apply_arg *a = arg;
-	struct control *ctl = w->control;
-
-	if (ctl == NULL)
-		return;
-	ctl->mode = CONTROL_SUSPENDED;
-	ctl->suspend_start = a->now;
-	listener_pause(w, true);
-	for_each_sbuf(w, true);
 }
 
 const char *control_suspend(struct bouncer *b, bool *wait)
 {
 	struct control *ctl = b->control;
-	struct apply_arg a = {NULL, CONTROL_SHUTDOWN_NONE, bouncer_now_usec()};
 
 	*wait = false;
 	if (ctl->mode != CONTROL_RUNNING)
@@ -782,62 +718,45 @@ const char *control_suspend(struct bouncer *b, bool *wait)
 	for (int i = 0; i < ctl->ndbs; i++)
 		if (ctl->dbs[i].paused)
 			return "cannot suspend with paused databases";
-	log_info("SUSPEND command issued");
-	workers_each(b, suspend_worker, &a);
+	log_once(b, "SUSPEND command issued");
+	ctl->mode = CONTROL_SUSPENDED;
+	ctl->suspend_start = bouncer_now_usec();
+	listener_pause(b, true);
+	for_each_sbuf(b, true);
 	*wait = true;
 	return NULL;
 }
 
-static void disable_worker(struct bouncer *w, void *arg)
-{
-	const struct apply_arg *a = arg;
-	struct db_flags *f;
-
-	if (w->control == NULL)
-		return;
-	f = get_db(w->control, a->db);
-	if (f != NULL)
-		f->disabled = true;
-	else
-		log_warning("out of memory disabling %s", a->db);
-}
-
 const char *control_disable(struct bouncer *b, const char *db)
 {
-	struct apply_arg a = {db, CONTROL_SHUTDOWN_NONE, 0};
 	const char *err;
+	struct db_flags *f;
 
-	if (all_dbs(db))
+	if (db == NULL || db[0] == '\0')
 		return "a database is required";
-	log_info("DISABLE '%s' command issued", db);
+	log_once(b, "DISABLE '%s' command issued", db);
 	if ((err = check_db(b, db, "disable")) != NULL)
 		return err;
-	if (get_db(b->control, db) == NULL)
+	f = get_db(b->control, db);
+	if (f == NULL)
 		return "out of memory";
-	workers_each(b, disable_worker, &a);
+	f->disabled = true;
 	return NULL;
-}
-
-static void enable_worker(struct bouncer *w, void *arg)
-{
-	const struct apply_arg *a = arg;
-	struct db_flags *f = w->control != NULL ? find_db(w->control, a->db) : NULL;
-
-	if (f != NULL)
-		f->disabled = false;
 }
 
 const char *control_enable(struct bouncer *b, const char *db)
 {
-	struct apply_arg a = {db, CONTROL_SHUTDOWN_NONE, 0};
 	const char *err;
+	struct db_flags *f;
 
-	if (all_dbs(db))
+	if (db == NULL || db[0] == '\0')
 		return "a database is required";
-	log_info("ENABLE '%s' command issued", db);
+	log_once(b, "ENABLE '%s' command issued", db);
 	if ((err = check_db(b, db, "enable")) != NULL)
 		return err;
-	workers_each(b, enable_worker, &a);
+	f = find_db(b->control, db);
+	if (f != NULL)
+		f->disabled = false;
 	return NULL;
 }
 
@@ -860,48 +779,38 @@ static void kill_pool(struct pool *pool)
 	close_list(&pool->login_servers, reason, false);
 }
 
-static void kill_worker(struct bouncer *w, void *arg)
-{
-	const struct apply_arg *a = arg;
-	struct control *ctl = w->control;
-	struct list *it, *tmp;
-
-	list_for_each_safe(it, tmp, &w->pools)
-	{
-		struct pool *pool = list_entry(it, struct pool, head);
-		struct db_flags *f;
-		if (!pool_matches(pool, a->db))
-			continue;
-		f = ctl != NULL ? get_db(ctl, pool->db_name) : NULL;
-		if (f != NULL)
-			f->paused = true;
-		kill_pool(pool);
-	}
-	if (!all_dbs(a->db) && ctl != NULL) {
-		struct db_flags *f = get_db(ctl, a->db);
-		if (f != NULL)
-			f->paused = true;
-	}
-}
-
 const char *control_kill(struct bouncer *b, const char *db)
 {
 	struct control *ctl = b->control;
-	struct apply_arg a = {db, CONTROL_SHUTDOWN_NONE, 0};
+	struct list *it, *tmp;
 	const char *err;
 
 	if (ctl->mode != CONTROL_RUNNING)
 		return "already suspended/paused";
-	if (!all_dbs(db)) {
-		log_info("KILL '%s' command issued", db);
+	if (db != NULL && db[0] != '\0') {
+		log_once(b, "KILL '%s' command issued", db);
 		if ((err = check_db(b, db, "kill")) != NULL)
 			return err;
-		if (get_db(ctl, db) == NULL)
-			return "out of memory";
 	} else {
-		log_info("KILL command issued");
+		log_once(b, "KILL command issued");
 	}
-	workers_each(b, kill_worker, &a);
+	list_for_each_safe(it, tmp, &b->pools)
+	{
+		struct pool *pool = list_entry(it, struct pool, head);
+		struct db_flags *f;
+		if (!pool_matches(pool, db))
+			continue;
+		f = get_db(ctl, pool->db_name);
+		if (f != NULL)
+			f->paused = true;
+		kill_pool(pool);
+	}
+	if (db != NULL && db[0] != '\0') {
+		struct db_flags *f = get_db(ctl, db);
+		if (f == NULL)
+			return "out of memory";
+		f->paused = true;
+	}
 	return NULL;
 }
 
@@ -923,32 +832,24 @@ static void tag_servers(struct pool *pool)
 		}
 }
 
-static void reconnect_worker(struct bouncer *w, void *arg)
-{
-	const struct apply_arg *a = arg;
-	struct list *it, *tmp;
-
-	list_for_each_safe(it, tmp, &w->pools)
-	{
-		struct pool *pool = list_entry(it, struct pool, head);
-		if (pool_matches(pool, a->db))
-			tag_servers(pool);
-	}
-}
-
 const char *control_reconnect(struct bouncer *b, const char *db)
 {
-	struct apply_arg a = {db, CONTROL_SHUTDOWN_NONE, 0};
+	struct list *it;
 	const char *err;
 
-	if (!all_dbs(db)) {
-		log_info("RECONNECT '%s' command issued", db);
+	if (db != NULL && db[0] != '\0') {
+		log_once(b, "RECONNECT '%s' command issued", db);
 		if ((err = check_db(b, db, "reconnect")) != NULL)
 			return err;
 	} else {
-		log_info("RECONNECT command issued");
+		log_once(b, "RECONNECT command issued");
 	}
-	workers_each(b, reconnect_worker, &a);
+	list_for_each(it, &b->pools)
+	{
+		struct pool *pool = list_entry(it, struct pool, head);
+		if (pool_matches(pool, db))
+			tag_servers(pool);
+	}
 	return NULL;
 }
 
@@ -957,59 +858,41 @@ const char *control_wait_close(struct bouncer *b, const char *db, bool *wait)
 	const char *err;
 
 	*wait = false;
-	if (!all_dbs(db)) {
-		log_info("WAIT_CLOSE '%s' command issued", db);
+	if (db != NULL && db[0] != '\0') {
+		log_once(b, "WAIT_CLOSE '%s' command issued", db);
 		if ((err = check_db(b, db, "wait in")) != NULL)
 			return err;
 	} else {
-		log_info("WAIT_CLOSE command issued");
+		log_once(b, "WAIT_CLOSE command issued");
 	}
-	*wait = count_all(b, count_close_needed, db) > 0;
+	*wait = close_needed_servers(b, db) > 0;
 	return NULL;
-}
-
-static void shutdown_worker(struct bouncer *w, void *arg)
-{
-	const struct apply_arg *a = arg;
-	struct control *ctl = w->control;
-
-	if (a->shutdown == CONTROL_SHUTDOWN_IMMEDIATE) {
-		if (ctl != NULL)
-			ctl->shutdown = CONTROL_SHUTDOWN_IMMEDIATE;
-		w->shutting_down = true;
-		event_base_loopbreak(w->base);
-		return;
-	}
-	if (ctl != NULL) {
-		ctl->shutdown = a->shutdown;
-		if (a->shutdown == CONTROL_SHUTDOWN_WAIT_FOR_SERVERS) {
-			if (ctl->mode == CONTROL_SUSPENDED)
-				for_each_sbuf(w, false);
-			ctl->mode = CONTROL_PAUSED;
-		}
-	}
-	/* new clients are refused from now on; the connected ones keep going */
-	listener_stop(w);
 }
 
 void control_shutdown(struct bouncer *b, enum control_shutdown mode)
 {
 	struct control *ctl = b->control;
-	struct apply_arg a = {NULL, mode, 0};
 
 	if (ctl->shutdown == CONTROL_SHUTDOWN_NONE)
 		(void)sdnotify("STOPPING=1");
 	if (ctl->shutdown != CONTROL_SHUTDOWN_NONE || mode == CONTROL_SHUTDOWN_IMMEDIATE) {
-		log_info("shutting down immediately");
-		a.shutdown = CONTROL_SHUTDOWN_IMMEDIATE;
-		workers_each(b, shutdown_worker, &a);
+		log_once(b, "shutting down immediately");
+		ctl->shutdown = CONTROL_SHUTDOWN_IMMEDIATE;
+		b->shutting_down = true;
+		event_base_loopbreak(b->base);
 		return;
 	}
-	if (mode == CONTROL_SHUTDOWN_WAIT_FOR_SERVERS)
-		log_info("SHUTDOWN WAIT_FOR_SERVERS command issued");
-	else
-		log_info("SHUTDOWN WAIT_FOR_CLIENTS command issued");
-	workers_each(b, shutdown_worker, &a);
+	ctl->shutdown = mode;
+	if (mode == CONTROL_SHUTDOWN_WAIT_FOR_SERVERS) {
+		log_once(b, "SHUTDOWN WAIT_FOR_SERVERS command issued");
+		if (ctl->mode == CONTROL_SUSPENDED)
+			for_each_sbuf(b, false);
+		ctl->mode = CONTROL_PAUSED;
+	} else {
+		log_once(b, "SHUTDOWN WAIT_FOR_CLIENTS command issued");
+	}
+	/* new clients are refused from now on; the connected ones keep going */
+	listener_stop(b);
 }
 
 /* The server-side connection settings of a pool as the given config describes them. */
@@ -1199,27 +1082,4 @@ bool control_reload(struct bouncer *b)
 		userlist_free(old_users);
 	(void)sdnotify("READY=1");
 	return true;
-}
-
-static void reload_worker(struct bouncer *w, void *arg)
-{
-	bool *failed = arg;
-
-	/* worker 0 (first) checks the files; the others apply only what it took */
-	if (*failed)
-		return;
-	if (!control_reload(w)) {
-		if (worker_index(w) != 0)
-			log_error("RELOAD: worker %d could not apply what worker 0 took",
-			          worker_index(w));
-		*failed = true;
-	}
-}
-
-bool control_reload_all(struct bouncer *b)
-{
-	bool failed = false;
-
-	workers_each(b, reload_worker, &failed);
-	return !failed;
 }
