@@ -338,6 +338,9 @@ static void bouncer_teardown(struct bouncer *b)
 			list_for_each_safe(it, tmp, lists[i])
 			{
 				struct conn *cn = list_entry(it, struct conn, head);
+				/* the workers still running may need the places it held */
+				if (cn->is_server && cn->limits_held != 0)
+					pool_server_uncounted(cn);
 				if (cn->dns_req != NULL)
 					dns_cancel(cn->dns_req);
 				if (cn->connecting)
