@@ -245,6 +245,25 @@ def test_synced_tables_need_a_single_worker(bouncer_factory):
             in out.stdout + out.stderr + b.log())
 
 
+def test_a_reload_cannot_add_synced_tables_to_several_workers(bouncer_factory):
+    b = bouncer_factory(config={"pgbouncer": {"workers": 2}})
+    # workers needs a restart: the file's new value does not count until then
+    with open(b.ini) as f:
+        text = f.read().replace("workers = 2", "workers = 1")
+    with open(b.ini, "w") as f:
+        f.write(text + "\n[apis]\nstripe = type=stripe base_url=http://127.0.0.1:9 auth=bearer "
+                "token=sk_test_x\n[synced_tables]\ncrm.billing.customers = api=stripe "
+                "object=customers sync_interval=0 backfill=off\n")
+    b.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "RELOAD failed" not in b.log():
+        assert time.monotonic() < deadline, b.log()[-3000:]
+        time.sleep(0.02)
+    assert "workers = 2 cannot be used with [synced_tables] or [apis] yet" in b.log()
+    with b.connect(autocommit=True) as c:
+        assert c.execute("select 1").fetchone()[0] == 1
+
+
 @pytest.mark.parametrize("value", ["0", "65", "two", ""])
 def test_a_bad_workers_value_stops_the_start(bouncer_factory, value):
     b = bouncer_factory(config={"pgbouncer": {"workers": value}}, start=False)
