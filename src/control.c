@@ -1028,6 +1028,13 @@ bool control_reload(struct bouncer *b)
 	}
 	if (!config_keep_no_reload(fresh, b->cfg))
 		log_warning("some changed settings need a restart to take effect");
+	/* workers needs a restart: the running number decides what the file may add */
+	if (!config_workers_check(fresh, why, sizeof(why))) {
+		log_error("RELOAD failed: %s", why);
+		config_free(fresh);
+		(void)sdnotify("READY=1");
+		return false;
+	}
 	{
 		char err[512];
 		/* TLS that cannot be set up is never ignored: the reload fails, the old stays */
