@@ -1908,30 +1908,15 @@ static void cmd_module(struct reply *r, const char *cmd, const char *arg)
 	}
 }
 
-static void reload_worker(struct bouncer *w, void *arg)
-{
-	bool *failed = arg;
-
-	/* worker 0 (first) checks the files; the others apply only what it took */
-	if (*failed)
-		return;
-	if (!control_reload(w)) {
-		if (worker_index(w) != 0)
-			log_error("RELOAD: worker %d could not apply what worker 0 took",
-			          worker_index(w));
-		*failed = true;
-	}
-}
-
-/* RELOAD: every worker reloads; one that worker 0 refuses changes nothing anywhere. */
+/*
+ * RELOAD: the admin's worker re-reads and checks the files, then every other worker applies
+ * them (workers_reload()); files it refuses change nothing anywhere.
+ */
 static void cmd_reload(struct reply *r, const char *arg)
 {
-	bool failed = false;
-
 	(void)arg;
 	log_info("RELOAD command issued");
-	workers_each(r->b, reload_worker, &failed);
-	if (!failed)
+	if (workers_reload(r->b))
 		finish(r, "RELOAD");
 	else
 		send_error(r, "F0000", "RELOAD failed, see logs for additional details");
