@@ -197,3 +197,27 @@ def test_set_reaches_both_workers(bouncer_factory):
     finally:
         for a in admins:
             a.close()
+
+
+@pytest.mark.timeout(90)
+def test_suspend_holds_both_workers_until_resume(bouncer_factory):
+    b = bouncer_factory(config=two_workers())
+    conns = [b.connect(autocommit=True) for _ in range(8)]
+    try:
+        loops = loop_of_ports(b)
+        by_loop = {}
+        for c in conns:
+            by_loop.setdefault(loops[local_port(c)], c)
+        assert len(by_loop) == 2, "the clients all went to one worker"
+        with admin(b) as a:
+            assert a.execute("SUSPEND").statusmessage == "SUSPEND"
+            assert dict(a.execute("SHOW STATE").fetchall())["suspended"] == "yes"
+            held = [Background(lambda c=c: c.execute("select 'resumed'").fetchone())
+                    for c in by_loop.values()]
+            assert not any(h.join(0.3) for h in held), "a worker answered while suspended"
+            assert a.execute("RESUME").statusmessage == "RESUME"
+            for h in held:
+                assert h.join(20) and h.error is None and h.result == ("resumed",)
+    finally:
+        for c in conns:
+            c.close()
