@@ -50,11 +50,11 @@ ALTER TABLE billing.customers OWNER TO app;
 """
 
 
-def config(pg, stripe, timeout=1, pgbouncer=None):
+def config(pg, stripe, timeout=1, pgbouncer=None, deadline=None):
     return {
         "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
         "apis": [f"stripe = type=stripe base_url={stripe.url} auth=bearer token=sk_test_fake "
-                 f"timeout={timeout} deadline={timeout}"],
+                 f"timeout={timeout} deadline={deadline or timeout}"],
         # no sync worker: what is checked here is settling alone (and the worker's own
         # requests would take the fake's one-shot faults)
         "synced_tables": ["crm.billing.customers = api=stripe object=customers "
@@ -334,6 +334,50 @@ def test_another_instance_settles_what_a_dead_one_left(pg, bouncer_factory, stri
     assert sorted(v[1] for v in settled.values()) == ["Gil", "Ida"], b.log()[-3000:]
     assert len(stripe.store()) == 2
     assert "journal entry" in b.log() and "settled" in b.log()
+
+
+def test_a_request_that_left_late_lands_before_its_record_is_read(pg, bouncer_factory, stripe):
+    """timeout=1 s, deadline=3 s: an update whose request timed out at the API sends it again
+    with the same Idempotency-Key, well after its intent was written. Its process is killed while
+    that late request is held at the API, which applies it later (as Stripe applies a request
+    whose caller hung up). The intent is then older than twice the timeout plus a second, yet the
+    other instance must not read the record before the late request can have landed: it waits,
+    counted from when it saw the writer gone, and the table ends equal to the API."""
+    a = start(pg, bouncer_factory, stripe, deadline=3)
+    with crm(a) as conn:
+        (cid,) = conn.execute("insert into billing.customers (email, name) values "
+                              "('a@b.io', 'Ann') returning id").fetchone()
+    stripe.control(hold_writes=True)
+    conn = crm(a)
+    t, out = in_thread(lambda: conn.execute(
+        f"update billing.customers set name = 'Anna' where id = '{cid}'"))
+    # the first request timed out at the gate; the repeat that left after it is held there too
+    wait_for(lambda: stripe.call("GET", "/_gate/held")["held"] >= 2,
+             "the update was not sent again:\n" + a.log()[-3000:])
+    a.proc.kill()
+    a.proc.wait()
+    a.stopped_by_us = True
+    t.join(20)
+    assert "error" in out
+    b = start(pg, bouncer_factory, stripe, fresh=False, deadline=3)
+
+    def waiting():
+        with admin(b) as ac:
+            cur = ac.execute("SHOW JOURNAL")
+            cols = [c.name for c in cur.description]
+            rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+        return [r["state"] for r in rows if r["keys"] == cid and r["state"] != "settled"]
+
+    # b has seen the writer gone: it waits (or, wrongly, has settled already)
+    wait_for(lambda: not intents(pg) or waiting() == ["awaiting late request"],
+             "b never looked at the intent:\n" + b.log()[-3000:])
+    wait_for(lambda: pg.sql("SELECT coalesce(bool_and(now() - created > interval '3 s'), true) "
+                            "FROM syncbouncer.intent", dbname="crm")[0][0],
+             "the intent never got older than 2 x timeout + 1 s")
+    stripe.call("POST", "/_gate/open")
+    wait_for(lambda: stripe.store()[cid].get("name") == "Anna", "the API never applied it")
+    assert wait_settled(pg, stripe, b, timeout=20)[cid] == ("a@b.io", "Anna")
+    assert len(stripe.store()) == 1
 
 
 # ---- the console: SHOW JOURNAL, JOURNAL RETRY, JOURNAL GIVEUP ------------------------------
