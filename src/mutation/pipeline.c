@@ -1166,6 +1166,18 @@ static void note_sync_write(struct mutation *m, bool begin)
 	free(keys);
 }
 
+/*
+ * api_call_set_send_check(): the request may leave (again) only while the write's transaction
+ * lives. Its advisory lock goes with it, and then any settler may read the record: a request
+ * sent after that could land after the read.
+ */
+static bool mutation_may_send(void *arg)
+{
+	struct mutation *m = arg;
+
+	return m->conn != NULL && m->conn->pc != NULL && pgc_ok(m->conn->pc) && !m->conn_broken;
+}
+
 /* The intent is durable: the request may leave. */
 void mutation_send_request(struct mutation *m)
 {
@@ -1190,6 +1202,7 @@ void mutation_send_request(struct mutation *m)
 		rollback_forget_intent(m);
 		return;
 	}
+	api_call_set_send_check(m->call, mutation_may_send, m);
 	m->request_sent = true;
 }
 

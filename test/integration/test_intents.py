@@ -380,6 +380,36 @@ def test_a_request_that_left_late_lands_before_its_record_is_read(pg, bouncer_fa
     assert len(stripe.store()) == 1
 
 
+def test_a_write_whose_transaction_ended_sends_its_request_no_more(pg, bouncer_factory, stripe):
+    """timeout=1 s, deadline=5 s: an update's request is held at the API, and the write's
+    database session is terminated meanwhile. Its intent then has no writer, and any process may
+    settle it; a repeat of the request (same Idempotency-Key, after the first timed out) could
+    land after that settling read the record. So the write sends nothing more: its client is told
+    the outcome is unknown when the first request times out, that request is the only one the
+    API got, and once it lands the table equals the API."""
+    b = start(pg, bouncer_factory, stripe, deadline=5)
+    with crm(b) as conn:
+        (cid,) = conn.execute("insert into billing.customers (email, name) values "
+                              "('a@b.io', 'Ann') returning id").fetchone()
+    stripe.control(hold_writes=True)
+    conn = crm(b)
+    t, out = in_thread(lambda: conn.execute(
+        f"update billing.customers set name = 'Anna' where id = '{cid}'"))
+    wait_for(lambda: stripe.call("GET", "/_gate/held")["held"] == 1, "the update never left")
+    assert pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                  "WHERE application_name = 'syncbouncer mutation' "
+                  "AND state = 'idle in transaction'", dbname="postgres") == [(True,)]
+    t.join(20)
+    conn.close()
+    assert isinstance(out.get("error"), psycopg.errors.InternalError_), out
+    assert "outcome unknown" in out["error"].diag.message_primary
+    assert stripe.call("GET", "/_gate/held")["held"] == 1, stripe.requests()
+    stripe.call("POST", "/_gate/open")
+    wait_for(lambda: stripe.store()[cid].get("name") == "Anna", "the API never applied it")
+    assert wait_settled(pg, stripe, b, timeout=20)[cid] == ("a@b.io", "Anna")
+    assert [r["method"] for r in stripe.requests()].count("POST") == 2  # the insert, the update
+
+
 # ---- the console: SHOW JOURNAL, JOURNAL RETRY, JOURNAL GIVEUP ------------------------------
 
 def admin(b):
