@@ -97,10 +97,10 @@ void api_call_cancel(struct api_call *call);
  * repeat: after a rate limit, a refused token, an unknown outcome or a busy idempotency key).
  * False ends the call there, as its deadline would: with the last attempt's error (an earlier
  * attempt that may have been applied makes it an unknown outcome), or, when nothing was sent,
- * an error saying nothing was written. For a caller whose claim on the outcome is gone (a
- * write whose transaction ended, so that others may settle it): a request sent after that
- * could land after they read the record. The callback comes from the loop and must not cancel
- * the call.
+ * an error saying nothing was written; error.stopped says the check ended it. For a caller
+ * whose claim on the outcome is gone (a write whose transaction ended, so that others may
+ * settle it): a request sent after that could land after they read the record. The callback
+ * comes from the loop and must not cancel the call.
  */
 void api_call_set_send_check(struct api_call *call, bool (*may_send)(void *arg), void *arg);
 

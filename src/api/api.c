@@ -531,6 +531,7 @@ static void api_call_send(struct api_call *call)
 			              api->name);
 			call->result.error.nothing_written = true;
 		}
+		call->result.error.stopped = true;
 		api_call_finish(call);
 		return;
 	}
