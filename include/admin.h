@@ -42,11 +42,15 @@ void admin_client_login(struct conn *client);
 enum sbuf_action admin_handle_packet(struct conn *client, const struct sbuf_pkt *pkt);
 
 /*
- * A CancelRequest for an admin connection (^C in psql): a command still waiting is given up,
- * a PAUSE or SUSPEND it started is undone, and the admin gets 57014. Unknown keys are ignored.
+ * A CancelRequest for an admin connection of worker b (^C in psql): a command still waiting is
+ * given up, a PAUSE or SUSPEND it started is undone on every worker, and the admin gets 57014.
+ * Unknown keys are ignored (the caller asks each worker in turn).
  */
 void admin_cancel(struct bouncer *b, uint32_t pid, uint32_t key);
-/* A command that waited (PAUSE, SUSPEND, WAIT_CLOSE) is done: send its tag to the admin. */
+/*
+ * A command that waited (PAUSE, SUSPEND, WAIT_CLOSE, SYNC) is done: send its tag to the admin,
+ * on whichever worker holds it (b's own first, else every worker is asked).
+ */
 void admin_command_done(struct bouncer *b, uint64_t conn_id, const char *tag);
 /* The same, failed: the admin gets an ErrorResponse. */
 void admin_command_failed(struct bouncer *b, uint64_t conn_id, const char *sqlstate,
