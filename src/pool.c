@@ -454,10 +454,19 @@ void pool_client_logged_in(struct pool *pool, struct conn *client)
 
 /* What a worker with waiting clients asks the others for: an idle server of theirs closed. */
 struct idle_ask {
-	char kind; /* 'p' this pool, 'd' its database, 'u' its user */
+	char kind;  /* 'p' this pool, 'd' its database, 'u' its user */
+	bool needy; /* the asker holds less than its share of the pool */
 	int from;
 	char db[64], user[64];
 };
+
+/* A worker's share of a pool's servers: the size split evenly, rounded up. */
+static int pool_share(const struct pool *pool)
+{
+	int n = workers_count(pool->b);
+
+	return (pool->pool_size + n - 1) / n;
+}
 
 static bool ask_matches(const struct idle_ask *a, const struct pool *p)
 {
@@ -477,10 +486,9 @@ static void idle_freed(struct bouncer *w, void *arg)
 	const struct idle_ask *a = arg;
 	struct pool *pool = pool_find(w, a->db, a->user);
 
-	if (pool == NULL)
-		return;
-	pool->idle_asked = false;
-	pool_fill(pool);
+	/* idle_asked stays: one ask per janitor look, so servers do not go to and fro */
+	if (pool != NULL)
+		pool_fill(pool);
 }
 
 static void tell_freed(struct bouncer *w, int to, const char *db, const char *user)
@@ -496,7 +504,8 @@ static void tell_freed(struct bouncer *w, int to, const char *db, const char *us
 
 /*
  * On another worker: closes its longest idle server that matches, so the asking worker can open
- * one. With none idle, the pool itself (kind 'p') owes the asker its next released server.
+ * one. With none idle, the pool itself (kind 'p') owes an asker below its share its next
+ * released server.
  */
 static void idle_wanted(struct bouncer *w, void *arg)
 {
@@ -521,7 +530,7 @@ static void idle_wanted(struct bouncer *w, void *arg)
 		tell_freed(w, a->from, a->db, a->user);
 		return;
 	}
-	if (a->kind == 'p') {
+	if (a->kind == 'p' && a->needy) {
 		struct pool *p = pool_find(w, a->db, a->user);
 		if (p != NULL) {
 			p->lend = true;
@@ -530,10 +539,14 @@ static void idle_wanted(struct bouncer *w, void *arg)
 	}
 }
 
-/* Asks every other worker once (until the janitor's next look) for an idle server. */
+/*
+ * Asks every other worker once (until the janitor's next look) for an idle server, and, when
+ * this worker holds less than its share of the pool, for the next one they release.
+ */
 static void ask_idle(struct pool *pool, char kind)
 {
 	struct bouncer *b = pool->b;
+	bool needy = kind == 'p' && pool_server_count(pool) < pool_share(pool);
 
 	if (pool->idle_asked)
 		return;
@@ -547,6 +560,7 @@ static void ask_idle(struct pool *pool, char kind)
 		if (a == NULL)
 			return;
 		a->kind = kind;
+		a->needy = needy;
 		a->from = worker_index(b);
 		snprintf(a->db, sizeof(a->db), "%s", pool->db_name);
 		snprintf(a->user, sizeof(a->user), "%s", pool->user_name);
@@ -562,11 +576,8 @@ static void ask_idle(struct pool *pool, char kind)
  */
 static bool lend_released(struct pool *pool, const struct conn *server)
 {
-	int n = workers_count(pool->b);
-	int share = (pool->pool_size + n - 1) / n;
-
 	return pool->lend && server->served &&
-	       (list_empty(&pool->waiting_clients) || pool_server_count(pool) > share);
+	       (list_empty(&pool->waiting_clients) || pool_server_count(pool) > pool_share(pool));
 }
 
 void pool_server_uncounted(struct conn *server)
