@@ -264,6 +264,15 @@ def test_a_reload_cannot_add_synced_tables_to_several_workers(bouncer_factory):
         assert c.execute("select 1").fetchone()[0] == 1
 
 
+def test_workers_auto_is_one_loop_per_online_cpu(bouncer_factory):
+    b = bouncer_factory(config={"pgbouncer": {"workers": "auto"}})
+    cpus = min(max(os.sysconf("SC_NPROCESSORS_ONLN"), 1), 64)
+    assert len(thread_names(b.pid)) == cpus
+    assert (f"{cpus} workers running" in b.log()) == (cpus > 1)
+    with b.connect(autocommit=True) as c:
+        assert c.execute("select 1").fetchone()[0] == 1
+
+
 @pytest.mark.parametrize("value", ["0", "65", "two", ""])
 def test_a_bad_workers_value_stops_the_start(bouncer_factory, value):
     b = bouncer_factory(config={"pgbouncer": {"workers": value}}, start=False)
