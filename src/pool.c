@@ -637,13 +637,11 @@ static bool launch_shared(struct pool *pool, uint64_t now, bool for_clients)
 	pool->launch_limits = held;
 	if (server_launch(pool))
 		return true;
+	pool->launch_limits = 0; /* no server took them */
 undo:
-	if (pool->launch_limits == 0)
-		return false;
 	{
-		struct conn fake = {.pool = pool, .limits_held = held};
-		pool->launch_limits = 0;
-		pool_server_uncounted(&fake);
+		struct conn none = {.pool = pool, .limits_held = held};
+		pool_server_uncounted(&none);
 	}
 	return false;
 }
