@@ -175,6 +175,24 @@ def test_a_worker_without_a_server_gets_one_the_other_closes(bouncer_factory, pg
     assert result == {"peak": 1, "errors": []}
 
 
+def test_clients_log_in_on_a_worker_whose_pool_is_full_elsewhere(bouncer_factory):
+    b = bouncer_factory(config={"pgbouncer": {"workers": 2, "default_pool_size": 1,
+                                              "pool_mode": "transaction"}})
+    holder = b.connect()
+    holder.execute("begin")
+    holder.execute("select 1")
+    # the pool's one server is held on one worker: the other worker's pool has never had a
+    # server, yet its clients log in (with the holder's worker's welcome) and wait only when
+    # they send a query, as with one worker
+    conns = [b.connect(autocommit=True, connect_timeout=5) for _ in range(8)]
+    assert holder.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    holder.execute("commit")
+    holder.close()
+    for c in conns:
+        assert c.execute("show datestyle").fetchone()[0] == "ISO, MDY"
+        c.close()
+
+
 @pytest.mark.parametrize("limit", ["max_db_connections", "max_user_connections"])
 def test_db_and_user_limits_span_the_pools_of_every_worker(bouncer_factory, pg, limit):
     # two pools that share the limit: two users of one database, or two databases of a user
