@@ -521,7 +521,8 @@ static void send_welcome(struct bouncer *w, const struct pool *pool, int to)
 	snprintf(m->db, sizeof(m->db), "%s", pool->db_name);
 	snprintf(m->user, sizeof(m->user), "%s", pool->user_name);
 	for (int i = 0; i < pool->welcome.n; i++) {
-		size_t n = strlen(pool->welcome.p[i].name) + 1, v = strlen(pool->welcome.p[i].value) + 1;
+		size_t n = strlen(pool->welcome.p[i].name) + 1;
+		size_t v = strlen(pool->welcome.p[i].value) + 1;
 		memcpy(m->pairs + m->len, pool->welcome.p[i].name, n);
 		memcpy(m->pairs + m->len + n, pool->welcome.p[i].value, v);
 		m->len += n + v;
@@ -669,6 +670,14 @@ void pool_server_uncounted(struct conn *server)
 	server->limits_held = 0;
 }
 
+/* Gives back the places of a launch that no server took. */
+static void give_back(struct pool *pool, uint8_t held)
+{
+	struct conn none = {.pool = pool, .limits_held = held};
+
+	pool_server_uncounted(&none);
+}
+
 /* Counts one more server in a shared count of max; a full one is asked about elsewhere. */
 static bool take_shared(struct pool *pool, struct worker_limit *lim, int max, char kind, bool ask)
 {
@@ -715,10 +724,7 @@ static bool launch_shared(struct pool *pool, uint64_t now, bool for_clients)
 		return true;
 	pool->launch_limits = 0; /* no server took them */
 undo:
-	{
-		struct conn none = {.pool = pool, .limits_held = held};
-		pool_server_uncounted(&none);
-	}
+	give_back(pool, held);
 	return false;
 }
 
