@@ -202,7 +202,7 @@ bool control_server_close_needed(const struct conn *server)
 /* A database name an admin may act on: configured (or covered by "*"), never the console. */
 static const char *check_db(struct bouncer *b, const char *db, const char *verb)
 {
-	static char msg[160];
+	static _Thread_local char msg[160]; /* per worker's thread */
 
 	if (config_find_database(b->cfg, db) == NULL && !admin_is_console_db(db)) {
 		snprintf(msg, sizeof(msg), "no such database: %s", db);
@@ -688,13 +688,13 @@ const char *control_resume(struct bouncer *b, const char *db)
 	}
 	log_once(b, "RESUME '%s' command issued", db);
 	if (config_find_database(b->cfg, db) == NULL && !admin_is_console_db(db)) {
-		static char msg[160];
+		static _Thread_local char msg[160]; /* per worker's thread */
 		snprintf(msg, sizeof(msg), "no such database: %s", db);
 		return msg;
 	}
 	f = find_db(ctl, db);
 	if (f == NULL || !f->paused) {
-		static char msg[160];
+		static _Thread_local char msg[160]; /* per worker's thread */
 		snprintf(msg, sizeof(msg), "database %s is not paused", db);
 		return msg;
 	}

@@ -541,14 +541,11 @@ int main(int argc, char **argv)
 		if (sigev[i] == NULL || event_add(sigev[i], NULL) != 0)
 			fatal("cannot set up signal handling");
 	}
-	log_info("process up: %s, libevent %s (%s), adns: c-ares %s, tls: %s", SB_VERSION_LINE,
-	         event_get_version(), event_base_get_method(b.base), ares_version(NULL),
-	         OpenSSL_version(OPENSSL_VERSION));
-
-	if (!modules_start(&b))
-		fatal("cannot set up the synced tables");
 	if (ws != NULL) {
-		/* process-wide initialisations, once, before any other thread runs */
+		/*
+		 * every worker up before the process says it is; the process-wide
+		 * initialisations once, before any other thread runs
+		 */
 		if (ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS)
 			fatal("cannot initialise c-ares");
 		ares_initialised = true;
@@ -558,6 +555,12 @@ int main(int argc, char **argv)
 			fatal("cannot start the workers");
 		log_info("%d workers running", nworkers);
 	}
+	log_info("process up: %s, libevent %s (%s), adns: c-ares %s, tls: %s", SB_VERSION_LINE,
+	         event_get_version(), event_base_get_method(b.base), ares_version(NULL),
+	         OpenSSL_version(OPENSSL_VERSION));
+
+	if (!modules_start(&b))
+		fatal("cannot set up the synced tables");
 	/* listening (or handed our sockets), in the background if asked, pidfile written */
 	(void)sdnotify("READY=1\nSTATUS=accepting connections\nMAINPID=%ld", (long)getpid());
 

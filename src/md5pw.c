@@ -7,6 +7,7 @@
  */
 #include "md5pw.h"
 
+#include <pthread.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
@@ -29,15 +30,20 @@ static void hex_encode(const unsigned char *in, size_t n, char *out)
 /*
  * The MD5 implementation, fetched from the provider once: EVP_md5() makes EVP_DigestInit_ex()
  * look it up again on every call (about 4,000 instructions, twice per md5 log-in). Kept for the
- * life of the process.
+ * life of the process; fetched once whichever worker's thread logs a client in first.
  */
+static EVP_MD *md5_md;
+static pthread_once_t md5_once = PTHREAD_ONCE_INIT;
+
+static void md5_fetch(void)
+{
+	md5_md = EVP_MD_fetch(NULL, "MD5", NULL);
+}
+
 static EVP_MD *md5_impl(void)
 {
-	static EVP_MD *md;
-
-	if (md == NULL)
-		md = EVP_MD_fetch(NULL, "MD5", NULL);
-	return md;
+	(void)pthread_once(&md5_once, md5_fetch);
+	return md5_md;
 }
 
 /* out = "md5" + hex(md5(a[0..alen) || b[0..blen))). */

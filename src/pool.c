@@ -450,14 +450,93 @@ void pool_client_logged_in(struct pool *pool, struct conn *client)
 	pool_fill(pool);
 }
 
+/* The pool has its welcome (the server's ParameterStatus values): its logins are done. */
+static void welcome_logins(struct pool *pool)
+{
+	struct list *it, *tmp;
+
+	pool->welcome_ready = true;
+	list_for_each_safe(it, tmp, &pool->login_clients)
+	{
+		struct conn *c = list_entry(it, struct conn, head);
+		stats_login_waited(c);
+		conn_set_state(c, CL_ACTIVE);
+		client_send_welcome(c);
+	}
+}
+
 /* ---- several workers: the server limits are counted across them ---- */
 
 /* What a worker with waiting clients asks the others for: an idle server of theirs closed. */
 struct idle_ask {
-	char kind; /* 'p' this pool, 'd' its database, 'u' its user */
+	char kind;         /* 'p' this pool, 'd' its database, 'u' its user */
+	bool needy;        /* the asker holds less than its share of the pool */
+	bool want_welcome; /* the asker's pool has logins waiting for a first server */
 	int from;
 	char db[64], user[64];
 };
+
+/*
+ * A pool's welcome, sent to a worker whose pool of the same name has logins waiting for a
+ * server it cannot open (the pool is full elsewhere): they log in with it and wait for a server
+ * at their first query, as they would with one worker.
+ */
+struct welcome_msg {
+	char db[64], user[64];
+	size_t len;
+	char pairs[]; /* name NUL value NUL ..., len bytes */
+};
+
+#define WELCOME_MAX 16384
+
+static void welcome_given(struct bouncer *w, void *arg)
+{
+	const struct welcome_msg *m = arg;
+	struct pool *pool = pool_find(w, m->db, m->user);
+
+	if (pool == NULL || pool->welcome_ready)
+		return;
+	param_clear(&pool->welcome);
+	for (size_t at = 0; at < m->len;) {
+		const char *name = m->pairs + at;
+		const char *value = name + strlen(name) + 1;
+		if (!param_set_value(&pool->welcome, name, value)) {
+			param_clear(&pool->welcome); /* out of memory: a server's login brings it */
+			return;
+		}
+		at = (size_t)(value + strlen(value) + 1 - m->pairs);
+	}
+	welcome_logins(pool);
+}
+
+static void send_welcome(struct bouncer *w, const struct pool *pool, int to)
+{
+	struct welcome_msg *m;
+	size_t len = 0;
+
+	for (int i = 0; i < pool->welcome.n; i++)
+		len += strlen(pool->welcome.p[i].name) + strlen(pool->welcome.p[i].value) + 2;
+	if (len > WELCOME_MAX || (m = calloc(1, sizeof(*m) + len)) == NULL)
+		return;
+	snprintf(m->db, sizeof(m->db), "%s", pool->db_name);
+	snprintf(m->user, sizeof(m->user), "%s", pool->user_name);
+	for (int i = 0; i < pool->welcome.n; i++) {
+		size_t n = strlen(pool->welcome.p[i].name) + 1;
+		size_t v = strlen(pool->welcome.p[i].value) + 1;
+		memcpy(m->pairs + m->len, pool->welcome.p[i].name, n);
+		memcpy(m->pairs + m->len + n, pool->welcome.p[i].value, v);
+		m->len += n + v;
+	}
+	(void)workers_post(w, to, welcome_given, m);
+}
+
+/* A worker's share of a pool's servers: the size split evenly, rounded up. */
+static int pool_share(const struct pool *pool)
+{
+	int n = workers_count(pool->b);
+
+	return (pool->pool_size + n - 1) / n;
+}
 
 static bool ask_matches(const struct idle_ask *a, const struct pool *p)
 {
@@ -477,10 +556,9 @@ static void idle_freed(struct bouncer *w, void *arg)
 	const struct idle_ask *a = arg;
 	struct pool *pool = pool_find(w, a->db, a->user);
 
-	if (pool == NULL)
-		return;
-	pool->idle_asked = false;
-	pool_fill(pool);
+	/* idle_asked stays: one ask per janitor look, so servers do not go to and fro */
+	if (pool != NULL)
+		pool_fill(pool);
 }
 
 static void tell_freed(struct bouncer *w, int to, const char *db, const char *user)
@@ -496,13 +574,20 @@ static void tell_freed(struct bouncer *w, int to, const char *db, const char *us
 
 /*
  * On another worker: closes its longest idle server that matches, so the asking worker can open
- * one. With none idle, the pool itself (kind 'p') owes the asker its next released server.
+ * one. With none idle, the pool itself (kind 'p') owes an asker below its share its next
+ * released server.
  */
 static void idle_wanted(struct bouncer *w, void *arg)
 {
 	const struct idle_ask *a = arg;
 	struct conn *victim = NULL;
 	struct list *it;
+
+	if (a->want_welcome) {
+		struct pool *p = pool_find(w, a->db, a->user);
+		if (p != NULL && p->welcome_ready)
+			send_welcome(w, p, a->from);
+	}
 
 	list_for_each(it, &w->pools)
 	{
@@ -521,7 +606,7 @@ static void idle_wanted(struct bouncer *w, void *arg)
 		tell_freed(w, a->from, a->db, a->user);
 		return;
 	}
-	if (a->kind == 'p') {
+	if (a->kind == 'p' && a->needy) {
 		struct pool *p = pool_find(w, a->db, a->user);
 		if (p != NULL) {
 			p->lend = true;
@@ -530,10 +615,14 @@ static void idle_wanted(struct bouncer *w, void *arg)
 	}
 }
 
-/* Asks every other worker once (until the janitor's next look) for an idle server. */
+/*
+ * Asks every other worker once (until the janitor's next look) for an idle server, and, when
+ * this worker holds less than its share of the pool, for the next one they release.
+ */
 static void ask_idle(struct pool *pool, char kind)
 {
 	struct bouncer *b = pool->b;
+	bool needy = kind == 'p' && pool_server_count(pool) < pool_share(pool);
 
 	if (pool->idle_asked)
 		return;
@@ -547,6 +636,8 @@ static void ask_idle(struct pool *pool, char kind)
 		if (a == NULL)
 			return;
 		a->kind = kind;
+		a->needy = needy;
+		a->want_welcome = !pool->welcome_ready && !list_empty(&pool->login_clients);
 		a->from = worker_index(b);
 		snprintf(a->db, sizeof(a->db), "%s", pool->db_name);
 		snprintf(a->user, sizeof(a->user), "%s", pool->user_name);
@@ -562,11 +653,8 @@ static void ask_idle(struct pool *pool, char kind)
  */
 static bool lend_released(struct pool *pool, const struct conn *server)
 {
-	int n = workers_count(pool->b);
-	int share = (pool->pool_size + n - 1) / n;
-
 	return pool->lend && server->served &&
-	       (list_empty(&pool->waiting_clients) || pool_server_count(pool) > share);
+	       (list_empty(&pool->waiting_clients) || pool_server_count(pool) > pool_share(pool));
 }
 
 void pool_server_uncounted(struct conn *server)
@@ -580,6 +668,14 @@ void pool_server_uncounted(struct conn *server)
 	if (server->limits_held & POOL_LIMIT_USER)
 		workers_limit_give(pool->lim_user);
 	server->limits_held = 0;
+}
+
+/* Gives back the places of a launch that no server took. */
+static void give_back(struct pool *pool, uint8_t held)
+{
+	struct conn none = {.pool = pool, .limits_held = held};
+
+	pool_server_uncounted(&none);
 }
 
 /* Counts one more server in a shared count of max; a full one is asked about elsewhere. */
@@ -626,14 +722,9 @@ static bool launch_shared(struct pool *pool, uint64_t now, bool for_clients)
 	pool->launch_limits = held;
 	if (server_launch(pool))
 		return true;
+	pool->launch_limits = 0; /* no server took them */
 undo:
-	if (pool->launch_limits == 0)
-		return false;
-	{
-		struct conn fake = {.pool = pool, .limits_held = held};
-		pool->launch_limits = 0;
-		pool_server_uncounted(&fake);
-	}
+	give_back(pool, held);
 	return false;
 }
 
@@ -727,7 +818,6 @@ void pool_request_server(struct pool *pool, struct conn *client)
 
 void pool_server_ready(struct pool *pool, struct conn *server)
 {
-	struct list *it, *tmp;
 	struct list *first;
 
 	server->request_time = bouncer_now_usec();
@@ -736,16 +826,8 @@ void pool_server_ready(struct pool *pool, struct conn *server)
 		                                               : "server needs to reconnect");
 		return;
 	}
-	if (!pool->welcome_ready) {
-		pool->welcome_ready = true;
-		list_for_each_safe(it, tmp, &pool->login_clients)
-		{
-			struct conn *c = list_entry(it, struct conn, head);
-			stats_login_waited(c);
-			conn_set_state(c, CL_ACTIVE);
-			client_send_welcome(c);
-		}
-	}
+	if (!pool->welcome_ready)
+		welcome_logins(pool);
 	/* a login waiting for auth_query is quick and holds the server only for the query */
 	if (auth_pool_server_ready(pool, server))
 		return;

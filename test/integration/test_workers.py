@@ -175,6 +175,61 @@ def test_a_worker_without_a_server_gets_one_the_other_closes(bouncer_factory, pg
     assert result == {"peak": 1, "errors": []}
 
 
+def test_clients_log_in_on_a_worker_whose_pool_is_full_elsewhere(bouncer_factory):
+    b = bouncer_factory(config={"pgbouncer": {"workers": 2, "default_pool_size": 1,
+                                              "pool_mode": "transaction"}})
+    holder = b.connect()
+    holder.execute("begin")
+    holder.execute("select 1")
+    # the pool's one server is held on one worker: the other worker's pool has never had a
+    # server, yet its clients log in (with the holder's worker's welcome) and wait only when
+    # they send a query, as with one worker
+    conns = [b.connect(autocommit=True, connect_timeout=5) for _ in range(8)]
+    assert holder.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    holder.execute("commit")
+    holder.close()
+    for c in conns:
+        assert c.execute("show datestyle").fetchone()[0] == "ISO, MDY"
+        c.close()
+
+
+@pytest.mark.parametrize("limit", ["max_db_connections", "max_user_connections"])
+def test_db_and_user_limits_span_the_pools_of_every_worker(bouncer_factory, pg, limit):
+    # two pools that share the limit: two users of one database, or two databases of a user
+    if limit == "max_db_connections":
+        config = {"databases": {"app": f"host=127.0.0.1 port={pg.port} dbname=app"
+                                       " max_db_connections=1"}}
+        logins = [{"user": "app", "password": "secret"},
+                  {"user": "scramuser", "password": "scrampass"}]
+    else:
+        config = {"users": {"app": "max_user_connections=1"}}
+        logins = [{"dbname": "app"}, {"dbname": "crm"}]
+    config["pgbouncer"] = {"workers": 2, "pool_mode": "transaction", "default_pool_size": 5}
+    b = bouncer_factory(config=config)
+    errors, peak = [], 0
+
+    def client(i):
+        try:
+            with b.connect(autocommit=True, **logins[i % 2]) as conn:
+                conn.execute("select pg_sleep(0.1) /* sb_span */")
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(8)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+        peak = max(peak, pg.sql("select count(*) from pg_stat_activity where state = 'active'"
+                                " and query like '%sb_span%' and pid <> pg_backend_pid()")[0][0])
+        time.sleep(0.01)
+    # one server at a time in all, whichever worker and pool needs it: a pool that could not
+    # get one left the count as it found it
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert peak == 1
+
+
 def write_ini(b, pool_size):
     with open(b.ini) as f:
         text = f.read()
@@ -260,6 +315,15 @@ def test_a_reload_cannot_add_synced_tables_to_several_workers(bouncer_factory):
         assert time.monotonic() < deadline, b.log()[-3000:]
         time.sleep(0.02)
     assert "workers = 2 cannot be used with [synced_tables] or [apis] yet" in b.log()
+    with b.connect(autocommit=True) as c:
+        assert c.execute("select 1").fetchone()[0] == 1
+
+
+def test_workers_auto_is_one_loop_per_online_cpu(bouncer_factory):
+    b = bouncer_factory(config={"pgbouncer": {"workers": "auto"}})
+    cpus = min(max(os.sysconf("SC_NPROCESSORS_ONLN"), 1), 64)
+    assert len(thread_names(b.pid)) == cpus
+    assert (f"{cpus} workers running" in b.log()) == (cpus > 1)
     with b.connect(autocommit=True) as c:
         assert c.execute("select 1").fetchone()[0] == 1
 

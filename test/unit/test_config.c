@@ -218,8 +218,8 @@ static void test_table_has_every_pgbouncer_key(void **state)
 			fail_msg("setting %s is missing from the table", pgbouncer_keys[i]);
 	}
 	/* plus syncbouncer's own settings */
-	static const char *const own[] = {"journal_file",   "log_mutations",   "metrics_listen",
-	                                  "metrics_users",  "mutation_history", "settle_deadline",
+	static const char *const own[] = {"journal_file",  "log_mutations",    "metrics_listen",
+	                                  "metrics_users", "mutation_history", "settle_deadline",
 	                                  "workers"};
 	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
 		assert_true(config_key_index(own[i]) >= 0);
