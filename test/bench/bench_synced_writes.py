@@ -14,7 +14,12 @@ at once and after --delays milliseconds (its `delay_ms` knob):
    fake logs when each write request arrived and when its answer went out: that is the API's own
    time for that write. For write i, added_i = latency_i - api_i - median(direct); the report
    gives added at p50 and p99 (the target: at most 2 ms and 5 ms), beside the parts.
-2. Throughput with --writers concurrent clients (pgbench -c 200 of INSERTs through syncbouncer,
+2. Round trips and statements per write (deterministic, whatever the load): --count-writes
+   single-row INSERTs and as many UPDATEs through a pooler run under strace, which counts the
+   pooler's sends to PostgreSQL (a send is a flight of statements whose answers the pooler then
+   waits for, so a round trip; the companion connection's intent included), with
+   log_statement = all on the cluster, whose log gives the statements each write runs.
+3. Throughput with --writers concurrent clients (pgbench -c 200 of INSERTs through syncbouncer,
    `max_in_flight` raised to the number of writers so that the API slots do not cap it), against
    what the fake answers alone: the first write request syncbouncer sent, replayed by as many
    concurrent keep-alive connections (asyncio, standard library) for the same time. The report
@@ -29,6 +34,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -170,6 +176,56 @@ def replay(host, port, entry, clients, seconds):
     return counts["done"] / wall, counts["done"] - counts["errors"], counts["errors"]
 
 
+def count_round_trips(pg, opts, work, extra, scripts):
+    """Sends to PostgreSQL and statements per synced write, for each kind (module docstring)."""
+    out = {}
+    if not shutil.which("strace") or opts.count_writes <= 0:
+        log("strace not found: round trips per write skipped")
+        return out
+    logfile = os.path.join(pg.base, "postgresql.log")
+    pg.sql("ALTER SYSTEM SET log_statement = 'all'; "
+           "ALTER SYSTEM SET log_line_prefix = '%a|'; SELECT pg_reload_conf()")
+    try:
+        for kind in ("insert", "update"):
+            trace = os.path.join(work, f"strace-synclat-{kind}.txt")
+            p = Pooler("syncbouncer", opts.syncbouncer, work, pg, "transaction", extra,
+                       wrapper=["strace", "-f", "-qq", "-yy", "-o", trace,
+                                "-e", "trace=sendto,sendmsg,write,writev"])
+            p.start()
+            try:
+                pgbench_log(p.port, scripts[kind, "synced"], 5, work, "rt-warm")
+                with open(logfile, "rb") as f:
+                    f.seek(0, 2)
+                    log_from = f.tell()
+                with open(trace) as f:
+                    sends_before = sum(1 for line in f if pg_send(line, pg.port))
+                pgbench_log(p.port, scripts[kind, "synced"], opts.count_writes, work, "rt")
+            finally:
+                p.stop()
+            with open(trace) as f:
+                sends = sum(1 for line in f if pg_send(line, pg.port)) - sends_before
+            with open(logfile, "rb") as f:
+                f.seek(log_from)
+                stmts = sum(1 for line in f.read().decode("utf-8", "replace").splitlines()
+                            if line.startswith("syncbouncer mutation|")
+                            and re.search(r"LOG:  (statement|execute [^:]*):", line))
+            out[kind] = {"writes": opts.count_writes,
+                         "round_trips": sends / opts.count_writes,
+                         "statements": stmts / opts.count_writes}
+            log(f"  {kind}: {sends / opts.count_writes:.2f} sends to PostgreSQL and "
+                f"{stmts / opts.count_writes:.2f} statements per write")
+    finally:
+        pg.sql("ALTER SYSTEM RESET log_statement; ALTER SYSTEM RESET log_line_prefix; "
+               "SELECT pg_reload_conf()")
+    return out
+
+
+def pg_send(line, port):
+    """An strace line of a send on a TCP connection to PostgreSQL's port."""
+    return re.match(r"^(\d+ +)?(sendto|sendmsg|write|writev)\(\d+<TCP:\[[^\]]*->"
+                    r"127\.0\.0\.1:" + str(port) + r"\]>", line) is not None
+
+
 def run(pg, opts, work):
     """All the measurements against the cluster pg (bench.Cluster, already started)."""
     results = {"latency": [], "throughput": [], "writes": opts.writes,
@@ -244,6 +300,10 @@ def run(pg, opts, work):
                     f"{row['direct_p50'] / 1000:.2f} ms, added p50 "
                     f"{row['added_p50'] / 1000:.2f} ms p99 {row['added_p99'] / 1000:.2f} ms")
 
+        fake_call(url, "/_control", "POST", {"delay_ms": 0})
+        log(f"synclat: round trips and statements per write ({opts.count_writes} of each)")
+        results["per_write"] = count_round_trips(pg, opts, work, extra, scripts)
+
         for delay in opts.delays:
             fake_call(url, "/_control", "POST", {"delay_ms": delay})
             fake_call(url, "/_requests", "DELETE")
@@ -304,6 +364,17 @@ def report(results, w):
           f"{r['write_p50'] / 1000:.2f} / {r['write_p99'] / 1000:.2f} | "
           f"{r['added_p50'] / 1000:.2f} | {r['added_p99'] / 1000:.2f} | {met} |")
     w("")
+    if results.get("per_write"):
+        w("Per single-row write (deterministic): sends to PostgreSQL, each a flight of "
+          "statements whose answers the pooler waits for (the intent's included), and the "
+          "statements PostgreSQL's log shows for the write's own connections:")
+        w("")
+        w("| write | writes counted | round trips per write | statements per write |")
+        w("|---|--:|--:|--:|")
+        for kind, r in results["per_write"].items():
+            w(f"| {kind.upper()} | {r['writes']} | {r['round_trips']:.2f} | "
+              f"{r['statements']:.2f} |")
+        w("")
     w(f"{results['writers']} concurrent writers (pgbench INSERTs, {results['seconds']} s) "
       "against the fake alone (the same request replayed by as many keep-alive connections); "
       "CPU in cores:")
@@ -329,6 +400,8 @@ def add_options(ap):
     ap.add_argument("--writes", type=int, default=400,
                     help="one-client INSERTs and UPDATEs per delay (a quarter with a delay)")
     ap.add_argument("--writers", type=int, default=200)
+    ap.add_argument("--count-writes", type=int, default=20,
+                    help="writes of each kind counted under strace (0: not counted)")
     ap.add_argument("--seconds", type=int, default=10, help="of each throughput run")
     ap.add_argument("--delays", default="0,100", help="the fake's answer delays, ms")
 
