@@ -3,16 +3,17 @@
  * include/mutation/pipeline.h).
  *
  * A write to a synced table runs on a libpq connection of its own (pgc), outside any client
- * transaction, in one database transaction, in four round trips (flights of statements sent in
+ * transaction, in one database transaction, in three round trips (flights of statements sent in
  * libpq's pipeline mode, pgc_send(), each answered in order):
  *   1. BEGIN; mode=capture; <statement>    the guard trigger records row images, changes nothing
  *      SELECT … FROM syncbouncer.capture   the images (one API request)
  *      SAVEPOINT; mode=check; <statement>; the rows written for real, so that PostgreSQL checks
  *      ROLLBACK TO SAVEPOINT; mode=apply   the table's constraints before anything is sent
- *   2. the intent, committed on a companion connection (intent.c)
- *   -- the request is sent; the transaction waits, rows locked --
- *   3. confirmed rows in; <statement>      the trigger writes the API's version of each row
- *   4. COMMIT (with the intent's deletion), once the apply run wrote the rows the API confirmed
+ *   -- the intent is committed on a companion connection (intent.c), from the images, while
+ *      the check runs; the request is sent once both are done; the transaction waits, rows
+ *      locked --
+ *   2. confirmed rows in; <statement>      the trigger writes the API's version of each row
+ *   3. COMMIT (with the intent's deletion), once the apply run wrote the rows the API confirmed
  * and the apply run's result (command tag, RETURNING rows) is sent to the client in place of the
  * statement. PostgreSQL evaluates the statement every time: the proxy never re-implements SQL.
  *
@@ -312,9 +313,14 @@ static void rollback_forget_intent(struct mutation *m)
 void mutation_cancel(struct mutation *m)
 {
 	switch (m->state) {
+	case MUT_CAPTURING:
+		if (m->intent_pending || m->intent_written) {
+			m->cancel_requested = true; /* its intent is out: as MUT_WRITING_INTENT */
+			return;
+		}
+		/* fall through */
 	case MUT_QUEUED:
 	case MUT_CONNECTING:
-	case MUT_CAPTURING:
 		/*
 		 * Nothing has left the pooler: the write ends here. Its transaction (rows captured,
 		 * locks held) ends with its connection, which is closed rather than waited for.
@@ -999,8 +1005,15 @@ static void on_check_rolled_back(void *arg, struct pgc *pc, PGresult *res, const
 	if (!m->failed && PQresultStatus(res) != PGRES_COMMAND_OK &&
 	    PQresultStatus(res) != PGRES_TUPLES_OK)
 		mutation_set_pg_error(m, res);
+	m->check_done = true;
 	if (m->failed) {
-		mutation_rollback(m); /* nothing was sent */
+		/* nothing was sent; an intent written meanwhile goes too */
+		if (m->intent_pending)
+			return; /* mutation_intent_done() ends the write */
+		if (m->intent_written)
+			rollback_forget_intent(m);
+		else
+			mutation_rollback(m);
 		return;
 	}
 	if (m->nrows == 0 && m->op != OP_INSERT) {
@@ -1024,7 +1037,25 @@ static void on_check_rolled_back(void *arg, struct pgc *pc, PGresult *res, const
 		return;
 	}
 	mutation_set_state(m, MUT_WRITING_INTENT);
-	intent_write(m);
+	if (m->intent_pending)
+		return; /* written while the check ran: mutation_intent_done() goes on */
+	if (m->intent_written)
+		mutation_send_request(m);
+	else
+		intent_write(m);
+}
+
+void mutation_intent_done(struct mutation *m)
+{
+	m->intent_pending = false;
+	if (!m->check_done)
+		return; /* the first flight's end (on_check_rolled_back()) goes on */
+	if (!m->failed)
+		mutation_send_request(m);
+	else if (m->intent_written)
+		rollback_forget_intent(m);
+	else
+		mutation_rollback(m);
 }
 
 /*
@@ -1156,6 +1187,13 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		m->api_rows[i].new_image.values = cr->new_vals;
 		m->api_rows[i].new_image.nvalues = cr->nnew;
 	}
+	/*
+	 * The intent needs the images only: it is written on its companion connection while the
+	 * check runs here, and the request waits for both. Not when the check may still leave
+	 * rows out (ON CONFLICT DO NOTHING): the intent then follows the check.
+	 */
+	if (!m->conflict_nothing)
+		intent_write(m);
 }
 
 /* Tells the sync worker which rows this write holds (begin) or has written (end). */
