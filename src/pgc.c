@@ -13,9 +13,9 @@
  * follows it yet). The server skips the rest of a flight after an error in it (its queries get
  * PGRES_PIPELINE_ABORTED), as it skips the rest of a query string; the next flight runs. The
  * connection enters pipeline mode before a pipelined query and leaves it before a plain one,
- * each time with nothing in flight. A zero-delay "kick" event starts the next query so that no callback ever
- * runs inside pgc_connect() or pgc_query(), and so that a callback that queues a statement does
- * not re-enter the dispatcher.
+ * each time with nothing in flight. A zero-delay "kick" event starts the next query so that no
+ * callback ever runs inside pgc_connect() or pgc_query(), and so that a callback that queues a
+ * statement does not re-enter the dispatcher.
  *
  * Callbacks may call pgc_close(): while one runs, `depth` is non-zero and pgc_close() only marks
  * the pgc closed and drops the connection; the struct itself is freed when the outermost
@@ -78,8 +78,8 @@ struct pgc {
 
 	struct pgc_query *head, *tail;
 	struct pgc_query *unsent; /* the first query not sent yet, NULL when all are */
-	int in_flight;            /* queries sent and not answered yet: the first ones of the queue */
-	int syncs_owed;           /* Syncs sent whose PGRES_PIPELINE_SYNC has not been read */
+	int in_flight;    /* queries sent and not answered yet: the first ones of the queue */
+	int syncs_owed;   /* Syncs sent whose PGRES_PIPELINE_SYNC has not been read */
 	bool flushing;    /* the send buffer is not yet empty */
 	PGresult *result; /* the running statement's latest result */
 	PGresult *handed; /* the result being shown to a callback, NULL once stolen */
@@ -376,8 +376,11 @@ static bool pgc_is_copy(const PGresult *res)
 /* An error of severity FATAL or PANIC: the server ends the session after sending it. */
 static bool pgc_session_ended(const PGresult *res)
 {
-	const char *sev = res != NULL ? PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED) : NULL;
+	const char *sev;
 
+	if (res == NULL)
+		return false;
+	sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
 	return sev != NULL && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0);
 }
 
@@ -424,8 +427,9 @@ static bool pgc_read_pipelined(struct pgc *pc)
 			PQclear(res);
 			if (pc->syncs_owed > 0)
 				pc->syncs_owed--;
+			/* a plain query may be waiting for the pipeline to empty */
 			if (pc->in_flight == 0 && pc->syncs_owed == 0)
-				pgc_schedule(pc); /* a plain query may be waiting for the pipeline */
+				pgc_schedule(pc);
 			continue;
 		}
 		if (pgc_is_copy(res)) {
@@ -568,8 +572,8 @@ static void pgc_start_next(struct pgc *pc)
 		return;
 	while ((q = pc->unsent) != NULL) {
 		bool idle = pc->in_flight == 0 && pc->syncs_owed == 0;
-		if (!q->pipelined ? !idle
-		                  : !idle && PQpipelineStatus(pc->conn) == PQ_PIPELINE_OFF)
+		/* a plain query goes alone; a pipelined one may follow only pipelined ones */
+		if (!idle && (!q->pipelined || PQpipelineStatus(pc->conn) == PQ_PIPELINE_OFF))
 			break;
 		if (!(q->pipelined ? pgc_send_pipelined(pc, q) : pgc_send_plain(pc, q))) {
 			pgc_fail(pc, PQerrorMessage(pc->conn));
