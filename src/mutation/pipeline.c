@@ -785,6 +785,8 @@ static void connection_lost(struct mutation *m, const char *error)
 	if (!m->failed)
 		mutation_set_error(m, "58000", "lost the database connection of a synced-table write",
 		                   error, NULL);
+	if (m->intent_written)
+		settle_kick(m->sy->settle, 300); /* nothing was sent: settling forgets the intent */
 	mutation_finish(m);
 }
 
@@ -1065,13 +1067,13 @@ void mutation_intent_done(struct mutation *m)
  * and answers with its own error. Rolled back to the savepoint: row locks taken by the capture
  * stay (they belong to the outer transaction).
  *
- * Sent in the capture's flight, right behind it: the check does not need the captured images,
- * only the capture's success, and after a failed capture its statements fail at once (the
- * transaction is aborted). Three flights, so that the rollback to the savepoint runs after a
- * failed check run or a failed lookup of skipped rows. After it, in the same flight, the
- * captured images (read already) are emptied and the mode set for the apply run: while the
- * intent is written and the request is out, nothing else runs on this connection, and a
- * rejected request rolls all of it back.
+ * Sent with the capture, right behind it: the check does not need the captured images, only
+ * the capture's success, and after a failed capture the server skips it. A Sync ends the check
+ * run, and another the lookup of skipped rows, so that the rollback to the savepoint runs after
+ * either failed (the libpq of PostgreSQL 15 sends each Sync at once: two or three sends, one
+ * round trip). After it, in the same flight, the captured images (read already) are emptied
+ * and the mode set for the apply run: while the request is out, nothing else runs on this
+ * connection, and a rejected request rolls all of it back.
  */
 static bool queue_check(struct mutation *m)
 {
@@ -1302,7 +1304,7 @@ static void start_capture(struct mutation *m)
 		         m->session_sql ? m->session_sql + strlen("SELECT ") : "");
 	ok = settings != NULL && send_sql(m, "BEGIN", false, on_ignored) &&
 	     send_sql(m, settings, false, on_ignored) && send_stmt(m, false, on_first_run) &&
-	     send_sql(m, m->capture_sql, true, on_captured) && queue_check(m);
+	     send_sql(m, m->capture_sql, false, on_captured) && queue_check(m);
 	free(settings);
 	if (!ok) {
 		mutation_set_error(m, "58000", "could not queue a synced-table write", NULL, NULL);

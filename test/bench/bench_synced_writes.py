@@ -15,10 +15,11 @@ at once and after --delays milliseconds (its `delay_ms` knob):
    time for that write. For write i, added_i = latency_i - api_i - median(direct); the report
    gives added at p50 and p99 (the target: at most 2 ms and 5 ms), beside the parts.
 2. Round trips and statements per write (deterministic, whatever the load): --count-writes
-   single-row INSERTs and as many UPDATEs through a pooler run under strace, which counts the
-   pooler's sends to PostgreSQL (a send is a flight of statements whose answers the pooler then
-   waits for, so a round trip; the companion connection's intent included), with
-   log_statement = all on the cluster, whose log gives the statements each write runs.
+   single-row INSERTs and as many UPDATEs through a pooler run under strace, which shows the
+   pooler's sends to PostgreSQL and its reads of the answers: a round trip is a run of sends on
+   one connection between two reads that got data (the companion connection's intent
+   included), with log_statement = all on the cluster, whose log has a line per query string
+   (simple protocol) or per Execute (pipelined statements).
 3. Throughput with --writers concurrent clients (pgbench -c 200 of INSERTs through syncbouncer,
    `max_in_flight` raised to the number of writers so that the API slots do not cap it), against
    what the fake answers alone: the first write request syncbouncer sent, replayed by as many
@@ -183,14 +184,15 @@ def count_round_trips(pg, opts, work, extra, scripts):
         log("strace not found: round trips per write skipped")
         return out
     logfile = os.path.join(pg.base, "postgresql.log")
-    pg.sql("ALTER SYSTEM SET log_statement = 'all'; "
-           "ALTER SYSTEM SET log_line_prefix = '%a|'; SELECT pg_reload_conf()")
+    for sql in ("ALTER SYSTEM SET log_statement = 'all'",
+                "ALTER SYSTEM SET log_line_prefix = '%a|'", "SELECT pg_reload_conf()"):
+        pg.sql(sql)  # one by one: psql -c runs a string of several in one transaction
     try:
         for kind in ("insert", "update"):
             trace = os.path.join(work, f"strace-synclat-{kind}.txt")
             p = Pooler("syncbouncer", opts.syncbouncer, work, pg, "transaction", extra,
                        wrapper=["strace", "-f", "-qq", "-yy", "-o", trace,
-                                "-e", "trace=sendto,sendmsg,write,writev"])
+                                "-e", "trace=sendto,sendmsg,write,writev,recvfrom,recvmsg,read"])
             p.start()
             try:
                 pgbench_log(p.port, scripts[kind, "synced"], 5, work, "rt-warm")
@@ -198,12 +200,12 @@ def count_round_trips(pg, opts, work, extra, scripts):
                     f.seek(0, 2)
                     log_from = f.tell()
                 with open(trace) as f:
-                    sends_before = sum(1 for line in f if pg_send(line, pg.port))
+                    before = round_trips(f, pg.port)
                 pgbench_log(p.port, scripts[kind, "synced"], opts.count_writes, work, "rt")
             finally:
                 p.stop()
             with open(trace) as f:
-                sends = sum(1 for line in f if pg_send(line, pg.port)) - sends_before
+                sends = round_trips(f, pg.port) - before
             with open(logfile, "rb") as f:
                 f.seek(log_from)
                 stmts = sum(1 for line in f.read().decode("utf-8", "replace").splitlines()
@@ -212,18 +214,32 @@ def count_round_trips(pg, opts, work, extra, scripts):
             out[kind] = {"writes": opts.count_writes,
                          "round_trips": sends / opts.count_writes,
                          "statements": stmts / opts.count_writes}
-            log(f"  {kind}: {sends / opts.count_writes:.2f} sends to PostgreSQL and "
-                f"{stmts / opts.count_writes:.2f} statements per write")
+            log(f"  {kind}: {sends / opts.count_writes:.2f} round trips to PostgreSQL and "
+                f"{stmts / opts.count_writes:.2f} statement log lines per write")
     finally:
-        pg.sql("ALTER SYSTEM RESET log_statement; ALTER SYSTEM RESET log_line_prefix; "
-               "SELECT pg_reload_conf()")
+        for sql in ("ALTER SYSTEM RESET log_statement", "ALTER SYSTEM RESET log_line_prefix",
+                    "SELECT pg_reload_conf()"):
+            pg.sql(sql)
     return out
 
 
-def pg_send(line, port):
-    """An strace line of a send on a TCP connection to PostgreSQL's port."""
-    return re.match(r"^(\d+ +)?(sendto|sendmsg|write|writev)\(\d+<TCP:\[[^\]]*->"
-                    r"127\.0\.0\.1:" + str(port) + r"\]>", line) is not None
+def round_trips(lines, port):
+    """Round trips in strace lines: runs of sends on a connection to PostgreSQL's port, each
+    ended by a read of that connection that got data."""
+    pat = re.compile(r"^(?:\d+ +)?(sendto|sendmsg|write|writev|recvfrom|recvmsg|read)\((\d+)"
+                     r"<TCP:\[[^\]]*->127\.0\.0\.1:" + str(port) + r"\]>.*= (-?\d+)")
+    sending, n = set(), 0
+    for line in lines:
+        m = pat.match(line)
+        if m is None or int(m.group(3)) <= 0:
+            continue
+        call, fd = m.group(1), m.group(2)
+        if call in ("recvfrom", "recvmsg", "read"):
+            sending.discard(fd)
+        elif fd not in sending:
+            sending.add(fd)
+            n += 1
+    return n
 
 
 def run(pg, opts, work):
@@ -365,11 +381,12 @@ def report(results, w):
           f"{r['added_p50'] / 1000:.2f} | {r['added_p99'] / 1000:.2f} | {met} |")
     w("")
     if results.get("per_write"):
-        w("Per single-row write (deterministic): sends to PostgreSQL, each a flight of "
-          "statements whose answers the pooler waits for (the intent's included), and the "
-          "statements PostgreSQL's log shows for the write's own connections:")
+        w("Per single-row write (deterministic): round trips to PostgreSQL (runs of sends on a "
+          "connection between reads of its answers, under strace; the intent's included), and "
+          "the lines of PostgreSQL's log (log_statement = all: one per query string or "
+          "Execute) for the write's connections:")
         w("")
-        w("| write | writes counted | round trips per write | statements per write |")
+        w("| write | writes counted | round trips per write | statement log lines per write |")
         w("|---|--:|--:|--:|")
         for kind, r in results["per_write"].items():
             w(f"| {kind.upper()} | {r['writes']} | {r['round_trips']:.2f} | "
