@@ -193,7 +193,7 @@ struct mutation {
 	char intent_key[48]; /* the request's idempotency key */
 	bool intent_written;
 	bool intent_pending; /* being written (while the check runs, or after it) */
-	bool check_done;     /* the first flight (capture and check) is answered and passed */
+	bool check_done;     /* the first flight (capture and check) is answered */
 	struct mconn *iconn; /* the companion connection that commits it */
 	char *intent_rows, *intent_keys;
 	char *keys_text;  /* the keys, for messages */

@@ -195,7 +195,14 @@ def count_round_trips(pg, opts, work, extra, scripts):
                                 "-e", "trace=sendto,sendmsg,write,writev,recvfrom,recvmsg,read"])
             p.start()
             try:
-                pgbench_log(p.port, scripts[kind, "synced"], 5, work, "rt-warm")
+                for attempt in range(100):  # until its synced tables are ready
+                    try:
+                        pgbench_log(p.port, scripts[kind, "synced"], 5, work, "rt-warm")
+                        break
+                    except RuntimeError:
+                        if attempt == 99:
+                            raise
+                        time.sleep(0.2)
                 with open(logfile, "rb") as f:
                     f.seek(0, 2)
                     log_from = f.tell()
