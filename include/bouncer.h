@@ -27,6 +27,7 @@ struct tls_state;
 struct mutation_history;
 struct metrics;
 struct auth;
+struct workers;
 
 /*
  * The query hook: the seam where the synced-table side sees client statements. The core shows it
@@ -107,6 +108,8 @@ struct bouncer {
 	bool shutting_down;
 	bool running_as_root;
 	uint64_t start_time_usec;
+	struct workers *workers; /* shared by the workers (workers.h); NULL with workers = 1 */
+	int worker_index;        /* this bouncer's worker number, 0 for the main thread's */
 };
 
 uint64_t bouncer_now_usec(void);

@@ -240,6 +240,7 @@ struct config {
 	int unix_socket_mode;
 	char *user;
 	int verbose;
+	char *workers; /* "1".."64" or "auto": config_workers() */
 
 	char *path; /* the file config_load() read ("" for defaults), as given */
 	struct cf_database *databases;
@@ -293,6 +294,15 @@ bool config_load_buffer(const char *text, size_t len, const char *name, struct c
         __attribute__((warn_unused_result));
 bool config_load_buffer_opts(const char *text, size_t len, const char *name,
                              const struct cf_load_opts *opts, struct config **out)
+        __attribute__((warn_unused_result));
+
+/* The number of event loops cfg asks for (workers: a number, or auto = the online CPUs). */
+int config_workers(const struct config *cfg);
+/*
+ * Whether cfg's workers setting is usable: a number from 1 to 64 or "auto", and more than one
+ * only without [synced_tables] and [apis]. False with the reason in err.
+ */
+bool config_workers_check(const struct config *cfg, char *err, size_t errsize)
         __attribute__((warn_unused_result));
 
 /* Releases cfg and everything it owns; NULL is fine. */

@@ -43,7 +43,7 @@ const char *conn_state_str(enum conn_state st);
 
 /*
  * Parameters tracked per connection and replayed with SET when a client gets a server. Names and
- * values are shared copies (one per distinct string in the process, counted: thousands of clients
+ * values are shared copies (one per distinct string in the worker, counted: thousands of clients
  * with the same settings hold one copy of each), a set holds only as many slots as it needs, and
  * sets with the same contents can share their slots (param_share()). Read p[0..n) freely; change
  * a set only through the functions below. A set starts zeroed ({0}); it may be moved by struct
@@ -178,7 +178,9 @@ struct conn {
 	bool reset_failed; /* the reset query answered with an error */
 	struct dns_request *dns_req;
 	struct scram_client *scram_cli;
-	char *host; /* which host of the db's list */
+	char *host;          /* which host of the db's list */
+	uint8_t limits_held; /* the workers' shared counts it is in (POOL_LIMIT_* bits) */
+	bool served;         /* has been linked to a client */
 };
 
 /*
@@ -257,5 +259,11 @@ struct config;
  * refused (errno says why); the ones before it are set.
  */
 bool conn_tune_tcp(int fd, const struct config *cfg);
+
+/*
+ * The shared names and parameter blocks are per thread (each worker's connections stay on its
+ * thread). Frees the calling thread's tables, once its connections are all freed.
+ */
+void conn_thread_done(void);
 
 #endif

@@ -77,12 +77,31 @@ struct pool {
 	char last_login_sqlstate[6];
 	uint64_t last_login_failure;
 
+	/*
+	 * With several workers: the shared server counts of this pool, its database and its user
+	 * (workers.h), what the next server_launch() is counted in (POOL_LIMIT_* bits), whether
+	 * the other workers were asked for an idle server, and whether this pool owes one to
+	 * worker lend_to (it closes its next released server for it).
+	 */
+	struct worker_limit *lim_pool, *lim_db, *lim_user;
+	uint8_t launch_limits;
+	bool idle_asked;
+	bool lend;
+	int lend_to;
+
 	uint64_t xact_count, query_count, bytes_in, bytes_out;
 	bool is_admin; /* the admin console's pool: never on bouncer->pools, never a server */
 	struct stats_counters stats, stats_newer, stats_older; /* see stats.h */
 };
 
 struct ps_registry;
+
+#define POOL_LIMIT_POOL 1
+#define POOL_LIMIT_DB   2
+#define POOL_LIMIT_USER 4
+
+/* A server is gone: it leaves the workers' shared counts it was in. */
+void pool_server_uncounted(struct conn *server);
 
 /* How often the janitor looks at a pool: timeouts are enforced to within this period. */
 #define POOL_JANITOR_USEC 250000

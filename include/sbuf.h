@@ -200,6 +200,10 @@ struct sbuf_clock {
 	uint64_t usec;
 	bool held;
 };
-extern struct sbuf_clock sbuf_clock;
+/* per thread: each worker's loop has its own */
+extern _Thread_local struct sbuf_clock sbuf_clock;
+
+/* Frees the calling thread's spare buffers (a worker's thread, before it ends). */
+void sbuf_thread_done(void);
 
 #endif

@@ -16,8 +16,15 @@
 #define SB_WORKERS_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 struct bouncer;
+struct workers;
+struct worker_limit;
+
+/* the most workers a process runs (`workers = auto` is bounded by it too) */
+#define WORKERS_MAX 64
 
 typedef void (*worker_fn)(struct bouncer *w, void *arg);
 
@@ -29,5 +36,73 @@ int worker_index(const struct bouncer *b);
 
 /* runs fn(w, arg) on every worker's bouncer w, each in its own thread, in worker order */
 void workers_each(struct bouncer *self, worker_fn fn, void *arg);
+
+/*
+ * Posts fn(w, arg) to worker `to`'s loop and returns at once; arg (malloc'd, may be NULL) is
+ * freed with free() after fn ran, or at once when it cannot be posted (false: no such worker,
+ * the caller itself, out of memory, or that worker has left its loop). For work that must not
+ * block the caller's relay (the pools' server rebalancing).
+ */
+bool workers_post(struct bouncer *self, int to, worker_fn fn, void *arg);
+
+/*
+ * RELOAD and SIGHUP: self re-reads the config file and checks it (control_reload()); only when
+ * that worked does every other worker apply it, each from its own read of the file. False when
+ * self's reload failed (nothing changed anywhere).
+ */
+bool workers_reload(struct bouncer *self) __attribute__((warn_unused_result));
+/* As a worker_fn: reloads worker w, unless w is arg (the worker that reloaded first). */
+void bouncer_reload_one(struct bouncer *w, void *arg);
+
+/* ---- set-up, for main.c ---- */
+
+/* The shared state of n workers (1..WORKERS_MAX); NULL when out of memory. */
+struct workers *workers_new(int n);
+/* Makes b worker number index of ws (b->workers, b->worker_index); before its set-up. */
+void workers_attach(struct workers *ws, int index, struct bouncer *b);
+/* Opens b's mailbox on b->base, in b's own thread once its loop exists. */
+bool workers_mailbox_open(struct bouncer *b) __attribute__((warn_unused_result));
+/*
+ * Starts workers 1..n-1 one after the other, each a thread running run(its bouncer) with every
+ * signal blocked; waits for each to say workers_ready() before the next. False when one could
+ * not start or was not ready.
+ */
+bool workers_start(struct workers *ws, void (*run)(struct bouncer *b))
+        __attribute__((warn_unused_result));
+/* A worker's set-up is done (ok) or failed; returns ok. */
+bool workers_ready(struct bouncer *b, bool ok);
+/* Around a worker's teardown: one worker at a time (c-ares' library count is not atomic). */
+void workers_serial(struct bouncer *b, bool begin);
+/*
+ * The worker of b has left its loop: what is posted to it from now on completes without
+ * running, so nobody waits for it; worker 0's loop is woken (it waits for the others).
+ */
+void workers_stopped(struct bouncer *b);
+/* Workers that have not left their loop yet. */
+int workers_running(struct workers *ws);
+/* Waits for the threads of workers 1..n-1 to end. */
+void workers_join(struct workers *ws);
+/* Closes b's mailbox (before its base is freed). */
+void workers_detach(struct bouncer *b);
+void workers_free(struct workers *ws);
+
+/* ---- the limits that stay global (b->workers must be set) ---- */
+
+/* Adds delta to the process's count of clients; returns the new count. */
+int workers_clients_add(struct bouncer *b, int delta);
+/* A connection id unique in the process (SHOW CLIENTS, KILL_CLIENT). */
+uint64_t workers_next_conn_id(struct bouncer *b);
+/*
+ * The shared server count of kind 'p' (a pool: db and user), 'd' (a database) or 'u' (a
+ * user), made on first use and counted by reference: every get is matched by a put. NULL when
+ * out of memory or the names are too long.
+ */
+struct worker_limit *workers_limit_get(struct bouncer *b, char kind, const char *db,
+                                       const char *user);
+void workers_limit_put(struct bouncer *b, struct worker_limit *lim);
+/* Counts one more server if fewer than max are counted; false (nothing counted) when full. */
+bool workers_limit_take(struct worker_limit *lim, int max);
+void workers_limit_give(struct worker_limit *lim);
+int workers_limit_count(const struct worker_limit *lim);
 
 #endif

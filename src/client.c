@@ -32,6 +32,7 @@
 #include "stats.h"
 #include "tls.h"
 #include "userlist.h"
+#include "workers.h"
 
 /* The longest authentication message held before authentication (auth.h). */
 #define CLIENT_AUTH_MSG_MAX AUTH_MSG_MAX
@@ -57,8 +58,8 @@ static const char *const tracked_params[] = {
 
 static bool is_tracked_hashed(const struct bouncer *b, const char *name, uint32_t hash)
 {
-	static uint32_t tracked_hash[N_TRACKED];
-	static bool hashed;
+	static _Thread_local uint32_t tracked_hash[N_TRACKED]; /* per worker's thread */
+	static _Thread_local bool hashed;
 
 	if (!hashed) {
 		for (size_t i = 0; i < N_TRACKED; i++)
@@ -167,6 +168,14 @@ void client_fatal(struct conn *c, const char *sqlstate, const char *msg)
 	client_close(c, msg);
 }
 
+/* A client of b is gone: one less for max_client_conn. */
+static void client_uncount(struct bouncer *b)
+{
+	b->client_count--;
+	if (b->workers != NULL)
+		(void)workers_clients_add(b, -1);
+}
+
 void client_close(struct conn *c, const char *reason)
 {
 	struct conn *server = c->link;
@@ -193,7 +202,7 @@ void client_close(struct conn *c, const char *reason)
 	}
 	if (c->hook_state != NULL && c->b->hook.client_closed != NULL)
 		c->b->hook.client_closed(c->b->hook.ctx, c);
-	c->b->client_count--;
+	client_uncount(c->b);
 	conn_retire(c);
 }
 
@@ -291,6 +300,7 @@ void client_accept(struct bouncer *b, int fd, const struct sockaddr *addr, sockl
                    bool is_unix)
 {
 	struct conn *c = calloc(1, sizeof(*c));
+	int total;
 
 	if (c == NULL) {
 		close(fd);
@@ -324,10 +334,12 @@ void client_accept(struct bouncer *b, int fd, const struct sockaddr *addr, sockl
 	}
 	c->sbuf.startup_phase = true;
 	b->client_count++;
+	/* with several workers, max_client_conn counts the clients of them all */
+	total = b->workers != NULL ? workers_clients_add(b, 1) : b->client_count;
 	conn_set_state(c, CL_LOGIN);
 	/* refused after the startup packet, so that a client that asks for SSL first can read
 	 * the reason */
-	if (b->client_count > b->cfg->max_client_conn)
+	if (total > b->cfg->max_client_conn)
 		c->refusal = "no more connections allowed (max_client_conn)";
 	if (b->shutting_down)
 		c->refusal = "pgbouncer is shutting down";
@@ -351,6 +363,41 @@ void client_accept(struct bouncer *b, int fd, const struct sockaddr *addr, sockl
 		return;
 	}
 	sbuf_resume(&c->sbuf);
+}
+
+/* A CancelRequest's key, and whether a worker found the client it names. */
+struct cancel_job {
+	uint32_t pid, key;
+	struct bouncer *from; /* the worker that took the request */
+	bool found;
+};
+
+/* Cancels the query of job's client if it is one of w's; true when it is. */
+static bool cancel_on(struct bouncer *w, struct cancel_job *job)
+{
+	struct conn *target;
+
+	client_find_by_cancel_key(w, job->pid, job->key, &target);
+	if (target == NULL)
+		return false;
+	job->found = true;
+	if (target->hook_state != NULL && w->hook.cancel != NULL &&
+	    w->hook.cancel(w->hook.ctx, target))
+		; /* the hook holds its query: it cancelled it, or says why not */
+	else if (target->link != NULL)
+		server_send_cancel(target->link);
+	return true;
+}
+
+/* As a worker_fn: the workers that did not take the request look for its client. */
+static void cancel_elsewhere(struct bouncer *w, void *arg)
+{
+	struct cancel_job *job = arg;
+
+	if (w == job->from || job->found)
+		return;
+	if (!cancel_on(w, job))
+		admin_cancel(w, job->pid, job->key);
 }
 
 void client_find_by_cancel_key(struct bouncer *b, uint32_t pid, uint32_t key, struct conn **out)
@@ -681,16 +728,14 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 		}
 		return SBUF_CONSUMED;
 	case STARTUP_CANCEL: {
-		struct conn *target;
-		client_find_by_cancel_key(b, info.cancel_pid, info.cancel_key, &target);
-		if (target != NULL && target->hook_state != NULL && b->hook.cancel != NULL &&
-		    b->hook.cancel(b->hook.ctx, target))
-			; /* the hook holds its query: it cancelled it, or says why not */
-		else if (target != NULL && target->link != NULL)
-			server_send_cancel(target->link);
-		else if (target == NULL)
+		struct cancel_job job = {info.cancel_pid, info.cancel_key, b, false};
+
+		/* the kernel hands the cancel to any worker: the client may be another's */
+		if (!cancel_on(b, &job) && b->workers != NULL)
+			workers_each(b, cancel_elsewhere, &job);
+		if (!job.found)
 			admin_cancel(b, info.cancel_pid, info.cancel_key);
-		b->client_count--;
+		client_uncount(b);
 		conn_retire(c);
 		return SBUF_CLOSED;
 	}

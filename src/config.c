@@ -17,6 +17,7 @@
 #include "config.h"
 
 #include "log.h"
+#include "workers.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -313,6 +314,8 @@ static const struct cf_key cf_keys[] = {
         KINT(unix_socket_mode, "0777", 0, 07777, CF_NO_RELOAD | CF_OCTAL),
         KSTR(user, "", CF_NO_RELOAD),
         KINT(verbose, "0", 0, 10, 0),
+        /* a number of event loops (1..64) or "auto" (the online CPUs): config_workers() */
+        KSTR(workers, "1", CF_NO_RELOAD),
 };
 
 #define NKEYS ((int)(sizeof(cf_keys) / sizeof(cf_keys[0])))
@@ -2153,6 +2156,14 @@ static void check_whole(struct cf_parser *p)
 			       "synced table %s.%s.%s: api %.100s is not in [apis]", st->database,
 			       st->schema, st->table, api);
 	}
+	{
+		char why[200];
+		int wi = config_key_index("workers");
+
+		if (!config_workers_check(cfg, why, sizeof(why)))
+			report(p, CF_LEVEL_ERROR, p->key_file[wi] ? p->key_file[wi] : p->cfg->path,
+			       p->key_line[wi], "%s", why);
+	}
 	for (int i = 0; i < NKEYS; i++) {
 		const char *why;
 
@@ -2316,6 +2327,56 @@ bool config_set(struct config *cfg, const char *key, const char *value, char *er
 		format_key(cfg, i, false, val, sizeof(val));
 		if (strcmp(val, k->def) != 0)
 			log_warning("setting %s is not supported yet, ignored", k->name);
+	}
+	return true;
+}
+
+/*
+ * The number of workers a `workers` setting asks for: 1..WORKERS_MAX, "auto" = the online CPUs
+ * (bounded to the same range). -1 with the reason in err when the text is neither.
+ */
+static int workers_resolve(const char *value, char *err, size_t errsize)
+{
+	char *end;
+	long n;
+
+	if (strcmp(value, "auto") == 0) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		if (cpus < 1)
+			cpus = 1;
+		return cpus > WORKERS_MAX ? WORKERS_MAX : (int)cpus;
+	}
+	errno = 0;
+	n = strtol(value, &end, 10);
+	if (value[0] == '\0' || *end != '\0' || errno != 0 || n < 1 || n > WORKERS_MAX) {
+		snprintf(err, errsize,
+		         "workers must be a number from 1 to %d or \"auto\", not \"%.40s\"",
+		         WORKERS_MAX, value);
+		return -1;
+	}
+	return (int)n;
+}
+
+int config_workers(const struct config *cfg)
+{
+	char err[128];
+	int n = workers_resolve(cfg->workers, err, sizeof(err));
+
+	return n < 1 ? 1 : n;
+}
+
+bool config_workers_check(const struct config *cfg, char *err, size_t errsize)
+{
+	int n = workers_resolve(cfg->workers, err, errsize);
+
+	if (n < 0)
+		return false;
+	if (n > 1 && (cfg->apis != NULL || cfg->synced_tables != NULL)) {
+		snprintf(err, errsize,
+		         "workers = %.20s cannot be used with [synced_tables] or [apis] yet: the "
+		         "synced tables run on one event loop; set workers = 1",
+		         cfg->workers);
+		return false;
 	}
 	return true;
 }

@@ -22,6 +22,7 @@
 #include "pool.h"
 #include "prepared.h"
 #include "stats.h"
+#include "workers.h"
 
 const char *conn_state_str(enum conn_state st)
 {
@@ -54,7 +55,8 @@ void conn_set_state(struct conn *c, enum conn_state st)
 {
 	list_del(&c->head);
 	if (c->id == 0)
-		c->id = ++c->b->last_conn_id;
+		/* ids are the process's: with several workers, one counter for them all */
+		c->id = c->b->workers != NULL ? workers_next_conn_id(c->b) : ++c->b->last_conn_id;
 	c->state = st;
 	list_append(pool_state_list(c->b, c->pool, st), &c->head);
 }
@@ -134,7 +136,7 @@ struct shared_str {
 	char s[];
 };
 
-static struct {
+static _Thread_local struct {
 	struct shared_str **slot;
 	size_t nslots; /* a power of two, or 0 */
 	size_t n;
@@ -220,7 +222,7 @@ static void shared_put(const char *s)
 	free(e);
 }
 
-static uint64_t param_last_gen;
+static _Thread_local uint64_t param_last_gen;
 
 /* Slots: the tracked parameters of a client fit in the first allocation. */
 #define PARAM_FIRST_CAP 5
@@ -245,7 +247,7 @@ struct param_block {
 	struct param p[];
 };
 
-static struct {
+static _Thread_local struct {
 	struct param_block **slot;
 	size_t nslots; /* a power of two, or 0 */
 	size_t n;
@@ -533,10 +535,21 @@ void conn_free_retired(struct bouncer *b)
 	}
 }
 
+void conn_thread_done(void)
+{
+	/* every set and name was freed with its connection: only the empty tables are left */
+	free(shared.slot);
+	shared.slot = NULL;
+	shared.nslots = shared.n = 0;
+	free(blocks.slot);
+	blocks.slot = NULL;
+	blocks.nslots = blocks.n = 0;
+}
+
 bool conn_random(void *buf, size_t len)
 {
-	static uint8_t pool[256];
-	static size_t left;
+	static _Thread_local uint8_t pool[256];
+	static _Thread_local size_t left;
 
 	if (len > 64)
 		return false;

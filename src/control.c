@@ -27,6 +27,7 @@
 #include "ticker.h"
 #include "tls.h"
 #include "userlist.h"
+#include "workers.h"
 
 #define CONTROL_TICK_USEC 100000
 #define CONTROL_MAX_DBS   4096
@@ -421,8 +422,8 @@ static void tell_status(struct control *ctl)
 	uint64_t now = bouncer_now_usec();
 	char status[sizeof(ctl->status)];
 
-	if (now - ctl->status_usec < 1000000)
-		return;
+	if (now - ctl->status_usec < 1000000 || worker_index(b) != 0)
+		return; /* the first worker speaks for the process */
 	if (ctl->shutdown != CONTROL_SHUTDOWN_NONE)
 		snprintf(status, sizeof(status), "shutting down (%s): %d clients, %d servers",
 		         control_shutdown_str(ctl->shutdown), live_clients(b), live_servers(b));
@@ -943,6 +944,13 @@ bool control_reload(struct bouncer *b)
 	}
 	if (!config_keep_no_reload(fresh, b->cfg))
 		log_warning("some changed settings need a restart to take effect");
+	/* workers needs a restart: the running number decides what the file may add */
+	if (!config_workers_check(fresh, why, sizeof(why))) {
+		log_error("RELOAD failed: %s", why);
+		config_free(fresh);
+		(void)sdnotify("READY=1");
+		return false;
+	}
 	{
 		char err[512];
 		/* TLS that cannot be set up is never ignored: the reload fails, the old stays */

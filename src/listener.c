@@ -30,6 +30,7 @@
 #include "conn.h"
 #include "log.h"
 #include "pool.h"
+#include "workers.h"
 
 #define ACCEPT_BACKOFF_USEC 100000
 #define ACCEPT_LOG_USEC     10000000
@@ -71,6 +72,7 @@ struct listener {
 	struct tcp_opts applied;   /* the TCP options of the listening socket */
 	bool fixing;               /* they changed: backlog sockets may have the old ones */
 	enum { INHERIT_UNKNOWN, INHERIT_YES, INHERIT_NO } inherit;
+	bool passed; /* from the service manager */
 };
 
 static void backoff_done(evutil_socket_t fd, short what, void *arg)
@@ -188,13 +190,14 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-static bool add_listener(struct bouncer *b, int fd, bool is_unix, const char *path)
+/* A listener of b on fd, not watched yet (arm_listener()); NULL when out of memory (fd closed). */
+static struct listener *make_listener(struct bouncer *b, int fd, bool is_unix, const char *path)
 {
 	struct listener *l = calloc(1, sizeof(*l));
 
 	if (l == NULL) {
 		close(fd);
-		return false;
+		return NULL;
 	}
 	l->b = b;
 	l->fd = fd;
@@ -204,13 +207,34 @@ static bool add_listener(struct bouncer *b, int fd, bool is_unix, const char *pa
 		l->inherit = INHERIT_NO;
 	if (path != NULL)
 		snprintf(l->unix_path, sizeof(l->unix_path), "%s", path);
-	l->ev = event_new(b->base, fd, EV_READ | EV_PERSIST, on_accept, l);
+	return l;
+}
+
+/* Watches l on its bouncer's loop. False (l untouched) when out of memory. */
+static bool arm_listener(struct listener *l)
+{
+	struct bouncer *b = l->b;
+
+	l->ev = event_new(b->base, l->fd, EV_READ | EV_PERSIST, on_accept, l);
 	l->ev_backoff = evtimer_new(b->base, backoff_done, l);
 	if (l->ev == NULL || l->ev_backoff == NULL || event_add(l->ev, NULL) != 0) {
 		if (l->ev)
 			event_free(l->ev);
 		if (l->ev_backoff)
 			event_free(l->ev_backoff);
+		l->ev = l->ev_backoff = NULL;
+		return false;
+	}
+	return true;
+}
+
+static bool add_listener(struct bouncer *b, int fd, bool is_unix, const char *path)
+{
+	struct listener *l = make_listener(b, fd, is_unix, path);
+
+	if (l == NULL)
+		return false;
+	if (!arm_listener(l)) {
 		close(fd);
 		free(l);
 		return false;
@@ -246,7 +270,8 @@ static bool listen_tcp(struct bouncer *b, const char *host, int port)
 		if (fd < 0)
 			continue;
 		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (cfg->so_reuseport)
+		/* several workers listen on the port, each with a socket of its own */
+		if (cfg->so_reuseport || b->workers != NULL)
 			(void)setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 		if (ai->ai_family == AF_INET6)
 			(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
@@ -400,6 +425,7 @@ static bool use_passed_fds(struct bouncer *b, int n)
 		/* the unix socket file belongs to the service manager: never removed here */
 		if (!add_listener(b, fd, ss.ss_family == AF_UNIX, NULL))
 			return false;
+		b->listeners->passed = true;
 	}
 	return true;
 }
@@ -409,8 +435,20 @@ bool listener_start(struct bouncer *b)
 	const struct config *cfg = b->cfg;
 	char *list, *tok, *save = NULL;
 	bool ok = true;
-	int npassed = passed_fds();
+	int npassed;
 
+	if (worker_index(b) > 0) {
+		/* worker 0 opened them (listener_share()): watch them on this worker's loop */
+		for (struct listener *l = b->listeners; l != NULL; l = l->next) {
+			l->b = b;
+			if (!l->is_unix && !tune_listener(l, l->fd, b->cfg))
+				l->inherit = INHERIT_NO;
+			if (!arm_listener(l))
+				return false;
+		}
+		return b->listeners != NULL;
+	}
+	npassed = passed_fds();
 	if (npassed < 0)
 		return false;
 	/* the variables are for us alone: nothing we start may take them for its own */
@@ -443,6 +481,62 @@ bool listener_start(struct bouncer *b)
 	return ok;
 }
 
+/*
+ * Another socket for worker to on the address of the TCP listener l (SO_REUSEPORT: the kernel
+ * spreads the connections); -1 (logged) when it cannot be had.
+ */
+static int reuse_socket(const struct listener *l)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	int fd, one = 1;
+
+	if (getsockname(l->fd, (struct sockaddr *)&ss, &len) != 0)
+		return -1;
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (ss.ss_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+	    bind(fd, (struct sockaddr *)&ss, len) != 0 ||
+	    listen(fd, l->b->cfg->listen_backlog) != 0) {
+		log_error("cannot open a listening socket for another worker: %s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+bool listener_share(struct bouncer *b, struct bouncer *to)
+{
+	for (const struct listener *l = b->listeners; l != NULL; l = l->next) {
+		struct listener *copy;
+		/*
+		 * A TCP socket of its own for each worker; the unix socket (and the sockets a
+		 * service manager passed) are one socket that every worker watches: a connection
+		 * goes to whichever accepts first, the others get EAGAIN.
+		 */
+		bool own = !l->is_unix && l->unix_path[0] == '\0' && !l->passed;
+		int fd = own ? reuse_socket(l) : fcntl(l->fd, F_DUPFD_CLOEXEC, 0);
+
+		if (fd < 0)
+			return false;
+		copy = calloc(1, sizeof(*copy));
+		if (copy == NULL) {
+			close(fd);
+			return false;
+		}
+		copy->fd = fd;
+		copy->is_unix = l->is_unix;
+		copy->passed = l->passed;
+		copy->next = to->listeners;
+		to->listeners = copy;
+	}
+	return true;
+}
+
 void listener_stop(struct bouncer *b)
 {
 	struct listener *l = b->listeners, *next;
@@ -451,8 +545,10 @@ void listener_stop(struct bouncer *b)
 		struct stat st;
 
 		next = l->next;
-		event_free(l->ev);
-		event_free(l->ev_backoff);
+		if (l->ev != NULL)
+			event_free(l->ev);
+		if (l->ev_backoff != NULL)
+			event_free(l->ev_backoff);
 		close(l->fd);
 		/* a process that took the path over (so_reuseport) has a file of its own there */
 		if (l->is_unix && l->unix_path[0] && stat(l->unix_path, &st) == 0 &&

@@ -1,7 +1,8 @@
 /*
  * log — formatting and delivery of log lines. Lines are assembled in a fixed stack buffer and
  * written with one write() per destination so that concurrent writers never interleave lines.
- * A line longer than the buffer is cut, never overflowed.
+ * A line longer than the buffer is cut, never overflowed. Every worker's thread logs; only worker
+ * 0's (re)configures the destinations (log_setup(), log_reopen()).
  */
 #include "log.h"
 
@@ -9,6 +10,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,12 +25,12 @@
 
 static struct {
 	char logfile[1024];
-	int fd;
-	bool to_stderr;
-	bool use_syslog;
+	_Atomic int fd; /* read by every worker's thread; changed by worker 0's */
+	_Atomic bool to_stderr;
+	_Atomic bool use_syslog;
 	bool syslog_open;
 	char syslog_ident[64];
-	int verbose;
+	_Atomic int verbose;
 } logstate = { .fd = -1, .to_stderr = true };
 
 const char *log_level_str(enum log_level lvl)
@@ -83,17 +85,36 @@ static int facility_code(const char *name)
 	return LOG_DAEMON;
 }
 
+/*
+ * (Re)opens the logfile. Other workers' threads may be writing a line meanwhile: a reopen puts
+ * the new file under the old descriptor's number (dup3), so a line is written to the old file
+ * or the new one, never to a closed descriptor or to a socket that took its number.
+ */
 static void open_logfile(void)
 {
-	if (logstate.fd >= 0) {
-		close(logstate.fd);
+	int old = logstate.fd, fd;
+
+	if (logstate.logfile[0] == '\0') {
 		logstate.fd = -1;
-	}
-	if (logstate.logfile[0] == '\0')
+		if (old >= 0)
+			close(old);
 		return;
-	logstate.fd = open(logstate.logfile, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-	if (logstate.fd < 0)
+	}
+	fd = open(logstate.logfile, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		logstate.fd = -1;
+		if (old >= 0)
+			close(old);
 		log_error("cannot open logfile \"%s\": %s", logstate.logfile, strerror(errno));
+		return;
+	}
+	if (old >= 0 && dup3(fd, old, O_CLOEXEC) == old) {
+		close(fd);
+		return;
+	}
+	logstate.fd = fd;
+	if (old >= 0)
+		close(old);
 }
 
 void log_setup(const char *logfile, bool to_stderr, bool use_syslog, const char *syslog_ident,
@@ -189,7 +210,7 @@ size_t log_put_ptr(char *buf, size_t size, size_t pos, const void *p)
 	return pos;
 }
 
-static pid_t cached_pid;
+static _Thread_local pid_t cached_pid;
 
 static void forget_pid(void)
 {
@@ -240,9 +261,9 @@ static void escape_controls(char *line, size_t from, size_t *len, size_t size)
 #define MSG_MAX 2048
 static void log_vmsg(enum log_level lvl, const char *prefix, const char *fmt, va_list ap)
 {
-	static time_t stamp_sec = (time_t)-1;
-	static char stamp_date[32], stamp_zone[16];
-	static bool pid_tracked; /* cached_pid is reset in a forked child */
+	static _Thread_local time_t stamp_sec = (time_t)-1;
+	static _Thread_local char stamp_date[32], stamp_zone[16];
+	static _Thread_local bool pid_tracked; /* cached_pid is reset in a forked child */
 	char line[LOG_LINE_MAX];
 	struct timeval tv;
 	size_t msg, head, len, room;
@@ -294,8 +315,11 @@ static void log_vmsg(enum log_level lvl, const char *prefix, const char *fmt, va
 
 	if (logstate.to_stderr)
 		write_all(STDERR_FILENO, line, len);
-	if (logstate.fd >= 0)
-		write_all(logstate.fd, line, len);
+	{
+		int fd = logstate.fd;
+		if (fd >= 0)
+			write_all(fd, line, len);
+	}
 	if (logstate.use_syslog)
 		syslog(syslog_prio(lvl), "%s", line + msg);
 	errno = saved_errno;

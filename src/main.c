@@ -39,6 +39,7 @@
 #include "tls.h"
 #include "userlist.h"
 #include "version.h"
+#include "workers.h"
 
 /* the time of the read callback running (struct sbuf_clock), else the clock's */
 uint64_t bouncer_now_usec(void)
@@ -104,25 +105,61 @@ static void free_retired_cb(evutil_socket_t fd, short what, void *arg)
 	conn_free_retired(arg);
 }
 
-/* What a reload changes outside the pools: the log and the modules (the synced-table side). */
+/*
+ * What a reload changes outside the pools: the log (worker 0's to set, for the process) and the
+ * modules (the synced-table side).
+ */
 static void after_reload(struct bouncer *b)
 {
-	log_reopen();
-	apply_log_settings(b->cfg);
+	if (worker_index(b) == 0) {
+		log_reopen();
+		apply_log_settings(b->cfg);
+	}
 	modules_reload(b);
+}
+
+static void shutdown_one(struct bouncer *w, void *arg)
+{
+	control_shutdown(w, *(enum control_shutdown *)arg);
+}
+
+static void pause_one(struct bouncer *w, void *arg)
+{
+	bool wait;
+	const char *err = control_pause(w, NULL, &wait);
+
+	if (err != NULL && w != arg)
+		log_warning("worker %d: cannot pause: %s", worker_index(w), err);
+	else if (err != NULL)
+		log_warning("cannot pause: %s", err);
+}
+
+static void resume_one(struct bouncer *w, void *arg)
+{
+	const char *err = control_resume(w, NULL);
+
+	(void)arg;
+	if (err != NULL)
+		log_warning("cannot resume: %s", err);
 }
 
 /*
  * pgbouncer's signals (1.23 and later): HUP reload; TERM waits for the clients, INT for the
  * servers, either of them during a shutdown already under way: at once; QUIT at once; USR1
  * pause; USR2 resume. A shutdown asked for while suspended cannot wait for anything (the
- * sockets are frozen): it is immediate, as in pgbouncer.
+ * sockets are frozen): it is immediate, as in pgbouncer. Worker 0 takes the signals and has
+ * every worker do what they ask (workers_each()); its own state decides what that is.
  */
+static void shutdown_all(struct bouncer *b, enum control_shutdown mode)
+{
+	workers_each(b, shutdown_one, &mode);
+}
+
 static void shutdown_signal(struct bouncer *b, const char *name, enum control_shutdown mode)
 {
 	if (control_shutdown_mode(b) != CONTROL_SHUTDOWN_NONE) {
 		log_info("got %s while shutting down, fast exit", name);
-		control_shutdown(b, CONTROL_SHUTDOWN_IMMEDIATE);
+		shutdown_all(b, CONTROL_SHUTDOWN_IMMEDIATE);
 		return;
 	}
 	if (mode == CONTROL_SHUTDOWN_WAIT_FOR_CLIENTS)
@@ -135,20 +172,18 @@ static void shutdown_signal(struct bouncer *b, const char *name, enum control_sh
 		log_info("suspend was in progress, going down immediately");
 		mode = CONTROL_SHUTDOWN_IMMEDIATE;
 	}
-	control_shutdown(b, mode);
+	shutdown_all(b, mode);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct bouncer *b = arg;
-	const char *err;
-	bool wait;
 
 	(void)what;
 	switch (sig) {
 	case SIGHUP:
 		log_info("got SIGHUP, re-reading config");
-		if (!control_reload(b))
+		if (!workers_reload(b))
 			log_warning("keeping the previous configuration");
 		break;
 	case SIGTERM:
@@ -159,7 +194,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 		break;
 	case SIGQUIT:
 		log_info("got SIGQUIT, fast exit");
-		control_shutdown(b, CONTROL_SHUTDOWN_IMMEDIATE);
+		shutdown_all(b, CONTROL_SHUTDOWN_IMMEDIATE);
 		break;
 	case SIGUSR1:
 		if (control_mode(b) != CONTROL_RUNNING) {
@@ -167,9 +202,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 			break;
 		}
 		log_info("got SIGUSR1, pausing all activity");
-		err = control_pause(b, NULL, &wait);
-		if (err != NULL)
-			log_warning("cannot pause: %s", err);
+		workers_each(b, pause_one, b);
 		break;
 	case SIGUSR2:
 		if (control_shutdown_mode(b) != CONTROL_SHUTDOWN_NONE) {
@@ -182,9 +215,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 		}
 		log_info("got SIGUSR2, continuing from %s",
 		         control_mode(b) == CONTROL_SUSPENDED ? "SUSPEND" : "PAUSE");
-		err = control_resume(b, NULL);
-		if (err != NULL)
-			log_warning("cannot resume: %s", err);
+		workers_each(b, resume_one, NULL);
 		break;
 	default:
 		break;
@@ -208,6 +239,179 @@ static int nofile_wanted(const struct config *cfg)
 	return want > 1048576 ? 1048576 : (int)want;
 }
 
+/*
+ * What a bouncer needs from its config file beside the config itself: the auth file, TLS, the
+ * hba and ident files. False with the reason in err.
+ */
+static bool bouncer_load_files(struct bouncer *b, char *err, size_t errsize)
+{
+	struct auth_files *files;
+
+	if (b->cfg->auth_file[0]) {
+		b->users = userlist_load(b->cfg->auth_file);
+		if (b->users == NULL) {
+			snprintf(err, errsize, "cannot load auth_file \"%s\"", b->cfg->auth_file);
+			return false;
+		}
+	}
+	if (!tls_configure(b, b->cfg, err, errsize)) {
+		char why[512];
+		snprintf(why, sizeof(why), "%s", err);
+		snprintf(err, errsize, "TLS setup failed: %s", why);
+		return false;
+	}
+	files = auth_files_load(b->cfg, err, errsize);
+	if (files == NULL)
+		return false;
+	auth_use_files(b, files);
+	return true;
+}
+
+/*
+ * One worker's loop and everything on it: the lists, the admin console, the controls, the
+ * stats, the listeners and the modules (the DNS resolver comes later, after a fork to the
+ * background). False with the reason in err.
+ */
+static bool bouncer_build(struct bouncer *b, char *err, size_t errsize)
+{
+	b->base = event_base_new();
+	if (b->base == NULL) {
+		snprintf(err, errsize, "cannot create the event loop");
+		return false;
+	}
+	list_init(&b->pools);
+	list_init(&b->login_clients);
+	list_init(&b->cancel_conns);
+	list_init(&b->justfree);
+	b->start_time_usec = bouncer_now_usec();
+	b->ev_free = event_new(b->base, -1, 0, free_retired_cb, b);
+	if (b->ev_free == NULL) {
+		snprintf(err, errsize, "cannot create events");
+		return false;
+	}
+	if (!admin_init(b) || !control_init(b, after_reload) || !stats_start(b)) {
+		snprintf(err, errsize, "cannot set up the admin console");
+		return false;
+	}
+	if (!listener_start(b)) {
+		snprintf(err, errsize, "cannot start listeners");
+		return false;
+	}
+	if (!modules_init(b)) {
+		snprintf(err, errsize, "cannot set up the modules");
+		return false;
+	}
+	return true;
+}
+
+static bool bouncer_start_dns(struct bouncer *b)
+{
+	struct dns_options dopts;
+
+	memset(&dopts, 0, sizeof(dopts));
+	dopts.max_ttl_usec = b->cfg->dns_max_ttl;
+	dopts.nxdomain_ttl_usec = b->cfg->dns_nxdomain_ttl;
+	dopts.timeout_usec = -1;
+	b->dns = dns_create(b->base, &dopts);
+	return b->dns != NULL;
+}
+
+/* Frees what bouncer_load_files() and bouncer_build() made, once its loop has ended. */
+static void bouncer_teardown(struct bouncer *b)
+{
+	struct list *pit, *ptmp;
+
+	modules_shutdown(b);
+	listener_stop(b);
+	admin_free(b);
+	control_free(b);
+	stats_stop(b);
+	list_for_each_safe(pit, ptmp, &b->pools)
+	{
+		struct pool *pool = list_entry(pit, struct pool, head);
+		struct list *lists[] = {&pool->active_clients, &pool->waiting_clients,
+		                        &pool->login_clients,  &pool->idle_servers,
+		                        &pool->active_servers, &pool->used_servers,
+		                        &pool->tested_servers, &pool->login_servers};
+		for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+			struct list *it, *tmp;
+			list_for_each_safe(it, tmp, lists[i])
+			{
+				struct conn *cn = list_entry(it, struct conn, head);
+				/* the workers still running may need the places it held */
+				if (cn->is_server && cn->limits_held != 0)
+					pool_server_uncounted(cn);
+				if (cn->dns_req != NULL)
+					dns_cancel(cn->dns_req);
+				if (cn->connecting)
+					event_del(cn->ev_connect);
+				conn_retire(cn);
+			}
+		}
+		pool_free(pool);
+	}
+	{
+		struct list *it, *tmp;
+		list_for_each_safe(it, tmp, &b->login_clients)
+		        conn_retire(list_entry(it, struct conn, head));
+	}
+	conn_free_retired(b);
+	server_cancels_free(b);
+	if (b->dns != NULL)
+		dns_free(b->dns);
+	workers_detach(b);
+	event_free(b->ev_free);
+	event_base_free(b->base);
+	auth_shutdown(b);
+	if (b->users != NULL)
+		userlist_free(b->users);
+	tls_free(b);
+}
+
+/*
+ * The body of workers 1..n-1, in a thread of their own: the same set-up as worker 0 from the
+ * same file (read again, quietly: worker 0 has said what it had to say about it), then the
+ * loop, then the teardown. Everything a worker makes is its thread's alone.
+ */
+static void worker_run(struct bouncer *b)
+{
+	static const struct cf_load_opts quiet = {.quiet = true};
+	char err[1024] = "";
+	bool ok;
+
+	ok = config_load_opts(b->config_path, &quiet, &b->cfg);
+	if (!ok)
+		snprintf(err, sizeof(err), "cannot load config file \"%s\"", b->config_path);
+	ok = ok && bouncer_load_files(b, err, sizeof(err)) && bouncer_build(b, err, sizeof(err));
+	if (ok && !bouncer_start_dns(b)) {
+		snprintf(err, sizeof(err), "cannot start the DNS resolver");
+		ok = false;
+	}
+	if (ok && !modules_start(b)) {
+		snprintf(err, sizeof(err), "cannot set up the synced tables");
+		ok = false;
+	}
+	if (ok && !workers_mailbox_open(b)) {
+		snprintf(err, sizeof(err), "cannot open its mailbox");
+		ok = false;
+	}
+	if (!ok) {
+		/* the process exits: what was made is left to it */
+		log_error("worker %d: %s", worker_index(b), err);
+		(void)workers_ready(b, false);
+		return;
+	}
+	(void)workers_ready(b, true);
+	event_base_dispatch(b->base);
+	workers_stopped(b);
+	workers_serial(b, true);
+	bouncer_teardown(b);
+	config_free(b->cfg);
+	conn_thread_done();
+	sbuf_thread_done();
+	workers_serial(b, false);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -219,9 +423,10 @@ int main(int argc, char **argv)
 	static const int signals[] = {SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2};
 	struct event *sigev[sizeof(signals) / sizeof(signals[0])];
 	struct bouncer b;
-	struct dns_options dopts;
-	int c;
-	bool pidfile_written = false;
+	struct bouncer *wb = NULL; /* workers 1..n-1 (index 0 unused) */
+	struct workers *ws = NULL;
+	int c, nworkers;
+	bool pidfile_written = false, ares_initialised = false;
 
 	memset(&b, 0, sizeof(b));
 	opts.argv0 = argv[0];
@@ -264,6 +469,7 @@ int main(int argc, char **argv)
 	if (!config_load(b.config_path, &b.cfg))
 		fatal("cannot load config file \"%s\"", b.config_path);
 	apply_log_settings(b.cfg);
+	nworkers = config_workers(b.cfg);
 
 	if (opts.user == NULL && b.cfg->user[0])
 		opts.user = b.cfg->user;
@@ -273,43 +479,34 @@ int main(int argc, char **argv)
 		fatal("daemon needs pidfile configured");
 	if (b.cfg->pidfile[0] && !daemon_check_pidfile(b.cfg->pidfile))
 		exit(1);
-	if (b.cfg->auth_file[0]) {
-		b.users = userlist_load(b.cfg->auth_file);
-		if (b.users == NULL)
-			fatal("cannot load auth_file \"%s\"", b.cfg->auth_file);
-	}
 	{
 		char err[1024];
-		struct auth_files *files;
-
-		if (!tls_configure(&b, b.cfg, err, sizeof(err)))
-			fatal("TLS setup failed: %s", err);
-		files = auth_files_load(b.cfg, err, sizeof(err));
-		if (files == NULL)
+		if (!bouncer_load_files(&b, err, sizeof(err)))
 			fatal("%s", err);
-		auth_use_files(&b, files);
 	}
 	(void)daemon_set_nofile(nofile_wanted(b.cfg));
 
 	signal(SIGPIPE, SIG_IGN);
-	b.base = event_base_new();
-	if (b.base == NULL)
-		fatal("cannot create the event loop");
-	list_init(&b.pools);
-	list_init(&b.login_clients);
-	list_init(&b.cancel_conns);
-	list_init(&b.justfree);
-	b.start_time_usec = bouncer_now_usec();
-	b.ev_free = event_new(b.base, -1, 0, free_retired_cb, &b);
-	if (b.ev_free == NULL)
-		fatal("cannot create events");
-
-	if (!admin_init(&b) || !control_init(&b, after_reload) || !stats_start(&b))
-		fatal("cannot set up the admin console");
-	if (!listener_start(&b))
-		fatal("cannot start listeners");
-	if (!modules_init(&b))
-		fatal("cannot set up the modules");
+	if (nworkers > 1) {
+		/* the listeners of the others are opened here, before the user changes */
+		ws = workers_new(nworkers);
+		wb = calloc((size_t)nworkers, sizeof(*wb));
+		if (ws == NULL || wb == NULL)
+			fatal("out of memory");
+		workers_attach(ws, 0, &b);
+		for (int i = 1; i < nworkers; i++) {
+			wb[i].config_path = b.config_path;
+			workers_attach(ws, i, &wb[i]);
+		}
+	}
+	{
+		char err[1024];
+		if (!bouncer_build(&b, err, sizeof(err)))
+			fatal("%s", err);
+	}
+	for (int i = 1; i < nworkers; i++)
+		if (!listener_share(&b, &wb[i]))
+			fatal("cannot start listeners for worker %d", i);
 	if (!metrics_start(&b))
 		fatal("cannot start the metrics endpoint (metrics_listen = %s)",
 		      b.cfg->metrics_listen);
@@ -336,12 +533,7 @@ int main(int argc, char **argv)
 			fatal("cannot write pidfile \"%s\"", b.cfg->pidfile);
 		pidfile_written = true;
 	}
-	memset(&dopts, 0, sizeof(dopts));
-	dopts.max_ttl_usec = b.cfg->dns_max_ttl;
-	dopts.nxdomain_ttl_usec = b.cfg->dns_nxdomain_ttl;
-	dopts.timeout_usec = -1;
-	b.dns = dns_create(b.base, &dopts);
-	if (b.dns == NULL)
+	if (!bouncer_start_dns(&b))
 		fatal("cannot start the DNS resolver");
 
 	for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++) {
@@ -355,59 +547,43 @@ int main(int argc, char **argv)
 
 	if (!modules_start(&b))
 		fatal("cannot set up the synced tables");
+	if (ws != NULL) {
+		/* process-wide initialisations, once, before any other thread runs */
+		if (ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS)
+			fatal("cannot initialise c-ares");
+		ares_initialised = true;
+		if (!workers_mailbox_open(&b))
+			fatal("cannot set up the workers' mailboxes");
+		if (!workers_start(ws, worker_run))
+			fatal("cannot start the workers");
+		log_info("%d workers running", nworkers);
+	}
 	/* listening (or handed our sockets), in the background if asked, pidfile written */
 	(void)sdnotify("READY=1\nSTATUS=accepting connections\nMAINPID=%ld", (long)getpid());
 
 	event_base_dispatch(b.base);
+	if (ws != NULL) {
+		/* the others may still be finishing: keep answering signals and mail meanwhile */
+		workers_stopped(&b);
+		while (workers_running(ws) > 0)
+			event_base_loop(b.base, EVLOOP_ONCE);
+		workers_join(ws);
+	}
 
 	log_info("shutting down");
-	modules_shutdown(&b);
 	metrics_stop(&b);
-	listener_stop(&b);
-	admin_free(&b);
-	control_free(&b);
-	stats_stop(&b);
 	for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
 		event_free(sigev[i]);
-	{
-		struct list *pit, *ptmp;
-		list_for_each_safe(pit, ptmp, &b.pools)
-		{
-			struct pool *pool = list_entry(pit, struct pool, head);
-			struct list *lists[] = {&pool->active_clients, &pool->waiting_clients,
-			                        &pool->login_clients,  &pool->idle_servers,
-			                        &pool->active_servers, &pool->used_servers,
-			                        &pool->tested_servers, &pool->login_servers};
-			for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
-				struct list *it, *tmp;
-				list_for_each_safe(it, tmp, lists[i])
-				{
-					struct conn *cn = list_entry(it, struct conn, head);
-					if (cn->dns_req != NULL)
-						dns_cancel(cn->dns_req);
-					if (cn->connecting)
-						event_del(cn->ev_connect);
-					conn_retire(cn);
-				}
-			}
-			pool_free(pool);
-		}
-		struct list *it, *tmp;
-		list_for_each_safe(it, tmp, &b.login_clients)
-		        conn_retire(list_entry(it, struct conn, head));
-	}
-	conn_free_retired(&b);
-	server_cancels_free(&b);
-	dns_free(b.dns);
-	event_free(b.ev_free);
-	event_base_free(b.base);
+	bouncer_teardown(&b);
 	if (pidfile_written)
 		daemon_remove_pidfile(b.cfg->pidfile);
-	auth_shutdown(&b);
-	if (b.users != NULL)
-		userlist_free(b.users);
-	tls_free(&b);
 	config_free(b.cfg);
+	if (ws != NULL) {
+		workers_free(ws);
+		free(wb);
+	}
+	if (ares_initialised)
+		ares_library_cleanup();
 	log_reopen();
 	return 0;
 }

@@ -93,10 +93,10 @@ struct pgc {
 };
 
 /*
- * The connections not yet closed, for pgc_foreach(). One list per process: the process has one
- * event loop, and the admin console that reads the list knows nothing of who opened them.
+ * The connections not yet closed, for pgc_foreach(). One list per thread, that is per worker's
+ * event loop: the admin console that reads the list knows nothing of who opened them.
  */
-static struct pgc *live_first, *live_last;
+static _Thread_local struct pgc *live_first, *live_last;
 
 static void live_add(struct pgc *pc)
 {

@@ -19,6 +19,7 @@
 #include "server.h"
 #include "stats.h"
 #include "userlist.h"
+#include "workers.h"
 
 static void janitor_tick(void *arg);
 
@@ -149,6 +150,14 @@ static struct pool *get_pool(struct bouncer *b, const char *db_name, const char 
 	if (!load_conninfo(pool, db))
 		goto oom;
 	pool->autodb = strcmp(db->name, "*") == 0;
+	if (b->workers != NULL) {
+		/* the server limits count the servers of every worker */
+		pool->lim_pool = workers_limit_get(b, 'p', db_name, user);
+		pool->lim_db = workers_limit_get(b, 'd', db_name, NULL);
+		pool->lim_user = workers_limit_get(b, 'u', NULL, user);
+		if (pool->lim_pool == NULL || pool->lim_db == NULL || pool->lim_user == NULL)
+			goto oom;
+	}
 	pool_refresh_settings(pool);
 	pool->ps = ps_registry_new();
 	if (pool->ps == NULL)
@@ -191,6 +200,11 @@ void pool_free(struct pool *pool)
 	}
 	ps_registry_free(pool->ps);
 	list_del(&pool->head);
+	if (pool->b->workers != NULL) {
+		workers_limit_put(pool->b, pool->lim_pool);
+		workers_limit_put(pool->b, pool->lim_db);
+		workers_limit_put(pool->b, pool->lim_user);
+	}
 	free(pool->host);
 	free(pool->server_db);
 	free(pool->server_user);
@@ -436,6 +450,193 @@ void pool_client_logged_in(struct pool *pool, struct conn *client)
 	pool_fill(pool);
 }
 
+/* ---- several workers: the server limits are counted across them ---- */
+
+/* What a worker with waiting clients asks the others for: an idle server of theirs closed. */
+struct idle_ask {
+	char kind; /* 'p' this pool, 'd' its database, 'u' its user */
+	int from;
+	char db[64], user[64];
+};
+
+static bool ask_matches(const struct idle_ask *a, const struct pool *p)
+{
+	switch (a->kind) {
+	case 'p':
+		return strcmp(p->db_name, a->db) == 0 && strcmp(p->user_name, a->user) == 0;
+	case 'd':
+		return strcmp(p->db_name, a->db) == 0;
+	default:
+		return strcmp(p->user_name, a->user) == 0;
+	}
+}
+
+/* On the asking worker: a server was closed for it; its pool may launch one now. */
+static void idle_freed(struct bouncer *w, void *arg)
+{
+	const struct idle_ask *a = arg;
+	struct pool *pool = pool_find(w, a->db, a->user);
+
+	if (pool == NULL)
+		return;
+	pool->idle_asked = false;
+	pool_fill(pool);
+}
+
+static void tell_freed(struct bouncer *w, int to, const char *db, const char *user)
+{
+	struct idle_ask *a = calloc(1, sizeof(*a));
+
+	if (a == NULL)
+		return;
+	snprintf(a->db, sizeof(a->db), "%s", db);
+	snprintf(a->user, sizeof(a->user), "%s", user);
+	(void)workers_post(w, to, idle_freed, a);
+}
+
+/*
+ * On another worker: closes its longest idle server that matches, so the asking worker can open
+ * one. With none idle, the pool itself (kind 'p') owes the asker its next released server.
+ */
+static void idle_wanted(struct bouncer *w, void *arg)
+{
+	const struct idle_ask *a = arg;
+	struct conn *victim = NULL;
+	struct list *it;
+
+	list_for_each(it, &w->pools)
+	{
+		struct pool *p = list_entry(it, struct pool, head);
+		struct list *first = list_first(&p->idle_servers);
+		struct conn *s;
+
+		if (first == NULL || !ask_matches(a, p))
+			continue;
+		s = list_entry(first, struct conn, head);
+		if (victim == NULL || s->request_time < victim->request_time)
+			victim = s;
+	}
+	if (victim != NULL) {
+		server_close(victim, "released for another worker");
+		tell_freed(w, a->from, a->db, a->user);
+		return;
+	}
+	if (a->kind == 'p') {
+		struct pool *p = pool_find(w, a->db, a->user);
+		if (p != NULL) {
+			p->lend = true;
+			p->lend_to = a->from;
+		}
+	}
+}
+
+/* Asks every other worker once (until the janitor's next look) for an idle server. */
+static void ask_idle(struct pool *pool, char kind)
+{
+	struct bouncer *b = pool->b;
+
+	if (pool->idle_asked)
+		return;
+	pool->idle_asked = true;
+	for (int i = 0; i < workers_count(b); i++) {
+		struct idle_ask *a;
+
+		if (i == worker_index(b))
+			continue;
+		a = calloc(1, sizeof(*a));
+		if (a == NULL)
+			return;
+		a->kind = kind;
+		a->from = worker_index(b);
+		snprintf(a->db, sizeof(a->db), "%s", pool->db_name);
+		snprintf(a->user, sizeof(a->user), "%s", pool->user_name);
+		(void)workers_post(b, i, idle_wanted, a);
+	}
+}
+
+/*
+ * Whether a released server of pool goes to the worker it owes one to: when no client waits
+ * here, or when this worker holds more than its share of the pool. A server that has served no
+ * client yet was opened for clients here, who will have it: lending it would let two workers
+ * with waiting clients pass servers to and fro, a new connection each time.
+ */
+static bool lend_released(struct pool *pool, const struct conn *server)
+{
+	int n = workers_count(pool->b);
+	int share = (pool->pool_size + n - 1) / n;
+
+	return pool->lend && server->served &&
+	       (list_empty(&pool->waiting_clients) || pool_server_count(pool) > share);
+}
+
+void pool_server_uncounted(struct conn *server)
+{
+	struct pool *pool = server->pool;
+
+	if (server->limits_held & POOL_LIMIT_POOL)
+		workers_limit_give(pool->lim_pool);
+	if (server->limits_held & POOL_LIMIT_DB)
+		workers_limit_give(pool->lim_db);
+	if (server->limits_held & POOL_LIMIT_USER)
+		workers_limit_give(pool->lim_user);
+	server->limits_held = 0;
+}
+
+/* Counts one more server in a shared count of max; a full one is asked about elsewhere. */
+static bool take_shared(struct pool *pool, struct worker_limit *lim, int max, char kind, bool ask)
+{
+	if (workers_limit_take(lim, max))
+		return true;
+	/* an idle server of a sibling pool here frees a place at once */
+	if (kind != 'p' && evict_idle_server(pool, kind == 'd') && workers_limit_take(lim, max))
+		return true;
+	if (ask)
+		ask_idle(pool, kind);
+	return false;
+}
+
+/*
+ * Launches one server within the limits counted across the workers; for_clients (clients
+ * wait) may use the reserve and ask other workers for room. False when none was launched.
+ */
+static bool launch_shared(struct pool *pool, uint64_t now, bool for_clients)
+{
+	int max = pool->pool_size;
+	uint8_t held = 0;
+
+	if (for_clients && pool->reserve_pool_size > 0 && reserve_allowed(pool, now))
+		max += pool->reserve_pool_size;
+	if (!take_shared(pool, pool->lim_pool, max, 'p', for_clients))
+		return false;
+	held |= POOL_LIMIT_POOL;
+	if (workers_limit_count(pool->lim_pool) > pool->pool_size)
+		log_info("taking connection from reserve_pool");
+	if (pool->max_db_connections > 0) {
+		if (!take_shared(pool, pool->lim_db, pool->max_db_connections, 'd', for_clients))
+			goto undo;
+		held |= POOL_LIMIT_DB;
+	}
+	if (pool->max_user_connections > 0) {
+		if (!take_shared(pool, pool->lim_user, pool->max_user_connections, 'u',
+		                 for_clients))
+			goto undo;
+		held |= POOL_LIMIT_USER;
+	}
+	/* server_launch() hands them to the server it makes (which gives them back when gone) */
+	pool->launch_limits = held;
+	if (server_launch(pool))
+		return true;
+undo:
+	if (pool->launch_limits == 0)
+		return false;
+	{
+		struct conn fake = {.pool = pool, .limits_held = held};
+		pool->launch_limits = 0;
+		pool_server_uncounted(&fake);
+	}
+	return false;
+}
+
 /* Launches one server if every limit allows it; false when none was launched. */
 static bool launch_one(struct pool *pool, uint64_t now)
 {
@@ -448,6 +649,8 @@ static bool launch_one(struct pool *pool, uint64_t now)
 	if (pool->last_login_failure != 0 && cfg->server_login_retry > 0 &&
 	    now - pool->last_login_failure < (uint64_t)cfg->server_login_retry)
 		return false;
+	if (pool->b->workers != NULL)
+		return launch_shared(pool, now, true);
 	if (count >= pool->pool_size) {
 		if (count >= pool->pool_size + pool->reserve_pool_size ||
 		    !reserve_allowed(pool, now))
@@ -546,6 +749,12 @@ void pool_server_ready(struct pool *pool, struct conn *server)
 	/* a login waiting for auth_query is quick and holds the server only for the query */
 	if (auth_pool_server_ready(pool, server))
 		return;
+	if (pool->b->workers != NULL && lend_released(pool, server)) {
+		pool->lend = false;
+		server_close(server, "released for another worker");
+		tell_freed(pool->b, pool->lend_to, pool->db_name, pool->user_name);
+		return;
+	}
 	first = list_first(&pool->waiting_clients);
 	if (first != NULL) {
 		server_link(server, list_entry(first, struct conn, head));
@@ -611,6 +820,15 @@ static void janitor_clients(struct pool *pool, uint64_t now)
 	}
 }
 
+/* More servers than pool_size and the reserve allow (a RELOAD made the pool smaller). */
+static bool servers_over_size(const struct pool *pool)
+{
+	int count = pool->b->workers != NULL ? workers_limit_count(pool->lim_pool)
+	                                     : pool_server_count(pool);
+
+	return count > pool->pool_size + pool->reserve_pool_size;
+}
+
 static void janitor_servers(struct pool *pool, uint64_t now)
 {
 	const struct config *cfg = pool->b->cfg;
@@ -660,8 +878,7 @@ static void janitor_servers(struct pool *pool, uint64_t now)
 		         (pool->min_pool_size == 0 ||
 		          pool_server_count(pool) > pool->min_pool_size))
 			server_close(s, "server idle timeout");
-		else if (pool_server_count(pool) > pool->pool_size + pool->reserve_pool_size &&
-		         pool->pool_size > 0)
+		else if (pool->pool_size > 0 && servers_over_size(pool))
 			server_close(s, "too many servers in the pool");
 	}
 	list_for_each_safe(it, tmp, &pool->login_servers)
@@ -688,7 +905,9 @@ static void janitor_min_pool(struct pool *pool, uint64_t now)
 	    now - pool->last_login_failure < (uint64_t)pool->b->cfg->server_login_retry)
 		return;
 	while (count < pool->min_pool_size && count < pool->pool_size) {
-		if (!limits_allow_server(pool, false) || !server_launch(pool))
+		if (pool->b->workers != NULL
+		            ? !launch_shared(pool, now, false)
+		            : !limits_allow_server(pool, false) || !server_launch(pool))
 			break;
 		count++;
 	}
@@ -782,6 +1001,9 @@ static void janitor_tick(void *arg)
 	if (janitor_drop(pool, now))
 		return;
 	pool_refresh_settings(pool);
+	/* an ask and a debt last one look: asked again while clients still wait */
+	pool->idle_asked = false;
+	pool->lend = false;
 	janitor_clients(pool, now);
 	janitor_servers(pool, now);
 	/* the first pool also looks for databases a RELOAD added that want warming up */

@@ -28,7 +28,7 @@ static void sbuf_process(struct sbuf *sb);
  * are kept, so the usual round (a query in, its answer out) costs no malloc.
  */
 #define SPARE_MAX 32
-static struct {
+static _Thread_local struct {
 	size_t size;
 	int n;
 	uint8_t *buf[SPARE_MAX];
@@ -57,6 +57,12 @@ static inline void buf_give_back(struct sbuf *sb)
 	else
 		free(sb->buf);
 	sb->buf = NULL;
+}
+
+void sbuf_thread_done(void)
+{
+	while (spare.n > 0)
+		free(spare.buf[--spare.n]);
 }
 
 /* Frees the buffer of a packet gathered whole. */
@@ -341,7 +347,7 @@ static inline void compact(struct sbuf *sb)
 	}
 }
 
-struct sbuf_clock sbuf_clock;
+_Thread_local struct sbuf_clock sbuf_clock;
 
 static void read_ready(struct sbuf *sb);
 

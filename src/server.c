@@ -165,6 +165,8 @@ void server_close(struct conn *s, const char *reason)
 			slog_debug(s, "could not send Terminate");
 	}
 	s->b->server_count--;
+	if (s->limits_held != 0)
+		pool_server_uncounted(s);
 	conn_retire(s);
 	pool_fill(pool);
 }
@@ -182,6 +184,8 @@ static void login_failed_msg(struct conn *s, const char *sqlstate, const char *m
 	snprintf(reason, sizeof(reason), "server login failed: %s", msg);
 	s->logged_in = false;
 	s->b->server_count--;
+	if (s->limits_held != 0)
+		pool_server_uncounted(s);
 	slog_warning(s, "closing because: %s (age=%llus)", reason,
 	             (unsigned long long)age_seconds(s));
 	if (s->dns_req != NULL) {
@@ -464,6 +468,8 @@ bool server_launch(struct pool *pool)
 	}
 	snprintf(s->addr_str, sizeof(s->addr_str), "%s", s->host[0] == '/' ? "unix" : s->host);
 	s->port = pool->port;
+	s->limits_held = pool->launch_limits; /* counted by launch_shared() */
+	pool->launch_limits = 0;
 	b->server_count++;
 	conn_set_state(s, SV_LOGIN);
 
@@ -554,6 +560,7 @@ void server_link(struct conn *s, struct conn *c)
 
 	stats_server_assigned(s, c);
 	s->link = c;
+	s->served = true;
 	s->client_state = true;
 	c->link = s;
 	conn_set_state(s, SV_ACTIVE);
@@ -1069,8 +1076,8 @@ static enum sbuf_action server_packet(void *owner, struct sbuf *sb, const struct
  * whose statements were forgotten (DISCARD ALL) loses nothing by keeping it to the round's end.
  * While the client has a batch open (no Sync yet) every answer is read: they are counted.
  */
-static uint8_t pass_plain[32], pass_tracked[32];
-static bool pass_made;
+static _Thread_local uint8_t pass_plain[32], pass_tracked[32]; /* per worker's thread */
+static _Thread_local bool pass_made;
 
 static void pass_sets_make(void)
 {

@@ -62,6 +62,8 @@ BIG_ROWS = 100000
 BIG_WIDTH = 1000  # bytes per row: about 100 MB per query
 
 TARGETS = ("direct", "pgbouncer", "syncbouncer")
+# run_workers(): the same syncbouncer with workers = 1 and workers = 2
+WORKER_TARGETS = ("direct", "pgbouncer", "syncbouncer", "syncbouncer-w2")
 
 # workloads counted per query under valgrind and strace: (pool mode, label, pgbench options)
 TRACED = (
@@ -448,6 +450,25 @@ class Bench:
                 self.measure("churn", mode, "-C -S", 10, ["-C", "-S", *self.cj(10), *self.T()],
                              poolers)
             self.stop_poolers(poolers)
+
+    def run_workers(self):
+        """workers = 1 beside workers = 2 (and pgbouncer, direct), transaction pooling: -S -c 50,
+        and a pooler-bound load (SELECT 1 from many clients: the backend does next to
+        nothing, so the pooler's loop is what the clients wait for)."""
+        log("workers: 1 and 2 event loops")
+        mode = "transaction"
+        poolers = self.start_poolers(mode)
+        w2 = Pooler("syncbouncer", self.opts.syncbouncer, self.work, self.pg, mode,
+                    "workers = 2\n")
+        self.poolers.append(w2)
+        poolers["syncbouncer-w2"] = w2.start()
+        targets = WORKER_TARGETS
+        self.measure("workers", mode, "-S", 50, ["-S", *self.cj(50), *self.T()], poolers,
+                     targets)
+        self.measure("workers", mode, "SELECT 1 (-f)", 100,
+                     ["-f", self.scripts["select1"], "-c", "100", "-j", "2", *self.T()],
+                     poolers, targets)
+        self.stop_poolers(poolers)
 
     def run_big(self):
         log("large result")
@@ -976,6 +997,29 @@ def report(results):
               f"`{r.get('error', '?')}`")
     w("")
 
+    wpoints = [k for k in points if k[0] == "workers"]
+    if wpoints:
+        w("### Workers (one event loop and two)")
+        w("")
+        w("The same syncbouncer with `workers = 1` and `workers = 2`, transaction pooling "
+          "(default_pool_size 20), pgbench -j 2. tps; pooler CPU µs/txn in brackets.")
+        w("")
+        w("| workload | -c | direct | pgbouncer | syncbouncer workers=1 | workers=2 | "
+          "w2/w1 | w2/pgb |")
+        w("|---|--:|--:|--:|--:|--:|--:|--:|")
+        for key in wpoints:
+            d, p, s1, s2 = (find(*key, t) for t in WORKER_TARGETS)
+
+            def tps(v):
+                return v["tps"] if ok(v) else None
+
+            def both(v):
+                return f"{cell(v)} ({cell(v, 'pooler_cpu_us_per_txn', 1)})" if v else "–"
+            w(f"| {key[2]} | {key[3]} | {cell(d)} | {both(p)} | {both(s1)} | {both(s2)} | "
+              f"{ratio(tps(s2), tps(s1))}{spread(key, 'syncbouncer-w2', 'syncbouncer')} | "
+              f"{ratio(tps(s2), tps(p))} |")
+        w("")
+
     if results["big"]:
         w("### Large result (one SELECT of about "
           f"{results['big'][0]['mb']:.0f} MB, {BIG_ROWS} rows, session pooling)")
@@ -1089,9 +1133,10 @@ def main():
     ap.add_argument("--cg-out", metavar="DIR",
                     help="keep the callgrind profiles in DIR (writable by postgres), for "
                          "callgrind_annotate")
-    ap.add_argument("--only", default="pooling,big,synced,callgrind,syscalls,idle,synclat",
-                    help="comma-separated parts to run (default all: pooling,big,synced,"
-                         "callgrind,syscalls,idle,synclat)")
+    ap.add_argument("--only",
+                    default="pooling,workers,big,synced,callgrind,syscalls,idle,synclat",
+                    help="comma-separated parts to run (default all: pooling,workers,big,"
+                         "synced,callgrind,syscalls,idle,synclat)")
     ap.add_argument("--idle-clients", type=int, default=10000,
                     help="idle clients per pooler for the RSS-per-client measurement")
     ap.add_argument("--fake-nagle", dest="fake_nodelay", action="store_false",
@@ -1124,6 +1169,8 @@ def main():
         bench.setup()
         if "pooling" in parts:
             bench.run_pooling()
+        if "workers" in parts:
+            bench.run_workers()
         if "big" in parts:
             bench.run_big()
         if "synced" in parts:

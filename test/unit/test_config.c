@@ -219,7 +219,8 @@ static void test_table_has_every_pgbouncer_key(void **state)
 	}
 	/* plus syncbouncer's own settings */
 	static const char *const own[] = {"journal_file",   "log_mutations",   "metrics_listen",
-	                                  "metrics_users",  "mutation_history", "settle_deadline"};
+	                                  "metrics_users",  "mutation_history", "settle_deadline",
+	                                  "workers"};
 	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
 		assert_true(config_key_index(own[i]) >= 0);
 	assert_int_equal(config_key_count(), (int)(n + sizeof(own) / sizeof(own[0])));
@@ -698,6 +699,13 @@ static void test_bad_values_fail_with_file_line(void **state)
 	         "test.ini:2: syntax error: expected key = value"},
 	        {"[pgbouncer\n", "test.ini:1: syntax error in section header"},
 	        {"%frobnicate x\n", "unknown directive"},
+	        {"[pgbouncer]\nworkers = 0\n",
+	         "test.ini:2: workers must be a number from 1 to 64 or \"auto\", not \"0\""},
+	        {"[pgbouncer]\nworkers = 65\n", "workers must be a number from 1 to 64"},
+	        {"[pgbouncer]\nworkers = two\n", "workers must be a number from 1 to 64"},
+	        {"[pgbouncer]\nworkers = 2x\n", "workers must be a number from 1 to 64"},
+	        {"[pgbouncer]\nworkers = 2\n[apis]\nx = type=rest base_url=http://h\n",
+	         "test.ini:2: workers = 2 cannot be used with [synced_tables] or [apis] yet"},
 	};
 	struct config *cfg;
 	struct msgs m;
@@ -713,6 +721,31 @@ static void test_bad_values_fail_with_file_line(void **state)
 			fail_msg("case %zu: no message containing '%s'", i, cases[i].msg);
 		}
 	}
+}
+
+static void test_workers_setting(void **state)
+{
+	struct config *cfg;
+	struct msgs m;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+	(void)state;
+	assert_true(load_text("[pgbouncer]\n", &cfg, &m));
+	assert_int_equal(config_workers(cfg), 1);
+	config_free(cfg);
+	assert_true(load_text("[pgbouncer]\nworkers = 3\n", &cfg, &m));
+	assert_int_equal(config_workers(cfg), 3);
+	config_free(cfg);
+	assert_true(load_text("[pgbouncer]\nworkers = 64\n", &cfg, &m));
+	assert_int_equal(config_workers(cfg), 64);
+	config_free(cfg);
+	assert_true(load_text("[pgbouncer]\nworkers = auto\n", &cfg, &m));
+	assert_int_equal(config_workers(cfg), cpus < 1 ? 1 : cpus > 64 ? 64 : (int)cpus);
+	config_free(cfg);
+	/* one worker keeps the synced tables */
+	assert_true(load_text("[pgbouncer]\nworkers = 1\n[apis]\nx = type=rest base_url=http://h\n",
+	                      &cfg, &m));
+	config_free(cfg);
 }
 
 static void test_value_syntax(void **state)
@@ -1267,6 +1300,7 @@ int main(void)
 	        cmocka_unit_test(test_security_settings_refused),
 	        cmocka_unit_test(test_reload_keeps_restart_settings),
 	        cmocka_unit_test(test_man_page_lists_every_setting),
+	        cmocka_unit_test(test_workers_setting),
 	        cmocka_unit_test(test_enum_names),
 	        cmocka_unit_test(test_name_lists),
 	};
