@@ -297,12 +297,13 @@ static void on_rolled_back(void *arg, struct pgc *pc, PGresult *res, const char 
 /* The API wrote nothing: roll back, then the intent goes too (a write of its own). */
 static void rollback_forget_intent(struct mutation *m)
 {
-	char sql[160];
+	char sql[192];
 
-	snprintf(sql, sizeof(sql), "CALL syncbouncer.intent_forget(%lld, '%s')",
+	/* one query string, one round trip: the deletion commits on its own after the rollback */
+	snprintf(sql, sizeof(sql), "ROLLBACK; CALL syncbouncer.intent_forget(%lld, '%s')",
 	         (long long)m->intent_id, m->intent_key);
 	mutation_set_state(m, MUT_ROLLING_BACK);
-	if (m->conn_broken || !queue(m, "ROLLBACK", on_ignored) || !queue(m, sql, on_rolled_back)) {
+	if (m->conn_broken || !queue(m, sql, on_rolled_back)) {
 		m->conn_broken = true;
 		settle_kick(m->sy->settle,
 		            300); /* the intent is left: settling finds nothing done */
