@@ -92,6 +92,18 @@ struct api_call *api_submit_find(struct api *api, const struct api_table *table,
  */
 void api_call_cancel(struct api_call *call);
 
+/*
+ * may_send(arg) is asked before each time the call's request leaves (the first, and every
+ * repeat: after a rate limit, a refused token, an unknown outcome or a busy idempotency key).
+ * False ends the call there, as its deadline would: with the last attempt's error (an earlier
+ * attempt that may have been applied makes it an unknown outcome), or, when nothing was sent,
+ * an error saying nothing was written; error.stopped says the check ended it. For a caller
+ * whose claim on the outcome is gone (a write whose transaction ended, so that others may
+ * settle it): a request sent after that could land after they read the record. The callback
+ * comes from the loop and must not cancel the call.
+ */
+void api_call_set_send_check(struct api_call *call, bool (*may_send)(void *arg), void *arg);
+
 /* ---- single requests of the read side (the sync worker) ---- */
 
 struct api_fetch;

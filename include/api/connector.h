@@ -151,6 +151,8 @@ struct api_error {
 	bool record_gone;
 	/* found by syncbouncer before any request: the API never saw the row, nor judged it */
 	bool local;
+	/* the call's caller stopped it before a send (api_call_set_send_check()) */
+	bool stopped;
 };
 
 /*

@@ -26,6 +26,10 @@
  * the intent; so a live writer's intent is never settled under it, and two syncbouncer
  * processes sharing a database never settle the same intent twice. The settler also holds the
  * settling lock, id # SETTLE_LOCK_BIT, so that others can tell it from a live writer.
+ * A writer sends nothing once its lock is gone (api_call_set_send_check()), but what it sent
+ * may still land: the API is asked only twice its timeout plus a second after this settler
+ * first saw the lock free (kept per intent in its own memory), never counted from the intent's
+ * creation, since a request can leave long after its intent was written.
  *
  * Invariants: one pass at a time, one database at a time, one intent at a time; every pass ends
  * (its connection closed) and schedules the next; nothing blocks the loop.

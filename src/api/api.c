@@ -78,6 +78,8 @@ struct api_call {
 	char *read_id;      /* a read of this record (api_submit_read()), not a write */
 	bool find;          /* read_id is an external id to find (api_submit_find()) */
 	char *token_used;
+	bool (*may_send)(void *arg); /* asked before each send (api_call_set_send_check()) */
+	void *may_send_arg;
 	struct http_request *http_req;
 	struct oauth_wait *auth_wait;
 	struct event *timer;
@@ -519,6 +521,20 @@ static void api_call_send(struct api_call *call)
 		api_call_finish(call);
 		return;
 	}
+	if (call->may_send != NULL && !call->may_send(call->may_send_arg)) {
+		/* its caller could not stand behind a request sent now: the last error stands */
+		log_debug("api %s: %s of %d rows not sent (again): its caller gave up its claim",
+		          api->name, api_op_str(call->op), call->nrows);
+		if (call->result.error.cls == API_ERR_NONE) {
+			api_error_set(&call->result.error, API_ERR_UNAVAILABLE,
+			              "%s: the request was not sent: its write ended first",
+			              api->name);
+			call->result.error.nothing_written = true;
+		}
+		call->result.error.stopped = true;
+		api_call_finish(call);
+		return;
+	}
 	free(call->token_used);
 	call->token_used = NULL;
 	req = http_request_new(call->spec.method, call->spec.url);
@@ -709,6 +725,12 @@ struct api_call *api_submit_find(struct api *api, const struct api_table *table,
                                  const char *const *fields, int nfields, api_done_cb cb, void *arg)
 {
 	return api_submit_lookup(api, table, value, true, fields, nfields, cb, arg);
+}
+
+void api_call_set_send_check(struct api_call *call, bool (*may_send)(void *arg), void *arg)
+{
+	call->may_send = may_send;
+	call->may_send_arg = arg;
 }
 
 int64_t api_timeout_usec(const struct api *api)

@@ -700,6 +700,18 @@ static char *confirmed_json(struct mutation *m, const struct api_result *ar)
 	}
 }
 
+/*
+ * api_call_set_send_check(): the request may leave (again) only while the write's transaction
+ * lives. Its advisory lock goes with it, and then any settler may read the record: a request
+ * sent after that could land after the read.
+ */
+static bool mutation_may_send(void *arg)
+{
+	struct mutation *m = arg;
+
+	return m->conn != NULL && m->conn->pc != NULL && pgc_ok(m->conn->pc) && !m->conn_broken;
+}
+
 static bool sy_has_sync(const struct mutation *m)
 {
 	return m->sy->sync != NULL && m->sync_noted;
@@ -721,6 +733,15 @@ static void on_api_done(void *arg, struct api_result *ar)
 	if (!ar->ok) {
 		if (m->ct != NULL)
 			m->ct->rejected++;
+		if (ar->error.nothing_written && ar->error.stopped) {
+			/* not sent (again) because the write's session had ended: that is the error */
+			char detail[128];
+			snprintf(detail, sizeof(detail), "Nothing was written to %s.",
+			         api_name(m->st->api));
+			mutation_set_error(m, "58000",
+			                   "lost the database connection of a synced-table write",
+			                   detail, NULL);
+		}
 		mutation_set_api_error(m, &ar->error);
 		if (ar->error.nothing_written) {
 			rollback_forget_intent(m);
@@ -1247,6 +1268,7 @@ void mutation_send_request(struct mutation *m)
 		rollback_forget_intent(m);
 		return;
 	}
+	api_call_set_send_check(m->call, mutation_may_send, m);
 	m->request_sent = true;
 }
 

@@ -44,6 +44,8 @@ struct entry {
 	bool give_up;    /* the console asked to drop it */
 	bool waits_sync; /* no way to find the created record but the sync worker */
 	uint64_t next_try;
+	uint64_t unowned_at; /* when this settler first saw no writer holding it (0: not yet) */
+	uint64_t ready_at;   /* no request of its writer can land after this (0: not known yet) */
 };
 
 /* How a settled (or given up) intent ended, for SHOW JOURNAL. */
@@ -299,6 +301,26 @@ static void entry_free(struct entry *e)
 	free(e->owner);
 }
 
+/*
+ * The earliest moment the API may be asked about an intent: once no request of its writer can
+ * still land there. Counted from when this settler first saw the intent unowned (unowned_at),
+ * not from the intent's creation: a request may leave long after its intent was written (a
+ * busy loop, a full lane, a repeat after a timeout or a rate limit), and the writer sends
+ * nothing more once its lock is gone, but what it sent may still be on its way, or queued at
+ * the API, for a while: twice the API's timeout and a second. A settler that restarts sees the
+ * intent anew, which only makes the wait longer.
+ */
+static uint64_t ready_time(uint64_t unowned_at, const struct api *api)
+{
+	return unowned_at + 2 * (uint64_t)api_timeout_usec(api) + 1000000u;
+}
+
+/* When the entry may be tried next: after its back-off, and not before it is ready. */
+static uint64_t entry_due(const struct entry *e)
+{
+	return e->next_try > e->ready_at ? e->next_try : e->ready_at;
+}
+
 static struct entry *entry_find(struct settle *s, int64_t id)
 {
 	for (int i = 0; i < s->nentries; i++)
@@ -366,10 +388,11 @@ void settle_show(struct settle *s, settle_row_cb cb, void *arg)
 		vals[2] = e->table;
 		vals[3] = op_word(e->op);
 		vals[4] = e->keys;
-		vals[5] = e->give_up      ? "giving up"
-		          : e->in_flight  ? "in flight"
-		          : e->waits_sync ? "awaiting sync"
-		                          : "unsettled";
+		vals[5] = e->give_up                 ? "giving up"
+		          : e->in_flight             ? "in flight"
+		          : e->ready_at > now_usec() ? "awaiting late request"
+		          : e->waits_sync            ? "awaiting sync"
+		                                     : "unsettled";
 		vals[6] = age;
 		vals[7] = att;
 		vals[8] = e->last_error && e->last_error[0] ? e->last_error : NULL;
@@ -426,6 +449,15 @@ bool settle_retry(struct settle *s, const char *id, char *msg, size_t size)
 		return false;
 	}
 	e->next_try = 0;
+	if (e->ready_at > now_usec()) {
+		/* asking sooner could read the record before the writer's request lands */
+		settle_kick(s, (int)((e->ready_at - now_usec()) / 1000) + 1);
+		snprintf(msg, size,
+		         "journal entry %s: settling in %.1f s, when no request of its writer can "
+		         "still land at the API",
+		         id, (double)(e->ready_at - now_usec()) / 1e6);
+		return true;
+	}
 	settle_kick(s, 0);
 	snprintf(msg, size, "journal entry %s: settling now", id);
 	return true;
@@ -604,8 +636,8 @@ static void pass_end(struct settle *s)
 		if (e->in_flight || e->waits_sync)
 			continue;
 		pending = true;
-		if (soonest == 0 || e->next_try < soonest)
-			soonest = e->next_try;
+		if (soonest == 0 || entry_due(e) < soonest)
+			soonest = entry_due(e);
 	}
 	if (s->again)
 		delay_ms = 100;
@@ -922,7 +954,7 @@ static void on_found(void *arg, struct api_result *ar)
 		cur_fail(s, why);
 		return;
 	}
-	/* not found: the request can no longer land (the intent is old enough), so it did not */
+	/* not found: the request can no longer land (ready_time() passed), so it did not */
 	s->ifind++;
 	find_next(s);
 }
@@ -1165,13 +1197,16 @@ static void on_claimed(void *arg, struct pgc *pc, PGresult *res, const char *err
 	{
 		/*
 		 * A request whose sender died or gave up may still be on its way and land later:
-		 * the API is asked only once that can no longer happen (twice its timeout).
+		 * the API is asked only once that can no longer happen (ready_time()). The claim
+		 * itself shows the writer gone, should no listing have seen it so yet.
 		 */
-		double age = atof(PQgetvalue(res, 0, 7));
-		double min_age = 2.0 * (double)api_timeout_usec(s->t.api) / 1e6 + 1.0;
-		if (age < min_age) {
-			if (e != NULL)
-				e->next_try = now_usec() + (uint64_t)((min_age - age) * 1e6) + 1000;
+		uint64_t now = now_usec(), ready = ready_time(now, s->t.api);
+		if (e != NULL) {
+			if (e->unowned_at == 0)
+				e->unowned_at = now;
+			ready = e->ready_at = ready_time(e->unowned_at, s->t.api);
+		}
+		if (now < ready) {
 			s->nleft = 0;
 			cur_reset(s);
 			if (!q(s, "ROLLBACK", 0, NULL, on_failure_noted))
@@ -1245,7 +1280,7 @@ static void cand_next(struct settle *s)
 		struct entry *e;
 		s->cur = s->cands[s->icand++];
 		e = entry_find(s, s->cur);
-		if (e == NULL || e->in_flight || e->give_up || e->next_try > now_usec())
+		if (e == NULL || e->in_flight || e->give_up || entry_due(e) > now_usec())
 			continue;
 		step_set(s, STEP_CLAIMING);
 		snprintf(idt, sizeof(idt), "%" PRId64, s->cur);
@@ -1256,8 +1291,7 @@ static void cand_next(struct settle *s)
 		       on_claimed) ||
 		    !q(s,
 		       "SELECT i.op::text, i.rows::text, pg_catalog.array_to_json(i.keys)::text, "
-		       "i.idempotency_key, i.answer::text, i.tbl::int8, i.id, "
-		       "extract(epoch FROM pg_catalog.now() - i.created)::float8 "
+		       "i.idempotency_key, i.answer::text, i.tbl::int8, i.id "
 		       "FROM syncbouncer.intent i WHERE i.id = $1::int8 "
 		       "AND pg_catalog.pg_try_advisory_xact_lock(i.id) "
 		       "AND pg_catalog.pg_try_advisory_xact_lock(i.id # " SETTLE_LOCK_BIT ") "
@@ -1367,6 +1401,16 @@ static void on_listed(void *arg, struct pgc *pc, PGresult *res, const char *erro
 		e->seen = true;
 		if (e->in_flight)
 			continue;
+		{
+			/* nobody holds it: its writer is gone, and sends nothing more */
+			struct settle_table t;
+			if (e->unowned_at == 0)
+				e->unowned_at = now_usec();
+			if (s->find(s->find_arg, db,
+			            (unsigned)strtoul(PQgetvalue(res, r, 11), NULL, 10), &t) &&
+			    t.api != NULL)
+				e->ready_at = ready_time(e->unowned_at, t.api);
+		}
 		if (s->deadline_usec > 0 && e->age * 1e6 > (double)s->deadline_usec &&
 		    !e->alerted) {
 			e->alerted = true;
@@ -1430,7 +1474,7 @@ static void on_db_connected(void *arg, struct pgc *pc, const char *error)
 	       "EXISTS (SELECT FROM pg_catalog.pg_locks l WHERE l.locktype = 'advisory' "
 	       "AND l.granted AND l.objsubid = 1 AND l.database = (SELECT oid FROM "
 	       "pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) "
-	       "AND ((l.classid::int8 << 32) | l.objid::int8) = i.id) "
+	       "AND ((l.classid::int8 << 32) | l.objid::int8) = i.id), i.tbl::int8 "
 	       "FROM syncbouncer.intent i ORDER BY i.created, i.id LIMIT 1000",
 	       0, NULL, on_listed))
 		pass_next_db(s);

@@ -22,7 +22,10 @@ Stripe, with their events); POST /_control {"delay_ms", "fail_status", "fail_cou
 "drop_after_apply": n (apply the next n POSTs, then close the connection without answering),
 "after_drop_status": s (the request after such a drop fails with status s), "in_use_count": n
 (the next n POSTs that carry an Idempotency-Key get Stripe's 409 idempotency_key_in_use, as
-while an earlier request with the key is still running; nothing is applied), "reset"},
+while an earlier request with the key is still running; nothing is applied), "hold_writes": true
+(every POST and DELETE waits at the gate until POST /_gate/open, then is applied as usual, also
+when its client has hung up meanwhile, as Stripe applies a request whose caller went away),
+"reset"},
 GET /_requests, GET /_store.
 Run: python3 test/fakes/fake_stripe.py --port N  (prints "listening on N" when ready). The server,
 the request log, the gate and the unreachable_ms knob are fake_http.py's, shared by the fakes.
@@ -45,6 +48,7 @@ PREFIX = {"customers": ("cus_", "customer"), "products": ("prod_", "product")}
 class State(fake_http.State):
     knobs = ("delay_ms", "fail_status", "fail_count", "rate_limit", "drop_after_apply",
              "after_drop_status", "in_use_count")
+    flags = ("hold_writes",)
 
     def reset(self):
         super().reset()
@@ -55,6 +59,7 @@ class State(fake_http.State):
         self.after_drop_status = 0
         self.dropped = False
         self.in_use_count = 0
+        self.hold_writes = False
         self.events = []
 
     def control(self, c):
@@ -96,6 +101,8 @@ class Handler(fake_http.Handler):
         if self.headers.get("Authorization") != "Bearer " + st.args.token:
             return self.send(*self.err(401, "invalid_request_error", "Invalid API Key provided"))
         with st.lock:
+            if st.hold_writes and method in ("POST", "DELETE"):
+                self.hold_at_gate()
             status = st.take_failure()
             if status:
                 return self.send(*self.err(status, "api_error", "fake failure"))

@@ -50,11 +50,11 @@ ALTER TABLE billing.customers OWNER TO app;
 """
 
 
-def config(pg, stripe, timeout=1, pgbouncer=None):
+def config(pg, stripe, timeout=1, pgbouncer=None, deadline=None):
     return {
         "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
         "apis": [f"stripe = type=stripe base_url={stripe.url} auth=bearer token=sk_test_fake "
-                 f"timeout={timeout} deadline={timeout}"],
+                 f"timeout={timeout} deadline={deadline or timeout}"],
         # no sync worker: what is checked here is settling alone (and the worker's own
         # requests would take the fake's one-shot faults)
         "synced_tables": ["crm.billing.customers = api=stripe object=customers "
@@ -146,9 +146,22 @@ def wait_for(cond, what, timeout=20):
         time.sleep(0.05)
 
 
-def terminate_held_mutation(pg):
+def writes_arrived(fake):
+    """A test that becomes true once the fake has received a write request (POST, PATCH or
+    DELETE of its API, not of a token) more than it had when this was called."""
+    def writes():
+        return sum(1 for r in fake.requests() if r["method"] in ("POST", "PATCH", "DELETE")
+                   and "oauth2" not in r["path"])
+    before = writes()
+    return lambda: writes() > before
+
+
+def terminate_held_mutation(pg, at_api):
     """Ends the mutation backend that sits in its transaction waiting for the API (its commit
-    then fails)."""
+    then fails), once its request is at the API (at_api()): a write whose transaction is gone
+    before its request left sends nothing."""
+    wait_for(at_api, "the write's request never reached the API")
+
     def attempt():
         return pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                       "WHERE application_name = 'syncbouncer mutation' "
@@ -256,7 +269,8 @@ def test_settling_never_overwrites_a_newer_write(pg, bouncer_factory, stripe):
         # the API answers slowly; meanwhile the write's database session is terminated,
         # so the API applies r1 and the database cannot commit it
         stripe.control(delay_ms=1000)
-        killer = threading.Thread(target=terminate_held_mutation, args=(pg,))
+        killer = threading.Thread(target=terminate_held_mutation,
+                                  args=(pg, writes_arrived(stripe)))
         killer.start()
         with pytest.raises(psycopg.errors.InternalError_) as ei:
             conn.execute(f"update billing.customers set name = 'r1' where id = '{cid}'")
@@ -289,7 +303,8 @@ def test_update_of_an_unsettled_insert_waits_instead_of_finding_no_row(pg, bounc
     b = start(pg, bouncer_factory, stripe, timeout=5)
     with crm(b) as conn:
         stripe.control(delay_ms=1000)
-        killer = threading.Thread(target=terminate_held_mutation, args=(pg,))
+        killer = threading.Thread(target=terminate_held_mutation,
+                                  args=(pg, writes_arrived(stripe)))
         killer.start()
         with pytest.raises(psycopg.errors.InternalError_) as ei:
             conn.execute("insert into billing.customers (email, name) values ('e@f.io', 'Eve')")
@@ -334,6 +349,93 @@ def test_another_instance_settles_what_a_dead_one_left(pg, bouncer_factory, stri
     assert sorted(v[1] for v in settled.values()) == ["Gil", "Ida"], b.log()[-3000:]
     assert len(stripe.store()) == 2
     assert "journal entry" in b.log() and "settled" in b.log()
+
+
+def test_a_request_that_left_late_lands_before_its_record_is_read(pg, bouncer_factory, stripe):
+    """timeout=1 s, deadline=3 s: an update whose request timed out at the API sends it again
+    with the same Idempotency-Key, well after its intent was written. Its process is killed while
+    that late request is held at the API, which applies it later (as Stripe applies a request
+    whose caller hung up). The intent is then older than twice the timeout plus a second, yet the
+    other instance must not read the record before the late request can have landed: it waits,
+    counted from when it saw the writer gone, and the table ends equal to the API."""
+    a = start(pg, bouncer_factory, stripe, deadline=3)
+    with crm(a) as conn:
+        (cid,) = conn.execute("insert into billing.customers (email, name) values "
+                              "('a@b.io', 'Ann') returning id").fetchone()
+    stripe.control(hold_writes=True)
+    conn = crm(a)
+    t, out = in_thread(lambda: conn.execute(
+        f"update billing.customers set name = 'Anna' where id = '{cid}'"))
+    # the first request timed out at the gate; the repeat that left after it is held there too
+    wait_for(lambda: stripe.call("GET", "/_gate/held")["held"] >= 2,
+             "the update was not sent again:\n" + a.log()[-3000:])
+    a.proc.kill()
+    a.proc.wait()
+    a.stopped_by_us = True
+    t.join(20)
+    assert "error" in out
+    b = start(pg, bouncer_factory, stripe, fresh=False, deadline=3)
+
+    def waiting():
+        with admin(b) as ac:
+            cur = ac.execute("SHOW JOURNAL")
+            cols = [c.name for c in cur.description]
+            rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+        return [r["state"] for r in rows if r["keys"] == cid and r["state"] != "settled"]
+
+    # b has seen the writer gone: it waits (or, wrongly, has settled already)
+    wait_for(lambda: not intents(pg) or waiting() == ["awaiting late request"],
+             "b never looked at the intent:\n" + b.log()[-3000:])
+    wait_for(lambda: pg.sql("SELECT coalesce(bool_and(now() - created > interval '3 s'), true) "
+                            "FROM syncbouncer.intent", dbname="crm")[0][0],
+             "the intent never got older than 2 x timeout + 1 s")
+    stripe.call("POST", "/_gate/open")
+    wait_for(lambda: stripe.store()[cid].get("name") == "Anna", "the API never applied it")
+    assert wait_settled(pg, stripe, b, timeout=20)[cid] == ("a@b.io", "Anna")
+    assert len(stripe.store()) == 1
+
+
+@pytest.mark.parametrize("fault", ["timeout", "rate_limit"])
+def test_a_write_whose_transaction_ended_sends_its_request_no_more(pg, bouncer_factory, stripe,
+                                                                  fault):
+    """An update's first request times out (held at the API) or is refused with 429, and the
+    write's database session is terminated before its repeat (same Idempotency-Key) would
+    leave. Its intent then has no writer, and any process may settle it; a repeat could land
+    after that settling read the record. So the write sends nothing more: the API got one
+    request of it; the client is told the outcome is unknown (timeout) or that the write lost
+    its database connection and nothing was written (429); the table ends equal to the API."""
+    b = start(pg, bouncer_factory, stripe, deadline=5 if fault == "timeout" else 3)
+    with crm(b) as conn:
+        (cid,) = conn.execute("insert into billing.customers (email, name) values "
+                              "('a@b.io', 'Ann') returning id").fetchone()
+    posts = lambda: [r for r in stripe.requests() if r["method"] == "POST"]
+    if fault == "timeout":
+        stripe.control(hold_writes=True)
+    else:
+        stripe.control(rate_limit=1)  # 429, retried after 1 s, within the 3 s deadline
+    conn = crm(b)
+    t, out = in_thread(lambda: conn.execute(
+        f"update billing.customers set name = 'Anna' where id = '{cid}'"))
+    wait_for(lambda: len(posts()) == 2, "the update never reached the API")
+    assert pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                  "WHERE application_name = 'syncbouncer mutation' "
+                  "AND state = 'idle in transaction'", dbname="postgres") == [(True,)]
+    t.join(20)
+    conn.close()
+    e = out.get("error")
+    if fault == "timeout":
+        assert isinstance(e, psycopg.errors.InternalError_), out
+        assert "outcome unknown" in e.diag.message_primary
+    else:
+        assert e is not None and e.diag.sqlstate == "58000", out
+        assert e.diag.message_primary == "lost the database connection of a synced-table write"
+        assert e.diag.message_detail == "Nothing was written to stripe."
+    assert len(posts()) == 2, posts()  # the insert, and the update's first request alone
+    if fault == "timeout":
+        stripe.call("POST", "/_gate/open")
+        wait_for(lambda: stripe.store()[cid].get("name") == "Anna", "the API never applied it")
+    want = "Anna" if fault == "timeout" else "Ann"
+    assert wait_settled(pg, stripe, b, timeout=20)[cid] == ("a@b.io", want)
 
 
 # ---- the console: SHOW JOURNAL, JOURNAL RETRY, JOURNAL GIVEUP ------------------------------
@@ -446,7 +548,8 @@ def test_commit_failure_of_200_inserts_names_the_ids_and_settles_them(pg, bounce
                          table_extra="columns='note:Description' sync_interval=0 backfill=off")
         fake.control(delay_ms=1000)
         with crm(b) as conn:
-            killer = threading.Thread(target=terminate_held_mutation, args=(pg,))
+            killer = threading.Thread(target=terminate_held_mutation,
+                                      args=(pg, writes_arrived(fake)))
             killer.start()
             with pytest.raises(psycopg.errors.InternalError_) as ei:
                 conn.execute("insert into salesforce.contacts (last_name) "

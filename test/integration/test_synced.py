@@ -497,9 +497,15 @@ def test_commit_failure_after_api_accepted_is_journaled_and_settled(synced, pg):
     import threading
 
     synced.fake.control(delay_ms=1500)
+    inserts = lambda: sum(1 for r in synced.fake.requests()
+                          if r["method"] == "POST" and r["path"].endswith("/composite/sobjects"))
+    before = inserts()
 
     def kill_mutation_backend():
         deadline = time.monotonic() + 10
+        # once the request is at the API: a write whose transaction ended sooner sends nothing
+        while inserts() == before and time.monotonic() < deadline:
+            time.sleep(0.05)
         while time.monotonic() < deadline:
             rows = pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                           "WHERE application_name = 'syncbouncer mutation' "
