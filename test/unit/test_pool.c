@@ -166,7 +166,7 @@ static void test_client_limits(void **state)
 	const char *err = NULL;
 	char msg[128];
 	struct pool *small, *big;
-	struct conn c1 = {0}, c2 = {0};
+	struct conn c1 = {0}, c2 = {0}, c3 = {0}; /* c3 asks to join */
 
 	assert_true(config_load_buffer_opts(ini, strlen(ini), "t.ini", &opts, &cfg));
 	config_free(f->b.cfg);
@@ -175,17 +175,17 @@ static void test_client_limits(void **state)
 	big = pool_get(&f->b, "big", "solo", &err);
 	assert_non_null(small);
 	assert_non_null(big);
-	assert_true(pool_client_allowed(small, msg, sizeof(msg)));
+	assert_true(pool_client_allowed(small, &c3, msg, sizeof(msg)));
 
 	/* one client in small: the database is full, the user is not */
 	list_append(&small->active_clients, &c1.head);
-	assert_false(pool_client_allowed(small, msg, sizeof(msg)));
+	assert_false(pool_client_allowed(small, &c3, msg, sizeof(msg)));
 	assert_string_equal(msg, "no more connections allowed (max_db_client_connections)");
-	assert_true(pool_client_allowed(big, msg, sizeof(msg)));
+	assert_true(pool_client_allowed(big, &c3, msg, sizeof(msg)));
 
 	/* a second client of the user elsewhere: now the user is full everywhere */
 	list_append(&big->waiting_clients, &c2.head);
-	assert_false(pool_client_allowed(big, msg, sizeof(msg)));
+	assert_false(pool_client_allowed(big, &c3, msg, sizeof(msg)));
 	assert_string_equal(msg, "no more connections allowed (max_user_client_connections)");
 
 	list_del(&c1.head);
