@@ -42,11 +42,15 @@ void admin_client_login(struct conn *client);
 enum sbuf_action admin_handle_packet(struct conn *client, const struct sbuf_pkt *pkt);
 
 /*
- * A CancelRequest for an admin connection (^C in psql): a command still waiting is given up,
- * a PAUSE or SUSPEND it started is undone, and the admin gets 57014. Unknown keys are ignored.
+ * A CancelRequest for an admin connection of worker b (^C in psql): a command still waiting is
+ * given up, a PAUSE or SUSPEND it started is undone on every worker, and the admin gets 57014.
+ * Unknown keys are ignored (the caller asks each worker in turn).
  */
 void admin_cancel(struct bouncer *b, uint32_t pid, uint32_t key);
-/* A command that waited (PAUSE, SUSPEND, WAIT_CLOSE) is done: send its tag to the admin. */
+/*
+ * A command that waited (PAUSE, SUSPEND, WAIT_CLOSE, SYNC) is done: send its tag to the admin,
+ * on whichever worker holds it (b's own first, else every worker is asked).
+ */
 void admin_command_done(struct bouncer *b, uint64_t conn_id, const char *tag);
 /* The same, failed: the admin gets an ErrorResponse. */
 void admin_command_failed(struct bouncer *b, uint64_t conn_id, const char *sqlstate,
@@ -74,6 +78,26 @@ typedef void (*admin_rows_cb)(void *arg, int ncols, const char *const *names,
                               const char *const *values);
 bool admin_show_rows(struct bouncer *b, const char *view, admin_rows_cb cb, void *arg)
         __attribute__((warn_unused_result));
+
+/*
+ * One pool as a worker sees it, copied in the worker's own thread (no pointer into its state):
+ * SHOW POOLS, DATABASES, USERS, LISTS and MEM are built from these rows gathered from every
+ * worker and merged, so N workers show what one pooler holding all their connections would.
+ */
+struct admin_pool_row {
+	char db[64], user[64];
+	bool is_admin;        /* the console's own pool */
+	int pool_mode;        /* enum pool_mode */
+	const char *lb_hosts; /* a constant string, or NULL */
+	long long cl_active, cl_waiting, sv_active, sv_idle, sv_used, sv_tested, sv_login;
+	long long clients, servers; /* pool_client_count(), pool_server_count() */
+	uint64_t maxwait_usec;      /* the longest wait of a client of this pool now */
+};
+/*
+ * Sorts rows[0..n) by (database, user) and merges the rows of one pool (one per worker that
+ * has it) into one: counts summed, maxwait the largest. Returns how many rows are left.
+ */
+int admin_pool_rows_merge(struct admin_pool_row *rows, int n);
 
 /* The parsed form of one console statement (exported for the unit tests). */
 enum admin_stmt_kind {

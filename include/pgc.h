@@ -54,13 +54,29 @@ struct pgc *pgc_connect(struct event_base *base, const char *conninfo, pgc_ready
  * NULL = all text). result_format: 0 text, 1 binary. With nparams 0, result_format 0 and no
  * types, the text goes through the simple query protocol and may hold several statements
  * separated by semicolons; cb then gets the last statement's result (or the first error).
- * Statements run one after another in queue order.
+ * Statements run one after another in queue order; this one is sent once every statement
+ * before it is answered.
  * Returns false, without queueing, when out of memory, nparams is out of range, or the
  * connection is broken or closed.
  */
 bool pgc_query(struct pgc *pc, const char *sql, int nparams, const Oid *types,
                const char *const *values, const int *lengths, const int *formats, int result_format,
                pgc_result_cb cb, void *arg) __attribute__((warn_unused_result));
+
+/*
+ * Queues one statement of a flight, sent in pipeline mode: it goes without waiting for the
+ * answers to the statements queued before it, and so do the ones queued after it, so that a
+ * flight of statements costs one round trip. A Sync ends the flight after a statement queued
+ * with sync (and after the last pipelined statement queued when the loop next runs, so a flight
+ * queued in one go always ends). Within a flight an error skips the statements after it: their
+ * callbacks get a PGRES_PIPELINE_ABORTED result; the next flight runs (in a failed transaction,
+ * its statements fail with 25P02, as separate queries would). sql is one statement (the
+ * extended protocol takes no more). Same parameters, rules and return value as pgc_query();
+ * a pgc_query() queued after it waits for every answer before it.
+ */
+bool pgc_send(struct pgc *pc, const char *sql, int nparams, const Oid *types,
+              const char *const *values, const int *lengths, const int *formats, int result_format,
+              bool sync, pgc_result_cb cb, void *arg) __attribute__((warn_unused_result));
 
 /*
  * Queues the preparation of sql as statement name ("" the unnamed one) with ntypes declared

@@ -2,7 +2,8 @@
  * stats — pgbouncer's per-database counters: totals since start, averages over the last
  * stats_period, the periodic "stats:" log line and the SHOW STATS family of the admin console.
  *
- * Counters live in each pool (struct pool's stats) and are summed per database name when shown.
+ * Counters live in each pool (struct pool's stats) and are summed per database name when shown,
+ * over every worker's pools (stats_gather, filled in each worker's own thread).
  * Byte counts are not kept incrementally: a pool's total is what its closed connections carried
  * plus what its live connections' buffers have counted, so the relay fast path pays nothing.
  * Invariant: every counter only grows; averages are computed from two snapshots taken
@@ -60,11 +61,13 @@ void stats_admin_query(struct pool *admin_pool);
 
 /*
  * Starts the stats_period timer (snapshot rotation and, with log_stats, the log line). Needs
- * b->base and b->cfg; the state hangs off b->stats. False when out of memory.
+ * b->base and b->cfg; the state hangs off b->stats. False when out of memory. Only worker 0's
+ * timer acts: it rotates every worker's snapshots at the same instant and logs one line for
+ * the whole pooler; the other workers' timers find nothing to do.
  */
 bool stats_start(struct bouncer *b) __attribute__((warn_unused_result));
 void stats_stop(struct bouncer *b);
-/* Ends the current period now: snapshots rotate and the log line is written. */
+/* Ends the current period now on every worker: snapshots rotate and one log line is written. */
 void stats_rotate(struct bouncer *b);
 /* stats_period may have changed (SET, RELOAD): re-arms the timer when it did. */
 void stats_settings_changed(struct bouncer *b);
@@ -78,10 +81,38 @@ enum stats_view {
 const char *stats_view_str(enum stats_view v);
 
 /*
- * Appends the view's RowDescription and DataRows to pb (not CommandComplete). pools[0..npools)
- * are every pool to show, the admin pool included; rows are per database name, sorted.
+ * One database's counters gathered over every worker's pools: the totals now (cur) and at the
+ * start of the period (old). Averages are recomputed from these merged totals, never averaged
+ * between workers, so N workers show what one pooler holding all their connections would.
  */
-void stats_write_view(struct bouncer *b, struct pool *const *pools, int npools,
-                      enum stats_view view, struct pktbuf *pb);
+struct stats_db {
+	char name[64];
+	struct stats_counters cur, old;
+};
+
+/* What a view needs from every worker; filled by stats_gather_pool(), copied, never pointing
+ * into a worker's state. */
+struct stats_gather {
+	struct stats_db *dbs;
+	int n, cap;
+	bool failed; /* out of memory: the view answers 53200 */
+};
+
+/* Adds (cur, old) to the entry of database name (created when new). */
+void stats_gather_add(struct stats_gather *g, const char *name, const struct stats_counters *cur,
+                      const struct stats_counters *old);
+/* Adds pool's counters now and at the start of the period. Runs in the pool's worker. */
+void stats_gather_pool(struct stats_gather *g, const struct pool *pool);
+void stats_gather_free(struct stats_gather *g);
+
+/*
+ * Appends the view's RowDescription and DataRows to pb (not CommandComplete), one row per
+ * database of g, sorted by name; averages over the period that b's snapshots span.
+ */
+void stats_write_view(struct bouncer *b, const struct stats_gather *g, enum stats_view view,
+                      struct pktbuf *pb);
+/* The same with the period's length given (dur_usec): what stats_write_view() computes. */
+void stats_write_view_for(const struct stats_gather *g, uint64_t dur_usec, enum stats_view view,
+                          struct pktbuf *pb);
 
 #endif

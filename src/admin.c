@@ -38,6 +38,7 @@
 #include "tls.h"
 #include "userlist.h"
 #include "version.h"
+#include "workers.h"
 
 #define ADMIN_REPLY_MAX (64u * 1024 * 1024)
 #define ADMIN_MAX_COLS  32
@@ -448,6 +449,136 @@ static struct pool **all_pools(struct bouncer *b, int *n)
 	return v;
 }
 
+/* ---- gathering from every worker ---- */
+
+static int cmp_rows(const void *a, const void *b)
+{
+	const struct admin_pool_row *ra = a, *rb = b;
+	int c = strcmp(ra->db, rb->db);
+
+	return c != 0 ? c : strcmp(ra->user, rb->user);
+}
+
+int admin_pool_rows_merge(struct admin_pool_row *rows, int n)
+{
+	int m = 0;
+
+	if (n <= 0)
+		return 0;
+	qsort(rows, (size_t)n, sizeof(*rows), cmp_rows);
+	for (int i = 0; i < n; i++) {
+		struct admin_pool_row *d = &rows[m - 1];
+		const struct admin_pool_row *s = &rows[i];
+
+		if (m == 0 || cmp_rows(d, s) != 0) {
+			if (m != i)
+				rows[m] = *s;
+			m++;
+			continue;
+		}
+		d->cl_active += s->cl_active;
+		d->cl_waiting += s->cl_waiting;
+		d->sv_active += s->sv_active;
+		d->sv_idle += s->sv_idle;
+		d->sv_used += s->sv_used;
+		d->sv_tested += s->sv_tested;
+		d->sv_login += s->sv_login;
+		d->clients += s->clients;
+		d->servers += s->servers;
+		if (s->maxwait_usec > d->maxwait_usec)
+			d->maxwait_usec = s->maxwait_usec;
+		if (d->lb_hosts == NULL)
+			d->lb_hosts = s->lb_hosts;
+	}
+	return m;
+}
+
+/* Every worker's pools as rows, and the counts that hang off no pool. */
+struct gather {
+	struct admin_pool_row *rows;
+	int n, cap;
+	bool failed;
+	long long login_clients; /* not yet attached to a pool */
+	long long dns_names;
+};
+
+static uint64_t first_wait(const struct pool *pool);
+static const char *lb_hosts(const struct bouncer *b, const char *dbname, const char *host);
+
+static void gather_pool(struct gather *g, struct bouncer *w, const struct pool *p, bool is_admin)
+{
+	struct admin_pool_row *row;
+
+	if (g->failed)
+		return;
+	if (g->n == g->cap) {
+		int cap = g->cap ? g->cap * 2 : 16;
+		struct admin_pool_row *n = realloc(g->rows, (size_t)cap * sizeof(*n));
+		if (n == NULL) {
+			g->failed = true;
+			return;
+		}
+		g->rows = n;
+		g->cap = cap;
+	}
+	row = &g->rows[g->n++];
+	memset(row, 0, sizeof(*row));
+	snprintf(row->db, sizeof(row->db), "%s", p->db_name);
+	snprintf(row->user, sizeof(row->user), "%s", p->user_name);
+	row->is_admin = is_admin;
+	row->pool_mode = p->pool_mode;
+	row->lb_hosts = is_admin ? NULL : lb_hosts(w, p->db_name, p->host);
+	row->cl_active = (long long)list_count(&p->active_clients);
+	row->cl_waiting =
+	        (long long)(list_count(&p->waiting_clients) + list_count(&p->login_clients));
+	row->sv_active = (long long)list_count(&p->active_servers);
+	row->sv_idle = (long long)list_count(&p->idle_servers);
+	row->sv_used = (long long)list_count(&p->used_servers);
+	row->sv_tested = (long long)list_count(&p->tested_servers);
+	row->sv_login = (long long)list_count(&p->login_servers);
+	row->clients = pool_client_count(p);
+	row->servers = pool_server_count(p);
+	row->maxwait_usec = first_wait(p);
+}
+
+static void count_host(void *arg, const char *host, int64_t ttl, const char *addrs);
+
+static void gather_worker(struct bouncer *w, void *arg)
+{
+	struct gather *g = arg;
+	struct list *it;
+
+	list_for_each(it, &w->pools)
+	{
+		gather_pool(g, w, list_entry(it, struct pool, head), false);
+	}
+	if (w->admin != NULL)
+		gather_pool(g, w, w->admin->pool, true);
+	g->login_clients += (long long)list_count(&w->login_clients);
+	if (w->dns != NULL)
+		dns_foreach_host(w->dns, count_host, &g->dns_names);
+}
+
+/* Every worker's pools, merged into one row per pool, sorted. False when out of memory. */
+static bool gather_pools(struct bouncer *b, struct gather *g)
+{
+	memset(g, 0, sizeof(*g));
+	workers_each(b, gather_worker, g);
+	if (g->failed) {
+		free(g->rows);
+		memset(g, 0, sizeof(*g));
+		return false;
+	}
+	g->n = admin_pool_rows_merge(g->rows, g->n);
+	return true;
+}
+
+static void gather_free(struct gather *g)
+{
+	free(g->rows);
+	memset(g, 0, sizeof(*g));
+}
+
 /* ---- SHOW views ---- */
 
 static void show_help(struct reply *r)
@@ -564,11 +695,10 @@ static const char *lb_hosts(const struct bouncer *b, const char *dbname, const c
 
 static void show_pools(struct reply *r)
 {
-	int n = 0;
-	struct pool **pools = all_pools(r->b, &n);
+	struct gather g;
 	struct row row;
 
-	if (pools == NULL) {
+	if (!gather_pools(r->b, &g)) {
 		send_error(r, "53200", "out of memory");
 		return;
 	}
@@ -576,32 +706,30 @@ static void show_pools(struct reply *r)
 	       "cl_active_cancel_req", "cl_waiting_cancel_req", "sv_active", "sv_active_cancel",
 	       "sv_being_canceled", "sv_idle", "sv_used", "sv_tested", "sv_login", "maxwait",
 	       "maxwait_us", "pool_mode", "load_balance_hosts");
-	for (int i = 0; i < n; i++) {
-		const struct pool *p = pools[i];
-		uint64_t wait = first_wait(p);
+	for (int i = 0; i < g.n; i++) {
+		const struct admin_pool_row *p = &g.rows[i];
 
 		row_init(&row);
-		row_str(&row, p->db_name);
-		row_str(&row, p->user_name);
-		row_int(&row, (long long)list_count(&p->active_clients));
-		row_int(&row, (long long)(list_count(&p->waiting_clients) +
-		                          list_count(&p->login_clients)));
+		row_str(&row, p->db);
+		row_str(&row, p->user);
+		row_int(&row, p->cl_active);
+		row_int(&row, p->cl_waiting);
 		row_int(&row, 0);
 		row_int(&row, 0);
-		row_int(&row, (long long)list_count(&p->active_servers));
+		row_int(&row, p->sv_active);
 		row_int(&row, 0);
 		row_int(&row, 0);
-		row_int(&row, (long long)list_count(&p->idle_servers));
-		row_int(&row, (long long)list_count(&p->used_servers));
-		row_int(&row, (long long)list_count(&p->tested_servers));
-		row_int(&row, (long long)list_count(&p->login_servers));
-		row_int(&row, (long long)(wait / 1000000u));
-		row_int(&row, (long long)(wait % 1000000u));
+		row_int(&row, p->sv_idle);
+		row_int(&row, p->sv_used);
+		row_int(&row, p->sv_tested);
+		row_int(&row, p->sv_login);
+		row_int(&row, (long long)(p->maxwait_usec / 1000000u));
+		row_int(&row, (long long)(p->maxwait_usec % 1000000u));
 		row_str(&row, pool_mode_str((enum pool_mode)p->pool_mode));
-		row_str(&row, p == r->b->admin->pool ? NULL : lb_hosts(r->b, p->db_name, p->host));
+		row_str(&row, p->lb_hosts);
 		row_emit(r, &row);
 	}
-	free(pools);
+	gather_free(&g);
 	finish(r, "SHOW");
 }
 
@@ -788,18 +916,27 @@ enum socket_view {
 	VIEW_ACTIVE_SOCKETS,
 };
 
-static void show_sockets(struct reply *r, enum socket_view v)
+struct sockets_walk {
+	struct reply *r;
+	enum socket_view v;
+	bool failed;
+};
+
+/* One worker's rows of a connection list view, in its own thread (rows are copied into r). */
+static void sockets_worker(struct bouncer *w, void *arg)
 {
+	struct sockets_walk *sw = arg;
+	struct reply *r = sw->r;
+	enum socket_view v = sw->v;
 	bool debug = v == VIEW_SOCKETS || v == VIEW_ACTIVE_SOCKETS;
 	bool act = v == VIEW_ACTIVE_SOCKETS;
 	int n = 0;
-	struct pool **pools = all_pools(r->b, &n);
+	struct pool **pools = all_pools(w, &n);
 
 	if (pools == NULL) {
-		send_error(r, "53200", "out of memory");
+		sw->failed = true;
 		return;
 	}
-	socket_header(r, debug);
 	for (int i = 0; i < n; i++) {
 		const struct pool *p = pools[i];
 		switch (v) {
@@ -829,27 +966,50 @@ static void show_sockets(struct reply *r, enum socket_view v)
 		}
 	}
 	if (debug)
-		socket_list(r, &r->b->login_clients, "cl_login", true, act);
-	if (v == VIEW_SERVERS)
+		socket_list(r, &w->login_clients, "cl_login", true, act);
+	/* the synced-table side's connections live on the main thread's loop */
+	if (v == VIEW_SERVERS && worker_index(w) == 0)
 		pgc_foreach(control_conn_row, r);
 	free(pools);
+}
+
+/* A list view: each worker adds its rows, in worker order. */
+static void show_sockets(struct reply *r, enum socket_view v)
+{
+	struct sockets_walk sw = {r, v, false};
+
+	socket_header(r, v == VIEW_SOCKETS || v == VIEW_ACTIVE_SOCKETS);
+	workers_each(r->b, sockets_worker, &sw);
+	if (sw.failed) {
+		send_error(r, "53200", "out of memory");
+		return;
+	}
 	finish(r, "SHOW");
 }
 
-/* Servers and clients over every pool of a database (db) or of a user (!db). */
-static void count_conns(struct bouncer *b, const char *name, bool db, int *servers, int *clients)
+/* Servers and clients over every pool (the console's excepted) of a database (db) or user. */
+static void count_conns(const struct gather *g, const char *name, bool db, int *servers,
+                        int *clients)
 {
-	struct list *it;
-
 	*servers = *clients = 0;
-	list_for_each(it, &b->pools)
-	{
-		const struct pool *p = list_entry(it, struct pool, head);
-		if (strcmp(db ? p->db_name : p->user_name, name) != 0)
+	for (int i = 0; i < g->n; i++) {
+		const struct admin_pool_row *p = &g->rows[i];
+		if (p->is_admin || strcmp(db ? p->db : p->user, name) != 0)
 			continue;
-		*servers += pool_server_count(p);
-		*clients += pool_client_count(p);
+		*servers += (int)p->servers;
+		*clients += (int)p->clients;
 	}
+}
+
+/* The console's clients, over every worker. */
+static int admin_clients(const struct gather *g)
+{
+	int n = 0;
+
+	for (int i = 0; i < g->n; i++)
+		if (g->rows[i].is_admin)
+			n += (int)g->rows[i].clients;
+	return n;
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -873,26 +1033,31 @@ static void show_databases(struct reply *r)
 {
 	struct bouncer *b = r->b;
 	const struct config *cfg = b->cfg;
-	size_t cap = list_count(&b->pools) + 2;
+	struct gather g;
+	size_t cap;
 	const char **names;
-	struct list *it;
 	struct row row;
 	int n = 0;
 
+	if (!gather_pools(b, &g)) {
+		send_error(r, "53200", "out of memory");
+		return;
+	}
+	cap = (size_t)g.n + 2;
 	for (const struct cf_database *db = cfg->databases; db != NULL; db = db->next)
 		cap++;
 	names = calloc(cap, sizeof(*names));
 	if (names == NULL) {
+		gather_free(&g);
 		send_error(r, "53200", "out of memory");
 		return;
 	}
 	for (const struct cf_database *db = cfg->databases; db != NULL; db = db->next)
 		if (strcmp(db->name, "*") != 0)
 			names[n++] = db->name;
-	list_for_each(it, &b->pools)
-	{
-		names[n++] = list_entry(it, struct pool, head)->db_name;
-	}
+	for (int i = 0; i < g.n; i++)
+		if (!g.rows[i].is_admin)
+			names[n++] = g.rows[i].db;
 	names[n++] = "pgbouncer";
 	n = sort_unique(names, n);
 	header(r, "ssissiiiissiiiiii", "name", "host", "port", "database", "force_user",
@@ -906,8 +1071,7 @@ static void show_databases(struct reply *r)
 		row_init(&row);
 		row_str(&row, names[i]);
 		if (strcmp(names[i], "pgbouncer") == 0) {
-			const struct pool *ap = b->admin->pool;
-			clients = pool_client_count(ap);
+			clients = admin_clients(&g);
 			row_str(&row, NULL);
 			row_int(&row, cfg->listen_port);
 			row_str(&row, "pgbouncer");
@@ -929,7 +1093,7 @@ static void show_databases(struct reply *r)
 		}
 		if (db == NULL)
 			continue;
-		count_conns(b, names[i], true, &servers, &clients);
+		count_conns(&g, names[i], true, &servers, &clients);
 		row_str(&row, db->host[0] ? db->host : NULL);
 		row_int(&row, db->port);
 		row_str(&row, db->dbname[0] ? db->dbname : names[i]);
@@ -955,6 +1119,7 @@ static void show_databases(struct reply *r)
 		row_emit(r, &row);
 	}
 	free(names);
+	gather_free(&g);
 	finish(r, "SHOW");
 }
 
@@ -962,16 +1127,22 @@ static void show_users(struct reply *r)
 {
 	struct bouncer *b = r->b;
 	const struct config *cfg = b->cfg;
-	size_t cap = list_count(&b->pools) + 2 + (size_t)userlist_count(b->users);
+	struct gather g;
+	size_t cap;
 	const char **names;
-	struct list *it;
 	struct row row;
 	int n = 0;
 
+	if (!gather_pools(b, &g)) {
+		send_error(r, "53200", "out of memory");
+		return;
+	}
+	cap = (size_t)g.n + 2 + (size_t)userlist_count(b->users);
 	for (const struct cf_user *u = cfg->users; u != NULL; u = u->next)
 		cap++;
 	names = calloc(cap, sizeof(*names));
 	if (names == NULL) {
+		gather_free(&g);
 		send_error(r, "53200", "out of memory");
 		return;
 	}
@@ -980,10 +1151,9 @@ static void show_users(struct reply *r)
 		names[n++] = userlist_name(b->users, i);
 	for (const struct cf_user *u = cfg->users; u != NULL; u = u->next)
 		names[n++] = u->name;
-	list_for_each(it, &b->pools)
-	{
-		names[n++] = list_entry(it, struct pool, head)->user_name;
-	}
+	for (int i = 0; i < g.n; i++)
+		if (!g.rows[i].is_admin)
+			names[n++] = g.rows[i].user;
 	names[n++] = "pgbouncer";
 	n = sort_unique(names, n);
 	header(r, "ssssiiii", "name", "pool_size", "reserve_pool_size", "pool_mode",
@@ -993,7 +1163,7 @@ static void show_users(struct reply *r)
 		const struct cf_user *u = config_find_user(cfg, names[i]);
 		int servers, clients;
 
-		count_conns(b, names[i], false, &servers, &clients);
+		count_conns(&g, names[i], false, &servers, &clients);
 		row_init(&row);
 		row_str(&row, names[i]);
 		if (u != NULL && u->pool_size >= 0)
@@ -1018,19 +1188,16 @@ static void show_users(struct reply *r)
 		row_emit(r, &row);
 	}
 	free(names);
+	gather_free(&g);
 	finish(r, "SHOW");
 }
-
-struct dns_count {
-	int names;
-};
 
 static void count_host(void *arg, const char *host, int64_t ttl, const char *addrs)
 {
 	(void)host;
 	(void)ttl;
 	(void)addrs;
-	((struct dns_count *)arg)->names++;
+	(*(long long *)arg)++;
 }
 
 static void list_row(struct reply *r, const char *name, long long v)
@@ -1043,13 +1210,29 @@ static void list_row(struct reply *r, const char *name, long long v)
 	row_emit(r, &row);
 }
 
+/* Clients and servers of every worker's pools (the console's clients included). */
+static void count_all(const struct gather *g, long long *clients, long long *servers)
+{
+	*clients = g->login_clients;
+	*servers = 0;
+	for (int i = 0; i < g->n; i++) {
+		*clients += g->rows[i].clients;
+		if (!g->rows[i].is_admin)
+			*servers += g->rows[i].servers;
+	}
+}
+
 static void show_lists(struct reply *r)
 {
 	struct bouncer *b = r->b;
-	struct dns_count dc = {0};
-	int ndb = 0, nusers = 0, nclients = 0, nservers = 0;
-	struct list *it;
+	struct gather g;
+	int ndb = 0, nusers = 0;
+	long long nclients, nservers;
 
+	if (!gather_pools(b, &g)) {
+		send_error(r, "53200", "out of memory");
+		return;
+	}
 	for (const struct cf_database *db = b->cfg->databases; db != NULL; db = db->next)
 		ndb += strcmp(db->name, "*") != 0;
 	/* every known user, as pgbouncer's user list: the auth file, [users], the console */
@@ -1057,55 +1240,45 @@ static void show_lists(struct reply *r)
 	for (const struct cf_user *u = b->cfg->users; u != NULL; u = u->next)
 		nusers += userlist_get_password(b->users, u->name) == NULL;
 	nusers += userlist_get_password(b->users, "pgbouncer") == NULL;
-	list_for_each(it, &b->pools)
-	{
-		const struct pool *p = list_entry(it, struct pool, head);
-		nclients += pool_client_count(p);
-		nservers += pool_server_count(p);
-	}
-	nclients += pool_client_count(b->admin->pool);
-	if (b->dns != NULL)
-		dns_foreach_host(b->dns, count_host, &dc);
+	count_all(&g, &nclients, &nservers);
 	header(r, "si", "list", "items");
 	list_row(r, "databases", ndb + 1);
 	list_row(r, "users", nusers);
 	list_row(r, "peers", 0);
-	list_row(r, "pools", (long long)list_count(&b->pools) + 1);
+	list_row(r, "pools", g.n);
 	list_row(r, "peer_pools", 0);
 	list_row(r, "free_clients", 0);
-	list_row(r, "used_clients", nclients + (long long)list_count(&b->login_clients));
-	list_row(r, "login_clients", (long long)list_count(&b->login_clients));
+	list_row(r, "used_clients", nclients);
+	list_row(r, "login_clients", g.login_clients);
 	list_row(r, "free_servers", 0);
 	list_row(r, "used_servers", nservers);
-	list_row(r, "dns_names", dc.names);
+	list_row(r, "dns_names", g.dns_names);
 	list_row(r, "dns_zones", 0);
 	list_row(r, "dns_queries", 0);
 	list_row(r, "dns_pending", 0);
+	gather_free(&g);
 	finish(r, "SHOW");
 }
 
 static void show_mem(struct reply *r)
 {
 	struct bouncer *b = r->b;
+	struct gather g;
 	struct row row;
-	int nclients = (int)list_count(&b->login_clients), nservers = 0;
-	int npools = (int)list_count(&b->pools) + 1;
-	struct list *it;
+	long long nclients, nservers;
 	struct {
 		const char *name;
 		long long size, used;
 	} caches[4];
 
-	list_for_each(it, &b->pools)
-	{
-		const struct pool *p = list_entry(it, struct pool, head);
-		nclients += pool_client_count(p);
-		nservers += pool_server_count(p);
+	if (!gather_pools(b, &g)) {
+		send_error(r, "53200", "out of memory");
+		return;
 	}
-	nclients += pool_client_count(b->admin->pool);
+	count_all(&g, &nclients, &nservers);
 	caches[0].name = "pool_cache";
 	caches[0].size = (long long)sizeof(struct pool);
-	caches[0].used = npools;
+	caches[0].used = g.n;
 	caches[1].name = "server_cache";
 	caches[1].size = (long long)sizeof(struct conn);
 	caches[1].used = nservers;
@@ -1125,6 +1298,7 @@ static void show_mem(struct reply *r)
 		row_int(&row, caches[i].size * caches[i].used);
 		row_emit(r, &row);
 	}
+	gather_free(&g);
 	finish(r, "SHOW");
 }
 
@@ -1140,11 +1314,17 @@ static void dns_row(void *arg, const char *host, int64_t ttl, const char *addrs)
 	row_emit(r, &row);
 }
 
+static void dns_hosts_worker(struct bouncer *w, void *arg)
+{
+	if (w->dns != NULL)
+		dns_foreach_host(w->dns, dns_row, arg);
+}
+
+/* A list view: each worker's cache adds its rows, in worker order. */
 static void show_dns_hosts(struct reply *r)
 {
 	header(r, "sqs", "hostname", "ttl", "addrs");
-	if (r->b->dns != NULL)
-		dns_foreach_host(r->b->dns, dns_row, r);
+	workers_each(r->b, dns_hosts_worker, r);
 	finish(r, "SHOW");
 }
 
@@ -1168,17 +1348,33 @@ static void show_peer_pools(struct reply *r)
 	finish(r, "SHOW");
 }
 
+static void stats_worker(struct bouncer *w, void *arg)
+{
+	struct stats_gather *g = arg;
+	struct list *it;
+
+	list_for_each(it, &w->pools)
+	{
+		stats_gather_pool(g, list_entry(it, struct pool, head));
+	}
+	if (w->admin != NULL)
+		stats_gather_pool(g, w->admin->pool);
+}
+
+/* Keyed by database: every worker's counters are summed, averages taken from the sums. */
 static void show_stats(struct reply *r, enum stats_view v)
 {
-	int n = 0;
-	struct pool **pools = all_pools(r->b, &n);
+	struct stats_gather g;
 
-	if (pools == NULL) {
+	memset(&g, 0, sizeof(g));
+	workers_each(r->b, stats_worker, &g);
+	if (g.failed) {
+		stats_gather_free(&g);
 		send_error(r, "53200", "out of memory");
 		return;
 	}
-	stats_write_view(r->b, pools, n, v, &r->pb);
-	free(pools);
+	stats_write_view(r->b, &g, v, &r->pb);
+	stats_gather_free(&g);
 	finish(r, "SHOW");
 }
 
@@ -1189,18 +1385,48 @@ static void view_row(void *arg, int ncols, const char *const *values)
 	pktbuf_write_data_row(&r->pb, ncols, values);
 }
 
-static void show_view(struct reply *r, const struct admin_view *v)
+struct view_arg {
+	struct reply *r;
+	const char *name;
+	bool found;
+};
+
+/*
+ * The synced-table side's views live on worker 0, the main thread's, where its modules run
+ * and registered them: they are filled there, in its thread, whichever worker the admin is on.
+ */
+static void view_worker(struct bouncer *w, void *arg)
 {
+	struct view_arg *va = arg;
+	const struct admin_view *v = NULL;
 	const char *names[ADMIN_MAX_COLS];
 	uint32_t oids[ADMIN_MAX_COLS];
 
+	if (worker_index(w) != 0 || w->admin == NULL)
+		return;
+	for (int i = 0; i < w->admin->nviews && v == NULL; i++)
+		if (strcasecmp(w->admin->views[i].name, va->name) == 0)
+			v = &w->admin->views[i];
+	if (v == NULL)
+		return;
 	for (int i = 0; i < v->ncols; i++) {
 		names[i] = v->columns[i];
 		oids[i] = OID_TEXT;
 	}
-	pktbuf_write_row_description(&r->pb, v->ncols, names, oids);
-	v->fill(r->b, v->ctx, view_row, r);
-	finish(r, "SHOW");
+	pktbuf_write_row_description(&va->r->pb, v->ncols, names, oids);
+	v->fill(w, v->ctx, view_row, va->r);
+	va->found = true;
+}
+
+/* A registered view named name: answered (true), or none has that name. */
+static bool show_view(struct reply *r, const char *name)
+{
+	struct view_arg va = {r, name, false};
+
+	workers_each(r->b, view_worker, &va);
+	if (va.found)
+		finish(r, "SHOW");
+	return va.found;
 }
 
 static bool fake_show(struct reply *r, const char *name)
@@ -1274,16 +1500,8 @@ static const struct show_cmd {
 
 static void cmd_show(struct reply *r, const char *arg, bool admin_user)
 {
-	struct admin *a = r->b->admin;
-
 	if (fake_show(r, arg))
 		return;
-	for (int i = 0; i < a->nviews; i++) {
-		if (strcasecmp(a->views[i].name, arg) == 0) {
-			show_view(r, &a->views[i]);
-			return;
-		}
-	}
 	for (size_t i = 0; i < sizeof(show_cmds) / sizeof(show_cmds[0]); i++) {
 		const struct show_cmd *sc = &show_cmds[i];
 		if (strcasecmp(sc->name, arg) != 0)
@@ -1296,7 +1514,8 @@ static void cmd_show(struct reply *r, const char *arg, bool admin_user)
 			sc->fn_of(r, sc->which);
 		return;
 	}
-	syntax_error(r);
+	if (!show_view(r, arg))
+		syntax_error(r);
 }
 
 /* ---- commands ---- */
@@ -1325,35 +1544,171 @@ static void answer_or_wait(struct reply *r, const char *err, bool wait, enum con
 	r->client->admin_waiting = true;
 }
 
-/*
- * A TLS setting changed by SET: the contexts are rebuilt at once. If they cannot be, the old
- * value is put back and the client told why. Server connections follow new server_tls_*
- * settings when they are next released.
- */
-static bool cmd_set_tls(struct reply *r, const char *key, const char *before)
-{
-	char err[512], ignored[256], after[512];
-	struct config *cfg = r->b->cfg;
+/* One of control's commands, as it acts on one worker. */
+typedef const char *(*control_cmd)(struct bouncer *w, const char *db, bool *wait);
 
-	if (tls_configure(r->b, cfg, err, sizeof(err))) {
-		config_key_format(cfg, config_key_index(key), after, sizeof(after));
-		if (strncasecmp(key, "server_tls", 10) == 0 && strcmp(before, after) != 0) {
-			log_info("server TLS settings changed, reconnecting the servers");
-			(void)control_reconnect(r->b, NULL);
-		}
-		return true;
+struct control_all {
+	control_cmd fn;
+	const char *db;
+	bool wait;   /* some worker has something to wait for */
+	bool failed; /* err says why */
+	char err[256];
+};
+
+/*
+ * Worker 0 (first) checks the command against its state and applies it; every worker's state
+ * is the same, so when worker 0 refuses it the others are not asked.
+ */
+static void control_worker(struct bouncer *w, void *arg)
+{
+	struct control_all *ca = arg;
+	bool wait = false;
+	const char *err;
+
+	if (ca->failed)
+		return;
+	err = ca->fn(w, ca->db, &wait);
+	if (err != NULL) {
+		if (worker_index(w) != 0)
+			log_warning("worker %d: %s", worker_index(w), err);
+		ca->failed = true;
+		snprintf(ca->err, sizeof(ca->err), "%s", err);
+		return;
 	}
-	log_error("SET %s failed: %s; the TLS settings in use are kept", key, err);
-	if (!config_set(cfg, key, before, ignored, sizeof(ignored)))
-		log_error("SET %s: could not restore the previous value", key);
-	send_error(r, "F0000", "SET failed: %s", err);
-	return false;
+	ca->wait = ca->wait || wait;
 }
 
+/* Runs fn on every worker; NULL, or the error (in ca, which the caller provides). */
+static const char *control_on_all(struct bouncer *b, control_cmd fn, const char *db, bool *wait,
+                                  struct control_all *ca)
+{
+	memset(ca, 0, sizeof(*ca));
+	ca->fn = fn;
+	ca->db = db;
+	workers_each(b, control_worker, ca);
+	if (wait != NULL)
+		*wait = ca->wait;
+	return ca->failed ? ca->err : NULL;
+}
+
+static const char *do_pause(struct bouncer *w, const char *db, bool *wait)
+{
+	return control_pause(w, db, wait);
+}
+
+static const char *do_wait_close(struct bouncer *w, const char *db, bool *wait)
+{
+	return control_wait_close(w, db, wait);
+}
+
+static const char *do_suspend(struct bouncer *w, const char *db, bool *wait)
+{
+	(void)db;
+	return control_suspend(w, wait);
+}
+
+static const char *do_resume(struct bouncer *w, const char *db, bool *wait)
+{
+	(void)wait;
+	return control_resume(w, db);
+}
+
+static const char *do_disable(struct bouncer *w, const char *db, bool *wait)
+{
+	(void)wait;
+	return control_disable(w, db);
+}
+
+static const char *do_enable(struct bouncer *w, const char *db, bool *wait)
+{
+	(void)wait;
+	return control_enable(w, db);
+}
+
+static const char *do_kill(struct bouncer *w, const char *db, bool *wait)
+{
+	(void)wait;
+	return control_kill(w, db);
+}
+
+static const char *do_reconnect(struct bouncer *w, const char *db, bool *wait)
+{
+	(void)wait;
+	return control_reconnect(w, db);
+}
+
+enum set_result {
+	SET_APPLIED,
+	SET_INVALID,     /* config_set() refused the value */
+	SET_REFUSED,     /* the hba or ident file it names cannot be used: undone */
+	SET_TLS_REFUSED, /* the TLS contexts cannot be built with it: undone */
+};
+
+struct set_arg {
+	const char *key, *value;
+	enum set_result res;
+	bool reconnect; /* server TLS settings changed: the servers reconnect */
+	char err[512];
+};
+
+/*
+ * SET key = value on one worker's state: the hba and ident files and the TLS contexts follow
+ * their settings at once, or the old value is put back. Runs in the worker's own thread.
+ */
+static enum set_result set_on(struct bouncer *w, struct set_arg *sa)
+{
+	char old[4096] = "", after[4096], ignored[256];
+	int ki = config_key_index(sa->key);
+
+	if (ki >= 0)
+		config_key_format(w->cfg, ki, old, sizeof(old));
+	if (!config_set(w->cfg, sa->key, sa->value, sa->err, sizeof(sa->err)))
+		return SET_INVALID;
+	if (!auth_setting_changed(w, sa->key, sa->err, sizeof(sa->err))) {
+		if (!config_set(w->cfg, sa->key, old, ignored, sizeof(ignored)))
+			log_error("SET %s: could not restore the old value", sa->key);
+		return SET_REFUSED;
+	}
+	if (tls_is_tls_key(sa->key)) {
+		if (!tls_configure(w, w->cfg, sa->err, sizeof(sa->err))) {
+			log_error("SET %s failed: %s; the TLS settings in use are kept", sa->key,
+			          sa->err);
+			if (!config_set(w->cfg, sa->key, old, ignored, sizeof(ignored)))
+				log_error("SET %s: could not restore the previous value", sa->key);
+			return SET_TLS_REFUSED;
+		}
+		config_key_format(w->cfg, ki, after, sizeof(after));
+		if (strncasecmp(sa->key, "server_tls", 10) == 0 && strcmp(old, after) != 0)
+			sa->reconnect = true;
+	}
+	stats_settings_changed(w);
+	return SET_APPLIED;
+}
+
+/* Worker 0 (first) checks and applies; the others apply what it accepted. */
+static void set_worker(struct bouncer *w, void *arg)
+{
+	struct set_arg *sa = arg;
+	enum set_result res;
+
+	if (sa->res != SET_APPLIED)
+		return;
+	res = set_on(w, sa);
+	if (res != SET_APPLIED && worker_index(w) != 0)
+		log_error("SET %s: worker %d could not apply what worker 0 took", sa->key,
+		          worker_index(w));
+	sa->res = res;
+}
+
+/*
+ * SET: applied on every worker. A TLS setting changed by SET rebuilds the contexts at once; if
+ * they cannot be, the old value is put back and the client told why. Server connections
+ * follow new server_tls_* settings when they are next released.
+ */
 static void cmd_set(struct reply *r, const char *key, const char *value)
 {
-	char err[256], tag[512], old[4096] = "";
-	int ki;
+	char tag[512];
+	struct set_arg sa;
 
 	for (size_t i = 0; i < sizeof(fake_params) / sizeof(fake_params[0]); i++) {
 		if (strcasecmp(key, fake_params[i].name) == 0) {
@@ -1366,29 +1721,34 @@ static void cmd_set(struct reply *r, const char *key, const char *value)
 		send_error(r, "08P01", "admin access needed");
 		return;
 	}
-	ki = config_key_index(key);
-	if (ki >= 0)
-		config_key_format(r->b->cfg, ki, old, sizeof(old));
-	if (!config_set(r->b->cfg, key, value, err, sizeof(err))) {
+	memset(&sa, 0, sizeof(sa));
+	sa.key = key;
+	sa.value = value;
+	sa.res = SET_APPLIED;
+	workers_each(r->b, set_worker, &sa);
+	switch (sa.res) {
+	case SET_APPLIED:
+		break;
+	case SET_INVALID:
 		slog_warning(r->client, "SET %s failed", key);
-		log_debug("SET %s failed: %s", key, err);
+		log_debug("SET %s failed: %s", key, sa.err);
 		send_error(r, "08P01", "SET failed");
 		return;
+	case SET_REFUSED:
+		slog_warning(r->client, "SET %s failed: %s", key, sa.err);
+		send_error(r, "08P01", "SET failed");
+		return;
+	case SET_TLS_REFUSED:
+		send_error(r, "F0000", "SET failed: %s", sa.err);
+		return;
 	}
-	/* the hba and ident files follow their settings, or the SET is undone */
-	if (!auth_setting_changed(r->b, key, err, sizeof(err))) {
-		char ignored[256];
+	if (sa.reconnect) {
+		struct control_all ca;
 
-		if (!config_set(r->b->cfg, key, old, ignored, sizeof(ignored)))
-			log_error("SET %s: could not restore the old value", key);
-		slog_warning(r->client, "SET %s failed: %s", key, err);
-		send_error(r, "08P01", "SET failed");
-		return;
+		log_info("server TLS settings changed, reconnecting the servers");
+		(void)control_on_all(r->b, do_reconnect, NULL, NULL, &ca);
 	}
-	if (tls_is_tls_key(key) && !cmd_set_tls(r, key, old))
-		return;
 	log_info("SET %s = %s", key, config_key_is_secret(config_key_index(key)) ? "****" : value);
-	stats_settings_changed(r->b);
 	snprintf(tag, sizeof(tag), "SET %s=%s", key, value);
 	finish(r, tag);
 }
@@ -1421,27 +1781,53 @@ static struct conn *find_client_by_id(struct bouncer *b, uint64_t id)
 	return found;
 }
 
-static void cmd_kill_client(struct reply *r, const char *arg)
+struct kill_client_arg {
+	uint64_t id;
+	const struct conn *self;
+	bool found, self_killed;
+};
+
+static void kill_client_worker(struct bouncer *w, void *arg)
 {
-	unsigned long long id;
-	char *end;
+	struct kill_client_arg *ka = arg;
 	struct conn *victim;
 
-	id = strtoull(arg, &end, 10);
+	if (ka->found)
+		return;
+	victim = find_client_by_id(w, ka->id);
+	if (victim == NULL)
+		return;
+	ka->found = true;
+	ka->self_killed = victim == ka->self;
+	client_fatal(victim, "08P01", "admin forced disconnect");
+}
+
+/* KILL_CLIENT id: the client is closed on whichever worker holds it (ids are unique). */
+static void cmd_kill_client(struct reply *r, const char *arg)
+{
+	struct kill_client_arg ka = {0, r->client, false, false};
+	char *end;
+
+	ka.id = strtoull(arg, &end, 10);
 	if (arg[0] == '\0' || *end != '\0') {
 		send_error(r, "08P01", "invalid client pointer supplied");
 		return;
 	}
-	victim = find_client_by_id(r->b, id);
-	if (victim == NULL) {
+	workers_each(r->b, kill_client_worker, &ka);
+	if (!ka.found) {
 		send_error(r, "08P01", "client not found");
 		return;
 	}
-	client_fatal(victim, "08P01", "admin forced disconnect");
-	if (victim != r->client)
+	if (!ka.self_killed)
 		finish(r, "KILL_CLIENT");
 }
 
+static void shutdown_worker(struct bouncer *w, void *arg)
+{
+	control_shutdown(w, *(const enum control_shutdown *)arg);
+}
+
+/* SHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]: every worker goes down the same way. */
 static void cmd_shutdown(struct reply *r, const char *arg)
 {
 	enum control_shutdown mode = CONTROL_SHUTDOWN_IMMEDIATE;
@@ -1463,11 +1849,38 @@ static void cmd_shutdown(struct reply *r, const char *arg)
 	if (mode == CONTROL_SHUTDOWN_IMMEDIATE) {
 		log_info("SHUTDOWN command issued");
 		/* no answer: the connection stays open until the process is gone */
-		control_shutdown(r->b, mode);
+		workers_each(r->b, shutdown_worker, &mode);
 		return;
 	}
-	control_shutdown(r->b, mode);
+	workers_each(r->b, shutdown_worker, &mode);
 	finish(r, "SHUTDOWN");
+}
+
+struct module_cmd_arg {
+	const char *cmd, *arg;
+	uint64_t admin_id;
+	enum module_cmd res;
+	char msg[256];
+};
+
+/* The modules run on worker 0, the main thread's: their commands are taken there. */
+static void module_cmd_worker(struct bouncer *w, void *arg)
+{
+	struct module_cmd_arg *ma = arg;
+
+	if (worker_index(w) == 0)
+		ma->res = modules_command(w, ma->cmd, ma->arg, ma->admin_id, ma->msg,
+		                          sizeof(ma->msg));
+}
+
+static enum module_cmd run_module_command(struct reply *r, const char *cmd, const char *arg,
+                                          char *msg, size_t size)
+{
+	struct module_cmd_arg ma = {cmd, arg, r->client->id, MODULE_CMD_UNKNOWN, ""};
+
+	workers_each(r->b, module_cmd_worker, &ma);
+	snprintf(msg, size, "%s", ma.msg);
+	return ma.res;
 }
 
 /* A command a module takes (JOURNAL): done, refused or answered later. */
@@ -1479,7 +1892,7 @@ static void cmd_module(struct reply *r, const char *cmd, const char *arg)
 	for (i = 0; cmd[i] != '\0' && i + 1 < sizeof(tag); i++)
 		tag[i] = (char)toupper((unsigned char)cmd[i]);
 	tag[i] = '\0';
-	switch (modules_command(r->b, tag, arg, r->client->id, msg, sizeof(msg))) {
+	switch (run_module_command(r, tag, arg, msg, sizeof(msg))) {
 	case MODULE_CMD_DONE:
 		if (msg[0] != '\0')
 			slog_info(r->client, "%s %s: %s", tag, arg, msg);
@@ -1495,11 +1908,15 @@ static void cmd_module(struct reply *r, const char *cmd, const char *arg)
 	}
 }
 
+/*
+ * RELOAD: the admin's worker re-reads and checks the files, then every other worker applies
+ * them (workers_reload()); files it refuses change nothing anywhere.
+ */
 static void cmd_reload(struct reply *r, const char *arg)
 {
 	(void)arg;
 	log_info("RELOAD command issued");
-	if (control_reload(r->b))
+	if (workers_reload(r->b))
 		finish(r, "RELOAD");
 	else
 		send_error(r, "F0000", "RELOAD failed, see logs for additional details");
@@ -1508,7 +1925,8 @@ static void cmd_reload(struct reply *r, const char *arg)
 static void cmd_suspend(struct reply *r, const char *arg)
 {
 	bool wait = false;
-	const char *err = control_suspend(r->b, &wait);
+	struct control_all ca;
+	const char *err = control_on_all(r->b, do_suspend, NULL, &wait, &ca);
 
 	(void)arg;
 	answer_or_wait(r, err, wait, CONTROL_WAIT_SUSPEND, "", "SUSPEND");
@@ -1517,7 +1935,8 @@ static void cmd_suspend(struct reply *r, const char *arg)
 static void cmd_pause(struct reply *r, const char *arg)
 {
 	bool wait = false;
-	const char *err = control_pause(r->b, arg, &wait);
+	struct control_all ca;
+	const char *err = control_on_all(r->b, do_pause, arg, &wait, &ca);
 
 	answer_or_wait(r, err, wait, CONTROL_WAIT_PAUSE, arg, "PAUSE");
 }
@@ -1525,34 +1944,45 @@ static void cmd_pause(struct reply *r, const char *arg)
 static void cmd_wait_close(struct reply *r, const char *arg)
 {
 	bool wait = false;
-	const char *err = control_wait_close(r->b, arg, &wait);
+	struct control_all ca;
+	const char *err = control_on_all(r->b, do_wait_close, arg, &wait, &ca);
 
 	answer_or_wait(r, err, wait, CONTROL_WAIT_CLOSE, arg, "WAIT_CLOSE");
 }
 
 static void cmd_resume(struct reply *r, const char *arg)
 {
-	answer(r, control_resume(r->b, arg), "RESUME");
+	struct control_all ca;
+
+	answer(r, control_on_all(r->b, do_resume, arg, NULL, &ca), "RESUME");
 }
 
 static void cmd_disable(struct reply *r, const char *arg)
 {
-	answer(r, control_disable(r->b, arg), "DISABLE");
+	struct control_all ca;
+
+	answer(r, control_on_all(r->b, do_disable, arg, NULL, &ca), "DISABLE");
 }
 
 static void cmd_enable(struct reply *r, const char *arg)
 {
-	answer(r, control_enable(r->b, arg), "ENABLE");
+	struct control_all ca;
+
+	answer(r, control_on_all(r->b, do_enable, arg, NULL, &ca), "ENABLE");
 }
 
 static void cmd_kill(struct reply *r, const char *arg)
 {
-	answer(r, control_kill(r->b, arg), "KILL");
+	struct control_all ca;
+
+	answer(r, control_on_all(r->b, do_kill, arg, NULL, &ca), "KILL");
 }
 
 static void cmd_reconnect(struct reply *r, const char *arg)
 {
-	answer(r, control_reconnect(r->b, arg), "RECONNECT");
+	struct control_all ca;
+
+	answer(r, control_on_all(r->b, do_reconnect, arg, NULL, &ca), "RECONNECT");
 }
 
 #define CMD_NO_ARG 1u /* takes no argument: one is a syntax error */
@@ -1641,7 +2071,7 @@ static bool cmd_sync(struct reply *r, const char *q)
 	}
 	log_info("SYNC %s%s command issued", backfill ? "BACKFILL " : "", name);
 	snprintf(arg, sizeof(arg), "%s%s", backfill ? "BACKFILL " : "", name);
-	switch (modules_command(r->b, "SYNC", arg, r->client->id, msg, sizeof(msg))) {
+	switch (run_module_command(r, "SYNC", arg, msg, sizeof(msg))) {
 	case MODULE_CMD_DONE:
 		finish(r, "SYNC");
 		break;
@@ -1806,11 +2236,20 @@ struct conn *admin_find_client(struct bouncer *b, uint64_t conn_id)
 	return NULL;
 }
 
+/* The modules (SYNC's waits) run on worker 0. */
+static void admin_gone_worker(struct bouncer *w, void *arg)
+{
+	if (worker_index(w) == 0)
+		modules_admin_gone(w, *(const uint64_t *)arg);
+}
+
 void admin_cancel(struct bouncer *b, uint32_t pid, uint32_t key)
 {
 	struct list *it;
 	struct conn *c = NULL;
 	struct pktbuf pb;
+	struct control_all ca;
+	uint64_t id;
 
 	if (b->admin == NULL)
 		return;
@@ -1823,9 +2262,12 @@ void admin_cancel(struct bouncer *b, uint32_t pid, uint32_t key)
 	if (c == NULL || !c->admin_waiting)
 		return;
 	slog_info(c, "admin canceled its waiting command");
-	modules_admin_gone(b, c->id);
-	if (control_wait_cancel(b, c->id) && control_shutdown_mode(b) == CONTROL_SHUTDOWN_NONE &&
-	    control_mode(b) != CONTROL_RUNNING && control_resume(b, NULL) != NULL)
+	id = c->id;
+	workers_each(b, admin_gone_worker, &id);
+	/* the PAUSE or SUSPEND it started is undone on every worker */
+	if (control_wait_cancel(b, id) && control_shutdown_mode(b) == CONTROL_SHUTDOWN_NONE &&
+	    control_mode(b) != CONTROL_RUNNING &&
+	    control_on_all(b, do_resume, NULL, NULL, &ca) != NULL)
 		slog_warning(c, "could not resume after the cancel");
 	pktbuf_init(&pb, 1024);
 	pktbuf_write_error(&pb, "ERROR", "57014", "canceling statement due to user request", NULL,
@@ -1838,21 +2280,64 @@ void admin_cancel(struct bouncer *b, uint32_t pid, uint32_t key)
 	sbuf_resume(&c->sbuf);
 }
 
-void admin_command_done(struct bouncer *b, uint64_t conn_id, const char *tag)
+/* The answer to a command that waited, for the admin on whichever worker holds it. */
+struct done_arg {
+	uint64_t conn_id;
+	const char *tag;                /* CommandComplete, or NULL: */
+	const char *sqlstate, *message; /* an ErrorResponse */
+	bool answered;
+};
+
+static void answer_waiting(struct conn *c, const struct done_arg *da)
 {
-	struct conn *c = admin_find_client(b, conn_id);
 	struct pktbuf pb;
 
-	if (c == NULL || conn_id == 0 || !c->admin_waiting)
-		return;
 	pktbuf_init(&pb, 1024);
-	pktbuf_write_command_complete(&pb, tag);
+	if (da->tag != NULL)
+		pktbuf_write_command_complete(&pb, da->tag);
+	else
+		pktbuf_write_error(&pb, "ERROR", da->sqlstate, da->message, NULL, NULL);
 	pktbuf_write_ready(&pb, 'I');
 	if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
 		slog_debug(c, "could not queue the console answer");
 	pktbuf_free(&pb);
 	c->admin_waiting = false;
 	sbuf_resume(&c->sbuf);
+}
+
+static void done_worker(struct bouncer *w, void *arg)
+{
+	struct done_arg *da = arg;
+	struct conn *c;
+
+	if (da->answered || (c = admin_find_client(w, da->conn_id)) == NULL)
+		return;
+	da->answered = true;
+	if (c->admin_waiting)
+		answer_waiting(c, da);
+}
+
+static void answer_done(struct bouncer *b, struct done_arg *da)
+{
+	struct conn *c;
+
+	if (da->conn_id == 0)
+		return;
+	/* mostly the admin is on this worker (control's waits are kept where the admin is) */
+	c = admin_find_client(b, da->conn_id);
+	if (c != NULL) {
+		if (c->admin_waiting)
+			answer_waiting(c, da);
+		return;
+	}
+	workers_each(b, done_worker, da);
+}
+
+void admin_command_done(struct bouncer *b, uint64_t conn_id, const char *tag)
+{
+	struct done_arg da = {conn_id, tag, NULL, NULL, false};
+
+	answer_done(b, &da);
 }
 
 /* ---- the views' rows, for the metrics endpoint ---- */
@@ -1960,19 +2445,9 @@ bool admin_show_rows(struct bouncer *b, const char *view, admin_rows_cb cb, void
 void admin_command_failed(struct bouncer *b, uint64_t conn_id, const char *sqlstate,
                           const char *message)
 {
-	struct conn *c = admin_find_client(b, conn_id);
-	struct pktbuf pb;
+	struct done_arg da = {conn_id, NULL, sqlstate, message, false};
 
-	if (c == NULL || conn_id == 0 || !c->admin_waiting)
-		return;
-	pktbuf_init(&pb, 1024);
-	pktbuf_write_error(&pb, "ERROR", sqlstate, message, NULL, NULL);
-	pktbuf_write_ready(&pb, 'I');
-	if (!sbuf_queue_pktbuf(&c->sbuf, &pb))
-		slog_debug(c, "could not queue the console answer");
-	pktbuf_free(&pb);
-	c->admin_waiting = false;
-	sbuf_resume(&c->sbuf);
+	answer_done(b, &da);
 }
 
 /* ---- views registry and set-up ---- */

@@ -2,6 +2,13 @@
  * control — see include/control.h. Per-database flags are kept by name (a database may have
  * several pools, one per user, and may have none yet), in a small array that only grows with
  * the number of databases an admin has touched.
+ *
+ * With several workers each has its own control state, kept the same on all: the commands
+ * here act on the worker they are given, and the console and the signals run them on every
+ * worker (workers_each(), worker 0 first, which alone logs "... command issued"). What a
+ * waiting command waits for (servers released, bytes flushed, servers closed) is counted over
+ * every worker, by the tick of the worker where its admin is; worker 0 tells the service
+ * manager the status and undoes a SUSPEND whose admin left, looking at every worker.
  */
 #include "control.h"
 
@@ -101,6 +108,13 @@ const char *control_wait_str(enum control_wait w)
 	}
 	return "?";
 }
+
+/* A command's log line, once for the pooler: by worker 0, the first to run every command. */
+#define log_once(b, ...)                                                                           \
+	do {                                                                                       \
+		if (worker_index(b) == 0)                                                          \
+			log_info(__VA_ARGS__);                                                     \
+	} while (0)
 
 static struct db_flags *find_db(const struct control *ctl, const char *name)
 {
@@ -369,6 +383,61 @@ static bool all_flushed(struct bouncer *b)
 	return true;
 }
 
+/* ---- counting over every worker ---- */
+
+struct count_arg {
+	const char *db;
+	int n, m;
+	bool flushed;
+};
+
+static void count_busy(struct bouncer *w, void *arg)
+{
+	struct count_arg *ca = arg;
+
+	ca->n += busy_servers(w, ca->db);
+}
+
+/* clients in n, servers in m */
+static void count_live(struct bouncer *w, void *arg)
+{
+	struct count_arg *ca = arg;
+
+	ca->n += live_clients(w);
+	ca->m += live_servers(w);
+}
+
+static void count_close_needed(struct bouncer *w, void *arg)
+{
+	struct count_arg *ca = arg;
+
+	ca->n += close_needed_servers(w, ca->db);
+}
+
+static void check_flushed(struct bouncer *w, void *arg)
+{
+	struct count_arg *ca = arg;
+
+	/* every worker looks (and drops what suspend_timeout gives up on), even after a "no" */
+	if (w->control != NULL && !all_flushed(w))
+		ca->flushed = false;
+}
+
+static void count_admins(struct bouncer *w, void *arg)
+{
+	if (admin_find_client(w, 0) != NULL)
+		((struct count_arg *)arg)->n++;
+}
+
+/* fn's count over every worker's state (db "" or NULL = all databases). */
+static int count_all(struct bouncer *b, worker_fn fn, const char *db)
+{
+	struct count_arg ca = {db, 0, 0, true};
+
+	workers_each(b, fn, &ca);
+	return ca.n;
+}
+
 static void full_resume(struct control *ctl)
 {
 	struct bouncer *b = ctl->b;
@@ -387,17 +456,28 @@ static void full_resume(struct control *ctl)
 	}
 }
 
+/* As a worker_fn: w leaves PAUSE or SUSPEND. */
+static void resume_worker(struct bouncer *w, void *arg)
+{
+	(void)arg;
+	if (w->control != NULL && w->control->mode != CONTROL_RUNNING)
+		full_resume(w->control);
+}
+
+/* Whether what the admin waits for is done on every worker. */
 static bool waiter_done(struct control *ctl, const struct waiter *w)
 {
 	struct bouncer *b = ctl->b;
+	struct count_arg ca = {w->db, 0, 0, true};
 
 	switch (w->what) {
 	case CONTROL_WAIT_PAUSE:
-		return busy_servers(b, w->db) == 0;
+		return count_all(b, count_busy, w->db) == 0;
 	case CONTROL_WAIT_SUSPEND:
-		return all_flushed(b);
+		workers_each(b, check_flushed, &ca);
+		return ca.flushed;
 	case CONTROL_WAIT_CLOSE:
-		return close_needed_servers(b, w->db) == 0;
+		return count_all(b, count_close_needed, w->db) == 0;
 	}
 	return true;
 }
@@ -421,17 +501,20 @@ static void tell_status(struct control *ctl)
 	struct bouncer *b = ctl->b;
 	uint64_t now = bouncer_now_usec();
 	char status[sizeof(ctl->status)];
+	struct count_arg live = {NULL, 0, 0, true};
 
+	/* one status for the process: worker 0 tells it, with every worker's counts */
 	if (now - ctl->status_usec < 1000000 || worker_index(b) != 0)
-		return; /* the first worker speaks for the process */
+		return;
+	workers_each(b, count_live, &live);
 	if (ctl->shutdown != CONTROL_SHUTDOWN_NONE)
 		snprintf(status, sizeof(status), "shutting down (%s): %d clients, %d servers",
-		         control_shutdown_str(ctl->shutdown), live_clients(b), live_servers(b));
+		         control_shutdown_str(ctl->shutdown), live.n, live.m);
 	else
 		snprintf(status, sizeof(status), "%s: %d clients, %d servers",
 		         ctl->mode == CONTROL_RUNNING ? "accepting connections"
 		                                      : control_mode_str(ctl->mode),
-		         live_clients(b), live_servers(b));
+		         live.n, live.m);
 	if (strcmp(status, ctl->status) == 0)
 		return;
 	memcpy(ctl->status, status, sizeof(status));
@@ -467,10 +550,11 @@ static void tick(void *arg)
 		if (alive)
 			admin_command_done(b, w.conn_id, waiter_tag(&w));
 	}
-	if (ctl->mode == CONTROL_SUSPENDED && admin_find_client(b, 0) == NULL &&
-	    ctl->shutdown == CONTROL_SHUTDOWN_NONE) {
+	/* worker 0 looks for an admin on every worker, and resumes them all */
+	if (ctl->mode == CONTROL_SUSPENDED && ctl->shutdown == CONTROL_SHUTDOWN_NONE &&
+	    worker_index(b) == 0 && count_all(b, count_admins, NULL) == 0) {
 		log_info("admin disappeared when suspended, doing RESUME");
-		full_resume(ctl);
+		workers_each(b, resume_worker, NULL);
 	}
 	tell_status(ctl);
 	switch (ctl->shutdown) {
@@ -571,12 +655,12 @@ const char *control_pause(struct bouncer *b, const char *db, bool *wait)
 	if (ctl->mode != CONTROL_RUNNING)
 		return "already suspended/paused";
 	if (db == NULL || db[0] == '\0') {
-		log_info("PAUSE command issued");
+		log_once(b, "PAUSE command issued");
 		ctl->mode = CONTROL_PAUSED;
 		*wait = live_servers(b) > 0;
 		return NULL;
 	}
-	log_info("PAUSE '%s' command issued", db);
+	log_once(b, "PAUSE '%s' command issued", db);
 	if ((err = check_db(b, db, "pause")) != NULL)
 		return err;
 	f = get_db(ctl, db);
@@ -594,7 +678,7 @@ const char *control_resume(struct bouncer *b, const char *db)
 	struct list *it;
 
 	if (db == NULL || db[0] == '\0') {
-		log_info("RESUME command issued");
+		log_once(b, "RESUME command issued");
 		if (ctl->shutdown != CONTROL_SHUTDOWN_NONE)
 			return "pooler is shutting down";
 		if (ctl->mode == CONTROL_RUNNING)
@@ -602,7 +686,7 @@ const char *control_resume(struct bouncer *b, const char *db)
 		full_resume(ctl);
 		return NULL;
 	}
-	log_info("RESUME '%s' command issued", db);
+	log_once(b, "RESUME '%s' command issued", db);
 	if (config_find_database(b->cfg, db) == NULL && !admin_is_console_db(db)) {
 		static _Thread_local char msg[160]; /* per worker's thread */
 		snprintf(msg, sizeof(msg), "no such database: %s", db);
@@ -634,7 +718,7 @@ const char *control_suspend(struct bouncer *b, bool *wait)
 	for (int i = 0; i < ctl->ndbs; i++)
 		if (ctl->dbs[i].paused)
 			return "cannot suspend with paused databases";
-	log_info("SUSPEND command issued");
+	log_once(b, "SUSPEND command issued");
 	ctl->mode = CONTROL_SUSPENDED;
 	ctl->suspend_start = bouncer_now_usec();
 	listener_pause(b, true);
@@ -650,7 +734,7 @@ const char *control_disable(struct bouncer *b, const char *db)
 
 	if (db == NULL || db[0] == '\0')
 		return "a database is required";
-	log_info("DISABLE '%s' command issued", db);
+	log_once(b, "DISABLE '%s' command issued", db);
 	if ((err = check_db(b, db, "disable")) != NULL)
 		return err;
 	f = get_db(b->control, db);
@@ -667,7 +751,7 @@ const char *control_enable(struct bouncer *b, const char *db)
 
 	if (db == NULL || db[0] == '\0')
 		return "a database is required";
-	log_info("ENABLE '%s' command issued", db);
+	log_once(b, "ENABLE '%s' command issued", db);
 	if ((err = check_db(b, db, "enable")) != NULL)
 		return err;
 	f = find_db(b->control, db);
@@ -704,11 +788,11 @@ const char *control_kill(struct bouncer *b, const char *db)
 	if (ctl->mode != CONTROL_RUNNING)
 		return "already suspended/paused";
 	if (db != NULL && db[0] != '\0') {
-		log_info("KILL '%s' command issued", db);
+		log_once(b, "KILL '%s' command issued", db);
 		if ((err = check_db(b, db, "kill")) != NULL)
 			return err;
 	} else {
-		log_info("KILL command issued");
+		log_once(b, "KILL command issued");
 	}
 	list_for_each_safe(it, tmp, &b->pools)
 	{
@@ -754,11 +838,11 @@ const char *control_reconnect(struct bouncer *b, const char *db)
 	const char *err;
 
 	if (db != NULL && db[0] != '\0') {
-		log_info("RECONNECT '%s' command issued", db);
+		log_once(b, "RECONNECT '%s' command issued", db);
 		if ((err = check_db(b, db, "reconnect")) != NULL)
 			return err;
 	} else {
-		log_info("RECONNECT command issued");
+		log_once(b, "RECONNECT command issued");
 	}
 	list_for_each(it, &b->pools)
 	{
@@ -775,11 +859,11 @@ const char *control_wait_close(struct bouncer *b, const char *db, bool *wait)
 
 	*wait = false;
 	if (db != NULL && db[0] != '\0') {
-		log_info("WAIT_CLOSE '%s' command issued", db);
+		log_once(b, "WAIT_CLOSE '%s' command issued", db);
 		if ((err = check_db(b, db, "wait in")) != NULL)
 			return err;
 	} else {
-		log_info("WAIT_CLOSE command issued");
+		log_once(b, "WAIT_CLOSE command issued");
 	}
 	*wait = close_needed_servers(b, db) > 0;
 	return NULL;
@@ -792,7 +876,7 @@ void control_shutdown(struct bouncer *b, enum control_shutdown mode)
 	if (ctl->shutdown == CONTROL_SHUTDOWN_NONE)
 		(void)sdnotify("STOPPING=1");
 	if (ctl->shutdown != CONTROL_SHUTDOWN_NONE || mode == CONTROL_SHUTDOWN_IMMEDIATE) {
-		log_info("shutting down immediately");
+		log_once(b, "shutting down immediately");
 		ctl->shutdown = CONTROL_SHUTDOWN_IMMEDIATE;
 		b->shutting_down = true;
 		event_base_loopbreak(b->base);
@@ -800,12 +884,12 @@ void control_shutdown(struct bouncer *b, enum control_shutdown mode)
 	}
 	ctl->shutdown = mode;
 	if (mode == CONTROL_SHUTDOWN_WAIT_FOR_SERVERS) {
-		log_info("SHUTDOWN WAIT_FOR_SERVERS command issued");
+		log_once(b, "SHUTDOWN WAIT_FOR_SERVERS command issued");
 		if (ctl->mode == CONTROL_SUSPENDED)
 			for_each_sbuf(b, false);
 		ctl->mode = CONTROL_PAUSED;
 	} else {
-		log_info("SHUTDOWN WAIT_FOR_CLIENTS command issued");
+		log_once(b, "SHUTDOWN WAIT_FOR_CLIENTS command issued");
 	}
 	/* new clients are refused from now on; the connected ones keep going */
 	listener_stop(b);

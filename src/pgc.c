@@ -3,10 +3,19 @@
  *
  * States: CONNECTING (PQconnectPoll driven by socket events; the socket may change between
  * polls, so the event is re-created whenever the descriptor or the wanted direction changes),
- * READY (queries run one at a time from a FIFO queue; the head of the queue is the running one),
- * BROKEN (terminal). A zero-delay "kick" event starts the next query so that no callback ever
- * runs inside pgc_connect() or pgc_query(), and so that a callback that queues a statement does
- * not re-enter the dispatcher.
+ * READY (queries run from a FIFO queue, in order; the head of the queue is the oldest one sent and
+ * not yet answered), BROKEN (terminal).
+ *
+ * Two kinds of queries share the queue. A plain one (pgc_query) is sent alone, once everything
+ * before it is answered, outside pipeline mode (the simple protocol when it has no parameters).
+ * A pipelined one (pgc_send) goes in libpq's pipeline mode: it is sent without waiting for the
+ * answers before it, and a Sync follows it when it ends its flight (or when no pipelined query
+ * follows it yet). The server skips the rest of a flight after an error in it (its queries get
+ * PGRES_PIPELINE_ABORTED), as it skips the rest of a query string; the next flight runs. The
+ * connection enters pipeline mode before a pipelined query and leaves it before a plain one,
+ * each time with nothing in flight. A zero-delay "kick" event starts the next query so that no
+ * callback ever runs inside pgc_connect() or pgc_query(), and so that a callback that queues a
+ * statement does not re-enter the dispatcher.
  *
  * Callbacks may call pgc_close(): while one runs, `depth` is non-zero and pgc_close() only marks
  * the pgc closed and drops the connection; the struct itself is freed when the outermost
@@ -44,7 +53,9 @@ struct pgc_query {
 	int *lengths;
 	int *formats;
 	int result_format;
-	bool simple; /* simple query protocol: several statements allowed */
+	bool simple;    /* simple query protocol: several statements allowed */
+	bool pipelined; /* sent in pipeline mode, without waiting for the answers before it */
+	bool sync;      /* a pipelined query that ends its flight */
 	/* not a query: prepare sql as statement name (ntypes = nparams types), or describe it */
 	enum { PGC_Q_RUN, PGC_Q_PREPARE, PGC_Q_DESCRIBE } kind;
 	char *name;
@@ -66,7 +77,9 @@ struct pgc {
 	bool ready_pending; /* the ready callback has not run yet */
 
 	struct pgc_query *head, *tail;
-	bool running;     /* head has been sent and its results are being read */
+	struct pgc_query *unsent; /* the first query not sent yet, NULL when all are */
+	int in_flight;    /* queries sent and not answered yet: the first ones of the queue */
+	int syncs_owed;   /* Syncs sent whose PGRES_PIPELINE_SYNC has not been read */
 	bool flushing;    /* the send buffer is not yet empty */
 	PGresult *result; /* the running statement's latest result */
 	PGresult *handed; /* the result being shown to a callback, NULL once stolen */
@@ -209,6 +222,9 @@ static void pgc_release(struct pgc *pc)
 		pgc_query_free(q);
 	}
 	pc->tail = NULL;
+	pc->unsent = NULL;
+	pc->in_flight = 0;
+	pc->syncs_owed = 0;
 	if (pc->result) {
 		PQclear(pc->result);
 		pc->result = NULL;
@@ -272,7 +288,8 @@ static void pgc_fail(struct pgc *pc, const char *why)
 	snprintf(reason, sizeof(reason), "%s", pc->error);
 	log_debug("pgc %p: %s: %s", (void *)pc, pgc_state_str(pc->state), reason);
 	pc->state = PGC_BROKEN;
-	pc->running = false;
+	pc->in_flight = 0;
+	pc->syncs_owed = 0;
 	pc->flushing = false;
 	pgc_unwatch(pc);
 	if (pc->timer)
@@ -298,6 +315,8 @@ static void pgc_fail(struct pgc *pc, const char *why)
 		pc->head = q->next;
 		if (!pc->head)
 			pc->tail = NULL;
+		if (pc->unsent == q)
+			pc->unsent = q->next;
 		if (q->cb)
 			q->cb(q->arg, pc, NULL, reason);
 		pgc_query_free(q);
@@ -314,7 +333,7 @@ static bool pgc_finish_query(struct pgc *pc)
 	pc->head = q->next;
 	if (!pc->head)
 		pc->tail = NULL;
-	pc->running = false;
+	pc->in_flight--;
 	pc->handed = pc->result;
 	pc->result = NULL;
 	pgc_enter(pc);
@@ -330,6 +349,99 @@ static bool pgc_finish_query(struct pgc *pc)
 	return alive;
 }
 
+/* Keeps res as the head statement's result: the first error of a multi-statement text wins. */
+static void pgc_keep_result(struct pgc *pc, PGresult *res)
+{
+	if (pc->result && PQresultStatus(pc->result) == PGRES_FATAL_ERROR) {
+		PQclear(res);
+		return;
+	}
+	if (pc->result)
+		PQclear(pc->result);
+	pc->result = res;
+}
+
+static bool pgc_is_copy(const PGresult *res)
+{
+	switch (PQresultStatus(res)) {
+	case PGRES_COPY_IN:
+	case PGRES_COPY_OUT:
+	case PGRES_COPY_BOTH:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* An error of severity FATAL or PANIC: the server ends the session after sending it. */
+static bool pgc_session_ended(const PGresult *res)
+{
+	const char *sev;
+
+	if (res == NULL)
+		return false;
+	sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	return sev != NULL && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0);
+}
+
+/*
+ * Pipeline mode: reads every answer that is complete, in order. A statement's results end with
+ * a NULL from PQgetResult; a Sync's answer is one PGRES_PIPELINE_SYNC result, with no NULL
+ * after it. False when the connection broke or the pgc went away.
+ */
+static bool pgc_read_pipelined(struct pgc *pc)
+{
+	PGresult *res;
+
+	while (pc->in_flight > 0 || pc->syncs_owed > 0) {
+		if (PQisBusy(pc->conn))
+			return true;
+		res = PQgetResult(pc->conn);
+		if (res == NULL) {
+			if (pc->in_flight == 0)
+				return true; /* the Sync's answer has not arrived yet */
+			if (PQstatus(pc->conn) == CONNECTION_BAD || pgc_session_ended(pc->result)) {
+				/*
+				 * The server ended the session (pg_terminate_backend): say what it
+				 * said. In pipeline mode libpq ends the statement at the error
+				 * itself, before it sees the socket close.
+				 */
+				pgc_set_error(pc, pc->result && PQresultErrorMessage(pc->result)[0]
+				                          ? PQresultErrorMessage(pc->result)
+				                          : PQerrorMessage(pc->conn));
+				pgc_fail(pc, pc->error);
+				return false;
+			}
+			if (!pc->result) {
+				pgc_set_error(pc, "the server sent no result");
+				pgc_fail(pc, pc->error);
+				return false;
+			}
+			if (!pgc_finish_query(pc))
+				return false;
+			if (pc->state != PGC_READY || pc->closed)
+				return false;
+			continue;
+		}
+		if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+			PQclear(res);
+			if (pc->syncs_owed > 0)
+				pc->syncs_owed--;
+			/* a plain query may be waiting for the pipeline to empty */
+			if (pc->in_flight == 0 && pc->syncs_owed == 0)
+				pgc_schedule(pc);
+			continue;
+		}
+		if (pgc_is_copy(res)) {
+			PQclear(res);
+			pgc_fail(pc, "COPY is not supported on this connection");
+			return false;
+		}
+		pgc_keep_result(pc, res);
+	}
+	return true;
+}
+
 /* Reads what arrived; delivers the head statement's result when it is complete. */
 static void pgc_read_results(struct pgc *pc)
 {
@@ -342,7 +454,16 @@ static void pgc_read_results(struct pgc *pc)
 	/* Nobody listens for notifications; drop them so they do not pile up. */
 	for (PGnotify *n; (n = PQnotifies(pc->conn));)
 		PQfreemem(n);
-	if (!pc->running) {
+	if (pc->in_flight == 0 && pc->syncs_owed == 0) {
+		if (PQstatus(pc->conn) == CONNECTION_BAD) {
+			pgc_set_error(pc, PQerrorMessage(pc->conn));
+			goto broken;
+		}
+		return;
+	}
+	if (PQpipelineStatus(pc->conn) != PQ_PIPELINE_OFF) {
+		if (!pgc_read_pipelined(pc))
+			return;
 		if (PQstatus(pc->conn) == CONNECTION_BAD) {
 			pgc_set_error(pc, PQerrorMessage(pc->conn));
 			goto broken;
@@ -353,24 +474,12 @@ static void pgc_read_results(struct pgc *pc)
 		res = PQgetResult(pc->conn);
 		if (!res)
 			break;
-		switch (PQresultStatus(res)) {
-		case PGRES_COPY_IN:
-		case PGRES_COPY_OUT:
-		case PGRES_COPY_BOTH:
+		if (pgc_is_copy(res)) {
 			PQclear(res);
 			pgc_set_error(pc, "COPY is not supported on this connection");
 			goto broken;
-		default:
-			break;
 		}
-		/* The first error of a multi-statement text is what its caller needs to see. */
-		if (pc->result && PQresultStatus(pc->result) == PGRES_FATAL_ERROR) {
-			PQclear(res);
-			continue;
-		}
-		if (pc->result)
-			PQclear(pc->result);
-		pc->result = res;
+		pgc_keep_result(pc, res);
 	}
 	if (PQisBusy(pc->conn)) {
 		if (PQstatus(pc->conn) == CONNECTION_BAD) {
@@ -417,29 +526,67 @@ static bool pgc_flush(struct pgc *pc)
 	return true;
 }
 
+/* Sends one plain query, alone: the pipeline is empty (and left), nothing else is in flight. */
+static bool pgc_send_plain(struct pgc *pc, struct pgc_query *q)
+{
+	if (PQpipelineStatus(pc->conn) != PQ_PIPELINE_OFF && !PQexitPipelineMode(pc->conn))
+		return false;
+	if (q->kind == PGC_Q_PREPARE)
+		return PQsendPrepare(pc->conn, q->name, q->sql, q->nparams, q->types);
+	if (q->kind == PGC_Q_DESCRIBE)
+		return PQsendDescribePrepared(pc->conn, q->name);
+	if (q->simple)
+		return PQsendQuery(pc->conn, q->sql);
+	return PQsendQueryParams(pc->conn, q->sql, q->nparams, q->types,
+	                         (const char *const *)q->values, q->lengths, q->formats,
+	                         q->result_format);
+}
+
+/* Sends one pipelined query, and the Sync that ends its flight when it does. */
+static bool pgc_send_pipelined(struct pgc *pc, struct pgc_query *q)
+{
+	if (PQpipelineStatus(pc->conn) == PQ_PIPELINE_OFF && !PQenterPipelineMode(pc->conn))
+		return false;
+	if (!PQsendQueryParams(pc->conn, q->sql, q->nparams, q->types,
+	                       (const char *const *)q->values, q->lengths, q->formats,
+	                       q->result_format))
+		return false;
+	if (q->sync || q->next == NULL || !q->next->pipelined) {
+		if (!PQpipelineSync(pc->conn))
+			return false;
+		pc->syncs_owed++;
+	}
+	return true;
+}
+
+/*
+ * Sends what may go now: every pipelined query queued (up to a plain one), or one plain query
+ * once nothing is in flight.
+ */
 static void pgc_start_next(struct pgc *pc)
 {
-	struct pgc_query *q = pc->head;
-	int ok;
+	struct pgc_query *q;
+	bool sent = false;
 
-	if (pc->state != PGC_READY || pc->running || !q)
+	if (pc->state != PGC_READY)
 		return;
-	if (q->kind == PGC_Q_PREPARE)
-		ok = PQsendPrepare(pc->conn, q->name, q->sql, q->nparams, q->types);
-	else if (q->kind == PGC_Q_DESCRIBE)
-		ok = PQsendDescribePrepared(pc->conn, q->name);
-	else if (q->simple)
-		ok = PQsendQuery(pc->conn, q->sql);
-	else
-		ok = PQsendQueryParams(pc->conn, q->sql, q->nparams, q->types,
-		                       (const char *const *)q->values, q->lengths, q->formats,
-		                       q->result_format);
-	if (!ok) {
-		pgc_fail(pc, PQerrorMessage(pc->conn));
-		return;
+	while ((q = pc->unsent) != NULL) {
+		bool idle = pc->in_flight == 0 && pc->syncs_owed == 0;
+		/* a plain query goes alone; a pipelined one may follow only pipelined ones */
+		if (!idle && (!q->pipelined || PQpipelineStatus(pc->conn) == PQ_PIPELINE_OFF))
+			break;
+		if (!(q->pipelined ? pgc_send_pipelined(pc, q) : pgc_send_plain(pc, q))) {
+			pgc_fail(pc, PQerrorMessage(pc->conn));
+			return;
+		}
+		pc->unsent = q->next;
+		pc->in_flight++;
+		sent = true;
+		if (!q->pipelined)
+			break;
 	}
-	pc->running = true;
-	(void)pgc_flush(pc);
+	if (sent)
+		(void)pgc_flush(pc);
 }
 
 static void pgc_connect_poll(struct pgc *pc)
@@ -613,23 +760,27 @@ static void pgc_enqueue(struct pgc *pc, struct pgc_query *q)
 	else
 		pc->head = q;
 	pc->tail = q;
+	if (pc->unsent == NULL)
+		pc->unsent = q;
 	if (pc->state == PGC_READY)
 		pgc_schedule(pc);
 }
 
-bool pgc_query(struct pgc *pc, const char *sql, int nparams, const Oid *types,
-               const char *const *values, const int *lengths, const int *formats, int result_format,
-               pgc_result_cb cb, void *arg)
+/* A statement with its parameters copied, for pgc_query() and pgc_send(); NULL when refused. */
+static struct pgc_query *pgc_query_new(struct pgc *pc, const char *sql, int nparams,
+                                       const Oid *types, const char *const *values,
+                                       const int *lengths, const int *formats, int result_format,
+                                       pgc_result_cb cb, void *arg)
 {
 	struct pgc_query *q;
 
 	if (!pc || pc->closed || pc->state == PGC_BROKEN || !sql)
-		return false;
+		return NULL;
 	if (nparams < 0 || nparams > PGC_MAX_PARAMS || (nparams > 0 && !values))
-		return false;
+		return NULL;
 	q = calloc(1, sizeof(*q));
 	if (!q)
-		return false;
+		return NULL;
 	q->cb = cb;
 	q->arg = arg;
 	q->nparams = nparams;
@@ -672,11 +823,39 @@ bool pgc_query(struct pgc *pc, const char *sql, int nparams, const Oid *types,
 			q->lengths[i] = (int)len;
 		}
 	}
-	pgc_enqueue(pc, q);
-	return true;
+	return q;
 fail:
 	pgc_query_free(q);
-	return false;
+	return NULL;
+}
+
+bool pgc_query(struct pgc *pc, const char *sql, int nparams, const Oid *types,
+               const char *const *values, const int *lengths, const int *formats, int result_format,
+               pgc_result_cb cb, void *arg)
+{
+	struct pgc_query *q = pgc_query_new(pc, sql, nparams, types, values, lengths, formats,
+	                                    result_format, cb, arg);
+
+	if (!q)
+		return false;
+	pgc_enqueue(pc, q);
+	return true;
+}
+
+bool pgc_send(struct pgc *pc, const char *sql, int nparams, const Oid *types,
+              const char *const *values, const int *lengths, const int *formats, int result_format,
+              bool sync, pgc_result_cb cb, void *arg)
+{
+	struct pgc_query *q = pgc_query_new(pc, sql, nparams, types, values, lengths, formats,
+	                                    result_format, cb, arg);
+
+	if (!q)
+		return false;
+	q->simple = false;
+	q->pipelined = true;
+	q->sync = sync;
+	pgc_enqueue(pc, q);
+	return true;
 }
 
 /* Queues a prepare (kind PGC_Q_PREPARE: sql, ntypes types) or a describe of name. */

@@ -1,7 +1,9 @@
 /*
  * stats — see include/stats.h. The timer keeps two snapshots per pool; SHOW and the log line
  * average between the older snapshot and now, so an average always covers at least one whole
- * stats_period once the process has run that long.
+ * stats_period once the process has run that long. Worker 0's timer takes every worker's
+ * snapshots (workers_each), and gives every worker the same two stamps, so the merged totals
+ * of all workers and the period they span agree.
  */
 #include "stats.h"
 
@@ -18,6 +20,7 @@
 #include "pktbuf.h"
 #include "pool.h"
 #include "ticker.h"
+#include "workers.h"
 
 #define OID_TEXT    25u
 #define OID_NUMERIC 1700u
@@ -201,7 +204,11 @@ void stats_admin_query(struct pool *admin_pool)
 
 static void tick(void *arg)
 {
-	stats_rotate(arg);
+	struct bouncer *b = arg;
+
+	/* worker 0 rotates every worker's snapshots; the others' timers have nothing to do */
+	if (worker_index(b) == 0)
+		stats_rotate(b);
 }
 
 static bool arm(struct stats_state *st)
@@ -239,19 +246,19 @@ void stats_stop(struct bouncer *b)
 	b->stats = NULL;
 }
 
-void stats_rotate(struct bouncer *b)
+/* One rotation: the stamps every worker takes, and the pooler's totals for the log line. */
+struct rotation {
+	uint64_t old_stamp, new_stamp;
+	struct stats_counters cur, old;
+};
+
+static void rotate_worker(struct bouncer *w, void *arg)
 {
-	struct stats_state *st = b->stats;
-	struct stats_counters cur, old, avg;
+	struct rotation *rot = arg;
+	struct stats_state *st = w->stats;
 	struct list *it;
 
-	if (st == NULL)
-		return;
-	memset(&cur, 0, sizeof(cur));
-	memset(&old, 0, sizeof(old));
-	st->old_stamp = st->new_stamp;
-	st->new_stamp = bouncer_now_usec();
-	list_for_each(it, &b->pools)
+	list_for_each(it, &w->pools)
 	{
 		struct pool *pool = list_entry(it, struct pool, head);
 		struct stats_counters now;
@@ -259,11 +266,29 @@ void stats_rotate(struct bouncer *b)
 		stats_pool_current(pool, &now);
 		pool->stats_older = pool->stats_newer;
 		pool->stats_newer = now;
-		stats_add(&cur, &now);
-		stats_add(&old, &pool->stats_older);
+		stats_add(&rot->cur, &now);
+		stats_add(&rot->old, &pool->stats_older);
 	}
+	if (st != NULL) {
+		st->old_stamp = rot->old_stamp;
+		st->new_stamp = rot->new_stamp;
+	}
+}
+
+void stats_rotate(struct bouncer *b)
+{
+	struct stats_state *st = b->stats;
+	struct rotation rot;
+	struct stats_counters avg;
+
+	if (st == NULL)
+		return;
+	memset(&rot, 0, sizeof(rot));
+	rot.old_stamp = st->new_stamp;
+	rot.new_stamp = bouncer_now_usec();
+	workers_each(b, rotate_worker, &rot);
 	if (b->cfg->log_stats) {
-		stats_average(&avg, &cur, &old, st->new_stamp - st->old_stamp);
+		stats_average(&avg, &rot.cur, &rot.old, rot.new_stamp - rot.old_stamp);
 		log_info("stats: %" PRIu64 " xacts/s, %" PRIu64 " queries/s, %" PRIu64
 		         " client parses/s, %" PRIu64 " server parses/s, %" PRIu64
 		         " binds/s, in %" PRIu64 " B/s, out %" PRIu64 " B/s, xact %" PRIu64
@@ -285,12 +310,47 @@ void stats_settings_changed(struct bouncer *b)
 		log_warning("cannot re-arm the stats timer");
 }
 
-static int cmp_pool_db(const void *a, const void *b)
+void stats_gather_add(struct stats_gather *g, const char *name, const struct stats_counters *cur,
+                      const struct stats_counters *old)
 {
-	const struct pool *pa = *(struct pool *const *)a;
-	const struct pool *pb = *(struct pool *const *)b;
+	struct stats_db *d;
 
-	return strcmp(pa->db_name, pb->db_name);
+	if (g->failed)
+		return;
+	if (g->n == g->cap) {
+		int cap = g->cap ? g->cap * 2 : 16;
+		struct stats_db *n = realloc(g->dbs, (size_t)cap * sizeof(*n));
+		if (n == NULL) {
+			g->failed = true;
+			return;
+		}
+		g->dbs = n;
+		g->cap = cap;
+	}
+	/* one entry per pool; entries of the same database are merged when the view is written */
+	d = &g->dbs[g->n++];
+	snprintf(d->name, sizeof(d->name), "%s", name);
+	d->cur = *cur;
+	d->old = *old;
+}
+
+void stats_gather_pool(struct stats_gather *g, const struct pool *pool)
+{
+	struct stats_counters now;
+
+	stats_pool_current(pool, &now);
+	stats_gather_add(g, pool->db_name, &now, &pool->stats_older);
+}
+
+void stats_gather_free(struct stats_gather *g)
+{
+	free(g->dbs);
+	memset(g, 0, sizeof(*g));
+}
+
+static int cmp_db(const void *a, const void *b)
+{
+	return strcmp(((const struct stats_db *)a)->name, ((const struct stats_db *)b)->name);
 }
 
 static void put_row(struct pktbuf *pb, const char *name, const uint64_t *vals, int n)
@@ -404,37 +464,45 @@ static void write_totals(struct pktbuf *pb, const struct stats_counters *tot,
 	}
 }
 
-void stats_write_view(struct bouncer *b, struct pool *const *pools, int npools,
-                      enum stats_view view, struct pktbuf *pb)
+void stats_write_view(struct bouncer *b, const struct stats_gather *g, enum stats_view view,
+                      struct pktbuf *pb)
 {
 	struct stats_state *st = b->stats;
 	uint64_t now = bouncer_now_usec();
-	uint64_t dur = st != NULL && now > st->old_stamp ? now - st->old_stamp : 0;
-	struct pool **sorted;
+
+	stats_write_view_for(g, st != NULL && now > st->old_stamp ? now - st->old_stamp : 0, view,
+	                     pb);
+}
+
+void stats_write_view_for(const struct stats_gather *g, uint64_t dur, enum stats_view view,
+                          struct pktbuf *pb)
+{
+	struct stats_db *sorted;
 	struct stats_counters db_cur, db_old, all_cur, all_old, avg;
 	uint64_t t[11], a[11], vals[22];
+	int n = g->n;
 
 	memset(&all_cur, 0, sizeof(all_cur));
 	memset(&all_old, 0, sizeof(all_old));
-	sorted = calloc((size_t)(npools > 0 ? npools : 1), sizeof(*sorted));
-	if (sorted == NULL) {
+	sorted = calloc((size_t)(n > 0 ? n : 1), sizeof(*sorted));
+	if (sorted == NULL || g->failed) {
+		free(sorted);
 		pktbuf_write_error(pb, "ERROR", "53200", "out of memory", NULL, NULL);
 		return;
 	}
-	memcpy(sorted, pools, (size_t)npools * sizeof(*sorted));
-	qsort(sorted, (size_t)npools, sizeof(*sorted), cmp_pool_db);
+	if (n > 0)
+		memcpy(sorted, g->dbs, (size_t)n * sizeof(*sorted));
+	qsort(sorted, (size_t)n, sizeof(*sorted), cmp_db);
 	if (view != STATS_VIEW_TOTALS)
 		write_header(pb, view);
-	for (int i = 0; i < npools;) {
+	for (int i = 0; i < n;) {
 		int j = i;
 
 		memset(&db_cur, 0, sizeof(db_cur));
 		memset(&db_old, 0, sizeof(db_old));
-		for (; j < npools && strcmp(sorted[j]->db_name, sorted[i]->db_name) == 0; j++) {
-			struct stats_counters now_c;
-			stats_pool_current(sorted[j], &now_c);
-			stats_add(&db_cur, &now_c);
-			stats_add(&db_old, &sorted[j]->stats_older);
+		for (; j < n && strcmp(sorted[j].name, sorted[i].name) == 0; j++) {
+			stats_add(&db_cur, &sorted[j].cur);
+			stats_add(&db_old, &sorted[j].old);
 		}
 		stats_add(&all_cur, &db_cur);
 		stats_add(&all_old, &db_old);
@@ -445,13 +513,13 @@ void stats_write_view(struct bouncer *b, struct pool *const *pools, int npools,
 		case STATS_VIEW_STATS:
 			memcpy(vals, t, sizeof(t));
 			memcpy(vals + 11, a, sizeof(a));
-			put_row(pb, sorted[i]->db_name, vals, 22);
+			put_row(pb, sorted[i].name, vals, 22);
 			break;
 		case STATS_VIEW_TOTALS_PER_DB:
-			put_row(pb, sorted[i]->db_name, t, 11);
+			put_row(pb, sorted[i].name, t, 11);
 			break;
 		case STATS_VIEW_AVERAGES:
-			put_row(pb, sorted[i]->db_name, a, 11);
+			put_row(pb, sorted[i].name, a, 11);
 			break;
 		case STATS_VIEW_TOTALS:
 			break;

@@ -10,8 +10,9 @@
 struct mutation;
 
 /*
- * Commits m's intent, then calls mutation_send_request(m); on failure sets m's error and rolls
- * back (nothing was sent to the API).
+ * Commits m's intent (m->intent_pending meanwhile), then calls mutation_intent_done(m), with
+ * m->intent_written set or, on failure, m's error (nothing was sent to the API). The call may
+ * come before intent_write() returns.
  */
 void intent_write(struct mutation *m);
 

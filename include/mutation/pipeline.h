@@ -192,6 +192,8 @@ struct mutation {
 	int64_t intent_id;
 	char intent_key[48]; /* the request's idempotency key */
 	bool intent_written;
+	bool intent_pending; /* being written (while the check runs, or after it) */
+	bool check_done;     /* the first flight (capture and check) is answered */
 	struct mconn *iconn; /* the companion connection that commits it */
 	char *intent_rows, *intent_keys;
 	char *keys_text;  /* the keys, for messages */
@@ -240,6 +242,12 @@ void mutation_cancel(struct mutation *m);
 void mutation_rollback(struct mutation *m);
 /* The intent is durable: the request may leave. */
 void mutation_send_request(struct mutation *m);
+/*
+ * The intent's writing ended (m->intent_written, or m's error set): once the check passed too,
+ * the request leaves, or the write ends (the intent forgotten when it was written). May finish
+ * (free) m.
+ */
+void mutation_intent_done(struct mutation *m);
 /* "insert", "update", "delete" and the keys, for messages: "update of salesforce.contacts (id
  * 003…)" */
 void mutation_describe_write(const struct mutation *m, char *buf, size_t size);

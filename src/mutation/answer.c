@@ -154,6 +154,13 @@ void mutation_set_pg_error(struct mutation *m, const PGresult *res)
 
 	if (m->failed)
 		return;
+	if (PQresultStatus(res) == PGRES_PIPELINE_ABORTED) {
+		/* skipped for an error before it in its flight, which its own callback keeps */
+		mutation_set_error(m, "XX000",
+		                   "a statement of a synced-table write was skipped after an error",
+		                   NULL, NULL);
+		return;
+	}
 	memset(&e, 0, sizeof(e));
 	e.severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
 	if (e.severity == NULL)

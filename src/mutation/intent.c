@@ -112,14 +112,14 @@ static void on_intent_written(void *arg, struct pgc *pc, PGresult *res, const ch
 		mutation_set_error(m, "58000",
 		                   "could not record the write's intent in the database", detail,
 		                   NULL);
-		mutation_rollback(m);
+		mutation_intent_done(m);
 		return;
 	}
 	intent_conn_release(m);
 	m->intent_written = true;
 	log_debug("synced table %s: intent %lld written in %llu us", m->st->qualified,
 	          (long long)m->intent_id, (unsigned long long)took);
-	mutation_send_request(m);
+	mutation_intent_done(m);
 }
 
 /* A failed connect reaches on_intent_written through the queued INSERT's failure. */
@@ -146,10 +146,11 @@ void intent_write(struct mutation *m)
 	char owner[320], host[256];
 	const char *params[9];
 
+	m->intent_pending = true;
 	if (!intent_build(m)) {
 		mutation_set_error(m, "53200", "out of memory recording the write's intent", NULL,
 		                   NULL);
-		mutation_rollback(m);
+		mutation_intent_done(m);
 		return;
 	}
 	list_for_each(it, &sy->idle_conns)
@@ -172,7 +173,7 @@ void intent_write(struct mutation *m)
 			free(m->iconn);
 			m->iconn = NULL;
 			mutation_set_error(m, "53200", "out of memory", NULL, NULL);
-			mutation_rollback(m);
+			mutation_intent_done(m);
 			return;
 		}
 	}
@@ -201,6 +202,6 @@ void intent_write(struct mutation *m)
 		mutation_set_error(m, "58000",
 		                   "could not record the write's intent in the database", NULL,
 		                   NULL);
-		mutation_rollback(m);
+		mutation_intent_done(m);
 	}
 }

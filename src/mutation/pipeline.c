@@ -3,14 +3,17 @@
  * include/mutation/pipeline.h).
  *
  * A write to a synced table runs on a libpq connection of its own (pgc), outside any client
- * transaction, in one database transaction:
- *   BEGIN; mode=capture; <statement>     the guard trigger records row images, changes nothing
- *   SELECT … FROM syncbouncer.capture    the images (one API request)
- *   SAVEPOINT; mode=check; <statement>;  the rows written for real, so that PostgreSQL checks the
- *   ROLLBACK TO SAVEPOINT                table's constraints before anything is sent
- *   -- the intent is written, the request sent; the transaction waits, rows locked --
- *   confirmed rows in; mode=apply; <statement>   the trigger writes the API's version of each row
- *   COMMIT
+ * transaction, in one database transaction, in three round trips (flights of statements sent in
+ * libpq's pipeline mode, pgc_send(), each answered in order):
+ *   1. BEGIN; mode=capture; <statement>    the guard trigger records row images, changes nothing
+ *      SELECT … FROM syncbouncer.capture   the images (one API request)
+ *      SAVEPOINT; mode=check; <statement>; the rows written for real, so that PostgreSQL checks
+ *      ROLLBACK TO SAVEPOINT; mode=apply   the table's constraints before anything is sent
+ *   -- the intent is committed on a companion connection (intent.c), from the images, while
+ *      the check runs; the request is sent once both are done; the transaction waits, rows
+ *      locked --
+ *   2. confirmed rows in; <statement>      the trigger writes the API's version of each row
+ *   3. COMMIT (with the intent's deletion), once the apply run wrote the rows the API confirmed
  * and the apply run's result (command tag, RETURNING rows) is sent to the client in place of the
  * statement. PostgreSQL evaluates the statement every time: the proxy never re-implements SQL.
  *
@@ -230,19 +233,38 @@ static bool queue(struct mutation *m, const char *sql, pgc_result_cb cb)
 	return pgc_query(m->conn->pc, sql, 0, NULL, NULL, NULL, NULL, 0, cb, m);
 }
 
-static bool queue_params(struct mutation *m, const char *sql, int n, const char *const *values,
-                         pgc_result_cb cb)
+/*
+ * One statement of a flight (pgc_send): sent without waiting for the answers before it; sync
+ * ends the flight, and an error in a flight skips the rest of it (PGRES_PIPELINE_ABORTED).
+ */
+static bool send_sql(struct mutation *m, const char *sql, bool sync, pgc_result_cb cb)
 {
-	return pgc_query(m->conn->pc, sql, n, NULL, values, NULL, NULL, 0, cb, m);
+	return pgc_send(m->conn->pc, sql, 0, NULL, NULL, NULL, NULL, 0, sync, cb, m);
 }
 
-static bool queue_stmt(struct mutation *m, pgc_result_cb cb)
+static bool send_params(struct mutation *m, const char *sql, int n, const char *const *values,
+                        bool sync, pgc_result_cb cb)
+{
+	return pgc_send(m->conn->pc, sql, n, NULL, values, NULL, NULL, 0, sync, cb, m);
+}
+
+/* The client's statement, in a flight: its own parameters when it came by Bind. */
+static bool send_stmt(struct mutation *m, bool sync, pgc_result_cb cb)
 {
 	if (!m->extended)
-		return queue(m, m->sql, cb);
-	return pgc_query(m->conn->pc, m->sql, m->nparams, m->nparams ? m->types : NULL,
-	                 (const char *const *)m->values, m->lengths, m->formats, m->result_format,
-	                 cb, m);
+		return send_sql(m, m->sql, sync, cb);
+	return pgc_send(m->conn->pc, m->sql, m->nparams, m->nparams ? m->types : NULL,
+	                (const char *const *)m->values, m->lengths, m->formats, m->result_format,
+	                sync, cb, m);
+}
+
+/* Keeps the database's first error message, for the log and for a failed commit's detail. */
+static void note_db_error(struct mutation *m, const PGresult *res)
+{
+	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+	if (!m->db_error[0])
+		snprintf(m->db_error, sizeof(m->db_error), "%s", msg ? msg : "error");
 }
 
 static void on_ignored(void *arg, struct pgc *pc, PGresult *res, const char *error)
@@ -254,8 +276,10 @@ static void on_ignored(void *arg, struct pgc *pc, PGresult *res, const char *err
 		m->conn_broken = true;
 		return;
 	}
-	if (PQresultStatus(res) == PGRES_FATAL_ERROR && !m->failed)
+	if (PQresultStatus(res) == PGRES_FATAL_ERROR) {
+		note_db_error(m, res);
 		mutation_set_pg_error(m, res);
+	}
 	(void)error;
 }
 
@@ -273,12 +297,13 @@ static void on_rolled_back(void *arg, struct pgc *pc, PGresult *res, const char 
 /* The API wrote nothing: roll back, then the intent goes too (a write of its own). */
 static void rollback_forget_intent(struct mutation *m)
 {
-	char sql[160];
+	char sql[192];
 
-	snprintf(sql, sizeof(sql), "CALL syncbouncer.intent_forget(%lld, '%s')",
+	/* one query string, one round trip: the deletion commits on its own after the rollback */
+	snprintf(sql, sizeof(sql), "ROLLBACK; CALL syncbouncer.intent_forget(%lld, '%s')",
 	         (long long)m->intent_id, m->intent_key);
 	mutation_set_state(m, MUT_ROLLING_BACK);
-	if (m->conn_broken || !queue(m, "ROLLBACK", on_ignored) || !queue(m, sql, on_rolled_back)) {
+	if (m->conn_broken || !queue(m, sql, on_rolled_back)) {
 		m->conn_broken = true;
 		settle_kick(m->sy->settle,
 		            300); /* the intent is left: settling finds nothing done */
@@ -289,9 +314,14 @@ static void rollback_forget_intent(struct mutation *m)
 void mutation_cancel(struct mutation *m)
 {
 	switch (m->state) {
+	case MUT_CAPTURING:
+		if (m->intent_pending || m->intent_written) {
+			m->cancel_requested = true; /* its intent is out: as MUT_WRITING_INTENT */
+			return;
+		}
+		/* fall through */
 	case MUT_QUEUED:
 	case MUT_CONNECTING:
-	case MUT_CAPTURING:
 		/*
 		 * Nothing has left the pooler: the write ends here. Its transaction (rows captured,
 		 * locks held) ends with its connection, which is closed rather than waited for.
@@ -458,11 +488,10 @@ static void keep_result(struct mutation *m, struct pgc *pc, PGresult *res, PGres
 		return;
 	}
 	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
-		if (!m->failed)
+		/* skipped after an error in its flight: that error is kept already */
+		if (PQresultStatus(res) != PGRES_PIPELINE_ABORTED || !m->failed) {
 			mutation_set_pg_error(m, res);
-		if (!m->db_error[0]) {
-			const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-			snprintf(m->db_error, sizeof(m->db_error), "%s", msg ? msg : "error");
+			note_db_error(m, res);
 		}
 		return;
 	}
@@ -749,14 +778,17 @@ static void on_api_done(void *arg, struct api_result *ar)
 	snprintf(relid, sizeof(relid), "%u", m->ct->relid);
 	params[0] = json;
 	params[1] = relid;
-	/* the capture rows are gone and the mode is apply already (start_check()) */
-	ok = queue_params(m,
-	                  "INSERT INTO syncbouncer.confirmed (xid, seq, tbl, key, fields) "
-	                  "SELECT pg_catalog.pg_current_xact_id(), x.seq, $2::oid, x.key, x.fields "
-	                  "FROM pg_catalog.jsonb_to_recordset($1::jsonb) AS x(seq int, key text, "
-	                  "fields jsonb)",
-	                  2, params, on_ignored) &&
-	     queue_stmt(m, on_applied);
+	/*
+	 * The capture rows are gone and the mode is apply already (queue_check()). One flight:
+	 * the confirmed rows, then the apply run, which is skipped when they could not go in.
+	 */
+	ok = send_params(m,
+	                 "INSERT INTO syncbouncer.confirmed (xid, seq, tbl, key, fields) "
+	                 "SELECT pg_catalog.pg_current_xact_id(), x.seq, $2::oid, x.key, x.fields "
+	                 "FROM pg_catalog.jsonb_to_recordset($1::jsonb) AS x(seq int, key text, "
+	                 "fields jsonb)",
+	                 2, params, false, on_ignored) &&
+	     send_stmt(m, true, on_applied);
 	m->confirmed = json;
 	if (!ok) {
 		/* the API has the change: the commit path reports XX000 with the ids */
@@ -775,6 +807,8 @@ static void connection_lost(struct mutation *m, const char *error)
 	if (!m->failed)
 		mutation_set_error(m, "58000", "lost the database connection of a synced-table write",
 		                   error, NULL);
+	if (m->intent_written)
+		settle_kick(m->sy->settle, 300); /* nothing was sent: settling forgets the intent */
 	mutation_finish(m);
 }
 
@@ -832,7 +866,7 @@ static void on_checked(void *arg, struct pgc *pc, PGresult *res, const char *err
 	(void)error;
 	if (res == NULL)
 		m->conn_broken = true;
-	else if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+	else if (PQresultStatus(res) == PGRES_FATAL_ERROR)
 		mutation_set_pg_error(m, res); /* the table's own: 23514, 23505, 23503 … */
 }
 
@@ -975,10 +1009,14 @@ static bool queue_skipped_lookup(struct mutation *m)
 	if (!fits)
 		return true; /* names of over 300 bytes: the rows go as they are */
 	params[0] = kind;
-	return queue_params(m, sql, 1, params, on_skipped_found);
+	return send_params(m, sql, 1, params, true, on_skipped_found);
 }
 
-/* The check run rolled back: the rows are as the capture left them (locked, unchanged). */
+/*
+ * The end of the first flight: the check run rolled back, the rows are as the capture left them
+ * (locked, unchanged). What the flight found decides: an error (the first one, from any of its
+ * statements), no row, or the intent and then the request.
+ */
 static void on_check_rolled_back(void *arg, struct pgc *pc, PGresult *res, const char *error)
 {
 	struct mutation *m = arg;
@@ -991,98 +1029,17 @@ static void on_check_rolled_back(void *arg, struct pgc *pc, PGresult *res, const
 	if (!m->failed && PQresultStatus(res) != PGRES_COMMAND_OK &&
 	    PQresultStatus(res) != PGRES_TUPLES_OK)
 		mutation_set_pg_error(m, res);
+	m->check_done = true;
 	if (m->failed) {
-		mutation_rollback(m); /* nothing was sent */
+		/* nothing was sent; an intent written meanwhile goes too */
+		if (m->intent_pending)
+			return; /* mutation_intent_done() ends the write */
+		if (m->intent_written)
+			rollback_forget_intent(m);
+		else
+			mutation_rollback(m);
 		return;
 	}
-	if (m->nrows == 0) {
-		answer_no_rows(m); /* every row was a conflict: nothing to send */
-		return;
-	}
-	mutation_set_state(m, MUT_WRITING_INTENT);
-	intent_write(m);
-}
-
-/*
- * Before anything leaves: the statement runs a second time in a savepoint, with the guard in
- * *check* mode letting the rows through, so that PostgreSQL checks what it would check when
- * the change is applied (CHECK, UNIQUE, foreign keys, deferred ones too, the values' types)
- * and answers with its own error. Rolled back to the savepoint: row locks taken by the capture
- * stay (they belong to the outer transaction).
- */
-static void start_check(struct mutation *m)
-{
-	/*
-	 * Each query string is one round trip, its first error what the callback sees. After the
-	 * rollback to the savepoint the captured images (read already) are emptied and the mode
-	 * set for the apply run, in the same round trip: while the intent is written and the
-	 * request is out, nothing else runs on this connection, and a rejected request rolls all
-	 * of it back.
-	 */
-	bool ok = queue(m,
-	                "SAVEPOINT syncbouncer_check; "
-	                "SELECT pg_catalog.set_config('syncbouncer.mode', 'check', true), "
-	                "pg_catalog.set_config('syncbouncer.seq', '0', true), "
-	                "pg_catalog.set_config('syncbouncer.standin', '', true); "
-	                "SET CONSTRAINTS ALL IMMEDIATE",
-	                on_ignored) &&
-	          queue_stmt(m, on_checked) && queue_skipped_lookup(m) &&
-	          queue(m,
-	                "ROLLBACK TO SAVEPOINT syncbouncer_check; "
-	                "DELETE FROM syncbouncer.capture "
-	                "WHERE xid = pg_catalog.pg_current_xact_id(); "
-	                "SELECT pg_catalog.set_config('syncbouncer.mode', 'apply', true), "
-	                "pg_catalog.set_config('syncbouncer.seq', '0', true)",
-	                on_check_rolled_back);
-
-	if (!ok) {
-		mutation_set_error(m, "58000", "could not queue a synced-table write", NULL, NULL);
-		m->conn_broken = true;
-		mutation_finish(m);
-	}
-}
-
-static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *error)
-{
-	struct mutation *m = arg;
-	const struct json_limits limits = {16 * 1024 * 1024, 64, 1000000};
-	enum api_op op;
-	int max;
-	char err[256];
-
-	(void)pc;
-	(void)error;
-	if (res == NULL) {
-		connection_lost(m, error);
-		return;
-	}
-	if (m->failed) {
-		mutation_rollback(m);
-		return;
-	}
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		mutation_set_pg_error(m, res);
-		mutation_rollback(m);
-		return;
-	}
-	if (m->first != NULL && atoi(PQcmdTuples(m->first)) > 0) {
-		/*
-		 * The capture run changes no row of a synced table: the rows it changed are another
-		 * table's, found first on the search_path (a temporary table, or one created since
-		 * the synced tables were read). Rolled back; nothing was sent.
-		 */
-		char msg[300];
-		snprintf(msg, sizeof(msg),
-		         "the statement writes another table than synced table %s",
-		         m->st->qualified);
-		mutation_set_error(m, "0A000", msg,
-		                   "Its unqualified table name finds another relation of that name "
-		                   "first on the search_path.",
-		                   "Qualify the table name with its schema.");
-		mutation_rollback(m);
-		return;
-	}
-	m->nrows = PQntuples(res);
 	if (m->nrows == 0 && m->op != OP_INSERT) {
 		/*
 		 * No row matched; but an INSERT of this table whose outcome is not settled yet may
@@ -1100,9 +1057,107 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		return;
 	}
 	if (m->nrows == 0) {
-		answer_no_rows(m);
+		answer_no_rows(m); /* no row, or every row was a conflict: nothing to send */
 		return;
 	}
+	mutation_set_state(m, MUT_WRITING_INTENT);
+	if (m->intent_pending)
+		return; /* written while the check ran: mutation_intent_done() goes on */
+	if (m->intent_written)
+		mutation_send_request(m);
+	else
+		intent_write(m);
+}
+
+void mutation_intent_done(struct mutation *m)
+{
+	m->intent_pending = false;
+	if (!m->check_done)
+		return; /* the first flight's end (on_check_rolled_back()) goes on */
+	if (!m->failed)
+		mutation_send_request(m);
+	else if (m->intent_written)
+		rollback_forget_intent(m);
+	else
+		mutation_rollback(m);
+}
+
+/*
+ * Before anything leaves: the statement runs a second time in a savepoint, with the guard in
+ * *check* mode letting the rows through, so that PostgreSQL checks what it would check when
+ * the change is applied (CHECK, UNIQUE, foreign keys, deferred ones too, the values' types)
+ * and answers with its own error. Rolled back to the savepoint: row locks taken by the capture
+ * stay (they belong to the outer transaction).
+ *
+ * Sent with the capture, right behind it: the check does not need the captured images, only
+ * the capture's success, and after a failed capture the server skips it. A Sync ends the check
+ * run, and another the lookup of skipped rows, so that the rollback to the savepoint runs after
+ * either failed (the libpq of PostgreSQL 15 sends each Sync at once: two or three sends, one
+ * round trip). After it, in the same flight, the captured images (read already) are emptied
+ * and the mode set for the apply run: while the request is out, nothing else runs on this
+ * connection, and a rejected request rolls all of it back.
+ */
+static bool queue_check(struct mutation *m)
+{
+	return send_sql(m, "SAVEPOINT syncbouncer_check", false, on_ignored) &&
+	       send_sql(m,
+	                "SELECT pg_catalog.set_config('syncbouncer.mode', 'check', true), "
+	                "pg_catalog.set_config('syncbouncer.seq', '0', true), "
+	                "pg_catalog.set_config('syncbouncer.standin', '', true)",
+	                false, on_ignored) &&
+	       send_sql(m, "SET CONSTRAINTS ALL IMMEDIATE", false, on_ignored) &&
+	       send_stmt(m, true, on_checked) && queue_skipped_lookup(m) &&
+	       send_sql(m, "ROLLBACK TO SAVEPOINT syncbouncer_check", false, on_ignored) &&
+	       send_sql(m,
+	                "DELETE FROM syncbouncer.capture "
+	                "WHERE xid = pg_catalog.pg_current_xact_id()",
+	                false, on_ignored) &&
+	       send_sql(m,
+	                "SELECT pg_catalog.set_config('syncbouncer.mode', 'apply', true), "
+	                "pg_catalog.set_config('syncbouncer.seq', '0', true)",
+	                true, on_check_rolled_back);
+}
+
+static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct mutation *m = arg;
+	const struct json_limits limits = {16 * 1024 * 1024, 64, 1000000};
+	enum api_op op;
+	int max;
+	char err[256];
+
+	(void)pc;
+	(void)error;
+	if (res == NULL) {
+		connection_lost(m, error);
+		return;
+	}
+	if (m->failed) {
+		return;
+	}
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		mutation_set_pg_error(m, res); /* kept unless an earlier statement failed */
+		return;
+	}
+	if (m->first != NULL && atoi(PQcmdTuples(m->first)) > 0) {
+		/*
+		 * The capture run changes no row of a synced table: the rows it changed are another
+		 * table's, found first on the search_path (a temporary table, or one created since
+		 * the synced tables were read). Rolled back; nothing was sent.
+		 */
+		char msg[300];
+		snprintf(msg, sizeof(msg),
+		         "the statement writes another table than synced table %s",
+		         m->st->qualified);
+		mutation_set_error(m, "0A000", msg,
+		                   "Its unqualified table name finds another relation of that name "
+		                   "first on the search_path.",
+		                   "Qualify the table name with its schema.");
+		return;
+	}
+	m->nrows = PQntuples(res);
+	if (m->nrows == 0)
+		return; /* on_check_rolled_back() answers */
 	op = m->op == OP_INSERT   ? API_OP_INSERT
 	     : m->op == OP_UPDATE ? API_OP_UPDATE
 	                          : API_OP_DELETE;
@@ -1115,7 +1170,6 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		        api_op_str(op), m->nrows, m->st->qualified, api_name(m->st->api), max);
 		mutation_set_error(m, "54000", "too many rows for one API request", detail,
 		                   "Split the statement into batches of at most the limit.");
-		mutation_rollback(m);
 		return;
 	}
 	if (PQnfields(res) < 4 || atoll(PQgetvalue(res, 0, 3)) > CAPTURE_MAX_BYTES) {
@@ -1127,14 +1181,12 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		         PQnfields(res) < 4 ? "?" : PQgetvalue(res, 0, 3), CAPTURE_MAX_BYTES);
 		mutation_set_error(m, "54000", "synced-table write too large for one API request",
 		                   detail, "Write fewer rows, or smaller values, per statement.");
-		mutation_rollback(m);
 		return;
 	}
 	m->rows = calloc((size_t)m->nrows, sizeof(*m->rows));
 	m->api_rows = calloc((size_t)m->nrows, sizeof(*m->api_rows));
 	if (m->rows == NULL || m->api_rows == NULL) {
 		mutation_set_error(m, "53200", "out of memory", NULL, NULL);
-		mutation_rollback(m);
 		return;
 	}
 	for (int i = 0; i < m->nrows; i++) {
@@ -1152,7 +1204,6 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		                         &cr->nowned)) {
 			mutation_set_error(m, "XX000", "could not read a captured row image", NULL,
 			                   NULL);
-			mutation_rollback(m);
 			return;
 		}
 		m->api_rows[i].old_image.values = cr->old_vals;
@@ -1160,7 +1211,13 @@ static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *er
 		m->api_rows[i].new_image.values = cr->new_vals;
 		m->api_rows[i].new_image.nvalues = cr->nnew;
 	}
-	start_check(m);
+	/*
+	 * The intent needs the images only: it is written on its companion connection while the
+	 * check runs here, and the request waits for both. Not when the check may still leave
+	 * rows out (ON CONFLICT DO NOTHING): the intent then follows the check.
+	 */
+	if (!m->conflict_nothing)
+		intent_write(m);
 }
 
 /* Tells the sync worker which rows this write holds (begin) or has written (end). */
@@ -1225,7 +1282,7 @@ static void on_first_run(void *arg, struct pgc *pc, PGresult *res, const char *e
 
 static void start_capture(struct mutation *m)
 {
-	char *begin;
+	char *settings;
 	size_t len;
 	bool ok;
 
@@ -1257,15 +1314,21 @@ static void start_capture(struct mutation *m)
 	                                  : m->op == OP_UPDATE ? API_OP_UPDATE
 	                                                       : API_OP_DELETE),
 	         (long long)m->intent_id);
-	/* BEGIN, the prelude and the client's settings: one query string, one round trip */
-	len = strlen(m->prelude_sql) + (m->session_sql ? strlen(m->session_sql) : 0) + 16;
-	begin = malloc(len);
-	if (begin != NULL)
-		snprintf(begin, len, "BEGIN; %s%s%s", m->prelude_sql, m->session_sql ? "; " : "",
-		         m->session_sql ? m->session_sql : "");
-	ok = begin != NULL && queue(m, begin, on_ignored) && queue_stmt(m, on_first_run) &&
-	     queue(m, m->capture_sql, on_captured);
-	free(begin);
+	/*
+	 * The prelude and the client's settings in one SELECT (both are lists of set_config()
+	 * calls), then the capture run and the reading of its images, then the check
+	 * (queue_check()): one flight of statements, one round trip, where an error skips the
+	 * rest and is the one the client gets.
+	 */
+	len = strlen(m->prelude_sql) + (m->session_sql ? strlen(m->session_sql) : 0) + 8;
+	settings = malloc(len);
+	if (settings != NULL)
+		snprintf(settings, len, "%s%s%s", m->prelude_sql, m->session_sql ? ", " : "",
+		         m->session_sql ? m->session_sql + strlen("SELECT ") : "");
+	ok = settings != NULL && send_sql(m, "BEGIN", false, on_ignored) &&
+	     send_sql(m, settings, false, on_ignored) && send_stmt(m, false, on_first_run) &&
+	     send_sql(m, m->capture_sql, false, on_captured) && queue_check(m);
+	free(settings);
 	if (!ok) {
 		mutation_set_error(m, "58000", "could not queue a synced-table write", NULL, NULL);
 		m->conn_broken = true;

@@ -14,7 +14,13 @@ at once and after --delays milliseconds (its `delay_ms` knob):
    fake logs when each write request arrived and when its answer went out: that is the API's own
    time for that write. For write i, added_i = latency_i - api_i - median(direct); the report
    gives added at p50 and p99 (the target: at most 2 ms and 5 ms), beside the parts.
-2. Throughput with --writers concurrent clients (pgbench -c 200 of INSERTs through syncbouncer,
+2. Round trips and statements per write (deterministic, whatever the load): --count-writes
+   single-row INSERTs and as many UPDATEs through a pooler run under strace, which shows the
+   pooler's sends to PostgreSQL and its reads of the answers: a round trip is a run of sends on
+   one connection between two reads that got data (the companion connection's intent
+   included), with log_statement = all on the cluster, whose log has a line per query string
+   (simple protocol) or per Execute (pipelined statements).
+3. Throughput with --writers concurrent clients (pgbench -c 200 of INSERTs through syncbouncer,
    `max_in_flight` raised to the number of writers so that the API slots do not cap it), against
    what the fake answers alone: the first write request syncbouncer sent, replayed by as many
    concurrent keep-alive connections (asyncio, standard library) for the same time. The report
@@ -29,6 +35,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -170,6 +177,78 @@ def replay(host, port, entry, clients, seconds):
     return counts["done"] / wall, counts["done"] - counts["errors"], counts["errors"]
 
 
+def count_round_trips(pg, opts, work, extra, scripts):
+    """Sends to PostgreSQL and statements per synced write, for each kind (module docstring)."""
+    out = {}
+    if not shutil.which("strace") or opts.count_writes <= 0:
+        log("strace not found: round trips per write skipped")
+        return out
+    logfile = os.path.join(pg.base, "postgresql.log")
+    for sql in ("ALTER SYSTEM SET log_statement = 'all'",
+                "ALTER SYSTEM SET log_line_prefix = '%a|'", "SELECT pg_reload_conf()"):
+        pg.sql(sql)  # one by one: psql -c runs a string of several in one transaction
+    try:
+        for kind in ("insert", "update"):
+            trace = os.path.join(work, f"strace-synclat-{kind}.txt")
+            p = Pooler("syncbouncer", opts.syncbouncer, work, pg, "transaction", extra,
+                       wrapper=["strace", "-f", "-qq", "-yy", "-o", trace,
+                                "-e", "trace=sendto,sendmsg,write,writev,recvfrom,recvmsg,read"])
+            p.start()
+            try:
+                for attempt in range(100):  # until its synced tables are ready
+                    try:
+                        pgbench_log(p.port, scripts[kind, "synced"], 5, work, "rt-warm")
+                        break
+                    except RuntimeError:
+                        if attempt == 99:
+                            raise
+                        time.sleep(0.2)
+                with open(logfile, "rb") as f:
+                    f.seek(0, 2)
+                    log_from = f.tell()
+                with open(trace) as f:
+                    before = round_trips(f, pg.port)
+                pgbench_log(p.port, scripts[kind, "synced"], opts.count_writes, work, "rt")
+            finally:
+                p.stop()
+            with open(trace) as f:
+                sends = round_trips(f, pg.port) - before
+            with open(logfile, "rb") as f:
+                f.seek(log_from)
+                stmts = sum(1 for line in f.read().decode("utf-8", "replace").splitlines()
+                            if line.startswith("syncbouncer mutation|")
+                            and re.search(r"LOG:  (statement|execute [^:]*):", line))
+            out[kind] = {"writes": opts.count_writes,
+                         "round_trips": sends / opts.count_writes,
+                         "statements": stmts / opts.count_writes}
+            log(f"  {kind}: {sends / opts.count_writes:.2f} round trips to PostgreSQL and "
+                f"{stmts / opts.count_writes:.2f} statement log lines per write")
+    finally:
+        for sql in ("ALTER SYSTEM RESET log_statement", "ALTER SYSTEM RESET log_line_prefix",
+                    "SELECT pg_reload_conf()"):
+            pg.sql(sql)
+    return out
+
+
+def round_trips(lines, port):
+    """Round trips in strace lines: runs of sends on a connection to PostgreSQL's port, each
+    ended by a read of that connection that got data."""
+    pat = re.compile(r"^(?:\d+ +)?(sendto|sendmsg|write|writev|recvfrom|recvmsg|read)\((\d+)"
+                     r"<TCP:\[[^\]]*->127\.0\.0\.1:" + str(port) + r"\]>.*= (-?\d+)")
+    sending, n = set(), 0
+    for line in lines:
+        m = pat.match(line)
+        if m is None or int(m.group(3)) <= 0:
+            continue
+        call, fd = m.group(1), m.group(2)
+        if call in ("recvfrom", "recvmsg", "read"):
+            sending.discard(fd)
+        elif fd not in sending:
+            sending.add(fd)
+            n += 1
+    return n
+
+
 def run(pg, opts, work):
     """All the measurements against the cluster pg (bench.Cluster, already started)."""
     results = {"latency": [], "throughput": [], "writes": opts.writes,
@@ -244,6 +323,10 @@ def run(pg, opts, work):
                     f"{row['direct_p50'] / 1000:.2f} ms, added p50 "
                     f"{row['added_p50'] / 1000:.2f} ms p99 {row['added_p99'] / 1000:.2f} ms")
 
+        fake_call(url, "/_control", "POST", {"delay_ms": 0})
+        log(f"synclat: round trips and statements per write ({opts.count_writes} of each)")
+        results["per_write"] = count_round_trips(pg, opts, work, extra, scripts)
+
         for delay in opts.delays:
             fake_call(url, "/_control", "POST", {"delay_ms": delay})
             fake_call(url, "/_requests", "DELETE")
@@ -304,6 +387,18 @@ def report(results, w):
           f"{r['write_p50'] / 1000:.2f} / {r['write_p99'] / 1000:.2f} | "
           f"{r['added_p50'] / 1000:.2f} | {r['added_p99'] / 1000:.2f} | {met} |")
     w("")
+    if results.get("per_write"):
+        w("Per single-row write (deterministic): round trips to PostgreSQL (runs of sends on a "
+          "connection between reads of its answers, under strace; the intent's included), and "
+          "the lines of PostgreSQL's log (log_statement = all: one per query string or "
+          "Execute) for the write's connections:")
+        w("")
+        w("| write | writes counted | round trips per write | statement log lines per write |")
+        w("|---|--:|--:|--:|")
+        for kind, r in results["per_write"].items():
+            w(f"| {kind.upper()} | {r['writes']} | {r['round_trips']:.2f} | "
+              f"{r['statements']:.2f} |")
+        w("")
     w(f"{results['writers']} concurrent writers (pgbench INSERTs, {results['seconds']} s) "
       "against the fake alone (the same request replayed by as many keep-alive connections); "
       "CPU in cores:")
@@ -329,6 +424,8 @@ def add_options(ap):
     ap.add_argument("--writes", type=int, default=400,
                     help="one-client INSERTs and UPDATEs per delay (a quarter with a delay)")
     ap.add_argument("--writers", type=int, default=200)
+    ap.add_argument("--count-writes", type=int, default=20,
+                    help="writes of each kind counted under strace (0: not counted)")
     ap.add_argument("--seconds", type=int, default=10, help="of each throughput run")
     ap.add_argument("--delays", default="0,100", help="the fake's answer delays, ms")
 

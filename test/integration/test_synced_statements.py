@@ -1133,6 +1133,8 @@ def test_table_constraints_are_checked_before_the_request_leaves(salesforce, pg)
                              "values ('Harkonnen', 'paul@caladan.io')")
             assert e.value.diag.constraint_name == "one_email"
             assert e.value.diag.message_detail == "Key (email)=(paul@caladan.io) already exists."
+            # its intent, written while the check ran, is gone by the time the error comes
+            assert pg.sql("SELECT count(*) FROM syncbouncer.intent", dbname="crm") == [(0,)]
             # one bad row of several: none is sent
             with pytest.raises(psycopg.errors.CheckViolation) as e:
                 conn.execute("insert into salesforce.contacts (last_name) "
@@ -1142,6 +1144,7 @@ def test_table_constraints_are_checked_before_the_request_leaves(salesforce, pg)
             with pytest.raises(psycopg.errors.CheckViolation):
                 conn.execute("update salesforce.contacts set last_name = %s where id = %s",
                              ("y" * 25, cid))
+            assert pg.sql("SELECT count(*) FROM syncbouncer.intent", dbname="crm") == [(0,)]
             conn.execute("insert into public.notes values (%s, 'met on Caladan')", (cid,))
             with pytest.raises(psycopg.errors.ForeignKeyViolation) as e:
                 conn.execute("delete from salesforce.contacts where id = %s", (cid,))

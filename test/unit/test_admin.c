@@ -1,12 +1,14 @@
 /*
  * Unit tests of the admin console's statement parser: pgbouncer's grammar (CMD [ARG] [;] and
- * SET key = value), quoting, case and the length limits that give "bad arguments".
+ * SET key = value), quoting, case and the length limits that give "bad arguments"; and of the
+ * merge of the pool rows gathered from several workers into the rows of one pooler.
  */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "admin.h"
@@ -97,10 +99,118 @@ static void test_kind_names(void **state)
 	assert_string_equal(admin_stmt_kind_str(ADMIN_STMT_TOO_LONG), "too_long");
 }
 
+static struct admin_pool_row pool_row(const char *db, const char *user, long long cl_active,
+                                      long long sv_idle, uint64_t maxwait_usec)
+{
+	struct admin_pool_row r;
+
+	memset(&r, 0, sizeof(r));
+	snprintf(r.db, sizeof(r.db), "%s", db);
+	snprintf(r.user, sizeof(r.user), "%s", user);
+	r.cl_active = cl_active;
+	r.clients = cl_active;
+	r.sv_idle = sv_idle;
+	r.servers = sv_idle;
+	r.maxwait_usec = maxwait_usec;
+	return r;
+}
+
+/* Two workers with the same pool: one row, counts summed, the longer wait. */
+static void test_merge_same_pool_of_two_workers(void **state)
+{
+	struct admin_pool_row rows[] = {
+	        /* worker 0 */
+	        pool_row("app", "alice", 7, 2, 1500000),
+	        pool_row("pgbouncer", "pgbouncer", 1, 0, 0),
+	        /* worker 1 */
+	        pool_row("app", "alice", 13, 1, 2500000),
+	        pool_row("pgbouncer", "pgbouncer", 0, 0, 0),
+	};
+	int n;
+
+	(void)state;
+	rows[0].cl_waiting = 3;
+	rows[2].cl_waiting = 4;
+	rows[2].sv_active = 5;
+	rows[2].sv_used = 1;
+	rows[0].sv_login = 1;
+	rows[0].lb_hosts = NULL;
+	rows[2].lb_hosts = "round-robin";
+	n = admin_pool_rows_merge(rows, 4);
+	assert_int_equal(n, 2);
+	assert_string_equal(rows[0].db, "app");
+	assert_string_equal(rows[0].user, "alice");
+	assert_int_equal(rows[0].cl_active, 20);
+	assert_int_equal(rows[0].clients, 20);
+	assert_int_equal(rows[0].cl_waiting, 7);
+	assert_int_equal(rows[0].sv_active, 5);
+	assert_int_equal(rows[0].sv_idle, 3);
+	assert_int_equal(rows[0].servers, 3);
+	assert_int_equal(rows[0].sv_used, 1);
+	assert_int_equal(rows[0].sv_login, 1);
+	assert_int_equal(rows[0].maxwait_usec, 2500000);
+	assert_string_equal(rows[0].lb_hosts, "round-robin");
+	assert_string_equal(rows[1].db, "pgbouncer");
+	assert_int_equal(rows[1].cl_active, 1);
+}
+
+/* Different pools stay apart, sorted by (database, user) as one pooler lists them. */
+static void test_merge_keeps_pools_apart_and_sorted(void **state)
+{
+	struct admin_pool_row rows[] = {
+	        pool_row("shop", "bob", 1, 0, 0),    pool_row("app", "bob", 2, 0, 10),
+	        pool_row("app", "alice", 3, 0, 0),   pool_row("shop", "bob", 4, 0, 5),
+	        pool_row("app", "bob", 5, 0, 20),    pool_row("app", "alice", 6, 0, 0),
+	        pool_row("apple", "alice", 7, 0, 0),
+	};
+	static const struct {
+		const char *db, *user;
+		long long cl_active;
+		uint64_t maxwait;
+	} want[] = {
+	        {"app", "alice", 9, 0},
+	        {"app", "bob", 7, 20},
+	        {"apple", "alice", 7, 0},
+	        {"shop", "bob", 5, 5},
+	};
+	int n;
+
+	(void)state;
+	n = admin_pool_rows_merge(rows, (int)(sizeof(rows) / sizeof(rows[0])));
+	assert_int_equal(n, 4);
+	for (int i = 0; i < n; i++) {
+		assert_string_equal(rows[i].db, want[i].db);
+		assert_string_equal(rows[i].user, want[i].user);
+		assert_int_equal(rows[i].cl_active, want[i].cl_active);
+		assert_int_equal(rows[i].maxwait_usec, want[i].maxwait);
+	}
+}
+
+/* One worker (or none): nothing to merge, nothing lost. */
+static void test_merge_one_worker_is_unchanged(void **state)
+{
+	struct admin_pool_row rows[] = {
+	        pool_row("b", "u", 1, 1, 0),
+	        pool_row("a", "u", 2, 2, 3),
+	};
+
+	(void)state;
+	assert_int_equal(admin_pool_rows_merge(rows, 0), 0);
+	assert_int_equal(admin_pool_rows_merge(rows, 2), 2);
+	assert_string_equal(rows[0].db, "a");
+	assert_int_equal(rows[0].cl_active, 2);
+	assert_int_equal(rows[0].maxwait_usec, 3);
+	assert_string_equal(rows[1].db, "b");
+	assert_int_equal(rows[1].sv_idle, 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_parse_table),
+	        cmocka_unit_test(test_merge_same_pool_of_two_workers),
+	        cmocka_unit_test(test_merge_keeps_pools_apart_and_sorted),
+	        cmocka_unit_test(test_merge_one_worker_is_unchanged),
 	        cmocka_unit_test(test_console_db_names),
 	        cmocka_unit_test(test_kind_names),
 	};

@@ -351,6 +351,94 @@ static void test_error_result_then_next(void **state)
 	pgc_close(pc);
 }
 
+static bool sq(struct pgc *pc, const char *sql, bool sync, struct answer *a)
+{
+	return pgc_send(pc, sql, 0, NULL, NULL, NULL, NULL, 0, sync, on_result, a);
+}
+
+/*
+ * Pipelined flights: answers in order; an error skips the rest of its flight only; a plain
+ * query (several statements, simple protocol) between flights; a failed transaction seen by
+ * the next flight as separate queries would see it, and ended by it.
+ */
+static void test_pipelined_flights(void **state)
+{
+	struct ready r = {0};
+	struct answer a[12] = {{0}};
+	const char *one[1] = {"param"};
+	struct pgc *pc;
+
+	(void)state;
+	NEED_PG();
+	pc = connect_ok(&r);
+	assert_true(sq(pc, "select 'a'", false, &a[0]));
+	assert_true(pgc_send(pc, "select $1::text", 1, NULL, one, NULL, NULL, 0, true, on_result,
+	                     &a[1]));
+	assert_true(sq(pc, "select 1/0", false, &a[2]));
+	assert_true(sq(pc, "select 'skipped'", true, &a[3]));
+	assert_true(sq(pc, "select 'after'", false, &a[4]));
+	assert_true(q(pc, "select 'x'; select 'plain multi'", &a[5]));
+	assert_true(sq(pc, "begin", false, &a[6]));
+	assert_true(sq(pc, "select 1/0", true, &a[7]));
+	assert_true(sq(pc, "select 'in a failed transaction'", true, &a[8]));
+	assert_true(sq(pc, "rollback", true, &a[9]));
+	assert_true(sq(pc, "select 'again'", false, &a[10]));
+	assert_true(run_until(12, 10));
+	for (int i = 0; i < 11; i++) {
+		assert_int_equal(a[i].calls, 1);
+		assert_int_equal(a[i].order, i);
+		assert_false(a[i].null_res);
+	}
+	assert_string_equal(a[0].value, "a");
+	assert_string_equal(a[1].value, "param");
+	assert_int_equal(a[2].status, PGRES_FATAL_ERROR);
+	assert_string_equal(a[2].sqlstate, "22012");
+	assert_int_equal(a[3].status, PGRES_PIPELINE_ABORTED);
+	assert_int_equal(a[4].status, PGRES_TUPLES_OK);
+	assert_string_equal(a[4].value, "after");
+	assert_string_equal(a[5].value, "plain multi");
+	assert_int_equal(a[6].status, PGRES_COMMAND_OK);
+	assert_string_equal(a[7].sqlstate, "22012");
+	assert_int_equal(a[8].status, PGRES_FATAL_ERROR);
+	assert_string_equal(a[8].sqlstate, "25P02");
+	assert_int_equal(a[9].status, PGRES_COMMAND_OK);
+	assert_string_equal(a[10].value, "again");
+	assert_true(pgc_ok(pc));
+	assert_false(pgc_busy(pc));
+	pgc_close(pc);
+}
+
+/* A backend terminated while a flight is out: every statement still owed gets res NULL. */
+static void test_pipelined_backend_terminated(void **state)
+{
+	struct ready r = {0};
+	struct answer a[3] = {{0}}, kill = {0};
+	struct pgc *pc, *killer;
+	char sql[128];
+
+	(void)state;
+	NEED_PG();
+	pc = connect_ok(&r);
+	killer = connect_ok(&r);
+	assert_true(run_until(2, 10));
+	snprintf(sql, sizeof(sql),
+	         "select pg_terminate_backend(pid) from pg_stat_activity "
+	         "where application_name = 'pgc-pipe-victim'");
+	assert_true(sq(pc, "set application_name = 'pgc-pipe-victim'", true, &a[0]));
+	assert_true(sq(pc, "select pg_sleep(30)", false, &a[1]));
+	assert_true(sq(pc, "select 'never'", true, &a[2]));
+	assert_true(run_until(3, 10));
+	assert_int_equal(a[0].status, PGRES_COMMAND_OK);
+	assert_true(q(killer, sql, &kill));
+	assert_true(run_until(6, 20));
+	assert_true(a[1].null_res);
+	assert_true(a[2].null_res);
+	assert_int_equal(a[1].order + 1, a[2].order);
+	assert_false(pgc_ok(pc));
+	pgc_close(pc);
+	pgc_close(killer);
+}
+
 static void test_steal_result(void **state)
 {
 	struct ready r = {0};
@@ -646,6 +734,8 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_large_statement, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_prepare_describe, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_error_result_then_next, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_pipelined_flights, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_pipelined_backend_terminated, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_steal_result, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_backend_terminated, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_closed_port, setup, teardown),

@@ -1,14 +1,19 @@
 /*
  * Unit tests of the stats arithmetic: sums and pgbouncer's averages (per second for counts and
- * bytes, per query / transaction / server assignment for times), and the view names.
+ * bytes, per query / transaction / server assignment for times), the view names, and the
+ * views over counters gathered from several workers (merged by database, averages from the
+ * merged totals: what one pooler holding every connection would show).
  */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "pktbuf.h"
 #include "stats.h"
 
 /* main.c's clock; the code under test only needs it to exist */
@@ -132,6 +137,158 @@ static void test_view_names(void **state)
 	assert_string_equal(stats_view_str(STATS_VIEW_TOTALS), "totals");
 }
 
+/* Row r (0-based), column c of the DataRows in pb, into out; false when there is none. */
+static bool cell(const struct pktbuf *pb, int r, int c, char *out, size_t size)
+{
+	size_t pos = 0;
+	int row = 0;
+
+	while (pos + 5 <= pb->len) {
+		const uint8_t *m = pb->data + pos;
+		uint32_t len =
+		        (uint32_t)m[1] << 24 | (uint32_t)m[2] << 16 | (uint32_t)m[3] << 8 | m[4];
+		if (m[0] == 'D' && row++ == r) {
+			const uint8_t *p = m + 7;
+			int n = m[5] << 8 | m[6];
+			for (int i = 0; i < n; i++) {
+				uint32_t vl = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+				              (uint32_t)p[2] << 8 | p[3];
+				p += 4;
+				if (i == c) {
+					if (vl >= size)
+						return false;
+					memcpy(out, p, vl);
+					out[vl] = '\0';
+					return true;
+				}
+				p += vl;
+			}
+			return false;
+		}
+		pos += 1 + len;
+	}
+	return false;
+}
+
+static struct stats_counters counters(uint64_t xacts, uint64_t xact_time, uint64_t queries,
+                                      uint64_t query_time, uint64_t bytes)
+{
+	struct stats_counters c;
+
+	memset(&c, 0, sizeof(c));
+	c.xact_count = xacts;
+	c.xact_time = xact_time;
+	c.query_count = queries;
+	c.query_time = query_time;
+	c.client_bytes = bytes;
+	c.server_assignment_count = xacts;
+	return c;
+}
+
+/* The view's bytes for g over a period of dur usec. Caller frees with pktbuf_free(). */
+static void view_of(const struct stats_gather *g, enum stats_view v, struct pktbuf *pb)
+{
+	pktbuf_init(pb, 1u << 20);
+	stats_write_view_for(g, 2000000, v, pb);
+	assert_false(pktbuf_failed(pb));
+}
+
+/*
+ * Worker 0 ran 10 transactions of 100 us in the period, worker 1 ran 30 of 300 us: one pooler
+ * would show 40 transactions, 20 per second over 2 s, averaging (1000 + 9000) / 40 = 250 us
+ * (not the 200 us an average of the two workers' averages would give).
+ */
+static void test_views_merge_workers_as_one_pooler(void **state)
+{
+	struct stats_counters old0 = counters(100, 10000, 200, 5000, 1000);
+	struct stats_counters old1 = counters(50, 5000, 60, 600, 500);
+	struct stats_counters cur0 = counters(110, 11000, 220, 6000, 3000);
+	struct stats_counters cur1 = counters(80, 14000, 100, 2600, 4500);
+	struct stats_counters sum_cur = cur0, sum_old = old0, admin = counters(3, 0, 3, 0, 0);
+	struct stats_counters zero;
+	struct stats_gather two, one;
+	static const enum stats_view views[] = {STATS_VIEW_STATS, STATS_VIEW_TOTALS_PER_DB,
+	                                        STATS_VIEW_AVERAGES, STATS_VIEW_TOTALS};
+	char v[64];
+	struct pktbuf pb;
+
+	(void)state;
+	memset(&zero, 0, sizeof(zero));
+	memset(&two, 0, sizeof(two));
+	memset(&one, 0, sizeof(one));
+	stats_add(&sum_cur, &cur1);
+	stats_add(&sum_old, &old1);
+	/* two workers, each with its pool of app and its console */
+	stats_gather_add(&two, "app", &cur0, &old0);
+	stats_gather_add(&two, "pgbouncer", &admin, &zero);
+	stats_gather_add(&two, "app", &cur1, &old1);
+	stats_gather_add(&two, "pgbouncer", &admin, &zero);
+	/* one pooler holding both */
+	stats_add(&admin, &admin);
+	stats_gather_add(&one, "pgbouncer", &admin, &zero);
+	stats_gather_add(&one, "app", &sum_cur, &sum_old);
+
+	for (size_t i = 0; i < sizeof(views) / sizeof(views[0]); i++) {
+		struct pktbuf a, b;
+		view_of(&two, views[i], &a);
+		view_of(&one, views[i], &b);
+		if (a.len != b.len || memcmp(a.data, b.data, a.len) != 0)
+			fail_msg("SHOW %s of two workers differs from one pooler's",
+			         stats_view_str(views[i]));
+		pktbuf_free(&a);
+		pktbuf_free(&b);
+	}
+
+	view_of(&two, STATS_VIEW_STATS, &pb);
+	assert_true(cell(&pb, 0, 0, v, sizeof(v)));
+	assert_string_equal(v, "app");
+	assert_true(cell(&pb, 0, 2, v, sizeof(v))); /* total_xact_count */
+	assert_string_equal(v, "190");
+	assert_true(cell(&pb, 0, 13, v, sizeof(v))); /* avg_xact_count: 40 in 2 s */
+	assert_string_equal(v, "20");
+	assert_true(cell(&pb, 0, 17, v, sizeof(v))); /* avg_xact_time: 10000 us / 40 */
+	assert_string_equal(v, "250");
+	assert_true(cell(&pb, 0, 18, v, sizeof(v))); /* avg_query_time: (1000 + 2000) / 60 */
+	assert_string_equal(v, "50");
+	assert_true(cell(&pb, 1, 0, v, sizeof(v)));
+	assert_string_equal(v, "pgbouncer");
+	assert_true(cell(&pb, 1, 2, v, sizeof(v)));
+	assert_string_equal(v, "6");
+	assert_false(cell(&pb, 2, 0, v, sizeof(v)));
+	pktbuf_free(&pb);
+	stats_gather_free(&two);
+	stats_gather_free(&one);
+}
+
+/* Databases stay apart and come sorted by name whatever order the workers gave them. */
+static void test_views_keep_databases_apart(void **state)
+{
+	struct stats_counters c1 = counters(1, 0, 1, 0, 0), c2 = counters(2, 0, 2, 0, 0);
+	struct stats_counters c4 = counters(4, 0, 4, 0, 0), zero;
+	struct stats_gather g;
+	struct pktbuf pb;
+	char v[64];
+
+	(void)state;
+	memset(&zero, 0, sizeof(zero));
+	memset(&g, 0, sizeof(g));
+	stats_gather_add(&g, "shop", &c1, &zero);
+	stats_gather_add(&g, "app", &c2, &zero);
+	stats_gather_add(&g, "shop", &c4, &zero);
+	view_of(&g, STATS_VIEW_TOTALS_PER_DB, &pb);
+	assert_true(cell(&pb, 0, 0, v, sizeof(v)));
+	assert_string_equal(v, "app");
+	assert_true(cell(&pb, 0, 2, v, sizeof(v)));
+	assert_string_equal(v, "2");
+	assert_true(cell(&pb, 1, 0, v, sizeof(v)));
+	assert_string_equal(v, "shop");
+	assert_true(cell(&pb, 1, 2, v, sizeof(v)));
+	assert_string_equal(v, "5");
+	assert_false(cell(&pb, 2, 0, v, sizeof(v)));
+	pktbuf_free(&pb);
+	stats_gather_free(&g);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -139,6 +296,8 @@ int main(void)
 	        cmocka_unit_test(test_average_table),
 	        cmocka_unit_test(test_average_large_counts_do_not_overflow),
 	        cmocka_unit_test(test_view_names),
+	        cmocka_unit_test(test_views_merge_workers_as_one_pooler),
+	        cmocka_unit_test(test_views_keep_databases_apart),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
