@@ -134,6 +134,7 @@ struct conn {
 	bool auth_done;
 	bool admin;
 	bool admin_user;       /* console: may run commands, not only SHOW */
+	bool pool_counted;     /* in its pool's shared client counts (pool_client_allowed()) */
 	bool admin_waiting;    /* console: a PAUSE/SUSPEND/WAIT_CLOSE answer is pending */
 	bool wait_server_idle; /* relay paused until the server has answered everything */
 	bool hook_answers;     /* its server's answers go through hook.server_answer first */

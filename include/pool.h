@@ -84,6 +84,8 @@ struct pool {
 	 * worker lend_to (it closes its next released server for it).
 	 */
 	struct worker_limit *lim_pool, *lim_db, *lim_user;
+	/* the shared client counts of its database and user (max_db/user_client_connections) */
+	struct worker_limit *lim_db_clients, *lim_user_clients;
 	uint8_t launch_limits;
 	bool idle_asked;
 	bool lend;
@@ -150,10 +152,14 @@ int pool_client_count(const struct pool *pool);
 void pool_refresh_settings(struct pool *pool);
 /*
  * Whether one more client may join pool (max_db_client_connections,
- * max_user_client_connections). False with the refusal message in msg.
+ * max_user_client_connections). False with the refusal message in msg. With several workers
+ * the client is counted in its database's and user's counts of every worker until
+ * pool_client_uncount().
  */
-bool pool_client_allowed(struct pool *pool, char *msg, size_t msgsize)
+bool pool_client_allowed(struct pool *pool, struct conn *client, char *msg, size_t msgsize)
         __attribute__((warn_unused_result));
+/* The client is gone: out of the shared client counts pool_client_allowed() put it in. */
+void pool_client_uncount(struct conn *client);
 /* Creates the pools of databases with a forced user and min_pool_size, so they warm up. */
 void pool_prewarm(struct bouncer *b);
 

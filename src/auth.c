@@ -413,7 +413,7 @@ static void finish_login(struct conn *c)
 		login_fail(c, "08P01", msg);
 		return;
 	}
-	if (!c->admin && !pool_client_allowed(pool, msg, sizeof(msg))) {
+	if (!c->admin && !pool_client_allowed(pool, c, msg, sizeof(msg))) {
 		login_fail(c, "53300", msg);
 		return;
 	}

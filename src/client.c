@@ -203,6 +203,7 @@ void client_close(struct conn *c, const char *reason)
 	if (c->hook_state != NULL && c->b->hook.client_closed != NULL)
 		c->b->hook.client_closed(c->b->hook.ctx, c);
 	client_uncount(c->b);
+	pool_client_uncount(c);
 	conn_retire(c);
 }
 

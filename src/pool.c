@@ -5,6 +5,7 @@
 #include "pool.h"
 
 #include <event2/event.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,7 +156,10 @@ static struct pool *get_pool(struct bouncer *b, const char *db_name, const char 
 		pool->lim_pool = workers_limit_get(b, 'p', db_name, user);
 		pool->lim_db = workers_limit_get(b, 'd', db_name, NULL);
 		pool->lim_user = workers_limit_get(b, 'u', NULL, user);
-		if (pool->lim_pool == NULL || pool->lim_db == NULL || pool->lim_user == NULL)
+		pool->lim_db_clients = workers_limit_get(b, 'D', db_name, NULL);
+		pool->lim_user_clients = workers_limit_get(b, 'U', NULL, user);
+		if (pool->lim_pool == NULL || pool->lim_db == NULL || pool->lim_user == NULL ||
+		    pool->lim_db_clients == NULL || pool->lim_user_clients == NULL)
 			goto oom;
 	}
 	pool_refresh_settings(pool);
@@ -204,6 +208,8 @@ void pool_free(struct pool *pool)
 		workers_limit_put(pool->b, pool->lim_pool);
 		workers_limit_put(pool->b, pool->lim_db);
 		workers_limit_put(pool->b, pool->lim_user);
+		workers_limit_put(pool->b, pool->lim_db_clients);
+		workers_limit_put(pool->b, pool->lim_user_clients);
 	}
 	free(pool->host);
 	free(pool->server_db);
@@ -356,8 +362,31 @@ static int count_clients_like(const struct pool *pool, bool same_db)
 	return n;
 }
 
-bool pool_client_allowed(struct pool *pool, char *msg, size_t msgsize)
+/* With several workers: counts client in its database's and user's shared client counts. */
+static bool admit_shared(struct pool *pool, struct conn *client, char *msg, size_t msgsize)
 {
+	int db_max = pool->max_db_client_connections > 0 ? pool->max_db_client_connections : INT_MAX;
+	int user_max =
+	        pool->max_user_client_connections > 0 ? pool->max_user_client_connections : INT_MAX;
+
+	if (!workers_limit_take(pool->lim_db_clients, db_max)) {
+		snprintf(msg, msgsize, "no more connections allowed (max_db_client_connections)");
+		return false;
+	}
+	if (!workers_limit_take(pool->lim_user_clients, user_max)) {
+		workers_limit_give(pool->lim_db_clients);
+		snprintf(msg, msgsize, "no more connections allowed (max_user_client_connections)");
+		return false;
+	}
+	client->pool_counted = true;
+	return true;
+}
+
+bool pool_client_allowed(struct pool *pool, struct conn *client, char *msg, size_t msgsize)
+{
+	/* with one worker the pools' own lists are the count; with several, shared counts */
+	if (pool->b->workers != NULL)
+		return admit_shared(pool, client, msg, msgsize);
 	if (pool->max_db_client_connections > 0 &&
 	    count_clients_like(pool, true) >= pool->max_db_client_connections) {
 		snprintf(msg, msgsize, "no more connections allowed (max_db_client_connections)");
@@ -369,6 +398,15 @@ bool pool_client_allowed(struct pool *pool, char *msg, size_t msgsize)
 		return false;
 	}
 	return true;
+}
+
+void pool_client_uncount(struct conn *client)
+{
+	if (!client->pool_counted)
+		return;
+	client->pool_counted = false;
+	workers_limit_give(client->pool->lim_db_clients);
+	workers_limit_give(client->pool->lim_user_clients);
 }
 
 /*

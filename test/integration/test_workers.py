@@ -231,6 +231,50 @@ def test_db_and_user_limits_span_the_pools_of_every_worker(bouncer_factory, pg, 
     assert peak == 1
 
 
+@pytest.mark.parametrize("limit", ["max_db_client_connections", "max_user_client_connections"])
+def test_client_limits_count_the_clients_of_every_worker(bouncer_factory, pg, limit):
+    # clients of two pools under one limit: two users of a database, or a user's two databases
+    if limit == "max_db_client_connections":
+        config = {"databases": {"app": f"host=127.0.0.1 port={pg.port} dbname=app"
+                                       " max_db_client_connections=3"}}
+        logins = [{"user": "app", "password": "secret"},
+                  {"user": "scramuser", "password": "scrampass"}]
+    else:
+        config = {"users": {"app": "max_user_client_connections=3"}}
+        logins = [{"dbname": "app"}, {"dbname": "crm"}]
+    config["pgbouncer"] = {"workers": 2}
+    b = bouncer_factory(config=config)
+    conns, refusals = [], []
+    try:
+        # the kernel spreads the log-ins over both workers; three get in, whichever takes them
+        for i in range(10):
+            try:
+                conns.append(b.connect(autocommit=True, **logins[i % 2]))
+            except psycopg.OperationalError as e:
+                refusals.append(str(e))
+        assert len(conns) == 3, refusals
+        assert len(refusals) == 7
+        assert all(f"no more connections allowed ({limit})" in r for r in refusals), refusals
+        for c in conns:
+            assert c.execute("select 1").fetchone()[0] == 1
+        # a client that leaves gives its place back, on whichever worker it was
+        conns.pop(0).close()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                conns.append(b.connect(autocommit=True, **logins[0]))
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        with pytest.raises(psycopg.OperationalError, match=rf"\({limit}\)"):
+            b.connect(**logins[1])
+    finally:
+        for c in conns:
+            c.close()
+
+
 def write_ini(b, pool_size):
     with open(b.ini) as f:
         text = f.read()
