@@ -105,4 +105,19 @@ bool workers_limit_take(struct worker_limit *lim, int max);
 void workers_limit_give(struct worker_limit *lim);
 int workers_limit_count(const struct worker_limit *lim);
 
+/* ---- what logins must find the same on every worker (b->workers must be set) ---- */
+
+/*
+ * Copies len (at most 64) bytes of a random key made once for the process: the mock users'
+ * SCRAM salts derive from it, so that an unknown user shows one salt whichever worker answers.
+ */
+void workers_auth_key(struct bouncer *b, void *key, size_t len);
+/*
+ * Counts a successful login that was asked for md5 by the exchange its secret made it do
+ * (scram or md5); queried: the secret came from auth_query (0: from the auth_file).
+ */
+void workers_count_login(struct bouncer *b, int queried, bool scram);
+/* Whether more of those logins, on every worker, did SCRAM than md5. */
+bool workers_logins_mostly_scram(struct bouncer *b, int queried);
+
 #endif

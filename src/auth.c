@@ -33,6 +33,7 @@
 #include "server.h"
 #include "tls.h"
 #include "userlist.h"
+#include "workers.h"
 
 struct auth_files {
 	struct hba *hba;     /* NULL unless auth_type=hba */
@@ -65,7 +66,9 @@ struct auth {
 	/*
 	 * Successful logins where md5 was asked for, by the exchange their secret made them do,
 	 * [0] for secrets from the auth_file, [1] from auth_query: an unknown user is offered what
-	 * most real users looked up the same way are (see choose_method()).
+	 * most real users looked up the same way are (see choose_method()). With several
+	 * workers the process's counts are used instead (workers_count_login()), as an unknown
+	 * user must be offered the same on every worker.
 	 */
 	uint64_t md5_logins[2], scram_logins[2];
 	/* the SCRAM keys of plain passwords, client logins and server logins alike */
@@ -131,14 +134,33 @@ void auth_files_free(struct auth_files *files)
 	free(files);
 }
 
+/* With several workers, one key for them all: a mock user shows one salt on every worker. */
+static bool mock_key_init(struct bouncer *b, uint8_t *key, size_t len)
+{
+	if (b->workers != NULL) {
+		workers_auth_key(b, key, len);
+		return true;
+	}
+	return getrandom(key, len, 0) == (ssize_t)len;
+}
+
+/* Whether most logins asked for md5 whose secret was looked up this way did SCRAM. */
+static bool logins_mostly_scram(struct bouncer *b, bool queried)
+{
+	const struct auth *a = b->auth;
+
+	if (b->workers != NULL)
+		return workers_logins_mostly_scram(b, queried);
+	return a != NULL && a->scram_logins[queried] > a->md5_logins[queried];
+}
+
 static struct auth *auth_of(struct bouncer *b)
 {
 	if (b->auth == NULL) {
 		b->auth = calloc(1, sizeof(*b->auth));
 		if (b->auth == NULL)
 			return NULL;
-		if (getrandom(b->auth->mock_key, sizeof(b->auth->mock_key), 0) !=
-		            (ssize_t)sizeof(b->auth->mock_key) ||
+		if (!mock_key_init(b, b->auth->mock_key, sizeof(b->auth->mock_key)) ||
 		    !scram_cache_init(&b->auth->scram_keys)) {
 			OPENSSL_cleanse(b->auth, sizeof(*b->auth));
 			free(b->auth);
@@ -396,7 +418,9 @@ static void finish_login(struct conn *c)
 		return;
 	}
 	c->pool = pool;
-	if (as->md5_asked && c->b->auth != NULL) {
+	if (as->md5_asked && c->b->workers != NULL) {
+		workers_count_login(c->b, as->queried, as->method == HBA_SCRAM);
+	} else if (as->md5_asked && c->b->auth != NULL) {
 		if (as->method == HBA_SCRAM)
 			c->b->auth->scram_logins[as->queried]++;
 		else
@@ -522,7 +546,6 @@ static enum sbuf_action choose_method(struct conn *c)
 		as->method = method_of(cfg->auth_type);
 	}
 	if (as->method == HBA_MD5) {
-		struct auth *a = c->b->auth;
 		as->md5_asked = true;
 		/*
 		 * A SCRAM secret cannot do md5: PostgreSQL asks for SCRAM then, and so do we. An
@@ -534,7 +557,7 @@ static enum sbuf_action choose_method(struct conn *c)
 		 * known md5 user do not move it.
 		 */
 		bool q = as->queried;
-		if (as->mock ? a != NULL && a->scram_logins[q] > a->md5_logins[q]
+		if (as->mock ? logins_mostly_scram(c->b, q)
 		             : as->secret != NULL && scram_is_secret(as->secret))
 			as->method = HBA_SCRAM;
 	}

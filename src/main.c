@@ -479,16 +479,11 @@ int main(int argc, char **argv)
 		fatal("daemon needs pidfile configured");
 	if (b.cfg->pidfile[0] && !daemon_check_pidfile(b.cfg->pidfile))
 		exit(1);
-	{
-		char err[1024];
-		if (!bouncer_load_files(&b, err, sizeof(err)))
-			fatal("%s", err);
-	}
-	(void)daemon_set_nofile(nofile_wanted(b.cfg));
-
-	signal(SIGPIPE, SIG_IGN);
 	if (nworkers > 1) {
-		/* the listeners of the others are opened here, before the user changes */
+		/*
+		 * before the auth files are loaded (the mock users' key is the workers'); the
+		 * listeners of the others are opened below, before the user changes
+		 */
 		ws = workers_new(nworkers);
 		wb = calloc((size_t)nworkers, sizeof(*wb));
 		if (ws == NULL || wb == NULL)
@@ -499,6 +494,14 @@ int main(int argc, char **argv)
 			workers_attach(ws, i, &wb[i]);
 		}
 	}
+	{
+		char err[1024];
+		if (!bouncer_load_files(&b, err, sizeof(err)))
+			fatal("%s", err);
+	}
+	(void)daemon_set_nofile(nofile_wanted(b.cfg));
+
+	signal(SIGPIPE, SIG_IGN);
 	{
 		char err[1024];
 		if (!bouncer_build(&b, err, sizeof(err)))

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -68,6 +69,8 @@ struct workers {
 	pthread_mutex_t limits_mu;
 	struct worker_limit *limits;
 	pthread_mutex_t serial_mu; /* set-up and teardown, one worker at a time */
+	uint8_t auth_key[64];      /* see workers_auth_key() */
+	atomic_uint_fast64_t md5_logins[2], scram_logins[2];
 	struct worker w[];
 };
 
@@ -251,6 +254,10 @@ struct workers *workers_new(int n)
 	ws = calloc(1, sizeof(*ws) + (size_t)n * sizeof(struct worker));
 	if (ws == NULL)
 		return NULL;
+	if (getrandom(ws->auth_key, sizeof(ws->auth_key), 0) != (ssize_t)sizeof(ws->auth_key)) {
+		free(ws);
+		return NULL;
+	}
 	ws->n = n;
 	pthread_mutex_init(&ws->mu, NULL);
 	pthread_cond_init(&ws->cv, NULL);
@@ -258,6 +265,10 @@ struct workers *workers_new(int n)
 	pthread_mutex_init(&ws->serial_mu, NULL);
 	atomic_init(&ws->clients, 0);
 	atomic_init(&ws->last_conn_id, 0);
+	for (int q = 0; q < 2; q++) {
+		atomic_init(&ws->md5_logins[q], 0);
+		atomic_init(&ws->scram_logins[q], 0);
+	}
 	for (int i = 0; i < n; i++) {
 		ws->w[i].ws = ws;
 		ws->w[i].index = i;
@@ -425,6 +436,7 @@ void workers_free(struct workers *ws)
 	pthread_cond_destroy(&ws->cv);
 	pthread_mutex_destroy(&ws->limits_mu);
 	pthread_mutex_destroy(&ws->serial_mu);
+	explicit_bzero(ws->auth_key, sizeof(ws->auth_key));
 	free(ws);
 }
 
@@ -509,4 +521,31 @@ void workers_limit_give(struct worker_limit *lim)
 int workers_limit_count(const struct worker_limit *lim)
 {
 	return atomic_load(&((struct worker_limit *)lim)->count);
+}
+
+/* ---- what logins share ---------------------------------------------------------------------- */
+
+void workers_auth_key(struct bouncer *b, void *key, size_t len)
+{
+	struct workers *ws = b->workers;
+
+	if (len > sizeof(ws->auth_key))
+		len = sizeof(ws->auth_key);
+	memcpy(key, ws->auth_key, len); /* written once, before any worker runs */
+}
+
+void workers_count_login(struct bouncer *b, int queried, bool scram)
+{
+	struct workers *ws = b->workers;
+
+	atomic_fetch_add(scram ? &ws->scram_logins[queried != 0] : &ws->md5_logins[queried != 0],
+	                 1);
+}
+
+bool workers_logins_mostly_scram(struct bouncer *b, int queried)
+{
+	struct workers *ws = b->workers;
+
+	return atomic_load(&ws->scram_logins[queried != 0]) >
+	       atomic_load(&ws->md5_logins[queried != 0]);
 }

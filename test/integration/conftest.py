@@ -42,6 +42,8 @@ SANITIZER_PATTERNS = [
     "AddressSanitizer:DEADLYSIGNAL",
     "runtime error:",
     "SUMMARY: UndefinedBehaviorSanitizer",
+    "WARNING: ThreadSanitizer",
+    "ThreadSanitizer:DEADLYSIGNAL",
 ]
 
 
@@ -304,15 +306,31 @@ def pg():
 # ---------------------------------------------------------------- the pooler
 
 
+def extra_settings():
+    """SB_EXTRA_SETTINGS="key = value; key = value": settings added to every [pgbouncer]
+    section the tests write (e.g. workers = 2, to run a suite on more than one event loop). A
+    key the test sets itself keeps the test's value."""
+    out = {}
+    for item in os.environ.get("SB_EXTRA_SETTINGS", "").replace("\n", ";").split(";"):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            out[key.strip()] = value.strip()
+    return out
+
+
 def render_ini(sections):
     """{section: {key: value} or [raw lines]} -> ini text. A value of None drops the key."""
     out = []
     for name, body in sections.items():
         out.append(f"[{name}]")
+        extra = extra_settings() if name == "pgbouncer" else {}
         if isinstance(body, dict):
             out.extend(f"{k} = {v}" for k, v in body.items() if v is not None)
+            out.extend(f"{k} = {v}" for k, v in extra.items() if k not in body)
         else:
             out.extend(body)
+            given = {line.partition("=")[0].strip() for line in body}
+            out.extend(f"{k} = {v}" for k, v in extra.items() if k not in given)
         out.append("")
     return "\n".join(out)
 

@@ -10,6 +10,7 @@ import time
 import psycopg
 import pytest
 
+import pgwire
 from conftest import IS_PGBOUNCER
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer has one event loop")
@@ -412,3 +413,40 @@ def test_a_cancel_reaches_the_query_whichever_worker_takes_it(bouncer_factory, p
     for c in conns:
         c.close()
     assert outcomes == ["cancelled"] * 8
+
+
+def scram_salt(b, user):
+    w = b.wire()
+    w.startup(user, "app", "wrong")
+    w.close()
+    return dict(a.split("=", 1) for a in w.scram_server_first.split(","))["s"]
+
+
+def test_an_unknown_user_shows_one_scram_salt_on_every_worker(bouncer_factory, pg):
+    """A real user's salt is the same whichever worker takes the connection; an unknown user's
+    must be too, or comparing attempts would tell the name is unknown."""
+    secret = pg.sql("select rolpassword from pg_authid where rolname = 'scramuser'")[0][0]
+    b = bouncer_factory(config={"pgbouncer": {"workers": 2, "auth_type": "scram-sha-256"}},
+                        users={"scramuser": secret})
+    # the kernel spreads connections over both workers: 16 attempts all on one is 1 in 2^15
+    assert len({scram_salt(b, "scramuser") for _ in range(16)}) == 1
+    assert len({scram_salt(b, "nobody") for _ in range(16)}) == 1
+
+
+def test_an_unknown_user_is_offered_scram_on_every_worker_once_users_did_scram(bouncer_factory,
+                                                                              pg):
+    """auth_type md5: once the auth_file's users have logged in with SCRAM (their secrets are
+    SCRAM), an unknown user is offered SCRAM too, on whichever worker it lands, not md5 where
+    the worker has not seen those logins yet."""
+    secret = pg.sql("select rolpassword from pg_authid where rolname = 'scramuser'")[0][0]
+    b = bouncer_factory(config={"pgbouncer": {"workers": 2, "auth_type": "md5"}},
+                        users={"scramuser": secret})
+    w = b.wire()
+    assert w.startup("scramuser", "app", "scrampass") is None
+    w.close()
+    for _ in range(16):
+        w = b.wire()
+        err = w.startup("nobody", "app", "wrong")
+        w.close()
+        assert w.auth_requests[0] == pgwire.AUTH_SASL, w.auth_requests
+        assert err["M"] == "SASL authentication failed"

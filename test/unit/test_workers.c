@@ -1,7 +1,8 @@
 /*
  * Unit tests of workers.c: workers_each() runs on every worker in that worker's thread, in
  * order, and two workers calling it at once both finish; posts; a stopped worker keeps nobody
- * waiting; the shared counts never pass their maximum and ids stay unique across threads.
+ * waiting; the shared counts never pass their maximum and ids stay unique across threads; the
+ * auth key and the login tallies are the same seen from every worker.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -225,6 +226,25 @@ static void test_a_stopped_worker_keeps_nobody_waiting(void **state)
 	assert_false(workers_post(&b0, 1, stop_loop, NULL));
 }
 
+static void test_auth_key_and_login_tallies_are_the_process_s(void **state)
+{
+	uint8_t k0[32], k1[32], zero[32] = {0};
+
+	(void)state;
+	workers_auth_key(&b0, k0, sizeof(k0));
+	workers_auth_key(&b1, k1, sizeof(k1));
+	assert_memory_equal(k0, k1, sizeof(k0));
+	assert_memory_not_equal(k0, zero, sizeof(k0));
+	/* no login yet: md5 is not outnumbered */
+	assert_false(workers_logins_mostly_scram(&b1, 0));
+	workers_count_login(&b0, 0, true);
+	/* one worker's SCRAM login is seen from the other; auth_query's are counted apart */
+	assert_true(workers_logins_mostly_scram(&b1, 0));
+	assert_false(workers_logins_mostly_scram(&b1, 1));
+	workers_count_login(&b1, 0, false);
+	assert_false(workers_logins_mostly_scram(&b0, 0));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -234,6 +254,7 @@ int main(void)
 	        cmocka_unit_test(test_limits_never_pass_their_maximum),
 	        cmocka_unit_test(test_conn_ids_are_unique_across_threads),
 	        cmocka_unit_test(test_a_stopped_worker_keeps_nobody_waiting),
+	        cmocka_unit_test(test_auth_key_and_login_tallies_are_the_process_s),
 	};
 	int rc;
 
