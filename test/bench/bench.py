@@ -453,8 +453,8 @@ class Bench:
 
     def run_workers(self):
         """workers = 1 beside workers = 2 (and pgbouncer, direct), transaction pooling: -S -c 50,
-        and a pooler-bound load (SELECT 1 from many clients: the backend does next to
-        nothing, so the pooler's loop is what the clients wait for)."""
+        a pooler-bound load (SELECT 1 from many clients: the backend does next to nothing, so
+        the pooler's loop is what the clients wait for), and -C -S -c 10 (a log-in each)."""
         log("workers: 1 and 2 event loops")
         mode = "transaction"
         poolers = self.start_poolers(mode)
@@ -467,6 +467,9 @@ class Bench:
                      targets)
         self.measure("workers", mode, "SELECT 1 (-f)", 100,
                      ["-f", self.scripts["select1"], "-c", "100", "-j", "2", *self.T()],
+                     poolers, targets)
+        # a log-in per transaction: the pooler's share of the work is largest here
+        self.measure("workers", mode, "-C -S", 10, ["-C", "-S", *self.cj(10), *self.T()],
                      poolers, targets)
         self.stop_poolers(poolers)
 
