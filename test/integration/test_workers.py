@@ -194,17 +194,23 @@ def test_clients_log_in_on_a_worker_whose_pool_is_full_elsewhere(bouncer_factory
         c.close()
 
 
-@pytest.mark.parametrize("limit", ["max_db_connections", "max_user_connections"])
-def test_db_and_user_limits_span_the_pools_of_every_worker(bouncer_factory, pg, limit):
-    # two pools that share the limit: two users of one database, or two databases of a user
-    if limit == "max_db_connections":
+def two_pools_under(pg, limit, value):
+    """A config whose two pools share one limit (a database's: two users of it; a user's: two
+    databases), and the log-in of each pool."""
+    if limit.startswith("max_db_"):
         config = {"databases": {"app": f"host=127.0.0.1 port={pg.port} dbname=app"
-                                       " max_db_connections=1"}}
+                                       f" {limit}={value}"}}
         logins = [{"user": "app", "password": "secret"},
                   {"user": "scramuser", "password": "scrampass"}]
     else:
-        config = {"users": {"app": "max_user_connections=1"}}
+        config = {"users": {"app": f"{limit}={value}"}}
         logins = [{"dbname": "app"}, {"dbname": "crm"}]
+    return config, logins
+
+
+@pytest.mark.parametrize("limit", ["max_db_connections", "max_user_connections"])
+def test_db_and_user_limits_span_the_pools_of_every_worker(bouncer_factory, pg, limit):
+    config, logins = two_pools_under(pg, limit, 1)
     config["pgbouncer"] = {"workers": 2, "pool_mode": "transaction", "default_pool_size": 5}
     b = bouncer_factory(config=config)
     errors, peak = [], 0
@@ -233,15 +239,7 @@ def test_db_and_user_limits_span_the_pools_of_every_worker(bouncer_factory, pg, 
 
 @pytest.mark.parametrize("limit", ["max_db_client_connections", "max_user_client_connections"])
 def test_client_limits_count_the_clients_of_every_worker(bouncer_factory, pg, limit):
-    # clients of two pools under one limit: two users of a database, or a user's two databases
-    if limit == "max_db_client_connections":
-        config = {"databases": {"app": f"host=127.0.0.1 port={pg.port} dbname=app"
-                                       " max_db_client_connections=3"}}
-        logins = [{"user": "app", "password": "secret"},
-                  {"user": "scramuser", "password": "scrampass"}]
-    else:
-        config = {"users": {"app": "max_user_client_connections=3"}}
-        logins = [{"dbname": "app"}, {"dbname": "crm"}]
+    config, logins = two_pools_under(pg, limit, 3)
     config["pgbouncer"] = {"workers": 2}
     b = bouncer_factory(config=config)
     conns, refusals = [], []
