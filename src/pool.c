@@ -695,25 +695,21 @@ static bool lend_released(struct pool *pool, const struct conn *server)
 	       (list_empty(&pool->waiting_clients) || pool_server_count(pool) > pool_share(pool));
 }
 
-void pool_server_uncounted(struct conn *server)
-{
-	struct pool *pool = server->pool;
-
-	if (server->limits_held & POOL_LIMIT_POOL)
-		workers_limit_give(pool->lim_pool);
-	if (server->limits_held & POOL_LIMIT_DB)
-		workers_limit_give(pool->lim_db);
-	if (server->limits_held & POOL_LIMIT_USER)
-		workers_limit_give(pool->lim_user);
-	server->limits_held = 0;
-}
-
-/* Gives back the places of a launch that no server took. */
+/* Gives back the places held (POOL_LIMIT_* bits) in pool's shared server counts. */
 static void give_back(struct pool *pool, uint8_t held)
 {
-	struct conn none = {.pool = pool, .limits_held = held};
+	if (held & POOL_LIMIT_POOL)
+		workers_limit_give(pool->lim_pool);
+	if (held & POOL_LIMIT_DB)
+		workers_limit_give(pool->lim_db);
+	if (held & POOL_LIMIT_USER)
+		workers_limit_give(pool->lim_user);
+}
 
-	pool_server_uncounted(&none);
+void pool_server_uncounted(struct conn *server)
+{
+	give_back(server->pool, server->limits_held);
+	server->limits_held = 0;
 }
 
 /* Counts one more server in a shared count of max; a full one is asked about elsewhere. */
