@@ -1035,6 +1035,13 @@ bool control_reload(struct bouncer *b)
 		(void)sdnotify("READY=1");
 		return false;
 	}
+	/* a module the new configuration needs (synced tables) is loaded now, or nothing changes */
+	if (!modules_load(fresh, why, sizeof(why))) {
+		log_error("RELOAD failed: %s", why);
+		config_free(fresh);
+		(void)sdnotify("READY=1");
+		return false;
+	}
 	{
 		char err[512];
 		/* TLS that cannot be set up is never ignored: the reload fails, the old stays */
