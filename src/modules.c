@@ -274,7 +274,8 @@ static enum hook_verdict wake(struct conn *c, const struct sbuf_pkt *pkt, size_t
 	} else if (b->hook.inspect != NULL && b->hook.inspect != watch_inspect) {
 		return b->hook.inspect(b->hook.ctx, c, pkt);
 	} else {
-		snprintf(err, sizeof(err), "module %s installed no query hook", module_files[i].file);
+		snprintf(err, sizeof(err), "module %s installed no query hook",
+		         module_files[i].file);
 		log_error("%s", err);
 	}
 	snprintf(msg, sizeof(msg), "statement not checked: it needs the %s module: %s",
