@@ -499,7 +499,6 @@ struct gather {
 	int n, cap;
 	bool failed;
 	long long login_clients; /* not yet attached to a pool */
-	long long dns_names;
 };
 
 static uint64_t first_wait(const struct pool *pool);
@@ -541,8 +540,6 @@ static void gather_pool(struct gather *g, struct bouncer *w, const struct pool *
 	row->maxwait_usec = first_wait(p);
 }
 
-static void count_host(void *arg, const char *host, int64_t ttl, const char *addrs);
-
 static void gather_worker(struct bouncer *w, void *arg)
 {
 	struct gather *g = arg;
@@ -555,8 +552,6 @@ static void gather_worker(struct bouncer *w, void *arg)
 	if (w->admin != NULL)
 		gather_pool(g, w, w->admin->pool, true);
 	g->login_clients += (long long)list_count(&w->login_clients);
-	if (w->dns != NULL)
-		dns_foreach_host(w->dns, count_host, &g->dns_names);
 }
 
 /* Every worker's pools, merged into one row per pool, sorted. False when out of memory. */
@@ -1192,12 +1187,105 @@ static void show_users(struct reply *r)
 	finish(r, "SHOW");
 }
 
-static void count_host(void *arg, const char *host, int64_t ttl, const char *addrs)
+/*
+ * The DNS caches of every worker as one: each name once (a name that two workers resolved is
+ * one name of the pooler), from the first worker in order that holds addresses for it.
+ */
+struct dns_entry {
+	char *name, *addrs;
+	int64_t ttl;
+	unsigned seq; /* gathering order: worker order, then each cache's own */
+};
+
+struct dns_gather {
+	struct dns_entry *e;
+	size_t n, cap;
+	bool failed;
+};
+
+static void dns_gather_host(void *arg, const char *host, int64_t ttl, const char *addrs)
 {
-	(void)host;
-	(void)ttl;
-	(void)addrs;
-	(*(long long *)arg)++;
+	struct dns_gather *g = arg;
+	struct dns_entry *e;
+
+	if (g->failed)
+		return;
+	if (g->n == g->cap) {
+		size_t cap = g->cap ? g->cap * 2 : 16;
+		struct dns_entry *n = realloc(g->e, cap * sizeof(*n));
+		if (n == NULL) {
+			g->failed = true;
+			return;
+		}
+		g->e = n;
+		g->cap = cap;
+	}
+	e = &g->e[g->n];
+	e->name = strdup(host);
+	e->addrs = strdup(addrs);
+	e->ttl = ttl;
+	e->seq = (unsigned)g->n;
+	if (e->name == NULL || e->addrs == NULL) {
+		free(e->name);
+		free(e->addrs);
+		g->failed = true;
+		return;
+	}
+	g->n++;
+}
+
+static void dns_gather_worker(struct bouncer *w, void *arg)
+{
+	if (w->dns != NULL)
+		dns_foreach_host(w->dns, dns_gather_host, arg);
+}
+
+/* by name; for one name, an entry with addresses first, then gathering order */
+static int dns_entry_cmp(const void *a, const void *b)
+{
+	const struct dns_entry *x = a, *y = b;
+	int c = strcmp(x->name, y->name);
+
+	if (c != 0)
+		return c;
+	if ((x->addrs[0] == '\0') != (y->addrs[0] == '\0'))
+		return x->addrs[0] == '\0' ? 1 : -1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static void dns_gather_free(struct dns_gather *g)
+{
+	for (size_t i = 0; i < g->n; i++) {
+		free(g->e[i].name);
+		free(g->e[i].addrs);
+	}
+	free(g->e);
+	memset(g, 0, sizeof(*g));
+}
+
+/* Every worker's cached names, each once, sorted by name. False when out of memory. */
+static bool dns_gather(struct bouncer *b, struct dns_gather *g)
+{
+	size_t kept = 0;
+
+	memset(g, 0, sizeof(*g));
+	workers_each(b, dns_gather_worker, g);
+	if (g->failed) {
+		dns_gather_free(g);
+		return false;
+	}
+	if (g->n > 1)
+		qsort(g->e, g->n, sizeof(*g->e), dns_entry_cmp);
+	for (size_t i = 0; i < g->n; i++) {
+		if (kept > 0 && strcmp(g->e[kept - 1].name, g->e[i].name) == 0) {
+			free(g->e[i].name);
+			free(g->e[i].addrs);
+			continue;
+		}
+		g->e[kept++] = g->e[i];
+	}
+	g->n = kept;
+	return true;
 }
 
 static void list_row(struct reply *r, const char *name, long long v)
@@ -1226,10 +1314,16 @@ static void show_lists(struct reply *r)
 {
 	struct bouncer *b = r->b;
 	struct gather g;
+	struct dns_gather dg;
 	int ndb = 0, nusers = 0;
 	long long nclients, nservers;
 
 	if (!gather_pools(b, &g)) {
+		send_error(r, "53200", "out of memory");
+		return;
+	}
+	if (!dns_gather(b, &dg)) {
+		gather_free(&g);
 		send_error(r, "53200", "out of memory");
 		return;
 	}
@@ -1252,10 +1346,11 @@ static void show_lists(struct reply *r)
 	list_row(r, "login_clients", g.login_clients);
 	list_row(r, "free_servers", 0);
 	list_row(r, "used_servers", nservers);
-	list_row(r, "dns_names", g.dns_names);
+	list_row(r, "dns_names", (long long)dg.n);
 	list_row(r, "dns_zones", 0);
 	list_row(r, "dns_queries", 0);
 	list_row(r, "dns_pending", 0);
+	dns_gather_free(&dg);
 	gather_free(&g);
 	finish(r, "SHOW");
 }
@@ -1302,29 +1397,27 @@ static void show_mem(struct reply *r)
 	finish(r, "SHOW");
 }
 
-static void dns_row(void *arg, const char *host, int64_t ttl, const char *addrs)
-{
-	struct reply *r = arg;
-	struct row row;
-
-	row_init(&row);
-	row_str(&row, host);
-	row_int(&row, (long long)(ttl > 0 ? ttl / 1000000 : 0));
-	row_str(&row, addrs);
-	row_emit(r, &row);
-}
-
-static void dns_hosts_worker(struct bouncer *w, void *arg)
-{
-	if (w->dns != NULL)
-		dns_foreach_host(w->dns, dns_row, arg);
-}
-
-/* A list view: each worker's cache adds its rows, in worker order. */
+/* One row per name, whichever workers have it cached (see dns_gather()). */
 static void show_dns_hosts(struct reply *r)
 {
+	struct dns_gather dg;
+
+	if (!dns_gather(r->b, &dg)) {
+		send_error(r, "53200", "out of memory");
+		return;
+	}
 	header(r, "sqs", "hostname", "ttl", "addrs");
-	workers_each(r->b, dns_hosts_worker, r);
+	for (size_t i = 0; i < dg.n; i++) {
+		struct row row;
+		int64_t ttl = dg.e[i].ttl;
+
+		row_init(&row);
+		row_str(&row, dg.e[i].name);
+		row_int(&row, (long long)(ttl > 0 ? ttl / 1000000 : 0));
+		row_str(&row, dg.e[i].addrs);
+		row_emit(r, &row);
+	}
+	dns_gather_free(&dg);
 	finish(r, "SHOW");
 }
 

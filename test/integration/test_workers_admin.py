@@ -221,3 +221,24 @@ def test_suspend_holds_both_workers_until_resume(bouncer_factory):
     finally:
         for c in conns:
             c.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_name_both_workers_resolved_counts_once(bouncer_factory, pg):
+    b = bouncer_factory(config={**two_workers(), "databases": {
+        "app": f"host=localhost port={pg.port} dbname=app"}})
+    conns = [b.connect(autocommit=True) for _ in range(NCLIENTS)]
+    try:
+        for c in conns:
+            assert c.execute("select 1").fetchone() == (1,)
+        loops = loop_of_ports(b)
+        # both workers opened servers to localhost: each resolved it
+        assert len({loops[p] for p in by_port(conns)}) == 2, "the clients are on one worker"
+        with admin(b) as a:
+            assert dict(a.execute("SHOW LISTS").fetchall())["dns_names"] == 1
+            hosts = rows(a, "SHOW DNS_HOSTS")
+            assert [h["hostname"] for h in hosts] == ["localhost"], hosts
+            assert "127.0.0.1" in hosts[0]["addrs"]
+    finally:
+        for c in conns:
+            c.close()
