@@ -873,7 +873,8 @@ void control_shutdown(struct bouncer *b, enum control_shutdown mode)
 {
 	struct control *ctl = b->control;
 
-	if (ctl->shutdown == CONTROL_SHUTDOWN_NONE)
+	/* once for the process: every worker runs this, worker 0 first */
+	if (ctl->shutdown == CONTROL_SHUTDOWN_NONE && worker_index(b) == 0)
 		(void)sdnotify("STOPPING=1");
 	if (ctl->shutdown != CONTROL_SHUTDOWN_NONE || mode == CONTROL_SHUTDOWN_IMMEDIATE) {
 		log_once(b, "shutting down immediately");

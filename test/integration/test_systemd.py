@@ -47,6 +47,23 @@ class NotifySocket:
                 return m
         return None
 
+    def drain(self):
+        """Reads every message already sent (the sender is done: it answered, or exited)."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                data = self.sock.recv(4096)
+                self.messages.append(dict(line.split("=", 1) for line in data.decode().split("\n")
+                                          if "=" in line))
+        except BlockingIOError:
+            pass
+        finally:
+            self.sock.setblocking(True)
+        return self.messages
+
+    def count(self, key):
+        return sum(1 for m in self.messages if m.get(key) == "1")
+
     def close(self):
         self.sock.close()
 
@@ -162,6 +179,23 @@ def test_a_broken_notify_socket_does_not_stop_the_pooler(bouncer_factory, monkey
     with b.connect() as c:
         assert c.execute("select 1").fetchone() == (1,)
     assert "cannot notify the service manager" in b.log()
+
+
+@syncbouncer_only
+@pytest.mark.timeout(60)
+def test_several_workers_tell_the_service_manager_once(bouncer_factory, notify):
+    b = bouncer_factory(config={"pgbouncer": {"workers": 2}})
+    assert notify.wait_for(lambda m: m.get("READY") == "1")
+    with admin(b) as a:
+        a.execute("RELOAD")
+    # RELOAD answers once every worker has applied it: what it had to say is sent
+    notify.drain()
+    assert (notify.count("READY"), notify.count("RELOADING")) == (2, 1), notify.messages
+    b.proc.send_signal(signal.SIGTERM)
+    b.proc.wait(10)
+    b.stopped_by_us = True
+    notify.drain()
+    assert notify.count("STOPPING") == 1, notify.messages
 
 
 def start_with_passed_socket(b, lsock):
