@@ -198,6 +198,31 @@ def test_several_workers_tell_the_service_manager_once(bouncer_factory, notify):
     assert notify.count("STOPPING") == 1, notify.messages
 
 
+@syncbouncer_only
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("broken", [
+    "client_tls_sslmode = require\nclient_tls_key_file = /nonexistent/key.pem\n"
+    "client_tls_cert_file = /nonexistent/cert.pem\n",
+    "auth_type = hba\nauth_hba_file = /nonexistent/hba.conf\n",
+], ids=["tls", "hba"])
+def test_a_failed_reload_is_ready_again(bouncer_factory, notify, broken):
+    b = bouncer_factory()
+    assert notify.wait_for(lambda m: m.get("READY") == "1")
+    keys = {line.split("=")[0].strip() for line in broken.splitlines()}
+    with open(b.ini) as f:
+        ini = "".join(line for line in f if line.split("=")[0].strip() not in keys)
+    with open(b.ini, "w") as f:
+        f.write(ini.replace("[pgbouncer]\n", "[pgbouncer]\n" + broken))
+    with admin(b) as a:
+        with pytest.raises(psycopg.Error, match="RELOAD failed"):
+            a.execute("RELOAD")
+        # the previous configuration serves on, and the service manager knows it is ready
+        assert a.execute("SHOW VERSION").fetchone() is not None
+    notify.drain()
+    assert (notify.count("RELOADING"), notify.count("READY")) == (1, 2), notify.messages
+    assert notify.messages[-1].get("READY") == "1", notify.messages
+
+
 def start_with_passed_socket(b, lsock):
     """Starts the pooler the way systemd does with socket activation: the listening socket as
     fd 3, LISTEN_FDS=1 and LISTEN_PID naming the pooler's own pid."""
