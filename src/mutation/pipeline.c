@@ -17,6 +17,9 @@
  *                                          confirmed; deletes the intent; commits
  * and the apply run's result (command tag, RETURNING rows) is sent to the client in place of the
  * statement. PostgreSQL evaluates the statement every time: the proxy never re-implements SQL.
+ * The pipeline's own statements whose text is the same at every write (the images, the
+ * savepoint and modes, the confirmed rows, apply_end, COMMIT) are named statements, parsed and
+ * planned once per database connection (pgc_send_named()).
  *
  * Invariants: a client has at most one mutation in flight, and its relay is paused meanwhile;
  * every mutation ends with COMMIT or ROLLBACK on its connection (a connection whose outcome is
@@ -247,6 +250,16 @@ static bool send_params(struct mutation *m, const char *sql, int n, const char *
                         bool sync, pgc_result_cb cb)
 {
 	return pgc_send(m->conn->pc, sql, n, NULL, values, NULL, NULL, 0, sync, cb, m);
+}
+
+/*
+ * A statement of the pipeline's own, the same text at every write: prepared once per database
+ * connection under name (pgc_send_named()), so that PostgreSQL parses and plans it once.
+ */
+static bool send_named(struct mutation *m, const char *name, const char *sql, int n,
+                       const char *const *values, bool sync, pgc_result_cb cb)
+{
+	return pgc_send_named(m->conn->pc, name, sql, n, values, sync, cb, m);
 }
 
 /* The client's statement, in a flight: its own parameters when it came by Bind. */
@@ -517,8 +530,8 @@ static bool send_apply_end(struct mutation *m, bool sync, pgc_result_cb cb)
 	params[0] = rows;
 	params[1] = id;
 	params[2] = m->intent_key;
-	return send_params(m, "CALL syncbouncer.apply_end($1::int, $2::int8, $3)", 3, params, sync,
-	                   cb);
+	return send_named(m, "sb_apply_end", "CALL syncbouncer.apply_end($1::int, $2::int8, $3)", 3,
+	                  params, sync, cb);
 }
 
 /* apply_end's answer: an error is the write's (the flight's end reports it). */
@@ -800,18 +813,18 @@ static void on_api_done(void *arg, struct api_result *ar)
 	 * the confirmed rows, the apply run, its check and the intent's deletion
 	 * (send_apply_end()), the COMMIT; an error skips the rest.
 	 */
-	ok = send_params(m,
-	                 "INSERT INTO syncbouncer.confirmed (xid, seq, tbl, key, fields) "
-	                 "SELECT pg_catalog.pg_current_xact_id(), x.seq, $2::oid, x.key, x.fields "
-	                 "FROM pg_catalog.jsonb_to_recordset($1::jsonb) AS x(seq int, key text, "
-	                 "fields jsonb)",
-	                 2, params, false, on_ignored) &&
+	ok = send_named(m, "sb_confirmed",
+	                "INSERT INTO syncbouncer.confirmed (xid, seq, tbl, key, fields) "
+	                "SELECT pg_catalog.pg_current_xact_id(), x.seq, $2::oid, x.key, x.fields "
+	                "FROM pg_catalog.jsonb_to_recordset($1::jsonb) AS x(seq int, key text, "
+	                "fields jsonb)",
+	                2, params, false, on_ignored) &&
 	     send_stmt(m, false, on_applied);
 	if (ok && test_hold_before_commit_ms() > 0)
 		ok = send_apply_end(m, true, on_apply_ended_hold);
 	else if (ok)
 		ok = send_apply_end(m, false, on_apply_ended) &&
-		     send_sql(m, "COMMIT", true, on_committed);
+		     send_named(m, "sb_commit", "COMMIT", 0, NULL, true, on_committed);
 	m->confirmed = json;
 	if (!ok) {
 		/* the API has the change: the commit path reports XX000 with the ids */
@@ -1122,24 +1135,27 @@ void mutation_intent_done(struct mutation *m)
  */
 static bool queue_check(struct mutation *m)
 {
-	return send_sql(m, "SAVEPOINT syncbouncer_check", false, on_ignored) &&
-	       send_sql(m,
-	                "SELECT pg_catalog.set_config('syncbouncer.mode', 'check', true), "
-	                "pg_catalog.set_config('syncbouncer.seq', '0', true), "
-	                "pg_catalog.set_config('syncbouncer.standin', '', true)",
-	                false, on_ignored) &&
-	       send_sql(m, "SET CONSTRAINTS ALL IMMEDIATE", false, on_ignored) &&
+	return send_named(m, "sb_savepoint", "SAVEPOINT syncbouncer_check", 0, NULL, false,
+	                  on_ignored) &&
+	       send_named(m, "sb_check_mode",
+	                  "SELECT pg_catalog.set_config('syncbouncer.mode', 'check', true), "
+	                  "pg_catalog.set_config('syncbouncer.seq', '0', true), "
+	                  "pg_catalog.set_config('syncbouncer.standin', '', true)",
+	                  0, NULL, false, on_ignored) &&
+	       send_named(m, "sb_immediate", "SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, false,
+	                  on_ignored) &&
 	       send_stmt(m, true, on_checked) && queue_skipped_lookup(m) &&
-	       send_sql(m, "ROLLBACK TO SAVEPOINT syncbouncer_check", false, on_ignored) &&
-	       send_sql(m,
-	                "DELETE FROM syncbouncer.capture "
-	                "WHERE xid = pg_catalog.pg_current_xact_id()",
-	                false, on_ignored) &&
-	       send_sql(m,
-	                "SELECT pg_catalog.set_config('syncbouncer.mode', 'apply', true), "
-	                "pg_catalog.set_config('syncbouncer.seq', '0', true), "
-	                "pg_catalog.set_config('syncbouncer.applied', '0', true)",
-	                true, on_check_rolled_back);
+	       send_named(m, "sb_rollback_check", "ROLLBACK TO SAVEPOINT syncbouncer_check", 0,
+	                  NULL, false, on_ignored) &&
+	       send_named(m, "sb_capture_empty",
+	                  "DELETE FROM syncbouncer.capture "
+	                  "WHERE xid = pg_catalog.pg_current_xact_id()",
+	                  0, NULL, false, on_ignored) &&
+	       send_named(m, "sb_apply_mode",
+	                  "SELECT pg_catalog.set_config('syncbouncer.mode', 'apply', true), "
+	                  "pg_catalog.set_config('syncbouncer.seq', '0', true), "
+	                  "pg_catalog.set_config('syncbouncer.applied', '0', true)",
+	                  0, NULL, true, on_check_rolled_back);
 }
 
 static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *error)
@@ -1306,7 +1322,8 @@ static void on_first_run(void *arg, struct pgc *pc, PGresult *res, const char *e
 
 static void start_capture(struct mutation *m)
 {
-	char *settings;
+	char *settings, relid[16];
+	const char *params[1] = {relid};
 	size_t len;
 	bool ok;
 
@@ -1317,8 +1334,9 @@ static void start_capture(struct mutation *m)
 	        "total FROM (SELECT seq, o, n, pg_catalog.sum(COALESCE(pg_catalog.octet_length(o), "
 	        "0) + COALESCE(pg_catalog.octet_length(n), 0)) OVER () AS total "
 	        "FROM (SELECT seq, old::text AS o, new::text AS n FROM syncbouncer.capture "
-	        "WHERE xid = pg_catalog.pg_current_xact_id() AND tbl = %u) c) s ORDER BY seq",
-	        CAPTURE_MAX_BYTES, CAPTURE_MAX_BYTES, m->ct->relid);
+	        "WHERE xid = pg_catalog.pg_current_xact_id() AND tbl = $1::oid) c) s ORDER BY seq",
+	        CAPTURE_MAX_BYTES, CAPTURE_MAX_BYTES);
+	snprintf(relid, sizeof(relid), "%u", m->ct->relid);
 	mutation_set_state(m, MUT_CAPTURING);
 	/*
 	 * lock_timeout: the write may wait for a row that the client itself holds locked in its
@@ -1351,7 +1369,8 @@ static void start_capture(struct mutation *m)
 		         m->session_sql ? m->session_sql + strlen("SELECT ") : "");
 	ok = settings != NULL && send_sql(m, "BEGIN", false, on_ignored) &&
 	     send_sql(m, settings, false, on_ignored) && send_stmt(m, false, on_first_run) &&
-	     send_sql(m, m->capture_sql, false, on_captured) && queue_check(m);
+	     send_named(m, "sb_images", m->capture_sql, 1, params, false, on_captured) &&
+	     queue_check(m);
 	free(settings);
 	if (!ok) {
 		mutation_set_error(m, "58000", "could not queue a synced-table write", NULL, NULL);
