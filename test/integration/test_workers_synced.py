@@ -283,8 +283,7 @@ def test_one_tls_client_handed_over_keeps_its_session(pg, bouncer_factory, fake_
     assert db_rows(pg) == [(cid, None, "Tls", "tls@caladan.io", None)]
 
 
-def test_reload_adding_a_synced_table_moves_its_database_to_the_first_worker(pg, bouncer_factory,
-                                                                            fake_sf):
+def test_reload_adding_then_removing_a_synced_table(pg, bouncer_factory, fake_sf):
     b = start(pg, bouncer_factory, fake_sf, synced=False)
     crms = [crm(b) for _ in range(16)]
     apps = [b.connect(dbname="app", autocommit=True) for _ in range(8)]
@@ -323,9 +322,22 @@ def test_reload_adding_a_synced_table_moves_its_database_to_the_first_worker(pg,
             c.execute("insert into salesforce.contacts (last_name) values ('New')")
         for c in apps:
             assert c.execute("select 2").fetchone() == (2,)
+        kept_writes = min(len(kept), 2)
+        assert sorted(r[2] for r in db_rows(pg)) == ["Kept"] * kept_writes + ["New"] * 8
+        assert len(b.fake.store()) == kept_writes + 8
+        # a RELOAD that takes the synced table away closes nobody; crm is anybody's again
+        with open(b.ini, "w") as f:
+            f.write(ini)
+        b.proc.send_signal(signal.SIGHUP)
+        while b.log().count("configuration reloaded by every worker") < 2:
+            assert time.monotonic() < deadline + 20, b.log()[-3000:]
+            time.sleep(0.02)
+        for c in [c for c, _ in kept] + news + apps:
+            assert c.execute("select 3").fetchone() == (3,)
+        for c in one_on_each_loop(b, lambda: crm(b)):
+            assert c.execute("select count(*) from salesforce.contacts").fetchone() == \
+                (kept_writes + 8,)
+            c.close()
     finally:
         for c in crms + apps + news:
             c.close()
-    kept_writes = min(len(kept), 2)
-    assert sorted(r[2] for r in db_rows(pg)) == ["Kept"] * kept_writes + ["New"] * 8
-    assert len(b.fake.store()) == kept_writes + 8
