@@ -20,7 +20,8 @@
  *
  * Invariants: a client in CL_LOGIN owns its struct auth_state (conn->auth) until it is freed
  * with the connection; the hba and ident sets in use are replaced whole at RELOAD, never
- * modified. Secrets are never logged.
+ * modified, which is what lets every worker share the ones a single read made. Secrets are
+ * never logged.
  */
 #ifndef SB_AUTH_H
 #define SB_AUTH_H
@@ -50,17 +51,19 @@ struct auth_files;
  */
 struct auth_files *auth_files_load(const struct config *cfg, char *err, size_t errsize)
         __attribute__((warn_unused_result));
+/*
+ * Another holder of files (immutable, as the hba and ident sets are: the workers share what one
+ * of them loaded); returns files. Each holder lets go with auth_files_free(), which frees them
+ * once the last one has.
+ */
+struct auth_files *auth_files_ref(struct auth_files *files);
 void auth_files_free(struct auth_files *files);
 /* Makes files (owned from now on) the ones in use; frees the previous ones. */
 void auth_use_files(struct bouncer *b, struct auth_files *files);
-/*
- * The admin console's SET changed key in b->cfg: when it is one the auth files depend on
- * (auth_type, auth_hba_file, auth_ident_file), they are read again and replace the ones in use.
- * False, with the reason in err and nothing replaced, when they cannot be loaded; the caller
- * then puts the old value back.
- */
-bool auth_setting_changed(struct bouncer *b, const char *key, char *err, size_t errsize)
-        __attribute__((warn_unused_result));
+/* b uses the files that from uses (at start, before b's thread runs); false when out of memory. */
+bool auth_share_files(struct bouncer *b, struct bouncer *from) __attribute__((warn_unused_result));
+/* Whether the auth files depend on setting key (auth_type, auth_hba_file, auth_ident_file). */
+bool auth_is_files_key(const char *key);
 /* Frees the files and wipes the SCRAM key cache (at exit). */
 void auth_shutdown(struct bouncer *b);
 

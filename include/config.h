@@ -315,6 +315,18 @@ void config_free(struct config *cfg);
 bool config_keep_no_reload(struct config *fresh, const struct config *old)
         __attribute__((warn_unused_result));
 
+/*
+ * A deep copy of src that owns all its strings and lists, for another worker to hold the same
+ * configuration without sharing memory; NULL when out of memory.
+ */
+struct config *config_copy(const struct config *src) __attribute__((warn_unused_result));
+/*
+ * Setting key of dst takes the value it has in src, as it is (src checked it already): what
+ * the workers after the first do with a SET. False for an unknown key or out of memory.
+ */
+bool config_set_from(struct config *dst, const struct config *src, const char *key)
+        __attribute__((warn_unused_result));
+
 /* The [databases] entry called name; else the "*" entry; else NULL. Borrowed from cfg. */
 const struct cf_database *config_find_database(const struct config *cfg, const char *name);
 /* The [users] entry called name, or NULL. Borrowed from cfg. */

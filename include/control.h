@@ -83,10 +83,23 @@ bool control_wait_cancel(struct bouncer *b, uint64_t conn_id);
 /* Starts a shutdown; a second request while one is in progress becomes immediate. */
 void control_shutdown(struct bouncer *b, enum control_shutdown mode);
 /*
- * Re-reads the ini and the auth file; on any error keeps everything as it was, logs
- * "RELOAD failed, see logs for additional details" and returns false. Databases whose
- * connection settings changed get new servers: the old ones close once released.
+ * RELOAD in two steps, so that the files are read once whatever the number of workers:
+ * control_reload_load() re-reads the ini (and what it %includes), the auth_file, the hba and
+ * ident files and the TLS files, checks them all, and makes what nworkers workers need to
+ * apply them; on any error it logs "RELOAD failed, see logs for additional details" (or the
+ * reason), changes nothing and returns NULL. control_reload_apply() makes worker b use the set,
+ * in b's own thread, and cannot fail; control_reload_done() frees what no worker took. Databases
+ * whose connection settings changed get new servers: the old ones close once released.
+ * RELOADING=1 and READY=1 are told to the service manager once, by load and done (or load
+ * alone when it fails).
  */
+struct reload_set;
+struct reload_set *control_reload_load(struct bouncer *b, int nworkers)
+        __attribute__((warn_unused_result));
+void control_reload_apply(struct bouncer *b, struct reload_set *rs);
+void control_reload_done(struct reload_set *rs);
+void control_reload_set_free(struct reload_set *rs);
+/* The three steps on b alone (one worker); false when the load failed. */
 bool control_reload(struct bouncer *b) __attribute__((warn_unused_result));
 
 #endif

@@ -34,6 +34,19 @@ struct tls_state;
  */
 bool tls_configure(struct bouncer *b, const struct config *cfg, char *err, size_t errsize)
         __attribute__((warn_unused_result));
+/*
+ * The same in two steps, for several workers that must use one set of contexts (read from the
+ * files once): tls_build() makes both contexts from cfg (NULL with the reason in err);
+ * tls_use() makes b use them (b takes references of its own; false only when out of memory on
+ * b's first use), in b's own thread; tls_ctxs_free() drops the builder's references.
+ */
+struct tls_ctxs;
+struct tls_ctxs *tls_build(const struct config *cfg, char *err, size_t errsize)
+        __attribute__((warn_unused_result));
+bool tls_use(struct bouncer *b, const struct tls_ctxs *ctxs) __attribute__((warn_unused_result));
+void tls_ctxs_free(struct tls_ctxs *ctxs);
+/* b uses the contexts from uses (at start, before b's thread runs); false when out of memory */
+bool tls_share(struct bouncer *b, const struct bouncer *from) __attribute__((warn_unused_result));
 /* Frees the contexts (at exit). */
 void tls_free(struct bouncer *b);
 

@@ -43,6 +43,12 @@ int userlist_count(const struct userlist *ul);
 const char *userlist_name(const struct userlist *ul, int i);
 /* How many lines were warned about and skipped. */
 int userlist_skipped(const struct userlist *ul);
+/*
+ * Another holder of ul (being immutable, one list serves every worker that loaded nothing
+ * itself); returns ul. Each holder lets go with userlist_free(), which frees the list once the
+ * last one has.
+ */
+struct userlist *userlist_ref(struct userlist *ul);
 void userlist_free(struct userlist *ul);
 
 #endif

@@ -65,13 +65,21 @@ typedef void (*worker_drop_fn)(void *arg, bool stopped);
 bool workers_post_owned(struct bouncer *self, int to, worker_fn fn, void *arg, worker_drop_fn drop);
 
 /*
- * RELOAD and SIGHUP: self re-reads the config file and checks it (control_reload()); only when
- * that worked does every other worker apply it, each from its own read of the file. False when
- * self's reload failed (nothing changed anywhere).
+ * RELOAD and SIGHUP: self reads and checks the config file and every file it names, once
+ * (control_reload_load()); only when all of it is usable does every worker, self included,
+ * apply what self read (control_reload_apply(), in its own thread), so that no worker can be
+ * left on another configuration than the others, or on one nobody checked. False when the
+ * load failed (nothing changed anywhere).
  */
 bool workers_reload(struct bouncer *self) __attribute__((warn_unused_result));
-/* As a worker_fn: reloads worker w, unless w is arg (the worker that reloaded first). */
+/* As a worker_fn: worker w applies the struct reload_set arg. */
 void bouncer_reload_one(struct bouncer *w, void *arg);
+/*
+ * For tests only (doc/admin.md): with SYNCBOUNCER_TEST_AFTER_CHECK=PATH in the environment, a
+ * file PATH.next is renamed over PATH once a RELOAD or SET has read and checked the files and
+ * before the workers apply them: a file changed at the worst moment, made deterministic.
+ */
+void workers_test_after_check(void);
 
 /* ---- set-up, for main.c ---- */
 

@@ -499,7 +499,6 @@ struct gather {
 	int n, cap;
 	bool failed;
 	long long login_clients; /* not yet attached to a pool */
-	long long dns_names;
 };
 
 static uint64_t first_wait(const struct pool *pool);
@@ -541,8 +540,6 @@ static void gather_pool(struct gather *g, struct bouncer *w, const struct pool *
 	row->maxwait_usec = first_wait(p);
 }
 
-static void count_host(void *arg, const char *host, int64_t ttl, const char *addrs);
-
 static void gather_worker(struct bouncer *w, void *arg)
 {
 	struct gather *g = arg;
@@ -555,8 +552,6 @@ static void gather_worker(struct bouncer *w, void *arg)
 	if (w->admin != NULL)
 		gather_pool(g, w, w->admin->pool, true);
 	g->login_clients += (long long)list_count(&w->login_clients);
-	if (w->dns != NULL)
-		dns_foreach_host(w->dns, count_host, &g->dns_names);
 }
 
 /* Every worker's pools, merged into one row per pool, sorted. False when out of memory. */
@@ -1192,12 +1187,105 @@ static void show_users(struct reply *r)
 	finish(r, "SHOW");
 }
 
-static void count_host(void *arg, const char *host, int64_t ttl, const char *addrs)
+/*
+ * The DNS caches of every worker as one: each name once (a name that two workers resolved is
+ * one name of the pooler), from the first worker in order that holds addresses for it.
+ */
+struct dns_entry {
+	char *name, *addrs;
+	int64_t ttl;
+	unsigned seq; /* gathering order: worker order, then each cache's own */
+};
+
+struct dns_gather {
+	struct dns_entry *e;
+	size_t n, cap;
+	bool failed;
+};
+
+static void dns_gather_host(void *arg, const char *host, int64_t ttl, const char *addrs)
 {
-	(void)host;
-	(void)ttl;
-	(void)addrs;
-	(*(long long *)arg)++;
+	struct dns_gather *g = arg;
+	struct dns_entry *e;
+
+	if (g->failed)
+		return;
+	if (g->n == g->cap) {
+		size_t cap = g->cap ? g->cap * 2 : 16;
+		struct dns_entry *n = realloc(g->e, cap * sizeof(*n));
+		if (n == NULL) {
+			g->failed = true;
+			return;
+		}
+		g->e = n;
+		g->cap = cap;
+	}
+	e = &g->e[g->n];
+	e->name = strdup(host);
+	e->addrs = strdup(addrs);
+	e->ttl = ttl;
+	e->seq = (unsigned)g->n;
+	if (e->name == NULL || e->addrs == NULL) {
+		free(e->name);
+		free(e->addrs);
+		g->failed = true;
+		return;
+	}
+	g->n++;
+}
+
+static void dns_gather_worker(struct bouncer *w, void *arg)
+{
+	if (w->dns != NULL)
+		dns_foreach_host(w->dns, dns_gather_host, arg);
+}
+
+/* by name; for one name, an entry with addresses first, then gathering order */
+static int dns_entry_cmp(const void *a, const void *b)
+{
+	const struct dns_entry *x = a, *y = b;
+	int c = strcmp(x->name, y->name);
+
+	if (c != 0)
+		return c;
+	if ((x->addrs[0] == '\0') != (y->addrs[0] == '\0'))
+		return x->addrs[0] == '\0' ? 1 : -1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static void dns_gather_free(struct dns_gather *g)
+{
+	for (size_t i = 0; i < g->n; i++) {
+		free(g->e[i].name);
+		free(g->e[i].addrs);
+	}
+	free(g->e);
+	memset(g, 0, sizeof(*g));
+}
+
+/* Every worker's cached names, each once, sorted by name. False when out of memory. */
+static bool dns_gather(struct bouncer *b, struct dns_gather *g)
+{
+	size_t kept = 0;
+
+	memset(g, 0, sizeof(*g));
+	workers_each(b, dns_gather_worker, g);
+	if (g->failed) {
+		dns_gather_free(g);
+		return false;
+	}
+	if (g->n > 1)
+		qsort(g->e, g->n, sizeof(*g->e), dns_entry_cmp);
+	for (size_t i = 0; i < g->n; i++) {
+		if (kept > 0 && strcmp(g->e[kept - 1].name, g->e[i].name) == 0) {
+			free(g->e[i].name);
+			free(g->e[i].addrs);
+			continue;
+		}
+		g->e[kept++] = g->e[i];
+	}
+	g->n = kept;
+	return true;
 }
 
 static void list_row(struct reply *r, const char *name, long long v)
@@ -1226,10 +1314,16 @@ static void show_lists(struct reply *r)
 {
 	struct bouncer *b = r->b;
 	struct gather g;
+	struct dns_gather dg;
 	int ndb = 0, nusers = 0;
 	long long nclients, nservers;
 
 	if (!gather_pools(b, &g)) {
+		send_error(r, "53200", "out of memory");
+		return;
+	}
+	if (!dns_gather(b, &dg)) {
+		gather_free(&g);
 		send_error(r, "53200", "out of memory");
 		return;
 	}
@@ -1252,10 +1346,11 @@ static void show_lists(struct reply *r)
 	list_row(r, "login_clients", g.login_clients);
 	list_row(r, "free_servers", 0);
 	list_row(r, "used_servers", nservers);
-	list_row(r, "dns_names", g.dns_names);
+	list_row(r, "dns_names", (long long)dg.n);
 	list_row(r, "dns_zones", 0);
 	list_row(r, "dns_queries", 0);
 	list_row(r, "dns_pending", 0);
+	dns_gather_free(&dg);
 	gather_free(&g);
 	finish(r, "SHOW");
 }
@@ -1302,29 +1397,27 @@ static void show_mem(struct reply *r)
 	finish(r, "SHOW");
 }
 
-static void dns_row(void *arg, const char *host, int64_t ttl, const char *addrs)
-{
-	struct reply *r = arg;
-	struct row row;
-
-	row_init(&row);
-	row_str(&row, host);
-	row_int(&row, (long long)(ttl > 0 ? ttl / 1000000 : 0));
-	row_str(&row, addrs);
-	row_emit(r, &row);
-}
-
-static void dns_hosts_worker(struct bouncer *w, void *arg)
-{
-	if (w->dns != NULL)
-		dns_foreach_host(w->dns, dns_row, arg);
-}
-
-/* A list view: each worker's cache adds its rows, in worker order. */
+/* One row per name, whichever workers have it cached (see dns_gather()). */
 static void show_dns_hosts(struct reply *r)
 {
+	struct dns_gather dg;
+
+	if (!dns_gather(r->b, &dg)) {
+		send_error(r, "53200", "out of memory");
+		return;
+	}
 	header(r, "sqs", "hostname", "ttl", "addrs");
-	workers_each(r->b, dns_hosts_worker, r);
+	for (size_t i = 0; i < dg.n; i++) {
+		struct row row;
+		int64_t ttl = dg.e[i].ttl;
+
+		row_init(&row);
+		row_str(&row, dg.e[i].name);
+		row_int(&row, (long long)(ttl > 0 ? ttl / 1000000 : 0));
+		row_str(&row, dg.e[i].addrs);
+		row_emit(r, &row);
+	}
+	dns_gather_free(&dg);
 	finish(r, "SHOW");
 }
 
@@ -1640,75 +1733,98 @@ static const char *do_reconnect(struct bouncer *w, const char *db, bool *wait)
 enum set_result {
 	SET_APPLIED,
 	SET_INVALID,     /* config_set() refused the value */
-	SET_REFUSED,     /* the hba or ident file it names cannot be used: undone */
-	SET_TLS_REFUSED, /* the TLS contexts cannot be built with it: undone */
+	SET_REFUSED,     /* the hba or ident file it names cannot be used (or out of memory) */
+	SET_TLS_REFUSED, /* the TLS contexts cannot be built with it */
 };
 
+/*
+ * A SET as the admin's worker checked it: a copy of its config holding the new value, and what
+ * the setting needs beside it (the hba and ident files, the TLS contexts), read once for every
+ * worker. The workers then take the value from that copy and share what was read, so a SET
+ * is taken by all of them or by none (a file changed between two reads cannot split them).
+ */
 struct set_arg {
-	const char *key, *value;
-	enum set_result res;
-	bool reconnect; /* server TLS settings changed: the servers reconnect */
+	const char *key;
+	struct config *checked;
+	struct auth_files *files; /* NULL unless the auth files depend on key */
+	struct tls_ctxs *tls;     /* NULL unless key is a TLS one */
+	bool reconnect;           /* server TLS settings changed: the servers reconnect */
+	int failed;               /* workers that ran out of memory applying it */
 	char err[512];
 };
 
-/*
- * SET key = value on one worker's state: the hba and ident files and the TLS contexts follow
- * their settings at once, or the old value is put back. Runs in the worker's own thread.
- */
-static enum set_result set_on(struct bouncer *w, struct set_arg *sa)
+/* Checks SET key = value against b's config and loads what it needs, changing nothing. */
+static enum set_result set_check(struct bouncer *b, struct set_arg *sa, const char *value)
 {
-	char old[4096] = "", after[4096], ignored[256];
+	char old[4096], after[4096];
 	int ki = config_key_index(sa->key);
 
-	if (ki >= 0)
-		config_key_format(w->cfg, ki, old, sizeof(old));
-	if (!config_set(w->cfg, sa->key, sa->value, sa->err, sizeof(sa->err)))
-		return SET_INVALID;
-	if (!auth_setting_changed(w, sa->key, sa->err, sizeof(sa->err))) {
-		if (!config_set(w->cfg, sa->key, old, ignored, sizeof(ignored)))
-			log_error("SET %s: could not restore the old value", sa->key);
+	sa->checked = config_copy(b->cfg);
+	if (sa->checked == NULL) {
+		snprintf(sa->err, sizeof(sa->err), "out of memory");
 		return SET_REFUSED;
 	}
+	if (!config_set(sa->checked, sa->key, value, sa->err, sizeof(sa->err)))
+		return SET_INVALID;
+	if (auth_is_files_key(sa->key)) {
+		sa->files = auth_files_load(sa->checked, sa->err, sizeof(sa->err));
+		if (sa->files == NULL)
+			return SET_REFUSED;
+	}
 	if (tls_is_tls_key(sa->key)) {
-		if (!tls_configure(w, w->cfg, sa->err, sizeof(sa->err))) {
+		sa->tls = tls_build(sa->checked, sa->err, sizeof(sa->err));
+		if (sa->tls == NULL) {
 			log_error("SET %s failed: %s; the TLS settings in use are kept", sa->key,
 			          sa->err);
-			if (!config_set(w->cfg, sa->key, old, ignored, sizeof(ignored)))
-				log_error("SET %s: could not restore the previous value", sa->key);
 			return SET_TLS_REFUSED;
 		}
-		config_key_format(w->cfg, ki, after, sizeof(after));
+		config_key_format(b->cfg, ki, old, sizeof(old));
+		config_key_format(sa->checked, ki, after, sizeof(after));
 		if (strncasecmp(sa->key, "server_tls", 10) == 0 && strcmp(old, after) != 0)
 			sa->reconnect = true;
 	}
-	stats_settings_changed(w);
 	return SET_APPLIED;
 }
 
-/* Worker 0 (first) checks and applies; the others apply what it accepted. */
-static void set_worker(struct bouncer *w, void *arg)
+/* As a worker_fn: w takes the checked value and shares what was read for it. */
+static void set_apply(struct bouncer *w, void *arg)
 {
 	struct set_arg *sa = arg;
-	enum set_result res;
 
-	if (sa->res != SET_APPLIED)
-		return;
-	res = set_on(w, sa);
-	if (res != SET_APPLIED && worker_index(w) != 0)
-		log_error("SET %s: worker %d could not apply what worker 0 took", sa->key,
+	if (!config_set_from(w->cfg, sa->checked, sa->key)) {
+		log_error("SET %s: worker %d ran out of memory applying it", sa->key,
 		          worker_index(w));
-	sa->res = res;
+		sa->failed++;
+		return;
+	}
+	if (sa->files != NULL)
+		auth_use_files(w, auth_files_ref(sa->files));
+	if (sa->tls != NULL && !tls_use(w, sa->tls)) {
+		log_error("SET %s: worker %d ran out of memory setting up TLS", sa->key,
+		          worker_index(w));
+		sa->failed++;
+	}
+	stats_settings_changed(w);
+}
+
+static void set_arg_clear(struct set_arg *sa)
+{
+	config_free(sa->checked);
+	auth_files_free(sa->files);
+	tls_ctxs_free(sa->tls);
 }
 
 /*
- * SET: applied on every worker. A TLS setting changed by SET rebuilds the contexts at once; if
- * they cannot be, the old value is put back and the client told why. Server connections
- * follow new server_tls_* settings when they are next released.
+ * SET: checked once (set_check()), then applied on every worker (set_apply()); nothing changes
+ * anywhere when the check fails. A TLS setting rebuilds the contexts at once; if they cannot
+ * be, the client is told why. Server connections follow new server_tls_* settings when they
+ * are next released.
  */
 static void cmd_set(struct reply *r, const char *key, const char *value)
 {
 	char tag[512];
 	struct set_arg sa;
+	enum set_result res;
 
 	for (size_t i = 0; i < sizeof(fake_params) / sizeof(fake_params[0]); i++) {
 		if (strcasecmp(key, fake_params[i].name) == 0) {
@@ -1723,23 +1839,31 @@ static void cmd_set(struct reply *r, const char *key, const char *value)
 	}
 	memset(&sa, 0, sizeof(sa));
 	sa.key = key;
-	sa.value = value;
-	sa.res = SET_APPLIED;
-	workers_each(r->b, set_worker, &sa);
-	switch (sa.res) {
+	res = set_check(r->b, &sa, value);
+	switch (res) {
 	case SET_APPLIED:
 		break;
 	case SET_INVALID:
 		slog_warning(r->client, "SET %s failed", key);
 		log_debug("SET %s failed: %s", key, sa.err);
 		send_error(r, "08P01", "SET failed");
+		set_arg_clear(&sa);
 		return;
 	case SET_REFUSED:
 		slog_warning(r->client, "SET %s failed: %s", key, sa.err);
 		send_error(r, "08P01", "SET failed");
+		set_arg_clear(&sa);
 		return;
 	case SET_TLS_REFUSED:
 		send_error(r, "F0000", "SET failed: %s", sa.err);
+		set_arg_clear(&sa);
+		return;
+	}
+	workers_test_after_check();
+	workers_each(r->b, set_apply, &sa);
+	set_arg_clear(&sa);
+	if (sa.failed > 0) {
+		send_error(r, "53200", "SET %s: out of memory on %d worker(s)", key, sa.failed);
 		return;
 	}
 	if (sa.reconnect) {

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <pwd.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,7 @@
 struct auth_files {
 	struct hba *hba;     /* NULL unless auth_type=hba */
 	struct ident *ident; /* NULL unless auth_ident_file is set */
+	atomic_int refs;     /* holders: the workers that use them (auth_files_ref()) */
 };
 
 /*
@@ -105,6 +107,7 @@ struct auth_files *auth_files_load(const struct config *cfg, char *err, size_t e
 		snprintf(err, errsize, "out of memory");
 		return NULL;
 	}
+	atomic_init(&f->refs, 1);
 	if (cfg->auth_type == AUTH_HBA) {
 		if (!cfg->auth_hba_file[0]) {
 			snprintf(err, errsize, "auth_type = hba needs auth_hba_file");
@@ -125,9 +128,16 @@ fail:
 	return NULL;
 }
 
+struct auth_files *auth_files_ref(struct auth_files *files)
+{
+	if (files != NULL)
+		atomic_fetch_add(&files->refs, 1);
+	return files;
+}
+
 void auth_files_free(struct auth_files *files)
 {
-	if (files == NULL)
+	if (files == NULL || atomic_fetch_sub(&files->refs, 1) > 1)
 		return;
 	hba_free(files->hba);
 	ident_free(files->ident);
@@ -192,18 +202,20 @@ void auth_use_files(struct bouncer *b, struct auth_files *files)
 	a->files = files;
 }
 
-bool auth_setting_changed(struct bouncer *b, const char *key, char *err, size_t errsize)
+bool auth_share_files(struct bouncer *b, struct bouncer *from)
 {
-	struct auth_files *files;
+	struct auth *a = auth_of(b);
 
-	if (strcasecmp(key, "auth_type") != 0 && strcasecmp(key, "auth_hba_file") != 0 &&
-	    strcasecmp(key, "auth_ident_file") != 0)
-		return true;
-	files = auth_files_load(b->cfg, err, errsize);
-	if (files == NULL)
+	if (a == NULL)
 		return false;
-	auth_use_files(b, files);
+	auth_use_files(b, auth_files_ref(from->auth != NULL ? from->auth->files : NULL));
 	return true;
+}
+
+bool auth_is_files_key(const char *key)
+{
+	return strcasecmp(key, "auth_type") == 0 || strcasecmp(key, "auth_hba_file") == 0 ||
+	       strcasecmp(key, "auth_ident_file") == 0;
 }
 
 void auth_shutdown(struct bouncer *b)

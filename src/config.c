@@ -2372,6 +2372,30 @@ bool config_workers_check(const struct config *cfg, char *err, size_t errsize)
 	return n >= 0;
 }
 
+/* The value setting i holds in cfg, as store_key() takes it (a string stays cfg's). */
+static void value_of(const struct config *cfg, int i, union cf_value *v)
+{
+	switch (cf_keys[i].type) {
+	case CF_VT_STR:
+		v->str = *(char **)key_field(cfg, i);
+		return;
+	case CF_VT_TIME:
+		v->num = *(int64_t *)key_field(cfg, i);
+		return;
+	case CF_VT_BOOL:
+		v->num = *(bool *)key_field(cfg, i);
+		return;
+	case CF_VT_ENUM:
+		v->num = *(unsigned *)key_field(cfg, i);
+		return;
+	case CF_VT_INT:
+	case CF_VT_SIZE:
+		v->num = *(int *)key_field(cfg, i);
+		return;
+	}
+	v->num = 0;
+}
+
 bool config_keep_no_reload(struct config *fresh, const struct config *old)
 {
 	char a[512], b[512];
@@ -2389,18 +2413,161 @@ bool config_keep_no_reload(struct config *fresh, const struct config *old)
 			continue;
 		log_warning("%s: setting %s changed; it needs a restart, the running value is kept",
 		            fresh->path, k->name);
-		if (k->type == CF_VT_STR)
-			v.str = *(char **)key_field(old, i);
-		else if (k->type == CF_VT_TIME)
-			v.num = *(int64_t *)key_field(old, i);
-		else if (k->type == CF_VT_BOOL)
-			v.num = *(bool *)key_field(old, i);
-		else if (k->type == CF_VT_ENUM)
-			v.num = *(unsigned *)key_field(old, i);
-		else
-			v.num = *(int *)key_field(old, i);
+		value_of(old, i, &v);
 		if (!store_key(fresh, i, &v))
 			ok = false;
 	}
 	return ok;
+}
+
+bool config_set_from(struct config *dst, const struct config *src, const char *key)
+{
+	union cf_value v;
+	int i = config_key_index(key);
+
+	if (i < 0)
+		return false;
+	value_of(src, i, &v);
+	return store_key(dst, i, &v);
+}
+
+/* ---- copies --------------------------------------------------------------------------------- */
+
+static char *dup_or_null(const char *s, bool *oom)
+{
+	char *d;
+
+	if (s == NULL)
+		return NULL;
+	d = strdup(s);
+	if (d == NULL)
+		*oom = true;
+	return d;
+}
+
+static struct cf_kv *kv_copy(const struct cf_kv *kv, int nkv, bool *oom)
+{
+	struct cf_kv *out;
+
+	if (nkv == 0)
+		return NULL;
+	out = calloc((size_t)nkv, sizeof(*out));
+	if (out == NULL) {
+		*oom = true;
+		return NULL;
+	}
+	for (int i = 0; i < nkv; i++) {
+		out[i].key = dup_or_null(kv[i].key, oom);
+		out[i].value = dup_or_null(kv[i].value, oom);
+	}
+	return out;
+}
+
+/*
+ * Each entry is copied field by field from the same tables config_free() frees by, so that a
+ * copy owns exactly what the original owns; the list links are rebuilt. On out of memory the
+ * partial copy is still well formed (NULL strings, which config_free() accepts).
+ */
+struct config *config_copy(const struct config *src)
+{
+	struct config *cfg = calloc(1, sizeof(*cfg));
+	bool oom = false;
+
+	if (cfg == NULL)
+		return NULL;
+	*cfg = *src;
+	cfg->databases = NULL;
+	cfg->users = NULL;
+	cfg->apis = NULL;
+	cfg->synced_tables = NULL;
+	for (int i = 0; i < NKEYS; i++)
+		if (cf_keys[i].type == CF_VT_STR)
+			*(char **)key_field(cfg, i) =
+			        dup_or_null(*(char **)key_field(src, i), &oom);
+	cfg->path = dup_or_null(src->path, &oom);
+	{
+		struct cf_database **tail = &cfg->databases;
+		for (const struct cf_database *s = src->databases; s != NULL && !oom; s = s->next) {
+			struct cf_database *d = malloc(sizeof(*d));
+			if (d == NULL) {
+				oom = true;
+				break;
+			}
+			*d = *s;
+			d->next = NULL;
+			*tail = d;
+			tail = &d->next;
+			d->name = dup_or_null(s->name, &oom);
+			for (int i = 0; i < NFIELDS(db_fields); i++) {
+				size_t off = db_fields[i].offset;
+				if (db_fields[i].type == CF_VT_STR)
+					*(char **)((char *)d + off) = dup_or_null(
+					        *(char *const *)((const char *)s + off), &oom);
+			}
+		}
+	}
+	{
+		struct cf_user **tail = &cfg->users;
+		for (const struct cf_user *s = src->users; s != NULL && !oom; s = s->next) {
+			struct cf_user *d = malloc(sizeof(*d));
+			if (d == NULL) {
+				oom = true;
+				break;
+			}
+			*d = *s;
+			d->next = NULL;
+			*tail = d;
+			tail = &d->next;
+			d->name = dup_or_null(s->name, &oom);
+		}
+	}
+	{
+		struct cf_api **tail = &cfg->apis;
+		for (const struct cf_api *s = src->apis; s != NULL && !oom; s = s->next) {
+			struct cf_api *d = malloc(sizeof(*d));
+			if (d == NULL) {
+				oom = true;
+				break;
+			}
+			*d = *s;
+			d->next = NULL;
+			d->kv = NULL;
+			d->nkv = 0;
+			*tail = d;
+			tail = &d->next;
+			d->name = dup_or_null(s->name, &oom);
+			d->type = dup_or_null(s->type, &oom);
+			d->file = dup_or_null(s->file, &oom);
+			d->kv = kv_copy(s->kv, s->nkv, &oom);
+			d->nkv = d->kv != NULL ? s->nkv : 0;
+		}
+	}
+	{
+		struct cf_synced_table **tail = &cfg->synced_tables;
+		for (const struct cf_synced_table *s = src->synced_tables; s != NULL && !oom;
+		     s = s->next) {
+			struct cf_synced_table *d = malloc(sizeof(*d));
+			if (d == NULL) {
+				oom = true;
+				break;
+			}
+			*d = *s;
+			d->next = NULL;
+			d->kv = NULL;
+			d->nkv = 0;
+			*tail = d;
+			tail = &d->next;
+			d->file = dup_or_null(s->file, &oom);
+			d->database = dup_or_null(s->database, &oom);
+			d->schema = dup_or_null(s->schema, &oom);
+			d->table = dup_or_null(s->table, &oom);
+			d->kv = kv_copy(s->kv, s->nkv, &oom);
+			d->nkv = d->kv != NULL ? s->nkv : 0;
+		}
+	}
+	if (oom) {
+		config_free(cfg);
+		return NULL;
+	}
+	return cfg;
 }

@@ -873,7 +873,8 @@ void control_shutdown(struct bouncer *b, enum control_shutdown mode)
 {
 	struct control *ctl = b->control;
 
-	if (ctl->shutdown == CONTROL_SHUTDOWN_NONE)
+	/* once for the process: every worker runs this, worker 0 first */
+	if (ctl->shutdown == CONTROL_SHUTDOWN_NONE && worker_index(b) == 0)
 		(void)sdnotify("STOPPING=1");
 	if (ctl->shutdown != CONTROL_SHUTDOWN_NONE || mode == CONTROL_SHUTDOWN_IMMEDIATE) {
 		log_once(b, "shutting down immediately");
@@ -1009,73 +1010,119 @@ static void refresh_pool(struct bouncer *b, struct pool *pool)
 	pool_refresh_settings(pool);
 }
 
-bool control_reload(struct bouncer *b)
+/*
+ * What one RELOAD read and checked. Each worker takes the config copy of its number; the user
+ * list, the auth files and the TLS contexts are immutable and shared, each worker holding a
+ * reference of its own.
+ */
+struct reload_set {
+	struct config **cfgs; /* [worker number]; NULL once taken */
+	int ncfgs;
+	struct userlist *users;   /* NULL without auth_file */
+	struct auth_files *files; /* the hba and ident files */
+	struct tls_ctxs *tls;
+};
+
+void control_reload_set_free(struct reload_set *rs)
 {
-	struct control *ctl = b->control;
-	struct config *fresh = NULL, *old;
-	struct userlist *users = NULL, *old_users;
-	struct auth_files *files;
+	if (rs == NULL)
+		return;
+	for (int i = 0; i < rs->ncfgs; i++)
+		config_free(rs->cfgs[i]);
+	free(rs->cfgs);
+	userlist_free(rs->users);
+	auth_files_free(rs->files);
+	tls_ctxs_free(rs->tls);
+	free(rs);
+}
+
+struct reload_set *control_reload_load(struct bouncer *b, int nworkers)
+{
+	struct reload_set *rs = NULL;
+	struct config *fresh = NULL;
 	char why[1024];
-	struct list *it, *tmp;
-	bool server_tls_changed;
-	char err2[512];
 
 	(void)sdnotify_reloading();
 	if (!config_load(b->config_path, &fresh)) {
 		log_error("RELOAD failed, see logs for additional details");
-		(void)sdnotify("READY=1");
-		return false;
+		goto fail;
 	}
 	if (!config_keep_no_reload(fresh, b->cfg))
 		log_warning("some changed settings need a restart to take effect");
 	/* workers needs a restart: the running number decides what the file may add */
 	if (!config_workers_check(fresh, why, sizeof(why))) {
 		log_error("RELOAD failed: %s", why);
-		config_free(fresh);
-		(void)sdnotify("READY=1");
-		return false;
+		goto fail;
 	}
-	{
-		char err[512];
-		/* TLS that cannot be set up is never ignored: the reload fails, the old stays */
-		if (!tls_configure(b, fresh, err, sizeof(err))) {
-			log_error("RELOAD failed: %s; the TLS settings in use are kept", err);
-			config_free(fresh);
-			return false;
-		}
+	rs = calloc(1, sizeof(*rs));
+	if (rs == NULL || (rs->cfgs = calloc((size_t)nworkers, sizeof(*rs->cfgs))) == NULL) {
+		log_error("RELOAD failed: out of memory");
+		goto fail;
+	}
+	rs->ncfgs = nworkers;
+	/* TLS that cannot be set up is never ignored: the reload fails, the old stays */
+	rs->tls = tls_build(fresh, why, sizeof(why));
+	if (rs->tls == NULL) {
+		log_error("RELOAD failed: %s; the TLS settings in use are kept", why);
+		goto fail;
 	}
 	if (fresh->auth_file[0]) {
-		users = userlist_load(fresh->auth_file);
-		if (users == NULL) {
+		rs->users = userlist_load(fresh->auth_file);
+		if (rs->users == NULL) {
 			log_error("RELOAD failed, see logs for additional details");
-			if (!tls_configure(b, b->cfg, err2, sizeof(err2)))
-				log_error("could not restore the previous TLS settings: %s", err2);
-			config_free(fresh);
-			(void)sdnotify("READY=1");
-			return false;
+			goto fail;
 		}
 	}
-	files = auth_files_load(fresh, why, sizeof(why));
-	if (files == NULL) {
+	rs->files = auth_files_load(fresh, why, sizeof(why));
+	if (rs->files == NULL) {
 		log_error("%s", why);
 		log_error("RELOAD failed, see logs for additional details");
-		if (users != NULL)
-			userlist_free(users);
-		config_free(fresh);
-		return false;
+		goto fail;
 	}
+	/* the copies last: nothing may fail once the workers start applying */
+	for (int i = 1; i < nworkers; i++) {
+		rs->cfgs[i] = config_copy(fresh);
+		if (rs->cfgs[i] == NULL) {
+			log_error("RELOAD failed: out of memory");
+			goto fail;
+		}
+	}
+	rs->cfgs[0] = fresh;
+	return rs;
+fail:
+	config_free(fresh);
+	control_reload_set_free(rs);
+	(void)sdnotify("READY=1");
+	return NULL;
+}
+
+void control_reload_apply(struct bouncer *b, struct reload_set *rs)
+{
+	struct control *ctl = b->control;
+	struct config *fresh, *old;
+	struct userlist *old_users;
+	struct list *it, *tmp;
+	bool server_tls_changed;
+	int i = worker_index(b);
+
+	if (i >= rs->ncfgs || rs->cfgs[i] == NULL)
+		return; /* a worker the set was not made for */
+	fresh = rs->cfgs[i];
+	rs->cfgs[i] = NULL;
+	if (!tls_use(b, rs->tls))
+		log_error("RELOAD: out of memory setting up TLS, the TLS settings in use are kept");
 	old = b->cfg;
 	server_tls_changed = tls_server_settings_differ(old, fresh);
 	old_users = b->users;
 	b->cfg = fresh;
-	b->users = users;
-	auth_use_files(b, files);
+	b->users = userlist_ref(rs->users);
+	auth_use_files(b, auth_files_ref(rs->files));
 	list_for_each_safe(it, tmp, &b->pools)
 	{
 		refresh_pool(b, list_entry(it, struct pool, head));
 	}
 	if (server_tls_changed) {
-		log_info("server TLS settings changed, reconnecting the servers");
+		log_once(b, "server TLS settings changed, reconnecting the servers");
 		list_for_each(it, &b->pools)
 		{
 			tag_servers(list_entry(it, struct pool, head));
@@ -1087,6 +1134,21 @@ bool control_reload(struct bouncer *b)
 		ctl->after_reload(b);
 	if (old_users != NULL)
 		userlist_free(old_users);
+}
+
+void control_reload_done(struct reload_set *rs)
+{
+	control_reload_set_free(rs);
 	(void)sdnotify("READY=1");
+}
+
+bool control_reload(struct bouncer *b)
+{
+	struct reload_set *rs = control_reload_load(b, 1);
+
+	if (rs == NULL)
+		return false;
+	control_reload_apply(b, rs);
+	control_reload_done(rs);
 	return true;
 }

@@ -259,7 +259,7 @@ static bool bouncer_load_files(struct bouncer *b, char *err, size_t errsize)
 	}
 	if (!tls_configure(b, b->cfg, err, errsize)) {
 		char why[512];
-		snprintf(why, sizeof(why), "%s", err);
+		snprintf(why, sizeof(why), "%.500s", err);
 		snprintf(err, errsize, "TLS setup failed: %s", why);
 		return false;
 	}
@@ -268,6 +268,21 @@ static bool bouncer_load_files(struct bouncer *b, char *err, size_t errsize)
 		return false;
 	auth_use_files(b, files);
 	return true;
+}
+
+/*
+ * What worker b needs from the files, taken from worker 0 (from), which read and checked them:
+ * a copy of its config, and the user list, the hba and ident files and the TLS contexts
+ * shared. So the workers start on one configuration, whatever happens to the files meanwhile.
+ * Runs in the main thread before b's thread starts. False when out of memory.
+ */
+static bool bouncer_share_files(struct bouncer *b, struct bouncer *from)
+{
+	b->cfg = config_copy(from->cfg);
+	if (b->cfg == NULL)
+		return false;
+	b->users = userlist_ref(from->users);
+	return tls_share(b, from) && auth_share_files(b, from);
 }
 
 /*
@@ -372,20 +387,16 @@ static void bouncer_teardown(struct bouncer *b)
 }
 
 /*
- * The body of workers 1..n-1, in a thread of their own: the same set-up as worker 0 from the
- * same file (read again, quietly: worker 0 has said what it had to say about it), then the
- * loop, then the teardown. Everything a worker makes is its thread's alone.
+ * The body of workers 1..n-1, in a thread of their own: the same set-up as worker 0 on what
+ * worker 0 read (bouncer_share_files()), then the loop, then the teardown. Everything a worker
+ * makes is its thread's alone.
  */
 static void worker_run(struct bouncer *b)
 {
-	static const struct cf_load_opts quiet = {.quiet = true};
 	char err[1024] = "";
 	bool ok;
 
-	ok = config_load_opts(b->config_path, &quiet, &b->cfg);
-	if (!ok)
-		snprintf(err, sizeof(err), "cannot load config file \"%s\"", b->config_path);
-	ok = ok && bouncer_load_files(b, err, sizeof(err)) && bouncer_build(b, err, sizeof(err));
+	ok = bouncer_build(b, err, sizeof(err));
 	if (ok && !bouncer_start_dns(b)) {
 		snprintf(err, sizeof(err), "cannot start the DNS resolver");
 		ok = false;
@@ -557,6 +568,10 @@ int main(int argc, char **argv)
 		ares_initialised = true;
 		if (!workers_mailbox_open(&b))
 			fatal("cannot set up the workers' mailboxes");
+		workers_test_after_check();
+		for (int i = 1; i < nworkers; i++)
+			if (!bouncer_share_files(&wb[i], &b))
+				fatal("out of memory setting up worker %d", i);
 		if (!workers_start(ws, worker_run))
 			fatal("cannot start the workers");
 		log_info("%d workers running", nworkers);

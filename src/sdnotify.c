@@ -20,7 +20,7 @@
 
 #define SDNOTIFY_MSG_MAX 1024
 
-static bool warned;
+static _Atomic bool warned; /* sends may come from any worker's thread */
 
 static bool send_msg(const char *msg, size_t len)
 {

@@ -404,46 +404,102 @@ fail:
 	return NULL;
 }
 
-bool tls_configure(struct bouncer *b, const struct config *cfg, char *err, size_t errsize)
+struct tls_ctxs {
+	SSL_CTX *client_ctx, *server_ctx; /* one reference each */
+	enum sslmode client_mode, server_mode;
+};
+
+struct tls_ctxs *tls_build(const struct config *cfg, char *err, size_t errsize)
 {
-	struct tls_state *st = b->tls;
-	SSL_CTX *cctx = NULL, *sctx = NULL;
+	struct tls_ctxs *c;
 
 	/* pgbouncer's rule: the CN is only trusted from a certificate checked in full */
 	if (cfg->auth_type == AUTH_CERT && cfg->client_tls_sslmode != SSLMODE_VERIFY_FULL) {
 		snprintf(err, errsize, "auth_type=cert requires client_tls_sslmode=verify-full");
-		return false;
+		return NULL;
 	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		snprintf(err, errsize, "out of memory");
+		return NULL;
+	}
+	c->client_mode = cfg->client_tls_sslmode;
+	c->server_mode = cfg->server_tls_sslmode;
 	if (cfg->client_tls_sslmode != SSLMODE_DISABLE) {
-		cctx = build_client_ctx(cfg, err, errsize);
-		if (cctx == NULL)
-			return false;
+		c->client_ctx = build_client_ctx(cfg, err, errsize);
+		if (c->client_ctx == NULL)
+			goto fail;
 	}
 	if (cfg->server_tls_sslmode != SSLMODE_DISABLE) {
-		sctx = build_server_ctx(cfg, err, errsize);
-		if (sctx == NULL) {
-			SSL_CTX_free(cctx);
-			return false;
-		}
+		c->server_ctx = build_server_ctx(cfg, err, errsize);
+		if (c->server_ctx == NULL)
+			goto fail;
 	}
+	return c;
+fail:
+	tls_ctxs_free(c);
+	return NULL;
+}
+
+void tls_ctxs_free(struct tls_ctxs *c)
+{
+	if (c == NULL)
+		return;
+	SSL_CTX_free(c->client_ctx);
+	SSL_CTX_free(c->server_ctx);
+	free(c);
+}
+
+bool tls_use(struct bouncer *b, const struct tls_ctxs *c)
+{
+	struct tls_state *st = b->tls;
+
 	if (st == NULL) {
 		st = calloc(1, sizeof(*st));
-		if (st == NULL) {
-			SSL_CTX_free(cctx);
-			SSL_CTX_free(sctx);
-			snprintf(err, errsize, "out of memory");
+		if (st == NULL)
 			return false;
-		}
 		b->tls = st;
 	}
+	/* an SSL_CTX is shared safely once built: its reference count is atomic */
+	if (c->client_ctx != NULL)
+		SSL_CTX_up_ref(c->client_ctx);
+	if (c->server_ctx != NULL)
+		SSL_CTX_up_ref(c->server_ctx);
 	/* connections hold their own reference: freeing here only drops ours */
 	SSL_CTX_free(st->client_ctx);
 	SSL_CTX_free(st->server_ctx);
-	st->client_ctx = cctx;
-	st->server_ctx = sctx;
-	st->client_mode = cfg->client_tls_sslmode;
-	st->server_mode = cfg->server_tls_sslmode;
+	st->client_ctx = c->client_ctx;
+	st->server_ctx = c->server_ctx;
+	st->client_mode = c->client_mode;
+	st->server_mode = c->server_mode;
 	return true;
+}
+
+bool tls_share(struct bouncer *b, const struct bouncer *from)
+{
+	struct tls_ctxs c = {0};
+
+	if (from->tls != NULL) {
+		c.client_ctx = from->tls->client_ctx;
+		c.server_ctx = from->tls->server_ctx;
+		c.client_mode = from->tls->client_mode;
+		c.server_mode = from->tls->server_mode;
+	}
+	return tls_use(b, &c);
+}
+
+bool tls_configure(struct bouncer *b, const struct config *cfg, char *err, size_t errsize)
+{
+	struct tls_ctxs *c = tls_build(cfg, err, errsize);
+	bool ok;
+
+	if (c == NULL)
+		return false;
+	ok = tls_use(b, c);
+	if (!ok)
+		snprintf(err, errsize, "out of memory");
+	tls_ctxs_free(c);
+	return ok;
 }
 
 void tls_free(struct bouncer *b)

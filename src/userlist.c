@@ -13,6 +13,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@ struct userlist {
 	struct userlist_entry *e;
 	size_t n, cap;
 	int skipped;
+	atomic_int refs; /* holders: the workers that use it (userlist_ref()) */
 };
 
 const char *userlist_pw_kind_str(enum userlist_pw_kind kind)
@@ -197,6 +199,7 @@ struct userlist *userlist_load_buffer(const char *text, size_t len, const char *
 
 	if (!ul)
 		goto oom;
+	atomic_init(&ul->refs, 1);
 	/* a field is never longer than its line */
 	user = malloc(USERLIST_MAX_LINE + 1);
 	pw = malloc(USERLIST_MAX_LINE + 1);
@@ -335,9 +338,16 @@ int userlist_skipped(const struct userlist *ul)
 	return ul ? ul->skipped : 0;
 }
 
+struct userlist *userlist_ref(struct userlist *ul)
+{
+	if (ul != NULL)
+		atomic_fetch_add(&ul->refs, 1);
+	return ul;
+}
+
 void userlist_free(struct userlist *ul)
 {
-	if (!ul)
+	if (!ul || atomic_fetch_sub(&ul->refs, 1) > 1)
 		return;
 	for (size_t i = 0; i < ul->n; i++) {
 		free(ul->e[i].name);

@@ -240,21 +240,39 @@ bool workers_post(struct bouncer *self, int to, worker_fn fn, void *arg)
 
 void bouncer_reload_one(struct bouncer *w, void *arg)
 {
-	if (w == arg)
-		return; /* the worker that checked the file has it already */
-	if (!control_reload(w))
-		log_warning("worker %d: RELOAD failed, it keeps its previous configuration",
-		            worker_index(w));
+	control_reload_apply(w, arg);
+}
+
+void workers_test_after_check(void)
+{
+#ifdef CASSERT
+	/* only in builds made for the tests (--enable-cassert): it renames a file */
+	const char *path = getenv("SYNCBOUNCER_TEST_AFTER_CHECK");
+	char next[4096];
+	int n;
+
+	if (path == NULL || path[0] == '\0')
+		return;
+	n = snprintf(next, sizeof(next), "%s.next", path);
+	if (n < 0 || (size_t)n >= sizeof(next))
+		return;
+	if (rename(next, path) == 0)
+		log_warning("test hook: %s replaced after the check", path);
+#endif
 }
 
 bool workers_reload(struct bouncer *self)
 {
-	if (!control_reload(self))
+	struct reload_set *rs = control_reload_load(self, workers_count(self));
+
+	if (rs == NULL)
 		return false;
-	if (self->workers != NULL) {
-		workers_each(self, bouncer_reload_one, self);
+	workers_test_after_check();
+	/* every worker, self included, applies what self read: nobody reads the files again */
+	workers_each(self, bouncer_reload_one, rs);
+	control_reload_done(rs);
+	if (self->workers != NULL)
 		log_info("configuration reloaded by every worker");
-	}
 	return true;
 }
 

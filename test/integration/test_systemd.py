@@ -47,6 +47,23 @@ class NotifySocket:
                 return m
         return None
 
+    def drain(self):
+        """Reads every message already sent (the sender is done: it answered, or exited)."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                data = self.sock.recv(4096)
+                self.messages.append(dict(line.split("=", 1) for line in data.decode().split("\n")
+                                          if "=" in line))
+        except BlockingIOError:
+            pass
+        finally:
+            self.sock.setblocking(True)
+        return self.messages
+
+    def count(self, key):
+        return sum(1 for m in self.messages if m.get(key) == "1")
+
     def close(self):
         self.sock.close()
 
@@ -162,6 +179,48 @@ def test_a_broken_notify_socket_does_not_stop_the_pooler(bouncer_factory, monkey
     with b.connect() as c:
         assert c.execute("select 1").fetchone() == (1,)
     assert "cannot notify the service manager" in b.log()
+
+
+@syncbouncer_only
+@pytest.mark.timeout(60)
+def test_several_workers_tell_the_service_manager_once(bouncer_factory, notify):
+    b = bouncer_factory(config={"pgbouncer": {"workers": 2}})
+    assert notify.wait_for(lambda m: m.get("READY") == "1")
+    with admin(b) as a:
+        a.execute("RELOAD")
+    # RELOAD answers once every worker has applied it: what it had to say is sent
+    notify.drain()
+    assert (notify.count("READY"), notify.count("RELOADING")) == (2, 1), notify.messages
+    b.proc.send_signal(signal.SIGTERM)
+    b.proc.wait(10)
+    b.stopped_by_us = True
+    notify.drain()
+    assert notify.count("STOPPING") == 1, notify.messages
+
+
+@syncbouncer_only
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("broken", [
+    "client_tls_sslmode = require\nclient_tls_key_file = /nonexistent/key.pem\n"
+    "client_tls_cert_file = /nonexistent/cert.pem\n",
+    "auth_type = hba\nauth_hba_file = /nonexistent/hba.conf\n",
+], ids=["tls", "hba"])
+def test_a_failed_reload_is_ready_again(bouncer_factory, notify, broken):
+    b = bouncer_factory()
+    assert notify.wait_for(lambda m: m.get("READY") == "1")
+    keys = {line.split("=")[0].strip() for line in broken.splitlines()}
+    with open(b.ini) as f:
+        ini = "".join(line for line in f if line.split("=")[0].strip() not in keys)
+    with open(b.ini, "w") as f:
+        f.write(ini.replace("[pgbouncer]\n", "[pgbouncer]\n" + broken))
+    with admin(b) as a:
+        with pytest.raises(psycopg.Error, match="RELOAD failed"):
+            a.execute("RELOAD")
+        # the previous configuration serves on, and the service manager knows it is ready
+        assert a.execute("SHOW VERSION").fetchone() is not None
+    notify.drain()
+    assert (notify.count("RELOADING"), notify.count("READY")) == (1, 2), notify.messages
+    assert notify.messages[-1].get("READY") == "1", notify.messages
 
 
 def start_with_passed_socket(b, lsock):

@@ -377,6 +377,25 @@ def test_reload_with_a_broken_certificate_keeps_the_old_context(bouncer_factory,
         assert c.execute("select 2").fetchone() == (2,)
 
 
+@pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer 1.18 does not refuse the reload")
+@pytest.mark.timeout(60)
+def test_a_reload_refused_for_another_file_leaves_tls_as_it_was(bouncer_factory, certs):
+    b = bouncer_factory(config={"pgbouncer": client_tls(certs, "disable")})
+    # TLS that would work, with an hba file that does not exist: the whole RELOAD is refused
+    rewrite(b.ini, "client_tls_sslmode = disable", "client_tls_sslmode = require")
+    rewrite(b.ini, "auth_type = md5",
+            f"auth_type = hba\nauth_hba_file = {b.workdir}/no-such-hba.conf")
+    with admin_tls(b) as a:
+        with pytest.raises(psycopg.Error, match="RELOAD failed"):
+            a.execute("RELOAD")
+        cfg = dict((r[0], r[1]) for r in a.execute("SHOW CONFIG").fetchall())
+        assert cfg["client_tls_sslmode"] == "disable"
+    with pytest.raises(psycopg.OperationalError, match="does not support SSL"):
+        b.connect(sslmode="require")
+    with b.connect(sslmode="disable") as c:
+        assert c.execute("select 1").fetchone() == (1,)
+
+
 @pytest.mark.skipif(IS_PGBOUNCER, reason="pgbouncer 1.18 loads a key file anyone can read")
 @pytest.mark.timeout(60)
 def test_a_readable_private_key_is_refused(bouncer_factory, certs):

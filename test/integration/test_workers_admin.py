@@ -1,13 +1,15 @@
 """The admin console with two workers: the views show one pooler holding every connection of
 both workers, and the commands act on both (PAUSE answers once both have released their
-servers; KILL_CLIENT finds a client on either; RELOAD reaches both)."""
+servers; KILL_CLIENT finds a client on either; RELOAD reaches both, with what one of them read
+and checked, and SET too; DNS names count once)."""
 
+import os
 import socket
 
 import psycopg
 import pytest
 
-from conftest import IS_PGBOUNCER, free_port
+from conftest import DEFAULT_USERS, IS_PGBOUNCER, free_port, render_userlist
 from test_admin_commands import Background, admin, rows
 from test_metrics import get, parse, scrape
 from test_workers import watched_client_sockets
@@ -218,6 +220,108 @@ def test_suspend_holds_both_workers_until_resume(bouncer_factory):
             assert a.execute("RESUME").statusmessage == "RESUME"
             for h in held:
                 assert h.join(20) and h.error is None and h.result == ("resumed",)
+    finally:
+        for c in conns:
+            c.close()
+
+
+# For tests only: once a RELOAD or SET (or the start) has read and checked the files, and
+# before the workers apply them, the pooler renames PATH.next over PATH — a file edited at the
+# worst moment, made deterministic.
+AFTER_CHECK = "SYNCBOUNCER_TEST_AFTER_CHECK"
+
+
+def logins_on_both_workers(b, password):
+    """NCLIENTS logins as app with password, spread over both workers; all must succeed."""
+    conns = [b.connect(password=password, autocommit=True) for _ in range(NCLIENTS)]
+    try:
+        loops = loop_of_ports(b)
+        assert len({loops[p] for p in by_port(conns)}) == 2, "the clients are on one worker"
+        for c in conns:
+            assert c.execute("select 1").fetchone() == (1,)
+    finally:
+        for c in conns:
+            c.close()
+
+
+@pytest.mark.timeout(90)
+def test_an_auth_file_changed_during_start_or_reload_reaches_no_worker(bouncer_factory,
+                                                                       monkeypatch):
+    b = bouncer_factory(config=two_workers(), start=False)
+    monkeypatch.setenv(AFTER_CHECK, b.userlist)
+    nxt = b.userlist + ".next"
+    with open(nxt, "w") as f:
+        f.write(render_userlist({**DEFAULT_USERS, "app": "first-change"}))
+    b.start()
+    # replaced once worker 0 had read it: both workers log in with what worker 0 read
+    assert not os.path.exists(nxt)
+    logins_on_both_workers(b, "secret")
+
+    with open(nxt, "w") as f:
+        f.write(render_userlist({**DEFAULT_USERS, "app": "second-change"}))
+    with admin(b) as a:
+        assert a.execute("RELOAD").statusmessage == "RELOAD"
+    assert not os.path.exists(nxt)
+    # the file RELOAD read and checked, on both workers; not the one that came after
+    logins_on_both_workers(b, "first-change")
+    for _ in range(NCLIENTS // 2):
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            b.connect(password="second-change")
+
+
+HBA = "host all all 127.0.0.1/32 md5\n"
+
+
+@pytest.mark.timeout(90)
+def test_set_is_taken_by_every_worker_with_what_the_first_read(bouncer_factory, monkeypatch):
+    b = bouncer_factory(config=two_workers(auth_type="hba",
+                                           auth_hba_file="@WORKDIR@/hba.conf"), start=False)
+    for name, text in (("hba.conf", HBA), ("hba2.conf", "# the new rules\n" + HBA)):
+        with open(os.path.join(b.workdir, name), "w") as f:
+            f.write(text)
+    hba2 = os.path.join(b.workdir, "hba2.conf")
+    monkeypatch.setenv(AFTER_CHECK, hba2)
+    b.start()
+    # (after the start, which would replace it too)
+    with open(hba2 + ".next", "w") as f:
+        f.write("host all all 127.0.0.1/32 no-such-method\n")
+    admins = [admin(b) for _ in range(8)]
+    try:
+        loops = loop_of_ports(b)
+        by_loop = {}
+        for a in admins:
+            by_loop.setdefault(loops[local_port(a)], a)
+        assert len(by_loop) == 2, "the admin connections all went to one worker"
+        one, other = by_loop.values()
+        # the file was good when it was checked: every worker takes it, none reads it again
+        assert one.execute(f"SET auth_hba_file = '{hba2}'").statusmessage == \
+            f"SET auth_hba_file={hba2}"
+        assert not os.path.exists(hba2 + ".next")
+        for a in (one, other):
+            config = {r["key"]: r["value"] for r in rows(a, "SHOW CONFIG")}
+            assert config["auth_hba_file"] == hba2
+        logins_on_both_workers(b, "secret")
+    finally:
+        for a in admins:
+            a.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_name_both_workers_resolved_counts_once(bouncer_factory, pg):
+    b = bouncer_factory(config={**two_workers(), "databases": {
+        "app": f"host=localhost port={pg.port} dbname=app"}})
+    conns = [b.connect(autocommit=True) for _ in range(NCLIENTS)]
+    try:
+        for c in conns:
+            assert c.execute("select 1").fetchone() == (1,)
+        loops = loop_of_ports(b)
+        # both workers opened servers to localhost: each resolved it
+        assert len({loops[p] for p in by_port(conns)}) == 2, "the clients are on one worker"
+        with admin(b) as a:
+            assert dict(a.execute("SHOW LISTS").fetchall())["dns_names"] == 1
+            hosts = rows(a, "SHOW DNS_HOSTS")
+            assert [h["hostname"] for h in hosts] == ["localhost"], hosts
+            assert "127.0.0.1" in hosts[0]["addrs"]
     finally:
         for c in conns:
             c.close()

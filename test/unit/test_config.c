@@ -1188,6 +1188,115 @@ static void test_reload_keeps_restart_settings(void **state)
 	config_free(fresh);
 }
 
+/* Every setting of a and b prints the same, and their entries are alike field by field. */
+static void assert_configs_equal(const struct config *a, const struct config *b)
+{
+	char va[512], vb[512];
+	const struct cf_database *da = a->databases, *db = b->databases;
+	const struct cf_user *ua = a->users, *ub = b->users;
+	const struct cf_api *aa = a->apis, *ab = b->apis;
+	const struct cf_synced_table *sa = a->synced_tables, *sb = b->synced_tables;
+
+	for (int i = 0; i < config_key_count(); i++) {
+		config_key_format(a, i, va, sizeof(va));
+		config_key_format(b, i, vb, sizeof(vb));
+		assert_string_equal(va, vb);
+	}
+	assert_string_equal(a->path, b->path);
+	for (; da != NULL && db != NULL; da = da->next, db = db->next) {
+		assert_string_equal(da->name, db->name);
+		assert_string_equal(da->host, db->host);
+		assert_string_equal(da->dbname, db->dbname);
+		assert_string_equal(da->user, db->user);
+		assert_string_equal(da->password, db->password);
+		assert_string_equal(da->connect_query, db->connect_query);
+		assert_string_equal(da->application_name, db->application_name);
+		assert_int_equal(da->port, db->port);
+		assert_int_equal(da->pool_size, db->pool_size);
+		assert_int_equal(da->pool_mode, db->pool_mode);
+		assert_int_equal(da->server_lifetime, db->server_lifetime);
+	}
+	assert_true(da == NULL && db == NULL);
+	for (; ua != NULL && ub != NULL; ua = ua->next, ub = ub->next) {
+		assert_string_equal(ua->name, ub->name);
+		assert_int_equal(ua->pool_mode, ub->pool_mode);
+		assert_int_equal(ua->max_user_connections, ub->max_user_connections);
+		assert_int_equal(ua->query_timeout, ub->query_timeout);
+	}
+	assert_true(ua == NULL && ub == NULL);
+	for (; aa != NULL && ab != NULL; aa = aa->next, ab = ab->next) {
+		assert_string_equal(aa->name, ab->name);
+		assert_string_equal(aa->type, ab->type);
+		assert_string_equal(aa->file, ab->file);
+		assert_int_equal(aa->line, ab->line);
+		assert_int_equal(aa->nkv, ab->nkv);
+		for (int i = 0; i < aa->nkv; i++) {
+			assert_string_equal(aa->kv[i].key, ab->kv[i].key);
+			assert_string_equal(aa->kv[i].value, ab->kv[i].value);
+		}
+	}
+	assert_true(aa == NULL && ab == NULL);
+	for (; sa != NULL && sb != NULL; sa = sa->next, sb = sb->next) {
+		assert_string_equal(sa->database, sb->database);
+		assert_string_equal(sa->schema, sb->schema);
+		assert_string_equal(sa->table, sb->table);
+		assert_int_equal(sa->nkv, sb->nkv);
+		for (int i = 0; i < sa->nkv; i++) {
+			assert_string_equal(sa->kv[i].key, sb->kv[i].key);
+			assert_string_equal(sa->kv[i].value, sb->kv[i].value);
+		}
+	}
+	assert_true(sa == NULL && sb == NULL);
+}
+
+/*
+ * What another worker gets: a copy that says everything the original says and shares none of
+ * its memory (the original freed, the copy still reads whole; a SET on one leaves the other).
+ */
+static void test_copy_is_whole_and_shares_nothing(void **state)
+{
+	struct config *orig, *ref, *copy;
+	struct msgs m;
+	char err[256];
+
+	(void)state;
+	assert_true(load_path(DATA "/full.ini", &orig, &m));
+	assert_true(load_path(DATA "/full.ini", &ref, &m));
+	assert_non_null(orig->databases);
+	assert_non_null(orig->users);
+	assert_non_null(orig->apis);
+	assert_non_null(orig->synced_tables);
+	copy = config_copy(orig);
+	assert_non_null(copy);
+	assert_ptr_not_equal(copy->databases, orig->databases);
+	assert_ptr_not_equal(copy->listen_addr, orig->listen_addr);
+	config_free(orig);
+	assert_configs_equal(copy, ref);
+
+	assert_true(config_set(copy, "server_reset_query", "SELECT 1", err, sizeof(err)));
+	assert_string_not_equal(copy->server_reset_query, ref->server_reset_query);
+	/* the next worker takes the value as the first checked it */
+	assert_true(config_set_from(ref, copy, "server_reset_query"));
+	assert_string_equal(ref->server_reset_query, "SELECT 1");
+	assert_ptr_not_equal(ref->server_reset_query, copy->server_reset_query);
+	assert_true(config_set(copy, "max_client_conn", "7", err, sizeof(err)));
+	assert_true(config_set_from(ref, copy, "max_client_conn"));
+	assert_int_equal(ref->max_client_conn, 7);
+	assert_false(config_set_from(ref, copy, "no_such_setting"));
+	assert_configs_equal(copy, ref);
+	config_free(copy);
+	config_free(ref);
+
+	/* the defaults alone: no entries */
+	orig = config_new_defaults();
+	assert_non_null(orig);
+	copy = config_copy(orig);
+	assert_non_null(copy);
+	assert_configs_equal(copy, orig);
+	config_free(orig);
+	config_free(copy);
+}
+
 /* The man page documents every setting of the table (and nothing is documented that is gone). */
 static void test_man_page_lists_every_setting(void **state)
 {
@@ -1298,6 +1407,7 @@ int main(void)
 	        cmocka_unit_test(test_unsupported_warns_once_when_set),
 	        cmocka_unit_test(test_security_settings_refused),
 	        cmocka_unit_test(test_reload_keeps_restart_settings),
+	        cmocka_unit_test(test_copy_is_whole_and_shares_nothing),
 	        cmocka_unit_test(test_man_page_lists_every_setting),
 	        cmocka_unit_test(test_workers_setting),
 	        cmocka_unit_test(test_enum_names),

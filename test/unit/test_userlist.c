@@ -26,6 +26,22 @@ static struct userlist *load(const char *text)
 	return userlist_load_buffer(text, strlen(text), "users.txt");
 }
 
+/* One list held by several workers: it stays whole until the last of them lets go. */
+static void test_shared_until_the_last_holder_frees_it(void **state)
+{
+	struct userlist *ul = load("\"app\" \"secret\"\n");
+
+	(void)state;
+	assert_non_null(ul);
+	assert_ptr_equal(userlist_ref(ul), ul);
+	assert_ptr_equal(userlist_ref(ul), ul);
+	userlist_free(ul);
+	userlist_free(ul);
+	assert_string_equal(userlist_get_password(ul, "app"), "secret");
+	userlist_free(ul);
+	assert_null(userlist_ref(NULL));
+}
+
 static void test_fixture_file(void **state)
 {
 	struct userlist *ul = userlist_load(TEST_SRCDIR "/test/unit/data/userlist.txt");
@@ -206,6 +222,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_fixture_file),
+	        cmocka_unit_test(test_shared_until_the_last_holder_frees_it),
 	        cmocka_unit_test(test_lines),
 	        cmocka_unit_test(test_password_kinds),
 	        cmocka_unit_test(test_many_users_sorted_lookup),
