@@ -48,6 +48,12 @@ struct module_ops {
 	void (*admin_gone)(struct bouncer *b, uint64_t admin_id);
 	/* Its Prometheus lines; written lists the families already written ("|name|" each). */
 	void (*write_metrics)(struct bouncer *b, struct evbuffer *out, const char *written);
+	/*
+	 * With several workers (workers.h): the worker whose loop must serve the clients of
+	 * database db, by b->cfg, or -1 for any. A module that keeps per-database state on one
+	 * worker names it here; the core then hands such clients over to it (client.c).
+	 */
+	int (*home_worker)(const struct bouncer *b, const char *db);
 };
 
 /* The modules linked in, NULL-terminated (src/modules.c). */
@@ -65,5 +71,7 @@ enum module_cmd modules_command(struct bouncer *b, const char *cmd, const char *
                                 uint64_t admin_id, char *msg, size_t size);
 void modules_admin_gone(struct bouncer *b, uint64_t admin_id);
 void modules_write_metrics(struct bouncer *b, struct evbuffer *out, const char *written);
+/* The first module's home_worker() answer other than -1 for db, or -1. */
+int modules_home_worker(const struct bouncer *b, const char *db);
 
 #endif

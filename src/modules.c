@@ -111,3 +111,13 @@ void modules_write_metrics(struct bouncer *b, struct evbuffer *out, const char *
 		if (sb_modules[i]->write_metrics != NULL)
 			sb_modules[i]->write_metrics(b, out, written);
 }
+
+int modules_home_worker(const struct bouncer *b, const char *db)
+{
+	for (int i = 0; sb_modules[i] != NULL; i++) {
+		int w = sb_modules[i]->home_worker != NULL ? sb_modules[i]->home_worker(b, db) : -1;
+		if (w >= 0)
+			return w;
+	}
+	return -1;
+}
