@@ -82,6 +82,12 @@ bool client_query_through_server(struct conn *client, const struct pktbuf *query
  */
 bool client_query_on_server(struct conn *client, const struct pktbuf *query, int n)
         __attribute__((warn_unused_result));
+/*
+ * With several workers, after a RELOAD: closes (FATAL 57P01, so that pools reconnect) this
+ * worker's clients of a database that another worker must serve now (modules_home_worker():
+ * it got synced tables). New log-ins of such a database are handed to that worker.
+ */
+void client_close_served_elsewhere(struct bouncer *b);
 /* Handles a CancelRequest from a new connection. */
 void client_find_by_cancel_key(struct bouncer *b, uint32_t pid, uint32_t key, struct conn **out);
 

@@ -299,8 +299,8 @@ bool config_load_buffer_opts(const char *text, size_t len, const char *name,
 /* The number of event loops cfg asks for (workers: a number, or auto = the online CPUs). */
 int config_workers(const struct config *cfg);
 /*
- * Whether cfg's workers setting is usable: a number from 1 to 64 or "auto", and more than one
- * only without [synced_tables] and [apis]. False with the reason in err.
+ * Whether cfg's workers setting is usable: a number from 1 to 64 or "auto". False with the
+ * reason in err.
  */
 bool config_workers_check(const struct config *cfg, char *err, size_t errsize)
         __attribute__((warn_unused_result));

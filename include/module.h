@@ -80,6 +80,12 @@ struct module_ops {
 	void (*foreach_conn)(module_conn_cb cb, void *arg);
 	/* `syncbouncer --version`: a line per library it uses ("name: version"). */
 	void (*print_versions)(FILE *f);
+	/*
+	 * With several workers (workers.h): the worker whose loop must serve the clients of
+	 * database db, by b->cfg, or -1 for any. A module that keeps per-database state on one
+	 * worker names it here; the core then hands such clients over to it (client.c).
+	 */
+	int (*home_worker)(const struct bouncer *b, const char *db);
 };
 
 /*
@@ -113,5 +119,7 @@ void modules_write_metrics(struct bouncer *b, struct evbuffer *out, const char *
 void modules_foreach_conn(module_conn_cb cb, void *arg);
 /* For --version: loads what can be loaded and prints its libraries, or why it cannot be. */
 void modules_print_versions(FILE *f);
+/* The first module's home_worker() answer other than -1 for db, or -1. */
+int modules_home_worker(const struct bouncer *b, const char *db);
 
 #endif

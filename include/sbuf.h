@@ -135,6 +135,40 @@ bool sbuf_init(struct sbuf *sb, struct event_base *base, int fd, size_t bufsize,
 /* Stops all events, closes the fd and frees buffers. Safe to call twice. */
 void sbuf_close(struct sbuf *sb);
 
+/*
+ * A socket on its way from one worker's loop to another's (workers.h): the descriptor, its TLS
+ * state (an SSL may change threads while nobody else uses it), and the bytes received and not
+ * yet used, the packet being offered first (first_len bytes of data).
+ */
+struct sbuf_handoff {
+	int fd;
+	struct tls_conn *tls;
+	uint8_t *data; /* malloc'd */
+	size_t len, first_len;
+	uint64_t bytes_in;
+};
+/*
+ * From inside the owner's packet callback, for pkt (a complete startup-phase packet): moves the
+ * socket, its TLS state, pkt and every byte received after it into out, and leaves sb with no
+ * socket (the owner closes it and answers SBUF_CLOSED). False (nothing moved) when out of
+ * memory, or when sb still has bytes to write, which cannot move.
+ */
+bool sbuf_hand_off(struct sbuf *sb, const struct sbuf_pkt *pkt, struct sbuf_handoff *out)
+        __attribute__((warn_unused_result));
+/*
+ * sbuf_init() on the receiving loop's base for a socket handed off: h's descriptor, TLS state
+ * and bytes are sb's from now on (h is emptied); sbuf_resume() then offers the bytes as if
+ * they had just been read. False (h untouched) when out of memory or the bytes do not fit.
+ */
+bool sbuf_init_handed(struct sbuf *sb, struct event_base *base, struct sbuf_handoff *h,
+                      size_t bufsize, size_t max_pkt, const struct sbuf_ops *ops, void *owner)
+        __attribute__((warn_unused_result));
+/*
+ * A handed-off socket that nobody takes: one try to write last (a FATAL, may be NULL) without
+ * waiting, then the socket is closed and h's memory freed.
+ */
+void sbuf_handoff_abort(struct sbuf_handoff *h, const void *last, size_t len);
+
 /* Starts (or restarts after a pause) reading and delivering packets. */
 void sbuf_resume(struct sbuf *sb);
 /* Stops reading and delivering packets (also a pause that read on); what was read stays. */

@@ -3,8 +3,12 @@
  * thread's. With `workers = N` there are N, each a whole struct bouncer of its own (its event
  * base, listeners, pools, clients and servers) running in its own thread; worker 0 is the main
  * thread, which also handles signals. What the workers share is reached only through this
- * module: the limits that stay global (max_client_conn, the pools' server limits), and
- * workers_each(), by which one worker has something done on every worker's state.
+ * module: the limits that stay global (max_client_conn, the pools' server limits),
+ * workers_each(), by which one worker has something done on every worker's state, and the
+ * mailboxes (workers_post(), workers_post_owned()). A client of a database whose state lives on
+ * one worker (the synced tables: worker 0, modules_home_worker()) is handed to that worker by
+ * workers_post_owned() right after its startup packet is read (client.c): its socket, TLS
+ * session and unread bytes go with it, and it keeps its id and its place in max_client_conn.
  *
  * Invariants: a worker's struct bouncer, and everything hanging from it, is touched only by
  * that worker's thread. workers_each() runs its function on each worker's bouncer in that
@@ -44,6 +48,21 @@ void workers_each(struct bouncer *self, worker_fn fn, void *arg);
  * block the caller's relay (the pools' server rebalancing).
  */
 bool workers_post(struct bouncer *self, int to, worker_fn fn, void *arg);
+/*
+ * What becomes of an arg posted with workers_post_owned() whose fn cannot run: stopped, the
+ * worker has left its loop (or there is no such worker); else there was no memory to post it.
+ * It releases what arg holds (arg itself is freed with free() after it), in whichever thread
+ * found out: the poster's, or the stopping worker's.
+ */
+typedef void (*worker_drop_fn)(void *arg, bool stopped);
+/*
+ * workers_post() for an arg that holds more than memory (a client's socket handed to another
+ * worker): arg is the mailbox's from now on, whatever the answer. fn(to's bouncer, arg) runs in
+ * that worker's thread, or, when it cannot (as for workers_post(), and also when the worker
+ * leaves its loop with arg still queued), drop(arg, ...) runs instead; then arg is freed. False
+ * when drop has run already.
+ */
+bool workers_post_owned(struct bouncer *self, int to, worker_fn fn, void *arg, worker_drop_fn drop);
 
 /*
  * RELOAD and SIGHUP: self reads and checks the config file and every file it names, once

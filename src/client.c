@@ -24,6 +24,7 @@
 #include "conn.h"
 #include "control.h"
 #include "md5pw.h"
+#include "module.h"
 #include "pool.h"
 #include "prepared.h"
 #include "proto.h"
@@ -237,6 +238,18 @@ static void login_timeout(evutil_socket_t fd, short what, void *arg)
 		client_fatal(c, "08P01", "client_login_timeout (server down)");
 }
 
+/* Arms c's login timer to fire in usec (client_login_timeout, or what is left of it). */
+static bool start_login_timer(struct conn *c, uint64_t usec)
+{
+	struct timeval tv = {(time_t)(usec / 1000000), (suseconds_t)(usec % 1000000)};
+
+	if (!conn_event_assign(c, &c->ev_timer, -1, 0, login_timeout))
+		return false;
+	evtimer_add(c->ev_timer, &tv);
+	c->timer_ready = true;
+	return true;
+}
+
 static void stop_login_timer(struct conn *c)
 {
 	if (c->ev_timer != NULL) {
@@ -344,15 +357,10 @@ void client_accept(struct bouncer *b, int fd, const struct sockaddr *addr, sockl
 		c->refusal = "no more connections allowed (max_client_conn)";
 	if (b->shutting_down)
 		c->refusal = "pgbouncer is shutting down";
-	if (b->cfg->client_login_timeout > 0) {
-		struct timeval tv = {(time_t)(b->cfg->client_login_timeout / 1000000),
-		                     (suseconds_t)(b->cfg->client_login_timeout % 1000000)};
-		if (!conn_event_assign(c, &c->ev_timer, -1, 0, login_timeout)) {
-			client_close(c, "out of memory");
-			return;
-		}
-		evtimer_add(c->ev_timer, &tv);
-		c->timer_ready = true;
+	if (b->cfg->client_login_timeout > 0 &&
+	    !start_login_timer(c, (uint64_t)b->cfg->client_login_timeout)) {
+		client_close(c, "out of memory");
+		return;
 	}
 	if (tls_client_side_enabled(b)) {
 		if (!conn_event_assign(c, &c->ev_connect, fd, EV_READ, client_first_byte)) {
@@ -686,6 +694,192 @@ static bool negotiate_protocol(struct conn *c, int nopts, const char *const *opt
 	return ok;
 }
 
+/* ---- handing a client to the worker that serves its database (workers.h) ---- */
+
+/*
+ * A client on its way to another worker, taken right after its startup packet was read and
+ * before anything else happened to it: what client_accept() and the TLS handshake gave it. It
+ * keeps its id and its place in the process's client count (workers_clients_add()).
+ */
+struct client_handoff {
+	struct sbuf_handoff sb;
+	union conn_addr addr;
+	char addr_str[INET6_ADDRSTRLEN];
+	int port;
+	uint64_t id, connect_time;
+	bool tls_direct;
+	struct bouncer *from; /* the worker that accepted it */
+	char dbname[CONN_NAME_MAX];
+};
+
+/*
+ * Nobody takes the client (the worker has left its loop, or there was no memory): it is told
+ * so and closed, and leaves the process's client count.
+ */
+static void handoff_drop(void *arg, bool stopped)
+{
+	struct client_handoff *h = arg;
+	struct pktbuf pb;
+
+	pktbuf_init(&pb, 1024);
+	pktbuf_write_error(&pb, "FATAL", stopped ? "57P01" : "53200",
+	                   stopped ? "pgbouncer is shutting down" : "out of memory", NULL, NULL);
+	sbuf_handoff_abort(&h->sb, pktbuf_failed(&pb) ? NULL : pb.data, pb.len);
+	pktbuf_free(&pb);
+	(void)workers_clients_add(h->from, -1);
+}
+
+/*
+ * As a worker_fn on the worker that serves the client's database: the client goes on as if
+ * this worker had accepted it and read its startup packet, which is offered again.
+ */
+static void client_adopt(struct bouncer *w, void *arg)
+{
+	struct client_handoff *h = arg;
+	struct conn *c = calloc(1, sizeof(*c));
+	uint64_t age, timeout = (uint64_t)w->cfg->client_login_timeout;
+
+	if (c == NULL) {
+		handoff_drop(h, false);
+		return;
+	}
+	c->b = w;
+	c->user = c->dbname = conn_no_name;
+	list_init(&c->head);
+	c->connect_time = h->connect_time;
+	c->addr = h->addr;
+	memcpy(c->addr_str, h->addr_str, sizeof(c->addr_str));
+	c->port = h->port;
+	c->tls_direct = h->tls_direct;
+	if (!sbuf_init_handed(&c->sbuf, w->base, &h->sb, (size_t)w->cfg->pkt_buf,
+	                      client_gather_max(w), &client_ops, c)) {
+		free(c);
+		handoff_drop(h, false);
+		return;
+	}
+	c->sbuf.startup_phase = true;
+	w->client_count++; /* the process's count has it already */
+	c->id = h->id;
+	conn_set_state(c, CL_LOGIN);
+	if (w->shutting_down)
+		c->refusal = "pgbouncer is shutting down";
+	if (timeout > 0) {
+		/* the clock is the process's: what the first worker's wait left of the timeout */
+		age = bouncer_now_usec() - c->connect_time;
+		if (!start_login_timer(c, age < timeout ? timeout - age : 1)) {
+			client_fatal(c, "53200", "out of memory");
+			return;
+		}
+	}
+	if (w->cfg->log_connections)
+		slog_info(c, "taken over from worker %d: database %s has synced tables",
+		          worker_index(h->from), h->dbname);
+	sbuf_resume(&c->sbuf);
+}
+
+/*
+ * The worker that must serve the client of this startup packet (modules_home_worker()), or -1
+ * for any; the database defaults to the user as in PostgreSQL. Names the normal path refuses
+ * (missing, too long) stay here to be refused.
+ */
+static int startup_home_worker(const struct bouncer *b, const struct startup_info *info,
+                               const char **dbname)
+{
+	const char *user = NULL, *db = NULL;
+
+	for (int i = 0; i < info->nparams; i++) {
+		if (strcmp(info->params[i].key, "user") == 0)
+			user = info->params[i].value;
+		else if (strcmp(info->params[i].key, "database") == 0)
+			db = info->params[i].value;
+	}
+	if (db == NULL || db[0] == '\0')
+		db = user;
+	if (db == NULL || db[0] == '\0' || strlen(db) >= CONN_NAME_MAX)
+		return -1;
+	*dbname = db;
+	return modules_home_worker(b, db);
+}
+
+/*
+ * Hands the client whose startup packet pkt is to worker `to`: its socket, TLS state and bytes
+ * go there, this worker forgets it. A client that cannot be handed over is told why (FATAL).
+ */
+static enum sbuf_action hand_over(struct conn *c, const struct sbuf_pkt *pkt, int to,
+                                  const char *dbname)
+{
+	struct bouncer *b = c->b;
+	struct client_handoff *h = calloc(1, sizeof(*h));
+
+	if (h == NULL || !sbuf_hand_off(&c->sbuf, pkt, &h->sb)) {
+		free(h);
+		client_fatal(c, "53200", "out of memory");
+		return SBUF_CLOSED;
+	}
+	h->addr = c->addr;
+	memcpy(h->addr_str, c->addr_str, sizeof(h->addr_str));
+	h->port = c->port;
+	h->id = c->id;
+	h->connect_time = c->connect_time;
+	h->tls_direct = c->tls_direct;
+	h->from = b;
+	snprintf(h->dbname, sizeof(h->dbname), "%s", dbname);
+	/* this worker's own count lets it go; the process's keeps it (handoff_drop() if not) */
+	b->client_count--;
+	conn_retire(c);
+	(void)workers_post_owned(b, to, client_adopt, h, handoff_drop);
+	return SBUF_CLOSED;
+}
+
+void client_close_served_elsewhere(struct bouncer *b)
+{
+	enum { BATCH = 64 };
+	struct conn *doomed[BATCH];
+	size_t found;
+
+	if (b->workers == NULL)
+		return;
+	/* closing a client may move others between lists: gather first, then close */
+	do {
+		struct list *lists[3], *pit, *it;
+		size_t n = 0;
+
+		found = 0;
+		list_for_each(it, &b->login_clients)
+		{
+			struct conn *c = list_entry(it, struct conn, head);
+			int home = c->admin ? -1 : modules_home_worker(b, c->dbname);
+			if (home >= 0 && home != worker_index(b) && found++ < BATCH)
+				doomed[n++] = c;
+		}
+		list_for_each(pit, &b->pools)
+		{
+			struct pool *pool = list_entry(pit, struct pool, head);
+			int home = modules_home_worker(b, pool->db_name);
+
+			if (home < 0 || home == worker_index(b))
+				continue;
+			lists[0] = &pool->active_clients;
+			lists[1] = &pool->waiting_clients;
+			lists[2] = &pool->login_clients;
+			for (int i = 0; i < 3; i++)
+				list_for_each(it, lists[i])
+				{
+					if (found++ < BATCH)
+						doomed[n++] = list_entry(it, struct conn, head);
+				}
+		}
+		for (size_t i = 0; i < n; i++) {
+			char msg[160];
+			snprintf(msg, sizeof(msg),
+			         "database %s has synced tables now: they are served by another "
+			         "worker; reconnect",
+			         doomed[i]->dbname);
+			client_fatal(doomed[i], "57P01", msg);
+		}
+	} while (found > BATCH);
+}
+
 static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pkt)
 {
 	struct bouncer *b = c->b;
@@ -759,6 +953,14 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 	if (c->refusal != NULL) {
 		client_fatal(c, b->shutting_down ? "57P01" : "53300", c->refusal);
 		return SBUF_CLOSED;
+	}
+	if (b->workers != NULL && worker_index(b) != 0) {
+		/* a database whose state lives on one worker (synced tables) is served there */
+		const char *home_db = NULL;
+		int home = startup_home_worker(b, &info, &home_db);
+
+		if (home >= 0 && home != worker_index(b))
+			return hand_over(c, pkt, home, home_db);
 	}
 	for (int i = 0; i < info.nparams; i++) {
 		const char *k = info.params[i].key, *v = info.params[i].value;

@@ -2369,16 +2369,7 @@ bool config_workers_check(const struct config *cfg, char *err, size_t errsize)
 {
 	int n = workers_resolve(cfg->workers, err, errsize);
 
-	if (n < 0)
-		return false;
-	if (n > 1 && (cfg->apis != NULL || cfg->synced_tables != NULL)) {
-		snprintf(err, errsize,
-		         "workers = %.20s cannot be used with [synced_tables] or [apis] yet: the "
-		         "synced tables run on one event loop; set workers = 1",
-		         cfg->workers);
-		return false;
-	}
-	return true;
+	return n >= 0;
 }
 
 /* The value setting i holds in cfg, as store_key() takes it (a string stays cfg's). */

@@ -22,6 +22,7 @@
 #include "admin.h"
 #include "auth.h"
 #include "bouncer.h"
+#include "client.h"
 #include "config.h"
 #include "conn.h"
 #include "control.h"
@@ -108,8 +109,8 @@ static void free_retired_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * What a reload changes outside the pools: the log (worker 0's to set, for the process) and the
- * modules (the synced-table side).
+ * What a reload changes outside the pools: the log (worker 0's to set, for the process), the
+ * modules (the synced-table side), and which worker serves which database.
  */
 static void after_reload(struct bouncer *b)
 {
@@ -118,6 +119,8 @@ static void after_reload(struct bouncer *b)
 		apply_log_settings(b->cfg);
 	}
 	modules_reload(b);
+	/* a database that got synced tables is served by worker 0: its clients elsewhere go */
+	client_close_served_elsewhere(b);
 }
 
 static void shutdown_one(struct bouncer *w, void *arg)

@@ -477,3 +477,14 @@ void modules_print_versions(FILE *f)
 			m->print_versions(f);
 	}
 }
+
+int modules_home_worker(const struct bouncer *b, const char *db)
+{
+	for (size_t i = 0; i < NMODULES; i++) {
+		const struct module_ops *m = module_at(i);
+		int w = m != NULL && m->home_worker != NULL ? m->home_worker(b, db) : -1;
+		if (w >= 0)
+			return w;
+	}
+	return -1;
+}

@@ -21,6 +21,7 @@
 #define OUT_MAX (2 * SBUF_GATHER_MAX)
 
 static void sbuf_process(struct sbuf *sb);
+static bool big_start(struct sbuf *sb);
 
 /*
  * Receive buffers are lent while a connection has bytes to read or relay and taken back when it
@@ -508,6 +509,101 @@ void sbuf_close(struct sbuf *sb)
 	sb->size = sb->recv_pos = sb->parse_pos = sb->done_pos = 0;
 	pktbuf_free(&sb->out);
 	big_drop(sb);
+}
+
+bool sbuf_hand_off(struct sbuf *sb, const struct sbuf_pkt *pkt, struct sbuf_handoff *out)
+{
+	/* the packet is in the receive buffer, or gathered whole in big (offer_big()) */
+	bool gathered = sb->big_ready && sb->big != NULL && pkt->body == sb->big->data + 4;
+	size_t after = gathered ? sb->parse_pos : sb->parse_pos + pkt->len;
+	size_t rest = sb->recv_pos > after ? sb->recv_pos - after : 0;
+	uint8_t *data;
+
+	if (!pkt->complete || pkt->type != 0 || sb->fd < 0 || sb->out.len > 0 || sb->writing ||
+	    (sb->tls != NULL && tls_conn_write_pending(sb->tls)))
+		return false;
+	data = malloc(pkt->len + rest + 1);
+	if (data == NULL)
+		return false;
+	/* a startup-phase packet's header is its length alone, just before its body */
+	memcpy(data, pkt->body - 4, pkt->len);
+	if (rest > 0)
+		memcpy(data + pkt->len, sb->buf + after, rest);
+	out->fd = sb->fd;
+	out->tls = sb->tls;
+	out->data = data;
+	out->len = pkt->len + rest;
+	out->first_len = pkt->len;
+	out->bytes_in = sb->bytes_in;
+	/* sb keeps its buffers (its owner's close frees them) but no longer the socket */
+	if (sb->reading) {
+		event_del(&sb->ev_read);
+		sb->reading = false;
+	}
+	if (sb->ev_write != NULL) {
+		event_free(sb->ev_write);
+		sb->ev_write = NULL;
+	}
+	sb->tls = NULL;
+	sb->fd = -1;
+	return true;
+}
+
+bool sbuf_init_handed(struct sbuf *sb, struct event_base *base, struct sbuf_handoff *h,
+                      size_t bufsize, size_t max_pkt, const struct sbuf_ops *ops, void *owner)
+{
+	size_t rest = h->len - h->first_len;
+	bool gather = h->len > bufsize;
+
+	if (!sbuf_init(sb, base, h->fd, bufsize, max_pkt, ops, owner))
+		return false;
+	/* a packet longer than the buffer is offered whole from big, as offer_big() does */
+	if ((gather && (h->first_len > max_pkt || rest > bufsize)) || !buf_take(sb))
+		goto fail;
+	if (gather) {
+		if (!big_start(sb))
+			goto fail;
+		pktbuf_put_bytes(sb->big, h->data, h->first_len);
+		if (pktbuf_failed(sb->big))
+			goto fail;
+		sb->big_ready = true;
+		sb->big_hdrlen = 4;
+		memcpy(sb->buf, h->data + h->first_len, rest);
+		sb->recv_pos = rest;
+	} else {
+		memcpy(sb->buf, h->data, h->len);
+		sb->recv_pos = h->len;
+	}
+	sb->tls = h->tls;
+	sb->bytes_in = h->bytes_in;
+	free(h->data);
+	memset(h, 0, sizeof(*h));
+	h->fd = -1;
+	return true;
+fail:
+	sb->fd = -1; /* not closed here: h still has it */
+	sbuf_close(sb);
+	return false;
+}
+
+void sbuf_handoff_abort(struct sbuf_handoff *h, const void *last, size_t len)
+{
+	if (h->fd >= 0 && last != NULL && len > 0) {
+		if (h->tls != NULL) {
+			/* what OpenSSL keeps for a retry gets one flush; then it is dropped */
+			bool sent = tls_conn_send(h->tls, last, len) >= 0 && tls_conn_flush(h->tls);
+			(void)sent;
+		} else {
+			(void)send(h->fd, last, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		}
+	}
+	if (h->tls != NULL)
+		tls_conn_free(h->tls);
+	if (h->fd >= 0)
+		close(h->fd);
+	free(h->data);
+	memset(h, 0, sizeof(*h));
+	h->fd = -1;
 }
 
 void sbuf_resume(struct sbuf *sb)

@@ -37,6 +37,7 @@ struct worker_msg {
 	void *arg;
 	bool sync; /* the poster waits for done (and owns the message); else freed here */
 	bool done;
+	worker_drop_fn drop; /* releases arg when fn cannot run (workers_post_owned()) */
 };
 
 struct worker {
@@ -197,28 +198,42 @@ void workers_each(struct bouncer *self, worker_fn fn, void *arg)
 	}
 }
 
-bool workers_post(struct bouncer *self, int to, worker_fn fn, void *arg)
+/* An unposted arg: released by its drop function, if it has one, then freed. */
+static void unposted(void *arg, worker_drop_fn drop, bool stopped)
+{
+	if (drop != NULL)
+		drop(arg, stopped);
+	free(arg);
+}
+
+bool workers_post_owned(struct bouncer *self, int to, worker_fn fn, void *arg, worker_drop_fn drop)
 {
 	struct workers *ws = self->workers;
 	struct worker_msg *m;
 
 	if (ws == NULL || to < 0 || to >= ws->n || to == self->worker_index) {
-		free(arg);
+		unposted(arg, drop, true);
 		return false;
 	}
 	m = calloc(1, sizeof(*m));
 	if (m == NULL) {
-		free(arg);
+		unposted(arg, drop, false);
 		return false;
 	}
 	m->fn = fn;
 	m->arg = arg;
+	m->drop = drop;
 	if (!post(&ws->w[to], m)) {
-		free(arg);
 		free(m);
+		unposted(arg, drop, true);
 		return false;
 	}
 	return true;
+}
+
+bool workers_post(struct bouncer *self, int to, worker_fn fn, void *arg)
+{
+	return workers_post_owned(self, to, fn, arg, NULL);
 }
 
 /* ---- reload ------------------------------------------------------------------------------- */
@@ -336,7 +351,7 @@ void workers_stopped(struct bouncer *b)
 {
 	struct workers *ws = b->workers;
 	struct worker *w;
-	struct worker_msg *m, *next;
+	struct worker_msg *m, *next, *unrun = NULL;
 
 	if (ws == NULL)
 		return;
@@ -350,12 +365,18 @@ void workers_stopped(struct bouncer *b)
 		if (m->sync) {
 			m->done = true;
 		} else {
-			free(m->arg);
-			free(m);
+			m->next = unrun;
+			unrun = m;
 		}
 	}
 	pthread_cond_broadcast(&ws->cv);
 	pthread_mutex_unlock(&ws->mu);
+	/* released outside the mailbox lock: a drop function may take its time (a last write) */
+	for (m = unrun; m != NULL; m = next) {
+		next = m->next;
+		unposted(m->arg, m->drop, true);
+		free(m);
+	}
 	/* the main thread waits for the others with its loop: tell it one is done */
 	if (b->worker_index != 0)
 		wake(&ws->w[0]);

@@ -6,6 +6,9 @@
  *
  * Invariants: every mutation ends with COMMIT or ROLLBACK on its connection (a connection whose
  * outcome is unknown is closed, which rolls back); a RELOAD waits for the mutations in flight.
+ * With several workers, the tables live on worker 0 only; the others refuse the guard's
+ * settings and never see a client of a database that has synced tables (client.c hands those
+ * to worker 0).
  */
 #include "mutation/synced.h"
 
@@ -39,6 +42,7 @@
 #include "pgc.h"
 #include "pool.h"
 #include "version.h"
+#include "workers.h"
 
 /* ---- set-up ---------------------------------------------------------------------------- */
 
@@ -166,7 +170,12 @@ bool synced_start(struct bouncer *b)
 
 	for (t = cfg->synced_tables; t != NULL; t = t->next)
 		n++;
-	if (n == 0)
+	/*
+	 * With several workers the synced tables live on worker 0 alone (one sync worker, one
+	 * settler, one set of API connections); their clients are handed to it at log-in
+	 * (synced_home_worker()). The other workers keep the guard's settings refused.
+	 */
+	if (n == 0 || worker_index(b) != 0)
 		return synced_start_settings_only(b);
 	sy = calloc(1, sizeof(*sy));
 	if (sy == NULL)
@@ -468,6 +477,15 @@ static void synced_exit(struct bouncer *b)
 	b->history = NULL;
 }
 
+/* Clients of a database with synced tables are served by worker 0, where the tables live. */
+static int synced_home_worker(const struct bouncer *b, const char *db)
+{
+	for (const struct cf_synced_table *t = b->cfg->synced_tables; t != NULL; t = t->next)
+		if (strcmp(t->database, db) == 0)
+			return 0;
+	return -1;
+}
+
 static const char *const synced_commands[] = {"JOURNAL", "SYNC", NULL};
 
 /* What the module links that the pooler core does not. */
@@ -496,4 +514,5 @@ const struct module_ops sb_module = {
         .write_metrics = synced_write_metrics,
         .foreach_conn = pgc_foreach,
         .print_versions = synced_print_versions,
+        .home_worker = synced_home_worker,
 };

@@ -328,40 +328,6 @@ def test_sighup_applies_on_every_worker_and_sigterm_waits_for_all_clients(bounce
     assert "client connections dropped, exiting" in b.log()
 
 
-def test_synced_tables_need_a_single_worker(bouncer_factory):
-    b = bouncer_factory(config={
-        "pgbouncer": {"workers": 2},
-        "apis": ["stripe = type=stripe base_url=http://127.0.0.1:9 auth=bearer token=sk_test_x"],
-        "synced_tables": ["crm.billing.customers = api=stripe object=customers "
-                          "sync_interval=0 backfill=off"],
-    }, start=False)
-    out = subprocess.run(b.command(), capture_output=True, text=True, timeout=30,
-                         cwd=b.workdir)
-    b.checked = True
-    assert out.returncode != 0
-    assert ("workers = 2 cannot be used with [synced_tables] or [apis] yet"
-            in out.stdout + out.stderr + b.log())
-
-
-def test_a_reload_cannot_add_synced_tables_to_several_workers(bouncer_factory):
-    b = bouncer_factory(config={"pgbouncer": {"workers": 2}})
-    # workers needs a restart: the file's new value does not count until then
-    with open(b.ini) as f:
-        text = f.read().replace("workers = 2", "workers = 1")
-    with open(b.ini, "w") as f:
-        f.write(text + "\n[apis]\nstripe = type=stripe base_url=http://127.0.0.1:9 auth=bearer "
-                "token=sk_test_x\n[synced_tables]\ncrm.billing.customers = api=stripe "
-                "object=customers sync_interval=0 backfill=off\n")
-    b.proc.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while "RELOAD failed" not in b.log():
-        assert time.monotonic() < deadline, b.log()[-3000:]
-        time.sleep(0.02)
-    assert "workers = 2 cannot be used with [synced_tables] or [apis] yet" in b.log()
-    with b.connect(autocommit=True) as c:
-        assert c.execute("select 1").fetchone()[0] == 1
-
-
 def test_workers_auto_is_one_loop_per_online_cpu(bouncer_factory):
     b = bouncer_factory(config={"pgbouncer": {"workers": "auto"}})
     cpus = min(max(os.sysconf("SC_NPROCESSORS_ONLN"), 1), 64)

@@ -704,8 +704,6 @@ static void test_bad_values_fail_with_file_line(void **state)
 	        {"[pgbouncer]\nworkers = 65\n", "workers must be a number from 1 to 64"},
 	        {"[pgbouncer]\nworkers = two\n", "workers must be a number from 1 to 64"},
 	        {"[pgbouncer]\nworkers = 2x\n", "workers must be a number from 1 to 64"},
-	        {"[pgbouncer]\nworkers = 2\n[apis]\nx = type=rest base_url=http://h\n",
-	         "test.ini:2: workers = 2 cannot be used with [synced_tables] or [apis] yet"},
 	};
 	struct config *cfg;
 	struct msgs m;
@@ -742,9 +740,10 @@ static void test_workers_setting(void **state)
 	assert_true(load_text("[pgbouncer]\nworkers = auto\n", &cfg, &m));
 	assert_int_equal(config_workers(cfg), cpus < 1 ? 1 : cpus > 64 ? 64 : (int)cpus);
 	config_free(cfg);
-	/* one worker keeps the synced tables */
-	assert_true(load_text("[pgbouncer]\nworkers = 1\n[apis]\nx = type=rest base_url=http://h\n",
+	/* several workers with synced tables: worker 0 serves them */
+	assert_true(load_text("[pgbouncer]\nworkers = 2\n[apis]\nx = type=rest base_url=http://h\n",
 	                      &cfg, &m));
+	assert_int_equal(config_workers(cfg), 2);
 	config_free(cfg);
 }
 

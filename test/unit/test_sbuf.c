@@ -1,7 +1,8 @@
 /*
  * Unit tests for sbuf: packets relayed between two socketpairs, with an owner whose answers
  * come from a table. What matters to the pooler: the order of bytes at the destination when the
- * owner injects its own bytes (SBUF_FLUSH first), skipping, consuming and pausing.
+ * owner injects its own bytes (SBUF_FLUSH first), skipping, consuming and pausing; and a socket
+ * handed from one loop to another with the bytes it had received.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -218,11 +219,145 @@ static void test_pass_types(void **state)
 		              cases[i].expect, cases[i].seen);
 }
 
+/* ---- handing a socket to another loop (sbuf_hand_off(), sbuf_init_handed()) ---- */
+
+struct taker {
+	struct sbuf sb;
+	bool hand;             /* hands the startup packet off (else uses it) */
+	struct sbuf_handoff h; /* what was handed off */
+	int offers;
+	uint32_t len[8];
+	uint8_t type[8], first[8]; /* the packet's type and last body byte */
+};
+
+static enum sbuf_action take_packet(void *arg, struct sbuf *sb, const struct sbuf_pkt *pkt)
+{
+	struct taker *t = arg;
+
+	if (!pkt->complete)
+		return SBUF_WAIT;
+	assert_true(t->offers < 8);
+	t->len[t->offers] = pkt->len;
+	t->type[t->offers] = pkt->type;
+	t->first[t->offers] = pkt->body_len > 0 ? pkt->body[pkt->body_len - 1] : 0;
+	t->offers++;
+	if (sb->startup_phase) {
+		sb->startup_phase = false;
+		if (t->hand) {
+			assert_true(sbuf_hand_off(sb, pkt, &t->h));
+			assert_int_equal(sb->fd, -1);
+			return SBUF_CLOSED;
+		}
+	}
+	return SBUF_CONSUMED;
+}
+
+static const struct sbuf_ops take_ops = {.packet = take_packet, .failed = on_failed};
+
+static void spin(struct event_base *base)
+{
+	for (int i = 0; i < 20; i++)
+		event_base_loop(base, EVLOOP_NONBLOCK);
+}
+
+/*
+ * A startup packet of startup_len bytes (its last byte 'z') and a Query after it in one write:
+ * the first loop hands the socket off at the startup packet; the second, with its own buffer of
+ * bufsize, is offered that packet again, then the Query, then what the peer sends afterwards on
+ * the same socket.
+ */
+static void run_hand_off(size_t bufsize, uint32_t startup_len)
+{
+	struct event_base *one = event_base_new(), *two = event_base_new();
+	struct taker *from = calloc(1, sizeof(*from)), *to = calloc(1, sizeof(*to));
+	uint8_t msg[4096];
+	uint32_t be;
+	int sv[2];
+
+	assert_true(startup_len >= 9 && startup_len + 6 <= sizeof(msg));
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	memset(msg, 'a', sizeof(msg));
+	be = htonl(startup_len);
+	memcpy(msg, &be, 4);
+	be = htonl(3u << 16);
+	memcpy(msg + 4, &be, 4);
+	msg[startup_len - 1] = 'z';
+	msg[startup_len] = 'Q';
+	be = htonl(5);
+	memcpy(msg + startup_len + 1, &be, 4);
+	msg[startup_len + 5] = 'q';
+	assert_int_equal(write(sv[1], msg, startup_len + 6), (ssize_t)(startup_len + 6));
+
+	from->hand = true;
+	assert_true(sbuf_init(&from->sb, one, sv[0], bufsize, 1 << 16, &take_ops, from));
+	from->sb.startup_phase = true;
+	sbuf_resume(&from->sb);
+	spin(one);
+	assert_int_equal(from->offers, 1);
+	assert_int_equal(from->h.fd, sv[0]);
+	assert_int_equal(from->h.first_len, startup_len);
+	sbuf_close(&from->sb); /* the socket is not the old loop's any more: left open */
+	event_base_free(one);
+
+	assert_true(sbuf_init_handed(&to->sb, two, &from->h, bufsize, 1 << 16, &take_ops, to));
+	assert_int_equal(from->h.fd, -1);
+	to->sb.startup_phase = true;
+	sbuf_resume(&to->sb);
+	spin(two);
+	/* and the socket is the new loop's: the peer's next message arrives there */
+	assert_int_equal(write(sv[1], "Q\0\0\0\5r", 6), 6);
+	spin(two);
+	assert_int_equal(to->offers, 3);
+	assert_int_equal(to->len[0], startup_len);
+	assert_int_equal(to->type[0], 0);
+	assert_int_equal(to->first[0], 'z');
+	assert_int_equal(to->type[1], 'Q');
+	assert_int_equal(to->first[1], 'q');
+	assert_int_equal(to->type[2], 'Q');
+	assert_int_equal(to->first[2], 'r');
+	sbuf_close(&to->sb);
+	close(sv[1]);
+	event_base_free(two);
+	free(from);
+	free(to);
+}
+
+static void test_hand_off_moves_the_socket_and_its_unread_bytes(void **state)
+{
+	(void)state;
+	/* the startup packet in the buffer, then one longer than the buffer (gathered whole) */
+	run_hand_off(4096, 40);
+	run_hand_off(64, 300);
+}
+
+static void test_an_unwanted_hand_off_closes_the_socket(void **state)
+{
+	struct sbuf_handoff h = {.fd = -1};
+	int sv[2];
+	char got[8];
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	h.fd = sv[0];
+	h.data = malloc(16);
+	h.len = h.first_len = 16;
+	sbuf_handoff_abort(&h, "bye", 3);
+	assert_int_equal(h.fd, -1);
+	assert_null(h.data);
+	/* the last words, then EOF */
+	assert_int_equal(read(sv[1], got, sizeof(got)), 3);
+	assert_memory_equal(got, "bye", 3);
+	assert_int_equal(read(sv[1], got, sizeof(got)), 0);
+	close(sv[1]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_relay_table),
 	        cmocka_unit_test(test_pass_types),
+	        cmocka_unit_test(test_hand_off_moves_the_socket_and_its_unread_bytes),
+	        cmocka_unit_test(test_an_unwanted_hand_off_closes_the_socket),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,8 +1,9 @@
 /*
  * Unit tests of workers.c: workers_each() runs on every worker in that worker's thread, in
  * order, and two workers calling it at once both finish; posts; a stopped worker keeps nobody
- * waiting; the shared counts never pass their maximum and ids stay unique across threads; the
- * auth key and the login tallies are the same seen from every worker.
+ * waiting, and what was posted to it with a release of its own (workers_post_owned()) is
+ * released, neither run nor leaked; the shared counts never pass their maximum and ids stay
+ * unique across threads; the auth key and the login tallies are the same seen from every worker.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -213,13 +214,80 @@ static void test_conn_ids_are_unique_across_threads(void **state)
 	assert_int_equal(workers_clients_add(&b1, -2), 0);
 }
 
+/* An owned post's arg: what became of it. */
+struct owned {
+	atomic_int *ran, *dropped, *stopped;
+};
+static atomic_int owned_ran, owned_dropped, owned_stopped, hold_entered, hold_release;
+
+static struct owned *owned_new(void)
+{
+	struct owned *o = malloc(sizeof(*o));
+
+	assert_non_null(o);
+	o->ran = &owned_ran;
+	o->dropped = &owned_dropped;
+	o->stopped = &owned_stopped;
+	return o;
+}
+
+static void owned_run(struct bouncer *w, void *arg)
+{
+	struct owned *o = arg;
+
+	(void)w;
+	atomic_fetch_add(o->ran, 1);
+}
+
+static void owned_drop(void *arg, bool stopped)
+{
+	struct owned *o = arg;
+
+	atomic_fetch_add(o->dropped, 1);
+	atomic_fetch_add(o->stopped, stopped ? 1 : 0);
+}
+
+/* Worker 1 holds on until told, then leaves its loop: what was posted meanwhile stays queued. */
+static void hold_then_stop(struct bouncer *w, void *arg)
+{
+	(void)arg;
+	atomic_store(&hold_entered, 1);
+	while (!atomic_load(&hold_release)) {
+		struct timespec ms = {0, 1000000};
+		nanosleep(&ms, NULL);
+	}
+	event_base_loopbreak(w->base);
+}
+
 static void test_a_stopped_worker_keeps_nobody_waiting(void **state)
 {
 	struct seen s = {0};
 
 	(void)state;
-	assert_true(workers_post(&b0, 1, stop_loop, NULL));
+	/* an owned post runs where it was sent, and is not dropped */
+	assert_true(workers_post_owned(&b0, 1, owned_run, owned_new(), owned_drop));
+	workers_each(&b0, record, &s); /* worker 1 has run its mailbox in order by now */
+	assert_int_equal(atomic_load(&owned_ran), 1);
+	assert_int_equal(atomic_load(&owned_dropped), 0);
+	/* one posted while worker 1 is on its way out is dropped, not run, nor leaked */
+	assert_true(workers_post(&b0, 1, hold_then_stop, NULL));
+	while (!atomic_load(&hold_entered)) {
+		struct timespec ms = {0, 1000000};
+		nanosleep(&ms, NULL);
+	}
+	/* worker 1 has taken its mailbox: this one waits in it, behind the loop's end */
+	assert_true(workers_post_owned(&b0, 1, owned_run, owned_new(), owned_drop));
+	atomic_store(&hold_release, 1);
 	workers_join(ws);
+	assert_int_equal(atomic_load(&owned_ran), 1);
+	assert_int_equal(atomic_load(&owned_dropped), 1);
+	assert_int_equal(atomic_load(&owned_stopped), 1);
+	/* and one posted to a worker that has stopped is dropped by the poster at once */
+	assert_false(workers_post_owned(&b0, 1, owned_run, owned_new(), owned_drop));
+	assert_int_equal(atomic_load(&owned_dropped), 2);
+	assert_int_equal(atomic_load(&owned_stopped), 2);
+	assert_int_equal(atomic_load(&owned_ran), 1);
+	s.n = 0;
 	assert_int_equal(workers_running(ws), 1);
 	workers_each(&b0, record, &s);
 	assert_int_equal(s.n, 1); /* worker 0 only: 1 has no loop left to run it on */
