@@ -20,9 +20,10 @@ Control API: POST /_records {"resource": "customers", "op": "create", "fields": 
 -> the object, {"op": "update", "id", "fields"}, {"op": "delete", "id"} (changes made directly in
 Stripe, with their events); POST /_control {"delay_ms", "fail_status", "fail_count", "rate_limit",
 "drop_after_apply": n (apply the next n POSTs, then close the connection without answering),
-"after_drop_status": s (the request after such a drop fails with status s), "in_use_count": n
-(the next n POSTs that carry an Idempotency-Key get Stripe's 409 idempotency_key_in_use, as
-while an earlier request with the key is still running; nothing is applied), "hold_writes": true
+"after_drop_status": s (the request after such a drop fails with status s; a 4xx is not given
+to a repeat of another key already applied, which Stripe answers with its first answer),
+"in_use_count": n (the next n POSTs that carry an Idempotency-Key get Stripe's 409
+idempotency_key_in_use, as while an earlier request with the key is still running; nothing is applied), "hold_writes": true
 (every POST and DELETE waits at the gate until POST /_gate/open, then is applied as usual, also
 when its client has hung up meanwhile, as Stripe applies a request whose caller went away),
 "reset"},
@@ -58,6 +59,7 @@ class State(fake_http.State):
         self.drop_after_apply = 0
         self.after_drop_status = 0
         self.dropped = False
+        self.dropped_key = None
         self.in_use_count = 0
         self.hold_writes = False
         self.events = []
@@ -108,7 +110,11 @@ class Handler(fake_http.Handler):
                 return self.send(*self.err(status, "api_error", "fake failure"))
             if st.take_rate_limit():
                 return self.send(*self.err(429, "rate_limit_error", "Too many requests", "rate_limit"))
-            if st.dropped and st.after_drop_status:
+            # Stripe answers a key it has applied with its first answer: a 4xx failure after a
+            # drop is the answer to the dropped request's own repeat or to a new request only
+            replay = method == "POST" and key and key in st.idem and key != st.dropped_key
+            if st.dropped and st.after_drop_status and not (
+                    replay and st.after_drop_status < 500):
                 st.dropped = False
                 return self.send(*self.err(st.after_drop_status, "invalid_request_error",
                                            "fake failure after a lost answer"))
@@ -134,6 +140,7 @@ class Handler(fake_http.Handler):
             if drop:
                 st.drop_after_apply -= 1
                 st.dropped = True
+                st.dropped_key = key
         if drop:
             return self.drop()
         self.send(status, obj)

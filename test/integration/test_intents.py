@@ -259,6 +259,34 @@ def test_unknown_outcome_is_told_and_settled(pg, bouncer_factory, stripe, fault,
     assert ("Anna" if op == "update" else "Cy") in [v[1] for v in settled.values()]
 
 
+def test_settling_repeat_is_answered_for_its_own_key(pg, bouncer_factory, stripe):
+    """An insert applied at the API whose answer was lost (outcome unknown) is settled by
+    repeating it with its Idempotency-Key. Another request's answer lost just before must not
+    make that repeat look refused: Stripe answers a key it has applied with its first answer."""
+    b = start(pg, bouncer_factory, stripe)
+    with crm(b) as conn:
+        stripe.control(drop_after_apply=1, after_drop_status=400)
+        with pytest.raises(psycopg.errors.InternalError_) as ei:
+            conn.execute("insert into billing.customers (email, name) values ('c@d.io', 'Cy')")
+        assert "outcome unknown" in ei.value.diag.message_primary
+    (cid,) = stripe.store().keys()
+    # before the intent may be settled: a request of someone else is applied and its answer
+    # lost, so the fake fails the request after it (the settler's repeat comes next)
+    stripe.control(drop_after_apply=1, after_drop_status=400)
+    req = urllib.request.Request(f"{stripe.url}/v1/customers/{cid}", data=b"name=Cy",
+                                 method="POST",
+                                 headers={"Authorization": "Bearer sk_test_fake"})
+    with pytest.raises(Exception):
+        urllib.request.urlopen(req, timeout=10).read()
+    settled = wait_settled(pg, stripe, b, timeout=20)
+    assert settled == {cid: ("c@d.io", "Cy")}
+    repeats = [r for r in stripe.requests()
+               if r["method"] == "POST" and r["path"] == "/v1/customers"]
+    # the same key with the same parameters each time (Stripe refuses a key reused otherwise)
+    assert len(repeats) >= 3 and len({r["idempotency_key"] for r in repeats}) == 1
+    assert all(r["form"] == repeats[0]["form"] for r in repeats)
+
+
 # ---- cause 4: settling never writes an older image over a newer write ----------------------
 
 def test_settling_never_overwrites_a_newer_write(pg, bouncer_factory, stripe):
