@@ -182,7 +182,9 @@ class StripeSide:
             time.sleep(1.0)
             self.fake.control(delay_ms=0)
         elif fault == "answer_lost":
-            self.fake.control(drop_after_apply=1, after_drop_status=400)
+            # and the request after it meets a server error: Stripe may answer a repeat of an
+            # applied key so, never with a 4xx (which would say the key's request created nothing)
+            self.fake.control(drop_after_apply=1, after_drop_status=500)
 
     def calm(self):
         self.fake.control(delay_ms=0, fail_status=0, drop_after_apply=0, after_drop_status=0)
