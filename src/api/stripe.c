@@ -179,10 +179,11 @@ static void stripe_parse(const struct connector *c, const struct api_table *t, e
 	if (!json_parse(resp->body, resp->body_len, NULL, &doc, perr, sizeof(perr)))
 		doc = NULL;
 	if (resp->status < 200 || resp->status >= 300) {
-		const char *msg, *code, *param;
+		const char *msg, *code, *param, *type;
 
 		e = json_get(doc, "error");
 		msg = json_get_string(e, "message");
+		type = json_get_string(e, "type");
 		code = json_get_string(e, "code");
 		if (code == NULL)
 			code = json_get_string(e, "type");
@@ -205,6 +206,14 @@ static void stripe_parse(const struct connector *c, const struct api_table *t, e
 		 * but a 409 may be about an earlier request with the same key, which may have been.
 		 */
 		out->error.nothing_written = resp->status < 500 && resp->status != 409;
+		if (type != NULL && strcmp(type, "idempotency_error") == 0) {
+			/*
+			 * The key was first used by a request with other parameters, which may have
+			 * been applied: never a "nothing was created" answer.
+			 */
+			out->error.cls = API_ERR_UNKNOWN_OUTCOME;
+			out->error.nothing_written = false;
+		}
 		api_error_locate(&out->error, c, t, op, rows, nrows, 0, param);
 		goto done;
 	}

@@ -560,6 +560,10 @@ static void test_stripe_parse(void **state)
 {
 	struct cf_kv tkv[] = {{"object", "customers"}, {"columns", "plan:metadata[plan]"}};
 	static const struct api_value jenny[] = {{"email", "jennyrosen.com", API_VALUE_TEXT}};
+	static const char idem_error[] =
+	        "{\"error\": {\"message\": \"Keys for idempotent requests can only be used "
+	        "with the same parameters they were first used with.\", \"type\": "
+	        "\"idempotency_error\"}}";
 	struct api_row row = {.new_image = {jenny, 1}};
 	struct connector *c = stripe();
 	struct http_response resp = {0};
@@ -607,6 +611,16 @@ static void test_stripe_parse(void **state)
 	assert_true(res.error.nothing_written);
 	api_result_free(&res);
 	free(body);
+
+	/* the key was first used by another request, which may have created the record */
+	resp.status = 400;
+	resp.body = (char *)idem_error;
+	resp.body_len = strlen(idem_error);
+	connector_parse_response(c, &t, API_OP_INSERT, &row, 1, &resp, &res);
+	assert_false(res.ok);
+	assert_int_equal(res.error.cls, API_ERR_UNKNOWN_OUTCOME);
+	assert_false(res.error.nothing_written);
+	api_result_free(&res);
 
 	resp.status = 404;
 	resp.body = body = fixture("stripe_error_missing.json", &len);
