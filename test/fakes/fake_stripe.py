@@ -13,7 +13,8 @@
 Needs "Authorization: Bearer <--token>". Every answer to an API request carries a Request-Id header
 ("req_" and 14 characters, as Stripe's), also kept in the request log. Idempotency-Key on a POST:
 a repeated key returns the
-first answer again without applying anything. Validation: "email" must look like an address
+first answer again without applying anything (400 idempotency_error when its path or parameters
+differ from the first request's). Validation: "email" must look like an address
 (400 {"error": {"type": "invalid_request_error", "code": "email_invalid", "param": "email", ...}}).
 
 Control API: POST /_records {"resource": "customers", "op": "create", "fields": {...}}
@@ -23,10 +24,10 @@ Stripe, with their events); POST /_control {"delay_ms", "fail_status", "fail_cou
 "after_drop_status": s (the request after such a drop fails with status s; a 4xx is not given
 to a repeat of another key already applied, which Stripe answers with its first answer),
 "in_use_count": n (the next n POSTs that carry an Idempotency-Key get Stripe's 409
-idempotency_key_in_use, as while an earlier request with the key is still running; nothing is applied), "hold_writes": true
-(every POST and DELETE waits at the gate until POST /_gate/open, then is applied as usual, also
-when its client has hung up meanwhile, as Stripe applies a request whose caller went away),
-"reset"},
+idempotency_key_in_use, as while an earlier request with the key is still running; nothing is
+applied), "hold_writes": true (every POST and DELETE waits at the gate until POST /_gate/open,
+then is applied as usual, also when its client has hung up meanwhile, as Stripe applies a
+request whose caller went away), "reset"},
 GET /_requests, GET /_store.
 Run: python3 test/fakes/fake_stripe.py --port N  (prints "listening on N" when ready). The server,
 the request log, the gate and the unreachable_ms knob are fake_http.py's, shared by the fakes.
@@ -131,11 +132,17 @@ class Handler(fake_http.Handler):
                 status, obj = self.listing(url)
                 return self.send(status, obj)
             if method == "POST" and key and key in st.idem:
-                status, obj = st.idem[key]
+                status, obj, first = st.idem[key]
+                if first != (url.path, form):
+                    status, obj = self.err(
+                        400, "idempotency_error",
+                        "Keys for idempotent requests can only be used with the same parameters "
+                        "they were first used with. Try using a key other than '%s' if you meant "
+                        "to execute a different request." % key)
             else:
                 status, obj = self.apply(method, url.path, form)
                 if method == "POST" and key:
-                    st.idem[key] = (status, obj)
+                    st.idem[key] = (status, obj, (url.path, form))
             drop = method == "POST" and st.drop_after_apply > 0
             if drop:
                 st.drop_after_apply -= 1
