@@ -56,12 +56,12 @@ static void on_catalog_done(void *arg, struct catalog *cat)
 	struct list waiters;
 
 	(void)cat;
-	/* the queries held meanwhile go on, each one classified with the catalog it needs */
+	/* writes that a previous run (or another instance) left unsettled */
+	settle_kick(sy->settle, 0);
+	/* then the queries held meanwhile go on, each classified with the catalog it needs */
 	list_init(&waiters);
 	hook_take_waiters(sy, &waiters);
 	hook_resume_waiters(&waiters);
-	/* writes that a previous run (or another instance) left unsettled */
-	settle_kick(sy->settle, 0);
 }
 
 static void on_reload(evutil_socket_t fd, short what, void *arg)
