@@ -79,6 +79,20 @@ bool pgc_send(struct pgc *pc, const char *sql, int nparams, const Oid *types,
               bool sync, pgc_result_cb cb, void *arg) __attribute__((warn_unused_result));
 
 /*
+ * As pgc_send(), for a statement the caller sends again and again under the same name (name
+ * non-empty, and always with the same sql and number of parameters, all in text): the first
+ * time on this connection a Parse of it under that name goes in the same flight before it, the
+ * later times only its Bind and Execute, so that the server parses and plans it once per
+ * connection. A Parse that does not succeed (an error, or skipped after an error before it in
+ * its flight) is forgotten when its answer arrives, and the next use queued after that sends it
+ * again (a use queued before that answer counts on the Parse and fails with it: queue a name's
+ * next use once the flight that prepared it was answered, as flights of one write are).
+ */
+bool pgc_send_named(struct pgc *pc, const char *name, const char *sql, int nparams,
+                    const char *const *values, bool sync, pgc_result_cb cb, void *arg)
+        __attribute__((warn_unused_result));
+
+/*
  * Queues the preparation of sql as statement name ("" the unnamed one) with ntypes declared
  * parameter types (0 = unspecified: the server infers them), as Parse does; cb gets the result.
  * Same rules and return value as pgc_query().

@@ -56,6 +56,7 @@ struct pgc_query {
 	bool simple;    /* simple query protocol: several statements allowed */
 	bool pipelined; /* sent in pipeline mode, without waiting for the answers before it */
 	bool sync;      /* a pipelined query that ends its flight */
+	bool named;     /* pgc_send_named(): the prepare or the run of a named statement */
 	/* not a query: prepare sql as statement name (ntypes = nparams types), or describe it */
 	enum { PGC_Q_RUN, PGC_Q_PREPARE, PGC_Q_DESCRIBE } kind;
 	char *name;
@@ -90,7 +91,14 @@ struct pgc {
 
 	uint64_t connect_usec;
 	struct pgc *live_prev, *live_next; /* on the list of connections not yet closed */
+
+	/* the names pgc_send_named() has sent a Parse of (and not seen fail) on this connection */
+	char **named;
+	int nnamed;
 };
+
+/* pgc_send_named()'s statements of one connection: a handful, looked up by name. */
+#define PGC_MAX_NAMED 32
 
 /*
  * The connections not yet closed, for pgc_foreach(). One list per thread, that is per worker's
@@ -204,10 +212,13 @@ static bool pgc_watch(struct pgc *pc, short what)
 	return true;
 }
 
+static void pgc_named_free(struct pgc *pc);
+
 static void pgc_release(struct pgc *pc)
 {
 	struct pgc_query *q;
 
+	pgc_named_free(pc);
 	pgc_unwatch(pc);
 	if (pc->timer) {
 		event_free(pc->timer);
@@ -324,6 +335,33 @@ static void pgc_fail(struct pgc *pc, const char *why)
 	pgc_leave(pc);
 }
 
+static int pgc_named_find(const struct pgc *pc, const char *name)
+{
+	for (int i = 0; i < pc->nnamed; i++)
+		if (strcmp(pc->named[i], name) == 0)
+			return i;
+	return -1;
+}
+
+static void pgc_named_forget(struct pgc *pc, const char *name)
+{
+	int i = pgc_named_find(pc, name);
+
+	if (i < 0)
+		return;
+	free(pc->named[i]);
+	pc->named[i] = pc->named[--pc->nnamed];
+}
+
+static void pgc_named_free(struct pgc *pc)
+{
+	for (int i = 0; i < pc->nnamed; i++)
+		free(pc->named[i]);
+	free(pc->named);
+	pc->named = NULL;
+	pc->nnamed = 0;
+}
+
 /* Hands the finished head statement its result, then moves on. False when the pgc went away. */
 static bool pgc_finish_query(struct pgc *pc)
 {
@@ -334,6 +372,9 @@ static bool pgc_finish_query(struct pgc *pc)
 	if (!pc->head)
 		pc->tail = NULL;
 	pc->in_flight--;
+	if (q->named && q->kind == PGC_Q_PREPARE &&
+	    (pc->result == NULL || PQresultStatus(pc->result) != PGRES_COMMAND_OK))
+		pgc_named_forget(pc, q->name);
 	pc->handed = pc->result;
 	pc->result = NULL;
 	pgc_enter(pc);
@@ -545,11 +586,21 @@ static bool pgc_send_plain(struct pgc *pc, struct pgc_query *q)
 /* Sends one pipelined query, and the Sync that ends its flight when it does. */
 static bool pgc_send_pipelined(struct pgc *pc, struct pgc_query *q)
 {
+	bool sent;
+
 	if (PQpipelineStatus(pc->conn) == PQ_PIPELINE_OFF && !PQenterPipelineMode(pc->conn))
 		return false;
-	if (!PQsendQueryParams(pc->conn, q->sql, q->nparams, q->types,
-	                       (const char *const *)q->values, q->lengths, q->formats,
-	                       q->result_format))
+	if (q->named && q->kind == PGC_Q_PREPARE)
+		sent = PQsendPrepare(pc->conn, q->name, q->sql, 0, NULL); /* types inferred */
+	else if (q->named)
+		sent = PQsendQueryPrepared(pc->conn, q->name, q->nparams,
+		                           (const char *const *)q->values, q->lengths, q->formats,
+		                           q->result_format);
+	else
+		sent = PQsendQueryParams(pc->conn, q->sql, q->nparams, q->types,
+		                         (const char *const *)q->values, q->lengths, q->formats,
+		                         q->result_format);
+	if (!sent)
 		return false;
 	if (q->sync || q->next == NULL || !q->next->pipelined) {
 		if (!PQpipelineSync(pc->conn))
@@ -856,6 +907,46 @@ bool pgc_send(struct pgc *pc, const char *sql, int nparams, const Oid *types,
 	q->sync = sync;
 	pgc_enqueue(pc, q);
 	return true;
+}
+
+bool pgc_send_named(struct pgc *pc, const char *name, const char *sql, int nparams,
+                    const char *const *values, bool sync, pgc_result_cb cb, void *arg)
+{
+	struct pgc_query *prep = NULL, *run;
+	char **grown;
+
+	if (!name || !name[0])
+		return false;
+	run = pgc_query_new(pc, sql, nparams, NULL, values, NULL, NULL, 0, cb, arg);
+	if (!run || !(run->name = strdup(name)))
+		goto fail;
+	run->simple = false;
+	run->pipelined = true;
+	run->named = true;
+	run->sync = sync;
+	if (pgc_named_find(pc, name) < 0) {
+		if (pc->nnamed >= PGC_MAX_NAMED)
+			goto fail;
+		prep = pgc_query_new(pc, sql, 0, NULL, NULL, NULL, NULL, 0, NULL, NULL);
+		grown = realloc(pc->named, (size_t)(pc->nnamed + 1) * sizeof(*pc->named));
+		if (grown)
+			pc->named = grown;
+		if (!prep || !grown || !(prep->name = strdup(name)) ||
+		    !(pc->named[pc->nnamed] = strdup(name)))
+			goto fail;
+		pc->nnamed++;
+		prep->kind = PGC_Q_PREPARE;
+		prep->simple = false;
+		prep->pipelined = true;
+		prep->named = true;
+		pgc_enqueue(pc, prep);
+	}
+	pgc_enqueue(pc, run);
+	return true;
+fail:
+	pgc_query_free(prep);
+	pgc_query_free(run);
+	return false;
 }
 
 /* Queues a prepare (kind PGC_Q_PREPARE: sql, ntypes types) or a describe of name. */

@@ -9,7 +9,9 @@
  *   SELECT ... FROM syncbouncer.capture -- the images (one API request)
  *   the write-ahead intent (intent.c), then the API request
  *   confirmed rows in; mode=apply; <statement> -- the trigger writes the API's version of each row
- *   COMMIT                             -- with the intent's deletion, one fact
+ *   apply_end(); COMMIT                -- in the apply run's flight: nothing is committed
+ *                                         unless it wrote the rows the API confirmed; the
+ *                                         intent's deletion and the commit are one fact
  * Its answer (answer.h) replaces the statement's. Internal to src/mutation/.
  */
 #ifndef SB_MUTATION_PIPELINE_H
@@ -156,9 +158,8 @@ struct mutation {
 	char capture_sql[640];
 	char prelude_sql[512];
 	char *session_sql;   /* the client's session settings that shape how a statement reads */
-	char db_error[256];  /* PostgreSQL's message when a run failed, for logs and DETAIL */
-	bool apply_mismatch; /* the second run wrote other rows than the API confirmed */
-	int nparams;         /* the client's parameters, owned */
+	char db_error[256]; /* PostgreSQL's message when a run failed, for logs and DETAIL */
+	int nparams;        /* the client's parameters, owned */
 	char **values;
 	int *lengths;
 	int *formats;

@@ -525,7 +525,7 @@ static void on_result(void *arg, struct pgc *pc, PGresult *res, const char *erro
 		}
 		if (!table_read_shape(t, res, &ntriggers))
 			break;
-		if (ntriggers == 2) {
+		if (ntriggers == 3) {
 			table_ready(t);
 			break;
 		}

@@ -10,6 +10,9 @@
  *                         run, the trigger adds one per row
  *   syncbouncer.standin   check run of an INSERT: 'text' or 'number' when every row got a
  *                         stand-in key of that kind, 'mixed' otherwise (set by the trigger)
+ *   syncbouncer.applied   apply: the rows the statement wrote, counted by the AFTER ROW trigger
+ *                         syncbouncer_guard_applied (syncbouncer.applied()) as PostgreSQL writes
+ *                         them; the pipeline sets it to '0' before the apply run
  * capture: each row's images go to syncbouncer.capture (xid, seq, tbl, op, old, new) and the row
  *          is dropped (RETURN NULL); UPDATE/DELETE rows stay locked until the end of the
  *          transaction. An INSERT whose key already exists (in the table or earlier in the same
@@ -17,7 +20,11 @@
  *          conflict = 'nothing'.
  * apply:   INSERT takes syncbouncer.confirmed's row (xid, seq); UPDATE and DELETE the one whose
  *          key is the old row's key (as `to_jsonb(old) ->> pk` renders it). Found: the row goes
- *          ahead, merged with `fields` (API values win); not found: the row is dropped.
+ *          ahead, merged with `fields` (API values win); not found: the row is dropped. Each
+ *          row written (after every BEFORE trigger of the table, ON CONFLICT and the WHERE
+ *          clause had their say) adds one to syncbouncer.applied; apply_end(rows, id, key), in
+ *          the same flight as the COMMIT, raises (XX000) unless that count is the number of
+ *          rows the API confirmed, so that the COMMIT never runs after a partial apply.
  *          In capture, an UPDATE or DELETE of a row named in the keys of a syncbouncer.intent
  *          row raises 40001: that row's earlier write is not settled yet (a writer still in
  *          flight holds the row lock, so only intents whose writer is gone are seen).
@@ -37,6 +44,9 @@
  *   intent_blocking(tbl, key)     the id of an intent holding that row, or null (the guard)
  *   intent_unsettled_insert(tbl)  an unsettled insert's id: no writer holds it (takes its lock)
  *                                 or a settler is at it
+ *   apply_end(rows, id, key)      the end of an apply transaction, before its COMMIT: checks
+ *                                 the count of rows applied, empties the confirmed rows and
+ *                                 deletes the intent (as intent_forget), all or nothing
  * The two lookups answer only a role that may update or delete the table.
  *
  * Installation is idempotent: IF NOT EXISTS for the schema and tables, CREATE OR REPLACE for the
@@ -51,7 +61,7 @@
 #include "mutation/settle.h" /* SETTLE_LOCK_BIT */
 
 /* Bump when the text below changes: installed databases with an older version get it again. */
-#define CATALOG_SQL_VERSION "9"
+#define CATALOG_SQL_VERSION "10"
 
 /* Key of pg_advisory_xact_lock() around installation: two poolers may start together. */
 #define CATALOG_SQL_LOCK_KEY "7306086135451738930"
@@ -164,13 +174,48 @@ static const char catalog_sql_schema[] =
         " limit 1;\n"
         "end\n"
         "$f$;\n"
+        /*
+         * the end of an apply transaction: the apply run must have written exactly the rows
+         * the API confirmed (counted as PostgreSQL wrote them), else nothing is committed;
+         * then the confirmed rows go and the intent with them, in the transaction that commits
+         */
+        "create or replace procedure syncbouncer.apply_end(p_rows int, p_id int8,"
+        " p_idempotency_key text)\n"
+        "language plpgsql security definer set search_path = pg_catalog, pg_temp as $f$\n"
+        "declare\n"
+        "\tv_applied int := coalesce(nullif(pg_catalog.current_setting('syncbouncer.applied',"
+        " true), ''), '0')::int;\n"
+        "begin\n"
+        "\tif v_applied <> p_rows then\n"
+        "\t\traise exception using errcode = 'XX000',\n"
+        "\t\t\tmessage = pg_catalog.format('the second run wrote %s row(s) where the API"
+        " confirmed %s', v_applied, p_rows);\n"
+        "\tend if;\n"
+        "\tdelete from syncbouncer.confirmed where xid = pg_catalog.pg_current_xact_id();\n"
+        "\tdelete from syncbouncer.intent where id = p_id"
+        " and idempotency_key = p_idempotency_key;\n"
+        "end\n"
+        "$f$;\n"
+        "create or replace function syncbouncer.applied() returns trigger\n"
+        "language plpgsql as $f$\n"
+        "begin\n"
+        "\tif pg_catalog.current_setting('syncbouncer.mode', true) = 'apply' then\n"
+        "\t\tperform pg_catalog.set_config('syncbouncer.applied', (coalesce(nullif("
+        "pg_catalog.current_setting('syncbouncer.applied', true), ''), '0')::int + 1)::text,"
+        " true);\n"
+        "\tend if;\n"
+        "\treturn null;\n"
+        "end\n"
+        "$f$;\n"
         "revoke all on routine syncbouncer.intent_record(int8, oid, text, \"char\", text,"
         " jsonb, jsonb, text, text), syncbouncer.intent_forget(int8, text),"
-        " syncbouncer.intent_blocking(oid, text), syncbouncer.intent_unsettled_insert(oid)"
+        " syncbouncer.intent_blocking(oid, text), syncbouncer.intent_unsettled_insert(oid),"
+        " syncbouncer.apply_end(int, int8, text)"
         " from public;\n"
         "grant execute on routine syncbouncer.intent_record(int8, oid, text, \"char\", text,"
         " jsonb, jsonb, text, text), syncbouncer.intent_forget(int8, text),"
-        " syncbouncer.intent_blocking(oid, text), syncbouncer.intent_unsettled_insert(oid)"
+        " syncbouncer.intent_blocking(oid, text), syncbouncer.intent_unsettled_insert(oid),"
+        " syncbouncer.apply_end(int, int8, text)"
         " to public;\n"
         "create or replace function syncbouncer.guard() returns trigger\n"
         "language plpgsql as $guard$\n"
@@ -389,7 +434,7 @@ static const char catalog_sql_meta[] = "select value from syncbouncer.meta where
 /*
  * Introspection of one table: $1 schema, $2 table. One row per column, in column order:
  * relid, column, type oid, type name, not null, has default, part of the primary key,
- * primary key column count, guard triggers in place (0, 1 or 2), relkind, and the other
+ * primary key column count, guard triggers in place (0 to 3), relkind, and the other
  * schemas that hold a relation of the same name (quote_ident()ed, comma-separated: an
  * unqualified name finds that one first when its schema comes first in a search_path).
  * No row: no such table (or not visible to this user).
@@ -402,10 +447,12 @@ static const char catalog_sql_columns[] =
         " coalesce(pg_catalog.cardinality(p.conkey), 0),"
         " (select count(*) from pg_catalog.pg_trigger t"
         " where t.tgrelid = c.oid and t.tgenabled = 'A'"
-        " and t.tgfoid = pg_catalog.to_regprocedure('syncbouncer.guard()')"
+        " and ((t.tgfoid = pg_catalog.to_regprocedure('syncbouncer.guard()')"
         " and ((t.tgname = 'syncbouncer_guard' and t.tgtype = 31)"
         " or (t.tgname = 'syncbouncer_guard_truncate' and t.tgtype = 34))"
-        " and t.tgnargs = 1 and t.tgargs = pg_catalog.convert_to(pk.attname, 'UTF8') || '\\x00'::bytea),"
+        " and t.tgnargs = 1 and t.tgargs = pg_catalog.convert_to(pk.attname, 'UTF8') || '\\x00'::bytea)"
+        " or (t.tgfoid = pg_catalog.to_regprocedure('syncbouncer.applied()')"
+        " and t.tgname = 'syncbouncer_guard_applied' and t.tgtype = 29))),"
         " c.relkind::text,"
         " (select pg_catalog.string_agg(pg_catalog.quote_ident(n2.nspname), ',')"
         " from pg_catalog.pg_class c2"
@@ -425,7 +472,8 @@ static const char catalog_sql_columns[] =
  * The guard triggers of one table, after the schema: a printf format taking the quoted table name
  * (%1$s) and the primary key column as a quoted literal (%2$s). A lock_timeout keeps a busy table
  * from holding up installation (and everyone queued behind its lock) for long. ENABLE ALWAYS:
- * the guard fires even with session_replication_role = replica.
+ * the guard fires even with session_replication_role = replica. The third trigger counts the
+ * rows an apply run wrote; its WHEN keeps it out of the after-trigger queue in every other mode.
  */
 #define CATALOG_SQL_TRIGGERS_FMT                                                                   \
 	"select pg_catalog.set_config('lock_timeout', '5s', true);\n"                              \
@@ -435,7 +483,12 @@ static const char catalog_sql_columns[] =
 	"drop trigger if exists syncbouncer_guard_truncate on %1$s;\n"                             \
 	"create trigger syncbouncer_guard_truncate before truncate on %1$s\n"                      \
 	"\tfor each statement execute function syncbouncer.guard(%2$s);\n"                        \
+	"drop trigger if exists syncbouncer_guard_applied on %1$s;\n"                              \
+	"create trigger syncbouncer_guard_applied after insert or update or delete on %1$s\n"     \
+	"\tfor each row when (pg_catalog.current_setting('syncbouncer.mode', true) = 'apply')\n"  \
+	"\texecute function syncbouncer.applied();\n"                                              \
 	"alter table %1$s enable always trigger syncbouncer_guard;\n"                              \
-	"alter table %1$s enable always trigger syncbouncer_guard_truncate;\n"
+	"alter table %1$s enable always trigger syncbouncer_guard_truncate;\n"                     \
+	"alter table %1$s enable always trigger syncbouncer_guard_applied;\n"
 
 #endif

@@ -3,7 +3,7 @@
  * include/mutation/pipeline.h).
  *
  * A write to a synced table runs on a libpq connection of its own (pgc), outside any client
- * transaction, in one database transaction, in three round trips (flights of statements sent in
+ * transaction, in one database transaction, in two round trips (flights of statements sent in
  * libpq's pipeline mode, pgc_send(), each answered in order):
  *   1. BEGIN; mode=capture; <statement>    the guard trigger records row images, changes nothing
  *      SELECT … FROM syncbouncer.capture   the images (one API request)
@@ -13,9 +13,13 @@
  *      the check runs; the request is sent once both are done; the transaction waits, rows
  *      locked --
  *   2. confirmed rows in; <statement>      the trigger writes the API's version of each row
- *   3. COMMIT (with the intent's deletion), once the apply run wrote the rows the API confirmed
+ *      apply_end(); COMMIT                 raises unless the apply run wrote the rows the API
+ *                                          confirmed; deletes the intent; commits
  * and the apply run's result (command tag, RETURNING rows) is sent to the client in place of the
  * statement. PostgreSQL evaluates the statement every time: the proxy never re-implements SQL.
+ * The pipeline's own statements whose text is the same at every write (the images, the
+ * savepoint and modes, the confirmed rows, apply_end, COMMIT) are named statements, parsed and
+ * planned once per database connection (pgc_send_named()).
  *
  * Invariants: a client has at most one mutation in flight, and its relay is paused meanwhile;
  * every mutation ends with COMMIT or ROLLBACK on its connection (a connection whose outcome is
@@ -248,6 +252,16 @@ static bool send_params(struct mutation *m, const char *sql, int n, const char *
 	return pgc_send(m->conn->pc, sql, n, NULL, values, NULL, NULL, 0, sync, cb, m);
 }
 
+/*
+ * A statement of the pipeline's own, the same text at every write: prepared once per database
+ * connection under name (pgc_send_named()), so that PostgreSQL parses and plans it once.
+ */
+static bool send_named(struct mutation *m, const char *name, const char *sql, int n,
+                       const char *const *values, bool sync, pgc_result_cb cb)
+{
+	return pgc_send_named(m->conn->pc, name, sql, n, values, sync, cb, m);
+}
+
 /* The client's statement, in a flight: its own parameters when it came by Bind. */
 static bool send_stmt(struct mutation *m, bool sync, pgc_result_cb cb)
 {
@@ -415,14 +429,12 @@ static void on_committed(void *arg, struct pgc *pc, PGresult *res, const char *e
 
 	(void)pc;
 	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK || m->failed ||
-	    m->result == NULL || m->apply_mismatch) {
+	    m->result == NULL) {
 		/* the API has the change and the database does not: say so, with the ids */
 		const char *why = m->db_error[0] ? m->db_error
 		                  : res == NULL  ? error
 		                  : PQresultStatus(res) != PGRES_COMMAND_OK
 		                          ? PQresultErrorMessage(res)
-		                  : m->apply_mismatch
-		                          ? "the second run wrote other rows than the API confirmed"
 		                          : "unknown";
 		/* the ids of 200 records do not fit: the tail is cut, never written past the end */
 		snprintf(detail, sizeof(detail) - 120, "%s record ids: %s. The database said: %s",
@@ -499,29 +511,38 @@ static void keep_result(struct mutation *m, struct pgc *pc, PGresult *res, PGres
 }
 
 /*
- * The second run is done: commit only if it wrote exactly the rows the API confirmed. Anything
- * else (an error, fewer or more rows) is rolled back, and the API's version of the rows goes to
- * the journal (on_committed's failure path), so that the database catches up with the API.
+ * The apply transaction's end, in the apply run's own flight (no round trip of its own):
+ * syncbouncer.apply_end() raises unless the apply run wrote exactly the rows the API confirmed
+ * (the guard's AFTER ROW trigger counted them as PostgreSQL wrote them: another trigger of the
+ * table, ON CONFLICT or the WHERE clause may have turned rows away), then empties the confirmed
+ * rows and deletes the intent; the COMMIT follows it. An error anywhere in the flight skips the
+ * rest of it: nothing is committed, the intent stays, and on_committed() tells the client XX000
+ * with the API's ids (the database catches up with the API by settling). So "committed" and
+ * "intent gone" stay one fact, and a partial apply is never committed.
  */
-/*
- * The apply transaction's end: the confirmed rows and the intent go in the same COMMIT as the
- * rows, so "committed" and "intent gone" are one fact.
- */
-static bool queue_commit(struct mutation *m)
+static bool send_apply_end(struct mutation *m, bool sync, pgc_result_cb cb)
 {
-	char sql[256];
+	char rows[16], id[24];
+	const char *params[3];
 
-	/*
-	 * One query string, one round trip: the first error, if any, is what on_committed sees,
-	 * and the statements after it do not run (the connection, left in a failed transaction,
-	 * is then closed, which rolls back).
-	 */
-	snprintf(sql, sizeof(sql),
-	         "DELETE FROM syncbouncer.confirmed WHERE xid = pg_catalog.pg_current_xact_id(); "
-	         "CALL syncbouncer.intent_forget(%lld, '%s'); COMMIT",
-	         (long long)m->intent_id, m->intent_key);
-	mutation_set_state(m, MUT_COMMITTING);
-	return queue(m, sql, on_committed);
+	snprintf(rows, sizeof(rows), "%d", m->nrows);
+	snprintf(id, sizeof(id), "%lld", (long long)m->intent_id);
+	params[0] = rows;
+	params[1] = id;
+	params[2] = m->intent_key;
+	return send_named(m, "sb_apply_end", "CALL syncbouncer.apply_end($1::int, $2::int8, $3)", 3,
+	                  params, sync, cb);
+}
+
+/* apply_end's answer: an error is the write's (the flight's end reports it). */
+static void on_apply_ended(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct mutation *m = arg;
+
+	on_ignored(arg, pc, res, error);
+	if (res != NULL && PQresultStatus(res) == PGRES_FATAL_ERROR)
+		log_error("synced table %s: journal entry %lld not committed: %s", m->st->qualified,
+		          (long long)m->intent_id, m->db_error);
 }
 
 static void on_hold_done(evutil_socket_t fd, short what, void *arg)
@@ -530,43 +551,52 @@ static void on_hold_done(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (!queue_commit(m))
+	if (!queue(m, "COMMIT", on_committed))
 		on_committed(m, NULL, NULL, "could not queue the commit");
 }
 
+/*
+ * Test-only (SYNCBOUNCER_TEST_HOLD_BEFORE_COMMIT_MS): the flight ends with apply_end(); the
+ * COMMIT waits for the hold.
+ */
+static void on_apply_ended_hold(void *arg, struct pgc *pc, PGresult *res, const char *error)
+{
+	struct mutation *m = arg;
+	struct timeval tv = {test_hold_before_commit_ms() / 1000,
+	                     (test_hold_before_commit_ms() % 1000) * 1000};
+
+	on_apply_ended(arg, pc, res, error);
+	if (m->conn_broken || m->failed) {
+		on_committed(m, NULL, NULL, error ? error : "the apply run failed");
+		return;
+	}
+	log_warning("synced table %s: holding the commit %d ms "
+	            "(SYNCBOUNCER_TEST_HOLD_BEFORE_COMMIT_MS, for tests only)",
+	            m->st->qualified, test_hold_before_commit_ms());
+	m->ev_hold = evtimer_new(m->sy->b->base, on_hold_done, m);
+	if (m->ev_hold == NULL || evtimer_add(m->ev_hold, &tv) != 0)
+		on_committed(m, NULL, NULL, "could not queue the commit");
+}
+
+/*
+ * The apply run's answer: its RETURNING rows and command tag are the client's answer once the
+ * COMMIT behind it is. The flight's last statement (the COMMIT, or apply_end() when held) ends
+ * the write, also when this one failed or the connection broke.
+ */
 static void on_applied(void *arg, struct pgc *pc, PGresult *res, const char *error)
 {
 	struct mutation *m = arg;
-	bool ok;
 
 	(void)error;
 	keep_result(m, pc, res, &m->result);
-	if (m->conn_broken) {
-		on_committed(m, NULL, NULL, "the database connection broke while applying");
+	if (m->conn_broken || m->failed || m->result == NULL)
 		return;
-	}
-	if (!m->failed && m->result != NULL && atoi(PQcmdTuples(m->result)) != m->nrows) {
-		log_error("synced table %s: the apply run wrote %s row(s) where %s confirmed %d",
+	mutation_set_state(m, MUT_COMMITTING);
+	if (atoi(PQcmdTuples(m->result)) != m->nrows)
+		/* apply_end() counted otherwise, or it raises: only a broken guard gets here */
+		log_error("synced table %s: the apply run's command tag says %s row(s) where %s "
+		          "confirmed %d",
 		          m->st->qualified, PQcmdTuples(m->result), api_name(m->st->api), m->nrows);
-		m->apply_mismatch = true;
-	}
-	if (m->failed || m->apply_mismatch) {
-		/* the API has the change, the database will not: the intent stays */
-		mutation_set_state(m, MUT_SETTLING);
-		ok = queue(m, "ROLLBACK", on_committed);
-	} else if (test_hold_before_commit_ms() > 0 && m->ev_hold == NULL) {
-		struct timeval tv = {test_hold_before_commit_ms() / 1000,
-		                     (test_hold_before_commit_ms() % 1000) * 1000};
-		log_warning("synced table %s: holding the commit %d ms "
-		            "(SYNCBOUNCER_TEST_HOLD_BEFORE_COMMIT_MS, for tests only)",
-		            m->st->qualified, test_hold_before_commit_ms());
-		m->ev_hold = evtimer_new(m->sy->b->base, on_hold_done, m);
-		ok = m->ev_hold != NULL && evtimer_add(m->ev_hold, &tv) == 0;
-	} else {
-		ok = queue_commit(m);
-	}
-	if (!ok)
-		on_committed(m, NULL, NULL, "could not queue the commit");
 }
 
 /* Builds the JSON of confirmed rows: [{"seq":n,"key":…,"fields":{column: value}}]. */
@@ -780,15 +810,21 @@ static void on_api_done(void *arg, struct api_result *ar)
 	params[1] = relid;
 	/*
 	 * The capture rows are gone and the mode is apply already (queue_check()). One flight:
-	 * the confirmed rows, then the apply run, which is skipped when they could not go in.
+	 * the confirmed rows, the apply run, its check and the intent's deletion
+	 * (send_apply_end()), the COMMIT; an error skips the rest.
 	 */
-	ok = send_params(m,
-	                 "INSERT INTO syncbouncer.confirmed (xid, seq, tbl, key, fields) "
-	                 "SELECT pg_catalog.pg_current_xact_id(), x.seq, $2::oid, x.key, x.fields "
-	                 "FROM pg_catalog.jsonb_to_recordset($1::jsonb) AS x(seq int, key text, "
-	                 "fields jsonb)",
-	                 2, params, false, on_ignored) &&
-	     send_stmt(m, true, on_applied);
+	ok = send_named(m, "sb_confirmed",
+	                "INSERT INTO syncbouncer.confirmed (xid, seq, tbl, key, fields) "
+	                "SELECT pg_catalog.pg_current_xact_id(), x.seq, $2::oid, x.key, x.fields "
+	                "FROM pg_catalog.jsonb_to_recordset($1::jsonb) AS x(seq int, key text, "
+	                "fields jsonb)",
+	                2, params, false, on_ignored) &&
+	     send_stmt(m, false, on_applied);
+	if (ok && test_hold_before_commit_ms() > 0)
+		ok = send_apply_end(m, true, on_apply_ended_hold);
+	else if (ok)
+		ok = send_apply_end(m, false, on_apply_ended) &&
+		     send_named(m, "sb_commit", "COMMIT", 0, NULL, true, on_committed);
 	m->confirmed = json;
 	if (!ok) {
 		/* the API has the change: the commit path reports XX000 with the ids */
@@ -1099,23 +1135,27 @@ void mutation_intent_done(struct mutation *m)
  */
 static bool queue_check(struct mutation *m)
 {
-	return send_sql(m, "SAVEPOINT syncbouncer_check", false, on_ignored) &&
-	       send_sql(m,
-	                "SELECT pg_catalog.set_config('syncbouncer.mode', 'check', true), "
-	                "pg_catalog.set_config('syncbouncer.seq', '0', true), "
-	                "pg_catalog.set_config('syncbouncer.standin', '', true)",
-	                false, on_ignored) &&
-	       send_sql(m, "SET CONSTRAINTS ALL IMMEDIATE", false, on_ignored) &&
+	return send_named(m, "sb_savepoint", "SAVEPOINT syncbouncer_check", 0, NULL, false,
+	                  on_ignored) &&
+	       send_named(m, "sb_check_mode",
+	                  "SELECT pg_catalog.set_config('syncbouncer.mode', 'check', true), "
+	                  "pg_catalog.set_config('syncbouncer.seq', '0', true), "
+	                  "pg_catalog.set_config('syncbouncer.standin', '', true)",
+	                  0, NULL, false, on_ignored) &&
+	       send_named(m, "sb_immediate", "SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, false,
+	                  on_ignored) &&
 	       send_stmt(m, true, on_checked) && queue_skipped_lookup(m) &&
-	       send_sql(m, "ROLLBACK TO SAVEPOINT syncbouncer_check", false, on_ignored) &&
-	       send_sql(m,
-	                "DELETE FROM syncbouncer.capture "
-	                "WHERE xid = pg_catalog.pg_current_xact_id()",
-	                false, on_ignored) &&
-	       send_sql(m,
-	                "SELECT pg_catalog.set_config('syncbouncer.mode', 'apply', true), "
-	                "pg_catalog.set_config('syncbouncer.seq', '0', true)",
-	                true, on_check_rolled_back);
+	       send_named(m, "sb_rollback_check", "ROLLBACK TO SAVEPOINT syncbouncer_check", 0,
+	                  NULL, false, on_ignored) &&
+	       send_named(m, "sb_capture_empty",
+	                  "DELETE FROM syncbouncer.capture "
+	                  "WHERE xid = pg_catalog.pg_current_xact_id()",
+	                  0, NULL, false, on_ignored) &&
+	       send_named(m, "sb_apply_mode",
+	                  "SELECT pg_catalog.set_config('syncbouncer.mode', 'apply', true), "
+	                  "pg_catalog.set_config('syncbouncer.seq', '0', true), "
+	                  "pg_catalog.set_config('syncbouncer.applied', '0', true)",
+	                  0, NULL, true, on_check_rolled_back);
 }
 
 static void on_captured(void *arg, struct pgc *pc, PGresult *res, const char *error)
@@ -1282,7 +1322,8 @@ static void on_first_run(void *arg, struct pgc *pc, PGresult *res, const char *e
 
 static void start_capture(struct mutation *m)
 {
-	char *settings;
+	char *settings, relid[16];
+	const char *params[1] = {relid};
 	size_t len;
 	bool ok;
 
@@ -1293,8 +1334,9 @@ static void start_capture(struct mutation *m)
 	        "total FROM (SELECT seq, o, n, pg_catalog.sum(COALESCE(pg_catalog.octet_length(o), "
 	        "0) + COALESCE(pg_catalog.octet_length(n), 0)) OVER () AS total "
 	        "FROM (SELECT seq, old::text AS o, new::text AS n FROM syncbouncer.capture "
-	        "WHERE xid = pg_catalog.pg_current_xact_id() AND tbl = %u) c) s ORDER BY seq",
-	        CAPTURE_MAX_BYTES, CAPTURE_MAX_BYTES, m->ct->relid);
+	        "WHERE xid = pg_catalog.pg_current_xact_id() AND tbl = $1::oid) c) s ORDER BY seq",
+	        CAPTURE_MAX_BYTES, CAPTURE_MAX_BYTES);
+	snprintf(relid, sizeof(relid), "%u", m->ct->relid);
 	mutation_set_state(m, MUT_CAPTURING);
 	/*
 	 * lock_timeout: the write may wait for a row that the client itself holds locked in its
@@ -1327,7 +1369,8 @@ static void start_capture(struct mutation *m)
 		         m->session_sql ? m->session_sql + strlen("SELECT ") : "");
 	ok = settings != NULL && send_sql(m, "BEGIN", false, on_ignored) &&
 	     send_sql(m, settings, false, on_ignored) && send_stmt(m, false, on_first_run) &&
-	     send_sql(m, m->capture_sql, false, on_captured) && queue_check(m);
+	     send_named(m, "sb_images", m->capture_sql, 1, params, false, on_captured) &&
+	     queue_check(m);
 	free(settings);
 	if (!ok) {
 		mutation_set_error(m, "58000", "could not queue a synced-table write", NULL, NULL);

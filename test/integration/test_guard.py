@@ -241,6 +241,68 @@ def test_apply_without_confirmed_rows_changes_nothing(db):
     assert rows(db) == BEFORE
 
 
+def apply_both(db, guard_db, expected):
+    """The pipeline's write of an UPDATE of both rows that the API confirmed: the capture, the
+    intent (committed on a connection of its own), the confirmed rows, the apply run, then
+    apply_end(expected, ...). Returns the apply run's command tag; raises what apply_end
+    raises (then nothing commits)."""
+    upd = f"UPDATE {TABLE} SET note = 'applied'"
+    with db.transaction():
+        set_mode(db, "capture")
+        db.execute(upd)
+        with guard_db.connect(dbname=DB, user="app") as companion:
+            companion.execute(
+                "INSERT INTO syncbouncer.intent (id, tbl, tbl_name, op, api, rows, keys,"
+                " idempotency_key) VALUES (77, %s::regclass, %s, 'U', 'salesforce', '[]',"
+                " '{003A,003B}', 'k77')", (TABLE, TABLE))
+        db.execute("DELETE FROM syncbouncer.capture WHERE xid = pg_current_xact_id()")
+        db.execute("INSERT INTO syncbouncer.confirmed (xid, seq, tbl, key, fields)"
+                   " SELECT pg_current_xact_id(), s, %s::regclass, k, '{}'"
+                   " FROM unnest(array['003A', '003B']) WITH ORDINALITY AS u(k, s)", (TABLE,))
+        db.execute("SELECT set_config('syncbouncer.mode', 'apply', true),"
+                   " set_config('syncbouncer.seq', '0', true),"
+                   " set_config('syncbouncer.applied', '0', true)")
+        tag = db.execute(upd).statusmessage
+        db.execute("CALL syncbouncer.apply_end(%s, 77, 'k77')", (expected,))
+        assert db.execute("SELECT count(*) FROM syncbouncer.confirmed"
+                          " WHERE xid = pg_current_xact_id()").fetchone() == (0,)
+    return tag
+
+
+def intent_ids(db):
+    return [r[0] for r in db.execute("SELECT id FROM syncbouncer.intent").fetchall()]
+
+
+def test_apply_end_forgets_the_intent_when_the_rows_the_api_confirmed_were_written(db, guard_db):
+    try:
+        assert apply_both(db, guard_db, 2) == "UPDATE 2"
+        assert intent_ids(db) == []
+        assert [r[4] for r in rows(db)] == ["applied", "applied"]
+    finally:
+        db.execute("DELETE FROM syncbouncer.intent")
+
+
+def test_apply_end_commits_nothing_when_a_trigger_turned_a_row_away(db, guard_db):
+    """A trigger of the table's own, run after the guard (its name sorts after it), keeps a
+    row out of the apply run: the count of rows written is not the API's, so nothing commits
+    and the intent stays for settling."""
+    db.execute("CREATE FUNCTION salesforce.keep_003b() RETURNS trigger LANGUAGE plpgsql AS"
+               " $$BEGIN IF old.id = '003B' THEN RETURN NULL; END IF; RETURN new; END$$")
+    db.execute(f"CREATE TRIGGER trg_keep BEFORE UPDATE ON {TABLE}"
+               " FOR EACH ROW EXECUTE FUNCTION salesforce.keep_003b()")
+    try:
+        with pytest.raises(errors.InternalError_) as ei:
+            apply_both(db, guard_db, 2)
+        assert ei.value.diag.message_primary == \
+            "the second run wrote 1 row(s) where the API confirmed 2"
+        assert rows(db) == BEFORE  # 003A was written, and rolled back with the rest
+        assert intent_ids(db) == [77]
+    finally:
+        db.execute(f"DROP TRIGGER IF EXISTS trg_keep ON {TABLE}")
+        db.execute("DROP FUNCTION IF EXISTS salesforce.keep_003b()")
+        db.execute("DELETE FROM syncbouncer.intent")
+
+
 def test_confirmed_rows_of_another_transaction_are_ignored(db, guard_db):
     other = guard_db.connect(dbname=DB, user="app")
     try:
@@ -337,6 +399,7 @@ def test_install_twice_is_idempotent(db):
         " WHERE tgrelid = %s::regclass AND NOT tgisinternal ORDER BY tgname",
         (TABLE,)).fetchall()
     assert trig == [("syncbouncer_guard", 31, "id\\000"),
+                    ("syncbouncer_guard_applied", 29, ""),
                     ("syncbouncer_guard_truncate", 34, "id\\000")]
     assert db.execute("SELECT value FROM syncbouncer.meta WHERE key = 'version'"
                       ).fetchall() == [(dump("--version").strip(),)]

@@ -327,6 +327,54 @@ def test_update_of_an_unsettled_insert_waits_instead_of_finding_no_row(pg, bounc
     assert wait_settled(pg, stripe, b) == {cid: ("e@f.io", "Eva")}
 
 
+# ---- cause 6: the database turned the applied row away ---------------------------------------
+
+# A trigger of the table's own that keeps the customers on legal hold as they are. Its name
+# sorts after syncbouncer_guard, so it runs after the guard: the capture never meets it (the
+# guard drops every row there), the API takes the change, and the apply run writes nothing.
+LEGAL_HOLD = """
+CREATE OR REPLACE FUNCTION billing.keep_held() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF old.name = 'held' THEN
+        RETURN NULL;
+    END IF;
+    RETURN new;
+END $$;
+CREATE TRIGGER trg_legal_hold BEFORE UPDATE ON billing.customers
+    FOR EACH ROW EXECUTE FUNCTION billing.keep_held();
+"""
+
+
+def test_an_applied_row_the_database_turned_away_is_rolled_back_and_settled(pg, bouncer_factory,
+                                                                              stripe):
+    """The API accepted an update that the table's own trigger then kept out: the write is not
+    committed (the client is told XX000, not UPDATE 0), its intent is left, and once the hold is
+    lifted settling brings the API's version into the table."""
+    b = start(pg, bouncer_factory, stripe)
+    with crm(b) as conn:
+        (cid,) = conn.execute("insert into billing.customers (email, name) values "
+                              "('h@b.io', 'held') returning id").fetchone()
+        pg.sql(LEGAL_HOLD, dbname="crm")
+        with pytest.raises(psycopg.errors.InternalError_) as ei:
+            conn.execute(f"update billing.customers set email = 'new@b.io' where id = '{cid}'")
+        d = ei.value.diag
+        assert d.message_primary == "change applied to stripe but not yet to the database"
+        assert f"stripe record ids: {cid}." in d.message_detail
+        assert "the second run wrote 0 row(s) where the API confirmed 1" in d.message_detail
+        entry = d.message_detail.split("journal entry ")[1].split(":")[0]
+        assert conn.execute("select 1").fetchone() == (1,)  # the connection stays usable
+    assert stripe.store()[cid]["email"] == "new@b.io"
+    pg.sql("DROP TRIGGER trg_legal_hold ON billing.customers", dbname="crm")  # hold lifted
+    assert wait_settled(pg, stripe, b) == {cid: ("new@b.io", "held")}
+    # the intent was not deleted by a commit: settling found it and asked the API
+    with admin(b) as ac:
+        cur = ac.execute("SHOW JOURNAL")
+        cols = [c.name for c in cur.description]
+        states = [dict(zip(cols, r))["state"] for r in cur.fetchall()
+                  if dict(zip(cols, r))["id"] == entry]
+    assert states == ["settled"]
+
+
 # ---- two processes sharing one database ----------------------------------------------------
 
 def test_another_instance_settles_what_a_dead_one_left(pg, bouncer_factory, stripe):

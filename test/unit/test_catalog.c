@@ -279,7 +279,7 @@ static void test_tables_ready_and_failed(void **state)
 	                            " 'salesforce.\"Mixed Case\"'::regclass)"
 	                            " and tgname like 'syncbouncer_guard%'",
 	                            v, sizeof(v)));
-	assert_string_equal(v, "4");
+	assert_string_equal(v, "6");
 	assert_true(
 	        pg_server_value(&pg, "crm", "select value from syncbouncer.meta", v, sizeof(v)));
 	assert_string_equal(v, catalog_schema_version());
@@ -332,7 +332,7 @@ static void test_second_run_finds_everything_in_place(void **state)
 	                        "select count(*) from pg_trigger where tgrelid ="
 	                        " 'salesforce.contacts'::regclass and tgname like 'syncbouncer%'",
 	                        after, sizeof(after)));
-	assert_string_equal(after, "2");
+	assert_string_equal(after, "3");
 }
 
 static void test_failed_table_retried_until_ready(void **state)

@@ -408,6 +408,54 @@ static void test_pipelined_flights(void **state)
 	pgc_close(pc);
 }
 
+static bool nq(struct pgc *pc, const char *value, bool sync, struct answer *a)
+{
+	const char *v[1] = {value};
+
+	return pgc_send_named(pc, "sb_test", "select $1::text || '!'", 1, v, sync, on_result, a);
+}
+
+/*
+ * Named statements: parsed once per connection (a second Parse of the name would fail with
+ * 42P05 and skip the run); a Parse skipped after an error in its flight is sent again by the
+ * next use queued once that flight is answered.
+ */
+static void test_named_statements(void **state)
+{
+	struct ready r = {0};
+	struct answer a[7] = {{0}};
+	struct pgc *pc;
+
+	(void)state;
+	NEED_PG();
+	pc = connect_ok(&r);
+	assert_true(sq(pc, "select 1/0", false, &a[0]));
+	assert_true(nq(pc, "skipped", true, &a[1]));
+	/* the ready callback counts as one */
+	assert_true(run_until(3, 10));
+	assert_true(nq(pc, "a", false, &a[2]));
+	assert_true(nq(pc, "b", true, &a[3]));
+	assert_true(nq(pc, "c", true, &a[4]));
+	assert_true(sq(pc, "select count(*)::text from pg_prepared_statements where name = 'sb_test'",
+	               true, &a[5]));
+	assert_true(q(pc, "select 'plain after'", &a[6]));
+	assert_true(run_until(8, 10));
+	for (int i = 0; i < 7; i++) {
+		assert_int_equal(a[i].calls, 1);
+		assert_int_equal(a[i].order, i);
+	}
+	assert_string_equal(a[0].sqlstate, "22012");
+	assert_int_equal(a[1].status, PGRES_PIPELINE_ABORTED);
+	assert_string_equal(a[2].value, "a!");
+	assert_string_equal(a[3].value, "b!");
+	assert_string_equal(a[4].value, "c!");
+	assert_string_equal(a[5].value, "1");
+	assert_string_equal(a[6].value, "plain after");
+	assert_false(pgc_send_named(pc, "", "select 1", 0, NULL, true, on_result, &a[0]));
+	assert_true(pgc_ok(pc));
+	pgc_close(pc);
+}
+
 /* A backend terminated while a flight is out: every statement still owed gets res NULL. */
 static void test_pipelined_backend_terminated(void **state)
 {
@@ -735,6 +783,7 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_prepare_describe, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_error_result_then_next, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_pipelined_flights, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_named_statements, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_pipelined_backend_terminated, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_steal_result, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_backend_terminated, setup, teardown),
