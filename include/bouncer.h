@@ -42,7 +42,8 @@ struct workers;
  *             everything it was sent, so the hook may write to the client without interleaving;
  *   LINK      only for a client without a server: the core gives it one from its pool (the
  *             client waits for it like any query) and shows the packet again once linked and
- *             done with its parameter SETs; nothing is relayed.
+ *             done with its parameter SETs; nothing is relayed;
+ *   CLOSED    the hook ended the client (client_fatal()); nothing more is read from it.
  * client_closed lets the hook free hook_state and cancel work in flight.
  *
  * A packet too big to hold whole (pkt->too_big) is shown with a prefix only: PASS streams it to
@@ -57,6 +58,7 @@ enum hook_verdict {
 	HOOK_PAUSE,
 	HOOK_WAIT_IDLE,
 	HOOK_LINK,
+	HOOK_CLOSED,
 };
 const char *hook_verdict_str(enum hook_verdict v);
 
@@ -110,6 +112,8 @@ struct bouncer {
 	uint64_t start_time_usec;
 	struct workers *workers; /* shared by the workers (workers.h); NULL with workers = 1 */
 	int worker_index;        /* this bouncer's worker number, 0 for the main thread's */
+	/* bit i: module i of src/modules.c has been through init / start on this bouncer */
+	unsigned modules_inited, modules_started;
 };
 
 uint64_t bouncer_now_usec(void);

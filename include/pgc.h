@@ -23,6 +23,8 @@
 #include <stdint.h>
 #include <libpq-fe.h>
 
+#include "module.h" /* struct module_conn_info */
+
 struct event_base;
 struct pgc;
 
@@ -130,23 +132,10 @@ const char *pgc_error(const struct pgc *pc);
  */
 void pgc_close(struct pgc *pc);
 
-/* What the admin console shows of one connection (borrowed strings, valid during the call). */
-struct pgc_info {
-	const void *ptr;
-	const char *database, *user;
-	const char *addr; /* IP address, or "unix" */
-	int port;
-	const char *application_name; /* as the server reports it, "" before login */
-	int backend_pid;              /* 0 before login */
-	int fd;                       /* -1 when there is no socket */
-	bool connecting, busy, tls;
-	uint64_t connect_usec; /* CLOCK_MONOTONIC, when pgc_connect() was called */
-};
-
 /*
  * Calls cb for every connection not yet closed, oldest first, so that SHOW SERVERS lists every
  * backend the process holds. cb must not open or close connections.
  */
-void pgc_foreach(void (*cb)(void *arg, const struct pgc_info *info), void *arg);
+void pgc_foreach(module_conn_cb cb, void *arg);
 
 #endif

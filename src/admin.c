@@ -30,7 +30,6 @@
 #include "dns.h"
 #include "log.h"
 #include "module.h"
-#include "pgc.h"
 #include "pktbuf.h"
 #include "pool.h"
 #include "proto.h"
@@ -857,7 +856,7 @@ static void socket_list(struct reply *r, const struct list *l, const char *state
  * them. Their application_name ("syncbouncer ...") and the empty link mark them; their state
  * is "new" while logging in, else "active" while a statement runs and "idle" between.
  */
-static void control_conn_row(void *arg, const struct pgc_info *pi)
+static void control_conn_row(void *arg, const struct module_conn_info *pi)
 {
 	struct reply *r = arg;
 	struct row row;
@@ -964,7 +963,7 @@ static void sockets_worker(struct bouncer *w, void *arg)
 		socket_list(r, &w->login_clients, "cl_login", true, act);
 	/* the synced-table side's connections live on the main thread's loop */
 	if (v == VIEW_SERVERS && worker_index(w) == 0)
-		pgc_foreach(control_conn_row, r);
+		modules_foreach_conn(control_conn_row, r);
 	free(pools);
 }
 

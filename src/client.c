@@ -543,6 +543,8 @@ const char *hook_verdict_str(enum hook_verdict v)
 		return "wait_idle";
 	case HOOK_LINK:
 		return "link";
+	case HOOK_CLOSED:
+		return "closed";
 	}
 	return "?";
 }
@@ -1233,6 +1235,8 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 			/* linked at once: the pool's resume shows the packet again at once */
 			pool_request_server(c->pool, c);
 			return SBUF_PAUSE;
+		case HOOK_CLOSED:
+			return SBUF_CLOSED;
 		}
 	}
 	c->request_time = bouncer_now_usec();

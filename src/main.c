@@ -4,10 +4,10 @@
  * Start-up errors are fatal; everything after the loop starts is handled per connection.
  */
 #include <ares.h>
-#include <curl/curl.h>
 #include <event2/event.h>
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <pwd.h>
 #include <openssl/crypto.h>
 #include <openssl/opensslv.h>
@@ -80,7 +80,9 @@ static void print_version(void)
 	printf("libevent %s\n", event_get_version());
 	printf("adns: c-ares %s\n", ares_version(NULL));
 	printf("tls: %s\n", OpenSSL_version(OPENSSL_VERSION));
-	printf("http: %s\n", curl_version());
+	fflush(stdout);
+	/* what the synced tables use comes with their module, when it is installed */
+	modules_print_versions(stdout);
 }
 
 static struct {
@@ -484,6 +486,12 @@ int main(int argc, char **argv)
 		fatal("cannot load config file \"%s\"", b.config_path);
 	apply_log_settings(b.cfg);
 	nworkers = config_workers(b.cfg);
+	{
+		/* before any other thread: the modules this configuration needs, or no start */
+		char err[PATH_MAX + 512];
+		if (!modules_load(b.cfg, err, sizeof(err)))
+			fatal("%s", err);
+	}
 
 	if (opts.user == NULL && b.cfg->user[0])
 		opts.user = b.cfg->user;

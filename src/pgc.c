@@ -1033,10 +1033,10 @@ void pgc_close(struct pgc *pc)
 		free(pc);
 }
 
-void pgc_foreach(void (*cb)(void *arg, const struct pgc_info *info), void *arg)
+void pgc_foreach(module_conn_cb cb, void *arg)
 {
 	for (struct pgc *pc = live_first; pc != NULL; pc = pc->live_next) {
-		struct pgc_info info;
+		struct module_conn_info info;
 		const char *v;
 
 		if (pc->state == PGC_BROKEN || pc->conn == NULL)

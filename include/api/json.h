@@ -122,4 +122,7 @@ const char *json_string(const struct json_value *v);
 /* Member key of an object that is a string, else NULL. */
 const char *json_get_string(const struct json_value *v, const char *key);
 
+/* The JSON library's version, major * 10000 + minor * 100 + micro (for --version). */
+int json_yajl_version(void);
+
 #endif

@@ -1,6 +1,6 @@
 /*
- * synced — the synced-table side as a module of the pooler (include/module.h): synced_module is
- * its ops struct, the only name the core sees (src/modules.c). Set-up from the config (APIs,
+ * synced — the synced-table side as a module of the pooler (include/module.h): sb_module is
+ * its ops struct, the only name the core looks up in synced.so (src/modules.c). Set-up from the config (APIs,
  * table mappings, classifier, catalog, settler, sync worker) and the query hook that sends writes
  * of synced tables through the mutation pipeline are in synced.c; the console views and commands
  * in views.c. Internal to src/mutation/.
@@ -19,7 +19,7 @@ struct bouncer;
 struct evbuffer;
 struct synced;
 
-extern const struct module_ops synced_module;
+extern const struct module_ops sb_module;
 
 /*
  * Builds everything from b->cfg and installs the query hook on b. Without [synced_tables] only

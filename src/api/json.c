@@ -16,6 +16,7 @@
 
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_parse.h>
+#include <yajl/yajl_version.h>
 
 const struct json_limits json_default_limits = {
         .max_bytes = 8u << 20,
@@ -682,4 +683,9 @@ const char *json_string(const struct json_value *v)
 const char *json_get_string(const struct json_value *v, const char *key)
 {
 	return json_string(json_get(v, key));
+}
+
+int json_yajl_version(void)
+{
+	return yajl_version();
 }

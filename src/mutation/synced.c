@@ -12,14 +12,18 @@
  */
 #include "mutation/synced.h"
 
+#include <curl/curl.h>
 #include <event2/event.h>
 #include <libgen.h>
+#include <libpq-fe.h>
+#include <pg_query.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "admin.h"
 #include "api/api.h"
+#include "api/json.h"
 #include "api/http.h"
 #include "bouncer.h"
 #include "config.h"
@@ -35,7 +39,9 @@
 #include "mutation/pipeline.h"
 #include "mutation/settle.h"
 #include "mutation/sync.h"
+#include "pgc.h"
 #include "pool.h"
+#include "version.h"
 #include "workers.h"
 
 /* ---- set-up ---------------------------------------------------------------------------- */
@@ -501,8 +507,21 @@ static int synced_home_worker(const struct bouncer *b, const char *db)
 
 static const char *const synced_commands[] = {"JOURNAL", "SYNC", NULL};
 
-const struct module_ops synced_module = {
+/* What the module links that the pooler core does not. */
+static void synced_print_versions(FILE *f)
+{
+	int pq = PQlibVersion();
+
+	fprintf(f, "http: %s\n", curl_version());
+	fprintf(f, "libpq: %d.%d\n", pq / 10000, pq % 10000);
+	fprintf(f, "sql parser: libpg_query (PostgreSQL %s grammar)\n", PG_VERSION);
+	fprintf(f, "json: yajl %d.%d.%d\n", json_yajl_version() / 10000,
+	        json_yajl_version() / 100 % 100, json_yajl_version() % 100);
+}
+
+const struct module_ops sb_module = {
         .name = "synced tables",
+        .version = PACKAGE_VERSION,
         .init = synced_init,
         .start = synced_start,
         .reload = synced_reload,
@@ -512,5 +531,7 @@ const struct module_ops synced_module = {
         .command = synced_command,
         .admin_gone = synced_forget_admin,
         .write_metrics = synced_write_metrics,
+        .foreach_conn = pgc_foreach,
+        .print_versions = synced_print_versions,
         .home_worker = synced_home_worker,
 };
