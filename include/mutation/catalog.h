@@ -87,6 +87,8 @@ struct catalog *catalog_create(struct event_base *base, const struct config *cfg
                                void (*done)(void *arg, struct catalog *cat), void *arg);
 
 int catalog_count(const struct catalog *cat);
+/* Whether a synced table of database (as in [databases]) is still CAT_PENDING. */
+bool catalog_db_pending(const struct catalog *cat, const char *database);
 /* The i-th table in [synced_tables] order, or NULL when i is out of range. */
 struct catalog_table *catalog_table_at(struct catalog *cat, int i);
 /*

@@ -52,12 +52,24 @@ struct mut_client {
 	bool path_session_set, path_local_set;
 	/* a Describe being asked of PostgreSQL (extended.c); the relay is paused meanwhile */
 	struct describe_job *describe;
+	/*
+	 * A query held while the synced tables of the client's database are being prepared
+	 * (start-up, RELOAD): in synced.cat_waiters, resumed when the catalog's run ends.
+	 */
+	struct list cat_wait;
+	bool cat_waiting;
 };
 
 /* The client's hook state, made when it has none; NULL when out of memory. */
 struct mut_client *mc_get(struct conn *c);
 /* Drops the per-client state once nothing needs it: back to the fast path. */
 void mc_release_if_idle(struct conn *c);
+/*
+ * The clients held for the catalog leave sy->cat_waiters for out (an initialised list); none
+ * is resumed here. hook_resume_waiters() resumes those of such a list, emptying it.
+ */
+void hook_take_waiters(struct synced *sy, struct list *out);
+void hook_resume_waiters(struct list *waiters);
 /*
  * The search_path in force for c's next statement as far as the login and its statements
  * show; NULL when not known (the server's default applies).

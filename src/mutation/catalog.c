@@ -694,6 +694,17 @@ oom:
 	return NULL;
 }
 
+bool catalog_db_pending(const struct catalog *cat, const char *database)
+{
+	if (!cat || !database)
+		return false;
+	for (int i = 0; i < cat->ntables; i++)
+		if (cat->tables[i].state == CAT_PENDING &&
+		    strcmp(cat->tables[i].database, database) == 0)
+			return true;
+	return false;
+}
+
 int catalog_count(const struct catalog *cat)
 {
 	return cat ? cat->ntables : 0;

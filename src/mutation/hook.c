@@ -64,9 +64,51 @@ struct mut_client *mc_get(struct conn *c)
 		if (mc == NULL)
 			return NULL;
 		mc->client = c;
+		list_init(&mc->cat_wait);
 		c->hook_state = mc;
 	}
 	return mc;
+}
+
+void hook_take_waiters(struct synced *sy, struct list *out)
+{
+	while (!list_empty(&sy->cat_waiters)) {
+		struct list *it = list_first(&sy->cat_waiters);
+		list_del(it);
+		list_append(out, it);
+	}
+}
+
+void hook_resume_waiters(struct list *waiters)
+{
+	/* one at a time: a resumed client may run its query, or close, before the next */
+	while (!list_empty(waiters)) {
+		struct mut_client *mc =
+		        list_entry(list_first(waiters), struct mut_client, cat_wait);
+		struct conn *c = mc->client;
+
+		list_del(&mc->cat_wait);
+		mc->cat_waiting = false;
+		client_resume(c);
+	}
+}
+
+/*
+ * The query waits while the synced tables of the client's database are being prepared: until
+ * then the catalog cannot tell a synced write from an ordinary statement (a table of the same
+ * name in another schema), and a write would find its table not ready.
+ */
+static enum hook_verdict wait_for_catalog(struct synced *sy, struct conn *c)
+{
+	struct mut_client *mc = mc_get(c);
+
+	if (mc == NULL) {
+		answer_now(c, "53200", "out of memory", NULL, NULL, NULL);
+		return HOOK_CONSUME;
+	}
+	mc->cat_waiting = true;
+	list_append(&sy->cat_waiters, &mc->cat_wait);
+	return HOOK_PAUSE;
 }
 
 /* Drops the per-client state once nothing needs it: back to the fast path. */
@@ -74,9 +116,9 @@ void mc_release_if_idle(struct conn *c)
 {
 	struct mut_client *mc = c->hook_state;
 
-	if (mc == NULL || mc->m != NULL || mc->answered || mc->ext.phase != EXT_NONE ||
-	    ps_own_count(c) > 0 || mc->multi != NULL || mc->mixed != NULL || mc->path_session_set ||
-	    mc->path_local_set || mc->describe != NULL)
+	if (mc == NULL || mc->m != NULL || mc->cat_waiting || mc->answered ||
+	    mc->ext.phase != EXT_NONE || ps_own_count(c) > 0 || mc->multi != NULL ||
+	    mc->mixed != NULL || mc->path_session_set || mc->path_local_set || mc->describe != NULL)
 		return;
 	ext_reset(&mc->ext);
 	free(mc);
@@ -341,7 +383,7 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 	const char *stmt = NULL, *portal = NULL;
 
 	if (mc != NULL) {
-		if (mc->m != NULL || mc->describe != NULL)
+		if (mc->m != NULL || mc->describe != NULL || mc->cat_waiting)
 			return HOOK_PAUSE;
 		if (mc->mixed != NULL)
 			return mixed_step(sy, c, mc);
@@ -372,6 +414,9 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 	 * for a server, and the packet comes back here once the pool is resumed */
 	if (control_pool_paused(c->pool))
 		return HOOK_PASS;
+	if ((pkt->type == PQMSG_QUERY || pkt->type == PQMSG_PARSE) &&
+	    catalog_db_pending(sy->cat, c->pool->db_name))
+		return wait_for_catalog(sy, c);
 	switch (pkt->type) {
 	case PQMSG_QUERY:
 		return inspect_query(sy, c, pkt);
@@ -439,6 +484,10 @@ void hook_client_closed(void *ctx, struct conn *c)
 	(void)ctx;
 	if (mc == NULL)
 		return;
+	if (mc->cat_waiting) {
+		list_del(&mc->cat_wait);
+		mc->cat_waiting = false;
+	}
 	if (mc->m != NULL) {
 		/*
 		 * Nobody waits for the answer: a write whose request has not left ends as if

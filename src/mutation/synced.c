@@ -59,10 +59,15 @@ static char *qualify(const char *schema, const char *table)
 static void on_catalog_done(void *arg, struct catalog *cat)
 {
 	struct synced *sy = arg;
+	struct list waiters;
 
 	(void)cat;
 	/* writes that a previous run (or another instance) left unsettled */
 	settle_kick(sy->settle, 0);
+	/* then the queries held meanwhile go on, each classified with the catalog it needs */
+	list_init(&waiters);
+	hook_take_waiters(sy, &waiters);
+	hook_resume_waiters(&waiters);
 }
 
 static void on_reload(evutil_socket_t fd, short what, void *arg)
@@ -146,6 +151,7 @@ static bool synced_start_settings_only(struct bouncer *b)
 	sy->b = b;
 	list_init(&sy->idle_conns);
 	list_init(&sy->mutations);
+	list_init(&sy->cat_waiters);
 	list_init(&sy->describes);
 	list_init(&sy->queued);
 	sy->cl = classifier_new(NULL, 0);
@@ -188,6 +194,7 @@ bool synced_start(struct bouncer *b)
 	cfg = sy->cfg;
 	list_init(&sy->idle_conns);
 	list_init(&sy->mutations);
+	list_init(&sy->cat_waiters);
 	list_init(&sy->describes);
 	list_init(&sy->queued);
 	sy->http = http_engine_create(b->base, b->dns);
@@ -315,6 +322,12 @@ void synced_stop(struct bouncer *b)
 		return;
 	sy->reload_pending = false;
 	sy->stopping = true;
+	/* clients still held for the catalog (the process is stopping): no longer held */
+	while (!list_empty(&sy->cat_waiters)) {
+		struct list *w = list_first(&sy->cat_waiters);
+		list_del(w);
+		list_entry(w, struct mut_client, cat_wait)->cat_waiting = false;
+	}
 	b->hook.inspect = NULL;
 	b->hook.client_closed = NULL;
 	b->hook.cancel = NULL;
@@ -393,6 +406,7 @@ void synced_stop(struct bouncer *b)
 void synced_reload(struct bouncer *b)
 {
 	struct synced *sy = b->synced;
+	struct list waiters;
 
 	if (sy != NULL && !synced_idle(sy)) {
 		log_info("synced tables: reload waits for %zu write%s in flight",
@@ -401,6 +415,7 @@ void synced_reload(struct bouncer *b)
 		return;
 	}
 	/* the new set-up is built beside the old one, which stays if the new one cannot be made */
+	list_init(&waiters);
 	b->synced = NULL;
 	if (!synced_start(b)) {
 		b->synced = sy;
@@ -414,12 +429,16 @@ void synced_reload(struct bouncer *b)
 	}
 	{
 		struct synced *fresh = b->synced;
+		/* queries held for the old catalog are offered to the new set-up (or to none) */
+		if (sy != NULL)
+			hook_take_waiters(sy, &waiters);
 		b->synced = sy;
 		synced_stop(b);
 		b->synced = fresh;
 		if (fresh != NULL) {
 			install_hook(b, fresh);
 		}
+		hook_resume_waiters(&waiters);
 	}
 }
 

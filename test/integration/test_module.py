@@ -75,6 +75,25 @@ def test_plain_pooler_loads_the_module_to_refuse_a_guard_setting(bouncer):
     assert "loaded module" in bouncer.log()
 
 
+# A plain pooler's statements are searched by the core alone until the module is loaded: each
+# spelling, in any case, in a later statement of the text, loads it; a near miss does not.
+@pytest.mark.skipif(IS_PGBOUNCER, reason="syncbouncer's guard setting")
+@pytest.mark.parametrize("sql", [
+    "SET /* c */ SyncBouncer . Mode = 'sync'",
+    "select pg_catalog.SET_CONFIG(E'syncbouncer.mode', 'sync', false)",
+    "select set_config(U&'\\0073yncbouncer.mode', 'sync', false)",
+    "select 1; SET SYNCBOUNCER.mode = 'sync'",
+], ids=["mixed-case", "set_config", "unicode-escape", "second-statement"])
+def test_first_statement_with_a_guard_spelling_loads_the_module(bouncer, sql):
+    with bouncer.connect(autocommit=True) as conn:
+        assert conn.execute("select 'syncbounce', 'set_confi', 'u'").fetchone() == (
+            "syncbounce", "set_confi", "u")
+        assert module_libs_mapped(bouncer.pid) == [], "a statement without a spelling loaded it"
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="not allowed"):
+            conn.execute(sql)
+        assert "synced.so" in mapped_files(bouncer.pid)
+
+
 @pytest.mark.skipif(IS_PGBOUNCER, reason="syncbouncer's synced tables")
 def test_unloadable_module_fails_start_and_reload(pg, bouncer_factory, fake_sf):  # noqa: F811
     """A copy of the pooler with a broken synced.so next to it: a configuration that needs the

@@ -341,3 +341,26 @@ def test_reload_adding_then_removing_a_synced_table(pg, bouncer_factory, fake_sf
     finally:
         for c in crms + apps + news:
             c.close()
+
+
+def test_a_write_just_after_a_reload_waits_for_its_table(pg, bouncer_factory, fake_sf):
+    """A RELOAD prepares the synced tables again (schema, triggers, columns); a write that comes
+    meanwhile waits for that instead of failing with "not ready"."""
+    b = start(pg, bouncer_factory, fake_sf)
+    conns = [crm(b) for _ in range(3)]
+    a = b.connect(dbname="pgbouncer", user="postgres", password="postgres", autocommit=True,
+                  prepare_threshold=None)
+    ids = []
+    try:
+        for i in range(3):
+            a.execute("RELOAD")
+            for j, conn in enumerate(conns):
+                (cid,) = conn.execute(
+                    "insert into salesforce.contacts (last_name, email) values (%s, %s) "
+                    "returning id", (f"R{i}{j}", f"r{i}{j}@caladan.io")).fetchone()
+                ids.append(cid)
+        assert sorted(b.fake.store()) == sorted(ids)
+        assert [r[0] for r in db_rows(pg)] == sorted(ids)
+    finally:
+        for c in conns + [a]:
+            c.close()
