@@ -206,10 +206,11 @@ static void stripe_parse(const struct connector *c, const struct api_table *t, e
 		 * but a 409 may be about an earlier request with the same key, which may have been.
 		 */
 		out->error.nothing_written = resp->status < 500 && resp->status != 409;
-		if (type != NULL && strcmp(type, "idempotency_error") == 0) {
+		if (resp->status == 400 && type != NULL && strcmp(type, "idempotency_error") == 0) {
 			/*
 			 * The key was first used by a request with other parameters, which may have
-			 * been applied: never a "nothing was created" answer.
+			 * been applied: never a "nothing was created" answer (the 409 of a key in use
+			 * is not nothing written either, see above).
 			 */
 			out->error.cls = API_ERR_UNKNOWN_OUTCOME;
 			out->error.nothing_written = false;
