@@ -261,4 +261,12 @@ bool proto_parse_parse(const uint8_t *body, size_t len, const char **stmt, const
 bool proto_parse_msg_names(uint8_t type, const uint8_t *body, size_t len, const char **stmt,
                            const char **portal) PROTO_WARN_UNUSED;
 
+/*
+ * Whether text[0..len) holds one of needles (NULL-terminated, lower case; ASCII case ignored in
+ * the text), in one pass: a needle is tried only where the byte is its first. For the searches
+ * of statement texts that run on every query (a plain pooler's module watch) and on streamed
+ * statements.
+ */
+bool proto_text_has_any_ci(const void *text, size_t len, const char *const *needles);
+
 #endif

@@ -6,7 +6,6 @@
 #include "client.h"
 
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <openssl/crypto.h>
@@ -1027,21 +1026,6 @@ static enum sbuf_action handle_startup(struct conn *c, const struct sbuf_pkt *pk
 	return auth_start(c);
 }
 
-/* Case-insensitive search of a lower-case needle in n bytes. */
-static bool contains_ci(const uint8_t *p, size_t n, const char *needle)
-{
-	size_t m = strlen(needle);
-
-	for (size_t i = 0; m <= n && i <= n - m; i++) {
-		size_t j = 0;
-		while (j < m && tolower(p[i + j]) == needle[j])
-			j++;
-		if (j == m)
-			return true;
-	}
-	return false;
-}
-
 /*
  * Each chunk of a streamed oversized statement, before it leaves: a spelling that could reach a
  * syncbouncer.* setting ends the connection (the statement never reaches the server whole).
@@ -1058,15 +1042,12 @@ static bool client_scan(void *owner, struct sbuf *sb, const uint8_t *data, size_
 		return true;
 	memcpy(edge, c->scan_tail, c->scan_tail_len);
 	memcpy(edge + c->scan_tail_len, data, head);
-	for (int i = 0; needles[i] != NULL; i++) {
-		if (contains_ci(edge, c->scan_tail_len + head, needles[i]) ||
-		    contains_ci(data, len, needles[i])) {
-			client_fatal(
-			        c, "54000",
-			        "statement too large to inspect: it could reach a syncbouncer.* "
-			        "setting");
-			return false;
-		}
+	if (proto_text_has_any_ci(edge, c->scan_tail_len + head, needles) ||
+	    proto_text_has_any_ci(data, len, needles)) {
+		client_fatal(
+		        c, "54000",
+		        "statement too large to inspect: it could reach a syncbouncer.* setting");
+		return false;
 	}
 	/* the last 15 bytes seen, across chunks */
 	keep = c->scan_tail_len + head;
@@ -1246,9 +1227,10 @@ static enum sbuf_action client_packet(void *owner, struct sbuf *sb, const struct
 		server = c->link;
 		if (server == NULL) {
 			/*
-			 * The read event stays armed while the client waits: taking it off and putting
-			 * it back costs two epoll_ctl() per waited query, and a client that goes away
-			 * while waiting is seen at once. What it sends meanwhile waits in its buffer.
+			 * The read event stays armed while the client waits: taking it off and
+			 * putting it back costs two epoll_ctl() per waited query, and a client that
+			 * goes away while waiting is seen at once. What it sends meanwhile waits in
+			 * its buffer.
 			 */
 			sbuf_read_while_paused(&c->sbuf);
 			return SBUF_PAUSE;

@@ -195,37 +195,6 @@ bool modules_load(const struct config *cfg, char *err, size_t errsize)
 
 /* ---- the watch: statements that need a module not running yet ---------------------------- */
 
-static unsigned char lower_ascii(unsigned char ch)
-{
-	return ch >= 'A' && ch <= 'Z' ? (unsigned char)(ch + ('a' - 'A')) : ch;
-}
-
-/*
- * Whether s[0..len) holds one of needles (lower case, ASCII case ignored): one pass over the
- * text, a needle tried only where the byte is its first (every Query of a plain pooler goes
- * through here: a search per needle, or a library call per byte, showed in the cost per query).
- */
-static bool contains_any_ci(const char *s, size_t len, const char *const *needles)
-{
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = lower_ascii((unsigned char)s[i]);
-
-		for (int k = 0; needles[k] != NULL; k++) {
-			const char *nd = needles[k];
-			size_t j = 1;
-
-			if ((unsigned char)nd[0] != ch)
-				continue;
-			while (nd[j] != '\0' && i + j < len &&
-			       lower_ascii((unsigned char)s[i + j]) == (unsigned char)nd[j])
-				j++;
-			if (nd[j] == '\0')
-				return true;
-		}
-	}
-	return false;
-}
-
 /* The module (not running on b) that sql[0..len) needs, or -1. */
 static int needed_by(const struct bouncer *b, const char *sql, size_t len)
 {
@@ -233,7 +202,7 @@ static int needed_by(const struct bouncer *b, const char *sql, size_t len)
 		const char *const *nd = module_files[i].needles;
 		if (nd == NULL || (b->modules_started & (1u << i)))
 			continue;
-		if (contains_any_ci(sql, len, nd))
+		if (proto_text_has_any_ci(sql, len, nd))
 			return (int)i;
 	}
 	return -1;

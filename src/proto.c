@@ -623,3 +623,31 @@ bool proto_parse_msg_names(uint8_t type, const uint8_t *body, size_t len, const 
 		return false;
 	}
 }
+
+static unsigned char lower_ascii(unsigned char ch)
+{
+	return ch >= 'A' && ch <= 'Z' ? (unsigned char)(ch + ('a' - 'A')) : ch;
+}
+
+bool proto_text_has_any_ci(const void *text, size_t len, const char *const *needles)
+{
+	const unsigned char *s = text;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = lower_ascii(s[i]);
+
+		for (int k = 0; needles[k] != NULL; k++) {
+			const char *nd = needles[k];
+			size_t j = 1;
+
+			if ((unsigned char)nd[0] != ch)
+				continue;
+			while (nd[j] != '\0' && i + j < len &&
+			       lower_ascii(s[i + j]) == (unsigned char)nd[j])
+				j++;
+			if (nd[j] == '\0')
+				return true;
+		}
+	}
+	return false;
+}

@@ -658,6 +658,30 @@ static void test_parse_options(void **state)
 	}
 }
 
+/* The one-pass search of statement texts for the guard's spellings. */
+static void test_text_has_any_ci(void **state)
+{
+	static const char *const nd[] = {"syncbouncer", "set_config", "u&", NULL};
+	static const char *const none[] = {NULL};
+	const char *yes[] = {"SET SyncBouncer.mode = 1",
+	                     "select SET_CONFIG('a','b',false)",
+	                     "select U&'x'",
+	                     "x u&",
+	                     "syncbouncer",
+	                     "sset_config"};
+	const char *no[] = {"select 1", "select 'syncbounce'", "set_confi", "u", "u &", ""};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+		assert_true(proto_text_has_any_ci(yes[i], strlen(yes[i]), nd));
+	for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+		assert_false(proto_text_has_any_ci(no[i], strlen(no[i]), nd));
+	/* the length bounds the search: a needle cut off by it is not found */
+	assert_false(proto_text_has_any_ci("x syncbouncer", 12, nd));
+	assert_true(proto_text_has_any_ci("x syncbouncer", 13, nd));
+	assert_false(proto_text_has_any_ci("syncbouncer", 11, none));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -675,6 +699,7 @@ int main(void)
 	        cmocka_unit_test(test_msg_names),
 	        cmocka_unit_test(test_enum_strings),
 	        cmocka_unit_test(test_parse_options),
+	        cmocka_unit_test(test_text_has_any_ci),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
