@@ -696,7 +696,8 @@ oom:
 
 bool catalog_db_pending(const struct catalog *cat, const char *database)
 {
-	if (!cat || !database)
+	/* every link's first run over: no table is pending (the invariant above), at once */
+	if (!cat || !database || cat->pending == 0)
 		return false;
 	for (int i = 0; i < cat->ntables; i++)
 		if (cat->tables[i].state == CAT_PENDING &&
