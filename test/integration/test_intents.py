@@ -745,6 +745,60 @@ def test_intents_are_hidden_from_other_roles_whose_writes_still_work(pg, bouncer
     assert wait_settled(pg, stripe, b) == {cid: ("a@b.io", "Anne")}
 
 
+# ---- two versions of the schema: never a downgrade --------------------------------------
+
+def synced_table_row(b):
+    with admin(b) as conn:
+        cur = conn.execute("SHOW SYNCED_TABLES")
+        cols = [d.name for d in cur.description]
+        (row,) = [dict(zip(cols, r)) for r in cur.fetchall()]
+    return row
+
+
+def test_a_newer_schema_is_left_alone_and_its_tables_not_served(pg, bouncer_factory, stripe):
+    """A newer syncbouncer installed its schema version over ours (a rolling upgrade, or a
+    rollback of this one): a RELOAD of this older pooler leaves that schema alone, reports the
+    table failed naming both versions, and refuses its writes with the error of a table that
+    could not be prepared. Deleting the version row (the documented rollback) lets it in again."""
+    b = start(pg, bouncer_factory, stripe)
+    ((ours,),) = pg.sql("SELECT value FROM syncbouncer.meta WHERE key = 'version'", dbname="crm")
+    newer = str(int(ours) + 1)
+    # what the newer pooler installed: its version, its own text of a function
+    marker = "begin /* version %s */ return null; end" % newer
+    pg.sql(f"UPDATE syncbouncer.meta SET value = '{newer}' WHERE key = 'version'; "
+           f"CREATE OR REPLACE FUNCTION syncbouncer.applied() RETURNS trigger "
+           f"LANGUAGE plpgsql AS '{marker}'", dbname="crm")
+    with admin(b) as conn:
+        conn.execute("RELOAD")
+    wait_for(lambda: synced_table_row(b)["state"] == "failed", "table not failed")
+    want = (f"the syncbouncer schema in database crm is version {newer}, newer than this "
+            f"syncbouncer's {ours}: upgrade syncbouncer")
+    assert synced_table_row(b)["error"] == want
+    assert want in b.log()
+    with crm(b) as conn:
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as ei:
+            conn.execute("insert into billing.customers (email) values ('a@b.io')")
+        assert want in ei.value.diag.message_primary
+    assert pg.sql("SELECT value FROM syncbouncer.meta WHERE key = 'version'",
+                  dbname="crm") == [(newer,)]
+    assert pg.sql("SELECT prosrc FROM pg_proc WHERE oid = 'syncbouncer.applied()'::regprocedure",
+                  dbname="crm") == [(marker,)]
+    assert stripe.requests() == [] and table(pg) == {}
+
+    # the rollback: the newer pooler is gone, the version row deleted by the schema's owner
+    with pg.connect(dbname="crm", user="app") as owner:
+        owner.execute("DELETE FROM syncbouncer.meta WHERE key = 'version'")
+    with admin(b) as conn:
+        conn.execute("RELOAD")
+    wait_for(lambda: synced_table_row(b)["state"] == "ready", "table not ready")
+    assert pg.sql("SELECT value FROM syncbouncer.meta WHERE key = 'version'",
+                  dbname="crm") == [(ours,)]
+    with crm(b) as conn:
+        (cid,) = conn.execute("insert into billing.customers (email) values ('a@b.io') "
+                              "returning id").fetchone()
+    assert table(pg) == {cid: ("a@b.io", None)}
+
+
 # ---- HubSpot, Airtable and REST: updates and deletes settle by reading the records ---------
 
 class FakeApi(FakeServer):
