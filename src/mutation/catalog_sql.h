@@ -505,12 +505,16 @@ static const char catalog_sql_columns[] =
 /*
  * The guard triggers of one table, after the schema: a printf format taking the quoted table name
  * (%1$s) and the primary key column as a quoted literal (%2$s). A lock_timeout keeps a busy table
- * from holding up installation (and everyone queued behind its lock) for long. ENABLE ALWAYS:
+ * from holding up installation (and everyone queued behind its lock) for long. The table's lock
+ * (the one DROP TRIGGER takes anyway) comes first: two poolers installing at once then run one
+ * after the other, and the second's DROP ... IF EXISTS sees the first's triggers (looked up
+ * under DROP's own weaker first lock, both would find none, and the second CREATE would fail). ENABLE ALWAYS:
  * the guard fires even with session_replication_role = replica. The third trigger counts the
  * rows an apply run wrote; its WHEN keeps it out of the after-trigger queue in every other mode.
  */
 #define CATALOG_SQL_TRIGGERS_FMT                                                                   \
 	"select pg_catalog.set_config('lock_timeout', '5s', true);\n"                              \
+	"lock table %1$s in access exclusive mode;\n"                                               \
 	"drop trigger if exists syncbouncer_guard on %1$s;\n"                                      \
 	"create trigger syncbouncer_guard before insert or update or delete on %1$s\n"             \
 	"\tfor each row execute function syncbouncer.guard(%2$s);\n"                               \

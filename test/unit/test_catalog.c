@@ -16,7 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+#include <unistd.h>
+
 #include <event2/event.h>
+#include <libpq-fe.h>
 
 #include "config.h"
 #include "mutation/catalog.h"
@@ -636,6 +640,112 @@ static void test_newer_schema_is_never_replaced(void **state)
 	assert_string_equal(v, "t");
 }
 
+static void count_done(void *arg, struct catalog *cat)
+{
+	(void)cat;
+	(*(int *)arg)++;
+}
+
+/*
+ * Two catalogs (two poolers of one version) started together while a transaction of ours holds
+ * the lock that `hold` takes, released once both wait for it (`waiting` counts the waiters);
+ * both must end with the table ready.
+ */
+static void two_at_once(const char *hold, const char *waiting)
+{
+	struct event_base *base;
+	struct config *cfg;
+	struct catalog *cat[2];
+	char ci[128], v[64];
+	PGconn *holder;
+	PGresult *res;
+	int done = 0;
+	time_t deadline = time(NULL) + 20;
+
+	snprintf(ci, sizeof(ci), "host=127.0.0.1 port=%d dbname=crm user=postgres", pg.port);
+	holder = PQconnectdb(ci);
+	assert_int_equal(PQstatus(holder), CONNECTION_OK);
+	res = PQexec(holder, "begin");
+	assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+	PQclear(res);
+	res = PQexec(holder, hold);
+	assert_true(PQresultStatus(res) == PGRES_TUPLES_OK ||
+	            PQresultStatus(res) == PGRES_COMMAND_OK);
+	PQclear(res);
+
+	base = event_base_new();
+	assert_non_null(base);
+	cfg = load_ini(contacts_ini);
+	cat[0] = catalog_create(base, cfg, NULL, count_done, &done);
+	cat[1] = catalog_create(base, cfg, NULL, count_done, &done);
+	assert_non_null(cat[0]);
+	assert_non_null(cat[1]);
+	for (;;) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		assert_true(pg_server_value(&pg, "crm", waiting, v, sizeof(v)));
+		if (strcmp(v, "2") == 0)
+			break;
+		assert_true(time(NULL) < deadline);
+		usleep(10000);
+	}
+	res = PQexec(holder, "commit");
+	assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+	PQclear(res);
+	PQfinish(holder);
+	while (done < 2 && time(NULL) < deadline)
+		event_base_loop(base, EVLOOP_ONCE);
+	assert_int_equal(done, 2);
+	for (int i = 0; i < 2; i++) {
+		struct catalog_table *t = catalog_find(cat[i], "crm", "salesforce", "contacts");
+
+		assert_non_null(t);
+		assert_string_equal(t->error, "");
+		assert_int_equal(t->state, CAT_READY);
+		catalog_free(cat[i]);
+	}
+	config_free(cfg);
+	event_base_free(base);
+	assert_true(pg_server_value(&pg, "crm",
+	                            "select count(*) from pg_trigger where tgrelid ="
+	                            " 'salesforce.contacts'::regclass and tgname like"
+	                            " 'syncbouncer%'",
+	                            v, sizeof(v)));
+	assert_string_equal(v, "3");
+	assert_true(
+	        pg_server_value(&pg, "crm", "select value from syncbouncer.meta", v, sizeof(v)));
+	assert_string_equal(v, catalog_schema_version());
+}
+
+/*
+ * Two poolers of the same version starting together both find the schema missing and both
+ * install it: one after the other (the install's advisory lock), the second finding the
+ * first's objects. Then, the schema in place, both find the triggers missing and both install
+ * them: one after the other (the table's lock), the second replacing the first's. Nothing fails.
+ */
+static void test_two_installs_at_once_both_succeed(void **state)
+{
+	const char *sql = catalog_schema_sql(), *end = strstr(sql, ";\n");
+	char lock[128];
+
+	(void)state;
+	NEED_PG();
+	/* the install's first statement takes its lock: the same, in a transaction of ours */
+	assert_non_null(end);
+	assert_true((size_t)(end - sql) < sizeof(lock));
+	assert_non_null(strstr(sql, "pg_advisory_xact_lock("));
+	snprintf(lock, sizeof(lock), "%.*s", (int)(end - sql), sql);
+	assert_true(pg_server_exec(&pg, "crm", "drop schema if exists syncbouncer cascade"));
+	two_at_once(lock,
+	            "select count(*) from pg_locks where locktype = 'advisory' and not granted");
+	assert_true(
+	        pg_server_exec(&pg, "crm",
+	                       "drop trigger syncbouncer_guard on salesforce.contacts;"
+	                       " drop trigger syncbouncer_guard_applied on salesforce.contacts"));
+	two_at_once("lock table salesforce.contacts in access exclusive mode",
+	            "select count(*) from pg_locks where relation = 'salesforce.contacts'::regclass"
+	            " and not granted");
+}
+
 static void test_no_synced_tables(void **state)
 {
 	struct run r;
@@ -682,6 +792,7 @@ int main(void)
 	        cmocka_unit_test(test_user_from_synced_table_line),
 	        cmocka_unit_test(test_version_parse),
 	        cmocka_unit_test(test_newer_schema_is_never_replaced),
+	        cmocka_unit_test(test_two_installs_at_once_both_succeed),
 	        cmocka_unit_test(test_conninfo),
 	        cmocka_unit_test(test_conninfo_tls),
 	};
