@@ -421,11 +421,12 @@ static void link_check_version(struct cat_link *link, const char *installed)
 	long have;
 
 	if (!catalog_version_parse(installed, &have)) {
-		link_fail_all(link,
-		              "the syncbouncer schema in database %s records version \"%.64s\","
-		              " which is not a number: it is left as it is; if it is damaged, drop"
-		              " the row (see doc/synced-tables.md)",
-		              link->database, installed);
+		link_fail_all(
+		        link,
+		        "the syncbouncer schema in database %s records version \"%.64s\","
+		        " which is not a number: it is left as it is (if it is damaged, delete"
+		        " the version row: see doc/synced-tables.md)",
+		        link->database, installed);
 		return;
 	}
 	if (have > ours) {

@@ -604,8 +604,9 @@ static void test_newer_schema_is_never_replaced(void **state)
 	                           " 'version'"));
 	assert_int_equal(run_contacts(error, sizeof(error)), CAT_FAILED);
 	assert_string_equal(error, "the syncbouncer schema in database crm records version"
-	                           " \"11-beta\", which is not a number: it is left as it is; if"
-	                           " it is damaged, drop the row (see doc/synced-tables.md)");
+	                           " \"11-beta\", which is not a number: it is left as it is (if"
+	                           " it is damaged, delete the version row: see"
+	                           " doc/synced-tables.md)");
 	assert_true(
 	        pg_server_value(&pg, "crm", "select value from syncbouncer.meta", v, sizeof(v)));
 	assert_string_equal(v, "11-beta");
