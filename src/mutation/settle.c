@@ -49,8 +49,7 @@ struct entry {
 	 * only when the console asks (JOURNAL RETRY).
 	 */
 	bool needs_operator;
-	bool key_replays_error; /* a repeat got the key's saved error answer, which decides nothing
-	                         */
+	bool key_replays_error; /* a repeat got the key's saved error answer: decides nothing */
 	uint64_t next_try;
 	uint64_t unowned_at; /* when this settler first saw no writer holding it (0: not yet) */
 	uint64_t ready_at;   /* no request of its writer can land after this (0: not known yet) */
