@@ -476,8 +476,10 @@ static void api_call_http_done(void *ud, const struct http_response *resp)
 	if (call->spec.idempotency_key[0] != '\0' &&
 	    (e->cls == API_ERR_UNKNOWN_OUTCOME || e->cls == API_ERR_SERVER) && !e->replayed &&
 	    call->idem_retries < API_MAX_IDEMPOTENT_RETRIES) {
-		/* (a replayed answer is the key's saved one: a repeat gets it again, not news) */
-		/* The same key again: the API applies the request at most once. */
+		/*
+		 * The same key again: the API applies the request at most once. (Not after an
+		 * answer the API replays as the key's saved one: a repeat gets it again.)
+		 */
 		wait_usec = API_IDEMPOTENT_BACKOFF_USEC << call->idem_retries;
 		left = call->deadline_usec - api_now_usec();
 		if (wait_usec + api->timeout_usec / 4 < left && api_call_arm(call, wait_usec)) {

@@ -122,6 +122,8 @@ static bool stripe_build(const struct connector *c, const struct api_table *t, e
 			goto oom;
 	}
 	if (op == API_OP_DELETE) {
+		/* Stripe takes keys on POSTs only (a DELETE is idempotent as it is) */
+		out->idempotency_key[0] = '\0';
 		out->method = HTTP_DELETE;
 		return true;
 	}

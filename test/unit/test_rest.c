@@ -363,6 +363,11 @@ static void test_stripe_build(void **state)
 	assert_null(spec.body);
 	assert_string_equal(spec.idempotency_key, "");
 	api_http_spec_free(&spec);
+	/* nor when the caller chose one: Stripe takes keys on POSTs only */
+	assert_true(
+	        connector_build_request_keyed(c, &t, API_OP_DELETE, &row, 1, "k1", &spec, &err));
+	assert_string_equal(spec.idempotency_key, "");
+	api_http_spec_free(&spec);
 	api_table_free(&t);
 	connector_free(c);
 }
