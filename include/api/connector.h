@@ -219,8 +219,16 @@ struct api_http_spec {
 	char idempotency_key[48];
 };
 void api_http_spec_free(struct api_http_spec *s);
-/* Fills key (size >= 33) with 32 random hex digits. */
+/*
+ * Fills key (size >= 37) with API_KEY_PREFIX and 32 random hex digits. The prefix marks a key
+ * that an insert carries in the record it creates (connector_can_find_key()): keys made before
+ * inserts carried them (32 hex digits alone, still in intents written then) are never searched
+ * for, and their repeats are sent as they were first sent.
+ */
+#define API_KEY_PREFIX "sbk-"
 void api_random_key(char *key, size_t size);
+/* Whether key was made by api_random_key() with API_KEY_PREFIX (see there). */
+bool api_key_in_record(const char *key);
 
 struct connector;
 struct changes_ops;
@@ -440,13 +448,17 @@ void connector_parse_find(const struct connector *c, const struct api_table *t, 
  * saved answer (seconds; 0 when the API takes no keys), see connector_ops.key_window_s.
  */
 int connector_key_window_s(const struct connector *c);
-/* Whether an insert of t can be found at the API by its idempotency key. */
+/*
+ * Whether an insert of t can be found at the API by its idempotency key (when the key is one
+ * that inserts carry, api_key_in_record()).
+ */
 bool connector_can_find_key(const struct connector *c, const struct api_table *t);
 /* How long a found-by-key record may lag behind its creation (seconds; 0 when not at all). */
 int connector_find_key_lag_s(const struct connector *c);
 /*
  * Builds the request that finds the record an insert of t with idempotency key key created.
- * False with err filled, as connector_build_read() (VALIDATION for a key unfit for the search).
+ * False with err filled, as connector_build_read() (VALIDATION for a key unfit for the search,
+ * or one that no record carries: !api_key_in_record()).
  */
 bool connector_build_find_key(const struct connector *c, const struct api_table *t, const char *key,
                               struct api_http_spec *out, struct api_error *err)

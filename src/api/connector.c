@@ -177,11 +177,25 @@ void api_random_key(char *key, size_t size)
 		memcpy(raw, &a, 8);
 		memcpy(raw + 8, &b, 8);
 	}
+	if (size <= strlen(API_KEY_PREFIX)) {
+		if (size > 0)
+			key[0] = '\0';
+		return;
+	}
+	memcpy(key, API_KEY_PREFIX, strlen(API_KEY_PREFIX));
+	key += strlen(API_KEY_PREFIX);
+	size -= strlen(API_KEY_PREFIX);
 	for (i = 0; i < sizeof(raw) && 2 * i + 2 < size; i++) {
 		key[2 * i] = hex[raw[i] >> 4];
 		key[2 * i + 1] = hex[raw[i] & 15];
 	}
 	key[2 * i] = '\0';
+}
+
+bool api_key_in_record(const char *key)
+{
+	return key != NULL && strncmp(key, API_KEY_PREFIX, strlen(API_KEY_PREFIX)) == 0 &&
+	       key[strlen(API_KEY_PREFIX)] != '\0';
 }
 
 void api_http_spec_free(struct api_http_spec *s)
@@ -1175,8 +1189,10 @@ bool connector_build_find_key(const struct connector *c, const struct api_table 
 		err->nothing_written = true;
 		return false;
 	}
-	if (key == NULL || key[0] == '\0') {
-		api_error_set(err, API_ERR_VALIDATION, "%s: no idempotency key to find", c->name);
+	if (!api_key_in_record(key)) {
+		/* an older syncbouncer's insert: the record does not carry the key */
+		api_error_set(err, API_ERR_VALIDATION,
+		              "%s: no idempotency key that a record carries to find", c->name);
 		err->nothing_written = true;
 		return false;
 	}

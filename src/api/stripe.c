@@ -177,7 +177,9 @@ static bool stripe_build(const struct connector *c, const struct api_table *t, e
 		snprintf(err->value, sizeof(err->value), "%s", v->value);
 		return false;
 	}
+	/* a repeat of an older syncbouncer's insert (key without the mark) is sent as it was */
 	if (op == API_OP_INSERT && stripe_searchable(t->object) &&
+	    api_key_in_record(out->idempotency_key) &&
 	    !stripe_append(out->body, STRIPE_MAX_BODY, &used, "metadata[" STRIPE_KEY_FIELD "]",
 	                   out->idempotency_key)) {
 		api_error_set(err, API_ERR_TOO_LARGE,

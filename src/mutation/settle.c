@@ -1387,11 +1387,22 @@ static bool keyed_insert(struct settle *s, struct entry *e)
 			cur_fail(s, "could not repeat the insert");
 		return true;
 	}
-	if (s->nids == 1 && connector_can_find_key(c, s->t.at)) {
+	if (s->nids == 1 && connector_can_find_key(c, s->t.at) && api_key_in_record(s->idem_key)) {
 		find_by_key(s);
 		return true;
 	}
-	if (s->age_s >= (double)window)
+	if (connector_can_find_key(c, s->t.at) && !api_key_in_record(s->idem_key))
+		snprintf(why, sizeof(why),
+		         "%s; it was sent by an older syncbouncer, whose inserts did not keep the "
+		         "key in the record, so no search can find it: check %s by hand, then "
+		         "JOURNAL GIVEUP",
+		         s->age_s >= (double)window
+		                 ? "longer ago than the API keeps idempotency keys: a repeat could "
+		                   "create a second record"
+		                 : "a repeat gets the error the API saved for the first request, "
+		                   "which may have been applied",
+		         api_name(s->t.api));
+	else if (s->age_s >= (double)window)
 		snprintf(why, sizeof(why),
 		         "written %.1f h ago, longer than %s keeps idempotency keys (%.0f h): a "
 		         "repeat could create a second record, and %s records cannot be found by "

@@ -524,13 +524,16 @@ def journal(b):
         return [dict(zip(cols, r)) for r in cur.fetchall()]
 
 
-@pytest.mark.parametrize("obj", ["customers", "coupons"])
+@pytest.mark.parametrize("obj,older", [("customers", False), ("coupons", False),
+                                       ("customers", True)])
 def test_an_insert_older_than_stripe_keeps_its_key_is_never_sent_again(pg, bouncer_factory,
-                                                                       stripe, obj):
+                                                                       stripe, obj, older):
     """The pooler dies after Stripe created the record, and comes back a day later: Stripe has
     pruned the insert's idempotency key and would take a repeat for a new request. Customers are
     found by the key the record carries (Search API); coupons cannot be searched, so the write
-    waits for the operator, saying why. Never a second record."""
+    waits for the operator, saying why. An insert an older syncbouncer sent (its intent's key
+    is 32 hex digits alone, and its record does not carry it) is never searched for, where none
+    found would wrongly say not created: it waits for the operator too. Never a second record."""
     b = start(pg, bouncer_factory, stripe, hold_ms=4000, obj=obj)
     records = lambda: stripe.call("GET", "/_store").get(obj, {})
     conn = crm(b)
@@ -545,8 +548,17 @@ def test_an_insert_older_than_stripe_keeps_its_key_is_never_sent_again(pg, bounc
     # a day goes by: Stripe prunes the key, and the write's intent is a day old
     stripe.control(age_keys_s=25 * 3600)
     pg.sql("UPDATE syncbouncer.intent SET created = created - interval '25 hours'", dbname="crm")
+    if older:
+        pg.sql("UPDATE syncbouncer.intent SET idempotency_key = md5(idempotency_key)",
+               dbname="crm")
     b.start()
-    if obj == "customers":
+    if older:
+        wait_for(lambda: [r["state"] for r in journal(b)] == ["needs operator"],
+                 "not left to the operator: %s\n%s" % (journal(b), b.log()[-3000:]))
+        assert "sent by an older syncbouncer" in journal(b)[0]["last_error"]
+        assert table(pg) == {}
+        assert not [r for r in stripe.requests() if r["path"].endswith("/search")]
+    elif obj == "customers":
         settled = wait_settled(pg, stripe, b)
         assert list(settled.values()) == [("c@d.io", "Cy")]
         assert [r["state"] for r in journal(b)] == ["settled"]

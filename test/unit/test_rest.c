@@ -331,7 +331,8 @@ static void test_stripe_build(void **state)
 	assert_int_equal(spec.method, HTTP_POST);
 	assert_string_equal(spec.url, "https://api.stripe.com/v1/customers");
 	assert_string_equal(spec.content_type, "application/x-www-form-urlencoded");
-	assert_int_equal(strlen(spec.idempotency_key), 32);
+	assert_int_equal(strlen(spec.idempotency_key), strlen(API_KEY_PREFIX) + 32);
+	assert_true(api_key_in_record(spec.idempotency_key));
 	/* the key goes into the record too, where a search finds it once Stripe forgot the key */
 	snprintf(e, sizeof(e),
 	         "name=Jenny%%20Rosen&email=jenny%%2Bx%%40example.com&metadata%%5Bplan%%5D=gold&"
@@ -349,6 +350,18 @@ static void test_stripe_build(void **state)
 	assert_string_equal(spec2.body, spec.body);
 	api_http_spec_free(&spec);
 	api_http_spec_free(&spec2);
+	/*
+	 * a repeat of an insert an older syncbouncer sent (its key without the mark: it never
+	 * carried it) is sent as it was first: other parameters with the same key would get
+	 * Stripe's idempotency_error
+	 */
+	assert_false(api_key_in_record("0123456789abcdef0123456789abcdef"));
+	assert_true(connector_build_request_keyed(c, &t, API_OP_INSERT, &row, 1,
+	                                          "0123456789abcdef0123456789abcdef", &spec, &err));
+	assert_string_equal(spec.idempotency_key, "0123456789abcdef0123456789abcdef");
+	assert_string_equal(spec.body, "name=Jenny%20Rosen&email=jenny%2Bx%40example.com&"
+	                               "metadata%5Bplan%5D=gold&tax_exempt=false");
+	api_http_spec_free(&spec);
 	assert_int_equal(connector_key_window_s(c), 23 * 3600);
 	assert_true(connector_can_find_key(c, &t));
 
@@ -602,17 +615,22 @@ static void test_stripe_find_key(void **state)
 	(void)state;
 	assert_true(api_table_init(&t, "stripe.customers", tkv, 1, e, sizeof(e)));
 	assert_true(api_table_init(&ct, "stripe.coupons", ckv, 1, e, sizeof(e)));
-	assert_true(connector_build_find_key(c, &t, "0123abcdef", &spec, &err));
+	assert_true(connector_build_find_key(c, &t, API_KEY_PREFIX "0123abcdef", &spec, &err));
 	assert_int_equal(spec.method, HTTP_GET);
 	assert_string_equal(spec.url, "https://api.stripe.com/v1/customers/search?query=metadata"
-	                              "%5B%27syncbouncer_key%27%5D%3A%270123abcdef%27&limit=10");
+	                              "%5B%27syncbouncer_key%27%5D%3A%27" API_KEY_PREFIX
+	                              "0123abcdef%27&limit=10");
 	api_http_spec_free(&spec);
 	/* a key that could break out of the query's quotes is never sent */
-	assert_false(connector_build_find_key(c, &t, "x' OR email:'y", &spec, &err));
+	assert_false(connector_build_find_key(c, &t, API_KEY_PREFIX "x' OR email:'y", &spec, &err));
+	assert_int_equal(err.cls, API_ERR_VALIDATION);
+	/* nor one of an older syncbouncer's inserts, which no record carries: none found is no proof */
+	assert_false(connector_build_find_key(c, &t, "0123456789abcdef0123456789abcdef", &spec,
+	                                      &err));
 	assert_int_equal(err.cls, API_ERR_VALIDATION);
 
 	assert_false(connector_can_find_key(c, &ct));
-	assert_false(connector_build_find_key(c, &ct, "0123abcdef", &spec, &err));
+	assert_false(connector_build_find_key(c, &ct, API_KEY_PREFIX "0123abcdef", &spec, &err));
 	assert_true(connector_build_request(c, &ct, API_OP_INSERT, &row, 1, &spec, &err));
 	assert_string_equal(spec.body, "email=a%40b.io");
 	api_http_spec_free(&spec);
