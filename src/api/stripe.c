@@ -385,6 +385,12 @@ static void stripe_parse_find_key(const struct connector *c, const struct api_ta
 		struct api_value kv = {t->pk_column, NULL, API_VALUE_TEXT};
 		struct api_row row = {{&kv, 1}, {NULL, 0}};
 		stripe_parse(c, t, API_OP_UPDATE, &row, 1, resp, out);
+		/*
+		 * No match is an empty list: a 404 is the search endpoint missing (no Search for
+		 * the account or API version, a base_url that is not Stripe's), never "none found"
+		 */
+		if (out->error.cls == API_ERR_NOT_FOUND)
+			out->error.cls = API_ERR_BAD_ANSWER;
 		return;
 	}
 	if (!json_parse(resp->body, resp->body_len, NULL, &doc, perr, sizeof(perr))) {

@@ -600,6 +600,9 @@ static void test_stripe_find_key(void **state)
 	        "\"metadata\":{\"syncbouncer_key\":\"k1\"}}]}";
 	static const char two[] = "{\"object\":\"search_result\",\"data\":[{\"id\":\"cus_2\"},"
 	                          "{\"id\":\"cus_1\"}]}";
+	static const char unrecognized[] =
+	        "{\"error\":{\"type\":\"invalid_request_error\",\"message\":\"Unrecognized "
+	        "request URL (GET: /v1/customers/search).\"}}";
 	static const struct api_value img[] = {{"email", "a@b.io", API_VALUE_TEXT}};
 	struct cf_kv tkv[] = {{"object", "customers"}};
 	struct cf_kv ckv[] = {{"object", "coupons"}};
@@ -654,6 +657,20 @@ static void test_stripe_find_key(void **state)
 	connector_parse_find_key(c, &t, "k1", &resp, &res);
 	assert_int_equal(res.error.cls, API_ERR_BAD_ANSWER);
 	assert_non_null(strstr(res.error.message, "cus_2, cus_1"));
+	api_result_free(&res);
+	/*
+	 * Stripe answers a search that matches nothing with an empty list: a 404 is the endpoint
+	 * missing (an account or API version without Search, a base_url that is not Stripe's),
+	 * which says nothing about the record and must never read as none found
+	 */
+	resp.status = 404;
+	resp.body = unrecognized;
+	resp.body_len = strlen(unrecognized);
+	connector_parse_find_key(c, &t, "k1", &resp, &res);
+	assert_false(res.ok);
+	assert_int_not_equal(res.error.cls, API_ERR_NOT_FOUND);
+	assert_int_equal(res.error.http_status, 404);
+	assert_non_null(strstr(res.error.message, "Unrecognized request URL"));
 	api_result_free(&res);
 	api_table_free(&t);
 	api_table_free(&ct);
