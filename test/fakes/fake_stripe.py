@@ -12,7 +12,8 @@
                                  ("customer.created", ..., data.object = the object then)
   GET    /v1/<resource>/search   Search API, the one clause metadata['k']:'v' (query=, limit=)
                                  -> {"object": "search_result", "url", "has_more", "data",
-                                 "next_page": null}; found at once (Stripe's index lags)
+                                 "next_page": null}; found at once (Stripe's index lags); only
+                                 for the resources Stripe searches (SEARCHABLE), else 404
 Needs "Authorization: Bearer <--token>". Every answer to an API request carries a Request-Id header
 ("req_" and 14 characters, as Stripe's), also kept in the request log. Idempotency-Key on a POST:
 a repeated key returns the
@@ -52,6 +53,9 @@ import fake_http  # noqa: E402
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PREFIX = {"customers": ("cus_", "customer"), "products": ("prod_", "product")}
+# the resources Stripe's Search API covers; /v1/<other>/search is an unknown URL (404)
+SEARCHABLE = ("charges", "customers", "invoices", "payment_intents", "prices", "products",
+              "subscriptions")
 
 
 class State(fake_http.State):
@@ -288,6 +292,9 @@ class Handler(fake_http.Handler):
                             param="query")
         k, v = m.groups()
         res = url.path.split("/")[2]
+        if res not in SEARCHABLE:
+            return self.err(404, "invalid_request_error",
+                            "Unrecognized request URL (GET: %s)." % url.path)
         found = [o for o in sorted(st.store.get(res, {}).values(), key=lambda o: o["id"])
                  if o.get("metadata[%s]" % k) == v or (o.get("metadata") or {}).get(k) == v]
         limit = int((q.get("limit") or ["10"])[0])
