@@ -459,6 +459,8 @@ bool settle_retry(struct settle *s, const char *id, char *msg, size_t size)
 		return false;
 	}
 	e->next_try = 0;
+	/* asked again from the start: the pass marks it again if nothing changed */
+	e->needs_operator = false;
 	if (e->ready_at > now_usec()) {
 		/* asking sooner could read the record before the writer's request lands */
 		settle_kick(s, (int)((e->ready_at - now_usec()) / 1000) + 1);

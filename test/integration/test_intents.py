@@ -569,6 +569,23 @@ def test_an_insert_older_than_stripe_keeps_its_key_is_never_sent_again(pg, bounc
         assert "longer than stripe keeps idempotency keys" in journal(b)[0]["last_error"]
         assert "JOURNAL GIVEUP" in b.log()
         assert table(pg) == {}
+        # JOURNAL RETRY meets a failure of another kind (here: an intent that cannot be read):
+        # the entry says so, and is no longer waiting for the operator but tried again by itself
+        iid = journal(b)[0]["id"]
+        pg.sql("UPDATE syncbouncer.intent SET rows = jsonb_build_object('was', rows)",
+               dbname="crm")
+        with admin(b) as ac:
+            ac.execute(f"JOURNAL RETRY {iid}")
+        unreadable = "the intent's row images cannot be read"
+        wait_for(lambda: journal(b)[0]["last_error"] == unreadable, "retry not run: %s"
+                 % journal(b))
+        assert journal(b)[0]["state"] == "unsettled"
+        # mended, and asked again: back to the operator for the first reason
+        pg.sql("UPDATE syncbouncer.intent SET rows = rows->'was'", dbname="crm")
+        with admin(b) as ac:
+            ac.execute(f"JOURNAL RETRY {iid}")
+        wait_for(lambda: [r["state"] for r in journal(b)] == ["needs operator"] and
+                 "longer than" in journal(b)[0]["last_error"], "%s" % journal(b))
     assert len(records()) == 1  # never a second record
     posts = [r for r in stripe.requests() if r["method"] == "POST"]
     assert len(posts) == 1, posts
