@@ -111,6 +111,23 @@ static enum hook_verdict wait_for_catalog(struct synced *sy, struct conn *c)
 	return HOOK_PAUSE;
 }
 
+/*
+ * Whether pkt is a Bind or Describe that may name one of the client's own statements (a synced
+ * write it prepared before): one that does needs the catalog as its Parse did. Incomplete, it
+ * cannot be told yet.
+ */
+static bool may_name_own(const struct conn *c, const struct sbuf_pkt *pkt)
+{
+	const char *stmt = NULL, *portal = NULL;
+
+	if ((pkt->type != PQMSG_BIND && pkt->type != PQMSG_DESCRIBE) || ps_own_count(c) == 0)
+		return false;
+	if (!pkt->complete)
+		return true;
+	return proto_parse_msg_names(pkt->type, pkt->body, pkt->body_len, &stmt, &portal) &&
+	       stmt != NULL && ps_own_find(c, stmt) != NULL;
+}
+
 /* Drops the per-client state once nothing needs it: back to the fast path. */
 void mc_release_if_idle(struct conn *c)
 {
@@ -414,7 +431,7 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 	 * for a server, and the packet comes back here once the pool is resumed */
 	if (control_pool_paused(c->pool))
 		return HOOK_PASS;
-	if ((pkt->type == PQMSG_QUERY || pkt->type == PQMSG_PARSE) &&
+	if ((pkt->type == PQMSG_QUERY || pkt->type == PQMSG_PARSE || may_name_own(c, pkt)) &&
 	    catalog_db_pending(sy->cat, c->pool->db_name))
 		return wait_for_catalog(sy, c);
 	switch (pkt->type) {

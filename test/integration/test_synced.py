@@ -835,6 +835,21 @@ def test_reload_with_a_bad_api_line_keeps_the_previous_setup(synced, pg):
     assert [r["LastName"] for r in synced.fake.store().values()] == ["still works"]
 
 
+def test_prepared_write_just_after_a_reload_waits_for_the_catalog(synced, pg):
+    """A RELOAD builds the synced tables' catalog again; a write that comes meanwhile waits for
+    it. Also when the write is a statement the client prepared before (only Bind and Execute
+    come then, as psycopg and JDBC send a statement they prepared)."""
+    with crm(synced) as conn, synced.connect(dbname="pgbouncer", user="postgres",
+                                             password="postgres", autocommit=True) as a:
+        insert = "insert into salesforce.contacts (last_name) values (%s)"
+        conn.execute(insert, ("before",), prepare=True)
+        for i in range(5):
+            assert a.execute("RELOAD").statusmessage == "RELOAD"
+            conn.execute(insert, (f"after {i}",), prepare=True)
+    assert sorted(r["LastName"] for r in synced.fake.store().values()) == \
+        ["after 0", "after 1", "after 2", "after 3", "after 4", "before"]
+
+
 # ---- the extended protocol message by message, as drivers other than psycopg send it
 
 
