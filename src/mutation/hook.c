@@ -112,6 +112,21 @@ static enum hook_verdict wait_for_catalog(struct synced *sy, struct conn *c)
 }
 
 /*
+ * A new synced write waits while a RELOAD waits for the writes in flight (synced_reload()):
+ * admitted, it would keep the set-up busy, and under a steady stream of writes the RELOAD
+ * would never take effect. The RELOAD offers it to the new set-up; a catalog run that ends
+ * meanwhile offers it again to this one, which holds it again.
+ */
+static enum hook_verdict wait_for_reload(struct synced *sy, struct conn *c)
+{
+	if (!sy->reload_holds) {
+		sy->reload_holds = true;
+		log_info("synced tables: new writes wait until the RELOAD is applied");
+	}
+	return wait_for_catalog(sy, c);
+}
+
+/*
  * Whether pkt is a Bind or Describe that may name one of the client's own statements (a synced
  * write it prepared before): one that does needs the catalog as its Parse did. Incomplete, it
  * cannot be told yet.
@@ -331,6 +346,8 @@ static enum hook_verdict inspect_query(struct synced *sy, struct conn *c,
 		return HOOK_PASS;
 	if (!client_server_idle(c))
 		return HOOK_WAIT_IDLE;
+	if (sc.verdict == STMT_MUTATION && sy->reload_pending)
+		return wait_for_reload(sy, c);
 	if (sc.verdict == STMT_MUTATION && sc.nstatements > 1 && sc.nmutations < sc.nstatements &&
 	    !writes_then_ordinary(sy, c, sql, sc.nmutations)) {
 		/* an ordinary statement before a write: the string runs in order (mixed.c) */
@@ -460,6 +477,8 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 			mc_release_if_idle(c);
 			return HOOK_PASS;
 		}
+		if (sc.verdict == STMT_MUTATION && sy->reload_pending)
+			return wait_for_reload(sy, c);
 		break;
 	}
 	case PQMSG_BIND:
@@ -469,6 +488,8 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 		    !proto_parse_msg_names(pkt->type, pkt->body, pkt->body_len, &stmt, &portal) ||
 		    stmt == NULL || ps_own_find(c, stmt) == NULL)
 			return pkt->complete || ps_own_count(c) == 0 ? HOOK_PASS : HOOK_WAIT;
+		if (pkt->type == PQMSG_BIND && sy->reload_pending)
+			return wait_for_reload(sy, c);
 		break;
 	default:
 		return HOOK_PASS;

@@ -503,10 +503,14 @@ void synced_reload(struct bouncer *b)
 		b->synced = sy;
 		if (sy != NULL) {
 			install_hook(b, sy);
+			/* the writes held for this RELOAD go on with the set-up that stays */
+			sy->reload_pending = false;
+			hook_take_waiters(sy, &waiters);
 		}
 		log_error(
 		        "synced tables: RELOAD failed, the previous [apis] and [synced_tables] stay "
 		        "in force; see the messages above");
+		hook_resume_waiters(&waiters);
 		return;
 	}
 	{

@@ -6,6 +6,7 @@ SQL result, the row in PostgreSQL, the record in the API's store, and the error 
 """
 
 import os
+import threading
 import time
 
 import psycopg
@@ -848,6 +849,55 @@ def test_prepared_write_just_after_a_reload_waits_for_the_catalog(synced, pg):
             conn.execute(insert, (f"after {i}",), prepare=True)
     assert sorted(r["LastName"] for r in synced.fake.store().values()) == \
         ["after 0", "after 1", "after 2", "after 3", "after 4", "before"]
+
+
+def test_reload_takes_effect_while_writes_keep_coming(synced, pg):
+    """A RELOAD that finds synced writes in flight waits for them; the writes that come
+    meanwhile wait for the RELOAD rather than keep it waiting (under a steady stream of writes
+    it would never take effect), then go on with the new set-up."""
+    fake = synced.fake
+    fake.call("POST", "/_gate/close", {})
+    fake.control(hold_writes=True)
+    results = {}
+
+    def write(name):
+        try:
+            with crm(synced) as conn:
+                conn.execute("insert into salesforce.contacts (last_name) values (%s)", (name,))
+            results[name] = "ok"
+        except Exception as e:  # noqa: BLE001
+            results[name] = repr(e)
+
+    first = threading.Thread(target=write, args=("first",))
+    first.start()
+    deadline = time.monotonic() + 20
+    while fake.call("GET", "/_gate/held")["held"] < 1:
+        assert time.monotonic() < deadline, "the first write never reached the API"
+        time.sleep(0.05)
+    with open(synced.ini) as f:
+        ini = f.read()
+    line = next(ln for ln in ini.splitlines() if ln.startswith("salesforce ="))
+    with open(synced.ini, "w") as f:
+        f.write(ini.replace(line, line + "\n" + line.replace("salesforce =", "other =", 1)))
+    second = threading.Thread(target=write, args=("second",))
+    with synced.connect(dbname="pgbouncer", user="postgres", password="postgres",
+                        autocommit=True) as a:
+        assert a.execute("RELOAD").statusmessage == "RELOAD"
+        assert "reload waits for 1 write in flight" in synced.log()
+        assert [r[0] for r in a.execute("SHOW APIS").fetchall()] == ["salesforce"]
+        second.start()
+        while "new writes wait until the RELOAD is applied" not in synced.log():
+            assert time.monotonic() < deadline, "the second write was not held:\n" + \
+                synced.log()
+            time.sleep(0.05)
+        assert fake.call("GET", "/_gate/held")["held"] == 1
+        fake.call("POST", "/_gate/open", {})
+        first.join(30)
+        second.join(30)
+        assert results == {"first": "ok", "second": "ok"}
+        assert sorted(r[0] for r in a.execute("SHOW APIS").fetchall()) == ["other", "salesforce"]
+    assert sorted(r["LastName"] for r in fake.store().values()) == ["first", "second"]
+    assert sorted(r[2] for r in db_rows(pg)) == ["first", "second"]
 
 
 # ---- the extended protocol message by message, as drivers other than psycopg send it
