@@ -73,6 +73,8 @@ struct module_ops {
 	/* Its work in flight that holds database connections, for one database (NULL or "": all).
 	 */
 	int (*in_flight)(struct bouncer *b, const char *db);
+	/* Its lines of SHOW HELP's usage, each "\n\t<usage>", shown only once it is loaded. */
+	const char *help;
 	/* Console commands it takes (NULL-terminated, upper case), and the handler of them. */
 	const char *const *commands;
 	enum module_cmd (*command)(struct bouncer *b, const char *cmd, const char *arg,
@@ -121,6 +123,8 @@ bool modules_check(struct bouncer *b, const struct config *cfg, char *err, size_
 void modules_reload(struct bouncer *b);
 void modules_shutdown(struct bouncer *b);
 int modules_in_flight(struct bouncer *b, const char *db);
+/* The loaded modules' SHOW HELP lines (module_ops.help), appended to buf[0..size), cut. */
+void modules_help(char *buf, size_t size);
 /* True when a module takes the console command cmd (case ignored). */
 bool modules_knows_command(const char *cmd);
 enum module_cmd modules_command(struct bouncer *b, const char *cmd, const char *arg,

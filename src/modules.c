@@ -437,6 +437,19 @@ static int command_owner(const char *cmd)
 	return -1;
 }
 
+void modules_help(char *buf, size_t size)
+{
+	size_t len = strnlen(buf, size);
+
+	for (size_t i = 0; i < NMODULES && len + 1 < size; i++) {
+		const struct module_ops *m = module_at(i);
+		if (m == NULL || m->help == NULL)
+			continue;
+		snprintf(buf + len, size - len, "%s", m->help);
+		len = strnlen(buf, size);
+	}
+}
+
 bool modules_knows_command(const char *cmd)
 {
 	return command_owner(cmd) >= 0;

@@ -593,6 +593,11 @@ static int synced_home_worker(const struct bouncer *b, const char *db)
 
 static const char *const synced_commands[] = {"JOURNAL", "SYNC", NULL};
 
+static const char synced_help[] = "\n\tSHOW APIS|SYNCED_TABLES|MUTATIONS|JOURNAL"
+                                  "\n\tJOURNAL RETRY <id>"
+                                  "\n\tJOURNAL GIVEUP <id> CONFIRM"
+                                  "\n\tSYNC [BACKFILL] <db.schema.table>";
+
 /* What the module links that the pooler core does not. */
 static void synced_print_versions(FILE *f)
 {
@@ -614,6 +619,7 @@ const struct module_ops sb_module = {
         .reload = synced_reload,
         .shutdown = synced_exit,
         .in_flight = synced_in_flight_db,
+        .help = synced_help,
         .commands = synced_commands,
         .command = synced_command,
         .admin_gone = synced_forget_admin,

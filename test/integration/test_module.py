@@ -76,6 +76,38 @@ def test_plain_pooler_loads_the_module_to_refuse_a_guard_setting(bouncer):
     assert "loaded module" in bouncer.log()
 
 
+def help_text(a):
+    notices = []
+    a.add_notice_handler(lambda d: notices.append(d.message_detail))
+    a.execute("SHOW HELP")
+    return notices[-1]
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="syncbouncer's module")
+def test_show_help_lists_the_module_commands_once_it_is_loaded(bouncer):
+    """SHOW HELP lists only what the console takes: the synced tables' views and commands once
+    the module is loaded; until then they are unknown, SYNC too."""
+    with admin(bouncer) as a:
+        usage = help_text(a)
+        assert "SHOW STATS|" in usage and "WAIT_CLOSE" in usage
+        assert "APIS" not in usage and "JOURNAL" not in usage and "SYNC" not in usage, usage
+        for cmd in ("SHOW APIS", "JOURNAL RETRY 1", "SYNC crm.salesforce.contacts"):
+            with pytest.raises(psycopg.Error, match=f"invalid command '{cmd}', use SHOW HELP;"):
+                a.execute(cmd)
+    with bouncer.connect(autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SET syncbouncer.mode = 'sync'")
+    assert "synced.so" in mapped_files(bouncer.pid)
+    with admin(bouncer) as a:
+        usage = help_text(a)
+        assert "\n\tSHOW APIS|SYNCED_TABLES|MUTATIONS|JOURNAL\n" in usage, usage
+        assert "\n\tSYNC [BACKFILL] <db.schema.table>\n" in usage, usage
+        assert usage.index("SHOW STATS|") < usage.index("SHOW APIS") < usage.index("SET key")
+        assert a.execute("SHOW APIS").fetchall() == []
+        with pytest.raises(psycopg.Error, match="no synced tables"):
+            a.execute("SYNC crm.salesforce.contacts")
+
+
 # A plain pooler's statements are searched by the core alone until the module is loaded: each
 # spelling, in any case, in a later statement of the text, loads it; a near miss does not.
 @pytest.mark.skipif(IS_PGBOUNCER, reason="syncbouncer's guard setting")
