@@ -112,9 +112,18 @@ static enum hook_verdict wait_for_catalog(struct synced *sy, struct conn *c)
 }
 
 /*
- * A new synced write waits while a RELOAD waits for the writes in flight (synced_reload()):
- * admitted, it would keep the set-up busy, and under a steady stream of writes the RELOAD
- * would never take effect. The RELOAD offers it to the new set-up; a catalog run that ends
+ * Whether a new synced write of c waits for a RELOAD that waits for the writes in flight
+ * (synced_reload()): admitted, it would keep the set-up busy, and under a steady stream of
+ * writes the RELOAD would never take effect. A client inside a transaction block goes on: its
+ * transaction may hold a lock that a write in flight waits for.
+ */
+static bool reload_holds(const struct synced *sy, struct conn *c)
+{
+	return sy->reload_pending && client_txn_status(c) == 'I';
+}
+
+/*
+ * Holds c for the RELOAD, which offers its write to the new set-up; a catalog run that ends
  * meanwhile offers it again to this one, which holds it again.
  */
 static enum hook_verdict wait_for_reload(struct synced *sy, struct conn *c)
@@ -346,7 +355,7 @@ static enum hook_verdict inspect_query(struct synced *sy, struct conn *c,
 		return HOOK_PASS;
 	if (!client_server_idle(c))
 		return HOOK_WAIT_IDLE;
-	if (sc.verdict == STMT_MUTATION && sy->reload_pending)
+	if (sc.verdict == STMT_MUTATION && reload_holds(sy, c))
 		return wait_for_reload(sy, c);
 	if (sc.verdict == STMT_MUTATION && sc.nstatements > 1 && sc.nmutations < sc.nstatements &&
 	    !writes_then_ordinary(sy, c, sql, sc.nmutations)) {
@@ -477,7 +486,7 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 			mc_release_if_idle(c);
 			return HOOK_PASS;
 		}
-		if (sc.verdict == STMT_MUTATION && sy->reload_pending)
+		if (sc.verdict == STMT_MUTATION && reload_holds(sy, c))
 			return wait_for_reload(sy, c);
 		break;
 	}
@@ -488,7 +497,7 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 		    !proto_parse_msg_names(pkt->type, pkt->body, pkt->body_len, &stmt, &portal) ||
 		    stmt == NULL || ps_own_find(c, stmt) == NULL)
 			return pkt->complete || ps_own_count(c) == 0 ? HOOK_PASS : HOOK_WAIT;
-		if (pkt->type == PQMSG_BIND && sy->reload_pending)
+		if (pkt->type == PQMSG_BIND && reload_holds(sy, c))
 			return wait_for_reload(sy, c);
 		break;
 	default:

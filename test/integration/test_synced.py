@@ -860,10 +860,14 @@ def test_reload_takes_effect_while_writes_keep_coming(synced, pg):
     fake.control(hold_writes=True)
     results = {}
 
-    def write(name):
+    def write(name, in_transaction=False):
         try:
             with crm(synced) as conn:
+                if in_transaction:
+                    conn.execute("begin")
                 conn.execute("insert into salesforce.contacts (last_name) values (%s)", (name,))
+                if in_transaction:
+                    conn.execute("commit")
             results[name] = "ok"
         except Exception as e:  # noqa: BLE001
             results[name] = repr(e)
@@ -891,13 +895,20 @@ def test_reload_takes_effect_while_writes_keep_coming(synced, pg):
                 synced.log()
             time.sleep(0.05)
         assert fake.call("GET", "/_gate/held")["held"] == 1
+        # a write inside a transaction block is not held (its transaction may hold a lock
+        # that a write in flight waits for): it reaches the API
+        third = threading.Thread(target=write, args=("third", True))
+        third.start()
+        while fake.call("GET", "/_gate/held")["held"] < 2:
+            assert time.monotonic() < deadline, "the write in a transaction was held"
+            time.sleep(0.05)
         fake.call("POST", "/_gate/open", {})
-        first.join(30)
-        second.join(30)
-        assert results == {"first": "ok", "second": "ok"}
+        for t in (first, second, third):
+            t.join(30)
+        assert results == {"first": "ok", "second": "ok", "third": "ok"}
         assert sorted(r[0] for r in a.execute("SHOW APIS").fetchall()) == ["other", "salesforce"]
-    assert sorted(r["LastName"] for r in fake.store().values()) == ["first", "second"]
-    assert sorted(r[2] for r in db_rows(pg)) == ["first", "second"]
+    assert sorted(r["LastName"] for r in fake.store().values()) == ["first", "second", "third"]
+    assert sorted(r[2] for r in db_rows(pg)) == ["first", "second", "third"]
 
 
 # ---- the extended protocol message by message, as drivers other than psycopg send it
