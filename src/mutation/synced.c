@@ -505,6 +505,7 @@ void synced_reload(struct bouncer *b)
 			install_hook(b, sy);
 			/* the writes held for this RELOAD go on with the set-up that stays */
 			sy->reload_pending = false;
+			sy->reload_holds = false;
 			hook_take_waiters(sy, &waiters);
 		}
 		log_error(
