@@ -61,6 +61,11 @@ struct module_ops {
 	bool (*init)(struct bouncer *b);
 	/* From b->cfg: installs b->hook. False (logged): the configuration is unusable. */
 	bool (*start)(struct bouncer *b);
+	/*
+	 * Before a RELOAD applies cfg (which it needs, see modules_check()), on worker 0: false
+	 * with the reason in err when its start would refuse cfg. NULL: everything is taken.
+	 */
+	bool (*check)(struct bouncer *b, const struct config *cfg, char *err, size_t errsize);
 	/* After the core reloaded b->cfg (RELOAD, SIGHUP). */
 	void (*reload)(struct bouncer *b);
 	/* At exit: stops, and frees what init made. */
@@ -68,6 +73,8 @@ struct module_ops {
 	/* Its work in flight that holds database connections, for one database (NULL or "": all).
 	 */
 	int (*in_flight)(struct bouncer *b, const char *db);
+	/* Its lines of SHOW HELP's usage, each "\n\t<usage>", shown only once it is loaded. */
+	const char *help;
 	/* Console commands it takes (NULL-terminated, upper case), and the handler of them. */
 	const char *const *commands;
 	enum module_cmd (*command)(struct bouncer *b, const char *cmd, const char *arg,
@@ -105,10 +112,19 @@ bool modules_load(const struct config *cfg, char *err, size_t errsize)
  */
 bool modules_init(struct bouncer *b) __attribute__((warn_unused_result));
 bool modules_start(struct bouncer *b) __attribute__((warn_unused_result));
+/*
+ * Before a RELOAD applies cfg, from any worker b: asks each loaded module that cfg needs whether
+ * it takes cfg (module_ops.check, run on worker 0). False with the module's reason in err: the
+ * RELOAD fails and nothing changes.
+ */
+bool modules_check(struct bouncer *b, const struct config *cfg, char *err, size_t errsize)
+        __attribute__((warn_unused_result));
 /* After a RELOAD swapped in b->cfg: reloads the running modules, starts those it loaded. */
 void modules_reload(struct bouncer *b);
 void modules_shutdown(struct bouncer *b);
 int modules_in_flight(struct bouncer *b, const char *db);
+/* The loaded modules' SHOW HELP lines (module_ops.help), appended to buf[0..size), cut. */
+void modules_help(char *buf, size_t size);
 /* True when a module takes the console command cmd (case ignored). */
 bool modules_knows_command(const char *cmd);
 enum module_cmd modules_command(struct bouncer *b, const char *cmd, const char *arg,

@@ -575,32 +575,33 @@ static void gather_free(struct gather *g)
 
 /* ---- SHOW views ---- */
 
+/* The console's usage, pgbouncer's commands with the loaded modules' lines after the SHOWs. */
 static void show_help(struct reply *r)
 {
-	static const char detail[] =
+	static const char shows[] =
 	        "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
 	        "\tSHOW PEERS|PEER_POOLS\n"
 	        "\tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE\n"
 	        "\tSHOW DNS_HOSTS|DNS_ZONES\n"
-	        "\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
-	        "\tSHOW APIS|SYNCED_TABLES|MUTATIONS|JOURNAL\n"
-	        "\tJOURNAL RETRY <id>\n"
-	        "\tJOURNAL GIVEUP <id> CONFIRM\n"
-	        "\tSET key = arg\n"
-	        "\tRELOAD\n"
-	        "\tSYNC [BACKFILL] <db.schema.table>\n"
-	        "\tPAUSE [<db>]\n"
-	        "\tRESUME [<db>]\n"
-	        "\tDISABLE <db>\n"
-	        "\tENABLE <db>\n"
-	        "\tRECONNECT [<db>]\n"
-	        "\tKILL [<db>]\n"
-	        "\tKILL_CLIENT <client_id>\n"
-	        "\tSUSPEND\n"
-	        "\tSHUTDOWN\n"
-	        "\tSHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS\n"
-	        "\tWAIT_CLOSE [<db>]";
+	        "\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS";
+	static const char commands[] = "\n\tSET key = arg\n"
+	                               "\tRELOAD\n"
+	                               "\tPAUSE [<db>]\n"
+	                               "\tRESUME [<db>]\n"
+	                               "\tDISABLE <db>\n"
+	                               "\tENABLE <db>\n"
+	                               "\tRECONNECT [<db>]\n"
+	                               "\tKILL [<db>]\n"
+	                               "\tKILL_CLIENT <client_id>\n"
+	                               "\tSUSPEND\n"
+	                               "\tSHUTDOWN\n"
+	                               "\tSHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS\n"
+	                               "\tWAIT_CLOSE [<db>]";
+	char detail[2048];
 
+	snprintf(detail, sizeof(detail), "%s", shows);
+	modules_help(detail, sizeof(detail) - sizeof(commands));
+	snprintf(detail + strlen(detail), sizeof(detail) - strlen(detail), "%s", commands);
 	pktbuf_start_msg(&r->pb, PQMSG_NOTICE_RESPONSE);
 	pktbuf_put_u8(&r->pb, 'S');
 	pktbuf_put_string(&r->pb, "NOTICE");
@@ -2185,6 +2186,11 @@ static bool cmd_sync(struct reply *r, const char *q)
 		e = w;
 		while (*e && !is_ws(*e) && *e != ';')
 			e++;
+	}
+	/* a module's command: unknown, as in SHOW HELP, while no module takes it */
+	if (!modules_knows_command("SYNC")) {
+		syntax_error(r);
+		return true;
 	}
 	if (e == w || !at_end(e) || (size_t)(e - w) >= sizeof(name)) {
 		send_error(r, "42601", "syntax: SYNC [BACKFILL] database.schema.table");

@@ -1059,6 +1059,11 @@ struct reload_set *control_reload_load(struct bouncer *b, int nworkers)
 		log_error("RELOAD failed: %s", why);
 		goto fail;
 	}
+	/* and it takes the new configuration, or nothing changes */
+	if (!modules_check(b, fresh, why, sizeof(why))) {
+		log_error("RELOAD failed: %s", why);
+		goto fail;
+	}
 	rs = calloc(1, sizeof(*rs));
 	if (rs == NULL || (rs->cfgs = calloc((size_t)nworkers, sizeof(*rs->cfgs))) == NULL) {
 		log_error("RELOAD failed: out of memory");

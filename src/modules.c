@@ -32,6 +32,7 @@
 #include "log.h"
 #include "proto.h"
 #include "sbuf.h"
+#include "workers.h"
 
 #ifndef SB_MODULE_DIR
 #error "SB_MODULE_DIR (the installed modules' directory) comes from the Makefile"
@@ -191,6 +192,36 @@ bool modules_load(const struct config *cfg, char *err, size_t errsize)
 		}
 	}
 	return true;
+}
+
+struct check_arg {
+	const struct config *cfg;
+	char *err;
+	size_t errsize;
+	bool ok;
+};
+
+/* The modules keep their state on worker 0 (their HTTP engine, their loop): they check there. */
+static void check_worker(struct bouncer *w, void *arg)
+{
+	struct check_arg *ca = arg;
+
+	if (worker_index(w) != 0)
+		return;
+	for (size_t i = 0; i < NMODULES && ca->ok; i++) {
+		const struct module_ops *m = module_at(i);
+		if (m == NULL || m->check == NULL || !module_files[i].needed(ca->cfg))
+			continue;
+		ca->ok = m->check(w, ca->cfg, ca->err, ca->errsize);
+	}
+}
+
+bool modules_check(struct bouncer *b, const struct config *cfg, char *err, size_t errsize)
+{
+	struct check_arg ca = {cfg, err, errsize, true};
+
+	workers_each(b, check_worker, &ca);
+	return ca.ok;
 }
 
 /* ---- the watch: statements that need a module not running yet ---------------------------- */
@@ -404,6 +435,19 @@ static int command_owner(const char *cmd)
 				return (int)i;
 	}
 	return -1;
+}
+
+void modules_help(char *buf, size_t size)
+{
+	size_t len = strnlen(buf, size);
+
+	for (size_t i = 0; i < NMODULES && len + 1 < size; i++) {
+		const struct module_ops *m = module_at(i);
+		if (m == NULL || m->help == NULL)
+			continue;
+		snprintf(buf + len, size - len, "%s", m->help);
+		len = strnlen(buf, size);
+	}
 }
 
 bool modules_knows_command(const char *cmd)

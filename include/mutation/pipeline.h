@@ -78,6 +78,7 @@ struct synced {
 	struct journal *journal; /* the API's answers the database could not take */
 	struct settle *settle;   /* settles the intents that outlived their writes */
 	bool reload_pending;     /* a RELOAD waits for the mutations in flight */
+	bool reload_holds;       /* new writes wait for it (logged once) */
 	struct list cat_waiters; /* mut_client.cat_wait: queries held while the catalog runs */
 	struct sync *sync;       /* the read side: API changes into the tables */
 	struct sync_table_conf *sync_confs;

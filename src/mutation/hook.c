@@ -111,6 +111,47 @@ static enum hook_verdict wait_for_catalog(struct synced *sy, struct conn *c)
 	return HOOK_PAUSE;
 }
 
+/*
+ * Whether a new synced write of c waits for a RELOAD that waits for the writes in flight
+ * (synced_reload()): admitted, it would keep the set-up busy, and under a steady stream of
+ * writes the RELOAD would never take effect. A client inside a transaction block goes on: its
+ * transaction may hold a lock that a write in flight waits for.
+ */
+static bool reload_holds(const struct synced *sy, struct conn *c)
+{
+	return sy->reload_pending && client_txn_status(c) == 'I';
+}
+
+/*
+ * Holds c for the RELOAD, which offers its write to the new set-up; a catalog run that ends
+ * meanwhile offers it again to this one, which holds it again.
+ */
+static enum hook_verdict wait_for_reload(struct synced *sy, struct conn *c)
+{
+	if (!sy->reload_holds) {
+		sy->reload_holds = true;
+		log_info("synced tables: new writes wait until the RELOAD is applied");
+	}
+	return wait_for_catalog(sy, c);
+}
+
+/*
+ * Whether pkt is a Bind or Describe that may name one of the client's own statements (a synced
+ * write it prepared before): one that does needs the catalog as its Parse did. Incomplete, it
+ * cannot be told yet.
+ */
+static bool may_name_own(const struct conn *c, const struct sbuf_pkt *pkt)
+{
+	const char *stmt = NULL, *portal = NULL;
+
+	if ((pkt->type != PQMSG_BIND && pkt->type != PQMSG_DESCRIBE) || ps_own_count(c) == 0)
+		return false;
+	if (!pkt->complete)
+		return true;
+	return proto_parse_msg_names(pkt->type, pkt->body, pkt->body_len, &stmt, &portal) &&
+	       stmt != NULL && ps_own_find(c, stmt) != NULL;
+}
+
 /* Drops the per-client state once nothing needs it: back to the fast path. */
 void mc_release_if_idle(struct conn *c)
 {
@@ -314,6 +355,8 @@ static enum hook_verdict inspect_query(struct synced *sy, struct conn *c,
 		return HOOK_PASS;
 	if (!client_server_idle(c))
 		return HOOK_WAIT_IDLE;
+	if (sc.verdict == STMT_MUTATION && reload_holds(sy, c))
+		return wait_for_reload(sy, c);
 	if (sc.verdict == STMT_MUTATION && sc.nstatements > 1 && sc.nmutations < sc.nstatements &&
 	    !writes_then_ordinary(sy, c, sql, sc.nmutations)) {
 		/* an ordinary statement before a write: the string runs in order (mixed.c) */
@@ -414,7 +457,7 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 	 * for a server, and the packet comes back here once the pool is resumed */
 	if (control_pool_paused(c->pool))
 		return HOOK_PASS;
-	if ((pkt->type == PQMSG_QUERY || pkt->type == PQMSG_PARSE) &&
+	if ((pkt->type == PQMSG_QUERY || pkt->type == PQMSG_PARSE || may_name_own(c, pkt)) &&
 	    catalog_db_pending(sy->cat, c->pool->db_name))
 		return wait_for_catalog(sy, c);
 	switch (pkt->type) {
@@ -443,6 +486,8 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 			mc_release_if_idle(c);
 			return HOOK_PASS;
 		}
+		if (sc.verdict == STMT_MUTATION && reload_holds(sy, c))
+			return wait_for_reload(sy, c);
 		break;
 	}
 	case PQMSG_BIND:
@@ -452,6 +497,8 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 		    !proto_parse_msg_names(pkt->type, pkt->body, pkt->body_len, &stmt, &portal) ||
 		    stmt == NULL || ps_own_find(c, stmt) == NULL)
 			return pkt->complete || ps_own_count(c) == 0 ? HOOK_PASS : HOOK_WAIT;
+		if (pkt->type == PQMSG_BIND && reload_holds(sy, c))
+			return wait_for_reload(sy, c);
 		break;
 	default:
 		return HOOK_PASS;

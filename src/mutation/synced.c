@@ -164,6 +164,122 @@ static bool synced_start_settings_only(struct bouncer *b)
 	return true;
 }
 
+/* One [apis] entry's API, or NULL with the entry and the reason in err. */
+static struct api *api_setup(struct http_engine *http, const struct cf_api *a, char *err,
+                             size_t errsize)
+{
+	char why[512];
+	struct api *api = api_create(http, a->name, a->kv, a->nkv, why, sizeof(why));
+
+	if (api == NULL)
+		snprintf(err, errsize, "[apis] %s (line %d): %s", a->name, a->line, why);
+	return api;
+}
+
+/*
+ * Fills st and conf from one [synced_tables] entry, its API found among apis[0..napis). False
+ * with the entry and the reason in err; what st holds then is freed by table_clear() all the
+ * same.
+ */
+static bool table_setup(const struct cf_synced_table *t, struct api *const *apis, int napis,
+                        struct synced_table *st, struct sync_table_conf *conf, char *err,
+                        size_t errsize)
+{
+	const char *api = cf_kv_get(t->kv, t->nkv, "api");
+	char why[512];
+
+	st->database = strdup(t->database);
+	st->schema = strdup(t->schema);
+	st->table = strdup(t->table);
+	st->qualified = qualify(t->schema, t->table);
+	if (st->database == NULL || st->schema == NULL || st->table == NULL ||
+	    st->qualified == NULL) {
+		snprintf(err, errsize, "out of memory");
+		return false;
+	}
+	for (int k = 0; k < napis && api != NULL; k++) {
+		if (strcmp(api_name(apis[k]), api) == 0) {
+			st->api = apis[k];
+			st->api_index = k;
+		}
+	}
+	if (st->api == NULL) {
+		snprintf(err, errsize,
+		         "[synced_tables] %s.%s (line %d): api=%s names no [apis] entry",
+		         t->database, st->qualified, t->line, api ? api : "(missing)");
+		return false;
+	}
+	if (!api_table_init(&st->at, st->qualified, t->kv, t->nkv, why, sizeof(why)))
+		goto refused;
+	st->at_ready = true;
+	if (!connector_check_table(api_connector(st->api), &st->at, why, sizeof(why)) ||
+	    !sync_table_options(t->kv, t->nkv, conf, why, sizeof(why)))
+		goto refused;
+	return true;
+refused:
+	snprintf(err, errsize, "[synced_tables] %s.%s (line %d): %s", t->database, st->qualified,
+	         t->line, why);
+	return false;
+}
+
+/* Frees what table_setup() put in st. */
+static void table_clear(struct synced_table *st)
+{
+	if (st->at_ready)
+		api_table_free(&st->at);
+	free(st->database);
+	free(st->schema);
+	free(st->table);
+	free(st->qualified);
+}
+
+/*
+ * Before a RELOAD applies cfg: every [apis] and [synced_tables] entry is built as the start
+ * builds it, then dropped, so that an entry the start would refuse fails the RELOAD at the
+ * console and leaves everything as it was, rather than being logged while the rest of the file
+ * takes effect.
+ */
+static bool synced_check(struct bouncer *b, const struct config *cfg, char *err, size_t errsize)
+{
+	struct http_engine *http;
+	struct api **apis = NULL;
+	const struct cf_api *a;
+	int napis = 0, i;
+	bool ok = false;
+
+	if (cfg->synced_tables == NULL && cfg->apis == NULL)
+		return true;
+	snprintf(err, errsize, "out of memory");
+	for (a = cfg->apis; a != NULL; a = a->next)
+		napis++;
+	http = http_engine_create(b->base, b->dns);
+	apis = calloc((size_t)napis + 1, sizeof(*apis));
+	if (http == NULL || apis == NULL)
+		goto done;
+	for (a = cfg->apis, i = 0; a != NULL; a = a->next, i++) {
+		apis[i] = api_setup(http, a, err, errsize);
+		if (apis[i] == NULL)
+			goto done;
+	}
+	ok = true;
+	for (const struct cf_synced_table *t = cfg->synced_tables; t != NULL && ok; t = t->next) {
+		struct synced_table st;
+		struct sync_table_conf conf;
+
+		memset(&st, 0, sizeof(st));
+		memset(&conf, 0, sizeof(conf));
+		ok = table_setup(t, apis, napis, &st, &conf, err, errsize);
+		table_clear(&st);
+	}
+done:
+	for (i = 0; apis != NULL && i < napis; i++)
+		if (apis[i] != NULL)
+			api_free(apis[i]);
+	free(apis);
+	http_engine_free(http);
+	return ok;
+}
+
 bool synced_start(struct bouncer *b)
 {
 	struct config *cfg = b->cfg;
@@ -171,7 +287,7 @@ bool synced_start(struct bouncer *b)
 	struct classifier_table *ctabs = NULL;
 	const struct cf_synced_table *t;
 	const struct cf_api *a;
-	char err[512];
+	char err[1024];
 	int n = 0, i;
 
 	for (t = cfg->synced_tables; t != NULL; t = t->next)
@@ -187,7 +303,10 @@ bool synced_start(struct bouncer *b)
 	if (sy == NULL)
 		return false;
 	sy->b = b;
-	if (!config_load(b->config_path, &sy->cfg)) {
+	/* what the start or the RELOAD read and checked, not the file again: it may have changed */
+	sy->cfg = config_copy(b->cfg);
+	if (sy->cfg == NULL) {
+		log_error("synced tables: out of memory");
 		free(sy);
 		return false;
 	}
@@ -211,9 +330,9 @@ bool synced_start(struct bouncer *b)
 		const char *mif = cf_kv_get(a->kv, a->nkv, "max_in_flight");
 		sy->api_cap[i] = mif != NULL && atoi(mif) > 0 ? atoi(mif) : 10;
 		sy->idle_cap += 2 * sy->api_cap[i];
-		sy->apis[i] = api_create(sy->http, a->name, a->kv, a->nkv, err, sizeof(err));
+		sy->apis[i] = api_setup(sy->http, a, err, sizeof(err));
 		if (sy->apis[i] == NULL) {
-			log_error("[apis] %s (line %d): %s", a->name, a->line, err);
+			log_error("%s", err);
 			goto fail;
 		}
 	}
@@ -226,41 +345,11 @@ bool synced_start(struct bouncer *b)
 		goto fail;
 	for (t = cfg->synced_tables, i = 0; t != NULL; t = t->next, i++) {
 		struct synced_table *st = &sy->tables[i];
-		const char *api = cf_kv_get(t->kv, t->nkv, "api");
 
 		sy->ntables++;
-		st->database = strdup(t->database);
-		st->schema = strdup(t->schema);
-		st->table = strdup(t->table);
-		st->qualified = qualify(t->schema, t->table);
-		if (st->database == NULL || st->schema == NULL || st->table == NULL ||
-		    st->qualified == NULL)
-			goto fail;
-		for (int k = 0; k < sy->napis && api != NULL; k++) {
-			if (strcmp(api_name(sy->apis[k]), api) == 0) {
-				st->api = sy->apis[k];
-				st->api_index = k;
-			}
-		}
-		if (st->api == NULL) {
-			log_error("[synced_tables] %s.%s (line %d): api=%s names no [apis] entry",
-			          t->database, st->qualified, t->line, api ? api : "(missing)");
-			goto fail;
-		}
-		if (!api_table_init(&st->at, st->qualified, t->kv, t->nkv, err, sizeof(err))) {
-			log_error("[synced_tables] %s.%s (line %d): %s", t->database, st->qualified,
-			          t->line, err);
-			goto fail;
-		}
-		st->at_ready = true;
-		if (!connector_check_table(api_connector(st->api), &st->at, err, sizeof(err))) {
-			log_error("[synced_tables] %s.%s (line %d): %s", t->database, st->qualified,
-			          t->line, err);
-			goto fail;
-		}
-		if (!sync_table_options(t->kv, t->nkv, &sy->sync_confs[i], err, sizeof(err))) {
-			log_error("[synced_tables] %s.%s (line %d): %s", t->database, st->qualified,
-			          t->line, err);
+		if (!table_setup(t, sy->apis, sy->napis, st, &sy->sync_confs[i], err,
+		                 sizeof(err))) {
+			log_error("%s", err);
 			goto fail;
 		}
 		sy->sync_confs[i].database = st->database;
@@ -378,15 +467,8 @@ void synced_stop(struct bouncer *b)
 		catalog_free(sy->cat);
 	if (sy->cl != NULL)
 		classifier_free(sy->cl);
-	for (int i = 0; i < sy->ntables; i++) {
-		struct synced_table *st = &sy->tables[i];
-		if (st->at_ready)
-			api_table_free(&st->at);
-		free(st->database);
-		free(st->schema);
-		free(st->table);
-		free(st->qualified);
-	}
+	for (int i = 0; i < sy->ntables; i++)
+		table_clear(&sy->tables[i]);
 	free(sy->tables);
 	free(sy->sync_confs);
 	for (int i = 0; i < sy->napis; i++)
@@ -421,10 +503,15 @@ void synced_reload(struct bouncer *b)
 		b->synced = sy;
 		if (sy != NULL) {
 			install_hook(b, sy);
+			/* the writes held for this RELOAD go on with the set-up that stays */
+			sy->reload_pending = false;
+			sy->reload_holds = false;
+			hook_take_waiters(sy, &waiters);
 		}
 		log_error(
 		        "synced tables: RELOAD failed, the previous [apis] and [synced_tables] stay "
 		        "in force; see the messages above");
+		hook_resume_waiters(&waiters);
 		return;
 	}
 	{
@@ -507,6 +594,11 @@ static int synced_home_worker(const struct bouncer *b, const char *db)
 
 static const char *const synced_commands[] = {"JOURNAL", "SYNC", NULL};
 
+static const char synced_help[] = "\n\tSHOW APIS|SYNCED_TABLES|MUTATIONS|JOURNAL"
+                                  "\n\tJOURNAL RETRY <id>"
+                                  "\n\tJOURNAL GIVEUP <id> CONFIRM"
+                                  "\n\tSYNC [BACKFILL] <db.schema.table>";
+
 /* What the module links that the pooler core does not. */
 static void synced_print_versions(FILE *f)
 {
@@ -524,9 +616,11 @@ const struct module_ops sb_module = {
         .version = PACKAGE_VERSION,
         .init = synced_init,
         .start = synced_start,
+        .check = synced_check,
         .reload = synced_reload,
         .shutdown = synced_exit,
         .in_flight = synced_in_flight_db,
+        .help = synced_help,
         .commands = synced_commands,
         .command = synced_command,
         .admin_gone = synced_forget_admin,

@@ -6,6 +6,7 @@ yajl): what a user sees in /proc/<pid>/maps. A configuration that needs a module
 loaded is not used: the start or the RELOAD fails, naming the file and the loader's reason."""
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -73,6 +74,38 @@ def test_plain_pooler_loads_the_module_to_refuse_a_guard_setting(bouncer):
         assert conn.execute("SELECT set_config('application_name', 'x', false)"
                             ).fetchone() == ("x",)
     assert "loaded module" in bouncer.log()
+
+
+def help_text(a):
+    notices = []
+    a.add_notice_handler(lambda d: notices.append(d.message_detail))
+    a.execute("SHOW HELP")
+    return notices[-1]
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="syncbouncer's module")
+def test_show_help_lists_the_module_commands_once_it_is_loaded(bouncer):
+    """SHOW HELP lists only what the console takes: the synced tables' views and commands once
+    the module is loaded; until then they are unknown, SYNC too."""
+    with admin(bouncer) as a:
+        usage = help_text(a)
+        assert "SHOW STATS|" in usage and "WAIT_CLOSE" in usage
+        assert "APIS" not in usage and "JOURNAL" not in usage and "SYNC" not in usage, usage
+        for cmd in ("SHOW APIS", "JOURNAL RETRY 1", "SYNC crm.salesforce.contacts"):
+            with pytest.raises(psycopg.Error, match=f"invalid command '{cmd}', use SHOW HELP;"):
+                a.execute(cmd)
+    with bouncer.connect(autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SET syncbouncer.mode = 'sync'")
+    assert "synced.so" in mapped_files(bouncer.pid)
+    with admin(bouncer) as a:
+        usage = help_text(a)
+        assert "\n\tSHOW APIS|SYNCED_TABLES|MUTATIONS|JOURNAL\n" in usage, usage
+        assert "\n\tSYNC [BACKFILL] <db.schema.table>\n" in usage, usage
+        assert usage.index("SHOW STATS|") < usage.index("SHOW APIS") < usage.index("SET key")
+        assert a.execute("SHOW APIS").fetchall() == []
+        with pytest.raises(psycopg.Error, match="no synced tables"):
+            a.execute("SYNC crm.salesforce.contacts")
 
 
 # A plain pooler's statements are searched by the core alone until the module is loaded: each
@@ -170,3 +203,75 @@ def test_reload_adding_synced_tables_loads_the_module(pg, bouncer_factory, fake_
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         pg.sql("INSERT INTO salesforce.contacts (id, last_name) VALUES ('003X', 'x')",
                dbname="crm", user="app")
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="syncbouncer's synced tables")
+def test_reload_with_a_bad_api_line_fails_and_changes_nothing(pg, bouncer_factory, monkeypatch,
+                                                             fake_sf):  # noqa: F811
+    """An [apis] line the start would refuse makes the RELOAD fail at the console, whether it
+    adds the synced tables or changes them, and nothing of the file is applied: not the core's
+    settings beside it, not the API's other settings (a rotated credential that silently did not
+    take would be worse than an error)."""
+    pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
+    pg.sql(TABLE_DDL, dbname="crm")
+    db = {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"}
+    b = bouncer_factory(config={"databases": db}, start=False)
+    monkeypatch.setenv("SYNCBOUNCER_TEST_AFTER_CHECK", b.ini)
+    b.start()
+    with open(b.ini) as f:
+        plain = f.read()
+    tables = "[synced_tables]\ncrm.salesforce.contacts = api=salesforce object=Contact\n"
+    bad_url = api_line(fake_sf).replace(f"base_url={fake_sf.url}", "base_url=htp:/nowhere")
+
+    def write(extra, pool_size):
+        with open(b.ini, "w") as f:
+            f.write(re.sub(r"(?m)^default_pool_size = .*$", f"default_pool_size = {pool_size}",
+                           plain) + extra)
+
+    def config(a):
+        return dict((r[0], r[1]) for r in a.execute("SHOW CONFIG").fetchall())
+
+    with admin(b) as a:
+        before = config(a)["default_pool_size"]
+        # a plain pooler: the RELOAD that adds the module with a broken line
+        write(f"\n[apis]\n{bad_url}\n{tables}", 7)
+        with pytest.raises(psycopg.Error, match="RELOAD failed"):
+            a.execute("RELOAD")
+        assert "base_url= must be an http:// or https:// URL" in b.log()
+        assert config(a)["default_pool_size"] == before
+        # the good line works
+        write(f"\n[apis]\n{api_line(fake_sf)}\n{tables}", 7)
+        assert a.execute("RELOAD").statusmessage == "RELOAD"
+        assert config(a)["default_pool_size"] == "7"
+        wait_synced_ready(pg, b)
+        # running synced tables: a broken change keeps the API as it was, and says so
+        write(f"\n[apis]\n{bad_url}\n{tables}", 9)
+        with pytest.raises(psycopg.Error, match="RELOAD failed"):
+            a.execute("RELOAD")
+        assert config(a)["default_pool_size"] == "7"
+        assert [r[2] for r in a.execute("SHOW APIS").fetchall()] == [fake_sf.url]
+        write(f"\n[apis]\n{api_line(fake_sf).replace('timeout=3', 'timeout=soon')}\n{tables}", 9)
+        with pytest.raises(psycopg.Error, match="RELOAD failed"):
+            a.execute("RELOAD")
+        write(f"\n[apis]\n{api_line(fake_sf)}\n{tables.strip()} sync_interval=never\n", 9)
+        with pytest.raises(psycopg.Error, match="RELOAD failed"):
+            a.execute("RELOAD")
+        assert "sync_interval=never" in b.log()
+        assert config(a)["default_pool_size"] == "7"
+    # the module takes what the RELOAD checked, not a file edited since (renamed over the ini
+    # between the check and the workers' apply, by the test builds' hook)
+    second = api_line(fake_sf).replace("salesforce =", "other =", 1)
+    write(f"\n[apis]\n{api_line(fake_sf)}\n{second}\n{tables}", 9)
+    with open(b.ini) as f:
+        checked = f.read()
+    with open(b.ini + ".next", "w") as f:
+        f.write(checked.replace(f"base_url={fake_sf.url}", "base_url=htp:/nowhere"))
+    with admin(b) as a:
+        assert a.execute("RELOAD").statusmessage == "RELOAD"
+        assert not os.path.exists(b.ini + ".next")
+        assert config(a)["default_pool_size"] == "9"
+        assert sorted(r[0] for r in a.execute("SHOW APIS").fetchall()) == ["other", "salesforce"]
+    assert "RELOAD failed" not in b.log().split("replaced after the check")[-1]
+    with b.connect(dbname="crm", autocommit=True) as conn:
+        conn.execute("INSERT INTO salesforce.contacts (last_name) VALUES ('Atreides')")
+    assert [c.get("LastName") for c in fake_sf.store().values()] == ["Atreides"]

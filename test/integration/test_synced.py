@@ -6,6 +6,7 @@ SQL result, the row in PostgreSQL, the record in the API's store, and the error 
 """
 
 import os
+import threading
 import time
 
 import psycopg
@@ -826,12 +827,88 @@ def test_reload_with_a_bad_api_line_keeps_the_previous_setup(synced, pg):
                             "no_such_key=1"))
     synced.proc.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 10
-    while "previous [apis] and [synced_tables] stay" not in synced.output():
+    # refused as the start refuses it: nothing of the file is applied, the log says why
+    while "RELOAD failed: [apis] salesforce (line" not in synced.output():
         assert time.monotonic() < deadline, synced.output()
         time.sleep(0.1)
     with crm(synced) as conn:
         conn.execute("insert into salesforce.contacts (last_name) values ('still works')")
     assert [r["LastName"] for r in synced.fake.store().values()] == ["still works"]
+
+
+def test_prepared_write_just_after_a_reload_waits_for_the_catalog(synced, pg):
+    """A RELOAD builds the synced tables' catalog again; a write that comes meanwhile waits for
+    it. Also when the write is a statement the client prepared before (only Bind and Execute
+    come then, as psycopg and JDBC send a statement they prepared)."""
+    with crm(synced) as conn, synced.connect(dbname="pgbouncer", user="postgres",
+                                             password="postgres", autocommit=True) as a:
+        insert = "insert into salesforce.contacts (last_name) values (%s)"
+        conn.execute(insert, ("before",), prepare=True)
+        for i in range(5):
+            assert a.execute("RELOAD").statusmessage == "RELOAD"
+            conn.execute(insert, (f"after {i}",), prepare=True)
+    assert sorted(r["LastName"] for r in synced.fake.store().values()) == \
+        ["after 0", "after 1", "after 2", "after 3", "after 4", "before"]
+
+
+def test_reload_takes_effect_while_writes_keep_coming(synced, pg):
+    """A RELOAD that finds synced writes in flight waits for them; the writes that come
+    meanwhile wait for the RELOAD rather than keep it waiting (under a steady stream of writes
+    it would never take effect), then go on with the new set-up."""
+    fake = synced.fake
+    fake.call("POST", "/_gate/close", {})
+    fake.control(hold_writes=True)
+    results = {}
+
+    def write(name, in_transaction=False):
+        try:
+            with crm(synced) as conn:
+                if in_transaction:
+                    conn.execute("begin")
+                conn.execute("insert into salesforce.contacts (last_name) values (%s)", (name,))
+                if in_transaction:
+                    conn.execute("commit")
+            results[name] = "ok"
+        except Exception as e:  # noqa: BLE001
+            results[name] = repr(e)
+
+    first = threading.Thread(target=write, args=("first",))
+    first.start()
+    deadline = time.monotonic() + 20
+    while fake.call("GET", "/_gate/held")["held"] < 1:
+        assert time.monotonic() < deadline, "the first write never reached the API"
+        time.sleep(0.05)
+    with open(synced.ini) as f:
+        ini = f.read()
+    line = next(ln for ln in ini.splitlines() if ln.startswith("salesforce ="))
+    with open(synced.ini, "w") as f:
+        f.write(ini.replace(line, line + "\n" + line.replace("salesforce =", "other =", 1)))
+    second = threading.Thread(target=write, args=("second",))
+    with synced.connect(dbname="pgbouncer", user="postgres", password="postgres",
+                        autocommit=True) as a:
+        assert a.execute("RELOAD").statusmessage == "RELOAD"
+        assert "reload waits for 1 write in flight" in synced.log()
+        assert [r[0] for r in a.execute("SHOW APIS").fetchall()] == ["salesforce"]
+        second.start()
+        while "new writes wait until the RELOAD is applied" not in synced.log():
+            assert time.monotonic() < deadline, "the second write was not held:\n" + \
+                synced.log()
+            time.sleep(0.05)
+        assert fake.call("GET", "/_gate/held")["held"] == 1
+        # a write inside a transaction block is not held (its transaction may hold a lock
+        # that a write in flight waits for): it reaches the API
+        third = threading.Thread(target=write, args=("third", True))
+        third.start()
+        while fake.call("GET", "/_gate/held")["held"] < 2:
+            assert time.monotonic() < deadline, "the write in a transaction was held"
+            time.sleep(0.05)
+        fake.call("POST", "/_gate/open", {})
+        for t in (first, second, third):
+            t.join(30)
+        assert results == {"first": "ok", "second": "ok", "third": "ok"}
+        assert sorted(r[0] for r in a.execute("SHOW APIS").fetchall()) == ["other", "salesforce"]
+    assert sorted(r["LastName"] for r in fake.store().values()) == ["first", "second", "third"]
+    assert sorted(r[2] for r in db_rows(pg)) == ["first", "second", "third"]
 
 
 # ---- the extended protocol message by message, as drivers other than psycopg send it
