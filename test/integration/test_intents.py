@@ -485,6 +485,30 @@ def test_a_settled_row_the_database_turns_away_waits_for_the_operator(pg, bounce
     assert len([k for k in stripe.store() if k not in before]) == (op == "insert")
 
 
+def test_a_row_that_already_holds_the_api_state_is_settled_past_a_trigger_that_skips_it(
+        pg, bouncer_factory, stripe):
+    """suppress_redundant_updates_trigger() skips an update that would change nothing. Settling
+    an update that Stripe never applied (its 500s say it may have) writes the API's state, which
+    the row already holds: the trigger skips that write, and that is no refusal: the entry is
+    settled, not left to the operator."""
+    b = start(pg, bouncer_factory, stripe)
+    with crm(b) as conn:
+        (cid,) = conn.execute("insert into billing.customers (email, name) values "
+                              "('a@b.io', 'Ann') returning id").fetchone()
+        pg.sql("CREATE TRIGGER z_skip_unchanged BEFORE UPDATE ON billing.customers FOR EACH ROW "
+               "EXECUTE FUNCTION suppress_redundant_updates_trigger()", dbname="crm")
+        stripe.control(fail_status=500)
+        with pytest.raises(psycopg.Error):
+            conn.execute(f"update billing.customers set name = 'Anna' where id = '{cid}'")
+        stripe.control(fail_status=0)
+    ((entry,),) = pg.sql("SELECT id::text FROM syncbouncer.intent", dbname="crm")
+    wait_for(lambda: any(r["state"] == "settled" or int(r["attempts"] or 0) >= 1
+                         for r in journal(b) if r["id"] == entry),
+             "never tried:\n" + b.log()[-3000:])
+    assert [r["state"] for r in journal(b) if r["id"] == entry] == ["settled"], journal(b)
+    assert wait_settled(pg, stripe, b) == {cid: ("a@b.io", "Ann")}
+
+
 # ---- two processes sharing one database ----------------------------------------------------
 
 def test_another_instance_settles_what_a_dead_one_left(pg, bouncer_factory, stripe):
