@@ -18,7 +18,10 @@
  *     worker polling the table the intent waits, shown as "awaiting sync".
  * The state written is always the API's state read after the write, never a stored image, so a
  * newer write cannot be overwritten by an older one; and while an intent is unsettled, the guard
- * trigger refuses other writes of its rows with 40001.
+ * trigger refuses other writes of its rows with 40001. The settler checks that the table took
+ * that state (rows written, the row already holding it, or the deleted row gone): a row that a
+ * trigger or rule of the table turned away leaves the intent "needs operator", tried again only
+ * on settle_retry().
  *
  * Locking: the writer holds pg_advisory_xact_lock(id) in its own transaction from before the
  * intent is visible until its end. A settler only takes intents whose lock it can get

@@ -8,6 +8,9 @@
  *   record at the API -> write its state (or delete the row) -> DELETE the intent; COMMIT.
  * Any failure rolls the transaction back, counts an attempt with its error in the intent, and
  * tries again later (backing off). The API is asked; nothing stored is ever written blindly.
+ * A write of the API's state that the table does not take (a trigger or rule of its own turns
+ * the row away: nothing written, no error) is never taken for settled, nor tried again by
+ * itself: it waits for the operator (needs_operator) with what happened.
  */
 #include "mutation/settle.h"
 
@@ -146,7 +149,15 @@ struct settle {
 	char *idem_key;
 	double age_s;      /* of the intent, by the database's clock */
 	bool key_replayed; /* the repeat got the key's saved error answer */
-	char *upsert_sql, *delete_sql;
+	/*
+	 * The statements that write one record's state: update_sql, insert_sql (only when no row
+	 * has the key), then held_sql (does the row hold the API's state now?); or delete_sql,
+	 * then kept_sql (is the row still there?).
+	 */
+	char *update_sql, *insert_sql, *held_sql, *delete_sql, *kept_sql;
+	bool deleting; /* the record's statements are delete_sql and kept_sql */
+	long nwritten; /* rows update_sql and insert_sql wrote */
+	bool found;    /* what held_sql or kept_sql answered */
 	char **fields; /* the API fields of the table's columns, for the reads */
 	int nfields;
 	struct api_call *call;
@@ -602,9 +613,12 @@ static void cur_reset(struct settle *s)
 	s->idem_key = NULL;
 	s->age_s = 0;
 	s->key_replayed = false;
-	free(s->upsert_sql);
+	free(s->update_sql);
+	free(s->insert_sql);
+	free(s->held_sql);
 	free(s->delete_sql);
-	s->upsert_sql = s->delete_sql = NULL;
+	free(s->kept_sql);
+	s->update_sql = s->insert_sql = s->held_sql = s->delete_sql = s->kept_sql = NULL;
 	for (int i = 0; i < s->nfields; i++)
 		free(s->fields[i]);
 	free(s->fields);
@@ -805,11 +819,50 @@ static void finish_cur(struct settle *s)
 	}
 }
 
+/*
+ * The table did not take the API's state of the record being written: the statements ran
+ * without an error, but a trigger or rule of the table's own dropped the row (or the delete),
+ * and the row does not hold that state already (a trigger that skips updates that would change
+ * nothing, such as suppress_redundant_updates_trigger(), is no refusal).
+ * Settling it now would leave the table without what the API holds, and trying again alone
+ * would meet the same trigger: the entry waits for JOURNAL RETRY (or GIVEUP).
+ */
+static void turned_away(struct settle *s)
+{
+	struct entry *e = entry_find(s, s->cur);
+	const char *id = s->ids[s->iid];
+	char why[900];
+
+	if (s->deleting)
+		snprintf(
+		        why, sizeof(why),
+		        "%s no longer has record %s but table %s.%s kept its row: a trigger or rule "
+		        "of the table turned the delete away; fix the trigger (or rule), then "
+		        "JOURNAL RETRY %" PRId64 ", or JOURNAL GIVEUP %" PRId64
+		        " CONFIRM to leave the row in the table",
+		        api_name(s->t.api), id, s->t.ct->schema, s->t.ct->table, s->cur, s->cur);
+	else
+		snprintf(
+		        why, sizeof(why),
+		        "%s has record %s but table %s.%s did not take it: a trigger or rule of the "
+		        "table turned the row away; fix the trigger (or rule), then JOURNAL RETRY "
+		        "%" PRId64 ", or JOURNAL GIVEUP %" PRId64
+		        " CONFIRM to leave the table without the API's state of it",
+		        api_name(s->t.api), id, s->t.ct->schema, s->t.ct->table, s->cur, s->cur);
+	if (e != NULL)
+		e->needs_operator = true;
+	cur_fail(s, why);
+}
+
 static void on_written(void *arg, struct pgc *pc, PGresult *res, const char *error)
 {
 	struct settle *s = arg;
 
 	(void)pc;
+	if (res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK)
+		s->nwritten += atol(PQcmdTuples(res));
+	else if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+		s->found = PQgetvalue(res, 0, 0)[0] == 't';
 	if (!group_done(s, res, error))
 		return;
 	if (s->stmt_failed) {
@@ -817,6 +870,10 @@ static void on_written(void *arg, struct pgc *pc, PGresult *res, const char *err
 		snprintf(why, sizeof(why), "writing the API's state failed: %s", s->stmt_error);
 		s->stmt_failed = false;
 		cur_fail(s, why);
+		return;
+	}
+	if (s->deleting ? s->found : s->nwritten == 0 && !s->found) {
+		turned_away(s);
 		return;
 	}
 	s->iid++;
@@ -856,10 +913,14 @@ static void on_read(void *arg, struct api_result *ar)
 	s->call = NULL;
 	step_set(s, STEP_WRITING);
 	s->stmt_failed = false;
-	if (!ar->ok && ar->error.cls == API_ERR_NOT_FOUND) {
+	s->nwritten = 0;
+	s->found = false;
+	s->deleting = !ar->ok && ar->error.cls == API_ERR_NOT_FOUND;
+	if (s->deleting) {
 		/* the API has no such record (any more): neither has the table */
 		const char *params[1] = {id};
-		if (!q(s, s->delete_sql, 1, params, on_written))
+		if (!q(s, s->delete_sql, 1, params, on_written) ||
+		    !q(s, s->kept_sql, 1, params, on_written))
 			cur_fail(s, "could not queue a statement");
 		return;
 	}
@@ -895,7 +956,9 @@ static void on_read(void *arg, struct api_result *ar)
 		params[0] = fields;
 		params[1] = id;
 		params[2] = base;
-		ok = q(s, s->upsert_sql, 3, params, on_written);
+		ok = q(s, s->update_sql, 2, params, on_written) &&
+		     q(s, s->insert_sql, 3, params, on_written) &&
+		     q(s, s->held_sql, 2, params, on_written);
 		free(fields);
 		free(base);
 		if (!ok)
@@ -1096,7 +1159,11 @@ static bool repeat_insert(struct settle *s)
 	return s->call != NULL;
 }
 
-/* The statements that write the API's state of one record (and delete a missing one). */
+/*
+ * The statements that write the API's state of one record (and delete a missing one). They are
+ * plain statements, not one with data-modifying WITH clauses, so that their counts are what the
+ * table took whatever rules it has (PostgreSQL refuses most rules inside WITH).
+ */
 static bool build_sql(struct settle *s)
 {
 	const struct catalog_table *ct = s->t.ct;
@@ -1140,26 +1207,45 @@ static bool build_sql(struct settle *s)
 		snprintf(rcols, cap, "x.%s", qpk);
 	}
 	{
-		size_t n = strlen(cols) + strlen(rcols) + 4 * strlen(qt) + 3 * strlen(qpk) + 600;
-		s->upsert_sql = malloc(n);
-		s->delete_sql = malloc(strlen(qt) + strlen(qpk) + 64);
-		if (s->upsert_sql == NULL || s->delete_sql == NULL)
+		size_t n = strlen(cols) + strlen(rcols) + strlen(qt) + strlen(qpk) + 200;
+		size_t ni = 3 * strlen(qt) + 2 * strlen(qpk) + 300;
+		size_t nd = strlen(qt) + strlen(qpk) + 64;
+		size_t nh = strlen(qt) + strlen(qpk) + 200;
+		s->update_sql = malloc(n);
+		s->insert_sql = malloc(ni);
+		s->held_sql = malloc(nh);
+		s->delete_sql = malloc(nd);
+		s->kept_sql = malloc(nd);
+		if (s->update_sql == NULL || s->insert_sql == NULL || s->held_sql == NULL ||
+		    s->delete_sql == NULL || s->kept_sql == NULL)
 			goto out;
 		/*
 		 * $1 the API's fields, $2 the record id, $3 the image sent (inserts): the row takes
-		 * the API's values; columns the API does not hold keep theirs (or the image's).
+		 * the API's values; columns the API does not hold keep theirs (or the image's). The
+		 * insert runs only when no row has the key (a row whose update was turned away
+		 * included), so that the two counts tell whether the table took the record; when
+		 * neither wrote, held_sql tells whether the row holds the API's state anyway
+		 * (compared as jsonb: every type has that equality, json and point included).
 		 */
 		snprintf(
-		        s->upsert_sql, n,
-		        "WITH u AS (UPDATE %s AS x SET (%s) = (SELECT %s FROM "
-		        "pg_catalog.jsonb_populate_record(x, $1::jsonb) AS r) WHERE x.%s = $2::text "
-		        "RETURNING 1) "
-		        "INSERT INTO %s SELECT * FROM pg_catalog.jsonb_populate_record(NULL::%s, "
-		        "coalesce($3::jsonb, '{}') || $1::jsonb || "
-		        "pg_catalog.jsonb_build_object('%s', $2::text)) WHERE NOT EXISTS (SELECT FROM u)",
-		        qt, cols, rcols, qpk, qt, qt, ct->pk);
-		snprintf(s->delete_sql, strlen(qt) + strlen(qpk) + 64,
-		         "DELETE FROM %s WHERE %s = $1::text", qt, qpk);
+		        s->update_sql, n,
+		        "UPDATE %s AS x SET (%s) = (SELECT %s FROM "
+		        "pg_catalog.jsonb_populate_record(x, $1::jsonb) AS r) WHERE x.%s = $2::text",
+		        qt, cols, rcols, qpk);
+		snprintf(s->insert_sql, ni,
+		         "INSERT INTO %s SELECT * FROM pg_catalog.jsonb_populate_record(NULL::%s, "
+		         "coalesce($3::jsonb, '{}') || $1::jsonb || "
+		         "pg_catalog.jsonb_build_object('%s', $2::text)) "
+		         "WHERE NOT EXISTS (SELECT FROM %s WHERE %s = $2::text)",
+		         qt, qt, ct->pk, qt, qpk);
+		snprintf(s->held_sql, nh,
+		         "SELECT EXISTS (SELECT FROM %s AS x WHERE x.%s = $2::text AND "
+		         "pg_catalog.to_jsonb(x) = "
+		         "pg_catalog.to_jsonb(pg_catalog.jsonb_populate_record(x, $1::jsonb)))",
+		         qt, qpk);
+		snprintf(s->delete_sql, nd, "DELETE FROM %s WHERE %s = $1::text", qt, qpk);
+		snprintf(s->kept_sql, nd, "SELECT EXISTS (SELECT FROM %s WHERE %s = $1::text)", qt,
+		         qpk);
 	}
 	ok = true;
 out:

@@ -364,12 +364,15 @@ def test_update_of_an_unsettled_insert_waits_instead_of_finding_no_row(pg, bounc
 LEGAL_HOLD = """
 CREATE OR REPLACE FUNCTION billing.keep_held() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF old.name = 'held' THEN
+    IF tg_op = 'INSERT' AND new.name = 'held' OR tg_op <> 'INSERT' AND old.name = 'held' THEN
         RETURN NULL;
+    END IF;
+    IF tg_op = 'DELETE' THEN
+        RETURN old;
     END IF;
     RETURN new;
 END $$;
-CREATE TRIGGER trg_legal_hold BEFORE UPDATE ON billing.customers
+CREATE TRIGGER trg_legal_hold BEFORE INSERT OR UPDATE OR DELETE ON billing.customers
     FOR EACH ROW EXECUTE FUNCTION billing.keep_held();
 """
 
@@ -402,6 +405,108 @@ def test_an_applied_row_the_database_turned_away_is_rolled_back_and_settled(pg, 
         states = [dict(zip(cols, r))["state"] for r in cur.fetchall()
                   if dict(zip(cols, r))["id"] == entry]
     assert states == ["settled"]
+
+
+@pytest.mark.parametrize("op", ["insert", "update", "delete"])
+def test_a_settled_row_the_database_turns_away_waits_for_the_operator(pg, bouncer_factory,
+                                                                      stripe, op):
+    """A write whose answer was lost, to a table whose own trigger turns the row away: settling
+    finds the API's state but the table does not take it. The entry is neither settled (the
+    table would lack what the API has) nor retried blindly: it waits for the operator, saying
+    what happened, and JOURNAL RETRY settles it once the trigger is gone."""
+    b = start(pg, bouncer_factory, stripe)
+    with crm(b) as conn:
+        if op == "insert":
+            sql = "insert into billing.customers (email, name) values ('h@b.io', 'held')"
+        else:
+            (cid,) = conn.execute("insert into billing.customers (email, name) values "
+                                  "('h@b.io', 'held') returning id").fetchone()
+            if op == "update":
+                sql = f"update billing.customers set email = 'new@b.io' where id = '{cid}'"
+                # another row, whose write settles in a later pass of the settler
+                (other,) = conn.execute("insert into billing.customers (email, name) values "
+                                        "('o@b.io', 'Otto') returning id").fetchone()
+            else:
+                sql = f"delete from billing.customers where id = '{cid}'"
+        before = table(pg)
+        pg.sql(LEGAL_HOLD, dbname="crm")
+        stripe.control(delay_ms=1500)  # applied at once, answered after the timeout (1 s)
+        with pytest.raises(psycopg.errors.InternalError_) as ei:
+            conn.execute(sql)
+        stripe.control(delay_ms=0)
+        assert "outcome unknown" in ei.value.diag.message_primary
+        entry = ei.value.diag.message_detail.split("journal entry ")[1].split(",")[0]
+    if op == "insert":
+        wait_for(lambda: len(stripe.store()) == 1, "the API never applied the insert")
+        (cid,) = stripe.store().keys()
+    api_has = {"insert": {cid: ("h@b.io", "held")}, "update": {cid: ("new@b.io", "held")},
+               "delete": {}}[op]
+    wait_for(lambda: {k: v for k, v in api_view(stripe).items() if k == cid} == api_has,
+             "the API never applied the write")
+
+    def mine():
+        return [r for r in journal(b) if r["id"] == entry]
+    wait_for(lambda: any(r["state"] == "settled" or int(r["attempts"] or 0) >= 1
+                         for r in mine()), "never tried:\n" + b.log()[-3000:])
+    (row,) = mine()
+    assert row["state"] == "needs operator", (row, b.log()[-3000:])
+    if op == "delete":
+        said = (f"stripe no longer has record {cid} but table billing.customers kept its row: "
+                "a trigger or rule of the table turned the delete away")
+    else:
+        said = (f"stripe has record {cid} but table billing.customers did not take it: "
+                "a trigger or rule of the table turned the row away")
+    assert row["last_error"].startswith(said), row
+    assert f"JOURNAL RETRY {entry}" in row["last_error"]
+    assert f"JOURNAL GIVEUP {entry} CONFIRM" in row["last_error"]
+    assert f"journal entry {entry}: not settled yet: {said}" in b.log()
+    assert table(pg) == before and intents(pg)  # nothing settled, nothing lost
+    if op == "update":
+        # not tried again by itself: a later write's entry settles in a pass after this one,
+        # which leaves this entry alone
+        with crm(b) as conn:
+            stripe.control(delay_ms=1500)
+            with pytest.raises(psycopg.errors.InternalError_) as ei:
+                conn.execute(f"update billing.customers set name = 'Ott' where id = '{other}'")
+            stripe.control(delay_ms=0)
+            later = ei.value.diag.message_detail.split("journal entry ")[1].split(",")[0]
+        wait_for(lambda: [r["state"] for r in journal(b) if r["id"] == later] == ["settled"],
+                 "the later write was not settled:\n" + b.log()[-3000:])
+        (row,) = mine()
+        assert row["state"] == "needs operator" and row["attempts"] == "1", row
+        assert b.log().count(f"journal entry {entry}: not settled yet") == 1
+    # the trigger is fixed; the operator retries
+    pg.sql("DROP TRIGGER trg_legal_hold ON billing.customers", dbname="crm")
+    with admin(b) as ac:
+        ac.execute(f"JOURNAL RETRY {entry}")
+    settled = wait_settled(pg, stripe, b)
+    assert {k: v for k, v in settled.items() if k == cid} == api_has
+    assert [r["state"] for r in mine()] == ["settled"]
+    assert len([k for k in stripe.store() if k not in before]) == (op == "insert")
+
+
+def test_a_row_that_already_holds_the_api_state_is_settled_past_a_trigger_that_skips_it(
+        pg, bouncer_factory, stripe):
+    """suppress_redundant_updates_trigger() skips an update that would change nothing. Settling
+    an update that Stripe never applied (its 500s say it may have) writes the API's state, which
+    the row already holds: the trigger skips that write, and that is no refusal: the entry is
+    settled, not left to the operator."""
+    b = start(pg, bouncer_factory, stripe)
+    with crm(b) as conn:
+        (cid,) = conn.execute("insert into billing.customers (email, name) values "
+                              "('a@b.io', 'Ann') returning id").fetchone()
+        pg.sql("CREATE TRIGGER z_skip_unchanged BEFORE UPDATE ON billing.customers FOR EACH ROW "
+               "EXECUTE FUNCTION suppress_redundant_updates_trigger()", dbname="crm")
+        stripe.control(fail_status=500)
+        with pytest.raises(psycopg.Error):
+            conn.execute(f"update billing.customers set name = 'Anna' where id = '{cid}'")
+        stripe.control(fail_status=0)
+    ((entry,),) = pg.sql("SELECT id::text FROM syncbouncer.intent", dbname="crm")
+    wait_for(lambda: any(r["state"] == "settled" or int(r["attempts"] or 0) >= 1
+                         for r in journal(b) if r["id"] == entry),
+             "never tried:\n" + b.log()[-3000:])
+    assert [r["state"] for r in journal(b) if r["id"] == entry] == ["settled"], journal(b)
+    assert wait_settled(pg, stripe, b) == {cid: ("a@b.io", "Ann")}
 
 
 # ---- two processes sharing one database ----------------------------------------------------
