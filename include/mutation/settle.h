@@ -52,6 +52,7 @@ struct api;
 struct api_table;
 struct api_value;
 struct json_value;
+struct config;
 struct settle;
 
 /* Intent ids are below 2^62; id # this bit is the settling lock's key. */
@@ -72,11 +73,12 @@ typedef bool (*settle_find_cb)(void *arg, const char *database, unsigned relid,
 
 /*
  * Creates the settler over cat's databases (borrowed, like journal, which may be NULL).
- * deadline_usec: the age after which an unsettled intent is alerted (log and SHOW JOURNAL).
- * The first pass runs at once. NULL when out of memory.
+ * *cfg (the worker's configuration, its pointer borrowed: a RELOAD replaces it, a SET changes
+ * it) gives settle_deadline, the age after which an unsettled intent is alerted (log and SHOW
+ * JOURNAL), read at each use. The first pass runs at once. NULL when out of memory.
  */
 struct settle *settle_create(struct event_base *base, struct catalog *cat, struct journal *journal,
-                             int64_t deadline_usec, settle_find_cb find, void *arg);
+                             const struct config *const *cfg, settle_find_cb find, void *arg);
 /* Stops: a pass in progress is abandoned (its transaction rolls back) and everything freed. */
 void settle_free(struct settle *s);
 /* Runs a pass after delay_ms (sooner than one already planned), e.g. after a write ended unknown.

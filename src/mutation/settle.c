@@ -25,6 +25,7 @@
 
 #include "api/api.h"
 #include "api/json.h"
+#include "config.h"
 #include "log.h"
 #include "mutation/catalog.h"
 #include "mutation/journal.h"
@@ -113,7 +114,7 @@ struct settle {
 	struct event_base *base;
 	struct catalog *cat;
 	struct journal *journal;
-	int64_t deadline_usec;
+	const struct config *const *cfg; /* the worker's, read at each use: SET changes it */
 	settle_find_cb find;
 	void *find_arg;
 	struct event *ev;
@@ -394,8 +395,11 @@ int settle_pending(const struct settle *s)
 
 void settle_show(struct settle *s, settle_row_cb cb, void *arg)
 {
+	int64_t deadline;
+
 	if (s == NULL)
 		return;
+	deadline = (*s->cfg)->settle_deadline;
 	for (int i = 0; i < s->nentries; i++) {
 		const struct entry *e = &s->entries[i];
 		char id[24], age[32], att[16];
@@ -418,8 +422,7 @@ void settle_show(struct settle *s, settle_row_cb cb, void *arg)
 		vals[7] = att;
 		vals[8] = e->last_error && e->last_error[0] ? e->last_error : NULL;
 		vals[9] = e->owner && e->owner[0] ? e->owner : NULL;
-		vals[10] = !e->in_flight && s->deadline_usec > 0 &&
-		                           e->age * 1e6 > (double)s->deadline_usec
+		vals[10] = !e->in_flight && deadline > 0 && e->age * 1e6 > (double)deadline
 		                   ? "yes"
 		                   : "no";
 		cb(arg, 11, vals);
@@ -1576,6 +1579,7 @@ static void on_listed(void *arg, struct pgc *pc, PGresult *res, const char *erro
 {
 	struct settle *s = arg;
 	const char *db = s->dbs[s->idb];
+	int64_t deadline = (*s->cfg)->settle_deadline;
 	int n;
 
 	(void)pc;
@@ -1651,8 +1655,7 @@ static void on_listed(void *arg, struct pgc *pc, PGresult *res, const char *erro
 			    t.api != NULL)
 				e->ready_at = ready_time(e->unowned_at, t.api);
 		}
-		if (s->deadline_usec > 0 && e->age * 1e6 > (double)s->deadline_usec &&
-		    !e->alerted) {
+		if (deadline > 0 && e->age * 1e6 > (double)deadline && !e->alerted) {
 			e->alerted = true;
 			log_error("journal entry %" PRId64
 			          " (%s of %s, keys %s) is not settled after "
@@ -1815,7 +1818,7 @@ bool settle_busy(const struct settle *s)
 }
 
 struct settle *settle_create(struct event_base *base, struct catalog *cat, struct journal *journal,
-                             int64_t deadline_usec, settle_find_cb find, void *arg)
+                             const struct config *const *cfg, settle_find_cb find, void *arg)
 {
 	struct settle *s = calloc(1, sizeof(*s));
 
@@ -1824,7 +1827,7 @@ struct settle *settle_create(struct event_base *base, struct catalog *cat, struc
 	s->base = base;
 	s->cat = cat;
 	s->journal = journal;
-	s->deadline_usec = deadline_usec;
+	s->cfg = cfg;
 	s->find = find;
 	s->find_arg = arg;
 	s->ev = event_new(base, -1, 0, on_timer, s);

@@ -385,7 +385,8 @@ bool synced_start(struct bouncer *b)
 	if (sy->cat == NULL)
 		goto fail;
 	sy->settle =
-	        settle_create(b->base, sy->cat, sy->journal, cfg->settle_deadline, find_table, sy);
+	        settle_create(b->base, sy->cat, sy->journal,
+	                            (const struct config *const *)&b->cfg, find_table, sy);
 	if (sy->settle == NULL)
 		goto fail;
 	/* each table's first pass waits for the catalog to have prepared it */

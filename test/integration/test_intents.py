@@ -738,7 +738,7 @@ def test_show_journal_lists_unsettled_writes_and_giving_up_needs_a_word(pg, boun
                                                                        stripe):
     mport = free_port()
     b = start(pg, bouncer_factory, stripe,
-              pgbouncer={"settle_deadline": 2, "metrics_listen": f"127.0.0.1:{mport}"})
+              pgbouncer={"settle_deadline": 3600, "metrics_listen": f"127.0.0.1:{mport}"})
     assert journal_gauge(mport) == 0
     with crm(b) as conn:
         (cid,) = conn.execute("insert into billing.customers (email, name) values "
@@ -748,6 +748,8 @@ def test_show_journal_lists_unsettled_writes_and_giving_up_needs_a_word(pg, boun
             conn.execute(f"update billing.customers set name = 'Anna' where id = '{cid}'")
     ((iid,),) = pg.sql("SELECT id::text FROM syncbouncer.intent", dbname="crm")
     with admin(b) as ac:
+        # the deadline the running settler goes by is the one SET gives (no RELOAD needed)
+        assert ac.execute("SET settle_deadline = 2").statusmessage == "SET settle_deadline=2"
         deadline = time.monotonic() + 30
         while True:
             cur = ac.execute("SHOW JOURNAL")
