@@ -35,8 +35,10 @@ Control API for tests:
                   "retry_after": 1, "down": true, "down_count": 1, "unreachable_ms": 2000,
                   "expires_in": 3600, "reset": true}
                   down: requests are read, then the connection is dropped unanswered
-                  (outcome unknown); unreachable_ms: the port refuses connections for that
-                  long (nothing can be sent).
+                  (outcome unknown, nothing applied); "drop_after_apply": n applies the next
+                  n sObject Collections writes, then drops their connections unanswered (the
+                  API changed, its answer lost); unreachable_ms: the port refuses connections
+                  for that long (nothing can be sent).
   GET  /_requests the log of received API requests (token and data calls; "time" it arrived,
                   and for writes "done", when the answer went out)
   GET  /_store    the records, {"Contact": {"003...": {...}}}
@@ -100,7 +102,7 @@ def id18(id15):
 class State(fake_http.State):
     knobs = ("delay_ms", "fail_status", "fail_count", "rate_limit", "rate_limit_status",
              "retry_after", "down_count", "expires_in", "query_batch", "query_delay_ms",
-             "write_delay_ms")
+             "write_delay_ms", "drop_after_apply")
     flags = ("down", "hold_writes")
     texts = ("query_answer",)
 
@@ -119,6 +121,7 @@ class State(fake_http.State):
         self.query_batch = 2000
         self.query_delay_ms = 0
         self.write_delay_ms = 0
+        self.drop_after_apply = 0
         self.hold_writes = False
         self.query_answer = ""
 
@@ -161,6 +164,14 @@ class Handler(fake_http.Handler):
     server_version = "FakeSalesforce/1.0"
     content_type = "application/json;charset=UTF-8"
     name = "fake_salesforce"
+
+    swallow = False  # drop_after_apply: the write's answer is not sent
+
+    def send(self, *args, **kwargs):
+        if self.swallow:
+            self.swallow = False
+            return self.drop()
+        return super().send(*args, **kwargs)
 
     def sf_error(self, status, code, message, headers=None):
         self.send(status, [{"message": message, "errorCode": code}], headers=headers)
@@ -205,8 +216,12 @@ class Handler(fake_http.Handler):
                     st.unlocked_sleep(st.write_delay_ms)
                 if st.hold_writes:
                     self.hold_at_gate()
+                self.swallow = st.drop_after_apply > 0
+                if self.swallow:
+                    st.drop_after_apply -= 1
                 answer = self.collections(method, query, body, limit_hdr,
                                           upsert.groups() if upsert else None)
+                self.swallow = False
                 entry["done"] = time.time()  # when the answer went out
                 return answer
             if rest in ("query", "queryAll") and method == "GET":

@@ -1051,3 +1051,51 @@ def test_salesforce_inserts_on_an_external_id_are_never_doubled_and_are_found_ag
         fake.stop()
 
 
+
+
+def test_salesforce_writes_applied_with_their_answers_lost_settle_to_the_apis_state(
+        pg, bouncer_factory):
+    """Salesforce applies an update and a delete and the answers never come back (the
+    connection closes unanswered, and the request is not sent again). Before settling reads
+    the records, another user changes the updated one at the API: the table takes that state,
+    not the value of the lost write. The deleted row goes; the client repeating the delete is
+    told to retry until then, and afterwards it finds nothing to delete."""
+    from test_synced import FakeSalesforce, start_synced
+
+    fake = FakeSalesforce()
+    try:
+        b = start_synced(pg, bouncer_factory, fake, api_timeout=1,
+                         table_extra="columns='note:Description' sync_interval=0 backfill=off")
+        rows = lambda: pg.sql("SELECT id, last_name, email FROM salesforce.contacts "
+                              "ORDER BY id", dbname="crm")
+        with crm(b) as conn:
+            paul, leto = [conn.execute(
+                "insert into salesforce.contacts (last_name, email) values (%s, %s) "
+                "returning id", (n, f"{n.lower()}@caladan.io")).fetchone()[0]
+                for n in ("Paul", "Leto")]
+            fake.control(drop_after_apply=1)
+            with pytest.raises(psycopg.errors.InternalError_) as ei:
+                conn.execute("update salesforce.contacts set email = 'paul@arrakis.io' "
+                             "where id = %s", (paul,))
+            assert "outcome unknown" in ei.value.diag.message_primary
+            assert fake.store()[paul]["Email"] == "paul@arrakis.io"  # applied all the same
+            # another user, before the record is read back (settling first waits for any
+            # late request: twice timeout= and a second)
+            fake.call("POST", "/_records", {"object": "Contact", "op": "update", "id": paul,
+                                            "fields": {"Email": "muaddib@arrakis.io"}})
+            fake.control(drop_after_apply=1)
+            with pytest.raises(psycopg.errors.InternalError_) as ei:
+                conn.execute("delete from salesforce.contacts where id = %s", (leto,))
+            assert "outcome unknown" in ei.value.diag.message_primary
+            assert leto not in fake.store()
+            with pytest.raises(psycopg.errors.SerializationFailure):
+                conn.execute("delete from salesforce.contacts where id = %s", (leto,))
+            wait_for(lambda: not intents(pg), "not settled:\n" + b.log()[-4000:], timeout=30)
+            assert rows() == [(paul, "Paul", "muaddib@arrakis.io")]
+            cur = conn.execute("delete from salesforce.contacts where id = %s", (leto,))
+            assert cur.statusmessage == "DELETE 0"
+        writes = [(r["method"], r.get("query", "")) for r in fake.requests()]
+        assert writes.count(("DELETE", f"ids={leto}&allOrNone=true")) == 1, writes
+        assert {i: r["Email"] for i, r in fake.store().items()} == {paul: "muaddib@arrakis.io"}
+    finally:
+        fake.stop()
