@@ -1059,7 +1059,9 @@ def test_salesforce_writes_applied_with_their_answers_lost_settle_to_the_apis_st
     connection closes unanswered, and the request is not sent again). Before settling reads
     the records, another user changes the updated one at the API: the table takes that state,
     not the value of the lost write. The deleted row goes; the client repeating the delete is
-    told to retry until then, and afterwards it finds nothing to delete."""
+    told to retry until then, and afterwards it finds nothing to delete. An insert lost so in a
+    table with neither external_id= nor a sync worker cannot be found by anything: it waits,
+    saying so and what to do."""
     from test_synced import FakeSalesforce, start_synced
 
     fake = FakeSalesforce()
@@ -1094,8 +1096,30 @@ def test_salesforce_writes_applied_with_their_answers_lost_settle_to_the_apis_st
             assert rows() == [(paul, "Paul", "muaddib@arrakis.io")]
             cur = conn.execute("delete from salesforce.contacts where id = %s", (leto,))
             assert cur.statusmessage == "DELETE 0"
+            # an insert lost so, in a table with neither external_id= nor a sync worker:
+            # nothing can find its record, and the journal says what a person can do
+            fake.control(drop_after_apply=1)
+            with pytest.raises(psycopg.errors.InternalError_) as ei:
+                conn.execute("insert into salesforce.contacts (last_name) values ('Gurney')")
+            assert "outcome unknown" in ei.value.diag.message_primary
         writes = [(r["method"], r.get("query", "")) for r in fake.requests()]
         assert writes.count(("DELETE", f"ids={leto}&allOrNone=true")) == 1, writes
-        assert {i: r["Email"] for i, r in fake.store().items()} == {paul: "muaddib@arrakis.io"}
+        assert sorted((r["LastName"], r.get("Email")) for r in fake.store().values()) == [
+            ("Gurney", None), ("Paul", "muaddib@arrakis.io")]
+        ((iid,),) = pg.sql("SELECT id::text FROM syncbouncer.intent", dbname="crm")
+        with admin(b) as ac:
+            def journal():
+                cur = ac.execute("SHOW JOURNAL")
+                cols = [c.name for c in cur.description]
+                return [r for r in (dict(zip(cols, r)) for r in cur.fetchall())
+                        if r["id"] == iid]
+            wait_for(lambda: [r["state"] for r in journal()] == ["awaiting sync"],
+                     f"not awaiting sync: {journal()}")
+            assert journal()[0]["last_error"] == (
+                "the API gives no way to find the created record, and table "
+                "salesforce.contacts has no sync worker (sync_interval=0, or its sync is off): "
+                "give it a sync_interval, or check salesforce by hand, then JOURNAL GIVEUP")
+            ac.execute(f"JOURNAL GIVEUP {iid} CONFIRM")
+        wait_for(lambda: not intents(pg), "not given up:\n" + b.log()[-4000:])
     finally:
         fake.stop()
