@@ -78,16 +78,24 @@ class Client(threading.Thread):
                 continue
             except psycopg.errors.InternalError_ as e:
                 return "unknown", e
-            except psycopg.OperationalError as e:
-                # the process died under us: we do not know what happened
-                self.told["conn"] += 1
-                self.conn = None
-                return "unknown", e
             except psycopg.Error as e:
+                # (58000 is an OperationalError to psycopg: the connection's state says which)
+                if self.conn.closed:
+                    # the process died under us: we do not know what happened
+                    self.told["conn"] += 1
+                    self.conn = None
+                    return "unknown", e
                 if e.sqlstate in ("58000",):
                     # 5xx: "may have applied" unless it said nothing was written
                     if e.diag.message_detail and "Nothing was written" in e.diag.message_detail:
                         return "rejected", e
+                    return "unknown", e
+                if isinstance(e, psycopg.OperationalError):
+                    # a connection left open is closed here, never dropped: a pooler stops on
+                    # SIGTERM only once its clients are gone
+                    self.told["conn"] += 1
+                    self.conn.close()
+                    self.conn = None
                     return "unknown", e
                 return "rejected", e
         return "rejected", None
