@@ -1188,15 +1188,14 @@ bool connector_build_find_key(const struct connector *c, const struct api_table 
 	return true;
 }
 
-void connector_parse_find_key(const struct connector *c, const struct api_table *t, const char *key,
-                              const struct http_response *resp, struct api_result *out)
+/*
+ * After a connector parsed the answer to a search for one record (by an external id or by an
+ * idempotency key): a search writes nothing; its error takes the status and Retry-After; an
+ * answer without exactly one record with an id is a bad answer.
+ */
+static void find_answer_checked(const struct connector *c, const struct http_response *resp,
+                                struct api_result *out)
 {
-	api_result_init(out);
-	if (resp->outcome != HTTP_OUTCOME_ANSWER) {
-		connector_parse_read(c, t, key, resp, out);
-		return;
-	}
-	c->ops->parse_find_key(c, t, key, resp, out);
 	out->error.nothing_written = true;
 	if (!out->ok) {
 		out->error.http_status = (int)resp->status;
@@ -1209,6 +1208,18 @@ void connector_parse_find_key(const struct connector *c, const struct api_table 
 		out->error.http_status = (int)resp->status;
 		out->error.nothing_written = true;
 	}
+}
+
+void connector_parse_find_key(const struct connector *c, const struct api_table *t, const char *key,
+                              const struct http_response *resp, struct api_result *out)
+{
+	api_result_init(out);
+	if (resp->outcome != HTTP_OUTCOME_ANSWER) {
+		connector_parse_read(c, t, key, resp, out);
+		return;
+	}
+	c->ops->parse_find_key(c, t, key, resp, out);
+	find_answer_checked(c, resp, out);
 }
 
 bool connector_can_find(const struct connector *c, const struct api_table *t)
@@ -1251,16 +1262,5 @@ void connector_parse_find(const struct connector *c, const struct api_table *t, 
 		return;
 	}
 	c->ops->parse_find(c, t, value, resp, out);
-	out->error.nothing_written = true;
-	if (!out->ok) {
-		out->error.http_status = (int)resp->status;
-		if (out->error.retry_after < 0)
-			out->error.retry_after = api_parse_retry_after(resp);
-	} else if (out->nrows != 1 || out->rows[0].id == NULL || out->rows[0].id[0] == '\0') {
-		api_result_free(out);
-		api_error_set(&out->error, API_ERR_BAD_ANSWER,
-		              "%s answered a search for one record with no usable record", c->name);
-		out->error.http_status = (int)resp->status;
-		out->error.nothing_written = true;
-	}
+	find_answer_checked(c, resp, out);
 }
