@@ -10,7 +10,8 @@ Serves what syncbouncer's Salesforce connector uses:
                                                      records on an external id field: a record
                                                      whose field holds the value is updated,
                                                      else one is created; each result says
-                                                     "created"
+                                                     "created"; a value given twice fails
+                                                     (DUPLICATE_VALUE)
   GET    /services/data/vNN.N/sobjects/<Type>/<id>   read one record
   GET    /services/data/vNN.N/sobjects/<Type>/<ExtIdField>/<value>   the record whose
                                                      external id is value (404 none, 300 with
@@ -324,6 +325,11 @@ class Handler(fake_http.Handler):
             return self.sf_error(400, "EXCEEDED_ID_LIMIT", "record limit reached. cannot submit more than 200 records into this call")
         all_or_none = bool(doc.get("allOrNone"))
         errs, ids, images, created = [], [], [], []
+        if upsert is not None:
+            # a key given twice in one upsert matches neither: both fail (Salesforce's
+            # DUPLICATE_VALUE "Duplicate external id specified")
+            keys = [rec.get(upsert[1]) for rec in records]
+            twice = {k for k in keys if k is not None and keys.count(k) > 1}
         for rec in records:
             sobject = (rec.get("attributes") or {}).get("type")
             fields = {k: v for k, v in rec.items() if k not in ("attributes", "id", "Id")}
@@ -341,6 +347,12 @@ class Handler(fake_http.Handler):
                     errs.append({"statusCode": "DUPLICATE_EXTERNAL_ID" if len(same) > 1
                                  else "MISSING_ARGUMENT",
                                  "message": "upsert on %s: no single record" % ufield,
+                                 "fields": [ufield]})
+                    ids.append(None), images.append(None), created.append(False)
+                    continue
+                if value in twice:
+                    errs.append({"statusCode": "DUPLICATE_VALUE",
+                                 "message": "Duplicate external id specified: %s" % value,
                                  "fields": [ufield]})
                     ids.append(None), images.append(None), created.append(False)
                     continue

@@ -1023,6 +1023,10 @@ def test_salesforce_inserts_on_an_external_id_are_never_doubled_and_are_found_ag
             last = fake.requests()[-1]
             assert (last["method"], last["path"]) == (
                 "PATCH", "/services/data/v59.0/composite/sobjects/Contact/Ext_Id__c")
+            # one value twice in one statement: Salesforce matches neither, nothing is made
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                conn.execute("insert into salesforce.contacts (last_name, ext_id) values "
+                             "('Harkonnen', 'E9'), ('Rabban', 'E9')")
             # a 500 before anything was applied: unknown to the client, not created (first,
             # while no settling asks the API: it would take the one failure)
             fake.control(fail_status=500, fail_count=1)
