@@ -86,7 +86,10 @@ class Client(threading.Thread):
                     self.conn = None
                     return "unknown", e
                 if e.sqlstate in ("58000",):
-                    # 5xx: "may have applied" unless it said nothing was written
+                    # 5xx: "may have applied" unless it said nothing was written. A client
+                    # pauses before its next write, as one would (while PostgreSQL restarts
+                    # these come at once, and would eat the run's writes)
+                    time.sleep(0.1)
                     if e.diag.message_detail and "Nothing was written" in e.diag.message_detail:
                         return "rejected", e
                     return "unknown", e
