@@ -37,8 +37,9 @@ Control API for tests:
                   down: requests are read, then the connection is dropped unanswered
                   (outcome unknown); unreachable_ms: the port refuses connections for that
                   long (nothing can be sent).
-  GET  /_requests the log of received API requests (token and data calls; "time" it arrived,
-                  and for writes "done", when the answer went out)
+  GET  /_requests the log of received API requests (token and data calls; "time" it arrived:
+                  its request line was read, its headers not parsed yet; and for writes
+                  "done", when the answer's last write began: the API's own time is done - time)
   GET  /_store    the records, {"Contact": {"003...": {...}}}
                   query_delay_ms: a query's answer waits that long after its snapshot was
                   taken; write_delay_ms: sObject Collections calls wait that long before they
@@ -171,7 +172,7 @@ class Handler(fake_http.Handler):
         entry = {"method": method, "path": path, "query": url.query,
                  "authorization": self.headers.get("Authorization"),
                  "content_type": self.headers.get("Content-Type"),
-                 "time": time.time()}
+                 "time": self.arrived}
         try:
             entry["body"] = json.loads(body) if body and not path.endswith("/token") else body.decode("utf-8", "replace")
         except ValueError:
@@ -207,7 +208,7 @@ class Handler(fake_http.Handler):
                     self.hold_at_gate()
                 answer = self.collections(method, query, body, limit_hdr,
                                           upsert.groups() if upsert else None)
-                entry["done"] = time.time()  # when the answer went out
+                entry["done"] = self.answered  # when the answer's last write began
                 return answer
             if rest in ("query", "queryAll") and method == "GET":
                 return self.soql(m.group(1), (query.get("q") or [""])[0], rest == "queryAll",
