@@ -65,6 +65,16 @@ typedef void (*worker_drop_fn)(void *arg, bool stopped);
 bool workers_post_owned(struct bouncer *self, int to, worker_fn fn, void *arg, worker_drop_fn drop);
 
 /*
+ * A configuration change (RELOAD, SIGHUP, SET) from self, between these two, is the only one
+ * in progress: one started on another worker meanwhile waits for it in workers_change_begin(),
+ * running what is posted to its worker (the change in progress being applied there too), and
+ * is then checked against the configuration that change left. So every worker takes the
+ * changes in the same order and none is left on a mix of two. No-ops with one worker.
+ */
+void workers_change_begin(struct bouncer *self);
+void workers_change_end(struct bouncer *self);
+
+/*
  * RELOAD and SIGHUP: self reads and checks the config file and every file it names, once
  * (control_reload_load()); only when all of it is usable does every worker, self included,
  * apply what self read (control_reload_apply(), in its own thread), so that no worker can be
@@ -75,9 +85,12 @@ bool workers_reload(struct bouncer *self) __attribute__((warn_unused_result));
 /* As a worker_fn: worker w applies the struct reload_set arg. */
 void bouncer_reload_one(struct bouncer *w, void *arg);
 /*
- * For tests only (doc/admin.md): with SYNCBOUNCER_TEST_AFTER_CHECK=PATH in the environment, a
- * file PATH.next is renamed over PATH once a RELOAD or SET has read and checked the files and
- * before the workers apply them: a file changed at the worst moment, made deterministic.
+ * For tests only (doc/admin.md; builds made with --enable-cassert): with
+ * SYNCBOUNCER_TEST_AFTER_CHECK=PATH in the environment, a file PATH.next is renamed over PATH
+ * once a RELOAD or SET has read and checked the files and before the workers apply them: a
+ * file changed at the worst moment, made deterministic. With SYNCBOUNCER_TEST_CHANGE_PAUSE_MS=N
+ * the worker making the change then sleeps N ms: another change sent meanwhile is made to
+ * overlap it.
  */
 void workers_test_after_check(void);
 

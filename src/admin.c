@@ -1838,7 +1838,13 @@ static void cmd_set(struct reply *r, const char *key, const char *value)
 	}
 	memset(&sa, 0, sizeof(sa));
 	sa.key = key;
+	workers_change_begin(r->b);
 	res = set_check(r->b, &sa, value);
+	if (res == SET_APPLIED) {
+		workers_test_after_check();
+		workers_each(r->b, set_apply, &sa);
+	}
+	workers_change_end(r->b);
 	switch (res) {
 	case SET_APPLIED:
 		break;
@@ -1858,8 +1864,6 @@ static void cmd_set(struct reply *r, const char *key, const char *value)
 		set_arg_clear(&sa);
 		return;
 	}
-	workers_test_after_check();
-	workers_each(r->b, set_apply, &sa);
 	set_arg_clear(&sa);
 	if (sa.failed > 0) {
 		send_error(r, "53200", "SET %s: out of memory on %d worker(s)", key, sa.failed);

@@ -70,6 +70,7 @@ struct workers {
 	pthread_mutex_t limits_mu;
 	struct worker_limit *limits;
 	pthread_mutex_t serial_mu; /* set-up and teardown, one worker at a time */
+	pthread_mutex_t change_mu; /* a configuration change (RELOAD, SET), one at a time */
 	uint8_t auth_key[64];      /* see workers_auth_key() */
 	atomic_uint_fast64_t md5_logins[2], scram_logins[2];
 	struct worker w[];
@@ -154,6 +155,34 @@ static bool post(struct worker *to, struct worker_msg *m)
 	return true;
 }
 
+/*
+ * One turn of waiting in worker me's thread: sleeps until *done (under ws->mu; NULL: never),
+ * mail for me, a broadcast or 50 ms, then runs me's mail, so that a worker waiting for another
+ * still does what others wait for it to do. Returns *done as it was seen.
+ */
+static bool wait_a_turn(struct workers *ws, struct worker *me, const bool *done)
+{
+	struct timespec ts;
+	bool finished, mail;
+
+	pthread_mutex_lock(&ws->mu);
+	if ((done == NULL || !*done) && me->first == NULL) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 50 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		(void)pthread_cond_timedwait(&ws->cv, &ws->mu, &ts);
+	}
+	finished = done != NULL && *done;
+	mail = me->first != NULL;
+	pthread_mutex_unlock(&ws->mu);
+	if (mail)
+		drain(me);
+	return finished;
+}
+
 void workers_each(struct bouncer *self, worker_fn fn, void *arg)
 {
 	struct workers *ws = self->workers;
@@ -173,28 +202,8 @@ void workers_each(struct bouncer *self, worker_fn fn, void *arg)
 		}
 		if (!post(&ws->w[i], &m))
 			continue; /* gone: nothing left there to run it on */
-		for (;;) {
-			struct timespec ts;
-			bool done, mail;
-
-			pthread_mutex_lock(&ws->mu);
-			if (!m.done && me->first == NULL) {
-				clock_gettime(CLOCK_REALTIME, &ts);
-				ts.tv_nsec += 50 * 1000000L;
-				if (ts.tv_nsec >= 1000000000L) {
-					ts.tv_sec++;
-					ts.tv_nsec -= 1000000000L;
-				}
-				(void)pthread_cond_timedwait(&ws->cv, &ws->mu, &ts);
-			}
-			done = m.done;
-			mail = me->first != NULL;
-			pthread_mutex_unlock(&ws->mu);
-			if (mail)
-				drain(me);
-			if (done)
-				break;
-		}
+		while (!wait_a_turn(ws, me, &m.done))
+			;
 	}
 }
 
@@ -236,6 +245,31 @@ bool workers_post(struct bouncer *self, int to, worker_fn fn, void *arg)
 	return workers_post_owned(self, to, fn, arg, NULL);
 }
 
+/* ---- configuration changes ---------------------------------------------------------------- */
+
+void workers_change_begin(struct bouncer *self)
+{
+	struct workers *ws = self->workers;
+
+	if (ws == NULL || ws->n == 1)
+		return;
+	/* the change in progress needs this worker to apply it: wait doing what is posted here */
+	while (pthread_mutex_trylock(&ws->change_mu) != 0)
+		(void)wait_a_turn(ws, &ws->w[self->worker_index], NULL);
+}
+
+void workers_change_end(struct bouncer *self)
+{
+	struct workers *ws = self->workers;
+
+	if (ws == NULL || ws->n == 1)
+		return;
+	pthread_mutex_unlock(&ws->change_mu);
+	pthread_mutex_lock(&ws->mu);
+	pthread_cond_broadcast(&ws->cv); /* a worker waiting for its turn tries again now */
+	pthread_mutex_unlock(&ws->mu);
+}
+
 /* ---- reload ------------------------------------------------------------------------------- */
 
 void bouncer_reload_one(struct bouncer *w, void *arg)
@@ -246,30 +280,42 @@ void bouncer_reload_one(struct bouncer *w, void *arg)
 void workers_test_after_check(void)
 {
 #ifdef CASSERT
-	/* only in builds made for the tests (--enable-cassert): it renames a file */
+	/* only in builds made for the tests (--enable-cassert): it renames a file, it sleeps */
 	const char *path = getenv("SYNCBOUNCER_TEST_AFTER_CHECK");
+	const char *pause = getenv("SYNCBOUNCER_TEST_CHANGE_PAUSE_MS");
 	char next[4096];
 	int n;
 
-	if (path == NULL || path[0] == '\0')
-		return;
-	n = snprintf(next, sizeof(next), "%s.next", path);
-	if (n < 0 || (size_t)n >= sizeof(next))
-		return;
-	if (rename(next, path) == 0)
-		log_warning("test hook: %s replaced after the check", path);
+	if (path != NULL && path[0] != '\0') {
+		n = snprintf(next, sizeof(next), "%s.next", path);
+		if (n > 0 && (size_t)n < sizeof(next) && rename(next, path) == 0)
+			log_warning("test hook: %s replaced after the check", path);
+	}
+	if (pause != NULL && atoi(pause) > 0) {
+		struct timespec ts = {.tv_sec = atoi(pause) / 1000,
+		                      .tv_nsec = (long)(atoi(pause) % 1000) * 1000000L};
+
+		log_warning("test hook: pausing %s ms after the check", pause);
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			;
+	}
 #endif
 }
 
 bool workers_reload(struct bouncer *self)
 {
-	struct reload_set *rs = control_reload_load(self, workers_count(self));
+	struct reload_set *rs;
 
-	if (rs == NULL)
+	workers_change_begin(self);
+	rs = control_reload_load(self, workers_count(self));
+	if (rs == NULL) {
+		workers_change_end(self);
 		return false;
+	}
 	workers_test_after_check();
 	/* every worker, self included, applies what self read: nobody reads the files again */
 	workers_each(self, bouncer_reload_one, rs);
+	workers_change_end(self);
 	control_reload_done(rs);
 	if (self->workers != NULL)
 		log_info("configuration reloaded by every worker");
@@ -296,6 +342,7 @@ struct workers *workers_new(int n)
 	pthread_cond_init(&ws->cv, NULL);
 	pthread_mutex_init(&ws->limits_mu, NULL);
 	pthread_mutex_init(&ws->serial_mu, NULL);
+	pthread_mutex_init(&ws->change_mu, NULL);
 	atomic_init(&ws->clients, 0);
 	atomic_init(&ws->last_conn_id, 0);
 	for (int q = 0; q < 2; q++) {
@@ -475,6 +522,7 @@ void workers_free(struct workers *ws)
 	pthread_cond_destroy(&ws->cv);
 	pthread_mutex_destroy(&ws->limits_mu);
 	pthread_mutex_destroy(&ws->serial_mu);
+	pthread_mutex_destroy(&ws->change_mu);
 	explicit_bzero(ws->auth_key, sizeof(ws->auth_key));
 	free(ws);
 }

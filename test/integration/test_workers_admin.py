@@ -269,6 +269,49 @@ def test_an_auth_file_changed_during_start_or_reload_reaches_no_worker(bouncer_f
             b.connect(password="second-change")
 
 
+# For tests only: the worker making a change (RELOAD, SET) sleeps this long after its check.
+CHANGE_PAUSE = "SYNCBOUNCER_TEST_CHANGE_PAUSE_MS"
+
+
+@pytest.mark.timeout(90)
+def test_changes_at_once_on_two_workers_leave_them_on_one_configuration(bouncer_factory,
+                                                                       monkeypatch):
+    monkeypatch.setenv(CHANGE_PAUSE, "400")
+    b = bouncer_factory(config=two_workers())
+    admins = [admin(b) for _ in range(8)]
+    try:
+        loops = loop_of_ports(b)
+        by_loop = {}
+        for a in admins:
+            by_loop.setdefault(loops[local_port(a)], a)
+        assert len(by_loop) == 2, "the admin connections all went to one worker"
+        one, other = by_loop.values()
+
+        def idle_timeouts():
+            return [{r["key"]: r["value"] for r in rows(a, "SHOW CONFIG")}
+                    ["server_idle_timeout"] for a in (one, other)]
+
+        # each change is checked, then paused 400 ms before the workers apply it: sent at once
+        # from the two workers, they overlap unless one waits for the other
+        for cmds in ((("SET server_idle_timeout = 111", "SET server_idle_timeout=111"),
+                      ("SET server_idle_timeout = 222", "SET server_idle_timeout=222")),
+                     (("SET server_idle_timeout = 333", "SET server_idle_timeout=333"),
+                      ("RELOAD", "RELOAD"))):
+            sent = [Background(lambda a=a, q=q: a.execute(q).statusmessage)
+                    for a, (q, _) in zip((one, other), cmds)]
+            for s, (_, tag) in zip(sent, cmds):
+                assert s.join(30), "a change never finished"
+                assert s.error is None, s.error
+                assert s.result == tag
+            got = idle_timeouts()
+            # both workers took both changes in the same order: the one that came second wins
+            assert got[0] == got[1], f"the workers disagree after {cmds}: {got}"
+        assert got[0] in ("333", "600"), got  # the SET, or the ini's default after RELOAD
+    finally:
+        for a in admins:
+            a.close()
+
+
 HBA = "host all all 127.0.0.1/32 md5\n"
 
 
