@@ -97,8 +97,9 @@ bool pgc_send_named(struct pgc *pc, const char *name, const char *sql, int npara
 /*
  * The unnamed statement's generation on this connection: it changes with every query queued
  * that parses into the unnamed statement (pgc_query(), pgc_send(), a prepare of ""), in the
- * order the server will see them. Read it right after queueing a pgc_send() to name that
- * statement for pgc_send_again().
+ * order the server will see them, and no other connection of the thread ever has the same one
+ * (0: nothing parsed yet). Read it right after queueing a pgc_send() to name that statement for
+ * pgc_send_again().
  */
 uint64_t pgc_unnamed_serial(const struct pgc *pc);
 

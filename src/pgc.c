@@ -808,10 +808,16 @@ fail:
 /* Appends q to pc's queue, sent now when pc is ready. */
 static void pgc_enqueue(struct pgc *pc, struct pgc_query *q)
 {
-	/* the queue's order is the wire's: what the unnamed statement is when q is parsed */
+	/*
+	 * The queue's order is the wire's: what the unnamed statement is when q is parsed. Serials
+	 * come from one counter of the thread, so that no two connections of it ever hand out the
+	 * same one: a serial taken on one connection never matches another's.
+	 */
+	static _Thread_local uint64_t serials;
+
 	if ((q->kind == PGC_Q_RUN && !q->named) ||
 	    (q->kind == PGC_Q_PREPARE && (q->name == NULL || q->name[0] == '\0')))
-		pc->unnamed_serial++;
+		pc->unnamed_serial = ++serials;
 	if (pc->tail)
 		pc->tail->next = q;
 	else
