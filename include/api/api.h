@@ -58,9 +58,10 @@ struct api_call *api_submit(struct api *api, const struct api_table *table, enum
                             const struct api_row *rows, int nrows, api_done_cb cb, void *arg);
 /*
  * api_submit() with the request's idempotency key chosen by the caller (at most 47 characters):
- * for APIs that take one (Stripe), a request repeated with the same key is applied at most
- * once, and the repeat answers what the first did. key NULL or "": a fresh key, as
- * api_submit(). Ignored for APIs without idempotency keys.
+ * for APIs that take one (Stripe), a request repeated with the same key within the API's key
+ * window (connector_key_window_s()) is applied at most once, and the repeat answers what the
+ * first did. key NULL or "": a fresh key, as api_submit(). Ignored for APIs without
+ * idempotency keys. A 5xx the API replays for the key (error.replayed) is not retried.
  */
 struct api_call *api_submit_keyed(struct api *api, const struct api_table *table, enum api_op op,
                                   const struct api_row *rows, int nrows, const char *key,
@@ -85,6 +86,14 @@ struct api_call *api_submit_read(struct api *api, const struct api_table *table,
  */
 struct api_call *api_submit_find(struct api *api, const struct api_table *table, const char *value,
                                  const char *const *fields, int nfields, api_done_cb cb, void *arg);
+
+/*
+ * Finds the record an insert of table created with idempotency key key (for tables where
+ * connector_can_find_key()), as api_submit_find() finds one by external id: one row with the
+ * record's id and fields, or NOT_FOUND when no record carries the key. key is copied.
+ */
+struct api_call *api_submit_find_key(struct api *api, const struct api_table *table,
+                                     const char *key, api_done_cb cb, void *arg);
 
 /*
  * Forgets a call whose callback has not run. If its request was already sent, the API may

@@ -153,6 +153,12 @@ struct api_error {
 	bool local;
 	/* the call's caller stopped it before a send (api_call_set_send_check()) */
 	bool stopped;
+	/*
+	 * The answer is the API's saved answer to an earlier request with the same idempotency key
+	 * (Stripe's "Idempotent-Replayed: true"), not a new attempt: repeating the request with
+	 * that key gets the same answer again, so a 5xx of this kind is never retried with it.
+	 */
+	bool replayed;
 };
 
 /*
@@ -268,6 +274,31 @@ struct connector_ops {
 	                   const struct http_response *resp, struct api_result *out);
 	/* The read side for the sync worker (include/api/changes.h); NULL: not syncable. */
 	const struct changes_ops *changes;
+	/*
+	 * Idempotency keys. key_window_s: for how long after a request's first use of its key a
+	 * repeat with that key is surely answered with the first request's saved answer (the API's
+	 * key lifetime less a safety margin), in seconds; 0 when the API takes no keys. A request
+	 * repeated later may be taken as a new one, and create a second record.
+	 */
+	int key_window_s;
+	/*
+	 * Whether an insert of t carries its idempotency key in the record it creates, so that
+	 * the record can be found by that key (build_find_key); NULL: never.
+	 */
+	bool (*can_find_key)(const struct connector *c, const struct api_table *t);
+	/*
+	 * How long after its creation a record may still be missing from what build_find_key
+	 * asks (a search index that lags), in seconds: "none found" proves nothing for a request
+	 * younger than that.
+	 */
+	int find_key_lag_s;
+	/* One request that finds the record created with idempotency key key. */
+	bool (*build_find_key)(const struct connector *c, const struct api_table *t,
+	                       const char *key, struct api_http_spec *out, struct api_error *err);
+	/* Only for HTTP_OUTCOME_ANSWER: one row (id and fields), or NOT_FOUND. */
+	void (*parse_find_key)(const struct connector *c, const struct api_table *t,
+	                       const char *key, const struct http_response *resp,
+	                       struct api_result *out);
 };
 
 struct connector {
@@ -346,6 +377,16 @@ bool connector_build_request(const struct connector *c, const struct api_table *
                              struct api_error *err) __attribute__((warn_unused_result));
 
 /*
+ * connector_build_request() for a request whose idempotency key the caller chose (key NULL or
+ * "": a fresh one), for APIs that take keys (key_window_s > 0; ignored by the others). An
+ * insert of a table whose records can be found by key (connector_can_find_key()) carries it.
+ */
+bool connector_build_request_keyed(const struct connector *c, const struct api_table *t,
+                                   enum api_op op, const struct api_row *rows, int nrows,
+                                   const char *key, struct api_http_spec *out,
+                                   struct api_error *err) __attribute__((warn_unused_result));
+
+/*
  * Reads the outcome of the request built for the same arguments into out (initialised here):
  * per-row results, or one error. Non-answers map to UNAVAILABLE (not sent), UNKNOWN_OUTCOME or
  * BAD_ANSWER; Retry-After is read for every answer.
@@ -393,6 +434,29 @@ bool connector_build_find(const struct connector *c, const struct api_table *t, 
 /* Reads the answer to connector_build_find() like connector_parse_read(). */
 void connector_parse_find(const struct connector *c, const struct api_table *t, const char *value,
                           const struct http_response *resp, struct api_result *out);
+
+/*
+ * Idempotency keys: for how long a repeat with the same key is surely answered from the API's
+ * saved answer (seconds; 0 when the API takes no keys), see connector_ops.key_window_s.
+ */
+int connector_key_window_s(const struct connector *c);
+/* Whether an insert of t can be found at the API by its idempotency key. */
+bool connector_can_find_key(const struct connector *c, const struct api_table *t);
+/* How long a found-by-key record may lag behind its creation (seconds; 0 when not at all). */
+int connector_find_key_lag_s(const struct connector *c);
+/*
+ * Builds the request that finds the record an insert of t with idempotency key key created.
+ * False with err filled, as connector_build_read() (VALIDATION for a key unfit for the search).
+ */
+bool connector_build_find_key(const struct connector *c, const struct api_table *t, const char *key,
+                              struct api_http_spec *out, struct api_error *err)
+        __attribute__((warn_unused_result));
+/*
+ * Reads the answer to connector_build_find_key() like connector_parse_read(): one row, or
+ * NOT_FOUND when no record carries the key; more than one record is a BAD_ANSWER naming them.
+ */
+void connector_parse_find_key(const struct connector *c, const struct api_table *t, const char *key,
+                              const struct http_response *resp, struct api_result *out);
 
 /* ---- helpers shared by connector implementations ---- */
 

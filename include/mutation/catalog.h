@@ -10,6 +10,8 @@
  *   function guard(), attached to each synced table as trigger syncbouncer_guard (BEFORE
  *   INSERT OR UPDATE OR DELETE, FOR EACH ROW, argument: the primary key column) and
  *   syncbouncer_guard_truncate (BEFORE TRUNCATE, FOR EACH STATEMENT).
+ * The schema is installed when the recorded version is older than ours (or missing), never
+ * when it is newer or not a number: then the database's tables fail, saying why.
  *
  * Connections: one per (database, user). The user is the [synced_tables] line's user= (its
  * password from the auth_file, if plain text), else the [databases] entry's user and password;
@@ -124,6 +126,11 @@ bool catalog_conninfo(const struct catalog *cat, const char *database, char *out
 const char *catalog_schema_sql(void);
 /* The installed-version string that catalog_schema_sql() writes into syncbouncer.meta. */
 const char *catalog_schema_version(void);
+/*
+ * A recorded schema version as a number into *out: decimal digits only, 1 to 9 of them. False
+ * (out untouched) for anything else; such a schema is never installed over.
+ */
+bool catalog_version_parse(const char *text, long *out) __attribute__((warn_unused_result));
 /*
  * The statements that (re)attach the guard triggers to schema.table with primary key column pk,
  * names quoted as identifiers. False when out is too small or a name is empty or too long.

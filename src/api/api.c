@@ -56,6 +56,13 @@ static const char *api_call_state_str(enum api_call_state st)
 	return "?";
 }
 
+/* What a call that writes nothing looks a record up by. */
+enum api_lookup {
+	API_LOOKUP_ID,       /* api_submit_read() */
+	API_LOOKUP_EXTERNAL, /* api_submit_find() */
+	API_LOOKUP_KEY,      /* api_submit_find_key() */
+};
+
 struct api_call {
 	struct api *api;
 	const struct api_table *table;
@@ -76,7 +83,7 @@ struct api_call {
 	int64_t submitted_usec;
 	bool unchanged;     /* an update that changes nothing: answered without a request */
 	char *read_id;      /* a read of this record (api_submit_read()), not a write */
-	bool find;          /* read_id is an external id to find (api_submit_find()) */
+	enum api_lookup lookup; /* what read_id is: a record id, an external id, a key */
 	char *token_used;
 	bool (*may_send)(void *arg); /* asked before each send (api_call_set_send_check()) */
 	void *may_send_arg;
@@ -400,8 +407,11 @@ static void api_call_http_done(void *ud, const struct http_response *resp)
 		api_note_usage(api, resp);
 	}
 	api_result_free(&call->result);
-	if (call->read_id != NULL && call->find)
+	if (call->read_id != NULL && call->lookup == API_LOOKUP_EXTERNAL)
 		connector_parse_find(api->conn, call->table, call->read_id, resp, &call->result);
+	else if (call->read_id != NULL && call->lookup == API_LOOKUP_KEY)
+		connector_parse_find_key(api->conn, call->table, call->read_id, resp,
+		                         &call->result);
 	else if (call->read_id != NULL)
 		connector_parse_read(api->conn, call->table, call->read_id, resp, &call->result);
 	else
@@ -464,9 +474,12 @@ static void api_call_http_done(void *ud, const struct http_response *resp)
 		}
 	}
 	if (call->spec.idempotency_key[0] != '\0' &&
-	    (e->cls == API_ERR_UNKNOWN_OUTCOME || e->cls == API_ERR_SERVER) &&
+	    (e->cls == API_ERR_UNKNOWN_OUTCOME || e->cls == API_ERR_SERVER) && !e->replayed &&
 	    call->idem_retries < API_MAX_IDEMPOTENT_RETRIES) {
-		/* The same key again: the API applies the request at most once. */
+		/*
+		 * The same key again: the API applies the request at most once. (Not after an
+		 * answer the API replays as the key's saved one: a repeat gets it again.)
+		 */
 		wait_usec = API_IDEMPOTENT_BACKOFF_USEC << call->idem_retries;
 		left = call->deadline_usec - api_now_usec();
 		if (wait_usec + api->timeout_usec / 4 < left && api_call_arm(call, wait_usec)) {
@@ -678,8 +691,9 @@ struct api_call *api_submit(struct api *api, const struct api_table *table, enum
 }
 
 static struct api_call *api_submit_lookup(struct api *api, const struct api_table *table,
-                                          const char *id, bool find, const char *const *fields,
-                                          int nfields, api_done_cb cb, void *arg)
+                                          const char *id, enum api_lookup lookup,
+                                          const char *const *fields, int nfields, api_done_cb cb,
+                                          void *arg)
 {
 	struct api_call *call = calloc(1, sizeof(*call));
 
@@ -701,11 +715,15 @@ static struct api_call *api_submit_lookup(struct api *api, const struct api_tabl
 	api_result_init(&call->result);
 	TAILQ_INSERT_TAIL(&api->calls, call, link);
 	api->ncalls++;
-	call->find = find;
-	if (!(find ? connector_build_find(api->conn, table, id, fields, nfields, &call->spec,
-	                                  &call->result.error)
-	           : connector_build_read(api->conn, table, id, fields, nfields, &call->spec,
-	                                  &call->result.error)) &&
+	call->lookup = lookup;
+	if (!(lookup == API_LOOKUP_EXTERNAL
+	              ? connector_build_find(api->conn, table, id, fields, nfields, &call->spec,
+	                                     &call->result.error)
+	      : lookup == API_LOOKUP_KEY
+	              ? connector_build_find_key(api->conn, table, id, &call->spec,
+	                                         &call->result.error)
+	              : connector_build_read(api->conn, table, id, fields, nfields, &call->spec,
+	                                     &call->result.error)) &&
 	    call->result.error.cls == API_ERR_NONE)
 		api_error_set(&call->result.error, API_ERR_INTERNAL, "cannot build the read");
 	if (!api_call_arm(call, 0)) {
@@ -718,13 +736,19 @@ static struct api_call *api_submit_lookup(struct api *api, const struct api_tabl
 struct api_call *api_submit_read(struct api *api, const struct api_table *table, const char *id,
                                  const char *const *fields, int nfields, api_done_cb cb, void *arg)
 {
-	return api_submit_lookup(api, table, id, false, fields, nfields, cb, arg);
+	return api_submit_lookup(api, table, id, API_LOOKUP_ID, fields, nfields, cb, arg);
 }
 
 struct api_call *api_submit_find(struct api *api, const struct api_table *table, const char *value,
                                  const char *const *fields, int nfields, api_done_cb cb, void *arg)
 {
-	return api_submit_lookup(api, table, value, true, fields, nfields, cb, arg);
+	return api_submit_lookup(api, table, value, API_LOOKUP_EXTERNAL, fields, nfields, cb, arg);
+}
+
+struct api_call *api_submit_find_key(struct api *api, const struct api_table *table,
+                                     const char *key, api_done_cb cb, void *arg)
+{
+	return api_submit_lookup(api, table, key, API_LOOKUP_KEY, NULL, 0, cb, arg);
 }
 
 void api_call_set_send_check(struct api_call *call, bool (*may_send)(void *arg), void *arg)
@@ -769,15 +793,14 @@ struct api_call *api_submit_keyed(struct api *api, const struct api_table *table
 	                  api_rows_change_nothing(table, rows, nrows);
 	if (!connector_check_ids(api->conn, table, op, rows, nrows, &call->result.error))
 		call->unchanged = false; /* reported from the loop */
-	else if (!call->unchanged && !connector_build_request(api->conn, table, op, rows, nrows,
-	                                                      &call->spec, &call->result.error)) {
+	else if (!call->unchanged &&
+	         !connector_build_request_keyed(api->conn, table, op, rows, nrows, key, &call->spec,
+	                                        &call->result.error)) {
 		if (call->result.error.cls == API_ERR_NONE)
 			api_error_set(&call->result.error, API_ERR_INTERNAL,
 			              "cannot build the request");
 		call->result.error.local = true;
 	}
-	if (key != NULL && key[0] != '\0' && call->spec.idempotency_key[0] != '\0')
-		snprintf(call->spec.idempotency_key, sizeof(call->spec.idempotency_key), "%s", key);
 	if (!api_call_arm(call, 0)) {
 		api_call_free(call);
 		return NULL;

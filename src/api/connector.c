@@ -997,9 +997,20 @@ bool connector_build_request(const struct connector *c, const struct api_table *
                              const struct api_row *rows, int nrows, struct api_http_spec *out,
                              struct api_error *err)
 {
+	return connector_build_request_keyed(c, t, op, rows, nrows, NULL, out, err);
+}
+
+bool connector_build_request_keyed(const struct connector *c, const struct api_table *t,
+                                   enum api_op op, const struct api_row *rows, int nrows,
+                                   const char *key, struct api_http_spec *out,
+                                   struct api_error *err)
+{
 	int max = connector_max_rows(c, op);
 
 	memset(out, 0, sizeof(*out));
+	/* the connector's build keeps a key it is given (and makes one when none is) */
+	if (key != NULL && c->ops->key_window_s > 0)
+		snprintf(out->idempotency_key, sizeof(out->idempotency_key), "%s", key);
 	if (nrows < 1 || nrows > max) {
 		api_error_set(err, API_ERR_TOO_MANY_ROWS,
 		              "%s: %d rows, but one %s request takes at most %d", c->name, nrows,
@@ -1137,6 +1148,80 @@ bool connector_check_table(const struct connector *c, const struct api_table *t,
 	return true;
 }
 
+int connector_key_window_s(const struct connector *c)
+{
+	return c->ops->key_window_s;
+}
+
+bool connector_can_find_key(const struct connector *c, const struct api_table *t)
+{
+	return c->ops->can_find_key != NULL && c->ops->build_find_key != NULL &&
+	       c->ops->parse_find_key != NULL && c->ops->can_find_key(c, t);
+}
+
+int connector_find_key_lag_s(const struct connector *c)
+{
+	return c->ops->find_key_lag_s;
+}
+
+bool connector_build_find_key(const struct connector *c, const struct api_table *t, const char *key,
+                              struct api_http_spec *out, struct api_error *err)
+{
+	memset(out, 0, sizeof(*out));
+	if (!connector_can_find_key(c, t)) {
+		api_error_set(err, API_ERR_INTERNAL,
+		              "%s cannot find records of %s by an idempotency key", c->name,
+		              t->name);
+		err->nothing_written = true;
+		return false;
+	}
+	if (key == NULL || key[0] == '\0') {
+		api_error_set(err, API_ERR_VALIDATION, "%s: no idempotency key to find", c->name);
+		err->nothing_written = true;
+		return false;
+	}
+	if (!c->ops->build_find_key(c, t, key, out, err)) {
+		api_http_spec_free(out);
+		err->nothing_written = true;
+		return false;
+	}
+	return true;
+}
+
+/*
+ * After a connector parsed the answer to a search for one record (by an external id or by an
+ * idempotency key): a search writes nothing; its error takes the status and Retry-After; an
+ * answer without exactly one record with an id is a bad answer.
+ */
+static void find_answer_checked(const struct connector *c, const struct http_response *resp,
+                                struct api_result *out)
+{
+	out->error.nothing_written = true;
+	if (!out->ok) {
+		out->error.http_status = (int)resp->status;
+		if (out->error.retry_after < 0)
+			out->error.retry_after = api_parse_retry_after(resp);
+	} else if (out->nrows != 1 || out->rows[0].id == NULL || out->rows[0].id[0] == '\0') {
+		api_result_free(out);
+		api_error_set(&out->error, API_ERR_BAD_ANSWER,
+		              "%s answered a search for one record with no usable record", c->name);
+		out->error.http_status = (int)resp->status;
+		out->error.nothing_written = true;
+	}
+}
+
+void connector_parse_find_key(const struct connector *c, const struct api_table *t, const char *key,
+                              const struct http_response *resp, struct api_result *out)
+{
+	api_result_init(out);
+	if (resp->outcome != HTTP_OUTCOME_ANSWER) {
+		connector_parse_read(c, t, key, resp, out);
+		return;
+	}
+	c->ops->parse_find_key(c, t, key, resp, out);
+	find_answer_checked(c, resp, out);
+}
+
 bool connector_can_find(const struct connector *c, const struct api_table *t)
 {
 	return t->external_id != NULL && c->ops->build_find != NULL && c->ops->parse_find != NULL;
@@ -1177,16 +1262,5 @@ void connector_parse_find(const struct connector *c, const struct api_table *t, 
 		return;
 	}
 	c->ops->parse_find(c, t, value, resp, out);
-	out->error.nothing_written = true;
-	if (!out->ok) {
-		out->error.http_status = (int)resp->status;
-		if (out->error.retry_after < 0)
-			out->error.retry_after = api_parse_retry_after(resp);
-	} else if (out->nrows != 1 || out->rows[0].id == NULL || out->rows[0].id[0] == '\0') {
-		api_result_free(out);
-		api_error_set(&out->error, API_ERR_BAD_ANSWER,
-		              "%s answered a search for one record with no usable record", c->name);
-		out->error.http_status = (int)resp->status;
-		out->error.nothing_written = true;
-	}
+	find_answer_checked(c, resp, out);
 }

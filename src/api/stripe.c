@@ -10,16 +10,50 @@
  * carries a fresh Idempotency-Key, kept across retries, so an unknown outcome or a 5xx may be
  * retried without a second write. Answers are the whole object; its scalar members come back
  * as returned fields. Errors: {"error":{"type","code","message","param"}}.
+ *
+ * Stripe keeps a key for at least 24 hours, then may prune it: a repeat after that is a new
+ * request. So an insert of an object that Stripe's Search API covers also carries its key in
+ * metadata[syncbouncer_key], and a record whose key is gone is found with
+ *   GET <base>/v1/<object>/search?query=metadata['syncbouncer_key']:'<key>'
+ * Search lags (under a minute, up to an hour in an outage): "none found" is trusted only for
+ * requests older than that (find_key_lag_s). A 5xx that Stripe saved for the key is replayed
+ * to every repeat with "Idempotent-Replayed: true": such an answer is marked replayed.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api/changes.h"
 #include "api/connector.h"
 #include "api/json.h"
 
 #define STRIPE_MAX_BODY (256u << 10)
+/* the metadata key an insert's idempotency key is kept under in the record it creates */
+#define STRIPE_KEY_FIELD "syncbouncer_key"
+/* Stripe prunes keys once they are at least 24 h old; repeats are trusted for 23 h */
+#define STRIPE_KEY_WINDOW_S (23 * 3600)
+/* searchable in under a minute, up to an hour behind in an outage; half an hour more */
+#define STRIPE_SEARCH_LAG_S (90 * 60)
+
+/* The resources Stripe's Search API covers (all of them take metadata). */
+static bool stripe_searchable(const char *object)
+{
+	static const char *const searchable[] = {
+	        "charges", "customers", "invoices",      "payment_intents",
+	        "prices",  "products",  "subscriptions", NULL,
+	};
+
+	for (int i = 0; searchable[i] != NULL; i++)
+		if (strcmp(object, searchable[i]) == 0)
+			return true;
+	return false;
+}
+
+static bool stripe_can_find_key(const struct connector *c, const struct api_table *t)
+{
+	return stripe_searchable(t->object);
+}
 
 static bool stripe_configure(struct connector *c, const struct cf_kv *kv, int nkv, char *err,
                              size_t errsize)
@@ -88,12 +122,15 @@ static bool stripe_build(const struct connector *c, const struct api_table *t, e
 			goto oom;
 	}
 	if (op == API_OP_DELETE) {
+		/* Stripe takes keys on POSTs only (a DELETE is idempotent as it is) */
+		out->idempotency_key[0] = '\0';
 		out->method = HTTP_DELETE;
 		return true;
 	}
 	out->method = HTTP_POST;
 	out->content_type = "application/x-www-form-urlencoded";
-	api_random_key(out->idempotency_key, sizeof(out->idempotency_key));
+	if (out->idempotency_key[0] == '\0') /* else the caller's (a repeat's) */
+		api_random_key(out->idempotency_key, sizeof(out->idempotency_key));
 	out->body = malloc(STRIPE_MAX_BODY);
 	if (out->body == NULL)
 		goto oom;
@@ -138,6 +175,15 @@ static bool stripe_build(const struct connector *c, const struct api_table *t, e
 		err->row = 0;
 		snprintf(err->column, sizeof(err->column), "%s", v->column);
 		snprintf(err->value, sizeof(err->value), "%s", v->value);
+		return false;
+	}
+	if (op == API_OP_INSERT && stripe_searchable(t->object) &&
+	    !stripe_append(out->body, STRIPE_MAX_BODY, &used, "metadata[" STRIPE_KEY_FIELD "]",
+	                   out->idempotency_key)) {
+		api_error_set(err, API_ERR_TOO_LARGE,
+		              "The request to %s would be larger than syncbouncer's limit of "
+		              "%u bytes; nothing was sent.",
+		              c->name, STRIPE_MAX_BODY);
 		return false;
 	}
 	out->body_len = used;
@@ -194,6 +240,10 @@ static void stripe_parse(const struct connector *c, const struct api_table *t, e
 			api_error_set(&out->error, stripe_class_of(resp->status),
 			              "%s answered HTTP %ld", c->name, resp->status);
 		snprintf(out->error.code, sizeof(out->error.code), "%s", code ? code : "");
+		{
+			const char *rp = http_response_header(resp, "Idempotent-Replayed");
+			out->error.replayed = rp != NULL && strcasecmp(rp, "true") == 0;
+		}
 		snprintf(out->error.reason, sizeof(out->error.reason), "%s", out->error.message);
 		out->error.session_expired = resp->status == 401;
 		out->error.key_in_use = resp->status == 409 && code != NULL &&
@@ -277,6 +327,94 @@ static void stripe_parse_read(const struct connector *c, const struct api_table 
 	stripe_parse(c, t, API_OP_UPDATE, &row, 1, resp, out);
 }
 
+/* GET <base>/v1/<object>/search?query=metadata['syncbouncer_key']:'<key>' */
+static bool stripe_build_find_key(const struct connector *c, const struct api_table *t,
+                                  const char *key, struct api_http_spec *out, struct api_error *err)
+{
+	const char *segs[] = {t->object, "search"};
+	char query[128];
+	size_t used;
+
+	/* the key goes into the query's quotes as it is: only the characters keys are made of */
+	if (strlen(key) > 64 || strspn(key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	                                    "0123456789_-") != strlen(key)) {
+		api_error_set(err, API_ERR_VALIDATION,
+		              "%s: the idempotency key cannot be searched for", c->name);
+		return false;
+	}
+	snprintf(query, sizeof(query), "metadata['" STRIPE_KEY_FIELD "']:'%s'", key);
+	out->url = api_url_join(segs, 2, "%s/v1/", c->base_url);
+	if (out->url != NULL) {
+		size_t cap = strlen(out->url) + 3 * strlen(query) + 32;
+		char *url = realloc(out->url, cap);
+		if (url == NULL) {
+			free(out->url);
+			out->url = NULL;
+		} else {
+			out->url = url;
+			used = strlen(url);
+			used += (size_t)snprintf(url + used, cap - used, "?query=");
+			if (!api_url_escape(query, url, cap, &used) || used + 10 > cap) {
+				free(out->url);
+				out->url = NULL;
+			} else {
+				snprintf(url + used, cap - used, "&limit=10");
+			}
+		}
+	}
+	if (out->url == NULL) {
+		api_error_set(err, API_ERR_INTERNAL, "out of memory");
+		return false;
+	}
+	out->method = HTTP_GET;
+	return true;
+}
+
+/* {"object":"search_result","data":[...],"has_more":..}: the one record, or none. */
+static void stripe_parse_find_key(const struct connector *c, const struct api_table *t,
+                                  const char *key, const struct http_response *resp,
+                                  struct api_result *out)
+{
+	struct json_value *doc = NULL;
+	const struct json_value *data;
+	char perr[128];
+
+	if (resp->status < 200 || resp->status >= 300) {
+		struct api_value kv = {t->pk_column, NULL, API_VALUE_TEXT};
+		struct api_row row = {{&kv, 1}, {NULL, 0}};
+		stripe_parse(c, t, API_OP_UPDATE, &row, 1, resp, out);
+		return;
+	}
+	if (!json_parse(resp->body, resp->body_len, NULL, &doc, perr, sizeof(perr))) {
+		api_error_set(&out->error, API_ERR_BAD_ANSWER, "%s search answer: %s", c->name,
+		              perr);
+		return;
+	}
+	data = json_get(doc, "data");
+	if (data == NULL || data->kind != JSON_ARRAY) {
+		api_error_set(&out->error, API_ERR_BAD_ANSWER, "%s search answer has no data list",
+		              c->name);
+	} else if (data->count == 0) {
+		api_error_set(&out->error, API_ERR_NOT_FOUND, "no %s record carries key %s",
+		              c->name, key);
+	} else if (data->count > 1) {
+		const char *a = json_get_string(data->items[0], "id");
+		const char *b = json_get_string(data->items[1], "id");
+		api_error_set(&out->error, API_ERR_BAD_ANSWER,
+		              "%zu %s records carry key %s (%s, %s%s): delete the extra ones at "
+		              "%s, then JOURNAL RETRY",
+		              data->count, c->name, key, a ? a : "?", b ? b : "?",
+		              data->count > 2 ? ", ..." : "", c->name);
+	} else if (json_get_string(data->items[0], "id") == NULL) {
+		api_error_set(&out->error, API_ERR_BAD_ANSWER, "%s search answered without an id",
+		              c->name);
+	} else {
+		connector_result_object(c, t, json_get_string(data->items[0], "id"), data->items[0],
+		                        NULL, out);
+	}
+	json_free(doc);
+}
+
 const struct connector_ops stripe_connector_ops = {
         .type = "stripe",
         .keys = NULL,
@@ -290,4 +428,9 @@ const struct connector_ops stripe_connector_ops = {
         .build_read = stripe_build_read,
         .parse_read = stripe_parse_read,
         .changes = &stripe_changes_ops,
+        .key_window_s = STRIPE_KEY_WINDOW_S,
+        .can_find_key = stripe_can_find_key,
+        .find_key_lag_s = STRIPE_SEARCH_LAG_S,
+        .build_find_key = stripe_build_find_key,
+        .parse_find_key = stripe_parse_find_key,
 };

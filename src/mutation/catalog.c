@@ -3,8 +3,8 @@
  * include/mutation/catalog.h).
  *
  * One "link" per distinct connection (database + user + password): a pgc that runs, one after
- * another, the version check, the schema installation when the installed version differs, then
- * per table the introspection query and, when the triggers are missing or differ, their
+ * another, the version check, the schema installation when the installed version is older (or
+ * none), then per table the introspection query and, when the triggers are missing or differ, their
  * installation. Each table's statements run in their own implicit transaction, so a table
  * that fails (missing, no privilege, lock timeout) leaves the others alone. The link closes its
  * pgc when its last table is settled; the catalog calls done when the last link finished.
@@ -13,6 +13,10 @@
  * later by a migration, a lock timed out) runs again for those tables after a delay that starts
  * at server_login_retry and doubles up to CAT_MAX_RETRY_SEC. A table that is ready is never read
  * again by this catalog, so the pipeline may hold on to its columns.
+ *
+ * Versions are compared as numbers. A newer installed schema, or a version that is not a
+ * number, is never installed over: the link's tables fail with a message naming both versions
+ * (a newer pooler serves that database), and are tried again later like any failed table.
  *
  * Invariants: a table is CAT_PENDING only until its link's first run ends; cat->pending counts
  * the links whose first run has not ended; done is scheduled through a zero-delay event, so it
@@ -368,12 +372,76 @@ static bool link_query(struct cat_link *link, enum cat_step step, const char *sq
 	return pgc_query(link->pc, sql, nparams, NULL, values, NULL, NULL, 0, on_result, link);
 }
 
-static void link_install_schema(struct cat_link *link)
+/* over: the installed version this one replaces, or -1 when none could be read. */
+static void link_install_schema(struct cat_link *link, long over)
 {
-	log_info("installing the syncbouncer schema (version %s) in database %s",
-	         CATALOG_SQL_VERSION, link->database);
+	if (over >= 0)
+		log_info("installing the syncbouncer schema (version %s) in database %s over"
+		         " version %ld",
+		         CATALOG_SQL_VERSION, link->database, over);
+	else
+		log_info("installing the syncbouncer schema (version %s) in database %s",
+		         CATALOG_SQL_VERSION, link->database);
 	if (!link_query(link, CAT_STEP_SCHEMA, catalog_sql_schema, 0, NULL))
 		link_fail_all(link, "cannot install the syncbouncer schema: out of memory");
+}
+
+/*
+ * A schema version as a number: decimal digits only, at most 9 of them (what an int holds).
+ * False for anything else ("", "10a", " 10", "-1").
+ */
+bool catalog_version_parse(const char *text, long *out)
+{
+	long v = 0;
+	int n = 0;
+
+	if (!text)
+		return false;
+	for (; text[n]; n++) {
+		if (text[n] < '0' || text[n] > '9' || n >= 9)
+			return false;
+		v = v * 10 + (text[n] - '0');
+	}
+	if (n == 0)
+		return false;
+	*out = v;
+	return true;
+}
+
+/*
+ * The installed version decides: ours, on to the tables; older, ours is installed over it;
+ * newer or not a number, the schema is left as it is and the link's tables fail (and are tried
+ * again later: the newer pooler may be gone and the schema rolled back by then). Never a
+ * downgrade: a newer schema may have functions and triggers our pipeline does not drive, and
+ * installing ours would break every write of the newer pooler still serving the database.
+ */
+static void link_check_version(struct cat_link *link, const char *installed)
+{
+	const long ours = CATALOG_SQL_VERSION_NUM;
+	long have;
+
+	if (!catalog_version_parse(installed, &have)) {
+		link_fail_all(
+		        link,
+		        "the syncbouncer schema in database %s records version \"%.64s\","
+		        " which is not a number: it is left as it is (if it is damaged, delete"
+		        " the version row: see doc/synced-tables.md)",
+		        link->database, installed);
+		return;
+	}
+	if (have > ours) {
+		link_fail_all(
+		        link,
+		        "the syncbouncer schema in database %s is version %ld, newer than this"
+		        " syncbouncer's %ld: upgrade syncbouncer",
+		        link->database, have, ours);
+		return;
+	}
+	if (have < ours) {
+		link_install_schema(link, have);
+		return;
+	}
+	link_next_table(link);
 }
 
 static void link_start_table(struct cat_link *link)
@@ -499,15 +567,14 @@ static void on_result(void *arg, struct pgc *pc, PGresult *res, const char *erro
 				link_fail_all(link, "out of memory");
 			return;
 		}
-		link_install_schema(link);
+		link_install_schema(link, -1);
 		return;
 	case CAT_STEP_META:
-		if (ok && PQntuples(res) == 1 &&
-		    strcmp(PQgetvalue(res, 0, 0), CATALOG_SQL_VERSION) == 0) {
-			link_next_table(link);
+		if (ok && PQntuples(res) == 1) {
+			link_check_version(link, PQgetvalue(res, 0, 0));
 			return;
 		}
-		link_install_schema(link);
+		link_install_schema(link, -1);
 		return;
 	case CAT_STEP_SCHEMA:
 		if (!ok) {

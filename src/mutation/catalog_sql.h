@@ -60,8 +60,17 @@
 
 #include "mutation/settle.h" /* SETTLE_LOCK_BIT */
 
-/* Bump when the text below changes: installed databases with an older version get it again. */
-#define CATALOG_SQL_VERSION "10"
+/*
+ * Bump when the text below changes: installed databases with an older version get it again;
+ * a database with a newer one is left alone (catalog.c), and the meta_version trigger below
+ * refuses any install that would lower the recorded version (an older pooler's, or ours when a
+ * newer one installed between our check and our install), so that the whole install, one
+ * transaction, rolls back.
+ */
+#define CATALOG_SQL_VERSION_NUM 11
+#define CATALOG_SQL_STR_(x)     #x
+#define CATALOG_SQL_STR(x)      CATALOG_SQL_STR_(x)
+#define CATALOG_SQL_VERSION     CATALOG_SQL_STR(CATALOG_SQL_VERSION_NUM)
 
 /* Key of pg_advisory_xact_lock() around installation: two poolers may start together. */
 #define CATALOG_SQL_LOCK_KEY "7306086135451738930"
@@ -417,6 +426,31 @@ static const char catalog_sql_schema[] =
         "$guard$;\n"
         "comment on function syncbouncer.guard() is"
         " 'syncbouncer: refuses writes that bypass the proxy; captures and applies its own';\n"
+        /*
+         * never a downgrade: the recorded version only goes up. Before the version row is
+         * written, so that the install that would lower it fails whole. A non-number on either
+         * side is let through (an operator's repair).
+         */
+        "create or replace function syncbouncer.meta_version() returns trigger\n"
+        "language plpgsql set search_path = pg_catalog, pg_temp as $f$\n"
+        "begin\n"
+        "\tif old.key = 'version' and new.key = 'version'"
+        " and old.value ~ '^[0-9]{1,9}$' and new.value ~ '^[0-9]{1,9}$'"
+        " and new.value::int < old.value::int then\n"
+        "\t\traise exception using errcode = '55000',\n"
+        "\t\t\tmessage = pg_catalog.format('the syncbouncer schema in database %s is version"
+        " %s, newer than this syncbouncer''s %s: upgrade syncbouncer',"
+        " pg_catalog.current_database(), old.value, new.value),\n"
+        "\t\t\thint = 'syncbouncer never installs an older schema over a newer one. To roll"
+        " back, stop every newer syncbouncer first, then delete the version row of"
+        " syncbouncer.meta.';\n"
+        "\tend if;\n"
+        "\treturn new;\n"
+        "end\n"
+        "$f$;\n"
+        "drop trigger if exists syncbouncer_meta_version on syncbouncer.meta;\n"
+        "create trigger syncbouncer_meta_version before update on syncbouncer.meta\n"
+        "\tfor each row execute function syncbouncer.meta_version();\n"
         "insert into syncbouncer.meta (key, value) values ('version', '" CATALOG_SQL_VERSION "')\n"
         "\ton conflict (key) do update set value = excluded.value;\n";
 
@@ -471,12 +505,16 @@ static const char catalog_sql_columns[] =
 /*
  * The guard triggers of one table, after the schema: a printf format taking the quoted table name
  * (%1$s) and the primary key column as a quoted literal (%2$s). A lock_timeout keeps a busy table
- * from holding up installation (and everyone queued behind its lock) for long. ENABLE ALWAYS:
+ * from holding up installation (and everyone queued behind its lock) for long. The table's lock
+ * (the one DROP TRIGGER takes anyway) comes first: two poolers installing at once then run one
+ * after the other, and the second's DROP ... IF EXISTS sees the first's triggers (looked up
+ * under DROP's own weaker first lock, both would find none, and the second CREATE would fail). ENABLE ALWAYS:
  * the guard fires even with session_replication_role = replica. The third trigger counts the
  * rows an apply run wrote; its WHEN keeps it out of the after-trigger queue in every other mode.
  */
 #define CATALOG_SQL_TRIGGERS_FMT                                                                   \
 	"select pg_catalog.set_config('lock_timeout', '5s', true);\n"                              \
+	"lock table %1$s in access exclusive mode;\n"                                               \
 	"drop trigger if exists syncbouncer_guard on %1$s;\n"                                      \
 	"create trigger syncbouncer_guard before insert or update or delete on %1$s\n"             \
 	"\tfor each row execute function syncbouncer.guard(%2$s);\n"                               \

@@ -3,7 +3,8 @@
  * in each it lists syncbouncer.intent (for SHOW JOURNAL and the deadline), drops the entries the
  * console gave up, then settles the intents whose writer is gone, one at a time:
  *   BEGIN; mode sync; claim the intent (FOR UPDATE, advisory lock) ->
- *   find the record ids (keys, answer, journal, external ids, or a keyed repeat) -> read each
+ *   find the record ids (keys, answer, journal, external ids, a keyed repeat while the API
+ *   still keeps the key, or the key the record carries) -> read each
  *   record at the API -> write its state (or delete the row) -> DELETE the intent; COMMIT.
  * Any failure rolls the transaction back, counts an attempt with its error in the intent, and
  * tries again later (backing off). The API is asked; nothing stored is ever written blindly.
@@ -43,6 +44,12 @@ struct entry {
 	bool alerted;    /* its deadline was missed and logged */
 	bool give_up;    /* the console asked to drop it */
 	bool waits_sync; /* no way to find the created record but the sync worker */
+	/*
+	 * No way left to find the created record that cannot create a second one: tried again
+	 * only when the console asks (JOURNAL RETRY).
+	 */
+	bool needs_operator;
+	bool key_replays_error; /* a repeat got the key's saved error answer: decides nothing */
 	uint64_t next_try;
 	uint64_t unowned_at; /* when this settler first saw no writer holding it (0: not yet) */
 	uint64_t ready_at;   /* no request of its writer can land after this (0: not known yet) */
@@ -137,6 +144,8 @@ struct settle {
 	int nids, iid;
 	int ifind, nfound; /* an insert found by its rows' external ids */
 	char *idem_key;
+	double age_s;      /* of the intent, by the database's clock */
+	bool key_replayed; /* the repeat got the key's saved error answer */
 	char *upsert_sql, *delete_sql;
 	char **fields; /* the API fields of the table's columns, for the reads */
 	int nfields;
@@ -391,6 +400,7 @@ void settle_show(struct settle *s, settle_row_cb cb, void *arg)
 		vals[5] = e->give_up                 ? "giving up"
 		          : e->in_flight             ? "in flight"
 		          : e->ready_at > now_usec() ? "awaiting late request"
+		          : e->needs_operator        ? "needs operator"
 		          : e->waits_sync            ? "awaiting sync"
 		                                     : "unsettled";
 		vals[6] = age;
@@ -588,6 +598,8 @@ static void cur_reset(struct settle *s)
 	s->ifind = s->nfound = 0;
 	free(s->idem_key);
 	s->idem_key = NULL;
+	s->age_s = 0;
+	s->key_replayed = false;
 	free(s->upsert_sql);
 	free(s->delete_sql);
 	s->upsert_sql = s->delete_sql = NULL;
@@ -633,7 +645,7 @@ static void pass_end(struct settle *s)
 	step_set(s, STEP_IDLE);
 	for (int i = 0; i < s->nentries; i++) {
 		const struct entry *e = &s->entries[i];
-		if (e->in_flight || e->waits_sync)
+		if (e->in_flight || e->waits_sync || e->needs_operator)
 			continue;
 		pending = true;
 		if (soonest == 0 || entry_due(e) < soonest)
@@ -905,6 +917,10 @@ static void ask_next(struct settle *s)
 		cur_fail(s, "out of memory");
 }
 
+static void find_by_key(struct settle *s);
+static void leave_to_operator(struct settle *s, struct entry *e, const char *why);
+static bool keyed_insert(struct settle *s, struct entry *e);
+
 static void on_repeated(void *arg, struct api_result *ar)
 {
 	struct settle *s = arg;
@@ -914,6 +930,22 @@ static void on_repeated(void *arg, struct api_result *ar)
 		/* the same key answered an error that wrote nothing: nothing was ever created */
 		s->outcome = "not created at the API (the repeated request says so)";
 		finish_cur(s);
+		return;
+	}
+	if (!ar->ok && ar->error.replayed) {
+		/*
+		 * The key's saved answer to the first request (a 5xx: it may have been applied):
+		 * every repeat gets it again, so the record is looked up another way.
+		 */
+		struct entry *e = entry_find(s, s->cur);
+		log_info("journal entry %" PRId64 ": %s replays the error it saved for the "
+		         "insert's idempotency key (HTTP %d): looking for the record another way",
+		         s->cur, api_name(s->t.api), ar->error.http_status);
+		s->key_replayed = true;
+		if (e != NULL)
+			e->key_replays_error = true;
+		if (!keyed_insert(s, e))
+			cur_fail(s, "out of memory");
 		return;
 	}
 	if (!ar->ok) {
@@ -931,6 +963,56 @@ static void on_repeated(void *arg, struct api_result *ar)
 	s->outcome = "created at the API (found by its idempotency key); the table has its state";
 	s->iid = 0;
 	ask_next(s);
+}
+
+static void on_found_key(void *arg, struct api_result *ar)
+{
+	struct settle *s = arg;
+	int lag = connector_find_key_lag_s(api_connector(s->t.api));
+
+	s->call = NULL;
+	if (ar->ok) {
+		s->ids[0] = strdup(ar->rows[0].id);
+		if (s->ids[0] == NULL) {
+			cur_fail(s, "out of memory");
+			return;
+		}
+		s->outcome = "created at the API (found by the idempotency key it carries); the "
+		             "table has its state";
+		s->iid = 0;
+		ask_next(s);
+		return;
+	}
+	if (ar->error.cls != API_ERR_NOT_FOUND) {
+		char why[700];
+		snprintf(why, sizeof(why),
+		         "finding the record by its idempotency key at %s failed: %s",
+		         api_name(s->t.api), ar->error.message);
+		cur_fail(s, why);
+		return;
+	}
+	if (s->age_s < (double)lag) {
+		/* the search may not show a record that new yet: only an old enough write tells */
+		char why[300];
+		snprintf(why, sizeof(why),
+		         "no record found by its idempotency key yet; %s may list a new record up "
+		         "to %d min late, so this is asked again until the write is that old",
+		         api_name(s->t.api), lag / 60);
+		cur_fail(s, why);
+		return;
+	}
+	s->outcome = "not created at the API (no record carries its idempotency key)";
+	s->iid = 0;
+	ask_next(s);
+}
+
+/* The record an insert created, looked up by the idempotency key it carries. */
+static void find_by_key(struct settle *s)
+{
+	step_set(s, STEP_ASKING_API);
+	s->call = api_submit_find_key(s->t.api, s->t.at, s->idem_key, on_found_key, s);
+	if (s->call == NULL)
+		cur_fail(s, "out of memory");
 }
 
 static void find_next(struct settle *s);
@@ -1137,6 +1219,24 @@ static void leave_to_sync(struct settle *s, struct entry *e, const char *outcome
 	cur_fail(s, why);
 }
 
+/*
+ * Like leave_to_sync(), for an intent that only the sync worker or a person can settle: with
+ * no sync worker it is not tried again until JOURNAL RETRY, and shows as "needs operator".
+ */
+static void leave_to_operator(struct settle *s, struct entry *e, const char *why)
+{
+	if (settle_sync_pass_hook(s)) {
+		s->outcome = "left to the sync worker's next pass (the API cannot tell by the key)";
+		finish_cur(s);
+		return;
+	}
+	if (e != NULL)
+		e->needs_operator = true;
+	cur_fail(s, why);
+}
+
+static bool keyed_insert(struct settle *s, struct entry *e);
+
 static void on_claimed(void *arg, struct pgc *pc, PGresult *res, const char *error)
 {
 	struct settle *s = arg;
@@ -1168,8 +1268,9 @@ static void on_claimed(void *arg, struct pgc *pc, PGresult *res, const char *err
 			pass_next_db(s);
 		return;
 	}
-	/* op, rows, keys (JSON), idempotency key, answer (JSON), relid */
+	/* op, rows, keys (JSON), idempotency key, answer (JSON), relid, id, age */
 	s->op = PQgetvalue(res, 0, 0)[0];
+	s->age_s = atof(PQgetvalue(res, 0, 7));
 	relid = (unsigned)strtoul(PQgetvalue(res, 0, 5), NULL, 10);
 	{
 		char err[128];
@@ -1259,15 +1360,53 @@ static void on_claimed(void *arg, struct pgc *pc, PGresult *res, const char *err
 		find_next(s);
 		return;
 	}
-	if (strcmp(api_connector(s->t.api)->ops->type, "stripe") == 0 && s->idem_key[0] &&
-	    api_can_read(s->t.api)) {
-		if (!repeat_insert(s))
-			cur_fail(s, "could not repeat the insert");
+	if (keyed_insert(s, e))
 		return;
-	}
 	leave_to_sync(s, e, "left to the sync worker's next pass",
 	              "the API gives no way to find the created record: waiting for the sync "
 	              "worker's next pass");
+}
+
+/*
+ * An insert whose answer is unknown, at an API with idempotency keys: the same request again
+ * with its key while the API surely keeps the key; else (or once a repeat got the key's saved
+ * error) the record that carries the key is looked up; else it waits for the sync worker or
+ * the operator. Never a repeat that the API could take for a new request. False when the API
+ * takes no keys (nothing was done).
+ */
+static bool keyed_insert(struct settle *s, struct entry *e)
+{
+	const struct connector *c = api_connector(s->t.api);
+	int window = connector_key_window_s(c);
+	char why[400];
+
+	if (window <= 0 || s->idem_key[0] == '\0' || !api_can_read(s->t.api))
+		return false;
+	if (s->age_s < (double)window && !s->key_replayed && (e == NULL || !e->key_replays_error)) {
+		if (!repeat_insert(s))
+			cur_fail(s, "could not repeat the insert");
+		return true;
+	}
+	if (s->nids == 1 && connector_can_find_key(c, s->t.at)) {
+		find_by_key(s);
+		return true;
+	}
+	if (s->age_s >= (double)window)
+		snprintf(why, sizeof(why),
+		         "written %.1f h ago, longer than %s keeps idempotency keys (%.0f h): a "
+		         "repeat could create a second record, and %s records cannot be found by "
+		         "the key; check %s by hand, then JOURNAL GIVEUP",
+		         s->age_s / 3600, api_name(s->t.api), window / 3600.0, s->t.at->object,
+		         api_name(s->t.api));
+	else
+		snprintf(
+		        why, sizeof(why),
+		        "%s answers a repeat with the error it saved for the first request, which "
+		        "may have been applied, and %s records cannot be found by the key; check %s "
+		        "by hand, then JOURNAL GIVEUP",
+		        api_name(s->t.api), s->t.at->object, api_name(s->t.api));
+	leave_to_operator(s, e, why);
+	return true;
 }
 
 static void cand_next(struct settle *s)
@@ -1280,7 +1419,8 @@ static void cand_next(struct settle *s)
 		struct entry *e;
 		s->cur = s->cands[s->icand++];
 		e = entry_find(s, s->cur);
-		if (e == NULL || e->in_flight || e->give_up || entry_due(e) > now_usec())
+		if (e == NULL || e->in_flight || e->give_up || entry_due(e) > now_usec() ||
+		    (e->needs_operator && e->next_try != 0))
 			continue;
 		step_set(s, STEP_CLAIMING);
 		snprintf(idt, sizeof(idt), "%" PRId64, s->cur);
@@ -1291,7 +1431,8 @@ static void cand_next(struct settle *s)
 		       on_claimed) ||
 		    !q(s,
 		       "SELECT i.op::text, i.rows::text, pg_catalog.array_to_json(i.keys)::text, "
-		       "i.idempotency_key, i.answer::text, i.tbl::int8, i.id "
+		       "i.idempotency_key, i.answer::text, i.tbl::int8, i.id, "
+		       "extract(epoch FROM pg_catalog.now() - i.created)::float8 "
 		       "FROM syncbouncer.intent i WHERE i.id = $1::int8 "
 		       "AND pg_catalog.pg_try_advisory_xact_lock(i.id) "
 		       "AND pg_catalog.pg_try_advisory_xact_lock(i.id # " SETTLE_LOCK_BIT ") "

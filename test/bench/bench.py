@@ -304,12 +304,46 @@ def pgbench(port, args, timeout, user=USER):
     return res
 
 
+def proc_times(pid):
+    """(user s, system s, context switches) of process pid, all its threads."""
+    hz = os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    switches = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if "ctxt_switches:" in line:  # voluntary and not
+                        switches += int(line.split()[1])
+        except OSError:
+            pass  # a thread that ended meanwhile
+    return int(fields[11]) / hz, int(fields[12]) / hz, switches
+
+
+def children_cpu_s(ppid):
+    """User + system seconds of the live children of ppid (PostgreSQL's backends)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == ppid:
+            total += (int(fields[11]) + int(fields[12])) / hz
+    return total
+
+
 class Bench:
     def __init__(self, opts, work):
         self.opts = opts
         self.work = work
         self.results = {"meta": {}, "runs": [], "big": [], "callgrind": [], "syscalls": [],
-                        "synced_check": {}, "idle": []}
+                        "synced_check": {}, "idle": [], "kernel": []}
         self.pg = None
         self.poolers = []
 
@@ -637,6 +671,43 @@ class Bench:
             self.results["syscalls"].append(row)
             log(f"  {mode:11} {label:24} pgbouncer={row['pgbouncer']} "
                 f"syncbouncer={row['syncbouncer']}")
+
+    def run_kernel(self):
+        """Where each pooler's CPU goes at -S -c 50 in transaction pooling, beside the CPU of
+        PostgreSQL's backends and of pgbench over the same run: the pooler's user and system
+        time per transaction (/proc/PID/stat) and its context switches, and what a pooler
+        that cost no CPU at all could give at most (every process's CPU per transaction,
+        less the pooler's), for the tps and CPU targets."""
+        log("kernel: the pooler's user and system time per transaction, -S -c 50")
+        mode = "transaction"
+        poolers = self.start_poolers(mode)
+        args = ["-S", *self.cj(50), *self.T()]
+        pg_pid = self.pg.proc.pid
+        for rnd in range(self.opts.rounds):
+            for kind in ("pgbouncer", "syncbouncer"):
+                p = poolers[kind]
+                load = os.getloadavg()[0]
+                u0, s0, cs0 = proc_times(p.proc.pid)
+                pg0 = children_cpu_s(pg_pid)
+                c0 = os.times()
+                res = pgbench(p.port, args, timeout=self.opts.duration * 4 + 120)
+                c1 = os.times()
+                pg1 = children_cpu_s(pg_pid)
+                u1, s1, cs1 = proc_times(p.proc.pid)
+                if res["aborted"] or not res["txns"]:
+                    raise RuntimeError(f"{kind}: pgbench failed: {res.get('error')}")
+                n = res["txns"]
+                row = {"target": kind, "round": rnd, "loadavg_before": load, "tps": res["tps"],
+                       "user_us": (u1 - u0) * 1e6 / n, "sys_us": (s1 - s0) * 1e6 / n,
+                       "switches": (cs1 - cs0) / n, "pg_us": (pg1 - pg0) * 1e6 / n,
+                       "pgbench_us": ((c1.children_user + c1.children_system)
+                                      - (c0.children_user + c0.children_system)) * 1e6 / n}
+                self.results["kernel"].append(row)
+                log(f"  r{rnd} {kind:12} load={load:4.1f} tps={res['tps']:9.1f} "
+                    f"user={row['user_us']:5.2f} sys={row['sys_us']:5.2f}us/txn "
+                    f"switches={row['switches']:4.2f} pg={row['pg_us']:5.1f} "
+                    f"pgbench={row['pgbench_us']:5.1f}us/txn")
+        self.stop_poolers(poolers)
 
     def run_idle(self):
         """RSS per idle client: the pooler's VmRSS before and after opening N logged-in
@@ -1042,6 +1113,48 @@ def report(results):
               f"syncbouncer/direct {s['lat_ms'] / d['lat_ms']:.2f}.")
         w("")
 
+    if results["kernel"]:
+        w("### Where the pooler's CPU goes (-S -c 50, transaction pooling)")
+        w("")
+        w("Per transaction, medians of the rounds: the pooler's user and system time and its "
+          "context switches (/proc/PID/stat and status, every thread), the CPU of PostgreSQL's "
+          "backends and of pgbench over the same run. The last rows are bounds, not "
+          "measurements: the tps a pooler that cost no CPU at all could reach on these cores "
+          "(all the CPU per transaction, less the pooler's), and the CPU share syncbouncer "
+          "would have with no user-space time at all (its system time alone over "
+          "pgbouncer's whole time).")
+        w("")
+        med = {}
+        for kind in ("pgbouncer", "syncbouncer"):
+            rows_k = [r for r in results["kernel"] if r["target"] == kind]
+            med[kind] = {k: statistics.median(r[k] for r in rows_k)
+                         for k in ("tps", "user_us", "sys_us", "switches", "pg_us",
+                                   "pgbench_us")}
+        p, s = med["pgbouncer"], med["syncbouncer"]
+        w("| per transaction | pgbouncer | syncbouncer | sb/pgb |")
+        w("|---|--:|--:|--:|")
+        for key, name, nd in (("tps", "tps", 0), ("user_us", "pooler user µs", 2),
+                              ("sys_us", "pooler system µs", 2),
+                              ("switches", "pooler context switches", 2),
+                              ("pg_us", "PostgreSQL backends µs", 1),
+                              ("pgbench_us", "pgbench µs", 1)):
+            w(f"| {name} | {p[key]:,.{nd}f} | {s[key]:,.{nd}f} | "
+              f"{s[key] / p[key]:.2f} |" if p[key] else f"| {name} | – | – | – |")
+        for kind, m in (("pgbouncer", p), ("syncbouncer", s)):
+            total = m["user_us"] + m["sys_us"] + m["pg_us"] + m["pgbench_us"]
+            rest = total - m["user_us"] - m["sys_us"]
+            w(f"| the most a free pooler could give over {kind}: tps × "
+              f"{total:.1f} / {rest:.1f} µs | | | {total / rest:.2f}× |" if rest > 0 else "")
+        ptotal = p["user_us"] + p["sys_us"]
+        if ptotal:
+            w(f"| syncbouncer's CPU with no user-space time, over pgbouncer's | | | "
+              f"{s['sys_us'] / ptotal:.2f} |")
+            # the CPU per transaction 1.15x pgbouncer's tps leaves the pooler, all else equal
+            need = (ptotal + p["pg_us"] + p["pgbench_us"]) / 1.15 - p["pg_us"] - p["pgbench_us"]
+            w(f"| pooler CPU per transaction that 1.15× pgbouncer's tps leaves (the rest as "
+              f"measured) | {ptotal:.1f} µs | {max(need, 0):.1f} µs | {max(need, 0) / ptotal:.2f} |")
+        w("")
+
     if results["idle"]:
         w(f"### Idle clients ({results['idle'][0]['clients']:,} logged-in clients that send "
           "nothing, transaction pooling)")
@@ -1137,9 +1250,9 @@ def main():
                     help="keep the callgrind profiles in DIR (writable by postgres), for "
                          "callgrind_annotate")
     ap.add_argument("--only",
-                    default="pooling,workers,big,synced,callgrind,syscalls,idle,synclat",
+                    default="pooling,workers,big,synced,callgrind,syscalls,kernel,idle,synclat",
                     help="comma-separated parts to run (default all: pooling,workers,big,"
-                         "synced,callgrind,syscalls,idle,synclat)")
+                         "synced,callgrind,syscalls,kernel,idle,synclat)")
     ap.add_argument("--idle-clients", type=int, default=10000,
                     help="idle clients per pooler for the RSS-per-client measurement")
     ap.add_argument("--fake-nagle", dest="fake_nodelay", action="store_false",
@@ -1182,6 +1295,8 @@ def main():
             bench.run_callgrind()
         if "syscalls" in parts:
             bench.run_syscalls()
+        if "kernel" in parts:
+            bench.run_kernel()
         if "idle" in parts:
             bench.run_idle()
         if "synclat" in parts:

@@ -10,11 +10,15 @@
   GET    /v1/events              the same for events, filtered by types[]; every create, update
                                  and delete (through the API or /_records) makes one
                                  ("customer.created", ..., data.object = the object then)
+  GET    /v1/<resource>/search   Search API, the one clause metadata['k']:'v' (query=, limit=)
+                                 -> {"object": "search_result", "url", "has_more", "data",
+                                 "next_page": null}; found at once (Stripe's index lags)
 Needs "Authorization: Bearer <--token>". Every answer to an API request carries a Request-Id header
 ("req_" and 14 characters, as Stripe's), also kept in the request log. Idempotency-Key on a POST:
 a repeated key returns the
-first answer again without applying anything (400 idempotency_error when its path or parameters
-differ from the first request's). Validation: "email" must look like an address
+first answer again without applying anything, with "Idempotent-Replayed: true" (400
+idempotency_error when its path or parameters differ from the first request's). Keys are pruned
+once 24 hours old (Stripe: "at least 24 hours"): a repeat after that is a new request. Validation: "email" must look like an address
 (400 {"error": {"type": "invalid_request_error", "code": "email_invalid", "param": "email", ...}}).
 
 Control API: POST /_records {"resource": "customers", "op": "create", "fields": {...}}
@@ -25,7 +29,10 @@ Stripe, with their events); POST /_control {"delay_ms", "fail_status", "fail_cou
 to a repeat of another key already applied, which Stripe answers with its first answer),
 "in_use_count": n (the next n POSTs that carry an Idempotency-Key get Stripe's 409
 idempotency_key_in_use, as while an earlier request with the key is still running; nothing is
-applied), "hold_writes": true (every POST and DELETE waits at the gate until POST /_gate/open,
+applied), "saved_500": n (the next n POSTs that carry an Idempotency-Key get a 500 api_error
+that is saved as the key's answer and replayed to every repeat, as Stripe saves a 500 once the
+endpoint began; with "saved_500_applied": true the write is applied first), "age_keys_s": s
+(every saved key becomes s seconds older: a test's way to let a day pass), "hold_writes": true (every POST and DELETE waits at the gate until POST /_gate/open,
 then is applied as usual, also when its client has hung up meanwhile, as Stripe applies a
 request whose caller went away), "reset"},
 GET /_requests, GET /_store.
@@ -49,8 +56,9 @@ PREFIX = {"customers": ("cus_", "customer"), "products": ("prod_", "product")}
 
 class State(fake_http.State):
     knobs = ("delay_ms", "fail_status", "fail_count", "rate_limit", "drop_after_apply",
-             "after_drop_status", "in_use_count")
-    flags = ("hold_writes",)
+             "after_drop_status", "in_use_count", "saved_500")
+    flags = ("hold_writes", "saved_500_applied")
+    KEY_TTL_S = 24 * 3600
 
     def reset(self):
         super().reset()
@@ -62,6 +70,8 @@ class State(fake_http.State):
         self.dropped = False
         self.dropped_key = None
         self.in_use_count = 0
+        self.saved_500 = 0
+        self.saved_500_applied = False
         self.hold_writes = False
         self.events = []
 
@@ -69,6 +79,18 @@ class State(fake_http.State):
         super().control(c)
         if "drop_after_apply" in c:
             self.dropped = False
+        if "age_keys_s" in c:
+            for k, (status, obj, first, saved) in list(self.idem.items()):
+                self.idem[k] = (status, obj, first, saved - int(c["age_keys_s"]))
+
+    def saved_answer(self, key):
+        """The answer saved for key, or None when there is none (or it was pruned)."""
+        if key not in self.idem:
+            return None
+        if time.time() - self.idem[key][3] >= self.KEY_TTL_S:
+            del self.idem[key]
+            return None
+        return self.idem[key]
 
 
 class Handler(fake_http.Handler):
@@ -113,7 +135,7 @@ class Handler(fake_http.Handler):
                 return self.send(*self.err(429, "rate_limit_error", "Too many requests", "rate_limit"))
             # Stripe answers a key it has applied with its first answer: a 4xx failure after a
             # drop is the answer to the dropped request's own repeat or to a new request only
-            replay = method == "POST" and key and key in st.idem and key != st.dropped_key
+            replay = method == "POST" and key and st.saved_answer(key) and key != st.dropped_key
             if st.dropped and st.after_drop_status and not (
                     replay and st.after_drop_status < 500):
                 st.dropped = False
@@ -131,18 +153,31 @@ class Handler(fake_http.Handler):
                     method == "GET" and len([p for p in url.path.split("/") if p]) == 2):
                 status, obj = self.listing(url)
                 return self.send(status, obj)
-            if method == "POST" and key and key in st.idem:
-                status, obj, first = st.idem[key]
+            if method == "GET" and url.path.endswith("/search"):
+                status, obj = self.search(url)
+                return self.send(status, obj)
+            headers = {}
+            saved = method == "POST" and key and st.saved_answer(key)
+            if saved:
+                status, obj, first, _ = saved
                 if first != (url.path, form):
                     status, obj = self.err(
                         400, "idempotency_error",
                         "Keys for idempotent requests can only be used with the same parameters "
                         "they were first used with. Try using a key other than '%s' if you meant "
                         "to execute a different request." % key)
+                else:
+                    headers["Idempotent-Replayed"] = "true"
+            elif method == "POST" and key and st.saved_500 > 0:
+                st.saved_500 -= 1
+                if st.saved_500_applied:
+                    self.apply(method, url.path, form)
+                status, obj = self.err(500, "api_error", "fake failure, saved for the key")
+                st.idem[key] = (status, obj, (url.path, form), time.time())
             else:
                 status, obj = self.apply(method, url.path, form)
                 if method == "POST" and key:
-                    st.idem[key] = (status, obj, (url.path, form))
+                    st.idem[key] = (status, obj, (url.path, form), time.time())
             drop = method == "POST" and st.drop_after_apply > 0
             if drop:
                 st.drop_after_apply -= 1
@@ -150,7 +185,7 @@ class Handler(fake_http.Handler):
                 st.dropped_key = key
         if drop:
             return self.drop()
-        self.send(status, obj)
+        self.send(status, obj, headers=headers)
 
     def apply(self, method, path, form):
         st = self.server.state
@@ -240,6 +275,24 @@ class Handler(fake_http.Handler):
             has_more = len(older) > limit
         return 200, {"object": "list", "url": url.path, "has_more": has_more,
                      "data": list(reversed(page))}
+
+    def search(self, url):
+        """Stripe's Search API, for the one clause metadata['key']:'value'."""
+        st = self.server.state
+        q = urllib.parse.parse_qs(url.query)
+        query = (q.get("query") or [""])[0]
+        m = re.fullmatch(r"metadata\['([^'\[\]]+)'\]:'([^'\\]*)'", query)
+        if not m:
+            return self.err(400, "invalid_request_error",
+                            "The fake answers only metadata['key']:'value' searches: %s" % query,
+                            param="query")
+        k, v = m.groups()
+        res = url.path.split("/")[2]
+        found = [o for o in sorted(st.store.get(res, {}).values(), key=lambda o: o["id"])
+                 if o.get("metadata[%s]" % k) == v or (o.get("metadata") or {}).get(k) == v]
+        limit = int((q.get("limit") or ["10"])[0])
+        return 200, {"object": "search_result", "url": url.path, "has_more": len(found) > limit,
+                     "data": list(reversed(found))[:limit], "next_page": None}
 
     def records(self, c):
         st = self.server.state

@@ -411,6 +411,32 @@ def test_install_twice_is_idempotent(db):
     assert rows(db) == BEFORE
 
 
+def test_an_older_install_over_this_schema_fails_whole(db):
+    """What an older syncbouncer runs at its start or RELOAD (its install text: a lower version,
+    no version trigger of its own) fails whole over this schema, naming both versions, so that
+    none of its functions replace this version's; the same text at this version goes in."""
+    ours = dump("--version").strip()
+    older = str(int(ours) - 1)
+    text = dump().replace(f"values ('version', '{ours}')", f"values ('version', '{older}')")
+    text = (text[:text.index("create or replace function syncbouncer.meta_version()")]
+            + text[text.index("insert into syncbouncer.meta (key, value)"):])
+    text = text.replace("is 'syncbouncer: refuses writes", "is 'older: refuses writes")
+    assert "older: refuses" in text and f"'{older}')" in text
+    comment = "SELECT obj_description('syncbouncer.guard()'::regprocedure, 'pg_proc')"
+    with pytest.raises(errors.ObjectNotInPrerequisiteState) as exc:
+        with db.transaction():
+            db.execute(text)
+    assert exc.value.diag.message_primary == (
+        f"the syncbouncer schema in database {DB} is version {ours}, newer than this"
+        f" syncbouncer's {older}: upgrade syncbouncer")
+    assert db.execute("SELECT value FROM syncbouncer.meta WHERE key = 'version'"
+                      ).fetchall() == [(ours,)]
+    assert db.execute(comment).fetchone()[0].startswith("syncbouncer: refuses")
+    install(db)
+    db.commit()
+    assert db.execute(comment).fetchone()[0].startswith("syncbouncer: refuses")
+
+
 def test_discard_all_keeps_the_stores(db):
     db.execute("DISCARD ALL")
     with db.transaction() as tx:

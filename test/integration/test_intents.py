@@ -6,7 +6,8 @@ database commit failed) and checks what a user checks afterwards: the table equa
 records, the API holds each record once, and clients were told the truth (success, the API's
 error, or XX000 with the table, operation and keys; 40001 while a row's earlier write is not
 settled). A Stripe-shaped fake (test/fakes/fake_stripe.py) plays the API; settling repeats its
-inserts with the same Idempotency-Key and reads records by id.
+inserts with the same Idempotency-Key while Stripe keeps the key, else finds the record by the
+key it carries (Search API), and reads records by id.
 """
 
 import os
@@ -50,14 +51,14 @@ ALTER TABLE billing.customers OWNER TO app;
 """
 
 
-def config(pg, stripe, timeout=1, pgbouncer=None, deadline=None):
+def config(pg, stripe, timeout=1, pgbouncer=None, deadline=None, obj="customers"):
     return {
         "databases": {"crm": f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"},
         "apis": [f"stripe = type=stripe base_url={stripe.url} auth=bearer token=sk_test_fake "
                  f"timeout={timeout} deadline={deadline or timeout}"],
         # no sync worker: what is checked here is settling alone (and the worker's own
         # requests would take the fake's one-shot faults)
-        "synced_tables": ["crm.billing.customers = api=stripe object=customers "
+        "synced_tables": [f"crm.billing.customers = api=stripe object={obj} "
                           "sync_interval=0 backfill=off"],
         "pgbouncer": {"max_client_conn": 50, "default_pool_size": 20, **(pgbouncer or {})},
     }
@@ -514,6 +515,84 @@ def test_a_write_whose_transaction_ended_sends_its_request_no_more(pg, bouncer_f
     assert wait_settled(pg, stripe, b, timeout=20)[cid] == ("a@b.io", want)
 
 
+# ---- Stripe's idempotency keys do not last: pruned after a day, 500s saved -----------------
+
+def journal(b):
+    with admin(b) as ac:
+        cur = ac.execute("SHOW JOURNAL")
+        cols = [c.name for c in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+@pytest.mark.parametrize("obj", ["customers", "coupons"])
+def test_an_insert_older_than_stripe_keeps_its_key_is_never_sent_again(pg, bouncer_factory,
+                                                                       stripe, obj):
+    """The pooler dies after Stripe created the record, and comes back a day later: Stripe has
+    pruned the insert's idempotency key and would take a repeat for a new request. Customers are
+    found by the key the record carries (Search API); coupons cannot be searched, so the write
+    waits for the operator, saying why. Never a second record."""
+    b = start(pg, bouncer_factory, stripe, hold_ms=4000, obj=obj)
+    records = lambda: stripe.call("GET", "/_store").get(obj, {})
+    conn = crm(b)
+    t, out = in_thread(lambda: conn.execute(
+        "insert into billing.customers (email, name) values ('c@d.io', 'Cy')"))
+    wait_for(lambda: len(records()) == 1, "the API never got the insert")
+    b.proc.kill()  # before the commit: the answer is lost with the process
+    b.proc.wait()
+    b.stderr_file.close()
+    t.join(20)
+    assert "error" in out
+    # a day goes by: Stripe prunes the key, and the write's intent is a day old
+    stripe.control(age_keys_s=25 * 3600)
+    pg.sql("UPDATE syncbouncer.intent SET created = created - interval '25 hours'", dbname="crm")
+    b.start()
+    if obj == "customers":
+        settled = wait_settled(pg, stripe, b)
+        assert list(settled.values()) == [("c@d.io", "Cy")]
+        assert [r["state"] for r in journal(b)] == ["settled"]
+        assert "found by the idempotency key" in journal(b)[0]["last_error"]
+    else:
+        wait_for(lambda: [r["state"] for r in journal(b)] == ["needs operator"],
+                 "not left to the operator: %s\n%s" % (journal(b), b.log()[-3000:]))
+        assert "longer than stripe keeps idempotency keys" in journal(b)[0]["last_error"]
+        assert "JOURNAL GIVEUP" in b.log()
+        assert table(pg) == {}
+    assert len(records()) == 1  # never a second record
+    posts = [r for r in stripe.requests() if r["method"] == "POST"]
+    assert len(posts) == 1, posts
+
+
+@pytest.mark.parametrize("applied", [True, False])
+def test_an_insert_whose_500_stripe_saved_for_its_key_is_settled(pg, bouncer_factory, stripe,
+                                                                 applied):
+    """Stripe saves a 500 once the endpoint began and answers it to every repeat of the key
+    (Idempotent-Replayed: true): repeating tells nothing, so the writer stops repeating and the
+    settler looks the record up by its key (created or not) instead of repeating forever."""
+    b = start(pg, bouncer_factory, stripe)
+    stripe.control(saved_500=1, saved_500_applied=applied)
+    with crm(b) as conn:
+        with pytest.raises(psycopg.Error) as ei:
+            conn.execute("insert into billing.customers (email, name) values ('c@d.io', 'Cy')")
+    d = ei.value.diag
+    assert d.sqlstate == "58000"
+    assert "may have applied the insert" in d.message_detail
+    assert "journal entry" in d.message_detail
+    if not applied:
+        # none found proves nothing until Stripe's search index surely caught up (an hour)
+        pg.sql("UPDATE syncbouncer.intent SET created = created - interval '2 hours'",
+               dbname="crm")
+    settled = wait_settled(pg, stripe, b)
+    assert list(settled.values()) == ([("c@d.io", "Cy")] if applied else [])
+    assert len(stripe.store()) == (1 if applied else 0)
+    (row,) = journal(b)
+    assert row["state"] == "settled"
+    assert ("found by the idempotency key" if applied else "no record carries") in \
+        row["last_error"]
+    # one repeat by the writer and one by the settler got the saved 500 back; no more
+    posts = [r for r in stripe.requests() if r["method"] == "POST"]
+    assert 2 <= len(posts) <= 3 and len({r["idempotency_key"] for r in posts}) == 1, posts
+
+
 # ---- the console: SHOW JOURNAL, JOURNAL RETRY, JOURNAL GIVEUP ------------------------------
 
 def admin(b):
@@ -743,6 +822,60 @@ def test_intents_are_hidden_from_other_roles_whose_writes_still_work(pg, bouncer
         assert conn.execute(f"update billing.customers set name = 'Anne' where id = '{cid}'"
                             ).rowcount == 1
     assert wait_settled(pg, stripe, b) == {cid: ("a@b.io", "Anne")}
+
+
+# ---- two versions of the schema: never a downgrade --------------------------------------
+
+def synced_table_row(b):
+    with admin(b) as conn:
+        cur = conn.execute("SHOW SYNCED_TABLES")
+        cols = [d.name for d in cur.description]
+        (row,) = [dict(zip(cols, r)) for r in cur.fetchall()]
+    return row
+
+
+def test_a_newer_schema_is_left_alone_and_its_tables_not_served(pg, bouncer_factory, stripe):
+    """A newer syncbouncer installed its schema version over ours (a rolling upgrade, or a
+    rollback of this one): a RELOAD of this older pooler leaves that schema alone, reports the
+    table failed naming both versions, and refuses its writes with the error of a table that
+    could not be prepared. Deleting the version row (the documented rollback) lets it in again."""
+    b = start(pg, bouncer_factory, stripe)
+    ((ours,),) = pg.sql("SELECT value FROM syncbouncer.meta WHERE key = 'version'", dbname="crm")
+    newer = str(int(ours) + 1)
+    # what the newer pooler installed: its version, its own text of a function
+    marker = "begin /* version %s */ return null; end" % newer
+    pg.sql(f"UPDATE syncbouncer.meta SET value = '{newer}' WHERE key = 'version'; "
+           f"CREATE OR REPLACE FUNCTION syncbouncer.applied() RETURNS trigger "
+           f"LANGUAGE plpgsql AS '{marker}'", dbname="crm")
+    with admin(b) as conn:
+        conn.execute("RELOAD")
+    wait_for(lambda: synced_table_row(b)["state"] == "failed", "table not failed")
+    want = (f"the syncbouncer schema in database crm is version {newer}, newer than this "
+            f"syncbouncer's {ours}: upgrade syncbouncer")
+    assert synced_table_row(b)["error"] == want
+    assert want in b.log()
+    with crm(b) as conn:
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as ei:
+            conn.execute("insert into billing.customers (email) values ('a@b.io')")
+        assert want in ei.value.diag.message_primary
+    assert pg.sql("SELECT value FROM syncbouncer.meta WHERE key = 'version'",
+                  dbname="crm") == [(newer,)]
+    assert pg.sql("SELECT prosrc FROM pg_proc WHERE oid = 'syncbouncer.applied()'::regprocedure",
+                  dbname="crm") == [(marker,)]
+    assert stripe.requests() == [] and table(pg) == {}
+
+    # the rollback: the newer pooler is gone, the version row deleted by the schema's owner
+    with pg.connect(dbname="crm", user="app") as owner:
+        owner.execute("DELETE FROM syncbouncer.meta WHERE key = 'version'")
+    with admin(b) as conn:
+        conn.execute("RELOAD")
+    wait_for(lambda: synced_table_row(b)["state"] == "ready", "table not ready")
+    assert pg.sql("SELECT value FROM syncbouncer.meta WHERE key = 'version'",
+                  dbname="crm") == [(ours,)]
+    with crm(b) as conn:
+        (cid,) = conn.execute("insert into billing.customers (email) values ('a@b.io') "
+                              "returning id").fetchone()
+    assert table(pg) == {cid: ("a@b.io", None)}
 
 
 # ---- HubSpot, Airtable and REST: updates and deletes settle by reading the records ---------

@@ -56,6 +56,16 @@ def by_port(conns):
     return {local_port(c): c for c in conns}
 
 
+def one_console_per_worker(b, admins):
+    """Two of the admin connections admins, on different workers."""
+    loops = loop_of_ports(b)
+    by_loop = {}
+    for a in admins:
+        by_loop.setdefault(loops[local_port(a)], a)
+    assert len(by_loop) == 2, "the admin connections all went to one worker"
+    return list(by_loop.values())
+
+
 @pytest.mark.timeout(90)
 def test_views_metrics_and_kill_client_over_two_workers(bouncer_factory):
     mport = free_port()
@@ -185,12 +195,7 @@ def test_set_reaches_both_workers(bouncer_factory):
     b = bouncer_factory(config=two_workers())
     admins = [admin(b) for _ in range(8)]
     try:
-        loops = loop_of_ports(b)
-        by_loop = {}
-        for a in admins:
-            by_loop.setdefault(loops[local_port(a)], a)
-        assert len(by_loop) == 2, "the admin connections all went to one worker"
-        one, other = by_loop.values()
+        one, other = one_console_per_worker(b, admins)
         assert one.execute("SET server_idle_timeout = 123").statusmessage == \
             "SET server_idle_timeout=123"
         for a in (one, other):
@@ -280,12 +285,7 @@ def test_changes_at_once_on_two_workers_leave_them_on_one_configuration(bouncer_
     b = bouncer_factory(config=two_workers())
     admins = [admin(b) for _ in range(8)]
     try:
-        loops = loop_of_ports(b)
-        by_loop = {}
-        for a in admins:
-            by_loop.setdefault(loops[local_port(a)], a)
-        assert len(by_loop) == 2, "the admin connections all went to one worker"
-        one, other = by_loop.values()
+        one, other = one_console_per_worker(b, admins)
 
         def idle_timeouts():
             return [{r["key"]: r["value"] for r in rows(a, "SHOW CONFIG")}
@@ -330,12 +330,7 @@ def test_set_is_taken_by_every_worker_with_what_the_first_read(bouncer_factory, 
         f.write("host all all 127.0.0.1/32 no-such-method\n")
     admins = [admin(b) for _ in range(8)]
     try:
-        loops = loop_of_ports(b)
-        by_loop = {}
-        for a in admins:
-            by_loop.setdefault(loops[local_port(a)], a)
-        assert len(by_loop) == 2, "the admin connections all went to one worker"
-        one, other = by_loop.values()
+        one, other = one_console_per_worker(b, admins)
         # the file was good when it was checked: every worker takes it, none reads it again
         # (libpq keeps 63 bytes of a command tag: a long temporary path is cut short in it)
         assert one.execute(f"SET auth_hba_file = '{hba2}'").statusmessage == \

@@ -16,7 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+#include <unistd.h>
+
 #include <event2/event.h>
+#include <libpq-fe.h>
 
 #include "config.h"
 #include "mutation/catalog.h"
@@ -473,6 +477,276 @@ static void test_conninfo_tls(void **state)
 	finish(&r);
 }
 
+static const char contacts_ini[] = "[databases]\n"
+                                   "crm = host=127.0.0.1 port=@PORT@ user=app\n"
+                                   "[apis]\n"
+                                   "sf = type=salesforce base_url=http://127.0.0.1:1\n"
+                                   "[synced_tables]\n"
+                                   "crm.salesforce.contacts = api=sf\n";
+
+/* One run of the catalog over contacts_ini: the table's state, its error into error. */
+static enum catalog_state run_contacts(char *error, size_t size)
+{
+	struct run r;
+	struct catalog_table *t;
+	enum catalog_state state;
+
+	start(&r, contacts_ini, NULL);
+	run_loop(&r, 20);
+	assert_int_equal(r.done_calls, 1);
+	t = find(&r, "crm", "salesforce", "contacts");
+	state = t->state;
+	snprintf(error, size, "%s", t->error);
+	finish(&r);
+	return state;
+}
+
+static void test_version_parse(void **state)
+{
+	static const struct {
+		const char *text;
+		bool ok;
+		long value;
+	} cases[] = {
+	        {"10", true, 10},
+	        {"9", true, 9},
+	        {"0", true, 0},
+	        {"007", true, 7},
+	        {"999999999", true, 999999999},
+	        {"1000000000", false, 0},
+	        {"", false, 0},
+	        {"10a", false, 0},
+	        {" 10", false, 0},
+	        {"-1", false, 0},
+	        {"1.5", false, 0},
+	        {"x", false, 0},
+	};
+	long v;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		v = -42;
+		assert_int_equal(catalog_version_parse(cases[i].text, &v), cases[i].ok);
+		assert_int_equal(v, cases[i].ok ? cases[i].value : -42);
+	}
+	assert_false(catalog_version_parse(NULL, &v));
+	assert_true(catalog_version_parse(catalog_schema_version(), &v));
+	assert_true(v >= 10);
+}
+
+/*
+ * A newer schema (a newer syncbouncer serves the database) is left as it is: the table fails
+ * naming both versions, nothing is installed; an older one is upgraded; a version that is not a
+ * number is an error naming it. An install that would lower the version (an older pooler's, or
+ * ours after a newer one got in between) fails whole, and deleting the version row lets the
+ * installed version go back.
+ */
+static void test_newer_schema_is_never_replaced(void **state)
+{
+	char error[256], v[256], want[256], newer[32], older[32], sql[256];
+	long ours;
+
+	(void)state;
+	NEED_PG();
+	assert_true(catalog_version_parse(catalog_schema_version(), &ours));
+	snprintf(newer, sizeof(newer), "%ld", ours + 1);
+	snprintf(older, sizeof(older), "%ld", ours - 1);
+	assert_true(pg_server_exec(&pg, "crm", "drop schema if exists syncbouncer cascade"));
+	assert_int_equal(run_contacts(error, sizeof(error)), CAT_READY);
+
+	/* what a newer pooler installed: its version, and a function of its own */
+	snprintf(sql, sizeof(sql), "update syncbouncer.meta set value = '%s' where key = 'version'",
+	         newer);
+	assert_true(pg_server_exec(&pg, "crm", sql));
+	assert_true(pg_server_exec(&pg, "crm",
+	                           "create or replace function syncbouncer.applied() returns"
+	                           " trigger language plpgsql as"
+	                           " 'begin /* newer */ return null; end'"));
+	assert_true(pg_server_exec(&pg, "crm",
+	                           "drop trigger syncbouncer_guard_applied on"
+	                           " salesforce.contacts"));
+	assert_int_equal(run_contacts(error, sizeof(error)), CAT_FAILED);
+	snprintf(want, sizeof(want),
+	         "the syncbouncer schema in database crm is version %s, newer than this"
+	         " syncbouncer's %ld: upgrade syncbouncer",
+	         newer, ours);
+	assert_string_equal(error, want);
+	assert_true(
+	        pg_server_value(&pg, "crm", "select value from syncbouncer.meta", v, sizeof(v)));
+	assert_string_equal(v, newer);
+	assert_true(pg_server_value(&pg, "crm",
+	                            "select prosrc from pg_proc where oid ="
+	                            " 'syncbouncer.applied()'::regprocedure",
+	                            v, sizeof(v)));
+	assert_string_equal(v, "begin /* newer */ return null; end");
+	/* nor were the table's triggers touched */
+	assert_true(pg_server_value(&pg, "crm",
+	                            "select count(*) from pg_trigger where tgrelid ="
+	                            " 'salesforce.contacts'::regclass and tgname like"
+	                            " 'syncbouncer%'",
+	                            v, sizeof(v)));
+	assert_string_equal(v, "2");
+
+	/* our install text run anyway (a newer pooler installed after our check): all undone */
+	assert_false(pg_server_exec(&pg, "crm", catalog_schema_sql()));
+	assert_true(
+	        pg_server_value(&pg, "crm", "select value from syncbouncer.meta", v, sizeof(v)));
+	assert_string_equal(v, newer);
+	assert_true(pg_server_value(&pg, "crm",
+	                            "select prosrc from pg_proc where oid ="
+	                            " 'syncbouncer.applied()'::regprocedure",
+	                            v, sizeof(v)));
+	assert_string_equal(v, "begin /* newer */ return null; end");
+
+	/* not a number: named, left alone */
+	assert_true(pg_server_exec(&pg, "crm",
+	                           "update syncbouncer.meta set value = '11-beta' where key ="
+	                           " 'version'"));
+	assert_int_equal(run_contacts(error, sizeof(error)), CAT_FAILED);
+	assert_string_equal(error, "the syncbouncer schema in database crm records version"
+	                           " \"11-beta\", which is not a number: it is left as it is (if"
+	                           " it is damaged, delete the version row: see"
+	                           " doc/synced-tables.md)");
+	assert_true(
+	        pg_server_value(&pg, "crm", "select value from syncbouncer.meta", v, sizeof(v)));
+	assert_string_equal(v, "11-beta");
+
+	/* the rollback: with the version row gone, ours goes in */
+	assert_true(
+	        pg_server_exec(&pg, "crm", "delete from syncbouncer.meta where key = 'version'"));
+	assert_int_equal(run_contacts(error, sizeof(error)), CAT_READY);
+	assert_true(
+	        pg_server_value(&pg, "crm", "select value from syncbouncer.meta", v, sizeof(v)));
+	assert_string_equal(v, catalog_schema_version());
+	assert_true(pg_server_value(&pg, "crm",
+	                            "select count(*) from pg_trigger where tgrelid ="
+	                            " 'salesforce.contacts'::regclass and tgname like"
+	                            " 'syncbouncer%'",
+	                            v, sizeof(v)));
+	assert_string_equal(v, "3");
+
+	/* an older version is upgraded */
+	assert_true(
+	        pg_server_exec(&pg, "crm", "delete from syncbouncer.meta where key = 'version'"));
+	snprintf(sql, sizeof(sql), "insert into syncbouncer.meta values ('version', '%s')", older);
+	assert_true(pg_server_exec(&pg, "crm", sql));
+	assert_int_equal(run_contacts(error, sizeof(error)), CAT_READY);
+	assert_true(
+	        pg_server_value(&pg, "crm", "select value from syncbouncer.meta", v, sizeof(v)));
+	assert_string_equal(v, catalog_schema_version());
+	assert_true(pg_server_value(&pg, "crm",
+	                            "select prosrc not like '%newer%' from pg_proc where oid ="
+	                            " 'syncbouncer.applied()'::regprocedure",
+	                            v, sizeof(v)));
+	assert_string_equal(v, "t");
+}
+
+static void count_done(void *arg, struct catalog *cat)
+{
+	(void)cat;
+	(*(int *)arg)++;
+}
+
+/*
+ * Two catalogs (two poolers of one version) started together while a transaction of ours holds
+ * the lock that `hold` takes, released once both wait for it (`waiting` counts the waiters);
+ * both must end with the table ready.
+ */
+static void two_at_once(const char *hold, const char *waiting)
+{
+	struct event_base *base;
+	struct config *cfg;
+	struct catalog *cat[2];
+	char ci[128], v[64];
+	PGconn *holder;
+	PGresult *res;
+	int done = 0;
+	time_t deadline = time(NULL) + 20;
+
+	snprintf(ci, sizeof(ci), "host=127.0.0.1 port=%d dbname=crm user=postgres", pg.port);
+	holder = PQconnectdb(ci);
+	assert_int_equal(PQstatus(holder), CONNECTION_OK);
+	res = PQexec(holder, "begin");
+	assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+	PQclear(res);
+	res = PQexec(holder, hold);
+	assert_true(PQresultStatus(res) == PGRES_TUPLES_OK ||
+	            PQresultStatus(res) == PGRES_COMMAND_OK);
+	PQclear(res);
+
+	base = event_base_new();
+	assert_non_null(base);
+	cfg = load_ini(contacts_ini);
+	cat[0] = catalog_create(base, cfg, NULL, count_done, &done);
+	cat[1] = catalog_create(base, cfg, NULL, count_done, &done);
+	assert_non_null(cat[0]);
+	assert_non_null(cat[1]);
+	for (;;) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		assert_true(pg_server_value(&pg, "crm", waiting, v, sizeof(v)));
+		if (strcmp(v, "2") == 0)
+			break;
+		assert_true(time(NULL) < deadline);
+		usleep(10000);
+	}
+	res = PQexec(holder, "commit");
+	assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+	PQclear(res);
+	PQfinish(holder);
+	while (done < 2 && time(NULL) < deadline)
+		event_base_loop(base, EVLOOP_ONCE);
+	assert_int_equal(done, 2);
+	for (int i = 0; i < 2; i++) {
+		struct catalog_table *t = catalog_find(cat[i], "crm", "salesforce", "contacts");
+
+		assert_non_null(t);
+		assert_string_equal(t->error, "");
+		assert_int_equal(t->state, CAT_READY);
+		catalog_free(cat[i]);
+	}
+	config_free(cfg);
+	event_base_free(base);
+	assert_true(pg_server_value(&pg, "crm",
+	                            "select count(*) from pg_trigger where tgrelid ="
+	                            " 'salesforce.contacts'::regclass and tgname like"
+	                            " 'syncbouncer%'",
+	                            v, sizeof(v)));
+	assert_string_equal(v, "3");
+	assert_true(
+	        pg_server_value(&pg, "crm", "select value from syncbouncer.meta", v, sizeof(v)));
+	assert_string_equal(v, catalog_schema_version());
+}
+
+/*
+ * Two poolers of the same version starting together both find the schema missing and both
+ * install it: one after the other (the install's advisory lock), the second finding the
+ * first's objects. Then, the schema in place, both find the triggers missing and both install
+ * them: one after the other (the table's lock), the second replacing the first's. Nothing fails.
+ */
+static void test_two_installs_at_once_both_succeed(void **state)
+{
+	const char *sql = catalog_schema_sql(), *end = strstr(sql, ";\n");
+	char lock[128];
+
+	(void)state;
+	NEED_PG();
+	/* the install's first statement takes its lock: the same, in a transaction of ours */
+	assert_non_null(end);
+	assert_true((size_t)(end - sql) < sizeof(lock));
+	assert_non_null(strstr(sql, "pg_advisory_xact_lock("));
+	snprintf(lock, sizeof(lock), "%.*s", (int)(end - sql), sql);
+	assert_true(pg_server_exec(&pg, "crm", "drop schema if exists syncbouncer cascade"));
+	two_at_once(lock,
+	            "select count(*) from pg_locks where locktype = 'advisory' and not granted");
+	assert_true(
+	        pg_server_exec(&pg, "crm",
+	                       "drop trigger syncbouncer_guard on salesforce.contacts;"
+	                       " drop trigger syncbouncer_guard_applied on salesforce.contacts"));
+	two_at_once("lock table salesforce.contacts in access exclusive mode",
+	            "select count(*) from pg_locks where relation = 'salesforce.contacts'::regclass"
+	            " and not granted");
+}
+
 static void test_no_synced_tables(void **state)
 {
 	struct run r;
@@ -517,6 +791,9 @@ int main(void)
 	        cmocka_unit_test(test_second_run_finds_everything_in_place),
 	        cmocka_unit_test(test_failed_table_retried_until_ready),
 	        cmocka_unit_test(test_user_from_synced_table_line),
+	        cmocka_unit_test(test_version_parse),
+	        cmocka_unit_test(test_newer_schema_is_never_replaced),
+	        cmocka_unit_test(test_two_installs_at_once_both_succeed),
 	        cmocka_unit_test(test_conninfo),
 	        cmocka_unit_test(test_conninfo_tls),
 	};

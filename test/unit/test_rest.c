@@ -331,24 +331,41 @@ static void test_stripe_build(void **state)
 	assert_int_equal(spec.method, HTTP_POST);
 	assert_string_equal(spec.url, "https://api.stripe.com/v1/customers");
 	assert_string_equal(spec.content_type, "application/x-www-form-urlencoded");
-	assert_string_equal(spec.body, "name=Jenny%20Rosen&email=jenny%2Bx%40example.com&"
-	                               "metadata%5Bplan%5D=gold&tax_exempt=false");
 	assert_int_equal(strlen(spec.idempotency_key), 32);
+	/* the key goes into the record too, where a search finds it once Stripe forgot the key */
+	snprintf(e, sizeof(e),
+	         "name=Jenny%%20Rosen&email=jenny%%2Bx%%40example.com&metadata%%5Bplan%%5D=gold&"
+	         "tax_exempt=false&metadata%%5Bsyncbouncer_key%%5D=%s",
+	         spec.idempotency_key);
+	assert_string_equal(spec.body, e);
 	/* every statement gets its own key */
 	assert_true(connector_build_request(c, &t, API_OP_INSERT, &row, 1, &spec2, &err));
 	assert_string_not_equal(spec.idempotency_key, spec2.idempotency_key);
+	api_http_spec_free(&spec2);
+	/* a repeat with the first request's key is the same request, byte for byte */
+	assert_true(connector_build_request_keyed(c, &t, API_OP_INSERT, &row, 1,
+	                                          spec.idempotency_key, &spec2, &err));
+	assert_string_equal(spec2.idempotency_key, spec.idempotency_key);
+	assert_string_equal(spec2.body, spec.body);
 	api_http_spec_free(&spec);
 	api_http_spec_free(&spec2);
+	assert_int_equal(connector_key_window_s(c), 23 * 3600);
+	assert_true(connector_can_find_key(c, &t));
 
 	row = (struct api_row){.old_image = {old_img, 3}, .new_image = {new_img, 3}};
 	assert_true(connector_build_request(c, &t, API_OP_UPDATE, &row, 1, &spec, &err));
 	assert_int_equal(spec.method, HTTP_POST);
 	assert_string_equal(spec.url, "https://api.stripe.com/v1/customers/cus_1");
-	assert_string_equal(spec.body, "phone="); /* cleared */
+	assert_string_equal(spec.body, "phone="); /* cleared, and no key in an update */
 	api_http_spec_free(&spec);
 	assert_true(connector_build_request(c, &t, API_OP_DELETE, &row, 1, &spec, &err));
 	assert_int_equal(spec.method, HTTP_DELETE);
 	assert_null(spec.body);
+	assert_string_equal(spec.idempotency_key, "");
+	api_http_spec_free(&spec);
+	/* nor when the caller chose one: Stripe takes keys on POSTs only */
+	assert_true(
+	        connector_build_request_keyed(c, &t, API_OP_DELETE, &row, 1, "k1", &spec, &err));
 	assert_string_equal(spec.idempotency_key, "");
 	api_http_spec_free(&spec);
 	api_table_free(&t);
@@ -556,6 +573,75 @@ static void test_body_over_cap_is_too_large(void **state)
 	free(text);
 }
 
+/*
+ * Finding an insert's record by the key it carries (Search API), for the resources Search
+ * covers; others get no key in their records and cannot be found so.
+ */
+static void test_stripe_find_key(void **state)
+{
+	static const char none[] = "{\"object\":\"search_result\",\"url\":\"/v1/customers/search\","
+	                           "\"has_more\":false,\"data\":[],\"next_page\":null}";
+	static const char one[] =
+	        "{\"object\":\"search_result\",\"has_more\":false,\"next_page\":null,\"data\":"
+	        "[{\"id\":\"cus_1\",\"object\":\"customer\",\"email\":\"a@b.io\","
+	        "\"metadata\":{\"syncbouncer_key\":\"k1\"}}]}";
+	static const char two[] = "{\"object\":\"search_result\",\"data\":[{\"id\":\"cus_2\"},"
+	                          "{\"id\":\"cus_1\"}]}";
+	static const struct api_value img[] = {{"email", "a@b.io", API_VALUE_TEXT}};
+	struct cf_kv tkv[] = {{"object", "customers"}};
+	struct cf_kv ckv[] = {{"object", "coupons"}};
+	struct api_row row = {.new_image = {img, 1}};
+	struct connector *c = stripe();
+	struct http_response resp = {0};
+	struct api_http_spec spec;
+	struct api_result res;
+	struct api_error err;
+	struct api_table t, ct;
+	char e[256];
+
+	(void)state;
+	assert_true(api_table_init(&t, "stripe.customers", tkv, 1, e, sizeof(e)));
+	assert_true(api_table_init(&ct, "stripe.coupons", ckv, 1, e, sizeof(e)));
+	assert_true(connector_build_find_key(c, &t, "0123abcdef", &spec, &err));
+	assert_int_equal(spec.method, HTTP_GET);
+	assert_string_equal(spec.url, "https://api.stripe.com/v1/customers/search?query=metadata"
+	                              "%5B%27syncbouncer_key%27%5D%3A%270123abcdef%27&limit=10");
+	api_http_spec_free(&spec);
+	/* a key that could break out of the query's quotes is never sent */
+	assert_false(connector_build_find_key(c, &t, "x' OR email:'y", &spec, &err));
+	assert_int_equal(err.cls, API_ERR_VALIDATION);
+
+	assert_false(connector_can_find_key(c, &ct));
+	assert_false(connector_build_find_key(c, &ct, "0123abcdef", &spec, &err));
+	assert_true(connector_build_request(c, &ct, API_OP_INSERT, &row, 1, &spec, &err));
+	assert_string_equal(spec.body, "email=a%40b.io");
+	api_http_spec_free(&spec);
+
+	resp.outcome = HTTP_OUTCOME_ANSWER;
+	resp.status = 200;
+	resp.body = one;
+	resp.body_len = strlen(one);
+	connector_parse_find_key(c, &t, "k1", &resp, &res);
+	assert_true(res.ok);
+	assert_string_equal(res.rows[0].id, "cus_1");
+	api_result_free(&res);
+	resp.body = none;
+	resp.body_len = strlen(none);
+	connector_parse_find_key(c, &t, "k1", &resp, &res);
+	assert_int_equal(res.error.cls, API_ERR_NOT_FOUND);
+	api_result_free(&res);
+	/* two records with one key: never a guess which is the write's */
+	resp.body = two;
+	resp.body_len = strlen(two);
+	connector_parse_find_key(c, &t, "k1", &resp, &res);
+	assert_int_equal(res.error.cls, API_ERR_BAD_ANSWER);
+	assert_non_null(strstr(res.error.message, "cus_2, cus_1"));
+	api_result_free(&res);
+	api_table_free(&t);
+	api_table_free(&ct);
+	connector_free(c);
+}
+
 static void test_stripe_parse(void **state)
 {
 	struct cf_kv tkv[] = {{"object", "customers"}, {"columns", "plan:metadata[plan]"}};
@@ -621,6 +707,30 @@ static void test_stripe_parse(void **state)
 	assert_int_equal(res.error.cls, API_ERR_UNKNOWN_OUTCOME);
 	assert_false(res.error.nothing_written);
 	api_result_free(&res);
+
+	/* a 500 may have written; the same 500 again under the key is Stripe's saved answer */
+	{
+		static const char api_error[] =
+		        "{\"error\": {\"type\": \"api_error\", \"message\": \"Something went wrong\"}}";
+		struct http_header replayed = {"idempotent-replayed", "true"};
+		resp.status = 500;
+		resp.body = (char *)api_error;
+		resp.body_len = strlen(api_error);
+		connector_parse_response(c, &t, API_OP_INSERT, &row, 1, &resp, &res);
+		assert_int_equal(res.error.cls, API_ERR_SERVER);
+		assert_false(res.error.nothing_written);
+		assert_false(res.error.replayed);
+		api_result_free(&res);
+		resp.headers = &replayed;
+		resp.nheaders = 1;
+		connector_parse_response(c, &t, API_OP_INSERT, &row, 1, &resp, &res);
+		assert_int_equal(res.error.cls, API_ERR_SERVER);
+		assert_false(res.error.nothing_written);
+		assert_true(res.error.replayed);
+		api_result_free(&res);
+		resp.headers = NULL;
+		resp.nheaders = 0;
+	}
 
 	resp.status = 404;
 	resp.body = body = fixture("stripe_error_missing.json", &len);
@@ -1185,11 +1295,12 @@ static void test_e2e_stripe(void **state)
 	p = strstr(store, "\"idempotency_key\": \"");
 	assert_non_null(p);
 	{
-		char key[40];
+		char key[80];
 		int same = 0;
 
-		memcpy(key, p + 20, 32);
-		key[32] = '\0';
+		/* (the key is in each request's form too, kept in the record's metadata) */
+		memcpy(key, p, 20 + 32 + 1);
+		key[20 + 32 + 1] = '\0';
 		for (p = store; (p = strstr(p, key)) != NULL; p++)
 			same++;
 		assert_int_equal(same, 2);
@@ -1514,6 +1625,7 @@ int main(void)
 	        cmocka_unit_test(test_errors),
 	        cmocka_unit_test(test_stripe_build),
 	        cmocka_unit_test(test_stripe_parse),
+	        cmocka_unit_test(test_stripe_find_key),
 	        cmocka_unit_test(test_stripe_read),
 	        cmocka_unit_test(test_hubspot),
 	        cmocka_unit_test(test_airtable),
