@@ -40,8 +40,9 @@ Control API for tests:
                   n sObject Collections writes, then drops their connections unanswered (the
                   API changed, its answer lost); unreachable_ms: the port refuses connections
                   for that long (nothing can be sent).
-  GET  /_requests the log of received API requests (token and data calls; "time" it arrived,
-                  and for writes "done", when the answer went out)
+  GET  /_requests the log of received API requests (token and data calls; "time" it arrived:
+                  its request line was read, its headers not parsed yet; and for writes
+                  "done", when the answer's last write began: the API's own time is done - time)
   GET  /_store    the records, {"Contact": {"003...": {...}}}
                   query_delay_ms: a query's answer waits that long after its snapshot was
                   taken; write_delay_ms: sObject Collections calls wait that long before they
@@ -183,7 +184,7 @@ class Handler(fake_http.Handler):
         entry = {"method": method, "path": path, "query": url.query,
                  "authorization": self.headers.get("Authorization"),
                  "content_type": self.headers.get("Content-Type"),
-                 "time": time.time()}
+                 "time": self.arrived}
         try:
             entry["body"] = json.loads(body) if body and not path.endswith("/token") else body.decode("utf-8", "replace")
         except ValueError:
@@ -220,10 +221,12 @@ class Handler(fake_http.Handler):
                 self.swallow = st.drop_after_apply > 0
                 if self.swallow:
                     st.drop_after_apply -= 1
+                self.answered = None
                 answer = self.collections(method, query, body, limit_hdr,
                                           upsert.groups() if upsert else None)
                 self.swallow = False
-                entry["done"] = time.time()  # when the answer went out
+                # when the answer's last write began (a swallowed one: when it was dropped)
+                entry["done"] = self.answered or time.time()
                 return answer
             if rest in ("query", "queryAll") and method == "GET":
                 return self.soql(m.group(1), (query.get("q") or [""])[0], rest == "queryAll",
