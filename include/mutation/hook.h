@@ -58,6 +58,11 @@ struct mut_client {
 	 */
 	struct list cat_wait;
 	bool cat_waiting;
+	/*
+	 * A CancelRequest came while the query was held: the held message, shown again, is
+	 * dropped without running and answered 57014 (an extended batch then skips to its Sync).
+	 */
+	bool held_cancelled;
 };
 
 /* The client's hook state, made when it has none; NULL when out of memory. */
@@ -95,7 +100,10 @@ bool hook_begin_mutation(struct synced *sy, struct conn *c, const struct stmt_cl
 /* The core's hook (bouncer.h struct query_hook): inspect and client_closed. */
 enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt *pkt);
 void hook_client_closed(void *ctx, struct conn *c);
-/* A CancelRequest for c: its write in flight is cancelled (true), or none runs (false). */
+/*
+ * A CancelRequest for c: its write in flight is cancelled, or its message held for the catalog
+ * or a RELOAD is dropped (true); or nothing of the hook runs (false).
+ */
 bool hook_cancel(void *ctx, struct conn *c);
 
 #endif

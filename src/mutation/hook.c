@@ -157,7 +157,7 @@ void mc_release_if_idle(struct conn *c)
 {
 	struct mut_client *mc = c->hook_state;
 
-	if (mc == NULL || mc->m != NULL || mc->cat_waiting || mc->answered ||
+	if (mc == NULL || mc->m != NULL || mc->cat_waiting || mc->held_cancelled || mc->answered ||
 	    mc->ext.phase != EXT_NONE || ps_own_count(c) > 0 || mc->multi != NULL ||
 	    mc->mixed != NULL || mc->path_session_set || mc->path_local_set || mc->describe != NULL)
 		return;
@@ -419,6 +419,41 @@ static enum hook_verdict inspect_query(struct synced *sy, struct conn *c,
 	return HOOK_PAUSE;
 }
 
+/*
+ * The message that was held when its client's CancelRequest came, shown again: it does not run.
+ * PostgreSQL's answer to a statement cancelled before it ends: 57014, then ReadyForQuery (a
+ * transaction block is aborted: the error is raised on the client's server); in an extended
+ * batch the error skips the rest up to Sync, whose ReadyForQuery ends the batch.
+ */
+static enum hook_verdict drop_cancelled(struct conn *c, struct mut_client *mc,
+                                        const struct sbuf_pkt *pkt)
+{
+	static const char msg[] = "canceling statement due to user request";
+
+	if (pkt->too_big) {
+		/* refused by the core as too big: it does not run either */
+		mc->held_cancelled = false;
+		mc_release_if_idle(c);
+		return HOOK_WAIT;
+	}
+	if (!pkt->complete)
+		return HOOK_WAIT;
+	/* the answers to what the client sent before come first */
+	if (!client_server_idle(c))
+		return HOOK_WAIT_IDLE;
+	mc->held_cancelled = false;
+	slog_debug(c, "held %c message cancelled", pkt->type);
+	if (pkt->type == PQMSG_QUERY) {
+		answer_now(c, "57014", msg, NULL, NULL, NULL);
+		mc_release_if_idle(c);
+		return HOOK_CONSUME;
+	}
+	ext_begin(c, mc);
+	if (mc->ext.phase != EXT_SKIPPING)
+		answer_now(c, "57014", msg, NULL, NULL, NULL); /* and skip to Sync */
+	return HOOK_CONSUME;
+}
+
 enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt *pkt)
 {
 	struct synced *sy = ctx;
@@ -428,6 +463,8 @@ enum hook_verdict hook_inspect(void *ctx, struct conn *c, const struct sbuf_pkt 
 	if (mc != NULL) {
 		if (mc->m != NULL || mc->describe != NULL || mc->cat_waiting)
 			return HOOK_PAUSE;
+		if (mc->held_cancelled)
+			return drop_cancelled(c, mc, pkt);
 		if (mc->mixed != NULL)
 			return mixed_step(sy, c, mc);
 		if (mc->answered) {
@@ -518,6 +555,17 @@ bool hook_cancel(void *ctx, struct conn *c)
 	struct mut_client *mc = c->hook_state;
 
 	(void)ctx;
+	if (mc != NULL && mc->cat_waiting) {
+		/*
+		 * Held for the catalog or a RELOAD: it has not started, so it does not run. The
+		 * client's server is idle; the held message is dropped once shown again.
+		 */
+		list_del(&mc->cat_wait);
+		mc->cat_waiting = false;
+		mc->held_cancelled = true;
+		client_resume(c);
+		return true;
+	}
 	if (mc == NULL || mc->m == NULL)
 		return false; /* nothing of ours runs: the client's server gets it */
 	mutation_cancel(mc->m);

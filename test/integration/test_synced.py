@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from conftest import IS_PGBOUNCER, FakeServer, wait_synced_ready
+from pgwire import parse_error_fields
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="synced tables exist only in syncbouncer")
 
@@ -909,6 +910,107 @@ def test_reload_takes_effect_while_writes_keep_coming(synced, pg):
         assert sorted(r[0] for r in a.execute("SHOW APIS").fetchall()) == ["other", "salesforce"]
     assert sorted(r["LastName"] for r in fake.store().values()) == ["first", "second", "third"]
     assert sorted(r[2] for r in db_rows(pg)) == ["first", "second", "third"]
+
+
+def check_held_writes_are_cancelled(b, pg):
+    """A write the pooler holds for a RELOAD (which waits for a write in flight at the fake's
+    gate) is cancelled by its client's CancelRequest as PostgreSQL cancels a statement: 57014,
+    it never runs (nothing reaches the API, the table is unchanged) and the connection goes on.
+    Once with the extended protocol as psycopg sends it, once with a simple Query, once in a
+    batch whose ordinary insert reached the server before the write was held: the error skips
+    the rest of the batch to its Sync and rolls the insert back, as PostgreSQL does."""
+    fake = b.fake
+    pg.sql("CREATE TABLE IF NOT EXISTS plain_t (v int); ALTER TABLE plain_t OWNER TO app; "
+           "TRUNCATE plain_t", dbname="crm")
+    held_line = "new writes wait until the RELOAD is applied"
+    insert = "insert into salesforce.contacts (last_name) values (%s)"
+    wire_insert = "insert into salesforce.contacts (last_name) values ($1)"
+    w = wire_login(b)
+    with b.connect(dbname="pgbouncer", user="postgres", password="postgres",
+                   autocommit=True) as a, crm(b) as conn:
+        for i, kind in enumerate(("extended", "simple", "batch")):
+            fake.call("POST", "/_gate/close", {})
+            fake.control(hold_writes=True)
+            results = {}
+
+            def cursor():
+                return psycopg.ClientCursor(conn) if kind == "simple" else conn.cursor()
+
+            def write(name, cur_of=None):
+                try:
+                    if cur_of is None:
+                        with crm(b) as other:
+                            other.execute(insert, (name,))
+                    else:
+                        with cur_of() as cur:
+                            cur.execute(insert, (name,))
+                    results[name] = "ok"
+                except psycopg.errors.QueryCanceled as e:
+                    results[name] = e
+                except Exception as e:  # noqa: BLE001
+                    results[name] = repr(e)
+
+            first = threading.Thread(target=write, args=(f"first {i}",))
+            first.start()
+            deadline = time.monotonic() + 20
+            while fake.call("GET", "/_gate/held")["held"] < 1:
+                assert time.monotonic() < deadline, "the first write never reached the API"
+                time.sleep(0.05)
+            assert a.execute("RELOAD").statusmessage == "RELOAD"
+            if kind == "batch":
+                send_all(w, msg_parse("", "insert into plain_t values (1)"), msg_bind("", []),
+                         msg_execute(), msg_parse("", wire_insert),
+                         msg_bind("", [f"cancelled {i}"]), msg_execute(), (b"S", b""))
+            else:
+                held = threading.Thread(target=write, args=(f"cancelled {i}", cursor))
+                held.start()
+            while b.log().count(held_line) < i + 1:
+                assert time.monotonic() < deadline, "the write was not held:\n" + b.log()
+                time.sleep(0.05)
+            if kind == "batch":
+                w.cancel()
+                answers = []
+                while not answers or answers[-1][0] != "Z":
+                    answers.append(w.read_msg())
+                # the insert's answers, then the cancel's error; the rest skipped to Sync
+                assert "".join(k for k, _ in answers) == "12CEZ", answers
+                assert parse_error_fields(answers[3][1])["C"] == "57014"
+                assert bytes(answers[4][1]) == b"I"
+            else:
+                conn.cancel()
+                held.join(20)
+                assert not held.is_alive(), "the cancelled write is still waiting"
+                e = results[f"cancelled {i}"]
+                assert isinstance(e, psycopg.errors.QueryCanceled), e
+                assert e.sqlstate == "57014"
+                assert e.diag.message_primary == "canceling statement due to user request"
+                assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            # nothing of it reached the API: only the first write is at the gate
+            assert fake.call("GET", "/_gate/held")["held"] == 1
+            fake.call("POST", "/_gate/open", {})
+            first.join(30)
+            assert results[f"first {i}"] == "ok"
+            fake.control(hold_writes=False)
+            # the same connection goes on: its next write runs with the new set-up
+            if kind == "batch":
+                send_all(w, msg_parse("", wire_insert), msg_bind("", [f"after {i}"]),
+                         msg_execute(), (b"S", b""))
+                assert answer_kinds(w) == "12CZ"
+            else:
+                with cursor() as cur:
+                    cur.execute(insert, (f"after {i}",))
+                    assert cur.statusmessage == "INSERT 0 1"
+    w.close()
+    expected = sorted(f"{n} {i}" for n in ("after", "first") for i in range(3))
+    assert sorted(r["LastName"] for r in fake.store().values()) == expected
+    assert sorted(r[2] for r in db_rows(pg)) == expected
+    assert pg.sql("SELECT count(*) FROM plain_t", dbname="crm")[0][0] == 0
+
+
+def test_a_write_held_for_a_reload_is_cancelled(pg, bouncer_factory, fake_sf):
+    # the first write waits at the gate for the whole test: no API timeout ends it meanwhile
+    b = start_synced(pg, bouncer_factory, fake_sf, api_timeout=30)
+    check_held_writes_are_cancelled(b, pg)
 
 
 # ---- the extended protocol message by message, as drivers other than psycopg send it

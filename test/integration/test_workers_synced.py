@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from conftest import IS_PGBOUNCER, make_tempdir, wait_synced_ready
-from test_synced import TABLE_DDL, FakeSalesforce, db_rows
+from test_synced import TABLE_DDL, FakeSalesforce, check_held_writes_are_cancelled, db_rows
 from test_sync import sync_now
 from test_workers import watched_client_sockets
 
@@ -32,7 +32,7 @@ def fake_sf():
     f.stop()
 
 
-def start(pg, bouncer_factory, fake, synced=True, pgbouncer=None):
+def start(pg, bouncer_factory, fake, synced=True, pgbouncer=None, api_timeout=5):
     """workers = 2, crm.salesforce.contacts synced to the fake (unless synced is false: the API
     only), and crm_direct: the same PostgreSQL database under a name without synced tables."""
     pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE", dbname="crm")
@@ -43,7 +43,8 @@ def start(pg, bouncer_factory, fake, synced=True, pgbouncer=None):
     server = f"host=127.0.0.1 port={pg.port} dbname=crm user=app password=secret"
     api = (f"salesforce = type=salesforce base_url={fake.url} api_version=v59.0 auth=oauth2 "
            f"token_url={fake.url}/services/oauth2/token client_id=test-client-id "
-           f"client_secret=test-client-secret refresh_token=test-refresh-token timeout=5")
+           f"client_secret=test-client-secret refresh_token=test-refresh-token "
+           f"timeout={api_timeout}")
     config = {
         "databases": {"crm": server, "crm_direct": server},
         "apis": [api],
@@ -364,3 +365,9 @@ def test_a_write_just_after_a_reload_waits_for_its_table(pg, bouncer_factory, fa
     finally:
         for c in conns + [a]:
             c.close()
+
+
+def test_a_write_held_for_a_reload_is_cancelled_from_either_worker(pg, bouncer_factory, fake_sf):
+    """The CancelRequest reaches whichever worker the kernel gives it to; the held write's
+    client lives on the first one: the cancel finds it there and drops the held write."""
+    check_held_writes_are_cancelled(start(pg, bouncer_factory, fake_sf, api_timeout=30), pg)

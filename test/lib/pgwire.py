@@ -46,6 +46,7 @@ class WireClient:
             # Must be set before connect so the window advertised to the peer stays small.
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
+        self.address = (family, host, port, timeout)
         if family == socket.AF_UNIX:
             self.sock.connect(f"{host}/.s.PGSQL.{port}")
         else:
@@ -54,6 +55,7 @@ class WireClient:
         self.pos = 0
         self.auth_requests = []
         self.params = {}
+        self.backend_key = None  # BackendKeyData's process id and secret key, 8 bytes
 
     def close(self):
         try:
@@ -61,6 +63,15 @@ class WireClient:
         except OSError:
             pass
         self.sock.close()
+
+    def cancel(self):
+        """Sends a CancelRequest with this connection's key, on a connection of its own."""
+        family, host, port, timeout = self.address
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(f"{host}/.s.PGSQL.{port}" if family == socket.AF_UNIX else (host, port))
+            s.sendall(struct.pack("!II", 16, 80877102) + self.backend_key)
+            s.recv(1)  # the pooler closes it, answering nothing
 
     def send(self, kind, body=b""):
         self.sock.sendall(kind + struct.pack("!I", len(body) + 4) + body)
@@ -133,7 +144,7 @@ class WireClient:
                 name, value = msg[:-1].split(b"\0", 1)
                 self.params[name.decode()] = value.decode()
             elif kind == "K":
-                continue
+                self.backend_key = bytes(msg[:8])
             elif kind == "Z":
                 return None
             elif kind == "N":
