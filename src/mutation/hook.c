@@ -558,7 +558,8 @@ bool hook_cancel(void *ctx, struct conn *c)
 	if (mc != NULL && mc->cat_waiting) {
 		/*
 		 * Held for the catalog or a RELOAD: it has not started, so it does not run. The
-		 * client's server is idle; the held message is dropped once shown again.
+		 * held message is dropped once shown again (after the server's answers to what the
+		 * client sent before it, if any).
 		 */
 		list_del(&mc->cat_wait);
 		mc->cat_waiting = false;
