@@ -916,8 +916,8 @@ def check_held_writes_are_cancelled(b, pg):
     """A write the pooler holds for a RELOAD (which waits for a write in flight at the fake's
     gate) is cancelled by its client's CancelRequest as PostgreSQL cancels a statement: 57014,
     it never runs (nothing reaches the API, the table is unchanged) and the connection goes on.
-    Once with the extended protocol as psycopg sends it, once with a simple Query, once in a
-    batch whose ordinary insert reached the server before the write was held: the error skips
+    Once with the extended protocol as psycopg sends it (Parse first; then only Bind, of a
+    statement it prepared before), once with a simple Query, once in a batch whose ordinary insert reached the server before the write was held: the error skips
     the rest of the batch to its Sync and rolls the insert back, as PostgreSQL does."""
     fake = b.fake
     pg.sql("CREATE TABLE IF NOT EXISTS plain_t (v int); ALTER TABLE plain_t OWNER TO app; "
@@ -928,7 +928,7 @@ def check_held_writes_are_cancelled(b, pg):
     w = wire_login(b)
     with b.connect(dbname="pgbouncer", user="postgres", password="postgres",
                    autocommit=True) as a, crm(b) as conn:
-        for i, kind in enumerate(("extended", "simple", "batch")):
+        for i, kind in enumerate(("extended", "prepared", "simple", "batch")):
             fake.call("POST", "/_gate/close", {})
             fake.control(hold_writes=True)
             results = {}
@@ -943,7 +943,7 @@ def check_held_writes_are_cancelled(b, pg):
                             other.execute(insert, (name,))
                     else:
                         with cur_of() as cur:
-                            cur.execute(insert, (name,))
+                            cur.execute(insert, (name,), prepare=kind == "prepared")
                     results[name] = "ok"
                 except psycopg.errors.QueryCanceled as e:
                     results[name] = e
@@ -998,10 +998,11 @@ def check_held_writes_are_cancelled(b, pg):
                 assert answer_kinds(w) == "12CZ"
             else:
                 with cursor() as cur:
-                    cur.execute(insert, (f"after {i}",))
+                    # prepared, as the next round's write is
+                    cur.execute(insert, (f"after {i}",), prepare=kind == "extended" or None)
                     assert cur.statusmessage == "INSERT 0 1"
     w.close()
-    expected = sorted(f"{n} {i}" for n in ("after", "first") for i in range(3))
+    expected = sorted(f"{n} {i}" for n in ("after", "first") for i in range(4))
     assert sorted(r["LastName"] for r in fake.store().values()) == expected
     assert sorted(r[2] for r in db_rows(pg)) == expected
     assert pg.sql("SELECT count(*) FROM plain_t", dbname="crm")[0][0] == 0
