@@ -140,6 +140,62 @@ def test_delete_of_a_record_the_api_no_longer_has_removes_the_row(bouncer_factor
     assert [r["path"] for r in deletes] == [path]
 
 
+def sf_three_records(pg, fake_sf):
+    """Three Contacts at the fake and their rows in the table; the first is then deleted at
+    Salesforce by someone else."""
+    ids = fake_sf.call("POST", "/_records", {"object": "Contact", "op": "create", "count": 3,
+                                             "fields": {"LastName": "L{n}"}})["ids"]
+    pg.sql("SELECT set_config('syncbouncer.mode', 'sync', false);"
+           "INSERT INTO salesforce.contacts (id, last_name) VALUES "
+           + ", ".join(f"('{i}', 'L{n}')" for n, i in enumerate(ids)), dbname="crm")
+    fake_sf.call("POST", "/_records", {"object": "Contact", "op": "delete", "id": ids[0]})
+    return ids
+
+
+def sf_deletes(fake_sf):
+    return [r["query"] for r in fake_sf.requests() if r["method"] == "DELETE"]
+
+
+@pytest.mark.timeout(60)
+def test_delete_of_rows_one_of_whose_records_is_gone_deletes_them_all(bouncer_factory, pg,
+                                                                       fake_sf):
+    """allOrNone refuses the whole batch for the gone record: the delete is sent again without
+    it, and the statement deletes every row it names, nothing else."""
+    b = start_salesforce(pg, bouncer_factory, fake_sf.url,
+                         f"{fake_sf.url}/services/oauth2/token", "test-client-secret")
+    gone, other, kept = sf_three_records(pg, fake_sf)
+    with crm(b) as conn:
+        cur = conn.execute("delete from salesforce.contacts where id in (%s, %s) returning id",
+                           (gone, other))
+        assert cur.statusmessage == "DELETE 2"
+        assert sorted(cur.fetchall()) == sorted([(gone,), (other,)])
+        assert conn.execute("select id from salesforce.contacts").fetchall() == [(kept,)]
+    assert list(fake_sf.store()["Contact"]) == [kept]
+    sent = sf_deletes(fake_sf)
+    assert len(sent) == 2 and gone in sent[0] and other in sent[0]
+    assert other in sent[1] and gone not in sent[1] and "allOrNone=true" in sent[1]
+
+
+@pytest.mark.timeout(60)
+def test_delete_refused_for_another_record_still_fails_and_deletes_nothing(bouncer_factory, pg,
+                                                                           fake_sf):
+    """A gone record is dropped from the delete only when nothing else is refused: a record
+    Salesforce will not delete fails the statement, with its own error, and no row goes."""
+    b = start_salesforce(pg, bouncer_factory, fake_sf.url,
+                         f"{fake_sf.url}/services/oauth2/token", "test-client-secret")
+    gone, refused, kept = sf_three_records(pg, fake_sf)
+    fake_sf.call("POST", "/_control", {"refuse_delete": refused})
+    with crm(b) as conn:
+        with pytest.raises(psycopg.Error) as ei:
+            conn.execute("delete from salesforce.contacts where id in (%s, %s)", (gone, refused))
+        assert "associated with the following cases" in (ei.value.diag.message_primary or "") \
+            + (ei.value.diag.message_detail or "")
+        assert sorted(conn.execute("select id from salesforce.contacts").fetchall()) == \
+            sorted([(gone,), (refused,), (kept,)])
+    assert sorted(fake_sf.store()["Contact"]) == sorted([refused, kept])
+    assert len(sf_deletes(fake_sf)) == 1
+
+
 @pytest.mark.timeout(60)
 def test_an_update_that_changes_nothing_sends_no_request(bouncer_factory, pg, fake_sf):
     b = start_salesforce(pg, bouncer_factory, fake_sf.url, f"{fake_sf.url}/services/oauth2/token",

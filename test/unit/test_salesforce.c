@@ -475,6 +475,48 @@ static void test_parse_delete(void **state)
 	parse_fixture("sf_delete_deleted.json", 200, NULL, API_OP_DELETE, rows, 1, &res);
 	assert_int_equal(res.error.cls, API_ERR_NOT_FOUND);
 	assert_string_equal(res.error.code, "ENTITY_IS_DELETED");
+	assert_non_null(res.gone);
+	assert_true(res.gone[0]);
+	api_result_free(&res);
+}
+
+/* allOrNone refused a delete: the rows whose records are gone, and only when nothing else is. */
+static void test_parse_delete_with_gone_records(void **state)
+{
+	static const struct api_value a[] = {{"id", "0038b00002gszToAAI", API_VALUE_TEXT}};
+	static const struct api_value b[] = {{"id", "0038b00002gszTpAAI", API_VALUE_TEXT}};
+	static const struct api_value c[] = {{"id", "0038b00002gszTqAAI", API_VALUE_TEXT}};
+	struct api_row rows[3] = {{.old_image = {a, 1}}, {.old_image = {b, 1}},
+	                          {.old_image = {c, 1}}};
+	struct api_result res;
+
+	parse_fixture("sf_delete_some_gone.json", 200, NULL, API_OP_DELETE, rows, 3, &res);
+	assert_false(res.ok);
+	assert_true(res.error.nothing_written);
+	assert_int_equal(res.error.cls, API_ERR_NOT_FOUND);
+	assert_int_equal(res.error.row, 1);
+	assert_non_null(res.gone);
+	assert_false(res.gone[0]);
+	assert_true(res.gone[1]);
+	assert_false(res.gone[2]);
+	api_result_free(&res);
+	assert_null(res.gone);
+
+	/* another record refused: that is the error, and no row counts as gone */
+	parse_fixture("sf_delete_gone_and_refused.json", 200, NULL, API_OP_DELETE, rows, 3, &res);
+	assert_false(res.ok);
+	assert_true(res.error.nothing_written);
+	assert_null(res.gone);
+	assert_string_equal(res.error.code, "DELETE_FAILED");
+	assert_int_equal(res.error.row, 1);
+	assert_non_null(strstr(res.error.message, "associated with the following cases"));
+	api_result_free(&res);
+
+	/* an update of a deleted record is refused as before: nothing is gone for an update */
+	parse_fixture("sf_delete_some_gone.json", 200, NULL, API_OP_UPDATE, rows, 3, &res);
+	assert_false(res.ok);
+	assert_null(res.gone);
+	assert_string_equal(res.error.code, "ENTITY_IS_DELETED");
 	api_result_free(&res);
 }
 
@@ -1260,6 +1302,7 @@ int main(void)
 	        cmocka_unit_test(test_parse_record_errors),
 	        cmocka_unit_test(test_parse_request_errors),
 	        cmocka_unit_test(test_parse_delete),
+	        cmocka_unit_test(test_parse_delete_with_gone_records),
 	        cmocka_unit_test(test_read_by_id),
 	        cmocka_unit_test(test_external_id),
 	        cmocka_unit_test(test_parse_huge_and_non_answers),
