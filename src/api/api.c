@@ -4,7 +4,9 @@
  * A call moves: AUTH (waiting for a token) → SENT (one HTTP request in flight) → done, with
  * two ways back to AUTH: a refused token (once, after invalidating it) and a rate limit whose
  * wait fits before the deadline (WAITING on the call's timer). A retry happens only when the
- * answer guarantees nothing was written. The request body is built once and reused.
+ * answer guarantees nothing was written. The request body is built once and reused, except
+ * for a delete refused only because some of its records are gone: it is built again without
+ * them and sent in the same call (api_call_drop_gone()).
  *
  * Invariants: a call is on api->calls until its callback runs or it is cancelled; at any time
  * at most one of http_req / auth_wait / the timer is pending; callbacks come from the loop.
