@@ -807,6 +807,67 @@ static void test_e2e_insert_then_delete(void **state)
 	api_result_free(&d.res);
 }
 
+/*
+ * A delete of three records, the middle one deleted at Salesforce meanwhile: allOrNone refuses
+ * the batch, the call sends it again without that record, and answers one result per row in
+ * row order. A refusal for another cause is the call's answer, nothing sent again.
+ */
+static void test_e2e_delete_with_a_gone_record(void **state)
+{
+	const struct api_row three[3] = {{.new_image = {jessica, 3}}, {.new_image = {jessica, 3}},
+	                                 {.new_image = {jessica, 3}}};
+	struct outcome o = {0}, d = {0}, r = {0};
+	struct api_value ids[3][1];
+	struct api_row drows[3];
+	struct api_stats st;
+	char *store, ctl[160];
+	int i;
+
+	assert_non_null(api_submit(X.api, &contacts, API_OP_INSERT, three, 3, on_api_done, &o));
+	run_until(1, 5000);
+	assert_true(o.res.ok);
+	for (i = 0; i < 3; i++) {
+		ids[i][0] = (struct api_value){"id", o.res.rows[i].id, API_VALUE_TEXT};
+		drows[i] = (struct api_row){.old_image = {ids[i], 1}};
+	}
+	snprintf(ctl, sizeof(ctl), "{\"object\":\"Contact\",\"op\":\"delete\",\"id\":\"%s\"}",
+	         o.res.rows[1].id);
+	free(fake_call(HTTP_POST, "/_records", ctl));
+
+	/* the third is refused for a cause of its own: that is the answer, no second request */
+	snprintf(ctl, sizeof(ctl), "{\"refuse_delete\":\"%s\"}", o.res.rows[2].id);
+	fake_control(ctl);
+	assert_non_null(api_submit(X.api, &contacts, API_OP_DELETE, drows, 3, on_api_done, &r));
+	run_until(2, 5000);
+	assert_false(r.res.ok);
+	assert_string_equal(r.res.error.code, "DELETE_FAILED");
+	assert_int_equal(r.res.error.row, 2);
+	assert_true(r.res.error.nothing_written);
+	assert_int_equal(fake_count("/services/data/v59.0/composite/sobjects"), 2);
+
+	fake_control("{\"refuse_delete\":\"\"}");
+	assert_non_null(api_submit(X.api, &contacts, API_OP_DELETE, drows, 3, on_api_done, &d));
+	run_until(3, 5000);
+	if (!d.res.ok)
+		fail_msg("%s", d.res.error.message);
+	assert_int_equal(d.res.nrows, 3);
+	for (i = 0; i < 3; i++)
+		assert_string_equal(d.res.rows[i].id, o.res.rows[i].id);
+	/* insert, refused delete, refused delete, the delete without the gone record */
+	assert_int_equal(fake_count("/services/data/v59.0/composite/sobjects"), 4);
+	api_get_stats(X.api, &st);
+	assert_int_equal(st.calls, 3);
+	assert_int_equal(st.requests, 4);
+	assert_int_equal(st.errors, 1);
+	store = fake_call(HTTP_GET, "/_store", NULL);
+	for (i = 0; i < 3; i++)
+		assert_null(strstr(store, o.res.rows[i].id));
+	free(store);
+	api_result_free(&o.res);
+	api_result_free(&r.res);
+	api_result_free(&d.res);
+}
+
 static void test_e2e_single_flight_refresh(void **state)
 {
 	struct outcome o[5];
@@ -1310,6 +1371,8 @@ int main(void)
 	};
 	const struct CMUnitTest e2e[] = {
 	        cmocka_unit_test_setup_teardown(test_e2e_insert_then_delete, e2e_setup,
+	                                        e2e_teardown),
+	        cmocka_unit_test_setup_teardown(test_e2e_delete_with_a_gone_record, e2e_setup,
 	                                        e2e_teardown),
 	        cmocka_unit_test_setup_teardown(test_e2e_single_flight_refresh, e2e_setup,
 	                                        e2e_teardown),
