@@ -197,6 +197,34 @@ def test_delete_refused_for_another_record_still_fails_and_deletes_nothing(bounc
 
 
 @pytest.mark.timeout(60)
+def test_database_refusing_the_write_connection_says_nothing_was_written(bouncer_factory, pg,
+                                                                         fake_sf):
+    """The write's own database connection is opened before anything goes to the API: when the
+    database refuses it, the 58000 says nothing was written, so the client may retry."""
+    b = start_salesforce(pg, bouncer_factory, fake_sf.url,
+                         f"{fake_sf.url}/services/oauth2/token", "test-client-secret")
+    with crm(b) as conn:
+        conn.execute("select 1")  # the client's own server connection is open (session pool)
+        pg.sql("ALTER ROLE app CONNECTION LIMIT 0")  # no new one: the write's is refused
+        try:
+            with pytest.raises(psycopg.Error) as ei:
+                conn.execute("insert into salesforce.contacts (last_name) values ('Atreides')")
+        finally:
+            pg.sql("ALTER ROLE app CONNECTION LIMIT -1")
+        diag = ei.value.diag
+        assert (diag.sqlstate, diag.message_primary) == \
+            ("58000", "could not connect to the database for a synced-table write")
+        assert "too many connections" in diag.message_detail
+        assert diag.message_detail.endswith("Nothing was written to salesforce.")
+        assert all("/composite/sobjects" not in r["path"] for r in fake_sf.requests())
+        # and so it was: the same statement again goes through once the database takes it
+        cur = conn.execute("insert into salesforce.contacts (last_name) values ('Atreides') "
+                           "returning id")
+        (new_id,) = cur.fetchone()
+    assert list(fake_sf.store()["Contact"]) == [new_id]
+
+
+@pytest.mark.timeout(60)
 def test_an_update_that_changes_nothing_sends_no_request(bouncer_factory, pg, fake_sf):
     b = start_salesforce(pg, bouncer_factory, fake_sf.url, f"{fake_sf.url}/services/oauth2/token",
                          "test-client-secret")
