@@ -95,6 +95,27 @@ bool pgc_send_named(struct pgc *pc, const char *name, const char *sql, int npara
         __attribute__((warn_unused_result));
 
 /*
+ * The unnamed statement's generation on this connection: it changes with every query queued
+ * that parses into the unnamed statement (pgc_query(), pgc_send(), a prepare of ""), in the
+ * order the server will see them, and no other connection of the thread ever has the same one
+ * (0: nothing parsed yet). Read it right after queueing a pgc_send() to name that statement for
+ * pgc_send_again().
+ */
+uint64_t pgc_unnamed_serial(const struct pgc *pc);
+
+/*
+ * As pgc_send() of sql, for a statement that runs again in the same session: when serial is
+ * still pgc_unnamed_serial() (nothing queued since has replaced the unnamed statement that
+ * pgc_send() of the same sql left), only its Bind and Execute go, with these parameters (the
+ * types are the ones it was parsed with), so that the server parses and analyses it once; else
+ * the whole statement goes, as pgc_send(). Same rules and return value as pgc_send().
+ */
+bool pgc_send_again(struct pgc *pc, uint64_t serial, const char *sql, int nparams, const Oid *types,
+                    const char *const *values, const int *lengths, const int *formats,
+                    int result_format, bool sync, pgc_result_cb cb, void *arg)
+        __attribute__((warn_unused_result));
+
+/*
  * Queues the preparation of sql as statement name ("" the unnamed one) with ntypes declared
  * parameter types (0 = unspecified: the server infers them), as Parse does; cb gets the result.
  * Same rules and return value as pgc_query().

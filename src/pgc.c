@@ -95,6 +95,8 @@ struct pgc {
 	/* the names pgc_send_named() has sent a Parse of (and not seen fail) on this connection */
 	char **named;
 	int nnamed;
+	/* bumped by every query queued that Parses into the unnamed statement (pgc_send_again()) */
+	uint64_t unnamed_serial;
 };
 
 /* pgc_send_named()'s statements of one connection: a handful, looked up by name. */
@@ -806,6 +808,16 @@ fail:
 /* Appends q to pc's queue, sent now when pc is ready. */
 static void pgc_enqueue(struct pgc *pc, struct pgc_query *q)
 {
+	/*
+	 * The queue's order is the wire's: what the unnamed statement is when q is parsed. Serials
+	 * come from one counter of the thread, so that no two connections of it ever hand out the
+	 * same one: a serial taken on one connection never matches another's.
+	 */
+	static _Thread_local uint64_t serials;
+
+	if ((q->kind == PGC_Q_RUN && !q->named) ||
+	    (q->kind == PGC_Q_PREPARE && (q->name == NULL || q->name[0] == '\0')))
+		pc->unnamed_serial = ++serials;
 	if (pc->tail)
 		pc->tail->next = q;
 	else
@@ -947,6 +959,34 @@ fail:
 	pgc_query_free(prep);
 	pgc_query_free(run);
 	return false;
+}
+
+uint64_t pgc_unnamed_serial(const struct pgc *pc)
+{
+	return pc ? pc->unnamed_serial : 0;
+}
+
+bool pgc_send_again(struct pgc *pc, uint64_t serial, const char *sql, int nparams, const Oid *types,
+                    const char *const *values, const int *lengths, const int *formats,
+                    int result_format, bool sync, pgc_result_cb cb, void *arg)
+{
+	struct pgc_query *q;
+
+	if (!pc || serial != pc->unnamed_serial)
+		return pgc_send(pc, sql, nparams, types, values, lengths, formats, result_format,
+		                sync, cb, arg);
+	q = pgc_query_new(pc, sql, nparams, types, values, lengths, formats, result_format, cb,
+	                  arg);
+	if (!q || !(q->name = strdup(""))) {
+		pgc_query_free(q);
+		return false;
+	}
+	q->simple = false;
+	q->pipelined = true;
+	q->named = true; /* a Bind of the unnamed statement: "" */
+	q->sync = sync;
+	pgc_enqueue(pc, q);
+	return true;
 }
 
 /* Queues a prepare (kind PGC_Q_PREPARE: sql, ntypes types) or a describe of name. */

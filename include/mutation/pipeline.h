@@ -148,8 +148,10 @@ struct mutation {
 	uint64_t started;
 	char *sql;
 	struct mconn *conn;
-	PGresult *first;  /* the capture run's result: its columns describe RETURNING */
-	PGresult *result; /* the apply run's result */
+	bool stmt_sent;       /* sql went to conn: parsed there as its unnamed statement */
+	uint64_t stmt_serial; /* pgc_unnamed_serial() of conn once it did (pgc_send_again()) */
+	PGresult *first;      /* the capture run's result: its columns describe RETURNING */
+	PGresult *result;     /* the apply run's result */
 	struct captured *rows;
 	int nrows;
 	struct api_row *api_rows;

@@ -193,10 +193,11 @@ void intent_write(struct mutation *m)
 	snprintf(owner, sizeof(owner), "%s pid %d", host, (int)getpid());
 	params[8] = owner;
 	m->intent_started = bouncer_now_usec();
-	if (!pgc_query(m->iconn->pc,
-	               "CALL syncbouncer.intent_record($1::int8, $2::oid, $3, $4::\"char\", $5, "
-	               "$6::jsonb, $7::jsonb, $8, $9)",
-	               9, NULL, params, NULL, NULL, 0, on_intent_written, m)) {
+	/* the same text at every write: parsed once per connection (the request waits for it) */
+	if (!pgc_send_named(m->iconn->pc, "sb_intent",
+	                    "CALL syncbouncer.intent_record($1::int8, $2::oid, $3, $4::\"char\", "
+	                    "$5, $6::jsonb, $7::jsonb, $8, $9)",
+	                    9, params, true, on_intent_written, m)) {
 		mconn_free(m->iconn);
 		m->iconn = NULL;
 		mutation_set_error(m, "58000",

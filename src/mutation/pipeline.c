@@ -19,7 +19,9 @@
  * statement. PostgreSQL evaluates the statement every time: the proxy never re-implements SQL.
  * The pipeline's own statements whose text is the same at every write (the images, the
  * savepoint and modes, the confirmed rows, apply_end, COMMIT) are named statements, parsed and
- * planned once per database connection (pgc_send_named()).
+ * planned once per database connection (pgc_send_named()); the client's statement is parsed
+ * once per write, by the capture run, and bound again for the check and the apply run
+ * (pgc_send_again(): the apply run's flight, the one after the API's answer, parses nothing).
  *
  * Invariants: a client has at most one mutation in flight, and its relay is paused meanwhile;
  * every mutation ends with COMMIT or ROLLBACK on its connection (a connection whose outcome is
@@ -262,14 +264,35 @@ static bool send_named(struct mutation *m, const char *name, const char *sql, in
 	return pgc_send_named(m->conn->pc, name, sql, n, values, sync, cb, m);
 }
 
-/* The client's statement, in a flight: its own parameters when it came by Bind. */
+/*
+ * The client's statement, in a flight: its own parameters when it came by Bind. It runs three
+ * times on the write's connection (capture, check, apply); the first run parses it as the
+ * connection's unnamed statement, and the later ones bind that statement again as long as
+ * nothing parsed in between (the lookup of rows skipped by ON CONFLICT DO NOTHING does), so
+ * PostgreSQL parses and analyses it once per write, and the flight after the API's answer
+ * carries no parse of it at all.
+ */
 static bool send_stmt(struct mutation *m, bool sync, pgc_result_cb cb)
 {
-	if (!m->extended)
-		return send_sql(m, m->sql, sync, cb);
-	return pgc_send(m->conn->pc, m->sql, m->nparams, m->nparams ? m->types : NULL,
-	                (const char *const *)m->values, m->lengths, m->formats, m->result_format,
-	                sync, cb, m);
+	struct pgc *pc = m->conn->pc;
+	int n = m->extended ? m->nparams : 0;
+	bool ok;
+
+	if (m->stmt_sent)
+		ok = pgc_send_again(pc, m->stmt_serial, m->sql, n, n ? m->types : NULL,
+		                    n ? (const char *const *)m->values : NULL,
+		                    n ? m->lengths : NULL, n ? m->formats : NULL,
+		                    m->extended ? m->result_format : 0, sync, cb, m);
+	else
+		ok = pgc_send(pc, m->sql, n, n ? m->types : NULL,
+		              n ? (const char *const *)m->values : NULL, n ? m->lengths : NULL,
+		              n ? m->formats : NULL, m->extended ? m->result_format : 0, sync, cb,
+		              m);
+	if (ok) {
+		m->stmt_sent = true;
+		m->stmt_serial = pgc_unnamed_serial(pc);
+	}
+	return ok;
 }
 
 /* Keeps the database's first error message, for the log and for a failed commit's detail. */

@@ -1296,10 +1296,14 @@ static bool settle_sync_pass_hook(struct settle *s)
 
 /*
  * The intent cannot be settled by asking the API: the sync worker's next pass will bring the
- * table to the API's state (outcome), or, without one, it waits for it (why, and e is marked).
+ * table to the API's state (outcome). A table without one has nothing that will: the intent
+ * stays, e is marked, and its error (why) says what a person can do — give the table a sync
+ * worker (RELOAD), or check the API by hand and JOURNAL GIVEUP.
  */
 static void leave_to_sync(struct settle *s, struct entry *e, const char *outcome, const char *why)
 {
+	char full[512];
+
 	if (settle_sync_pass_hook(s)) {
 		s->outcome = outcome;
 		finish_cur(s);
@@ -1307,7 +1311,12 @@ static void leave_to_sync(struct settle *s, struct entry *e, const char *outcome
 	}
 	if (e != NULL)
 		e->waits_sync = true;
-	cur_fail(s, why);
+	snprintf(full, sizeof(full),
+	         "%s, and table %s.%s has no sync worker (sync_interval=0, or its sync is off): "
+	         "give it a sync_interval, or check %s by hand, then JOURNAL GIVEUP",
+	         why, s->t.ct != NULL ? s->t.ct->schema : "?", s->t.ct != NULL ? s->t.ct->table : "?",
+	         s->t.api != NULL ? api_name(s->t.api) : "the API");
+	cur_fail(s, full);
 }
 
 /*
@@ -1413,7 +1422,7 @@ static void on_claimed(void *arg, struct pgc *pc, PGresult *res, const char *err
 		}
 		if (!api_can_read(s->t.api)) {
 			leave_to_sync(s, e, "the API cannot read by id: left to the sync worker's next pass",
-			              "the API cannot read records by id: waiting for the sync worker");
+			              "the API cannot read records by id");
 			return;
 		}
 		s->outcome = "the table has the API's current state of the records";
@@ -1430,7 +1439,7 @@ static void on_claimed(void *arg, struct pgc *pc, PGresult *res, const char *err
 		}
 		if (!api_can_read(s->t.api)) {
 			leave_to_sync(s, e, "the API cannot read by id: left to the sync worker's next pass",
-			              "the API cannot read records by id: waiting for the sync worker");
+			              "the API cannot read records by id");
 			return;
 		}
 		s->outcome =
@@ -1454,8 +1463,7 @@ static void on_claimed(void *arg, struct pgc *pc, PGresult *res, const char *err
 	if (keyed_insert(s, e))
 		return;
 	leave_to_sync(s, e, "left to the sync worker's next pass",
-	              "the API gives no way to find the created record: waiting for the sync "
-	              "worker's next pass");
+	              "the API gives no way to find the created record");
 }
 
 /*

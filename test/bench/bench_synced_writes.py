@@ -11,8 +11,10 @@ at once and after --delays milliseconds (its `delay_ms` knob):
 1. Latency, one client (pgbench -c 1 with a per-transaction log): --writes single-row INSERTs
    and as many single-row UPDATEs of the synced table `salesforce.contacts` through syncbouncer,
    then the same statements on an ordinary table of the same shape straight on PostgreSQL. The
-   fake logs when each write request arrived and when its answer went out: that is the API's own
-   time for that write. For write i, added_i = latency_i - api_i - median(direct); the report
+   fake logs when each write request arrived (its request line read, before the fake parses its
+   headers and body) and when the last write of its answer began: that is the API's own time for
+   that write (the fake's delay as it really slept, and its own work; the loopback transfer and
+   the wake-ups of its thread, some 30-70 µs, stay on syncbouncer's side). For write i, added_i = latency_i - api_i - median(direct); the report
    gives added at p50 and p99 (the target: at most 2 ms and 5 ms), beside the parts. With a
    delay, a second baseline: the same direct write from a client made by hand over the
    protocol, sent back to back and then each after the client slept as long as the fake's

@@ -175,6 +175,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         super().finish()
 
     # ---- plumbing ----
+    def parse_request(self):
+        # the request's arrival, as the API would count its own time: its first line is in,
+        # the headers and the body not read or parsed yet
+        self.arrived = time.time()
+        return super().parse_request()
+
     def read_body(self):
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n > 0 else b""
@@ -194,8 +200,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
+        if not body:
+            self.answered = time.time()  # the answer's last write starts
         self.end_headers()
         if body:
+            self.answered = time.time()
             self.wfile.write(body)
 
     def drop(self):

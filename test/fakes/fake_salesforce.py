@@ -10,7 +10,8 @@ Serves what syncbouncer's Salesforce connector uses:
                                                      records on an external id field: a record
                                                      whose field holds the value is updated,
                                                      else one is created; each result says
-                                                     "created"
+                                                     "created"; a value given twice fails
+                                                     (DUPLICATE_VALUE)
   GET    /services/data/vNN.N/sobjects/<Type>/<id>   read one record
   GET    /services/data/vNN.N/sobjects/<Type>/<ExtIdField>/<value>   the record whose
                                                      external id is value (404 none, 300 with
@@ -35,10 +36,13 @@ Control API for tests:
                   "retry_after": 1, "down": true, "down_count": 1, "unreachable_ms": 2000,
                   "expires_in": 3600, "reset": true}
                   down: requests are read, then the connection is dropped unanswered
-                  (outcome unknown); unreachable_ms: the port refuses connections for that
-                  long (nothing can be sent).
-  GET  /_requests the log of received API requests (token and data calls; "time" it arrived,
-                  and for writes "done", when the answer went out)
+                  (outcome unknown, nothing applied); "drop_after_apply": n applies the next
+                  n sObject Collections writes, then drops their connections unanswered (the
+                  API changed, its answer lost); unreachable_ms: the port refuses connections
+                  for that long (nothing can be sent).
+  GET  /_requests the log of received API requests (token and data calls; "time" it arrived:
+                  its request line was read, its headers not parsed yet; and for writes
+                  "done", when the answer's last write began: the API's own time is done - time)
   GET  /_store    the records, {"Contact": {"003...": {...}}}
                   query_delay_ms: a query's answer waits that long after its snapshot was
                   taken; write_delay_ms: sObject Collections calls wait that long before they
@@ -102,7 +106,7 @@ def id18(id15):
 class State(fake_http.State):
     knobs = ("delay_ms", "fail_status", "fail_count", "rate_limit", "rate_limit_status",
              "retry_after", "down_count", "expires_in", "query_batch", "query_delay_ms",
-             "write_delay_ms")
+             "write_delay_ms", "drop_after_apply")
     flags = ("down", "hold_writes")
     texts = ("query_answer", "refuse_delete")
 
@@ -122,6 +126,7 @@ class State(fake_http.State):
         self.query_delay_ms = 0
         self.refuse_delete = ""
         self.write_delay_ms = 0
+        self.drop_after_apply = 0
         self.hold_writes = False
         self.query_answer = ""
 
@@ -165,6 +170,14 @@ class Handler(fake_http.Handler):
     content_type = "application/json;charset=UTF-8"
     name = "fake_salesforce"
 
+    swallow = False  # drop_after_apply: the write's answer is not sent
+
+    def send(self, *args, **kwargs):
+        if self.swallow:
+            self.swallow = False
+            return self.drop()
+        return super().send(*args, **kwargs)
+
     def sf_error(self, status, code, message, headers=None):
         self.send(status, [{"message": message, "errorCode": code}], headers=headers)
 
@@ -174,7 +187,7 @@ class Handler(fake_http.Handler):
         entry = {"method": method, "path": path, "query": url.query,
                  "authorization": self.headers.get("Authorization"),
                  "content_type": self.headers.get("Content-Type"),
-                 "time": time.time()}
+                 "time": self.arrived}
         try:
             entry["body"] = json.loads(body) if body and not path.endswith("/token") else body.decode("utf-8", "replace")
         except ValueError:
@@ -208,9 +221,15 @@ class Handler(fake_http.Handler):
                     st.unlocked_sleep(st.write_delay_ms)
                 if st.hold_writes:
                     self.hold_at_gate()
+                self.swallow = st.drop_after_apply > 0
+                if self.swallow:
+                    st.drop_after_apply -= 1
+                self.answered = None
                 answer = self.collections(method, query, body, limit_hdr,
                                           upsert.groups() if upsert else None)
-                entry["done"] = time.time()  # when the answer went out
+                self.swallow = False
+                # when the answer's last write began (a swallowed one: when it was dropped)
+                entry["done"] = self.answered or time.time()
                 return answer
             if rest in ("query", "queryAll") and method == "GET":
                 return self.soql(m.group(1), (query.get("q") or [""])[0], rest == "queryAll",
@@ -318,6 +337,11 @@ class Handler(fake_http.Handler):
             return self.sf_error(400, "EXCEEDED_ID_LIMIT", "record limit reached. cannot submit more than 200 records into this call")
         all_or_none = bool(doc.get("allOrNone"))
         errs, ids, images, created = [], [], [], []
+        if upsert is not None:
+            # a key given twice in one upsert matches neither: both fail (Salesforce's
+            # DUPLICATE_VALUE "Duplicate external id specified")
+            keys = [rec.get(upsert[1]) for rec in records]
+            twice = {k for k in keys if k is not None and keys.count(k) > 1}
         for rec in records:
             sobject = (rec.get("attributes") or {}).get("type")
             fields = {k: v for k, v in rec.items() if k not in ("attributes", "id", "Id")}
@@ -335,6 +359,12 @@ class Handler(fake_http.Handler):
                     errs.append({"statusCode": "DUPLICATE_EXTERNAL_ID" if len(same) > 1
                                  else "MISSING_ARGUMENT",
                                  "message": "upsert on %s: no single record" % ufield,
+                                 "fields": [ufield]})
+                    ids.append(None), images.append(None), created.append(False)
+                    continue
+                if value in twice:
+                    errs.append({"statusCode": "DUPLICATE_VALUE",
+                                 "message": "Duplicate external id specified: %s" % value,
                                  "fields": [ufield]})
                     ids.append(None), images.append(None), created.append(False)
                     continue

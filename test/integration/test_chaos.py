@@ -78,16 +78,27 @@ class Client(threading.Thread):
                 continue
             except psycopg.errors.InternalError_ as e:
                 return "unknown", e
-            except psycopg.OperationalError as e:
-                # the process died under us: we do not know what happened
-                self.told["conn"] += 1
-                self.conn = None
-                return "unknown", e
             except psycopg.Error as e:
+                # (58000 is an OperationalError to psycopg: the connection's state says which)
+                if self.conn.closed:
+                    # the process died under us: we do not know what happened
+                    self.told["conn"] += 1
+                    self.conn = None
+                    return "unknown", e
                 if e.sqlstate in ("58000",):
-                    # 5xx: "may have applied" unless it said nothing was written
+                    # 5xx: "may have applied" unless it said nothing was written. A client
+                    # pauses before its next write, as one would (while PostgreSQL restarts
+                    # these come at once, and would eat the run's writes)
+                    time.sleep(0.1)
                     if e.diag.message_detail and "Nothing was written" in e.diag.message_detail:
                         return "rejected", e
+                    return "unknown", e
+                if isinstance(e, psycopg.OperationalError):
+                    # a connection left open is closed here, never dropped: a pooler stops on
+                    # SIGTERM only once its clients are gone
+                    self.told["conn"] += 1
+                    self.conn.close()
+                    self.conn = None
                     return "unknown", e
                 return "rejected", e
         return "rejected", None
@@ -200,7 +211,7 @@ class SalesforceSide:
                   "values (%s, %s, %s) returning id")
     update_sql = "update salesforce.contacts set email = %s where id = %s"
     delete_sql = "delete from salesforce.contacts where id = %s"
-    plan = (["kill_9"] * 2 + ["backend_terminated", "pg_restart"]
+    plan = (["kill_9"] * 2 + ["backend_terminated", "pg_restart", "request_lost"]
             + ["api_500", "api_slow", "answer_lost"] * 2)
     pause = (0.2, 0.5)
     budget = MUTATIONS
@@ -247,11 +258,14 @@ class SalesforceSide:
             time.sleep(1.0)
             self.fake.control(delay_ms=0)
         elif fault == "answer_lost":
-            # read, then the connection dropped unanswered
+            # the next write applied, then its connection dropped unanswered
+            self.fake.control(drop_after_apply=1)
+        elif fault == "request_lost":
+            # the next request read, then its connection dropped unanswered, nothing applied
             self.fake.control(down=True, down_count=1)
 
     def calm(self):
-        self.fake.control(delay_ms=0, fail_status=0, down=False)
+        self.fake.control(delay_ms=0, fail_status=0, down=False, drop_after_apply=0)
 
 
 # the run's own bounds (150 s of faults, 90 s of settling) decide; under load the usual 20 s
@@ -270,7 +284,7 @@ def test_chaos_nothing_lost_doubled_or_divergent(pg, bouncer_factory, side_type)
                    for i in range(CLIENTS)]
         for c in clients:
             c.start()
-        faults = {"api_500": 0, "api_slow": 0, "answer_lost": 0, "kill_9": 0,
+        faults = {"api_500": 0, "api_slow": 0, "answer_lost": 0, "request_lost": 0, "kill_9": 0,
                   "backend_terminated": 0, "pg_restart": 0}
         plan = list(side.plan)
         rng.shuffle(plan)

@@ -1159,6 +1159,10 @@ def test_salesforce_inserts_on_an_external_id_are_never_doubled_and_are_found_ag
             last = fake.requests()[-1]
             assert (last["method"], last["path"]) == (
                 "PATCH", "/services/data/v59.0/composite/sobjects/Contact/Ext_Id__c")
+            # one value twice in one statement: Salesforce matches neither, nothing is made
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                conn.execute("insert into salesforce.contacts (last_name, ext_id) values "
+                             "('Harkonnen', 'E9'), ('Rabban', 'E9')")
             # a 500 before anything was applied: unknown to the client, not created (first,
             # while no settling asks the API: it would take the one failure)
             fake.control(fail_status=500, fail_count=1)
@@ -1187,3 +1191,75 @@ def test_salesforce_inserts_on_an_external_id_are_never_doubled_and_are_found_ag
         fake.stop()
 
 
+
+
+def test_salesforce_writes_applied_with_their_answers_lost_settle_to_the_apis_state(
+        pg, bouncer_factory):
+    """Salesforce applies an update and a delete and the answers never come back (the
+    connection closes unanswered, and the request is not sent again). Before settling reads
+    the records, another user changes the updated one at the API: the table takes that state,
+    not the value of the lost write. The deleted row goes; the client repeating the delete is
+    told to retry until then, and afterwards it finds nothing to delete. An insert lost so in a
+    table with neither external_id= nor a sync worker cannot be found by anything: it waits,
+    saying so and what to do."""
+    from test_synced import FakeSalesforce, start_synced
+
+    fake = FakeSalesforce()
+    try:
+        b = start_synced(pg, bouncer_factory, fake, api_timeout=1,
+                         table_extra="columns='note:Description' sync_interval=0 backfill=off")
+        rows = lambda: pg.sql("SELECT id, last_name, email FROM salesforce.contacts "
+                              "ORDER BY id", dbname="crm")
+        with crm(b) as conn:
+            paul, leto = [conn.execute(
+                "insert into salesforce.contacts (last_name, email) values (%s, %s) "
+                "returning id", (n, f"{n.lower()}@caladan.io")).fetchone()[0]
+                for n in ("Paul", "Leto")]
+            fake.control(drop_after_apply=1)
+            with pytest.raises(psycopg.errors.InternalError_) as ei:
+                conn.execute("update salesforce.contacts set email = 'paul@arrakis.io' "
+                             "where id = %s", (paul,))
+            assert "outcome unknown" in ei.value.diag.message_primary
+            assert fake.store()[paul]["Email"] == "paul@arrakis.io"  # applied all the same
+            # another user, before the record is read back (settling first waits for any
+            # late request: twice timeout= and a second)
+            fake.call("POST", "/_records", {"object": "Contact", "op": "update", "id": paul,
+                                            "fields": {"Email": "muaddib@arrakis.io"}})
+            fake.control(drop_after_apply=1)
+            with pytest.raises(psycopg.errors.InternalError_) as ei:
+                conn.execute("delete from salesforce.contacts where id = %s", (leto,))
+            assert "outcome unknown" in ei.value.diag.message_primary
+            assert leto not in fake.store()
+            with pytest.raises(psycopg.errors.SerializationFailure):
+                conn.execute("delete from salesforce.contacts where id = %s", (leto,))
+            wait_for(lambda: not intents(pg), "not settled:\n" + b.log()[-4000:], timeout=30)
+            assert rows() == [(paul, "Paul", "muaddib@arrakis.io")]
+            cur = conn.execute("delete from salesforce.contacts where id = %s", (leto,))
+            assert cur.statusmessage == "DELETE 0"
+            # an insert lost so, in a table with neither external_id= nor a sync worker:
+            # nothing can find its record, and the journal says what a person can do
+            fake.control(drop_after_apply=1)
+            with pytest.raises(psycopg.errors.InternalError_) as ei:
+                conn.execute("insert into salesforce.contacts (last_name) values ('Gurney')")
+            assert "outcome unknown" in ei.value.diag.message_primary
+        writes = [(r["method"], r.get("query", "")) for r in fake.requests()]
+        assert writes.count(("DELETE", f"ids={leto}&allOrNone=true")) == 1, writes
+        assert sorted((r["LastName"], r.get("Email")) for r in fake.store().values()) == [
+            ("Gurney", None), ("Paul", "muaddib@arrakis.io")]
+        ((iid,),) = pg.sql("SELECT id::text FROM syncbouncer.intent", dbname="crm")
+        with admin(b) as ac:
+            def journal():
+                cur = ac.execute("SHOW JOURNAL")
+                cols = [c.name for c in cur.description]
+                return [r for r in (dict(zip(cols, r)) for r in cur.fetchall())
+                        if r["id"] == iid]
+            wait_for(lambda: [r["state"] for r in journal()] == ["awaiting sync"],
+                     f"not awaiting sync: {journal()}")
+            assert journal()[0]["last_error"] == (
+                "the API gives no way to find the created record, and table "
+                "salesforce.contacts has no sync worker (sync_interval=0, or its sync is off): "
+                "give it a sync_interval, or check salesforce by hand, then JOURNAL GIVEUP")
+            ac.execute(f"JOURNAL GIVEUP {iid} CONFIRM")
+        wait_for(lambda: not intents(pg), "not given up:\n" + b.log()[-4000:])
+    finally:
+        fake.stop()

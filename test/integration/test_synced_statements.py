@@ -219,6 +219,63 @@ def test_unqualified_name_finds_an_ordinary_table_first_on_the_path(bouncer_fact
 # ---------------------------------------------------------------- writes that escape a block
 
 
+def statement_log_lines(pg, start, marker):
+    """(parses, executes) PostgreSQL logged since offset start of its log for statements whose
+    text holds marker (log_min_duration_statement = 0 logs each step of the extended protocol:
+    "parse <unnamed>: ...", "bind ...", "execute <unnamed>: ...")."""
+    with open(pg.logfile, "rb") as f:
+        f.seek(start)
+        lines = [line for line in f.read().decode("utf-8", "replace").splitlines()
+                 if marker in line and "duration:" in line]
+    return (sum(1 for line in lines if " parse <unnamed>: " in line),
+            sum(1 for line in lines if " execute <unnamed>: " in line))
+
+
+@pytest.mark.timeout(60)
+def test_a_synced_write_has_postgresql_parse_its_statement_once(bouncer_factory, pg):
+    """The client's statement runs three times on the write's connection (capture, check,
+    apply); PostgreSQL parses it once and binds it again for the other two, with the client's
+    parameters (simple and extended protocol). With ON CONFLICT DO NOTHING a lookup parses
+    between the check and the apply run, so the apply run parses the statement again."""
+    pg.sql("ALTER DATABASE crm SET log_min_duration_statement = 0")
+    fake = FakeApi("salesforce")
+    try:
+        b = start_salesforce(pg, bouncer_factory, fake.url,
+                             f"{fake.url}/services/oauth2/token", "test-client-secret")
+        start = os.path.getsize(pg.logfile)
+        with crm(b) as conn:
+            (rid,) = conn.execute("insert into salesforce.contacts (last_name, email) values "
+                                  "('ParseOnceA', 'a@example.com') returning id").fetchone()
+            cur = conn.execute("update salesforce.contacts set email = %s "
+                               "where last_name = 'ParseOnceA'", ("b@example.com",))
+            assert cur.statusmessage == "UPDATE 1"
+            cur = conn.execute("insert into salesforce.contacts (last_name) values "
+                               "('ParseOnceC') on conflict do nothing")
+            assert cur.statusmessage == "INSERT 0 1"
+        out = b.psql("-At", "-c", "update salesforce.contacts set first_name = 'Paul' "
+                     "where last_name = 'ParseOnceA' returning first_name", dbname="crm")
+        assert out.stdout.splitlines() == ["Paul", "UPDATE 1"]
+        assert statement_log_lines(pg, start, "values ('ParseOnceA'") == (1, 3)
+        assert statement_log_lines(pg, start, "set email = $1") == (1, 3)
+        assert statement_log_lines(pg, start, "set first_name = 'Paul'") == (1, 3)
+        assert statement_log_lines(pg, start, "('ParseOnceC') on conflict") == (2, 3)
+        assert sorted(pg.sql("select id, first_name, last_name, email from salesforce.contacts",
+                             dbname="crm"), key=lambda r: r[2]) == [
+            (rid, "Paul", "ParseOnceA", "b@example.com"),
+            (sf_contacts_id(fake, "ParseOnceC"), None, "ParseOnceC", None)]
+        assert sorted((c["LastName"], c.get("FirstName"), c.get("Email"))
+                      for c in sf_contacts(fake)) == [
+            ("ParseOnceA", "Paul", "b@example.com"), ("ParseOnceC", None, None)]
+    finally:
+        pg.sql("ALTER DATABASE crm RESET log_min_duration_statement")
+        fake.stop()
+
+
+def sf_contacts_id(fake, last_name):
+    (rid,) = [c["Id"] for c in sf_contacts(fake) if c["LastName"] == last_name]
+    return rid
+
+
 @pytest.mark.timeout(60)
 def test_insert_does_not_wait_for_another_writes_check_run(salesforce, pg):
     """Before its request leaves, a synced INSERT writes its rows for real in a savepoint (the
