@@ -557,13 +557,14 @@ static void api_call_http_done(void *ud, const struct http_response *resp)
 	else if (call->read_id != NULL)
 		connector_parse_read(api->conn, call->table, call->read_id, resp, &call->result);
 	else
-		connector_parse_response(api->conn, call->table, call->op,
-		                         call->left ? call->left : call->rows,
-		                         call->left ? call->nleft : call->nrows, resp, &call->result);
+		connector_parse_response(
+		        api->conn, call->table, call->op, call->left ? call->left : call->rows,
+		        call->left ? call->nleft : call->nrows, resp, &call->result);
 	api_note_answer(&call->result, resp);
+	/* an error's row is the call's, not the resent request's */
 	if (call->left != NULL && call->result.error.row >= 0 &&
 	    call->result.error.row < call->nleft)
-		call->result.error.row = call->left_row[call->result.error.row]; /* the call's row */
+		call->result.error.row = call->left_row[call->result.error.row];
 	if (call->result.ok) {
 		if (call->left != NULL && !api_call_spread_result(call))
 			api_call_oom(call);

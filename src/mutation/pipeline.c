@@ -1399,7 +1399,8 @@ static void start_capture(struct mutation *m)
 		char detail[160];
 
 		/* nothing read, so no intent yet and no request: the client may retry */
-		snprintf(detail, sizeof(detail), "Nothing was written to %s.", api_name(m->st->api));
+		snprintf(detail, sizeof(detail), "Nothing was written to %s.",
+		         api_name(m->st->api));
 		mutation_set_error(m, "58000", "could not queue a synced-table write", detail,
 		                   NULL);
 		m->conn_broken = true;
@@ -1418,8 +1419,8 @@ static void on_connected(void *arg, struct pgc *pc, const char *error)
 		size_t len = strlen(error);
 		int n;
 
-		while (len > 0 && (error[len - 1] == '\n' || error[len - 1] == ' ' ||
-		                   error[len - 1] == '.'))
+		while (len > 0 &&
+		       (error[len - 1] == '\n' || error[len - 1] == ' ' || error[len - 1] == '.'))
 			len--;
 		n = len > 400 ? 400 : (int)len;
 		snprintf(detail, sizeof(detail), "%.*s. Nothing was written to %s.", n, error,
