@@ -486,8 +486,8 @@ static void test_parse_delete_with_gone_records(void **state)
 	static const struct api_value a[] = {{"id", "0038b00002gszToAAI", API_VALUE_TEXT}};
 	static const struct api_value b[] = {{"id", "0038b00002gszTpAAI", API_VALUE_TEXT}};
 	static const struct api_value c[] = {{"id", "0038b00002gszTqAAI", API_VALUE_TEXT}};
-	struct api_row rows[3] = {{.old_image = {a, 1}}, {.old_image = {b, 1}},
-	                          {.old_image = {c, 1}}};
+	struct api_row rows[3] = {
+	        {.old_image = {a, 1}}, {.old_image = {b, 1}}, {.old_image = {c, 1}}};
 	struct api_result res;
 
 	parse_fixture("sf_delete_some_gone.json", 200, NULL, API_OP_DELETE, rows, 3, &res);
@@ -814,7 +814,8 @@ static void test_e2e_insert_then_delete(void **state)
  */
 static void test_e2e_delete_with_a_gone_record(void **state)
 {
-	const struct api_row three[3] = {{.new_image = {jessica, 3}}, {.new_image = {jessica, 3}},
+	const struct api_row three[3] = {{.new_image = {jessica, 3}},
+	                                 {.new_image = {jessica, 3}},
 	                                 {.new_image = {jessica, 3}}};
 	struct outcome o = {0}, d = {0}, r = {0};
 	struct api_value ids[3][1];
