@@ -195,6 +195,13 @@ struct api_result {
 	struct api_error error;
 	struct api_row_result *rows;
 	int nrows;
+	/*
+	 * !ok, a batch delete refused only because some of its records no longer exist (Salesforce
+	 * ENTITY_IS_DELETED under allOrNone, the others rolled back): gone[i] for each such row,
+	 * one per input row; NULL when the refusal has any other cause. The call resends the
+	 * delete without them (see api.c).
+	 */
+	bool *gone;
 	/* set by api.c for the call's log line and metrics (not by connectors) */
 	int http_status;     /* of the last answer, 0 when none arrived */
 	char request_id[96]; /* the API's id of that answer (Request-Id, ...), "" when none */

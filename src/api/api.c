@@ -4,7 +4,9 @@
  * A call moves: AUTH (waiting for a token) → SENT (one HTTP request in flight) → done, with
  * two ways back to AUTH: a refused token (once, after invalidating it) and a rate limit whose
  * wait fits before the deadline (WAITING on the call's timer). A retry happens only when the
- * answer guarantees nothing was written. The request body is built once and reused.
+ * answer guarantees nothing was written. The request body is built once and reused, except
+ * for a delete refused only because some of its records are gone: it is built again without
+ * them and sent in the same call (api_call_drop_gone()).
  *
  * Invariants: a call is on api->calls until its callback runs or it is cancelled; at any time
  * at most one of http_req / auth_wait / the timer is pending; callbacks come from the loop.
@@ -69,6 +71,15 @@ struct api_call {
 	enum api_op op;
 	const struct api_row *rows;
 	int nrows;
+	/*
+	 * A delete resent without the rows whose records the API said were gone: gone[0..nrows)
+	 * marks those, left[0..nleft) are the rows the request now carries and left_row[] their
+	 * index in rows. NULL/0 while the request carries all the rows.
+	 */
+	bool *gone;
+	struct api_row *left;
+	int *left_row;
+	int nleft;
 	api_done_cb cb;
 	void *arg;
 	enum api_call_state state;
@@ -265,6 +276,9 @@ static void api_call_free(struct api_call *call)
 	api_result_free(&call->result);
 	free(call->token_used);
 	free(call->read_id);
+	free(call->gone);
+	free(call->left);
+	free(call->left_row);
 	free(call);
 }
 
@@ -390,6 +404,134 @@ static void api_note_answer(struct api_result *res, const struct http_response *
 static void api_call_send(struct api_call *call);
 static void api_call_auth(struct api_call *call);
 
+/* Replaces the call's result with "out of memory", nothing written by this last step. */
+static void api_call_oom(struct api_call *call)
+{
+	api_result_free(&call->result);
+	api_error_set(&call->result.error, API_ERR_INTERNAL, "out of memory");
+	call->result.error.nothing_written = true;
+}
+
+/* The record id a row's delete named (its old image's key), or NULL. */
+static const char *api_call_row_id(const struct api_call *call, int i)
+{
+	const struct api_value *v = api_image_get(&call->rows[i].old_image, call->table->pk_column);
+
+	return v != NULL ? v->value : NULL;
+}
+
+/*
+ * A delete answered for the rows still sent (call->left): the result gets one entry per row of
+ * the call, in row order, each gone row with the id its delete named. False: out of memory.
+ */
+static bool api_call_spread_result(struct api_call *call)
+{
+	struct api_row_result *all = calloc((size_t)call->nrows, sizeof(*all));
+	const char *id;
+	int i, j;
+
+	if (all == NULL)
+		return false;
+	for (j = 0; j < call->nleft && j < call->result.nrows; j++) {
+		all[call->left_row[j]] = call->result.rows[j];
+		memset(&call->result.rows[j], 0, sizeof(call->result.rows[j]));
+	}
+	api_result_free(&call->result);
+	call->result.rows = all;
+	call->result.nrows = call->nrows;
+	call->result.ok = true;
+	for (i = 0; i < call->nrows; i++) {
+		if (!call->gone[i] || all[i].id != NULL)
+			continue;
+		id = api_call_row_id(call, i);
+		if ((all[i].id = strdup(id != NULL ? id : "")) == NULL)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * A delete refused because some of its records no longer exist (deleted by someone else, or
+ * by an earlier attempt of this very request): those rows are done — the state the write asks
+ * for — and the delete is sent again, in the same call, without them (a single gone record:
+ * nothing left to send). Only when the refusal changed nothing and has no other cause: the
+ * connector names the gone rows (api_result.gone), or the one record sent is gone
+ * (record_gone). True when the call went on (resent or finished), false to handle the error as
+ * any other. Each resend drops at least one row, so this ends; the resend is an attempt like
+ * the first (may_send, deadline, an unknown outcome stays one).
+ */
+static bool api_call_drop_gone(struct api_call *call)
+{
+	struct api *api = call->api;
+	struct api_error *e = &call->result.error;
+	int nsent = call->left ? call->nleft : call->nrows;
+	int i, j, nleft = 0, ngone = 0;
+	struct api_http_spec spec;
+	struct api_error berr;
+
+	if (call->result.gone == NULL && !(e->record_gone && nsent == 1))
+		return false;
+	if (call->result.gone != NULL && !e->nothing_written)
+		return false;
+	if (call->gone == NULL && (call->gone = calloc((size_t)call->nrows, sizeof(bool))) == NULL)
+		goto oom;
+	for (j = 0; j < nsent; j++) {
+		if (call->result.gone == NULL || call->result.gone[j]) {
+			call->gone[call->left ? call->left_row[j] : j] = true;
+			ngone++;
+		}
+	}
+	if (ngone == 0)
+		return false;
+	if (call->left == NULL) {
+		call->left = calloc((size_t)call->nrows, sizeof(*call->left));
+		call->left_row = calloc((size_t)call->nrows, sizeof(*call->left_row));
+		if (call->left == NULL || call->left_row == NULL)
+			goto oom;
+	}
+	for (i = 0; i < call->nrows; i++) {
+		if (call->gone[i])
+			continue;
+		call->left[nleft] = call->rows[i];
+		call->left_row[nleft++] = i;
+	}
+	call->nleft = nleft;
+	if (nleft == 0) {
+		log_debug("api %s: the %d record(s) to delete were already gone", api->name,
+		          call->nrows);
+		api_result_free(&call->result);
+		call->result.rows = NULL;
+		call->result.nrows = 0;
+		if (!api_call_spread_result(call))
+			api_call_oom(call);
+		api_call_finish(call);
+		return true;
+	}
+	api_error_set(&berr, API_ERR_NONE, "%s", "");
+	if (!connector_build_request_keyed(api->conn, call->table, call->op, call->left, nleft,
+	                                   NULL, &spec, &berr)) {
+		/* the rows built once already: a failure now is no answer of the API's */
+		api_result_free(&call->result);
+		call->result.error = berr;
+		call->result.error.nothing_written = true;
+		call->result.error.local = true;
+		api_call_finish(call);
+		return true;
+	}
+	api_http_spec_free(&call->spec);
+	call->spec = spec;
+	api->st_retries++;
+	log_debug("api %s: %d record(s) to delete already gone, sending the delete of the other %d",
+	          api->name, ngone, nleft);
+	api_result_free(&call->result);
+	api_call_auth(call);
+	return true;
+oom:
+	api_call_oom(call);
+	api_call_finish(call);
+	return true;
+}
+
 static void api_call_http_done(void *ud, const struct http_response *resp)
 {
 	struct api_call *call = ud;
@@ -415,39 +557,23 @@ static void api_call_http_done(void *ud, const struct http_response *resp)
 	else if (call->read_id != NULL)
 		connector_parse_read(api->conn, call->table, call->read_id, resp, &call->result);
 	else
-		connector_parse_response(api->conn, call->table, call->op, call->rows, call->nrows,
-		                         resp, &call->result);
+		connector_parse_response(
+		        api->conn, call->table, call->op, call->left ? call->left : call->rows,
+		        call->left ? call->nleft : call->nrows, resp, &call->result);
 	api_note_answer(&call->result, resp);
+	/* an error's row is the call's, not the resent request's */
+	if (call->left != NULL && call->result.error.row >= 0 &&
+	    call->result.error.row < call->nleft)
+		call->result.error.row = call->left_row[call->result.error.row];
 	if (call->result.ok) {
+		if (call->left != NULL && !api_call_spread_result(call))
+			api_call_oom(call);
 		api_call_finish(call);
 		return;
 	}
 	e = &call->result.error;
-	if (e->record_gone && call->op == API_OP_DELETE && call->nrows == 1) {
-		/*
-		 * The record is gone already (deleted by someone else, or by an earlier attempt of
-		 * this very request): the delete is done, and the row goes too, as it does on
-		 * connectors whose delete answers success for a missing record.
-		 */
-		const struct api_value *idv =
-		        api_image_get(&call->rows[0].old_image, call->table->pk_column);
-
-		api_result_free(&call->result);
-		api_result_init(&call->result);
-		call->result.rows = calloc(1, sizeof(*call->result.rows));
-		if (call->result.rows != NULL && idv != NULL && idv->value != NULL &&
-		    (call->result.rows[0].id = strdup(idv->value)) != NULL) {
-			call->result.nrows = 1;
-			call->result.ok = true;
-			log_debug("api %s: the record to delete was already gone", api->name);
-		} else {
-			api_result_free(&call->result);
-			api_error_set(&call->result.error, API_ERR_INTERNAL, "out of memory");
-			call->result.error.nothing_written = true;
-		}
-		api_call_finish(call);
+	if (call->op == API_OP_DELETE && call->read_id == NULL && api_call_drop_gone(call))
 		return;
-	}
 	if (!e->nothing_written)
 		call->maybe_written = true;
 	if (e->session_expired && e->nothing_written &&

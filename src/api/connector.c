@@ -149,6 +149,7 @@ void api_result_free(struct api_result *r)
 		free(r->rows[i].id);
 	}
 	free(r->rows);
+	free(r->gone);
 	api_result_init(r);
 }
 

@@ -7,7 +7,9 @@
  *
  * At most 200 records per request. The answer is a list of SaveResults in request order
  * ([{"id":..,"success":true,"errors":[]}]); with allOrNone one bad record fails all of them and
- * the others say ALL_OR_NONE_OPERATION_ROLLED_BACK, which we skip to find the real cause. Errors
+ * the others say ALL_OR_NONE_OPERATION_ROLLED_BACK, which we skip to find the real cause. A delete
+ * refused only because some records are deleted already (ENTITY_IS_DELETED) names them in
+ * api_result.gone, and the call sends it again without them. Errors
  * that concern the whole request come as [{"message":..,"errorCode":..}] with a 4xx/5xx status.
  * Columns map to fields by snake_case → PascalCase (first_name ↔ FirstName, id ↔ Id).
  *
@@ -354,12 +356,16 @@ static void sf_set_error(struct api_error *e, const char *cname, const char *cod
 	e->nothing_written = cls != API_ERR_SERVER || status < 500;
 }
 
-/* The per-record shape: the first error that is not the rollback notice, else any. */
-static bool sf_find_record_error(const struct json_value *arr, int *row,
+/*
+ * The per-record shape: the first error that is not the rollback notice, else any. For a delete,
+ * a record that is gone (ENTITY_IS_DELETED) is no cause of its own: another record's refusal is
+ * what the client needs to see.
+ */
+static bool sf_find_record_error(const struct json_value *arr, enum api_op op, int *row,
                                  const struct json_value **errv)
 {
-	const struct json_value *fallback = NULL;
-	int fallback_row = -1;
+	const struct json_value *fallback = NULL, *gone = NULL;
+	int fallback_row = -1, gone_row = -1;
 	size_t i, j;
 
 	for (i = 0; i < arr->count; i++) {
@@ -373,6 +379,14 @@ static bool sf_find_record_error(const struct json_value *arr, int *row,
 			continue;
 		for (j = 0; j < errs->count; j++) {
 			const char *sc = json_get_string(errs->items[j], "statusCode");
+			if (sc != NULL && op == API_OP_DELETE &&
+			    strcmp(sc, "ENTITY_IS_DELETED") == 0) {
+				if (gone == NULL) {
+					gone = errs->items[j];
+					gone_row = (int)i;
+				}
+				continue;
+			}
 			if (sc != NULL && strcmp(sc, "ALL_OR_NONE_OPERATION_ROLLED_BACK") != 0) {
 				*row = (int)i;
 				*errv = errs->items[j];
@@ -384,11 +398,58 @@ static bool sf_find_record_error(const struct json_value *arr, int *row,
 			}
 		}
 	}
+	if (gone != NULL) {
+		*row = gone_row;
+		*errv = gone;
+		return true;
+	}
 	if (fallback == NULL)
 		return false;
 	*row = fallback_row;
 	*errv = fallback;
 	return true;
+}
+
+/*
+ * A delete refused under allOrNone: which rows were refused only because their records no
+ * longer exist (ENTITY_IS_DELETED), the others having been rolled back. NULL when no record
+ * is gone, when any was refused for another cause, or out of memory: the refusal stands.
+ */
+static bool *sf_gone_rows(const struct json_value *arr)
+{
+	bool *gone = calloc(arr->count ? arr->count : 1, sizeof(*gone));
+	bool any = false;
+	size_t i, j;
+
+	if (gone == NULL)
+		return NULL;
+	for (i = 0; i < arr->count; i++) {
+		const struct json_value *rec = arr->items[i];
+		const struct json_value *success = json_get(rec, "success");
+		const struct json_value *errs = json_get(rec, "errors");
+		bool other = false;
+
+		if (success != NULL && success->kind == JSON_BOOL && success->boolean)
+			continue;
+		if (errs == NULL || errs->kind != JSON_ARRAY || errs->count == 0)
+			goto refused;
+		for (j = 0; j < errs->count; j++) {
+			const char *sc = json_get_string(errs->items[j], "statusCode");
+
+			if (sc != NULL && strcmp(sc, "ENTITY_IS_DELETED") == 0)
+				gone[i] = true;
+			else if (sc == NULL || strcmp(sc, "ALL_OR_NONE_OPERATION_ROLLED_BACK") != 0)
+				other = true;
+		}
+		if (other && !gone[i])
+			goto refused;
+		any = any || gone[i];
+	}
+	if (any)
+		return gone;
+refused:
+	free(gone);
+	return NULL;
 }
 
 static void sf_parse(const struct connector *c, const struct api_table *t, enum api_op op,
@@ -432,10 +493,12 @@ static void sf_parse(const struct connector *c, const struct api_table *t, enum 
 		              "Salesforce answered %zu results for %d records", doc->count, nrows);
 		goto done;
 	}
-	if (sf_find_record_error(doc, &erow, &errv)) {
+	if (sf_find_record_error(doc, op, &erow, &errv)) {
 		sf_set_error(&out->error, c->name, json_get_string(errv, "statusCode"),
 		             json_get_string(errv, "message"), resp->status);
 		out->error.nothing_written = true; /* allOrNone=true */
+		if (op == API_OP_DELETE)
+			out->gone = sf_gone_rows(doc);
 		fields = json_get(errv, "fields");
 		api_error_locate(&out->error, c, t, op, rows, nrows, erow,
 		                 json_string(json_at(fields, 0)));

@@ -1396,7 +1396,13 @@ static void start_capture(struct mutation *m)
 	     queue_check(m);
 	free(settings);
 	if (!ok) {
-		mutation_set_error(m, "58000", "could not queue a synced-table write", NULL, NULL);
+		char detail[160];
+
+		/* nothing read, so no intent yet and no request: the client may retry */
+		snprintf(detail, sizeof(detail), "Nothing was written to %s.",
+		         api_name(m->st->api));
+		mutation_set_error(m, "58000", "could not queue a synced-table write", detail,
+		                   NULL);
 		m->conn_broken = true;
 		mutation_finish(m);
 	}
@@ -1409,7 +1415,16 @@ static void on_connected(void *arg, struct pgc *pc, const char *error)
 
 	(void)pc;
 	if (error != NULL) {
-		snprintf(detail, sizeof(detail), "%s", error);
+		/* before the intent and the request: the client may retry, so the DETAIL says so */
+		size_t len = strlen(error);
+		int n;
+
+		while (len > 0 &&
+		       (error[len - 1] == '\n' || error[len - 1] == ' ' || error[len - 1] == '.'))
+			len--;
+		n = len > 400 ? 400 : (int)len;
+		snprintf(detail, sizeof(detail), "%.*s. Nothing was written to %s.", n, error,
+		         api_name(m->st->api));
 		mutation_set_error(m, "58000",
 		                   "could not connect to the database for a synced-table write",
 		                   detail, NULL);

@@ -51,6 +51,8 @@ Control API for tests:
                   query_answer: "loop" (every batch says done: false and names itself as
                   nextRecordsUrl, an endless listing), or a raw body every query and batch
                   answers with 200 (a hostile page); "" is the normal answer
+                  refuse_delete: "id,id": a delete of those records is refused (DELETE_FAILED,
+                  as for a Contact that open Cases hold); "" refuses none
   POST /_records  change records "directly in Salesforce" (as another user would):
                   {"object": "Contact", "op": "create", "fields": {...}} -> {"id": ...};
                   {"op": "create", "count": N, "fields": {"LastName": "L{n}"}} creates N
@@ -106,7 +108,7 @@ class State(fake_http.State):
              "retry_after", "down_count", "expires_in", "query_batch", "query_delay_ms",
              "write_delay_ms", "drop_after_apply")
     flags = ("down", "hold_writes")
-    texts = ("query_answer",)
+    texts = ("query_answer", "refuse_delete")
 
     def reset(self):
         super().reset()
@@ -122,6 +124,7 @@ class State(fake_http.State):
         self.query_serial = 0
         self.query_batch = 2000
         self.query_delay_ms = 0
+        self.refuse_delete = ""
         self.write_delay_ms = 0
         self.drop_after_apply = 0
         self.hold_writes = False
@@ -313,8 +316,14 @@ class Handler(fake_http.Handler):
             errs = []
             for i in ids:
                 found = any(i in recs for recs in st.store.values())
-                errs.append(None if found else {"statusCode": "ENTITY_IS_DELETED",
-                                                "message": "entity is deleted", "fields": []})
+                if i in st.refuse_delete.split(","):
+                    errs.append({"statusCode": "DELETE_FAILED", "fields": [],
+                                 "message": "Your attempt to delete %s could not be completed "
+                                 "because it is associated with the following cases: 00001026"
+                                 % i})
+                else:
+                    errs.append(None if found else {"statusCode": "ENTITY_IS_DELETED",
+                                                    "message": "entity is deleted", "fields": []})
             return self.answer_collection(ids, errs, all_or_none, hdr, lambda: [
                 st.remove(i) for i in ids])
         try:

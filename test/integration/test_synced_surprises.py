@@ -140,6 +140,90 @@ def test_delete_of_a_record_the_api_no_longer_has_removes_the_row(bouncer_factor
     assert [r["path"] for r in deletes] == [path]
 
 
+def sf_three_records(pg, fake_sf):
+    """Three Contacts at the fake and their rows in the table; the first is then deleted at
+    Salesforce by someone else."""
+    ids = fake_sf.call("POST", "/_records", {"object": "Contact", "op": "create", "count": 3,
+                                             "fields": {"LastName": "L{n}"}})["ids"]
+    pg.sql("SELECT set_config('syncbouncer.mode', 'sync', false);"
+           "INSERT INTO salesforce.contacts (id, last_name) VALUES "
+           + ", ".join(f"('{i}', 'L{n}')" for n, i in enumerate(ids)), dbname="crm")
+    fake_sf.call("POST", "/_records", {"object": "Contact", "op": "delete", "id": ids[0]})
+    return ids
+
+
+def sf_deletes(fake_sf):
+    return [r["query"] for r in fake_sf.requests() if r["method"] == "DELETE"]
+
+
+@pytest.mark.timeout(60)
+def test_delete_of_rows_one_of_whose_records_is_gone_deletes_them_all(bouncer_factory, pg,
+                                                                       fake_sf):
+    """allOrNone refuses the whole batch for the gone record: the delete is sent again without
+    it, and the statement deletes every row it names, nothing else."""
+    b = start_salesforce(pg, bouncer_factory, fake_sf.url,
+                         f"{fake_sf.url}/services/oauth2/token", "test-client-secret")
+    gone, other, kept = sf_three_records(pg, fake_sf)
+    with crm(b) as conn:
+        cur = conn.execute("delete from salesforce.contacts where id in (%s, %s) returning id",
+                           (gone, other))
+        assert cur.statusmessage == "DELETE 2"
+        assert sorted(cur.fetchall()) == sorted([(gone,), (other,)])
+        assert conn.execute("select id from salesforce.contacts").fetchall() == [(kept,)]
+    assert list(fake_sf.store()["Contact"]) == [kept]
+    sent = sf_deletes(fake_sf)
+    assert len(sent) == 2 and gone in sent[0] and other in sent[0]
+    assert other in sent[1] and gone not in sent[1] and "allOrNone=true" in sent[1]
+
+
+@pytest.mark.timeout(60)
+def test_delete_refused_for_another_record_still_fails_and_deletes_nothing(bouncer_factory, pg,
+                                                                           fake_sf):
+    """A gone record is dropped from the delete only when nothing else is refused: a record
+    Salesforce will not delete fails the statement, with its own error, and no row goes."""
+    b = start_salesforce(pg, bouncer_factory, fake_sf.url,
+                         f"{fake_sf.url}/services/oauth2/token", "test-client-secret")
+    gone, refused, kept = sf_three_records(pg, fake_sf)
+    fake_sf.call("POST", "/_control", {"refuse_delete": refused})
+    with crm(b) as conn:
+        with pytest.raises(psycopg.Error) as ei:
+            conn.execute("delete from salesforce.contacts where id in (%s, %s)", (gone, refused))
+        assert "associated with the following cases" in (ei.value.diag.message_primary or "") \
+            + (ei.value.diag.message_detail or "")
+        assert sorted(conn.execute("select id from salesforce.contacts").fetchall()) == \
+            sorted([(gone,), (refused,), (kept,)])
+    assert sorted(fake_sf.store()["Contact"]) == sorted([refused, kept])
+    assert len(sf_deletes(fake_sf)) == 1
+
+
+@pytest.mark.timeout(60)
+def test_database_refusing_the_write_connection_says_nothing_was_written(bouncer_factory, pg,
+                                                                         fake_sf):
+    """The write's own database connection is opened before anything goes to the API: when the
+    database refuses it, the 58000 says nothing was written, so the client may retry."""
+    b = start_salesforce(pg, bouncer_factory, fake_sf.url,
+                         f"{fake_sf.url}/services/oauth2/token", "test-client-secret")
+    with crm(b) as conn:
+        conn.execute("select 1")  # the client's own server connection is open (session pool)
+        pg.sql("ALTER ROLE app CONNECTION LIMIT 0")  # no new one: the write's is refused
+        try:
+            with pytest.raises(psycopg.Error) as ei:
+                conn.execute("insert into salesforce.contacts (last_name) values ('Atreides')")
+        finally:
+            pg.sql("ALTER ROLE app CONNECTION LIMIT -1")
+        diag = ei.value.diag
+        assert (diag.sqlstate, diag.message_primary) == \
+            ("58000", "could not connect to the database for a synced-table write")
+        assert "too many connections" in diag.message_detail
+        assert diag.message_detail.endswith("Nothing was written to salesforce.")
+        assert all("/composite/sobjects" not in r["path"] for r in fake_sf.requests())
+        # and so it was: the same statement again goes through once the database takes it
+        cur = conn.execute("insert into salesforce.contacts (last_name) values ('Atreides') "
+                           "returning id")
+        (new_id,) = cur.fetchone()
+    assert list(fake_sf.store()["Contact"]) == [new_id]
+
+
 @pytest.mark.timeout(60)
 def test_an_update_that_changes_nothing_sends_no_request(bouncer_factory, pg, fake_sf):
     b = start_salesforce(pg, bouncer_factory, fake_sf.url, f"{fake_sf.url}/services/oauth2/token",

@@ -541,6 +541,21 @@ static void test_version_parse(void **state)
  * ours after a newer one got in between) fails whole, and deleting the version row lets the
  * installed version go back.
  */
+/* The newer schema the test put in crm is still there: its version, and its marked function. */
+static void assert_newer_schema_kept(const char *newer)
+{
+	char v[256];
+
+	assert_true(
+	        pg_server_value(&pg, "crm", "select value from syncbouncer.meta", v, sizeof(v)));
+	assert_string_equal(v, newer);
+	assert_true(pg_server_value(&pg, "crm",
+	                            "select prosrc from pg_proc where oid ="
+	                            " 'syncbouncer.applied()'::regprocedure",
+	                            v, sizeof(v)));
+	assert_string_equal(v, "begin /* newer */ return null; end");
+}
+
 static void test_newer_schema_is_never_replaced(void **state)
 {
 	char error[256], v[256], want[256], newer[32], older[32], sql[256];
@@ -571,14 +586,7 @@ static void test_newer_schema_is_never_replaced(void **state)
 	         " syncbouncer's %ld: upgrade syncbouncer",
 	         newer, ours);
 	assert_string_equal(error, want);
-	assert_true(
-	        pg_server_value(&pg, "crm", "select value from syncbouncer.meta", v, sizeof(v)));
-	assert_string_equal(v, newer);
-	assert_true(pg_server_value(&pg, "crm",
-	                            "select prosrc from pg_proc where oid ="
-	                            " 'syncbouncer.applied()'::regprocedure",
-	                            v, sizeof(v)));
-	assert_string_equal(v, "begin /* newer */ return null; end");
+	assert_newer_schema_kept(newer);
 	/* nor were the table's triggers touched */
 	assert_true(pg_server_value(&pg, "crm",
 	                            "select count(*) from pg_trigger where tgrelid ="
@@ -589,14 +597,7 @@ static void test_newer_schema_is_never_replaced(void **state)
 
 	/* our install text run anyway (a newer pooler installed after our check): all undone */
 	assert_false(pg_server_exec(&pg, "crm", catalog_schema_sql()));
-	assert_true(
-	        pg_server_value(&pg, "crm", "select value from syncbouncer.meta", v, sizeof(v)));
-	assert_string_equal(v, newer);
-	assert_true(pg_server_value(&pg, "crm",
-	                            "select prosrc from pg_proc where oid ="
-	                            " 'syncbouncer.applied()'::regprocedure",
-	                            v, sizeof(v)));
-	assert_string_equal(v, "begin /* newer */ return null; end");
+	assert_newer_schema_kept(newer);
 
 	/* not a number: named, left alone */
 	assert_true(pg_server_exec(&pg, "crm",

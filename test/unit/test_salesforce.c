@@ -475,6 +475,48 @@ static void test_parse_delete(void **state)
 	parse_fixture("sf_delete_deleted.json", 200, NULL, API_OP_DELETE, rows, 1, &res);
 	assert_int_equal(res.error.cls, API_ERR_NOT_FOUND);
 	assert_string_equal(res.error.code, "ENTITY_IS_DELETED");
+	assert_non_null(res.gone);
+	assert_true(res.gone[0]);
+	api_result_free(&res);
+}
+
+/* allOrNone refused a delete: the rows whose records are gone, and only when nothing else is. */
+static void test_parse_delete_with_gone_records(void **state)
+{
+	static const struct api_value a[] = {{"id", "0038b00002gszToAAI", API_VALUE_TEXT}};
+	static const struct api_value b[] = {{"id", "0038b00002gszTpAAI", API_VALUE_TEXT}};
+	static const struct api_value c[] = {{"id", "0038b00002gszTqAAI", API_VALUE_TEXT}};
+	struct api_row rows[3] = {
+	        {.old_image = {a, 1}}, {.old_image = {b, 1}}, {.old_image = {c, 1}}};
+	struct api_result res;
+
+	parse_fixture("sf_delete_some_gone.json", 200, NULL, API_OP_DELETE, rows, 3, &res);
+	assert_false(res.ok);
+	assert_true(res.error.nothing_written);
+	assert_int_equal(res.error.cls, API_ERR_NOT_FOUND);
+	assert_int_equal(res.error.row, 1);
+	assert_non_null(res.gone);
+	assert_false(res.gone[0]);
+	assert_true(res.gone[1]);
+	assert_false(res.gone[2]);
+	api_result_free(&res);
+	assert_null(res.gone);
+
+	/* another record refused: that is the error, and no row counts as gone */
+	parse_fixture("sf_delete_gone_and_refused.json", 200, NULL, API_OP_DELETE, rows, 3, &res);
+	assert_false(res.ok);
+	assert_true(res.error.nothing_written);
+	assert_null(res.gone);
+	assert_string_equal(res.error.code, "DELETE_FAILED");
+	assert_int_equal(res.error.row, 1);
+	assert_non_null(strstr(res.error.message, "associated with the following cases"));
+	api_result_free(&res);
+
+	/* an update of a deleted record is refused as before: nothing is gone for an update */
+	parse_fixture("sf_delete_some_gone.json", 200, NULL, API_OP_UPDATE, rows, 3, &res);
+	assert_false(res.ok);
+	assert_null(res.gone);
+	assert_string_equal(res.error.code, "ENTITY_IS_DELETED");
 	api_result_free(&res);
 }
 
@@ -762,6 +804,68 @@ static void test_e2e_insert_then_delete(void **state)
 	free(store);
 	assert_int_equal(fake_count("/services/oauth2/token"), 1);
 	api_result_free(&o.res);
+	api_result_free(&d.res);
+}
+
+/*
+ * A delete of three records, the middle one deleted at Salesforce meanwhile: allOrNone refuses
+ * the batch, the call sends it again without that record, and answers one result per row in
+ * row order. A refusal for another cause is the call's answer, nothing sent again.
+ */
+static void test_e2e_delete_with_a_gone_record(void **state)
+{
+	const struct api_row three[3] = {{.new_image = {jessica, 3}},
+	                                 {.new_image = {jessica, 3}},
+	                                 {.new_image = {jessica, 3}}};
+	struct outcome o = {0}, d = {0}, r = {0};
+	struct api_value ids[3][1];
+	struct api_row drows[3];
+	struct api_stats st;
+	char *store, ctl[160];
+	int i;
+
+	assert_non_null(api_submit(X.api, &contacts, API_OP_INSERT, three, 3, on_api_done, &o));
+	run_until(1, 5000);
+	assert_true(o.res.ok);
+	for (i = 0; i < 3; i++) {
+		ids[i][0] = (struct api_value){"id", o.res.rows[i].id, API_VALUE_TEXT};
+		drows[i] = (struct api_row){.old_image = {ids[i], 1}};
+	}
+	snprintf(ctl, sizeof(ctl), "{\"object\":\"Contact\",\"op\":\"delete\",\"id\":\"%s\"}",
+	         o.res.rows[1].id);
+	free(fake_call(HTTP_POST, "/_records", ctl));
+
+	/* the third is refused for a cause of its own: that is the answer, no second request */
+	snprintf(ctl, sizeof(ctl), "{\"refuse_delete\":\"%s\"}", o.res.rows[2].id);
+	fake_control(ctl);
+	assert_non_null(api_submit(X.api, &contacts, API_OP_DELETE, drows, 3, on_api_done, &r));
+	run_until(2, 5000);
+	assert_false(r.res.ok);
+	assert_string_equal(r.res.error.code, "DELETE_FAILED");
+	assert_int_equal(r.res.error.row, 2);
+	assert_true(r.res.error.nothing_written);
+	assert_int_equal(fake_count("/services/data/v59.0/composite/sobjects"), 2);
+
+	fake_control("{\"refuse_delete\":\"\"}");
+	assert_non_null(api_submit(X.api, &contacts, API_OP_DELETE, drows, 3, on_api_done, &d));
+	run_until(3, 5000);
+	if (!d.res.ok)
+		fail_msg("%s", d.res.error.message);
+	assert_int_equal(d.res.nrows, 3);
+	for (i = 0; i < 3; i++)
+		assert_string_equal(d.res.rows[i].id, o.res.rows[i].id);
+	/* insert, refused delete, refused delete, the delete without the gone record */
+	assert_int_equal(fake_count("/services/data/v59.0/composite/sobjects"), 4);
+	api_get_stats(X.api, &st);
+	assert_int_equal(st.calls, 3);
+	assert_int_equal(st.requests, 4);
+	assert_int_equal(st.errors, 1);
+	store = fake_call(HTTP_GET, "/_store", NULL);
+	for (i = 0; i < 3; i++)
+		assert_null(strstr(store, o.res.rows[i].id));
+	free(store);
+	api_result_free(&o.res);
+	api_result_free(&r.res);
 	api_result_free(&d.res);
 }
 
@@ -1260,6 +1364,7 @@ int main(void)
 	        cmocka_unit_test(test_parse_record_errors),
 	        cmocka_unit_test(test_parse_request_errors),
 	        cmocka_unit_test(test_parse_delete),
+	        cmocka_unit_test(test_parse_delete_with_gone_records),
 	        cmocka_unit_test(test_read_by_id),
 	        cmocka_unit_test(test_external_id),
 	        cmocka_unit_test(test_parse_huge_and_non_answers),
@@ -1267,6 +1372,8 @@ int main(void)
 	};
 	const struct CMUnitTest e2e[] = {
 	        cmocka_unit_test_setup_teardown(test_e2e_insert_then_delete, e2e_setup,
+	                                        e2e_teardown),
+	        cmocka_unit_test_setup_teardown(test_e2e_delete_with_a_gone_record, e2e_setup,
 	                                        e2e_teardown),
 	        cmocka_unit_test_setup_teardown(test_e2e_single_flight_refresh, e2e_setup,
 	                                        e2e_teardown),
