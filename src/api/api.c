@@ -422,21 +422,28 @@ static const char *api_call_row_id(const struct api_call *call, int i)
 
 /*
  * A delete answered for the rows still sent (call->left): the result gets one entry per row of
- * the call, in row order, each gone row with the id its delete named. False: out of memory.
+ * the call, in row order, each gone row with the id its delete named; the answer's status and
+ * request id stay the call's (the write's log line and history show them). False: out of
+ * memory.
  */
 static bool api_call_spread_result(struct api_call *call)
 {
 	struct api_row_result *all = calloc((size_t)call->nrows, sizeof(*all));
+	int status = call->result.http_status;
+	char request_id[sizeof(call->result.request_id)];
 	const char *id;
 	int i, j;
 
 	if (all == NULL)
 		return false;
+	memcpy(request_id, call->result.request_id, sizeof(request_id));
 	for (j = 0; j < call->nleft && j < call->result.nrows; j++) {
 		all[call->left_row[j]] = call->result.rows[j];
 		memset(&call->result.rows[j], 0, sizeof(call->result.rows[j]));
 	}
 	api_result_free(&call->result);
+	call->result.http_status = status;
+	memcpy(call->result.request_id, request_id, sizeof(request_id));
 	call->result.rows = all;
 	call->result.nrows = call->nrows;
 	call->result.ok = true;
@@ -499,9 +506,6 @@ static bool api_call_drop_gone(struct api_call *call)
 	if (nleft == 0) {
 		log_debug("api %s: the %d record(s) to delete were already gone", api->name,
 		          call->nrows);
-		api_result_free(&call->result);
-		call->result.rows = NULL;
-		call->result.nrows = 0;
 		if (!api_call_spread_result(call))
 			api_call_oom(call);
 		api_call_finish(call);

@@ -1263,3 +1263,32 @@ def test_salesforce_writes_applied_with_their_answers_lost_settle_to_the_apis_st
         wait_for(lambda: not intents(pg), "not given up:\n" + b.log()[-4000:])
     finally:
         fake.stop()
+
+
+
+def test_a_table_with_upper_case_key_and_column_names_settles(pg, bouncer_factory, stripe):
+    """primary_key=Id and a column "Email" (names PostgreSQL keeps in upper case only when
+    quoted): an insert whose answer was lost is settled into the table by those names (the
+    row is written by the settler's insert, which names the key as a JSON key)."""
+    pg.sql("DROP SCHEMA IF EXISTS syncbouncer CASCADE;"
+           " CREATE SCHEMA IF NOT EXISTS billing AUTHORIZATION app;"
+           " DROP TABLE IF EXISTS billing.customers;"
+           ' CREATE TABLE billing.customers ("Id" text PRIMARY KEY, "Email" text, name text);'
+           " ALTER TABLE billing.customers OWNER TO app", dbname="crm")
+    cfg = config(pg, stripe)
+    cfg["synced_tables"] = [cfg["synced_tables"][0] + " primary_key=Id columns='Email:email'"]
+    b = bouncer_factory(config=cfg)
+    wait_guard(pg, b)
+    rows = lambda: {r[0]: (r[1], r[2]) for r in pg.sql(
+        'SELECT "Id", "Email", name FROM billing.customers', dbname="crm")}
+    with crm(b) as conn:
+        stripe.control(delay_ms=1500)  # past the API's timeout: applied, answer lost
+        with pytest.raises(psycopg.errors.InternalError_) as ei:
+            conn.execute('insert into billing.customers ("Email", name) '
+                         "values ('c@d.io', 'Cy')")
+        stripe.control(delay_ms=0)
+        assert "outcome unknown" in ei.value.diag.message_primary
+    wait_for(lambda: not intents(pg) and rows() == api_view(stripe)
+             and list(rows().values()) == [("c@d.io", "Cy")],
+             f"not settled: {intents(pg)} {rows()} {api_view(stripe)}\n" + b.log()[-4000:],
+             timeout=40)

@@ -854,6 +854,8 @@ static void test_e2e_delete_with_a_gone_record(void **state)
 	assert_int_equal(d.res.nrows, 3);
 	for (i = 0; i < 3; i++)
 		assert_string_equal(d.res.rows[i].id, o.res.rows[i].id);
+	/* the answer that settled it is the one the write's log line and history show */
+	assert_int_equal(d.res.http_status, 200);
 	/* insert, refused delete, refused delete, the delete without the gone record */
 	assert_int_equal(fake_count("/services/data/v59.0/composite/sobjects"), 4);
 	api_get_stats(X.api, &st);
